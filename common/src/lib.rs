@@ -1,0 +1,24 @@
+//! Corecast's sans-IO RTMP protocol core.
+//!
+//! Everything in this crate is a pure state machine: bytes (and, where a protocol needs it,
+//! the current time or random bytes) go in, parsed events and bytes to send come out. Nothing
+//! here touches a socket, an executor or the system clock, so every parser can be unit tested
+//! with spec vectors, property tested and fuzzed.
+//!
+//! # Layout
+//! - [`types`]: the newtypes and the [`types::RtmpMessage`] every layer passes around.
+//! - [`amf0`]: AMF0 values (and the AMF3 envelope some clients wrap commands in).
+//! - [`handshake`]: the C0/C1/C2 ⇄ S0/S1/S2 exchange, plain and digest (FP9), both sides.
+//! - [`chunk`]: the chunk stream decoder and encoder, including encode-once media framing.
+//! - [`control`]: protocol control messages (types 1–6) and user control events.
+//! - [`command`]: NetConnection/NetStream command messages (types 20/17) and data messages.
+//! - [`flv`]: FLV tag headers, codec/keyframe/sequence-header detection, FLV file framing.
+#![warn(missing_docs)]
+
+pub mod amf0;
+pub mod chunk;
+pub mod command;
+pub mod control;
+pub mod flv;
+pub mod handshake;
+pub mod types;
