@@ -1,1 +1,83 @@
-fn main() {}
+//! `corecast`: the RTMP node binary.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use corecast_node::config::{Config, LogFormat};
+use tracing_subscriber::EnvFilter;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Corecast: a shared-nothing, thread-per-core RTMP streaming node.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Config file (TOML). Without it the built-in defaults apply.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Check the configuration and exit.
+    #[arg(long)]
+    check: bool,
+    /// Override `rtmp.listen`.
+    #[arg(long, value_name = "ADDR")]
+    rtmp_listen: Option<SocketAddr>,
+    /// Override `node.cores` (0 = one per CPU).
+    #[arg(long, value_name = "N")]
+    cores: Option<usize>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut config = match &cli.config {
+        Some(path) => match Config::load(path) {
+            Ok(config) => config,
+            Err(e) => {
+                eprintln!("corecast: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => Config::default(),
+    };
+    if let Some(listen) = cli.rtmp_listen {
+        config.rtmp.listen = listen;
+    }
+    if let Some(cores) = cli.cores {
+        config.node.cores = cores;
+    }
+    if let Err(e) = config.validate() {
+        eprintln!("corecast: {e}");
+        return ExitCode::from(2);
+    }
+    if cli.check {
+        println!(
+            "corecast: configuration OK ({} cores, rtmp on {})",
+            config.effective_cores(),
+            config.rtmp.listen
+        );
+        return ExitCode::SUCCESS;
+    }
+    init_logging(&config);
+    match corecast_node::server::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("corecast: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,338 @@
+//! Node configuration: the TOML file, its defaults and its validation.
+//!
+//! Every field is documented here and in `config/corecast.toml` (which a test checks parses to
+//! exactly these defaults). Unknown fields are rejected so a typo fails at start, naming the
+//! field, the line and why, instead of silently running with a default.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// Everything the node reads from its config file.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Executors and memory.
+    pub node: NodeConfig,
+    /// The RTMP listener and per-connection protocol limits.
+    pub rtmp: RtmpConfig,
+    /// Per-stream behaviour (GOP cache).
+    pub stream: StreamConfig,
+    /// How players are fed: batching and slow-consumer policy.
+    pub player: PlayerConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[node]`: executors and memory.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// Executors (one per core) to run; 0 means one per available CPU.
+    pub cores: usize,
+    /// Pin executor N to CPU N (only when `cores` ≤ the CPUs available).
+    pub pin_cores: bool,
+    /// io_uring registered memory per executor. Corecast's sockets do not use registered
+    /// buffers, so this stays small; it must fit the memlock limit (`ulimit -l`).
+    pub io_memory_bytes: usize,
+    /// Capacity of each core-to-core channel, in messages.
+    pub core_channel_capacity: usize,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            cores: 0,
+            pin_cores: true,
+            io_memory_bytes: 256 * 1024,
+            core_channel_capacity: 1024,
+        }
+    }
+}
+
+/// `[rtmp]`: the listener and per-connection limits.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RtmpConfig {
+    /// Address every core binds (SO_REUSEPORT) for plain RTMP.
+    pub listen: SocketAddr,
+    /// Connections one core accepts at most; further ones are closed at once.
+    pub max_connections_per_core: usize,
+    /// Chunk size the node sends with (node-wide: every player gets the same, which is what
+    /// lets one encoded frame serve them all).
+    pub out_chunk_size_bytes: u32,
+    /// Largest Set Chunk Size a peer may announce.
+    pub max_incoming_chunk_size_bytes: u32,
+    /// Largest message a peer may send (a keyframe of a high-bitrate 4K stream fits).
+    pub max_message_size_bytes: u32,
+    /// A connection that has not finished the handshake and `connect` by then is closed.
+    pub handshake_timeout_secs: u64,
+    /// A publisher (or a not-yet-playing client) that sends nothing for this long is closed.
+    pub idle_timeout_secs: u64,
+    /// Window Acknowledgement Size announced to peers.
+    pub window_ack_size_bytes: u32,
+    /// Applications accepted in `connect`; empty accepts any.
+    pub apps: Vec<String>,
+}
+
+impl Default for RtmpConfig {
+    fn default() -> Self {
+        RtmpConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 1935)),
+            max_connections_per_core: 10_000,
+            out_chunk_size_bytes: 60_000,
+            max_incoming_chunk_size_bytes: 16 * 1024 * 1024,
+            max_message_size_bytes: 8 * 1024 * 1024,
+            handshake_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            window_ack_size_bytes: 2_500_000,
+            apps: Vec::new(),
+        }
+    }
+}
+
+/// `[stream]`: per-stream behaviour.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamConfig {
+    /// Keep the frames since the last keyframe so joining players start at once.
+    pub gop_cache: bool,
+    /// Bytes one stream replica keeps in its GOP cache at most; past it the cache is emptied
+    /// until the next keyframe.
+    pub gop_cache_max_bytes: usize,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig {
+            gop_cache: true,
+            gop_cache_max_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[player]`: feeding players.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlayerConfig {
+    /// How long a player's writer waits for more frames before a write (0 = write as soon as
+    /// a frame is queued). Larger windows cost latency and save CPU per byte.
+    pub merge_window_ms: u64,
+    /// Queued bytes past which a player drops video until the next keyframe (audio is kept).
+    pub queue_max_bytes: usize,
+    /// Queued bytes past which a player is disconnected as a slow consumer.
+    pub queue_hard_max_bytes: usize,
+    /// A player whose socket accepts nothing for this long is disconnected.
+    pub send_timeout_secs: u64,
+}
+
+impl Default for PlayerConfig {
+    fn default() -> Self {
+        PlayerConfig {
+            merge_window_ms: 0,
+            queue_max_bytes: 4 * 1024 * 1024,
+            queue_hard_max_bytes: 16 * 1024 * 1024,
+            send_timeout_secs: 15,
+        }
+    }
+}
+
+/// `[log]`: logging.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` (readable) or `json` (one object per line).
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `corecast=debug`; `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The path given.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML did not parse or did not fit the schema; the message names line and field.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The path given.
+        path: String,
+        /// toml's message, which carries the line, the column and the field.
+        message: String,
+    },
+    /// A value parsed but makes no sense.
+    #[error("config: `{field}` {reason}")]
+    Invalid {
+        /// Dotted field name, e.g. `rtmp.out_chunk_size_bytes`.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates config text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_owned(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the values that parse but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
+            ConfigError::Invalid {
+                field,
+                reason: reason.into(),
+            }
+        }
+        let r = &self.rtmp;
+        if !(128..=0x7FFF_FFFF).contains(&r.out_chunk_size_bytes) {
+            return Err(invalid(
+                "rtmp.out_chunk_size_bytes",
+                "must be between 128 and 2147483647",
+            ));
+        }
+        if r.max_incoming_chunk_size_bytes < 128 {
+            return Err(invalid(
+                "rtmp.max_incoming_chunk_size_bytes",
+                "must be at least 128 (the RTMP default chunk size)",
+            ));
+        }
+        if r.max_message_size_bytes < 64 * 1024 {
+            return Err(invalid(
+                "rtmp.max_message_size_bytes",
+                "must be at least 65536",
+            ));
+        }
+        if r.max_connections_per_core == 0 {
+            return Err(invalid(
+                "rtmp.max_connections_per_core",
+                "must be at least 1",
+            ));
+        }
+        if r.handshake_timeout_secs == 0 || r.idle_timeout_secs == 0 {
+            return Err(invalid(
+                "rtmp.handshake_timeout_secs / rtmp.idle_timeout_secs",
+                "must be at least 1 second",
+            ));
+        }
+        if self.node.cores > 64 {
+            return Err(invalid("node.cores", "at most 64 cores are supported"));
+        }
+        if self.node.core_channel_capacity < 16 {
+            return Err(invalid("node.core_channel_capacity", "must be at least 16"));
+        }
+        let p = &self.player;
+        if p.queue_hard_max_bytes < p.queue_max_bytes {
+            return Err(invalid(
+                "player.queue_hard_max_bytes",
+                "must be at least player.queue_max_bytes",
+            ));
+        }
+        if p.send_timeout_secs == 0 {
+            return Err(invalid(
+                "player.send_timeout_secs",
+                "must be at least 1 second",
+            ));
+        }
+        if p.merge_window_ms > 1000 {
+            return Err(invalid("player.merge_window_ms", "must be at most 1000"));
+        }
+        Ok(())
+    }
+
+    /// The number of executors to start: `node.cores`, or one per available CPU.
+    pub fn effective_cores(&self) -> usize {
+        if self.node.cores > 0 {
+            self.node.cores
+        } else {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+                .min(64)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_config_file_matches_defaults() {
+        let text = include_str!("../../config/corecast.toml");
+        let parsed = Config::parse(text, "corecast.toml").expect("shipped config parses");
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn unknown_field_is_refused_with_line_and_name() {
+        let err = Config::parse("[rtmp]\nlisten = \"127.0.0.1:1935\"\nchunk_sise = 4\n", "t")
+            .expect_err("typo must fail");
+        let msg = err.to_string();
+        assert!(msg.contains("line 3"), "{msg}");
+        assert!(msg.contains("chunk_sise"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_type_is_refused() {
+        let err = Config::parse("[node]\ncores = \"two\"\n", "t").expect_err("must fail");
+        assert!(err.to_string().contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn nonsense_value_is_refused() {
+        let err = Config::parse("[rtmp]\nout_chunk_size_bytes = 1\n", "t").expect_err("must fail");
+        assert!(
+            err.to_string().contains("rtmp.out_chunk_size_bytes"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn empty_file_means_defaults() {
+        assert_eq!(
+            Config::parse("", "t").expect("empty parses"),
+            Config::default()
+        );
+    }
+}

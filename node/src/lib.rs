@@ -1,0 +1,27 @@
+//! Corecast node: a glommio executor per core around `corecast-common`'s state machines.
+//!
+//! # Layout
+//! - [`config`]: the TOML configuration, defaults and validation.
+//! - [`server`]: executors, listeners, the core mesh.
+//! - [`core`]: one core's state and the control-path stream operations.
+//! - [`directory`]: the node-wide map of who publishes what and which cores play it.
+//! - [`mesh`]: core-to-core messages and their ordered, non-blocking links.
+//! - [`stream`]: a stream replica: upstream, caches, local players.
+//! - [`frame`]: encode-once media frames.
+//! - [`queue`], [`outbound`], [`writer`]: a connection's send queue and its vectored writer.
+//! - [`session`]: one RTMP connection (handshake, chunks, command handlers).
+//! - [`transport`]: the byte pipes sessions run over.
+
+pub mod config;
+pub mod core;
+pub mod directory;
+pub mod frame;
+pub mod mesh;
+pub mod outbound;
+pub mod queue;
+pub mod server;
+pub mod session;
+pub mod stream;
+pub mod transport;
+pub mod util;
+pub mod writer;

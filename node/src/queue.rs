@@ -1,0 +1,347 @@
+//! `SubscriberQueue`: everything waiting to be written to one connection, and the slow-consumer
+//! policy.
+//!
+//! The session pushes its own (already chunked) control replies; the stream replica pushes
+//! shared media frames. The connection's writer drains the queue with vectored writes. The
+//! queue is bounded in bytes: past the soft bound it skips video until the next keyframe
+//! (audio and sequence headers are kept, so the player resynchronises cleanly); past the hard
+//! bound the connection is closed as a slow consumer. A stalled player therefore costs only
+//! its own bounded memory and never delays the publisher or another player.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::task::Waker;
+
+use bytes::Bytes;
+
+use crate::frame::LocalFrame;
+
+/// One queued unit.
+#[derive(Debug)]
+enum Outgoing {
+    /// Session-specific bytes (command replies, control messages).
+    Control(Bytes),
+    /// A shared media frame.
+    Frame(LocalFrame),
+}
+
+impl Outgoing {
+    fn len(&self) -> usize {
+        match self {
+            Outgoing::Control(b) => b.len(),
+            Outgoing::Frame(f) => f.wire_len,
+        }
+    }
+}
+
+/// What happened to a frame offered to a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// Queued for writing.
+    Queued,
+    /// Skipped by the slow-consumer policy (counted).
+    Dropped,
+    /// The queue passed its hard bound: the connection is being closed.
+    Overflow,
+}
+
+/// Bounds of one queue.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueLimits {
+    /// Past this many queued bytes, video is skipped until the next keyframe.
+    pub soft_max_bytes: usize,
+    /// Past this many queued bytes, the connection is closed.
+    pub hard_max_bytes: usize,
+}
+
+/// The outbound queue of one connection.
+#[derive(Debug)]
+pub struct SubscriberQueue {
+    items: VecDeque<Outgoing>,
+    /// Bytes of the front item already written (a partial write).
+    head_written: usize,
+    queued_bytes: usize,
+    limits: QueueLimits,
+    /// Set when the soft bound was hit: video waits for the next keyframe.
+    skipping_video: bool,
+    dropped_frames: u64,
+    closed: bool,
+    /// Closed by the hard bound (a slow consumer), not by the session.
+    overflowed: bool,
+    /// Set by [`SubscriberQueue::finish`]: write what is queued, then end.
+    finishing: bool,
+    /// Wakes the connection's writer when something is queued or the queue closes.
+    writer: Option<Waker>,
+}
+
+impl SubscriberQueue {
+    /// An empty queue.
+    pub fn new(limits: QueueLimits) -> SubscriberQueue {
+        SubscriberQueue {
+            items: VecDeque::new(),
+            head_written: 0,
+            queued_bytes: 0,
+            limits,
+            skipping_video: false,
+            dropped_frames: 0,
+            closed: false,
+            overflowed: false,
+            finishing: false,
+            writer: None,
+        }
+    }
+
+    /// Queues session bytes; never dropped (they are small and the session needs them).
+    pub fn push_control(&mut self, bytes: Bytes) {
+        if self.closed || self.finishing || bytes.is_empty() {
+            return;
+        }
+        self.queued_bytes += bytes.len();
+        self.items.push_back(Outgoing::Control(bytes));
+        self.wake();
+    }
+
+    /// Offers a media frame, applying the slow-consumer policy.
+    pub fn push_frame(&mut self, frame: LocalFrame) -> PushOutcome {
+        if self.closed || self.finishing {
+            return PushOutcome::Dropped;
+        }
+        if self.queued_bytes + frame.wire_len > self.limits.hard_max_bytes {
+            self.overflowed = true;
+            self.close();
+            return PushOutcome::Overflow;
+        }
+        if frame.kind == crate::frame::MediaKind::Video && frame.keyframe {
+            self.skipping_video = false;
+        }
+        if !self.skipping_video
+            && frame.is_droppable_video()
+            && self.queued_bytes > self.limits.soft_max_bytes
+        {
+            self.skipping_video = true;
+        }
+        if self.skipping_video && frame.is_droppable_video() {
+            self.dropped_frames += 1;
+            return PushOutcome::Dropped;
+        }
+        self.queued_bytes += frame.wire_len;
+        self.items.push_back(Outgoing::Frame(frame));
+        self.wake();
+        PushOutcome::Queued
+    }
+
+    /// Makes the next video frames wait for a keyframe (a player that joins without a GOP,
+    /// or resumes after a pause).
+    pub fn skip_video_until_keyframe(&mut self) {
+        self.skipping_video = true;
+    }
+
+    /// Marks the queue closed; the writer finishes and the connection ends.
+    pub fn close(&mut self) {
+        self.closed = true;
+        self.items.clear();
+        self.queued_bytes = 0;
+        self.head_written = 0;
+        self.wake();
+    }
+
+    /// Accepts nothing more; the writer ends once what is queued is written.
+    pub fn finish(&mut self) {
+        self.finishing = true;
+        self.wake();
+    }
+
+    /// True once closed, or finishing with nothing left to write: the writer is done.
+    pub fn is_closed(&self) -> bool {
+        self.closed || (self.finishing && self.items.is_empty())
+    }
+
+    /// True when the hard bound closed the queue.
+    pub fn overflowed(&self) -> bool {
+        self.overflowed
+    }
+
+    /// Bytes waiting to be written.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
+    }
+
+    /// Frames skipped by the slow-consumer policy so far.
+    pub fn dropped_frames(&self) -> u64 {
+        self.dropped_frames
+    }
+
+    /// True when nothing is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Registers the writer's waker.
+    pub fn set_writer(&mut self, waker: &Waker) {
+        match &self.writer {
+            Some(w) if w.will_wake(waker) => {}
+            _ => self.writer = Some(waker.clone()),
+        }
+    }
+
+    fn wake(&mut self) {
+        if let Some(w) = self.writer.take() {
+            w.wake();
+        }
+    }
+
+    /// Fills `out` with slices of what is queued, in order, up to `max_slices` slices and
+    /// roughly `max_bytes` bytes (always at least one slice when not empty).
+    pub fn gather<'a>(&'a self, out: &mut Vec<IoSlice<'a>>, max_slices: usize, max_bytes: usize) {
+        let mut skip = self.head_written;
+        let mut total = 0;
+        for item in &self.items {
+            let parts: &[Bytes] = match item {
+                Outgoing::Control(b) => std::slice::from_ref(b),
+                Outgoing::Frame(f) => &f.parts,
+            };
+            for part in parts {
+                if skip >= part.len() {
+                    skip -= part.len();
+                    continue;
+                }
+                let slice = &part[skip..];
+                skip = 0;
+                total += slice.len();
+                out.push(IoSlice::new(slice));
+                if out.len() >= max_slices || total >= max_bytes {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The first unwritten bytes (for waiting on writability with an ordinary write).
+    pub fn front_slice(&self) -> Option<Bytes> {
+        let mut skip = self.head_written;
+        let item = self.items.front()?;
+        let parts: &[Bytes] = match item {
+            Outgoing::Control(b) => std::slice::from_ref(b),
+            Outgoing::Frame(f) => &f.parts,
+        };
+        for part in parts {
+            if skip >= part.len() {
+                skip -= part.len();
+                continue;
+            }
+            return Some(part.slice(skip..));
+        }
+        None
+    }
+
+    /// Records that `n` bytes from the front were written.
+    pub fn advance(&mut self, mut n: usize) {
+        self.queued_bytes = self.queued_bytes.saturating_sub(n);
+        while n > 0 {
+            let Some(front) = self.items.front() else {
+                self.head_written = 0;
+                return;
+            };
+            let left = front.len() - self.head_written;
+            if n >= left {
+                n -= left;
+                self.items.pop_front();
+                self.head_written = 0;
+            } else {
+                self.head_written += n;
+                n = 0;
+            }
+        }
+        // A fully written last item leaves head_written at 0 already.
+        while matches!(self.items.front(), Some(i) if i.len() == 0) {
+            self.items.pop_front();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::frame::{FrameData, MediaKind};
+
+    fn video(key: bool, size: usize) -> LocalFrame {
+        let mut payload = vec![0u8; size.max(5)];
+        payload[0] = if key { 0x17 } else { 0x27 };
+        payload[1] = 1;
+        LocalFrame::new(Arc::new(FrameData::encode(
+            MediaKind::Video,
+            0,
+            Bytes::from(payload),
+            4096,
+        )))
+    }
+
+    fn audio() -> LocalFrame {
+        LocalFrame::new(Arc::new(FrameData::encode(
+            MediaKind::Audio,
+            0,
+            Bytes::from_static(&[0xAF, 0x01, 1, 2, 3]),
+            4096,
+        )))
+    }
+
+    fn limits() -> QueueLimits {
+        QueueLimits {
+            soft_max_bytes: 10_000,
+            hard_max_bytes: 100_000,
+        }
+    }
+
+    #[test]
+    fn gather_and_advance_walk_the_wire_bytes_in_order() {
+        let mut q = SubscriberQueue::new(limits());
+        q.push_control(Bytes::from_static(b"abc"));
+        let f = video(true, 10_000);
+        let expected: Vec<u8> = b"abc"
+            .iter()
+            .copied()
+            .chain(f.parts.iter().flat_map(|p| p.iter().copied()))
+            .collect();
+        assert_eq!(q.push_frame(f), PushOutcome::Queued);
+        let mut written = Vec::new();
+        // Write 7 bytes at a time, as a congested socket would.
+        while !q.is_empty() {
+            let mut iov = Vec::new();
+            q.gather(&mut iov, 64, usize::MAX);
+            let flat: Vec<u8> = iov.iter().flat_map(|s| s.iter().copied()).collect();
+            let n = flat.len().min(7);
+            written.extend_from_slice(&flat[..n]);
+            assert_eq!(q.front_slice().map(|b| b[0]), Some(flat[0]));
+            q.advance(n);
+        }
+        assert_eq!(written, expected);
+        assert_eq!(q.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn over_soft_bound_video_waits_for_keyframe_but_audio_flows() {
+        let mut q = SubscriberQueue::new(limits());
+        assert_eq!(q.push_frame(video(true, 11_000)), PushOutcome::Queued);
+        assert_eq!(q.push_frame(video(false, 100)), PushOutcome::Dropped);
+        assert_eq!(q.push_frame(audio()), PushOutcome::Queued);
+        let before = q.queued_bytes();
+        q.advance(before); // the player caught up
+        assert_eq!(q.push_frame(video(false, 100)), PushOutcome::Dropped);
+        assert_eq!(q.push_frame(video(true, 100)), PushOutcome::Queued);
+        assert_eq!(q.push_frame(video(false, 100)), PushOutcome::Queued);
+        assert_eq!(q.dropped_frames(), 2);
+    }
+
+    #[test]
+    fn over_hard_bound_closes() {
+        let mut q = SubscriberQueue::new(limits());
+        for _ in 0..9 {
+            assert_eq!(q.push_frame(video(true, 10_000)), PushOutcome::Queued);
+        }
+        assert_eq!(q.push_frame(video(true, 20_000)), PushOutcome::Overflow);
+        assert!(q.is_closed());
+        assert_eq!(q.queued_bytes(), 0);
+    }
+}

@@ -1,0 +1,321 @@
+//! One RTMP connection: handshake, chunk decoding, and dispatch of messages to the command,
+//! control and media handlers.
+//!
+//! A connection runs as one task that polls two halves together: the reader (socket →
+//! handshake → [`ChunkDecoder`] → handlers) and the writer (the connection's
+//! [`SubscriberQueue`] → socket). Whichever ends first ends the connection. The session code
+//! only sees a [`Transport`], so TCP, TLS and the HTTP tunnel share it.
+
+mod commands;
+mod media;
+
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use corecast_common::chunk::{ChunkDecoder, ChunkDecoderLimits, ChunkError};
+use corecast_common::command::{Command, CommandError};
+use corecast_common::control::{ControlError, ControlMessage, UserControlEvent};
+use corecast_common::handshake::{HandshakeError, HandshakeStatus, ServerHandshake};
+use corecast_common::types::{MessageType, RtmpMessage};
+use futures_lite::future;
+use rand::RngCore;
+use tracing::{debug, info, warn};
+
+use crate::core::{CoreContext, ReplicaRef};
+use crate::outbound::Outbound;
+use crate::queue::QueueLimits;
+use crate::transport::Transport;
+use crate::util::with_timeout;
+use crate::writer::{run_writer, WriteError, WriterSettings};
+
+/// Why a connection ended.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The peer closed its side.
+    #[error("peer closed the connection")]
+    PeerClosed,
+    /// The handshake was malformed.
+    #[error("handshake: {0}")]
+    Handshake(#[from] HandshakeError),
+    /// The handshake did not finish in time.
+    #[error("handshake not finished within {0:?}")]
+    HandshakeTimeout(Duration),
+    /// The peer sent nothing for too long.
+    #[error("idle for {0:?}")]
+    Idle(Duration),
+    /// The chunk stream was malformed or over a limit.
+    #[error("chunk stream: {0}")]
+    Chunk(#[from] ChunkError),
+    /// A control message was malformed.
+    #[error("control message: {0}")]
+    Control(#[from] ControlError),
+    /// A command was malformed.
+    #[error("command: {0}")]
+    Command(#[from] CommandError),
+    /// Reading the socket failed.
+    #[error("read: {0}")]
+    Read(io::Error),
+    /// Writing the socket failed.
+    #[error("{0}")]
+    Write(#[from] WriteError),
+    /// The player's queue passed its hard bound.
+    #[error("slow consumer: send queue over its hard bound")]
+    SlowConsumer,
+    /// `connect` was refused (unknown application).
+    #[error("connect refused: {0}")]
+    ConnectRefused(String),
+    /// The peer broke the command sequence.
+    #[error("protocol violation: {0}")]
+    Protocol(&'static str),
+    /// The node is shutting the connection (stream stopped, kicked).
+    #[error("closed by the node")]
+    Closed,
+}
+
+impl SessionError {
+    /// A short static label (for logs and metrics).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SessionError::PeerClosed => "peer_closed",
+            SessionError::Handshake(_) => "handshake_error",
+            SessionError::HandshakeTimeout(_) => "handshake_timeout",
+            SessionError::Idle(_) => "idle_timeout",
+            SessionError::Chunk(_) => "chunk_error",
+            SessionError::Control(_) => "control_error",
+            SessionError::Command(_) => "command_error",
+            SessionError::Read(_) => "read_error",
+            SessionError::Write(_) => "write_error",
+            SessionError::SlowConsumer => "slow_consumer",
+            SessionError::ConnectRefused(_) => "connect_refused",
+            SessionError::Protocol(_) => "protocol_error",
+            SessionError::Closed => "closed",
+        }
+    }
+
+    /// Ends that still deserve the queued replies being written (a refusal, a clean close).
+    fn flush_before_close(&self) -> bool {
+        matches!(
+            self,
+            SessionError::PeerClosed | SessionError::ConnectRefused(_) | SessionError::Closed
+        )
+    }
+}
+
+/// What a connection is doing.
+enum Role {
+    /// Connected (or not yet), neither publishing nor playing.
+    Idle,
+    /// Publishing `key`.
+    Publishing {
+        key: String,
+        generation: u64,
+        replica: ReplicaRef,
+    },
+    /// Playing `key`.
+    Playing { key: String, replica: ReplicaRef },
+}
+
+/// The per-connection protocol state the handlers work on.
+pub struct Session {
+    ctx: Rc<CoreContext>,
+    out: Rc<Outbound>,
+    /// Node-unique connection id.
+    id: u64,
+    peer: SocketAddr,
+    /// Application from `connect` (None before it).
+    app: Option<String>,
+    role: Role,
+    /// The peer's Window Acknowledgement Size: we acknowledge after that many bytes.
+    peer_window: u32,
+    /// `bytes_received` at our last Acknowledgement.
+    acked: u64,
+    /// Next NetStream id handed out by createStream.
+    next_stream_id: u32,
+}
+
+/// Serves one accepted connection until it ends; logs its close reason.
+pub async fn run_connection<T: Transport>(ctx: Rc<CoreContext>, transport: T, peer: SocketAddr) {
+    let id = ctx.new_connection_id();
+    info!(conn = id, %peer, core = ctx.id.0, "connection open");
+    let player = &ctx.config.player;
+    let out = Outbound::new(QueueLimits {
+        soft_max_bytes: player.queue_max_bytes,
+        hard_max_bytes: player.queue_hard_max_bytes,
+    });
+    let settings = WriterSettings {
+        merge_window: Duration::from_millis(player.merge_window_ms),
+        send_timeout: Duration::from_secs(player.send_timeout_secs),
+    };
+    let mut session = Session {
+        ctx: Rc::clone(&ctx),
+        out: Rc::clone(&out),
+        id,
+        peer,
+        app: None,
+        role: Role::Idle,
+        peer_window: 0,
+        acked: 0,
+        next_stream_id: 1,
+    };
+    let queue = Rc::clone(&out.queue);
+    let reason = future::or(session.read_side(&transport), async {
+        match run_writer(&transport, &queue, settings).await {
+            Ok(()) if queue.borrow().overflowed() => SessionError::SlowConsumer,
+            Ok(()) => SessionError::Closed,
+            Err(e) => SessionError::Write(e),
+        }
+    })
+    .await;
+    session.leave_role();
+    if reason.flush_before_close() {
+        queue.borrow_mut().finish();
+        let _ = with_timeout(
+            Duration::from_secs(2),
+            run_writer(&transport, &queue, settings),
+        )
+        .await;
+    }
+    queue.borrow_mut().close();
+    transport.shutdown();
+    let dropped = queue.borrow().dropped_frames();
+    match &reason {
+        SessionError::PeerClosed | SessionError::Closed => {
+            info!(conn = id, %peer, reason = reason.as_str(), dropped, "connection closed")
+        }
+        _ => {
+            warn!(conn = id, %peer, reason = reason.as_str(), error = %reason, dropped, "connection closed")
+        }
+    }
+}
+
+impl Session {
+    async fn read_side<T: Transport>(&mut self, transport: &T) -> SessionError {
+        match self.read_loop(transport).await {
+            Ok(()) => SessionError::PeerClosed,
+            Err(e) => e,
+        }
+    }
+
+    async fn read_loop<T: Transport>(&mut self, transport: &T) -> Result<(), SessionError> {
+        let ctx = Rc::clone(&self.ctx);
+        let rtmp = &ctx.config.rtmp;
+        let handshake_timeout = Duration::from_secs(rtmp.handshake_timeout_secs);
+        let idle_timeout = Duration::from_secs(rtmp.idle_timeout_secs);
+        let mut buf = BytesMut::with_capacity(64 * 1024);
+        with_timeout(handshake_timeout, self.handshake(transport, &mut buf))
+            .await
+            .ok_or(SessionError::HandshakeTimeout(handshake_timeout))??;
+        let mut decoder = ChunkDecoder::new(ChunkDecoderLimits {
+            max_message_size: rtmp.max_message_size_bytes,
+            max_chunk_size: rtmp.max_incoming_chunk_size_bytes,
+            ..ChunkDecoderLimits::default()
+        });
+        loop {
+            while let Some(message) = decoder.decode(&mut buf)? {
+                self.handle_message(message)?;
+            }
+            self.acknowledge(decoder.bytes_received());
+            self.out.flush();
+            // Players may legitimately send nothing; everyone else must keep talking.
+            let limit = match self.role {
+                Role::Playing { .. } => Duration::from_secs(24 * 3600),
+                _ if self.app.is_none() => handshake_timeout,
+                _ => idle_timeout,
+            };
+            let n = with_timeout(limit, transport.read_into(&mut buf))
+                .await
+                .ok_or(SessionError::Idle(limit))?
+                .map_err(SessionError::Read)?;
+            if n == 0 {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn handshake<T: Transport>(
+        &mut self,
+        transport: &T,
+        buf: &mut BytesMut,
+    ) -> Result<(), SessionError> {
+        let mut random = [0u8; 2 * corecast_common::handshake::HANDSHAKE_SIZE];
+        rand::rng().fill_bytes(&mut random);
+        let mut handshake = ServerHandshake::new(0, &random);
+        loop {
+            let status = handshake.handle_input(buf)?;
+            while let Some(bytes) = handshake.poll_output() {
+                self.out.queue.borrow_mut().push_control(bytes);
+            }
+            if status == HandshakeStatus::Done {
+                debug!(conn = self.id, kind = ?handshake.kind(), "handshake done");
+                return Ok(());
+            }
+            let n = transport.read_into(buf).await.map_err(SessionError::Read)?;
+            if n == 0 {
+                return Err(SessionError::PeerClosed);
+            }
+        }
+    }
+
+    fn handle_message(&mut self, message: RtmpMessage) -> Result<(), SessionError> {
+        match message.message_type {
+            MessageType::AUDIO | MessageType::VIDEO => media::on_media(self, message),
+            MessageType::DATA_AMF0 | MessageType::DATA_AMF3 => media::on_data(self, message),
+            MessageType::AGGREGATE => media::on_aggregate(self, message),
+            MessageType::COMMAND_AMF0 | MessageType::COMMAND_AMF3 => {
+                let command = Command::decode(message.message_type, &message.payload)?;
+                commands::dispatch(self, command, message.message_stream_id)
+            }
+            t if t.is_protocol_control() => {
+                if let Some(control) = ControlMessage::decode(t, &message.payload)? {
+                    self.on_control(control);
+                }
+                Ok(())
+            }
+            other => {
+                debug!(conn = self.id, message_type = other.0, "ignored message");
+                Ok(())
+            }
+        }
+    }
+
+    fn on_control(&mut self, control: ControlMessage) {
+        match control {
+            ControlMessage::WindowAckSize(size) => self.peer_window = size,
+            ControlMessage::UserControl(UserControlEvent::PingRequest(time)) => {
+                self.out.send_control(&ControlMessage::UserControl(
+                    UserControlEvent::PingResponse(time),
+                ));
+            }
+            // Chunk size and abort were applied by the decoder; the rest needs no answer.
+            _ => {}
+        }
+    }
+
+    fn acknowledge(&mut self, received: u64) {
+        if self.peer_window > 0 && received - self.acked >= u64::from(self.peer_window) {
+            self.acked = received;
+            self.out
+                .send_control(&ControlMessage::Acknowledgement(received as u32));
+        }
+    }
+
+    /// Stops publishing or playing, whichever the connection does.
+    fn leave_role(&mut self) {
+        match std::mem::replace(&mut self.role, Role::Idle) {
+            Role::Idle => {}
+            Role::Publishing {
+                key, generation, ..
+            } => {
+                info!(conn = self.id, stream = %key, "unpublish");
+                self.ctx.stop_publish(&key, generation);
+            }
+            Role::Playing { key, .. } => {
+                debug!(conn = self.id, stream = %key, "stop playing");
+                self.ctx.remove_player(&key, self.id);
+            }
+        }
+    }
+}

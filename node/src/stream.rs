@@ -1,0 +1,317 @@
+//! `StreamReplica`: one stream as one core sees it — its upstream, its caches (metadata,
+//! sequence headers, GOP) and its local players.
+//!
+//! A replica has exactly one upstream: a publisher on this core, a replica on another core
+//! (fed over the mesh), or none yet (players wait). Serving a new player is the same in every
+//! case: the snapshot (metadata, sequence headers, GOP from its keyframe) followed by live
+//! frames. Because a core is single-threaded, nothing can slip between the two: no gap, no
+//! duplicate.
+
+use std::rc::Rc;
+
+use corecast_common::command::{status_info, Command};
+use corecast_common::control::{ControlMessage, UserControlEvent};
+use corecast_common::types::MessageStreamId;
+
+use crate::frame::{LocalFrame, MediaKind};
+use crate::mesh::{CoreId, Snapshot};
+use crate::outbound::Outbound;
+use crate::queue::PushOutcome;
+
+/// Where a replica's frames come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upstream {
+    /// Not live: players wait.
+    None,
+    /// A publisher on this core.
+    Local {
+        /// The publish incarnation.
+        generation: u64,
+    },
+    /// The replica on the publisher's core.
+    Core {
+        /// That core.
+        core: CoreId,
+        /// The publish incarnation.
+        generation: u64,
+    },
+}
+
+/// One player of a replica.
+pub struct Player {
+    /// The connection id (to find it again on leave).
+    pub connection: u64,
+    /// Where its bytes go.
+    pub out: Rc<Outbound>,
+    /// `receiveAudio` (default true).
+    pub audio: bool,
+    /// `receiveVideo` (default true).
+    pub video: bool,
+    /// `pause` in effect.
+    pub paused: bool,
+}
+
+/// Bounds of the GOP cache.
+#[derive(Debug, Clone, Copy)]
+pub struct GopSettings {
+    /// Keep a GOP at all.
+    pub enabled: bool,
+    /// Most bytes kept.
+    pub max_bytes: usize,
+}
+
+/// One stream on one core.
+pub struct StreamReplica {
+    /// `app/name`.
+    pub key: String,
+    upstream: Upstream,
+    metadata: Option<LocalFrame>,
+    audio_header: Option<LocalFrame>,
+    video_header: Option<LocalFrame>,
+    gop: Vec<LocalFrame>,
+    gop_bytes: usize,
+    gop_settings: GopSettings,
+    players: Vec<Player>,
+    /// Cores that replicate this stream from here (only with a local publisher).
+    remote_cores: Vec<CoreId>,
+    /// Frames skipped for slow players, summed.
+    dropped_frames: u64,
+}
+
+impl StreamReplica {
+    /// A replica with no upstream yet.
+    pub fn new(key: String, gop_settings: GopSettings) -> StreamReplica {
+        StreamReplica {
+            key,
+            upstream: Upstream::None,
+            metadata: None,
+            audio_header: None,
+            video_header: None,
+            gop: Vec::new(),
+            gop_bytes: 0,
+            gop_settings,
+            players: Vec::new(),
+            remote_cores: Vec::new(),
+            dropped_frames: 0,
+        }
+    }
+
+    /// The current upstream.
+    pub fn upstream(&self) -> Upstream {
+        self.upstream
+    }
+
+    /// True when a publisher (here or on another core) feeds it.
+    pub fn is_live(&self) -> bool {
+        self.upstream != Upstream::None
+    }
+
+    /// Local players.
+    pub fn player_count(&self) -> usize {
+        self.players.len()
+    }
+
+    /// Cores replicating from this one.
+    pub fn remote_cores(&self) -> &[CoreId] {
+        &self.remote_cores
+    }
+
+    /// Adds a core that replicates from here (idempotent).
+    pub fn add_remote_core(&mut self, core: CoreId) {
+        if !self.remote_cores.contains(&core) {
+            self.remote_cores.push(core);
+        }
+    }
+
+    /// Removes a replicating core.
+    pub fn remove_remote_core(&mut self, core: CoreId) {
+        self.remote_cores.retain(|c| *c != core);
+    }
+
+    /// Takes the stream live from `upstream`, seeded with `snapshot`; waiting players are
+    /// told and get the snapshot.
+    pub fn go_live(&mut self, upstream: Upstream, snapshot: Snapshot) {
+        self.clear_caches();
+        self.upstream = upstream;
+        self.metadata = snapshot.metadata.map(LocalFrame::new);
+        self.audio_header = snapshot.audio_header.map(LocalFrame::new);
+        self.video_header = snapshot.video_header.map(LocalFrame::new);
+        for frame in snapshot.gop {
+            let frame = LocalFrame::new(frame);
+            self.gop_bytes += frame.wire_len;
+            self.gop.push(frame);
+        }
+        for i in 0..self.players.len() {
+            let out = Rc::clone(&self.players[i].out);
+            send_status(&out, "NetStream.Play.PublishNotify", "publisher arrived");
+            self.send_snapshot(i);
+        }
+    }
+
+    /// The publisher left: players are told and keep waiting.
+    pub fn go_offline(&mut self) {
+        self.upstream = Upstream::None;
+        self.remote_cores.clear();
+        self.clear_caches();
+        for player in &self.players {
+            send_status(
+                &player.out,
+                "NetStream.Play.UnpublishNotify",
+                "publisher left",
+            );
+            player
+                .out
+                .send_control(&ControlMessage::UserControl(UserControlEvent::StreamEof(
+                    MessageStreamId::MEDIA,
+                )));
+            player.out.flush();
+        }
+    }
+
+    /// The state a new remote replica starts from.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            metadata: self.metadata.as_ref().map(LocalFrame::shared),
+            audio_header: self.audio_header.as_ref().map(LocalFrame::shared),
+            video_header: self.video_header.as_ref().map(LocalFrame::shared),
+            gop: self.gop.iter().map(LocalFrame::shared).collect(),
+        }
+    }
+
+    /// Adds a player and sends it the snapshot when live.
+    pub fn add_player(&mut self, player: Player) {
+        self.players.push(player);
+        let index = self.players.len() - 1;
+        if self.is_live() {
+            self.send_snapshot(index);
+        } else {
+            self.players[index]
+                .out
+                .queue
+                .borrow_mut()
+                .skip_video_until_keyframe();
+        }
+    }
+
+    /// Removes a player by connection id; returns true when it was there.
+    pub fn remove_player(&mut self, connection: u64) -> bool {
+        let before = self.players.len();
+        self.players.retain(|p| p.connection != connection);
+        before != self.players.len()
+    }
+
+    /// Applies `f` to a player (receiveAudio/receiveVideo/pause).
+    pub fn with_player(&mut self, connection: u64, f: impl FnOnce(&mut Player)) {
+        if let Some(p) = self.players.iter_mut().find(|p| p.connection == connection) {
+            f(p);
+        }
+    }
+
+    /// Re-sends the snapshot to a player (after unpause).
+    pub fn resync_player(&mut self, connection: u64) {
+        if let Some(i) = self.players.iter().position(|p| p.connection == connection) {
+            if self.is_live() {
+                self.send_snapshot(i);
+            }
+        }
+    }
+
+    /// A live frame from the upstream: cache it and hand it to every local player.
+    pub fn on_frame(&mut self, frame: LocalFrame) {
+        self.cache(&frame);
+        for player in &self.players {
+            if player.paused
+                || (frame.kind == MediaKind::Audio && !player.audio)
+                || (frame.kind == MediaKind::Video && !player.video)
+            {
+                continue;
+            }
+            if player.out.queue.borrow_mut().push_frame(frame.clone()) == PushOutcome::Dropped {
+                self.dropped_frames += 1;
+            }
+        }
+    }
+
+    /// Frames skipped for slow players.
+    pub fn dropped_frames(&self) -> u64 {
+        self.dropped_frames
+    }
+
+    fn cache(&mut self, frame: &LocalFrame) {
+        match frame.kind {
+            MediaKind::Data => {
+                if is_metadata(&frame.payload) {
+                    self.metadata = Some(frame.clone());
+                }
+            }
+            MediaKind::Audio if frame.sequence_header => {
+                self.audio_header = Some(frame.clone());
+            }
+            MediaKind::Video if frame.sequence_header => {
+                self.video_header = Some(frame.clone());
+            }
+            _ if !self.gop_settings.enabled => {}
+            MediaKind::Video if frame.keyframe => {
+                self.gop.clear();
+                self.gop_bytes = frame.wire_len;
+                self.gop.push(frame.clone());
+            }
+            _ => {
+                if self.gop.is_empty() {
+                    return;
+                }
+                if self.gop_bytes + frame.wire_len > self.gop_settings.max_bytes {
+                    // Too long a GOP to keep: start again at the next keyframe.
+                    self.gop.clear();
+                    self.gop_bytes = 0;
+                    return;
+                }
+                self.gop_bytes += frame.wire_len;
+                self.gop.push(frame.clone());
+            }
+        }
+    }
+
+    fn clear_caches(&mut self) {
+        self.metadata = None;
+        self.audio_header = None;
+        self.video_header = None;
+        self.gop.clear();
+        self.gop_bytes = 0;
+    }
+
+    fn send_snapshot(&self, index: usize) {
+        let player = &self.players[index];
+        let mut queue = player.out.queue.borrow_mut();
+        for frame in [&self.metadata, &self.audio_header, &self.video_header]
+            .into_iter()
+            .flatten()
+        {
+            queue.push_frame(frame.clone());
+        }
+        if self.gop.is_empty() {
+            queue.skip_video_until_keyframe();
+        }
+        for frame in &self.gop {
+            if (frame.kind == MediaKind::Audio && !player.audio)
+                || (frame.kind == MediaKind::Video && !player.video)
+            {
+                continue;
+            }
+            queue.push_frame(frame.clone());
+        }
+    }
+}
+
+/// True for an `onMetaData` data message.
+fn is_metadata(payload: &[u8]) -> bool {
+    // AMF0 string marker, 16-bit length 10, "onMetaData".
+    payload.starts_with(b"\x02\x00\x0aonMetaData")
+}
+
+/// Sends a NetStream status to one player.
+pub fn send_status(out: &Outbound, code: &str, description: &str) {
+    let info = status_info("status", code, description);
+    out.send_command(MessageStreamId::MEDIA, &Command::on_status(info));
+    out.flush();
+}

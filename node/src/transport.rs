@@ -1,0 +1,111 @@
+//! Byte pipes a session runs over. TCP today; TLS and the HTTP tunnel implement the same trait.
+//!
+//! Why not glommio's `write_vectored`: glommio 0.9's `TcpStream` implements only `poll_write`,
+//! so `write_vectored` silently writes the first buffer only. The TCP pipe therefore calls
+//! `sendmsg(MSG_DONTWAIT)` with the whole iovec array on the raw fd and, only when the socket
+//! is full (EAGAIN), awaits an ordinary write of the first slice, which is how glommio waits
+//! for writability.
+
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
+
+use bytes::BytesMut;
+use futures_lite::{AsyncRead, AsyncWrite};
+use glommio::net::TcpStream;
+
+/// Bytes in, bytes out; shared by a connection's reader and writer tasks on one core.
+pub trait Transport {
+    /// Reads into the spare capacity of `buf`; Ok(0) at end of stream.
+    fn read_into(&self, buf: &mut BytesMut)
+        -> impl std::future::Future<Output = io::Result<usize>>;
+    /// Writes as much of `slices` as the pipe takes now without blocking; Err(WouldBlock) when
+    /// nothing could be written.
+    fn try_write_vectored(&self, slices: &[IoSlice<'_>]) -> io::Result<usize>;
+    /// Waits until the pipe can take bytes, writing some of `buf`; returns how many.
+    fn write_some(&self, buf: &[u8]) -> impl std::future::Future<Output = io::Result<usize>>;
+    /// Closes the write side.
+    fn shutdown(&self);
+}
+
+/// How much a single read asks for.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// A plain TCP connection.
+pub struct TcpTransport {
+    stream: RefCell<TcpStream>,
+    fd: RawFd,
+}
+
+impl TcpTransport {
+    /// Wraps an accepted or connected stream.
+    pub fn new(stream: TcpStream) -> TcpTransport {
+        let fd = stream.as_raw_fd();
+        TcpTransport {
+            stream: RefCell::new(stream),
+            fd,
+        }
+    }
+}
+
+impl Transport for TcpTransport {
+    async fn read_into(&self, buf: &mut BytesMut) -> io::Result<usize> {
+        let start = buf.len();
+        buf.resize(start + READ_CHUNK, 0);
+        let result = poll_fn(|cx| {
+            let mut stream = self.stream.borrow_mut();
+            Pin::new(&mut *stream).poll_read(cx, &mut buf[start..])
+        })
+        .await;
+        let n = *result.as_ref().unwrap_or(&0);
+        buf.truncate(start + n);
+        result
+    }
+
+    fn try_write_vectored(&self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+        sendmsg_nonblocking(self.fd, slices)
+    }
+
+    async fn write_some(&self, buf: &[u8]) -> io::Result<usize> {
+        poll_fn(|cx| {
+            let mut stream = self.stream.borrow_mut();
+            Pin::new(&mut *stream).poll_write(cx, buf)
+        })
+        .await
+    }
+
+    fn shutdown(&self) {
+        // SAFETY: plain syscall on a descriptor this transport owns for its whole life.
+        unsafe {
+            libc::shutdown(self.fd, libc::SHUT_RDWR);
+        }
+    }
+}
+
+/// `sendmsg` of an iovec array without blocking; SIGPIPE suppressed.
+pub fn sendmsg_nonblocking(fd: RawFd, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+    if slices.is_empty() {
+        return Ok(0);
+    }
+    let count = slices.len().min(1024);
+    // SAFETY: IoSlice is ABI-compatible with iovec (documented by std); the slices outlive
+    // the call; msghdr is fully initialised by zeroing then setting the iovec fields.
+    let rc = unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = slices.as_ptr() as *mut libc::iovec;
+        msg.msg_iovlen = count as _;
+        libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc as usize)
+    }
+}
+
+/// Sets TCP_NODELAY so small replies (connect's answer) are not held back by Nagle.
+pub fn set_nodelay(stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
+}

@@ -1,0 +1,107 @@
+//! The connection writer: drains a [`SubscriberQueue`] onto a [`Transport`] with vectored
+//! writes, many frames per syscall.
+//!
+//! With `merge_window_ms` > 0 the writer waits that long after the first queued byte before
+//! writing, so frames batch up (less CPU per byte, more latency). Under load batches grow by
+//! themselves: while one write waits for the socket, more frames queue behind it.
+
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::rc::Rc;
+use std::task::Poll;
+use std::time::Duration;
+
+use crate::queue::SubscriberQueue;
+use crate::transport::Transport;
+use crate::util::with_timeout;
+
+/// Most slices handed to one `sendmsg` (the kernel's IOV_MAX is 1024).
+const MAX_SLICES: usize = 512;
+/// Most bytes offered to one `sendmsg`.
+const MAX_BATCH_BYTES: usize = 1024 * 1024;
+/// Queued bytes past which the merge window is skipped: the batch is big enough already.
+const MERGE_ENOUGH_BYTES: usize = 256 * 1024;
+
+/// Writer settings.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterSettings {
+    /// Wait this long for more frames before writing (zero: write at once).
+    pub merge_window: Duration,
+    /// Give up on a socket that accepts nothing for this long.
+    pub send_timeout: Duration,
+}
+
+/// Why a writer stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The socket failed.
+    #[error("write failed: {0}")]
+    Io(#[from] io::Error),
+    /// The peer read nothing for the whole send timeout.
+    #[error("peer accepted no bytes for {0:?}")]
+    Stalled(Duration),
+}
+
+/// Writes until the queue is closed (Ok) or the socket fails.
+pub async fn run_writer<T: Transport>(
+    transport: &T,
+    queue: &Rc<RefCell<SubscriberQueue>>,
+    settings: WriterSettings,
+) -> Result<(), WriteError> {
+    loop {
+        let closed = poll_fn(|cx| {
+            let mut q = queue.borrow_mut();
+            if q.is_closed() {
+                Poll::Ready(true)
+            } else if !q.is_empty() {
+                Poll::Ready(false)
+            } else {
+                q.set_writer(cx.waker());
+                Poll::Pending
+            }
+        })
+        .await;
+        if closed {
+            return Ok(());
+        }
+        if !settings.merge_window.is_zero() && queue.borrow().queued_bytes() < MERGE_ENOUGH_BYTES {
+            glommio::timer::sleep(settings.merge_window).await;
+        }
+        drain(transport, queue, settings.send_timeout).await?;
+    }
+}
+
+/// Writes everything queued right now (and whatever is queued meanwhile).
+async fn drain<T: Transport>(
+    transport: &T,
+    queue: &Rc<RefCell<SubscriberQueue>>,
+    send_timeout: Duration,
+) -> Result<(), WriteError> {
+    loop {
+        let result = {
+            let q = queue.borrow();
+            if q.is_empty() || q.is_closed() {
+                return Ok(());
+            }
+            // The slices borrow the queue only for this block: no await while they live.
+            let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(16);
+            q.gather(&mut slices, MAX_SLICES, MAX_BATCH_BYTES);
+            transport.try_write_vectored(&slices)
+        };
+        match result {
+            Ok(n) => queue.borrow_mut().advance(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let Some(front) = queue.borrow().front_slice() else {
+                    return Ok(());
+                };
+                let n = with_timeout(send_timeout, transport.write_some(&front))
+                    .await
+                    .ok_or(WriteError::Stalled(send_timeout))??;
+                queue.borrow_mut().advance(n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}

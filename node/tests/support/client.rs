@@ -1,0 +1,210 @@
+//! A small blocking RTMP client built on `corecast-common`, for tests that need to stay
+//! connected through events real tools end on (unpublish) or to send crafted bytes.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use corecast_common::chunk::{ChunkDecoder, ChunkDecoderLimits, ChunkEncoder};
+use corecast_common::command::{client, Command};
+use corecast_common::handshake::{ClientHandshake, HandshakeKind, HandshakeStatus};
+use corecast_common::types::{ChunkStreamId, MessageStreamId, MessageType, RtmpMessage};
+
+/// A connected RTMP client.
+pub struct RtmpClient {
+    /// The socket (tests may write raw bytes to it).
+    pub stream: TcpStream,
+    buf: BytesMut,
+    decoder: ChunkDecoder,
+    encoder: ChunkEncoder,
+    next_transaction: f64,
+}
+
+impl RtmpClient {
+    /// TCP connect and handshake only.
+    pub fn handshake(addr: SocketAddr) -> io::Result<RtmpClient> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        let mut c = RtmpClient {
+            stream,
+            buf: BytesMut::new(),
+            decoder: ChunkDecoder::new(ChunkDecoderLimits::default()),
+            encoder: ChunkEncoder::new(),
+            next_transaction: 1.0,
+        };
+        let random = [7u8; 2 * corecast_common::handshake::HANDSHAKE_SIZE];
+        let mut hs = ClientHandshake::new(HandshakeKind::Digest, 0, &random);
+        loop {
+            while let Some(out) = hs.poll_output() {
+                c.stream.write_all(&out)?;
+            }
+            if hs
+                .handle_input(&mut c.buf)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?
+                == HandshakeStatus::Done
+            {
+                while let Some(out) = hs.poll_output() {
+                    c.stream.write_all(&out)?;
+                }
+                return Ok(c);
+            }
+            c.fill(Duration::from_secs(5))?;
+        }
+    }
+
+    /// Handshake and `connect` to `app`; returns once `_result` arrives.
+    pub fn connect(addr: SocketAddr, app: &str) -> io::Result<RtmpClient> {
+        let mut c = Self::handshake(addr)?;
+        let tx = c.transaction();
+        c.send_command(MessageStreamId::CONNECTION, &client::connect(tx, app, &format!("rtmp://{addr}/{app}")))?;
+        let reply = c.wait_command(Duration::from_secs(5), |cmd| cmd.transaction_id == tx)?;
+        if reply.name != "_result" {
+            return Err(io::Error::other(format!("connect answered {}", reply.name)));
+        }
+        Ok(c)
+    }
+
+    fn transaction(&mut self) -> f64 {
+        let t = self.next_transaction;
+        self.next_transaction += 1.0;
+        t
+    }
+
+    /// createStream then play `name`; returns once NetStream.Play.Start arrives.
+    pub fn play(&mut self, name: &str) -> io::Result<()> {
+        self.create_stream()?;
+        let tx = self.transaction();
+        self.send_command(MessageStreamId::MEDIA, &client::play(tx, name))?;
+        self.wait_status(Duration::from_secs(5), "NetStream.Play.Start")?;
+        Ok(())
+    }
+
+    /// createStream then publish `name`; returns the status code the node answered.
+    pub fn publish(&mut self, name: &str) -> io::Result<String> {
+        self.create_stream()?;
+        let tx = self.transaction();
+        self.send_command(MessageStreamId::MEDIA, &client::publish(tx, name))?;
+        let status = self.wait_command(Duration::from_secs(5), |c| c.name == "onStatus")?;
+        Ok(status_code(&status).unwrap_or_default())
+    }
+
+    fn create_stream(&mut self) -> io::Result<()> {
+        let tx = self.transaction();
+        self.send_command(MessageStreamId::CONNECTION, &client::create_stream(tx))?;
+        self.wait_command(Duration::from_secs(5), |c| c.transaction_id == tx)?;
+        Ok(())
+    }
+
+    /// Sends one audio/video message on stream 1.
+    pub fn send_media(&mut self, message_type: MessageType, timestamp: u32, payload: &[u8]) -> io::Result<()> {
+        let csid = if message_type == MessageType::AUDIO { 4 } else { 6 };
+        self.send(&RtmpMessage {
+            chunk_stream_id: ChunkStreamId(csid),
+            timestamp,
+            message_type,
+            message_stream_id: MessageStreamId::MEDIA,
+            payload: bytes::Bytes::copy_from_slice(payload),
+        })
+    }
+
+    /// Sends a command.
+    pub fn send_command(&mut self, stream: MessageStreamId, command: &Command) -> io::Result<()> {
+        self.send(&RtmpMessage {
+            chunk_stream_id: ChunkStreamId::COMMAND,
+            timestamp: 0,
+            message_type: MessageType::COMMAND_AMF0,
+            message_stream_id: stream,
+            payload: command.encode(),
+        })
+    }
+
+    /// Encodes and writes one message.
+    pub fn send(&mut self, message: &RtmpMessage) -> io::Result<()> {
+        let mut out = BytesMut::new();
+        self.encoder.encode(message, &mut out);
+        self.stream.write_all(&out)
+    }
+
+    /// The next message, or None when `limit` passes; Err at end of stream.
+    pub fn next_message(&mut self, limit: Duration) -> io::Result<Option<RtmpMessage>> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(m) = self
+                .decoder
+                .decode(&mut self.buf)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?
+            {
+                return Ok(Some(m));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            match self.fill(deadline - now) {
+                Ok(()) => {}
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    return Ok(None)
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Waits for a command matching `pred`, skipping everything else.
+    pub fn wait_command(&mut self, limit: Duration, pred: impl Fn(&Command) -> bool) -> io::Result<Command> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            let Some(m) = self.next_message(deadline - Instant::now())? else { break };
+            if m.message_type == MessageType::COMMAND_AMF0 {
+                let cmd = Command::decode(m.message_type, &m.payload)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+                if pred(&cmd) {
+                    return Ok(cmd);
+                }
+            }
+        }
+        Err(io::Error::new(io::ErrorKind::TimedOut, "no matching command"))
+    }
+
+    /// Waits for an onStatus with `code`.
+    pub fn wait_status(&mut self, limit: Duration, code: &str) -> io::Result<Command> {
+        self.wait_command(limit, |c| c.name == "onStatus" && status_code(c).as_deref() == Some(code))
+    }
+
+    fn fill(&mut self, limit: Duration) -> io::Result<()> {
+        self.stream.set_read_timeout(Some(limit.max(Duration::from_millis(1))))?;
+        let mut tmp = [0u8; 65536];
+        let n = self.stream.read(&mut tmp)?;
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "node closed the connection"));
+        }
+        self.buf.extend_from_slice(&tmp[..n]);
+        Ok(())
+    }
+}
+
+/// The `code` of an onStatus / _error info object.
+pub fn status_code(command: &Command) -> Option<String> {
+    command
+        .arguments
+        .iter()
+        .find_map(|a| a.as_object()?.get("code")?.as_str().map(str::to_owned))
+}
+
+/// True when the peer closes `stream` (EOF or reset) within `limit`.
+pub fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    let mut tmp = [0u8; 4096];
+    while Instant::now() < deadline {
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
+        match stream.read(&mut tmp) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+

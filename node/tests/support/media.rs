@@ -1,0 +1,125 @@
+//! Media made and checked with the real ffmpeg tools.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// Generates an H.264/AAC FLV of `seconds` with a keyframe every second.
+pub fn make_flv(dir: &Path, name: &str, seconds: u32) -> PathBuf {
+    let path = dir.join(name);
+    let status = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(["-f", "lavfi", "-i", "testsrc=size=320x240:rate=25"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
+        .args(["-t", &seconds.to_string()])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-pix_fmt", "yuv420p"])
+        .args(["-c:a", "aac", "-b:a", "64k"])
+        .args(["-f", "flv"])
+        .arg(&path)
+        .status()
+        .expect("ffmpeg must be installed (make test installs it)");
+    assert!(status.success(), "ffmpeg could not make the test media");
+    path
+}
+
+/// `ffmpeg -re -i FILE -c copy -f flv URL` in the background.
+pub fn publish(file: &Path, url: &str) -> Child {
+    Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-re", "-i"])
+        .arg(file)
+        .args(["-c", "copy", "-f", "flv", url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ffmpeg publisher")
+}
+
+/// `ffmpeg -i URL -c copy -f flv OUT` in the background.
+pub fn play_to_file(url: &str, out: &Path) -> Child {
+    Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y", "-i", url])
+        .args(["-c", "copy", "-f", "flv"])
+        .arg(out)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ffmpeg player")
+}
+
+/// Waits for `child` to exit within `limit`; kills it and returns None otherwise.
+pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A child's stderr, after it exited.
+pub fn stderr_of(child: &mut Child) -> String {
+    use std::io::Read;
+    let mut s = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut s);
+    }
+    s
+}
+
+/// One demuxed packet as ffprobe sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Packet {
+    /// `video` or `audio`.
+    pub kind: String,
+    /// Keyframe flag.
+    pub key: bool,
+    /// sha256 of the packet payload.
+    pub hash: String,
+}
+
+/// The packets of `file` (ffprobe -show_packets -show_data_hash).
+pub fn packets(file: &Path) -> Vec<Packet> {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-show_packets", "-show_data_hash", "sha256"])
+        .args(["-show_entries", "packet=codec_type,flags,data_hash"])
+        .args(["-of", "csv=p=0"])
+        .arg(file)
+        .output()
+        .expect("ffprobe must be installed");
+    assert!(out.status.success(), "ffprobe failed on {}", file.display());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(',').collect();
+            let kind = fields.first()?.to_string();
+            let hash = fields.iter().find(|f| f.starts_with("SHA256:"))?.to_string();
+            let flags = fields.iter().find(|f| f.contains('_'))?;
+            Some(Packet {
+                kind,
+                key: flags.starts_with('K'),
+                hash,
+            })
+        })
+        .collect()
+}
+
+/// The packets of one kind from the first video keyframe on.
+pub fn from_first_keyframe(packets: &[Packet], kind: &str) -> Vec<Packet> {
+    let start = packets
+        .iter()
+        .position(|p| p.kind == "video" && p.key)
+        .unwrap_or(packets.len());
+    packets[start..]
+        .iter()
+        .filter(|p| p.kind == kind)
+        .cloned()
+        .collect()
+}

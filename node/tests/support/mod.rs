@@ -1,0 +1,22 @@
+//! Test support: start the real `corecast` binary, make media with ffmpeg, drive raw RTMP.
+#![allow(dead_code)]
+
+pub mod client;
+pub mod media;
+pub mod node;
+
+use std::time::{Duration, Instant};
+
+/// Polls `f` until it returns Some or `limit` passes.
+pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,142 @@
+//! Runs the real node binary on a loopback port and watches its log.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::wait_for;
+
+/// A running node; killed on drop.
+pub struct Node {
+    child: Child,
+    /// The RTMP address it listens on (127.0.0.1).
+    pub addr: SocketAddr,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+/// A free loopback port (bound once and released; the node binds it with SO_REUSEPORT).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl Node {
+    /// Starts the node with `cores` executors and extra TOML config; waits until ready.
+    pub fn start(cores: usize, extra_config: &str, dir: &Path) -> Node {
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let config = dir.join(format!("corecast-{port}.toml"));
+        std::fs::write(&config, extra_config).expect("write config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_corecast"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--rtmp-listen")
+            .arg(addr.to_string())
+            .arg("--cores")
+            .arg(cores.to_string())
+            .env("RUST_LOG", "info,corecast_node=debug")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start corecast");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if std::env::var_os("CORECAST_TEST_LOG").is_some() {
+                    eprintln!("[node {port}] {line}");
+                }
+                sink.lock().expect("log lock").push(strip_ansi(&line));
+            }
+        });
+        let node = Node { child, addr, lines };
+        node.wait_log(Duration::from_secs(20), |l| l.contains("corecast ready"))
+            .expect("node did not report ready");
+        node
+    }
+
+    /// `rtmp://127.0.0.1:PORT/app/name`.
+    pub fn url(&self, path: &str) -> String {
+        format!("rtmp://{}/{}", self.addr, path)
+    }
+
+    /// Waits for a log line matching `pred`; returns it.
+    pub fn wait_log(&self, limit: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
+        wait_for(limit, || {
+            self.lines
+                .lock()
+                .expect("log lock")
+                .iter()
+                .find(|l| pred(l))
+                .cloned()
+        })
+    }
+
+    /// Waits until `count` lines match `pred`; returns them.
+    pub fn wait_log_count(
+        &self,
+        limit: Duration,
+        count: usize,
+        pred: impl Fn(&str) -> bool,
+    ) -> Option<Vec<String>> {
+        wait_for(limit, || {
+            let found: Vec<String> = self
+                .lines
+                .lock()
+                .expect("log lock")
+                .iter()
+                .filter(|l| pred(l))
+                .cloned()
+                .collect();
+            (found.len() >= count).then_some(found)
+        })
+    }
+
+    /// All log lines so far.
+    pub fn log(&self) -> Vec<String> {
+        self.lines.lock().expect("log lock").clone()
+    }
+
+    /// True while the process runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of `key=` in a tracing text line (`core=1`).
+pub fn field(line: &str, key: &str) -> Option<String> {
+    let pattern = format!("{key}=");
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&pattern).map(|v| v.trim_matches('"').to_owned()))
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
