@@ -242,7 +242,7 @@ fn publish(
                     stream,
                 )));
             send_stream_status(s, stream, "status", "NetStream.Publish.Start", "publishing");
-            info!(conn = s.id, peer = %s.peer, stream = %key, "publish");
+            info!(conn = s.id, core = s.ctx.id.0, peer = %s.peer, stream = %key, "publish");
             s.role = Role::Publishing {
                 key,
                 generation,
@@ -319,7 +319,7 @@ fn play(s: &mut Session, command: &Command, stream: MessageStreamId) -> Result<(
     });
     // Replies first, then the snapshot the replica queues.
     s.out.flush();
-    info!(conn = s.id, peer = %s.peer, stream = %key, "play");
+    info!(conn = s.id, core = s.ctx.id.0, peer = %s.peer, stream = %key, "play");
     let replica = s.ctx.add_player(
         &key,
         Player {

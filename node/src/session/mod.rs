@@ -214,9 +214,10 @@ impl Session {
             ..ChunkDecoderLimits::default()
         });
         loop {
-            while let Some(message) = decoder.decode(&mut buf)? {
-                self.handle_message(message)?;
-            }
+            let handled = self.handle_input(&mut decoder, &mut buf);
+            // Replies queued before a failure still go out (a refusal explains itself).
+            self.out.flush();
+            handled?;
             self.acknowledge(decoder.bytes_received());
             self.out.flush();
             // Players may legitimately send nothing; everyone else must keep talking.
@@ -257,6 +258,17 @@ impl Session {
                 return Err(SessionError::PeerClosed);
             }
         }
+    }
+
+    fn handle_input(
+        &mut self,
+        decoder: &mut ChunkDecoder,
+        buf: &mut BytesMut,
+    ) -> Result<(), SessionError> {
+        while let Some(message) = decoder.decode(buf)? {
+            self.handle_message(message)?;
+        }
+        Ok(())
     }
 
     fn handle_message(&mut self, message: RtmpMessage) -> Result<(), SessionError> {

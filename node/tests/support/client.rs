@@ -57,7 +57,10 @@ impl RtmpClient {
     pub fn connect(addr: SocketAddr, app: &str) -> io::Result<RtmpClient> {
         let mut c = Self::handshake(addr)?;
         let tx = c.transaction();
-        c.send_command(MessageStreamId::CONNECTION, &client::connect(tx, app, &format!("rtmp://{addr}/{app}")))?;
+        c.send_command(
+            MessageStreamId::CONNECTION,
+            &client::connect(tx, app, &format!("rtmp://{addr}/{app}")),
+        )?;
         let reply = c.wait_command(Duration::from_secs(5), |cmd| cmd.transaction_id == tx)?;
         if reply.name != "_result" {
             return Err(io::Error::other(format!("connect answered {}", reply.name)));
@@ -97,8 +100,17 @@ impl RtmpClient {
     }
 
     /// Sends one audio/video message on stream 1.
-    pub fn send_media(&mut self, message_type: MessageType, timestamp: u32, payload: &[u8]) -> io::Result<()> {
-        let csid = if message_type == MessageType::AUDIO { 4 } else { 6 };
+    pub fn send_media(
+        &mut self,
+        message_type: MessageType,
+        timestamp: u32,
+        payload: &[u8],
+    ) -> io::Result<()> {
+        let csid = if message_type == MessageType::AUDIO {
+            4
+        } else {
+            6
+        };
         self.send(&RtmpMessage {
             chunk_stream_id: ChunkStreamId(csid),
             timestamp,
@@ -143,7 +155,12 @@ impl RtmpClient {
             }
             match self.fill(deadline - now) {
                 Ok(()) => {}
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
                     return Ok(None)
                 }
                 Err(e) => return Err(e),
@@ -152,10 +169,16 @@ impl RtmpClient {
     }
 
     /// Waits for a command matching `pred`, skipping everything else.
-    pub fn wait_command(&mut self, limit: Duration, pred: impl Fn(&Command) -> bool) -> io::Result<Command> {
+    pub fn wait_command(
+        &mut self,
+        limit: Duration,
+        pred: impl Fn(&Command) -> bool,
+    ) -> io::Result<Command> {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
-            let Some(m) = self.next_message(deadline - Instant::now())? else { break };
+            let Some(m) = self.next_message(deadline - Instant::now())? else {
+                break;
+            };
             if m.message_type == MessageType::COMMAND_AMF0 {
                 let cmd = Command::decode(m.message_type, &m.payload)
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
@@ -164,20 +187,29 @@ impl RtmpClient {
                 }
             }
         }
-        Err(io::Error::new(io::ErrorKind::TimedOut, "no matching command"))
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "no matching command",
+        ))
     }
 
     /// Waits for an onStatus with `code`.
     pub fn wait_status(&mut self, limit: Duration, code: &str) -> io::Result<Command> {
-        self.wait_command(limit, |c| c.name == "onStatus" && status_code(c).as_deref() == Some(code))
+        self.wait_command(limit, |c| {
+            c.name == "onStatus" && status_code(c).as_deref() == Some(code)
+        })
     }
 
     fn fill(&mut self, limit: Duration) -> io::Result<()> {
-        self.stream.set_read_timeout(Some(limit.max(Duration::from_millis(1))))?;
+        self.stream
+            .set_read_timeout(Some(limit.max(Duration::from_millis(1))))?;
         let mut tmp = [0u8; 65536];
         let n = self.stream.read(&mut tmp)?;
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "node closed the connection"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "node closed the connection",
+            ));
         }
         self.buf.extend_from_slice(&tmp[..n]);
         Ok(())
@@ -201,10 +233,13 @@ pub fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
         match stream.read(&mut tmp) {
             Ok(0) => return true,
             Ok(_) => {}
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
             Err(_) => return true,
         }
     }
     false
 }
-

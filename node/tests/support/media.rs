@@ -12,7 +12,16 @@ pub fn make_flv(dir: &Path, name: &str, seconds: u32) -> PathBuf {
         .args(["-f", "lavfi", "-i", "testsrc=size=320x240:rate=25"])
         .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
         .args(["-t", &seconds.to_string()])
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-pix_fmt", "yuv420p"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "25",
+            "-pix_fmt",
+            "yuv420p",
+        ])
         .args(["-c:a", "aac", "-b:a", "64k"])
         .args(["-f", "flv"])
         .arg(&path)
@@ -100,7 +109,10 @@ pub fn packets(file: &Path) -> Vec<Packet> {
         .filter_map(|line| {
             let fields: Vec<&str> = line.split(',').collect();
             let kind = fields.first()?.to_string();
-            let hash = fields.iter().find(|f| f.starts_with("SHA256:"))?.to_string();
+            let hash = fields
+                .iter()
+                .find(|f| f.starts_with("SHA256:"))?
+                .to_string();
             let flags = fields.iter().find(|f| f.contains('_'))?;
             Some(Packet {
                 kind,

@@ -120,8 +120,10 @@ impl Drop for Node {
 /// The value of `key=` in a tracing text line (`core=1`).
 pub fn field(line: &str, key: &str) -> Option<String> {
     let pattern = format!("{key}=");
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(&pattern).map(|v| v.trim_matches('"').to_owned()))
+    line.split_whitespace().find_map(|w| {
+        w.strip_prefix(&pattern)
+            .map(|v| v.trim_matches('"').to_owned())
+    })
 }
 
 fn strip_ansi(s: &str) -> String {

@@ -1,0 +1,66 @@
+//! The `corecast` command line: config checking and clear errors.
+
+use std::process::Command;
+
+fn corecast() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_corecast"))
+}
+
+#[test]
+fn check_accepts_the_shipped_config() {
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/corecast.toml");
+    let out = corecast()
+        .args(["--config", config, "--check"])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("configuration OK"));
+}
+
+#[test]
+fn check_names_the_bad_field_and_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[rtmp]\nlisten = \"127.0.0.1:1935\"\n\n[player]\nqueue_max_byte = 5\n",
+    )
+    .expect("write");
+    let out = corecast()
+        .arg("--config")
+        .arg(&path)
+        .arg("--check")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 5"), "{err}");
+    assert!(err.contains("queue_max_byte"), "{err}");
+}
+
+#[test]
+fn missing_config_file_is_a_clear_error() {
+    let out = corecast()
+        .args(["--config", "/nonexistent/corecast.toml", "--check"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config file"));
+}
+
+#[test]
+fn port_in_use_fails_start_up() {
+    // Without SO_REUSEPORT on this socket, the node cannot share the port.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr");
+    let out = corecast()
+        .args(["--rtmp-listen", &addr.to_string(), "--cores", "1"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen"));
+}

@@ -1,0 +1,393 @@
+//! Interop tests: the real `corecast` binary driven by real clients (ffmpeg, ffprobe, rtmpdump)
+//! and by a raw RTMP client, over loopback.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use corecast_common::types::MessageType;
+use support::client::{closed_within, RtmpClient};
+use support::media::{
+    from_first_keyframe, make_flv, packets, play_to_file, publish, stderr_of, wait_exit, Packet,
+};
+use support::node::{field, Node};
+
+/// Test media shared by all tests of this binary (made once).
+fn media(seconds: u32) -> PathBuf {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    let dir = DIR.get_or_init(|| tempfile::tempdir().expect("temp dir"));
+    let path = dir.path().join(format!("src-{seconds}s.flv"));
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    if !path.exists() {
+        make_flv(dir.path(), &format!("src-{seconds}s.flv"), seconds);
+    }
+    path
+}
+
+fn is_line(line: &str, message: &str, stream: &str) -> bool {
+    line.contains(&format!(": {message} ")) && line.contains(&format!("stream={stream}"))
+}
+
+fn assert_suffix(source: &[Packet], played: &[Packet], kind: &str) {
+    assert!(!played.is_empty(), "no {kind} packets played");
+    assert!(
+        source.ends_with(played),
+        "{kind}: the {} played packets are not the tail of the {} source packets",
+        played.len(),
+        source.len()
+    );
+}
+
+#[test]
+fn ffmpeg_publish_and_play_are_byte_identical_across_cores() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let src = media(4);
+    let node = Node::start(2, "", dir.path());
+    let stream = "live/identical";
+    let url = node.url(stream);
+
+    // Players wait for a stream that is not live yet; add them until both cores hold one.
+    let mut players = Vec::new();
+    let mut cores = BTreeSet::new();
+    for i in 0..16 {
+        let out = dir.path().join(format!("play{i}.flv"));
+        players.push((play_to_file(&url, &out), out));
+        let lines = node
+            .wait_log_count(Duration::from_secs(15), i + 1, |l| {
+                is_line(l, "play", stream)
+            })
+            .expect("player registered");
+        cores = lines.iter().filter_map(|l| field(l, "core")).collect();
+        if cores.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(
+        cores.len(),
+        2,
+        "players never landed on both cores: {cores:?}"
+    );
+
+    let mut publisher = publish(&src, &url);
+    let status = wait_exit(&mut publisher, Duration::from_secs(40)).expect("publisher finished");
+    assert!(
+        status.success(),
+        "publisher failed: {}",
+        stderr_of(&mut publisher)
+    );
+    let publish_line = node
+        .wait_log(Duration::from_secs(5), |l| is_line(l, "publish", stream))
+        .expect("publish logged");
+    let publisher_core = field(&publish_line, "core").expect("core field");
+    assert!(
+        cores.iter().any(|c| *c != publisher_core),
+        "some player must be on another core than the publisher"
+    );
+
+    let source = packets(&src);
+    for (mut player, out) in players {
+        // The node tells players NetStream.Play.UnpublishNotify; ffmpeg ends on it.
+        wait_exit(&mut player, Duration::from_secs(20)).expect("player ended after unpublish");
+        let played = packets(&out);
+        for kind in ["video", "audio"] {
+            let want = from_first_keyframe(&source, kind);
+            let got = from_first_keyframe(&played, kind);
+            assert!(!want.is_empty());
+            assert_eq!(got, want, "{kind} packets differ for {}", out.display());
+        }
+    }
+}
+
+#[test]
+fn rtmpdump_with_digest_handshake_plays_the_live_stream() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let src = media(6);
+    let node = Node::start(2, "", dir.path());
+    let stream = "live/rtmpdump";
+    let mut publisher = publish(&src, &node.url(stream));
+    node.wait_log(Duration::from_secs(15), |l| is_line(l, "publish", stream))
+        .expect("publish logged");
+    let out = dir.path().join("rtmpdump.flv");
+    // A SWF hash makes librtmp use the FP9 (digest) handshake.
+    let status = Command::new("timeout")
+        .args(["40", "rtmpdump", "--live", "-q", "-r"])
+        .arg(node.url(stream))
+        .args(["-w", &"ab".repeat(32), "-x", "1234", "-o"])
+        .arg(&out)
+        .status()
+        .expect("rtmpdump must be installed (make test installs it)");
+    assert!(status.code() != Some(124), "rtmpdump did not finish");
+    wait_exit(&mut publisher, Duration::from_secs(20)).expect("publisher finished");
+    assert!(
+        node.log()
+            .iter()
+            .any(|l| l.contains("handshake done") && l.contains("Digest")),
+        "rtmpdump should have used the digest handshake"
+    );
+    let source = packets(&src);
+    let played = packets(&out);
+    assert!(
+        played.iter().any(|p| p.kind == "video" && p.key),
+        "rtmpdump got no keyframe"
+    );
+    for kind in ["video", "audio"] {
+        assert_suffix(
+            &from_first_keyframe(&source, kind),
+            &from_first_keyframe(&played, kind),
+            kind,
+        );
+    }
+}
+
+/// Reads video messages until one with timestamp ≥ `at_ms` arrives.
+fn read_until_video_at(client: &mut RtmpClient, at_ms: u32, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(m) = client
+            .next_message(Duration::from_millis(500))
+            .expect("player connection")
+        {
+            if m.message_type == MessageType::VIDEO && m.timestamp >= at_ms {
+                return;
+            }
+        }
+    }
+    panic!("stream never reached {at_ms} ms");
+}
+
+#[test]
+fn mid_stream_joiner_starts_with_metadata_sequence_header_and_keyframe_without_gaps() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let src = media(6);
+    let node = Node::start(2, "", dir.path());
+    let stream = "live/joiner";
+    let mut early = RtmpClient::connect(node.addr, "live").expect("connect");
+    early.play("joiner").expect("play");
+    let mut publisher = publish(&src, &node.url(stream));
+    // Wait until the stream is well past its first keyframe (GOP = 1 s).
+    read_until_video_at(&mut early, 1500, Duration::from_secs(20));
+
+    let mut joiner = RtmpClient::connect(node.addr, "live").expect("connect");
+    joiner.play("joiner").expect("play");
+    let mut saw_metadata_before_video = false;
+    let mut video = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while video.len() < 40 && Instant::now() < deadline {
+        let Some(m) = joiner
+            .next_message(Duration::from_millis(500))
+            .expect("joiner")
+        else {
+            continue;
+        };
+        match m.message_type {
+            MessageType::DATA_AMF0 if video.is_empty() => {
+                saw_metadata_before_video |= m.payload.windows(10).any(|w| w == b"onMetaData");
+            }
+            MessageType::VIDEO => video.push((m.timestamp, m.payload)),
+            _ => {}
+        }
+    }
+    assert!(saw_metadata_before_video, "onMetaData must come first");
+    assert!(
+        video.len() >= 40,
+        "joiner got only {} video messages",
+        video.len()
+    );
+    let (_, first) = &video[0];
+    assert_eq!(
+        &first[..2],
+        &[0x17, 0x00],
+        "first video must be the AVC sequence header"
+    );
+    let (key_ts, key) = &video[1];
+    assert_eq!(&key[..2], &[0x17, 0x01], "second video must be a keyframe");
+    assert!(*key_ts >= 1000, "joined mid-stream, at {key_ts} ms");
+    // 25 fps: every following frame is exactly 40 ms after the previous one.
+    for pair in video[1..].windows(2) {
+        assert_eq!(
+            pair[1].0,
+            pair[0].0 + 40,
+            "gap or duplicate at {} ms",
+            pair[0].0
+        );
+    }
+    wait_exit(&mut publisher, Duration::from_secs(20)).expect("publisher finished");
+}
+
+#[test]
+fn second_publisher_of_a_live_name_is_refused_and_the_first_keeps_going() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let src = media(6);
+    let node = Node::start(2, "", dir.path());
+    let stream = "live/dup";
+    let mut player = RtmpClient::connect(node.addr, "live").expect("connect");
+    player.play("dup").expect("play");
+    let mut first = publish(&src, &node.url(stream));
+    read_until_video_at(&mut player, 500, Duration::from_secs(20));
+
+    let mut second = RtmpClient::connect(node.addr, "live").expect("connect");
+    assert_eq!(
+        second.publish("dup").expect("publish answer"),
+        "NetStream.Publish.BadName"
+    );
+    // ffmpeg as the second publisher gives up too.
+    let mut second_ffmpeg = publish(&src, &node.url(stream));
+    let status =
+        wait_exit(&mut second_ffmpeg, Duration::from_secs(15)).expect("refused ffmpeg exits");
+    assert!(
+        !status.success(),
+        "a second ffmpeg publisher must be refused"
+    );
+
+    // The first stream still flows, past the refusals.
+    read_until_video_at(&mut player, 3000, Duration::from_secs(20));
+    let status = wait_exit(&mut first, Duration::from_secs(20)).expect("first publisher finished");
+    assert!(
+        status.success(),
+        "first publisher failed: {}",
+        stderr_of(&mut first)
+    );
+}
+
+#[test]
+fn players_stay_connected_through_a_publisher_restart_and_resume() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let src = media(3);
+    let node = Node::start(2, "", dir.path());
+    let stream = "live/restart";
+    let mut player = RtmpClient::connect(node.addr, "live").expect("connect");
+    player.play("restart").expect("play");
+
+    let mut first = publish(&src, &node.url(stream));
+    read_until_video_at(&mut player, 1000, Duration::from_secs(20));
+    wait_exit(&mut first, Duration::from_secs(20)).expect("first publisher finished");
+    player
+        .wait_status(Duration::from_secs(10), "NetStream.Play.UnpublishNotify")
+        .expect("player told of unpublish");
+
+    let mut second = publish(&src, &node.url(stream));
+    player
+        .wait_status(Duration::from_secs(15), "NetStream.Play.PublishNotify")
+        .expect("player told of the new publish");
+    // The resumed stream starts over at a sequence header and a keyframe.
+    let mut video = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while video.len() < 10 && Instant::now() < deadline {
+        if let Some(m) = player
+            .next_message(Duration::from_millis(500))
+            .expect("player")
+        {
+            if m.message_type == MessageType::VIDEO {
+                video.push(m.payload);
+            }
+        }
+    }
+    assert!(video.len() >= 10, "player did not resume");
+    assert_eq!(&video[0][..2], &[0x17, 0x00]);
+    assert_eq!(&video[1][..2], &[0x17, 0x01]);
+    wait_exit(&mut second, Duration::from_secs(20)).expect("second publisher finished");
+}
+
+/// Writes `bytes` on a fresh connection and says whether the node closed it in time.
+fn raw_connection(node: &Node, bytes: &[u8]) -> TcpStream {
+    let mut s = TcpStream::connect(node.addr).expect("tcp connect");
+    s.write_all(bytes).expect("write");
+    s
+}
+
+#[test]
+fn malformed_input_closes_only_that_connection() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let src = media(10);
+    let config = "[rtmp]\nhandshake_timeout_secs = 2\nmax_message_size_bytes = 1048576\n";
+    let node = Node::start(2, config, dir.path());
+    let stream = "live/healthy";
+    let mut player = RtmpClient::connect(node.addr, "live").expect("connect");
+    player.play("healthy").expect("play");
+    let mut publisher = publish(&src, &node.url(stream));
+    read_until_video_at(&mut player, 500, Duration::from_secs(20));
+
+    // Garbage instead of a handshake (an HTTP request: version byte 'G').
+    let mut garbage = raw_connection(&node, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(
+        closed_within(&mut garbage, Duration::from_secs(5)),
+        "garbage not closed"
+    );
+
+    // A truncated handshake: C0 and part of C1, then silence.
+    let mut truncated = raw_connection(&node, &[3u8; 200]);
+    assert!(
+        closed_within(&mut truncated, Duration::from_secs(8)),
+        "stalled handshake not closed"
+    );
+
+    // An oversized message: a chunk header announcing 2 MiB (limit 1 MiB).
+    let mut big = RtmpClient::connect(node.addr, "live").expect("connect");
+    big.stream
+        .write_all(&[0x04, 0, 0, 0, 0x20, 0x00, 0x00, 0x09, 1, 0, 0, 0])
+        .expect("write");
+    assert!(
+        closed_within(&mut big.stream, Duration::from_secs(5)),
+        "oversized not closed"
+    );
+
+    // A command whose AMF0 is garbage.
+    let mut amf = RtmpClient::connect(node.addr, "live").expect("connect");
+    amf.stream
+        .write_all(&[
+            0x03, 0, 0, 0, 0, 0, 0x04, 0x14, 0, 0, 0, 0, 0x02, 0xff, 0xff, 0x41,
+        ])
+        .expect("write");
+    let mut amf_stream = amf.stream.try_clone().expect("clone");
+    amf_stream.write_all(&[0x42; 64]).ok();
+    assert!(
+        closed_within(&mut amf.stream, Duration::from_secs(5)),
+        "bad AMF not closed"
+    );
+
+    // A chunk size with the top bit set.
+    let mut chunk_size = RtmpClient::connect(node.addr, "live").expect("connect");
+    chunk_size
+        .stream
+        .write_all(&[0x02, 0, 0, 0, 0, 0, 0x04, 0x01, 0, 0, 0, 0, 0x80, 0, 0, 0])
+        .expect("write");
+    assert!(
+        closed_within(&mut chunk_size.stream, Duration::from_secs(5)),
+        "bad chunk size not closed"
+    );
+
+    // Every bad connection got a logged reason.
+    for reason in [
+        "handshake_error",
+        "handshake_timeout",
+        "chunk_error",
+        "command_error",
+    ] {
+        node.wait_log(Duration::from_secs(5), |l| {
+            l.contains(&format!("reason=\"{reason}\"")) || l.contains(&format!("reason={reason}"))
+        })
+        .unwrap_or_else(|| panic!("no close logged with reason {reason}"));
+    }
+    // The healthy stream kept flowing throughout.
+    read_until_video_at(&mut player, 6000, Duration::from_secs(20));
+    let status = wait_exit(&mut publisher, Duration::from_secs(20)).expect("publisher finished");
+    assert!(status.success());
+}
+
+#[test]
+fn unknown_application_is_rejected_when_apps_are_configured() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = Node::start(1, "[rtmp]\napps = [\"live\"]\n", dir.path());
+    assert!(RtmpClient::connect(node.addr, "live").is_ok());
+    let err = RtmpClient::connect(node.addr, "other")
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("_error"), "{err}");
+}
