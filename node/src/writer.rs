@@ -73,6 +73,10 @@ pub async fn run_writer<T: Transport>(
 }
 
 /// Writes everything queued right now (and whatever is queued meanwhile).
+///
+/// The slices borrow the queue's `Bytes` rather than cloning them: a clone bumps the payload's
+/// reference count, which is shared with every other core's players. Only when the socket is
+/// full is the front slice cloned, to be held across the wait.
 async fn drain<T: Transport>(
     transport: &T,
     queue: &Rc<RefCell<SubscriberQueue>>,
