@@ -21,6 +21,8 @@ pub struct Config {
     pub stream: StreamConfig,
     /// How players are fed: batching and slow-consumer policy.
     pub player: PlayerConfig,
+    /// The HTTP endpoint: metrics, health, JSON API.
+    pub http: HttpConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -38,6 +40,9 @@ pub struct NodeConfig {
     pub io_memory_bytes: usize,
     /// Capacity of each core-to-core channel, in messages.
     pub core_channel_capacity: usize,
+    /// On SIGTERM/SIGINT: stop accepting, report not ready, and wait this long for
+    /// connections to finish before exiting (a second signal exits at once).
+    pub shutdown_grace_secs: u64,
 }
 
 impl Default for NodeConfig {
@@ -47,6 +52,7 @@ impl Default for NodeConfig {
             pin_cores: true,
             io_memory_bytes: 256 * 1024,
             core_channel_capacity: 1024,
+            shutdown_grace_secs: 10,
         }
     }
 }
@@ -134,6 +140,28 @@ impl Default for PlayerConfig {
             queue_max_bytes: 4 * 1024 * 1024,
             queue_hard_max_bytes: 16 * 1024 * 1024,
             send_timeout_secs: 15,
+        }
+    }
+}
+
+/// `[http]`: metrics, health checks and the JSON API.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Serve HTTP at all.
+    pub enabled: bool,
+    /// Address every core binds (SO_REUSEPORT) for `/metrics`, `/healthz`, `/readyz`, `/api/v1`.
+    pub listen: SocketAddr,
+    /// Bearer token required by the API's write endpoints (kick, stop); empty disables them.
+    pub api_token: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            enabled: true,
+            listen: SocketAddr::from(([0, 0, 0, 0], 8081)),
+            api_token: String::new(),
         }
     }
 }
@@ -257,6 +285,9 @@ impl Config {
         }
         if self.node.cores > 64 {
             return Err(invalid("node.cores", "at most 64 cores are supported"));
+        }
+        if self.http.enabled && self.http.listen == self.rtmp.listen {
+            return Err(invalid("http.listen", "must differ from rtmp.listen"));
         }
         if self.node.core_channel_capacity < 16 {
             return Err(invalid("node.core_channel_capacity", "must be at least 16"));

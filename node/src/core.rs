@@ -9,11 +9,15 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use crate::clients::ClientHandle;
 use crate::config::Config;
-use crate::directory::{AlreadyPublished, Directory, PublisherRef};
+use crate::directory::{AlreadyPublished, PublisherRef};
 use crate::frame::{FrameData, LocalFrame};
 use crate::mesh::{CoreId, CoreLink, CoreMessage, Snapshot};
-use crate::stream::{GopSettings, Player, StreamReplica, Upstream};
+use crate::metrics::CoreMetrics;
+use crate::shared::{AdminCommand, NodeShared};
+use crate::stats::{ClientStats, CoreStats};
+use crate::stream::{GopSettings, Player, PublisherInfo, StreamReplica, Upstream};
 
 /// A replica shared by the sessions of one core.
 pub type ReplicaRef = Rc<RefCell<StreamReplica>>;
@@ -24,7 +28,12 @@ pub struct CoreContext {
     pub id: CoreId,
     /// The node's configuration.
     pub config: Arc<Config>,
-    directory: Arc<Directory>,
+    /// Node-wide shared state (directory, metric families, stats board, admin queues).
+    pub shared: Arc<NodeShared>,
+    /// This core's metric children.
+    pub metrics: CoreMetrics,
+    /// This core's connections.
+    clients: RefCell<HashMap<u64, Rc<ClientHandle>>>,
     /// `links[j]`: the outgoing FIFO to core j (None for self).
     links: Vec<Option<Rc<CoreLink>>>,
     streams: RefCell<HashMap<String, ReplicaRef>>,
@@ -40,14 +49,15 @@ impl CoreContext {
     /// A core's context; `links` from [`CoreLink::new`] per other core.
     pub fn new(
         id: CoreId,
-        config: Arc<Config>,
-        directory: Arc<Directory>,
+        shared: Arc<NodeShared>,
         links: Vec<Option<Rc<CoreLink>>>,
     ) -> Rc<CoreContext> {
         Rc::new(CoreContext {
             id,
-            config,
-            directory,
+            config: Arc::clone(&shared.config),
+            metrics: shared.metrics.for_core(id.0),
+            shared,
+            clients: RefCell::new(HashMap::new()),
             links,
             streams: RefCell::new(HashMap::new()),
             remote: RefCell::new(HashMap::new()),
@@ -96,9 +106,13 @@ impl CoreContext {
     }
 
     /// Starts publishing `key` from a session on this core.
-    pub fn start_publish(&self, key: &str) -> Result<(ReplicaRef, u64), AlreadyPublished> {
+    pub fn start_publish(
+        &self,
+        key: &str,
+        publisher: PublisherInfo,
+    ) -> Result<(ReplicaRef, u64), AlreadyPublished> {
         let generation = self.new_generation();
-        let waiting = self.directory.claim(
+        let waiting = self.shared.directory.claim(
             key,
             PublisherRef {
                 core: self.id,
@@ -109,6 +123,7 @@ impl CoreContext {
         {
             let mut r = replica.borrow_mut();
             r.go_live(Upstream::Local { generation }, Snapshot::default());
+            r.set_publisher(Some(publisher));
             for core in CoreId::iter_mask(waiting) {
                 if let Some(link) = self.link(core) {
                     r.add_remote_core(core);
@@ -141,7 +156,8 @@ impl CoreContext {
             }
         }
         r.go_offline();
-        self.directory.release(
+        r.set_publisher(None);
+        self.shared.directory.release(
             key,
             PublisherRef {
                 core: self.id,
@@ -161,9 +177,14 @@ impl CoreContext {
         for core in r.remote_cores() {
             if let Some(link) = self.link(*core) {
                 link.send_frame(generation, Arc::clone(&shared));
+                self.metrics.cross_core_sent.inc();
             }
         }
-        r.on_frame(LocalFrame::new(shared));
+        self.metrics.frames_published.inc();
+        let dropped = r.on_frame(LocalFrame::new(shared));
+        if dropped > 0 {
+            self.metrics.dropped_slow_player.inc_by(dropped);
+        }
     }
 
     /// Adds a player of `key` on this core; it gets the snapshot now if the stream is live,
@@ -177,7 +198,7 @@ impl CoreContext {
             first
         };
         if first {
-            if let Some(publisher) = self.directory.add_player_core(key, self.id) {
+            if let Some(publisher) = self.shared.directory.add_player_core(key, self.id) {
                 if publisher.core != self.id {
                     if let Some(link) = self.link(publisher.core) {
                         link.send(CoreMessage::Subscribe {
@@ -201,7 +222,7 @@ impl CoreContext {
         if !r.remove_player(connection) || r.player_count() > 0 {
             return;
         }
-        if let Some(publisher) = self.directory.remove_player_core(key, self.id) {
+        if let Some(publisher) = self.shared.directory.remove_player_core(key, self.id) {
             if publisher.core != self.id {
                 if let Some(link) = self.link(publisher.core) {
                     link.send(CoreMessage::Unsubscribe {
@@ -229,8 +250,12 @@ impl CoreContext {
         match message {
             CoreMessage::Frame { generation, frame } => {
                 let replica = self.remote.borrow().get(&generation).cloned();
+                self.metrics.cross_core_received.inc();
                 if let Some(replica) = replica {
-                    replica.borrow_mut().on_frame(LocalFrame::new(frame));
+                    let dropped = replica.borrow_mut().on_frame(LocalFrame::new(frame));
+                    if dropped > 0 {
+                        self.metrics.dropped_slow_player.inc_by(dropped);
+                    }
                 }
             }
             CoreMessage::Subscribe {
@@ -316,5 +341,86 @@ impl CoreContext {
     /// Streams with a replica on this core (for tests and the API).
     pub fn stream_keys(&self) -> Vec<String> {
         self.streams.borrow().keys().cloned().collect()
+    }
+
+    /// Registers a connection.
+    pub fn add_client(&self, client: Rc<ClientHandle>) {
+        self.clients.borrow_mut().insert(client.id, client);
+    }
+
+    /// Forgets a connection.
+    pub fn remove_client(&self, id: u64) {
+        self.clients.borrow_mut().remove(&id);
+    }
+
+    /// Carries out an operator's request.
+    pub fn handle_admin(&self, command: AdminCommand) {
+        let clients = self.clients.borrow();
+        match command {
+            AdminCommand::Kick(id) => {
+                if let Some(client) = clients.get(&id) {
+                    tracing::info!(conn = id, "kicked by the API");
+                    client.kick();
+                }
+            }
+            AdminCommand::StopStream(key) => {
+                for client in clients.values() {
+                    if client.role.get() == crate::clients::ClientRole::Publishing
+                        && client.stream.borrow().as_deref() == Some(key.as_str())
+                    {
+                        tracing::info!(conn = client.id, stream = %key, "stream stopped by the API");
+                        client.kick();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Builds this core's statistics snapshot and refreshes the gauges that are sampled
+    /// rather than counted. `elapsed_secs` is the time since the previous snapshot.
+    pub fn collect_stats(&self, elapsed_secs: f64) -> CoreStats {
+        let mut stats = CoreStats::default();
+        let mut gop_bytes = 0usize;
+        let mut players = 0usize;
+        let mut published = 0i64;
+        for (key, replica) in self.streams.borrow().iter() {
+            let mut r = replica.borrow_mut();
+            gop_bytes += r.gop_bytes();
+            players += r.player_count();
+            if r.player_count() > 0 {
+                stats.players.insert(key.clone(), r.player_count());
+            }
+            if let Some(s) = r.publisher_stats(key, self.id.0, elapsed_secs) {
+                published += 1;
+                stats.published.push(s);
+            }
+        }
+        self.metrics.gop_cache_bytes.set(gop_bytes as i64);
+        self.metrics.players.set(players as i64);
+        self.metrics.streams.set(published);
+        let link_drops: u64 = self
+            .links
+            .iter()
+            .flatten()
+            .map(|l| l.dropped_frames())
+            .sum();
+        let counted = self.metrics.dropped_core_link.get();
+        if link_drops > counted {
+            self.metrics.dropped_core_link.inc_by(link_drops - counted);
+        }
+        for client in self.clients.borrow().values() {
+            stats.clients.push(ClientStats {
+                id: client.id,
+                core: self.id.0,
+                addr: client.peer.to_string(),
+                transport: client.transport.to_owned(),
+                role: client.role.get().as_str().to_owned(),
+                stream: client.stream.borrow().clone(),
+                connected_secs: client.since.elapsed().as_secs(),
+                bytes_in: client.bytes_in.get(),
+                bytes_out: client.bytes_out.get(),
+            });
+        }
+        stats
     }
 }

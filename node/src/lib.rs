@@ -11,16 +11,24 @@
 //! - [`queue`], [`outbound`], [`writer`]: a connection's send queue and its vectored writer.
 //! - [`session`]: one RTMP connection (handshake, chunks, command handlers).
 //! - [`transport`]: the byte pipes sessions run over.
+//! - [`http`], [`metrics`], [`stats`], [`clients`]: `/metrics`, health, the JSON API and
+//!   what they report.
+//! - [`shared`]: the little state all cores share (never per frame).
 
+pub mod clients;
 pub mod config;
 pub mod core;
 pub mod directory;
 pub mod frame;
+pub mod http;
 pub mod mesh;
+pub mod metrics;
 pub mod outbound;
 pub mod queue;
 pub mod server;
 pub mod session;
+pub mod shared;
+pub mod stats;
 pub mod stream;
 pub mod transport;
 pub mod util;

@@ -24,6 +24,9 @@ struct Cli {
     /// Override `rtmp.listen`.
     #[arg(long, value_name = "ADDR")]
     rtmp_listen: Option<SocketAddr>,
+    /// Override `http.listen`.
+    #[arg(long, value_name = "ADDR")]
+    http_listen: Option<SocketAddr>,
     /// Override `node.cores` (0 = one per CPU).
     #[arg(long, value_name = "N")]
     cores: Option<usize>,
@@ -43,6 +46,9 @@ fn main() -> ExitCode {
     };
     if let Some(listen) = cli.rtmp_listen {
         config.rtmp.listen = listen;
+    }
+    if let Some(listen) = cli.http_listen {
+        config.http.listen = listen;
     }
     if let Some(cores) = cli.cores {
         config.node.cores = cores;

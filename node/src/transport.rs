@@ -28,6 +28,10 @@ pub trait Transport {
     fn write_some(&self, buf: &[u8]) -> impl std::future::Future<Output = io::Result<usize>>;
     /// Closes the write side.
     fn shutdown(&self);
+    /// Transport label for logs, metrics and the API.
+    fn label(&self) -> &'static str {
+        "rtmp"
+    }
 }
 
 /// How much a single read asks for.
