@@ -43,6 +43,16 @@ pub mod names {
     pub const CROSS_CORE_FRAMES: &str = "corecast_cross_core_frames_total";
 }
 
+/// Error kinds (`corecast_errors_total{kind}`): the session close reasons that are errors.
+pub const KNOWN_ERROR_KINDS: [&str; 6] = [
+    "handshake_error",
+    "handshake_timeout",
+    "chunk_error",
+    "control_error",
+    "command_error",
+    "protocol_error",
+];
+
 /// The node's registry and metric families.
 #[derive(Clone)]
 pub struct NodeMetrics {
@@ -155,10 +165,27 @@ impl NodeMetrics {
         })
     }
 
-    /// The children one core uses.
+    /// The children one core uses. Label values known in advance are created at zero, so
+    /// dashboards and alerts see a series before the first event.
     pub fn for_core(&self, core: usize) -> CoreMetrics {
         let c = core.to_string();
         let c = c.as_str();
+        for kind in KNOWN_ERROR_KINDS {
+            self.errors.with_label_values(&[c, kind]);
+            self.closed.with_label_values(&[c, kind]);
+        }
+        for reason in [
+            "peer_closed",
+            "closed",
+            "slow_consumer",
+            "write_error",
+            "idle_timeout",
+        ] {
+            self.closed.with_label_values(&[c, reason]);
+        }
+        self.refused.with_label_values(&[c, "connection_limit"]);
+        self.accepted.with_label_values(&[c, "rtmp"]);
+        self.open.with_label_values(&[c, "rtmp"]);
         CoreMetrics {
             core: c.to_owned(),
             families: self.clone(),
