@@ -12,7 +12,8 @@
 //!
 //! Throughput is in elements = subscribers, so criterion's `elem/s` inverted is the time per
 //! frame per subscriber. The frame is an average 2.5 Mbit/s, 25 fps inter frame (12.5 KB)
-//! chunked at the node's default out chunk size (`rtmp.out_chunk_size_bytes` = 60 000).
+//! chunked at the node's default out chunk size (`rtmp.out_chunk_size_bytes`, 60 000), into
+//! queues with the default `[player]` bounds.
 
 use std::hint::black_box;
 use std::io::IoSlice;
@@ -21,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use corecast_node::config::{PlayerConfig, RtmpConfig};
 use corecast_node::frame::{FrameData, LocalFrame, MediaKind};
 use corecast_node::mesh::Snapshot;
 use corecast_node::outbound::Outbound;
@@ -30,19 +32,23 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 
 /// Subscriber counts measured.
 const SUBSCRIBERS: [usize; 3] = [100, 1_000, 10_000];
-/// The node's default out chunk size (`config::RtmpConfig::out_chunk_size_bytes`).
-const CHUNK_SIZE: u32 = 60_000;
 /// Bytes of the video frame fanned out.
 const FRAME_BYTES: usize = 12_500;
-/// `node::writer`'s per-`sendmsg` limits.
+/// `node::writer`'s per-`sendmsg` limits (private there).
 const MAX_SLICES: usize = 512;
 const MAX_BATCH_BYTES: usize = 1024 * 1024;
 
-/// The node's default player queue bounds (`[player]` in the config).
+/// The node's default out chunk size.
+fn chunk_size() -> u32 {
+    RtmpConfig::default().out_chunk_size_bytes
+}
+
+/// The node's default player queue bounds.
 fn limits() -> QueueLimits {
+    let player = PlayerConfig::default();
     QueueLimits {
-        soft_max_bytes: 4 * 1024 * 1024,
-        hard_max_bytes: 16 * 1024 * 1024,
+        soft_max_bytes: player.queue_max_bytes,
+        hard_max_bytes: player.queue_hard_max_bytes,
     }
 }
 
@@ -54,12 +60,12 @@ fn video_payload(keyframe: bool, len: usize) -> Bytes {
     Bytes::from(payload)
 }
 
-fn frame(payload: &Bytes) -> LocalFrame {
+fn frame(payload: &Bytes, chunk_size: u32) -> LocalFrame {
     LocalFrame::new(Arc::new(FrameData::encode(
         MediaKind::Video,
         0,
         payload.clone(),
-        CHUNK_SIZE,
+        chunk_size,
     )))
 }
 
@@ -109,7 +115,7 @@ fn replica(n: usize) -> (StreamReplica, Vec<Rc<Outbound>>) {
         });
     }
     // Players join waiting for a keyframe; give them one so inter frames are queued.
-    replica.on_frame(frame(&video_payload(true, FRAME_BYTES)));
+    replica.on_frame(frame(&video_payload(true, FRAME_BYTES), chunk_size()));
     for out in &outbounds {
         drain(&mut out.queue.borrow_mut());
     }
@@ -118,13 +124,14 @@ fn replica(n: usize) -> (StreamReplica, Vec<Rc<Outbound>>) {
 
 fn bench_replica(c: &mut Criterion) {
     let payload = video_payload(false, FRAME_BYTES);
+    let chunk_size = chunk_size();
     let mut group = c.benchmark_group("fanout/replica");
     for n in SUBSCRIBERS {
         let (mut replica, outbounds) = replica(n);
         group.throughput(Throughput::Elements(n as u64));
         group.bench_function(BenchmarkId::from_parameter(n), |b| {
             b.iter(|| {
-                replica.on_frame(frame(&payload));
+                replica.on_frame(frame(&payload, chunk_size));
                 let mut written = 0;
                 for out in &outbounds {
                     written += drain(&mut out.queue.borrow_mut());
@@ -139,6 +146,7 @@ fn bench_replica(c: &mut Criterion) {
 
 fn bench_queue(c: &mut Criterion) {
     let payload = video_payload(false, FRAME_BYTES);
+    let chunk_size = chunk_size();
     let mut group = c.benchmark_group("fanout/queue");
     for n in SUBSCRIBERS {
         let mut queues: Vec<SubscriberQueue> =
@@ -146,7 +154,7 @@ fn bench_queue(c: &mut Criterion) {
         group.throughput(Throughput::Elements(n as u64));
         group.bench_function(BenchmarkId::from_parameter(n), |b| {
             b.iter(|| {
-                let frame = frame(&payload);
+                let frame = frame(&payload, chunk_size);
                 for queue in &mut queues {
                     let outcome = queue.push_frame(frame.clone());
                     debug_assert_eq!(outcome, PushOutcome::Queued);
