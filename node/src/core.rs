@@ -6,8 +6,9 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::clients::ClientHandle;
 use crate::config::Config;
@@ -43,6 +44,8 @@ pub struct CoreContext {
     next_connection: Cell<u64>,
     /// Open connections on this core.
     pub connections: Cell<usize>,
+    /// This context itself, for spawning tasks that need an owned handle (pulls).
+    me: Weak<CoreContext>,
 }
 
 impl CoreContext {
@@ -52,7 +55,8 @@ impl CoreContext {
         shared: Arc<NodeShared>,
         links: Vec<Option<Rc<CoreLink>>>,
     ) -> Rc<CoreContext> {
-        Rc::new(CoreContext {
+        Rc::new_cyclic(|me| CoreContext {
+            me: me.clone(),
             id,
             config: Arc::clone(&shared.config),
             metrics: shared.metrics.for_core(id.0),
@@ -198,8 +202,8 @@ impl CoreContext {
             first
         };
         if first {
-            if let Some(publisher) = self.shared.directory.add_player_core(key, self.id) {
-                if publisher.core != self.id {
+            match self.shared.directory.add_player_core(key, self.id) {
+                Some(publisher) if publisher.core != self.id => {
                     if let Some(link) = self.link(publisher.core) {
                         link.send(CoreMessage::Subscribe {
                             key: key.to_owned(),
@@ -208,6 +212,9 @@ impl CoreContext {
                         });
                     }
                 }
+                Some(_) => {}
+                None if self.config.cluster.pulls() => self.start_pull(key),
+                None => {}
             }
         }
         replica
@@ -267,7 +274,10 @@ impl CoreContext {
                     return;
                 };
                 let mut r = replica.borrow_mut();
-                if r.upstream() == (Upstream::Local { generation }) {
+                // A core already fed needs no second snapshot (it would duplicate frames).
+                if r.upstream() == (Upstream::Local { generation })
+                    && !r.remote_cores().contains(&from)
+                {
                     if let Some(link) = self.link(from) {
                         r.add_remote_core(from);
                         link.send(CoreMessage::StreamStart {
@@ -341,6 +351,111 @@ impl CoreContext {
     /// Streams with a replica on this core (for tests and the API).
     pub fn stream_keys(&self) -> Vec<String> {
         self.streams.borrow().keys().cloned().collect()
+    }
+
+    /// Claims `key` for a pull from upstream nodes and starts it. The stream goes live when
+    /// an upstream answers; until then players wait. If another core claimed it first, that
+    /// core's claim already saw this core's players and will feed them.
+    fn start_pull(&self, key: &str) {
+        let generation = self.new_generation();
+        let claim = PublisherRef {
+            core: self.id,
+            generation,
+        };
+        if self.shared.directory.claim(key, claim).is_err() {
+            return;
+        }
+        let Some(ctx) = self.me.upgrade() else {
+            self.shared.directory.release(key, claim);
+            return;
+        };
+        tracing::info!(core = self.id.0, stream = %key, "pull started");
+        glommio::spawn_local(crate::cluster::run_pull(ctx, key.to_owned(), generation)).detach();
+    }
+
+    /// A pull's upstream is streaming: the stream goes live here and on every core with
+    /// players. No-op when already live.
+    pub fn resume_pull(&self, key: &str, generation: u64, upstream: &str) {
+        let replica = self.replica(key);
+        let mut r = replica.borrow_mut();
+        if r.upstream() == (Upstream::Local { generation }) {
+            return;
+        }
+        r.go_live(Upstream::Local { generation }, Snapshot::default());
+        r.set_publisher(Some(PublisherInfo {
+            connection: 0,
+            peer: format!("upstream {upstream}"),
+            since: Instant::now(),
+        }));
+        let waiting = self.shared.directory.player_cores(key) & !self.id.bit();
+        for core in CoreId::iter_mask(waiting) {
+            if let Some(link) = self.link(core) {
+                r.add_remote_core(core);
+                link.send(CoreMessage::StreamStart {
+                    key: key.to_owned(),
+                    generation,
+                    snapshot: Snapshot::default(),
+                });
+            }
+        }
+    }
+
+    /// The upstream's publisher left: players here and on other cores are told, the claim
+    /// stays (the same pull resumes when the upstream publishes again).
+    pub fn pause_pull(&self, key: &str, generation: u64) {
+        let Some(replica) = self.streams.borrow().get(key).cloned() else {
+            return;
+        };
+        let mut r = replica.borrow_mut();
+        if r.upstream() != (Upstream::Local { generation }) {
+            return;
+        }
+        for core in r.remote_cores().to_vec() {
+            if let Some(link) = self.link(core) {
+                link.send(CoreMessage::Unpublished {
+                    key: key.to_owned(),
+                    generation,
+                });
+            }
+        }
+        r.go_offline();
+        r.set_publisher(None);
+    }
+
+    /// Ends a pull: like an unpublish if live, then the claim is released.
+    pub fn stop_pull(&self, key: &str, generation: u64) {
+        self.stop_publish(key, generation);
+        self.shared.directory.release(
+            key,
+            PublisherRef {
+                core: self.id,
+                generation,
+            },
+        );
+        let idle = self
+            .streams
+            .borrow()
+            .get(key)
+            .is_some_and(|r| r.borrow().player_count() == 0 && !r.borrow().is_live());
+        if idle {
+            self.streams.borrow_mut().remove(key);
+        }
+        tracing::info!(core = self.id.0, stream = %key, "pull stopped");
+    }
+
+    /// True when no core has players of `key` (a pull's linger clock runs then).
+    pub fn nobody_plays(&self, key: &str) -> bool {
+        self.shared.directory.player_cores(key) == 0
+    }
+
+    /// A frame from a pull: published like a local publisher's.
+    pub fn publish_pulled_frame(&self, key: &str, generation: u64, frame: FrameData) {
+        let replica = self.streams.borrow().get(key).cloned();
+        if let Some(replica) = replica {
+            if replica.borrow().upstream() == (Upstream::Local { generation }) {
+                self.publish_frame(&replica, generation, frame);
+            }
+        }
     }
 
     /// Registers a connection.

@@ -13,9 +13,11 @@
 //! - [`transport`]: the byte pipes sessions run over.
 //! - [`http`], [`metrics`], [`stats`], [`clients`]: `/metrics`, health, the JSON API and
 //!   what they report.
+//! - [`cluster`]: origin/edge pulls (client and server).
 //! - [`shared`]: the little state all cores share (never per frame).
 
 pub mod clients;
+pub mod cluster;
 pub mod config;
 pub mod core;
 pub mod directory;

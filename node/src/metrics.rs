@@ -7,7 +7,10 @@
 
 use std::sync::Arc;
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
 
 /// Metric names (also used by the dashboard tests).
 pub mod names {
@@ -41,6 +44,20 @@ pub mod names {
     pub const GOP_CACHE_BYTES: &str = "corecast_gop_cache_bytes";
     /// Frames crossing cores, by direction (`sent`, `received`).
     pub const CROSS_CORE_FRAMES: &str = "corecast_cross_core_frames_total";
+    /// Upstream (pull) connections open on this core.
+    pub const UPSTREAM_CONNECTIONS: &str = "corecast_upstream_connections";
+    /// Pulls that got a stream from an upstream.
+    pub const PULLS_STARTED: &str = "corecast_pulls_started_total";
+    /// Pull attempts that failed, by reason.
+    pub const PULLS_FAILED: &str = "corecast_pulls_failed_total";
+    /// Times a pulled stream moved to another upstream.
+    pub const FAILOVERS: &str = "corecast_upstream_failovers_total";
+    /// Bytes received from upstreams.
+    pub const UPSTREAM_BYTES: &str = "corecast_upstream_received_bytes_total";
+    /// Seconds from starting a pull to its first media frame.
+    pub const EDGE_FIRST_FRAME: &str = "corecast_edge_first_frame_seconds";
+    /// Pull connections served to other nodes.
+    pub const PULLS_SERVED: &str = "corecast_pulls_served_total";
 }
 
 /// Error kinds (`corecast_errors_total{kind}`): the session close reasons that are errors.
@@ -73,6 +90,13 @@ pub struct NodeMetrics {
     slow: IntCounterVec,
     gop: IntGaugeVec,
     cross: IntCounterVec,
+    upstreams: IntGaugeVec,
+    pulls_started: IntCounterVec,
+    pulls_failed: IntCounterVec,
+    failovers: IntCounterVec,
+    upstream_bytes: IntCounterVec,
+    edge_first_frame: HistogramVec,
+    pulls_served: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -161,6 +185,58 @@ impl NodeMetrics {
                 "Frames crossing cores, by direction.",
                 &["core", "direction"],
             ),
+            upstreams: gauge(
+                r,
+                UPSTREAM_CONNECTIONS,
+                "Upstream (pull) connections open.",
+                &["core"],
+            ),
+            pulls_started: counter(
+                r,
+                PULLS_STARTED,
+                "Pulls that got a stream from an upstream.",
+                &["core"],
+            ),
+            pulls_failed: counter(
+                r,
+                PULLS_FAILED,
+                "Pull attempts that failed, by reason.",
+                &["core", "reason"],
+            ),
+            failovers: counter(
+                r,
+                FAILOVERS,
+                "Times a pulled stream moved to another upstream.",
+                &["core"],
+            ),
+            upstream_bytes: counter(
+                r,
+                UPSTREAM_BYTES,
+                "Bytes received from upstreams.",
+                &["core"],
+            ),
+            edge_first_frame: {
+                let h = HistogramVec::new(
+                    HistogramOpts::new(
+                        EDGE_FIRST_FRAME,
+                        "Seconds from starting a pull to its first media frame.",
+                    )
+                    .buckets(vec![
+                        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                    ]),
+                    &["core"],
+                )
+                .expect("valid metric definition");
+                r.register(Box::new(h.clone()))
+                    .expect("metric registered once");
+                h
+            },
+            pulls_served: counter(
+                r,
+                PULLS_SERVED,
+                "Pull connections served to other nodes.",
+                &["core"],
+            ),
             registry,
         })
     }
@@ -184,6 +260,9 @@ impl NodeMetrics {
             self.closed.with_label_values(&[c, reason]);
         }
         self.refused.with_label_values(&[c, "connection_limit"]);
+        for reason in ["connect", "not_here", "refused", "protocol", "lost"] {
+            self.pulls_failed.with_label_values(&[c, reason]);
+        }
         self.accepted.with_label_values(&[c, "rtmp"]);
         self.open.with_label_values(&[c, "rtmp"]);
         CoreMetrics {
@@ -201,6 +280,12 @@ impl NodeMetrics {
             gop_cache_bytes: self.gop.with_label_values(&[c]),
             cross_core_sent: self.cross.with_label_values(&[c, "sent"]),
             cross_core_received: self.cross.with_label_values(&[c, "received"]),
+            upstream_connections: self.upstreams.with_label_values(&[c]),
+            pulls_started: self.pulls_started.with_label_values(&[c]),
+            failovers: self.failovers.with_label_values(&[c]),
+            upstream_bytes: self.upstream_bytes.with_label_values(&[c]),
+            edge_first_frame: self.edge_first_frame.with_label_values(&[c]),
+            pulls_served: self.pulls_served.with_label_values(&[c]),
         }
     }
 
@@ -244,6 +329,18 @@ pub struct CoreMetrics {
     pub cross_core_sent: IntCounter,
     /// Frames received from other cores.
     pub cross_core_received: IntCounter,
+    /// Upstream connections open.
+    pub upstream_connections: IntGauge,
+    /// Pulls that got a stream.
+    pub pulls_started: IntCounter,
+    /// Failovers to another upstream.
+    pub failovers: IntCounter,
+    /// Bytes from upstreams.
+    pub upstream_bytes: IntCounter,
+    /// Pull start to first media frame.
+    pub edge_first_frame: Histogram,
+    /// Pull connections served.
+    pub pulls_served: IntCounter,
 }
 
 impl CoreMetrics {
@@ -274,6 +371,14 @@ impl CoreMetrics {
     pub fn refused(&self, reason: &str) {
         self.families
             .refused
+            .with_label_values(&[&self.core, reason])
+            .inc();
+    }
+
+    /// A pull attempt failed for `reason` (`connect`, `not_here`, `refused`, `protocol`, `lost`).
+    pub fn pull_failed(&self, reason: &str) {
+        self.families
+            .pulls_failed
             .with_label_values(&[&self.core, reason])
             .inc();
     }

@@ -135,6 +135,24 @@ async fn run_core(
     } else {
         None
     };
+    let pull_listener = if config.cluster.pull_listen.is_empty() {
+        None
+    } else {
+        let addr = match config.cluster.pull_listen.parse() {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = ready.send(Err("cluster.pull_listen is not an address".into()));
+                return;
+            }
+        };
+        match bind(addr, id, "pull") {
+            Ok(l) => Some(l),
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return;
+            }
+        }
+    };
     let capacity = config.node.core_channel_capacity;
     let mut links = Vec::with_capacity(endpoints.senders.len());
     for sender in endpoints.senders {
@@ -160,10 +178,13 @@ async fn run_core(
     let local = listener.local_addr().unwrap_or(config.rtmp.listen);
     let accept = glommio::spawn_local(accept_loop(Rc::clone(&ctx), listener));
     let http = http_listener.map(|l| glommio::spawn_local(crate::http::serve(Rc::clone(&ctx), l)));
+    let pulls = pull_listener
+        .map(|l| glommio::spawn_local(crate::cluster::serve::serve(Rc::clone(&ctx), l)));
     let _ = ready.send(Ok(local));
     housekeeping(&ctx, &admin).await;
     // Drain: stop accepting, then wait for connections to finish (bounded).
     drop(accept);
+    drop(pulls);
     let grace = Duration::from_secs(config.node.shutdown_grace_secs);
     let deadline = Instant::now() + grace;
     info!(core = id.0, open = ctx.connections.get(), "draining");

@@ -235,6 +235,17 @@ fn publish(
         );
         return Ok(());
     };
+    if !s.ctx.config.cluster.accepts_publishers() {
+        warn!(conn = s.id, stream = %key, "publish refused: this node is an edge");
+        send_stream_status(
+            s,
+            stream,
+            "error",
+            "NetStream.Publish.Denied",
+            "this node is an edge: publish to an origin",
+        );
+        return Ok(());
+    }
     let publisher = crate::stream::PublisherInfo {
         connection: s.id,
         peer: s.peer.to_string(),

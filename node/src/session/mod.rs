@@ -230,6 +230,15 @@ impl Session {
     async fn read_side<T: Transport>(&mut self, transport: &T) -> SessionError {
         match self.read_loop(transport).await {
             Ok(()) => SessionError::PeerClosed,
+            // A reset is how many players (ffmpeg among them) hang up: not an error.
+            Err(SessionError::Read(e))
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+                ) =>
+            {
+                SessionError::PeerClosed
+            }
             Err(e) => e,
         }
     }

@@ -142,6 +142,12 @@ impl Node {
         (status, body)
     }
 
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Sends SIGTERM (starts a drain).
     pub fn terminate(&self) {
         let _ = std::process::Command::new("kill")
