@@ -320,7 +320,7 @@ mod tests {
         );
         assert_eq!(parse_request(big.as_bytes()).err(), Some(413));
         let mut long = b"GET / HTTP/1.1\r\nX: ".to_vec();
-        long.extend(std::iter::repeat(b'a').take(MAX_HEAD_BYTES + 1));
+        long.extend(std::iter::repeat_n(b'a', MAX_HEAD_BYTES + 1));
         assert_eq!(parse_request(&long).err(), Some(431));
     }
 
