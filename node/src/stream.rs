@@ -389,6 +389,7 @@ impl StreamReplica {
     fn send_snapshot(&self, index: usize) {
         let player = &self.players[index];
         let mut queue = player.out.queue.borrow_mut();
+        queue.mark_urgent();
         for frame in [&self.metadata, &self.audio_header, &self.video_header]
             .into_iter()
             .flatten()

@@ -67,7 +67,12 @@ pub async fn run_writer<T: Transport>(
         if closed {
             return Ok(());
         }
-        if !settings.merge_window.is_zero() && queue.borrow().queued_bytes() < MERGE_ENOUGH_BYTES {
+        let wait = {
+            let mut q = queue.borrow_mut();
+            let urgent = q.take_urgent();
+            !settings.merge_window.is_zero() && !urgent && q.queued_bytes() < MERGE_ENOUGH_BYTES
+        };
+        if wait {
             glommio::timer::sleep(settings.merge_window).await;
         }
         drain(transport, queue, settings.send_timeout, sent).await?;
