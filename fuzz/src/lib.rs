@@ -72,6 +72,10 @@ pub const TARGETS: &[Target] = &[
         name: "control_decode",
         run: control_decode,
     },
+    Target {
+        name: "pull_stream",
+        run: pull_stream,
+    },
 ];
 
 /// The target called `name`.
@@ -591,4 +595,57 @@ pub fn control_decode(data: &[u8]) {
     let again = ControlMessage::decode(message.message_type, &message.payload)
         .expect("an encoded control message must decode");
     assert_eq!(again, Some(control), "control round trip");
+}
+
+// ---- pull protocol ------------------------------------------------------------------------
+
+/// The pull protocol, both directions: the input (cut into reads by its first byte) is parsed
+/// as a request line by a server and as a status line plus chunk stream by an edge. Neither
+/// may panic; a request that parses must survive an encode/decode round trip.
+pub fn pull_stream(data: &[u8]) {
+    use bytes::BytesMut;
+    use corecast_common::chunk::ChunkDecoderLimits;
+    use corecast_common::pull::{PullClient, PullRequest};
+
+    let (control, stream) = split_control(data);
+    let mut server_buf = BytesMut::new();
+    let mut client_buf = BytesMut::new();
+    let mut client = PullClient::new(ChunkDecoderLimits {
+        max_message_size: 1 << 20,
+        max_chunk_size: 1 << 20,
+        max_chunk_streams: 16,
+    });
+    let mut server_done = false;
+    let mut client_done = false;
+    for piece in Pieces::new(control, stream) {
+        if !server_done {
+            server_buf.extend_from_slice(piece);
+            match PullRequest::decode(&mut server_buf) {
+                Ok(Some(request)) => {
+                    let mut again = BytesMut::from(&request.encode()[..]);
+                    assert_eq!(
+                        PullRequest::decode(&mut again).expect("re-encoded request parses"),
+                        Some(request),
+                        "pull request round trip"
+                    );
+                    server_done = true;
+                }
+                Ok(None) => {}
+                Err(_) => server_done = true,
+            }
+        }
+        if !client_done {
+            client_buf.extend_from_slice(piece);
+            loop {
+                match client.poll_event(&mut client_buf) {
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
+                    Err(_) => {
+                        client_done = true;
+                        break;
+                    }
+                }
+            }
+        }
+    }
 }
