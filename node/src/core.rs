@@ -34,6 +34,8 @@ pub struct CoreContext {
     next_connection: Cell<u64>,
     /// Open connections on this core.
     pub connections: Cell<usize>,
+    /// RTMPT tunnels this core owns.
+    pub rtmpt: crate::rtmpt::Tunnels,
 }
 
 impl CoreContext {
@@ -54,6 +56,7 @@ impl CoreContext {
             next_generation: Cell::new(1),
             next_connection: Cell::new(1),
             connections: Cell::new(0),
+            rtmpt: crate::rtmpt::Tunnels::default(),
         })
     }
 
@@ -72,6 +75,17 @@ impl CoreContext {
 
     fn link(&self, core: CoreId) -> Option<&Rc<CoreLink>> {
         self.links.get(core.0).and_then(Option::as_ref)
+    }
+
+    /// Sends a control message to another core; false when there is no such core.
+    pub fn send_to_core(&self, core: CoreId, message: CoreMessage) -> bool {
+        match self.link(core) {
+            Some(link) => {
+                link.send(message);
+                true
+            }
+            None => false,
+        }
     }
 
     fn gop_settings(&self) -> GopSettings {
@@ -310,6 +324,7 @@ impl CoreContext {
                     replica.borrow_mut().go_offline();
                 }
             }
+            CoreMessage::Rtmpt(forwarded) => self.rtmpt.on_forwarded(forwarded),
         }
     }
 

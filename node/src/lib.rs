@@ -11,6 +11,7 @@
 //! - [`queue`], [`outbound`], [`writer`]: a connection's send queue and its vectored writer.
 //! - [`session`]: one RTMP connection (handshake, chunks, command handlers).
 //! - [`transport`]: the byte pipes sessions run over.
+//! - [`rtmpt`]: RTMP tunnelled over HTTP (a tunnel is one more byte pipe).
 
 pub mod config;
 pub mod core;
@@ -19,6 +20,7 @@ pub mod frame;
 pub mod mesh;
 pub mod outbound;
 pub mod queue;
+pub mod rtmpt;
 pub mod server;
 pub mod session;
 pub mod stream;

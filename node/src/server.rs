@@ -59,8 +59,14 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             Err(_) => return Err(anyhow!("a core stopped during start-up")),
         }
     }
+    let rtmpt = if config.rtmpt.enabled {
+        config.rtmpt.listen.to_string()
+    } else {
+        "off".to_owned()
+    };
     info!(
         listen = %config.rtmp.listen,
+        %rtmpt,
         cores,
         pinned = pin,
         "corecast ready"
@@ -88,6 +94,20 @@ async fn run_core(
             return;
         }
     };
+    let rtmpt_listener = if config.rtmpt.enabled {
+        match TcpListener::bind(config.rtmpt.listen) {
+            Ok(listener) => Some(listener),
+            Err(e) => {
+                let _ = ready.send(Err(format!(
+                    "core {}: cannot listen for rtmpt on {}: {e}",
+                    id.0, config.rtmpt.listen
+                )));
+                return;
+            }
+        }
+    } else {
+        None
+    };
     let capacity = config.node.core_channel_capacity;
     let mut links = Vec::with_capacity(endpoints.senders.len());
     for sender in endpoints.senders {
@@ -109,6 +129,14 @@ async fn run_core(
             }
         })
         .detach();
+    }
+    if let Some(listener) = rtmpt_listener {
+        glommio::spawn_local(crate::rtmpt::listener::accept_loop(
+            Rc::clone(&ctx),
+            listener,
+        ))
+        .detach();
+        glommio::spawn_local(crate::rtmpt::listener::sweep_loop(Rc::clone(&ctx))).detach();
     }
     let local = listener.local_addr().unwrap_or(config.rtmp.listen);
     let _ = ready.send(Ok(local));
