@@ -11,8 +11,8 @@
 //!
 //! # Sequence numbers
 //! Every request after `/open` carries the client's counter (`/idle/<id>/<seq>`), one per
-//! request of any kind; ffmpeg and librtmp start at 0. The first request a tunnel sees sets
-//! the base. [`Sequencer`] then:
+//! request of any kind, starting at 0 (ffmpeg, librtmp and Flash all do; a client that starts
+//! at 1 costs one [`REORDER_WAIT`] at its first request). [`Sequencer`]:
 //! - admits requests in counter order: a `/send` body reaches the session only when every
 //!   earlier request has been admitted, so bodies arriving out of order over two TCP
 //!   connections are put back in order;
@@ -160,8 +160,8 @@ pub enum TunnelReply {
 /// Per-tunnel request ordering (see the module doc), without time or I/O.
 #[derive(Debug, Default)]
 pub struct Sequencer {
-    /// The counter admitted next; None before the first request.
-    next: Option<u64>,
+    /// The counter admitted next (the first request is 0).
+    next: u64,
     /// Admitted requests that have not taken their reply yet.
     unanswered: BTreeSet<u64>,
 }
@@ -180,23 +180,22 @@ pub enum Admission {
 impl Sequencer {
     /// Where `seq` stands.
     pub fn check(&self, seq: u64) -> Admission {
-        match self.next {
-            None => Admission::Now,
-            Some(next) if seq == next => Admission::Now,
-            Some(next) if seq < next => Admission::Repeat,
-            Some(_) => Admission::Ahead,
+        match seq.cmp(&self.next) {
+            std::cmp::Ordering::Equal => Admission::Now,
+            std::cmp::Ordering::Less => Admission::Repeat,
+            std::cmp::Ordering::Greater => Admission::Ahead,
         }
     }
 
     /// Admits `seq` (after [`Admission::Now`], or to skip a gap after waiting).
     pub fn admit(&mut self, seq: u64) {
-        self.next = Some(seq.saturating_add(1));
+        self.next = seq.saturating_add(1);
         self.unanswered.insert(seq);
     }
 
     /// True when a request after `seq` has been admitted (an earlier hold should end).
     pub fn later_admitted(&self, seq: u64) -> bool {
-        self.next.is_some_and(|next| next > seq.saturating_add(1))
+        self.next > seq.saturating_add(1)
     }
 
     /// True when every earlier admitted request has taken its reply.
@@ -701,9 +700,11 @@ mod tests {
     #[test]
     fn sequencer_orders_repeats_and_gaps() {
         let mut s = Sequencer::default();
-        // The first counter sets the base.
-        assert_eq!(s.check(7), Admission::Now);
+        assert_eq!(s.check(0), Admission::Now);
+        assert_eq!(s.check(1), Admission::Ahead);
+        // A gap skipped after waiting: 7 admitted without 0..7.
         s.admit(7);
+        assert_eq!(s.check(3), Admission::Repeat);
         assert_eq!(s.check(7), Admission::Repeat);
         assert_eq!(s.check(9), Admission::Ahead);
         assert_eq!(s.check(8), Admission::Now);
