@@ -396,3 +396,26 @@ fn an_idle_tunnel_times_out_and_frees_its_session() {
         .expect_err("a timed-out tunnel is unknown");
     assert!(err.to_string().contains("404"), "{err}");
 }
+
+#[test]
+fn rtmpt_listen_flag_turns_rtmpt_on_and_a_taken_port_fails_start_up() {
+    let out = Command::new(env!("CARGO_BIN_EXE_corecast"))
+        .args(["--rtmpt-listen", "127.0.0.1:8080", "--check"])
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("rtmpt on 127.0.0.1:8080"), "{stdout}");
+
+    // Without SO_REUSEPORT on this socket, the node cannot share the port.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr");
+    let rtmp = format!("127.0.0.1:{}", support::node::free_port());
+    let out = Command::new(env!("CARGO_BIN_EXE_corecast"))
+        .args(["--rtmp-listen", &rtmp, "--rtmpt-listen", &addr.to_string()])
+        .args(["--cores", "1"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen for rtmpt"));
+}

@@ -340,6 +340,20 @@ impl Tunnel {
         s.wake_requests();
     }
 
+    /// Waits until `ready` holds, checking again whenever the tunnel changes.
+    async fn until(&self, mut ready: impl FnMut(&TunnelState) -> bool) {
+        poll_fn(|cx| {
+            let mut s = self.state.borrow_mut();
+            if ready(&s) {
+                Poll::Ready(())
+            } else {
+                s.wait_request(cx.waker());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
     /// True once the session ended and the client has taken every byte.
     fn finished(&self) -> bool {
         let s = self.state.borrow();
@@ -560,6 +574,18 @@ impl Tunnels {
         }
     }
 
+    /// A tunnel with no session behind it; the test plays the session through the transport.
+    #[cfg(test)]
+    fn insert_bare(&self, core: CoreId) -> (TunnelId, TunnelTransport) {
+        let id = TunnelId::generate(core);
+        let tunnel = Rc::new(Tunnel::new(id.clone()));
+        self.0
+            .map
+            .borrow_mut()
+            .insert(id.clone(), Rc::clone(&tunnel));
+        (id, TunnelTransport { tunnel })
+    }
+
     /// Handles one request for a tunnel this core owns.
     pub async fn handle(&self, request: TunnelRequest) -> TunnelReply {
         let Some(tunnel) = self.get(&request.id) else {
@@ -581,15 +607,7 @@ impl Tunnels {
         if ahead {
             let turn = with_timeout(
                 REORDER_WAIT,
-                poll_fn(|cx| {
-                    let mut s = tunnel.state.borrow_mut();
-                    if s.seq.check(seq) != Admission::Ahead || s.client_end.is_some() {
-                        Poll::Ready(())
-                    } else {
-                        s.wait_request(cx.waker());
-                        Poll::Pending
-                    }
-                }),
+                tunnel.until(|s| s.seq.check(seq) != Admission::Ahead || s.client_end.is_some()),
             )
             .await;
             if turn.is_none() {
@@ -610,7 +628,9 @@ impl Tunnels {
             s.seq.admit(seq);
             guard.admitted = Some(seq);
             match request.kind {
-                RequestKind::Send if !request.body.is_empty() && s.client_end.is_none() => {
+                RequestKind::Send
+                    if !request.body.is_empty() && s.client_end.is_none() && !s.session_ended =>
+                {
                     s.inbound.extend_from_slice(&request.body);
                     if let Some(w) = s.reader.take() {
                         w.wake();
@@ -628,18 +648,11 @@ impl Tunnels {
             RequestKind::Idle => {
                 let _ = with_timeout(
                     IDLE_HOLD,
-                    poll_fn(|cx| {
-                        let mut s = tunnel.state.borrow_mut();
-                        if !s.outbound.is_empty()
+                    tunnel.until(|s| {
+                        !s.outbound.is_empty()
                             || s.session_ended
                             || s.client_end.is_some()
                             || s.seq.later_admitted(seq)
-                        {
-                            Poll::Ready(())
-                        } else {
-                            s.wait_request(cx.waker());
-                            Poll::Pending
-                        }
                     }),
                 )
                 .await;
@@ -648,16 +661,7 @@ impl Tunnels {
         }
 
         // 4. Take the reply once every earlier request has taken its own.
-        poll_fn(|cx| {
-            let mut s = tunnel.state.borrow_mut();
-            if s.seq.may_answer(seq) {
-                Poll::Ready(())
-            } else {
-                s.wait_request(cx.waker());
-                Poll::Pending
-            }
-        })
-        .await;
+        tunnel.until(|s| s.seq.may_answer(seq)).await;
         let reply = {
             let mut s = tunnel.state.borrow_mut();
             let reply = s.take_reply();
@@ -720,6 +724,161 @@ mod tests {
         s.admit(10);
         assert_eq!(s.check(9), Admission::Repeat);
         assert_eq!(s.check(11), Admission::Now);
+    }
+
+    /// Runs `f` on a one-off glommio executor.
+    fn on_executor<F: std::future::Future<Output = ()> + 'static>(
+        f: impl FnOnce() -> F + Send + 'static,
+    ) {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(512 * 1024)
+            .spawn(move || async move { f().await })
+            .expect("executor")
+            .join()
+            .expect("test body");
+    }
+
+    fn request(id: &TunnelId, kind: RequestKind, seq: u64, body: &'static [u8]) -> TunnelRequest {
+        TunnelRequest {
+            id: id.clone(),
+            kind,
+            seq,
+            body: Bytes::from_static(body),
+        }
+    }
+
+    fn reply(r: TunnelReply) -> Reply {
+        match r {
+            TunnelReply::Reply(reply) => reply,
+            TunnelReply::Unknown => panic!("tunnel unknown"),
+        }
+    }
+
+    #[test]
+    fn a_tunnel_carries_bytes_both_ways_in_order() {
+        on_executor(|| async {
+            let tunnels = Tunnels::default();
+            let (id, session) = tunnels.insert_bare(CoreId(0));
+            // Sends 0 and 2 arrive before 1; the session reads them in counter order.
+            let early = glommio::spawn_local({
+                let (tunnels, id) = (tunnels.clone(), id.clone());
+                async move {
+                    tunnels
+                        .handle(request(&id, RequestKind::Send, 2, b"C"))
+                        .await
+                }
+            });
+            reply(
+                tunnels
+                    .handle(request(&id, RequestKind::Send, 0, b"A"))
+                    .await,
+            );
+            glommio::yield_if_needed().await;
+            reply(
+                tunnels
+                    .handle(request(&id, RequestKind::Send, 1, b"B"))
+                    .await,
+            );
+            reply(early.await);
+            let mut buf = BytesMut::new();
+            while buf.len() < 3 {
+                session.read_into(&mut buf).await.expect("read");
+            }
+            assert_eq!(&buf[..], b"ABC");
+            // A repeat of 2 is not fed again.
+            reply(
+                tunnels
+                    .handle(request(&id, RequestKind::Send, 2, b"C"))
+                    .await,
+            );
+
+            // Server bytes go out behind the interval byte, then the interval backs off.
+            let n = session
+                .try_write_vectored(&[IoSlice::new(b"hello")])
+                .expect("room");
+            assert_eq!(n, 5);
+            let got = reply(
+                tunnels
+                    .handle(request(&id, RequestKind::Idle, 3, b"\0"))
+                    .await,
+            );
+            assert_eq!(
+                (got.interval, &got.data[..]),
+                (POLL_INTERVAL_MIN, &b"hello"[..])
+            );
+            let started = Instant::now();
+            let empty = reply(
+                tunnels
+                    .handle(request(&id, RequestKind::Idle, 4, b"\0"))
+                    .await,
+            );
+            assert!(started.elapsed() >= IDLE_HOLD, "an empty /idle is held");
+            assert!(empty.data.is_empty());
+            let next = reply(
+                tunnels
+                    .handle(request(&id, RequestKind::Idle, 5, b"\0"))
+                    .await,
+            );
+            assert!(next.interval > empty.interval, "{next:?} after {empty:?}");
+            // A repeat of the latest request gets its reply again.
+            let again = reply(
+                tunnels
+                    .handle(request(&id, RequestKind::Idle, 5, b"\0"))
+                    .await,
+            );
+            assert_eq!(again, next);
+
+            // The buffer is bounded: the writer waits for a poll.
+            let big = vec![7u8; MAX_REPLY_BYTES + 10];
+            let n = session
+                .try_write_vectored(&[IoSlice::new(&big)])
+                .expect("room");
+            assert_eq!(n, MAX_REPLY_BYTES);
+            assert_eq!(
+                session
+                    .try_write_vectored(&[IoSlice::new(&big)])
+                    .expect_err("full")
+                    .kind(),
+                io::ErrorKind::WouldBlock
+            );
+            let got = reply(
+                tunnels
+                    .handle(request(&id, RequestKind::Idle, 6, b"\0"))
+                    .await,
+            );
+            assert_eq!(got.data.len(), MAX_REPLY_BYTES);
+
+            // /close ends the session's input and forgets the tunnel.
+            reply(
+                tunnels
+                    .handle(request(&id, RequestKind::Close, 7, b"\0"))
+                    .await,
+            );
+            assert_eq!(session.read_into(&mut buf).await.expect("eof"), 0);
+            assert!(tunnels.is_empty());
+            assert!(matches!(
+                tunnels
+                    .handle(request(&id, RequestKind::Idle, 8, b"\0"))
+                    .await,
+                TunnelReply::Unknown
+            ));
+        });
+    }
+
+    #[test]
+    fn idle_tunnels_are_swept() {
+        on_executor(|| async {
+            let tunnels = Tunnels::default();
+            let (_id, session) = tunnels.insert_bare(CoreId(0));
+            glommio::timer::sleep(Duration::from_millis(20)).await;
+            tunnels.sweep(Duration::from_millis(10));
+            assert!(tunnels.is_empty());
+            let err = session
+                .read_into(&mut BytesMut::new())
+                .await
+                .expect_err("the session learns");
+            assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        });
     }
 
     #[test]
