@@ -344,7 +344,32 @@ fn bad_http_unknown_sessions_and_oversized_bodies_get_4xx_and_nothing_else_break
     assert_eq!(reply.status, 405);
     assert_eq!(reply.header("allow"), Some("POST"));
     // Still the same connection: a real tunnel opens on it.
-    assert_eq!(open(&mut conn).expect("open after errors").len(), 34);
+    let id = open(&mut conn).expect("open after errors");
+    assert_eq!(id.len(), 34);
+    // Pipelined requests, written at once, are answered in order.
+    let mut pipelined = Vec::new();
+    for (path, body) in [
+        ("/fcs/ident2".to_owned(), &b"\0"[..]),
+        (format!("/idle/{id}/0"), &b"\0"[..]),
+        ("/open/1".to_owned(), &b"\0"[..]),
+    ] {
+        pipelined.extend_from_slice(
+            format!(
+                "POST {path} HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        pipelined.extend_from_slice(body);
+    }
+    conn.stream.write_all(&pipelined).expect("write");
+    let statuses: Vec<(u16, usize)> = (0..3)
+        .map(|_| {
+            let r = conn.read_response(Duration::from_secs(5)).expect("reply");
+            (r.status, r.body.len())
+        })
+        .collect();
+    assert_eq!(statuses, [(404, 0), (200, 1), (200, 35)]);
 
     for reason in [
         "http_malformed",

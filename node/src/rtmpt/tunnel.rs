@@ -6,8 +6,9 @@
 //! (beyond it the session's writer waits, and the session's own queue, with its slow-consumer
 //! policy, holds the rest — exactly as a full TCP socket would). A client that stops polling
 //! therefore stalls the writer, and the session's send timeout ends it like any stalled peer.
-//! The one cost over TCP: outgoing bytes are copied once into the tunnel's buffer, because a
-//! reply needs its length before it is written.
+//! The costs over TCP: outgoing bytes are copied once into the tunnel's buffer, because a
+//! reply needs its length before it is written, and `/send` bodies once into the tunnel's
+//! input (handed to the session's read buffer without a further copy when it is empty).
 //!
 //! # Sequence numbers
 //! Every request after `/open` carries the client's counter (`/idle/<id>/<seq>`), one per
@@ -403,8 +404,14 @@ impl Transport for TunnelTransport {
             let mut s = self.tunnel.state.borrow_mut();
             if !s.inbound.is_empty() {
                 let n = s.inbound.len();
-                buf.extend_from_slice(&s.inbound);
-                s.inbound.clear();
+                if buf.is_empty() {
+                    // Hand the bytes over instead of copying them; the tunnel keeps the
+                    // session's empty buffer for the next bodies.
+                    std::mem::swap(buf, &mut s.inbound);
+                } else {
+                    buf.extend_from_slice(&s.inbound);
+                    s.inbound.clear();
+                }
                 return Poll::Ready(Ok(n));
             }
             match s.client_end {
