@@ -25,6 +25,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// Origin/edge clustering.
     pub cluster: ClusterConfig,
+    /// RTMPT: RTMP tunnelled over HTTP.
+    pub rtmpt: RtmptConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -164,6 +166,40 @@ impl Default for HttpConfig {
             enabled: true,
             listen: SocketAddr::from(([0, 0, 0, 0], 8081)),
             api_token: String::new(),
+        }
+    }
+}
+
+/// `[rtmpt]`: RTMP tunnelled over HTTP, for clients behind firewalls that pass only HTTP.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RtmptConfig {
+    /// Start the HTTP listener. Off by default: a node exposes only RTMP unless asked
+    /// (`--rtmpt-listen` turns it on too).
+    pub enabled: bool,
+    /// Address every core binds (SO_REUSEPORT) for RTMPT. Port 80 is what `rtmpt://HOST/...`
+    /// means without a port; binding it needs root or CAP_NET_BIND_SERVICE.
+    pub listen: SocketAddr,
+    /// A tunnel that receives no request for this long is closed and its session ended; an
+    /// HTTP connection that sends no request for this long is closed too.
+    pub idle_timeout_secs: u64,
+    /// Largest request body (one `/send` of RTMP bytes); larger requests get 413.
+    pub max_body_bytes: usize,
+    /// Tunnels (RTMP sessions) one core holds at most; `/open` past it gets 503.
+    pub max_tunnels_per_core: usize,
+    /// HTTP connections one core accepts at most; further ones are closed at once.
+    pub max_connections_per_core: usize,
+}
+
+impl Default for RtmptConfig {
+    fn default() -> Self {
+        RtmptConfig {
+            enabled: false,
+            listen: SocketAddr::from(([0, 0, 0, 0], 80)),
+            idle_timeout_secs: 30,
+            max_body_bytes: 8 * 1024 * 1024,
+            max_tunnels_per_core: 10_000,
+            max_connections_per_core: 10_000,
         }
     }
 }
@@ -401,6 +437,28 @@ impl Config {
         if p.merge_window_ms > 1000 {
             return Err(invalid("player.merge_window_ms", "must be at most 1000"));
         }
+        let t = &self.rtmpt;
+        if t.idle_timeout_secs == 0 {
+            return Err(invalid(
+                "rtmpt.idle_timeout_secs",
+                "must be at least 1 second",
+            ));
+        }
+        if t.max_body_bytes < 4096 {
+            return Err(invalid("rtmpt.max_body_bytes", "must be at least 4096"));
+        }
+        if t.max_tunnels_per_core == 0 || t.max_connections_per_core == 0 {
+            return Err(invalid(
+                "rtmpt.max_tunnels_per_core / rtmpt.max_connections_per_core",
+                "must be at least 1",
+            ));
+        }
+        if t.enabled && t.listen == r.listen {
+            return Err(invalid(
+                "rtmpt.listen",
+                format!("must differ from rtmp.listen ({})", r.listen),
+            ));
+        }
         Ok(())
     }
 
@@ -468,6 +526,16 @@ mod tests {
             err.to_string().contains("rtmp.out_chunk_size_bytes"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn rtmpt_on_the_rtmp_port_is_refused() {
+        let err = Config::parse(
+            "[rtmp]\nlisten = \"127.0.0.1:1935\"\n[rtmpt]\nenabled = true\nlisten = \"127.0.0.1:1935\"\n",
+            "t",
+        )
+        .expect_err("must fail");
+        assert!(err.to_string().contains("rtmpt.listen"), "{err}");
     }
 
     #[test]

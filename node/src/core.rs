@@ -46,6 +46,8 @@ pub struct CoreContext {
     pub connections: Cell<usize>,
     /// This context itself, for spawning tasks that need an owned handle (pulls).
     me: Weak<CoreContext>,
+    /// RTMPT tunnels this core owns.
+    pub rtmpt: crate::rtmpt::Tunnels,
 }
 
 impl CoreContext {
@@ -68,6 +70,7 @@ impl CoreContext {
             next_generation: Cell::new(1),
             next_connection: Cell::new(1),
             connections: Cell::new(0),
+            rtmpt: crate::rtmpt::Tunnels::default(),
         })
     }
 
@@ -86,6 +89,17 @@ impl CoreContext {
 
     fn link(&self, core: CoreId) -> Option<&Rc<CoreLink>> {
         self.links.get(core.0).and_then(Option::as_ref)
+    }
+
+    /// Sends a control message to another core; false when there is no such core.
+    pub fn send_to_core(&self, core: CoreId, message: CoreMessage) -> bool {
+        match self.link(core) {
+            Some(link) => {
+                link.send(message);
+                true
+            }
+            None => false,
+        }
     }
 
     fn gop_settings(&self) -> GopSettings {
@@ -345,6 +359,7 @@ impl CoreContext {
                     replica.borrow_mut().go_offline();
                 }
             }
+            CoreMessage::Rtmpt(forwarded) => self.rtmpt.on_forwarded(forwarded),
         }
     }
 

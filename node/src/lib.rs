@@ -15,6 +15,7 @@
 //!   what they report.
 //! - [`cluster`]: origin/edge pulls (client and server).
 //! - [`shared`]: the little state all cores share (never per frame).
+//! - [`rtmpt`]: RTMP tunnelled over HTTP (a tunnel is one more byte pipe).
 
 pub mod clients;
 pub mod cluster;
@@ -27,6 +28,7 @@ pub mod mesh;
 pub mod metrics;
 pub mod outbound;
 pub mod queue;
+pub mod rtmpt;
 pub mod server;
 pub mod session;
 pub mod shared;

@@ -27,6 +27,9 @@ struct Cli {
     /// Override `http.listen`.
     #[arg(long, value_name = "ADDR")]
     http_listen: Option<SocketAddr>,
+    /// Override `rtmpt.listen` and turn RTMPT on (`rtmpt.enabled = true`).
+    #[arg(long, value_name = "ADDR")]
+    rtmpt_listen: Option<SocketAddr>,
     /// Override `node.cores` (0 = one per CPU).
     #[arg(long, value_name = "N")]
     cores: Option<usize>,
@@ -50,6 +53,10 @@ fn main() -> ExitCode {
     if let Some(listen) = cli.http_listen {
         config.http.listen = listen;
     }
+    if let Some(listen) = cli.rtmpt_listen {
+        config.rtmpt.listen = listen;
+        config.rtmpt.enabled = true;
+    }
     if let Some(cores) = cli.cores {
         config.node.cores = cores;
     }
@@ -58,8 +65,13 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     if cli.check {
+        let rtmpt = if config.rtmpt.enabled {
+            format!(", rtmpt on {}", config.rtmpt.listen)
+        } else {
+            String::new()
+        };
         println!(
-            "corecast: configuration OK ({} cores, rtmp on {})",
+            "corecast: configuration OK ({} cores, rtmp on {}{rtmpt})",
             config.effective_cores(),
             config.rtmp.listen
         );

@@ -91,6 +91,8 @@ pub enum CoreMessage {
         /// The publish that ended.
         generation: u64,
     },
+    /// An RTMPT request for a tunnel the receiving core owns.
+    Rtmpt(crate::rtmpt::Forwarded),
 }
 
 /// The channel ends one core owns: senders to and receivers from every other core.

@@ -79,9 +79,15 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         }
     }
     let config = &shared.config;
+    let rtmpt = if config.rtmpt.enabled {
+        config.rtmpt.listen.to_string()
+    } else {
+        "off".to_owned()
+    };
     info!(
         listen = %config.rtmp.listen,
         http = %if config.http.enabled { config.http.listen.to_string() } else { "off".into() },
+        %rtmpt,
         cores,
         pinned = pin,
         "corecast ready"
@@ -135,6 +141,20 @@ async fn run_core(
     } else {
         None
     };
+    let rtmpt_listener = if config.rtmpt.enabled {
+        match TcpListener::bind(config.rtmpt.listen) {
+            Ok(listener) => Some(listener),
+            Err(e) => {
+                let _ = ready.send(Err(format!(
+                    "core {}: cannot listen for rtmpt on {}: {e}",
+                    id.0, config.rtmpt.listen
+                )));
+                return;
+            }
+        }
+    } else {
+        None
+    };
     let pull_listener = if config.cluster.pull_listen.is_empty() {
         None
     } else {
@@ -175,6 +195,13 @@ async fn run_core(
         })
         .detach();
     }
+    let rtmpt = rtmpt_listener.map(|listener| {
+        glommio::spawn_local(crate::rtmpt::listener::sweep_loop(Rc::clone(&ctx))).detach();
+        glommio::spawn_local(crate::rtmpt::listener::accept_loop(
+            Rc::clone(&ctx),
+            listener,
+        ))
+    });
     let local = listener.local_addr().unwrap_or(config.rtmp.listen);
     let accept = glommio::spawn_local(accept_loop(Rc::clone(&ctx), listener));
     let http = http_listener.map(|l| glommio::spawn_local(crate::http::serve(Rc::clone(&ctx), l)));
@@ -185,6 +212,7 @@ async fn run_core(
     // Drain: stop accepting, then wait for connections to finish (bounded).
     drop(accept);
     drop(pulls);
+    drop(rtmpt);
     let grace = Duration::from_secs(config.node.shutdown_grace_secs);
     let deadline = Instant::now() + grace;
     info!(core = id.0, open = ctx.connections.get(), "draining");
