@@ -150,14 +150,21 @@ fn edge_players_survive_an_origin_crash_and_resume_from_the_other_origin() {
     let _ = wait_exit(&mut first, Duration::from_secs(10));
     let mut second = publish(&src, &origin_b.url("live/failover"));
 
-    // Same connection: after the failover a keyframe arrives, later than anything before.
+    // Same connection: the new upstream's snapshot arrives — a second video sequence header
+    // (the first came at the start), then a keyframe later than anything seen before.
+    let mut saw_new_header = false;
     let resumed = wait_for(Duration::from_secs(30), || {
         let m = player
             .next_message(Duration::from_millis(200))
             .expect("the edge must keep the player connected")?;
-        (m.message_type == MessageType::VIDEO
-            && m.payload.starts_with(&[0x17, 0x01])
-            && m.timestamp > last_ts)
+        if m.message_type != MessageType::VIDEO {
+            return None;
+        }
+        if m.payload.starts_with(&[0x17, 0x00]) {
+            saw_new_header = true;
+            return None;
+        }
+        (saw_new_header && m.payload.starts_with(&[0x17, 0x01]) && m.timestamp > last_ts)
             .then_some(m.timestamp)
     });
     assert!(resumed.is_some(), "player did not resume after failover");
