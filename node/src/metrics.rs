@@ -263,8 +263,10 @@ impl NodeMetrics {
         for reason in ["connect", "not_here", "refused", "protocol", "lost"] {
             self.pulls_failed.with_label_values(&[c, reason]);
         }
-        self.accepted.with_label_values(&[c, "rtmp"]);
-        self.open.with_label_values(&[c, "rtmp"]);
+        for transport in ["rtmp", "rtmps", "rtmpt", "pull"] {
+            self.accepted.with_label_values(&[c, transport]);
+            self.open.with_label_values(&[c, transport]);
+        }
         CoreMetrics {
             core: c.to_owned(),
             families: self.clone(),

@@ -399,6 +399,10 @@ impl TunnelTransport {
 }
 
 impl Transport for TunnelTransport {
+    fn label(&self) -> &'static str {
+        "rtmpt"
+    }
+
     async fn read_into(&self, buf: &mut BytesMut) -> io::Result<usize> {
         poll_fn(|cx| {
             let mut s = self.tunnel.state.borrow_mut();
