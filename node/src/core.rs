@@ -156,25 +156,34 @@ impl CoreContext {
         Ok((replica, generation))
     }
 
+    /// Takes a locally fed stream offline: remote cores and players are told. None when
+    /// `generation` is not what feeds it (a stale request).
+    fn take_offline(&self, key: &str, generation: u64) -> Option<ReplicaRef> {
+        let replica = self.streams.borrow().get(key).cloned()?;
+        {
+            let mut r = replica.borrow_mut();
+            if r.upstream() != (Upstream::Local { generation }) {
+                return None;
+            }
+            for core in r.remote_cores().to_vec() {
+                if let Some(link) = self.link(core) {
+                    link.send(CoreMessage::Unpublished {
+                        key: key.to_owned(),
+                        generation,
+                    });
+                }
+            }
+            r.go_offline();
+            r.set_publisher(None);
+        }
+        Some(replica)
+    }
+
     /// Ends the publish `generation` of `key`.
     pub fn stop_publish(&self, key: &str, generation: u64) {
-        let Some(replica) = self.streams.borrow().get(key).cloned() else {
+        let Some(replica) = self.take_offline(key, generation) else {
             return;
         };
-        let mut r = replica.borrow_mut();
-        if r.upstream() != (Upstream::Local { generation }) {
-            return;
-        }
-        for core in r.remote_cores().to_vec() {
-            if let Some(link) = self.link(core) {
-                link.send(CoreMessage::Unpublished {
-                    key: key.to_owned(),
-                    generation,
-                });
-            }
-        }
-        r.go_offline();
-        r.set_publisher(None);
         self.shared.directory.release(
             key,
             PublisherRef {
@@ -182,7 +191,7 @@ impl CoreContext {
                 generation,
             },
         );
-        if r.player_count() == 0 {
+        if replica.borrow().player_count() == 0 {
             self.streams.borrow_mut().remove(key);
         }
     }
@@ -418,23 +427,7 @@ impl CoreContext {
     /// The upstream's publisher left: players here and on other cores are told, the claim
     /// stays (the same pull resumes when the upstream publishes again).
     pub fn pause_pull(&self, key: &str, generation: u64) {
-        let Some(replica) = self.streams.borrow().get(key).cloned() else {
-            return;
-        };
-        let mut r = replica.borrow_mut();
-        if r.upstream() != (Upstream::Local { generation }) {
-            return;
-        }
-        for core in r.remote_cores().to_vec() {
-            if let Some(link) = self.link(core) {
-                link.send(CoreMessage::Unpublished {
-                    key: key.to_owned(),
-                    generation,
-                });
-            }
-        }
-        r.go_offline();
-        r.set_publisher(None);
+        self.take_offline(key, generation);
     }
 
     /// Ends a pull: like an unpublish if live, then the claim is released.

@@ -26,6 +26,14 @@ enum Outgoing {
 }
 
 impl Outgoing {
+    /// The wire bytes, in order.
+    fn parts(&self) -> &[Bytes] {
+        match self {
+            Outgoing::Control(b) => std::slice::from_ref(b),
+            Outgoing::Frame(f) => &f.parts,
+        }
+    }
+
     fn len(&self) -> usize {
         match self {
             Outgoing::Control(b) => b.len(),
@@ -212,11 +220,7 @@ impl SubscriberQueue {
         let mut skip = self.head_written;
         let mut total = 0;
         for item in &self.items {
-            let parts: &[Bytes] = match item {
-                Outgoing::Control(b) => std::slice::from_ref(b),
-                Outgoing::Frame(f) => &f.parts,
-            };
-            for part in parts {
+            for part in item.parts() {
                 if skip >= part.len() {
                     skip -= part.len();
                     continue;
@@ -235,12 +239,7 @@ impl SubscriberQueue {
     /// The first unwritten bytes (for waiting on writability with an ordinary write).
     pub fn front_slice(&self) -> Option<Bytes> {
         let mut skip = self.head_written;
-        let item = self.items.front()?;
-        let parts: &[Bytes] = match item {
-            Outgoing::Control(b) => std::slice::from_ref(b),
-            Outgoing::Frame(f) => &f.parts,
-        };
-        for part in parts {
+        for part in self.items.front()?.parts() {
             if skip >= part.len() {
                 skip -= part.len();
                 continue;
