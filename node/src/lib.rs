@@ -11,6 +11,7 @@
 //! - [`queue`], [`outbound`], [`writer`]: a connection's send queue and its vectored writer.
 //! - [`session`]: one RTMP connection (handshake, chunks, command handlers).
 //! - [`transport`]: the byte pipes sessions run over.
+//! - [`tls`]: RTMPS: rustls over the TCP pipe, per-core listeners, certificate reload.
 
 pub mod config;
 pub mod core;
@@ -22,6 +23,7 @@ pub mod queue;
 pub mod server;
 pub mod session;
 pub mod stream;
+pub mod tls;
 pub mod transport;
 pub mod util;
 pub mod writer;

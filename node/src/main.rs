@@ -24,6 +24,9 @@ struct Cli {
     /// Override `rtmp.listen`.
     #[arg(long, value_name = "ADDR")]
     rtmp_listen: Option<SocketAddr>,
+    /// Override `rtmps.listen`.
+    #[arg(long, value_name = "ADDR")]
+    rtmps_listen: Option<SocketAddr>,
     /// Override `node.cores` (0 = one per CPU).
     #[arg(long, value_name = "N")]
     cores: Option<usize>,
@@ -44,6 +47,9 @@ fn main() -> ExitCode {
     if let Some(listen) = cli.rtmp_listen {
         config.rtmp.listen = listen;
     }
+    if let Some(listen) = cli.rtmps_listen {
+        config.rtmps.listen = listen;
+    }
     if let Some(cores) = cli.cores {
         config.node.cores = cores;
     }
@@ -52,8 +58,16 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     if cli.check {
+        let mut rtmps = String::new();
+        if config.rtmps.enabled {
+            if let Err(e) = corecast_node::tls::load_server_config(&config.rtmps) {
+                eprintln!("corecast: rtmps: {e}");
+                return ExitCode::from(2);
+            }
+            rtmps = format!(", rtmps on {}", config.rtmps.listen);
+        }
         println!(
-            "corecast: configuration OK ({} cores, rtmp on {})",
+            "corecast: configuration OK ({} cores, rtmp on {}{rtmps})",
             config.effective_cores(),
             config.rtmp.listen
         );

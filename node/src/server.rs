@@ -17,6 +17,7 @@ use crate::core::CoreContext;
 use crate::directory::Directory;
 use crate::mesh::{build_mesh, CoreId, CoreLink, MeshEndpoints};
 use crate::session::run_connection;
+use crate::tls::{CoreTlsSetup, NodeTls};
 use crate::transport::{set_nodelay, TcpTransport};
 
 /// Runs the node until every core stops (which, without a drain signal, is never).
@@ -28,6 +29,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let pin = config.node.pin_cores && cores <= cpus;
     let config = Arc::new(config);
     let directory = Arc::new(Directory::default());
+    let tls = NodeTls::prepare(&config, cores)?;
     let (ready_tx, ready_rx) = mpsc::channel::<Result<SocketAddr, String>>();
     let mut handles = Vec::with_capacity(cores);
     for (index, endpoints) in build_mesh(cores, config.node.core_channel_capacity)
@@ -42,11 +44,12 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         let config = Arc::clone(&config);
         let directory = Arc::clone(&directory);
         let ready = ready_tx.clone();
+        let core_tls = tls.as_ref().map(|tls| tls.for_core(index));
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("corecast-core-{index}"))
             .io_memory(config.node.io_memory_bytes)
             .spawn(move || async move {
-                run_core(CoreId(index), config, directory, endpoints, ready).await;
+                run_core(CoreId(index), config, directory, endpoints, core_tls, ready).await;
             })
             .map_err(|e| anyhow!("starting executor for core {index}: {e}"))?;
         handles.push(handle);
@@ -59,8 +62,14 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             Err(_) => return Err(anyhow!("a core stopped during start-up")),
         }
     }
+    let rtmps = if config.rtmps.enabled {
+        config.rtmps.listen.to_string()
+    } else {
+        "off".to_owned()
+    };
     info!(
         listen = %config.rtmp.listen,
+        %rtmps,
         cores,
         pinned = pin,
         "corecast ready"
@@ -76,6 +85,7 @@ async fn run_core(
     config: Arc<Config>,
     directory: Arc<Directory>,
     endpoints: MeshEndpoints,
+    tls: Option<CoreTlsSetup>,
     ready: mpsc::Sender<Result<SocketAddr, String>>,
 ) {
     let listener = match TcpListener::bind(config.rtmp.listen) {
@@ -109,6 +119,12 @@ async fn run_core(
             }
         })
         .detach();
+    }
+    if let Some(tls) = tls {
+        if let Err(message) = crate::tls::start_core(Rc::clone(&ctx), tls) {
+            let _ = ready.send(Err(message));
+            return;
+        }
     }
     let local = listener.local_addr().unwrap_or(config.rtmp.listen);
     let _ = ready.send(Ok(local));

@@ -85,13 +85,24 @@ async fn drain<T: Transport>(
     loop {
         let result = {
             let q = queue.borrow();
-            if q.is_empty() || q.is_closed() {
+            if q.is_closed() {
                 return Ok(());
             }
-            // The slices borrow the queue only for this block: no await while they live.
-            let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(16);
-            q.gather(&mut slices, MAX_SLICES, MAX_BATCH_BYTES);
-            transport.try_write_vectored(&slices)
+            if q.is_empty() {
+                None
+            } else {
+                // The slices borrow the queue only for this block: no await while they live.
+                let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(16);
+                q.gather(&mut slices, MAX_SLICES, MAX_BATCH_BYTES);
+                Some(transport.try_write_vectored(&slices))
+            }
+        };
+        let Some(result) = result else {
+            // Everything queued was accepted; a buffering pipe (TLS) may still hold some of it.
+            with_timeout(send_timeout, transport.flush())
+                .await
+                .ok_or(WriteError::Stalled(send_timeout))??;
+            return Ok(());
         };
         match result {
             Ok(n) => queue.borrow_mut().advance(n),
