@@ -4,6 +4,7 @@
 pub mod client;
 pub mod media;
 pub mod node;
+pub mod tls;
 
 use std::time::{Duration, Instant};
 
