@@ -63,6 +63,13 @@ pub async fn run_writer<T: Transport>(
         })
         .await;
         if closed {
+            if !queue.borrow().overflowed() {
+                // A finished queue is written out entirely, including what a buffering pipe
+                // (TLS) still holds; an overflowed one is abandoned at once.
+                with_timeout(settings.send_timeout, transport.flush())
+                    .await
+                    .ok_or(WriteError::Stalled(settings.send_timeout))??;
+            }
             return Ok(());
         }
         if !settings.merge_window.is_zero() && queue.borrow().queued_bytes() < MERGE_ENOUGH_BYTES {

@@ -115,14 +115,20 @@ pub fn load_server_config(config: &RtmpsConfig) -> Result<Arc<ServerConfig>, Cer
         key: key_path.clone(),
         source,
     };
+    Ok(Arc::new(server_config(chain, key).map_err(refused)?))
+}
+
+/// The node's TLS settings around one certificate chain and key: the ring provider, TLS 1.3
+/// and 1.2, rustls' default (AEAD, forward-secret) cipher suites, no client certificates.
+pub fn server_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<ServerConfig, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let server = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(refused)?
+    ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
         .with_single_cert(chain, key)
-        .map_err(refused)?;
-    Ok(Arc::new(server))
 }
 
 /// What identifies one version of a file: replacing it (certbot switches a symlink to a new

@@ -20,6 +20,8 @@
 //! check interval.
 
 mod certs;
+#[cfg(test)]
+mod tests;
 mod transport;
 
 use std::cell::RefCell;
@@ -33,7 +35,7 @@ use glommio::net::{TcpListener, TcpStream};
 use rustls::ServerConfig;
 use tracing::{debug, error, info, warn};
 
-pub use certs::{load_server_config, CertError};
+pub use certs::{load_server_config, server_config, CertError};
 pub use transport::{TlsError, TlsTransport, SEND_BUFFER_LIMIT};
 
 use crate::config::{Config, RtmpsConfig};
