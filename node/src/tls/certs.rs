@@ -2,7 +2,8 @@
 //! when the files change.
 //!
 //! The crypto provider is rustls' `ring` provider, named explicitly (not the process default),
-//! with TLS 1.2 and 1.3 only and rustls' default cipher suites (AEAD only, forward secret).
+//! with TLS 1.2 and 1.3 only and rustls' default cipher suites (AEAD only, forward secret),
+//! and no TLS 1.3 session tickets (see [`server_config`]).
 //! `with_single_cert` checks that the key matches the leaf certificate, so a half-renewed
 //! pair (new chain, old key) is refused instead of served.
 
@@ -125,10 +126,15 @@ pub fn server_config(
     key: PrivateKeyDer<'static>,
 ) -> Result<ServerConfig, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    ServerConfig::builder_with_provider(provider)
+    let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
-        .with_single_cert(chain, key)
+        .with_single_cert(chain, key)?;
+    // No TLS 1.3 session tickets: an RTMP connection lives as long as its stream, so resuming
+    // saves nothing, and librtmp (rtmpdump, and the librtmp forks in encoders) treats the
+    // post-handshake ticket record as a read error and hangs up during the RTMP handshake.
+    config.send_tls13_tickets = 0;
+    Ok(config)
 }
 
 /// What identifies one version of a file: replacing it (certbot switches a symlink to a new
