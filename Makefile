@@ -2,7 +2,7 @@
 CARGO ?= cargo
 CONFIG ?= config/corecast.toml
 
-.PHONY: run build test deps lint fmt bench bench-compare loadtest fuzz-check clean
+.PHONY: run build test deps lint fmt bench bench-compare loadtest fuzz clean
 
 ## Build (release, LTO) and start a node on the default config (rtmp://0.0.0.0:1935).
 run:
@@ -11,9 +11,11 @@ run:
 build:
 	$(CARGO) build --release --workspace
 
-## Install what the tests need (ffmpeg, rtmpdump, nginx-rtmp) and run every test.
+## Install what the tests need (ffmpeg, rtmpdump, nginx-rtmp, prometheus) and run every
+## test, including a replay of the fuzz corpus through every fuzz target.
 test: deps
 	$(CARGO) test --workspace
+	$(CARGO) test --manifest-path fuzz/Cargo.toml
 
 deps:
 	./scripts/install-deps.sh
@@ -22,6 +24,7 @@ deps:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --manifest-path fuzz/Cargo.toml --all-targets -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all
@@ -29,6 +32,10 @@ fmt:
 ## Criterion micro-benchmarks (chunk codec, AMF0, fan-out).
 bench:
 	$(CARGO) bench --workspace
+
+## Coverage-guided fuzzing needs nightly and cargo-fuzz: see fuzz/README.md.
+fuzz:
+	cd fuzz && cargo +nightly fuzz run chunk_decoder -- -max_total_time=60
 
 clean:
 	$(CARGO) clean

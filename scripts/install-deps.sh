@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the real clients and peers the tests drive: ffmpeg/ffprobe, rtmpdump, nginx with
-# the RTMP module (the comparison peer). Installs with apt-get when missing and allowed,
+# the RTMP module (the comparison peer), and Prometheus (the dashboard test). Installs with apt-get when missing and allowed,
 # otherwise says exactly what to install.
 set -euo pipefail
 
@@ -10,12 +10,8 @@ command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
 command -v rtmpdump >/dev/null 2>&1 || need+=(rtmpdump)
 [ -x /usr/sbin/nginx ] || need+=(nginx)
 [ -f /usr/lib/nginx/modules/ngx_rtmp_module.so ] || need+=(libnginx-mod-rtmp)
-for extra in "$@"; do
-  case "$extra" in
-    prometheus) command -v prometheus >/dev/null 2>&1 || [ -x /usr/bin/prometheus ] || need+=(prometheus) ;;
-    *) need+=("$extra") ;;
-  esac
-done
+[ -x /usr/bin/prometheus ] || need+=(prometheus)
+for extra in "$@"; do need+=("$extra"); done
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
@@ -28,9 +24,12 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-  # Debian starts nginx on install; the tests start their own on loopback ports.
-  if command -v systemctl >/dev/null 2>&1; then systemctl stop nginx >/dev/null 2>&1 || true; fi
+  # Debian starts nginx and prometheus on install; the tests start their own on loopback ports.
+  if command -v systemctl >/dev/null 2>&1; then
+    systemctl stop nginx prometheus >/dev/null 2>&1 || true
+  fi
   pkill -x nginx >/dev/null 2>&1 || true
+  pkill -x prometheus >/dev/null 2>&1 || true
 else
   echo "install-deps: missing: ${need[*]}" >&2
   echo "install-deps: run: sudo apt-get install -y ${need[*]}" >&2

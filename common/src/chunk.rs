@@ -240,6 +240,22 @@ impl ChunkDecoder {
         self.chunk_size
     }
 
+    /// Sets the incoming chunk size, as a Set Chunk Size message would (for protocols that
+    /// announce it out of band, like the pull protocol's status line).
+    pub fn set_chunk_size(&mut self, value: u32) -> Result<(), ChunkError> {
+        if value == 0 || value > MAX_CHUNK_SIZE_FIELD {
+            return Err(ChunkError::InvalidChunkSize(value));
+        }
+        if value > self.limits.max_chunk_size {
+            return Err(ChunkError::ChunkSizeTooLarge {
+                size: value,
+                max: self.limits.max_chunk_size,
+            });
+        }
+        self.chunk_size = value;
+        Ok(())
+    }
+
     /// Total bytes consumed so far (for Acknowledgement / window accounting). Only bytes that
     /// went through this decoder count: the handshake is not included.
     pub fn bytes_received(&self) -> u64 {
@@ -279,16 +295,7 @@ impl ChunkDecoder {
                 length: msg.payload.len(),
             })?;
         if msg.message_type == MessageType::SET_CHUNK_SIZE {
-            if value == 0 || value > MAX_CHUNK_SIZE_FIELD {
-                return Err(ChunkError::InvalidChunkSize(value));
-            }
-            if value > self.limits.max_chunk_size {
-                return Err(ChunkError::ChunkSizeTooLarge {
-                    size: value,
-                    max: self.limits.max_chunk_size,
-                });
-            }
-            self.chunk_size = value;
+            self.set_chunk_size(value)?;
         } else if let Some(stream) = self.streams.iter_mut().find(|s| s.csid == value) {
             // The header state stays: only the partial payload is discarded (§5.4.2).
             stream.partial = None;

@@ -13,6 +13,7 @@
 //! - [`control`]: protocol control messages (types 1–6) and user control events.
 //! - [`command`]: NetConnection/NetStream command messages (types 20/17) and data messages.
 //! - [`flv`]: FLV tag headers, codec/keyframe/sequence-header detection, FLV file framing.
+//! - [`pull`]: the origin/edge pull protocol (request and status lines, event stream, HRW).
 #![warn(missing_docs)]
 
 pub mod amf0;
@@ -21,4 +22,5 @@ pub mod command;
 pub mod control;
 pub mod flv;
 pub mod handshake;
+pub mod pull;
 pub mod types;

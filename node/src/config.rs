@@ -23,6 +23,10 @@ pub struct Config {
     pub stream: StreamConfig,
     /// How players are fed: batching and slow-consumer policy.
     pub player: PlayerConfig,
+    /// The HTTP endpoint: metrics, health, JSON API.
+    pub http: HttpConfig,
+    /// Origin/edge clustering.
+    pub cluster: ClusterConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -40,6 +44,9 @@ pub struct NodeConfig {
     pub io_memory_bytes: usize,
     /// Capacity of each core-to-core channel, in messages.
     pub core_channel_capacity: usize,
+    /// On SIGTERM/SIGINT: stop accepting, report not ready, and wait this long for
+    /// connections to finish before exiting (a second signal exits at once).
+    pub shutdown_grace_secs: u64,
 }
 
 impl Default for NodeConfig {
@@ -49,6 +56,7 @@ impl Default for NodeConfig {
             pin_cores: true,
             io_memory_bytes: 256 * 1024,
             core_channel_capacity: 1024,
+            shutdown_grace_secs: 10,
         }
     }
 }
@@ -171,6 +179,95 @@ impl Default for PlayerConfig {
             send_timeout_secs: 15,
         }
     }
+}
+
+/// `[http]`: metrics, health checks and the JSON API.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Serve HTTP at all.
+    pub enabled: bool,
+    /// Address every core binds (SO_REUSEPORT) for `/metrics`, `/healthz`, `/readyz`, `/api/v1`.
+    pub listen: SocketAddr,
+    /// Bearer token required by the API's write endpoints (kick, stop); empty disables them.
+    pub api_token: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            enabled: true,
+            listen: SocketAddr::from(([0, 0, 0, 0], 8081)),
+            api_token: String::new(),
+        }
+    }
+}
+
+/// `[cluster]`: origin/edge roles and the pull protocol.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// `origin` (accepts publishers), `edge` (pulls streams on demand, refuses publishers) or
+    /// `both` (accepts publishers and pulls streams that are not published here).
+    pub role: ClusterRole,
+    /// Address every core binds for the pull protocol (other nodes pull from here); empty
+    /// (the default) = do not serve pulls.
+    pub pull_listen: String,
+    /// Upstream nodes (`host:port` of their `pull_listen`) an edge pulls from.
+    pub upstreams: Vec<String>,
+    /// A DNS name (`name:port`) whose addresses are upstreams too, re-resolved every
+    /// `dns_refresh_secs` (e.g. a Kubernetes headless service); empty = none.
+    pub upstream_dns: String,
+    /// How often `upstream_dns` is resolved again.
+    pub dns_refresh_secs: u64,
+    /// Shared secret between nodes: sent by edges, required by servers when non-empty.
+    pub token: String,
+    /// An edge keeps an upstream connection this long after its last player left.
+    pub linger_secs: u64,
+    /// Give up connecting to one upstream after this long and try the next.
+    pub connect_timeout_secs: u64,
+    /// Longest wait between rounds of tries when no upstream has the stream.
+    pub retry_max_secs: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            role: ClusterRole::Origin,
+            pull_listen: String::new(),
+            upstreams: Vec::new(),
+            upstream_dns: String::new(),
+            dns_refresh_secs: 30,
+            token: String::new(),
+            linger_secs: 10,
+            connect_timeout_secs: 3,
+            retry_max_secs: 5,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// True when this node pulls streams it does not have.
+    pub fn pulls(&self) -> bool {
+        matches!(self.role, ClusterRole::Edge | ClusterRole::Both)
+    }
+
+    /// True when this node accepts publishers.
+    pub fn accepts_publishers(&self) -> bool {
+        matches!(self.role, ClusterRole::Origin | ClusterRole::Both)
+    }
+}
+
+/// A node's role in a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterRole {
+    /// Accepts publishers; serves pulls when `pull_listen` is set.
+    Origin,
+    /// Pulls streams from upstreams on demand; refuses publishers.
+    Edge,
+    /// Both.
+    Both,
 }
 
 /// `[log]`: logging.
@@ -320,6 +417,33 @@ impl Config {
         if self.node.cores > 64 {
             return Err(invalid("node.cores", "at most 64 cores are supported"));
         }
+        if self.http.enabled && self.http.listen == self.rtmp.listen {
+            return Err(invalid("http.listen", "must differ from rtmp.listen"));
+        }
+        let c = &self.cluster;
+        if c.pulls() && c.upstreams.is_empty() && c.upstream_dns.is_empty() {
+            return Err(invalid(
+                "cluster.upstreams",
+                "an edge needs upstreams or upstream_dns",
+            ));
+        }
+        if !c.pull_listen.is_empty() && c.pull_listen.parse::<SocketAddr>().is_err() {
+            return Err(invalid("cluster.pull_listen", "must be an IP:port address"));
+        }
+        if c.connect_timeout_secs == 0 || c.retry_max_secs == 0 || c.dns_refresh_secs == 0 {
+            return Err(invalid(
+                "cluster.connect_timeout_secs / retry_max_secs / dns_refresh_secs",
+                "must be at least 1 second",
+            ));
+        }
+        for u in &c.upstreams {
+            if !u.contains(':') {
+                return Err(invalid(
+                    "cluster.upstreams",
+                    format!("{u:?} is not host:port"),
+                ));
+            }
+        }
         if self.node.core_channel_capacity < 16 {
             return Err(invalid("node.core_channel_capacity", "must be at least 16"));
         }
@@ -364,6 +488,24 @@ mod tests {
         let text = include_str!("../../config/corecast.toml");
         let parsed = Config::parse(text, "corecast.toml").expect("shipped config parses");
         assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn shipped_cluster_configs_are_valid() {
+        let origin = Config::parse(include_str!("../../config/origin.toml"), "origin.toml")
+            .expect("origin.toml parses");
+        assert_eq!(origin.cluster.role, ClusterRole::Origin);
+        assert!(!origin.cluster.pull_listen.is_empty());
+        let edge = Config::parse(include_str!("../../config/edge.toml"), "edge.toml")
+            .expect("edge.toml parses");
+        assert!(edge.cluster.pulls());
+        assert!(!edge.cluster.accepts_publishers());
+    }
+
+    #[test]
+    fn an_edge_without_upstreams_is_refused() {
+        let err = Config::parse("[cluster]\nrole = \"edge\"\n", "t").expect_err("must fail");
+        assert!(err.to_string().contains("cluster.upstreams"), "{err}");
     }
 
     #[test]

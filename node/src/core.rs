@@ -6,14 +6,19 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
+use std::time::Instant;
 
+use crate::clients::ClientHandle;
 use crate::config::Config;
-use crate::directory::{AlreadyPublished, Directory, PublisherRef};
+use crate::directory::{AlreadyPublished, PublisherRef};
 use crate::frame::{FrameData, LocalFrame};
 use crate::mesh::{CoreId, CoreLink, CoreMessage, Snapshot};
-use crate::stream::{GopSettings, Player, StreamReplica, Upstream};
+use crate::metrics::CoreMetrics;
+use crate::shared::{AdminCommand, NodeShared};
+use crate::stats::{ClientStats, CoreStats};
+use crate::stream::{GopSettings, Player, PublisherInfo, StreamReplica, Upstream};
 
 /// A replica shared by the sessions of one core.
 pub type ReplicaRef = Rc<RefCell<StreamReplica>>;
@@ -24,7 +29,12 @@ pub struct CoreContext {
     pub id: CoreId,
     /// The node's configuration.
     pub config: Arc<Config>,
-    directory: Arc<Directory>,
+    /// Node-wide shared state (directory, metric families, stats board, admin queues).
+    pub shared: Arc<NodeShared>,
+    /// This core's metric children.
+    pub metrics: CoreMetrics,
+    /// This core's connections.
+    clients: RefCell<HashMap<u64, Rc<ClientHandle>>>,
     /// `links[j]`: the outgoing FIFO to core j (None for self).
     links: Vec<Option<Rc<CoreLink>>>,
     streams: RefCell<HashMap<String, ReplicaRef>>,
@@ -34,20 +44,24 @@ pub struct CoreContext {
     next_connection: Cell<u64>,
     /// Open connections on this core.
     pub connections: Cell<usize>,
+    /// This context itself, for spawning tasks that need an owned handle (pulls).
+    me: Weak<CoreContext>,
 }
 
 impl CoreContext {
     /// A core's context; `links` from [`CoreLink::new`] per other core.
     pub fn new(
         id: CoreId,
-        config: Arc<Config>,
-        directory: Arc<Directory>,
+        shared: Arc<NodeShared>,
         links: Vec<Option<Rc<CoreLink>>>,
     ) -> Rc<CoreContext> {
-        Rc::new(CoreContext {
+        Rc::new_cyclic(|me| CoreContext {
+            me: me.clone(),
             id,
-            config,
-            directory,
+            config: Arc::clone(&shared.config),
+            metrics: shared.metrics.for_core(id.0),
+            shared,
+            clients: RefCell::new(HashMap::new()),
             links,
             streams: RefCell::new(HashMap::new()),
             remote: RefCell::new(HashMap::new()),
@@ -96,9 +110,13 @@ impl CoreContext {
     }
 
     /// Starts publishing `key` from a session on this core.
-    pub fn start_publish(&self, key: &str) -> Result<(ReplicaRef, u64), AlreadyPublished> {
+    pub fn start_publish(
+        &self,
+        key: &str,
+        publisher: PublisherInfo,
+    ) -> Result<(ReplicaRef, u64), AlreadyPublished> {
         let generation = self.new_generation();
-        let waiting = self.directory.claim(
+        let waiting = self.shared.directory.claim(
             key,
             PublisherRef {
                 core: self.id,
@@ -109,6 +127,7 @@ impl CoreContext {
         {
             let mut r = replica.borrow_mut();
             r.go_live(Upstream::Local { generation }, Snapshot::default());
+            r.set_publisher(Some(publisher));
             for core in CoreId::iter_mask(waiting) {
                 if let Some(link) = self.link(core) {
                     r.add_remote_core(core);
@@ -141,7 +160,8 @@ impl CoreContext {
             }
         }
         r.go_offline();
-        self.directory.release(
+        r.set_publisher(None);
+        self.shared.directory.release(
             key,
             PublisherRef {
                 core: self.id,
@@ -161,9 +181,14 @@ impl CoreContext {
         for core in r.remote_cores() {
             if let Some(link) = self.link(*core) {
                 link.send_frame(generation, Arc::clone(&shared));
+                self.metrics.cross_core_sent.inc();
             }
         }
-        r.on_frame(LocalFrame::new(shared));
+        self.metrics.frames_published.inc();
+        let dropped = r.on_frame(LocalFrame::new(shared));
+        if dropped > 0 {
+            self.metrics.dropped_slow_player.inc_by(dropped);
+        }
     }
 
     /// Adds a player of `key` on this core; it gets the snapshot now if the stream is live,
@@ -177,8 +202,8 @@ impl CoreContext {
             first
         };
         if first {
-            if let Some(publisher) = self.directory.add_player_core(key, self.id) {
-                if publisher.core != self.id {
+            match self.shared.directory.add_player_core(key, self.id) {
+                Some(publisher) if publisher.core != self.id => {
                     if let Some(link) = self.link(publisher.core) {
                         link.send(CoreMessage::Subscribe {
                             key: key.to_owned(),
@@ -187,6 +212,9 @@ impl CoreContext {
                         });
                     }
                 }
+                Some(_) => {}
+                None if self.config.cluster.pulls() => self.start_pull(key),
+                None => {}
             }
         }
         replica
@@ -201,7 +229,7 @@ impl CoreContext {
         if !r.remove_player(connection) || r.player_count() > 0 {
             return;
         }
-        if let Some(publisher) = self.directory.remove_player_core(key, self.id) {
+        if let Some(publisher) = self.shared.directory.remove_player_core(key, self.id) {
             if publisher.core != self.id {
                 if let Some(link) = self.link(publisher.core) {
                     link.send(CoreMessage::Unsubscribe {
@@ -229,8 +257,12 @@ impl CoreContext {
         match message {
             CoreMessage::Frame { generation, frame } => {
                 let replica = self.remote.borrow().get(&generation).cloned();
+                self.metrics.cross_core_received.inc();
                 if let Some(replica) = replica {
-                    replica.borrow_mut().on_frame(LocalFrame::new(frame));
+                    let dropped = replica.borrow_mut().on_frame(LocalFrame::new(frame));
+                    if dropped > 0 {
+                        self.metrics.dropped_slow_player.inc_by(dropped);
+                    }
                 }
             }
             CoreMessage::Subscribe {
@@ -242,7 +274,10 @@ impl CoreContext {
                     return;
                 };
                 let mut r = replica.borrow_mut();
-                if r.upstream() == (Upstream::Local { generation }) {
+                // A core already fed needs no second snapshot (it would duplicate frames).
+                if r.upstream() == (Upstream::Local { generation })
+                    && !r.remote_cores().contains(&from)
+                {
                     if let Some(link) = self.link(from) {
                         r.add_remote_core(from);
                         link.send(CoreMessage::StreamStart {
@@ -316,5 +351,191 @@ impl CoreContext {
     /// Streams with a replica on this core (for tests and the API).
     pub fn stream_keys(&self) -> Vec<String> {
         self.streams.borrow().keys().cloned().collect()
+    }
+
+    /// Claims `key` for a pull from upstream nodes and starts it. The stream goes live when
+    /// an upstream answers; until then players wait. If another core claimed it first, that
+    /// core's claim already saw this core's players and will feed them.
+    fn start_pull(&self, key: &str) {
+        let generation = self.new_generation();
+        let claim = PublisherRef {
+            core: self.id,
+            generation,
+        };
+        if self.shared.directory.claim(key, claim).is_err() {
+            return;
+        }
+        let Some(ctx) = self.me.upgrade() else {
+            self.shared.directory.release(key, claim);
+            return;
+        };
+        tracing::info!(core = self.id.0, stream = %key, "pull started");
+        glommio::spawn_local(crate::cluster::run_pull(ctx, key.to_owned(), generation)).detach();
+    }
+
+    /// A pull's upstream is streaming: the stream goes live here and on every core with
+    /// players. No-op when already live.
+    pub fn resume_pull(&self, key: &str, generation: u64, upstream: &str) {
+        let replica = self.replica(key);
+        let mut r = replica.borrow_mut();
+        if r.upstream() == (Upstream::Local { generation }) {
+            return;
+        }
+        r.go_live(Upstream::Local { generation }, Snapshot::default());
+        r.set_publisher(Some(PublisherInfo {
+            connection: 0,
+            peer: format!("upstream {upstream}"),
+            since: Instant::now(),
+        }));
+        let waiting = self.shared.directory.player_cores(key) & !self.id.bit();
+        for core in CoreId::iter_mask(waiting) {
+            if let Some(link) = self.link(core) {
+                r.add_remote_core(core);
+                link.send(CoreMessage::StreamStart {
+                    key: key.to_owned(),
+                    generation,
+                    snapshot: Snapshot::default(),
+                });
+            }
+        }
+    }
+
+    /// The upstream's publisher left: players here and on other cores are told, the claim
+    /// stays (the same pull resumes when the upstream publishes again).
+    pub fn pause_pull(&self, key: &str, generation: u64) {
+        let Some(replica) = self.streams.borrow().get(key).cloned() else {
+            return;
+        };
+        let mut r = replica.borrow_mut();
+        if r.upstream() != (Upstream::Local { generation }) {
+            return;
+        }
+        for core in r.remote_cores().to_vec() {
+            if let Some(link) = self.link(core) {
+                link.send(CoreMessage::Unpublished {
+                    key: key.to_owned(),
+                    generation,
+                });
+            }
+        }
+        r.go_offline();
+        r.set_publisher(None);
+    }
+
+    /// Ends a pull: like an unpublish if live, then the claim is released.
+    pub fn stop_pull(&self, key: &str, generation: u64) {
+        self.stop_publish(key, generation);
+        self.shared.directory.release(
+            key,
+            PublisherRef {
+                core: self.id,
+                generation,
+            },
+        );
+        let idle = self
+            .streams
+            .borrow()
+            .get(key)
+            .is_some_and(|r| r.borrow().player_count() == 0 && !r.borrow().is_live());
+        if idle {
+            self.streams.borrow_mut().remove(key);
+        }
+        tracing::info!(core = self.id.0, stream = %key, "pull stopped");
+    }
+
+    /// True when no core has players of `key` (a pull's linger clock runs then).
+    pub fn nobody_plays(&self, key: &str) -> bool {
+        self.shared.directory.player_cores(key) == 0
+    }
+
+    /// A frame from a pull: published like a local publisher's.
+    pub fn publish_pulled_frame(&self, key: &str, generation: u64, frame: FrameData) {
+        let replica = self.streams.borrow().get(key).cloned();
+        if let Some(replica) = replica {
+            if replica.borrow().upstream() == (Upstream::Local { generation }) {
+                self.publish_frame(&replica, generation, frame);
+            }
+        }
+    }
+
+    /// Registers a connection.
+    pub fn add_client(&self, client: Rc<ClientHandle>) {
+        self.clients.borrow_mut().insert(client.id, client);
+    }
+
+    /// Forgets a connection.
+    pub fn remove_client(&self, id: u64) {
+        self.clients.borrow_mut().remove(&id);
+    }
+
+    /// Carries out an operator's request.
+    pub fn handle_admin(&self, command: AdminCommand) {
+        let clients = self.clients.borrow();
+        match command {
+            AdminCommand::Kick(id) => {
+                if let Some(client) = clients.get(&id) {
+                    tracing::info!(conn = id, "kicked by the API");
+                    client.kick();
+                }
+            }
+            AdminCommand::StopStream(key) => {
+                for client in clients.values() {
+                    if client.role.get() == crate::clients::ClientRole::Publishing
+                        && client.stream.borrow().as_deref() == Some(key.as_str())
+                    {
+                        tracing::info!(conn = client.id, stream = %key, "stream stopped by the API");
+                        client.kick();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Builds this core's statistics snapshot and refreshes the gauges that are sampled
+    /// rather than counted. `elapsed_secs` is the time since the previous snapshot.
+    pub fn collect_stats(&self, elapsed_secs: f64) -> CoreStats {
+        let mut stats = CoreStats::default();
+        let mut gop_bytes = 0usize;
+        let mut players = 0usize;
+        let mut published = 0i64;
+        for (key, replica) in self.streams.borrow().iter() {
+            let mut r = replica.borrow_mut();
+            gop_bytes += r.gop_bytes();
+            players += r.player_count();
+            if r.player_count() > 0 {
+                stats.players.insert(key.clone(), r.player_count());
+            }
+            if let Some(s) = r.publisher_stats(key, self.id.0, elapsed_secs) {
+                published += 1;
+                stats.published.push(s);
+            }
+        }
+        self.metrics.gop_cache_bytes.set(gop_bytes as i64);
+        self.metrics.players.set(players as i64);
+        self.metrics.streams.set(published);
+        let link_drops: u64 = self
+            .links
+            .iter()
+            .flatten()
+            .map(|l| l.dropped_frames())
+            .sum();
+        let counted = self.metrics.dropped_core_link.get();
+        if link_drops > counted {
+            self.metrics.dropped_core_link.inc_by(link_drops - counted);
+        }
+        for client in self.clients.borrow().values() {
+            stats.clients.push(ClientStats {
+                id: client.id,
+                core: self.id.0,
+                addr: client.peer.to_string(),
+                transport: client.transport.to_owned(),
+                role: client.role.get().as_str().to_owned(),
+                stream: client.stream.borrow().clone(),
+                connected_secs: client.since.elapsed().as_secs(),
+                bytes_in: client.bytes_in.get(),
+                bytes_out: client.bytes_out.get(),
+            });
+        }
+        stats
     }
 }

@@ -86,6 +86,11 @@ impl Directory {
         publisher
     }
 
+    /// The cores with players of `key`, as a bit mask.
+    pub fn player_cores(&self, key: &str) -> u64 {
+        self.lock().get(key).map_or(0, |e| e.player_cores)
+    }
+
     /// The live publisher of `key`, if any.
     pub fn publisher(&self, key: &str) -> Option<PublisherRef> {
         self.lock().get(key).and_then(|e| e.publisher)

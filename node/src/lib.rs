@@ -12,16 +12,26 @@
 //! - [`session`]: one RTMP connection (handshake, chunks, command handlers).
 //! - [`transport`]: the byte pipes sessions run over.
 //! - [`tls`]: RTMPS: rustls over the TCP pipe, per-core listeners, certificate reload.
+//! - [`http`], [`metrics`], [`stats`], [`clients`]: `/metrics`, health, the JSON API and
+//!   what they report.
+//! - [`cluster`]: origin/edge pulls (client and server).
+//! - [`shared`]: the little state all cores share (never per frame).
 
+pub mod clients;
+pub mod cluster;
 pub mod config;
 pub mod core;
 pub mod directory;
 pub mod frame;
+pub mod http;
 pub mod mesh;
+pub mod metrics;
 pub mod outbound;
 pub mod queue;
 pub mod server;
 pub mod session;
+pub mod shared;
+pub mod stats;
 pub mod stream;
 pub mod tls;
 pub mod transport;

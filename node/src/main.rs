@@ -27,6 +27,9 @@ struct Cli {
     /// Override `rtmps.listen`.
     #[arg(long, value_name = "ADDR")]
     rtmps_listen: Option<SocketAddr>,
+    /// Override `http.listen`.
+    #[arg(long, value_name = "ADDR")]
+    http_listen: Option<SocketAddr>,
     /// Override `node.cores` (0 = one per CPU).
     #[arg(long, value_name = "N")]
     cores: Option<usize>,
@@ -49,6 +52,9 @@ fn main() -> ExitCode {
     }
     if let Some(listen) = cli.rtmps_listen {
         config.rtmps.listen = listen;
+    }
+    if let Some(listen) = cli.http_listen {
+        config.http.listen = listen;
     }
     if let Some(cores) = cli.cores {
         config.node.cores = cores;

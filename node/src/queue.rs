@@ -68,6 +68,8 @@ pub struct SubscriberQueue {
     closed: bool,
     /// Closed by the hard bound (a slow consumer), not by the session.
     overflowed: bool,
+    /// Something queued must not wait for the merge window (replies, a join's snapshot).
+    urgent: bool,
     /// Set by [`SubscriberQueue::finish`]: write what is queued, then end.
     finishing: bool,
     /// Wakes the connection's writer when something is queued or the queue closes.
@@ -86,6 +88,7 @@ impl SubscriberQueue {
             dropped_frames: 0,
             closed: false,
             overflowed: false,
+            urgent: false,
             finishing: false,
             writer: None,
         }
@@ -98,7 +101,20 @@ impl SubscriberQueue {
         }
         self.queued_bytes += bytes.len();
         self.items.push_back(Outgoing::Control(bytes));
+        self.urgent = true;
         self.wake();
+    }
+
+    /// Makes the next write skip the merge window (a player just joined: time to first frame
+    /// matters more than batching).
+    pub fn mark_urgent(&mut self) {
+        self.urgent = true;
+        self.wake();
+    }
+
+    /// Whether the next write should skip the merge window; clears the flag.
+    pub fn take_urgent(&mut self) -> bool {
+        std::mem::take(&mut self.urgent)
     }
 
     /// Offers a media frame, applying the slow-consumer policy.
@@ -332,6 +348,16 @@ mod tests {
         assert_eq!(q.push_frame(video(true, 100)), PushOutcome::Queued);
         assert_eq!(q.push_frame(video(false, 100)), PushOutcome::Queued);
         assert_eq!(q.dropped_frames(), 2);
+    }
+
+    #[test]
+    fn replies_are_urgent_and_media_is_not() {
+        let mut q = SubscriberQueue::new(limits());
+        q.push_frame(video(true, 100));
+        assert!(!q.take_urgent(), "media may wait for the merge window");
+        q.push_control(Bytes::from_static(b"reply"));
+        assert!(q.take_urgent(), "replies go out at once");
+        assert!(!q.take_urgent(), "the flag is consumed");
     }
 
     #[test]

@@ -1,13 +1,16 @@
-//! Starting the node: one glommio executor per core, each with its own SO_REUSEPORT listener,
-//! its own [`CoreContext`] and its ends of the core mesh.
+//! Starting and stopping the node: one glommio executor per core, each with its own
+//! SO_REUSEPORT listeners, its own [`CoreContext`] and its ends of the core mesh; a
+//! housekeeping task per core (stats, admin requests, drain).
 
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::anyhow;
+use crossbeam_channel::Receiver;
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 use tracing::{info, warn};
@@ -16,40 +19,56 @@ use crate::config::Config;
 use crate::core::CoreContext;
 use crate::directory::Directory;
 use crate::mesh::{build_mesh, CoreId, CoreLink, MeshEndpoints};
+use crate::metrics::NodeMetrics;
 use crate::session::run_connection;
+use crate::shared::{AdminCommand, NodeShared};
+use crate::stats::StatsBoard;
 use crate::tls::{CoreTlsSetup, NodeTls};
 use crate::transport::{set_nodelay, TcpTransport};
 
-/// Runs the node until every core stops (which, without a drain signal, is never).
+/// How often each core checks its admin queue and the drain flag.
+const HOUSEKEEPING_TICK: Duration = Duration::from_millis(100);
+/// How often each core publishes its statistics.
+const STATS_EVERY_TICKS: u32 = 10;
+
+/// Runs the node until a drain (SIGTERM/SIGINT) completes.
 pub fn run(config: Config) -> anyhow::Result<()> {
     let cores = config.effective_cores();
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
     let pin = config.node.pin_cores && cores <= cpus;
-    let config = Arc::new(config);
-    let directory = Arc::new(Directory::default());
-    let tls = NodeTls::prepare(&config, cores)?;
+    let draining = Arc::new(AtomicBool::new(false));
+    install_signal_handlers(&draining)?;
+    let (admin_tx, admin_rx): (Vec<_>, Vec<_>) =
+        (0..cores).map(|_| crossbeam_channel::unbounded()).unzip();
+    let shared = Arc::new(NodeShared {
+        config: Arc::new(config),
+        directory: Directory::default(),
+        metrics: NodeMetrics::new(),
+        board: StatsBoard::new(cores),
+        admin: admin_tx,
+        draining,
+        started: SystemTime::now(),
+    });
+    let tls = NodeTls::prepare(&shared.config, cores)?;
     let (ready_tx, ready_rx) = mpsc::channel::<Result<SocketAddr, String>>();
     let mut handles = Vec::with_capacity(cores);
-    for (index, endpoints) in build_mesh(cores, config.node.core_channel_capacity)
-        .into_iter()
-        .enumerate()
-    {
+    let mesh = build_mesh(cores, shared.config.node.core_channel_capacity);
+    for (index, (endpoints, admin)) in mesh.into_iter().zip(admin_rx).enumerate() {
         let placement = if pin {
             Placement::Fixed(index)
         } else {
             Placement::Unbound
         };
-        let config = Arc::clone(&config);
-        let directory = Arc::clone(&directory);
+        let shared = Arc::clone(&shared);
         let ready = ready_tx.clone();
         let core_tls = tls.as_ref().map(|tls| tls.for_core(index));
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("corecast-core-{index}"))
-            .io_memory(config.node.io_memory_bytes)
+            .io_memory(shared.config.node.io_memory_bytes)
             .spawn(move || async move {
-                run_core(CoreId(index), config, directory, endpoints, core_tls, ready).await;
+                run_core(CoreId(index), shared, endpoints, admin, core_tls, ready).await;
             })
             .map_err(|e| anyhow!("starting executor for core {index}: {e}"))?;
         handles.push(handle);
@@ -62,6 +81,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             Err(_) => return Err(anyhow!("a core stopped during start-up")),
         }
     }
+    let config = &shared.config;
     let rtmps = if config.rtmps.enabled {
         config.rtmps.listen.to_string()
     } else {
@@ -70,6 +90,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     info!(
         listen = %config.rtmp.listen,
         %rtmps,
+        http = %if config.http.enabled { config.http.listen.to_string() } else { "off".into() },
         cores,
         pinned = pin,
         "corecast ready"
@@ -77,25 +98,69 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     for handle in handles {
         handle.join().map_err(|e| anyhow!("core stopped: {e}"))?;
     }
+    info!("corecast stopped");
     Ok(())
+}
+
+/// SIGTERM/SIGINT start a drain; a second one exits at once.
+fn install_signal_handlers(draining: &Arc<AtomicBool>) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    for signal in [SIGTERM, SIGINT] {
+        // Registered first, so it sees the flag before the second handler sets it.
+        signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(draining))?;
+        signal_hook::flag::register(signal, Arc::clone(draining))?;
+    }
+    Ok(())
+}
+
+fn bind(addr: SocketAddr, core: CoreId, what: &str) -> Result<TcpListener, String> {
+    TcpListener::bind(addr)
+        .map_err(|e| format!("core {}: cannot listen on {addr} ({what}): {e}", core.0))
 }
 
 async fn run_core(
     id: CoreId,
-    config: Arc<Config>,
-    directory: Arc<Directory>,
+    shared: Arc<NodeShared>,
     endpoints: MeshEndpoints,
+    admin: Receiver<AdminCommand>,
     tls: Option<CoreTlsSetup>,
     ready: mpsc::Sender<Result<SocketAddr, String>>,
 ) {
-    let listener = match TcpListener::bind(config.rtmp.listen) {
-        Ok(listener) => listener,
+    let config = Arc::clone(&shared.config);
+    let listener = match bind(config.rtmp.listen, id, "rtmp") {
+        Ok(l) => l,
         Err(e) => {
-            let _ = ready.send(Err(format!(
-                "core {}: cannot listen on {}: {e}",
-                id.0, config.rtmp.listen
-            )));
+            let _ = ready.send(Err(e));
             return;
+        }
+    };
+    let http_listener = if config.http.enabled {
+        match bind(config.http.listen, id, "http") {
+            Ok(l) => Some(l),
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return;
+            }
+        }
+    } else {
+        None
+    };
+    let pull_listener = if config.cluster.pull_listen.is_empty() {
+        None
+    } else {
+        let addr = match config.cluster.pull_listen.parse() {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = ready.send(Err("cluster.pull_listen is not an address".into()));
+                return;
+            }
+        };
+        match bind(addr, id, "pull") {
+            Ok(l) => Some(l),
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return;
+            }
         }
     };
     let capacity = config.node.core_channel_capacity;
@@ -108,7 +173,7 @@ async fn run_core(
             link
         }));
     }
-    let ctx = CoreContext::new(id, Arc::clone(&config), directory, links);
+    let ctx = CoreContext::new(id, shared, links);
     for (from, receiver) in endpoints.receivers.into_iter().enumerate() {
         let Some(receiver) = receiver else { continue };
         let ctx = Rc::clone(&ctx);
@@ -120,15 +185,54 @@ async fn run_core(
         })
         .detach();
     }
-    if let Some(tls) = tls {
-        if let Err(message) = crate::tls::start_core(Rc::clone(&ctx), tls) {
+    let rtmps_accept = match tls.map(|tls| crate::tls::start_core(Rc::clone(&ctx), tls)) {
+        Some(Ok(task)) => Some(task),
+        Some(Err(message)) => {
             let _ = ready.send(Err(message));
             return;
         }
-    }
+        None => None,
+    };
     let local = listener.local_addr().unwrap_or(config.rtmp.listen);
+    let accept = glommio::spawn_local(accept_loop(Rc::clone(&ctx), listener));
+    let http = http_listener.map(|l| glommio::spawn_local(crate::http::serve(Rc::clone(&ctx), l)));
+    let pulls = pull_listener
+        .map(|l| glommio::spawn_local(crate::cluster::serve::serve(Rc::clone(&ctx), l)));
     let _ = ready.send(Ok(local));
-    accept_loop(ctx, listener).await;
+    housekeeping(&ctx, &admin).await;
+    // Drain: stop accepting, then wait for connections to finish (bounded).
+    drop(accept);
+    drop(rtmps_accept);
+    drop(pulls);
+    let grace = Duration::from_secs(config.node.shutdown_grace_secs);
+    let deadline = Instant::now() + grace;
+    info!(core = id.0, open = ctx.connections.get(), "draining");
+    while ctx.connections.get() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(HOUSEKEEPING_TICK).await;
+    }
+    drop(http);
+}
+
+/// Admin requests, statistics, and the drain flag, until a drain starts.
+async fn housekeeping(ctx: &Rc<CoreContext>, admin: &Receiver<AdminCommand>) {
+    let mut ticks = 0u32;
+    let mut last_stats = Instant::now();
+    loop {
+        glommio::timer::sleep(HOUSEKEEPING_TICK).await;
+        while let Ok(command) = admin.try_recv() {
+            ctx.handle_admin(command);
+        }
+        ticks = ticks.wrapping_add(1);
+        if ticks % STATS_EVERY_TICKS == 0 {
+            let elapsed = last_stats.elapsed().as_secs_f64();
+            last_stats = Instant::now();
+            let stats = ctx.collect_stats(elapsed);
+            ctx.shared.board.publish(ctx.id.0, stats);
+        }
+        if ctx.shared.is_draining() {
+            return;
+        }
+    }
 }
 
 async fn accept_loop(ctx: Rc<CoreContext>, listener: TcpListener) {
@@ -148,6 +252,7 @@ async fn accept_loop(ctx: Rc<CoreContext>, listener: TcpListener) {
             Err(_) => continue,
         };
         if ctx.connections.get() >= max {
+            ctx.metrics.refused("connection_limit");
             warn!(core = ctx.id.0, %peer, max, "connection refused: per-core limit reached");
             continue;
         }

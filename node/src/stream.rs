@@ -7,11 +7,14 @@
 //! frames. Because a core is single-threaded, nothing can slip between the two: no gap, no
 //! duplicate.
 
+use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::time::Instant;
 
-use corecast_common::command::{status_info, Command};
+use corecast_common::amf0::Amf0Value;
+use corecast_common::command::{status_info, Command, DataMessage};
 use corecast_common::control::{ControlMessage, UserControlEvent};
-use corecast_common::types::MessageStreamId;
+use corecast_common::types::{MessageStreamId, MessageType};
 
 use crate::frame::{LocalFrame, MediaKind};
 use crate::mesh::{CoreId, Snapshot};
@@ -51,6 +54,51 @@ pub struct Player {
     pub paused: bool,
 }
 
+/// Who publishes a stream (for the API).
+#[derive(Debug, Clone)]
+pub struct PublisherInfo {
+    /// The publisher's connection id.
+    pub connection: u64,
+    /// Its address.
+    pub peer: String,
+    /// When it started publishing.
+    pub since: Instant,
+}
+
+/// What the publisher's `onMetaData` says about the media.
+#[derive(Debug, Clone, Default)]
+struct MediaSummary {
+    video_codec: Option<String>,
+    audio_codec: Option<String>,
+    width: Option<f64>,
+    height: Option<f64>,
+    frame_rate: Option<f64>,
+}
+
+impl MediaSummary {
+    fn from_metadata(payload: &[u8]) -> MediaSummary {
+        let Ok(data) = DataMessage::decode(MessageType::DATA_AMF0, payload) else {
+            return MediaSummary::default();
+        };
+        let Some(object) = data.values.get(1).and_then(Amf0Value::as_object) else {
+            return MediaSummary::default();
+        };
+        let codec = |key: &str| {
+            object.get(key).and_then(|v| match v {
+                Amf0Value::Number(n) => Some(format!("{n}")),
+                other => other.as_str().map(str::to_owned),
+            })
+        };
+        MediaSummary {
+            video_codec: codec("videocodecid"),
+            audio_codec: codec("audiocodecid"),
+            width: object.get("width").and_then(Amf0Value::as_number),
+            height: object.get("height").and_then(Amf0Value::as_number),
+            frame_rate: object.get("framerate").and_then(Amf0Value::as_number),
+        }
+    }
+}
+
 /// Bounds of the GOP cache.
 #[derive(Debug, Clone, Copy)]
 pub struct GopSettings {
@@ -76,6 +124,11 @@ pub struct StreamReplica {
     remote_cores: Vec<CoreId>,
     /// Frames skipped for slow players, summed.
     dropped_frames: u64,
+    /// The local publisher, when there is one.
+    publisher: Option<PublisherInfo>,
+    /// Media payload bytes received since the last stats snapshot.
+    bytes_since_stats: u64,
+    summary: MediaSummary,
 }
 
 impl StreamReplica {
@@ -93,7 +146,54 @@ impl StreamReplica {
             players: Vec::new(),
             remote_cores: Vec::new(),
             dropped_frames: 0,
+            publisher: None,
+            bytes_since_stats: 0,
+            summary: MediaSummary::default(),
         }
+    }
+
+    /// Records (or clears) the local publisher.
+    pub fn set_publisher(&mut self, publisher: Option<PublisherInfo>) {
+        self.publisher = publisher;
+        self.bytes_since_stats = 0;
+    }
+
+    /// Bytes held in the GOP cache.
+    pub fn gop_bytes(&self) -> usize {
+        self.gop_bytes
+    }
+
+    /// API view of a locally published stream; resets the bitrate window.
+    pub fn publisher_stats(
+        &mut self,
+        key: &str,
+        core: usize,
+        elapsed_secs: f64,
+    ) -> Option<crate::stats::StreamStats> {
+        let publisher = self.publisher.as_ref()?;
+        let (app, name) = key.split_once('/').unwrap_or(("", key));
+        let bits = self.bytes_since_stats as f64 * 8.0;
+        self.bytes_since_stats = 0;
+        Some(crate::stats::StreamStats {
+            app: app.to_owned(),
+            name: name.to_owned(),
+            core,
+            publisher_id: publisher.connection,
+            publisher_addr: publisher.peer.clone(),
+            video_codec: self.summary.video_codec.clone(),
+            audio_codec: self.summary.audio_codec.clone(),
+            width: self.summary.width,
+            height: self.summary.height,
+            frame_rate: self.summary.frame_rate,
+            bitrate_in_bps: if elapsed_secs > 0.0 {
+                (bits / elapsed_secs) as u64
+            } else {
+                0
+            },
+            uptime_secs: publisher.since.elapsed().as_secs(),
+            players_per_core: BTreeMap::new(),
+            players: 0,
+        })
     }
 
     /// The current upstream.
@@ -216,9 +316,12 @@ impl StreamReplica {
         }
     }
 
-    /// A live frame from the upstream: cache it and hand it to every local player.
-    pub fn on_frame(&mut self, frame: LocalFrame) {
+    /// A live frame from the upstream: cache it and hand it to every local player. Returns
+    /// how many players skipped it (slow-consumer policy).
+    pub fn on_frame(&mut self, frame: LocalFrame) -> u64 {
         self.cache(&frame);
+        self.bytes_since_stats += frame.payload.len() as u64;
+        let mut dropped = 0;
         for player in &self.players {
             if player.paused
                 || (frame.kind == MediaKind::Audio && !player.audio)
@@ -227,9 +330,11 @@ impl StreamReplica {
                 continue;
             }
             if player.out.queue.borrow_mut().push_frame(frame.clone()) == PushOutcome::Dropped {
-                self.dropped_frames += 1;
+                dropped += 1;
             }
         }
+        self.dropped_frames += dropped;
+        dropped
     }
 
     /// Frames skipped for slow players.
@@ -241,6 +346,7 @@ impl StreamReplica {
         match frame.kind {
             MediaKind::Data => {
                 if is_metadata(&frame.payload) {
+                    self.summary = MediaSummary::from_metadata(&frame.payload);
                     self.metadata = Some(frame.clone());
                 }
             }
@@ -283,6 +389,7 @@ impl StreamReplica {
     fn send_snapshot(&self, index: usize) {
         let player = &self.players[index];
         let mut queue = player.out.queue.borrow_mut();
+        queue.mark_urgent();
         for frame in [&self.metadata, &self.audio_header, &self.video_header]
             .into_iter()
             .flatten()

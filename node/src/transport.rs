@@ -36,6 +36,10 @@ pub trait Transport {
     }
     /// Closes the write side.
     fn shutdown(&self);
+    /// Transport label for logs, metrics and the API.
+    fn label(&self) -> &'static str {
+        "rtmp"
+    }
 }
 
 /// How much a single read asks for.

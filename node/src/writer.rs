@@ -44,10 +44,12 @@ pub enum WriteError {
 }
 
 /// Writes until the queue is closed (Ok) or the socket fails.
+/// `sent` is told every byte count written (for metrics and per-client counters).
 pub async fn run_writer<T: Transport>(
     transport: &T,
     queue: &Rc<RefCell<SubscriberQueue>>,
     settings: WriterSettings,
+    sent: &dyn Fn(usize),
 ) -> Result<(), WriteError> {
     loop {
         let closed = poll_fn(|cx| {
@@ -72,10 +74,15 @@ pub async fn run_writer<T: Transport>(
             }
             return Ok(());
         }
-        if !settings.merge_window.is_zero() && queue.borrow().queued_bytes() < MERGE_ENOUGH_BYTES {
+        let wait = {
+            let mut q = queue.borrow_mut();
+            let urgent = q.take_urgent();
+            !settings.merge_window.is_zero() && !urgent && q.queued_bytes() < MERGE_ENOUGH_BYTES
+        };
+        if wait {
             glommio::timer::sleep(settings.merge_window).await;
         }
-        drain(transport, queue, settings.send_timeout).await?;
+        drain(transport, queue, settings.send_timeout, sent).await?;
     }
 }
 
@@ -88,6 +95,7 @@ async fn drain<T: Transport>(
     transport: &T,
     queue: &Rc<RefCell<SubscriberQueue>>,
     send_timeout: Duration,
+    sent: &dyn Fn(usize),
 ) -> Result<(), WriteError> {
     loop {
         let result = {
@@ -112,7 +120,10 @@ async fn drain<T: Transport>(
             return Ok(());
         };
         match result {
-            Ok(n) => queue.borrow_mut().advance(n),
+            Ok(n) => {
+                sent(n);
+                queue.borrow_mut().advance(n);
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 let Some(front) = queue.borrow().front_slice() else {
                     return Ok(());
@@ -120,6 +131,7 @@ async fn drain<T: Transport>(
                 let n = with_timeout(send_timeout, transport.write_some(&front))
                     .await
                     .ok_or(WriteError::Stalled(send_timeout))??;
+                sent(n);
                 queue.borrow_mut().advance(n);
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -64,3 +64,42 @@ fn port_in_use_fails_start_up() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen"));
 }
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("json.toml");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port");
+    let http = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port");
+    std::fs::write(&config, "[log]\nformat = \"json\"\n").expect("write");
+    let mut child = corecast()
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "--rtmp-listen",
+            &port.to_string(),
+            "--http-listen",
+            &http.to_string(),
+        ])
+        .args(["--cores", "1"])
+        .env_remove("RUST_LOG")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start");
+    let stderr = child.stderr.take().expect("stderr");
+    let line = BufReader::new(stderr)
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.contains("corecast ready"));
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = line.expect("ready line");
+    let value: serde_json::Value = serde_json::from_str(&line).expect("a JSON object");
+    assert_eq!(value["fields"]["message"], "corecast ready");
+    assert_eq!(value["level"], "INFO");
+}

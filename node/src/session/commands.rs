@@ -235,7 +235,23 @@ fn publish(
         );
         return Ok(());
     };
-    match s.ctx.start_publish(&key) {
+    if !s.ctx.config.cluster.accepts_publishers() {
+        warn!(conn = s.id, stream = %key, "publish refused: this node is an edge");
+        send_stream_status(
+            s,
+            stream,
+            "error",
+            "NetStream.Publish.Denied",
+            "this node is an edge: publish to an origin",
+        );
+        return Ok(());
+    }
+    let publisher = crate::stream::PublisherInfo {
+        connection: s.id,
+        peer: s.peer.to_string(),
+        since: std::time::Instant::now(),
+    };
+    match s.ctx.start_publish(&key, publisher) {
         Ok((replica, generation)) => {
             s.out
                 .send_control(&ControlMessage::UserControl(UserControlEvent::StreamBegin(
@@ -243,6 +259,8 @@ fn publish(
                 )));
             send_stream_status(s, stream, "status", "NetStream.Publish.Start", "publishing");
             info!(conn = s.id, core = s.ctx.id.0, peer = %s.peer, stream = %key, "publish");
+            s.client
+                .set_role(crate::clients::ClientRole::Publishing, Some(key.clone()));
             s.role = Role::Publishing {
                 key,
                 generation,
@@ -330,6 +348,8 @@ fn play(s: &mut Session, command: &Command, stream: MessageStreamId) -> Result<(
             paused: false,
         },
     );
+    s.client
+        .set_role(crate::clients::ClientRole::Playing, Some(key.clone()));
     s.role = Role::Playing { key, replica };
     Ok(())
 }

@@ -24,6 +24,7 @@ use futures_lite::future;
 use rand::RngCore;
 use tracing::{debug, info, warn};
 
+use crate::clients::{ClientHandle, ClientRole};
 use crate::core::{CoreContext, ReplicaRef};
 use crate::outbound::Outbound;
 use crate::queue::QueueLimits;
@@ -134,12 +135,16 @@ pub struct Session {
     acked: u64,
     /// Next NetStream id handed out by createStream.
     next_stream_id: u32,
+    /// What the core (and the API) knows of this connection.
+    client: Rc<ClientHandle>,
 }
 
 /// Serves one accepted connection until it ends; logs its close reason.
 pub async fn run_connection<T: Transport>(ctx: Rc<CoreContext>, transport: T, peer: SocketAddr) {
     let id = ctx.new_connection_id();
-    info!(conn = id, %peer, core = ctx.id.0, "connection open");
+    let transport_label = transport.label();
+    info!(conn = id, %peer, core = ctx.id.0, transport = transport_label, "connection open");
+    let open_gauge = ctx.metrics.accepted(transport_label);
     let player = &ctx.config.player;
     let out = Outbound::new(QueueLimits {
         soft_max_bytes: player.queue_max_bytes,
@@ -149,7 +154,24 @@ pub async fn run_connection<T: Transport>(ctx: Rc<CoreContext>, transport: T, pe
         merge_window: Duration::from_millis(player.merge_window_ms),
         send_timeout: Duration::from_secs(player.send_timeout_secs),
     };
+    let client = Rc::new(ClientHandle {
+        id,
+        peer,
+        transport: transport_label,
+        since: std::time::Instant::now(),
+        role: std::cell::Cell::new(ClientRole::Idle),
+        stream: std::cell::RefCell::new(None),
+        bytes_in: std::cell::Cell::new(0),
+        bytes_out: std::cell::Cell::new(0),
+        out: Rc::clone(&out),
+    });
+    ctx.add_client(Rc::clone(&client));
+    let sent = |n: usize| {
+        client.bytes_out.set(client.bytes_out.get() + n as u64);
+        ctx.metrics.sent_bytes.inc_by(n as u64);
+    };
     let mut session = Session {
+        client: Rc::clone(&client),
         ctx: Rc::clone(&ctx),
         out: Rc::clone(&out),
         id,
@@ -162,7 +184,7 @@ pub async fn run_connection<T: Transport>(ctx: Rc<CoreContext>, transport: T, pe
     };
     let queue = Rc::clone(&out.queue);
     let reason = future::or(session.read_side(&transport), async {
-        match run_writer(&transport, &queue, settings).await {
+        match run_writer(&transport, &queue, settings, &sent).await {
             Ok(()) if queue.borrow().overflowed() => SessionError::SlowConsumer,
             Ok(()) => SessionError::Closed,
             Err(e) => SessionError::Write(e),
@@ -174,13 +196,26 @@ pub async fn run_connection<T: Transport>(ctx: Rc<CoreContext>, transport: T, pe
         queue.borrow_mut().finish();
         let _ = with_timeout(
             Duration::from_secs(2),
-            run_writer(&transport, &queue, settings),
+            run_writer(&transport, &queue, settings, &sent),
         )
         .await;
     }
     queue.borrow_mut().close();
     transport.shutdown();
     let dropped = queue.borrow().dropped_frames();
+    ctx.remove_client(id);
+    open_gauge.dec();
+    ctx.metrics.closed(reason.as_str());
+    match &reason {
+        SessionError::SlowConsumer => ctx.metrics.slow_consumer_disconnects.inc(),
+        SessionError::Handshake(_)
+        | SessionError::HandshakeTimeout(_)
+        | SessionError::Chunk(_)
+        | SessionError::Control(_)
+        | SessionError::Command(_)
+        | SessionError::Protocol(_) => ctx.metrics.error(reason.as_str()),
+        _ => {}
+    }
     match &reason {
         SessionError::PeerClosed | SessionError::Closed => {
             info!(conn = id, %peer, reason = reason.as_str(), dropped, "connection closed")
@@ -195,6 +230,15 @@ impl Session {
     async fn read_side<T: Transport>(&mut self, transport: &T) -> SessionError {
         match self.read_loop(transport).await {
             Ok(()) => SessionError::PeerClosed,
+            // A reset is how many players (ffmpeg among them) hang up: not an error.
+            Err(SessionError::Read(e))
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+                ) =>
+            {
+                SessionError::PeerClosed
+            }
             Err(e) => e,
         }
     }
@@ -233,6 +277,10 @@ impl Session {
             if n == 0 {
                 return Ok(());
             }
+            self.client
+                .bytes_in
+                .set(self.client.bytes_in.get() + n as u64);
+            self.ctx.metrics.received_bytes.inc_by(n as u64);
         }
     }
 
@@ -272,6 +320,7 @@ impl Session {
     }
 
     fn handle_message(&mut self, message: RtmpMessage) -> Result<(), SessionError> {
+        self.ctx.metrics.messages.inc();
         match message.message_type {
             MessageType::AUDIO | MessageType::VIDEO => media::on_media(self, message),
             MessageType::DATA_AMF0 | MessageType::DATA_AMF3 => media::on_data(self, message),
@@ -316,6 +365,7 @@ impl Session {
 
     /// Stops publishing or playing, whichever the connection does.
     fn leave_role(&mut self) {
+        self.client.set_role(ClientRole::Idle, None);
         match std::mem::replace(&mut self.role, Role::Idle) {
             Role::Idle => {}
             Role::Publishing {

@@ -32,6 +32,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use glommio::net::{TcpListener, TcpStream};
+use glommio::Task;
 use rustls::ServerConfig;
 use tracing::{debug, error, info, warn};
 
@@ -105,24 +106,23 @@ struct CoreTls {
     sighup: Arc<AtomicBool>,
 }
 
-/// Binds this core's RTMPS listener and starts its accept and reload tasks.
-pub fn start_core(ctx: Rc<CoreContext>, setup: CoreTlsSetup) -> Result<SocketAddr, String> {
+/// Binds this core's RTMPS listener and starts its reload task; returns the accept task,
+/// which the core drops to stop accepting when it drains.
+pub fn start_core(ctx: Rc<CoreContext>, setup: CoreTlsSetup) -> Result<Task<()>, String> {
     let config = &ctx.config.rtmps;
     let listener = TcpListener::bind(config.listen).map_err(|e| {
         format!(
-            "core {}: cannot listen for rtmps on {}: {e}",
+            "core {}: cannot listen on {} (rtmps): {e}",
             ctx.id.0, config.listen
         )
     })?;
-    let local = listener.local_addr().unwrap_or(config.listen);
     let tls = Rc::new(CoreTls {
         server: RefCell::new(setup.server),
         stamps: RefCell::new(setup.stamps),
         sighup: setup.sighup,
     });
     glommio::spawn_local(reload_loop(Rc::clone(&ctx), Rc::clone(&tls))).detach();
-    glommio::spawn_local(accept_loop(ctx, listener, tls)).detach();
-    Ok(local)
+    Ok(glommio::spawn_local(accept_loop(ctx, listener, tls)))
 }
 
 async fn accept_loop(ctx: Rc<CoreContext>, listener: TcpListener, tls: Rc<CoreTls>) {
@@ -142,6 +142,7 @@ async fn accept_loop(ctx: Rc<CoreContext>, listener: TcpListener, tls: Rc<CoreTl
             continue;
         };
         if ctx.connections.get() >= max {
+            ctx.metrics.refused("connection_limit");
             warn!(core = ctx.id.0, %peer, max, "rtmps connection refused: per-core limit reached");
             continue;
         }
@@ -180,6 +181,10 @@ async fn serve(
         },
         Err(e) => e,
     };
+    ctx.metrics.closed(error.as_str());
+    if !matches!(error, TlsError::Io(_)) {
+        ctx.metrics.error(error.as_str());
+    }
     warn!(core = ctx.id.0, %peer, reason = error.as_str(), error = %error, "tls connection closed");
 }
 

@@ -118,7 +118,7 @@ fn bulk_bytes_cross_the_tls_pipe_intact_both_ways_through_a_stalled_reader() {
                 merge_window: Duration::ZERO,
                 send_timeout: Duration::from_secs(10),
             };
-            run_writer(&transport, &queue, settings)
+            run_writer(&transport, &queue, settings, &|_| {})
                 .await
                 .expect("writer");
             transport.shutdown();

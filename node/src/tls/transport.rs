@@ -363,6 +363,10 @@ impl Transport for TlsTransport {
         poll_fn(|cx| self.poll_flush(cx)).await
     }
 
+    fn label(&self) -> &'static str {
+        "rtmps"
+    }
+
     fn shutdown(&self) {
         {
             let mut conn = self.conn.borrow_mut();

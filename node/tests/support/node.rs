@@ -14,6 +14,8 @@ pub struct Node {
     child: Child,
     /// The RTMP address it listens on (127.0.0.1).
     pub addr: SocketAddr,
+    /// The HTTP (metrics, API) address it listens on (127.0.0.1).
+    pub http: SocketAddr,
     lines: Arc<Mutex<Vec<String>>>,
 }
 
@@ -30,6 +32,7 @@ impl Node {
     pub fn start(cores: usize, extra_config: &str, dir: &Path) -> Node {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let config = dir.join(format!("corecast-{port}.toml"));
         std::fs::write(&config, extra_config).expect("write config");
         let mut child = Command::new(env!("CARGO_BIN_EXE_corecast"))
@@ -37,6 +40,8 @@ impl Node {
             .arg(&config)
             .arg("--rtmp-listen")
             .arg(addr.to_string())
+            .arg("--http-listen")
+            .arg(http.to_string())
             .arg("--cores")
             .arg(cores.to_string())
             .env("RUST_LOG", "info,corecast_node=debug")
@@ -56,7 +61,12 @@ impl Node {
                 sink.lock().expect("log lock").push(strip_ansi(&line));
             }
         });
-        let node = Node { child, addr, lines };
+        let node = Node {
+            child,
+            addr,
+            http,
+            lines,
+        };
         node.wait_log(Duration::from_secs(20), |l| l.contains("corecast ready"))
             .expect("node did not report ready");
         node
@@ -107,6 +117,53 @@ impl Node {
     /// The process id (to send it signals).
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// `GET`/`POST` on the HTTP endpoint; returns (status, body).
+    pub fn http_request(&self, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(self.http).expect("http connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: t\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .expect("http write");
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).expect("http read");
+        let status = raw
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .expect("status code");
+        let body = raw
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM (starts a drain).
+    pub fn terminate(&self) {
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+    }
+
+    /// Waits for the process to exit; its status code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        wait_for(limit, || self.child.try_wait().ok().flatten()).map(|s| s.code().unwrap_or(-1))
     }
 
     /// True while the process runs.

@@ -1,0 +1,393 @@
+//! Prometheus metrics: every name the node exports is defined here (the Grafana dashboards
+//! are tested against these), and each core gets its own labelled children.
+//!
+//! Hot-path cost: a core increments children created for its own `core` label only, so the
+//! atomics it touches are never written by another core (no contended cache line). Per-player
+//! work is counted per write or per connection, never per frame per player.
+
+use std::sync::Arc;
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
+
+/// Metric names (also used by the dashboard tests).
+pub mod names {
+    /// Connections accepted, by transport.
+    pub const CONNECTIONS_ACCEPTED: &str = "corecast_connections_accepted_total";
+    /// Connections open now, by transport.
+    pub const CONNECTIONS_OPEN: &str = "corecast_connections_open";
+    /// Connections closed, by reason.
+    pub const CONNECTIONS_CLOSED: &str = "corecast_connections_closed_total";
+    /// Connections refused at accept (per-core limit, draining).
+    pub const CONNECTIONS_REFUSED: &str = "corecast_connections_refused_total";
+    /// Handshake and protocol errors, by kind.
+    pub const ERRORS: &str = "corecast_errors_total";
+    /// Streams published on this core now.
+    pub const STREAMS: &str = "corecast_streams";
+    /// Players on this core now.
+    pub const PLAYERS: &str = "corecast_players";
+    /// Bytes read from peers.
+    pub const RECEIVED_BYTES: &str = "corecast_received_bytes_total";
+    /// Bytes written to peers.
+    pub const SENT_BYTES: &str = "corecast_sent_bytes_total";
+    /// RTMP messages received.
+    pub const MESSAGES_RECEIVED: &str = "corecast_messages_received_total";
+    /// Media frames published (encoded once each).
+    pub const FRAMES_PUBLISHED: &str = "corecast_frames_published_total";
+    /// Frames dropped, by reason (`slow_player`, `core_link`).
+    pub const FRAMES_DROPPED: &str = "corecast_frames_dropped_total";
+    /// Players disconnected as slow consumers.
+    pub const SLOW_CONSUMER_DISCONNECTS: &str = "corecast_slow_consumer_disconnects_total";
+    /// Bytes held in GOP caches on this core.
+    pub const GOP_CACHE_BYTES: &str = "corecast_gop_cache_bytes";
+    /// Frames crossing cores, by direction (`sent`, `received`).
+    pub const CROSS_CORE_FRAMES: &str = "corecast_cross_core_frames_total";
+    /// Upstream (pull) connections open on this core.
+    pub const UPSTREAM_CONNECTIONS: &str = "corecast_upstream_connections";
+    /// Pulls that got a stream from an upstream.
+    pub const PULLS_STARTED: &str = "corecast_pulls_started_total";
+    /// Pull attempts that failed, by reason.
+    pub const PULLS_FAILED: &str = "corecast_pulls_failed_total";
+    /// Times a pulled stream moved to another upstream.
+    pub const FAILOVERS: &str = "corecast_upstream_failovers_total";
+    /// Bytes received from upstreams.
+    pub const UPSTREAM_BYTES: &str = "corecast_upstream_received_bytes_total";
+    /// Seconds from starting a pull to its first media frame.
+    pub const EDGE_FIRST_FRAME: &str = "corecast_edge_first_frame_seconds";
+    /// Pull connections served to other nodes.
+    pub const PULLS_SERVED: &str = "corecast_pulls_served_total";
+}
+
+/// Error kinds (`corecast_errors_total{kind}`): the session close reasons that are errors.
+pub const KNOWN_ERROR_KINDS: [&str; 6] = [
+    "handshake_error",
+    "handshake_timeout",
+    "chunk_error",
+    "control_error",
+    "command_error",
+    "protocol_error",
+];
+
+/// The node's registry and metric families.
+#[derive(Clone)]
+pub struct NodeMetrics {
+    /// What `/metrics` exposes.
+    pub registry: Registry,
+    accepted: IntCounterVec,
+    open: IntGaugeVec,
+    closed: IntCounterVec,
+    refused: IntCounterVec,
+    errors: IntCounterVec,
+    streams: IntGaugeVec,
+    players: IntGaugeVec,
+    received: IntCounterVec,
+    sent: IntCounterVec,
+    messages: IntCounterVec,
+    frames: IntCounterVec,
+    dropped: IntCounterVec,
+    slow: IntCounterVec,
+    gop: IntGaugeVec,
+    cross: IntCounterVec,
+    upstreams: IntGaugeVec,
+    pulls_started: IntCounterVec,
+    pulls_failed: IntCounterVec,
+    failovers: IntCounterVec,
+    upstream_bytes: IntCounterVec,
+    edge_first_frame: HistogramVec,
+    pulls_served: IntCounterVec,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("metric registered once");
+    c
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric definition");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("metric registered once");
+    g
+}
+
+impl NodeMetrics {
+    /// Registers every family (and the process collector).
+    pub fn new() -> Arc<NodeMetrics> {
+        use names::*;
+        let registry = Registry::new();
+        let _ = registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ));
+        let r = &registry;
+        Arc::new(NodeMetrics {
+            accepted: counter(
+                r,
+                CONNECTIONS_ACCEPTED,
+                "Connections accepted.",
+                &["core", "transport"],
+            ),
+            open: gauge(
+                r,
+                CONNECTIONS_OPEN,
+                "Connections open.",
+                &["core", "transport"],
+            ),
+            closed: counter(
+                r,
+                CONNECTIONS_CLOSED,
+                "Connections closed, by reason.",
+                &["core", "reason"],
+            ),
+            refused: counter(
+                r,
+                CONNECTIONS_REFUSED,
+                "Connections refused at accept.",
+                &["core", "reason"],
+            ),
+            errors: counter(
+                r,
+                ERRORS,
+                "Handshake and protocol errors, by kind.",
+                &["core", "kind"],
+            ),
+            streams: gauge(r, STREAMS, "Streams published on this core.", &["core"]),
+            players: gauge(r, PLAYERS, "Players on this core.", &["core"]),
+            received: counter(r, RECEIVED_BYTES, "Bytes read from peers.", &["core"]),
+            sent: counter(r, SENT_BYTES, "Bytes written to peers.", &["core"]),
+            messages: counter(r, MESSAGES_RECEIVED, "RTMP messages received.", &["core"]),
+            frames: counter(
+                r,
+                FRAMES_PUBLISHED,
+                "Media frames published (encoded once each).",
+                &["core"],
+            ),
+            dropped: counter(
+                r,
+                FRAMES_DROPPED,
+                "Frames dropped, by reason.",
+                &["core", "reason"],
+            ),
+            slow: counter(
+                r,
+                SLOW_CONSUMER_DISCONNECTS,
+                "Players disconnected as slow consumers.",
+                &["core"],
+            ),
+            gop: gauge(r, GOP_CACHE_BYTES, "Bytes held in GOP caches.", &["core"]),
+            cross: counter(
+                r,
+                CROSS_CORE_FRAMES,
+                "Frames crossing cores, by direction.",
+                &["core", "direction"],
+            ),
+            upstreams: gauge(
+                r,
+                UPSTREAM_CONNECTIONS,
+                "Upstream (pull) connections open.",
+                &["core"],
+            ),
+            pulls_started: counter(
+                r,
+                PULLS_STARTED,
+                "Pulls that got a stream from an upstream.",
+                &["core"],
+            ),
+            pulls_failed: counter(
+                r,
+                PULLS_FAILED,
+                "Pull attempts that failed, by reason.",
+                &["core", "reason"],
+            ),
+            failovers: counter(
+                r,
+                FAILOVERS,
+                "Times a pulled stream moved to another upstream.",
+                &["core"],
+            ),
+            upstream_bytes: counter(
+                r,
+                UPSTREAM_BYTES,
+                "Bytes received from upstreams.",
+                &["core"],
+            ),
+            edge_first_frame: {
+                let h = HistogramVec::new(
+                    HistogramOpts::new(
+                        EDGE_FIRST_FRAME,
+                        "Seconds from starting a pull to its first media frame.",
+                    )
+                    .buckets(vec![
+                        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                    ]),
+                    &["core"],
+                )
+                .expect("valid metric definition");
+                r.register(Box::new(h.clone()))
+                    .expect("metric registered once");
+                h
+            },
+            pulls_served: counter(
+                r,
+                PULLS_SERVED,
+                "Pull connections served to other nodes.",
+                &["core"],
+            ),
+            registry,
+        })
+    }
+
+    /// The children one core uses. Label values known in advance are created at zero, so
+    /// dashboards and alerts see a series before the first event.
+    pub fn for_core(&self, core: usize) -> CoreMetrics {
+        let c = core.to_string();
+        let c = c.as_str();
+        for kind in KNOWN_ERROR_KINDS {
+            self.errors.with_label_values(&[c, kind]);
+            self.closed.with_label_values(&[c, kind]);
+        }
+        for reason in [
+            "peer_closed",
+            "closed",
+            "slow_consumer",
+            "write_error",
+            "idle_timeout",
+        ] {
+            self.closed.with_label_values(&[c, reason]);
+        }
+        self.refused.with_label_values(&[c, "connection_limit"]);
+        for reason in ["connect", "not_here", "refused", "protocol", "lost"] {
+            self.pulls_failed.with_label_values(&[c, reason]);
+        }
+        self.accepted.with_label_values(&[c, "rtmp"]);
+        self.open.with_label_values(&[c, "rtmp"]);
+        CoreMetrics {
+            core: c.to_owned(),
+            families: self.clone(),
+            streams: self.streams.with_label_values(&[c]),
+            players: self.players.with_label_values(&[c]),
+            received_bytes: self.received.with_label_values(&[c]),
+            sent_bytes: self.sent.with_label_values(&[c]),
+            messages: self.messages.with_label_values(&[c]),
+            frames_published: self.frames.with_label_values(&[c]),
+            dropped_slow_player: self.dropped.with_label_values(&[c, "slow_player"]),
+            dropped_core_link: self.dropped.with_label_values(&[c, "core_link"]),
+            slow_consumer_disconnects: self.slow.with_label_values(&[c]),
+            gop_cache_bytes: self.gop.with_label_values(&[c]),
+            cross_core_sent: self.cross.with_label_values(&[c, "sent"]),
+            cross_core_received: self.cross.with_label_values(&[c, "received"]),
+            upstream_connections: self.upstreams.with_label_values(&[c]),
+            pulls_started: self.pulls_started.with_label_values(&[c]),
+            failovers: self.failovers.with_label_values(&[c]),
+            upstream_bytes: self.upstream_bytes.with_label_values(&[c]),
+            edge_first_frame: self.edge_first_frame.with_label_values(&[c]),
+            pulls_served: self.pulls_served.with_label_values(&[c]),
+        }
+    }
+
+    /// Prometheus text exposition of everything.
+    pub fn render(&self) -> String {
+        use prometheus::Encoder;
+        let mut out = Vec::new();
+        let encoder = prometheus::TextEncoder::new();
+        if encoder.encode(&self.registry.gather(), &mut out).is_err() {
+            return String::new();
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// One core's metric children (cheap clones of `Arc`s inside).
+pub struct CoreMetrics {
+    core: String,
+    families: NodeMetrics,
+    /// Streams published here.
+    pub streams: IntGauge,
+    /// Players here.
+    pub players: IntGauge,
+    /// Bytes read.
+    pub received_bytes: IntCounter,
+    /// Bytes written.
+    pub sent_bytes: IntCounter,
+    /// RTMP messages received.
+    pub messages: IntCounter,
+    /// Frames published.
+    pub frames_published: IntCounter,
+    /// Frames skipped for slow players.
+    pub dropped_slow_player: IntCounter,
+    /// Frames dropped on a lagging core link.
+    pub dropped_core_link: IntCounter,
+    /// Slow-consumer disconnects.
+    pub slow_consumer_disconnects: IntCounter,
+    /// GOP cache bytes (set once a second).
+    pub gop_cache_bytes: IntGauge,
+    /// Frames sent to other cores.
+    pub cross_core_sent: IntCounter,
+    /// Frames received from other cores.
+    pub cross_core_received: IntCounter,
+    /// Upstream connections open.
+    pub upstream_connections: IntGauge,
+    /// Pulls that got a stream.
+    pub pulls_started: IntCounter,
+    /// Failovers to another upstream.
+    pub failovers: IntCounter,
+    /// Bytes from upstreams.
+    pub upstream_bytes: IntCounter,
+    /// Pull start to first media frame.
+    pub edge_first_frame: Histogram,
+    /// Pull connections served.
+    pub pulls_served: IntCounter,
+}
+
+impl CoreMetrics {
+    /// A connection was accepted on `transport`; returns the open-connections gauge to
+    /// decrement when it closes.
+    pub fn accepted(&self, transport: &str) -> IntGauge {
+        self.families
+            .accepted
+            .with_label_values(&[&self.core, transport])
+            .inc();
+        let open = self
+            .families
+            .open
+            .with_label_values(&[&self.core, transport]);
+        open.inc();
+        open
+    }
+
+    /// A connection closed for `reason` (a static label).
+    pub fn closed(&self, reason: &str) {
+        self.families
+            .closed
+            .with_label_values(&[&self.core, reason])
+            .inc();
+    }
+
+    /// A connection was refused at accept.
+    pub fn refused(&self, reason: &str) {
+        self.families
+            .refused
+            .with_label_values(&[&self.core, reason])
+            .inc();
+    }
+
+    /// A pull attempt failed for `reason` (`connect`, `not_here`, `refused`, `protocol`, `lost`).
+    pub fn pull_failed(&self, reason: &str) {
+        self.families
+            .pulls_failed
+            .with_label_values(&[&self.core, reason])
+            .inc();
+    }
+
+    /// A handshake or protocol error of `kind`.
+    pub fn error(&self, kind: &str) {
+        self.families
+            .errors
+            .with_label_values(&[&self.core, kind])
+            .inc();
+    }
+}

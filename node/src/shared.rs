@@ -1,0 +1,53 @@
+//! `NodeShared`: the few things every core holds a reference to. None of it is touched per
+//! frame: the directory on the control path, metric families at start-up, the stats board
+//! once a second, admin queues on API calls, the drain flag when a core checks it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crossbeam_channel::Sender;
+
+use crate::config::Config;
+use crate::directory::Directory;
+use crate::metrics::NodeMetrics;
+use crate::stats::StatsBoard;
+
+/// An operator's request to one core (from the HTTP API).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminCommand {
+    /// Disconnect a client by connection id.
+    Kick(u64),
+    /// Disconnect the publisher of a stream (`app/name`).
+    StopStream(String),
+}
+
+/// Node-wide shared state.
+pub struct NodeShared {
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// Who publishes what.
+    pub directory: Directory,
+    /// Metric families and registry.
+    pub metrics: Arc<NodeMetrics>,
+    /// Per-core statistics for the API.
+    pub board: StatsBoard,
+    /// `admin[core]`: that core's admin queue.
+    pub admin: Vec<Sender<AdminCommand>>,
+    /// Set by SIGTERM/SIGINT: stop accepting, report not ready, finish.
+    pub draining: Arc<AtomicBool>,
+    /// When the node started.
+    pub started: SystemTime,
+}
+
+impl NodeShared {
+    /// True once a drain was requested.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// The core that owns a connection id (ids carry their core in the top bits).
+    pub fn core_of_connection(id: u64) -> usize {
+        (id >> 48) as usize
+    }
+}

@@ -1,0 +1,264 @@
+//! Origin/edge clusters of real node processes on loopback ports.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use corecast_common::types::MessageType;
+use support::client::RtmpClient;
+use support::media::{from_first_keyframe, make_flv, packets, play_to_file, publish, wait_exit};
+use support::node::{field, free_port, Node};
+use support::wait_for;
+
+fn origin(dir: &std::path::Path) -> (Node, String) {
+    let pull = format!("127.0.0.1:{}", free_port());
+    let node = Node::start(2, &format!("[cluster]\npull_listen = \"{pull}\"\n"), dir);
+    (node, pull)
+}
+
+fn edge(dir: &std::path::Path, upstreams: &[&str], extra: &str) -> Node {
+    let list: Vec<String> = upstreams.iter().map(|u| format!("\"{u}\"")).collect();
+    Node::start(
+        2,
+        &format!(
+            "[cluster]\nrole = \"edge\"\nupstreams = [{}]\nretry_max_secs = 1\nconnect_timeout_secs = 1\n{extra}",
+            list.join(", ")
+        ),
+        dir,
+    )
+}
+
+fn json(node: &Node, path: &str) -> serde_json::Value {
+    let (status, body) = node.http_request("GET", path, None);
+    assert_eq!(status, 200, "{path}: {body}");
+    serde_json::from_str(&body).expect("JSON")
+}
+
+/// Pull connections a node serves (from its client list).
+fn pulls_served(node: &Node, stream: &str) -> usize {
+    json(node, "/api/v1/clients")
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter(|c| c["transport"] == "pull" && c["stream"] == stream)
+        .count()
+}
+
+/// Sum of a metric over its series, from the node's /metrics.
+fn metric(node: &Node, name: &str) -> f64 {
+    let (_, body) = node.http_request("GET", "/metrics", None);
+    body.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn media(dir: &std::path::Path, seconds: u32) -> PathBuf {
+    make_flv(dir, &format!("src{seconds}.flv"), seconds)
+}
+
+#[test]
+fn two_edges_pull_once_each_and_deliver_identical_payloads_on_every_core() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let src = media(dir.path(), 6);
+    let (origin, pull) = origin(dir.path());
+    let edges = [
+        edge(dir.path(), &[&pull], ""),
+        edge(dir.path(), &[&pull], ""),
+    ];
+
+    // Players on both cores of both edges, waiting before the stream exists.
+    let mut players = Vec::new();
+    for (e, node) in edges.iter().enumerate() {
+        let mut cores = BTreeSet::new();
+        for i in 0..16 {
+            let out = dir.path().join(format!("edge{e}-{i}.flv"));
+            players.push((play_to_file(&node.url("live/tier"), &out), out));
+            let lines = node
+                .wait_log_count(Duration::from_secs(15), i + 1, |l| {
+                    l.contains(": play ") && l.contains("stream=live/tier")
+                })
+                .expect("player registered");
+            cores = lines.iter().filter_map(|l| field(l, "core")).collect();
+            if cores.len() == 2 {
+                break;
+            }
+        }
+        assert_eq!(
+            cores.len(),
+            2,
+            "edge {e}: players never landed on both cores"
+        );
+    }
+
+    let mut publisher = publish(&src, &origin.url("live/tier"));
+    // Exactly one upstream connection per edge, however many players and cores.
+    wait_for(Duration::from_secs(20), || {
+        (pulls_served(&origin, "live/tier") == 2).then_some(())
+    })
+    .expect("both edges pull");
+    for node in &edges {
+        assert_eq!(metric(node, "corecast_upstream_connections"), 1.0);
+    }
+    assert_eq!(pulls_served(&origin, "live/tier"), 2);
+    let status = wait_exit(&mut publisher, Duration::from_secs(30)).expect("publisher done");
+    assert!(status.success());
+
+    let source = packets(&src);
+    for (mut player, out) in players {
+        wait_exit(&mut player, Duration::from_secs(20)).expect("player ended");
+        let played = packets(&out);
+        for kind in ["video", "audio"] {
+            let want = from_first_keyframe(&source, kind);
+            let got = from_first_keyframe(&played, kind);
+            assert!(!got.is_empty(), "{}: no {kind}", out.display());
+            assert!(
+                want.ends_with(&got),
+                "{}: {kind} packets are not the source's tail",
+                out.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn edge_players_survive_an_origin_crash_and_resume_from_the_other_origin() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let src = media(dir.path(), 20);
+    let (mut origin_a, pull_a) = origin(dir.path());
+    let (origin_b, pull_b) = origin(dir.path());
+    let edge = edge(dir.path(), &[&pull_a, &pull_b], "");
+
+    let mut player = RtmpClient::connect(edge.addr, "live").expect("connect");
+    player.play("failover").expect("play");
+    let mut first = publish(&src, &origin_a.url("live/failover"));
+    let mut last_ts = 0;
+    wait_for(Duration::from_secs(20), || {
+        let m = player
+            .next_message(Duration::from_millis(200))
+            .expect("player")?;
+        if m.message_type == MessageType::VIDEO {
+            last_ts = m.timestamp;
+        }
+        (last_ts >= 1500).then_some(())
+    })
+    .expect("stream flowing through the edge");
+
+    origin_a.kill();
+    let _ = wait_exit(&mut first, Duration::from_secs(10));
+    let mut second = publish(&src, &origin_b.url("live/failover"));
+
+    // Same connection: after the failover a keyframe arrives, later than anything before.
+    let resumed = wait_for(Duration::from_secs(30), || {
+        let m = player
+            .next_message(Duration::from_millis(200))
+            .expect("the edge must keep the player connected")?;
+        (m.message_type == MessageType::VIDEO
+            && m.payload.starts_with(&[0x17, 0x01])
+            && m.timestamp > last_ts)
+            .then_some(m.timestamp)
+    });
+    assert!(resumed.is_some(), "player did not resume after failover");
+    assert_eq!(metric(&edge, "corecast_upstream_failovers_total"), 1.0);
+    // The API's view is refreshed once a second.
+    wait_for(Duration::from_secs(5), || {
+        (pulls_served(&origin_b, "live/failover") == 1).then_some(())
+    })
+    .expect("origin B serves the edge");
+    let _ = second.kill();
+    let _ = wait_exit(&mut second, Duration::from_secs(5));
+}
+
+#[test]
+fn the_upstream_closes_after_the_last_player_leaves_plus_linger() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let src = media(dir.path(), 20);
+    let (origin, pull) = origin(dir.path());
+    let edge = edge(dir.path(), &[&pull], "linger_secs = 2\n");
+    let mut publisher = publish(&src, &origin.url("live/linger"));
+    origin
+        .wait_log(Duration::from_secs(15), |l| {
+            l.contains(": publish ") && l.contains("live/linger")
+        })
+        .expect("published");
+
+    let mut player = RtmpClient::connect(edge.addr, "live").expect("connect");
+    player.play("linger").expect("play");
+    wait_for(Duration::from_secs(20), || {
+        let m = player
+            .next_message(Duration::from_millis(200))
+            .expect("player")?;
+        (m.message_type == MessageType::VIDEO).then_some(())
+    })
+    .expect("video through the edge");
+    wait_for(Duration::from_secs(5), || {
+        (pulls_served(&origin, "live/linger") == 1).then_some(())
+    })
+    .expect("origin lists the edge's pull");
+
+    let left = Instant::now();
+    drop(player);
+    let closed = wait_for(Duration::from_secs(15), || {
+        (pulls_served(&origin, "live/linger") == 0).then(|| left.elapsed())
+    })
+    .expect("upstream closed after linger");
+    assert!(
+        closed >= Duration::from_secs(2),
+        "closed after {closed:?}, before the linger"
+    );
+    edge.wait_log(Duration::from_secs(5), |l| l.contains("pull stopped"))
+        .expect("edge logged the end of the pull");
+    let _ = publisher.kill();
+    let _ = wait_exit(&mut publisher, Duration::from_secs(5));
+}
+
+#[test]
+fn a_two_tier_chain_origin_edge_edge_works() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let src = media(dir.path(), 20);
+    let (origin, pull) = origin(dir.path());
+    let mid_pull = format!("127.0.0.1:{}", free_port());
+    let mid = edge(
+        dir.path(),
+        &[&pull],
+        &format!("pull_listen = \"{mid_pull}\"\n"),
+    );
+    let leaf = edge(dir.path(), &[&mid_pull], "");
+
+    let mut player = RtmpClient::connect(leaf.addr, "live").expect("connect");
+    player.play("chain").expect("play");
+    let mut publisher = publish(&src, &origin.url("live/chain"));
+    let mut video = Vec::new();
+    wait_for(Duration::from_secs(30), || {
+        let m = player
+            .next_message(Duration::from_millis(200))
+            .expect("player")?;
+        if m.message_type == MessageType::VIDEO {
+            video.push(m.payload);
+        }
+        (video.len() >= 30).then_some(())
+    })
+    .expect("video through two tiers");
+    assert_eq!(&video[0][..2], &[0x17, 0x00], "sequence header first");
+    assert_eq!(&video[1][..2], &[0x17, 0x01], "then a keyframe");
+    wait_for(Duration::from_secs(5), || {
+        (pulls_served(&origin, "live/chain") == 1 && pulls_served(&mid, "live/chain") == 1)
+            .then_some(())
+    })
+    .expect("origin serves the middle tier, which serves the leaf");
+    let _ = publisher.kill();
+    let _ = wait_exit(&mut publisher, Duration::from_secs(5));
+}
+
+#[test]
+fn an_edge_refuses_publishers() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = edge(dir.path(), &["127.0.0.1:9"], "");
+    let mut client = RtmpClient::connect(node.addr, "live").expect("connect");
+    assert_eq!(
+        client.publish("x").expect("answer"),
+        "NetStream.Publish.Denied"
+    );
+}
