@@ -33,7 +33,7 @@ struct Pair {
     client: Arc<ClientConfig>,
 }
 
-fn configs() -> Pair {
+fn configs(version: &'static rustls::SupportedProtocolVersion) -> Pair {
     let generated =
         rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("certificate");
     let der = CertificateDer::from(generated.cert.der().to_vec());
@@ -45,7 +45,7 @@ fn configs() -> Pair {
     roots.add(der).expect("root");
     let client =
         ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(&[version])
             .expect("versions")
             .with_root_certificates(roots)
             .with_no_client_auth();
@@ -75,7 +75,16 @@ fn client(addr: SocketAddr, config: Arc<ClientConfig>) -> Vec<u8> {
 
 #[test]
 fn bulk_bytes_cross_the_tls_pipe_intact_both_ways_through_a_stalled_reader() {
-    let pair = configs();
+    bulk_transfer(&rustls::version::TLS13, "TLSv1_3");
+}
+
+#[test]
+fn tls12_clients_get_the_same_pipe() {
+    bulk_transfer(&rustls::version::TLS12, "TLSv1_2");
+}
+
+fn bulk_transfer(version: &'static rustls::SupportedProtocolVersion, expect: &'static str) {
+    let pair = configs(version);
     let received = LocalExecutorBuilder::new(Placement::Unbound)
         .io_memory(256 * 1024)
         .make()
@@ -88,6 +97,11 @@ fn bulk_bytes_cross_the_tls_pipe_intact_both_ways_through_a_stalled_reader() {
             let stream = listener.accept().await.expect("accept");
             let transport = TlsTransport::new(stream, Arc::clone(&pair.server)).expect("tls");
             transport.handshake().await.expect("handshake");
+            assert!(
+                transport.describe().starts_with(expect),
+                "{}",
+                transport.describe()
+            );
 
             let mut buf = BytesMut::new();
             while buf.len() < UP {
