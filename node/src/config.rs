@@ -5,7 +5,7 @@
 //! field, the line and why, instead of silently running with a default.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -17,6 +17,8 @@ pub struct Config {
     pub node: NodeConfig,
     /// The RTMP listener and per-connection protocol limits.
     pub rtmp: RtmpConfig,
+    /// The RTMPS (RTMP over TLS) listener and its certificate.
+    pub rtmps: RtmpsConfig,
     /// Per-stream behaviour (GOP cache).
     pub stream: StreamConfig,
     /// How players are fed: batching and slow-consumer policy.
@@ -98,6 +100,39 @@ impl Default for RtmpConfig {
             idle_timeout_secs: 60,
             window_ack_size_bytes: 2_500_000,
             apps: Vec::new(),
+        }
+    }
+}
+
+/// `[rtmps]`: RTMP over TLS. The same sessions as `[rtmp]` (and its limits), behind rustls.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RtmpsConfig {
+    /// Serve RTMPS. Off by default: it needs a certificate.
+    pub enabled: bool,
+    /// Address every core binds (SO_REUSEPORT) for RTMPS.
+    pub listen: SocketAddr,
+    /// PEM file with the certificate chain, leaf first (Let's Encrypt: `fullchain.pem`).
+    pub cert_chain_path: PathBuf,
+    /// PEM file with the private key: PKCS#8, PKCS#1 (RSA) or SEC1 (EC) (`privkey.pem`).
+    pub private_key_path: PathBuf,
+    /// A connection that has not finished the TLS handshake by then is closed. The RTMP
+    /// handshake that follows has its own `rtmp.handshake_timeout_secs`.
+    pub handshake_timeout_secs: u64,
+    /// Seconds between checks of the two files' modification times; a change reloads the
+    /// certificate for new connections. 0 = reload only on SIGHUP (which always works).
+    pub reload_check_secs: u64,
+}
+
+impl Default for RtmpsConfig {
+    fn default() -> Self {
+        RtmpsConfig {
+            enabled: false,
+            listen: SocketAddr::from(([0, 0, 0, 0], 443)),
+            cert_chain_path: PathBuf::new(),
+            private_key_path: PathBuf::new(),
+            handshake_timeout_secs: 10,
+            reload_check_secs: 10,
         }
     }
 }
@@ -388,6 +423,33 @@ impl Config {
                 "must be at least 1 second",
             ));
         }
+        let t = &self.rtmps;
+        if t.enabled {
+            if t.cert_chain_path.as_os_str().is_empty() {
+                return Err(invalid(
+                    "rtmps.cert_chain_path",
+                    "must name a PEM file when rtmps.enabled = true",
+                ));
+            }
+            if t.private_key_path.as_os_str().is_empty() {
+                return Err(invalid(
+                    "rtmps.private_key_path",
+                    "must name a PEM file when rtmps.enabled = true",
+                ));
+            }
+            if t.listen == r.listen {
+                return Err(invalid(
+                    "rtmps.listen",
+                    "must differ from rtmp.listen (one port cannot serve both)",
+                ));
+            }
+        }
+        if t.handshake_timeout_secs == 0 {
+            return Err(invalid(
+                "rtmps.handshake_timeout_secs",
+                "must be at least 1 second",
+            ));
+        }
         if self.node.cores > 64 {
             return Err(invalid("node.cores", "at most 64 cores are supported"));
         }
@@ -536,6 +598,26 @@ mod tests {
         )
         .expect_err("must fail");
         assert!(err.to_string().contains("rtmpt.listen"), "{err}");
+    }
+
+    #[test]
+    fn rtmps_enabled_without_files_is_refused() {
+        let err = Config::parse("[rtmps]\nenabled = true\n", "t").expect_err("must fail");
+        assert!(err.to_string().contains("rtmps.cert_chain_path"), "{err}");
+        let err = Config::parse(
+            "[rtmps]\nenabled = true\ncert_chain_path = \"c.pem\"\n",
+            "t",
+        )
+        .expect_err("must fail");
+        assert!(err.to_string().contains("rtmps.private_key_path"), "{err}");
+    }
+
+    #[test]
+    fn rtmps_on_the_rtmp_port_is_refused() {
+        let text = "[rtmp]\nlisten = \"0.0.0.0:1935\"\n[rtmps]\nenabled = true\n\
+                    listen = \"0.0.0.0:1935\"\ncert_chain_path = \"c\"\nprivate_key_path = \"k\"\n";
+        let err = Config::parse(text, "t").expect_err("must fail");
+        assert!(err.to_string().contains("rtmps.listen"), "{err}");
     }
 
     #[test]

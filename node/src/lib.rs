@@ -11,6 +11,7 @@
 //! - [`queue`], [`outbound`], [`writer`]: a connection's send queue and its vectored writer.
 //! - [`session`]: one RTMP connection (handshake, chunks, command handlers).
 //! - [`transport`]: the byte pipes sessions run over.
+//! - [`tls`]: RTMPS: rustls over the TCP pipe, per-core listeners, certificate reload.
 //! - [`http`], [`metrics`], [`stats`], [`clients`]: `/metrics`, health, the JSON API and
 //!   what they report.
 //! - [`cluster`]: origin/edge pulls (client and server).
@@ -34,6 +35,7 @@ pub mod session;
 pub mod shared;
 pub mod stats;
 pub mod stream;
+pub mod tls;
 pub mod transport;
 pub mod util;
 pub mod writer;

@@ -24,6 +24,9 @@ struct Cli {
     /// Override `rtmp.listen`.
     #[arg(long, value_name = "ADDR")]
     rtmp_listen: Option<SocketAddr>,
+    /// Override `rtmps.listen`.
+    #[arg(long, value_name = "ADDR")]
+    rtmps_listen: Option<SocketAddr>,
     /// Override `http.listen`.
     #[arg(long, value_name = "ADDR")]
     http_listen: Option<SocketAddr>,
@@ -50,6 +53,9 @@ fn main() -> ExitCode {
     if let Some(listen) = cli.rtmp_listen {
         config.rtmp.listen = listen;
     }
+    if let Some(listen) = cli.rtmps_listen {
+        config.rtmps.listen = listen;
+    }
     if let Some(listen) = cli.http_listen {
         config.http.listen = listen;
     }
@@ -70,8 +76,16 @@ fn main() -> ExitCode {
         } else {
             String::new()
         };
+        let mut rtmps = String::new();
+        if config.rtmps.enabled {
+            if let Err(e) = corecast_node::tls::load_server_config(&config.rtmps) {
+                eprintln!("corecast: rtmps: {e}");
+                return ExitCode::from(2);
+            }
+            rtmps = format!(", rtmps on {}", config.rtmps.listen);
+        }
         println!(
-            "corecast: configuration OK ({} cores, rtmp on {}{rtmpt})",
+            "corecast: configuration OK ({} cores, rtmp on {}{rtmps}{rtmpt})",
             config.effective_cores(),
             config.rtmp.listen
         );

@@ -61,7 +61,10 @@ pub mod names {
 }
 
 /// Error kinds (`corecast_errors_total{kind}`): the session close reasons that are errors.
-pub const KNOWN_ERROR_KINDS: [&str; 6] = [
+pub const KNOWN_ERROR_KINDS: [&str; 9] = [
+    "tls_error",
+    "tls_aborted",
+    "tls_handshake_timeout",
     "handshake_error",
     "handshake_timeout",
     "chunk_error",

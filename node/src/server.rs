@@ -23,6 +23,7 @@ use crate::metrics::NodeMetrics;
 use crate::session::run_connection;
 use crate::shared::{AdminCommand, NodeShared};
 use crate::stats::StatsBoard;
+use crate::tls::{CoreTlsSetup, NodeTls};
 use crate::transport::{set_nodelay, TcpTransport};
 
 /// How often each core checks its admin queue and the drain flag.
@@ -50,6 +51,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         draining,
         started: SystemTime::now(),
     });
+    let tls = NodeTls::prepare(&shared.config, cores)?;
     let (ready_tx, ready_rx) = mpsc::channel::<Result<SocketAddr, String>>();
     let mut handles = Vec::with_capacity(cores);
     let mesh = build_mesh(cores, shared.config.node.core_channel_capacity);
@@ -61,11 +63,12 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         };
         let shared = Arc::clone(&shared);
         let ready = ready_tx.clone();
+        let core_tls = tls.as_ref().map(|tls| tls.for_core(index));
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("corecast-core-{index}"))
             .io_memory(shared.config.node.io_memory_bytes)
             .spawn(move || async move {
-                run_core(CoreId(index), shared, endpoints, admin, ready).await;
+                run_core(CoreId(index), shared, endpoints, admin, core_tls, ready).await;
             })
             .map_err(|e| anyhow!("starting executor for core {index}: {e}"))?;
         handles.push(handle);
@@ -84,8 +87,14 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     } else {
         "off".to_owned()
     };
+    let rtmps = if config.rtmps.enabled {
+        config.rtmps.listen.to_string()
+    } else {
+        "off".to_owned()
+    };
     info!(
         listen = %config.rtmp.listen,
+        %rtmps,
         http = %if config.http.enabled { config.http.listen.to_string() } else { "off".into() },
         %rtmpt,
         cores,
@@ -120,6 +129,7 @@ async fn run_core(
     shared: Arc<NodeShared>,
     endpoints: MeshEndpoints,
     admin: Receiver<AdminCommand>,
+    tls: Option<CoreTlsSetup>,
     ready: mpsc::Sender<Result<SocketAddr, String>>,
 ) {
     let config = Arc::clone(&shared.config);
@@ -202,6 +212,14 @@ async fn run_core(
             listener,
         ))
     });
+    let rtmps_accept = match tls.map(|tls| crate::tls::start_core(Rc::clone(&ctx), tls)) {
+        Some(Ok(task)) => Some(task),
+        Some(Err(message)) => {
+            let _ = ready.send(Err(message));
+            return;
+        }
+        None => None,
+    };
     let local = listener.local_addr().unwrap_or(config.rtmp.listen);
     let accept = glommio::spawn_local(accept_loop(Rc::clone(&ctx), listener));
     let http = http_listener.map(|l| glommio::spawn_local(crate::http::serve(Rc::clone(&ctx), l)));
@@ -211,6 +229,7 @@ async fn run_core(
     housekeeping(&ctx, &admin).await;
     // Drain: stop accepting, then wait for connections to finish (bounded).
     drop(accept);
+    drop(rtmps_accept);
     drop(pulls);
     drop(rtmpt);
     let grace = Duration::from_secs(config.node.shutdown_grace_secs);

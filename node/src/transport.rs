@@ -1,4 +1,5 @@
-//! Byte pipes a session runs over. TCP today; TLS and the HTTP tunnel implement the same trait.
+//! Byte pipes a session runs over: TCP here; TLS (`crate::tls`) and the HTTP tunnel implement
+//! the same trait.
 //!
 //! Why not glommio's `write_vectored`: glommio 0.9's `TcpStream` implements only `poll_write`,
 //! so `write_vectored` silently writes the first buffer only. The TCP pipe therefore calls
@@ -26,6 +27,13 @@ pub trait Transport {
     fn try_write_vectored(&self, slices: &[IoSlice<'_>]) -> io::Result<usize>;
     /// Waits until the pipe can take bytes, writing some of `buf`; returns how many.
     fn write_some(&self, buf: &[u8]) -> impl std::future::Future<Output = io::Result<usize>>;
+    /// Waits until bytes the pipe accepted earlier have reached the socket. A pipe that
+    /// transforms what it is given (TLS encrypts into records) may accept bytes it cannot send
+    /// yet; the writer calls this when its queue is empty so they are never stranded. TCP
+    /// hands bytes straight to the kernel, so by default there is nothing to wait for.
+    fn flush(&self) -> impl std::future::Future<Output = io::Result<()>> {
+        std::future::ready(Ok(()))
+    }
     /// Closes the write side.
     fn shutdown(&self);
     /// Transport label for logs, metrics and the API.

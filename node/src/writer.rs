@@ -65,6 +65,13 @@ pub async fn run_writer<T: Transport>(
         })
         .await;
         if closed {
+            if !queue.borrow().overflowed() {
+                // A finished queue is written out entirely, including what a buffering pipe
+                // (TLS) still holds; an overflowed one is abandoned at once.
+                with_timeout(settings.send_timeout, transport.flush())
+                    .await
+                    .ok_or(WriteError::Stalled(settings.send_timeout))??;
+            }
             return Ok(());
         }
         let wait = {
@@ -93,13 +100,24 @@ async fn drain<T: Transport>(
     loop {
         let result = {
             let q = queue.borrow();
-            if q.is_empty() || q.is_closed() {
+            if q.is_closed() {
                 return Ok(());
             }
-            // The slices borrow the queue only for this block: no await while they live.
-            let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(16);
-            q.gather(&mut slices, MAX_SLICES, MAX_BATCH_BYTES);
-            transport.try_write_vectored(&slices)
+            if q.is_empty() {
+                None
+            } else {
+                // The slices borrow the queue only for this block: no await while they live.
+                let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(16);
+                q.gather(&mut slices, MAX_SLICES, MAX_BATCH_BYTES);
+                Some(transport.try_write_vectored(&slices))
+            }
+        };
+        let Some(result) = result else {
+            // Everything queued was accepted; a buffering pipe (TLS) may still hold some of it.
+            with_timeout(send_timeout, transport.flush())
+                .await
+                .ok_or(WriteError::Stalled(send_timeout))??;
+            return Ok(());
         };
         match result {
             Ok(n) => {

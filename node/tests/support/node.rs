@@ -114,6 +114,11 @@ impl Node {
         self.lines.lock().expect("log lock").clone()
     }
 
+    /// The process id (to send it signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `GET`/`POST` on the HTTP endpoint; returns (status, body).
     pub fn http_request(&self, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
         use std::io::{Read, Write};

@@ -1,0 +1,226 @@
+//! RTMPS: RTMP over TLS, terminated in the node with rustls (ring provider, TLS 1.2 and 1.3).
+//!
+//! Every core binds the `[rtmps]` address (SO_REUSEPORT, like the RTMP listener), runs the TLS
+//! handshake of each accepted connection under `rtmps.handshake_timeout_secs`, then hands the
+//! [`TlsTransport`] to the one `session::run_connection`: publish over RTMPS and play over
+//! RTMP, or the reverse, with no TLS-specific session code. A connection that fails in TLS
+//! (plaintext RTMP on this port, an aborted or stalled handshake) is closed alone, with a
+//! `reason=` of [`TlsError::as_str`].
+//!
+//! # Certificate reload
+//! Each core holds its current `Arc<ServerConfig>`; a new connection takes a clone of it, so a
+//! reload only changes what *new* connections present, and established ones keep theirs. A
+//! per-core task wakes every second: it reloads when SIGHUP has set the core's flag
+//! (`signal-hook`, one flag per core, registered before the cores start), and every
+//! `reload_check_secs` it compares the files' stamps (inode, size, mtime) with the last ones
+//! seen. A file that fails to load is logged and the previous certificate stays; its stamps are
+//! remembered, so the error is logged once per change rather than every check.
+//!
+//! Cores reload independently (no cross-core state on this path); they converge within one
+//! check interval.
+
+mod certs;
+#[cfg(test)]
+mod tests;
+mod transport;
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use glommio::net::{TcpListener, TcpStream};
+use glommio::Task;
+use rustls::ServerConfig;
+use tracing::{debug, error, info, warn};
+
+pub use certs::{load_server_config, server_config, CertError};
+pub use transport::{TlsError, TlsTransport, SEND_BUFFER_LIMIT};
+
+use crate::config::{Config, RtmpsConfig};
+use crate::core::CoreContext;
+use crate::session::run_connection;
+use crate::transport::{set_nodelay, Transport};
+use crate::util::with_timeout;
+use certs::CertStamps;
+
+/// How often a core looks at its SIGHUP flag.
+const SIGNAL_CHECK: Duration = Duration::from_secs(1);
+
+/// What the node prepares for RTMPS before the cores start: the first certificate (so a bad
+/// file is a start-up error) and the SIGHUP flags.
+pub struct NodeTls {
+    server: Arc<ServerConfig>,
+    stamps: CertStamps,
+    sighup: Vec<Arc<AtomicBool>>,
+}
+
+/// One core's share of [`NodeTls`]; sent to the core's executor.
+pub struct CoreTlsSetup {
+    server: Arc<ServerConfig>,
+    stamps: CertStamps,
+    sighup: Arc<AtomicBool>,
+}
+
+impl NodeTls {
+    /// Loads the certificate and registers SIGHUP for `cores` cores; None when RTMPS is off.
+    pub fn prepare(config: &Config, cores: usize) -> anyhow::Result<Option<NodeTls>> {
+        let rtmps = &config.rtmps;
+        if !rtmps.enabled {
+            return Ok(None);
+        }
+        let stamps = CertStamps::read(rtmps);
+        let server = load_server_config(rtmps).map_err(|e| anyhow::anyhow!("rtmps: {e}"))?;
+        let mut sighup = Vec::with_capacity(cores);
+        for _ in 0..cores {
+            let flag = Arc::new(AtomicBool::new(false));
+            signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&flag))
+                .map_err(|e| anyhow::anyhow!("rtmps: cannot handle SIGHUP: {e}"))?;
+            sighup.push(flag);
+        }
+        Ok(Some(NodeTls {
+            server,
+            stamps,
+            sighup,
+        }))
+    }
+
+    /// Core `index`'s share.
+    pub fn for_core(&self, index: usize) -> CoreTlsSetup {
+        CoreTlsSetup {
+            server: Arc::clone(&self.server),
+            stamps: self.stamps.clone(),
+            sighup: Arc::clone(&self.sighup[index % self.sighup.len()]),
+        }
+    }
+}
+
+/// One core's RTMPS state.
+struct CoreTls {
+    /// What new connections use; replaced on reload.
+    server: RefCell<Arc<ServerConfig>>,
+    /// The files' stamps when last loaded (or last tried).
+    stamps: RefCell<CertStamps>,
+    sighup: Arc<AtomicBool>,
+}
+
+/// Binds this core's RTMPS listener and starts its reload task; returns the accept task,
+/// which the core drops to stop accepting when it drains.
+pub fn start_core(ctx: Rc<CoreContext>, setup: CoreTlsSetup) -> Result<Task<()>, String> {
+    let config = &ctx.config.rtmps;
+    let listener = TcpListener::bind(config.listen).map_err(|e| {
+        format!(
+            "core {}: cannot listen on {} (rtmps): {e}",
+            ctx.id.0, config.listen
+        )
+    })?;
+    let tls = Rc::new(CoreTls {
+        server: RefCell::new(setup.server),
+        stamps: RefCell::new(setup.stamps),
+        sighup: setup.sighup,
+    });
+    glommio::spawn_local(reload_loop(Rc::clone(&ctx), Rc::clone(&tls))).detach();
+    Ok(glommio::spawn_local(accept_loop(ctx, listener, tls)))
+}
+
+async fn accept_loop(ctx: Rc<CoreContext>, listener: TcpListener, tls: Rc<CoreTls>) {
+    let max = ctx.config.rtmp.max_connections_per_core;
+    let timeout = Duration::from_secs(ctx.config.rtmps.handshake_timeout_secs);
+    loop {
+        let stream = match listener.accept().await {
+            Ok(stream) => stream,
+            Err(e) => {
+                // Out of descriptors or memory: back off instead of spinning.
+                warn!(core = ctx.id.0, error = %e, "rtmps accept failed");
+                glommio::timer::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(peer) = stream.peer_addr() else {
+            continue;
+        };
+        if ctx.connections.get() >= max {
+            ctx.metrics.refused("connection_limit");
+            warn!(core = ctx.id.0, %peer, max, "rtmps connection refused: per-core limit reached");
+            continue;
+        }
+        set_nodelay(&stream);
+        let server = Arc::clone(&tls.server.borrow());
+        let ctx = Rc::clone(&ctx);
+        ctx.connections.set(ctx.connections.get() + 1);
+        glommio::spawn_local(async move {
+            serve(Rc::clone(&ctx), stream, peer, server, timeout).await;
+            ctx.connections.set(ctx.connections.get() - 1);
+        })
+        .detach();
+    }
+}
+
+/// TLS handshake, then the ordinary RTMP session over the TLS pipe.
+async fn serve(
+    ctx: Rc<CoreContext>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    server: Arc<ServerConfig>,
+    timeout: Duration,
+) {
+    let error = match TlsTransport::new(stream, server) {
+        Ok(transport) => match with_timeout(timeout, transport.handshake()).await {
+            Some(Ok(())) => {
+                debug!(core = ctx.id.0, %peer, tls = %transport.describe(), "tls handshake done");
+                run_connection(ctx, transport, peer).await;
+                return;
+            }
+            Some(Err(e)) => {
+                transport.shutdown();
+                e
+            }
+            None => TlsError::HandshakeTimeout(timeout),
+        },
+        Err(e) => e,
+    };
+    ctx.metrics.closed(error.as_str());
+    if !matches!(error, TlsError::Io(_)) {
+        ctx.metrics.error(error.as_str());
+    }
+    warn!(core = ctx.id.0, %peer, reason = error.as_str(), error = %error, "tls connection closed");
+}
+
+/// Reloads the certificate on SIGHUP or when the files change.
+async fn reload_loop(ctx: Rc<CoreContext>, tls: Rc<CoreTls>) {
+    let config: &RtmpsConfig = &ctx.config.rtmps;
+    let check_every = Duration::from_secs(config.reload_check_secs);
+    let mut last_check = Instant::now();
+    loop {
+        glommio::timer::sleep(SIGNAL_CHECK).await;
+        let signalled = tls.sighup.swap(false, Ordering::Relaxed);
+        let mut changed = false;
+        if !check_every.is_zero() && last_check.elapsed() >= check_every {
+            last_check = Instant::now();
+            let stamps = CertStamps::read(config);
+            changed = stamps != *tls.stamps.borrow();
+        }
+        if !(signalled || changed) {
+            continue;
+        }
+        let trigger = if signalled { "sighup" } else { "file_change" };
+        // Stamps first: a file replaced while it is read is seen as changed again next time.
+        *tls.stamps.borrow_mut() = CertStamps::read(config);
+        match load_server_config(config) {
+            Ok(server) => {
+                *tls.server.borrow_mut() = server;
+                info!(core = ctx.id.0, trigger, "tls certificate reloaded");
+            }
+            Err(e) => {
+                error!(
+                    core = ctx.id.0,
+                    trigger,
+                    error = %e,
+                    "tls certificate reload failed; keeping the previous certificate"
+                );
+            }
+        }
+    }
+}
