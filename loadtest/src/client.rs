@@ -281,7 +281,8 @@ impl RtmpConn {
                     return Ok(());
                 }
                 self.transport.write_all(&batch).await?;
-                self.bytes_sent.set(self.bytes_sent.get() + batch.len() as u64);
+                self.bytes_sent
+                    .set(self.bytes_sent.get() + batch.len() as u64);
             }
         }
         .await;
@@ -564,7 +565,9 @@ pub async fn setup(
             .find_map(Amf0Value::as_number)
             .filter(|n| n.is_finite() && *n >= 1.0 && *n <= f64::from(u32::MAX))
             .map(|n| MessageStreamId(n as u32))
-            .ok_or(ClientError::Protocol("createStream _result without a stream id"))?;
+            .ok_or(ClientError::Protocol(
+                "createStream _result without a stream id",
+            ))?;
 
         let early = match role {
             Role::Play => {

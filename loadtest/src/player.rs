@@ -72,23 +72,26 @@ impl Drop for Playing<'_> {
 }
 
 /// Runs one player until its connection fails or the future is dropped.
-pub async fn run(settings: &PlayerSettings, counters: &CoreCounters, record: &RefCell<PlayerRecord>) {
+pub async fn run(
+    settings: &PlayerSettings,
+    counters: &CoreCounters,
+    record: &RefCell<PlayerRecord>,
+) {
     let started = Instant::now();
     let play_requested_us = now_us();
     record.borrow_mut().started_at = Some(started);
-    let session = match client::setup(&settings.url, settings.addr, Role::Play, &settings.client)
-        .await
-    {
-        Ok(session) => session,
-        Err(e) => {
-            CoreCounters::add(&counters.connects_failed, 1);
-            record.borrow_mut().outcome = Outcome::Failed {
-                reason: e.as_str(),
-                message: e.to_string(),
-            };
-            return;
-        }
-    };
+    let session =
+        match client::setup(&settings.url, settings.addr, Role::Play, &settings.client).await {
+            Ok(session) => session,
+            Err(e) => {
+                CoreCounters::add(&counters.connects_failed, 1);
+                record.borrow_mut().outcome = Outcome::Failed {
+                    reason: e.as_str(),
+                    message: e.to_string(),
+                };
+                return;
+            }
+        };
     CoreCounters::add(&counters.connects_ok, 1);
     CoreCounters::add(&counters.players_playing, 1);
     {
@@ -195,11 +198,7 @@ impl Analyzer<'_> {
                     r.keyframes = 1;
                 }
             }
-            MessageType::AUDIO => {
-                if have_keyframe {
-                    r.audio_frames += 1;
-                }
-            }
+            MessageType::AUDIO if have_keyframe => r.audio_frames += 1,
             MessageType::DATA_AMF0 | MessageType::DATA_AMF3 => {
                 if let Some(fps) = metadata_framerate(msg) {
                     r.gaps.suggest_interval(1000.0 / fps);

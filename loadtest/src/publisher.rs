@@ -61,19 +61,24 @@ pub async fn run(
     record: &RefCell<PublisherRecord>,
     live: &AtomicBool,
 ) {
-    let session =
-        match client::setup(&settings.url, settings.addr, Role::Publish, &settings.client).await
-        {
-            Ok(session) => session,
-            Err(e) => {
-                CoreCounters::add(&counters.connects_failed, 1);
-                record.borrow_mut().outcome = Outcome::Failed {
-                    reason: e.as_str(),
-                    message: e.to_string(),
-                };
-                return;
-            }
-        };
+    let session = match client::setup(
+        &settings.url,
+        settings.addr,
+        Role::Publish,
+        &settings.client,
+    )
+    .await
+    {
+        Ok(session) => session,
+        Err(e) => {
+            CoreCounters::add(&counters.connects_failed, 1);
+            record.borrow_mut().outcome = Outcome::Failed {
+                reason: e.as_str(),
+                message: e.to_string(),
+            };
+            return;
+        }
+    };
     CoreCounters::add(&counters.connects_ok, 1);
     CoreCounters::add(&counters.publishers_live, 1);
     {
@@ -156,6 +161,8 @@ async fn send(
         let mut r = record.borrow_mut();
         r.frames += 1;
         r.media_bytes += len;
+        r.first_ts.get_or_insert(frame.timestamp_ms);
+        r.last_ts = frame.timestamp_ms;
         r.bytes_out = now_sent;
         r.loops = source.loops();
     }

@@ -93,8 +93,8 @@ pub struct Players {
     /// Per player: the same bytes over the wall-clock time since the first key frame, kbit/s
     /// (includes the burst a GOP cache sends at join).
     pub throughput_kbps: Option<Summary>,
-    /// The source bitrate players are compared with (what this run's publishers sent, mean
-    /// over streams), kbit/s; `null` when the run does not publish.
+    /// The source bitrate players are compared with (what this run's publishers sent, by
+    /// timestamps, mean over streams), kbit/s; `null` when the run does not publish.
     pub source_kbps: Option<f64>,
     /// Per-player delivered bitrate ÷ its stream's source bitrate.
     pub bitrate_ratio: Option<Summary>,
@@ -115,7 +115,7 @@ pub struct Publishers {
     pub connected: u64,
     /// TCP connect to `connect` answered, ms.
     pub connect_ms: Option<Summary>,
-    /// Media bitrate sent while live, kbit/s.
+    /// Bitrate sent (payload bytes over the media time they cover), kbit/s.
     pub sent_kbps: Option<Summary>,
     /// Frames sent, all publishers.
     pub frames: u64,
@@ -328,7 +328,10 @@ impl Report {
                 .map(|p| u64::from(p.gaps.max_gap_ms))
                 .max()
                 .unwrap_or(0),
-            rewinds: with_keyframe.iter().map(|p| u64::from(p.gaps.rewinds)).sum(),
+            rewinds: with_keyframe
+                .iter()
+                .map(|p| u64::from(p.gaps.rewinds))
+                .sum(),
         });
         let players_report = Players {
             total: (scenario.players()) as u64,
@@ -336,7 +339,11 @@ impl Report {
             with_keyframe: with_keyframe.len() as u64,
             connect_ms: Summary::of(connected.iter().filter_map(|p| p.connect_time.map(ms))),
             ready_ms: Summary::of(connected.iter().filter_map(|p| p.ready_time.map(ms))),
-            first_keyframe_ms: Summary::of(with_keyframe.iter().filter_map(|p| p.first_keyframe.map(ms))),
+            first_keyframe_ms: Summary::of(
+                with_keyframe
+                    .iter()
+                    .filter_map(|p| p.first_keyframe.map(ms)),
+            ),
             bitrate_kbps: Summary::of(with_keyframe.iter().filter_map(|p| p.bitrate_kbps())),
             throughput_kbps: Summary::of(with_keyframe.iter().filter_map(|p| p.throughput_kbps())),
             source_kbps,
@@ -522,7 +529,10 @@ impl Report {
             rows.push((
                 "  sent bitrate".to_owned(),
                 match &pb.sent_kbps {
-                    Some(s) => format!("min {:.0}  p50 {:.0}  max {:.0} kbit/s", s.min, s.p50, s.max),
+                    Some(s) => format!(
+                        "min {:.0}  p50 {:.0}  max {:.0} kbit/s",
+                        s.min, s.p50, s.max
+                    ),
                     None => "-".to_owned(),
                 },
             ));
@@ -560,7 +570,11 @@ impl Report {
                     s.vm_hwm_mib,
                     s.cpu_secs_per_gb
                         .map_or_else(|| "-".to_owned(), |v| format!("{v:.3}")),
-                    if s.alive_at_end { "" } else { " (gone at the end)" }
+                    if s.alive_at_end {
+                        ""
+                    } else {
+                        " (gone at the end)"
+                    }
                 ),
             ));
         }
@@ -639,31 +653,36 @@ impl Report {
                 .filter_map(|p| f(p).map(|v| (p.t, v)))
                 .collect()
         };
+        let line = |name, color, f: &dyn Fn(&TimePoint) -> Option<f64>| Series {
+            name,
+            color,
+            points: series(f),
+        };
         body.push_str(&line_chart(
             "Aggregate bitrate into players (Mbit/s)",
-            &[("Mbit/s", "#1f77b4", series(&|p| Some(p.mbps)))],
+            &[line("Mbit/s", "#1f77b4", &|p| Some(p.mbps))],
         ));
         body.push_str(&line_chart(
             "Connections over time",
             &[
-                ("players", "#2ca02c", series(&|p| Some(p.players as f64))),
-                ("publishers", "#9467bd", series(&|p| Some(p.publishers as f64))),
-                ("failed", "#d62728", series(&|p| Some(p.failed as f64))),
+                line("players", "#2ca02c", &|p| Some(p.players as f64)),
+                line("publishers", "#9467bd", &|p| Some(p.publishers as f64)),
+                line("failed", "#d62728", &|p| Some(p.failed as f64)),
             ],
         ));
         if self.latency.is_some() {
             body.push_str(&line_chart(
                 "Latency over time (ms)",
                 &[
-                    ("p50", "#1f77b4", series(&|p| p.latency_p50_ms)),
-                    ("p99", "#ff7f0e", series(&|p| p.latency_p99_ms)),
+                    line("p50", "#1f77b4", &|p| p.latency_p50_ms),
+                    line("p99", "#ff7f0e", &|p| p.latency_p99_ms),
                 ],
             ));
         }
         if self.server.is_some() {
             body.push_str(&line_chart(
                 "Server CPU (% of one core)",
-                &[("cpu %", "#8c564b", series(&|p| p.server_cpu_pct))],
+                &[line("cpu %", "#8c564b", &|p| p.server_cpu_pct)],
             ));
         }
         format!(
@@ -788,14 +807,22 @@ fn short_number(v: f64) -> String {
     }
 }
 
+/// One line of a [`line_chart`].
+struct Series<'a> {
+    name: &'a str,
+    color: &'a str,
+    /// `(seconds, value)`.
+    points: Vec<(f64, f64)>,
+}
+
 /// An inline SVG line chart over time (x in seconds).
-fn line_chart(title: &str, series: &[(&str, &str, Vec<(f64, f64)>)]) -> String {
+fn line_chart(title: &str, series: &[Series<'_>]) -> String {
     let mut svg = format!(
         "<h2>{}</h2><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{CHART_W}\" \
          height=\"{CHART_H}\" role=\"img\">",
         escape(title)
     );
-    let points = series.iter().flat_map(|s| s.2.iter());
+    let points = series.iter().flat_map(|s| s.points.iter());
     let (mut x_max, mut y_max) = (1.0f64, 0.0f64);
     for &(x, y) in points {
         x_max = x_max.max(x);
@@ -816,8 +843,16 @@ fn line_chart(title: &str, series: &[(&str, &str, Vec<(f64, f64)>)]) -> String {
             t
         );
     }
-    for (n, (name, color, data)) in series.iter().enumerate() {
-        let path: Vec<String> = data
+    for (
+        n,
+        Series {
+            name,
+            color,
+            points,
+        },
+    ) in series.iter().enumerate()
+    {
+        let path: Vec<String> = points
             .iter()
             .map(|&(x, y)| {
                 format!(
@@ -859,13 +894,22 @@ mod tests {
 
     #[test]
     fn escapes_markup() {
-        assert_eq!(escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+        assert_eq!(
+            escape("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
     }
 
     #[test]
     fn charts_are_svg_without_scripts_or_fetches() {
-        let html = line_chart("t", &[("a", "#000", vec![(0.0, 1.0), (1.0, 2.0)])])
-            + &bar_chart("b", &[("0-1".to_owned(), 3), ("1+".to_owned(), 0)]);
+        let html = line_chart(
+            "t",
+            &[Series {
+                name: "a",
+                color: "#000",
+                points: vec![(0.0, 1.0), (1.0, 2.0)],
+            }],
+        ) + &bar_chart("b", &[("0-1".to_owned(), 3), ("1+".to_owned(), 0)]);
         assert!(html.contains("<svg"));
         assert!(html.contains("<polyline"));
         assert!(html.contains("<rect"));

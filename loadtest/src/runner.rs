@@ -250,7 +250,9 @@ pub fn run(
         .unwrap_or(0);
     let deadline = start + scenario.duration;
     let shared = Arc::new(Shared {
-        live: (0..scenario.streams).map(|_| AtomicBool::new(false)).collect(),
+        live: (0..scenario.streams)
+            .map(|_| AtomicBool::new(false))
+            .collect(),
         gate_players: scenario.publish,
         start,
         deadline,
@@ -501,7 +503,8 @@ async fn run_job(ctx: &CoreContext, job: Job) -> JobRecord {
     let shared = &ctx.shared;
     match job {
         Job::Publisher { stream, start } => {
-            let record = RefCell::new(PublisherRecord::new(stream));
+            let interval = ctx.nominal_interval_ms.unwrap_or(0.0);
+            let record = RefCell::new(PublisherRecord::new(stream, interval));
             let (Some(settings), Some(source), Some(live)) = (
                 ctx.publishers.get(stream),
                 ctx.source.clone(),

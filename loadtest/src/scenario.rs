@@ -330,7 +330,9 @@ impl Scenario {
                 fps,
                 gop_frames,
                 ..
-            } => format!("synthetic {bitrate_kbps} kbit/s, {fps} fps, key frame every {gop_frames}"),
+            } => {
+                format!("synthetic {bitrate_kbps} kbit/s, {fps} fps, key frame every {gop_frames}")
+            }
             SourceSpec::Flv { path } => format!("FLV {}", path.display()),
         };
         let what = match self.mode {
@@ -493,9 +495,7 @@ impl ScenarioFile {
         if !(ramp_per_sec.is_finite() && ramp_per_sec >= 0.0) {
             return Err(invalid("ramp", "must be a number >= 0 (0 = all at once)"));
         }
-        let connect_timeout = self
-            .connect_timeout
-            .unwrap_or(DEFAULT_CONNECT_TIMEOUT_SECS);
+        let connect_timeout = self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT_SECS);
         if !(1..=300).contains(&connect_timeout) {
             return Err(invalid("connect-timeout", "must be in 1..=300 seconds"));
         }
@@ -620,11 +620,9 @@ mod tests {
     #[test]
     fn bounds_are_enforced() {
         let resolve = |extra: &str| {
-            ScenarioFile::from_toml(&format!(
-                "mode = \"e2e\"\nurl = \"rtmp://h/a/b\"\n{extra}"
-            ))
-            .unwrap()
-            .resolve(2)
+            ScenarioFile::from_toml(&format!("mode = \"e2e\"\nurl = \"rtmp://h/a/b\"\n{extra}"))
+                .unwrap()
+                .resolve(2)
         };
         let s = resolve("").unwrap();
         assert_eq!(s.duration, Duration::from_secs(DEFAULT_DURATION_SECS));

@@ -5,9 +5,10 @@
 //! The file is read once ([`FlvFile::load`]) and shared by every publisher. Its first
 //! `onMetaData` and its sequence headers are sent once, at the start; the other tags repeat
 //! for as long as the run lasts. Timestamps continue across loops: loop *k* adds
-//! `k × period` where `period = last − first + nominal frame interval` (the nominal interval
-//! is the median gap between consecutive video tags, else audio tags, else 40 ms), so the
-//! stream looks like one endless recording with no jump and no rewind at the seam.
+//! `k × period`, where the period is, over the video and the audio track, the largest
+//! `last − first + that track's frame interval` (the median gap between its consecutive
+//! tags). Each track then goes on at its own pace across the seam, and the stream looks like
+//! one endless recording with no jump and no rewind.
 //!
 //! # Synthetic stream
 //! A tiny valid-looking H.264/AAC stream ([`SyntheticSource`]): `@setDataFrame onMetaData`,
@@ -541,10 +542,17 @@ impl FlvFile {
         let Some(first) = media_tags.iter().map(|t| t.timestamp).min() else {
             return Err(SourceError::Empty(name.to_owned()));
         };
-        let last = media_tags.iter().map(|t| t.timestamp).max().unwrap_or(first);
-        let frame_interval_ms = nominal_interval(&media_tags, TAG_TYPE_VIDEO)
-            .or_else(|| nominal_interval(&media_tags, TAG_TYPE_AUDIO))
-            .unwrap_or(40);
+        let video = track_timing(&media_tags, TAG_TYPE_VIDEO);
+        let audio = track_timing(&media_tags, TAG_TYPE_AUDIO);
+        let frame_interval_ms = video.or(audio).map_or(40, |t| t.interval_ms);
+        // Each track must continue at its own pace across the seam, so the loop is as long
+        // as the longest track plus its frame interval.
+        let period_ms = [video, audio]
+            .into_iter()
+            .flatten()
+            .map(|t| t.span_ms + t.interval_ms)
+            .max()
+            .unwrap_or(frame_interval_ms);
         let loop_bytes = media_tags.iter().map(|t| t.data.len() as u64).sum();
         let media = media_tags
             .into_iter()
@@ -560,7 +568,7 @@ impl FlvFile {
         Ok(FlvFile {
             init,
             media,
-            period_ms: u64::from(last - first) + frame_interval_ms,
+            period_ms,
             frame_interval_ms,
             loop_bytes,
         })
@@ -591,23 +599,34 @@ fn frame(kind: FrameKind, timestamp_ms: u64, payload: Bytes) -> SourceFrame {
     }
 }
 
-/// Median positive gap between consecutive tags of `tag_type`, ms.
-fn nominal_interval(tags: &[FlvTag], tag_type: u8) -> Option<u64> {
+/// The timing of one track of a file.
+#[derive(Debug, Clone, Copy)]
+struct TrackTiming {
+    /// Last timestamp minus first, ms.
+    span_ms: u64,
+    /// Median positive gap between consecutive tags (40 ms if there is none), ms.
+    interval_ms: u64,
+}
+
+/// Timing of the tags of `tag_type`; `None` if there are none.
+fn track_timing(tags: &[FlvTag], tag_type: u8) -> Option<TrackTiming> {
     let times: Vec<u32> = tags
         .iter()
         .filter(|t| t.tag_type == tag_type)
         .map(|t| t.timestamp)
         .collect();
+    let first = times.iter().min()?;
+    let last = times.iter().max()?;
     let mut gaps: Vec<u32> = times
         .windows(2)
         .filter_map(|w| w[1].checked_sub(w[0]))
         .filter(|&g| g > 0)
         .collect();
-    if gaps.is_empty() {
-        return None;
-    }
     gaps.sort_unstable();
-    gaps.get(gaps.len() / 2).map(|&g| u64::from(g))
+    Some(TrackTiming {
+        span_ms: u64::from(last - first),
+        interval_ms: gaps.get(gaps.len() / 2).map_or(40, |&g| u64::from(g)),
+    })
 }
 
 /// Plays an [`FlvFile`] forever with continued timestamps.
@@ -707,7 +726,11 @@ mod tests {
         let tags = [
             (TAG_TYPE_SCRIPT, 0, meta),
             (TAG_TYPE_VIDEO, 0, avc_sequence_header()),
-            (TAG_TYPE_AUDIO, 0, Bytes::from_static(&[0xAF, 0, 0x12, 0x10])),
+            (
+                TAG_TYPE_AUDIO,
+                0,
+                Bytes::from_static(&[0xAF, 0, 0x12, 0x10]),
+            ),
         ];
         for (tag_type, timestamp, data) in tags {
             write_tag(
@@ -746,8 +769,8 @@ mod tests {
     fn flv_loop_continues_timestamps() {
         let file = Arc::new(FlvFile::parse("test", test_file()).unwrap());
         assert_eq!(file.frame_interval_ms(), 40);
-        // Media spans 1000..=1370; one loop = 370 + 40.
-        assert_eq!(file.period_ms(), 410);
+        // Video spans 1000..=1360 and audio 1010..=1370: one loop = 360 + 40 for both.
+        assert_eq!(file.period_ms(), 400);
         let mut source = FlvSource::new(Arc::clone(&file));
         let init: Vec<_> = (0..3).map(|_| source.next_frame()).collect();
         assert_eq!(init[0].kind, FrameKind::Data);
@@ -763,9 +786,16 @@ mod tests {
         assert!(init.iter().all(|f| f.timestamp_ms == 0));
 
         let mut last_video = None;
+        let mut last_audio = None;
         let mut video_times = Vec::new();
         for _ in 0..60 {
             let f = source.next_frame();
+            if f.kind == FrameKind::Audio {
+                if let Some(prev) = last_audio {
+                    assert_eq!(f.timestamp_ms - prev, 40, "audio at {}", f.timestamp_ms);
+                }
+                last_audio = Some(f.timestamp_ms);
+            }
             if f.kind == FrameKind::Video {
                 if let Some(prev) = last_video {
                     // No jump, no rewind, sequence headers never repeat.
@@ -780,8 +810,8 @@ mod tests {
             assert_ne!(f.kind, FrameKind::Data);
         }
         assert_eq!(video_times[0], 0);
-        assert_eq!(video_times[10], 410);
-        assert_eq!(video_times[20], 820);
+        assert_eq!(video_times[10], 400);
+        assert_eq!(video_times[20], 800);
         assert_eq!(source.loops(), 2);
     }
 

@@ -357,6 +357,12 @@ pub struct PublisherRecord {
     pub frames: u64,
     /// Payload bytes sent.
     pub media_bytes: u64,
+    /// Timestamp of the first frame sent, ms.
+    pub first_ts: Option<u64>,
+    /// Timestamp of the last frame sent, ms.
+    pub last_ts: u64,
+    /// The source's nominal frame interval, ms.
+    pub frame_interval_ms: f64,
     /// Socket bytes written.
     pub bytes_out: u64,
     /// Times an FLV source wrapped around.
@@ -368,8 +374,9 @@ pub struct PublisherRecord {
 }
 
 impl PublisherRecord {
-    /// A record for a publisher of `stream` that has not started.
-    pub fn new(stream: usize) -> Self {
+    /// A record for a publisher of `stream` that has not started; `frame_interval_ms` is its
+    /// source's nominal frame interval.
+    pub fn new(stream: usize, frame_interval_ms: f64) -> Self {
         PublisherRecord {
             stream,
             outcome: Outcome::NotStarted("run ended before this publisher's start time"),
@@ -379,6 +386,9 @@ impl PublisherRecord {
             ended_at: None,
             frames: 0,
             media_bytes: 0,
+            first_ts: None,
+            last_ts: 0,
+            frame_interval_ms,
             bytes_out: 0,
             loops: 0,
             max_lag_ms: 0.0,
@@ -386,13 +396,13 @@ impl PublisherRecord {
         }
     }
 
-    /// Media bitrate sent while live, kbit/s.
+    /// The bitrate of what was sent: payload bytes over the media time they cover (timestamp
+    /// span plus one frame interval), kbit/s; players' bitrates are measured the same way.
+    /// `None` with less than 0.5 s of media.
     pub fn sent_kbps(&self) -> Option<f64> {
-        let secs = self
-            .ended_at?
-            .saturating_duration_since(self.live_at?)
-            .as_secs_f64();
-        (secs >= 0.5).then(|| self.media_bytes as f64 * 8.0 / secs / 1000.0)
+        let span = self.last_ts.checked_sub(self.first_ts?)?;
+        let ms = span as f64 + self.frame_interval_ms;
+        (ms >= 500.0).then(|| self.media_bytes as f64 * 8.0 / ms)
     }
 }
 
@@ -597,5 +607,12 @@ mod tests {
         assert_eq!(r.bitrate_kbps(), Some(500.0));
         r.last_media_ts = Some(10_100);
         assert_eq!(r.bitrate_kbps(), None);
+
+        let mut p = PublisherRecord::new(0, 40.0);
+        assert_eq!(p.sent_kbps(), None);
+        p.first_ts = Some(0);
+        p.last_ts = 3960;
+        p.media_bytes = 500_000;
+        assert_eq!(p.sent_kbps(), Some(1000.0));
     }
 }

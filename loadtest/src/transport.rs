@@ -156,8 +156,8 @@ impl Transport for TcpTransport {
 
     async fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
         while !buf.is_empty() {
-            let n = poll_fn(|cx| Pin::new(&mut *self.stream.borrow_mut()).poll_write(cx, buf))
-                .await?;
+            let n =
+                poll_fn(|cx| Pin::new(&mut *self.stream.borrow_mut()).poll_write(cx, buf)).await?;
             if n == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }

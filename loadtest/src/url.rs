@@ -158,7 +158,13 @@ impl RtmpUrl {
         } else {
             self.host.clone()
         };
-        format!("{}://{}:{}/{}", self.scheme.as_str(), host, self.port, self.app)
+        format!(
+            "{}://{}:{}/{}",
+            self.scheme.as_str(),
+            host,
+            self.port,
+            self.app
+        )
     }
 
     /// The same URL with another stream name (the query string, if any, is kept).
@@ -267,10 +273,7 @@ mod tests {
 
     #[test]
     fn refuses_other_schemes_clearly() {
-        for (url, scheme) in [
-            ("rtmps://h/live/s", "rtmps"),
-            ("rtmpt://h/live/s", "rtmpt"),
-        ] {
+        for (url, scheme) in [("rtmps://h/live/s", "rtmps"), ("rtmpt://h/live/s", "rtmpt")] {
             let err = RtmpUrl::parse(url).unwrap_err();
             assert_eq!(err, UrlError::UnsupportedScheme(scheme));
             assert!(err.to_string().contains("not supported yet"), "{err}");
