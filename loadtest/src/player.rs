@@ -79,7 +79,11 @@ pub async fn run(
 ) {
     let started = Instant::now();
     let play_requested_us = now_us();
-    record.borrow_mut().started_at = Some(started);
+    {
+        let mut r = record.borrow_mut();
+        r.started_at = Some(started);
+        r.outcome = Outcome::ended_during_setup();
+    }
     let session =
         match client::setup(&settings.url, settings.addr, Role::Play, &settings.client).await {
             Ok(session) => session,

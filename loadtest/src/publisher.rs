@@ -61,6 +61,7 @@ pub async fn run(
     record: &RefCell<PublisherRecord>,
     live: &AtomicBool,
 ) {
+    record.borrow_mut().outcome = Outcome::ended_during_setup();
     let session = match client::setup(
         &settings.url,
         settings.addr,

@@ -233,6 +233,18 @@ pub enum Outcome {
     Connected,
 }
 
+impl Outcome {
+    /// What a connection still in setup when the run ended counts as: a failure, since the
+    /// server did not set it up within the run.
+    pub fn ended_during_setup() -> Outcome {
+        Outcome::Failed {
+            reason: "run_ended_during_setup",
+            message: "the run ended before the server finished setting up the connection"
+                .to_owned(),
+        }
+    }
+}
+
 /// One player's measurements.
 #[derive(Debug, Clone)]
 pub struct PlayerRecord {
