@@ -2,6 +2,9 @@
 //! with a reason, a server that accepts and then says nothing cannot keep a run alive, and
 //! scenarios are checked before anything connects.
 
+// Test helpers unwrap too: a panic is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::net::TcpListener;

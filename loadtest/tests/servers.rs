@@ -6,6 +6,9 @@
 //! bitrate with no timestamp gaps, latency is measured and sane, and the JSON report has its
 //! fields. Timing bounds are generous on purpose: CI is a noisy 2-core machine.
 
+// Test helpers unwrap too: a panic is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::process::{Command, Stdio};

@@ -96,38 +96,48 @@ pub fn corecast_binary() -> PathBuf {
 }
 
 /// Starts Corecast on a free loopback port with two cores and waits for `corecast ready`.
+/// A start that fails (another process took the port in between) is retried on a new port.
 pub fn start_corecast() -> Server {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let port = free_port();
-    let log = dir.path().join("corecast.log");
-    let child = Command::new(corecast_binary())
-        .args([
-            "--rtmp-listen",
-            &format!("127.0.0.1:{port}"),
-            "--cores",
-            "2",
-        ])
-        .env("RUST_LOG", "warn,corecast_node::server=info")
-        .stdout(Stdio::null())
-        .stderr(File::create(&log).expect("log file"))
-        .spawn()
-        .expect("start corecast");
-    let server = Server {
-        child,
-        port,
-        log,
-        _dir: dir,
-    };
-    let start = Instant::now();
-    while !server.log().contains("corecast ready") {
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "corecast did not become ready:\n{}",
-            server.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
+    let mut last_log = String::new();
+    for _ in 0..3 {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let log = dir.path().join("corecast.log");
+        let child = Command::new(corecast_binary())
+            .args([
+                "--rtmp-listen",
+                &format!("127.0.0.1:{port}"),
+                "--cores",
+                "2",
+            ])
+            .env("RUST_LOG", "warn,corecast_node::server=info")
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start corecast");
+        let mut server = Server {
+            child,
+            port,
+            log,
+            _dir: dir,
+        };
+        let start = Instant::now();
+        loop {
+            if server.log().contains("corecast ready") {
+                return server;
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                last_log = format!("exited with {status}:\n{}", server.log());
+                break;
+            }
+            // Generous: CI is a busy 2-core machine.
+            if start.elapsed() > Duration::from_secs(30) {
+                panic!("corecast did not become ready in 30 s:\n{}", server.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
-    server
+    panic!("corecast did not start: {last_log}");
 }
 
 /// Where Debian puts nginx and the RTMP module.
