@@ -95,6 +95,15 @@ pub fn corecast_binary() -> PathBuf {
     path
 }
 
+/// Whether this Corecast build has an HTTP endpoint (`--http-listen`).
+fn corecast_has_http() -> bool {
+    Command::new(corecast_binary())
+        .arg("--help")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("--http-listen"))
+        .unwrap_or(false)
+}
+
 /// Starts Corecast on a free loopback port with two cores and waits for `corecast ready`.
 /// A start that fails (another process took the port in between) is retried on a new port.
 pub fn start_corecast() -> Server {
