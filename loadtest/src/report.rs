@@ -634,18 +634,15 @@ impl Report {
         }
         body.push_str("</table>");
         if let Some(l) = &self.latency {
+            // Bars up to the last non-empty bucket, labelled by their upper edge.
+            let last = l.histogram.iter().rposition(|b| b.count > 0).unwrap_or(0);
             let bars: Vec<(String, u64)> = l
                 .histogram
                 .iter()
-                .map(|b| {
-                    let label = match b.to_ms {
-                        Some(to) => format!("{}-{}", b.from_ms, to),
-                        None => format!("{}+", b.from_ms),
-                    };
-                    (label, b.count)
-                })
+                .take(last + 1)
+                .map(|b| (bucket_label(b), b.count))
                 .collect();
-            body.push_str(&bar_chart("End-to-end latency (ms)", &bars));
+            body.push_str(&bar_chart("End-to-end latency", &bars));
         }
         let series = |f: &dyn Fn(&TimePoint) -> Option<f64>| -> Vec<(f64, f64)> {
             self.timeseries
@@ -694,6 +691,21 @@ impl Report {
              svg text{{font-size:11px;font-family:sans-serif}}</style></head><body>{body}\
              </body></html>\n"
         )
+    }
+}
+
+/// `≤5 ms`, `≤2 s`, `>60 s`: a bucket by its upper edge.
+fn bucket_label(b: &Bucket) -> String {
+    let time = |ms: f64| {
+        if ms >= 1000.0 {
+            format!("{} s", ms / 1000.0)
+        } else {
+            format!("{ms} ms")
+        }
+    };
+    match b.to_ms {
+        Some(to) => format!("≤{}", time(to)),
+        None => format!(">{}", time(b.from_ms)),
     }
 }
 
@@ -762,7 +774,7 @@ fn bar_chart(title: &str, bars: &[(String, u64)]) -> String {
         let _ = write!(
             svg,
             "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{h:.1}\" fill=\"#1f77b4\">\
-             <title>{} ms: {count}</title></rect>\
+             <title>{}: {count}</title></rect>\
              <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
             x + slot * 0.1,
             PAD_T + plot_h - h,
@@ -800,7 +812,7 @@ fn short_number(v: f64) -> String {
         format!("{:.1}M", v / 1e6)
     } else if v >= 1e4 {
         format!("{:.0}k", v / 1e3)
-    } else if v >= 10.0 || v == 0.0 {
+    } else if v >= 10.0 || v.fract() == 0.0 {
         format!("{v:.0}")
     } else {
         format!("{v:.2}")
@@ -882,6 +894,21 @@ fn line_chart(title: &str, series: &[Series<'_>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels() {
+        let b = |from_ms, to_ms| Bucket {
+            from_ms,
+            to_ms,
+            count: 0,
+        };
+        assert_eq!(bucket_label(&b(2.0, Some(5.0))), "≤5 ms");
+        assert_eq!(bucket_label(&b(1000.0, Some(2000.0))), "≤2 s");
+        assert_eq!(bucket_label(&b(60000.0, None)), ">60 s");
+        assert_eq!(short_number(5.0), "5");
+        assert_eq!(short_number(2.5), "2.50");
+        assert_eq!(short_number(25_000.0), "25k");
+    }
 
     #[test]
     fn nice_axis_bounds() {
