@@ -325,7 +325,7 @@ fn execute(scenario: &Scenario) -> anyhow::Result<Report> {
     let output = if scenario.outputs.quiet {
         runner::run(scenario, addr, flv, &mut NoProgress)?
     } else {
-        eprintln!("corecast-loadtest: {}", scenario.describe());
+        eprintln!("corecast-loadtest: starting {}", scenario.describe());
         let bar = ProgressBar::new(scenario.duration.as_secs());
         bar.set_style(
             ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} s  {msg}")

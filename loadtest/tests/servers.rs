@@ -18,7 +18,7 @@ use bytes::BytesMut;
 use corecast_common::flv::{write_header, write_tag, FlvTag};
 use corecast_loadtest::source::{FrameKind, SyntheticSettings, SyntheticSource};
 use serde_json::Value;
-use support::{loadtest, num, start_corecast, start_nginx, Run, Server};
+use support::{loadtest, num, one_at_a_time, start_corecast, start_nginx, Run, Server};
 
 /// What every e2e/mixed run with `players` healthy players must show.
 fn assert_healthy(run: &Run, server: &Server, publishers: f64, players: f64, lite: bool) {
@@ -114,6 +114,7 @@ fn assert_server_measured(run: &Run, server: &Server) {
 
 #[test]
 fn e2e_against_corecast() {
+    let _serial = one_at_a_time();
     let server = start_corecast();
     let run = e2e_20_players(&server);
     assert_healthy(&run, &server, 1.0, 20.0, false);
@@ -122,6 +123,7 @@ fn e2e_against_corecast() {
 
 #[test]
 fn e2e_against_nginx_rtmp() {
+    let _serial = one_at_a_time();
     let Some(server) = start_nginx() else { return };
     let run = e2e_20_players(&server);
     assert_healthy(&run, &server, 1.0, 20.0, false);
@@ -130,6 +132,7 @@ fn e2e_against_nginx_rtmp() {
 
 #[test]
 fn mixed_lite_against_corecast() {
+    let _serial = one_at_a_time();
     let server = start_corecast();
     let url = server.url("mixed");
     let run = loadtest(&[
@@ -203,6 +206,7 @@ fn write_flv(path: &std::path::Path) {
 /// without a gap or a rewind at the seam.
 #[test]
 fn flv_publisher_loops_seamlessly_through_corecast() {
+    let _serial = one_at_a_time();
     let server = start_corecast();
     let dir = tempfile::tempdir().unwrap();
     let flv = dir.path().join("short.flv");
@@ -252,6 +256,7 @@ fn assert_healthy_flv(run: &Run, server: &Server) {
 /// `publish` in one process and `play` in another: play mode has no source to compare with.
 #[test]
 fn play_a_stream_published_by_another_run_on_nginx_rtmp() {
+    let _serial = one_at_a_time();
     let Some(server) = start_nginx() else { return };
     let url = server.url("shared");
     let publisher = Command::new(env!("CARGO_BIN_EXE_corecast-loadtest"))

@@ -7,9 +7,18 @@ use std::fs::File;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
+
+/// Held by tests that run a server under load, so they run one at a time: on a 2-core CI
+/// machine, servers and harnesses of parallel tests would only measure each other.
+pub fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    // A failed test poisons the lock; the next test may still run.
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// A loopback port nobody listens on right now. Taken from the kernel (bind to port 0, then
 /// release), never guessed: servers that bind with SO_REUSEPORT (Corecast) would otherwise
