@@ -329,6 +329,8 @@ impl Inbound {
     pub async fn recv(&mut self, conn: &RtmpConn) -> Result<RtmpMessage, ClientError> {
         loop {
             while let Some(msg) = self.decoder.decode(&mut self.buf)? {
+                // Per message, not per read: one read may hold several windows' worth.
+                self.acknowledge(conn).await?;
                 if !msg.message_type.is_protocol_control() {
                     return Ok(msg);
                 }
