@@ -6,7 +6,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -209,18 +208,13 @@ fn run(script: Script) -> (Result<(), String>, Vec<ControlMessage>) {
             };
             let result = match client::setup(&url, addr, Role::Play, &settings).await {
                 Ok(session) => {
-                    let session = Rc::new(std::cell::RefCell::new(session));
-                    let reader = Rc::clone(&session);
                     // Keep reading (that is when pings and acknowledgements are handled)
                     // until the server has what it waits for.
                     let reading = glommio::spawn_local(async move {
-                        let mut s = reader.borrow_mut();
-                        let client::Session { conn, inbound, .. } = &mut *s;
-                        loop {
-                            if inbound.recv(conn).await.is_err() {
-                                break;
-                            }
-                        }
+                        let client::Session {
+                            conn, mut inbound, ..
+                        } = session;
+                        while inbound.recv(&conn).await.is_ok() {}
                     });
                     let controls = with_timeout(Duration::from_secs(5), server).await;
                     drop(reading);
