@@ -143,12 +143,13 @@ async fn send(
             FrameKind::Video => (ChunkStreamId::VIDEO, MessageType::VIDEO),
             FrameKind::Data => (ChunkStreamId::DATA, MessageType::DATA_AMF0),
         };
-        let payload = frame.stamped_payload(now_us());
+        let timestamp_ms = frame.timestamp_ms;
+        let payload = frame.into_stamped_payload(now_us());
         let len = payload.len() as u64;
         conn.queue(&RtmpMessage {
             chunk_stream_id,
             // RTMP timestamps are 32-bit milliseconds and wrap (after 49.7 days).
-            timestamp: frame.timestamp_ms as u32,
+            timestamp: timestamp_ms as u32,
             message_type,
             message_stream_id: stream,
             payload,
@@ -162,8 +163,8 @@ async fn send(
         let mut r = record.borrow_mut();
         r.frames += 1;
         r.media_bytes += len;
-        r.first_ts.get_or_insert(frame.timestamp_ms);
-        r.last_ts = frame.timestamp_ms;
+        r.first_ts.get_or_insert(timestamp_ms);
+        r.last_ts = timestamp_ms;
         r.bytes_out = now_sent;
         r.loops = source.loops();
     }

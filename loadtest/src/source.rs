@@ -136,12 +136,13 @@ pub struct SourceFrame {
 
 impl SourceFrame {
     /// The payload with `now_us` (µs since the UNIX epoch) written into its clock field, if
-    /// it has one. Copies only when the payload is shared.
-    pub fn stamped_payload(&self, now_us: u64) -> Bytes {
+    /// it has one. Writes in place when the payload is not shared (a synthetic frame, fresh
+    /// for each send), copies otherwise.
+    pub fn into_stamped_payload(self, now_us: u64) -> Bytes {
         let Some(at) = self.clock_at else {
-            return self.payload.clone();
+            return self.payload;
         };
-        let mut payload = match self.payload.clone().try_into_mut() {
+        let mut payload = match self.payload.try_into_mut() {
             Ok(unique) => unique,
             Err(shared) => BytesMut::from(&shared[..]),
         };
@@ -915,7 +916,16 @@ mod tests {
         };
         assert_eq!(read_clock(&frame.payload), Some(0));
         let now = 1_767_225_600_123_456u64;
-        let stamped = frame.stamped_payload(now);
+        let stamped = frame.clone().into_stamped_payload(now);
+        // The unshared path writes in place and gives the same bytes.
+        let fresh = SourceFrame {
+            payload: Bytes::from(frame.payload.to_vec()),
+            ..frame.clone()
+        };
+        let address = fresh.payload.as_ptr();
+        let in_place = fresh.into_stamped_payload(now);
+        assert_eq!(in_place, stamped);
+        assert_eq!(in_place.as_ptr(), address);
         assert_eq!(read_clock(&stamped), Some(now));
         assert_eq!(stamped.len(), frame.payload.len());
         // Nothing else changed.
