@@ -53,13 +53,16 @@ impl Drop for Live<'_> {
 }
 
 /// Runs one publisher until its connection fails or the future is dropped. `live` is set
-/// once the server accepted the publish (players of the stream wait for it).
+/// once the server accepted the publish (players of the stream wait for it). Frames sent
+/// after `measure_until` (the players' end: publishers linger a little) go out but are not
+/// counted, so the sent bitrate covers the same time as the players'.
 pub async fn run(
     settings: &PublisherSettings,
     mut source: MediaSource,
     counters: &CoreCounters,
     record: &RefCell<PublisherRecord>,
     live: &AtomicBool,
+    measure_until: Instant,
 ) {
     record.borrow_mut().outcome = Outcome::ended_during_setup();
     let session = match client::setup(
@@ -98,7 +101,7 @@ pub async fn run(
         ..
     } = session;
     let error = future::or(
-        send(&conn, stream, &mut source, counters, record),
+        send(&conn, stream, &mut source, counters, record, measure_until),
         drain(&conn, &mut inbound),
     )
     .await;
@@ -124,6 +127,7 @@ async fn send(
     source: &mut MediaSource,
     counters: &CoreCounters,
     record: &RefCell<PublisherRecord>,
+    measure_until: Instant,
 ) -> ClientError {
     let start = Instant::now();
     let mut sent = conn.bytes_sent();
@@ -160,6 +164,9 @@ async fn send(
         let now_sent = conn.bytes_sent();
         CoreCounters::add(&counters.bytes_out, now_sent - sent);
         sent = now_sent;
+        if Instant::now() >= measure_until {
+            continue;
+        }
         let mut r = record.borrow_mut();
         r.frames += 1;
         r.media_bytes += len;

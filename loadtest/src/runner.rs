@@ -514,7 +514,15 @@ async fn run_job(ctx: &CoreContext, job: Job) -> JobRecord {
             };
             until(shared.deadline + PUBLISHER_LINGER, async {
                 sleep_until(shared.start + start).await;
-                publisher::run(settings, source, &ctx.counters, &record, live).await;
+                publisher::run(
+                    settings,
+                    source,
+                    &ctx.counters,
+                    &record,
+                    live,
+                    shared.deadline,
+                )
+                .await;
             })
             .await;
             let mut record = record.into_inner();
