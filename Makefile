@@ -14,6 +14,7 @@ build:
 ## Install what the tests need (ffmpeg, rtmpdump, nginx-rtmp, prometheus) and run every
 ## test, including a replay of the fuzz corpus through every fuzz target.
 test: deps
+	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
 	$(CARGO) test --manifest-path fuzz/Cargo.toml
 
@@ -36,6 +37,10 @@ bench:
 ## Coverage-guided fuzzing needs nightly and cargo-fuzz: see fuzz/README.md.
 fuzz:
 	cd fuzz && cargo +nightly fuzz run chunk_decoder -- -max_total_time=60
+
+## Default load scenario (loadtest/scenarios/default.toml) against a local release node.
+loadtest:
+	./loadtest/scripts/loadtest.sh
 
 clean:
 	$(CARGO) clean

@@ -1,1 +1,393 @@
-fn main() {}
+//! `corecast-loadtest`: the command line. Subcommands build a [`ScenarioFile`] (the same
+//! struct a TOML scenario parses into), which is checked, run, and reported.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use corecast_loadtest::report::Report;
+use corecast_loadtest::runner::{self, NoProgress, Progress, TimePoint};
+use corecast_loadtest::scenario::{HandshakeChoice, Mode, Scenario, ScenarioFile, SourceSpec};
+use corecast_loadtest::source::FlvFile;
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Drive an RTMP server with publishers and players at scale and report what they saw.
+///
+/// Every run is bounded by --duration and --max-connections and stops by itself.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// N players of a stream that something else publishes.
+    Play(PlayArgs),
+    /// N publishers from an FLV file (looped, real-time) or the synthetic stream.
+    Publish(PublishArgs),
+    /// One synthetic publisher and N players; measures latency through the server.
+    E2e(E2eArgs),
+    /// S streams, each with one publisher and P players.
+    Mixed(MixedArgs),
+    /// Run a TOML scenario file (same keys as the flags, e.g. `max-connections = 500`).
+    Run(RunArgs),
+}
+
+/// Flags every mode has.
+#[derive(Debug, Args)]
+struct CommonArgs {
+    /// Seconds to run [default: 30; at most 86400].
+    #[arg(long, value_name = "SECS")]
+    duration: Option<u64>,
+    /// Refuse to open more connections than this [default: 20000].
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// Executors (threads) to spread connections over [default: one per CPU].
+    #[arg(long, value_name = "N")]
+    cores: Option<usize>,
+    /// New connections per second; 0 = all at once [default: 200].
+    #[arg(long, value_name = "PER_SEC")]
+    ramp: Option<f64>,
+    /// Players only count bytes after the first key frame (no gap or latency analysis).
+    #[arg(long)]
+    lite: bool,
+    /// Seconds for the TCP connect, and again for the RTMP setup [default: 10].
+    #[arg(long, value_name = "SECS")]
+    connect_timeout: Option<u64>,
+    /// Handshake to offer [default: digest].
+    #[arg(long, value_enum)]
+    handshake: Option<HandshakeChoice>,
+    #[command(flatten)]
+    outputs: OutputArgs,
+}
+
+/// Where results go; also accepted by `run` to override the file.
+#[derive(Debug, Args)]
+struct OutputArgs {
+    /// Write the report as JSON.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Write the report as a self-contained HTML page with charts.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
+    /// Measure this process (the server) over the run: CPU seconds, peak RSS, CPU-s per GB.
+    #[arg(long, value_name = "PID")]
+    server_pid: Option<u32>,
+    /// No progress line.
+    #[arg(long)]
+    quiet: bool,
+    /// Check the scenario, print what would run, and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+/// The synthetic stream's shape.
+#[derive(Debug, Args)]
+struct SyntheticArgs {
+    /// Synthetic stream bitrate, video + audio [default: 2500].
+    #[arg(long, value_name = "KBPS")]
+    bitrate_kbps: Option<u32>,
+    /// Audio part of the bitrate; 0 = no audio [default: 128].
+    #[arg(long, value_name = "KBPS")]
+    audio_kbps: Option<u32>,
+    /// Video frames per second [default: 30].
+    #[arg(long)]
+    fps: Option<u32>,
+    /// A key frame every this many frames [default: 2 s worth].
+    #[arg(long, value_name = "FRAMES")]
+    gop_frames: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+struct PlayArgs {
+    /// rtmp://host[:port]/app/stream
+    url: String,
+    /// Players [default: 1].
+    #[arg(long, short = 'n')]
+    players: Option<usize>,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+#[derive(Debug, Args)]
+struct PublishArgs {
+    /// rtmp://host[:port]/app/stream (more than one publisher: stream-0, stream-1, ...)
+    url: String,
+    /// Publishers [default: 1].
+    #[arg(long, short = 'n')]
+    publishers: Option<usize>,
+    /// Publish this FLV file (looped, timestamps continued) instead of the synthetic stream.
+    #[arg(long, value_name = "FILE")]
+    flv: Option<PathBuf>,
+    #[command(flatten)]
+    synthetic: SyntheticArgs,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+#[derive(Debug, Args)]
+struct E2eArgs {
+    /// rtmp://host[:port]/app/stream
+    url: String,
+    /// Players [default: 1].
+    #[arg(long, short = 'n')]
+    players: Option<usize>,
+    #[command(flatten)]
+    synthetic: SyntheticArgs,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+#[derive(Debug, Args)]
+struct MixedArgs {
+    /// rtmp://host[:port]/app/stream (streams are stream-0, stream-1, ...)
+    url: String,
+    /// Streams, each with one publisher [default: 1].
+    #[arg(long)]
+    streams: Option<usize>,
+    /// Players per stream [default: 1].
+    #[arg(long)]
+    players_per_stream: Option<usize>,
+    /// Publish this FLV file instead of the synthetic stream.
+    #[arg(long, value_name = "FILE")]
+    flv: Option<PathBuf>,
+    #[command(flatten)]
+    synthetic: SyntheticArgs,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The TOML scenario file.
+    #[arg(long, value_name = "FILE")]
+    scenario: PathBuf,
+    /// Override the file's URL.
+    #[arg(long)]
+    url: Option<String>,
+    /// Override the file's duration, seconds.
+    #[arg(long, value_name = "SECS")]
+    duration: Option<u64>,
+    /// Override the file's core count.
+    #[arg(long, value_name = "N")]
+    cores: Option<usize>,
+    #[command(flatten)]
+    outputs: OutputArgs,
+}
+
+/// Applies the common flags; returns `--check`.
+fn apply_common(file: &mut ScenarioFile, common: CommonArgs) -> bool {
+    file.duration = common.duration;
+    file.max_connections = common.max_connections;
+    file.cores = common.cores;
+    file.ramp = common.ramp;
+    file.lite = common.lite.then_some(true);
+    file.connect_timeout = common.connect_timeout;
+    file.handshake = common.handshake;
+    apply_outputs(file, common.outputs)
+}
+
+/// Applies output flags over whatever the file said; returns `--check`.
+fn apply_outputs(file: &mut ScenarioFile, outputs: OutputArgs) -> bool {
+    if outputs.json.is_some() {
+        file.json = outputs.json;
+    }
+    if outputs.html.is_some() {
+        file.html = outputs.html;
+    }
+    if outputs.server_pid.is_some() {
+        file.server_pid = outputs.server_pid;
+    }
+    if outputs.quiet {
+        file.quiet = Some(true);
+    }
+    outputs.check
+}
+
+fn apply_synthetic(file: &mut ScenarioFile, s: SyntheticArgs) {
+    file.bitrate_kbps = s.bitrate_kbps;
+    file.audio_kbps = s.audio_kbps;
+    file.fps = s.fps;
+    file.gop_frames = s.gop_frames;
+}
+
+/// The scenario the command line describes, and whether only to check it.
+fn scenario_file(command: Command) -> anyhow::Result<(ScenarioFile, bool)> {
+    let mut file = ScenarioFile::default();
+    let check = match command {
+        Command::Play(a) => {
+            file.mode = Some(Mode::Play);
+            file.url = Some(a.url);
+            file.players = a.players;
+            apply_common(&mut file, a.common)
+        }
+        Command::Publish(a) => {
+            file.mode = Some(Mode::Publish);
+            file.url = Some(a.url);
+            file.publishers = a.publishers;
+            file.flv = a.flv;
+            apply_synthetic(&mut file, a.synthetic);
+            apply_common(&mut file, a.common)
+        }
+        Command::E2e(a) => {
+            file.mode = Some(Mode::E2e);
+            file.url = Some(a.url);
+            file.players = a.players;
+            apply_synthetic(&mut file, a.synthetic);
+            apply_common(&mut file, a.common)
+        }
+        Command::Mixed(a) => {
+            file.mode = Some(Mode::Mixed);
+            file.url = Some(a.url);
+            file.streams = a.streams;
+            file.players_per_stream = a.players_per_stream;
+            file.flv = a.flv;
+            apply_synthetic(&mut file, a.synthetic);
+            apply_common(&mut file, a.common)
+        }
+        Command::Run(a) => {
+            file = ScenarioFile::load(&a.scenario)
+                .with_context(|| format!("loading {}", a.scenario.display()))?;
+            if a.url.is_some() {
+                file.url = a.url;
+            }
+            if a.duration.is_some() {
+                file.duration = a.duration;
+            }
+            if a.cores.is_some() {
+                file.cores = a.cores;
+            }
+            apply_outputs(&mut file, a.outputs)
+        }
+    };
+    Ok((file, check))
+}
+
+/// The live progress line.
+struct Bar(ProgressBar);
+
+impl Progress for Bar {
+    fn tick(&mut self, p: &TimePoint, elapsed: Duration) {
+        self.0.set_position(elapsed.as_secs());
+        let mut msg = format!(
+            "{} playing, {} publishing, {} failed, {:.1} Mbit/s",
+            p.players, p.publishers, p.failed, p.mbps
+        );
+        if let Some(l) = p.latency_p50_ms {
+            msg.push_str(&format!(", latency p50 {l:.1} ms"));
+        }
+        if let Some(c) = p.server_cpu_pct {
+            msg.push_str(&format!(", server {c:.0}% cpu"));
+        }
+        self.0.set_message(msg);
+    }
+}
+
+/// Raises the open-file limit to what the scenario needs (up to the hard limit).
+fn raise_fd_limit(needed: u64) -> anyhow::Result<()> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return Ok(());
+        }
+        if limit.rlim_cur >= needed {
+            return Ok(());
+        }
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+    }
+    if limit.rlim_cur < needed {
+        anyhow::bail!(
+            "the scenario needs about {needed} file descriptors but the hard limit is {} \
+             (raise `ulimit -n`)",
+            limit.rlim_cur
+        );
+    }
+    Ok(())
+}
+
+fn execute(scenario: &Scenario) -> anyhow::Result<Report> {
+    raise_fd_limit(scenario.connections() as u64 + 64)?;
+    let addr = scenario.url.resolve()?;
+    let flv = match &scenario.source {
+        SourceSpec::Flv { path } if scenario.publish => Some(Arc::new(FlvFile::load(path)?)),
+        _ => None,
+    };
+    let output = if scenario.outputs.quiet {
+        runner::run(scenario, addr, flv, &mut NoProgress)?
+    } else {
+        eprintln!("corecast-loadtest: starting {}", scenario.describe());
+        let bar = ProgressBar::new(scenario.duration.as_secs());
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} s  {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.enable_steady_tick(Duration::from_millis(200));
+        let mut progress = Bar(bar);
+        let output = runner::run(scenario, addr, flv, &mut progress);
+        progress.0.finish_and_clear();
+        output?
+    };
+    let report = Report::new(scenario, &output);
+    if let Some(path) = &scenario.outputs.json {
+        std::fs::write(path, report.to_json())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &scenario.outputs.html {
+        std::fs::write(path, report.to_html())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(report)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (file, check) = match scenario_file(cli.command) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("corecast-loadtest: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let scenario = match file.resolve(cpus) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("corecast-loadtest: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if check {
+        println!(
+            "corecast-loadtest: scenario OK: {} ({} connections, cap {})",
+            scenario.describe(),
+            scenario.connections(),
+            scenario.max_connections
+        );
+        return ExitCode::SUCCESS;
+    }
+    match execute(&scenario) {
+        Ok(report) => {
+            print!("{}", report.to_table());
+            if report.complete {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("corecast-loadtest: some cores did not report in time; partial report");
+                ExitCode::from(3)
+            }
+        }
+        Err(e) => {
+            eprintln!("corecast-loadtest: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

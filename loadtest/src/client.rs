@@ -1,0 +1,639 @@
+//! An async RTMP client over a [`Transport`]: handshake, `connect`, `createStream`, then
+//! `play` or `publish`, and afterwards a message pump that keeps the connection healthy.
+//!
+//! All protocol work is corecast-common's sans-IO code ([`ClientHandshake`],
+//! [`ChunkDecoder`], [`ChunkEncoder`], [`Command`], [`ControlMessage`]); this module only moves
+//! bytes between it and the socket and sequences the commands (RTMP spec §7.2.1.1 connect,
+//! §7.2.1.3 createStream, §7.2.2.1 play, §7.2.2.6 publish).
+//!
+//! # Layout
+//! - [`RtmpConn`]: the shared half: the transport and the outbound chunk encoder. Anything
+//!   may [`queue`](RtmpConn::queue) a message; [`flush`](RtmpConn::flush) writes what is queued.
+//! - [`Inbound`]: the reading half, owned by whichever future reads: read buffer, chunk decoder
+//!   and the acknowledgement window. [`Inbound::recv`] returns the next non-control message.
+//! - [`open`], [`start_play`], [`start_publish`]: the command sequences.
+//!
+//! # Tricky parts
+//! - **Control messages are answered inside [`Inbound::recv`]**: a Ping Request gets its Ping
+//!   Response at once, and an Acknowledgement goes out every time the bytes read since the
+//!   last one pass the window the server set (§5.4.3, §5.4.4). Servers such as nginx-rtmp drop
+//!   clients that do not answer pings; some stall senders that never acknowledge.
+//! - **One writer at a time.** A publisher writes media from one future while its reader
+//!   answers pings from another. Both encode into the same pending buffer (encoding is
+//!   synchronous, so messages never interleave) and whichever calls `flush` while nobody else
+//!   is flushing writes everything; a `flush` during another one returns at once, and the
+//!   flushing future picks the new bytes up before it finishes.
+//! - **Replies we do not wait for.** `releaseStream`/`FCPublish` get `_result`, `_error` or
+//!   nothing depending on the server; servers also send `onBWDone` and similar calls. Anything
+//!   that is not the reply being waited for is skipped.
+//! - Bytes that follow S2 in the same read are the first chunks; they stay in the buffer.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use corecast_common::amf0::Amf0Value;
+use corecast_common::chunk::{ChunkDecoder, ChunkDecoderLimits, ChunkEncoder, ChunkError};
+use corecast_common::command::{client, Command, CommandError};
+use corecast_common::control::{ControlError, ControlMessage, UserControlEvent};
+use corecast_common::handshake::{
+    ClientHandshake, HandshakeError, HandshakeKind, HandshakeStatus, RANDOM_LEN,
+};
+use corecast_common::types::{ChunkStreamId, MessageStreamId, MessageType, RtmpMessage};
+use futures_lite::future;
+use rand::RngCore;
+
+use crate::transport::{self, ConnectError, Connection, Transport};
+use crate::url::RtmpUrl;
+
+/// How much one socket read asks for. Small on purpose: thousands of players each hold one.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// The chunk size we send with (what ffmpeg uses).
+pub const OUT_CHUNK_SIZE: u32 = 4096;
+
+/// Chunk stream for NetStream commands (`play`, `publish`), as ffmpeg uses.
+const STREAM_COMMAND_CSID: ChunkStreamId = ChunkStreamId(8);
+
+/// Buffer length announced to the server after `play`, in milliseconds.
+const PLAYER_BUFFER_MS: u32 = 1000;
+
+/// Which step of the setup a connection was in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// TCP connect.
+    Tcp,
+    /// C0/C1/C2 ⇄ S0/S1/S2.
+    Handshake,
+    /// `connect` sent, waiting for `_result`.
+    Connect,
+    /// `createStream` sent, waiting for `_result`.
+    CreateStream,
+    /// `play` sent, waiting for `NetStream.Play.Start`.
+    Play,
+    /// `publish` sent, waiting for `NetStream.Publish.Start`.
+    Publish,
+    /// Set up; streaming.
+    Streaming,
+}
+
+impl Phase {
+    /// Label of a timeout in this phase.
+    fn timeout_label(self) -> &'static str {
+        match self {
+            Phase::Tcp => "timeout_tcp",
+            Phase::Handshake => "timeout_handshake",
+            Phase::Connect => "timeout_connect",
+            Phase::CreateStream => "timeout_create_stream",
+            Phase::Play => "timeout_play",
+            Phase::Publish => "timeout_publish",
+            Phase::Streaming => "timeout_streaming",
+        }
+    }
+
+    /// Label of a refusal in this phase.
+    fn rejected_label(self) -> &'static str {
+        match self {
+            Phase::Connect => "rejected_connect",
+            Phase::CreateStream => "rejected_create_stream",
+            Phase::Play => "rejected_play",
+            Phase::Publish => "rejected_publish",
+            Phase::Tcp | Phase::Handshake | Phase::Streaming => "rejected",
+        }
+    }
+}
+
+/// Why a client connection failed or ended.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The transport could not be opened.
+    #[error("{0}")]
+    Connect(#[from] ConnectError),
+    /// The server's handshake was malformed.
+    #[error("handshake: {0}")]
+    Handshake(#[from] HandshakeError),
+    /// The server's chunk stream was malformed.
+    #[error("chunk stream: {0}")]
+    Chunk(#[from] ChunkError),
+    /// A control message from the server was malformed.
+    #[error("control message: {0}")]
+    Control(#[from] ControlError),
+    /// A command from the server was malformed.
+    #[error("command: {0}")]
+    Command(#[from] CommandError),
+    /// Reading or writing the socket failed.
+    #[error("socket: {0}")]
+    Io(#[from] io::Error),
+    /// The server closed the connection.
+    #[error("server closed the connection")]
+    Closed,
+    /// Setup did not finish in time.
+    #[error("no answer within {timeout:?} ({phase:?})")]
+    Timeout {
+        /// The step that did not finish.
+        phase: Phase,
+        /// The limit for the whole setup.
+        timeout: Duration,
+    },
+    /// The server refused a step (`_error`, or an error `onStatus`).
+    #[error("{phase:?} refused: {code} {description}")]
+    Rejected {
+        /// The refused step.
+        phase: Phase,
+        /// The status code (`NetStream.Play.StreamNotFound`, ...).
+        code: String,
+        /// The server's description.
+        description: String,
+    },
+    /// The server broke the command sequence.
+    #[error("protocol: {0}")]
+    Protocol(&'static str),
+}
+
+impl ClientError {
+    /// A short static label, the key failures are counted under in reports.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ClientError::Connect(e) => e.as_str(),
+            ClientError::Handshake(_) => "handshake_error",
+            ClientError::Chunk(_) => "chunk_error",
+            ClientError::Control(_) => "control_error",
+            ClientError::Command(_) => "command_error",
+            ClientError::Io(e) => match e.kind() {
+                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => "connection_reset",
+                _ => "io_error",
+            },
+            ClientError::Closed => "closed_by_server",
+            ClientError::Timeout { phase, .. } => phase.timeout_label(),
+            ClientError::Rejected { phase, .. } => phase.rejected_label(),
+            ClientError::Protocol(_) => "protocol_error",
+        }
+    }
+}
+
+/// Settings for opening connections.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientSettings {
+    /// Limit on the TCP connect.
+    pub tcp_timeout: Duration,
+    /// Limit on everything from the first handshake byte to `Play.Start`/`Publish.Start`.
+    pub setup_timeout: Duration,
+    /// Which handshake to offer.
+    pub handshake: HandshakeKind,
+}
+
+impl Default for ClientSettings {
+    fn default() -> Self {
+        Self {
+            tcp_timeout: Duration::from_secs(10),
+            setup_timeout: Duration::from_secs(10),
+            handshake: HandshakeKind::Digest,
+        }
+    }
+}
+
+/// How long each setup step took, measured from the start of the TCP connect.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SetupTimings {
+    /// TCP connected.
+    pub tcp: Duration,
+    /// `connect` answered with `_result`.
+    pub connected: Duration,
+    /// `Play.Start` / `Publish.Start` received.
+    pub ready: Duration,
+}
+
+/// The outbound half of a connection, shared by the futures of one task.
+pub struct RtmpConn {
+    transport: Connection,
+    encoder: RefCell<ChunkEncoder>,
+    /// Encoded bytes not yet written.
+    pending: RefCell<BytesMut>,
+    /// True while some future is inside [`flush`](Self::flush).
+    flushing: Cell<bool>,
+    /// Bytes written to the socket, handshake included.
+    bytes_sent: Cell<u64>,
+}
+
+impl RtmpConn {
+    fn new(transport: Connection) -> Self {
+        RtmpConn {
+            transport,
+            encoder: RefCell::new(ChunkEncoder::new()),
+            pending: RefCell::new(BytesMut::with_capacity(4096)),
+            flushing: Cell::new(false),
+            bytes_sent: Cell::new(0),
+        }
+    }
+
+    /// Encodes `msg` behind whatever is already queued.
+    pub fn queue(&self, msg: &RtmpMessage) {
+        self.encoder
+            .borrow_mut()
+            .encode(msg, &mut self.pending.borrow_mut());
+    }
+
+    /// Queues a command on `stream` (chunk stream 3 for the NetConnection, 8 for NetStreams).
+    pub fn queue_command(&self, stream: MessageStreamId, command: &Command) {
+        let csid = if stream == MessageStreamId::CONNECTION {
+            ChunkStreamId::COMMAND
+        } else {
+            STREAM_COMMAND_CSID
+        };
+        self.queue(&RtmpMessage {
+            chunk_stream_id: csid,
+            timestamp: 0,
+            message_type: MessageType::COMMAND_AMF0,
+            message_stream_id: stream,
+            payload: command.encode(),
+        });
+    }
+
+    /// Queues a control message.
+    pub fn queue_control(&self, control: &ControlMessage) {
+        self.queue(&control.to_message());
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn pending_bytes(&self) -> usize {
+        self.pending.borrow().len()
+    }
+
+    /// Bytes written so far.
+    pub fn bytes_sent(&self) -> u64 {
+        self.bytes_sent.get()
+    }
+
+    /// Writes everything queued, including what is queued while it writes. Returns at once
+    /// when another future is already flushing: that one writes these bytes too.
+    pub async fn flush(&self) -> io::Result<()> {
+        if self.flushing.replace(true) {
+            return Ok(());
+        }
+        let result = async {
+            loop {
+                let batch = self.pending.borrow_mut().split().freeze();
+                if batch.is_empty() {
+                    return Ok(());
+                }
+                self.transport.write_all(&batch).await?;
+                self.bytes_sent
+                    .set(self.bytes_sent.get() + batch.len() as u64);
+            }
+        }
+        .await;
+        self.flushing.set(false);
+        result
+    }
+
+    /// Closes the socket.
+    pub fn shutdown(&self) {
+        self.transport.shutdown();
+    }
+}
+
+/// The inbound half of a connection: read buffer, chunk decoder, acknowledgement window.
+pub struct Inbound {
+    buf: BytesMut,
+    decoder: ChunkDecoder,
+    /// The server's Window Acknowledgement Size (0 = none set).
+    window: u32,
+    /// `decoder.bytes_received()` at our last Acknowledgement.
+    acked: u64,
+    /// Socket bytes read, handshake included.
+    bytes_read: u64,
+}
+
+impl Inbound {
+    fn new(buf: BytesMut, bytes_read: u64) -> Self {
+        Inbound {
+            buf,
+            decoder: ChunkDecoder::new(ChunkDecoderLimits::default()),
+            window: 0,
+            acked: 0,
+            bytes_read,
+        }
+    }
+
+    /// Socket bytes read so far, handshake included.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read
+    }
+
+    /// The next message that is not a protocol/user control message. Control messages are
+    /// handled here (see the module docs); Acknowledgements go out as the window requires.
+    pub async fn recv(&mut self, conn: &RtmpConn) -> Result<RtmpMessage, ClientError> {
+        loop {
+            while let Some(msg) = self.decoder.decode(&mut self.buf)? {
+                // Per message, not per read: one read may hold several windows' worth.
+                self.acknowledge(conn).await?;
+                if !msg.message_type.is_protocol_control() {
+                    return Ok(msg);
+                }
+                if let Some(control) = ControlMessage::decode(msg.message_type, &msg.payload)? {
+                    self.on_control(conn, control).await?;
+                }
+            }
+            self.acknowledge(conn).await?;
+            read_more(&conn.transport, &mut self.buf, &mut self.bytes_read).await?;
+        }
+    }
+
+    async fn on_control(
+        &mut self,
+        conn: &RtmpConn,
+        control: ControlMessage,
+    ) -> Result<(), ClientError> {
+        match control {
+            ControlMessage::WindowAckSize(window) => self.window = window,
+            ControlMessage::UserControl(UserControlEvent::PingRequest(time)) => {
+                conn.queue_control(&ControlMessage::UserControl(
+                    UserControlEvent::PingResponse(time),
+                ));
+                conn.flush().await?;
+            }
+            // Chunk size and abort were applied by the decoder; the rest needs no answer.
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn acknowledge(&mut self, conn: &RtmpConn) -> Result<(), ClientError> {
+        let received = self.decoder.bytes_received();
+        if self.window > 0 && received - self.acked >= u64::from(self.window) {
+            self.acked = received;
+            // The sequence number wraps at 2^32 (§5.4.3).
+            conn.queue_control(&ControlMessage::Acknowledgement(received as u32));
+            conn.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the `_result`/`_error` of `transaction_id`, skipping everything else.
+    async fn reply(
+        &mut self,
+        conn: &RtmpConn,
+        transaction_id: f64,
+        phase: Phase,
+    ) -> Result<Command, ClientError> {
+        loop {
+            let Some(command) = self.next_command(conn).await? else {
+                continue;
+            };
+            if command.transaction_id != transaction_id {
+                continue;
+            }
+            match command.name.as_str() {
+                "_result" => return Ok(command),
+                "_error" => return Err(rejected(phase, &command)),
+                _ => {}
+            }
+        }
+    }
+
+    /// Waits for an `onStatus` whose code is `success`; an error-level status fails. A media
+    /// message that arrives first also counts as success and is handed back.
+    async fn status(
+        &mut self,
+        conn: &RtmpConn,
+        success: &str,
+        phase: Phase,
+    ) -> Result<Option<RtmpMessage>, ClientError> {
+        loop {
+            let msg = self.recv(conn).await?;
+            match msg.message_type {
+                MessageType::AUDIO | MessageType::VIDEO => return Ok(Some(msg)),
+                MessageType::COMMAND_AMF0 | MessageType::COMMAND_AMF3 => {}
+                _ => continue,
+            }
+            let command = Command::decode(msg.message_type, &msg.payload)?;
+            match command.name.as_str() {
+                "onStatus" => {
+                    let (level, code, _) = status_fields(&command);
+                    if code == success {
+                        return Ok(None);
+                    }
+                    if level == "error" || code.ends_with(".Failed") {
+                        return Err(rejected(phase, &command));
+                    }
+                }
+                "_error" => return Err(rejected(phase, &command)),
+                _ => {}
+            }
+        }
+    }
+
+    /// The next message decoded as a command; `None` for other messages.
+    async fn next_command(&mut self, conn: &RtmpConn) -> Result<Option<Command>, ClientError> {
+        let msg = self.recv(conn).await?;
+        if matches!(
+            msg.message_type,
+            MessageType::COMMAND_AMF0 | MessageType::COMMAND_AMF3
+        ) {
+            Ok(Some(Command::decode(msg.message_type, &msg.payload)?))
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+/// Reads more bytes into the spare room at the end of `buf`.
+async fn read_more<T: Transport>(
+    transport: &T,
+    buf: &mut BytesMut,
+    counter: &mut u64,
+) -> Result<(), ClientError> {
+    let start = buf.len();
+    buf.resize(start + READ_CHUNK, 0);
+    let result = transport
+        .read(buf.get_mut(start..).unwrap_or_default())
+        .await;
+    let n = *result.as_ref().unwrap_or(&0);
+    buf.truncate(start + n);
+    result?;
+    if n == 0 {
+        return Err(ClientError::Closed);
+    }
+    *counter += n as u64;
+    Ok(())
+}
+
+/// `(level, code, description)` of an `onStatus`/`_error`'s info object.
+fn status_fields(command: &Command) -> (&str, &str, &str) {
+    let info = command
+        .arguments
+        .iter()
+        .find_map(Amf0Value::as_object)
+        .or_else(|| command.command_object.as_object());
+    let field = |key: &str| {
+        info.and_then(|o| o.get(key))
+            .and_then(Amf0Value::as_str)
+            .unwrap_or("")
+    };
+    (field("level"), field("code"), field("description"))
+}
+
+fn rejected(phase: Phase, command: &Command) -> ClientError {
+    let (_, code, description) = status_fields(command);
+    ClientError::Rejected {
+        phase,
+        code: if code.is_empty() {
+            command.name.clone()
+        } else {
+            code.to_owned()
+        },
+        description: description.to_owned(),
+    }
+}
+
+/// An open, set-up connection.
+pub struct Session {
+    /// The outbound half.
+    pub conn: RtmpConn,
+    /// The inbound half.
+    pub inbound: Inbound,
+    /// The NetStream `createStream` returned.
+    pub stream: MessageStreamId,
+    /// How long setup took.
+    pub timings: SetupTimings,
+    /// A media message that arrived before the start status, to be handled first.
+    pub early: Option<RtmpMessage>,
+}
+
+/// Runs `fut` for at most `limit`; `None` when the time ran out first.
+pub async fn with_timeout<F: Future>(limit: Duration, fut: F) -> Option<F::Output> {
+    future::or(async { Some(fut.await) }, async {
+        glommio::timer::sleep(limit).await;
+        None
+    })
+    .await
+}
+
+/// What to do once connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `play` the URL's stream.
+    Play,
+    /// `publish` the URL's stream (live).
+    Publish,
+}
+
+/// Connects to `addr` (resolved from `url`), runs the handshake and `connect`,
+/// `createStream`, then `play` or `publish` of `url`'s stream. Every step together is bounded
+/// by `settings.setup_timeout` (plus the TCP connect's own limit).
+pub async fn setup(
+    url: &RtmpUrl,
+    addr: SocketAddr,
+    role: Role,
+    settings: &ClientSettings,
+) -> Result<Session, ClientError> {
+    let started = Instant::now();
+    let transport = transport::connect(url, addr, settings.tcp_timeout).await?;
+    let tcp = started.elapsed();
+    let phase = Cell::new(Phase::Handshake);
+    let steps = async {
+        let conn = RtmpConn::new(transport);
+        let mut inbound = handshake(&conn, settings.handshake).await?;
+
+        phase.set(Phase::Connect);
+        conn.queue_control(&ControlMessage::SetChunkSize(OUT_CHUNK_SIZE));
+        conn.queue_command(
+            MessageStreamId::CONNECTION,
+            &client::connect(1.0, &url.app, &url.tc_url()),
+        );
+        conn.flush().await?;
+        inbound.reply(&conn, 1.0, Phase::Connect).await?;
+        let connected = started.elapsed();
+
+        phase.set(Phase::CreateStream);
+        if role == Role::Publish {
+            let name = url.stream.as_str();
+            conn.queue_command(
+                MessageStreamId::CONNECTION,
+                &client::release_stream(2.0, name),
+            );
+            conn.queue_command(MessageStreamId::CONNECTION, &client::fc_publish(3.0, name));
+        }
+        conn.queue_command(MessageStreamId::CONNECTION, &client::create_stream(4.0));
+        conn.flush().await?;
+        let reply = inbound.reply(&conn, 4.0, Phase::CreateStream).await?;
+        let stream = reply
+            .arguments
+            .iter()
+            .find_map(Amf0Value::as_number)
+            .filter(|n| n.is_finite() && *n >= 1.0 && *n <= f64::from(u32::MAX))
+            .map(|n| MessageStreamId(n as u32))
+            .ok_or(ClientError::Protocol(
+                "createStream _result without a stream id",
+            ))?;
+
+        let early = match role {
+            Role::Play => {
+                phase.set(Phase::Play);
+                conn.queue_command(stream, &client::play(5.0, &url.stream));
+                conn.queue_control(&ControlMessage::UserControl(
+                    UserControlEvent::SetBufferLength {
+                        stream,
+                        buffer_ms: PLAYER_BUFFER_MS,
+                    },
+                ));
+                conn.flush().await?;
+                inbound
+                    .status(&conn, "NetStream.Play.Start", Phase::Play)
+                    .await?
+            }
+            Role::Publish => {
+                phase.set(Phase::Publish);
+                conn.queue_command(stream, &client::publish(5.0, &url.stream));
+                conn.flush().await?;
+                inbound
+                    .status(&conn, "NetStream.Publish.Start", Phase::Publish)
+                    .await?
+            }
+        };
+        Ok(Session {
+            conn,
+            inbound,
+            stream,
+            timings: SetupTimings {
+                tcp,
+                connected,
+                ready: started.elapsed(),
+            },
+            early,
+        })
+    };
+    with_timeout(settings.setup_timeout, steps)
+        .await
+        .unwrap_or_else(|| {
+            Err(ClientError::Timeout {
+                phase: phase.get(),
+                timeout: settings.setup_timeout,
+            })
+        })
+}
+
+/// Runs the client handshake; returns the inbound half holding any bytes that followed S2.
+async fn handshake(conn: &RtmpConn, kind: HandshakeKind) -> Result<Inbound, ClientError> {
+    let mut random = vec![0u8; RANDOM_LEN];
+    rand::rng().fill_bytes(&mut random);
+    let mut hs = ClientHandshake::new(kind, 0, &random);
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut bytes_read = 0;
+    loop {
+        // C0+C1 comes out before any input, C2 once S1 is in; S2 may share S1's read.
+        let status = hs.handle_input(&mut buf)?;
+        while let Some(out) = hs.poll_output() {
+            conn.pending.borrow_mut().extend_from_slice(&out);
+        }
+        conn.flush().await?;
+        if status == HandshakeStatus::Done {
+            return Ok(Inbound::new(buf, bytes_read));
+        }
+        read_more(&conn.transport, &mut buf, &mut bytes_read).await?;
+    }
+}

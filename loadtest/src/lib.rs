@@ -1,0 +1,37 @@
+//! corecast-loadtest: publishers and players at scale against any RTMP server, and a report
+//! of what broadcasters and SREs care about — did everyone connect, how fast did video start,
+//! did every player get the whole bitrate without holes, how late was it, and what did it
+//! cost the server.
+//!
+//! The harness is built like the node: one glommio executor per core, each running
+//! thousands of connections as local tasks with no shared state on the hot path, and the
+//! protocol itself done by corecast-common's sans-IO state machines. A player costs a socket,
+//! a 16 KiB read buffer and a chunk decoder; in `--lite` mode it does no per-frame analysis.
+//!
+//! Everything is bounded: a run has a duration and a connection cap, every setup step has a
+//! timeout, the run ends at its deadline whatever the server does, and connections go only to
+//! the one address the URL resolved to.
+//!
+//! # Layout
+//! - [`url`]: parsing `rtmp://host:port/app/stream`; other schemes are refused clearly.
+//! - [`transport`]: the byte pipe under the client (TCP today; TLS and HTTP tunnel slot in).
+//! - [`client`]: the async RTMP client: handshake, commands, pings, acknowledgements.
+//! - [`source`]: the looped FLV file and the synthetic stream with its embedded clock.
+//! - [`player`], [`publisher`]: one connection of each kind and what it measures.
+//! - [`stats`]: records, live counters, histograms, percentiles, frame-gap detection.
+//! - [`scenario`]: the CLI/TOML scenario and its bounds.
+//! - [`runner`]: executors, ramp, deadline, progress and collection.
+//! - [`procstat`]: CPU and memory of the server (and of the harness) from `/proc`.
+//! - [`report`]: table, JSON and HTML.
+
+pub mod client;
+pub mod player;
+pub mod procstat;
+pub mod publisher;
+pub mod report;
+pub mod runner;
+pub mod scenario;
+pub mod source;
+pub mod stats;
+pub mod transport;
+pub mod url;

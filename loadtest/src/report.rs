@@ -1,0 +1,962 @@
+//! The report: what a run measured, summarised for people ([`Report::to_table`]), for
+//! programs ([`Report::to_json`]) and as a self-contained page with charts
+//! ([`Report::to_html`]: inline SVG, no script, nothing fetched from the network).
+//!
+//! Every field is described in `loadtest/README.md`; the JSON keys are the struct fields
+//! below. Units are in the names (`_ms`, `_kbps`, `_mbps`, `_mib`, `_secs`); "GB" is 10⁹
+//! bytes.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::runner::{RunOutput, TimePoint};
+use crate::scenario::Scenario;
+use crate::stats::{Outcome, Summary, GAP_FACTOR};
+
+/// Edges of the latency histogram buckets, ms (the last bucket is open-ended).
+const LATENCY_EDGES_MS: [f64; 15] = [
+    0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0,
+    60000.0,
+];
+
+/// Failures (or drops) with one reason.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReasonCount {
+    /// Static label (`tcp_refused`, `rejected_play`, ...).
+    pub reason: String,
+    /// How many connections.
+    pub count: u64,
+    /// One of the error messages, in words.
+    pub example: String,
+}
+
+/// Connection outcomes, players and publishers together.
+#[derive(Debug, Clone, Serialize)]
+pub struct Connections {
+    /// Connections the scenario asked for.
+    pub planned: u64,
+    /// Connections that started (TCP connect attempted).
+    pub attempted: u64,
+    /// Setups that reached `Play.Start`/`Publish.Start`.
+    pub ok: u64,
+    /// Setups that failed.
+    pub failed: u64,
+    /// Connections never attempted (run ended first, or the stream never went live).
+    pub not_started: u64,
+    /// Connections lost after setup, before the end of the run.
+    pub dropped: u64,
+    /// Failures by reason.
+    pub failures: Vec<ReasonCount>,
+    /// Drops by reason.
+    pub drops: Vec<ReasonCount>,
+    /// Why connections were not started.
+    pub not_started_reasons: Vec<ReasonCount>,
+}
+
+/// Frame gap results.
+#[derive(Debug, Clone, Serialize)]
+pub struct Gaps {
+    /// The rule in words.
+    pub rule: String,
+    /// Players with at least one gap.
+    pub players_with_gaps: u64,
+    /// Gaps over all players.
+    pub total: u64,
+    /// Gaps per player (players that got a key frame).
+    pub per_player: Option<Summary>,
+    /// Largest gap seen, ms.
+    pub max_gap_ms: u64,
+    /// Timestamps that went backwards, over all players.
+    pub rewinds: u64,
+}
+
+/// Player results.
+#[derive(Debug, Clone, Serialize)]
+pub struct Players {
+    /// Players in the scenario.
+    pub total: u64,
+    /// Players that reached `Play.Start`.
+    pub connected: u64,
+    /// Players that received a coded key frame.
+    pub with_keyframe: u64,
+    /// TCP connect to `connect` answered, ms.
+    pub connect_ms: Option<Summary>,
+    /// TCP connect to `Play.Start`, ms.
+    pub ready_ms: Option<Summary>,
+    /// TCP connect to first coded key frame, ms.
+    pub first_keyframe_ms: Option<Summary>,
+    /// Per player: media bytes from the first key frame on over the media time they cover
+    /// (timestamps), kbit/s. Equals the source bitrate unless frames were lost.
+    pub bitrate_kbps: Option<Summary>,
+    /// Per player: the same bytes over the wall-clock time since the first key frame, kbit/s
+    /// (includes the burst a GOP cache sends at join).
+    pub throughput_kbps: Option<Summary>,
+    /// The source bitrate players are compared with (what this run's publishers sent, by
+    /// timestamps, mean over streams), kbit/s; `null` when the run does not publish.
+    pub source_kbps: Option<f64>,
+    /// Per-player delivered bitrate ÷ its stream's source bitrate.
+    pub bitrate_ratio: Option<Summary>,
+    /// Frame gaps; `null` in lite mode.
+    pub gaps: Option<Gaps>,
+    /// Coded video frames received, all players.
+    pub video_frames: u64,
+    /// Audio frames received, all players.
+    pub audio_frames: u64,
+}
+
+/// Publisher results.
+#[derive(Debug, Clone, Serialize)]
+pub struct Publishers {
+    /// Publishers in the scenario.
+    pub total: u64,
+    /// Publishers that reached `Publish.Start`.
+    pub connected: u64,
+    /// TCP connect to `connect` answered, ms.
+    pub connect_ms: Option<Summary>,
+    /// Bitrate sent (payload bytes over the media time they cover), kbit/s.
+    pub sent_kbps: Option<Summary>,
+    /// Frames sent, all publishers.
+    pub frames: u64,
+    /// FLV loops completed, all publishers.
+    pub loops: u64,
+    /// Largest delay of a frame behind its schedule, ms.
+    pub max_lag_ms: f64,
+}
+
+/// One latency histogram bucket.
+#[derive(Debug, Clone, Serialize)]
+pub struct Bucket {
+    /// Lower edge, ms (inclusive).
+    pub from_ms: f64,
+    /// Upper edge, ms (exclusive); `null` for the last bucket.
+    pub to_ms: Option<f64>,
+    /// Samples.
+    pub count: u64,
+}
+
+/// End-to-end latency.
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    /// Samples (one per stamped video frame per player).
+    pub samples: u64,
+    /// Median, ms.
+    pub p50_ms: f64,
+    /// 90th percentile, ms.
+    pub p90_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+    /// Largest, ms.
+    pub max_ms: f64,
+    /// Distribution.
+    pub histogram: Vec<Bucket>,
+}
+
+/// Aggregate throughput into players.
+#[derive(Debug, Clone, Serialize)]
+pub struct Throughput {
+    /// Socket bytes read by all players.
+    pub bytes_in: u64,
+    /// Media payload bytes received by all players.
+    pub media_bytes_in: u64,
+    /// `bytes_in` over the run's duration, Mbit/s.
+    pub aggregate_mbps: f64,
+    /// `media_bytes_in` over the run's duration, Mbit/s.
+    pub media_mbps: f64,
+}
+
+/// The server's resource use (`--server-pid`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Server {
+    /// The process watched.
+    pub pid: u32,
+    /// CPU seconds (user + system) spent during the run.
+    pub cpu_secs: f64,
+    /// Average CPU use, percent of one core.
+    pub cpu_pct: f64,
+    /// Largest RSS sampled during the run, MiB.
+    pub peak_rss_mib: f64,
+    /// The process's lifetime peak RSS (VmHWM), MiB.
+    pub vm_hwm_mib: f64,
+    /// Bytes delivered to players (socket bytes), GB (10⁹).
+    pub delivered_gb: f64,
+    /// `cpu_secs / delivered_gb`; `null` when nothing was delivered.
+    pub cpu_secs_per_gb: Option<f64>,
+    /// Whether the process still existed at the end.
+    pub alive_at_end: bool,
+}
+
+/// The harness's own resource use.
+#[derive(Debug, Clone, Serialize)]
+pub struct Harness {
+    /// Executors run.
+    pub cores: usize,
+    /// Executors that reported back; fewer means a partial report.
+    pub cores_reported: usize,
+    /// CPU seconds the harness spent.
+    pub cpu_secs: f64,
+    /// Largest RSS sampled, MiB.
+    pub peak_rss_mib: f64,
+}
+
+/// Everything a run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// `corecast-loadtest`.
+    pub tool: &'static str,
+    /// The harness's version.
+    pub version: &'static str,
+    /// What ran, in words.
+    pub description: String,
+    /// What ran.
+    pub scenario: Scenario,
+    /// Wall-clock start, ms since the UNIX epoch.
+    pub started_unix_ms: u64,
+    /// How long the run lasted, seconds.
+    pub duration_secs: f64,
+    /// False when some executor did not report back in time.
+    pub complete: bool,
+    /// Connection outcomes.
+    pub connections: Connections,
+    /// Player results.
+    pub players: Players,
+    /// Publisher results.
+    pub publishers: Publishers,
+    /// End-to-end latency; `null` without samples (no synthetic publisher, or lite mode).
+    pub latency: Option<Latency>,
+    /// Aggregate throughput.
+    pub throughput: Throughput,
+    /// The server's use, with `--server-pid`.
+    pub server: Option<Server>,
+    /// Why the server could not be watched.
+    pub server_error: Option<String>,
+    /// The harness's own use.
+    pub harness: Harness,
+    /// One point per second.
+    pub timeseries: Vec<TimePoint>,
+}
+
+fn ms(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Counts `(reason, message)` pairs by reason, keeping the first message as the example.
+fn by_reason<'a>(items: impl Iterator<Item = (&'a str, &'a str)>) -> Vec<ReasonCount> {
+    let mut map: BTreeMap<&str, (u64, &str)> = BTreeMap::new();
+    for (reason, message) in items {
+        map.entry(reason).or_insert((0, message)).0 += 1;
+    }
+    let mut out: Vec<ReasonCount> = map
+        .into_iter()
+        .map(|(reason, (count, example))| ReasonCount {
+            reason: reason.to_owned(),
+            count,
+            example: example.to_owned(),
+        })
+        .collect();
+    out.sort_by(|a, b| b.count.cmp(&a.count).then(a.reason.cmp(&b.reason)));
+    out
+}
+
+impl Report {
+    /// Builds the report of `out`, a run of `scenario`.
+    pub fn new(scenario: &Scenario, out: &RunOutput) -> Report {
+        let secs = out.elapsed.as_secs_f64().max(1e-3);
+        let outcomes = out
+            .players
+            .iter()
+            .map(|p| (&p.outcome, &p.dropped))
+            .chain(out.publishers.iter().map(|p| (&p.outcome, &p.dropped)));
+        let mut failures = Vec::new();
+        let mut not_started = Vec::new();
+        let mut drops = Vec::new();
+        let mut ok = 0;
+        for (outcome, dropped) in outcomes {
+            match outcome {
+                Outcome::NotStarted(why) => not_started.push((*why, *why)),
+                Outcome::Failed { reason, message } => failures.push((*reason, message.as_str())),
+                Outcome::Connected => ok += 1,
+            }
+            if let Some((reason, message)) = dropped {
+                drops.push((*reason, message.as_str()));
+            }
+        }
+        let planned = scenario.connections() as u64;
+        let connections = Connections {
+            planned,
+            attempted: ok + failures.len() as u64,
+            ok,
+            failed: failures.len() as u64,
+            not_started: not_started.len() as u64
+                + planned.saturating_sub((out.players.len() + out.publishers.len()) as u64),
+            dropped: drops.len() as u64,
+            failures: by_reason(failures.into_iter()),
+            drops: by_reason(drops.into_iter()),
+            not_started_reasons: by_reason(not_started.into_iter()),
+        };
+
+        // Source bitrate per stream: what its publisher sent.
+        let mut source_by_stream: BTreeMap<usize, f64> = BTreeMap::new();
+        for p in &out.publishers {
+            if let Some(kbps) = p.sent_kbps() {
+                source_by_stream.insert(p.stream, kbps);
+            }
+        }
+        let source_kbps = (!source_by_stream.is_empty())
+            .then(|| source_by_stream.values().sum::<f64>() / source_by_stream.len() as f64);
+
+        let players = &out.players;
+        let connected: Vec<_> = players
+            .iter()
+            .filter(|p| p.outcome == Outcome::Connected)
+            .collect();
+        let with_keyframe: Vec<_> = connected
+            .iter()
+            .filter(|p| p.first_keyframe.is_some())
+            .collect();
+        let gaps = (!scenario.lite).then(|| Gaps {
+            rule: format!(
+                "a jump between consecutive video timestamps of one player larger than \
+                 {GAP_FACTOR} x the nominal frame interval"
+            ),
+            players_with_gaps: with_keyframe.iter().filter(|p| p.gaps.gaps > 0).count() as u64,
+            total: with_keyframe.iter().map(|p| u64::from(p.gaps.gaps)).sum(),
+            per_player: Summary::of(with_keyframe.iter().map(|p| f64::from(p.gaps.gaps))),
+            max_gap_ms: with_keyframe
+                .iter()
+                .map(|p| u64::from(p.gaps.max_gap_ms))
+                .max()
+                .unwrap_or(0),
+            rewinds: with_keyframe
+                .iter()
+                .map(|p| u64::from(p.gaps.rewinds))
+                .sum(),
+        });
+        let players_report = Players {
+            total: (scenario.players()) as u64,
+            connected: connected.len() as u64,
+            with_keyframe: with_keyframe.len() as u64,
+            connect_ms: Summary::of(connected.iter().filter_map(|p| p.connect_time.map(ms))),
+            ready_ms: Summary::of(connected.iter().filter_map(|p| p.ready_time.map(ms))),
+            first_keyframe_ms: Summary::of(
+                with_keyframe
+                    .iter()
+                    .filter_map(|p| p.first_keyframe.map(ms)),
+            ),
+            bitrate_kbps: Summary::of(with_keyframe.iter().filter_map(|p| p.bitrate_kbps())),
+            throughput_kbps: Summary::of(with_keyframe.iter().filter_map(|p| p.throughput_kbps())),
+            source_kbps,
+            bitrate_ratio: Summary::of(with_keyframe.iter().filter_map(|p| {
+                let source = source_by_stream.get(&p.stream)?;
+                Some(p.bitrate_kbps()? / source)
+            })),
+            gaps,
+            video_frames: players.iter().map(|p| p.video_frames).sum(),
+            audio_frames: players.iter().map(|p| p.audio_frames).sum(),
+        };
+
+        let pubs = &out.publishers;
+        let publishers = Publishers {
+            total: scenario.publishers() as u64,
+            connected: pubs
+                .iter()
+                .filter(|p| p.outcome == Outcome::Connected)
+                .count() as u64,
+            connect_ms: Summary::of(pubs.iter().filter_map(|p| p.connect_time.map(ms))),
+            sent_kbps: Summary::of(pubs.iter().filter_map(|p| p.sent_kbps())),
+            frames: pubs.iter().map(|p| p.frames).sum(),
+            loops: pubs.iter().map(|p| p.loops).sum(),
+            max_lag_ms: pubs.iter().map(|p| p.max_lag_ms).fold(0.0, f64::max),
+        };
+
+        let h = &out.latency;
+        let latency = (h.count() > 0).then(|| Latency {
+            samples: h.count(),
+            p50_ms: h.quantile_ms(0.5).unwrap_or(0.0),
+            p90_ms: h.quantile_ms(0.9).unwrap_or(0.0),
+            p99_ms: h.quantile_ms(0.99).unwrap_or(0.0),
+            max_ms: h.max_ms().unwrap_or(0.0),
+            histogram: LATENCY_EDGES_MS
+                .iter()
+                .enumerate()
+                .map(|(i, &from)| {
+                    let to = LATENCY_EDGES_MS.get(i + 1).copied();
+                    let high = to.map_or(u64::MAX, |t| (t * 1000.0) as u64);
+                    Bucket {
+                        from_ms: from,
+                        to_ms: to,
+                        count: h.count_between_us((from * 1000.0) as u64, high),
+                    }
+                })
+                .collect(),
+        });
+
+        let delivered_gb = out.bytes_in as f64 / 1e9;
+        let server = out.server.map(|(pid, u)| Server {
+            pid,
+            cpu_secs: u.cpu_secs,
+            cpu_pct: u.cpu_secs / secs * 100.0,
+            peak_rss_mib: u.peak_rss_kib as f64 / 1024.0,
+            vm_hwm_mib: u.hwm_kib as f64 / 1024.0,
+            delivered_gb,
+            cpu_secs_per_gb: (out.bytes_in > 0).then(|| u.cpu_secs / delivered_gb),
+            alive_at_end: u.alive_at_end,
+        });
+
+        Report {
+            tool: "corecast-loadtest",
+            version: env!("CARGO_PKG_VERSION"),
+            description: scenario.describe(),
+            scenario: scenario.clone(),
+            started_unix_ms: out.started_unix_ms,
+            duration_secs: secs,
+            complete: out.cores_reported == out.cores,
+            connections,
+            players: players_report,
+            publishers,
+            latency,
+            throughput: Throughput {
+                bytes_in: out.bytes_in,
+                media_bytes_in: out.media_bytes_in,
+                aggregate_mbps: out.bytes_in as f64 * 8.0 / secs / 1e6,
+                media_mbps: out.media_bytes_in as f64 * 8.0 / secs / 1e6,
+            },
+            server,
+            server_error: out.server_error.clone(),
+            harness: Harness {
+                cores: out.cores,
+                cores_reported: out.cores_reported,
+                cpu_secs: out.own.cpu_secs,
+                peak_rss_mib: out.own.peak_rss_kib as f64 / 1024.0,
+            },
+            timeseries: out.timeseries.clone(),
+        }
+    }
+
+    /// Pretty-printed JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+
+    /// The rows of the summary table: `(metric, value)`.
+    fn rows(&self) -> Vec<(String, String)> {
+        let mut rows = Vec::new();
+        let c = &self.connections;
+        rows.push((
+            "connections".to_owned(),
+            format!(
+                "{} planned, {} attempted, {} ok, {} failed, {} not started, {} dropped",
+                c.planned, c.attempted, c.ok, c.failed, c.not_started, c.dropped
+            ),
+        ));
+        for (label, list) in [
+            ("  failed", &c.failures),
+            ("  dropped", &c.drops),
+            ("  not started", &c.not_started_reasons),
+        ] {
+            for r in list {
+                rows.push((
+                    label.to_owned(),
+                    format!("{} x {} ({})", r.count, r.reason, r.example),
+                ));
+            }
+        }
+        let p = &self.players;
+        if p.total > 0 {
+            rows.push((
+                "players".to_owned(),
+                format!(
+                    "{} total, {} connected, {} got a key frame",
+                    p.total, p.connected, p.with_keyframe
+                ),
+            ));
+            rows.push(("connect time".to_owned(), summary_ms(p.connect_ms.as_ref())));
+            rows.push(("play start".to_owned(), summary_ms(p.ready_ms.as_ref())));
+            rows.push((
+                "first key frame".to_owned(),
+                summary_ms(p.first_keyframe_ms.as_ref()),
+            ));
+            rows.push((
+                "delivered bitrate".to_owned(),
+                match &p.bitrate_kbps {
+                    Some(s) => format!(
+                        "min {:.0}  p50 {:.0}  max {:.0} kbit/s per player (by timestamps)",
+                        s.min, s.p50, s.max
+                    ),
+                    None => "-".to_owned(),
+                },
+            ));
+            rows.push((
+                "  throughput".to_owned(),
+                match &p.throughput_kbps {
+                    Some(s) => format!(
+                        "min {:.0}  p50 {:.0}  max {:.0} kbit/s per player (by wall clock)",
+                        s.min, s.p50, s.max
+                    ),
+                    None => "-".to_owned(),
+                },
+            ));
+            if let (Some(source), Some(ratio)) = (p.source_kbps, &p.bitrate_ratio) {
+                rows.push((
+                    "  vs source".to_owned(),
+                    format!(
+                        "source {source:.0} kbit/s; ratio min {:.3}  p50 {:.3}",
+                        ratio.min, ratio.p50
+                    ),
+                ));
+            }
+            match &p.gaps {
+                Some(g) => rows.push((
+                    "frame gaps".to_owned(),
+                    format!(
+                        "{} gaps in {} players, largest {} ms, {} rewinds",
+                        g.total, g.players_with_gaps, g.max_gap_ms, g.rewinds
+                    ),
+                )),
+                None => rows.push(("frame gaps".to_owned(), "- (lite mode)".to_owned())),
+            }
+        }
+        let pb = &self.publishers;
+        if pb.total > 0 {
+            rows.push((
+                "publishers".to_owned(),
+                format!(
+                    "{} total, {} connected, {} frames, {} loops, max lag {:.1} ms",
+                    pb.total, pb.connected, pb.frames, pb.loops, pb.max_lag_ms
+                ),
+            ));
+            rows.push((
+                "  sent bitrate".to_owned(),
+                match &pb.sent_kbps {
+                    Some(s) => format!(
+                        "min {:.0}  p50 {:.0}  max {:.0} kbit/s",
+                        s.min, s.p50, s.max
+                    ),
+                    None => "-".to_owned(),
+                },
+            ));
+        }
+        rows.push((
+            "e2e latency".to_owned(),
+            match &self.latency {
+                Some(l) => format!(
+                    "p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1} ms  ({} samples)",
+                    l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms, l.samples
+                ),
+                None => "- (no samples)".to_owned(),
+            },
+        ));
+        let t = &self.throughput;
+        rows.push((
+            "aggregate".to_owned(),
+            format!(
+                "{:.1} Mbit/s into players ({:.1} Mbit/s media), {:.3} GB",
+                t.aggregate_mbps,
+                t.media_mbps,
+                t.bytes_in as f64 / 1e9
+            ),
+        ));
+        if let Some(s) = &self.server {
+            rows.push((
+                "server".to_owned(),
+                format!(
+                    "pid {}: {:.2} CPU-s ({:.0}% of a core), peak RSS {:.1} MiB (VmHWM {:.1}), \
+                     {} CPU-s per delivered GB{}",
+                    s.pid,
+                    s.cpu_secs,
+                    s.cpu_pct,
+                    s.peak_rss_mib,
+                    s.vm_hwm_mib,
+                    s.cpu_secs_per_gb
+                        .map_or_else(|| "-".to_owned(), |v| format!("{v:.3}")),
+                    if s.alive_at_end {
+                        ""
+                    } else {
+                        " (gone at the end)"
+                    }
+                ),
+            ));
+        }
+        if let Some(e) = &self.server_error {
+            rows.push(("server".to_owned(), format!("not watched: {e}")));
+        }
+        rows.push((
+            "harness".to_owned(),
+            format!(
+                "{} cores, {:.2} CPU-s, peak RSS {:.1} MiB{}",
+                self.harness.cores,
+                self.harness.cpu_secs,
+                self.harness.peak_rss_mib,
+                if self.complete {
+                    String::new()
+                } else {
+                    format!(
+                        "; PARTIAL: {} of {} cores reported",
+                        self.harness.cores_reported, self.harness.cores
+                    )
+                }
+            ),
+        ));
+        rows
+    }
+
+    /// The summary table as text.
+    pub fn to_table(&self) -> String {
+        let rows = self.rows();
+        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        let mut out = format!(
+            "corecast-loadtest: {}\nran {:.1} s\n",
+            self.description, self.duration_secs
+        );
+        for (k, v) in rows {
+            let _ = writeln!(out, "{k:width$}  {v}");
+        }
+        out
+    }
+
+    /// A self-contained HTML page: the summary table and SVG charts.
+    pub fn to_html(&self) -> String {
+        let mut body = String::new();
+        let _ = write!(
+            body,
+            "<h1>corecast-loadtest</h1><p>{}<br>ran {:.1} s</p><table>",
+            escape(&self.description),
+            self.duration_secs
+        );
+        for (k, v) in self.rows() {
+            let _ = write!(
+                body,
+                "<tr><th>{}</th><td>{}</td></tr>",
+                escape(k.trim()),
+                escape(&v)
+            );
+        }
+        body.push_str("</table>");
+        if let Some(l) = &self.latency {
+            // Bars up to the last non-empty bucket, labelled by their upper edge.
+            let last = l.histogram.iter().rposition(|b| b.count > 0).unwrap_or(0);
+            let bars: Vec<(String, u64)> = l
+                .histogram
+                .iter()
+                .take(last + 1)
+                .map(|b| (bucket_label(b), b.count))
+                .collect();
+            body.push_str(&bar_chart("End-to-end latency", &bars));
+        }
+        let series = |f: &dyn Fn(&TimePoint) -> Option<f64>| -> Vec<(f64, f64)> {
+            self.timeseries
+                .iter()
+                .filter_map(|p| f(p).map(|v| (p.t, v)))
+                .collect()
+        };
+        let line = |name, color, f: &dyn Fn(&TimePoint) -> Option<f64>| Series {
+            name,
+            color,
+            points: series(f),
+        };
+        body.push_str(&line_chart(
+            "Aggregate bitrate into players (Mbit/s)",
+            &[line("Mbit/s", "#1f77b4", &|p| Some(p.mbps))],
+        ));
+        body.push_str(&line_chart(
+            "Connections over time",
+            &[
+                line("players", "#2ca02c", &|p| Some(p.players as f64)),
+                line("publishers", "#9467bd", &|p| Some(p.publishers as f64)),
+                line("failed", "#d62728", &|p| Some(p.failed as f64)),
+            ],
+        ));
+        if self.latency.is_some() {
+            body.push_str(&line_chart(
+                "Latency over time (ms)",
+                &[
+                    line("p50", "#1f77b4", &|p| p.latency_p50_ms),
+                    line("p99", "#ff7f0e", &|p| p.latency_p99_ms),
+                ],
+            ));
+        }
+        if self.server.is_some() {
+            body.push_str(&line_chart(
+                "Server CPU (% of one core)",
+                &[line("cpu %", "#8c564b", &|p| p.server_cpu_pct)],
+            ));
+        }
+        format!(
+            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">\
+             <title>corecast-loadtest report</title><style>\
+             body{{font-family:sans-serif;margin:2em;max-width:1000px}}\
+             table{{border-collapse:collapse}}th,td{{text-align:left;padding:2px 12px 2px 0;\
+             vertical-align:top}}th{{white-space:nowrap}}h2{{font-size:1.1em;margin-top:2em}}\
+             svg text{{font-size:11px;font-family:sans-serif}}</style></head><body>{body}\
+             </body></html>\n"
+        )
+    }
+}
+
+/// `≤5 ms`, `≤2 s`, `>60 s`: a bucket by its upper edge.
+fn bucket_label(b: &Bucket) -> String {
+    let time = |ms: f64| {
+        if ms >= 1000.0 {
+            format!("{} s", ms / 1000.0)
+        } else {
+            format!("{ms} ms")
+        }
+    };
+    match b.to_ms {
+        Some(to) => format!("≤{}", time(to)),
+        None => format!(">{}", time(b.from_ms)),
+    }
+}
+
+fn summary_ms(s: Option<&Summary>) -> String {
+    match s {
+        Some(s) => format!(
+            "p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1} ms  (n={})",
+            s.p50, s.p90, s.p99, s.max, s.count
+        ),
+        None => "-".to_owned(),
+    }
+}
+
+/// Escapes text for HTML.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const CHART_W: f64 = 900.0;
+const CHART_H: f64 = 260.0;
+const PAD_L: f64 = 60.0;
+const PAD_B: f64 = 40.0;
+const PAD_T: f64 = 10.0;
+const PAD_R: f64 = 10.0;
+
+/// A "nice" upper bound for an axis.
+fn nice_max(v: f64) -> f64 {
+    if !(v.is_finite() && v > 0.0) {
+        return 1.0;
+    }
+    let magnitude = 10f64.powf(v.log10().floor());
+    for step in [1.0, 2.0, 2.5, 5.0, 10.0] {
+        if step * magnitude >= v {
+            return step * magnitude;
+        }
+    }
+    10.0 * magnitude
+}
+
+/// An inline SVG bar chart.
+fn bar_chart(title: &str, bars: &[(String, u64)]) -> String {
+    let mut svg = format!(
+        "<h2>{}</h2><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{CHART_W}\" \
+         height=\"{CHART_H}\" role=\"img\">",
+        escape(title)
+    );
+    let max = nice_max(bars.iter().map(|b| b.1).max().unwrap_or(0) as f64);
+    let plot_w = CHART_W - PAD_L - PAD_R;
+    let plot_h = CHART_H - PAD_T - PAD_B;
+    axes(&mut svg, max);
+    let slot = plot_w / bars.len().max(1) as f64;
+    for (i, (label, count)) in bars.iter().enumerate() {
+        let h = *count as f64 / max * plot_h;
+        let x = PAD_L + i as f64 * slot;
+        let _ = write!(
+            svg,
+            "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{h:.1}\" fill=\"#1f77b4\">\
+             <title>{}: {count}</title></rect>\
+             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
+            x + slot * 0.1,
+            PAD_T + plot_h - h,
+            slot * 0.8,
+            escape(label),
+            x + slot / 2.0,
+            CHART_H - PAD_B + 14.0,
+            escape(label)
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+/// Y axis with ticks, and the X axis line.
+fn axes(svg: &mut String, y_max: f64) {
+    let plot_h = CHART_H - PAD_T - PAD_B;
+    for i in 0..=4 {
+        let v = y_max * f64::from(i) / 4.0;
+        let y = PAD_T + plot_h - plot_h * f64::from(i) / 4.0;
+        let _ = write!(
+            svg,
+            "<line x1=\"{PAD_L}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#ddd\"/>\
+             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
+            CHART_W - PAD_R,
+            PAD_L - 6.0,
+            y + 4.0,
+            short_number(v)
+        );
+    }
+}
+
+fn short_number(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.1}M", v / 1e6)
+    } else if v >= 1e4 {
+        format!("{:.0}k", v / 1e3)
+    } else if v >= 10.0 || v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// One line of a [`line_chart`].
+struct Series<'a> {
+    name: &'a str,
+    color: &'a str,
+    /// `(seconds, value)`.
+    points: Vec<(f64, f64)>,
+}
+
+/// An inline SVG line chart over time (x in seconds).
+fn line_chart(title: &str, series: &[Series<'_>]) -> String {
+    let mut svg = format!(
+        "<h2>{}</h2><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{CHART_W}\" \
+         height=\"{CHART_H}\" role=\"img\">",
+        escape(title)
+    );
+    let points = series.iter().flat_map(|s| s.points.iter());
+    let (mut x_max, mut y_max) = (1.0f64, 0.0f64);
+    for &(x, y) in points {
+        x_max = x_max.max(x);
+        y_max = y_max.max(y);
+    }
+    let y_max = nice_max(y_max);
+    let x_max = x_max.ceil();
+    let plot_w = CHART_W - PAD_L - PAD_R;
+    let plot_h = CHART_H - PAD_T - PAD_B;
+    axes(&mut svg, y_max);
+    for i in 0..=5 {
+        let t = x_max * f64::from(i) / 5.0;
+        let _ = write!(
+            svg,
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{:.0} s</text>",
+            PAD_L + plot_w * f64::from(i) / 5.0,
+            CHART_H - PAD_B + 14.0,
+            t
+        );
+    }
+    for (
+        n,
+        Series {
+            name,
+            color,
+            points,
+        },
+    ) in series.iter().enumerate()
+    {
+        let path: Vec<String> = points
+            .iter()
+            .map(|&(x, y)| {
+                format!(
+                    "{:.1},{:.1}",
+                    PAD_L + x / x_max * plot_w,
+                    PAD_T + plot_h - (y / y_max).min(1.0) * plot_h
+                )
+            })
+            .collect();
+        let _ = write!(
+            svg,
+            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>\
+             <rect x=\"{:.1}\" y=\"{:.1}\" width=\"10\" height=\"10\" fill=\"{color}\"/>\
+             <text x=\"{:.1}\" y=\"{:.1}\">{}</text>",
+            path.join(" "),
+            PAD_L + 10.0 + n as f64 * 110.0,
+            CHART_H - 16.0,
+            PAD_L + 24.0 + n as f64 * 110.0,
+            CHART_H - 7.0,
+            escape(name)
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels() {
+        let b = |from_ms, to_ms| Bucket {
+            from_ms,
+            to_ms,
+            count: 0,
+        };
+        assert_eq!(bucket_label(&b(2.0, Some(5.0))), "≤5 ms");
+        assert_eq!(bucket_label(&b(1000.0, Some(2000.0))), "≤2 s");
+        assert_eq!(bucket_label(&b(60000.0, None)), ">60 s");
+        assert_eq!(short_number(5.0), "5");
+        assert_eq!(short_number(2.5), "2.50");
+        assert_eq!(short_number(25_000.0), "25k");
+    }
+
+    #[test]
+    fn nice_axis_bounds() {
+        assert_eq!(nice_max(0.0), 1.0);
+        assert_eq!(nice_max(7.0), 10.0);
+        assert_eq!(nice_max(180.0), 200.0);
+        assert_eq!(nice_max(2100.0), 2500.0);
+        assert_eq!(nice_max(f64::NAN), 1.0);
+    }
+
+    #[test]
+    fn escapes_markup() {
+        assert_eq!(
+            escape("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+    }
+
+    #[test]
+    fn charts_are_svg_without_scripts_or_fetches() {
+        let html = line_chart(
+            "t",
+            &[Series {
+                name: "a",
+                color: "#000",
+                points: vec![(0.0, 1.0), (1.0, 2.0)],
+            }],
+        ) + &bar_chart("b", &[("0-1".to_owned(), 3), ("1+".to_owned(), 0)]);
+        assert!(html.contains("<svg"));
+        assert!(html.contains("<polyline"));
+        assert!(html.contains("<rect"));
+        assert!(!html.contains("<script"));
+        assert!(!html.contains("src="));
+    }
+
+    #[test]
+    fn reasons_are_counted_and_sorted() {
+        let r = by_reason(
+            [
+                ("tcp_refused", "a"),
+                ("timeout_play", "b"),
+                ("tcp_refused", "c"),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(r[0].reason, "tcp_refused");
+        assert_eq!(r[0].count, 2);
+        assert_eq!(r[0].example, "a");
+        assert_eq!(r[1].count, 1);
+    }
+}

@@ -1,0 +1,668 @@
+//! Scenarios: what to run, from the command line or a TOML file, checked into a bounded
+//! [`Scenario`] before anything connects.
+//!
+//! A [`ScenarioFile`] has exactly the fields of the command line (flag `--max-connections` is
+//! key `max-connections`); unknown keys, and keys that do not apply to the chosen mode, are
+//! errors rather than silently ignored. The command line builds the same struct, so both
+//! paths share one validation ([`ScenarioFile::resolve`]).
+//!
+//! # Modes
+//! - `play`: `players` players of the URL's stream (someone else publishes it).
+//! - `publish`: `publishers` publishers; one publisher uses the URL's stream name, more use
+//!   `NAME-0`, `NAME-1`, ...
+//! - `e2e`: one synthetic publisher of the URL's stream and `players` players of it; latency
+//!   is measured through the server from the clock the publisher embeds.
+//! - `mixed`: `streams` publishers (`NAME-0`...; just `NAME` when there is one) with
+//!   `players-per-stream` players each.
+//!
+//! # Bounds
+//! Every run has a duration (default [`DEFAULT_DURATION_SECS`], at most
+//! [`MAX_DURATION_SECS`]) and a connection cap (`max-connections`, default
+//! [`DEFAULT_MAX_CONNECTIONS`], at most [`HARD_MAX_CONNECTIONS`]); a scenario that needs more
+//! connections than its cap is refused. Connections only go to the URL's host and port,
+//! resolved once at start.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use corecast_common::handshake::HandshakeKind;
+use serde::{Deserialize, Serialize};
+
+use crate::source::SyntheticSettings;
+use crate::url::{RtmpUrl, UrlError};
+
+/// Duration when none is given.
+pub const DEFAULT_DURATION_SECS: u64 = 30;
+/// Longest run allowed (one day).
+pub const MAX_DURATION_SECS: u64 = 86_400;
+/// Connection cap when none is given.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
+/// Largest connection cap that may be asked for.
+pub const HARD_MAX_CONNECTIONS: usize = 100_000;
+/// New connections per second when no ramp is given.
+pub const DEFAULT_RAMP_PER_SEC: f64 = 200.0;
+/// Seconds allowed for TCP connect, and again for the RTMP setup, when none is given.
+pub const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 10;
+/// Most executors.
+pub const MAX_CORES: usize = 256;
+
+/// Why a scenario is refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ScenarioError {
+    /// The TOML did not parse, or had unknown keys.
+    #[error("scenario file: {0}")]
+    Toml(#[from] toml::de::Error),
+    /// The scenario file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The URL is unusable.
+    #[error("url: {0}")]
+    Url(#[from] UrlError),
+    /// A key that the mode does not use.
+    #[error("`{key}` does not apply to mode {mode}")]
+    NotForMode {
+        /// The key.
+        key: &'static str,
+        /// The mode.
+        mode: &'static str,
+    },
+    /// A value out of its range.
+    #[error("`{key}` {message}")]
+    Invalid {
+        /// The key.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// More connections than the cap.
+    #[error(
+        "the scenario needs {needed} connections, more than max-connections = {cap} \
+         (raise it, up to {HARD_MAX_CONNECTIONS})"
+    )]
+    OverCap {
+        /// Connections the scenario opens.
+        needed: usize,
+        /// The cap.
+        cap: usize,
+    },
+}
+
+/// The four kinds of run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Players of a stream someone else publishes.
+    Play,
+    /// Publishers only.
+    Publish,
+    /// One publisher and its players, with latency.
+    E2e,
+    /// Several streams, each with a publisher and players.
+    Mixed,
+}
+
+impl Mode {
+    /// The mode as written.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Play => "play",
+            Mode::Publish => "publish",
+            Mode::E2e => "e2e",
+            Mode::Mixed => "mixed",
+        }
+    }
+}
+
+/// Handshake choice as written in scenarios.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum HandshakeChoice {
+    /// The FP9 digest handshake (what Flash Player and ffmpeg send); falls back to plain
+    /// against servers that answer plain.
+    Digest,
+    /// The spec's plain handshake.
+    Plain,
+}
+
+/// A scenario as written: every key optional except `mode` and `url`; the command line's
+/// flags with `-` kept (`max-connections`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ScenarioFile {
+    /// `play`, `publish`, `e2e` or `mixed`.
+    pub mode: Option<Mode>,
+    /// `rtmp://host[:port]/app/stream`.
+    pub url: Option<String>,
+    /// Players (play, e2e).
+    pub players: Option<usize>,
+    /// Publishers (publish).
+    pub publishers: Option<usize>,
+    /// Streams (mixed).
+    pub streams: Option<usize>,
+    /// Players per stream (mixed).
+    pub players_per_stream: Option<usize>,
+    /// Publish this FLV file in a loop instead of the synthetic stream (publish, mixed).
+    pub flv: Option<PathBuf>,
+    /// Synthetic stream: total bitrate, kbit/s (default 2500).
+    pub bitrate_kbps: Option<u32>,
+    /// Synthetic stream: audio part of the bitrate, kbit/s; 0 = no audio (default 128).
+    pub audio_kbps: Option<u32>,
+    /// Synthetic stream: frames per second (default 30).
+    pub fps: Option<u32>,
+    /// Synthetic stream: a key frame every this many frames (default 2 s worth).
+    pub gop_frames: Option<u32>,
+    /// Seconds to run (default 30, at most 86400).
+    pub duration: Option<u64>,
+    /// Refuse scenarios that open more connections (default 20000).
+    pub max_connections: Option<usize>,
+    /// Executors (threads) to run connections on (default: one per CPU).
+    pub cores: Option<usize>,
+    /// New connections per second; 0 = all at once (default 200).
+    pub ramp: Option<f64>,
+    /// Players only count bytes once the first key frame is in: no gap or latency analysis.
+    pub lite: Option<bool>,
+    /// Write the report as JSON to this file.
+    pub json: Option<PathBuf>,
+    /// Write the report as a self-contained HTML page to this file.
+    pub html: Option<PathBuf>,
+    /// Sample this process's CPU time and memory over the run (the server under test).
+    pub server_pid: Option<u32>,
+    /// No progress line.
+    pub quiet: Option<bool>,
+    /// Seconds allowed for the TCP connect and again for the RTMP setup (default 10).
+    pub connect_timeout: Option<u64>,
+    /// `digest` (default) or `plain`.
+    pub handshake: Option<HandshakeChoice>,
+}
+
+/// Where media comes from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceSpec {
+    /// Generated, with the embedded clock.
+    Synthetic {
+        /// Total kbit/s.
+        bitrate_kbps: u32,
+        /// Audio kbit/s.
+        audio_kbps: u32,
+        /// Frames per second.
+        fps: u32,
+        /// Key frame interval in frames.
+        gop_frames: u32,
+    },
+    /// An FLV file, looped.
+    Flv {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+impl SourceSpec {
+    /// The synthetic settings, if synthetic.
+    pub fn synthetic(&self) -> Option<SyntheticSettings> {
+        match *self {
+            SourceSpec::Synthetic {
+                bitrate_kbps,
+                audio_kbps,
+                fps,
+                gop_frames,
+            } => Some(SyntheticSettings {
+                bitrate_kbps,
+                audio_kbps,
+                fps,
+                gop_frames,
+            }),
+            SourceSpec::Flv { .. } => None,
+        }
+    }
+}
+
+/// Where the report goes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Outputs {
+    /// JSON report file.
+    pub json: Option<PathBuf>,
+    /// HTML report file.
+    pub html: Option<PathBuf>,
+    /// Server process to watch.
+    pub server_pid: Option<u32>,
+    /// No progress line.
+    pub quiet: bool,
+}
+
+/// A checked, bounded scenario.
+#[derive(Debug, Clone, Serialize)]
+pub struct Scenario {
+    /// The kind of run.
+    pub mode: Mode,
+    /// The URL as given (its stream name is the base of every stream name).
+    #[serde(serialize_with = "serialize_display")]
+    pub url: RtmpUrl,
+    /// Distinct streams.
+    pub streams: usize,
+    /// Whether each stream gets a publisher from this harness.
+    pub publish: bool,
+    /// Players per stream.
+    pub players_per_stream: usize,
+    /// What publishers send (unused without publishers).
+    pub source: SourceSpec,
+    /// How long the run lasts.
+    #[serde(serialize_with = "serialize_secs")]
+    pub duration: Duration,
+    /// The connection cap the scenario was checked against.
+    pub max_connections: usize,
+    /// Executors.
+    pub cores: usize,
+    /// New connections per second (0 = all at once).
+    pub ramp_per_sec: f64,
+    /// Lite players.
+    pub lite: bool,
+    /// Limit for the TCP connect, and again for the RTMP setup.
+    #[serde(serialize_with = "serialize_secs")]
+    pub connect_timeout: Duration,
+    /// The handshake offered.
+    pub handshake: HandshakeChoice,
+    /// Report destinations.
+    pub outputs: Outputs,
+}
+
+fn serialize_display<S: serde::Serializer, T: std::fmt::Display>(
+    value: &T,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_str(value)
+}
+
+fn serialize_secs<S: serde::Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(value.as_secs_f64())
+}
+
+impl Scenario {
+    /// Publishers the run opens.
+    pub fn publishers(&self) -> usize {
+        if self.publish {
+            self.streams
+        } else {
+            0
+        }
+    }
+
+    /// Players the run opens.
+    pub fn players(&self) -> usize {
+        self.streams * self.players_per_stream
+    }
+
+    /// Every connection the run opens.
+    pub fn connections(&self) -> usize {
+        self.publishers() + self.players()
+    }
+
+    /// The URL of stream `index`: the URL's own stream when there is one stream, else
+    /// `NAME-index`.
+    pub fn stream_url(&self, index: usize) -> RtmpUrl {
+        if self.streams == 1 {
+            self.url.clone()
+        } else {
+            self.url
+                .with_stream(&format!("{}-{index}", self.url.stream_base()))
+        }
+    }
+
+    /// The handshake kind for the client.
+    pub fn handshake_kind(&self) -> HandshakeKind {
+        match self.handshake {
+            HandshakeChoice::Digest => HandshakeKind::Digest,
+            HandshakeChoice::Plain => HandshakeKind::Plain,
+        }
+    }
+
+    /// One line saying what will run, for `--check` and the report header.
+    pub fn describe(&self) -> String {
+        let source = match &self.source {
+            SourceSpec::Synthetic {
+                bitrate_kbps,
+                fps,
+                gop_frames,
+                ..
+            } => {
+                format!("synthetic {bitrate_kbps} kbit/s, {fps} fps, key frame every {gop_frames}")
+            }
+            SourceSpec::Flv { path } => format!("FLV {}", path.display()),
+        };
+        let what = match self.mode {
+            Mode::Play => format!("{} players", self.players()),
+            Mode::Publish => format!("{} publishers ({source})", self.publishers()),
+            Mode::E2e => format!("1 publisher ({source}) + {} players", self.players()),
+            Mode::Mixed => format!(
+                "{} streams x (1 publisher + {} players) ({source})",
+                self.streams, self.players_per_stream
+            ),
+        };
+        format!(
+            "{} {what} against {} for {} s on {} cores, ramp {}/s{}",
+            self.mode.as_str(),
+            self.url,
+            self.duration.as_secs_f64(),
+            self.cores,
+            self.ramp_per_sec,
+            if self.lite { ", lite players" } else { "" }
+        )
+    }
+}
+
+impl ScenarioFile {
+    /// Parses a TOML scenario.
+    pub fn from_toml(text: &str) -> Result<ScenarioFile, ScenarioError> {
+        Ok(toml::from_str(text)?)
+    }
+
+    /// Reads and parses a TOML scenario file.
+    pub fn load(path: &std::path::Path) -> Result<ScenarioFile, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text)
+    }
+
+    /// Checks everything and applies the defaults. `cpus` is the default core count.
+    pub fn resolve(&self, cpus: usize) -> Result<Scenario, ScenarioError> {
+        let mode = self.mode.ok_or(ScenarioError::Invalid {
+            key: "mode",
+            message: "is required (play, publish, e2e or mixed)".to_owned(),
+        })?;
+        let url = RtmpUrl::parse(self.url.as_deref().ok_or(ScenarioError::Invalid {
+            key: "url",
+            message: "is required".to_owned(),
+        })?)?;
+        let m = mode.as_str();
+        let refuse = |key: &'static str, present: bool| {
+            if present {
+                Err(ScenarioError::NotForMode { key, mode: m })
+            } else {
+                Ok(())
+            }
+        };
+        let count = |key: &'static str, value: Option<usize>, default: usize| {
+            let v = value.unwrap_or(default);
+            if v == 0 {
+                Err(ScenarioError::Invalid {
+                    key,
+                    message: "must be at least 1".to_owned(),
+                })
+            } else {
+                Ok(v)
+            }
+        };
+        let synthetic_keys = self.bitrate_kbps.is_some()
+            || self.audio_kbps.is_some()
+            || self.fps.is_some()
+            || self.gop_frames.is_some();
+        let (streams, publish, players_per_stream) = match mode {
+            Mode::Play => {
+                refuse("publishers", self.publishers.is_some())?;
+                refuse("streams", self.streams.is_some())?;
+                refuse("players-per-stream", self.players_per_stream.is_some())?;
+                refuse("flv", self.flv.is_some())?;
+                refuse("bitrate-kbps/audio-kbps/fps/gop-frames", synthetic_keys)?;
+                (1, false, count("players", self.players, 1)?)
+            }
+            Mode::Publish => {
+                refuse("players", self.players.is_some())?;
+                refuse("streams", self.streams.is_some())?;
+                refuse("players-per-stream", self.players_per_stream.is_some())?;
+                (count("publishers", self.publishers, 1)?, true, 0)
+            }
+            Mode::E2e => {
+                refuse("publishers", self.publishers.is_some())?;
+                refuse("streams", self.streams.is_some())?;
+                refuse("players-per-stream", self.players_per_stream.is_some())?;
+                if self.flv.is_some() {
+                    return Err(ScenarioError::Invalid {
+                        key: "flv",
+                        message: "cannot be used with e2e: latency needs the synthetic \
+                                  stream's embedded clock"
+                            .to_owned(),
+                    });
+                }
+                (1, true, count("players", self.players, 1)?)
+            }
+            Mode::Mixed => {
+                refuse("players", self.players.is_some())?;
+                refuse("publishers", self.publishers.is_some())?;
+                (
+                    count("streams", self.streams, 1)?,
+                    true,
+                    count("players-per-stream", self.players_per_stream, 1)?,
+                )
+            }
+        };
+        let source = match &self.flv {
+            Some(path) => {
+                refuse("bitrate-kbps/audio-kbps/fps/gop-frames", synthetic_keys)?;
+                SourceSpec::Flv { path: path.clone() }
+            }
+            None => {
+                let fps = self.fps.unwrap_or(30);
+                if !(1..=240).contains(&fps) {
+                    return Err(invalid("fps", "must be in 1..=240"));
+                }
+                let bitrate_kbps = self.bitrate_kbps.unwrap_or(2500);
+                if !(16..=200_000).contains(&bitrate_kbps) {
+                    return Err(invalid("bitrate-kbps", "must be in 16..=200000"));
+                }
+                let audio_kbps = self.audio_kbps.unwrap_or(128.min(bitrate_kbps / 4));
+                if audio_kbps >= bitrate_kbps {
+                    return Err(invalid("audio-kbps", "must be below bitrate-kbps"));
+                }
+                let gop_frames = self.gop_frames.unwrap_or(2 * fps);
+                if gop_frames == 0 {
+                    return Err(invalid("gop-frames", "must be at least 1"));
+                }
+                SourceSpec::Synthetic {
+                    bitrate_kbps,
+                    audio_kbps,
+                    fps,
+                    gop_frames,
+                }
+            }
+        };
+        let duration = self.duration.unwrap_or(DEFAULT_DURATION_SECS);
+        if !(1..=MAX_DURATION_SECS).contains(&duration) {
+            return Err(invalid(
+                "duration",
+                &format!("must be in 1..={MAX_DURATION_SECS} seconds"),
+            ));
+        }
+        let max_connections = self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        if !(1..=HARD_MAX_CONNECTIONS).contains(&max_connections) {
+            return Err(invalid(
+                "max-connections",
+                &format!("must be in 1..={HARD_MAX_CONNECTIONS}"),
+            ));
+        }
+        let cores = self.cores.unwrap_or(cpus.max(1));
+        if !(1..=MAX_CORES).contains(&cores) {
+            return Err(invalid("cores", &format!("must be in 1..={MAX_CORES}")));
+        }
+        let ramp_per_sec = self.ramp.unwrap_or(DEFAULT_RAMP_PER_SEC);
+        if !(ramp_per_sec.is_finite() && ramp_per_sec >= 0.0) {
+            return Err(invalid("ramp", "must be a number >= 0 (0 = all at once)"));
+        }
+        let connect_timeout = self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT_SECS);
+        if !(1..=300).contains(&connect_timeout) {
+            return Err(invalid("connect-timeout", "must be in 1..=300 seconds"));
+        }
+        let scenario = Scenario {
+            mode,
+            url,
+            streams,
+            publish,
+            players_per_stream,
+            source,
+            duration: Duration::from_secs(duration),
+            max_connections,
+            cores,
+            ramp_per_sec,
+            lite: self.lite.unwrap_or(false),
+            connect_timeout: Duration::from_secs(connect_timeout),
+            handshake: self.handshake.unwrap_or(HandshakeChoice::Digest),
+            outputs: Outputs {
+                json: self.json.clone(),
+                html: self.html.clone(),
+                server_pid: self.server_pid,
+                quiet: self.quiet.unwrap_or(false),
+            },
+        };
+        if scenario.connections() > max_connections {
+            return Err(ScenarioError::OverCap {
+                needed: scenario.connections(),
+                cap: max_connections,
+            });
+        }
+        Ok(scenario)
+    }
+}
+
+fn invalid(key: &'static str, message: &str) -> ScenarioError {
+    ScenarioError::Invalid {
+        key,
+        message: message.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_parses() {
+        let file = ScenarioFile::from_toml(
+            r#"
+            mode = "mixed"
+            url = "rtmp://127.0.0.1:1935/live/x"
+            streams = 3
+            players-per-stream = 4
+            bitrate-kbps = 1000
+            audio-kbps = 64
+            fps = 25
+            gop-frames = 25
+            duration = 5
+            max-connections = 100
+            cores = 2
+            ramp = 50.5
+            lite = true
+            json = "out.json"
+            html = "out.html"
+            server-pid = 42
+            quiet = true
+            connect-timeout = 3
+            handshake = "plain"
+            "#,
+        )
+        .unwrap();
+        let s = file.resolve(8).unwrap();
+        assert_eq!(s.mode, Mode::Mixed);
+        assert_eq!((s.streams, s.players_per_stream), (3, 4));
+        assert_eq!((s.publishers(), s.players(), s.connections()), (3, 12, 15));
+        assert_eq!(s.cores, 2);
+        assert!(s.lite);
+        assert_eq!(s.outputs.server_pid, Some(42));
+        assert_eq!(s.handshake_kind(), HandshakeKind::Plain);
+        assert_eq!(s.stream_url(2).stream, "x-2");
+        assert_eq!(s.duration, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = ScenarioFile::from_toml("mode = \"play\"\nurl = \"rtmp://h/a/b\"\nplayer = 3")
+            .unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn keys_of_other_modes_are_refused() {
+        let base = |extra: &str, mode: &str| {
+            ScenarioFile::from_toml(&format!(
+                "mode = \"{mode}\"\nurl = \"rtmp://h/a/b\"\n{extra}"
+            ))
+            .unwrap()
+            .resolve(1)
+        };
+        assert!(matches!(
+            base("streams = 2", "play"),
+            Err(ScenarioError::NotForMode { key: "streams", .. })
+        ));
+        assert!(matches!(
+            base("players = 2", "publish"),
+            Err(ScenarioError::NotForMode { key: "players", .. })
+        ));
+        assert!(matches!(
+            base("flv = \"x.flv\"", "e2e"),
+            Err(ScenarioError::Invalid { key: "flv", .. })
+        ));
+        assert!(matches!(
+            base("fps = 30", "play"),
+            Err(ScenarioError::NotForMode { .. })
+        ));
+        assert!(matches!(
+            base("flv = \"x.flv\"\nfps = 30", "publish"),
+            Err(ScenarioError::NotForMode { .. })
+        ));
+    }
+
+    #[test]
+    fn bounds_are_enforced() {
+        let resolve = |extra: &str| {
+            ScenarioFile::from_toml(&format!("mode = \"e2e\"\nurl = \"rtmp://h/a/b\"\n{extra}"))
+                .unwrap()
+                .resolve(2)
+        };
+        let s = resolve("").unwrap();
+        assert_eq!(s.duration, Duration::from_secs(DEFAULT_DURATION_SECS));
+        assert_eq!(s.max_connections, DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(s.cores, 2);
+        assert_eq!(s.connections(), 2);
+        assert!(matches!(
+            resolve("players = 100\nmax-connections = 100"),
+            Err(ScenarioError::OverCap {
+                needed: 101,
+                cap: 100
+            })
+        ));
+        assert!(resolve("duration = 0").is_err());
+        assert!(resolve("duration = 100000").is_err());
+        assert!(resolve("max-connections = 1000000").is_err());
+        assert!(resolve("players = 0").is_err());
+        assert!(resolve("ramp = -1.0").is_err());
+        assert!(resolve("audio-kbps = 3000").is_err());
+        let err = ScenarioFile::from_toml("mode = \"play\"\nurl = \"rtmps://h/a/b\"")
+            .unwrap()
+            .resolve(1)
+            .unwrap_err();
+        assert!(err.to_string().contains("not supported yet"), "{err}");
+    }
+
+    #[test]
+    fn stream_names() {
+        let s = ScenarioFile::from_toml(
+            "mode = \"publish\"\nurl = \"rtmp://h/live/cam?k=v\"\npublishers = 2",
+        )
+        .unwrap()
+        .resolve(1)
+        .unwrap();
+        assert_eq!(s.stream_url(0).stream, "cam-0?k=v");
+        assert_eq!(s.stream_url(1).stream, "cam-1?k=v");
+        let one = ScenarioFile::from_toml("mode = \"mixed\"\nurl = \"rtmp://h/live/cam\"")
+            .unwrap()
+            .resolve(1)
+            .unwrap();
+        assert_eq!(one.stream_url(0).stream, "cam");
+    }
+}

@@ -1,0 +1,306 @@
+//! RTMP URLs: `scheme://host[:port]/app[/more/app]/stream[?query]`.
+//!
+//! Owns the split of a URL into the three things an RTMP client needs: where to connect
+//! (host and port), the application for `connect` (with the `tcUrl` that names it), and the
+//! stream name for `play`/`publish`.
+//!
+//! # Tricky parts
+//! - The application is every path segment but the last, the stream the last (so
+//!   `rtmp://h/live/inst/cam` connects to app `live/inst` and plays `cam`), which is what
+//!   ffmpeg does when the URL has more than two segments and no `app` option.
+//! - A query string belongs to the stream name (servers read auth tokens there); it is kept.
+//! - IPv6 literals come in brackets (`rtmp://[::1]:1935/live/x`).
+//! - Only `rtmp://` has a transport today. `rtmps://` and `rtmpt://` parse (so the error can
+//!   say what is missing) but [`Scheme::is_supported`] is false for them.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+
+/// Why a URL cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UrlError {
+    /// No `scheme://` prefix.
+    #[error("not a URL (expected rtmp://host[:port]/app/stream): {0:?}")]
+    NoScheme(String),
+    /// A scheme that is not an RTMP one at all.
+    #[error("unknown scheme {0:?} (expected rtmp://)")]
+    UnknownScheme(String),
+    /// An RTMP scheme whose transport this harness does not have yet.
+    #[error(
+        "{0}:// is not supported yet: the {0} transport arrives in its own issue; use rtmp://"
+    )]
+    UnsupportedScheme(&'static str),
+    /// The host part is empty or malformed.
+    #[error("bad host in {0:?}")]
+    BadHost(String),
+    /// The port is not a number in 1..=65535.
+    #[error("bad port in {0:?}")]
+    BadPort(String),
+    /// The path lacks an application or a stream name.
+    #[error("URL needs /app/stream after the host: {0:?}")]
+    MissingPath(String),
+    /// The host name did not resolve.
+    #[error("cannot resolve {host}: {reason}")]
+    Resolve {
+        /// The host as written.
+        host: String,
+        /// The resolver's message.
+        reason: String,
+    },
+}
+
+/// An RTMP URL scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Scheme {
+    /// Plain RTMP over TCP.
+    Rtmp,
+    /// RTMP over TLS.
+    Rtmps,
+    /// RTMP tunnelled over HTTP.
+    Rtmpt,
+}
+
+impl Scheme {
+    /// The scheme as written in URLs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Rtmp => "rtmp",
+            Scheme::Rtmps => "rtmps",
+            Scheme::Rtmpt => "rtmpt",
+        }
+    }
+
+    /// The port used when the URL names none.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Scheme::Rtmp => 1935,
+            Scheme::Rtmps => 443,
+            Scheme::Rtmpt => 80,
+        }
+    }
+
+    /// Whether this harness has a transport for the scheme.
+    pub fn is_supported(self) -> bool {
+        matches!(self, Scheme::Rtmp)
+    }
+}
+
+/// A parsed RTMP URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RtmpUrl {
+    /// Which transport.
+    pub scheme: Scheme,
+    /// Host name or address literal, without brackets.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Application for `connect`.
+    pub app: String,
+    /// Stream name for `play`/`publish`, query string included.
+    pub stream: String,
+}
+
+impl RtmpUrl {
+    /// Parses `url`; accepts only schemes with a transport (see [`Scheme::is_supported`]).
+    pub fn parse(url: &str) -> Result<RtmpUrl, UrlError> {
+        let parsed = Self::parse_any_scheme(url)?;
+        if !parsed.scheme.is_supported() {
+            return Err(UrlError::UnsupportedScheme(parsed.scheme.as_str()));
+        }
+        Ok(parsed)
+    }
+
+    /// Parses `url` whatever its RTMP scheme.
+    pub fn parse_any_scheme(url: &str) -> Result<RtmpUrl, UrlError> {
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| UrlError::NoScheme(url.to_owned()))?;
+        let scheme = match scheme.to_ascii_lowercase().as_str() {
+            "rtmp" => Scheme::Rtmp,
+            "rtmps" => Scheme::Rtmps,
+            "rtmpt" => Scheme::Rtmpt,
+            _ => return Err(UrlError::UnknownScheme(scheme.to_owned())),
+        };
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let (host, port) = split_host_port(authority, url)?;
+        let port = port.unwrap_or(scheme.default_port());
+        // The query string belongs to the stream name; split the path before it.
+        let (path, query) = match path.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (path, None),
+        };
+        let path = path.trim_matches('/');
+        let (app, stream) = path
+            .rsplit_once('/')
+            .ok_or_else(|| UrlError::MissingPath(url.to_owned()))?;
+        if app.is_empty() || stream.is_empty() {
+            return Err(UrlError::MissingPath(url.to_owned()));
+        }
+        let stream = match query {
+            Some(query) => format!("{stream}?{query}"),
+            None => stream.to_owned(),
+        };
+        Ok(RtmpUrl {
+            scheme,
+            host,
+            port,
+            app: app.to_owned(),
+            stream,
+        })
+    }
+
+    /// The `tcUrl` for `connect`: `scheme://host:port/app`.
+    pub fn tc_url(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        format!(
+            "{}://{}:{}/{}",
+            self.scheme.as_str(),
+            host,
+            self.port,
+            self.app
+        )
+    }
+
+    /// The same URL with another stream name (the query string, if any, is kept).
+    pub fn with_stream(&self, name: &str) -> RtmpUrl {
+        let stream = match self.stream.split_once('?') {
+            Some((_, query)) => format!("{name}?{query}"),
+            None => name.to_owned(),
+        };
+        RtmpUrl {
+            stream,
+            ..self.clone()
+        }
+    }
+
+    /// The stream name without its query string.
+    pub fn stream_base(&self) -> &str {
+        self.stream.split('?').next().unwrap_or(&self.stream)
+    }
+
+    /// Resolves the host once, at start: every connection of a run goes to this address.
+    pub fn resolve(&self) -> Result<SocketAddr, UrlError> {
+        let fail = |reason: String| UrlError::Resolve {
+            host: self.host.clone(),
+            reason,
+        };
+        (self.host.as_str(), self.port)
+            .to_socket_addrs()
+            .map_err(|e| fail(e.to_string()))?
+            .next()
+            .ok_or_else(|| fail("no address".to_owned()))
+    }
+}
+
+impl fmt::Display for RtmpUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.tc_url(), self.stream)
+    }
+}
+
+/// Splits `host[:port]` or `[v6]:port`.
+fn split_host_port(authority: &str, url: &str) -> Result<(String, Option<u16>), UrlError> {
+    let parse_port = |p: &str| {
+        p.parse::<u16>()
+            .ok()
+            .filter(|&p| p != 0)
+            .ok_or_else(|| UrlError::BadPort(url.to_owned()))
+    };
+    if let Some(rest) = authority.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| UrlError::BadHost(url.to_owned()))?;
+        if host.is_empty() {
+            return Err(UrlError::BadHost(url.to_owned()));
+        }
+        let port = match after {
+            "" => None,
+            p => Some(parse_port(
+                p.strip_prefix(':')
+                    .ok_or_else(|| UrlError::BadHost(url.to_owned()))?,
+            )?),
+        };
+        return Ok((host.to_owned(), port));
+    }
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) => (host, Some(parse_port(port)?)),
+        None => (authority, None),
+    };
+    if host.is_empty() || host.contains(['@', ' ', ':']) {
+        return Err(UrlError::BadHost(url.to_owned()));
+    }
+    Ok((host.to_owned(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_app_and_stream() {
+        let url = RtmpUrl::parse("rtmp://127.0.0.1:1936/live/loadtest").unwrap();
+        assert_eq!(url.host, "127.0.0.1");
+        assert_eq!(url.port, 1936);
+        assert_eq!(url.app, "live");
+        assert_eq!(url.stream, "loadtest");
+        assert_eq!(url.tc_url(), "rtmp://127.0.0.1:1936/live");
+        assert_eq!(url.to_string(), "rtmp://127.0.0.1:1936/live/loadtest");
+    }
+
+    #[test]
+    fn defaults_port_and_keeps_nested_app_and_query() {
+        let url = RtmpUrl::parse("rtmp://example.invalid/live/inst/cam?token=1").unwrap();
+        assert_eq!(url.port, 1935);
+        assert_eq!(url.app, "live/inst");
+        assert_eq!(url.stream, "cam?token=1");
+        assert_eq!(url.stream_base(), "cam");
+        assert_eq!(url.with_stream("cam-3").stream, "cam-3?token=1");
+    }
+
+    #[test]
+    fn ipv6_literal() {
+        let url = RtmpUrl::parse("rtmp://[::1]:2000/app/s").unwrap();
+        assert_eq!(url.host, "::1");
+        assert_eq!(url.port, 2000);
+        assert_eq!(url.tc_url(), "rtmp://[::1]:2000/app");
+    }
+
+    #[test]
+    fn refuses_other_schemes_clearly() {
+        for (url, scheme) in [("rtmps://h/live/s", "rtmps"), ("rtmpt://h/live/s", "rtmpt")] {
+            let err = RtmpUrl::parse(url).unwrap_err();
+            assert_eq!(err, UrlError::UnsupportedScheme(scheme));
+            assert!(err.to_string().contains("not supported yet"), "{err}");
+            assert!(RtmpUrl::parse_any_scheme(url).is_ok());
+        }
+        assert!(matches!(
+            RtmpUrl::parse("http://h/live/s"),
+            Err(UrlError::UnknownScheme(_))
+        ));
+        assert!(matches!(
+            RtmpUrl::parse("h/live/s"),
+            Err(UrlError::NoScheme(_))
+        ));
+    }
+
+    #[test]
+    fn refuses_incomplete_urls() {
+        for url in [
+            "rtmp://h/live",
+            "rtmp://h/",
+            "rtmp://h",
+            "rtmp://:1935/a/b",
+            "rtmp://h:0/a/b",
+            "rtmp://h:x/a/b",
+            "rtmp://[::1/a/b",
+        ] {
+            assert!(RtmpUrl::parse(url).is_err(), "{url}");
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! Shared helpers for the integration tests: free ports, the servers under test (Corecast and
+//! nginx-rtmp) started on loopback and killed on drop, and running the harness binary.
+
+#![allow(dead_code)] // Each test file uses a different subset.
+
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// Held by tests that run a server under load, so they run one at a time: on a 2-core CI
+/// machine, servers and harnesses of parallel tests would only measure each other.
+pub fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    // A failed test poisons the lock; the next test may still run.
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A loopback port nobody listens on right now. Taken from the kernel (bind to port 0, then
+/// release), never guessed: servers that bind with SO_REUSEPORT (Corecast) would otherwise
+/// share a guessed port with another test's server without an error.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// Waits until something accepts TCP connections on `port`.
+fn wait_for_port(port: u16, limit: Duration) -> bool {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// A server process, killed when dropped.
+pub struct Server {
+    child: Child,
+    /// Its RTMP port on 127.0.0.1.
+    pub port: u16,
+    /// Its log, for failure messages.
+    log: PathBuf,
+    _dir: TempDir,
+}
+
+impl Server {
+    /// The process id (for `--server-pid`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `rtmp://127.0.0.1:PORT/live/NAME`.
+    pub fn url(&self, name: &str) -> String {
+        format!("rtmp://127.0.0.1:{}/live/{name}", self.port)
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The directory the test binaries and this package's binary were built into.
+fn target_profile_dir() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_corecast-loadtest"))
+        .parent()
+        .expect("binary has a directory")
+        .to_path_buf()
+}
+
+/// The Corecast binary: `$CORECAST_BIN`, else `corecast` next to this package's binary.
+pub fn corecast_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("CORECAST_BIN") {
+        return PathBuf::from(path);
+    }
+    let dir = target_profile_dir();
+    let path = dir.join("corecast");
+    assert!(
+        path.exists(),
+        "the Corecast binary is not at {}: build it first with `cargo build -p corecast-node{}` \
+         (or set CORECAST_BIN)",
+        path.display(),
+        if dir.ends_with("release") {
+            " --release"
+        } else {
+            ""
+        }
+    );
+    path
+}
+
+/// Whether this Corecast build has an HTTP endpoint (`--http-listen`).
+fn corecast_has_http() -> bool {
+    Command::new(corecast_binary())
+        .arg("--help")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("--http-listen"))
+        .unwrap_or(false)
+}
+
+/// Starts Corecast on a free loopback port with two cores and waits for `corecast ready`.
+/// A start that fails (another process took the port in between) is retried on a new port.
+pub fn start_corecast() -> Server {
+    let mut last_log = String::new();
+    for _ in 0..3 {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let log = dir.path().join("corecast.log");
+        let child = Command::new(corecast_binary())
+            .args([
+                "--rtmp-listen",
+                &format!("127.0.0.1:{port}"),
+                "--cores",
+                "2",
+            ])
+            .env("RUST_LOG", "warn,corecast_node::server=info")
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start corecast");
+        let mut server = Server {
+            child,
+            port,
+            log,
+            _dir: dir,
+        };
+        let start = Instant::now();
+        loop {
+            if server.log().contains("corecast ready") {
+                return server;
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                last_log = format!("exited with {status}:\n{}", server.log());
+                break;
+            }
+            // Generous: CI is a busy 2-core machine.
+            if start.elapsed() > Duration::from_secs(30) {
+                panic!("corecast did not become ready in 30 s:\n{}", server.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    panic!("corecast did not start: {last_log}");
+}
+
+/// Where Debian puts nginx and the RTMP module.
+const NGINX: &str = "/usr/sbin/nginx";
+const NGINX_RTMP_MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
+
+/// Starts nginx-rtmp on a free loopback port, or returns `None` when nginx or the module is
+/// not installed (outside CI; under `CI` it is a failure: CI installs both).
+pub fn start_nginx() -> Option<Server> {
+    if !(Path::new(NGINX).exists() && Path::new(NGINX_RTMP_MODULE).exists()) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have nginx and libnginx-mod-rtmp installed (apt-get install nginx \
+             libnginx-mod-rtmp)"
+        );
+        eprintln!("skipped: {NGINX} or {NGINX_RTMP_MODULE} is not installed");
+        return None;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let prefix = dir.path();
+    let log = prefix.join("error.log");
+    let conf = prefix.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "load_module {NGINX_RTMP_MODULE};\n\
+             daemon off;\n\
+             master_process off;\n\
+             worker_processes 1;\n\
+             error_log {log} info;\n\
+             pid {pid};\n\
+             events {{ worker_connections 1024; }}\n\
+             rtmp {{\n  server {{\n    listen 127.0.0.1:{port};\n    \
+             application live {{ live on; }}\n  }}\n}}\n",
+            log = log.display(),
+            pid = prefix.join("nginx.pid").display(),
+        ),
+    )
+    .expect("write nginx.conf");
+    // nginx writes its temp files under the prefix; it must exist.
+    let child = Command::new(NGINX)
+        .arg("-c")
+        .arg(&conf)
+        .arg("-p")
+        .arg(prefix)
+        .stdout(Stdio::null())
+        .stderr(File::create(prefix.join("stderr.log")).expect("stderr file"))
+        .spawn()
+        .expect("start nginx");
+    let server = Server {
+        child,
+        port,
+        log,
+        _dir: dir,
+    };
+    assert!(
+        wait_for_port(port, Duration::from_secs(15)),
+        "nginx did not listen on {port}:\n{}",
+        server.log()
+    );
+    Some(server)
+}
+
+/// The result of one harness run.
+pub struct Run {
+    /// Exit status, stdout, stderr.
+    pub output: Output,
+    /// The `--json` report, parsed (Null when there is none).
+    pub report: serde_json::Value,
+    /// Wall-clock time the run took.
+    pub took: Duration,
+}
+
+impl Run {
+    /// stdout and stderr, for assertion messages.
+    pub fn text(&self) -> String {
+        format!(
+            "status {:?}\nstdout:\n{}\nstderr:\n{}",
+            self.output.status,
+            String::from_utf8_lossy(&self.output.stdout),
+            String::from_utf8_lossy(&self.output.stderr)
+        )
+    }
+}
+
+/// Runs `corecast-loadtest ARGS --quiet --json TMP` and parses the report.
+pub fn loadtest(args: &[&str]) -> Run {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let json = dir.path().join("report.json");
+    let start = Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_corecast-loadtest"))
+        .args(args)
+        .arg("--quiet")
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("run corecast-loadtest");
+    let took = start.elapsed();
+    let report = std::fs::read_to_string(&json)
+        .ok()
+        .map(|text| serde_json::from_str(&text).expect("the JSON report parses"))
+        .unwrap_or(serde_json::Value::Null);
+    Run {
+        output,
+        report,
+        took,
+    }
+}
+
+/// `report[path...]` as f64 (panics with the report when absent).
+pub fn num(report: &serde_json::Value, path: &[&str]) -> f64 {
+    let mut v = report;
+    for key in path {
+        v = &v[*key];
+    }
+    v.as_f64()
+        .unwrap_or_else(|| panic!("{path:?} is not a number in {report:#}"))
+}
