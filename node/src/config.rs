@@ -161,8 +161,9 @@ impl Default for StreamConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PlayerConfig {
-    /// How long a player's writer waits for more frames before a write (0 = write as soon as
-    /// a frame is queued). Larger windows cost latency and save CPU per byte.
+    /// How long a player's writer batches frames before a write (0 = write as soon as a frame
+    /// is queued). All writers of a core share one flush tick. Larger windows cost latency
+    /// and save CPU per byte; replies and join snapshots never wait.
     pub merge_window_ms: u64,
     /// Queued bytes past which a player drops video until the next keyframe (audio is kept).
     pub queue_max_bytes: usize,
@@ -175,7 +176,7 @@ pub struct PlayerConfig {
 impl Default for PlayerConfig {
     fn default() -> Self {
         PlayerConfig {
-            merge_window_ms: 0,
+            merge_window_ms: 100,
             queue_max_bytes: 4 * 1024 * 1024,
             queue_hard_max_bytes: 16 * 1024 * 1024,
             send_timeout_secs: 15,

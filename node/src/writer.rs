@@ -1,15 +1,16 @@
 //! The connection writer: drains a [`SubscriberQueue`] onto a [`Transport`] with vectored
 //! writes, many frames per syscall.
 //!
-//! With `merge_window_ms` > 0 the writer waits that long after the first queued byte before
+//! With `merge_window_ms` > 0 the writer waits for the core's next flush tick (at most that
+//! long) after the first queued byte before
 //! writing, so frames batch up (less CPU per byte, more latency). Under load batches grow by
 //! themselves: while one write waits for the socket, more frames queue behind it.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::rc::Rc;
-use std::task::Poll;
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use crate::queue::SubscriberQueue;
@@ -80,7 +81,7 @@ pub async fn run_writer<T: Transport>(
             !settings.merge_window.is_zero() && !urgent && q.queued_bytes() < MERGE_ENOUGH_BYTES
         };
         if wait {
-            glommio::timer::sleep(settings.merge_window).await;
+            FlushClock::next_tick(settings.merge_window).await;
         }
         drain(transport, queue, settings.send_timeout, sent).await?;
     }
@@ -137,5 +138,55 @@ async fn drain<T: Transport>(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+/// One flush clock per core (executor thread): every writer with a merge window waits for
+/// the same tick, so a core wakes once per window for all its players instead of once per
+/// player (thousands of timers and context switches a second otherwise).
+struct FlushClock {
+    /// Ticks so far.
+    epoch: Cell<u64>,
+    /// Writers waiting for the next tick.
+    waiters: RefCell<Vec<Waker>>,
+}
+
+thread_local! {
+    static FLUSH_CLOCK: RefCell<Option<Rc<FlushClock>>> = const { RefCell::new(None) };
+}
+
+impl FlushClock {
+    /// Resolves at this core's next tick; starts the clock (period `period`) on first use.
+    async fn next_tick(period: Duration) {
+        let clock = FLUSH_CLOCK.with(|c| {
+            Rc::clone(c.borrow_mut().get_or_insert_with(|| {
+                let clock = Rc::new(FlushClock {
+                    epoch: Cell::new(0),
+                    waiters: RefCell::new(Vec::new()),
+                });
+                let ticking = Rc::clone(&clock);
+                glommio::spawn_local(async move {
+                    loop {
+                        glommio::timer::sleep(period).await;
+                        ticking.epoch.set(ticking.epoch.get() + 1);
+                        for waker in ticking.waiters.take() {
+                            waker.wake();
+                        }
+                    }
+                })
+                .detach();
+                clock
+            }))
+        });
+        let target = clock.epoch.get() + 1;
+        poll_fn(|cx| {
+            if clock.epoch.get() >= target {
+                Poll::Ready(())
+            } else {
+                clock.waiters.borrow_mut().push(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await;
     }
 }
