@@ -42,5 +42,9 @@ fuzz:
 loadtest:
 	./loadtest/scripts/loadtest.sh
 
+## Corecast vs nginx-rtmp (1 worker; 2 workers + rtmp_auto_push) and the floor, one run.
+bench-compare:
+	./scripts/bench-compare.sh
+
 clean:
 	$(CARGO) clean

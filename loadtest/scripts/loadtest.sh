@@ -27,7 +27,8 @@ fi
 "$CARGO" build --release -p corecast-node -p corecast-loadtest
 mkdir -p "$OUT"
 RUST_LOG=${RUST_LOG:-warn,corecast_node::server=info} \
-  "$TARGET/release/corecast" --rtmp-listen "$LISTEN" 2>"$OUT/corecast.log" &
+  "$TARGET/release/corecast" --rtmp-listen "$LISTEN" --http-listen "$host:$((port + 1))" \
+  2>"$OUT/corecast.log" &
 node=$!
 trap 'kill "$node" 2>/dev/null || true; wait "$node" 2>/dev/null || true' EXIT
 
