@@ -217,7 +217,7 @@ pub struct RtmpConn {
     pending: RefCell<BytesMut>,
     /// True while some future is inside [`flush`](Self::flush).
     flushing: Cell<bool>,
-    /// Bytes written to the socket, handshake included.
+    /// RTMP bytes written to the transport (TLS plaintext, tunnel payload), handshake included.
     bytes_sent: Cell<u64>,
 }
 
@@ -306,7 +306,7 @@ pub struct Inbound {
     window: u32,
     /// `decoder.bytes_received()` at our last Acknowledgement.
     acked: u64,
-    /// Socket bytes read, handshake included.
+    /// RTMP bytes read (TLS plaintext, tunnel payload), handshake included.
     bytes_read: u64,
 }
 
@@ -321,7 +321,7 @@ impl Inbound {
         }
     }
 
-    /// Socket bytes read so far, handshake included.
+    /// RTMP bytes read so far (TLS plaintext, tunnel payload), handshake included.
     pub fn bytes_read(&self) -> u64 {
         self.bytes_read
     }
