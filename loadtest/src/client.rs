@@ -29,9 +29,9 @@
 //! - Bytes that follow S2 in the same read are the first chunks; they stay in the buffer.
 
 use std::cell::{Cell, RefCell};
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -43,9 +43,10 @@ use corecast_common::handshake::{
     ClientHandshake, HandshakeError, HandshakeKind, HandshakeStatus, RANDOM_LEN,
 };
 use corecast_common::types::{ChunkStreamId, MessageStreamId, MessageType, RtmpMessage};
-use futures_lite::future;
 use rand::RngCore;
+use rustls::ClientConfig;
 
+pub use crate::transport::with_timeout;
 use crate::transport::{self, ConnectError, Connection, Transport};
 use crate::url::RtmpUrl;
 
@@ -163,10 +164,7 @@ impl ClientError {
             ClientError::Chunk(_) => "chunk_error",
             ClientError::Control(_) => "control_error",
             ClientError::Command(_) => "command_error",
-            ClientError::Io(e) => match e.kind() {
-                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => "connection_reset",
-                _ => "io_error",
-            },
+            ClientError::Io(e) => transport::io_error_label(e),
             ClientError::Closed => "closed_by_server",
             ClientError::Timeout { phase, .. } => phase.timeout_label(),
             ClientError::Rejected { phase, .. } => phase.rejected_label(),
@@ -176,14 +174,16 @@ impl ClientError {
 }
 
 /// Settings for opening connections.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ClientSettings {
-    /// Limit on the TCP connect.
+    /// Limit on the TCP connect, and again on the TLS handshake or the tunnel's `/open`.
     pub tcp_timeout: Duration,
     /// Limit on everything from the first handshake byte to `Play.Start`/`Publish.Start`.
     pub setup_timeout: Duration,
     /// Which handshake to offer.
     pub handshake: HandshakeKind,
+    /// The TLS client configuration (`rtmps://` only), shared by every connection.
+    pub tls: Option<Arc<ClientConfig>>,
 }
 
 impl Default for ClientSettings {
@@ -192,6 +192,7 @@ impl Default for ClientSettings {
             tcp_timeout: Duration::from_secs(10),
             setup_timeout: Duration::from_secs(10),
             handshake: HandshakeKind::Digest,
+            tls: None,
         }
     }
 }
@@ -199,7 +200,8 @@ impl Default for ClientSettings {
 /// How long each setup step took, measured from the start of the TCP connect.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SetupTimings {
-    /// TCP connected.
+    /// The transport is open: TCP connected (and the TLS handshake done, or the tunnel
+    /// opened).
     pub tcp: Duration,
     /// `connect` answered with `_result`.
     pub connected: Duration,
@@ -215,7 +217,7 @@ pub struct RtmpConn {
     pending: RefCell<BytesMut>,
     /// True while some future is inside [`flush`](Self::flush).
     flushing: Cell<bool>,
-    /// Bytes written to the socket, handshake included.
+    /// RTMP bytes written to the transport (TLS plaintext, tunnel payload), handshake included.
     bytes_sent: Cell<u64>,
 }
 
@@ -304,7 +306,7 @@ pub struct Inbound {
     window: u32,
     /// `decoder.bytes_received()` at our last Acknowledgement.
     acked: u64,
-    /// Socket bytes read, handshake included.
+    /// RTMP bytes read (TLS plaintext, tunnel payload), handshake included.
     bytes_read: u64,
 }
 
@@ -319,7 +321,7 @@ impl Inbound {
         }
     }
 
-    /// Socket bytes read so far, handshake included.
+    /// RTMP bytes read so far (TLS plaintext, tunnel payload), handshake included.
     pub fn bytes_read(&self) -> u64 {
         self.bytes_read
     }
@@ -504,15 +506,6 @@ pub struct Session {
     pub early: Option<RtmpMessage>,
 }
 
-/// Runs `fut` for at most `limit`; `None` when the time ran out first.
-pub async fn with_timeout<F: Future>(limit: Duration, fut: F) -> Option<F::Output> {
-    future::or(async { Some(fut.await) }, async {
-        glommio::timer::sleep(limit).await;
-        None
-    })
-    .await
-}
-
 /// What to do once connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -524,7 +517,8 @@ pub enum Role {
 
 /// Connects to `addr` (resolved from `url`), runs the handshake and `connect`,
 /// `createStream`, then `play` or `publish` of `url`'s stream. Every step together is bounded
-/// by `settings.setup_timeout` (plus the TCP connect's own limit).
+/// by `settings.setup_timeout` (plus the transport's own limit: TCP connect, then TLS
+/// handshake or tunnel open).
 pub async fn setup(
     url: &RtmpUrl,
     addr: SocketAddr,
@@ -532,7 +526,8 @@ pub async fn setup(
     settings: &ClientSettings,
 ) -> Result<Session, ClientError> {
     let started = Instant::now();
-    let transport = transport::connect(url, addr, settings.tcp_timeout).await?;
+    let transport =
+        transport::connect(url, addr, settings.tcp_timeout, settings.tls.as_ref()).await?;
     let tcp = started.elapsed();
     let phase = Cell::new(Phase::Handshake);
     let steps = async {
@@ -590,9 +585,12 @@ pub async fn setup(
                 phase.set(Phase::Publish);
                 conn.queue_command(stream, &client::publish(5.0, &url.stream));
                 conn.flush().await?;
-                inbound
+                let early = inbound
                     .status(&conn, "NetStream.Publish.Start", Phase::Publish)
-                    .await?
+                    .await?;
+                // Media follows at its frame rate (the RTMPT tunnel then sends without polling).
+                conn.transport.expect_steady_writes();
+                early
             }
         };
         Ok(Session {

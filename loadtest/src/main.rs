@@ -63,7 +63,20 @@ struct CommonArgs {
     #[arg(long, value_enum)]
     handshake: Option<HandshakeChoice>,
     #[command(flatten)]
+    tls: TlsArgs,
+    #[command(flatten)]
     outputs: OutputArgs,
+}
+
+/// How an `rtmps://` server's certificate is checked; also accepted by `run`.
+#[derive(Debug, Args)]
+struct TlsArgs {
+    /// rtmps:// only: accept any server certificate (self-signed test certificates).
+    #[arg(long)]
+    insecure: bool,
+    /// rtmps:// only: trust the certificates in this PEM file instead of the system's.
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
 }
 
 /// Where results go; also accepted by `run` to override the file.
@@ -105,7 +118,7 @@ struct SyntheticArgs {
 
 #[derive(Debug, Args)]
 struct PlayArgs {
-    /// rtmp://host[:port]/app/stream
+    /// rtmp://, rtmps:// or rtmpt:// host[:port]/app/stream
     url: String,
     /// Players [default: 1].
     #[arg(long, short = 'n')]
@@ -116,7 +129,7 @@ struct PlayArgs {
 
 #[derive(Debug, Args)]
 struct PublishArgs {
-    /// rtmp://host[:port]/app/stream (more than one publisher: stream-0, stream-1, ...)
+    /// rtmp[s|t]://host[:port]/app/stream (more than one publisher: stream-0, stream-1, ...)
     url: String,
     /// Publishers [default: 1].
     #[arg(long, short = 'n')]
@@ -132,7 +145,7 @@ struct PublishArgs {
 
 #[derive(Debug, Args)]
 struct E2eArgs {
-    /// rtmp://host[:port]/app/stream
+    /// rtmp://, rtmps:// or rtmpt:// host[:port]/app/stream
     url: String,
     /// Players [default: 1].
     #[arg(long, short = 'n')]
@@ -145,7 +158,7 @@ struct E2eArgs {
 
 #[derive(Debug, Args)]
 struct MixedArgs {
-    /// rtmp://host[:port]/app/stream (streams are stream-0, stream-1, ...)
+    /// rtmp[s|t]://host[:port]/app/stream (streams are stream-0, stream-1, ...)
     url: String,
     /// Streams, each with one publisher [default: 1].
     #[arg(long)]
@@ -177,6 +190,8 @@ struct RunArgs {
     #[arg(long, value_name = "N")]
     cores: Option<usize>,
     #[command(flatten)]
+    tls: TlsArgs,
+    #[command(flatten)]
     outputs: OutputArgs,
 }
 
@@ -189,7 +204,18 @@ fn apply_common(file: &mut ScenarioFile, common: CommonArgs) -> bool {
     file.lite = common.lite.then_some(true);
     file.connect_timeout = common.connect_timeout;
     file.handshake = common.handshake;
+    apply_tls(file, common.tls);
     apply_outputs(file, common.outputs)
+}
+
+/// Applies the TLS flags over whatever the file said.
+fn apply_tls(file: &mut ScenarioFile, tls: TlsArgs) {
+    if tls.insecure {
+        file.insecure = Some(true);
+    }
+    if tls.ca_file.is_some() {
+        file.ca_file = tls.ca_file;
+    }
 }
 
 /// Applies output flags over whatever the file said; returns `--check`.
@@ -262,6 +288,7 @@ fn scenario_file(command: Command) -> anyhow::Result<(ScenarioFile, bool)> {
             if a.cores.is_some() {
                 file.cores = a.cores;
             }
+            apply_tls(&mut file, a.tls);
             apply_outputs(&mut file, a.outputs)
         }
     };

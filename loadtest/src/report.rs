@@ -156,7 +156,7 @@ pub struct Latency {
 /// Aggregate throughput into players.
 #[derive(Debug, Clone, Serialize)]
 pub struct Throughput {
-    /// Socket bytes read by all players.
+    /// RTMP bytes read by all players (over TLS or RTMPT: plaintext / tunnel payload).
     pub bytes_in: u64,
     /// Media payload bytes received by all players.
     pub media_bytes_in: u64,

@@ -36,6 +36,8 @@ use crate::source::{FlvFile, FlvSource, MediaSource, SyntheticSource};
 use crate::stats::{
     CoreCounters, CoreSnapshot, LatencyHistogram, Outcome, PlayerRecord, PublisherRecord,
 };
+use crate::transport::tls::{self, TlsConfigError};
+use crate::url::Scheme;
 
 /// How long publishers outlive players.
 pub const PUBLISHER_LINGER: Duration = Duration::from_millis(500);
@@ -61,6 +63,9 @@ pub enum RunError {
         /// glommio's error.
         message: String,
     },
+    /// The TLS client configuration could not be built (CA file, system roots).
+    #[error("rtmps: {0}")]
+    Tls(#[from] TlsConfigError),
 }
 
 /// One point of the time series.
@@ -211,6 +216,10 @@ pub fn run(
         tcp_timeout: scenario.connect_timeout,
         setup_timeout: scenario.connect_timeout,
         handshake: scenario.handshake_kind(),
+        tls: match scenario.url.scheme {
+            Scheme::Rtmps => Some(tls::client_config(&scenario.tls)?),
+            _ => None,
+        },
     };
     let synthetic = scenario.source.synthetic();
     let source = if !scenario.publish {
@@ -266,7 +275,7 @@ pub fn run(
             .map(|url| PlayerSettings {
                 url: url.clone(),
                 addr,
-                client,
+                client: client.clone(),
                 lite: scenario.lite,
             })
             .collect();
@@ -275,7 +284,7 @@ pub fn run(
             .map(|url| PublisherSettings {
                 url: url.clone(),
                 addr,
-                client,
+                client: client.clone(),
             })
             .collect();
         let shared = Arc::clone(&shared);

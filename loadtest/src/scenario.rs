@@ -21,6 +21,11 @@
 //! [`DEFAULT_MAX_CONNECTIONS`], at most [`HARD_MAX_CONNECTIONS`]); a scenario that needs more
 //! connections than its cap is refused. Connections only go to the URL's host and port,
 //! resolved once at start.
+//!
+//! # Transports
+//! The URL's scheme picks it (`rtmp://`, `rtmps://`, `rtmpt://`). `insecure` and `ca-file`
+//! say how an `rtmps://` server's certificate is checked; with another scheme they are
+//! errors, as is asking for both.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -29,7 +34,8 @@ use corecast_common::handshake::HandshakeKind;
 use serde::{Deserialize, Serialize};
 
 use crate::source::SyntheticSettings;
-use crate::url::{RtmpUrl, UrlError};
+use crate::transport::tls::TlsOptions;
+use crate::url::{RtmpUrl, Scheme, UrlError};
 
 /// Duration when none is given.
 pub const DEFAULT_DURATION_SECS: u64 = 30;
@@ -137,7 +143,7 @@ pub enum HandshakeChoice {
 pub struct ScenarioFile {
     /// `play`, `publish`, `e2e` or `mixed`.
     pub mode: Option<Mode>,
-    /// `rtmp://host[:port]/app/stream`.
+    /// `rtmp://`, `rtmps://` or `rtmpt://` `host[:port]/app/stream`.
     pub url: Option<String>,
     /// Players (play, e2e).
     pub players: Option<usize>,
@@ -179,6 +185,10 @@ pub struct ScenarioFile {
     pub connect_timeout: Option<u64>,
     /// `digest` (default) or `plain`.
     pub handshake: Option<HandshakeChoice>,
+    /// `rtmps://` only: accept any server certificate (self-signed test certificates).
+    pub insecure: Option<bool>,
+    /// `rtmps://` only: trust the certificates in this PEM file instead of the system's.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Where media comes from.
@@ -268,6 +278,8 @@ pub struct Scenario {
     pub connect_timeout: Duration,
     /// The handshake offered.
     pub handshake: HandshakeChoice,
+    /// How `rtmps://` certificates are checked (defaults for other schemes).
+    pub tls: TlsOptions,
     /// Report destinations.
     pub outputs: Outputs,
 }
@@ -499,6 +511,24 @@ impl ScenarioFile {
         if !(1..=300).contains(&connect_timeout) {
             return Err(invalid("connect-timeout", "must be in 1..=300 seconds"));
         }
+        let tls = TlsOptions {
+            insecure: self.insecure.unwrap_or(false),
+            ca_file: self.ca_file.clone(),
+        };
+        if url.scheme != Scheme::Rtmps {
+            if self.insecure.is_some() {
+                return Err(invalid("insecure", "applies to rtmps:// URLs only"));
+            }
+            if self.ca_file.is_some() {
+                return Err(invalid("ca-file", "applies to rtmps:// URLs only"));
+            }
+        }
+        if tls.insecure && tls.ca_file.is_some() {
+            return Err(invalid(
+                "insecure",
+                "and ca-file contradict each other: insecure accepts any certificate",
+            ));
+        }
         let scenario = Scenario {
             mode,
             url,
@@ -513,6 +543,7 @@ impl ScenarioFile {
             lite: self.lite.unwrap_or(false),
             connect_timeout: Duration::from_secs(connect_timeout),
             handshake: self.handshake.unwrap_or(HandshakeChoice::Digest),
+            tls,
             outputs: Outputs {
                 json: self.json.clone(),
                 html: self.html.clone(),
@@ -642,11 +673,39 @@ mod tests {
         assert!(resolve("players = 0").is_err());
         assert!(resolve("ramp = -1.0").is_err());
         assert!(resolve("audio-kbps = 3000").is_err());
-        let err = ScenarioFile::from_toml("mode = \"play\"\nurl = \"rtmps://h/a/b\"")
-            .unwrap()
-            .resolve(1)
-            .unwrap_err();
-        assert!(err.to_string().contains("not supported yet"), "{err}");
+    }
+
+    #[test]
+    fn tls_keys_belong_to_rtmps() {
+        let resolve = |url: &str, extra: &str| {
+            ScenarioFile::from_toml(&format!("mode = \"play\"\nurl = \"{url}\"\n{extra}"))
+                .unwrap()
+                .resolve(1)
+        };
+        let s = resolve("rtmps://h/a/b", "insecure = true").unwrap();
+        assert!(s.tls.insecure);
+        assert_eq!(s.url.port, 443);
+        let s = resolve("rtmps://h/a/b", "ca-file = \"ca.pem\"").unwrap();
+        assert_eq!(
+            s.tls.ca_file.as_deref(),
+            Some(std::path::Path::new("ca.pem"))
+        );
+        assert!(!s.tls.insecure);
+        assert_eq!(resolve("rtmpt://h/a/b", "").unwrap().url.port, 80);
+        for (url, extra, key) in [
+            ("rtmp://h/a/b", "insecure = true", "insecure"),
+            ("rtmpt://h/a/b", "ca-file = \"ca.pem\"", "ca-file"),
+            (
+                "rtmps://h/a/b",
+                "insecure = true\nca-file = \"ca.pem\"",
+                "insecure",
+            ),
+        ] {
+            match resolve(url, extra) {
+                Err(ScenarioError::Invalid { key: k, .. }) => assert_eq!(k, key, "{url} {extra}"),
+                other => panic!("{url} {extra}: {other:?}"),
+            }
+        }
     }
 
     #[test]

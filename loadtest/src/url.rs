@@ -10,8 +10,8 @@
 //!   ffmpeg does when the URL has more than two segments and no `app` option.
 //! - A query string belongs to the stream name (servers read auth tokens there); it is kept.
 //! - IPv6 literals come in brackets (`rtmp://[::1]:1935/live/x`).
-//! - Only `rtmp://` has a transport today. `rtmps://` and `rtmpt://` parse (so the error can
-//!   say what is missing) but [`Scheme::is_supported`] is false for them.
+//! - The scheme picks the transport and the default port: `rtmp://` 1935, `rtmps://` (TLS)
+//!   443, `rtmpt://` (HTTP tunnel) 80. The `tcUrl` keeps the scheme the URL was given with.
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -24,13 +24,8 @@ pub enum UrlError {
     #[error("not a URL (expected rtmp://host[:port]/app/stream): {0:?}")]
     NoScheme(String),
     /// A scheme that is not an RTMP one at all.
-    #[error("unknown scheme {0:?} (expected rtmp://)")]
+    #[error("unknown scheme {0:?} (expected rtmp://, rtmps:// or rtmpt://)")]
     UnknownScheme(String),
-    /// An RTMP scheme whose transport this harness does not have yet.
-    #[error(
-        "{0}:// is not supported yet: the {0} transport arrives in its own issue; use rtmp://"
-    )]
-    UnsupportedScheme(&'static str),
     /// The host part is empty or malformed.
     #[error("bad host in {0:?}")]
     BadHost(String),
@@ -56,9 +51,9 @@ pub enum UrlError {
 pub enum Scheme {
     /// Plain RTMP over TCP.
     Rtmp,
-    /// RTMP over TLS.
+    /// RTMP over TLS (rustls).
     Rtmps,
-    /// RTMP tunnelled over HTTP.
+    /// RTMP tunnelled through HTTP/1.1 requests.
     Rtmpt,
 }
 
@@ -80,11 +75,6 @@ impl Scheme {
             Scheme::Rtmpt => 80,
         }
     }
-
-    /// Whether this harness has a transport for the scheme.
-    pub fn is_supported(self) -> bool {
-        matches!(self, Scheme::Rtmp)
-    }
 }
 
 /// A parsed RTMP URL.
@@ -103,17 +93,8 @@ pub struct RtmpUrl {
 }
 
 impl RtmpUrl {
-    /// Parses `url`; accepts only schemes with a transport (see [`Scheme::is_supported`]).
+    /// Parses `url` (`rtmp://`, `rtmps://` or `rtmpt://`).
     pub fn parse(url: &str) -> Result<RtmpUrl, UrlError> {
-        let parsed = Self::parse_any_scheme(url)?;
-        if !parsed.scheme.is_supported() {
-            return Err(UrlError::UnsupportedScheme(parsed.scheme.as_str()));
-        }
-        Ok(parsed)
-    }
-
-    /// Parses `url` whatever its RTMP scheme.
-    pub fn parse_any_scheme(url: &str) -> Result<RtmpUrl, UrlError> {
         let (scheme, rest) = url
             .split_once("://")
             .ok_or_else(|| UrlError::NoScheme(url.to_owned()))?;
@@ -153,18 +134,21 @@ impl RtmpUrl {
 
     /// The `tcUrl` for `connect`: `scheme://host:port/app`.
     pub fn tc_url(&self) -> String {
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
         format!(
-            "{}://{}:{}/{}",
+            "{}://{}/{}",
             self.scheme.as_str(),
-            host,
-            self.port,
+            self.authority(),
             self.app
         )
+    }
+
+    /// `host:port`, an IPv6 literal in brackets (also the HTTP `Host` header of RTMPT).
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
     }
 
     /// The same URL with another stream name (the query string, if any, is kept).
@@ -272,15 +256,35 @@ mod tests {
     }
 
     #[test]
+    fn tls_and_tunnel_schemes_with_their_default_ports() {
+        let url = RtmpUrl::parse("rtmps://live.example.com/app/key?t=1").unwrap();
+        assert_eq!(url.scheme, Scheme::Rtmps);
+        assert_eq!((url.host.as_str(), url.port), ("live.example.com", 443));
+        assert_eq!(url.tc_url(), "rtmps://live.example.com:443/app");
+        assert_eq!(url.stream, "key?t=1");
+        let url = RtmpUrl::parse("RTMPS://127.0.0.1:8443/live/s").unwrap();
+        assert_eq!((url.scheme, url.port), (Scheme::Rtmps, 8443));
+
+        let url = RtmpUrl::parse("rtmpt://[::1]/live/inst/cam").unwrap();
+        assert_eq!(url.scheme, Scheme::Rtmpt);
+        assert_eq!(url.port, 80);
+        assert_eq!(url.authority(), "[::1]:80");
+        assert_eq!(url.app, "live/inst");
+        assert_eq!(url.tc_url(), "rtmpt://[::1]:80/live/inst");
+        let url = RtmpUrl::parse("rtmpt://127.0.0.1:8080/live/s").unwrap();
+        assert_eq!(url.authority(), "127.0.0.1:8080");
+        assert_eq!(url.to_string(), "rtmpt://127.0.0.1:8080/live/s");
+        assert!(RtmpUrl::parse("rtmpt://h/live").is_err());
+        assert!(RtmpUrl::parse("rtmps://h:0/a/b").is_err());
+    }
+
+    #[test]
     fn refuses_other_schemes_clearly() {
-        for (url, scheme) in [("rtmps://h/live/s", "rtmps"), ("rtmpt://h/live/s", "rtmpt")] {
-            let err = RtmpUrl::parse(url).unwrap_err();
-            assert_eq!(err, UrlError::UnsupportedScheme(scheme));
-            assert!(err.to_string().contains("not supported yet"), "{err}");
-            assert!(RtmpUrl::parse_any_scheme(url).is_ok());
-        }
+        let err = RtmpUrl::parse("http://h/live/s").unwrap_err();
+        assert!(matches!(err, UrlError::UnknownScheme(_)));
+        assert!(err.to_string().contains("rtmps://"), "{err}");
         assert!(matches!(
-            RtmpUrl::parse("http://h/live/s"),
+            RtmpUrl::parse("rtmpe://h/live/s"),
             Err(UrlError::UnknownScheme(_))
         ));
         assert!(matches!(

@@ -146,12 +146,12 @@ fn bad_scenarios_are_refused_before_connecting() {
             "unknown field",
         ),
         (
-            vec!["play", "rtmps://127.0.0.1:1/live/x"],
-            "rtmps:// is not supported yet",
+            vec!["play", "http://127.0.0.1:1/live/x"],
+            "expected rtmp://, rtmps:// or rtmpt://",
         ),
         (
-            vec!["play", "rtmpt://127.0.0.1:1/live/x"],
-            "rtmpt:// is not supported yet",
+            vec!["play", "rtmpt://127.0.0.1:1/live/x", "--insecure"],
+            "applies to rtmps:// URLs only",
         ),
         (
             vec![

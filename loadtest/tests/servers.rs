@@ -18,68 +18,10 @@ use bytes::BytesMut;
 use corecast_common::flv::{write_header, write_tag, FlvTag};
 use corecast_loadtest::source::{FrameKind, SyntheticSettings, SyntheticSource};
 use serde_json::Value;
-use support::{loadtest, num, one_at_a_time, start_corecast, start_nginx, Run, Server};
-
-/// What every e2e/mixed run with `players` healthy players must show.
-fn assert_healthy(run: &Run, server: &Server, publishers: f64, players: f64, lite: bool) {
-    let r = &run.report;
-    let context = || format!("{}\nserver log:\n{}", run.text(), server.log());
-    assert!(run.output.status.success(), "{}", context());
-    assert_eq!(r["complete"], Value::Bool(true), "{}", context());
-    assert_eq!(num(r, &["connections", "failed"]), 0.0, "{}", context());
-    assert_eq!(num(r, &["connections", "dropped"]), 0.0, "{}", context());
-    assert_eq!(
-        num(r, &["connections", "ok"]),
-        publishers + players,
-        "{}",
-        context()
-    );
-    assert_eq!(num(r, &["players", "connected"]), players, "{}", context());
-    assert_eq!(
-        num(r, &["players", "with_keyframe"]),
-        players,
-        "{}",
-        context()
-    );
-    assert_eq!(num(r, &["publishers", "connected"]), publishers);
-
-    // Every player got the stream's bitrate (by timestamps: frames lost would lower it).
-    let ratio_min = num(r, &["players", "bitrate_ratio", "min"]);
-    let ratio_p50 = num(r, &["players", "bitrate_ratio", "p50"]);
-    assert!(
-        (0.85..=1.15).contains(&ratio_min) && (0.9..=1.1).contains(&ratio_p50),
-        "bitrate ratio min {ratio_min} p50 {ratio_p50}\n{}",
-        context()
-    );
-    let source = num(r, &["players", "source_kbps"]);
-    assert!(source > 0.0);
-    assert!(num(r, &["players", "throughput_kbps", "p50"]) > 0.3 * source);
-    assert!(num(r, &["players", "first_keyframe_ms", "max"]) < 5000.0);
-    assert!(num(r, &["players", "connect_ms", "p50"]) > 0.0);
-    assert!(num(r, &["throughput", "aggregate_mbps"]) > 0.0);
-    assert!(r["timeseries"].as_array().is_some_and(|t| !t.is_empty()));
-
-    if lite {
-        assert_eq!(r["players"]["gaps"], Value::Null);
-        assert_eq!(r["latency"], Value::Null);
-    } else {
-        assert_eq!(
-            num(r, &["players", "gaps", "total"]),
-            0.0,
-            "frame gaps\n{}",
-            context()
-        );
-        assert_eq!(num(r, &["players", "gaps", "rewinds"]), 0.0);
-        assert!(num(r, &["players", "video_frames"]) > 0.0);
-        assert!(num(r, &["latency", "samples"]) > 0.0, "{}", context());
-        let max = num(r, &["latency", "max_ms"]);
-        assert!(max < 2000.0, "latency max {max} ms\n{}", context());
-        assert!(num(r, &["latency", "p50_ms"]) <= num(r, &["latency", "p99_ms"]));
-        let buckets = r["latency"]["histogram"].as_array().expect("histogram");
-        let total: f64 = buckets.iter().filter_map(|b| b["count"].as_f64()).sum();
-        assert_eq!(total, num(r, &["latency", "samples"]));
-    }
-}
+use support::{
+    assert_healthy, assert_server_measured, loadtest, num, one_at_a_time, start_corecast,
+    start_nginx, Run, Server,
+};
 
 /// `e2e` with 20 players for 4 s, all at once, server measured.
 fn e2e_20_players(server: &Server) -> Run {
@@ -101,15 +43,6 @@ fn e2e_20_players(server: &Server) -> Run {
         "--server-pid",
         &pid,
     ])
-}
-
-fn assert_server_measured(run: &Run, server: &Server) {
-    let r = &run.report;
-    assert_eq!(num(r, &["server", "pid"]), f64::from(server.pid()));
-    assert!(num(r, &["server", "cpu_secs"]) >= 0.0);
-    assert!(num(r, &["server", "peak_rss_mib"]) > 0.0);
-    assert!(num(r, &["server", "cpu_secs_per_gb"]) >= 0.0);
-    assert_eq!(r["server"]["alive_at_end"], Value::Bool(true));
 }
 
 #[test]

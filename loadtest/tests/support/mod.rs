@@ -10,6 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
 use tempfile::TempDir;
 
 /// Held by tests that run a server under load, so they run one at a time: on a 2-core CI
@@ -116,6 +117,13 @@ fn corecast_has_http() -> bool {
 /// Starts Corecast on a free loopback port with two cores and waits for `corecast ready`.
 /// A start that fails (another process took the port in between) is retried on a new port.
 pub fn start_corecast() -> Server {
+    start_corecast_with(|_| Vec::new())
+}
+
+/// [`start_corecast`] with more arguments: `extra` is called for every attempt with the
+/// server's own temporary directory (for config and certificate files) and returns the
+/// arguments to add, so that ports it picks are picked afresh on a retry.
+pub fn start_corecast_with(extra: impl Fn(&Path) -> Vec<String>) -> Server {
     let mut last_log = String::new();
     for _ in 0..3 {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -128,6 +136,7 @@ pub fn start_corecast() -> Server {
                 "--cores",
                 "2",
             ])
+            .args(extra(dir.path()))
             .env("RUST_LOG", "warn,corecast_node::server=info")
             .stdout(Stdio::null())
             .stderr(File::create(&log).expect("log file"))
@@ -220,6 +229,77 @@ pub fn start_nginx() -> Option<Server> {
     Some(server)
 }
 
+/// What every e2e/mixed run with `players` healthy players must show.
+pub fn assert_healthy(run: &Run, server: &Server, publishers: f64, players: f64, lite: bool) {
+    let r = &run.report;
+    let context = || format!("{}\nserver log:\n{}", run.text(), server.log());
+    assert!(run.output.status.success(), "{}", context());
+    assert_eq!(r["complete"], Value::Bool(true), "{}", context());
+    assert_eq!(num(r, &["connections", "failed"]), 0.0, "{}", context());
+    assert_eq!(num(r, &["connections", "dropped"]), 0.0, "{}", context());
+    assert_eq!(
+        num(r, &["connections", "ok"]),
+        publishers + players,
+        "{}",
+        context()
+    );
+    assert_eq!(num(r, &["players", "connected"]), players, "{}", context());
+    assert_eq!(
+        num(r, &["players", "with_keyframe"]),
+        players,
+        "{}",
+        context()
+    );
+    assert_eq!(num(r, &["publishers", "connected"]), publishers);
+
+    // Every player got the stream's bitrate (by timestamps: frames lost would lower it).
+    let ratio_min = num(r, &["players", "bitrate_ratio", "min"]);
+    let ratio_p50 = num(r, &["players", "bitrate_ratio", "p50"]);
+    assert!(
+        (0.85..=1.15).contains(&ratio_min) && (0.9..=1.1).contains(&ratio_p50),
+        "bitrate ratio min {ratio_min} p50 {ratio_p50}\n{}",
+        context()
+    );
+    let source = num(r, &["players", "source_kbps"]);
+    assert!(source > 0.0);
+    assert!(num(r, &["players", "throughput_kbps", "p50"]) > 0.3 * source);
+    assert!(num(r, &["players", "first_keyframe_ms", "max"]) < 5000.0);
+    assert!(num(r, &["players", "connect_ms", "p50"]) > 0.0);
+    assert!(num(r, &["throughput", "aggregate_mbps"]) > 0.0);
+    assert!(r["timeseries"].as_array().is_some_and(|t| !t.is_empty()));
+
+    if lite {
+        assert_eq!(r["players"]["gaps"], Value::Null);
+        assert_eq!(r["latency"], Value::Null);
+    } else {
+        assert_eq!(
+            num(r, &["players", "gaps", "total"]),
+            0.0,
+            "frame gaps\n{}",
+            context()
+        );
+        assert_eq!(num(r, &["players", "gaps", "rewinds"]), 0.0);
+        assert!(num(r, &["players", "video_frames"]) > 0.0);
+        assert!(num(r, &["latency", "samples"]) > 0.0, "{}", context());
+        let max = num(r, &["latency", "max_ms"]);
+        assert!(max < 2000.0, "latency max {max} ms\n{}", context());
+        assert!(num(r, &["latency", "p50_ms"]) <= num(r, &["latency", "p99_ms"]));
+        let buckets = r["latency"]["histogram"].as_array().expect("histogram");
+        let total: f64 = buckets.iter().filter_map(|b| b["count"].as_f64()).sum();
+        assert_eq!(total, num(r, &["latency", "samples"]));
+    }
+}
+
+/// The `server` section of a run with `--server-pid`.
+pub fn assert_server_measured(run: &Run, server: &Server) {
+    let r = &run.report;
+    assert_eq!(num(r, &["server", "pid"]), f64::from(server.pid()));
+    assert!(num(r, &["server", "cpu_secs"]) >= 0.0);
+    assert!(num(r, &["server", "peak_rss_mib"]) > 0.0);
+    assert!(num(r, &["server", "cpu_secs_per_gb"]) >= 0.0);
+    assert_eq!(r["server"]["alive_at_end"], Value::Bool(true));
+}
+
 /// The result of one harness run.
 pub struct Run {
     /// Exit status, stdout, stderr.
@@ -244,11 +324,17 @@ impl Run {
 
 /// Runs `corecast-loadtest ARGS --quiet --json TMP` and parses the report.
 pub fn loadtest(args: &[&str]) -> Run {
+    loadtest_with_env(args, &[])
+}
+
+/// [`loadtest`] with environment variables set for the harness.
+pub fn loadtest_with_env(args: &[&str], env: &[(&str, &Path)]) -> Run {
     let dir = tempfile::tempdir().expect("temp dir");
     let json = dir.path().join("report.json");
     let start = Instant::now();
     let output = Command::new(env!("CARGO_BIN_EXE_corecast-loadtest"))
         .args(args)
+        .envs(env.iter().copied())
         .arg("--quiet")
         .arg("--json")
         .arg(&json)
