@@ -53,7 +53,7 @@ rss_of() {
 start_corecast() {
   local port=$1
   printf '[player]\nmerge_window_ms = %s\n[http]\nenabled = false\n[log]\nlevel = "warn"\n' "$WINDOW_MS" >"$OUT/corecast.toml"
-  "$BIN/corecast" --config "$OUT/corecast.toml" --rtmp-listen "127.0.0.1:$port" --cores "$CORES" 2>"$OUT/corecast.log" &
+  "$BIN/corecast" --config "$OUT/corecast.toml" --rtmp-listen "127.0.0.1:$port" --cores "$CORES" >/dev/null 2>"$OUT/corecast.log" &
   echo $!
 }
 
@@ -79,7 +79,7 @@ rtmp {
   }
 }
 CONF
-  /usr/sbin/nginx -c "$PWD/$dir/nginx.conf" -p "$PWD/$dir" &
+  /usr/sbin/nginx -c "$PWD/$dir/nginx.conf" -p "$PWD/$dir" >/dev/null 2>&1 &
   echo $!
 }
 

@@ -383,10 +383,13 @@ impl Report {
                 .map(|(i, &from)| {
                     let to = LATENCY_EDGES_MS.get(i + 1).copied();
                     let high = to.map_or(u64::MAX, |t| (t * 1000.0) as u64);
+                    // Differences of cumulative counts: HDR buckets straddling an edge would
+                    // otherwise be counted on both sides, and the buckets must sum to samples.
+                    let below = |us: u64| h.count_between_us(0, us);
                     Bucket {
                         from_ms: from,
                         to_ms: to,
-                        count: h.count_between_us((from * 1000.0) as u64, high),
+                        count: below(high).saturating_sub(below((from * 1000.0) as u64)),
                     }
                 })
                 .collect(),

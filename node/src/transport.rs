@@ -42,13 +42,18 @@ pub trait Transport {
     }
 }
 
-/// How much a single read asks for.
-const READ_CHUNK: usize = 64 * 1024;
+/// The first read of a connection asks for this much; players send almost nothing, so most
+/// connections never need more (a 64 KiB buffer per player would dominate its memory).
+const READ_MIN: usize = 4 * 1024;
+/// Reads grow (doubling each time one fills what it asked for) up to this, for publishers.
+const READ_MAX: usize = 64 * 1024;
 
 /// A plain TCP connection.
 pub struct TcpTransport {
     stream: RefCell<TcpStream>,
     fd: RawFd,
+    /// Bytes the next read asks for (adapts between READ_MIN and READ_MAX).
+    read_size: std::cell::Cell<usize>,
 }
 
 impl TcpTransport {
@@ -58,6 +63,7 @@ impl TcpTransport {
         TcpTransport {
             stream: RefCell::new(stream),
             fd,
+            read_size: std::cell::Cell::new(READ_MIN),
         }
     }
 }
@@ -65,7 +71,8 @@ impl TcpTransport {
 impl Transport for TcpTransport {
     async fn read_into(&self, buf: &mut BytesMut) -> io::Result<usize> {
         let start = buf.len();
-        buf.resize(start + READ_CHUNK, 0);
+        let want = self.read_size.get();
+        buf.resize(start + want, 0);
         let result = poll_fn(|cx| {
             let mut stream = self.stream.borrow_mut();
             Pin::new(&mut *stream).poll_read(cx, &mut buf[start..])
@@ -73,6 +80,9 @@ impl Transport for TcpTransport {
         .await;
         let n = *result.as_ref().unwrap_or(&0);
         buf.truncate(start + n);
+        if n == want {
+            self.read_size.set((want * 2).min(READ_MAX));
+        }
         result
     }
 

@@ -248,7 +248,7 @@ impl Session {
         let rtmp = &ctx.config.rtmp;
         let handshake_timeout = Duration::from_secs(rtmp.handshake_timeout_secs);
         let idle_timeout = Duration::from_secs(rtmp.idle_timeout_secs);
-        let mut buf = BytesMut::with_capacity(64 * 1024);
+        let mut buf = BytesMut::new();
         with_timeout(handshake_timeout, self.handshake(transport, &mut buf))
             .await
             .ok_or(SessionError::HandshakeTimeout(handshake_timeout))??;
