@@ -269,3 +269,32 @@ fn an_edge_refuses_publishers() {
         "NetStream.Publish.Denied"
     );
 }
+
+#[test]
+fn an_edge_finds_origins_through_dns() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let src = media(dir.path(), 20);
+    let (origin, pull) = origin(dir.path());
+    let port = pull.rsplit(':').next().expect("port");
+    // `localhost` resolves to 127.0.0.1 (and maybe ::1, where nothing listens: the edge
+    // moves on to the next address).
+    let edge = Node::start(
+        2,
+        &format!(
+            "[cluster]\nrole = \"edge\"\nupstream_dns = \"localhost:{port}\"\nretry_max_secs = 1\nconnect_timeout_secs = 1\n"
+        ),
+        dir.path(),
+    );
+    let mut publisher = publish(&src, &origin.url("live/dns"));
+    let mut player = RtmpClient::connect(edge.addr, "live").expect("connect");
+    player.play("dns").expect("play");
+    wait_for(Duration::from_secs(30), || {
+        let m = player
+            .next_message(Duration::from_millis(200))
+            .expect("player")?;
+        (m.message_type == MessageType::VIDEO && m.payload.starts_with(&[0x17, 0x01])).then_some(())
+    })
+    .expect("a keyframe through an edge that found its origin by DNS");
+    let _ = publisher.kill();
+    let _ = wait_exit(&mut publisher, Duration::from_secs(5));
+}
