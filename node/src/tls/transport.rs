@@ -169,6 +169,22 @@ impl TlsTransport {
     /// Runs the TLS handshake to its end (including the records the server sends after it,
     /// such as TLS 1.3 session tickets). Bound it with a timeout: a silent peer waits forever.
     pub async fn handshake(&self) -> Result<(), TlsError> {
+        self.handshake_steps().await.map_err(|e| match e {
+            // A peer that hangs up mid-handshake often does so with a reset (it closed with
+            // our ServerHello unread): that is an abort too, not an I/O fault.
+            TlsError::Io(io)
+                if matches!(
+                    io.kind(),
+                    io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+                ) =>
+            {
+                TlsError::Aborted
+            }
+            other => other,
+        })
+    }
+
+    async fn handshake_steps(&self) -> Result<(), TlsError> {
         loop {
             poll_fn(|cx| self.poll_flush(cx)).await?;
             if !self.conn.borrow().is_handshaking() {
