@@ -7,34 +7,14 @@ mod support;
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use corecast_common::handshake::{ClientHandshake, HandshakeKind, HandshakeStatus};
-use corecast_common::types::MessageType;
-use support::client::{closed_within, RtmpClient};
-use support::media::{from_first_keyframe, make_flv, packets, play_to_file, publish, wait_exit};
-use support::node::{field, Node};
+use support::client::{closed_within, read_until_video_at, RtmpClient};
+use support::media::{from_first_keyframe, packets, play_to_file, publish, shared_flv, wait_exit};
+use support::node::{field, is_line, Node};
 use support::rtmpt::{open, start_node, HttpConn, TunnelClient};
-
-/// Test media shared by the tests of this binary (made once).
-fn media(seconds: u32) -> PathBuf {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    let dir = DIR.get_or_init(|| tempfile::tempdir().expect("temp dir"));
-    let path = dir.path().join(format!("src-{seconds}s.flv"));
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
-    if !path.exists() {
-        make_flv(dir.path(), &format!("src-{seconds}s.flv"), seconds);
-    }
-    path
-}
-
-fn is_line(line: &str, message: &str, stream: &str) -> bool {
-    line.contains(&format!(": {message} ")) && line.contains(&format!("stream={stream}"))
-}
 
 /// Asserts two packet lists are equal, saying where they first differ.
 fn assert_same(got: &[support::media::Packet], want: &[support::media::Packet], what: &str) {
@@ -79,7 +59,7 @@ fn connections_on_two_cores(node: &Node, addr: SocketAddr) -> Vec<(HttpConn, Str
 #[test]
 fn ffmpeg_publishes_over_rtmpt_and_rtmpt_and_rtmp_players_get_identical_packets() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let src = media(4);
+    let src = shared_flv(4);
     let (node, rtmpt) = start_node(2, "", dir.path());
     let stream = "live/tunnelled";
 
@@ -275,25 +255,10 @@ fn raw_status(addr: SocketAddr, bytes: &[u8]) -> (u16, HttpConn) {
     (reply.status, conn)
 }
 
-fn read_until_video_at(client: &mut RtmpClient, at_ms: u32, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if let Some(m) = client
-            .next_message(Duration::from_millis(500))
-            .expect("player connection")
-        {
-            if m.message_type == MessageType::VIDEO && m.timestamp >= at_ms {
-                return;
-            }
-        }
-    }
-    panic!("stream never reached {at_ms} ms");
-}
-
 #[test]
 fn bad_http_unknown_sessions_and_oversized_bodies_get_4xx_and_nothing_else_breaks() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let src = media(6);
+    let src = shared_flv(6);
     let (node, rtmpt) = start_node(2, "max_body_bytes = 65536\n", dir.path());
     let stream = "live/healthy";
     let mut player = RtmpClient::connect(node.addr, "live").expect("connect");
@@ -371,17 +336,12 @@ fn bad_http_unknown_sessions_and_oversized_bodies_get_4xx_and_nothing_else_break
         .collect();
     assert_eq!(statuses, [(404, 0), (200, 1), (200, 35)]);
 
-    for reason in [
+    node.expect_close_reasons(&[
         "http_malformed",
         "http_body_too_large",
         "http_length_required",
         "http_head_too_large",
-    ] {
-        node.wait_log(Duration::from_secs(5), |l| {
-            l.contains(&format!("reason=\"{reason}\"")) || l.contains(&format!("reason={reason}"))
-        })
-        .unwrap_or_else(|| panic!("no close logged with reason {reason}"));
-    }
+    ]);
     // The tunnelled publisher and the player kept going throughout.
     read_until_video_at(&mut player, 4000, Duration::from_secs(20));
     let status = wait_exit(&mut publisher, Duration::from_secs(20)).expect("publisher finished");

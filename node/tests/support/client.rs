@@ -243,3 +243,19 @@ pub fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
     }
     false
 }
+
+/// Reads messages until a video message with timestamp ≥ `at_ms`; panics after `limit`.
+pub fn read_until_video_at(client: &mut RtmpClient, at_ms: u32, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(m) = client
+            .next_message(Duration::from_millis(500))
+            .expect("player connection")
+        {
+            if m.message_type == MessageType::VIDEO && m.timestamp >= at_ms {
+                return;
+            }
+        }
+    }
+    panic!("stream never reached {at_ms} ms");
+}

@@ -135,3 +135,19 @@ pub fn from_first_keyframe(packets: &[Packet], kind: &str) -> Vec<Packet> {
         .cloned()
         .collect()
 }
+
+/// Test media shared by all tests of one test binary: made once per length, kept in a
+/// temporary folder for the life of the binary.
+pub fn shared_flv(seconds: u32) -> PathBuf {
+    use std::sync::{Mutex, OnceLock};
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    static LOCK: Mutex<()> = Mutex::new(());
+    let dir = DIR.get_or_init(|| tempfile::tempdir().expect("temp dir"));
+    let name = format!("src-{seconds}s.flv");
+    let path = dir.path().join(&name);
+    let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    if !path.exists() {
+        make_flv(dir.path(), &name, seconds);
+    }
+    path
+}

@@ -109,6 +109,18 @@ impl Node {
         })
     }
 
+    /// Waits for a "connection closed" line with each of `reasons`; panics naming the first
+    /// that never shows.
+    pub fn expect_close_reasons(&self, reasons: &[&str]) {
+        for reason in reasons {
+            self.wait_log(Duration::from_secs(5), |l| {
+                l.contains(&format!("reason=\"{reason}\""))
+                    || l.contains(&format!("reason={reason}"))
+            })
+            .unwrap_or_else(|| panic!("no close logged with reason {reason}"));
+        }
+    }
+
     /// All log lines so far.
     pub fn log(&self) -> Vec<String> {
         self.lines.lock().expect("log lock").clone()
@@ -177,6 +189,11 @@ impl Drop for Node {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// True for the node's log line of `message` (`play`, `publish`) about `stream`.
+pub fn is_line(line: &str, message: &str, stream: &str) -> bool {
+    line.contains(&format!(": {message} ")) && line.contains(&format!("stream={stream}"))
 }
 
 /// The value of `key=` in a tracing text line (`core=1`).
