@@ -265,6 +265,18 @@ pub struct ClusterConfig {
     pub connect_timeout_secs: u64,
     /// Longest wait between rounds of tries when no upstream has the stream.
     pub retry_max_secs: u64,
+    /// Serve pulls over TLS with the `[rtmps]` certificate (and its reloads); needs
+    /// `rtmps.enabled = true` and `pull_listen`.
+    pub pull_tls: bool,
+    /// Connect to upstreams over TLS (their `pull_tls` must be on).
+    pub upstream_tls: bool,
+    /// PEM bundle of the CAs that upstream certificates must chain to; empty = the system
+    /// bundle `/etc/ssl/certs/ca-certificates.crt`. The name checked is the upstream's host
+    /// (an IP address is checked as an IP address).
+    pub upstream_tls_ca_file: String,
+    /// Accept any upstream certificate without verifying it: for tests and self-signed
+    /// setups only (the link is encrypted but not authenticated).
+    pub upstream_tls_insecure: bool,
 }
 
 impl Default for ClusterConfig {
@@ -279,6 +291,10 @@ impl Default for ClusterConfig {
             linger_secs: 10,
             connect_timeout_secs: 3,
             retry_max_secs: 5,
+            pull_tls: false,
+            upstream_tls: false,
+            upstream_tls_ca_file: String::new(),
+            upstream_tls_insecure: false,
         }
     }
 }
@@ -473,6 +489,24 @@ impl Config {
                 "must be at least 1 second",
             ));
         }
+        if c.pull_tls && !self.rtmps.enabled {
+            return Err(invalid(
+                "cluster.pull_tls",
+                "needs rtmps.enabled = true (pulls are served with the [rtmps] certificate)",
+            ));
+        }
+        if c.pull_tls && c.pull_listen.is_empty() {
+            return Err(invalid(
+                "cluster.pull_tls",
+                "needs cluster.pull_listen (there are no pulls to serve)",
+            ));
+        }
+        if c.upstream_tls_insecure && !c.upstream_tls_ca_file.is_empty() {
+            return Err(invalid(
+                "cluster.upstream_tls_ca_file",
+                "cannot be combined with upstream_tls_insecure = true",
+            ));
+        }
         for u in &c.upstreams {
             if !u.contains(':') {
                 return Err(invalid(
@@ -599,6 +633,17 @@ mod tests {
         )
         .expect_err("must fail");
         assert!(err.to_string().contains("rtmpt.listen"), "{err}");
+    }
+
+    #[test]
+    fn pull_tls_without_rtmps_is_refused() {
+        let err = Config::parse(
+            "[cluster]\npull_listen = \"127.0.0.1:1940\"\npull_tls = true\n",
+            "t",
+        )
+        .expect_err("must fail");
+        assert!(err.to_string().contains("cluster.pull_tls"), "{err}");
+        assert!(err.to_string().contains("rtmps.enabled"), "{err}");
     }
 
     #[test]

@@ -42,6 +42,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     install_signal_handlers(&draining)?;
     let (admin_tx, admin_rx): (Vec<_>, Vec<_>) =
         (0..cores).map(|_| crossbeam_channel::unbounded()).unzip();
+    let upstream_tls = crate::cluster::tls::client_config(&config.cluster)?;
     let shared = Arc::new(NodeShared {
         config: Arc::new(config),
         directory: Directory::default(),
@@ -50,6 +51,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         admin: admin_tx,
         draining,
         started: SystemTime::now(),
+        upstream_tls,
     });
     let tls = NodeTls::prepare(&shared.config, cores)?;
     let (ready_tx, ready_rx) = mpsc::channel::<Result<SocketAddr, String>>();
@@ -212,19 +214,21 @@ async fn run_core(
             listener,
         ))
     });
-    let rtmps_accept = match tls.map(|tls| crate::tls::start_core(Rc::clone(&ctx), tls)) {
-        Some(Ok(task)) => Some(task),
-        Some(Err(message)) => {
-            let _ = ready.send(Err(message));
-            return;
-        }
-        None => None,
-    };
+    let (rtmps_accept, certificate) =
+        match tls.map(|tls| crate::tls::start_core(Rc::clone(&ctx), tls)) {
+            Some(Ok((task, certificate))) => (Some(task), Some(certificate)),
+            Some(Err(message)) => {
+                let _ = ready.send(Err(message));
+                return;
+            }
+            None => (None, None),
+        };
     let local = listener.local_addr().unwrap_or(config.rtmp.listen);
     let accept = glommio::spawn_local(accept_loop(Rc::clone(&ctx), listener));
     let http = http_listener.map(|l| glommio::spawn_local(crate::http::serve(Rc::clone(&ctx), l)));
+    let pull_tls = certificate.filter(|_| config.cluster.pull_tls);
     let pulls = pull_listener
-        .map(|l| glommio::spawn_local(crate::cluster::serve::serve(Rc::clone(&ctx), l)));
+        .map(|l| glommio::spawn_local(crate::cluster::serve::serve(Rc::clone(&ctx), l, pull_tls)));
     let _ = ready.send(Ok(local));
     housekeeping(&ctx, &admin).await;
     // Drain: stop accepting, then wait for connections to finish (bounded).

@@ -38,6 +38,8 @@ pub struct NodeShared {
     pub draining: Arc<AtomicBool>,
     /// When the node started.
     pub started: SystemTime,
+    /// The TLS client configuration for upstream pulls (`cluster.upstream_tls`); None = plain.
+    pub upstream_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl NodeShared {

@@ -10,6 +10,7 @@ use corecast_common::types::MessageType;
 use support::client::RtmpClient;
 use support::media::{from_first_keyframe, make_flv, packets, play_to_file, publish, wait_exit};
 use support::node::{field, free_port, Node};
+use support::tls::{rtmps_section, self_signed, CertFiles};
 use support::wait_for;
 
 fn origin(dir: &std::path::Path) -> (Node, String) {
@@ -295,6 +296,81 @@ fn an_edge_finds_origins_through_dns() {
         (m.message_type == MessageType::VIDEO && m.payload.starts_with(&[0x17, 0x01])).then_some(())
     })
     .expect("a keyframe through an edge that found its origin by DNS");
+    let _ = publisher.kill();
+    let _ = wait_exit(&mut publisher, Duration::from_secs(5));
+}
+
+#[test]
+fn pulls_run_over_tls_and_a_plaintext_edge_cannot_pull_from_a_tls_origin() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let src = media(dir.path(), 20);
+    // The origin's certificate names 127.0.0.1 (the upstream address the edge verifies) and
+    // is its own CA.
+    let files = CertFiles::in_dir(dir.path());
+    files.install(&self_signed("127.0.0.1"));
+    let (rtmps, _) = rtmps_section(&files, "");
+    let pull = format!("127.0.0.1:{}", free_port());
+    let origin = Node::start(
+        2,
+        &format!("{rtmps}[cluster]\npull_listen = \"{pull}\"\npull_tls = true\n"),
+        dir.path(),
+    );
+    let tls_edge = edge(
+        dir.path(),
+        &[&pull],
+        &format!(
+            "upstream_tls = true\nupstream_tls_ca_file = \"{}\"\n",
+            files.cert.display()
+        ),
+    );
+    let plain_edge = edge(dir.path(), &[&pull], "");
+    let mut publisher = publish(&src, &origin.url("live/secure"));
+    origin
+        .wait_log(Duration::from_secs(15), |l| {
+            l.contains(": publish ") && l.contains("live/secure")
+        })
+        .expect("published");
+
+    let mut player = RtmpClient::connect(tls_edge.addr, "live").expect("connect");
+    player.play("secure").expect("play");
+    let mut refused = RtmpClient::connect(plain_edge.addr, "live").expect("connect");
+    refused.play("secure").expect("play");
+
+    let mut video = Vec::new();
+    wait_for(Duration::from_secs(20), || {
+        let m = player
+            .next_message(Duration::from_millis(200))
+            .expect("player")?;
+        if m.message_type == MessageType::VIDEO {
+            video.push(m.payload);
+        }
+        (video.len() >= 2).then_some(())
+    })
+    .expect("video through the TLS pull");
+    assert_eq!(&video[0][..2], &[0x17, 0x00], "sequence header first");
+    assert_eq!(&video[1][..2], &[0x17, 0x01], "then a keyframe");
+    origin
+        .wait_log(Duration::from_secs(5), |l| {
+            l.contains("pull tls handshake done")
+        })
+        .expect("the origin served the pull over TLS");
+
+    // The plaintext edge: its request is not a TLS ClientHello, so every try fails.
+    wait_for(Duration::from_secs(10), || {
+        (metric(&plain_edge, "corecast_pulls_failed_total") >= 2.0).then_some(())
+    })
+    .expect("the plaintext edge's pulls fail");
+    let media = wait_for(Duration::from_secs(3), || {
+        let m = refused
+            .next_message(Duration::from_millis(200))
+            .expect("player")?;
+        (m.message_type == MessageType::VIDEO || m.message_type == MessageType::AUDIO).then_some(())
+    });
+    assert!(
+        media.is_none(),
+        "the plaintext edge got media from a TLS origin"
+    );
+    assert_eq!(metric(&plain_edge, "corecast_pulls_started_total"), 0.0);
     let _ = publisher.kill();
     let _ = wait_exit(&mut publisher, Duration::from_secs(5));
 }

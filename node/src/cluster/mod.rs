@@ -11,22 +11,24 @@
 //! upstream stopped. The pull ends `linger_secs` after the last player on the node left.
 
 pub mod serve;
+pub mod tls;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use corecast_common::chunk::ChunkDecoderLimits;
 use corecast_common::flv::{AudioTagHeader, VideoTagHeader};
 use corecast_common::pull::{rendezvous_order, PullClient, PullEvent, PullMediaKind, PullRequest};
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use tracing::{debug, info, warn};
 
 use crate::core::CoreContext;
 use crate::frame::{FrameData, MediaKind};
 use crate::util::with_timeout;
+use tls::{TlsClient, Upstream};
 
 /// How often a streaming pull checks whether anyone still wants it.
 const LINGER_CHECK: Duration = Duration::from_secs(1);
@@ -204,11 +206,32 @@ async fn attempt(ctx: &CoreContext, state: &mut PullState, upstream: &str) -> At
         return Attempt::ConnectFailed;
     };
     let connect_timeout = Duration::from_secs(cfg.connect_timeout_secs);
-    let mut stream = match with_timeout(connect_timeout, TcpStream::connect(addr)).await {
+    let tcp = match with_timeout(connect_timeout, TcpStream::connect(addr)).await {
         Some(Ok(s)) => s,
         _ => return Attempt::ConnectFailed,
     };
-    let _ = stream.set_nodelay(true);
+    let _ = tcp.set_nodelay(true);
+    let mut stream = match &ctx.shared.upstream_tls {
+        None => Upstream::plain(tcp),
+        Some(config) => {
+            let Some(name) = tls::server_name(upstream) else {
+                warn!(%upstream, "upstream host is not a valid TLS server name");
+                return Attempt::ConnectFailed;
+            };
+            let handshake = TlsClient::connect(tcp, Arc::clone(config), name);
+            match with_timeout(connect_timeout, handshake).await {
+                Some(Ok(client)) => Upstream::Tls(Box::new(client)),
+                Some(Err(e)) => {
+                    warn!(%upstream, error = %e, reason = "tls_error", "upstream TLS handshake failed");
+                    return Attempt::ConnectFailed;
+                }
+                None => {
+                    warn!(%upstream, reason = "tls_handshake_timeout", "upstream TLS handshake timed out");
+                    return Attempt::ConnectFailed;
+                }
+            }
+        }
+    };
     let request = PullRequest {
         stream: state.key.clone(),
         token: cfg.token.clone(),
@@ -226,7 +249,7 @@ async fn stream_from(
     ctx: &CoreContext,
     state: &mut PullState,
     upstream: &str,
-    stream: &mut TcpStream,
+    stream: &mut Upstream,
 ) -> Attempt {
     let rtmp = &ctx.config.rtmp;
     let mut client = PullClient::new(ChunkDecoderLimits {
@@ -292,8 +315,7 @@ async fn stream_from(
         if !streaming && Instant::now() >= answer_deadline {
             return Attempt::ConnectFailed;
         }
-        let mut chunk = [0u8; 64 * 1024];
-        match with_timeout(LINGER_CHECK, stream.read(&mut chunk)).await {
+        match with_timeout(LINGER_CHECK, stream.read_into(&mut buf)).await {
             None => {}
             Some(Ok(0)) | Some(Err(_)) => {
                 return if streaming {
@@ -305,7 +327,6 @@ async fn stream_from(
             }
             Some(Ok(n)) => {
                 ctx.metrics.upstream_bytes.inc_by(n as u64);
-                buf.extend_from_slice(&chunk[..n]);
             }
         }
     }

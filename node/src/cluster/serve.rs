@@ -5,10 +5,15 @@
 //! pull subscriber is a player like any other, so it triggers this node's own pull and gets
 //! the stream when that arrives — tiers compose. An origin answers 404 for streams it does
 //! not have, so an edge moves on to the next upstream.
+//!
+//! With `cluster.pull_tls` the pull port speaks TLS: each accepted connection does a TLS
+//! handshake with the core's current `[rtmps]` certificate (reloads included), then the same
+//! protocol runs over the [`TlsTransport`] pipe.
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -16,13 +21,15 @@ use corecast_common::control::ControlMessage;
 use corecast_common::pull::{PullError, PullRequest, PullResponse};
 use futures_lite::future;
 use glommio::net::{TcpListener, TcpStream};
-use tracing::{info, warn};
+use rustls::ServerConfig;
+use tracing::{debug, info, warn};
 
 use crate::clients::{ClientHandle, ClientRole};
 use crate::core::CoreContext;
 use crate::outbound::Outbound;
 use crate::queue::QueueLimits;
 use crate::stream::Player;
+use crate::tls::{CurrentServerConfig, TlsError, TlsTransport};
 use crate::transport::{set_nodelay, TcpTransport, Transport};
 use crate::util::with_timeout;
 use crate::writer::{run_writer, WriterSettings};
@@ -30,19 +37,25 @@ use crate::writer::{run_writer, WriterSettings};
 /// Time a connecting node has to send its request line.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Accepts pull connections on this core until the task is dropped.
-pub async fn serve(ctx: Rc<CoreContext>, listener: TcpListener) {
+/// Accepts pull connections on this core until the task is dropped; over TLS with the
+/// certificate in `tls` when it is set.
+pub async fn serve(ctx: Rc<CoreContext>, listener: TcpListener, tls: Option<CurrentServerConfig>) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
                 let ctx = Rc::clone(&ctx);
+                // The certificate as of the accept: a reload affects new connections only.
+                let server = tls.as_ref().map(|current| Arc::clone(&current.borrow()));
                 glommio::spawn_local(async move {
                     let peer = stream
                         .peer_addr()
                         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
                     set_nodelay(&stream);
                     ctx.connections.set(ctx.connections.get() + 1);
-                    connection(&ctx, stream, peer).await;
+                    match server {
+                        Some(server) => tls_connection(&ctx, stream, peer, server).await,
+                        None => connection(&ctx, TcpTransport::new(stream), peer).await,
+                    }
                     ctx.connections.set(ctx.connections.get() - 1);
                 })
                 .detach();
@@ -55,7 +68,37 @@ pub async fn serve(ctx: Rc<CoreContext>, listener: TcpListener) {
     }
 }
 
-async fn read_request(transport: &TcpTransport) -> Result<PullRequest, String> {
+/// TLS handshake (bounded by `rtmps.handshake_timeout_secs`), then the pull protocol.
+async fn tls_connection(
+    ctx: &Rc<CoreContext>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    server: Arc<ServerConfig>,
+) {
+    let timeout = Duration::from_secs(ctx.config.rtmps.handshake_timeout_secs);
+    let error = match TlsTransport::new(stream, server) {
+        Ok(transport) => match with_timeout(timeout, transport.handshake()).await {
+            Some(Ok(())) => {
+                debug!(%peer, tls = %transport.describe(), "pull tls handshake done");
+                connection(ctx, transport, peer).await;
+                return;
+            }
+            Some(Err(e)) => {
+                transport.shutdown();
+                e
+            }
+            None => TlsError::HandshakeTimeout(timeout),
+        },
+        Err(e) => e,
+    };
+    ctx.metrics.closed(error.as_str());
+    if !matches!(error, TlsError::Io(_)) {
+        ctx.metrics.error(error.as_str());
+    }
+    warn!(%peer, reason = error.as_str(), error = %error, "pull tls connection closed");
+}
+
+async fn read_request<T: Transport>(transport: &T) -> Result<PullRequest, String> {
     let mut buf = BytesMut::new();
     loop {
         match PullRequest::decode(&mut buf) {
@@ -74,8 +117,7 @@ async fn read_request(transport: &TcpTransport) -> Result<PullRequest, String> {
     }
 }
 
-async fn connection(ctx: &Rc<CoreContext>, stream: TcpStream, peer: SocketAddr) {
-    let transport = TcpTransport::new(stream);
+async fn connection<T: Transport>(ctx: &Rc<CoreContext>, transport: T, peer: SocketAddr) {
     let chunk_size = ctx.config.rtmp.out_chunk_size_bytes;
     let answer = |status: u16, reason: &str| PullResponse {
         status,
@@ -187,7 +229,7 @@ async fn connection(ctx: &Rc<CoreContext>, stream: TcpStream, peer: SocketAddr) 
     info!(conn = id, %peer, stream = %request.stream, reason, "pull closed");
 }
 
-async fn write_line(transport: &TcpTransport, response: &PullResponse) {
+async fn write_line<T: Transport>(transport: &T, response: &PullResponse) {
     let line = response.encode();
     let mut written = 0;
     while written < line.len() {
@@ -201,5 +243,6 @@ async fn write_line(transport: &TcpTransport, response: &PullResponse) {
             _ => break,
         }
     }
+    let _ = with_timeout(Duration::from_secs(2), transport.flush()).await;
     transport.shutdown();
 }

@@ -97,18 +97,25 @@ impl NodeTls {
     }
 }
 
+/// A core's current server certificate: what new connections use, replaced on reload. The
+/// pull server (`cluster.pull_tls`) reads it too.
+pub type CurrentServerConfig = Rc<RefCell<Arc<ServerConfig>>>;
+
 /// One core's RTMPS state.
 struct CoreTls {
     /// What new connections use; replaced on reload.
-    server: RefCell<Arc<ServerConfig>>,
+    server: CurrentServerConfig,
     /// The files' stamps when last loaded (or last tried).
     stamps: RefCell<CertStamps>,
     sighup: Arc<AtomicBool>,
 }
 
 /// Binds this core's RTMPS listener and starts its reload task; returns the accept task,
-/// which the core drops to stop accepting when it drains.
-pub fn start_core(ctx: Rc<CoreContext>, setup: CoreTlsSetup) -> Result<Task<()>, String> {
+/// which the core drops to stop accepting when it drains, and the core's current certificate.
+pub fn start_core(
+    ctx: Rc<CoreContext>,
+    setup: CoreTlsSetup,
+) -> Result<(Task<()>, CurrentServerConfig), String> {
     let config = &ctx.config.rtmps;
     let listener = TcpListener::bind(config.listen).map_err(|e| {
         format!(
@@ -117,12 +124,16 @@ pub fn start_core(ctx: Rc<CoreContext>, setup: CoreTlsSetup) -> Result<Task<()>,
         )
     })?;
     let tls = Rc::new(CoreTls {
-        server: RefCell::new(setup.server),
+        server: Rc::new(RefCell::new(setup.server)),
         stamps: RefCell::new(setup.stamps),
         sighup: setup.sighup,
     });
     glommio::spawn_local(reload_loop(Rc::clone(&ctx), Rc::clone(&tls))).detach();
-    Ok(glommio::spawn_local(accept_loop(ctx, listener, tls)))
+    let current = Rc::clone(&tls.server);
+    Ok((
+        glommio::spawn_local(accept_loop(ctx, listener, tls)),
+        current,
+    ))
 }
 
 async fn accept_loop(ctx: Rc<CoreContext>, listener: TcpListener, tls: Rc<CoreTls>) {
