@@ -14,6 +14,9 @@ use corecast_loadtest::scenario::{HandshakeChoice, Mode, Scenario, ScenarioFile,
 use corecast_loadtest::source::FlvFile;
 use indicatif::{ProgressBar, ProgressStyle};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Drive an RTMP server with publishers and players at scale and report what they saw.
 ///
 /// Every run is bounded by --duration and --max-connections and stops by itself.

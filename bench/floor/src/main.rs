@@ -20,6 +20,9 @@ use clap::Parser;
 use corecast_common::chunk::encode_shared;
 use corecast_common::types::{ChunkStreamId, MessageStreamId, MessageType, RtmpMessage};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Command line.
 #[derive(Debug, Parser)]
 #[command(about = "Write prepared RTMP bytes to N loopback sockets; report writer CPU per GB")]
