@@ -246,10 +246,11 @@ enum Fed {
     Plaintext(usize),
 }
 
-/// Accepts any certificate (`upstream_tls_insecure`), still checking the handshake
-/// signatures so the link is at least encrypted to whoever holds the presented key.
+/// Accepts any certificate (`upstream_tls_insecure`, and tests with self-signed
+/// certificates), still checking the handshake signatures so the link is at least encrypted
+/// to whoever holds the presented key.
 #[derive(Debug)]
-struct AcceptAny(Arc<CryptoProvider>);
+pub struct AcceptAny(pub Arc<CryptoProvider>);
 
 impl ServerCertVerifier for AcceptAny {
     fn verify_server_cert(
