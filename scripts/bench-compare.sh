@@ -7,7 +7,8 @@
 # Measured per run: delivered Mbit/s, server CPU-seconds per delivered GB (utime+stime of all
 # the server's processes from /proc), players that got a keyframe and saw no gap, bitrate
 # ratio, RSS growth per player, time to first keyframe p50/p99, e2e latency. Then the floor
-# (bench/floor: prepared bytes to N sockets with the same merge window) and the ratios.
+# (bench/floor: the same stream prepared once, written to the same harness players with one
+# sendmsg per player per merge window), measured the same way, and the ratios.
 #
 # Everything binds 127.0.0.1; every run is bounded by DURATION. Results: target/bench-compare/.
 # Environment: PLAYERS ("100 500 1000 2000"), DURATION (20), KBPS (1000), WINDOW_MS (Corecast's
@@ -92,13 +93,27 @@ wait_port() {
   return 1
 }
 
+start_floor() {
+  local port=$1 threads=$CORES
+  [ "$threads" -gt 0 ] || threads=$(nproc)
+  "$BIN/corecast-floor" --listen "127.0.0.1:$port" --seconds $((DURATION + 40)) --threads "$threads" \
+    --bitrate-kbps "$KBPS" --audio-kbps 64 --merge-window-ms "$WINDOW_MS" >/dev/null 2>"$OUT/floor.log" &
+  echo $!
+}
+
 run_one() { # server-label pid port players
   local label=$1 pid=$2 port=$3 n=$4 json="$OUT/$1-$4.json"
-  local rss0 cpu0 cpu1 rss1
+  local rss0 cpu0 cpu1 rss1 load
+  # The floor serves its own copy of the stream: its players only play.
+  if [ "$label" = floor ]; then
+    load=(play)
+  else
+    load=(e2e --bitrate-kbps "$KBPS" --audio-kbps 64)
+  fi
   rss0=$(rss_of "$pid")
   cpu0=$(cpu_of "$pid")
-  timeout $((DURATION + 60)) "$BIN/corecast-loadtest" e2e "rtmp://127.0.0.1:$port/live/bench" \
-    -n "$n" --duration "$DURATION" --bitrate-kbps "$KBPS" --audio-kbps 64 --ramp 500 \
+  timeout $((DURATION + 60)) "$BIN/corecast-loadtest" "${load[@]}" "rtmp://127.0.0.1:$port/live/bench" \
+    -n "$n" --duration "$DURATION" --ramp 500 \
     --max-connections 5000 --quiet --json "$json" >/dev/null 2>"$OUT/$label-$n.err" || true
   cpu1=$(cpu_of "$pid")
   rss1=$(rss_of "$pid")
@@ -124,7 +139,7 @@ print(json.dumps({
     "cpu_s": round(cpu, 3), "cpu_s_per_gb": round(cpu / gb, 3) if gb > 0 else None,
     "rss_kib_per_player": round((int(rss1) - int(rss0)) / int(n), 1),
     "ttff_p50_ms": p["first_keyframe_ms"].get("p50"), "ttff_p99_ms": p["first_keyframe_ms"].get("p99"),
-    "latency_p50_ms": r["latency"].get("p50_ms"), "latency_p99_ms": r["latency"].get("p99_ms"),
+    "latency_p50_ms": (r.get("latency") or {}).get("p50_ms"), "latency_p99_ms": (r.get("latency") or {}).get("p99_ms"),
     "gaps": p["gaps"]["total"],
 }))
 PY
@@ -148,14 +163,17 @@ for server in corecast nginx-1 nginx-2; do
   wait "$pid" 2>/dev/null || true
 done
 trap - EXIT
+# The floor, fresh for each N (its prepared stream starts when it does).
 for n in $PLAYERS; do
-  "$BIN/corecast-floor" --connections "$n" --duration "$DURATION" --kbps "$KBPS" \
-    --merge-window-ms "$WINDOW_MS" --json | python3 -c '
-import json,sys; f=json.load(sys.stdin)
-print(json.dumps({"server":"floor","players":f["connections"],"mbps":f["delivered_mbps"],"cpu_s":round(f["writer_cpu_seconds"],3),"cpu_s_per_gb":round(f["cpu_seconds_per_gb"],3)}))' \
-    >>"$OUT/results.jsonl"
-  tail -n 1 "$OUT/results.jsonl"
+  port=$(free_port)
+  pid=$(start_floor "$port")
+  trap 'kill '"$pid"' 2>/dev/null || true' EXIT
+  wait_port "$port"
+  run_one floor "$pid" "$port" "$n"
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
 done
+trap - EXIT
 
 python3 - "$OUT/results.jsonl" "$WINDOW_MS" "$KBPS" "$DURATION" >"$OUT/summary.md" <<'PY'
 import json, sys
@@ -169,7 +187,7 @@ print(f"Stream {kbps} kbit/s, {duration} s per run, Corecast merge window {windo
 print("| players | server | connected | ok | bitrate ratio min/p50 | Mbit/s | CPU-s/GB | RSS KiB/player | TTFF p50/p99 ms | latency p50/p99 ms |")
 print("|---|---|---|---|---|---|---|---|---|---|")
 for n in players:
-    for s in ["corecast", "nginx-1", "nginx-2"]:
+    for s in ["corecast", "nginx-1", "nginx-2", "floor"]:
         r = by.get((s, n))
         if not r or "error" in r:
             print(f"| {n} | {s} | error | | | | | | | |"); continue

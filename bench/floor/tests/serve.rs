@@ -1,0 +1,115 @@
+//! The floor serves real players: the load-test harness's players connect over loopback, play,
+//! and get the whole stream at its bitrate, from a key frame, without gaps.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+
+use corecast_loadtest::runner::{self, NoProgress};
+use corecast_loadtest::scenario::ScenarioFile;
+use corecast_loadtest::stats::Outcome;
+
+/// The floor process, killed when dropped.
+struct Floor(Child);
+
+impl Drop for Floor {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts a floor on a kernel-assigned loopback port; returns it and its address.
+fn start_floor(bitrate_kbps: u32) -> (Floor, SocketAddr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_corecast-floor"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--seconds",
+            "30",
+            "--threads",
+            "2",
+        ])
+        .args([
+            "--bitrate-kbps",
+            &bitrate_kbps.to_string(),
+            "--audio-kbps",
+            "64",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start corecast-floor");
+    let stdout = child.stdout.take().expect("floor stdout");
+    let floor = Floor(child);
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read the floor's first line");
+    let addr = line
+        .trim()
+        .rsplit(' ')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    (floor, addr)
+}
+
+#[test]
+fn harness_players_get_the_whole_stream_from_a_key_frame_without_gaps() {
+    let (_floor, addr) = start_floor(1000);
+    let scenario = ScenarioFile::from_toml(&format!(
+        "mode = \"play\"\nurl = \"rtmp://{addr}/live/floor\"\nplayers = 20\nduration = 4\n\
+         quiet = true\ncores = 1\n"
+    ))
+    .and_then(|file| file.resolve(1))
+    .expect("scenario");
+    let out = runner::run(&scenario, addr, None, &mut NoProgress).expect("run");
+    assert_eq!(out.players.len(), 20);
+    for (i, p) in out.players.iter().enumerate() {
+        assert!(
+            matches!(p.outcome, Outcome::Connected),
+            "player {i}: {:?}",
+            p.outcome
+        );
+        assert!(p.dropped.is_none(), "player {i} dropped: {:?}", p.dropped);
+        assert!(p.first_keyframe.is_some(), "player {i} got no key frame");
+        assert_eq!((p.gaps.gaps, p.gaps.rewinds), (0, 0), "player {i} saw gaps");
+        // 1000 kbit/s: about 125 KB a second of media, over most of 4 s.
+        assert!(
+            p.media_bytes > 300_000,
+            "player {i} got only {} media bytes",
+            p.media_bytes
+        );
+        assert!(p.latency_samples > 0, "player {i} read no clock");
+    }
+}
+
+#[test]
+fn a_client_that_is_not_rtmp_is_refused_and_others_still_play() {
+    use std::io::{Read, Write};
+    let (_floor, addr) = start_floor(500);
+    let mut junk = std::net::TcpStream::connect(addr).expect("connect");
+    junk.write_all(&[0x42; 4000]).expect("send junk");
+    junk.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    let mut rest = Vec::new();
+    // The floor hangs up on a bad handshake version: the read ends (EOF or reset) rather
+    // than timing out.
+    let read = junk.read_to_end(&mut rest);
+    assert!(
+        !matches!(&read, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
+        "the floor kept a junk connection open: {read:?}"
+    );
+    let scenario = ScenarioFile::from_toml(&format!(
+        "mode = \"play\"\nurl = \"rtmp://{addr}/live/floor\"\nplayers = 3\nduration = 2\n\
+         quiet = true\ncores = 1\n"
+    ))
+    .and_then(|file| file.resolve(1))
+    .expect("scenario");
+    let out = runner::run(&scenario, addr, None, &mut NoProgress).expect("run");
+    assert!(out
+        .players
+        .iter()
+        .all(|p| matches!(p.outcome, Outcome::Connected) && p.first_keyframe.is_some()));
+}
