@@ -19,6 +19,7 @@ use crate::metrics::CoreMetrics;
 use crate::shared::{AdminCommand, NodeShared};
 use crate::stats::{ClientStats, CoreStats};
 use crate::stream::{GopSettings, Player, PublisherInfo, StreamReplica, Upstream};
+use crate::tick;
 
 /// A replica shared by the sessions of one core.
 pub type ReplicaRef = Rc<RefCell<StreamReplica>>;
@@ -278,6 +279,14 @@ impl CoreContext {
     /// Handles a message from core `from`.
     pub fn handle_core_message(&self, from: CoreId, message: CoreMessage) {
         match message {
+            CoreMessage::Batch(messages) => {
+                for message in messages {
+                    self.handle_core_message(from, message);
+                }
+                // A batch is another core's tick of frames, and they waited for that tick
+                // already: write them now rather than at this core's next tick.
+                tick::flush_now();
+            }
             CoreMessage::Frame { generation, frame } => {
                 let replica = self.remote.borrow().get(&generation).cloned();
                 self.metrics.cross_core_received.inc();

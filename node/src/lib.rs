@@ -9,6 +9,7 @@
 //! - [`stream`]: a stream replica: upstream, caches, local players.
 //! - [`frame`]: encode-once media frames.
 //! - [`queue`], [`outbound`], [`writer`]: a connection's send queue and its vectored writer.
+//! - [`tick`]: the core's flush tick that paces batched writes.
 //! - [`session`]: one RTMP connection (handshake, chunks, command handlers).
 //! - [`transport`]: the byte pipes sessions run over.
 //! - [`tls`]: RTMPS: rustls over the TCP pipe, per-core listeners, certificate reload.
@@ -35,6 +36,7 @@ pub mod session;
 pub mod shared;
 pub mod stats;
 pub mod stream;
+pub mod tick;
 pub mod tls;
 pub mod transport;
 pub mod util;

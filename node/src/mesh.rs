@@ -93,6 +93,10 @@ pub enum CoreMessage {
     },
     /// An RTMPT request for a tunnel the receiving core owns.
     Rtmpt(crate::rtmpt::Forwarded),
+    /// Several of the above, in order: what queued for the destination while the link's pump
+    /// waited its turn (a publisher's whole tick of frames). One message, one wake-up of the
+    /// destination core.
+    Batch(Vec<CoreMessage>),
 }
 
 /// The channel ends one core owns: senders to and receivers from every other core.
@@ -176,17 +180,25 @@ impl CoreLink {
         self.dropped.get()
     }
 
-    /// Moves queued messages into the channel, in order, forever.
+    /// Moves queued messages into the channel, in order, forever; everything queued at once
+    /// goes as one [`CoreMessage::Batch`].
     pub async fn pump(self: Rc<Self>, sender: ConnectedSender<CoreMessage>) {
         loop {
-            let message = poll_fn(|cx| match self.queue.borrow_mut().pop_front() {
-                Some(m) => Poll::Ready(m),
-                None => {
+            let mut batch: Vec<CoreMessage> = poll_fn(|cx| {
+                let mut queue = self.queue.borrow_mut();
+                if queue.is_empty() {
                     self.pump.set(Some(cx.waker().clone()));
                     Poll::Pending
+                } else {
+                    Poll::Ready(queue.drain(..).collect())
                 }
             })
             .await;
+            let message = if batch.len() == 1 {
+                batch.remove(0)
+            } else {
+                CoreMessage::Batch(batch)
+            };
             if sender.send(message).await.is_err() {
                 return;
             }

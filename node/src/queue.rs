@@ -42,6 +42,10 @@ impl Outgoing {
     }
 }
 
+/// Queued bytes past which a batching writer writes without waiting for the tick: the batch
+/// is big enough already.
+pub const MERGE_ENOUGH_BYTES: usize = 256 * 1024;
+
 /// What happened to a frame offered to a queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushOutcome {
@@ -82,6 +86,12 @@ pub struct SubscriberQueue {
     finishing: bool,
     /// Wakes the connection's writer when something is queued or the queue closes.
     writer: Option<Waker>,
+    /// Media waits for the core's flush tick (a merge window is set).
+    batching: bool,
+    /// The tick epoch at which the queue last went from empty to non-empty.
+    waiting_since: Option<u64>,
+    /// The tick epoch at which the writer was last handed to the tick.
+    deferred_at: Option<u64>,
 }
 
 impl SubscriberQueue {
@@ -99,6 +109,41 @@ impl SubscriberQueue {
             urgent: false,
             finishing: false,
             writer: None,
+            batching: false,
+            waiting_since: None,
+            deferred_at: None,
+        }
+    }
+
+    /// Makes media wait for the core's flush tick (see [`crate::tick`]) instead of waking the
+    /// writer per frame.
+    pub fn set_batching(&mut self, batching: bool) {
+        self.batching = batching;
+    }
+
+    /// Whether the writer should write now: always without batching; with it, when something
+    /// urgent is queued, when enough is queued, or once a tick passed since the queue filled.
+    /// Clears the urgent flag.
+    pub fn ready_to_write(&mut self) -> bool {
+        if self.items.is_empty() {
+            return false;
+        }
+        let urgent = std::mem::take(&mut self.urgent);
+        !self.batching
+            || urgent
+            || self.queued_bytes >= MERGE_ENOUGH_BYTES
+            || self.waiting_since.is_some_and(|e| crate::tick::epoch() > e)
+    }
+
+    /// Has the writer woken at the next tick, unless that is already arranged.
+    pub fn defer_writer(&mut self) {
+        let now = crate::tick::epoch();
+        if self.deferred_at == Some(now) {
+            return;
+        }
+        if let Some(w) = &self.writer {
+            self.deferred_at = Some(now);
+            crate::tick::wake_at_next(w.clone());
         }
     }
 
@@ -107,6 +152,7 @@ impl SubscriberQueue {
         if self.closed || self.finishing || bytes.is_empty() {
             return;
         }
+        self.note_filling();
         self.queued_bytes += bytes.len();
         self.items.push_back(Outgoing::Control(bytes));
         self.urgent = true;
@@ -148,9 +194,16 @@ impl SubscriberQueue {
             self.dropped_frames += 1;
             return PushOutcome::Dropped;
         }
+        self.note_filling();
         self.queued_bytes += frame.wire_len;
         self.items.push_back(Outgoing::Frame(frame));
-        self.wake();
+        if self.batching && self.queued_bytes < MERGE_ENOUGH_BYTES {
+            // The writer writes at the next tick: hand it to the tick instead of waking it
+            // now only to have it wait.
+            self.defer_writer();
+        } else {
+            self.wake();
+        }
         PushOutcome::Queued
     }
 
@@ -211,6 +264,12 @@ impl SubscriberQueue {
     fn wake(&mut self) {
         if let Some(w) = self.writer.take() {
             w.wake();
+        }
+    }
+
+    fn note_filling(&mut self) {
+        if self.items.is_empty() {
+            self.waiting_since = Some(crate::tick::epoch());
         }
     }
 
@@ -357,6 +416,28 @@ mod tests {
         q.push_control(Bytes::from_static(b"reply"));
         assert!(q.take_urgent(), "replies go out at once");
         assert!(!q.take_urgent(), "the flag is consumed");
+    }
+
+    #[test]
+    fn a_batching_queue_holds_media_for_the_tick_but_not_replies_or_a_full_batch() {
+        let mut q = SubscriberQueue::new(QueueLimits {
+            soft_max_bytes: 4 * MERGE_ENOUGH_BYTES,
+            hard_max_bytes: 8 * MERGE_ENOUGH_BYTES,
+        });
+        assert!(!q.ready_to_write(), "nothing queued");
+        q.push_frame(video(true, 100));
+        assert!(q.ready_to_write(), "without batching media goes at once");
+        q.set_batching(true);
+        q.push_frame(video(false, 100));
+        assert!(!q.ready_to_write(), "media waits for the next tick");
+        q.push_control(Bytes::from_static(b"reply"));
+        assert!(
+            q.ready_to_write(),
+            "a reply goes at once, with the media before it"
+        );
+        assert!(!q.ready_to_write(), "and only once");
+        q.push_frame(video(false, MERGE_ENOUGH_BYTES));
+        assert!(q.ready_to_write(), "a full batch does not wait");
     }
 
     #[test]

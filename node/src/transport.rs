@@ -22,6 +22,13 @@ pub trait Transport {
     /// Reads into the spare capacity of `buf`; Ok(0) at end of stream.
     fn read_into(&self, buf: &mut BytesMut)
         -> impl std::future::Future<Output = io::Result<usize>>;
+    /// Reads whatever is already waiting, without blocking and without arming a wake-up
+    /// (at most [`TRY_READ_MAX`] bytes); Ok(0) at end of stream, Err(WouldBlock) when nothing
+    /// waits. A pipe that cannot (TLS, the HTTP tunnel) always answers WouldBlock, and the
+    /// caller falls back to [`Transport::read_into`].
+    fn try_read_into(&self, _buf: &mut BytesMut) -> io::Result<usize> {
+        Err(io::ErrorKind::WouldBlock.into())
+    }
     /// Writes as much of `slices` as the pipe takes now without blocking; Err(WouldBlock) when
     /// nothing could be written.
     fn try_write_vectored(&self, slices: &[IoSlice<'_>]) -> io::Result<usize>;
@@ -47,6 +54,9 @@ pub trait Transport {
 const READ_MIN: usize = 4 * 1024;
 /// Reads grow (doubling each time one fills what it asked for) up to this, for publishers.
 const READ_MAX: usize = 64 * 1024;
+/// Most bytes one [`Transport::try_read_into`] takes: a publisher's input of one tick at
+/// tens of Mbit/s, while keeping one connection from holding the core for long.
+pub const TRY_READ_MAX: usize = 1024 * 1024;
 
 /// A plain TCP connection.
 pub struct TcpTransport {
@@ -84,6 +94,42 @@ impl Transport for TcpTransport {
             self.read_size.set((want * 2).min(READ_MAX));
         }
         result
+    }
+
+    fn try_read_into(&self, buf: &mut BytesMut) -> io::Result<usize> {
+        let mut total = 0;
+        while total < TRY_READ_MAX {
+            let start = buf.len();
+            let want = self.read_size.get();
+            buf.resize(start + want, 0);
+            // SAFETY: plain recv into the `want` initialised bytes just added to `buf`, on a
+            // descriptor this transport owns for its whole life.
+            let rc = unsafe {
+                libc::recv(
+                    self.fd,
+                    buf[start..].as_mut_ptr().cast(),
+                    want,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            let n = usize::try_from(rc).unwrap_or(0);
+            buf.truncate(start + n);
+            if rc < 0 {
+                let e = io::Error::last_os_error();
+                match e.kind() {
+                    io::ErrorKind::Interrupted => continue,
+                    io::ErrorKind::WouldBlock if total > 0 => return Ok(total),
+                    _ => return Err(e),
+                }
+            }
+            total += n;
+            if n < want {
+                // Drained (or the end of the stream, which the next read reports as 0).
+                return Ok(total);
+            }
+            self.read_size.set((want * 2).min(READ_MAX));
+        }
+        Ok(total)
     }
 
     fn try_write_vectored(&self, slices: &[IoSlice<'_>]) -> io::Result<usize> {

@@ -1,19 +1,20 @@
 //! The connection writer: drains a [`SubscriberQueue`] onto a [`Transport`] with vectored
 //! writes, many frames per syscall.
 //!
-//! With `merge_window_ms` > 0 the writer waits for the core's next flush tick (at most that
-//! long) after the first queued byte before
-//! writing, so frames batch up (less CPU per byte, more latency). Under load batches grow by
-//! themselves: while one write waits for the socket, more frames queue behind it.
+//! With `merge_window_ms` > 0, queued media waits for the core's next flush tick
+//! ([`crate::tick`], at most one window), so frames batch up: less CPU per byte, more latency.
+//! Replies, a joining player's first frames and a full batch skip the wait. Under load batches
+//! grow by themselves: while one write waits for the socket, more frames queue behind it.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::rc::Rc;
-use std::task::{Poll, Waker};
+use std::task::Poll;
 use std::time::Duration;
 
 use crate::queue::SubscriberQueue;
+use crate::tick;
 use crate::transport::Transport;
 use crate::util::with_timeout;
 
@@ -21,8 +22,6 @@ use crate::util::with_timeout;
 const MAX_SLICES: usize = 512;
 /// Most bytes offered to one `sendmsg`.
 const MAX_BATCH_BYTES: usize = 1024 * 1024;
-/// Queued bytes past which the merge window is skipped: the batch is big enough already.
-const MERGE_ENOUGH_BYTES: usize = 256 * 1024;
 
 /// Writer settings.
 #[derive(Debug, Clone, Copy)]
@@ -52,17 +51,26 @@ pub async fn run_writer<T: Transport>(
     settings: WriterSettings,
     sent: &dyn Fn(usize),
 ) -> Result<(), WriteError> {
+    let batching = !settings.merge_window.is_zero();
+    if batching {
+        tick::start(settings.merge_window);
+    }
+    queue.borrow_mut().set_batching(batching);
     loop {
         let closed = poll_fn(|cx| {
             let mut q = queue.borrow_mut();
             if q.is_closed() {
-                Poll::Ready(true)
-            } else if !q.is_empty() {
-                Poll::Ready(false)
-            } else {
-                q.set_writer(cx.waker());
-                Poll::Pending
+                return Poll::Ready(true);
             }
+            if q.ready_to_write() {
+                return Poll::Ready(false);
+            }
+            // Replies and closing wake the writer at once; queued media waits for the tick.
+            q.set_writer(cx.waker());
+            if !q.is_empty() {
+                q.defer_writer();
+            }
+            Poll::Pending
         })
         .await;
         if closed {
@@ -74,14 +82,6 @@ pub async fn run_writer<T: Transport>(
                     .ok_or(WriteError::Stalled(settings.send_timeout))??;
             }
             return Ok(());
-        }
-        let wait = {
-            let mut q = queue.borrow_mut();
-            let urgent = q.take_urgent();
-            !settings.merge_window.is_zero() && !urgent && q.queued_bytes() < MERGE_ENOUGH_BYTES
-        };
-        if wait {
-            FlushClock::next_tick(settings.merge_window).await;
         }
         drain(transport, queue, settings.send_timeout, sent).await?;
     }
@@ -138,55 +138,5 @@ async fn drain<T: Transport>(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e.into()),
         }
-    }
-}
-
-/// One flush clock per core (executor thread): every writer with a merge window waits for
-/// the same tick, so a core wakes once per window for all its players instead of once per
-/// player (thousands of timers and context switches a second otherwise).
-struct FlushClock {
-    /// Ticks so far.
-    epoch: Cell<u64>,
-    /// Writers waiting for the next tick.
-    waiters: RefCell<Vec<Waker>>,
-}
-
-thread_local! {
-    static FLUSH_CLOCK: RefCell<Option<Rc<FlushClock>>> = const { RefCell::new(None) };
-}
-
-impl FlushClock {
-    /// Resolves at this core's next tick; starts the clock (period `period`) on first use.
-    async fn next_tick(period: Duration) {
-        let clock = FLUSH_CLOCK.with(|c| {
-            Rc::clone(c.borrow_mut().get_or_insert_with(|| {
-                let clock = Rc::new(FlushClock {
-                    epoch: Cell::new(0),
-                    waiters: RefCell::new(Vec::new()),
-                });
-                let ticking = Rc::clone(&clock);
-                glommio::spawn_local(async move {
-                    loop {
-                        glommio::timer::sleep(period).await;
-                        ticking.epoch.set(ticking.epoch.get() + 1);
-                        for waker in ticking.waiters.take() {
-                            waker.wake();
-                        }
-                    }
-                })
-                .detach();
-                clock
-            }))
-        });
-        let target = clock.epoch.get() + 1;
-        poll_fn(|cx| {
-            if clock.epoch.get() >= target {
-                Poll::Ready(())
-            } else {
-                clock.waiters.borrow_mut().push(cx.waker().clone());
-                Poll::Pending
-            }
-        })
-        .await;
     }
 }

@@ -28,6 +28,7 @@ use crate::clients::{ClientHandle, ClientRole};
 use crate::core::{CoreContext, ReplicaRef};
 use crate::outbound::Outbound;
 use crate::queue::QueueLimits;
+use crate::tick;
 use crate::transport::Transport;
 use crate::util::with_timeout;
 use crate::writer::{run_writer, WriteError, WriterSettings};
@@ -140,7 +141,11 @@ pub struct Session {
 }
 
 /// Serves one accepted connection until it ends; logs its close reason.
-pub async fn run_connection<T: Transport>(ctx: Rc<CoreContext>, transport: T, peer: SocketAddr) {
+pub async fn run_connection<T: Transport + 'static>(
+    ctx: Rc<CoreContext>,
+    transport: T,
+    peer: SocketAddr,
+) {
     let id = ctx.new_connection_id();
     let transport_label = transport.label();
     info!(conn = id, %peer, core = ctx.id.0, transport = transport_label, "connection open");
@@ -166,9 +171,13 @@ pub async fn run_connection<T: Transport>(ctx: Rc<CoreContext>, transport: T, pe
         out: Rc::clone(&out),
     });
     ctx.add_client(Rc::clone(&client));
-    let sent = |n: usize| {
-        client.bytes_out.set(client.bytes_out.get() + n as u64);
-        ctx.metrics.sent_bytes.inc_by(n as u64);
+    let sent = {
+        let client = Rc::clone(&client);
+        let ctx = Rc::clone(&ctx);
+        move |n: usize| {
+            client.bytes_out.set(client.bytes_out.get() + n as u64);
+            ctx.metrics.sent_bytes.inc_by(n as u64);
+        }
     };
     let mut session = Session {
         client: Rc::clone(&client),
@@ -183,20 +192,28 @@ pub async fn run_connection<T: Transport>(ctx: Rc<CoreContext>, transport: T, pe
         next_stream_id: 1,
     };
     let queue = Rc::clone(&out.queue);
-    let reason = future::or(session.read_side(&transport), async {
-        match run_writer(&transport, &queue, settings, &sent).await {
-            Ok(()) if queue.borrow().overflowed() => SessionError::SlowConsumer,
-            Ok(()) => SessionError::Closed,
-            Err(e) => SessionError::Write(e),
+    let transport = Rc::new(transport);
+    // The writer is a task of its own: waking it for a write must not poll the reader (and
+    // re-arm its idle timer) too. Dropping the task cancels it.
+    let writer = glommio::spawn_local({
+        let transport = Rc::clone(&transport);
+        let queue = Rc::clone(&queue);
+        let sent = sent.clone();
+        async move {
+            match run_writer(&*transport, &queue, settings, &sent).await {
+                Ok(()) if queue.borrow().overflowed() => SessionError::SlowConsumer,
+                Ok(()) => SessionError::Closed,
+                Err(e) => SessionError::Write(e),
+            }
         }
-    })
-    .await;
+    });
+    let reason = future::or(session.read_side(&*transport), writer).await;
     session.leave_role();
     if reason.flush_before_close() {
         queue.borrow_mut().finish();
         let _ = with_timeout(
             Duration::from_secs(2),
-            run_writer(&transport, &queue, settings, &sent),
+            run_writer(&*transport, &queue, settings, &sent),
         )
         .await;
     }
@@ -270,10 +287,7 @@ impl Session {
                 _ if self.app.is_none() => handshake_timeout,
                 _ => idle_timeout,
             };
-            let n = with_timeout(limit, transport.read_into(&mut buf))
-                .await
-                .ok_or(SessionError::Idle(limit))?
-                .map_err(SessionError::Read)?;
+            let n = self.read(transport, &mut buf, limit).await?;
             if n == 0 {
                 return Ok(());
             }
@@ -282,6 +296,37 @@ impl Session {
                 .set(self.client.bytes_in.get() + n as u64);
             self.ctx.metrics.received_bytes.inc_by(n as u64);
         }
+    }
+
+    /// The next input. With a merge window, a live publisher's input is read once per flush
+    /// tick, just before the core's writes: the kernel holds it meanwhile, the core is not
+    /// woken per frame, and what is read goes out in that same tick. When nothing waited (or
+    /// the pipe cannot read without waiting), this waits for input as usual.
+    async fn read<T: Transport>(
+        &self,
+        transport: &T,
+        buf: &mut BytesMut,
+        limit: Duration,
+    ) -> Result<usize, SessionError> {
+        // Until a key frame is cached, joining players wait for one: read it at once.
+        let paced = match &self.role {
+            Role::Publishing { replica, .. } => {
+                self.ctx.config.player.merge_window_ms > 0 && replica.borrow().gop_bytes() > 0
+            }
+            _ => false,
+        };
+        if paced {
+            tick::before_next().await;
+            match transport.try_read_into(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(SessionError::Read(e)),
+            }
+        }
+        with_timeout(limit, transport.read_into(buf))
+            .await
+            .ok_or(SessionError::Idle(limit))?
+            .map_err(SessionError::Read)
     }
 
     async fn handshake<T: Transport>(

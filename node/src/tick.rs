@@ -1,0 +1,113 @@
+//! The core's flush tick: one clock per core (executor thread) that paces batched work.
+//!
+//! With a merge window, every player writer on a core waits for the same tick, so the core
+//! wakes once per window for all its players instead of once per player and frame. Tasks
+//! hand their wakers to the tick ([`wake_at_next`]) rather than arming their own timers: a
+//! thousand timers a second would each cost the reactor a submission.
+
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+/// This core's clock.
+struct TickState {
+    /// Running (a ticking task exists on this executor).
+    running: Cell<bool>,
+    /// Ticks so far.
+    epoch: Cell<u64>,
+    /// Wakers to wake at the next tick.
+    waiters: RefCell<Vec<Waker>>,
+    /// Readers to wake at the next tick before the writers (publishers' ingest).
+    readers: RefCell<Vec<Waker>>,
+}
+
+thread_local! {
+    static TICK: TickState = const {
+        TickState {
+            running: Cell::new(false),
+            epoch: Cell::new(0),
+            waiters: RefCell::new(Vec::new()),
+            readers: RefCell::new(Vec::new()),
+        }
+    };
+}
+
+/// Starts this core's clock with `period`, once; later calls do nothing. Must run on a
+/// glommio executor.
+pub fn start(period: Duration) {
+    if TICK.with(|t| t.running.replace(true)) {
+        return;
+    }
+    glommio::spawn_local(async move {
+        loop {
+            glommio::timer::sleep(period).await;
+            // Readers first, so what they read goes out in this tick's writes: they run
+            // before this task resumes (it yields to the back of the run queue).
+            let readers = TICK.with(|t| t.readers.take());
+            if !readers.is_empty() {
+                for waker in readers {
+                    waker.wake();
+                }
+                futures_lite::future::yield_now().await;
+            }
+            advance();
+        }
+    })
+    .detach();
+}
+
+/// Moves to the next epoch and wakes what waited for it.
+fn advance() {
+    let waiters = TICK.with(|t| {
+        t.epoch.set(t.epoch.get() + 1);
+        t.waiters.take()
+    });
+    for waker in waiters {
+        waker.wake();
+    }
+}
+
+/// Runs the next tick's writes now, without waiting for the clock: for input that already
+/// waited a tick elsewhere (another core's batch). Does nothing when no clock runs here.
+pub fn flush_now() {
+    if TICK.with(|t| t.running.get()) {
+        advance();
+    }
+}
+
+/// Ticks so far on this core (0 before the clock starts).
+pub fn epoch() -> u64 {
+    TICK.with(|t| t.epoch.get())
+}
+
+/// Wakes `waker` at this core's next tick (at once when no clock runs here).
+pub fn wake_at_next(waker: Waker) {
+    let waker = TICK.with(|t| {
+        if t.running.get() {
+            t.waiters.borrow_mut().push(waker);
+            None
+        } else {
+            Some(waker)
+        }
+    });
+    if let Some(w) = waker {
+        w.wake();
+    }
+}
+
+/// Resolves at this core's next tick, before that tick's writers run (at once when no clock
+/// runs here). For readers whose input should go out in the same tick. An early wake-up
+/// resolves it early, which only costs the caller a read that finds little.
+pub async fn before_next() {
+    let mut registered = false;
+    poll_fn(|cx| {
+        if registered || !TICK.with(|t| t.running.get()) {
+            return Poll::Ready(());
+        }
+        registered = true;
+        TICK.with(|t| t.readers.borrow_mut().push(cx.waker().clone()));
+        Poll::Pending
+    })
+    .await;
+}
