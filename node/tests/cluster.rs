@@ -533,6 +533,19 @@ fn a_tls_edge_refuses_an_origin_signed_by_another_ca_or_named_for_another_host()
             "{what}: an upstream connection is open"
         );
     }
+    // The edges told the origins why: each refusal's alert shows in the origin's log.
+    for (origin, alert) in [
+        (&right, "UnknownCA"),
+        (&right, "DecryptError"),
+        (&misnamed, "BadCertificate"),
+    ] {
+        origin
+            .wait_log(Duration::from_secs(5), |l| {
+                l.contains("pull tls connection closed")
+                    && l.contains(&format!("received fatal alert: {alert}"))
+            })
+            .unwrap_or_else(|| panic!("no {alert} alert logged by the origin"));
+    }
     // The origins served the control's pull only.
     assert_eq!(metric(&right, "corecast_pulls_served_total"), 1.0);
     assert_eq!(metric(&misnamed, "corecast_pulls_served_total"), 0.0);
