@@ -3,14 +3,14 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use corecast_common::types::MessageType;
 use support::client::RtmpClient;
 use support::media::{from_first_keyframe, make_flv, packets, play_to_file, publish, wait_exit};
 use support::node::{field, free_port, Node};
-use support::tls::{rtmps_section, self_signed, CertFiles};
+use support::tls::{rtmps_section, self_signed, CertFiles, TestCa, TestCert};
 use support::wait_for;
 
 fn origin(dir: &std::path::Path) -> (Node, String) {
@@ -373,4 +373,184 @@ fn pulls_run_over_tls_and_a_plaintext_edge_cannot_pull_from_a_tls_origin() {
     assert_eq!(metric(&plain_edge, "corecast_pulls_started_total"), 0.0);
     let _ = publisher.kill();
     let _ = wait_exit(&mut publisher, Duration::from_secs(5));
+}
+
+/// An origin serving pulls over TLS with `cert` (its `[rtmps]` certificate, kept in
+/// `dir/name/`); returns it and its pull address.
+fn tls_origin(dir: &Path, name: &str, cert: &TestCert) -> (Node, String) {
+    let certs = dir.join(name);
+    std::fs::create_dir(&certs).expect("certificate dir");
+    let files = CertFiles::in_dir(&certs);
+    files.install(cert);
+    let (rtmps, _) = rtmps_section(&files, "");
+    let pull = format!("127.0.0.1:{}", free_port());
+    let node = Node::start(
+        2,
+        &format!("{rtmps}[cluster]\npull_listen = \"{pull}\"\npull_tls = true\n"),
+        dir,
+    );
+    (node, pull)
+}
+
+/// An edge pulling from `upstream` over TLS, trusting only the CA certificate in `ca_file`.
+fn tls_edge(dir: &Path, upstream: &str, ca_file: &Path) -> Node {
+    edge(
+        dir,
+        &[upstream],
+        &format!(
+            "upstream_tls = true\nupstream_tls_ca_file = \"{}\"\n",
+            ca_file.display()
+        ),
+    )
+}
+
+/// Whether a log line names why a certificate was refused.
+type Reason = fn(&str) -> bool;
+
+#[test]
+fn a_tls_edge_refuses_an_origin_signed_by_another_ca_or_named_for_another_host() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let src = media(dir.path(), 20);
+    // One CA signs both origins' certificates. The edges that must refuse trust another CA:
+    // an unrelated one, or an impostor with the same name (so the issuer names match) and
+    // its own key.
+    let ca = TestCa::new("Corecast test CA");
+    let ca_file = ca.write_to(&dir.path().join("ca.pem"));
+    let unrelated_file = TestCa::new("Another CA").write_to(&dir.path().join("unrelated.pem"));
+    let impostor_file = TestCa::new("Corecast test CA").write_to(&dir.path().join("impostor.pem"));
+    // `right` is named for the address the edges dial; `misnamed` only for another host.
+    let (right, right_pull) = tls_origin(dir.path(), "right", &ca.issue(&["127.0.0.1"]));
+    let (misnamed, misnamed_pull) =
+        tls_origin(dir.path(), "misnamed", &ca.issue(&["other.example"]));
+    // The positive control trusts the CA and dials `right`: it must pull.
+    let control = tls_edge(dir.path(), &right_pull, &ca_file);
+    // Each refusing edge, and the reason it must log. The chain is checked before the name,
+    // so a wrong CA is never reported as a wrong name.
+    let refusing: [(&str, Node, Reason); 3] = [
+        (
+            "unrelated CA",
+            tls_edge(dir.path(), &right_pull, &unrelated_file),
+            |l| l.contains("invalid peer certificate: UnknownIssuer"),
+        ),
+        (
+            "impostor CA",
+            tls_edge(dir.path(), &right_pull, &impostor_file),
+            |l| l.contains("invalid peer certificate: BadSignature"),
+        ),
+        (
+            "wrong name",
+            tls_edge(dir.path(), &misnamed_pull, &ca_file),
+            |l| {
+                l.contains("invalid peer certificate: certificate not valid for name \"127.0.0.1\"")
+                    && l.contains("other.example")
+            },
+        ),
+    ];
+
+    let mut publishers = [
+        publish(&src, &right.url("live/verify")),
+        publish(&src, &misnamed.url("live/verify")),
+    ];
+    for origin in [&right, &misnamed] {
+        origin
+            .wait_log(Duration::from_secs(15), |l| {
+                l.contains(": publish ") && l.contains("live/verify")
+            })
+            .expect("published");
+    }
+
+    let mut player = RtmpClient::connect(control.addr, "live").expect("connect");
+    player.play("verify").expect("play");
+    let mut refused = Vec::new();
+    for (what, node, _) in &refusing {
+        let mut client = RtmpClient::connect(node.addr, "live").expect("connect");
+        client.play("verify").expect("play");
+        refused.push((*what, client));
+    }
+
+    // The control: a verified TLS pull delivers the stream.
+    let mut video = Vec::new();
+    wait_for(Duration::from_secs(20), || {
+        let m = player
+            .next_message(Duration::from_millis(200))
+            .expect("player")?;
+        if m.message_type == MessageType::VIDEO {
+            video.push(m.payload);
+        }
+        (video.len() >= 2).then_some(())
+    })
+    .expect("video through the verified TLS pull");
+    assert_eq!(&video[0][..2], &[0x17, 0x00], "sequence header first");
+    assert_eq!(&video[1][..2], &[0x17, 0x01], "then a keyframe");
+    assert!(metric(&control, "corecast_pulls_started_total") >= 1.0);
+
+    // Each refusing edge fails its tries and logs why.
+    for (what, node, reason) in &refusing {
+        wait_for(Duration::from_secs(10), || {
+            (metric(node, "corecast_pulls_failed_total") >= 2.0).then_some(())
+        })
+        .unwrap_or_else(|| panic!("{what}: the edge's pulls did not fail"));
+        node.wait_log(Duration::from_secs(5), |l| {
+            l.contains("upstream TLS handshake failed") && l.contains("tls_error") && reason(l)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "{what}: the expected verification failure was not logged; log:\n{}",
+                node.log().join("\n")
+            )
+        });
+    }
+
+    // Their players got no media: everything the edges sent since the play (while the
+    // control got its video and the pulls failed), and whatever comes in 3 more seconds.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline && !refused.is_empty() {
+        // An error is the edge ending the play: no media either, and nothing more to read.
+        refused.retain_mut(|(what, client)| {
+            match client.next_message(Duration::from_millis(100)) {
+                Ok(Some(m)) => {
+                    assert!(
+                        m.message_type != MessageType::VIDEO
+                            && m.message_type != MessageType::AUDIO,
+                        "{what}: the edge delivered media from an origin it must not trust"
+                    );
+                    true
+                }
+                Ok(None) => true,
+                Err(_) => false,
+            }
+        });
+    }
+    for (what, node, _) in &refusing {
+        assert_eq!(
+            metric(node, "corecast_pulls_started_total"),
+            0.0,
+            "{what}: a pull started"
+        );
+        assert_eq!(
+            metric(node, "corecast_upstream_connections"),
+            0.0,
+            "{what}: an upstream connection is open"
+        );
+    }
+    // The edges told the origins why: each refusal's alert shows in the origin's log.
+    for (origin, alert) in [
+        (&right, "UnknownCA"),
+        (&right, "DecryptError"),
+        (&misnamed, "BadCertificate"),
+    ] {
+        origin
+            .wait_log(Duration::from_secs(5), |l| {
+                l.contains("pull tls connection closed")
+                    && l.contains(&format!("received fatal alert: {alert}"))
+            })
+            .unwrap_or_else(|| panic!("no {alert} alert logged by the origin"));
+    }
+    // The origins served the control's pull only.
+    assert_eq!(metric(&right, "corecast_pulls_served_total"), 1.0);
+    assert_eq!(metric(&misnamed, "corecast_pulls_served_total"), 0.0);
+    for publisher in &mut publishers {
+        let _ = publisher.kill();
+        let _ = wait_exit(publisher, Duration::from_secs(5));
+    }
 }

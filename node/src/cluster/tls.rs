@@ -147,11 +147,20 @@ impl TlsClient {
             if !client.conn.is_handshaking() {
                 break;
             }
-            if client.feed(&mut BytesMut::new()).await? == Fed::Eof {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "upstream closed during the TLS handshake",
-                ));
+            match client.feed(&mut BytesMut::new()).await {
+                Ok(Fed::Eof) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "upstream closed during the TLS handshake",
+                    ))
+                }
+                Ok(Fed::Plaintext(_)) => {}
+                Err(e) => {
+                    // rustls queued a fatal alert (unknown_ca, bad_certificate...): send it,
+                    // best effort, so the upstream logs why rather than an aborted handshake.
+                    let _ = client.send_pending().await;
+                    return Err(e);
+                }
             }
         }
         client.send_pending().await?;

@@ -1,5 +1,5 @@
-//! RTMPS test helpers: self-signed certificates (rcgen), a node config with `[rtmps]`, and a
-//! pure-Rust TLS client that reports which certificate the node presented.
+//! RTMPS test helpers: self-signed and CA-issued certificates (rcgen), a node config with
+//! `[rtmps]`, and a pure-Rust TLS client that reports which certificate the node presented.
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -31,6 +31,65 @@ pub fn self_signed(name: &str) -> TestCert {
         cert_pem: generated.cert.pem(),
         key_pem: generated.signing_key.serialize_pem(),
         der: generated.cert.der().to_vec(),
+    }
+}
+
+/// A test certificate authority: a self-signed CA certificate (what a verifier trusts) and
+/// its key, which issues leaf certificates.
+pub struct TestCa {
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl TestCa {
+    /// A new CA whose subject is `CN=common_name`, with a fresh key. Two CAs made with the
+    /// same name differ only in their keys.
+    pub fn new(common_name: &str) -> TestCa {
+        let mut params =
+            rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, common_name);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = rcgen::KeyPair::generate().expect("CA key");
+        TestCa {
+            issuer: rcgen::CertifiedIssuer::self_signed(params, key).expect("CA certificate"),
+        }
+    }
+
+    /// The CA certificate, PEM (an `upstream_tls_ca_file`).
+    pub fn cert_pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// Writes the CA certificate to `path`; returns the path.
+    pub fn write_to(&self, path: &Path) -> PathBuf {
+        replace(path, self.cert_pem().as_bytes());
+        path.to_owned()
+    }
+
+    /// A server certificate for exactly `names` (an IP address as an IP address SAN),
+    /// signed by this CA, with a fresh key.
+    pub fn issue(&self, names: &[&str]) -> TestCert {
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let mut params = rcgen::CertificateParams::new(names).expect("leaf parameters");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "corecast test server");
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let key = rcgen::KeyPair::generate().expect("leaf key");
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("leaf certificate");
+        TestCert {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            der: cert.der().to_vec(),
+        }
     }
 }
 
