@@ -147,33 +147,25 @@ PY
 }
 
 : >"$OUT/results.jsonl"
-for server in corecast nginx-1 nginx-2; do
-  port=$(free_port)
-  case $server in
-    corecast) pid=$(start_corecast "$port") ;;
-    nginx-1) pid=$(start_nginx "$port" 1) ;;
-    nginx-2) pid=$(start_nginx "$port" 2) ;;
-  esac
-  trap 'kill '"$pid"' 2>/dev/null || true' EXIT
-  wait_port "$port"
-  for n in $PLAYERS; do
-    run_one "$server" "$pid" "$port" "$n"
-  done
-  kill "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-done
-trap - EXIT
-# The floor, fresh for each N (its prepared stream starts when it does).
+# Every run gets a fresh server, so its RSS growth and CPU belong to that run alone; the
+# servers take turns at each N, so a drift in the machine's load hits all of them alike.
 for n in $PLAYERS; do
-  port=$(free_port)
-  pid=$(start_floor "$port")
-  trap 'kill '"$pid"' 2>/dev/null || true' EXIT
-  wait_port "$port"
-  run_one floor "$pid" "$port" "$n"
-  kill "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
+  for server in corecast nginx-1 nginx-2 floor; do
+    port=$(free_port)
+    case $server in
+      corecast) pid=$(start_corecast "$port") ;;
+      nginx-1) pid=$(start_nginx "$port" 1) ;;
+      nginx-2) pid=$(start_nginx "$port" 2) ;;
+      floor) pid=$(start_floor "$port") ;;
+    esac
+    trap 'kill '"$pid"' 2>/dev/null || true' EXIT
+    wait_port "$port"
+    run_one "$server" "$pid" "$port" "$n"
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    trap - EXIT
+  done
 done
-trap - EXIT
 
 python3 - "$OUT/results.jsonl" "$WINDOW_MS" "$KBPS" "$DURATION" >"$OUT/summary.md" <<'PY'
 import json, sys

@@ -250,7 +250,7 @@ async fn housekeeping(ctx: &Rc<CoreContext>, admin: &Receiver<AdminCommand>) {
     let mut ticks = 0u32;
     let mut last_stats = Instant::now();
     loop {
-        glommio::timer::sleep(HOUSEKEEPING_TICK).await;
+        crate::tick::sleep_aligned(HOUSEKEEPING_TICK).await;
         while let Ok(command) = admin.try_recv() {
             ctx.handle_admin(command);
         }

@@ -8,12 +8,14 @@
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::task::{Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// This core's clock.
 struct TickState {
     /// Running (a ticking task exists on this executor).
     running: Cell<bool>,
+    /// Its period, once running.
+    period: Cell<Option<Duration>>,
     /// Ticks so far.
     epoch: Cell<u64>,
     /// Wakers to wake at the next tick.
@@ -26,6 +28,7 @@ thread_local! {
     static TICK: TickState = const {
         TickState {
             running: Cell::new(false),
+            period: Cell::new(None),
             epoch: Cell::new(0),
             waiters: RefCell::new(Vec::new()),
             readers: RefCell::new(Vec::new()),
@@ -39,6 +42,7 @@ pub fn start(period: Duration) {
     if TICK.with(|t| t.running.replace(true)) {
         return;
     }
+    TICK.with(|t| t.period.set(Some(period)));
     glommio::spawn_local(async move {
         loop {
             glommio::timer::sleep(period).await;
@@ -110,4 +114,28 @@ pub async fn before_next() {
         Poll::Pending
     })
     .await;
+}
+
+/// Sleeps about `period` (at least `period` less half a tick), waking with this core's ticks
+/// when a clock runs here, so periodic chores (housekeeping) cost the core no wake-ups of
+/// their own; with no clock, or one slower than `period`, an ordinary timer.
+pub async fn sleep_aligned(period: Duration) {
+    let tick = TICK.with(|t| t.period.get());
+    let Some(tick) = tick.filter(|tick| *tick <= period) else {
+        glommio::timer::sleep(period).await;
+        return;
+    };
+    let deadline = Instant::now() + period.saturating_sub(tick / 2);
+    while Instant::now() < deadline {
+        let target = epoch() + 1;
+        poll_fn(|cx| {
+            if epoch() >= target {
+                Poll::Ready(())
+            } else {
+                wake_at_next(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await;
+    }
 }

@@ -29,7 +29,7 @@ use crate::core::{CoreContext, ReplicaRef};
 use crate::outbound::Outbound;
 use crate::queue::QueueLimits;
 use crate::tick;
-use crate::transport::Transport;
+use crate::transport::{Transport, TRY_READ_MAX};
 use crate::util::with_timeout;
 use crate::writer::{run_writer, WriteError, WriterSettings};
 
@@ -136,6 +136,9 @@ pub struct Session {
     acked: u64,
     /// Next NetStream id handed out by createStream.
     next_stream_id: u32,
+    /// The last paced read stopped at its size limit: more may wait, read it without waiting
+    /// for the next tick.
+    backlog: bool,
     /// What the core (and the API) knows of this connection.
     client: Rc<ClientHandle>,
 }
@@ -190,6 +193,7 @@ pub async fn run_connection<T: Transport + 'static>(
         peer_window: 0,
         acked: 0,
         next_stream_id: 1,
+        backlog: false,
     };
     let queue = Rc::clone(&out.queue);
     let transport = Rc::new(transport);
@@ -303,7 +307,7 @@ impl Session {
     /// woken per frame, and what is read goes out in that same tick. When nothing waited (or
     /// the pipe cannot read without waiting), this waits for input as usual.
     async fn read<T: Transport>(
-        &self,
+        &mut self,
         transport: &T,
         buf: &mut BytesMut,
         limit: Duration,
@@ -316,9 +320,14 @@ impl Session {
             _ => false,
         };
         if paced {
-            tick::before_next().await;
+            if !self.backlog {
+                tick::before_next().await;
+            }
             match transport.try_read_into(buf) {
-                Ok(n) => return Ok(n),
+                Ok(n) => {
+                    self.backlog = n >= TRY_READ_MAX;
+                    return Ok(n);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(SessionError::Read(e)),
             }
