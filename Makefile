@@ -2,7 +2,7 @@
 CARGO ?= cargo
 CONFIG ?= config/corecast.toml
 
-.PHONY: run build test deps lint fmt bench bench-compare loadtest fuzz clean
+.PHONY: run build test deps lint fmt bench bench-compare bench-scaling loadtest fuzz clean
 
 ## Build (release, LTO) and start a node on the default config (rtmp://0.0.0.0:1935).
 run:
@@ -45,6 +45,10 @@ loadtest:
 ## Corecast vs nginx-rtmp (1 worker; 2 workers + rtmp_auto_push) and the floor, one run.
 bench-compare:
 	./scripts/bench-compare.sh
+
+## One hot stream on 1 vs 2 pinned cores, to saturation (needs 4+ CPUs).
+bench-scaling:
+	./scripts/bench-scaling.sh
 
 clean:
 	$(CARGO) clean

@@ -12,7 +12,8 @@
 #
 # Everything binds 127.0.0.1; every run is bounded by DURATION. Results: target/bench-compare/.
 # Environment: PLAYERS ("100 500 1000 2000"), DURATION (20), KBPS (1000), WINDOW_MS (Corecast's
-# merge window, 100), CORES (Corecast executors, 0 = all CPUs), CARGO.
+# merge window, 100), CORES (Corecast executors, 0 = all CPUs), SERVERS ("corecast nginx-1 nginx-2
+# floor"; a subset repeats just those), CARGO.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +22,7 @@ DURATION=${DURATION:-20}
 KBPS=${KBPS:-1000}
 WINDOW_MS=${WINDOW_MS:-100}
 CORES=${CORES:-0}
+SERVERS=${SERVERS:-"corecast nginx-1 nginx-2 floor"}
 CARGO=${CARGO:-cargo}
 OUT=target/bench-compare
 mkdir -p "$OUT"
@@ -150,7 +152,7 @@ PY
 # Every run gets a fresh server, so its RSS growth and CPU belong to that run alone; the
 # servers take turns at each N, so a drift in the machine's load hits all of them alike.
 for n in $PLAYERS; do
-  for server in corecast nginx-1 nginx-2 floor; do
+  for server in $SERVERS; do
     port=$(free_port)
     case $server in
       corecast) pid=$(start_corecast "$port") ;;
@@ -179,7 +181,7 @@ print(f"Stream {kbps} kbit/s, {duration} s per run, Corecast merge window {windo
 print("| players | server | connected | ok | bitrate ratio min/p50 | Mbit/s | CPU-s/GB | RSS KiB/player | TTFF p50/p99 ms | latency p50/p99 ms |")
 print("|---|---|---|---|---|---|---|---|---|---|")
 for n in players:
-    for s in ["corecast", "nginx-1", "nginx-2", "floor"]:
+    for s in [x for x in ["corecast", "nginx-1", "nginx-2", "floor"] if any(r["server"] == x for r in rows)]:
         r = by.get((s, n))
         if not r or "error" in r:
             print(f"| {n} | {s} | error | | | | | | | |"); continue

@@ -103,17 +103,21 @@ kbps, duration, cpus = sys.argv[2:]
 print(f"One stream at {kbps} kbit/s, {duration} s per step, {cpus} CPUs (node pinned to 1 or 2, harness on the rest).\n")
 print("| node cores | players | held | ok | bitrate ratio min | Mbit/s | node CPU % | CPU-s/GB |")
 print("|---|---|---|---|---|---|---|---|")
+def f(v, d):
+    return "-" if v is None else f"{v:.{d}f}"
 for r in rows:
-    print(f"| {r['cores']} | {r['players']} | {r['held']} | {r.get('players_ok', '-')} | {r.get('bitrate_ratio_min', '-')} | {r.get('mbps', '-')} | {r.get('server_cpu_pct', '-')} | {r.get('cpu_s_per_gb', '-')} |")
+    print(f"| {r['cores']} | {r['players']} | {r['held']} | {r.get('players_ok', '-')} | {f(r.get('bitrate_ratio_min'), 3)} | {f(r.get('mbps'), 0)} | {f(r.get('server_cpu_pct'), 0)} | {f(r.get('cpu_s_per_gb'), 2)} |")
 cap = {c: max([r["mbps"] for r in rows if r["cores"] == c and r["held"]], default=None) for c in (1, 2)}
+saturated = {c: any(not r["held"] for r in rows if r["cores"] == c) for c in (1, 2)}
 print()
 for c in (1, 2):
-    print(f"- capacity on {c} core{'s' if c > 1 else ''}: {cap[c] if cap[c] is not None else 'none held'} Mbit/s")
-if cap[1] and cap[2]:
-    print(f"- 2 cores / 1 core: **{cap[2] / cap[1]:.2f}x**")
-    top = max(r["players"] for r in rows if r["cores"] == 2)
-    if all(r["held"] for r in rows if r["cores"] == 2 and r["players"] == top):
-        print(f"- 2 cores held every step up to {top} players: the ratio is a lower bound (add STEPS)")
+    print(f"- capacity on {c} core{'s' if c > 1 else ''}: {f(cap[c], 0) if cap[c] is not None else 'none held'} Mbit/s"
+          + ("" if saturated[c] else " (never saturated: a lower bound)"))
+if not saturated[1]:
+    print("- 1 core held every step: no ratio; add larger STEPS")
+elif cap[1] and cap[2]:
+    bound = "" if saturated[2] else " (a lower bound: 2 cores held every step; add larger STEPS)"
+    print(f"- 2 cores / 1 core: **{cap[2] / cap[1]:.2f}x**{bound}")
 PY
 cat "$OUT/summary.md"
 echo "bench-scaling: $OUT/summary.md, raw rows in $OUT/results.jsonl"
