@@ -161,9 +161,10 @@ impl Default for StreamConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PlayerConfig {
-    /// How long a player's writer batches frames before a write (0 = write as soon as a frame
-    /// is queued). All writers of a core share one flush tick. Larger windows cost latency
-    /// and save CPU per byte; replies and join snapshots never wait.
+    /// The period of each core's flush tick (0 = no tick: read, fan out and write per frame).
+    /// Once per tick a core reads its live publishers, writes its players and batches to its
+    /// other cores. Larger windows cost latency and save CPU per byte; replies and join
+    /// snapshots never wait.
     pub merge_window_ms: u64,
     /// Queued bytes past which a player drops video until the next keyframe (audio is kept).
     pub queue_max_bytes: usize,
