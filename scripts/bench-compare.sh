@@ -13,7 +13,7 @@
 # Everything binds 127.0.0.1; every run is bounded by DURATION. Results: target/bench-compare/.
 # Environment: PLAYERS ("100 500 1000 2000"), DURATION (20), KBPS (1000), WINDOW_MS (Corecast's
 # merge window, 100), CORES (Corecast executors, 0 = all CPUs), SERVERS ("corecast nginx-1 nginx-2
-# floor"; a subset repeats just those), CARGO.
+# floor"), ROUNDS (1; more repeats everything and the ratios use the means), CARGO.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +23,7 @@ KBPS=${KBPS:-1000}
 WINDOW_MS=${WINDOW_MS:-100}
 CORES=${CORES:-0}
 SERVERS=${SERVERS:-"corecast nginx-1 nginx-2 floor"}
+ROUNDS=${ROUNDS:-1}
 CARGO=${CARGO:-cargo}
 OUT=target/bench-compare
 mkdir -p "$OUT"
@@ -103,8 +104,8 @@ start_floor() {
   echo $!
 }
 
-run_one() { # server-label pid port players
-  local label=$1 pid=$2 port=$3 n=$4 json="$OUT/$1-$4.json"
+run_one() { # server-label pid port players round
+  local label=$1 pid=$2 port=$3 n=$4 round=$5 json="$OUT/$1-$4-r$5.json"
   local rss0 cpu0 cpu1 rss1 load
   # The floor serves its own copy of the stream: its players only play.
   if [ "$label" = floor ]; then
@@ -119,13 +120,13 @@ run_one() { # server-label pid port players
     --max-connections 5000 --quiet --json "$json" >/dev/null 2>"$OUT/$label-$n.err" || true
   cpu1=$(cpu_of "$pid")
   rss1=$(rss_of "$pid")
-  python3 - "$json" "$label" "$n" "$cpu0" "$cpu1" "$rss0" "$rss1" >>"$OUT/results.jsonl" <<'PY'
+  python3 - "$json" "$label" "$n" "$cpu0" "$cpu1" "$rss0" "$rss1" "$round" >>"$OUT/results.jsonl" <<'PY'
 import json, sys
-path, label, n, cpu0, cpu1, rss0, rss1 = sys.argv[1:]
+path, label, n, cpu0, cpu1, rss0, rss1, rnd = sys.argv[1:]
 try:
     r = json.load(open(path))
 except Exception as e:
-    print(json.dumps({"server": label, "players": int(n), "error": str(e)}))
+    print(json.dumps({"server": label, "players": int(n), "round": int(rnd), "error": str(e)}))
     sys.exit(0)
 p = r["players"]
 gb = r["throughput"]["bytes_in"] / 1e9
@@ -133,7 +134,7 @@ cpu = float(cpu1) - float(cpu0)
 ok = p["with_keyframe"] - p["gaps"]["players_with_gaps"] - r["connections"]["dropped"]
 ratio = p.get("bitrate_ratio") or {}
 print(json.dumps({
-    "server": label, "players": int(n),
+    "server": label, "players": int(n), "round": int(rnd),
     "connected": p["connected"], "failed": r["connections"]["failed"],
     "players_ok": ok,
     "bitrate_ratio_min": ratio.get("min"), "bitrate_ratio_p50": ratio.get("p50"),
@@ -151,6 +152,7 @@ PY
 : >"$OUT/results.jsonl"
 # Every run gets a fresh server, so its RSS growth and CPU belong to that run alone; the
 # servers take turns at each N, so a drift in the machine's load hits all of them alike.
+for round in $(seq 1 "$ROUNDS"); do
 for n in $PLAYERS; do
   for server in $SERVERS; do
     port=$(free_port)
@@ -162,39 +164,53 @@ for n in $PLAYERS; do
     esac
     trap 'kill '"$pid"' 2>/dev/null || true' EXIT
     wait_port "$port"
-    run_one "$server" "$pid" "$port" "$n"
+    run_one "$server" "$pid" "$port" "$n" "$round"
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
     trap - EXIT
   done
+done
 done
 
 python3 - "$OUT/results.jsonl" "$WINDOW_MS" "$KBPS" "$DURATION" >"$OUT/summary.md" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 window, kbps, duration = sys.argv[2:]
-by = {(r["server"], r["players"]): r for r in rows}
+rounds = sorted({r.get("round", 1) for r in rows})
 players = sorted({r["players"] for r in rows})
+servers = [x for x in ["corecast", "nginx-1", "nginx-2", "floor"] if any(r["server"] == x for r in rows)]
 def f(v, d=2):
     return "-" if v is None else (f"{v:.{d}f}" if isinstance(v, float) else str(v))
-print(f"Stream {kbps} kbit/s, {duration} s per run, Corecast merge window {window} ms.\n")
-print("| players | server | connected | ok | bitrate ratio min/p50 | Mbit/s | CPU-s/GB | RSS KiB/player | TTFF p50/p99 ms | latency p50/p99 ms |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+def get(s, n, rnd):
+    return next((r for r in rows if (r["server"], r["players"], r.get("round", 1)) == (s, n, rnd)), None)
+def mean_cpu(s, n):
+    v = [r["cpu_s_per_gb"] for r in rows if (r["server"], r["players"]) == (s, n) and r.get("cpu_s_per_gb")]
+    return sum(v) / len(v) if v else None
+print(f"Stream {kbps} kbit/s, {duration} s per run, Corecast merge window {window} ms, {len(rounds)} round(s).\n")
+print("| players | server | round | connected | ok | bitrate ratio min/p50 | Mbit/s | CPU-s/GB | RSS KiB/player | TTFF p50/p99 ms | latency p50/p99 ms |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 for n in players:
-    for s in [x for x in ["corecast", "nginx-1", "nginx-2", "floor"] if any(r["server"] == x for r in rows)]:
-        r = by.get((s, n))
-        if not r or "error" in r:
-            print(f"| {n} | {s} | error | | | | | | | |"); continue
-        print(f"| {n} | {s} | {r['connected']} | {r['players_ok']} | {f(r['bitrate_ratio_min'],3)}/{f(r['bitrate_ratio_p50'],3)} | {f(r['mbps'],0)} | {f(r['cpu_s_per_gb'])} | {f(r['rss_kib_per_player'],1)} | {f(r['ttff_p50_ms'],1)}/{f(r['ttff_p99_ms'],1)} | {f(r['latency_p50_ms'],1)}/{f(r['latency_p99_ms'],1)} |")
+    for s in servers:
+        for rnd in rounds:
+            r = get(s, n, rnd)
+            if not r or "error" in r:
+                print(f"| {n} | {s} | {rnd} | error | | | | | | | |"); continue
+            print(f"| {n} | {s} | {rnd} | {r['connected']} | {r['players_ok']} | {f(r['bitrate_ratio_min'],3)}/{f(r['bitrate_ratio_p50'],3)} | {f(r['mbps'],0)} | {f(r['cpu_s_per_gb'])} | {f(r['rss_kib_per_player'],1)} | {f(r['ttff_p50_ms'],1)}/{f(r['ttff_p99_ms'],1)} | {f(r['latency_p50_ms'],1)}/{f(r['latency_p99_ms'],1)} |")
 print()
-print("| players | Corecast CPU-s/GB | ÷ nginx 1 worker | ÷ nginx 2 workers | ÷ floor | floor CPU-s/GB |")
-print("|---|---|---|---|---|---|")
+print("CPU-s per GB: the mean over the rounds; the ratios divide those means.\n")
+print("| players | Corecast CPU-s/GB | ÷ nginx 1 worker | ÷ nginx 2 workers | ÷ floor | floor CPU-s/GB | ÷ floor per round |")
+print("|---|---|---|---|---|---|---|")
 for n in players:
-    c = by.get(("corecast", n), {}).get("cpu_s_per_gb")
+    c = mean_cpu("corecast", n)
     def ratio(s):
-        o = by.get((s, n), {}).get("cpu_s_per_gb")
+        o = mean_cpu(s, n)
         return "-" if not c or not o else f"{c / o:.2f}"
-    print(f"| {n} | {f(c)} | {ratio('nginx-1')} | {ratio('nginx-2')} | {ratio('floor')} | {f(by.get(('floor', n), {}).get('cpu_s_per_gb'))} |")
+    per_round = []
+    for rnd in rounds:
+        a, b = get("corecast", n, rnd), get("floor", n, rnd)
+        if a and b and a.get("cpu_s_per_gb") and b.get("cpu_s_per_gb"):
+            per_round.append(f"{a['cpu_s_per_gb'] / b['cpu_s_per_gb']:.2f}")
+    print(f"| {n} | {f(c)} | {ratio('nginx-1')} | {ratio('nginx-2')} | {ratio('floor')} | {f(mean_cpu('floor', n))} | {' '.join(per_round) or '-'} |")
 PY
 cat "$OUT/summary.md"
 echo "bench-compare: $OUT/summary.md, raw rows in $OUT/results.jsonl"

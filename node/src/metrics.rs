@@ -263,7 +263,7 @@ impl NodeMetrics {
             self.closed.with_label_values(&[c, reason]);
         }
         self.refused.with_label_values(&[c, "connection_limit"]);
-        for reason in ["connect", "not_here", "refused", "protocol", "lost"] {
+        for reason in ["connect", "tls", "not_here", "refused", "lost"] {
             self.pulls_failed.with_label_values(&[c, reason]);
         }
         for transport in ["rtmp", "rtmps", "rtmpt", "pull"] {

@@ -56,6 +56,15 @@ fn metric(node: &Node, name: &str) -> f64 {
         .sum()
 }
 
+/// The sum of `name`'s series whose labels include `label` (e.g. `reason="tls"`).
+fn labelled(node: &Node, name: &str, label: &str) -> f64 {
+    let (_, body) = node.http_request("GET", "/metrics", None);
+    body.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{') && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 fn media(dir: &std::path::Path, seconds: u32) -> PathBuf {
     make_flv(dir, &format!("src{seconds}.flv"), seconds)
 }
@@ -487,7 +496,7 @@ fn a_tls_edge_refuses_an_origin_signed_by_another_ca_or_named_for_another_host()
     // Each refusing edge fails its tries and logs why.
     for (what, node, reason) in &refusing {
         wait_for(Duration::from_secs(10), || {
-            (metric(node, "corecast_pulls_failed_total") >= 2.0).then_some(())
+            (labelled(node, "corecast_pulls_failed_total", "reason=\"tls\"") >= 2.0).then_some(())
         })
         .unwrap_or_else(|| panic!("{what}: the edge's pulls did not fail"));
         node.wait_log(Duration::from_secs(5), |l| {

@@ -74,6 +74,9 @@ impl Rebase {
 enum Attempt {
     /// Could not connect or the connection broke before a status line.
     ConnectFailed,
+    /// The upstream's TLS handshake failed (an untrusted or misnamed certificate, a
+    /// plaintext upstream) or timed out.
+    TlsFailed,
     /// 404/503: try the next upstream.
     NotHere,
     /// 400/403 or a malformed answer.
@@ -125,6 +128,7 @@ pub async fn run_pull(ctx: Rc<CoreContext>, key: String, generation: u64) {
             }
             match attempt(&ctx, &mut state, &upstream).await {
                 Attempt::ConnectFailed => ctx.metrics.pull_failed("connect"),
+                Attempt::TlsFailed => ctx.metrics.pull_failed("tls"),
                 Attempt::NotHere => ctx.metrics.pull_failed("not_here"),
                 Attempt::Refused => ctx.metrics.pull_failed("refused"),
                 Attempt::Lost => {
@@ -223,11 +227,11 @@ async fn attempt(ctx: &CoreContext, state: &mut PullState, upstream: &str) -> At
                 Some(Ok(client)) => Upstream::Tls(Box::new(client)),
                 Some(Err(e)) => {
                     warn!(%upstream, error = %e, reason = "tls_error", "upstream TLS handshake failed");
-                    return Attempt::ConnectFailed;
+                    return Attempt::TlsFailed;
                 }
                 None => {
                     warn!(%upstream, reason = "tls_handshake_timeout", "upstream TLS handshake timed out");
-                    return Attempt::ConnectFailed;
+                    return Attempt::TlsFailed;
                 }
             }
         }
