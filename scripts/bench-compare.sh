@@ -16,6 +16,8 @@
 # floor"), ROUNDS (1; more repeats everything and the ratios use the means), CARGO.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
 
 PLAYERS=${PLAYERS:-"100 500 1000 2000"}
 DURATION=${DURATION:-20}
@@ -33,7 +35,6 @@ command -v python3 >/dev/null || { echo "bench-compare: needs python3 (apt-get i
 "$CARGO" build --release -p corecast-node -p corecast-loadtest -p corecast-floor
 BIN=target/release
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # Sum of utime+stime (seconds) and of RSS (KiB) over a process and its children.
 pids_of() { echo "$1 $(pgrep -P "$1" | tr '\n' ' ')"; }
@@ -87,14 +88,6 @@ CONF
   echo $!
 }
 
-wait_port() {
-  for _ in $(seq 1 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "bench-compare: nothing listens on $1" >&2
-  return 1
-}
 
 start_floor() {
   local port=$1 threads=$CORES

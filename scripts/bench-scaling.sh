@@ -17,6 +17,8 @@
 # WINDOW_MS (100), FORCE, CARGO.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
 
 STEPS=${STEPS:-"1000 2000 3000 4000 6000 8000 12000 16000"}
 KBPS=${KBPS:-2500}
@@ -38,15 +40,6 @@ mkdir -p "$OUT"
 BIN=target/release
 ulimit -n 65536 2>/dev/null || true
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 1 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "bench-scaling: nothing listens on $1" >&2
-  return 1
-}
 
 printf '[player]\nmerge_window_ms = %s\n[http]\nenabled = false\n[log]\nlevel = "warn"\n' "$WINDOW_MS" >"$OUT/corecast.toml"
 : >"$OUT/results.jsonl"

@@ -33,6 +33,7 @@ const STATS_EVERY_TICKS: u32 = 10;
 
 /// Runs the node until a drain (SIGTERM/SIGINT) completes.
 pub fn run(config: Config) -> anyhow::Result<()> {
+    check_listen_addresses(&config)?;
     let cores = config.effective_cores();
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -107,6 +108,58 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         handle.join().map_err(|e| anyhow!("core stopped: {e}"))?;
     }
     info!("corecast stopped");
+    Ok(())
+}
+
+/// Every enabled listener, named as in the config.
+fn listen_addresses(config: &Config) -> anyhow::Result<Vec<(&'static str, SocketAddr)>> {
+    let mut addrs = vec![("rtmp.listen", config.rtmp.listen)];
+    if config.http.enabled {
+        addrs.push(("http.listen", config.http.listen));
+    }
+    if config.rtmps.enabled {
+        addrs.push(("rtmps.listen", config.rtmps.listen));
+    }
+    if config.rtmpt.enabled {
+        addrs.push(("rtmpt.listen", config.rtmpt.listen));
+    }
+    if !config.cluster.pull_listen.is_empty() {
+        let addr = config.cluster.pull_listen.parse().map_err(|_| {
+            anyhow!(
+                "cluster.pull_listen: {:?} is not an address (ip:port)",
+                config.cluster.pull_listen
+            )
+        })?;
+        addrs.push(("cluster.pull_listen", addr));
+    }
+    Ok(addrs)
+}
+
+/// Refuses listen addresses that clash, or that something already listens on.
+///
+/// Every core binds each address with SO_REUSEPORT, which would just as quietly let two of
+/// this node's listeners, or a second node, share a port and split its connections. A plain
+/// bind (no SO_REUSEPORT) of each address first turns that into a start-up error.
+fn check_listen_addresses(config: &Config) -> anyhow::Result<()> {
+    let addrs = listen_addresses(config)?;
+    for (i, (name, addr)) in addrs.iter().enumerate() {
+        if addr.port() == 0 {
+            continue;
+        }
+        for (other, other_addr) in &addrs[i + 1..] {
+            let overlap = addr.ip() == other_addr.ip()
+                || (addr.is_ipv4() == other_addr.is_ipv4()
+                    && (addr.ip().is_unspecified() || other_addr.ip().is_unspecified()));
+            if addr.port() == other_addr.port() && overlap {
+                return Err(anyhow!(
+                    "{name} ({addr}) and {other} ({other_addr}) share a port: give each its own"
+                ));
+            }
+        }
+        std::net::TcpListener::bind(addr).map_err(|e| {
+            anyhow!("cannot listen on {addr} ({name}): {e}; is another node running there?")
+        })?;
+    }
     Ok(())
 }
 

@@ -66,6 +66,67 @@ fn port_in_use_fails_start_up() {
 }
 
 #[test]
+fn a_second_node_on_a_busy_port_fails_start_up_instead_of_sharing_it() {
+    // The first node binds with SO_REUSEPORT, which would let a second one share the port.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let args = [
+        "--rtmp-listen",
+        &listen,
+        "--cores",
+        "1",
+        "--http-listen",
+        "127.0.0.1:0",
+    ];
+    let mut first = corecast()
+        .args(args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the first node");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(&listen).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first node never listened"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = corecast().args(args).output().expect("run the second node");
+    let _ = first.kill();
+    let _ = first.wait();
+    assert!(
+        !out.status.success(),
+        "the second node started on a busy port"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot listen on") && stderr.contains("rtmp.listen"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn listeners_that_share_a_port_are_refused() {
+    let out = corecast()
+        .args([
+            "--rtmp-listen",
+            "127.0.0.1:19443",
+            "--http-listen",
+            "0.0.0.0:19443",
+            "--cores",
+            "1",
+        ])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("share a port"), "{stderr}");
+}
+
+#[test]
 fn json_logs_are_one_object_per_line() {
     use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().expect("temp dir");

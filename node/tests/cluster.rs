@@ -65,6 +65,28 @@ fn labelled(node: &Node, name: &str, label: &str) -> f64 {
         .sum()
 }
 
+/// Waits (up to `limit`) for `count` video messages on `player` and checks they start with
+/// the sequence header and then a keyframe.
+fn expect_video_from_the_start(player: &mut RtmpClient, count: usize, limit: Duration, what: &str) {
+    let mut video = Vec::new();
+    wait_for(limit, || {
+        let m = player
+            .next_message(Duration::from_millis(200))
+            .expect("player")?;
+        if m.message_type == MessageType::VIDEO {
+            video.push(m.payload);
+        }
+        (video.len() >= count).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no {what}"));
+    assert_eq!(
+        &video[0][..2],
+        &[0x17, 0x00],
+        "{what}: sequence header first"
+    );
+    assert_eq!(&video[1][..2], &[0x17, 0x01], "{what}: then a keyframe");
+}
+
 fn media(dir: &std::path::Path, seconds: u32) -> PathBuf {
     make_flv(dir, &format!("src{seconds}.flv"), seconds)
 }
@@ -247,19 +269,12 @@ fn a_two_tier_chain_origin_edge_edge_works() {
     let mut player = RtmpClient::connect(leaf.addr, "live").expect("connect");
     player.play("chain").expect("play");
     let mut publisher = publish(&src, &origin.url("live/chain"));
-    let mut video = Vec::new();
-    wait_for(Duration::from_secs(30), || {
-        let m = player
-            .next_message(Duration::from_millis(200))
-            .expect("player")?;
-        if m.message_type == MessageType::VIDEO {
-            video.push(m.payload);
-        }
-        (video.len() >= 30).then_some(())
-    })
-    .expect("video through two tiers");
-    assert_eq!(&video[0][..2], &[0x17, 0x00], "sequence header first");
-    assert_eq!(&video[1][..2], &[0x17, 0x01], "then a keyframe");
+    expect_video_from_the_start(
+        &mut player,
+        30,
+        Duration::from_secs(30),
+        "video through two tiers",
+    );
     wait_for(Duration::from_secs(5), || {
         (pulls_served(&origin, "live/chain") == 1 && pulls_served(&mid, "live/chain") == 1)
             .then_some(())
@@ -345,19 +360,12 @@ fn pulls_run_over_tls_and_a_plaintext_edge_cannot_pull_from_a_tls_origin() {
     let mut refused = RtmpClient::connect(plain_edge.addr, "live").expect("connect");
     refused.play("secure").expect("play");
 
-    let mut video = Vec::new();
-    wait_for(Duration::from_secs(20), || {
-        let m = player
-            .next_message(Duration::from_millis(200))
-            .expect("player")?;
-        if m.message_type == MessageType::VIDEO {
-            video.push(m.payload);
-        }
-        (video.len() >= 2).then_some(())
-    })
-    .expect("video through the TLS pull");
-    assert_eq!(&video[0][..2], &[0x17, 0x00], "sequence header first");
-    assert_eq!(&video[1][..2], &[0x17, 0x01], "then a keyframe");
+    expect_video_from_the_start(
+        &mut player,
+        2,
+        Duration::from_secs(20),
+        "video through the TLS pull",
+    );
     origin
         .wait_log(Duration::from_secs(5), |l| {
             l.contains("pull tls handshake done")
@@ -478,19 +486,12 @@ fn a_tls_edge_refuses_an_origin_signed_by_another_ca_or_named_for_another_host()
     }
 
     // The control: a verified TLS pull delivers the stream.
-    let mut video = Vec::new();
-    wait_for(Duration::from_secs(20), || {
-        let m = player
-            .next_message(Duration::from_millis(200))
-            .expect("player")?;
-        if m.message_type == MessageType::VIDEO {
-            video.push(m.payload);
-        }
-        (video.len() >= 2).then_some(())
-    })
-    .expect("video through the verified TLS pull");
-    assert_eq!(&video[0][..2], &[0x17, 0x00], "sequence header first");
-    assert_eq!(&video[1][..2], &[0x17, 0x01], "then a keyframe");
+    expect_video_from_the_start(
+        &mut player,
+        2,
+        Duration::from_secs(20),
+        "video through the verified TLS pull",
+    );
     assert!(metric(&control, "corecast_pulls_started_total") >= 1.0);
 
     // Each refusing edge fails its tries and logs why.

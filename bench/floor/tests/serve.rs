@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 
-use corecast_loadtest::runner::{self, NoProgress};
+use corecast_loadtest::runner::{self, NoProgress, RunOutput};
 use corecast_loadtest::scenario::ScenarioFile;
 use corecast_loadtest::stats::Outcome;
 
@@ -55,16 +55,21 @@ fn start_floor(bitrate_kbps: u32) -> (Floor, SocketAddr) {
     (floor, addr)
 }
 
-#[test]
-fn harness_players_get_the_whole_stream_from_a_key_frame_without_gaps() {
-    let (_floor, addr) = start_floor(1000);
+/// Runs `players` harness players against the floor for `seconds`.
+fn play(addr: SocketAddr, players: usize, seconds: u64) -> RunOutput {
     let scenario = ScenarioFile::from_toml(&format!(
-        "mode = \"play\"\nurl = \"rtmp://{addr}/live/floor\"\nplayers = 20\nduration = 4\n\
-         quiet = true\ncores = 1\n"
+        "mode = \"play\"\nurl = \"rtmp://{addr}/live/floor\"\nplayers = {players}\n\
+         duration = {seconds}\nquiet = true\ncores = 1\n"
     ))
     .and_then(|file| file.resolve(1))
     .expect("scenario");
-    let out = runner::run(&scenario, addr, None, &mut NoProgress).expect("run");
+    runner::run(&scenario, addr, None, &mut NoProgress).expect("run")
+}
+
+#[test]
+fn harness_players_get_the_whole_stream_from_a_key_frame_without_gaps() {
+    let (_floor, addr) = start_floor(1000);
+    let out = play(addr, 20, 4);
     assert_eq!(out.players.len(), 20);
     for (i, p) in out.players.iter().enumerate() {
         assert!(
@@ -101,13 +106,7 @@ fn a_client_that_is_not_rtmp_is_refused_and_others_still_play() {
         !matches!(&read, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
         "the floor kept a junk connection open: {read:?}"
     );
-    let scenario = ScenarioFile::from_toml(&format!(
-        "mode = \"play\"\nurl = \"rtmp://{addr}/live/floor\"\nplayers = 3\nduration = 2\n\
-         quiet = true\ncores = 1\n"
-    ))
-    .and_then(|file| file.resolve(1))
-    .expect("scenario");
-    let out = runner::run(&scenario, addr, None, &mut NoProgress).expect("run");
+    let out = play(addr, 3, 2);
     assert!(out
         .players
         .iter()
