@@ -402,5 +402,9 @@ fn rtmpt_listen_flag_turns_rtmpt_on_and_a_taken_port_fails_start_up() {
         .output()
         .expect("run");
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen for rtmpt"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot listen on") && stderr.contains("(rtmpt.listen)"),
+        "{stderr}"
+    );
 }
