@@ -166,11 +166,6 @@ impl SubscriberQueue {
         self.wake();
     }
 
-    /// Whether the next write should skip the merge window; clears the flag.
-    pub fn take_urgent(&mut self) -> bool {
-        std::mem::take(&mut self.urgent)
-    }
-
     /// Offers a media frame, applying the slow-consumer policy.
     pub fn push_frame(&mut self, frame: LocalFrame) -> PushOutcome {
         if self.closed || self.finishing {
@@ -406,16 +401,6 @@ mod tests {
         assert_eq!(q.push_frame(video(true, 100)), PushOutcome::Queued);
         assert_eq!(q.push_frame(video(false, 100)), PushOutcome::Queued);
         assert_eq!(q.dropped_frames(), 2);
-    }
-
-    #[test]
-    fn replies_are_urgent_and_media_is_not() {
-        let mut q = SubscriberQueue::new(limits());
-        q.push_frame(video(true, 100));
-        assert!(!q.take_urgent(), "media may wait for the merge window");
-        q.push_control(Bytes::from_static(b"reply"));
-        assert!(q.take_urgent(), "replies go out at once");
-        assert!(!q.take_urgent(), "the flag is consumed");
     }
 
     #[test]

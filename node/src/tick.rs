@@ -12,9 +12,7 @@ use std::time::{Duration, Instant};
 
 /// This core's clock.
 struct TickState {
-    /// Running (a ticking task exists on this executor).
-    running: Cell<bool>,
-    /// Its period, once running.
+    /// The period, once a ticking task runs on this executor.
     period: Cell<Option<Duration>>,
     /// Ticks so far.
     epoch: Cell<u64>,
@@ -27,7 +25,6 @@ struct TickState {
 thread_local! {
     static TICK: TickState = const {
         TickState {
-            running: Cell::new(false),
             period: Cell::new(None),
             epoch: Cell::new(0),
             waiters: RefCell::new(Vec::new()),
@@ -39,7 +36,7 @@ thread_local! {
 /// Starts this core's clock with `period`, once; later calls do nothing. Must run on a
 /// glommio executor.
 pub fn start(period: Duration) {
-    if TICK.with(|t| t.running.replace(true)) {
+    if TICK.with(|t| t.period.get().is_some()) {
         return;
     }
     TICK.with(|t| t.period.set(Some(period)));
@@ -75,7 +72,7 @@ fn advance() {
 /// Runs the next tick's writes now, without waiting for the clock: for input that already
 /// waited a tick elsewhere (another core's batch). Does nothing when no clock runs here.
 pub fn flush_now() {
-    if TICK.with(|t| t.running.get()) {
+    if TICK.with(|t| t.period.get().is_some()) {
         advance();
     }
 }
@@ -88,7 +85,7 @@ pub fn epoch() -> u64 {
 /// Wakes `waker` at this core's next tick (at once when no clock runs here).
 pub fn wake_at_next(waker: Waker) {
     let waker = TICK.with(|t| {
-        if t.running.get() {
+        if t.period.get().is_some() {
             t.waiters.borrow_mut().push(waker);
             None
         } else {
@@ -106,7 +103,7 @@ pub fn wake_at_next(waker: Waker) {
 pub async fn before_next() {
     let mut registered = false;
     poll_fn(|cx| {
-        if registered || !TICK.with(|t| t.running.get()) {
+        if registered || !TICK.with(|t| t.period.get().is_some()) {
             return Poll::Ready(());
         }
         registered = true;
