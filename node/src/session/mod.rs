@@ -320,7 +320,10 @@ impl Session {
             _ => false,
         };
         if paced {
-            if !self.backlog {
+            if self.backlog {
+                // Let the core's other tasks run between large reads of a fast publisher.
+                futures_lite::future::yield_now().await;
+            } else {
                 tick::before_next().await;
             }
             match transport.try_read_into(buf) {
