@@ -60,6 +60,8 @@ cert_chain_path = "$work/cert.pem"
 private_key_path = "$work/key.pem"
 [player]
 merge_window_ms = $MERGE_MS
+[http]
+enabled = false
 [log]
 level = "warn"
 EOF

@@ -6,6 +6,15 @@ fn corecast() -> Command {
     Command::new(env!("CARGO_BIN_EXE_corecast"))
 }
 
+/// `N` distinct free loopback addresses (held open together while picked, so no two are the
+/// same port).
+fn free_addrs<const N: usize>() -> [String; N] {
+    let held: Vec<_> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().expect("addr").to_string())
+}
+
 #[test]
 fn check_accepts_the_shipped_config() {
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/corecast.toml");
@@ -57,8 +66,10 @@ fn port_in_use_fails_start_up() {
     // Without SO_REUSEPORT on this socket, the node cannot share the port.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().expect("addr");
+    let [http] = free_addrs();
     let out = corecast()
         .args(["--rtmp-listen", &addr.to_string(), "--cores", "1"])
+        .args(["--http-listen", &http])
         .output()
         .expect("run");
     assert!(!out.status.success());
@@ -114,6 +125,8 @@ fn listeners_that_share_a_port_are_refused() {
         .args([
             "--rtmp-listen",
             "127.0.0.1:19443",
+            // Not the same address (config validation catches that), but the same port on
+            // every address. Nothing is bound: the clash is found before any bind.
             "--http-listen",
             "0.0.0.0:19443",
             "--cores",
@@ -131,22 +144,12 @@ fn json_logs_are_one_object_per_line() {
     use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().expect("temp dir");
     let config = dir.path().join("json.toml");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port");
-    let http = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port");
+    let [port, http] = free_addrs();
     std::fs::write(&config, "[log]\nformat = \"json\"\n").expect("write");
     let mut child = corecast()
         .arg("--config")
         .arg(&config)
-        .args([
-            "--rtmp-listen",
-            &port.to_string(),
-            "--http-listen",
-            &http.to_string(),
-        ])
+        .args(["--rtmp-listen", &port, "--http-listen", &http])
         .args(["--cores", "1"])
         .env_remove("RUST_LOG")
         .stderr(std::process::Stdio::piped())

@@ -334,6 +334,7 @@ fn failed_start(config: &Path) -> String {
         .arg("--config")
         .arg(config)
         .args(["--rtmp-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--http-listen", &format!("127.0.0.1:{}", free_port())])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

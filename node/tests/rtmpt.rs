@@ -398,6 +398,10 @@ fn rtmpt_listen_flag_turns_rtmpt_on_and_a_taken_port_fails_start_up() {
     let rtmp = format!("127.0.0.1:{}", support::node::free_port());
     let out = Command::new(env!("CARGO_BIN_EXE_corecast"))
         .args(["--rtmp-listen", &rtmp, "--rtmpt-listen", &addr.to_string()])
+        .args([
+            "--http-listen",
+            &format!("127.0.0.1:{}", support::node::free_port()),
+        ])
         .args(["--cores", "1"])
         .output()
         .expect("run");

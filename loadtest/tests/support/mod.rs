@@ -105,15 +105,6 @@ pub fn corecast_binary() -> PathBuf {
     path
 }
 
-/// Whether this Corecast build has an HTTP endpoint (`--http-listen`).
-fn corecast_has_http() -> bool {
-    Command::new(corecast_binary())
-        .arg("--help")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains("--http-listen"))
-        .unwrap_or(false)
-}
-
 /// Starts Corecast on a free loopback port with two cores and waits for `corecast ready`.
 /// A start that fails (another process took the port in between) is retried on a new port.
 pub fn start_corecast() -> Server {
@@ -127,12 +118,22 @@ pub fn start_corecast_with(extra: impl Fn(&Path) -> Vec<String>) -> Server {
     let mut last_log = String::new();
     for _ in 0..3 {
         let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
+        // RTMP and HTTP ports picked while both are held, so they differ; HTTP on loopback.
+        let (port, http) = {
+            let a = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+            let b = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+            (
+                a.local_addr().expect("addr").port(),
+                b.local_addr().expect("addr"),
+            )
+        };
         let log = dir.path().join("corecast.log");
         let child = Command::new(corecast_binary())
             .args([
                 "--rtmp-listen",
                 &format!("127.0.0.1:{port}"),
+                "--http-listen",
+                &http.to_string(),
                 "--cores",
                 "2",
             ])

@@ -5,7 +5,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::wait_for;
 
@@ -21,15 +21,51 @@ pub struct Node {
 
 /// A free loopback port (bound once and released; the node binds it with SO_REUSEPORT).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    // The kernel may hand the same port to two bind(0) calls in a row once the first socket is
+    // closed; a test that takes two ports (RTMP and HTTP) must not get one port twice, and the
+    // node refuses listeners that share a port. So no port is handed out twice per process.
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 impl Node {
     /// Starts the node with `cores` executors and extra TOML config; waits until ready.
+    ///
+    /// Its RTMP and HTTP ports come from [`free_port`], which released them; should something
+    /// else take one before the node binds it (an outgoing connection's local port, say), the
+    /// node refuses to start and is started again on fresh ports.
     pub fn start(cores: usize, extra_config: &str, dir: &Path) -> Node {
+        let mut log = Vec::new();
+        for _ in 0..3 {
+            match Node::try_start(cores, extra_config, dir) {
+                Ok(node) => return node,
+                Err(lines) => log = lines,
+            }
+            let port_taken = log.iter().any(|l| {
+                l.contains("cannot listen on")
+                    && (l.contains("(rtmp.listen)") || l.contains("(http.listen)"))
+            });
+            if !port_taken {
+                break;
+            }
+        }
+        panic!("node did not report ready; its log:\n{}", log.join("\n"));
+    }
+
+    /// One start; the node's log when it exits or is not ready within 20 s.
+    fn try_start(cores: usize, extra_config: &str, dir: &Path) -> Result<Node, Vec<String>> {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
@@ -53,7 +89,7 @@ impl Node {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().expect("stderr");
         let sink = Arc::clone(&lines);
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if std::env::var_os("CORECAST_TEST_LOG").is_some() {
                     eprintln!("[node {port}] {line}");
@@ -61,15 +97,27 @@ impl Node {
                 sink.lock().expect("log lock").push(strip_ansi(&line));
             }
         });
-        let node = Node {
+        let mut node = Node {
             child,
             addr,
             http,
             lines,
         };
-        node.wait_log(Duration::from_secs(20), |l| l.contains("corecast ready"))
-            .expect("node did not report ready");
-        node
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if node.log().iter().any(|l| l.contains("corecast ready")) {
+                return Ok(node);
+            }
+            if matches!(node.child.try_wait(), Ok(Some(_))) {
+                // Its whole log: the reader ends with the process's stderr.
+                let _ = reader.join();
+                return Err(node.log());
+            }
+            if Instant::now() > deadline {
+                return Err(node.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// `rtmp://127.0.0.1:PORT/app/name`.
