@@ -262,7 +262,10 @@ impl NodeMetrics {
         ] {
             self.closed.with_label_values(&[c, reason]);
         }
-        self.refused.with_label_values(&[c, "connection_limit"]);
+        for kind in crate::accept::ConnectionKind::ALL {
+            self.refused
+                .with_label_values(&[c, kind.as_str(), "connection_limit"]);
+        }
         for reason in ["connect", "tls", "not_here", "refused", "lost"] {
             self.pulls_failed.with_label_values(&[c, reason]);
         }
