@@ -63,24 +63,24 @@ pub enum PortError {
         addr: SocketAddr,
     },
     /// Binding the address failed (something listens there, or it is not ours to bind).
-    #[error("cannot listen on {addr} ({name}): {source}; is another program listening there?")]
+    #[error("cannot listen on {addr} ({name}): {error}; is another program listening there?")]
     Bind {
         /// The config field.
         name: &'static str,
         /// The address.
         addr: SocketAddr,
-        /// What the kernel said.
-        source: io::Error,
+        /// What the kernel said (in the message, so not a `source` printed twice).
+        error: io::Error,
     },
     /// The abstract socket for a lock or claim could not be made (not a taken name).
-    #[error("cannot claim {addr} ({name}): {source}")]
+    #[error("cannot claim {addr} ({name}): {error}")]
     Claim {
         /// The config field.
         name: &'static str,
         /// The address.
         addr: SocketAddr,
-        /// What the kernel said.
-        source: io::Error,
+        /// What the kernel said (in the message, so not a `source` printed twice).
+        error: io::Error,
     },
 }
 
@@ -108,10 +108,10 @@ pub fn claim(addrs: &[(&'static str, SocketAddr)]) -> Result<(Claims, StartupLoc
             Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
                 return Err(PortError::OtherNode { name, addr })
             }
-            Err(source) => return Err(PortError::Claim { name, addr, source }),
+            Err(error) => return Err(PortError::Claim { name, addr, error }),
         };
         claims.push(claim);
-        probe(addr).map_err(|source| PortError::Bind { name, addr, source })?;
+        probe(addr).map_err(|error| PortError::Bind { name, addr, error })?;
     }
     Ok((Claims(claims), StartupLocks(locks)))
 }
@@ -128,7 +128,7 @@ fn starting_lock(name: &'static str, addr: SocketAddr) -> Result<UnixDatagram, P
                 }
                 std::thread::sleep(STARTING_POLL);
             }
-            Err(source) => return Err(PortError::Claim { name, addr, source }),
+            Err(error) => return Err(PortError::Claim { name, addr, error }),
         }
     }
 }
