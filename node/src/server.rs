@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -62,6 +62,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let (ready_tx, ready_rx) = mpsc::channel::<Result<SocketAddr, String>>();
     let mut handles = Vec::with_capacity(cores);
     let mesh = build_mesh(cores, shared.config.node.core_channel_capacity);
+    let draining_cores = Arc::new(AtomicUsize::new(cores));
     for (index, (endpoints, admin)) in mesh.into_iter().zip(admin_rx).enumerate() {
         let placement = if pin {
             Placement::Fixed(index)
@@ -71,11 +72,21 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         let shared = Arc::clone(&shared);
         let ready = ready_tx.clone();
         let core_tls = tls.as_ref().map(|tls| tls.for_core(index));
+        let draining_cores = Arc::clone(&draining_cores);
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("corecast-core-{index}"))
             .io_memory(shared.config.node.io_memory_bytes)
             .spawn(move || async move {
-                run_core(CoreId(index), shared, endpoints, admin, core_tls, ready).await;
+                let core = CoreStart {
+                    id: CoreId(index),
+                    shared,
+                    endpoints,
+                    admin,
+                    tls: core_tls,
+                    ready,
+                    draining_cores,
+                };
+                run_core(core).await;
             })
             .map_err(|e| anyhow!("starting executor for core {index}: {e}"))?;
         handles.push(handle);
@@ -178,14 +189,29 @@ fn bind(addr: SocketAddr, core: CoreId, what: &str) -> Result<TcpListener, Strin
         .map_err(|e| format!("core {}: cannot listen on {addr} ({what}): {e}", core.0))
 }
 
-async fn run_core(
+/// What one core's executor starts with.
+struct CoreStart {
     id: CoreId,
     shared: Arc<NodeShared>,
     endpoints: MeshEndpoints,
     admin: Receiver<AdminCommand>,
     tls: Option<CoreTlsSetup>,
+    /// Where the core says it listens (or why it cannot).
     ready: mpsc::Sender<Result<SocketAddr, String>>,
-) {
+    /// Cores whose connections have not all ended yet; see the drain in [`run_core`].
+    draining_cores: Arc<AtomicUsize>,
+}
+
+async fn run_core(start: CoreStart) {
+    let CoreStart {
+        id,
+        shared,
+        endpoints,
+        admin,
+        tls,
+        ready,
+        draining_cores,
+    } = start;
     let config = Arc::clone(&shared.config);
     let listener = match bind(config.rtmp.listen, id, "rtmp") {
         Ok(l) => l,
@@ -291,9 +317,7 @@ async fn run_core(
     let deadline = Instant::now() + grace;
     let open = || ctx.connections.holding_drain();
     info!(core = id.0, open = open(), "draining");
-    while open() > 0 && Instant::now() < deadline {
-        glommio::timer::sleep(HOUSEKEEPING_TICK).await;
-    }
+    sleep_until(deadline, || open() == 0).await;
     if open() > 0 {
         warn!(
             core = id.0,
@@ -301,8 +325,20 @@ async fn run_core(
             "grace time over; closing the connections left"
         );
     }
+    // HTTP and RTMPT listen until every core is done: a core that closed its listener while
+    // others still serve would reset the connections the kernel had queued on it (a health
+    // check, a tunnel's next request).
+    draining_cores.fetch_sub(1, Ordering::AcqRel);
+    sleep_until(deadline, || draining_cores.load(Ordering::Acquire) == 0).await;
     drop(rtmpt);
     drop(http);
+}
+
+/// Sleeps in housekeeping ticks until `done` or `deadline`.
+async fn sleep_until(deadline: Instant, done: impl Fn() -> bool) {
+    while !done() && Instant::now() < deadline {
+        glommio::timer::sleep(HOUSEKEEPING_TICK).await;
+    }
 }
 
 /// Admin requests, statistics, and the drain flag, until a drain starts.

@@ -136,7 +136,7 @@ fn sigterm_drains_readyz_goes_503_then_the_node_exits() {
     assert!(node.is_running(), "still serving the open connection");
     // New RTMP connections are no longer accepted.
     assert!(
-        wait_for(Duration::from_secs(10), || std::net::TcpStream::connect(
+        wait_for(Duration::from_secs(10), || support::process::connect(
             node.addr
         )
         .is_err()

@@ -14,6 +14,7 @@ use corecast_common::handshake::{ClientHandshake, HandshakeKind, HandshakeStatus
 use support::client::{closed_within, read_until_video_at, RtmpClient};
 use support::media::{from_first_keyframe, packets, play_to_file, publish, shared_flv, wait_exit};
 use support::node::{field, is_line, Node};
+use support::process::{output_with_deadline, wait_with_deadline};
 use support::rtmpt::{open, start_node, HttpConn, TunnelClient};
 
 /// Asserts two packet lists are equal, saying where they first differ.
@@ -122,7 +123,7 @@ fn ffmpeg_publishes_over_rtmpt_and_rtmpt_and_rtmp_players_get_identical_packets(
             );
         }
     }
-    let status = rtmpdump.wait().expect("rtmpdump");
+    let status = wait_with_deadline(&mut rtmpdump, Duration::from_secs(60), "rtmpdump");
     assert!(status.code() != Some(124), "rtmpdump did not finish");
     let played = packets(&dumped);
     for kind in ["video", "audio"] {
@@ -384,10 +385,14 @@ fn an_idle_tunnel_times_out_and_frees_its_session() {
 
 #[test]
 fn rtmpt_listen_flag_turns_rtmpt_on_and_a_taken_port_fails_start_up() {
-    let out = Command::new(env!("CARGO_BIN_EXE_corecast"))
-        .args(["--rtmpt-listen", "127.0.0.1:8080", "--check"])
-        .output()
-        .expect("run");
+    let out = output_with_deadline(
+        Command::new(env!("CARGO_BIN_EXE_corecast")).args([
+            "--rtmpt-listen",
+            "127.0.0.1:8080",
+            "--check",
+        ]),
+        Duration::from_secs(30),
+    );
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("rtmpt on 127.0.0.1:8080"), "{stdout}");
@@ -396,15 +401,16 @@ fn rtmpt_listen_flag_turns_rtmpt_on_and_a_taken_port_fails_start_up() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().expect("addr");
     let rtmp = format!("127.0.0.1:{}", support::node::free_port());
-    let out = Command::new(env!("CARGO_BIN_EXE_corecast"))
-        .args(["--rtmp-listen", &rtmp, "--rtmpt-listen", &addr.to_string()])
-        .args([
-            "--http-listen",
-            &format!("127.0.0.1:{}", support::node::free_port()),
-        ])
-        .args(["--cores", "1"])
-        .output()
-        .expect("run");
+    let out = output_with_deadline(
+        Command::new(env!("CARGO_BIN_EXE_corecast"))
+            .args(["--rtmp-listen", &rtmp, "--rtmpt-listen", &addr.to_string()])
+            .args([
+                "--http-listen",
+                &format!("127.0.0.1:{}", support::node::free_port()),
+            ])
+            .args(["--cores", "1"]),
+        Duration::from_secs(30),
+    );
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
