@@ -1,6 +1,9 @@
 //! Deadlines for everything a test waits on outside itself: spawned processes and sockets.
 //! A test that waits without one turns a failure into a hang that only CI's time limit ends;
 //! with these it fails fast and says what it waited for.
+//!
+//! One file for every crate's tests: `loadtest/`, `bench/floor/` and `fuzz/` include it with
+//! `#[path = ".../node/tests/support/process.rs"]`.
 
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpStream};
@@ -23,6 +26,13 @@ pub fn output_with_deadline(command: &mut Command, limit: Duration) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    wait_with_output_deadline(child, limit, &what)
+}
+
+/// Waits for `child` to exit within `limit` and collects what it wrote to the pipes it was
+/// given (none for an inherited or null stream); kills it and panics naming `what`, with its
+/// stderr so far, when it runs longer.
+pub fn wait_with_output_deadline(mut child: Child, limit: Duration, what: &str) -> Output {
     let stdout = collect(child.stdout.take());
     let stderr = collect(child.stderr.take());
     let status = match wait_until(&mut child, limit) {
