@@ -20,7 +20,7 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// panics, naming the command and showing its stderr so far, when it runs longer.
 pub fn output_with_deadline(command: &mut Command, limit: Duration) -> Output {
     let what = format!("{command:?}");
-    let mut child = command
+    let child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
