@@ -33,7 +33,7 @@ fn free_addrs<const N: usize>() -> [String; N] {
 #[test]
 fn check_accepts_the_shipped_config() {
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/corecast.toml");
-    let out = run(&mut corecast().args(["--config", config, "--check"]));
+    let out = run(corecast().args(["--config", config, "--check"]));
     assert!(
         out.status.success(),
         "{}",
@@ -51,7 +51,7 @@ fn check_names_the_bad_field_and_line() {
         "[rtmp]\nlisten = \"127.0.0.1:1935\"\n\n[player]\nqueue_max_byte = 5\n",
     )
     .expect("write");
-    let out = run(&mut corecast().arg("--config").arg(&path).arg("--check"));
+    let out = run(corecast().arg("--config").arg(&path).arg("--check"));
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("line 5"), "{err}");
@@ -60,7 +60,7 @@ fn check_names_the_bad_field_and_line() {
 
 #[test]
 fn missing_config_file_is_a_clear_error() {
-    let out = run(&mut corecast().args(["--config", "/nonexistent/corecast.toml", "--check"]));
+    let out = run(corecast().args(["--config", "/nonexistent/corecast.toml", "--check"]));
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config file"));
 }
@@ -71,7 +71,7 @@ fn port_in_use_fails_start_up() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().expect("addr");
     let [http] = free_addrs();
-    let out = run(&mut corecast()
+    let out = run(corecast()
         .args(["--rtmp-listen", &addr.to_string(), "--cores", "1"])
         .args(["--http-listen", &http]));
     assert!(!out.status.success());
@@ -99,14 +99,12 @@ fn a_second_node_on_a_busy_port_fails_start_up_instead_of_sharing_it() {
         } else {
             (fresh_addr(), first.http, "http.listen")
         };
-        let out = run(
-            &mut corecast().args(["--rtmp-listen", &rtmp.to_string()]).args([
-                "--http-listen",
-                &http.to_string(),
-                "--cores",
-                "1",
-            ]),
-        );
+        let out = run(corecast().args(["--rtmp-listen", &rtmp.to_string()]).args([
+            "--http-listen",
+            &http.to_string(),
+            "--cores",
+            "1",
+        ]));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             !out.status.success(),
@@ -200,7 +198,7 @@ fn a_node_restarted_right_after_sigterm_starts_at_once() {
 
 #[test]
 fn listeners_that_share_a_port_are_refused() {
-    let out = run(&mut corecast().args([
+    let out = run(corecast().args([
         "--rtmp-listen",
         "127.0.0.1:19443",
         // Not the same address (config validation catches that), but the same port on
