@@ -62,8 +62,18 @@ pub enum PortError {
         /// The address.
         addr: SocketAddr,
     },
-    /// Binding the address failed (something listens there, or it is not ours to bind).
+    /// Something else listens on the address.
     #[error("cannot listen on {addr} ({name}): {error}; is another program listening there?")]
+    InUse {
+        /// The config field.
+        name: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// What the kernel said.
+        error: io::Error,
+    },
+    /// Binding the address failed otherwise (not an address of this host, a privileged port).
+    #[error("cannot listen on {addr} ({name}): {error}")]
     Bind {
         /// The config field.
         name: &'static str,
@@ -111,7 +121,10 @@ pub fn claim(addrs: &[(&'static str, SocketAddr)]) -> Result<(Claims, StartupLoc
             Err(error) => return Err(PortError::Claim { name, addr, error }),
         };
         claims.push(claim);
-        probe(addr).map_err(|error| PortError::Bind { name, addr, error })?;
+        probe(addr).map_err(|error| match error.kind() {
+            io::ErrorKind::AddrInUse => PortError::InUse { name, addr, error },
+            _ => PortError::Bind { name, addr, error },
+        })?;
     }
     Ok((Claims(claims), StartupLocks(locks)))
 }
@@ -190,7 +203,7 @@ mod tests {
         let Err(e) = result else {
             panic!("claimed a port another socket listens on");
         };
-        assert!(matches!(e, PortError::Bind { .. }), "{e:?}");
+        assert!(matches!(e, PortError::InUse { .. }), "{e:?}");
         assert!(e.to_string().contains("cannot listen on"), "{e}");
         assert!(e.to_string().contains("http.listen"), "{e}");
     }
