@@ -4,14 +4,16 @@
 //! keep-alive is supported. The API reads the stats board (refreshed once a second by each
 //! core) and routes kick/stop requests to the owning core's admin queue.
 
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 use serde::Serialize;
-use tracing::{debug, warn};
+use tracing::debug;
 
+use crate::accept::{accept_loop, AcceptSettings, ConnectionKind, Permit};
 use crate::core::CoreContext;
 use crate::shared::{AdminCommand, NodeShared};
 
@@ -19,6 +21,8 @@ use crate::shared::{AdminCommand, NodeShared};
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Largest request body accepted (the API takes no bodies of note).
 const MAX_BODY_BYTES: usize = 64 * 1024;
+/// HTTP connections one core serves at once; further ones are closed at accept.
+const MAX_CONNECTIONS_PER_CORE: usize = 1024;
 /// A connection idle this long between requests is closed.
 const IDLE: Duration = Duration::from_secs(30);
 
@@ -72,22 +76,26 @@ fn reason(status: u16) -> &'static str {
 
 /// Accepts HTTP connections on this core until the task is dropped.
 pub async fn serve(ctx: Rc<CoreContext>, listener: TcpListener) {
-    loop {
-        match listener.accept().await {
-            Ok(stream) => {
-                let ctx = Rc::clone(&ctx);
-                glommio::spawn_local(async move { connection(ctx, stream).await }).detach();
-            }
-            Err(e) => {
-                warn!(core = ctx.id.0, error = %e, "http accept failed");
-                glommio::timer::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
+    let settings = AcceptSettings {
+        kind: ConnectionKind::Http,
+        max_per_core: MAX_CONNECTIONS_PER_CORE,
+        nodelay: true,
+    };
+    let serve_ctx = Rc::clone(&ctx);
+    accept_loop(ctx, listener, settings, move |stream, peer, permit| {
+        connection(Rc::clone(&serve_ctx), stream, peer, permit)
+    })
+    .await;
 }
 
-async fn connection(ctx: Rc<CoreContext>, mut stream: TcpStream) {
-    let peer = stream.peer_addr().ok();
+/// One HTTP connection; `_permit` counts it until it ends.
+async fn connection(
+    ctx: Rc<CoreContext>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    _permit: Permit,
+) {
+    let peer = Some(peer);
     let _ = stream.set_read_timeout(Some(IDLE));
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     loop {

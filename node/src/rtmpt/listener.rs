@@ -22,9 +22,10 @@ use tracing::{debug, info, warn};
 use super::http::{write_head, HttpLimits, Method, Request, RequestReader, Status};
 use super::tunnel::{RequestKind, TunnelId, TunnelReply, TunnelRequest, IDLE_HOLD, REORDER_WAIT};
 use super::Forwarded;
+use crate::accept::{self, AcceptSettings, ConnectionKind, Permit};
 use crate::core::CoreContext;
 use crate::mesh::CoreMessage;
-use crate::transport::{set_nodelay, TcpTransport, Transport};
+use crate::transport::{TcpTransport, Transport};
 use crate::util::with_timeout;
 
 /// Longest request head (request line and headers).
@@ -38,35 +39,22 @@ const LINGER: Duration = Duration::from_millis(500);
 const _: () =
     assert!(FORWARD_TIMEOUT.as_millis() > REORDER_WAIT.as_millis() + IDLE_HOLD.as_millis());
 
-/// Accepts RTMPT connections on this core forever.
+/// Accepts RTMPT connections on this core until the task is dropped.
 pub async fn accept_loop(ctx: Rc<CoreContext>, listener: TcpListener) {
-    let max = ctx.config.rtmpt.max_connections_per_core;
-    loop {
-        let stream = match listener.accept().await {
-            Ok(stream) => stream,
-            Err(e) => {
-                // Out of descriptors or memory: back off instead of spinning.
-                warn!(core = ctx.id.0, error = %e, "rtmpt accept failed");
-                glommio::timer::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Ok(peer) = stream.peer_addr() else {
-            continue;
-        };
-        if !ctx.rtmpt.connection_opened(max) {
-            warn!(core = ctx.id.0, %peer, max, "rtmpt connection refused: per-core limit reached");
-            continue;
-        }
-        set_nodelay(&stream);
-        let ctx = Rc::clone(&ctx);
-        glommio::spawn_local(async move {
+    let settings = AcceptSettings {
+        kind: ConnectionKind::RtmptHttp,
+        max_per_core: ctx.config.rtmpt.max_connections_per_core,
+        nodelay: true,
+    };
+    let serve_ctx = Rc::clone(&ctx);
+    accept::accept_loop(ctx, listener, settings, move |stream, peer, permit| {
+        let ctx = Rc::clone(&serve_ctx);
+        async move {
             let fd = stream.as_raw_fd();
-            serve_connection(&ctx, TcpTransport::new(stream), fd, peer).await;
-            ctx.rtmpt.connection_closed();
-        })
-        .detach();
-    }
+            serve_connection(&ctx, TcpTransport::new(stream), fd, peer, permit).await;
+        }
+    })
+    .await;
 }
 
 /// Ends idle tunnels on this core, forever.
@@ -97,7 +85,14 @@ impl Response {
     }
 }
 
-async fn serve_connection(ctx: &Rc<CoreContext>, conn: TcpTransport, fd: RawFd, peer: SocketAddr) {
+/// One HTTP connection's requests, in order; `_permit` counts it until it ends.
+async fn serve_connection(
+    ctx: &Rc<CoreContext>,
+    conn: TcpTransport,
+    fd: RawFd,
+    peer: SocketAddr,
+    _permit: Permit,
+) {
     let config = &ctx.config;
     let idle = Duration::from_secs(config.rtmpt.idle_timeout_secs);
     let send_timeout = Duration::from_secs(config.player.send_timeout_secs);
