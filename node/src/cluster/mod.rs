@@ -22,8 +22,8 @@ use bytes::{Bytes, BytesMut};
 use corecast_common::chunk::ChunkDecoderLimits;
 use corecast_common::flv::{AudioTagHeader, VideoTagHeader};
 use corecast_common::pull::{rendezvous_order, PullClient, PullEvent, PullMediaKind, PullRequest};
-use glommio::net::TcpStream;
 use corecast_transport::{TlsError, TlsStream};
+use glommio::net::TcpStream;
 use tracing::{debug, info, warn};
 
 use crate::core::CoreContext;
