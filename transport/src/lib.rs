@@ -18,7 +18,7 @@
 //! # Layout
 //! - [`socket`]: every raw socket call (`sendmsg`, `recv`, `shutdown`, `TCP_QUICKACK`), safe
 //!   wrappers over `rustix`; the crate's one `unsafe` block borrows glommio's descriptor.
-//! - [`tcp`](poll_write_vectored): a vectored write to a glommio stream that waits for
+//! - [`poll_write_vectored`]: a vectored write to a glommio stream that waits for
 //!   writability only when the socket is full.
 //! - [`TlsStream`]: the rustls driver, generic over [`rustls::ServerConnection`] and
 //!   [`rustls::ClientConnection`]: handshake with a deadline, reads into a `BytesMut` or a
