@@ -14,6 +14,7 @@
 //! - [`command`]: NetConnection/NetStream command messages (types 20/17) and data messages.
 //! - [`flv`]: FLV tag headers, codec/keyframe/sequence-header detection, FLV file framing.
 //! - [`pull`]: the origin/edge pull protocol (request and status lines, event stream, HRW).
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod amf0;

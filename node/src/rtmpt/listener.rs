@@ -10,7 +10,6 @@
 
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -50,8 +49,7 @@ pub async fn accept_loop(ctx: Rc<CoreContext>, listener: TcpListener) {
     accept::accept_loop(ctx, listener, settings, move |stream, peer, permit| {
         let ctx = Rc::clone(&serve_ctx);
         async move {
-            let fd = stream.as_raw_fd();
-            serve_connection(&ctx, TcpTransport::new(stream), fd, peer, permit).await;
+            serve_connection(&ctx, TcpTransport::new(stream), peer, permit).await;
         }
     })
     .await;
@@ -89,7 +87,6 @@ impl Response {
 async fn serve_connection(
     ctx: &Rc<CoreContext>,
     conn: TcpTransport,
-    fd: RawFd,
     peer: SocketAddr,
     _permit: Permit,
 ) {
@@ -113,14 +110,14 @@ async fn serve_connection(
                     let mut head = Vec::with_capacity(256);
                     write_head(&mut head, e.status(), 0, false);
                     let _ = with_timeout(send_timeout, write_all(&conn, &[&head])).await;
-                    linger_close(&conn, fd).await;
+                    linger_close(&conn).await;
                     return;
                 }
             }
             let left = deadline.saturating_duration_since(Instant::now());
             match with_timeout(left, conn.read_into(&mut buf)).await {
                 Some(Ok(0)) | Some(Err(_)) => return,
-                Some(Ok(_)) => quick_ack(fd),
+                Some(Ok(_)) => quick_ack(&conn),
                 None => {
                     debug!(core = ctx.id.0, %peer, reason = "http_idle", "rtmpt connection closed");
                     return;
@@ -138,7 +135,7 @@ async fn serve_connection(
             _ => return,
         }
         if !keep_alive {
-            linger_close(&conn, fd).await;
+            linger_close(&conn).await;
             return;
         }
     }
@@ -232,18 +229,8 @@ async fn respond(ctx: &Rc<CoreContext>, request: Request, peer: SocketAddr) -> R
 /// them) write a request's head and body separately without TCP_NODELAY, so the body waits
 /// for the head's ACK, which a delayed-ACK receiver holds back ~40 ms: every request would
 /// take that long. Linux leaves quick-ACK mode by itself, hence once per read.
-fn quick_ack(fd: RawFd) {
-    let on: libc::c_int = 1;
-    // SAFETY: plain setsockopt on a descriptor the connection owns, with a valid int option.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_QUICKACK,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
+fn quick_ack(conn: &TcpTransport) {
+    conn.quick_ack();
 }
 
 /// Writes every byte of `parts`, vectored; waits when the socket is full.
@@ -280,11 +267,8 @@ async fn write_all(conn: &TcpTransport, parts: &[&[u8]]) -> io::Result<()> {
 
 /// Closes our side and reads what the client still sends for a moment, so that unread input
 /// does not turn the close into a reset that would destroy the reply.
-async fn linger_close(conn: &TcpTransport, fd: RawFd) {
-    // SAFETY: plain syscall on the descriptor `conn` owns and keeps open until it is dropped.
-    unsafe {
-        libc::shutdown(fd, libc::SHUT_WR);
-    }
+async fn linger_close(conn: &TcpTransport) {
+    conn.shutdown_write();
     let deadline = Instant::now() + LINGER;
     let mut sink = BytesMut::with_capacity(64 * 1024);
     loop {
