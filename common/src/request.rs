@@ -277,6 +277,7 @@ impl ClientCommand {
 
 /// A client's command with its transaction id: what a server dispatches on.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Request {
     /// The id a `_result` or `_error` answer echoes; 0 when the client expects none.
     pub transaction_id: f64,

@@ -31,6 +31,7 @@ pub(super) fn dispatch(
     let Request {
         transaction_id,
         command,
+        ..
     } = request;
     debug!(conn = s.id, name = %command.name(), "command");
     if s.app.is_none() && !matches!(command, ClientCommand::Connect(_)) {
