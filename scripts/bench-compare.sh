@@ -195,7 +195,9 @@ else:
         "players_ok": ok,
         "bitrate_ratio_min": ratio.get("min"), "bitrate_ratio_p50": ratio.get("p50"),
         "mbps": r["throughput"]["aggregate_mbps"],
-        "ttff_p50_ms": p["first_keyframe_ms"].get("p50"), "ttff_p99_ms": p["first_keyframe_ms"].get("p99"),
+        # None when no player got a key frame (nginx-2's players on the other worker).
+        "ttff_p50_ms": (p.get("first_keyframe_ms") or {}).get("p50"),
+        "ttff_p99_ms": (p.get("first_keyframe_ms") or {}).get("p99"),
         "latency_p50_ms": (r.get("latency") or {}).get("p50_ms"), "latency_p99_ms": (r.get("latency") or {}).get("p99_ms"),
         "gaps": p["gaps"]["total"],
     })
