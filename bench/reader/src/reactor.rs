@@ -82,17 +82,7 @@ pub fn run(plan: &ThreadPlan) -> io::Result<Vec<PlayerRecord>> {
         if now >= plan.end {
             break;
         }
-        while players.len() < plan.players.len() && now >= connect_time(plan, players.len()) {
-            let slot = players.len();
-            match open(&poll, plan, slot, now) {
-                Ok(player) => players.push(Some(player)),
-                Err(e) => {
-                    let started = now.duration_since(plan.start);
-                    records[slot] = Some(PlayerRecord::failed(io_label(&e), started));
-                    players.push(None);
-                }
-            }
-        }
+        connect_due(&poll, plan, &mut players, &mut records, now);
         if now >= next_housekeeping {
             next_housekeeping = now + HOUSEKEEPING;
             housekeeping(plan, &mut players, &mut records, now);
@@ -145,6 +135,27 @@ fn close(player: Player, error: Option<&'static str>, start: Instant) -> PlayerR
     record.finish(player.session.counted(), start.elapsed());
     record.error = error;
     record
+}
+
+/// Starts the connects that are due by `now`; a connect that fails at once is recorded.
+fn connect_due(
+    poll: &Poll,
+    plan: &ThreadPlan,
+    players: &mut Vec<Option<Player>>,
+    records: &mut [Option<PlayerRecord>],
+    now: Instant,
+) {
+    while players.len() < plan.players.len() && now >= connect_time(plan, players.len()) {
+        let slot = players.len();
+        match open(poll, plan, slot, now) {
+            Ok(player) => players.push(Some(player)),
+            Err(e) => {
+                let started = now.duration_since(plan.start);
+                records[slot] = Some(PlayerRecord::failed(io_label(&e), started));
+                players.push(None);
+            }
+        }
+    }
 }
 
 /// When the thread's `slot`-th player connects.
