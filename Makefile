@@ -42,7 +42,8 @@ fuzz:
 loadtest:
 	./loadtest/scripts/loadtest.sh
 
-## Corecast vs nginx-rtmp (1 worker; 2 workers + rtmp_auto_push) and the floor, one run.
+## Corecast vs nginx-rtmp (1 worker; 2 workers + rtmp_auto_push) and the floor, each read by the
+## harness and by corecast-reader, at 1 and 2.6 Mbit/s (SERVERS, READERS, BITRATES select).
 bench-compare:
 	./scripts/bench-compare.sh
 

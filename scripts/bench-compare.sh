@@ -7,13 +7,21 @@
 # Measured per run: delivered Mbit/s, server CPU-seconds per delivered GB (utime+stime of all
 # the server's processes from /proc), players that got a keyframe and saw no gap, bitrate
 # ratio, RSS growth per player, time to first keyframe p50/p99, e2e latency. Then the floor
-# (bench/floor: the same stream prepared once, written to the same harness players with one
-# sendmsg per player per merge window), measured the same way, and the ratios.
+# (bench/floor: the same stream prepared once, written to the same players with one sendmsg
+# per player per merge window), measured the same way, and the ratios.
+#
+# Every server is read by two kinds of players, each run on a fresh server: the harness
+# (`corecast-loadtest`, io_uring-polled glommio players that decode everything) and the plain
+# reader (`corecast-reader`, bench/reader: epoll players that count the bytes after the first
+# key frame). For the reader, the harness publishes (`corecast-loadtest publish`) and the
+# reader only plays; the CPU per GB is the server's CPU over the bytes that reader counted.
 #
 # Everything binds 127.0.0.1; every run is bounded by DURATION. Results: target/bench-compare/.
-# Environment: PLAYERS ("100 500 1000 2000"), DURATION (20), KBPS (1000), WINDOW_MS (Corecast's
-# merge window, 100), CORES (Corecast executors, 0 = all CPUs), SERVERS ("corecast nginx-1 nginx-2
-# floor"), ROUNDS (1; more repeats everything and the ratios use the means), CARGO.
+# Environment: PLAYERS ("100 500 1000 2000"), DURATION (20), BITRATES (kbit/s, "1000 2600";
+# KBPS=N is the same as BITRATES=N), WINDOW_MS (Corecast's merge window, 100), CORES (Corecast
+# executors, 0 = all CPUs), SERVERS ("corecast nginx-1 nginx-2 floor"), READERS ("harness
+# reader"), ROUNDS (1; more repeats everything and the ratios use the means), CARGO, PROFILE
+# (release; "debug" only to check the script quickly: its figures mean nothing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/bench-lib.sh
@@ -21,10 +29,12 @@ cd "$(dirname "$0")/.."
 
 PLAYERS=${PLAYERS:-"100 500 1000 2000"}
 DURATION=${DURATION:-20}
-KBPS=${KBPS:-1000}
+BITRATES=${KBPS:-${BITRATES:-"1000 2600"}}
 WINDOW_MS=${WINDOW_MS:-100}
 CORES=${CORES:-0}
 SERVERS=${SERVERS:-"corecast nginx-1 nginx-2 floor"}
+READERS=${READERS:-"harness reader"}
+PROFILE=${PROFILE:-release}
 ROUNDS=${ROUNDS:-1}
 CARGO=${CARGO:-cargo}
 OUT=target/bench-compare
@@ -32,8 +42,14 @@ mkdir -p "$OUT"
 
 ./scripts/install-deps.sh
 command -v python3 >/dev/null || { echo "bench-compare: needs python3 (apt-get install python3)" >&2; exit 1; }
-"$CARGO" build --release -p corecast-node -p corecast-loadtest -p corecast-floor
-BIN=target/release
+PACKAGES=(-p corecast-node -p corecast-loadtest -p corecast-floor -p corecast-reader)
+if [ "$PROFILE" = release ]; then
+  "$CARGO" build --release "${PACKAGES[@]}"
+  BIN=target/release
+else
+  "$CARGO" build "${PACKAGES[@]}"
+  BIN=target/debug
+fi
 
 
 # Sum of utime+stime (seconds) and of RSS (KiB) over a process and its children.
@@ -89,55 +105,104 @@ CONF
 }
 
 
-start_floor() {
-  local port=$1 threads=$CORES
+start_floor() { # port kbps
+  local port=$1 kbps=$2 threads=$CORES
   [ "$threads" -gt 0 ] || threads=$(nproc)
   "$BIN/corecast-floor" --listen "127.0.0.1:$port" --seconds $((DURATION + 40)) --threads "$threads" \
-    --bitrate-kbps "$KBPS" --audio-kbps 64 --merge-window-ms "$WINDOW_MS" >/dev/null 2>"$OUT/floor.log" &
+    --bitrate-kbps "$kbps" --audio-kbps 64 --merge-window-ms "$WINDOW_MS" >/dev/null 2>"$OUT/floor.log" &
   echo $!
 }
 
-run_one() { # server-label pid port players round
-  local label=$1 pid=$2 port=$3 n=$4 round=$5 json="$OUT/$1-$4-r$5.json"
-  local rss0 cpu0 cpu1 rss1 load
+# The harness's players (and, but for the floor, its publisher) in one process.
+run_harness() { # label port players json
+  local load
   # The floor serves its own copy of the stream: its players only play.
-  if [ "$label" = floor ]; then
+  if [ "$1" = floor ]; then
     load=(play)
   else
     load=(e2e --bitrate-kbps "$KBPS" --audio-kbps 64)
   fi
+  timeout $((DURATION + 60)) "$BIN/corecast-loadtest" "${load[@]}" "rtmp://127.0.0.1:$2/live/bench" \
+    -n "$3" --duration "$DURATION" --ramp 500 \
+    --max-connections 5000 --quiet --json "$4" >/dev/null 2>"$OUT/$1-harness-$KBPS-$3.err" || true
+}
+
+# The plain reader's players. Its exit status says whether every player counted; the summary
+# says which did not, so a failure here is recorded, not fatal.
+run_reader() { # label port players json
+  timeout $((DURATION + 60)) "$BIN/corecast-reader" "rtmp://127.0.0.1:$2/live/bench" \
+    -n "$3" --duration-secs "$DURATION" --ramp 500 --json "$4" \
+    >/dev/null 2>"$OUT/$1-reader-$KBPS-$3.err" || true
+}
+
+# The harness's synthetic publisher on its own, for the reader's runs (not the floor's).
+start_publisher() { # port
+  "$BIN/corecast-loadtest" publish "rtmp://127.0.0.1:$1/live/bench" --bitrate-kbps "$KBPS" \
+    --audio-kbps 64 --duration $((DURATION + 70)) --cores 1 --quiet >/dev/null 2>"$OUT/publisher.err" &
+  echo $!
+}
+
+run_one() { # server-label pid port players round reader
+  local label=$1 pid=$2 port=$3 n=$4 round=$5 reader=$6
+  local json="$OUT/$1-$6-$KBPS-$4-r$5.json" rss0 cpu0 cpu1 rss1 publisher=""
+  rm -f "$json"
+  if [ "$reader" = reader ] && [ "$label" != floor ]; then
+    publisher=$(start_publisher "$port")
+    # Let it get to publishing, so the reader's players find a stream, as the harness's do.
+    sleep 1
+  fi
   rss0=$(rss_of "$pid")
   cpu0=$(cpu_of "$pid")
-  timeout $((DURATION + 60)) "$BIN/corecast-loadtest" "${load[@]}" "rtmp://127.0.0.1:$port/live/bench" \
-    -n "$n" --duration "$DURATION" --ramp 500 \
-    --max-connections 5000 --quiet --json "$json" >/dev/null 2>"$OUT/$label-$n.err" || true
+  "run_$reader" "$label" "$port" "$n" "$json"
   cpu1=$(cpu_of "$pid")
   rss1=$(rss_of "$pid")
-  python3 - "$json" "$label" "$n" "$cpu0" "$cpu1" "$rss0" "$rss1" "$round" >>"$OUT/results.jsonl" <<'PY'
+  if [ -n "$publisher" ]; then
+    kill "$publisher" 2>/dev/null || true
+    wait "$publisher" 2>/dev/null || true
+  fi
+  python3 - "$json" "$label" "$n" "$cpu0" "$cpu1" "$rss0" "$rss1" "$round" "$reader" "$KBPS" >>"$OUT/results.jsonl" <<'PY'
 import json, sys
-path, label, n, cpu0, cpu1, rss0, rss1, rnd = sys.argv[1:]
+path, label, n, cpu0, cpu1, rss0, rss1, rnd, reader, kbps = sys.argv[1:]
+row = {"server": label, "reader": reader, "kbps": int(kbps), "players": int(n), "round": int(rnd)}
 try:
     r = json.load(open(path))
 except Exception as e:
-    print(json.dumps({"server": label, "players": int(n), "round": int(rnd), "error": str(e)}))
+    row["error"] = str(e)
+    print(json.dumps(row))
     sys.exit(0)
-p = r["players"]
-gb = r["throughput"]["bytes_in"] / 1e9
 cpu = float(cpu1) - float(cpu0)
-ok = p["with_keyframe"] - p["gaps"]["players_with_gaps"] - r["connections"]["dropped"]
-ratio = p.get("bitrate_ratio") or {}
-print(json.dumps({
-    "server": label, "players": int(n), "round": int(rnd),
-    "connected": p["connected"], "failed": r["connections"]["failed"],
-    "players_ok": ok,
-    "bitrate_ratio_min": ratio.get("min"), "bitrate_ratio_p50": ratio.get("p50"),
-    "mbps": r["throughput"]["aggregate_mbps"],
-    "cpu_s": round(cpu, 3), "cpu_s_per_gb": round(cpu / gb, 3) if gb > 0 else None,
-    "rss_kib_per_player": round((int(rss1) - int(rss0)) / int(n), 1),
-    "ttff_p50_ms": p["first_keyframe_ms"].get("p50"), "ttff_p99_ms": p["first_keyframe_ms"].get("p99"),
-    "latency_p50_ms": (r.get("latency") or {}).get("p50_ms"), "latency_p99_ms": (r.get("latency") or {}).get("p99_ms"),
-    "gaps": p["gaps"]["total"],
-}))
+row["cpu_s"] = round(cpu, 3)
+row["rss_kib_per_player"] = round((int(rss1) - int(rss0)) / int(n), 1)
+if reader == "reader":
+    # corecast-reader's summary: bytes counted after each player's first key frame.
+    gb = r["bytes"] / 1e9
+    row.update({
+        "connected": r["connected"], "failed": r["failed"], "failures": r["failures"],
+        "players_ok": r["players"] - r["failed"],
+        "bitrate_ratio_min": None, "bitrate_ratio_p50": None,
+        "player_mbps_min": r["per_player"]["mbps_min"], "player_mbps_max": r["per_player"]["mbps_max"],
+        "mbps": r["mbps"],
+        "ttff_p50_ms": r["ttff_ms"]["p50"], "ttff_p99_ms": r["ttff_ms"]["p99"],
+        "latency_p50_ms": None, "latency_p99_ms": None, "gaps": None,
+    })
+else:
+    p = r["players"]
+    gb = r["throughput"]["bytes_in"] / 1e9
+    ok = p["with_keyframe"] - p["gaps"]["players_with_gaps"] - r["connections"]["dropped"]
+    ratio = p.get("bitrate_ratio") or {}
+    row.update({
+        "connected": p["connected"], "failed": r["connections"]["failed"],
+        "players_ok": ok,
+        "bitrate_ratio_min": ratio.get("min"), "bitrate_ratio_p50": ratio.get("p50"),
+        "mbps": r["throughput"]["aggregate_mbps"],
+        # None when no player got a key frame (nginx-2's players on the other worker).
+        "ttff_p50_ms": (p.get("first_keyframe_ms") or {}).get("p50"),
+        "ttff_p99_ms": (p.get("first_keyframe_ms") or {}).get("p99"),
+        "latency_p50_ms": (r.get("latency") or {}).get("p50_ms"), "latency_p99_ms": (r.get("latency") or {}).get("p99_ms"),
+        "gaps": p["gaps"]["total"],
+    })
+row["cpu_s_per_gb"] = round(cpu / gb, 3) if gb > 0 else None
+print(json.dumps(row))
 PY
   tail -n 1 "$OUT/results.jsonl"
 }
@@ -145,65 +210,88 @@ PY
 : >"$OUT/results.jsonl"
 # Every run gets a fresh server, so its RSS growth and CPU belong to that run alone; the
 # servers take turns at each N, so a drift in the machine's load hits all of them alike.
+for reader in $READERS; do
+  case $reader in
+    harness|reader) ;;
+    *) echo "bench-compare: unknown reader $reader (READERS: harness reader)" >&2; exit 1 ;;
+  esac
+done
 for round in $(seq 1 "$ROUNDS"); do
+for KBPS in $BITRATES; do
 for n in $PLAYERS; do
   for server in $SERVERS; do
+  for reader in $READERS; do
     port=$(free_port)
     case $server in
       corecast) pid=$(start_corecast "$port") ;;
       nginx-1) pid=$(start_nginx "$port" 1) ;;
       nginx-2) pid=$(start_nginx "$port" 2) ;;
-      floor) pid=$(start_floor "$port") ;;
+      floor) pid=$(start_floor "$port" "$KBPS") ;;
+      *) echo "bench-compare: unknown server $server" >&2; exit 1 ;;
     esac
     trap 'kill '"$pid"' 2>/dev/null || true' EXIT
     wait_port "$port"
-    run_one "$server" "$pid" "$port" "$n" "$round"
+    run_one "$server" "$pid" "$port" "$n" "$round" "$reader"
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
     trap - EXIT
   done
+  done
+done
 done
 done
 
-python3 - "$OUT/results.jsonl" "$WINDOW_MS" "$KBPS" "$DURATION" >"$OUT/summary.md" <<'PY'
+python3 - "$OUT/results.jsonl" "$WINDOW_MS" "$DURATION" >"$OUT/summary.md" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-window, kbps, duration = sys.argv[2:]
+window, duration = sys.argv[2:]
+for r in rows:
+    r.setdefault("reader", "harness")
 rounds = sorted({r.get("round", 1) for r in rows})
+bitrates = sorted({r.get("kbps") for r in rows}, key=lambda k: k or 0)
 players = sorted({r["players"] for r in rows})
 servers = [x for x in ["corecast", "nginx-1", "nginx-2", "floor"] if any(r["server"] == x for r in rows)]
+readers = [x for x in ["harness", "reader"] if any(r["reader"] == x for r in rows)]
 def f(v, d=2):
     return "-" if v is None else (f"{v:.{d}f}" if isinstance(v, float) else str(v))
-def get(s, n, rnd):
-    return next((r for r in rows if (r["server"], r["players"], r.get("round", 1)) == (s, n, rnd)), None)
-def mean_cpu(s, n):
-    v = [r["cpu_s_per_gb"] for r in rows if (r["server"], r["players"]) == (s, n) and r.get("cpu_s_per_gb")]
+def get(s, rd, k, n, rnd):
+    return next((r for r in rows if (r["server"], r["reader"], r.get("kbps"), r["players"], r.get("round", 1)) == (s, rd, k, n, rnd)), None)
+def mean_cpu(s, rd, k, n):
+    v = [r["cpu_s_per_gb"] for r in rows if (r["server"], r["reader"], r.get("kbps"), r["players"]) == (s, rd, k, n) and r.get("cpu_s_per_gb")]
     return sum(v) / len(v) if v else None
-print(f"Stream {kbps} kbit/s, {duration} s per run, Corecast merge window {window} ms, {len(rounds)} round(s).\n")
-print("| players | server | round | connected | ok | bitrate ratio min/p50 | Mbit/s | CPU-s/GB | RSS KiB/player | TTFF p50/p99 ms | latency p50/p99 ms |")
-print("|---|---|---|---|---|---|---|---|---|---|---|")
-for n in players:
-    for s in servers:
-        for rnd in rounds:
-            r = get(s, n, rnd)
-            if not r or "error" in r:
-                print(f"| {n} | {s} | {rnd} | error | | | | | | | |"); continue
-            print(f"| {n} | {s} | {rnd} | {r['connected']} | {r['players_ok']} | {f(r['bitrate_ratio_min'],3)}/{f(r['bitrate_ratio_p50'],3)} | {f(r['mbps'],0)} | {f(r['cpu_s_per_gb'])} | {f(r['rss_kib_per_player'],1)} | {f(r['ttff_p50_ms'],1)}/{f(r['ttff_p99_ms'],1)} | {f(r['latency_p50_ms'],1)}/{f(r['latency_p99_ms'],1)} |")
-print()
-print("CPU-s per GB: the mean over the rounds; the ratios divide those means.\n")
-print("| players | Corecast CPU-s/GB | ÷ nginx 1 worker | ÷ nginx 2 workers | ÷ floor | floor CPU-s/GB | ÷ floor per round |")
-print("|---|---|---|---|---|---|---|")
-for n in players:
-    c = mean_cpu("corecast", n)
-    def ratio(s):
-        o = mean_cpu(s, n)
-        return "-" if not c or not o else f"{c / o:.2f}"
-    per_round = []
-    for rnd in rounds:
-        a, b = get("corecast", n, rnd), get("floor", n, rnd)
-        if a and b and a.get("cpu_s_per_gb") and b.get("cpu_s_per_gb"):
-            per_round.append(f"{a['cpu_s_per_gb'] / b['cpu_s_per_gb']:.2f}")
-    print(f"| {n} | {f(c)} | {ratio('nginx-1')} | {ratio('nginx-2')} | {ratio('floor')} | {f(mean_cpu('floor', n))} | {' '.join(per_round) or '-'} |")
+print(f"{duration} s per run, Corecast merge window {window} ms, {len(rounds)} round(s). "
+      "Readers: harness = corecast-loadtest (io_uring), reader = corecast-reader (epoll, counts after the first key frame).\n")
+for k in bitrates:
+    print(f"### Stream {k} kbit/s\n")
+    print("| players | server | reader | round | connected | ok | bitrate ratio min/p50 | Mbit/s | CPU-s/GB | RSS KiB/player | TTFF p50/p99 ms | latency p50/p99 ms |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for n in players:
+        for s in servers:
+            for rd in readers:
+                for rnd in rounds:
+                    r = get(s, rd, k, n, rnd)
+                    if not r:
+                        continue
+                    if "error" in r:
+                        print(f"| {n} | {s} | {rd} | {rnd} | error | | | | | | | |"); continue
+                    print(f"| {n} | {s} | {rd} | {rnd} | {r['connected']} | {r['players_ok']} | {f(r['bitrate_ratio_min'],3)}/{f(r['bitrate_ratio_p50'],3)} | {f(r['mbps'],0)} | {f(r['cpu_s_per_gb'])} | {f(r['rss_kib_per_player'],1)} | {f(r['ttff_p50_ms'],1)}/{f(r['ttff_p99_ms'],1)} | {f(r['latency_p50_ms'],1)}/{f(r['latency_p99_ms'],1)} |")
+    print()
+    print(f"CPU-s per GB at {k} kbit/s: the mean over the rounds; the ratios divide those means.\n")
+    print("| players | reader | Corecast CPU-s/GB | ÷ nginx 1 worker | ÷ nginx 2 workers | ÷ floor | floor CPU-s/GB | ÷ floor per round |")
+    print("|---|---|---|---|---|---|---|---|")
+    for n in players:
+        for rd in readers:
+            c = mean_cpu("corecast", rd, k, n)
+            def ratio(s):
+                o = mean_cpu(s, rd, k, n)
+                return "-" if not c or not o else f"{c / o:.2f}"
+            per_round = []
+            for rnd in rounds:
+                a, b = get("corecast", rd, k, n, rnd), get("floor", rd, k, n, rnd)
+                if a and b and a.get("cpu_s_per_gb") and b.get("cpu_s_per_gb"):
+                    per_round.append(f"{a['cpu_s_per_gb'] / b['cpu_s_per_gb']:.2f}")
+            print(f"| {n} | {rd} | {f(c)} | {ratio('nginx-1')} | {ratio('nginx-2')} | {ratio('floor')} | {f(mean_cpu('floor', rd, k, n))} | {' '.join(per_round) or '-'} |")
+    print()
 PY
 cat "$OUT/summary.md"
 echo "bench-compare: $OUT/summary.md, raw rows in $OUT/results.jsonl"

@@ -1,0 +1,283 @@
+//! The reader against real servers on loopback: every player of the floor and of a Corecast
+//! node (fed by the harness's synthetic publisher) sees a key frame and counts bytes; a closed
+//! port or a server that is not RTMP makes it exit non-zero at once. Every process has a
+//! deadline and is killed when its test ends.
+//!
+//! The floor, Corecast and the harness are other packages' binaries: they are taken from the
+//! same target directory (`make test` builds every binary first), or from `CORECAST_FLOOR_BIN`,
+//! `CORECAST_BIN` and `CORECAST_LOADTEST_BIN`.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A process killed when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Another package's binary from this target directory, or from `env`.
+fn binary(name: &str, env: &str, package: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env) {
+        return PathBuf::from(path);
+    }
+    let path = PathBuf::from(env!("CARGO_BIN_EXE_corecast-reader")).with_file_name(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build it first with `cargo build -p {package}` (or set {env})",
+        path.display()
+    );
+    path
+}
+
+/// Runs the reader to its end, at most `limit`; returns its exit status and summary.
+fn read(url: &str, args: &[&str], limit: Duration) -> (ExitStatus, Value, Duration) {
+    let started = Instant::now();
+    let mut child = Killed(
+        Command::new(env!("CARGO_BIN_EXE_corecast-reader"))
+            .arg(url)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start corecast-reader"),
+    );
+    let status = loop {
+        if let Some(status) = child.0.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "corecast-reader ran past {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut out = String::new();
+    if let Some(mut stdout) = child.0.stdout.take() {
+        stdout.read_to_string(&mut out).expect("read stdout");
+    }
+    let summary = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    (status, summary, started.elapsed())
+}
+
+/// Starts the floor on a kernel-assigned loopback port.
+fn start_floor() -> (Killed, SocketAddr) {
+    let mut child = Command::new(binary(
+        "corecast-floor",
+        "CORECAST_FLOOR_BIN",
+        "corecast-floor",
+    ))
+    .args([
+        "--listen",
+        "127.0.0.1:0",
+        "--seconds",
+        "30",
+        "--threads",
+        "1",
+    ])
+    .args(["--bitrate-kbps", "1000", "--audio-kbps", "64"])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit())
+    .spawn()
+    .expect("start corecast-floor");
+    let stdout = child.stdout.take().expect("floor stdout");
+    let floor = Killed(child);
+    // The floor prints its address once it listens; it exits after --seconds, ending the read.
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read the floor's first line");
+    let addr = line
+        .trim()
+        .rsplit(' ')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    (floor, addr)
+}
+
+/// Asserts that all `players` saw a key frame and counted at least `min_bytes` each.
+fn assert_all_counted(summary: &Value, players: u64, min_bytes: u64) {
+    assert_eq!(summary["players"], players, "{summary}");
+    assert_eq!(summary["connected"], players, "{summary}");
+    assert_eq!(summary["with_keyframe"], players, "{summary}");
+    assert_eq!(summary["failed"], 0, "{summary}");
+    let least = summary["per_player"]["bytes_min"].as_u64().unwrap_or(0);
+    assert!(
+        least >= min_bytes,
+        "a player counted only {least} bytes: {summary}"
+    );
+    assert!(
+        summary["bytes"].as_u64().unwrap_or(0) >= players * least,
+        "{summary}"
+    );
+}
+
+#[test]
+fn every_player_of_the_floor_sees_a_key_frame_and_counts_bytes() {
+    let (_floor, addr) = start_floor();
+    let url = format!("rtmp://{addr}/live/floor");
+    let (status, summary, _) = read(
+        &url,
+        &["-n", "20", "--duration-secs", "4", "--threads", "2"],
+        Duration::from_secs(30),
+    );
+    // 1064 kbit/s is about 133 KB a second; every player counts over most of 4 s.
+    assert_all_counted(&summary, 20, 200_000);
+    let mbps = summary["per_player"]["mbps_min"].as_f64().unwrap_or(0.0);
+    assert!(
+        mbps > 0.8,
+        "the slowest player got {mbps} Mbit/s: {summary}"
+    );
+    assert!(status.success(), "{status}: {summary}");
+}
+
+/// Starts a debug Corecast node on free loopback ports; waits for it to be ready.
+fn start_corecast(dir: &std::path::Path) -> (Killed, u16) {
+    let binary = binary("corecast", "CORECAST_BIN", "corecast-node");
+    for _ in 0..3 {
+        let (port, http) = {
+            let a = TcpListener::bind("127.0.0.1:0").expect("bind");
+            let b = TcpListener::bind("127.0.0.1:0").expect("bind");
+            (
+                a.local_addr().expect("addr").port(),
+                b.local_addr().expect("addr"),
+            )
+        };
+        let log = dir.join(format!("corecast-{port}.log"));
+        let mut node = Killed(
+            Command::new(&binary)
+                .args(["--rtmp-listen", &format!("127.0.0.1:{port}")])
+                .args(["--http-listen", &http.to_string(), "--cores", "2"])
+                .env("RUST_LOG", "warn,corecast_node::server=info")
+                .stdout(Stdio::null())
+                .stderr(File::create(&log).expect("log file"))
+                .spawn()
+                .expect("start corecast"),
+        );
+        let started = Instant::now();
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("corecast ready") {
+                return (node, port);
+            }
+            if node.0.try_wait().expect("wait").is_some() {
+                break; // lost its port to a race: try new ones
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "corecast not ready in 30 s:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    panic!("corecast did not start in three tries");
+}
+
+#[test]
+fn every_player_of_a_corecast_node_sees_a_key_frame_and_counts_bytes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_node, port) = start_corecast(dir.path());
+    let url = format!("rtmp://127.0.0.1:{port}/live/reader");
+    let harness = binary(
+        "corecast-loadtest",
+        "CORECAST_LOADTEST_BIN",
+        "corecast-loadtest",
+    );
+    let _publisher = Killed(
+        Command::new(harness)
+            .args(["publish", &url, "--duration", "30", "--quiet"])
+            .args([
+                "--bitrate-kbps",
+                "1000",
+                "--audio-kbps",
+                "64",
+                "--cores",
+                "1",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the publisher"),
+    );
+    // Players that arrive before the publisher wait for it; the GOP cache then gives each a
+    // key frame at once.
+    let (status, summary, _) = read(
+        &url,
+        &["-n", "10", "--duration-secs", "6", "--threads", "2"],
+        Duration::from_secs(40),
+    );
+    assert_all_counted(&summary, 10, 100_000);
+    assert!(status.success(), "{status}: {summary}");
+}
+
+#[test]
+fn a_closed_port_fails_every_player_at_once_and_exits_non_zero() {
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let (status, summary, took) = read(
+        &format!("rtmp://127.0.0.1:{port}/live/none"),
+        &["-n", "5", "--duration-secs", "60"],
+        Duration::from_secs(20),
+    );
+    assert!(!status.success(), "{summary}");
+    assert_eq!(summary["failed"], 5, "{summary}");
+    assert_eq!(summary["failures"]["connection_refused"], 5, "{summary}");
+    assert!(took < Duration::from_secs(10), "took {took:?} to give up");
+}
+
+#[test]
+fn a_server_that_is_not_rtmp_fails_every_player_quickly() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    // Answers every connection with bytes that are no RTMP version, for as long as the test.
+    std::thread::spawn(move || {
+        let mut held = Vec::new(); // kept open: the reader must hang up by itself
+        for mut conn in listener.incoming().flatten() {
+            let _ = conn.write_all(&[0x42; 3073]);
+            held.push(conn);
+        }
+    });
+    let (status, summary, took) = read(
+        &format!("rtmp://{addr}/live/x"),
+        &["-n", "3", "--duration-secs", "60"],
+        Duration::from_secs(20),
+    );
+    assert!(!status.success(), "{summary}");
+    assert_eq!(summary["failures"]["handshake_error"], 3, "{summary}");
+    assert!(took < Duration::from_secs(10), "took {took:?} to give up");
+}
+
+#[test]
+fn a_server_that_never_answers_times_out_within_the_set_up_limit() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (status, summary, took) = read(
+        &format!("rtmp://{addr}/live/x"),
+        &[
+            "-n",
+            "2",
+            "--duration-secs",
+            "60",
+            "--setup-timeout-secs",
+            "1",
+        ],
+        Duration::from_secs(20),
+    );
+    drop(listener);
+    assert!(!status.success(), "{summary}");
+    assert_eq!(summary["failures"]["timeout_handshake"], 2, "{summary}");
+    assert!(took < Duration::from_secs(10), "took {took:?} to give up");
+}
