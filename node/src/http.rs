@@ -15,7 +15,8 @@ use tracing::warn;
 
 use crate::core::CoreContext;
 use crate::httpd::body::{json, text, with_type};
-use crate::httpd::{self, dispatch, ready, Limits, Params, Port, Reply, Request, Response, Route};
+use crate::httpd::{self, dispatch, not_found, ready, Limits, Params, Port, Reply, Request};
+use crate::httpd::{Response, Route, Router};
 use crate::shared::{AdminCommand, NodeShared};
 
 /// Largest request head accepted.
@@ -58,12 +59,17 @@ pub async fn serve_connection(ctx: &Rc<CoreContext>, stream: TcpStream, peer: So
     };
     let routes = Rc::clone(ctx);
     httpd::serve(ctx, stream, peer, port, move |request| {
-        dispatch(ROUTES, &routes, request)
+        dispatch(&ROUTER, &routes, request)
     })
     .await;
 }
 
 /// The port's routes.
+static ROUTER: Router<CoreContext> = Router {
+    routes: ROUTES,
+    not_found,
+};
+
 static ROUTES: &[Route<CoreContext>] = &[
     Route {
         method: Method::GET,

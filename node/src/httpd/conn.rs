@@ -64,6 +64,15 @@ pub struct Port {
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub SocketAddr);
 
+/// The client's address of a request that [`serve`] read (`0.0.0.0:0` on one made otherwise,
+/// as in unit tests).
+pub fn peer(request: &Request) -> SocketAddr {
+    request
+        .extensions()
+        .get::<Peer>()
+        .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |p| p.0)
+}
+
 /// Serves one accepted connection until it closes; `handler` answers each request, in order.
 pub async fn serve<H>(ctx: &Rc<CoreContext>, stream: TcpStream, peer: SocketAddr, port: Port, handler: H)
 where

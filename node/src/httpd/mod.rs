@@ -36,8 +36,8 @@ pub mod io;
 pub mod router;
 
 pub use body::Body;
-pub use conn::{closing, serve, Limits, Peer, Port};
-pub use router::{dispatch, ready, Params, Route};
+pub use conn::{closing, peer, serve, Limits, Peer, Port};
+pub use router::{dispatch, not_found, ready, Params, Route, Router};
 
 /// A request as handlers see it: the head and the whole body, read within the limits.
 pub type Request = hyper::Request<bytes::Bytes>;

@@ -1,9 +1,11 @@
-//! A port's routes: a static table of (method, path pattern, handler), matched in order.
+//! A port's routes: a static table of (method, path pattern, handler), matched in order, and
+//! what answers a path none of them knows.
 //!
 //! A pattern is a path whose `{name}` segments match any one non-empty segment, which the
 //! handler reads from its [`Params`]. Leading and trailing slashes do not matter. `HEAD` is
 //! served by the `GET` route (hyper sends the `Content-Length` without the body). A path that
-//! a route knows under other methods gets 405 with `Allow`; any other path gets 404.
+//! a route knows under other methods gets 405 with `Allow`; any other path goes to the port's
+//! `not_found` (a 404).
 
 use std::rc::Rc;
 
@@ -21,6 +23,19 @@ pub struct Route<C: 'static> {
     pub path: &'static str,
     /// The handler.
     pub handler: fn(&Rc<C>, Request, Params) -> Reply,
+}
+
+/// A port's routes.
+pub struct Router<C: 'static> {
+    /// Tried in order.
+    pub routes: &'static [Route<C>],
+    /// Answers a path no route knows.
+    pub not_found: fn(&Rc<C>, &Request) -> Response,
+}
+
+/// A plain 404.
+pub fn not_found<C>(_: &Rc<C>, _: &Request) -> Response {
+    text(StatusCode::NOT_FOUND, "not found\n")
 }
 
 /// The segments a pattern's `{name}`s matched.
@@ -43,13 +58,13 @@ pub fn ready(response: Response) -> Reply {
 }
 
 /// Answers `request` with the first route that matches its method and path.
-pub fn dispatch<C>(routes: &'static [Route<C>], ctx: &Rc<C>, request: Request) -> Reply {
+pub fn dispatch<C>(router: &'static Router<C>, ctx: &Rc<C>, request: Request) -> Reply {
     let method = match request.method() {
         &Method::HEAD => Method::GET,
         other => other.clone(),
     };
     let mut allowed: Vec<&str> = Vec::new();
-    for route in routes {
+    for route in router.routes {
         let Some(params) = matches(route.path, request.uri().path()) else {
             continue;
         };
@@ -62,7 +77,7 @@ pub fn dispatch<C>(routes: &'static [Route<C>], ctx: &Rc<C>, request: Request) -
         }
     }
     if allowed.is_empty() {
-        return ready(text(StatusCode::NOT_FOUND, "not found\n"));
+        return ready((router.not_found)(ctx, &request));
     }
     let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
     if let Ok(allow) = HeaderValue::from_str(&allowed.join(", ")) {
@@ -98,6 +113,11 @@ mod tests {
         ready(text(StatusCode::OK, tag))
     }
 
+    static ROUTER: Router<()> = Router {
+        routes: ROUTES,
+        not_found,
+    };
+
     static ROUTES: &[Route<()>] = &[
         Route {
             method: Method::GET,
@@ -125,7 +145,7 @@ mod tests {
             .uri(path)
             .body(bytes::Bytes::new())
             .expect("request");
-        futures_lite::future::block_on(dispatch(ROUTES, &Rc::new(()), request))
+        futures_lite::future::block_on(dispatch(&ROUTER, &Rc::new(()), request))
     }
 
     fn length(response: &Response) -> u64 {

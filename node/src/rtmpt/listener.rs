@@ -25,8 +25,8 @@ use super::tunnel::{RequestKind, TunnelId, TunnelReply, TunnelRequest, IDLE_HOLD
 use super::Forwarded;
 use crate::core::CoreContext;
 use crate::httpd::body::with_type;
-use crate::httpd::{self, closing, dispatch, ready, Body, Limits, Params, Peer, Port, Reply};
-use crate::httpd::{Request, Response, Route};
+use crate::httpd::{self, closing, dispatch, peer, ready, Body, Limits, Params, Port, Reply};
+use crate::httpd::{Request, Response, Route, Router};
 use crate::mesh::CoreMessage;
 use crate::transport::set_nodelay;
 use crate::util::with_timeout;
@@ -99,13 +99,18 @@ pub async fn serve_connection(ctx: &Rc<CoreContext>, stream: TcpStream, peer: So
     };
     let routes = Rc::clone(ctx);
     httpd::serve(ctx, stream, peer, port, move |request| {
-        dispatch(ROUTES, &routes, request)
+        dispatch(&ROUTER, &routes, request)
     })
     .await;
 }
 
 /// The tunnel's routes; any other path (Flash asks `/fcs/ident2` first and expects it) gets
 /// 404, another method on these paths 405.
+static ROUTER: Router<CoreContext> = Router {
+    routes: ROUTES,
+    not_found: unknown_path,
+};
+
 static ROUTES: &[Route<CoreContext>] = &[
     Route {
         method: Method::POST,
@@ -129,6 +134,12 @@ static ROUTES: &[Route<CoreContext>] = &[
     },
 ];
 
+fn unknown_path(ctx: &Rc<CoreContext>, request: &Request) -> Response {
+    let (peer, path) = (peer(request), request.uri().path());
+    debug!(core = ctx.id.0, %peer, path, "rtmpt unknown path");
+    fcs(StatusCode::NOT_FOUND, Body::empty())
+}
+
 /// An RTMPT reply: `application/x-fcs`, never cached.
 fn fcs(status: StatusCode, body: Body) -> Response {
     with_type(status, CONTENT_TYPE, body)
@@ -141,9 +152,8 @@ fn length_required(ctx: &CoreContext, request: &Request) -> Option<Response> {
     if headers.contains_key(CONTENT_LENGTH) || headers.contains_key(TRANSFER_ENCODING) {
         return None;
     }
-    let peer = request.extensions().get::<Peer>().map(|p| p.0);
     let reason = "http_length_required";
-    info!(core = ctx.id.0, ?peer, reason, "rtmpt connection closed");
+    info!(core = ctx.id.0, peer = %peer(request), reason, "rtmpt connection closed");
     ctx.metrics.error(reason);
     Some(closing(fcs(StatusCode::LENGTH_REQUIRED, Body::empty())))
 }
@@ -152,10 +162,7 @@ fn open(ctx: &Rc<CoreContext>, request: Request, _: Params) -> Reply {
     if let Some(refusal) = length_required(ctx, &request) {
         return ready(refusal);
     }
-    let Some(Peer(peer)) = request.extensions().get::<Peer>().copied() else {
-        return ready(fcs(StatusCode::INTERNAL_SERVER_ERROR, Body::empty()));
-    };
-    ready(match ctx.rtmpt.open(ctx, peer) {
+    ready(match ctx.rtmpt.open(ctx, peer(&request)) {
         Some(id) => fcs(StatusCode::OK, Body::from(format!("{id}\n").into_bytes())),
         None => fcs(StatusCode::SERVICE_UNAVAILABLE, Body::empty()),
     })
@@ -195,19 +202,19 @@ async fn respond(
     params: Params,
     kind: RequestKind,
 ) -> (StatusCode, Body) {
-    let peer = request.extensions().get::<Peer>().map(|p| p.0);
+    let peer = peer(&request);
     let Ok(seq) = params.get("seq").parse::<u64>() else {
         return (StatusCode::BAD_REQUEST, Body::empty());
     };
     let Some(id) = TunnelId::parse(params.get("id")) else {
-        debug!(core = ctx.id.0, ?peer, "rtmpt request for a malformed tunnel id");
+        debug!(core = ctx.id.0, %peer, "rtmpt request for a malformed tunnel id");
         return (StatusCode::NOT_FOUND, Body::empty());
     };
     let owner = id.owner();
     let body = request.into_body();
     debug!(
         core = ctx.id.0,
-        ?peer,
+        %peer,
         tunnel = %id,
         owner = owner.0,
         kind = kind.as_str(),
