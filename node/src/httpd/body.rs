@@ -84,7 +84,11 @@ impl hyper::body::Body for Body {
 
 /// A response with `status`, `Content-Type: content_type`, `Cache-Control: no-cache` and
 /// `body`.
-pub fn with_type(status: StatusCode, content_type: &'static str, body: impl Into<Body>) -> Response {
+pub fn with_type(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Body>,
+) -> Response {
     let mut response = Response::new(body.into());
     *response.status_mut() = status;
     let headers = response.headers_mut();
@@ -124,7 +128,10 @@ mod tests {
         let mut out = Vec::new();
         while let Poll::Ready(Some(Ok(frame))) = Pin::new(&mut body).poll_frame(&mut cx) {
             out.push(frame.into_data().expect("data"));
-            assert_eq!(body.size_hint().exact(), Some(5 - out.concat().len() as u64));
+            assert_eq!(
+                body.size_hint().exact(),
+                Some(5 - out.concat().len() as u64)
+            );
         }
         assert_eq!(out, [&b"\x01"[..], &b"rtmp"[..]]);
         assert!(body.is_end_stream());

@@ -74,8 +74,13 @@ pub fn peer(request: &Request) -> SocketAddr {
 }
 
 /// Serves one accepted connection until it closes; `handler` answers each request, in order.
-pub async fn serve<H>(ctx: &Rc<CoreContext>, stream: TcpStream, peer: SocketAddr, port: Port, handler: H)
-where
+pub async fn serve<H>(
+    ctx: &Rc<CoreContext>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    port: Port,
+    handler: H,
+) where
     H: Fn(Request) -> Reply + 'static,
 {
     let limits = port.limits;
@@ -195,7 +200,10 @@ impl<H: Fn(Request) -> Reply> Shared<H> {
                 let max = self.port.limits.max_body_bytes;
                 info!(core, %peer, reason, max, "{label} connection closed");
                 self.ctx.metrics.error(reason);
-                closing(text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n"))
+                closing(text(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "request body too large\n",
+                ))
             }
             Err(BodyError::Broken(e)) => {
                 debug!(core, %peer, error = %e, "{label} request body broken off");

@@ -157,7 +157,10 @@ mod tests {
         assert_eq!(length(&run(Method::GET, "/healthz")), 6);
         assert_eq!(length(&run(Method::GET, "/healthz/")), 6);
         assert_eq!(length(&run(Method::GET, "/api/v1/streams/live/demo")), 6);
-        assert_eq!(length(&run(Method::POST, "/api/v1/streams/live/demo/stop")), 4);
+        assert_eq!(
+            length(&run(Method::POST, "/api/v1/streams/live/demo/stop")),
+            4
+        );
     }
 
     #[test]
@@ -170,8 +173,14 @@ mod tests {
     #[test]
     fn unknown_paths_get_404_and_known_paths_405_with_allow() {
         assert_eq!(run(Method::GET, "/nope").status(), StatusCode::NOT_FOUND);
-        assert_eq!(run(Method::GET, "/api/v1/streams/live").status(), StatusCode::NOT_FOUND);
-        assert_eq!(run(Method::GET, "/api/v1/streams/live//").status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            run(Method::GET, "/api/v1/streams/live").status(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            run(Method::GET, "/api/v1/streams/live//").status(),
+            StatusCode::NOT_FOUND
+        );
         let refused = run(Method::DELETE, "/healthz");
         assert_eq!(refused.status(), StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(refused.headers()[ALLOW], "GET, HEAD");
