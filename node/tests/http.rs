@@ -165,11 +165,8 @@ fn a_body_over_the_limit_gets_413_before_the_close() {
     // does not turn the close into a reset that would lose the 413.
     let mut conn = Conn::connect(node.http);
     conn.send(
-        format!(
-            "POST /api/v1/clients/1/kick HTTP/1.1\r\nHost: t\r\n\
-             Authorization: Bearer s3cret\r\nContent-Length: 10000000\r\n\r\n"
-        )
-        .as_bytes(),
+        b"POST /api/v1/clients/1/kick HTTP/1.1\r\nHost: t\r\n\
+          Authorization: Bearer s3cret\r\nContent-Length: 10000000\r\n\r\n",
     );
     let _ = conn.stream.write_all(&vec![b'x'; 256 * 1024]);
     let r = conn.response(false).expect("413 delivered");
