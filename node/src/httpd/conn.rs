@@ -30,7 +30,7 @@ use hyper::StatusCode;
 use tracing::{debug, info};
 
 use super::body::{text, Body};
-use super::deadline::{Deadlines, RequestDone, Watchdog};
+use super::deadline::{Deadlines, Phase, RequestDone, Watchdog};
 use super::io::Io;
 use super::{Reply, Request, Response};
 use crate::core::CoreContext;
@@ -102,31 +102,43 @@ pub async fn serve<H>(
         watchdog.poll(cx, &deadlines).map(Err)
     })
     .await;
-    let (core, label) = (ctx.id.0, port.label);
-    match ended {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
+    if report(ctx, peer, port.label, ended) {
+        conn.into_parts().io.linger_close().await;
+    }
+}
+
+/// Logs (and counts, when the client was at fault) how a connection ended; true when its
+/// last answer should still reach the client, through a lingering close.
+fn report(
+    ctx: &CoreContext,
+    peer: SocketAddr,
+    label: &str,
+    ended: Result<hyper::Result<()>, Phase>,
+) -> bool {
+    let core = ctx.id.0;
+    let reason = match ended {
+        Ok(Ok(())) => return true,
+        Ok(Err(e)) if e.is_parse() => {
+            // hyper has answered 400 or 431.
             let reason = error_reason(&e);
-            if !e.is_parse() {
-                debug!(core, %peer, reason, error = %e, "{label} connection closed");
-                return;
-            }
-            // hyper has answered 400 or 431: let the client read it.
             info!(core, %peer, reason, error = %e, "{label} connection closed");
             ctx.metrics.error(reason);
+            return true;
         }
-        Err(phase) => {
-            let reason = phase.as_str();
-            if phase == super::deadline::Phase::Idle {
-                debug!(core, %peer, reason, "{label} connection closed");
-            } else {
-                info!(core, %peer, reason, "{label} connection closed");
-                ctx.metrics.error(reason);
-            }
-            return;
+        Ok(Err(e)) => {
+            let reason = error_reason(&e);
+            debug!(core, %peer, reason, error = %e, "{label} connection closed");
+            return false;
         }
-    }
-    conn.into_parts().io.linger_close().await;
+        Err(Phase::Idle) => {
+            debug!(core, %peer, reason = Phase::Idle.as_str(), "{label} connection closed");
+            return false;
+        }
+        Err(phase) => phase.as_str(),
+    };
+    info!(core, %peer, reason, "{label} connection closed");
+    ctx.metrics.error(reason);
+    false
 }
 
 /// hyper's HTTP/1 server, configured for the node.
@@ -147,7 +159,7 @@ fn builder(limits: &Limits) -> http1::Builder {
 fn error_reason(e: &hyper::Error) -> &'static str {
     if e.is_parse_too_large() {
         "http_head_too_large"
-    } else if e.is_parse() || e.is_parse_status() {
+    } else if e.is_parse() {
         "http_malformed"
     } else if e.is_incomplete_message() {
         "http_incomplete"
