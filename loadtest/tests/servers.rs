@@ -208,7 +208,11 @@ fn play_a_stream_published_by_another_run_on_nginx_rtmp() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(1000));
     let run = loadtest(&["play", &url, "--players", "5", "--duration", "3"]);
-    let published = publisher.wait_with_output().unwrap();
+    let published = support::process::wait_with_output_deadline(
+        publisher,
+        Duration::from_secs(60),
+        "publisher",
+    );
     assert!(published.status.success(), "{published:?}");
     let r = &run.report;
     assert!(run.output.status.success(), "{}", run.text());

@@ -43,8 +43,8 @@ pub struct CoreContext {
     remote: RefCell<HashMap<u64, ReplicaRef>>,
     next_generation: Cell<u64>,
     next_connection: Cell<u64>,
-    /// Open connections on this core.
-    pub connections: Cell<usize>,
+    /// Open connections on this core, by kind; each is held by a [`Permit`](crate::accept::Permit).
+    pub connections: Rc<crate::accept::Connections>,
     /// This context itself, for spawning tasks that need an owned handle (pulls).
     me: Weak<CoreContext>,
     /// RTMPT tunnels this core owns.
@@ -70,7 +70,7 @@ impl CoreContext {
             remote: RefCell::new(HashMap::new()),
             next_generation: Cell::new(1),
             next_connection: Cell::new(1),
-            connections: Cell::new(0),
+            connections: Rc::default(),
             rtmpt: crate::rtmpt::Tunnels::default(),
         })
     }

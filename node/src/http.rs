@@ -11,8 +11,8 @@ use std::time::Duration;
 use glommio::net::{TcpListener, TcpStream};
 use hyper::header::AUTHORIZATION;
 use hyper::{Method, StatusCode};
-use tracing::warn;
 
+use crate::accept::{accept_loop, AcceptSettings, ConnectionKind, Permit};
 use crate::core::CoreContext;
 use crate::httpd::body::{json, text, with_type};
 use crate::httpd::{self, dispatch, not_found, ready, Limits, Params, Port, Reply, Request};
@@ -23,29 +23,30 @@ use crate::shared::{AdminCommand, NodeShared};
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Largest request body accepted (the API takes no bodies of note).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// HTTP connections one core serves at once; further ones are closed at accept.
+const MAX_CONNECTIONS_PER_CORE: usize = 1024;
 
 /// Accepts HTTP connections on this core until the task is dropped.
 pub async fn serve(ctx: Rc<CoreContext>, listener: TcpListener) {
-    loop {
-        match listener.accept().await {
-            Ok(stream) => {
-                let ctx = Rc::clone(&ctx);
-                let Ok(peer) = stream.peer_addr() else {
-                    continue;
-                };
-                glommio::spawn_local(async move { serve_connection(&ctx, stream, peer).await })
-                    .detach();
-            }
-            Err(e) => {
-                warn!(core = ctx.id.0, error = %e, "http accept failed");
-                glommio::timer::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
+    let settings = AcceptSettings {
+        kind: ConnectionKind::Http,
+        max_per_core: MAX_CONNECTIONS_PER_CORE,
+        nodelay: true,
+    };
+    let serve_ctx = Rc::clone(&ctx);
+    accept_loop(ctx, listener, settings, move |stream, peer, permit| {
+        serve_connection(Rc::clone(&serve_ctx), stream, peer, permit)
+    })
+    .await;
 }
 
-/// Serves one accepted HTTP connection until it closes.
-pub async fn serve_connection(ctx: &Rc<CoreContext>, stream: TcpStream, peer: SocketAddr) {
+/// Serves one accepted HTTP connection until it closes; `_permit` counts it until then.
+pub async fn serve_connection(
+    ctx: Rc<CoreContext>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    _permit: Permit,
+) {
     let http = &ctx.config.http;
     let port = Port {
         label: "http",
@@ -57,8 +58,8 @@ pub async fn serve_connection(ctx: &Rc<CoreContext>, stream: TcpStream, peer: So
         },
         quick_ack: false,
     };
-    let routes = Rc::clone(ctx);
-    httpd::serve(ctx, stream, peer, port, move |request| {
+    let routes = Rc::clone(&ctx);
+    httpd::serve(&ctx, stream, peer, port, move |request| {
         dispatch(&ROUTER, &routes, request)
     })
     .await;

@@ -3,6 +3,8 @@
 //! # Layout
 //! - [`config`]: the TOML configuration, defaults and validation.
 //! - [`server`]: executors, listeners, the core mesh.
+//! - [`ports`]: owning the listen addresses: the start-up check and the listeners' sockets.
+//! - [`accept`]: the one accept path and the connection permit every listener uses.
 //! - [`core`]: one core's state and the control-path stream operations.
 //! - [`directory`]: the node-wide map of who publishes what and which cores play it.
 //! - [`mesh`]: core-to-core messages and their ordered, non-blocking links.
@@ -20,6 +22,7 @@
 //! - [`shared`]: the little state all cores share (never per frame).
 //! - [`rtmpt`]: RTMP tunnelled over HTTP (a tunnel is one more byte pipe).
 
+pub mod accept;
 pub mod clients;
 pub mod cluster;
 pub mod config;
@@ -31,6 +34,7 @@ pub mod httpd;
 pub mod mesh;
 pub mod metrics;
 pub mod outbound;
+pub mod ports;
 pub mod queue;
 pub mod rtmpt;
 pub mod server;

@@ -20,7 +20,7 @@ pub mod names {
     pub const CONNECTIONS_OPEN: &str = "corecast_connections_open";
     /// Connections closed, by reason.
     pub const CONNECTIONS_CLOSED: &str = "corecast_connections_closed_total";
-    /// Connections refused at accept (per-core limit, draining).
+    /// Connections refused at accept, by listener and reason (`connection_limit`, `draining`).
     pub const CONNECTIONS_REFUSED: &str = "corecast_connections_refused_total";
     /// Handshake and protocol errors, by kind.
     pub const ERRORS: &str = "corecast_errors_total";
@@ -149,8 +149,8 @@ impl NodeMetrics {
             refused: counter(
                 r,
                 CONNECTIONS_REFUSED,
-                "Connections refused at accept.",
-                &["core", "reason"],
+                "Connections refused at accept, by listener and reason.",
+                &["core", "listener", "reason"],
             ),
             errors: counter(
                 r,
@@ -262,7 +262,10 @@ impl NodeMetrics {
         ] {
             self.closed.with_label_values(&[c, reason]);
         }
-        self.refused.with_label_values(&[c, "connection_limit"]);
+        for kind in crate::accept::ConnectionKind::ALL {
+            self.refused
+                .with_label_values(&[c, kind.as_str(), "connection_limit"]);
+        }
         for reason in ["connect", "tls", "not_here", "refused", "lost"] {
             self.pulls_failed.with_label_values(&[c, reason]);
         }
@@ -372,11 +375,11 @@ impl CoreMetrics {
             .inc();
     }
 
-    /// A connection was refused at accept.
-    pub fn refused(&self, reason: &str) {
+    /// A connection to `listener` was refused for `reason` (static labels).
+    pub fn refused(&self, listener: &str, reason: &str) {
         self.families
             .refused
-            .with_label_values(&[&self.core, reason])
+            .with_label_values(&[&self.core, listener, reason])
             .inc();
     }
 

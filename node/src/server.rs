@@ -1,10 +1,10 @@
-//! Starting and stopping the node: one glommio executor per core, each with its own
-//! SO_REUSEPORT listeners, its own [`CoreContext`] and its ends of the core mesh; a
-//! housekeeping task per core (stats, admin requests, drain).
+//! Starting and stopping the node: the listen addresses claimed ([`crate::ports`]), one glommio
+//! executor per core, each with its own SO_REUSEPORT listeners, its own [`CoreContext`] and
+//! its ends of the core mesh; a housekeeping task per core (stats, admin requests, drain).
 
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -15,6 +15,7 @@ use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 use tracing::{info, warn};
 
+use crate::accept::{self, AcceptSettings, ConnectionKind};
 use crate::config::Config;
 use crate::core::CoreContext;
 use crate::directory::Directory;
@@ -24,7 +25,7 @@ use crate::session::run_connection;
 use crate::shared::{AdminCommand, NodeShared};
 use crate::stats::StatsBoard;
 use crate::tls::{CoreTlsSetup, NodeTls};
-use crate::transport::{set_nodelay, TcpTransport};
+use crate::transport::TcpTransport;
 
 /// How often each core checks its admin queue and the drain flag.
 const HOUSEKEEPING_TICK: Duration = Duration::from_millis(100);
@@ -33,7 +34,10 @@ const STATS_EVERY_TICKS: u32 = 10;
 
 /// Runs the node until a drain (SIGTERM/SIGINT) completes.
 pub fn run(config: Config) -> anyhow::Result<()> {
-    check_listen_addresses(&config)?;
+    let addrs = listen_addresses(&config)?;
+    check_shared_ports(&addrs)?;
+    // Held until the process exits: a second node on one of these addresses is refused.
+    let (_claims, startup_locks) = crate::ports::claim(&addrs)?;
     let cores = config.effective_cores();
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -58,6 +62,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let (ready_tx, ready_rx) = mpsc::channel::<Result<SocketAddr, String>>();
     let mut handles = Vec::with_capacity(cores);
     let mesh = build_mesh(cores, shared.config.node.core_channel_capacity);
+    let draining_cores = Arc::new(AtomicUsize::new(cores));
     for (index, (endpoints, admin)) in mesh.into_iter().zip(admin_rx).enumerate() {
         let placement = if pin {
             Placement::Fixed(index)
@@ -67,11 +72,21 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         let shared = Arc::clone(&shared);
         let ready = ready_tx.clone();
         let core_tls = tls.as_ref().map(|tls| tls.for_core(index));
+        let draining_cores = Arc::clone(&draining_cores);
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("corecast-core-{index}"))
             .io_memory(shared.config.node.io_memory_bytes)
             .spawn(move || async move {
-                run_core(CoreId(index), shared, endpoints, admin, core_tls, ready).await;
+                let core = CoreStart {
+                    id: CoreId(index),
+                    shared,
+                    endpoints,
+                    admin,
+                    tls: core_tls,
+                    ready,
+                    draining_cores,
+                };
+                run_core(core).await;
             })
             .map_err(|e| anyhow!("starting executor for core {index}: {e}"))?;
         handles.push(handle);
@@ -84,6 +99,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             Err(_) => return Err(anyhow!("a core stopped during start-up")),
         }
     }
+    // Every core listens: a node starting on these ports now sees our listeners.
+    drop(startup_locks);
     let config = &shared.config;
     let rtmpt = if config.rtmpt.enabled {
         config.rtmpt.listen.to_string()
@@ -135,13 +152,9 @@ fn listen_addresses(config: &Config) -> anyhow::Result<Vec<(&'static str, Socket
     Ok(addrs)
 }
 
-/// Refuses listen addresses that clash, or that something already listens on.
-///
-/// Every core binds each address with SO_REUSEPORT, which would just as quietly let two of
-/// this node's listeners, or a second node, share a port and split its connections. A plain
-/// bind (no SO_REUSEPORT) of each address first turns that into a start-up error.
-fn check_listen_addresses(config: &Config) -> anyhow::Result<()> {
-    let addrs = listen_addresses(config)?;
+/// Refuses listen addresses that clash: two of this node's listeners on one port would
+/// silently share it (every core binds with SO_REUSEPORT) and split its connections.
+fn check_shared_ports(addrs: &[(&'static str, SocketAddr)]) -> anyhow::Result<()> {
     for (i, (name, addr)) in addrs.iter().enumerate() {
         if addr.port() == 0 {
             continue;
@@ -156,9 +169,6 @@ fn check_listen_addresses(config: &Config) -> anyhow::Result<()> {
                 ));
             }
         }
-        std::net::TcpListener::bind(addr).map_err(|e| {
-            anyhow!("cannot listen on {addr} ({name}): {e}; is another node running there?")
-        })?;
     }
     Ok(())
 }
@@ -175,18 +185,33 @@ fn install_signal_handlers(draining: &Arc<AtomicBool>) -> anyhow::Result<()> {
 }
 
 fn bind(addr: SocketAddr, core: CoreId, what: &str) -> Result<TcpListener, String> {
-    TcpListener::bind(addr)
+    crate::ports::bind_listener(addr)
         .map_err(|e| format!("core {}: cannot listen on {addr} ({what}): {e}", core.0))
 }
 
-async fn run_core(
+/// What one core's executor starts with.
+struct CoreStart {
     id: CoreId,
     shared: Arc<NodeShared>,
     endpoints: MeshEndpoints,
     admin: Receiver<AdminCommand>,
     tls: Option<CoreTlsSetup>,
+    /// Where the core says it listens (or why it cannot).
     ready: mpsc::Sender<Result<SocketAddr, String>>,
-) {
+    /// Cores whose connections have not all ended yet; see the drain in [`run_core`].
+    draining_cores: Arc<AtomicUsize>,
+}
+
+async fn run_core(start: CoreStart) {
+    let CoreStart {
+        id,
+        shared,
+        endpoints,
+        admin,
+        tls,
+        ready,
+        draining_cores,
+    } = start;
     let config = Arc::clone(&shared.config);
     let listener = match bind(config.rtmp.listen, id, "rtmp") {
         Ok(l) => l,
@@ -207,13 +232,10 @@ async fn run_core(
         None
     };
     let rtmpt_listener = if config.rtmpt.enabled {
-        match TcpListener::bind(config.rtmpt.listen) {
+        match bind(config.rtmpt.listen, id, "rtmpt") {
             Ok(listener) => Some(listener),
             Err(e) => {
-                let _ = ready.send(Err(format!(
-                    "core {}: cannot listen for rtmpt on {}: {e}",
-                    id.0, config.rtmpt.listen
-                )));
+                let _ = ready.send(Err(e));
                 return;
             }
         }
@@ -260,6 +282,8 @@ async fn run_core(
         })
         .detach();
     }
+    // RTMPT keeps accepting while the core drains: an open tunnel's next request may come on
+    // a new connection. Its `/open` is refused then (see `Tunnels::open`).
     let rtmpt = rtmpt_listener.map(|listener| {
         glommio::spawn_local(crate::rtmpt::listener::sweep_loop(Rc::clone(&ctx))).detach();
         glommio::spawn_local(crate::rtmpt::listener::accept_loop(
@@ -284,18 +308,37 @@ async fn run_core(
         .map(|l| glommio::spawn_local(crate::cluster::serve::serve(Rc::clone(&ctx), l, pull_tls)));
     let _ = ready.send(Ok(local));
     housekeeping(&ctx, &admin).await;
-    // Drain: stop accepting, then wait for connections to finish (bounded).
+    // Drain: stop accepting sessions, then wait (bounded) until every connection that holds
+    // the drain has dropped its permit: RTMP, RTMPS, pulls served and RTMPT tunnels.
     drop(accept);
     drop(rtmps_accept);
     drop(pulls);
-    drop(rtmpt);
     let grace = Duration::from_secs(config.node.shutdown_grace_secs);
     let deadline = Instant::now() + grace;
-    info!(core = id.0, open = ctx.connections.get(), "draining");
-    while ctx.connections.get() > 0 && Instant::now() < deadline {
+    let open = || ctx.connections.holding_drain();
+    info!(core = id.0, open = open(), "draining");
+    sleep_until(deadline, || open() == 0).await;
+    if open() > 0 {
+        warn!(
+            core = id.0,
+            open = open(),
+            "grace time over; closing the connections left"
+        );
+    }
+    // HTTP and RTMPT listen until every core is done: a core that closed its listener while
+    // others still serve would reset the connections the kernel had queued on it (a health
+    // check, a tunnel's next request).
+    draining_cores.fetch_sub(1, Ordering::AcqRel);
+    sleep_until(deadline, || draining_cores.load(Ordering::Acquire) == 0).await;
+    drop(rtmpt);
+    drop(http);
+}
+
+/// Sleeps in housekeeping ticks until `done` or `deadline`.
+async fn sleep_until(deadline: Instant, done: impl Fn() -> bool) {
+    while !done() && Instant::now() < deadline {
         glommio::timer::sleep(HOUSEKEEPING_TICK).await;
     }
-    drop(http);
 }
 
 /// Admin requests, statistics, and the drain flag, until a drain starts.
@@ -320,34 +363,20 @@ async fn housekeeping(ctx: &Rc<CoreContext>, admin: &Receiver<AdminCommand>) {
     }
 }
 
+/// Accepts RTMP connections on this core until the task is dropped.
 async fn accept_loop(ctx: Rc<CoreContext>, listener: TcpListener) {
-    let max = ctx.config.rtmp.max_connections_per_core;
-    loop {
-        let stream = match listener.accept().await {
-            Ok(stream) => stream,
-            Err(e) => {
-                // Out of descriptors or memory: back off instead of spinning.
-                warn!(core = ctx.id.0, error = %e, "accept failed");
-                glommio::timer::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let peer = match stream.peer_addr() {
-            Ok(peer) => peer,
-            Err(_) => continue,
-        };
-        if ctx.connections.get() >= max {
-            ctx.metrics.refused("connection_limit");
-            warn!(core = ctx.id.0, %peer, max, "connection refused: per-core limit reached");
-            continue;
+    let settings = AcceptSettings {
+        kind: ConnectionKind::Rtmp,
+        max_per_core: ctx.config.rtmp.max_connections_per_core,
+        nodelay: true,
+    };
+    let serve_ctx = Rc::clone(&ctx);
+    accept::accept_loop(ctx, listener, settings, move |stream, peer, permit| {
+        let ctx = Rc::clone(&serve_ctx);
+        async move {
+            run_connection(ctx, TcpTransport::new(stream), peer).await;
+            drop(permit);
         }
-        set_nodelay(&stream);
-        let ctx = Rc::clone(&ctx);
-        ctx.connections.set(ctx.connections.get() + 1);
-        glommio::spawn_local(async move {
-            run_connection(Rc::clone(&ctx), TcpTransport::new(stream), peer).await;
-            ctx.connections.set(ctx.connections.get() - 1);
-        })
-        .detach();
-    }
+    })
+    .await;
 }

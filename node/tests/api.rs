@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use support::client::{closed_within, RtmpClient};
 use support::media::{make_flv, publish, wait_exit};
-use support::node::Node;
+use support::node::{field, Node};
 use support::wait_for;
 
 fn json(body: &str) -> serde_json::Value {
@@ -136,7 +136,7 @@ fn sigterm_drains_readyz_goes_503_then_the_node_exits() {
     assert!(node.is_running(), "still serving the open connection");
     // New RTMP connections are no longer accepted.
     assert!(
-        wait_for(Duration::from_secs(10), || std::net::TcpStream::connect(
+        wait_for(Duration::from_secs(10), || support::process::connect(
             node.addr
         )
         .is_err()
@@ -148,4 +148,34 @@ fn sigterm_drains_readyz_goes_503_then_the_node_exits() {
     drop(client.stream.shutdown(std::net::Shutdown::Both));
     assert!(closed_within(&mut client.stream, Duration::from_secs(5)));
     assert_eq!(node.wait_exit(Duration::from_secs(20)), Some(0));
+}
+
+#[test]
+fn past_the_per_core_limit_a_connection_is_closed_counted_and_logged_and_a_freed_permit_makes_room()
+{
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = Node::start(1, "[rtmp]\nmax_connections_per_core = 2\n", dir.path());
+    let first = RtmpClient::connect(node.addr, "live").expect("first");
+    let _second = RtmpClient::connect(node.addr, "live").expect("second");
+    let mut third = support::process::connect(node.addr).expect("tcp connect");
+    assert!(
+        closed_within(&mut third, Duration::from_secs(5)),
+        "a connection past the limit must be closed at once"
+    );
+    node.wait_log(Duration::from_secs(5), |l| {
+        l.contains("connection refused") && field(l, "listener").as_deref() == Some("rtmp")
+    })
+    .expect("the refusal is logged with its listener");
+    let refused = "corecast_connections_refused_total{core=\"0\",listener=\"rtmp\",reason=\"connection_limit\"} 1";
+    let counted = wait_for(Duration::from_secs(5), || {
+        let (_, body) = node.http_request("GET", "/metrics", None);
+        body.contains(refused).then_some(())
+    });
+    assert!(counted.is_some(), "no {refused} in /metrics");
+    // The first connection's permit goes with it: a new one fits.
+    drop(first);
+    let fits = wait_for(Duration::from_secs(10), || {
+        RtmpClient::connect(node.addr, "live").ok()
+    });
+    assert!(fits.is_some(), "a freed permit must make room");
 }

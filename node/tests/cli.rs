@@ -1,9 +1,24 @@
 //! The `corecast` command line: config checking and clear errors.
 
-use std::process::Command;
+mod support;
+
+use std::net::SocketAddr;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use support::client::RtmpClient;
+use support::node::{free_port, Node};
+use support::process::output_with_deadline;
+use support::wait_for;
 
 fn corecast() -> Command {
     Command::new(env!("CARGO_BIN_EXE_corecast"))
+}
+
+/// Runs `command` to its end, bounded: a node that should have refused to start but serves
+/// instead fails the test rather than hanging it.
+fn run(command: &mut Command) -> Output {
+    output_with_deadline(command, Duration::from_secs(30))
 }
 
 /// `N` distinct free loopback addresses (held open together while picked, so no two are the
@@ -18,10 +33,7 @@ fn free_addrs<const N: usize>() -> [String; N] {
 #[test]
 fn check_accepts_the_shipped_config() {
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/corecast.toml");
-    let out = corecast()
-        .args(["--config", config, "--check"])
-        .output()
-        .expect("run");
+    let out = run(corecast().args(["--config", config, "--check"]));
     assert!(
         out.status.success(),
         "{}",
@@ -39,12 +51,7 @@ fn check_names_the_bad_field_and_line() {
         "[rtmp]\nlisten = \"127.0.0.1:1935\"\n\n[player]\nqueue_max_byte = 5\n",
     )
     .expect("write");
-    let out = corecast()
-        .arg("--config")
-        .arg(&path)
-        .arg("--check")
-        .output()
-        .expect("run");
+    let out = run(corecast().arg("--config").arg(&path).arg("--check"));
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("line 5"), "{err}");
@@ -53,10 +60,7 @@ fn check_names_the_bad_field_and_line() {
 
 #[test]
 fn missing_config_file_is_a_clear_error() {
-    let out = corecast()
-        .args(["--config", "/nonexistent/corecast.toml", "--check"])
-        .output()
-        .expect("run");
+    let out = run(corecast().args(["--config", "/nonexistent/corecast.toml", "--check"]));
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config file"));
 }
@@ -67,73 +71,143 @@ fn port_in_use_fails_start_up() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().expect("addr");
     let [http] = free_addrs();
-    let out = corecast()
+    let out = run(corecast()
         .args(["--rtmp-listen", &addr.to_string(), "--cores", "1"])
-        .args(["--http-listen", &http])
-        .output()
-        .expect("run");
+        .args(["--http-listen", &http]));
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen"));
+}
+
+/// How many times the port-ownership tests repeat what they check: a race that loses one
+/// time in twenty shows here.
+const ROUNDS: usize = 20;
+
+/// A fresh loopback address (never handed out twice in this process).
+fn fresh_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
 }
 
 #[test]
 fn a_second_node_on_a_busy_port_fails_start_up_instead_of_sharing_it() {
     // The first node binds with SO_REUSEPORT, which would let a second one share the port.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let listen = format!("127.0.0.1:{port}");
-    let args = [
-        "--rtmp-listen",
-        &listen,
-        "--cores",
-        "1",
-        "--http-listen",
-        "127.0.0.1:0",
-    ];
-    let mut first = corecast()
-        .args(args)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start the first node");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while std::net::TcpStream::connect(&listen).is_err() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let first = Node::start(1, "", dir.path());
+    for round in 0..ROUNDS {
+        // Alternately its RTMP and its HTTP address.
+        let (rtmp, http, name) = if round % 2 == 0 {
+            (first.addr, fresh_addr(), "rtmp.listen")
+        } else {
+            (fresh_addr(), first.http, "http.listen")
+        };
+        let out = run(corecast().args(["--rtmp-listen", &rtmp.to_string()]).args([
+            "--http-listen",
+            &http.to_string(),
+            "--cores",
+            "1",
+        ]));
+        let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
-            std::time::Instant::now() < deadline,
-            "the first node never listened"
+            !out.status.success(),
+            "round {round}: the second node started on a busy address: {stderr}"
         );
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(
+            stderr.contains("cannot listen on")
+                && stderr.contains(name)
+                && stderr.contains("another corecast node serves it"),
+            "round {round}: {stderr}"
+        );
     }
-    let out = corecast().args(args).output().expect("run the second node");
-    let _ = first.kill();
-    let _ = first.wait();
     assert!(
-        !out.status.success(),
-        "the second node started on a busy port"
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("cannot listen on") && stderr.contains("rtmp.listen"),
-        "{stderr}"
+        support::process::connect(first.addr).is_ok(),
+        "the first node still serves"
     );
 }
 
 #[test]
+fn two_nodes_started_together_on_one_address_never_share_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for round in 0..ROUNDS {
+        let rtmp = fresh_addr();
+        let start = || Node::try_start_at(1, "", dir.path(), rtmp, fresh_addr());
+        let (a, b) = std::thread::scope(|s| {
+            let a = s.spawn(start);
+            let b = s.spawn(start);
+            (a.join().expect("start a"), b.join().expect("start b"))
+        });
+        match (a, b) {
+            (Ok(_), Err(log)) | (Err(log), Ok(_)) => {
+                let log = log.join("\n");
+                assert!(
+                    log.contains("cannot listen on") && log.contains("rtmp.listen"),
+                    "round {round}: the loser's log:\n{log}"
+                );
+            }
+            (Ok(_), Ok(_)) => panic!("round {round}: two nodes serve {rtmp}"),
+            (Err(a), Err(b)) => panic!(
+                "round {round}: neither node started:\n{}\n---\n{}",
+                a.join("\n"),
+                b.join("\n")
+            ),
+        }
+    }
+}
+
+/// Sockets in TIME_WAIT whose local port is `port` (from /proc/net/tcp).
+fn time_wait_on(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let local_port = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.len() > 3 && fields[1].ends_with(&local_port) && fields[3] == "06"
+        })
+        .count()
+}
+
+#[test]
+fn a_node_restarted_right_after_sigterm_starts_at_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (rtmp, http) = (fresh_addr(), fresh_addr());
+    let config = "[node]\nshutdown_grace_secs = 0\n";
+    for round in 0..ROUNDS {
+        let mut node = Node::try_start_at(1, config, dir.path(), rtmp, http)
+            .unwrap_or_else(|log| panic!("round {round}: no start:\n{}", log.join("\n")));
+        let players: Vec<RtmpClient> = (0..3)
+            .map(|_| RtmpClient::connect(rtmp, "live").expect("connect"))
+            .collect();
+        node.terminate();
+        assert_eq!(
+            node.wait_exit(Duration::from_secs(20)),
+            Some(0),
+            "round {round}: the node did not stop"
+        );
+        // The node closed first, so its side of each connection waits in TIME_WAIT once the
+        // players close theirs.
+        drop(players);
+        let waiting = wait_for(Duration::from_secs(5), || {
+            (time_wait_on(rtmp.port()) > 0).then_some(())
+        });
+        assert!(
+            waiting.is_some(),
+            "round {round}: no TIME_WAIT to restart over"
+        );
+    }
+}
+
+#[test]
 fn listeners_that_share_a_port_are_refused() {
-    let out = corecast()
-        .args([
-            "--rtmp-listen",
-            "127.0.0.1:19443",
-            // Not the same address (config validation catches that), but the same port on
-            // every address. Nothing is bound: the clash is found before any bind.
-            "--http-listen",
-            "0.0.0.0:19443",
-            "--cores",
-            "1",
-        ])
-        .output()
-        .expect("run");
+    let out = run(corecast().args([
+        "--rtmp-listen",
+        "127.0.0.1:19443",
+        // Not the same address (config validation catches that), but the same port on
+        // every address. Nothing is bound: the clash is found before any bind.
+        "--http-listen",
+        "0.0.0.0:19443",
+        "--cores",
+        "1",
+    ]));
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("share a port"), "{stderr}");
@@ -156,13 +230,18 @@ fn json_logs_are_one_object_per_line() {
         .spawn()
         .expect("start");
     let stderr = child.stderr.take().expect("stderr");
-    let line = BufReader::new(stderr)
-        .lines()
-        .map_while(Result::ok)
-        .find(|l| l.contains("corecast ready"));
-    let _ = child.kill();
-    let _ = child.wait();
-    let line = line.expect("ready line");
+    // Read on a thread so that a node that never says "ready" fails the test after a while.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let line = BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.contains("corecast ready"));
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(Duration::from_secs(20));
+    support::process::kill_and_reap(&mut child);
+    let line = line.ok().flatten().expect("ready line within 20 s");
     let value: serde_json::Value = serde_json::from_str(&line).expect("a JSON object");
     assert_eq!(value["fields"]["message"], "corecast ready");
     assert_eq!(value["level"], "INFO");

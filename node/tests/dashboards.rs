@@ -4,7 +4,7 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -21,8 +21,7 @@ struct Prometheus {
 
 impl Drop for Prometheus {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        support::process::kill_and_reap(&mut self.child);
     }
 }
 
@@ -66,7 +65,7 @@ fn start_prometheus(dir: &Path, target: SocketAddr) -> Prometheus {
 }
 
 fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(addr).ok()?;
+    let mut s = support::process::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
     let mut raw = String::new();
@@ -149,7 +148,7 @@ fn every_dashboard_query_returns_series_from_a_real_prometheus() {
     let mut player = RtmpClient::connect(node.addr, "live").expect("connect");
     player.play("dash").expect("play");
     let mut publisher = publish(&media, &node.url("live/dash"));
-    let mut garbage = TcpStream::connect(node.addr).expect("connect");
+    let mut garbage = support::process::connect(node.addr).expect("connect");
     garbage.write_all(b"not rtmp at all").expect("write");
 
     // Wait until rates have samples to work with (players and bytes are flowing).

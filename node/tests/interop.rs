@@ -15,6 +15,7 @@ use support::media::{
     from_first_keyframe, packets, play_to_file, publish, shared_flv, stderr_of, wait_exit, Packet,
 };
 use support::node::{field, is_line, Node};
+use support::process::status_with_deadline;
 
 fn assert_suffix(source: &[Packet], played: &[Packet], kind: &str) {
     assert!(!played.is_empty(), "no {kind} packets played");
@@ -97,14 +98,15 @@ fn rtmpdump_with_digest_handshake_plays_the_live_stream() {
         .expect("publish logged");
     let out = dir.path().join("rtmpdump.flv");
     // A SWF hash makes librtmp use the FP9 (digest) handshake.
-    let status = Command::new("timeout")
-        .args(["40", "rtmpdump", "--live", "-q", "-r"])
-        .arg(node.url(stream))
-        .args(["-w", &"ab".repeat(32), "-x", "1234", "-o"])
-        .arg(&out)
-        .status()
-        .expect("rtmpdump must be installed (make test installs it)");
-    assert!(status.code() != Some(124), "rtmpdump did not finish");
+    // Bounded: a deadline kills it and fails the test saying so.
+    status_with_deadline(
+        Command::new("rtmpdump")
+            .args(["--live", "-q", "-r"])
+            .arg(node.url(stream))
+            .args(["-w", &"ab".repeat(32), "-x", "1234", "-o"])
+            .arg(&out),
+        Duration::from_secs(40),
+    );
     wait_exit(&mut publisher, Duration::from_secs(20)).expect("publisher finished");
     assert!(
         node.log()
@@ -262,7 +264,7 @@ fn players_stay_connected_through_a_publisher_restart_and_resume() {
 
 /// Writes `bytes` on a fresh connection and says whether the node closed it in time.
 fn raw_connection(node: &Node, bytes: &[u8]) -> TcpStream {
-    let mut s = TcpStream::connect(node.addr).expect("tcp connect");
+    let mut s = support::process::connect(node.addr).expect("tcp connect");
     s.write_all(bytes).expect("write");
     s
 }

@@ -16,6 +16,7 @@ use support::media::{
     from_first_keyframe, packets, play_to_file, publish, shared_flv, stderr_of, wait_exit,
 };
 use support::node::{field, free_port, is_line, Node};
+use support::process::output_with_deadline;
 use support::tls::{
     client_hello, presented_certificate, replace, rtmps_section, self_signed, tls_connect,
     CertFiles,
@@ -263,13 +264,13 @@ fn bad_tls_clients_close_only_their_own_connection() {
         .expect("publish logged");
 
     // Silent and half-handshake clients first: their timeouts run while the others are tried.
-    let mut silent = TcpStream::connect(tls).expect("connect");
+    let mut silent = support::process::connect(tls).expect("connect");
     let hello = client_hello();
-    let mut partial = TcpStream::connect(tls).expect("connect");
+    let mut partial = support::process::connect(tls).expect("connect");
     partial.write_all(&hello[..hello.len() / 2]).expect("write");
 
     // Plaintext RTMP (C0 + C1) on the TLS port.
-    let mut plaintext = TcpStream::connect(tls).expect("connect");
+    let mut plaintext = support::process::connect(tls).expect("connect");
     let mut c0c1 = vec![0u8; 1537];
     c0c1[0] = 3;
     plaintext.write_all(&c0c1).expect("write");
@@ -279,7 +280,7 @@ fn bad_tls_clients_close_only_their_own_connection() {
     );
 
     // A ClientHello, then the client goes away.
-    let mut aborted = TcpStream::connect(tls).expect("connect");
+    let mut aborted = support::process::connect(tls).expect("connect");
     aborted.write_all(&hello).expect("write");
     drop(aborted);
 
@@ -353,12 +354,10 @@ fn rtmps_without_a_usable_certificate_fails_start_up_naming_the_file() {
     std::fs::write(&config, toml).expect("write config");
 
     // Neither file exists.
-    let out = corecast()
-        .arg("--config")
-        .arg(&config)
-        .arg("--check")
-        .output()
-        .expect("run");
+    let out = output_with_deadline(
+        corecast().arg("--config").arg(&config).arg("--check"),
+        Duration::from_secs(30),
+    );
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&files.cert.display().to_string()), "{err}");
@@ -380,12 +379,13 @@ fn rtmps_without_a_usable_certificate_fails_start_up_naming_the_file() {
     // Both right: --check passes, and --rtmps-listen overrides the address.
     replace(&files.key, cert.key_pem.as_bytes());
     let addr = format!("127.0.0.1:{}", free_port());
-    let out = corecast()
-        .arg("--config")
-        .arg(&config)
-        .args(["--check", "--rtmps-listen", &addr])
-        .output()
-        .expect("run");
+    let out = output_with_deadline(
+        corecast()
+            .arg("--config")
+            .arg(&config)
+            .args(["--check", "--rtmps-listen", &addr]),
+        Duration::from_secs(30),
+    );
     assert!(
         out.status.success(),
         "{}",

@@ -14,6 +14,7 @@ use corecast_common::handshake::{ClientHandshake, HandshakeKind, HandshakeStatus
 use support::client::{closed_within, read_until_video_at, RtmpClient};
 use support::media::{from_first_keyframe, packets, play_to_file, publish, shared_flv, wait_exit};
 use support::node::{field, is_line, Node};
+use support::process::{output_with_deadline, wait_with_deadline};
 use support::rtmpt::{open, start_node, HttpConn, TunnelClient};
 
 /// Asserts two packet lists are equal, saying where they first differ.
@@ -122,7 +123,7 @@ fn ffmpeg_publishes_over_rtmpt_and_rtmpt_and_rtmp_players_get_identical_packets(
             );
         }
     }
-    let status = rtmpdump.wait().expect("rtmpdump");
+    let status = wait_with_deadline(&mut rtmpdump, Duration::from_secs(60), "rtmpdump");
     assert!(status.code() != Some(124), "rtmpdump did not finish");
     let played = packets(&dumped);
     for kind in ["video", "audio"] {
@@ -384,10 +385,14 @@ fn an_idle_tunnel_times_out_and_frees_its_session() {
 
 #[test]
 fn rtmpt_listen_flag_turns_rtmpt_on_and_a_taken_port_fails_start_up() {
-    let out = Command::new(env!("CARGO_BIN_EXE_corecast"))
-        .args(["--rtmpt-listen", "127.0.0.1:8080", "--check"])
-        .output()
-        .expect("run");
+    let out = output_with_deadline(
+        Command::new(env!("CARGO_BIN_EXE_corecast")).args([
+            "--rtmpt-listen",
+            "127.0.0.1:8080",
+            "--check",
+        ]),
+        Duration::from_secs(30),
+    );
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("rtmpt on 127.0.0.1:8080"), "{stdout}");
@@ -396,19 +401,98 @@ fn rtmpt_listen_flag_turns_rtmpt_on_and_a_taken_port_fails_start_up() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().expect("addr");
     let rtmp = format!("127.0.0.1:{}", support::node::free_port());
-    let out = Command::new(env!("CARGO_BIN_EXE_corecast"))
-        .args(["--rtmp-listen", &rtmp, "--rtmpt-listen", &addr.to_string()])
-        .args([
-            "--http-listen",
-            &format!("127.0.0.1:{}", support::node::free_port()),
-        ])
-        .args(["--cores", "1"])
-        .output()
-        .expect("run");
+    let out = output_with_deadline(
+        Command::new(env!("CARGO_BIN_EXE_corecast"))
+            .args(["--rtmp-listen", &rtmp, "--rtmpt-listen", &addr.to_string()])
+            .args([
+                "--http-listen",
+                &format!("127.0.0.1:{}", support::node::free_port()),
+            ])
+            .args(["--cores", "1"]),
+        Duration::from_secs(30),
+    );
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("cannot listen on") && stderr.contains("(rtmpt.listen)"),
         "{stderr}"
     );
+}
+
+/// A tunnel that plays, on a node started with `grace_secs` of shutdown grace.
+fn node_with_a_playing_tunnel(
+    grace_secs: u64,
+    dir: &std::path::Path,
+) -> (Node, SocketAddr, TunnelClient) {
+    let config = format!("[node]\nshutdown_grace_secs = {grace_secs}\n");
+    let (node, rtmpt) = start_node(2, &config, dir);
+    let conn = HttpConn::connect(rtmpt).expect("connect");
+    let mut tunnel = TunnelClient::open(vec![conn]).expect("open");
+    tunnel.connect("live").expect("connect");
+    tunnel.play("draining").expect("play");
+    (node, rtmpt, tunnel)
+}
+
+#[test]
+fn sigterm_waits_for_an_open_tunnel_and_exits_once_it_closes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (mut node, rtmpt, mut tunnel) = node_with_a_playing_tunnel(30, dir.path());
+    node.terminate();
+    node.wait_log(Duration::from_secs(10), |l| l.contains("draining"))
+        .expect("the node drains");
+    // The tunnel's HTTP connection is idle between requests: only the tunnel's permit can
+    // keep the node up. It must still be served, on its connection and on a new one.
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        tunnel
+            .request("idle", b"\0")
+            .expect("the tunnel is served while draining");
+        assert!(node.is_running(), "the node exited under an open tunnel");
+    }
+    tunnel
+        .conns
+        .push(HttpConn::connect(rtmpt).expect("a new connection while draining"));
+    tunnel.request("idle", b"\0").expect("idle");
+    tunnel
+        .request("idle", b"\0")
+        .expect("idle on the new connection");
+    // No new tunnel while draining.
+    let mut fresh = HttpConn::connect(rtmpt).expect("connect");
+    let err = open(&mut fresh).expect_err("no new tunnel while draining");
+    assert!(err.to_string().contains("503"), "{err}");
+    assert!(node.is_running(), "the node exited under an open tunnel");
+    tunnel.request("close", b"\0").expect("close");
+    assert_eq!(
+        node.wait_exit(Duration::from_secs(20)),
+        Some(0),
+        "the node exits once the tunnel closes"
+    );
+}
+
+#[test]
+fn sigterm_with_an_open_tunnel_exits_when_the_grace_time_passes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let grace = Duration::from_secs(3);
+    let (mut node, _rtmpt, mut tunnel) = node_with_a_playing_tunnel(grace.as_secs(), dir.path());
+    node.terminate();
+    node.wait_log(Duration::from_secs(10), |l| l.contains("draining"))
+        .expect("the node drains");
+    let draining = Instant::now();
+    // The client keeps polling, so the tunnel never idles out; only the grace time ends it.
+    let exited = loop {
+        if !node.is_running() {
+            break draining.elapsed();
+        }
+        assert!(
+            draining.elapsed() < grace + Duration::from_secs(20),
+            "the node outlived its grace time"
+        );
+        let _ = tunnel.request("idle", b"\0");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        exited + Duration::from_millis(500) >= grace,
+        "the node exited after {exited:?}, before the grace time, under an open tunnel"
+    );
+    assert_eq!(node.wait_exit(Duration::from_secs(5)), Some(0));
 }

@@ -1,9 +1,14 @@
 //! The floor serves real players: the load-test harness's players connect over loopback, play,
 //! and get the whole stream at its bitrate, from a key frame, without gaps.
 
+#[path = "../../../node/tests/support/process.rs"]
+#[allow(dead_code)] // This test uses a few of the helpers.
+mod process;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use corecast_loadtest::runner::{self, NoProgress, RunOutput};
 use corecast_loadtest::scenario::ScenarioFile;
@@ -14,8 +19,7 @@ struct Floor(Child);
 
 impl Drop for Floor {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        process::kill_and_reap(&mut self.0);
     }
 }
 
@@ -42,9 +46,16 @@ fn start_floor(bitrate_kbps: u32) -> (Floor, SocketAddr) {
         .expect("start corecast-floor");
     let stdout = child.stdout.take().expect("floor stdout");
     let floor = Floor(child);
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
+    // Read on a thread, so that a floor that never says where it listens fails the test.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let read = BufReader::new(stdout).read_line(&mut line).map(|_| line);
+        let _ = tx.send(read);
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the floor's first line within 20 s")
         .expect("read the floor's first line");
     let addr = line
         .trim()
@@ -94,10 +105,9 @@ fn harness_players_get_the_whole_stream_from_a_key_frame_without_gaps() {
 fn a_client_that_is_not_rtmp_is_refused_and_others_still_play() {
     use std::io::{Read, Write};
     let (_floor, addr) = start_floor(500);
-    let mut junk = std::net::TcpStream::connect(addr).expect("connect");
+    // Reads and writes time out after 10 s.
+    let mut junk = process::connect(addr).expect("connect");
     junk.write_all(&[0x42; 4000]).expect("send junk");
-    junk.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .expect("timeout");
     let mut rest = Vec::new();
     // The floor hangs up on a bad handshake version: the read ends (EOF or reset) rather
     // than timing out.

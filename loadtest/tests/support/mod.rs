@@ -13,6 +13,12 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tempfile::TempDir;
 
+#[path = "../../../node/tests/support/process.rs"]
+pub mod process;
+
+/// How long one harness run may take (the longest test runs ask for well under a minute).
+const LOADTEST_DEADLINE: Duration = Duration::from_secs(180);
+
 /// Held by tests that run a server under load, so they run one at a time: on a 2-core CI
 /// machine, servers and harnesses of parallel tests would only measure each other.
 pub fn one_at_a_time() -> MutexGuard<'static, ()> {
@@ -71,8 +77,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        process::kill_and_reap(&mut self.child);
     }
 }
 
@@ -333,14 +338,15 @@ pub fn loadtest_with_env(args: &[&str], env: &[(&str, &Path)]) -> Run {
     let dir = tempfile::tempdir().expect("temp dir");
     let json = dir.path().join("report.json");
     let start = Instant::now();
-    let output = Command::new(env!("CARGO_BIN_EXE_corecast-loadtest"))
-        .args(args)
-        .envs(env.iter().copied())
-        .arg("--quiet")
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .expect("run corecast-loadtest");
+    let output = process::output_with_deadline(
+        Command::new(env!("CARGO_BIN_EXE_corecast-loadtest"))
+            .args(args)
+            .envs(env.iter().copied())
+            .arg("--quiet")
+            .arg("--json")
+            .arg(&json),
+        LOADTEST_DEADLINE,
+    );
     let took = start.elapsed();
     let report = std::fs::read_to_string(&json)
         .ok()

@@ -24,13 +24,14 @@ use glommio::net::{TcpListener, TcpStream};
 use rustls::ServerConfig;
 use tracing::{debug, info, warn};
 
+use crate::accept::{accept_loop, AcceptSettings, ConnectionKind};
 use crate::clients::{ClientHandle, ClientRole};
 use crate::core::CoreContext;
 use crate::outbound::Outbound;
 use crate::queue::QueueLimits;
 use crate::stream::Player;
 use crate::tls::{CurrentServerConfig, TlsError, TlsTransport};
-use crate::transport::{set_nodelay, TcpTransport, Transport};
+use crate::transport::{TcpTransport, Transport};
 use crate::util::with_timeout;
 use crate::writer::{run_writer, WriterSettings};
 
@@ -40,32 +41,25 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Accepts pull connections on this core until the task is dropped; over TLS with the
 /// certificate in `tls` when it is set.
 pub async fn serve(ctx: Rc<CoreContext>, listener: TcpListener, tls: Option<CurrentServerConfig>) {
-    loop {
-        match listener.accept().await {
-            Ok(stream) => {
-                let ctx = Rc::clone(&ctx);
-                // The certificate as of the accept: a reload affects new connections only.
-                let server = tls.as_ref().map(|current| Arc::clone(&current.borrow()));
-                glommio::spawn_local(async move {
-                    let peer = stream
-                        .peer_addr()
-                        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-                    set_nodelay(&stream);
-                    ctx.connections.set(ctx.connections.get() + 1);
-                    match server {
-                        Some(server) => tls_connection(&ctx, stream, peer, server).await,
-                        None => connection(&ctx, TcpTransport::new(stream), peer).await,
-                    }
-                    ctx.connections.set(ctx.connections.get() - 1);
-                })
-                .detach();
+    let settings = AcceptSettings {
+        kind: ConnectionKind::Pull,
+        max_per_core: ctx.config.rtmp.max_connections_per_core,
+        nodelay: true,
+    };
+    let serve_ctx = Rc::clone(&ctx);
+    accept_loop(ctx, listener, settings, move |stream, peer, permit| {
+        // The certificate as of the accept: a reload affects new connections only.
+        let server = tls.as_ref().map(|current| Arc::clone(&current.borrow()));
+        let ctx = Rc::clone(&serve_ctx);
+        async move {
+            match server {
+                Some(server) => tls_connection(&ctx, stream, peer, server).await,
+                None => connection(&ctx, TcpTransport::new(stream), peer).await,
             }
-            Err(e) => {
-                warn!(core = ctx.id.0, error = %e, "pull accept failed");
-                glommio::timer::sleep(Duration::from_millis(100)).await;
-            }
+            drop(permit);
         }
-    }
+    })
+    .await;
 }
 
 /// TLS handshake (bounded by `rtmps.handshake_timeout_secs`), then the pull protocol.

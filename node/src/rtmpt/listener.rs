@@ -23,12 +23,12 @@ use tracing::{debug, info, warn};
 
 use super::tunnel::{RequestKind, TunnelId, TunnelReply, TunnelRequest, IDLE_HOLD, REORDER_WAIT};
 use super::Forwarded;
+use crate::accept::{self, AcceptSettings, ConnectionKind, Permit};
 use crate::core::CoreContext;
 use crate::httpd::body::with_type;
 use crate::httpd::{self, closing, dispatch, peer, ready, Body, Limits, Params, Port, Reply};
 use crate::httpd::{Request, Response, Route, Router};
 use crate::mesh::CoreMessage;
-use crate::transport::set_nodelay;
 use crate::util::with_timeout;
 
 /// Longest request head (request line and headers).
@@ -41,34 +41,18 @@ pub const CONTENT_TYPE: &str = "application/x-fcs";
 const _: () =
     assert!(FORWARD_TIMEOUT.as_millis() > REORDER_WAIT.as_millis() + IDLE_HOLD.as_millis());
 
-/// Accepts RTMPT connections on this core forever.
+/// Accepts RTMPT connections on this core until the task is dropped.
 pub async fn accept_loop(ctx: Rc<CoreContext>, listener: TcpListener) {
-    let max = ctx.config.rtmpt.max_connections_per_core;
-    loop {
-        let stream = match listener.accept().await {
-            Ok(stream) => stream,
-            Err(e) => {
-                // Out of descriptors or memory: back off instead of spinning.
-                warn!(core = ctx.id.0, error = %e, "rtmpt accept failed");
-                glommio::timer::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Ok(peer) = stream.peer_addr() else {
-            continue;
-        };
-        if !ctx.rtmpt.connection_opened(max) {
-            warn!(core = ctx.id.0, %peer, max, "rtmpt connection refused: per-core limit reached");
-            continue;
-        }
-        set_nodelay(&stream);
-        let ctx = Rc::clone(&ctx);
-        glommio::spawn_local(async move {
-            serve_connection(&ctx, stream, peer).await;
-            ctx.rtmpt.connection_closed();
-        })
-        .detach();
-    }
+    let settings = AcceptSettings {
+        kind: ConnectionKind::RtmptHttp,
+        max_per_core: ctx.config.rtmpt.max_connections_per_core,
+        nodelay: true,
+    };
+    let serve_ctx = Rc::clone(&ctx);
+    accept::accept_loop(ctx, listener, settings, move |stream, peer, permit| {
+        serve_connection(Rc::clone(&serve_ctx), stream, peer, permit)
+    })
+    .await;
 }
 
 /// Ends idle tunnels on this core, forever.
@@ -81,8 +65,13 @@ pub async fn sweep_loop(ctx: Rc<CoreContext>) {
     }
 }
 
-/// Serves one accepted RTMPT connection until it closes.
-pub async fn serve_connection(ctx: &Rc<CoreContext>, stream: TcpStream, peer: SocketAddr) {
+/// Serves one accepted RTMPT connection until it closes; `_permit` counts it until then.
+pub async fn serve_connection(
+    ctx: Rc<CoreContext>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    _permit: Permit,
+) {
     let rtmpt = &ctx.config.rtmpt;
     let idle = Duration::from_secs(rtmpt.idle_timeout_secs);
     let port = Port {
@@ -97,8 +86,8 @@ pub async fn serve_connection(ctx: &Rc<CoreContext>, stream: TcpStream, peer: So
         },
         quick_ack: true,
     };
-    let routes = Rc::clone(ctx);
-    httpd::serve(ctx, stream, peer, port, move |request| {
+    let routes = Rc::clone(&ctx);
+    httpd::serve(&ctx, stream, peer, port, move |request| {
         dispatch(&ROUTER, &routes, request)
     })
     .await;

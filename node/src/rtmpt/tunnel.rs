@@ -35,7 +35,7 @@
 //! so a waiting player neither spins (librtmp polls again at once) nor waits a whole interval
 //! for the next frame; a later request of the same tunnel ends the hold at once.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
@@ -47,6 +47,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use tracing::{debug, info, warn};
 
+use crate::accept::ConnectionKind;
 use crate::core::CoreContext;
 use crate::mesh::CoreId;
 use crate::session::run_connection;
@@ -484,15 +485,12 @@ pub struct Tunnels(Rc<TunnelsInner>);
 
 struct TunnelsInner {
     map: RefCell<HashMap<TunnelId, Rc<Tunnel>>>,
-    /// Open HTTP connections on this core.
-    connections: Cell<usize>,
 }
 
 impl Default for Tunnels {
     fn default() -> Self {
         Tunnels(Rc::new(TunnelsInner {
             map: RefCell::new(HashMap::new()),
-            connections: Cell::new(0),
         }))
     }
 }
@@ -508,29 +506,22 @@ impl Tunnels {
         self.len() == 0
     }
 
-    /// Counts an HTTP connection in (false, and nothing counted, at `max`).
-    pub(crate) fn connection_opened(&self, max: usize) -> bool {
-        let n = self.0.connections.get();
-        if n >= max {
-            return false;
-        }
-        self.0.connections.set(n + 1);
-        true
-    }
-
-    /// Counts an HTTP connection out.
-    pub(crate) fn connection_closed(&self) {
-        self.0
-            .connections
-            .set(self.0.connections.get().saturating_sub(1));
-    }
-
-    /// Opens a tunnel owned by this core and starts its RTMP session; None at the cap.
+    /// Opens a tunnel owned by this core and starts its RTMP session; None at the cap or
+    /// while the core drains. The session holds a connection permit until it ends, so the
+    /// drain waits for the tunnel, not just for the HTTP connection that opened it.
     pub fn open(&self, ctx: &Rc<CoreContext>, peer: SocketAddr) -> Option<TunnelId> {
-        if self.len() >= ctx.config.rtmpt.max_tunnels_per_core {
-            warn!(core = ctx.id.0, %peer, "rtmpt open refused: per-core tunnel limit reached");
+        let kind = ConnectionKind::RtmptTunnel;
+        if ctx.shared.is_draining() {
+            ctx.metrics.refused(kind.as_str(), "draining");
+            info!(core = ctx.id.0, %peer, "rtmpt open refused: draining");
             return None;
         }
+        let max = ctx.config.rtmpt.max_tunnels_per_core;
+        let Some(permit) = ctx.connections.try_permit(kind, max) else {
+            ctx.metrics.refused(kind.as_str(), "connection_limit");
+            warn!(core = ctx.id.0, %peer, max, "rtmpt open refused: per-core tunnel limit reached");
+            return None;
+        };
         let id = TunnelId::generate(ctx.id);
         let tunnel = Rc::new(Tunnel::new(id.clone()));
         self.0
@@ -549,6 +540,7 @@ impl Tunnels {
             if tunnel.finished() {
                 tunnels.remove(&tunnel.id, "session_ended");
             }
+            drop(permit);
         })
         .detach();
         Some(id)

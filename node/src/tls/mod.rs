@@ -1,7 +1,7 @@
 //! RTMPS: RTMP over TLS, terminated in the node with rustls (ring provider, TLS 1.2 and 1.3).
 //!
-//! Every core binds the `[rtmps]` address (SO_REUSEPORT, like the RTMP listener), runs the TLS
-//! handshake of each accepted connection under `rtmps.handshake_timeout_secs`, then hands the
+//! Every core binds the `[rtmps]` address (SO_REUSEPORT, like the RTMP listener), accepts
+//! through the one accept path (`accept`), runs the TLS handshake of each accepted connection under `rtmps.handshake_timeout_secs`, then hands the
 //! [`TlsTransport`] to the one `session::run_connection`: publish over RTMPS and play over
 //! RTMP, or the reverse, with no TLS-specific session code. A connection that fails in TLS
 //! (plaintext RTMP on this port, an aborted or stalled handshake) is closed alone, with a
@@ -39,10 +39,11 @@ use tracing::{debug, error, info, warn};
 pub use certs::{load_server_config, server_config, CertError};
 pub use transport::{TlsError, TlsTransport, SEND_BUFFER_LIMIT};
 
+use crate::accept::{accept_loop as accept_loop_with, AcceptSettings, ConnectionKind};
 use crate::config::{Config, RtmpsConfig};
 use crate::core::CoreContext;
 use crate::session::run_connection;
-use crate::transport::{set_nodelay, Transport};
+use crate::transport::Transport;
 use crate::util::with_timeout;
 use certs::CertStamps;
 
@@ -117,7 +118,7 @@ pub fn start_core(
     setup: CoreTlsSetup,
 ) -> Result<(Task<()>, CurrentServerConfig), String> {
     let config = &ctx.config.rtmps;
-    let listener = TcpListener::bind(config.listen).map_err(|e| {
+    let listener = crate::ports::bind_listener(config.listen).map_err(|e| {
         format!(
             "core {}: cannot listen on {} (rtmps): {e}",
             ctx.id.0, config.listen
@@ -137,36 +138,23 @@ pub fn start_core(
 }
 
 async fn accept_loop(ctx: Rc<CoreContext>, listener: TcpListener, tls: Rc<CoreTls>) {
-    let max = ctx.config.rtmp.max_connections_per_core;
+    let settings = AcceptSettings {
+        kind: ConnectionKind::Rtmps,
+        max_per_core: ctx.config.rtmp.max_connections_per_core,
+        nodelay: true,
+    };
     let timeout = Duration::from_secs(ctx.config.rtmps.handshake_timeout_secs);
-    loop {
-        let stream = match listener.accept().await {
-            Ok(stream) => stream,
-            Err(e) => {
-                // Out of descriptors or memory: back off instead of spinning.
-                warn!(core = ctx.id.0, error = %e, "rtmps accept failed");
-                glommio::timer::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Ok(peer) = stream.peer_addr() else {
-            continue;
-        };
-        if ctx.connections.get() >= max {
-            ctx.metrics.refused("connection_limit");
-            warn!(core = ctx.id.0, %peer, max, "rtmps connection refused: per-core limit reached");
-            continue;
-        }
-        set_nodelay(&stream);
+    let serve_ctx = Rc::clone(&ctx);
+    accept_loop_with(ctx, listener, settings, move |stream, peer, permit| {
+        // The certificate as of the accept: a reload affects new connections only.
         let server = Arc::clone(&tls.server.borrow());
-        let ctx = Rc::clone(&ctx);
-        ctx.connections.set(ctx.connections.get() + 1);
-        glommio::spawn_local(async move {
-            serve(Rc::clone(&ctx), stream, peer, server, timeout).await;
-            ctx.connections.set(ctx.connections.get() - 1);
-        })
-        .detach();
-    }
+        let ctx = Rc::clone(&serve_ctx);
+        async move {
+            serve(ctx, stream, peer, server, timeout).await;
+            drop(permit);
+        }
+    })
+    .await;
 }
 
 /// TLS handshake, then the ordinary RTMP session over the TLS pipe.

@@ -24,7 +24,7 @@ pub struct RtmpClient {
 impl RtmpClient {
     /// TCP connect and handshake only.
     pub fn handshake(addr: SocketAddr) -> io::Result<RtmpClient> {
-        let stream = TcpStream::connect(addr)?;
+        let stream = super::process::connect(addr)?;
         stream.set_nodelay(true)?;
         let mut c = RtmpClient {
             stream,

@@ -4,30 +4,37 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use super::process::output_with_deadline;
+
 /// Generates an H.264/AAC FLV of `seconds` with a keyframe every second.
 pub fn make_flv(dir: &Path, name: &str, seconds: u32) -> PathBuf {
     let path = dir.join(name);
-    let status = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y"])
-        .args(["-f", "lavfi", "-i", "testsrc=size=320x240:rate=25"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
-        .args(["-t", &seconds.to_string()])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-g",
-            "25",
-            "-pix_fmt",
-            "yuv420p",
-        ])
-        .args(["-c:a", "aac", "-b:a", "64k"])
-        .args(["-f", "flv"])
-        .arg(&path)
-        .status()
-        .expect("ffmpeg must be installed (make test installs it)");
-    assert!(status.success(), "ffmpeg could not make the test media");
+    let out = output_with_deadline(
+        Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-y"])
+            .args(["-f", "lavfi", "-i", "testsrc=size=320x240:rate=25"])
+            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
+            .args(["-t", &seconds.to_string()])
+            .args([
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-g",
+                "25",
+                "-pix_fmt",
+                "yuv420p",
+            ])
+            .args(["-c:a", "aac", "-b:a", "64k"])
+            .args(["-f", "flv"])
+            .arg(&path),
+        Duration::from_secs(120),
+    );
+    assert!(
+        out.status.success(),
+        "ffmpeg could not make the test media: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     path
 }
 
@@ -73,14 +80,21 @@ pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     }
 }
 
-/// A child's stderr, after it exited.
+/// A child's stderr, after it exited (what arrives within 5 s: a child still running, or a
+/// grandchild holding the pipe, must not hang the test).
 pub fn stderr_of(child: &mut Child) -> String {
     use std::io::Read;
-    let mut s = String::new();
-    if let Some(mut e) = child.stderr.take() {
+    let Some(mut e) = child.stderr.take() else {
+        return String::new();
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut s = String::new();
         let _ = e.read_to_string(&mut s);
-    }
-    s
+        let _ = tx.send(s);
+    });
+    rx.recv_timeout(Duration::from_secs(5))
+        .unwrap_or_else(|_| "(stderr not closed within 5 s)".to_owned())
 }
 
 /// One demuxed packet as ffprobe sees it.
@@ -96,13 +110,14 @@ pub struct Packet {
 
 /// The packets of `file` (ffprobe -show_packets -show_data_hash).
 pub fn packets(file: &Path) -> Vec<Packet> {
-    let out = Command::new("ffprobe")
-        .args(["-v", "error", "-show_packets", "-show_data_hash", "sha256"])
-        .args(["-show_entries", "packet=codec_type,flags,data_hash"])
-        .args(["-of", "csv=p=0"])
-        .arg(file)
-        .output()
-        .expect("ffprobe must be installed");
+    let out = output_with_deadline(
+        Command::new("ffprobe")
+            .args(["-v", "error", "-show_packets", "-show_data_hash", "sha256"])
+            .args(["-show_entries", "packet=codec_type,flags,data_hash"])
+            .args(["-of", "csv=p=0"])
+            .arg(file),
+        Duration::from_secs(60),
+    );
     assert!(out.status.success(), "ffprobe failed on {}", file.display());
     String::from_utf8_lossy(&out.stdout)
         .lines()

@@ -4,6 +4,7 @@
 pub mod client;
 pub mod media;
 pub mod node;
+pub mod process;
 pub mod rtmpt;
 pub mod tls;
 

@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::process::{connect, kill_and_reap, status_with_deadline};
 use super::wait_for;
 
 /// A running node; killed on drop.
@@ -64,12 +65,24 @@ impl Node {
         panic!("node did not report ready; its log:\n{}", log.join("\n"));
     }
 
-    /// One start; the node's log when it exits or is not ready within 20 s.
+    /// One start on fresh ports; the node's log when it exits or is not ready within 20 s.
     fn try_start(cores: usize, extra_config: &str, dir: &Path) -> Result<Node, Vec<String>> {
-        let port = free_port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let config = dir.join(format!("corecast-{port}.toml"));
+        Node::try_start_at(cores, extra_config, dir, addr, http)
+    }
+
+    /// One start on the given RTMP and HTTP addresses; the node's log when it exits or is
+    /// not ready within 20 s.
+    pub fn try_start_at(
+        cores: usize,
+        extra_config: &str,
+        dir: &Path,
+        addr: SocketAddr,
+        http: SocketAddr,
+    ) -> Result<Node, Vec<String>> {
+        let port = addr.port();
+        let config = dir.join(format!("corecast-{port}-{}.toml", std::process::id()));
         std::fs::write(&config, extra_config).expect("write config");
         let mut child = Command::new(env!("CARGO_BIN_EXE_corecast"))
             .arg("--config")
@@ -109,8 +122,11 @@ impl Node {
                 return Ok(node);
             }
             if matches!(node.child.try_wait(), Ok(Some(_))) {
-                // Its whole log: the reader ends with the process's stderr.
-                let _ = reader.join();
+                // Its whole log: the reader ends with the process's stderr (bounded, in case
+                // something else kept the pipe open).
+                wait_for(Duration::from_secs(5), || {
+                    reader.is_finished().then_some(())
+                });
                 return Err(node.log());
             }
             if Instant::now() > deadline {
@@ -182,9 +198,7 @@ impl Node {
     /// `GET`/`POST` on the HTTP endpoint; returns (status, body).
     pub fn http_request(&self, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
         use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(self.http).expect("http connect");
-        s.set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
+        let mut s = connect(self.http).expect("http connect");
         let auth = token
             .map(|t| format!("Authorization: Bearer {t}\r\n"))
             .unwrap_or_default();
@@ -209,16 +223,18 @@ impl Node {
 
     /// Kills the process at once (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        kill_and_reap(&mut self.child);
     }
 
     /// Sends SIGTERM (starts a drain).
     pub fn terminate(&self) {
-        let _ = std::process::Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
+        let status = status_with_deadline(
+            Command::new("kill")
+                .arg("-TERM")
+                .arg(self.child.id().to_string()),
+            Duration::from_secs(10),
+        );
+        assert!(status.success(), "kill -TERM {} failed", self.child.id());
     }
 
     /// Waits for the process to exit; its status code.
@@ -234,8 +250,7 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        kill_and_reap(&mut self.child);
     }
 }
 

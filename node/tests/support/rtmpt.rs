@@ -53,7 +53,7 @@ pub struct HttpConn {
 impl HttpConn {
     /// Connects.
     pub fn connect(addr: SocketAddr) -> io::Result<HttpConn> {
-        let stream = TcpStream::connect(addr)?;
+        let stream = super::process::connect(addr)?;
         stream.set_nodelay(true)?;
         Ok(HttpConn {
             stream,

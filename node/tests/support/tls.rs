@@ -173,7 +173,7 @@ pub fn client_hello() -> Vec<u8> {
 pub fn tls_connect(
     addr: SocketAddr,
 ) -> io::Result<rustls::StreamOwned<ClientConnection, TcpStream>> {
-    let mut sock = TcpStream::connect(addr)?;
+    let mut sock = super::process::connect(addr)?;
     sock.set_read_timeout(Some(Duration::from_secs(5)))?;
     sock.set_write_timeout(Some(Duration::from_secs(5)))?;
     let mut conn = client_connection();
