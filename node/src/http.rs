@@ -22,7 +22,7 @@ use crate::shared::{AdminCommand, NodeShared};
 /// Largest request head accepted.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Largest request body accepted (the API takes no bodies of note).
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+const MAX_BODY_BYTES: usize = 64 * 1024;
 /// HTTP connections one core serves at once; further ones are closed at accept.
 const MAX_CONNECTIONS_PER_CORE: usize = 1024;
 

@@ -176,8 +176,9 @@ pub fn sendmsg_nonblocking(fd: RawFd, slices: &[IoSlice<'_>]) -> io::Result<usiz
 /// Asks the kernel to acknowledge the next segments at once. HTTP clients (ffmpeg's among
 /// them) write a request's head and body separately without TCP_NODELAY, so the body waits
 /// for the head's ACK, which a delayed-ACK receiver holds back ~40 ms: every request would
-/// take that long (ffmpeg's publish over RTMPT took 184 ms from `/open` to `publish` without
-/// it, 3 ms with it). Linux leaves quick-ACK mode by itself, hence once per read.
+/// take that long (ffmpeg's publish over RTMPT, `/open` to `publish`: ~460 ms without it,
+/// ~180 ms with it; see ARCHITECTURE.md). Linux leaves quick-ACK mode by itself, hence once
+/// per read.
 pub fn quick_ack(fd: RawFd) {
     let on: libc::c_int = 1;
     // SAFETY: plain setsockopt on a descriptor the caller's connection owns, with a valid int
