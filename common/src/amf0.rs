@@ -919,7 +919,7 @@ fn truncate_utf8(s: &str, max: usize) -> &[u8] {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // Tests unwrap: a panic is a failed test.
-mod tests {
+pub(crate) mod tests {
     use proptest::prelude::*;
 
     use super::*;
@@ -1499,7 +1499,9 @@ mod tests {
         proptest::string::string_regex(".{0,12}").unwrap().boxed()
     }
 
-    fn arb_value() -> impl Strategy<Value = Amf0Value> {
+    /// Any AMF0 value but NaN numbers (which break `==`), nested up to four deep; other
+    /// modules' property tests use it too.
+    pub(crate) fn arb_value() -> impl Strategy<Value = Amf0Value> {
         let leaf = prop_oneof![
             any::<f64>()
                 .prop_filter("NaN != NaN", |n| !n.is_nan())

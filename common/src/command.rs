@@ -263,7 +263,7 @@ fn strip_amf3_envelope(payload: &[u8]) -> Result<&[u8], CommandError> {
 }
 
 /// The AMF type name of a value, for error messages.
-fn type_name(value: &Amf0Value) -> &'static str {
+pub(crate) fn type_name(value: &Amf0Value) -> &'static str {
     match value {
         Amf0Value::Number(_) => "number",
         Amf0Value::Boolean(_) => "boolean",
@@ -393,51 +393,13 @@ mod tests {
 
     use super::*;
     use crate::types::MessageStreamId;
-
-    fn hex(s: &str) -> Vec<u8> {
-        assert_eq!(s.len() % 2, 0);
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
+    use crate::vectors::*;
 
     fn amf0(name: &str, payload: &[u8]) -> Command {
         let command = Command::decode(MessageType::COMMAND_AMF0, payload).unwrap();
         assert_eq!(command.name, name);
         command
     }
-
-    // Payloads captured from ffmpeg 5.1 (Lavf59.27.100) and rtmpdump 2.4 talking to a
-    // recording server on 127.0.0.1, written out byte for byte.
-
-    /// ffmpeg publishing `rtmp://127.0.0.1:19350/live/stream`: `connect`.
-    const FFMPEG_PUBLISH_CONNECT: &str = concat!(
-        "020007636f6e6e656374003ff00000000000000300036170700200046c6976650004747970650200",
-        "0a6e6f6e707269766174650008666c617368566572020024464d4c452f332e302028636f6d706174",
-        "69626c653b204c61766635392e32372e313030290005746355726c02001b72746d703a2f2f313237",
-        "2e302e302e313a31393335302f6c697665000009"
-    );
-    /// ffmpeg playing `rtmp://127.0.0.1:19351/live/stream`: `connect`.
-    const FFMPEG_PLAY_CONNECT: &str = concat!(
-        "020007636f6e6e656374003ff00000000000000300036170700200046c6976650008666c61736856",
-        "657202000d4c4e5820392c302c3132342c320005746355726c02001b72746d703a2f2f3132372e30",
-        "2e302e313a31393335312f6c6976650004667061640100000c6361706162696c697469657300402e",
-        "000000000000000b617564696f436f646563730040afce0000000000000b766964656f436f646563",
-        "7300406f800000000000000d766964656f46756e6374696f6e003ff0000000000000000009"
-    );
-    /// rtmpdump playing `rtmp://127.0.0.1:19352/live/stream`: `play` (start 0).
-    const RTMPDUMP_PLAY: &str =
-        "020004706c61790040080000000000000502000673747265616d000000000000000000";
-    /// ffmpeg publishing: `@setDataFrame, onMetaData, {…}` (type 18).
-    const FFMPEG_SET_DATA_FRAME: &str = concat!(
-        "02000d40736574446174614672616d6502000a6f6e4d6574614461746108000000080008647572",
-        "6174696f6e000000000000000000000d617564696f6461746172617465004050d8800000000000",
-        "0f617564696f73616d706c65726174650040e5888000000000000f617564696f73616d706c6573",
-        "697a65004030000000000000000673746572656f0100000c617564696f636f6465636964004024",
-        "0000000000000007656e636f64657202000d4c61766635392e32372e313030000866696c657369",
-        "7a65000000000000000000000009"
-    );
 
     #[test]
     fn ffmpeg_publisher_connect() {

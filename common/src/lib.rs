@@ -12,8 +12,10 @@
 //! - [`chunk`]: the chunk stream decoder and encoder, including encode-once media framing.
 //! - [`control`]: protocol control messages (types 1–6) and user control events.
 //! - [`command`]: NetConnection/NetStream command messages (types 20/17) and data messages.
+//! - [`request`]: the commands a client sends a server, parsed once into typed requests.
 //! - [`flv`]: FLV tag headers, codec/keyframe/sequence-header detection, FLV file framing.
 //! - [`pull`]: the origin/edge pull protocol (request and status lines, event stream, HRW).
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod amf0;
@@ -23,4 +25,7 @@ pub mod control;
 pub mod flv;
 pub mod handshake;
 pub mod pull;
+pub mod request;
 pub mod types;
+#[cfg(test)]
+mod vectors;

@@ -207,10 +207,21 @@ fn commands_equal(a: &Command, b: &Command) -> bool {
     format!("{a:?}") == format!("{b:?}")
 }
 
-/// `Command::decode` (types 20 and 17) and `DataMessage::decode` (types 18 and 15).
+/// `Command::decode` (types 20 and 17), the typed `Request` a server makes of a command, and
+/// `DataMessage::decode` (types 18 and 15).
 pub fn command_decode(data: &[u8]) {
+    use corecast_common::request::{ClientCommand, Request};
+
     let amf0 = Command::decode(MessageType::COMMAND_AMF0, data);
     let amf3 = Command::decode(MessageType::COMMAND_AMF3, data);
+
+    // Typing is a step after decoding, never a second decoder.
+    let typed = Request::decode(MessageType::COMMAND_AMF0, data);
+    assert_eq!(
+        format!("{typed:?}"),
+        format!("{:?}", amf0.clone().map(Request::from)),
+        "Request::decode must be Command::decode then Request::from"
+    );
 
     // Type 17 is a 0x00 format byte in front of a type 20 body.
     if let Some((&0x00, body)) = data.split_first() {
@@ -236,6 +247,40 @@ pub fn command_decode(data: &[u8]) {
             );
         }
         let _ = command.first_string_argument();
+
+        // Typing never fails, keeps the name and transaction id, and depends on the command
+        // alone: what round-trips exactly types the same way again.
+        let request = Request::from(command.clone());
+        assert_eq!(
+            request.command.name(),
+            command.name,
+            "typing changed the name"
+        );
+        assert_eq!(
+            request.transaction_id.to_bits(),
+            command.transaction_id.to_bits(),
+            "typing changed the transaction id"
+        );
+        if exact {
+            let again = format!("{:?}", Request::from(again));
+            assert_eq!(again, format!("{request:?}"), "typing after a round trip");
+        }
+        let stream_name = match &request.command {
+            ClientCommand::Publish { stream_name, .. } => Some(stream_name),
+            ClientCommand::Play(play) => Some(&play.stream_name),
+            _ => None,
+        };
+        if let Some(Ok(name)) = stream_name {
+            let name = name.as_str();
+            assert!(
+                !name.is_empty() && !name.contains('?'),
+                "stream name {name:?} is empty or keeps its query"
+            );
+            assert!(
+                !name.starts_with('/') && !name.ends_with('/'),
+                "stream name {name:?} keeps its slashes"
+            );
+        }
     }
 
     for message_type in [MessageType::DATA_AMF0, MessageType::DATA_AMF3] {

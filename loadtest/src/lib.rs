@@ -14,8 +14,8 @@
 //!
 //! # Layout
 //! - [`url`]: parsing `rtmp[s|t]://host:port/app/stream`; other schemes are refused clearly.
-//! - [`transport`]: the byte pipe under the client: TCP, TLS (rustls driven over the glommio
-//!   stream) or the RTMPT HTTP tunnel, chosen by the URL's scheme.
+//! - [`transport`]: the byte pipe under the client: TCP, TLS (`corecast-transport`'s rustls
+//!   driver over the glommio stream) or the RTMPT HTTP tunnel, chosen by the URL's scheme.
 //! - [`client`]: the async RTMP client: handshake, commands, pings, acknowledgements.
 //! - [`source`]: the looped FLV file and the synthetic stream with its embedded clock.
 //! - [`player`], [`publisher`]: one connection of each kind and what it measures.

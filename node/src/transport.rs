@@ -3,17 +3,18 @@
 //!
 //! Why not glommio's `write_vectored`: glommio 0.9's `TcpStream` implements only `poll_write`,
 //! so `write_vectored` silently writes the first buffer only. The TCP pipe therefore calls
-//! `sendmsg(MSG_DONTWAIT)` with the whole iovec array on the raw fd and, only when the socket
-//! is full (EAGAIN), awaits an ordinary write of the first slice, which is how glommio waits
-//! for writability.
+//! `sendmsg(MSG_DONTWAIT)` with the whole iovec array
+//! ([`corecast_transport::socket::send_vectored`], where every raw socket call lives) and,
+//! only when the socket is full (EAGAIN), awaits an ordinary write of the first slice, which
+//! is how glommio waits for writability.
 
 use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
-use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 
 use bytes::BytesMut;
+use corecast_transport::socket;
 use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 
@@ -61,7 +62,6 @@ pub const TRY_READ_MAX: usize = 1024 * 1024;
 /// A plain TCP connection.
 pub struct TcpTransport {
     stream: RefCell<TcpStream>,
-    fd: RawFd,
     /// Bytes the next read asks for (adapts between READ_MIN and READ_MAX).
     read_size: std::cell::Cell<usize>,
 }
@@ -69,10 +69,8 @@ pub struct TcpTransport {
 impl TcpTransport {
     /// Wraps an accepted or connected stream.
     pub fn new(stream: TcpStream) -> TcpTransport {
-        let fd = stream.as_raw_fd();
         TcpTransport {
             stream: RefCell::new(stream),
-            fd,
             read_size: std::cell::Cell::new(READ_MIN),
         }
     }
@@ -102,20 +100,10 @@ impl Transport for TcpTransport {
             let start = buf.len();
             let want = self.read_size.get();
             buf.resize(start + want, 0);
-            // SAFETY: plain recv into the `want` initialised bytes just added to `buf`, on a
-            // descriptor this transport owns for its whole life.
-            let rc = unsafe {
-                libc::recv(
-                    self.fd,
-                    buf[start..].as_mut_ptr().cast(),
-                    want,
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            let n = usize::try_from(rc).unwrap_or(0);
+            let received = socket::recv_nonblocking(&*self.stream.borrow(), &mut buf[start..]);
+            let n = *received.as_ref().unwrap_or(&0);
             buf.truncate(start + n);
-            if rc < 0 {
-                let e = io::Error::last_os_error();
+            if let Err(e) = received {
                 match e.kind() {
                     io::ErrorKind::Interrupted => continue,
                     io::ErrorKind::WouldBlock if total > 0 => return Ok(total),
@@ -133,7 +121,7 @@ impl Transport for TcpTransport {
     }
 
     fn try_write_vectored(&self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
-        sendmsg_nonblocking(self.fd, slices)
+        socket::send_vectored(&*self.stream.borrow(), slices)
     }
 
     async fn write_some(&self, buf: &[u8]) -> io::Result<usize> {
@@ -145,52 +133,7 @@ impl Transport for TcpTransport {
     }
 
     fn shutdown(&self) {
-        // SAFETY: plain syscall on a descriptor this transport owns for its whole life.
-        unsafe {
-            libc::shutdown(self.fd, libc::SHUT_RDWR);
-        }
-    }
-}
-
-/// `sendmsg` of an iovec array without blocking; SIGPIPE suppressed.
-pub fn sendmsg_nonblocking(fd: RawFd, slices: &[IoSlice<'_>]) -> io::Result<usize> {
-    if slices.is_empty() {
-        return Ok(0);
-    }
-    let count = slices.len().min(1024);
-    // SAFETY: IoSlice is ABI-compatible with iovec (documented by std); the slices outlive
-    // the call; msghdr is fully initialised by zeroing then setting the iovec fields.
-    let rc = unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = slices.as_ptr() as *mut libc::iovec;
-        msg.msg_iovlen = count as _;
-        libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(rc as usize)
-    }
-}
-
-/// Asks the kernel to acknowledge the next segments at once. HTTP clients (ffmpeg's among
-/// them) write a request's head and body separately without TCP_NODELAY, so the body waits
-/// for the head's ACK, which a delayed-ACK receiver holds back ~40 ms: every request would
-/// take that long (ffmpeg's publish over RTMPT, `/open` to `publish`: ~460 ms without it,
-/// ~180 ms with it; see ARCHITECTURE.md). Linux leaves quick-ACK mode by itself, hence once
-/// per read.
-pub fn quick_ack(fd: RawFd) {
-    let on: libc::c_int = 1;
-    // SAFETY: plain setsockopt on a descriptor the caller's connection owns, with a valid int
-    // option.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_QUICKACK,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
+        socket::shutdown(&*self.stream.borrow());
     }
 }
 

@@ -9,7 +9,9 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use corecast_common::types::MessageType;
+use corecast_common::amf0::Amf0Value;
+use corecast_common::command::Command as RtmpCommand;
+use corecast_common::types::{MessageStreamId, MessageType};
 use support::client::{closed_within, read_until_video_at, RtmpClient};
 use support::media::{
     from_first_keyframe, packets, play_to_file, publish, shared_flv, stderr_of, wait_exit, Packet,
@@ -352,4 +354,158 @@ fn unknown_application_is_rejected_when_apps_are_configured() {
         .err()
         .expect("refused");
     assert!(err.to_string().contains("_error"), "{err}");
+}
+
+/// Sends command `name` with a null command object.
+fn send(
+    c: &mut RtmpClient,
+    stream: MessageStreamId,
+    name: &str,
+    transaction_id: f64,
+    arguments: Vec<Amf0Value>,
+) {
+    let command = RtmpCommand::new(name, transaction_id, Amf0Value::Null, arguments);
+    c.send_command(stream, &command).expect("send");
+}
+
+/// Every command message the node answers, one line per reply: message stream, name,
+/// transaction id, then each argument (an info object as `code: description`).
+fn replies_until(client: &mut RtmpClient, last_transaction: f64) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut lines = Vec::new();
+    while Instant::now() < deadline {
+        let Some(m) = client
+            .next_message(deadline - Instant::now())
+            .expect("connection open")
+        else {
+            break;
+        };
+        if m.message_type != MessageType::COMMAND_AMF0 {
+            continue;
+        }
+        let reply = RtmpCommand::decode(m.message_type, &m.payload).expect("a valid reply");
+        let arguments: Vec<String> = reply
+            .arguments
+            .iter()
+            .map(|a| match a.as_object() {
+                Some(info) => {
+                    let text = |key| info.get(key).and_then(Amf0Value::as_str).unwrap_or("-");
+                    format!("{}: {}", text("code"), text("description"))
+                }
+                None => format!("{a:?}"),
+            })
+            .collect();
+        lines.push(format!(
+            "{} {} {} {}",
+            m.message_stream_id.0,
+            reply.name,
+            reply.transaction_id,
+            arguments.join(", ")
+        ));
+        if reply.transaction_id == last_transaction {
+            return lines;
+        }
+    }
+    panic!("no reply to transaction {last_transaction}; got {lines:#?}");
+}
+
+/// The replies real clients rely on, command by command, as a session sends them: an FMLE
+/// encoder's publish sequence with a query string on the name, the calls a player makes, the
+/// ones that get no answer, bad stream names, and pause.
+#[test]
+fn every_command_gets_the_reply_clients_expect() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = Node::start(1, "", dir.path());
+    let mut c = RtmpClient::connect(node.addr, "live").expect("connect");
+    let (connection, first, second) = (MessageStreamId(0), MessageStreamId(1), MessageStreamId(2));
+    let named = |name: &str| vec![Amf0Value::from(name)];
+    send(
+        &mut c,
+        connection,
+        "releaseStream",
+        2.0,
+        named("cam?key=abc"),
+    );
+    send(&mut c, connection, "FCPublish", 3.0, named("cam?key=abc"));
+    send(&mut c, connection, "createStream", 4.0, vec![]);
+    send(
+        &mut c,
+        first,
+        "publish",
+        5.0,
+        vec!["/cam/?key=abc".into(), "live".into()],
+    );
+    send(&mut c, connection, "FCUnpublish", 6.0, named("cam?key=abc"));
+    send(&mut c, connection, "deleteStream", 7.0, vec![1.0.into()]);
+    send(&mut c, connection, "_checkbw", 8.0, vec![]);
+    send(&mut c, connection, "play2", 9.0, vec![]);
+    // No answer to these: no transaction, or the client's own replies and notices.
+    send(&mut c, connection, "seek", 0.0, vec![5.0.into()]);
+    send(&mut c, connection, "_result", 10.0, vec![]);
+    send(&mut c, connection, "onBWDone", 0.0, vec![]);
+    send(&mut c, connection, "ping", 11.0, vec![]);
+    send(&mut c, connection, "getStreamLength", 12.0, named("cam"));
+    let publisher = replies_until(&mut c, 12.0);
+    let publisher_expected = [
+        "0 _result 2 Undefined",
+        "0 onFCPublish 0 NetStream.Publish.Start: cam?key=abc",
+        "0 _result 4 Number(1.0)",
+        "1 onStatus 0 NetStream.Publish.Start: publishing",
+        "0 _result 6 Undefined",
+        "0 onFCUnpublish 0 NetStream.Unpublish.Success: cam?key=abc",
+        "1 onStatus 0 NetStream.Unpublish.Success: stopped",
+        "0 _result 8 ",
+        "0 _error 9 NetConnection.Call.Failed: unknown command",
+        "0 _result 12 Number(0.0)",
+    ];
+    assert_eq!(publisher, publisher_expected);
+    // The query string and slashes are not part of the published name.
+    assert!(node
+        .wait_log(Duration::from_secs(5), |l| is_line(
+            l, "publish", "live/cam"
+        ))
+        .is_some());
+
+    send(&mut c, connection, "createStream", 13.0, vec![]);
+    send(
+        &mut c,
+        second,
+        "publish",
+        14.0,
+        vec!["/?k".into(), "live".into()],
+    );
+    send(&mut c, second, "publish", 15.0, vec![false.into()]);
+    send(&mut c, second, "play", 16.0, vec![Amf0Value::Null]);
+    send(&mut c, connection, "FCSubscribe", 17.0, named("other?t=1"));
+    let reset = false;
+    send(
+        &mut c,
+        second,
+        "play",
+        18.0,
+        vec!["other".into(), (-2.0).into(), (-1.0).into(), reset.into()],
+    );
+    send(&mut c, second, "receiveAudio", 0.0, vec![false.into()]);
+    send(&mut c, second, "pause", 0.0, vec![true.into(), 10.0.into()]);
+    send(
+        &mut c,
+        second,
+        "pauseRaw",
+        0.0,
+        vec![false.into(), 10.0.into()],
+    );
+    send(&mut c, connection, "getStreamLength", 19.0, vec![]);
+    let player = replies_until(&mut c, 19.0);
+    let player_expected = [
+        "0 _result 13 Number(2.0)",
+        "2 onStatus 0 NetStream.Publish.BadName: empty stream name",
+        "2 onStatus 0 NetStream.Publish.BadName: empty stream name",
+        "2 onStatus 0 NetStream.Play.StreamNotFound: empty stream name",
+        "0 onFCSubscribe 0 NetStream.Play.Start: other?t=1",
+        "2 onStatus 0 NetStream.Play.Start: started playing",
+        "2 onStatus 0 NetStream.Pause.Notify: paused",
+        "2 onStatus 0 NetStream.Unpause.Notify: unpaused",
+        "0 _result 19 Number(0.0)",
+    ];
+    assert_eq!(player, player_expected);
 }

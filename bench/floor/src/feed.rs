@@ -5,12 +5,12 @@
 
 use std::io::IoSlice;
 use std::net::TcpStream;
-use std::os::fd::AsRawFd;
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
+use corecast_transport::socket::send_vectored;
 
 use crate::stream::PreparedStream;
 
@@ -121,7 +121,7 @@ fn write_due(feed: &mut Feed, stream: &PreparedStream, now_ms: u64) -> std::io::
         if slices.is_empty() {
             return Ok(total);
         }
-        let written = match sendmsg(feed.stream.as_raw_fd(), &slices) {
+        let written = match send_vectored(&feed.stream, &slices) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(total),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -149,23 +149,6 @@ fn write_due(feed: &mut Feed, stream: &PreparedStream, now_ms: u64) -> std::io::
             feed.next += 1;
         }
         feed.offset = n;
-    }
-}
-
-/// One non-blocking `sendmsg` of `slices`.
-fn sendmsg(fd: i32, slices: &[IoSlice<'_>]) -> std::io::Result<usize> {
-    // SAFETY: IoSlice is ABI-compatible with iovec and the slices outlive the call; the
-    // message header is zeroed apart from the iovec fields.
-    let n = unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = slices.as_ptr() as *mut libc::iovec;
-        msg.msg_iovlen = slices.len() as _;
-        libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
-    };
-    if n < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
     }
 }
 

@@ -3,8 +3,8 @@
 //! The client ([`crate::client`]) only sees a [`Transport`]: read some bytes, write all of
 //! these bytes, shut down. Three pipes carry the one client:
 //! - `rtmp://`: [`TcpTransport`], a glommio `TcpStream`;
-//! - `rtmps://`: [`TlsTransport`](tls::TlsTransport), rustls' sans-IO `ClientConnection`
-//!   driven over the same kind of stream ([`tls`]);
+//! - `rtmps://`: `corecast_transport::TlsStream`, the shared rustls driver (client side)
+//!   over the same kind of stream; its configuration and report labels are in [`tls`];
 //! - `rtmpt://`: [`RtmptTransport`](rtmpt::RtmptTransport), RTMP tunnelled through HTTP/1.1
 //!   requests on one keep-alive connection ([`rtmpt`]).
 //!
@@ -29,18 +29,18 @@ use std::cell::RefCell;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use corecast_transport::{socket, TlsError, TlsStream};
 use futures_lite::{future, AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
-use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection};
 
 use crate::url::{RtmpUrl, Scheme};
 use rtmpt::{RtmptError, RtmptTransport};
-use tls::{TlsError, TlsTransport};
 
 /// Bytes in, bytes out: what the RTMP client needs from a connection.
 pub trait Transport {
@@ -109,7 +109,7 @@ impl ConnectError {
                 _ => "tcp_error",
             },
             ConnectError::Timeout { .. } => "tcp_timeout",
-            ConnectError::Tls { source, .. } => source.as_str(),
+            ConnectError::Tls { source, .. } => tls::label(source),
             ConnectError::NoTlsConfig => "tls_not_configured",
             ConnectError::BadServerName(_) => "tls_bad_server_name",
             ConnectError::Rtmpt { source, .. } => source.as_str(),
@@ -121,8 +121,8 @@ impl ConnectError {
 /// any, else a plain socket label.
 pub fn io_error_label(e: &io::Error) -> &'static str {
     if let Some(inner) = e.get_ref() {
-        if let Some(tls) = inner.downcast_ref::<TlsError>() {
-            return tls.as_str();
+        if let Some(e) = inner.downcast_ref::<TlsError>() {
+            return tls::label(e);
         }
         if let Some(rtmpt) = inner.downcast_ref::<RtmptError>() {
             return rtmpt.as_str();
@@ -149,7 +149,7 @@ pub enum Connection {
     /// Plain TCP (`rtmp://`).
     Tcp(TcpTransport),
     /// TLS over TCP (`rtmps://`); boxed: rustls' connection state is over 1 KiB.
-    Tls(Box<TlsTransport>),
+    Tls(Box<TlsStream<ClientConnection>>),
     /// The HTTP tunnel (`rtmpt://`).
     Rtmpt(RtmptTransport),
 }
@@ -204,15 +204,15 @@ pub async fn connect(
         Scheme::Rtmp => Ok(Connection::Tcp(TcpTransport::connect(addr, timeout).await?)),
         Scheme::Rtmps => {
             let config = tls.ok_or(ConnectError::NoTlsConfig)?;
+            let name = ServerName::try_from(url.host.clone())
+                .map_err(|_| ConnectError::BadServerName(url.host.clone()))?;
             let stream = tcp_connect(addr, timeout).await?;
-            let transport = TlsTransport::connect(stream, Arc::clone(config), &url.host, timeout)
+            let transport = TlsStream::client(stream, Arc::clone(config), name)
+                .map_err(|source| ConnectError::Tls { addr, source })?;
+            transport
+                .handshake(timeout)
                 .await
-                .map_err(|e| match e {
-                    tls::ConnectFailure::ServerName => {
-                        ConnectError::BadServerName(url.host.clone())
-                    }
-                    tls::ConnectFailure::Tls(source) => ConnectError::Tls { addr, source },
-                })?;
+                .map_err(|source| ConnectError::Tls { addr, source })?;
             Ok(Connection::Tls(Box::new(transport)))
         }
         Scheme::Rtmpt => {
@@ -245,18 +245,14 @@ async fn tcp_connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, C
 /// A plain TCP connection on the current glommio executor.
 pub struct TcpTransport {
     stream: RefCell<TcpStream>,
-    /// The socket, for the synchronous `shutdown(2)` (glommio's is async).
-    fd: RawFd,
 }
 
 impl TcpTransport {
     /// Connects with a timeout and sets `TCP_NODELAY`.
     pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Self, ConnectError> {
         let stream = tcp_connect(addr, timeout).await?;
-        let fd = stream.as_raw_fd();
         Ok(TcpTransport {
             stream: RefCell::new(stream),
-            fd,
         })
     }
 }
@@ -279,14 +275,7 @@ impl Transport for TcpTransport {
     }
 
     fn shutdown(&self) {
-        shutdown_fd(self.fd);
-    }
-}
-
-/// `shutdown(2)` of both directions (glommio's own shutdown is async).
-fn shutdown_fd(fd: RawFd) {
-    // SAFETY: a plain syscall on a descriptor its stream owns for as long as the caller lives.
-    unsafe {
-        libc::shutdown(fd, libc::SHUT_RDWR);
+        // Synchronous (glommio's own shutdown is async).
+        socket::shutdown(&*self.stream.borrow());
     }
 }

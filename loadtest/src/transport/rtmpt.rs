@@ -47,16 +47,16 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use corecast_transport::socket;
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
-use super::{shutdown_fd, with_timeout, Transport};
+use super::{with_timeout, Transport};
 
 /// Longest reply head (status line and headers) accepted.
 pub const MAX_HEAD_BYTES: usize = 8 * 1024;
@@ -318,7 +318,6 @@ pub fn tunnel_id(response: &Response) -> Result<String, RtmptError> {
 /// One keep-alive HTTP connection: requests out, replies in, one at a time.
 struct HttpConn {
     stream: TcpStream,
-    fd: RawFd,
     /// The `Host` header.
     host: String,
     /// Bytes read and not yet decoded.
@@ -432,10 +431,8 @@ impl RtmptTransport {
         host: &str,
         timeout: Duration,
     ) -> Result<RtmptTransport, RtmptError> {
-        let fd = stream.as_raw_fd();
         let mut http = HttpConn {
             stream,
-            fd,
             host: host.to_owned(),
             buf: BytesMut::new(),
             decoder: ResponseDecoder::default(),
@@ -450,7 +447,7 @@ impl RtmptTransport {
         let id = match response.and_then(|r| tunnel_id(&r)) {
             Ok(id) => id,
             Err(e) => {
-                shutdown_fd(fd);
+                socket::shutdown(&http.stream);
                 return Err(e);
             }
         };
@@ -582,7 +579,7 @@ async fn drive(state: Rc<RefCell<State>>, mut http: HttpConn, id: String) {
             }
         }
     }
-    shutdown_fd(http.fd);
+    socket::shutdown(&http.stream);
 }
 
 /// Waits for the next thing to do (see "Choosing the next request" in the module docs).

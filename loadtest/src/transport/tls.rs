@@ -1,5 +1,7 @@
-//! `rtmps://`: rustls' sans-IO [`ClientConnection`] driven over a glommio `TcpStream`, and
-//! the client configuration it is built from.
+//! `rtmps://`: the client configuration every connection of a run shares, and the report
+//! labels of TLS failures. The connection itself is the shared driver
+//! (`corecast_transport::TlsStream`, client side), the one the node runs RTMPS and its pulls
+//! on; [`super`] makes it a load-client `Transport`.
 //!
 //! # Configuration ([`client_config`])
 //! Built once per run and shared by every connection of every core: ring as the crypto
@@ -7,55 +9,27 @@
 //! certificate's IP addresses and sends no SNI, as TLS requires). The server certificate is
 //! verified against `--ca-file` when given, else against the system's CA bundle (the PEM file
 //! named by `SSL_CERT_FILE`, else the usual distribution paths: no extra crate needed);
-//! `--insecure` accepts any certificate, for self-signed test certificates (signatures are
-//! still checked, so the handshake is the real one). Session resumption is off: every
-//! connection pays a full handshake, as thousands of distinct viewers would, instead of
-//! resuming from a ticket an earlier connection of this run got.
+//! `--insecure` accepts any certificate ([`AcceptAny`]), for self-signed test certificates
+//! (signatures are still checked, so the handshake is the real one). Session resumption is
+//! off: every connection pays a full handshake, as thousands of distinct viewers would,
+//! instead of resuming from a ticket an earlier connection of this run got.
 //!
-//! # Driving rustls ([`TlsTransport`])
-//! - **Read.** rustls reads ciphertext straight from the socket into its own buffer
-//!   (`read_tls` through [`SocketReader`], which turns glommio's `Pending` into
-//!   `WouldBlock`), then `process_new_packets` decrypts, and the caller's buffer is filled
-//!   from rustls' plaintext. The socket is read only when no plaintext is waiting, so rustls'
-//!   plaintext buffer never fills. A TCP EOF without `close_notify` is an ordinary end of
-//!   stream: nothing in RTMP depends on truncation detection.
-//! - **Write.** Plaintext goes into rustls (its send buffer is capped at
-//!   [`SEND_BUFFER_LIMIT`], so a big write is taken in parts) and the records are flushed
-//!   through glommio's `poll_write` before more is taken.
-//! - **Two futures, one connection.** A publisher reads and writes from two futures of one
-//!   task. Every `RefCell` borrow ends before an await. Only the writing path waits for
-//!   writability (glommio keeps one write waiter per socket); records that reading produces
-//!   (alerts, key-update replies) are sent without waiting (`send(MSG_DONTWAIT)`), and what
-//!   does not fit goes out with the next write. rustls keeps all outgoing records in one
-//!   queue, so whichever path writes them, they leave in order.
+//! # Driving rustls
+//! The driver reads ciphertext into a per-core scratch buffer and hands out plaintext,
+//! writes through rustls' send buffer (its 64 KiB default, so a big write is taken in parts)
+//! and flushes the records before taking more, and sends the alerts and key-update replies
+//! that reading produces without waiting. Its docs say why.
 
-use std::cell::RefCell;
-use std::future::poll_fn;
-use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
+use std::io;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Duration;
 
-use futures_lite::{AsyncRead, AsyncWrite};
-use glommio::net::TcpStream;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use corecast_transport::{provider, AcceptAny, TlsError};
 use rustls::client::Resumption;
-use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{
-    ClientConfig, ClientConnection, DigitallySignedStruct, Error as RustlsError, RootCertStore,
-    SignatureScheme,
-};
+use rustls::pki_types::CertificateDer;
+use rustls::{ClientConfig, Error as RustlsError, RootCertStore};
 use serde::Serialize;
-
-use super::{shutdown_fd, Transport};
-
-/// Most ciphertext rustls holds for one connection before it takes no more plaintext.
-pub const SEND_BUFFER_LIMIT: usize = 64 * 1024;
 
 /// CA bundles tried, in order, when neither `--ca-file` nor `SSL_CERT_FILE` names one:
 /// Debian/Ubuntu/Arch, Fedora/RHEL, the RHEL extracted bundle, openSUSE, Alpine.
@@ -107,13 +81,13 @@ pub enum TlsConfigError {
 
 /// Builds the client configuration every `rtmps://` connection of a run shares.
 pub fn client_config(options: &TlsOptions) -> Result<Arc<ClientConfig>, TlsConfigError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = provider();
     let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()?;
     let mut config = if options.insecure {
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
+            .with_custom_certificate_verifier(Arc::new(AcceptAny::new(provider)))
             .with_no_client_auth()
     } else {
         let roots = match &options.ca_file {
@@ -157,343 +131,16 @@ fn system_roots() -> Result<RootCertStore, TlsConfigError> {
         .and_then(load_roots)
 }
 
-/// `--insecure`: any certificate is accepted; the handshake signatures are still verified
-/// (so the server proves it holds the key of the certificate it sent).
-#[derive(Debug)]
-struct AcceptAnyCertificate(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, RustlsError> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, RustlsError> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, RustlsError> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// Why a TLS connection failed, during the handshake or after it.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum TlsError {
-    /// rustls refused the server or what it sent (certificate, alert, bad record...).
-    #[error("{0}")]
-    Protocol(#[from] RustlsError),
-    /// The server closed the connection before the handshake finished.
-    #[error("the server closed the connection during the handshake")]
-    Closed,
-    /// The handshake did not finish in time.
-    #[error("not finished within {0:?}")]
-    Timeout(Duration),
-    /// The socket failed.
-    #[error("socket: {0}")]
-    Io(#[from] io::Error),
-}
-
-impl TlsError {
-    /// A short static label (report key).
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            TlsError::Protocol(RustlsError::InvalidCertificate(_)) => "tls_invalid_certificate",
-            TlsError::Protocol(RustlsError::AlertReceived(_)) => "tls_alert_received",
-            TlsError::Protocol(RustlsError::PeerIncompatible(_)) => "tls_incompatible",
-            TlsError::Protocol(_) => "tls_error",
-            TlsError::Closed => "tls_closed",
-            TlsError::Timeout(_) => "timeout_tls",
-            TlsError::Io(e) => match e.kind() {
-                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => "tls_reset",
-                _ => "tls_io_error",
-            },
-        }
-    }
-
-    /// As an `io::Error` for the [`Transport`] interface; [`super::io_error_label`] finds
-    /// the label again.
-    fn into_io(self) -> io::Error {
-        match self {
-            // A plain socket error stays one (the label is then a socket label).
-            TlsError::Io(e) => e,
-            other => io::Error::new(io::ErrorKind::InvalidData, other),
-        }
-    }
-}
-
-/// Why [`TlsTransport::connect`] failed.
-#[derive(Debug)]
-pub enum ConnectFailure {
-    /// The host is not a valid server name.
-    ServerName,
-    /// The handshake failed.
-    Tls(TlsError),
-}
-
-/// One client-side TLS connection.
-pub struct TlsTransport {
-    stream: RefCell<TcpStream>,
-    fd: RawFd,
-    conn: RefCell<ClientConnection>,
-}
-
-/// rustls' reads from the socket: glommio's `Pending` (the waker is registered) becomes
-/// `WouldBlock`.
-struct SocketReader<'a, 'b> {
-    stream: &'a mut TcpStream,
-    cx: &'a mut Context<'b>,
-}
-
-impl Read for SocketReader<'_, '_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match Pin::new(&mut *self.stream).poll_read(self.cx, buf) {
-            Poll::Ready(result) => result,
-            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
-        }
-    }
-}
-
-/// rustls' writes to the socket from the writing path: `Pending` (waiting for writability,
-/// the waker is registered) becomes `WouldBlock`.
-struct SocketWriter<'a, 'b> {
-    stream: &'a mut TcpStream,
-    cx: &'a mut Context<'b>,
-}
-
-impl Write for SocketWriter<'_, '_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match Pin::new(&mut *self.stream).poll_write(self.cx, buf) {
-            Poll::Ready(result) => result,
-            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// rustls' writes from the reading path: `send(MSG_DONTWAIT)`, never waiting (see the
-/// module docs).
-struct NonBlockingWriter(RawFd);
-
-impl Write for NonBlockingWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        // SAFETY: send(2) from a valid slice on a descriptor the transport owns.
-        let n = unsafe {
-            libc::send(
-                self.0,
-                buf.as_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl TlsTransport {
-    /// Runs the TLS handshake with `host` (SNI and the name the certificate must carry) over
-    /// a connected `stream`, within `timeout`.
-    pub async fn connect(
-        stream: TcpStream,
-        config: Arc<ClientConfig>,
-        host: &str,
-        timeout: Duration,
-    ) -> Result<TlsTransport, ConnectFailure> {
-        let name = ServerName::try_from(host.to_owned()).map_err(|_| ConnectFailure::ServerName)?;
-        let mut conn = ClientConnection::new(config, name)
-            .map_err(|e| ConnectFailure::Tls(TlsError::Protocol(e)))?;
-        conn.set_buffer_limit(Some(SEND_BUFFER_LIMIT));
-        let fd = stream.as_raw_fd();
-        let transport = TlsTransport {
-            stream: RefCell::new(stream),
-            fd,
-            conn: RefCell::new(conn),
-        };
-        match super::with_timeout(timeout, transport.handshake()).await {
-            Some(Ok(())) => Ok(transport),
-            Some(Err(e)) => Err(ConnectFailure::Tls(e)),
-            None => Err(ConnectFailure::Tls(TlsError::Timeout(timeout))),
-        }
-    }
-
-    /// Runs the handshake to its end (our last flight flushed).
-    async fn handshake(&self) -> Result<(), TlsError> {
-        loop {
-            poll_fn(|cx| self.poll_flush(cx)).await?;
-            if !self.conn.borrow().is_handshaking() {
-                return Ok(());
-            }
-            let eof = poll_fn(|cx| self.poll_feed(cx)).await?;
-            if eof && self.conn.borrow().is_handshaking() {
-                return Err(TlsError::Closed);
-            }
-        }
-    }
-
-    /// Reads ciphertext from the socket into rustls and processes it. `Ready(Ok(true))` at
-    /// the socket's EOF; `Pending` when the socket has nothing.
-    fn poll_feed(&self, cx: &mut Context<'_>) -> Poll<Result<bool, TlsError>> {
-        let mut conn = self.conn.borrow_mut();
-        let read = {
-            let mut stream = self.stream.borrow_mut();
-            conn.read_tls(&mut SocketReader {
-                stream: &mut stream,
-                cx,
-            })
-        };
-        let n = match read {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
-            Err(e) => return Poll::Ready(Err(e.into())),
-        };
-        if let Err(e) = conn.process_new_packets() {
-            // rustls queued an alert saying why: a courtesy, sent without waiting.
-            let _ = conn.write_tls(&mut NonBlockingWriter(self.fd));
-            return Poll::Ready(Err(e.into()));
-        }
-        if conn.wants_write() && !conn.is_handshaking() {
-            // A post-handshake reply (key update); what does not fit goes with the next write.
-            self.write_nonblocking(&mut conn);
-        }
-        Poll::Ready(Ok(n == 0))
-    }
-
-    /// Writes what rustls holds without waiting; the rest stays queued in rustls.
-    fn write_nonblocking(&self, conn: &mut ClientConnection) {
-        while conn.wants_write() {
-            match conn.write_tls(&mut NonBlockingWriter(self.fd)) {
-                Ok(n) if n > 0 => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                _ => return,
-            }
-        }
-    }
-
-    /// Writes everything rustls holds, waiting for writability when the socket is full.
-    fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut conn = self.conn.borrow_mut();
-        let mut stream = self.stream.borrow_mut();
-        while conn.wants_write() {
-            let mut writer = SocketWriter {
-                stream: &mut stream,
-                cx,
-            };
-            match conn.write_tls(&mut writer) {
-                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
-        Poll::Ready(Ok(()))
-    }
-
-    /// The negotiated protocol version and cipher suite (for tests and logs).
-    pub fn describe(&self) -> String {
-        let conn = self.conn.borrow();
-        let version = conn
-            .protocol_version()
-            .map_or_else(|| "-".to_owned(), |v| format!("{v:?}"));
-        let suite = conn
-            .negotiated_cipher_suite()
-            .map_or_else(|| "-".to_owned(), |s| format!("{:?}", s.suite()));
-        format!("{version} {suite}")
-    }
-}
-
-impl Transport for TlsTransport {
-    async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        poll_fn(|cx| loop {
-            {
-                let mut conn = self.conn.borrow_mut();
-                match conn.reader().read(buf) {
-                    // Ok(0) here means close_notify: the end of the stream.
-                    Ok(n) => return Poll::Ready(Ok(n)),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    // TCP EOF without close_notify: an ordinary end of stream for RTMP.
-                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                        return Poll::Ready(Ok(0))
-                    }
-                    Err(e) => return Poll::Ready(Err(e)),
-                }
-            }
-            match self.poll_feed(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into_io())),
-                // EOF: the reader says so on the next turn; otherwise there may be plaintext.
-                Poll::Ready(Ok(_)) => {}
-            }
-        })
-        .await
-    }
-
-    async fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
-        loop {
-            poll_fn(|cx| self.poll_flush(cx)).await?;
-            if buf.is_empty() {
-                return Ok(());
-            }
-            let taken = self.conn.borrow_mut().writer().write(buf)?;
-            if taken == 0 {
-                // rustls' buffer is full although it was just flushed: cannot progress.
-                return Err(io::ErrorKind::WriteZero.into());
-            }
-            buf = buf.get(taken..).unwrap_or(&[]);
-        }
-    }
-
-    fn shutdown(&self) {
-        {
-            let mut conn = self.conn.borrow_mut();
-            conn.send_close_notify();
-            self.write_nonblocking(&mut conn);
-        }
-        shutdown_fd(self.fd);
+/// The report label of a TLS failure: the driver's own label, with the failures a load test
+/// most often meets told apart (a certificate the run does not trust, a server that said
+/// no, nothing in common), and the load generator's `timeout_*` naming.
+pub fn label(e: &TlsError) -> &'static str {
+    match e {
+        TlsError::Protocol(RustlsError::InvalidCertificate(_)) => "tls_invalid_certificate",
+        TlsError::Protocol(RustlsError::AlertReceived(_)) => "tls_alert_received",
+        TlsError::Protocol(RustlsError::PeerIncompatible(_)) => "tls_incompatible",
+        TlsError::Aborted => "tls_closed",
+        TlsError::HandshakeTimeout(_) => "timeout_tls",
+        other => other.as_str(),
     }
 }

@@ -22,13 +22,14 @@ use bytes::{Bytes, BytesMut};
 use corecast_common::chunk::ChunkDecoderLimits;
 use corecast_common::flv::{AudioTagHeader, VideoTagHeader};
 use corecast_common::pull::{rendezvous_order, PullClient, PullEvent, PullMediaKind, PullRequest};
+use corecast_transport::{TlsError, TlsStream};
 use glommio::net::TcpStream;
 use tracing::{debug, info, warn};
 
 use crate::core::CoreContext;
 use crate::frame::{FrameData, MediaKind};
 use crate::util::with_timeout;
-use tls::{TlsClient, Upstream};
+use tls::Upstream;
 
 /// How often a streaming pull checks whether anyone still wants it.
 const LINGER_CHECK: Duration = Duration::from_secs(1);
@@ -222,15 +223,18 @@ async fn attempt(ctx: &CoreContext, state: &mut PullState, upstream: &str) -> At
                 warn!(%upstream, "upstream host is not a valid TLS server name");
                 return Attempt::ConnectFailed;
             };
-            let handshake = TlsClient::connect(tcp, Arc::clone(config), name);
-            match with_timeout(connect_timeout, handshake).await {
-                Some(Ok(client)) => Upstream::Tls(Box::new(client)),
-                Some(Err(e)) => {
-                    warn!(%upstream, error = %e, reason = "tls_error", "upstream TLS handshake failed");
+            let handshake = match TlsStream::client(tcp, Arc::clone(config), name) {
+                Ok(client) => client.handshake(connect_timeout).await.map(|()| client),
+                Err(e) => Err(e),
+            };
+            match handshake {
+                Ok(client) => Upstream::Tls(Box::new(client)),
+                Err(TlsError::HandshakeTimeout(_)) => {
+                    warn!(%upstream, reason = "tls_handshake_timeout", "upstream TLS handshake timed out");
                     return Attempt::TlsFailed;
                 }
-                None => {
-                    warn!(%upstream, reason = "tls_handshake_timeout", "upstream TLS handshake timed out");
+                Err(e) => {
+                    warn!(%upstream, error = %e, reason = e.as_str(), "upstream TLS handshake failed");
                     return Attempt::TlsFailed;
                 }
             }

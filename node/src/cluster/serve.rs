@@ -8,7 +8,7 @@
 //!
 //! With `cluster.pull_tls` the pull port speaks TLS: each accepted connection does a TLS
 //! handshake with the core's current `[rtmps]` certificate (reloads included), then the same
-//! protocol runs over the [`TlsTransport`] pipe.
+//! protocol runs over the TLS pipe RTMPS uses (`corecast_transport::TlsStream`).
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use corecast_common::control::ControlMessage;
 use corecast_common::pull::{PullError, PullRequest, PullResponse};
+use corecast_transport::TlsStream;
 use futures_lite::future;
 use glommio::net::{TcpListener, TcpStream};
 use rustls::ServerConfig;
@@ -30,7 +31,7 @@ use crate::core::CoreContext;
 use crate::outbound::Outbound;
 use crate::queue::QueueLimits;
 use crate::stream::Player;
-use crate::tls::{CurrentServerConfig, TlsError, TlsTransport};
+use crate::tls::{CurrentServerConfig, TlsError};
 use crate::transport::{TcpTransport, Transport};
 use crate::util::with_timeout;
 use crate::writer::{run_writer, WriterSettings};
@@ -70,18 +71,18 @@ async fn tls_connection(
     server: Arc<ServerConfig>,
 ) {
     let timeout = Duration::from_secs(ctx.config.rtmps.handshake_timeout_secs);
-    let error = match TlsTransport::new(stream, server) {
-        Ok(transport) => match with_timeout(timeout, transport.handshake()).await {
-            Some(Ok(())) => {
+    let error = match TlsStream::server(stream, server) {
+        Ok(transport) => match transport.handshake(timeout).await {
+            Ok(()) => {
                 debug!(%peer, tls = %transport.describe(), "pull tls handshake done");
                 connection(ctx, transport, peer).await;
                 return;
             }
-            Some(Err(e)) => {
+            Err(e @ TlsError::HandshakeTimeout(_)) => e,
+            Err(e) => {
                 transport.shutdown();
                 e
             }
-            None => TlsError::HandshakeTimeout(timeout),
         },
         Err(e) => e,
     };

@@ -1,25 +1,25 @@
-//! The pull client's TLS (`cluster.upstream_tls`): a rustls [`ClientConnection`] (ring
-//! provider, TLS 1.2 and 1.3) over a glommio [`TcpStream`], and [`Upstream`], the one type
-//! `attempt`/`stream_from` read and write, plain or TLS.
+//! The pull client's TLS (`cluster.upstream_tls`): its rustls [`ClientConfig`] (ring
+//! provider, TLS 1.2 and 1.3), and [`Upstream`], the one type `attempt`/`stream_from` read
+//! and write, plain or TLS. The TLS connection is the shared driver
+//! (`corecast_transport::TlsStream`, client side), the same one RTMPS runs on the server
+//! side: a certificate it refuses is answered with an alert before the connection is
+//! dropped, so the upstream logs why.
 //!
 //! Certificates are verified against `upstream_tls_ca_file` (or the system bundle) with the
 //! upstream's host as the name (an IP address as an IP address), unless
-//! `upstream_tls_insecure` accepts any certificate.
+//! `upstream_tls_insecure` accepts any certificate ([`AcceptAny`]).
 
-use std::io::{self, BufRead, Write};
+use std::io;
 use std::sync::Arc;
 
 use bytes::BytesMut;
+use corecast_transport::{provider, AcceptAny, TlsStream};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
-use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{
-    ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme,
-};
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore};
 
 use crate::config::ClusterConfig;
 
@@ -35,14 +35,14 @@ pub fn client_config(cluster: &ClusterConfig) -> anyhow::Result<Option<Arc<Clien
     if !cluster.upstream_tls {
         return Ok(None);
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = provider();
     let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(|e| anyhow::anyhow!("cluster.upstream_tls: {e}"))?;
     let config = if cluster.upstream_tls_insecure {
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+            .with_custom_certificate_verifier(Arc::new(AcceptAny::new(provider)))
             .with_no_client_auth()
     } else {
         let path = if cluster.upstream_tls_ca_file.is_empty() {
@@ -87,8 +87,8 @@ pub enum Upstream {
     /// `upstream_tls = false`; with its read buffer (on the heap: a pull task's future must
     /// stay small).
     Plain(TcpStream, Vec<u8>),
-    /// `upstream_tls = true`; boxed (rustls' state is large).
-    Tls(Box<TlsClient>),
+    /// `upstream_tls = true`, handshake done; boxed (rustls' state is large).
+    Tls(Box<TlsStream<ClientConnection>>),
 }
 
 impl Upstream {
@@ -115,194 +115,6 @@ impl Upstream {
             }
             Upstream::Tls(tls) => tls.read_into(buf).await,
         }
-    }
-}
-
-/// A client-side TLS connection over a glommio socket.
-pub struct TlsClient {
-    tcp: TcpStream,
-    conn: ClientConnection,
-    /// Ciphertext read buffer.
-    chunk: Vec<u8>,
-    /// The peer sent close_notify.
-    closed: bool,
-}
-
-impl TlsClient {
-    /// Runs the handshake (the caller bounds it in time).
-    pub async fn connect(
-        tcp: TcpStream,
-        config: Arc<ClientConfig>,
-        name: ServerName<'static>,
-    ) -> io::Result<TlsClient> {
-        let conn = ClientConnection::new(config, name).map_err(io::Error::other)?;
-        let mut client = TlsClient {
-            tcp,
-            conn,
-            chunk: vec![0; READ_CHUNK],
-            closed: false,
-        };
-        while client.conn.is_handshaking() {
-            client.send_pending().await?;
-            if !client.conn.is_handshaking() {
-                break;
-            }
-            match client.feed(&mut BytesMut::new()).await {
-                Ok(Fed::Eof) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "upstream closed during the TLS handshake",
-                    ))
-                }
-                Ok(Fed::Plaintext(_)) => {}
-                Err(e) => {
-                    // rustls queued a fatal alert (unknown_ca, bad_certificate...): send it,
-                    // best effort, so the upstream logs why rather than an aborted handshake.
-                    let _ = client.send_pending().await;
-                    return Err(e);
-                }
-            }
-        }
-        client.send_pending().await?;
-        Ok(client)
-    }
-
-    /// Encrypts and sends all of `data`.
-    pub async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
-        self.conn.writer().write_all(data)?;
-        self.send_pending().await
-    }
-
-    /// Appends the next plaintext to `buf`; Ok(0) at the end of the stream.
-    pub async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
-        loop {
-            let n = self.drain(buf)?;
-            if n > 0 || self.closed {
-                return Ok(n);
-            }
-            self.send_pending().await?;
-            match self.feed(buf).await? {
-                Fed::Eof => return Ok(0),
-                Fed::Plaintext(0) => {}
-                Fed::Plaintext(n) => return Ok(n),
-            }
-        }
-    }
-
-    /// Sends the records rustls has queued.
-    async fn send_pending(&mut self) -> io::Result<()> {
-        while self.conn.wants_write() {
-            let mut records = Vec::new();
-            self.conn.write_tls(&mut records)?;
-            self.tcp.write_all(&records).await?;
-        }
-        Ok(())
-    }
-
-    /// Reads one socket chunk into rustls, moving the plaintext it yields to `buf` as it goes
-    /// (so rustls' plaintext buffer never fills).
-    async fn feed(&mut self, buf: &mut BytesMut) -> io::Result<Fed> {
-        let n = self.tcp.read(&mut self.chunk).await?;
-        if n == 0 {
-            return Ok(Fed::Eof);
-        }
-        let mut rest = &self.chunk[..n];
-        let mut plaintext = 0;
-        while !rest.is_empty() {
-            self.conn.read_tls(&mut rest)?;
-            self.conn
-                .process_new_packets()
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-            plaintext += drain(&mut self.conn, &mut self.closed, buf)?;
-        }
-        Ok(Fed::Plaintext(plaintext))
-    }
-
-    /// Moves the plaintext rustls holds to `buf`.
-    fn drain(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
-        drain(&mut self.conn, &mut self.closed, buf)
-    }
-}
-
-/// Moves the plaintext `conn` holds to `buf`; sets `closed` on the peer's close_notify.
-fn drain(conn: &mut ClientConnection, closed: &mut bool, buf: &mut BytesMut) -> io::Result<usize> {
-    let mut moved = 0;
-    loop {
-        let mut reader = conn.reader();
-        let chunk = match reader.fill_buf() {
-            Ok(chunk) => chunk,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(moved),
-            Err(e) => return Err(e),
-        };
-        if chunk.is_empty() {
-            // close_notify received and everything before it read.
-            *closed = true;
-            return Ok(moved);
-        }
-        let n = chunk.len();
-        buf.extend_from_slice(chunk);
-        reader.consume(n);
-        moved += n;
-    }
-}
-
-/// What one socket read gave.
-#[derive(Debug, PartialEq, Eq)]
-enum Fed {
-    /// The socket reached its end.
-    Eof,
-    /// This many plaintext bytes were appended (0: a partial record, or handshake data).
-    Plaintext(usize),
-}
-
-/// Accepts any certificate (`upstream_tls_insecure`, and tests with self-signed
-/// certificates), still checking the handshake signatures so the link is at least encrypted
-/// to whoever holds the presented key.
-#[derive(Debug)]
-pub struct AcceptAny(pub Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAny {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 

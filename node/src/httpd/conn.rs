@@ -56,7 +56,7 @@ pub struct Port {
     pub label: &'static str,
     /// The limits.
     pub limits: Limits,
-    /// Set `TCP_QUICKACK` after each read (see [`crate::transport::quick_ack`]).
+    /// Set `TCP_QUICKACK` after each read (see [`super::io::Io::new`]).
     pub quick_ack: bool,
 }
 

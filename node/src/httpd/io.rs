@@ -3,30 +3,29 @@
 //! - *Reads* go through glommio's `poll_read` (a `recv(MSG_DONTWAIT)` first, then a readiness
 //!   wait), at most [`READ_MAX`] bytes at a time. hyper hands out uninitialised memory; it is
 //!   zeroed before glommio sees it as a slice. Each read tells the connection's [`Deadlines`]
-//!   that bytes came, and can set `TCP_QUICKACK` again (RTMPT, see [`quick_ack`]).
+//!   that bytes came, and can set `TCP_QUICKACK` again (RTMPT: see [`Io::new`]).
 //! - *Writes* are vectored: hyper's queued write strategy gives the response head and each
-//!   body chunk as its own slice, and [`sendmsg_nonblocking`] sends them in one call. glommio
-//!   0.9's `TcpStream` has no vectored write, so without this hyper would flatten (copy) every
-//!   body into its head buffer. When the socket is full (EAGAIN) the first slice goes through
-//!   glommio's `poll_write`, which is how glommio waits for writability.
+//!   body chunk as its own slice, and [`poll_write_vectored`] sends them in one `sendmsg`.
+//!   glommio 0.9's `TcpStream` has no vectored write, so without this hyper would flatten
+//!   (copy) every body into its head buffer. When the socket is full (EAGAIN) the first slice
+//!   goes through glommio's `poll_write`, which is how glommio waits for writability.
 //! - *Shutdown* closes the write side. The node's connections run hyper with
 //!   `poll_without_shutdown` and take the stream back for a lingering close
 //!   ([`Io::linger_close`]).
 
 use std::io::{self, IoSlice};
 use std::net::Shutdown;
-use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use corecast_transport::{poll_write_vectored, socket};
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite};
 use glommio::net::TcpStream;
 use hyper::rt::ReadBufCursor;
 
 use super::deadline::Deadlines;
-use crate::transport::{quick_ack, sendmsg_nonblocking};
 use crate::util::with_timeout;
 
 /// Most bytes one read asks for (the part of hyper's buffer that is zeroed for it).
@@ -37,19 +36,23 @@ const LINGER: Duration = Duration::from_millis(500);
 /// One accepted connection as hyper's I/O.
 pub struct Io {
     stream: TcpStream,
-    fd: RawFd,
     deadlines: Rc<Deadlines>,
-    /// Set `TCP_QUICKACK` after every read (RTMPT).
+    /// Set `TCP_QUICKACK` after every read.
     quick_ack: bool,
 }
 
 impl Io {
     /// Wraps `stream`; reads are reported to `deadlines`.
+    ///
+    /// `quick_ack` asks the kernel, after every read, to acknowledge the next segments at
+    /// once. HTTP clients (ffmpeg's among them) write a request's head and body separately
+    /// without TCP_NODELAY, so the body waits for the head's ACK, which a delayed-ACK receiver
+    /// holds back ~40 ms: every request would take that long (ffmpeg's publish over RTMPT,
+    /// `/open` to `publish`: ~460 ms without it, ~180 ms with it; see ARCHITECTURE.md). Linux
+    /// leaves quick-ACK mode by itself, hence once per read.
     pub fn new(stream: TcpStream, deadlines: Rc<Deadlines>, quick_ack: bool) -> Io {
-        let fd = stream.as_raw_fd();
         Io {
             stream,
-            fd,
             deadlines,
             quick_ack,
         }
@@ -95,7 +98,7 @@ impl hyper::rt::Read for Io {
         if n > 0 {
             self.deadlines.on_read(Instant::now());
             if self.quick_ack {
-                quick_ack(self.fd);
+                let _ = socket::set_quickack(&self.stream);
             }
         }
         Poll::Ready(Ok(()))
@@ -116,19 +119,7 @@ impl hyper::rt::Write for Io {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        loop {
-            match sendmsg_nonblocking(self.fd, bufs) {
-                Ok(n) => return Poll::Ready(Ok(n)),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let Some(first) = bufs.iter().find(|b| !b.is_empty()) else {
-                        return Poll::Ready(Ok(0));
-                    };
-                    return Pin::new(&mut self.stream).poll_write(cx, first);
-                }
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
+        poll_write_vectored(&mut self.stream, cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -2,7 +2,7 @@
 //! requests, which go to the core that owns the tunnel.
 //!
 //! HTTP (keep-alive, pipelining answered in order, limits, deadlines) is [`crate::httpd`]'s;
-//! each read sets `TCP_QUICKACK` again ([`crate::transport::quick_ack`] says why).
+//! each read sets `TCP_QUICKACK` again ([`crate::httpd::io::Io::new`] says why).
 //!
 //! `/open` is served by the core that received it, which then owns the tunnel. Any later
 //! request names the tunnel, and the tunnel id names its core: a request for another core's

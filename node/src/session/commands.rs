@@ -1,5 +1,7 @@
-//! NetConnection and NetStream command handlers: one function per command, each queuing its
-//! replies on the session's [`Outbound`](crate::outbound::Outbound).
+//! NetConnection and NetStream command handlers. The session types each command message once
+//! ([`Request`], in `corecast_common::request`); [`dispatch`] is a short match on its
+//! [`ClientCommand`] that hands each command's own arguments to that command's function, which
+//! queues the replies on the session's [`Outbound`](crate::outbound::Outbound).
 //!
 //! The replies and status codes are the ones OBS, ffmpeg, librtmp and Flash-era players
 //! expect (Adobe's RTMP spec §7.2 plus the FMS conventions every server follows:
@@ -8,161 +10,164 @@
 use corecast_common::amf0::{Amf0Object, Amf0Value};
 use corecast_common::command::{status_info, Command};
 use corecast_common::control::{ControlMessage, PeerBandwidthLimit, UserControlEvent};
+use corecast_common::request::{
+    ArgumentError, ClientCommand, ConnectRequest, PlayRequest, Request, StreamName,
+};
 use corecast_common::types::{ChunkStreamId, MessageStreamId, MessageType, RtmpMessage};
 use tracing::{debug, info, warn};
 
 use super::{Role, Session, SessionError};
+use crate::core::ReplicaRef;
 use crate::stream::Player;
 
-/// Routes one command to its handler.
+/// Routes one command to its handler. Commands other than `connect` need a connection that
+/// has connected; the handlers of NetStream commands reply on `stream`, the message stream
+/// the command arrived on.
 pub(super) fn dispatch(
     s: &mut Session,
-    command: Command,
+    request: Request,
     stream: MessageStreamId,
 ) -> Result<(), SessionError> {
-    debug!(conn = s.id, name = %command.name, "command");
-    if command.name != "connect" && s.app.is_none() {
+    let Request {
+        transaction_id,
+        command,
+        ..
+    } = request;
+    debug!(conn = s.id, name = %command.name(), "command");
+    if s.app.is_none() && !matches!(command, ClientCommand::Connect(_)) {
         return Err(SessionError::Protocol("command before connect"));
     }
-    match command.name.as_str() {
-        "connect" => connect(s, &command),
-        "releaseStream" | "FCUnpublish" => {
-            s.out.send_command(
-                MessageStreamId::CONNECTION,
-                &Command::result(
-                    command.transaction_id,
-                    Amf0Value::Null,
-                    vec![Amf0Value::Undefined],
-                ),
-            );
-            if command.name == "FCUnpublish" {
-                fc_status(s, "onFCUnpublish", "NetStream.Unpublish.Success", &command);
-            }
-            Ok(())
+    match command {
+        ClientCommand::Connect(request) => connect(s, transaction_id, &request)?,
+        ClientCommand::CreateStream => create_stream(s, transaction_id),
+        ClientCommand::ReleaseStream => release_stream(s, transaction_id),
+        ClientCommand::FcPublish { stream_name } => {
+            fc_status(s, "onFCPublish", "NetStream.Publish.Start", stream_name);
         }
-        "FCPublish" => {
-            fc_status(s, "onFCPublish", "NetStream.Publish.Start", &command);
-            Ok(())
+        ClientCommand::FcUnpublish { stream_name } => fc_unpublish(s, transaction_id, stream_name),
+        ClientCommand::FcSubscribe { stream_name } => {
+            fc_status(s, "onFCSubscribe", "NetStream.Play.Start", stream_name);
         }
-        "FCSubscribe" => {
-            fc_status(s, "onFCSubscribe", "NetStream.Play.Start", &command);
-            Ok(())
+        ClientCommand::Publish { stream_name, .. } => publish(s, stream_name, stream)?,
+        ClientCommand::Play(request) => play(s, &request, stream)?,
+        ClientCommand::DeleteStream | ClientCommand::CloseStream => delete_stream(s, stream),
+        ClientCommand::ReceiveAudio { enabled } => receive(s, Track::Audio, enabled),
+        ClientCommand::ReceiveVideo { enabled } => receive(s, Track::Video, enabled),
+        ClientCommand::Pause { pausing } | ClientCommand::PauseRaw { pausing } => {
+            pause(s, pausing, stream);
         }
-        "createStream" => {
-            let id = s.next_stream_id;
-            s.next_stream_id = s.next_stream_id.saturating_add(1);
-            s.out.send_command(
-                MessageStreamId::CONNECTION,
-                &Command::result(
-                    command.transaction_id,
-                    Amf0Value::Null,
-                    vec![Amf0Value::Number(f64::from(id))],
-                ),
-            );
-            Ok(())
-        }
-        "publish" => publish(s, &command, stream),
-        "play" => play(s, &command, stream),
-        "deleteStream" | "closeStream" => {
-            if let Role::Publishing { .. } = s.role {
-                send_stream_status(
-                    s,
-                    stream,
-                    "status",
-                    "NetStream.Unpublish.Success",
-                    "stopped",
-                );
-            }
-            s.leave_role();
-            Ok(())
-        }
-        "pause" | "pauseRaw" => pause(s, &command, stream),
-        "receiveAudio" | "receiveVideo" => {
-            let on = command
-                .arguments
-                .first()
-                .and_then(Amf0Value::as_bool)
-                .unwrap_or(true);
-            let audio = command.name == "receiveAudio";
-            if let Role::Playing { replica, .. } = &s.role {
-                replica.borrow_mut().with_player(s.id, |p| {
-                    if audio {
-                        p.audio = on;
-                    } else {
-                        p.video = on;
-                    }
-                });
-            }
-            Ok(())
-        }
-        "getStreamLength" => {
-            // Live streams have no length; 0 is what players expect.
-            s.out.send_command(
-                MessageStreamId::CONNECTION,
-                &Command::result(
-                    command.transaction_id,
-                    Amf0Value::Null,
-                    vec![Amf0Value::Number(0.0)],
-                ),
-            );
-            Ok(())
-        }
-        "_checkbw" | "_result" | "_error" | "onBWDone" | "ping" => {
-            if command.name == "_checkbw" {
-                s.out.send_command(
-                    MessageStreamId::CONNECTION,
-                    &Command::result(command.transaction_id, Amf0Value::Null, vec![]),
-                );
-            }
-            Ok(())
-        }
-        other => {
-            debug!(conn = s.id, command = other, "unknown command");
-            if command.transaction_id != 0.0 {
-                s.out.send_command(
-                    MessageStreamId::CONNECTION,
-                    &Command::error(
-                        command.transaction_id,
-                        Amf0Value::Null,
-                        vec![Amf0Value::Object(status_info(
-                            "error",
-                            "NetConnection.Call.Failed",
-                            "unknown command",
-                        ))],
-                    ),
-                );
-            }
-            Ok(())
-        }
+        ClientCommand::GetStreamLength => get_stream_length(s, transaction_id),
+        ClientCommand::CheckBandwidth => check_bandwidth(s, transaction_id),
+        ClientCommand::Ignored { .. } => {}
+        // `Other`, and any command `common` learns to type before this file handles it.
+        other => unknown(s, other.name(), transaction_id),
+    }
+    Ok(())
+}
+
+/// A `_result` with a null command object on the NetConnection.
+fn reply_result(s: &Session, transaction_id: f64, arguments: Vec<Amf0Value>) {
+    s.out.send_command(
+        MessageStreamId::CONNECTION,
+        &Command::result(transaction_id, Amf0Value::Null, arguments),
+    );
+}
+
+/// Only acknowledged: it never ends another client's publish, a name is freed when its
+/// publisher leaves.
+fn release_stream(s: &Session, transaction_id: f64) {
+    reply_result(s, transaction_id, vec![Amf0Value::Undefined]);
+}
+
+fn create_stream(s: &mut Session, transaction_id: f64) {
+    let id = s.next_stream_id;
+    s.next_stream_id = s.next_stream_id.saturating_add(1);
+    reply_result(s, transaction_id, vec![Amf0Value::Number(f64::from(id))]);
+}
+
+fn fc_unpublish(s: &Session, transaction_id: f64, stream_name: String) {
+    reply_result(s, transaction_id, vec![Amf0Value::Undefined]);
+    fc_status(
+        s,
+        "onFCUnpublish",
+        "NetStream.Unpublish.Success",
+        stream_name,
+    );
+}
+
+fn delete_stream(s: &mut Session, stream: MessageStreamId) {
+    if let Role::Publishing { .. } = s.role {
+        send_stream_status(
+            s,
+            stream,
+            "status",
+            "NetStream.Unpublish.Success",
+            "stopped",
+        );
+    }
+    s.leave_role();
+}
+
+/// Live streams have no length; 0 is what players expect.
+fn get_stream_length(s: &Session, transaction_id: f64) {
+    reply_result(s, transaction_id, vec![Amf0Value::Number(0.0)]);
+}
+
+/// An empty `_result`: there is no bandwidth measurement to report.
+fn check_bandwidth(s: &Session, transaction_id: f64) {
+    reply_result(s, transaction_id, vec![]);
+}
+
+/// Which half of a stream `receiveAudio`/`receiveVideo` turns on or off.
+enum Track {
+    Audio,
+    Video,
+}
+
+fn receive(s: &Session, track: Track, enabled: bool) {
+    if let Role::Playing { replica, .. } = &s.role {
+        replica.borrow_mut().with_player(s.id, |p| match track {
+            Track::Audio => p.audio = enabled,
+            Track::Video => p.video = enabled,
+        });
     }
 }
 
-fn connect(s: &mut Session, command: &Command) -> Result<(), SessionError> {
+/// Answers a command we do not handle with `_error`, unless the client expects no answer.
+fn unknown(s: &Session, name: &str, transaction_id: f64) {
+    debug!(conn = s.id, command = name, "unknown command");
+    if transaction_id == 0.0 {
+        return;
+    }
+    s.out.send_command(
+        MessageStreamId::CONNECTION,
+        &Command::error(
+            transaction_id,
+            Amf0Value::Null,
+            vec![Amf0Value::Object(status_info(
+                "error",
+                "NetConnection.Call.Failed",
+                "unknown command",
+            ))],
+        ),
+    );
+}
+
+fn connect(
+    s: &mut Session,
+    transaction_id: f64,
+    request: &ConnectRequest,
+) -> Result<(), SessionError> {
     if s.app.is_some() {
         return Err(SessionError::Protocol("second connect"));
     }
-    let object = command.command_object.as_object();
-    let app_field = object
-        .and_then(|o| o.get("app"))
-        .and_then(Amf0Value::as_str)
-        .unwrap_or("");
-    // Some encoders put a query string (auth tokens) on the app; it is not part of the name.
-    let app = app_field
-        .split('?')
-        .next()
-        .unwrap_or("")
-        .trim_matches('/')
-        .to_owned();
-    let encoding = object
-        .and_then(|o| o.get("objectEncoding"))
-        .and_then(Amf0Value::as_number)
-        .unwrap_or(0.0);
+    let app = &request.app;
     let allowed = &s.ctx.config.rtmp.apps;
-    if app.is_empty() || (!allowed.is_empty() && !allowed.contains(&app)) {
+    if app.is_empty() || (!allowed.is_empty() && !allowed.contains(app)) {
         s.out.send_command(
             MessageStreamId::CONNECTION,
             &Command::error(
-                command.transaction_id,
+                transaction_id,
                 Amf0Value::Null,
                 vec![Amf0Value::Object(status_info(
                     "error",
@@ -173,6 +178,14 @@ fn connect(s: &mut Session, command: &Command) -> Result<(), SessionError> {
         );
         return Err(SessionError::ConnectRefused(format!("application {app:?}")));
     }
+    send_connect_success(s, transaction_id, request.object_encoding);
+    info!(conn = s.id, app = %app, "connect");
+    s.app = Some(app.clone());
+    Ok(())
+}
+
+/// The window, bandwidth and chunk size settings, then the `_result` that accepts `connect`.
+fn send_connect_success(s: &Session, transaction_id: f64, object_encoding: f64) {
     let rtmp = &s.ctx.config.rtmp;
     s.out
         .send_control(&ControlMessage::WindowAckSize(rtmp.window_ack_size_bytes));
@@ -191,33 +204,25 @@ fn connect(s: &mut Session, command: &Command) -> Result<(), SessionError> {
         "NetConnection.Connect.Success",
         "Connection succeeded.",
     )
-    .with("objectEncoding", encoding);
+    .with("objectEncoding", object_encoding);
     s.out.send_command(
         MessageStreamId::CONNECTION,
         &Command::result(
-            command.transaction_id,
+            transaction_id,
             Amf0Value::Object(properties),
             vec![Amf0Value::Object(info)],
         ),
     );
-    info!(conn = s.id, app = %app, "connect");
-    s.app = Some(app);
-    Ok(())
 }
 
-/// `app/name` without the query string, or None for an empty name.
-fn stream_key(s: &Session, command: &Command) -> Option<String> {
-    let raw = command.first_string_argument()?;
-    let name = raw.split('?').next().unwrap_or("").trim_matches('/');
-    if name.is_empty() || name.len() > 1024 {
-        return None;
-    }
-    Some(format!("{}/{}", s.app.as_deref().unwrap_or(""), name))
+/// `app/name`: the key a stream is known by on every node.
+fn stream_key(s: &Session, name: &StreamName) -> String {
+    format!("{}/{}", s.app.as_deref().unwrap_or(""), name.as_str())
 }
 
 fn publish(
     s: &mut Session,
-    command: &Command,
+    stream_name: Result<StreamName, ArgumentError>,
     stream: MessageStreamId,
 ) -> Result<(), SessionError> {
     if !matches!(s.role, Role::Idle) {
@@ -225,7 +230,7 @@ fn publish(
             "publish while publishing or playing",
         ));
     }
-    let Some(key) = stream_key(s, command) else {
+    let Ok(name) = stream_name else {
         send_stream_status(
             s,
             stream,
@@ -235,6 +240,7 @@ fn publish(
         );
         return Ok(());
     };
+    let key = stream_key(s, &name);
     if !s.ctx.config.cluster.accepts_publishers() {
         warn!(conn = s.id, stream = %key, "publish refused: this node is an edge");
         send_stream_status(
@@ -252,21 +258,7 @@ fn publish(
         since: std::time::Instant::now(),
     };
     match s.ctx.start_publish(&key, publisher) {
-        Ok((replica, generation)) => {
-            s.out
-                .send_control(&ControlMessage::UserControl(UserControlEvent::StreamBegin(
-                    stream,
-                )));
-            send_stream_status(s, stream, "status", "NetStream.Publish.Start", "publishing");
-            info!(conn = s.id, core = s.ctx.id.0, peer = %s.peer, stream = %key, "publish");
-            s.client
-                .set_role(crate::clients::ClientRole::Publishing, Some(key.clone()));
-            s.role = Role::Publishing {
-                key,
-                generation,
-                replica,
-            };
-        }
+        Ok((replica, generation)) => begin_publishing(s, stream, key, replica, generation),
         Err(_) => {
             warn!(conn = s.id, stream = %key, "publish refused: name already live");
             send_stream_status(
@@ -281,11 +273,38 @@ fn publish(
     Ok(())
 }
 
-fn play(s: &mut Session, command: &Command, stream: MessageStreamId) -> Result<(), SessionError> {
+/// Stream Begin and `NetStream.Publish.Start` for a name that is now ours.
+fn begin_publishing(
+    s: &mut Session,
+    stream: MessageStreamId,
+    key: String,
+    replica: ReplicaRef,
+    generation: u64,
+) {
+    s.out
+        .send_control(&ControlMessage::UserControl(UserControlEvent::StreamBegin(
+            stream,
+        )));
+    send_stream_status(s, stream, "status", "NetStream.Publish.Start", "publishing");
+    info!(conn = s.id, core = s.ctx.id.0, peer = %s.peer, stream = %key, "publish");
+    s.client
+        .set_role(crate::clients::ClientRole::Publishing, Some(key.clone()));
+    s.role = Role::Publishing {
+        key,
+        generation,
+        replica,
+    };
+}
+
+fn play(
+    s: &mut Session,
+    request: &PlayRequest,
+    stream: MessageStreamId,
+) -> Result<(), SessionError> {
     if !matches!(s.role, Role::Idle) {
         return Err(SessionError::Protocol("play while publishing or playing"));
     }
-    let Some(key) = stream_key(s, command) else {
+    let Ok(name) = &request.stream_name else {
         send_stream_status(
             s,
             stream,
@@ -295,12 +314,31 @@ fn play(s: &mut Session, command: &Command, stream: MessageStreamId) -> Result<(
         );
         return Ok(());
     };
-    // Arguments after the name: start, duration, reset. Live streams ignore start/duration.
-    let reset = command
-        .arguments
-        .get(3)
-        .and_then(Amf0Value::as_bool)
-        .unwrap_or(true);
+    let key = stream_key(s, name);
+    // Live streams ignore start and duration.
+    send_play_start(s, stream, request.reset);
+    // Replies first, then the snapshot the replica queues.
+    s.out.flush();
+    info!(conn = s.id, core = s.ctx.id.0, peer = %s.peer, stream = %key, "play");
+    let replica = s.ctx.add_player(
+        &key,
+        Player {
+            connection: s.id,
+            out: std::rc::Rc::clone(&s.out),
+            audio: true,
+            video: true,
+            paused: false,
+        },
+    );
+    s.client
+        .set_role(crate::clients::ClientRole::Playing, Some(key.clone()));
+    s.role = Role::Playing { key, replica };
+    Ok(())
+}
+
+/// Stream Begin, `NetStream.Play.Reset` (if asked), `NetStream.Play.Start`, then the
+/// `|RtmpSampleAccess` data message Flash players need before they may read the media.
+fn send_play_start(s: &Session, stream: MessageStreamId, reset: bool) {
     s.out
         .send_control(&ControlMessage::UserControl(UserControlEvent::StreamBegin(
             MessageStreamId::MEDIA,
@@ -335,35 +373,13 @@ fn play(s: &mut Session, command: &Command, stream: MessageStreamId) -> Result<(
         }
         .encode(),
     });
-    // Replies first, then the snapshot the replica queues.
-    s.out.flush();
-    info!(conn = s.id, core = s.ctx.id.0, peer = %s.peer, stream = %key, "play");
-    let replica = s.ctx.add_player(
-        &key,
-        Player {
-            connection: s.id,
-            out: std::rc::Rc::clone(&s.out),
-            audio: true,
-            video: true,
-            paused: false,
-        },
-    );
-    s.client
-        .set_role(crate::clients::ClientRole::Playing, Some(key.clone()));
-    s.role = Role::Playing { key, replica };
-    Ok(())
 }
 
-fn pause(s: &mut Session, command: &Command, stream: MessageStreamId) -> Result<(), SessionError> {
+fn pause(s: &Session, pausing: bool, stream: MessageStreamId) {
     let Role::Playing { replica, .. } = &s.role else {
-        return Ok(());
+        return;
     };
     let replica = std::rc::Rc::clone(replica);
-    let pausing = command
-        .arguments
-        .first()
-        .and_then(Amf0Value::as_bool)
-        .unwrap_or(true);
     replica
         .borrow_mut()
         .with_player(s.id, |p| p.paused = pausing);
@@ -374,7 +390,6 @@ fn pause(s: &mut Session, command: &Command, stream: MessageStreamId) -> Result<
         s.out.flush();
         replica.borrow_mut().resync_player(s.id);
     }
-    Ok(())
 }
 
 fn send_stream_status(s: &Session, stream: MessageStreamId, level: &str, code: &str, text: &str) {
@@ -387,8 +402,8 @@ fn send_stream_status(s: &Session, stream: MessageStreamId, level: &str, code: &
         .send_command(stream, &Command::on_status(status_info(level, code, text)));
 }
 
-fn fc_status(s: &Session, name: &str, code: &str, command: &Command) {
-    let description = command.first_string_argument().unwrap_or("").to_owned();
+/// `onFCPublish` and its kin: the client's own argument comes back as the description.
+fn fc_status(s: &Session, name: &str, code: &str, description: String) {
     s.out.send_command(
         MessageStreamId::CONNECTION,
         &Command::new(

@@ -16,9 +16,10 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use corecast_common::chunk::{ChunkDecoder, ChunkDecoderLimits, ChunkError};
-use corecast_common::command::{Command, CommandError};
+use corecast_common::command::CommandError;
 use corecast_common::control::{ControlError, ControlMessage, UserControlEvent};
 use corecast_common::handshake::{HandshakeError, HandshakeStatus, ServerHandshake};
+use corecast_common::request::Request;
 use corecast_common::types::{MessageType, RtmpMessage};
 use futures_lite::future;
 use rand::RngCore;
@@ -383,8 +384,8 @@ impl Session {
             MessageType::DATA_AMF0 | MessageType::DATA_AMF3 => media::on_data(self, message),
             MessageType::AGGREGATE => media::on_aggregate(self, message),
             MessageType::COMMAND_AMF0 | MessageType::COMMAND_AMF3 => {
-                let command = Command::decode(message.message_type, &message.payload)?;
-                commands::dispatch(self, command, message.message_stream_id)
+                let request = Request::decode(message.message_type, &message.payload)?;
+                commands::dispatch(self, request, message.message_stream_id)
             }
             t if t.is_protocol_control() => {
                 if let Some(control) = ControlMessage::decode(t, &message.payload)? {

@@ -1,8 +1,10 @@
 //! RTMPS: RTMP over TLS, terminated in the node with rustls (ring provider, TLS 1.2 and 1.3).
 //!
 //! Every core binds the `[rtmps]` address (SO_REUSEPORT, like the RTMP listener), accepts
-//! through the one accept path (`accept`), runs the TLS handshake of each accepted connection under `rtmps.handshake_timeout_secs`, then hands the
-//! [`TlsTransport`] to the one `session::run_connection`: publish over RTMPS and play over
+//! through the one accept path (`accept`), runs the TLS handshake of each accepted connection
+//! under `rtmps.handshake_timeout_secs`, then hands the TLS pipe
+//! (`corecast_transport::TlsStream`, server side; `transport.rs` makes it a session
+//! `Transport`) to the one `session::run_connection`: publish over RTMPS and play over
 //! RTMP, or the reverse, with no TLS-specific session code. A connection that fails in TLS
 //! (plaintext RTMP on this port, an aborted or stalled handshake) is closed alone, with a
 //! `reason=` of [`TlsError::as_str`].
@@ -31,20 +33,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use corecast_transport::TlsStream;
 use glommio::net::{TcpListener, TcpStream};
 use glommio::Task;
 use rustls::ServerConfig;
 use tracing::{debug, error, info, warn};
 
 pub use certs::{load_server_config, server_config, CertError};
-pub use transport::{TlsError, TlsTransport, SEND_BUFFER_LIMIT};
+pub use corecast_transport::TlsError;
 
 use crate::accept::{accept_loop as accept_loop_with, AcceptSettings, ConnectionKind};
 use crate::config::{Config, RtmpsConfig};
 use crate::core::CoreContext;
 use crate::session::run_connection;
-use crate::transport::Transport;
-use crate::util::with_timeout;
 use certs::CertStamps;
 
 /// How often a core looks at its SIGHUP flag.
@@ -165,18 +166,18 @@ async fn serve(
     server: Arc<ServerConfig>,
     timeout: Duration,
 ) {
-    let error = match TlsTransport::new(stream, server) {
-        Ok(transport) => match with_timeout(timeout, transport.handshake()).await {
-            Some(Ok(())) => {
+    let error = match TlsStream::server(stream, server) {
+        Ok(transport) => match transport.handshake(timeout).await {
+            Ok(()) => {
                 debug!(core = ctx.id.0, %peer, tls = %transport.describe(), "tls handshake done");
                 run_connection(ctx, transport, peer).await;
                 return;
             }
-            Some(Err(e)) => {
+            Err(e @ TlsError::HandshakeTimeout(_)) => e,
+            Err(e) => {
                 transport.shutdown();
                 e
             }
-            None => TlsError::HandshakeTimeout(timeout),
         },
         Err(e) => e,
     };

@@ -1,4 +1,4 @@
-//! The TLS pipe against a real rustls client over loopback: bytes in both directions arrive
+//! The RTMPS pipe (the shared TLS driver as a session `Transport`) against a real rustls client over loopback: bytes in both directions arrive
 //! intact and in order, also when the client stops reading long enough for the socket to fill
 //! (the path where rustls holds encrypted records the kernel did not take).
 
@@ -10,13 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use corecast_transport::TlsStream;
 use glommio::{LocalExecutorBuilder, Placement};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
-use super::{server_config, TlsTransport};
+use super::server_config;
 use crate::queue::{QueueLimits, SubscriberQueue};
-use crate::transport::Transport;
 use crate::writer::{run_writer, WriterSettings};
 
 /// Client → node bytes.
@@ -95,8 +95,11 @@ fn bulk_transfer(version: &'static rustls::SupportedProtocolVersion, expect: &'s
             let client_config = Arc::clone(&pair.client);
             let client = std::thread::spawn(move || client(addr, client_config));
             let stream = listener.accept().await.expect("accept");
-            let transport = TlsTransport::new(stream, Arc::clone(&pair.server)).expect("tls");
-            transport.handshake().await.expect("handshake");
+            let transport = TlsStream::server(stream, Arc::clone(&pair.server)).expect("tls");
+            transport
+                .handshake(Duration::from_secs(20))
+                .await
+                .expect("handshake");
             assert!(
                 transport.describe().starts_with(expect),
                 "{}",

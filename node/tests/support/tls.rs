@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use corecast_node::cluster::tls::AcceptAny;
+use corecast_transport::AcceptAny;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection};
 
@@ -147,7 +147,7 @@ pub fn client_config() -> Arc<ClientConfig> {
         .with_safe_default_protocol_versions()
         .expect("protocol versions")
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+        .with_custom_certificate_verifier(Arc::new(AcceptAny::new(provider)))
         .with_no_client_auth();
     Arc::new(config)
 }
