@@ -195,6 +195,11 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// Bearer token required by the API's write endpoints (kick, stop); empty disables them.
     pub api_token: String,
+    /// A connection that sends no request for this long is closed (keep-alive).
+    pub idle_timeout_secs: u64,
+    /// A request's head and body must arrive, and its answer be handed over, within this many
+    /// seconds of its first byte; the connection is cut otherwise (slow clients hold nothing).
+    pub request_timeout_secs: u64,
 }
 
 impl Default for HttpConfig {
@@ -203,6 +208,8 @@ impl Default for HttpConfig {
             enabled: true,
             listen: SocketAddr::from(([0, 0, 0, 0], 8081)),
             api_token: String::new(),
+            idle_timeout_secs: 30,
+            request_timeout_secs: 10,
         }
     }
 }
@@ -473,6 +480,12 @@ impl Config {
         }
         if self.http.enabled && self.http.listen == self.rtmp.listen {
             return Err(invalid("http.listen", "must differ from rtmp.listen"));
+        }
+        if self.http.idle_timeout_secs == 0 || self.http.request_timeout_secs == 0 {
+            return Err(invalid(
+                "http.idle_timeout_secs / http.request_timeout_secs",
+                "must be at least 1 second",
+            ));
         }
         let c = &self.cluster;
         if c.pulls() && c.upstreams.is_empty() && c.upstream_dns.is_empty() {

@@ -15,6 +15,7 @@
 //! - [`session`]: one RTMP connection (handshake, chunks, command handlers).
 //! - [`transport`]: the byte pipes sessions run over.
 //! - [`tls`]: RTMPS: rustls over the TCP pipe, per-core listeners, certificate reload.
+//! - [`httpd`]: HTTP/1.1 on hyper for every HTTP port (limits, deadlines, routes).
 //! - [`http`], [`metrics`], [`stats`], [`clients`]: `/metrics`, health, the JSON API and
 //!   what they report.
 //! - [`cluster`]: origin/edge pulls (client and server).
@@ -29,6 +30,7 @@ pub mod core;
 pub mod directory;
 pub mod frame;
 pub mod http;
+pub mod httpd;
 pub mod mesh;
 pub mod metrics;
 pub mod outbound;

@@ -74,17 +74,6 @@ impl TcpTransport {
             read_size: std::cell::Cell::new(READ_MIN),
         }
     }
-
-    /// Asks the kernel to acknowledge the next segments at once (`TCP_QUICKACK`), best
-    /// effort; see [`socket::set_quickack`].
-    pub fn quick_ack(&self) {
-        let _ = socket::set_quickack(&*self.stream.borrow());
-    }
-
-    /// Closes the write side only (our FIN), so the peer can still be read.
-    pub fn shutdown_write(&self) {
-        socket::shutdown_write(&*self.stream.borrow());
-    }
 }
 
 impl Transport for TcpTransport {

@@ -1,6 +1,8 @@
-//! The RTMPT listener of one core: accepts HTTP connections, reads their requests in order
-//! (keep-alive and pipelining), routes each to the core that owns its tunnel, and writes the
-//! replies in request order.
+//! The RTMPT port of one core: its accept loop, its routes, and the answers to tunnel
+//! requests, which go to the core that owns the tunnel.
+//!
+//! HTTP (keep-alive, pipelining answered in order, limits, deadlines) is [`crate::httpd`]'s;
+//! each read sets `TCP_QUICKACK` again ([`crate::httpd::io::Io::new`] says why).
 //!
 //! `/open` is served by the core that received it, which then owns the tunnel. Any later
 //! request names the tunnel, and the tunnel id names its core: a request for another core's
@@ -8,32 +10,33 @@
 //! oneshot channel, so the connection that carried it neither knows nor cares where the
 //! session runs.
 
-use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_channel::oneshot;
-use glommio::net::TcpListener;
+use glommio::net::{TcpListener, TcpStream};
+use hyper::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use hyper::{Method, StatusCode};
 use tracing::{debug, info, warn};
 
-use super::http::{write_head, HttpLimits, Method, Request, RequestReader, Status};
 use super::tunnel::{RequestKind, TunnelId, TunnelReply, TunnelRequest, IDLE_HOLD, REORDER_WAIT};
 use super::Forwarded;
 use crate::accept::{self, AcceptSettings, ConnectionKind, Permit};
 use crate::core::CoreContext;
+use crate::httpd::body::with_type;
+use crate::httpd::{self, closing, dispatch, peer, ready, Body, Limits, Params, Port, Reply};
+use crate::httpd::{Request, Response, Route, Router};
 use crate::mesh::CoreMessage;
-use crate::transport::{TcpTransport, Transport};
 use crate::util::with_timeout;
 
 /// Longest request head (request line and headers).
 pub const MAX_HEAD_BYTES: usize = 8 * 1024;
 /// How long a connection waits for the owning core to answer a forwarded request.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
-/// After an error reply, how long unread input is drained before closing, so the client
-/// reads the reply instead of a reset.
-const LINGER: Duration = Duration::from_millis(500);
+/// The `Content-Type` of every RTMPT reply.
+pub const CONTENT_TYPE: &str = "application/x-fcs";
 
 const _: () =
     assert!(FORWARD_TIMEOUT.as_millis() > REORDER_WAIT.as_millis() + IDLE_HOLD.as_millis());
@@ -47,10 +50,7 @@ pub async fn accept_loop(ctx: Rc<CoreContext>, listener: TcpListener) {
     };
     let serve_ctx = Rc::clone(&ctx);
     accept::accept_loop(ctx, listener, settings, move |stream, peer, permit| {
-        let ctx = Rc::clone(&serve_ctx);
-        async move {
-            serve_connection(&ctx, TcpTransport::new(stream), peer, permit).await;
-        }
+        serve_connection(Rc::clone(&serve_ctx), stream, peer, permit)
     })
     .await;
 }
@@ -65,117 +65,142 @@ pub async fn sweep_loop(ctx: Rc<CoreContext>) {
     }
 }
 
-/// One reply.
-struct Response {
-    status: Status,
-    /// The polling-interval byte (tunnel replies only).
-    interval: Option<u8>,
-    body: Bytes,
-}
-
-impl Response {
-    fn status(status: Status) -> Response {
-        Response {
-            status,
-            interval: None,
-            body: Bytes::new(),
-        }
-    }
-}
-
-/// One HTTP connection's requests, in order; `_permit` counts it until it ends.
-async fn serve_connection(
-    ctx: &Rc<CoreContext>,
-    conn: TcpTransport,
+/// Serves one accepted RTMPT connection until it closes; `_permit` counts it until then.
+pub async fn serve_connection(
+    ctx: Rc<CoreContext>,
+    stream: TcpStream,
     peer: SocketAddr,
     _permit: Permit,
 ) {
-    let config = &ctx.config;
-    let idle = Duration::from_secs(config.rtmpt.idle_timeout_secs);
-    let send_timeout = Duration::from_secs(config.player.send_timeout_secs);
-    let mut reader = RequestReader::new(HttpLimits {
-        max_head_bytes: MAX_HEAD_BYTES,
-        max_body_bytes: config.rtmpt.max_body_bytes,
-    });
-    let mut buf = BytesMut::with_capacity(16 * 1024);
-    loop {
-        // A whole request must arrive within the idle timeout.
-        let deadline = Instant::now() + idle;
-        let request = loop {
-            match reader.decode(&mut buf) {
-                Ok(Some(request)) => break request,
-                Ok(None) => {}
-                Err(e) => {
-                    info!(core = ctx.id.0, %peer, reason = e.as_str(), error = %e, "rtmpt connection closed");
-                    let mut head = Vec::with_capacity(256);
-                    write_head(&mut head, e.status(), 0, false);
-                    let _ = with_timeout(send_timeout, write_all(&conn, &[&head])).await;
-                    linger_close(&conn).await;
-                    return;
-                }
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            match with_timeout(left, conn.read_into(&mut buf)).await {
-                Some(Ok(0)) | Some(Err(_)) => return,
-                Some(Ok(_)) => quick_ack(&conn),
-                None => {
-                    debug!(core = ctx.id.0, %peer, reason = "http_idle", "rtmpt connection closed");
-                    return;
-                }
-            }
-        };
-        let keep_alive = request.keep_alive;
-        let response = respond(ctx, request, peer).await;
-        let mut head = Vec::with_capacity(256);
-        let length = response.interval.map_or(0, |_| 1) + response.body.len();
-        write_head(&mut head, response.status, length, keep_alive);
-        head.extend(response.interval);
-        match with_timeout(send_timeout, write_all(&conn, &[&head, &response.body])).await {
-            Some(Ok(())) => {}
-            _ => return,
-        }
-        if !keep_alive {
-            linger_close(&conn).await;
-            return;
-        }
-    }
+    let rtmpt = &ctx.config.rtmpt;
+    let idle = Duration::from_secs(rtmpt.idle_timeout_secs);
+    let port = Port {
+        label: "rtmpt",
+        limits: Limits {
+            max_head_bytes: MAX_HEAD_BYTES,
+            max_body_bytes: rtmpt.max_body_bytes,
+            idle_timeout: idle,
+            // A request's head and body get the idle timeout, as a request that has not
+            // started would; its answer may wait for the owning core on top of that.
+            request_timeout: idle + FORWARD_TIMEOUT,
+        },
+        quick_ack: true,
+    };
+    let routes = Rc::clone(&ctx);
+    httpd::serve(&ctx, stream, peer, port, move |request| {
+        dispatch(&ROUTER, &routes, request)
+    })
+    .await;
 }
 
-/// Answers one request (for a tunnel of this core or, over the mesh, of another).
-async fn respond(ctx: &Rc<CoreContext>, request: Request, peer: SocketAddr) -> Response {
-    let segments: Vec<&str> = request.path.trim_start_matches('/').split('/').collect();
-    let kind = match segments.as_slice() {
-        ["open", _] => None,
-        ["send", _, _] => Some(RequestKind::Send),
-        ["idle", _, _] => Some(RequestKind::Idle),
-        ["close", _, _] => Some(RequestKind::Close),
-        // Flash asks `/fcs/ident2` first and expects 404 before it opens.
-        _ => {
-            debug!(core = ctx.id.0, %peer, path = %request.path, "rtmpt unknown path");
-            return Response::status(Status::NotFound);
-        }
-    };
-    if request.method != Method::Post {
-        return Response::status(Status::MethodNotAllowed);
+/// The tunnel's routes; any other path (Flash asks `/fcs/ident2` first and expects it) gets
+/// 404, another method on these paths 405.
+static ROUTER: Router<CoreContext> = Router {
+    routes: ROUTES,
+    not_found: unknown_path,
+};
+
+static ROUTES: &[Route<CoreContext>] = &[
+    Route {
+        method: Method::POST,
+        path: "/open/{version}",
+        handler: open,
+    },
+    Route {
+        method: Method::POST,
+        path: "/send/{id}/{seq}",
+        handler: |ctx, request, params| tunnel(ctx, request, params, RequestKind::Send),
+    },
+    Route {
+        method: Method::POST,
+        path: "/idle/{id}/{seq}",
+        handler: |ctx, request, params| tunnel(ctx, request, params, RequestKind::Idle),
+    },
+    Route {
+        method: Method::POST,
+        path: "/close/{id}/{seq}",
+        handler: |ctx, request, params| tunnel(ctx, request, params, RequestKind::Close),
+    },
+];
+
+fn unknown_path(ctx: &Rc<CoreContext>, request: &Request) -> Response {
+    let (peer, path) = (peer(request), request.uri().path());
+    debug!(core = ctx.id.0, %peer, path, "rtmpt unknown path");
+    fcs(StatusCode::NOT_FOUND, Body::empty())
+}
+
+/// An RTMPT reply: `application/x-fcs`, never cached.
+fn fcs(status: StatusCode, body: Body) -> Response {
+    with_type(status, CONTENT_TYPE, body)
+}
+
+/// Every RTMPT client sends `Content-Length` (or, in principle, a chunked body); a POST with
+/// neither is not RTMPT: 411, and the connection closes.
+fn length_required(ctx: &CoreContext, request: &Request) -> Option<Response> {
+    let headers = request.headers();
+    if headers.contains_key(CONTENT_LENGTH) || headers.contains_key(TRANSFER_ENCODING) {
+        return None;
     }
-    let Some(kind) = kind else {
-        return match ctx.rtmpt.open(ctx, peer) {
-            Some(id) => Response {
-                status: Status::Ok,
-                interval: None,
-                body: Bytes::from(format!("{id}\n")),
-            },
-            None => Response::status(Status::ServiceUnavailable),
-        };
+    let reason = "http_length_required";
+    info!(core = ctx.id.0, peer = %peer(request), reason, "rtmpt connection closed");
+    ctx.metrics.error(reason);
+    Some(closing(fcs(StatusCode::LENGTH_REQUIRED, Body::empty())))
+}
+
+fn open(ctx: &Rc<CoreContext>, request: Request, _: Params) -> Reply {
+    if let Some(refusal) = length_required(ctx, &request) {
+        return ready(refusal);
+    }
+    ready(match ctx.rtmpt.open(ctx, peer(&request)) {
+        Some(id) => fcs(StatusCode::OK, Body::from(format!("{id}\n").into_bytes())),
+        None => fcs(StatusCode::SERVICE_UNAVAILABLE, Body::empty()),
+    })
+}
+
+fn tunnel(ctx: &Rc<CoreContext>, request: Request, params: Params, kind: RequestKind) -> Reply {
+    if let Some(refusal) = length_required(ctx, &request) {
+        return ready(refusal);
+    }
+    let ctx = Rc::clone(ctx);
+    Box::pin(async move {
+        let (status, body) = respond(&ctx, request, params, kind).await;
+        fcs(status, body)
+    })
+}
+
+/// The polling-interval byte that starts a reply, without allocating one per reply.
+fn interval_byte(interval: u8) -> Bytes {
+    static ALL: [u8; 256] = {
+        let mut all = [0u8; 256];
+        let mut i = 0;
+        while i < 256 {
+            all[i] = i as u8;
+            i += 1;
+        }
+        all
     };
-    let Ok(seq) = segments[2].parse::<u64>() else {
-        return Response::status(Status::BadRequest);
+    let i = usize::from(interval);
+    Bytes::from_static(&ALL[i..=i])
+}
+
+/// Answers one tunnel request (for a tunnel of this core or, over the mesh, of another):
+/// the status and the body, which starts with the polling-interval byte.
+async fn respond(
+    ctx: &Rc<CoreContext>,
+    request: Request,
+    params: Params,
+    kind: RequestKind,
+) -> (StatusCode, Body) {
+    let peer = peer(&request);
+    let Ok(seq) = params.get("seq").parse::<u64>() else {
+        return (StatusCode::BAD_REQUEST, Body::empty());
     };
-    let Some(id) = TunnelId::parse(segments[1]) else {
+    let Some(id) = TunnelId::parse(params.get("id")) else {
         debug!(core = ctx.id.0, %peer, "rtmpt request for a malformed tunnel id");
-        return Response::status(Status::NotFound);
+        return (StatusCode::NOT_FOUND, Body::empty());
     };
     let owner = id.owner();
+    let body = request.into_body();
     debug!(
         core = ctx.id.0,
         %peer,
@@ -183,14 +208,14 @@ async fn respond(ctx: &Rc<CoreContext>, request: Request, peer: SocketAddr) -> R
         owner = owner.0,
         kind = kind.as_str(),
         seq,
-        bytes = request.body.len(),
+        bytes = body.len(),
         "rtmpt request"
     );
     let tunnel_request = TunnelRequest {
         id,
         kind,
         seq,
-        body: request.body,
+        body,
     };
     let reply = if owner == ctx.id {
         ctx.rtmpt.handle(tunnel_request).await
@@ -201,7 +226,7 @@ async fn respond(ctx: &Rc<CoreContext>, request: Request, peer: SocketAddr) -> R
             reply: tx,
         };
         if !ctx.send_to_core(owner, CoreMessage::Rtmpt(forwarded)) {
-            return Response::status(Status::NotFound);
+            return (StatusCode::NOT_FOUND, Body::empty());
         }
         match with_timeout(FORWARD_TIMEOUT, rx).await {
             Some(Ok(reply)) => reply,
@@ -211,72 +236,27 @@ async fn respond(ctx: &Rc<CoreContext>, request: Request, peer: SocketAddr) -> R
                     owner = owner.0,
                     "rtmpt: the owning core did not answer"
                 );
-                return Response::status(Status::ServiceUnavailable);
+                return (StatusCode::SERVICE_UNAVAILABLE, Body::empty());
             }
         }
     };
     match reply {
-        TunnelReply::Reply(reply) => Response {
-            status: Status::Ok,
-            interval: Some(reply.interval),
-            body: reply.data,
-        },
-        TunnelReply::Unknown => Response::status(Status::NotFound),
+        TunnelReply::Reply(reply) => (
+            StatusCode::OK,
+            Body::from_chunks([interval_byte(reply.interval), reply.data]),
+        ),
+        TunnelReply::Unknown => (StatusCode::NOT_FOUND, Body::empty()),
     }
 }
 
-/// Asks the kernel to acknowledge the next segments at once. HTTP clients (ffmpeg's among
-/// them) write a request's head and body separately without TCP_NODELAY, so the body waits
-/// for the head's ACK, which a delayed-ACK receiver holds back ~40 ms: every request would
-/// take that long. Linux leaves quick-ACK mode by itself, hence once per read.
-fn quick_ack(conn: &TcpTransport) {
-    conn.quick_ack();
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Writes every byte of `parts`, vectored; waits when the socket is full.
-async fn write_all(conn: &TcpTransport, parts: &[&[u8]]) -> io::Result<()> {
-    let total: usize = parts.iter().map(|p| p.len()).sum();
-    let mut done = 0;
-    while done < total {
-        let mut skip = done;
-        let mut slices = Vec::with_capacity(parts.len());
-        for part in parts {
-            if skip >= part.len() {
-                skip -= part.len();
-                continue;
-            }
-            slices.push(IoSlice::new(&part[skip..]));
-            skip = 0;
-        }
-        match conn.try_write_vectored(&slices) {
-            Ok(n) => done += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let first: &[u8] = &slices[0];
-                let n = conn.write_some(first).await?;
-                if n == 0 {
-                    return Err(io::ErrorKind::WriteZero.into());
-                }
-                done += n;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// Closes our side and reads what the client still sends for a moment, so that unread input
-/// does not turn the close into a reset that would destroy the reply.
-async fn linger_close(conn: &TcpTransport) {
-    conn.shutdown_write();
-    let deadline = Instant::now() + LINGER;
-    let mut sink = BytesMut::with_capacity(64 * 1024);
-    loop {
-        sink.clear();
-        let left = deadline.saturating_duration_since(Instant::now());
-        match with_timeout(left, conn.read_into(&mut sink)).await {
-            Some(Ok(n)) if n > 0 => {}
-            _ => return,
+    #[test]
+    fn the_interval_byte_is_its_own_value() {
+        for i in [0u8, 1, 0x21, 255] {
+            assert_eq!(&interval_byte(i)[..], &[i]);
         }
     }
 }

@@ -10,12 +10,11 @@
 //!   RTMP bytes the server has for the client.
 //!
 //! # Layout
-//! - [`http`]: sans-IO request framing (httparse; limits, keep-alive, pipelining) and
-//!   response heads.
 //! - [`tunnel`]: a tunnel as an in-memory [`Transport`](crate::transport::Transport) that the
 //!   one RTMP session (`session::run_connection`) runs over; sequence numbers, polling
 //!   interval, idle timeout; the per-core registry [`Tunnels`].
-//! - [`listener`]: the per-core accept loop and request loop; routing to the owning core.
+//! - [`listener`]: the per-core accept loop, the port's routes on [`crate::httpd`] (which
+//!   does the HTTP: keep-alive, pipelining, limits, deadlines), routing to the owning core.
 //!
 //! # Across cores
 //! One tunnel's requests may arrive on different TCP connections and so on different cores.
@@ -24,7 +23,6 @@
 //! another core's tunnel is sent there as a [`Forwarded`] core message with a oneshot channel
 //! for the reply; the owning core handles it exactly as a local one.
 
-pub mod http;
 pub mod listener;
 pub mod tunnel;
 

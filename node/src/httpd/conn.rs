@@ -1,0 +1,298 @@
+//! [`serve`]: one HTTP/1.1 connection on hyper, with the node's limits and deadlines.
+//!
+//! The connection's task polls hyper's connection future and, right after it, the
+//! [`Watchdog`] (see [`super::deadline`]). hyper runs with `poll_without_shutdown`, so that
+//! whatever ends it (the client's or our `Connection: close`, a parse error hyper answered
+//! with 400 or 431, a 413) the stream comes back for a lingering close. A deadline cut drops
+//! the connection at once instead.
+//!
+//! Before the handler runs, the request body is read whole, up to
+//! [`Limits::max_body_bytes`]: a `Content-Length` over the limit is refused from the head
+//! alone, and a body that turns out longer (chunked) is refused as soon as it passes the
+//! limit. Nothing is ever reserved from what the client announces: memory follows the bytes
+//! that really arrived. The refusal is a 413 with `Connection: close`; hyper then stops
+//! reading, and the lingering close lets the client read the 413.
+
+use std::convert::Infallible;
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use glommio::net::TcpStream;
+use hyper::body::{Body as _, Frame, Incoming, SizeHint};
+use hyper::header::{HeaderValue, CONNECTION};
+use hyper::server::conn::http1;
+use hyper::StatusCode;
+use tracing::{debug, info};
+
+use super::body::{text, Body};
+use super::deadline::{Deadlines, Phase, RequestDone, Watchdog};
+use super::io::Io;
+use super::{Reply, Request, Response};
+use crate::core::CoreContext;
+
+/// Bounds every request of a port must fit.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Request line plus headers (431 past it).
+    pub max_head_bytes: usize,
+    /// Request body (413 past it).
+    pub max_body_bytes: usize,
+    /// A connection with no request for this long is closed (keep-alive).
+    pub idle_timeout: Duration,
+    /// From a request's first byte, its head and body must arrive and its answer be handed
+    /// over within this; the connection is cut otherwise.
+    pub request_timeout: Duration,
+}
+
+/// How one port serves its connections.
+#[derive(Debug, Clone, Copy)]
+pub struct Port {
+    /// Names the port in logs (`http`, `rtmpt`).
+    pub label: &'static str,
+    /// The limits.
+    pub limits: Limits,
+    /// Set `TCP_QUICKACK` after each read (see [`super::io::Io::new`]).
+    pub quick_ack: bool,
+}
+
+/// The client's address, in every request's extensions.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
+/// The client's address of a request that [`serve`] read (`0.0.0.0:0` on one made otherwise,
+/// as in unit tests).
+pub fn peer(request: &Request) -> SocketAddr {
+    request
+        .extensions()
+        .get::<Peer>()
+        .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |p| p.0)
+}
+
+/// Serves one accepted connection until it closes; `handler` answers each request, in order.
+pub async fn serve<H>(
+    ctx: &Rc<CoreContext>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    port: Port,
+    handler: H,
+) where
+    H: Fn(Request) -> Reply + 'static,
+{
+    let limits = port.limits;
+    let deadlines = Deadlines::new(limits.idle_timeout, limits.request_timeout, Instant::now());
+    let io = Io::new(stream, Rc::clone(&deadlines), port.quick_ack);
+    let service = Service(Rc::new(Shared {
+        handler,
+        deadlines: Rc::clone(&deadlines),
+        peer,
+        port,
+        ctx: Rc::clone(ctx),
+    }));
+    let mut conn = builder(&limits).serve_connection(io, service);
+    let mut watchdog = Watchdog::default();
+    let ended = poll_fn(|cx| {
+        if let Poll::Ready(result) = conn.poll_without_shutdown(cx) {
+            return Poll::Ready(Ok(result));
+        }
+        watchdog.poll(cx, &deadlines).map(Err)
+    })
+    .await;
+    if report(ctx, peer, port.label, ended) {
+        conn.into_parts().io.linger_close().await;
+    }
+}
+
+/// Logs (and counts, when the client was at fault) how a connection ended; true when its
+/// last answer should still reach the client, through a lingering close.
+fn report(
+    ctx: &CoreContext,
+    peer: SocketAddr,
+    label: &str,
+    ended: Result<hyper::Result<()>, Phase>,
+) -> bool {
+    let core = ctx.id.0;
+    let reason = match ended {
+        Ok(Ok(())) => return true,
+        Ok(Err(e)) if e.is_parse() => {
+            // hyper has answered 400 or 431.
+            let reason = error_reason(&e);
+            info!(core, %peer, reason, error = %e, "{label} connection closed");
+            ctx.metrics.error(reason);
+            return true;
+        }
+        Ok(Err(e)) => {
+            let reason = error_reason(&e);
+            debug!(core, %peer, reason, error = %e, "{label} connection closed");
+            return false;
+        }
+        Err(Phase::Idle) => {
+            debug!(core, %peer, reason = Phase::Idle.as_str(), "{label} connection closed");
+            return false;
+        }
+        Err(phase) => phase.as_str(),
+    };
+    info!(core, %peer, reason, "{label} connection closed");
+    ctx.metrics.error(reason);
+    false
+}
+
+/// hyper's HTTP/1 server, configured for the node.
+fn builder(limits: &Limits) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .max_header_size(limits.max_head_bytes)
+        // hyper's own head timeout needs a Send + Sync timer: the watchdog does it instead.
+        .header_read_timeout(None)
+        // The adapter writes vectored: head and body chunks leave without being copied.
+        .writev(true)
+        // librtmp finds `Content-Length` by looking for `Content-` case-sensitively.
+        .title_case_headers(true);
+    builder
+}
+
+/// A static label for a connection that hyper ended with an error.
+fn error_reason(e: &hyper::Error) -> &'static str {
+    if e.is_parse_too_large() {
+        "http_head_too_large"
+    } else if e.is_parse() {
+        "http_malformed"
+    } else if e.is_incomplete_message() {
+        "http_incomplete"
+    } else {
+        "http_io"
+    }
+}
+
+/// What the service of one connection holds.
+struct Shared<H> {
+    handler: H,
+    deadlines: Rc<Deadlines>,
+    peer: SocketAddr,
+    port: Port,
+    ctx: Rc<CoreContext>,
+}
+
+/// hyper's view of a port's handler: reads the body within the limits, then calls it.
+struct Service<H>(Rc<Shared<H>>);
+
+impl<H> hyper::service::Service<hyper::Request<Incoming>> for Service<H>
+where
+    H: Fn(Request) -> Reply + 'static,
+{
+    type Response = hyper::Response<Tracked>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Infallible>>>>;
+
+    fn call(&self, request: hyper::Request<Incoming>) -> Self::Future {
+        let done = self.0.deadlines.on_request(Instant::now());
+        let shared = Rc::clone(&self.0);
+        Box::pin(async move {
+            let response = shared.answer(request).await;
+            Ok(response.map(|body| Tracked { body, _done: done }))
+        })
+    }
+}
+
+impl<H: Fn(Request) -> Reply> Shared<H> {
+    async fn answer(&self, request: hyper::Request<Incoming>) -> Response {
+        let (mut parts, body) = request.into_parts();
+        let (core, peer, label) = (self.ctx.id.0, self.peer, self.port.label);
+        match read_body(body, self.port.limits.max_body_bytes).await {
+            Ok(body) => {
+                parts.extensions.insert(Peer(peer));
+                (self.handler)(Request::from_parts(parts, body)).await
+            }
+            Err(BodyError::TooLarge) => {
+                let reason = "http_body_too_large";
+                let max = self.port.limits.max_body_bytes;
+                info!(core, %peer, reason, max, "{label} connection closed");
+                self.ctx.metrics.error(reason);
+                closing(text(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "request body too large\n",
+                ))
+            }
+            Err(BodyError::Broken(e)) => {
+                debug!(core, %peer, error = %e, "{label} request body broken off");
+                closing(text(StatusCode::BAD_REQUEST, "incomplete request body\n"))
+            }
+        }
+    }
+}
+
+/// `response`, after which the connection closes.
+pub fn closing(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// Why a body was not read.
+#[derive(Debug)]
+enum BodyError {
+    /// It is (or announced it would be) over the limit.
+    TooLarge,
+    /// The connection broke off in its middle, or its chunked framing was bad.
+    Broken(hyper::Error),
+}
+
+/// Reads a whole body of at most `max` bytes. One chunk (the usual case) is kept as it is;
+/// several are joined into one buffer sized by what arrived.
+async fn read_body(mut body: Incoming, max: usize) -> Result<Bytes, BodyError> {
+    if body.size_hint().lower() > max as u64 {
+        return Err(BodyError::TooLarge);
+    }
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut total = 0usize;
+    while let Some(frame) = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        let Ok(data) = frame.map_err(BodyError::Broken)?.into_data() else {
+            continue; // trailers: nothing here uses them
+        };
+        total += data.len();
+        if total > max {
+            return Err(BodyError::TooLarge);
+        }
+        chunks.push(data);
+    }
+    if chunks.len() <= 1 {
+        return Ok(chunks.pop().unwrap_or_default());
+    }
+    let mut joined = BytesMut::with_capacity(total);
+    for chunk in chunks {
+        joined.extend_from_slice(&chunk);
+    }
+    Ok(joined.freeze())
+}
+
+/// A response body that ends its request (for the deadlines) when hyper drops it, which it
+/// does once it has taken the last chunk.
+pub struct Tracked {
+    body: Body,
+    _done: RequestDone,
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}

@@ -1,0 +1,202 @@
+//! The phase of one HTTP connection and the deadline that goes with it.
+//!
+//! hyper's own header timeout needs a `Send + Sync` timer, which glommio's is not, so the
+//! connection's deadlines live here and a [`Watchdog`] (a glommio timer) is polled beside the
+//! connection future: when the deadline passes, the connection is dropped, whatever it was
+//! doing. The phases:
+//! - [`Phase::Idle`]: waiting for a request (keep-alive), or writing out the last response;
+//!   the deadline is `idle_timeout` from when the phase began;
+//! - [`Phase::Head`]: a request's first byte arrived; its whole head must follow before
+//!   `request_timeout` from that byte (a slow head is cut there, not reset by each byte);
+//! - [`Phase::Request`]: the head is parsed; reading the body, the handler and handing over
+//!   the response must end by that same deadline, measured from the request's first byte.
+//!
+//! The adapter reports reads ([`Deadlines::on_read`]), the service reports a parsed head
+//! ([`Deadlines::on_request`]) and the response body, once hyper drops it, reports the end of
+//! the request ([`RequestDone`]).
+
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use glommio::timer::Timer;
+
+/// Where a connection is in its request cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Between requests.
+    Idle,
+    /// Reading a request head.
+    Head,
+    /// Reading a body, answering, handing over the response.
+    Request,
+}
+
+impl Phase {
+    /// Why a connection cut in this phase was closed: a static label for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Idle => "http_idle",
+            Phase::Head => "http_head_timeout",
+            Phase::Request => "http_request_timeout",
+        }
+    }
+}
+
+/// A connection's phase and deadline, shared by its adapter, its service and its watchdog
+/// (all in the connection's own task).
+#[derive(Debug)]
+pub struct Deadlines {
+    idle_timeout: Duration,
+    request_timeout: Duration,
+    phase: Cell<Phase>,
+    /// When the current request's first byte arrived: the whole request is timed from it.
+    started: Cell<Instant>,
+    deadline: Cell<Instant>,
+}
+
+impl Deadlines {
+    /// A new connection, idle since `now`.
+    pub fn new(idle_timeout: Duration, request_timeout: Duration, now: Instant) -> Rc<Deadlines> {
+        Rc::new(Deadlines {
+            idle_timeout,
+            request_timeout,
+            phase: Cell::new(Phase::Idle),
+            started: Cell::new(now),
+            deadline: Cell::new(now + idle_timeout),
+        })
+    }
+
+    /// The phase now.
+    pub fn phase(&self) -> Phase {
+        self.phase.get()
+    }
+
+    /// When the connection is cut unless its phase moves on.
+    pub fn deadline(&self) -> Instant {
+        self.deadline.get()
+    }
+
+    /// Bytes arrived: an idle connection starts a request.
+    pub fn on_read(&self, now: Instant) {
+        if self.phase.get() == Phase::Idle {
+            self.phase.set(Phase::Head);
+            self.started.set(now);
+            self.deadline.set(now + self.request_timeout);
+        }
+    }
+
+    /// A request head was parsed (perhaps from bytes that came with the previous request,
+    /// which hyper had buffered: then the request starts now). The returned guard ends the
+    /// request when dropped.
+    pub fn on_request(self: &Rc<Self>, now: Instant) -> RequestDone {
+        if self.phase.get() == Phase::Idle {
+            self.started.set(now);
+        }
+        self.phase.set(Phase::Request);
+        self.deadline.set(self.started.get() + self.request_timeout);
+        RequestDone(Rc::clone(self))
+    }
+
+    fn on_done(&self, now: Instant) {
+        self.phase.set(Phase::Idle);
+        self.deadline.set(now + self.idle_timeout);
+    }
+}
+
+/// Ends a request when dropped: hyper drops the response body once it has taken all of it.
+#[derive(Debug)]
+pub struct RequestDone(Rc<Deadlines>);
+
+impl Drop for RequestDone {
+    fn drop(&mut self) {
+        self.0.on_done(Instant::now());
+    }
+}
+
+/// The timer polled beside the connection. It is polled right after the connection future on
+/// every wake-up of the task, so a deadline moved by that poll is taken into account at once.
+#[derive(Default)]
+pub struct Watchdog {
+    /// The armed timer and the deadline it was armed for.
+    timer: Option<(Instant, Timer)>,
+}
+
+impl Watchdog {
+    /// Ready with the phase the connection was in once its deadline has passed.
+    pub fn poll(&mut self, cx: &mut Context<'_>, deadlines: &Deadlines) -> Poll<Phase> {
+        loop {
+            let deadline = deadlines.deadline();
+            let now = Instant::now();
+            if now >= deadline {
+                return Poll::Ready(deadlines.phase());
+            }
+            match &mut self.timer {
+                Some((armed_for, timer)) if *armed_for == deadline => {
+                    if Pin::new(timer).poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    // Fired: check the clock again (and re-arm should it have fired early).
+                    self.timer = None;
+                }
+                _ => self.timer = Some((deadline, Timer::new(deadline - now))),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const IDLE: Duration = Duration::from_secs(30);
+    const REQUEST: Duration = Duration::from_secs(5);
+
+    #[test]
+    fn a_slow_head_keeps_the_deadline_of_its_first_byte() {
+        let t0 = Instant::now();
+        let d = Deadlines::new(IDLE, REQUEST, t0);
+        assert_eq!((d.phase(), d.deadline()), (Phase::Idle, t0 + IDLE));
+        let first = t0 + Duration::from_secs(20);
+        d.on_read(first);
+        d.on_read(first + Duration::from_secs(3));
+        assert_eq!((d.phase(), d.deadline()), (Phase::Head, first + REQUEST));
+    }
+
+    #[test]
+    fn the_whole_request_is_timed_from_its_first_byte_and_its_end_idles_again() {
+        let t0 = Instant::now();
+        let d = Deadlines::new(IDLE, REQUEST, t0);
+        d.on_read(t0 + Duration::from_secs(1));
+        let done = d.on_request(t0 + Duration::from_secs(2));
+        assert_eq!(
+            (d.phase(), d.deadline()),
+            (Phase::Request, t0 + Duration::from_secs(1) + REQUEST)
+        );
+        // Body bytes do not restart anything.
+        d.on_read(t0 + Duration::from_secs(3));
+        assert_eq!(d.deadline(), t0 + Duration::from_secs(1) + REQUEST);
+        drop(done);
+        assert_eq!(d.phase(), Phase::Idle);
+        assert!(d.deadline() > t0 + IDLE);
+    }
+
+    #[test]
+    fn a_pipelined_request_already_buffered_starts_when_its_head_is_parsed() {
+        let t0 = Instant::now();
+        let d = Deadlines::new(IDLE, REQUEST, t0);
+        let later = t0 + Duration::from_secs(10);
+        let _done = d.on_request(later);
+        assert_eq!(d.deadline(), later + REQUEST);
+    }
+
+    #[test]
+    fn phases_name_their_close_reasons() {
+        assert_eq!(Phase::Head.as_str(), "http_head_timeout");
+        assert_eq!(Phase::Request.as_str(), "http_request_timeout");
+        assert_eq!(Phase::Idle.as_str(), "http_idle");
+    }
+}

@@ -1,0 +1,47 @@
+//! HTTP/1.1 serving for every HTTP port of the node (the API, metrics and health on
+//! `http.listen`, RTMPT on `rtmpt.listen`, and whatever comes next: HLS, HTTP-FLV, WebSocket),
+//! on hyper 1.x driven by the core's glommio executor.
+//!
+//! hyper needs no tokio runtime: its HTTP/1 server connection is a future that polls its own
+//! service, so it runs inside the connection's glommio task; it only needs hyper's `rt::Read`
+//! and `rt::Write` over the socket ([`io::Io`]). What hyper does here: framing (keep-alive,
+//! pipelining answered in order, chunked and `Content-Length` bodies), HEAD (the body is not
+//! sent, its `Content-Length` is), the automatic 400/431 answers to malformed or oversized
+//! heads. What it cannot do here, and this module does instead:
+//! - *deadlines*: hyper's timer must be `Send + Sync`, which glommio's timers are not, so its
+//!   header read timeout is off. [`deadline`] races the connection future against a glommio
+//!   timer that follows the connection's phase: idle between requests, a deadline on a whole
+//!   request from its first byte;
+//! - *body limits*: a request body is read up to [`Limits::max_body_bytes`] and no further
+//!   (never reserved from `Content-Length`); past it the answer is 413 with `Connection: close`,
+//!   and the close lingers so the client reads the 413 instead of a reset;
+//! - *vectored writes*: without them hyper flattens (copies) every body into one buffer;
+//!   [`io::Io`] writes head and body slices in one `sendmsg`.
+//!
+//! Upgrades (`with_upgrades`) need `Send` I/O, which glommio's stream is not. WebSocket will
+//! therefore take the connection back with `without_shutdown`/`into_parts` after the 101 and
+//! run a futures-io WebSocket (async-tungstenite) on the glommio stream.
+//!
+//! # Layout
+//! - [`io`]: the hyper I/O adapter over glommio's `TcpStream`.
+//! - [`deadline`]: the connection's phase and the timer that cuts it.
+//! - [`conn`]: [`serve`]: one connection, with limits, deadlines and the lingering close.
+//! - [`body`]: [`Body`], the response body (whole byte chunks, length known).
+//! - [`router`]: a static table of routes that a port's handlers plug into.
+
+pub mod body;
+pub mod conn;
+pub mod deadline;
+pub mod io;
+pub mod router;
+
+pub use body::Body;
+pub use conn::{closing, peer, serve, Limits, Peer, Port};
+pub use router::{dispatch, not_found, ready, Params, Route, Router};
+
+/// A request as handlers see it: the head and the whole body, read within the limits.
+pub type Request = hyper::Request<bytes::Bytes>;
+/// A response.
+pub type Response = hyper::Response<Body>;
+/// What a handler returns: a response, perhaps later (RTMPT waits for the session).
+pub type Reply = std::pin::Pin<Box<dyn std::future::Future<Output = Response>>>;

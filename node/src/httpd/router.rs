@@ -1,0 +1,190 @@
+//! A port's routes: a static table of (method, path pattern, handler), matched in order, and
+//! what answers a path none of them knows.
+//!
+//! A pattern is a path whose `{name}` segments match any one non-empty segment, which the
+//! handler reads from its [`Params`]. Leading and trailing slashes do not matter. `HEAD` is
+//! served by the `GET` route (hyper sends the `Content-Length` without the body). A path that
+//! a route knows under other methods gets 405 with `Allow`; any other path goes to the port's
+//! `not_found` (a 404).
+
+use std::rc::Rc;
+
+use hyper::header::{HeaderValue, ALLOW};
+use hyper::{Method, StatusCode};
+
+use super::body::text;
+use super::{Reply, Request, Response};
+
+/// One route; `C` is what the port's handlers share (the core's context).
+pub struct Route<C: 'static> {
+    /// The method it answers (`GET` routes answer `HEAD` too).
+    pub method: Method,
+    /// The path pattern, e.g. `/api/v1/streams/{app}/{name}`.
+    pub path: &'static str,
+    /// The handler.
+    pub handler: fn(&Rc<C>, Request, Params) -> Reply,
+}
+
+/// A port's routes.
+pub struct Router<C: 'static> {
+    /// Tried in order.
+    pub routes: &'static [Route<C>],
+    /// Answers a path no route knows.
+    pub not_found: fn(&Rc<C>, &Request) -> Response,
+}
+
+/// A plain 404.
+pub fn not_found<C>(_: &Rc<C>, _: &Request) -> Response {
+    text(StatusCode::NOT_FOUND, "not found\n")
+}
+
+/// The segments a pattern's `{name}`s matched.
+#[derive(Debug, Default)]
+pub struct Params(Vec<(&'static str, String)>);
+
+impl Params {
+    /// The segment `{name}` matched; empty if the pattern has no such name.
+    pub fn get(&self, name: &str) -> &str {
+        self.0
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or("", |(_, v)| v.as_str())
+    }
+}
+
+/// A reply that is ready now.
+pub fn ready(response: Response) -> Reply {
+    Box::pin(std::future::ready(response))
+}
+
+/// Answers `request` with the first route that matches its method and path.
+pub fn dispatch<C>(router: &'static Router<C>, ctx: &Rc<C>, request: Request) -> Reply {
+    let method = match request.method() {
+        &Method::HEAD => Method::GET,
+        other => other.clone(),
+    };
+    let mut allowed: Vec<&str> = Vec::new();
+    for route in router.routes {
+        let Some(params) = matches(route.path, request.uri().path()) else {
+            continue;
+        };
+        if route.method == method {
+            return (route.handler)(ctx, request, params);
+        }
+        allowed.push(route.method.as_str());
+        if route.method == Method::GET {
+            allowed.push("HEAD");
+        }
+    }
+    if allowed.is_empty() {
+        return ready((router.not_found)(ctx, &request));
+    }
+    let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    if let Ok(allow) = HeaderValue::from_str(&allowed.join(", ")) {
+        response.headers_mut().insert(ALLOW, allow);
+    }
+    ready(response)
+}
+
+/// The params if `path` matches `pattern`.
+fn matches(pattern: &'static str, path: &str) -> Option<Params> {
+    let mut want = pattern.trim_matches('/').split('/');
+    let mut got = path.trim_matches('/').split('/');
+    let mut params = Params::default();
+    loop {
+        match (want.next(), got.next()) {
+            (None, None) => return Some(params),
+            (Some(w), Some(g)) => match w.strip_prefix('{').and_then(|w| w.strip_suffix('}')) {
+                Some(name) if !g.is_empty() => params.0.push((name, g.to_owned())),
+                None if w == g => {}
+                _ => return None,
+            },
+            _ => return None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::body::Body as _;
+
+    fn answer(tag: &'static str) -> Reply {
+        ready(text(StatusCode::OK, tag))
+    }
+
+    static ROUTER: Router<()> = Router {
+        routes: ROUTES,
+        not_found,
+    };
+
+    static ROUTES: &[Route<()>] = &[
+        Route {
+            method: Method::GET,
+            path: "/healthz",
+            handler: |_, _, _| answer("health"),
+        },
+        Route {
+            method: Method::GET,
+            path: "/api/v1/streams/{app}/{name}",
+            handler: |_, _, p| {
+                assert_eq!((p.get("app"), p.get("name")), ("live", "demo"));
+                answer("stream")
+            },
+        },
+        Route {
+            method: Method::POST,
+            path: "/api/v1/streams/{app}/{name}/stop",
+            handler: |_, _, _| answer("stop"),
+        },
+    ];
+
+    fn run(method: Method, path: &str) -> Response {
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .body(bytes::Bytes::new())
+            .expect("request");
+        futures_lite::future::block_on(dispatch(&ROUTER, &Rc::new(()), request))
+    }
+
+    fn length(response: &Response) -> u64 {
+        response.body().size_hint().exact().expect("exact")
+    }
+
+    #[test]
+    fn routes_match_by_method_and_pattern() {
+        assert_eq!(length(&run(Method::GET, "/healthz")), 6);
+        assert_eq!(length(&run(Method::GET, "/healthz/")), 6);
+        assert_eq!(length(&run(Method::GET, "/api/v1/streams/live/demo")), 6);
+        assert_eq!(
+            length(&run(Method::POST, "/api/v1/streams/live/demo/stop")),
+            4
+        );
+    }
+
+    #[test]
+    fn head_is_served_by_get() {
+        let response = run(Method::HEAD, "/healthz");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(length(&response), 6);
+    }
+
+    #[test]
+    fn unknown_paths_get_404_and_known_paths_405_with_allow() {
+        assert_eq!(run(Method::GET, "/nope").status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            run(Method::GET, "/api/v1/streams/live").status(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            run(Method::GET, "/api/v1/streams/live//").status(),
+            StatusCode::NOT_FOUND
+        );
+        let refused = run(Method::DELETE, "/healthz");
+        assert_eq!(refused.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(refused.headers()[ALLOW], "GET, HEAD");
+        let refused = run(Method::GET, "/api/v1/streams/live/demo/stop");
+        assert_eq!(refused.headers()[ALLOW], "POST");
+    }
+}

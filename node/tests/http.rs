@@ -1,0 +1,260 @@
+//! The HTTP layer shared by every HTTP port (hyper over glommio), tried on the API port with
+//! raw bytes: keep-alive, HEAD, pipelining, the body limit's 413 and the deadlines.
+
+mod support;
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use support::client::closed_within;
+use support::node::Node;
+
+/// Over the API's 64 KiB body limit.
+const OVER_LIMIT: usize = 64 * 1024 + 1;
+
+/// One response: status, lower-cased headers, body.
+#[derive(Debug)]
+struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Response {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn content_length(&self) -> usize {
+        self.header("content-length")
+            .and_then(|v| v.parse().ok())
+            .expect("a Content-Length")
+    }
+}
+
+/// A raw client connection that reads responses one at a time.
+struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    fn connect(addr: SocketAddr) -> Conn {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        Conn {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write");
+    }
+
+    /// Reads one response; the body is skipped for a HEAD (its length is announced only).
+    fn response(&mut self, head_only: bool) -> io::Result<Response> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut parsed = httparse::Response::new(&mut headers);
+            let status = parsed
+                .parse(&self.buf)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            if let httparse::Status::Complete(head_len) = status {
+                let mut response = Response {
+                    status: parsed.code.unwrap_or(0),
+                    headers: parsed
+                        .headers
+                        .iter()
+                        .map(|h| {
+                            let value = String::from_utf8_lossy(h.value).into_owned();
+                            (h.name.to_ascii_lowercase(), value)
+                        })
+                        .collect(),
+                    body: Vec::new(),
+                };
+                let length = if head_only {
+                    0
+                } else {
+                    response.content_length()
+                };
+                if self.buf.len() >= head_len + length {
+                    response.body = self.buf[head_len..head_len + length].to_vec();
+                    self.buf.drain(..head_len + length);
+                    return Ok(response);
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            self.stream.set_read_timeout(Some(left))?;
+            let mut tmp = [0u8; 16 * 1024];
+            match self.stream.read(&mut tmp)? {
+                0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+                n => self.buf.extend_from_slice(&tmp[..n]),
+            }
+        }
+    }
+}
+
+fn get(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").into_bytes()
+}
+
+#[test]
+fn keep_alive_head_and_pipelining_share_one_connection() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = Node::start(1, "", dir.path());
+    let mut conn = Conn::connect(node.http);
+
+    // Two requests, one after the other, on one connection.
+    for _ in 0..2 {
+        conn.send(&get("/healthz"));
+        let r = conn.response(false).expect("healthz");
+        assert_eq!((r.status, &r.body[..]), (200, &b"ok\n"[..]));
+        assert_eq!(r.header("connection"), None, "HTTP/1.1 stays open");
+    }
+
+    // HEAD: the GET's length, no body. The next response on the connection starts right
+    // after the HEAD's head, which proves no body bytes followed it.
+    conn.send(b"HEAD /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+    let head = conn.response(true).expect("HEAD /healthz");
+    assert_eq!((head.status, head.content_length()), (200, 3));
+    conn.send(b"HEAD /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
+    let head = conn.response(true).expect("HEAD /metrics");
+    assert_eq!(head.status, 200);
+    assert!(head.content_length() > 1000, "the metrics page's length");
+    assert!(head
+        .header("content-type")
+        .is_some_and(|t| t.starts_with("text/plain; version=0.0.4")));
+    conn.send(&get("/readyz"));
+    let r = conn.response(false).expect("after the HEADs");
+    assert_eq!((r.status, &r.body[..]), (200, &b"ready\n"[..]));
+
+    // Pipelined: three requests in one write, answered in order.
+    let mut pipelined = get("/healthz");
+    pipelined.extend_from_slice(&get("/nope"));
+    pipelined.extend_from_slice(&get("/readyz"));
+    conn.send(&pipelined);
+    let answers: Vec<(u16, Vec<u8>)> = (0..3)
+        .map(|_| conn.response(false).expect("pipelined"))
+        .map(|r| (r.status, r.body))
+        .collect();
+    assert_eq!(answers[0], (200, b"ok\n".to_vec()));
+    assert_eq!(answers[1].0, 404);
+    assert_eq!(answers[2], (200, b"ready\n".to_vec()));
+
+    // A method the path does not take: 405 naming what it takes.
+    conn.send(b"DELETE /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+    let r = conn.response(false).expect("405");
+    assert_eq!((r.status, r.header("allow")), (405, Some("GET, HEAD")));
+}
+
+#[test]
+fn a_body_over_the_limit_gets_413_before_the_close() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = Node::start(1, "[http]\napi_token = \"s3cret\"\n", dir.path());
+
+    // Announced over the limit: refused from the head; the body the client goes on sending
+    // does not turn the close into a reset that would lose the 413.
+    let mut conn = Conn::connect(node.http);
+    conn.send(
+        b"POST /api/v1/clients/1/kick HTTP/1.1\r\nHost: t\r\n\
+          Authorization: Bearer s3cret\r\nContent-Length: 10000000\r\n\r\n",
+    );
+    let _ = conn.stream.write_all(&vec![b'x'; 256 * 1024]);
+    let r = conn.response(false).expect("413 delivered");
+    assert_eq!((r.status, r.header("connection")), (413, Some("close")));
+    assert!(closed_within(&mut conn.stream, Duration::from_secs(5)));
+
+    // Chunked, with no length announced: refused once the bytes pass the limit.
+    let mut conn = Conn::connect(node.http);
+    let mut request = b"POST /api/v1/clients/1/kick HTTP/1.1\r\nHost: t\r\n\
+        Authorization: Bearer s3cret\r\nTransfer-Encoding: chunked\r\n\r\n"
+        .to_vec();
+    for _ in 0..(OVER_LIMIT / 4096 + 1) {
+        request.extend_from_slice(b"1000\r\n");
+        request.extend_from_slice(&[b'y'; 4096]);
+        request.extend_from_slice(b"\r\n");
+    }
+    let _ = conn.stream.write_all(&request);
+    let r = conn.response(false).expect("413 delivered");
+    assert_eq!(r.status, 413);
+    assert!(closed_within(&mut conn.stream, Duration::from_secs(5)));
+
+    // A body within the limit is read and the request answered as usual.
+    let mut conn = Conn::connect(node.http);
+    conn.send(
+        b"POST /api/v1/clients/999999/kick HTTP/1.1\r\nHost: t\r\n\
+          Authorization: Bearer s3cret\r\nTransfer-Encoding: chunked\r\n\r\n\
+          3\r\nabc\r\n0\r\n\r\n",
+    );
+    assert_eq!(conn.response(false).expect("answered").status, 404);
+    node.expect_close_reasons(&["http_body_too_large"]);
+}
+
+#[test]
+fn a_slow_request_head_is_cut_at_its_deadline_and_an_idle_connection_closes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = "[http]\nrequest_timeout_secs = 1\nidle_timeout_secs = 2\n";
+    let node = Node::start(1, config, dir.path());
+
+    // A head trickled one byte at a time keeps no connection past its deadline, however
+    // steadily it trickles.
+    let mut conn = Conn::connect(node.http);
+    let started = Instant::now();
+    let head =
+        b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let mut cut = None;
+    for byte in head {
+        if conn.stream.write_all(&[*byte]).is_err() {
+            cut = Some(started.elapsed());
+            break;
+        }
+        let mut tmp = [0u8; 64];
+        conn.stream
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
+        match conn.stream.read(&mut tmp) {
+            Ok(0) => {
+                cut = Some(started.elapsed());
+                break;
+            }
+            Ok(_) => panic!("a head that never completed was answered"),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => {
+                cut = Some(started.elapsed());
+                break;
+            }
+        }
+    }
+    let cut = cut.expect("the slow head was never cut");
+    assert!(
+        cut >= Duration::from_millis(900) && cut < Duration::from_secs(4),
+        "cut after {cut:?}, the deadline is 1 s"
+    );
+    node.expect_close_reasons(&["http_head_timeout"]);
+
+    // A kept-alive connection that sends nothing more is closed after the idle timeout,
+    // not at the request deadline.
+    let mut conn = Conn::connect(node.http);
+    conn.send(&get("/healthz"));
+    assert_eq!(conn.response(false).expect("healthz").status, 200);
+    let idle_since = Instant::now();
+    assert!(closed_within(&mut conn.stream, Duration::from_secs(6)));
+    let idle = idle_since.elapsed();
+    assert!(
+        idle >= Duration::from_millis(1800),
+        "closed after {idle:?} idle, the idle timeout is 2 s"
+    );
+}
