@@ -90,3 +90,20 @@ fn every_alert_has_a_unit_test() {
         assert!(alerts.iter().any(|a| a == must), "no alert {must}");
     }
 }
+
+#[test]
+fn the_example_prometheus_config_loads_the_rules() {
+    let out = output_with_deadline(
+        Command::new(promtool())
+            .args(["check", "config", "prometheus.yml"])
+            .current_dir(alerts_dir().join("..")),
+        Duration::from_secs(120),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("1 rule files found"), "{text}");
+}
