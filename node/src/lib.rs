@@ -17,7 +17,7 @@
 //! - [`tls`]: RTMPS: rustls over the TCP pipe, per-core listeners, certificate reload.
 //! - [`httpd`]: HTTP/1.1 on hyper for every HTTP port (limits, deadlines, routes).
 //! - [`http`], [`metrics`], [`stats`], [`clients`]: `/metrics`, health, the JSON API and
-//!   what they report.
+//!   what they report; [`process_metrics`]: the `process_*` series (CPU, memory, fds).
 //! - [`cluster`]: origin/edge pulls (client and server).
 //! - [`shared`]: the little state all cores share (never per frame).
 //! - [`rtmpt`]: RTMP tunnelled over HTTP (a tunnel is one more byte pipe).
@@ -35,6 +35,7 @@ pub mod mesh;
 pub mod metrics;
 pub mod outbound;
 pub mod ports;
+pub mod process_metrics;
 pub mod queue;
 pub mod rtmpt;
 pub mod server;

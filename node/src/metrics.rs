@@ -5,12 +5,15 @@
 //! atomics it touches are never written by another core (no contended cache line). Per-player
 //! work is counted per write or per connection, never per frame per player.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
+    PullingGauge, Registry,
 };
+
+use crate::process_metrics::ProcessCollector;
 
 /// Metric names (also used by the dashboard tests).
 pub mod names {
@@ -58,7 +61,35 @@ pub mod names {
     pub const EDGE_FIRST_FRAME: &str = "corecast_edge_first_frame_seconds";
     /// Pull connections served to other nodes.
     pub const PULLS_SERVED: &str = "corecast_pulls_served_total";
+    /// Always 1; the labels say which build runs (`version`, `commit`).
+    pub const BUILD_INFO: &str = "corecast_build_info";
+    /// 1 while the node drains (after SIGTERM/SIGINT; `/readyz` answers 503), else 0.
+    pub const DRAINING: &str = "corecast_draining";
+    /// When the RTMPS certificate a core serves expires (its leaf's notAfter), Unix seconds.
+    /// Only with `[rtmps]` on.
+    pub const TLS_CERTIFICATE_EXPIRY: &str = "corecast_tls_certificate_expiry_timestamp_seconds";
+
+    /// User plus system CPU time, seconds (fractional; see `process_metrics`).
+    pub const PROCESS_CPU_SECONDS: &str = "process_cpu_seconds_total";
+    /// Resident memory, bytes.
+    pub const PROCESS_RESIDENT_MEMORY: &str = "process_resident_memory_bytes";
+    /// Virtual memory, bytes.
+    pub const PROCESS_VIRTUAL_MEMORY: &str = "process_virtual_memory_bytes";
+    /// OS threads.
+    pub const PROCESS_THREADS: &str = "process_threads";
+    /// Open file descriptors.
+    pub const PROCESS_OPEN_FDS: &str = "process_open_fds";
+    /// The open-files soft limit.
+    pub const PROCESS_MAX_FDS: &str = "process_max_fds";
+    /// Process start, Unix seconds.
+    pub const PROCESS_START_TIME: &str = "process_start_time_seconds";
 }
+
+/// The version and commit this binary was built from (`corecast_build_info`). The commit is
+/// what `git rev-parse --short HEAD` said at build time (see `build.rs`), or `unknown`.
+pub const BUILD_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// See [`BUILD_VERSION`].
+pub const BUILD_COMMIT: &str = env!("CORECAST_COMMIT");
 
 /// Error kinds (`corecast_errors_total{kind}`): the session close reasons that are errors.
 pub const KNOWN_ERROR_KINDS: [&str; 9] = [
@@ -100,6 +131,7 @@ pub struct NodeMetrics {
     upstream_bytes: IntCounterVec,
     edge_first_frame: HistogramVec,
     pulls_served: IntCounterVec,
+    tls_expiry: IntGaugeVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -123,10 +155,18 @@ impl NodeMetrics {
     pub fn new() -> Arc<NodeMetrics> {
         use names::*;
         let registry = Registry::new();
-        let _ = registry.register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        ));
+        registry
+            .register(Box::new(ProcessCollector::new()))
+            .expect("process metrics registered once");
         let r = &registry;
+        gauge(
+            r,
+            BUILD_INFO,
+            "Always 1: which version and commit this node runs.",
+            &["version", "commit"],
+        )
+        .with_label_values(&[BUILD_VERSION, BUILD_COMMIT])
+        .set(1);
         Arc::new(NodeMetrics {
             accepted: counter(
                 r,
@@ -240,8 +280,34 @@ impl NodeMetrics {
                 "Pull connections served to other nodes.",
                 &["core"],
             ),
+            tls_expiry: gauge(
+                r,
+                TLS_CERTIFICATE_EXPIRY,
+                "When the RTMPS certificate served expires (leaf notAfter), Unix seconds.",
+                &["core"],
+            ),
             registry,
         })
+    }
+
+    /// Exports `corecast_draining`: 1 once `draining` is set (read at each scrape).
+    pub fn watch_drain(&self, draining: Arc<AtomicBool>) {
+        let gauge = PullingGauge::new(
+            names::DRAINING,
+            "1 while the node drains (readiness false), else 0.",
+            Box::new(move || f64::from(u8::from(draining.load(Ordering::Relaxed)))),
+        )
+        .expect("valid metric definition");
+        self.registry
+            .register(Box::new(gauge))
+            .expect("metric registered once");
+    }
+
+    /// Core `core` serves a certificate that expires at `not_after` (Unix seconds).
+    pub fn certificate_expiry(&self, core: usize, not_after: i64) {
+        self.tls_expiry
+            .with_label_values(&[&core.to_string()])
+            .set(not_after);
     }
 
     /// The children one core uses. Label values known in advance are created at zero, so

@@ -58,7 +58,13 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         started: SystemTime::now(),
         upstream_tls,
     });
+    shared.metrics.watch_drain(Arc::clone(&shared.draining));
     let tls = NodeTls::prepare(&shared.config, cores)?;
+    if let Some(not_after) = tls.as_ref().and_then(NodeTls::not_after) {
+        for core in 0..cores {
+            shared.metrics.certificate_expiry(core, not_after);
+        }
+    }
     let (ready_tx, ready_rx) = mpsc::channel::<Result<SocketAddr, String>>();
     let mut handles = Vec::with_capacity(cores);
     let mesh = build_mesh(cores, shared.config.node.core_channel_capacity);

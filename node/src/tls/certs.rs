@@ -5,7 +5,8 @@
 //! with TLS 1.2 and 1.3 only and rustls' default cipher suites (AEAD only, forward secret),
 //! and no TLS 1.3 session tickets (see [`server_config`]).
 //! `with_single_cert` checks that the key matches the leaf certificate, so a half-renewed
-//! pair (new chain, old key) is refused instead of served.
+//! pair (new chain, old key) is refused instead of served. The leaf's notAfter is read as it
+//! loads (x509-parser), for `corecast_tls_certificate_expiry_timestamp_seconds`.
 
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -86,8 +87,28 @@ fn pem_error(what: &'static str, path: &Path, e: pem::Error) -> CertError {
     }
 }
 
+/// A loaded certificate: what new connections use, and when its leaf expires.
+pub struct LoadedCert {
+    /// The server configuration around the chain and key.
+    pub server: Arc<ServerConfig>,
+    /// The leaf certificate's notAfter, Unix seconds (None if the leaf cannot be parsed as
+    /// X.509, which rustls does not require of a server's own chain).
+    pub not_after: Option<i64>,
+}
+
 /// Reads both PEM files and builds the server configuration new connections will use.
 pub fn load_server_config(config: &RtmpsConfig) -> Result<Arc<ServerConfig>, CertError> {
+    load(config).map(|loaded| loaded.server)
+}
+
+/// When the first (leaf) certificate of `chain` expires, Unix seconds.
+pub fn leaf_not_after(chain: &[CertificateDer<'_>]) -> Option<i64> {
+    let (_, leaf) = x509_parser::parse_x509_certificate(chain.first()?).ok()?;
+    Some(leaf.validity().not_after.timestamp())
+}
+
+/// [`load_server_config`], with the leaf's expiry.
+pub fn load(config: &RtmpsConfig) -> Result<LoadedCert, CertError> {
     const CHAIN: &str = "certificate chain";
     const KEY: &str = "private key";
     let cert_path = &config.cert_chain_path;
@@ -116,7 +137,9 @@ pub fn load_server_config(config: &RtmpsConfig) -> Result<Arc<ServerConfig>, Cer
         key: key_path.clone(),
         source,
     };
-    Ok(Arc::new(server_config(chain, key).map_err(refused)?))
+    let not_after = leaf_not_after(&chain);
+    let server = Arc::new(server_config(chain, key).map_err(refused)?);
+    Ok(LoadedCert { server, not_after })
 }
 
 /// The node's TLS settings around one certificate chain and key: the ring provider, TLS 1.3
@@ -174,5 +197,35 @@ impl CertStamps {
             chain: FileStamp::of(&config.cert_chain_path),
             key: FileStamp::of(&config.private_key_path),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_expiry_is_the_leaf_certificates_not_after() {
+        let mut params =
+            rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+        params.not_after = rcgen::date_time_ymd(2031, 3, 4);
+        let key = rcgen::KeyPair::generate().expect("key");
+        let leaf = params.self_signed(&key).expect("certificate");
+        let other = rcgen::generate_simple_self_signed(vec!["ca".to_owned()]).expect("cert");
+        let chain = [
+            CertificateDer::from(leaf.der().to_vec()),
+            CertificateDer::from(other.cert.der().to_vec()),
+        ];
+        // 2031-03-04T00:00:00Z
+        assert_eq!(leaf_not_after(&chain), Some(1_930_348_800));
+    }
+
+    #[test]
+    fn no_expiry_for_an_empty_chain_or_bytes_that_are_not_x509() {
+        assert_eq!(leaf_not_after(&[]), None);
+        assert_eq!(
+            leaf_not_after(&[CertificateDer::from(b"not a certificate".to_vec())]),
+            None
+        );
     }
 }

@@ -39,7 +39,7 @@ use glommio::Task;
 use rustls::ServerConfig;
 use tracing::{debug, error, info, warn};
 
-pub use certs::{load_server_config, server_config, CertError};
+pub use certs::{leaf_not_after, load_server_config, server_config, CertError};
 pub use corecast_transport::TlsError;
 
 use crate::accept::{accept_loop as accept_loop_with, AcceptSettings, ConnectionKind};
@@ -55,6 +55,8 @@ const SIGNAL_CHECK: Duration = Duration::from_secs(1);
 /// file is a start-up error) and the SIGHUP flags.
 pub struct NodeTls {
     server: Arc<ServerConfig>,
+    /// The first certificate's expiry, Unix seconds (for its metric).
+    not_after: Option<i64>,
     stamps: CertStamps,
     sighup: Vec<Arc<AtomicBool>>,
 }
@@ -74,7 +76,7 @@ impl NodeTls {
             return Ok(None);
         }
         let stamps = CertStamps::read(rtmps);
-        let server = load_server_config(rtmps).map_err(|e| anyhow::anyhow!("rtmps: {e}"))?;
+        let loaded = certs::load(rtmps).map_err(|e| anyhow::anyhow!("rtmps: {e}"))?;
         let mut sighup = Vec::with_capacity(cores);
         for _ in 0..cores {
             let flag = Arc::new(AtomicBool::new(false));
@@ -83,10 +85,16 @@ impl NodeTls {
             sighup.push(flag);
         }
         Ok(Some(NodeTls {
-            server,
+            server: loaded.server,
+            not_after: loaded.not_after,
             stamps,
             sighup,
         }))
+    }
+
+    /// When the certificate loaded at start-up expires, Unix seconds.
+    pub fn not_after(&self) -> Option<i64> {
+        self.not_after
     }
 
     /// Core `index`'s share.
@@ -208,9 +216,12 @@ async fn reload_loop(ctx: Rc<CoreContext>, tls: Rc<CoreTls>) {
         let trigger = if signalled { "sighup" } else { "file_change" };
         // Stamps first: a file replaced while it is read is seen as changed again next time.
         *tls.stamps.borrow_mut() = CertStamps::read(config);
-        match load_server_config(config) {
-            Ok(server) => {
-                *tls.server.borrow_mut() = server;
+        match certs::load(config) {
+            Ok(loaded) => {
+                *tls.server.borrow_mut() = loaded.server;
+                if let Some(not_after) = loaded.not_after {
+                    ctx.shared.metrics.certificate_expiry(ctx.id.0, not_after);
+                }
                 info!(core = ctx.id.0, trigger, "tls certificate reloaded");
             }
             Err(e) => {

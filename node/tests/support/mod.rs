@@ -5,6 +5,7 @@ pub mod client;
 pub mod media;
 pub mod node;
 pub mod process;
+pub mod prometheus;
 pub mod rtmpt;
 pub mod tls;
 
