@@ -453,6 +453,79 @@ mod tests {
         assert!(parse_fraction("x").is_err());
     }
 
+    /// A play run of 4 players: two with key frames at 10 and 90 ms, one connected then
+    /// dropped, one refused; judged by the scenario keys in `gate`.
+    fn judged(gate: &str) -> Verdict {
+        use crate::procstat::Usage;
+        use crate::runner::RunOutput;
+        use crate::scenario::ScenarioFile;
+        use crate::stats::{LatencyHistogram, Outcome, PlayerRecord};
+        use std::time::Duration;
+
+        let scenario = ScenarioFile::from_toml(&format!(
+            "mode = \"play\"\nurl = \"rtmp://h/a/b\"\nplayers = 4\n{gate}"
+        ))
+        .unwrap()
+        .resolve(1)
+        .unwrap();
+        let player = |keyframe_ms: Option<u64>| {
+            let mut p = PlayerRecord::new(0, None);
+            p.outcome = Outcome::Connected;
+            p.first_keyframe = keyframe_ms.map(Duration::from_millis);
+            p
+        };
+        let mut dropped = player(None);
+        dropped.dropped = Some(("closed_by_server", "closed".to_owned()));
+        let mut refused = PlayerRecord::new(0, None);
+        refused.outcome = Outcome::Failed {
+            reason: "tcp_refused",
+            message: "refused".to_owned(),
+        };
+        let out = RunOutput {
+            started_unix_ms: 0,
+            elapsed: Duration::from_secs(1),
+            players: vec![player(Some(10)), player(Some(90)), dropped, refused],
+            publishers: Vec::new(),
+            latency: LatencyHistogram::default(),
+            timeseries: Vec::new(),
+            bytes_in: 0,
+            media_bytes_in: 0,
+            server: None,
+            server_error: None,
+            own: Usage::default(),
+            cores_reported: 1,
+            cores: 1,
+        };
+        Report::new(&scenario, &out).verdict
+    }
+
+    #[test]
+    fn a_run_is_judged_by_its_connections_and_thresholds() {
+        // The refused one and the dropped one did not connect and stay.
+        let v = judged("");
+        assert_eq!((v.unsuccessful, v.allowed), (2, 0));
+        assert!(!v.connections_ok && !v.passed);
+        let v = judged("allow-failed = \"25%\"");
+        assert_eq!(v.allowed, 1);
+        assert!(!v.connections_ok);
+        let v = judged("allow-failed = 0.5");
+        assert!(v.connections_ok && v.passed, "{v:?}");
+
+        let v = judged(
+            "allow-failed = 0.5\nfail-on = [\"ttff_p99>50ms\", \"ttff_p50>50ms\", \
+             \"drops>=25%\", \"failed>1\", \"connect_p50>1s\"]",
+        );
+        let crossed: Vec<bool> = v.thresholds.iter().map(|t| t.crossed).collect();
+        // connect_p50: no player has a connect time, so it cannot be measured: it fails.
+        assert_eq!(crossed, [true, false, true, false, true], "{v:?}");
+        assert_eq!(v.thresholds[0].value, Some(90.0));
+        assert_eq!(v.thresholds[2].value, Some(25.0));
+        assert_eq!(v.thresholds[3].value, Some(1.0));
+        assert_eq!(v.thresholds[4].value, None);
+        assert!(v.thresholds[4].message.contains("could not be measured"));
+        assert!(v.connections_ok && !v.passed);
+    }
+
     #[test]
     fn comparisons() {
         assert!(Op::Gt.holds(2.0, 1.0) && !Op::Gt.holds(1.0, 1.0));

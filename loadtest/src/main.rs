@@ -431,6 +431,15 @@ fn main() -> ExitCode {
             scenario.connections(),
             scenario.max_connections
         );
+        let gate = &scenario.gate;
+        println!(
+            "corecast-loadtest: fails if more than {}% of connections fail or are cut{}",
+            gate.allow_failed * 100.0,
+            gate.fail_on
+                .iter()
+                .map(|t| format!(", or if {t}"))
+                .collect::<String>()
+        );
         return ExitCode::SUCCESS;
     }
     match execute(&scenario) {
