@@ -25,9 +25,10 @@
 //! - [`runner`]: executors, ramp, deadline, progress and collection.
 //! - [`procstat`]: CPU and memory of the server's processes (and of the harness) from
 //!   `/proc`, read with `procfs`.
-//! - [`report`]: table, JSON and HTML.
+//! - [`report`]: table, JSON and HTML; [`chart`]: its SVG charts.
 //! - [`gate`]: whether a run passed: allowed failures and `--fail-on` thresholds.
 
+pub mod chart;
 pub mod client;
 pub mod gate;
 pub mod player;
