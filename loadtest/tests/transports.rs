@@ -203,8 +203,9 @@ fn rtmps_verifies_the_certificate_unless_told_otherwise() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("rtmps://127.0.0.1:{rtmps}/live/verified");
 
-    // The system's CA bundle (here: one unrelated CA, via SSL_CERT_FILE) does not know the
-    // node's self-signed certificate: every connection fails, with a TLS reason.
+    // The system's CA bundle (here: one unrelated CA, via SSL_CERT_FILE, and no SSL_CERT_DIR)
+    // does not know the node's self-signed certificate: every connection fails, with a TLS
+    // reason.
     let unrelated = dir.path().join("unrelated-ca.pem");
     std::fs::write(&unrelated, unrelated_ca()).unwrap();
     let run = loadtest_with_env(
@@ -218,7 +219,10 @@ fn rtmps_verifies_the_certificate_unless_told_otherwise() {
             "--allow-failed",
             "100%",
         ],
-        &[("SSL_CERT_FILE", &unrelated)],
+        &[
+            ("SSL_CERT_FILE", &unrelated),
+            ("SSL_CERT_DIR", Path::new("")),
+        ],
     );
     assert!(run.output.status.success(), "{}", run.text());
     let r = &run.report;
@@ -284,6 +288,22 @@ fn tls_options_are_checked_before_anything_connects() {
     ]);
     assert_eq!(run.output.status.code(), Some(1), "{}", run.text());
     assert!(run.text().contains("reading CA file"), "{}", run.text());
+    // So does a system trust store that cannot be read (here: SSL_CERT_FILE names nothing).
+    let run = loadtest_with_env(
+        &["play", &format!("rtmps://127.0.0.1:{port}/live/x")],
+        &[
+            ("SSL_CERT_FILE", Path::new("/nonexistent/ca-bundle.pem")),
+            // An empty SSL_CERT_DIR names no directory: only the file counts.
+            ("SSL_CERT_DIR", Path::new("")),
+        ],
+    );
+    assert_eq!(run.output.status.code(), Some(1), "{}", run.text());
+    assert!(
+        run.text().contains("reading the system's CA certificates")
+            && run.text().contains("/nonexistent/ca-bundle.pem"),
+        "{}",
+        run.text()
+    );
     // Nothing listens there: over TLS and over the tunnel the failure is the TCP connect's.
     for (scheme, extra) in [("rtmps", &["--insecure"][..]), ("rtmpt", &[])] {
         let url = format!("{scheme}://127.0.0.1:{port}/live/x");
