@@ -222,6 +222,7 @@ fn bad_scenarios_are_refused_before_connecting() {
             vec![
                 "play",
                 "rtmp://127.0.0.1:1/live/x",
+                "--lite",
                 "--fail-on",
                 "e2e_p99>5ms",
             ],
