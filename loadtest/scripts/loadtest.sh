@@ -43,7 +43,10 @@ for _ in $(seq 1 200); do
 done
 grep -q "corecast ready" "$OUT/corecast.log" || { echo "loadtest: node not ready" >&2; exit 1; }
 
+# A failed run (connections lost, a threshold crossed) still leaves its reports.
+status=0
 "$TARGET/release/corecast-loadtest" run --scenario "$SCENARIO" \
   --url "rtmp://$LISTEN/live/loadtest" --server-pid "$node" \
-  --json "$OUT/report.json" --html "$OUT/report.html"
+  --json "$OUT/report.json" --html "$OUT/report.html" || status=$?
 echo "loadtest: reports in $OUT/report.json and $OUT/report.html"
+exit "$status"

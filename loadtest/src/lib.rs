@@ -13,7 +13,8 @@
 //! the one address the URL resolved to.
 //!
 //! # Layout
-//! - [`url`]: parsing `rtmp[s|t]://host:port/app/stream`; other schemes are refused clearly.
+//! - [`url`]: `rtmp[s|t]://host:port/app/stream` (parsed by the `url` crate); other schemes
+//!   are refused clearly.
 //! - [`transport`]: the byte pipe under the client: TCP, TLS (`corecast-transport`'s rustls
 //!   driver over the glommio stream) or the RTMPT HTTP tunnel, chosen by the URL's scheme.
 //! - [`client`]: the async RTMP client: handshake, commands, pings, acknowledgements.
@@ -22,10 +23,14 @@
 //! - [`stats`]: records, live counters, histograms, percentiles, frame-gap detection.
 //! - [`scenario`]: the CLI/TOML scenario and its bounds.
 //! - [`runner`]: executors, ramp, deadline, progress and collection.
-//! - [`procstat`]: CPU and memory of the server (and of the harness) from `/proc`.
-//! - [`report`]: table, JSON and HTML.
+//! - [`procstat`]: CPU and memory of the server's processes (and of the harness) from
+//!   `/proc`, read with `procfs`.
+//! - [`report`]: table, JSON and HTML; [`chart`]: its SVG charts.
+//! - [`gate`]: whether a run passed: allowed failures and `--fail-on` thresholds.
 
+pub mod chart;
 pub mod client;
+pub mod gate;
 pub mod player;
 pub mod procstat;
 pub mod publisher;

@@ -1,16 +1,23 @@
 //! `corecast-loadtest`: the command line. Subcommands build a [`ScenarioFile`] (the same
 //! struct a TOML scenario parses into), which is checked, run, and reported.
+//!
+//! Exit status: 0 the run passed; 1 it could not run; 2 a usage error (bad flag, scenario,
+//! threshold, or an output file that cannot be written: all found before anything
+//! connects); 3 a partial report (some core did not report in time); 4 more connections
+//! failed or were cut than `--allow-failed` allows; 5 a `--fail-on` threshold was crossed.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use corecast_loadtest::report::Report;
+use corecast_loadtest::report::{self, Report};
 use corecast_loadtest::runner::{self, NoProgress, Progress, TimePoint};
-use corecast_loadtest::scenario::{HandshakeChoice, Mode, Scenario, ScenarioFile, SourceSpec};
+use corecast_loadtest::scenario::{
+    Fraction, HandshakeChoice, Mode, PidList, Scenario, ScenarioFile, SourceSpec,
+};
 use corecast_loadtest::source::FlvFile;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -91,9 +98,18 @@ struct OutputArgs {
     /// Write the report as a self-contained HTML page with charts.
     #[arg(long, value_name = "FILE")]
     html: Option<PathBuf>,
-    /// Measure this process (the server) over the run: CPU seconds, peak RSS, CPU-s per GB.
-    #[arg(long, value_name = "PID")]
-    server_pid: Option<u32>,
+    /// Measure the server over the run: CPU seconds, peak RSS, CPU-s per GB. Several
+    /// processes are summed: `--server-pid "$(pidof corecast)"`, `1,2`, or the flag repeated.
+    #[arg(long, value_name = "PIDS")]
+    server_pid: Vec<String>,
+    /// Fraction of connections that may fail, never start or be cut before the run fails
+    /// (exit 4): `5%` or `0.05` [default: 0].
+    #[arg(long, value_name = "FRACTION")]
+    allow_failed: Option<String>,
+    /// Fail the run (exit 5) when this holds, e.g. `ttff_p99>50ms`, `e2e_p99>1s`,
+    /// `failed>1%`, `drops>0`, `cpu_per_gb>2`; may be repeated (see loadtest/README.md).
+    #[arg(long, value_name = "THRESHOLD")]
+    fail_on: Vec<String>,
     /// No progress line.
     #[arg(long)]
     quiet: bool,
@@ -229,8 +245,14 @@ fn apply_outputs(file: &mut ScenarioFile, outputs: OutputArgs) -> bool {
     if outputs.html.is_some() {
         file.html = outputs.html;
     }
-    if outputs.server_pid.is_some() {
-        file.server_pid = outputs.server_pid;
+    if !outputs.server_pid.is_empty() {
+        file.server_pid = Some(PidList::Text(outputs.server_pid.join(" ")));
+    }
+    if let Some(fraction) = outputs.allow_failed {
+        file.allow_failed = Some(Fraction::Text(fraction));
+    }
+    if !outputs.fail_on.is_empty() {
+        file.fail_on = Some(outputs.fail_on);
     }
     if outputs.quiet {
         file.quiet = Some(true);
@@ -320,27 +342,29 @@ impl Progress for Bar {
 
 /// Raises the open-file limit to what the scenario needs (up to the hard limit).
 fn raise_fd_limit(needed: u64) -> anyhow::Result<()> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return Ok(());
-        }
-        if limit.rlim_cur >= needed {
-            return Ok(());
-        }
-        limit.rlim_cur = limit.rlim_max;
-        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-    }
-    if limit.rlim_cur < needed {
+    let got = rlimit::increase_nofile_limit(needed)
+        .context("raising the open-file limit (RLIMIT_NOFILE)")?;
+    if got < needed {
         anyhow::bail!(
-            "the scenario needs about {needed} file descriptors but the hard limit is {} \
-             (raise `ulimit -n`)",
-            limit.rlim_cur
+            "the scenario needs about {needed} file descriptors but the limit can be raised \
+             only to {got} (raise `ulimit -n`)"
         );
+    }
+    Ok(())
+}
+
+/// Checks, before anything runs, that every report file can be written: a run of hours
+/// must not end in "No such file or directory".
+fn check_outputs(scenario: &Scenario) -> anyhow::Result<()> {
+    let files: [(&str, Option<&Path>); 2] = [
+        ("JSON", scenario.outputs.json.as_deref()),
+        ("HTML", scenario.outputs.html.as_deref()),
+    ];
+    for (what, path) in files {
+        if let Some(path) = path {
+            report::check_writable(path)
+                .with_context(|| format!("cannot write the {what} report to {}", path.display()))?;
+        }
     }
     Ok(())
 }
@@ -396,6 +420,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(e) = check_outputs(&scenario) {
+        eprintln!("corecast-loadtest: {e:#} (checked before the run: nothing ran)");
+        return ExitCode::from(2);
+    }
     if check {
         println!(
             "corecast-loadtest: scenario OK: {} ({} connections, cap {})",
@@ -403,21 +431,49 @@ fn main() -> ExitCode {
             scenario.connections(),
             scenario.max_connections
         );
+        let gate = &scenario.gate;
+        println!(
+            "corecast-loadtest: fails if more than {}% of connections fail or are cut{}",
+            gate.allow_failed * 100.0,
+            gate.fail_on
+                .iter()
+                .map(|t| format!(", or if {t}"))
+                .collect::<String>()
+        );
         return ExitCode::SUCCESS;
     }
     match execute(&scenario) {
         Ok(report) => {
             print!("{}", report.to_table());
-            if report.complete {
-                ExitCode::SUCCESS
-            } else {
-                eprintln!("corecast-loadtest: some cores did not report in time; partial report");
-                ExitCode::from(3)
-            }
+            exit_status(&report)
         }
         Err(e) => {
             eprintln!("corecast-loadtest: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The exit status of a run that produced `report`, with the reasons on stderr.
+fn exit_status(report: &Report) -> ExitCode {
+    let verdict = &report.verdict;
+    if !verdict.connections_ok {
+        eprintln!(
+            "corecast-loadtest: FAILED: {}",
+            verdict.connections_message(report.connections.planned)
+        );
+    }
+    for t in verdict.thresholds.iter().filter(|t| t.crossed) {
+        eprintln!("corecast-loadtest: FAILED: threshold {}", t.message);
+    }
+    if !report.complete {
+        eprintln!("corecast-loadtest: some cores did not report in time; partial report");
+        ExitCode::from(3)
+    } else if !verdict.connections_ok {
+        ExitCode::from(4)
+    } else if !verdict.passed {
+        ExitCode::from(5)
+    } else {
+        ExitCode::SUCCESS
     }
 }

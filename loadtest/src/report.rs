@@ -11,6 +11,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::chart::{bar_chart, escape, line_chart, Series};
+use crate::gate::{self, Verdict};
 use crate::runner::{RunOutput, TimePoint};
 use crate::scenario::Scenario;
 use crate::stats::{Outcome, Summary, GAP_FACTOR};
@@ -166,24 +168,26 @@ pub struct Throughput {
     pub media_mbps: f64,
 }
 
-/// The server's resource use (`--server-pid`).
+/// The server's resource use (`--server-pid`), summed over its processes.
 #[derive(Debug, Clone, Serialize)]
 pub struct Server {
-    /// The process watched.
+    /// The (first) process watched.
     pub pid: u32,
+    /// Every process watched.
+    pub pids: Vec<u32>,
     /// CPU seconds (user + system) spent during the run.
     pub cpu_secs: f64,
     /// Average CPU use, percent of one core.
     pub cpu_pct: f64,
-    /// Largest RSS sampled during the run, MiB.
+    /// Largest RSS sampled during the run (summed over the processes), MiB.
     pub peak_rss_mib: f64,
-    /// The process's lifetime peak RSS (VmHWM), MiB.
+    /// The processes' lifetime peak RSS (VmHWM, summed), MiB.
     pub vm_hwm_mib: f64,
     /// Bytes delivered to players (socket bytes), GB (10⁹).
     pub delivered_gb: f64,
     /// `cpu_secs / delivered_gb`; `null` when nothing was delivered.
     pub cpu_secs_per_gb: Option<f64>,
-    /// Whether the process still existed at the end.
+    /// Whether every process still existed at the end.
     pub alive_at_end: bool,
 }
 
@@ -207,6 +211,10 @@ pub struct Report {
     pub tool: &'static str,
     /// The harness's version.
     pub version: &'static str,
+    /// The host the harness ran on.
+    pub host: String,
+    /// The start, RFC 3339 in UTC.
+    pub started_at: String,
     /// What ran, in words.
     pub description: String,
     /// What ran.
@@ -235,6 +243,9 @@ pub struct Report {
     pub harness: Harness,
     /// One point per second.
     pub timeseries: Vec<TimePoint>,
+    /// Whether the run passed: failed connections against `--allow-failed`, and every
+    /// `--fail-on` threshold.
+    pub verdict: Verdict,
 }
 
 fn ms(d: std::time::Duration) -> f64 {
@@ -396,8 +407,9 @@ impl Report {
         });
 
         let delivered_gb = out.bytes_in as f64 / 1e9;
-        let server = out.server.map(|(pid, u)| Server {
-            pid,
+        let server = out.server.as_ref().map(|(pids, u)| Server {
+            pid: pids.first().copied().unwrap_or(0),
+            pids: pids.clone(),
             cpu_secs: u.cpu_secs,
             cpu_pct: u.cpu_secs / secs * 100.0,
             peak_rss_mib: u.peak_rss_kib as f64 / 1024.0,
@@ -407,9 +419,11 @@ impl Report {
             alive_at_end: u.alive_at_end,
         });
 
-        Report {
+        let mut report = Report {
             tool: "corecast-loadtest",
             version: env!("CARGO_PKG_VERSION"),
+            host: host_name(),
+            started_at: rfc3339(out.started_unix_ms),
             description: scenario.describe(),
             scenario: scenario.clone(),
             started_unix_ms: out.started_unix_ms,
@@ -434,7 +448,10 @@ impl Report {
                 peak_rss_mib: out.own.peak_rss_kib as f64 / 1024.0,
             },
             timeseries: out.timeseries.clone(),
-        }
+            verdict: Verdict::default(),
+        };
+        report.verdict = gate::judge(&report, &scenario.gate);
+        report
     }
 
     /// Pretty-printed JSON.
@@ -464,6 +481,9 @@ impl Report {
                     format!("{} x {} ({})", r.count, r.reason, r.example),
                 ));
             }
+        }
+        for hint in self.hints() {
+            rows.push(("  hint".to_owned(), hint));
         }
         let p = &self.players;
         if p.total > 0 {
@@ -584,6 +604,15 @@ impl Report {
         if let Some(e) = &self.server_error {
             rows.push(("server".to_owned(), format!("not watched: {e}")));
         }
+        if self.server.as_ref().is_some_and(|s| s.pids.len() > 1) {
+            if let Some(s) = &self.server {
+                let pids: Vec<String> = s.pids.iter().map(u32::to_string).collect();
+                rows.push((
+                    "  processes".to_owned(),
+                    format!("summed: {}", pids.join(" ")),
+                ));
+            }
+        }
         rows.push((
             "harness".to_owned(),
             format!(
@@ -601,7 +630,76 @@ impl Report {
                 }
             ),
         ));
+        let v = &self.verdict;
+        rows.push((
+            "verdict".to_owned(),
+            if v.passed {
+                "passed".to_owned()
+            } else {
+                "FAILED".to_owned()
+            },
+        ));
+        rows.push((
+            "  connections".to_owned(),
+            format!(
+                "{}{}",
+                if v.connections_ok { "ok: " } else { "FAILED: " },
+                v.connections_message(self.connections.planned)
+            ),
+        ));
+        for t in &v.thresholds {
+            rows.push(("  threshold".to_owned(), t.message.clone()));
+        }
         rows
+    }
+
+    /// What to do about the failures that have a usual cause (certificate set-ups, mostly).
+    pub fn hints(&self) -> Vec<String> {
+        let seen = |what: &str| {
+            self.connections
+                .failures
+                .iter()
+                .any(|f| f.example.contains(what))
+        };
+        let mut hints = Vec::new();
+        if seen("CaUsedAsEndEntity") {
+            hints.push(
+                "the server presents a CA certificate (basicConstraints CA:TRUE) as its own, \
+                 which TLS refuses: give the server a leaf certificate signed by a test CA and \
+                 pass the CA with --ca-file (loadtest/README.md, \"A test CA for RTMPS\"), or \
+                 skip verification with --insecure"
+                    .to_owned(),
+            );
+        }
+        if seen("UnknownIssuer") {
+            hints.push(match &self.scenario.tls.ca_file {
+                Some(path) => format!(
+                    "no certificate in --ca-file {} signed the server's certificate: pass the \
+                     CA that signed it (a leaf certificate in that file trusts nothing but \
+                     itself)",
+                    path.display()
+                ),
+                None => "the system's CA certificates do not know the server's issuer: \
+                         pass the test CA with --ca-file, or skip verification with --insecure"
+                    .to_owned(),
+            });
+        }
+        if seen("NotValidForName") {
+            hints.push(
+                "the server's certificate does not name the URL's host: connect by a name or \
+                 address the certificate carries (its subjectAltName)"
+                    .to_owned(),
+            );
+        }
+        hints
+    }
+
+    /// `corecast-loadtest 0.1.0 on HOST, started 2026-12-05T07:00:00Z`.
+    fn provenance(&self) -> String {
+        format!(
+            "{} {} on {}, started {}",
+            self.tool, self.version, self.host, self.started_at
+        )
     }
 
     /// The summary table as text.
@@ -609,8 +707,10 @@ impl Report {
         let rows = self.rows();
         let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
         let mut out = format!(
-            "corecast-loadtest: {}\nran {:.1} s\n",
-            self.description, self.duration_secs
+            "corecast-loadtest: {}\n{}, ran {:.1} s\n",
+            self.description,
+            self.provenance(),
+            self.duration_secs
         );
         for (k, v) in rows {
             let _ = writeln!(out, "{k:width$}  {v}");
@@ -623,8 +723,9 @@ impl Report {
         let mut body = String::new();
         let _ = write!(
             body,
-            "<h1>corecast-loadtest</h1><p>{}<br>ran {:.1} s</p><table>",
+            "<h1>corecast-loadtest</h1><p>{}<br>{}<br>ran {:.1} s</p><table>",
             escape(&self.description),
+            escape(&self.provenance()),
             self.duration_secs
         );
         for (k, v) in self.rows() {
@@ -685,15 +786,68 @@ impl Report {
                 &[line("cpu %", "#8c564b", &|p| p.server_cpu_pct)],
             ));
         }
+        let mut rss = Vec::new();
+        if self.server.is_some() {
+            rss.push(line("server", "#8c564b", &|p| p.server_rss_mib));
+        }
+        rss.push(line("harness", "#7f7f7f", &|p| p.harness_rss_mib));
+        body.push_str(&line_chart("Resident memory (MiB)", &rss));
         format!(
             "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">\
-             <title>corecast-loadtest report</title><style>\
+             <meta name=\"generator\" content=\"corecast-loadtest {}\">\
+             <title>corecast-loadtest report, {}</title><style>\
              body{{font-family:sans-serif;margin:2em;max-width:1000px}}\
              table{{border-collapse:collapse}}th,td{{text-align:left;padding:2px 12px 2px 0;\
              vertical-align:top}}th{{white-space:nowrap}}h2{{font-size:1.1em;margin-top:2em}}\
              svg text{{font-size:11px;font-family:sans-serif}}</style></head><body>{body}\
-             </body></html>\n"
+             </body></html>\n",
+            self.version,
+            escape(&self.started_at)
         )
+    }
+}
+
+/// The host's name (uname's node name).
+fn host_name() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// `ms` since the UNIX epoch as RFC 3339 in UTC, to the second.
+fn rfc3339(ms: u64) -> String {
+    let secs = i64::try_from(ms / 1000).unwrap_or(0);
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// Whether a report can be written to `path`, found before the run: the directory must
+/// exist and be writable, and `path` must not be a directory. An existing file is opened
+/// without truncating (its contents stay until the report replaces them); a new one is
+/// created and removed again.
+pub fn check_writable(path: &std::path::Path) -> std::io::Result<()> {
+    use std::fs::OpenOptions;
+    if path.is_dir() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::IsADirectory,
+            "it is a directory",
+        ));
+    }
+    match OpenOptions::new().write(true).open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            OpenOptions::new().write(true).create_new(true).open(path)?;
+            // The probe leaves nothing behind; a failure to remove it is harmless.
+            let _ = std::fs::remove_file(path);
+            Ok(())
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -722,181 +876,10 @@ fn summary_ms(s: Option<&Summary>) -> String {
     }
 }
 
-/// Escapes text for HTML.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-const CHART_W: f64 = 900.0;
-const CHART_H: f64 = 260.0;
-const PAD_L: f64 = 60.0;
-const PAD_B: f64 = 40.0;
-const PAD_T: f64 = 10.0;
-const PAD_R: f64 = 10.0;
-
-/// A "nice" upper bound for an axis.
-fn nice_max(v: f64) -> f64 {
-    if !(v.is_finite() && v > 0.0) {
-        return 1.0;
-    }
-    let magnitude = 10f64.powf(v.log10().floor());
-    for step in [1.0, 2.0, 2.5, 5.0, 10.0] {
-        if step * magnitude >= v {
-            return step * magnitude;
-        }
-    }
-    10.0 * magnitude
-}
-
-/// An inline SVG bar chart.
-fn bar_chart(title: &str, bars: &[(String, u64)]) -> String {
-    let mut svg = format!(
-        "<h2>{}</h2><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{CHART_W}\" \
-         height=\"{CHART_H}\" role=\"img\">",
-        escape(title)
-    );
-    let max = nice_max(bars.iter().map(|b| b.1).max().unwrap_or(0) as f64);
-    let plot_w = CHART_W - PAD_L - PAD_R;
-    let plot_h = CHART_H - PAD_T - PAD_B;
-    axes(&mut svg, max);
-    let slot = plot_w / bars.len().max(1) as f64;
-    for (i, (label, count)) in bars.iter().enumerate() {
-        let h = *count as f64 / max * plot_h;
-        let x = PAD_L + i as f64 * slot;
-        let _ = write!(
-            svg,
-            "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{h:.1}\" fill=\"#1f77b4\">\
-             <title>{}: {count}</title></rect>\
-             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
-            x + slot * 0.1,
-            PAD_T + plot_h - h,
-            slot * 0.8,
-            escape(label),
-            x + slot / 2.0,
-            CHART_H - PAD_B + 14.0,
-            escape(label)
-        );
-    }
-    svg.push_str("</svg>");
-    svg
-}
-
-/// Y axis with ticks, and the X axis line.
-fn axes(svg: &mut String, y_max: f64) {
-    let plot_h = CHART_H - PAD_T - PAD_B;
-    for i in 0..=4 {
-        let v = y_max * f64::from(i) / 4.0;
-        let y = PAD_T + plot_h - plot_h * f64::from(i) / 4.0;
-        let _ = write!(
-            svg,
-            "<line x1=\"{PAD_L}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#ddd\"/>\
-             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
-            CHART_W - PAD_R,
-            PAD_L - 6.0,
-            y + 4.0,
-            short_number(v)
-        );
-    }
-}
-
-fn short_number(v: f64) -> String {
-    if v >= 1e6 {
-        format!("{:.1}M", v / 1e6)
-    } else if v >= 1e4 {
-        format!("{:.0}k", v / 1e3)
-    } else if v >= 10.0 || v.fract() == 0.0 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.2}")
-    }
-}
-
-/// One line of a [`line_chart`].
-struct Series<'a> {
-    name: &'a str,
-    color: &'a str,
-    /// `(seconds, value)`.
-    points: Vec<(f64, f64)>,
-}
-
-/// An inline SVG line chart over time (x in seconds).
-fn line_chart(title: &str, series: &[Series<'_>]) -> String {
-    let mut svg = format!(
-        "<h2>{}</h2><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{CHART_W}\" \
-         height=\"{CHART_H}\" role=\"img\">",
-        escape(title)
-    );
-    let points = series.iter().flat_map(|s| s.points.iter());
-    let (mut x_max, mut y_max) = (1.0f64, 0.0f64);
-    for &(x, y) in points {
-        x_max = x_max.max(x);
-        y_max = y_max.max(y);
-    }
-    let y_max = nice_max(y_max);
-    let x_max = x_max.ceil();
-    let plot_w = CHART_W - PAD_L - PAD_R;
-    let plot_h = CHART_H - PAD_T - PAD_B;
-    axes(&mut svg, y_max);
-    for i in 0..=5 {
-        let t = x_max * f64::from(i) / 5.0;
-        let _ = write!(
-            svg,
-            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{:.0} s</text>",
-            PAD_L + plot_w * f64::from(i) / 5.0,
-            CHART_H - PAD_B + 14.0,
-            t
-        );
-    }
-    for (
-        n,
-        Series {
-            name,
-            color,
-            points,
-        },
-    ) in series.iter().enumerate()
-    {
-        let path: Vec<String> = points
-            .iter()
-            .map(|&(x, y)| {
-                format!(
-                    "{:.1},{:.1}",
-                    PAD_L + x / x_max * plot_w,
-                    PAD_T + plot_h - (y / y_max).min(1.0) * plot_h
-                )
-            })
-            .collect();
-        let _ = write!(
-            svg,
-            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>\
-             <rect x=\"{:.1}\" y=\"{:.1}\" width=\"10\" height=\"10\" fill=\"{color}\"/>\
-             <text x=\"{:.1}\" y=\"{:.1}\">{}</text>",
-            path.join(" "),
-            PAD_L + 10.0 + n as f64 * 110.0,
-            CHART_H - 16.0,
-            PAD_L + 24.0 + n as f64 * 110.0,
-            CHART_H - 7.0,
-            escape(name)
-        );
-    }
-    svg.push_str("</svg>");
-    svg
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chart::short_number;
 
     #[test]
     fn labels() {
@@ -911,40 +894,6 @@ mod tests {
         assert_eq!(short_number(5.0), "5");
         assert_eq!(short_number(2.5), "2.50");
         assert_eq!(short_number(25_000.0), "25k");
-    }
-
-    #[test]
-    fn nice_axis_bounds() {
-        assert_eq!(nice_max(0.0), 1.0);
-        assert_eq!(nice_max(7.0), 10.0);
-        assert_eq!(nice_max(180.0), 200.0);
-        assert_eq!(nice_max(2100.0), 2500.0);
-        assert_eq!(nice_max(f64::NAN), 1.0);
-    }
-
-    #[test]
-    fn escapes_markup() {
-        assert_eq!(
-            escape("<a href=\"x\">&'"),
-            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
-        );
-    }
-
-    #[test]
-    fn charts_are_svg_without_scripts_or_fetches() {
-        let html = line_chart(
-            "t",
-            &[Series {
-                name: "a",
-                color: "#000",
-                points: vec![(0.0, 1.0), (1.0, 2.0)],
-            }],
-        ) + &bar_chart("b", &[("0-1".to_owned(), 3), ("1+".to_owned(), 0)]);
-        assert!(html.contains("<svg"));
-        assert!(html.contains("<polyline"));
-        assert!(html.contains("<rect"));
-        assert!(!html.contains("<script"));
-        assert!(!html.contains("src="));
     }
 
     #[test]

@@ -87,8 +87,10 @@ pub struct TimePoint {
     pub latency_p99_ms: Option<f64>,
     /// Server CPU use over the interval, percent of one core.
     pub server_cpu_pct: Option<f64>,
-    /// Server RSS, MiB.
+    /// Server RSS (all its processes), MiB.
     pub server_rss_mib: Option<f64>,
+    /// The harness's own RSS, MiB.
+    pub harness_rss_mib: Option<f64>,
 }
 
 /// Everything a run produced, for the report.
@@ -110,8 +112,8 @@ pub struct RunOutput {
     pub bytes_in: u64,
     /// Media payload bytes players received, summed.
     pub media_bytes_in: u64,
-    /// The server's usage, with `--server-pid`.
-    pub server: Option<(u32, Usage)>,
+    /// The server's processes and their summed usage, with `--server-pid`.
+    pub server: Option<(Vec<u32>, Usage)>,
     /// Why the server could not be watched, if it could not.
     pub server_error: Option<String>,
     /// This process's usage.
@@ -244,13 +246,13 @@ pub fn run(
 
     let mut server = None;
     let mut server_error = None;
-    if let Some(pid) = scenario.outputs.server_pid {
-        match Watcher::start(pid) {
+    if !scenario.outputs.server_pids.is_empty() {
+        match Watcher::start(&scenario.outputs.server_pids) {
             Ok(w) => server = Some(w),
             Err(e) => server_error = Some(e.to_string()),
         }
     }
-    let mut own = Watcher::start(std::process::id()).ok();
+    let mut own = Watcher::start(&[std::process::id()]).ok();
 
     let start = Instant::now();
     let started_unix_ms = SystemTime::now()
@@ -357,9 +359,7 @@ pub fn run(
         if now >= next_tick && snapshot_at < deadline {
             next_tick += TICK;
             let server_sample = server.as_mut().and_then(Watcher::sample);
-            if let Some(w) = own.as_mut() {
-                w.sample();
-            }
+            let own_sample = own.as_mut().and_then(Watcher::sample);
             let totals = sum(&latest);
             let dt = now.duration_since(last_tick.0).as_secs_f64().max(1e-3);
             let point = TimePoint {
@@ -375,6 +375,7 @@ pub fn run(
                     _ => None,
                 },
                 server_rss_mib: server_sample.map(|s| s.rss_kib as f64 / 1024.0),
+                harness_rss_mib: own_sample.map(|s| s.rss_kib as f64 / 1024.0),
             };
             interval.reset();
             last_tick = (now, totals.bytes_in, server_sample.or(last_tick.2));
@@ -406,7 +407,7 @@ pub fn run(
         timeseries,
         bytes_in: totals.bytes_in,
         media_bytes_in: totals.media_bytes_in,
-        server: server.as_ref().map(|w| (w.pid(), w.usage())),
+        server: server.as_ref().map(|w| (w.pids(), w.usage())),
         server_error,
         own: own.as_ref().map(Watcher::usage).unwrap_or_default(),
         cores_reported,

@@ -26,6 +26,13 @@
 //! The URL's scheme picks it (`rtmp://`, `rtmps://`, `rtmpt://`). `insecure` and `ca-file`
 //! say how an `rtmps://` server's certificate is checked; with another scheme they are
 //! errors, as is asking for both.
+//!
+//! # Outputs and verdict
+//! `server-pid` is one process or several (`pidof corecast` prints one per running node):
+//! a number, a list, or a string of numbers separated by spaces or commas; their use is
+//! summed. `allow-failed` and `fail-on` say when a run fails ([`crate::gate`]); a threshold
+//! that cannot have a value in the scenario (latency without a synthetic publisher, CPU
+//! without a server pid) is refused here, before anything connects.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -33,6 +40,7 @@ use std::time::Duration;
 use corecast_common::handshake::HandshakeKind;
 use serde::{Deserialize, Serialize};
 
+use crate::gate::{parse_fraction, Gate, Threshold};
 use crate::source::SyntheticSettings;
 use crate::transport::tls::TlsOptions;
 use crate::url::{RtmpUrl, Scheme, UrlError};
@@ -177,8 +185,14 @@ pub struct ScenarioFile {
     pub json: Option<PathBuf>,
     /// Write the report as a self-contained HTML page to this file.
     pub html: Option<PathBuf>,
-    /// Sample this process's CPU time and memory over the run (the server under test).
-    pub server_pid: Option<u32>,
+    /// Sample these processes' CPU time and memory over the run (the server under test):
+    /// `42`, `[42, 43]` or `"42 43"`.
+    pub server_pid: Option<PidList>,
+    /// Fraction of planned connections that may fail or be cut before the run fails:
+    /// `0.05` or `"5%"` (default 0).
+    pub allow_failed: Option<Fraction>,
+    /// Thresholds that fail the run, e.g. `["ttff_p99>50ms", "drops>0"]`.
+    pub fail_on: Option<Vec<String>>,
     /// No progress line.
     pub quiet: Option<bool>,
     /// Seconds allowed for the TCP connect and again for the RTMP setup (default 10).
@@ -189,6 +203,65 @@ pub struct ScenarioFile {
     pub insecure: Option<bool>,
     /// `rtmps://` only: trust the certificates in this PEM file instead of the system's.
     pub ca_file: Option<PathBuf>,
+}
+
+/// One process id or several, as a scenario or the command line writes them.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum PidList {
+    /// `server-pid = 42`.
+    One(u32),
+    /// `server-pid = [42, 43]`.
+    Many(Vec<u32>),
+    /// `server-pid = "42 43"` or `"42,43"` (what `pidof` prints, joined).
+    Text(String),
+}
+
+impl PidList {
+    /// The pids; an empty list or a word that is not a pid is an error.
+    pub fn pids(&self) -> Result<Vec<u32>, String> {
+        let pids = match self {
+            PidList::One(pid) => vec![*pid],
+            PidList::Many(pids) => pids.clone(),
+            PidList::Text(text) => text
+                .split(|c: char| c == ',' || c.is_whitespace())
+                .filter(|w| !w.is_empty())
+                .map(|w| {
+                    w.parse::<u32>()
+                        .map_err(|_| format!("{w:?} is not a process id"))
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        if pids.is_empty() {
+            return Err(
+                "names no process (is the server running? `pidof` printed nothing)".to_owned(),
+            );
+        }
+        if pids.contains(&0) {
+            return Err("0 is not a process id".to_owned());
+        }
+        Ok(pids)
+    }
+}
+
+/// A fraction as a scenario writes it: `0.05` or `"5%"`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum Fraction {
+    /// `0.05`.
+    Number(f64),
+    /// `"5%"` or `"0.05"`.
+    Text(String),
+}
+
+impl Fraction {
+    /// The value in 0..=1.
+    pub fn value(&self) -> Result<f64, String> {
+        match self {
+            Fraction::Number(v) => parse_fraction(&v.to_string()),
+            Fraction::Text(t) => parse_fraction(t),
+        }
+    }
 }
 
 /// Where media comes from.
@@ -240,8 +313,8 @@ pub struct Outputs {
     pub json: Option<PathBuf>,
     /// HTML report file.
     pub html: Option<PathBuf>,
-    /// Server process to watch.
-    pub server_pid: Option<u32>,
+    /// Server processes to watch (summed); empty: none.
+    pub server_pids: Vec<u32>,
     /// No progress line.
     pub quiet: bool,
 }
@@ -282,6 +355,8 @@ pub struct Scenario {
     pub tls: TlsOptions,
     /// Report destinations.
     pub outputs: Outputs,
+    /// When the run fails.
+    pub gate: Gate,
 }
 
 fn serialize_display<S: serde::Serializer, T: std::fmt::Display>(
@@ -529,6 +604,21 @@ impl ScenarioFile {
                 "and ca-file contradict each other: insecure accepts any certificate",
             ));
         }
+        let server_pids = match &self.server_pid {
+            Some(list) => list.pids().map_err(|m| invalid("server-pid", &m))?,
+            None => Vec::new(),
+        };
+        let allow_failed = match &self.allow_failed {
+            Some(f) => f.value().map_err(|m| invalid("allow-failed", &m))?,
+            None => 0.0,
+        };
+        let fail_on = self
+            .fail_on
+            .iter()
+            .flatten()
+            .map(|t| t.parse::<Threshold>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid("fail-on", &e.to_string()))?;
         let scenario = Scenario {
             mode,
             url,
@@ -547,10 +637,19 @@ impl ScenarioFile {
             outputs: Outputs {
                 json: self.json.clone(),
                 html: self.html.clone(),
-                server_pid: self.server_pid,
+                server_pids,
                 quiet: self.quiet.unwrap_or(false),
             },
+            gate: Gate {
+                allow_failed,
+                fail_on,
+            },
         };
+        for threshold in &scenario.gate.fail_on {
+            threshold
+                .applies(&scenario)
+                .map_err(|m| invalid("fail-on", &m))?;
+        }
         if scenario.connections() > max_connections {
             return Err(ScenarioError::OverCap {
                 needed: scenario.connections(),
@@ -604,7 +703,7 @@ mod tests {
         assert_eq!((s.publishers(), s.players(), s.connections()), (3, 12, 15));
         assert_eq!(s.cores, 2);
         assert!(s.lite);
-        assert_eq!(s.outputs.server_pid, Some(42));
+        assert_eq!(s.outputs.server_pids, [42]);
         assert_eq!(s.handshake_kind(), HandshakeKind::Plain);
         assert_eq!(s.stream_url(2).stream, "x-2");
         assert_eq!(s.duration, Duration::from_secs(5));
@@ -723,5 +822,89 @@ mod tests {
             .resolve(1)
             .unwrap();
         assert_eq!(one.stream_url(0).stream, "cam");
+    }
+
+    #[test]
+    fn server_pids_in_every_form() {
+        let resolve = |extra: &str| {
+            ScenarioFile::from_toml(&format!("mode = \"play\"\nurl = \"rtmp://h/a/b\"\n{extra}"))
+                .unwrap()
+                .resolve(1)
+        };
+        let pids = |extra: &str| resolve(extra).unwrap().outputs.server_pids;
+        assert_eq!(pids("server-pid = 42"), [42]);
+        assert_eq!(pids("server-pid = [42, 43]"), [42, 43]);
+        assert_eq!(pids("server-pid = \"42 43\""), [42, 43]);
+        assert_eq!(pids("server-pid = \" 42,43 , 44\\n\""), [42, 43, 44]);
+        assert_eq!(pids(""), Vec::<u32>::new());
+        for bad in [
+            "server-pid = \"\"",
+            "server-pid = \"42 x\"",
+            "server-pid = []",
+            "server-pid = 0",
+        ] {
+            match resolve(bad) {
+                Err(ScenarioError::Invalid { key, .. }) => assert_eq!(key, "server-pid", "{bad}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn gate_keys() {
+        let resolve = |mode: &str, extra: &str| {
+            ScenarioFile::from_toml(&format!(
+                "mode = \"{mode}\"\nurl = \"rtmp://h/a/b\"\n{extra}"
+            ))
+            .unwrap()
+            .resolve(1)
+        };
+        let s = resolve(
+            "e2e",
+            "allow-failed = \"5%\"\nfail-on = [\"ttff_p99>50ms\", \"e2e_p99>1s\"]",
+        )
+        .unwrap();
+        assert!((s.gate.allow_failed - 0.05).abs() < 1e-12);
+        assert_eq!(s.gate.fail_on.len(), 2);
+        assert_eq!(
+            resolve("play", "allow-failed = 0.5")
+                .unwrap()
+                .gate
+                .allow_failed,
+            0.5
+        );
+        assert_eq!(resolve("play", "").unwrap().gate, Gate::default());
+        for (mode, extra, words) in [
+            ("play", "allow-failed = 2", "fraction"),
+            ("play", "fail-on = [\"ttff_p99>>5\"]", "not a number"),
+            (
+                "play",
+                "lite = true\nfail-on = [\"e2e_p99>5\"]",
+                "latency is measured only",
+            ),
+            (
+                "mixed",
+                "flv = \"x.flv\"\nfail-on = [\"e2e_p99>5\"]",
+                "not with --flv",
+            ),
+            ("publish", "fail-on = [\"e2e_p99>5\"]", "no players"),
+            ("publish", "fail-on = [\"ttff_p99>5\"]", "no players"),
+            (
+                "e2e",
+                "lite = true\nfail-on = [\"e2e_p99>5\"]",
+                "without --lite",
+            ),
+            ("e2e", "fail-on = [\"cpu_per_gb>5\"]", "needs --server-pid"),
+        ] {
+            let err = resolve(mode, extra).unwrap_err().to_string();
+            assert!(err.contains(words), "{extra}: {err}");
+        }
+        assert!(resolve(
+            "e2e",
+            "server-pid = 1\nfail-on = [\"cpu>90%\", \"failed>0\"]"
+        )
+        .is_ok());
+        // A play run sees the clock of this harness's synthetic publisher in another process.
+        assert!(resolve("play", "fail-on = [\"e2e_p99>5\"]").is_ok());
     }
 }

@@ -10,6 +10,9 @@
 //!   ffmpeg does when the URL has more than two segments and no `app` option.
 //! - A query string belongs to the stream name (servers read auth tokens there); it is kept.
 //! - IPv6 literals come in brackets (`rtmp://[::1]:1935/live/x`).
+//! - The `url` crate parses and checks the scheme's authority (host, IPv6 literal, port);
+//!   the path is split from the URL as written, so stream names are not percent-encoded.
+//!   User information (`user@host`) is refused: RTMP logins go in the query string.
 //! - The scheme picks the transport and the default port: `rtmp://` 1935, `rtmps://` (TLS)
 //!   443, `rtmpt://` (HTTP tunnel) 80. The `tcUrl` keeps the scheme the URL was given with.
 
@@ -104,30 +107,31 @@ impl RtmpUrl {
             "rtmpt" => Scheme::Rtmpt,
             _ => return Err(UrlError::UnknownScheme(scheme.to_owned())),
         };
-        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-        let (host, port) = split_host_port(authority, url)?;
-        let port = port.unwrap_or(scheme.default_port());
-        // The query string belongs to the stream name; split the path before it.
-        let (path, query) = match path.split_once('?') {
-            Some((path, query)) => (path, Some(query)),
-            None => (path, None),
-        };
-        let path = path.trim_matches('/');
-        let (app, stream) = path
-            .rsplit_once('/')
-            .ok_or_else(|| UrlError::MissingPath(url.to_owned()))?;
-        if app.is_empty() || stream.is_empty() {
-            return Err(UrlError::MissingPath(url.to_owned()));
+        let parsed = url::Url::parse(url).map_err(|e| match e {
+            url::ParseError::InvalidPort => UrlError::BadPort(url.to_owned()),
+            _ => UrlError::BadHost(url.to_owned()),
+        })?;
+        // RTMP has no user information in URLs: `user@` is a mistake, not a login.
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            return Err(UrlError::BadHost(url.to_owned()));
         }
-        let stream = match query {
-            Some(query) => format!("{stream}?{query}"),
-            None => stream.to_owned(),
+        let host = match parsed.host() {
+            Some(url::Host::Ipv6(addr)) => addr.to_string(),
+            Some(url::Host::Ipv4(addr)) => addr.to_string(),
+            Some(url::Host::Domain(name)) if !name.is_empty() => name.to_owned(),
+            _ => return Err(UrlError::BadHost(url.to_owned())),
         };
+        let port = match parsed.port() {
+            Some(0) => return Err(UrlError::BadPort(url.to_owned())),
+            Some(port) => port,
+            None => scheme.default_port(),
+        };
+        let (app, stream) = split_path(raw_path(rest), url)?;
         Ok(RtmpUrl {
             scheme,
             host,
             port,
-            app: app.to_owned(),
+            app,
             stream,
         })
     }
@@ -188,38 +192,37 @@ impl fmt::Display for RtmpUrl {
     }
 }
 
-/// Splits `host[:port]` or `[v6]:port`.
-fn split_host_port(authority: &str, url: &str) -> Result<(String, Option<u16>), UrlError> {
-    let parse_port = |p: &str| {
-        p.parse::<u16>()
-            .ok()
-            .filter(|&p| p != 0)
-            .ok_or_else(|| UrlError::BadPort(url.to_owned()))
-    };
-    if let Some(rest) = authority.strip_prefix('[') {
-        let (host, after) = rest
-            .split_once(']')
-            .ok_or_else(|| UrlError::BadHost(url.to_owned()))?;
-        if host.is_empty() {
-            return Err(UrlError::BadHost(url.to_owned()));
-        }
-        let port = match after {
-            "" => None,
-            p => Some(parse_port(
-                p.strip_prefix(':')
-                    .ok_or_else(|| UrlError::BadHost(url.to_owned()))?,
-            )?),
-        };
-        return Ok((host.to_owned(), port));
+/// What follows the authority, as written: the `url` crate would percent-encode a stream
+/// name (`my cam` as `my%20cam`), and servers compare names byte for byte. The authority
+/// ends where the crate ends it for these schemes: at the first `/`, `?` or `#`.
+fn raw_path(after_scheme: &str) -> &str {
+    after_scheme
+        .find(['/', '?', '#'])
+        .map_or("", |at| &after_scheme[at..])
+}
+
+/// Splits `/app[/more]/stream[?query]` into the application and the stream name (with its
+/// query string).
+fn split_path(path: &str, url: &str) -> Result<(String, String), UrlError> {
+    let missing = || UrlError::MissingPath(url.to_owned());
+    if !path.starts_with('/') {
+        return Err(missing());
     }
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((host, port)) => (host, Some(parse_port(port)?)),
-        None => (authority, None),
+    // The query string belongs to the stream name; split the path before it.
+    let (path, query) = match path.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (path, None),
     };
-    if host.is_empty() || host.contains(['@', ' ', ':']) {
-        return Err(UrlError::BadHost(url.to_owned()));
+    let path = path.trim_matches('/');
+    let (app, stream) = path.rsplit_once('/').ok_or_else(missing)?;
+    if app.is_empty() || stream.is_empty() {
+        return Err(missing());
     }
-    Ok((host.to_owned(), port))
+    let stream = match query {
+        Some(query) => format!("{stream}?{query}"),
+        None => stream.to_owned(),
+    };
+    Ok((app.to_owned(), stream))
 }
 
 #[cfg(test)]
@@ -294,6 +297,19 @@ mod tests {
     }
 
     #[test]
+    fn stream_names_stay_as_written() {
+        let url = RtmpUrl::parse("rtmp://h/live/my cam?k=a b").unwrap();
+        assert_eq!(url.stream, "my cam?k=a b");
+        let url = RtmpUrl::parse("rtmp://h/live/100%25#x").unwrap();
+        assert_eq!(url.stream, "100%25#x");
+        let url = RtmpUrl::parse("rtmp://[0:0::1]/live/s").unwrap();
+        assert_eq!(url.host, "::1");
+        assert_eq!(url.authority(), "[::1]:1935");
+        let url = RtmpUrl::parse("rtmp://Host.Example/live/s").unwrap();
+        assert_eq!(url.host, "Host.Example");
+    }
+
+    #[test]
     fn refuses_incomplete_urls() {
         for url in [
             "rtmp://h/live",
@@ -303,6 +319,12 @@ mod tests {
             "rtmp://h:0/a/b",
             "rtmp://h:x/a/b",
             "rtmp://[::1/a/b",
+            "rtmp://h:65536/a/b",
+            "rtmp://user@h/a/b",
+            "rtmp://u:p@h/a/b",
+            "rtmp://h?x/a/b",
+            "rtmp://h#x/a/b",
+            "rtmp://h x/a/b",
         ] {
             assert!(RtmpUrl::parse(url).is_err(), "{url}");
         }

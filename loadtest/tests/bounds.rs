@@ -17,7 +17,17 @@ use support::{free_port, loadtest, num};
 fn refused_connections_are_failures_with_a_reason() {
     let port = free_port();
     let url = format!("rtmp://127.0.0.1:{port}/live/x");
-    let run = loadtest(&["play", &url, "--players", "3", "--duration", "2"]);
+    // Failures are what this run is about: allowed, so that the run itself passes.
+    let run = loadtest(&[
+        "play",
+        &url,
+        "--players",
+        "3",
+        "--duration",
+        "2",
+        "--allow-failed",
+        "100%",
+    ]);
     assert!(run.output.status.success(), "{}", run.text());
     let r = &run.report;
     assert_eq!(num(r, &["connections", "failed"]), 3.0, "{}", run.text());
@@ -66,6 +76,8 @@ fn a_silent_server_cannot_keep_the_run_alive() {
         "2",
         "--connect-timeout",
         "30",
+        "--allow-failed",
+        "1",
     ]);
     assert!(run.output.status.success(), "{}", run.text());
     // 2 s of run, 0.5 s for publishers to linger, start-up: far below the 30 s timeout.
@@ -116,7 +128,8 @@ fn scenario_files_run_with_the_same_fields_as_flags() {
         &path,
         format!(
             "mode = \"play\"\nurl = \"rtmp://127.0.0.1:{port}/live/x\"\nplayers = 2\n\
-             duration = 1\nmax-connections = 10\ncores = 1\nramp = 0\nlite = true\n"
+             duration = 1\nmax-connections = 10\ncores = 1\nramp = 0\nlite = true\n\
+             allow-failed = \"100%\"\n"
         ),
     )
     .unwrap();
@@ -168,6 +181,66 @@ fn bad_scenarios_are_refused_before_connecting() {
             vec!["play", "rtmp://127.0.0.1:1/live/x", "--duration", "0"],
             "duration",
         ),
+        (
+            vec![
+                "play",
+                "rtmp://127.0.0.1:1/live/x",
+                "--html",
+                "/nonexistent/dir/r.html",
+            ],
+            "cannot write the HTML report to /nonexistent/dir/r.html",
+        ),
+        (
+            vec![
+                "play",
+                "rtmp://127.0.0.1:1/live/x",
+                "--html",
+                dir.path().to_str().unwrap(),
+                "--check",
+            ],
+            "cannot write the HTML report",
+        ),
+        (
+            vec![
+                "play",
+                "rtmp://127.0.0.1:1/live/x",
+                "--fail-on",
+                "ttff_p99>>5",
+            ],
+            "`fail-on`",
+        ),
+        (
+            vec![
+                "play",
+                "rtmp://127.0.0.1:1/live/x",
+                "--fail-on",
+                "ttff_p99>5%",
+            ],
+            "takes a time",
+        ),
+        (
+            vec![
+                "play",
+                "rtmp://127.0.0.1:1/live/x",
+                "--lite",
+                "--fail-on",
+                "e2e_p99>5ms",
+            ],
+            "latency is measured only",
+        ),
+        (
+            vec!["play", "rtmp://127.0.0.1:1/live/x", "--server-pid", ""],
+            "names no process",
+        ),
+        (
+            vec![
+                "play",
+                "rtmp://127.0.0.1:1/live/x",
+                "--allow-failed",
+                "150%",
+            ],
+            "`allow-failed`",
+        ),
     ] {
         let run = loadtest(&args);
         assert_eq!(
@@ -190,4 +263,118 @@ fn the_default_scenario_checks() {
     let stdout = String::from_utf8_lossy(&run.output.stdout);
     assert!(stdout.contains("scenario OK"), "{stdout}");
     assert!(stdout.contains("200 players"), "{stdout}");
+}
+
+#[test]
+fn failures_fail_the_run_unless_allowed() {
+    let port = free_port();
+    let url = format!("rtmp://127.0.0.1:{port}/live/x");
+    let run_with = |extra: &[&str]| {
+        let mut args = vec![
+            "play",
+            &url,
+            "--players",
+            "4",
+            "--duration",
+            "1",
+            "--ramp",
+            "0",
+        ];
+        args.extend_from_slice(extra);
+        loadtest(&args)
+    };
+    let stderr = |run: &support::Run| String::from_utf8_lossy(&run.output.stderr).into_owned();
+
+    // Every connection refused: exit 4, the reason on stderr, and the report still written.
+    let run = run_with(&[]);
+    assert_eq!(run.output.status.code(), Some(4), "{}", run.text());
+    assert!(
+        stderr(&run).contains("FAILED: 4 of 4 connections failed"),
+        "{}",
+        run.text()
+    );
+    let v = &run.report["verdict"];
+    assert_eq!(v["passed"], false, "{}", run.text());
+    assert_eq!(v["connections_ok"], false);
+    assert_eq!(v["unsuccessful"], 4);
+    assert_eq!(v["allowed"], 0);
+    assert!(String::from_utf8_lossy(&run.output.stdout).contains("verdict"));
+
+    // Half of them allowed is not enough.
+    let run = run_with(&["--allow-failed", "50%"]);
+    assert_eq!(run.output.status.code(), Some(4), "{}", run.text());
+    assert_eq!(run.report["verdict"]["allowed"], 2);
+
+    // All allowed, the run passes its connections; a threshold still fails it (exit 5), and
+    // stderr names the one that was crossed, not the one that held.
+    let run = run_with(&[
+        "--allow-failed",
+        "1.0",
+        "--fail-on",
+        "failed >= 100%",
+        "--fail-on",
+        "drops>0",
+    ]);
+    assert_eq!(run.output.status.code(), Some(5), "{}", run.text());
+    let err = stderr(&run);
+    assert!(
+        err.contains("threshold failed>=100% crossed: the value is 100.00%"),
+        "{}",
+        run.text()
+    );
+    assert!(!err.contains("drops>0 crossed"), "{}", run.text());
+    let v = &run.report["verdict"];
+    assert_eq!(v["connections_ok"], true, "{}", run.text());
+    assert_eq!(v["thresholds"][0]["crossed"], true);
+    assert_eq!(v["thresholds"][1]["crossed"], false);
+    assert_eq!(v["thresholds"][1]["value"], 0.0);
+    assert_eq!(run.report["scenario"]["gate"]["fail_on"][0], "failed>=100%");
+
+    // Nothing crossed: exit 0.
+    let run = run_with(&["--allow-failed", "100%", "--fail-on", "drops>0"]);
+    assert!(run.output.status.success(), "{}", run.text());
+    assert_eq!(run.report["verdict"]["passed"], true);
+}
+
+#[test]
+fn an_unwritable_report_stops_the_run_before_it_starts() {
+    let port = free_port();
+    let start = std::time::Instant::now();
+    // A ten-minute run: it must not run at all.
+    let output = support::process::output_with_deadline(
+        std::process::Command::new(env!("CARGO_BIN_EXE_corecast-loadtest")).args([
+            "play",
+            &format!("rtmp://127.0.0.1:{port}/live/x"),
+            "--duration",
+            "600",
+            "--quiet",
+            "--json",
+            "/nonexistent/dir/report.json",
+        ]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert!(start.elapsed() < Duration::from_secs(30));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cannot write the JSON report to /nonexistent/dir/report.json")
+            && stderr.contains("nothing ran"),
+        "{stderr}"
+    );
+
+    // A writable path is checked without leaving a file behind (`--check` runs nothing).
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let output = support::process::output_with_deadline(
+        std::process::Command::new(env!("CARGO_BIN_EXE_corecast-loadtest")).args([
+            "play",
+            &format!("rtmp://127.0.0.1:{port}/live/x"),
+            "--json",
+            json.to_str().unwrap(),
+            "--check",
+        ]),
+        Duration::from_secs(60),
+    );
+    assert!(output.status.success(), "{output:?}");
+    assert!(!json.exists());
 }

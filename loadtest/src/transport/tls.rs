@@ -7,12 +7,12 @@
 //! Built once per run and shared by every connection of every core: ring as the crypto
 //! provider, TLS 1.2 and 1.3, SNI = the URL's host (an IP literal is verified against the
 //! certificate's IP addresses and sends no SNI, as TLS requires). The server certificate is
-//! verified against `--ca-file` when given, else against the system's CA bundle (the PEM file
-//! named by `SSL_CERT_FILE`, else the usual distribution paths: no extra crate needed);
-//! `--insecure` accepts any certificate ([`AcceptAny`]), for self-signed test certificates
-//! (signatures are still checked, so the handshake is the real one). Session resumption is
-//! off: every connection pays a full handshake, as thousands of distinct viewers would,
-//! instead of resuming from a ticket an earlier connection of this run got.
+//! verified against `--ca-file` when given, else against the system's trust store (read by
+//! `rustls-native-certs`: `SSL_CERT_FILE`/`SSL_CERT_DIR` when set, else the platform's);
+//! `--insecure` accepts any certificate ([`AcceptAny`]), for self-signed test certificates (signatures are
+//! still checked, so the handshake is the real one). Session resumption is off: every
+//! connection pays a full handshake, as thousands of distinct viewers would, instead of
+//! resuming from a ticket an earlier connection of this run got.
 //!
 //! # Driving rustls
 //! The driver reads ciphertext into a per-core scratch buffer and hands out plaintext,
@@ -31,15 +31,6 @@ use rustls::pki_types::CertificateDer;
 use rustls::{ClientConfig, Error as RustlsError, RootCertStore};
 use serde::Serialize;
 
-/// CA bundles tried, in order, when neither `--ca-file` nor `SSL_CERT_FILE` names one:
-/// Debian/Ubuntu/Arch, Fedora/RHEL, the RHEL extracted bundle, openSUSE, Alpine.
-const SYSTEM_CA_BUNDLES: &[&str] = &[
-    "/etc/ssl/certs/ca-certificates.crt",
-    "/etc/pki/tls/certs/ca-bundle.crt",
-    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
-    "/etc/ssl/ca-bundle.pem",
-    "/etc/ssl/cert.pem",
-];
 
 /// How `rtmps://` servers are verified, as the scenario says.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -74,6 +65,12 @@ pub enum TlsConfigError {
          for self-signed certificates)"
     )]
     NoSystemRoots,
+    /// The system trust store could not be read.
+    #[error(
+        "reading the system's CA certificates: {0} (or use --ca-file FILE, or --insecure for \
+         self-signed certificates)"
+    )]
+    SystemRoots(String),
     /// rustls refused the protocol versions (cannot happen with the ring provider).
     #[error("tls configuration: {0}")]
     Rustls(#[from] RustlsError),
@@ -118,17 +115,20 @@ fn load_roots(path: &Path) -> Result<RootCertStore, TlsConfigError> {
     Ok(roots)
 }
 
-/// The system's CA bundle: `SSL_CERT_FILE`, else the first of [`SYSTEM_CA_BUNDLES`] present.
+/// The system's trust store, as `rustls-native-certs` finds it (`SSL_CERT_FILE` and
+/// `SSL_CERT_DIR` first, then the platform's own). A file it cannot read is an error only
+/// when nothing usable was found.
 fn system_roots() -> Result<RootCertStore, TlsConfigError> {
-    if let Some(path) = std::env::var_os("SSL_CERT_FILE") {
-        return load_roots(Path::new(&path));
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = RootCertStore::empty();
+    let (added, _skipped) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        return Err(match found.errors.into_iter().next() {
+            Some(e) => TlsConfigError::SystemRoots(e.to_string()),
+            None => TlsConfigError::NoSystemRoots,
+        });
     }
-    SYSTEM_CA_BUNDLES
-        .iter()
-        .map(Path::new)
-        .find(|p| p.is_file())
-        .ok_or(TlsConfigError::NoSystemRoots)
-        .and_then(load_roots)
+    Ok(roots)
 }
 
 /// The report label of a TLS failure: the driver's own label, with the failures a load test
