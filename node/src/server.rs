@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::anyhow;
 use crossbeam_channel::Receiver;
 use glommio::net::TcpListener;
-use glommio::{LocalExecutorBuilder, Placement};
+use glommio::{LocalExecutorBuilder, Placement, Task};
 use tracing::{info, warn};
 
 use crate::accept::{self, AcceptSettings, ConnectionKind};
@@ -34,10 +34,11 @@ const STATS_EVERY_TICKS: u32 = 10;
 
 /// Runs the node until a drain (SIGTERM/SIGINT) completes.
 pub fn run(config: Config) -> anyhow::Result<()> {
-    let addrs = listen_addresses(&config)?;
-    check_shared_ports(&addrs)?;
+    // `Config::validate` refused listeners that share a port; what is left is ours to claim.
+    config.validate()?;
+    let plan = Arc::new(ListenPlan::new(&config));
     // Held until the process exits: a second node on one of these addresses is refused.
-    let (_claims, startup_locks) = crate::ports::claim(&addrs)?;
+    let (_claims, startup_locks) = crate::ports::claim(&plan.named())?;
     let cores = config.effective_cores();
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -73,6 +74,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         let ready = ready_tx.clone();
         let core_tls = tls.as_ref().map(|tls| tls.for_core(index));
         let draining_cores = Arc::clone(&draining_cores);
+        let plan = Arc::clone(&plan);
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("corecast-core-{index}"))
             .io_memory(shared.config.node.io_memory_bytes)
@@ -85,6 +87,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                     tls: core_tls,
                     ready,
                     draining_cores,
+                    plan,
                 };
                 run_core(core).await;
             })
@@ -101,22 +104,12 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     }
     // Every core listens: a node starting on these ports now sees our listeners.
     drop(startup_locks);
-    let config = &shared.config;
-    let rtmpt = if config.rtmpt.enabled {
-        config.rtmpt.listen.to_string()
-    } else {
-        "off".to_owned()
-    };
-    let rtmps = if config.rtmps.enabled {
-        config.rtmps.listen.to_string()
-    } else {
-        "off".to_owned()
-    };
     info!(
-        listen = %config.rtmp.listen,
-        %rtmps,
-        http = %if config.http.enabled { config.http.listen.to_string() } else { "off".into() },
-        %rtmpt,
+        listen = %shown(&plan.rtmp),
+        rtmps = %shown(&plan.rtmps),
+        http = %shown(&plan.http),
+        rtmpt = %shown(&plan.rtmpt),
+        pull = %shown(&plan.pull),
         cores,
         pinned = pin,
         "corecast ready"
@@ -128,49 +121,67 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Every enabled listener, named as in the config.
-fn listen_addresses(config: &Config) -> anyhow::Result<Vec<(&'static str, SocketAddr)>> {
-    let mut addrs = vec![("rtmp.listen", config.rtmp.listen)];
-    if config.http.enabled {
-        addrs.push(("http.listen", config.http.listen));
-    }
-    if config.rtmps.enabled {
-        addrs.push(("rtmps.listen", config.rtmps.listen));
-    }
-    if config.rtmpt.enabled {
-        addrs.push(("rtmpt.listen", config.rtmpt.listen));
-    }
-    if !config.cluster.pull_listen.is_empty() {
-        let addr = config.cluster.pull_listen.parse().map_err(|_| {
-            anyhow!(
-                "cluster.pull_listen: {:?} is not an address (ip:port)",
-                config.cluster.pull_listen
-            )
-        })?;
-        addrs.push(("cluster.pull_listen", addr));
-    }
-    Ok(addrs)
+/// The addresses each listener binds on every core: the config's listen fields, less the
+/// IPv6 addresses a form only implied on a host without IPv6 ([`crate::ports::usable`]).
+/// Empty for a listener that is off.
+#[derive(Debug)]
+struct ListenPlan {
+    rtmp: Vec<SocketAddr>,
+    http: Vec<SocketAddr>,
+    rtmps: Vec<SocketAddr>,
+    rtmpt: Vec<SocketAddr>,
+    pull: Vec<SocketAddr>,
 }
 
-/// Refuses listen addresses that clash: two of this node's listeners on one port would
-/// silently share it (every core binds with SO_REUSEPORT) and split its connections.
-fn check_shared_ports(addrs: &[(&'static str, SocketAddr)]) -> anyhow::Result<()> {
-    for (i, (name, addr)) in addrs.iter().enumerate() {
-        if addr.port() == 0 {
-            continue;
-        }
-        for (other, other_addr) in &addrs[i + 1..] {
-            let overlap = addr.ip() == other_addr.ip()
-                || (addr.is_ipv4() == other_addr.is_ipv4()
-                    && (addr.ip().is_unspecified() || other_addr.ip().is_unspecified()));
-            if addr.port() == other_addr.port() && overlap {
-                return Err(anyhow!(
-                    "{name} ({addr}) and {other} ({other_addr}) share a port: give each its own"
-                ));
+impl ListenPlan {
+    fn new(config: &Config) -> ListenPlan {
+        let usable = |name, listen, on: bool| {
+            if on {
+                crate::ports::usable(name, listen)
+            } else {
+                Vec::new()
             }
+        };
+        ListenPlan {
+            rtmp: usable("rtmp.listen", &config.rtmp.listen, true),
+            http: usable("http.listen", &config.http.listen, config.http.enabled),
+            rtmps: usable("rtmps.listen", &config.rtmps.listen, config.rtmps.enabled),
+            rtmpt: usable("rtmpt.listen", &config.rtmpt.listen, config.rtmpt.enabled),
+            pull: config
+                .cluster
+                .pull_listen
+                .0
+                .as_ref()
+                .map(|listen| crate::ports::usable("cluster.pull_listen", listen))
+                .unwrap_or_default(),
         }
     }
-    Ok(())
+
+    /// Every address, named by its config field (for the claims and their errors).
+    fn named(&self) -> Vec<(&'static str, SocketAddr)> {
+        [
+            ("rtmp.listen", &self.rtmp),
+            ("http.listen", &self.http),
+            ("rtmps.listen", &self.rtmps),
+            ("rtmpt.listen", &self.rtmpt),
+            ("cluster.pull_listen", &self.pull),
+        ]
+        .into_iter()
+        .flat_map(|(name, addrs)| addrs.iter().map(move |&addr| (name, addr)))
+        .collect()
+    }
+}
+
+/// A listener's addresses for the log, one token: `0.0.0.0:1935,[::]:1935`, or `off`.
+fn shown(addrs: &[SocketAddr]) -> String {
+    if addrs.is_empty() {
+        return "off".to_owned();
+    }
+    addrs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// SIGTERM/SIGINT start a drain; a second one exits at once.
@@ -184,9 +195,15 @@ fn install_signal_handlers(draining: &Arc<AtomicBool>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn bind(addr: SocketAddr, core: CoreId, what: &str) -> Result<TcpListener, String> {
-    crate::ports::bind_listener(addr)
-        .map_err(|e| format!("core {}: cannot listen on {addr} ({what}): {e}", core.0))
+/// This core's listeners on every address of one listener (`what` names its config field).
+fn bind(addrs: &[SocketAddr], core: CoreId, what: &str) -> Result<Vec<TcpListener>, String> {
+    addrs
+        .iter()
+        .map(|&addr| {
+            crate::ports::bind_listener(addr)
+                .map_err(|e| format!("core {}: cannot listen on {addr} ({what}): {e}", core.0))
+        })
+        .collect()
 }
 
 /// What one core's executor starts with.
@@ -200,6 +217,29 @@ struct CoreStart {
     ready: mpsc::Sender<Result<SocketAddr, String>>,
     /// Cores whose connections have not all ended yet; see the drain in [`run_core`].
     draining_cores: Arc<AtomicUsize>,
+    /// The addresses to bind.
+    plan: Arc<ListenPlan>,
+}
+
+/// One core's listeners, by listener; empty for one that is off.
+struct CoreListeners {
+    rtmp: Vec<TcpListener>,
+    http: Vec<TcpListener>,
+    rtmps: Vec<TcpListener>,
+    rtmpt: Vec<TcpListener>,
+    pull: Vec<TcpListener>,
+}
+
+impl CoreListeners {
+    fn bind(plan: &ListenPlan, core: CoreId) -> Result<CoreListeners, String> {
+        Ok(CoreListeners {
+            rtmp: bind(&plan.rtmp, core, "rtmp.listen")?,
+            http: bind(&plan.http, core, "http.listen")?,
+            rtmps: bind(&plan.rtmps, core, "rtmps.listen")?,
+            rtmpt: bind(&plan.rtmpt, core, "rtmpt.listen")?,
+            pull: bind(&plan.pull, core, "cluster.pull_listen")?,
+        })
+    }
 }
 
 async fn run_core(start: CoreStart) {
@@ -211,53 +251,14 @@ async fn run_core(start: CoreStart) {
         tls,
         ready,
         draining_cores,
+        plan,
     } = start;
     let config = Arc::clone(&shared.config);
-    let listener = match bind(config.rtmp.listen, id, "rtmp") {
-        Ok(l) => l,
+    let listeners = match CoreListeners::bind(&plan, id) {
+        Ok(listeners) => listeners,
         Err(e) => {
             let _ = ready.send(Err(e));
             return;
-        }
-    };
-    let http_listener = if config.http.enabled {
-        match bind(config.http.listen, id, "http") {
-            Ok(l) => Some(l),
-            Err(e) => {
-                let _ = ready.send(Err(e));
-                return;
-            }
-        }
-    } else {
-        None
-    };
-    let rtmpt_listener = if config.rtmpt.enabled {
-        match bind(config.rtmpt.listen, id, "rtmpt") {
-            Ok(listener) => Some(listener),
-            Err(e) => {
-                let _ = ready.send(Err(e));
-                return;
-            }
-        }
-    } else {
-        None
-    };
-    let pull_listener = if config.cluster.pull_listen.is_empty() {
-        None
-    } else {
-        let addr = match config.cluster.pull_listen.parse() {
-            Ok(addr) => addr,
-            Err(_) => {
-                let _ = ready.send(Err("cluster.pull_listen is not an address".into()));
-                return;
-            }
-        };
-        match bind(addr, id, "pull") {
-            Ok(l) => Some(l),
-            Err(e) => {
-                let _ = ready.send(Err(e));
-                return;
-            }
         }
     };
     let capacity = config.node.core_channel_capacity;
@@ -282,31 +283,37 @@ async fn run_core(start: CoreStart) {
         })
         .detach();
     }
+    // One accept task per address; dropping a listener's tasks stops it accepting.
+    let spawn_each = |listeners: Vec<TcpListener>, serve: &dyn Fn(TcpListener) -> Task<()>| {
+        listeners.into_iter().map(serve).collect::<Vec<_>>()
+    };
     // RTMPT keeps accepting while the core drains: an open tunnel's next request may come on
     // a new connection. Its `/open` is refused then (see `Tunnels::open`).
-    let rtmpt = rtmpt_listener.map(|listener| {
+    if !listeners.rtmpt.is_empty() {
         glommio::spawn_local(crate::rtmpt::listener::sweep_loop(Rc::clone(&ctx))).detach();
-        glommio::spawn_local(crate::rtmpt::listener::accept_loop(
-            Rc::clone(&ctx),
-            listener,
-        ))
+    }
+    let rtmpt = spawn_each(listeners.rtmpt, &|l| {
+        glommio::spawn_local(crate::rtmpt::listener::accept_loop(Rc::clone(&ctx), l))
     });
-    let (rtmps_accept, certificate) =
-        match tls.map(|tls| crate::tls::start_core(Rc::clone(&ctx), tls)) {
-            Some(Ok((task, certificate))) => (Some(task), Some(certificate)),
-            Some(Err(message)) => {
-                let _ = ready.send(Err(message));
-                return;
-            }
-            None => (None, None),
-        };
-    let local = listener.local_addr().unwrap_or(config.rtmp.listen);
-    let accept = glommio::spawn_local(accept_loop(Rc::clone(&ctx), listener));
-    let http = http_listener.map(|l| glommio::spawn_local(crate::http::serve(Rc::clone(&ctx), l)));
+    let (rtmps_accept, certificate) = match tls {
+        Some(tls) => {
+            let (tasks, certificate) = crate::tls::start_core(Rc::clone(&ctx), tls, listeners.rtmps);
+            (tasks, Some(certificate))
+        }
+        None => (Vec::new(), None),
+    };
+    let local = listeners.rtmp.first().and_then(|l| l.local_addr().ok());
+    let accept = spawn_each(listeners.rtmp, &|l| {
+        glommio::spawn_local(accept_loop(Rc::clone(&ctx), l))
+    });
+    let http = spawn_each(listeners.http, &|l| {
+        glommio::spawn_local(crate::http::serve(Rc::clone(&ctx), l))
+    });
     let pull_tls = certificate.filter(|_| config.cluster.pull_tls);
-    let pulls = pull_listener
-        .map(|l| glommio::spawn_local(crate::cluster::serve::serve(Rc::clone(&ctx), l, pull_tls)));
-    let _ = ready.send(Ok(local));
+    let pulls = spawn_each(listeners.pull, &|l| {
+        glommio::spawn_local(crate::cluster::serve::serve(Rc::clone(&ctx), l, pull_tls.clone()))
+    });
+    let _ = ready.send(local.ok_or_else(|| format!("core {}: no rtmp listener", id.0)));
     housekeeping(&ctx, &admin).await;
     // Drain: stop accepting sessions, then wait (bounded) until every connection that holds
     // the drain has dropped its permit: RTMP, RTMPS, pulls served and RTMPT tunnels.
