@@ -802,10 +802,7 @@ mod tests {
             assert_eq!(config.rtmp.listen, every, "{text}");
         }
         let config = Config::parse("[http]\nlisten = \"localhost:8081\"\n", "t").expect("parses");
-        assert_eq!(
-            config.http.listen.to_string(),
-            "127.0.0.1:8081, [::1]:8081"
-        );
+        assert_eq!(config.http.listen.to_string(), "127.0.0.1:8081, [::1]:8081");
         let config = Config::parse("[rtmp]\nlisten = \"[::]:1935\"\n", "t").expect("parses");
         assert_eq!(config.rtmp.listen.to_string(), "[::]:1935");
         let config = Config::parse("[cluster]\npull_listen = \":1940\"\n", "t").expect("parses");
@@ -820,9 +817,12 @@ mod tests {
             ("70000", "not a number from 0 to 65535"),
             ("\"\"", "empty listen address"),
         ] {
-            let err = Config::parse(&format!("[node]\ncores = 1\n[http]\nlisten = {text}\n"), "t")
-                .expect_err(text)
-                .to_string();
+            let err = Config::parse(
+                &format!("[node]\ncores = 1\n[http]\nlisten = {text}\n"),
+                "t",
+            )
+            .expect_err(text)
+            .to_string();
             assert!(err.contains("line 4"), "{text}: {err}");
             assert!(err.contains("listen = "), "{text}: {err}");
             assert!(err.contains(says), "{text}: {err}");
@@ -859,7 +859,13 @@ mod tests {
             assert!(err.contains("line 2"), "{level}: {err}");
             assert!(err.contains("is not a log filter"), "{level}: {err}");
         }
-        for level in ["info", "WARN", "off", "info,corecast_node=debug", "corecast[publish]"] {
+        for level in [
+            "info",
+            "WARN",
+            "off",
+            "info,corecast_node=debug",
+            "corecast[publish]",
+        ] {
             Config::parse(&format!("[log]\nlevel = {level:?}\n"), "t")
                 .unwrap_or_else(|e| panic!("{level}: {e}"));
         }

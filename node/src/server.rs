@@ -297,7 +297,8 @@ async fn run_core(start: CoreStart) {
     });
     let (rtmps_accept, certificate) = match tls {
         Some(tls) => {
-            let (tasks, certificate) = crate::tls::start_core(Rc::clone(&ctx), tls, listeners.rtmps);
+            let (tasks, certificate) =
+                crate::tls::start_core(Rc::clone(&ctx), tls, listeners.rtmps);
             (tasks, Some(certificate))
         }
         None => (Vec::new(), None),
@@ -311,7 +312,11 @@ async fn run_core(start: CoreStart) {
     });
     let pull_tls = certificate.filter(|_| config.cluster.pull_tls);
     let pulls = spawn_each(listeners.pull, &|l| {
-        glommio::spawn_local(crate::cluster::serve::serve(Rc::clone(&ctx), l, pull_tls.clone()))
+        glommio::spawn_local(crate::cluster::serve::serve(
+            Rc::clone(&ctx),
+            l,
+            pull_tls.clone(),
+        ))
     });
     let _ = ready.send(local.ok_or_else(|| format!("core {}: no rtmp listener", id.0)));
     housekeeping(&ctx, &admin).await;

@@ -141,11 +141,9 @@ impl FromStr for Listen {
         let port = port(text, port_text)?;
         match host {
             "" | "*" => Ok(Listen::every(port)),
-            _ if host.eq_ignore_ascii_case("localhost") => Ok(Listen::both(
-                Ipv4Addr::LOCALHOST,
-                Ipv6Addr::LOCALHOST,
-                port,
-            )),
+            _ if host.eq_ignore_ascii_case("localhost") => {
+                Ok(Listen::both(Ipv4Addr::LOCALHOST, Ipv6Addr::LOCALHOST, port))
+            }
             _ => Err(ListenError::Host { text: text.into() }),
         }
     }
@@ -198,7 +196,9 @@ impl Visitor<'_> for ListenVisitor {
         if text.trim().is_empty() {
             return Ok(OptionalListen(None));
         }
-        text.parse().map(|l| OptionalListen(Some(l))).map_err(E::custom)
+        text.parse()
+            .map(|l| OptionalListen(Some(l)))
+            .map_err(E::custom)
     }
 
     fn visit_i64<E: de::Error>(self, port: i64) -> Result<OptionalListen, E> {

@@ -81,6 +81,19 @@ impl Node {
         addr: SocketAddr,
         http: SocketAddr,
     ) -> Result<Node, Vec<String>> {
+        Node::try_start_listen(cores, extra_config, dir, &addr.to_string(), addr, http)
+    }
+
+    /// One start with `--rtmp-listen rtmp_listen` (any form the node takes, such as `:1935`),
+    /// where `addr` is one of the addresses it stands for (the tests' clients connect to it).
+    pub fn try_start_listen(
+        cores: usize,
+        extra_config: &str,
+        dir: &Path,
+        rtmp_listen: &str,
+        addr: SocketAddr,
+        http: SocketAddr,
+    ) -> Result<Node, Vec<String>> {
         let port = addr.port();
         let config = dir.join(format!("corecast-{port}-{}.toml", std::process::id()));
         std::fs::write(&config, extra_config).expect("write config");
@@ -88,7 +101,7 @@ impl Node {
             .arg("--config")
             .arg(&config)
             .arg("--rtmp-listen")
-            .arg(addr.to_string())
+            .arg(rtmp_listen)
             .arg("--http-listen")
             .arg(http.to_string())
             .arg("--cores")
