@@ -263,7 +263,7 @@ fn publish_through_listen_form(
     let dir = tempfile::tempdir().expect("temp dir");
     let port = free_port();
     let v4 = SocketAddr::from(([127, 0, 0, 1], port));
-    let node = Node::try_start_listen(1, "", dir.path(), &form(port), v4, fresh_addr())
+    let node = Node::try_start_listen(1, "", dir.path(), &form(port), v4, fresh_addr(), &[])
         .unwrap_or_else(|log| panic!("{}: no start:\n{}", form(port), log.join("\n")));
     for (i, ip) in reachable.iter().enumerate() {
         let addr: SocketAddr = format!("{ip}:{port}").parse().expect("addr");

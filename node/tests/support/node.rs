@@ -81,11 +81,12 @@ impl Node {
         addr: SocketAddr,
         http: SocketAddr,
     ) -> Result<Node, Vec<String>> {
-        Node::try_start_listen(cores, extra_config, dir, &addr.to_string(), addr, http)
+        Node::try_start_listen(cores, extra_config, dir, &addr.to_string(), addr, http, &[])
     }
 
     /// One start with `--rtmp-listen rtmp_listen` (any form the node takes, such as `:1935`),
-    /// where `addr` is one of the addresses it stands for (the tests' clients connect to it).
+    /// where `addr` is one of the addresses it stands for (the tests' clients connect to it),
+    /// and `args` after the others.
     pub fn try_start_listen(
         cores: usize,
         extra_config: &str,
@@ -93,6 +94,7 @@ impl Node {
         rtmp_listen: &str,
         addr: SocketAddr,
         http: SocketAddr,
+        args: &[&str],
     ) -> Result<Node, Vec<String>> {
         let port = addr.port();
         let config = dir.join(format!("corecast-{port}-{}.toml", std::process::id()));
@@ -106,6 +108,7 @@ impl Node {
             .arg(http.to_string())
             .arg("--cores")
             .arg(cores.to_string())
+            .args(args)
             .env("RUST_LOG", "info,corecast_node=debug")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
