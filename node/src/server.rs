@@ -2,6 +2,7 @@
 //! executor per core, each with its own SO_REUSEPORT listeners, its own [`CoreContext`] and
 //! its ends of the core mesh; a housekeeping task per core (stats, admin requests, drain).
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -38,7 +39,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     config.validate()?;
     let plan = Arc::new(ListenPlan::new(&config));
     // Held until the process exits: a second node on one of these addresses is refused.
-    let (_claims, startup_locks) = crate::ports::claim(&plan.named())?;
+    let (_claims, startup_locks) = crate::ports::claim(&plan.addresses())?;
     let cores = config.effective_cores();
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -121,54 +122,85 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The addresses each listener binds on every core: the config's listen fields, less the
-/// IPv6 addresses a form only implied on a host without IPv6 ([`crate::ports::usable`]).
-/// Empty for a listener that is off.
+/// One value per listener, in config order.
 #[derive(Debug)]
-struct ListenPlan {
-    rtmp: Vec<SocketAddr>,
-    http: Vec<SocketAddr>,
-    rtmps: Vec<SocketAddr>,
-    rtmpt: Vec<SocketAddr>,
-    pull: Vec<SocketAddr>,
+struct PerListener<T> {
+    rtmp: T,
+    http: T,
+    rtmps: T,
+    rtmpt: T,
+    pull: T,
 }
 
-impl ListenPlan {
-    fn new(config: &Config) -> ListenPlan {
-        let usable = |name, listen, on: bool| {
-            if on {
-                crate::ports::usable(name, listen)
-            } else {
-                Vec::new()
-            }
-        };
-        ListenPlan {
-            rtmp: usable("rtmp.listen", &config.rtmp.listen, true),
-            http: usable("http.listen", &config.http.listen, config.http.enabled),
-            rtmps: usable("rtmps.listen", &config.rtmps.listen, config.rtmps.enabled),
-            rtmpt: usable("rtmpt.listen", &config.rtmpt.listen, config.rtmpt.enabled),
-            pull: config
-                .cluster
-                .pull_listen
-                .0
-                .as_ref()
-                .map(|listen| crate::ports::usable("cluster.pull_listen", listen))
-                .unwrap_or_default(),
+impl<T> PerListener<T> {
+    /// The config field that names each listener.
+    const NAMES: [&'static str; 5] = [
+        "rtmp.listen",
+        "http.listen",
+        "rtmps.listen",
+        "rtmpt.listen",
+        "cluster.pull_listen",
+    ];
+
+    /// Each value with its listener's config field.
+    fn named(&self) -> [(&'static str, &T); 5] {
+        let [rtmp, http, rtmps, rtmpt, pull] = Self::NAMES;
+        [
+            (rtmp, &self.rtmp),
+            (http, &self.http),
+            (rtmps, &self.rtmps),
+            (rtmpt, &self.rtmpt),
+            (pull, &self.pull),
+        ]
+    }
+
+    /// `f(field, value)` for each listener.
+    fn map<U>(&self, mut f: impl FnMut(&'static str, &T) -> U) -> PerListener<U> {
+        match self.try_map(|name, value| Ok::<U, Infallible>(f(name, value))) {
+            Ok(mapped) => mapped,
+            Err(never) => match never {},
         }
     }
 
+    /// `f(field, value)` for each listener; the first error stops it.
+    fn try_map<U, E>(
+        &self,
+        mut f: impl FnMut(&'static str, &T) -> Result<U, E>,
+    ) -> Result<PerListener<U>, E> {
+        let [rtmp, http, rtmps, rtmpt, pull] = Self::NAMES;
+        Ok(PerListener {
+            rtmp: f(rtmp, &self.rtmp)?,
+            http: f(http, &self.http)?,
+            rtmps: f(rtmps, &self.rtmps)?,
+            rtmpt: f(rtmpt, &self.rtmpt)?,
+            pull: f(pull, &self.pull)?,
+        })
+    }
+}
+
+/// The addresses each listener binds on every core: the config's listen fields, less the
+/// IPv6 addresses a form only implied on a host without IPv6 ([`crate::ports::usable`]).
+/// Empty for a listener that is off.
+type ListenPlan = PerListener<Vec<SocketAddr>>;
+
+impl ListenPlan {
+    fn new(config: &Config) -> ListenPlan {
+        let enabled = PerListener {
+            rtmp: Some(&config.rtmp.listen),
+            http: Some(&config.http.listen).filter(|_| config.http.enabled),
+            rtmps: Some(&config.rtmps.listen).filter(|_| config.rtmps.enabled),
+            rtmpt: Some(&config.rtmpt.listen).filter(|_| config.rtmpt.enabled),
+            pull: config.cluster.pull_listen.0.as_ref(),
+        };
+        enabled.map(|name, listen| listen.map_or_else(Vec::new, |l| crate::ports::usable(name, l)))
+    }
+
     /// Every address, named by its config field (for the claims and their errors).
-    fn named(&self) -> Vec<(&'static str, SocketAddr)> {
-        [
-            ("rtmp.listen", &self.rtmp),
-            ("http.listen", &self.http),
-            ("rtmps.listen", &self.rtmps),
-            ("rtmpt.listen", &self.rtmpt),
-            ("cluster.pull_listen", &self.pull),
-        ]
-        .into_iter()
-        .flat_map(|(name, addrs)| addrs.iter().map(move |&addr| (name, addr)))
-        .collect()
+    fn addresses(&self) -> Vec<(&'static str, SocketAddr)> {
+        self.named()
+            .into_iter()
+            .flat_map(|(name, addrs)| addrs.iter().map(move |&addr| (name, addr)))
+            .collect()
     }
 }
 
@@ -221,27 +253,6 @@ struct CoreStart {
     plan: Arc<ListenPlan>,
 }
 
-/// One core's listeners, by listener; empty for one that is off.
-struct CoreListeners {
-    rtmp: Vec<TcpListener>,
-    http: Vec<TcpListener>,
-    rtmps: Vec<TcpListener>,
-    rtmpt: Vec<TcpListener>,
-    pull: Vec<TcpListener>,
-}
-
-impl CoreListeners {
-    fn bind(plan: &ListenPlan, core: CoreId) -> Result<CoreListeners, String> {
-        Ok(CoreListeners {
-            rtmp: bind(&plan.rtmp, core, "rtmp.listen")?,
-            http: bind(&plan.http, core, "http.listen")?,
-            rtmps: bind(&plan.rtmps, core, "rtmps.listen")?,
-            rtmpt: bind(&plan.rtmpt, core, "rtmpt.listen")?,
-            pull: bind(&plan.pull, core, "cluster.pull_listen")?,
-        })
-    }
-}
-
 async fn run_core(start: CoreStart) {
     let CoreStart {
         id,
@@ -254,7 +265,7 @@ async fn run_core(start: CoreStart) {
         plan,
     } = start;
     let config = Arc::clone(&shared.config);
-    let listeners = match CoreListeners::bind(&plan, id) {
+    let listeners = match plan.try_map(|name, addrs| bind(addrs, id, name)) {
         Ok(listeners) => listeners,
         Err(e) => {
             let _ = ready.send(Err(e));
