@@ -490,9 +490,16 @@ impl Config {
 
     /// Parses and validates config text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: origin.to_owned(),
-            message: e.to_string(),
+        let config: Config = toml::from_str(text).map_err(|e| {
+            // toml shows the line; the table it is in may be screens above.
+            let table = e.span().and_then(|span| table_at(text, span.start));
+            ConfigError::Parse {
+                path: origin.to_owned(),
+                message: match table {
+                    Some(table) => format!("in {table}: {e}"),
+                    None => e.to_string(),
+                },
+            }
         })?;
         config.validate()?;
         Ok(config)
@@ -699,6 +706,15 @@ impl Config {
     }
 }
 
+/// The `[table]` header that `offset` of `text` falls under, if any.
+fn table_at(text: &str, offset: usize) -> Option<&str> {
+    text.get(..offset)?
+        .lines()
+        .map(|line| line.split('#').next().unwrap_or_default().trim())
+        .filter(|line| line.starts_with('[') && line.ends_with(']'))
+        .next_back()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -735,6 +751,17 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("line 3"), "{msg}");
         assert!(msg.contains("chunk_sise"), "{msg}");
+    }
+
+    #[test]
+    fn a_parse_error_names_its_table() {
+        let text = "[rtmp]  # the listener\nlisten = \":1935\"\n\n[player]\nqueue_max_byte = 5\n";
+        let err = Config::parse(text, "t")
+            .expect_err("typo must fail")
+            .to_string();
+        assert!(err.contains("in [player]: "), "{err}");
+        assert_eq!(table_at(text, 10), Some("[rtmp]"));
+        assert_eq!(table_at("x = 1\n", 3), None);
     }
 
     #[test]
@@ -823,6 +850,7 @@ mod tests {
             )
             .expect_err(text)
             .to_string();
+            assert!(err.contains("in [http]: "), "{text}: {err}");
             assert!(err.contains("line 4"), "{text}: {err}");
             assert!(err.contains("listen = "), "{text}: {err}");
             assert!(err.contains(says), "{text}: {err}");
