@@ -711,8 +711,7 @@ fn table_at(text: &str, offset: usize) -> Option<&str> {
     text.get(..offset)?
         .lines()
         .map(|line| line.split('#').next().unwrap_or_default().trim())
-        .filter(|line| line.starts_with('[') && line.ends_with(']'))
-        .next_back()
+        .rfind(|line| line.starts_with('[') && line.ends_with(']'))
 }
 
 #[cfg(test)]

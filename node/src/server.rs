@@ -294,48 +294,13 @@ async fn run_core(start: CoreStart) {
         })
         .detach();
     }
-    // One accept task per address; dropping a listener's tasks stops it accepting.
-    let spawn_each = |listeners: Vec<TcpListener>, serve: &dyn Fn(TcpListener) -> Task<()>| {
-        listeners.into_iter().map(serve).collect::<Vec<_>>()
-    };
-    // RTMPT keeps accepting while the core drains: an open tunnel's next request may come on
-    // a new connection. Its `/open` is refused then (see `Tunnels::open`).
-    if !listeners.rtmpt.is_empty() {
-        glommio::spawn_local(crate::rtmpt::listener::sweep_loop(Rc::clone(&ctx))).detach();
-    }
-    let rtmpt = spawn_each(listeners.rtmpt, &|l| {
-        glommio::spawn_local(crate::rtmpt::listener::accept_loop(Rc::clone(&ctx), l))
-    });
-    let (rtmps_accept, certificate) = match tls {
-        Some(tls) => {
-            let (tasks, certificate) =
-                crate::tls::start_core(Rc::clone(&ctx), tls, listeners.rtmps);
-            (tasks, Some(certificate))
-        }
-        None => (Vec::new(), None),
-    };
     let local = listeners.rtmp.first().and_then(|l| l.local_addr().ok());
-    let accept = spawn_each(listeners.rtmp, &|l| {
-        glommio::spawn_local(accept_loop(Rc::clone(&ctx), l))
-    });
-    let http = spawn_each(listeners.http, &|l| {
-        glommio::spawn_local(crate::http::serve(Rc::clone(&ctx), l))
-    });
-    let pull_tls = certificate.filter(|_| config.cluster.pull_tls);
-    let pulls = spawn_each(listeners.pull, &|l| {
-        glommio::spawn_local(crate::cluster::serve::serve(
-            Rc::clone(&ctx),
-            l,
-            pull_tls.clone(),
-        ))
-    });
+    let tasks = start_accepting(&ctx, listeners, tls);
     let _ = ready.send(local.ok_or_else(|| format!("core {}: no rtmp listener", id.0)));
     housekeeping(&ctx, &admin).await;
     // Drain: stop accepting sessions, then wait (bounded) until every connection that holds
     // the drain has dropped its permit: RTMP, RTMPS, pulls served and RTMPT tunnels.
-    drop(accept);
-    drop(rtmps_accept);
-    drop(pulls);
+    drop(tasks.sessions);
     let grace = Duration::from_secs(config.node.shutdown_grace_secs);
     let deadline = Instant::now() + grace;
     let open = || ctx.connections.holding_drain();
@@ -353,8 +318,58 @@ async fn run_core(start: CoreStart) {
     // check, a tunnel's next request).
     draining_cores.fetch_sub(1, Ordering::AcqRel);
     sleep_until(deadline, || draining_cores.load(Ordering::Acquire) == 0).await;
-    drop(rtmpt);
-    drop(http);
+    drop(tasks.http);
+}
+
+/// A core's accept tasks (one per listener address), by when the drain stops them.
+struct AcceptTasks {
+    /// RTMP, RTMPS and pulls: dropped as the drain starts.
+    sessions: Vec<Task<()>>,
+    /// HTTP and RTMPT: dropped when every core is done (see [`run_core`]).
+    http: Vec<Task<()>>,
+}
+
+/// Starts an accept task on each of this core's listeners (and RTMPT's sweeper, RTMPS's
+/// certificate reloads).
+fn start_accepting(
+    ctx: &Rc<CoreContext>,
+    listeners: PerListener<Vec<TcpListener>>,
+    tls: Option<CoreTlsSetup>,
+) -> AcceptTasks {
+    let mut sessions = Vec::new();
+    let mut http = Vec::new();
+    let certificate = tls.map(|tls| {
+        let (tasks, certificate) = crate::tls::start_core(Rc::clone(ctx), tls, listeners.rtmps);
+        sessions.extend(tasks);
+        certificate
+    });
+    for l in listeners.rtmp {
+        sessions.push(glommio::spawn_local(accept_loop(Rc::clone(ctx), l)));
+    }
+    let pull_tls = certificate.filter(|_| ctx.config.cluster.pull_tls);
+    for l in listeners.pull {
+        let tls = pull_tls.clone();
+        sessions.push(glommio::spawn_local(crate::cluster::serve::serve(
+            Rc::clone(ctx),
+            l,
+            tls,
+        )));
+    }
+    for l in listeners.http {
+        http.push(glommio::spawn_local(crate::http::serve(Rc::clone(ctx), l)));
+    }
+    // RTMPT keeps accepting while the core drains: an open tunnel's next request may come on
+    // a new connection. Its `/open` is refused then (see `Tunnels::open`).
+    if !listeners.rtmpt.is_empty() {
+        glommio::spawn_local(crate::rtmpt::listener::sweep_loop(Rc::clone(ctx))).detach();
+    }
+    for l in listeners.rtmpt {
+        http.push(glommio::spawn_local(crate::rtmpt::listener::accept_loop(
+            Rc::clone(ctx),
+            l,
+        )));
+    }
+    AcceptTasks { sessions, http }
 }
 
 /// Sleeps in housekeeping ticks until `done` or `deadline`.

@@ -21,13 +21,10 @@ fn run(command: &mut Command) -> Output {
     output_with_deadline(command, Duration::from_secs(30))
 }
 
-/// `N` distinct free loopback addresses (held open together while picked, so no two are the
-/// same port).
+/// `N` distinct free loopback addresses, from [`free_port`]: never handed out twice in this
+/// process, so no other test's node (or fresh address) gets one of them while this one runs.
 fn free_addrs<const N: usize>() -> [String; N] {
-    let held: Vec<_> = (0..N)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
-        .collect();
-    std::array::from_fn(|i| held[i].local_addr().expect("addr").to_string())
+    std::array::from_fn(|_| fresh_addr().to_string())
 }
 
 #[test]
