@@ -231,7 +231,10 @@ fn run_blocks(scratch: &Scratch, file: &str) -> Vec<String> {
             background.push((block, child, log));
             continue;
         }
-        match wait_bounded(&mut child, BLOCK_LIMIT) {
+        let status = wait_bounded(&mut child, BLOCK_LIMIT);
+        // Whatever the block left running in the background ends with it.
+        kill_group(&mut child);
+        match status {
             Some(status) if status.success() => {}
             Some(status) => failures.push(failure(file, block, &format!("failed: {status}"), &log)),
             None => failures.push(failure(
