@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the real clients and peers the tests drive: ffmpeg/ffprobe, rtmpdump, nginx with
-# the RTMP module (the comparison peer), and Prometheus (the dashboard test). Installs with apt-get when missing and allowed,
+# Installs the real clients and peers the tests drive: ffmpeg/ffprobe, rtmpdump, curl (the
+# README's commands), nginx with the RTMP module (the comparison peer), and Prometheus (the
+# dashboard test). Installs with apt-get when missing and allowed,
 # otherwise says exactly what to install.
 set -euo pipefail
 
@@ -8,6 +9,7 @@ need=()
 command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
 command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
 command -v rtmpdump >/dev/null 2>&1 || need+=(rtmpdump)
+command -v curl >/dev/null 2>&1 || need+=(curl)
 [ -x /usr/sbin/nginx ] || need+=(nginx)
 [ -f /usr/lib/nginx/modules/ngx_rtmp_module.so ] || need+=(libnginx-mod-rtmp)
 [ -x /usr/bin/prometheus ] || need+=(prometheus)

@@ -2,12 +2,21 @@
 //!
 //! Every field is documented here and in `config/corecast.toml` (which a test checks parses to
 //! exactly these defaults). Unknown fields are rejected so a typo fails at start, naming the
-//! field, the line and why, instead of silently running with a default.
+//! field, the line and why, instead of silently running with a default. Values that have a
+//! form of their own (listen addresses, the log filter) are checked as they are read, so
+//! their errors carry the line too.
 
+mod listen;
+
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use serde::Deserialize;
+use tracing_subscriber::filter::{EnvFilter, LevelFilter};
+
+pub use listen::{Listen, ListenError, OptionalListen};
 
 /// Everything the node reads from its config file.
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
@@ -67,8 +76,9 @@ impl Default for NodeConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RtmpConfig {
-    /// Address every core binds (SO_REUSEPORT) for plain RTMP.
-    pub listen: SocketAddr,
+    /// Address(es) every core binds (SO_REUSEPORT) for plain RTMP; see [`Listen`] for the
+    /// forms (`:1935` = every IPv4 and IPv6 address).
+    pub listen: Listen,
     /// Connections one core accepts at most; further ones are closed at once.
     pub max_connections_per_core: usize,
     /// Chunk size the node sends with (node-wide: every player gets the same, which is what
@@ -91,7 +101,7 @@ pub struct RtmpConfig {
 impl Default for RtmpConfig {
     fn default() -> Self {
         RtmpConfig {
-            listen: SocketAddr::from(([0, 0, 0, 0], 1935)),
+            listen: Listen::one(SocketAddr::from(([0, 0, 0, 0], 1935))),
             max_connections_per_core: 10_000,
             out_chunk_size_bytes: 60_000,
             max_incoming_chunk_size_bytes: 16 * 1024 * 1024,
@@ -110,8 +120,8 @@ impl Default for RtmpConfig {
 pub struct RtmpsConfig {
     /// Serve RTMPS. Off by default: it needs a certificate.
     pub enabled: bool,
-    /// Address every core binds (SO_REUSEPORT) for RTMPS.
-    pub listen: SocketAddr,
+    /// Address(es) every core binds (SO_REUSEPORT) for RTMPS.
+    pub listen: Listen,
     /// PEM file with the certificate chain, leaf first (Let's Encrypt: `fullchain.pem`).
     pub cert_chain_path: PathBuf,
     /// PEM file with the private key: PKCS#8, PKCS#1 (RSA) or SEC1 (EC) (`privkey.pem`).
@@ -128,7 +138,7 @@ impl Default for RtmpsConfig {
     fn default() -> Self {
         RtmpsConfig {
             enabled: false,
-            listen: SocketAddr::from(([0, 0, 0, 0], 443)),
+            listen: Listen::one(SocketAddr::from(([0, 0, 0, 0], 443))),
             cert_chain_path: PathBuf::new(),
             private_key_path: PathBuf::new(),
             handshake_timeout_secs: 10,
@@ -191,8 +201,9 @@ impl Default for PlayerConfig {
 pub struct HttpConfig {
     /// Serve HTTP at all.
     pub enabled: bool,
-    /// Address every core binds (SO_REUSEPORT) for `/metrics`, `/healthz`, `/readyz`, `/api/v1`.
-    pub listen: SocketAddr,
+    /// Address(es) every core binds (SO_REUSEPORT) for `/metrics`, `/healthz`, `/readyz`,
+    /// `/api/v1`.
+    pub listen: Listen,
     /// Bearer token required by the API's write endpoints (kick, stop); empty disables them.
     pub api_token: String,
     /// A connection that sends no request for this long is closed (keep-alive).
@@ -206,7 +217,7 @@ impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             enabled: true,
-            listen: SocketAddr::from(([0, 0, 0, 0], 8081)),
+            listen: Listen::one(SocketAddr::from(([0, 0, 0, 0], 8081))),
             api_token: String::new(),
             idle_timeout_secs: 30,
             request_timeout_secs: 10,
@@ -221,9 +232,9 @@ pub struct RtmptConfig {
     /// Start the HTTP listener. Off by default: a node exposes only RTMP unless asked
     /// (`--rtmpt-listen` turns it on too).
     pub enabled: bool,
-    /// Address every core binds (SO_REUSEPORT) for RTMPT. Port 80 is what `rtmpt://HOST/...`
-    /// means without a port; binding it needs root or CAP_NET_BIND_SERVICE.
-    pub listen: SocketAddr,
+    /// Address(es) every core binds (SO_REUSEPORT) for RTMPT. Port 80 is what
+    /// `rtmpt://HOST/...` means without a port; binding it needs root or CAP_NET_BIND_SERVICE.
+    pub listen: Listen,
     /// A tunnel that receives no request for this long is closed and its session ended; an
     /// HTTP connection that sends no request for this long is closed too.
     pub idle_timeout_secs: u64,
@@ -239,7 +250,7 @@ impl Default for RtmptConfig {
     fn default() -> Self {
         RtmptConfig {
             enabled: false,
-            listen: SocketAddr::from(([0, 0, 0, 0], 80)),
+            listen: Listen::one(SocketAddr::from(([0, 0, 0, 0], 80))),
             idle_timeout_secs: 30,
             max_body_bytes: 8 * 1024 * 1024,
             max_tunnels_per_core: 10_000,
@@ -255,9 +266,9 @@ pub struct ClusterConfig {
     /// `origin` (accepts publishers), `edge` (pulls streams on demand, refuses publishers) or
     /// `both` (accepts publishers and pulls streams that are not published here).
     pub role: ClusterRole,
-    /// Address every core binds for the pull protocol (other nodes pull from here); empty
+    /// Address(es) every core binds for the pull protocol (other nodes pull from here); empty
     /// (the default) = do not serve pulls.
-    pub pull_listen: String,
+    pub pull_listen: OptionalListen,
     /// Upstream nodes (`host:port` of their `pull_listen`) an edge pulls from.
     pub upstreams: Vec<String>,
     /// A DNS name (`name:port`) whose addresses are upstreams too, re-resolved every
@@ -291,7 +302,7 @@ impl Default for ClusterConfig {
     fn default() -> Self {
         ClusterConfig {
             role: ClusterRole::Origin,
-            pull_listen: String::new(),
+            pull_listen: OptionalListen::default(),
             upstreams: Vec::new(),
             upstream_dns: String::new(),
             dns_refresh_secs: 30,
@@ -337,15 +348,16 @@ pub enum ClusterRole {
 pub struct LogConfig {
     /// `text` (readable) or `json` (one object per line).
     pub format: LogFormat,
-    /// A `tracing` filter such as `info` or `corecast=debug`; `RUST_LOG` overrides it.
-    pub level: String,
+    /// A `tracing` filter such as `info` or `info,corecast=debug`; `RUST_LOG` overrides it,
+    /// and `--log-level` overrides both.
+    pub level: LogFilter,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             format: LogFormat::Text,
-            level: "info".to_owned(),
+            level: LogFilter::default(),
         }
     }
 }
@@ -358,6 +370,90 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// A checked `tracing` filter: comma-separated directives, each a level (`off`, `error`,
+/// `warn`, `info`, `debug`, `trace`) or `TARGET=LEVEL`.
+///
+/// `tracing_subscriber` reads a bare word as a target with every level, so `verbose` would be
+/// a valid filter that prints nothing of the node's; a directive without `=` must therefore be
+/// a level here. Invalid filters are refused rather than ignored: an ignored filter turns
+/// logging off without a word.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct LogFilter(String);
+
+impl LogFilter {
+    /// The filter for the subscriber.
+    pub fn to_env_filter(&self) -> EnvFilter {
+        // Checked in `from_str`, so the parse cannot fail; fall back to the default anyway.
+        EnvFilter::builder()
+            .parse(&self.0)
+            .unwrap_or_else(|_| EnvFilter::new("info"))
+    }
+
+    fn check_directive(directive: &str) -> Result<(), String> {
+        let level = match directive.rsplit_once('=') {
+            // `target[span{field=value}]` has no level of its own: every level.
+            Some((_, level)) if level.contains([']', '}']) => return Ok(()),
+            Some((_, level)) => level,
+            None if directive.contains('[') => return Ok(()),
+            None => directive,
+        };
+        level
+            .trim()
+            .parse::<LevelFilter>()
+            .map(drop)
+            .map_err(|_| format!("{level:?} is not a level"))
+    }
+}
+
+impl Default for LogFilter {
+    fn default() -> Self {
+        LogFilter("info".to_owned())
+    }
+}
+
+impl fmt::Display for LogFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for LogFilter {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<LogFilter, String> {
+        let explain = |why: String| {
+            format!(
+                "{text:?} is not a log filter ({why}): write a level (off, error, warn, info, \
+                 debug, trace) or TARGET=LEVEL, comma-separated, e.g. \"info,corecast_node=debug\""
+            )
+        };
+        let directives: Vec<&str> = text
+            .split(',')
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .collect();
+        if directives.is_empty() {
+            return Err(explain("it is empty".into()));
+        }
+        for directive in directives {
+            Self::check_directive(directive).map_err(explain)?;
+        }
+        EnvFilter::builder()
+            .parse(text)
+            .map_err(|e| explain(e.to_string()))?;
+        Ok(LogFilter(text.to_owned()))
+    }
+}
+
+impl TryFrom<String> for LogFilter {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<LogFilter, String> {
+        text.parse()
+    }
 }
 
 /// Why a configuration was refused.
@@ -401,9 +497,16 @@ impl Config {
 
     /// Parses and validates config text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: origin.to_owned(),
-            message: e.to_string(),
+        let config: Config = toml::from_str(text).map_err(|e| {
+            // toml shows the line; the table it is in may be screens above.
+            let table = e.span().and_then(|span| table_at(text, span.start));
+            ConfigError::Parse {
+                path: origin.to_owned(),
+                message: match table {
+                    Some(table) => format!("in {table}: {e}"),
+                    None => e.to_string(),
+                },
+            }
         })?;
         config.validate()?;
         Ok(config)
@@ -462,12 +565,6 @@ impl Config {
                     "must name a PEM file when rtmps.enabled = true",
                 ));
             }
-            if t.listen == r.listen {
-                return Err(invalid(
-                    "rtmps.listen",
-                    "must differ from rtmp.listen (one port cannot serve both)",
-                ));
-            }
         }
         if t.handshake_timeout_secs == 0 {
             return Err(invalid(
@@ -477,9 +574,6 @@ impl Config {
         }
         if self.node.cores > 64 {
             return Err(invalid("node.cores", "at most 64 cores are supported"));
-        }
-        if self.http.enabled && self.http.listen == self.rtmp.listen {
-            return Err(invalid("http.listen", "must differ from rtmp.listen"));
         }
         if self.http.idle_timeout_secs == 0 || self.http.request_timeout_secs == 0 {
             return Err(invalid(
@@ -494,9 +588,6 @@ impl Config {
                 "an edge needs upstreams or upstream_dns",
             ));
         }
-        if !c.pull_listen.is_empty() && c.pull_listen.parse::<SocketAddr>().is_err() {
-            return Err(invalid("cluster.pull_listen", "must be an IP:port address"));
-        }
         if c.connect_timeout_secs == 0 || c.retry_max_secs == 0 || c.dns_refresh_secs == 0 {
             return Err(invalid(
                 "cluster.connect_timeout_secs / retry_max_secs / dns_refresh_secs",
@@ -509,7 +600,7 @@ impl Config {
                 "needs rtmps.enabled = true (pulls are served with the [rtmps] certificate)",
             ));
         }
-        if c.pull_tls && c.pull_listen.is_empty() {
+        if c.pull_tls && c.pull_listen.0.is_none() {
             return Err(invalid(
                 "cluster.pull_tls",
                 "needs cluster.pull_listen (there are no pulls to serve)",
@@ -564,11 +655,53 @@ impl Config {
                 "must be at least 1",
             ));
         }
-        if t.enabled && t.listen == r.listen {
-            return Err(invalid(
-                "rtmpt.listen",
-                format!("must differ from rtmp.listen ({})", r.listen),
-            ));
+        self.check_shared_ports()
+    }
+
+    /// Every enabled listener, named as in the config, `rtmp.listen` first.
+    pub fn listeners(&self) -> Vec<(&'static str, &Listen)> {
+        let mut listeners = vec![("rtmp.listen", &self.rtmp.listen)];
+        if self.http.enabled {
+            listeners.push(("http.listen", &self.http.listen));
+        }
+        if self.rtmps.enabled {
+            listeners.push(("rtmps.listen", &self.rtmps.listen));
+        }
+        if self.rtmpt.enabled {
+            listeners.push(("rtmpt.listen", &self.rtmpt.listen));
+        }
+        if let Some(pull) = &self.cluster.pull_listen.0 {
+            listeners.push(("cluster.pull_listen", pull));
+        }
+        listeners
+    }
+
+    /// Refuses two listeners on one port: every core binds with SO_REUSEPORT, so they would
+    /// silently share it and split its connections. Addresses of one family overlap when
+    /// they are equal or one is the wildcard; IPv4 and IPv6 never do (IPv6 listeners are
+    /// bound `IPV6_V6ONLY`). Port 0 (any free port) never clashes.
+    fn check_shared_ports(&self) -> Result<(), ConfigError> {
+        let addrs: Vec<(&'static str, SocketAddr)> = self
+            .listeners()
+            .into_iter()
+            .flat_map(|(name, listen)| listen.addrs().iter().map(move |&addr| (name, addr)))
+            .filter(|(_, addr)| addr.port() != 0)
+            .collect();
+        for (i, &(name, addr)) in addrs.iter().enumerate() {
+            for &(other, other_addr) in &addrs[i + 1..] {
+                let overlap = addr.is_ipv4() == other_addr.is_ipv4()
+                    && (addr.ip() == other_addr.ip()
+                        || addr.ip().is_unspecified()
+                        || other_addr.ip().is_unspecified());
+                if name != other && addr.port() == other_addr.port() && overlap {
+                    return Err(ConfigError::Invalid {
+                        field: other,
+                        reason: format!(
+                            "({other_addr}) and `{name}` ({addr}) share a port: give each its own"
+                        ),
+                    });
+                }
+            }
         }
         Ok(())
     }
@@ -584,6 +717,14 @@ impl Config {
                 .min(64)
         }
     }
+}
+
+/// The `[table]` header that `offset` of `text` falls under, if any.
+fn table_at(text: &str, offset: usize) -> Option<&str> {
+    text.get(..offset)?
+        .lines()
+        .map(|line| line.split('#').next().unwrap_or_default().trim())
+        .rfind(|line| line.starts_with('[') && line.ends_with(']'))
 }
 
 #[cfg(test)]
@@ -622,6 +763,17 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("line 3"), "{msg}");
         assert!(msg.contains("chunk_sise"), "{msg}");
+    }
+
+    #[test]
+    fn a_parse_error_names_its_table() {
+        let text = "[rtmp]  # the listener\nlisten = \":1935\"\n\n[player]\nqueue_max_byte = 5\n";
+        let err = Config::parse(text, "t")
+            .expect_err("typo must fail")
+            .to_string();
+        assert!(err.contains("in [player]: "), "{err}");
+        assert_eq!(table_at(text, 10), Some("[rtmp]"));
+        assert_eq!(table_at("x = 1\n", 3), None);
     }
 
     #[test]
@@ -678,6 +830,85 @@ mod tests {
                     listen = \"0.0.0.0:1935\"\ncert_chain_path = \"c\"\nprivate_key_path = \"k\"\n";
         let err = Config::parse(text, "t").expect_err("must fail");
         assert!(err.to_string().contains("rtmps.listen"), "{err}");
+    }
+
+    #[test]
+    fn listen_fields_take_the_forms_users_type() {
+        let every = Listen::every(1935);
+        for text in ["\":1935\"", "\"1935\"", "1935", "\"*:1935\""] {
+            let config = Config::parse(&format!("[rtmp]\nlisten = {text}\n"), "t")
+                .unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(config.rtmp.listen, every, "{text}");
+        }
+        let config = Config::parse("[http]\nlisten = \"localhost:8081\"\n", "t").expect("parses");
+        assert_eq!(config.http.listen.to_string(), "127.0.0.1:8081, [::1]:8081");
+        let config = Config::parse("[rtmp]\nlisten = \"[::]:1935\"\n", "t").expect("parses");
+        assert_eq!(config.rtmp.listen.to_string(), "[::]:1935");
+        let config = Config::parse("[cluster]\npull_listen = \":1940\"\n", "t").expect("parses");
+        assert_eq!(config.cluster.pull_listen.0, Some(Listen::every(1940)));
+    }
+
+    #[test]
+    fn a_bad_listen_address_names_the_field_and_the_line() {
+        for (text, says) in [
+            ("\"example.com:1935\"", "is not a listen address"),
+            ("\":70000\"", "not a number from 0 to 65535"),
+            ("70000", "not a number from 0 to 65535"),
+            ("\"\"", "empty listen address"),
+        ] {
+            let err = Config::parse(
+                &format!("[node]\ncores = 1\n[http]\nlisten = {text}\n"),
+                "t",
+            )
+            .expect_err(text)
+            .to_string();
+            assert!(err.contains("in [http]: "), "{text}: {err}");
+            assert!(err.contains("line 4"), "{text}: {err}");
+            assert!(err.contains("listen = "), "{text}: {err}");
+            assert!(err.contains(says), "{text}: {err}");
+        }
+        let err = Config::parse("[cluster]\npull_listen = \"nowhere\"\n", "t").expect_err("bad");
+        assert!(err.to_string().contains("line 2"), "{err}");
+        assert!(err.to_string().contains("pull_listen"), "{err}");
+    }
+
+    #[test]
+    fn listeners_sharing_a_port_are_refused_across_forms() {
+        // `:1935` covers 127.0.0.1:1935 and [::1]:1935.
+        let err = Config::parse(
+            "[rtmp]\nlisten = \":1935\"\n[http]\nlisten = \"localhost:1935\"\n",
+            "t",
+        )
+        .expect_err("must fail");
+        assert!(err.to_string().contains("share a port"), "{err}");
+        assert!(err.to_string().contains("http.listen"), "{err}");
+        // IPv4 and IPv6 listeners on one port do not overlap (IPv6 is bound V6ONLY).
+        Config::parse(
+            "[rtmp]\nlisten = \"0.0.0.0:1935\"\n[http]\nlisten = \"[::]:1935\"\n",
+            "t",
+        )
+        .expect("different families");
+    }
+
+    #[test]
+    fn a_bad_log_level_is_refused_with_its_line() {
+        for level in ["verbose!!", "verbose", "", "corecast=loud", "info,chatty"] {
+            let err = Config::parse(&format!("[log]\nlevel = {level:?}\n"), "t")
+                .expect_err(level)
+                .to_string();
+            assert!(err.contains("line 2"), "{level}: {err}");
+            assert!(err.contains("is not a log filter"), "{level}: {err}");
+        }
+        for level in [
+            "info",
+            "WARN",
+            "off",
+            "info,corecast_node=debug",
+            "corecast[publish]",
+        ] {
+            Config::parse(&format!("[log]\nlevel = {level:?}\n"), "t")
+                .unwrap_or_else(|e| panic!("{level}: {e}"));
+        }
     }
 
     #[test]

@@ -1,17 +1,23 @@
 //! `corecast`: the RTMP node binary.
+//!
+//! Reads the config, applies the command line over it, checks the result (`--check` stops
+//! there), sets up logging and runs the node. Every start-up error is printed once, on
+//! stderr: as a log line once logging is up, plainly before.
 
-use std::net::SocketAddr;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use corecast_node::config::{Config, LogFormat};
-use tracing_subscriber::EnvFilter;
+use corecast_node::config::{Config, Listen, LogFilter, LogFormat};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Corecast: a shared-nothing, thread-per-core RTMP streaming node.
+///
+/// Listen addresses (ADDR) take the forms `1935` or `:1935` (every IPv4 and IPv6 address),
+/// `localhost:1935` (127.0.0.1 and ::1), `0.0.0.0:1935`, `127.0.0.1:1935` and `[::]:1935`.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
@@ -23,91 +29,119 @@ struct Cli {
     check: bool,
     /// Override `rtmp.listen`.
     #[arg(long, value_name = "ADDR")]
-    rtmp_listen: Option<SocketAddr>,
+    rtmp_listen: Option<Listen>,
     /// Override `rtmps.listen`.
     #[arg(long, value_name = "ADDR")]
-    rtmps_listen: Option<SocketAddr>,
+    rtmps_listen: Option<Listen>,
     /// Override `http.listen`.
     #[arg(long, value_name = "ADDR")]
-    http_listen: Option<SocketAddr>,
+    http_listen: Option<Listen>,
     /// Override `rtmpt.listen` and turn RTMPT on (`rtmpt.enabled = true`).
     #[arg(long, value_name = "ADDR")]
-    rtmpt_listen: Option<SocketAddr>,
+    rtmpt_listen: Option<Listen>,
     /// Override `node.cores` (0 = one per CPU).
     #[arg(long, value_name = "N")]
     cores: Option<usize>,
+    /// Override `log.level` and `RUST_LOG`: a level (error, warn, info, debug, trace, off) or
+    /// TARGET=LEVEL directives, comma-separated.
+    #[arg(long, value_name = "FILTER")]
+    log_level: Option<LogFilter>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let mut config = match &cli.config {
-        Some(path) => match Config::load(path) {
-            Ok(config) => config,
-            Err(e) => {
-                eprintln!("corecast: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        None => Config::default(),
-    };
-    if let Some(listen) = cli.rtmp_listen {
-        config.rtmp.listen = listen;
-    }
-    if let Some(listen) = cli.rtmps_listen {
-        config.rtmps.listen = listen;
-    }
-    if let Some(listen) = cli.http_listen {
-        config.http.listen = listen;
-    }
-    if let Some(listen) = cli.rtmpt_listen {
-        config.rtmpt.listen = listen;
-        config.rtmpt.enabled = true;
-    }
-    if let Some(cores) = cli.cores {
-        config.node.cores = cores;
-    }
-    if let Err(e) = config.validate() {
-        eprintln!("corecast: {e}");
-        return ExitCode::from(2);
-    }
-    if cli.check {
-        let rtmpt = if config.rtmpt.enabled {
-            format!(", rtmpt on {}", config.rtmpt.listen)
-        } else {
-            String::new()
-        };
-        let mut rtmps = String::new();
-        if config.rtmps.enabled {
-            if let Err(e) = corecast_node::tls::load_server_config(&config.rtmps) {
-                eprintln!("corecast: rtmps: {e}");
-                return ExitCode::from(2);
-            }
-            rtmps = format!(", rtmps on {}", config.rtmps.listen);
+    let (config, log_filter) = match configure(&cli) {
+        Ok(configured) => configured,
+        Err(message) => {
+            eprintln!("corecast: {message}");
+            return ExitCode::from(2);
         }
-        println!(
-            "corecast: configuration OK ({} cores, rtmp on {}{rtmps}{rtmpt})",
-            config.effective_cores(),
-            config.rtmp.listen
-        );
-        return ExitCode::SUCCESS;
+    };
+    if cli.check {
+        return check(&config);
     }
-    init_logging(&config);
+    init_logging(&config, &log_filter);
     match corecast_node::server::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("corecast: {e:#}");
+            // Once: a log line when errors are logged, else plainly (`level = "off"`).
+            if tracing::enabled!(tracing::Level::ERROR) {
+                tracing::error!("{e:#}");
+            } else {
+                eprintln!("corecast: {e:#}");
+            }
             ExitCode::FAILURE
         }
     }
 }
 
-fn init_logging(config: &Config) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+/// The config file with the command line applied, checked, and the log filter in force:
+/// `--log-level`, else `RUST_LOG`, else `log.level`.
+fn configure(cli: &Cli) -> Result<(Config, LogFilter), String> {
+    let mut config = match &cli.config {
+        Some(path) => Config::load(path).map_err(|e| e.to_string())?,
+        None => Config::default(),
+    };
+    if let Some(listen) = &cli.rtmp_listen {
+        config.rtmp.listen = listen.clone();
+    }
+    if let Some(listen) = &cli.rtmps_listen {
+        config.rtmps.listen = listen.clone();
+    }
+    if let Some(listen) = &cli.http_listen {
+        config.http.listen = listen.clone();
+    }
+    if let Some(listen) = &cli.rtmpt_listen {
+        config.rtmpt.listen = listen.clone();
+        config.rtmpt.enabled = true;
+    }
+    if let Some(cores) = cli.cores {
+        config.node.cores = cores;
+    }
+    if let Some(level) = &cli.log_level {
+        config.log.level = level.clone();
+    }
+    config.validate().map_err(|e| e.to_string())?;
+    let filter = match (&cli.log_level, std::env::var("RUST_LOG")) {
+        (None, Ok(env)) if !env.trim().is_empty() => {
+            env.parse().map_err(|e| format!("RUST_LOG: {e}"))?
+        }
+        _ => config.log.level.clone(),
+    };
+    Ok((config, filter))
+}
+
+/// `--check`: what would run, or why it cannot (the RTMPS certificate is loaded too).
+fn check(config: &Config) -> ExitCode {
+    let rtmpt = if config.rtmpt.enabled {
+        format!(", rtmpt on {}", config.rtmpt.listen)
+    } else {
+        String::new()
+    };
+    let mut rtmps = String::new();
+    if config.rtmps.enabled {
+        if let Err(e) = corecast_node::tls::load_server_config(&config.rtmps) {
+            eprintln!("corecast: rtmps: {e}");
+            return ExitCode::from(2);
+        }
+        rtmps = format!(", rtmps on {}", config.rtmps.listen);
+    }
+    println!(
+        "corecast: configuration OK ({} cores, rtmp on {}{rtmps}{rtmpt})",
+        config.effective_cores(),
+        config.rtmp.listen
+    );
+    ExitCode::SUCCESS
+}
+
+/// Logs on stderr, coloured only when stderr is a terminal (and `NO_COLOR` is unset): a log
+/// file or a journal gets plain text.
+fn init_logging(config: &Config, filter: &LogFilter) {
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_env_filter(filter.to_env_filter())
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match config.log.format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

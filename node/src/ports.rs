@@ -24,6 +24,12 @@
 //! listener, and the kernel lets a `SO_REUSEADDR` bind pass such sockets only when they have
 //! the flag too. glommio's `TcpListener::bind` sets `SO_REUSEPORT` only, so [`bind_listener`]
 //! binds with both and hands the socket to glommio.
+//!
+//! # Several addresses per listener
+//! A listen field may stand for several addresses (`:1935` is `0.0.0.0:1935` and
+//! `[::]:1935`; see `config::Listen`). Each is claimed, probed and bound on its own, and every
+//! IPv6 socket is `IPV6_V6ONLY`, so the IPv4 and IPv6 wildcards are two listeners that do not
+//! clash. [`usable`] leaves out the IPv6 half of such a form on a host without IPv6.
 
 use std::io;
 use std::net::SocketAddr;
@@ -34,6 +40,9 @@ use std::time::{Duration, Instant};
 
 use glommio::net::TcpListener;
 use socket2::{Domain, Protocol, Socket, Type};
+use tracing::warn;
+
+use crate::config::Listen;
 
 /// How long a node waits for another node that is starting on the same port.
 const STARTING_WAIT: Duration = Duration::from_secs(10);
@@ -151,9 +160,44 @@ fn bind_name(name: &str) -> io::Result<UnixDatagram> {
     UnixDatagram::bind_addr(&UnixAddr::from_abstract_name(name.as_bytes())?)
 }
 
+/// The addresses of `listen` (the field `name`) this host can bind: an IPv6 address the
+/// written form only implied (`:1935`, `localhost:1935`) is left out, with a log line, when
+/// the host has no IPv6 (no IPv6 sockets, or no such address, as `::1` when IPv6 is
+/// disabled). Any other failure is left for [`claim`] to report.
+pub fn usable(name: &'static str, listen: &Listen) -> Vec<SocketAddr> {
+    let mut addrs = Vec::with_capacity(listen.addrs().len());
+    for &addr in listen.addrs() {
+        if listen.is_optional(addr) {
+            if let Err(error) = probe(addr) {
+                if is_unavailable(&error) {
+                    warn!(field = name, %addr, %error, "IPv6 is unavailable; listening on IPv4 only");
+                    continue;
+                }
+            }
+        }
+        addrs.push(addr);
+    }
+    addrs
+}
+
+/// True for the errors of a host without (this) IPv6 address.
+fn is_unavailable(error: &io::Error) -> bool {
+    error.kind() == io::ErrorKind::AddrNotAvailable
+        || error.raw_os_error() == Some(libc::EAFNOSUPPORT)
+}
+
+/// A TCP socket for `addr`; an IPv6 one is `IPV6_V6ONLY` (see the module doc).
+fn tcp_socket(addr: SocketAddr) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    Ok(socket)
+}
+
 /// Fails while something listens on `addr`; passes over `TIME_WAIT` (see the module doc).
 fn probe(addr: SocketAddr) -> io::Result<()> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    let socket = tcp_socket(addr)?;
     socket.set_reuse_address(true)?;
     socket.bind(&addr.into())
 }
@@ -161,7 +205,7 @@ fn probe(addr: SocketAddr) -> io::Result<()> {
 /// One core's listener on `addr`: `SO_REUSEADDR` and `SO_REUSEPORT`, then glommio's.
 /// Call on the core's executor (the listener belongs to its reactor).
 pub fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    let socket = tcp_socket(addr)?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
     socket.bind(&addr.into())?;
@@ -206,6 +250,30 @@ mod tests {
         assert!(matches!(e, PortError::InUse { .. }), "{e:?}");
         assert!(e.to_string().contains("cannot listen on"), "{e}");
         assert!(e.to_string().contains("http.listen"), "{e}");
+    }
+
+    #[test]
+    fn every_address_of_a_listen_field_is_claimed() {
+        let port = loopback_port().port();
+        let localhost: Listen = format!("localhost:{port}").parse().expect("parses");
+        let addrs: Vec<_> = usable("rtmp.listen", &localhost)
+            .into_iter()
+            .map(|addr| ("rtmp.listen", addr))
+            .collect();
+        assert_eq!(addrs[0].1, SocketAddr::from(([127, 0, 0, 1], port)));
+        let (claims, _locks) = claim(&addrs).expect("claimed");
+        assert_eq!(claims.0.len(), addrs.len(), "one claim per address");
+    }
+
+    #[test]
+    fn only_implied_ipv6_addresses_are_left_out() {
+        // A written IPv6 address is kept whatever the host has: binding it reports the error.
+        let written: Listen = "[::1]:1935".parse().expect("parses");
+        assert_eq!(usable("rtmp.listen", &written), written.addrs());
+        let unavailable = io::Error::from_raw_os_error(libc::EAFNOSUPPORT);
+        assert!(is_unavailable(&unavailable));
+        let in_use = io::Error::from(io::ErrorKind::AddrInUse);
+        assert!(!is_unavailable(&in_use));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! executor per core, each with its own SO_REUSEPORT listeners, its own [`CoreContext`] and
 //! its ends of the core mesh; a housekeeping task per core (stats, admin requests, drain).
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::anyhow;
 use crossbeam_channel::Receiver;
 use glommio::net::TcpListener;
-use glommio::{LocalExecutorBuilder, Placement};
+use glommio::{LocalExecutorBuilder, Placement, Task};
 use tracing::{info, warn};
 
 use crate::accept::{self, AcceptSettings, ConnectionKind};
@@ -34,10 +35,11 @@ const STATS_EVERY_TICKS: u32 = 10;
 
 /// Runs the node until a drain (SIGTERM/SIGINT) completes.
 pub fn run(config: Config) -> anyhow::Result<()> {
-    let addrs = listen_addresses(&config)?;
-    check_shared_ports(&addrs)?;
+    // `Config::validate` refused listeners that share a port; what is left is ours to claim.
+    config.validate()?;
+    let plan = Arc::new(ListenPlan::new(&config));
     // Held until the process exits: a second node on one of these addresses is refused.
-    let (_claims, startup_locks) = crate::ports::claim(&addrs)?;
+    let (_claims, startup_locks) = crate::ports::claim(&plan.addresses())?;
     let cores = config.effective_cores();
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -79,6 +81,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         let ready = ready_tx.clone();
         let core_tls = tls.as_ref().map(|tls| tls.for_core(index));
         let draining_cores = Arc::clone(&draining_cores);
+        let plan = Arc::clone(&plan);
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("corecast-core-{index}"))
             .io_memory(shared.config.node.io_memory_bytes)
@@ -91,6 +94,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                     tls: core_tls,
                     ready,
                     draining_cores,
+                    plan,
                 };
                 run_core(core).await;
             })
@@ -107,22 +111,12 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     }
     // Every core listens: a node starting on these ports now sees our listeners.
     drop(startup_locks);
-    let config = &shared.config;
-    let rtmpt = if config.rtmpt.enabled {
-        config.rtmpt.listen.to_string()
-    } else {
-        "off".to_owned()
-    };
-    let rtmps = if config.rtmps.enabled {
-        config.rtmps.listen.to_string()
-    } else {
-        "off".to_owned()
-    };
     info!(
-        listen = %config.rtmp.listen,
-        %rtmps,
-        http = %if config.http.enabled { config.http.listen.to_string() } else { "off".into() },
-        %rtmpt,
+        listen = %shown(&plan.rtmp),
+        rtmps = %shown(&plan.rtmps),
+        http = %shown(&plan.http),
+        rtmpt = %shown(&plan.rtmpt),
+        pull = %shown(&plan.pull),
         cores,
         pinned = pin,
         "corecast ready"
@@ -134,49 +128,98 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Every enabled listener, named as in the config.
-fn listen_addresses(config: &Config) -> anyhow::Result<Vec<(&'static str, SocketAddr)>> {
-    let mut addrs = vec![("rtmp.listen", config.rtmp.listen)];
-    if config.http.enabled {
-        addrs.push(("http.listen", config.http.listen));
-    }
-    if config.rtmps.enabled {
-        addrs.push(("rtmps.listen", config.rtmps.listen));
-    }
-    if config.rtmpt.enabled {
-        addrs.push(("rtmpt.listen", config.rtmpt.listen));
-    }
-    if !config.cluster.pull_listen.is_empty() {
-        let addr = config.cluster.pull_listen.parse().map_err(|_| {
-            anyhow!(
-                "cluster.pull_listen: {:?} is not an address (ip:port)",
-                config.cluster.pull_listen
-            )
-        })?;
-        addrs.push(("cluster.pull_listen", addr));
-    }
-    Ok(addrs)
+/// One value per listener, in config order.
+#[derive(Debug)]
+struct PerListener<T> {
+    rtmp: T,
+    http: T,
+    rtmps: T,
+    rtmpt: T,
+    pull: T,
 }
 
-/// Refuses listen addresses that clash: two of this node's listeners on one port would
-/// silently share it (every core binds with SO_REUSEPORT) and split its connections.
-fn check_shared_ports(addrs: &[(&'static str, SocketAddr)]) -> anyhow::Result<()> {
-    for (i, (name, addr)) in addrs.iter().enumerate() {
-        if addr.port() == 0 {
-            continue;
-        }
-        for (other, other_addr) in &addrs[i + 1..] {
-            let overlap = addr.ip() == other_addr.ip()
-                || (addr.is_ipv4() == other_addr.is_ipv4()
-                    && (addr.ip().is_unspecified() || other_addr.ip().is_unspecified()));
-            if addr.port() == other_addr.port() && overlap {
-                return Err(anyhow!(
-                    "{name} ({addr}) and {other} ({other_addr}) share a port: give each its own"
-                ));
-            }
+impl<T> PerListener<T> {
+    /// The config field that names each listener.
+    const NAMES: [&'static str; 5] = [
+        "rtmp.listen",
+        "http.listen",
+        "rtmps.listen",
+        "rtmpt.listen",
+        "cluster.pull_listen",
+    ];
+
+    /// Each value with its listener's config field.
+    fn named(&self) -> [(&'static str, &T); 5] {
+        let [rtmp, http, rtmps, rtmpt, pull] = Self::NAMES;
+        [
+            (rtmp, &self.rtmp),
+            (http, &self.http),
+            (rtmps, &self.rtmps),
+            (rtmpt, &self.rtmpt),
+            (pull, &self.pull),
+        ]
+    }
+
+    /// `f(field, value)` for each listener.
+    fn map<U>(&self, mut f: impl FnMut(&'static str, &T) -> U) -> PerListener<U> {
+        match self.try_map(|name, value| Ok::<U, Infallible>(f(name, value))) {
+            Ok(mapped) => mapped,
+            Err(never) => match never {},
         }
     }
-    Ok(())
+
+    /// `f(field, value)` for each listener; the first error stops it.
+    fn try_map<U, E>(
+        &self,
+        mut f: impl FnMut(&'static str, &T) -> Result<U, E>,
+    ) -> Result<PerListener<U>, E> {
+        let [rtmp, http, rtmps, rtmpt, pull] = Self::NAMES;
+        Ok(PerListener {
+            rtmp: f(rtmp, &self.rtmp)?,
+            http: f(http, &self.http)?,
+            rtmps: f(rtmps, &self.rtmps)?,
+            rtmpt: f(rtmpt, &self.rtmpt)?,
+            pull: f(pull, &self.pull)?,
+        })
+    }
+}
+
+/// The addresses each listener binds on every core: the config's listen fields, less the
+/// IPv6 addresses a form only implied on a host without IPv6 ([`crate::ports::usable`]).
+/// Empty for a listener that is off.
+type ListenPlan = PerListener<Vec<SocketAddr>>;
+
+impl ListenPlan {
+    fn new(config: &Config) -> ListenPlan {
+        let enabled = PerListener {
+            rtmp: Some(&config.rtmp.listen),
+            http: Some(&config.http.listen).filter(|_| config.http.enabled),
+            rtmps: Some(&config.rtmps.listen).filter(|_| config.rtmps.enabled),
+            rtmpt: Some(&config.rtmpt.listen).filter(|_| config.rtmpt.enabled),
+            pull: config.cluster.pull_listen.0.as_ref(),
+        };
+        enabled.map(|name, listen| listen.map_or_else(Vec::new, |l| crate::ports::usable(name, l)))
+    }
+
+    /// Every address, named by its config field (for the claims and their errors).
+    fn addresses(&self) -> Vec<(&'static str, SocketAddr)> {
+        self.named()
+            .into_iter()
+            .flat_map(|(name, addrs)| addrs.iter().map(move |&addr| (name, addr)))
+            .collect()
+    }
+}
+
+/// A listener's addresses for the log, one token: `0.0.0.0:1935,[::]:1935`, or `off`.
+fn shown(addrs: &[SocketAddr]) -> String {
+    if addrs.is_empty() {
+        return "off".to_owned();
+    }
+    addrs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// SIGTERM/SIGINT start a drain; a second one exits at once.
@@ -190,9 +233,15 @@ fn install_signal_handlers(draining: &Arc<AtomicBool>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn bind(addr: SocketAddr, core: CoreId, what: &str) -> Result<TcpListener, String> {
-    crate::ports::bind_listener(addr)
-        .map_err(|e| format!("core {}: cannot listen on {addr} ({what}): {e}", core.0))
+/// This core's listeners on every address of one listener (`what` names its config field).
+fn bind(addrs: &[SocketAddr], core: CoreId, what: &str) -> Result<Vec<TcpListener>, String> {
+    addrs
+        .iter()
+        .map(|&addr| {
+            crate::ports::bind_listener(addr)
+                .map_err(|e| format!("core {}: cannot listen on {addr} ({what}): {e}", core.0))
+        })
+        .collect()
 }
 
 /// What one core's executor starts with.
@@ -206,6 +255,8 @@ struct CoreStart {
     ready: mpsc::Sender<Result<SocketAddr, String>>,
     /// Cores whose connections have not all ended yet; see the drain in [`run_core`].
     draining_cores: Arc<AtomicUsize>,
+    /// The addresses to bind.
+    plan: Arc<ListenPlan>,
 }
 
 async fn run_core(start: CoreStart) {
@@ -217,53 +268,14 @@ async fn run_core(start: CoreStart) {
         tls,
         ready,
         draining_cores,
+        plan,
     } = start;
     let config = Arc::clone(&shared.config);
-    let listener = match bind(config.rtmp.listen, id, "rtmp") {
-        Ok(l) => l,
+    let listeners = match plan.try_map(|name, addrs| bind(addrs, id, name)) {
+        Ok(listeners) => listeners,
         Err(e) => {
             let _ = ready.send(Err(e));
             return;
-        }
-    };
-    let http_listener = if config.http.enabled {
-        match bind(config.http.listen, id, "http") {
-            Ok(l) => Some(l),
-            Err(e) => {
-                let _ = ready.send(Err(e));
-                return;
-            }
-        }
-    } else {
-        None
-    };
-    let rtmpt_listener = if config.rtmpt.enabled {
-        match bind(config.rtmpt.listen, id, "rtmpt") {
-            Ok(listener) => Some(listener),
-            Err(e) => {
-                let _ = ready.send(Err(e));
-                return;
-            }
-        }
-    } else {
-        None
-    };
-    let pull_listener = if config.cluster.pull_listen.is_empty() {
-        None
-    } else {
-        let addr = match config.cluster.pull_listen.parse() {
-            Ok(addr) => addr,
-            Err(_) => {
-                let _ = ready.send(Err("cluster.pull_listen is not an address".into()));
-                return;
-            }
-        };
-        match bind(addr, id, "pull") {
-            Ok(l) => Some(l),
-            Err(e) => {
-                let _ = ready.send(Err(e));
-                return;
-            }
         }
     };
     let capacity = config.node.core_channel_capacity;
@@ -288,37 +300,13 @@ async fn run_core(start: CoreStart) {
         })
         .detach();
     }
-    // RTMPT keeps accepting while the core drains: an open tunnel's next request may come on
-    // a new connection. Its `/open` is refused then (see `Tunnels::open`).
-    let rtmpt = rtmpt_listener.map(|listener| {
-        glommio::spawn_local(crate::rtmpt::listener::sweep_loop(Rc::clone(&ctx))).detach();
-        glommio::spawn_local(crate::rtmpt::listener::accept_loop(
-            Rc::clone(&ctx),
-            listener,
-        ))
-    });
-    let (rtmps_accept, certificate) =
-        match tls.map(|tls| crate::tls::start_core(Rc::clone(&ctx), tls)) {
-            Some(Ok((task, certificate))) => (Some(task), Some(certificate)),
-            Some(Err(message)) => {
-                let _ = ready.send(Err(message));
-                return;
-            }
-            None => (None, None),
-        };
-    let local = listener.local_addr().unwrap_or(config.rtmp.listen);
-    let accept = glommio::spawn_local(accept_loop(Rc::clone(&ctx), listener));
-    let http = http_listener.map(|l| glommio::spawn_local(crate::http::serve(Rc::clone(&ctx), l)));
-    let pull_tls = certificate.filter(|_| config.cluster.pull_tls);
-    let pulls = pull_listener
-        .map(|l| glommio::spawn_local(crate::cluster::serve::serve(Rc::clone(&ctx), l, pull_tls)));
-    let _ = ready.send(Ok(local));
+    let local = listeners.rtmp.first().and_then(|l| l.local_addr().ok());
+    let tasks = start_accepting(&ctx, listeners, tls);
+    let _ = ready.send(local.ok_or_else(|| format!("core {}: no rtmp listener", id.0)));
     housekeeping(&ctx, &admin).await;
     // Drain: stop accepting sessions, then wait (bounded) until every connection that holds
     // the drain has dropped its permit: RTMP, RTMPS, pulls served and RTMPT tunnels.
-    drop(accept);
-    drop(rtmps_accept);
-    drop(pulls);
+    drop(tasks.sessions);
     let grace = Duration::from_secs(config.node.shutdown_grace_secs);
     let deadline = Instant::now() + grace;
     let open = || ctx.connections.holding_drain();
@@ -336,8 +324,58 @@ async fn run_core(start: CoreStart) {
     // check, a tunnel's next request).
     draining_cores.fetch_sub(1, Ordering::AcqRel);
     sleep_until(deadline, || draining_cores.load(Ordering::Acquire) == 0).await;
-    drop(rtmpt);
-    drop(http);
+    drop(tasks.http);
+}
+
+/// A core's accept tasks (one per listener address), by when the drain stops them.
+struct AcceptTasks {
+    /// RTMP, RTMPS and pulls: dropped as the drain starts.
+    sessions: Vec<Task<()>>,
+    /// HTTP and RTMPT: dropped when every core is done (see [`run_core`]).
+    http: Vec<Task<()>>,
+}
+
+/// Starts an accept task on each of this core's listeners (and RTMPT's sweeper, RTMPS's
+/// certificate reloads).
+fn start_accepting(
+    ctx: &Rc<CoreContext>,
+    listeners: PerListener<Vec<TcpListener>>,
+    tls: Option<CoreTlsSetup>,
+) -> AcceptTasks {
+    let mut sessions = Vec::new();
+    let mut http = Vec::new();
+    let certificate = tls.map(|tls| {
+        let (tasks, certificate) = crate::tls::start_core(Rc::clone(ctx), tls, listeners.rtmps);
+        sessions.extend(tasks);
+        certificate
+    });
+    for l in listeners.rtmp {
+        sessions.push(glommio::spawn_local(accept_loop(Rc::clone(ctx), l)));
+    }
+    let pull_tls = certificate.filter(|_| ctx.config.cluster.pull_tls);
+    for l in listeners.pull {
+        let tls = pull_tls.clone();
+        sessions.push(glommio::spawn_local(crate::cluster::serve::serve(
+            Rc::clone(ctx),
+            l,
+            tls,
+        )));
+    }
+    for l in listeners.http {
+        http.push(glommio::spawn_local(crate::http::serve(Rc::clone(ctx), l)));
+    }
+    // RTMPT keeps accepting while the core drains: an open tunnel's next request may come on
+    // a new connection. Its `/open` is refused then (see `Tunnels::open`).
+    if !listeners.rtmpt.is_empty() {
+        glommio::spawn_local(crate::rtmpt::listener::sweep_loop(Rc::clone(ctx))).detach();
+    }
+    for l in listeners.rtmpt {
+        http.push(glommio::spawn_local(crate::rtmpt::listener::accept_loop(
+            Rc::clone(ctx),
+            l,
+        )));
+    }
+    AcceptTasks { sessions, http }
 }
 
 /// Sleeps in housekeeping ticks until `done` or `deadline`.

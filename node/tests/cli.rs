@@ -21,13 +21,10 @@ fn run(command: &mut Command) -> Output {
     output_with_deadline(command, Duration::from_secs(30))
 }
 
-/// `N` distinct free loopback addresses (held open together while picked, so no two are the
-/// same port).
+/// `N` distinct free loopback addresses, from [`free_port`]: never handed out twice in this
+/// process, so no other test's node (or fresh address) gets one of them while this one runs.
 fn free_addrs<const N: usize>() -> [String; N] {
-    let held: Vec<_> = (0..N)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
-        .collect();
-    std::array::from_fn(|i| held[i].local_addr().expect("addr").to_string())
+    std::array::from_fn(|_| fresh_addr().to_string())
 }
 
 #[test]
@@ -245,4 +242,262 @@ fn json_logs_are_one_object_per_line() {
     let value: serde_json::Value = serde_json::from_str(&line).expect("a JSON object");
     assert_eq!(value["fields"]["message"], "corecast ready");
     assert_eq!(value["level"], "INFO");
+}
+
+/// True when this host can listen on IPv6 loopback.
+fn ipv6_loopback() -> bool {
+    std::net::TcpListener::bind("[::1]:0").is_ok()
+}
+
+/// Starts a node with `--rtmp-listen FORM` (FORM made from a fresh port), publishes to each
+/// of `reachable` (the addresses FORM must cover, on that port) and checks that nothing
+/// answers on `unreachable`.
+fn publish_through_listen_form(
+    form: impl Fn(u16) -> String,
+    reachable: &[&str],
+    unreachable: &[&str],
+) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let v4 = SocketAddr::from(([127, 0, 0, 1], port));
+    let node = Node::try_start_listen(1, "", dir.path(), &form(port), v4, fresh_addr(), &[])
+        .unwrap_or_else(|log| panic!("{}: no start:\n{}", form(port), log.join("\n")));
+    for (i, ip) in reachable.iter().enumerate() {
+        let addr: SocketAddr = format!("{ip}:{port}").parse().expect("addr");
+        let mut publisher = RtmpClient::connect(addr, "live")
+            .unwrap_or_else(|e| panic!("{}: connect to {addr}: {e}", form(port)));
+        assert_eq!(
+            publisher
+                .publish(&format!("form{i}"))
+                .expect("publish answer"),
+            "NetStream.Publish.Start",
+            "{}: publish through {addr}",
+            form(port)
+        );
+    }
+    for ip in unreachable {
+        let addr: SocketAddr = format!("{ip}:{port}").parse().expect("addr");
+        assert!(
+            support::process::connect(addr).is_err(),
+            "{}: {addr} answers",
+            form(port)
+        );
+    }
+    drop(node);
+}
+
+#[test]
+fn a_bare_port_listens_on_every_ipv4_and_ipv6_address() {
+    let mut reachable = vec!["127.0.0.1"];
+    if ipv6_loopback() {
+        reachable.push("[::1]");
+    }
+    publish_through_listen_form(|port| port.to_string(), &reachable, &[]);
+    publish_through_listen_form(|port| format!(":{port}"), &reachable, &[]);
+}
+
+#[test]
+fn localhost_listens_on_both_loopback_addresses() {
+    let mut reachable = vec!["127.0.0.1"];
+    if ipv6_loopback() {
+        reachable.push("[::1]");
+    }
+    publish_through_listen_form(|port| format!("localhost:{port}"), &reachable, &[]);
+}
+
+#[test]
+fn an_ipv6_address_listens_on_ipv6_only() {
+    if !ipv6_loopback() {
+        eprintln!("skipped: no IPv6 loopback on this host");
+        return;
+    }
+    // `[::]` is IPv6 only (IPV6_V6ONLY): `:PORT` is the form for both families.
+    publish_through_listen_form(|port| format!("[::]:{port}"), &["[::1]"], &["127.0.0.1"]);
+    publish_through_listen_form(|port| format!("[::1]:{port}"), &["[::1]"], &["127.0.0.1"]);
+    publish_through_listen_form(
+        |port| format!("127.0.0.1:{port}"),
+        &["127.0.0.1"],
+        &["[::1]"],
+    );
+}
+
+#[test]
+fn listen_forms_that_name_nothing_are_refused_naming_the_flag() {
+    for form in ["example.com:1935", ":99999", "127.0.0.1"] {
+        let out = run(corecast().args(["--check", "--rtmp-listen", form]));
+        assert_eq!(out.status.code(), Some(2), "{form}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--rtmp-listen"), "{form}: {err}");
+    }
+}
+
+#[test]
+fn check_refuses_a_bad_log_level_naming_the_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("level.toml");
+    std::fs::write(&path, "[log]\nlevel = \"verbose!!\"\n").expect("write");
+    let out = run(corecast().arg("--config").arg(&path).arg("--check"));
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("line 2") && err.contains("not a log filter"),
+        "{err}"
+    );
+    // The same from the command line and from RUST_LOG.
+    let out = run(corecast().args(["--check", "--log-level", "verbose!!"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--log-level"));
+    let out = run(corecast().arg("--check").env("RUST_LOG", "verbose!!"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("RUST_LOG"));
+}
+
+/// Starts `command` (a node) with stderr piped, waits (bounded) for a line containing `until`,
+/// then kills it; everything it wrote to stderr by then.
+fn stderr_until(command: &mut Command, until: &str) -> String {
+    use std::io::Read;
+    let mut child = command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start corecast");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stderr.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+            let _ = tx.send(String::from_utf8_lossy(&seen).into_owned());
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut text = String::new();
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(seen) => text = seen,
+            Err(_) => break,
+        }
+        if text.contains(until) {
+            break;
+        }
+    }
+    support::process::kill_and_reap(&mut child);
+    text
+}
+
+#[test]
+fn logs_to_a_pipe_carry_no_colour_codes() {
+    let [port, http] = free_addrs();
+    let text = stderr_until(
+        corecast()
+            .args([
+                "--rtmp-listen",
+                &port,
+                "--http-listen",
+                &http,
+                "--cores",
+                "1",
+            ])
+            .env_remove("NO_COLOR")
+            .env_remove("RUST_LOG"),
+        "corecast ready",
+    );
+    assert!(text.contains("corecast ready"), "no ready line: {text}");
+    assert!(!text.contains("\x1b["), "colour codes in a pipe: {text:?}");
+}
+
+#[test]
+fn a_start_up_error_is_printed_once() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let [http] = free_addrs();
+    for format in ["text", "json"] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("log.toml");
+        std::fs::write(&config, format!("[log]\nformat = \"{format}\"\n")).expect("write");
+        let out = run(corecast()
+            .arg("--config")
+            .arg(&config)
+            .args([
+                "--rtmp-listen",
+                &addr,
+                "--http-listen",
+                &http,
+                "--cores",
+                "1",
+            ])
+            .env_remove("NO_COLOR")
+            .env_remove("RUST_LOG"));
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            err.matches("cannot listen on").count(),
+            1,
+            "{format}: {err}"
+        );
+        assert!(
+            !err.contains("\x1b["),
+            "{format}: colour codes in a pipe: {err:?}"
+        );
+    }
+    // Before logging is up (a bad config) and with errors filtered out, plainly, once.
+    let out = run(corecast()
+        .args([
+            "--rtmp-listen",
+            &addr,
+            "--http-listen",
+            &http,
+            "--cores",
+            "1",
+        ])
+        .args(["--log-level", "off"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("cannot listen on").count(), 1, "{err}");
+}
+
+#[test]
+fn log_level_flag_overrides_the_file_and_rust_log() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("quiet.toml");
+    std::fs::write(&config, "[log]\nlevel = \"error\"\n").expect("write");
+    let [port, http] = free_addrs();
+    let node = || {
+        let mut command = corecast();
+        command
+            .arg("--config")
+            .arg(&config)
+            .args([
+                "--rtmp-listen",
+                &port,
+                "--http-listen",
+                &http,
+                "--cores",
+                "1",
+            ])
+            .env("RUST_LOG", "error");
+        command
+    };
+    let text = stderr_until(node().args(["--log-level", "info"]), "corecast ready");
+    assert!(text.contains("corecast ready"), "--log-level info: {text}");
+    // Without the flag the file and RUST_LOG say `error`: start-up says nothing. The node
+    // is ready once its port answers.
+    let mut quiet = node()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start");
+    let addr: SocketAddr = port.parse().expect("addr");
+    let up = wait_for(Duration::from_secs(20), || {
+        support::process::connect(addr).ok()
+    });
+    support::process::kill_and_reap(&mut quiet);
+    assert!(up.is_some(), "the quiet node never listened");
+    let out = quiet.wait_with_output().expect("output");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("corecast ready"), "{err}");
 }

@@ -120,19 +120,14 @@ struct CoreTls {
     sighup: Arc<AtomicBool>,
 }
 
-/// Binds this core's RTMPS listener and starts its reload task; returns the accept task,
-/// which the core drops to stop accepting when it drains, and the core's current certificate.
+/// Starts this core's RTMPS accept tasks (one per listener: `rtmps.listen` may name several
+/// addresses) and its reload task; returns the accept tasks, which the core drops to stop
+/// accepting when it drains, and the core's current certificate.
 pub fn start_core(
     ctx: Rc<CoreContext>,
     setup: CoreTlsSetup,
-) -> Result<(Task<()>, CurrentServerConfig), String> {
-    let config = &ctx.config.rtmps;
-    let listener = crate::ports::bind_listener(config.listen).map_err(|e| {
-        format!(
-            "core {}: cannot listen on {} (rtmps): {e}",
-            ctx.id.0, config.listen
-        )
-    })?;
+    listeners: Vec<TcpListener>,
+) -> (Vec<Task<()>>, CurrentServerConfig) {
     let tls = Rc::new(CoreTls {
         server: Rc::new(RefCell::new(setup.server)),
         stamps: RefCell::new(setup.stamps),
@@ -140,10 +135,13 @@ pub fn start_core(
     });
     glommio::spawn_local(reload_loop(Rc::clone(&ctx), Rc::clone(&tls))).detach();
     let current = Rc::clone(&tls.server);
-    Ok((
-        glommio::spawn_local(accept_loop(ctx, listener, tls)),
-        current,
-    ))
+    let tasks = listeners
+        .into_iter()
+        .map(|listener| {
+            glommio::spawn_local(accept_loop(Rc::clone(&ctx), listener, Rc::clone(&tls)))
+        })
+        .collect();
+    (tasks, current)
 }
 
 async fn accept_loop(ctx: Rc<CoreContext>, listener: TcpListener, tls: Rc<CoreTls>) {

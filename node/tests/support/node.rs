@@ -81,6 +81,21 @@ impl Node {
         addr: SocketAddr,
         http: SocketAddr,
     ) -> Result<Node, Vec<String>> {
+        Node::try_start_listen(cores, extra_config, dir, &addr.to_string(), addr, http, &[])
+    }
+
+    /// One start with `--rtmp-listen rtmp_listen` (any form the node takes, such as `:1935`),
+    /// where `addr` is one of the addresses it stands for (the tests' clients connect to it),
+    /// and `args` after the others.
+    pub fn try_start_listen(
+        cores: usize,
+        extra_config: &str,
+        dir: &Path,
+        rtmp_listen: &str,
+        addr: SocketAddr,
+        http: SocketAddr,
+        args: &[&str],
+    ) -> Result<Node, Vec<String>> {
         let port = addr.port();
         let config = dir.join(format!("corecast-{port}-{}.toml", std::process::id()));
         std::fs::write(&config, extra_config).expect("write config");
@@ -88,11 +103,12 @@ impl Node {
             .arg("--config")
             .arg(&config)
             .arg("--rtmp-listen")
-            .arg(addr.to_string())
+            .arg(rtmp_listen)
             .arg("--http-listen")
             .arg(http.to_string())
             .arg("--cores")
             .arg(cores.to_string())
+            .args(args)
             .env("RUST_LOG", "info,corecast_node=debug")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
