@@ -31,7 +31,6 @@ use rustls::pki_types::CertificateDer;
 use rustls::{ClientConfig, Error as RustlsError, RootCertStore};
 use serde::Serialize;
 
-
 /// How `rtmps://` servers are verified, as the scenario says.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct TlsOptions {

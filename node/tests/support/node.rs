@@ -25,20 +25,40 @@ pub fn free_port() -> u16 {
     // The kernel may hand the same port to two bind(0) calls in a row once the first socket is
     // closed; a test that takes two ports (RTMP and HTTP) must not get one port twice, and the
     // node refuses listeners that share a port. So no port is handed out twice per process.
+    //
+    // Ports come from below the kernel's ephemeral range (`ip_local_port_range`), so that an
+    // outgoing connection of another test (a client, ffmpeg) can never take a node's port as
+    // its local port while that node is down between a stop and a restart. Each test process
+    // starts at its own offset, and a port is taken only when it can be bound now.
     static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
     let mut given = GIVEN
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
-        if !given.contains(&port) {
+    let (low, high) = below_ephemeral_range();
+    let span = u32::from(high - low);
+    let start = (std::process::id().wrapping_mul(2_654_435_761) >> 8) % span;
+    for step in 0..span {
+        let port = low + ((start + step) % span) as u16;
+        if given.contains(&port) {
+            continue;
+        }
+        let free = TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok();
+        if free {
             given.push(port);
             return port;
         }
     }
+    panic!("no free port in {low}..{high}");
+}
+
+/// Ports for test nodes: from 10000 up to the start of the ephemeral range (32768 by default).
+fn below_ephemeral_range() -> (u16, u16) {
+    let first_ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    (10_000, first_ephemeral.max(20_000))
 }
 
 impl Node {
