@@ -56,6 +56,8 @@ fn a_stalled_player_is_cut_off_and_nobody_else_waits() {
     const FRAMES: u32 = 320;
     const SIZE: usize = 200 * 1024;
     let mut received = Vec::new();
+    // A lost frame would make the healthy player wait for it; bound the whole send loop.
+    let sending_deadline = Instant::now() + Duration::from_secs(60);
     for seq in 0..FRAMES {
         publisher
             .send_media(
@@ -64,18 +66,24 @@ fn a_stalled_player_is_cut_off_and_nobody_else_waits() {
                 &frame(seq % 25 == 0, seq, SIZE),
             )
             .expect("the publisher is never held back");
-        // The healthy player keeps reading as it goes.
-        while let Some(m) = healthy
-            .next_message(Duration::from_millis(1))
-            .expect("healthy player")
-        {
-            if m.message_type == MessageType::VIDEO {
-                received.push(u32::from_be_bytes([
-                    m.payload[5],
-                    m.payload[6],
-                    m.payload[7],
-                    m.payload[8],
-                ]));
+        // The healthy player reads each frame before the next is sent: it is never behind
+        // itself (on a loaded machine a reader that only polls could fall 4 MiB behind and be
+        // skipped to the next keyframe, rightly), so any gap it sees is the stalled player's
+        // doing.
+        let frame_deadline = (Instant::now() + Duration::from_secs(10)).min(sending_deadline);
+        while received.last().is_none_or(|&last| last < seq) && Instant::now() < frame_deadline {
+            if let Some(m) = healthy
+                .next_message(Duration::from_millis(100))
+                .expect("healthy player")
+            {
+                if m.message_type == MessageType::VIDEO {
+                    received.push(u32::from_be_bytes([
+                        m.payload[5],
+                        m.payload[6],
+                        m.payload[7],
+                        m.payload[8],
+                    ]));
+                }
             }
         }
     }
