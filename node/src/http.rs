@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use glommio::net::{TcpListener, TcpStream};
 use hyper::{Method, StatusCode};
-use tracing::debug;
+use tracing::info;
 
 use crate::accept::{accept_loop, AcceptSettings, ConnectionKind, Permit};
 use crate::api::{self, Access, ApiError, Page};
@@ -199,10 +199,15 @@ fn write(ctx: &CoreContext, request: &Request) -> Result<(), ApiError> {
     checked(ctx, request, Access::Write)
 }
 
+/// The token check, with a refusal logged; a wrong or missing token is also counted
+/// (`corecast_errors_total{kind="api_unauthorized"}`), so guessing shows on a dashboard.
 fn checked(ctx: &CoreContext, request: &Request, access: Access) -> Result<(), ApiError> {
     api::authorize(&ctx.config.http, request, access).inspect_err(|e| {
-        let path = request.uri().path();
-        debug!(core = ctx.id.0, peer = %httpd::peer(request), path, reason = e.code, "api request refused");
+        let (peer, path) = (httpd::peer(request), request.uri().path());
+        info!(core = ctx.id.0, %peer, path, reason = e.code, "api request refused");
+        if e.status == StatusCode::UNAUTHORIZED {
+            ctx.metrics.error("api_unauthorized");
+        }
     })
 }
 

@@ -139,6 +139,17 @@ fn api_reports_streams_and_clients_and_kicks_and_stops() {
         head.contains("\r\nwww-authenticate: bearer realm=\"corecast\""),
         "{head}"
     );
+    node.wait_log(Duration::from_secs(5), |l| {
+        l.contains("api request refused") && field(l, "reason").as_deref() == Some("unauthorized")
+    })
+    .expect("a refusal is logged with its reason");
+    let (_, metrics) = node.http_request("GET", "/metrics", None);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.contains("kind=\"api_unauthorized\"") && !l.ends_with(" 0")),
+        "refusals are counted"
+    );
     let (status, _, body) = exchange(
         &node,
         "GET",
