@@ -204,8 +204,13 @@ pub struct HttpConfig {
     /// Address(es) every core binds (SO_REUSEPORT) for `/metrics`, `/healthz`, `/readyz`,
     /// `/api/v1`.
     pub listen: Listen,
-    /// Bearer token required by the API's write endpoints (kick, stop); empty disables them.
+    /// Bearer token required by the API's write endpoints (kick, stop), and by its read
+    /// endpoints unless `public_reads`; empty disables the writes and leaves reads open.
     pub api_token: String,
+    /// Serve the API's read endpoints without the token even when one is set. They show
+    /// client addresses, so this is off by default. `/metrics`, `/healthz` and `/readyz` are
+    /// always open.
+    pub public_reads: bool,
     /// A connection that sends no request for this long is closed (keep-alive).
     pub idle_timeout_secs: u64,
     /// A request's head and body must arrive, and its answer be handed over, within this many
@@ -219,6 +224,7 @@ impl Default for HttpConfig {
             enabled: true,
             listen: Listen::one(SocketAddr::from(([0, 0, 0, 0], 8081))),
             api_token: String::new(),
+            public_reads: false,
             idle_timeout_secs: 30,
             request_timeout_secs: 10,
         }
@@ -290,7 +296,8 @@ pub struct ClusterConfig {
     /// Connect to upstreams over TLS (their `pull_tls` must be on).
     pub upstream_tls: bool,
     /// PEM bundle of the CAs that upstream certificates must chain to; empty = the system
-    /// bundle `/etc/ssl/certs/ca-certificates.crt`. The name checked is the upstream's host
+    /// trust store (`rustls-native-certs`: `SSL_CERT_FILE`/`SSL_CERT_DIR`, else the platform's).
+    /// The name checked is the upstream's host
     /// (an IP address is checked as an IP address).
     pub upstream_tls_ca_file: String,
     /// Accept any upstream certificate without verifying it: for tests and self-signed

@@ -417,7 +417,9 @@ impl CoreContext {
         r.go_live(Upstream::Local { generation }, Snapshot::default());
         r.set_publisher(Some(PublisherInfo {
             connection: 0,
-            peer: format!("upstream {upstream}"),
+            source: crate::stats::StreamSource::Upstream {
+                upstream: upstream.to_owned(),
+            },
             since: Instant::now(),
         }));
         let waiting = self.shared.directory.player_cores(key) & !self.id.bit();

@@ -1,21 +1,24 @@
 //! The HTTP endpoint on every core: `/metrics`, `/healthz`, `/readyz` and the JSON API.
 //!
-//! HTTP itself (keep-alive, HEAD, limits, deadlines) is [`crate::httpd`]'s; this module is
-//! the port's route table. The API reads the stats board (refreshed once a second by each
-//! core) and routes kick/stop requests to the owning core's admin queue.
+//! HTTP itself (keep-alive, HEAD, limits, deadlines) is [`crate::httpd`]'s and the API's
+//! conventions (JSON errors, paging, the token) are [`crate::api`]'s; this module is the
+//! port's route table and its handlers. The API reads the stats board (refreshed once a
+//! second by each core) and routes kick/stop requests to the owning core's admin queue. Every
+//! error on this port, an unknown path included, is the API's JSON error.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
 use glommio::net::{TcpListener, TcpStream};
-use hyper::header::AUTHORIZATION;
 use hyper::{Method, StatusCode};
+use tracing::info;
 
 use crate::accept::{accept_loop, AcceptSettings, ConnectionKind, Permit};
+use crate::api::{self, Access, ApiError, Page};
 use crate::core::CoreContext;
 use crate::httpd::body::{json, text, with_type};
-use crate::httpd::{self, dispatch, not_found, ready, Limits, Params, Port, Reply, Request};
+use crate::httpd::{self, dispatch, ready, Limits, Params, Port, Reply, Request};
 use crate::httpd::{Response, Route, Router};
 use crate::shared::{AdminCommand, NodeShared};
 
@@ -69,6 +72,7 @@ pub async fn serve_connection(
 static ROUTER: Router<CoreContext> = Router {
     routes: ROUTES,
     not_found,
+    method_not_allowed,
 };
 
 static ROUTES: &[Route<CoreContext>] = &[
@@ -90,7 +94,7 @@ static ROUTES: &[Route<CoreContext>] = &[
     Route {
         method: Method::GET,
         path: "/api/v1/streams",
-        handler: |ctx, _, _| ready(json(&ctx.shared.board.streams())),
+        handler: streams,
     },
     Route {
         method: Method::GET,
@@ -100,7 +104,7 @@ static ROUTES: &[Route<CoreContext>] = &[
     Route {
         method: Method::GET,
         path: "/api/v1/clients",
-        handler: |ctx, _, _| ready(json(&ctx.shared.board.clients())),
+        handler: clients,
     },
     Route {
         method: Method::POST,
@@ -130,103 +134,124 @@ fn readyz(ctx: &Rc<CoreContext>, _: Request, _: Params) -> Reply {
     })
 }
 
-fn stream(ctx: &Rc<CoreContext>, _: Request, params: Params) -> Reply {
+fn streams(ctx: &Rc<CoreContext>, request: Request, _: Params) -> Reply {
+    ready(api::reply(read(ctx, &request).and_then(|()| {
+        let page = Page::from_query(request.uri().query())?;
+        Ok(page.of(ctx.shared.board.streams()))
+    })))
+}
+
+fn stream(ctx: &Rc<CoreContext>, request: Request, params: Params) -> Reply {
     let (app, name) = (params.get("app"), params.get("name"));
-    let found = ctx
-        .shared
-        .board
-        .streams()
-        .into_iter()
-        .find(|s| s.app == app && s.name == name);
-    ready(match found {
-        Some(stream) => json(&stream),
-        None => text(StatusCode::NOT_FOUND, "no such stream\n"),
-    })
+    ready(api::reply(read(ctx, &request).and_then(|()| {
+        ctx.shared
+            .board
+            .streams()
+            .into_iter()
+            .find(|s| s.app == app && s.name == name)
+            .ok_or_else(|| ApiError::not_found(format!("no stream {app}/{name}")))
+    })))
+}
+
+fn clients(ctx: &Rc<CoreContext>, request: Request, _: Params) -> Reply {
+    ready(api::reply(read(ctx, &request).and_then(|()| {
+        let page = Page::from_query(request.uri().query())?;
+        Ok(page.of(ctx.shared.board.clients()))
+    })))
 }
 
 fn kick(ctx: &Rc<CoreContext>, request: Request, params: Params) -> Reply {
     let shared = &ctx.shared;
-    ready(authorized(shared, &request, || {
-        let Ok(id) = params.get("id").parse::<u64>() else {
-            return text(StatusCode::BAD_REQUEST, "bad client id\n");
-        };
+    ready(respond(write(ctx, &request).and_then(|()| {
+        let given = params.get("id");
+        let id = given
+            .parse::<u64>()
+            .map_err(|_| ApiError::bad_request(format!("client id {given:?} is not a number")))?;
         if !shared.board.clients().iter().any(|c| c.id == id) {
-            return text(StatusCode::NOT_FOUND, "no such client\n");
+            return Err(ApiError::not_found(format!("no client {id}")));
         }
         admin(
             shared,
             NodeShared::core_of_connection(id),
             AdminCommand::Kick(id),
         )
-    }))
+    })))
 }
 
 fn stop(ctx: &Rc<CoreContext>, request: Request, params: Params) -> Reply {
     let shared = &ctx.shared;
-    ready(authorized(shared, &request, || {
+    ready(respond(write(ctx, &request).and_then(|()| {
         let key = format!("{}/{}", params.get("app"), params.get("name"));
         match shared.directory.publisher(&key) {
             Some(publisher) => admin(shared, publisher.core.0, AdminCommand::StopStream(key)),
-            None => text(StatusCode::NOT_FOUND, "no such stream\n"),
+            None => Err(ApiError::not_found(format!("no stream {key}"))),
         }
-    }))
+    })))
 }
 
-/// Runs `f` if the request carries the API token.
-fn authorized(shared: &NodeShared, request: &Request, f: impl FnOnce() -> Response) -> Response {
-    let token = &shared.config.http.api_token;
-    if token.is_empty() {
-        return text(
-            StatusCode::FORBIDDEN,
-            "the API's write endpoints are disabled (http.api_token)\n",
-        );
+/// Whether `request` may read the API (logged when not).
+fn read(ctx: &CoreContext, request: &Request) -> Result<(), ApiError> {
+    checked(ctx, request, Access::Read)
+}
+
+/// Whether `request` may change something (logged when not).
+fn write(ctx: &CoreContext, request: &Request) -> Result<(), ApiError> {
+    checked(ctx, request, Access::Write)
+}
+
+/// The token check, with a refusal logged; a wrong or missing token is also counted
+/// (`corecast_errors_total{kind="api_unauthorized"}`), so guessing shows on a dashboard.
+fn checked(ctx: &CoreContext, request: &Request, access: Access) -> Result<(), ApiError> {
+    api::authorize(&ctx.config.http, request, access).inspect_err(|e| {
+        let (peer, path) = (httpd::peer(request), request.uri().path());
+        info!(core = ctx.id.0, %peer, path, reason = e.code, "api request refused");
+        if e.status == StatusCode::UNAUTHORIZED {
+            ctx.metrics.error("api_unauthorized");
+        }
+    })
+}
+
+/// A write's answer: 202 once the owning core has the command.
+fn respond(result: Result<(), ApiError>) -> Response {
+    match result {
+        Ok(()) => json_status(StatusCode::ACCEPTED, &serde_json::json!({"accepted": true})),
+        Err(e) => e.into_response(),
     }
-    match bearer(request) {
-        Some(given) if constant_time_eq(given.as_bytes(), token.as_bytes()) => f(),
-        _ => text(StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n"),
-    }
 }
 
-/// The `Authorization: Bearer` token, if any.
-fn bearer(request: &Request) -> Option<&str> {
-    let value = request.headers().get(AUTHORIZATION)?.to_str().ok()?;
-    value.trim().strip_prefix("Bearer ")
+fn json_status(status: StatusCode, value: &serde_json::Value) -> Response {
+    let mut response = json(value);
+    *response.status_mut() = status;
+    response
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn admin(shared: &NodeShared, core: usize, command: AdminCommand) -> Response {
+fn admin(shared: &NodeShared, core: usize, command: AdminCommand) -> Result<(), ApiError> {
     match shared.admin.get(core).map(|tx| tx.send(command)) {
-        Some(Ok(())) => text(StatusCode::ACCEPTED, "accepted\n"),
-        _ => text(StatusCode::NOT_FOUND, "no such core\n"),
+        Some(Ok(())) => Ok(()),
+        _ => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("core {core} takes no commands (stopping)"),
+        )),
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Any path no route knows: a JSON 404, as everywhere in the API.
+fn not_found(_: &Rc<CoreContext>, request: &Request) -> Response {
+    ApiError::not_found(format!("no such path: {}", request.uri().path())).into_response()
+}
 
-    fn request(auth: Option<&str>) -> Request {
-        let mut builder = hyper::Request::builder().method(Method::POST).uri("/x");
-        if let Some(auth) = auth {
-            builder = builder.header(AUTHORIZATION, auth);
-        }
-        builder.body(bytes::Bytes::new()).expect("request")
-    }
-
-    #[test]
-    fn bearer_token_is_read_from_the_authorization_header() {
-        assert_eq!(bearer(&request(Some("Bearer s3cret"))), Some("s3cret"));
-        assert_eq!(bearer(&request(Some("Basic abc"))), None);
-        assert_eq!(bearer(&request(None)), None);
-    }
-
-    #[test]
-    fn tokens_compare_whole() {
-        assert!(constant_time_eq(b"s3cret", b"s3cret"));
-        assert!(!constant_time_eq(b"s3cret", b"s3cre"));
-        assert!(!constant_time_eq(b"s3cret", b"s3creT"));
-    }
+/// A known path asked with a method it does not take (the router adds `Allow`).
+fn method_not_allowed(_: &Rc<CoreContext>, request: &Request) -> Response {
+    let message = format!(
+        "{} does not take {}",
+        request.uri().path(),
+        request.method()
+    );
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        message,
+    )
+    .into_response()
 }

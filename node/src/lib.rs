@@ -9,20 +9,21 @@
 //! - [`directory`]: the node-wide map of who publishes what and which cores play it.
 //! - [`mesh`]: core-to-core messages and their ordered, non-blocking links.
 //! - [`stream`]: a stream replica: upstream, caches, local players.
-//! - [`frame`]: encode-once media frames.
+//! - [`frame`]: encode-once media frames; [`media`]: what `onMetaData` says (codec names).
 //! - [`queue`], [`outbound`], [`writer`]: a connection's send queue and its vectored writer.
 //! - [`tick`]: the core's flush tick that paces batched writes.
 //! - [`session`]: one RTMP connection (handshake, chunks, command handlers).
 //! - [`transport`]: the byte pipes sessions run over.
 //! - [`tls`]: RTMPS: rustls over the TCP pipe, per-core listeners, certificate reload.
 //! - [`httpd`]: HTTP/1.1 on hyper for every HTTP port (limits, deadlines, routes).
-//! - [`http`], [`metrics`], [`stats`], [`clients`]: `/metrics`, health, the JSON API and
-//!   what they report; [`process_metrics`]: the `process_*` series (CPU, memory, fds).
+//! - [`http`], [`api`], [`metrics`], [`stats`], [`clients`]: `/metrics`, health, the JSON API
+//!   (routes; errors, paging and the token) and what they report; [`process_metrics`]: the `process_*` series (CPU, memory, fds).
 //! - [`cluster`]: origin/edge pulls (client and server).
 //! - [`shared`]: the little state all cores share (never per frame).
 //! - [`rtmpt`]: RTMP tunnelled over HTTP (a tunnel is one more byte pipe).
 
 pub mod accept;
+pub mod api;
 pub mod clients;
 pub mod cluster;
 pub mod config;
@@ -31,6 +32,7 @@ pub mod directory;
 pub mod frame;
 pub mod http;
 pub mod httpd;
+pub mod media;
 pub mod mesh;
 pub mod metrics;
 pub mod outbound;

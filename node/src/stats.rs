@@ -15,18 +15,16 @@ pub struct StreamStats {
     pub name: String,
     /// The core the publisher is on.
     pub core: usize,
-    /// The publisher's connection id.
-    pub publisher_id: u64,
-    /// The publisher's address.
-    pub publisher_addr: String,
-    /// Video codec from metadata (`videocodecid`), e.g. `avc1` or `7`.
+    /// Where the stream comes from: a publisher here or, on an edge, an upstream.
+    pub source: StreamSource,
+    /// Video codec name from metadata (`videocodecid`), e.g. `h264` (see [`crate::media`]).
     pub video_codec: Option<String>,
-    /// Audio codec from metadata (`audiocodecid`).
+    /// Audio codec name from metadata (`audiocodecid`), e.g. `aac`.
     pub audio_codec: Option<String>,
-    /// Width from metadata.
-    pub width: Option<f64>,
-    /// Height from metadata.
-    pub height: Option<f64>,
+    /// Width in pixels from metadata.
+    pub width: Option<u32>,
+    /// Height in pixels from metadata.
+    pub height: Option<u32>,
     /// Frame rate from metadata.
     pub frame_rate: Option<f64>,
     /// Media bits per second received over the last second.
@@ -37,6 +35,24 @@ pub struct StreamStats {
     pub players_per_core: BTreeMap<usize, usize>,
     /// All players on the node.
     pub players: usize,
+}
+
+/// Where a stream's media comes from; serialized as `{"kind": "publisher", ...}`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StreamSource {
+    /// An RTMP publisher connected to this node.
+    Publisher {
+        /// Its connection id (what `/api/v1/clients` lists and kick takes).
+        id: u64,
+        /// Its address.
+        addr: String,
+    },
+    /// A pull from an upstream (an edge's stream); the publisher is on the origin.
+    Upstream {
+        /// The upstream's `host:port`.
+        upstream: String,
+    },
 }
 
 /// A connection.
@@ -136,8 +152,10 @@ mod tests {
             app: app.into(),
             name: name.into(),
             core,
-            publisher_id: 1,
-            publisher_addr: "127.0.0.1:1".into(),
+            source: StreamSource::Publisher {
+                id: 1,
+                addr: "127.0.0.1:1".into(),
+            },
             video_codec: None,
             audio_codec: None,
             width: None,
@@ -164,5 +182,21 @@ mod tests {
         assert_eq!(streams.len(), 1);
         assert_eq!(streams[0].players, 5);
         assert_eq!(streams[0].players_per_core.get(&1), Some(&3));
+    }
+
+    #[test]
+    fn a_source_says_its_kind() {
+        let upstream = StreamSource::Upstream {
+            upstream: "127.0.0.1:1940".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(upstream).expect("json"),
+            serde_json::json!({"kind": "upstream", "upstream": "127.0.0.1:1940"})
+        );
+        let publisher = serde_json::to_value(&stream("live", "a", 0).source).expect("json");
+        assert_eq!(
+            publisher,
+            serde_json::json!({"kind": "publisher", "id": 1, "addr": "127.0.0.1:1"})
+        );
     }
 }

@@ -11,12 +11,12 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Instant;
 
-use corecast_common::amf0::Amf0Value;
-use corecast_common::command::{status_info, Command, DataMessage};
+use corecast_common::command::{status_info, Command};
 use corecast_common::control::{ControlMessage, UserControlEvent};
-use corecast_common::types::{MessageStreamId, MessageType};
+use corecast_common::types::MessageStreamId;
 
 use crate::frame::{LocalFrame, MediaKind};
+use crate::media::MediaSummary;
 use crate::mesh::{CoreId, Snapshot};
 use crate::outbound::Outbound;
 use crate::queue::PushOutcome;
@@ -57,46 +57,12 @@ pub struct Player {
 /// Who publishes a stream (for the API).
 #[derive(Debug, Clone)]
 pub struct PublisherInfo {
-    /// The publisher's connection id.
+    /// The publisher's connection id (0 for a pull).
     pub connection: u64,
-    /// Its address.
-    pub peer: String,
+    /// A publisher's address or the upstream a pull comes from.
+    pub source: crate::stats::StreamSource,
     /// When it started publishing.
     pub since: Instant,
-}
-
-/// What the publisher's `onMetaData` says about the media.
-#[derive(Debug, Clone, Default)]
-struct MediaSummary {
-    video_codec: Option<String>,
-    audio_codec: Option<String>,
-    width: Option<f64>,
-    height: Option<f64>,
-    frame_rate: Option<f64>,
-}
-
-impl MediaSummary {
-    fn from_metadata(payload: &[u8]) -> MediaSummary {
-        let Ok(data) = DataMessage::decode(MessageType::DATA_AMF0, payload) else {
-            return MediaSummary::default();
-        };
-        let Some(object) = data.values.get(1).and_then(Amf0Value::as_object) else {
-            return MediaSummary::default();
-        };
-        let codec = |key: &str| {
-            object.get(key).and_then(|v| match v {
-                Amf0Value::Number(n) => Some(format!("{n}")),
-                other => other.as_str().map(str::to_owned),
-            })
-        };
-        MediaSummary {
-            video_codec: codec("videocodecid"),
-            audio_codec: codec("audiocodecid"),
-            width: object.get("width").and_then(Amf0Value::as_number),
-            height: object.get("height").and_then(Amf0Value::as_number),
-            frame_rate: object.get("framerate").and_then(Amf0Value::as_number),
-        }
-    }
 }
 
 /// Bounds of the GOP cache.
@@ -178,8 +144,7 @@ impl StreamReplica {
             app: app.to_owned(),
             name: name.to_owned(),
             core,
-            publisher_id: publisher.connection,
-            publisher_addr: publisher.peer.clone(),
+            source: publisher.source.clone(),
             video_codec: self.summary.video_codec.clone(),
             audio_codec: self.summary.audio_codec.clone(),
             width: self.summary.width,

@@ -39,9 +39,9 @@ fn json(node: &Node, path: &str) -> serde_json::Value {
 
 /// Pull connections a node serves (from its client list).
 fn pulls_served(node: &Node, stream: &str) -> usize {
-    json(node, "/api/v1/clients")
+    json(node, "/api/v1/clients")["data"]
         .as_array()
-        .expect("array")
+        .expect("a list's data")
         .iter()
         .filter(|c| c["transport"] == "pull" && c["stream"] == stream)
         .count()
@@ -135,6 +135,29 @@ fn two_edges_pull_once_each_and_deliver_identical_payloads_on_every_core() {
         assert_eq!(metric(node, "corecast_upstream_connections"), 1.0);
     }
     assert_eq!(pulls_served(&origin, "live/tier"), 2);
+    // The API says where each node's stream comes from: the publisher on the origin, the
+    // upstream (not an address posing as the publisher's) on an edge.
+    let source = |node: &Node| {
+        wait_for(Duration::from_secs(10), || {
+            let (status, body) = node.http_request("GET", "/api/v1/streams/live/tier", None);
+            let stream: serde_json::Value =
+                (status == 200).then(|| serde_json::from_str(&body))?.ok()?;
+            Some(stream["source"].clone())
+        })
+        .expect("the stream is listed")
+    };
+    let at_origin = source(&origin);
+    assert_eq!(at_origin["kind"], "publisher", "{at_origin}");
+    assert!(at_origin["addr"]
+        .as_str()
+        .is_some_and(|a| a.starts_with("127.0.0.1:")));
+    for node in &edges {
+        let at_edge = source(node);
+        assert_eq!(
+            at_edge,
+            serde_json::json!({"kind": "upstream", "upstream": pull}),
+        );
+    }
     let status = wait_exit(&mut publisher, Duration::from_secs(30)).expect("publisher done");
     assert!(status.success());
 

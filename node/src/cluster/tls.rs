@@ -5,9 +5,14 @@
 //! side: a certificate it refuses is answered with an alert before the connection is
 //! dropped, so the upstream logs why.
 //!
-//! Certificates are verified against `upstream_tls_ca_file` (or the system bundle) with the
-//! upstream's host as the name (an IP address as an IP address), unless
-//! `upstream_tls_insecure` accepts any certificate ([`AcceptAny`]).
+//! Certificates are verified against `upstream_tls_ca_file` with the upstream's host as the
+//! name (an IP address as an IP address), unless `upstream_tls_insecure` accepts any
+//! certificate ([`AcceptAny`]). Without a CA file the roots are the system's trust store as
+//! `rustls-native-certs` finds it (`SSL_CERT_FILE`/`SSL_CERT_DIR` when set, else the
+//! platform's bundle wherever the distribution keeps it). A configured CA file is strict: any
+//! unreadable or unparsable certificate in it is a start-up error naming it, since the
+//! operator chose it; the system store is lenient (one odd certificate among hundreds is
+//! skipped), failing only when it yields no root at all.
 
 use std::io;
 use std::sync::Arc;
@@ -23,14 +28,11 @@ use rustls::{ClientConfig, ClientConnection, RootCertStore};
 
 use crate::config::ClusterConfig;
 
-/// The CA bundle used when `upstream_tls_ca_file` is empty.
-pub const SYSTEM_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
-
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 64 * 1024;
 
 /// The client configuration for upstream pulls; None when `upstream_tls` is off. Errors name
-/// the CA file (a start-up error).
+/// the CA file or the system store (a start-up error).
 pub fn client_config(cluster: &ClusterConfig) -> anyhow::Result<Option<Arc<ClientConfig>>> {
     if !cluster.upstream_tls {
         return Ok(None);
@@ -45,31 +47,50 @@ pub fn client_config(cluster: &ClusterConfig) -> anyhow::Result<Option<Arc<Clien
             .with_custom_certificate_verifier(Arc::new(AcceptAny::new(provider)))
             .with_no_client_auth()
     } else {
-        let path = if cluster.upstream_tls_ca_file.is_empty() {
-            SYSTEM_CA_FILE
+        let roots = if cluster.upstream_tls_ca_file.is_empty() {
+            system_roots()?
         } else {
-            &cluster.upstream_tls_ca_file
+            file_roots(&cluster.upstream_tls_ca_file)?
         };
-        let mut roots = RootCertStore::empty();
-        let certs = CertificateDer::pem_file_iter(path)
-            .map_err(|e| anyhow::anyhow!("cluster.upstream_tls_ca_file {path}: {e}"))?;
-        for cert in certs {
-            let cert =
-                cert.map_err(|e| anyhow::anyhow!("cluster.upstream_tls_ca_file {path}: {e}"))?;
-            roots
-                .add(cert)
-                .map_err(|e| anyhow::anyhow!("cluster.upstream_tls_ca_file {path}: {e}"))?;
-        }
-        if roots.is_empty() {
-            anyhow::bail!("cluster.upstream_tls_ca_file {path}: no CERTIFICATE block");
-        }
         let verifier =
             WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
                 .build()
-                .map_err(|e| anyhow::anyhow!("cluster.upstream_tls_ca_file {path}: {e}"))?;
+                .map_err(|e| anyhow::anyhow!("cluster.upstream_tls: {e}"))?;
         builder.with_webpki_verifier(verifier).with_no_client_auth()
     };
     Ok(Some(Arc::new(config)))
+}
+
+/// Every certificate of the configured CA file; any bad one is an error naming the file.
+fn file_roots(path: &str) -> anyhow::Result<RootCertStore> {
+    let bad =
+        |e: &dyn std::fmt::Display| anyhow::anyhow!("cluster.upstream_tls_ca_file {path}: {e}");
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(&e))? {
+        roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
+    }
+    if roots.is_empty() {
+        return Err(bad(&"no CERTIFICATE block"));
+    }
+    Ok(roots)
+}
+
+/// The system's trust store; an error only when it yields no usable root.
+fn system_roots() -> anyhow::Result<RootCertStore> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = RootCertStore::empty();
+    let (added, _skipped) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        let why = found
+            .errors
+            .first()
+            .map_or_else(|| "no certificates found".to_owned(), ToString::to_string);
+        anyhow::bail!(
+            "cluster.upstream_tls: the system trust store has no usable root ({why}); \
+             set cluster.upstream_tls_ca_file or SSL_CERT_FILE"
+        );
+    }
+    Ok(roots)
 }
 
 /// The name an upstream `host:port` is verified as: its host, an IP address as such.
@@ -158,6 +179,21 @@ mod tests {
         let err = client_config(&cluster(&empty.display().to_string(), false))
             .expect_err("no certificate");
         assert!(err.to_string().contains("no CERTIFICATE"), "{err}");
+    }
+
+    #[test]
+    fn without_a_ca_file_the_system_store_is_used_or_its_absence_named() {
+        let system = rustls_native_certs::load_native_certs();
+        match client_config(&cluster("", false)) {
+            Ok(config) => {
+                assert!(config.is_some());
+                assert!(!system.certs.is_empty(), "roots from nowhere");
+            }
+            Err(e) => {
+                assert!(system.certs.is_empty(), "the system store was found: {e}");
+                assert!(e.to_string().contains("upstream_tls_ca_file"), "{e}");
+            }
+        }
     }
 
     #[test]

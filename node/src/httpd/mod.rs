@@ -37,7 +37,7 @@ pub mod router;
 
 pub use body::Body;
 pub use conn::{closing, peer, serve, Limits, Peer, Port};
-pub use router::{dispatch, not_found, ready, Params, Route, Router};
+pub use router::{dispatch, method_not_allowed, not_found, ready, Params, Route, Router};
 
 /// A request as handlers see it: the head and the whole body, read within the limits.
 pub type Request = hyper::Request<bytes::Bytes>;

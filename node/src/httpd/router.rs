@@ -4,8 +4,9 @@
 //! A pattern is a path whose `{name}` segments match any one non-empty segment, which the
 //! handler reads from its [`Params`]. Leading and trailing slashes do not matter. `HEAD` is
 //! served by the `GET` route (hyper sends the `Content-Length` without the body). A path that
-//! a route knows under other methods gets 405 with `Allow`; any other path goes to the port's
-//! `not_found` (a 404).
+//! a route knows under other methods gets the port's `method_not_allowed` (405) with `Allow`
+//! added; any other path goes to the port's `not_found` (a 404). Both are the port's so that
+//! each answers in its own format (the API in JSON).
 
 use std::rc::Rc;
 
@@ -31,11 +32,18 @@ pub struct Router<C: 'static> {
     pub routes: &'static [Route<C>],
     /// Answers a path no route knows.
     pub not_found: fn(&Rc<C>, &Request) -> Response,
+    /// Answers a known path asked with another method (405); the router adds `Allow`.
+    pub method_not_allowed: fn(&Rc<C>, &Request) -> Response,
 }
 
 /// A plain 404.
 pub fn not_found<C>(_: &Rc<C>, _: &Request) -> Response {
     text(StatusCode::NOT_FOUND, "not found\n")
+}
+
+/// A plain 405.
+pub fn method_not_allowed<C>(_: &Rc<C>, _: &Request) -> Response {
+    text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
 }
 
 /// The segments a pattern's `{name}`s matched.
@@ -79,7 +87,7 @@ pub fn dispatch<C>(router: &'static Router<C>, ctx: &Rc<C>, request: Request) ->
     if allowed.is_empty() {
         return ready((router.not_found)(ctx, &request));
     }
-    let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    let mut response = (router.method_not_allowed)(ctx, &request);
     if let Ok(allow) = HeaderValue::from_str(&allowed.join(", ")) {
         response.headers_mut().insert(ALLOW, allow);
     }
@@ -116,6 +124,7 @@ mod tests {
     static ROUTER: Router<()> = Router {
         routes: ROUTES,
         not_found,
+        method_not_allowed,
     };
 
     static ROUTES: &[Route<()>] = &[

@@ -98,6 +98,7 @@ pub async fn serve_connection(
 static ROUTER: Router<CoreContext> = Router {
     routes: ROUTES,
     not_found: unknown_path,
+    method_not_allowed: httpd::method_not_allowed,
 };
 
 static ROUTES: &[Route<CoreContext>] = &[

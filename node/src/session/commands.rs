@@ -254,7 +254,10 @@ fn publish(
     }
     let publisher = crate::stream::PublisherInfo {
         connection: s.id,
-        peer: s.peer.to_string(),
+        source: crate::stats::StreamSource::Publisher {
+            id: s.id,
+            addr: s.peer.to_string(),
+        },
         since: std::time::Instant::now(),
     };
     match s.ctx.start_publish(&key, publisher) {
