@@ -1,10 +1,13 @@
 //! One RTMP connection: handshake, chunk decoding, and dispatch of messages to the command,
 //! control and media handlers.
 //!
-//! A connection runs as one task that polls two halves together: the reader (socket →
-//! handshake → [`ChunkDecoder`] → handlers) and the writer (the connection's
-//! [`SubscriberQueue`] → socket). Whichever ends first ends the connection. The session code
-//! only sees a [`Transport`], so TCP, TLS and the HTTP tunnel share it.
+//! A connection runs as two tasks: the reader (socket → handshake → [`ChunkDecoder`] →
+//! handlers) and the writer, a task of its own (the connection's [`SubscriberQueue`] →
+//! socket). Whichever ends first ends the connection. The handshake and `connect` share one
+//! deadline from accept (`rtmp.handshake_timeout_secs`), so trickled bytes cannot stretch it.
+//! A writer that stalls for the send timeout ends the connection as a slow consumer, like a
+//! queue over its hard bound. The session code only sees a [`Transport`], so TCP, TLS and the
+//! HTTP tunnel share it.
 
 mod commands;
 mod media;
