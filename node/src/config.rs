@@ -88,7 +88,9 @@ pub struct RtmpConfig {
     pub max_incoming_chunk_size_bytes: u32,
     /// Largest message a peer may send (a keyframe of a high-bitrate 4K stream fits).
     pub max_message_size_bytes: u32,
-    /// A connection that has not finished the handshake and `connect` by then is closed.
+    /// A deadline, not a per-read timeout: a connection that has not finished the handshake
+    /// and a `connect` this long after it was accepted (after the TLS handshake, for RTMPS)
+    /// is closed, however it trickles bytes.
     pub handshake_timeout_secs: u64,
     /// A publisher (or a not-yet-playing client) that sends nothing for this long is closed.
     pub idle_timeout_secs: u64,
@@ -180,8 +182,12 @@ pub struct PlayerConfig {
     pub queue_max_bytes: usize,
     /// Queued bytes past which a player is disconnected as a slow consumer.
     pub queue_hard_max_bytes: usize,
-    /// A player whose socket accepts nothing for this long is disconnected.
+    /// A player whose socket accepts nothing for this long is disconnected as a slow consumer.
     pub send_timeout_secs: u64,
+    /// `SO_SNDBUF` of a player's socket, set when it starts playing (publishers keep the
+    /// kernel's). Without it Linux autotunes a stalled player's buffer to megabytes, tens of
+    /// seconds of a stream that the send timeout only starts counting after. 0 = the kernel's.
+    pub socket_send_buffer_bytes: usize,
 }
 
 impl Default for PlayerConfig {
@@ -191,6 +197,7 @@ impl Default for PlayerConfig {
             queue_max_bytes: 4 * 1024 * 1024,
             queue_hard_max_bytes: 16 * 1024 * 1024,
             send_timeout_secs: 15,
+            socket_send_buffer_bytes: 256 * 1024,
         }
     }
 }

@@ -42,6 +42,12 @@ pub trait Transport {
     fn flush(&self) -> impl std::future::Future<Output = io::Result<()>> {
         std::future::ready(Ok(()))
     }
+    /// Bounds the kernel's send buffer of the socket under the pipe to `bytes` (a player's:
+    /// see `player.socket_send_buffer_bytes`). A pipe with no socket of its own (the HTTP
+    /// tunnel) has nothing to bound.
+    fn set_send_buffer_size(&self, _bytes: usize) -> io::Result<()> {
+        Ok(())
+    }
     /// Closes the write side.
     fn shutdown(&self);
     /// Transport label for logs, metrics and the API.
@@ -130,6 +136,10 @@ impl Transport for TcpTransport {
             Pin::new(&mut *stream).poll_write(cx, buf)
         })
         .await
+    }
+
+    fn set_send_buffer_size(&self, bytes: usize) -> io::Result<()> {
+        socket::set_send_buffer_size(&*self.stream.borrow(), bytes)
     }
 
     fn shutdown(&self) {

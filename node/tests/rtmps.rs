@@ -394,3 +394,77 @@ fn rtmps_without_a_usable_certificate_fails_start_up_naming_the_file() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains(&format!("rtmps on {addr}")), "{stdout}");
 }
+
+/// Over RTMPS too, the RTMP handshake and `connect` run under one deadline after the TLS
+/// handshake: a client that finishes both handshakes and then trickles a byte a second is
+/// closed at it, with reason `handshake_timeout`.
+#[test]
+fn a_tls_client_trickling_bytes_before_connect_is_closed_at_the_deadline() {
+    use corecast_common::handshake::{ClientHandshake, HandshakeKind, HandshakeStatus};
+
+    const DEADLINE_SECS: u64 = 3;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let files = CertFiles::in_dir(dir.path());
+    files.install(&self_signed("corecast.test"));
+    let (rtmps, tls) = rtmps_section(&files, "");
+    let config = format!("{rtmps}\n[rtmp]\nhandshake_timeout_secs = {DEADLINE_SECS}\n");
+    let node = Node::start(1, &config, dir.path());
+
+    let mut client = tls_connect(tls).expect("tls connect");
+    let tls_done = Instant::now();
+    client
+        .sock
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("read timeout");
+    let random = [7u8; 2 * corecast_common::handshake::HANDSHAKE_SIZE];
+    let mut handshake = ClientHandshake::new(HandshakeKind::Digest, 0, &random);
+    let mut input = bytes::BytesMut::new();
+    loop {
+        while let Some(out) = handshake.poll_output() {
+            client.write_all(&out).expect("write handshake");
+        }
+        client.flush().expect("flush");
+        if handshake.handle_input(&mut input).expect("handshake") == HandshakeStatus::Done {
+            break;
+        }
+        assert!(
+            tls_done.elapsed() < Duration::from_secs(DEADLINE_SECS),
+            "RTMP handshake over TLS did not finish"
+        );
+        let mut tmp = [0u8; 4096];
+        match client.read(&mut tmp) {
+            Ok(0) => panic!("closed during the RTMP handshake"),
+            Ok(n) => input.extend_from_slice(&tmp[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+    while let Some(out) = handshake.poll_output() {
+        client.write_all(&out).expect("write C2");
+    }
+
+    // The start of a command message, then its payload, one byte a second.
+    let mut bytes = vec![0x03, 0, 0, 0, 0x00, 0x10, 0x00, 0x14, 0, 0, 0, 0];
+    bytes.extend(std::iter::repeat_n(0x05u8, 100));
+    let mut closed_after = None;
+    for byte in bytes {
+        if tls_done.elapsed() > Duration::from_secs(DEADLINE_SECS + 10) {
+            break;
+        }
+        if client
+            .write_all(&[byte])
+            .and_then(|()| client.flush())
+            .is_err()
+            || tls_closed_within(&mut client, Duration::from_secs(1))
+        {
+            closed_after = Some(tls_done.elapsed());
+            break;
+        }
+    }
+    closed_after.expect("the trickling TLS client is closed within the deadline + 10 s");
+    node.expect_close_reasons(&["handshake_timeout"]);
+}

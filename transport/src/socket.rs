@@ -1,5 +1,5 @@
 //! Every raw socket call Corecast makes, in one place: non-blocking vectored `sendmsg`, a
-//! non-blocking `recv`, `shutdown`, and the TCP options glommio does not offer.
+//! non-blocking `recv`, `shutdown`, and the socket options glommio does not offer.
 //!
 //! The calls go through `rustix`, which checks nothing we could get wrong here and takes
 //! borrowed descriptors ([`BorrowedFd`]), so they are safe functions. The one `unsafe` left
@@ -83,6 +83,14 @@ pub fn shutdown_write(socket: &impl AsSocket) {
     let _ = rustix::net::shutdown(socket.as_socket(), Shutdown::Write);
 }
 
+/// Sets `SO_SNDBUF` to `bytes` (Linux doubles it for its own bookkeeping). A set size also
+/// switches off the kernel's send-buffer autotuning, which would otherwise let a peer that
+/// stopped reading absorb megabytes (tens of seconds of a stream) before the sender notices.
+pub fn set_send_buffer_size(socket: &impl AsSocket, bytes: usize) -> io::Result<()> {
+    rustix::net::sockopt::set_socket_send_buffer_size(socket.as_socket(), bytes)?;
+    Ok(())
+}
+
 /// Sets `TCP_QUICKACK`: the kernel acknowledges the next segments at once instead of
 /// delaying the ACK. Linux leaves quick-ACK mode by itself, so callers set it after each
 /// read where they want it.
@@ -156,6 +164,16 @@ mod tests {
         }
         assert_eq!(got, b"hi");
         shutdown(&server);
+    }
+
+    #[test]
+    fn a_set_send_buffer_stays_near_its_size() {
+        let (client, _server) = pair();
+        set_send_buffer_size(&client, 64 * 1024).expect("SO_SNDBUF");
+        let size = rustix::net::sockopt::socket_send_buffer_size(client.as_socket())
+            .expect("read SO_SNDBUF");
+        // Linux reports twice the size asked for; the point is it is not the autotuned MBs.
+        assert!((64 * 1024..=128 * 1024).contains(&size), "SO_SNDBUF {size}");
     }
 
     #[test]

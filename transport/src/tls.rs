@@ -263,6 +263,11 @@ where
         poll_fn(|cx| self.poll_flush(cx)).await
     }
 
+    /// Bounds the socket's kernel send buffer (see [`socket::set_send_buffer_size`]).
+    pub fn set_send_buffer_size(&self, bytes: usize) -> io::Result<()> {
+        socket::set_send_buffer_size(&*self.stream.borrow(), bytes)
+    }
+
     /// Sends `close_notify` (without waiting) and shuts the socket down both ways.
     pub fn shutdown(&self) {
         {

@@ -34,7 +34,7 @@ use crate::stream::Player;
 use crate::tls::{CurrentServerConfig, TlsError};
 use crate::transport::{TcpTransport, Transport};
 use crate::util::with_timeout;
-use crate::writer::{run_writer, WriterSettings};
+use crate::writer::{run_writer, WriteError, WriterSettings};
 
 /// Time a connecting node has to send its request line.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -210,7 +210,9 @@ async fn connection<T: Transport>(ctx: &Rc<CoreContext>, transport: T, peer: Soc
             match run_writer(&transport, &queue, settings, &sent).await {
                 Ok(()) if queue.borrow().overflowed() => "slow_consumer",
                 Ok(()) => "closed",
-                Err(_) => "write_error",
+                // An edge that reads nothing for the send timeout is a slow consumer too.
+                Err(WriteError::Stalled(_)) => "slow_consumer",
+                Err(WriteError::Io(_)) => "write_error",
             }
         },
     )

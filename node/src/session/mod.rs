@@ -1,10 +1,13 @@
 //! One RTMP connection: handshake, chunk decoding, and dispatch of messages to the command,
 //! control and media handlers.
 //!
-//! A connection runs as one task that polls two halves together: the reader (socket →
-//! handshake → [`ChunkDecoder`] → handlers) and the writer (the connection's
-//! [`SubscriberQueue`] → socket). Whichever ends first ends the connection. The session code
-//! only sees a [`Transport`], so TCP, TLS and the HTTP tunnel share it.
+//! A connection runs as two tasks: the reader (socket → handshake → [`ChunkDecoder`] →
+//! handlers) and the writer, a task of its own (the connection's [`SubscriberQueue`] →
+//! socket). Whichever ends first ends the connection. The handshake and `connect` share one
+//! deadline from accept (`rtmp.handshake_timeout_secs`), so trickled bytes cannot stretch it.
+//! A writer that stalls for the send timeout ends the connection as a slow consumer, like a
+//! queue over its hard bound. The session code only sees a [`Transport`], so TCP, TLS and the
+//! HTTP tunnel share it.
 
 mod commands;
 mod media;
@@ -12,7 +15,7 @@ mod media;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use corecast_common::chunk::{ChunkDecoder, ChunkDecoderLimits, ChunkError};
@@ -43,8 +46,8 @@ pub enum SessionError {
     /// The handshake was malformed.
     #[error("handshake: {0}")]
     Handshake(#[from] HandshakeError),
-    /// The handshake did not finish in time.
-    #[error("handshake not finished within {0:?}")]
+    /// The handshake and `connect` did not finish within the deadline.
+    #[error("handshake and connect not finished within {0:?}")]
     HandshakeTimeout(Duration),
     /// The peer sent nothing for too long.
     #[error("idle for {0:?}")]
@@ -67,6 +70,10 @@ pub enum SessionError {
     /// The player's queue passed its hard bound.
     #[error("slow consumer: send queue over its hard bound")]
     SlowConsumer,
+    /// The peer's socket accepted no bytes of what was queued for the whole send timeout: a
+    /// stalled viewer (or a client that never reads its replies), a slow consumer too.
+    #[error("slow consumer: peer accepted no bytes for {0:?}")]
+    Stalled(Duration),
     /// `connect` was refused (unknown application).
     #[error("connect refused: {0}")]
     ConnectRefused(String),
@@ -91,7 +98,7 @@ impl SessionError {
             SessionError::Command(_) => "command_error",
             SessionError::Read(_) => "read_error",
             SessionError::Write(_) => "write_error",
-            SessionError::SlowConsumer => "slow_consumer",
+            SessionError::SlowConsumer | SessionError::Stalled(_) => "slow_consumer",
             SessionError::ConnectRefused(_) => "connect_refused",
             SessionError::Protocol(_) => "protocol_error",
             SessionError::Closed => "closed",
@@ -137,6 +144,8 @@ pub struct Session {
     acked: u64,
     /// Next NetStream id handed out by createStream.
     next_stream_id: u32,
+    /// The socket's send buffer was bounded (done once, when the connection starts playing).
+    send_buffer_bounded: bool,
     /// The last paced read stopped at its size limit: more may wait, read it without waiting
     /// for the next tick.
     backlog: bool,
@@ -167,7 +176,7 @@ pub async fn run_connection<T: Transport + 'static>(
         id,
         peer,
         transport: transport_label,
-        since: std::time::Instant::now(),
+        since: Instant::now(),
         role: std::cell::Cell::new(ClientRole::Idle),
         stream: std::cell::RefCell::new(None),
         bytes_in: std::cell::Cell::new(0),
@@ -194,6 +203,7 @@ pub async fn run_connection<T: Transport + 'static>(
         peer_window: 0,
         acked: 0,
         next_stream_id: 1,
+        send_buffer_bounded: false,
         backlog: false,
     };
     let queue = Rc::clone(&out.queue);
@@ -208,6 +218,7 @@ pub async fn run_connection<T: Transport + 'static>(
             match run_writer(&*transport, &queue, settings, &sent).await {
                 Ok(()) if queue.borrow().overflowed() => SessionError::SlowConsumer,
                 Ok(()) => SessionError::Closed,
+                Err(WriteError::Stalled(limit)) => SessionError::Stalled(limit),
                 Err(e) => SessionError::Write(e),
             }
         }
@@ -229,7 +240,9 @@ pub async fn run_connection<T: Transport + 'static>(
     open_gauge.dec();
     ctx.metrics.closed(reason.as_str());
     match &reason {
-        SessionError::SlowConsumer => ctx.metrics.slow_consumer_disconnects.inc(),
+        SessionError::SlowConsumer | SessionError::Stalled(_) => {
+            ctx.metrics.slow_consumer_disconnects.inc()
+        }
         SessionError::Handshake(_)
         | SessionError::HandshakeTimeout(_)
         | SessionError::Chunk(_)
@@ -269,9 +282,13 @@ impl Session {
         let ctx = Rc::clone(&self.ctx);
         let rtmp = &ctx.config.rtmp;
         let handshake_timeout = Duration::from_secs(rtmp.handshake_timeout_secs);
+        // One deadline from accept to a completed `connect`, not a timeout per read: a client
+        // that trickles a byte now and then must not hold a connection (and its buffers).
+        let connect_deadline = self.client.since + handshake_timeout;
         let idle_timeout = Duration::from_secs(rtmp.idle_timeout_secs);
         let mut buf = BytesMut::new();
-        with_timeout(handshake_timeout, self.handshake(transport, &mut buf))
+        let left = connect_deadline.saturating_duration_since(Instant::now());
+        with_timeout(left, self.handshake(transport, &mut buf))
             .await
             .ok_or(SessionError::HandshakeTimeout(handshake_timeout))??;
         let mut decoder = ChunkDecoder::new(ChunkDecoderLimits {
@@ -286,13 +303,21 @@ impl Session {
             handled?;
             self.acknowledge(decoder.bytes_received());
             self.out.flush();
+            self.bound_send_buffer(transport);
             // Players may legitimately send nothing; everyone else must keep talking.
             let limit = match self.role {
                 Role::Playing { .. } => Duration::from_secs(24 * 3600),
-                _ if self.app.is_none() => handshake_timeout,
+                _ if self.app.is_none() => {
+                    connect_deadline.saturating_duration_since(Instant::now())
+                }
                 _ => idle_timeout,
             };
-            let n = self.read(transport, &mut buf, limit).await?;
+            let n = match self.read(transport, &mut buf, limit).await {
+                Err(SessionError::Idle(_)) if self.app.is_none() => {
+                    return Err(SessionError::HandshakeTimeout(handshake_timeout))
+                }
+                read => read?,
+            };
             if n == 0 {
                 return Ok(());
             }
@@ -300,6 +325,20 @@ impl Session {
                 .bytes_in
                 .set(self.client.bytes_in.get() + n as u64);
             self.ctx.metrics.received_bytes.inc_by(n as u64);
+        }
+    }
+
+    /// Bounds a player's kernel send buffer once it plays (`player.socket_send_buffer_bytes`):
+    /// the send timeout then starts soon after the viewer stalls, not after the kernel has
+    /// absorbed tens of seconds of stream. Publishers keep the kernel's autotuning.
+    fn bound_send_buffer<T: Transport>(&mut self, transport: &T) {
+        let bytes = self.ctx.config.player.socket_send_buffer_bytes;
+        if self.send_buffer_bounded || bytes == 0 || !matches!(self.role, Role::Playing { .. }) {
+            return;
+        }
+        self.send_buffer_bounded = true;
+        if let Err(e) = transport.set_send_buffer_size(bytes) {
+            debug!(conn = self.id, error = %e, "SO_SNDBUF not set");
         }
     }
 

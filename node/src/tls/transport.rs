@@ -34,6 +34,10 @@ impl Transport for TlsStream<ServerConnection> {
         TlsStream::flush(self).await
     }
 
+    fn set_send_buffer_size(&self, bytes: usize) -> io::Result<()> {
+        TlsStream::set_send_buffer_size(self, bytes)
+    }
+
     fn shutdown(&self) {
         TlsStream::shutdown(self);
     }
