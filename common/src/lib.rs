@@ -13,6 +13,8 @@
 //! - [`control`]: protocol control messages (types 1–6) and user control events.
 //! - [`command`]: NetConnection/NetStream command messages (types 20/17) and data messages.
 //! - [`flv`]: FLV tag headers, codec/keyframe/sequence-header detection, FLV file framing.
+//! - [`plane`]: the per-core control plane (publish, play, pulls, core messages) and its
+//!   in-memory multi-core harness.
 //! - [`pull`]: the origin/edge pull protocol (request and status lines, event stream, HRW).
 #![warn(missing_docs)]
 
@@ -22,5 +24,6 @@ pub mod command;
 pub mod control;
 pub mod flv;
 pub mod handshake;
+pub mod plane;
 pub mod pull;
 pub mod types;
