@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use corecast_common::plane::Generation;
 use corecast_node::config::{PlayerConfig, RtmpConfig};
 use corecast_node::frame::{FrameData, LocalFrame, MediaKind};
 use corecast_node::mesh::Snapshot;
@@ -100,7 +101,9 @@ fn replica(n: usize) -> (StreamReplica, Vec<Rc<Outbound>>) {
         },
     );
     replica.go_live(
-        Upstream::Local { generation: 1 },
+        Upstream::Local {
+            generation: Generation(1),
+        },
         Snapshot {
             metadata: None,
             audio_header: None,
@@ -203,7 +206,10 @@ criterion_group! {
     targets = bench_replica, bench_queue
 }
 fn main() {
-    if let Some(frames) = std::env::var("FANOUT_FRAMES").ok().and_then(|v| v.parse().ok()) {
+    if let Some(frames) = std::env::var("FANOUT_FRAMES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
         black_box(fixed_frames(frames));
         return;
     }

@@ -3,8 +3,8 @@
 //! # Layout
 //! - [`config`]: the TOML configuration, defaults and validation.
 //! - [`server`]: executors, listeners, the core mesh.
-//! - [`core`]: one core's state and the control-path stream operations.
-//! - [`directory`]: the node-wide map of who publishes what and which cores play it.
+//! - [`core`]: one core's state: the shell that feeds events to its control plane
+//!   (`corecast_common::plane`) and carries out the plane's effects (links, replicas, pulls).
 //! - [`mesh`]: core-to-core messages and their ordered, non-blocking links.
 //! - [`stream`]: a stream replica: upstream, caches, local players.
 //! - [`frame`]: encode-once media frames.
@@ -23,7 +23,6 @@ pub mod clients;
 pub mod cluster;
 pub mod config;
 pub mod core;
-pub mod directory;
 pub mod frame;
 pub mod http;
 pub mod mesh;

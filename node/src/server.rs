@@ -16,8 +16,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::core::CoreContext;
-use crate::directory::Directory;
+use crate::core::{CoreContext, CoreHooks};
 use crate::mesh::{build_mesh, CoreId, CoreLink, MeshEndpoints};
 use crate::metrics::NodeMetrics;
 use crate::session::run_connection;
@@ -46,7 +45,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let upstream_tls = crate::cluster::tls::client_config(&config.cluster)?;
     let shared = Arc::new(NodeShared {
         config: Arc::new(config),
-        directory: Directory::default(),
+        directory: Arc::default(),
         metrics: NodeMetrics::new(),
         board: StatsBoard::new(cores),
         admin: admin_tx,
@@ -248,7 +247,7 @@ async fn run_core(
             link
         }));
     }
-    let ctx = CoreContext::new(id, shared, links);
+    let ctx = CoreContext::new(id, shared, links, hooks());
     for (from, receiver) in endpoints.receivers.into_iter().enumerate() {
         let Some(receiver) = receiver else { continue };
         let ctx = Rc::clone(&ctx);
@@ -299,6 +298,15 @@ async fn run_core(
 }
 
 /// Admin requests, statistics, and the drain flag, until a drain starts.
+/// What the cores start on the control plane's behalf: the cluster's pull task.
+fn hooks() -> CoreHooks {
+    CoreHooks {
+        start_pull: Some(Box::new(|ctx, key, generation| {
+            glommio::spawn_local(crate::cluster::run_pull(ctx, key, generation)).detach();
+        })),
+    }
+}
+
 async fn housekeeping(ctx: &Rc<CoreContext>, admin: &Receiver<AdminCommand>) {
     let mut ticks = 0u32;
     let mut last_stats = Instant::now();

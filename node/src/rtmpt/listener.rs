@@ -21,7 +21,7 @@ use tracing::{debug, info, warn};
 
 use super::http::{write_head, HttpLimits, Method, Request, RequestReader, Status};
 use super::tunnel::{RequestKind, TunnelId, TunnelReply, TunnelRequest, IDLE_HOLD, REORDER_WAIT};
-use super::Forwarded;
+use super::{Forwarded, Tunnels};
 use crate::core::CoreContext;
 use crate::mesh::CoreMessage;
 use crate::transport::{set_nodelay, TcpTransport, Transport};
@@ -54,7 +54,7 @@ pub async fn accept_loop(ctx: Rc<CoreContext>, listener: TcpListener) {
         let Ok(peer) = stream.peer_addr() else {
             continue;
         };
-        if !ctx.rtmpt.connection_opened(max) {
+        if !Tunnels::of(&ctx).connection_opened(max) {
             warn!(core = ctx.id.0, %peer, max, "rtmpt connection refused: per-core limit reached");
             continue;
         }
@@ -63,7 +63,7 @@ pub async fn accept_loop(ctx: Rc<CoreContext>, listener: TcpListener) {
         glommio::spawn_local(async move {
             let fd = stream.as_raw_fd();
             serve_connection(&ctx, TcpTransport::new(stream), fd, peer).await;
-            ctx.rtmpt.connection_closed();
+            Tunnels::of(&ctx).connection_closed();
         })
         .detach();
     }
@@ -75,7 +75,7 @@ pub async fn sweep_loop(ctx: Rc<CoreContext>) {
     let every = (idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
     loop {
         glommio::timer::sleep(every).await;
-        ctx.rtmpt.sweep(idle);
+        Tunnels::of(&ctx).sweep(idle);
     }
 }
 
@@ -167,7 +167,7 @@ async fn respond(ctx: &Rc<CoreContext>, request: Request, peer: SocketAddr) -> R
         return Response::status(Status::MethodNotAllowed);
     }
     let Some(kind) = kind else {
-        return match ctx.rtmpt.open(ctx, peer) {
+        return match Tunnels::of(ctx).open(ctx, peer) {
             Some(id) => Response {
                 status: Status::Ok,
                 interval: None,
@@ -201,14 +201,14 @@ async fn respond(ctx: &Rc<CoreContext>, request: Request, peer: SocketAddr) -> R
         body: request.body,
     };
     let reply = if owner == ctx.id {
-        ctx.rtmpt.handle(tunnel_request).await
+        Tunnels::of(ctx).handle(tunnel_request).await
     } else {
         let (tx, rx) = oneshot::channel();
         let forwarded = Forwarded {
             request: tunnel_request,
             reply: tx,
         };
-        if !ctx.send_to_core(owner, CoreMessage::Rtmpt(forwarded)) {
+        if !ctx.send_to_core(owner, CoreMessage::Feature(forwarded.into_call())) {
             return Response::status(Status::NotFound);
         }
         match with_timeout(FORWARD_TIMEOUT, rx).await {
