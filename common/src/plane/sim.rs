@@ -677,8 +677,11 @@ fn on_frame(replica: &mut Replica, id: FrameId, keyframe: bool, violations: &mut
     }
 }
 
+/// Most operations [`decode`] reads: longer inputs add time per run, not new interleavings.
+pub const MAX_OPS: usize = 256;
+
 /// Reads a schedule from bytes (the fuzz target's input): the first byte picks the cores
-/// (low two bits + 1) and pulls (bit 4); then two bytes per operation.
+/// (low two bits + 1) and pulls (bit 4); then two bytes per operation, at most [`MAX_OPS`].
 pub fn decode(data: &[u8]) -> (usize, bool, Vec<Op>) {
     let Some((first, rest)) = data.split_first() else {
         return (1, false, Vec::new());
@@ -687,6 +690,7 @@ pub fn decode(data: &[u8]) -> (usize, bool, Vec<Op>) {
     let pulls = first & 0x10 != 0;
     let ops = rest
         .chunks_exact(2)
+        .take(MAX_OPS)
         .map(|pair| {
             let (kind, arg) = (pair[0], pair[1]);
             let (a, b) = (arg & 0x0f, arg >> 4);
@@ -694,8 +698,8 @@ pub fn decode(data: &[u8]) -> (usize, bool, Vec<Op>) {
                 0 => Op::Publish { core: a, key: b },
                 1 => Op::Unpublish { publisher: arg },
                 2 => Op::Frame {
-                    source: a,
-                    keyframe: b & 1 != 0,
+                    source: arg >> 1,
+                    keyframe: arg & 1 != 0,
                 },
                 3 => Op::Join { core: a, key: b },
                 4 => Op::Leave { player: arg },
@@ -707,4 +711,26 @@ pub fn decode(data: &[u8]) -> (usize, bool, Vec<Op>) {
         })
         .collect();
     (cores, pulls, ops)
+}
+
+/// Writes a schedule as [`decode`] reads it (the fuzz seeds). Core and key indices above 15
+/// and source indices above 127 do not fit and are cut.
+pub fn encode(cores: usize, pulls: bool, ops: &[Op]) -> Vec<u8> {
+    let nibbles = |low: u8, high: u8| (low & 0x0f) | (high << 4);
+    let mut data = vec![(cores.clamp(1, MAX_CORES) - 1) as u8 | if pulls { 0x10 } else { 0 }];
+    for op in ops {
+        let (kind, arg) = match *op {
+            Op::Publish { core, key } => (0, nibbles(core, key)),
+            Op::Unpublish { publisher } => (1, publisher),
+            Op::Frame { source, keyframe } => (2, (source << 1) | u8::from(keyframe)),
+            Op::Join { core, key } => (3, nibbles(core, key)),
+            Op::Leave { player } => (4, player),
+            Op::Deliver { from, to } => (5, nibbles(from, to)),
+            Op::PullResume { pull } => (6, pull),
+            Op::PullPause { pull } => (7, pull),
+            Op::PullStop { pull } => (8, pull),
+        };
+        data.extend_from_slice(&[kind, arg]);
+    }
+    data
 }
