@@ -1,6 +1,7 @@
 //! Starting and stopping the node: one glommio executor per core, each with its own
 //! SO_REUSEPORT listeners, its own [`CoreContext`] and its ends of the core mesh; a
-//! housekeeping task per core (stats, admin requests, drain).
+//! housekeeping task per core (stats, admin requests, drain); `hooks` hands each core what
+//! it starts on its control plane's behalf (the cluster's pull task).
 
 use std::net::SocketAddr;
 use std::rc::Rc;
