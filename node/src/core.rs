@@ -86,11 +86,11 @@ impl CoreContext {
         links: Vec<Option<Rc<CoreLink>>>,
         hooks: CoreHooks,
     ) -> Rc<CoreContext> {
+        // Without a starter there is nothing to run a pull with: the plane must not claim one.
+        let pulls = shared.config.cluster.pulls() && hooks.start_pull.is_some();
         let plane = ControlPlane::new(
             id,
-            PlaneConfig {
-                pulls: shared.config.cluster.pulls(),
-            },
+            PlaneConfig { pulls },
             Arc::clone(&shared.directory),
         );
         Rc::new_cyclic(|me| CoreContext {
