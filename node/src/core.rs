@@ -88,11 +88,7 @@ impl CoreContext {
     ) -> Rc<CoreContext> {
         // Without a starter there is nothing to run a pull with: the plane must not claim one.
         let pulls = shared.config.cluster.pulls() && hooks.start_pull.is_some();
-        let plane = ControlPlane::new(
-            id,
-            PlaneConfig { pulls },
-            Arc::clone(&shared.directory),
-        );
+        let plane = ControlPlane::new(id, PlaneConfig { pulls }, Arc::clone(&shared.directory));
         Rc::new_cyclic(|me| CoreContext {
             me: me.clone(),
             id,
