@@ -56,9 +56,9 @@ pub struct CoreId(pub usize);
 pub struct Generation(pub u64);
 
 /// One registration of a core's players of a stream: from its first player joining to its
-/// last one leaving. Core-unique; it tells a start that answers the current registration
-/// from one that answers an earlier one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// last one leaving. Increasing per core; it tells a start that answers the current
+/// registration from one that answers an earlier one, and a late subscribe from a new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Interest(pub u64);
 
 /// Where a replica's frames come from.
@@ -435,8 +435,9 @@ impl<S: Default> ControlPlane<S> {
             return;
         }
         match stream.remote.iter_mut().find(|(c, _)| *c == from) {
-            // Already fed for this registration: a second snapshot would duplicate frames.
-            Some((_, current)) if *current == interest => return,
+            // Already fed for this registration (a second snapshot would duplicate frames),
+            // or for a newer one (the directory gave it to a start): this one is stale.
+            Some((_, current)) if *current >= interest => return,
             Some((_, current)) => *current = interest,
             None => {
                 stream.remote.push((from, interest));

@@ -146,6 +146,29 @@ fn a_pull_that_ends_while_a_player_arrives_is_started_again() {
     );
 }
 
+#[test]
+fn a_late_subscribe_from_an_ended_registration_does_not_displace_the_current_one() {
+    // Found by the plane fuzz target: core 3 subscribes, leaves, subscribes again; the pull
+    // goes live and starts core 3's current registration from the directory, then the first
+    // subscribe and its unsubscribe arrive. They must not end the feed of the current one,
+    // or core 3 keeps a stream that nobody will end.
+    assert_runs(
+        4,
+        true,
+        &[
+            Op::Join { core: 0, key: 0 },
+            Op::Join { core: 3, key: 0 },
+            Op::Join { core: 3, key: 1 },
+            Op::Leave { player: 1 },
+            Op::Join { core: 3, key: 0 },
+            Op::PullResume { pull: 0 },
+            deliver(3, 0),
+            deliver(3, 0),
+            Op::PullPause { pull: 0 },
+        ],
+    );
+}
+
 fn op() -> impl Strategy<Value = Op> {
     let core = 0..MAX_CORES as u8;
     prop_oneof![
