@@ -14,6 +14,8 @@
 //! - [`command`]: NetConnection/NetStream command messages (types 20/17) and data messages.
 //! - [`request`]: the commands a client sends a server, parsed once into typed requests.
 //! - [`flv`]: FLV tag headers, codec/keyframe/sequence-header detection, FLV file framing.
+//! - [`plane`]: the per-core control plane (publish, play, pulls, core messages) and its
+//!   in-memory multi-core harness.
 //! - [`pull`]: the origin/edge pull protocol (request and status lines, event stream, HRW).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -24,6 +26,7 @@ pub mod command;
 pub mod control;
 pub mod flv;
 pub mod handshake;
+pub mod plane;
 pub mod pull;
 pub mod request;
 pub mod types;

@@ -19,6 +19,7 @@ use corecast_common::command::{client, status_info, Command, DataMessage};
 use corecast_common::control::{ControlMessage, PeerBandwidthLimit, UserControlEvent};
 use corecast_common::flv::{self, FlvTag, TAG_TYPE_AUDIO, TAG_TYPE_SCRIPT, TAG_TYPE_VIDEO};
 use corecast_common::handshake::{ClientHandshake, HandshakeKind, RANDOM_LEN};
+use corecast_common::plane::sim::{self, Op};
 use corecast_common::types::{ChunkStreamId, MessageStreamId, MessageType, RtmpMessage};
 
 /// Control bytes for the targets that cut their input into reads (see `Pieces`): low two
@@ -492,6 +493,84 @@ fn control_seeds() -> Vec<(&'static str, ControlMessage)> {
     ]
 }
 
+/// Control-plane schedules that reach the races the plane guards against.
+fn plane_seeds() -> Vec<(&'static str, usize, bool, Vec<Op>)> {
+    let deliver = |from, to| Op::Deliver { from, to };
+    let frame = |keyframe| Op::Frame {
+        source: 0,
+        keyframe,
+    };
+    vec![
+        (
+            "remote_player",
+            2,
+            false,
+            vec![
+                Op::Publish { core: 0, key: 0 },
+                frame(true),
+                Op::Join { core: 1, key: 0 },
+                deliver(1, 0),
+                frame(false),
+                deliver(0, 1),
+                deliver(0, 1),
+            ],
+        ),
+        (
+            "leave_and_rejoin_before_the_answer",
+            2,
+            false,
+            vec![
+                Op::Publish { core: 0, key: 0 },
+                frame(true),
+                Op::Join { core: 1, key: 0 },
+                Op::Leave { player: 0 },
+                Op::Join { core: 1, key: 0 },
+                deliver(1, 0),
+                frame(false),
+                deliver(1, 0),
+                frame(false),
+                deliver(1, 0),
+                frame(false),
+            ],
+        ),
+        (
+            "stale_start_after_republish",
+            3,
+            false,
+            vec![
+                Op::Join { core: 1, key: 0 },
+                Op::Publish { core: 0, key: 0 },
+                Op::Unpublish { publisher: 0 },
+                Op::Publish { core: 2, key: 0 },
+                deliver(2, 1),
+                deliver(0, 1),
+                deliver(0, 1),
+                frame(true),
+                deliver(2, 1),
+            ],
+        ),
+        (
+            "edge_pull_pause_resume_stop",
+            4,
+            true,
+            vec![
+                Op::Join { core: 0, key: 0 },
+                Op::Join { core: 1, key: 0 },
+                Op::Join { core: 3, key: 1 },
+                deliver(1, 0),
+                Op::PullResume { pull: 0 },
+                frame(true),
+                deliver(0, 1),
+                Op::PullPause { pull: 0 },
+                Op::PullResume { pull: 0 },
+                Op::Leave { player: 0 },
+                Op::PullStop { pull: 0 },
+                deliver(0, 1),
+            ],
+        ),
+    ]
+}
+
 fn main() {
     let root = std::env::args_os()
         .nth(1)
@@ -654,4 +733,9 @@ fn main() {
         "set_buffer_length_padded",
         b"\x04\x00\x03\x00\x00\x00\x01\x00\x00\x0B\xB8\xFF",
     );
+
+    // plane
+    for (name, cores, pulls, ops) in plane_seeds() {
+        corpus.write("plane", name, &sim::encode(cores, pulls, &ops));
+    }
 }

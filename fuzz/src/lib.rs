@@ -13,6 +13,9 @@
 //!   only whole units and say "need more" otherwise, so where the reads end must not matter.
 //! - `control_decode`: byte 0 is the message type id, the rest the payload.
 //! - `amf0_decode`, `command_decode`, `flv_tag_headers`: the whole input is one payload.
+//! - `plane`: a schedule of control-plane events on up to four cores
+//!   (`corecast_common::plane::sim::decode`: a byte for the cores and pulls, then two bytes
+//!   per event).
 //!
 //! # Round trips
 //! Whatever decodes is encoded again and must decode to the same thing. The AMF encoder's
@@ -75,6 +78,10 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "pull_stream",
         run: pull_stream,
+    },
+    Target {
+        name: "plane",
+        run: plane,
     },
 ];
 
@@ -692,5 +699,22 @@ pub fn pull_stream(data: &[u8]) {
                 }
             }
         }
+    }
+}
+
+// ---- control plane ------------------------------------------------------------------------
+
+/// The per-core control plane: a random schedule of publishes, unpublishes, frames, players
+/// joining and leaving, message deliveries between cores and pull progress, run on several
+/// planes sharing one directory (`corecast_common::plane::sim`). Panics on the first broken
+/// invariant: two upstreams for one stream, a player's frame twice, a second snapshot or a
+/// gap, a core with players left unfed once everything is delivered, or anything left behind
+/// once every player, publisher and pull is gone.
+pub fn plane(data: &[u8]) {
+    use corecast_common::plane::sim::{decode, Sim};
+
+    let (cores, pulls, ops) = decode(data);
+    if let Err(broken) = Sim::run(cores, pulls, &ops) {
+        panic!("{broken} ({cores} cores, pulls {pulls}): {ops:?}");
     }
 }

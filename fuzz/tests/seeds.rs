@@ -165,3 +165,20 @@ fn control_seeds_decode() {
         assert!(matches!(decoded, Ok(Some(_))), "{name}: {decoded:?}");
     }
 }
+
+#[test]
+fn plane_seeds_are_schedules_that_run_clean() {
+    use corecast_common::plane::sim::{decode, Op, Sim};
+
+    for (name, data) in seeds("plane") {
+        let (cores, pulls, ops) = decode(&data);
+        assert!(cores > 1, "{name}: one core has no races");
+        assert!(
+            ops.iter().any(|op| matches!(op, Op::Deliver { .. })),
+            "{name}: delivers no message"
+        );
+        if let Err(broken) = Sim::run(cores, pulls, &ops) {
+            panic!("{name}: {broken}");
+        }
+    }
+}

@@ -10,6 +10,10 @@
 //! - `fanout/queue`: straight into N plain [`SubscriberQueue`]s, to show what the replica
 //!   adds on top of the queues.
 //!
+//! With `FANOUT_FRAMES=N` in the environment it skips criterion and fans N frames out to
+//! 1 000 players through the replica: a fixed amount of work whose instruction count
+//! (`valgrind --tool=callgrind`) is repeatable on a noisy machine.
+//!
 //! Throughput is in elements = subscribers, so criterion's `elem/s` inverted is the time per
 //! frame per subscriber. The frame is an average 2.5 Mbit/s, 25 fps inter frame (12.5 KB)
 //! chunked at the node's default out chunk size (`rtmp.out_chunk_size_bytes`, 60 000), into
@@ -22,13 +26,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use corecast_common::plane::Generation;
 use corecast_node::config::{PlayerConfig, RtmpConfig};
 use corecast_node::frame::{FrameData, LocalFrame, MediaKind};
 use corecast_node::mesh::Snapshot;
 use corecast_node::outbound::Outbound;
 use corecast_node::queue::{PushOutcome, QueueLimits, SubscriberQueue};
 use corecast_node::stream::{GopSettings, Player, StreamReplica, Upstream};
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 
 /// Subscriber counts measured.
 const SUBSCRIBERS: [usize; 3] = [100, 1_000, 10_000];
@@ -96,7 +101,9 @@ fn replica(n: usize) -> (StreamReplica, Vec<Rc<Outbound>>) {
         },
     );
     replica.go_live(
-        Upstream::Local { generation: 1 },
+        Upstream::Local {
+            generation: Generation(1),
+        },
         Snapshot {
             metadata: None,
             audio_header: None,
@@ -171,6 +178,24 @@ fn bench_queue(c: &mut Criterion) {
     group.finish();
 }
 
+/// A fixed amount of work instead of criterion's timed sampling, for instruction counts
+/// (`valgrind --tool=callgrind`): `FANOUT_FRAMES=N` fans N frames out to 1 000 players
+/// through the replica and exits. Timed runs vary their iteration counts; this does not.
+fn fixed_frames(frames: usize) -> usize {
+    let payload = video_payload(false, FRAME_BYTES);
+    let chunk_size = chunk_size();
+    let (mut replica, outbounds) = replica(1_000);
+    let mut written = 0;
+    for _ in 0..frames {
+        replica.on_frame(frame(&payload, chunk_size));
+        for out in &outbounds {
+            written += drain(&mut out.queue.borrow_mut());
+        }
+    }
+    assert_eq!(replica.dropped_frames(), 0, "no player skipped a frame");
+    written
+}
+
 criterion_group! {
     name = benches;
     // Short runs: these are regression checks, not publication numbers.
@@ -180,4 +205,14 @@ criterion_group! {
         .measurement_time(Duration::from_secs(2));
     targets = bench_replica, bench_queue
 }
-criterion_main!(benches);
+fn main() {
+    if let Some(frames) = std::env::var("FANOUT_FRAMES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        black_box(fixed_frames(frames));
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

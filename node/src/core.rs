@@ -1,18 +1,32 @@
 //! `CoreContext`: everything one core (executor) owns — its streams, its links to the other
-//! cores, its connection count — and the control-path operations on streams.
+//! cores, its connection count — and the thin shell around its control plane.
+//!
+//! Control decisions (publish, unpublish, players joining and leaving, core messages, pulls
+//! and their generations) are made by `corecast_common::plane::ControlPlane`, a sans-IO
+//! state machine. This shell feeds it events and carries out its effects at once, before
+//! anything else runs on the core: messages onto the mesh links, operations on the stream
+//! replicas, pulls started through the hook the server hands in. The per-frame path
+//! ([`CoreContext::publish_frame`], [`CoreMessage::Frame`]) does not pass through the plane.
+//!
+//! Features built on the core (RTMPT tunnels, pulls) are not named here: the server hands in
+//! a [`CoreHooks`], and a feature keeps its per-core state with [`CoreContext::feature`].
 //!
 //! All state here is `Rc`/`RefCell`: it is touched by this core's tasks only. The only shared
-//! things are the [`Directory`] (control path) and the frames' `Arc`s.
+//! things are the directory (control path) and the frames' `Arc`s.
 
+use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::Instant;
 
+use corecast_common::plane::{
+    AlreadyPublished, ControlPlane, Effect, Generation, PlaneConfig, ReplicaOp,
+};
+
 use crate::clients::ClientHandle;
 use crate::config::Config;
-use crate::directory::{AlreadyPublished, PublisherRef};
 use crate::frame::{FrameData, LocalFrame};
 use crate::mesh::{CoreId, CoreLink, CoreMessage, Snapshot};
 use crate::metrics::CoreMetrics;
@@ -23,6 +37,17 @@ use crate::tick;
 
 /// A replica shared by the sessions of one core.
 pub type ReplicaRef = Rc<RefCell<StreamReplica>>;
+
+/// Starts a pull of a stream (key, generation) on the core given: the server hands in one
+/// that runs the cluster's pull task, so the core does not depend on the cluster.
+pub type PullStarter = Box<dyn Fn(Rc<CoreContext>, String, Generation)>;
+
+/// What the server hands a core so that the core needs no knowledge of the features it runs.
+#[derive(Default)]
+pub struct CoreHooks {
+    /// Runs a pull when the control plane asks for one; without it pulls end at once.
+    pub start_pull: Option<PullStarter>,
+}
 
 /// One core's state.
 pub struct CoreContext {
@@ -38,17 +63,19 @@ pub struct CoreContext {
     clients: RefCell<HashMap<u64, Rc<ClientHandle>>>,
     /// `links[j]`: the outgoing FIFO to core j (None for self).
     links: Vec<Option<Rc<CoreLink>>>,
+    /// The control decisions; every event goes in here and its effects are drained at once.
+    plane: RefCell<ControlPlane<Snapshot>>,
     streams: RefCell<HashMap<String, ReplicaRef>>,
     /// Replicas fed by another core, by publish generation (the key frames carry).
-    remote: RefCell<HashMap<u64, ReplicaRef>>,
-    next_generation: Cell<u64>,
+    remote: RefCell<HashMap<Generation, ReplicaRef>>,
     next_connection: Cell<u64>,
     /// Open connections on this core, by kind; each is held by a [`Permit`](crate::accept::Permit).
     pub connections: Rc<crate::accept::Connections>,
-    /// This context itself, for spawning tasks that need an owned handle (pulls).
+    /// This context itself, for handing pulls an owned handle.
     me: Weak<CoreContext>,
-    /// RTMPT tunnels this core owns.
-    pub rtmpt: crate::rtmpt::Tunnels,
+    hooks: CoreHooks,
+    /// Per-core state of features built on the core (one value per type), made on first use.
+    features: RefCell<Vec<Rc<dyn Any>>>,
 }
 
 impl CoreContext {
@@ -57,7 +84,11 @@ impl CoreContext {
         id: CoreId,
         shared: Arc<NodeShared>,
         links: Vec<Option<Rc<CoreLink>>>,
+        hooks: CoreHooks,
     ) -> Rc<CoreContext> {
+        // Without a starter there is nothing to run a pull with: the plane must not claim one.
+        let pulls = shared.config.cluster.pulls() && hooks.start_pull.is_some();
+        let plane = ControlPlane::new(id, PlaneConfig { pulls }, Arc::clone(&shared.directory));
         Rc::new_cyclic(|me| CoreContext {
             me: me.clone(),
             id,
@@ -66,12 +97,13 @@ impl CoreContext {
             shared,
             clients: RefCell::new(HashMap::new()),
             links,
+            plane: RefCell::new(plane),
             streams: RefCell::new(HashMap::new()),
             remote: RefCell::new(HashMap::new()),
-            next_generation: Cell::new(1),
             next_connection: Cell::new(1),
             connections: Rc::default(),
-            rtmpt: crate::rtmpt::Tunnels::default(),
+            hooks,
+            features: RefCell::new(Vec::new()),
         })
     }
 
@@ -82,17 +114,25 @@ impl CoreContext {
         ((self.id.0 as u64) << 48) | n
     }
 
-    fn new_generation(&self) -> u64 {
-        let n = self.next_generation.get();
-        self.next_generation.set(n + 1);
-        ((self.id.0 as u64) << 48) | n
+    /// This core's value of a feature's per-core state, made with `Default` on first use.
+    pub fn feature<T: Any + Default>(&self) -> Rc<T> {
+        let mut features = self.features.borrow_mut();
+        if let Some(found) = features
+            .iter()
+            .find_map(|f| Rc::clone(f).downcast::<T>().ok())
+        {
+            return found;
+        }
+        let made = Rc::new(T::default());
+        features.push(Rc::clone(&made) as Rc<dyn Any>);
+        made
     }
 
     fn link(&self, core: CoreId) -> Option<&Rc<CoreLink>> {
         self.links.get(core.0).and_then(Option::as_ref)
     }
 
-    /// Sends a control message to another core; false when there is no such core.
+    /// Sends a message to another core; false when there is no such core.
     pub fn send_to_core(&self, core: CoreId, message: CoreMessage) -> bool {
         match self.link(core) {
             Some(link) => {
@@ -124,82 +164,128 @@ impl CoreContext {
         )
     }
 
+    fn existing(&self, key: &str) -> Option<ReplicaRef> {
+        self.streams.borrow().get(key).cloned()
+    }
+
+    /// Carries out every effect the plane has queued. Called after each event, before the
+    /// caller can yield: a snapshot answering a subscribe is taken before any later frame.
+    fn drain(&self) {
+        loop {
+            let effect = self.plane.borrow_mut().poll_effect();
+            let Some(effect) = effect else {
+                return;
+            };
+            match effect {
+                Effect::Send { to, message } => {
+                    self.send_to_core(to, CoreMessage::Control(message));
+                }
+                Effect::SendSnapshot {
+                    to,
+                    key,
+                    generation,
+                    interest,
+                } => {
+                    let snapshot = self
+                        .existing(&key)
+                        .map(|r| r.borrow().snapshot())
+                        .unwrap_or_default();
+                    let message = corecast_common::plane::Message::StreamStart {
+                        key,
+                        generation,
+                        interest,
+                        snapshot,
+                    };
+                    self.send_to_core(to, CoreMessage::Control(message));
+                }
+                Effect::Replica { key, op } => self.apply(&key, op),
+                Effect::StartPull { key, generation } => self.start_pull(key, generation),
+                _ => tracing::error!(core = self.id.0, "unknown control-plane effect"),
+            }
+        }
+    }
+
+    /// A replica operation the plane decided.
+    fn apply(&self, key: &str, op: ReplicaOp<Snapshot>) {
+        match op {
+            ReplicaOp::GoLive { upstream, snapshot } => {
+                let replica = self.replica(key);
+                self.unindex(&replica);
+                replica.borrow_mut().go_live(upstream, snapshot);
+                if let Upstream::Core { generation, .. } = upstream {
+                    self.remote.borrow_mut().insert(generation, replica);
+                }
+            }
+            ReplicaOp::GoOffline => {
+                if let Some(replica) = self.existing(key) {
+                    self.unindex(&replica);
+                    let mut r = replica.borrow_mut();
+                    r.go_offline();
+                    r.set_publisher(None);
+                }
+            }
+            ReplicaOp::AddRemoteCore(core) => {
+                if let Some(replica) = self.existing(key) {
+                    replica.borrow_mut().add_remote_core(core);
+                }
+            }
+            ReplicaOp::RemoveRemoteCore(core) => {
+                if let Some(replica) = self.existing(key) {
+                    replica.borrow_mut().remove_remote_core(core);
+                }
+            }
+            ReplicaOp::Remove => {
+                let replica = self.streams.borrow_mut().remove(key);
+                if let Some(replica) = replica {
+                    self.unindex(&replica);
+                }
+            }
+            _ => tracing::error!(core = self.id.0, stream = %key, "unknown replica operation"),
+        }
+    }
+
+    /// Forgets `replica` in the index of replicas fed by other cores.
+    fn unindex(&self, replica: &ReplicaRef) {
+        if let Upstream::Core { generation, .. } = replica.borrow().upstream() {
+            self.remote.borrow_mut().remove(&generation);
+        }
+    }
+
+    fn start_pull(&self, key: String, generation: Generation) {
+        match (&self.hooks.start_pull, self.me.upgrade()) {
+            (Some(start), Some(ctx)) => {
+                tracing::info!(core = self.id.0, stream = %key, "pull started");
+                start(ctx, key, generation);
+            }
+            _ => self
+                .plane
+                .borrow_mut()
+                .handle_pull_stopped(&key, generation),
+        }
+    }
+
     /// Starts publishing `key` from a session on this core.
     pub fn start_publish(
         &self,
         key: &str,
         publisher: PublisherInfo,
-    ) -> Result<(ReplicaRef, u64), AlreadyPublished> {
-        let generation = self.new_generation();
-        let waiting = self.shared.directory.claim(
-            key,
-            PublisherRef {
-                core: self.id,
-                generation,
-            },
-        )?;
+    ) -> Result<(ReplicaRef, Generation), AlreadyPublished> {
+        let generation = self.plane.borrow_mut().handle_publish(key)?;
+        self.drain();
         let replica = self.replica(key);
-        {
-            let mut r = replica.borrow_mut();
-            r.go_live(Upstream::Local { generation }, Snapshot::default());
-            r.set_publisher(Some(publisher));
-            for core in CoreId::iter_mask(waiting) {
-                if let Some(link) = self.link(core) {
-                    r.add_remote_core(core);
-                    link.send(CoreMessage::StreamStart {
-                        key: key.to_owned(),
-                        generation,
-                        snapshot: Snapshot::default(),
-                    });
-                }
-            }
-        }
+        replica.borrow_mut().set_publisher(Some(publisher));
         Ok((replica, generation))
     }
 
-    /// Takes a locally fed stream offline: remote cores and players are told. None when
-    /// `generation` is not what feeds it (a stale request).
-    fn take_offline(&self, key: &str, generation: u64) -> Option<ReplicaRef> {
-        let replica = self.streams.borrow().get(key).cloned()?;
-        {
-            let mut r = replica.borrow_mut();
-            if r.upstream() != (Upstream::Local { generation }) {
-                return None;
-            }
-            for core in r.remote_cores().to_vec() {
-                if let Some(link) = self.link(core) {
-                    link.send(CoreMessage::Unpublished {
-                        key: key.to_owned(),
-                        generation,
-                    });
-                }
-            }
-            r.go_offline();
-            r.set_publisher(None);
-        }
-        Some(replica)
-    }
-
     /// Ends the publish `generation` of `key`.
-    pub fn stop_publish(&self, key: &str, generation: u64) {
-        let Some(replica) = self.take_offline(key, generation) else {
-            return;
-        };
-        self.shared.directory.release(
-            key,
-            PublisherRef {
-                core: self.id,
-                generation,
-            },
-        );
-        if replica.borrow().player_count() == 0 {
-            self.streams.borrow_mut().remove(key);
-        }
+    pub fn stop_publish(&self, key: &str, generation: Generation) {
+        self.plane.borrow_mut().handle_unpublish(key, generation);
+        self.drain();
     }
 
     /// A frame from the local publisher of `replica`: to every interested core, once, then to
     /// the local players.
-    pub fn publish_frame(&self, replica: &ReplicaRef, generation: u64, frame: FrameData) {
+    pub fn publish_frame(&self, replica: &ReplicaRef, generation: Generation, frame: FrameData) {
         let shared = Arc::new(frame);
         let mut r = replica.borrow_mut();
         for core in r.remote_cores() {
@@ -219,61 +305,22 @@ impl CoreContext {
     /// or waits.
     pub fn add_player(&self, key: &str, player: Player) -> ReplicaRef {
         let replica = self.replica(key);
-        let first = {
-            let mut r = replica.borrow_mut();
-            let first = r.player_count() == 0;
-            r.add_player(player);
-            first
-        };
-        if first {
-            match self.shared.directory.add_player_core(key, self.id) {
-                Some(publisher) if publisher.core != self.id => {
-                    if let Some(link) = self.link(publisher.core) {
-                        link.send(CoreMessage::Subscribe {
-                            key: key.to_owned(),
-                            generation: publisher.generation,
-                            from: self.id,
-                        });
-                    }
-                }
-                Some(_) => {}
-                None if self.config.cluster.pulls() => self.start_pull(key),
-                None => {}
-            }
-        }
+        replica.borrow_mut().add_player(player);
+        self.plane.borrow_mut().handle_player_joined(key);
+        self.drain();
         replica
     }
 
     /// Removes a player of `key`; the last one on this core unsubscribes the core.
     pub fn remove_player(&self, key: &str, connection: u64) {
-        let Some(replica) = self.streams.borrow().get(key).cloned() else {
+        let Some(replica) = self.existing(key) else {
             return;
         };
-        let mut r = replica.borrow_mut();
-        if !r.remove_player(connection) || r.player_count() > 0 {
+        if !replica.borrow_mut().remove_player(connection) {
             return;
         }
-        if let Some(publisher) = self.shared.directory.remove_player_core(key, self.id) {
-            if publisher.core != self.id {
-                if let Some(link) = self.link(publisher.core) {
-                    link.send(CoreMessage::Unsubscribe {
-                        key: key.to_owned(),
-                        generation: publisher.generation,
-                        from: self.id,
-                    });
-                }
-            }
-        }
-        match r.upstream() {
-            Upstream::Local { .. } => {}
-            Upstream::Core { generation, .. } => {
-                self.remote.borrow_mut().remove(&generation);
-                self.streams.borrow_mut().remove(key);
-            }
-            Upstream::None => {
-                self.streams.borrow_mut().remove(key);
-            }
-        }
+        self.plane.borrow_mut().handle_player_left(key);
+        self.drain();
     }
 
     /// Handles a message from core `from`.
@@ -297,87 +344,11 @@ impl CoreContext {
                     }
                 }
             }
-            CoreMessage::Subscribe {
-                key,
-                generation,
-                from,
-            } => {
-                let Some(replica) = self.streams.borrow().get(&key).cloned() else {
-                    return;
-                };
-                let mut r = replica.borrow_mut();
-                // A core already fed needs no second snapshot (it would duplicate frames).
-                if r.upstream() == (Upstream::Local { generation })
-                    && !r.remote_cores().contains(&from)
-                {
-                    if let Some(link) = self.link(from) {
-                        r.add_remote_core(from);
-                        link.send(CoreMessage::StreamStart {
-                            key,
-                            generation,
-                            snapshot: r.snapshot(),
-                        });
-                    }
-                }
+            CoreMessage::Control(message) => {
+                self.plane.borrow_mut().handle_message(from, message);
+                self.drain();
             }
-            CoreMessage::Unsubscribe {
-                key,
-                generation,
-                from,
-            } => {
-                if let Some(replica) = self.streams.borrow().get(&key) {
-                    let mut r = replica.borrow_mut();
-                    if r.upstream() == (Upstream::Local { generation }) {
-                        r.remove_remote_core(from);
-                    }
-                }
-            }
-            CoreMessage::StreamStart {
-                key,
-                generation,
-                snapshot,
-            } => {
-                let replica = self.streams.borrow().get(&key).cloned();
-                match replica {
-                    Some(replica) if replica.borrow().player_count() > 0 => {
-                        let mut r = replica.borrow_mut();
-                        if let Upstream::Core {
-                            generation: old, ..
-                        } = r.upstream()
-                        {
-                            self.remote.borrow_mut().remove(&old);
-                        }
-                        r.go_live(
-                            Upstream::Core {
-                                core: from,
-                                generation,
-                            },
-                            snapshot,
-                        );
-                        self.remote
-                            .borrow_mut()
-                            .insert(generation, Rc::clone(&replica));
-                    }
-                    _ => {
-                        // Nobody here wants it (any more): say so, so the publisher stops
-                        // sending.
-                        if let Some(link) = self.link(from) {
-                            link.send(CoreMessage::Unsubscribe {
-                                key,
-                                generation,
-                                from: self.id,
-                            });
-                        }
-                    }
-                }
-            }
-            CoreMessage::Unpublished { generation, .. } => {
-                let replica = self.remote.borrow_mut().remove(&generation);
-                if let Some(replica) = replica {
-                    replica.borrow_mut().go_offline();
-                }
-            }
-            CoreMessage::Rtmpt(forwarded) => self.rtmpt.on_forwarded(forwarded),
+            CoreMessage::Feature(call) => call(self),
         }
     }
 
@@ -386,90 +357,47 @@ impl CoreContext {
         self.streams.borrow().keys().cloned().collect()
     }
 
-    /// Claims `key` for a pull from upstream nodes and starts it. The stream goes live when
-    /// an upstream answers; until then players wait. If another core claimed it first, that
-    /// core's claim already saw this core's players and will feed them.
-    fn start_pull(&self, key: &str) {
-        let generation = self.new_generation();
-        let claim = PublisherRef {
-            core: self.id,
-            generation,
-        };
-        if self.shared.directory.claim(key, claim).is_err() {
-            return;
-        }
-        let Some(ctx) = self.me.upgrade() else {
-            self.shared.directory.release(key, claim);
-            return;
-        };
-        tracing::info!(core = self.id.0, stream = %key, "pull started");
-        glommio::spawn_local(crate::cluster::run_pull(ctx, key.to_owned(), generation)).detach();
-    }
-
     /// A pull's upstream is streaming: the stream goes live here and on every core with
-    /// players. No-op when already live.
-    pub fn resume_pull(&self, key: &str, generation: u64, upstream: &str) {
-        let replica = self.replica(key);
-        let mut r = replica.borrow_mut();
-        if r.upstream() == (Upstream::Local { generation }) {
-            return;
-        }
-        r.go_live(Upstream::Local { generation }, Snapshot::default());
-        r.set_publisher(Some(PublisherInfo {
-            connection: 0,
-            source: crate::stats::StreamSource::Upstream {
-                upstream: upstream.to_owned(),
-            },
-            since: Instant::now(),
-        }));
-        let waiting = self.shared.directory.player_cores(key) & !self.id.bit();
-        for core in CoreId::iter_mask(waiting) {
-            if let Some(link) = self.link(core) {
-                r.add_remote_core(core);
-                link.send(CoreMessage::StreamStart {
-                    key: key.to_owned(),
-                    generation,
-                    snapshot: Snapshot::default(),
-                });
-            }
+    /// players. No-op when already live (a failover to another upstream).
+    pub fn resume_pull(&self, key: &str, generation: Generation, upstream: &str) {
+        let live = self.plane.borrow_mut().handle_pull_resumed(key, generation);
+        self.drain();
+        if live {
+            self.replica(key)
+                .borrow_mut()
+                .set_publisher(Some(PublisherInfo {
+                    connection: 0,
+                    source: crate::stats::StreamSource::Upstream {
+                        upstream: upstream.to_owned(),
+                    },
+                    since: Instant::now(),
+                }));
         }
     }
 
     /// The upstream's publisher left: players here and on other cores are told, the claim
     /// stays (the same pull resumes when the upstream publishes again).
-    pub fn pause_pull(&self, key: &str, generation: u64) {
-        self.take_offline(key, generation);
+    pub fn pause_pull(&self, key: &str, generation: Generation) {
+        self.plane.borrow_mut().handle_pull_paused(key, generation);
+        self.drain();
     }
 
-    /// Ends a pull: like an unpublish if live, then the claim is released.
-    pub fn stop_pull(&self, key: &str, generation: u64) {
-        self.stop_publish(key, generation);
-        self.shared.directory.release(
-            key,
-            PublisherRef {
-                core: self.id,
-                generation,
-            },
-        );
-        let idle = self
-            .streams
-            .borrow()
-            .get(key)
-            .is_some_and(|r| r.borrow().player_count() == 0 && !r.borrow().is_live());
-        if idle {
-            self.streams.borrow_mut().remove(key);
-        }
+    /// Ends a pull: like an unpublish if live, then the claim is released (and a new pull
+    /// starts if players arrived meanwhile).
+    pub fn stop_pull(&self, key: &str, generation: Generation) {
+        self.plane.borrow_mut().handle_pull_stopped(key, generation);
+        self.drain();
         tracing::info!(core = self.id.0, stream = %key, "pull stopped");
     }
 
     /// True when no core has players of `key` (a pull's linger clock runs then).
     pub fn nobody_plays(&self, key: &str) -> bool {
-        self.shared.directory.player_cores(key) == 0
+        self.plane.borrow().nobody_plays(key)
     }
 
     /// A frame from a pull: published like a local publisher's.
-    pub fn publish_pulled_frame(&self, key: &str, generation: u64, frame: FrameData) {
-        let replica = self.streams.borrow().get(key).cloned();
+    pub fn publish_pulled_frame(&self, key: &str, generation: Generation, frame: FrameData) {
+        let replica = self.existing(key);
         if let Some(replica) = replica {
             if replica.borrow().upstream() == (Upstream::Local { generation }) {
                 self.publish_frame(&replica, generation, frame);

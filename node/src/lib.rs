@@ -5,8 +5,8 @@
 //! - [`server`]: executors, listeners, the core mesh.
 //! - [`ports`]: owning the listen addresses: the start-up check and the listeners' sockets.
 //! - [`accept`]: the one accept path and the connection permit every listener uses.
-//! - [`core`]: one core's state and the control-path stream operations.
-//! - [`directory`]: the node-wide map of who publishes what and which cores play it.
+//! - [`core`]: one core's state: the shell that feeds events to its control plane
+//!   (`corecast_common::plane`) and carries out the plane's effects (links, replicas, pulls).
 //! - [`mesh`]: core-to-core messages and their ordered, non-blocking links.
 //! - [`stream`]: a stream replica: upstream, caches, local players.
 //! - [`frame`]: encode-once media frames; [`media`]: what `onMetaData` says (codec names).
@@ -28,7 +28,6 @@ pub mod clients;
 pub mod cluster;
 pub mod config;
 pub mod core;
-pub mod directory;
 pub mod frame;
 pub mod http;
 pub mod httpd;

@@ -14,25 +14,13 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 
+use corecast_common::plane::{Generation, Message};
 use glommio::channels::shared_channel::{self, ConnectedSender, SharedReceiver, SharedSender};
 
+use crate::core::CoreContext;
 use crate::frame::FrameData;
 
-/// Index of a core (executor), 0-based.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct CoreId(pub usize);
-
-impl CoreId {
-    /// This core's bit in a 64-bit core mask.
-    pub fn bit(self) -> u64 {
-        1u64 << self.0
-    }
-
-    /// The cores named in `mask`.
-    pub fn iter_mask(mask: u64) -> impl Iterator<Item = CoreId> {
-        (0..64).filter(move |i| mask & (1u64 << i) != 0).map(CoreId)
-    }
-}
+pub use corecast_common::plane::CoreId;
 
 /// What a replica needs to start serving a stream mid-way.
 #[derive(Debug, Default)]
@@ -47,56 +35,41 @@ pub struct Snapshot {
     pub gop: Vec<Arc<FrameData>>,
 }
 
+/// Work a feature built on the core (RTMPT's tunnels, ...) sends to another core: run there
+/// with that core's context. The mesh carries it without knowing the feature.
+pub type FeatureCall = Box<dyn FnOnce(&CoreContext) + Send>;
+
 /// A message from one core to another.
-#[derive(Debug)]
 pub enum CoreMessage {
-    /// `from` has players of `key` and wants the stream (publisher incarnation `generation`).
-    Subscribe {
-        /// Stream key.
-        key: String,
-        /// The publish this request is for.
-        generation: u64,
-        /// The requesting core.
-        from: CoreId,
-    },
-    /// `from` has no players of `key` left.
-    Unsubscribe {
-        /// Stream key.
-        key: String,
-        /// The publish this request is for.
-        generation: u64,
-        /// The requesting core.
-        from: CoreId,
-    },
-    /// The stream is live: the snapshot, then `Frame`s with the same generation follow.
-    StreamStart {
-        /// Stream key.
-        key: String,
-        /// The publish these frames belong to.
-        generation: u64,
-        /// State to serve new players from.
-        snapshot: Snapshot,
-    },
-    /// One live frame.
+    /// A control-plane message (subscribe, unsubscribe, stream start, unpublished).
+    Control(Message<Snapshot>),
+    /// One live frame (the hot path: it never passes through the control plane).
     Frame {
         /// The publish it belongs to.
-        generation: u64,
+        generation: Generation,
         /// The encoded frame.
         frame: Arc<FrameData>,
     },
-    /// The publisher left.
-    Unpublished {
-        /// Stream key.
-        key: String,
-        /// The publish that ended.
-        generation: u64,
-    },
-    /// An RTMPT request for a tunnel the receiving core owns.
-    Rtmpt(crate::rtmpt::Forwarded),
+    /// A feature's work for the receiving core (see [`FeatureCall`]).
+    Feature(FeatureCall),
     /// Several of the above, in order: what queued for the destination while the link's pump
     /// waited its turn (a publisher's whole tick of frames). One message, one wake-up of the
     /// destination core.
     Batch(Vec<CoreMessage>),
+}
+
+impl std::fmt::Debug for CoreMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CoreMessage::Control(message) => f.debug_tuple("Control").field(message).finish(),
+            CoreMessage::Frame { generation, .. } => f
+                .debug_struct("Frame")
+                .field("generation", generation)
+                .finish(),
+            CoreMessage::Feature(_) => f.write_str("Feature"),
+            CoreMessage::Batch(messages) => f.debug_tuple("Batch").field(messages).finish(),
+        }
+    }
 }
 
 /// The channel ends one core owns: senders to and receivers from every other core.
@@ -133,7 +106,7 @@ pub struct CoreLink {
     pump: Cell<Option<Waker>>,
     capacity: usize,
     /// Generations whose video waits for a keyframe after frames were dropped.
-    skipping: RefCell<HashSet<u64>>,
+    skipping: RefCell<HashSet<Generation>>,
     dropped: Cell<u64>,
 }
 
@@ -158,7 +131,7 @@ impl CoreLink {
     }
 
     /// Queues a frame, skipping video until a keyframe when the destination is behind.
-    pub fn send_frame(&self, generation: u64, frame: Arc<FrameData>) {
+    pub fn send_frame(&self, generation: Generation, frame: Arc<FrameData>) {
         let mut skipping = self.skipping.borrow_mut();
         if frame.keyframe {
             skipping.remove(&generation);

@@ -1,6 +1,8 @@
 //! Starting and stopping the node: the listen addresses claimed ([`crate::ports`]), one glommio
 //! executor per core, each with its own SO_REUSEPORT listeners, its own [`CoreContext`] and
-//! its ends of the core mesh; a housekeeping task per core (stats, admin requests, drain).
+//! its ends of the core mesh; a housekeeping task per core (stats, admin requests, drain);
+//! `hooks` hands each core what it starts on its control plane's behalf (the cluster's pull
+//! task).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -18,8 +20,7 @@ use tracing::{info, warn};
 
 use crate::accept::{self, AcceptSettings, ConnectionKind};
 use crate::config::Config;
-use crate::core::CoreContext;
-use crate::directory::Directory;
+use crate::core::{CoreContext, CoreHooks};
 use crate::mesh::{build_mesh, CoreId, CoreLink, MeshEndpoints};
 use crate::metrics::NodeMetrics;
 use crate::session::run_connection;
@@ -52,7 +53,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let upstream_tls = crate::cluster::tls::client_config(&config.cluster)?;
     let shared = Arc::new(NodeShared {
         config: Arc::new(config),
-        directory: Directory::default(),
+        directory: Arc::default(),
         metrics: NodeMetrics::new(),
         board: StatsBoard::new(cores),
         admin: admin_tx,
@@ -288,7 +289,7 @@ async fn run_core(start: CoreStart) {
             link
         }));
     }
-    let ctx = CoreContext::new(id, shared, links);
+    let ctx = CoreContext::new(id, shared, links, hooks());
     for (from, receiver) in endpoints.receivers.into_iter().enumerate() {
         let Some(receiver) = receiver else { continue };
         let ctx = Rc::clone(&ctx);
@@ -386,6 +387,15 @@ async fn sleep_until(deadline: Instant, done: impl Fn() -> bool) {
 }
 
 /// Admin requests, statistics, and the drain flag, until a drain starts.
+/// What the cores start on the control plane's behalf: the cluster's pull task.
+fn hooks() -> CoreHooks {
+    CoreHooks {
+        start_pull: Some(Box::new(|ctx, key, generation| {
+            glommio::spawn_local(crate::cluster::run_pull(ctx, key, generation)).detach();
+        })),
+    }
+}
+
 async fn housekeeping(ctx: &Rc<CoreContext>, admin: &Receiver<AdminCommand>) {
     let mut ticks = 0u32;
     let mut last_stats = Instant::now();

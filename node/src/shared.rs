@@ -8,8 +8,9 @@ use std::time::SystemTime;
 
 use crossbeam_channel::Sender;
 
+use corecast_common::plane::Directory;
+
 use crate::config::Config;
-use crate::directory::Directory;
 use crate::metrics::NodeMetrics;
 use crate::stats::StatsBoard;
 
@@ -26,8 +27,8 @@ pub enum AdminCommand {
 pub struct NodeShared {
     /// The configuration.
     pub config: Arc<Config>,
-    /// Who publishes what.
-    pub directory: Directory,
+    /// Who publishes what, and which cores play it (every core's control plane holds it).
+    pub directory: Arc<Directory>,
     /// Metric families and registry.
     pub metrics: Arc<NodeMetrics>,
     /// Per-core statistics for the API.

@@ -21,24 +21,7 @@ use crate::mesh::{CoreId, Snapshot};
 use crate::outbound::Outbound;
 use crate::queue::PushOutcome;
 
-/// Where a replica's frames come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Upstream {
-    /// Not live: players wait.
-    None,
-    /// A publisher on this core.
-    Local {
-        /// The publish incarnation.
-        generation: u64,
-    },
-    /// The replica on the publisher's core.
-    Core {
-        /// That core.
-        core: CoreId,
-        /// The publish incarnation.
-        generation: u64,
-    },
-}
+pub use corecast_common::plane::Upstream;
 
 /// One player of a replica.
 pub struct Player {

@@ -29,6 +29,7 @@ use tracing::{debug, info, warn};
 use crate::core::CoreContext;
 use crate::frame::{FrameData, MediaKind};
 use crate::util::with_timeout;
+use corecast_common::plane::Generation;
 use tls::Upstream;
 
 /// How often a streaming pull checks whether anyone still wants it.
@@ -91,7 +92,7 @@ enum Attempt {
 /// What a pull remembers across attempts.
 struct PullState {
     key: String,
-    generation: u64,
+    generation: Generation,
     started: Instant,
     first_frame_seen: bool,
     served_by: Option<String>,
@@ -102,7 +103,7 @@ struct PullState {
 }
 
 /// Pulls `key` until nobody on this node plays it for `linger_secs`.
-pub async fn run_pull(ctx: Rc<CoreContext>, key: String, generation: u64) {
+pub async fn run_pull(ctx: Rc<CoreContext>, key: String, generation: Generation) {
     let cfg = ctx.config.cluster.clone();
     let mut state = PullState {
         key,

@@ -22,7 +22,7 @@ use hyper::{Method, StatusCode};
 use tracing::{debug, info, warn};
 
 use super::tunnel::{RequestKind, TunnelId, TunnelReply, TunnelRequest, IDLE_HOLD, REORDER_WAIT};
-use super::Forwarded;
+use super::{Forwarded, Tunnels};
 use crate::accept::{self, AcceptSettings, ConnectionKind, Permit};
 use crate::core::CoreContext;
 use crate::httpd::body::with_type;
@@ -61,7 +61,7 @@ pub async fn sweep_loop(ctx: Rc<CoreContext>) {
     let every = (idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
     loop {
         glommio::timer::sleep(every).await;
-        ctx.rtmpt.sweep(idle);
+        Tunnels::of(&ctx).sweep(idle);
     }
 }
 
@@ -152,7 +152,7 @@ fn open(ctx: &Rc<CoreContext>, request: Request, _: Params) -> Reply {
     if let Some(refusal) = length_required(ctx, &request) {
         return ready(refusal);
     }
-    ready(match ctx.rtmpt.open(ctx, peer(&request)) {
+    ready(match Tunnels::of(ctx).open(ctx, peer(&request)) {
         Some(id) => fcs(StatusCode::OK, Body::from(format!("{id}\n").into_bytes())),
         None => fcs(StatusCode::SERVICE_UNAVAILABLE, Body::empty()),
     })
@@ -219,14 +219,14 @@ async fn respond(
         body,
     };
     let reply = if owner == ctx.id {
-        ctx.rtmpt.handle(tunnel_request).await
+        Tunnels::of(ctx).handle(tunnel_request).await
     } else {
         let (tx, rx) = oneshot::channel();
         let forwarded = Forwarded {
             request: tunnel_request,
             reply: tx,
         };
-        if !ctx.send_to_core(owner, CoreMessage::Rtmpt(forwarded)) {
+        if !ctx.send_to_core(owner, CoreMessage::Feature(forwarded.into_call())) {
             return (StatusCode::NOT_FOUND, Body::empty());
         }
         match with_timeout(FORWARD_TIMEOUT, rx).await {

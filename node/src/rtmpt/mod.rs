@@ -20,13 +20,22 @@
 //! One tunnel's requests may arrive on different TCP connections and so on different cores.
 //! The core that answers `/open` owns the tunnel and runs its session; the id starts with that
 //! core's number in hex, so any core can route a request without a lookup. A request for
-//! another core's tunnel is sent there as a [`Forwarded`] core message with a oneshot channel
-//! for the reply; the owning core handles it exactly as a local one.
+//! another core's tunnel is sent there as a [`Forwarded`] request (a feature call on the core
+//! mesh, which knows nothing of RTMPT) with a oneshot channel for the reply; the owning core
+//! handles it exactly as a local one.
+//!
+//! The tunnels a core owns are RTMPT's per-core state, kept with the core's feature registry
+//! ([`Tunnels::of`]), so the core does not know about RTMPT either.
 
 pub mod listener;
 pub mod tunnel;
 
+use std::rc::Rc;
+
 use futures_channel::oneshot;
+
+use crate::core::CoreContext;
+use crate::mesh::FeatureCall;
 
 pub use tunnel::{TunnelReply, TunnelRequest, Tunnels};
 
@@ -39,7 +48,19 @@ pub struct Forwarded {
     pub reply: oneshot::Sender<TunnelReply>,
 }
 
+impl Forwarded {
+    /// The request as work for the owning core: it runs there, on that core's tunnels.
+    pub fn into_call(self) -> FeatureCall {
+        Box::new(move |core: &CoreContext| Tunnels::of(core).on_forwarded(self))
+    }
+}
+
 impl Tunnels {
+    /// The tunnels `core` owns.
+    pub fn of(core: &CoreContext) -> Rc<Tunnels> {
+        core.feature::<Tunnels>()
+    }
+
     /// Handles a forwarded request on this (the owning) core, replying when done.
     pub fn on_forwarded(&self, forwarded: Forwarded) {
         let tunnels = self.clone();

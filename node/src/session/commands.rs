@@ -282,7 +282,7 @@ fn begin_publishing(
     stream: MessageStreamId,
     key: String,
     replica: ReplicaRef,
-    generation: u64,
+    generation: corecast_common::plane::Generation,
 ) {
     s.out
         .send_control(&ControlMessage::UserControl(UserControlEvent::StreamBegin(

@@ -121,7 +121,7 @@ enum Role {
     /// Publishing `key`.
     Publishing {
         key: String,
-        generation: u64,
+        generation: corecast_common::plane::Generation,
         replica: ReplicaRef,
     },
     /// Playing `key`.
