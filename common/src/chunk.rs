@@ -551,7 +551,8 @@ impl ChunkDecoder {
             state.partial = Some(partial);
             Step::Consumed
         };
-        self.partial_bytes = self.partial_bytes - dropped + state.partial.as_ref().map_or(0, BytesMut::capacity);
+        self.partial_bytes =
+            self.partial_bytes - dropped + state.partial.as_ref().map_or(0, BytesMut::capacity);
         match index.and_then(|i| self.streams.get_mut(i)) {
             Some(slot) => *slot = state,
             None => self.streams.push(state),

@@ -121,7 +121,11 @@ impl StreamName {
                 max: Self::MAX_LEN,
             });
         }
-        check_len("stream name query", query.unwrap_or(""), Self::MAX_QUERY_LEN)?;
+        check_len(
+            "stream name query",
+            query.unwrap_or(""),
+            Self::MAX_QUERY_LEN,
+        )?;
         Ok(StreamName {
             name: name.to_owned(),
             query: query.map(str::to_owned),
@@ -527,8 +531,14 @@ mod tests {
         assert_eq!(connect(&format!("live?{}", at(2000)), "", ""), Ok(()));
         let too_long = |argument, len, max| Err(ArgumentError::TooLong { argument, len, max });
         assert_eq!(connect(&at(257), "", ""), too_long("app", 257, 256));
-        assert_eq!(connect("live", &at(1025), ""), too_long("tcUrl", 1025, 1024));
-        assert_eq!(connect("live", "", &at(257)), too_long("flashVer", 257, 256));
+        assert_eq!(
+            connect("live", &at(1025), ""),
+            too_long("tcUrl", 1025, 1024)
+        );
+        assert_eq!(
+            connect("live", "", &at(257)),
+            too_long("flashVer", 257, 256)
+        );
         assert_eq!(
             StreamName::parse(&format!("cam?{}", at(1025))),
             Err(ArgumentError::TooLong {
@@ -778,10 +788,7 @@ mod tests {
             );
         }
         let long = "a".repeat(StreamName::MAX_LEN + 1);
-        let too_long = ArgumentError::StreamNameTooLong {
-            len: 257,
-            max: 256,
-        };
+        let too_long = ArgumentError::StreamNameTooLong { len: 257, max: 256 };
         assert_eq!(publish(vec![long.as_str().into()]), Err(too_long.clone()));
         assert_eq!(too_long.as_str(), "stream_name_too_long");
         // The limit counts the name only: slashes and the query string are not part of it.

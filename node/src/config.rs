@@ -562,8 +562,7 @@ impl Config {
                 "must be between 4096 and rtmp.max_message_size_bytes",
             ));
         }
-        if r.pre_publish_max_partial_message_bytes < r.pre_publish_max_message_size_bytes as usize
-        {
+        if r.pre_publish_max_partial_message_bytes < r.pre_publish_max_message_size_bytes as usize {
             return Err(invalid(
                 "rtmp.pre_publish_max_partial_message_bytes",
                 "must be at least rtmp.pre_publish_max_message_size_bytes",

@@ -455,6 +455,10 @@ mod tests {
         assert!(q.is_closed());
         assert!(q.overflowed());
         assert_eq!(q.queued_bytes(), 0);
-        assert_eq!(q.push_control(reply), PushOutcome::Dropped, "closed stays closed");
+        assert_eq!(
+            q.push_control(reply),
+            PushOutcome::Dropped,
+            "closed stays closed"
+        );
     }
 }

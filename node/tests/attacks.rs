@@ -95,18 +95,31 @@ fn pipelined_commands_whose_replies_are_never_read_end_as_a_slow_consumer() {
         .set_write_timeout(Some(Duration::from_millis(500)))
         .expect("write timeout");
     // Write until the node stops reading (a write times out or fails) or 8 s pass. Each
-    // command is answered with a larger `_error`, which the attacker never reads.
+    // command is answered with a larger `_error`, of which the attacker reads only 4 KiB
+    // every 2 s: a trickle that must not keep the connection alive.
     let deadline = Instant::now() + Duration::from_secs(8);
     let mut peak = before;
     let mut refused = false;
+    let mut next_read = Instant::now();
     while Instant::now() < deadline {
         peak = peak.max(rss_kib(node.pid()));
+        if Instant::now() >= next_read {
+            next_read += Duration::from_secs(2);
+            attacker
+                .stream
+                .set_read_timeout(Some(Duration::from_millis(10)))
+                .expect("read timeout");
+            let _ = io::Read::read(&mut attacker.stream, &mut [0u8; 4096]);
+        }
         if attacker.stream.write_all(&batch).is_err() {
             refused = true;
             break;
         }
     }
-    assert!(refused, "the node read 8 s of commands without ever stopping");
+    assert!(
+        refused,
+        "the node read 8 s of commands without ever stopping"
+    );
     assert!(
         closed_within(&mut attacker.stream, Duration::from_secs(10)),
         "the attacker's connection stayed open"
@@ -208,8 +221,14 @@ fn half_sent_messages_before_connect_are_refused_by_the_chunk_budgets() {
         node.wait_log(Duration::from_secs(5), |l| l.contains(text))
             .is_some()
     };
-    assert!(log_has("exceeds the 65536-byte limit"), "no message-size refusal logged");
-    assert!(log_has("over the 131072-byte budget"), "no partial-budget refusal logged");
+    assert!(
+        log_has("exceeds the 65536-byte limit"),
+        "no message-size refusal logged"
+    );
+    assert!(
+        log_has("over the 131072-byte budget"),
+        "no partial-budget refusal logged"
+    );
     assert_growth_bounded(&node, before, "half-sent messages");
     assert_still_serves(&node, "after-chunks");
 }
@@ -281,7 +300,11 @@ fn oversized_string_fields_are_refused_at_both_layers() {
     assert!(longest < 2048, "a log line of {longest} bytes");
     let (status, clients) = node.http_request("GET", "/api/v1/clients", None);
     assert_eq!(status, 200);
-    assert!(clients.len() < 16 * 1024, "{} bytes of clients", clients.len());
+    assert!(
+        clients.len() < 16 * 1024,
+        "{} bytes of clients",
+        clients.len()
+    );
     assert_growth_bounded(&node, before, "long strings");
     assert_still_serves(&node, "after-strings");
 }

@@ -262,7 +262,13 @@ fn publish(
         Ok(name) => name,
         Err(e) => {
             refuse_name(s, "publish", &e);
-            send_stream_status(s, stream, "error", "NetStream.Publish.BadName", &e.to_string());
+            send_stream_status(
+                s,
+                stream,
+                "error",
+                "NetStream.Publish.BadName",
+                &e.to_string(),
+            );
             return Ok(());
         }
     };

@@ -385,7 +385,9 @@ impl Session {
     fn decoder_limits(&self) -> ChunkDecoderLimits {
         let rtmp = &self.ctx.config.rtmp;
         let (max_message_size, max_partial_bytes) = match self.role {
-            Role::Publishing { .. } => (rtmp.max_message_size_bytes, rtmp.max_partial_message_bytes),
+            Role::Publishing { .. } => {
+                (rtmp.max_message_size_bytes, rtmp.max_partial_message_bytes)
+            }
             _ => (
                 rtmp.pre_publish_max_message_size_bytes,
                 rtmp.pre_publish_max_partial_message_bytes,
