@@ -75,6 +75,9 @@ struct MediaSummary {
     frame_rate: Option<f64>,
 }
 
+/// The longest codec name from metadata that the stream's summary keeps, in bytes.
+const MAX_CODEC_NAME_LEN: usize = 64;
+
 impl MediaSummary {
     fn from_metadata(payload: &[u8]) -> MediaSummary {
         let Ok(data) = DataMessage::decode(MessageType::DATA_AMF0, payload) else {
@@ -86,7 +89,12 @@ impl MediaSummary {
         let codec = |key: &str| {
             object.get(key).and_then(|v| match v {
                 Amf0Value::Number(n) => Some(format!("{n}")),
-                other => other.as_str().map(str::to_owned),
+                // A codec name is a few bytes; a longer string is a publisher's junk, not
+                // something the API should repeat to every caller.
+                other => other
+                    .as_str()
+                    .filter(|s| s.len() <= MAX_CODEC_NAME_LEN)
+                    .map(str::to_owned),
             })
         };
         MediaSummary {
