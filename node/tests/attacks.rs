@@ -18,7 +18,9 @@ use support::client::{closed_within, read_until_video_at, status_code, RtmpClien
 use support::node::Node;
 
 /// What one attack may add to the node's RSS: generous for a debug build on a busy machine,
-/// and far below what the attacks cost before they were bounded (hundreds of MB).
+/// and far below what the attacks cost before they were bounded (hundreds of MB). The node's
+/// allocator (mimalloc) commits memory in 2 MiB steps, so small costs show as 2 MiB multiples:
+/// the reply attack measured +10 MiB (with a 512 KiB queue bound), the others +0 to +2.5 MiB.
 const GROWTH_BOUND_KIB: u64 = 16 * 1024;
 
 fn rss_kib(pid: u32) -> u64 {
