@@ -232,15 +232,20 @@ fn send_connect_success(s: &Session, transaction_id: f64, object_encoding: f64) 
     );
 }
 
-/// Logs (and, for an over-long name, counts) a `publish` or `play` refused for its name.
-fn refuse_name(s: &Session, command: &str, e: &ArgumentError) {
+/// Logs (and, for an over-long name, counts) a `publish` or `play` refused for its name;
+/// returns the description the refusal carries.
+fn refuse_name(s: &Session, command: &str, e: &ArgumentError) -> String {
     if matches!(
         e,
         ArgumentError::StreamNameTooLong { .. } | ArgumentError::TooLong { .. }
     ) {
+        warn!(conn = s.id, peer = %s.peer, command, error = %e, "stream name refused");
         s.ctx.metrics.error("argument_too_long");
+        return e.to_string();
     }
-    warn!(conn = s.id, peer = %s.peer, command, error = %e, "bad stream name");
+    debug!(conn = s.id, command, error = %e, "stream name refused");
+    // What clients have always been told for a missing, empty or non-string name.
+    "empty stream name".to_owned()
 }
 
 /// `app/name`: the key a stream is known by on every node.
@@ -261,14 +266,8 @@ fn publish(
     let name = match stream_name {
         Ok(name) => name,
         Err(e) => {
-            refuse_name(s, "publish", &e);
-            send_stream_status(
-                s,
-                stream,
-                "error",
-                "NetStream.Publish.BadName",
-                &e.to_string(),
-            );
+            let why = refuse_name(s, "publish", &e);
+            send_stream_status(s, stream, "error", "NetStream.Publish.BadName", &why);
             return Ok(());
         }
     };
@@ -339,8 +338,7 @@ fn play(
     let name = match &request.stream_name {
         Ok(name) => name,
         Err(e) => {
-            refuse_name(s, "play", e);
-            let why = e.to_string();
+            let why = refuse_name(s, "play", e);
             send_stream_status(s, stream, "error", "NetStream.Play.StreamNotFound", &why);
             return Ok(());
         }
