@@ -80,6 +80,11 @@ pub struct ChunkDecoderLimits {
     /// Most distinct chunk stream ids the decoder keeps state for. Real clients use a handful;
     /// the cap bounds the per-connection state a peer can create. Default 64.
     pub max_chunk_streams: usize,
+    /// Most bytes all partially reassembled messages together may hold (their buffers'
+    /// capacity, summed over chunk streams). Without it a peer holds `max_chunk_streams`
+    /// messages of `max_message_size` open at once by never sending their last chunk.
+    /// Default 32 MiB (two messages of the default maximum size).
+    pub max_partial_bytes: usize,
 }
 
 impl Default for ChunkDecoderLimits {
@@ -88,6 +93,7 @@ impl Default for ChunkDecoderLimits {
             max_message_size: 16 * 1024 * 1024,
             max_chunk_size: 16 * 1024 * 1024,
             max_chunk_streams: 64,
+            max_partial_bytes: 32 * 1024 * 1024,
         }
     }
 }
@@ -135,6 +141,15 @@ pub enum ChunkError {
         /// The configured limit.
         max: usize,
     },
+    /// Partially reassembled messages would hold more than
+    /// [`ChunkDecoderLimits::max_partial_bytes`] together.
+    #[error("partial messages would hold {held} bytes, over the {max}-byte budget")]
+    PartialBytesOverBudget {
+        /// What the partial messages would hold with this chunk.
+        held: usize,
+        /// The configured limit.
+        max: usize,
+    },
     /// A Set Chunk Size or Abort message had fewer than the 4 payload bytes it needs.
     #[error("message type {message_type} needs a 4-byte payload, got {length} bytes")]
     TruncatedControl {
@@ -154,6 +169,7 @@ impl ChunkError {
             ChunkError::InvalidChunkSize(_) => "invalid_chunk_size",
             ChunkError::ChunkSizeTooLarge { .. } => "chunk_size_too_large",
             ChunkError::TooManyChunkStreams { .. } => "too_many_chunk_streams",
+            ChunkError::PartialBytesOverBudget { .. } => "partial_bytes_over_budget",
             ChunkError::TruncatedControl { .. } => "truncated_control",
         }
     }
@@ -222,6 +238,9 @@ pub struct ChunkDecoder {
     /// clients use, and the list is capped by `limits.max_chunk_streams`.
     streams: Vec<InboundStream>,
     bytes_received: u64,
+    /// The capacity of every `partial` buffer in `streams`, summed: what
+    /// `limits.max_partial_bytes` bounds.
+    partial_bytes: usize,
 }
 
 impl ChunkDecoder {
@@ -232,7 +251,36 @@ impl ChunkDecoder {
             chunk_size: DEFAULT_CHUNK_SIZE,
             streams: Vec::new(),
             bytes_received: 0,
+            partial_bytes: 0,
         }
+    }
+
+    /// Replaces the limits, for the chunks decoded from now on: a server starts a connection
+    /// with tight limits and relaxes them once it knows what the peer is (a publisher). What
+    /// is already held is not re-checked, so tightening only bounds further growth.
+    pub fn set_limits(&mut self, limits: ChunkDecoderLimits) {
+        self.limits = limits;
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> ChunkDecoderLimits {
+        self.limits
+    }
+
+    /// Bytes the partially reassembled messages hold now (their buffers' capacity).
+    pub fn partial_bytes(&self) -> usize {
+        self.partial_bytes
+    }
+
+    /// Checks that partial messages may hold `held` bytes in total.
+    fn check_partial_budget(&self, held: usize) -> Result<(), ChunkError> {
+        if held > self.limits.max_partial_bytes {
+            return Err(ChunkError::PartialBytesOverBudget {
+                held,
+                max: self.limits.max_partial_bytes,
+            });
+        }
+        Ok(())
     }
 
     /// The chunk size the peer currently uses.
@@ -298,7 +346,9 @@ impl ChunkDecoder {
             self.set_chunk_size(value)?;
         } else if let Some(stream) = self.streams.iter_mut().find(|s| s.csid == value) {
             // The header state stays: only the partial payload is discarded (§5.4.2).
-            stream.partial = None;
+            if let Some(partial) = stream.partial.take() {
+                self.partial_bytes -= partial.capacity();
+            }
         }
         Ok(())
     }
@@ -370,13 +420,25 @@ impl ChunkDecoder {
                     if buf.len() < header.len + take {
                         return Ok(Step::NeedMore);
                     }
+                    let old_capacity = partial.capacity();
+                    let new_capacity =
+                        grown_capacity(partial, partial.len() + take, stream.length as usize);
+                    let held = self.partial_bytes - old_capacity + new_capacity;
+                    if held > self.limits.max_partial_bytes {
+                        return Err(ChunkError::PartialBytesOverBudget {
+                            held,
+                            max: self.limits.max_partial_bytes,
+                        });
+                    }
                     buf.advance(header.len);
                     append_growing(partial, &buf[..take], stream.length as usize);
                     buf.advance(take);
                     self.bytes_received += (header.len + take) as u64;
                     if partial.len() < stream.length as usize {
+                        self.partial_bytes = self.partial_bytes - old_capacity + partial.capacity();
                         return Ok(Step::Consumed);
                     }
+                    self.partial_bytes -= old_capacity;
                     let payload = stream.partial.take().unwrap_or_default().freeze();
                     return Ok(Step::Message(RtmpMessage {
                         chunk_stream_id: ChunkStreamId(stream.csid),
@@ -443,6 +505,18 @@ impl ChunkDecoder {
         }
         let length_usize = length as usize;
         let take = length_usize.min(chunk_size);
+        // A fmt 0/1/2 header mid-message drops the unfinished message (below): its buffer no
+        // longer counts against the budget, the new one's does.
+        let dropped = index
+            .and_then(|i| self.streams.get(i))
+            .and_then(|s| s.partial.as_ref())
+            .map_or(0, BytesMut::capacity);
+        let reserve = if take == length_usize {
+            0
+        } else {
+            length_usize.min(PREALLOC_LIMIT.max(take))
+        };
+        self.check_partial_budget(self.partial_bytes - dropped + reserve)?;
         if buf.len() < header.len + take {
             return Ok(Step::NeedMore);
         }
@@ -471,12 +545,14 @@ impl ChunkDecoder {
                 payload: buf.split_to(take).freeze(),
             })
         } else {
-            let mut partial = BytesMut::with_capacity(length_usize.min(PREALLOC_LIMIT.max(take)));
+            let mut partial = BytesMut::with_capacity(reserve);
             partial.extend_from_slice(&buf[..take]);
             buf.advance(take);
             state.partial = Some(partial);
             Step::Consumed
         };
+        self.partial_bytes =
+            self.partial_bytes - dropped + state.partial.as_ref().map_or(0, BytesMut::capacity);
         match index.and_then(|i| self.streams.get_mut(i)) {
             Some(slot) => *slot = state,
             None => self.streams.push(state),
@@ -496,13 +572,22 @@ impl Default for ChunkDecoder {
 fn append_growing(partial: &mut BytesMut, data: &[u8], total: usize) {
     let needed = partial.len() + data.len();
     if needed > partial.capacity() {
-        let new_cap = total.min(needed.max(partial.capacity().saturating_mul(2)));
+        let new_cap = grown_capacity(partial, needed, total);
         // A fresh exact-size buffer: BytesMut::reserve would round up past `total`.
         let mut grown = BytesMut::with_capacity(new_cap);
         grown.extend_from_slice(partial);
         *partial = grown;
     }
     partial.extend_from_slice(data);
+}
+
+/// The capacity [`append_growing`] gives `partial` so that it holds `needed` bytes of a
+/// message of `total` bytes: unchanged when it fits, else doubled (but never past `total`).
+fn grown_capacity(partial: &BytesMut, needed: usize, total: usize) -> usize {
+    if needed <= partial.capacity() {
+        return partial.capacity();
+    }
+    total.min(needed.max(partial.capacity().saturating_mul(2)))
 }
 
 /// Reads a basic header: `(fmt, csid, length in bytes)`, or `None` if incomplete.
@@ -1639,6 +1724,7 @@ mod tests {
                 max_message_size: 4096,
                 max_chunk_size: 4096,
                 max_chunk_streams: 4,
+                max_partial_bytes: 8192,
             };
             feed_until_done(ChunkDecoder::new(limits), &bytes, &splits);
         }
@@ -1661,6 +1747,7 @@ mod tests {
                 max_message_size: 1 << 20,
                 max_chunk_size: 1 << 20,
                 max_chunk_streams: 8,
+                max_partial_bytes: 1 << 19,
             };
             feed_until_done(ChunkDecoder::new(limits), &bytes, &splits);
         }
@@ -1686,6 +1773,157 @@ mod tests {
                 }
             }
             assert_eq!(decoder.bytes_received() + buf.len() as u64, offset as u64);
+            assert_partial_bytes_are_true(&decoder);
+        }
+    }
+
+    /// The decoder's running count is what its partial buffers really hold, within budget.
+    fn assert_partial_bytes_are_true(decoder: &ChunkDecoder) {
+        let held: usize = decoder
+            .streams
+            .iter()
+            .filter_map(|s| s.partial.as_ref().map(BytesMut::capacity))
+            .sum();
+        assert_eq!(decoder.partial_bytes(), held);
+        assert!(held <= decoder.limits().max_partial_bytes, "{held}");
+    }
+
+    /// The first chunk (fmt 0, chunk size 128) of a `length`-byte video message on `csid`.
+    fn first_chunk(csid: u8, length: usize) -> Vec<u8> {
+        let len = (length as u32).to_be_bytes();
+        let mut chunk = vec![csid, 0, 0, 0, len[1], len[2], len[3], 0x09, 1, 0, 0, 0];
+        chunk.extend(pattern(csid, length.min(128)));
+        chunk
+    }
+
+    /// The rest of that message, as fmt 3 chunks.
+    fn rest_chunks(csid: u8, length: usize) -> Vec<u8> {
+        let rest = pattern(csid, length);
+        rest[128.min(length)..]
+            .chunks(128)
+            .flat_map(|part| std::iter::once(0xC0 | csid).chain(part.iter().copied()))
+            .collect()
+    }
+
+    #[test]
+    fn open_messages_on_many_chunk_streams_hit_the_partial_budget() {
+        let limits = ChunkDecoderLimits {
+            max_partial_bytes: 3000,
+            ..ChunkDecoderLimits::default()
+        };
+        let mut decoder = ChunkDecoder::new(limits);
+        let two = concat(&[first_chunk(3, 1500), first_chunk(4, 1500)]);
+        assert!(decode_all(&mut decoder, &two).is_empty());
+        assert_eq!(decoder.partial_bytes(), 3000);
+        assert_eq!(
+            decode_err(&mut decoder, &first_chunk(5, 129)),
+            ChunkError::PartialBytesOverBudget {
+                held: 3129,
+                max: 3000
+            }
+        );
+    }
+
+    #[test]
+    fn completed_and_aborted_messages_give_their_budget_back() {
+        let limits = ChunkDecoderLimits {
+            max_partial_bytes: 2000,
+            ..ChunkDecoderLimits::default()
+        };
+        let mut decoder = ChunkDecoder::new(limits);
+        for csid in [3u8, 4, 5] {
+            let whole = concat(&[first_chunk(csid, 2000), rest_chunks(csid, 2000)]);
+            assert_eq!(decode_all(&mut decoder, &whole).len(), 1);
+            assert_eq!(decoder.partial_bytes(), 0);
+        }
+        assert!(decode_all(&mut decoder, &first_chunk(6, 2000)).is_empty());
+        let abort = vec![2, 0, 0, 0, 0, 0, 4, 2, 0, 0, 0, 0, 0, 0, 0, 6];
+        assert_eq!(decode_all(&mut decoder, &abort).len(), 1);
+        assert_eq!(decoder.partial_bytes(), 0);
+        assert!(decode_all(&mut decoder, &first_chunk(7, 2000)).is_empty());
+        // A new header mid-message replaces the unfinished one: no double count.
+        assert!(decode_all(&mut decoder, &first_chunk(7, 2000)).is_empty());
+        assert_eq!(decoder.partial_bytes(), 2000);
+    }
+
+    #[test]
+    fn relaxed_limits_apply_to_the_next_chunks() {
+        let tight = ChunkDecoderLimits {
+            max_message_size: 1000,
+            max_partial_bytes: 1000,
+            ..ChunkDecoderLimits::default()
+        };
+        let mut decoder = ChunkDecoder::new(tight);
+        assert!(matches!(
+            decode_err(&mut ChunkDecoder::new(tight), &first_chunk(3, 5000)),
+            ChunkError::MessageTooLarge { .. }
+        ));
+        decoder.set_limits(ChunkDecoderLimits::default());
+        let whole = concat(&[first_chunk(3, 5000), rest_chunks(3, 5000)]);
+        assert_eq!(decode_all(&mut decoder, &whole).len(), 1);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// However many messages a peer leaves open, they hold at most the budget, and the
+        /// decoder refuses exactly the first chunk that would pass it.
+        #[test]
+        fn open_messages_never_hold_more_than_the_budget(
+            // At most the preallocation: the buffers never grow, so the count is exact.
+            lengths in prop::collection::vec(129usize..=PREALLOC_LIMIT, 1..24),
+            budget in 0usize..300_000,
+            splits in arb_splits(),
+        ) {
+            let chunks: Vec<Vec<u8>> = lengths
+                .iter()
+                .enumerate()
+                .map(|(i, &len)| first_chunk(3 + i as u8, len))
+                .collect();
+            let limits = ChunkDecoderLimits { max_partial_bytes: budget, ..ChunkDecoderLimits::default() };
+            let mut decoder = ChunkDecoder::new(limits);
+            let mut buf = BytesMut::new();
+            let mut held = 0;
+            for (chunk, &len) in chunks.iter().zip(&lengths) {
+                let reserve = len.min(PREALLOC_LIMIT);
+                buf.extend_from_slice(chunk);
+                let result = decoder.decode(&mut buf);
+                if held + reserve > budget {
+                    prop_assert_eq!(
+                        result,
+                        Err(ChunkError::PartialBytesOverBudget { held: held + reserve, max: budget })
+                    );
+                    break;
+                }
+                prop_assert_eq!(result, Ok(None));
+                held += reserve;
+                prop_assert_eq!(decoder.partial_bytes(), held);
+            }
+            assert_partial_bytes_are_true(&decoder);
+            if held < lengths.iter().map(|&l| l.min(PREALLOC_LIMIT)).sum::<usize>() {
+                return Ok(()); // refused above: the connection ends there
+            }
+            // Finishing every message, fed in arbitrary splits, keeps the count true and
+            // within budget, and gives it all back.
+            let rest: Vec<u8> = lengths
+                .iter()
+                .enumerate()
+                .flat_map(|(i, &len)| rest_chunks(3 + i as u8, len))
+                .collect();
+            let mut completed = 0;
+            for part in rest.chunks(splits[0].max(1)) {
+                buf.extend_from_slice(part);
+                loop {
+                    match decoder.decode(&mut buf) {
+                        Ok(Some(_)) => completed += 1,
+                        Ok(None) => break,
+                        Err(e) => prop_assert!(false, "{e}"),
+                    }
+                }
+                assert_partial_bytes_are_true(&decoder);
+            }
+            prop_assert_eq!(completed, lengths.len());
+            prop_assert_eq!(decoder.partial_bytes(), 0);
         }
     }
 }

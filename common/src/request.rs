@@ -60,6 +60,17 @@ pub enum ArgumentError {
     /// A publishing type other than `live`, `record` and `append`.
     #[error("unknown publishing type {0:?}")]
     UnknownPublishType(String),
+    /// A string field longer than its limit (`connect`'s `app`, `tcUrl`, `flashVer`; a
+    /// stream name's query string). Every such field ends up in maps, logs or the API.
+    #[error("{argument} is {len} bytes, over the {max}-byte limit")]
+    TooLong {
+        /// Which field.
+        argument: &'static str,
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
 }
 
 impl ArgumentError {
@@ -71,6 +82,7 @@ impl ArgumentError {
             ArgumentError::EmptyStreamName => "empty_stream_name",
             ArgumentError::StreamNameTooLong { .. } => "stream_name_too_long",
             ArgumentError::UnknownPublishType(_) => "unknown_publish_type",
+            ArgumentError::TooLong { .. } => "argument_too_long",
         }
     }
 }
@@ -88,7 +100,10 @@ pub struct StreamName {
 impl StreamName {
     /// The longest name accepted, in bytes: names are map keys, logged and sent in the API,
     /// so a client does not get to make them arbitrarily large.
-    pub const MAX_LEN: usize = 1024;
+    pub const MAX_LEN: usize = 256;
+
+    /// The longest query string accepted, in bytes (tokens fit with room to spare).
+    pub const MAX_QUERY_LEN: usize = 1024;
 
     /// Splits `raw` at its first `?` and trims slashes from the name part.
     pub fn parse(raw: &str) -> Result<StreamName, ArgumentError> {
@@ -106,6 +121,11 @@ impl StreamName {
                 max: Self::MAX_LEN,
             });
         }
+        check_len(
+            "stream name query",
+            query.unwrap_or(""),
+            Self::MAX_QUERY_LEN,
+        )?;
         Ok(StreamName {
             name: name.to_owned(),
             query: query.map(str::to_owned),
@@ -135,6 +155,18 @@ pub enum PublishType {
     Append,
 }
 
+/// Refuses `value` when it is longer than `max` bytes.
+fn check_len(argument: &'static str, value: &str, max: usize) -> Result<(), ArgumentError> {
+    if value.len() > max {
+        return Err(ArgumentError::TooLong {
+            argument,
+            len: value.len(),
+            max,
+        });
+    }
+    Ok(())
+}
+
 /// `connect`'s command object (§7.2.1.1), as much of it as a server uses.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -149,6 +181,25 @@ pub struct ConnectRequest {
     /// The `objectEncoding` property (0 for AMF0, 3 for AMF3), 0 when missing or not a
     /// number. Kept as sent because the `_result` echoes it.
     pub object_encoding: f64,
+}
+
+impl ConnectRequest {
+    /// The longest `app` accepted, in bytes (without its query string).
+    pub const MAX_APP_LEN: usize = 256;
+    /// The longest `tcUrl` accepted, in bytes.
+    pub const MAX_TC_URL_LEN: usize = 1024;
+    /// The longest `flashVer` accepted, in bytes.
+    pub const MAX_FLASH_VER_LEN: usize = 256;
+
+    /// Checks the string fields against their limits: a server refuses a `connect` that
+    /// fails, since these strings are kept for the connection's life, logged and listed.
+    pub fn check(&self) -> Result<(), ArgumentError> {
+        check_len("app", &self.app, Self::MAX_APP_LEN)?;
+        let tc_url = self.tc_url.as_deref().unwrap_or("");
+        check_len("tcUrl", tc_url, Self::MAX_TC_URL_LEN)?;
+        let flash_ver = self.flash_ver.as_deref().unwrap_or("");
+        check_len("flashVer", flash_ver, Self::MAX_FLASH_VER_LEN)
+    }
 }
 
 /// `play`'s arguments (§7.2.2.1).
@@ -462,6 +513,43 @@ mod tests {
     }
 
     #[test]
+    fn connect_string_fields_are_bounded() {
+        let connect = |app: &str, tc_url: &str, flash_ver: &str| {
+            let object = Amf0Object::new()
+                .with("app", app)
+                .with("tcUrl", tc_url)
+                .with("flashVer", flash_ver);
+            let command = Command::new("connect", 1.0, Amf0Value::Object(object), vec![]);
+            let ClientCommand::Connect(request) = Request::from(command).command else {
+                panic!("not a connect");
+            };
+            request.check()
+        };
+        let at = |n: usize| "a".repeat(n);
+        assert_eq!(connect(&at(256), &at(1024), &at(256)), Ok(()));
+        // The app's query string is dropped before the check.
+        assert_eq!(connect(&format!("live?{}", at(2000)), "", ""), Ok(()));
+        let too_long = |argument, len, max| Err(ArgumentError::TooLong { argument, len, max });
+        assert_eq!(connect(&at(257), "", ""), too_long("app", 257, 256));
+        assert_eq!(
+            connect("live", &at(1025), ""),
+            too_long("tcUrl", 1025, 1024)
+        );
+        assert_eq!(
+            connect("live", "", &at(257)),
+            too_long("flashVer", 257, 256)
+        );
+        assert_eq!(
+            StreamName::parse(&format!("cam?{}", at(1025))),
+            Err(ArgumentError::TooLong {
+                argument: "stream name query",
+                len: 1025,
+                max: 1024
+            })
+        );
+    }
+
+    #[test]
     fn real_clients_connect() {
         assert_eq!(
             captured(FFMPEG_PUBLISH_CONNECT),
@@ -700,10 +788,7 @@ mod tests {
             );
         }
         let long = "a".repeat(StreamName::MAX_LEN + 1);
-        let too_long = ArgumentError::StreamNameTooLong {
-            len: 1025,
-            max: 1024,
-        };
+        let too_long = ArgumentError::StreamNameTooLong { len: 257, max: 256 };
         assert_eq!(publish(vec![long.as_str().into()]), Err(too_long.clone()));
         assert_eq!(too_long.as_str(), "stream_name_too_long");
         // The limit counts the name only: slashes and the query string are not part of it.

@@ -312,6 +312,8 @@ const CHUNK_LIMITS: ChunkDecoderLimits = ChunkDecoderLimits {
     max_message_size: 16 * 1024,
     max_chunk_size: 4096,
     max_chunk_streams: 8,
+    // Less than the streams' messages could hold together, so the budget is reachable too.
+    max_partial_bytes: 24 * 1024,
 };
 
 /// What decoding a chunk stream produced.
@@ -373,6 +375,10 @@ fn decode_chunks<'a>(reads: impl Iterator<Item = &'a [u8]>) -> ChunkRun {
             );
         }
         assert_eq!(decoder.bytes_received(), (fed - buf.len()) as u64);
+        assert!(
+            decoder.partial_bytes() <= CHUNK_LIMITS.max_partial_bytes,
+            "partial messages over their budget"
+        );
     }
     ChunkRun {
         messages,
@@ -666,6 +672,7 @@ pub fn pull_stream(data: &[u8]) {
         max_message_size: 1 << 20,
         max_chunk_size: 1 << 20,
         max_chunk_streams: 16,
+        max_partial_bytes: 4 << 20,
     });
     let mut server_done = false;
     let mut client_done = false;

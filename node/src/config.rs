@@ -86,8 +86,16 @@ pub struct RtmpConfig {
     pub out_chunk_size_bytes: u32,
     /// Largest Set Chunk Size a peer may announce.
     pub max_incoming_chunk_size_bytes: u32,
-    /// Largest message a peer may send (a keyframe of a high-bitrate 4K stream fits).
+    /// Largest message a publisher may send (a keyframe of a high-bitrate 4K stream fits).
     pub max_message_size_bytes: u32,
+    /// Most bytes a publisher's partially received messages may hold together (summed over
+    /// its chunk streams): bounds a peer that opens many large messages and never ends them.
+    pub max_partial_message_bytes: usize,
+    /// Largest message a connection may send before it publishes (`connect`, `play`, every
+    /// command): players and the handshake-to-publish phase never need big messages.
+    pub pre_publish_max_message_size_bytes: u32,
+    /// As `max_partial_message_bytes`, before the connection publishes.
+    pub pre_publish_max_partial_message_bytes: usize,
     /// A deadline, not a per-read timeout: a connection that has not finished the handshake
     /// and a `connect` this long after it was accepted (after the TLS handshake, for RTMPS)
     /// is closed, however it trickles bytes.
@@ -108,6 +116,9 @@ impl Default for RtmpConfig {
             out_chunk_size_bytes: 60_000,
             max_incoming_chunk_size_bytes: 16 * 1024 * 1024,
             max_message_size_bytes: 8 * 1024 * 1024,
+            max_partial_message_bytes: 16 * 1024 * 1024,
+            pre_publish_max_message_size_bytes: 64 * 1024,
+            pre_publish_max_partial_message_bytes: 128 * 1024,
             handshake_timeout_secs: 10,
             idle_timeout_secs: 60,
             window_ack_size_bytes: 2_500_000,
@@ -551,6 +562,24 @@ impl Config {
             return Err(invalid(
                 "rtmp.max_message_size_bytes",
                 "must be at least 65536",
+            ));
+        }
+        if r.max_partial_message_bytes < r.max_message_size_bytes as usize {
+            return Err(invalid(
+                "rtmp.max_partial_message_bytes",
+                "must be at least rtmp.max_message_size_bytes",
+            ));
+        }
+        if !(4096..=r.max_message_size_bytes).contains(&r.pre_publish_max_message_size_bytes) {
+            return Err(invalid(
+                "rtmp.pre_publish_max_message_size_bytes",
+                "must be between 4096 and rtmp.max_message_size_bytes",
+            ));
+        }
+        if r.pre_publish_max_partial_message_bytes < r.pre_publish_max_message_size_bytes as usize {
+            return Err(invalid(
+                "rtmp.pre_publish_max_partial_message_bytes",
+                "must be at least rtmp.pre_publish_max_message_size_bytes",
             ));
         }
         if r.max_connections_per_core == 0 {

@@ -92,7 +92,7 @@ pub const BUILD_VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const BUILD_COMMIT: &str = env!("CORECAST_COMMIT");
 
 /// Error kinds (`corecast_errors_total{kind}`): the session close reasons that are errors.
-pub const KNOWN_ERROR_KINDS: [&str; 9] = [
+pub const KNOWN_ERROR_KINDS: [&str; 10] = [
     "tls_error",
     "tls_aborted",
     "tls_handshake_timeout",
@@ -102,6 +102,8 @@ pub const KNOWN_ERROR_KINDS: [&str; 9] = [
     "control_error",
     "command_error",
     "protocol_error",
+    // A command's string field over its limit (refused, the connection stays or is closed).
+    "argument_too_long",
 ];
 
 /// The node's registry and metric families.

@@ -147,16 +147,24 @@ impl SubscriberQueue {
         }
     }
 
-    /// Queues session bytes; never dropped (they are small and the session needs them).
-    pub fn push_control(&mut self, bytes: Bytes) {
+    /// Queues session bytes. They are never skipped (the session needs every one), but they
+    /// count against the hard bound like media: a peer that pipelines commands and never
+    /// reads their replies is a slow consumer too, not a way to grow this queue without end.
+    pub fn push_control(&mut self, bytes: Bytes) -> PushOutcome {
         if self.closed || self.finishing || bytes.is_empty() {
-            return;
+            return PushOutcome::Dropped;
+        }
+        if self.queued_bytes + bytes.len() > self.limits.hard_max_bytes {
+            self.overflowed = true;
+            self.close();
+            return PushOutcome::Overflow;
         }
         self.note_filling();
         self.queued_bytes += bytes.len();
         self.items.push_back(Outgoing::Control(bytes));
         self.urgent = true;
         self.wake();
+        PushOutcome::Queued
     }
 
     /// Makes the next write skip the merge window (a player just joined: time to first frame
@@ -434,5 +442,23 @@ mod tests {
         assert_eq!(q.push_frame(video(true, 20_000)), PushOutcome::Overflow);
         assert!(q.is_closed());
         assert_eq!(q.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn replies_past_the_hard_bound_close_the_queue_too() {
+        let mut q = SubscriberQueue::new(limits());
+        let reply = Bytes::from(vec![0u8; 1_000]);
+        for _ in 0..100 {
+            assert_eq!(q.push_control(reply.clone()), PushOutcome::Queued);
+        }
+        assert_eq!(q.push_control(reply.clone()), PushOutcome::Overflow);
+        assert!(q.is_closed());
+        assert!(q.overflowed());
+        assert_eq!(q.queued_bytes(), 0);
+        assert_eq!(
+            q.push_control(reply),
+            PushOutcome::Dropped,
+            "closed stays closed"
+        );
     }
 }

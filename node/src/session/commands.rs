@@ -19,6 +19,7 @@ use tracing::{debug, info, warn};
 use super::{Role, Session, SessionError};
 use crate::core::ReplicaRef;
 use crate::stream::Player;
+use crate::util::loggable;
 
 /// Routes one command to its handler. Commands other than `connect` need a connection that
 /// has connected; the handlers of NetStream commands reply on `stream`, the message stream
@@ -162,26 +163,42 @@ fn connect(
         return Err(SessionError::Protocol("second connect"));
     }
     let app = &request.app;
+    if let Err(e) = request.check() {
+        s.ctx.metrics.error(e.as_str());
+        reject_connect(s, transaction_id, &e.to_string());
+        return Err(SessionError::ConnectRefused(format!(
+            "{e} (app {:?})",
+            loggable(app)
+        )));
+    }
     let allowed = &s.ctx.config.rtmp.apps;
     if app.is_empty() || (!allowed.is_empty() && !allowed.contains(app)) {
-        s.out.send_command(
-            MessageStreamId::CONNECTION,
-            &Command::error(
-                transaction_id,
-                Amf0Value::Null,
-                vec![Amf0Value::Object(status_info(
-                    "error",
-                    "NetConnection.Connect.Rejected",
-                    "unknown application",
-                ))],
-            ),
-        );
-        return Err(SessionError::ConnectRefused(format!("application {app:?}")));
+        reject_connect(s, transaction_id, "unknown application");
+        return Err(SessionError::ConnectRefused(format!(
+            "application {:?}",
+            loggable(app)
+        )));
     }
     send_connect_success(s, transaction_id, request.object_encoding);
     info!(conn = s.id, app = %app, "connect");
     s.app = Some(app.clone());
     Ok(())
+}
+
+/// The `_error` that refuses `connect`, saying why.
+fn reject_connect(s: &Session, transaction_id: f64, why: &str) {
+    s.out.send_command(
+        MessageStreamId::CONNECTION,
+        &Command::error(
+            transaction_id,
+            Amf0Value::Null,
+            vec![Amf0Value::Object(status_info(
+                "error",
+                "NetConnection.Connect.Rejected",
+                why,
+            ))],
+        ),
+    );
 }
 
 /// The window, bandwidth and chunk size settings, then the `_result` that accepts `connect`.
@@ -215,6 +232,22 @@ fn send_connect_success(s: &Session, transaction_id: f64, object_encoding: f64) 
     );
 }
 
+/// Logs (and, for an over-long name, counts) a `publish` or `play` refused for its name;
+/// returns the description the refusal carries.
+fn refuse_name(s: &Session, command: &str, e: &ArgumentError) -> String {
+    if matches!(
+        e,
+        ArgumentError::StreamNameTooLong { .. } | ArgumentError::TooLong { .. }
+    ) {
+        warn!(conn = s.id, peer = %s.peer, command, error = %e, "stream name refused");
+        s.ctx.metrics.error("argument_too_long");
+        return e.to_string();
+    }
+    debug!(conn = s.id, command, error = %e, "stream name refused");
+    // What clients have always been told for a missing, empty or non-string name.
+    "empty stream name".to_owned()
+}
+
 /// `app/name`: the key a stream is known by on every node.
 fn stream_key(s: &Session, name: &StreamName) -> String {
     format!("{}/{}", s.app.as_deref().unwrap_or(""), name.as_str())
@@ -230,15 +263,13 @@ fn publish(
             "publish while publishing or playing",
         ));
     }
-    let Ok(name) = stream_name else {
-        send_stream_status(
-            s,
-            stream,
-            "error",
-            "NetStream.Publish.BadName",
-            "empty stream name",
-        );
-        return Ok(());
+    let name = match stream_name {
+        Ok(name) => name,
+        Err(e) => {
+            let why = refuse_name(s, "publish", &e);
+            send_stream_status(s, stream, "error", "NetStream.Publish.BadName", &why);
+            return Ok(());
+        }
     };
     let key = stream_key(s, &name);
     if !s.ctx.config.cluster.accepts_publishers() {
@@ -307,15 +338,13 @@ fn play(
     if !matches!(s.role, Role::Idle) {
         return Err(SessionError::Protocol("play while publishing or playing"));
     }
-    let Ok(name) = &request.stream_name else {
-        send_stream_status(
-            s,
-            stream,
-            "error",
-            "NetStream.Play.StreamNotFound",
-            "empty stream name",
-        );
-        return Ok(());
+    let name = match &request.stream_name {
+        Ok(name) => name,
+        Err(e) => {
+            let why = refuse_name(s, "play", e);
+            send_stream_status(s, stream, "error", "NetStream.Play.StreamNotFound", &why);
+            return Ok(());
+        }
     };
     let key = stream_key(s, name);
     // Live streams ignore start and duration.

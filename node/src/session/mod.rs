@@ -291,15 +291,16 @@ impl Session {
         with_timeout(left, self.handshake(transport, &mut buf))
             .await
             .ok_or(SessionError::HandshakeTimeout(handshake_timeout))??;
-        let mut decoder = ChunkDecoder::new(ChunkDecoderLimits {
-            max_message_size: rtmp.max_message_size_bytes,
-            max_chunk_size: rtmp.max_incoming_chunk_size_bytes,
-            ..ChunkDecoderLimits::default()
-        });
+        let mut decoder = ChunkDecoder::new(self.decoder_limits());
         loop {
             let handled = self.handle_input(&mut decoder, &mut buf);
             // Replies queued before a failure still go out (a refusal explains itself).
             self.out.flush();
+            if self.out.queue.borrow().overflowed() {
+                // A peer that sends commands and never reads their replies: stop reading now,
+                // not when the writer's send timeout notices.
+                return Err(SessionError::SlowConsumer);
+            }
             handled?;
             self.acknowledge(decoder.bytes_received());
             self.out.flush();
@@ -412,8 +413,31 @@ impl Session {
     ) -> Result<(), SessionError> {
         while let Some(message) = decoder.decode(buf)? {
             self.handle_message(message)?;
+            // The next chunk may already belong to a publisher's first (large) frame.
+            decoder.set_limits(self.decoder_limits());
         }
         Ok(())
+    }
+
+    /// What the chunk decoder may hold for this connection: tight until it publishes, since
+    /// `connect`, `play` and every other command are small; a publisher's frames are not.
+    fn decoder_limits(&self) -> ChunkDecoderLimits {
+        let rtmp = &self.ctx.config.rtmp;
+        let (max_message_size, max_partial_bytes) = match self.role {
+            Role::Publishing { .. } => {
+                (rtmp.max_message_size_bytes, rtmp.max_partial_message_bytes)
+            }
+            _ => (
+                rtmp.pre_publish_max_message_size_bytes,
+                rtmp.pre_publish_max_partial_message_bytes,
+            ),
+        };
+        ChunkDecoderLimits {
+            max_message_size,
+            max_chunk_size: rtmp.max_incoming_chunk_size_bytes,
+            max_partial_bytes,
+            ..ChunkDecoderLimits::default()
+        }
     }
 
     fn handle_message(&mut self, message: RtmpMessage) -> Result<(), SessionError> {

@@ -1,0 +1,321 @@
+//! Attacks by one client on memory (issue 13, rows 1 to 3): each drives the attack with a raw
+//! TCP client against a debug node on loopback for a bounded time, bounds the node's RSS
+//! growth (from /proc), checks that the attacker's connection is closed, and that an ordinary
+//! publish and play still work afterwards.
+
+mod support;
+
+use std::io::{self, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use corecast_common::amf0::Amf0Value;
+use corecast_common::chunk::ChunkEncoder;
+use corecast_common::command::{client, Command};
+use corecast_common::types::{ChunkStreamId, MessageStreamId, MessageType, RtmpMessage};
+use support::client::{closed_within, read_until_video_at, status_code, RtmpClient};
+use support::node::Node;
+
+/// What one attack may add to the node's RSS: generous for a debug build on a busy machine,
+/// and far below what the attacks cost before they were bounded (hundreds of MB). The node's
+/// allocator (mimalloc) commits memory in 2 MiB steps, so small costs show as 2 MiB multiples:
+/// the reply attack measured +10 MiB (with a 512 KiB queue bound), the others +0 to +2.5 MiB.
+const GROWTH_BOUND_KIB: u64 = 16 * 1024;
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .expect("VmRSS of the node")
+}
+
+/// The node's RSS once it has served a publish and a play: what a first connection costs
+/// once (runtime buffers, lazily built state) is not what the attack costs.
+fn warmed_up_rss(node: &Node) -> u64 {
+    assert_still_serves(node, "warm-up");
+    rss_kib(node.pid())
+}
+
+/// Asserts that the node's RSS grew by less than [`GROWTH_BOUND_KIB`] since `before`.
+fn assert_growth_bounded(node: &Node, before: u64, what: &str) {
+    let after = rss_kib(node.pid());
+    let grown = after.saturating_sub(before);
+    eprintln!("{what}: RSS +{grown} KiB");
+    assert!(
+        grown < GROWTH_BOUND_KIB,
+        "{what}: RSS grew by {grown} KiB ({before} -> {after} KiB)"
+    );
+}
+
+/// A publisher and a player still work: the publisher's first keyframe (256 KiB, far above the
+/// pre-publish message limit) reaches the player.
+fn assert_still_serves(node: &Node, name: &str) {
+    let mut publisher = RtmpClient::connect(node.addr, "live").expect("publisher connects");
+    assert_eq!(
+        publisher.publish(name).expect("publish"),
+        "NetStream.Publish.Start"
+    );
+    let mut player = RtmpClient::connect(node.addr, "live").expect("player connects");
+    player.play(name).expect("play");
+    let mut key = vec![0u8; 256 << 10];
+    key[0] = 0x17;
+    key[1] = 1;
+    publisher
+        .send_media(MessageType::VIDEO, 40, &key)
+        .expect("send keyframe");
+    read_until_video_at(&mut player, 40, Duration::from_secs(10));
+}
+
+/// An encoded batch of `count` commands nobody handles, each expecting an `_error` answer.
+fn unknown_commands(count: usize) -> BytesMut {
+    let mut encoder = ChunkEncoder::new();
+    let mut out = BytesMut::new();
+    for i in 0..count {
+        let command = Command::new("noSuchCommand", 2.0 + i as f64, Amf0Value::Null, vec![]);
+        encoder.encode(
+            &RtmpMessage {
+                chunk_stream_id: ChunkStreamId::COMMAND,
+                timestamp: 0,
+                message_type: MessageType::COMMAND_AMF0,
+                message_stream_id: MessageStreamId::CONNECTION,
+                payload: command.encode(),
+            },
+            &mut out,
+        );
+    }
+    out
+}
+
+#[test]
+fn pipelined_commands_whose_replies_are_never_read_end_as_a_slow_consumer() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = "[player]\nqueue_max_bytes = 262144\nqueue_hard_max_bytes = 524288\n";
+    let node = Node::start(1, config, dir.path());
+    let before = warmed_up_rss(&node);
+
+    let mut attacker = RtmpClient::connect(node.addr, "live").expect("connect");
+    let batch = unknown_commands(2000);
+    attacker
+        .stream
+        .set_write_timeout(Some(Duration::from_millis(500)))
+        .expect("write timeout");
+    // Write until the node stops reading (a write times out or fails) or 8 s pass. Each
+    // command is answered with a larger `_error`, of which the attacker reads only 4 KiB
+    // every 2 s: a trickle that must not keep the connection alive.
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let mut peak = before;
+    let mut refused = false;
+    let mut next_read = Instant::now();
+    while Instant::now() < deadline {
+        peak = peak.max(rss_kib(node.pid()));
+        if Instant::now() >= next_read {
+            next_read += Duration::from_secs(2);
+            attacker
+                .stream
+                .set_read_timeout(Some(Duration::from_millis(10)))
+                .expect("read timeout");
+            let _ = io::Read::read(&mut attacker.stream, &mut [0u8; 4096]);
+        }
+        if attacker.stream.write_all(&batch).is_err() {
+            refused = true;
+            break;
+        }
+    }
+    assert!(
+        refused,
+        "the node read 8 s of commands without ever stopping"
+    );
+    assert!(
+        closed_within(&mut attacker.stream, Duration::from_secs(10)),
+        "the attacker's connection stayed open"
+    );
+    assert!(
+        node.wait_log(Duration::from_secs(5), |l| l.contains("slow_consumer"))
+            .is_some(),
+        "no slow_consumer close in the log"
+    );
+    assert!(
+        peak.saturating_sub(before) < GROWTH_BOUND_KIB,
+        "RSS peaked {} KiB above the start",
+        peak - before
+    );
+    eprintln!("unread replies: RSS peak +{} KiB", peak - before);
+    assert_growth_bounded(&node, before, "unread replies");
+    assert_still_serves(&node, "after-replies");
+}
+
+/// The handshake alone, then raw bytes.
+fn handshaken(addr: SocketAddr) -> TcpStream {
+    RtmpClient::handshake(addr).expect("handshake").stream
+}
+
+/// A Set Chunk Size message (on chunk stream 2).
+fn set_chunk_size(size: u32) -> Vec<u8> {
+    let mut bytes = vec![0x02, 0, 0, 0, 0, 0, 4, 0x01, 0, 0, 0, 0];
+    bytes.extend_from_slice(&size.to_be_bytes());
+    bytes
+}
+
+/// The first `take` payload bytes of a `length`-byte video message on chunk stream `csid`
+/// (2..=63), in one chunk (the chunk size must be at least `take`).
+fn first_chunk(csid: u8, length: u32, take: usize) -> Vec<u8> {
+    let len = length.to_be_bytes();
+    let mut bytes = vec![csid, 0, 0, 0, len[1], len[2], len[3], 0x09, 1, 0, 0, 0];
+    bytes.resize(bytes.len() + take, 0x5A);
+    bytes
+}
+
+/// Writes `bytes`, ignoring a node that closes part way (that is what the test wants).
+fn write_ignoring_close(stream: &mut TcpStream, bytes: &[u8]) {
+    stream
+        .set_write_timeout(Some(Duration::from_secs(2)))
+        .expect("write timeout");
+    match stream.write_all(bytes) {
+        Ok(()) => {}
+        Err(e) if is_close(&e) => {}
+        Err(e) => panic!("write: {e}"),
+    }
+}
+
+fn is_close(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::WouldBlock
+            | io::ErrorKind::TimedOut
+    )
+}
+
+#[test]
+fn half_sent_messages_before_connect_are_refused_by_the_chunk_budgets() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = Node::start(1, "", dir.path());
+    let before = warmed_up_rss(&node);
+
+    // The issue's attack: chunk size 1 MiB, then 7/8 of an 8 MiB message on each of 64
+    // chunk streams. Before connect a message may be 64 KiB at most: the first header ends it.
+    let mut big = handshaken(node.addr);
+    let mut attack = set_chunk_size(1 << 20);
+    for csid in 3..=63u8 {
+        attack.extend(first_chunk(csid, 8 << 20, 7 << 17));
+        if attack.len() > 16 << 20 {
+            break;
+        }
+    }
+    write_ignoring_close(&mut big, &attack);
+    assert!(
+        closed_within(&mut big, Duration::from_secs(10)),
+        "an 8 MiB message before connect was not refused"
+    );
+
+    // Under the message limit, many open messages hit the partial-bytes budget instead:
+    // 60 KiB messages whose first 4 KiB chunks arrive, and never the rest.
+    let mut many = handshaken(node.addr);
+    let mut attack = set_chunk_size(4096);
+    for csid in 3..=63u8 {
+        attack.extend(first_chunk(csid, 60 * 1024, 4096));
+    }
+    write_ignoring_close(&mut many, &attack);
+    assert!(
+        closed_within(&mut many, Duration::from_secs(10)),
+        "open messages past the partial budget were not refused"
+    );
+
+    let log_has = |text: &str| {
+        node.wait_log(Duration::from_secs(5), |l| l.contains(text))
+            .is_some()
+    };
+    assert!(
+        log_has("exceeds the 65536-byte limit"),
+        "no message-size refusal logged"
+    );
+    assert!(
+        log_has("over the 131072-byte budget"),
+        "no partial-budget refusal logged"
+    );
+    assert_growth_bounded(&node, before, "half-sent messages");
+    assert_still_serves(&node, "after-chunks");
+}
+
+#[test]
+fn oversized_string_fields_are_refused_at_both_layers() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = Node::start(1, "", dir.path());
+    let before = warmed_up_rss(&node);
+    let tc_url = format!("rtmp://{}/live", node.addr);
+
+    // 20 connections with a 4 MiB app: the decoder refuses the message from its header.
+    let huge = "a".repeat(4 << 20);
+    for _ in 0..20 {
+        let mut c = RtmpClient::handshake(node.addr).expect("handshake");
+        let result = c.send_command(
+            MessageStreamId::CONNECTION,
+            &client::connect(1.0, &huge, &tc_url),
+        );
+        if let Err(e) = result {
+            assert!(is_close(&e), "write: {e}");
+        }
+        assert!(
+            closed_within(&mut c.stream, Duration::from_secs(10)),
+            "a 4 MiB connect was not refused"
+        );
+    }
+
+    // A connect small enough for the decoder but with a 1000-byte app: refused by the session
+    // with the usual `_error`, then closed.
+    let mut c = RtmpClient::handshake(node.addr).expect("handshake");
+    let long_app = "b".repeat(1000);
+    c.send_command(
+        MessageStreamId::CONNECTION,
+        &client::connect(1.0, &long_app, &tc_url),
+    )
+    .expect("send connect");
+    let reply = c
+        .wait_command(Duration::from_secs(5), |cmd| cmd.transaction_id == 1.0)
+        .expect("connect answered");
+    assert_eq!(reply.name, "_error");
+    assert_eq!(
+        status_code(&reply).as_deref(),
+        Some("NetConnection.Connect.Rejected")
+    );
+    assert!(closed_within(&mut c.stream, Duration::from_secs(10)));
+
+    // Over-long stream names are refused with the usual status; the connection stays.
+    let long_name = "c".repeat(300);
+    let mut player = RtmpClient::connect(node.addr, "live").expect("connect");
+    player
+        .send_command(MessageStreamId::MEDIA, &client::play(5.0, &long_name))
+        .expect("send play");
+    let status = player
+        .wait_command(Duration::from_secs(5), |c| c.name == "onStatus")
+        .expect("play answered");
+    assert_eq!(
+        status_code(&status).as_deref(),
+        Some("NetStream.Play.StreamNotFound")
+    );
+    let mut publisher = RtmpClient::connect(node.addr, "live").expect("connect");
+    assert_eq!(
+        publisher.publish(&long_name).expect("publish answered"),
+        "NetStream.Publish.BadName"
+    );
+
+    // What the refusals left behind is small: log lines, the client list, memory.
+    let longest = node.log().iter().map(String::len).max().unwrap_or(0);
+    assert!(longest < 2048, "a log line of {longest} bytes");
+    let (status, clients) = node.http_request("GET", "/api/v1/clients", None);
+    assert_eq!(status, 200);
+    assert!(
+        clients.len() < 16 * 1024,
+        "{} bytes of clients",
+        clients.len()
+    );
+    assert_growth_bounded(&node, before, "long strings");
+    assert_still_serves(&node, "after-strings");
+}
