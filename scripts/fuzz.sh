@@ -37,9 +37,10 @@ die() {
 # Extra libFuzzer flags for one target. A target missing here needs none.
 target_flags() {
     case "$1" in
-        # The re-encode checks cost time per byte; small inputs keep the target fast, and
-        # everything they check per message already shows at this size.
-        chunk_roundtrip) echo "-max_len=2048" ;;
+        # Its seeds (a 10 KB publish session) would raise libFuzzer's input limit to their
+        # size; the re-encoding checks cost time per byte (per chunk at chunk size 1), and
+        # everything they check shows at libFuzzer's usual 4 KB.
+        chunk_roundtrip) echo "-max_len=4096" ;;
         *) echo "" ;;
     esac
 }
@@ -102,7 +103,7 @@ for t in "${targets[@]}"; do
     size=$(find "$corpus" -type f | wc -l)
     if [ "$status" -ne 0 ]; then
         artifact=$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$log" | tail -1)
-        crashes+=("$t: ${artifact:-no artifact, see $log}")
+        crashes+=("$t ${artifact:-(no artifact, see $log)}")
         summary+=("$(printf '%-20s CRASH  exit %s, see %s' "$t" "$status" "$log")")
         tail -n 40 "$log" >&2
     else
@@ -116,9 +117,9 @@ printf '%s\n' "${summary[@]}" >&2
 if [ "${#crashes[@]}" -gt 0 ]; then
     echo >&2
     for c in "${crashes[@]}"; do
-        echo "fuzz.sh: CRASH in $c" >&2
+        echo "fuzz.sh: CRASH in ${c%% *}: ${c#* }" >&2
+        echo "  reproduce: cargo run --manifest-path fuzz/Cargo.toml --example replay --" \
+            "$c" >&2
     done
-    echo "fuzz.sh: reproduce on stable with" \
-        "cargo run --manifest-path fuzz/Cargo.toml --example replay -- <target> <artifact>" >&2
     exit 1
 fi
