@@ -34,9 +34,11 @@ fmt:
 bench:
 	$(CARGO) bench --workspace
 
-## Coverage-guided fuzzing needs nightly and cargo-fuzz: see fuzz/README.md.
+## Every fuzz target in turn, FUZZ_SECONDS (60) each, on nightly; installs cargo-fuzz when
+## missing and fails with the crash artifact's path. See fuzz/README.md.
+FUZZ_SECONDS ?= 60
 fuzz:
-	cd fuzz && cargo +nightly fuzz run chunk_decoder -- -max_total_time=60
+	FUZZ_SECONDS=$(FUZZ_SECONDS) ./scripts/fuzz.sh
 
 ## Default load scenario (loadtest/scenarios/default.toml) against a local release node.
 loadtest:

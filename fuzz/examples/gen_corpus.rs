@@ -626,38 +626,20 @@ fn main() {
         &set_data_frame().encode(),
     );
 
-    // chunk_decoder
-    corpus.write_stream(
-        "chunk_decoder",
-        "publish_session",
-        READS_1500,
-        &publish_session(),
-    );
-    corpus.write_stream(
-        "chunk_decoder",
-        "compressed_128",
-        READS_64,
-        &compressed_128(),
-    );
-    corpus.write_stream(
-        "chunk_decoder",
-        "extended_timestamps",
-        READS_7,
-        &extended_timestamps(),
-    );
-    corpus.write_stream("chunk_decoder", "wide_csids", READS_64, &wide_csids());
-    corpus.write_stream(
-        "chunk_decoder",
-        "abort_mid_message",
-        READS_7,
-        &abort_mid_message(),
-    );
-    corpus.write_stream(
-        "chunk_decoder",
-        "fmt3_after_fmt0",
-        READS_1,
-        &fmt3_after_fmt0(),
-    );
+    // chunk_decoder, and chunk_roundtrip with the same layout: one set of seeds for both.
+    for target in ["chunk_decoder", "chunk_roundtrip"] {
+        corpus.write_stream(target, "publish_session", READS_1500, &publish_session());
+        corpus.write_stream(target, "compressed_128", READS_64, &compressed_128());
+        corpus.write_stream(
+            target,
+            "extended_timestamps",
+            READS_7,
+            &extended_timestamps(),
+        );
+        corpus.write_stream(target, "wide_csids", READS_64, &wide_csids());
+        corpus.write_stream(target, "abort_mid_message", READS_7, &abort_mid_message());
+        corpus.write_stream(target, "fmt3_after_fmt0", READS_1, &fmt3_after_fmt0());
+    }
 
     // handshake_server
     corpus.write_stream(

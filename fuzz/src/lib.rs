@@ -7,10 +7,13 @@
 //! value or an error, and the properties below must hold.
 //!
 //! # Input layout
-//! - `chunk_decoder`, `handshake_server`, `flv_reader`: byte 0 says how to cut the rest into
-//!   socket reads ([`Pieces`]); the rest is the byte stream. Each of these targets decodes the
-//!   stream twice, whole and in pieces, and requires the same result: the decoders consume
-//!   only whole units and say "need more" otherwise, so where the reads end must not matter.
+//! - `chunk_decoder`, `handshake_server`, `flv_reader`, `pull_stream`: byte 0 says how to cut
+//!   the rest into socket reads ([`Pieces`]); the rest is the byte stream. The first three
+//!   decode the stream twice, whole and in pieces, and require the same result: the decoders
+//!   consume only whole units and say "need more" otherwise, so where the reads end must not
+//!   matter.
+//! - `chunk_roundtrip`: the same layout as `chunk_decoder` (their seeds are the same), but
+//!   byte 0 picks the chunk size for `encode_shared` instead; the stream is decoded whole.
 //! - `control_decode`: byte 0 is the message type id, the rest the payload.
 //! - `amf0_decode`, `command_decode`, `flv_tag_headers`: the whole input is one payload.
 //! - `plane`: a schedule of control-plane events on up to four cores
@@ -58,6 +61,10 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "chunk_decoder",
         run: chunk_decoder,
+    },
+    Target {
+        name: "chunk_roundtrip",
+        run: chunk_roundtrip,
     },
     Target {
         name: "handshake_server",
@@ -316,6 +323,9 @@ const CHUNK_LIMITS: ChunkDecoderLimits = ChunkDecoderLimits {
     max_partial_bytes: 24 * 1024,
 };
 
+/// What the chunk targets' read buffer starts with: more than libFuzzer's inputs usually are.
+const CHUNK_BUF_CAPACITY: usize = 16 * 1024;
+
 /// What decoding a chunk stream produced.
 #[derive(Debug)]
 struct ChunkRun {
@@ -345,8 +355,19 @@ impl ChunkRun {
 
 /// Decodes the reads in order until the stream ends or fails.
 fn decode_chunks<'a>(reads: impl Iterator<Item = &'a [u8]>) -> ChunkRun {
+    decode_chunks_at(corecast_common::chunk::DEFAULT_CHUNK_SIZE, reads)
+}
+
+/// [`decode_chunks`] with the peer's chunk size set to `chunk_size` beforehand, as for a
+/// stream whose chunk size was announced earlier.
+fn decode_chunks_at<'a>(chunk_size: u32, reads: impl Iterator<Item = &'a [u8]>) -> ChunkRun {
     let mut decoder = ChunkDecoder::new(CHUNK_LIMITS);
-    let mut buf = BytesMut::new();
+    decoder
+        .set_chunk_size(chunk_size)
+        .expect("the targets' chunk sizes are within the limits");
+    // Room for a whole stream up front, so that reads rarely move what is left: only a
+    // longer one (the re-encoded stream, say) grows the buffer.
+    let mut buf = BytesMut::with_capacity(CHUNK_BUF_CAPACITY);
     let mut fed = 0usize;
     let mut messages = Vec::new();
     let mut error = None;
@@ -390,9 +411,9 @@ fn decode_chunks<'a>(reads: impl Iterator<Item = &'a [u8]>) -> ChunkRun {
     }
 }
 
-/// `ChunkDecoder` on arbitrary bytes in arbitrary reads, with small limits. The result must
-/// not depend on the reads; every decoded message must survive `ChunkEncoder` and
-/// `encode_shared` back through a fresh decoder.
+/// `ChunkDecoder` on arbitrary bytes in arbitrary reads, with small limits: the result must
+/// not depend on the reads, and `bytes_received` must count the bytes consumed. Only decoding:
+/// the re-encoding checks are `chunk_roundtrip`'s, so that this target stays fast.
 pub fn chunk_decoder(data: &[u8]) {
     let (control, stream) = split_control(data);
     let whole = decode_chunks(std::iter::once(stream));
@@ -402,14 +423,28 @@ pub fn chunk_decoder(data: &[u8]) {
         pieces.outcome(),
         "chunk decoding depends on how reads are cut"
     );
+}
+
+/// Chunk sizes `chunk_roundtrip` frames `encode_shared` output at, picked by the control
+/// byte's low two bits: the default, the smallest, an odd one, and one that a message still
+/// spans within the target's input length limit.
+const SHARED_CHUNK_SIZES: [u32; 4] = [128, 1, 61, 1000];
+
+/// The chunk stream `chunk_decoder` decodes (same input layout), decoded whole; every
+/// decoded message must survive `ChunkEncoder` (with header compression) and `encode_shared`
+/// (at a chunk size the control byte picks) back through a fresh decoder.
+pub fn chunk_roundtrip(data: &[u8]) {
+    let (control, stream) = split_control(data);
+    let whole = decode_chunks(std::iter::once(stream));
 
     // Re-encode with header compression: the same messages must come back, with no error.
+    // Reads cannot matter here (chunk_decoder checks that), so the stream is read whole.
     let mut encoder = ChunkEncoder::new();
     let mut wire = BytesMut::new();
     for message in &whole.messages {
         encoder.encode(message, &mut wire);
     }
-    let again = decode_chunks(Pieces::new(control, &wire));
+    let again = decode_chunks(std::iter::once(&wire[..]));
     assert_eq!(again.error, None, "re-encoded chunk stream must decode");
     assert_eq!(
         again.messages, whole.messages,
@@ -418,13 +453,17 @@ pub fn chunk_decoder(data: &[u8]) {
     assert_eq!(again.leftover, 0);
     assert_eq!(again.chunk_size, encoder.chunk_size());
 
-    // Encode-once framing of each message, read by a fresh decoder.
+    // Encode-once framing of each message, read by a fresh decoder at the same chunk size.
+    let chunk_size = SHARED_CHUNK_SIZES[usize::from(control & 3)];
     for message in &whole.messages {
         let mut parts = Vec::new();
-        let len = encode_shared(message, 128, &mut parts);
-        let wire: Vec<u8> = parts.iter().flat_map(|p| p.iter().copied()).collect();
+        let len = encode_shared(message, chunk_size, &mut parts);
+        let mut wire = Vec::with_capacity(len);
+        for part in &parts {
+            wire.extend_from_slice(part);
+        }
         assert_eq!(len, wire.len(), "encode_shared length");
-        let run = decode_chunks(std::iter::once(&wire[..]));
+        let run = decode_chunks_at(chunk_size, std::iter::once(&wire[..]));
         assert_eq!(run.error, None, "encode_shared output must decode");
         assert_eq!(
             run.messages,

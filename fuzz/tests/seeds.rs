@@ -81,7 +81,8 @@ fn command_seeds_decode() {
 
 #[test]
 fn chunk_seeds_decode_completely() {
-    for (name, data) in seeds("chunk_decoder") {
+    let chunk_seeds = [seeds("chunk_decoder"), seeds("chunk_roundtrip")].concat();
+    for (name, data) in chunk_seeds {
         let mut decoder = ChunkDecoder::default();
         let mut buf = BytesMut::from(&data[1..]);
         let mut count = 0;
