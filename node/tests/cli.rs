@@ -168,6 +168,10 @@ fn a_node_restarted_right_after_sigterm_starts_at_once() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (rtmp, http) = (fresh_addr(), fresh_addr());
     let config = "[node]\nshutdown_grace_secs = 0\n";
+    // Rounds whose stop left TIME_WAIT on the node's port, so that the next start had to bind
+    // over it. A round can end in resets instead (a socket closed with unread input resets,
+    // which leaves no TIME_WAIT); such a round still restarts, it just proves less.
+    let mut over_time_wait = 0;
     for round in 0..ROUNDS {
         let mut node = Node::try_start_at(1, config, dir.path(), rtmp, http)
             .unwrap_or_else(|log| panic!("round {round}: no start:\n{}", log.join("\n")));
@@ -186,11 +190,17 @@ fn a_node_restarted_right_after_sigterm_starts_at_once() {
         let waiting = wait_for(Duration::from_secs(5), || {
             (time_wait_on(rtmp.port()) > 0).then_some(())
         });
-        assert!(
-            waiting.is_some(),
-            "round {round}: no TIME_WAIT to restart over"
-        );
+        over_time_wait += usize::from(waiting.is_some());
     }
+    // Most rounds must have restarted over TIME_WAIT, or the test proved nothing.
+    assert!(
+        over_time_wait >= ROUNDS / 2,
+        "only {over_time_wait} of {ROUNDS} stops left TIME_WAIT to restart over"
+    );
+    // And the last stop's TIME_WAIT does not block one more start either.
+    let node = Node::try_start_at(1, config, dir.path(), rtmp, http)
+        .unwrap_or_else(|log| panic!("final start: no start:\n{}", log.join("\n")));
+    drop(node);
 }
 
 #[test]
