@@ -283,6 +283,38 @@ fn publish(
         );
         return Ok(());
     }
+    let grace = reconnect_grace(s);
+    claim(
+        s,
+        PendingPublish {
+            stream,
+            key,
+            deadline: std::time::Instant::now() + grace,
+        },
+    );
+    Ok(())
+}
+
+/// How long a publish of a live name waits for that name to be freed before it is refused.
+/// A live publisher's reads are paced by the flush tick, so its hang-up is seen up to a tick
+/// (two when its last bytes and the end came in one tick) after it happens; an encoder that
+/// reconnects at once must not be refused in that window.
+fn reconnect_grace(s: &Session) -> std::time::Duration {
+    let tick = std::time::Duration::from_millis(s.ctx.config.player.merge_window_ms);
+    (tick * 3).max(std::time::Duration::from_millis(100))
+}
+
+/// A publish waiting for its name to be freed.
+pub(super) struct PendingPublish {
+    stream: MessageStreamId,
+    key: String,
+    /// Refused as `BadName` when the name is still taken then.
+    deadline: std::time::Instant,
+}
+
+/// Claims the name of `pending`: publishing on success; otherwise the publish is parked on the
+/// session (the read loop tries again shortly) until its deadline, then refused.
+pub(super) fn claim(s: &mut Session, pending: PendingPublish) {
     let publisher = crate::stream::PublisherInfo {
         connection: s.id,
         source: crate::stats::StreamSource::Publisher {
@@ -291,20 +323,25 @@ fn publish(
         },
         since: std::time::Instant::now(),
     };
-    match s.ctx.start_publish(&key, publisher) {
-        Ok((replica, generation)) => begin_publishing(s, stream, key, replica, generation),
+    match s.ctx.start_publish(&pending.key, publisher) {
+        Ok((replica, generation)) => {
+            begin_publishing(s, pending.stream, pending.key, replica, generation)
+        }
+        Err(_) if std::time::Instant::now() < pending.deadline => {
+            debug!(conn = s.id, stream = %pending.key, "publish waits for the name to be freed");
+            s.pending_publish = Some(pending);
+        }
         Err(_) => {
-            warn!(conn = s.id, stream = %key, "publish refused: name already live");
+            warn!(conn = s.id, stream = %pending.key, "publish refused: name already live");
             send_stream_status(
                 s,
-                stream,
+                pending.stream,
                 "error",
                 "NetStream.Publish.BadName",
                 "stream already publishing",
             );
         }
     }
-    Ok(())
 }
 
 /// Stream Begin and `NetStream.Publish.Start` for a name that is now ours.

@@ -37,6 +37,9 @@ use crate::transport::{Transport, TRY_READ_MAX};
 use crate::util::with_timeout;
 use crate::writer::{run_writer, WriteError, WriterSettings};
 
+/// How often a publish waiting for its name to be freed tries again.
+const PUBLISH_RETRY: Duration = Duration::from_millis(10);
+
 /// Why a connection ended.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -151,6 +154,8 @@ pub struct Session {
     backlog: bool,
     /// What the core (and the API) knows of this connection.
     client: Rc<ClientHandle>,
+    /// A publish whose name was still taken: tried again before more input is read.
+    pending_publish: Option<commands::PendingPublish>,
 }
 
 /// Serves one accepted connection until it ends; logs its close reason.
@@ -205,6 +210,7 @@ pub async fn run_connection<T: Transport + 'static>(
         next_stream_id: 1,
         send_buffer_bounded: false,
         backlog: false,
+        pending_publish: None,
     };
     let queue = Rc::clone(&out.queue);
     let transport = Rc::new(transport);
@@ -302,6 +308,7 @@ impl Session {
                 return Err(SessionError::SlowConsumer);
             }
             handled?;
+            self.retry_pending_publish().await;
             self.acknowledge(decoder.bytes_received());
             self.out.flush();
             self.bound_send_buffer(transport);
@@ -326,6 +333,16 @@ impl Session {
                 .bytes_in
                 .set(self.client.bytes_in.get() + n as u64);
             self.ctx.metrics.received_bytes.inc_by(n as u64);
+        }
+    }
+
+    /// Tries a parked publish again every few milliseconds until it publishes or its deadline
+    /// refuses it. Input waits meanwhile: the client waits for the publish's answer anyway.
+    async fn retry_pending_publish(&mut self) {
+        while let Some(pending) = self.pending_publish.take() {
+            glommio::timer::sleep(PUBLISH_RETRY).await;
+            commands::claim(self, pending);
+            self.out.flush();
         }
     }
 
