@@ -86,6 +86,9 @@ pub enum SessionError {
     /// The node is shutting the connection (stream stopped, kicked).
     #[error("closed by the node")]
     Closed,
+    /// A new publisher took this silent publisher's stream over.
+    #[error("a new publisher took the stream over")]
+    TakenOver,
 }
 
 impl SessionError {
@@ -105,6 +108,7 @@ impl SessionError {
             SessionError::ConnectRefused(_) => "connect_refused",
             SessionError::Protocol(_) => "protocol_error",
             SessionError::Closed => "closed",
+            SessionError::TakenOver => "taken_over",
         }
     }
 
@@ -156,6 +160,8 @@ pub struct Session {
     client: Rc<ClientHandle>,
     /// A publish whose name was still taken: tried again before more input is read.
     pending_publish: Option<commands::PendingPublish>,
+    /// While publishing: when it last sent anything, for takeover.
+    liveness: Option<std::sync::Arc<crate::takeover::Liveness>>,
 }
 
 /// Serves one accepted connection until it ends; logs its close reason.
@@ -187,6 +193,7 @@ pub async fn run_connection<T: Transport + 'static>(
         bytes_in: std::cell::Cell::new(0),
         bytes_out: std::cell::Cell::new(0),
         out: Rc::clone(&out),
+        taken_over: std::cell::Cell::new(false),
     });
     ctx.add_client(Rc::clone(&client));
     let sent = {
@@ -211,6 +218,7 @@ pub async fn run_connection<T: Transport + 'static>(
         send_buffer_bounded: false,
         backlog: false,
         pending_publish: None,
+        liveness: None,
     };
     let queue = Rc::clone(&out.queue);
     let transport = Rc::new(transport);
@@ -229,7 +237,10 @@ pub async fn run_connection<T: Transport + 'static>(
             }
         }
     });
-    let reason = future::or(session.read_side(&*transport), writer).await;
+    let reason = match future::or(session.read_side(&*transport), writer).await {
+        SessionError::Closed if client.taken_over.get() => SessionError::TakenOver,
+        reason => reason,
+    };
     session.leave_role();
     if reason.flush_before_close() {
         queue.borrow_mut().finish();
@@ -258,7 +269,7 @@ pub async fn run_connection<T: Transport + 'static>(
         _ => {}
     }
     match &reason {
-        SessionError::PeerClosed | SessionError::Closed => {
+        SessionError::PeerClosed | SessionError::Closed | SessionError::TakenOver => {
             info!(conn = id, %peer, reason = reason.as_str(), dropped, "connection closed")
         }
         _ => {
@@ -332,6 +343,9 @@ impl Session {
             self.client
                 .bytes_in
                 .set(self.client.bytes_in.get() + n as u64);
+            if let Some(liveness) = &self.liveness {
+                liveness.touch();
+            }
             self.ctx.metrics.received_bytes.inc_by(n as u64);
         }
     }
@@ -510,6 +524,8 @@ impl Session {
                 key, generation, ..
             } => {
                 info!(conn = self.id, stream = %key, "unpublish");
+                self.liveness = None;
+                self.ctx.shared.activity.unregister(&key, self.id);
                 self.ctx.stop_publish(&key, generation);
             }
             Role::Playing { key, .. } => {
