@@ -319,7 +319,11 @@ impl Session {
                 return Err(SessionError::SlowConsumer);
             }
             handled?;
-            self.retry_pending_publish().await;
+            if self.pending_publish.is_some() {
+                self.retry_pending_publish().await;
+                // What followed the publish in the buffer is handled now that it is answered.
+                continue;
+            }
             self.acknowledge(decoder.bytes_received());
             self.out.flush();
             self.bound_send_buffer(transport);
@@ -442,7 +446,11 @@ impl Session {
         decoder: &mut ChunkDecoder,
         buf: &mut BytesMut,
     ) -> Result<(), SessionError> {
-        while let Some(message) = decoder.decode(buf)? {
+        // A parked publish is answered before anything that followed it is handled.
+        while self.pending_publish.is_none() {
+            let Some(message) = decoder.decode(buf)? else {
+                break;
+            };
             self.handle_message(message)?;
             // The next chunk may already belong to a publisher's first (large) frame.
             decoder.set_limits(self.decoder_limits());
