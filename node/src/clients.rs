@@ -50,6 +50,8 @@ pub struct ClientHandle {
     pub bytes_out: Cell<u64>,
     /// Its outbound side: closing the queue ends the connection.
     pub out: Rc<Outbound>,
+    /// Kicked because a new publisher took its silent stream over.
+    pub taken_over: Cell<bool>,
 }
 
 impl ClientHandle {

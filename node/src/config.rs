@@ -104,6 +104,11 @@ pub struct RtmpConfig {
     pub idle_timeout_secs: u64,
     /// Window Acknowledgement Size announced to peers.
     pub window_ack_size_bytes: u32,
+    /// A publish of a live name takes it over when its publisher has sent nothing for this
+    /// long (a reconnecting encoder whose old connection hangs half-open): the old publisher
+    /// is closed (`taken_over`), players stay and resume at the new publisher's first key
+    /// frame. Until stream keys exist, the same `app/name` is the only credential. 0 = off.
+    pub publisher_takeover_secs: u64,
     /// Applications accepted in `connect`; empty accepts any.
     pub apps: Vec<String>,
 }
@@ -122,6 +127,7 @@ impl Default for RtmpConfig {
             handshake_timeout_secs: 10,
             idle_timeout_secs: 60,
             window_ack_size_bytes: 2_500_000,
+            publisher_takeover_secs: 5,
             apps: Vec::new(),
         }
     }

@@ -435,6 +435,17 @@ impl CoreContext {
                     }
                 }
             }
+            AdminCommand::TakeOver { key, connection } => {
+                let publisher = clients.get(&connection).filter(|c| {
+                    c.role.get() == crate::clients::ClientRole::Publishing
+                        && c.stream.borrow().as_deref() == Some(key.as_str())
+                });
+                if let Some(client) = publisher {
+                    tracing::info!(conn = connection, stream = %key, reason = "taken_over", "silent publisher taken over");
+                    client.taken_over.set(true);
+                    client.kick();
+                }
+            }
         }
     }
 

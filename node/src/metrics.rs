@@ -327,6 +327,7 @@ impl NodeMetrics {
             "slow_consumer",
             "write_error",
             "idle_timeout",
+            "taken_over",
         ] {
             self.closed.with_label_values(&[c, reason]);
         }

@@ -60,6 +60,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         draining,
         started: SystemTime::now(),
         upstream_tls,
+        activity: Default::default(),
     });
     shared.metrics.watch_drain(Arc::clone(&shared.draining));
     let tls = NodeTls::prepare(&shared.config, cores)?;

@@ -21,6 +21,13 @@ pub enum AdminCommand {
     Kick(u64),
     /// Disconnect the publisher of a stream (`app/name`).
     StopStream(String),
+    /// A new publisher takes `key` over from the silent connection `connection`.
+    TakeOver {
+        /// The stream.
+        key: String,
+        /// Its silent publisher.
+        connection: u64,
+    },
 }
 
 /// Node-wide shared state.
@@ -41,6 +48,8 @@ pub struct NodeShared {
     pub started: SystemTime,
     /// The TLS client configuration for upstream pulls (`cluster.upstream_tls`); None = plain.
     pub upstream_tls: Option<Arc<rustls::ClientConfig>>,
+    /// When each live publisher last sent anything (for takeover).
+    pub activity: crate::takeover::Activity,
 }
 
 impl NodeShared {

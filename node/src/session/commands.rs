@@ -283,6 +283,72 @@ fn publish(
         );
         return Ok(());
     }
+    let grace = reconnect_grace(s);
+    claim(
+        s,
+        PendingPublish {
+            stream,
+            key,
+            deadline: std::time::Instant::now() + grace,
+            took_over: false,
+        },
+    );
+    Ok(())
+}
+
+/// How long a publish of a live name waits for that name to be freed before it is refused.
+/// A live publisher's reads are paced by the flush tick, so its hang-up is seen up to a tick
+/// (two when its last bytes and the end came in one tick) after it happens; an encoder that
+/// reconnects at once must not be refused in that window.
+fn reconnect_grace(s: &Session) -> std::time::Duration {
+    let tick = std::time::Duration::from_millis(s.ctx.config.player.merge_window_ms);
+    (tick * 3).max(std::time::Duration::from_millis(100))
+}
+
+/// A publish waiting for its name to be freed.
+pub(super) struct PendingPublish {
+    stream: MessageStreamId,
+    key: String,
+    /// Refused as `BadName` when the name is still taken then.
+    deadline: std::time::Instant,
+    /// The name's silent publisher was asked to leave.
+    took_over: bool,
+}
+
+/// How long a publish that took a silent publisher's stream over waits for it to leave.
+const TAKEOVER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Asks the publisher of `key` to leave when it has sent nothing for
+/// `rtmp.publisher_takeover_secs`; true when it was asked.
+fn take_over_if_silent(s: &Session, key: &str) -> bool {
+    let secs = s.ctx.config.rtmp.publisher_takeover_secs;
+    if secs == 0 {
+        return false;
+    }
+    let idle = std::time::Duration::from_secs(secs);
+    let Some(connection) = s.ctx.shared.activity.idle_publisher(key, idle) else {
+        return false;
+    };
+    let core = crate::shared::NodeShared::core_of_connection(connection);
+    let command = crate::shared::AdminCommand::TakeOver {
+        key: key.to_owned(),
+        connection,
+    };
+    let sent = s
+        .ctx
+        .shared
+        .admin
+        .get(core)
+        .is_some_and(|tx| tx.send(command).is_ok());
+    if sent {
+        info!(conn = s.id, stream = %key, silent = connection, "publish takes over a silent publisher");
+    }
+    sent
+}
+
+/// Claims the name of `pending`: publishing on success; otherwise the publish is parked on the
+/// session (the read loop tries again shortly) until its deadline, then refused.
+pub(super) fn claim(s: &mut Session, mut pending: PendingPublish) {
     let publisher = crate::stream::PublisherInfo {
         connection: s.id,
         source: crate::stats::StreamSource::Publisher {
@@ -291,20 +357,30 @@ fn publish(
         },
         since: std::time::Instant::now(),
     };
-    match s.ctx.start_publish(&key, publisher) {
-        Ok((replica, generation)) => begin_publishing(s, stream, key, replica, generation),
+    match s.ctx.start_publish(&pending.key, publisher) {
+        Ok((replica, generation)) => {
+            begin_publishing(s, pending.stream, pending.key, replica, generation)
+        }
+        Err(_) if !pending.took_over && take_over_if_silent(s, &pending.key) => {
+            pending.took_over = true;
+            pending.deadline = std::time::Instant::now() + TAKEOVER_WAIT;
+            s.pending_publish = Some(pending);
+        }
+        Err(_) if std::time::Instant::now() < pending.deadline => {
+            debug!(conn = s.id, stream = %pending.key, "publish waits for the name to be freed");
+            s.pending_publish = Some(pending);
+        }
         Err(_) => {
-            warn!(conn = s.id, stream = %key, "publish refused: name already live");
+            warn!(conn = s.id, stream = %pending.key, "publish refused: name already live");
             send_stream_status(
                 s,
-                stream,
+                pending.stream,
                 "error",
                 "NetStream.Publish.BadName",
                 "stream already publishing",
             );
         }
     }
-    Ok(())
 }
 
 /// Stream Begin and `NetStream.Publish.Start` for a name that is now ours.
@@ -323,6 +399,7 @@ fn begin_publishing(
     info!(conn = s.id, core = s.ctx.id.0, peer = %s.peer, stream = %key, "publish");
     s.client
         .set_role(crate::clients::ClientRole::Publishing, Some(key.clone()));
+    s.liveness = Some(s.ctx.shared.activity.register(&key, s.id));
     s.role = Role::Publishing {
         key,
         generation,

@@ -37,6 +37,9 @@ use crate::transport::{Transport, TRY_READ_MAX};
 use crate::util::with_timeout;
 use crate::writer::{run_writer, WriteError, WriterSettings};
 
+/// How often a publish waiting for its name to be freed tries again.
+const PUBLISH_RETRY: Duration = Duration::from_millis(10);
+
 /// Why a connection ended.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -83,6 +86,9 @@ pub enum SessionError {
     /// The node is shutting the connection (stream stopped, kicked).
     #[error("closed by the node")]
     Closed,
+    /// A new publisher took this silent publisher's stream over.
+    #[error("a new publisher took the stream over")]
+    TakenOver,
 }
 
 impl SessionError {
@@ -102,6 +108,7 @@ impl SessionError {
             SessionError::ConnectRefused(_) => "connect_refused",
             SessionError::Protocol(_) => "protocol_error",
             SessionError::Closed => "closed",
+            SessionError::TakenOver => "taken_over",
         }
     }
 
@@ -151,6 +158,10 @@ pub struct Session {
     backlog: bool,
     /// What the core (and the API) knows of this connection.
     client: Rc<ClientHandle>,
+    /// A publish whose name was still taken: tried again before more input is read.
+    pending_publish: Option<commands::PendingPublish>,
+    /// While publishing: when it last sent anything, for takeover.
+    liveness: Option<std::sync::Arc<crate::takeover::Liveness>>,
 }
 
 /// Serves one accepted connection until it ends; logs its close reason.
@@ -182,6 +193,7 @@ pub async fn run_connection<T: Transport + 'static>(
         bytes_in: std::cell::Cell::new(0),
         bytes_out: std::cell::Cell::new(0),
         out: Rc::clone(&out),
+        taken_over: std::cell::Cell::new(false),
     });
     ctx.add_client(Rc::clone(&client));
     let sent = {
@@ -205,6 +217,8 @@ pub async fn run_connection<T: Transport + 'static>(
         next_stream_id: 1,
         send_buffer_bounded: false,
         backlog: false,
+        pending_publish: None,
+        liveness: None,
     };
     let queue = Rc::clone(&out.queue);
     let transport = Rc::new(transport);
@@ -223,7 +237,10 @@ pub async fn run_connection<T: Transport + 'static>(
             }
         }
     });
-    let reason = future::or(session.read_side(&*transport), writer).await;
+    let reason = match future::or(session.read_side(&*transport), writer).await {
+        SessionError::Closed if client.taken_over.get() => SessionError::TakenOver,
+        reason => reason,
+    };
     session.leave_role();
     if reason.flush_before_close() {
         queue.borrow_mut().finish();
@@ -252,7 +269,7 @@ pub async fn run_connection<T: Transport + 'static>(
         _ => {}
     }
     match &reason {
-        SessionError::PeerClosed | SessionError::Closed => {
+        SessionError::PeerClosed | SessionError::Closed | SessionError::TakenOver => {
             info!(conn = id, %peer, reason = reason.as_str(), dropped, "connection closed")
         }
         _ => {
@@ -302,6 +319,11 @@ impl Session {
                 return Err(SessionError::SlowConsumer);
             }
             handled?;
+            if self.pending_publish.is_some() {
+                self.retry_pending_publish().await;
+                // What followed the publish in the buffer is handled now that it is answered.
+                continue;
+            }
             self.acknowledge(decoder.bytes_received());
             self.out.flush();
             self.bound_send_buffer(transport);
@@ -325,7 +347,20 @@ impl Session {
             self.client
                 .bytes_in
                 .set(self.client.bytes_in.get() + n as u64);
+            if let Some(liveness) = &self.liveness {
+                liveness.touch();
+            }
             self.ctx.metrics.received_bytes.inc_by(n as u64);
+        }
+    }
+
+    /// Tries a parked publish again every few milliseconds until it publishes or its deadline
+    /// refuses it. Input waits meanwhile: the client waits for the publish's answer anyway.
+    async fn retry_pending_publish(&mut self) {
+        while let Some(pending) = self.pending_publish.take() {
+            glommio::timer::sleep(PUBLISH_RETRY).await;
+            commands::claim(self, pending);
+            self.out.flush();
         }
     }
 
@@ -411,7 +446,11 @@ impl Session {
         decoder: &mut ChunkDecoder,
         buf: &mut BytesMut,
     ) -> Result<(), SessionError> {
-        while let Some(message) = decoder.decode(buf)? {
+        // A parked publish is answered before anything that followed it is handled.
+        while self.pending_publish.is_none() {
+            let Some(message) = decoder.decode(buf)? else {
+                break;
+            };
             self.handle_message(message)?;
             // The next chunk may already belong to a publisher's first (large) frame.
             decoder.set_limits(self.decoder_limits());
@@ -493,6 +532,8 @@ impl Session {
                 key, generation, ..
             } => {
                 info!(conn = self.id, stream = %key, "unpublish");
+                self.liveness = None;
+                self.ctx.shared.activity.unregister(&key, self.id);
                 self.ctx.stop_publish(&key, generation);
             }
             Role::Playing { key, .. } => {
