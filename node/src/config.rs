@@ -6,6 +6,7 @@
 //! form of their own (listen addresses, the log filter) are checked as they are read, so
 //! their errors carry the line too.
 
+mod env;
 mod listen;
 
 use std::fmt;
