@@ -14,7 +14,10 @@ use corecast_common::caps::{CapsEx, RECONNECT_REQUEST};
 use corecast_common::command::Command;
 use corecast_common::types::MessageType;
 use support::client::{closed_within, status_code, RtmpClient};
-use support::node::Node;
+use support::media::{make_flv, publish};
+use support::node::{free_port, Node};
+use support::process::{kill_and_reap, wait_with_output_deadline};
+use support::wait_for;
 
 const STEP: Duration = Duration::from_secs(10);
 
@@ -158,4 +161,94 @@ fn a_reconnect_url_that_is_no_rtmp_base_is_refused_by_check() {
             assert!(said.contains("node.reconnect_url"), "{url}: {said}");
         }
     }
+}
+
+/// The harness (`corecast-loadtest`), built beside the node by `make test`.
+fn loadtest_binary() -> std::path::PathBuf {
+    let bin =
+        std::path::Path::new(env!("CARGO_BIN_EXE_corecast")).with_file_name("corecast-loadtest");
+    assert!(
+        bin.exists(),
+        "{} is missing: make test builds it (cargo build -p corecast-loadtest)",
+        bin.display()
+    );
+    bin
+}
+
+#[test]
+fn a_drained_edge_hands_its_players_to_another_edge_without_a_gap() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pull = format!("127.0.0.1:{}", free_port());
+    let origin = Node::start(
+        1,
+        &format!("[cluster]\npull_listen = \"{pull}\"\n"),
+        dir.path(),
+    );
+    let edge = |extra: &str| {
+        Node::start(
+            1,
+            &format!(
+                "{extra}[cluster]\nrole = \"edge\"\nupstreams = [\"{pull}\"]\nretry_max_secs = 1\n"
+            ),
+            dir.path(),
+        )
+    };
+    let second = edge("");
+    let first = edge(&format!(
+        "[node]\nshutdown_grace_secs = 8\nreconnect_url = \"rtmp://{}\"\n",
+        second.addr
+    ));
+    let media = make_flv(dir.path(), "handover", 30);
+    let mut publisher = publish(&media, &origin.url("live/handover"));
+
+    let report = dir.path().join("players.json");
+    const PLAYERS: usize = 4;
+    let mut players = std::process::Command::new(loadtest_binary())
+        .args(["play", &first.url("live/handover"), "--players"])
+        .arg(PLAYERS.to_string())
+        .args(["--duration", "14", "--ramp", "0", "--reconnect", "--json"])
+        .arg(&report)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the harness");
+    // Drain the first edge once every player has had some of the stream there (the API's
+    // view is refreshed once a second).
+    let playing = wait_for(Duration::from_secs(30), || {
+        let (_, body) = first.http_request("GET", "/api/v1/clients?limit=100", None);
+        let clients: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let fed = clients["data"]
+            .as_array()?
+            .iter()
+            .filter(|c| c["role"] == "playing" && c["bytes_out"].as_u64() > Some(100_000))
+            .count();
+        (fed >= PLAYERS).then_some(())
+    });
+    assert!(
+        playing.is_some(),
+        "the players were not fed on the first edge"
+    );
+    first.terminate();
+
+    let out = wait_with_output_deadline(players, Duration::from_secs(40), "the harness");
+    kill_and_reap(&mut publisher);
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).expect("the report")).expect("json");
+    let connections = &report["connections"];
+    assert_eq!(
+        connections["reconnected_players"], PLAYERS as u64,
+        "{connections}\n{said}"
+    );
+    assert_eq!(connections["dropped"], 0, "{connections}\n{said}");
+    assert_eq!(
+        report["players"]["gaps"]["total"], 0,
+        "{}\n{said}",
+        report["players"]["gaps"]
+    );
+    assert_eq!(
+        report["players"]["gaps"]["rewinds"], 0,
+        "{}\n{said}",
+        report["players"]["gaps"]
+    );
 }
