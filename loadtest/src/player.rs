@@ -184,9 +184,12 @@ pub async fn run(
     current.conn.shutdown();
 }
 
+/// A new connection, playing, and what it delivered up to its first key frame.
+type Ready = (client::Session, Vec<RtmpMessage>);
+
 /// A move to a new connection after a reconnect request, set up in a task of its own.
 struct Move {
-    slot: Rc<RefCell<Option<Result<client::Session, ClientError>>>>,
+    slot: Rc<RefCell<Option<Result<Ready, ClientError>>>>,
     task: glommio::task::JoinHandle<()>,
 }
 
@@ -197,7 +200,10 @@ impl Move {
         let task = glommio::spawn_local({
             let slot = Rc::clone(&slot);
             async move {
-                let result = client::setup(&url, addr, Role::Play, &client_settings).await;
+                let result = match client::setup(&url, addr, Role::Play, &client_settings).await {
+                    Ok(session) => until_keyframe(session, client_settings.setup_timeout).await,
+                    Err(e) => Err(e),
+                };
                 *slot.borrow_mut() = Some(result);
             }
         })
@@ -205,13 +211,13 @@ impl Move {
         Move { slot, task }
     }
 
-    /// The new session or why it failed, once the setup is done.
-    fn try_take(&self) -> Option<Result<client::Session, ClientError>> {
+    /// The new session or why it failed, once it is ready.
+    fn try_take(&self) -> Option<Result<Ready, ClientError>> {
         self.slot.borrow_mut().take()
     }
 
-    /// Waits for the setup (bounded by its own timeout) and returns its outcome.
-    async fn finish(self) -> Result<client::Session, ClientError> {
+    /// Waits for the new session (bounded by its own timeouts) and returns its outcome.
+    async fn finish(self) -> Result<Ready, ClientError> {
         let _ = self.task.await;
         self.slot
             .borrow_mut()
@@ -222,11 +228,40 @@ impl Move {
     }
 }
 
+/// Reads a new session until its first coded key frame (make before break: the old one is
+/// read meanwhile), within `limit`; returns it with what it delivered.
+async fn until_keyframe(
+    mut session: client::Session,
+    limit: std::time::Duration,
+) -> Result<Ready, ClientError> {
+    let mut delivered: Vec<RtmpMessage> = session.early.take().into_iter().collect();
+    let read = async {
+        while !delivered.iter().any(is_coded_keyframe) {
+            delivered.push(session.inbound.recv(&session.conn).await?);
+        }
+        Ok(())
+    };
+    match client::with_timeout(limit, read).await {
+        Some(Ok(())) => Ok((session, delivered)),
+        Some(Err(e)) => Err(e),
+        None => Err(ClientError::Protocol(
+            "no key frame on the new connection in time",
+        )),
+    }
+}
+
+fn is_coded_keyframe(msg: &RtmpMessage) -> bool {
+    msg.message_type == MessageType::VIDEO
+        && VideoTagHeader::parse(&msg.payload)
+            .is_ok_and(|h| h.is_keyframe() && h.packet == VideoPacketKind::CodedFrames)
+}
+
 /// Replaces the playing connection with `next`: the old one is shut, its bytes kept in the
-/// totals, and the frames `next` repeats up to the last timestamp seen are skipped.
+/// totals, and what `next` delivered is analysed, skipping the frames it repeats up to the
+/// last timestamp seen.
 fn switch(
     current: &mut client::Session,
-    next: client::Session,
+    (next, delivered): Ready,
     analyzer: &mut Analyzer<'_>,
     bytes_before: &mut u64,
     seen_bytes: &mut u64,
@@ -235,9 +270,14 @@ fn switch(
     *bytes_before += current.inbound.bytes_read();
     *seen_bytes = *bytes_before;
     *current = next;
-    let mut record = analyzer.record.borrow_mut();
-    record.reconnects += 1;
-    analyzer.skip_until = record.last_media_ts;
+    {
+        let mut record = analyzer.record.borrow_mut();
+        record.reconnects += 1;
+        analyzer.skip_until = record.last_media_ts;
+    }
+    for msg in &delivered {
+        analyzer.on_message(msg);
+    }
 }
 
 /// Where a `NetConnection.Connect.ReconnectRequest` sends this player: the request's `tcUrl`
