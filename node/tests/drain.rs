@@ -203,7 +203,7 @@ fn a_drained_edge_hands_its_players_to_another_edge_without_a_gap() {
 
     let report = dir.path().join("players.json");
     const PLAYERS: usize = 4;
-    let mut players = std::process::Command::new(loadtest_binary())
+    let players = std::process::Command::new(loadtest_binary())
         .args(["play", &first.url("live/handover"), "--players"])
         .arg(PLAYERS.to_string())
         .args(["--duration", "14", "--ramp", "0", "--reconnect", "--json"])
