@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the real clients and peers the tests drive: ffmpeg/ffprobe, rtmpdump, curl (the
 # README's commands), nginx with the RTMP module (the comparison peer), and Prometheus (the
-# dashboard test), systemd-analyze (the unit file test), and a Python venv in .tools/ with
+# dashboard test), systemd-analyze (the unit file test), iproute2 and nftables (the
+# multi-host cluster test), and a Python venv in .tools/ with
 # kubernetes-validate (the manifest test). Installs with apt-get when missing and allowed,
 # otherwise says exactly what to install.
 set -euo pipefail
@@ -15,6 +16,8 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 [ -f /usr/lib/nginx/modules/ngx_rtmp_module.so ] || need+=(libnginx-mod-rtmp)
 [ -x /usr/bin/prometheus ] || need+=(prometheus)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+[ -x /usr/sbin/nft ] || need+=(nftables)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 for extra in "$@"; do need+=("$extra"); done
