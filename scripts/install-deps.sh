@@ -27,8 +27,15 @@ install_python_tools() {
   local root venv
   root="$(cd "$(dirname "$0")/.." && pwd)"
   venv="$root/.tools/venv"
-  if [ -x "$venv/bin/python" ] && "$venv/bin/python" -m pip freeze 2>/dev/null |
-      grep -qxF -f "$root/scripts/tools-requirements.txt"; then
+  local installed=""
+  if [ -x "$venv/bin/python" ]; then
+    installed="$("$venv/bin/python" -m pip freeze 2>/dev/null || true)"
+  fi
+  # Every pinned line installed as pinned? (No pipes into grep -q: under pipefail an early
+  # exit of grep fails the pipeline.)
+  local missing
+  missing="$(grep -vxF -f <(printf '%s\n' "$installed") "$root/scripts/tools-requirements.txt" || true)"
+  if [ -n "$installed" ] && [ -z "$missing" ]; then
     return 0
   fi
   echo "install-deps: installing Python tools into .tools/venv"
