@@ -8,6 +8,7 @@
 
 mod env;
 mod listen;
+mod reload;
 
 use std::fmt;
 use std::net::SocketAddr;
