@@ -38,6 +38,7 @@ pub mod outbound;
 pub mod ports;
 pub mod process_metrics;
 pub mod queue;
+pub mod reload;
 pub mod rtmpt;
 pub mod server;
 pub mod session;
