@@ -177,7 +177,7 @@ impl Muxer {
             timeline.video.samples.push(video_sample(prev, duration));
             let part_len = dts - timeline.part_start + duration;
             let segment_len = dts - timeline.segment_start + duration;
-            let targets = (&self.config).into_ticks(VIDEO_TIMESCALE);
+            let targets = self.config.targets_in(VIDEO_TIMESCALE);
             if keyframe && segment_len > targets.segment {
                 self.close_part(dts, true)?;
             } else if part_len > targets.part || timeline.video.samples.len() >= MAX_PART_SAMPLES {
@@ -332,7 +332,7 @@ impl Muxer {
             return Ok(());
         };
         let frame = u64::from(AAC_FRAME_SAMPLES);
-        let targets = (&self.config).into_ticks(rate);
+        let targets = self.config.targets_in(rate);
         let part_len = dts.saturating_sub(timeline.part_start) + frame;
         let segment_len = dts.saturating_sub(timeline.segment_start) + frame;
         let waiting = timeline.audio.len();
@@ -432,7 +432,7 @@ struct Targets {
 }
 
 impl MuxerConfig {
-    fn into_ticks(&self, timescale: u32) -> Targets {
+    fn targets_in(&self, timescale: u32) -> Targets {
         let ticks = |ms: u32| u64::from(ms) * u64::from(timescale) / 1000;
         Targets {
             part: ticks(self.part_target_ms),

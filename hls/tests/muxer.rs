@@ -1,5 +1,7 @@
 //! The muxer driven in memory with synthetic RTMP message bodies: cutting, the window,
 //! blocking answers, and properties that hold for any input.
+// Helpers outside #[test] fns unwrap too: a panic here is a failed test.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::HashSet;
 

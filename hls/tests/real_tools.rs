@@ -3,6 +3,8 @@
 //! into the frames a node has, the muxer cuts it, and the files and playlists written to a
 //! temp dir are checked with ffprobe (each segment's duration against its `EXTINF`) and
 //! `ffmpeg -i index.m3u8 -c copy -f null -` (no timestamp warnings).
+// Helpers outside #[test] fns unwrap too: a panic here is a failed test.
+#![allow(clippy::unwrap_used)]
 
 #[path = "../../node/tests/support/process.rs"]
 #[allow(dead_code)]
