@@ -139,7 +139,9 @@ fn tag_value<'a>(playlist: &'a str, tag: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {tag} in\n{playlist}"))
 }
 
-/// Sum of the video packet durations ffprobe reads from init + segment, with its stderr.
+/// How long the video ffprobe reads from init + segment lasts, with ffprobe's stderr: the sum
+/// of the packet durations, or (where ffprobe leaves some unset, as it does for AV1) the decode
+/// time span plus one mean frame interval.
 fn ffprobe_video_seconds(dir: &Path, segment_uri: &str) -> (f64, String) {
     let joined = dir.join("probe.mp4");
     let mut bytes = std::fs::read(dir.join(PREFIX).join("init.mp4")).unwrap();
@@ -148,16 +150,32 @@ fn ffprobe_video_seconds(dir: &Path, segment_uri: &str) -> (f64, String) {
     let output = process::output_with_deadline(
         Command::new("ffprobe")
             .args(["-v", "error", "-select_streams", "v:0", "-show_entries"])
-            .args(["packet=duration_time", "-of", "csv=p=0"])
+            .args(["packet=dts_time,duration_time", "-of", "csv=p=0"])
             .arg(&joined),
         TOOL_LIMIT,
     );
     assert!(output.status.success());
-    let sum = String::from_utf8_lossy(&output.stdout)
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let packets: Vec<(f64, Option<f64>)> = stdout
         .lines()
-        .map(|l| l.trim_end_matches(',').parse::<f64>().unwrap())
-        .sum();
-    (sum, String::from_utf8_lossy(&output.stderr).into_owned())
+        .map(|line| {
+            let mut fields = line.split(',');
+            let dts = fields.next().unwrap().parse().unwrap();
+            (dts, fields.next().and_then(|d| d.parse().ok()))
+        })
+        .collect();
+    assert!(packets.len() > 1, "ffprobe read {} packets", packets.len());
+    let seconds = match packets.iter().map(|p| p.1).collect::<Option<Vec<f64>>>() {
+        Some(durations) => durations.iter().sum(),
+        None => {
+            let span = packets[packets.len() - 1].0 - packets[0].0;
+            span + span / (packets.len() - 1) as f64
+        }
+    };
+    (
+        seconds,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 /// `ffmpeg -i <playlist> -c copy -f null -`: its stderr at warning level.
@@ -266,11 +284,56 @@ fn ffmpeg_default_keyint_makes_10s_segments_and_a_target_of_10() {
     assert_no_timestamp_warnings(&ffmpeg_copy(&dir.path().join("index.m3u8")));
 }
 
-/// FLV tags carrying libx265 output as Enhanced RTMP `hvc1` (Debian's ffmpeg 5.1 cannot write
-/// HEVC to FLV): ffmpeg writes fragmented MP4, mp4-atom reads its `hvcC` and samples back.
-fn hevc_tags(dir: &Path, keyint: u32, seconds: u32) -> Vec<(u32, Bytes)> {
+/// A video encoder ffmpeg has but cannot put in FLV (Debian's ffmpeg 5.1 predates Enhanced
+/// RTMP): its fragmented MP4 output is read back with mp4-atom and sent as Enhanced RTMP tags.
+struct Encoder {
+    fourcc: &'static [u8; 4],
+    args: Vec<String>,
+}
+
+fn x265(keyint: u32) -> Encoder {
+    let params = format!("keyint={keyint}:min-keyint={keyint}:open-gop=0:log-level=error");
+    Encoder {
+        fourcc: b"hvc1",
+        args: [
+            "-c:v",
+            "libx265",
+            "-preset",
+            "ultrafast",
+            "-x265-params",
+            &params,
+            "-tag:v",
+            "hvc1",
+        ]
+        .map(String::from)
+        .to_vec(),
+    }
+}
+
+fn svt_av1(keyint: u32) -> Encoder {
+    let params = format!("keyint={keyint}");
+    Encoder {
+        fourcc: b"av01",
+        args: [
+            "-c:v",
+            "libsvtav1",
+            "-preset",
+            "12",
+            "-g",
+            &keyint.to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["-svtav1-params".to_string(), params])
+        .collect(),
+    }
+}
+
+/// The encoder's output as (timestamp, Enhanced RTMP tag body) pairs: sequence start, then
+/// `CodedFrames` (with the SI24 composition time only for `hvc1`, as Enhanced RTMP says).
+fn enhanced_tags(dir: &Path, encoder: &Encoder, seconds: u32) -> Vec<(u32, Bytes)> {
     use mp4_atom::{Any, Atom, Codec, Decode};
-    let mp4 = dir.join("hevc.mp4");
+    let mp4 = dir.join("enhanced.mp4");
     let output = process::output_with_deadline(
         Command::new("ffmpeg")
             .args([
@@ -282,24 +345,9 @@ fn hevc_tags(dir: &Path, keyint: u32, seconds: u32) -> Vec<(u32, Bytes)> {
                 "-i",
                 "testsrc2=size=320x240:rate=25",
             ])
-            .args([
-                "-t",
-                &seconds.to_string(),
-                "-c:v",
-                "libx265",
-                "-preset",
-                "ultrafast",
-            ])
-            .args([
-                "-x265-params",
-                &format!("keyint={keyint}:min-keyint={keyint}:open-gop=0:log-level=error"),
-            ])
-            .args([
-                "-tag:v",
-                "hvc1",
-                "-movflags",
-                "frag_keyframe+empty_moov+default_base_moof",
-            ])
+            .args(["-t", &seconds.to_string()])
+            .args(&encoder.args)
+            .args(["-movflags", "frag_keyframe+empty_moov+default_base_moof"])
             .arg(&mp4),
         TOOL_LIMIT,
     );
@@ -309,6 +357,12 @@ fn hevc_tags(dir: &Path, keyint: u32, seconds: u32) -> Vec<(u32, Bytes)> {
         String::from_utf8_lossy(&output.stderr)
     );
     let file = Bytes::from(std::fs::read(&mp4).unwrap());
+    let header = |packet_type: u8, key: bool| {
+        let frame_type: u8 = if key { 1 } else { 2 };
+        let mut body = vec![0x80 | (frame_type << 4) | packet_type];
+        body.extend_from_slice(encoder.fourcc);
+        body
+    };
     let mut rest = &file[..];
     let mut tags = Vec::new();
     let mut timescale = 0u64;
@@ -318,12 +372,12 @@ fn hevc_tags(dir: &Path, keyint: u32, seconds: u32) -> Vec<(u32, Bytes)> {
             Any::Moov(moov) => {
                 let trak = &moov.trak[0];
                 timescale = u64::from(trak.mdia.mdhd.timescale);
-                let Codec::Hvc1(hvc1) = &trak.mdia.minf.stbl.stsd.codecs[0] else {
-                    panic!("not hvc1");
-                };
-                let mut body = vec![0x90];
-                body.extend_from_slice(b"hvc1");
-                hvc1.hvcc.encode_body(&mut body).unwrap();
+                let mut body = header(0, true);
+                match &trak.mdia.minf.stbl.stsd.codecs[0] {
+                    Codec::Hvc1(hvc1) => hvc1.hvcc.encode_body(&mut body).unwrap(),
+                    Codec::Av01(av01) => av01.av1c.encode_body(&mut body).unwrap(),
+                    other => panic!("unexpected sample entry {other:?}"),
+                }
                 tags.push((0, Bytes::from(body)));
             }
             Any::Moof(moof) => {
@@ -334,12 +388,12 @@ fn hevc_tags(dir: &Path, keyint: u32, seconds: u32) -> Vec<(u32, Bytes)> {
                     for entry in trun.samples.iter() {
                         let size = entry.size.or(traf.tfhd.default_sample_size).unwrap() as usize;
                         let flags = entry.flags.or(traf.tfhd.default_sample_flags).unwrap_or(0);
-                        let key = flags & 0x0001_0000 == 0;
                         let ms = |t: u64| t * 1000 / timescale;
-                        let cts = ms(entry.cts.unwrap_or(0).max(0) as u64) as u32;
-                        let mut body = vec![if key { 0x91 } else { 0xA1 }];
-                        body.extend_from_slice(b"hvc1");
-                        body.extend_from_slice(&cts.to_be_bytes()[1..]);
+                        let mut body = header(1, flags & 0x0001_0000 == 0);
+                        if encoder.fourcc == b"hvc1" {
+                            let cts = ms(entry.cts.unwrap_or(0).max(0) as u64) as u32;
+                            body.extend_from_slice(&cts.to_be_bytes()[1..]);
+                        }
                         body.extend_from_slice(&file[offset..offset + size]);
                         tags.push((ms(dts) as u32, Bytes::from(body)));
                         offset += size;
@@ -354,11 +408,12 @@ fn hevc_tags(dir: &Path, keyint: u32, seconds: u32) -> Vec<(u32, Bytes)> {
     tags
 }
 
-#[test]
-fn hevc_from_enhanced_rtmp_tags_is_hvc1_and_reads_cleanly() {
+/// Muxes an encoder's 6 s of 2 s GOPs and checks the output; returns the multivariant
+/// playlist.
+fn check_enhanced(encoder: Encoder) -> String {
     let dir = tempfile::tempdir().unwrap();
     let mut muxer = Muxer::new(config(100)).unwrap();
-    for (timestamp, body) in hevc_tags(dir.path(), 50, 6) {
+    for (timestamp, body) in enhanced_tags(dir.path(), &encoder, 6) {
         muxer.push_video(timestamp, &body).unwrap();
     }
     muxer.finish().unwrap();
@@ -367,6 +422,18 @@ fn hevc_from_enhanced_rtmp_tags_is_hvc1_and_reads_cleanly() {
     assert_eq!(durations.len(), 3, "{ll}");
     assert_no_timestamp_warnings(&ffmpeg_copy(&dir.path().join("index.m3u8")));
     let variant = playlist::multivariant_playlist(&muxer, "index.m3u8").unwrap();
-    assert!(variant.contains("CODECS=\"hvc1.1.6.L"), "{variant}");
     assert!(variant.contains("RESOLUTION=320x240"), "{variant}");
+    variant
+}
+
+#[test]
+fn hevc_from_enhanced_rtmp_tags_is_hvc1_and_reads_cleanly() {
+    let variant = check_enhanced(x265(50));
+    assert!(variant.contains("CODECS=\"hvc1.1.6.L"), "{variant}");
+}
+
+#[test]
+fn av1_from_enhanced_rtmp_tags_is_av01_and_reads_cleanly() {
+    let variant = check_enhanced(svt_av1(50));
+    assert!(variant.contains("CODECS=\"av01.0."), "{variant}");
 }
