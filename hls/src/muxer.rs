@@ -123,6 +123,8 @@ pub struct Muxer {
     window: Window,
     events: VecDeque<Event>,
     ended: bool,
+    /// Unix milliseconds of timeline zero, for `EXT-X-PROGRAM-DATE-TIME`.
+    wall_clock_ms: Option<u64>,
 }
 
 impl Muxer {
@@ -140,6 +142,7 @@ impl Muxer {
             timeline: None,
             events: VecDeque::new(),
             ended: false,
+            wall_clock_ms: None,
         })
     }
 
@@ -404,6 +407,18 @@ impl Muxer {
     /// first sync sample.
     pub fn timescale(&self) -> u32 {
         self.timeline.as_ref().map_or(0, |t| t.timescale)
+    }
+
+    /// Anchors the timeline to the wall clock: `unix_ms` is when timeline zero (the sync sample
+    /// that produced [`Event::Init`]) arrived. Call it when that event is polled; the playlists
+    /// then carry `EXT-X-PROGRAM-DATE-TIME`, which players use to measure latency.
+    pub fn set_wall_clock(&mut self, unix_ms: u64) {
+        self.wall_clock_ms = Some(unix_ms);
+    }
+
+    /// Unix milliseconds of timeline zero, if anchored.
+    pub fn wall_clock(&self) -> Option<u64> {
+        self.wall_clock_ms
     }
 
     /// True once [`finish`](Self::finish) ran.

@@ -71,6 +71,14 @@ pub fn media_playlist(muxer: &Muxer, flavor: Flavor) -> Option<String> {
     } else {
         u64::MAX
     };
+    let first_start = window
+        .listed()
+        .next()
+        .map_or(window.current().start, |s| s.start);
+    if let Some(zero) = muxer.wall_clock() {
+        let ms = first_start * 1000 / u64::from(timescale.max(1));
+        let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{}", iso8601(zero + ms));
+    }
     for segment in window.listed() {
         if segment.msn >= with_parts {
             write_parts(&mut out, prefix, segment, timescale);
@@ -98,6 +106,28 @@ pub fn media_playlist(muxer: &Muxer, flavor: Flavor) -> Option<String> {
         );
     }
     Some(out)
+}
+
+/// `YYYY-MM-DDThh:mm:ss.sssZ` for Unix milliseconds (proleptic Gregorian, UTC).
+fn iso8601(unix_ms: u64) -> String {
+    let (days, ms_of_day) = (unix_ms / 86_400_000, unix_ms % 86_400_000);
+    // Howard Hinnant's civil_from_days, for days since 1970-01-01 (never negative here).
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    let (h, m, s, ms) = (
+        ms_of_day / 3_600_000,
+        ms_of_day / 60_000 % 60,
+        ms_of_day / 1000 % 60,
+        ms_of_day % 1000,
+    );
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{ms:03}Z")
 }
 
 /// The first msn whose parts are listed: those ending within three target durations of the
@@ -177,4 +207,17 @@ pub fn multivariant_playlist(muxer: &Muxer, media_uri: &str) -> Option<String> {
          #EXT-X-STREAM-INF:BANDWIDTH={bandwidth},CODECS=\"{}\"{resolution}\n{media_uri}\n",
         codecs.join(",")
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso8601_dates() {
+        assert_eq!(iso8601(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(iso8601(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(iso8601(1_796_463_208_123), "2026-12-05T09:33:28.123Z");
+        assert_eq!(iso8601(4_107_542_399_999), "2100-02-28T23:59:59.999Z");
+    }
 }

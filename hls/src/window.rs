@@ -29,6 +29,8 @@ pub struct Part {
 pub struct Segment {
     /// Media sequence number.
     pub msn: u64,
+    /// Decode time where it starts, in the timeline's timescale (segments are contiguous).
+    pub start: u64,
     /// The parts, in order.
     pub parts: Vec<Part>,
 }
@@ -75,6 +77,7 @@ impl Window {
             finished: VecDeque::new(),
             current: Segment {
                 msn: 0,
+                start: 0,
                 parts: Vec::new(),
             },
             listed,
@@ -95,6 +98,7 @@ impl Window {
         }
         let next = Segment {
             msn: self.current.msn + 1,
+            start: self.current.start + self.current.duration(),
             parts: Vec::new(),
         };
         let done = std::mem::replace(&mut self.current, next);
@@ -165,6 +169,7 @@ mod tests {
         assert!(window.segment(1).is_none(), "gone");
         assert_eq!(window.segment(5).map(Segment::duration), Some(15));
         assert_eq!(window.current().msn, 6);
+        assert_eq!(window.current().start, 6 * 15);
         assert!(window.part(6, 0).is_none());
     }
 

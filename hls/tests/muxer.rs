@@ -101,8 +101,15 @@ fn playlists_name_the_window_and_hint_the_next_part() {
         current.parts.len()
     );
     assert!(ll.ends_with(&hint), "{ll}");
+    assert!(!ll.contains("PROGRAM-DATE-TIME"));
+    muxer.set_wall_clock(1_796_463_200_000);
     let plain = playlist::media_playlist(&muxer, Flavor::Plain).unwrap();
     assert!(!plain.contains("PART"), "{plain}");
+    // The first listed segment (msn 4) starts 8 s after timeline zero.
+    assert!(
+        plain.contains("#EXT-X-PROGRAM-DATE-TIME:2026-12-05T09:33:28.000Z\n#EXTINF:"),
+        "{plain}"
+    );
     assert_eq!(plain.matches("#EXTINF:2.00000,\n").count(), 6);
 }
 
