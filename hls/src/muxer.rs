@@ -16,7 +16,8 @@
 //! - A video sample's duration is only known when the next one arrives, so one sample is held
 //!   back; a part ends at the decode time of the sample that follows it.
 //! - RTMP timestamps are 32-bit milliseconds that wrap and may step back; each track unwraps
-//!   its own, and decode times never go backwards (a step back becomes a zero duration).
+//!   its own, and decode times never go backwards: a small step back becomes a zero duration,
+//!   one of over a second (an encoder that restarted its clock) is read as one frame.
 //! - Audio decode times count 1024-sample frames at the sampling rate, resynchronised to the
 //!   RTMP clock only across a gap, so the audio track has no rounding jitter.
 //! - A publisher whose video never advances or never cuts must not grow memory: parts are
@@ -38,6 +39,8 @@ pub const MAX_PART_SAMPLES: usize = 512;
 const MAX_WAITING_AUDIO: usize = 1024;
 /// An audio timestamp this far (ms) from the running frame count is a gap, not jitter.
 const AUDIO_RESYNC_MS: i64 = 200;
+/// A timestamp further back than this (ms) is a restarted encoder clock, not reordering.
+const MAX_STEP_BACK_MS: i64 = 1000;
 
 /// What the muxer made; drain with [`Muxer::poll_event`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,10 +77,18 @@ struct Clock {
 }
 
 impl Clock {
-    fn advance(&mut self, ts: u32) -> i64 {
+    /// The unwrapped time of `ts`. A step back of more than [`MAX_STEP_BACK_MS`] is an encoder
+    /// that restarted its clock: it is read as a step of `nominal_ms` instead, so the timeline
+    /// goes on rather than stalling until the new clock catches up with the old one.
+    fn advance(&mut self, ts: u32, nominal_ms: i64) -> i64 {
         if let Some(last) = self.last {
             // Wrapping difference read as signed: a wrap moves forward, a step back is small.
-            self.ms += i64::from(ts.wrapping_sub(last) as i32);
+            let step = i64::from(ts.wrapping_sub(last) as i32);
+            self.ms += if step < -MAX_STEP_BACK_MS {
+                nominal_ms
+            } else {
+                step
+            };
         } else {
             self.ms = i64::from(ts);
         }
@@ -161,7 +172,10 @@ impl Muxer {
             Input::Video(sample) => sample,
             _ => return Ok(()),
         };
-        let ms = self.video_clock.advance(timestamp);
+        let nominal_ms = self.timeline.as_ref().map_or(0, |t| {
+            i64::try_from(t.last_video_duration / u64::from(VIDEO_TIMESCALE / 1000)).unwrap_or(0)
+        });
+        let ms = self.video_clock.advance(timestamp, nominal_ms);
         if self.timeline.is_none() {
             self.start(Driver::Video, ms, &sample)?;
         }
@@ -211,7 +225,8 @@ impl Muxer {
         let Some(rate) = self.audio_config.as_ref().map(|c| c.sample_rate) else {
             return Err(MuxError::NoAudioConfig);
         };
-        let ms = self.audio_clock.advance(timestamp);
+        let frame_ms = i64::from(AAC_FRAME_SAMPLES) * 1000 / i64::from(rate.max(1));
+        let ms = self.audio_clock.advance(timestamp, frame_ms);
         if self.timeline.is_none() && self.video_config.is_none() {
             let sync = VideoSample {
                 keyframe: true,

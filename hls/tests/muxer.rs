@@ -245,6 +245,28 @@ fn old_segments_retire_then_go() {
 }
 
 #[test]
+fn an_encoder_clock_restart_does_not_stall_the_timeline() {
+    let mut muxer = muxer();
+    muxer.push_video(0, &avc_config()).unwrap();
+    for n in 0..100u32 {
+        muxer
+            .push_video(50_000 + n * 40, &avc_frame(n % 50 == 0))
+            .unwrap();
+    }
+    // The encoder restarts at 0: 54 s back.
+    for n in 0..100u32 {
+        muxer.push_video(n * 40, &avc_frame(n % 50 == 0)).unwrap();
+    }
+    let window = muxer.window();
+    let durations: Vec<_> = window.listed().map(|s| s.duration()).collect();
+    assert_eq!(durations, vec![2 * 90_000; 3]);
+    assert!(window
+        .listed()
+        .flat_map(|s| &s.parts)
+        .all(|p| p.duration > 0 && p.duration <= 333 * 90));
+}
+
+#[test]
 fn video_before_a_keyframe_or_config_is_refused_with_a_reason() {
     let mut muxer = muxer();
     assert_eq!(
