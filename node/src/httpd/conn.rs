@@ -11,7 +11,13 @@
 //! alone, and a body that turns out longer (chunked) is refused as soon as it passes the
 //! limit. Nothing is ever reserved from what the client announces: memory follows the bytes
 //! that really arrived. The refusal is a 413 with `Connection: close`; hyper then stops
-//! reading, and the lingering close lets the client read the 413.
+//! reading, and the lingering close lets the client read the 413. The bodies being read on one
+//! core's port, and those their handlers still hold, are bounded in total too
+//! ([`Limits::max_body_bytes_per_core`]): a request whose
+//! bytes would pass it gets 503 and the connection closes, so many slow bodies cannot add up.
+//!
+//! Each connection joins its port's [`Slots`]; taking the port's last slot closes the
+//! connection idle longest ([`super::slots`]).
 
 use std::convert::Infallible;
 use std::future::poll_fn;
@@ -32,6 +38,7 @@ use tracing::{debug, info};
 use super::body::{text, Body};
 use super::deadline::{Deadlines, Phase, RequestDone, Watchdog};
 use super::io::Io;
+use super::slots::{BodyBytes, PortSlots, Slots};
 use super::{Reply, Request, Response};
 use crate::core::CoreContext;
 
@@ -42,6 +49,8 @@ pub struct Limits {
     pub max_head_bytes: usize,
     /// Request body (413 past it).
     pub max_body_bytes: usize,
+    /// Body bytes all requests being read on one core's port hold together (503 past it).
+    pub max_body_bytes_per_core: usize,
     /// A connection with no request for this long is closed (keep-alive).
     pub idle_timeout: Duration,
     /// From a request's first byte, its head and body must arrive and its answer be handed
@@ -58,6 +67,9 @@ pub struct Port {
     pub limits: Limits,
     /// Set `TCP_QUICKACK` after each read (see [`super::io::Io::new`]).
     pub quick_ack: bool,
+    /// The accept loop's per-core cap for this port: the connection that fills it evicts the
+    /// one idle longest.
+    pub max_connections: usize,
 }
 
 /// The client's address, in every request's extensions.
@@ -84,7 +96,10 @@ pub async fn serve<H>(
     H: Fn(Request) -> Reply + 'static,
 {
     let limits = port.limits;
-    let deadlines = Deadlines::new(limits.idle_timeout, limits.request_timeout, Instant::now());
+    let now = Instant::now();
+    let deadlines = Deadlines::new(limits.idle_timeout, limits.request_timeout, now);
+    let slots = ctx.feature::<PortSlots>().of(port.label);
+    slots.join(&deadlines, port.max_connections, now);
     let io = Io::new(stream, Rc::clone(&deadlines), port.quick_ack);
     let service = Service(Rc::new(Shared {
         handler,
@@ -92,6 +107,7 @@ pub async fn serve<H>(
         peer,
         port,
         ctx: Rc::clone(ctx),
+        slots,
     }));
     let mut conn = builder(&limits).serve_connection(io, service);
     let mut watchdog = Watchdog::default();
@@ -132,6 +148,14 @@ fn report(
         }
         Err(Phase::Idle) => {
             debug!(core, %peer, reason = Phase::Idle.as_str(), "{label} connection closed");
+            return false;
+        }
+        Err(Phase::Evicted) => {
+            // Counted, but not logged above debug: a client opening connections by the
+            // thousand would otherwise write a line for each.
+            let reason = Phase::Evicted.as_str();
+            debug!(core, %peer, reason, "{label} connection closed");
+            ctx.metrics.error(reason);
             return false;
         }
         Err(phase) => phase.as_str(),
@@ -175,6 +199,7 @@ struct Shared<H> {
     peer: SocketAddr,
     port: Port,
     ctx: Rc<CoreContext>,
+    slots: Rc<Slots>,
 }
 
 /// hyper's view of a port's handler: reads the body within the limits, then calls it.
@@ -202,10 +227,14 @@ impl<H: Fn(Request) -> Reply> Shared<H> {
     async fn answer(&self, request: hyper::Request<Incoming>) -> Response {
         let (mut parts, body) = request.into_parts();
         let (core, peer, label) = (self.ctx.id.0, self.peer, self.port.label);
-        match read_body(body, self.port.limits.max_body_bytes).await {
-            Ok(body) => {
+        match read_body(body, &self.port.limits, &self.slots).await {
+            Ok((body, held)) => {
                 parts.extensions.insert(Peer(peer));
-                (self.handler)(Request::from_parts(parts, body)).await
+                let response = (self.handler)(Request::from_parts(parts, body)).await;
+                // The handler has had the body (RTMPT hands it to the tunnel, perhaps after
+                // waiting for its turn): only now are its bytes no longer the port's.
+                drop(held);
+                response
             }
             Err(BodyError::TooLarge) => {
                 let reason = "http_body_too_large";
@@ -215,6 +244,16 @@ impl<H: Fn(Request) -> Reply> Shared<H> {
                 closing(text(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "request body too large\n",
+                ))
+            }
+            Err(BodyError::Budget) => {
+                let reason = "http_body_budget";
+                let max = self.port.limits.max_body_bytes_per_core;
+                info!(core, %peer, reason, max, "{label} connection closed");
+                self.ctx.metrics.error(reason);
+                closing(text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many request bodies in flight\n",
                 ))
             }
             Err(BodyError::Broken(e)) => {
@@ -238,17 +277,28 @@ pub fn closing(mut response: Response) -> Response {
 enum BodyError {
     /// It is (or announced it would be) over the limit.
     TooLarge,
+    /// The bodies being read on the core's port would pass their total.
+    Budget,
     /// The connection broke off in its middle, or its chunked framing was bad.
     Broken(hyper::Error),
 }
 
-/// Reads a whole body of at most `max` bytes. One chunk (the usual case) is kept as it is;
-/// several are joined into one buffer sized by what arrived.
-async fn read_body(mut body: Incoming, max: usize) -> Result<Bytes, BodyError> {
+/// Reads a whole body within `limits`, its bytes counted in `slots` until the returned guard
+/// is dropped (once the handler is done with the body). One
+/// chunk (the usual case) is kept as it is; later ones are copied into one buffer that grows
+/// with what arrived, so small chunks do not each pin a read buffer of hyper's.
+async fn read_body(
+    mut body: Incoming,
+    limits: &Limits,
+    slots: &Rc<Slots>,
+) -> Result<(Bytes, BodyBytes), BodyError> {
+    let (max, budget) = (limits.max_body_bytes, limits.max_body_bytes_per_core);
     if body.size_hint().lower() > max as u64 {
         return Err(BodyError::TooLarge);
     }
-    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut held = slots.reserve(0, budget).ok_or(BodyError::Budget)?;
+    let mut first: Option<Bytes> = None;
+    let mut joined = BytesMut::new();
     let mut total = 0usize;
     while let Some(frame) = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
         let Ok(data) = frame.map_err(BodyError::Broken)?.into_data() else {
@@ -258,16 +308,19 @@ async fn read_body(mut body: Incoming, max: usize) -> Result<Bytes, BodyError> {
         if total > max {
             return Err(BodyError::TooLarge);
         }
-        chunks.push(data);
+        if !held.grow(data.len(), budget) {
+            return Err(BodyError::Budget);
+        }
+        match first.take() {
+            None if joined.is_empty() => first = Some(data),
+            None => joined.extend_from_slice(&data),
+            Some(one) => {
+                joined.extend_from_slice(&one);
+                joined.extend_from_slice(&data);
+            }
+        }
     }
-    if chunks.len() <= 1 {
-        return Ok(chunks.pop().unwrap_or_default());
-    }
-    let mut joined = BytesMut::with_capacity(total);
-    for chunk in chunks {
-        joined.extend_from_slice(&chunk);
-    }
-    Ok(joined.freeze())
+    Ok((first.unwrap_or_else(|| joined.freeze()), held))
 }
 
 /// A response body that ends its request (for the deadlines) when hyper drops it, which it

@@ -9,17 +9,19 @@
 //! - [`Phase::Head`]: a request's first byte arrived; its whole head must follow before
 //!   `request_timeout` from that byte (a slow head is cut there, not reset by each byte);
 //! - [`Phase::Request`]: the head is parsed; reading the body, the handler and handing over
-//!   the response must end by that same deadline, measured from the request's first byte.
+//!   the response must end by that same deadline, measured from the request's first byte;
+//! - [`Phase::Evicted`]: an idle connection that the port's connection cap took back for a
+//!   new one ([`Deadlines::evict`]); its deadline is now.
 //!
 //! The adapter reports reads ([`Deadlines::on_read`]), the service reports a parsed head
 //! ([`Deadlines::on_request`]) and the response body, once hyper drops it, reports the end of
 //! the request ([`RequestDone`]).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use glommio::timer::Timer;
@@ -33,6 +35,8 @@ pub enum Phase {
     Head,
     /// Reading a body, answering, handing over the response.
     Request,
+    /// Idle, and closed to make room for a new connection.
+    Evicted,
 }
 
 impl Phase {
@@ -42,6 +46,7 @@ impl Phase {
             Phase::Idle => "http_idle",
             Phase::Head => "http_head_timeout",
             Phase::Request => "http_request_timeout",
+            Phase::Evicted => "http_idle_evicted",
         }
     }
 }
@@ -56,6 +61,8 @@ pub struct Deadlines {
     /// When the current request's first byte arrived: the whole request is timed from it.
     started: Cell<Instant>,
     deadline: Cell<Instant>,
+    /// The watchdog's task, woken by [`Deadlines::evict`].
+    waker: RefCell<Option<Waker>>,
 }
 
 impl Deadlines {
@@ -67,6 +74,7 @@ impl Deadlines {
             phase: Cell::new(Phase::Idle),
             started: Cell::new(now),
             deadline: Cell::new(now + idle_timeout),
+            waker: RefCell::new(None),
         })
     }
 
@@ -93,6 +101,9 @@ impl Deadlines {
     /// which hyper had buffered: then the request starts now). The returned guard ends the
     /// request when dropped.
     pub fn on_request(self: &Rc<Self>, now: Instant) -> RequestDone {
+        if self.phase.get() == Phase::Evicted {
+            return RequestDone(Rc::clone(self));
+        }
         if self.phase.get() == Phase::Idle {
             self.started.set(now);
         }
@@ -101,7 +112,23 @@ impl Deadlines {
         RequestDone(Rc::clone(self))
     }
 
+    /// Closes the connection now if it is idle (true then): the port needs its slot.
+    pub fn evict(&self, now: Instant) -> bool {
+        if self.phase.get() != Phase::Idle {
+            return false;
+        }
+        self.phase.set(Phase::Evicted);
+        self.deadline.set(now);
+        if let Some(waker) = self.waker.borrow_mut().take() {
+            waker.wake();
+        }
+        true
+    }
+
     fn on_done(&self, now: Instant) {
+        if self.phase.get() == Phase::Evicted {
+            return;
+        }
         self.phase.set(Phase::Idle);
         self.deadline.set(now + self.idle_timeout);
     }
@@ -128,6 +155,11 @@ pub struct Watchdog {
 impl Watchdog {
     /// Ready with the phase the connection was in once its deadline has passed.
     pub fn poll(&mut self, cx: &mut Context<'_>, deadlines: &Deadlines) -> Poll<Phase> {
+        let mut waker = deadlines.waker.borrow_mut();
+        if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            *waker = Some(cx.waker().clone());
+        }
+        drop(waker);
         loop {
             let deadline = deadlines.deadline();
             let now = Instant::now();
@@ -191,6 +223,21 @@ mod tests {
         let later = t0 + Duration::from_secs(10);
         let _done = d.on_request(later);
         assert_eq!(d.deadline(), later + REQUEST);
+    }
+
+    #[test]
+    fn only_an_idle_connection_is_evicted_and_its_deadline_is_now() {
+        let t0 = Instant::now();
+        let d = Deadlines::new(IDLE, REQUEST, t0);
+        let busy = d.on_request(t0);
+        assert!(!d.evict(t0), "a connection in a request is not evicted");
+        drop(busy);
+        let later = t0 + Duration::from_secs(1);
+        assert!(d.evict(later));
+        assert_eq!((d.phase(), d.deadline()), (Phase::Evicted, later));
+        assert!(!d.evict(later), "once is enough");
+        d.on_read(later);
+        assert_eq!(d.phase(), Phase::Evicted, "late bytes do not revive it");
     }
 
     #[test]
