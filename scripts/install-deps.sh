@@ -13,6 +13,7 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 [ -x /usr/sbin/nginx ] || need+=(nginx)
 [ -f /usr/lib/nginx/modules/ngx_rtmp_module.so ] || need+=(libnginx-mod-rtmp)
 [ -x /usr/bin/prometheus ] || need+=(prometheus)
+command -v prlimit >/dev/null 2>&1 || need+=(util-linux)
 for extra in "$@"; do need+=("$extra"); done
 
 if [ ${#need[@]} -eq 0 ]; then

@@ -36,7 +36,11 @@ const AUTO_MIN_CONNECTIONS: usize = 8;
 /// Accepts HTTP connections on this core until the task is dropped.
 pub async fn serve(ctx: Rc<CoreContext>, listener: TcpListener) {
     let cores = ctx.config.effective_cores();
-    let max = connection_cap(ctx.config.http.max_connections_per_core, cores, nofile_limit());
+    let max = connection_cap(
+        ctx.config.http.max_connections_per_core,
+        cores,
+        nofile_limit(),
+    );
     let settings = AcceptSettings {
         kind: ConnectionKind::Http,
         max_per_core: max,

@@ -42,6 +42,10 @@ use super::slots::{BodyBytes, PortSlots, Slots};
 use super::{Reply, Request, Response};
 use crate::core::CoreContext;
 
+/// Most bytes hyper buffers from one connection's socket (heads may need more: then the head
+/// limit).
+const READ_BUFFER_BYTES: usize = 64 * 1024;
+
 /// Bounds every request of a port must fit.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -170,6 +174,9 @@ fn builder(limits: &Limits) -> http1::Builder {
     let mut builder = http1::Builder::new();
     builder
         .max_header_size(limits.max_head_bytes)
+        // hyper's read buffer grows up to this per connection (400 KiB by default): reads
+        // of a body come in pieces of at most this, so many connections hold little.
+        .max_buf_size(READ_BUFFER_BYTES.max(limits.max_head_bytes))
         // hyper's own head timeout needs a Send + Sync timer: the watchdog does it instead.
         .header_read_timeout(None)
         // The adapter writes vectored: head and body chunks leave without being copied.
@@ -284,9 +291,8 @@ enum BodyError {
 }
 
 /// Reads a whole body within `limits`, its bytes counted in `slots` until the returned guard
-/// is dropped (once the handler is done with the body). One
-/// chunk (the usual case) is kept as it is; later ones are copied into one buffer that grows
-/// with what arrived, so small chunks do not each pin a read buffer of hyper's.
+/// is dropped (once the handler is done with the body). One chunk (the usual case) is kept as
+/// it is; several are joined, once all are in, into one buffer of exactly their size.
 async fn read_body(
     mut body: Incoming,
     limits: &Limits,
@@ -297,8 +303,7 @@ async fn read_body(
         return Err(BodyError::TooLarge);
     }
     let mut held = slots.reserve(0, budget).ok_or(BodyError::Budget)?;
-    let mut first: Option<Bytes> = None;
-    let mut joined = BytesMut::new();
+    let mut chunks: Vec<Bytes> = Vec::new();
     let mut total = 0usize;
     while let Some(frame) = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
         let Ok(data) = frame.map_err(BodyError::Broken)?.into_data() else {
@@ -311,16 +316,16 @@ async fn read_body(
         if !held.grow(data.len(), budget) {
             return Err(BodyError::Budget);
         }
-        match first.take() {
-            None if joined.is_empty() => first = Some(data),
-            None => joined.extend_from_slice(&data),
-            Some(one) => {
-                joined.extend_from_slice(&one);
-                joined.extend_from_slice(&data);
-            }
-        }
+        chunks.push(data);
     }
-    Ok((first.unwrap_or_else(|| joined.freeze()), held))
+    if chunks.len() <= 1 {
+        return Ok((chunks.pop().unwrap_or_default(), held));
+    }
+    let mut joined = BytesMut::with_capacity(total);
+    for chunk in chunks {
+        joined.extend_from_slice(&chunk);
+    }
+    Ok((joined.freeze(), held))
 }
 
 /// A response body that ends its request (for the deadlines) when hyper drops it, which it

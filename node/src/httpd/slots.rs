@@ -6,17 +6,20 @@
 //! counter is shared between cores. The connection cap itself is the accept loop's
 //! ([`crate::accept`]); this only chooses whom to close when the port is full.
 //!
-//! *Eviction:* when a new connection takes the port's last slot, the connection that has been
-//! idle (kept alive with no request) the longest is closed ([`Deadlines::evict`]), so that
-//! idle connections, however many a client opens, never lock out the next request: a health
-//! check or a player gets in, and a connection in the middle of a request is never cut for it.
+//! *Eviction:* once a new connection leaves less than an eighth of the port's slots free, the
+//! connection that has been idle (connected or kept alive with no request) the longest is
+//! closed ([`Deadlines::evict`]), so that idle connections, however many a client opens, never
+//! lock out the next request: a health check or a player gets in, and a connection in the
+//! middle of a request is never cut for it. The eighth kept free absorbs the moment between an
+//! eviction and the evicted task letting go of its slot, during which the accept loop would
+//! otherwise refuse.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::{Rc, Weak};
 use std::time::Instant;
 
-use super::deadline::Deadlines;
+use super::deadline::{Deadlines, Phase};
 
 /// The per-core state of every HTTP port of the core.
 #[derive(Default)]
@@ -47,19 +50,22 @@ pub struct Slots {
 }
 
 impl Slots {
-    /// Registers a new connection; if that makes `max` connections, the one idle longest is
-    /// evicted, and true is returned.
+    /// Registers a new connection; if that leaves less than an eighth of `max` free, the one
+    /// idle longest (other than this one) is evicted, and true is returned.
     pub fn join(&self, conn: &Rc<Deadlines>, max: usize, now: Instant) -> bool {
         let mut conns = self.conns.borrow_mut();
         conns.retain(|c| c.strong_count() > 0);
         conns.push_back(Rc::downgrade(conn));
-        if conns.len() < max {
+        if conns.len() < max - max / 8 {
             return false;
         }
-        conns
+        // Idle longest = the earliest idle deadline (each is its idle start + the timeout).
+        let victim = conns
             .iter()
             .filter_map(Weak::upgrade)
-            .any(|c| !Rc::ptr_eq(&c, conn) && c.evict(now))
+            .filter(|c| !Rc::ptr_eq(c, conn) && c.phase() == Phase::Idle)
+            .min_by_key(|c| c.deadline());
+        victim.is_some_and(|c| c.evict(now))
     }
 
     /// Takes `n` more body bytes if the port's bytes stay within `max`.
@@ -110,7 +116,6 @@ impl Drop for BodyBytes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::httpd::deadline::Phase;
     use std::time::Duration;
 
     fn conn(now: Instant) -> Rc<Deadlines> {
@@ -118,18 +123,35 @@ mod tests {
     }
 
     #[test]
-    fn the_last_slot_evicts_the_oldest_idle_connection() {
+    fn the_last_slots_evict_the_connection_idle_longest() {
+        let t0 = Instant::now();
+        let slots = Slots::default();
+        let (a, b, c) = (conn(t0), conn(t0), conn(t0));
+        let _busy = a.on_request(t0);
+        // c was idle since t0; b finished a request later, so has been idle for less long.
+        drop(b.on_request(t0));
+        assert!(!slots.join(&a, 4, t0));
+        assert!(!slots.join(&b, 4, t0));
+        assert!(!slots.join(&c, 4, t0));
+        let d = conn(t0);
+        assert!(slots.join(&d, 4, t0), "the fourth of four evicts one");
+        assert_eq!(a.phase(), Phase::Request, "not the one in a request");
+        assert_eq!(c.phase(), Phase::Evicted, "the one idle longest");
+        assert_eq!(b.phase(), Phase::Idle);
+        assert_eq!(d.phase(), Phase::Idle, "never the newcomer");
+    }
+
+    #[test]
+    fn an_eighth_of_the_slots_is_kept_free() {
         let now = Instant::now();
         let slots = Slots::default();
-        let (a, b) = (conn(now), conn(now));
-        let _busy = a.on_request(now);
-        assert!(!slots.join(&a, 3, now));
-        assert!(!slots.join(&b, 3, now));
-        let c = conn(now);
-        assert!(slots.join(&c, 3, now), "the third of three evicts one");
-        assert_eq!(a.phase(), Phase::Request, "not the one in a request");
-        assert_eq!(b.phase(), Phase::Evicted, "the oldest idle one");
-        assert_eq!(c.phase(), Phase::Idle, "never the newcomer");
+        let conns: Vec<_> = (0..16).map(|_| conn(now)).collect();
+        let evicted: Vec<bool> = conns.iter().map(|c| slots.join(c, 16, now)).collect();
+        assert_eq!(
+            evicted.iter().position(|e| *e),
+            Some(13),
+            "from the 14th of 16 on"
+        );
     }
 
     #[test]
@@ -141,7 +163,10 @@ mod tests {
             assert!(!slots.join(&gone, 2, now));
         }
         let kept = conn(now);
-        assert!(!slots.join(&kept, 2, now), "the dropped ones count for nothing");
+        assert!(
+            !slots.join(&kept, 2, now),
+            "the dropped ones count for nothing"
+        );
     }
 
     #[test]

@@ -120,15 +120,12 @@ impl Admission {
     /// given back with [`Admission::closed`]) or refused.
     pub fn open(&mut self, ip: IpAddr, now: Instant) -> Result<(), Refused> {
         let limits = self.limits;
-        let entry = self
-            .addresses
-            .entry(AddressKey::of(ip))
-            .or_insert(Entry {
-                tunnels: 0,
-                tokens: limits.burst,
-                refilled: now,
-                refusing: false,
-            });
+        let entry = self.addresses.entry(AddressKey::of(ip)).or_insert(Entry {
+            tunnels: 0,
+            tokens: limits.burst,
+            refilled: now,
+            refusing: false,
+        });
         refill(entry, &limits, now);
         let refusal = if entry.tunnels >= limits.max_tunnels {
             Some(Refusal::TunnelLimit)
