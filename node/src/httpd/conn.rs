@@ -114,17 +114,33 @@ pub async fn serve<H>(
         slots,
     }));
     let mut conn = builder(&limits).serve_connection(io, service);
-    let mut watchdog = Watchdog::default();
-    let ended = poll_fn(|cx| {
-        if let Poll::Ready(result) = conn.poll_without_shutdown(cx) {
-            return Poll::Ready(Ok(result));
-        }
-        watchdog.poll(cx, &deadlines).map(Err)
-    })
-    .await;
+    let ended = drive(&mut conn, &deadlines).await;
     if report(ctx, peer, port.label, ended) {
         conn.into_parts().io.linger_close().await;
     }
+}
+
+/// Runs hyper's connection until it ends (`Ok`) or its deadline passes (`Err`, with the phase
+/// it was in).
+async fn drive<S, B>(
+    conn: &mut http1::Connection<Io, S>,
+    deadlines: &Deadlines,
+) -> Result<hyper::Result<()>, Phase>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B> + Unpin,
+    S::Future: Unpin,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut watchdog = Watchdog::default();
+    poll_fn(|cx| {
+        if let Poll::Ready(result) = conn.poll_without_shutdown(cx) {
+            return Poll::Ready(Ok(result));
+        }
+        watchdog.poll(cx, deadlines).map(Err)
+    })
+    .await
 }
 
 /// Logs (and counts, when the client was at fault) how a connection ended; true when its
@@ -225,6 +241,9 @@ where
         let shared = Rc::clone(&self.0);
         Box::pin(async move {
             let response = shared.answer(request).await;
+            if response.body().is_streaming() {
+                shared.deadlines.on_stream(Instant::now());
+            }
             Ok(response.map(|body| Tracked { body, _done: done }))
         })
     }
@@ -352,5 +371,148 @@ impl hyper::body::Body for Tracked {
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpStream as StdStream;
+
+    use glommio::net::TcpListener;
+
+    use super::*;
+    use crate::httpd::body::{BodySender, SendError};
+
+    const LIMITS: Limits = Limits {
+        max_head_bytes: 8192,
+        max_body_bytes: 1024,
+        max_body_bytes_per_core: 4096,
+        idle_timeout: Duration::from_secs(5),
+        request_timeout: Duration::from_millis(500),
+    };
+
+    fn on_executor<F: std::future::Future<Output = ()> + 'static>(
+        f: impl FnOnce() -> F + Send + 'static,
+    ) {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(512 * 1024)
+            .spawn(move || async move { f().await })
+            .expect("executor")
+            .join()
+            .expect("test body");
+    }
+
+    /// Serves one connection whose every request is answered with a streamed body, fed by
+    /// `produce`; returns how the connection ended.
+    async fn serve_streaming<P, F>(
+        listener: &TcpListener,
+        produce: P,
+    ) -> Result<hyper::Result<()>, Phase>
+    where
+        P: Fn(BodySender) -> F + Unpin + 'static,
+        F: std::future::Future<Output = ()> + 'static,
+    {
+        let stream = listener.accept().await.expect("accept");
+        let deadlines = Deadlines::new(LIMITS.idle_timeout, LIMITS.request_timeout, Instant::now());
+        let io = Io::new(stream, Rc::clone(&deadlines), false);
+        let for_service = Rc::clone(&deadlines);
+        let service = hyper::service::service_fn(move |_request: hyper::Request<Incoming>| {
+            let done = for_service.on_request(Instant::now());
+            let (tx, body) = Body::channel(4);
+            glommio::spawn_local(produce(tx)).detach();
+            for_service.on_stream(Instant::now());
+            let response = hyper::Response::new(Tracked { body, _done: done });
+            std::future::ready(Ok::<_, Infallible>(response))
+        });
+        let mut conn = builder(&LIMITS).serve_connection(io, service);
+        drive(&mut conn, &deadlines).await
+    }
+
+    #[test]
+    fn a_streamed_body_goes_out_chunked_until_its_sender_ends_it() {
+        on_executor(|| async {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let client = std::thread::spawn(move || {
+                let mut s = StdStream::connect(addr).expect("connect");
+                s.set_read_timeout(Some(Duration::from_secs(5)))
+                    .expect("timeout");
+                s.write_all(b"GET /live.flv HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                    .expect("request");
+                let mut raw = Vec::new();
+                let mut tmp = [0u8; 4096];
+                // Up to the last chunk (the socket's close would need this executor, which
+                // the join below blocks).
+                while !raw.ends_with(b"0\r\n\r\n") {
+                    match s.read(&mut tmp) {
+                        Ok(0) => break,
+                        Ok(n) => raw.extend_from_slice(&tmp[..n]),
+                        Err(e) => panic!("{e} after {:?}", String::from_utf8_lossy(&raw)),
+                    }
+                }
+                String::from_utf8(raw).expect("text")
+            });
+            let ended = serve_streaming(&listener, |mut tx| async move {
+                for part in ["FLV", "tag1", "tag2"] {
+                    tx.send(Bytes::from_static(part.as_bytes()))
+                        .await
+                        .expect("send");
+                    glommio::timer::sleep(Duration::from_millis(20)).await;
+                }
+            })
+            .await;
+            assert!(matches!(ended, Ok(Ok(()))), "{ended:?}");
+            let response = client.join().expect("client");
+            assert!(
+                response.contains("Transfer-Encoding: chunked"),
+                "{response}"
+            );
+            assert!(
+                response.contains("3\r\nFLV\r\n4\r\ntag1\r\n4\r\ntag2\r\n0\r\n\r\n"),
+                "{response}"
+            );
+        });
+    }
+
+    #[test]
+    fn a_viewer_that_stops_reading_is_cut_at_the_write_deadline_and_its_producer_told() {
+        on_executor(|| async {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let client = std::thread::spawn(move || {
+                let mut s = StdStream::connect(addr).expect("connect");
+                s.write_all(b"GET /live.flv HTTP/1.1\r\nHost: t\r\n\r\n")
+                    .expect("request");
+                // Never reads; holds the socket until the server has cut it.
+                std::thread::sleep(Duration::from_secs(3));
+            });
+            let outcome: Rc<std::cell::Cell<Option<SendError>>> = Rc::default();
+            let seen = Rc::clone(&outcome);
+            let started = Instant::now();
+            let ended = serve_streaming(&listener, move |mut tx| {
+                let seen = Rc::clone(&seen);
+                async move {
+                    let chunk = Bytes::from(vec![0u8; 64 * 1024]);
+                    loop {
+                        if let Err(e) = tx.send(chunk.clone()).await {
+                            seen.set(Some(e));
+                            return;
+                        }
+                    }
+                }
+            })
+            .await;
+            let took = started.elapsed();
+            assert!(matches!(ended, Err(Phase::Streaming)), "{ended:?}");
+            assert!(took < Duration::from_secs(3), "cut after {took:?}");
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+            assert_eq!(
+                outcome.get(),
+                Some(SendError::Closed),
+                "the producer was not told"
+            );
+            client.join().expect("client");
+        });
     }
 }

@@ -77,6 +77,17 @@ impl Io {
     }
 }
 
+impl Io {
+    /// Tells the deadlines whether a write made progress (a streamed response is timed by it).
+    fn written(&self, polled: &Poll<io::Result<usize>>) {
+        match polled {
+            Poll::Ready(Ok(n)) if *n > 0 => self.deadlines.on_write(Instant::now(), true),
+            Poll::Pending => self.deadlines.on_write(Instant::now(), false),
+            _ => {}
+        }
+    }
+}
+
 impl hyper::rt::Read for Io {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -111,7 +122,9 @@ impl hyper::rt::Write for Io {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.written(&polled);
+        polled
     }
 
     fn poll_write_vectored(
@@ -119,7 +132,9 @@ impl hyper::rt::Write for Io {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        poll_write_vectored(&mut self.stream, cx, bufs)
+        let polled = poll_write_vectored(&mut self.stream, cx, bufs);
+        self.written(&polled);
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
