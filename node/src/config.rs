@@ -847,6 +847,18 @@ mod tests {
     }
 
     #[test]
+    fn https_without_the_rtmps_certificate_and_bad_rtmpt_limits_are_refused() {
+        let err = Config::parse("[http]\ntls = true\n", "t").expect_err("must fail");
+        assert!(err.to_string().contains("http.tls"), "{err}");
+        let text = "[rtmpt]\nmax_body_bytes = 65536\nmax_body_bytes_per_core = 4096\n";
+        let err = Config::parse(text, "t").expect_err("must fail");
+        assert!(err.to_string().contains("max_body_bytes_per_core"), "{err}");
+        let err =
+            Config::parse("[rtmpt]\nopen_rate_per_address = 0\n", "t").expect_err("must fail");
+        assert!(err.to_string().contains("open_rate_per_address"), "{err}");
+    }
+
+    #[test]
     fn an_edge_without_upstreams_is_refused() {
         let err = Config::parse("[cluster]\nrole = \"edge\"\n", "t").expect_err("must fail");
         assert!(err.to_string().contains("cluster.upstreams"), "{err}");

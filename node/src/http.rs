@@ -10,17 +10,23 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use corecast_transport::TlsStream;
 use glommio::net::{TcpListener, TcpStream};
 use hyper::{Method, StatusCode};
+use rustls::{ServerConfig, ServerConnection};
 use tracing::info;
 
 use crate::accept::{accept_loop, AcceptSettings, ConnectionKind, Permit};
 use crate::api::{self, Access, ApiError, Page};
 use crate::core::CoreContext;
 use crate::httpd::body::{json, text, with_type};
+use crate::httpd::io::Stream;
 use crate::httpd::{self, dispatch, ready, Limits, Params, Port, Reply, Request};
 use crate::httpd::{Response, Route, Router};
 use crate::shared::{AdminCommand, NodeShared};
+use crate::tls::{CurrentServerConfig, TlsError};
 
 /// Largest request head accepted.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -33,8 +39,9 @@ const AUTO_MAX_CONNECTIONS: usize = 1024;
 /// The fewest it gives, however low the open-file limit.
 const AUTO_MIN_CONNECTIONS: usize = 8;
 
-/// Accepts HTTP connections on this core until the task is dropped.
-pub async fn serve(ctx: Rc<CoreContext>, listener: TcpListener) {
+/// Accepts HTTP connections on this core until the task is dropped; over TLS with the core's
+/// current RTMPS certificate when `tls` is given (`http.tls`).
+pub async fn serve(ctx: Rc<CoreContext>, listener: TcpListener, tls: Option<CurrentServerConfig>) {
     let cores = ctx.config.effective_cores();
     let max = connection_cap(
         ctx.config.http.max_connections_per_core,
@@ -51,9 +58,48 @@ pub async fn serve(ctx: Rc<CoreContext>, listener: TcpListener) {
     }
     let serve_ctx = Rc::clone(&ctx);
     accept_loop(ctx, listener, settings, move |stream, peer, permit| {
-        serve_connection(Rc::clone(&serve_ctx), stream, peer, permit, max)
+        // The certificate as of the accept: a reload affects new connections only.
+        let server = tls.as_ref().map(|current| Arc::clone(&current.borrow()));
+        let ctx = Rc::clone(&serve_ctx);
+        async move {
+            match server {
+                None => serve_connection(ctx, stream, peer, permit, max).await,
+                Some(server) => {
+                    if let Some(stream) = handshake(&ctx, stream, peer, server).await {
+                        serve_connection(ctx, stream, peer, permit, max).await;
+                    }
+                }
+            }
+        }
     })
     .await;
+}
+
+/// The TLS handshake of an HTTPS connection, within `rtmps.handshake_timeout_secs`; None (logged
+/// and counted by reason) when it fails.
+async fn handshake(
+    ctx: &CoreContext,
+    stream: TcpStream,
+    peer: SocketAddr,
+    server: Arc<ServerConfig>,
+) -> Option<TlsStream<ServerConnection>> {
+    let timeout = Duration::from_secs(ctx.config.rtmps.handshake_timeout_secs);
+    let error = match TlsStream::server(stream, server) {
+        Ok(tls) => match tls.handshake(timeout).await {
+            Ok(()) => return Some(tls),
+            Err(e @ TlsError::HandshakeTimeout(_)) => e,
+            Err(e) => {
+                tls.shutdown();
+                e
+            }
+        },
+        Err(e) => e,
+    };
+    if !matches!(error, TlsError::Io(_)) {
+        ctx.metrics.error(error.as_str());
+    }
+    info!(core = ctx.id.0, %peer, reason = error.as_str(), error = %error, "https connection closed");
+    None
 }
 
 /// The per-core HTTP connection cap: `configured`, or when 0 a quarter of the open-file
@@ -86,7 +132,7 @@ fn nofile_limit() -> u64 {
 /// Serves one accepted HTTP connection until it closes; `_permit` counts it until then.
 pub async fn serve_connection(
     ctx: Rc<CoreContext>,
-    stream: TcpStream,
+    stream: impl Into<Stream>,
     peer: SocketAddr,
     _permit: Permit,
     max_connections: usize,

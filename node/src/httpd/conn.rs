@@ -28,7 +28,6 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use glommio::net::TcpStream;
 use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper::header::{HeaderValue, CONNECTION};
 use hyper::server::conn::http1;
@@ -37,7 +36,7 @@ use tracing::{debug, info};
 
 use super::body::{text, Body};
 use super::deadline::{Deadlines, Phase, RequestDone, Watchdog};
-use super::io::Io;
+use super::io::{Io, Stream};
 use super::slots::{BodyBytes, PortSlots, Slots};
 use super::{Reply, Request, Response};
 use crate::core::CoreContext;
@@ -92,7 +91,7 @@ pub fn peer(request: &Request) -> SocketAddr {
 /// Serves one accepted connection until it closes; `handler` answers each request, in order.
 pub async fn serve<H>(
     ctx: &Rc<CoreContext>,
-    stream: TcpStream,
+    stream: impl Into<Stream>,
     peer: SocketAddr,
     port: Port,
     handler: H,
