@@ -41,6 +41,20 @@ pub mod router;
 pub mod slots;
 
 pub use body::Body;
+
+/// Every reason an HTTP connection is closed or refused for (`corecast_errors_total{kind}`),
+/// so each series exists at zero from start-up.
+pub const ERROR_KINDS: [&str; 9] = [
+    "http_head_timeout",
+    "http_request_timeout",
+    "http_write_timeout",
+    "http_idle_evicted",
+    "http_body_too_large",
+    "http_body_budget",
+    "http_head_too_large",
+    "http_malformed",
+    "http_length_required",
+];
 pub use conn::{closing, peer, serve, Limits, Peer, Port};
 pub use router::{dispatch, method_not_allowed, not_found, ready, Params, Route, Router};
 

@@ -53,6 +53,9 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// Every refusal, for metrics that exist at zero from start-up.
+    pub const ALL: [Refusal; 2] = [Refusal::TunnelLimit, Refusal::OpenRate];
+
     /// A static label for logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
