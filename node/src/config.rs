@@ -308,9 +308,9 @@ impl Default for RtmptConfig {
             max_tunnels_per_core: 10_000,
             max_connections_per_core: 10_000,
             max_body_bytes_per_core: 16 * 1024 * 1024,
-            max_tunnels_per_address: 32,
-            open_rate_per_address: 2,
-            open_burst_per_address: 10,
+            max_tunnels_per_address: 64,
+            open_rate_per_address: 8,
+            open_burst_per_address: 32,
         }
     }
 }

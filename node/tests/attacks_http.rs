@@ -260,8 +260,8 @@ fn an_rtmpt_open_flood_is_bounded_per_address_and_others_still_open() {
         refused > 10_000,
         "only {refused} of 16000 opens were refused"
     );
-    // Burst 10, 2 per second, at most 32 at once (the defaults).
-    let allowed = (10.0 + 2.0 * elapsed).min(32.0) as usize;
+    // Burst 32, 8 per second, at most 64 at once (the defaults).
+    let allowed = (32.0 + 8.0 * elapsed).min(64.0) as usize;
     assert!(
         ok <= allowed,
         "{ok} tunnels for one address, at most {allowed}"
