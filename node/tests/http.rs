@@ -295,6 +295,27 @@ fn https_on_the_http_port_with_the_rtmps_certificate() {
     let (ok, body, err) = curl(&["--cacert", ca_file, &metrics]);
     assert!(ok && body.contains("corecast_connections_open"), "{err}");
 
+    // A body over the limit gets its 413 over TLS too, while curl is still sending.
+    let big = dir.path().join("big.bin");
+    std::fs::write(&big, vec![b'x'; 4 << 20]).expect("write body");
+    let kick = format!(
+        "https://127.0.0.1:{}/api/v1/clients/1/kick",
+        node.http.port()
+    );
+    let data = format!("@{}", big.display());
+    let (_, code, err) = curl(&[
+        "--cacert",
+        ca_file,
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--data-binary",
+        &data,
+        &kick,
+    ]);
+    assert_eq!(code, "413", "{err}");
+
     // Without the CA the certificate is refused by the client; plain HTTP gets no answer,
     // and the node says why it closed.
     let (ok, _, _) = curl(&[&url]);
