@@ -20,6 +20,7 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 [ -x /usr/sbin/nft ] || need+=(nftables)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
+command -v prlimit >/dev/null 2>&1 || need+=(util-linux)
 for extra in "$@"; do need+=("$extra"); done
 
 # The Python tools, pinned in scripts/tools-requirements.txt, in a venv of the project's own.

@@ -248,6 +248,15 @@ pub struct HttpConfig {
     /// A request's head and body must arrive, and its answer be handed over, within this many
     /// seconds of its first byte; the connection is cut otherwise (slow clients hold nothing).
     pub request_timeout_secs: u64,
+    /// HTTP connections one core holds at most; the one that fills the last slot closes the
+    /// connection idle longest, and past it new ones are closed at accept. 0 (the default)
+    /// derives it from the open-file limit: a quarter of `RLIMIT_NOFILE` split among the
+    /// cores, at most 1024 (see `http::connection_cap`), so idle HTTP connections never take
+    /// the descriptors publishers and players need.
+    pub max_connections_per_core: usize,
+    /// Serve `http.listen` over TLS (HTTPS) with the `[rtmps]` certificate and key (and their
+    /// reloads); needs `rtmps.enabled = true`.
+    pub tls: bool,
 }
 
 impl Default for HttpConfig {
@@ -259,6 +268,8 @@ impl Default for HttpConfig {
             public_reads: false,
             idle_timeout_secs: 30,
             request_timeout_secs: 10,
+            max_connections_per_core: 0,
+            tls: false,
         }
     }
 }
@@ -282,6 +293,17 @@ pub struct RtmptConfig {
     pub max_tunnels_per_core: usize,
     /// HTTP connections one core accepts at most; further ones are closed at once.
     pub max_connections_per_core: usize,
+    /// Request-body bytes all requests being read on one core hold together; a request whose
+    /// body would pass it gets 503 (bodies are never reserved from `Content-Length`).
+    pub max_body_bytes_per_core: usize,
+    /// Tunnels one client address holds at most (an IPv6 address counts by its /64), split
+    /// evenly among the cores; `/open` past it gets 503.
+    pub max_tunnels_per_address: usize,
+    /// `/open` requests one client address may make per second (a token bucket, split
+    /// evenly among the cores); faster ones get 503.
+    pub open_rate_per_address: u32,
+    /// How many `/open` requests one address may make at once before the rate applies.
+    pub open_burst_per_address: u32,
 }
 
 impl Default for RtmptConfig {
@@ -293,6 +315,10 @@ impl Default for RtmptConfig {
             max_body_bytes: 8 * 1024 * 1024,
             max_tunnels_per_core: 10_000,
             max_connections_per_core: 10_000,
+            max_body_bytes_per_core: 16 * 1024 * 1024,
+            max_tunnels_per_address: 64,
+            open_rate_per_address: 8,
+            open_burst_per_address: 32,
         }
     }
 }
@@ -722,6 +748,27 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        if t.max_body_bytes_per_core < t.max_body_bytes {
+            return Err(invalid(
+                "rtmpt.max_body_bytes_per_core",
+                "must be at least rtmpt.max_body_bytes",
+            ));
+        }
+        if t.max_tunnels_per_address == 0
+            || t.open_rate_per_address == 0
+            || t.open_burst_per_address == 0
+        {
+            return Err(invalid(
+                "rtmpt.max_tunnels_per_address / open_rate_per_address / open_burst_per_address",
+                "must be at least 1",
+            ));
+        }
+        if self.http.enabled && self.http.tls && !self.rtmps.enabled {
+            return Err(invalid(
+                "http.tls",
+                "needs the [rtmps] certificate: set rtmps.enabled = true",
+            ));
+        }
         self.check_shared_ports()
     }
 
@@ -832,6 +879,18 @@ mod tests {
             .expect("edge.toml parses");
         assert!(edge.cluster.pulls());
         assert!(!edge.cluster.accepts_publishers());
+    }
+
+    #[test]
+    fn https_without_the_rtmps_certificate_and_bad_rtmpt_limits_are_refused() {
+        let err = Config::parse("[http]\ntls = true\n", "t").expect_err("must fail");
+        assert!(err.to_string().contains("http.tls"), "{err}");
+        let text = "[rtmpt]\nmax_body_bytes = 65536\nmax_body_bytes_per_core = 4096\n";
+        let err = Config::parse(text, "t").expect_err("must fail");
+        assert!(err.to_string().contains("max_body_bytes_per_core"), "{err}");
+        let err =
+            Config::parse("[rtmpt]\nopen_rate_per_address = 0\n", "t").expect_err("must fail");
+        assert!(err.to_string().contains("open_rate_per_address"), "{err}");
     }
 
     #[test]

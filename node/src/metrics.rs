@@ -344,6 +344,14 @@ impl NodeMetrics {
             self.refused
                 .with_label_values(&[c, kind.as_str(), "connection_limit"]);
         }
+        for kind in crate::httpd::ERROR_KINDS {
+            self.errors.with_label_values(&[c, kind]);
+        }
+        for refusal in crate::rtmpt::admission::Refusal::ALL {
+            let tunnel = crate::accept::ConnectionKind::RtmptTunnel.as_str();
+            self.refused
+                .with_label_values(&[c, tunnel, refusal.as_str()]);
+        }
         for reason in ["connect", "tls", "not_here", "refused", "lost"] {
             self.pulls_failed.with_label_values(&[c, reason]);
         }

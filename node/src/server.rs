@@ -360,7 +360,8 @@ fn start_accepting(
     for l in listeners.rtmp {
         sessions.push(glommio::spawn_local(accept_loop(Rc::clone(ctx), l)));
     }
-    let pull_tls = certificate.filter(|_| ctx.config.cluster.pull_tls);
+    let pull_tls = certificate.clone().filter(|_| ctx.config.cluster.pull_tls);
+    let http_tls = certificate.filter(|_| ctx.config.http.tls);
     for l in listeners.pull {
         let tls = pull_tls.clone();
         sessions.push(glommio::spawn_local(crate::cluster::serve::serve(
@@ -370,7 +371,12 @@ fn start_accepting(
         )));
     }
     for l in listeners.http {
-        http.push(glommio::spawn_local(crate::http::serve(Rc::clone(ctx), l)));
+        let tls = http_tls.clone();
+        http.push(glommio::spawn_local(crate::http::serve(
+            Rc::clone(ctx),
+            l,
+            tls,
+        )));
     }
     // RTMPT keeps accepting while the core drains: an open tunnel's next request may come on
     // a new connection. Its `/open` is refused then (see `Tunnels::open`).

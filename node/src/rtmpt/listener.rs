@@ -79,12 +79,14 @@ pub async fn serve_connection(
         limits: Limits {
             max_head_bytes: MAX_HEAD_BYTES,
             max_body_bytes: rtmpt.max_body_bytes,
+            max_body_bytes_per_core: rtmpt.max_body_bytes_per_core,
             idle_timeout: idle,
             // A request's head and body get the idle timeout, as a request that has not
             // started would; its answer may wait for the owning core on top of that.
             request_timeout: idle + FORWARD_TIMEOUT,
         },
         quick_ack: true,
+        max_connections: rtmpt.max_connections_per_core,
     };
     let routes = Rc::clone(&ctx);
     httpd::serve(&ctx, stream, peer, port, move |request| {
