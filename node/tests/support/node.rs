@@ -17,6 +17,8 @@ pub struct Node {
     pub addr: SocketAddr,
     /// The HTTP (metrics, API) address it listens on (127.0.0.1).
     pub http: SocketAddr,
+    /// Its config file (a test may rewrite it and ask for a reload).
+    pub config_path: std::path::PathBuf,
     lines: Arc<Mutex<Vec<String>>>,
 }
 
@@ -131,6 +133,22 @@ impl Node {
         Node::launch(&[], cores, extra_config, dir, rtmp_listen, addr, http, args)
     }
 
+    /// Starts the node through `wrapper` (such as `ip netns exec HOST`, see `support::netns`)
+    /// listening on `addr` and `http`, which the wrapper's host owns; panics with its log
+    /// when it does not report ready.
+    pub fn start_in(
+        wrapper: &[&str],
+        cores: usize,
+        extra_config: &str,
+        dir: &Path,
+        addr: SocketAddr,
+        http: SocketAddr,
+    ) -> Node {
+        let listen = addr.to_string();
+        Node::launch(wrapper, cores, extra_config, dir, &listen, addr, http, &[])
+            .unwrap_or_else(|log| panic!("node did not report ready; its log:\n{}", log.join("\n")))
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn launch(
         wrapper: &[&str],
@@ -143,7 +161,11 @@ impl Node {
         args: &[&str],
     ) -> Result<Node, Vec<String>> {
         let port = addr.port();
-        let config = dir.join(format!("corecast-{port}-{}.toml", std::process::id()));
+        let config = dir.join(format!(
+            "corecast-{}-{port}-{}.toml",
+            addr.ip(),
+            std::process::id()
+        ));
         std::fs::write(&config, extra_config).expect("write config");
         let binary = env!("CARGO_BIN_EXE_corecast");
         let mut command = match wrapper.split_first() {
@@ -185,6 +207,7 @@ impl Node {
             child,
             addr,
             http,
+            config_path: config,
             lines,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
