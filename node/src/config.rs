@@ -6,7 +6,9 @@
 //! form of their own (listen addresses, the log filter) are checked as they are read, so
 //! their errors carry the line too.
 
+mod limits;
 mod listen;
+mod proxy;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -16,7 +18,9 @@ use std::str::FromStr;
 use serde::Deserialize;
 use tracing_subscriber::filter::{EnvFilter, LevelFilter};
 
+pub use limits::LimitsConfig;
 pub use listen::{Listen, ListenError, OptionalListen};
+pub use proxy::{ProxyListener, ProxyProtocolConfig, TrustedNet};
 
 /// Everything the node reads from its config file.
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
@@ -40,6 +44,10 @@ pub struct Config {
     pub rtmpt: RtmptConfig,
     /// Logging.
     pub log: LogConfig,
+    /// PROXY protocol headers from load balancers.
+    pub proxy_protocol: ProxyProtocolConfig,
+    /// What one client address may cost a core.
+    pub limits: LimitsConfig,
 }
 
 /// `[node]`: executors and memory.
@@ -704,6 +712,8 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        self.proxy_protocol.validate()?;
+        self.limits.validate()?;
         self.check_shared_ports()
     }
 

@@ -23,7 +23,8 @@ pub mod names {
     pub const CONNECTIONS_OPEN: &str = "corecast_connections_open";
     /// Connections closed, by reason.
     pub const CONNECTIONS_CLOSED: &str = "corecast_connections_closed_total";
-    /// Connections refused at accept, by listener and reason (`connection_limit`, `draining`).
+    /// Connections refused at accept, by listener and reason (`connection_limit`, `draining`,
+    /// the per-address limits' and the PROXY protocol's reasons).
     pub const CONNECTIONS_REFUSED: &str = "corecast_connections_refused_total";
     /// Handshake and protocol errors, by kind.
     pub const ERRORS: &str = "corecast_errors_total";
@@ -334,6 +335,12 @@ impl NodeMetrics {
         for kind in crate::accept::ConnectionKind::ALL {
             self.refused
                 .with_label_values(&[c, kind.as_str(), "connection_limit"]);
+            for refusal in crate::limits::Refusal::ALL {
+                if refusal != crate::limits::Refusal::TlsRate || kind.as_str() == "rtmps" {
+                    self.refused
+                        .with_label_values(&[c, kind.as_str(), refusal.as_str()]);
+                }
+            }
         }
         for reason in ["connect", "tls", "not_here", "refused", "lost"] {
             self.pulls_failed.with_label_values(&[c, reason]);
