@@ -269,6 +269,13 @@ async fn admit(
                 debug!(core = ctx.id.0, listener, %peer, "proxy health check (LOCAL) closed");
                 return None;
             }
+            // A peer gone before its header (a balancer's health check that resets at once,
+            // a port scan) is no news: counted, not warned about.
+            Outcome::Refuse(refusal @ proxy::ProxyRefusal::Closed(_)) => {
+                ctx.metrics.refused(listener, refusal.as_str());
+                debug!(core = ctx.id.0, listener, %peer, error = %refusal, "closed before its PROXY header");
+                return None;
+            }
             Outcome::Refuse(refusal) => {
                 refuse(ctx, listener, peer, refusal.as_str(), &refusal);
                 return None;
