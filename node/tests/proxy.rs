@@ -21,6 +21,7 @@ use support::client::{closed_within, RtmpClient};
 use support::media::{make_flv, publish, wait_exit};
 use support::node::{free_port, is_line, Node};
 use support::process::{kill_and_reap, SOCKET_TIMEOUT};
+use support::tls::{rtmps_section, self_signed, tls_connect, CertFiles};
 use support::wait_for;
 
 /// The load balancer's address, as the node sees it.
@@ -369,4 +370,90 @@ fn a_header_split_across_writes_is_read_and_the_client_bytes_after_it_are_kept()
             .then_some(())
     });
     assert!(shown.is_some(), "{:?}", client_addresses(&node));
+}
+
+/// A node with RTMPS and RTMPT on, both reading PROXY headers from [`BALANCER`]; returns it
+/// and the RTMPS and RTMPT addresses.
+fn tls_and_tunnel_node(dir: &Path, limits: &str) -> (Node, SocketAddr, SocketAddr) {
+    let files = CertFiles::in_dir(dir);
+    files.install(&self_signed("corecast.test"));
+    let (rtmps, tls) = rtmps_section(&files, "");
+    let rtmpt = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let node = Node::start(
+        1,
+        &format!(
+            "[http]\napi_token = \"t0ken\"\n{rtmps}\
+             [rtmpt]\nenabled = true\nlisten = \"{rtmpt}\"\n\
+             [proxy_protocol]\nlisteners = [\"rtmps\", \"rtmpt\"]\ntrusted = [\"{BALANCER}\"]\n\
+             {limits}"
+        ),
+        dir,
+    );
+    (node, tls, rtmpt)
+}
+
+#[test]
+fn rtmps_and_rtmpt_through_haproxy_see_the_client() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (node, tls, rtmpt) = tls_and_tunnel_node(dir.path(), "");
+    let (tls_front, tunnel_front) = (free_port(), free_port());
+    let _haproxy = Haproxy::start(
+        dir.path(),
+        &[
+            (tls_front, tls, "send-proxy-v2"),
+            (tunnel_front, rtmpt, "send-proxy"),
+        ],
+    );
+    let media = make_flv(dir.path(), "src.flv", 30);
+    let mut publisher = publish(&media, &format!("rtmps://127.0.0.1:{tls_front}/live/sec"));
+    node.wait_log(Duration::from_secs(15), |l| {
+        is_line(l, "publish", "live/sec")
+    })
+    .expect("publishing over RTMPS through haproxy starts");
+    let out = dir.path().join("out.flv");
+    let mut player = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y", "-i"])
+        .arg(format!("rtmpt://127.0.0.1:{tunnel_front}/live/sec"))
+        .args(["-t", "2", "-c", "copy", "-f", "flv"])
+        .arg(&out)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start ffmpeg player");
+    let addrs = wait_for(Duration::from_secs(15), || {
+        let addrs = client_addresses(&node);
+        (addrs.len() >= 2).then_some(addrs)
+    })
+    .expect("the RTMPS publisher and the RTMPT player listed");
+    assert!(
+        addrs.iter().all(|a| a.starts_with("127.0.0.1:")),
+        "{addrs:?}"
+    );
+    let status = wait_exit(&mut player, Duration::from_secs(30)).expect("player ends");
+    assert!(
+        status.success(),
+        "ffmpeg played over RTMPT through send-proxy"
+    );
+    assert!(
+        std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0) > 10_000,
+        "the player got media"
+    );
+    kill_and_reap(&mut publisher);
+}
+
+#[test]
+fn tls_handshakes_per_second_are_limited_per_address() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (node, tls, _) = tls_and_tunnel_node(
+        dir.path(),
+        "[limits]\ntls_handshakes_per_second_per_address = 1\ntls_handshakes_burst_per_address = 2\n",
+    );
+    // Not a trusted balancer, and no header: served as itself (127.0.0.1).
+    let done = (0..5).filter(|_| tls_connect(tls).is_ok()).count();
+    assert!(
+        (2..=3).contains(&done),
+        "the burst of 2 (and maybe one refill) completes, not {done}"
+    );
+    assert!(wait_metric(&node, &refused("rtmps", "tls_handshake_rate"), 2).is_some());
 }
