@@ -38,7 +38,7 @@ impl Default for LimitsConfig {
             new_connections_burst_per_address: 1000,
             tls_handshakes_per_second_per_address: 100,
             tls_handshakes_burst_per_address: 500,
-            max_tracked_addresses: 65_536,
+            max_tracked_addresses: 16_384,
         }
     }
 }

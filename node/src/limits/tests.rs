@@ -182,3 +182,12 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn an_entry_is_small_enough_for_the_default_cap() {
+    // What one tracked address costs in the hash table (slot plus control byte): at the
+    // default cap (16384, up to 32768 slots) a core's table stays under 3 MiB whatever an
+    // attacker does.
+    let per_entry = std::mem::size_of::<(IpAddr, Entry)>() + 1;
+    assert!(per_entry <= 96, "{per_entry} bytes per entry");
+}
