@@ -258,34 +258,45 @@ async fn admit(
     peer: SocketAddr,
     kind: ConnectionKind,
 ) -> Option<(SocketAddr, AddressGuard)> {
-    let listener = kind.as_str();
-    let config = &ctx.config.proxy_protocol;
-    let client = match kind.proxy_listener().filter(|&l| config.enabled_on(l)) {
-        None => peer,
-        Some(_) => match proxy::client_address(stream, peer, config).await {
-            Outcome::Serve { client } => client,
-            Outcome::Local => {
-                ctx.metrics.refused(listener, "proxy_local");
-                debug!(core = ctx.id.0, listener, %peer, "proxy health check (LOCAL) closed");
-                return None;
-            }
-            // A peer gone before its header (a balancer's health check that resets at once,
-            // a port scan) is no news: counted, not warned about.
-            Outcome::Refuse(refusal @ proxy::ProxyRefusal::Closed(_)) => {
-                ctx.metrics.refused(listener, refusal.as_str());
-                debug!(core = ctx.id.0, listener, %peer, error = %refusal, "closed before its PROXY header");
-                return None;
-            }
-            Outcome::Refuse(refusal) => {
-                refuse(ctx, listener, peer, refusal.as_str(), &refusal);
-                return None;
-            }
-        },
-    };
+    let client = client_of(ctx, stream, peer, kind).await?;
     match AddressGuard::admit(&CoreAdmission::of(ctx).table, client.ip(), Instant::now()) {
         Ok(guard) => Some((client, guard)),
         Err(refusal) => {
-            refuse(ctx, listener, client, refusal.as_str(), refusal);
+            refuse(ctx, kind.as_str(), client, refusal.as_str(), refusal);
+            None
+        }
+    }
+}
+
+/// The client behind `peer`: the PROXY header's on a listener that reads one, else `peer`;
+/// None when the connection is to be closed (counted, and logged unless it is no news).
+async fn client_of(
+    ctx: &Rc<CoreContext>,
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    kind: ConnectionKind,
+) -> Option<SocketAddr> {
+    let listener = kind.as_str();
+    let config = &ctx.config.proxy_protocol;
+    if !kind.proxy_listener().is_some_and(|l| config.enabled_on(l)) {
+        return Some(peer);
+    }
+    match proxy::client_address(stream, peer, config).await {
+        Outcome::Serve { client } => Some(client),
+        Outcome::Local => {
+            ctx.metrics.refused(listener, "proxy_local");
+            debug!(core = ctx.id.0, listener, %peer, "proxy health check (LOCAL) closed");
+            None
+        }
+        // A peer gone before its header (a balancer's health check that resets at once, a
+        // port scan) is no news: counted, not warned about.
+        Outcome::Refuse(refusal @ proxy::ProxyRefusal::Closed(_)) => {
+            ctx.metrics.refused(listener, refusal.as_str());
+            debug!(core = ctx.id.0, listener, %peer, error = %refusal, "closed before its PROXY header");
+            None
+        }
+        Outcome::Refuse(refusal) => {
+            refuse(ctx, listener, peer, refusal.as_str(), &refusal);
             None
         }
     }
