@@ -457,3 +457,39 @@ fn tls_handshakes_per_second_are_limited_per_address() {
     );
     assert!(wait_metric(&node, &refused("rtmps", "tls_handshake_rate"), 2).is_some());
 }
+
+#[test]
+fn check_refuses_proxy_listeners_without_trusted_peers_and_bad_cidrs() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (config, expected) in [
+        (
+            "[proxy_protocol]\nlisteners = [\"rtmp\"]\n",
+            "proxy_protocol.trusted",
+        ),
+        (
+            "[proxy_protocol]\nlisteners = [\"rtmp\"]\ntrusted = [\"10.0.0.0/40\"]\n",
+            "10.0.0.0/40",
+        ),
+        (
+            "[proxy_protocol]\nlisteners = [\"smtp\"]\ntrusted = [\"10.0.0.0/8\"]\n",
+            "smtp",
+        ),
+        (
+            "[limits]\nnew_connections_burst_per_address = 0\n",
+            "limits.new_connections_burst_per_address",
+        ),
+    ] {
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, config).expect("write config");
+        let out = support::process::output_with_deadline(
+            Command::new(env!("CARGO_BIN_EXE_corecast"))
+                .arg("--config")
+                .arg(&path)
+                .arg("--check"),
+            Duration::from_secs(30),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{config} passed --check");
+        assert!(stderr.contains(expected), "{config}: {stderr}");
+    }
+}
