@@ -493,3 +493,39 @@ fn check_refuses_proxy_listeners_without_trusted_peers_and_bad_cidrs() {
         assert!(stderr.contains(expected), "{config}: {stderr}");
     }
 }
+
+#[test]
+fn a_slow_header_holds_only_its_own_connection() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // A long header timeout: a connection that waited behind a stalled header would take it.
+    let node = Node::start(
+        1,
+        &format!(
+            "[proxy_protocol]\nlisteners = [\"rtmp\"]\ntrusted = [\"{BALANCER}\"]\n\
+             header_timeout_secs = 20\n"
+        ),
+        dir.path(),
+    );
+    // Ten balancer connections stuck in their headers...
+    let stuck: Vec<TcpStream> = (0..10)
+        .map(|_| {
+            let mut s = connect_from([127, 0, 0, 3], node.addr);
+            s.write_all(b"PROXY TCP4 198.51.100.").expect("write");
+            s
+        })
+        .collect();
+    // ... while a client through the balancer (whole header) and a direct one are served.
+    let mut whole = connect_from([127, 0, 0, 3], node.addr);
+    whole
+        .write_all(b"PROXY TCP4 198.51.100.8 127.0.0.1 6000 1935\r\n")
+        .expect("write");
+    let started = std::time::Instant::now();
+    RtmpClient::handshake_on(whole).expect("served while others stall");
+    RtmpClient::connect(node.addr, "live").expect("a direct client is served too");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "served in {:?}",
+        started.elapsed()
+    );
+    drop(stuck);
+}
