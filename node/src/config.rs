@@ -6,6 +6,7 @@
 //! form of their own (listen addresses, the log filter) are checked as they are read, so
 //! their errors carry the line too.
 
+mod env;
 mod limits;
 mod listen;
 mod proxy;
@@ -66,6 +67,11 @@ pub struct NodeConfig {
     /// On SIGTERM/SIGINT: stop accepting, report not ready, and wait this long for
     /// connections to finish before exiting (a second signal exits at once).
     pub shutdown_grace_secs: u64,
+    /// Where a draining node sends the clients that accept a reconnect request (Enhanced
+    /// RTMP `capsEx` reconnect): a base URL such as `rtmp://lb.example.com` (usually the load
+    /// balancer), to which the client's app is appended. Empty: the request carries no
+    /// `tcUrl`, and the client reconnects to the URL it used.
+    pub reconnect_url: String,
 }
 
 impl Default for NodeConfig {
@@ -76,6 +82,7 @@ impl Default for NodeConfig {
             io_memory_bytes: 256 * 1024,
             core_channel_capacity: 1024,
             shutdown_grace_secs: 10,
+            reconnect_url: String::new(),
         }
     }
 }
@@ -551,6 +558,13 @@ impl Config {
         Ok(config)
     }
 
+    /// The `tcUrl` a draining node's reconnect request carries for a client of `app`: the
+    /// configured base with the app appended, or None to reconnect to the same URL.
+    pub fn reconnect_tc_url(&self, app: &str) -> Option<String> {
+        let base = self.node.reconnect_url.trim_end_matches('/');
+        (!base.is_empty()).then(|| format!("{base}/{app}"))
+    }
+
     /// Checks the values that parse but cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
         fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
@@ -558,6 +572,9 @@ impl Config {
                 field,
                 reason: reason.into(),
             }
+        }
+        if let Err(reason) = check_reconnect_url(&self.node.reconnect_url) {
+            return Err(invalid("node.reconnect_url", reason));
         }
         let r = &self.rtmp;
         if !(128..=0x7FFF_FFFF).contains(&r.out_chunk_size_bytes) {
@@ -784,6 +801,23 @@ fn table_at(text: &str, offset: usize) -> Option<&str> {
         .lines()
         .map(|line| line.split('#').next().unwrap_or_default().trim())
         .rfind(|line| line.starts_with('[') && line.ends_with(']'))
+}
+
+/// `node.reconnect_url`: empty, or `rtmp://`, `rtmps://` or `rtmpt://` with a host and no
+/// path (the client's app is appended to it).
+fn check_reconnect_url(url: &str) -> Result<(), String> {
+    if url.is_empty() {
+        return Ok(());
+    }
+    let rest = ["rtmp://", "rtmps://", "rtmpt://"]
+        .iter()
+        .find_map(|scheme| url.strip_prefix(scheme))
+        .ok_or("must start with rtmp://, rtmps:// or rtmpt://")?;
+    let authority = rest.trim_end_matches('/');
+    if authority.is_empty() || authority.contains(['/', '?', '#', ' ']) {
+        return Err("must be a scheme and a host[:port] only (the app is appended)".into());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -62,6 +62,8 @@ pub mod names {
     pub const EDGE_FIRST_FRAME: &str = "corecast_edge_first_frame_seconds";
     /// Pull connections served to other nodes.
     pub const PULLS_SERVED: &str = "corecast_pulls_served_total";
+    /// Clients asked to reconnect elsewhere when the node drains (Enhanced RTMP).
+    pub const RECONNECT_REQUESTS: &str = "corecast_reconnect_requests_total";
     /// Always 1; the labels say which build runs (`version`, `commit`).
     pub const BUILD_INFO: &str = "corecast_build_info";
     /// 1 while the node drains (after SIGTERM/SIGINT; `/readyz` answers 503), else 0.
@@ -134,6 +136,7 @@ pub struct NodeMetrics {
     upstream_bytes: IntCounterVec,
     edge_first_frame: HistogramVec,
     pulls_served: IntCounterVec,
+    reconnect_requests: IntCounterVec,
     tls_expiry: IntGaugeVec,
 }
 
@@ -277,6 +280,12 @@ impl NodeMetrics {
                     .expect("metric registered once");
                 h
             },
+            reconnect_requests: counter(
+                r,
+                RECONNECT_REQUESTS,
+                "Clients sent NetConnection.Connect.ReconnectRequest as the node drained.",
+                &["core"],
+            ),
             pulls_served: counter(
                 r,
                 PULLS_SERVED,
@@ -370,6 +379,7 @@ impl NodeMetrics {
             upstream_bytes: self.upstream_bytes.with_label_values(&[c]),
             edge_first_frame: self.edge_first_frame.with_label_values(&[c]),
             pulls_served: self.pulls_served.with_label_values(&[c]),
+            reconnect_requests: self.reconnect_requests.with_label_values(&[c]),
         }
     }
 
@@ -425,6 +435,8 @@ pub struct CoreMetrics {
     pub edge_first_frame: Histogram,
     /// Pull connections served.
     pub pulls_served: IntCounter,
+    /// `corecast_reconnect_requests_total`.
+    pub reconnect_requests: IntCounter,
 }
 
 impl CoreMetrics {

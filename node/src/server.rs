@@ -312,7 +312,13 @@ async fn run_core(start: CoreStart) {
     let grace = Duration::from_secs(config.node.shutdown_grace_secs);
     let deadline = Instant::now() + grace;
     let open = || ctx.connections.holding_drain();
-    info!(core = id.0, open = open(), "draining");
+    let asked = ctx.request_reconnects();
+    info!(
+        core = id.0,
+        open = open(),
+        asked_to_reconnect = asked,
+        "draining"
+    );
     sleep_until(deadline, || open() == 0).await;
     if open() > 0 {
         warn!(

@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod media;
+pub mod netns;
 pub mod node;
 pub mod process;
 pub mod prometheus;
