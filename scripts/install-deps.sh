@@ -2,8 +2,8 @@
 # Installs the real clients and peers the tests drive: ffmpeg/ffprobe, rtmpdump, curl (the
 # README's commands), nginx with the RTMP module (the comparison peer), and Prometheus (the
 # dashboard test), systemd-analyze (the unit file test), iproute2 and nftables (the
-# multi-host cluster test), and a Python venv in .tools/ with
-# kubernetes-validate (the manifest test). Installs with apt-get when missing and allowed,
+# multi-host cluster test), HAProxy (the PROXY protocol tests), and a Python venv in .tools/
+# with kubernetes-validate (the manifest test). Installs with apt-get when missing and allowed,
 # otherwise says exactly what to install.
 set -euo pipefail
 
@@ -21,6 +21,8 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 command -v prlimit >/dev/null 2>&1 || need+=(util-linux)
+# The load balancer in front of the node in the PROXY protocol tests.
+[ -x /usr/sbin/haproxy ] || need+=(haproxy)
 for extra in "$@"; do need+=("$extra"); done
 
 # The Python tools, pinned in scripts/tools-requirements.txt, in a venv of the project's own.
@@ -59,7 +61,7 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
   # Debian starts nginx and prometheus on install; the tests start their own on loopback ports.
   if command -v systemctl >/dev/null 2>&1; then
-    systemctl stop nginx prometheus >/dev/null 2>&1 || true
+    systemctl stop nginx prometheus haproxy >/dev/null 2>&1 || true
   fi
   pkill -x nginx >/dev/null 2>&1 || true
   pkill -x prometheus >/dev/null 2>&1 || true

@@ -7,8 +7,10 @@
 //! their errors carry the line too.
 
 mod env;
+mod limits;
 mod listen;
 mod reload;
+mod proxy;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -18,7 +20,9 @@ use std::str::FromStr;
 use serde::Deserialize;
 use tracing_subscriber::filter::{EnvFilter, LevelFilter};
 
+pub use limits::LimitsConfig;
 pub use listen::{Listen, ListenError, OptionalListen};
+pub use proxy::{ProxyListener, ProxyProtocolConfig, TrustedNet};
 
 /// Everything the node reads from its config file.
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
@@ -42,6 +46,10 @@ pub struct Config {
     pub rtmpt: RtmptConfig,
     /// Logging.
     pub log: LogConfig,
+    /// PROXY protocol headers from load balancers.
+    pub proxy_protocol: ProxyProtocolConfig,
+    /// What one client address may cost a core.
+    pub limits: LimitsConfig,
 }
 
 /// `[node]`: executors and memory.
@@ -769,6 +777,8 @@ impl Config {
                 "needs the [rtmps] certificate: set rtmps.enabled = true",
             ));
         }
+        self.proxy_protocol.validate()?;
+        self.limits.validate()?;
         self.check_shared_ports()
     }
 

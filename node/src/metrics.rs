@@ -23,7 +23,8 @@ pub mod names {
     pub const CONNECTIONS_OPEN: &str = "corecast_connections_open";
     /// Connections closed, by reason.
     pub const CONNECTIONS_CLOSED: &str = "corecast_connections_closed_total";
-    /// Connections refused at accept, by listener and reason (`connection_limit`, `draining`).
+    /// Connections refused at accept, by listener and reason (`connection_limit`, `draining`,
+    /// the per-address limits' and the PROXY protocol's reasons).
     pub const CONNECTIONS_REFUSED: &str = "corecast_connections_refused_total";
     /// Handshake and protocol errors, by kind.
     pub const ERRORS: &str = "corecast_errors_total";
@@ -343,6 +344,12 @@ impl NodeMetrics {
         for kind in crate::accept::ConnectionKind::ALL {
             self.refused
                 .with_label_values(&[c, kind.as_str(), "connection_limit"]);
+            for refusal in crate::limits::Refusal::ALL {
+                if refusal != crate::limits::Refusal::TlsRate || kind.as_str() == "rtmps" {
+                    self.refused
+                        .with_label_values(&[c, kind.as_str(), refusal.as_str()]);
+                }
+            }
         }
         for kind in crate::httpd::ERROR_KINDS {
             self.errors.with_label_values(&[c, kind]);

@@ -25,7 +25,11 @@ pub struct RtmpClient {
 impl RtmpClient {
     /// TCP connect and handshake only.
     pub fn handshake(addr: SocketAddr) -> io::Result<RtmpClient> {
-        let stream = super::process::connect(addr)?;
+        Self::handshake_on(super::process::connect(addr)?)
+    }
+
+    /// The handshake on a stream connected already (from a chosen local address, say).
+    pub fn handshake_on(stream: TcpStream) -> io::Result<RtmpClient> {
         stream.set_nodelay(true)?;
         let mut c = RtmpClient {
             stream,
