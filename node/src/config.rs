@@ -9,8 +9,8 @@
 mod env;
 mod limits;
 mod listen;
-mod reload;
 mod proxy;
+mod reload;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -312,6 +312,10 @@ pub struct RtmptConfig {
     pub open_rate_per_address: u32,
     /// How many `/open` requests one address may make at once before the rate applies.
     pub open_burst_per_address: u32,
+    /// RTMPTS: serve `rtmpt.listen` over TLS with the `[rtmps]` certificate and key (and their
+    /// reloads); needs `rtmps.enabled = true`. Clients use `rtmpts://HOST[:PORT]/...` (443 by
+    /// default).
+    pub tls: bool,
 }
 
 impl Default for RtmptConfig {
@@ -327,6 +331,7 @@ impl Default for RtmptConfig {
             max_tunnels_per_address: 64,
             open_rate_per_address: 8,
             open_burst_per_address: 32,
+            tls: false,
         }
     }
 }
@@ -769,6 +774,12 @@ impl Config {
             return Err(invalid(
                 "rtmpt.max_tunnels_per_address / open_rate_per_address / open_burst_per_address",
                 "must be at least 1",
+            ));
+        }
+        if self.rtmpt.enabled && self.rtmpt.tls && !self.rtmps.enabled {
+            return Err(invalid(
+                "rtmpt.tls",
+                "needs the [rtmps] certificate: set rtmps.enabled = true",
             ));
         }
         if self.http.enabled && self.http.tls && !self.rtmps.enabled {

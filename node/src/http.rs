@@ -65,7 +65,7 @@ pub async fn serve(ctx: Rc<CoreContext>, listener: TcpListener, tls: Option<Curr
             match server {
                 None => serve_connection(ctx, stream, peer, permit, max).await,
                 Some(server) => {
-                    if let Some(stream) = handshake(&ctx, stream, peer, server).await {
+                    if let Some(stream) = tls_handshake(&ctx, stream, peer, server, "https").await {
                         serve_connection(ctx, stream, peer, permit, max).await;
                     }
                 }
@@ -75,13 +75,14 @@ pub async fn serve(ctx: Rc<CoreContext>, listener: TcpListener, tls: Option<Curr
     .await;
 }
 
-/// The TLS handshake of an HTTPS connection, within `rtmps.handshake_timeout_secs`; None (logged
-/// and counted by reason) when it fails.
-async fn handshake(
+/// The TLS handshake of an HTTPS (or RTMPTS: `what`) connection, within
+/// `rtmps.handshake_timeout_secs`; None (logged and counted by reason) when it fails.
+pub(crate) async fn tls_handshake(
     ctx: &CoreContext,
     stream: TcpStream,
     peer: SocketAddr,
     server: Arc<ServerConfig>,
+    what: &'static str,
 ) -> Option<TlsStream<ServerConnection>> {
     let timeout = Duration::from_secs(ctx.config.rtmps.handshake_timeout_secs);
     let error = match TlsStream::server(stream, server) {
@@ -98,7 +99,7 @@ async fn handshake(
     if !matches!(error, TlsError::Io(_)) {
         ctx.metrics.error(error.as_str());
     }
-    info!(core = ctx.id.0, %peer, reason = error.as_str(), error = %error, "https connection closed");
+    info!(core = ctx.id.0, %peer, reason = error.as_str(), error = %error, transport = what, "tls connection closed");
     None
 }
 

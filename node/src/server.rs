@@ -361,6 +361,7 @@ fn start_accepting(
         sessions.push(glommio::spawn_local(accept_loop(Rc::clone(ctx), l)));
     }
     let pull_tls = certificate.clone().filter(|_| ctx.config.cluster.pull_tls);
+    let rtmpt_tls = certificate.clone().filter(|_| ctx.config.rtmpt.tls);
     let http_tls = certificate.filter(|_| ctx.config.http.tls);
     for l in listeners.pull {
         let tls = pull_tls.clone();
@@ -387,6 +388,7 @@ fn start_accepting(
         http.push(glommio::spawn_local(crate::rtmpt::listener::accept_loop(
             Rc::clone(ctx),
             l,
+            rtmpt_tls.clone(),
         )));
     }
     AcceptTasks { sessions, http }

@@ -328,7 +328,8 @@ fn https_on_the_http_port_with_the_rtmps_certificate() {
     );
     assert!(
         node.wait_log(Duration::from_secs(5), |l| l
-            .contains("https connection closed"))
+            .contains("tls connection closed")
+            && l.contains("transport=\"https\""))
             .is_some(),
         "no log line for the failed handshake"
     );
