@@ -28,7 +28,7 @@ use tracing::{debug, info, warn};
 
 use crate::core::CoreContext;
 use crate::frame::{FrameData, MediaKind};
-use crate::util::with_timeout;
+use crate::util::{loggable, with_timeout};
 use corecast_common::plane::Generation;
 use tls::Upstream;
 
@@ -297,7 +297,7 @@ async fn stream_from(
                     return Attempt::NotHere;
                 }
                 PullEvent::Response(r) => {
-                    warn!(%upstream, stream = %state.key, status = r.status, reason = %r.reason, "upstream refused the pull");
+                    warn!(%upstream, stream = %state.key, status = r.status, reason = %loggable(&r.reason), "upstream refused the pull");
                     return Attempt::Refused;
                 }
                 PullEvent::Media {

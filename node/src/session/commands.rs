@@ -232,8 +232,9 @@ fn send_connect_success(s: &Session, transaction_id: f64, object_encoding: f64) 
     );
 }
 
-/// Logs (and, for an over-long name, counts) a `publish` or `play` refused for its name;
-/// returns the description the refusal carries.
+/// Logs (and, for an over-long or unprintable name, counts) a `publish` or `play` refused
+/// for its name; returns the description the refusal carries. The error never quotes the
+/// name, so the log line cannot be forged through it.
 fn refuse_name(s: &Session, command: &str, e: &ArgumentError) -> String {
     if matches!(
         e,
@@ -241,6 +242,11 @@ fn refuse_name(s: &Session, command: &str, e: &ArgumentError) -> String {
     ) {
         warn!(conn = s.id, peer = %s.peer, command, error = %e, "stream name refused");
         s.ctx.metrics.error("argument_too_long");
+        return e.to_string();
+    }
+    if let ArgumentError::Unprintable { .. } = e {
+        warn!(conn = s.id, peer = %s.peer, command, error = %e, reason = e.as_str(), "stream name refused");
+        s.ctx.metrics.error(e.as_str());
         return e.to_string();
     }
     debug!(conn = s.id, command, error = %e, "stream name refused");

@@ -1,0 +1,100 @@
+//! Validation of the limits that keep one client (or one edge's players) from costing the
+//! node more than a bounded share: the pull listener's own connection cap and its token,
+//! an edge's concurrent pulls, streams per node and per address.
+//!
+//! Kept apart from `config.rs`'s `validate` so the checks of one concern read together.
+
+use super::{Config, ConfigError};
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// Refuses limits that cannot work and a pull port open to the network without a token.
+pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
+    let c = &config.cluster;
+    if c.max_pull_connections_per_core == 0 {
+        return Err(invalid(
+            "cluster.max_pull_connections_per_core",
+            "must be at least 1",
+        ));
+    }
+    if c.max_concurrent_pulls == 0 {
+        return Err(invalid("cluster.max_concurrent_pulls", "must be at least 1"));
+    }
+    if c.negative_cache_secs > 300 {
+        return Err(invalid(
+            "cluster.negative_cache_secs",
+            "must be at most 300 (a stream published meanwhile would stay unreachable)",
+        ));
+    }
+    if let Some(pull) = &c.pull_listen.0 {
+        let open = pull.addrs().iter().find(|a| !a.ip().is_loopback());
+        if let (Some(addr), true) = (open, c.token.is_empty()) {
+            return Err(invalid(
+                "cluster.token",
+                format!(
+                    "must be set when cluster.pull_listen ({addr}) is not a loopback address: \
+                     anyone who reaches the port could pull every stream"
+                ),
+            ));
+        }
+    }
+    let s = &config.stream;
+    if s.max_streams_per_node == 0 || s.max_streams_per_address == 0 {
+        return Err(invalid(
+            "stream.max_streams_per_node / stream.max_streams_per_address",
+            "must be at least 1",
+        ));
+    }
+    if s.max_streams_per_address > s.max_streams_per_node {
+        return Err(invalid(
+            "stream.max_streams_per_address",
+            "must be at most stream.max_streams_per_node",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, "test.toml")
+    }
+
+    #[test]
+    fn a_public_pull_port_needs_a_token() {
+        let open = "[cluster]\npull_listen = \"0.0.0.0:1940\"\n";
+        let e = check(open).expect_err("no token").to_string();
+        assert!(e.contains("cluster.token") && e.contains("0.0.0.0:1940"), "{e}");
+        check(&format!("{open}token = \"s3cret\"\n")).expect("a token makes it fine");
+        check("[cluster]\npull_listen = \"127.0.0.1:1940\"\n").expect("loopback needs none");
+        let e = check("[cluster]\npull_listen = \":1940\"\n").expect_err("wildcard");
+        assert!(e.to_string().contains("cluster.token"), "{e}");
+    }
+
+    #[test]
+    fn limits_must_allow_something() {
+        for (text, field) in [
+            (
+                "[cluster]\nmax_pull_connections_per_core = 0\n",
+                "max_pull_connections_per_core",
+            ),
+            ("[cluster]\nmax_concurrent_pulls = 0\n", "max_concurrent_pulls"),
+            ("[cluster]\nnegative_cache_secs = 3600\n", "negative_cache_secs"),
+            ("[stream]\nmax_streams_per_node = 0\n", "max_streams_per_node"),
+            (
+                "[stream]\nmax_streams_per_node = 5\nmax_streams_per_address = 6\n",
+                "max_streams_per_address",
+            ),
+        ] {
+            let e = check(text).expect_err(text).to_string();
+            assert!(e.contains(field), "{text}: {e}");
+        }
+    }
+}
