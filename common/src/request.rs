@@ -944,14 +944,32 @@ mod tests {
 
     #[test]
     fn control_and_invisible_characters_are_refused_in_names() {
-        for bad in ["cam\nINFO forged", "a\rb", "\u{1b}[31mred", "x\u{7f}", "rtl\u{202e}gpj", "zero\u{200b}width", "\u{feff}bom", "q?t=\u{0}"] {
+        for bad in [
+            "cam\nINFO forged",
+            "a\rb",
+            "\u{1b}[31mred",
+            "x\u{7f}",
+            "rtl\u{202e}gpj",
+            "zero\u{200b}width",
+            "\u{feff}bom",
+            "q?t=\u{0}",
+        ] {
             assert_eq!(
                 StreamName::parse(bad),
-                Err(ArgumentError::Unprintable { argument: "stream name" }),
+                Err(ArgumentError::Unprintable {
+                    argument: "stream name"
+                }),
                 "{bad:?}"
             );
         }
-        for good in ["cam", "a/b", "caméra", "名前", "with space", "x?token=a%20b"] {
+        for good in [
+            "cam",
+            "a/b",
+            "caméra",
+            "名前",
+            "with space",
+            "x?token=a%20b",
+        ] {
             assert!(StreamName::parse(good).is_ok(), "{good:?}");
         }
         let mut connect = ConnectRequest {
@@ -960,8 +978,14 @@ mod tests {
             flash_ver: None,
             object_encoding: 0.0,
         };
-        assert_eq!(connect.check(), Err(ArgumentError::Unprintable { argument: "app" }));
-        assert_eq!(connect.check().map_err(|e| e.as_str()), Err("unprintable_name"));
+        assert_eq!(
+            connect.check(),
+            Err(ArgumentError::Unprintable { argument: "app" })
+        );
+        assert_eq!(
+            connect.check().map_err(|e| e.as_str()),
+            Err("unprintable_name")
+        );
         connect.app = "live".into();
         assert_eq!(connect.check(), Ok(()));
     }

@@ -51,7 +51,12 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let (admin_tx, admin_rx): (Vec<_>, Vec<_>) =
         (0..cores).map(|_| crossbeam_channel::unbounded()).unzip();
     let upstream_tls = crate::cluster::tls::client_config(&config.cluster)?;
+    let stream_limits = crate::stream_limits::StreamLimits::new(
+        config.stream.max_streams_per_node,
+        config.stream.max_streams_per_address,
+    );
     let shared = Arc::new(NodeShared {
+        stream_limits,
         config: Arc::new(config),
         directory: Arc::default(),
         metrics: NodeMetrics::new(),

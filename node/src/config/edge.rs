@@ -23,7 +23,10 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
         ));
     }
     if c.max_concurrent_pulls == 0 {
-        return Err(invalid("cluster.max_concurrent_pulls", "must be at least 1"));
+        return Err(invalid(
+            "cluster.max_concurrent_pulls",
+            "must be at least 1",
+        ));
     }
     if c.negative_cache_secs > 300 {
         return Err(invalid(
@@ -71,7 +74,10 @@ mod tests {
     fn a_public_pull_port_needs_a_token() {
         let open = "[cluster]\npull_listen = \"0.0.0.0:1940\"\n";
         let e = check(open).expect_err("no token").to_string();
-        assert!(e.contains("cluster.token") && e.contains("0.0.0.0:1940"), "{e}");
+        assert!(
+            e.contains("cluster.token") && e.contains("0.0.0.0:1940"),
+            "{e}"
+        );
         check(&format!("{open}token = \"s3cret\"\n")).expect("a token makes it fine");
         check("[cluster]\npull_listen = \"127.0.0.1:1940\"\n").expect("loopback needs none");
         let e = check("[cluster]\npull_listen = \":1940\"\n").expect_err("wildcard");
@@ -85,9 +91,18 @@ mod tests {
                 "[cluster]\nmax_pull_connections_per_core = 0\n",
                 "max_pull_connections_per_core",
             ),
-            ("[cluster]\nmax_concurrent_pulls = 0\n", "max_concurrent_pulls"),
-            ("[cluster]\nnegative_cache_secs = 3600\n", "negative_cache_secs"),
-            ("[stream]\nmax_streams_per_node = 0\n", "max_streams_per_node"),
+            (
+                "[cluster]\nmax_concurrent_pulls = 0\n",
+                "max_concurrent_pulls",
+            ),
+            (
+                "[cluster]\nnegative_cache_secs = 3600\n",
+                "negative_cache_secs",
+            ),
+            (
+                "[stream]\nmax_streams_per_node = 0\n",
+                "max_streams_per_node",
+            ),
             (
                 "[stream]\nmax_streams_per_node = 5\nmax_streams_per_address = 6\n",
                 "max_streams_per_address",

@@ -182,7 +182,10 @@ mod tests {
     #[test]
     fn params_are_percent_decoded_once() {
         let params = matches("/s/{app}/{name}", "/s/live/a%2Fb%25252F").expect("matches");
-        assert_eq!((params.get("app"), params.get("name")), ("live", "a/b%252F"));
+        assert_eq!(
+            (params.get("app"), params.get("name")),
+            ("live", "a/b%252F")
+        );
         let params = matches("/s/{name}", "/s/caf%C3%A9%20x").expect("matches");
         assert_eq!(params.get("name"), "café x");
         assert!(matches("/s/{name}", "/s/%FF").is_none(), "not UTF-8");

@@ -289,6 +289,16 @@ fn publish(
         );
         return Ok(());
     }
+    let slot = match s.ctx.shared.stream_limits.try_acquire(s.peer.ip()) {
+        Ok(slot) => slot,
+        Err(limit) => {
+            warn!(conn = s.id, peer = %s.peer, stream = %key, reason = limit.as_str(), error = %limit, "publish refused");
+            s.ctx.metrics.error(limit.as_str());
+            let why = limit.to_string();
+            send_stream_status(s, stream, "error", "NetStream.Publish.Denied", &why);
+            return Ok(());
+        }
+    };
     let grace = reconnect_grace(s);
     claim(
         s,
@@ -297,6 +307,7 @@ fn publish(
             key,
             deadline: std::time::Instant::now() + grace,
             took_over: false,
+            slot,
         },
     );
     Ok(())
@@ -319,6 +330,8 @@ pub(super) struct PendingPublish {
     deadline: std::time::Instant,
     /// The name's silent publisher was asked to leave.
     took_over: bool,
+    /// Its place under `stream.max_streams_per_*`, held while it waits and then publishes.
+    slot: crate::stream_limits::StreamSlot,
 }
 
 /// How long a publish that took a silent publisher's stream over waits for it to leave.
@@ -365,6 +378,7 @@ pub(super) fn claim(s: &mut Session, mut pending: PendingPublish) {
     };
     match s.ctx.start_publish(&pending.key, publisher) {
         Ok((replica, generation)) => {
+            s.stream_slot = Some(pending.slot);
             begin_publishing(s, pending.stream, pending.key, replica, generation)
         }
         Err(_) if !pending.took_over && take_over_if_silent(s, &pending.key) => {
@@ -447,8 +461,18 @@ fn play(
     );
     s.client
         .set_role(crate::clients::ClientRole::Playing, Some(key.clone()));
-    s.role = Role::Playing { key, replica };
+    s.role = Role::Playing {
+        key,
+        replica,
+        stream,
+        waiting_since: None,
+    };
     Ok(())
+}
+
+/// `NetStream.Play.StreamNotFound` on `stream`: the stream a player waits for is not coming.
+pub(super) fn stream_not_found(s: &Session, stream: MessageStreamId, why: &str) {
+    send_stream_status(s, stream, "error", "NetStream.Play.StreamNotFound", why);
 }
 
 /// Stream Begin, `NetStream.Play.Reset` (if asked), `NetStream.Play.Start`, then the
