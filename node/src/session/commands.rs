@@ -449,6 +449,9 @@ fn play(
     // Replies first, then the snapshot the replica queues.
     s.out.flush();
     info!(conn = s.id, core = s.ctx.id.0, peer = %s.peer, stream = %key, "play");
+    // The role first: a pull refused while the player is added refuses it by its role.
+    s.client
+        .set_role(crate::clients::ClientRole::Playing, Some(key.clone()));
     let replica = s.ctx.add_player(
         &key,
         Player {
@@ -459,8 +462,6 @@ fn play(
             paused: false,
         },
     );
-    s.client
-        .set_role(crate::clients::ClientRole::Playing, Some(key.clone()));
     s.role = Role::Playing {
         key,
         replica,
