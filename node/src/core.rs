@@ -274,10 +274,16 @@ impl CoreContext {
         }
     }
 
-    /// A pull this core's players need was not started (the node runs its maximum of pulls,
-    /// or no upstream had the name moments ago): each of them is told
-    /// `NetStream.Play.StreamNotFound` and closed once that is written.
+    /// A pull this core's players need was not started. When no upstream had the name
+    /// moments ago, each of them is told `NetStream.Play.StreamNotFound` and closed once that
+    /// is written. At the pull cap they wait: the next pull to end hands its place to the
+    /// oldest name refused at the cap (and `player.wait_for_publisher_secs` bounds the wait).
     fn refuse_players(&self, key: &str, reason: PullRefusal) {
+        self.metrics.error(reason.as_str());
+        if reason != PullRefusal::Missing {
+            tracing::debug!(core = self.id.0, stream = %key, reason = reason.as_str(), "pull deferred: players wait for a free place");
+            return;
+        }
         let clients = self.clients.borrow();
         let waiting = clients.values().filter(|c| {
             c.role.get() == crate::clients::ClientRole::Playing
@@ -288,7 +294,6 @@ impl CoreContext {
             client.refuse_play("the stream is not available on this edge now");
             refused += 1;
         }
-        self.metrics.error(reason.as_str());
         tracing::warn!(core = self.id.0, stream = %key, reason = reason.as_str(), players = refused, "pull refused");
     }
 

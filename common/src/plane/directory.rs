@@ -11,12 +11,14 @@
 //! Exactly one of the two sees the other, so a waiting core is subscribed exactly once.
 //!
 //! It also keeps the book of an edge's pulls, since it already sees every one (a pull is a
-//! claim): how many run ([`Directory::claim_pull`] refuses one past the node's cap), and the
-//! names no upstream had moments ago (a short negative cache, so a client looping over
-//! unknown names does not make the edge ask its upstreams for each of them again and again).
-//! Time is passed in; the directory reads no clock.
+//! claim): how many run ([`Directory::claim_pull`] refuses one past the node's cap), the
+//! names refused at the cap, in order (the next pull that ends hands its place to the oldest
+//! one that players still wait for: a client churning pulls cannot starve a real viewer),
+//! and the names no upstream had moments ago (a short negative cache, so a client looping
+//! over unknown names does not make the edge ask its upstreams for each of them again and
+//! again). Time is passed in; the directory reads no clock.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -89,6 +91,8 @@ struct Book {
     pulls: usize,
     /// Names no upstream had, until when they are refused without asking again.
     missing: HashMap<String, Instant>,
+    /// Names refused at the cap, oldest first; each at most once.
+    starved: VecDeque<String>,
 }
 
 /// Shared by all cores.
@@ -136,13 +140,38 @@ impl Directory {
             None => {}
         }
         if book.pulls >= max_pulls {
+            if book.starved.len() < MAX_MISSING && !book.starved.iter().any(|k| k == key) {
+                book.starved.push_back(key.to_owned());
+            }
             return Err(PullRefusal::Capped);
         }
-        book.pulls += 1;
-        let entry = book.entries.entry(key.to_owned()).or_default();
-        entry.publisher = Some(publisher);
-        entry.pull = true;
+        book.claim_for_pull(key, publisher);
         Ok(())
+    }
+
+    /// Claims, for a pull by `publisher`, the oldest name refused at the cap that players
+    /// still wait for (unclaimed, not missing at `now`), if the cap leaves room. Names nobody
+    /// waits for any more are dropped on the way.
+    pub fn claim_starved_pull(
+        &self,
+        publisher: PublisherRef,
+        max_pulls: usize,
+        now: Instant,
+    ) -> Option<String> {
+        let mut book = self.lock();
+        while book.pulls < max_pulls {
+            let key = book.starved.pop_front()?;
+            let waiting = book
+                .entries
+                .get(&key)
+                .is_some_and(|e| e.publisher.is_none() && !e.players.is_empty());
+            let missing = book.missing.get(&key).is_some_and(|until| *until > now);
+            if waiting && !missing {
+                book.claim_for_pull(&key, publisher);
+                return Some(key);
+            }
+        }
+        None
     }
 
     /// Releases `key` if `publisher` still holds it.
@@ -254,6 +283,14 @@ impl Directory {
 }
 
 impl Book {
+    fn claim_for_pull(&mut self, key: &str, publisher: PublisherRef) {
+        self.pulls += 1;
+        self.starved.retain(|k| k != key);
+        let entry = self.entries.entry(key.to_owned()).or_default();
+        entry.publisher = Some(publisher);
+        entry.pull = true;
+    }
+
     fn release(&mut self, key: &str, publisher: PublisherRef) {
         if let Some(entry) = self.entries.get_mut(key) {
             if entry.publisher == Some(publisher) {
@@ -354,6 +391,36 @@ mod tests {
         d.release("live/a", publisher(0, 1)); // released already: no effect
         assert_eq!(d.pulls(), 1);
         assert_eq!(d.claim_pull("live/c", publisher(0, 4), 2, now), Ok(()));
+    }
+
+    #[test]
+    fn a_place_freed_goes_to_the_oldest_name_players_still_wait_for() {
+        let d = Directory::default();
+        let now = Instant::now();
+        assert_eq!(d.claim_pull("live/a", publisher(0, 1), 1, now), Ok(()));
+        for key in ["live/gone", "live/b", "live/c"] {
+            d.add_player_core(key, CoreId(1), Interest(1));
+            assert_eq!(
+                d.claim_pull(key, publisher(1, 2), 1, now),
+                Err(PullRefusal::Capped)
+            );
+        }
+        d.remove_player_core("live/gone", CoreId(1));
+        // No room yet.
+        assert_eq!(d.claim_starved_pull(publisher(0, 3), 1, now), None);
+        d.release_pull("live/a", publisher(0, 1), None, now);
+        assert_eq!(
+            d.claim_starved_pull(publisher(0, 3), 1, now).as_deref(),
+            Some("live/b")
+        );
+        assert_eq!(d.publisher("live/b"), Some(publisher(0, 3)));
+        assert_eq!(d.pulls(), 1);
+        d.release_pull("live/b", publisher(0, 3), None, now);
+        assert_eq!(
+            d.claim_starved_pull(publisher(0, 4), 1, now).as_deref(),
+            Some("live/c")
+        );
+        assert_eq!(d.claim_starved_pull(publisher(0, 5), 2, now), None);
     }
 
     #[test]

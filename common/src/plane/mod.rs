@@ -28,9 +28,11 @@
 //!
 //! **Pulls** (edges): a core whose first player finds no publisher claims the name for a pull
 //! ([`Directory::claim_pull`]), unless the node runs `max_pulls` pulls already or no upstream
-//! had the name within the negative cache's time; then it says so ([`Effect::PullRefused`])
-//! and the shell refuses its players. A pull that ends having found no upstream with the
-//! stream, with nobody waiting, leaves the name remembered as missing for `negative_ttl`.
+//! had the name within the negative cache's time; then it says so ([`Effect::PullRefused`]):
+//! the shell refuses the players of a missing name, and lets those refused at the cap wait,
+//! since every pull that ends hands its place to the oldest name refused at the cap that
+//! players still wait for. A pull that ends having found no upstream with the stream, with
+//! nobody waiting, leaves the name remembered as missing for `negative_ttl`.
 //!
 //! Messages carry the publish [`Generation`] and the subscriber's [`Interest`], and a
 //! `StreamStart` is taken only when both are current (the generation is the directory's
@@ -193,8 +195,9 @@ pub enum Effect<S> {
         /// The claim's generation.
         generation: Generation,
     },
-    /// A pull of `key` was needed and not started: this core's waiting players of it should
-    /// be refused (the stream is not coming).
+    /// A pull of `key` was needed and not started. For [`PullRefusal::Missing`] this core's
+    /// waiting players of it should be refused (the stream is not coming); for
+    /// [`PullRefusal::Capped`] they may wait: a place freed later goes to the oldest such name.
     PullRefused {
         /// Stream key.
         key: String,
@@ -437,8 +440,22 @@ impl<S: Default> ControlPlane<S> {
             self.directory
                 .release_pull(key, self.publisher(generation), missing_until, now);
         self.forget_if_unused(key);
-        if self.config.pulls && waiting {
+        if !self.config.pulls {
+            return;
+        }
+        if waiting {
             self.start_pull(key, now);
+        }
+        // The place this pull held goes to a name refused at the cap, if players wait for one.
+        let generation = self.new_generation();
+        let starved = self.directory.claim_starved_pull(
+            self.publisher(generation),
+            self.config.max_pulls,
+            now,
+        );
+        if let Some(key) = starved {
+            self.effects
+                .push_back(Effect::StartPull { key, generation });
         }
     }
 

@@ -219,6 +219,31 @@ fn a_pull_past_the_cap_is_refused_and_a_finished_one_makes_room() {
 }
 
 #[test]
+fn a_viewer_refused_at_the_cap_gets_the_next_free_pull() {
+    let now = Instant::now();
+    let mut plane = edge(1);
+    plane.handle_player_joined("churn/1", now);
+    let (started, _) = pull_effects(&mut plane);
+    plane.handle_player_joined("live/viewer", now);
+    assert_eq!(
+        pull_effects(&mut plane),
+        (vec![], vec![PullRefusal::Capped])
+    );
+    // The churning pull ends (its player left): the viewer's name gets the place.
+    plane.handle_player_left("churn/1");
+    plane.handle_pull_stopped("churn/1", started[0].1, PullEnd::NotFound, now);
+    let (next, _) = pull_effects(&mut plane);
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].0, "live/viewer");
+    // A new churn is refused at the cap meanwhile.
+    plane.handle_player_joined("churn/2", now);
+    assert_eq!(
+        pull_effects(&mut plane),
+        (vec![], vec![PullRefusal::Capped])
+    );
+}
+
+#[test]
 fn a_name_no_upstream_had_is_refused_for_the_ttl_then_pulled_again() {
     let now = Instant::now();
     let mut plane = edge(10);

@@ -358,6 +358,10 @@ impl Session {
                 }
                 _ => idle_timeout,
             };
+            // A client that keeps its input full (pipelined commands) would otherwise be read
+            // and handled without end: the core's other tasks (its writer, pulls, other
+            // sessions) run when its time slice is used up.
+            glommio::yield_if_needed().await;
             let n = match self.read(transport, &mut buf, limit).await {
                 Err(SessionError::Idle(_)) if self.app.is_none() => {
                     return Err(SessionError::HandshakeTimeout(handshake_timeout))
@@ -408,6 +412,7 @@ impl Session {
         }
         let stream = *stream;
         commands::stream_not_found(self, stream, "no publisher for this stream");
+        self.out.flush();
         Err(SessionError::PublisherWaitTimeout(wait))
     }
 

@@ -24,7 +24,24 @@ pub struct RtmpClient {
 impl RtmpClient {
     /// TCP connect and handshake only.
     pub fn handshake(addr: SocketAddr) -> io::Result<RtmpClient> {
-        let stream = super::process::connect(addr)?;
+        Self::handshake_on(super::process::connect(addr)?)
+    }
+
+    /// Handshake and `connect` from the local address `from` (another loopback address, so
+    /// that the node sees another client address).
+    pub fn connect_from(
+        from: std::net::IpAddr,
+        addr: SocketAddr,
+        app: &str,
+    ) -> io::Result<RtmpClient> {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+        socket.bind(&SocketAddr::new(from, 0).into())?;
+        socket.connect_timeout(&addr.into(), Duration::from_secs(5))?;
+        Self::connect_over(Self::handshake_on(socket.into())?, addr, app)
+    }
+
+    /// The handshake over a connected socket.
+    fn handshake_on(stream: TcpStream) -> io::Result<RtmpClient> {
         stream.set_nodelay(true)?;
         let mut c = RtmpClient {
             stream,
@@ -55,7 +72,10 @@ impl RtmpClient {
 
     /// Handshake and `connect` to `app`; returns once `_result` arrives.
     pub fn connect(addr: SocketAddr, app: &str) -> io::Result<RtmpClient> {
-        let mut c = Self::handshake(addr)?;
+        Self::connect_over(Self::handshake(addr)?, addr, app)
+    }
+
+    fn connect_over(mut c: RtmpClient, addr: SocketAddr, app: &str) -> io::Result<RtmpClient> {
         let tx = c.transaction();
         c.send_command(
             MessageStreamId::CONNECTION,
