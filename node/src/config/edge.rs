@@ -53,12 +53,6 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
             "must be at least 1",
         ));
     }
-    if s.max_streams_per_address > s.max_streams_per_node {
-        return Err(invalid(
-            "stream.max_streams_per_address",
-            "must be at most stream.max_streams_per_node",
-        ));
-    }
     Ok(())
 }
 
@@ -104,7 +98,7 @@ mod tests {
                 "max_streams_per_node",
             ),
             (
-                "[stream]\nmax_streams_per_node = 5\nmax_streams_per_address = 6\n",
+                "[stream]\nmax_streams_per_address = 0\n",
                 "max_streams_per_address",
             ),
         ] {
