@@ -920,9 +920,7 @@ mod tests {
         assert_eq!(config.http.listen.to_string(), "127.0.0.1:8081, [::1]:8081");
         let config = Config::parse("[rtmp]\nlisten = \"[::]:1935\"\n", "t").expect("parses");
         assert_eq!(config.rtmp.listen.to_string(), "[::]:1935");
-        // A pull port open to the network needs a token (see config/edge.rs).
-        let text = "[cluster]\npull_listen = \":1940\"\ntoken = \"t\"\n";
-        let config = Config::parse(text, "t").expect("parses");
+        let config = Config::parse("[cluster]\npull_listen = \":1940\"\n", "t").expect("parses");
         assert_eq!(config.cluster.pull_listen.0, Some(Listen::every(1940)));
     }
 

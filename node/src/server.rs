@@ -38,6 +38,7 @@ const STATS_EVERY_TICKS: u32 = 10;
 pub fn run(config: Config) -> anyhow::Result<()> {
     // `Config::validate` refused listeners that share a port; what is left is ours to claim.
     config.validate()?;
+    config.check_pull_token()?;
     let plan = Arc::new(ListenPlan::new(&config));
     // Held until the process exits: a second node on one of these addresses is refused.
     let (_claims, startup_locks) = crate::ports::claim(&plan.addresses())?;

@@ -14,6 +14,7 @@ use corecast_common::command::client;
 use corecast_common::types::{MessageStreamId, MessageType};
 use support::client::{closed_within, read_until_video_at, status_code, RtmpClient};
 use support::node::{free_port, Node};
+use support::process::output_with_deadline;
 use support::wait_for;
 
 /// What one attack may add to a node's RSS: generous for a debug build on a busy machine
@@ -187,6 +188,37 @@ impl Zapper {
         let _ = self.client.stream.shutdown(std::net::Shutdown::Both);
         let _ = self.reader.join();
     }
+}
+
+#[test]
+fn check_refuses_a_pull_port_open_to_the_network_without_a_token() {
+    // Row 6: the default empty token served 150 pulls to anyone.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let run_check = |config: &str| {
+        let path = dir.path().join("pull.toml");
+        std::fs::write(&path, config).expect("write config");
+        output_with_deadline(
+            std::process::Command::new(env!("CARGO_BIN_EXE_corecast"))
+                .arg("--config")
+                .arg(&path)
+                .arg("--check"),
+            Duration::from_secs(20),
+        )
+    };
+    let open = run_check("[cluster]\npull_listen = \"0.0.0.0:1940\"\n");
+    let said = String::from_utf8_lossy(&open.stderr).into_owned();
+    assert!(
+        !open.status.success(),
+        "an open pull port without a token passed --check"
+    );
+    assert!(
+        said.contains("cluster.token") && said.contains("0.0.0.0:1940"),
+        "{said}"
+    );
+    let with_token = run_check("[cluster]\npull_listen = \"0.0.0.0:1940\"\ntoken = \"s3cret\"\n");
+    assert!(with_token.status.success(), "{:?}", with_token);
+    let loopback = run_check("[cluster]\npull_listen = \"127.0.0.1:1940\"\n");
+    assert!(loopback.status.success(), "{:?}", loopback);
 }
 
 /// Sends `play`, then `deleteStream`, for each name of `names` in turn until `until`; a
