@@ -128,7 +128,7 @@ async fn connection<T: Transport>(ctx: &Rc<CoreContext>, transport: T, peer: Soc
     let request = match with_timeout(REQUEST_TIMEOUT, read_request(&transport)).await {
         Some(Ok(request)) => request,
         Some(Err(e)) => {
-            warn!(%peer, error = %e, reason = "pull_protocol_error", "pull refused");
+            warn!(%peer, error = %loggable(&e), reason = "pull_protocol_error", "pull refused");
             ctx.metrics.error("pull_protocol_error");
             write_line(&transport, &answer(400, "bad request")).await;
             return;

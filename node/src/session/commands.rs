@@ -34,7 +34,7 @@ pub(super) fn dispatch(
         command,
         ..
     } = request;
-    debug!(conn = s.id, name = %command.name(), "command");
+    debug!(conn = s.id, name = %loggable(command.name()), "command");
     if s.app.is_none() && !matches!(command, ClientCommand::Connect(_)) {
         return Err(SessionError::Protocol("command before connect"));
     }
