@@ -40,6 +40,8 @@ struct Entry {
     players: Vec<(CoreId, Interest)>,
     /// The claim is a pull's (counted in [`Book::pulls`] while held).
     pull: bool,
+    /// Refused at the pull cap and queued in [`Book::starved`] (so it is queued once).
+    starved: bool,
 }
 
 impl Entry {
@@ -91,7 +93,8 @@ struct Book {
     pulls: usize,
     /// Names no upstream had, until when they are refused without asking again.
     missing: HashMap<String, Instant>,
-    /// Names refused at the cap, oldest first; each at most once.
+    /// Names refused at the cap, oldest first. Removed lazily: a name whose entry is gone or
+    /// no longer `starved` is skipped when it comes up, so no refusal scans the queue.
     starved: VecDeque<String>,
 }
 
@@ -140,9 +143,7 @@ impl Directory {
             None => {}
         }
         if book.pulls >= max_pulls {
-            if book.starved.len() < MAX_MISSING && !book.starved.iter().any(|k| k == key) {
-                book.starved.push_back(key.to_owned());
-            }
+            book.starve(key);
             return Err(PullRefusal::Capped);
         }
         book.claim_for_pull(key, publisher);
@@ -161,12 +162,12 @@ impl Directory {
         let mut book = self.lock();
         while book.pulls < max_pulls {
             let key = book.starved.pop_front()?;
-            let waiting = book
-                .entries
-                .get(&key)
-                .is_some_and(|e| e.publisher.is_none() && !e.players.is_empty());
             let missing = book.missing.get(&key).is_some_and(|until| *until > now);
-            if waiting && !missing {
+            let Some(entry) = book.entries.get_mut(&key).filter(|e| e.starved) else {
+                continue; // gone, or claimed since
+            };
+            entry.starved = false;
+            if entry.publisher.is_none() && !entry.players.is_empty() && !missing {
                 book.claim_for_pull(&key, publisher);
                 return Some(key);
             }
@@ -285,10 +286,32 @@ impl Directory {
 impl Book {
     fn claim_for_pull(&mut self, key: &str, publisher: PublisherRef) {
         self.pulls += 1;
-        self.starved.retain(|k| k != key);
         let entry = self.entries.entry(key.to_owned()).or_default();
         entry.publisher = Some(publisher);
         entry.pull = true;
+        entry.starved = false;
+    }
+
+    /// Queues `key`, refused at the cap, for the next free place: once, and only while
+    /// players wait for it (they registered before asking). A full queue first drops the
+    /// names that no longer wait; past [`MAX_MISSING`] waiting names, more are not queued
+    /// (their players wait for their own wait to end).
+    fn starve(&mut self, key: &str) {
+        match self.entries.get(key) {
+            Some(entry) if !entry.starved && !entry.players.is_empty() => {}
+            _ => return,
+        }
+        if self.starved.len() >= MAX_MISSING {
+            let entries = &self.entries;
+            self.starved
+                .retain(|k| entries.get(k).is_some_and(|e| e.starved));
+        }
+        if self.starved.len() < MAX_MISSING {
+            self.starved.push_back(key.to_owned());
+            if let Some(entry) = self.entries.get_mut(key) {
+                entry.starved = true;
+            }
+        }
     }
 
     fn release(&mut self, key: &str, publisher: PublisherRef) {
@@ -421,6 +444,34 @@ mod tests {
             Some("live/c")
         );
         assert_eq!(d.claim_starved_pull(publisher(0, 5), 2, now), None);
+    }
+
+    #[test]
+    fn a_churn_of_refused_names_cannot_crowd_out_one_that_waits() {
+        let d = Directory::default();
+        let now = Instant::now();
+        assert_eq!(d.claim_pull("live/held", publisher(0, 1), 1, now), Ok(()));
+        // Far more refused names than the queue holds, each gone right after.
+        for i in 0..3 * MAX_MISSING {
+            let key = format!("churn/{i}");
+            d.add_player_core(&key, CoreId(1), Interest(1));
+            assert_eq!(
+                d.claim_pull(&key, publisher(1, 2), 1, now),
+                Err(PullRefusal::Capped)
+            );
+            d.remove_player_core(&key, CoreId(1));
+        }
+        d.add_player_core("live/viewer", CoreId(1), Interest(2));
+        assert_eq!(
+            d.claim_pull("live/viewer", publisher(1, 3), 1, now),
+            Err(PullRefusal::Capped)
+        );
+        assert!(d.lock().starved.len() <= MAX_MISSING);
+        d.release_pull("live/held", publisher(0, 1), None, now);
+        assert_eq!(
+            d.claim_starved_pull(publisher(0, 4), 1, now).as_deref(),
+            Some("live/viewer")
+        );
     }
 
     #[test]
