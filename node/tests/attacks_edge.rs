@@ -233,6 +233,9 @@ fn zap(edge: SocketAddr, names: &[String], until: Instant) -> (usize, usize) {
                 break 'zap;
             }
             while !zapper.play_and_delete(name) {
+                if Instant::now() >= until {
+                    break 'zap;
+                }
                 zapper.close();
                 zapper = Zapper::connect(edge);
                 connections += 1;
