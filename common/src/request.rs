@@ -72,6 +72,14 @@ pub enum ArgumentError {
         /// The limit.
         max: usize,
     },
+    /// A name (`connect`'s `app`, a stream name or its query string) holding a control or
+    /// otherwise unprintable character: names are logged, listed by the API and used in
+    /// URLs, where a newline forges a log line and a bidi override disguises a name.
+    #[error("{argument} contains a control or unprintable character")]
+    Unprintable {
+        /// Which field.
+        argument: &'static str,
+    },
 }
 
 impl ArgumentError {
@@ -84,6 +92,7 @@ impl ArgumentError {
             ArgumentError::StreamNameTooLong { .. } => "stream_name_too_long",
             ArgumentError::UnknownPublishType(_) => "unknown_publish_type",
             ArgumentError::TooLong { .. } => "argument_too_long",
+            ArgumentError::Unprintable { .. } => "unprintable_name",
         }
     }
 }
@@ -108,6 +117,7 @@ impl StreamName {
 
     /// Splits `raw` at its first `?` and trims slashes from the name part.
     pub fn parse(raw: &str) -> Result<StreamName, ArgumentError> {
+        check_printable("stream name", raw)?;
         let (name, query) = match raw.split_once('?') {
             Some((name, query)) => (name, Some(query)),
             None => (raw, None),
@@ -168,6 +178,31 @@ fn check_len(argument: &'static str, value: &str, max: usize) -> Result<(), Argu
     Ok(())
 }
 
+/// Refuses `value` when it holds a character that does not print as itself: C0/C1 controls
+/// (newline, escape, DEL, ...), the line and paragraph separators, and the invisible format
+/// characters that reorder or hide text (bidi embeddings, overrides and isolates, zero-width
+/// characters, the BOM). Everything else, non-ASCII letters included, is a fine name.
+fn check_printable(argument: &'static str, value: &str) -> Result<(), ArgumentError> {
+    if value.chars().any(is_unprintable) {
+        return Err(ArgumentError::Unprintable { argument });
+    }
+    Ok(())
+}
+
+/// See [`check_printable`].
+pub fn is_unprintable(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{200B}'..='\u{200F}'
+                | '\u{2028}'..='\u{202E}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{FEFF}'
+                | '\u{FFF9}'..='\u{FFFB}'
+        )
+}
+
 /// `connect`'s command object (§7.2.1.1), as much of it as a server uses.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -198,6 +233,7 @@ impl ConnectRequest {
     /// fails, since these strings are kept for the connection's life, logged and listed.
     pub fn check(&self) -> Result<(), ArgumentError> {
         check_len("app", &self.app, Self::MAX_APP_LEN)?;
+        check_printable("app", &self.app)?;
         let tc_url = self.tc_url.as_deref().unwrap_or("");
         check_len("tcUrl", tc_url, Self::MAX_TC_URL_LEN)?;
         let flash_ver = self.flash_ver.as_deref().unwrap_or("");
@@ -914,6 +950,54 @@ mod tests {
         ]
     }
 
+    #[test]
+    fn control_and_invisible_characters_are_refused_in_names() {
+        for bad in [
+            "cam\nINFO forged",
+            "a\rb",
+            "\u{1b}[31mred",
+            "x\u{7f}",
+            "rtl\u{202e}gpj",
+            "zero\u{200b}width",
+            "\u{feff}bom",
+            "q?t=\u{0}",
+        ] {
+            assert_eq!(
+                StreamName::parse(bad),
+                Err(ArgumentError::Unprintable {
+                    argument: "stream name"
+                }),
+                "{bad:?}"
+            );
+        }
+        for good in [
+            "cam",
+            "a/b",
+            "caméra",
+            "名前",
+            "with space",
+            "x?token=a%20b",
+        ] {
+            assert!(StreamName::parse(good).is_ok(), "{good:?}");
+        }
+        let mut connect = ConnectRequest {
+            app: "live\n".into(),
+            tc_url: None,
+            flash_ver: None,
+            object_encoding: 0.0,
+        };
+        assert_eq!(
+            connect.check(),
+            Err(ArgumentError::Unprintable { argument: "app" })
+        );
+        assert_eq!(
+            connect.check().map_err(|e| e.as_str()),
+            Err("unprintable_name")
+        );
+        connect.app = "live".into();
+        assert_eq!(connect.check(), Ok(()));
+    }
+
     proptest! {
         #[test]
         fn typing_never_panics_and_keeps_name_and_id(
@@ -935,6 +1019,20 @@ mod tests {
                 let name = stream_name.as_str();
                 prop_assert!(!name.is_empty() && name.len() <= StreamName::MAX_LEN);
                 prop_assert!(!name.contains('?') && !name.starts_with('/') && !name.ends_with('/'));
+                prop_assert!(!name.chars().any(is_unprintable));
+            }
+        }
+
+        #[test]
+        fn a_name_is_accepted_only_when_every_character_prints(raw in "\\PC{0,8}[\\x00-\\x1f\\x7f\\u{85}\\u{2028}\\u{202e}\\u{200b}\\u{feff}]?\\PC{0,8}") {
+            let printable = !raw.chars().any(is_unprintable);
+            match StreamName::parse(&raw) {
+                Err(ArgumentError::Unprintable { .. }) => prop_assert!(!printable),
+                Ok(name) => {
+                    prop_assert!(printable);
+                    prop_assert!(!name.as_str().chars().any(is_unprintable));
+                }
+                Err(_) => {}
             }
         }
 

@@ -772,4 +772,8 @@ pub fn plane(data: &[u8]) {
     if let Err(broken) = Sim::run(cores, pulls, &ops) {
         panic!("{broken} ({cores} cores, pulls {pulls}): {ops:?}");
     }
+    // The same schedule on an edge capped at one pull, with a negative cache.
+    if let Err(broken) = Sim::run_limited(cores, pulls, &ops) {
+        panic!("{broken} ({cores} cores, pulls {pulls}, limited): {ops:?}");
+    }
 }

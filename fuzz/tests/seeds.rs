@@ -181,6 +181,9 @@ fn plane_seeds_are_schedules_that_run_clean() {
         if let Err(broken) = Sim::run(cores, pulls, &ops) {
             panic!("{name}: {broken}");
         }
+        if let Err(broken) = Sim::run_limited(cores, pulls, &ops) {
+            panic!("{name}, with a pull cap and a negative cache: {broken}");
+        }
     }
 }
 

@@ -6,6 +6,9 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Instant;
 
+use corecast_common::command::{status_info, Command};
+use corecast_common::types::MessageStreamId;
+
 use crate::outbound::Outbound;
 
 /// What a connection does.
@@ -67,5 +70,15 @@ impl ClientHandle {
     /// Ends the connection (its writer sees a closed queue).
     pub fn kick(&self) {
         self.out.queue.borrow_mut().close();
+    }
+
+    /// Tells a player that its stream is not coming (`NetStream.Play.StreamNotFound`, saying
+    /// `why`), then ends the connection once what is queued is written.
+    pub fn refuse_play(&self, why: &str) {
+        let status = status_info("error", "NetStream.Play.StreamNotFound", why);
+        self.out
+            .send_command(MessageStreamId::MEDIA, &Command::on_status(status));
+        self.out.flush();
+        self.out.queue.borrow_mut().finish();
     }
 }

@@ -8,6 +8,7 @@
 
 mod env;
 mod limits;
+mod edge;
 mod listen;
 mod proxy;
 mod reload;
@@ -191,6 +192,12 @@ pub struct StreamConfig {
     /// Bytes one stream replica keeps in its GOP cache at most; past it the cache is emptied
     /// until the next keyframe.
     pub gop_cache_max_bytes: usize,
+    /// Streams published on this node at most (publishes, not pulls); a publish past it is
+    /// refused with `NetStream.Publish.Denied`.
+    pub max_streams_per_node: usize,
+    /// Streams one client address publishes at most (the address the session has: the
+    /// PROXY protocol's where one is trusted); a publish past it is refused.
+    pub max_streams_per_address: usize,
 }
 
 impl Default for StreamConfig {
@@ -198,6 +205,8 @@ impl Default for StreamConfig {
         StreamConfig {
             gop_cache: true,
             gop_cache_max_bytes: 16 * 1024 * 1024,
+            max_streams_per_node: 1000,
+            max_streams_per_address: 100,
         }
     }
 }
@@ -221,6 +230,9 @@ pub struct PlayerConfig {
     /// kernel's). Without it Linux autotunes a stalled player's buffer to megabytes, tens of
     /// seconds of a stream that the send timeout only starts counting after. 0 = the kernel's.
     pub socket_send_buffer_bytes: usize,
+    /// A player of a stream that is not live (never started, or its publisher left) is
+    /// closed with `NetStream.Play.StreamNotFound` after waiting this long; 0 = wait forever.
+    pub wait_for_publisher_secs: u64,
 }
 
 impl Default for PlayerConfig {
@@ -231,6 +243,7 @@ impl Default for PlayerConfig {
             queue_hard_max_bytes: 16 * 1024 * 1024,
             send_timeout_secs: 15,
             socket_send_buffer_bytes: 256 * 1024,
+            wait_for_publisher_secs: 30,
         }
     }
 }
@@ -374,6 +387,16 @@ pub struct ClusterConfig {
     /// Accept any upstream certificate without verifying it: for tests and self-signed
     /// setups only (the link is encrypted but not authenticated).
     pub upstream_tls_insecure: bool,
+    /// Pulls one core serves at most (connections on `pull_listen`); further ones are closed
+    /// at once. Counted apart from `rtmp.max_connections_per_core`.
+    pub max_pull_connections_per_core: usize,
+    /// Upstream pulls this edge runs at once, node-wide; a player whose stream would need one
+    /// more gets `NetStream.Play.StreamNotFound`.
+    pub max_concurrent_pulls: usize,
+    /// Seconds an edge remembers that no upstream has a stream (every upstream answered "not
+    /// here" and nobody waited for it): plays of that name meanwhile are refused without
+    /// asking the upstreams again. 0 = do not remember.
+    pub negative_cache_secs: u64,
 }
 
 impl Default for ClusterConfig {
@@ -392,6 +415,9 @@ impl Default for ClusterConfig {
             upstream_tls: false,
             upstream_tls_ca_file: String::new(),
             upstream_tls_insecure: false,
+            max_pull_connections_per_core: 1000,
+            max_concurrent_pulls: 1000,
+            negative_cache_secs: 5,
         }
     }
 }
@@ -790,6 +816,7 @@ impl Config {
         }
         self.proxy_protocol.validate()?;
         self.limits.validate()?;
+        edge::validate(self)?;
         self.check_shared_ports()
     }
 

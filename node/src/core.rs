@@ -23,7 +23,8 @@ use std::time::Instant;
 
 use corecast_common::caps::reconnect_request;
 use corecast_common::plane::{
-    AlreadyPublished, ControlPlane, Effect, Generation, PlaneConfig, ReplicaOp,
+    AlreadyPublished, ControlPlane, Effect, Generation, PlaneConfig, PullEnd, PullRefusal,
+    ReplicaOp,
 };
 use corecast_common::types::MessageStreamId;
 
@@ -90,7 +91,13 @@ impl CoreContext {
     ) -> Rc<CoreContext> {
         // Without a starter there is nothing to run a pull with: the plane must not claim one.
         let pulls = shared.config.cluster.pulls() && hooks.start_pull.is_some();
-        let plane = ControlPlane::new(id, PlaneConfig { pulls }, Arc::clone(&shared.directory));
+        let cluster = &shared.config.cluster;
+        let config = PlaneConfig {
+            pulls,
+            max_pulls: cluster.max_concurrent_pulls,
+            negative_ttl: std::time::Duration::from_secs(cluster.negative_cache_secs),
+        };
+        let plane = ControlPlane::new(id, config, Arc::clone(&shared.directory));
         Rc::new_cyclic(|me| CoreContext {
             me: me.clone(),
             id,
@@ -202,6 +209,7 @@ impl CoreContext {
                 }
                 Effect::Replica { key, op } => self.apply(&key, op),
                 Effect::StartPull { key, generation } => self.start_pull(key, generation),
+                Effect::PullRefused { key, reason } => self.refuse_players(&key, reason),
                 _ => tracing::error!(core = self.id.0, "unknown control-plane effect"),
             }
         }
@@ -259,11 +267,36 @@ impl CoreContext {
                 tracing::info!(core = self.id.0, stream = %key, "pull started");
                 start(ctx, key, generation);
             }
-            _ => self
-                .plane
-                .borrow_mut()
-                .handle_pull_stopped(&key, generation),
+            _ => self.plane.borrow_mut().handle_pull_stopped(
+                &key,
+                generation,
+                PullEnd::Done,
+                Instant::now(),
+            ),
         }
+    }
+
+    /// A pull this core's players need was not started. When no upstream had the name
+    /// moments ago, each of them is told `NetStream.Play.StreamNotFound` and closed once that
+    /// is written. At the pull cap they wait: the next pull to end hands its place to the
+    /// oldest name refused at the cap (and `player.wait_for_publisher_secs` bounds the wait).
+    fn refuse_players(&self, key: &str, reason: PullRefusal) {
+        self.metrics.error(reason.as_str());
+        if reason != PullRefusal::Missing {
+            tracing::debug!(core = self.id.0, stream = %key, reason = reason.as_str(), "pull deferred: players wait for a free place");
+            return;
+        }
+        let clients = self.clients.borrow();
+        let waiting = clients.values().filter(|c| {
+            c.role.get() == crate::clients::ClientRole::Playing
+                && c.stream.borrow().as_deref() == Some(key)
+        });
+        let mut refused = 0;
+        for client in waiting {
+            client.refuse_play("the stream is not available on this edge now");
+            refused += 1;
+        }
+        tracing::warn!(core = self.id.0, stream = %key, reason = reason.as_str(), players = refused, "pull refused");
     }
 
     /// Starts publishing `key` from a session on this core.
@@ -308,7 +341,9 @@ impl CoreContext {
     pub fn add_player(&self, key: &str, player: Player) -> ReplicaRef {
         let replica = self.replica(key);
         replica.borrow_mut().add_player(player);
-        self.plane.borrow_mut().handle_player_joined(key);
+        self.plane
+            .borrow_mut()
+            .handle_player_joined(key, Instant::now());
         self.drain();
         replica
     }
@@ -385,9 +420,11 @@ impl CoreContext {
     }
 
     /// Ends a pull: like an unpublish if live, then the claim is released (and a new pull
-    /// starts if players arrived meanwhile).
-    pub fn stop_pull(&self, key: &str, generation: Generation) {
-        self.plane.borrow_mut().handle_pull_stopped(key, generation);
+    /// starts if players arrived meanwhile). `end` says whether no upstream had the stream.
+    pub fn stop_pull(&self, key: &str, generation: Generation, end: PullEnd) {
+        self.plane
+            .borrow_mut()
+            .handle_pull_stopped(key, generation, end, Instant::now());
         self.drain();
         tracing::info!(core = self.id.0, stream = %key, "pull stopped");
     }

@@ -49,6 +49,7 @@ pub mod session;
 pub mod shared;
 pub mod stats;
 pub mod stream;
+pub mod stream_limits;
 pub mod takeover;
 pub mod tick;
 pub mod tls;

@@ -104,6 +104,9 @@ fn configure(cli: &Cli) -> Result<(Config, LogFilter), String> {
     // Secrets from the environment win over the file (config/env.rs); never logged.
     config.apply_secret_env(|name| std::env::var(name).ok());
     config.validate().map_err(|e| e.to_string())?;
+    // Once everything that can set the token has (the file, the command line, and where a
+    // deployment passes it so, the environment).
+    config.check_pull_token().map_err(|e| e.to_string())?;
     let filter = match (&cli.log_level, std::env::var("RUST_LOG")) {
         (None, Ok(env)) if !env.trim().is_empty() => {
             env.parse().map_err(|e| format!("RUST_LOG: {e}"))?

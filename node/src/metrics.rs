@@ -109,6 +109,18 @@ pub const KNOWN_ERROR_KINDS: [&str; 10] = [
     "argument_too_long",
 ];
 
+/// `corecast_errors_total{kind}` values of the limits on names, streams and pulls: an
+/// unprintable app or stream name, a publish past `stream.max_streams_per_node` or
+/// `stream.max_streams_per_address`, a play refused because the edge runs
+/// `cluster.max_concurrent_pulls` already or because no upstream had the name moments ago.
+pub const LIMIT_ERROR_KINDS: [&str; 5] = [
+    "unprintable_name",
+    "streams_per_node",
+    "streams_per_address",
+    "pulls_capped",
+    "pull_not_found_cached",
+];
+
 /// The node's registry and metric families.
 #[derive(Clone)]
 pub struct NodeMetrics {
@@ -331,6 +343,9 @@ impl NodeMetrics {
             self.errors.with_label_values(&[c, kind]);
             self.closed.with_label_values(&[c, kind]);
         }
+        for kind in LIMIT_ERROR_KINDS {
+            self.errors.with_label_values(&[c, kind]);
+        }
         for reason in [
             "peer_closed",
             "closed",
@@ -338,6 +353,7 @@ impl NodeMetrics {
             "write_error",
             "idle_timeout",
             "taken_over",
+            "publisher_wait_timeout",
         ] {
             self.closed.with_label_values(&[c, reason]);
         }

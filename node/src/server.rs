@@ -38,6 +38,7 @@ const STATS_EVERY_TICKS: u32 = 10;
 pub fn run(config: Config) -> anyhow::Result<()> {
     // `Config::validate` refused listeners that share a port; what is left is ours to claim.
     config.validate()?;
+    config.check_pull_token()?;
     let plan = Arc::new(ListenPlan::new(&config));
     // Held until the process exits: a second node on one of these addresses is refused.
     let (_claims, startup_locks) = crate::ports::claim(&plan.addresses())?;
@@ -51,7 +52,12 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let (admin_tx, admin_rx): (Vec<_>, Vec<_>) =
         (0..cores).map(|_| crossbeam_channel::unbounded()).unzip();
     let upstream_tls = crate::cluster::tls::client_config(&config.cluster)?;
+    let stream_limits = crate::stream_limits::StreamLimits::new(
+        config.stream.max_streams_per_node,
+        config.stream.max_streams_per_address,
+    );
     let shared = Arc::new(NodeShared {
+        stream_limits,
         config: Arc::new(config),
         directory: Arc::default(),
         metrics: NodeMetrics::new(),

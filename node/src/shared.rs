@@ -50,6 +50,8 @@ pub struct NodeShared {
     pub upstream_tls: Option<Arc<rustls::ClientConfig>>,
     /// When each live publisher last sent anything (for takeover).
     pub activity: crate::takeover::Activity,
+    /// Live publishes per node and per address (`stream.max_streams_per_*`).
+    pub stream_limits: crate::stream_limits::StreamLimits,
 }
 
 impl NodeShared {

@@ -26,6 +26,14 @@
 //! - **Unpublish** sends `Unpublished` to the fed cores; their players wait for the next
 //!   publisher, whose claim finds them in the directory.
 //!
+//! **Pulls** (edges): a core whose first player finds no publisher claims the name for a pull
+//! ([`Directory::claim_pull`]), unless the node runs `max_pulls` pulls already or no upstream
+//! had the name within the negative cache's time; then it says so ([`Effect::PullRefused`]):
+//! the shell refuses the players of a missing name, and lets those refused at the cap wait,
+//! since every pull that ends hands its place to the oldest name refused at the cap that
+//! players still wait for. A pull that ends having found no upstream with the stream, with
+//! nobody waiting, leaves the name remembered as missing for `negative_ttl`.
+//!
 //! Messages carry the publish [`Generation`] and the subscriber's [`Interest`], and a
 //! `StreamStart` is taken only when both are current (the generation is the directory's
 //! publisher, the interest the core's registration). So a late answer to an earlier
@@ -44,8 +52,9 @@ mod tests;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-pub use directory::{AlreadyPublished, Directory, PublisherRef};
+pub use directory::{AlreadyPublished, Directory, PublisherRef, PullRefusal};
 
 /// Index of a core (executor), 0-based.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -186,13 +195,47 @@ pub enum Effect<S> {
         /// The claim's generation.
         generation: Generation,
     },
+    /// A pull of `key` was needed and not started. For [`PullRefusal::Missing`] this core's
+    /// waiting players of it should be refused (the stream is not coming); for
+    /// [`PullRefusal::Capped`] they may wait: a place freed later goes to the oldest such name.
+    PullRefused {
+        /// Stream key.
+        key: String,
+        /// Why ([`PullRefusal::Capped`] or [`PullRefusal::Missing`]).
+        reason: PullRefusal,
+    },
+}
+
+/// How a pull ended, as its task reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PullEnd {
+    /// It streamed, or it failed in a way that says nothing about the name (nobody wants it
+    /// any more, upstreams unreachable).
+    Done,
+    /// Its last round found no upstream with the stream: remember the name as missing.
+    NotFound,
 }
 
 /// What the plane needs to know about the node.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct PlaneConfig {
     /// Start a pull when a stream's first player on the node finds no publisher (edges).
     pub pulls: bool,
+    /// Pulls the node runs at once at most (node-wide, counted in the directory).
+    pub max_pulls: usize,
+    /// How long a name no upstream had is refused without a new pull; zero = not at all.
+    pub negative_ttl: Duration,
+}
+
+impl Default for PlaneConfig {
+    fn default() -> Self {
+        PlaneConfig {
+            pulls: false,
+            max_pulls: usize::MAX,
+            negative_ttl: Duration::ZERO,
+        }
+    }
 }
 
 /// One stream as this core's plane sees it.
@@ -268,8 +311,8 @@ impl<S: Default> ControlPlane<S> {
         self.forget_if_unused(key);
     }
 
-    /// A player of `key` joined on this core (the shell has added it to the replica).
-    pub fn handle_player_joined(&mut self, key: &str) {
+    /// A player of `key` joined on this core (the shell has added it to the replica) at `now`.
+    pub fn handle_player_joined(&mut self, key: &str, now: Instant) {
         let interest = Interest(self.next_interest);
         let stream = self
             .streams
@@ -292,7 +335,7 @@ impl<S: Default> ControlPlane<S> {
                 },
             ),
             Some(_) => {}
-            None if self.config.pulls => self.start_pull(key),
+            None if self.config.pulls => self.start_pull(key, now),
             None => {}
         }
     }
@@ -374,18 +417,45 @@ impl<S: Default> ControlPlane<S> {
         self.take_offline(key, generation);
     }
 
-    /// The pull of `generation` ended: like an unpublish, and the claim is released. If a
-    /// core registered players meanwhile (it asked the ending pull, which will not answer), a
-    /// new pull starts at once, so no player is left waiting for nothing.
-    pub fn handle_pull_stopped(&mut self, key: &str, generation: Generation) {
+    /// The pull of `generation` ended at `now`: like an unpublish, and the claim is released.
+    /// If a core registered players meanwhile (it asked the ending pull, which will not
+    /// answer), a new pull starts at once, so no player is left waiting for nothing.
+    /// Otherwise a pull that found no upstream with the stream leaves its name remembered as
+    /// missing for `negative_ttl`.
+    pub fn handle_pull_stopped(
+        &mut self,
+        key: &str,
+        generation: Generation,
+        end: PullEnd,
+        now: Instant,
+    ) {
         self.take_offline(key, generation);
-        self.directory.release(key, self.publisher(generation));
+        let missing_until = match end {
+            PullEnd::NotFound if !self.config.negative_ttl.is_zero() => {
+                Some(now + self.config.negative_ttl)
+            }
+            _ => None,
+        };
+        let waiting =
+            self.directory
+                .release_pull(key, self.publisher(generation), missing_until, now);
         self.forget_if_unused(key);
-        if self.config.pulls
-            && self.directory.has_players(key)
-            && self.directory.publisher(key).is_none()
-        {
-            self.start_pull(key);
+        if !self.config.pulls {
+            return;
+        }
+        if waiting {
+            self.start_pull(key, now);
+        }
+        // The place this pull held goes to a name refused at the cap, if players wait for one.
+        let generation = self.new_generation();
+        let starved = self.directory.claim_starved_pull(
+            self.publisher(generation),
+            self.config.max_pulls,
+            now,
+        );
+        if let Some(key) = starved {
+            self.effects
+                .push_back(Effect::StartPull { key, generation });
         }
     }
 
@@ -528,19 +598,25 @@ impl<S: Default> ControlPlane<S> {
     }
 
     /// Claims `key` for a pull and asks the shell to run it. If another core claimed it
-    /// first, that claim already saw this core's players and will feed them.
-    fn start_pull(&mut self, key: &str) {
+    /// first, that claim already saw this core's players and will feed them. Past the pull
+    /// cap, or for a name remembered as missing, the shell is told to refuse the players.
+    fn start_pull(&mut self, key: &str, now: Instant) {
         let generation = self.new_generation();
-        if self
-            .directory
-            .claim(key, self.publisher(generation))
-            .is_ok()
-        {
-            self.effects.push_back(Effect::StartPull {
+        let claimed =
+            self.directory
+                .claim_pull(key, self.publisher(generation), self.config.max_pulls, now);
+        let effect = match claimed {
+            Ok(()) => Effect::StartPull {
                 key: key.to_owned(),
                 generation,
-            });
-        }
+            },
+            Err(PullRefusal::Claimed) => return,
+            Err(reason) => Effect::PullRefused {
+                key: key.to_owned(),
+                reason,
+            },
+        };
+        self.effects.push_back(effect);
     }
 
     fn go_live_local(

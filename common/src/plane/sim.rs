@@ -15,13 +15,23 @@
 //!   and after its snapshot it misses no frame of that publish;
 //! - once every message is delivered, every core with players of a live stream is fed by it;
 //! - once every player, publisher and pull is gone and the links are drained, no core keeps
-//!   a stream, a replica or a fed core, and the directory is empty.
+//!   a stream, a replica or a fed core, and the directory is empty;
+//! - the directory counts exactly the pulls that run, never more than the cap, and no pull
+//!   starts for a name it remembers as missing.
+//!
+//! Time is a model clock that moves one millisecond per operation (its origin is read once,
+//! since an `Instant` cannot be made otherwise; nothing depends on its value); a run with limits
+//! ([`Sim::run_limited`]) caps the node at one pull and remembers a name no upstream had for
+//! a few operations. A refused pull's players are left waiting (the node closes them later,
+//! at a moment the schedule does not control), so the schedules cover them lingering too.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::{
-    ControlPlane, CoreId, Directory, Effect, Generation, Message, PlaneConfig, ReplicaOp, Upstream,
+    ControlPlane, CoreId, Directory, Effect, Generation, Message, PlaneConfig, PullEnd, ReplicaOp,
+    Upstream,
 };
 
 /// Most cores a simulation runs (the property tests' bound).
@@ -110,6 +120,8 @@ struct Source {
     pull: bool,
     /// Publishers are live at once; pulls once resumed.
     live: bool,
+    /// A pull that resumed at least once (it found an upstream with the stream).
+    streamed: bool,
 }
 
 #[derive(Debug)]
@@ -157,22 +169,33 @@ pub struct Sim {
     next_player: u64,
     /// What went wrong, first first.
     violations: Vec<String>,
+    /// What every plane was configured with.
+    config: PlaneConfig,
+    /// The model clock: its origin plus one millisecond per operation.
+    now: Instant,
 }
 
 impl Sim {
     /// `cores` cores (1 to [`MAX_CORES`]); `pulls` makes them edges that pull a stream
     /// nobody publishes.
     pub fn new(cores: usize, pulls: bool) -> Sim {
+        Sim::with_config(
+            cores,
+            PlaneConfig {
+                pulls,
+                ..PlaneConfig::default()
+            },
+        )
+    }
+
+    /// `cores` cores whose planes use `config`.
+    pub fn with_config(cores: usize, config: PlaneConfig) -> Sim {
         let cores = cores.clamp(1, MAX_CORES);
         let directory = Arc::new(Directory::default());
         Sim {
             cores: (0..cores)
                 .map(|i| Core {
-                    plane: ControlPlane::new(
-                        CoreId(i),
-                        PlaneConfig { pulls },
-                        Arc::clone(&directory),
-                    ),
+                    plane: ControlPlane::new(CoreId(i), config, Arc::clone(&directory)),
                     replicas: HashMap::new(),
                     fed_by: HashMap::new(),
                 })
@@ -183,13 +206,34 @@ impl Sim {
             players: Vec::new(),
             next_player: 1,
             violations: Vec::new(),
+            config,
+            now: Instant::now(),
+        }
+    }
+
+    /// The limits [`Sim::run_limited`] uses: one pull at a time, a name no upstream had
+    /// remembered for five operations.
+    pub fn limited(pulls: bool) -> PlaneConfig {
+        PlaneConfig {
+            pulls,
+            max_pulls: 1,
+            negative_ttl: Duration::from_millis(5),
         }
     }
 
     /// Runs `ops`, then delivers everything, then removes every player, publisher and pull:
     /// the first invariant broken on the way, if any.
     pub fn run(cores: usize, pulls: bool, ops: &[Op]) -> Result<(), String> {
-        let mut sim = Sim::new(cores, pulls);
+        Sim::new(cores, pulls).run_ops(ops)
+    }
+
+    /// As [`Sim::run`], with the pull cap and the negative cache of [`Sim::limited`].
+    pub fn run_limited(cores: usize, pulls: bool, ops: &[Op]) -> Result<(), String> {
+        Sim::with_config(cores, Sim::limited(pulls)).run_ops(ops)
+    }
+
+    fn run_ops(mut self, ops: &[Op]) -> Result<(), String> {
+        let sim = &mut self;
         for op in ops {
             sim.apply(*op);
             sim.check_step()?;
@@ -204,6 +248,7 @@ impl Sim {
 
     /// Carries out one operation as the node's shell would.
     pub fn apply(&mut self, op: Op) {
+        self.now += Duration::from_millis(1);
         let n = self.cores.len();
         match op {
             Op::Publish { core, key } => self.publish(core as usize % n, key_of(key)),
@@ -244,10 +289,7 @@ impl Sim {
             Op::PullStop { pull } => {
                 if let Some(i) = self.pick(pull, |s| s.pull) {
                     let s = self.sources.remove(i);
-                    self.cores[s.core]
-                        .plane
-                        .handle_pull_stopped(s.key, s.generation);
-                    self.drain(s.core);
+                    self.stop_pull(s);
                 }
             }
         }
@@ -280,8 +322,22 @@ impl Sim {
             let source = self.sources[i];
             let live = step(self, source);
             self.sources[i].live = live;
+            self.sources[i].streamed |= live;
             self.drain(source.core);
         }
+    }
+
+    /// A pull task ends: one that never streamed found no upstream with the stream.
+    fn stop_pull(&mut self, s: Source) {
+        let end = if s.streamed {
+            PullEnd::Done
+        } else {
+            PullEnd::NotFound
+        };
+        self.cores[s.core]
+            .plane
+            .handle_pull_stopped(s.key, s.generation, end, self.now);
+        self.drain(s.core);
     }
 
     fn publish(&mut self, core: usize, key: &'static str) {
@@ -293,6 +349,7 @@ impl Sim {
                 next_seq: 0,
                 pull: false,
                 live: true,
+                streamed: false,
             });
         }
         self.drain(core);
@@ -338,7 +395,7 @@ impl Sim {
             give_snapshot(&mut player, generation, &replica.gop, &mut self.violations);
         }
         replica.players.push(player);
-        self.cores[core].plane.handle_player_joined(key);
+        self.cores[core].plane.handle_player_joined(key, self.now);
         self.drain(core);
     }
 
@@ -405,6 +462,10 @@ impl Sim {
                 }
                 Effect::Replica { key, op } => self.replica_op(i, key, op),
                 Effect::StartPull { key, generation } => {
+                    if self.directory.is_missing(&key, self.now) {
+                        self.violations
+                            .push(format!("core {i}: a pull of {key} started while missing"));
+                    }
                     let key = key_of(KEYS.iter().position(|k| *k == key).unwrap_or(0) as u8);
                     self.sources.push(Source {
                         core: i,
@@ -413,8 +474,12 @@ impl Sim {
                         next_seq: 0,
                         pull: true,
                         live: false,
+                        streamed: false,
                     });
                 }
+                // The node's shell refuses this core's waiting players; here they stay until
+                // the schedule makes them leave.
+                Effect::PullRefused { .. } => {}
             }
         }
     }
@@ -483,6 +548,14 @@ impl Sim {
     pub fn check_step(&self) -> Result<(), String> {
         if let Some(v) = self.violations.first() {
             return Err(v.clone());
+        }
+        let pulls = self.sources.iter().filter(|s| s.pull).count();
+        if self.directory.pulls() != pulls || pulls > self.config.max_pulls {
+            return Err(format!(
+                "{pulls} pulls run, the directory counts {}, the cap is {}",
+                self.directory.pulls(),
+                self.config.max_pulls
+            ));
         }
         for key in KEYS {
             let local: Vec<(usize, Generation)> = (0..self.cores.len())
@@ -576,15 +649,13 @@ impl Sim {
         while !self.sources.is_empty() {
             let s = self.sources.remove(0);
             if s.pull {
-                self.cores[s.core]
-                    .plane
-                    .handle_pull_stopped(s.key, s.generation);
+                self.stop_pull(s);
             } else {
                 self.cores[s.core]
                     .plane
                     .handle_unpublish(s.key, s.generation);
+                self.drain(s.core);
             }
-            self.drain(s.core);
             self.deliver_all();
         }
     }

@@ -1,8 +1,15 @@
 //! The plane's tests: scenarios that name a race, then random schedules on up to four cores.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use proptest::prelude::*;
 
 use super::sim::{decode, encode, Op, Sim, MAX_CORES};
+use super::{
+    ControlPlane, CoreId, Directory, Effect, Generation, PlaneConfig, PullEnd, PullRefusal,
+};
 
 fn deliver(from: u8, to: u8) -> Op {
     Op::Deliver { from, to }
@@ -169,6 +176,134 @@ fn a_late_subscribe_from_an_ended_registration_does_not_displace_the_current_one
     );
 }
 
+/// One edge core's plane with `max_pulls` and a 5 s negative cache.
+fn edge(max_pulls: usize) -> ControlPlane<()> {
+    let config = PlaneConfig {
+        pulls: true,
+        max_pulls,
+        negative_ttl: Duration::from_secs(5),
+    };
+    ControlPlane::new(CoreId(0), config, Arc::new(Directory::default()))
+}
+
+/// The pulls started and refused among the plane's effects.
+fn pull_effects(plane: &mut ControlPlane<()>) -> (Vec<(String, Generation)>, Vec<PullRefusal>) {
+    let (mut started, mut refused) = (Vec::new(), Vec::new());
+    while let Some(effect) = plane.poll_effect() {
+        match effect {
+            Effect::StartPull { key, generation } => started.push((key, generation)),
+            Effect::PullRefused { reason, .. } => refused.push(reason),
+            _ => {}
+        }
+    }
+    (started, refused)
+}
+
+#[test]
+fn a_pull_past_the_cap_is_refused_and_a_finished_one_makes_room() {
+    let now = Instant::now();
+    let mut plane = edge(1);
+    plane.handle_player_joined("live/a", now);
+    let (started, _) = pull_effects(&mut plane);
+    assert_eq!(started.len(), 1);
+    plane.handle_player_joined("live/b", now);
+    assert_eq!(
+        pull_effects(&mut plane),
+        (vec![], vec![PullRefusal::Capped])
+    );
+    plane.handle_player_left("live/b");
+    plane.handle_player_left("live/a");
+    plane.handle_pull_stopped("live/a", started[0].1, PullEnd::Done, now);
+    plane.handle_player_joined("live/b", now);
+    assert_eq!(pull_effects(&mut plane).0.len(), 1);
+}
+
+#[test]
+fn a_viewer_refused_at_the_cap_gets_the_next_free_pull() {
+    let now = Instant::now();
+    let mut plane = edge(1);
+    plane.handle_player_joined("churn/1", now);
+    let (started, _) = pull_effects(&mut plane);
+    plane.handle_player_joined("live/viewer", now);
+    assert_eq!(
+        pull_effects(&mut plane),
+        (vec![], vec![PullRefusal::Capped])
+    );
+    // The churning pull ends (its player left): the viewer's name gets the place.
+    plane.handle_player_left("churn/1");
+    plane.handle_pull_stopped("churn/1", started[0].1, PullEnd::NotFound, now);
+    let (next, _) = pull_effects(&mut plane);
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].0, "live/viewer");
+    // A new churn is refused at the cap meanwhile.
+    plane.handle_player_joined("churn/2", now);
+    assert_eq!(
+        pull_effects(&mut plane),
+        (vec![], vec![PullRefusal::Capped])
+    );
+}
+
+#[test]
+fn a_name_no_upstream_had_is_refused_for_the_ttl_then_pulled_again() {
+    let now = Instant::now();
+    let mut plane = edge(10);
+    plane.handle_player_joined("live/x", now);
+    let (started, _) = pull_effects(&mut plane);
+    plane.handle_player_left("live/x");
+    plane.handle_pull_stopped("live/x", started[0].1, PullEnd::NotFound, now);
+    pull_effects(&mut plane);
+    plane.handle_player_joined("live/x", now + Duration::from_secs(4));
+    assert_eq!(
+        pull_effects(&mut plane),
+        (vec![], vec![PullRefusal::Missing])
+    );
+    plane.handle_player_left("live/x");
+    plane.handle_player_joined("live/x", now + Duration::from_secs(5));
+    assert_eq!(pull_effects(&mut plane).0.len(), 1);
+}
+
+#[test]
+fn players_waiting_when_a_pull_finds_nothing_get_a_new_pull_not_a_refusal() {
+    let now = Instant::now();
+    let mut plane = edge(10);
+    plane.handle_player_joined("live/x", now);
+    let (started, _) = pull_effects(&mut plane);
+    plane.handle_pull_stopped("live/x", started[0].1, PullEnd::NotFound, now);
+    let (again, refused) = pull_effects(&mut plane);
+    assert_eq!((again.len(), refused), (1, vec![]));
+}
+
+#[test]
+fn one_connection_looping_play_and_delete_over_500_names_starts_each_pull_once_per_ttl() {
+    // Issue 13 row 9, in memory: every play's pull ends (nobody waits, no upstream has the
+    // name) before the next play; ten seconds of the loop at one play per millisecond.
+    let start = Instant::now();
+    let mut plane = edge(8);
+    let names: Vec<String> = (0..500).map(|i| format!("live/random{i}")).collect();
+    let mut pulled: HashMap<String, Vec<Instant>> = HashMap::new();
+    for step in 0..10_000u64 {
+        let now = start + Duration::from_millis(step);
+        let name = &names[step as usize % names.len()];
+        plane.handle_player_joined(name, now);
+        let (started, _) = pull_effects(&mut plane);
+        plane.handle_player_left(name);
+        for (key, generation) in started {
+            pulled.entry(key.clone()).or_default().push(now);
+            plane.handle_pull_stopped(&key, generation, PullEnd::NotFound, now);
+            pull_effects(&mut plane);
+        }
+    }
+    let total: usize = pulled.values().map(Vec::len).sum();
+    // Each name at most once per 5 s: twice in 10 s, 1,000 pulls at most (not 3,000).
+    assert!(total <= 2 * names.len(), "{total} pulls");
+    for times in pulled.values() {
+        for pair in times.windows(2) {
+            assert!(pair[1] - pair[0] >= Duration::from_secs(5));
+        }
+    }
+    assert_eq!(plane.directory().pulls(), 0);
+}
+
 fn op() -> impl Strategy<Value = Op> {
     let core = 0..MAX_CORES as u8;
     prop_oneof![
@@ -204,6 +339,15 @@ proptest! {
         ops in prop::collection::vec(op(), 0..120),
     ) {
         let result = Sim::run(cores, pulls, &ops);
+        prop_assert!(result.is_ok(), "{}", result.unwrap_err());
+    }
+
+    #[test]
+    fn with_a_pull_cap_and_a_negative_cache_the_invariants_still_hold(
+        cores in 1..=MAX_CORES,
+        ops in prop::collection::vec(op(), 0..120),
+    ) {
+        let result = Sim::run_limited(cores, true, &ops);
         prop_assert!(result.is_ok(), "{}", result.unwrap_err());
     }
 }

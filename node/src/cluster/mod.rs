@@ -8,7 +8,12 @@
 //! order of the stream name; "not here" or a failure moves to the next; a round with no
 //! success backs off. Players stay connected through a failover: the next upstream's
 //! snapshot starts at a keyframe, with timestamps rebased to continue where the last
-//! upstream stopped. The pull ends `linger_secs` after the last player on the node left.
+//! upstream stopped. The pull ends `linger_secs` after the last player on the node left;
+//! a pull that never found its stream ends as soon as nobody waits for it (there is nothing
+//! to keep warm), and if its last round found no upstream with the stream it says so
+//! ([`PullEnd::NotFound`]): the node then refuses that name for `negative_cache_secs`
+//! without asking again. How many pulls run at once is capped node-wide
+//! (`max_concurrent_pulls`, counted in the directory by the control plane).
 
 pub mod serve;
 pub mod tls;
@@ -28,8 +33,8 @@ use tracing::{debug, info, warn};
 
 use crate::core::CoreContext;
 use crate::frame::{FrameData, MediaKind};
-use crate::util::with_timeout;
-use corecast_common::plane::Generation;
+use crate::util::{loggable, with_timeout};
+use corecast_common::plane::{Generation, PullEnd};
 use tls::Upstream;
 
 /// How often a streaming pull checks whether anyone still wants it.
@@ -117,6 +122,7 @@ pub async fn run_pull(ctx: Rc<CoreContext>, key: String, generation: Generation)
         dns_resolved_at: None,
     };
     let mut backoff = FIRST_BACKOFF;
+    let mut end = PullEnd::Done;
     'rounds: loop {
         let upstreams = upstream_list(&ctx, &mut state).await;
         let order: Vec<String> = rendezvous_order(&state.key, &upstreams)
@@ -124,6 +130,7 @@ pub async fn run_pull(ctx: Rc<CoreContext>, key: String, generation: Generation)
             .cloned()
             .collect();
         let mut streamed = false;
+        let mut not_here = false;
         for upstream in order {
             if unwanted(&ctx, &mut state) {
                 break 'rounds;
@@ -131,7 +138,10 @@ pub async fn run_pull(ctx: Rc<CoreContext>, key: String, generation: Generation)
             match attempt(&ctx, &mut state, &upstream).await {
                 Attempt::ConnectFailed => ctx.metrics.pull_failed("connect"),
                 Attempt::TlsFailed => ctx.metrics.pull_failed("tls"),
-                Attempt::NotHere => ctx.metrics.pull_failed("not_here"),
+                Attempt::NotHere => {
+                    ctx.metrics.pull_failed("not_here");
+                    not_here = true;
+                }
                 Attempt::Refused => ctx.metrics.pull_failed("refused"),
                 Attempt::Lost => {
                     ctx.metrics.pull_failed("lost");
@@ -140,6 +150,13 @@ pub async fn run_pull(ctx: Rc<CoreContext>, key: String, generation: Generation)
                 Attempt::Unwanted => break 'rounds,
             }
         }
+        // What the last whole round says about the name: an upstream said it has no such
+        // stream, and none streamed it.
+        end = if not_here && !streamed {
+            PullEnd::NotFound
+        } else {
+            PullEnd::Done
+        };
         if unwanted(&ctx, &mut state) {
             break;
         }
@@ -150,14 +167,19 @@ pub async fn run_pull(ctx: Rc<CoreContext>, key: String, generation: Generation)
             backoff = (backoff * 2).min(Duration::from_secs(cfg.retry_max_secs));
         }
     }
-    ctx.stop_pull(&state.key, state.generation);
+    ctx.stop_pull(&state.key, state.generation, end);
 }
 
-/// True once nobody on the node has played the stream for `linger_secs`.
+/// True once nobody on the node has played the stream for `linger_secs`, or at once when
+/// nobody plays a stream that was never found (a client zapping through names it made up
+/// must not keep a pull running for each).
 fn unwanted(ctx: &CoreContext, state: &mut PullState) -> bool {
     if !ctx.nobody_plays(&state.key) {
         state.idle_since = None;
         return false;
+    }
+    if state.served_by.is_none() {
+        return true;
     }
     let since = *state.idle_since.get_or_insert_with(Instant::now);
     since.elapsed() >= Duration::from_secs(ctx.config.cluster.linger_secs)
@@ -297,7 +319,7 @@ async fn stream_from(
                     return Attempt::NotHere;
                 }
                 PullEvent::Response(r) => {
-                    warn!(%upstream, stream = %state.key, status = r.status, reason = %r.reason, "upstream refused the pull");
+                    warn!(%upstream, stream = %state.key, status = r.status, reason = %loggable(&r.reason), "upstream refused the pull");
                     return Attempt::Refused;
                 }
                 PullEvent::Media {

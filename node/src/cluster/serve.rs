@@ -9,6 +9,11 @@
 //! With `cluster.pull_tls` the pull port speaks TLS: each accepted connection does a TLS
 //! handshake with the core's current `[rtmps]` certificate (reloads included), then the same
 //! protocol runs over the TLS pipe RTMPS uses (`corecast_transport::TlsStream`).
+//!
+//! The pull port has its own per-core connection cap (`cluster.max_pull_connections_per_core`):
+//! pulls do not take places of RTMP clients, nor RTMP clients of pulls. The token is compared
+//! in constant time (`subtle`), so its bytes cannot be found one at a time from the timing
+//! of refusals.
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
@@ -23,6 +28,7 @@ use corecast_transport::TlsStream;
 use futures_lite::future;
 use glommio::net::{TcpListener, TcpStream};
 use rustls::ServerConfig;
+use subtle::ConstantTimeEq;
 use tracing::{debug, info, warn};
 
 use crate::accept::{accept_loop, AcceptSettings, ConnectionKind};
@@ -33,7 +39,7 @@ use crate::queue::QueueLimits;
 use crate::stream::Player;
 use crate::tls::{CurrentServerConfig, TlsError};
 use crate::transport::{TcpTransport, Transport};
-use crate::util::with_timeout;
+use crate::util::{loggable, with_timeout};
 use crate::writer::{run_writer, WriteError, WriterSettings};
 
 /// Time a connecting node has to send its request line.
@@ -44,7 +50,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 pub async fn serve(ctx: Rc<CoreContext>, listener: TcpListener, tls: Option<CurrentServerConfig>) {
     let settings = AcceptSettings {
         kind: ConnectionKind::Pull,
-        max_per_core: ctx.config.rtmp.max_connections_per_core,
+        max_per_core: ctx.config.cluster.max_pull_connections_per_core,
         nodelay: true,
     };
     let serve_ctx = Rc::clone(&ctx);
@@ -122,7 +128,7 @@ async fn connection<T: Transport>(ctx: &Rc<CoreContext>, transport: T, peer: Soc
     let request = match with_timeout(REQUEST_TIMEOUT, read_request(&transport)).await {
         Some(Ok(request)) => request,
         Some(Err(e)) => {
-            warn!(%peer, error = %e, reason = "pull_protocol_error", "pull refused");
+            warn!(%peer, error = %loggable(&e), reason = "pull_protocol_error", "pull refused");
             ctx.metrics.error("pull_protocol_error");
             write_line(&transport, &answer(400, "bad request")).await;
             return;
@@ -134,7 +140,7 @@ async fn connection<T: Transport>(ctx: &Rc<CoreContext>, transport: T, peer: Soc
     };
     let cluster = &ctx.config.cluster;
     let live = ctx.shared.directory.publisher(&request.stream).is_some();
-    let refusal = if !cluster.token.is_empty() && request.token != cluster.token {
+    let refusal = if !token_matches(&cluster.token, &request.token) {
         Some((403, "bad token"))
     } else if ctx.shared.is_draining() {
         Some((503, "draining"))
@@ -144,7 +150,7 @@ async fn connection<T: Transport>(ctx: &Rc<CoreContext>, transport: T, peer: Soc
         None
     };
     if let Some((status, reason)) = refusal {
-        info!(%peer, stream = %request.stream, status, reason, "pull refused");
+        info!(%peer, stream = %loggable(&request.stream), status, reason, "pull refused");
         write_line(&transport, &answer(status, reason)).await;
         return;
     }
@@ -177,7 +183,7 @@ async fn connection<T: Transport>(ctx: &Rc<CoreContext>, transport: T, peer: Soc
         reconnect_app: RefCell::new(None),
     });
     ctx.add_client(Rc::clone(&client));
-    info!(conn = id, core = ctx.id.0, %peer, stream = %request.stream, "pull served");
+    info!(conn = id, core = ctx.id.0, %peer, stream = %loggable(&request.stream), "pull served");
     ctx.add_player(
         &request.stream,
         Player {
@@ -225,7 +231,12 @@ async fn connection<T: Transport>(ctx: &Rc<CoreContext>, transport: T, peer: Soc
     transport.shutdown();
     open.dec();
     ctx.metrics.closed(reason);
-    info!(conn = id, %peer, stream = %request.stream, reason, "pull closed");
+    info!(conn = id, %peer, stream = %loggable(&request.stream), reason, "pull closed");
+}
+
+/// True when the node requires no token, or `given` is it (compared in constant time).
+fn token_matches(required: &str, given: &str) -> bool {
+    required.is_empty() || bool::from(required.as_bytes().ct_eq(given.as_bytes()))
 }
 
 async fn write_line<T: Transport>(transport: &T, response: &PullResponse) {
@@ -244,4 +255,19 @@ async fn write_line<T: Transport>(transport: &T, response: &PullResponse) {
     }
     let _ = with_timeout(Duration::from_secs(2), transport.flush()).await;
     transport.shutdown();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::token_matches;
+
+    #[test]
+    fn the_token_must_match_exactly_when_one_is_set() {
+        assert!(token_matches("", "anything"));
+        assert!(token_matches("s3cret", "s3cret"));
+        assert!(!token_matches("s3cret", "s3cre"));
+        assert!(!token_matches("s3cret", "s3cret!"));
+        assert!(!token_matches("s3cret", "-"));
+        assert!(!token_matches("s3cret", ""));
+    }
 }

@@ -7,11 +7,15 @@
 //! a route knows under other methods gets the port's `method_not_allowed` (405) with `Allow`
 //! added; any other path goes to the port's `not_found` (a 404). Both are the port's so that
 //! each answers in its own format (the API in JSON).
+//!
+//! A `{name}` segment is percent-decoded once, here, so a value holding a `/` (a stream named
+//! `a/b`) is reachable as `a%2Fb`; a segment that does not decode to UTF-8 matches nothing.
 
 use std::rc::Rc;
 
 use hyper::header::{HeaderValue, ALLOW};
 use hyper::{Method, StatusCode};
+use percent_encoding::percent_decode_str;
 
 use super::body::text;
 use super::{Reply, Request, Response};
@@ -103,7 +107,10 @@ fn matches(pattern: &'static str, path: &str) -> Option<Params> {
         match (want.next(), got.next()) {
             (None, None) => return Some(params),
             (Some(w), Some(g)) => match w.strip_prefix('{').and_then(|w| w.strip_suffix('}')) {
-                Some(name) if !g.is_empty() => params.0.push((name, g.to_owned())),
+                Some(name) if !g.is_empty() => {
+                    let value = percent_decode_str(g).decode_utf8().ok()?;
+                    params.0.push((name, value.into_owned()));
+                }
                 None if w == g => {}
                 _ => return None,
             },
@@ -170,6 +177,18 @@ mod tests {
             length(&run(Method::POST, "/api/v1/streams/live/demo/stop")),
             4
         );
+    }
+
+    #[test]
+    fn params_are_percent_decoded_once() {
+        let params = matches("/s/{app}/{name}", "/s/live/a%2Fb%25252F").expect("matches");
+        assert_eq!(
+            (params.get("app"), params.get("name")),
+            ("live", "a/b%252F")
+        );
+        let params = matches("/s/{name}", "/s/caf%C3%A9%20x").expect("matches");
+        assert_eq!(params.get("name"), "café x");
+        assert!(matches("/s/{name}", "/s/%FF").is_none(), "not UTF-8");
     }
 
     #[test]

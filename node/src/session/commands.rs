@@ -35,7 +35,7 @@ pub(super) fn dispatch(
         command,
         ..
     } = request;
-    debug!(conn = s.id, name = %command.name(), "command");
+    debug!(conn = s.id, name = %loggable(command.name()), "command");
     if s.app.is_none() && !matches!(command, ClientCommand::Connect(_)) {
         return Err(SessionError::Protocol("command before connect"));
     }
@@ -239,8 +239,9 @@ fn send_connect_success(s: &Session, transaction_id: f64, request: &ConnectReque
     );
 }
 
-/// Logs (and, for an over-long name, counts) a `publish` or `play` refused for its name;
-/// returns the description the refusal carries.
+/// Logs (and, for an over-long or unprintable name, counts) a `publish` or `play` refused
+/// for its name; returns the description the refusal carries. The error never quotes the
+/// name, so the log line cannot be forged through it.
 fn refuse_name(s: &Session, command: &str, e: &ArgumentError) -> String {
     if matches!(
         e,
@@ -248,6 +249,11 @@ fn refuse_name(s: &Session, command: &str, e: &ArgumentError) -> String {
     ) {
         warn!(conn = s.id, peer = %s.peer, command, error = %e, "stream name refused");
         s.ctx.metrics.error("argument_too_long");
+        return e.to_string();
+    }
+    if let ArgumentError::Unprintable { .. } = e {
+        warn!(conn = s.id, peer = %s.peer, command, error = %e, reason = e.as_str(), "stream name refused");
+        s.ctx.metrics.error(e.as_str());
         return e.to_string();
     }
     debug!(conn = s.id, command, error = %e, "stream name refused");
@@ -290,6 +296,16 @@ fn publish(
         );
         return Ok(());
     }
+    let slot = match s.ctx.shared.stream_limits.try_acquire(s.peer.ip()) {
+        Ok(slot) => slot,
+        Err(limit) => {
+            warn!(conn = s.id, peer = %s.peer, stream = %key, reason = limit.as_str(), error = %limit, "publish refused");
+            s.ctx.metrics.error(limit.as_str());
+            let why = limit.to_string();
+            send_stream_status(s, stream, "error", "NetStream.Publish.Denied", &why);
+            return Ok(());
+        }
+    };
     let grace = reconnect_grace(s);
     claim(
         s,
@@ -298,6 +314,7 @@ fn publish(
             key,
             deadline: std::time::Instant::now() + grace,
             took_over: false,
+            slot,
         },
     );
     Ok(())
@@ -320,6 +337,8 @@ pub(super) struct PendingPublish {
     deadline: std::time::Instant,
     /// The name's silent publisher was asked to leave.
     took_over: bool,
+    /// Its place under `stream.max_streams_per_*`, held while it waits and then publishes.
+    slot: crate::stream_limits::StreamSlot,
 }
 
 /// How long a publish that took a silent publisher's stream over waits for it to leave.
@@ -366,6 +385,7 @@ pub(super) fn claim(s: &mut Session, mut pending: PendingPublish) {
     };
     match s.ctx.start_publish(&pending.key, publisher) {
         Ok((replica, generation)) => {
+            s.stream_slot = Some(pending.slot);
             begin_publishing(s, pending.stream, pending.key, replica, generation)
         }
         Err(_) if !pending.took_over && take_over_if_silent(s, &pending.key) => {
@@ -436,6 +456,9 @@ fn play(
     // Replies first, then the snapshot the replica queues.
     s.out.flush();
     info!(conn = s.id, core = s.ctx.id.0, peer = %s.peer, stream = %key, "play");
+    // The role first: a pull refused while the player is added refuses it by its role.
+    s.client
+        .set_role(crate::clients::ClientRole::Playing, Some(key.clone()));
     let replica = s.ctx.add_player(
         &key,
         Player {
@@ -446,10 +469,18 @@ fn play(
             paused: false,
         },
     );
-    s.client
-        .set_role(crate::clients::ClientRole::Playing, Some(key.clone()));
-    s.role = Role::Playing { key, replica };
+    s.role = Role::Playing {
+        key,
+        replica,
+        stream,
+        waiting_since: None,
+    };
     Ok(())
+}
+
+/// `NetStream.Play.StreamNotFound` on `stream`: the stream a player waits for is not coming.
+pub(super) fn stream_not_found(s: &Session, stream: MessageStreamId, why: &str) {
+    send_stream_status(s, stream, "error", "NetStream.Play.StreamNotFound", why);
 }
 
 /// Stream Begin, `NetStream.Play.Reset` (if asked), `NetStream.Play.Start`, then the

@@ -8,6 +8,12 @@
 //! A writer that stalls for the send timeout ends the connection as a slow consumer, like a
 //! queue over its hard bound. The session code only sees a [`Transport`], so TCP, TLS and the
 //! HTTP tunnel share it.
+//!
+//! A player of a stream that is not live waits at most `player.wait_for_publisher_secs`
+//! (from `play`, or from when its stream went offline): then it is told
+//! `NetStream.Play.StreamNotFound` and closed (`publisher_wait_timeout`). The reader checks
+//! on its own read timeout (no timer per player): a stream that goes offline is seen within
+//! one wait, so such a player is closed within two.
 
 mod commands;
 mod media;
@@ -89,6 +95,9 @@ pub enum SessionError {
     /// A new publisher took this silent publisher's stream over.
     #[error("a new publisher took the stream over")]
     TakenOver,
+    /// A player's stream was not live for `player.wait_for_publisher_secs`.
+    #[error("no publisher within {0:?}")]
+    PublisherWaitTimeout(Duration),
 }
 
 impl SessionError {
@@ -109,6 +118,7 @@ impl SessionError {
             SessionError::Protocol(_) => "protocol_error",
             SessionError::Closed => "closed",
             SessionError::TakenOver => "taken_over",
+            SessionError::PublisherWaitTimeout(_) => "publisher_wait_timeout",
         }
     }
 
@@ -116,7 +126,10 @@ impl SessionError {
     fn flush_before_close(&self) -> bool {
         matches!(
             self,
-            SessionError::PeerClosed | SessionError::ConnectRefused(_) | SessionError::Closed
+            SessionError::PeerClosed
+                | SessionError::ConnectRefused(_)
+                | SessionError::Closed
+                | SessionError::PublisherWaitTimeout(_)
         )
     }
 }
@@ -132,7 +145,14 @@ enum Role {
         replica: ReplicaRef,
     },
     /// Playing `key`.
-    Playing { key: String, replica: ReplicaRef },
+    Playing {
+        key: String,
+        replica: ReplicaRef,
+        /// The message stream `play` came on (its statuses go there).
+        stream: corecast_common::types::MessageStreamId,
+        /// Since when the stream has been seen not live (None while it is live).
+        waiting_since: Option<Instant>,
+    },
 }
 
 /// The per-connection protocol state the handlers work on.
@@ -162,6 +182,8 @@ pub struct Session {
     pending_publish: Option<commands::PendingPublish>,
     /// While publishing: when it last sent anything, for takeover.
     liveness: Option<std::sync::Arc<crate::takeover::Liveness>>,
+    /// While publishing: its place under `stream.max_streams_per_node` / `_per_address`.
+    stream_slot: Option<crate::stream_limits::StreamSlot>,
 }
 
 /// Serves one accepted connection until it ends; logs its close reason.
@@ -220,6 +242,7 @@ pub async fn run_connection<T: Transport + 'static>(
         backlog: false,
         pending_publish: None,
         liveness: None,
+        stream_slot: None,
     };
     let queue = Rc::clone(&out.queue);
     let transport = Rc::new(transport);
@@ -330,16 +353,22 @@ impl Session {
             self.bound_send_buffer(transport);
             // Players may legitimately send nothing; everyone else must keep talking.
             let limit = match self.role {
-                Role::Playing { .. } => Duration::from_secs(24 * 3600),
+                Role::Playing { .. } => self.player_wait_check()?,
                 _ if self.app.is_none() => {
                     connect_deadline.saturating_duration_since(Instant::now())
                 }
                 _ => idle_timeout,
             };
+            // A client that keeps its input full (pipelined commands) would otherwise be read
+            // and handled without end: the core's other tasks (its writer, pulls, other
+            // sessions) run when its time slice is used up.
+            glommio::yield_if_needed().await;
             let n = match self.read(transport, &mut buf, limit).await {
                 Err(SessionError::Idle(_)) if self.app.is_none() => {
                     return Err(SessionError::HandshakeTimeout(handshake_timeout))
                 }
+                // A player's read timeout is only its next look at whether its stream is live.
+                Err(SessionError::Idle(_)) if matches!(self.role, Role::Playing { .. }) => continue,
                 read => read?,
             };
             if n == 0 {
@@ -353,6 +382,39 @@ impl Session {
             }
             self.ctx.metrics.received_bytes.inc_by(n as u64);
         }
+    }
+
+    /// How long a player's next read may wait: until its wait for a publisher runs out (then
+    /// it is told `StreamNotFound` and the error ends it), or one whole wait while the stream
+    /// is live (to notice it going offline). A day when waiting is unbounded.
+    fn player_wait_check(&mut self) -> Result<Duration, SessionError> {
+        let secs = self.ctx.config.player.wait_for_publisher_secs;
+        let Role::Playing {
+            replica,
+            stream,
+            waiting_since,
+            ..
+        } = &mut self.role
+        else {
+            return Ok(Duration::from_secs(24 * 3600));
+        };
+        if secs == 0 {
+            return Ok(Duration::from_secs(24 * 3600));
+        }
+        let wait = Duration::from_secs(secs);
+        if replica.borrow().is_live() {
+            *waiting_since = None;
+            return Ok(wait);
+        }
+        let since = *waiting_since.get_or_insert_with(Instant::now);
+        let left = wait.saturating_sub(since.elapsed());
+        if !left.is_zero() {
+            return Ok(left);
+        }
+        let stream = *stream;
+        commands::stream_not_found(self, stream, "no publisher for this stream");
+        self.out.flush();
+        Err(SessionError::PublisherWaitTimeout(wait))
     }
 
     /// Tries a parked publish again every few milliseconds until it publishes or its deadline
@@ -536,6 +598,7 @@ impl Session {
                 self.liveness = None;
                 self.ctx.shared.activity.unregister(&key, self.id);
                 self.ctx.stop_publish(&key, generation);
+                self.stream_slot = None;
             }
             Role::Playing { key, .. } => {
                 debug!(conn = self.id, stream = %key, "stop playing");

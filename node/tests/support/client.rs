@@ -28,6 +28,20 @@ impl RtmpClient {
         Self::handshake_on(super::process::connect(addr)?)
     }
 
+    /// Handshake and `connect` from the local address `from` (another loopback address, so
+    /// that the node sees another client address).
+    pub fn connect_from(
+        from: std::net::IpAddr,
+        addr: SocketAddr,
+        app: &str,
+    ) -> io::Result<RtmpClient> {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+        socket.bind(&SocketAddr::new(from, 0).into())?;
+        socket.connect_timeout(&addr.into(), Duration::from_secs(5))?;
+        Self::connect_over(Self::handshake_on(socket.into())?, addr, app, Amf0Object::new())
+            .map(|(c, _)| c)
+    }
+
     /// The handshake on a stream connected already (from a chosen local address, say).
     pub fn handshake_on(stream: TcpStream) -> io::Result<RtmpClient> {
         stream.set_nodelay(true)?;
@@ -70,7 +84,15 @@ impl RtmpClient {
         app: &str,
         extra: Amf0Object,
     ) -> io::Result<(RtmpClient, Command)> {
-        let mut c = Self::handshake(addr)?;
+        Self::connect_over(Self::handshake(addr)?, addr, app, extra)
+    }
+
+    fn connect_over(
+        mut c: RtmpClient,
+        addr: SocketAddr,
+        app: &str,
+        extra: Amf0Object,
+    ) -> io::Result<(RtmpClient, Command)> {
         let tx = c.transaction();
         let mut connect = client::connect(tx, app, &format!("rtmp://{addr}/{app}"));
         if let Amf0Value::Object(object) = &mut connect.command_object {
