@@ -78,12 +78,17 @@ pub async fn serve(ctx: Rc<CoreContext>, listener: TcpListener, tls: Option<Curr
 /// The TLS handshake of an HTTPS (or RTMPTS: `what`) connection, within
 /// `rtmps.handshake_timeout_secs`; None (logged and counted by reason) when it fails.
 pub(crate) async fn tls_handshake(
-    ctx: &CoreContext,
+    ctx: &Rc<CoreContext>,
     stream: TcpStream,
     peer: SocketAddr,
     server: Arc<ServerConfig>,
     what: &'static str,
 ) -> Option<TlsStream<ServerConnection>> {
+    // The same per-address handshake rate as RTMPS: a handshake costs far more than a read.
+    let listener = if what == "https" { "http" } else { "rtmpt_http" };
+    if !crate::accept::admit_tls(ctx, listener, peer) {
+        return None;
+    }
     let timeout = Duration::from_secs(ctx.config.rtmps.handshake_timeout_secs);
     let error = match TlsStream::server(stream, server) {
         Ok(tls) => match tls.handshake(timeout).await {
