@@ -421,7 +421,11 @@ mod tests {
     fn keyring() -> Keyring {
         Keyring::new(vec![
             Key::new("k2", *b"the new secret, 32 bytes long..!", KeyState::Active),
-            Key::new("k1", *b"the old secret, 32 bytes long..!", KeyState::VerifyOnly),
+            Key::new(
+                "k1",
+                *b"the old secret, 32 bytes long..!",
+                KeyState::VerifyOnly,
+            ),
             Key::new("k0", Vec::new(), KeyState::Retired),
         ])
         .unwrap()
@@ -549,7 +553,10 @@ mod tests {
             app: "other",
             ..expected(NOW)
         };
-        assert_eq!(ring.verify(&token, &other_app), Err(TokenError::WrongStream));
+        assert_eq!(
+            ring.verify(&token, &other_app),
+            Err(TokenError::WrongStream)
+        );
     }
 
     #[test]
@@ -610,14 +617,16 @@ mod tests {
             any::<u64>(),
             any::<u64>(),
         )
-            .prop_map(|(key_id, action, app, stream, not_before, expires)| Claims {
-                key_id,
-                action,
-                app,
-                stream,
-                not_before,
-                expires,
-            })
+            .prop_map(
+                |(key_id, action, app, stream, not_before, expires)| Claims {
+                    key_id,
+                    action,
+                    app,
+                    stream,
+                    not_before,
+                    expires,
+                },
+            )
     }
 
     /// Each claim changed on its own, with the rest as signed.

@@ -6,6 +6,7 @@
 //! form of their own (listen addresses, the log filter) are checked as they are read, so
 //! their errors carry the line too.
 
+mod auth;
 mod listen;
 
 use std::fmt;
@@ -16,6 +17,9 @@ use std::str::FromStr;
 use serde::Deserialize;
 use tracing_subscriber::filter::{EnvFilter, LevelFilter};
 
+pub use auth::{
+    AppAuth, AuthConfig, AuthMode, Direction, KeyConfig, KeyStateConfig, OnError, Secret,
+};
 pub use listen::{Listen, ListenError, OptionalListen};
 
 /// Everything the node reads from its config file.
@@ -40,6 +44,8 @@ pub struct Config {
     pub rtmpt: RtmptConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Who may publish and play, per application; the token keyring.
+    pub auth: AuthConfig,
 }
 
 /// `[node]`: executors and memory.
@@ -704,6 +710,7 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        self.auth.validate()?;
         self.check_shared_ports()
     }
 
