@@ -230,3 +230,161 @@ fn keys_mode_without_a_registry_refuses_every_key() {
         .expect("a refusal log line");
     assert!(line.contains("keys_unavailable"), "{line}");
 }
+
+/// A callback service on a loopback port: allows names starting with `ok`, refuses the rest
+/// (403), and keeps every JSON document it was sent. It stops serving after `limit`.
+struct Receiver {
+    addr: std::net::SocketAddr,
+    asked: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+}
+
+impl Receiver {
+    fn start(answer: bool, limit: Duration) -> Receiver {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("addr");
+        let asked = std::sync::Arc::default();
+        let seen = std::sync::Arc::clone(&asked);
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + limit;
+            // Held unanswered by the silent receiver until it stops.
+            let mut held = Vec::new();
+            while std::time::Instant::now() < deadline {
+                match listener.accept() {
+                    Ok((stream, _)) if answer => serve(stream, &seen),
+                    Ok((stream, _)) => held.push(stream),
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Receiver { addr, asked }
+    }
+
+    fn asked(&self) -> Vec<serde_json::Value> {
+        self.asked.lock().expect("lock").clone()
+    }
+}
+
+/// Reads one request, records its body, answers by the name in it.
+fn serve(mut stream: std::net::TcpStream, seen: &std::sync::Mutex<Vec<serde_json::Value>>) {
+    use std::io::{Read, Write};
+    stream.set_nonblocking(false).expect("blocking");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 4096];
+    let doc = loop {
+        let Ok(n) = stream.read(&mut tmp) else { return };
+        if n == 0 {
+            return;
+        }
+        buf.extend_from_slice(&tmp[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut request = httparse::Request::new(&mut headers);
+        let Ok(httparse::Status::Complete(head)) = request.parse(&buf) else {
+            continue;
+        };
+        assert_eq!(request.method, Some("POST"));
+        assert_eq!(request.path, Some("/auth?via=test"));
+        let length: usize = request
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+            .and_then(|h| std::str::from_utf8(h.value).ok()?.parse().ok())
+            .expect("content-length");
+        if buf.len() >= head + length {
+            break serde_json::from_slice::<serde_json::Value>(&buf[head..head + length])
+                .expect("a JSON body");
+        }
+    };
+    let allowed = doc["name"].as_str().is_some_and(|n| n.starts_with("ok"));
+    seen.lock().expect("lock").push(doc);
+    let status = if allowed { "200 OK" } else { "403 Forbidden" };
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    );
+}
+
+fn callback_config(receiver: &Receiver, timeout_ms: u64) -> String {
+    format!(
+        "[auth]\ncallback_url = \"http://{}/auth?via=test\"\ncallback_timeout_ms = {timeout_ms}\n\
+         [[auth.apps]]\nname = \"live\"\npublish = \"callback\"\nplay = \"callback\"\n",
+        receiver.addr
+    )
+}
+
+#[test]
+fn a_callback_allows_some_names_refuses_others_and_is_asked_once_per_session() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let receiver = Receiver::start(true, Duration::from_secs(60));
+    let node = Node::start(1, &callback_config(&receiver, 2000), dir.path());
+
+    let mut publisher = RtmpClient::connect(node.addr, "live").expect("connect");
+    assert_eq!(
+        publisher.publish("ok-cam?key=s3cret-key").expect("publish"),
+        "NetStream.Publish.Start",
+        "{}",
+        node.log().join("\n")
+    );
+    let asked = receiver.asked();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(asked[0]["action"], "publish");
+    assert_eq!(asked[0]["app"], "live");
+    assert_eq!(asked[0]["name"], "ok-cam");
+    assert_eq!(asked[0]["query"], "key=s3cret-key");
+    assert!(asked[0]["client"]
+        .as_str()
+        .is_some_and(|c| c.starts_with("127.0.0.1:")));
+
+    // Unpublish and publish again on the same connection: the answer is remembered.
+    publisher
+        .send_command(
+            corecast_common::types::MessageStreamId::MEDIA,
+            &corecast_common::command::client::delete_stream(
+                9.0,
+                corecast_common::types::MessageStreamId::MEDIA,
+            ),
+        )
+        .expect("deleteStream");
+    assert_eq!(
+        publisher.publish("ok-cam?key=s3cret-key").expect("publish"),
+        "NetStream.Publish.Start"
+    );
+    assert_eq!(receiver.asked().len(), 1, "asked again in one session");
+
+    assert_eq!(publish_status(&node, "bad-cam"), "NetStream.Publish.Denied");
+    let line = node
+        .wait_log(Duration::from_secs(5), |l| l.contains("not authorized"))
+        .expect("a refusal log line");
+    assert!(line.contains("callback_refused"), "{line}");
+    assert!(
+        !node.log().join("\n").contains("s3cret-key"),
+        "the key was logged"
+    );
+
+    let mut player = RtmpClient::connect(node.addr, "live").expect("connect");
+    player.play("ok-cam").expect("an allowed player plays");
+    assert_eq!(receiver.asked().last().expect("asked")["action"], "play");
+}
+
+#[test]
+fn a_callback_that_never_answers_refuses_after_its_timeout() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let receiver = Receiver::start(false, Duration::from_secs(60));
+    let node = Node::start(1, &callback_config(&receiver, 300), dir.path());
+    let started = std::time::Instant::now();
+    assert_eq!(publish_status(&node, "ok-cam"), "NetStream.Publish.Denied");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    let line = node
+        .wait_log(Duration::from_secs(5), |l| l.contains("not authorized"))
+        .expect("a refusal log line");
+    assert!(line.contains("callback_unavailable"), "{line}");
+    // Meanwhile the node serves everyone else.
+    let mut other = RtmpClient::connect(node.addr, "other").expect("connect");
+    assert_eq!(
+        other.publish("cam").expect("publish"),
+        "NetStream.Publish.Start"
+    );
+}
