@@ -388,3 +388,217 @@ fn a_callback_that_never_answers_refuses_after_its_timeout() {
         "NetStream.Publish.Start"
     );
 }
+
+/// ffmpeg copying `input` to an FLV file for `seconds`, with `args` before the output.
+fn ffmpeg(input_args: &[&str], output_args: &[&str]) -> std::process::Child {
+    std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(input_args)
+        .args(output_args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start ffmpeg")
+}
+
+/// Waits for `child` to fail; its stderr.
+fn expect_failure(child: &mut std::process::Child, what: &str) -> String {
+    let status = support::media::wait_exit(child, Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("{what}: ffmpeg did not exit"));
+    let stderr = support::media::stderr_of(child);
+    assert!(!status.success(), "{what}: ffmpeg succeeded: {stderr}");
+    stderr
+}
+
+#[test]
+fn ffmpeg_publishes_and_plays_with_tokens_and_exits_with_the_reason_on_a_wrong_one() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = Node::start(1, TOKEN_CONFIG, dir.path());
+    let source = support::media::shared_flv(20);
+    let base = format!("rtmp://{}/live", node.addr);
+    let publish_token = good(Action::Publish, "cam1");
+    let mut publisher =
+        support::media::publish(&source, &format!("{base}/cam1?token={publish_token}"));
+    node.wait_log(Duration::from_secs(15), |l| {
+        support::node::is_line(l, "publish", "live/cam1")
+    })
+    .expect("ffmpeg publishes with a token in the URL");
+
+    let out = dir.path().join("played.flv");
+    let play_url = format!("{base}/cam1?token={}", good(Action::Play, "cam1"));
+    let mut player = ffmpeg(
+        &["-i", &play_url],
+        &[
+            "-t",
+            "2",
+            "-c",
+            "copy",
+            "-f",
+            "flv",
+            out.to_str().expect("path"),
+        ],
+    );
+    let status = support::media::wait_exit(&mut player, Duration::from_secs(30))
+        .expect("the player ends after 2 s of media");
+    assert!(
+        status.success(),
+        "{}",
+        support::media::stderr_of(&mut player)
+    );
+    assert!(!support::media::packets(&out).is_empty(), "nothing played");
+
+    // A publish token does not play, and a forged one does not publish: ffmpeg says why.
+    let wrong = format!("{base}/cam1?token={publish_token}");
+    let mut refused = ffmpeg(&["-i", &wrong], &["-t", "1", "-f", "null", "-"]);
+    let stderr = expect_failure(&mut refused, "play with a publish token");
+    assert!(stderr.contains("wrong_action"), "{stderr}");
+    let forged = token(
+        "k1",
+        "a-secret-someone-guessed-wrong",
+        Action::Publish,
+        "cam2",
+        (-60, 60),
+    );
+    let mut refused = support::media::publish(&source, &format!("{base}/cam2?token={forged}"));
+    let stderr = expect_failure(&mut refused, "publish with a forged token");
+    assert!(stderr.contains("bad_signature"), "{stderr}");
+
+    support::process::kill_and_reap(&mut publisher);
+}
+
+#[test]
+fn ffmpeg_publishes_with_the_server_url_and_key_split_as_obs_does() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = Node::start(1, TOKEN_CONFIG, dir.path());
+    let source = support::media::shared_flv(20);
+    let server = format!("rtmp://{}/live", node.addr);
+    // OBS: Server = rtmp://HOST/live, Stream Key = cam2?token=…
+    let key = format!("cam2?token={}", good(Action::Publish, "cam2"));
+    let mut publisher = ffmpeg(
+        &["-re", "-i", source.to_str().expect("path")],
+        &[
+            "-c",
+            "copy",
+            "-rtmp_app",
+            "live",
+            "-rtmp_playpath",
+            &key,
+            "-f",
+            "flv",
+            &server,
+        ],
+    );
+    node.wait_log(Duration::from_secs(15), |l| {
+        support::node::is_line(l, "publish", "live/cam2")
+    })
+    .expect("published with the key split off the URL");
+    support::process::kill_and_reap(&mut publisher);
+
+    let wrong_key = format!("cam2?token={}", good(Action::Publish, "cam3"));
+    let mut refused = ffmpeg(
+        &["-re", "-i", source.to_str().expect("path")],
+        &[
+            "-c",
+            "copy",
+            "-rtmp_app",
+            "live",
+            "-rtmp_playpath",
+            &wrong_key,
+            "-f",
+            "flv",
+            &server,
+        ],
+    );
+    let stderr = expect_failure(&mut refused, "a key for another stream");
+    assert!(stderr.contains("wrong_stream"), "{stderr}");
+}
+
+/// Runs the binary with `args`; (exit code, stdout, stderr).
+fn corecast(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = support::process::output_with_deadline(
+        std::process::Command::new(env!("CARGO_BIN_EXE_corecast"))
+            .args(args)
+            .envs(env.iter().copied()),
+        Duration::from_secs(30),
+    );
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn corecast_token_mints_what_the_node_accepts() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("auth.toml");
+    let text = TOKEN_CONFIG.replace(
+        "secret = \"k1-secret-for-the-auth-tests-0001\"",
+        "secret_env = \"CORECAST_TEST_K1\"",
+    );
+    std::fs::write(&config, &text).expect("write config");
+    let config = config.to_str().expect("path");
+    let env = [("CORECAST_TEST_K1", K1)];
+    let args = [
+        "token", "--action", "publish", "--app", "live", "--stream", "cam1", "--ttl", "60",
+        "--config", config,
+    ];
+    let (code, stdout, stderr) = corecast(&args, &env);
+    assert_eq!(code, 0, "{stderr}");
+    let minted = stdout.trim();
+    let ring = Keyring::new(vec![Key::new("k1", K1.as_bytes(), KeyState::Active)]).expect("ring");
+    let claims = ring
+        .verify(
+            minted,
+            &corecast_common::token::Expected {
+                action: Action::Publish,
+                app: "live",
+                stream: "cam1",
+                now: now(),
+                skew_secs: 0,
+            },
+        )
+        .expect("the minted token verifies");
+    assert_eq!(claims.key_id, "k1");
+    assert!(claims.expires <= now() + 60);
+
+    let node = Node::start(1, TOKEN_CONFIG, dir.path());
+    assert_eq!(
+        publish_status(&node, &format!("cam1?token={minted}")),
+        "NetStream.Publish.Start"
+    );
+
+    // A verify-only key signs when asked by name; a retired one never does; without the
+    // environment variable the config is refused.
+    let (code, _, _) = corecast(&[&args[..], &["--key-id", "k0"]].concat(), &env);
+    assert_eq!(code, 0);
+    let (code, _, stderr) = corecast(&[&args[..], &["--key-id", "kr"]].concat(), &env);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("retired or missing"), "{stderr}");
+    let (code, _, stderr) = corecast(&args, &[]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("CORECAST_TEST_K1 is not set"), "{stderr}");
+}
+
+#[test]
+fn check_refuses_auth_configs_that_cannot_work() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cases = [
+        (
+            "[[auth.apps]]\nname = \"live\"\npublish = \"open\"\nplay = \"keys\"\n",
+            "is for publishing",
+        ),
+        ("[auth]\npublish = \"callback\"\n", "needs a callback URL"),
+        ("[auth]\npublish = \"token\"\n", "needs a keyring"),
+        ("[auth]\npublish = \"sometimes\"\n", "unknown variant"),
+    ];
+    for (i, (text, expected)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("bad-{i}.toml"));
+        std::fs::write(&path, text).expect("write config");
+        let (code, _, stderr) =
+            corecast(&["--check", "--config", path.to_str().expect("path")], &[]);
+        assert_eq!(code, 2, "{text}");
+        assert!(stderr.contains(expected), "{text}: {stderr}");
+    }
+}

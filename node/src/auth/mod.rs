@@ -331,3 +331,32 @@ pub fn warn_open(config: &AuthConfig) {
         }
     }
 }
+
+/// Mints a token with the config's keyring (`corecast token`): for `action` on `app/stream`,
+/// valid from `now` for `ttl_secs`, signed by `key_id` or else the first active key.
+pub fn mint(
+    config: &AuthConfig,
+    action: Action,
+    app: &str,
+    stream: &str,
+    ttl_secs: u64,
+    key_id: Option<&str>,
+    now: u64,
+) -> Result<String, String> {
+    let keyring = config.keyring().map_err(|e| e.to_string())?;
+    let key = keyring.signing_key(key_id).ok_or_else(|| match key_id {
+        Some(id) => format!("no key {id:?} that can sign in [[auth.keys]] (retired or missing)"),
+        None => "no active key in [[auth.keys]]".to_owned(),
+    })?;
+    let claims = token::Claims {
+        key_id: key.id().to_owned(),
+        action,
+        app: app.to_owned(),
+        stream: stream.to_owned(),
+        not_before: now,
+        expires: now.saturating_add(ttl_secs),
+    };
+    keyring
+        .sign(&claims)
+        .ok_or_else(|| "the key cannot sign".to_owned())
+}
