@@ -602,3 +602,56 @@ fn check_refuses_auth_configs_that_cannot_work() {
         assert!(stderr.contains(expected), "{text}: {stderr}");
     }
 }
+
+#[test]
+fn edges_pull_with_signed_pull_tokens_and_a_wrong_key_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pull = format!("127.0.0.1:{}", support::node::free_port());
+    let keys = |id: &str, secret: &str, state: &str| {
+        format!("[auth]\npull_tokens = true\n[[auth.keys]]\nid = \"{id}\"\nsecret = \"{secret}\"\nstate = \"{state}\"\n")
+    };
+    let origin = Node::start(
+        1,
+        &format!(
+            "[cluster]\npull_listen = \"{pull}\"\n{}",
+            keys("k1", K1, "verify")
+        ),
+        dir.path(),
+    );
+    let edge = |secret: &str| {
+        Node::start(
+            1,
+            &format!(
+                "[cluster]\nrole = \"edge\"\nupstreams = [\"{pull}\"]\nretry_max_secs = 1\n{}",
+                keys("k1", secret, "active")
+            ),
+            dir.path(),
+        )
+    };
+    let source = support::media::shared_flv(20);
+    let mut publisher =
+        support::media::publish(&source, &format!("rtmp://{}/live/tier", origin.addr));
+    origin
+        .wait_log(Duration::from_secs(15), |l| {
+            support::node::is_line(l, "publish", "live/tier")
+        })
+        .expect("published on the origin");
+
+    let good_edge = edge(K1);
+    let mut player = RtmpClient::connect(good_edge.addr, "live").expect("connect");
+    player.play("tier").expect("play on the edge");
+    support::wait_for(Duration::from_secs(15), || {
+        let m = player.next_message(Duration::from_millis(200)).ok()??;
+        (m.message_type == corecast_common::types::MessageType::VIDEO).then_some(())
+    })
+    .expect("video pulled with a signed pull token");
+
+    let bad_edge = edge(K0);
+    let mut player = RtmpClient::connect(bad_edge.addr, "live").expect("connect");
+    player.play("tier").expect("play on the edge");
+    let line = origin
+        .wait_log(Duration::from_secs(15), |l| l.contains("pull refused"))
+        .expect("the origin refuses a pull token signed with another secret");
+    assert!(line.contains("bad token"), "{line}");
+    support::process::kill_and_reap(&mut publisher);
+}

@@ -304,6 +304,58 @@ impl Authorizer {
     }
 }
 
+/// How long a pull token an edge mints is valid: it is checked once, when the pull starts.
+const PULL_TOKEN_TTL_SECS: u64 = 60;
+
+impl Authorizer {
+    /// The token an edge sends to pull `stream` (`app/name`): a signed `pull` token with
+    /// `auth.pull_tokens` (and an active key), else the shared `cluster.token`.
+    pub fn pull_token(&self, shared: &str, stream: &str) -> String {
+        let (app, name) = stream.split_once('/').unwrap_or(("", stream));
+        let key = self.keyring.signing_key(None);
+        match key {
+            Some(key) if self.config.pull_tokens => {
+                let now = unix_now();
+                let claims = token::Claims {
+                    key_id: key.id().to_owned(),
+                    action: Action::Pull,
+                    app: app.to_owned(),
+                    stream: name.to_owned(),
+                    not_before: now,
+                    expires: now + PULL_TOKEN_TTL_SECS,
+                };
+                self.keyring.sign(&claims).unwrap_or_default()
+            }
+            _ => shared.to_owned(),
+        }
+    }
+
+    /// Whether `token` lets a node pull `stream` (`app/name`): the shared `cluster.token`
+    /// (compared in constant time), or a signed `pull` token for that stream with
+    /// `auth.pull_tokens`. With neither configured, pulls are open, as before.
+    pub fn allows_pull(&self, shared: &str, token: &str, stream: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        if shared.is_empty() && !self.config.pull_tokens {
+            return true;
+        }
+        if !shared.is_empty() && bool::from(shared.as_bytes().ct_eq(token.as_bytes())) {
+            return true;
+        }
+        if !self.config.pull_tokens {
+            return false;
+        }
+        let (app, name) = stream.split_once('/').unwrap_or(("", stream));
+        let expected = Expected {
+            action: Action::Pull,
+            app,
+            stream: name,
+            now: unix_now(),
+            skew_secs: self.config.clock_skew_secs,
+        };
+        self.keyring.verify(token, &expected).is_ok()
+    }
+}
+
 /// Seconds since the Unix epoch (0 for a clock before it).
 pub fn unix_now() -> u64 {
     SystemTime::now()
