@@ -13,7 +13,11 @@ const NOW: u64 = 1_700_000_000;
 fn keyring() -> Keyring {
     Keyring::new(vec![
         Key::new("k2", *b"the new secret, 32 bytes long..!", KeyState::Active),
-        Key::new("k1", *b"the old secret, 32 bytes long..!", KeyState::VerifyOnly),
+        Key::new(
+            "k1",
+            *b"the old secret, 32 bytes long..!",
+            KeyState::VerifyOnly,
+        ),
     ])
     .expect("keyring")
 }
@@ -48,7 +52,10 @@ fn token_benches(c: &mut Criterion) {
         b.iter(|| ring.verify(black_box(&token), &expected).expect("valid"));
     });
     group.bench_function("verify_forged_token", |b| {
-        b.iter(|| ring.verify(black_box(&forged), &expected).expect_err("forged"));
+        b.iter(|| {
+            ring.verify(black_box(&forged), &expected)
+                .expect_err("forged")
+        });
     });
     group.bench_function("sign", |b| {
         b.iter(|| ring.sign(black_box(&claims())).expect("signs"));

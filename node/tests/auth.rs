@@ -240,6 +240,11 @@ struct Receiver {
 
 impl Receiver {
     fn start(answer: bool, limit: Duration) -> Receiver {
+        Receiver::start_after(answer, limit, Duration::ZERO)
+    }
+
+    /// As [`Receiver::start`], each answer sent `delay` after its request.
+    fn start_after(answer: bool, limit: Duration, delay: Duration) -> Receiver {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("addr");
@@ -251,7 +256,7 @@ impl Receiver {
             let mut held = Vec::new();
             while std::time::Instant::now() < deadline {
                 match listener.accept() {
-                    Ok((stream, _)) if answer => serve(stream, &seen),
+                    Ok((stream, _)) if answer => serve(stream, &seen, delay),
                     Ok((stream, _)) => held.push(stream),
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
@@ -266,7 +271,11 @@ impl Receiver {
 }
 
 /// Reads one request, records its body, answers by the name in it.
-fn serve(mut stream: std::net::TcpStream, seen: &std::sync::Mutex<Vec<serde_json::Value>>) {
+fn serve(
+    mut stream: std::net::TcpStream,
+    seen: &std::sync::Mutex<Vec<serde_json::Value>>,
+    delay: Duration,
+) {
     use std::io::{Read, Write};
     stream.set_nonblocking(false).expect("blocking");
     stream
@@ -300,6 +309,8 @@ fn serve(mut stream: std::net::TcpStream, seen: &std::sync::Mutex<Vec<serde_json
     };
     let allowed = doc["name"].as_str().is_some_and(|n| n.starts_with("ok"));
     seen.lock().expect("lock").push(doc);
+    // A slow service: the node must hold the client's input meanwhile.
+    std::thread::sleep(delay);
     let status = if allowed { "200 OK" } else { "403 Forbidden" };
     let _ = write!(
         stream,
@@ -654,4 +665,57 @@ fn edges_pull_with_signed_pull_tokens_and_a_wrong_key_is_refused() {
         .expect("the origin refuses a pull token signed with another secret");
     assert!(line.contains("bad token"), "{line}");
     support::process::kill_and_reap(&mut publisher);
+}
+
+#[test]
+fn media_sent_before_the_verdict_waits_for_it_and_a_refusal_drops_it() {
+    use corecast_common::command::client;
+    use corecast_common::types::{MessageStreamId, MessageType};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let receiver = Receiver::start_after(true, Duration::from_secs(60), Duration::from_millis(300));
+    let node = Node::start(1, &callback_config(&receiver, 2000), dir.path());
+    // publish and the first frames in one go, as encoders do; the service answers after 300 ms.
+    let publish_with_frames = |name: &str| {
+        let mut encoder = RtmpClient::connect(node.addr, "live").expect("connect");
+        encoder
+            .send_command(MessageStreamId::CONNECTION, &client::create_stream(2.0))
+            .expect("createStream");
+        encoder
+            .wait_command(Duration::from_secs(5), |c| c.transaction_id == 2.0)
+            .expect("createStream answered");
+        encoder
+            .send_command(MessageStreamId::MEDIA, &client::publish(3.0, name))
+            .expect("publish");
+        let keyframe = [0x17, 0x01, 0, 0, 0, 0, 0, 0, 1, 0x65];
+        for timestamp in 0..20 {
+            encoder
+                .send_media(MessageType::VIDEO, timestamp * 40, &keyframe)
+                .expect("frame");
+        }
+        let status = encoder
+            .wait_command(Duration::from_secs(5), |c| c.name == "onStatus")
+            .expect("an answer");
+        (
+            encoder,
+            support::client::status_code(&status).unwrap_or_default(),
+        )
+    };
+    let (mut refused, status) = publish_with_frames("bad-cam");
+    assert_eq!(status, "NetStream.Publish.Denied");
+    assert!(closed_within(&mut refused.stream, Duration::from_secs(5)));
+    assert_eq!(metric(&node, "corecast_frames_published_total"), 0.0);
+    assert!(
+        !node
+            .log()
+            .iter()
+            .any(|l| support::node::is_line(l, "publish", "live/bad-cam")),
+        "the refused name was published"
+    );
+    // Allowed: the frames that waited behind the verdict are published after it.
+    let (_allowed, status) = publish_with_frames("ok-cam");
+    assert_eq!(status, "NetStream.Publish.Start");
+    support::wait_for(Duration::from_secs(5), || {
+        (metric(&node, "corecast_frames_published_total") >= 20.0).then_some(())
+    })
+    .expect("the frames sent with the publish are published once it is allowed");
 }
