@@ -229,6 +229,12 @@ fn keys_mode_without_a_registry_refuses_every_key() {
         .wait_log(Duration::from_secs(5), |l| l.contains("not authorized"))
         .expect("a refusal log line");
     assert!(line.contains("keys_unavailable"), "{line}");
+    // In keys mode the name is the stream key: a secret, never logged.
+    let log = node.log().join("\n");
+    assert!(
+        !log.contains("sk_0123456789abcdef"),
+        "a stream key was logged:\n{log}"
+    );
 }
 
 /// A callback service on a loopback port: allows names starting with `ok`, refuses the rest

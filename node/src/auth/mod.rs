@@ -201,6 +201,11 @@ pub type VerdictFuture = Pin<Box<dyn Future<Output = Verdict>>>;
 
 /// The `keys` mode's authority: checks a publish's stream key (the livestream registry).
 /// Runs on the session's core; the future may do I/O but must not block the executor.
+///
+/// The name a client publishes to is its stream key (OBS's key field), a secret: an allow
+/// must name the stream it goes live as in [`Grant::name`] (the livestream's name). An allow
+/// without one is refused (`keys_unavailable`), so a key never becomes a stream name that
+/// logs, the API and players would show.
 pub trait StreamKeys {
     /// The verdict for `request` (its key is in `request.name` or its query).
     fn authorize(&self, request: &AuthRequest) -> VerdictFuture;
@@ -240,6 +245,11 @@ impl Authorizer {
     /// Installs the `keys` mode's authority (the livestream registry).
     pub fn set_stream_keys(&self, keys: Rc<dyn StreamKeys>) {
         *self.stream_keys.borrow_mut() = keys;
+    }
+
+    /// The `[auth]` config this authorizer applies.
+    pub fn config(&self) -> &AuthConfig {
+        &self.config
     }
 
     /// The mode `request` is decided by.
@@ -411,4 +421,124 @@ pub fn mint(
     keyring
         .sign(&claims)
         .ok_or_else(|| "the key cannot sign".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    const SECRET: &str = "a-secret-of-the-unit-tests-000001";
+
+    fn authorizer(extra: &str) -> Authorizer {
+        let text = format!(
+            "[auth]\npublish = \"token\"\nplay = \"open\"\n{extra}\n[[auth.keys]]\nid = \"k1\"\nsecret = \"{SECRET}\"\n"
+        );
+        let config = Config::parse(&text, "test").expect("config");
+        Authorizer::new(&config.auth)
+    }
+
+    fn request(action: Action, app: &str, name: &str, query: Option<&str>) -> AuthRequest {
+        AuthRequest {
+            action,
+            app: app.to_owned(),
+            name: name.to_owned(),
+            query: query.map(str::to_owned),
+            tc_url_query: None,
+            peer: "127.0.0.1:5000".parse().expect("addr"),
+            connection: 1,
+        }
+    }
+
+    fn mint_for(a: &Authorizer, action: Action, stream: &str) -> String {
+        mint(a.config(), action, "live", stream, 60, None, unix_now()).expect("minted")
+    }
+
+    #[test]
+    fn open_allows_and_token_checks_at_once() {
+        let a = authorizer("");
+        let play = request(Action::Play, "live", "cam", None);
+        assert!(matches!(a.decide_now(&play), Some(Verdict::Allow { .. })));
+        let bare = request(Action::Publish, "live", "cam", None);
+        assert_eq!(
+            a.decide_now(&bare),
+            Some(Verdict::refuse(Reason::MissingToken))
+        );
+        let token = mint_for(&a, Action::Publish, "cam");
+        let query = format!("x=1&token={token}");
+        let signed = request(Action::Publish, "live", "cam", Some(&query));
+        let Some(Verdict::Allow { grant }) = a.decide_now(&signed) else {
+            panic!("a valid token is refused");
+        };
+        assert_eq!(grant.key_id.as_deref(), Some("k1"));
+    }
+
+    #[test]
+    fn the_name_query_wins_over_the_tc_url_query() {
+        let mut r = request(Action::Publish, "live", "cam", Some("token=a"));
+        r.tc_url_query = Some("token=b".to_owned());
+        assert_eq!(r.token(), Some("a"));
+        r.query = Some("other=1".to_owned());
+        assert_eq!(r.token(), Some("b"));
+    }
+
+    #[test]
+    fn keys_go_to_the_installed_authority_and_are_refused_without_one() {
+        struct Named;
+        impl StreamKeys for Named {
+            fn authorize(&self, request: &AuthRequest) -> VerdictFuture {
+                let verdict = if request.name == "sk_good" {
+                    Verdict::Allow {
+                        grant: Grant {
+                            mode: AuthMode::Keys,
+                            key_id: None,
+                            name: Some("cam".to_owned()),
+                        },
+                    }
+                } else {
+                    Verdict::refuse(Reason::WrongKey)
+                };
+                Box::pin(std::future::ready(verdict))
+            }
+        }
+        let a = authorizer("[[auth.apps]]\nname = \"live\"\npublish = \"keys\"\nplay = \"open\"");
+        let good = request(Action::Publish, "live", "sk_good", None);
+        assert_eq!(a.decide_now(&good), None, "keys need the authority");
+        let block_on = futures_lite::future::block_on;
+        assert_eq!(
+            block_on(a.authorize(&good)),
+            Verdict::refuse(Reason::KeysUnavailable)
+        );
+        a.set_stream_keys(Rc::new(Named));
+        assert!(
+            matches!(block_on(a.authorize(&good)), Verdict::Allow { grant } if grant.name.as_deref() == Some("cam"))
+        );
+        let bad = request(Action::Publish, "live", "sk_bad", None);
+        assert_eq!(
+            block_on(a.authorize(&bad)),
+            Verdict::refuse(Reason::WrongKey)
+        );
+    }
+
+    #[test]
+    fn pulls_take_the_shared_token_or_a_signed_pull_token_for_that_stream() {
+        let open = authorizer("");
+        assert!(open.allows_pull("", "-", "live/cam"));
+        assert!(open.allows_pull("shared", "shared", "live/cam"));
+        assert!(!open.allows_pull("shared", "guess", "live/cam"));
+        assert_eq!(open.pull_token("shared", "live/cam"), "shared");
+
+        let signed = authorizer("pull_tokens = true");
+        let token = signed.pull_token("shared", "live/cam");
+        assert_ne!(token, "shared");
+        assert!(signed.allows_pull("shared", &token, "live/cam"));
+        assert!(signed.allows_pull("shared", "shared", "live/cam"));
+        assert!(!signed.allows_pull("shared", &token, "live/other"));
+        assert!(!signed.allows_pull("", "", "live/cam"));
+        let play = mint_for(&signed, Action::Play, "cam");
+        assert!(
+            !signed.allows_pull("", &play, "live/cam"),
+            "a play token is not a pull token"
+        );
+    }
 }

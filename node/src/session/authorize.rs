@@ -15,7 +15,7 @@
 
 use corecast_common::request::StreamName;
 use corecast_common::types::MessageStreamId;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::commands::{self, send_stream_status};
 use super::{Session, SessionError};
@@ -110,12 +110,23 @@ pub(super) fn apply(
     } = pending;
     let action = request.action.as_str();
     let grant = match verdict {
+        Verdict::Allow { grant } if grant.mode == AuthMode::Keys && grant.name.is_none() => {
+            error!(
+                conn = s.id,
+                "the stream key authority allowed a key without naming its stream"
+            );
+            return refuse(s, &request, stream, Reason::KeysUnavailable);
+        }
         Verdict::Allow { grant } => grant,
         Verdict::Refuse(refusal) => return refuse(s, &request, stream, refusal.reason),
     };
     s.ctx.metrics.auth_allowed(action, grant.mode.as_str());
     if grant.mode != AuthMode::Open {
-        info!(conn = s.id, action, app = %request.app, stream = %loggable(&request.name),
+        let shown = grant
+            .name
+            .as_deref()
+            .map_or_else(|| shown_name(s, &request), loggable);
+        info!(conn = s.id, action, app = %request.app, stream = %shown,
             mode = grant.mode.as_str(), key_id = grant.key_id.as_deref().unwrap_or(""),
             "authorized");
     }
@@ -151,7 +162,7 @@ fn refuse(
     let action = request.action.as_str();
     s.ctx.metrics.auth_refused(action, reason.as_str());
     warn!(conn = s.id, peer = %s.peer, action, app = %request.app,
-        stream = %loggable(&request.name), reason = reason.as_str(), "not authorized");
+        stream = %shown_name(s, request), reason = reason.as_str(), "not authorized");
     let code = match request.action {
         Action::Play => "NetStream.Play.Failed",
         _ => "NetStream.Publish.Denied",
@@ -159,4 +170,28 @@ fn refuse(
     let description = format!("{action} not authorized: {}", reason.as_str());
     send_stream_status(s, stream, "error", code, &description);
     Err(SessionError::AuthRefused(reason.as_str()))
+}
+
+/// The requested name as a log line may show it: in `keys` mode the name a client publishes
+/// to is its stream key, a secret, so it is never shown.
+fn shown_name(s: &Session, request: &AuthRequest) -> String {
+    match s.ctx.auth.mode(request) {
+        AuthMode::Keys => "(stream key)".to_owned(),
+        _ => loggable(&request.name),
+    }
+}
+
+/// `app/name` of a publish as a log line may show it before it is authorized (the name hidden
+/// when it is a stream key).
+pub(super) fn loggable_publish_key(s: &Session, name: &StreamName) -> String {
+    let app = s.app.as_deref().unwrap_or("");
+    match s
+        .ctx
+        .auth
+        .config()
+        .mode(app, crate::config::Direction::Publish)
+    {
+        AuthMode::Keys => format!("{app}/(stream key)"),
+        _ => format!("{app}/{}", loggable(name.as_str())),
+    }
 }

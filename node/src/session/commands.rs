@@ -282,7 +282,8 @@ fn publish(
     };
     let key = stream_key(s, &name);
     if !s.ctx.config.cluster.accepts_publishers() {
-        warn!(conn = s.id, stream = %key, "publish refused: this node is an edge");
+        let shown = super::authorize::loggable_publish_key(s, &name);
+        warn!(conn = s.id, stream = %shown, "publish refused: this node is an edge");
         send_stream_status(
             s,
             stream,
