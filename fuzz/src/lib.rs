@@ -793,7 +793,11 @@ pub fn token_verify(data: &[u8]) {
         skew_secs: 30,
     };
     if let Ok(claims) = ring.verify(&text, &expected) {
-        assert_eq!(ring.sign(&claims).as_deref(), Some(&*text), "token spelling");
+        assert_eq!(
+            ring.sign(&claims).as_deref(),
+            Some(&*text),
+            "token spelling"
+        );
     }
     if let Some(found) = token::from_query(&text) {
         assert!(text.contains(found));
