@@ -113,7 +113,8 @@ pub struct RtmpConfig {
     /// A publish of a live name takes it over when its publisher has sent nothing for this
     /// long (a reconnecting encoder whose old connection hangs half-open): the old publisher
     /// is closed (`taken_over`), players stay and resume at the new publisher's first key
-    /// frame. Until stream keys exist, the same `app/name` is the only credential. 0 = off.
+    /// frame. Only a publish `[auth]` allowed gets that far (with `open`, the same `app/name` is
+    /// the only credential). 0 = off.
     pub publisher_takeover_secs: u64,
     /// Applications accepted in `connect`; empty accepts any.
     pub apps: Vec<String>,
