@@ -15,7 +15,7 @@
 
 use corecast_common::request::StreamName;
 use corecast_common::types::MessageStreamId;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::commands::{self, send_stream_status};
 use super::{Session, SessionError};
@@ -46,7 +46,8 @@ impl PendingAuth {
 }
 
 /// A callback verdict that allowed, kept for the session: the service is asked once per
-/// session and action.
+/// session, action and name (an encoder that unpublishes and publishes again on the same
+/// connection is not asked twice).
 pub(super) struct Granted {
     action: Action,
     name: String,
@@ -122,17 +123,13 @@ pub(super) fn apply(
     };
     s.ctx.metrics.auth_allowed(action, grant.mode.as_str());
     if grant.mode != AuthMode::Open {
-        let shown = grant
-            .name
-            .as_deref()
-            .map_or_else(|| shown_name(s, &request), loggable);
-        info!(conn = s.id, action, app = %request.app, stream = %shown,
-            mode = grant.mode.as_str(), key_id = grant.key_id.as_deref().unwrap_or(""),
-            "authorized");
+        log_allowed(s, &request, &grant);
     }
-    if grant.mode == AuthMode::Callback
-        && !s.auth_granted.iter().any(|g| g.action == request.action)
-    {
+    let known = s
+        .auth_granted
+        .iter()
+        .any(|g| g.action == request.action && g.name == request.name);
+    if grant.mode == AuthMode::Callback && !known {
         s.auth_granted.push(Granted {
             action: request.action,
             name: request.name.clone(),
@@ -193,5 +190,21 @@ pub(super) fn loggable_publish_key(s: &Session, name: &StreamName) -> String {
     {
         AuthMode::Keys => format!("{app}/(stream key)"),
         _ => format!("{app}/{}", loggable(name.as_str())),
+    }
+}
+
+/// The `authorized` line: at info for a publish (rare, and worth an audit trail), at debug for
+/// a play (thousands of viewers would double the log).
+fn log_allowed(s: &Session, request: &AuthRequest, grant: &Grant) {
+    let shown = grant
+        .name
+        .as_deref()
+        .map_or_else(|| shown_name(s, request), loggable);
+    let (action, mode) = (request.action.as_str(), grant.mode.as_str());
+    let key_id = grant.key_id.as_deref().unwrap_or("");
+    if request.action == Action::Play {
+        debug!(conn = s.id, action, app = %request.app, stream = %shown, mode, key_id, "authorized");
+    } else {
+        info!(conn = s.id, action, app = %request.app, stream = %shown, mode, key_id, "authorized");
     }
 }
