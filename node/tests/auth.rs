@@ -7,6 +7,7 @@ mod support;
 use std::time::Duration;
 
 use corecast_common::token::{Action, Claims, Key, KeyState, Keyring};
+use support::callback::Receiver;
 use support::client::{closed_within, RtmpClient};
 use support::node::Node;
 
@@ -237,93 +238,6 @@ fn keys_mode_without_a_registry_refuses_every_key() {
     );
 }
 
-/// A callback service on a loopback port: allows names starting with `ok`, refuses the rest
-/// (403), and keeps every JSON document it was sent. It stops serving after `limit`.
-struct Receiver {
-    addr: std::net::SocketAddr,
-    asked: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
-}
-
-impl Receiver {
-    fn start(answer: bool, limit: Duration) -> Receiver {
-        Receiver::start_after(answer, limit, Duration::ZERO)
-    }
-
-    /// As [`Receiver::start`], each answer sent `delay` after its request.
-    fn start_after(answer: bool, limit: Duration, delay: Duration) -> Receiver {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let addr = listener.local_addr().expect("addr");
-        let asked = std::sync::Arc::default();
-        let seen = std::sync::Arc::clone(&asked);
-        std::thread::spawn(move || {
-            let deadline = std::time::Instant::now() + limit;
-            // Held unanswered by the silent receiver until it stops.
-            let mut held = Vec::new();
-            while std::time::Instant::now() < deadline {
-                match listener.accept() {
-                    Ok((stream, _)) if answer => serve(stream, &seen, delay),
-                    Ok((stream, _)) => held.push(stream),
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
-        });
-        Receiver { addr, asked }
-    }
-
-    fn asked(&self) -> Vec<serde_json::Value> {
-        self.asked.lock().expect("lock").clone()
-    }
-}
-
-/// Reads one request, records its body, answers by the name in it.
-fn serve(
-    mut stream: std::net::TcpStream,
-    seen: &std::sync::Mutex<Vec<serde_json::Value>>,
-    delay: Duration,
-) {
-    use std::io::{Read, Write};
-    stream.set_nonblocking(false).expect("blocking");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    let mut buf = Vec::new();
-    let mut tmp = [0u8; 4096];
-    let doc = loop {
-        let Ok(n) = stream.read(&mut tmp) else { return };
-        if n == 0 {
-            return;
-        }
-        buf.extend_from_slice(&tmp[..n]);
-        let mut headers = [httparse::EMPTY_HEADER; 16];
-        let mut request = httparse::Request::new(&mut headers);
-        let Ok(httparse::Status::Complete(head)) = request.parse(&buf) else {
-            continue;
-        };
-        assert_eq!(request.method, Some("POST"));
-        assert_eq!(request.path, Some("/auth?via=test"));
-        let length: usize = request
-            .headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-            .and_then(|h| std::str::from_utf8(h.value).ok()?.parse().ok())
-            .expect("content-length");
-        if buf.len() >= head + length {
-            break serde_json::from_slice::<serde_json::Value>(&buf[head..head + length])
-                .expect("a JSON body");
-        }
-    };
-    let allowed = doc["name"].as_str().is_some_and(|n| n.starts_with("ok"));
-    seen.lock().expect("lock").push(doc);
-    // A slow service: the node must hold the client's input meanwhile.
-    std::thread::sleep(delay);
-    let status = if allowed { "200 OK" } else { "403 Forbidden" };
-    let _ = write!(
-        stream,
-        "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-    );
-}
-
 fn callback_config(receiver: &Receiver, timeout_ms: u64) -> String {
     format!(
         "[auth]\ncallback_url = \"http://{}/auth?via=test\"\ncallback_timeout_ms = {timeout_ms}\n\
@@ -347,6 +261,11 @@ fn a_callback_allows_some_names_refuses_others_and_is_asked_once_per_session() {
     );
     let asked = receiver.asked();
     assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(
+        (asked[0].method.as_str(), asked[0].path.as_str()),
+        ("POST", "/auth?via=test")
+    );
+    let asked: Vec<_> = asked.into_iter().map(|a| a.body).collect();
     assert_eq!(asked[0]["action"], "publish");
     assert_eq!(asked[0]["app"], "live");
     assert_eq!(asked[0]["name"], "ok-cam");
@@ -383,7 +302,10 @@ fn a_callback_allows_some_names_refuses_others_and_is_asked_once_per_session() {
 
     let mut player = RtmpClient::connect(node.addr, "live").expect("connect");
     player.play("ok-cam").expect("an allowed player plays");
-    assert_eq!(receiver.asked().last().expect("asked")["action"], "play");
+    assert_eq!(
+        receiver.asked().last().expect("asked").body["action"],
+        "play"
+    );
 }
 
 #[test]
