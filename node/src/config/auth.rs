@@ -89,7 +89,8 @@ pub struct AuthConfig {
     pub play: AuthMode,
     /// Callback URL for applications not in `apps` (and those without their own).
     pub callback_url: String,
-    /// How long a callback may take before it counts as unavailable.
+    /// How long a callback may take before it counts as unavailable (a `keys` lookup gets
+    /// this plus a second before it is refused as `timeout`).
     pub callback_timeout_ms: u64,
     /// What an unavailable callback means: `refuse` (default) or `allow`.
     pub callback_on_error: OnError,
