@@ -9,12 +9,16 @@
 //! - [`StreamKeys`] is where the livestream registry plugs in the `keys` mode; until one is
 //!   installed ([`Authorizer::set_stream_keys`]) every stream key is refused with
 //!   `keys_unavailable`.
-//! - [`callback`] asks the operator's HTTP service.
+//! - [`callback`] asks the operator's HTTP service; `tokens` checks and mints signed tokens
+//!   (and node-to-node pull tokens).
 //!
 //! Secrets (tokens, stream keys) live only in [`AuthRequest::query`] and
 //! [`AuthRequest::tc_url_query`]; nothing here logs either.
 
 pub mod callback;
+mod tokens;
+
+pub use tokens::mint;
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -24,7 +28,7 @@ use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use corecast_common::token::Action;
-use corecast_common::token::{self, Expected, Keyring, TokenError};
+use corecast_common::token::{self, Keyring, TokenError};
 use tracing::{error, info, warn};
 
 use crate::config::{AuthConfig, AuthMode, Direction};
@@ -288,82 +292,6 @@ impl Authorizer {
             _ => callback::ask(&self.config, request),
         }
     }
-
-    /// `token` mode: the token must be for this action, app and stream, and current.
-    pub fn check_token(&self, request: &AuthRequest, now: u64) -> Verdict {
-        let Some(token) = request.token() else {
-            return Verdict::refuse(Reason::MissingToken);
-        };
-        let expected = Expected {
-            action: request.action,
-            app: &request.app,
-            stream: &request.name,
-            now,
-            skew_secs: self.config.clock_skew_secs,
-        };
-        match self.keyring.verify(token, &expected) {
-            Ok(claims) => Verdict::Allow {
-                grant: Grant {
-                    mode: AuthMode::Token,
-                    key_id: Some(claims.key_id),
-                    name: None,
-                },
-            },
-            Err(e) => Verdict::refuse(e.into()),
-        }
-    }
-}
-
-/// How long a pull token an edge mints is valid: it is checked once, when the pull starts.
-const PULL_TOKEN_TTL_SECS: u64 = 60;
-
-impl Authorizer {
-    /// The token an edge sends to pull `stream` (`app/name`): a signed `pull` token with
-    /// `auth.pull_tokens` (and an active key), else the shared `cluster.token`.
-    pub fn pull_token(&self, shared: &str, stream: &str) -> String {
-        let (app, name) = stream.split_once('/').unwrap_or(("", stream));
-        let key = self.keyring.signing_key(None);
-        match key {
-            Some(key) if self.config.pull_tokens => {
-                let now = unix_now();
-                let claims = token::Claims {
-                    key_id: key.id().to_owned(),
-                    action: Action::Pull,
-                    app: app.to_owned(),
-                    stream: name.to_owned(),
-                    not_before: now,
-                    expires: now + PULL_TOKEN_TTL_SECS,
-                };
-                self.keyring.sign(&claims).unwrap_or_default()
-            }
-            _ => shared.to_owned(),
-        }
-    }
-
-    /// Whether `token` lets a node pull `stream` (`app/name`): the shared `cluster.token`
-    /// (compared in constant time), or a signed `pull` token for that stream with
-    /// `auth.pull_tokens`. With neither configured, pulls are open, as before.
-    pub fn allows_pull(&self, shared: &str, token: &str, stream: &str) -> bool {
-        use subtle::ConstantTimeEq;
-        if shared.is_empty() && !self.config.pull_tokens {
-            return true;
-        }
-        if !shared.is_empty() && bool::from(shared.as_bytes().ct_eq(token.as_bytes())) {
-            return true;
-        }
-        if !self.config.pull_tokens {
-            return false;
-        }
-        let (app, name) = stream.split_once('/').unwrap_or(("", stream));
-        let expected = Expected {
-            action: Action::Pull,
-            app,
-            stream: name,
-            now: unix_now(),
-            skew_secs: self.config.clock_skew_secs,
-        };
-        self.keyring.verify(token, &expected).is_ok()
-    }
 }
 
 /// Seconds since the Unix epoch (0 for a clock before it).
@@ -394,35 +322,6 @@ pub fn warn_open(config: &AuthConfig) {
     }
 }
 
-/// Mints a token with the config's keyring (`corecast token`): for `action` on `app/stream`,
-/// valid from `now` for `ttl_secs`, signed by `key_id` or else the first active key.
-pub fn mint(
-    config: &AuthConfig,
-    action: Action,
-    app: &str,
-    stream: &str,
-    ttl_secs: u64,
-    key_id: Option<&str>,
-    now: u64,
-) -> Result<String, String> {
-    let keyring = config.keyring().map_err(|e| e.to_string())?;
-    let key = keyring.signing_key(key_id).ok_or_else(|| match key_id {
-        Some(id) => format!("no key {id:?} that can sign in [[auth.keys]] (retired or missing)"),
-        None => "no active key in [[auth.keys]]".to_owned(),
-    })?;
-    let claims = token::Claims {
-        key_id: key.id().to_owned(),
-        action,
-        app: app.to_owned(),
-        stream: stream.to_owned(),
-        not_before: now,
-        expires: now.saturating_add(ttl_secs),
-    };
-    keyring
-        .sign(&claims)
-        .ok_or_else(|| "the key cannot sign".to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -430,7 +329,7 @@ mod tests {
 
     const SECRET: &str = "a-secret-of-the-unit-tests-000001";
 
-    fn authorizer(extra: &str) -> Authorizer {
+    pub(super) fn authorizer(extra: &str) -> Authorizer {
         let text = format!(
             "[auth]\npublish = \"token\"\nplay = \"open\"\n{extra}\n[[auth.keys]]\nid = \"k1\"\nsecret = \"{SECRET}\"\n"
         );
@@ -438,7 +337,12 @@ mod tests {
         Authorizer::new(&config.auth)
     }
 
-    fn request(action: Action, app: &str, name: &str, query: Option<&str>) -> AuthRequest {
+    pub(super) fn request(
+        action: Action,
+        app: &str,
+        name: &str,
+        query: Option<&str>,
+    ) -> AuthRequest {
         AuthRequest {
             action,
             app: app.to_owned(),
@@ -450,27 +354,8 @@ mod tests {
         }
     }
 
-    fn mint_for(a: &Authorizer, action: Action, stream: &str) -> String {
+    pub(super) fn mint_for(a: &Authorizer, action: Action, stream: &str) -> String {
         mint(a.config(), action, "live", stream, 60, None, unix_now()).expect("minted")
-    }
-
-    #[test]
-    fn open_allows_and_token_checks_at_once() {
-        let a = authorizer("");
-        let play = request(Action::Play, "live", "cam", None);
-        assert!(matches!(a.decide_now(&play), Some(Verdict::Allow { .. })));
-        let bare = request(Action::Publish, "live", "cam", None);
-        assert_eq!(
-            a.decide_now(&bare),
-            Some(Verdict::refuse(Reason::MissingToken))
-        );
-        let token = mint_for(&a, Action::Publish, "cam");
-        let query = format!("x=1&token={token}");
-        let signed = request(Action::Publish, "live", "cam", Some(&query));
-        let Some(Verdict::Allow { grant }) = a.decide_now(&signed) else {
-            panic!("a valid token is refused");
-        };
-        assert_eq!(grant.key_id.as_deref(), Some("k1"));
     }
 
     #[test]
@@ -517,28 +402,6 @@ mod tests {
         assert_eq!(
             block_on(a.authorize(&bad)),
             Verdict::refuse(Reason::WrongKey)
-        );
-    }
-
-    #[test]
-    fn pulls_take_the_shared_token_or_a_signed_pull_token_for_that_stream() {
-        let open = authorizer("");
-        assert!(open.allows_pull("", "-", "live/cam"));
-        assert!(open.allows_pull("shared", "shared", "live/cam"));
-        assert!(!open.allows_pull("shared", "guess", "live/cam"));
-        assert_eq!(open.pull_token("shared", "live/cam"), "shared");
-
-        let signed = authorizer("pull_tokens = true");
-        let token = signed.pull_token("shared", "live/cam");
-        assert_ne!(token, "shared");
-        assert!(signed.allows_pull("shared", &token, "live/cam"));
-        assert!(signed.allows_pull("shared", "shared", "live/cam"));
-        assert!(!signed.allows_pull("shared", &token, "live/other"));
-        assert!(!signed.allows_pull("", "", "live/cam"));
-        let play = mint_for(&signed, Action::Play, "cam");
-        assert!(
-            !signed.allows_pull("", &play, "live/cam"),
-            "a play token is not a pull token"
         );
     }
 }
