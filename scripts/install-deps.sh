@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the real clients and peers the tests drive: ffmpeg/ffprobe, rtmpdump, curl (the
 # README's commands), nginx with the RTMP module (the comparison peer), and Prometheus (the
-# dashboard test). Installs with apt-get when missing and allowed,
+# dashboard test), systemd-analyze (the unit file test), iproute2 and nftables (the
+# multi-host cluster test), HAProxy (the PROXY protocol tests), and a Python venv in .tools/
+# with kubernetes-validate (the manifest test). Installs with apt-get when missing and allowed,
 # otherwise says exactly what to install.
 set -euo pipefail
 
@@ -13,9 +15,40 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 [ -x /usr/sbin/nginx ] || need+=(nginx)
 [ -f /usr/lib/nginx/modules/ngx_rtmp_module.so ] || need+=(libnginx-mod-rtmp)
 [ -x /usr/bin/prometheus ] || need+=(prometheus)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+[ -x /usr/sbin/nft ] || need+=(nftables)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
+command -v prlimit >/dev/null 2>&1 || need+=(util-linux)
+# The load balancer in front of the node in the PROXY protocol tests.
+[ -x /usr/sbin/haproxy ] || need+=(haproxy)
 for extra in "$@"; do need+=("$extra"); done
 
+# The Python tools, pinned in scripts/tools-requirements.txt, in a venv of the project's own.
+install_python_tools() {
+  local root venv
+  root="$(cd "$(dirname "$0")/.." && pwd)"
+  venv="$root/.tools/venv"
+  local installed=""
+  if [ -x "$venv/bin/python" ]; then
+    installed="$("$venv/bin/python" -m pip freeze 2>/dev/null || true)"
+  fi
+  # Every pinned line installed as pinned? (No pipes into grep -q: under pipefail an early
+  # exit of grep fails the pipeline.)
+  local missing
+  missing="$(grep -vxF -f <(printf '%s\n' "$installed") "$root/scripts/tools-requirements.txt" || true)"
+  if [ -n "$installed" ] && [ -z "$missing" ]; then
+    return 0
+  fi
+  echo "install-deps: installing Python tools into .tools/venv"
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    -r "$root/scripts/tools-requirements.txt"
+}
+
 if [ ${#need[@]} -eq 0 ]; then
+  install_python_tools
   exit 0
 fi
 # Deduplicate.
@@ -28,10 +61,11 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
   # Debian starts nginx and prometheus on install; the tests start their own on loopback ports.
   if command -v systemctl >/dev/null 2>&1; then
-    systemctl stop nginx prometheus >/dev/null 2>&1 || true
+    systemctl stop nginx prometheus haproxy >/dev/null 2>&1 || true
   fi
   pkill -x nginx >/dev/null 2>&1 || true
   pkill -x prometheus >/dev/null 2>&1 || true
+  install_python_tools
 else
   echo "install-deps: missing: ${need[*]}" >&2
   echo "install-deps: run: sudo apt-get install -y ${need[*]}" >&2

@@ -16,6 +16,7 @@
 //!   byte 0 picks the chunk size for `encode_shared` instead; the stream is decoded whole.
 //! - `control_decode`: byte 0 is the message type id, the rest the payload.
 //! - `amf0_decode`, `command_decode`, `flv_tag_headers`: the whole input is one payload.
+//! - `hls_muxer`: a targets byte, then records of one RTMP message body each (see [`hls`]).
 //! - `plane`: a schedule of control-plane events on up to four cores
 //!   (`corecast_common::plane::sim::decode`: a byte for the cores and pulls, then two bytes
 //!   per event).
@@ -25,6 +26,10 @@
 //! documented asymmetries are allowed for: a `String` over 65 535 bytes comes back as a
 //! `LongString`, an over-long key or class name is cut, and NaN is not equal to itself, so
 //! values with any of these are compared by their re-encoded bytes instead.
+
+pub mod hls;
+
+pub use hls::hls_muxer;
 
 use bytes::BytesMut;
 use corecast_common::amf0::{self, Amf0Limits, Amf0Object, Amf0Value};
@@ -89,6 +94,10 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "plane",
         run: plane,
+    },
+    Target {
+        name: "hls_muxer",
+        run: hls_muxer,
     },
     Target {
         name: "token_verify",

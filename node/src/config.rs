@@ -7,7 +7,11 @@
 //! their errors carry the line too.
 
 mod auth;
+mod env;
+mod limits;
 mod listen;
+mod proxy;
+mod reload;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -20,7 +24,9 @@ use tracing_subscriber::filter::{EnvFilter, LevelFilter};
 pub use auth::{
     AppAuth, AuthConfig, AuthMode, Direction, KeyConfig, KeyStateConfig, OnError, Secret,
 };
+pub use limits::LimitsConfig;
 pub use listen::{Listen, ListenError, OptionalListen};
+pub use proxy::{ProxyListener, ProxyProtocolConfig, TrustedNet};
 
 /// Everything the node reads from its config file.
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
@@ -44,6 +50,10 @@ pub struct Config {
     pub rtmpt: RtmptConfig,
     /// Logging.
     pub log: LogConfig,
+    /// PROXY protocol headers from load balancers.
+    pub proxy_protocol: ProxyProtocolConfig,
+    /// What one client address may cost a core.
+    pub limits: LimitsConfig,
     /// Who may publish and play, per application; the token keyring.
     pub auth: AuthConfig,
 }
@@ -64,6 +74,11 @@ pub struct NodeConfig {
     /// On SIGTERM/SIGINT: stop accepting, report not ready, and wait this long for
     /// connections to finish before exiting (a second signal exits at once).
     pub shutdown_grace_secs: u64,
+    /// Where a draining node sends the clients that accept a reconnect request (Enhanced
+    /// RTMP `capsEx` reconnect): a base URL such as `rtmp://lb.example.com` (usually the load
+    /// balancer), to which the client's app is appended. Empty: the request carries no
+    /// `tcUrl`, and the client reconnects to the URL it used.
+    pub reconnect_url: String,
 }
 
 impl Default for NodeConfig {
@@ -74,6 +89,7 @@ impl Default for NodeConfig {
             io_memory_bytes: 256 * 1024,
             core_channel_capacity: 1024,
             shutdown_grace_secs: 10,
+            reconnect_url: String::new(),
         }
     }
 }
@@ -247,6 +263,15 @@ pub struct HttpConfig {
     /// A request's head and body must arrive, and its answer be handed over, within this many
     /// seconds of its first byte; the connection is cut otherwise (slow clients hold nothing).
     pub request_timeout_secs: u64,
+    /// HTTP connections one core holds at most; the one that fills the last slot closes the
+    /// connection idle longest, and past it new ones are closed at accept. 0 (the default)
+    /// derives it from the open-file limit: a quarter of `RLIMIT_NOFILE` split among the
+    /// cores, at most 1024 (see `http::connection_cap`), so idle HTTP connections never take
+    /// the descriptors publishers and players need.
+    pub max_connections_per_core: usize,
+    /// Serve `http.listen` over TLS (HTTPS) with the `[rtmps]` certificate and key (and their
+    /// reloads); needs `rtmps.enabled = true`.
+    pub tls: bool,
 }
 
 impl Default for HttpConfig {
@@ -258,6 +283,8 @@ impl Default for HttpConfig {
             public_reads: false,
             idle_timeout_secs: 30,
             request_timeout_secs: 10,
+            max_connections_per_core: 0,
+            tls: false,
         }
     }
 }
@@ -281,6 +308,21 @@ pub struct RtmptConfig {
     pub max_tunnels_per_core: usize,
     /// HTTP connections one core accepts at most; further ones are closed at once.
     pub max_connections_per_core: usize,
+    /// Request-body bytes all requests being read on one core hold together; a request whose
+    /// body would pass it gets 503 (bodies are never reserved from `Content-Length`).
+    pub max_body_bytes_per_core: usize,
+    /// Tunnels one client address holds at most (an IPv6 address counts by its /64), split
+    /// evenly among the cores; `/open` past it gets 503.
+    pub max_tunnels_per_address: usize,
+    /// `/open` requests one client address may make per second (a token bucket, split
+    /// evenly among the cores); faster ones get 503.
+    pub open_rate_per_address: u32,
+    /// How many `/open` requests one address may make at once before the rate applies.
+    pub open_burst_per_address: u32,
+    /// RTMPTS: serve `rtmpt.listen` over TLS with the `[rtmps]` certificate and key (and their
+    /// reloads); needs `rtmps.enabled = true`. Clients use `rtmpts://HOST[:PORT]/...` (443 by
+    /// default).
+    pub tls: bool,
 }
 
 impl Default for RtmptConfig {
@@ -292,6 +334,11 @@ impl Default for RtmptConfig {
             max_body_bytes: 8 * 1024 * 1024,
             max_tunnels_per_core: 10_000,
             max_connections_per_core: 10_000,
+            max_body_bytes_per_core: 16 * 1024 * 1024,
+            max_tunnels_per_address: 64,
+            open_rate_per_address: 8,
+            open_burst_per_address: 32,
+            tls: false,
         }
     }
 }
@@ -550,6 +597,13 @@ impl Config {
         Ok(config)
     }
 
+    /// The `tcUrl` a draining node's reconnect request carries for a client of `app`: the
+    /// configured base with the app appended, or None to reconnect to the same URL.
+    pub fn reconnect_tc_url(&self, app: &str) -> Option<String> {
+        let base = self.node.reconnect_url.trim_end_matches('/');
+        (!base.is_empty()).then(|| format!("{base}/{app}"))
+    }
+
     /// Checks the values that parse but cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
         fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
@@ -557,6 +611,9 @@ impl Config {
                 field,
                 reason: reason.into(),
             }
+        }
+        if let Err(reason) = check_reconnect_url(&self.node.reconnect_url) {
+            return Err(invalid("node.reconnect_url", reason));
         }
         let r = &self.rtmp;
         if !(128..=0x7FFF_FFFF).contains(&r.out_chunk_size_bytes) {
@@ -711,6 +768,35 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        if t.max_body_bytes_per_core < t.max_body_bytes {
+            return Err(invalid(
+                "rtmpt.max_body_bytes_per_core",
+                "must be at least rtmpt.max_body_bytes",
+            ));
+        }
+        if t.max_tunnels_per_address == 0
+            || t.open_rate_per_address == 0
+            || t.open_burst_per_address == 0
+        {
+            return Err(invalid(
+                "rtmpt.max_tunnels_per_address / open_rate_per_address / open_burst_per_address",
+                "must be at least 1",
+            ));
+        }
+        if self.rtmpt.enabled && self.rtmpt.tls && !self.rtmps.enabled {
+            return Err(invalid(
+                "rtmpt.tls",
+                "needs the [rtmps] certificate: set rtmps.enabled = true",
+            ));
+        }
+        if self.http.enabled && self.http.tls && !self.rtmps.enabled {
+            return Err(invalid(
+                "http.tls",
+                "needs the [rtmps] certificate: set rtmps.enabled = true",
+            ));
+        }
+        self.proxy_protocol.validate()?;
+        self.limits.validate()?;
         self.auth.validate()?;
         self.check_shared_ports()
     }
@@ -784,6 +870,23 @@ fn table_at(text: &str, offset: usize) -> Option<&str> {
         .rfind(|line| line.starts_with('[') && line.ends_with(']'))
 }
 
+/// `node.reconnect_url`: empty, or `rtmp://`, `rtmps://` or `rtmpt://` with a host and no
+/// path (the client's app is appended to it).
+fn check_reconnect_url(url: &str) -> Result<(), String> {
+    if url.is_empty() {
+        return Ok(());
+    }
+    let rest = ["rtmp://", "rtmps://", "rtmpt://"]
+        .iter()
+        .find_map(|scheme| url.strip_prefix(scheme))
+        .ok_or("must start with rtmp://, rtmps:// or rtmpt://")?;
+    let authority = rest.trim_end_matches('/');
+    if authority.is_empty() || authority.contains(['/', '?', '#', ' ']) {
+        return Err("must be a scheme and a host[:port] only (the app is appended)".into());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -805,6 +908,18 @@ mod tests {
             .expect("edge.toml parses");
         assert!(edge.cluster.pulls());
         assert!(!edge.cluster.accepts_publishers());
+    }
+
+    #[test]
+    fn https_without_the_rtmps_certificate_and_bad_rtmpt_limits_are_refused() {
+        let err = Config::parse("[http]\ntls = true\n", "t").expect_err("must fail");
+        assert!(err.to_string().contains("http.tls"), "{err}");
+        let text = "[rtmpt]\nmax_body_bytes = 65536\nmax_body_bytes_per_core = 4096\n";
+        let err = Config::parse(text, "t").expect_err("must fail");
+        assert!(err.to_string().contains("max_body_bytes_per_core"), "{err}");
+        let err =
+            Config::parse("[rtmpt]\nopen_rate_per_address = 0\n", "t").expect_err("must fail");
+        assert!(err.to_string().contains("open_rate_per_address"), "{err}");
     }
 
     #[test]

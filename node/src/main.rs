@@ -134,6 +134,8 @@ fn configure(cli: &Cli) -> Result<(Config, LogFilter), String> {
     if let Some(level) = &cli.log_level {
         config.log.level = level.clone();
     }
+    // Secrets from the environment win over the file (config/env.rs); never logged.
+    config.apply_secret_env(|name| std::env::var(name).ok());
     config.validate().map_err(|e| e.to_string())?;
     let filter = match (&cli.log_level, std::env::var("RUST_LOG")) {
         (None, Ok(env)) if !env.trim().is_empty() => {

@@ -177,6 +177,7 @@ async fn connection<T: Transport>(ctx: &Rc<CoreContext>, transport: T, peer: Soc
         bytes_out: Cell::new(0),
         out: Rc::clone(&out),
         taken_over: Cell::new(false),
+        reconnect_app: RefCell::new(None),
     });
     ctx.add_client(Rc::clone(&client));
     info!(conn = id, core = ctx.id.0, %peer, stream = %request.stream, "pull served");

@@ -4,6 +4,7 @@
 pub mod callback;
 pub mod client;
 pub mod media;
+pub mod netns;
 pub mod node;
 pub mod process;
 pub mod prometheus;
