@@ -572,12 +572,49 @@ fn plane_seeds() -> Vec<(&'static str, usize, bool, Vec<Op>)> {
     ]
 }
 
+/// Tokens for `token_verify`: valid for its expectation (publish live/cam1 at 1700000000),
+/// expired, for another stream, and one with its signature's last character changed.
+fn token_seeds() -> Vec<(&'static str, String)> {
+    use corecast_common::token::{Action, Claims, Key, KeyState, Keyring};
+    let ring = Keyring::new(vec![Key::new(
+        "k1",
+        corecast_fuzz::TOKEN_SECRET,
+        KeyState::Active,
+    )])
+    .expect("keyring");
+    let claims = |stream: &str, expires: u64| Claims {
+        key_id: "k1".to_owned(),
+        action: Action::Publish,
+        app: "live".to_owned(),
+        stream: stream.to_owned(),
+        not_before: 1_699_999_000,
+        expires,
+    };
+    let sign = |c: &Claims| ring.sign(c).expect("signs");
+    let valid = sign(&claims("cam1", 1_700_003_600));
+    let mut forged = valid.clone();
+    let last = forged.pop().expect("non-empty");
+    forged.push(if last == 'A' { 'B' } else { 'A' });
+    vec![
+        ("valid", valid.clone()),
+        ("in_query", format!("a=1&token={valid}&b=2")),
+        ("expired", sign(&claims("cam1", 1_699_999_500))),
+        ("other_stream", sign(&claims("cam2", 1_700_003_600))),
+        ("forged", forged),
+    ]
+}
+
 fn main() {
     let root = std::env::args_os()
         .nth(1)
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus"));
     let corpus = Corpus { root };
+
+    // token_verify
+    for (name, token) in token_seeds() {
+        corpus.write("token_verify", name, token.as_bytes());
+    }
 
     // amf0_decode
     corpus.write("amf0_decode", "connect", &connect().encode());

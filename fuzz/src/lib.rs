@@ -99,6 +99,10 @@ pub const TARGETS: &[Target] = &[
         name: "hls_muxer",
         run: hls_muxer,
     },
+    Target {
+        name: "token_verify",
+        run: token_verify,
+    },
 ];
 
 /// The target called `name`.
@@ -775,5 +779,40 @@ pub fn plane(data: &[u8]) {
     // The same schedule on an edge capped at one pull, with a negative cache.
     if let Err(broken) = Sim::run_limited(cores, pulls, &ops) {
         panic!("{broken} ({cores} cores, pulls {pulls}, limited): {ops:?}");
+    }
+}
+
+/// The key the `token_verify` target (and its seeds) sign with.
+pub const TOKEN_SECRET: [u8; 32] = [7; 32];
+
+/// Signed tokens: the input, as text, is checked by `Keyring::verify` against a keyring with
+/// an active and a retired key, and searched by `token::from_query`. Neither may panic, and
+/// a token that verifies is exactly what the keyring signs for its claims (one spelling per
+/// token: nothing about it can be changed and still verify).
+pub fn token_verify(data: &[u8]) {
+    use corecast_common::token::{self, Action, Expected, Key, KeyState, Keyring};
+
+    let ring = Keyring::new(vec![
+        Key::new("k1", TOKEN_SECRET, KeyState::Active),
+        Key::new("k0", Vec::new(), KeyState::Retired),
+    ])
+    .expect("a valid keyring");
+    let text = String::from_utf8_lossy(data);
+    let expected = Expected {
+        action: Action::Publish,
+        app: "live",
+        stream: "cam1",
+        now: 1_700_000_000,
+        skew_secs: 30,
+    };
+    if let Ok(claims) = ring.verify(&text, &expected) {
+        assert_eq!(
+            ring.sign(&claims).as_deref(),
+            Some(&*text),
+            "token spelling"
+        );
+    }
+    if let Some(found) = token::from_query(&text) {
+        assert!(text.contains(found));
     }
 }

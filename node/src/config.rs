@@ -6,9 +6,10 @@
 //! form of their own (listen addresses, the log filter) are checked as they are read, so
 //! their errors carry the line too.
 
+mod auth;
+mod edge;
 mod env;
 mod limits;
-mod edge;
 mod listen;
 mod proxy;
 mod reload;
@@ -21,6 +22,9 @@ use std::str::FromStr;
 use serde::Deserialize;
 use tracing_subscriber::filter::{EnvFilter, LevelFilter};
 
+pub use auth::{
+    AppAuth, AuthConfig, AuthMode, Direction, KeyConfig, KeyStateConfig, OnError, Secret,
+};
 pub use limits::LimitsConfig;
 pub use listen::{Listen, ListenError, OptionalListen};
 pub use proxy::{ProxyListener, ProxyProtocolConfig, TrustedNet};
@@ -51,6 +55,8 @@ pub struct Config {
     pub proxy_protocol: ProxyProtocolConfig,
     /// What one client address may cost a core.
     pub limits: LimitsConfig,
+    /// Who may publish and play, per application; the token keyring.
+    pub auth: AuthConfig,
 }
 
 /// `[node]`: executors and memory.
@@ -124,7 +130,8 @@ pub struct RtmpConfig {
     /// A publish of a live name takes it over when its publisher has sent nothing for this
     /// long (a reconnecting encoder whose old connection hangs half-open): the old publisher
     /// is closed (`taken_over`), players stay and resume at the new publisher's first key
-    /// frame. Until stream keys exist, the same `app/name` is the only credential. 0 = off.
+    /// frame. Only a publish `[auth]` allowed gets that far (with `open`, the same `app/name` is
+    /// the only credential). 0 = off.
     pub publisher_takeover_secs: u64,
     /// Applications accepted in `connect`; empty accepts any.
     pub apps: Vec<String>,
@@ -817,6 +824,7 @@ impl Config {
         self.proxy_protocol.validate()?;
         self.limits.validate()?;
         edge::validate(self)?;
+        self.auth.validate()?;
         self.check_shared_ports()
     }
 

@@ -79,6 +79,8 @@ pub struct CoreContext {
     hooks: CoreHooks,
     /// Per-core state of features built on the core (one value per type), made on first use.
     features: RefCell<Vec<Rc<dyn Any>>>,
+    /// Who may publish and play (`[auth]`).
+    pub auth: crate::auth::Authorizer,
 }
 
 impl CoreContext {
@@ -98,6 +100,7 @@ impl CoreContext {
             negative_ttl: std::time::Duration::from_secs(cluster.negative_cache_secs),
         };
         let plane = ControlPlane::new(id, config, Arc::clone(&shared.directory));
+        let auth = crate::auth::Authorizer::new(&shared.config.auth);
         Rc::new_cyclic(|me| CoreContext {
             me: me.clone(),
             id,
@@ -113,6 +116,7 @@ impl CoreContext {
             connections: Rc::default(),
             hooks,
             features: RefCell::new(Vec::new()),
+            auth,
         })
     }
 

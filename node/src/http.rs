@@ -85,7 +85,11 @@ pub(crate) async fn tls_handshake(
     what: &'static str,
 ) -> Option<TlsStream<ServerConnection>> {
     // The same per-address handshake rate as RTMPS: a handshake costs far more than a read.
-    let listener = if what == "https" { "http" } else { "rtmpt_http" };
+    let listener = if what == "https" {
+        "http"
+    } else {
+        "rtmpt_http"
+    };
     if !crate::accept::admit_tls(ctx, listener, peer) {
         return None;
     }

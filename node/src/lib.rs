@@ -23,9 +23,11 @@
 //! - [`cluster`]: origin/edge pulls (client and server).
 //! - [`shared`]: the little state all cores share (never per frame).
 //! - [`rtmpt`]: RTMP tunnelled over HTTP (a tunnel is one more byte pipe).
+//! - [`auth`]: who may publish and play (open, stream keys, signed tokens, callback).
 
 pub mod accept;
 pub mod api;
+pub mod auth;
 pub mod clients;
 pub mod cluster;
 pub mod config;

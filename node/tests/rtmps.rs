@@ -552,6 +552,9 @@ fn rtmpts_ffmpeg_publishes_and_ffmpeg_and_rtmpdump_play_through_the_tls_tunnel()
             && l.contains("transport=\"rtmpts\""))
             .is_some(),
         "no log line for the failed handshake: {:?}",
-        node.log().iter().filter(|l| l.contains("tls")).collect::<Vec<_>>()
+        node.log()
+            .iter()
+            .filter(|l| l.contains("tls"))
+            .collect::<Vec<_>>()
     );
 }

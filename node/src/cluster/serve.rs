@@ -12,7 +12,7 @@
 //!
 //! The pull port has its own per-core connection cap (`cluster.max_pull_connections_per_core`):
 //! pulls do not take places of RTMP clients, nor RTMP clients of pulls. The token is compared
-//! in constant time (`subtle`), so its bytes cannot be found one at a time from the timing
+//! in constant time (`subtle`, in `auth::Authorizer::allows_pull`), so its bytes cannot be found one at a time from the timing
 //! of refusals.
 
 use std::cell::{Cell, RefCell};
@@ -28,7 +28,6 @@ use corecast_transport::TlsStream;
 use futures_lite::future;
 use glommio::net::{TcpListener, TcpStream};
 use rustls::ServerConfig;
-use subtle::ConstantTimeEq;
 use tracing::{debug, info, warn};
 
 use crate::accept::{accept_loop, AcceptSettings, ConnectionKind};
@@ -140,7 +139,10 @@ async fn connection<T: Transport>(ctx: &Rc<CoreContext>, transport: T, peer: Soc
     };
     let cluster = &ctx.config.cluster;
     let live = ctx.shared.directory.publisher(&request.stream).is_some();
-    let refusal = if !token_matches(&cluster.token, &request.token) {
+    let refusal = if !ctx
+        .auth
+        .allows_pull(&cluster.token, &request.token, &request.stream)
+    {
         Some((403, "bad token"))
     } else if ctx.shared.is_draining() {
         Some((503, "draining"))
@@ -234,11 +236,6 @@ async fn connection<T: Transport>(ctx: &Rc<CoreContext>, transport: T, peer: Soc
     info!(conn = id, %peer, stream = %loggable(&request.stream), reason, "pull closed");
 }
 
-/// True when the node requires no token, or `given` is it (compared in constant time).
-fn token_matches(required: &str, given: &str) -> bool {
-    required.is_empty() || bool::from(required.as_bytes().ct_eq(given.as_bytes()))
-}
-
 async fn write_line<T: Transport>(transport: &T, response: &PullResponse) {
     let line = response.encode();
     let mut written = 0;
@@ -255,19 +252,4 @@ async fn write_line<T: Transport>(transport: &T, response: &PullResponse) {
     }
     let _ = with_timeout(Duration::from_secs(2), transport.flush()).await;
     transport.shutdown();
-}
-
-#[cfg(test)]
-mod tests {
-    use super::token_matches;
-
-    #[test]
-    fn the_token_must_match_exactly_when_one_is_set() {
-        assert!(token_matches("", "anything"));
-        assert!(token_matches("s3cret", "s3cret"));
-        assert!(!token_matches("s3cret", "s3cre"));
-        assert!(!token_matches("s3cret", "s3cret!"));
-        assert!(!token_matches("s3cret", "-"));
-        assert!(!token_matches("s3cret", ""));
-    }
 }

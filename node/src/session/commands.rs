@@ -17,7 +17,9 @@ use corecast_common::request::{
 use corecast_common::types::{ChunkStreamId, MessageStreamId, MessageType, RtmpMessage};
 use tracing::{debug, info, warn};
 
+use super::authorize::Then;
 use super::{Role, Session, SessionError};
+use crate::auth::Action;
 use crate::core::ReplicaRef;
 use crate::stream::Player;
 use crate::util::loggable;
@@ -186,6 +188,13 @@ fn connect(
     }
     info!(conn = s.id, app = %app, enhanced = request.caps.enhanced, "connect");
     s.app = Some(app.clone());
+    // A token may ride on the tcUrl (`rtmp://host/live?token=…`): kept for authorization,
+    // never logged.
+    s.tc_url_query = request
+        .tc_url
+        .as_deref()
+        .and_then(|url| url.split_once('?'))
+        .map(|(_, query)| query.to_owned());
     Ok(())
 }
 
@@ -286,7 +295,8 @@ fn publish(
     };
     let key = stream_key(s, &name);
     if !s.ctx.config.cluster.accepts_publishers() {
-        warn!(conn = s.id, stream = %key, "publish refused: this node is an edge");
+        let shown = super::authorize::loggable_publish_key(s, &name);
+        warn!(conn = s.id, stream = %shown, "publish refused: this node is an edge");
         send_stream_status(
             s,
             stream,
@@ -296,6 +306,12 @@ fn publish(
         );
         return Ok(());
     }
+    let request = super::authorize::request(s, Action::Publish, &name);
+    super::authorize::authorize(s, request, stream, Then::Publish { key })
+}
+
+/// Publishes `key` once authorized: claims the name, waiting a little if it is taken.
+pub(super) fn start_publish(s: &mut Session, stream: MessageStreamId, key: String) {
     let slot = match s.ctx.shared.stream_limits.try_acquire(s.peer.ip()) {
         Ok(slot) => slot,
         Err(limit) => {
@@ -303,7 +319,7 @@ fn publish(
             s.ctx.metrics.error(limit.as_str());
             let why = limit.to_string();
             send_stream_status(s, stream, "error", "NetStream.Publish.Denied", &why);
-            return Ok(());
+            return;
         }
     };
     let grace = reconnect_grace(s);
@@ -317,7 +333,6 @@ fn publish(
             slot,
         },
     );
-    Ok(())
 }
 
 /// How long a publish of a live name waits for that name to be freed before it is refused.
@@ -451,8 +466,18 @@ fn play(
         }
     };
     let key = stream_key(s, name);
+    let then = Then::Play {
+        key,
+        reset: request.reset,
+    };
+    let request = super::authorize::request(s, Action::Play, name);
+    super::authorize::authorize(s, request, stream, then)
+}
+
+/// Joins the stream `key` once authorized.
+pub(super) fn start_play(s: &mut Session, stream: MessageStreamId, key: String, reset: bool) {
     // Live streams ignore start and duration.
-    send_play_start(s, stream, request.reset);
+    send_play_start(s, stream, reset);
     // Replies first, then the snapshot the replica queues.
     s.out.flush();
     info!(conn = s.id, core = s.ctx.id.0, peer = %s.peer, stream = %key, "play");
@@ -475,7 +500,6 @@ fn play(
         stream,
         waiting_since: None,
     };
-    Ok(())
 }
 
 /// `NetStream.Play.StreamNotFound` on `stream`: the stream a player waits for is not coming.
@@ -539,7 +563,13 @@ fn pause(s: &Session, pausing: bool, stream: MessageStreamId) {
     }
 }
 
-fn send_stream_status(s: &Session, stream: MessageStreamId, level: &str, code: &str, text: &str) {
+pub(super) fn send_stream_status(
+    s: &Session,
+    stream: MessageStreamId,
+    level: &str,
+    code: &str,
+    text: &str,
+) {
     let stream = if stream.0 == 0 {
         MessageStreamId::MEDIA
     } else {

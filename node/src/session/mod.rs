@@ -15,6 +15,7 @@
 //! on its own read timeout (no timer per player): a stream that goes offline is seen within
 //! one wait, so such a player is closed within two.
 
+mod authorize;
 mod commands;
 mod media;
 
@@ -86,6 +87,9 @@ pub enum SessionError {
     /// `connect` was refused (unknown application).
     #[error("connect refused: {0}")]
     ConnectRefused(String),
+    /// A publish or play was refused by authorization (the reason label).
+    #[error("not authorized: {0}")]
+    AuthRefused(&'static str),
     /// The peer broke the command sequence.
     #[error("protocol violation: {0}")]
     Protocol(&'static str),
@@ -115,6 +119,7 @@ impl SessionError {
             SessionError::Write(_) => "write_error",
             SessionError::SlowConsumer | SessionError::Stalled(_) => "slow_consumer",
             SessionError::ConnectRefused(_) => "connect_refused",
+            SessionError::AuthRefused(_) => "auth_refused",
             SessionError::Protocol(_) => "protocol_error",
             SessionError::Closed => "closed",
             SessionError::TakenOver => "taken_over",
@@ -128,6 +133,7 @@ impl SessionError {
             self,
             SessionError::PeerClosed
                 | SessionError::ConnectRefused(_)
+                | SessionError::AuthRefused(_)
                 | SessionError::Closed
                 | SessionError::PublisherWaitTimeout(_)
         )
@@ -184,6 +190,12 @@ pub struct Session {
     liveness: Option<std::sync::Arc<crate::takeover::Liveness>>,
     /// While publishing: its place under `stream.max_streams_per_node` / `_per_address`.
     stream_slot: Option<crate::stream_limits::StreamSlot>,
+    /// The query string of `connect`'s tcUrl (it may carry a token). Secret: never logged.
+    tc_url_query: Option<String>,
+    /// A publish or play waiting for its verdict: nothing more is read until it comes.
+    pending_auth: Option<authorize::PendingAuth>,
+    /// Callback verdicts that allowed, asked once per session and action.
+    auth_granted: Vec<authorize::Granted>,
 }
 
 /// Serves one accepted connection until it ends; logs its close reason.
@@ -243,6 +255,9 @@ pub async fn run_connection<T: Transport + 'static>(
         pending_publish: None,
         liveness: None,
         stream_slot: None,
+        tc_url_query: None,
+        pending_auth: None,
+        auth_granted: Vec::new(),
     };
     let queue = Rc::clone(&out.queue);
     let transport = Rc::new(transport);
@@ -343,6 +358,11 @@ impl Session {
                 return Err(SessionError::SlowConsumer);
             }
             handled?;
+            if self.pending_auth.is_some() {
+                self.settle_pending_auth().await?;
+                // What followed the request in the buffer is handled now that it is answered.
+                continue;
+            }
             if self.pending_publish.is_some() {
                 self.retry_pending_publish().await;
                 // What followed the publish in the buffer is handled now that it is answered.
@@ -415,6 +435,23 @@ impl Session {
         commands::stream_not_found(self, stream, "no publisher for this stream");
         self.out.flush();
         Err(SessionError::PublisherWaitTimeout(wait))
+    }
+
+    /// Awaits the verdict on a parked publish or play and acts on it; a refusal ends the
+    /// connection (its status is queued first).
+    async fn settle_pending_auth(&mut self) -> Result<(), SessionError> {
+        let Some(pending) = self.pending_auth.take() else {
+            return Ok(());
+        };
+        let verdict = with_timeout(
+            self.ctx.auth.deadline(),
+            self.ctx.auth.authorize(pending.request()),
+        )
+        .await
+        .unwrap_or(crate::auth::Verdict::refuse(crate::auth::Reason::Timeout));
+        let applied = authorize::apply(self, pending, verdict);
+        self.out.flush();
+        applied
     }
 
     /// Tries a parked publish again every few milliseconds until it publishes or its deadline
@@ -509,8 +546,9 @@ impl Session {
         decoder: &mut ChunkDecoder,
         buf: &mut BytesMut,
     ) -> Result<(), SessionError> {
-        // A parked publish is answered before anything that followed it is handled.
-        while self.pending_publish.is_none() {
+        // A parked publish (or one waiting for its verdict) is answered before anything that
+        // followed it is handled.
+        while self.pending_publish.is_none() && self.pending_auth.is_none() {
             let Some(message) = decoder.decode(buf)? else {
                 break;
             };

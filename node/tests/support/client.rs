@@ -38,8 +38,13 @@ impl RtmpClient {
         let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
         socket.bind(&SocketAddr::new(from, 0).into())?;
         socket.connect_timeout(&addr.into(), Duration::from_secs(5))?;
-        Self::connect_over(Self::handshake_on(socket.into())?, addr, app, Amf0Object::new())
-            .map(|(c, _)| c)
+        Self::connect_over(
+            Self::handshake_on(socket.into())?,
+            addr,
+            app,
+            Amf0Object::new(),
+        )
+        .map(|(c, _)| c)
     }
 
     /// The handshake on a stream connected already (from a chosen local address, say).
@@ -77,6 +82,11 @@ impl RtmpClient {
         Self::connect_with(addr, app, Amf0Object::new()).map(|(c, _)| c)
     }
 
+    /// As [`RtmpClient::connect`], with the tcUrl given (a query string on it, say).
+    pub fn connect_tc_url(addr: SocketAddr, app: &str, tc_url: &str) -> io::Result<RtmpClient> {
+        Self::connect_full(addr, app, tc_url, Amf0Object::new()).map(|(c, _)| c)
+    }
+
     /// Handshake and `connect` to `app` with `extra` properties in the command object
     /// (Enhanced RTMP capabilities, say); returns the client and the `_result`.
     pub fn connect_with(
@@ -88,13 +98,32 @@ impl RtmpClient {
     }
 
     fn connect_over(
-        mut c: RtmpClient,
+        c: RtmpClient,
         addr: SocketAddr,
         app: &str,
         extra: Amf0Object,
     ) -> io::Result<(RtmpClient, Command)> {
+        Self::connect_full_over(c, app, &format!("rtmp://{addr}/{app}"), extra)
+    }
+
+    /// `connect` with this tcUrl and `extra` properties; the client and the `_result`.
+    fn connect_full(
+        addr: SocketAddr,
+        app: &str,
+        tc_url: &str,
+        extra: Amf0Object,
+    ) -> io::Result<(RtmpClient, Command)> {
+        Self::connect_full_over(Self::handshake(addr)?, app, tc_url, extra)
+    }
+
+    fn connect_full_over(
+        mut c: RtmpClient,
+        app: &str,
+        tc_url: &str,
+        extra: Amf0Object,
+    ) -> io::Result<(RtmpClient, Command)> {
         let tx = c.transaction();
-        let mut connect = client::connect(tx, app, &format!("rtmp://{addr}/{app}"));
+        let mut connect = client::connect(tx, app, tc_url);
         if let Amf0Value::Object(object) = &mut connect.command_object {
             object.0.extend(extra.0);
         }
@@ -119,6 +148,15 @@ impl RtmpClient {
         self.send_command(MessageStreamId::MEDIA, &client::play(tx, name))?;
         self.wait_status(Duration::from_secs(5), "NetStream.Play.Start")?;
         Ok(())
+    }
+
+    /// createStream then play `name`; returns the first status code the node answered.
+    pub fn play_status(&mut self, name: &str) -> io::Result<String> {
+        self.create_stream()?;
+        let tx = self.transaction();
+        self.send_command(MessageStreamId::MEDIA, &client::play(tx, name))?;
+        let status = self.wait_command(Duration::from_secs(5), |c| c.name == "onStatus")?;
+        Ok(status_code(&status).unwrap_or_default())
     }
 
     /// createStream then publish `name`; returns the status code the node answered.

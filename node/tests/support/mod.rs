@@ -1,6 +1,7 @@
 //! Test support: start the real `corecast` binary, make media with ffmpeg, drive raw RTMP.
 #![allow(dead_code)]
 
+pub mod callback;
 pub mod client;
 pub mod media;
 pub mod netns;
