@@ -7,6 +7,7 @@
 //! their errors carry the line too.
 
 mod listen;
+mod registry;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use serde::Deserialize;
 use tracing_subscriber::filter::{EnvFilter, LevelFilter};
 
 pub use listen::{Listen, ListenError, OptionalListen};
+pub use registry::{LivestreamsConfig, RegistryConfig, RegistryTarget, WebhooksConfig};
 
 /// Everything the node reads from its config file.
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
@@ -40,6 +42,12 @@ pub struct Config {
     pub rtmpt: RtmptConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The livestream registry's database.
+    pub registry: RegistryConfig,
+    /// The livestream API's app and public URLs.
+    pub livestreams: LivestreamsConfig,
+    /// Livestream status webhooks.
+    pub webhooks: WebhooksConfig,
 }
 
 /// `[node]`: executors and memory.
@@ -704,7 +712,17 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        self.check_livestreams()?;
         self.check_shared_ports()
+    }
+
+    /// The registry's, the livestream API's and the webhooks' sections.
+    fn check_livestreams(&self) -> Result<(), ConfigError> {
+        self.registry
+            .check()
+            .and_then(|()| self.livestreams.check())
+            .and_then(|()| self.webhooks.check(&self.registry))
+            .map_err(|(field, reason)| ConfigError::Invalid { field, reason })
     }
 
     /// Every enabled listener, named as in the config, `rtmp.listen` first.

@@ -20,6 +20,7 @@ use crate::core::CoreContext;
 use crate::httpd::body::{json, text, with_type};
 use crate::httpd::{self, dispatch, ready, Limits, Params, Port, Reply, Request};
 use crate::httpd::{Response, Route, Router};
+use crate::livestreams;
 use crate::shared::{AdminCommand, NodeShared};
 
 /// Largest request head accepted.
@@ -75,7 +76,8 @@ static ROUTER: Router<CoreContext> = Router {
     method_not_allowed,
 };
 
-static ROUTES: &[Route<CoreContext>] = &[
+/// Every route of the port (the OpenAPI document is checked against this table).
+pub(crate) static ROUTES: &[Route<CoreContext>] = &[
     Route {
         method: Method::GET,
         path: "/metrics",
@@ -115,6 +117,46 @@ static ROUTES: &[Route<CoreContext>] = &[
         method: Method::POST,
         path: "/api/v1/streams/{app}/{name}/stop",
         handler: stop,
+    },
+    Route {
+        method: Method::GET,
+        path: "/api/v1/openapi.json",
+        handler: livestreams::openapi,
+    },
+    Route {
+        method: Method::POST,
+        path: "/api/v1/livestreams",
+        handler: livestreams::create,
+    },
+    Route {
+        method: Method::GET,
+        path: "/api/v1/livestreams",
+        handler: livestreams::list,
+    },
+    Route {
+        method: Method::GET,
+        path: "/api/v1/livestreams/{id}",
+        handler: livestreams::get,
+    },
+    Route {
+        method: Method::DELETE,
+        path: "/api/v1/livestreams/{id}",
+        handler: livestreams::delete,
+    },
+    Route {
+        method: Method::POST,
+        path: "/api/v1/livestreams/{id}/disable",
+        handler: livestreams::disable,
+    },
+    Route {
+        method: Method::POST,
+        path: "/api/v1/livestreams/{id}/enable",
+        handler: livestreams::enable,
+    },
+    Route {
+        method: Method::POST,
+        path: "/api/v1/livestreams/{id}/reset-key",
+        handler: livestreams::reset_key,
     },
 ];
 
@@ -201,7 +243,11 @@ fn write(ctx: &CoreContext, request: &Request) -> Result<(), ApiError> {
 
 /// The token check, with a refusal logged; a wrong or missing token is also counted
 /// (`corecast_errors_total{kind="api_unauthorized"}`), so guessing shows on a dashboard.
-fn checked(ctx: &CoreContext, request: &Request, access: Access) -> Result<(), ApiError> {
+pub(crate) fn checked(
+    ctx: &CoreContext,
+    request: &Request,
+    access: Access,
+) -> Result<(), ApiError> {
     api::authorize(&ctx.config.http, request, access).inspect_err(|e| {
         let (peer, path) = (httpd::peer(request), request.uri().path());
         info!(core = ctx.id.0, %peer, path, reason = e.code, "api request refused");

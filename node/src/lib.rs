@@ -21,6 +21,8 @@
 //! - [`cluster`]: origin/edge pulls (client and server).
 //! - [`shared`]: the little state all cores share (never per frame).
 //! - [`rtmpt`]: RTMP tunnelled over HTTP (a tunnel is one more byte pipe).
+//! - [`registry`]: the livestream registry (SQLite or PostgreSQL) on its own thread: stream
+//!   keys, live sessions' leases, the webhook outbox; [`livestreams`]: its JSON API.
 
 pub mod accept;
 pub mod api;
@@ -31,6 +33,7 @@ pub mod core;
 pub mod frame;
 pub mod http;
 pub mod httpd;
+pub mod livestreams;
 pub mod media;
 pub mod mesh;
 pub mod metrics;
@@ -38,6 +41,7 @@ pub mod outbound;
 pub mod ports;
 pub mod process_metrics;
 pub mod queue;
+pub mod registry;
 pub mod rtmpt;
 pub mod server;
 pub mod session;

@@ -51,17 +51,25 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let (admin_tx, admin_rx): (Vec<_>, Vec<_>) =
         (0..cores).map(|_| crossbeam_channel::unbounded()).unzip();
     let upstream_tls = crate::cluster::tls::client_config(&config.cluster)?;
+    let config = Arc::new(config);
+    let metrics = NodeMetrics::new();
+    let registry = crate::registry::Registry::start(&config, &metrics)
+        .map_err(|e| anyhow!("livestream registry: {e}"))?;
     let shared = Arc::new(NodeShared {
-        config: Arc::new(config),
+        config,
         directory: Arc::default(),
-        metrics: NodeMetrics::new(),
+        metrics,
         board: StatsBoard::new(cores),
         admin: admin_tx,
         draining,
         started: SystemTime::now(),
         upstream_tls,
         activity: Default::default(),
+        registry,
     });
+    if let Some(registry) = &shared.registry {
+        registry.attach(Arc::downgrade(&shared));
+    }
     shared.metrics.watch_drain(Arc::clone(&shared.draining));
     let tls = NodeTls::prepare(&shared.config, cores)?;
     if let Some(not_after) = tls.as_ref().and_then(NodeTls::not_after) {

@@ -50,6 +50,8 @@ pub struct NodeShared {
     pub upstream_tls: Option<Arc<rustls::ClientConfig>>,
     /// When each live publisher last sent anything (for takeover).
     pub activity: crate::takeover::Activity,
+    /// The livestream registry, when `[registry]` names one.
+    pub registry: Option<crate::registry::Registry>,
 }
 
 impl NodeShared {
