@@ -252,3 +252,79 @@ fn with_status<T: serde::Serialize>(status: StatusCode, result: Result<T, ApiErr
         Err(e) => e.into_response(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    #[test]
+    fn the_openapi_document_lists_exactly_the_routes_served() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("valid JSON");
+        assert_eq!(doc["openapi"], "3.0.3");
+        let documented: BTreeSet<(String, String)> = doc["paths"]
+            .as_object()
+            .expect("paths")
+            .iter()
+            .flat_map(|(path, ops)| {
+                let ops = ops.as_object().expect("operations");
+                ops.keys()
+                    .map(|m| (m.to_uppercase(), path.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let served: BTreeSet<(String, String)> = crate::http::ROUTES
+            .iter()
+            .map(|r| (r.method.as_str().to_owned(), r.path.to_owned()))
+            .collect();
+        let undocumented: Vec<_> = served.difference(&documented).collect();
+        let unserved: Vec<_> = documented.difference(&served).collect();
+        assert!(
+            undocumented.is_empty(),
+            "served, not documented: {undocumented:?}"
+        );
+        assert!(unserved.is_empty(), "documented, not served: {unserved:?}");
+    }
+
+    #[test]
+    fn every_reference_in_the_document_resolves() {
+        fn refs(value: &serde_json::Value, out: &mut Vec<String>) {
+            match value {
+                serde_json::Value::Object(map) => {
+                    if let Some(serde_json::Value::String(r)) = map.get("$ref") {
+                        out.push(r.clone());
+                    }
+                    map.values().for_each(|v| refs(v, out));
+                }
+                serde_json::Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+                _ => {}
+            }
+        }
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("valid JSON");
+        let mut found = Vec::new();
+        refs(&doc, &mut found);
+        assert!(!found.is_empty());
+        for r in found {
+            let pointer = r.strip_prefix('#').expect("local reference");
+            assert!(doc.pointer(pointer).is_some(), "{r} does not resolve");
+        }
+    }
+
+    #[test]
+    fn a_create_body_is_checked() {
+        assert!(NewLivestream::parse(br#"{"name": "show"}"#).is_ok());
+        assert!(NewLivestream::parse(br#"{"name": "show", "settings": {"a": 1}}"#).is_ok());
+        for bad in [
+            &br#"{"name": "#[..],
+            br#"{"nam": "x"}"#,
+            br#"{"name": ""}"#,
+            br#"{"name": "x", "settings": 3}"#,
+            br#"[]"#,
+        ] {
+            let e = NewLivestream::parse(bad).expect_err("refused");
+            assert_eq!(e.status, StatusCode::BAD_REQUEST);
+            assert!(!e.message.is_empty());
+        }
+    }
+}
