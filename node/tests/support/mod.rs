@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod livestreams;
 pub mod media;
 pub mod node;
 pub mod process;
