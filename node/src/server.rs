@@ -414,7 +414,7 @@ async fn housekeeping(ctx: &Rc<CoreContext>, admin: &Receiver<AdminCommand>) {
             ctx.handle_admin(command);
         }
         ticks = ticks.wrapping_add(1);
-        if ticks % STATS_EVERY_TICKS == 0 {
+        if ticks.is_multiple_of(STATS_EVERY_TICKS) {
             let elapsed = last_stats.elapsed().as_secs_f64();
             last_stats = Instant::now();
             let stats = ctx.collect_stats(elapsed);
