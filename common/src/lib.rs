@@ -17,6 +17,7 @@
 //! - [`plane`]: the per-core control plane (publish, play, pulls, core messages) and its
 //!   in-memory multi-core harness.
 //! - [`pull`]: the origin/edge pull protocol (request and status lines, event stream, HRW).
+//! - [`token`]: signed tokens (publish, play, pull) and the keyring that mints and checks them.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -29,6 +30,7 @@ pub mod handshake;
 pub mod plane;
 pub mod pull;
 pub mod request;
+pub mod token;
 pub mod types;
 #[cfg(test)]
 mod vectors;

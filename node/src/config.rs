@@ -6,6 +6,7 @@
 //! form of their own (listen addresses, the log filter) are checked as they are read, so
 //! their errors carry the line too.
 
+mod auth;
 mod listen;
 mod registry;
 
@@ -17,6 +18,9 @@ use std::str::FromStr;
 use serde::Deserialize;
 use tracing_subscriber::filter::{EnvFilter, LevelFilter};
 
+pub use auth::{
+    AppAuth, AuthConfig, AuthMode, Direction, KeyConfig, KeyStateConfig, OnError, Secret,
+};
 pub use listen::{Listen, ListenError, OptionalListen};
 pub use registry::{LivestreamsConfig, RegistryConfig, RegistryTarget, WebhooksConfig};
 
@@ -48,6 +52,8 @@ pub struct Config {
     pub livestreams: LivestreamsConfig,
     /// Livestream status webhooks.
     pub webhooks: WebhooksConfig,
+    /// Who may publish and play, per application; the token keyring.
+    pub auth: AuthConfig,
 }
 
 /// `[node]`: executors and memory.
@@ -713,6 +719,7 @@ impl Config {
             ));
         }
         self.check_livestreams()?;
+        self.auth.validate()?;
         self.check_shared_ports()
     }
 

@@ -76,6 +76,8 @@ pub struct CoreContext {
     hooks: CoreHooks,
     /// Per-core state of features built on the core (one value per type), made on first use.
     features: RefCell<Vec<Rc<dyn Any>>>,
+    /// Who may publish and play (`[auth]`).
+    pub auth: crate::auth::Authorizer,
 }
 
 impl CoreContext {
@@ -89,6 +91,7 @@ impl CoreContext {
         // Without a starter there is nothing to run a pull with: the plane must not claim one.
         let pulls = shared.config.cluster.pulls() && hooks.start_pull.is_some();
         let plane = ControlPlane::new(id, PlaneConfig { pulls }, Arc::clone(&shared.directory));
+        let auth = crate::auth::Authorizer::new(&shared.config.auth);
         Rc::new_cyclic(|me| CoreContext {
             me: me.clone(),
             id,
@@ -104,6 +107,7 @@ impl CoreContext {
             connections: Rc::default(),
             hooks,
             features: RefCell::new(Vec::new()),
+            auth,
         })
     }
 

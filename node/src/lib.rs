@@ -23,9 +23,11 @@
 //! - [`rtmpt`]: RTMP tunnelled over HTTP (a tunnel is one more byte pipe).
 //! - [`registry`]: the livestream registry (SQLite or PostgreSQL) on its own thread: stream
 //!   keys, live sessions' leases, the webhook outbox; [`livestreams`]: its JSON API.
+//! - [`auth`]: who may publish and play (open, stream keys, signed tokens, callback).
 
 pub mod accept;
 pub mod api;
+pub mod auth;
 pub mod clients;
 pub mod cluster;
 pub mod config;

@@ -61,6 +61,10 @@ pub mod names {
     pub const EDGE_FIRST_FRAME: &str = "corecast_edge_first_frame_seconds";
     /// Pull connections served to other nodes.
     pub const PULLS_SERVED: &str = "corecast_pulls_served_total";
+    /// Publishes and plays refused by authorization, by action and reason.
+    pub const AUTH_REFUSALS: &str = "corecast_auth_refusals_total";
+    /// Publishes and plays allowed by authorization, by action and mode.
+    pub const AUTH_ALLOWED: &str = "corecast_auth_allowed_total";
     /// Always 1; the labels say which build runs (`version`, `commit`).
     pub const BUILD_INFO: &str = "corecast_build_info";
     /// 1 while the node drains (after SIGTERM/SIGINT; `/readyz` answers 503), else 0.
@@ -139,6 +143,8 @@ pub struct NodeMetrics {
     upstream_bytes: IntCounterVec,
     edge_first_frame: HistogramVec,
     pulls_served: IntCounterVec,
+    auth_refusals: IntCounterVec,
+    auth_allowed: IntCounterVec,
     tls_expiry: IntGaugeVec,
 }
 
@@ -288,6 +294,18 @@ impl NodeMetrics {
                 "Pull connections served to other nodes.",
                 &["core"],
             ),
+            auth_refusals: counter(
+                r,
+                AUTH_REFUSALS,
+                "Publishes and plays refused by authorization, by action and reason.",
+                &["core", "action", "reason"],
+            ),
+            auth_allowed: counter(
+                r,
+                AUTH_ALLOWED,
+                "Publishes and plays allowed by authorization, by action and mode.",
+                &["core", "action", "mode"],
+            ),
             tls_expiry: gauge(
                 r,
                 TLS_CERTIFICATE_EXPIRY,
@@ -334,6 +352,7 @@ impl NodeMetrics {
             "write_error",
             "idle_timeout",
             "taken_over",
+            "auth_refused",
         ] {
             self.closed.with_label_values(&[c, reason]);
         }
@@ -347,6 +366,12 @@ impl NodeMetrics {
         for transport in ["rtmp", "rtmps", "rtmpt", "pull"] {
             self.accepted.with_label_values(&[c, transport]);
             self.open.with_label_values(&[c, transport]);
+        }
+        for action in ["publish", "play"] {
+            for reason in crate::auth::Reason::ALL {
+                self.auth_refusals
+                    .with_label_values(&[c, action, reason.as_str()]);
+            }
         }
         CoreMetrics {
             core: c.to_owned(),
@@ -471,6 +496,22 @@ impl CoreMetrics {
         self.families
             .errors
             .with_label_values(&[&self.core, kind])
+            .inc();
+    }
+
+    /// A publish or play (`action`) refused by authorization for `reason` (static labels).
+    pub fn auth_refused(&self, action: &str, reason: &str) {
+        self.families
+            .auth_refusals
+            .with_label_values(&[&self.core, action, reason])
+            .inc();
+    }
+
+    /// A publish or play (`action`) allowed by authorization `mode` (static labels).
+    pub fn auth_allowed(&self, action: &str, mode: &str) {
+        self.families
+            .auth_allowed
+            .with_label_values(&[&self.core, action, mode])
             .inc();
     }
 }

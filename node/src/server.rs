@@ -41,6 +41,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let plan = Arc::new(ListenPlan::new(&config));
     // Held until the process exits: a second node on one of these addresses is refused.
     let (_claims, startup_locks) = crate::ports::claim(&plan.addresses())?;
+    crate::auth::warn_open(&config.auth);
     let cores = config.effective_cores();
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())

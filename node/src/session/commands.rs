@@ -16,7 +16,9 @@ use corecast_common::request::{
 use corecast_common::types::{ChunkStreamId, MessageStreamId, MessageType, RtmpMessage};
 use tracing::{debug, info, warn};
 
+use super::authorize::Then;
 use super::{Role, Session, SessionError};
+use crate::auth::Action;
 use crate::core::ReplicaRef;
 use crate::stream::Player;
 use crate::util::loggable;
@@ -182,6 +184,13 @@ fn connect(
     send_connect_success(s, transaction_id, request.object_encoding);
     info!(conn = s.id, app = %app, "connect");
     s.app = Some(app.clone());
+    // A token may ride on the tcUrl (`rtmp://host/live?token=…`): kept for authorization,
+    // never logged.
+    s.tc_url_query = request
+        .tc_url
+        .as_deref()
+        .and_then(|url| url.split_once('?'))
+        .map(|(_, query)| query.to_owned());
     Ok(())
 }
 
@@ -283,6 +292,12 @@ fn publish(
         );
         return Ok(());
     }
+    let request = super::authorize::request(s, Action::Publish, &name);
+    super::authorize::authorize(s, request, stream, Then::Publish { key })
+}
+
+/// Publishes `key` once authorized: claims the name, waiting a little if it is taken.
+pub(super) fn start_publish(s: &mut Session, stream: MessageStreamId, key: String) {
     let grace = reconnect_grace(s);
     claim(
         s,
@@ -293,7 +308,6 @@ fn publish(
             took_over: false,
         },
     );
-    Ok(())
 }
 
 /// How long a publish of a live name waits for that name to be freed before it is refused.
@@ -424,8 +438,18 @@ fn play(
         }
     };
     let key = stream_key(s, name);
+    let then = Then::Play {
+        key,
+        reset: request.reset,
+    };
+    let request = super::authorize::request(s, Action::Play, name);
+    super::authorize::authorize(s, request, stream, then)
+}
+
+/// Joins the stream `key` once authorized.
+pub(super) fn start_play(s: &mut Session, stream: MessageStreamId, key: String, reset: bool) {
     // Live streams ignore start and duration.
-    send_play_start(s, stream, request.reset);
+    send_play_start(s, stream, reset);
     // Replies first, then the snapshot the replica queues.
     s.out.flush();
     info!(conn = s.id, core = s.ctx.id.0, peer = %s.peer, stream = %key, "play");
@@ -442,7 +466,6 @@ fn play(
     s.client
         .set_role(crate::clients::ClientRole::Playing, Some(key.clone()));
     s.role = Role::Playing { key, replica };
-    Ok(())
 }
 
 /// Stream Begin, `NetStream.Play.Reset` (if asked), `NetStream.Play.Start`, then the
@@ -501,7 +524,13 @@ fn pause(s: &Session, pausing: bool, stream: MessageStreamId) {
     }
 }
 
-fn send_stream_status(s: &Session, stream: MessageStreamId, level: &str, code: &str, text: &str) {
+pub(super) fn send_stream_status(
+    s: &Session,
+    stream: MessageStreamId,
+    level: &str,
+    code: &str,
+    text: &str,
+) {
     let stream = if stream.0 == 0 {
         MessageStreamId::MEDIA
     } else {

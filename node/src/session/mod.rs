@@ -9,6 +9,7 @@
 //! queue over its hard bound. The session code only sees a [`Transport`], so TCP, TLS and the
 //! HTTP tunnel share it.
 
+mod authorize;
 mod commands;
 mod media;
 
@@ -80,6 +81,9 @@ pub enum SessionError {
     /// `connect` was refused (unknown application).
     #[error("connect refused: {0}")]
     ConnectRefused(String),
+    /// A publish or play was refused by authorization (the reason label).
+    #[error("not authorized: {0}")]
+    AuthRefused(&'static str),
     /// The peer broke the command sequence.
     #[error("protocol violation: {0}")]
     Protocol(&'static str),
@@ -106,6 +110,7 @@ impl SessionError {
             SessionError::Write(_) => "write_error",
             SessionError::SlowConsumer | SessionError::Stalled(_) => "slow_consumer",
             SessionError::ConnectRefused(_) => "connect_refused",
+            SessionError::AuthRefused(_) => "auth_refused",
             SessionError::Protocol(_) => "protocol_error",
             SessionError::Closed => "closed",
             SessionError::TakenOver => "taken_over",
@@ -116,7 +121,10 @@ impl SessionError {
     fn flush_before_close(&self) -> bool {
         matches!(
             self,
-            SessionError::PeerClosed | SessionError::ConnectRefused(_) | SessionError::Closed
+            SessionError::PeerClosed
+                | SessionError::ConnectRefused(_)
+                | SessionError::AuthRefused(_)
+                | SessionError::Closed
         )
     }
 }
@@ -162,6 +170,12 @@ pub struct Session {
     pending_publish: Option<commands::PendingPublish>,
     /// While publishing: when it last sent anything, for takeover.
     liveness: Option<std::sync::Arc<crate::takeover::Liveness>>,
+    /// The query string of `connect`'s tcUrl (it may carry a token). Secret: never logged.
+    tc_url_query: Option<String>,
+    /// A publish or play waiting for its verdict: nothing more is read until it comes.
+    pending_auth: Option<authorize::PendingAuth>,
+    /// Callback verdicts that allowed, asked once per session and action.
+    auth_granted: Vec<authorize::Granted>,
 }
 
 /// Serves one accepted connection until it ends; logs its close reason.
@@ -219,6 +233,9 @@ pub async fn run_connection<T: Transport + 'static>(
         backlog: false,
         pending_publish: None,
         liveness: None,
+        tc_url_query: None,
+        pending_auth: None,
+        auth_granted: Vec::new(),
     };
     let queue = Rc::clone(&out.queue);
     let transport = Rc::new(transport);
@@ -319,6 +336,11 @@ impl Session {
                 return Err(SessionError::SlowConsumer);
             }
             handled?;
+            if self.pending_auth.is_some() {
+                self.settle_pending_auth().await?;
+                // What followed the request in the buffer is handled now that it is answered.
+                continue;
+            }
             if self.pending_publish.is_some() {
                 self.retry_pending_publish().await;
                 // What followed the publish in the buffer is handled now that it is answered.
@@ -352,6 +374,23 @@ impl Session {
             }
             self.ctx.metrics.received_bytes.inc_by(n as u64);
         }
+    }
+
+    /// Awaits the verdict on a parked publish or play and acts on it; a refusal ends the
+    /// connection (its status is queued first).
+    async fn settle_pending_auth(&mut self) -> Result<(), SessionError> {
+        let Some(pending) = self.pending_auth.take() else {
+            return Ok(());
+        };
+        let verdict = with_timeout(
+            self.ctx.auth.deadline(),
+            self.ctx.auth.authorize(pending.request()),
+        )
+        .await
+        .unwrap_or(crate::auth::Verdict::refuse(crate::auth::Reason::Timeout));
+        let applied = authorize::apply(self, pending, verdict);
+        self.out.flush();
+        applied
     }
 
     /// Tries a parked publish again every few milliseconds until it publishes or its deadline
@@ -446,8 +485,9 @@ impl Session {
         decoder: &mut ChunkDecoder,
         buf: &mut BytesMut,
     ) -> Result<(), SessionError> {
-        // A parked publish is answered before anything that followed it is handled.
-        while self.pending_publish.is_none() {
+        // A parked publish (or one waiting for its verdict) is answered before anything that
+        // followed it is handled.
+        while self.pending_publish.is_none() && self.pending_auth.is_none() {
             let Some(message) = decoder.decode(buf)? else {
                 break;
             };

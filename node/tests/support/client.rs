@@ -55,11 +55,16 @@ impl RtmpClient {
 
     /// Handshake and `connect` to `app`; returns once `_result` arrives.
     pub fn connect(addr: SocketAddr, app: &str) -> io::Result<RtmpClient> {
+        Self::connect_tc_url(addr, app, &format!("rtmp://{addr}/{app}"))
+    }
+
+    /// As [`RtmpClient::connect`], with the tcUrl given (a query string on it, say).
+    pub fn connect_tc_url(addr: SocketAddr, app: &str, tc_url: &str) -> io::Result<RtmpClient> {
         let mut c = Self::handshake(addr)?;
         let tx = c.transaction();
         c.send_command(
             MessageStreamId::CONNECTION,
-            &client::connect(tx, app, &format!("rtmp://{addr}/{app}")),
+            &client::connect(tx, app, tc_url),
         )?;
         let reply = c.wait_command(Duration::from_secs(5), |cmd| cmd.transaction_id == tx)?;
         if reply.name != "_result" {
@@ -81,6 +86,15 @@ impl RtmpClient {
         self.send_command(MessageStreamId::MEDIA, &client::play(tx, name))?;
         self.wait_status(Duration::from_secs(5), "NetStream.Play.Start")?;
         Ok(())
+    }
+
+    /// createStream then play `name`; returns the first status code the node answered.
+    pub fn play_status(&mut self, name: &str) -> io::Result<String> {
+        self.create_stream()?;
+        let tx = self.transaction();
+        self.send_command(MessageStreamId::MEDIA, &client::play(tx, name))?;
+        let status = self.wait_command(Duration::from_secs(5), |c| c.name == "onStatus")?;
+        Ok(status_code(&status).unwrap_or_default())
     }
 
     /// createStream then publish `name`; returns the status code the node answered.
