@@ -72,8 +72,6 @@ pub mod names {
     /// When the RTMPS certificate a core serves expires (its leaf's notAfter), Unix seconds.
     /// Only with `[rtmps]` on.
     pub const TLS_CERTIFICATE_EXPIRY: &str = "corecast_tls_certificate_expiry_timestamp_seconds";
-    /// Publishes refused by the livestream registry (`keys` mode), by reason.
-    pub const STREAM_KEYS_REFUSED: &str = "corecast_stream_keys_refused_total";
     /// Live publishes the registry ended (disabled, key reset, deleted), by reason.
     pub const LIVESTREAM_STOPS: &str = "corecast_livestream_stops_total";
     /// Webhook delivery tries, by result (`delivered`, `failed`, `given_up`).

@@ -7,9 +7,15 @@ mod support;
 
 use std::time::Duration;
 
-use support::livestreams::{call, config, create, ok, status_of, Postgres, Receiver, TOKEN};
+use support::livestreams::{
+    call, config, create, ok, publish_with_key, status_of, wait_status, Postgres, Receiver, TOKEN,
+};
+use support::media::{shared_flv, stderr_of, wait_exit};
 use support::node::Node;
 use support::wait_for;
+
+/// How long a status change may take to show (a renewal, the stats board, CPU contention).
+const SHOWS: Duration = Duration::from_secs(15);
 
 fn sqlite_node(dir: &std::path::Path, webhook: Option<&str>) -> Node {
     let url = format!("sqlite://{}", dir.join("registry.db").display());
@@ -229,4 +235,195 @@ fn two_nodes_share_a_postgresql_registry() {
         200,
     );
     assert_eq!(status_of(&a, &id), "disabled");
+}
+
+#[test]
+fn a_publish_by_key_makes_the_livestream_active_with_its_session_then_idle() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = sqlite_node(dir.path(), None);
+    let (id, key, _) = create(&node, "live show");
+    let mut encoder = publish_with_key(&node, &shared_flv(30), &key);
+    let active = wait_for(SHOWS, || {
+        let got = ok(
+            &node,
+            "GET",
+            &format!("/api/v1/livestreams/{id}"),
+            None,
+            200,
+        );
+        let session = &got["session"];
+        (got["status"] == "active" && session["codecs"]["video"].is_string()).then_some(got)
+    })
+    .expect("active with the session's codecs");
+    let session = &active["session"];
+    assert_eq!(session["node"], "node-a", "{active}");
+    assert_eq!(session["resolution"]["width"], 320, "{active}");
+    assert_eq!(session["resolution"]["height"], 240, "{active}");
+    assert!(
+        session["since"].as_i64().unwrap_or_default() > 0,
+        "{active}"
+    );
+    assert!(session["viewers"].is_u64(), "{active}");
+    // The stream goes by the livestream's id: the key is nowhere in the node's stream list.
+    let streams = ok(&node, "GET", "/api/v1/streams", None, 200);
+    assert_eq!(streams["data"][0]["name"], id.as_str(), "{streams}");
+    assert!(!streams.to_string().contains(&key));
+    let leaked: Vec<String> = node
+        .log()
+        .into_iter()
+        .filter(|l| l.contains(&key))
+        .collect();
+    assert!(leaked.is_empty(), "the key was logged: {leaked:?}");
+    support::process::kill_and_reap(&mut encoder);
+    wait_status(&node, &id, "idle", SHOWS);
+}
+
+#[test]
+fn a_wrong_key_makes_ffmpeg_fail() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = sqlite_node(dir.path(), None);
+    create(&node, "guarded");
+    let wrong = format!("sk_{}", "A".repeat(43));
+    for key in [wrong.as_str(), "not-a-key"] {
+        let mut encoder = publish_with_key(&node, &shared_flv(30), key);
+        let status = wait_exit(&mut encoder, Duration::from_secs(20)).expect("ffmpeg gave up");
+        assert!(!status.success(), "ffmpeg published with {key}");
+    }
+    let line = node
+        .wait_log(Duration::from_secs(5), |l| l.contains("not authorized"))
+        .expect("a refusal log line");
+    assert!(line.contains("wrong_key"), "{line}");
+}
+
+#[test]
+fn disabling_ends_a_live_publish_and_refuses_the_next() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = sqlite_node(dir.path(), None);
+    let (id, key, _) = create(&node, "to disable");
+    let mut encoder = publish_with_key(&node, &shared_flv(30), &key);
+    wait_status(&node, &id, "active", SHOWS);
+    ok(
+        &node,
+        "POST",
+        &format!("/api/v1/livestreams/{id}/disable"),
+        None,
+        200,
+    );
+    let ended = wait_exit(&mut encoder, Duration::from_secs(10));
+    assert!(ended.is_some(), "the publish was not ended within 10 s");
+    let disabled = wait_for(SHOWS, || {
+        let got = ok(
+            &node,
+            "GET",
+            &format!("/api/v1/livestreams/{id}"),
+            None,
+            200,
+        );
+        (got["status"] == "disabled" && got["session"].is_null()).then_some(got)
+    });
+    assert!(disabled.is_some(), "the session outlived the disable");
+    let mut again = publish_with_key(&node, &shared_flv(30), &key);
+    let status = wait_exit(&mut again, Duration::from_secs(20)).expect("ffmpeg gave up");
+    assert!(!status.success(), "a disabled livestream took a publish");
+    let why = stderr_of(&mut again);
+    assert!(why.contains("disabled") || !why.is_empty(), "{why}");
+}
+
+#[test]
+fn a_key_reset_ends_the_publish_and_refuses_the_old_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = sqlite_node(dir.path(), None);
+    let (id, old, _) = create(&node, "to reset");
+    let mut encoder = publish_with_key(&node, &shared_flv(30), &old);
+    wait_status(&node, &id, "active", SHOWS);
+    let reset = ok(
+        &node,
+        "POST",
+        &format!("/api/v1/livestreams/{id}/reset-key"),
+        None,
+        200,
+    );
+    let new = reset["stream_key"].as_str().expect("new key").to_owned();
+    assert!(
+        wait_exit(&mut encoder, Duration::from_secs(10)).is_some(),
+        "the publish with the old key was not ended within 10 s"
+    );
+    let mut stale = publish_with_key(&node, &shared_flv(30), &old);
+    let status = wait_exit(&mut stale, Duration::from_secs(20)).expect("ffmpeg gave up");
+    assert!(!status.success(), "the old key still publishes");
+    let mut fresh = publish_with_key(&node, &shared_flv(30), &new);
+    wait_status(&node, &id, "active", SHOWS);
+    support::process::kill_and_reap(&mut fresh);
+}
+
+#[test]
+fn a_publish_sends_active_then_idle_webhooks() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let receiver = Receiver::start(0);
+    let node = sqlite_node(dir.path(), Some(&receiver.url));
+    let (id, key, _) = create(&node, "hooked live");
+    let mut encoder = publish_with_key(&node, &shared_flv(30), &key);
+    wait_status(&node, &id, "active", SHOWS);
+    support::process::kill_and_reap(&mut encoder);
+    wait_status(&node, &id, "idle", SHOWS);
+    let hooks = wait_for(SHOWS, || {
+        let got = receiver.received();
+        (got.len() >= 2).then_some(got)
+    })
+    .expect("two webhooks");
+    let kinds: Vec<&str> = hooks.iter().map(|h| h.kind.as_str()).collect();
+    assert_eq!(kinds, ["livestream.active", "livestream.idle"], "{hooks:?}");
+    assert!(
+        hooks.iter().all(|h| h.signed && h.livestream == id),
+        "{hooks:?}"
+    );
+}
+
+#[test]
+fn two_origins_on_one_postgresql_registry_share_keys_and_sessions() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pg = Postgres::start(dir.path());
+    let a = Node::start(1, &config(&pg.url, "origin-a", None), dir.path());
+    let b = Node::start(1, &config(&pg.url, "origin-b", None), dir.path());
+    let (id, key, _) = create(&a, "clustered");
+    // Either origin accepts the key; the API on either shows the session of the one that has it.
+    let mut on_b = publish_with_key(&b, &shared_flv(30), &key);
+    let seen = wait_status(&a, &id, "active", SHOWS);
+    assert_eq!(seen["session"]["node"], "origin-b", "{seen}");
+    // While B holds it, A refuses the same livestream.
+    let mut on_a = publish_with_key(&a, &shared_flv(30), &key);
+    let status = wait_exit(&mut on_a, Duration::from_secs(20)).expect("ffmpeg gave up");
+    assert!(!status.success(), "two origins published one livestream");
+    support::process::kill_and_reap(&mut on_b);
+    wait_status(&b, &id, "idle", SHOWS);
+    let mut on_a = publish_with_key(&a, &shared_flv(30), &key);
+    let seen = wait_status(&b, &id, "active", SHOWS);
+    assert_eq!(seen["session"]["node"], "origin-a", "{seen}");
+    // A disable made on B reaches A, which holds the publish, within 5 s (and a renewal).
+    ok(
+        &b,
+        "POST",
+        &format!("/api/v1/livestreams/{id}/disable"),
+        None,
+        200,
+    );
+    assert!(
+        wait_exit(&mut on_a, Duration::from_secs(6)).is_some(),
+        "origin-a did not end the publish within 5 s of a disable on origin-b"
+    );
+}
+
+#[test]
+fn a_dead_origins_lease_runs_out() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pg = Postgres::start(dir.path());
+    let mut a = Node::start(1, &config(&pg.url, "origin-a", None), dir.path());
+    let b = Node::start(1, &config(&pg.url, "origin-b", None), dir.path());
+    let (id, key, _) = create(&b, "orphaned");
+    let mut encoder = publish_with_key(&a, &shared_flv(30), &key);
+    wait_status(&b, &id, "active", SHOWS);
+    a.kill();
+    // lease_secs = 3 in the tests' config: B's sweep makes it idle soon after.
+    wait_status(&b, &id, "idle", SHOWS);
+    support::process::kill_and_reap(&mut encoder);
 }

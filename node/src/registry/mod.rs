@@ -11,13 +11,17 @@
 //! connection sends webhooks ([`webhook`]), so a slow receiver delays nothing else.
 //!
 //! # A live publish
-//! A publish in `keys` mode gives its stream name (the key) to [`Registry::authorize`]: the
-//! livestream whose key hash matches, if enabled and not live on another node, is leased to
-//! this node and the publish goes on as `APP/<livestream id>`. The [`Lease`] it gets back
-//! lives as long as the publish: while it does, the registry thread renews it, reports the
-//! stream's codecs, size, bitrate and viewers, and ends the publish (the core's
-//! `StopStream`) when the livestream was disabled, its key reset or it was deleted, on any
-//! node (within one renew period). Dropping it releases the session (`livestream.idle`).
+//! A publish in `keys` mode gives its stream name (the key) to [`Registry::authorize`] (through
+//! [`keys::RegistryKeys`], the auth layer's `StreamKeys`): the livestream whose key hash
+//! matches, if enabled and not live on another node, is leased to this node and the publish
+//! goes on as `APP/<livestream id>`. The registry thread keeps a [`LocalLease`] for it while
+//! the node's directory shows `APP/<id>` published (a few seconds' grace covers the claim
+//! right after the verdict): it renews it, reports the stream's codecs, size, bitrate and
+//! viewers, and ends the publish (the core's `StopStream`) when the livestream was disabled,
+//! its key reset or it was deleted, on any node, within one renew period. Once the
+//! directory shows the publish gone, the session is released (`livestream.idle`) within
+//! [`worker::LIVENESS_TICK`]. Watching the directory, rather than a guard the session
+//! holds, leaves the session code alone and catches every way a publish can end.
 //!
 //! # Layout
 //! - [`key`]: stream keys and ids; [`model`]: what the API and webhooks show.
@@ -27,6 +31,7 @@
 
 pub mod db;
 pub mod key;
+pub mod keys;
 pub mod model;
 pub mod schema;
 pub mod store;
@@ -108,8 +113,6 @@ impl KeyError {
 /// The registry's counters.
 #[derive(Clone)]
 pub struct RegistryMetrics {
-    /// Stream keys refused, by reason.
-    pub refused: IntCounterVec,
     /// Live publishes the registry ended, by reason.
     pub stops: IntCounterVec,
     /// Webhook tries, by result.
@@ -129,17 +132,6 @@ impl RegistryMetrics {
             c
         };
         RegistryMetrics {
-            refused: family(
-                names::STREAM_KEYS_REFUSED,
-                "Publishes refused by the livestream registry, by reason.",
-                "reason",
-                &[
-                    "unknown_key",
-                    "disabled",
-                    "live_elsewhere",
-                    "registry_unavailable",
-                ],
-            ),
             stops: family(
                 names::LIVESTREAM_STOPS,
                 "Live publishes ended by the registry, by reason.",
@@ -278,18 +270,14 @@ impl Registry {
     }
 
     /// Authorizes a publish by stream key on `core`: the livestream, leased to this node
-    /// until the returned [`Lease`] is dropped, or why not. The key is never logged.
+    /// while `app/<id>` is published here, or why not. The key is never logged.
     pub async fn authorize(
         &self,
         app: &str,
         stream_key: &str,
         core: usize,
-    ) -> Result<(Livestream, Lease), KeyError> {
+    ) -> Result<Livestream, KeyError> {
         if !key::looks_like_key(stream_key) {
-            self.metrics
-                .refused
-                .with_label_values(&["unknown_key"])
-                .inc();
             return Err(Refusal::UnknownKey.into());
         }
         let token = key::new_id();
@@ -310,24 +298,14 @@ impl Registry {
             .await;
         let (livestream, key_hash) = match result {
             Ok(Ok(found)) => found,
-            Ok(Err(refusal)) => {
-                self.metrics
-                    .refused
-                    .with_label_values(&[refusal.as_str()])
-                    .inc();
-                return Err(refusal.into());
-            }
+            Ok(Err(refusal)) => return Err(refusal.into()),
             Err(e) => {
                 warn!(error = %e, "stream key not checked: registry unavailable");
-                self.metrics
-                    .refused
-                    .with_label_values(&["registry_unavailable"])
-                    .inc();
                 return Err(e.into());
             }
         };
         let local = LocalLease {
-            token: token.clone(),
+            token,
             key_hash,
             core,
             stream: format!("{app}/{}", livestream.id),
@@ -337,56 +315,7 @@ impl Registry {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(livestream.id.clone(), local);
-        let lease = Lease {
-            registry: self.clone(),
-            id: livestream.id.clone(),
-            token,
-        };
-        Ok((livestream, lease))
-    }
-}
-
-/// A live publish's hold on its livestream: renewed while it lives, released when dropped.
-pub struct Lease {
-    registry: Registry,
-    id: String,
-    token: String,
-}
-
-impl Lease {
-    /// The livestream's id (the stream's name on the node).
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-}
-
-impl std::fmt::Debug for Lease {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lease").field("id", &self.id).finish()
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        {
-            let mut leases = self
-                .registry
-                .leases
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            if leases.get(&self.id).is_some_and(|l| l.token == self.token) {
-                leases.remove(&self.id);
-            }
-        }
-        let (id, token) = (
-            std::mem::take(&mut self.id),
-            std::mem::take(&mut self.token),
-        );
-        let job: Job = Box::new(move |w: &mut Worker| w.release(&id, &token));
-        if let Err(e) = self.registry.send(job) {
-            // The lease runs out on its own within registry.lease_secs.
-            warn!(error = %e, "session release not queued; its lease will expire");
-        }
+        Ok(livestream)
     }
 }
 

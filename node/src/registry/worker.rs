@@ -3,7 +3,7 @@
 //! that ran out on any node.
 
 use std::sync::{Arc, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use prometheus::IntCounterVec;
@@ -16,6 +16,12 @@ use super::{now_ms, LocalLease, LocalLeases};
 use crate::config::Config;
 use crate::shared::{AdminCommand, NodeShared};
 use crate::stats::StreamStats;
+
+/// How often the thread looks for local publishes that ended (in the directory; no query).
+pub const LIVENESS_TICK: Duration = Duration::from_millis(250);
+/// How long a lease may wait for its publish to appear in the directory: the verdict comes
+/// before the claim, and a claim may wait for a reconnecting encoder's old name (2 s).
+const CLAIM_GRACE_MS: i64 = 5_000;
 
 /// A job for the registry thread.
 pub type Job = Box<dyn FnOnce(&mut Worker) + Send>;
@@ -57,17 +63,49 @@ impl Worker {
     /// Serves jobs until every [`super::Registry`] handle is gone.
     pub fn run(mut self, jobs: Receiver<Job>) {
         let period = self.config.registry.renew();
-        let mut next = Instant::now() + period;
+        let mut renew_at = Instant::now() + period;
+        let mut look_at = Instant::now() + LIVENESS_TICK;
         loop {
+            let next = renew_at.min(look_at);
             match jobs.recv_timeout(next.saturating_duration_since(Instant::now())) {
                 Ok(job) => job(&mut self),
-                Err(RecvTimeoutError::Timeout) => {
-                    self.renew_all();
-                    self.sweep();
-                    next = Instant::now() + period;
-                }
+                Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
+            let now = Instant::now();
+            if now >= look_at {
+                self.release_ended();
+                look_at = now + LIVENESS_TICK;
+            }
+            if now >= renew_at {
+                self.renew_all();
+                self.sweep();
+                renew_at = now + period;
+            }
+        }
+    }
+
+    /// Releases the sessions whose publish is no longer in the directory (`idle` queued).
+    fn release_ended(&mut self) {
+        let Some(shared) = self.shared.as_ref().and_then(Weak::upgrade) else {
+            return;
+        };
+        let now = now_ms();
+        let ended: Vec<(String, LocalLease)> = {
+            let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+            let gone: Vec<String> = leases
+                .iter()
+                .filter(|(_, l)| now - l.since > CLAIM_GRACE_MS)
+                .filter(|(_, l)| shared.directory.publisher(&l.stream).is_none())
+                .map(|(id, _)| id.clone())
+                .collect();
+            gone.into_iter()
+                .filter_map(|id| leases.remove(&id).map(|l| (id, l)))
+                .collect()
+        };
+        for (id, lease) in ended {
+            tracing::debug!(livestream = %id, stream = %lease.stream, "livestream publish ended");
+            self.release(&id, &lease.token);
         }
     }
 

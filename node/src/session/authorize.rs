@@ -115,7 +115,8 @@ pub(super) fn apply(
     };
     s.ctx.metrics.auth_allowed(action, grant.mode.as_str());
     if grant.mode != AuthMode::Open {
-        info!(conn = s.id, action, app = %request.app, stream = %loggable(&request.name),
+        info!(conn = s.id, action, app = %request.app, stream = %shown_name(s, &request),
+            livestream = grant.name.as_deref().unwrap_or(""),
             mode = grant.mode.as_str(), key_id = grant.key_id.as_deref().unwrap_or(""),
             "authorized");
     }
@@ -140,6 +141,16 @@ pub(super) fn apply(
     Ok(())
 }
 
+/// The stream name as logged: in `keys` mode the name *is* the secret stream key, so it is
+/// never shown (the livestream's id is, once allowed).
+fn shown_name(s: &Session, request: &AuthRequest) -> String {
+    if s.ctx.auth.mode(request) == AuthMode::Keys {
+        "(stream key)".to_owned()
+    } else {
+        loggable(&request.name)
+    }
+}
+
 /// Answers a refused request with the status its client shows, logs and counts it, and ends
 /// the connection.
 fn refuse(
@@ -151,7 +162,7 @@ fn refuse(
     let action = request.action.as_str();
     s.ctx.metrics.auth_refused(action, reason.as_str());
     warn!(conn = s.id, peer = %s.peer, action, app = %request.app,
-        stream = %loggable(&request.name), reason = reason.as_str(), "not authorized");
+        stream = %shown_name(s, request), reason = reason.as_str(), "not authorized");
     let code = match request.action {
         Action::Play => "NetStream.Play.Failed",
         _ => "NetStream.Publish.Denied",

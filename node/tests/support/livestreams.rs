@@ -94,8 +94,45 @@ pub fn config(url: &str, node_id: &str, webhook: Option<&str>) -> String {
         .map(|u| format!("[webhooks]\nurls = [\"{u}\"]\nsecret = \"{SECRET}\"\n"))
         .unwrap_or_default();
     format!(
-        "[http]\napi_token = \"{TOKEN}\"\n\n[registry]\nurl = \"{url}\"\nnode_id = \"{node_id}\"\nrenew_ms = 500\nlease_secs = 3\n\n{hooks}"
+        "[http]\napi_token = \"{TOKEN}\"\n\n[registry]\nurl = \"{url}\"\nnode_id = \"{node_id}\"\nrenew_ms = 500\nlease_secs = 3\n\n\
+         [[auth.apps]]\nname = \"live\"\npublish = \"keys\"\nplay = \"open\"\n\n{hooks}"
     )
+}
+
+/// ffmpeg publishing `file` as OBS does: the server URL (`rtmp://HOST:PORT/live`) and the
+/// stream key as the stream name, given apart (`-rtmp_app`, `-rtmp_playpath`).
+pub fn publish_with_key(node: &Node, file: &Path, key: &str) -> std::process::Child {
+    Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-re", "-i"])
+        .arg(file)
+        .args([
+            "-c",
+            "copy",
+            "-f",
+            "flv",
+            "-rtmp_app",
+            "live",
+            "-rtmp_playpath",
+            key,
+        ])
+        .arg(format!("rtmp://{}", node.addr))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start ffmpeg publisher")
+}
+
+/// Waits until `GET` shows the livestream with `status`; the body.
+pub fn wait_status(node: &Node, id: &str, status: &str, limit: Duration) -> serde_json::Value {
+    super::wait_for(limit, || {
+        let got = ok(node, "GET", &format!("/api/v1/livestreams/{id}"), None, 200);
+        (got["status"] == status).then_some(got)
+    })
+    .unwrap_or_else(|| {
+        let got = ok(node, "GET", &format!("/api/v1/livestreams/{id}"), None, 200);
+        panic!("{id} not {status} within {limit:?}: {got}")
+    })
 }
 
 /// A webhook as received.
