@@ -245,6 +245,10 @@ pub struct HttpConfig {
     /// Bearer token required by the API's write endpoints (kick, stop), and by its read
     /// endpoints unless `public_reads`; empty disables the writes and leaves reads open.
     pub api_token: String,
+    /// The name of an environment variable holding the token instead (`CORECAST_API_TOKEN`),
+    /// so the file holds no secret; read at start, and refused when it is unset or empty.
+    /// Only one of `api_token` and `api_token_env`.
+    pub api_token_env: String,
     /// Serve the API's read endpoints without the token even when one is set. They show
     /// client addresses, so this is off by default. `/metrics`, `/healthz` and `/readyz` are
     /// always open.
@@ -256,12 +260,39 @@ pub struct HttpConfig {
     pub request_timeout_secs: u64,
 }
 
+impl HttpConfig {
+    /// Fills `api_token` from `api_token_env` when that names a variable.
+    fn read_token_env(&mut self) -> Result<(), ConfigError> {
+        if self.api_token_env.is_empty() {
+            return Ok(());
+        }
+        let invalid = |reason: String| ConfigError::Invalid {
+            field: "http.api_token_env",
+            reason,
+        };
+        if !self.api_token.is_empty() {
+            return Err(invalid("and http.api_token are both set: keep one".into()));
+        }
+        match std::env::var(&self.api_token_env) {
+            Ok(token) if !token.trim().is_empty() => {
+                self.api_token = token.trim().to_owned();
+                Ok(())
+            }
+            _ => Err(invalid(format!(
+                "names {}, which is not set (or empty)",
+                self.api_token_env
+            ))),
+        }
+    }
+}
+
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             enabled: true,
             listen: Listen::one(SocketAddr::from(([0, 0, 0, 0], 8081))),
             api_token: String::new(),
+            api_token_env: String::new(),
             public_reads: false,
             idle_timeout_secs: 30,
             request_timeout_secs: 10,
@@ -542,7 +573,7 @@ impl Config {
 
     /// Parses and validates config text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| {
+        let mut config: Config = toml::from_str(text).map_err(|e| {
             // toml shows the line; the table it is in may be screens above.
             let table = e.span().and_then(|span| table_at(text, span.start));
             ConfigError::Parse {
@@ -553,6 +584,7 @@ impl Config {
                 },
             }
         })?;
+        config.http.read_token_env()?;
         config.validate()?;
         Ok(config)
     }
@@ -822,6 +854,26 @@ mod tests {
             .expect("edge.toml parses");
         assert!(edge.cluster.pulls());
         assert!(!edge.cluster.accepts_publishers());
+    }
+
+    #[test]
+    fn the_livestreams_example_is_valid_with_its_token_in_the_environment() {
+        let text = include_str!("../../config/livestreams.toml");
+        // The test sets a variable of its own: the example's name stays what users export.
+        let text = text.replace("CORECAST_API_TOKEN", "CORECAST_TEST_LIVESTREAMS_TOKEN");
+        let missing = Config::parse(&text, "livestreams.toml").expect_err("no token");
+        assert!(
+            missing.to_string().contains("http.api_token_env"),
+            "{missing}"
+        );
+        std::env::set_var("CORECAST_TEST_LIVESTREAMS_TOKEN", "from-the-environment");
+        let config = Config::parse(&text, "livestreams.toml").expect("valid");
+        assert_eq!(config.http.api_token, "from-the-environment");
+        assert!(matches!(
+            config.registry.target(),
+            Ok(RegistryTarget::Sqlite(_))
+        ));
+        assert_eq!(config.livestreams.app, "live");
     }
 
     #[test]

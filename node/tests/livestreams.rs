@@ -217,6 +217,13 @@ fn webhooks_arrive_signed_in_order_and_a_failed_one_is_retried() {
     assert!(hooks.iter().all(|h| h.livestream == id), "{hooks:?}");
     let kinds: Vec<&str> = hooks.iter().map(|h| h.kind.as_str()).collect();
     assert_eq!(kinds, ["livestream.disabled", "livestream.disabled"]);
+    let (_, metrics) = node.http_request("GET", "/metrics", None);
+    for series in [
+        "corecast_webhook_deliveries_total{result=\"failed\"} 1",
+        "corecast_webhook_deliveries_total{result=\"delivered\"} 2",
+    ] {
+        assert!(metrics.contains(series), "no {series} in:\n{metrics}");
+    }
 }
 
 #[test]
