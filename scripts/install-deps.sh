@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the real clients and peers the tests drive: ffmpeg/ffprobe, rtmpdump, curl (the
 # README's commands), nginx with the RTMP module (the comparison peer), and Prometheus (the
-# dashboard test), PostgreSQL (the livestream registry's shared-database tests). Installs with apt-get when missing and allowed,
+# dashboard test), PostgreSQL (the livestream registry's shared-database tests), chromium and
+# playwright-core (the console page's browser test). Installs with apt-get when missing and allowed,
 # otherwise says exactly what to install.
 set -euo pipefail
 
@@ -15,9 +16,24 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 [ -x /usr/bin/prometheus ] || need+=(prometheus)
 # The livestream registry's PostgreSQL tests (scripts/pg-test-cluster.sh runs its own cluster).
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
+# The console page's browser test: Debian's chromium, driven by playwright-core (npm, below).
+[ -x /usr/bin/chromium ] || need+=(chromium)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 for extra in "$@"; do need+=("$extra"); done
 
+# playwright-core for node/tests/console.rs, at the version package-lock.json pins.
+console_deps() {
+  local dir
+  dir="$(cd "$(dirname "$0")/.." && pwd)/node/tests/console"
+  if [ ! -d "$dir/node_modules/playwright-core" ] && command -v npm >/dev/null 2>&1; then
+    echo "install-deps: npm ci in $dir"
+    (cd "$dir" && npm ci --no-audit --no-fund >/dev/null)
+  fi
+}
+
 if [ ${#need[@]} -eq 0 ]; then
+  console_deps
   exit 0
 fi
 # Deduplicate.
@@ -34,6 +50,7 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
   fi
   pkill -x nginx >/dev/null 2>&1 || true
   pkill -x prometheus >/dev/null 2>&1 || true
+  console_deps
 else
   echo "install-deps: missing: ${need[*]}" >&2
   echo "install-deps: run: sudo apt-get install -y ${need[*]}" >&2

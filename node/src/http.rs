@@ -158,6 +158,26 @@ pub(crate) static ROUTES: &[Route<CoreContext>] = &[
         path: "/api/v1/livestreams/{id}/reset-key",
         handler: livestreams::reset_key,
     },
+    Route {
+        method: Method::GET,
+        path: "/console",
+        handler: livestreams::console_page,
+    },
+    Route {
+        method: Method::GET,
+        path: "/console/console.js",
+        handler: livestreams::console_script,
+    },
+    Route {
+        method: Method::POST,
+        path: "/console/session",
+        handler: livestreams::console_sign_in,
+    },
+    Route {
+        method: Method::GET,
+        path: "/console/session",
+        handler: livestreams::console_session,
+    },
 ];
 
 fn metrics(ctx: &Rc<CoreContext>, _: Request, _: Params) -> Reply {
@@ -248,13 +268,17 @@ pub(crate) fn checked(
     request: &Request,
     access: Access,
 ) -> Result<(), ApiError> {
-    api::authorize(&ctx.config.http, request, access).inspect_err(|e| {
-        let (peer, path) = (httpd::peer(request), request.uri().path());
-        info!(core = ctx.id.0, %peer, path, reason = e.code, "api request refused");
-        if e.status == StatusCode::UNAUTHORIZED {
-            ctx.metrics.error("api_unauthorized");
-        }
-    })
+    // A console session (cookie, and CSRF header for a change) stands in for the token.
+    let console = livestreams::console::authorize(&ctx.config, request, access);
+    console
+        .unwrap_or_else(|| api::authorize(&ctx.config.http, request, access))
+        .inspect_err(|e| {
+            let (peer, path) = (httpd::peer(request), request.uri().path());
+            info!(core = ctx.id.0, %peer, path, reason = e.code, "api request refused");
+            if e.status == StatusCode::UNAUTHORIZED {
+                ctx.metrics.error("api_unauthorized");
+            }
+        })
 }
 
 /// A write's answer: 202 once the owning core has the command.

@@ -117,6 +117,9 @@ pub struct LivestreamsConfig {
     pub rtmps_url: String,
     /// The public RTMPT base URL; empty leaves `rtmpt` out of the ingest URLs.
     pub rtmpt_url: String,
+    /// Serve the console page (`/console`): sign in with `http.api_token`, list and create
+    /// livestreams.
+    pub console: bool,
 }
 
 impl Default for LivestreamsConfig {
@@ -126,6 +129,7 @@ impl Default for LivestreamsConfig {
             rtmp_url: "rtmp://localhost:1935".to_owned(),
             rtmps_url: String::new(),
             rtmpt_url: String::new(),
+            console: false,
         }
     }
 }

@@ -9,6 +9,7 @@
 //! ends a live publish on this node at once ([`Registry::check_now`]) and on the node that
 //! holds it within `registry.renew_ms` (its renewal sees the change).
 
+pub mod console;
 pub mod view;
 
 use std::rc::Rc;
@@ -34,6 +35,31 @@ const MAX_NAME_CHARS: usize = 200;
 /// `GET /api/v1/openapi.json`: open, like any API's documentation.
 pub fn openapi(_: &Rc<CoreContext>, _: Request, _: Params) -> Reply {
     crate::httpd::ready(with_type(StatusCode::OK, "application/json", OPENAPI))
+}
+
+/// `GET /console`.
+pub fn console_page(ctx: &Rc<CoreContext>, _: Request, _: Params) -> Reply {
+    crate::httpd::ready(console::page(&ctx.config))
+}
+
+/// `GET /console/console.js`.
+pub fn console_script(ctx: &Rc<CoreContext>, _: Request, _: Params) -> Reply {
+    crate::httpd::ready(console::script(&ctx.config))
+}
+
+/// `POST /console/session`.
+pub fn console_sign_in(ctx: &Rc<CoreContext>, request: Request, _: Params) -> Reply {
+    let response = console::sign_in(&ctx.config, &request);
+    if response.status() == StatusCode::UNAUTHORIZED {
+        tracing::info!(peer = %crate::httpd::peer(&request), "console sign-in refused");
+        ctx.metrics.error("api_unauthorized");
+    }
+    crate::httpd::ready(response)
+}
+
+/// `GET /console/session`.
+pub fn console_session(ctx: &Rc<CoreContext>, request: Request, _: Params) -> Reply {
+    crate::httpd::ready(console::current(&ctx.config, &request))
 }
 
 /// `POST /api/v1/livestreams`.
