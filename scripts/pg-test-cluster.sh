@@ -5,6 +5,7 @@
 # happens to the test, after LIFETIME seconds (default 600) by a watchdog.
 #
 #   scripts/pg-test-cluster.sh start DIR PORT [LIFETIME]   # prints the connection URL
+#   scripts/pg-test-cluster.sh restart DIR                  # as after a crash (immediate)
 #   scripts/pg-test-cluster.sh stop DIR
 #
 # initdb refuses to run as root: as root the cluster belongs to the `postgres` user that
@@ -30,7 +31,7 @@ as_owner() {
 
 cmd=${1:-}
 dir=${2:-}
-[ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: $0 start DIR PORT [LIFETIME] | stop DIR" >&2; exit 2; }
+[ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: $0 start DIR PORT [LIFETIME] | restart DIR | stop DIR" >&2; exit 2; }
 data="$dir/pg"
 
 case "$cmd" in
@@ -52,13 +53,17 @@ case "$cmd" in
     nohup setsid bash -c "sleep $lifetime; '$0' stop '$dir'" >/dev/null 2>&1 &
     echo "postgres://postgres@127.0.0.1:$port/postgres"
     ;;
+  restart)
+    as_owner "$bindir/pg_ctl" -D "$data" -m immediate -w -t 30 restart >/dev/null \
+      || { cat "$data/server.log" >&2; exit 1; }
+    ;;
   stop)
     if [ -f "$data/postmaster.pid" ]; then
       as_owner "$bindir/pg_ctl" -D "$data" -m immediate -w -t 10 stop >/dev/null 2>&1 || true
     fi
     ;;
   *)
-    echo "usage: $0 start DIR PORT [LIFETIME] | stop DIR" >&2
+    echo "usage: $0 start DIR PORT [LIFETIME] | restart DIR | stop DIR" >&2
     exit 2
     ;;
 esac

@@ -434,3 +434,25 @@ fn a_dead_origins_lease_runs_out() {
     wait_status(&b, &id, "idle", SHOWS);
     support::process::kill_and_reap(&mut encoder);
 }
+
+#[test]
+fn a_node_reconnects_after_postgresql_restarts() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pg = Postgres::start(dir.path());
+    let node = Node::start(1, &config(&pg.url, "origin-a", None), dir.path());
+    let (id, key, _) = create(&node, "survivor");
+    pg.restart();
+    // The call that finds the connection gone may fail (503); the next ones reconnect.
+    let path = format!("/api/v1/livestreams/{id}");
+    let back = wait_for(SHOWS, || {
+        let (status, _, body) = call(&node, "GET", &path, Some(TOKEN), None);
+        (status == 200).then_some(body)
+    });
+    assert!(
+        back.is_some(),
+        "the API did not recover after PostgreSQL restarted"
+    );
+    let mut encoder = publish_with_key(&node, &shared_flv(30), &key);
+    wait_status(&node, &id, "active", SHOWS);
+    support::process::kill_and_reap(&mut encoder);
+}

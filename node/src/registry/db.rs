@@ -89,6 +89,14 @@ pub enum DbError {
     Type(String),
 }
 
+impl DbError {
+    /// True when the connection is gone (the server restarted, the network dropped): the
+    /// caller opens a new one for its next statement ([`super::reopen_if_lost`]).
+    pub fn connection_lost(&self) -> bool {
+        matches!(self, DbError::Postgres(e) if e.is_closed())
+    }
+}
+
 /// Which database a connection is to (the few statements that differ ask).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {

@@ -207,6 +207,7 @@ impl Registry {
         if !config.webhooks.urls.is_empty() {
             let sender = webhook::Sender {
                 db: open(&target)?.ok_or(RegistryError::Stopped)?,
+                target: target.clone(),
                 config: config.webhooks.clone(),
                 wake: woken,
                 count: {
@@ -316,6 +317,24 @@ impl Registry {
             .unwrap_or_else(|p| p.into_inner())
             .insert(livestream.id.clone(), local);
         Ok(livestream)
+    }
+}
+
+/// After `error`, a new connection in place of `db` when the old one is gone (PostgreSQL
+/// restarted, say); the statement that failed is not retried (it may have been inside a
+/// transaction), the next one runs on the new connection. A failed reconnect keeps the old
+/// one, to try again after the next error.
+pub fn reopen_if_lost(db: &mut Box<dyn Db>, target: &RegistryTarget, error: &DbError) {
+    if !error.connection_lost() {
+        return;
+    }
+    match open(target) {
+        Ok(Some(fresh)) => {
+            info!("registry connection lost; reconnected");
+            *db = fresh;
+        }
+        Ok(None) => {}
+        Err(e) => warn!(error = %e, "registry connection lost; reconnect failed"),
     }
 }
 

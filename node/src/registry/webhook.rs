@@ -25,7 +25,7 @@ use tracing::{debug, info, warn};
 
 use super::db::{Db, DbError};
 use super::now_ms;
-use crate::config::WebhooksConfig;
+use crate::config::{RegistryTarget, WebhooksConfig};
 
 /// The signature header's name.
 pub const SIGNATURE_HEADER: &str = "Corecast-Signature";
@@ -116,6 +116,8 @@ pub fn retry(db: &mut dyn Db, seq: i64, attempts: u32, next_at: i64) -> Result<(
 pub struct Sender {
     /// Its own connection.
     pub db: Box<dyn Db>,
+    /// What it connects to (again, after a lost connection).
+    pub target: RegistryTarget,
     /// URLs, secret, deadlines.
     pub config: WebhooksConfig,
     /// Rings when an event was queued (or the node stops: disconnected).
@@ -135,6 +137,7 @@ impl Sender {
         loop {
             if let Err(e) = self.pass(&agent) {
                 warn!(error = %e, "webhook outbox unreadable; trying again");
+                super::reopen_if_lost(&mut self.db, &self.target, &e);
             }
             match self.wake.recv_timeout(POLL) {
                 Ok(()) | Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}

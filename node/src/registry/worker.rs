@@ -115,7 +115,16 @@ impl Worker {
         f: impl FnOnce(&mut dyn Db, &[String]) -> Result<T, DbError>,
     ) -> Result<T, DbError> {
         let answer = f(self.db.as_mut(), &self.config.webhooks.urls);
-        let _ = self.wake.try_send(());
+        match &answer {
+            Ok(_) => {
+                let _ = self.wake.try_send(());
+            }
+            Err(e) => {
+                if let Ok(target) = self.config.registry.target() {
+                    super::reopen_if_lost(&mut self.db, &target, e);
+                }
+            }
+        }
         answer
     }
 

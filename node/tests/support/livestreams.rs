@@ -291,6 +291,22 @@ impl Postgres {
     }
 }
 
+impl Postgres {
+    /// Restarts it as after a crash: every client's connection is cut.
+    pub fn restart(&self) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/pg-test-cluster.sh");
+        let out = output_with_deadline(
+            Command::new(script).arg("restart").arg(&self.dir),
+            Duration::from_secs(60),
+        );
+        assert!(
+            out.status.success(),
+            "PostgreSQL did not restart: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 impl Drop for Postgres {
     fn drop(&mut self) {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/pg-test-cluster.sh");
