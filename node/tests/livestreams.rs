@@ -456,3 +456,26 @@ fn a_node_reconnects_after_postgresql_restarts() {
     wait_status(&node, &id, "active", SHOWS);
     support::process::kill_and_reap(&mut encoder);
 }
+
+#[test]
+fn a_registry_that_cannot_be_opened_stops_the_start_with_a_reason() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!(
+        "sqlite://{}",
+        dir.path().join("missing/dir/registry.db").display()
+    );
+    let addr = format!("127.0.0.1:{}", support::node::free_port())
+        .parse()
+        .expect("addr");
+    let http = format!("127.0.0.1:{}", support::node::free_port())
+        .parse()
+        .expect("addr");
+    let log = Node::try_start_at(1, &config(&url, "node-a", None), dir.path(), addr, http)
+        .err()
+        .expect("the node must not start");
+    assert!(
+        log.iter().any(|l| l.contains("livestream registry")),
+        "{}",
+        log.join("\n")
+    );
+}
