@@ -479,3 +479,33 @@ fn a_registry_that_cannot_be_opened_stops_the_start_with_a_reason() {
         log.join("\n")
     );
 }
+
+#[test]
+fn queued_webhooks_survive_a_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Nothing listens there yet: the event is queued, tried, and waits.
+    let port = support::node::free_port();
+    let url = format!("http://127.0.0.1:{port}/hooks");
+    let mut first = sqlite_node(dir.path(), Some(&url));
+    let (id, _, _) = create(&first, "patient");
+    ok(
+        &first,
+        "POST",
+        &format!("/api/v1/livestreams/{id}/disable"),
+        None,
+        200,
+    );
+    first
+        .wait_log(SHOWS, |l| l.contains("webhook failed"))
+        .expect("a failed try logged");
+    first.kill();
+    let receiver = Receiver::start_at(port, 0);
+    let _second = sqlite_node(dir.path(), Some(&url));
+    let hooks = wait_for(Duration::from_secs(20), || {
+        let got = receiver.received();
+        (!got.is_empty()).then_some(got)
+    })
+    .expect("the queued webhook delivered after the restart");
+    assert_eq!(hooks[0].kind, "livestream.disabled", "{hooks:?}");
+    assert!(hooks[0].signed && hooks[0].livestream == id, "{hooks:?}");
+}

@@ -157,7 +157,12 @@ pub struct Receiver {
 impl Receiver {
     /// Starts it on its own thread (for the rest of the test process).
     pub fn start(fail_first: usize) -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind receiver");
+        Receiver::start_at(0, fail_first)
+    }
+
+    /// The same on `port` (0: any).
+    pub fn start_at(port: u16, fail_first: usize) -> Receiver {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind receiver");
         let addr: SocketAddr = listener.local_addr().expect("addr");
         let hooks = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&hooks);
