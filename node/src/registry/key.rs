@@ -73,6 +73,14 @@ mod tests {
         assert!(!matches(&key, &stored[..31]));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_text_is_judged_without_panicking(text in ".{0,80}") {
+            let judged = looks_like_key(&text);
+            proptest::prop_assert!(!judged || (text.starts_with(KEY_PREFIX) && text.len() == 46));
+        }
+    }
+
     #[test]
     fn ids_are_stream_names() {
         let id = new_id();

@@ -332,6 +332,10 @@ pub fn renew(
                     &info,
                 )?;
                 if let Some(found) = get(db, renewal.id, now)? {
+                    if !held.is_empty() {
+                        // A lease that ran out unswept: its end is news before the new start.
+                        enqueue(db, targets, &found, EventType::Idle, now)?;
+                    }
                     enqueue(db, targets, &found, EventType::Active, now)?;
                 }
                 return Ok(None);

@@ -195,3 +195,109 @@ fn only_the_oldest_event_of_a_livestream_is_due_and_a_claim_is_exclusive() {
     let next = webhook::due(&mut db, T0).expect("due");
     assert!(next.iter().any(|d| d.body.contains("livestream.idle")));
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// One step of two nodes publishing two livestreams while time passes.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Publish { node: usize, stream: usize },
+        End { node: usize, stream: usize },
+        Renew { node: usize, stream: usize },
+        Sweep,
+        Wait(i64),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            (0..2usize, 0..2usize).prop_map(|(node, stream)| Step::Publish { node, stream }),
+            (0..2usize, 0..2usize).prop_map(|(node, stream)| Step::End { node, stream }),
+            (0..2usize, 0..2usize).prop_map(|(node, stream)| Step::Renew { node, stream }),
+            Just(Step::Sweep),
+            (0..LEASE * 2).prop_map(Step::Wait),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// Whatever the nodes do and however time passes: one live holder per livestream at
+        /// most, `active` exactly while a lease runs, and each livestream's webhooks alternate
+        /// `active`, `idle`, `active`, ... (never two starts or two ends in a row).
+        #[test]
+        fn leases_and_events_stay_consistent(steps in proptest::collection::vec(step(), 1..40)) {
+            let mut db = db();
+            let t = targets();
+            let keys = [created(&mut db, "ls_0"), created(&mut db, "ls_1")];
+            let nodes = ["n0", "n1"];
+            // The token each node holds per livestream, once its publish was allowed.
+            let mut held: [[Option<String>; 2]; 2] = Default::default();
+            let mut now = T0;
+            for (i, step) in steps.iter().enumerate() {
+                let token = format!("t{i}");
+                match *step {
+                    Step::Publish { node, stream } => {
+                        let h = holder(nodes[node], &token);
+                        if authorize(&mut db, &keys[stream], &h, now, &t).expect("db").is_ok() {
+                            held[node][stream] = Some(token.clone());
+                        }
+                    }
+                    Step::End { node, stream } => {
+                        if let Some(token) = held[node][stream].take() {
+                            release(&mut db, &format!("ls_{stream}"), &token, now, &t).expect("db");
+                        }
+                    }
+                    Step::Renew { node, stream } => {
+                        if let Some(token) = held[node][stream].clone() {
+                            let hash = key::hash(&keys[stream]);
+                            let stats = SessionStats::default();
+                            let renewal = Renewal {
+                                id: &format!("ls_{stream}"),
+                                holder: holder(nodes[node], &token),
+                                key_hash: &hash,
+                                since: now,
+                                stats: &stats,
+                            };
+                            if renew(&mut db, &renewal, now, &t).expect("db").is_some() {
+                                held[node][stream] = None;
+                            }
+                        }
+                    }
+                    Step::Sweep => {
+                        expire(&mut db, now, &t).expect("db");
+                    }
+                    Step::Wait(ms) => now += ms,
+                }
+                for stream in 0..2 {
+                    let id = format!("ls_{stream}");
+                    let rows = db
+                        .query("SELECT expires_at FROM sessions WHERE livestream_id = $1", &[id.as_str().into()])
+                        .expect("sessions");
+                    prop_assert!(rows.len() <= 1);
+                    let live = rows.first().is_some_and(|r| r[0].int() > now);
+                    let status = get(&mut db, &id, now).expect("get").expect("exists").status;
+                    prop_assert_eq!(status == Status::Active, live);
+                }
+            }
+            for stream in 0..2 {
+                let id = format!("ls_{stream}");
+                let kinds: Vec<String> = db
+                    .query("SELECT body FROM outbox WHERE livestream_id = $1 ORDER BY seq", &[id.as_str().into()])
+                    .expect("outbox")
+                    .iter()
+                    .map(|r| {
+                        let body: serde_json::Value = serde_json::from_str(&r[0].text()).expect("json");
+                        body["type"].as_str().unwrap_or_default().to_owned()
+                    })
+                    .collect();
+                for (i, kind) in kinds.iter().enumerate() {
+                    let want = if i % 2 == 0 { "livestream.active" } else { "livestream.idle" };
+                    prop_assert_eq!(kind.as_str(), want, "{:?}", kinds);
+                }
+            }
+        }
+    }
+}
