@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs the real clients and peers the tests drive: ffmpeg/ffprobe, rtmpdump, curl (the
 # README's commands), nginx with the RTMP module (the comparison peer), and Prometheus (the
-# dashboard test), PostgreSQL (the livestream registry's shared-database tests), chromium and
-# playwright-core (the console page's browser test). Installs with apt-get when missing and allowed,
+# dashboard test), systemd-analyze (the unit file test), iproute2 and nftables (the
+# multi-host cluster test), HAProxy (the PROXY protocol tests), and a Python venv in .tools/
+# with kubernetes-validate (the manifest test), PostgreSQL (the livestream registry's
+# shared-database tests), chromium and playwright-core (the console page's browser test). Installs with apt-get when missing and allowed,
 # otherwise says exactly what to install.
 set -euo pipefail
 
@@ -14,6 +16,14 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 [ -x /usr/sbin/nginx ] || need+=(nginx)
 [ -f /usr/lib/nginx/modules/ngx_rtmp_module.so ] || need+=(libnginx-mod-rtmp)
 [ -x /usr/bin/prometheus ] || need+=(prometheus)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+[ -x /usr/sbin/nft ] || need+=(nftables)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
+command -v prlimit >/dev/null 2>&1 || need+=(util-linux)
+# The load balancer in front of the node in the PROXY protocol tests.
+[ -x /usr/sbin/haproxy ] || need+=(haproxy)
 # The livestream registry's PostgreSQL tests (scripts/pg-test-cluster.sh runs its own cluster).
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 # The console page's browser test: Debian's chromium, driven by playwright-core (npm, below).
@@ -21,6 +31,28 @@ compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 for extra in "$@"; do need+=("$extra"); done
+
+# The Python tools, pinned in scripts/tools-requirements.txt, in a venv of the project's own.
+install_python_tools() {
+  local root venv
+  root="$(cd "$(dirname "$0")/.." && pwd)"
+  venv="$root/.tools/venv"
+  local installed=""
+  if [ -x "$venv/bin/python" ]; then
+    installed="$("$venv/bin/python" -m pip freeze 2>/dev/null || true)"
+  fi
+  # Every pinned line installed as pinned? (No pipes into grep -q: under pipefail an early
+  # exit of grep fails the pipeline.)
+  local missing
+  missing="$(grep -vxF -f <(printf '%s\n' "$installed") "$root/scripts/tools-requirements.txt" || true)"
+  if [ -n "$installed" ] && [ -z "$missing" ]; then
+    return 0
+  fi
+  echo "install-deps: installing Python tools into .tools/venv"
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    -r "$root/scripts/tools-requirements.txt"
+}
 
 # playwright-core for node/tests/console.rs, at the version package-lock.json pins.
 console_deps() {
@@ -33,6 +65,7 @@ console_deps() {
 }
 
 if [ ${#need[@]} -eq 0 ]; then
+  install_python_tools
   console_deps
   exit 0
 fi
@@ -46,10 +79,11 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
   # Debian starts nginx and prometheus on install; the tests start their own on loopback ports.
   if command -v systemctl >/dev/null 2>&1; then
-    systemctl stop nginx prometheus postgresql >/dev/null 2>&1 || true
+    systemctl stop nginx prometheus haproxy postgresql >/dev/null 2>&1 || true
   fi
   pkill -x nginx >/dev/null 2>&1 || true
   pkill -x prometheus >/dev/null 2>&1 || true
+  install_python_tools
   console_deps
 else
   echo "install-deps: missing: ${need[*]}" >&2

@@ -22,6 +22,7 @@
 #![warn(missing_docs)]
 
 pub mod amf0;
+pub mod caps;
 pub mod chunk;
 pub mod command;
 pub mod control;

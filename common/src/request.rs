@@ -25,6 +25,7 @@
 //!   their argument as sent, because it is only echoed back to the same client.
 
 use crate::amf0::Amf0Value;
+use crate::caps::ClientCaps;
 use crate::command::{type_name, Command, CommandError};
 use crate::types::MessageType;
 
@@ -181,6 +182,8 @@ pub struct ConnectRequest {
     /// The `objectEncoding` property (0 for AMF0, 3 for AMF3), 0 when missing or not a
     /// number. Kept as sent because the `_result` echoes it.
     pub object_encoding: f64,
+    /// Its Enhanced RTMP capabilities (`capsEx`, the FourCC list and maps).
+    pub caps: ClientCaps,
 }
 
 impl ConnectRequest {
@@ -415,6 +418,9 @@ fn connect_request(command_object: &Amf0Value) -> ConnectRequest {
             .and_then(|o| o.get("objectEncoding"))
             .and_then(Amf0Value::as_number)
             .unwrap_or(0.0),
+        caps: object
+            .map(ClientCaps::from_connect_object)
+            .unwrap_or_default(),
     }
 }
 
@@ -509,6 +515,7 @@ mod tests {
             tc_url: Some(tc_url.to_owned()),
             flash_ver: Some(flash_ver.to_owned()),
             object_encoding: 0.0,
+            caps: ClientCaps::default(),
         })
     }
 
@@ -858,6 +865,7 @@ mod tests {
             tc_url: None,
             flash_ver: None,
             object_encoding: 0.0,
+            caps: ClientCaps::default(),
         };
         assert_eq!(connect(Amf0Value::Null), empty);
         assert_eq!(connect(Amf0Object::new().with("app", 5.0).into()), empty);

@@ -21,6 +21,7 @@ use corecast_common::flv::{self, FlvTag, TAG_TYPE_AUDIO, TAG_TYPE_SCRIPT, TAG_TY
 use corecast_common::handshake::{ClientHandshake, HandshakeKind, RANDOM_LEN};
 use corecast_common::plane::sim::{self, Op};
 use corecast_common::types::{ChunkStreamId, MessageStreamId, MessageType, RtmpMessage};
+use corecast_fuzz::hls::{encode_hls_records, HlsRecord};
 
 /// Control bytes for the targets that cut their input into reads (see `Pieces`): low two
 /// bits pick the largest read.
@@ -571,12 +572,49 @@ fn plane_seeds() -> Vec<(&'static str, usize, bool, Vec<Op>)> {
     ]
 }
 
+/// Tokens for `token_verify`: valid for its expectation (publish live/cam1 at 1700000000),
+/// expired, for another stream, and one with its signature's last character changed.
+fn token_seeds() -> Vec<(&'static str, String)> {
+    use corecast_common::token::{Action, Claims, Key, KeyState, Keyring};
+    let ring = Keyring::new(vec![Key::new(
+        "k1",
+        corecast_fuzz::TOKEN_SECRET,
+        KeyState::Active,
+    )])
+    .expect("keyring");
+    let claims = |stream: &str, expires: u64| Claims {
+        key_id: "k1".to_owned(),
+        action: Action::Publish,
+        app: "live".to_owned(),
+        stream: stream.to_owned(),
+        not_before: 1_699_999_000,
+        expires,
+    };
+    let sign = |c: &Claims| ring.sign(c).expect("signs");
+    let valid = sign(&claims("cam1", 1_700_003_600));
+    let mut forged = valid.clone();
+    let last = forged.pop().expect("non-empty");
+    forged.push(if last == 'A' { 'B' } else { 'A' });
+    vec![
+        ("valid", valid.clone()),
+        ("in_query", format!("a=1&token={valid}&b=2")),
+        ("expired", sign(&claims("cam1", 1_699_999_500))),
+        ("other_stream", sign(&claims("cam2", 1_700_003_600))),
+        ("forged", forged),
+    ]
+}
+
 fn main() {
     let root = std::env::args_os()
         .nth(1)
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus"));
     let corpus = Corpus { root };
+
+    // token_verify
+    for (name, token) in token_seeds() {
+        corpus.write("token_verify", name, token.as_bytes());
+    }
 
     // amf0_decode
     corpus.write("amf0_decode", "connect", &connect().encode());
@@ -720,4 +758,61 @@ fn main() {
     for (name, cores, pulls, ops) in plane_seeds() {
         corpus.write("plane", name, &sim::encode(cores, pulls, &ops));
     }
+
+    // hls_muxer
+    for (name, targets, records) in hls_seeds() {
+        corpus.write("hls_muxer", name, &encode_hls_records(targets, &records));
+    }
+}
+
+// ---- HLS muxer ----------------------------------------------------------------------------
+
+fn hls_record(video: bool, delta_ms: i16, body: &[u8]) -> HlsRecord {
+    HlsRecord {
+        video,
+        probe: delta_ms % 3 == 0,
+        delta_ms,
+        body: body.to_vec(),
+    }
+}
+
+/// `seconds` of 25 fps AVC (a keyframe every `gop` frames) and 44.1 kHz AAC, interleaved as an
+/// encoder sends them, after both sequence headers.
+fn avc_aac_records(seconds: u32, gop: u32) -> Vec<HlsRecord> {
+    let mut records = vec![
+        hls_record(true, 0, &avc_sequence_header()),
+        hls_record(false, 0, &aac_sequence_header()),
+    ];
+    let (mut video_ms, mut audio_ms, mut audio_sent) = (0u32, 0.0f64, 0u32);
+    for frame in 0..seconds * 25 {
+        let ms = frame * 40;
+        let tag = video_tag(frame % gop == 0, 1, 24);
+        records.push(hls_record(true, (ms - video_ms) as i16, &tag));
+        video_ms = ms;
+        while audio_ms < f64::from(ms + 40) {
+            let at = audio_ms as u32;
+            records.push(hls_record(false, (at - audio_sent) as i16, &aac_frame(8)));
+            audio_sent = at;
+            audio_ms += 1024.0 / 44.1;
+        }
+    }
+    records
+}
+
+fn hls_seeds() -> Vec<(&'static str, u8, Vec<HlsRecord>)> {
+    let audio_only = std::iter::once(hls_record(false, 0, &aac_sequence_header()))
+        .chain((0..200).map(|_| hls_record(false, 23, &aac_frame(6))))
+        .collect();
+    let mut restarted = avc_aac_records(2, 25);
+    restarted.push(hls_record(true, -30_000, &video_tag(true, 1, 24)));
+    restarted.extend(avc_aac_records(2, 25).into_iter().skip(2));
+    vec![
+        // 300 ms parts, 600 ms segments; 1 s GOPs.
+        ("avc_aac_1s_gops", 0x0A, avc_aac_records(4, 25)),
+        // 200 ms parts, 800 ms segments; one 4 s GOP: segments longer than the target.
+        ("avc_aac_long_gop", 0x19, avc_aac_records(8, 100)),
+        ("aac_only", 0x02, audio_only),
+        // Timestamps jump back 30 s mid-stream.
+        ("avc_aac_time_jump", 0x0A, restarted),
+    ]
 }

@@ -16,6 +16,7 @@
 //!   byte 0 picks the chunk size for `encode_shared` instead; the stream is decoded whole.
 //! - `control_decode`: byte 0 is the message type id, the rest the payload.
 //! - `amf0_decode`, `command_decode`, `flv_tag_headers`: the whole input is one payload.
+//! - `hls_muxer`: a targets byte, then records of one RTMP message body each (see [`hls`]).
 //! - `plane`: a schedule of control-plane events on up to four cores
 //!   (`corecast_common::plane::sim::decode`: a byte for the cores and pulls, then two bytes
 //!   per event).
@@ -25,6 +26,10 @@
 //! documented asymmetries are allowed for: a `String` over 65 535 bytes comes back as a
 //! `LongString`, an over-long key or class name is cut, and NaN is not equal to itself, so
 //! values with any of these are compared by their re-encoded bytes instead.
+
+pub mod hls;
+
+pub use hls::hls_muxer;
 
 use bytes::BytesMut;
 use corecast_common::amf0::{self, Amf0Limits, Amf0Object, Amf0Value};
@@ -89,6 +94,14 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "plane",
         run: plane,
+    },
+    Target {
+        name: "hls_muxer",
+        run: hls_muxer,
+    },
+    Target {
+        name: "token_verify",
+        run: token_verify,
     },
 ];
 
@@ -762,5 +775,40 @@ pub fn plane(data: &[u8]) {
     let (cores, pulls, ops) = decode(data);
     if let Err(broken) = Sim::run(cores, pulls, &ops) {
         panic!("{broken} ({cores} cores, pulls {pulls}): {ops:?}");
+    }
+}
+
+/// The key the `token_verify` target (and its seeds) sign with.
+pub const TOKEN_SECRET: [u8; 32] = [7; 32];
+
+/// Signed tokens: the input, as text, is checked by `Keyring::verify` against a keyring with
+/// an active and a retired key, and searched by `token::from_query`. Neither may panic, and
+/// a token that verifies is exactly what the keyring signs for its claims (one spelling per
+/// token: nothing about it can be changed and still verify).
+pub fn token_verify(data: &[u8]) {
+    use corecast_common::token::{self, Action, Expected, Key, KeyState, Keyring};
+
+    let ring = Keyring::new(vec![
+        Key::new("k1", TOKEN_SECRET, KeyState::Active),
+        Key::new("k0", Vec::new(), KeyState::Retired),
+    ])
+    .expect("a valid keyring");
+    let text = String::from_utf8_lossy(data);
+    let expected = Expected {
+        action: Action::Publish,
+        app: "live",
+        stream: "cam1",
+        now: 1_700_000_000,
+        skew_secs: 30,
+    };
+    if let Ok(claims) = ring.verify(&text, &expected) {
+        assert_eq!(
+            ring.sign(&claims).as_deref(),
+            Some(&*text),
+            "token spelling"
+        );
+    }
+    if let Some(found) = token::from_query(&text) {
+        assert!(text.contains(found));
     }
 }

@@ -183,3 +183,31 @@ fn plane_seeds_are_schedules_that_run_clean() {
         }
     }
 }
+
+#[test]
+fn hls_seeds_make_segments() {
+    use bytes::Bytes;
+    use corecast_fuzz::hls::{decode_hls_records, hls_config};
+    use corecast_hls::Muxer;
+
+    for (name, data) in seeds("hls_muxer") {
+        let (targets, records) = decode_hls_records(&data).expect("a targets byte");
+        let mut muxer = Muxer::new(hls_config(targets)).expect("a valid config");
+        let (mut video_ts, mut audio_ts) = (0u32, 0u32);
+        for record in records {
+            let body = Bytes::from(record.body);
+            let result = if record.video {
+                video_ts = video_ts.wrapping_add_signed(i32::from(record.delta_ms));
+                muxer.push_video(video_ts, &body)
+            } else {
+                audio_ts = audio_ts.wrapping_add_signed(i32::from(record.delta_ms));
+                muxer.push_audio(audio_ts, &body)
+            };
+            result.unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        muxer.finish().expect("finish");
+        let segments = muxer.window().listed().count();
+        assert!(segments >= 2, "{name}: {segments} segments");
+    }
+    corecast_fuzz::hls_muxer(&seed("hls_muxer", "avc_aac_1s_gops"));
+}

@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use corecast_common::amf0::Amf0Value;
+use corecast_common::caps::CapsEx;
 use corecast_common::chunk::{ChunkDecoder, ChunkDecoderLimits, ChunkEncoder, ChunkError};
 use corecast_common::command::{client, Command, CommandError};
 use corecast_common::control::{ControlError, ControlMessage, UserControlEvent};
@@ -184,6 +185,9 @@ pub struct ClientSettings {
     pub handshake: HandshakeKind,
     /// The TLS client configuration (`rtmps://` only), shared by every connection.
     pub tls: Option<Arc<ClientConfig>>,
+    /// Advertise Enhanced RTMP reconnect (`capsEx`) in `connect`; players then follow a
+    /// server's `NetConnection.Connect.ReconnectRequest` (see `player`).
+    pub reconnect: bool,
 }
 
 impl Default for ClientSettings {
@@ -193,6 +197,7 @@ impl Default for ClientSettings {
             setup_timeout: Duration::from_secs(10),
             handshake: HandshakeKind::Digest,
             tls: None,
+            reconnect: false,
         }
     }
 }
@@ -536,10 +541,13 @@ pub async fn setup(
 
         phase.set(Phase::Connect);
         conn.queue_control(&ControlMessage::SetChunkSize(OUT_CHUNK_SIZE));
-        conn.queue_command(
-            MessageStreamId::CONNECTION,
-            &client::connect(1.0, &url.app, &url.tc_url()),
-        );
+        let mut connect = client::connect(1.0, &url.app, &url.tc_url());
+        if settings.reconnect {
+            if let Amf0Value::Object(properties) = &mut connect.command_object {
+                properties.insert("capsEx", f64::from(CapsEx::RECONNECT));
+            }
+        }
+        conn.queue_command(MessageStreamId::CONNECTION, &connect);
         conn.flush().await?;
         inbound.reply(&conn, 1.0, Phase::Connect).await?;
         let connected = started.elapsed();

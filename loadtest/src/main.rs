@@ -66,6 +66,10 @@ struct CommonArgs {
     /// Players only count bytes after the first key frame (no gap or latency analysis).
     #[arg(long)]
     lite: bool,
+    /// Players advertise Enhanced RTMP reconnect and follow a server's reconnect request
+    /// (a draining node) to a new connection without a gap.
+    #[arg(long)]
+    reconnect: bool,
     /// Seconds for the TCP connect, and again for the RTMP setup [default: 10].
     #[arg(long, value_name = "SECS")]
     connect_timeout: Option<u64>,
@@ -221,6 +225,7 @@ fn apply_common(file: &mut ScenarioFile, common: CommonArgs) -> bool {
     file.cores = common.cores;
     file.ramp = common.ramp;
     file.lite = common.lite.then_some(true);
+    file.reconnect = common.reconnect.then_some(true);
     file.connect_timeout = common.connect_timeout;
     file.handshake = common.handshake;
     apply_tls(file, common.tls);

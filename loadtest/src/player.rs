@@ -17,6 +17,14 @@
 //! only adds up payload sizes. It still runs the chunk decoder (pings must be answered and
 //! acknowledgements sent, or servers drop it), but does no per-frame analysis.
 //!
+//! # Moving on a reconnect request
+//! With `reconnect` on, a player advertises Enhanced RTMP reconnect and, when the server sends
+//! `NetConnection.Connect.ReconnectRequest` (a draining node), sets up a new connection to the
+//! request's `tcUrl` (same scheme; else the URL it used) in a task of its own while it keeps
+//! reading the old one, switches once the new one delivers media, and skips the frames the new
+//! one repeats (its GOP cache) up to the last timestamp it had: a seamless move shows no gap
+//! and no rewind. Moves are counted in [`PlayerRecord::reconnects`].
+//!
 //! # Ending
 //! The runner drops the player's future when the run ends; [`Playing`]'s `Drop` then stamps
 //! the end time and fixes the live counters, so a player cut off at the deadline is recorded
@@ -24,10 +32,12 @@
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use corecast_common::amf0::Amf0Value;
-use corecast_common::command::DataMessage;
+use corecast_common::caps::RECONNECT_REQUEST;
+use corecast_common::command::{Command, DataMessage};
 use corecast_common::flv::{VideoPacketKind, VideoTagHeader};
 use corecast_common::types::{MessageType, RtmpMessage};
 
@@ -105,39 +115,198 @@ pub async fn run(
         r.ready_time = Some(session.timings.ready);
     }
     let _playing = Playing { counters, record };
-    let client::Session {
-        conn,
-        mut inbound,
-        early,
-        ..
-    } = session;
     let mut analyzer = Analyzer {
         lite: settings.lite,
         started,
         play_requested_us,
         counters,
         record,
+        skip_until: None,
     };
-    let mut seen_bytes = inbound.bytes_read();
-    CoreCounters::add(&counters.bytes_in, seen_bytes);
-    record.borrow_mut().bytes_in = seen_bytes;
-    if let Some(msg) = early {
-        analyzer.on_message(&msg);
-    }
+    let mut bytes_before = 0;
+    let mut seen_bytes = 0;
+    let mut current = session;
+    let mut early = current.early.take();
+    let mut moving: Option<Move> = None;
     let error: ClientError = loop {
-        let msg = match inbound.recv(&conn).await {
-            Ok(msg) => msg,
-            Err(e) => break e,
+        if let Some(msg) = early.take() {
+            analyzer.on_message(&msg);
+        }
+        let msg = match current.inbound.recv(&current.conn).await {
+            Ok(msg) => Some(msg),
+            // The old connection ended first: the move decides.
+            Err(e) => match moving.take() {
+                Some(pending) => match pending.finish().await {
+                    Ok(next) => {
+                        switch(
+                            &mut current,
+                            next,
+                            &mut analyzer,
+                            &mut bytes_before,
+                            &mut seen_bytes,
+                        );
+                        early = current.early.take();
+                        continue;
+                    }
+                    Err(_) => break e,
+                },
+                None => break e,
+            },
         };
-        let read = inbound.bytes_read();
+        let read = bytes_before + current.inbound.bytes_read();
         CoreCounters::add(&counters.bytes_in, read - seen_bytes);
         seen_bytes = read;
         record.borrow_mut().bytes_in = read;
-        analyzer.on_message(&msg);
+        if let Some(msg) = msg {
+            analyzer.on_message(&msg);
+            if settings.client.reconnect && moving.is_none() {
+                moving = reconnect_target(&msg, settings)
+                    .map(|(url, addr)| Move::start(url, addr, settings));
+            }
+        }
+        if let Some(ready) = moving.as_ref().and_then(Move::try_take) {
+            moving = None;
+            // A failed move keeps the old connection: it may still serve to the deadline.
+            if let Ok(next) = ready {
+                switch(
+                    &mut current,
+                    next,
+                    &mut analyzer,
+                    &mut bytes_before,
+                    &mut seen_bytes,
+                );
+                early = current.early.take();
+            }
+        }
     };
     CoreCounters::add(&counters.drops, 1);
     record.borrow_mut().dropped = Some((error.as_str(), error.to_string()));
-    conn.shutdown();
+    current.conn.shutdown();
+}
+
+/// A new connection, playing, and what it delivered up to its first key frame.
+type Ready = (client::Session, Vec<RtmpMessage>);
+
+/// A move to a new connection after a reconnect request, set up in a task of its own.
+struct Move {
+    slot: Rc<RefCell<Option<Result<Ready, ClientError>>>>,
+    task: glommio::task::JoinHandle<()>,
+}
+
+impl Move {
+    fn start(url: RtmpUrl, addr: SocketAddr, settings: &PlayerSettings) -> Move {
+        let slot = Rc::new(RefCell::new(None));
+        let client_settings = settings.client.clone();
+        let task = glommio::spawn_local({
+            let slot = Rc::clone(&slot);
+            async move {
+                let result = match client::setup(&url, addr, Role::Play, &client_settings).await {
+                    Ok(session) => until_keyframe(session, client_settings.setup_timeout).await,
+                    Err(e) => Err(e),
+                };
+                *slot.borrow_mut() = Some(result);
+            }
+        })
+        .detach();
+        Move { slot, task }
+    }
+
+    /// The new session or why it failed, once it is ready.
+    fn try_take(&self) -> Option<Result<Ready, ClientError>> {
+        self.slot.borrow_mut().take()
+    }
+
+    /// Waits for the new session (bounded by its own timeouts) and returns its outcome.
+    async fn finish(self) -> Result<Ready, ClientError> {
+        let _ = self.task.await;
+        self.slot
+            .borrow_mut()
+            .take()
+            .unwrap_or(Err(ClientError::Protocol(
+                "reconnect setup task ended without a result",
+            )))
+    }
+}
+
+/// Reads a new session until its first coded key frame (make before break: the old one is
+/// read meanwhile), within `limit`; returns it with what it delivered.
+async fn until_keyframe(
+    mut session: client::Session,
+    limit: std::time::Duration,
+) -> Result<Ready, ClientError> {
+    let mut delivered: Vec<RtmpMessage> = session.early.take().into_iter().collect();
+    let read = async {
+        while !delivered.iter().any(is_coded_keyframe) {
+            delivered.push(session.inbound.recv(&session.conn).await?);
+        }
+        Ok(())
+    };
+    match client::with_timeout(limit, read).await {
+        Some(Ok(())) => Ok((session, delivered)),
+        Some(Err(e)) => Err(e),
+        None => Err(ClientError::Protocol(
+            "no key frame on the new connection in time",
+        )),
+    }
+}
+
+fn is_coded_keyframe(msg: &RtmpMessage) -> bool {
+    msg.message_type == MessageType::VIDEO
+        && VideoTagHeader::parse(&msg.payload)
+            .is_ok_and(|h| h.is_keyframe() && h.packet == VideoPacketKind::CodedFrames)
+}
+
+/// Replaces the playing connection with `next`: the old one is shut, its bytes kept in the
+/// totals, and what `next` delivered is analysed, skipping the frames it repeats up to the
+/// last timestamp seen.
+fn switch(
+    current: &mut client::Session,
+    (next, delivered): Ready,
+    analyzer: &mut Analyzer<'_>,
+    bytes_before: &mut u64,
+    seen_bytes: &mut u64,
+) {
+    current.conn.shutdown();
+    *bytes_before += current.inbound.bytes_read();
+    *seen_bytes = *bytes_before;
+    *current = next;
+    {
+        let mut record = analyzer.record.borrow_mut();
+        record.reconnects += 1;
+        analyzer.skip_until = record.last_media_ts;
+    }
+    for msg in &delivered {
+        analyzer.on_message(msg);
+    }
+}
+
+/// Where a `NetConnection.Connect.ReconnectRequest` sends this player: the request's `tcUrl`
+/// with the player's stream when it has one of the same scheme that resolves, else the URL
+/// it used. None for any other message.
+fn reconnect_target(msg: &RtmpMessage, settings: &PlayerSettings) -> Option<(RtmpUrl, SocketAddr)> {
+    if !matches!(
+        msg.message_type,
+        MessageType::COMMAND_AMF0 | MessageType::COMMAND_AMF3
+    ) {
+        return None;
+    }
+    let command = Command::decode(msg.message_type, &msg.payload).ok()?;
+    let info = command.arguments.first().and_then(Amf0Value::as_object)?;
+    if command.name != "onStatus"
+        || info.get("code").and_then(Amf0Value::as_str) != Some(RECONNECT_REQUEST)
+    {
+        return None;
+    }
+    let elsewhere = info
+        .get("tcUrl")
+        .and_then(Amf0Value::as_str)
+        .and_then(|tc_url| RtmpUrl::parse(&format!("{tc_url}/{}", settings.url.stream)).ok())
+        .filter(|url| url.scheme == settings.url.scheme)
+        .and_then(|url| Some((url.resolve().ok()?, url)));
+    Some(match elsewhere {
+        Some((addr, url)) => (url, addr),
+        None => (settings.url.clone(), settings.addr),
+    })
 }
 
 /// Per-message analysis of one player.
@@ -147,10 +316,23 @@ struct Analyzer<'a> {
     play_requested_us: u64,
     counters: &'a CoreCounters,
     record: &'a RefCell<PlayerRecord>,
+    /// After a move: audio and video up to this timestamp repeat what the old connection
+    /// delivered, and are skipped.
+    skip_until: Option<u32>,
 }
 
 impl Analyzer<'_> {
     fn on_message(&mut self, msg: &RtmpMessage) {
+        if let (Some(until), MessageType::AUDIO | MessageType::VIDEO) =
+            (self.skip_until, msg.message_type)
+        {
+            if msg.timestamp.wrapping_sub(until) == 0
+                || msg.timestamp.wrapping_sub(until) > u32::MAX / 2
+            {
+                return;
+            }
+            self.skip_until = None;
+        }
         let len = msg.payload.len() as u64;
         let mut r = self.record.borrow_mut();
         let have_keyframe = r.first_keyframe_at.is_some();

@@ -49,6 +49,11 @@ pub struct Connections {
     pub not_started: u64,
     /// Connections lost after setup, before the end of the run.
     pub dropped: u64,
+    /// Players that moved to a new connection on a server's reconnect request (`reconnect`
+    /// scenarios), and how many moves they made in all.
+    pub reconnected_players: u64,
+    /// Moves in all.
+    pub reconnects: u64,
     /// Failures by reason.
     pub failures: Vec<ReasonCount>,
     /// Drops by reason.
@@ -302,6 +307,8 @@ impl Report {
             not_started: not_started.len() as u64
                 + planned.saturating_sub((out.players.len() + out.publishers.len()) as u64),
             dropped: drops.len() as u64,
+            reconnected_players: out.players.iter().filter(|p| p.reconnects > 0).count() as u64,
+            reconnects: out.players.iter().map(|p| u64::from(p.reconnects)).sum(),
             failures: by_reason(failures.into_iter()),
             drops: by_reason(drops.into_iter()),
             not_started_reasons: by_reason(not_started.into_iter()),
@@ -466,8 +473,18 @@ impl Report {
         rows.push((
             "connections".to_owned(),
             format!(
-                "{} planned, {} attempted, {} ok, {} failed, {} not started, {} dropped",
-                c.planned, c.attempted, c.ok, c.failed, c.not_started, c.dropped
+                "{} planned, {} attempted, {} ok, {} failed, {} not started, {} dropped{}",
+                c.planned,
+                c.attempted,
+                c.ok,
+                c.failed,
+                c.not_started,
+                c.dropped,
+                if c.reconnects > 0 {
+                    format!(", {} moved on a reconnect request", c.reconnected_players)
+                } else {
+                    String::new()
+                }
             ),
         ));
         for (label, list) in [

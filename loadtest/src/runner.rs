@@ -222,6 +222,7 @@ pub fn run(
             Scheme::Rtmps => Some(tls::client_config(&scenario.tls)?),
             _ => None,
         },
+        reconnect: scenario.reconnect,
     };
     let synthetic = scenario.source.synthetic();
     let source = if !scenario.publish {

@@ -181,6 +181,9 @@ pub struct ScenarioFile {
     pub ramp: Option<f64>,
     /// Players only count bytes once the first key frame is in: no gap or latency analysis.
     pub lite: Option<bool>,
+    /// Players advertise Enhanced RTMP reconnect and follow a server's reconnect request to
+    /// a new connection (a draining node), without a gap.
+    pub reconnect: Option<bool>,
     /// Write the report as JSON to this file.
     pub json: Option<PathBuf>,
     /// Write the report as a self-contained HTML page to this file.
@@ -346,6 +349,8 @@ pub struct Scenario {
     pub ramp_per_sec: f64,
     /// Lite players.
     pub lite: bool,
+    /// Players follow reconnect requests.
+    pub reconnect: bool,
     /// Limit for the TCP connect, and again for the RTMP setup.
     #[serde(serialize_with = "serialize_secs")]
     pub connect_timeout: Duration,
@@ -631,6 +636,7 @@ impl ScenarioFile {
             cores,
             ramp_per_sec,
             lite: self.lite.unwrap_or(false),
+            reconnect: self.reconnect.unwrap_or(false),
             connect_timeout: Duration::from_secs(connect_timeout),
             handshake: self.handshake.unwrap_or(HandshakeChoice::Digest),
             tls,

@@ -282,6 +282,8 @@ pub struct PlayerRecord {
     pub gaps: GapDetector,
     /// Latency samples taken.
     pub latency_samples: u64,
+    /// Moves to a new connection after a server's reconnect request.
+    pub reconnects: u32,
     /// Why the connection ended before the run did, if it did.
     pub dropped: Option<(&'static str, String)>,
 }
@@ -307,6 +309,7 @@ impl PlayerRecord {
             keyframes: 0,
             gaps: GapDetector::with_interval(nominal_interval_ms),
             latency_samples: 0,
+            reconnects: 0,
             dropped: None,
         }
     }

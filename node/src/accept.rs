@@ -3,9 +3,15 @@
 //!
 //! A listener's accept task is [`accept_loop`]: it accepts, backs off on accept errors (out of
 //! descriptors or memory: spinning would only make it worse), refuses a connection past the
-//! listener's per-core limit (counted in `corecast_connections_refused_total{listener,reason}`
-//! and logged), sets `TCP_NODELAY` where the listener wants it, and hands the stream, the peer
-//! and a [`Permit`] to the listener's own serve function.
+//! listener's per-core limit, sets `TCP_NODELAY` where the listener wants it, and starts the
+//! connection's task. That task, not the accept loop (a slow peer must not stall accepts),
+//! reads the PROXY header where the listener expects one ([`crate::proxy`]), admits the
+//! client address against the per-address limits ([`crate::limits`]), and hands the stream,
+//! the *client* address (the header's where a trusted load balancer sent one) and a
+//! [`Permit`] to the listener's own serve function, so logs, the API, metrics, auth and
+//! limits all see the client. Every refusal is counted in
+//! `corecast_connections_refused_total{listener,reason}` and logged, at most one line a
+//! second per core with the number left out ([`LogGate`]).
 //!
 //! A [`Permit`] is an owned guard: the connection's task holds it and dropping it (however the
 //! task ends, panics and cancellation included) counts the connection out. Counting is per
@@ -17,16 +23,20 @@
 //! stretch every drain to its grace time, and a tunnel's next request must still be answered
 //! while it drains.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::fmt::Display;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use glommio::net::{TcpListener, TcpStream};
-use tracing::warn;
+use tracing::{debug, warn};
 
+use crate::config::ProxyListener;
 use crate::core::CoreContext;
+use crate::limits::{AddressGuard, AddressLimits, AddressTable, LogGate, SharedTable};
+use crate::proxy::{self, Outcome};
 use crate::transport::set_nodelay;
 
 /// First pause after a failed accept; doubled per failure in a row, up to [`MAX_BACKOFF`].
@@ -78,6 +88,19 @@ impl ConnectionKind {
     /// Whether a drain waits for connections of this kind (see the module doc).
     pub fn holds_drain(self) -> bool {
         !matches!(self, ConnectionKind::RtmptHttp | ConnectionKind::Http)
+    }
+
+    /// The `[proxy_protocol]` name of the listener this kind is accepted on (None for a
+    /// tunnel, which is no listener's).
+    pub fn proxy_listener(self) -> Option<ProxyListener> {
+        match self {
+            ConnectionKind::Rtmp => Some(ProxyListener::Rtmp),
+            ConnectionKind::Rtmps => Some(ProxyListener::Rtmps),
+            ConnectionKind::RtmptHttp => Some(ProxyListener::Rtmpt),
+            ConnectionKind::RtmptTunnel => None,
+            ConnectionKind::Pull => Some(ProxyListener::Pull),
+            ConnectionKind::Http => Some(ProxyListener::Http),
+        }
     }
 
     fn index(self) -> usize {
@@ -163,18 +186,20 @@ pub struct AcceptSettings {
 }
 
 /// Accepts on `listener` until the task is dropped, handing every admitted connection to
-/// `serve` in a task of its own. Dropping this task stops accepting (the drain does); the
-/// connections already handed out keep running and keep their permits.
+/// `serve` in a task of its own (see the module doc for what happens before). Dropping this
+/// task stops accepting (the drain does); the connections already handed out keep running
+/// and keep their permits.
 pub async fn accept_loop<S, F>(
     ctx: Rc<CoreContext>,
     listener: TcpListener,
     settings: AcceptSettings,
     serve: S,
 ) where
-    S: Fn(TcpStream, SocketAddr, Permit) -> F,
+    S: Fn(TcpStream, SocketAddr, Permit) -> F + 'static,
     F: Future<Output = ()> + 'static,
 {
     let listener_name = settings.kind.as_str();
+    let serve = Rc::new(serve);
     let mut backoff = MIN_BACKOFF;
     loop {
         let stream = match listener.accept().await {
@@ -197,20 +222,149 @@ pub async fn accept_loop<S, F>(
             .connections
             .try_permit(settings.kind, settings.max_per_core)
         else {
-            ctx.metrics.refused(listener_name, "connection_limit");
-            warn!(
-                core = ctx.id.0,
-                listener = listener_name,
-                %peer,
-                max = settings.max_per_core,
-                "connection refused: per-core limit reached"
+            let max = settings.max_per_core;
+            refuse(
+                &ctx,
+                listener_name,
+                peer,
+                "connection_limit",
+                format_args!("per-core limit reached ({max})"),
             );
             continue;
         };
         if settings.nodelay {
             set_nodelay(&stream);
         }
-        glommio::spawn_local(serve(stream, peer, permit)).detach();
+        let ctx = Rc::clone(&ctx);
+        let serve = Rc::clone(&serve);
+        glommio::spawn_local(async move {
+            let mut stream = stream;
+            let Some((client, guard)) = admit(&ctx, &mut stream, peer, settings.kind).await else {
+                return;
+            };
+            serve(stream, client, permit).await;
+            drop(guard);
+        })
+        .detach();
+    }
+}
+
+/// Reads the PROXY header where the listener expects one and admits the client address
+/// against the per-address limits; None when the connection is to be closed (counted and
+/// logged already).
+async fn admit(
+    ctx: &Rc<CoreContext>,
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    kind: ConnectionKind,
+) -> Option<(SocketAddr, AddressGuard)> {
+    let client = client_of(ctx, stream, peer, kind).await?;
+    match AddressGuard::admit(&CoreAdmission::of(ctx).table, client.ip(), Instant::now()) {
+        Ok(guard) => Some((client, guard)),
+        Err(refusal) => {
+            refuse(ctx, kind.as_str(), client, refusal.as_str(), refusal);
+            None
+        }
+    }
+}
+
+/// The client behind `peer`: the PROXY header's on a listener that reads one, else `peer`;
+/// None when the connection is to be closed (counted, and logged unless it is no news).
+async fn client_of(
+    ctx: &Rc<CoreContext>,
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    kind: ConnectionKind,
+) -> Option<SocketAddr> {
+    let listener = kind.as_str();
+    let config = &ctx.config.proxy_protocol;
+    if !kind.proxy_listener().is_some_and(|l| config.enabled_on(l)) {
+        return Some(peer);
+    }
+    match proxy::client_address(stream, peer, config).await {
+        Outcome::Serve { client } => Some(client),
+        Outcome::Local => {
+            ctx.metrics.refused(listener, "proxy_local");
+            debug!(core = ctx.id.0, listener, %peer, "proxy health check (LOCAL) closed");
+            None
+        }
+        // A peer gone before its header (a balancer's health check that resets at once, a
+        // port scan) is no news: counted, not warned about.
+        Outcome::Refuse(refusal @ proxy::ProxyRefusal::Closed(_)) => {
+            ctx.metrics.refused(listener, refusal.as_str());
+            debug!(core = ctx.id.0, listener, %peer, error = %refusal, "closed before its PROXY header");
+            None
+        }
+        Outcome::Refuse(refusal) => {
+            refuse(ctx, listener, peer, refusal.as_str(), &refusal);
+            None
+        }
+    }
+}
+
+/// Takes a TLS handshake token for `client` (RTMPS calls it before each handshake); false
+/// when the address is over `limits.tls_handshakes_per_second_per_address` (counted, logged).
+pub fn admit_tls(ctx: &Rc<CoreContext>, listener: &'static str, client: SocketAddr) -> bool {
+    let admission = CoreAdmission::of(ctx);
+    let admitted = admission
+        .table
+        .borrow_mut()
+        .admit_tls(client.ip(), Instant::now());
+    match admitted {
+        Ok(()) => true,
+        Err(refusal) => {
+            refuse(ctx, listener, client, refusal.as_str(), refusal);
+            false
+        }
+    }
+}
+
+/// Counts a refusal and logs it, at most one line a second per core.
+fn refuse(
+    ctx: &CoreContext,
+    listener: &'static str,
+    client: SocketAddr,
+    reason: &'static str,
+    why: impl Display,
+) {
+    ctx.metrics.refused(listener, reason);
+    let admission = CoreAdmission::of(ctx);
+    let passed = admission.log.borrow_mut().pass(Instant::now());
+    if let Some(left_out) = passed {
+        warn!(
+            core = ctx.id.0,
+            listener,
+            peer = %client,
+            reason,
+            refused_since_last_line = left_out,
+            "connection refused: {why}"
+        );
+    }
+}
+
+/// A core's per-address table and its refusal log gate.
+struct CoreAdmission {
+    table: SharedTable,
+    log: RefCell<LogGate>,
+}
+
+/// The per-core feature slot ([`CoreContext::feature`] makes it with `Default`).
+#[derive(Default)]
+struct AdmissionSlot(RefCell<Option<Rc<CoreAdmission>>>);
+
+impl CoreAdmission {
+    /// This core's, made from `[limits]` on first use.
+    fn of(ctx: &CoreContext) -> Rc<CoreAdmission> {
+        let slot = ctx.feature::<AdmissionSlot>();
+        let mut slot = slot.0.borrow_mut();
+        let admission = slot.get_or_insert_with(|| {
+            let limits = AddressLimits::from_config(&ctx.config.limits);
+            Rc::new(CoreAdmission {
+                table: Rc::new(RefCell::new(AddressTable::new(limits))),
+                log: RefCell::new(LogGate::default()),
+            })
+        });
+        Rc::clone(admission)
     }
 }
 

@@ -52,6 +52,9 @@ pub struct ClientHandle {
     pub out: Rc<Outbound>,
     /// Kicked because a new publisher took its silent stream over.
     pub taken_over: Cell<bool>,
+    /// The application of a client that accepts `NetConnection.Connect.ReconnectRequest`
+    /// (it set `capsEx`'s reconnect bit in `connect`); None for every other client.
+    pub reconnect_app: RefCell<Option<String>>,
 }
 
 impl ClientHandle {

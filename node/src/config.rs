@@ -7,8 +7,12 @@
 //! their errors carry the line too.
 
 mod auth;
+mod env;
+mod limits;
 mod listen;
+mod proxy;
 mod registry;
+mod reload;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -21,7 +25,9 @@ use tracing_subscriber::filter::{EnvFilter, LevelFilter};
 pub use auth::{
     AppAuth, AuthConfig, AuthMode, Direction, KeyConfig, KeyStateConfig, OnError, Secret,
 };
+pub use limits::LimitsConfig;
 pub use listen::{Listen, ListenError, OptionalListen};
+pub use proxy::{ProxyListener, ProxyProtocolConfig, TrustedNet};
 pub use registry::{LivestreamsConfig, RegistryConfig, RegistryTarget, WebhooksConfig};
 
 /// Everything the node reads from its config file.
@@ -52,6 +58,10 @@ pub struct Config {
     pub livestreams: LivestreamsConfig,
     /// Livestream status webhooks.
     pub webhooks: WebhooksConfig,
+    /// PROXY protocol headers from load balancers.
+    pub proxy_protocol: ProxyProtocolConfig,
+    /// What one client address may cost a core.
+    pub limits: LimitsConfig,
     /// Who may publish and play, per application; the token keyring.
     pub auth: AuthConfig,
 }
@@ -72,6 +82,11 @@ pub struct NodeConfig {
     /// On SIGTERM/SIGINT: stop accepting, report not ready, and wait this long for
     /// connections to finish before exiting (a second signal exits at once).
     pub shutdown_grace_secs: u64,
+    /// Where a draining node sends the clients that accept a reconnect request (Enhanced
+    /// RTMP `capsEx` reconnect): a base URL such as `rtmp://lb.example.com` (usually the load
+    /// balancer), to which the client's app is appended. Empty: the request carries no
+    /// `tcUrl`, and the client reconnects to the URL it used.
+    pub reconnect_url: String,
 }
 
 impl Default for NodeConfig {
@@ -82,6 +97,7 @@ impl Default for NodeConfig {
             io_memory_bytes: 256 * 1024,
             core_channel_capacity: 1024,
             shutdown_grace_secs: 10,
+            reconnect_url: String::new(),
         }
     }
 }
@@ -121,7 +137,8 @@ pub struct RtmpConfig {
     /// A publish of a live name takes it over when its publisher has sent nothing for this
     /// long (a reconnecting encoder whose old connection hangs half-open): the old publisher
     /// is closed (`taken_over`), players stay and resume at the new publisher's first key
-    /// frame. Until stream keys exist, the same `app/name` is the only credential. 0 = off.
+    /// frame. Only a publish `[auth]` allowed gets that far (with `open`, the same `app/name` is
+    /// the only credential). 0 = off.
     pub publisher_takeover_secs: u64,
     /// Applications accepted in `connect`; empty accepts any.
     pub apps: Vec<String>,
@@ -245,10 +262,6 @@ pub struct HttpConfig {
     /// Bearer token required by the API's write endpoints (kick, stop), and by its read
     /// endpoints unless `public_reads`; empty disables the writes and leaves reads open.
     pub api_token: String,
-    /// The name of an environment variable holding the token instead (`CORECAST_API_TOKEN`),
-    /// so the file holds no secret; read at start, and refused when it is unset or empty.
-    /// Only one of `api_token` and `api_token_env`.
-    pub api_token_env: String,
     /// Serve the API's read endpoints without the token even when one is set. They show
     /// client addresses, so this is off by default. `/metrics`, `/healthz` and `/readyz` are
     /// always open.
@@ -258,32 +271,15 @@ pub struct HttpConfig {
     /// A request's head and body must arrive, and its answer be handed over, within this many
     /// seconds of its first byte; the connection is cut otherwise (slow clients hold nothing).
     pub request_timeout_secs: u64,
-}
-
-impl HttpConfig {
-    /// Fills `api_token` from `api_token_env` when that names a variable.
-    fn read_token_env(&mut self) -> Result<(), ConfigError> {
-        if self.api_token_env.is_empty() {
-            return Ok(());
-        }
-        let invalid = |reason: String| ConfigError::Invalid {
-            field: "http.api_token_env",
-            reason,
-        };
-        if !self.api_token.is_empty() {
-            return Err(invalid("and http.api_token are both set: keep one".into()));
-        }
-        match std::env::var(&self.api_token_env) {
-            Ok(token) if !token.trim().is_empty() => {
-                self.api_token = token.trim().to_owned();
-                Ok(())
-            }
-            _ => Err(invalid(format!(
-                "names {}, which is not set (or empty)",
-                self.api_token_env
-            ))),
-        }
-    }
+    /// HTTP connections one core holds at most; the one that fills the last slot closes the
+    /// connection idle longest, and past it new ones are closed at accept. 0 (the default)
+    /// derives it from the open-file limit: a quarter of `RLIMIT_NOFILE` split among the
+    /// cores, at most 1024 (see `http::connection_cap`), so idle HTTP connections never take
+    /// the descriptors publishers and players need.
+    pub max_connections_per_core: usize,
+    /// Serve `http.listen` over TLS (HTTPS) with the `[rtmps]` certificate and key (and their
+    /// reloads); needs `rtmps.enabled = true`.
+    pub tls: bool,
 }
 
 impl Default for HttpConfig {
@@ -292,10 +288,11 @@ impl Default for HttpConfig {
             enabled: true,
             listen: Listen::one(SocketAddr::from(([0, 0, 0, 0], 8081))),
             api_token: String::new(),
-            api_token_env: String::new(),
             public_reads: false,
             idle_timeout_secs: 30,
             request_timeout_secs: 10,
+            max_connections_per_core: 0,
+            tls: false,
         }
     }
 }
@@ -319,6 +316,21 @@ pub struct RtmptConfig {
     pub max_tunnels_per_core: usize,
     /// HTTP connections one core accepts at most; further ones are closed at once.
     pub max_connections_per_core: usize,
+    /// Request-body bytes all requests being read on one core hold together; a request whose
+    /// body would pass it gets 503 (bodies are never reserved from `Content-Length`).
+    pub max_body_bytes_per_core: usize,
+    /// Tunnels one client address holds at most (an IPv6 address counts by its /64), split
+    /// evenly among the cores; `/open` past it gets 503.
+    pub max_tunnels_per_address: usize,
+    /// `/open` requests one client address may make per second (a token bucket, split
+    /// evenly among the cores); faster ones get 503.
+    pub open_rate_per_address: u32,
+    /// How many `/open` requests one address may make at once before the rate applies.
+    pub open_burst_per_address: u32,
+    /// RTMPTS: serve `rtmpt.listen` over TLS with the `[rtmps]` certificate and key (and their
+    /// reloads); needs `rtmps.enabled = true`. Clients use `rtmpts://HOST[:PORT]/...` (443 by
+    /// default).
+    pub tls: bool,
 }
 
 impl Default for RtmptConfig {
@@ -330,6 +342,11 @@ impl Default for RtmptConfig {
             max_body_bytes: 8 * 1024 * 1024,
             max_tunnels_per_core: 10_000,
             max_connections_per_core: 10_000,
+            max_body_bytes_per_core: 16 * 1024 * 1024,
+            max_tunnels_per_address: 64,
+            open_rate_per_address: 8,
+            open_burst_per_address: 32,
+            tls: false,
         }
     }
 }
@@ -573,7 +590,7 @@ impl Config {
 
     /// Parses and validates config text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let mut config: Config = toml::from_str(text).map_err(|e| {
+        let config: Config = toml::from_str(text).map_err(|e| {
             // toml shows the line; the table it is in may be screens above.
             let table = e.span().and_then(|span| table_at(text, span.start));
             ConfigError::Parse {
@@ -584,9 +601,15 @@ impl Config {
                 },
             }
         })?;
-        config.http.read_token_env()?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// The `tcUrl` a draining node's reconnect request carries for a client of `app`: the
+    /// configured base with the app appended, or None to reconnect to the same URL.
+    pub fn reconnect_tc_url(&self, app: &str) -> Option<String> {
+        let base = self.node.reconnect_url.trim_end_matches('/');
+        (!base.is_empty()).then(|| format!("{base}/{app}"))
     }
 
     /// Checks the values that parse but cannot work.
@@ -596,6 +619,9 @@ impl Config {
                 field,
                 reason: reason.into(),
             }
+        }
+        if let Err(reason) = check_reconnect_url(&self.node.reconnect_url) {
+            return Err(invalid("node.reconnect_url", reason));
         }
         let r = &self.rtmp;
         if !(128..=0x7FFF_FFFF).contains(&r.out_chunk_size_bytes) {
@@ -751,6 +777,35 @@ impl Config {
             ));
         }
         self.check_livestreams()?;
+        if t.max_body_bytes_per_core < t.max_body_bytes {
+            return Err(invalid(
+                "rtmpt.max_body_bytes_per_core",
+                "must be at least rtmpt.max_body_bytes",
+            ));
+        }
+        if t.max_tunnels_per_address == 0
+            || t.open_rate_per_address == 0
+            || t.open_burst_per_address == 0
+        {
+            return Err(invalid(
+                "rtmpt.max_tunnels_per_address / open_rate_per_address / open_burst_per_address",
+                "must be at least 1",
+            ));
+        }
+        if self.rtmpt.enabled && self.rtmpt.tls && !self.rtmps.enabled {
+            return Err(invalid(
+                "rtmpt.tls",
+                "needs the [rtmps] certificate: set rtmps.enabled = true",
+            ));
+        }
+        if self.http.enabled && self.http.tls && !self.rtmps.enabled {
+            return Err(invalid(
+                "http.tls",
+                "needs the [rtmps] certificate: set rtmps.enabled = true",
+            ));
+        }
+        self.proxy_protocol.validate()?;
+        self.limits.validate()?;
         self.auth.validate()?;
         self.check_shared_ports()
     }
@@ -833,6 +888,23 @@ fn table_at(text: &str, offset: usize) -> Option<&str> {
         .rfind(|line| line.starts_with('[') && line.ends_with(']'))
 }
 
+/// `node.reconnect_url`: empty, or `rtmp://`, `rtmps://` or `rtmpt://` with a host and no
+/// path (the client's app is appended to it).
+fn check_reconnect_url(url: &str) -> Result<(), String> {
+    if url.is_empty() {
+        return Ok(());
+    }
+    let rest = ["rtmp://", "rtmps://", "rtmpt://"]
+        .iter()
+        .find_map(|scheme| url.strip_prefix(scheme))
+        .ok_or("must start with rtmp://, rtmps:// or rtmpt://")?;
+    let authority = rest.trim_end_matches('/');
+    if authority.is_empty() || authority.contains(['/', '?', '#', ' ']) {
+        return Err("must be a scheme and a host[:port] only (the app is appended)".into());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -857,23 +929,27 @@ mod tests {
     }
 
     #[test]
-    fn the_livestreams_example_is_valid_with_its_token_in_the_environment() {
+    fn the_livestreams_example_is_valid() {
         let text = include_str!("../../config/livestreams.toml");
-        // The test sets a variable of its own: the example's name stays what users export.
-        let text = text.replace("CORECAST_API_TOKEN", "CORECAST_TEST_LIVESTREAMS_TOKEN");
-        let missing = Config::parse(&text, "livestreams.toml").expect_err("no token");
-        assert!(
-            missing.to_string().contains("http.api_token_env"),
-            "{missing}"
-        );
-        std::env::set_var("CORECAST_TEST_LIVESTREAMS_TOKEN", "from-the-environment");
-        let config = Config::parse(&text, "livestreams.toml").expect("valid");
-        assert_eq!(config.http.api_token, "from-the-environment");
+        let config = Config::parse(text, "livestreams.toml").expect("valid");
         assert!(matches!(
             config.registry.target(),
             Ok(RegistryTarget::Sqlite(_))
         ));
         assert_eq!(config.livestreams.app, "live");
+        assert!(config.livestreams.console);
+    }
+
+    #[test]
+    fn https_without_the_rtmps_certificate_and_bad_rtmpt_limits_are_refused() {
+        let err = Config::parse("[http]\ntls = true\n", "t").expect_err("must fail");
+        assert!(err.to_string().contains("http.tls"), "{err}");
+        let text = "[rtmpt]\nmax_body_bytes = 65536\nmax_body_bytes_per_core = 4096\n";
+        let err = Config::parse(text, "t").expect_err("must fail");
+        assert!(err.to_string().contains("max_body_bytes_per_core"), "{err}");
+        let err =
+            Config::parse("[rtmpt]\nopen_rate_per_address = 0\n", "t").expect_err("must fail");
+        assert!(err.to_string().contains("open_rate_per_address"), "{err}");
     }
 
     #[test]

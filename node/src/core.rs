@@ -21,9 +21,11 @@ use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::Instant;
 
+use corecast_common::caps::reconnect_request;
 use corecast_common::plane::{
     AlreadyPublished, ControlPlane, Effect, Generation, PlaneConfig, ReplicaOp,
 };
+use corecast_common::types::MessageStreamId;
 
 use crate::clients::ClientHandle;
 use crate::config::Config;
@@ -423,6 +425,28 @@ impl CoreContext {
     /// Forgets a connection.
     pub fn remove_client(&self, id: u64) {
         self.clients.borrow_mut().remove(&id);
+    }
+
+    /// The drain's first step: asks every client that accepts it (Enhanced RTMP `capsEx`
+    /// reconnect) to reconnect, to `node.reconnect_url` or to the URL it used, which the load
+    /// balancer no longer routes here. The client moves when it is ready, without a gap; the
+    /// others are closed at the drain deadline. Returns how many were asked.
+    pub fn request_reconnects(&self) -> usize {
+        let mut asked = 0;
+        for client in self.clients.borrow().values() {
+            let Some(app) = client.reconnect_app.borrow().clone() else {
+                continue;
+            };
+            let tc_url = self.config.reconnect_tc_url(&app);
+            let request = reconnect_request(tc_url.as_deref(), "The server is going away.");
+            client
+                .out
+                .send_command(MessageStreamId::CONNECTION, &request);
+            client.out.flush();
+            asked += 1;
+        }
+        self.metrics.reconnect_requests.inc_by(asked as u64);
+        asked
     }
 
     /// Carries out an operator's request.

@@ -10,46 +10,134 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use corecast_transport::TlsStream;
 use glommio::net::{TcpListener, TcpStream};
 use hyper::{Method, StatusCode};
+use rustls::{ServerConfig, ServerConnection};
 use tracing::info;
 
 use crate::accept::{accept_loop, AcceptSettings, ConnectionKind, Permit};
 use crate::api::{self, Access, ApiError, Page};
 use crate::core::CoreContext;
 use crate::httpd::body::{json, text, with_type};
+use crate::httpd::io::Stream;
 use crate::httpd::{self, dispatch, ready, Limits, Params, Port, Reply, Request};
 use crate::httpd::{Response, Route, Router};
 use crate::livestreams;
 use crate::shared::{AdminCommand, NodeShared};
+use crate::tls::{CurrentServerConfig, TlsError};
 
 /// Largest request head accepted.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Largest request body accepted (the API takes no bodies of note).
 const MAX_BODY_BYTES: usize = 64 * 1024;
-/// HTTP connections one core serves at once; further ones are closed at accept.
-const MAX_CONNECTIONS_PER_CORE: usize = 1024;
+/// Body bytes the requests being read on one core hold together.
+const MAX_BODY_BYTES_PER_CORE: usize = 4 * 1024 * 1024;
+/// The most HTTP connections per core that `http.max_connections_per_core = 0` gives.
+const AUTO_MAX_CONNECTIONS: usize = 1024;
+/// The fewest it gives, however low the open-file limit.
+const AUTO_MIN_CONNECTIONS: usize = 8;
 
-/// Accepts HTTP connections on this core until the task is dropped.
-pub async fn serve(ctx: Rc<CoreContext>, listener: TcpListener) {
+/// Accepts HTTP connections on this core until the task is dropped; over TLS with the core's
+/// current RTMPS certificate when `tls` is given (`http.tls`).
+pub async fn serve(ctx: Rc<CoreContext>, listener: TcpListener, tls: Option<CurrentServerConfig>) {
+    let cores = ctx.config.effective_cores();
+    let max = connection_cap(
+        ctx.config.http.max_connections_per_core,
+        cores,
+        nofile_limit(),
+    );
     let settings = AcceptSettings {
         kind: ConnectionKind::Http,
-        max_per_core: MAX_CONNECTIONS_PER_CORE,
+        max_per_core: max,
         nodelay: true,
     };
+    if ctx.id.0 == 0 {
+        info!(max_per_core = max, "http connection cap");
+    }
     let serve_ctx = Rc::clone(&ctx);
     accept_loop(ctx, listener, settings, move |stream, peer, permit| {
-        serve_connection(Rc::clone(&serve_ctx), stream, peer, permit)
+        // The certificate as of the accept: a reload affects new connections only.
+        let server = tls.as_ref().map(|current| Arc::clone(&current.borrow()));
+        let ctx = Rc::clone(&serve_ctx);
+        async move {
+            match server {
+                None => serve_connection(ctx, stream, peer, permit, max).await,
+                Some(server) => {
+                    if let Some(stream) = tls_handshake(&ctx, stream, peer, server, "https").await {
+                        serve_connection(ctx, stream, peer, permit, max).await;
+                    }
+                }
+            }
+        }
     })
     .await;
+}
+
+/// The TLS handshake of an HTTPS (or RTMPTS: `what`) connection, within
+/// `rtmps.handshake_timeout_secs`; None (logged and counted by reason) when it fails.
+pub(crate) async fn tls_handshake(
+    ctx: &CoreContext,
+    stream: TcpStream,
+    peer: SocketAddr,
+    server: Arc<ServerConfig>,
+    what: &'static str,
+) -> Option<TlsStream<ServerConnection>> {
+    let timeout = Duration::from_secs(ctx.config.rtmps.handshake_timeout_secs);
+    let error = match TlsStream::server(stream, server) {
+        Ok(tls) => match tls.handshake(timeout).await {
+            Ok(()) => return Some(tls),
+            Err(e @ TlsError::HandshakeTimeout(_)) => e,
+            Err(e) => {
+                tls.shutdown();
+                e
+            }
+        },
+        Err(e) => e,
+    };
+    if !matches!(error, TlsError::Io(_)) {
+        ctx.metrics.error(error.as_str());
+    }
+    info!(core = ctx.id.0, %peer, reason = error.as_str(), error = %error, transport = what, "tls connection closed");
+    None
+}
+
+/// The per-core HTTP connection cap: `configured`, or when 0 a quarter of the open-file
+/// limit split among `cores` (within [`AUTO_MIN_CONNECTIONS`]..=[`AUTO_MAX_CONNECTIONS`]).
+/// The other three quarters stay for what the node is for: publishers, players, pulls, and
+/// the accept that refuses one connection too many (it needs a descriptor for a moment).
+pub fn connection_cap(configured: usize, cores: usize, nofile: u64) -> usize {
+    if configured > 0 {
+        return configured;
+    }
+    let share = nofile / 4 / cores.max(1) as u64;
+    usize::try_from(share)
+        .unwrap_or(usize::MAX)
+        .clamp(AUTO_MIN_CONNECTIONS, AUTO_MAX_CONNECTIONS)
+}
+
+/// The process's soft `RLIMIT_NOFILE` (unlimited reads as `u64::MAX`).
+fn nofile_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return 1024;
+    }
+    limit.rlim_cur
 }
 
 /// Serves one accepted HTTP connection until it closes; `_permit` counts it until then.
 pub async fn serve_connection(
     ctx: Rc<CoreContext>,
-    stream: TcpStream,
+    stream: impl Into<Stream>,
     peer: SocketAddr,
     _permit: Permit,
+    max_connections: usize,
 ) {
     let http = &ctx.config.http;
     let port = Port {
@@ -57,10 +145,12 @@ pub async fn serve_connection(
         limits: Limits {
             max_head_bytes: MAX_HEAD_BYTES,
             max_body_bytes: MAX_BODY_BYTES,
+            max_body_bytes_per_core: MAX_BODY_BYTES_PER_CORE,
             idle_timeout: Duration::from_secs(http.idle_timeout_secs),
             request_timeout: Duration::from_secs(http.request_timeout_secs),
         },
         quick_ack: false,
+        max_connections,
     };
     let routes = Rc::clone(&ctx);
     httpd::serve(&ctx, stream, peer, port, move |request| {
@@ -324,4 +414,19 @@ fn method_not_allowed(_: &Rc<CoreContext>, request: &Request) -> Response {
         message,
     )
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_cap_is_a_share_of_the_open_file_limit_unless_configured() {
+        assert_eq!(connection_cap(50, 4, 256), 50);
+        assert_eq!(connection_cap(0, 1, 512), 128);
+        assert_eq!(connection_cap(0, 2, 512), 64);
+        assert_eq!(connection_cap(0, 8, 64), AUTO_MIN_CONNECTIONS);
+        assert_eq!(connection_cap(0, 2, 1 << 20), AUTO_MAX_CONNECTIONS);
+        assert_eq!(connection_cap(0, 2, u64::MAX), AUTO_MAX_CONNECTIONS);
+    }
 }

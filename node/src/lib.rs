@@ -5,6 +5,8 @@
 //! - [`server`]: executors, listeners, the core mesh.
 //! - [`ports`]: owning the listen addresses: the start-up check and the listeners' sockets.
 //! - [`accept`]: the one accept path and the connection permit every listener uses.
+//! - [`proxy`]: PROXY protocol headers from a load balancer (the client's address);
+//!   [`limits`]: per-address limits (connections, new connections and TLS handshakes a second).
 //! - [`core`]: one core's state: the shell that feeds events to its control plane
 //!   (`corecast_common::plane`) and carries out the plane's effects (links, replicas, pulls).
 //! - [`mesh`]: core-to-core messages and their ordered, non-blocking links.
@@ -35,6 +37,7 @@ pub mod core;
 pub mod frame;
 pub mod http;
 pub mod httpd;
+pub mod limits;
 pub mod livestreams;
 pub mod media;
 pub mod mesh;
@@ -42,8 +45,10 @@ pub mod metrics;
 pub mod outbound;
 pub mod ports;
 pub mod process_metrics;
+pub mod proxy;
 pub mod queue;
 pub mod registry;
+pub mod reload;
 pub mod rtmpt;
 pub mod server;
 pub mod session;

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use corecast_node::auth::Action;
 use corecast_node::config::{Config, Listen, LogFilter, LogFormat};
 
 #[global_allocator]
@@ -22,7 +23,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(version, about)]
 struct Cli {
     /// Config file (TOML). Without it the built-in defaults apply.
-    #[arg(long, short)]
+    #[arg(long, short, global = true)]
     config: Option<PathBuf>,
     /// Check the configuration and exit.
     #[arg(long)]
@@ -46,10 +47,42 @@ struct Cli {
     /// TARGET=LEVEL directives, comma-separated.
     #[arg(long, value_name = "FILTER")]
     log_level: Option<LogFilter>,
+    #[command(subcommand)]
+    command: Option<Subcommand>,
+}
+
+/// What else the binary does besides running a node.
+#[derive(Debug, clap::Subcommand)]
+enum Subcommand {
+    /// Print a signed token for one action on one stream, signed with the config's
+    /// `[[auth.keys]]` (use it as `rtmp://HOST/APP/STREAM?token=TOKEN`).
+    Token(TokenArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct TokenArgs {
+    /// publish, play or pull.
+    #[arg(long, value_parser = ["publish", "play", "pull"])]
+    action: String,
+    /// The application (`live`).
+    #[arg(long)]
+    app: String,
+    /// The stream name, without query string.
+    #[arg(long)]
+    stream: String,
+    /// Seconds the token is valid from now.
+    #[arg(long, default_value_t = 3600, value_name = "SECS")]
+    ttl: u64,
+    /// The key to sign with (default: the first active key).
+    #[arg(long, value_name = "ID")]
+    key_id: Option<String>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Subcommand::Token(args)) = &cli.command {
+        return token(&cli, args);
+    }
     let (config, log_filter) = match configure(&cli) {
         Ok(configured) => configured,
         Err(message) => {
@@ -101,6 +134,8 @@ fn configure(cli: &Cli) -> Result<(Config, LogFilter), String> {
     if let Some(level) = &cli.log_level {
         config.log.level = level.clone();
     }
+    // Secrets from the environment win over the file (config/env.rs); never logged.
+    config.apply_secret_env(|name| std::env::var(name).ok());
     config.validate().map_err(|e| e.to_string())?;
     let filter = match (&cli.log_level, std::env::var("RUST_LOG")) {
         (None, Ok(env)) if !env.trim().is_empty() => {
@@ -109,6 +144,32 @@ fn configure(cli: &Cli) -> Result<(Config, LogFilter), String> {
         _ => config.log.level.clone(),
     };
     Ok((config, filter))
+}
+
+/// `corecast token`: one signed token on stdout.
+fn token(cli: &Cli, args: &TokenArgs) -> ExitCode {
+    let minted = configure(cli).and_then(|(config, _)| {
+        let action = Action::from_name(&args.action).ok_or("unknown action")?;
+        corecast_node::auth::mint(
+            &config.auth,
+            action,
+            &args.app,
+            &args.stream,
+            args.ttl,
+            args.key_id.as_deref(),
+            corecast_node::auth::unix_now(),
+        )
+    });
+    match minted {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("corecast token: {message}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 /// `--check`: what would run, or why it cannot (the RTMPS certificate is loaded too).

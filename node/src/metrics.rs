@@ -23,7 +23,8 @@ pub mod names {
     pub const CONNECTIONS_OPEN: &str = "corecast_connections_open";
     /// Connections closed, by reason.
     pub const CONNECTIONS_CLOSED: &str = "corecast_connections_closed_total";
-    /// Connections refused at accept, by listener and reason (`connection_limit`, `draining`).
+    /// Connections refused at accept, by listener and reason (`connection_limit`, `draining`,
+    /// the per-address limits' and the PROXY protocol's reasons).
     pub const CONNECTIONS_REFUSED: &str = "corecast_connections_refused_total";
     /// Handshake and protocol errors, by kind.
     pub const ERRORS: &str = "corecast_errors_total";
@@ -61,6 +62,8 @@ pub mod names {
     pub const EDGE_FIRST_FRAME: &str = "corecast_edge_first_frame_seconds";
     /// Pull connections served to other nodes.
     pub const PULLS_SERVED: &str = "corecast_pulls_served_total";
+    /// Clients asked to reconnect elsewhere when the node drains (Enhanced RTMP).
+    pub const RECONNECT_REQUESTS: &str = "corecast_reconnect_requests_total";
     /// Publishes and plays refused by authorization, by action and reason.
     pub const AUTH_REFUSALS: &str = "corecast_auth_refusals_total";
     /// Publishes and plays allowed by authorization, by action and mode.
@@ -141,6 +144,7 @@ pub struct NodeMetrics {
     upstream_bytes: IntCounterVec,
     edge_first_frame: HistogramVec,
     pulls_served: IntCounterVec,
+    reconnect_requests: IntCounterVec,
     auth_refusals: IntCounterVec,
     auth_allowed: IntCounterVec,
     tls_expiry: IntGaugeVec,
@@ -286,6 +290,12 @@ impl NodeMetrics {
                     .expect("metric registered once");
                 h
             },
+            reconnect_requests: counter(
+                r,
+                RECONNECT_REQUESTS,
+                "Clients sent NetConnection.Connect.ReconnectRequest as the node drained.",
+                &["core"],
+            ),
             pulls_served: counter(
                 r,
                 PULLS_SERVED,
@@ -357,6 +367,20 @@ impl NodeMetrics {
         for kind in crate::accept::ConnectionKind::ALL {
             self.refused
                 .with_label_values(&[c, kind.as_str(), "connection_limit"]);
+            for refusal in crate::limits::Refusal::ALL {
+                if refusal != crate::limits::Refusal::TlsRate || kind.as_str() == "rtmps" {
+                    self.refused
+                        .with_label_values(&[c, kind.as_str(), refusal.as_str()]);
+                }
+            }
+        }
+        for kind in crate::httpd::ERROR_KINDS {
+            self.errors.with_label_values(&[c, kind]);
+        }
+        for refusal in crate::rtmpt::admission::Refusal::ALL {
+            let tunnel = crate::accept::ConnectionKind::RtmptTunnel.as_str();
+            self.refused
+                .with_label_values(&[c, tunnel, refusal.as_str()]);
         }
         for reason in ["connect", "tls", "not_here", "refused", "lost"] {
             self.pulls_failed.with_label_values(&[c, reason]);
@@ -392,6 +416,7 @@ impl NodeMetrics {
             upstream_bytes: self.upstream_bytes.with_label_values(&[c]),
             edge_first_frame: self.edge_first_frame.with_label_values(&[c]),
             pulls_served: self.pulls_served.with_label_values(&[c]),
+            reconnect_requests: self.reconnect_requests.with_label_values(&[c]),
         }
     }
 
@@ -447,6 +472,8 @@ pub struct CoreMetrics {
     pub edge_first_frame: Histogram,
     /// Pull connections served.
     pub pulls_served: IntCounter,
+    /// `corecast_reconnect_requests_total`.
+    pub reconnect_requests: IntCounter,
 }
 
 impl CoreMetrics {

@@ -321,7 +321,13 @@ async fn run_core(start: CoreStart) {
     let grace = Duration::from_secs(config.node.shutdown_grace_secs);
     let deadline = Instant::now() + grace;
     let open = || ctx.connections.holding_drain();
-    info!(core = id.0, open = open(), "draining");
+    let asked = ctx.request_reconnects();
+    info!(
+        core = id.0,
+        open = open(),
+        asked_to_reconnect = asked,
+        "draining"
+    );
     sleep_until(deadline, || open() == 0).await;
     if open() > 0 {
         warn!(
@@ -363,7 +369,9 @@ fn start_accepting(
     for l in listeners.rtmp {
         sessions.push(glommio::spawn_local(accept_loop(Rc::clone(ctx), l)));
     }
-    let pull_tls = certificate.filter(|_| ctx.config.cluster.pull_tls);
+    let pull_tls = certificate.clone().filter(|_| ctx.config.cluster.pull_tls);
+    let rtmpt_tls = certificate.clone().filter(|_| ctx.config.rtmpt.tls);
+    let http_tls = certificate.filter(|_| ctx.config.http.tls);
     for l in listeners.pull {
         let tls = pull_tls.clone();
         sessions.push(glommio::spawn_local(crate::cluster::serve::serve(
@@ -373,7 +381,12 @@ fn start_accepting(
         )));
     }
     for l in listeners.http {
-        http.push(glommio::spawn_local(crate::http::serve(Rc::clone(ctx), l)));
+        let tls = http_tls.clone();
+        http.push(glommio::spawn_local(crate::http::serve(
+            Rc::clone(ctx),
+            l,
+            tls,
+        )));
     }
     // RTMPT keeps accepting while the core drains: an open tunnel's next request may come on
     // a new connection. Its `/open` is refused then (see `Tunnels::open`).
@@ -384,6 +397,7 @@ fn start_accepting(
         http.push(glommio::spawn_local(crate::rtmpt::listener::accept_loop(
             Rc::clone(ctx),
             l,
+            rtmpt_tls.clone(),
         )));
     }
     AcceptTasks { sessions, http }

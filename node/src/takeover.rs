@@ -4,7 +4,9 @@
 //!
 //! A publisher's session stamps its [`Liveness`] on every read (one relaxed store, no lock);
 //! the map itself is locked only on publish, unpublish and a refused claim. Taking over needs
-//! "the same credentials": until stream keys exist, that is the same `app/name`.
+//! "the same credentials": a publish reaches the name only once `[auth]` allowed it
+//! (`session::authorize`), so with `open` that is the same `app/name`, with a stream key or a
+//! token the same authorization.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

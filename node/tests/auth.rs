@@ -7,6 +7,7 @@ mod support;
 use std::time::Duration;
 
 use corecast_common::token::{Action, Claims, Key, KeyState, Keyring};
+use support::callback::Receiver;
 use support::client::{closed_within, RtmpClient};
 use support::node::Node;
 
@@ -229,81 +230,11 @@ fn keys_mode_without_a_registry_refuses_every_key() {
         .wait_log(Duration::from_secs(5), |l| l.contains("not authorized"))
         .expect("a refusal log line");
     assert!(line.contains("keys_unavailable"), "{line}");
-}
-
-/// A callback service on a loopback port: allows names starting with `ok`, refuses the rest
-/// (403), and keeps every JSON document it was sent. It stops serving after `limit`.
-struct Receiver {
-    addr: std::net::SocketAddr,
-    asked: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
-}
-
-impl Receiver {
-    fn start(answer: bool, limit: Duration) -> Receiver {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let addr = listener.local_addr().expect("addr");
-        let asked = std::sync::Arc::default();
-        let seen = std::sync::Arc::clone(&asked);
-        std::thread::spawn(move || {
-            let deadline = std::time::Instant::now() + limit;
-            // Held unanswered by the silent receiver until it stops.
-            let mut held = Vec::new();
-            while std::time::Instant::now() < deadline {
-                match listener.accept() {
-                    Ok((stream, _)) if answer => serve(stream, &seen),
-                    Ok((stream, _)) => held.push(stream),
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
-        });
-        Receiver { addr, asked }
-    }
-
-    fn asked(&self) -> Vec<serde_json::Value> {
-        self.asked.lock().expect("lock").clone()
-    }
-}
-
-/// Reads one request, records its body, answers by the name in it.
-fn serve(mut stream: std::net::TcpStream, seen: &std::sync::Mutex<Vec<serde_json::Value>>) {
-    use std::io::{Read, Write};
-    stream.set_nonblocking(false).expect("blocking");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    let mut buf = Vec::new();
-    let mut tmp = [0u8; 4096];
-    let doc = loop {
-        let Ok(n) = stream.read(&mut tmp) else { return };
-        if n == 0 {
-            return;
-        }
-        buf.extend_from_slice(&tmp[..n]);
-        let mut headers = [httparse::EMPTY_HEADER; 16];
-        let mut request = httparse::Request::new(&mut headers);
-        let Ok(httparse::Status::Complete(head)) = request.parse(&buf) else {
-            continue;
-        };
-        assert_eq!(request.method, Some("POST"));
-        assert_eq!(request.path, Some("/auth?via=test"));
-        let length: usize = request
-            .headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-            .and_then(|h| std::str::from_utf8(h.value).ok()?.parse().ok())
-            .expect("content-length");
-        if buf.len() >= head + length {
-            break serde_json::from_slice::<serde_json::Value>(&buf[head..head + length])
-                .expect("a JSON body");
-        }
-    };
-    let allowed = doc["name"].as_str().is_some_and(|n| n.starts_with("ok"));
-    seen.lock().expect("lock").push(doc);
-    let status = if allowed { "200 OK" } else { "403 Forbidden" };
-    let _ = write!(
-        stream,
-        "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    // In keys mode the name is the stream key: a secret, never logged.
+    let log = node.log().join("\n");
+    assert!(
+        !log.contains("sk_0123456789abcdef"),
+        "a stream key was logged:\n{log}"
     );
 }
 
@@ -330,6 +261,11 @@ fn a_callback_allows_some_names_refuses_others_and_is_asked_once_per_session() {
     );
     let asked = receiver.asked();
     assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(
+        (asked[0].method.as_str(), asked[0].path.as_str()),
+        ("POST", "/auth?via=test")
+    );
+    let asked: Vec<_> = asked.into_iter().map(|a| a.body).collect();
     assert_eq!(asked[0]["action"], "publish");
     assert_eq!(asked[0]["app"], "live");
     assert_eq!(asked[0]["name"], "ok-cam");
@@ -366,7 +302,10 @@ fn a_callback_allows_some_names_refuses_others_and_is_asked_once_per_session() {
 
     let mut player = RtmpClient::connect(node.addr, "live").expect("connect");
     player.play("ok-cam").expect("an allowed player plays");
-    assert_eq!(receiver.asked().last().expect("asked")["action"], "play");
+    assert_eq!(
+        receiver.asked().last().expect("asked").body["action"],
+        "play"
+    );
 }
 
 #[test]
@@ -387,4 +326,324 @@ fn a_callback_that_never_answers_refuses_after_its_timeout() {
         other.publish("cam").expect("publish"),
         "NetStream.Publish.Start"
     );
+}
+
+/// ffmpeg copying `input` to an FLV file for `seconds`, with `args` before the output.
+fn ffmpeg(input_args: &[&str], output_args: &[&str]) -> std::process::Child {
+    std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(input_args)
+        .args(output_args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start ffmpeg")
+}
+
+/// Waits for `child` to fail; its stderr.
+fn expect_failure(child: &mut std::process::Child, what: &str) -> String {
+    let status = support::media::wait_exit(child, Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("{what}: ffmpeg did not exit"));
+    let stderr = support::media::stderr_of(child);
+    assert!(!status.success(), "{what}: ffmpeg succeeded: {stderr}");
+    stderr
+}
+
+#[test]
+fn ffmpeg_publishes_and_plays_with_tokens_and_exits_with_the_reason_on_a_wrong_one() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = Node::start(1, TOKEN_CONFIG, dir.path());
+    let source = support::media::shared_flv(20);
+    let base = format!("rtmp://{}/live", node.addr);
+    let publish_token = good(Action::Publish, "cam1");
+    let mut publisher =
+        support::media::publish(&source, &format!("{base}/cam1?token={publish_token}"));
+    node.wait_log(Duration::from_secs(15), |l| {
+        support::node::is_line(l, "publish", "live/cam1")
+    })
+    .expect("ffmpeg publishes with a token in the URL");
+
+    let out = dir.path().join("played.flv");
+    let play_url = format!("{base}/cam1?token={}", good(Action::Play, "cam1"));
+    let mut player = ffmpeg(
+        &["-i", &play_url],
+        &[
+            "-t",
+            "2",
+            "-c",
+            "copy",
+            "-f",
+            "flv",
+            out.to_str().expect("path"),
+        ],
+    );
+    let status = support::media::wait_exit(&mut player, Duration::from_secs(30))
+        .expect("the player ends after 2 s of media");
+    assert!(
+        status.success(),
+        "{}",
+        support::media::stderr_of(&mut player)
+    );
+    assert!(!support::media::packets(&out).is_empty(), "nothing played");
+
+    // A publish token does not play, and a forged one does not publish: ffmpeg says why.
+    let wrong = format!("{base}/cam1?token={publish_token}");
+    let mut refused = ffmpeg(&["-i", &wrong], &["-t", "1", "-f", "null", "-"]);
+    let stderr = expect_failure(&mut refused, "play with a publish token");
+    assert!(stderr.contains("wrong_action"), "{stderr}");
+    let forged = token(
+        "k1",
+        "a-secret-someone-guessed-wrong",
+        Action::Publish,
+        "cam2",
+        (-60, 60),
+    );
+    let mut refused = support::media::publish(&source, &format!("{base}/cam2?token={forged}"));
+    let stderr = expect_failure(&mut refused, "publish with a forged token");
+    assert!(stderr.contains("bad_signature"), "{stderr}");
+
+    support::process::kill_and_reap(&mut publisher);
+}
+
+#[test]
+fn ffmpeg_publishes_with_the_server_url_and_key_split_as_obs_does() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = Node::start(1, TOKEN_CONFIG, dir.path());
+    let source = support::media::shared_flv(20);
+    let server = format!("rtmp://{}/live", node.addr);
+    // OBS: Server = rtmp://HOST/live, Stream Key = cam2?token=…
+    let key = format!("cam2?token={}", good(Action::Publish, "cam2"));
+    let mut publisher = ffmpeg(
+        &["-re", "-i", source.to_str().expect("path")],
+        &[
+            "-c",
+            "copy",
+            "-rtmp_app",
+            "live",
+            "-rtmp_playpath",
+            &key,
+            "-f",
+            "flv",
+            &server,
+        ],
+    );
+    node.wait_log(Duration::from_secs(15), |l| {
+        support::node::is_line(l, "publish", "live/cam2")
+    })
+    .expect("published with the key split off the URL");
+    support::process::kill_and_reap(&mut publisher);
+
+    let wrong_key = format!("cam2?token={}", good(Action::Publish, "cam3"));
+    let mut refused = ffmpeg(
+        &["-re", "-i", source.to_str().expect("path")],
+        &[
+            "-c",
+            "copy",
+            "-rtmp_app",
+            "live",
+            "-rtmp_playpath",
+            &wrong_key,
+            "-f",
+            "flv",
+            &server,
+        ],
+    );
+    let stderr = expect_failure(&mut refused, "a key for another stream");
+    assert!(stderr.contains("wrong_stream"), "{stderr}");
+}
+
+/// Runs the binary with `args`; (exit code, stdout, stderr).
+fn corecast(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = support::process::output_with_deadline(
+        std::process::Command::new(env!("CARGO_BIN_EXE_corecast"))
+            .args(args)
+            .envs(env.iter().copied()),
+        Duration::from_secs(30),
+    );
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn corecast_token_mints_what_the_node_accepts() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("auth.toml");
+    let text = TOKEN_CONFIG.replace(
+        "secret = \"k1-secret-for-the-auth-tests-0001\"",
+        "secret_env = \"CORECAST_TEST_K1\"",
+    );
+    std::fs::write(&config, &text).expect("write config");
+    let config = config.to_str().expect("path");
+    let env = [("CORECAST_TEST_K1", K1)];
+    let args = [
+        "token", "--action", "publish", "--app", "live", "--stream", "cam1", "--ttl", "60",
+        "--config", config,
+    ];
+    let (code, stdout, stderr) = corecast(&args, &env);
+    assert_eq!(code, 0, "{stderr}");
+    let minted = stdout.trim();
+    let ring = Keyring::new(vec![Key::new("k1", K1.as_bytes(), KeyState::Active)]).expect("ring");
+    let claims = ring
+        .verify(
+            minted,
+            &corecast_common::token::Expected {
+                action: Action::Publish,
+                app: "live",
+                stream: "cam1",
+                now: now(),
+                skew_secs: 0,
+            },
+        )
+        .expect("the minted token verifies");
+    assert_eq!(claims.key_id, "k1");
+    assert!(claims.expires <= now() + 60);
+
+    let node = Node::start(1, TOKEN_CONFIG, dir.path());
+    assert_eq!(
+        publish_status(&node, &format!("cam1?token={minted}")),
+        "NetStream.Publish.Start"
+    );
+
+    // A verify-only key signs when asked by name; a retired one never does; without the
+    // environment variable the config is refused.
+    let (code, _, _) = corecast(&[&args[..], &["--key-id", "k0"]].concat(), &env);
+    assert_eq!(code, 0);
+    let (code, _, stderr) = corecast(&[&args[..], &["--key-id", "kr"]].concat(), &env);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("retired or missing"), "{stderr}");
+    let (code, _, stderr) = corecast(&args, &[]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("CORECAST_TEST_K1 is not set"), "{stderr}");
+}
+
+#[test]
+fn check_refuses_auth_configs_that_cannot_work() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cases = [
+        (
+            "[[auth.apps]]\nname = \"live\"\npublish = \"open\"\nplay = \"keys\"\n",
+            "is for publishing",
+        ),
+        ("[auth]\npublish = \"callback\"\n", "needs a callback URL"),
+        ("[auth]\npublish = \"token\"\n", "needs a keyring"),
+        ("[auth]\npublish = \"sometimes\"\n", "unknown variant"),
+    ];
+    for (i, (text, expected)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("bad-{i}.toml"));
+        std::fs::write(&path, text).expect("write config");
+        let (code, _, stderr) =
+            corecast(&["--check", "--config", path.to_str().expect("path")], &[]);
+        assert_eq!(code, 2, "{text}");
+        assert!(stderr.contains(expected), "{text}: {stderr}");
+    }
+}
+
+#[test]
+fn edges_pull_with_signed_pull_tokens_and_a_wrong_key_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pull = format!("127.0.0.1:{}", support::node::free_port());
+    let keys = |id: &str, secret: &str, state: &str| {
+        format!("[auth]\npull_tokens = true\n[[auth.keys]]\nid = \"{id}\"\nsecret = \"{secret}\"\nstate = \"{state}\"\n")
+    };
+    let origin = Node::start(
+        1,
+        &format!(
+            "[cluster]\npull_listen = \"{pull}\"\n{}",
+            keys("k1", K1, "verify")
+        ),
+        dir.path(),
+    );
+    let edge = |secret: &str| {
+        Node::start(
+            1,
+            &format!(
+                "[cluster]\nrole = \"edge\"\nupstreams = [\"{pull}\"]\nretry_max_secs = 1\n{}",
+                keys("k1", secret, "active")
+            ),
+            dir.path(),
+        )
+    };
+    let source = support::media::shared_flv(20);
+    let mut publisher =
+        support::media::publish(&source, &format!("rtmp://{}/live/tier", origin.addr));
+    origin
+        .wait_log(Duration::from_secs(15), |l| {
+            support::node::is_line(l, "publish", "live/tier")
+        })
+        .expect("published on the origin");
+
+    let good_edge = edge(K1);
+    let mut player = RtmpClient::connect(good_edge.addr, "live").expect("connect");
+    player.play("tier").expect("play on the edge");
+    support::wait_for(Duration::from_secs(15), || {
+        let m = player.next_message(Duration::from_millis(200)).ok()??;
+        (m.message_type == corecast_common::types::MessageType::VIDEO).then_some(())
+    })
+    .expect("video pulled with a signed pull token");
+
+    let bad_edge = edge(K0);
+    let mut player = RtmpClient::connect(bad_edge.addr, "live").expect("connect");
+    player.play("tier").expect("play on the edge");
+    let line = origin
+        .wait_log(Duration::from_secs(15), |l| l.contains("pull refused"))
+        .expect("the origin refuses a pull token signed with another secret");
+    assert!(line.contains("bad token"), "{line}");
+    support::process::kill_and_reap(&mut publisher);
+}
+
+#[test]
+fn media_sent_before_the_verdict_waits_for_it_and_a_refusal_drops_it() {
+    use corecast_common::command::client;
+    use corecast_common::types::{MessageStreamId, MessageType};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let receiver = Receiver::start_after(true, Duration::from_secs(60), Duration::from_millis(300));
+    let node = Node::start(1, &callback_config(&receiver, 2000), dir.path());
+    // publish and the first frames in one go, as encoders do; the service answers after 300 ms.
+    let publish_with_frames = |name: &str| {
+        let mut encoder = RtmpClient::connect(node.addr, "live").expect("connect");
+        encoder
+            .send_command(MessageStreamId::CONNECTION, &client::create_stream(2.0))
+            .expect("createStream");
+        encoder
+            .wait_command(Duration::from_secs(5), |c| c.transaction_id == 2.0)
+            .expect("createStream answered");
+        encoder
+            .send_command(MessageStreamId::MEDIA, &client::publish(3.0, name))
+            .expect("publish");
+        let keyframe = [0x17, 0x01, 0, 0, 0, 0, 0, 0, 1, 0x65];
+        for timestamp in 0..20 {
+            encoder
+                .send_media(MessageType::VIDEO, timestamp * 40, &keyframe)
+                .expect("frame");
+        }
+        let status = encoder
+            .wait_command(Duration::from_secs(5), |c| c.name == "onStatus")
+            .expect("an answer");
+        (
+            encoder,
+            support::client::status_code(&status).unwrap_or_default(),
+        )
+    };
+    let (mut refused, status) = publish_with_frames("bad-cam");
+    assert_eq!(status, "NetStream.Publish.Denied");
+    assert!(closed_within(&mut refused.stream, Duration::from_secs(5)));
+    assert_eq!(metric(&node, "corecast_frames_published_total"), 0.0);
+    assert!(
+        !node
+            .log()
+            .iter()
+            .any(|l| support::node::is_line(l, "publish", "live/bad-cam")),
+        "the refused name was published"
+    );
+    // Allowed: the frames that waited behind the verdict are published after it.
+    let (_allowed, status) = publish_with_frames("ok-cam");
+    assert_eq!(status, "NetStream.Publish.Start");
+    support::wait_for(Duration::from_secs(5), || {
+        (metric(&node, "corecast_frames_published_total") >= 20.0).then_some(())
+    })
+    .expect("the frames sent with the publish are published once it is allowed");
 }

@@ -258,3 +258,79 @@ fn a_slow_request_head_is_cut_at_its_deadline_and_an_idle_connection_closes() {
         "closed after {idle:?} idle, the idle timeout is 2 s"
     );
 }
+
+/// `curl` with every wait bounded; (exit success, stdout, stderr).
+fn curl(args: &[&str]) -> (bool, String, String) {
+    let output = support::process::output_with_deadline(
+        std::process::Command::new("curl")
+            .args(["--silent", "--show-error", "--max-time", "10"])
+            .args(args),
+        Duration::from_secs(20),
+    );
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn https_on_the_http_port_with_the_rtmps_certificate() {
+    use support::tls::{rtmps_section, CertFiles, TestCa};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = TestCa::new("corecast test CA");
+    let ca_file = ca.write_to(&dir.path().join("ca.pem"));
+    let files = CertFiles::in_dir(dir.path());
+    files.install(&ca.issue(&["127.0.0.1", "localhost"]));
+    let (rtmps, _) = rtmps_section(&files, "");
+    let node = Node::start(1, &format!("{rtmps}\n[http]\ntls = true\n"), dir.path());
+    let ca_file = ca_file.to_str().expect("path");
+
+    // Two requests on one kept-alive connection, the certificate verified against the CA.
+    let url = format!("https://127.0.0.1:{}/healthz", node.http.port());
+    let (ok, body, err) = curl(&["--cacert", ca_file, &url, &url]);
+    assert!(ok, "curl over https failed: {err}");
+    assert_eq!(body, "ok\nok\n");
+    let metrics = format!("https://127.0.0.1:{}/metrics", node.http.port());
+    let (ok, body, err) = curl(&["--cacert", ca_file, &metrics]);
+    assert!(ok && body.contains("corecast_connections_open"), "{err}");
+
+    // A body over the limit gets its 413 over TLS too, while curl is still sending.
+    let big = dir.path().join("big.bin");
+    std::fs::write(&big, vec![b'x'; 4 << 20]).expect("write body");
+    let kick = format!(
+        "https://127.0.0.1:{}/api/v1/clients/1/kick",
+        node.http.port()
+    );
+    let data = format!("@{}", big.display());
+    let (_, code, err) = curl(&[
+        "--cacert",
+        ca_file,
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--data-binary",
+        &data,
+        &kick,
+    ]);
+    assert_eq!(code, "413", "{err}");
+
+    // Without the CA the certificate is refused by the client; plain HTTP gets no answer,
+    // and the node says why it closed.
+    let (ok, _, _) = curl(&[&url]);
+    assert!(!ok, "an unverified certificate was accepted");
+    let plain = format!("http://127.0.0.1:{}/healthz", node.http.port());
+    let (ok, body, _) = curl(&[&plain]);
+    assert!(
+        !ok && !body.contains("ok"),
+        "plain HTTP was answered on the HTTPS port"
+    );
+    assert!(
+        node.wait_log(Duration::from_secs(5), |l| l
+            .contains("tls connection closed")
+            && l.contains("transport=\"https\""))
+            .is_some(),
+        "no log line for the failed handshake"
+    );
+}

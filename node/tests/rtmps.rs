@@ -468,3 +468,93 @@ fn a_tls_client_trickling_bytes_before_connect_is_closed_at_the_deadline() {
     closed_after.expect("the trickling TLS client is closed within the deadline + 10 s");
     node.expect_close_reasons(&["handshake_timeout"]);
 }
+
+#[test]
+fn rtmpts_ffmpeg_publishes_and_ffmpeg_and_rtmpdump_play_through_the_tls_tunnel() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let src = shared_flv(4);
+    let files = CertFiles::in_dir(dir.path());
+    files.install(&self_signed("corecast.test"));
+    let rtmpts: SocketAddr = format!("127.0.0.1:{}", free_port())
+        .parse()
+        .expect("address");
+    let (toml, _) = rtmps_section(&files, "");
+    let config = format!("{toml}[rtmpt]\nenabled = true\nlisten = \"{rtmpts}\"\ntls = true\n");
+    let node = Node::start(2, &config, dir.path());
+    let stream = "live/tunnelled";
+    let url = format!("rtmpts://{rtmpts}/{stream}");
+
+    let played = dir.path().join("ffmpeg.flv");
+    let mut player = play_to_file(&url, &played);
+    let dumped = dir.path().join("rtmpdump.flv");
+    let mut rtmpdump = Command::new("timeout")
+        .args(["40", "rtmpdump", "--live", "-q", "-r"])
+        .arg(&url)
+        .arg("-o")
+        .arg(&dumped)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("rtmpdump must be installed (make test installs it)");
+    node.wait_log_count(Duration::from_secs(20), 2, |l| is_line(l, "play", stream))
+        .expect("both players waiting for the stream");
+
+    // ffmpeg's tunnel client sends what it buffered only every rtmp_flush_interval packets.
+    let mut publisher = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-re", "-i"])
+        .arg(&src)
+        .args(["-c", "copy", "-rtmp_flush_interval", "1", "-f", "flv"])
+        .arg(&url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ffmpeg");
+    let status = wait_exit(&mut publisher, Duration::from_secs(40)).expect("publisher finished");
+    assert!(
+        status.success(),
+        "rtmpts publisher failed: {}",
+        stderr_of(&mut publisher)
+    );
+    let status = wait_exit(&mut player, Duration::from_secs(20)).expect("player ended");
+    assert!(
+        status.success(),
+        "rtmpts player failed: {}",
+        stderr_of(&mut player)
+    );
+    assert_identical(&src, &played, "ffmpeg over rtmpts");
+    let status = wait_exit(&mut rtmpdump, Duration::from_secs(20)).expect("rtmpdump ended");
+    assert!(
+        status.code() != Some(124),
+        "rtmpdump did not finish: {}",
+        stderr_of(&mut rtmpdump)
+    );
+    assert_identical(&src, &dumped, "rtmpdump over rtmpts");
+
+    // Plain RTMPT on the TLS port is no tunnel: refused with a log line, the node unharmed.
+    let mut plain = TcpStream::connect(rtmpts).expect("connect");
+    plain
+        .write_all(b"POST /open/1 HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n\0")
+        .expect("write");
+    plain
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut reply = Vec::new();
+    let _ = plain.read_to_end(&mut reply);
+    assert!(
+        !String::from_utf8_lossy(&reply).contains("200 OK"),
+        "plain RTMPT answered"
+    );
+    assert!(
+        node.wait_log(Duration::from_secs(5), |l| l
+            .contains("tls connection closed")
+            && l.contains("transport=\"rtmpts\""))
+            .is_some(),
+        "no log line for the failed handshake: {:?}",
+        node.log()
+            .iter()
+            .filter(|l| l.contains("tls"))
+            .collect::<Vec<_>>()
+    );
+}

@@ -165,28 +165,51 @@ where
     /// Reads the next plaintext into `buf`; Ok(0) at the end of the stream (or for an empty
     /// `buf`). What does not fit is kept for the next read.
     pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        poll_fn(|cx| self.poll_read(cx, buf)).await
+    }
+
+    /// [`TlsStream::read`] as a poll, for adapters to poll-based I/O traits (the node's HTTP
+    /// server over hyper).
+    pub fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         if buf.is_empty() {
-            return Ok(0);
+            return Poll::Ready(Ok(0));
         }
-        {
-            let mut pending = self.pending.borrow_mut();
-            if !pending.is_empty() {
-                let n = pending.len().min(buf.len());
-                buf[..n].copy_from_slice(&pending[..n]);
-                pending.advance(n);
-                return Ok(n);
-            }
+        let mut pending = self.pending.borrow_mut();
+        if !pending.is_empty() {
+            let n = pending.len().min(buf.len());
+            buf[..n].copy_from_slice(&pending[..n]);
+            pending.advance(n);
+            return Poll::Ready(Ok(n));
         }
-        poll_fn(|cx| {
-            let mut pending = self.pending.borrow_mut();
-            let mut sink = SliceSink {
-                buf: &mut *buf,
-                filled: 0,
-                overflow: &mut pending,
-            };
-            self.poll_read_with(cx, &mut sink).map_ok(|_| sink.filled)
-        })
-        .await
+        let mut sink = SliceSink {
+            buf,
+            filled: 0,
+            overflow: &mut pending,
+        };
+        self.poll_read_with(cx, &mut sink).map_ok(|_| sink.filled)
+    }
+
+    /// Waits until rustls' records are out, then takes what it can of `slices`; returns how
+    /// much (a poll, for adapters to poll-based I/O traits).
+    pub fn poll_write_vectored(
+        &self,
+        cx: &mut Context<'_>,
+        slices: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.poll_flush(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Ready(Ok(())) => {}
+        }
+        let mut conn = self.conn.borrow_mut();
+        let taken = conn.writer().write_vectored(slices)?;
+        self.flush_nonblocking(&mut conn)?;
+        Poll::Ready(Ok(taken))
+    }
+
+    /// [`TlsStream::flush`] as a poll.
+    pub fn poll_flush_records(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_flush(cx)
     }
 
     /// Moves plaintext into `sink`, feeding ciphertext until some arrives or the stream ends.

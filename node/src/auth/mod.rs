@@ -9,12 +9,16 @@
 //! - [`StreamKeys`] is where the livestream registry plugs in the `keys` mode; until one is
 //!   installed ([`Authorizer::set_stream_keys`]) every stream key is refused with
 //!   `keys_unavailable`.
-//! - [`callback`] asks the operator's HTTP service.
+//! - [`callback`] asks the operator's HTTP service; `tokens` checks and mints signed tokens
+//!   (and node-to-node pull tokens).
 //!
 //! Secrets (tokens, stream keys) live only in [`AuthRequest::query`] and
 //! [`AuthRequest::tc_url_query`]; nothing here logs either.
 
 pub mod callback;
+mod tokens;
+
+pub use tokens::mint;
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -24,7 +28,7 @@ use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use corecast_common::token::Action;
-use corecast_common::token::{self, Expected, Keyring, TokenError};
+use corecast_common::token::{self, Keyring, TokenError};
 use tracing::{error, info, warn};
 
 use crate::config::{AuthConfig, AuthMode, Direction};
@@ -205,6 +209,11 @@ pub type VerdictFuture = Pin<Box<dyn Future<Output = Verdict>>>;
 
 /// The `keys` mode's authority: checks a publish's stream key (the livestream registry).
 /// Runs on the session's core; the future may do I/O but must not block the executor.
+///
+/// The name a client publishes to is its stream key (OBS's key field), a secret: an allow
+/// must name the stream it goes live as in [`Grant::name`] (the livestream's name). An allow
+/// without one is refused (`keys_unavailable`), so a key never becomes a stream name that
+/// logs, the API and players would show.
 pub trait StreamKeys {
     /// The verdict for `request` (its key is in `request.name` or its query).
     fn authorize(&self, request: &AuthRequest) -> VerdictFuture;
@@ -246,6 +255,11 @@ impl Authorizer {
         *self.stream_keys.borrow_mut() = keys;
     }
 
+    /// The `[auth]` config this authorizer applies.
+    pub fn config(&self) -> &AuthConfig {
+        &self.config
+    }
+
     /// The mode `request` is decided by.
     pub fn mode(&self, request: &AuthRequest) -> AuthMode {
         self.config.mode(&request.app, request.direction())
@@ -282,30 +296,6 @@ impl Authorizer {
             _ => callback::ask(&self.config, request),
         }
     }
-
-    /// `token` mode: the token must be for this action, app and stream, and current.
-    pub fn check_token(&self, request: &AuthRequest, now: u64) -> Verdict {
-        let Some(token) = request.token() else {
-            return Verdict::refuse(Reason::MissingToken);
-        };
-        let expected = Expected {
-            action: request.action,
-            app: &request.app,
-            stream: &request.name,
-            now,
-            skew_secs: self.config.clock_skew_secs,
-        };
-        match self.keyring.verify(token, &expected) {
-            Ok(claims) => Verdict::Allow {
-                grant: Grant {
-                    mode: AuthMode::Token,
-                    key_id: Some(claims.key_id),
-                    name: None,
-                },
-            },
-            Err(e) => Verdict::refuse(e.into()),
-        }
-    }
 }
 
 /// Seconds since the Unix epoch (0 for a clock before it).
@@ -333,5 +323,89 @@ pub fn warn_open(config: &AuthConfig) {
             }
             Direction::Play => info!("auth: anyone may play from {app} (mode \"open\")"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    const SECRET: &str = "a-secret-of-the-unit-tests-000001";
+
+    pub(super) fn authorizer(extra: &str) -> Authorizer {
+        let text = format!(
+            "[auth]\npublish = \"token\"\nplay = \"open\"\n{extra}\n[[auth.keys]]\nid = \"k1\"\nsecret = \"{SECRET}\"\n"
+        );
+        let config = Config::parse(&text, "test").expect("config");
+        Authorizer::new(&config.auth)
+    }
+
+    pub(super) fn request(
+        action: Action,
+        app: &str,
+        name: &str,
+        query: Option<&str>,
+    ) -> AuthRequest {
+        AuthRequest {
+            action,
+            app: app.to_owned(),
+            name: name.to_owned(),
+            query: query.map(str::to_owned),
+            tc_url_query: None,
+            peer: "127.0.0.1:5000".parse().expect("addr"),
+            connection: 1,
+        }
+    }
+
+    pub(super) fn mint_for(a: &Authorizer, action: Action, stream: &str) -> String {
+        mint(a.config(), action, "live", stream, 60, None, unix_now()).expect("minted")
+    }
+
+    #[test]
+    fn the_name_query_wins_over_the_tc_url_query() {
+        let mut r = request(Action::Publish, "live", "cam", Some("token=a"));
+        r.tc_url_query = Some("token=b".to_owned());
+        assert_eq!(r.token(), Some("a"));
+        r.query = Some("other=1".to_owned());
+        assert_eq!(r.token(), Some("b"));
+    }
+
+    #[test]
+    fn keys_go_to_the_installed_authority_and_are_refused_without_one() {
+        struct Named;
+        impl StreamKeys for Named {
+            fn authorize(&self, request: &AuthRequest) -> VerdictFuture {
+                let verdict = if request.name == "sk_good" {
+                    Verdict::Allow {
+                        grant: Grant {
+                            mode: AuthMode::Keys,
+                            key_id: None,
+                            name: Some("cam".to_owned()),
+                        },
+                    }
+                } else {
+                    Verdict::refuse(Reason::WrongKey)
+                };
+                Box::pin(std::future::ready(verdict))
+            }
+        }
+        let a = authorizer("[[auth.apps]]\nname = \"live\"\npublish = \"keys\"\nplay = \"open\"");
+        let good = request(Action::Publish, "live", "sk_good", None);
+        assert_eq!(a.decide_now(&good), None, "keys need the authority");
+        let block_on = futures_lite::future::block_on;
+        assert_eq!(
+            block_on(a.authorize(&good)),
+            Verdict::refuse(Reason::KeysUnavailable)
+        );
+        a.set_stream_keys(Rc::new(Named));
+        assert!(
+            matches!(block_on(a.authorize(&good)), Verdict::Allow { grant } if grant.name.as_deref() == Some("cam"))
+        );
+        let bad = request(Action::Publish, "live", "sk_bad", None);
+        assert_eq!(
+            block_on(a.authorize(&bad)),
+            Verdict::refuse(Reason::WrongKey)
+        );
     }
 }

@@ -134,7 +134,10 @@ async fn connection<T: Transport>(ctx: &Rc<CoreContext>, transport: T, peer: Soc
     };
     let cluster = &ctx.config.cluster;
     let live = ctx.shared.directory.publisher(&request.stream).is_some();
-    let refusal = if !cluster.token.is_empty() && request.token != cluster.token {
+    let refusal = if !ctx
+        .auth
+        .allows_pull(&cluster.token, &request.token, &request.stream)
+    {
         Some((403, "bad token"))
     } else if ctx.shared.is_draining() {
         Some((503, "draining"))
@@ -174,6 +177,7 @@ async fn connection<T: Transport>(ctx: &Rc<CoreContext>, transport: T, peer: Soc
         bytes_out: Cell::new(0),
         out: Rc::clone(&out),
         taken_over: Cell::new(false),
+        reconnect_app: RefCell::new(None),
     });
     ctx.add_client(Rc::clone(&client));
     info!(conn = id, core = ctx.id.0, %peer, stream = %request.stream, "pull served");

@@ -89,12 +89,16 @@ pub struct AuthConfig {
     pub play: AuthMode,
     /// Callback URL for applications not in `apps` (and those without their own).
     pub callback_url: String,
-    /// How long a callback may take before it counts as unavailable.
+    /// How long a callback may take before it counts as unavailable (a `keys` lookup gets
+    /// this plus a second before it is refused as `timeout`).
     pub callback_timeout_ms: u64,
     /// What an unavailable callback means: `refuse` (default) or `allow`.
     pub callback_on_error: OnError,
     /// How far the clocks of the token minter and the node may disagree.
     pub clock_skew_secs: u64,
+    /// Node-to-node pulls carry a signed `pull` token (minted per pull with the first active
+    /// key) and a node serving pulls accepts one; `cluster.token`, when set, keeps working.
+    pub pull_tokens: bool,
     /// Per-application modes.
     pub apps: Vec<AppAuth>,
     /// The keyring signed tokens are checked against (and `corecast token` signs with).
@@ -110,6 +114,7 @@ impl Default for AuthConfig {
             callback_timeout_ms: 2000,
             callback_on_error: OnError::Refuse,
             clock_skew_secs: 30,
+            pull_tokens: false,
             apps: Vec::new(),
             keys: Vec::new(),
         }
@@ -272,6 +277,12 @@ impl AuthConfig {
             return Err(invalid(
                 "auth.keys",
                 "mode \"token\" needs a keyring with an active or verify key",
+            ));
+        }
+        if self.pull_tokens && !verifies {
+            return Err(invalid(
+                "auth.pull_tokens",
+                "needs a keyring with an active key (to pull) or a verify key (to serve)",
             ));
         }
         Ok(())

@@ -11,7 +11,13 @@
 //! alone, and a body that turns out longer (chunked) is refused as soon as it passes the
 //! limit. Nothing is ever reserved from what the client announces: memory follows the bytes
 //! that really arrived. The refusal is a 413 with `Connection: close`; hyper then stops
-//! reading, and the lingering close lets the client read the 413.
+//! reading, and the lingering close lets the client read the 413. The bodies being read on one
+//! core's port, and those their handlers still hold, are bounded in total too
+//! ([`Limits::max_body_bytes_per_core`]): a request whose
+//! bytes would pass it gets 503 and the connection closes, so many slow bodies cannot add up.
+//!
+//! Each connection joins its port's [`Slots`]; taking the port's last slot closes the
+//! connection idle longest ([`super::slots`]).
 
 use std::convert::Infallible;
 use std::future::poll_fn;
@@ -22,7 +28,6 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use glommio::net::TcpStream;
 use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper::header::{HeaderValue, CONNECTION};
 use hyper::server::conn::http1;
@@ -31,9 +36,14 @@ use tracing::{debug, info};
 
 use super::body::{text, Body};
 use super::deadline::{Deadlines, Phase, RequestDone, Watchdog};
-use super::io::Io;
+use super::io::{Io, Stream};
+use super::slots::{BodyBytes, PortSlots, Slots};
 use super::{Reply, Request, Response};
 use crate::core::CoreContext;
+
+/// Most bytes hyper buffers from one connection's socket (heads may need more: then the head
+/// limit).
+const READ_BUFFER_BYTES: usize = 64 * 1024;
 
 /// Bounds every request of a port must fit.
 #[derive(Debug, Clone, Copy)]
@@ -42,6 +52,8 @@ pub struct Limits {
     pub max_head_bytes: usize,
     /// Request body (413 past it).
     pub max_body_bytes: usize,
+    /// Body bytes all requests being read on one core's port hold together (503 past it).
+    pub max_body_bytes_per_core: usize,
     /// A connection with no request for this long is closed (keep-alive).
     pub idle_timeout: Duration,
     /// From a request's first byte, its head and body must arrive and its answer be handed
@@ -58,6 +70,9 @@ pub struct Port {
     pub limits: Limits,
     /// Set `TCP_QUICKACK` after each read (see [`super::io::Io::new`]).
     pub quick_ack: bool,
+    /// The accept loop's per-core cap for this port: the connection that fills it evicts the
+    /// one idle longest.
+    pub max_connections: usize,
 }
 
 /// The client's address, in every request's extensions.
@@ -76,7 +91,7 @@ pub fn peer(request: &Request) -> SocketAddr {
 /// Serves one accepted connection until it closes; `handler` answers each request, in order.
 pub async fn serve<H>(
     ctx: &Rc<CoreContext>,
-    stream: TcpStream,
+    stream: impl Into<Stream>,
     peer: SocketAddr,
     port: Port,
     handler: H,
@@ -84,7 +99,10 @@ pub async fn serve<H>(
     H: Fn(Request) -> Reply + 'static,
 {
     let limits = port.limits;
-    let deadlines = Deadlines::new(limits.idle_timeout, limits.request_timeout, Instant::now());
+    let now = Instant::now();
+    let deadlines = Deadlines::new(limits.idle_timeout, limits.request_timeout, now);
+    let slots = ctx.feature::<PortSlots>().of(port.label);
+    slots.join(&deadlines, port.max_connections, now);
     let io = Io::new(stream, Rc::clone(&deadlines), port.quick_ack);
     let service = Service(Rc::new(Shared {
         handler,
@@ -92,19 +110,36 @@ pub async fn serve<H>(
         peer,
         port,
         ctx: Rc::clone(ctx),
+        slots,
     }));
     let mut conn = builder(&limits).serve_connection(io, service);
-    let mut watchdog = Watchdog::default();
-    let ended = poll_fn(|cx| {
-        if let Poll::Ready(result) = conn.poll_without_shutdown(cx) {
-            return Poll::Ready(Ok(result));
-        }
-        watchdog.poll(cx, &deadlines).map(Err)
-    })
-    .await;
+    let ended = drive(&mut conn, &deadlines).await;
     if report(ctx, peer, port.label, ended) {
         conn.into_parts().io.linger_close().await;
     }
+}
+
+/// Runs hyper's connection until it ends (`Ok`) or its deadline passes (`Err`, with the phase
+/// it was in).
+async fn drive<S, B>(
+    conn: &mut http1::Connection<Io, S>,
+    deadlines: &Deadlines,
+) -> Result<hyper::Result<()>, Phase>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B> + Unpin,
+    S::Future: Unpin,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut watchdog = Watchdog::default();
+    poll_fn(|cx| {
+        if let Poll::Ready(result) = conn.poll_without_shutdown(cx) {
+            return Poll::Ready(Ok(result));
+        }
+        watchdog.poll(cx, deadlines).map(Err)
+    })
+    .await
 }
 
 /// Logs (and counts, when the client was at fault) how a connection ended; true when its
@@ -134,6 +169,14 @@ fn report(
             debug!(core, %peer, reason = Phase::Idle.as_str(), "{label} connection closed");
             return false;
         }
+        Err(Phase::Evicted) => {
+            // Counted, but not logged above debug: a client opening connections by the
+            // thousand would otherwise write a line for each.
+            let reason = Phase::Evicted.as_str();
+            debug!(core, %peer, reason, "{label} connection closed");
+            ctx.metrics.error(reason);
+            return false;
+        }
         Err(phase) => phase.as_str(),
     };
     info!(core, %peer, reason, "{label} connection closed");
@@ -146,6 +189,9 @@ fn builder(limits: &Limits) -> http1::Builder {
     let mut builder = http1::Builder::new();
     builder
         .max_header_size(limits.max_head_bytes)
+        // hyper's read buffer grows up to this per connection (400 KiB by default): reads
+        // of a body come in pieces of at most this, so many connections hold little.
+        .max_buf_size(READ_BUFFER_BYTES.max(limits.max_head_bytes))
         // hyper's own head timeout needs a Send + Sync timer: the watchdog does it instead.
         .header_read_timeout(None)
         // The adapter writes vectored: head and body chunks leave without being copied.
@@ -175,6 +221,7 @@ struct Shared<H> {
     peer: SocketAddr,
     port: Port,
     ctx: Rc<CoreContext>,
+    slots: Rc<Slots>,
 }
 
 /// hyper's view of a port's handler: reads the body within the limits, then calls it.
@@ -193,6 +240,9 @@ where
         let shared = Rc::clone(&self.0);
         Box::pin(async move {
             let response = shared.answer(request).await;
+            if response.body().is_streaming() {
+                shared.deadlines.on_stream(Instant::now());
+            }
             Ok(response.map(|body| Tracked { body, _done: done }))
         })
     }
@@ -202,10 +252,14 @@ impl<H: Fn(Request) -> Reply> Shared<H> {
     async fn answer(&self, request: hyper::Request<Incoming>) -> Response {
         let (mut parts, body) = request.into_parts();
         let (core, peer, label) = (self.ctx.id.0, self.peer, self.port.label);
-        match read_body(body, self.port.limits.max_body_bytes).await {
-            Ok(body) => {
+        match read_body(body, &self.port.limits, &self.slots).await {
+            Ok((body, held)) => {
                 parts.extensions.insert(Peer(peer));
-                (self.handler)(Request::from_parts(parts, body)).await
+                let response = (self.handler)(Request::from_parts(parts, body)).await;
+                // The handler has had the body (RTMPT hands it to the tunnel, perhaps after
+                // waiting for its turn): only now are its bytes no longer the port's.
+                drop(held);
+                response
             }
             Err(BodyError::TooLarge) => {
                 let reason = "http_body_too_large";
@@ -215,6 +269,16 @@ impl<H: Fn(Request) -> Reply> Shared<H> {
                 closing(text(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "request body too large\n",
+                ))
+            }
+            Err(BodyError::Budget) => {
+                let reason = "http_body_budget";
+                let max = self.port.limits.max_body_bytes_per_core;
+                info!(core, %peer, reason, max, "{label} connection closed");
+                self.ctx.metrics.error(reason);
+                closing(text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many request bodies in flight\n",
                 ))
             }
             Err(BodyError::Broken(e)) => {
@@ -238,16 +302,25 @@ pub fn closing(mut response: Response) -> Response {
 enum BodyError {
     /// It is (or announced it would be) over the limit.
     TooLarge,
+    /// The bodies being read on the core's port would pass their total.
+    Budget,
     /// The connection broke off in its middle, or its chunked framing was bad.
     Broken(hyper::Error),
 }
 
-/// Reads a whole body of at most `max` bytes. One chunk (the usual case) is kept as it is;
-/// several are joined into one buffer sized by what arrived.
-async fn read_body(mut body: Incoming, max: usize) -> Result<Bytes, BodyError> {
+/// Reads a whole body within `limits`, its bytes counted in `slots` until the returned guard
+/// is dropped (once the handler is done with the body). One chunk (the usual case) is kept as
+/// it is; several are joined, once all are in, into one buffer of exactly their size.
+async fn read_body(
+    mut body: Incoming,
+    limits: &Limits,
+    slots: &Rc<Slots>,
+) -> Result<(Bytes, BodyBytes), BodyError> {
+    let (max, budget) = (limits.max_body_bytes, limits.max_body_bytes_per_core);
     if body.size_hint().lower() > max as u64 {
         return Err(BodyError::TooLarge);
     }
+    let mut held = slots.reserve(0, budget).ok_or(BodyError::Budget)?;
     let mut chunks: Vec<Bytes> = Vec::new();
     let mut total = 0usize;
     while let Some(frame) = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
@@ -258,16 +331,19 @@ async fn read_body(mut body: Incoming, max: usize) -> Result<Bytes, BodyError> {
         if total > max {
             return Err(BodyError::TooLarge);
         }
+        if !held.grow(data.len(), budget) {
+            return Err(BodyError::Budget);
+        }
         chunks.push(data);
     }
     if chunks.len() <= 1 {
-        return Ok(chunks.pop().unwrap_or_default());
+        return Ok((chunks.pop().unwrap_or_default(), held));
     }
     let mut joined = BytesMut::with_capacity(total);
     for chunk in chunks {
         joined.extend_from_slice(&chunk);
     }
-    Ok(joined.freeze())
+    Ok((joined.freeze(), held))
 }
 
 /// A response body that ends its request (for the deadlines) when hyper drops it, which it
@@ -294,5 +370,148 @@ impl hyper::body::Body for Tracked {
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpStream as StdStream;
+
+    use glommio::net::TcpListener;
+
+    use super::*;
+    use crate::httpd::body::{BodySender, SendError};
+
+    const LIMITS: Limits = Limits {
+        max_head_bytes: 8192,
+        max_body_bytes: 1024,
+        max_body_bytes_per_core: 4096,
+        idle_timeout: Duration::from_secs(5),
+        request_timeout: Duration::from_millis(500),
+    };
+
+    fn on_executor<F: std::future::Future<Output = ()> + 'static>(
+        f: impl FnOnce() -> F + Send + 'static,
+    ) {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(512 * 1024)
+            .spawn(move || async move { f().await })
+            .expect("executor")
+            .join()
+            .expect("test body");
+    }
+
+    /// Serves one connection whose every request is answered with a streamed body, fed by
+    /// `produce`; returns how the connection ended.
+    async fn serve_streaming<P, F>(
+        listener: &TcpListener,
+        produce: P,
+    ) -> Result<hyper::Result<()>, Phase>
+    where
+        P: Fn(BodySender) -> F + Unpin + 'static,
+        F: std::future::Future<Output = ()> + 'static,
+    {
+        let stream = listener.accept().await.expect("accept");
+        let deadlines = Deadlines::new(LIMITS.idle_timeout, LIMITS.request_timeout, Instant::now());
+        let io = Io::new(stream, Rc::clone(&deadlines), false);
+        let for_service = Rc::clone(&deadlines);
+        let service = hyper::service::service_fn(move |_request: hyper::Request<Incoming>| {
+            let done = for_service.on_request(Instant::now());
+            let (tx, body) = Body::channel(4);
+            glommio::spawn_local(produce(tx)).detach();
+            for_service.on_stream(Instant::now());
+            let response = hyper::Response::new(Tracked { body, _done: done });
+            std::future::ready(Ok::<_, Infallible>(response))
+        });
+        let mut conn = builder(&LIMITS).serve_connection(io, service);
+        drive(&mut conn, &deadlines).await
+    }
+
+    #[test]
+    fn a_streamed_body_goes_out_chunked_until_its_sender_ends_it() {
+        on_executor(|| async {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let client = std::thread::spawn(move || {
+                let mut s = StdStream::connect(addr).expect("connect");
+                s.set_read_timeout(Some(Duration::from_secs(5)))
+                    .expect("timeout");
+                s.write_all(b"GET /live.flv HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                    .expect("request");
+                let mut raw = Vec::new();
+                let mut tmp = [0u8; 4096];
+                // Up to the last chunk (the socket's close would need this executor, which
+                // the join below blocks).
+                while !raw.ends_with(b"0\r\n\r\n") {
+                    match s.read(&mut tmp) {
+                        Ok(0) => break,
+                        Ok(n) => raw.extend_from_slice(&tmp[..n]),
+                        Err(e) => panic!("{e} after {:?}", String::from_utf8_lossy(&raw)),
+                    }
+                }
+                String::from_utf8(raw).expect("text")
+            });
+            let ended = serve_streaming(&listener, |mut tx| async move {
+                for part in ["FLV", "tag1", "tag2"] {
+                    tx.send(Bytes::from_static(part.as_bytes()))
+                        .await
+                        .expect("send");
+                    glommio::timer::sleep(Duration::from_millis(20)).await;
+                }
+            })
+            .await;
+            assert!(matches!(ended, Ok(Ok(()))), "{ended:?}");
+            let response = client.join().expect("client");
+            assert!(
+                response.contains("Transfer-Encoding: chunked"),
+                "{response}"
+            );
+            assert!(
+                response.contains("3\r\nFLV\r\n4\r\ntag1\r\n4\r\ntag2\r\n0\r\n\r\n"),
+                "{response}"
+            );
+        });
+    }
+
+    #[test]
+    fn a_viewer_that_stops_reading_is_cut_at_the_write_deadline_and_its_producer_told() {
+        on_executor(|| async {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let client = std::thread::spawn(move || {
+                let mut s = StdStream::connect(addr).expect("connect");
+                s.write_all(b"GET /live.flv HTTP/1.1\r\nHost: t\r\n\r\n")
+                    .expect("request");
+                // Never reads; holds the socket until the server has cut it.
+                std::thread::sleep(Duration::from_secs(3));
+            });
+            let outcome: Rc<std::cell::Cell<Option<SendError>>> = Rc::default();
+            let seen = Rc::clone(&outcome);
+            let started = Instant::now();
+            let ended = serve_streaming(&listener, move |mut tx| {
+                let seen = Rc::clone(&seen);
+                async move {
+                    let chunk = Bytes::from(vec![0u8; 64 * 1024]);
+                    loop {
+                        if let Err(e) = tx.send(chunk.clone()).await {
+                            seen.set(Some(e));
+                            return;
+                        }
+                    }
+                }
+            })
+            .await;
+            let took = started.elapsed();
+            assert!(matches!(ended, Err(Phase::Streaming)), "{ended:?}");
+            assert!(took < Duration::from_secs(3), "cut after {took:?}");
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+            assert_eq!(
+                outcome.get(),
+                Some(SendError::Closed),
+                "the producer was not told"
+            );
+            client.join().expect("client");
+        });
     }
 }

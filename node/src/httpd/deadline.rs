@@ -9,17 +9,23 @@
 //! - [`Phase::Head`]: a request's first byte arrived; its whole head must follow before
 //!   `request_timeout` from that byte (a slow head is cut there, not reset by each byte);
 //! - [`Phase::Request`]: the head is parsed; reading the body, the handler and handing over
-//!   the response must end by that same deadline, measured from the request's first byte.
+//!   the response must end by that same deadline, measured from the request's first byte;
+//! - [`Phase::Streaming`]: the handler answered with a streamed body ([`Deadlines::on_stream`]),
+//!   which may run for as long as it has something to send: the deadline is `idle_timeout`
+//!   after the last write that made progress, or `request_timeout` after a write found the
+//!   socket full, whichever comes first: a viewer that stops reading is cut by then;
+//! - [`Phase::Evicted`]: an idle connection that the port's connection cap took back for a
+//!   new one ([`Deadlines::evict`]); its deadline is now.
 //!
 //! The adapter reports reads ([`Deadlines::on_read`]), the service reports a parsed head
 //! ([`Deadlines::on_request`]) and the response body, once hyper drops it, reports the end of
 //! the request ([`RequestDone`]).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use glommio::timer::Timer;
@@ -33,6 +39,10 @@ pub enum Phase {
     Head,
     /// Reading a body, answering, handing over the response.
     Request,
+    /// Sending a streamed response.
+    Streaming,
+    /// Idle, and closed to make room for a new connection.
+    Evicted,
 }
 
 impl Phase {
@@ -42,6 +52,8 @@ impl Phase {
             Phase::Idle => "http_idle",
             Phase::Head => "http_head_timeout",
             Phase::Request => "http_request_timeout",
+            Phase::Streaming => "http_write_timeout",
+            Phase::Evicted => "http_idle_evicted",
         }
     }
 }
@@ -56,6 +68,10 @@ pub struct Deadlines {
     /// When the current request's first byte arrived: the whole request is timed from it.
     started: Cell<Instant>,
     deadline: Cell<Instant>,
+    /// While streaming: since when a write has found the socket full.
+    blocked_since: Cell<Option<Instant>>,
+    /// The watchdog's task, woken by [`Deadlines::evict`].
+    waker: RefCell<Option<Waker>>,
 }
 
 impl Deadlines {
@@ -67,6 +83,8 @@ impl Deadlines {
             phase: Cell::new(Phase::Idle),
             started: Cell::new(now),
             deadline: Cell::new(now + idle_timeout),
+            blocked_since: Cell::new(None),
+            waker: RefCell::new(None),
         })
     }
 
@@ -93,6 +111,9 @@ impl Deadlines {
     /// which hyper had buffered: then the request starts now). The returned guard ends the
     /// request when dropped.
     pub fn on_request(self: &Rc<Self>, now: Instant) -> RequestDone {
+        if self.phase.get() == Phase::Evicted {
+            return RequestDone(Rc::clone(self));
+        }
         if self.phase.get() == Phase::Idle {
             self.started.set(now);
         }
@@ -101,7 +122,47 @@ impl Deadlines {
         RequestDone(Rc::clone(self))
     }
 
+    /// The response being handed over is streamed: from now on the write deadlines apply.
+    pub fn on_stream(&self, now: Instant) {
+        if self.phase.get() == Phase::Request {
+            self.phase.set(Phase::Streaming);
+            self.blocked_since.set(None);
+            self.deadline.set(now + self.idle_timeout);
+        }
+    }
+
+    /// A write made progress (`wrote`) or found the socket full.
+    pub fn on_write(&self, now: Instant, wrote: bool) {
+        if self.phase.get() != Phase::Streaming {
+            return;
+        }
+        if wrote {
+            self.blocked_since.set(None);
+            self.deadline.set(now + self.idle_timeout);
+        } else if self.blocked_since.get().is_none() {
+            self.blocked_since.set(Some(now));
+            let cut = (now + self.request_timeout).min(self.deadline.get());
+            self.deadline.set(cut);
+        }
+    }
+
+    /// Closes the connection now if it is idle (true then): the port needs its slot.
+    pub fn evict(&self, now: Instant) -> bool {
+        if self.phase.get() != Phase::Idle {
+            return false;
+        }
+        self.phase.set(Phase::Evicted);
+        self.deadline.set(now);
+        if let Some(waker) = self.waker.borrow_mut().take() {
+            waker.wake();
+        }
+        true
+    }
+
     fn on_done(&self, now: Instant) {
+        if self.phase.get() == Phase::Evicted {
+            return;
+        }
         self.phase.set(Phase::Idle);
         self.deadline.set(now + self.idle_timeout);
     }
@@ -128,6 +189,11 @@ pub struct Watchdog {
 impl Watchdog {
     /// Ready with the phase the connection was in once its deadline has passed.
     pub fn poll(&mut self, cx: &mut Context<'_>, deadlines: &Deadlines) -> Poll<Phase> {
+        let mut waker = deadlines.waker.borrow_mut();
+        if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            *waker = Some(cx.waker().clone());
+        }
+        drop(waker);
         loop {
             let deadline = deadlines.deadline();
             let now = Instant::now();
@@ -191,6 +257,49 @@ mod tests {
         let later = t0 + Duration::from_secs(10);
         let _done = d.on_request(later);
         assert_eq!(d.deadline(), later + REQUEST);
+    }
+
+    #[test]
+    fn only_an_idle_connection_is_evicted_and_its_deadline_is_now() {
+        let t0 = Instant::now();
+        let d = Deadlines::new(IDLE, REQUEST, t0);
+        let busy = d.on_request(t0);
+        assert!(!d.evict(t0), "a connection in a request is not evicted");
+        drop(busy);
+        let later = t0 + Duration::from_secs(1);
+        assert!(d.evict(later));
+        assert_eq!((d.phase(), d.deadline()), (Phase::Evicted, later));
+        assert!(!d.evict(later), "once is enough");
+        d.on_read(later);
+        assert_eq!(d.phase(), Phase::Evicted, "late bytes do not revive it");
+    }
+
+    #[test]
+    fn a_stream_is_cut_once_its_writes_stall_and_runs_while_they_progress() {
+        let t0 = Instant::now();
+        let d = Deadlines::new(IDLE, REQUEST, t0);
+        d.on_read(t0);
+        let done = d.on_request(t0);
+        let later = t0 + Duration::from_secs(60);
+        d.on_stream(later);
+        assert_eq!((d.phase(), d.deadline()), (Phase::Streaming, later + IDLE));
+        let t1 = later + Duration::from_secs(100);
+        d.on_write(t1, true);
+        assert_eq!(d.deadline(), t1 + IDLE, "progress keeps it going");
+        d.on_write(t1, false);
+        assert_eq!(
+            d.deadline(),
+            t1 + REQUEST,
+            "a full socket starts the write deadline"
+        );
+        d.on_write(t1 + Duration::from_secs(1), false);
+        assert_eq!(
+            d.deadline(),
+            t1 + REQUEST,
+            "more full writes do not move it"
+        );
+        drop(done);
+        assert_eq!(d.phase(), Phase::Idle);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! hyper's `rt::Read` and `rt::Write` over glommio's `TcpStream`.
+//! hyper's `rt::Read` and `rt::Write` over glommio's `TcpStream`, plain or under TLS
+//! (`corecast_transport::TlsStream`, server side: `http.tls`).
 //!
 //! - *Reads* go through glommio's `poll_read` (a `recv(MSG_DONTWAIT)` first, then a readiness
 //!   wait), at most [`READ_MAX`] bytes at a time. hyper hands out uninitialised memory; it is
@@ -12,6 +13,9 @@
 //! - *Shutdown* closes the write side. The node's connections run hyper with
 //!   `poll_without_shutdown` and take the stream back for a lingering close
 //!   ([`Io::linger_close`]).
+//! - *TLS*: reads and writes go through the TLS driver's polls (it reads ciphertext into a
+//!   per-core scratch buffer and writes records vectored); `TCP_QUICKACK` is not set (only
+//!   RTMPT asks for it, and RTMPT is plain).
 
 use std::io::{self, IoSlice};
 use std::net::Shutdown;
@@ -20,10 +24,11 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use corecast_transport::{poll_write_vectored, socket};
+use corecast_transport::{poll_write_vectored, socket, TlsStream};
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite};
 use glommio::net::TcpStream;
 use hyper::rt::ReadBufCursor;
+use rustls::ServerConnection;
 
 use super::deadline::Deadlines;
 use crate::util::with_timeout;
@@ -33,9 +38,29 @@ pub const READ_MAX: usize = 64 * 1024;
 /// After the last response, how long unread input is drained before the socket is closed.
 const LINGER: Duration = Duration::from_millis(500);
 
+/// The socket under a connection: plain, or TLS with its handshake done.
+pub enum Stream {
+    /// Plain TCP.
+    Tcp(TcpStream),
+    /// TLS over TCP (`http.tls`).
+    Tls(Box<TlsStream<ServerConnection>>),
+}
+
+impl From<TcpStream> for Stream {
+    fn from(stream: TcpStream) -> Stream {
+        Stream::Tcp(stream)
+    }
+}
+
+impl From<TlsStream<ServerConnection>> for Stream {
+    fn from(stream: TlsStream<ServerConnection>) -> Stream {
+        Stream::Tls(Box::new(stream))
+    }
+}
+
 /// One accepted connection as hyper's I/O.
 pub struct Io {
-    stream: TcpStream,
+    stream: Stream,
     deadlines: Rc<Deadlines>,
     /// Set `TCP_QUICKACK` after every read.
     quick_ack: bool,
@@ -50,9 +75,10 @@ impl Io {
     /// holds back ~40 ms: every request would take that long (ffmpeg's publish over RTMPT,
     /// `/open` to `publish`: ~460 ms without it, ~180 ms with it; see ARCHITECTURE.md). Linux
     /// leaves quick-ACK mode by itself, hence once per read.
-    pub fn new(stream: TcpStream, deadlines: Rc<Deadlines>, quick_ack: bool) -> Io {
+    /// (It is never set under TLS.)
+    pub fn new(stream: impl Into<Stream>, deadlines: Rc<Deadlines>, quick_ack: bool) -> Io {
         Io {
-            stream,
+            stream: stream.into(),
             deadlines,
             quick_ack,
         }
@@ -61,18 +87,47 @@ impl Io {
     /// Closes the write side, then reads (and drops) what the client still sends for a
     /// moment: closing a socket with unread input sends a reset, which can destroy the last
     /// response (a 413 sent before the body was read) before the client reads it.
-    pub async fn linger_close(mut self) {
-        if self.stream.shutdown(Shutdown::Write).await.is_err() {
-            return;
-        }
+    ///
+    /// Under TLS the records still held are flushed first, and what the client sends is
+    /// read (decrypted) and dropped the same way before `close_notify` and the close.
+    pub async fn linger_close(self) {
         let deadline = Instant::now() + LINGER;
         let mut sink = vec![0u8; 16 * 1024];
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match with_timeout(left, self.stream.read(&mut sink)).await {
-                Some(Ok(n)) if n > 0 => {}
-                _ => return,
+        match self.stream {
+            Stream::Tcp(mut stream) => {
+                if stream.shutdown(Shutdown::Write).await.is_err() {
+                    return;
+                }
+                loop {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match with_timeout(left, stream.read(&mut sink)).await {
+                        Some(Ok(n)) if n > 0 => {}
+                        _ => return,
+                    }
+                }
             }
+            Stream::Tls(stream) => {
+                let _ = with_timeout(LINGER, stream.flush()).await;
+                loop {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match with_timeout(left, stream.read(&mut sink)).await {
+                        Some(Ok(n)) if n > 0 => {}
+                        _ => break,
+                    }
+                }
+                stream.shutdown();
+            }
+        }
+    }
+}
+
+impl Io {
+    /// Tells the deadlines whether a write made progress (a streamed response is timed by it).
+    fn written(&self, polled: &Poll<io::Result<usize>>) {
+        match polled {
+            Poll::Ready(Ok(n)) if *n > 0 => self.deadlines.on_write(Instant::now(), true),
+            Poll::Pending => self.deadlines.on_write(Instant::now(), false),
+            _ => {}
         }
     }
 }
@@ -86,7 +141,11 @@ impl hyper::rt::Read for Io {
         let want = buf.remaining().min(READ_MAX);
         let n = {
             let dst = buf.initialize_unfilled_to(want);
-            match Pin::new(&mut self.stream).poll_read(cx, dst) {
+            let polled = match &mut self.stream {
+                Stream::Tcp(stream) => Pin::new(stream).poll_read(cx, dst),
+                Stream::Tls(stream) => stream.poll_read(cx, dst),
+            };
+            match polled {
                 Poll::Ready(Ok(n)) => n,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,
@@ -97,8 +156,8 @@ impl hyper::rt::Read for Io {
         unsafe { buf.advance(n) };
         if n > 0 {
             self.deadlines.on_read(Instant::now());
-            if self.quick_ack {
-                let _ = socket::set_quickack(&self.stream);
+            if let (true, Stream::Tcp(stream)) = (self.quick_ack, &self.stream) {
+                let _ = socket::set_quickack(stream);
             }
         }
         Poll::Ready(Ok(()))
@@ -111,7 +170,12 @@ impl hyper::rt::Write for Io {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let polled = match &mut self.stream {
+            Stream::Tcp(stream) => Pin::new(stream).poll_write(cx, buf),
+            Stream::Tls(stream) => stream.poll_write_vectored(cx, &[IoSlice::new(buf)]),
+        };
+        self.written(&polled);
+        polled
     }
 
     fn poll_write_vectored(
@@ -119,19 +183,43 @@ impl hyper::rt::Write for Io {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        poll_write_vectored(&mut self.stream, cx, bufs)
+        let polled = match &mut self.stream {
+            Stream::Tcp(stream) => poll_write_vectored(stream, cx, bufs),
+            Stream::Tls(stream) => stream.poll_write_vectored(cx, bufs),
+        };
+        self.written(&polled);
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
         true
     }
 
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // Bytes go straight to the kernel: nothing is held here.
-        Poll::Ready(Ok(()))
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &self.stream {
+            // Bytes go straight to the kernel: nothing is held here.
+            Stream::Tcp(_) => Poll::Ready(Ok(())),
+            // rustls may still hold records the socket did not take.
+            Stream::Tls(stream) => {
+                let flushed = stream.poll_flush_records(cx);
+                if flushed.is_pending() {
+                    self.deadlines.on_write(Instant::now(), false);
+                }
+                flushed
+            }
+        }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_close(cx)
+        match &mut self.stream {
+            Stream::Tcp(stream) => Pin::new(stream).poll_close(cx),
+            Stream::Tls(stream) => {
+                let flushed = stream.poll_flush_records(cx);
+                if flushed.is_ready() {
+                    stream.shutdown();
+                }
+                flushed
+            }
+        }
     }
 }

@@ -14,7 +14,10 @@
 //!   request from its first byte;
 //! - *body limits*: a request body is read up to [`Limits::max_body_bytes`] and no further
 //!   (never reserved from `Content-Length`); past it the answer is 413 with `Connection: close`,
-//!   and the close lingers so the client reads the 413 instead of a reset;
+//!   and the close lingers so the client reads the 413 instead of a reset; the bodies being
+//!   read on one core's port are bounded in total ([`Limits::max_body_bytes_per_core`], 503);
+//! - *connection slots*: at the port's per-core connection cap, the connection idle longest
+//!   makes room for the new one ([`slots`]);
 //! - *vectored writes*: without them hyper flattens (copies) every body into one buffer;
 //!   [`io::Io`] writes head and body slices in one `sendmsg`.
 //!
@@ -28,14 +31,30 @@
 //! - [`conn`]: [`serve`]: one connection, with limits, deadlines and the lingering close.
 //! - [`body`]: [`Body`], the response body (whole byte chunks, length known).
 //! - [`router`]: a static table of routes that a port's handlers plug into.
+//! - [`slots`]: a port's per-core connections (idle eviction) and body bytes in flight.
 
 pub mod body;
 pub mod conn;
 pub mod deadline;
 pub mod io;
 pub mod router;
+pub mod slots;
 
 pub use body::Body;
+
+/// Every reason an HTTP connection is closed or refused for (`corecast_errors_total{kind}`),
+/// so each series exists at zero from start-up.
+pub const ERROR_KINDS: [&str; 9] = [
+    "http_head_timeout",
+    "http_request_timeout",
+    "http_write_timeout",
+    "http_idle_evicted",
+    "http_body_too_large",
+    "http_body_budget",
+    "http_head_too_large",
+    "http_malformed",
+    "http_length_required",
+];
 pub use conn::{closing, peer, serve, Limits, Peer, Port};
 pub use router::{dispatch, method_not_allowed, not_found, ready, Params, Route, Router};
 

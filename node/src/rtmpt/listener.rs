@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_channel::oneshot;
-use glommio::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+
+use glommio::net::TcpListener;
 use hyper::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use hyper::{Method, StatusCode};
 use tracing::{debug, info, warn};
@@ -29,6 +31,7 @@ use crate::httpd::body::with_type;
 use crate::httpd::{self, closing, dispatch, peer, ready, Body, Limits, Params, Port, Reply};
 use crate::httpd::{Request, Response, Route, Router};
 use crate::mesh::CoreMessage;
+use crate::tls::CurrentServerConfig;
 use crate::util::with_timeout;
 
 /// Longest request head (request line and headers).
@@ -41,8 +44,13 @@ pub const CONTENT_TYPE: &str = "application/x-fcs";
 const _: () =
     assert!(FORWARD_TIMEOUT.as_millis() > REORDER_WAIT.as_millis() + IDLE_HOLD.as_millis());
 
-/// Accepts RTMPT connections on this core until the task is dropped.
-pub async fn accept_loop(ctx: Rc<CoreContext>, listener: TcpListener) {
+/// Accepts RTMPT connections on this core until the task is dropped; over TLS (RTMPTS) with
+/// the core's current RTMPS certificate when `tls` is given (`rtmpt.tls`).
+pub async fn accept_loop(
+    ctx: Rc<CoreContext>,
+    listener: TcpListener,
+    tls: Option<CurrentServerConfig>,
+) {
     let settings = AcceptSettings {
         kind: ConnectionKind::RtmptHttp,
         max_per_core: ctx.config.rtmpt.max_connections_per_core,
@@ -50,7 +58,21 @@ pub async fn accept_loop(ctx: Rc<CoreContext>, listener: TcpListener) {
     };
     let serve_ctx = Rc::clone(&ctx);
     accept::accept_loop(ctx, listener, settings, move |stream, peer, permit| {
-        serve_connection(Rc::clone(&serve_ctx), stream, peer, permit)
+        // The certificate as of the accept: a reload affects new connections only.
+        let server = tls.as_ref().map(|current| Arc::clone(&current.borrow()));
+        let ctx = Rc::clone(&serve_ctx);
+        async move {
+            match server {
+                None => serve_connection(ctx, stream, peer, permit).await,
+                Some(server) => {
+                    if let Some(stream) =
+                        crate::http::tls_handshake(&ctx, stream, peer, server, "rtmpts").await
+                    {
+                        serve_connection(ctx, stream, peer, permit).await;
+                    }
+                }
+            }
+        }
     })
     .await;
 }
@@ -68,7 +90,7 @@ pub async fn sweep_loop(ctx: Rc<CoreContext>) {
 /// Serves one accepted RTMPT connection until it closes; `_permit` counts it until then.
 pub async fn serve_connection(
     ctx: Rc<CoreContext>,
-    stream: TcpStream,
+    stream: impl Into<crate::httpd::io::Stream>,
     peer: SocketAddr,
     _permit: Permit,
 ) {
@@ -79,12 +101,14 @@ pub async fn serve_connection(
         limits: Limits {
             max_head_bytes: MAX_HEAD_BYTES,
             max_body_bytes: rtmpt.max_body_bytes,
+            max_body_bytes_per_core: rtmpt.max_body_bytes_per_core,
             idle_timeout: idle,
             // A request's head and body get the idle timeout, as a request that has not
             // started would; its answer may wait for the owning core on top of that.
             request_timeout: idle + FORWARD_TIMEOUT,
         },
         quick_ack: true,
+        max_connections: rtmpt.max_connections_per_core,
     };
     let routes = Rc::clone(&ctx);
     httpd::serve(&ctx, stream, peer, port, move |request| {

@@ -13,6 +13,8 @@
 //! - [`tunnel`]: a tunnel as an in-memory [`Transport`](crate::transport::Transport) that the
 //!   one RTMP session (`session::run_connection`) runs over; sequence numbers, polling
 //!   interval, idle timeout; the per-core registry [`Tunnels`].
+//! - [`admission`]: per client address, the tunnels it may hold and how fast it may `/open`
+//!   (sans-IO).
 //! - [`listener`]: the per-core accept loop, the port's routes on [`crate::httpd`] (which
 //!   does the HTTP: keep-alive, pipelining, limits, deadlines), routing to the owning core.
 //!
@@ -27,6 +29,7 @@
 //! The tunnels a core owns are RTMPT's per-core state, kept with the core's feature registry
 //! ([`Tunnels::of`]), so the core does not know about RTMPT either.
 
+pub mod admission;
 pub mod listener;
 pub mod tunnel;
 

@@ -39,7 +39,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
@@ -47,6 +47,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use tracing::{debug, info, warn};
 
+use super::admission::{Admission as OpenAdmission, AdmissionLimits, Refused};
 use crate::accept::ConnectionKind;
 use crate::core::CoreContext;
 use crate::mesh::CoreId;
@@ -312,13 +313,16 @@ impl TunnelState {
 /// One tunnel.
 pub struct Tunnel {
     id: TunnelId,
+    /// The client address that opened it (it counts against that address's tunnels).
+    client: IpAddr,
     state: RefCell<TunnelState>,
 }
 
 impl Tunnel {
-    fn new(id: TunnelId) -> Tunnel {
+    fn new(id: TunnelId, client: IpAddr) -> Tunnel {
         Tunnel {
             id,
+            client,
             state: RefCell::new(TunnelState {
                 inbound: BytesMut::new(),
                 outbound: BytesMut::new(),
@@ -485,12 +489,15 @@ pub struct Tunnels(Rc<TunnelsInner>);
 
 struct TunnelsInner {
     map: RefCell<HashMap<TunnelId, Rc<Tunnel>>>,
+    /// Per-address limits on `/open`; made with the core's config at the first `/open`.
+    admission: RefCell<Option<OpenAdmission>>,
 }
 
 impl Default for Tunnels {
     fn default() -> Self {
         Tunnels(Rc::new(TunnelsInner {
             map: RefCell::new(HashMap::new()),
+            admission: RefCell::new(None),
         }))
     }
 }
@@ -516,14 +523,24 @@ impl Tunnels {
             info!(core = ctx.id.0, %peer, "rtmpt open refused: draining");
             return None;
         }
+        if let Err(refused) = self.admit(ctx, peer.ip()) {
+            let reason = refused.reason.as_str();
+            ctx.metrics.refused(kind.as_str(), reason);
+            // One line per run of refusals of an address: a flood is counted, not logged.
+            if refused.first {
+                warn!(core = ctx.id.0, %peer, reason, "rtmpt open refused");
+            }
+            return None;
+        }
         let max = ctx.config.rtmpt.max_tunnels_per_core;
         let Some(permit) = ctx.connections.try_permit(kind, max) else {
+            self.with_admission(|a| a.closed(peer.ip()));
             ctx.metrics.refused(kind.as_str(), "connection_limit");
             warn!(core = ctx.id.0, %peer, max, "rtmpt open refused: per-core tunnel limit reached");
             return None;
         };
         let id = TunnelId::generate(ctx.id);
-        let tunnel = Rc::new(Tunnel::new(id.clone()));
+        let tunnel = Rc::new(Tunnel::new(id.clone(), peer.ip()));
         self.0
             .map
             .borrow_mut()
@@ -546,12 +563,35 @@ impl Tunnels {
         Some(id)
     }
 
+    /// Asks this core's per-address limits for one more tunnel of `ip`.
+    fn admit(&self, ctx: &CoreContext, ip: IpAddr) -> Result<(), Refused> {
+        let mut admission = self.0.admission.borrow_mut();
+        let admission = admission.get_or_insert_with(|| {
+            let t = &ctx.config.rtmpt;
+            OpenAdmission::new(AdmissionLimits::per_core(
+                t.max_tunnels_per_address,
+                t.open_rate_per_address,
+                t.open_burst_per_address,
+                ctx.config.effective_cores(),
+            ))
+        });
+        admission.open(ip, Instant::now())
+    }
+
+    fn with_admission(&self, f: impl FnOnce(&mut OpenAdmission)) {
+        if let Some(admission) = self.0.admission.borrow_mut().as_mut() {
+            f(admission);
+        }
+    }
+
     fn get(&self, id: &TunnelId) -> Option<Rc<Tunnel>> {
         self.0.map.borrow().get(id).cloned()
     }
 
     fn remove(&self, id: &TunnelId, reason: &'static str) {
-        if self.0.map.borrow_mut().remove(id).is_some() {
+        let removed = self.0.map.borrow_mut().remove(id);
+        if let Some(tunnel) = removed {
+            self.with_admission(|a| a.closed(tunnel.client));
             info!(tunnel = %id, reason, tunnels = self.len(), "rtmpt tunnel closed");
         }
     }
@@ -575,13 +615,14 @@ impl Tunnels {
             tunnel.state.borrow_mut().end_client(ClientEnd::IdleTimeout);
             self.remove(&tunnel.id, "idle_timeout");
         }
+        self.with_admission(|a| a.prune(now));
     }
 
     /// A tunnel with no session behind it; the test plays the session through the transport.
     #[cfg(test)]
     fn insert_bare(&self, core: CoreId) -> (TunnelId, TunnelTransport) {
         let id = TunnelId::generate(core);
-        let tunnel = Rc::new(Tunnel::new(id.clone()));
+        let tunnel = Rc::new(Tunnel::new(id.clone(), IpAddr::from([127, 0, 0, 1])));
         self.0
             .map
             .borrow_mut()

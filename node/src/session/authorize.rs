@@ -15,7 +15,7 @@
 
 use corecast_common::request::StreamName;
 use corecast_common::types::MessageStreamId;
-use tracing::{info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::commands::{self, send_stream_status};
 use super::{Session, SessionError};
@@ -46,7 +46,8 @@ impl PendingAuth {
 }
 
 /// A callback verdict that allowed, kept for the session: the service is asked once per
-/// session and action.
+/// session, action and name (an encoder that unpublishes and publishes again on the same
+/// connection is not asked twice).
 pub(super) struct Granted {
     action: Action,
     name: String,
@@ -110,19 +111,25 @@ pub(super) fn apply(
     } = pending;
     let action = request.action.as_str();
     let grant = match verdict {
+        Verdict::Allow { grant } if grant.mode == AuthMode::Keys && grant.name.is_none() => {
+            error!(
+                conn = s.id,
+                "the stream key authority allowed a key without naming its stream"
+            );
+            return refuse(s, &request, stream, Reason::KeysUnavailable);
+        }
         Verdict::Allow { grant } => grant,
         Verdict::Refuse(refusal) => return refuse(s, &request, stream, refusal.reason),
     };
     s.ctx.metrics.auth_allowed(action, grant.mode.as_str());
     if grant.mode != AuthMode::Open {
-        info!(conn = s.id, action, app = %request.app, stream = %shown_name(s, &request),
-            livestream = grant.name.as_deref().unwrap_or(""),
-            mode = grant.mode.as_str(), key_id = grant.key_id.as_deref().unwrap_or(""),
-            "authorized");
+        log_allowed(s, &request, &grant);
     }
-    if grant.mode == AuthMode::Callback
-        && !s.auth_granted.iter().any(|g| g.action == request.action)
-    {
+    let known = s
+        .auth_granted
+        .iter()
+        .any(|g| g.action == request.action && g.name == request.name);
+    if grant.mode == AuthMode::Callback && !known {
         s.auth_granted.push(Granted {
             action: request.action,
             name: request.name.clone(),
@@ -139,16 +146,6 @@ pub(super) fn apply(
         Then::Play { key, reset } => commands::start_play(s, stream, renamed(key), reset),
     }
     Ok(())
-}
-
-/// The stream name as logged: in `keys` mode the name *is* the secret stream key, so it is
-/// never shown (the livestream's id is, once allowed).
-fn shown_name(s: &Session, request: &AuthRequest) -> String {
-    if s.ctx.auth.mode(request) == AuthMode::Keys {
-        "(stream key)".to_owned()
-    } else {
-        loggable(&request.name)
-    }
 }
 
 /// Answers a refused request with the status its client shows, logs and counts it, and ends
@@ -170,4 +167,44 @@ fn refuse(
     let description = format!("{action} not authorized: {}", reason.as_str());
     send_stream_status(s, stream, "error", code, &description);
     Err(SessionError::AuthRefused(reason.as_str()))
+}
+
+/// The requested name as a log line may show it: in `keys` mode the name a client publishes
+/// to is its stream key, a secret, so it is never shown.
+fn shown_name(s: &Session, request: &AuthRequest) -> String {
+    match s.ctx.auth.mode(request) {
+        AuthMode::Keys => "(stream key)".to_owned(),
+        _ => loggable(&request.name),
+    }
+}
+
+/// `app/name` of a publish as a log line may show it before it is authorized (the name hidden
+/// when it is a stream key).
+pub(super) fn loggable_publish_key(s: &Session, name: &StreamName) -> String {
+    let app = s.app.as_deref().unwrap_or("");
+    match s
+        .ctx
+        .auth
+        .config()
+        .mode(app, crate::config::Direction::Publish)
+    {
+        AuthMode::Keys => format!("{app}/(stream key)"),
+        _ => format!("{app}/{}", loggable(name.as_str())),
+    }
+}
+
+/// The `authorized` line: at info for a publish (rare, and worth an audit trail), at debug for
+/// a play (thousands of viewers would double the log).
+fn log_allowed(s: &Session, request: &AuthRequest, grant: &Grant) {
+    let shown = grant
+        .name
+        .as_deref()
+        .map_or_else(|| shown_name(s, request), loggable);
+    let (action, mode) = (request.action.as_str(), grant.mode.as_str());
+    let key_id = grant.key_id.as_deref().unwrap_or("");
+    if request.action == Action::Play {
+        debug!(conn = s.id, action, app = %request.app, stream = %shown, mode, key_id, "authorized");
+    } else {
+        info!(conn = s.id, action, app = %request.app, stream = %shown, mode, key_id, "authorized");
+    }
 }

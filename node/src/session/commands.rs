@@ -8,6 +8,7 @@
 //! `releaseStream`/`FCPublish`/`FCUnpublish`, `onFCPublish`, `|RtmpSampleAccess`).
 
 use corecast_common::amf0::{Amf0Object, Amf0Value};
+use corecast_common::caps::ServerCaps;
 use corecast_common::command::{status_info, Command};
 use corecast_common::control::{ControlMessage, PeerBandwidthLimit, UserControlEvent};
 use corecast_common::request::{
@@ -181,8 +182,11 @@ fn connect(
             loggable(app)
         )));
     }
-    send_connect_success(s, transaction_id, request.object_encoding);
-    info!(conn = s.id, app = %app, "connect");
+    send_connect_success(s, transaction_id, request);
+    if request.caps.accepts_reconnect() {
+        *s.client.reconnect_app.borrow_mut() = Some(app.clone());
+    }
+    info!(conn = s.id, app = %app, enhanced = request.caps.enhanced, "connect");
     s.app = Some(app.clone());
     // A token may ride on the tcUrl (`rtmp://host/live?token=…`): kept for authorization,
     // never logged.
@@ -211,7 +215,7 @@ fn reject_connect(s: &Session, transaction_id: f64, why: &str) {
 }
 
 /// The window, bandwidth and chunk size settings, then the `_result` that accepts `connect`.
-fn send_connect_success(s: &Session, transaction_id: f64, object_encoding: f64) {
+fn send_connect_success(s: &Session, transaction_id: f64, request: &ConnectRequest) {
     let rtmp = &s.ctx.config.rtmp;
     s.out
         .send_control(&ControlMessage::WindowAckSize(rtmp.window_ack_size_bytes));
@@ -225,12 +229,15 @@ fn send_connect_success(s: &Session, transaction_id: f64, object_encoding: f64) 
         .with("fmsVer", "FMS/3,5,7,7009")
         .with("capabilities", 31.0)
         .with("mode", 1.0);
+    // An Enhanced RTMP client learns ours (reconnect, every codec forwarded); a legacy
+    // client's answer stays as it always was.
+    let properties = ServerCaps::relay().answer(&request.caps, properties);
     let info = status_info(
         "status",
         "NetConnection.Connect.Success",
         "Connection succeeded.",
     )
-    .with("objectEncoding", object_encoding);
+    .with("objectEncoding", request.object_encoding);
     s.out.send_command(
         MessageStreamId::CONNECTION,
         &Command::result(
@@ -282,7 +289,8 @@ fn publish(
     };
     let key = stream_key(s, &name);
     if !s.ctx.config.cluster.accepts_publishers() {
-        warn!(conn = s.id, stream = %key, "publish refused: this node is an edge");
+        let shown = super::authorize::loggable_publish_key(s, &name);
+        warn!(conn = s.id, stream = %shown, "publish refused: this node is an edge");
         send_stream_status(
             s,
             stream,

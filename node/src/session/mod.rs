@@ -208,6 +208,7 @@ pub async fn run_connection<T: Transport + 'static>(
         bytes_out: std::cell::Cell::new(0),
         out: Rc::clone(&out),
         taken_over: std::cell::Cell::new(false),
+        reconnect_app: std::cell::RefCell::new(None),
     });
     ctx.add_client(Rc::clone(&client));
     let sent = {

@@ -1,8 +1,10 @@
 //! RTMPS: RTMP over TLS, terminated in the node with rustls (ring provider, TLS 1.2 and 1.3).
 //!
 //! Every core binds the `[rtmps]` address (SO_REUSEPORT, like the RTMP listener), accepts
-//! through the one accept path (`accept`), runs the TLS handshake of each accepted connection
-//! under `rtmps.handshake_timeout_secs`, then hands the TLS pipe
+//! through the one accept path (`accept`: PROXY header, per-address limits), takes a TLS
+//! handshake token for the client address (`limits.tls_handshakes_per_second_per_address`),
+//! runs the TLS handshake of each accepted connection under `rtmps.handshake_timeout_secs`,
+//! then hands the TLS pipe
 //! (`corecast_transport::TlsStream`, server side; `transport.rs` makes it a session
 //! `Transport`) to the one `session::run_connection`: publish over RTMPS and play over
 //! RTMP, or the reverse, with no TLS-specific session code. A connection that fails in TLS
@@ -172,6 +174,10 @@ async fn serve(
     server: Arc<ServerConfig>,
     timeout: Duration,
 ) {
+    // A handshake costs the node far more than the client: each address has a rate.
+    if !crate::accept::admit_tls(&ctx, ConnectionKind::Rtmps.as_str(), peer) {
+        return;
+    }
     let error = match TlsStream::server(stream, server) {
         Ok(transport) => match transport.handshake(timeout).await {
             Ok(()) => {

@@ -6,6 +6,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use corecast_common::amf0::{Amf0Object, Amf0Value};
 use corecast_common::chunk::{ChunkDecoder, ChunkDecoderLimits, ChunkEncoder};
 use corecast_common::command::{client, Command};
 use corecast_common::handshake::{ClientHandshake, HandshakeKind, HandshakeStatus};
@@ -24,7 +25,11 @@ pub struct RtmpClient {
 impl RtmpClient {
     /// TCP connect and handshake only.
     pub fn handshake(addr: SocketAddr) -> io::Result<RtmpClient> {
-        let stream = super::process::connect(addr)?;
+        Self::handshake_on(super::process::connect(addr)?)
+    }
+
+    /// The handshake on a stream connected already (from a chosen local address, say).
+    pub fn handshake_on(stream: TcpStream) -> io::Result<RtmpClient> {
         stream.set_nodelay(true)?;
         let mut c = RtmpClient {
             stream,
@@ -55,22 +60,43 @@ impl RtmpClient {
 
     /// Handshake and `connect` to `app`; returns once `_result` arrives.
     pub fn connect(addr: SocketAddr, app: &str) -> io::Result<RtmpClient> {
-        Self::connect_tc_url(addr, app, &format!("rtmp://{addr}/{app}"))
+        Self::connect_with(addr, app, Amf0Object::new()).map(|(c, _)| c)
     }
 
     /// As [`RtmpClient::connect`], with the tcUrl given (a query string on it, say).
     pub fn connect_tc_url(addr: SocketAddr, app: &str, tc_url: &str) -> io::Result<RtmpClient> {
+        Self::connect_full(addr, app, tc_url, Amf0Object::new()).map(|(c, _)| c)
+    }
+
+    /// Handshake and `connect` to `app` with `extra` properties in the command object
+    /// (Enhanced RTMP capabilities, say); returns the client and the `_result`.
+    pub fn connect_with(
+        addr: SocketAddr,
+        app: &str,
+        extra: Amf0Object,
+    ) -> io::Result<(RtmpClient, Command)> {
+        Self::connect_full(addr, app, &format!("rtmp://{addr}/{app}"), extra)
+    }
+
+    /// `connect` with this tcUrl and `extra` properties; the client and the `_result`.
+    fn connect_full(
+        addr: SocketAddr,
+        app: &str,
+        tc_url: &str,
+        extra: Amf0Object,
+    ) -> io::Result<(RtmpClient, Command)> {
         let mut c = Self::handshake(addr)?;
         let tx = c.transaction();
-        c.send_command(
-            MessageStreamId::CONNECTION,
-            &client::connect(tx, app, tc_url),
-        )?;
+        let mut connect = client::connect(tx, app, tc_url);
+        if let Amf0Value::Object(object) = &mut connect.command_object {
+            object.0.extend(extra.0);
+        }
+        c.send_command(MessageStreamId::CONNECTION, &connect)?;
         let reply = c.wait_command(Duration::from_secs(5), |cmd| cmd.transaction_id == tx)?;
         if reply.name != "_result" {
             return Err(io::Error::other(format!("connect answered {}", reply.name)));
         }
-        Ok(c)
+        Ok((c, reply))
     }
 
     fn transaction(&mut self) -> f64 {

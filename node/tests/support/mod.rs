@@ -1,9 +1,11 @@
 //! Test support: start the real `corecast` binary, make media with ffmpeg, drive raw RTMP.
 #![allow(dead_code)]
 
+pub mod callback;
 pub mod client;
 pub mod livestreams;
 pub mod media;
+pub mod netns;
 pub mod node;
 pub mod process;
 pub mod prometheus;

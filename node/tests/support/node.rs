@@ -17,6 +17,8 @@ pub struct Node {
     pub addr: SocketAddr,
     /// The HTTP (metrics, API) address it listens on (127.0.0.1).
     pub http: SocketAddr,
+    /// Its config file (a test may rewrite it and ask for a reload).
+    pub config_path: std::path::PathBuf,
     lines: Arc<Mutex<Vec<String>>>,
 }
 
@@ -68,9 +70,15 @@ impl Node {
     /// else take one before the node binds it (an outgoing connection's local port, say), the
     /// node refuses to start and is started again on fresh ports.
     pub fn start(cores: usize, extra_config: &str, dir: &Path) -> Node {
+        Node::start_wrapped(&[], cores, extra_config, dir)
+    }
+
+    /// [`Node::start`], with the node run by `wrapper` (a command and its arguments, to which
+    /// the node's command line is appended: `["prlimit", "--nofile=256:256", "--"]`).
+    pub fn start_wrapped(wrapper: &[&str], cores: usize, extra_config: &str, dir: &Path) -> Node {
         let mut log = Vec::new();
         for _ in 0..3 {
-            match Node::try_start(cores, extra_config, dir) {
+            match Node::try_start(wrapper, cores, extra_config, dir) {
                 Ok(node) => return node,
                 Err(lines) => log = lines,
             }
@@ -86,10 +94,16 @@ impl Node {
     }
 
     /// One start on fresh ports; the node's log when it exits or is not ready within 20 s.
-    fn try_start(cores: usize, extra_config: &str, dir: &Path) -> Result<Node, Vec<String>> {
+    fn try_start(
+        wrapper: &[&str],
+        cores: usize,
+        extra_config: &str,
+        dir: &Path,
+    ) -> Result<Node, Vec<String>> {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        Node::try_start_at(cores, extra_config, dir, addr, http)
+        let listen = addr.to_string();
+        Node::launch(wrapper, cores, extra_config, dir, &listen, addr, http, &[])
     }
 
     /// One start on the given RTMP and HTTP addresses; the node's log when it exits or is
@@ -116,10 +130,53 @@ impl Node {
         http: SocketAddr,
         args: &[&str],
     ) -> Result<Node, Vec<String>> {
+        Node::launch(&[], cores, extra_config, dir, rtmp_listen, addr, http, args)
+    }
+
+    /// Starts the node through `wrapper` (such as `ip netns exec HOST`, see `support::netns`)
+    /// listening on `addr` and `http`, which the wrapper's host owns; panics with its log
+    /// when it does not report ready.
+    pub fn start_in(
+        wrapper: &[&str],
+        cores: usize,
+        extra_config: &str,
+        dir: &Path,
+        addr: SocketAddr,
+        http: SocketAddr,
+    ) -> Node {
+        let listen = addr.to_string();
+        Node::launch(wrapper, cores, extra_config, dir, &listen, addr, http, &[])
+            .unwrap_or_else(|log| panic!("node did not report ready; its log:\n{}", log.join("\n")))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn launch(
+        wrapper: &[&str],
+        cores: usize,
+        extra_config: &str,
+        dir: &Path,
+        rtmp_listen: &str,
+        addr: SocketAddr,
+        http: SocketAddr,
+        args: &[&str],
+    ) -> Result<Node, Vec<String>> {
         let port = addr.port();
-        let config = dir.join(format!("corecast-{port}-{}.toml", std::process::id()));
+        let config = dir.join(format!(
+            "corecast-{}-{port}-{}.toml",
+            addr.ip(),
+            std::process::id()
+        ));
         std::fs::write(&config, extra_config).expect("write config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_corecast"))
+        let binary = env!("CARGO_BIN_EXE_corecast");
+        let mut command = match wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut command = Command::new(program);
+                command.args(wrapper_args).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
+        let mut child = command
             .arg("--config")
             .arg(&config)
             .arg("--rtmp-listen")
@@ -150,6 +207,7 @@ impl Node {
             child,
             addr,
             http,
+            config_path: config,
             lines,
         };
         let deadline = Instant::now() + Duration::from_secs(20);

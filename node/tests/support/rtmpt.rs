@@ -61,6 +61,16 @@ impl HttpConn {
         })
     }
 
+    /// An HTTP connection over a stream the test connected itself (from another source
+    /// address, say).
+    pub fn from_stream(stream: TcpStream) -> io::Result<HttpConn> {
+        stream.set_nodelay(true)?;
+        Ok(HttpConn {
+            stream,
+            buf: Vec::new(),
+        })
+    }
+
     /// The local port (how the node's log names this connection).
     pub fn local_port(&self) -> u16 {
         self.stream.local_addr().map(|a| a.port()).unwrap_or(0)

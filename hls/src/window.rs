@@ -1,0 +1,182 @@
+//! The sliding window of finished segments and the segment being built, as shared `Bytes`.
+//!
+//! A part is one `moof`+`mdat` built once; a segment is the list of its parts (RFC 8216bis
+//! 4.4.4.9: a segment is the concatenation of its partial segments), so serving a segment is
+//! writing the parts' `Bytes` in order, with no copy. Segments that left the playlist stay
+//! [`RETIRED_SEGMENTS`] more segments, for players and CDNs still fetching them.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+/// Segments kept after they leave the playlist (RFC 8216bis 6.2.2: a server should keep a
+/// removed segment available for a while).
+pub const RETIRED_SEGMENTS: usize = 2;
+
+/// One partial segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    /// The `moof`+`mdat`.
+    pub bytes: Bytes,
+    /// Duration in the timeline's timescale.
+    pub duration: u64,
+    /// Starts with a sync sample of every track (`INDEPENDENT=YES`).
+    pub independent: bool,
+}
+
+/// One media segment: its parts, finished or not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    /// Media sequence number.
+    pub msn: u64,
+    /// Decode time where it starts, in the timeline's timescale (segments are contiguous).
+    pub start: u64,
+    /// The parts, in order.
+    pub parts: Vec<Part>,
+}
+
+impl Segment {
+    /// Sum of the parts' durations, in the timeline's timescale.
+    pub fn duration(&self) -> u64 {
+        self.parts.iter().map(|p| p.duration).sum()
+    }
+
+    /// Size in bytes.
+    pub fn len(&self) -> usize {
+        self.parts.iter().map(|p| p.bytes.len()).sum()
+    }
+
+    /// True when it has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The body: the parts' bytes, in order (cheap clones).
+    pub fn body(&self) -> Vec<Bytes> {
+        self.parts.iter().map(|p| p.bytes.clone()).collect()
+    }
+}
+
+/// Finished segments plus the one being built.
+#[derive(Debug, Clone)]
+pub struct Window {
+    /// Finished segments, oldest first: the playlist's and the retired ones.
+    finished: VecDeque<Segment>,
+    /// The segment being built (its parts so far).
+    current: Segment,
+    /// How many finished segments the playlist lists.
+    listed: usize,
+    /// The longest segment finished so far: `EXT-X-TARGETDURATION` must never shrink.
+    longest_ever: u64,
+}
+
+impl Window {
+    /// An empty window listing `listed` segments.
+    pub fn new(listed: usize) -> Window {
+        Window {
+            finished: VecDeque::new(),
+            current: Segment {
+                msn: 0,
+                start: 0,
+                parts: Vec::new(),
+            },
+            listed,
+            longest_ever: 0,
+        }
+    }
+
+    /// Adds a part to the current segment; returns its index.
+    pub fn push_part(&mut self, part: Part) -> usize {
+        self.current.parts.push(part);
+        self.current.parts.len() - 1
+    }
+
+    /// Finishes the current segment (if it has parts) and starts the next one.
+    pub fn finish_segment(&mut self) -> Option<u64> {
+        if self.current.parts.is_empty() {
+            return None;
+        }
+        let next = Segment {
+            msn: self.current.msn + 1,
+            start: self.current.start + self.current.duration(),
+            parts: Vec::new(),
+        };
+        let done = std::mem::replace(&mut self.current, next);
+        let msn = done.msn;
+        self.longest_ever = self.longest_ever.max(done.duration());
+        self.finished.push_back(done);
+        while self.finished.len() > self.listed + RETIRED_SEGMENTS {
+            self.finished.pop_front();
+        }
+        Some(msn)
+    }
+
+    /// The finished segments the playlist lists, oldest first.
+    pub fn listed(&self) -> impl Iterator<Item = &Segment> {
+        let skip = self.finished.len().saturating_sub(self.listed);
+        self.finished.iter().skip(skip)
+    }
+
+    /// The segment being built.
+    pub fn current(&self) -> &Segment {
+        &self.current
+    }
+
+    /// A finished segment still held (listed or retired).
+    pub fn segment(&self, msn: u64) -> Option<&Segment> {
+        let first = self.finished.front()?.msn;
+        let index = usize::try_from(msn.checked_sub(first)?).ok()?;
+        self.finished.get(index)
+    }
+
+    /// A part still held, finished segment or current.
+    pub fn part(&self, msn: u64, index: usize) -> Option<&Part> {
+        if msn == self.current.msn {
+            return self.current.parts.get(index);
+        }
+        self.segment(msn)?.parts.get(index)
+    }
+
+    /// The longest segment finished so far, in timescale units.
+    pub fn longest_ever(&self) -> u64 {
+        self.longest_ever
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(duration: u64) -> Part {
+        Part {
+            bytes: Bytes::from_static(b"x"),
+            duration,
+            independent: true,
+        }
+    }
+
+    #[test]
+    fn a_segment_is_the_sum_of_its_parts_and_old_ones_retire_then_go() {
+        let mut window = Window::new(2);
+        for msn in 0..6 {
+            window.push_part(part(10));
+            window.push_part(part(5));
+            assert_eq!(window.finish_segment(), Some(msn));
+        }
+        let listed: Vec<_> = window.listed().map(|s| s.msn).collect();
+        assert_eq!(listed, vec![4, 5]);
+        assert!(window.segment(2).is_some(), "retired but still served");
+        assert!(window.segment(1).is_none(), "gone");
+        assert_eq!(window.segment(5).map(Segment::duration), Some(15));
+        assert_eq!(window.current().msn, 6);
+        assert_eq!(window.current().start, 6 * 15);
+        assert!(window.part(6, 0).is_none());
+    }
+
+    #[test]
+    fn an_empty_segment_is_never_finished() {
+        let mut window = Window::new(3);
+        assert_eq!(window.finish_segment(), None);
+        assert_eq!(window.current().msn, 0);
+    }
+}
