@@ -3,7 +3,8 @@
 # README's commands), nginx with the RTMP module (the comparison peer), and Prometheus (the
 # dashboard test), systemd-analyze (the unit file test), iproute2 and nftables (the
 # multi-host cluster test), HAProxy (the PROXY protocol tests), and a Python venv in .tools/
-# with kubernetes-validate (the manifest test). Installs with apt-get when missing and allowed,
+# with kubernetes-validate (the manifest test), PostgreSQL (the livestream registry's
+# shared-database tests), chromium and playwright-core (the console page's browser test). Installs with apt-get when missing and allowed,
 # otherwise says exactly what to install.
 set -euo pipefail
 
@@ -23,6 +24,12 @@ python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 command -v prlimit >/dev/null 2>&1 || need+=(util-linux)
 # The load balancer in front of the node in the PROXY protocol tests.
 [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+# The livestream registry's PostgreSQL tests (scripts/pg-test-cluster.sh runs its own cluster).
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
+# The console page's browser test: Debian's chromium, driven by playwright-core (npm, below).
+[ -x /usr/bin/chromium ] || need+=(chromium)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 for extra in "$@"; do need+=("$extra"); done
 
 # The Python tools, pinned in scripts/tools-requirements.txt, in a venv of the project's own.
@@ -47,8 +54,19 @@ install_python_tools() {
     -r "$root/scripts/tools-requirements.txt"
 }
 
+# playwright-core for node/tests/console.rs, at the version package-lock.json pins.
+console_deps() {
+  local dir
+  dir="$(cd "$(dirname "$0")/.." && pwd)/node/tests/console"
+  if [ ! -d "$dir/node_modules/playwright-core" ] && command -v npm >/dev/null 2>&1; then
+    echo "install-deps: npm ci in $dir"
+    (cd "$dir" && npm ci --no-audit --no-fund >/dev/null)
+  fi
+}
+
 if [ ${#need[@]} -eq 0 ]; then
   install_python_tools
+  console_deps
   exit 0
 fi
 # Deduplicate.
@@ -61,11 +79,12 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
   # Debian starts nginx and prometheus on install; the tests start their own on loopback ports.
   if command -v systemctl >/dev/null 2>&1; then
-    systemctl stop nginx prometheus haproxy >/dev/null 2>&1 || true
+    systemctl stop nginx prometheus haproxy postgresql >/dev/null 2>&1 || true
   fi
   pkill -x nginx >/dev/null 2>&1 || true
   pkill -x prometheus >/dev/null 2>&1 || true
   install_python_tools
+  console_deps
 else
   echo "install-deps: missing: ${need[*]}" >&2
   echo "install-deps: run: sudo apt-get install -y ${need[*]}" >&2

@@ -93,7 +93,7 @@ fn stream() -> Vec<RtmpMessage> {
             break;
         }
         if video_ts <= audio_ts {
-            let keyframe = video_frame % 50 == 0;
+            let keyframe = video_frame.is_multiple_of(50);
             let len = if keyframe {
                 rng.range(55_000, 60_000)
             } else {

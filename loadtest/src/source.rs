@@ -356,7 +356,9 @@ impl SyntheticSource {
                         clock_at: None,
                     }
                 } else {
-                    let key = self.video_frame % u64::from(self.settings.gop_frames) == 0;
+                    let key = self
+                        .video_frame
+                        .is_multiple_of(u64::from(self.settings.gop_frames));
                     self.video_frame += 1;
                     SourceFrame {
                         kind: FrameKind::Video,
@@ -873,7 +875,7 @@ mod tests {
                     let h = VideoTagHeader::parse(&f.payload).unwrap();
                     assert_eq!(h.codec, corecast_common::flv::VideoCodec::Avc);
                     assert!(!h.is_sequence_header());
-                    let key = video_frames % 50 == 0;
+                    let key = video_frames.is_multiple_of(50);
                     assert_eq!(h.is_keyframe(), key, "frame {video_frames}");
                     if !key {
                         assert_eq!(h.frame_type, FrameType::Inter);

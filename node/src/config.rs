@@ -12,6 +12,7 @@ mod env;
 mod limits;
 mod listen;
 mod proxy;
+mod registry;
 mod reload;
 
 use std::fmt;
@@ -28,6 +29,7 @@ pub use auth::{
 pub use limits::LimitsConfig;
 pub use listen::{Listen, ListenError, OptionalListen};
 pub use proxy::{ProxyListener, ProxyProtocolConfig, TrustedNet};
+pub use registry::{LivestreamsConfig, RegistryConfig, RegistryTarget, WebhooksConfig};
 
 /// Everything the node reads from its config file.
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
@@ -51,6 +53,12 @@ pub struct Config {
     pub rtmpt: RtmptConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The livestream registry's database.
+    pub registry: RegistryConfig,
+    /// The livestream API's app and public URLs.
+    pub livestreams: LivestreamsConfig,
+    /// Livestream status webhooks.
+    pub webhooks: WebhooksConfig,
     /// PROXY protocol headers from load balancers.
     pub proxy_protocol: ProxyProtocolConfig,
     /// What one client address may cost a core.
@@ -794,6 +802,7 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        self.check_livestreams()?;
         if t.max_body_bytes_per_core < t.max_body_bytes {
             return Err(invalid(
                 "rtmpt.max_body_bytes_per_core",
@@ -826,6 +835,15 @@ impl Config {
         edge::validate(self)?;
         self.auth.validate()?;
         self.check_shared_ports()
+    }
+
+    /// The registry's, the livestream API's and the webhooks' sections.
+    fn check_livestreams(&self) -> Result<(), ConfigError> {
+        self.registry
+            .check()
+            .and_then(|()| self.livestreams.check())
+            .and_then(|()| self.webhooks.check(&self.registry))
+            .map_err(|(field, reason)| ConfigError::Invalid { field, reason })
     }
 
     /// Every enabled listener, named as in the config, `rtmp.listen` first.
@@ -935,6 +953,18 @@ mod tests {
             .expect("edge.toml parses");
         assert!(edge.cluster.pulls());
         assert!(!edge.cluster.accepts_publishers());
+    }
+
+    #[test]
+    fn the_livestreams_example_is_valid() {
+        let text = include_str!("../../config/livestreams.toml");
+        let config = Config::parse(text, "livestreams.toml").expect("valid");
+        assert!(matches!(
+            config.registry.target(),
+            Ok(RegistryTarget::Sqlite(_))
+        ));
+        assert_eq!(config.livestreams.app, "live");
+        assert!(config.livestreams.console);
     }
 
     #[test]

@@ -101,6 +101,12 @@ impl CoreContext {
         };
         let plane = ControlPlane::new(id, config, Arc::clone(&shared.directory));
         let auth = crate::auth::Authorizer::new(&shared.config.auth);
+        if let Some(registry) = &shared.registry {
+            auth.set_stream_keys(crate::registry::keys::RegistryKeys::new(
+                registry.clone(),
+                id.0,
+            ));
+        }
         Rc::new_cyclic(|me| CoreContext {
             me: me.clone(),
             id,

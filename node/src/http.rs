@@ -25,6 +25,7 @@ use crate::httpd::body::{json, text, with_type};
 use crate::httpd::io::Stream;
 use crate::httpd::{self, dispatch, ready, Limits, Params, Port, Reply, Request};
 use crate::httpd::{Response, Route, Router};
+use crate::livestreams;
 use crate::shared::{AdminCommand, NodeShared};
 use crate::tls::{CurrentServerConfig, TlsError};
 
@@ -174,7 +175,8 @@ static ROUTER: Router<CoreContext> = Router {
     method_not_allowed,
 };
 
-static ROUTES: &[Route<CoreContext>] = &[
+/// Every route of the port (the OpenAPI document is checked against this table).
+pub(crate) static ROUTES: &[Route<CoreContext>] = &[
     Route {
         method: Method::GET,
         path: "/metrics",
@@ -214,6 +216,66 @@ static ROUTES: &[Route<CoreContext>] = &[
         method: Method::POST,
         path: "/api/v1/streams/{app}/{name}/stop",
         handler: stop,
+    },
+    Route {
+        method: Method::GET,
+        path: "/api/v1/openapi.json",
+        handler: livestreams::openapi,
+    },
+    Route {
+        method: Method::POST,
+        path: "/api/v1/livestreams",
+        handler: livestreams::create,
+    },
+    Route {
+        method: Method::GET,
+        path: "/api/v1/livestreams",
+        handler: livestreams::list,
+    },
+    Route {
+        method: Method::GET,
+        path: "/api/v1/livestreams/{id}",
+        handler: livestreams::get,
+    },
+    Route {
+        method: Method::DELETE,
+        path: "/api/v1/livestreams/{id}",
+        handler: livestreams::delete,
+    },
+    Route {
+        method: Method::POST,
+        path: "/api/v1/livestreams/{id}/disable",
+        handler: livestreams::disable,
+    },
+    Route {
+        method: Method::POST,
+        path: "/api/v1/livestreams/{id}/enable",
+        handler: livestreams::enable,
+    },
+    Route {
+        method: Method::POST,
+        path: "/api/v1/livestreams/{id}/reset-key",
+        handler: livestreams::reset_key,
+    },
+    Route {
+        method: Method::GET,
+        path: "/console",
+        handler: livestreams::console_page,
+    },
+    Route {
+        method: Method::GET,
+        path: "/console/console.js",
+        handler: livestreams::console_script,
+    },
+    Route {
+        method: Method::POST,
+        path: "/console/session",
+        handler: livestreams::console_sign_in,
+    },
+    Route {
+        method: Method::GET,
+        path: "/console/session",
+        handler: livestreams::console_session,
     },
 ];
 
@@ -300,14 +362,22 @@ fn write(ctx: &CoreContext, request: &Request) -> Result<(), ApiError> {
 
 /// The token check, with a refusal logged; a wrong or missing token is also counted
 /// (`corecast_errors_total{kind="api_unauthorized"}`), so guessing shows on a dashboard.
-fn checked(ctx: &CoreContext, request: &Request, access: Access) -> Result<(), ApiError> {
-    api::authorize(&ctx.config.http, request, access).inspect_err(|e| {
-        let (peer, path) = (httpd::peer(request), request.uri().path());
-        info!(core = ctx.id.0, %peer, path, reason = e.code, "api request refused");
-        if e.status == StatusCode::UNAUTHORIZED {
-            ctx.metrics.error("api_unauthorized");
-        }
-    })
+pub(crate) fn checked(
+    ctx: &CoreContext,
+    request: &Request,
+    access: Access,
+) -> Result<(), ApiError> {
+    // A console session (cookie, and CSRF header for a change) stands in for the token.
+    let console = livestreams::console::authorize(&ctx.config, request, access);
+    console
+        .unwrap_or_else(|| api::authorize(&ctx.config.http, request, access))
+        .inspect_err(|e| {
+            let (peer, path) = (httpd::peer(request), request.uri().path());
+            info!(core = ctx.id.0, %peer, path, reason = e.code, "api request refused");
+            if e.status == StatusCode::UNAUTHORIZED {
+                ctx.metrics.error("api_unauthorized");
+            }
+        })
 }
 
 /// A write's answer: 202 once the owning core has the command.

@@ -23,6 +23,8 @@
 //! - [`cluster`]: origin/edge pulls (client and server).
 //! - [`shared`]: the little state all cores share (never per frame).
 //! - [`rtmpt`]: RTMP tunnelled over HTTP (a tunnel is one more byte pipe).
+//! - [`registry`]: the livestream registry (SQLite or PostgreSQL) on its own thread: stream
+//!   keys, live sessions' leases, the webhook outbox; [`livestreams`]: its JSON API.
 //! - [`auth`]: who may publish and play (open, stream keys, signed tokens, callback).
 
 pub mod accept;
@@ -36,6 +38,7 @@ pub mod frame;
 pub mod http;
 pub mod httpd;
 pub mod limits;
+pub mod livestreams;
 pub mod media;
 pub mod mesh;
 pub mod metrics;
@@ -44,6 +47,7 @@ pub mod ports;
 pub mod process_metrics;
 pub mod proxy;
 pub mod queue;
+pub mod registry;
 pub mod reload;
 pub mod rtmpt;
 pub mod server;

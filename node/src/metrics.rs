@@ -75,6 +75,10 @@ pub mod names {
     /// When the RTMPS certificate a core serves expires (its leaf's notAfter), Unix seconds.
     /// Only with `[rtmps]` on.
     pub const TLS_CERTIFICATE_EXPIRY: &str = "corecast_tls_certificate_expiry_timestamp_seconds";
+    /// Live publishes the registry ended (disabled, key reset, deleted), by reason.
+    pub const LIVESTREAM_STOPS: &str = "corecast_livestream_stops_total";
+    /// Webhook delivery tries, by result (`delivered`, `failed`, `given_up`).
+    pub const WEBHOOK_DELIVERIES: &str = "corecast_webhook_deliveries_total";
 
     /// User plus system CPU time, seconds (fractional; see `process_metrics`).
     pub const PROCESS_CPU_SECONDS: &str = "process_cpu_seconds_total";

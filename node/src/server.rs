@@ -57,18 +57,26 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         config.stream.max_streams_per_node,
         config.stream.max_streams_per_address,
     );
+    let config = Arc::new(config);
+    let metrics = NodeMetrics::new();
+    let registry = crate::registry::Registry::start(&config, &metrics)
+        .map_err(|e| anyhow!("livestream registry: {e}"))?;
     let shared = Arc::new(NodeShared {
         stream_limits,
-        config: Arc::new(config),
+        config,
         directory: Arc::default(),
-        metrics: NodeMetrics::new(),
+        metrics,
         board: StatsBoard::new(cores),
         admin: admin_tx,
         draining,
         started: SystemTime::now(),
         upstream_tls,
         activity: Default::default(),
+        registry,
     });
+    if let Some(registry) = &shared.registry {
+        registry.attach(Arc::downgrade(&shared));
+    }
     shared.metrics.watch_drain(Arc::clone(&shared.draining));
     let tls = NodeTls::prepare(&shared.config, cores)?;
     if let Some(not_after) = tls.as_ref().and_then(NodeTls::not_after) {
@@ -427,7 +435,7 @@ async fn housekeeping(ctx: &Rc<CoreContext>, admin: &Receiver<AdminCommand>) {
             ctx.handle_admin(command);
         }
         ticks = ticks.wrapping_add(1);
-        if ticks % STATS_EVERY_TICKS == 0 {
+        if ticks.is_multiple_of(STATS_EVERY_TICKS) {
             let elapsed = last_stats.elapsed().as_secs_f64();
             last_stats = Instant::now();
             let stats = ctx.collect_stats(elapsed);

@@ -52,6 +52,8 @@ pub struct NodeShared {
     pub activity: crate::takeover::Activity,
     /// Live publishes per node and per address (`stream.max_streams_per_*`).
     pub stream_limits: crate::stream_limits::StreamLimits,
+    /// The livestream registry, when `[registry]` names one.
+    pub registry: Option<crate::registry::Registry>,
 }
 
 impl NodeShared {

@@ -160,7 +160,7 @@ fn a_viewer_that_stops_reading_a_live_stream_is_cut_as_a_slow_consumer_within_se
             .send_media(
                 MessageType::VIDEO,
                 seq * 1000 / FPS,
-                &frame(seq % (2 * FPS) == 0, seq, SIZE),
+                &frame(seq.is_multiple_of(2 * FPS), seq, SIZE),
             )
             .expect("the publisher is never held back");
         seq += 1;

@@ -133,6 +133,8 @@ pub enum Reason {
     WrongKey,
     /// A disabled livestream.
     Disabled,
+    /// A livestream another node publishes now (its lease runs).
+    LiveElsewhere,
     /// The callback answered with something other than 2xx.
     CallbackRefused,
     /// The callback could not be asked (timeout, connection, bad answer).
@@ -145,7 +147,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason (metrics are created at zero for each).
-    pub const ALL: [Reason; 15] = [
+    pub const ALL: [Reason; 16] = [
         Reason::MissingToken,
         Reason::BadToken,
         Reason::BadSignature,
@@ -157,6 +159,7 @@ impl Reason {
         Reason::RetiredKey,
         Reason::WrongKey,
         Reason::Disabled,
+        Reason::LiveElsewhere,
         Reason::CallbackRefused,
         Reason::CallbackUnavailable,
         Reason::KeysUnavailable,
@@ -177,6 +180,7 @@ impl Reason {
             Reason::RetiredKey => "retired_key",
             Reason::WrongKey => "wrong_key",
             Reason::Disabled => "disabled",
+            Reason::LiveElsewhere => "live_elsewhere",
             Reason::CallbackRefused => "callback_refused",
             Reason::CallbackUnavailable => "callback_unavailable",
             Reason::KeysUnavailable => "keys_unavailable",

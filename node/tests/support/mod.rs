@@ -3,6 +3,7 @@
 
 pub mod callback;
 pub mod client;
+pub mod livestreams;
 pub mod media;
 pub mod netns;
 pub mod node;
