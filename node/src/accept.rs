@@ -277,7 +277,7 @@ async fn client_of(
     kind: ConnectionKind,
 ) -> Option<SocketAddr> {
     let listener = kind.as_str();
-    let config = &ctx.config.proxy_protocol;
+    let config = &ctx.config().proxy_protocol;
     if !kind.proxy_listener().is_some_and(|l| config.enabled_on(l)) {
         return Some(peer);
     }
@@ -358,7 +358,7 @@ impl CoreAdmission {
         let slot = ctx.feature::<AdmissionSlot>();
         let mut slot = slot.0.borrow_mut();
         let admission = slot.get_or_insert_with(|| {
-            let limits = AddressLimits::from_config(&ctx.config.limits);
+            let limits = AddressLimits::from_config(&ctx.config().limits);
             Rc::new(CoreAdmission {
                 table: Rc::new(RefCell::new(AddressTable::new(limits))),
                 log: RefCell::new(LogGate::default()),

@@ -57,7 +57,9 @@ pub struct CoreContext {
     /// This core.
     pub id: CoreId,
     /// The node's configuration.
-    pub config: Arc<Config>,
+    /// This core's copy of the running config: replaced whole by a reload, read through
+    /// [`CoreContext::config`] (each reader keeps the snapshot it took).
+    config: RefCell<Rc<Config>>,
     /// Node-wide shared state (directory, metric families, stats board, admin queues).
     pub shared: Arc<NodeShared>,
     /// This core's metric children.
@@ -84,6 +86,17 @@ pub struct CoreContext {
 }
 
 impl CoreContext {
+    /// The config in force on this core now. A caller keeps the snapshot it took for as long
+    /// as it holds it: a connection's settings do not change under it.
+    pub fn config(&self) -> Rc<Config> {
+        Rc::clone(&self.config.borrow())
+    }
+
+    /// Puts a reloaded config in force on this core (new connections and every later read).
+    pub fn set_config(&self, next: &Config) {
+        *self.config.borrow_mut() = Rc::new(next.clone());
+    }
+
     /// A core's context; `links` from [`CoreLink::new`] per other core.
     pub fn new(
         id: CoreId,
@@ -92,15 +105,15 @@ impl CoreContext {
         hooks: CoreHooks,
     ) -> Rc<CoreContext> {
         // Without a starter there is nothing to run a pull with: the plane must not claim one.
-        let pulls = shared.config.cluster.pulls() && hooks.start_pull.is_some();
-        let cluster = &shared.config.cluster;
+        let pulls = shared.config().cluster.pulls() && hooks.start_pull.is_some();
+        let cluster = &shared.config().cluster;
         let config = PlaneConfig {
             pulls,
             max_pulls: cluster.max_concurrent_pulls,
             negative_ttl: std::time::Duration::from_secs(cluster.negative_cache_secs),
         };
         let plane = ControlPlane::new(id, config, Arc::clone(&shared.directory));
-        let auth = crate::auth::Authorizer::new(&shared.config.auth);
+        let auth = crate::auth::Authorizer::new(&shared.config().auth);
         if let Some(registry) = &shared.registry {
             auth.set_stream_keys(crate::registry::keys::RegistryKeys::new(
                 registry.clone(),
@@ -110,7 +123,7 @@ impl CoreContext {
         Rc::new_cyclic(|me| CoreContext {
             me: me.clone(),
             id,
-            config: Arc::clone(&shared.config),
+            config: RefCell::new(Rc::new(Config::clone(&shared.config()))),
             metrics: shared.metrics.for_core(id.0),
             shared,
             clients: RefCell::new(HashMap::new()),
@@ -164,8 +177,8 @@ impl CoreContext {
 
     fn gop_settings(&self) -> GopSettings {
         GopSettings {
-            enabled: self.config.stream.gop_cache,
-            max_bytes: self.config.stream.gop_cache_max_bytes,
+            enabled: self.config().stream.gop_cache,
+            max_bytes: self.config().stream.gop_cache_max_bytes,
         }
     }
 
@@ -474,7 +487,7 @@ impl CoreContext {
             let Some(app) = client.reconnect_app.borrow().clone() else {
                 continue;
             };
-            let tc_url = self.config.reconnect_tc_url(&app);
+            let tc_url = self.config().reconnect_tc_url(&app);
             let request = reconnect_request(tc_url.as_deref(), "The server is going away.");
             client
                 .out

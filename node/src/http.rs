@@ -43,9 +43,9 @@ const AUTO_MIN_CONNECTIONS: usize = 8;
 /// Accepts HTTP connections on this core until the task is dropped; over TLS with the core's
 /// current RTMPS certificate when `tls` is given (`http.tls`).
 pub async fn serve(ctx: Rc<CoreContext>, listener: TcpListener, tls: Option<CurrentServerConfig>) {
-    let cores = ctx.config.effective_cores();
+    let cores = ctx.config().effective_cores();
     let max = connection_cap(
-        ctx.config.http.max_connections_per_core,
+        ctx.config().http.max_connections_per_core,
         cores,
         nofile_limit(),
     );
@@ -94,7 +94,7 @@ pub(crate) async fn tls_handshake(
     if !crate::accept::admit_tls(ctx, listener, peer) {
         return None;
     }
-    let timeout = Duration::from_secs(ctx.config.rtmps.handshake_timeout_secs);
+    let timeout = Duration::from_secs(ctx.config().rtmps.handshake_timeout_secs);
     let error = match TlsStream::server(stream, server) {
         Ok(tls) => match tls.handshake(timeout).await {
             Ok(()) => return Some(tls),
@@ -148,7 +148,7 @@ pub async fn serve_connection(
     _permit: Permit,
     max_connections: usize,
 ) {
-    let http = &ctx.config.http;
+    let http = &ctx.config().http;
     let port = Port {
         label: "http",
         limits: Limits {
@@ -368,9 +368,9 @@ pub(crate) fn checked(
     access: Access,
 ) -> Result<(), ApiError> {
     // A console session (cookie, and CSRF header for a change) stands in for the token.
-    let console = livestreams::console::authorize(&ctx.config, request, access);
+    let console = livestreams::console::authorize(&ctx.config(), request, access);
     console
-        .unwrap_or_else(|| api::authorize(&ctx.config.http, request, access))
+        .unwrap_or_else(|| api::authorize(&ctx.config().http, request, access))
         .inspect_err(|e| {
             let (peer, path) = (httpd::peer(request), request.uri().path());
             info!(core = ctx.id.0, %peer, path, reason = e.code, "api request refused");

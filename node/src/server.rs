@@ -63,7 +63,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .map_err(|e| anyhow!("livestream registry: {e}"))?;
     let shared = Arc::new(NodeShared {
         stream_limits,
-        config,
+        config: std::sync::RwLock::new(config),
         directory: Arc::default(),
         metrics,
         board: StatsBoard::new(cores),
@@ -78,7 +78,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         registry.attach(Arc::downgrade(&shared));
     }
     shared.metrics.watch_drain(Arc::clone(&shared.draining));
-    let tls = NodeTls::prepare(&shared.config, cores)?;
+    let tls = NodeTls::prepare(&shared.config(), cores)?;
     if let Some(not_after) = tls.as_ref().and_then(NodeTls::not_after) {
         for core in 0..cores {
             shared.metrics.certificate_expiry(core, not_after);
@@ -86,7 +86,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     }
     let (ready_tx, ready_rx) = mpsc::channel::<Result<SocketAddr, String>>();
     let mut handles = Vec::with_capacity(cores);
-    let mesh = build_mesh(cores, shared.config.node.core_channel_capacity);
+    let mesh = build_mesh(cores, shared.config().node.core_channel_capacity);
     let draining_cores = Arc::new(AtomicUsize::new(cores));
     for (index, (endpoints, admin)) in mesh.into_iter().zip(admin_rx).enumerate() {
         let placement = if pin {
@@ -101,7 +101,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         let plan = Arc::clone(&plan);
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("corecast-core-{index}"))
-            .io_memory(shared.config.node.io_memory_bytes)
+            .io_memory(shared.config().node.io_memory_bytes)
             .spawn(move || async move {
                 let core = CoreStart {
                     id: CoreId(index),
@@ -287,7 +287,7 @@ async fn run_core(start: CoreStart) {
         draining_cores,
         plan,
     } = start;
-    let config = Arc::clone(&shared.config);
+    let config = shared.config();
     let listeners = match plan.try_map(|name, addrs| bind(addrs, id, name)) {
         Ok(listeners) => listeners,
         Err(e) => {
@@ -375,9 +375,11 @@ fn start_accepting(
     for l in listeners.rtmp {
         sessions.push(glommio::spawn_local(accept_loop(Rc::clone(ctx), l)));
     }
-    let pull_tls = certificate.clone().filter(|_| ctx.config.cluster.pull_tls);
-    let rtmpt_tls = certificate.clone().filter(|_| ctx.config.rtmpt.tls);
-    let http_tls = certificate.filter(|_| ctx.config.http.tls);
+    let pull_tls = certificate
+        .clone()
+        .filter(|_| ctx.config().cluster.pull_tls);
+    let rtmpt_tls = certificate.clone().filter(|_| ctx.config().rtmpt.tls);
+    let http_tls = certificate.filter(|_| ctx.config().http.tls);
     for l in listeners.pull {
         let tls = pull_tls.clone();
         sessions.push(glommio::spawn_local(crate::cluster::serve::serve(
@@ -451,7 +453,7 @@ async fn housekeeping(ctx: &Rc<CoreContext>, admin: &Receiver<AdminCommand>) {
 async fn accept_loop(ctx: Rc<CoreContext>, listener: TcpListener) {
     let settings = AcceptSettings {
         kind: ConnectionKind::Rtmp,
-        max_per_core: ctx.config.rtmp.max_connections_per_core,
+        max_per_core: ctx.config().rtmp.max_connections_per_core,
         nodelay: true,
     };
     let serve_ctx = Rc::clone(&ctx);

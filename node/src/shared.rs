@@ -33,7 +33,8 @@ pub enum AdminCommand {
 /// Node-wide shared state.
 pub struct NodeShared {
     /// The configuration.
-    pub config: Arc<Config>,
+    /// The running config (replaced whole by a reload; read through [`NodeShared::config`]).
+    pub config: std::sync::RwLock<Arc<Config>>,
     /// Who publishes what, and which cores play it (every core's control plane holds it).
     pub directory: Arc<Directory>,
     /// Metric families and registry.
@@ -57,6 +58,16 @@ pub struct NodeShared {
 }
 
 impl NodeShared {
+    /// The running config.
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(
+            &self
+                .config
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
+    }
+
     /// True once a drain was requested.
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)

@@ -109,7 +109,7 @@ struct PullState {
 
 /// Pulls `key` until nobody on this node plays it for `linger_secs`.
 pub async fn run_pull(ctx: Rc<CoreContext>, key: String, generation: Generation) {
-    let cfg = ctx.config.cluster.clone();
+    let cfg = ctx.config().cluster.clone();
     let mut state = PullState {
         key,
         generation,
@@ -182,12 +182,12 @@ fn unwanted(ctx: &CoreContext, state: &mut PullState) -> bool {
         return true;
     }
     let since = *state.idle_since.get_or_insert_with(Instant::now);
-    since.elapsed() >= Duration::from_secs(ctx.config.cluster.linger_secs)
+    since.elapsed() >= Duration::from_secs(ctx.config().cluster.linger_secs)
 }
 
 /// Static upstreams plus the addresses `upstream_dns` resolves to (cached).
 async fn upstream_list(ctx: &CoreContext, state: &mut PullState) -> Vec<String> {
-    let cfg = &ctx.config.cluster;
+    let cfg = &ctx.config().cluster;
     let mut list = cfg.upstreams.clone();
     if !cfg.upstream_dns.is_empty() {
         let stale = state
@@ -229,7 +229,7 @@ async fn resolve(upstream: &str) -> Option<SocketAddr> {
 
 /// One connection to one upstream, streaming for as long as it lasts.
 async fn attempt(ctx: &CoreContext, state: &mut PullState, upstream: &str) -> Attempt {
-    let cfg = &ctx.config.cluster;
+    let cfg = &ctx.config().cluster;
     let Some(addr) = resolve(upstream).await else {
         return Attempt::ConnectFailed;
     };
@@ -282,7 +282,7 @@ async fn stream_from(
     upstream: &str,
     stream: &mut Upstream,
 ) -> Attempt {
-    let rtmp = &ctx.config.rtmp;
+    let rtmp = &ctx.config().rtmp;
     let mut client = PullClient::new(ChunkDecoderLimits {
         max_message_size: rtmp.max_message_size_bytes,
         max_chunk_size: rtmp
@@ -294,7 +294,7 @@ async fn stream_from(
     let mut streaming = false;
     let mut last_check = Instant::now();
     let answer_deadline =
-        Instant::now() + Duration::from_secs(ctx.config.cluster.connect_timeout_secs);
+        Instant::now() + Duration::from_secs(ctx.config().cluster.connect_timeout_secs);
     loop {
         loop {
             let event = match client.poll_event(&mut buf) {
@@ -410,7 +410,7 @@ fn on_media(
         kind,
         timestamp,
         payload,
-        ctx.config.rtmp.out_chunk_size_bytes,
+        ctx.config().rtmp.out_chunk_size_bytes,
     );
     ctx.publish_pulled_frame(&state.key, state.generation, frame);
 }

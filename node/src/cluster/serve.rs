@@ -49,7 +49,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 pub async fn serve(ctx: Rc<CoreContext>, listener: TcpListener, tls: Option<CurrentServerConfig>) {
     let settings = AcceptSettings {
         kind: ConnectionKind::Pull,
-        max_per_core: ctx.config.cluster.max_pull_connections_per_core,
+        max_per_core: ctx.config().cluster.max_pull_connections_per_core,
         nodelay: true,
     };
     let serve_ctx = Rc::clone(&ctx);
@@ -75,7 +75,7 @@ async fn tls_connection(
     peer: SocketAddr,
     server: Arc<ServerConfig>,
 ) {
-    let timeout = Duration::from_secs(ctx.config.rtmps.handshake_timeout_secs);
+    let timeout = Duration::from_secs(ctx.config().rtmps.handshake_timeout_secs);
     let error = match TlsStream::server(stream, server) {
         Ok(transport) => match transport.handshake(timeout).await {
             Ok(()) => {
@@ -118,7 +118,7 @@ async fn read_request<T: Transport>(transport: &T) -> Result<PullRequest, String
 }
 
 async fn connection<T: Transport>(ctx: &Rc<CoreContext>, transport: T, peer: SocketAddr) {
-    let chunk_size = ctx.config.rtmp.out_chunk_size_bytes;
+    let chunk_size = ctx.config().rtmp.out_chunk_size_bytes;
     let answer = |status: u16, reason: &str| PullResponse {
         status,
         chunk_size,
@@ -137,7 +137,7 @@ async fn connection<T: Transport>(ctx: &Rc<CoreContext>, transport: T, peer: Soc
             return;
         }
     };
-    let cluster = &ctx.config.cluster;
+    let cluster = &ctx.config().cluster;
     let live = ctx.shared.directory.publisher(&request.stream).is_some();
     let refusal = if !ctx
         .auth
@@ -156,7 +156,7 @@ async fn connection<T: Transport>(ctx: &Rc<CoreContext>, transport: T, peer: Soc
         write_line(&transport, &answer(status, reason)).await;
         return;
     }
-    let player = &ctx.config.player;
+    let player = &ctx.config().player;
     let out = Outbound::new(QueueLimits {
         soft_max_bytes: player.queue_max_bytes,
         hard_max_bytes: player.queue_hard_max_bytes,

@@ -39,17 +39,17 @@ pub fn openapi(_: &Rc<CoreContext>, _: Request, _: Params) -> Reply {
 
 /// `GET /console`.
 pub fn console_page(ctx: &Rc<CoreContext>, _: Request, _: Params) -> Reply {
-    crate::httpd::ready(console::page(&ctx.config))
+    crate::httpd::ready(console::page(&ctx.config()))
 }
 
 /// `GET /console/console.js`.
 pub fn console_script(ctx: &Rc<CoreContext>, _: Request, _: Params) -> Reply {
-    crate::httpd::ready(console::script(&ctx.config))
+    crate::httpd::ready(console::script(&ctx.config()))
 }
 
 /// `POST /console/session`.
 pub fn console_sign_in(ctx: &Rc<CoreContext>, request: Request, _: Params) -> Reply {
-    let response = console::sign_in(&ctx.config, &request);
+    let response = console::sign_in(&ctx.config(), &request);
     if response.status() == StatusCode::UNAUTHORIZED {
         tracing::info!(peer = %crate::httpd::peer(&request), "console sign-in refused");
         ctx.metrics.error("api_unauthorized");
@@ -59,7 +59,7 @@ pub fn console_sign_in(ctx: &Rc<CoreContext>, request: Request, _: Params) -> Re
 
 /// `GET /console/session`.
 pub fn console_session(ctx: &Rc<CoreContext>, request: Request, _: Params) -> Reply {
-    crate::httpd::ready(console::current(&ctx.config, &request))
+    crate::httpd::ready(console::current(&ctx.config(), &request))
 }
 
 /// `POST /api/v1/livestreams`.
@@ -76,7 +76,7 @@ pub fn create(ctx: &Rc<CoreContext>, request: Request, _: Params) -> Reply {
                 .call(move |db, _| store::create(db, &id, &body.name, &hash, &settings, now_ms()))
                 .await
                 .map_err(unavailable)?;
-            Ok(View::new(&ctx.config, created).with_key(stream_key))
+            Ok(View::new(&ctx.config(), created).with_key(stream_key))
         }
         .await;
         with_status(StatusCode::CREATED, result)
@@ -96,7 +96,7 @@ pub fn list(ctx: &Rc<CoreContext>, request: Request, _: Params) -> Reply {
                 .map_err(unavailable)?;
             let data: Vec<View> = items
                 .into_iter()
-                .map(|l| View::new(&ctx.config, l))
+                .map(|l| View::new(&ctx.config(), l))
                 .collect();
             Ok(serde_json::json!({
                 "data": data,
@@ -207,7 +207,7 @@ where
             if access == Access::Write {
                 registry.check_now();
             }
-            let view = View::new(&ctx.config, found);
+            let view = View::new(&ctx.config(), found);
             Ok(match stream_key {
                 Some(key) => view.with_key(key),
                 None => view,

@@ -53,7 +53,7 @@ pub async fn accept_loop(
 ) {
     let settings = AcceptSettings {
         kind: ConnectionKind::RtmptHttp,
-        max_per_core: ctx.config.rtmpt.max_connections_per_core,
+        max_per_core: ctx.config().rtmpt.max_connections_per_core,
         nodelay: true,
     };
     let serve_ctx = Rc::clone(&ctx);
@@ -79,7 +79,7 @@ pub async fn accept_loop(
 
 /// Ends idle tunnels on this core, forever.
 pub async fn sweep_loop(ctx: Rc<CoreContext>) {
-    let idle = Duration::from_secs(ctx.config.rtmpt.idle_timeout_secs);
+    let idle = Duration::from_secs(ctx.config().rtmpt.idle_timeout_secs);
     let every = (idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
     loop {
         glommio::timer::sleep(every).await;
@@ -94,7 +94,7 @@ pub async fn serve_connection(
     peer: SocketAddr,
     _permit: Permit,
 ) {
-    let rtmpt = &ctx.config.rtmpt;
+    let rtmpt = &ctx.config().rtmpt;
     let idle = Duration::from_secs(rtmpt.idle_timeout_secs);
     let port = Port {
         label: "rtmpt",

@@ -532,7 +532,7 @@ impl Tunnels {
             }
             return None;
         }
-        let max = ctx.config.rtmpt.max_tunnels_per_core;
+        let max = ctx.config().rtmpt.max_tunnels_per_core;
         let Some(permit) = ctx.connections.try_permit(kind, max) else {
             self.with_admission(|a| a.closed(peer.ip()));
             ctx.metrics.refused(kind.as_str(), "connection_limit");
@@ -567,12 +567,12 @@ impl Tunnels {
     fn admit(&self, ctx: &CoreContext, ip: IpAddr) -> Result<(), Refused> {
         let mut admission = self.0.admission.borrow_mut();
         let admission = admission.get_or_insert_with(|| {
-            let t = &ctx.config.rtmpt;
+            let t = &ctx.config().rtmpt;
             OpenAdmission::new(AdmissionLimits::per_core(
                 t.max_tunnels_per_address,
                 t.open_rate_per_address,
                 t.open_burst_per_address,
-                ctx.config.effective_cores(),
+                ctx.config().effective_cores(),
             ))
         });
         admission.open(ip, Instant::now())

@@ -174,7 +174,7 @@ fn connect(
             loggable(app)
         )));
     }
-    let allowed = &s.ctx.config.rtmp.apps;
+    let allowed = &s.ctx.config().rtmp.apps;
     if app.is_empty() || (!allowed.is_empty() && !allowed.contains(app)) {
         reject_connect(s, transaction_id, "unknown application");
         return Err(SessionError::ConnectRefused(format!(
@@ -216,7 +216,7 @@ fn reject_connect(s: &Session, transaction_id: f64, why: &str) {
 
 /// The window, bandwidth and chunk size settings, then the `_result` that accepts `connect`.
 fn send_connect_success(s: &Session, transaction_id: f64, request: &ConnectRequest) {
-    let rtmp = &s.ctx.config.rtmp;
+    let rtmp = &s.ctx.config().rtmp;
     s.out
         .send_control(&ControlMessage::WindowAckSize(rtmp.window_ack_size_bytes));
     s.out.send_control(&ControlMessage::SetPeerBandwidth {
@@ -294,7 +294,7 @@ fn publish(
         }
     };
     let key = stream_key(s, &name);
-    if !s.ctx.config.cluster.accepts_publishers() {
+    if !s.ctx.config().cluster.accepts_publishers() {
         let shown = super::authorize::loggable_publish_key(s, &name);
         warn!(conn = s.id, stream = %shown, "publish refused: this node is an edge");
         send_stream_status(
@@ -340,7 +340,7 @@ pub(super) fn start_publish(s: &mut Session, stream: MessageStreamId, key: Strin
 /// (two when its last bytes and the end came in one tick) after it happens; an encoder that
 /// reconnects at once must not be refused in that window.
 fn reconnect_grace(s: &Session) -> std::time::Duration {
-    let tick = std::time::Duration::from_millis(s.ctx.config.player.merge_window_ms);
+    let tick = std::time::Duration::from_millis(s.ctx.config().player.merge_window_ms);
     (tick * 3).max(std::time::Duration::from_millis(100))
 }
 
@@ -362,7 +362,7 @@ const TAKEOVER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Asks the publisher of `key` to leave when it has sent nothing for
 /// `rtmp.publisher_takeover_secs`; true when it was asked.
 fn take_over_if_silent(s: &Session, key: &str) -> bool {
-    let secs = s.ctx.config.rtmp.publisher_takeover_secs;
+    let secs = s.ctx.config().rtmp.publisher_takeover_secs;
     if secs == 0 {
         return false;
     }

@@ -102,7 +102,7 @@ fn forward(s: &mut Session, kind: MediaKind, timestamp: u32, payload: Bytes) {
         kind,
         timestamp,
         payload,
-        s.ctx.config.rtmp.out_chunk_size_bytes,
+        s.ctx.config().rtmp.out_chunk_size_bytes,
     );
     s.ctx.publish_frame(replica, *generation, frame);
 }

@@ -208,7 +208,7 @@ pub async fn run_connection<T: Transport + 'static>(
     let transport_label = transport.label();
     info!(conn = id, %peer, core = ctx.id.0, transport = transport_label, "connection open");
     let open_gauge = ctx.metrics.accepted(transport_label);
-    let player = &ctx.config.player;
+    let player = &ctx.config().player;
     let out = Outbound::new(QueueLimits {
         soft_max_bytes: player.queue_max_bytes,
         hard_max_bytes: player.queue_hard_max_bytes,
@@ -336,7 +336,7 @@ impl Session {
 
     async fn read_loop<T: Transport>(&mut self, transport: &T) -> Result<(), SessionError> {
         let ctx = Rc::clone(&self.ctx);
-        let rtmp = &ctx.config.rtmp;
+        let rtmp = &ctx.config().rtmp;
         let handshake_timeout = Duration::from_secs(rtmp.handshake_timeout_secs);
         // One deadline from accept to a completed `connect`, not a timeout per read: a client
         // that trickles a byte now and then must not hold a connection (and its buffers).
@@ -408,7 +408,7 @@ impl Session {
     /// it is told `StreamNotFound` and the error ends it), or one whole wait while the stream
     /// is live (to notice it going offline). A day when waiting is unbounded.
     fn player_wait_check(&mut self) -> Result<Duration, SessionError> {
-        let secs = self.ctx.config.player.wait_for_publisher_secs;
+        let secs = self.ctx.config().player.wait_for_publisher_secs;
         let Role::Playing {
             replica,
             stream,
@@ -468,7 +468,7 @@ impl Session {
     /// the send timeout then starts soon after the viewer stalls, not after the kernel has
     /// absorbed tens of seconds of stream. Publishers keep the kernel's autotuning.
     fn bound_send_buffer<T: Transport>(&mut self, transport: &T) {
-        let bytes = self.ctx.config.player.socket_send_buffer_bytes;
+        let bytes = self.ctx.config().player.socket_send_buffer_bytes;
         if self.send_buffer_bounded || bytes == 0 || !matches!(self.role, Role::Playing { .. }) {
             return;
         }
@@ -491,7 +491,7 @@ impl Session {
         // Until a key frame is cached, joining players wait for one: read it at once.
         let paced = match &self.role {
             Role::Publishing { replica, .. } => {
-                self.ctx.config.player.merge_window_ms > 0 && replica.borrow().gop_bytes() > 0
+                self.ctx.config().player.merge_window_ms > 0 && replica.borrow().gop_bytes() > 0
             }
             _ => false,
         };
@@ -562,7 +562,7 @@ impl Session {
     /// What the chunk decoder may hold for this connection: tight until it publishes, since
     /// `connect`, `play` and every other command are small; a publisher's frames are not.
     fn decoder_limits(&self) -> ChunkDecoderLimits {
-        let rtmp = &self.ctx.config.rtmp;
+        let rtmp = &self.ctx.config().rtmp;
         let (max_message_size, max_partial_bytes) = match self.role {
             Role::Publishing { .. } => {
                 (rtmp.max_message_size_bytes, rtmp.max_partial_message_bytes)

@@ -149,10 +149,10 @@ pub fn start_core(
 async fn accept_loop(ctx: Rc<CoreContext>, listener: TcpListener, tls: Rc<CoreTls>) {
     let settings = AcceptSettings {
         kind: ConnectionKind::Rtmps,
-        max_per_core: ctx.config.rtmp.max_connections_per_core,
+        max_per_core: ctx.config().rtmp.max_connections_per_core,
         nodelay: true,
     };
-    let timeout = Duration::from_secs(ctx.config.rtmps.handshake_timeout_secs);
+    let timeout = Duration::from_secs(ctx.config().rtmps.handshake_timeout_secs);
     let serve_ctx = Rc::clone(&ctx);
     accept_loop_with(ctx, listener, settings, move |stream, peer, permit| {
         // The certificate as of the accept: a reload affects new connections only.
@@ -202,7 +202,7 @@ async fn serve(
 
 /// Reloads the certificate on SIGHUP or when the files change.
 async fn reload_loop(ctx: Rc<CoreContext>, tls: Rc<CoreTls>) {
-    let config: &RtmpsConfig = &ctx.config.rtmps;
+    let config: &RtmpsConfig = &ctx.config().rtmps;
     let check_every = Duration::from_secs(config.reload_check_secs);
     let mut last_check = Instant::now();
     loop {
