@@ -1,4 +1,4 @@
-//! Attacks by one client on memory (issue 13, rows 1 to 3): each drives the attack with a raw
+//! Attacks by one client on memory (issue 13, rows 1 to 3 and 10): each drives the attack with a raw
 //! TCP client against a debug node on loopback for a bounded time, bounds the node's RSS
 //! growth (from /proc), checks that the attacker's connection is closed, and that an ordinary
 //! publish and play still work afterwards.
@@ -318,4 +318,72 @@ fn oversized_string_fields_are_refused_at_both_layers() {
     );
     assert_growth_bounded(&node, before, "long strings");
     assert_still_serves(&node, "after-strings");
+}
+
+/// The sum of a gauge's samples in the node's `/metrics`.
+fn metric_sum(node: &Node, name: &str) -> f64 {
+    let (status, body) = node.http_request("GET", "/metrics", None);
+    assert_eq!(status, 200, "GET /metrics");
+    body.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn tiny_frames_after_a_keyframe_do_not_pin_read_buffers() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = Node::start(1, "", dir.path());
+    let before = warmed_up_rss(&node);
+
+    // The issue's row 10: 20 publishers send a keyframe in one chunk (80 KiB: the node's reads
+    // grow to their 64 KiB maximum and its read buffer is left with less than a read's room),
+    // then a 6-byte frame every 100 ms, all kept in the GOP cache. Each tiny frame used to pin
+    // a fresh 64 KiB read buffer: 20 x 40 x 64 KiB = 50 MiB here.
+    let mut publishers: Vec<RtmpClient> = (0..20)
+        .map(|i| {
+            let mut p = RtmpClient::connect(node.addr, "live").expect("publisher connects");
+            assert_eq!(
+                p.publish(&format!("tiny{i}")).expect("publish"),
+                "NetStream.Publish.Start"
+            );
+            p.send(&RtmpMessage {
+                chunk_stream_id: ChunkStreamId(2),
+                timestamp: 0,
+                message_type: MessageType::SET_CHUNK_SIZE,
+                message_stream_id: MessageStreamId::CONNECTION,
+                payload: bytes::Bytes::copy_from_slice(&(128u32 << 10).to_be_bytes()),
+            })
+            .expect("set chunk size");
+            let mut key = vec![0u8; 80 << 10];
+            key[0] = 0x17;
+            key[1] = 1;
+            p.send_media(MessageType::VIDEO, 0, &key)
+                .expect("send keyframe");
+            p
+        })
+        .collect();
+    for tick in 1..=40u32 {
+        let next = Instant::now() + Duration::from_millis(100);
+        for p in &mut publishers {
+            p.send_media(MessageType::VIDEO, tick * 100, &[0x27, 1, 0, 0, 0, 7])
+                .expect("send a tiny frame");
+        }
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+    }
+    // The node has read what was sent once a play of the last stream sees its newest frame.
+    let mut player = RtmpClient::connect(node.addr, "live").expect("player connects");
+    player.play("tiny19").expect("play");
+    read_until_video_at(&mut player, 4000, Duration::from_secs(10));
+
+    let gop = metric_sum(&node, "corecast_gop_cache_bytes");
+    eprintln!("tiny frames: corecast_gop_cache_bytes {gop}");
+    // 20 keyframes of 80 KiB and 800 tiny frames: what the metric says is what is held.
+    assert!(
+        (20.0 * 80.0 * 1024.0..3.0 * 1024.0 * 1024.0).contains(&gop),
+        "the GOP caches claim {gop} bytes"
+    );
+    assert_growth_bounded(&node, before, "tiny frames");
+    drop(publishers);
+    assert_still_serves(&node, "after-tiny-frames");
 }
