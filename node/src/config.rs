@@ -382,6 +382,10 @@ pub struct LogConfig {
     /// A `tracing` filter such as `info` or `info,corecast=debug`; `RUST_LOG` overrides it,
     /// and `--log-level` overrides both.
     pub level: LogFilter,
+    /// Most `info`/`warn`/`error` lines one kind of log line (one place in the code) writes
+    /// per second; the rest are counted and reported as "suppressed K similar lines". 0 = no
+    /// limit. `debug` and `trace` lines are not limited.
+    pub max_lines_per_second: u32,
 }
 
 impl Default for LogConfig {
@@ -389,6 +393,7 @@ impl Default for LogConfig {
         LogConfig {
             format: LogFormat::Text,
             level: LogFilter::default(),
+            max_lines_per_second: 50,
         }
     }
 }

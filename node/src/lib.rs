@@ -21,6 +21,7 @@
 //! - [`cluster`]: origin/edge pulls (client and server).
 //! - [`shared`]: the little state all cores share (never per frame).
 //! - [`rtmpt`]: RTMP tunnelled over HTTP (a tunnel is one more byte pipe).
+//! - [`log_limit`]: log lines limited per kind (callsite), with a count of those dropped.
 
 pub mod accept;
 pub mod api;
@@ -31,6 +32,7 @@ pub mod core;
 pub mod frame;
 pub mod http;
 pub mod httpd;
+pub mod log_limit;
 pub mod media;
 pub mod mesh;
 pub mod metrics;

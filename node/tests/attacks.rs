@@ -387,3 +387,44 @@ fn tiny_frames_after_a_keyframe_do_not_pin_read_buffers() {
     drop(publishers);
     assert_still_serves(&node, "after-tiny-frames");
 }
+
+#[test]
+fn a_flood_of_refused_connections_writes_a_bounded_log() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = Node::start(1, "[log]\nmax_lines_per_second = 10\n", dir.path());
+    let lines_before = node.log().len();
+
+    // 300 connections with a bad handshake version, each refused with a log line, as fast
+    // as they go.
+    let start = Instant::now();
+    let bad = |_: usize| {
+        let mut c = support::process::connect(node.addr).expect("connect");
+        write_ignoring_close(&mut c, &[0x01; 1537]);
+        assert!(
+            closed_within(&mut c, Duration::from_secs(10)),
+            "a bad handshake was not refused"
+        );
+    };
+    (0..300).for_each(bad);
+    let took = start.elapsed();
+    // A second later the kind's next line says how many were dropped.
+    std::thread::sleep(Duration::from_millis(1100));
+    bad(300);
+    let summary = node
+        .wait_log(Duration::from_secs(5), |l| l.contains("similar lines"))
+        .expect("a suppressed-lines summary");
+    eprintln!("log flood: 301 refusals in {took:?}, summary: {summary}");
+
+    let log = node.log();
+    let closed = log[lines_before..]
+        .iter()
+        .filter(|l| l.contains("connection closed"))
+        .count();
+    // 10 a second per kind (info and warn closes are two kinds), plus the last second's.
+    let seconds = took.as_secs() + 2;
+    assert!(
+        closed as u64 <= 2 * 10 * seconds,
+        "{closed} close lines for 301 refusals in {took:?}"
+    );
+    assert_still_serves(&node, "after-log-flood");
+}
