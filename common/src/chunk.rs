@@ -333,6 +333,12 @@ impl ChunkDecoder {
         Ok(())
     }
 
+    /// The size of the caller's read buffer allocation, as far as the decoder has seen it
+    /// (see [`BufferSpan`]): what a connection's read buffer holds, for memory accounting.
+    pub fn input_buffer_bytes(&self) -> usize {
+        self.span.end - self.span.start
+    }
+
     /// The chunk size the peer currently uses.
     pub fn chunk_size(&self) -> u32 {
         self.chunk_size

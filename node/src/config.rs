@@ -18,6 +18,9 @@ use tracing_subscriber::filter::{EnvFilter, LevelFilter};
 
 pub use listen::{Listen, ListenError, OptionalListen};
 
+/// The smallest `node.memory_budget_bytes` accepted: less would refuse ordinary use.
+pub const MIN_MEMORY_BUDGET_BYTES: usize = 16 << 20;
+
 /// Everything the node reads from its config file.
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -58,6 +61,10 @@ pub struct NodeConfig {
     /// On SIGTERM/SIGINT: stop accepting, report not ready, and wait this long for
     /// connections to finish before exiting (a second signal exits at once).
     pub shutdown_grace_secs: u64,
+    /// What the node's connections may hold in memory, divided evenly among the cores; a core
+    /// whose connections hold its share refuses new ones (see `budget`). Default 1 GiB,
+    /// sane for a machine with 2 GiB of RAM.
+    pub memory_budget_bytes: usize,
 }
 
 impl Default for NodeConfig {
@@ -68,6 +75,7 @@ impl Default for NodeConfig {
             io_memory_bytes: 256 * 1024,
             core_channel_capacity: 1024,
             shutdown_grace_secs: 10,
+            memory_budget_bytes: 1 << 30,
         }
     }
 }
@@ -556,6 +564,12 @@ impl Config {
                 reason: reason.into(),
             }
         }
+        if self.node.memory_budget_bytes < MIN_MEMORY_BUDGET_BYTES {
+            return Err(invalid(
+                "node.memory_budget_bytes",
+                format!("must be at least {MIN_MEMORY_BUDGET_BYTES} (16 MiB)"),
+            ));
+        }
         let r = &self.rtmp;
         if !(128..=0x7FFF_FFFF).contains(&r.out_chunk_size_bytes) {
             return Err(invalid(
@@ -834,6 +848,17 @@ mod tests {
     fn wrong_type_is_refused() {
         let err = Config::parse("[node]\ncores = \"two\"\n", "t").expect_err("must fail");
         assert!(err.to_string().contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn a_memory_budget_under_16_mib_is_refused() {
+        let err =
+            Config::parse("[node]\nmemory_budget_bytes = 1048576\n", "t").expect_err("must fail");
+        assert!(
+            err.to_string().contains("node.memory_budget_bytes"),
+            "{err}"
+        );
+        Config::parse("[node]\nmemory_budget_bytes = 16777216\n", "t").expect("16 MiB is fine");
     }
 
     #[test]

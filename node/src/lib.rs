@@ -5,6 +5,7 @@
 //! - [`server`]: executors, listeners, the core mesh.
 //! - [`ports`]: owning the listen addresses: the start-up check and the listeners' sockets.
 //! - [`accept`]: the one accept path and the connection permit every listener uses.
+//! - [`budget`]: the per-core memory budget: what connections hold, and refusing new ones past it.
 //! - [`core`]: one core's state: the shell that feeds events to its control plane
 //!   (`corecast_common::plane`) and carries out the plane's effects (links, replicas, pulls).
 //! - [`mesh`]: core-to-core messages and their ordered, non-blocking links.
@@ -25,6 +26,7 @@
 
 pub mod accept;
 pub mod api;
+pub mod budget;
 pub mod clients;
 pub mod cluster;
 pub mod config;

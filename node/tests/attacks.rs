@@ -1,4 +1,5 @@
-//! Attacks by one client on memory (issue 13, rows 1 to 3 and 10): each drives the attack with a raw
+//! Attacks by one client on memory (issue 13, rows 1 to 3 and 10, log floods, 1,000
+//! connections stuck before `connect`, the per-core memory budget): each drives the attack with a raw
 //! TCP client against a debug node on loopback for a bounded time, bounds the node's RSS
 //! growth (from /proc), checks that the attacker's connection is closed, and that an ordinary
 //! publish and play still work afterwards.
@@ -427,4 +428,179 @@ fn a_flood_of_refused_connections_writes_a_bounded_log() {
         "{closed} close lines for 301 refusals in {took:?}"
     );
     assert_still_serves(&node, "after-log-flood");
+}
+
+/// How many attacking connections this process may open: 1,000, or fewer under a low fd
+/// limit (it needs one fd each, and some to spare), never under 500.
+fn attackers_allowed() -> usize {
+    let soft = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3)?.parse::<usize>().ok())
+        })
+        .unwrap_or(1024);
+    let n = soft.saturating_sub(200).min(1000);
+    assert!(
+        n >= 500,
+        "the fd limit ({soft}) leaves room for {n} connections"
+    );
+    n
+}
+
+/// The worst a client can do before `connect`: after the handshake, a chunk size near the
+/// pre-publish message limit and two messages whose first (nearly whole) chunks arrive and
+/// whose last bytes never do: about 118 KiB held, just under the 128 KiB partial budget.
+fn stuck_before_connect(addr: SocketAddr) -> io::Result<TcpStream> {
+    let mut stream = RtmpClient::handshake(addr)?.stream;
+    let mut attack = set_chunk_size(59 << 10);
+    for csid in [3u8, 4] {
+        attack.extend(first_chunk(csid, 60 << 10, 59 << 10));
+    }
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(&attack)?;
+    Ok(stream)
+}
+
+/// Waits until `pred` holds for the named metric's sum (bounded).
+fn wait_metric(node: &Node, name: &str, limit: Duration, pred: impl Fn(f64) -> bool) -> f64 {
+    let deadline = Instant::now() + limit;
+    loop {
+        let value = metric_sum(node, name);
+        if pred(value) || Instant::now() > deadline {
+            return value;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The time for a publish and a play to start, asserting both do.
+fn time_publish_and_play(node: &Node, name: &str) -> Duration {
+    let start = Instant::now();
+    let mut publisher = RtmpClient::connect(node.addr, "live").expect("publisher connects");
+    assert_eq!(
+        publisher.publish(name).expect("publish"),
+        "NetStream.Publish.Start"
+    );
+    let mut player = RtmpClient::connect(node.addr, "live").expect("player connects");
+    player.play(name).expect("play");
+    start.elapsed()
+}
+
+#[test]
+fn a_thousand_connections_stuck_before_connect_stay_within_the_budget() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // The handshake deadline is raised so that none of them is closed while measured.
+    let budget = 512usize << 20;
+    let config =
+        format!("[node]\nmemory_budget_bytes = {budget}\n[rtmp]\nhandshake_timeout_secs = 120\n");
+    let node = Node::start(1, &config, dir.path());
+    let before = warmed_up_rss(&node);
+    let idle = time_publish_and_play(&node, "idle");
+
+    let n = attackers_allowed();
+    let attackers: Vec<TcpStream> = (0..n)
+        .map(|_| stuck_before_connect(node.addr).expect("a stuck connection"))
+        .collect();
+    // Everything sent is read (and held) once the budget counts it.
+    let accounted = wait_metric(
+        &node,
+        "corecast_memory_accounted_bytes",
+        Duration::from_secs(60),
+        |v| v >= (n * (118 << 10)) as f64,
+    );
+    let grown = (rss_kib(node.pid()).saturating_sub(before) << 10) as usize;
+    let during = time_publish_and_play(&node, "during-stuck");
+    eprintln!(
+        "{n} stuck connections: RSS +{} KiB ({} KiB each), accounted {} KiB; \
+         publish+play {idle:?} idle, {during:?} during",
+        grown >> 10,
+        (grown / n) >> 10,
+        accounted as u64 >> 10
+    );
+    assert!(
+        accounted >= (n * (118 << 10)) as f64,
+        "the budget counted only {accounted} bytes"
+    );
+    assert!(grown < budget, "RSS grew {grown} bytes, over the budget");
+    assert!(
+        grown / n < 1 << 20,
+        "RSS grew {} bytes per connection",
+        grown / n
+    );
+    // The budget counts at least what is really held, so it refuses before memory runs out.
+    assert!(
+        accounted >= grown as f64 * 0.8,
+        "accounted {accounted} bytes for {grown} bytes of RSS growth"
+    );
+    assert!(
+        during < Duration::from_secs(2),
+        "publish+play took {during:?} during the attack"
+    );
+    drop(attackers);
+    assert_still_serves(&node, "after-stuck");
+}
+
+#[test]
+fn a_core_over_its_memory_budget_refuses_new_connections() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let budget = 32usize << 20;
+    let config =
+        format!("[node]\nmemory_budget_bytes = {budget}\n[rtmp]\nhandshake_timeout_secs = 120\n");
+    let node = Node::start(1, &config, dir.path());
+    let before = warmed_up_rss(&node);
+
+    // About 190 KiB each (read buffer, two half messages, base): the budget holds some 170.
+    let mut attackers = Vec::new();
+    let mut refused_at = None;
+    for i in 0..400 {
+        match stuck_before_connect(node.addr) {
+            Ok(stream) => attackers.push(stream),
+            Err(_) => {
+                refused_at = Some(i);
+                break;
+            }
+        }
+        // Let the node read what this one sent before the next asks to be admitted.
+        if i % 20 == 19 {
+            wait_metric(
+                &node,
+                "corecast_memory_accounted_bytes",
+                Duration::from_secs(10),
+                |v| v >= (attackers.len() * (118 << 10)).min(budget) as f64,
+            );
+        }
+    }
+    let refused_at = refused_at.expect("no connection was refused past the budget");
+    let refusals = metric_sum(
+        &node,
+        "corecast_connections_refused_total{core=\"0\",listener=\"rtmp\",reason=\"memory_budget\"}",
+    );
+    eprintln!("memory budget: first refusal after {refused_at} connections, {refusals} refused");
+    assert!(
+        node.wait_log(Duration::from_secs(5), |l| l.contains("memory budget"))
+            .is_some(),
+        "no refusal logged"
+    );
+    // What the budget admitted, and no more than the usual slack beyond it.
+    let grown = rss_kib(node.pid()).saturating_sub(before);
+    eprintln!(
+        "over budget: RSS +{grown} KiB for a {} KiB budget",
+        budget >> 10
+    );
+    assert!(
+        grown < (budget as u64 >> 10) + GROWTH_BOUND_KIB,
+        "RSS grew {grown} KiB past a {budget}-byte budget"
+    );
+
+    // The attackers gone, the core has room again.
+    drop(attackers);
+    wait_metric(
+        &node,
+        "corecast_memory_accounted_bytes",
+        Duration::from_secs(10),
+        |v| v < (budget / 2) as f64,
+    );
+    assert_still_serves(&node, "after-budget");
 }

@@ -162,6 +162,8 @@ pub struct Session {
     pending_publish: Option<commands::PendingPublish>,
     /// While publishing: when it last sent anything, for takeover.
     liveness: Option<std::sync::Arc<crate::takeover::Liveness>>,
+    /// What this connection holds, counted in its core's memory budget.
+    charge: crate::budget::Charge,
 }
 
 /// Serves one accepted connection until it ends; logs its close reason.
@@ -172,6 +174,21 @@ pub async fn run_connection<T: Transport + 'static>(
 ) {
     let id = ctx.new_connection_id();
     let transport_label = transport.label();
+    let charge = match crate::budget::of_core(&ctx).admit() {
+        Ok(charge) => charge,
+        Err(over) => {
+            ctx.metrics.refused(transport_label, "memory_budget");
+            ctx.metrics
+                .memory_accounted_bytes
+                .set(over.accounted as i64);
+            warn!(conn = id, %peer, core = ctx.id.0, transport = transport_label, error = %over, "connection refused");
+            transport.shutdown();
+            return;
+        }
+    };
+    ctx.metrics
+        .memory_accounted_bytes
+        .set(charge.core_total() as i64);
     info!(conn = id, %peer, core = ctx.id.0, transport = transport_label, "connection open");
     let open_gauge = ctx.metrics.accepted(transport_label);
     let player = &ctx.config.player;
@@ -219,6 +236,7 @@ pub async fn run_connection<T: Transport + 'static>(
         backlog: false,
         pending_publish: None,
         liveness: None,
+        charge,
     };
     let queue = Rc::clone(&out.queue);
     let transport = Rc::new(transport);
@@ -242,6 +260,9 @@ pub async fn run_connection<T: Transport + 'static>(
         reason => reason,
     };
     session.leave_role();
+    let budget_left = session.charge.core_total() - session.charge.held();
+    drop(session);
+    ctx.metrics.memory_accounted_bytes.set(budget_left as i64);
     if reason.flush_before_close() {
         queue.borrow_mut().finish();
         let _ = with_timeout(
@@ -313,6 +334,7 @@ impl Session {
             let handled = self.handle_input(&mut decoder, &mut buf);
             // Replies queued before a failure still go out (a refusal explains itself).
             self.out.flush();
+            self.account(&buf, &decoder);
             if self.out.queue.borrow().overflowed() {
                 // A peer that sends commands and never reads their replies: stop reading now,
                 // not when the writer's send timeout notices.
@@ -351,6 +373,22 @@ impl Session {
                 liveness.touch();
             }
             self.ctx.metrics.received_bytes.inc_by(n as u64);
+        }
+    }
+
+    /// Reports what this connection holds to the core's memory budget: its read buffer, its
+    /// half-received messages and its queued replies (frames are shared, counted elsewhere).
+    fn account(&self, buf: &BytesMut, decoder: &ChunkDecoder) {
+        let held = crate::budget::CONNECTION_BASE_BYTES
+            + buf.capacity().max(decoder.input_buffer_bytes())
+            + decoder.partial_bytes()
+            + self.out.queue.borrow().held_bytes();
+        if held != self.charge.held() {
+            self.charge.set(held);
+            self.ctx
+                .metrics
+                .memory_accounted_bytes
+                .set(self.charge.core_total() as i64);
         }
     }
 
