@@ -7,17 +7,18 @@ Used by scripts/bench-attacks.sh (which starts and stops the node); stdlib only.
 written here is the least the attacks need (handshake, raw chunks, a few AMF0 commands): the
 node's own tests use corecast-common's encoders; this is a measuring tool, not a client.
 
-Usage: bench_attacks.py HOST PORT NODE_PID [CONNECTIONS]
+Usage: bench_attacks.py ROW HOST PORT NODE_PID [CONNECTIONS]   (ROW: header, 1, 2, 3, 4, 10, many)
 """
 
-import os
 import socket
 import struct
 import sys
+import threading
 import time
 
-HOST, PORT, PID = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-MANY = int(sys.argv[4]) if len(sys.argv) > 4 else 1000
+ROW = sys.argv[1]
+HOST, PORT, PID = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+MANY = int(sys.argv[5]) if len(sys.argv) > 5 else 1000
 DEADLINE = 10.0  # seconds any one socket operation may take
 
 
@@ -239,32 +240,57 @@ def row10_tiny_frames():
 
 
 def measure(name, attack):
-    time.sleep(1.0)  # let the previous attack's memory go back first
+    """Runs `attack` in a thread; meanwhile samples the node's RSS and, 2 s in, times a
+    publish+play. Prints one table row: peak and held RSS growth, per connection, the start
+    time during the attack and with the node idle just before."""
+    idle = start_time("idle")
     before = rss_kib()
-    count, keep = attack()
-    time.sleep(1.0)  # let the node read what was sent
-    grown = rss_kib() - before
-    during = start_time(name.split()[0])
+    peak = [before]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], rss_kib())
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    result = {}
+    attacker = threading.Thread(target=lambda: result.update(r=attack()))
+    attacker.start()
+    time.sleep(2.0)
+    during = start_time("during")
+    attacker.join()
+    time.sleep(1.0)  # what the node read is held by now
+    held = rss_kib() - before
+    done.set()
+    sampler.join()
+    count, keep = result["r"]
     for s in keep:
         s.close()
-    time.sleep(0.5)
-    print(f"| {name} | {count} | {grown / 1024:.1f} MiB | {grown / max(count, 1):.0f} KiB | {during:.1f} ms |",
-          flush=True)
+    grown = max(peak[0] - before, held)
+    print(f"| {name} | {count} | {grown / 1024:.1f} MiB | {held / 1024:.1f} MiB "
+          f"| {grown / max(count, 1):.0f} KiB | {idle:.1f} ms | {during:.1f} ms |", flush=True)
+
+
+ROWS = {
+    "1": ("1: unread command replies (5 s)", row1_unread_replies),
+    "2": ("2: half-sent 8 MiB messages before connect", row2_half_messages),
+    "3": ("3: 4 MiB app in connect", row3_long_app),
+    "4": (f"4: handshake then 1 byte, never connect", lambda: row4_trickle(MANY)),
+    "10": ("10: keyframe then 6-byte frames, 20 publishers (4 s)", row10_tiny_frames),
+    "many": ("118 KiB half-sent before connect, each", lambda: worst_before_connect(MANY)),
+}
 
 
 def main():
-    idle = start_time("idle")
-    print(f"Node idle: publish+play start {idle:.1f} ms (median of 5); RSS {rss_kib() / 1024:.1f} MiB\n")
-    print("| attack | connections | RSS growth | per connection | publish+play start during |")
-    print("|---|---|---|---|---|")
-    measure("1: unread command replies", row1_unread_replies)
-    measure("2: half-sent 8 MiB messages before connect", row2_half_messages)
-    measure("3: 4 MiB app in connect", row3_long_app)
-    measure("4: handshake then 1 byte, never connect", lambda: row4_trickle(MANY))
-    measure("10: keyframe then 6-byte frames (20 publishers)", row10_tiny_frames)
-    measure(f"{MANY} connections, 118 KiB half-sent each before connect",
-            lambda: worst_before_connect(MANY))
-    print(f"\nNode after the attacks: RSS {rss_kib() / 1024:.1f} MiB")
+    if ROW == "header":
+        print("| attack | connections | RSS peak growth | RSS held | peak per connection "
+              "| publish+play idle | publish+play during |")
+        print("|---|---|---|---|---|---|---|")
+        return
+    name, attack = ROWS[ROW]
+    measure(name, attack)
 
 
 if __name__ == "__main__":
