@@ -328,9 +328,11 @@ impl SubscriberQueue {
             let left = front.len() - self.head_written;
             if n >= left {
                 n -= left;
-                if let Some(Outgoing::Control(b)) = self.items.pop_front() {
-                    self.control_bytes -= b.len();
+                // This runs per frame per player: a queue with no replies skips the check.
+                if self.control_bytes > 0 {
+                    self.release_front_control();
                 }
+                self.items.pop_front();
                 self.head_written = 0;
             } else {
                 self.head_written += n;
@@ -340,6 +342,15 @@ impl SubscriberQueue {
         // A fully written last item leaves head_written at 0 already.
         while matches!(self.items.front(), Some(i) if i.len() == 0) {
             self.items.pop_front();
+        }
+    }
+
+    /// Uncounts the front item's bytes if it is a reply (before it is popped).
+    #[cold]
+    #[inline(never)]
+    fn release_front_control(&mut self) {
+        if let Some(Outgoing::Control(b)) = self.items.front() {
+            self.control_bytes -= b.len();
         }
     }
 
