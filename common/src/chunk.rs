@@ -38,8 +38,12 @@
 //!
 //! # Zero copy
 //! A message that fits in one chunk is split off the input buffer and frozen, sharing its
-//! allocation (so a long-lived message keeps that read buffer alive; the caller sizes its read
-//! buffers with that in mind). A multi-chunk message is reassembled into one buffer that never
+//! allocation, unless it is small next to that allocation (under 1/[`SHARE_MIN_FRACTION`]
+//! of it): a shared slice keeps the whole read buffer alive, so a 6-byte frame held in a GOP
+//! cache would pin a 64 KiB buffer. Small messages are copied out instead, so what a held
+//! message pins is at most [`SHARE_MIN_FRACTION`] times its size; normal-size frames keep
+//! sharing. The decoder sees only the caller's `BytesMut`, so it estimates the allocation
+//! from the addresses it has seen of it ([`BufferSpan`]). A multi-chunk message is reassembled into one buffer that never
 //! grows past the message length (allocated whole when the length is at most
 //! 64 KiB, grown geometrically as chunks arrive above that) and frozen.
 //! [`encode_shared`] slices the message payload instead of copying it.
@@ -67,6 +71,10 @@ const MIN_CSID: u32 = 2;
 /// arrive. Real frames above this size are rare enough that growing for them is cheap, and it
 /// stops a peer from making us reserve a 16 MiB buffer per chunk stream with a few bytes.
 const PREALLOC_LIMIT: usize = 64 * 1024;
+
+/// A single-chunk message shares the read buffer only when it is at least this fraction of the
+/// buffer's allocation; a smaller one is copied out (see the module docs, "Zero copy").
+pub const SHARE_MIN_FRACTION: usize = 8;
 
 /// Limits the [`ChunkDecoder`] enforces on what a peer may make it hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -241,6 +249,47 @@ pub struct ChunkDecoder {
     /// The capacity of every `partial` buffer in `streams`, summed: what
     /// `limits.max_partial_bytes` bounds.
     partial_bytes: usize,
+    /// The read buffer's allocation as seen so far, to decide whether to share or copy.
+    span: BufferSpan,
+}
+
+/// The extent of the caller's read buffer allocation, estimated from addresses alone.
+///
+/// A `BytesMut` tells its position (`as_ptr`) and the room left after it (`capacity`), so the
+/// allocation's end is `as_ptr + capacity` and stays put while the same allocation is in use
+/// (advancing moves the start, not the end); its start is at most the lowest position seen
+/// with that end. A new end means a new allocation. Only addresses are compared: nothing is
+/// dereferenced.
+#[derive(Debug, Default, Clone, Copy)]
+struct BufferSpan {
+    start: usize,
+    end: usize,
+}
+
+impl BufferSpan {
+    /// Notes where `buf` is now; returns the allocation's size as far as seen.
+    fn observe(&mut self, buf: &BytesMut) -> usize {
+        let start = buf.as_ptr() as usize;
+        let end = start.saturating_add(buf.capacity());
+        if end == self.end {
+            self.start = self.start.min(start);
+        } else {
+            *self = BufferSpan { start, end };
+        }
+        self.end - self.start
+    }
+}
+
+/// Takes a whole message's `take` payload bytes off the front of `buf`: shared when it is a
+/// fair part of an allocation of `span` bytes, copied when it is small next to it.
+fn take_payload(buf: &mut BytesMut, take: usize, span: usize) -> Bytes {
+    if take.saturating_mul(SHARE_MIN_FRACTION) < span {
+        let payload = Bytes::copy_from_slice(&buf[..take]);
+        buf.advance(take);
+        payload
+    } else {
+        buf.split_to(take).freeze()
+    }
 }
 
 impl ChunkDecoder {
@@ -252,6 +301,7 @@ impl ChunkDecoder {
             streams: Vec::new(),
             bytes_received: 0,
             partial_bytes: 0,
+            span: BufferSpan::default(),
         }
     }
 
@@ -281,6 +331,12 @@ impl ChunkDecoder {
             });
         }
         Ok(())
+    }
+
+    /// The size of the caller's read buffer allocation, as far as the decoder has seen it
+    /// (see [`BufferSpan`]): what a connection's read buffer holds, for memory accounting.
+    pub fn input_buffer_bytes(&self) -> usize {
+        self.span.end - self.span.start
     }
 
     /// The chunk size the peer currently uses.
@@ -316,6 +372,7 @@ impl ChunkDecoder {
     /// Set Chunk Size (type 1, on any csid) and Abort (type 2) are applied to the decoder's
     /// own state before being returned.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<RtmpMessage>, ChunkError> {
+        self.span.observe(buf);
         loop {
             match self.step(buf)? {
                 Step::NeedMore => return Ok(None),
@@ -537,12 +594,13 @@ impl ChunkDecoder {
             partial: None,
         };
         let step = if take == length_usize {
+            let span = self.span.observe(buf);
             Step::Message(RtmpMessage {
                 chunk_stream_id: ChunkStreamId(header.csid),
                 timestamp,
                 message_type,
                 message_stream_id,
-                payload: buf.split_to(take).freeze(),
+                payload: take_payload(buf, take, span),
             })
         } else {
             let mut partial = BytesMut::with_capacity(reserve);
@@ -1059,6 +1117,65 @@ mod tests {
             .expect("valid")
             .expect("complete");
         assert_eq!(msg.payload.as_ptr(), base.wrapping_add(12));
+    }
+
+    /// A 6-byte video message (one chunk) inside a read buffer of `capacity` bytes, after
+    /// `pad` bytes of a message nobody keeps.
+    fn small_after_padding(capacity: usize, pad: usize) -> BytesMut {
+        let mut buf = BytesMut::with_capacity(capacity);
+        let mut encoder = ChunkEncoder::new();
+        if pad > 0 {
+            // Chunk size first so the padding is one chunk too.
+            encoder.encode(&set_chunk_size(1 << 20), &mut buf);
+            encoder.encode(&message(3, 0, 18, 1, vec![0; pad]), &mut buf);
+        }
+        encoder.encode(&message(6, 40, 9, 1, vec![0x27, 1, 0, 0, 0, 7]), &mut buf);
+        buf
+    }
+
+    fn decode_last(decoder: &mut ChunkDecoder, buf: &mut BytesMut) -> RtmpMessage {
+        let mut last = None;
+        while let Some(msg) = decoder.decode(buf).expect("valid") {
+            last = Some(msg);
+        }
+        last.expect("a message")
+    }
+
+    fn shares(buf_start: *const u8, capacity: usize, payload: &Bytes) -> bool {
+        let at = payload.as_ptr() as usize;
+        let start = buf_start as usize;
+        at >= start && at < start + capacity
+    }
+
+    #[test]
+    fn a_small_message_is_copied_out_of_a_large_read_buffer() {
+        // Alone in a fresh 64 KiB buffer: copied, so holding it does not pin 64 KiB.
+        let mut buf = small_after_padding(64 << 10, 0);
+        let base = buf.as_ptr();
+        let msg = decode_last(&mut ChunkDecoder::default(), &mut buf);
+        assert_eq!(&msg.payload[..], &[0x27, 1, 0, 0, 0, 7]);
+        assert!(!shares(base, 64 << 10, &msg.payload));
+
+        // At the end of a buffer that a discarded 60 KiB message filled: still copied, the
+        // decoder remembers where the allocation began.
+        let mut buf = small_after_padding(64 << 10, 60 << 10);
+        let base = buf.as_ptr();
+        let msg = decode_last(&mut ChunkDecoder::default(), &mut buf);
+        assert_eq!(msg.payload.len(), 6);
+        assert!(!shares(base, 64 << 10, &msg.payload));
+    }
+
+    #[test]
+    fn a_message_of_a_fair_share_of_the_read_buffer_is_shared() {
+        let payload = pattern(3, 12 << 10);
+        let mut buf = BytesMut::with_capacity(64 << 10);
+        let mut encoder = ChunkEncoder::new();
+        encoder.encode(&set_chunk_size(1 << 20), &mut buf);
+        encoder.encode(&message(6, 40, 9, 1, payload.clone()), &mut buf);
+        let base = buf.as_ptr();
+        let msg = decode_last(&mut ChunkDecoder::default(), &mut buf);
+        assert_eq!(&msg.payload[..], &payload[..]);
+        assert!(shares(base, 64 << 10, &msg.payload));
     }
 
     /// What ffmpeg sends when it starts publishing: Set Chunk Size 4096 on csid 2, then a

@@ -31,6 +31,9 @@ pub use listen::{Listen, ListenError, OptionalListen};
 pub use proxy::{ProxyListener, ProxyProtocolConfig, TrustedNet};
 pub use registry::{LivestreamsConfig, RegistryConfig, RegistryTarget, WebhooksConfig};
 
+/// The smallest `node.memory_budget_bytes` accepted: less would refuse ordinary use.
+pub const MIN_MEMORY_BUDGET_BYTES: usize = 16 << 20;
+
 /// Everything the node reads from its config file.
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -88,6 +91,10 @@ pub struct NodeConfig {
     /// balancer), to which the client's app is appended. Empty: the request carries no
     /// `tcUrl`, and the client reconnects to the URL it used.
     pub reconnect_url: String,
+    /// What the node's connections may hold in memory, divided evenly among the cores; a core
+    /// whose connections hold its share refuses new ones (see `budget`). Default 1 GiB,
+    /// sane for a machine with 2 GiB of RAM.
+    pub memory_budget_bytes: usize,
 }
 
 impl Default for NodeConfig {
@@ -99,6 +106,7 @@ impl Default for NodeConfig {
             core_channel_capacity: 1024,
             shutdown_grace_secs: 10,
             reconnect_url: String::new(),
+            memory_budget_bytes: 1 << 30,
         }
     }
 }
@@ -470,6 +478,10 @@ pub struct LogConfig {
     /// A `tracing` filter such as `info` or `info,corecast=debug`; `RUST_LOG` overrides it,
     /// and `--log-level` overrides both.
     pub level: LogFilter,
+    /// Most `info`/`warn`/`error` lines one kind of log line (one place in the code) writes
+    /// per second; the rest are counted and reported as "suppressed K similar lines". 0 = no
+    /// limit. `debug` and `trace` lines are not limited.
+    pub max_lines_per_second: u32,
 }
 
 impl Default for LogConfig {
@@ -477,6 +489,7 @@ impl Default for LogConfig {
         LogConfig {
             format: LogFormat::Text,
             level: LogFilter::default(),
+            max_lines_per_second: 50,
         }
     }
 }
@@ -648,6 +661,12 @@ impl Config {
         }
         if let Err(reason) = check_reconnect_url(&self.node.reconnect_url) {
             return Err(invalid("node.reconnect_url", reason));
+        }
+        if self.node.memory_budget_bytes < MIN_MEMORY_BUDGET_BYTES {
+            return Err(invalid(
+                "node.memory_budget_bytes",
+                format!("must be at least {MIN_MEMORY_BUDGET_BYTES} (16 MiB)"),
+            ));
         }
         let r = &self.rtmp;
         if !(128..=0x7FFF_FFFF).contains(&r.out_chunk_size_bytes) {
@@ -1009,6 +1028,17 @@ mod tests {
     fn wrong_type_is_refused() {
         let err = Config::parse("[node]\ncores = \"two\"\n", "t").expect_err("must fail");
         assert!(err.to_string().contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn a_memory_budget_under_16_mib_is_refused() {
+        let err =
+            Config::parse("[node]\nmemory_budget_bytes = 1048576\n", "t").expect_err("must fail");
+        assert!(
+            err.to_string().contains("node.memory_budget_bytes"),
+            "{err}"
+        );
+        Config::parse("[node]\nmemory_budget_bytes = 16777216\n", "t").expect("16 MiB is fine");
     }
 
     #[test]

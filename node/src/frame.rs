@@ -20,6 +20,11 @@ use corecast_common::chunk::encode_shared;
 use corecast_common::flv::{AudioTagHeader, VideoTagHeader};
 use corecast_common::types::{ChunkStreamId, MessageStreamId, MessageType, RtmpMessage};
 
+/// Allocator and reference-count headers around one frame: the `Arc` and `Rc` records, and the
+/// shared records of the payload and the chunk headers (an estimate; exact figures depend on
+/// the allocator).
+const FRAME_HEAP_OVERHEAD: usize = 128;
+
 /// What a frame carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MediaKind {
@@ -85,6 +90,18 @@ impl FrameData {
             wire_len,
             payload: message.payload,
         }
+    }
+
+    /// What holding this frame costs in memory, as far as the node can tell: its wire bytes
+    /// plus the frame's own record, its part list and the allocation headers around them. The
+    /// GOP cache counts this, not `wire_len`, so many tiny frames are not counted as nearly
+    /// free. The payload is its own allocation or at least 1/8 of the one it shares (the chunk
+    /// decoder copies smaller payloads out of read buffers, see `corecast_common::chunk`).
+    pub fn held_len(&self) -> usize {
+        self.wire_len
+            + std::mem::size_of::<FrameData>()
+            + self.parts.capacity() * std::mem::size_of::<Bytes>()
+            + FRAME_HEAP_OVERHEAD
     }
 
     /// True for video that is not a keyframe and not a sequence header: what may be skipped

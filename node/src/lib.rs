@@ -7,6 +7,7 @@
 //! - [`accept`]: the one accept path and the connection permit every listener uses.
 //! - [`proxy`]: PROXY protocol headers from a load balancer (the client's address);
 //!   [`limits`]: per-address limits (connections, new connections and TLS handshakes a second).
+//! - [`budget`]: the per-core memory budget: what connections hold, and refusing new ones past it.
 //! - [`core`]: one core's state: the shell that feeds events to its control plane
 //!   (`corecast_common::plane`) and carries out the plane's effects (links, replicas, pulls).
 //! - [`mesh`]: core-to-core messages and their ordered, non-blocking links.
@@ -26,10 +27,12 @@
 //! - [`registry`]: the livestream registry (SQLite or PostgreSQL) on its own thread: stream
 //!   keys, live sessions' leases, the webhook outbox; [`livestreams`]: its JSON API.
 //! - [`auth`]: who may publish and play (open, stream keys, signed tokens, callback).
+//! - [`log_limit`]: log lines limited per kind (callsite), with a count of those dropped.
 
 pub mod accept;
 pub mod api;
 pub mod auth;
+pub mod budget;
 pub mod clients;
 pub mod cluster;
 pub mod config;
@@ -39,6 +42,7 @@ pub mod http;
 pub mod httpd;
 pub mod limits;
 pub mod livestreams;
+pub mod log_limit;
 pub mod media;
 pub mod mesh;
 pub mod metrics;

@@ -199,15 +199,29 @@ fn check(config: &Config) -> ExitCode {
 }
 
 /// Logs on stderr, coloured only when stderr is a terminal (and `NO_COLOR` is unset): a log
-/// file or a journal gets plain text.
+/// file or a journal gets plain text. Each kind of line is limited to
+/// `log.max_lines_per_second` (see `corecast_node::log_limit`).
 fn init_logging(config: &Config, filter: &LogFilter) {
+    use tracing_subscriber::filter::EnvFilter;
+    use tracing_subscriber::layer::Layered;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{fmt, Layer, Registry};
+    type Filtered = Layered<EnvFilter, Registry>;
+
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter.to_env_filter())
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
-    match config.log.format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    let text = fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
+    let format: Box<dyn Layer<Filtered> + Send + Sync> = match config.log.format {
+        LogFormat::Text => Box::new(text),
+        LogFormat::Json => Box::new(text.json()),
+    };
+    let limited = corecast_node::log_limit::RateLimited::new(
+        format,
+        config.log.max_lines_per_second,
+        std::time::Duration::from_secs(1),
+    );
+    tracing_subscriber::registry()
+        .with(filter.to_env_filter())
+        .with(limited)
+        .init();
 }

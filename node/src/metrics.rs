@@ -24,7 +24,7 @@ pub mod names {
     /// Connections closed, by reason.
     pub const CONNECTIONS_CLOSED: &str = "corecast_connections_closed_total";
     /// Connections refused at accept, by listener and reason (`connection_limit`, `draining`,
-    /// the per-address limits' and the PROXY protocol's reasons).
+    /// the per-address limits' and the PROXY protocol's reasons, `memory_budget`).
     pub const CONNECTIONS_REFUSED: &str = "corecast_connections_refused_total";
     /// Handshake and protocol errors, by kind.
     pub const ERRORS: &str = "corecast_errors_total";
@@ -46,6 +46,10 @@ pub mod names {
     pub const SLOW_CONSUMER_DISCONNECTS: &str = "corecast_slow_consumer_disconnects_total";
     /// Bytes held in GOP caches on this core.
     pub const GOP_CACHE_BYTES: &str = "corecast_gop_cache_bytes";
+    /// This core's share of the node's memory budget (`node.memory_budget_bytes`).
+    pub const MEMORY_BUDGET_BYTES: &str = "corecast_memory_budget_bytes";
+    /// What this core's connections hold, as counted against its memory budget.
+    pub const MEMORY_ACCOUNTED_BYTES: &str = "corecast_memory_accounted_bytes";
     /// Frames crossing cores, by direction (`sent`, `received`).
     pub const CROSS_CORE_FRAMES: &str = "corecast_cross_core_frames_total";
     /// Upstream (pull) connections open on this core.
@@ -160,6 +164,8 @@ pub struct NodeMetrics {
     auth_refusals: IntCounterVec,
     auth_allowed: IntCounterVec,
     tls_expiry: IntGaugeVec,
+    memory_budget: IntGaugeVec,
+    memory_accounted: IntGaugeVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -332,6 +338,18 @@ impl NodeMetrics {
                 "When the RTMPS certificate served expires (leaf notAfter), Unix seconds.",
                 &["core"],
             ),
+            memory_budget: gauge(
+                r,
+                MEMORY_BUDGET_BYTES,
+                "This core's share of the node's memory budget, in bytes.",
+                &["core"],
+            ),
+            memory_accounted: gauge(
+                r,
+                MEMORY_ACCOUNTED_BYTES,
+                "Bytes this core's connections hold, as counted against its memory budget.",
+                &["core"],
+            ),
             registry,
         })
     }
@@ -383,6 +401,8 @@ impl NodeMetrics {
         for kind in crate::accept::ConnectionKind::ALL {
             self.refused
                 .with_label_values(&[c, kind.as_str(), "connection_limit"]);
+            self.refused
+                .with_label_values(&[c, kind.as_str(), "memory_budget"]);
             for refusal in crate::limits::Refusal::ALL {
                 if refusal != crate::limits::Refusal::TlsRate || kind.as_str() == "rtmps" {
                     self.refused
@@ -433,6 +453,8 @@ impl NodeMetrics {
             edge_first_frame: self.edge_first_frame.with_label_values(&[c]),
             pulls_served: self.pulls_served.with_label_values(&[c]),
             reconnect_requests: self.reconnect_requests.with_label_values(&[c]),
+            memory_budget_bytes: self.memory_budget.with_label_values(&[c]),
+            memory_accounted_bytes: self.memory_accounted.with_label_values(&[c]),
         }
     }
 
@@ -490,6 +512,10 @@ pub struct CoreMetrics {
     pub pulls_served: IntCounter,
     /// `corecast_reconnect_requests_total`.
     pub reconnect_requests: IntCounter,
+    /// This core's memory budget.
+    pub memory_budget_bytes: IntGauge,
+    /// What this core's connections hold against it.
+    pub memory_accounted_bytes: IntGauge,
 }
 
 impl CoreMetrics {

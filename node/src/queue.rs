@@ -73,6 +73,9 @@ pub struct SubscriberQueue {
     /// Bytes of the front item already written (a partial write).
     head_written: usize,
     queued_bytes: usize,
+    /// Bytes of queued [`Outgoing::Control`] items: what this connection alone holds (frames
+    /// are shared with other players and the GOP cache).
+    control_bytes: usize,
     limits: QueueLimits,
     /// Set when the soft bound was hit: video waits for the next keyframe.
     skipping_video: bool,
@@ -101,6 +104,7 @@ impl SubscriberQueue {
             items: VecDeque::new(),
             head_written: 0,
             queued_bytes: 0,
+            control_bytes: 0,
             limits,
             skipping_video: false,
             dropped_frames: 0,
@@ -161,6 +165,7 @@ impl SubscriberQueue {
         }
         self.note_filling();
         self.queued_bytes += bytes.len();
+        self.control_bytes += bytes.len();
         self.items.push_back(Outgoing::Control(bytes));
         self.urgent = true;
         self.wake();
@@ -221,6 +226,7 @@ impl SubscriberQueue {
         self.closed = true;
         self.items.clear();
         self.queued_bytes = 0;
+        self.control_bytes = 0;
         self.head_written = 0;
         self.wake();
     }
@@ -322,6 +328,10 @@ impl SubscriberQueue {
             let left = front.len() - self.head_written;
             if n >= left {
                 n -= left;
+                // This runs per frame per player: a queue with no replies skips the check.
+                if self.control_bytes > 0 {
+                    self.release_front_control();
+                }
                 self.items.pop_front();
                 self.head_written = 0;
             } else {
@@ -333,6 +343,21 @@ impl SubscriberQueue {
         while matches!(self.items.front(), Some(i) if i.len() == 0) {
             self.items.pop_front();
         }
+    }
+
+    /// Uncounts the front item's bytes if it is a reply (before it is popped).
+    #[cold]
+    #[inline(never)]
+    fn release_front_control(&mut self) {
+        if let Some(Outgoing::Control(b)) = self.items.front() {
+            self.control_bytes -= b.len();
+        }
+    }
+
+    /// What this queue alone holds: its control bytes and its slots (the frames it points
+    /// to are shared, and counted where they are cached).
+    pub fn held_bytes(&self) -> usize {
+        self.control_bytes + self.items.capacity() * std::mem::size_of::<Outgoing>()
     }
 }
 
@@ -395,6 +420,27 @@ mod tests {
         }
         assert_eq!(written, expected);
         assert_eq!(q.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn held_bytes_count_replies_until_written_but_not_shared_frames() {
+        let mut q = SubscriberQueue::new(limits());
+        let slots = |q: &SubscriberQueue| q.items.capacity() * std::mem::size_of::<Outgoing>();
+        q.push_control(Bytes::from(vec![1u8; 300]));
+        q.push_frame(video(true, 5000));
+        q.push_control(Bytes::from(vec![2u8; 200]));
+        assert_eq!(q.held_bytes(), 500 + slots(&q));
+        // Half the first reply written: still held; all of it: released.
+        q.advance(150);
+        assert_eq!(q.held_bytes(), 500 + slots(&q));
+        q.advance(150);
+        assert_eq!(q.held_bytes(), 200 + slots(&q));
+        let rest = q.queued_bytes();
+        q.advance(rest);
+        assert_eq!(q.held_bytes(), slots(&q));
+        q.push_control(Bytes::from(vec![3u8; 100]));
+        q.close();
+        assert_eq!(q.held_bytes(), slots(&q));
     }
 
     #[test]

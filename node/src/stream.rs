@@ -186,7 +186,7 @@ impl StreamReplica {
         self.video_header = snapshot.video_header.map(LocalFrame::new);
         for frame in snapshot.gop {
             let frame = LocalFrame::new(frame);
-            self.gop_bytes += frame.wire_len;
+            self.gop_bytes += frame.held_len();
             self.gop.push(frame);
         }
         for i in 0..self.players.len() {
@@ -307,20 +307,21 @@ impl StreamReplica {
             _ if !self.gop_settings.enabled => {}
             MediaKind::Video if frame.keyframe => {
                 self.gop.clear();
-                self.gop_bytes = frame.wire_len;
+                self.gop_bytes = frame.held_len();
                 self.gop.push(frame.clone());
             }
             _ => {
                 if self.gop.is_empty() {
                     return;
                 }
-                if self.gop_bytes + frame.wire_len > self.gop_settings.max_bytes {
+                let held = frame.held_len();
+                if self.gop_bytes + held > self.gop_settings.max_bytes {
                     // Too long a GOP to keep: start again at the next keyframe.
                     self.gop.clear();
                     self.gop_bytes = 0;
                     return;
                 }
-                self.gop_bytes += frame.wire_len;
+                self.gop_bytes += held;
                 self.gop.push(frame.clone());
             }
         }

@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 use corecast_common::amf0::Amf0Value;
+use corecast_common::chunk::SHARE_MIN_FRACTION;
 use corecast_common::command::DataMessage;
 use corecast_common::types::{MessageType, RtmpMessage};
 use tracing::debug;
@@ -62,7 +63,7 @@ pub(super) fn on_aggregate(s: &mut Session, message: RtmpMessage) -> Result<(), 
         }
         let base = *first_timestamp.get_or_insert(tag_time);
         let timestamp = message.timestamp.wrapping_add(tag_time.wrapping_sub(base));
-        let data = payload.slice(start..end);
+        let data = own_slice(&payload, start..end);
         match header[0] {
             8 => forward(s, MediaKind::Audio, timestamp, data),
             9 => forward(s, MediaKind::Video, timestamp, data),
@@ -80,6 +81,18 @@ pub(super) fn on_aggregate(s: &mut Session, message: RtmpMessage) -> Result<(), 
         offset = end + 4;
     }
     Ok(())
+}
+
+/// A tag of an aggregate message: shared with the aggregate when it is a fair part of it,
+/// copied when it is small next to it, so a tiny frame held in the GOP cache does not keep a
+/// large aggregate alive (the chunk decoder applies the same rule to read buffers).
+fn own_slice(payload: &Bytes, range: std::ops::Range<usize>) -> Bytes {
+    let len = range.end - range.start;
+    if len.saturating_mul(SHARE_MIN_FRACTION) < payload.len() {
+        Bytes::copy_from_slice(&payload[range])
+    } else {
+        payload.slice(range)
+    }
 }
 
 fn forward(s: &mut Session, kind: MediaKind, timestamp: u32, payload: Bytes) {

@@ -196,6 +196,8 @@ pub struct Session {
     pending_auth: Option<authorize::PendingAuth>,
     /// Callback verdicts that allowed, asked once per session and action.
     auth_granted: Vec<authorize::Granted>,
+    /// What this connection holds, counted in its core's memory budget.
+    charge: crate::budget::Charge,
 }
 
 /// Serves one accepted connection until it ends; logs its close reason.
@@ -206,6 +208,21 @@ pub async fn run_connection<T: Transport + 'static>(
 ) {
     let id = ctx.new_connection_id();
     let transport_label = transport.label();
+    let charge = match crate::budget::of_core(&ctx).admit() {
+        Ok(charge) => charge,
+        Err(over) => {
+            ctx.metrics.refused(transport_label, "memory_budget");
+            ctx.metrics
+                .memory_accounted_bytes
+                .set(over.accounted as i64);
+            warn!(conn = id, %peer, core = ctx.id.0, transport = transport_label, error = %over, "connection refused");
+            transport.shutdown();
+            return;
+        }
+    };
+    ctx.metrics
+        .memory_accounted_bytes
+        .set(charge.core_total() as i64);
     info!(conn = id, %peer, core = ctx.id.0, transport = transport_label, "connection open");
     let open_gauge = ctx.metrics.accepted(transport_label);
     let player = &ctx.config().player;
@@ -258,6 +275,7 @@ pub async fn run_connection<T: Transport + 'static>(
         tc_url_query: None,
         pending_auth: None,
         auth_granted: Vec::new(),
+        charge,
     };
     let queue = Rc::clone(&out.queue);
     let transport = Rc::new(transport);
@@ -281,6 +299,9 @@ pub async fn run_connection<T: Transport + 'static>(
         reason => reason,
     };
     session.leave_role();
+    let budget_left = session.charge.core_total() - session.charge.held();
+    drop(session);
+    ctx.metrics.memory_accounted_bytes.set(budget_left as i64);
     if reason.flush_before_close() {
         queue.borrow_mut().finish();
         let _ = with_timeout(
@@ -352,6 +373,7 @@ impl Session {
             let handled = self.handle_input(&mut decoder, &mut buf);
             // Replies queued before a failure still go out (a refusal explains itself).
             self.out.flush();
+            self.account(&buf, &decoder);
             if self.out.queue.borrow().overflowed() {
                 // A peer that sends commands and never reads their replies: stop reading now,
                 // not when the writer's send timeout notices.
@@ -452,6 +474,22 @@ impl Session {
         let applied = authorize::apply(self, pending, verdict);
         self.out.flush();
         applied
+    }
+
+    /// Reports what this connection holds to the core's memory budget: its read buffer, its
+    /// half-received messages and its queued replies (frames are shared, counted elsewhere).
+    fn account(&self, buf: &BytesMut, decoder: &ChunkDecoder) {
+        let held = crate::budget::CONNECTION_BASE_BYTES
+            + buf.capacity().max(decoder.input_buffer_bytes())
+            + decoder.partial_bytes()
+            + self.out.queue.borrow().held_bytes();
+        if held != self.charge.held() {
+            self.charge.set(held);
+            self.ctx
+                .metrics
+                .memory_accounted_bytes
+                .set(self.charge.core_total() as i64);
+        }
     }
 
     /// Tries a parked publish again every few milliseconds until it publishes or its deadline
