@@ -333,8 +333,9 @@ pub struct ServerHandshake {
     kind: Option<HandshakeKind>,
     /// Digest mode only: whether C2's signature was valid. Not enforced (see module docs).
     c2_digest_verified: Option<bool>,
-    /// The server's DH key pair when RTMPE (C0 6) is accepted; `None` refuses it.
-    dh: Option<DhKeyPair>,
+    /// The server's DH private key when RTMPE (C0 6) is accepted; `None` refuses it. The
+    /// key pair is computed only for a C0 6, so offering RTMPE costs plain clients nothing.
+    dh: Option<Box<[u8; rtmpe::DH_KEY_LEN]>>,
     /// RTMPE only: the connection's keystreams, handed out once the handshake is done.
     cipher: Option<RtmpeCipher>,
     /// Whether the client's C0 was 6 and its C1 was answered.
@@ -361,10 +362,13 @@ impl ServerHandshake {
 
     /// Also accepts RTMPE (C0 6, see [`crate::rtmpe`]), with the DH private key `dh_private`
     /// ([`rtmpe::DH_KEY_LEN`] bytes from the caller's RNG). Without this, C0 6 is
-    /// [`HandshakeError::RtmpeUnsupported`]. The key pair is computed here, once per
-    /// connection, which costs a 1024-bit modular exponentiation.
+    /// [`HandshakeError::RtmpeUnsupported`]. A longer key is cut, a shorter one zero-padded
+    /// in front. Only a C0 6 pays for the key pair (a 1024-bit modular exponentiation).
     pub fn with_rtmpe(mut self, dh_private: &[u8]) -> Self {
-        self.dh = Some(DhKeyPair::new(dh_private));
+        let mut key = Box::new([0u8; rtmpe::DH_KEY_LEN]);
+        let used = dh_private.len().min(rtmpe::DH_KEY_LEN);
+        key[rtmpe::DH_KEY_LEN - used..].copy_from_slice(&dh_private[..used]);
+        self.dh = Some(key);
         self
     }
 
@@ -448,15 +452,16 @@ impl ServerHandshake {
     /// Builds S0+S1+S2 for an RTMPE `c1` (see [`crate::rtmpe`]) and moves to
     /// [`ServerState::AwaitC2`]; the keystreams wait for [`Self::take_rtmpe_cipher`].
     fn answer_rtmpe_c1(&mut self, c1: &[u8; HANDSHAKE_SIZE]) -> Result<(), HandshakeError> {
-        let Some(dh) = &self.dh else {
+        let Some(private) = &self.dh else {
             return Err(HandshakeError::RtmpeUnsupported(RTMPE_VERSION));
         };
+        let dh = DhKeyPair::new(&private[..]);
         let random = self
             .random
             .take()
             .unwrap_or_else(|| Box::new([0u8; RANDOM_LEN]));
         let (s1_random, s2_random) = random.split_at(HANDSHAKE_SIZE);
-        let answer = rtmpe::answer_c1(c1, dh, self.epoch, s1_random, s2_random)?;
+        let answer = rtmpe::answer_c1(c1, &dh, self.epoch, s1_random, s2_random)?;
         self.output = Some(answer.output.freeze());
         self.cipher = Some(answer.cipher);
         self.rtmpe = true;

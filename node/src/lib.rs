@@ -39,6 +39,7 @@ pub mod ports;
 pub mod process_metrics;
 pub mod queue;
 pub mod reload;
+pub mod rtmpe;
 pub mod rtmpt;
 pub mod server;
 pub mod session;

@@ -27,6 +27,7 @@ use crate::session::run_connection;
 use crate::shared::{AdminCommand, NodeShared};
 use crate::stats::StatsBoard;
 use crate::tls::{CoreTlsSetup, NodeTls};
+use crate::rtmpe::RtmpeTransport;
 use crate::transport::TcpTransport;
 
 /// How often each core checks its admin queue and the drain flag.
@@ -435,7 +436,12 @@ async fn accept_loop(ctx: Rc<CoreContext>, listener: TcpListener) {
     accept::accept_loop(ctx, listener, settings, move |stream, peer, permit| {
         let ctx = Rc::clone(&serve_ctx);
         async move {
-            run_connection(ctx, TcpTransport::new(stream), peer).await;
+            if ctx.config.rtmp.rtmpe {
+                // The RC4 pipe only where RTMPE is on: plain connections keep the bare one.
+                run_connection(ctx, RtmpeTransport::new(TcpTransport::new(stream)), peer).await;
+            } else {
+                run_connection(ctx, TcpTransport::new(stream), peer).await;
+            }
             drop(permit);
         }
     })
