@@ -23,11 +23,11 @@ use crate::config::Config;
 use crate::core::{CoreContext, CoreHooks};
 use crate::mesh::{build_mesh, CoreId, CoreLink, MeshEndpoints};
 use crate::metrics::NodeMetrics;
+use crate::rtmpe::RtmpeTransport;
 use crate::session::run_connection;
 use crate::shared::{AdminCommand, NodeShared};
 use crate::stats::StatsBoard;
 use crate::tls::{CoreTlsSetup, NodeTls};
-use crate::rtmpe::RtmpeTransport;
 use crate::transport::TcpTransport;
 
 /// How often each core checks its admin queue and the drain flag.

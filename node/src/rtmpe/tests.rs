@@ -65,7 +65,11 @@ fn passes_through_until_started_then_encrypts_all_but_the_handshake() {
     pipe.inner.room.set(4);
     // The writer got 4 of the 10 handshake bytes out before the handshake finished.
     let handshake: Vec<u8> = (0..10).collect();
-    assert_eq!(pipe.try_write_vectored(&[IoSlice::new(&handshake)]).unwrap(), 4);
+    assert_eq!(
+        pipe.try_write_vectored(&[IoSlice::new(&handshake)])
+            .unwrap(),
+        4
+    );
 
     let (server, mut client) = ciphers();
     let mut sent = b"first chunk".to_vec();
@@ -81,7 +85,11 @@ fn passes_through_until_started_then_encrypts_all_but_the_handshake() {
     assert_eq!(pipe.try_write_vectored(&slices).unwrap(), 6 + reply.len());
     assert_eq!(block_on(pipe.flush()).map(|_| ()).ok(), Some(()));
     let written = pipe.inner.written.borrow().clone();
-    assert_eq!(&written[..10], &handshake[..], "the handshake stays in the clear");
+    assert_eq!(
+        &written[..10],
+        &handshake[..],
+        "the handshake stays in the clear"
+    );
     let mut wire = written[10..].to_vec();
     assert_ne!(wire, reply);
     client.decrypt(&mut wire);
@@ -105,7 +113,10 @@ fn staging_is_bounded_and_write_some_waits_for_the_socket() {
     pipe.start_rtmpe(server, 0, &mut BytesMut::new());
     let big: Vec<u8> = (0..MAX_STAGED + 1000).map(|i| (i % 251) as u8).collect();
     // A full socket: the pipe takes at most MAX_STAGED, then refuses until it drains.
-    assert_eq!(pipe.try_write_vectored(&[IoSlice::new(&big)]).unwrap(), MAX_STAGED);
+    assert_eq!(
+        pipe.try_write_vectored(&[IoSlice::new(&big)]).unwrap(),
+        MAX_STAGED
+    );
     let again = pipe.try_write_vectored(&[IoSlice::new(&big[MAX_STAGED..])]);
     assert_eq!(again.unwrap_err().kind(), io::ErrorKind::WouldBlock);
     pipe.inner.room.set(usize::MAX);

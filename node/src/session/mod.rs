@@ -22,8 +22,8 @@ use corecast_common::chunk::{ChunkDecoder, ChunkDecoderLimits, ChunkError};
 use corecast_common::command::CommandError;
 use corecast_common::control::{ControlError, ControlMessage, UserControlEvent};
 use corecast_common::handshake::{HandshakeError, HandshakeStatus, ServerHandshake, RANDOM_LEN};
-use corecast_common::rtmpe::DH_KEY_LEN;
 use corecast_common::request::Request;
+use corecast_common::rtmpe::DH_KEY_LEN;
 use corecast_common::types::{MessageType, RtmpMessage};
 use futures_lite::future;
 use rand::RngCore;
@@ -444,7 +444,10 @@ impl Session {
                 if let Some(cipher) = handshake.take_rtmpe_cipher() {
                     // Everything after C2 either way is RC4 from here on.
                     transport.start_rtmpe(cipher, written, buf);
-                    info!(conn = self.id, "RTMPE handshake done: the connection is encrypted");
+                    info!(
+                        conn = self.id,
+                        "RTMPE handshake done: the connection is encrypted"
+                    );
                 }
                 return Ok(());
             }
