@@ -166,3 +166,27 @@ fn garbage_after_c0_6_closes_only_that_connection() {
     assert!(status.success(), "player: {}", stderr_of(&mut player));
     assert_identical(&src, &out, "the player beside the garbage");
 }
+
+#[test]
+fn rtmpte_is_refused_even_with_rtmpe_on() {
+    // RTMPE is served on rtmp.listen only: the RTMPT tunnel cannot switch to RC4.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (node, rtmpt) = support::rtmpt::start_node(1, RTMPE_ON, dir.path());
+    let out = dir.path().join("rtmpte.flv");
+    let mut player = Command::new("timeout")
+        .args(["20", "rtmpdump", "--live", "-r"])
+        .arg(format!("rtmpte://{rtmpt}/live/tunnelled"))
+        .arg("-o")
+        .arg(&out)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("rtmpdump");
+    let line = node
+        .wait_log(Duration::from_secs(15), |l| l.contains("connection closed"))
+        .expect("the tunnelled session closed");
+    assert!(line.contains("version byte 6"), "{line}");
+    let status = wait_exit(&mut player, Duration::from_secs(25)).expect("rtmpdump ended");
+    assert!(!status.success(), "rtmpdump must not play over rtmpte");
+}
