@@ -32,12 +32,16 @@
 //!   or an S2 with a bad signature, is [`HandshakeError::BadServerDigest`].
 //! - Bytes that follow C2 in the same read are the peer's first chunks; they stay in the
 //!   caller's buffer for the chunk decoder.
-//! - RTMPE (version bytes 6, 8 and 9) needs Diffie-Hellman and RC4 and is refused with its own
-//!   error so operators can tell it apart from garbage on the port.
+//! - RTMPE (version byte 6) is the digest handshake plus a Diffie-Hellman exchange; the server
+//!   speaks it only when asked ([`ServerHandshake::with_rtmpe`], see [`crate::rtmpe`]) and hands
+//!   the RC4 keystreams out after Done. Otherwise 6, and always 8 and 9, are refused with their
+//!   own error so operators can tell them apart from garbage on the port.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+
+use crate::rtmpe::{self, DhKeyPair, RtmpeCipher, RTMPE_VERSION};
 
 /// Size in bytes of C1, S1, C2 and S2.
 pub const HANDSHAKE_SIZE: usize = 1536;
@@ -50,7 +54,7 @@ pub const RTMP_VERSION: u8 = 3;
 pub const RANDOM_LEN: usize = 2 * HANDSHAKE_SIZE;
 
 /// Length of an HMAC-SHA256 digest.
-const DIGEST_LEN: usize = 32;
+pub(crate) const DIGEST_LEN: usize = 32;
 
 /// Bytes of C2/S2 covered by the trailing signature in digest mode.
 const SIGNED_LEN: usize = HANDSHAKE_SIZE - DIGEST_LEN;
@@ -60,26 +64,26 @@ const C1_RANDOM_LEN: usize = HANDSHAKE_SIZE - 8;
 
 /// "Genuine Adobe Flash Player 001" followed by 32 constant bytes. C1's digest is keyed with
 /// the first 30 bytes (the text); the key for C2's signature is derived from all 62.
-const GENUINE_FP_KEY: [u8; 62] = *b"Genuine Adobe Flash Player 001\
+pub(crate) const GENUINE_FP_KEY: [u8; 62] = *b"Genuine Adobe Flash Player 001\
     \xF0\xEE\xC2\x4A\x80\x68\xBE\xE8\x2E\x00\xD0\xD1\x02\x9E\x7E\x57\
     \x6E\xEC\x5D\x2D\x29\x80\x6F\xAB\x93\xB8\xE6\x36\xCF\xEB\x31\xAE";
 
 /// Length of the text part of [`GENUINE_FP_KEY`], the key for C1's digest.
-const FP_KEY_TEXT_LEN: usize = 30;
+pub(crate) const FP_KEY_TEXT_LEN: usize = 30;
 
 /// "Genuine Adobe Flash Media Server 001" followed by the same 32 constant bytes. S1's
 /// digest is keyed with the first 36 bytes (the text); the key for S2's signature is derived
 /// from all 68.
-const GENUINE_FMS_KEY: [u8; 68] = *b"Genuine Adobe Flash Media Server 001\
+pub(crate) const GENUINE_FMS_KEY: [u8; 68] = *b"Genuine Adobe Flash Media Server 001\
     \xF0\xEE\xC2\x4A\x80\x68\xBE\xE8\x2E\x00\xD0\xD1\x02\x9E\x7E\x57\
     \x6E\xEC\x5D\x2D\x29\x80\x6F\xAB\x93\xB8\xE6\x36\xCF\xEB\x31\xAE";
 
 /// Length of the text part of [`GENUINE_FMS_KEY`], the key for S1's digest.
-const FMS_KEY_TEXT_LEN: usize = 36;
+pub(crate) const FMS_KEY_TEXT_LEN: usize = 36;
 
 /// Version field of a digest S1. Clients only check that it is non-zero (ffmpeg: first byte
 /// ≥ 3), so any FMS-like version works; this is the one nginx-rtmp sends.
-const SERVER_VERSION: [u8; 4] = [0x0D, 0x0E, 0x0A, 0x0D];
+pub(crate) const SERVER_VERSION: [u8; 4] = [0x0D, 0x0E, 0x0A, 0x0D];
 
 /// Version field of a digest C1: Flash Player 9.0.124.2, what ffmpeg sends.
 const CLIENT_VERSION: [u8; 4] = [9, 0, 124, 2];
@@ -109,10 +113,13 @@ pub enum HandshakeStatus {
 #[non_exhaustive]
 pub enum HandshakeError {
     /// The peer's version byte asks for RTMPE (6 = RTMPE, 8 = RTMPE with XTEA, 9 = RTMPE with
-    /// Blowfish), the encrypted variant, which needs Diffie-Hellman and RC4 and is not
-    /// supported. Use RTMPS instead.
-    #[error("peer requested RTMPE (encrypted RTMP, version byte {0}), which is not supported")]
+    /// Blowfish), the encrypted variant, and this handshake does not speak that form: 6 when
+    /// RTMPE was not enabled ([`ServerHandshake::with_rtmpe`]), 8 and 9 always. Use RTMPS.
+    #[error("peer requested RTMPE (encrypted RTMP, version byte {0}), which is not enabled")]
     RtmpeUnsupported(u8),
+    /// An RTMPE C1 (version byte 6) without a valid digest, or with an unusable DH public key.
+    #[error("malformed RTMPE C1: {0}")]
+    BadRtmpeC1(&'static str),
     /// The peer's version byte is neither 3 nor an RTMPE value: most likely not RTMP at all
     /// (an HTTP request or a port scan on the RTMP port).
     #[error("unsupported RTMP version byte {0:#04x} (expected 3)")]
@@ -131,6 +138,7 @@ impl HandshakeError {
     pub fn as_str(&self) -> &'static str {
         match self {
             HandshakeError::RtmpeUnsupported(_) => "rtmpe_unsupported",
+            HandshakeError::BadRtmpeC1(_) => "bad_rtmpe_c1",
             HandshakeError::UnsupportedVersion(_) => "unsupported_version",
             HandshakeError::BadServerDigest { .. } => "bad_server_digest",
         }
@@ -139,7 +147,7 @@ impl HandshakeError {
 
 /// Where a digest sits in a C1/S1 (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum DigestScheme {
+pub(crate) enum DigestScheme {
     /// Offset bytes at 772..776, digest at 776 + sum % 728.
     Scheme0,
     /// Offset bytes at 8..12, digest at 12 + sum % 728.
@@ -167,7 +175,7 @@ impl DigestScheme {
 }
 
 /// HMAC-SHA256 of the concatenation of `parts`.
-fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; DIGEST_LEN] {
+pub(crate) fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; DIGEST_LEN] {
     // HMAC accepts keys of any length (long keys are hashed, short ones padded), so
     // `new_from_slice` cannot fail here; the error type only exists for fixed-key MACs.
     let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
@@ -190,7 +198,7 @@ fn packet_digest(
 }
 
 /// Writes the digest into `packet` at `scheme` and returns it.
-fn imprint_digest(
+pub(crate) fn imprint_digest(
     packet: &mut [u8; HANDSHAKE_SIZE],
     scheme: DigestScheme,
     key: &[u8],
@@ -204,7 +212,7 @@ fn imprint_digest(
 }
 
 /// Looks for a valid digest keyed with `key` at either scheme; returns the scheme and digest.
-fn find_digest(
+pub(crate) fn find_digest(
     packet: &[u8; HANDSHAKE_SIZE],
     key: &[u8],
 ) -> Option<(DigestScheme, [u8; DIGEST_LEN])> {
@@ -264,7 +272,11 @@ fn take_packet(buf: &mut BytesMut) -> Box<[u8; HANDSHAKE_SIZE]> {
 }
 
 /// Builds a C1/S1: `epoch`, `version`, then random bytes.
-fn hello_packet(epoch: u32, version: [u8; 4], random: &[u8]) -> Box<[u8; HANDSHAKE_SIZE]> {
+pub(crate) fn hello_packet(
+    epoch: u32,
+    version: [u8; 4],
+    random: &[u8],
+) -> Box<[u8; HANDSHAKE_SIZE]> {
     let mut packet = Box::new([0u8; HANDSHAKE_SIZE]);
     packet[..4].copy_from_slice(&epoch.to_be_bytes());
     packet[4..8].copy_from_slice(&version);
@@ -275,7 +287,7 @@ fn hello_packet(epoch: u32, version: [u8; 4], random: &[u8]) -> Box<[u8; HANDSHA
 }
 
 /// Builds a digest-mode C2/S2: 1504 random bytes and the signature over them.
-fn signed_reply(
+pub(crate) fn signed_reply(
     random: &[u8],
     long_key: &[u8],
     peer_digest: &[u8; DIGEST_LEN],
@@ -321,6 +333,13 @@ pub struct ServerHandshake {
     kind: Option<HandshakeKind>,
     /// Digest mode only: whether C2's signature was valid. Not enforced (see module docs).
     c2_digest_verified: Option<bool>,
+    /// The server's DH private key when RTMPE (C0 6) is accepted; `None` refuses it. The
+    /// key pair is computed only for a C0 6, so offering RTMPE costs plain clients nothing.
+    dh: Option<Box<[u8; rtmpe::DH_KEY_LEN]>>,
+    /// RTMPE only: the connection's keystreams, handed out once the handshake is done.
+    cipher: Option<RtmpeCipher>,
+    /// Whether the client's C0 was 6 and its C1 was answered.
+    rtmpe: bool,
 }
 
 impl ServerHandshake {
@@ -335,7 +354,22 @@ impl ServerHandshake {
             output: None,
             kind: None,
             c2_digest_verified: None,
+            dh: None,
+            cipher: None,
+            rtmpe: false,
         }
+    }
+
+    /// Also accepts RTMPE (C0 6, see [`crate::rtmpe`]), with the DH private key `dh_private`
+    /// ([`rtmpe::DH_KEY_LEN`] bytes from the caller's RNG). Without this, C0 6 is
+    /// [`HandshakeError::RtmpeUnsupported`]. A longer key is cut, a shorter one zero-padded
+    /// in front. Only a C0 6 pays for the key pair (a 1024-bit modular exponentiation).
+    pub fn with_rtmpe(mut self, dh_private: &[u8]) -> Self {
+        let mut key = Box::new([0u8; rtmpe::DH_KEY_LEN]);
+        let used = dh_private.len().min(rtmpe::DH_KEY_LEN);
+        key[rtmpe::DH_KEY_LEN - used..].copy_from_slice(&dh_private[..used]);
+        self.dh = Some(key);
+        self
     }
 
     /// Consumes C0+C1, then C2, from the front of `buf`, each only once it is complete.
@@ -350,13 +384,21 @@ impl ServerHandshake {
                     let Some(&version) = buf.first() else {
                         return Ok(HandshakeStatus::NeedMore);
                     };
-                    check_version(version)?;
+                    if version != RTMPE_VERSION || self.dh.is_none() {
+                        check_version(version)?;
+                    }
                     if buf.len() < 1 + HANDSHAKE_SIZE {
                         return Ok(HandshakeStatus::NeedMore);
                     }
-                    buf.advance(1);
-                    let c1 = take_packet(buf);
-                    self.answer_c1(&c1);
+                    // Answer before consuming, so a refused C1 leaves `buf` as it was.
+                    let mut c1 = Box::new([0u8; HANDSHAKE_SIZE]);
+                    c1.copy_from_slice(&buf[1..1 + HANDSHAKE_SIZE]);
+                    if version == RTMPE_VERSION {
+                        self.answer_rtmpe_c1(&c1)?;
+                    } else {
+                        self.answer_c1(&c1);
+                    }
+                    buf.advance(1 + HANDSHAKE_SIZE);
                 }
                 ServerState::AwaitC2 { s1_digest } => {
                     if buf.len() < HANDSHAKE_SIZE {
@@ -405,6 +447,45 @@ impl ServerHandshake {
         };
         self.output = Some(out.freeze());
         self.state = ServerState::AwaitC2 { s1_digest };
+    }
+
+    /// Builds S0+S1+S2 for an RTMPE `c1` (see [`crate::rtmpe`]) and moves to
+    /// [`ServerState::AwaitC2`]; the keystreams wait for [`Self::take_rtmpe_cipher`].
+    fn answer_rtmpe_c1(&mut self, c1: &[u8; HANDSHAKE_SIZE]) -> Result<(), HandshakeError> {
+        let Some(private) = &self.dh else {
+            return Err(HandshakeError::RtmpeUnsupported(RTMPE_VERSION));
+        };
+        let dh = DhKeyPair::new(&private[..]);
+        let random = self
+            .random
+            .take()
+            .unwrap_or_else(|| Box::new([0u8; RANDOM_LEN]));
+        let (s1_random, s2_random) = random.split_at(HANDSHAKE_SIZE);
+        let answer = rtmpe::answer_c1(c1, &dh, self.epoch, s1_random, s2_random)?;
+        self.output = Some(answer.output.freeze());
+        self.cipher = Some(answer.cipher);
+        self.rtmpe = true;
+        self.kind = Some(HandshakeKind::Digest);
+        self.state = ServerState::AwaitC2 {
+            s1_digest: Some(answer.s1_digest),
+        };
+        Ok(())
+    }
+
+    /// RTMPE only, once the handshake is done: the connection's keystreams (server side), for
+    /// every byte after C2 in (including those already in the caller's buffer) and every byte
+    /// after S2 out. `None` before Done, for plain and digest handshakes, and after the first
+    /// call.
+    pub fn take_rtmpe_cipher(&mut self) -> Option<RtmpeCipher> {
+        match self.state {
+            ServerState::Done => self.cipher.take(),
+            _ => None,
+        }
+    }
+
+    /// Whether the client asked for RTMPE (and got it): known once C1 has been answered.
+    pub fn is_rtmpe(&self) -> bool {
+        self.rtmpe
     }
 
     /// Bytes to send: S0+S1+S2 in one buffer once C1 has been parsed, then `None`.

@@ -9,6 +9,8 @@
 //! - [`types`]: the newtypes and the [`types::RtmpMessage`] every layer passes around.
 //! - [`amf0`]: AMF0 values (and the AMF3 envelope some clients wrap commands in).
 //! - [`handshake`]: the C0/C1/C2 ⇄ S0/S1/S2 exchange, plain and digest (FP9), both sides.
+//! - [`rtmpe`]: RTMPE (C0 6): the Diffie-Hellman exchange inside the digest handshake and the
+//!   RC4 keystreams it yields.
 //! - [`chunk`]: the chunk stream decoder and encoder, including encode-once media framing.
 //! - [`control`]: protocol control messages (types 1–6) and user control events.
 //! - [`command`]: NetConnection/NetStream command messages (types 20/17) and data messages.
@@ -31,6 +33,7 @@ pub mod handshake;
 pub mod plane;
 pub mod pull;
 pub mod request;
+pub mod rtmpe;
 pub mod token;
 pub mod types;
 #[cfg(test)]

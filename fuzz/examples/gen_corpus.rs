@@ -20,6 +20,7 @@ use corecast_common::control::{ControlMessage, PeerBandwidthLimit, UserControlEv
 use corecast_common::flv::{self, FlvTag, TAG_TYPE_AUDIO, TAG_TYPE_SCRIPT, TAG_TYPE_VIDEO};
 use corecast_common::handshake::{ClientHandshake, HandshakeKind, RANDOM_LEN};
 use corecast_common::plane::sim::{self, Op};
+use corecast_common::rtmpe::{DhKeyPair, DH_KEY_LEN};
 use corecast_common::types::{ChunkStreamId, MessageStreamId, MessageType, RtmpMessage};
 use corecast_fuzz::hls::{encode_hls_records, HlsRecord};
 
@@ -353,6 +354,22 @@ fn random(seed: u8) -> Vec<u8> {
     (0..RANDOM_LEN)
         .map(|i| (i as u8).wrapping_mul(seed) ^ 0x5A)
         .collect()
+}
+
+/// An RTMPE C1 (no C0) as rtmpdump lays it out, with the public key of a private key of
+/// bytes `key` (0: an all-zero public key, out of range) and a valid digest.
+fn rtmpe_c1(scheme0: bool, key: u8) -> Vec<u8> {
+    let mut c1: Vec<u8> = (0..1536u32).map(|i| (i * 13 + 5) as u8).collect();
+    c1[..8].copy_from_slice(&[0, 0, 0, 0, 128, 0, 7, 2]);
+    let public = if key == 0 {
+        [0u8; DH_KEY_LEN]
+    } else {
+        *DhKeyPair::new(&[key; DH_KEY_LEN]).public()
+    };
+    let pos = corecast_fuzz::dh_pos(&c1, scheme0);
+    c1[pos..pos + DH_KEY_LEN].copy_from_slice(&public);
+    corecast_fuzz::sign_c1(&mut c1, scheme0);
+    c1
 }
 
 /// C0+C1 and the C2 a real client answers the server with, plus the first chunk bytes.
@@ -710,6 +727,21 @@ fn main() {
         READS_7,
         b"GET / HTTP/1.1\r\nHost: example\r\n\r\n",
     );
+
+    // handshake_rtmpe: mode byte, then C1 (and C2 and the first encrypted bytes).
+    for (name, mode, scheme0, key) in [
+        ("scheme0_signed", 0u8, true, 7u8),
+        ("scheme1_signed", 0, false, 9),
+        ("target_signs_scheme1", 1, false, 11),
+        ("target_signs_zero_key", 3, true, 0),
+    ] {
+        let mut data = vec![mode];
+        data.extend_from_slice(&rtmpe_c1(scheme0, key));
+        data.extend_from_slice(&[0x5A; 1536]);
+        data.extend_from_slice(b"encrypted chunks");
+        corpus.write_stream("handshake_rtmpe", name, READS_64, &data);
+    }
+    corpus.write_stream("handshake_rtmpe", "short_c1", READS_7, &[0, 1, 2, 3]);
 
     // flv_reader
     corpus.write_stream("flv_reader", "avc_aac", READS_1500, &flv_file(40));

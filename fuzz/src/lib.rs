@@ -12,6 +12,8 @@
 //!   decode the stream twice, whole and in pieces, and require the same result: the decoders
 //!   consume only whole units and say "need more" otherwise, so where the reads end must not
 //!   matter.
+//! - `handshake_rtmpe`: byte 0 cuts the reads as above, byte 1 is a mode (sign C1 at which
+//!   scheme, see `rtmpe.rs`), the rest follows a C0 of 6 the target adds.
 //! - `chunk_roundtrip`: the same layout as `chunk_decoder` (their seeds are the same), but
 //!   byte 0 picks the chunk size for `encode_shared` instead; the stream is decoded whole.
 //! - `control_decode`: byte 0 is the message type id, the rest the payload.
@@ -44,6 +46,9 @@ use corecast_common::handshake::{
 };
 use corecast_common::types::{ChunkStreamId, MessageStreamId, MessageType, RtmpMessage};
 
+mod rtmpe;
+pub use rtmpe::{dh_pos, digest_pos, handshake_rtmpe, rtmpe_server, server_dh_private, sign_c1};
+
 /// One fuzz target.
 #[derive(Debug, Clone, Copy)]
 pub struct Target {
@@ -74,6 +79,10 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "handshake_server",
         run: handshake_server,
+    },
+    Target {
+        name: "handshake_rtmpe",
+        run: handshake_rtmpe,
     },
     Target {
         name: "flv_reader",

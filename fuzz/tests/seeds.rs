@@ -131,6 +131,32 @@ fn handshake_seeds_reach_their_outcome() {
 }
 
 #[test]
+fn rtmpe_seeds_reach_their_outcome() {
+    let run = |name: &str| {
+        let data = seed("handshake_rtmpe", name);
+        let mut handshake = corecast_fuzz::rtmpe_server();
+        let mut stream = vec![6u8];
+        stream.extend_from_slice(&data[2..]);
+        if data[1] & 1 == 1 {
+            corecast_fuzz::sign_c1(&mut stream[1..1537], data[1] & 2 == 2);
+        }
+        let mut buf = BytesMut::from(&stream[..]);
+        let status = handshake.handle_input(&mut buf);
+        (status, handshake.take_rtmpe_cipher().is_some(), buf.len())
+    };
+    for name in ["scheme0_signed", "scheme1_signed", "target_signs_scheme1"] {
+        let trailing = b"encrypted chunks".len();
+        assert_eq!(
+            run(name),
+            (Ok(HandshakeStatus::Done), true, trailing),
+            "{name}"
+        );
+    }
+    assert!(run("target_signs_zero_key").0.is_err());
+    assert_eq!(run("short_c1").0, Ok(HandshakeStatus::NeedMore));
+}
+
+#[test]
 fn flv_seeds_read_completely() {
     for (name, data) in seeds("flv_reader") {
         let mut reader = FlvReader::new();

@@ -151,6 +151,10 @@ pub struct RtmpConfig {
     pub publisher_takeover_secs: u64,
     /// Applications accepted in `connect`; empty accepts any.
     pub apps: Vec<String>,
+    /// Accept RTMPE (C0 6: Diffie-Hellman and RC4, what rtmpdump's `rtmpe://` sends) on the
+    /// plain RTMP listener. Off by default: it is obfuscation, not security (RTMPS is), and
+    /// every byte to an RTMPE player is copied and encrypted for that player alone.
+    pub rtmpe: bool,
 }
 
 impl Default for RtmpConfig {
@@ -169,6 +173,7 @@ impl Default for RtmpConfig {
             window_ack_size_bytes: 2_500_000,
             publisher_takeover_secs: 5,
             apps: Vec::new(),
+            rtmpe: false,
         }
     }
 }

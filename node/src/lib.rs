@@ -53,6 +53,7 @@ pub mod proxy;
 pub mod queue;
 pub mod registry;
 pub mod reload;
+pub mod rtmpe;
 pub mod rtmpt;
 pub mod server;
 pub mod session;

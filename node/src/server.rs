@@ -23,6 +23,7 @@ use crate::config::Config;
 use crate::core::{CoreContext, CoreHooks};
 use crate::mesh::{build_mesh, CoreId, CoreLink, MeshEndpoints};
 use crate::metrics::NodeMetrics;
+use crate::rtmpe::RtmpeTransport;
 use crate::session::run_connection;
 use crate::shared::{AdminCommand, NodeShared};
 use crate::stats::StatsBoard;
@@ -460,7 +461,12 @@ async fn accept_loop(ctx: Rc<CoreContext>, listener: TcpListener) {
     accept::accept_loop(ctx, listener, settings, move |stream, peer, permit| {
         let ctx = Rc::clone(&serve_ctx);
         async move {
-            run_connection(ctx, TcpTransport::new(stream), peer).await;
+            if ctx.config().rtmp.rtmpe {
+                // The RC4 pipe only where RTMPE is on: plain connections keep the bare one.
+                run_connection(ctx, RtmpeTransport::new(TcpTransport::new(stream)), peer).await;
+            } else {
+                run_connection(ctx, TcpTransport::new(stream), peer).await;
+            }
             drop(permit);
         }
     })

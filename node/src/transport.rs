@@ -54,6 +54,21 @@ pub trait Transport {
     fn label(&self) -> &'static str {
         "rtmp"
     }
+    /// Whether the pipe can switch to RTMPE's RC4 after the handshake
+    /// ([`crate::rtmpe::RtmpeTransport`] only); the session accepts C0 6 only then.
+    fn rtmpe_capable(&self) -> bool {
+        false
+    }
+    /// RTMPE: from now on decrypt what is read and encrypt what is written, except the first
+    /// `handshake_out` bytes written since the start (S0+S1+S2, possibly still queued).
+    /// `pending` holds what was read past C2 already and is decrypted in place.
+    fn start_rtmpe(
+        &self,
+        _cipher: corecast_common::rtmpe::RtmpeCipher,
+        _handshake_out: usize,
+        _pending: &mut BytesMut,
+    ) {
+    }
 }
 
 /// The first read of a connection asks for this much; players send almost nothing, so most

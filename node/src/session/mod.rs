@@ -28,8 +28,9 @@ use bytes::BytesMut;
 use corecast_common::chunk::{ChunkDecoder, ChunkDecoderLimits, ChunkError};
 use corecast_common::command::CommandError;
 use corecast_common::control::{ControlError, ControlMessage, UserControlEvent};
-use corecast_common::handshake::{HandshakeError, HandshakeStatus, ServerHandshake};
+use corecast_common::handshake::{HandshakeError, HandshakeStatus, ServerHandshake, RANDOM_LEN};
 use corecast_common::request::Request;
+use corecast_common::rtmpe::DH_KEY_LEN;
 use corecast_common::types::{MessageType, RtmpMessage};
 use futures_lite::future;
 use rand::RngCore;
@@ -560,16 +561,31 @@ impl Session {
         transport: &T,
         buf: &mut BytesMut,
     ) -> Result<(), SessionError> {
-        let mut random = [0u8; 2 * corecast_common::handshake::HANDSHAKE_SIZE];
+        let mut random = [0u8; RANDOM_LEN + DH_KEY_LEN];
         rand::rng().fill_bytes(&mut random);
-        let mut handshake = ServerHandshake::new(0, &random);
+        let (random, dh_private) = random.split_at(RANDOM_LEN);
+        let mut handshake = ServerHandshake::new(0, random);
+        if transport.rtmpe_capable() {
+            handshake = handshake.with_rtmpe(dh_private);
+        }
+        let mut written = 0;
         loop {
             let status = handshake.handle_input(buf)?;
             while let Some(bytes) = handshake.poll_output() {
+                written += bytes.len();
                 self.out.queue.borrow_mut().push_control(bytes);
             }
             if status == HandshakeStatus::Done {
-                debug!(conn = self.id, kind = ?handshake.kind(), "handshake done");
+                let rtmpe = handshake.is_rtmpe();
+                debug!(conn = self.id, kind = ?handshake.kind(), rtmpe, "handshake done");
+                if let Some(cipher) = handshake.take_rtmpe_cipher() {
+                    // Everything after C2 either way is RC4 from here on.
+                    transport.start_rtmpe(cipher, written, buf);
+                    info!(
+                        conn = self.id,
+                        "RTMPE handshake done: the connection is encrypted"
+                    );
+                }
                 return Ok(());
             }
             let n = transport.read_into(buf).await.map_err(SessionError::Read)?;
