@@ -519,6 +519,13 @@ impl CoreContext {
                     }
                 }
             }
+            AdminCommand::Reload(next) => {
+                self.set_config(&next);
+                tick::change_period(std::time::Duration::from_millis(
+                    next.player.merge_window_ms,
+                ));
+                tracing::debug!(core = self.id.0, "reloaded config in force");
+            }
             AdminCommand::TakeOver { key, connection } => {
                 let publisher = clients.get(&connection).filter(|c| {
                     c.role.get() == crate::clients::ClientRole::Publishing
