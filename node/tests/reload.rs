@@ -198,3 +198,39 @@ fn a_sighup_storm_racing_with_connects_loses_nothing() {
     });
     assert!(ok.is_some(), "the last file's token is not in force");
 }
+
+#[test]
+fn auth_settings_change_live_for_new_publishes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = Node::start(1, &config("auth-token", ""), dir.path());
+    let mut before = RtmpClient::connect(node.addr, "live").expect("connect");
+    assert_eq!(
+        before.publish("open").expect("publish"),
+        "NetStream.Publish.Start"
+    );
+
+    let token_mode = "[auth]\npublish = \"token\"\n[[auth.keys]]\nid = \"k1\"\n\
+                      secret = \"a-secret-of-enough-bytes\"\nstate = \"active\"\n";
+    std::fs::write(&node.config_path, config("auth-token", token_mode)).expect("rewrite");
+    let (status, body) = node.http_request("POST", "/api/v1/reload", Some("auth-token"));
+    assert_eq!(status, 200, "{body}");
+    let refused = wait_for(STEP, || {
+        let mut client = RtmpClient::connect(node.addr, "live").ok()?;
+        let status = client.publish("needs-a-token").ok()?;
+        (status == "NetStream.Publish.Denied").then_some(())
+    });
+    assert!(
+        refused.is_some(),
+        "a publish without a token is still allowed"
+    );
+    // The publisher that was allowed before the reload keeps its stream.
+    before
+        .send_media(MessageType::VIDEO, 0, &KEYFRAME)
+        .expect("the earlier publisher is still connected");
+    // (The API's view is refreshed once a second.)
+    let listed = wait_for(STEP, || {
+        let (_, streams) = node.http_request("GET", "/api/v1/streams", Some("auth-token"));
+        streams.contains("\"open\"").then_some(())
+    });
+    assert!(listed.is_some(), "the earlier publisher's stream is gone");
+}
