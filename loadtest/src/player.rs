@@ -126,15 +126,15 @@ pub async fn run(
     let mut bytes_before = 0;
     let mut seen_bytes = 0;
     let mut current = session;
-    let mut early = current.early.take();
+    if let Some(msg) = current.early.take() {
+        analyzer.on_message(&msg);
+    }
     let mut moving: Option<Move> = None;
     let error: ClientError = loop {
-        if let Some(msg) = early.take() {
-            analyzer.on_message(&msg);
-        }
+        // A move that is ready (or, when the old connection ended first, the move pending)
+        // decides which connection is read next; a failed move keeps the old one.
         let msg = match current.inbound.recv(&current.conn).await {
-            Ok(msg) => Some(msg),
-            // The old connection ended first: the move decides.
+            Ok(msg) => msg,
             Err(e) => match moving.take() {
                 Some(pending) => match pending.finish().await {
                     Ok(next) => {
@@ -145,7 +145,6 @@ pub async fn run(
                             &mut bytes_before,
                             &mut seen_bytes,
                         );
-                        early = current.early.take();
                         continue;
                     }
                     Err(_) => break e,
@@ -157,16 +156,13 @@ pub async fn run(
         CoreCounters::add(&counters.bytes_in, read - seen_bytes);
         seen_bytes = read;
         record.borrow_mut().bytes_in = read;
-        if let Some(msg) = msg {
-            analyzer.on_message(&msg);
-            if settings.client.reconnect && moving.is_none() {
-                moving = reconnect_target(&msg, settings)
-                    .map(|(url, addr)| Move::start(url, addr, settings));
-            }
+        analyzer.on_message(&msg);
+        if settings.client.reconnect && moving.is_none() {
+            moving = reconnect_target(&msg, settings)
+                .map(|(url, addr)| Move::start(url, addr, settings));
         }
         if let Some(ready) = moving.as_ref().and_then(Move::try_take) {
             moving = None;
-            // A failed move keeps the old connection: it may still serve to the deadline.
             if let Ok(next) = ready {
                 switch(
                     &mut current,
@@ -175,7 +171,6 @@ pub async fn run(
                     &mut bytes_before,
                     &mut seen_bytes,
                 );
-                early = current.early.take();
             }
         }
     };

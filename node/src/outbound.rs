@@ -63,7 +63,9 @@ impl Outbound {
     pub fn flush(&self) {
         let mut pending = self.pending.borrow_mut();
         if !pending.is_empty() {
-            let bytes = pending.split().freeze();
+            // A copy at its own size: a split would share, and pin, the encoder's whole buffer.
+            let bytes = bytes::Bytes::copy_from_slice(&pending);
+            pending.clear();
             self.queue.borrow_mut().push_control(bytes);
         }
     }

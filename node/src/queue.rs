@@ -67,6 +67,11 @@ pub struct QueueLimits {
 }
 
 /// The outbound queue of one connection.
+/// What a queued reply costs besides its bytes: its own allocation (allocator header and
+/// rounding) and its share of the queue's slots. Measured against the issue 13 row 1 attack,
+/// where replies of ~60 bytes cost about 2.5 times their size in RSS.
+pub const REPLY_OVERHEAD_BYTES: usize = 96;
+
 #[derive(Debug)]
 pub struct SubscriberQueue {
     items: VecDeque<Outgoing>,
@@ -76,6 +81,10 @@ pub struct SubscriberQueue {
     /// Bytes of queued [`Outgoing::Control`] items: what this connection alone holds (frames
     /// are shared with other players and the GOP cache).
     control_bytes: usize,
+    /// Queued [`Outgoing::Control`] items: each costs [`REPLY_OVERHEAD_BYTES`] besides its
+    /// bytes, counted against the hard limit (a client that pipelines commands and never
+    /// reads their small replies holds allocations and slots, not just reply bytes).
+    control_items: usize,
     limits: QueueLimits,
     /// Set when the soft bound was hit: video waits for the next keyframe.
     skipping_video: bool,
@@ -105,6 +114,7 @@ impl SubscriberQueue {
             head_written: 0,
             queued_bytes: 0,
             control_bytes: 0,
+            control_items: 0,
             limits,
             skipping_video: false,
             dropped_frames: 0,
@@ -158,7 +168,8 @@ impl SubscriberQueue {
         if self.closed || self.finishing || bytes.is_empty() {
             return PushOutcome::Dropped;
         }
-        if self.queued_bytes + bytes.len() > self.limits.hard_max_bytes {
+        let overhead = (self.control_items + 1) * REPLY_OVERHEAD_BYTES;
+        if self.queued_bytes + overhead + bytes.len() > self.limits.hard_max_bytes {
             self.overflowed = true;
             self.close();
             return PushOutcome::Overflow;
@@ -166,6 +177,7 @@ impl SubscriberQueue {
         self.note_filling();
         self.queued_bytes += bytes.len();
         self.control_bytes += bytes.len();
+        self.control_items += 1;
         self.items.push_back(Outgoing::Control(bytes));
         self.urgent = true;
         self.wake();
@@ -227,6 +239,7 @@ impl SubscriberQueue {
         self.items.clear();
         self.queued_bytes = 0;
         self.control_bytes = 0;
+        self.control_items = 0;
         self.head_written = 0;
         self.wake();
     }
@@ -351,13 +364,16 @@ impl SubscriberQueue {
     fn release_front_control(&mut self) {
         if let Some(Outgoing::Control(b)) = self.items.front() {
             self.control_bytes -= b.len();
+            self.control_items -= 1;
         }
     }
 
     /// What this queue alone holds: its control bytes and its slots (the frames it points
     /// to are shared, and counted where they are cached).
     pub fn held_bytes(&self) -> usize {
-        self.control_bytes + self.items.capacity() * std::mem::size_of::<Outgoing>()
+        self.control_bytes
+            + self.control_items * REPLY_OVERHEAD_BYTES
+            + self.items.capacity() * std::mem::size_of::<Outgoing>()
     }
 }
 
@@ -429,12 +445,13 @@ mod tests {
         q.push_control(Bytes::from(vec![1u8; 300]));
         q.push_frame(video(true, 5000));
         q.push_control(Bytes::from(vec![2u8; 200]));
-        assert_eq!(q.held_bytes(), 500 + slots(&q));
+        let each = REPLY_OVERHEAD_BYTES;
+        assert_eq!(q.held_bytes(), 500 + 2 * each + slots(&q));
         // Half the first reply written: still held; all of it: released.
         q.advance(150);
-        assert_eq!(q.held_bytes(), 500 + slots(&q));
+        assert_eq!(q.held_bytes(), 500 + 2 * each + slots(&q));
         q.advance(150);
-        assert_eq!(q.held_bytes(), 200 + slots(&q));
+        assert_eq!(q.held_bytes(), 200 + each + slots(&q));
         let rest = q.queued_bytes();
         q.advance(rest);
         assert_eq!(q.held_bytes(), slots(&q));
@@ -494,7 +511,9 @@ mod tests {
     fn replies_past_the_hard_bound_close_the_queue_too() {
         let mut q = SubscriberQueue::new(limits());
         let reply = Bytes::from(vec![0u8; 1_000]);
-        for _ in 0..100 {
+        // Each reply costs its bytes and its overhead against the hard bound.
+        let fit = 100_000 / (1_000 + REPLY_OVERHEAD_BYTES);
+        for _ in 0..fit {
             assert_eq!(q.push_control(reply.clone()), PushOutcome::Queued);
         }
         assert_eq!(q.push_control(reply.clone()), PushOutcome::Overflow);

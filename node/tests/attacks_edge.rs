@@ -15,22 +15,12 @@ use corecast_common::types::{MessageStreamId, MessageType};
 use support::client::{closed_within, read_until_video_at, status_code, RtmpClient};
 use support::node::{free_port, Node};
 use support::process::output_with_deadline;
+use support::rss::rss_kib;
 use support::wait_for;
 
 /// What one attack may add to a node's RSS: generous for a debug build on a busy machine
 /// (mimalloc commits in 2 MiB steps), far below what the unbounded attacks cost.
 const GROWTH_BOUND_KIB: u64 = 16 * 1024;
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .expect("VmRSS of the node")
-}
 
 fn assert_growth_bounded(node: &Node, before: u64, what: &str) {
     let after = rss_kib(node.pid());

@@ -13,22 +13,12 @@ use corecast_common::types::MessageType;
 use socket2::{Domain, Socket, Type};
 use support::client::{read_until_video_at, RtmpClient};
 use support::node::Node;
+use support::rss::rss_kib;
 use support::rtmpt::{start_node, HttpConn, TunnelClient};
 
 /// What one attack may add to the node's RSS, as in `attacks.rs`: generous for a debug build
 /// on a busy machine, far below what the attacks cost before they were bounded.
 const GROWTH_BOUND_KIB: u64 = 16 * 1024;
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .expect("VmRSS of the node")
-}
 
 /// The node's RSS once it has served a publish, a play and a health check.
 fn warmed_up_rss(node: &Node) -> u64 {
@@ -337,8 +327,9 @@ fn rtmpt_bodies_never_held_past_the_per_core_total() {
     // Served while the held bodies are still held.
     assert_still_serves(&node, "during-bodies");
     eprintln!("held bodies: RSS peak +{} KiB", peak - before);
-    // The 16 MiB of bodies, plus read buffers and what the allocator keeps.
-    let bound = 16 * 1024 + GROWTH_BOUND_KIB;
+    // The 16 MiB of bodies, plus read buffers and what the allocator keeps (peaks of 26–33
+    // MiB were seen on a busy 2-CPU machine; without the per-core total it was 373 MiB).
+    let bound = 16 * 1024 + 2 * GROWTH_BOUND_KIB;
     assert!(
         peak.saturating_sub(before) < bound,
         "RSS peaked {} KiB above the start",

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use corecast_common::types::MessageType;
 use support::client::{closed_within, RtmpClient};
 use support::node::Node;
+use support::rss::rss_kib;
 
 /// A video payload of `size` bytes: keyframe or inter frame, with a sequence number inside.
 fn frame(key: bool, seq: u32, size: usize) -> Vec<u8> {
@@ -16,17 +17,6 @@ fn frame(key: bool, seq: u32, size: usize) -> Vec<u8> {
     p[1] = 1;
     p[5..9].copy_from_slice(&seq.to_be_bytes());
     p
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 #[test]

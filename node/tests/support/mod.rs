@@ -9,6 +9,7 @@ pub mod netns;
 pub mod node;
 pub mod process;
 pub mod prometheus;
+pub mod rss;
 pub mod rtmpt;
 pub mod tls;
 

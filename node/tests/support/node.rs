@@ -322,24 +322,23 @@ impl Node {
 
     /// Sends SIGTERM (starts a drain).
     pub fn terminate(&self) {
+        self.signal("-TERM");
+    }
+
+    /// Sends `signal` (`-TERM`, `-HUP`) with `kill`.
+    fn signal(&self, signal: &str) {
         let status = status_with_deadline(
             Command::new("kill")
-                .arg("-TERM")
+                .arg(signal)
                 .arg(self.child.id().to_string()),
             Duration::from_secs(10),
         );
-        assert!(status.success(), "kill -TERM {} failed", self.child.id());
+        assert!(status.success(), "kill {signal} {} failed", self.child.id());
     }
 
     /// Sends SIGHUP (a config reload; with RTMPS, a certificate reload too).
     pub fn hangup(&self) {
-        let status = status_with_deadline(
-            Command::new("kill")
-                .arg("-HUP")
-                .arg(self.child.id().to_string()),
-            Duration::from_secs(10),
-        );
-        assert!(status.success(), "kill -HUP {} failed", self.child.id());
+        self.signal("-HUP");
     }
 
     /// Waits for the process to exit; its status code.
