@@ -295,3 +295,89 @@ fn a_viewer_that_stops_reading_is_cut_and_memory_stays_bounded() {
     // The node still serves.
     assert_eq!(node.http_request("GET", "/healthz", None).0, 200);
 }
+
+/// A WebSocket client (Node.js's built-in one, from undici) that writes the binary messages it
+/// gets in `seconds` to `out`, then closes.
+const WS_CLIENT: &str = r#"
+const [url, out, secs] = process.argv.slice(1);
+const fs = require('fs');
+const ws = new WebSocket(url);
+ws.binaryType = 'arraybuffer';
+const chunks = [];
+let messages = 0;
+ws.onmessage = (e) => { messages++; chunks.push(Buffer.from(e.data)); };
+ws.onerror = (e) => { console.error('websocket error', e.message); process.exit(2); };
+ws.onclose = (e) => { console.error('closed early', e.code); process.exit(3); };
+ws.onopen = () => setTimeout(() => {
+  fs.writeFileSync(out, Buffer.concat(chunks));
+  console.log(messages);
+  ws.onclose = () => process.exit(0);
+  ws.close(1000);
+  setTimeout(() => process.exit(0), 2000);
+}, secs * 1000);
+"#;
+
+#[test]
+fn a_websocket_client_gets_the_same_flv_in_binary_messages() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let src = shared_flv(12);
+    let node = Node::start(2, "", dir.path());
+    let mut publisher = publish_live(&node, &src, "ws");
+    let got = dir.path().join("ws.flv");
+    let client = output_with_deadline(
+        Command::new("node")
+            .args(["--experimental-websocket", "--no-warnings", "-e", WS_CLIENT])
+            .arg(format!("ws://{}/live/ws.flv", node.http))
+            .arg(&got)
+            .arg("4"),
+        Duration::from_secs(30),
+    );
+    assert!(
+        client.status.success(),
+        "the WebSocket client failed: {}",
+        String::from_utf8_lossy(&client.stderr)
+    );
+    let bytes = std::fs::read(&got).expect("what the client got");
+    assert!(bytes.starts_with(b"FLV\x01"), "an FLV file");
+    // The client stopped mid-stream: remux what it got whole.
+    let clean = dir.path().join("ws-clean.flv");
+    let remux = output_with_deadline(
+        Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-y", "-i"])
+            .arg(&got)
+            .args(["-c", "copy", "-f", "flv"])
+            .arg(&clean),
+        Duration::from_secs(30),
+    );
+    assert!(remux.status.success(), "ffmpeg could not read it");
+    let source = packets(&src);
+    let played = packets(&clean);
+    for kind in ["video", "audio"] {
+        let want = from_first_keyframe(&source, kind);
+        let got = from_first_keyframe(&played, kind);
+        assert!(got.len() > 25, "{kind}: only {} packets in 4 s", got.len());
+        assert_window(&want, &got, kind);
+    }
+    node.wait_log(Duration::from_secs(10), |l| {
+        l.contains("http-flv closed") && l.contains("stream=live/ws") && l.contains("peer_closed")
+    })
+    .expect("the client's Close ends the viewer");
+    // A bad handshake is refused with 400.
+    let mut raw = connect(node.http).expect("connect");
+    write!(
+        raw,
+        "GET /live/ws.flv HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 8\r\nSec-WebSocket-Key: x\r\n\r\n"
+    )
+    .expect("request");
+    raw.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut answer = [0u8; 64];
+    let n = raw.read(&mut answer).expect("answer");
+    assert!(
+        answer[..n].starts_with(b"HTTP/1.1 400"),
+        "{}",
+        String::from_utf8_lossy(&answer[..n])
+    );
+    kill_and_reap(&mut publisher);
+}

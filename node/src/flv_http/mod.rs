@@ -19,6 +19,8 @@
 //!   RTMP player would wait `player.wait_for_publisher_secs`);
 //! - an app whose play authorization is not `open`: 403 (HTTP-FLV has no token check yet).
 
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -33,12 +35,14 @@ use crate::clients::{ClientHandle, ClientRole};
 use crate::config::{AuthMode, Direction};
 use crate::core::CoreContext;
 use crate::httpd::body::{with_type, Body, BodySender};
+use crate::httpd::upgrade::{Continuation, Upgraded, Upgrades};
 use crate::httpd::{self, ready, Params, Reply, Request, Response};
 use crate::outbound::Outbound;
 use crate::queue::QueueLimits;
 use crate::stream::Player;
 
 mod pump;
+pub mod ws;
 
 /// App names that would shadow the node's own paths on `http.listen`.
 pub const RESERVED_APPS: &[&str] = &[
@@ -96,6 +100,25 @@ pub fn play(ctx: &Rc<CoreContext>, request: Request, params: Params) -> Reply {
             ApiError::not_found(format!("no stream {key}")),
         );
     }
+    match ws::handshake(request.headers()) {
+        ws::Handshake::None => {}
+        ws::Handshake::Bad(why) => {
+            let error = ApiError::bad_request(format!("bad WebSocket handshake: {why}"));
+            return refuse("http_flv_ws_handshake", error);
+        }
+        ws::Handshake::Accept(accept) => {
+            let Some(response) = ws::switching(&accept) else {
+                let error = ApiError::bad_request("bad Sec-WebSocket-Key");
+                return refuse("http_flv_ws_handshake", error);
+            };
+            let upgrades = ctx.feature::<Upgrades>();
+            let ctx = Rc::clone(ctx);
+            let next: Continuation =
+                Box::new(move |upgraded| Box::pin(watch_ws(ctx, key, peer, upgraded)));
+            upgrades.register(peer, next);
+            return ready(response);
+        }
+    }
     let (mut sender, body) = Body::channel(BODY_CHANNEL_CHUNKS);
     let response = cors(with_type(StatusCode::OK, "video/x-flv", body));
     if request.method() == Method::HEAD {
@@ -117,33 +140,41 @@ fn cors(mut response: Response) -> Response {
     response
 }
 
-/// Joins `key` as a viewer whose bytes go to `sender`, in a task of its own, until the
-/// response or the queue ends.
-fn watch(ctx: Rc<CoreContext>, key: String, peer: std::net::SocketAddr, sender: BodySender) {
+/// A viewer that joined a stream: its queue, its client record, its gauge.
+struct Viewer {
+    id: u64,
+    out: Rc<Outbound>,
+    client: Rc<ClientHandle>,
+    open: prometheus::IntGauge,
+}
+
+/// Joins `key` as a viewer over `transport` (`http_flv`, `ws_flv`): a player of the replica
+/// on this core with an FLV queue, and a client of the API.
+fn join(ctx: &Rc<CoreContext>, key: &str, peer: SocketAddr, transport: &'static str) -> Viewer {
     let player = &ctx.config().player;
     let out = Outbound::new_flv(QueueLimits {
         soft_max_bytes: player.queue_max_bytes,
         hard_max_bytes: player.queue_hard_max_bytes,
     });
     let id = ctx.new_connection_id();
-    let open = ctx.metrics.accepted("http_flv");
+    let open = ctx.metrics.accepted(transport);
     let client = Rc::new(ClientHandle {
         id,
         peer,
-        transport: "http_flv",
+        transport,
         since: Instant::now(),
-        role: std::cell::Cell::new(ClientRole::Playing),
-        stream: std::cell::RefCell::new(Some(key.clone())),
-        bytes_in: std::cell::Cell::new(0),
-        bytes_out: std::cell::Cell::new(0),
+        role: Cell::new(ClientRole::Playing),
+        stream: RefCell::new(Some(key.to_owned())),
+        bytes_in: Cell::new(0),
+        bytes_out: Cell::new(0),
         out: Rc::clone(&out),
-        taken_over: std::cell::Cell::new(false),
-        reconnect_app: std::cell::RefCell::new(None),
+        taken_over: Cell::new(false),
+        reconnect_app: RefCell::new(None),
     });
     ctx.add_client(Rc::clone(&client));
-    info!(conn = id, core = ctx.id.0, %peer, stream = %key, "http-flv play");
+    info!(conn = id, core = ctx.id.0, %peer, stream = %key, transport, "http-flv play");
     ctx.add_player(
-        &key,
+        key,
         Player {
             connection: id,
             out: Rc::clone(&out),
@@ -152,12 +183,40 @@ fn watch(ctx: Rc<CoreContext>, key: String, peer: std::net::SocketAddr, sender: 
             paused: false,
         },
     );
+    Viewer {
+        id,
+        out,
+        client,
+        open,
+    }
+}
+
+impl Viewer {
+    /// Counts `n` bytes sent.
+    fn sent(&self, ctx: &CoreContext, n: usize) {
+        let client = &self.client;
+        client.bytes_out.set(client.bytes_out.get() + n as u64);
+        ctx.metrics.sent_bytes.inc_by(n as u64);
+    }
+
+    /// Leaves the stream and the client list; logs and counts `reason`.
+    fn leave(self, ctx: &CoreContext, key: &str, peer: SocketAddr, reason: &'static str) {
+        ctx.remove_player(key, self.id);
+        ctx.remove_client(self.id);
+        self.out.queue.borrow_mut().close();
+        self.open.dec();
+        ctx.metrics.closed(reason);
+        info!(conn = self.id, %peer, stream = %key, reason, "http-flv closed");
+    }
+}
+
+/// Serves `key` to `sender`'s response in a task of its own, until the response or the
+/// queue ends.
+fn watch(ctx: Rc<CoreContext>, key: String, peer: SocketAddr, sender: BodySender) {
+    let viewer = join(&ctx, &key, peer, "http_flv");
     glommio::spawn_local(async move {
-        let queue = Rc::clone(&out.queue);
-        let sent = |n: usize| {
-            client.bytes_out.set(client.bytes_out.get() + n as u64);
-            ctx.metrics.sent_bytes.inc_by(n as u64);
-        };
+        let queue = Rc::clone(&viewer.out.queue);
+        let sent = |n: usize| viewer.sent(&ctx, n);
         let watcher = sender.clone();
         let reason = future::or(pump::run(&queue, sender, &sent), async {
             while !watcher.is_closed() {
@@ -166,14 +225,29 @@ fn watch(ctx: Rc<CoreContext>, key: String, peer: std::net::SocketAddr, sender: 
             "peer_closed"
         })
         .await;
-        ctx.remove_player(&key, id);
-        ctx.remove_client(id);
-        queue.borrow_mut().close();
-        open.dec();
-        ctx.metrics.closed(reason);
-        info!(conn = id, %peer, stream = %key, reason, "http-flv closed");
+        viewer.leave(&ctx, &key, peer, reason);
     })
     .detach();
+}
+
+/// Serves `key` over the WebSocket `upgraded` (after the 101) until either end leaves.
+async fn watch_ws(ctx: Rc<CoreContext>, key: String, peer: SocketAddr, upgraded: Upgraded) {
+    let http = &ctx.config().http;
+    let timeouts = ws::Timeouts {
+        idle: Duration::from_secs(http.idle_timeout_secs),
+        stall: Duration::from_secs(http.request_timeout_secs),
+    };
+    let io = RefCell::new(upgraded.io);
+    // The FLV header first, as its own message; then the viewer joins.
+    if !ws::send_message(&io, &FLV_HEADER, timeouts.stall).await {
+        ctx.metrics.closed("write_error");
+        return;
+    }
+    let viewer = join(&ctx, &key, peer, "ws_flv");
+    let queue = Rc::clone(&viewer.out.queue);
+    let sent = |n: usize| viewer.sent(&ctx, n);
+    let reason = ws::run(&io, upgraded.read_ahead, &queue, timeouts, &sent).await;
+    viewer.leave(&ctx, &key, peer, reason);
 }
 
 #[cfg(test)]
