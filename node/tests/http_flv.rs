@@ -153,10 +153,21 @@ fn own_paths_and_unknown_streams_are_refused() {
     // The API and health keep their paths.
     assert_eq!(node.http_request("GET", "/healthz", None).0, 200);
     let metrics = node.http_request("GET", "/metrics", None).1;
-    assert!(
-        metrics.contains("http_flv_reserved_app"),
+    let counted = |kind: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("corecast_errors_total{") && l.contains(&format!("kind=\"{kind}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!(
+        counted("http_flv_reserved_app"),
+        7.0,
         "refusals are counted by reason"
     );
+    assert_eq!(counted("http_flv_not_found"), 1.0);
     kill_and_reap(&mut publisher);
 }
 
@@ -196,6 +207,26 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[test]
 fn a_viewer_that_stops_reading_is_cut_and_memory_stays_bounded() {
+    stalled_viewer_is_cut(
+        "GET /live/noise.flv HTTP/1.1\r\nHost: t\r\n\r\n",
+        "HTTP/1.1 200",
+    );
+}
+
+#[test]
+fn a_websocket_viewer_that_stops_reading_is_cut_and_memory_stays_bounded() {
+    stalled_viewer_is_cut(
+        "GET /live/noise.flv HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        "HTTP/1.1 101",
+    );
+}
+
+/// A viewer that sends `request`, reads the head (starting `answered`) and a little more,
+/// then nothing, while a publisher pushes a 76 MiB stream as fast as it can: it is cut, the
+/// publisher goes on, and the node's memory grows by far less than the stream.
+fn stalled_viewer_is_cut(request: &str, answered: &str) {
     let dir = tempfile::tempdir().expect("temp dir");
     let noise = noisy_flv(dir.path());
     let size_kib = std::fs::metadata(&noise).expect("noise").len() / 1024;
@@ -240,15 +271,16 @@ fn a_viewer_that_stops_reading_is_cut_and_memory_stays_bounded() {
     })
     .expect("publish logged");
     let mut viewer = connect(node.http).expect("connect");
-    write!(viewer, "GET /live/noise.flv HTTP/1.1\r\nHost: t\r\n\r\n").expect("request");
+    viewer.write_all(request.as_bytes()).expect("request");
     viewer
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
     let mut first = [0u8; 512];
     let n = viewer.read(&mut first).expect("the head");
     assert!(
-        String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"),
-        "the viewer is answered"
+        String::from_utf8_lossy(&first[..n]).starts_with(answered),
+        "the viewer is answered: {}",
+        String::from_utf8_lossy(&first[..n])
     );
 
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -284,7 +316,7 @@ fn a_viewer_that_stops_reading_is_cut_and_memory_stays_bounded() {
     );
     peak = peak.max(rss_kib(node.pid()));
     let grown = peak.saturating_sub(before);
-    eprintln!("stalled http-flv viewer of a {size_kib} KiB stream: RSS peak +{grown} KiB");
+    eprintln!("stalled viewer of a {size_kib} KiB stream: RSS peak +{grown} KiB; {cut}");
     // A viewer that held what it did not read would have grown the node by the whole stream;
     // what it grows by is the publisher's frames passing through the allocator and the GOP
     // cache (measured +16 MiB for this 76 MiB stream; the viewer's queue is cut at 1 MiB).
@@ -296,26 +328,37 @@ fn a_viewer_that_stops_reading_is_cut_and_memory_stays_bounded() {
     assert_eq!(node.http_request("GET", "/healthz", None).0, 200);
 }
 
-/// A WebSocket client (Node.js's built-in one, from undici) that writes the binary messages it
-/// gets in `seconds` to `out`, then closes.
+/// A WebSocket client (the `websockets` Python package, in the tools venv that
+/// `scripts/install-deps.sh` makes) that writes the binary messages it gets in `seconds` to
+/// `out`, then closes (status 1000).
 const WS_CLIENT: &str = r#"
-const [url, out, secs] = process.argv.slice(1);
-const fs = require('fs');
-const ws = new WebSocket(url);
-ws.binaryType = 'arraybuffer';
-const chunks = [];
-let messages = 0;
-ws.onmessage = (e) => { messages++; chunks.push(Buffer.from(e.data)); };
-ws.onerror = (e) => { console.error('websocket error', e.message); process.exit(2); };
-ws.onclose = (e) => { console.error('closed early', e.code); process.exit(3); };
-ws.onopen = () => setTimeout(() => {
-  fs.writeFileSync(out, Buffer.concat(chunks));
-  console.log(messages);
-  ws.onclose = () => process.exit(0);
-  ws.close(1000);
-  setTimeout(() => process.exit(0), 2000);
-}, secs * 1000);
+import sys, time
+from websockets.sync.client import connect
+url, out, secs = sys.argv[1], sys.argv[2], float(sys.argv[3])
+chunks = []
+with connect(url, max_size=None, open_timeout=10, close_timeout=5) as ws:
+    end = time.monotonic() + secs
+    while (left := end - time.monotonic()) > 0:
+        try:
+            message = ws.recv(timeout=left)
+        except TimeoutError:
+            break
+        assert isinstance(message, bytes), "a text message"
+        chunks.append(message)
+open(out, "wb").write(b"".join(chunks))
+print(len(chunks))
 "#;
+
+/// The Python of the tools venv.
+fn tools_python() -> PathBuf {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: make test installs it (scripts/install-deps.sh)",
+        python.display()
+    );
+    python
+}
 
 #[test]
 fn a_websocket_client_gets_the_same_flv_in_binary_messages() {
@@ -325,8 +368,8 @@ fn a_websocket_client_gets_the_same_flv_in_binary_messages() {
     let mut publisher = publish_live(&node, &src, "ws");
     let got = dir.path().join("ws.flv");
     let client = output_with_deadline(
-        Command::new("node")
-            .args(["--experimental-websocket", "--no-warnings", "-e", WS_CLIENT])
+        Command::new(tools_python())
+            .args(["-c", WS_CLIENT])
             .arg(format!("ws://{}/live/ws.flv", node.http))
             .arg(&got)
             .arg("4"),

@@ -49,6 +49,16 @@ pub const RESERVED_APPS: &[&str] = &[
     "api", "hls", "play", "console", "metrics", "healthz", "readyz",
 ];
 
+/// Every reason a request is refused for (`corecast_errors_total{kind}`), so each series
+/// exists at zero from start-up.
+pub const ERROR_KINDS: [&str; 5] = [
+    "http_flv_reserved_app",
+    "http_flv_bad_name",
+    "http_flv_not_found",
+    "http_flv_auth",
+    "http_flv_ws_handshake",
+];
+
 /// The FLV file header (version 1, audio and video present) and the first previous-tag size.
 pub const FLV_HEADER: [u8; 13] = [b'F', b'L', b'V', 1, 0x05, 0, 0, 0, 9, 0, 0, 0, 0];
 
@@ -262,6 +272,12 @@ mod tests {
         assert_eq!(refusal("live", "x"), None);
         assert_eq!(refusal("live", "a/b"), Some("http_flv_bad_name"));
         assert_eq!(refusal("", "x"), Some("http_flv_bad_name"));
+        for reason in [refusal("api", "x"), refusal("", "x")]
+            .into_iter()
+            .flatten()
+        {
+            assert!(ERROR_KINDS.contains(&reason));
+        }
     }
 
     #[test]
