@@ -330,13 +330,15 @@ fn stalled_viewer_is_cut(request: &str, answered: &str) {
 
 /// A WebSocket client (the `websockets` Python package, in the tools venv that
 /// `scripts/install-deps.sh` makes) that writes the binary messages it gets in `seconds` to
-/// `out`, then closes (status 1000).
+/// `out`, then closes (status 1000); over TLS (`wss://`) with a CA file as a fourth argument.
 const WS_CLIENT: &str = r#"
 import sys, time
 from websockets.sync.client import connect
+import ssl
 url, out, secs = sys.argv[1], sys.argv[2], float(sys.argv[3])
+tls = ssl.create_default_context(cafile=sys.argv[4]) if len(sys.argv) > 4 else None
 chunks = []
-with connect(url, max_size=None, open_timeout=10, close_timeout=5) as ws:
+with connect(url, max_size=None, open_timeout=10, close_timeout=5, ssl=tls) as ws:
     end = time.monotonic() + secs
     while (left := end - time.monotonic()) > 0:
         try:
@@ -360,6 +362,84 @@ fn tools_python() -> PathBuf {
     python
 }
 
+/// Asserts that `got`, an FLV a client cut off mid-stream, holds a window of `src`'s packets
+/// from a keyframe on (remuxed whole first).
+fn assert_flv_window(src: &Path, got: &Path, dir: &Path) {
+    let bytes = std::fs::read(got).expect("what the client got");
+    assert!(bytes.starts_with(b"FLV\x01"), "an FLV file");
+    let clean = dir.join("clean.flv");
+    let remux = output_with_deadline(
+        Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-y", "-i"])
+            .arg(got)
+            .args(["-c", "copy", "-f", "flv"])
+            .arg(&clean),
+        Duration::from_secs(30),
+    );
+    assert!(remux.status.success(), "ffmpeg could not read it");
+    let source = packets(src);
+    let played = packets(&clean);
+    for kind in ["video", "audio"] {
+        let want = from_first_keyframe(&source, kind);
+        let got = from_first_keyframe(&played, kind);
+        assert!(got.len() > 25, "{kind}: only {} packets", got.len());
+        assert_window(&want, &got, kind);
+    }
+}
+
+#[test]
+fn https_and_wss_serve_the_same_flv_with_the_rtmps_certificate() {
+    use support::tls::{rtmps_section, CertFiles, TestCa};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = TestCa::new("corecast test CA");
+    let ca_file = ca.write_to(&dir.path().join("ca.pem"));
+    let files = CertFiles::in_dir(dir.path());
+    files.install(&ca.issue(&["127.0.0.1", "localhost"]));
+    let (rtmps, _) = rtmps_section(&files, "");
+    let node = Node::start(1, &format!("{rtmps}\n[http]\ntls = true\n"), dir.path());
+    let src = shared_flv(12);
+    let mut publisher = publish_live(&node, &src, "tls");
+
+    let https = dir.path().join("https.flv");
+    let fetched = output_with_deadline(
+        Command::new("curl")
+            .args(["-sS", "--max-time", "4", "--cacert"])
+            .arg(&ca_file)
+            .arg("-o")
+            .arg(&https)
+            .arg(format!(
+                "https://localhost:{}/live/tls.flv",
+                node.http.port()
+            )),
+        Duration::from_secs(30),
+    );
+    assert_eq!(
+        fetched.status.code(),
+        Some(28),
+        "curl reads until its time is up: {}",
+        String::from_utf8_lossy(&fetched.stderr)
+    );
+    assert_flv_window(&src, &https, dir.path());
+
+    let wss = dir.path().join("wss.flv");
+    let client = output_with_deadline(
+        Command::new(tools_python())
+            .args(["-c", WS_CLIENT])
+            .arg(format!("wss://localhost:{}/live/tls.flv", node.http.port()))
+            .arg(&wss)
+            .arg("4")
+            .arg(&ca_file),
+        Duration::from_secs(30),
+    );
+    assert!(
+        client.status.success(),
+        "the wss client failed: {}",
+        String::from_utf8_lossy(&client.stderr)
+    );
+    assert_flv_window(&src, &wss, dir.path());
+    kill_and_reap(&mut publisher);
+}
+
 #[test]
 fn a_websocket_client_gets_the_same_flv_in_binary_messages() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -380,27 +460,7 @@ fn a_websocket_client_gets_the_same_flv_in_binary_messages() {
         "the WebSocket client failed: {}",
         String::from_utf8_lossy(&client.stderr)
     );
-    let bytes = std::fs::read(&got).expect("what the client got");
-    assert!(bytes.starts_with(b"FLV\x01"), "an FLV file");
-    // The client stopped mid-stream: remux what it got whole.
-    let clean = dir.path().join("ws-clean.flv");
-    let remux = output_with_deadline(
-        Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-y", "-i"])
-            .arg(&got)
-            .args(["-c", "copy", "-f", "flv"])
-            .arg(&clean),
-        Duration::from_secs(30),
-    );
-    assert!(remux.status.success(), "ffmpeg could not read it");
-    let source = packets(&src);
-    let played = packets(&clean);
-    for kind in ["video", "audio"] {
-        let want = from_first_keyframe(&source, kind);
-        let got = from_first_keyframe(&played, kind);
-        assert!(got.len() > 25, "{kind}: only {} packets in 4 s", got.len());
-        assert_window(&want, &got, kind);
-    }
+    assert_flv_window(&src, &got, dir.path());
     node.wait_log(Duration::from_secs(10), |l| {
         l.contains("http-flv closed") && l.contains("stream=live/ws") && l.contains("peer_closed")
     })
