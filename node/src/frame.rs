@@ -54,7 +54,8 @@ pub struct FrameData {
     /// The message body as received (kept for protocols that re-frame it, e.g. pull).
     pub payload: Bytes,
     /// The FLV tag form (tag header, payload, previous-tag size), built by the first HTTP-FLV
-    /// viewer that needs it and shared by all of them, on every core.
+    /// viewer that needs it and shared by all of them, on every core. Its three records are
+    /// inline (so [`FrameData::held_len`] counts them); only its 15 framing bytes are not.
     flv: OnceLock<[Bytes; 3]>,
 }
 
@@ -215,6 +216,25 @@ mod tests {
             std::ptr::eq(frame.flv_parts(), frame.flv_parts()),
             "built once"
         );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_tag_header_reads_back_as_its_type_size_and_timestamp(
+            tag_type in proptest::sample::select(vec![8u8, 9, 18]),
+            timestamp in proptest::prelude::any::<u32>(),
+            len in 0usize..0x0100_0000,
+        ) {
+            let framing = flv_tag_framing(tag_type, timestamp, len);
+            proptest::prop_assert_eq!(framing[0], tag_type);
+            let size = u32::from_be_bytes([0, framing[1], framing[2], framing[3]]) as usize;
+            proptest::prop_assert_eq!(size, len);
+            let low = u32::from_be_bytes([0, framing[4], framing[5], framing[6]]);
+            proptest::prop_assert_eq!(low | (u32::from(framing[7]) << 24), timestamp);
+            proptest::prop_assert_eq!(&framing[8..11], &[0, 0, 0]);
+            let previous = u32::from_be_bytes([framing[11], framing[12], framing[13], framing[14]]);
+            proptest::prop_assert_eq!(previous as usize, FLV_TAG_HEADER_LEN + len);
+        }
     }
 
     #[test]
