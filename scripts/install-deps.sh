@@ -3,7 +3,7 @@
 # README's commands), nginx with the RTMP module (the comparison peer), and Prometheus (the
 # dashboard test), systemd-analyze (the unit file test), iproute2 and nftables (the
 # multi-host cluster test), HAProxy (the PROXY protocol tests), and a Python venv in .tools/
-# with kubernetes-validate (the manifest test), PostgreSQL (the livestream registry's
+# with kubernetes-validate (the manifest test) and websockets (the WebSocket-FLV test), PostgreSQL (the livestream registry's
 # shared-database tests), chromium and playwright-core (the console page's browser test). Installs with apt-get when missing and allowed,
 # otherwise says exactly what to install.
 set -euo pipefail

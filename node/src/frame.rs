@@ -13,7 +13,7 @@
 
 use std::ops::Deref;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use corecast_common::chunk::encode_shared;
@@ -53,6 +53,10 @@ pub struct FrameData {
     pub wire_len: usize,
     /// The message body as received (kept for protocols that re-frame it, e.g. pull).
     pub payload: Bytes,
+    /// The FLV tag form (tag header, payload, previous-tag size), built by the first HTTP-FLV
+    /// viewer that needs it and shared by all of them, on every core. Its three records are
+    /// inline (so [`FrameData::held_len`] counts them); only its 15 framing bytes are not.
+    flv: OnceLock<[Bytes; 3]>,
 }
 
 impl FrameData {
@@ -89,7 +93,35 @@ impl FrameData {
             parts,
             wire_len,
             payload: message.payload,
+            flv: OnceLock::new(),
         }
+    }
+
+    /// The FLV tag of this frame as three parts: the 11-byte tag header, the payload (shared,
+    /// not copied) and the 4-byte previous-tag size. Built once per frame, on first use.
+    pub fn flv_parts(&self) -> &[Bytes; 3] {
+        self.flv.get_or_init(|| {
+            let tag_type = match self.kind {
+                MediaKind::Audio => 8,
+                MediaKind::Video => 9,
+                MediaKind::Data => 18,
+            };
+            let framing = Bytes::copy_from_slice(&flv_tag_framing(
+                tag_type,
+                self.timestamp,
+                self.payload.len(),
+            ));
+            [
+                framing.slice(..FLV_TAG_HEADER_LEN),
+                self.payload.clone(),
+                framing.slice(FLV_TAG_HEADER_LEN..),
+            ]
+        })
+    }
+
+    /// Bytes of the FLV tag form ([`FrameData::flv_parts`]).
+    pub fn flv_len(&self) -> usize {
+        FLV_TAG_HEADER_LEN + self.payload.len() + 4
     }
 
     /// What holding this frame costs in memory, as far as the node can tell: its wire bytes
@@ -109,6 +141,26 @@ impl FrameData {
     pub fn is_droppable_video(&self) -> bool {
         self.kind == MediaKind::Video && !self.keyframe && !self.sequence_header
     }
+}
+
+/// Bytes of an FLV tag header.
+pub const FLV_TAG_HEADER_LEN: usize = 11;
+
+/// The FLV tag header of a `tag_type` tag (8 audio, 9 video, 18 script data) of `len` payload
+/// bytes at `timestamp` ms, followed by the tag's 4-byte previous-tag size (header + payload).
+/// A payload over the 24-bit size field's range cannot come from RTMP (its message length is
+/// 24 bits too); it is clamped rather than wrapped.
+pub fn flv_tag_framing(tag_type: u8, timestamp: u32, len: usize) -> [u8; FLV_TAG_HEADER_LEN + 4] {
+    let len = len.min(0xFF_FFFF) as u32;
+    let mut out = [0u8; FLV_TAG_HEADER_LEN + 4];
+    out[0] = tag_type;
+    out[1..4].copy_from_slice(&len.to_be_bytes()[1..]);
+    // Timestamp: the low 24 bits, then the extension byte with the high 8.
+    out[4..7].copy_from_slice(&timestamp.to_be_bytes()[1..]);
+    out[7] = (timestamp >> 24) as u8;
+    // Stream id (3 bytes) stays 0.
+    out[FLV_TAG_HEADER_LEN..].copy_from_slice(&(FLV_TAG_HEADER_LEN as u32 + len).to_be_bytes());
+    out
 }
 
 /// A frame as held on one core: an `Rc` around the shared `Arc`, so per-player clones are
@@ -135,5 +187,60 @@ impl Deref for LocalFrame {
     type Target = FrameData;
     fn deref(&self) -> &FrameData {
         &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_flv_tag_is_header_payload_and_previous_size() {
+        let frame = FrameData::encode(
+            MediaKind::Video,
+            0x0102_0304,
+            Bytes::from_static(&[0x17, 1, 0, 0, 0, 9]),
+            4096,
+        );
+        let [header, payload, size] = frame.flv_parts();
+        assert_eq!(&header[..], &[9, 0, 0, 6, 0x02, 0x03, 0x04, 0x01, 0, 0, 0]);
+        assert_eq!(payload, &frame.payload);
+        assert_eq!(
+            payload.as_ptr(),
+            frame.payload.as_ptr(),
+            "the payload is shared"
+        );
+        assert_eq!(&size[..], &17u32.to_be_bytes());
+        assert_eq!(frame.flv_len(), 21);
+        assert!(
+            std::ptr::eq(frame.flv_parts(), frame.flv_parts()),
+            "built once"
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_tag_header_reads_back_as_its_type_size_and_timestamp(
+            tag_type in proptest::sample::select(vec![8u8, 9, 18]),
+            timestamp in proptest::prelude::any::<u32>(),
+            len in 0usize..0x0100_0000,
+        ) {
+            let framing = flv_tag_framing(tag_type, timestamp, len);
+            proptest::prop_assert_eq!(framing[0], tag_type);
+            let size = u32::from_be_bytes([0, framing[1], framing[2], framing[3]]) as usize;
+            proptest::prop_assert_eq!(size, len);
+            let low = u32::from_be_bytes([0, framing[4], framing[5], framing[6]]);
+            proptest::prop_assert_eq!(low | (u32::from(framing[7]) << 24), timestamp);
+            proptest::prop_assert_eq!(&framing[8..11], &[0, 0, 0]);
+            let previous = u32::from_be_bytes([framing[11], framing[12], framing[13], framing[14]]);
+            proptest::prop_assert_eq!(previous as usize, FLV_TAG_HEADER_LEN + len);
+        }
+    }
+
+    #[test]
+    fn audio_and_data_tags_have_their_types() {
+        assert_eq!(flv_tag_framing(8, 0, 0)[0], 8);
+        assert_eq!(flv_tag_framing(18, 0, 0)[0], 18);
+        assert_eq!(&flv_tag_framing(18, 0, 0)[11..], &11u32.to_be_bytes());
     }
 }

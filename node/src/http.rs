@@ -1,4 +1,5 @@
-//! The HTTP endpoint on every core: `/metrics`, `/healthz`, `/readyz` and the JSON API.
+//! The HTTP endpoint on every core: `/metrics`, `/healthz`, `/readyz`, the JSON API and
+//! HTTP-FLV ([`crate::flv_http`]).
 //!
 //! HTTP itself (keep-alive, HEAD, limits, deadlines) is [`crate::httpd`]'s and the API's
 //! conventions (JSON errors, paging, the token) are [`crate::api`]'s; this module is the
@@ -281,6 +282,12 @@ pub(crate) static ROUTES: &[Route<CoreContext>] = &[
         method: Method::GET,
         path: "/console/session",
         handler: livestreams::console_session,
+    },
+    // Last: any `/{app}/{name}.flv` the routes above do not claim (HTTP-FLV).
+    Route {
+        method: Method::GET,
+        path: "/{app}/{name}.flv",
+        handler: crate::flv_http::play,
     },
 ];
 

@@ -37,6 +37,7 @@ pub mod clients;
 pub mod cluster;
 pub mod config;
 pub mod core;
+pub mod flv_http;
 pub mod frame;
 pub mod http;
 pub mod httpd;

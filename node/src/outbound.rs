@@ -36,6 +36,16 @@ impl Outbound {
         })
     }
 
+    /// The outbound side of an HTTP-FLV viewer: frames leave as FLV tags, session messages
+    /// are dropped (see [`SubscriberQueue::new_flv`]).
+    pub fn new_flv(limits: QueueLimits) -> Rc<Outbound> {
+        Rc::new(Outbound {
+            queue: Rc::new(RefCell::new(SubscriberQueue::new_flv(limits))),
+            encoder: RefCell::new(ChunkEncoder::new()),
+            pending: RefCell::new(BytesMut::new()),
+        })
+    }
+
     /// Encodes a message into the pending buffer.
     pub fn send(&self, message: &RtmpMessage) {
         self.encoder

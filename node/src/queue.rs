@@ -23,6 +23,8 @@ enum Outgoing {
     Control(Bytes),
     /// A shared media frame.
     Frame(LocalFrame),
+    /// A shared media frame in its FLV tag form (an HTTP-FLV viewer's queue).
+    Flv(LocalFrame),
 }
 
 impl Outgoing {
@@ -31,6 +33,7 @@ impl Outgoing {
         match self {
             Outgoing::Control(b) => std::slice::from_ref(b),
             Outgoing::Frame(f) => &f.parts,
+            Outgoing::Flv(f) => f.flv_parts(),
         }
     }
 
@@ -38,6 +41,7 @@ impl Outgoing {
         match self {
             Outgoing::Control(b) => b.len(),
             Outgoing::Frame(f) => f.wire_len,
+            Outgoing::Flv(f) => f.flv_len(),
         }
     }
 }
@@ -104,6 +108,8 @@ pub struct SubscriberQueue {
     waiting_since: Option<u64>,
     /// The tick epoch at which the writer was last handed to the tick.
     deferred_at: Option<u64>,
+    /// Frames go out as FLV tags and session (RTMP) bytes are not taken: an HTTP-FLV viewer.
+    flv: bool,
 }
 
 impl SubscriberQueue {
@@ -126,6 +132,16 @@ impl SubscriberQueue {
             batching: false,
             waiting_since: None,
             deferred_at: None,
+            flv: false,
+        }
+    }
+
+    /// An empty queue whose frames go out as FLV tags ([`crate::frame::FrameData::flv_parts`]);
+    /// RTMP session bytes (the status messages a replica sends its players) are dropped.
+    pub fn new_flv(limits: QueueLimits) -> SubscriberQueue {
+        SubscriberQueue {
+            flv: true,
+            ..SubscriberQueue::new(limits)
         }
     }
 
@@ -165,7 +181,7 @@ impl SubscriberQueue {
     /// count against the hard bound like media: a peer that pipelines commands and never
     /// reads their replies is a slow consumer too, not a way to grow this queue without end.
     pub fn push_control(&mut self, bytes: Bytes) -> PushOutcome {
-        if self.closed || self.finishing || bytes.is_empty() {
+        if self.closed || self.finishing || self.flv || bytes.is_empty() {
             return PushOutcome::Dropped;
         }
         let overhead = (self.control_items + 1) * REPLY_OVERHEAD_BYTES;
@@ -196,7 +212,12 @@ impl SubscriberQueue {
         if self.closed || self.finishing {
             return PushOutcome::Dropped;
         }
-        if self.queued_bytes + frame.wire_len > self.limits.hard_max_bytes {
+        let len = if self.flv {
+            frame.flv_len()
+        } else {
+            frame.wire_len
+        };
+        if self.queued_bytes + len > self.limits.hard_max_bytes {
             self.overflowed = true;
             self.close();
             return PushOutcome::Overflow;
@@ -215,8 +236,12 @@ impl SubscriberQueue {
             return PushOutcome::Dropped;
         }
         self.note_filling();
-        self.queued_bytes += frame.wire_len;
-        self.items.push_back(Outgoing::Frame(frame));
+        self.queued_bytes += len;
+        self.items.push_back(if self.flv {
+            Outgoing::Flv(frame)
+        } else {
+            Outgoing::Frame(frame)
+        });
         if self.batching && self.queued_bytes < MERGE_ENOUGH_BYTES {
             // The writer writes at the next tick: hand it to the tick instead of waking it
             // now only to have it wait.
@@ -494,6 +519,31 @@ mod tests {
         assert!(!q.ready_to_write(), "and only once");
         q.push_frame(video(false, MERGE_ENOUGH_BYTES));
         assert!(q.ready_to_write(), "a full batch does not wait");
+    }
+
+    #[test]
+    fn an_flv_queue_sends_tags_takes_no_session_bytes_and_is_bounded() {
+        let mut q = SubscriberQueue::new_flv(limits());
+        assert_eq!(
+            q.push_control(Bytes::from_static(b"rtmp")),
+            PushOutcome::Dropped
+        );
+        let f = video(true, 1000);
+        let expected: Vec<u8> = f.flv_parts().concat();
+        assert_eq!(q.push_frame(f), PushOutcome::Queued);
+        assert_eq!(q.queued_bytes(), expected.len());
+        let mut iov = Vec::new();
+        q.gather(&mut iov, 64, usize::MAX);
+        let flat: Vec<u8> = iov.iter().flat_map(|s| s.iter().copied()).collect();
+        assert_eq!(flat, expected);
+        drop(iov);
+        assert_eq!(q.push_frame(video(true, 10_000)), PushOutcome::Queued);
+        assert_eq!(q.push_frame(video(false, 100)), PushOutcome::Dropped);
+        for _ in 0..8 {
+            q.push_frame(video(true, 10_000));
+        }
+        assert_eq!(q.push_frame(video(true, 10_000)), PushOutcome::Overflow);
+        assert!(q.overflowed());
     }
 
     #[test]

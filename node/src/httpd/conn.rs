@@ -38,6 +38,7 @@ use super::body::{text, Body};
 use super::deadline::{Deadlines, Phase, RequestDone, Watchdog};
 use super::io::{Io, Stream};
 use super::slots::{BodyBytes, PortSlots, Slots};
+use super::upgrade::{Upgraded, Upgrades};
 use super::{Reply, Request, Response};
 use crate::core::CoreContext;
 
@@ -114,6 +115,17 @@ pub async fn serve<H>(
     }));
     let mut conn = builder(&limits).serve_connection(io, service);
     let ended = drive(&mut conn, &deadlines).await;
+    let upgrade = ctx.feature::<Upgrades>().take(peer);
+    if let (Ok(Ok(())), Some(next)) = (&ended, upgrade) {
+        // A 101 was written: the handler's continuation has the connection now.
+        let parts = conn.into_parts();
+        next(Upgraded {
+            io: parts.io,
+            read_ahead: parts.read_buf,
+        })
+        .await;
+        return;
+    }
     if report(ctx, peer, port.label, ended) {
         conn.into_parts().io.linger_close().await;
     }

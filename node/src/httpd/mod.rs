@@ -21,9 +21,9 @@
 //! - *vectored writes*: without them hyper flattens (copies) every body into one buffer;
 //!   [`io::Io`] writes head and body slices in one `sendmsg`.
 //!
-//! Upgrades (`with_upgrades`) need `Send` I/O, which glommio's stream is not. WebSocket will
-//! therefore take the connection back with `without_shutdown`/`into_parts` after the 101 and
-//! run a futures-io WebSocket (async-tungstenite) on the glommio stream.
+//! Upgrades (`with_upgrades`) need `Send` I/O, which glommio's stream is not. A handler that
+//! answers 101 (WebSocket-FLV) registers a continuation ([`upgrade`]); the connection's task
+//! takes the stream back from hyper (`poll_without_shutdown`, `into_parts`) and runs it.
 //!
 //! # Layout
 //! - [`io`]: the hyper I/O adapter over glommio's `TcpStream`.
@@ -32,6 +32,7 @@
 //! - [`body`]: [`Body`], the response body (whole byte chunks, length known).
 //! - [`router`]: a static table of routes that a port's handlers plug into.
 //! - [`slots`]: a port's per-core connections (idle eviction) and body bytes in flight.
+//! - [`upgrade`]: connections taken over after a 101.
 
 pub mod body;
 pub mod conn;
@@ -39,6 +40,7 @@ pub mod deadline;
 pub mod io;
 pub mod router;
 pub mod slots;
+pub mod upgrade;
 
 pub use body::Body;
 

@@ -2,7 +2,8 @@
 //! what answers a path none of them knows.
 //!
 //! A pattern is a path whose `{name}` segments match any one non-empty segment, which the
-//! handler reads from its [`Params`]. Leading and trailing slashes do not matter. `HEAD` is
+//! handler reads from its [`Params`]; `{name}.flv` matches a segment ending in `.flv` and
+//! gives `name` what comes before it (never empty). Leading and trailing slashes do not matter. `HEAD` is
 //! served by the `GET` route (hyper sends the `Content-Length` without the body). A path that
 //! a route knows under other methods gets the port's `method_not_allowed` (405) with `Allow`
 //! added; any other path goes to the port's `not_found` (a 404). Both are the port's so that
@@ -106,9 +107,10 @@ fn matches(pattern: &'static str, path: &str) -> Option<Params> {
     loop {
         match (want.next(), got.next()) {
             (None, None) => return Some(params),
-            (Some(w), Some(g)) => match w.strip_prefix('{').and_then(|w| w.strip_suffix('}')) {
-                Some(name) if !g.is_empty() => {
-                    let value = percent_decode_str(g).decode_utf8().ok()?;
+            (Some(w), Some(g)) => match w.strip_prefix('{').and_then(|w| w.split_once('}')) {
+                Some((name, suffix)) => {
+                    let stem = g.strip_suffix(suffix).filter(|s| !s.is_empty())?;
+                    let value = percent_decode_str(stem).decode_utf8().ok()?;
                     params.0.push((name, value.into_owned()));
                 }
                 None if w == g => {}
@@ -189,6 +191,18 @@ mod tests {
         let params = matches("/s/{name}", "/s/caf%C3%A9%20x").expect("matches");
         assert_eq!(params.get("name"), "café x");
         assert!(matches("/s/{name}", "/s/%FF").is_none(), "not UTF-8");
+    }
+
+    #[test]
+    fn a_param_may_have_a_literal_suffix() {
+        let params = matches("/{app}/{name}.flv", "/live/a%2Eb.flv").expect("matches");
+        assert_eq!((params.get("app"), params.get("name")), ("live", "a.b"));
+        assert!(
+            matches("/{app}/{name}.flv", "/live/.flv").is_none(),
+            "empty"
+        );
+        assert!(matches("/{app}/{name}.flv", "/live/x.flv2").is_none());
+        assert!(matches("/{app}/{name}.flv", "/live/x").is_none());
     }
 
     #[test]

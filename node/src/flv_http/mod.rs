@@ -1,0 +1,292 @@
+//! HTTP-FLV: `GET /{app}/{name}.flv` on `http.listen`, a live stream as one endless FLV file,
+//! the way SRS serves it.
+//!
+//! A viewer is one more player of the stream's replica on the core that took the request
+//! (see [`crate::stream`]): it gets the same snapshot (metadata, sequence headers, GOP) and the
+//! same live frames as an RTMP player, through the same [`crate::queue::SubscriberQueue`] with
+//! the same bounds (`player.queue_max_bytes` skips video until a keyframe,
+//! `player.queue_hard_max_bytes` cuts the viewer). Its queue is an FLV queue: each frame goes
+//! out as the FLV tag the frame builds once ([`crate::frame::FrameData::flv_parts`]) and every
+//! viewer on every core shares, the payload never copied. A task per viewer moves the queue
+//! into the response's streamed body ([`crate::httpd::body::Body::channel`]); hyper sends it
+//! chunked. A viewer that stops reading fills the body channel, then its queue, and is cut
+//! at the hard bound, or earlier by the HTTP write deadline (see [`crate::httpd::deadline`]).
+//!
+//! What is refused, and why (each logged and counted in `corecast_errors_total`):
+//! - an app named like the node's own paths ([`RESERVED_APPS`]): 404, so `/api/x.flv` can
+//!   never be mistaken for a stream;
+//! - a stream with no publisher on this node now (HTTP has no "wait": a 404 at once, where an
+//!   RTMP player would wait `player.wait_for_publisher_secs`);
+//! - an app whose play authorization is not `open`: 403 (HTTP-FLV has no token check yet).
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_lite::future;
+use hyper::header::{HeaderValue, ACCESS_CONTROL_ALLOW_ORIGIN};
+use hyper::{Method, StatusCode};
+use tracing::info;
+
+use crate::api::ApiError;
+use crate::clients::{ClientHandle, ClientRole};
+use crate::config::{AuthMode, Direction};
+use crate::core::CoreContext;
+use crate::httpd::body::{with_type, Body, BodySender};
+use crate::httpd::upgrade::{Continuation, Upgraded, Upgrades};
+use crate::httpd::{self, ready, Params, Reply, Request, Response};
+use crate::outbound::Outbound;
+use crate::queue::QueueLimits;
+use crate::stream::Player;
+
+mod pump;
+pub mod ws;
+
+/// App names that would shadow the node's own paths on `http.listen`.
+pub const RESERVED_APPS: &[&str] = &[
+    "api", "hls", "play", "console", "metrics", "healthz", "readyz",
+];
+
+/// Every reason a request is refused for (`corecast_errors_total{kind}`), so each series
+/// exists at zero from start-up.
+pub const ERROR_KINDS: [&str; 5] = [
+    "http_flv_reserved_app",
+    "http_flv_bad_name",
+    "http_flv_not_found",
+    "http_flv_auth",
+    "http_flv_ws_handshake",
+];
+
+/// The FLV file header (version 1, audio and video present) and the first previous-tag size.
+pub const FLV_HEADER: [u8; 13] = [b'F', b'L', b'V', 1, 0x05, 0, 0, 0, 9, 0, 0, 0, 0];
+
+/// Body chunks waiting between a viewer's queue and hyper (three per frame: the queue holds
+/// the rest, counted against its bounds).
+const BODY_CHANNEL_CHUNKS: usize = 16;
+
+/// How often a viewer with nothing to send checks that its connection is still there.
+const CLOSED_CHECK: Duration = Duration::from_secs(1);
+
+/// Why a request for `app`/`name` is refused, if it is.
+pub fn refusal(app: &str, name: &str) -> Option<&'static str> {
+    if RESERVED_APPS.contains(&app) {
+        Some("http_flv_reserved_app")
+    } else if app.is_empty() || name.is_empty() || name.contains('/') || app.contains('/') {
+        Some("http_flv_bad_name")
+    } else {
+        None
+    }
+}
+
+/// `GET` (and `HEAD`) `/{app}/{name}.flv`.
+pub fn play(ctx: &Rc<CoreContext>, request: Request, params: Params) -> Reply {
+    let (app, name) = (params.get("app"), params.get("name"));
+    let peer = httpd::peer(&request);
+    let refuse = |reason: &'static str, error: ApiError| {
+        info!(core = ctx.id.0, %peer, app, reason, "http-flv refused");
+        ctx.metrics.error(reason);
+        ready(cors(error.into_response()))
+    };
+    if let Some(reason) = refusal(app, name) {
+        return refuse(
+            reason,
+            ApiError::not_found(format!("no stream {app}/{name}")),
+        );
+    }
+    if ctx.config().auth.mode(app, Direction::Play) != AuthMode::Open {
+        let error = ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("playing {app} needs authorization, which HTTP-FLV does not offer"),
+        );
+        return refuse("http_flv_auth", error);
+    }
+    let key = format!("{app}/{name}");
+    if ctx.shared.directory.publisher(&key).is_none() {
+        return refuse(
+            "http_flv_not_found",
+            ApiError::not_found(format!("no stream {key}")),
+        );
+    }
+    match ws::handshake(request.headers()) {
+        ws::Handshake::None => {}
+        ws::Handshake::Bad(why) => {
+            let error = ApiError::bad_request(format!("bad WebSocket handshake: {why}"));
+            return refuse("http_flv_ws_handshake", error);
+        }
+        ws::Handshake::Accept(accept) => {
+            let Some(response) = ws::switching(&accept) else {
+                let error = ApiError::bad_request("bad Sec-WebSocket-Key");
+                return refuse("http_flv_ws_handshake", error);
+            };
+            let upgrades = ctx.feature::<Upgrades>();
+            let ctx = Rc::clone(ctx);
+            let next: Continuation =
+                Box::new(move |upgraded| Box::pin(watch_ws(ctx, key, peer, upgraded)));
+            upgrades.register(peer, next);
+            return ready(response);
+        }
+    }
+    let (mut sender, body) = Body::channel(BODY_CHANNEL_CHUNKS);
+    let response = cors(with_type(StatusCode::OK, "video/x-flv", body));
+    if request.method() == Method::HEAD {
+        // The head alone: nobody joins.
+        return ready(response);
+    }
+    // The channel is empty: the header always fits.
+    if sender.try_send(Bytes::from_static(&FLV_HEADER)).is_ok() {
+        watch(Rc::clone(ctx), key, peer, sender);
+    }
+    ready(response)
+}
+
+/// Adds `Access-Control-Allow-Origin: *` (browsers' players fetch from other origins).
+fn cors(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    response
+}
+
+/// A viewer that joined a stream: its queue, its client record, its gauge.
+struct Viewer {
+    id: u64,
+    out: Rc<Outbound>,
+    client: Rc<ClientHandle>,
+    open: prometheus::IntGauge,
+}
+
+/// Joins `key` as a viewer over `transport` (`http_flv`, `ws_flv`): a player of the replica
+/// on this core with an FLV queue, and a client of the API.
+fn join(ctx: &Rc<CoreContext>, key: &str, peer: SocketAddr, transport: &'static str) -> Viewer {
+    let player = &ctx.config().player;
+    let out = Outbound::new_flv(QueueLimits {
+        soft_max_bytes: player.queue_max_bytes,
+        hard_max_bytes: player.queue_hard_max_bytes,
+    });
+    let id = ctx.new_connection_id();
+    let open = ctx.metrics.accepted(transport);
+    let client = Rc::new(ClientHandle {
+        id,
+        peer,
+        transport,
+        since: Instant::now(),
+        role: Cell::new(ClientRole::Playing),
+        stream: RefCell::new(Some(key.to_owned())),
+        bytes_in: Cell::new(0),
+        bytes_out: Cell::new(0),
+        out: Rc::clone(&out),
+        taken_over: Cell::new(false),
+        reconnect_app: RefCell::new(None),
+    });
+    ctx.add_client(Rc::clone(&client));
+    info!(conn = id, core = ctx.id.0, %peer, stream = %key, transport, "http-flv play");
+    ctx.add_player(
+        key,
+        Player {
+            connection: id,
+            out: Rc::clone(&out),
+            audio: true,
+            video: true,
+            paused: false,
+        },
+    );
+    Viewer {
+        id,
+        out,
+        client,
+        open,
+    }
+}
+
+impl Viewer {
+    /// Counts `n` bytes sent.
+    fn sent(&self, ctx: &CoreContext, n: usize) {
+        let client = &self.client;
+        client.bytes_out.set(client.bytes_out.get() + n as u64);
+        ctx.metrics.sent_bytes.inc_by(n as u64);
+    }
+
+    /// Leaves the stream and the client list; logs and counts `reason`.
+    fn leave(self, ctx: &CoreContext, key: &str, peer: SocketAddr, reason: &'static str) {
+        ctx.remove_player(key, self.id);
+        ctx.remove_client(self.id);
+        self.out.queue.borrow_mut().close();
+        self.open.dec();
+        ctx.metrics.closed(reason);
+        info!(conn = self.id, %peer, stream = %key, reason, "http-flv closed");
+    }
+}
+
+/// Serves `key` to `sender`'s response in a task of its own, until the response or the
+/// queue ends.
+fn watch(ctx: Rc<CoreContext>, key: String, peer: SocketAddr, sender: BodySender) {
+    let viewer = join(&ctx, &key, peer, "http_flv");
+    glommio::spawn_local(async move {
+        let queue = Rc::clone(&viewer.out.queue);
+        let sent = |n: usize| viewer.sent(&ctx, n);
+        let watcher = sender.clone();
+        let reason = future::or(pump::run(&queue, sender, &sent), async {
+            while !watcher.is_closed() {
+                glommio::timer::Timer::new(CLOSED_CHECK).await;
+            }
+            "peer_closed"
+        })
+        .await;
+        viewer.leave(&ctx, &key, peer, reason);
+    })
+    .detach();
+}
+
+/// Serves `key` over the WebSocket `upgraded` (after the 101) until either end leaves.
+async fn watch_ws(ctx: Rc<CoreContext>, key: String, peer: SocketAddr, upgraded: Upgraded) {
+    let http = &ctx.config().http;
+    let timeouts = ws::Timeouts {
+        idle: Duration::from_secs(http.idle_timeout_secs),
+        stall: Duration::from_secs(http.request_timeout_secs),
+    };
+    let io = RefCell::new(upgraded.io);
+    // The FLV header first, as its own message; then the viewer joins.
+    if !ws::send_message(&io, &FLV_HEADER, timeouts.stall).await {
+        ctx.metrics.closed("write_error");
+        return;
+    }
+    let viewer = join(&ctx, &key, peer, "ws_flv");
+    let queue = Rc::clone(&viewer.out.queue);
+    let sent = |n: usize| viewer.sent(&ctx, n);
+    let reason = ws::run(&io, upgraded.read_ahead, &queue, timeouts, &sent).await;
+    viewer.leave(&ctx, &key, peer, reason);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_node_own_paths_are_not_apps() {
+        for app in RESERVED_APPS {
+            assert_eq!(refusal(app, "x"), Some("http_flv_reserved_app"));
+        }
+        assert_eq!(refusal("live", "x"), None);
+        assert_eq!(refusal("live", "a/b"), Some("http_flv_bad_name"));
+        assert_eq!(refusal("", "x"), Some("http_flv_bad_name"));
+        for reason in [refusal("api", "x"), refusal("", "x")]
+            .into_iter()
+            .flatten()
+        {
+            assert!(ERROR_KINDS.contains(&reason));
+        }
+    }
+
+    #[test]
+    fn the_header_announces_audio_and_video() {
+        assert_eq!(&FLV_HEADER[..3], b"FLV");
+        assert_eq!(FLV_HEADER[4], 0x05);
+        assert_eq!(
+            u32::from_be_bytes([FLV_HEADER[5], FLV_HEADER[6], FLV_HEADER[7], FLV_HEADER[8]]),
+            9
+        );
+    }
+}

@@ -1,0 +1,486 @@
+//! HTTP-FLV (`GET /{app}/{name}.flv` on `http.listen`) against the real binary: ffmpeg copies
+//! the stream and gets the source's packets, ffprobe sees H.264 and AAC, curl sees the headers,
+//! the node's own paths are no apps, and a viewer that stops reading is cut with the node's
+//! memory bounded.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::client::closed_within;
+use support::media::Packet;
+use support::media::{from_first_keyframe, packets, publish, shared_flv, stderr_of, wait_exit};
+use support::node::{is_line, Node};
+use support::process::{connect, kill_and_reap, output_with_deadline};
+
+/// Publishes `src` to `live/{name}` (in real time) and waits until the node has it.
+fn publish_live(node: &Node, src: &Path, name: &str) -> std::process::Child {
+    let publisher = publish(src, &node.url(&format!("live/{name}")));
+    node.wait_log(Duration::from_secs(20), |l| {
+        is_line(l, "publish", &format!("live/{name}"))
+    })
+    .expect("publish logged");
+    publisher
+}
+
+fn flv_url(node: &Node, path: &str) -> String {
+    format!("http://{}/{path}", node.http)
+}
+
+/// Asserts that `played` is a contiguous run of `source` (a viewer joins at a keyframe and
+/// copies a few seconds: a window of the source, with no packet lost, repeated or changed).
+fn assert_window(source: &[Packet], played: &[Packet], kind: &str) {
+    assert!(!played.is_empty(), "no {kind} packets played");
+    let start = source
+        .iter()
+        .position(|p| *p == played[0])
+        .unwrap_or_else(|| panic!("{kind}: the first packet played is not in the source"));
+    let window = &source[start..(start + played.len()).min(source.len())];
+    let first_difference = played.iter().zip(window).position(|(p, s)| p != s);
+    assert!(
+        window == played,
+        "{kind}: {} packets played are not the source's from {start}, first difference at {first_difference:?}",
+        played.len()
+    );
+}
+
+#[test]
+fn ffmpeg_copies_http_flv_with_the_packets_of_the_source() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let src = shared_flv(12);
+    let node = Node::start(2, "", dir.path());
+    let mut publisher = publish_live(&node, &src, "copy");
+    let out = dir.path().join("out.flv");
+    let copied = output_with_deadline(
+        Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-y", "-i"])
+            .arg(flv_url(&node, "live/copy.flv"))
+            .args(["-c", "copy", "-t", "4", "-f", "flv"])
+            .arg(&out),
+        Duration::from_secs(40),
+    );
+    assert!(
+        copied.status.success(),
+        "ffmpeg failed to copy HTTP-FLV: {}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
+    let source = packets(&src);
+    let played = packets(&out);
+    for kind in ["video", "audio"] {
+        let want = from_first_keyframe(&source, kind);
+        let got = from_first_keyframe(&played, kind);
+        assert!(got.len() > 25, "{kind}: only {} packets in 4 s", got.len());
+        assert_window(&want, &got, kind);
+    }
+    kill_and_reap(&mut publisher);
+    node.wait_log(Duration::from_secs(10), |l| {
+        l.contains("http-flv closed") && l.contains("stream=live/copy")
+    })
+    .expect("the viewer's end is logged");
+}
+
+#[test]
+fn ffprobe_sees_h264_and_aac_and_curl_the_headers() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let src = shared_flv(12);
+    let node = Node::start(1, "", dir.path());
+    let mut publisher = publish_live(&node, &src, "probe");
+    let url = flv_url(&node, "live/probe.flv");
+    let probe = output_with_deadline(
+        Command::new("ffprobe")
+            .args(["-v", "error", "-show_entries", "stream=codec_name"])
+            .args(["-of", "csv=p=0"])
+            .arg(&url),
+        Duration::from_secs(30),
+    );
+    assert!(probe.status.success(), "ffprobe failed");
+    let codecs: Vec<String> = String::from_utf8_lossy(&probe.stdout)
+        .lines()
+        .map(|l| l.trim().to_owned())
+        .collect();
+    assert!(codecs.contains(&"h264".to_owned()), "codecs: {codecs:?}");
+    assert!(codecs.contains(&"aac".to_owned()), "codecs: {codecs:?}");
+
+    // curl gives up after 2 s of an endless body, with the head already written out.
+    let head = output_with_deadline(
+        Command::new("curl")
+            .args(["-sS", "-D", "-", "-o", "/dev/null", "--max-time", "2"])
+            .arg(&url),
+        Duration::from_secs(20),
+    );
+    let head = String::from_utf8_lossy(&head.stdout).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "head: {head}");
+    for line in [
+        "content-type: video/x-flv",
+        "transfer-encoding: chunked",
+        "access-control-allow-origin: *",
+    ] {
+        assert!(head.contains(line), "no {line:?} in {head}");
+    }
+
+    let head = output_with_deadline(
+        Command::new("curl")
+            .args(["-sS", "-I", "--max-time", "5"])
+            .arg(&url),
+        Duration::from_secs(20),
+    );
+    assert!(head.status.success(), "HEAD failed");
+    let head = String::from_utf8_lossy(&head.stdout).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "HEAD: {head}");
+    assert!(head.contains("content-type: video/x-flv"), "HEAD: {head}");
+    kill_and_reap(&mut publisher);
+}
+
+#[test]
+fn own_paths_and_unknown_streams_are_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let src = shared_flv(12);
+    let node = Node::start(1, "", dir.path());
+    let mut publisher = publish_live(&node, &src, "x");
+    for app in [
+        "api", "hls", "play", "console", "metrics", "healthz", "readyz",
+    ] {
+        let (status, body) = node.http_request("GET", &format!("/{app}/x.flv"), None);
+        assert_eq!(status, 404, "/{app}/x.flv: {body}");
+    }
+    let (status, _) = node.http_request("GET", "/live/nothing.flv", None);
+    assert_eq!(status, 404, "an unknown stream");
+    let (status, _) = node.http_request("POST", "/live/x.flv", None);
+    assert_eq!(status, 405, "only GET and HEAD");
+    // The API and health keep their paths.
+    assert_eq!(node.http_request("GET", "/healthz", None).0, 200);
+    let metrics = node.http_request("GET", "/metrics", None).1;
+    let counted = |kind: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("corecast_errors_total{") && l.contains(&format!("kind=\"{kind}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!(
+        counted("http_flv_reserved_app"),
+        7.0,
+        "refusals are counted by reason"
+    );
+    assert_eq!(counted("http_flv_not_found"), 1.0);
+    kill_and_reap(&mut publisher);
+}
+
+/// A 30 s H.264/AAC FLV of noise: about 75 MB, far more than a viewer's queue may hold.
+fn noisy_flv(dir: &Path) -> PathBuf {
+    let path = dir.join("noise.flv");
+    let out = output_with_deadline(
+        Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-y"])
+            .args([
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc=size=640x360:rate=25,noise=alls=60:allf=t",
+            ])
+            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
+            .args(["-t", "30", "-c:v", "libx264", "-preset", "ultrafast"])
+            .args(["-g", "25", "-pix_fmt", "yuv420p", "-crf", "18"])
+            .args(["-c:a", "aac", "-b:a", "64k", "-f", "flv"])
+            .arg(&path),
+        Duration::from_secs(120),
+    );
+    assert!(out.status.success(), "ffmpeg could not make noise");
+    path
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .expect("VmRSS of the node")
+}
+
+#[test]
+fn a_viewer_that_stops_reading_is_cut_and_memory_stays_bounded() {
+    stalled_viewer_is_cut(
+        "GET /live/noise.flv HTTP/1.1\r\nHost: t\r\n\r\n",
+        "HTTP/1.1 200",
+    );
+}
+
+#[test]
+fn a_websocket_viewer_that_stops_reading_is_cut_and_memory_stays_bounded() {
+    stalled_viewer_is_cut(
+        "GET /live/noise.flv HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        "HTTP/1.1 101",
+    );
+}
+
+/// A viewer that sends `request`, reads the head (starting `answered`) and a little more,
+/// then nothing, while a publisher pushes a 76 MiB stream as fast as it can: it is cut, the
+/// publisher goes on, and the node's memory grows by far less than the stream.
+fn stalled_viewer_is_cut(request: &str, answered: &str) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let noise = noisy_flv(dir.path());
+    let size_kib = std::fs::metadata(&noise).expect("noise").len() / 1024;
+    let node = Node::start(
+        1,
+        "[player]\nqueue_max_bytes = 262144\nqueue_hard_max_bytes = 1048576\n\
+         [http]\nrequest_timeout_secs = 3\n",
+        dir.path(),
+    );
+    // Warm up: one publish and one viewer that reads, so first-use costs are not counted.
+    let src = shared_flv(12);
+    let mut warm = publish_live(&node, &src, "warm");
+    let warmed = output_with_deadline(
+        Command::new("curl")
+            .args(["-sS", "-o", "/dev/null", "--max-time", "2"])
+            .args(["-w", "%{size_download}"])
+            .arg(flv_url(&node, "live/warm.flv")),
+        Duration::from_secs(20),
+    );
+    let got: u64 = String::from_utf8_lossy(&warmed.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    assert!(got > 10_000, "the warm-up viewer got {got} bytes");
+    kill_and_reap(&mut warm);
+    let before = rss_kib(node.pid());
+
+    // The publisher pushes the whole file as fast as it can (no -re); the viewer reads the
+    // head and a few bytes, then nothing.
+    let mut publisher = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-i"])
+        .arg(&noise)
+        .args(["-c", "copy", "-f", "flv"])
+        .arg(node.url("live/noise"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start ffmpeg");
+    node.wait_log(Duration::from_secs(20), |l| {
+        is_line(l, "publish", "live/noise")
+    })
+    .expect("publish logged");
+    let mut viewer = connect(node.http).expect("connect");
+    viewer.write_all(request.as_bytes()).expect("request");
+    viewer
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut first = [0u8; 512];
+    let n = viewer.read(&mut first).expect("the head");
+    assert!(
+        String::from_utf8_lossy(&first[..n]).starts_with(answered),
+        "the viewer is answered: {}",
+        String::from_utf8_lossy(&first[..n])
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut peak = before;
+    let cut = loop {
+        peak = peak.max(rss_kib(node.pid()));
+        if let Some(line) = node
+            .log()
+            .into_iter()
+            .find(|l| l.contains("http-flv closed") && l.contains("stream=live/noise"))
+        {
+            break line;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stalled viewer was never cut"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        cut.contains("slow_consumer") || cut.contains("peer_closed"),
+        "cut as a slow viewer: {cut}"
+    );
+    assert!(
+        closed_within(&mut viewer, Duration::from_secs(30)),
+        "the stalled viewer's connection is closed"
+    );
+    let status = wait_exit(&mut publisher, Duration::from_secs(60));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the publisher is not held back by the stalled viewer: {}",
+        stderr_of(&mut publisher)
+    );
+    peak = peak.max(rss_kib(node.pid()));
+    let grown = peak.saturating_sub(before);
+    eprintln!("stalled viewer of a {size_kib} KiB stream: RSS peak +{grown} KiB; {cut}");
+    // A viewer that held what it did not read would have grown the node by the whole stream;
+    // what it grows by is the publisher's frames passing through the allocator and the GOP
+    // cache (measured +16 MiB for this 76 MiB stream; the viewer's queue is cut at 1 MiB).
+    assert!(
+        grown < size_kib / 2,
+        "RSS grew by {grown} KiB for a {size_kib} KiB stream"
+    );
+    // The node still serves.
+    assert_eq!(node.http_request("GET", "/healthz", None).0, 200);
+}
+
+/// A WebSocket client (the `websockets` Python package, in the tools venv that
+/// `scripts/install-deps.sh` makes) that writes the binary messages it gets in `seconds` to
+/// `out`, then closes (status 1000); over TLS (`wss://`) with a CA file as a fourth argument.
+const WS_CLIENT: &str = r#"
+import sys, time
+from websockets.sync.client import connect
+import ssl
+url, out, secs = sys.argv[1], sys.argv[2], float(sys.argv[3])
+tls = ssl.create_default_context(cafile=sys.argv[4]) if len(sys.argv) > 4 else None
+chunks = []
+with connect(url, max_size=None, open_timeout=10, close_timeout=5, ssl=tls) as ws:
+    end = time.monotonic() + secs
+    while (left := end - time.monotonic()) > 0:
+        try:
+            message = ws.recv(timeout=left)
+        except TimeoutError:
+            break
+        assert isinstance(message, bytes), "a text message"
+        chunks.append(message)
+open(out, "wb").write(b"".join(chunks))
+print(len(chunks))
+"#;
+
+/// The Python of the tools venv.
+fn tools_python() -> PathBuf {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: make test installs it (scripts/install-deps.sh)",
+        python.display()
+    );
+    python
+}
+
+/// Asserts that `got`, an FLV a client cut off mid-stream, holds a window of `src`'s packets
+/// from a keyframe on (remuxed whole first).
+fn assert_flv_window(src: &Path, got: &Path, dir: &Path) {
+    let bytes = std::fs::read(got).expect("what the client got");
+    assert!(bytes.starts_with(b"FLV\x01"), "an FLV file");
+    let clean = dir.join("clean.flv");
+    let remux = output_with_deadline(
+        Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-y", "-i"])
+            .arg(got)
+            .args(["-c", "copy", "-f", "flv"])
+            .arg(&clean),
+        Duration::from_secs(30),
+    );
+    assert!(remux.status.success(), "ffmpeg could not read it");
+    let source = packets(src);
+    let played = packets(&clean);
+    for kind in ["video", "audio"] {
+        let want = from_first_keyframe(&source, kind);
+        let got = from_first_keyframe(&played, kind);
+        assert!(got.len() > 25, "{kind}: only {} packets", got.len());
+        assert_window(&want, &got, kind);
+    }
+}
+
+#[test]
+fn https_and_wss_serve_the_same_flv_with_the_rtmps_certificate() {
+    use support::tls::{rtmps_section, CertFiles, TestCa};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = TestCa::new("corecast test CA");
+    let ca_file = ca.write_to(&dir.path().join("ca.pem"));
+    let files = CertFiles::in_dir(dir.path());
+    files.install(&ca.issue(&["127.0.0.1", "localhost"]));
+    let (rtmps, _) = rtmps_section(&files, "");
+    let node = Node::start(1, &format!("{rtmps}\n[http]\ntls = true\n"), dir.path());
+    let src = shared_flv(12);
+    let mut publisher = publish_live(&node, &src, "tls");
+
+    let https = dir.path().join("https.flv");
+    let fetched = output_with_deadline(
+        Command::new("curl")
+            .args(["-sS", "--max-time", "4", "--cacert"])
+            .arg(&ca_file)
+            .arg("-o")
+            .arg(&https)
+            .arg(format!(
+                "https://localhost:{}/live/tls.flv",
+                node.http.port()
+            )),
+        Duration::from_secs(30),
+    );
+    assert_eq!(
+        fetched.status.code(),
+        Some(28),
+        "curl reads until its time is up: {}",
+        String::from_utf8_lossy(&fetched.stderr)
+    );
+    assert_flv_window(&src, &https, dir.path());
+
+    let wss = dir.path().join("wss.flv");
+    let client = output_with_deadline(
+        Command::new(tools_python())
+            .args(["-c", WS_CLIENT])
+            .arg(format!("wss://localhost:{}/live/tls.flv", node.http.port()))
+            .arg(&wss)
+            .arg("4")
+            .arg(&ca_file),
+        Duration::from_secs(30),
+    );
+    assert!(
+        client.status.success(),
+        "the wss client failed: {}",
+        String::from_utf8_lossy(&client.stderr)
+    );
+    assert_flv_window(&src, &wss, dir.path());
+    kill_and_reap(&mut publisher);
+}
+
+#[test]
+fn a_websocket_client_gets_the_same_flv_in_binary_messages() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let src = shared_flv(12);
+    let node = Node::start(2, "", dir.path());
+    let mut publisher = publish_live(&node, &src, "ws");
+    let got = dir.path().join("ws.flv");
+    let client = output_with_deadline(
+        Command::new(tools_python())
+            .args(["-c", WS_CLIENT])
+            .arg(format!("ws://{}/live/ws.flv", node.http))
+            .arg(&got)
+            .arg("4"),
+        Duration::from_secs(30),
+    );
+    assert!(
+        client.status.success(),
+        "the WebSocket client failed: {}",
+        String::from_utf8_lossy(&client.stderr)
+    );
+    assert_flv_window(&src, &got, dir.path());
+    node.wait_log(Duration::from_secs(10), |l| {
+        l.contains("http-flv closed") && l.contains("stream=live/ws") && l.contains("peer_closed")
+    })
+    .expect("the client's Close ends the viewer");
+    // A bad handshake is refused with 400.
+    let mut raw = connect(node.http).expect("connect");
+    write!(
+        raw,
+        "GET /live/ws.flv HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 8\r\nSec-WebSocket-Key: x\r\n\r\n"
+    )
+    .expect("request");
+    raw.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut answer = [0u8; 64];
+    let n = raw.read(&mut answer).expect("answer");
+    assert!(
+        answer[..n].starts_with(b"HTTP/1.1 400"),
+        "{}",
+        String::from_utf8_lossy(&answer[..n])
+    );
+    kill_and_reap(&mut publisher);
+}
