@@ -38,6 +38,7 @@ pub mod cluster;
 pub mod config;
 pub mod core;
 pub mod frame;
+pub mod hls;
 pub mod http;
 pub mod httpd;
 pub mod limits;

@@ -74,6 +74,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         upstream_tls,
         activity: Default::default(),
         registry,
+        hls: Default::default(),
     });
     if let Some(registry) = &shared.registry {
         registry.attach(Arc::downgrade(&shared));
