@@ -87,9 +87,9 @@ fn uri_of(playlist: &str, tag: &str) -> String {
 fn last_part(playlist: &str) -> (u64, usize) {
     let uri = playlist
         .lines()
-        .filter(|l| l.starts_with("#EXT-X-PART:"))
+        .rev()
+        .find(|l| l.starts_with("#EXT-X-PART:"))
         .map(|l| uri_of(l, "#EXT-X-PART:"))
-        .last()
         .expect("parts listed");
     let name = uri.rsplit('/').next().expect("a file name");
     let (msn, index) = name
@@ -303,8 +303,8 @@ fn an_edge_serves_hls_of_a_stream_it_pulls() {
     assert_eq!(init.status, 200);
     let segment = playlist
         .lines()
-        .filter(|l| l.ends_with(".m4s") && !l.starts_with('#'))
-        .last()
+        .rev()
+        .find(|l| l.ends_with(".m4s") && !l.starts_with('#'))
         .expect("a segment");
     assert_eq!(get(&edge, &format!("/hls/live/far/{segment}")).status, 200);
     // The origin's own muxer is another publish with its own prefix.
@@ -315,4 +315,34 @@ fn an_edge_serves_hls_of_a_stream_it_pulls() {
     );
     let _ = wait_exit(&mut player, Duration::from_millis(1));
     stop(publisher);
+}
+
+#[test]
+fn check_refuses_a_bad_hls_section() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("hls.toml");
+    std::fs::write(&path, "[hls]\npart_target_ms = 50\n").expect("write");
+    let out = output_with_deadline(
+        Command::new(env!("CARGO_BIN_EXE_corecast"))
+            .arg("--config")
+            .arg(&path)
+            .arg("--check"),
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("hls.part_target_ms"), "{err}");
+    std::fs::write(&path, "[hls]\nenabled = false\nwindow_segments = 10\n").expect("write");
+    let out = output_with_deadline(
+        Command::new(env!("CARGO_BIN_EXE_corecast"))
+            .arg("--config")
+            .arg(&path)
+            .arg("--check"),
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -44,19 +44,24 @@ impl HlsConfig {
         }
     }
 
-    /// Refuses values the muxer would refuse.
+    /// Refuses values the muxer would refuse, naming the field.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        match self.muxer("check".to_owned()).validate() {
-            Ok(()) => Ok(()),
-            Err(corecast_hls::MuxError::BadConfig(reason)) => Err(ConfigError::Invalid {
-                field: "hls",
-                reason: reason.to_owned(),
-            }),
-            Err(other) => Err(ConfigError::Invalid {
-                field: "hls",
-                reason: other.to_string(),
-            }),
-        }
+        let Err(error) = self.muxer("check".to_owned()).validate() else {
+            return Ok(());
+        };
+        let reason = match error {
+            corecast_hls::MuxError::BadConfig(reason) => reason.to_owned(),
+            other => other.to_string(),
+        };
+        let field = ["part_target_ms", "segment_target_ms", "window_segments"]
+            .into_iter()
+            .find(|f| reason.starts_with(f))
+            .map_or("hls", |f| match f {
+                "part_target_ms" => "hls.part_target_ms",
+                "segment_target_ms" => "hls.segment_target_ms",
+                _ => "hls.window_segments",
+            });
+        Err(ConfigError::Invalid { field, reason })
     }
 }
 
