@@ -346,3 +346,17 @@ fn check_refuses_a_bad_hls_section() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn hls_can_be_turned_off() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = Node::start(1, "[hls]\nenabled = false\n", dir.path());
+    let publisher = publish(&shared_flv(40), &node.url("live/off"));
+    wait_for(Duration::from_secs(15), || {
+        let (status, body) = node.http_request("GET", "/api/v1/streams", None);
+        (status == 200 && body.contains("\"off\"")).then_some(())
+    })
+    .expect("the stream goes live");
+    assert_eq!(get(&node, "/hls/live/off/index.m3u8").status, 404);
+    stop(publisher);
+}
