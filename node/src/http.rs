@@ -269,6 +269,11 @@ pub(crate) static ROUTES: &[Route<CoreContext>] = &[
     },
     Route {
         method: Method::GET,
+        path: "/hls/{app}/{name}/master.m3u8",
+        handler: crate::hls::serve::multivariant,
+    },
+    Route {
+        method: Method::GET,
         path: "/hls/{app}/{name}/{prefix}/{file}",
         handler: crate::hls::serve::resource,
     },

@@ -142,6 +142,15 @@ fn ffprobe_and_ffmpeg_read_the_ll_playlist_and_blocking_reload_works() {
         );
     }
 
+    // The multivariant playlist names the LL one with its codecs.
+    let master = get(&node, "/hls/live/x/master.m3u8").text();
+    assert!(
+        master.contains("CODECS=\"avc1.")
+            && master.contains("mp4a.40.2")
+            && master.contains("\nindex.m3u8\n"),
+        "{master}"
+    );
+
     // Media: immutable, CORS; the hinted part is held until it exists.
     let init = get(
         &node,

@@ -4,6 +4,7 @@
 //! - `/hls/{app}/{name}/index.m3u8`: the LL-HLS playlist; `?ll=0` (or `plain.m3u8`) the same
 //!   without LL tags. `_HLS_msn`/`_HLS_part` park the request until that part exists (at most
 //!   the hold below, then 503), 400 when malformed or out of range.
+//! - `/hls/{app}/{name}/master.m3u8`: the multivariant playlist naming `index.m3u8`.
 //! - `/hls/{app}/{name}/{prefix}/{file}`: `init.mp4`, `s{n}.m4s`, `p{n}.{i}.m4s`; the hinted
 //!   part is held until it exists.
 //!
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use corecast_hls::blocking::{self, parse_query, Answer};
-use corecast_hls::playlist::media_playlist;
+use corecast_hls::playlist::{media_playlist, multivariant_playlist};
 use corecast_hls::{Flavor, Resource};
 use hyper::header::{HeaderValue, ACCESS_CONTROL_ALLOW_ORIGIN, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::StatusCode;
@@ -43,6 +44,35 @@ pub fn playlist(ctx: &Rc<CoreContext>, request: Request, params: Params) -> Repl
 /// `/hls/{app}/{name}/plain.m3u8`: the playlist for players without LL-HLS.
 pub fn plain_playlist(ctx: &Rc<CoreContext>, request: Request, params: Params) -> Reply {
     serve_playlist(ctx, &request, &params, true)
+}
+
+/// `/hls/{app}/{name}/master.m3u8`: the multivariant playlist naming `index.m3u8` with its
+/// codecs, resolution and peak bit rate (held until the init segment exists).
+pub fn multivariant(ctx: &Rc<CoreContext>, _: Request, params: Params) -> Reply {
+    let Some(stream) = find(ctx, &params) else {
+        return ready(error(StatusCode::NOT_FOUND, "no such stream"));
+    };
+    let deadline = Instant::now() + hold(ctx);
+    Box::pin(async move {
+        loop {
+            let seen = stream.changed.version();
+            let text = {
+                let muxer = stream.muxer();
+                match multivariant_playlist(&muxer, "index.m3u8") {
+                    Some(text) => Ok(text),
+                    None => Err(muxer.ended()),
+                }
+            };
+            match text {
+                Ok(text) => return media(PLAYLIST_TYPE, PLAYLIST_CACHE, vec![Bytes::from(text)]),
+                Err(true) => return error(StatusCode::NOT_FOUND, "stream ended"),
+                Err(false) => {}
+            }
+            if !wait(&stream, seen, deadline).await {
+                return error(StatusCode::SERVICE_UNAVAILABLE, "not ready in time");
+            }
+        }
+    })
 }
 
 fn serve_playlist(ctx: &Rc<CoreContext>, request: &Request, params: &Params, plain: bool) -> Reply {
