@@ -374,6 +374,21 @@ impl CoreContext {
         replica
     }
 
+    /// A viewer without a connection (an HLS viewer on an edge) wants `key` on this node:
+    /// counted like a player, so an edge pulls the stream. Undo with [`Self::remove_interest`].
+    pub fn add_interest(&self, key: &str) {
+        self.plane
+            .borrow_mut()
+            .handle_player_joined(key, Instant::now());
+        self.drain();
+    }
+
+    /// Ends an [`add_interest`](Self::add_interest).
+    pub fn remove_interest(&self, key: &str) {
+        self.plane.borrow_mut().handle_player_left(key);
+        self.drain();
+    }
+
     /// Removes a player of `key`; the last one on this core unsubscribes the core.
     pub fn remove_player(&self, key: &str, connection: u64) {
         let Some(replica) = self.existing(key) else {

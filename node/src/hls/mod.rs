@@ -11,10 +11,12 @@
 //!   the design note in ARCHITECTURE.md (no per-core mirror).
 //! - [`notify`]: blocking requests park on a stream's change counter and are woken (from the
 //!   owner's thread) when the muxer made something.
+//! - [`interest`]: on an edge, HLS viewers count as players, so the stream is pulled.
 //! - [`serve`]: the routes.
 //!
 //! A fresh random prefix is drawn for every start, so a publisher restart never reuses a name.
 
+pub mod interest;
 pub mod notify;
 pub mod serve;
 
@@ -54,11 +56,16 @@ impl HlsStream {
 
 /// The node's live HLS streams by `app/name`.
 #[derive(Default)]
-pub struct Streams(Mutex<HashMap<String, Arc<HlsStream>>>);
+pub struct Streams {
+    map: Mutex<HashMap<String, Arc<HlsStream>>>,
+    /// Bumped whenever a stream starts: requests waiting for one (an edge's first HLS
+    /// viewer, while the pull connects) look again.
+    pub started: notify::Notify,
+}
 
 impl Streams {
     fn map(&self) -> MutexGuard<'_, HashMap<String, Arc<HlsStream>>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The live stream `key`, if any.
@@ -106,6 +113,7 @@ pub fn start(ctx: &CoreContext, key: &str, generation: Generation) {
     if let Some(old) = old {
         end(&old);
     }
+    ctx.shared.hls.started.bump();
     let owned = ctx.feature::<Owned>();
     let replaced = owned.0.borrow_mut().insert(generation, stream);
     if let Some(old) = replaced {

@@ -8,6 +8,9 @@
 //! - `/hls/{app}/{name}/{prefix}/{file}`: `init.mp4`, `s{n}.m4s`, `p{n}.{i}.m4s`; the hinted
 //!   part is held until it exists.
 //!
+//! On an edge a playlist request counts as a viewer of the stream, so the edge pulls it
+//! (see [`super::interest`]) and the request waits for it within the hold.
+//!
 //! Playlists are `max-age=1`; media is immutable for a year (the prefix changes with every
 //! publish, so a name never means two things). Every answer carries
 //! `Access-Control-Allow-Origin: *`, errors included, so browsers see them.
@@ -23,7 +26,8 @@ use corecast_hls::{Flavor, Resource};
 use hyper::header::{HeaderValue, ACCESS_CONTROL_ALLOW_ORIGIN, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::StatusCode;
 
-use super::HlsStream;
+use super::notify::Notify;
+use super::{interest, HlsStream};
 use crate::core::CoreContext;
 use crate::httpd::{ready, Body, Params, Reply, Request, Response};
 
@@ -49,11 +53,12 @@ pub fn plain_playlist(ctx: &Rc<CoreContext>, request: Request, params: Params) -
 /// `/hls/{app}/{name}/master.m3u8`: the multivariant playlist naming `index.m3u8` with its
 /// codecs, resolution and peak bit rate (held until the init segment exists).
 pub fn multivariant(ctx: &Rc<CoreContext>, _: Request, params: Params) -> Reply {
-    let Some(stream) = find(ctx, &params) else {
-        return ready(error(StatusCode::NOT_FOUND, "no such stream"));
-    };
     let deadline = Instant::now() + hold(ctx);
+    let (ctx, key) = (Rc::clone(ctx), key_of(&params));
     Box::pin(async move {
+        let Some(stream) = stream_for(&ctx, &key, deadline).await else {
+            return error(StatusCode::NOT_FOUND, "no such stream");
+        };
         loop {
             let seen = stream.changed.version();
             let text = {
@@ -68,7 +73,7 @@ pub fn multivariant(ctx: &Rc<CoreContext>, _: Request, params: Params) -> Reply 
                 Err(true) => return error(StatusCode::NOT_FOUND, "stream ended"),
                 Err(false) => {}
             }
-            if !wait(&stream, seen, deadline).await {
+            if !wait(&stream.changed, seen, deadline).await {
                 return error(StatusCode::SERVICE_UNAVAILABLE, "not ready in time");
             }
         }
@@ -83,16 +88,17 @@ fn serve_playlist(ctx: &Rc<CoreContext>, request: &Request, params: &Params, pla
             return ready(error(StatusCode::BAD_REQUEST, &e.to_string()));
         }
     };
-    let Some(stream) = find(ctx, params) else {
-        return ready(error(StatusCode::NOT_FOUND, "no such stream"));
-    };
     let flavor = if plain {
         Flavor::Plain
     } else {
         Flavor::LowLatency
     };
     let deadline = Instant::now() + hold(ctx);
+    let (ctx, key) = (Rc::clone(ctx), key_of(params));
     Box::pin(async move {
+        let Some(stream) = stream_for(&ctx, &key, deadline).await else {
+            return error(StatusCode::NOT_FOUND, "no such stream");
+        };
         loop {
             let seen = stream.changed.version();
             let answer = {
@@ -122,7 +128,7 @@ fn serve_playlist(ctx: &Rc<CoreContext>, request: &Request, params: &Params, pla
                 Answer::NotFound => return error(StatusCode::NOT_FOUND, "stream ended"),
                 Answer::Wait => {}
             }
-            if !wait(&stream, seen, deadline).await {
+            if !wait(&stream.changed, seen, deadline).await {
                 return error(StatusCode::SERVICE_UNAVAILABLE, "not ready in time");
             }
         }
@@ -153,16 +159,34 @@ pub fn resource(ctx: &Rc<CoreContext>, _: Request, params: Params) -> Reply {
                 Answer::NotFound => return error(StatusCode::NOT_FOUND, "no such resource"),
                 Answer::Wait => {}
             }
-            if !wait(&stream, seen, deadline).await {
+            if !wait(&stream.changed, seen, deadline).await {
                 return error(StatusCode::SERVICE_UNAVAILABLE, "not ready in time");
             }
         }
     })
 }
 
+fn key_of(params: &Params) -> String {
+    format!("{}/{}", params.get("app"), params.get("name"))
+}
+
 fn find(ctx: &CoreContext, params: &Params) -> Option<Arc<HlsStream>> {
-    let key = format!("{}/{}", params.get("app"), params.get("name"));
-    ctx.shared.hls.get(&key)
+    ctx.shared.hls.get(&key_of(params))
+}
+
+/// The live stream `key`. On a node that pulls (an edge) the request counts as a viewer
+/// ([`interest::touch`]) and waits, within `deadline`, for the pull to bring the stream.
+async fn stream_for(ctx: &Rc<CoreContext>, key: &str, deadline: Instant) -> Option<Arc<HlsStream>> {
+    interest::touch(ctx, key);
+    loop {
+        let seen = ctx.shared.hls.started.version();
+        if let Some(stream) = ctx.shared.hls.get(key) {
+            return Some(stream);
+        }
+        if !ctx.config().cluster.pulls() || !wait(&ctx.shared.hls.started, seen, deadline).await {
+            return None;
+        }
+    }
 }
 
 /// How long a blocking request is held: within the port's request deadline.
@@ -176,14 +200,14 @@ fn hold(ctx: &CoreContext) -> Duration {
     )
 }
 
-/// Waits for the stream to change after `seen`; false at the deadline.
-async fn wait(stream: &HlsStream, seen: u64, deadline: Instant) -> bool {
+/// Waits for `notify` to count past `seen`; false at the deadline.
+async fn wait(notify: &Notify, seen: u64, deadline: Instant) -> bool {
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
         return false;
     }
     let changed = async {
-        stream.changed.changed(seen).await;
+        notify.changed(seen).await;
         true
     };
     let timeout = async {
