@@ -296,9 +296,17 @@ fn an_edge_pulls_a_stream_for_its_hls_viewers_and_serves_it() {
     let edge = Node::start(
         2,
         &format!(
-            "[cluster]\nrole = \"edge\"\nupstreams = [\"{pull}\"]\nretry_max_secs = 1\nconnect_timeout_secs = 1\n"
+            "[cluster]\nrole = \"edge\"\nupstreams = [\"{pull}\"]\nretry_max_secs = 1\nconnect_timeout_secs = 1\nnegative_cache_secs = 1\n[http]\nrequest_timeout_secs = 4\n"
         ),
         edge_dir.path(),
+    );
+    // Before the publish: the request is held (3 s) while the edge asks upstream, then 404;
+    // requests after the publish get the stream.
+    let started = Instant::now();
+    assert_eq!(get(&edge, "/hls/live/far/index.m3u8").status, 404);
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "held past the hold"
     );
     let publisher = publish(&shared_flv(40), &origin.url("live/far"));
     // No RTMP player: the HLS requests alone make the edge pull the stream.

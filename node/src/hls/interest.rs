@@ -47,6 +47,16 @@ pub fn touch(ctx: &Rc<CoreContext>, key: &str) {
     glommio::spawn_local(async move { linger(ctx, key).await }).detach();
 }
 
+/// Releases the interest in `key` now (a request that waited the whole hold for the stream):
+/// the plane then forgets the failed pull, and the next request asks upstream again.
+pub fn release(ctx: &CoreContext, key: &str) {
+    let interests = ctx.feature::<Interests>();
+    let held = interests.0.borrow_mut().remove(key).is_some();
+    if held {
+        ctx.remove_interest(key);
+    }
+}
+
 /// Releases the interest in `key` once no request came for [`LINGER`].
 async fn linger(ctx: Rc<CoreContext>, key: String) {
     let interests = ctx.feature::<Interests>();

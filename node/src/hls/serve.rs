@@ -183,7 +183,11 @@ async fn stream_for(ctx: &Rc<CoreContext>, key: &str, deadline: Instant) -> Opti
         if let Some(stream) = ctx.shared.hls.get(key) {
             return Some(stream);
         }
-        if !ctx.config().cluster.pulls() || !wait(&ctx.shared.hls.started, seen, deadline).await {
+        if !ctx.config().cluster.pulls() {
+            return None;
+        }
+        if !wait(&ctx.shared.hls.started, seen, deadline).await {
+            interest::release(ctx, key);
             return None;
         }
     }
