@@ -375,3 +375,65 @@ fn hls_can_be_turned_off() {
     assert_eq!(get(&node, "/hls/live/off/index.m3u8").status, 404);
     stop(publisher);
 }
+
+/// A play token for `live/{stream}` signed with `secret` under `k1`.
+fn play_token(secret: &str, stream: &str) -> String {
+    use corecast_common::token::{Action, Claims, Key, KeyState, Keyring};
+    let ring =
+        Keyring::new(vec![Key::new("k1", secret.as_bytes(), KeyState::Active)]).expect("keyring");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs();
+    ring.sign(&Claims {
+        key_id: "k1".to_owned(),
+        action: Action::Play,
+        app: "live".to_owned(),
+        stream: stream.to_owned(),
+        not_before: now - 60,
+        expires: now + 3600,
+    })
+    .expect("signed")
+}
+
+#[test]
+fn play_tokens_guard_the_playlists_not_the_media() {
+    const SECRET: &str = "k1-secret-for-the-hls-tests-00001";
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = format!(
+        "[auth]\n[[auth.apps]]\nname = \"live\"\npublish = \"open\"\nplay = \"token\"\n[[auth.keys]]\nid = \"k1\"\nsecret = \"{SECRET}\"\nstate = \"active\"\n"
+    );
+    let node = Node::start(2, &config, dir.path());
+    let publisher = publish(&shared_flv(40), &node.url("live/paid"));
+    let token = play_token(SECRET, "paid");
+    let index = format!("/hls/live/paid/index.m3u8?token={token}");
+    let playlist = live_playlist(&node, &index, 1);
+    for refused in [
+        "/hls/live/paid/index.m3u8".to_owned(),
+        "/hls/live/paid/plain.m3u8?token=forged".to_owned(),
+        format!(
+            "/hls/live/paid/master.m3u8?token={}",
+            play_token(SECRET, "other")
+        ),
+        format!(
+            "/hls/live/paid/index.m3u8?token={}",
+            play_token("another-secret-entirely-000000000", "paid")
+        ),
+    ] {
+        let answer = get(&node, &refused);
+        assert_eq!(answer.status, 403, "{refused}: {}", answer.text());
+        assert!(!answer.text().contains(&token));
+    }
+    let master = get(&node, &format!("/hls/live/paid/master.m3u8?token={token}")).text();
+    assert!(
+        master.contains(&format!("\nindex.m3u8?token={token}\n")),
+        "{master}"
+    );
+    // With the token, blocking directives work as before; media needs no token.
+    let (msn, part) = last_part(&playlist);
+    let blocked = get(&node, &format!("{index}&_HLS_msn={msn}&_HLS_part={part}"));
+    assert_eq!(blocked.status, 200);
+    let init = format!("/hls/live/paid/{}", uri_of(&playlist, "#EXT-X-MAP"));
+    assert_eq!(get(&node, &init).status, 200);
+    stop(publisher);
+}

@@ -12,10 +12,12 @@
 //! - [`notify`]: blocking requests park on a stream's change counter and are woken (from the
 //!   owner's thread) when the muxer made something.
 //! - [`interest`]: on an edge, HLS viewers count as players, so the stream is pulled.
+//! - [`auth`]: play authorization of playlist requests.
 //! - [`serve`]: the routes.
 //!
 //! A fresh random prefix is drawn for every start, so a publisher restart never reuses a name.
 
+pub mod auth;
 pub mod interest;
 pub mod notify;
 pub mod serve;

@@ -8,6 +8,8 @@
 //! - `/hls/{app}/{name}/{prefix}/{file}`: `init.mp4`, `s{n}.m4s`, `p{n}.{i}.m4s`; the hinted
 //!   part is held until it exists.
 //!
+//! Playlists are subject to `[auth]`'s play mode (see [`super::auth`]); media is not.
+//!
 //! On an edge a playlist request counts as a viewer of the stream, so the edge pulls it
 //! (see [`super::interest`]) and the request waits for it within the hold.
 //!
@@ -52,10 +54,15 @@ pub fn plain_playlist(ctx: &Rc<CoreContext>, request: Request, params: Params) -
 
 /// `/hls/{app}/{name}/master.m3u8`: the multivariant playlist naming `index.m3u8` with its
 /// codecs, resolution and peak bit rate (held until the init segment exists).
-pub fn multivariant(ctx: &Rc<CoreContext>, _: Request, params: Params) -> Reply {
+pub fn multivariant(ctx: &Rc<CoreContext>, request: Request, params: Params) -> Reply {
     let deadline = Instant::now() + hold(ctx);
     let (ctx, key) = (Rc::clone(ctx), key_of(&params));
+    let check = Check::of(&request, &params);
+    let media_uri = media_uri(request.uri().query());
     Box::pin(async move {
+        if let Err(refused) = check.run(&ctx).await {
+            return refused;
+        }
         let Some(stream) = stream_for(&ctx, &key, deadline).await else {
             return error(StatusCode::NOT_FOUND, "no such stream");
         };
@@ -63,7 +70,7 @@ pub fn multivariant(ctx: &Rc<CoreContext>, _: Request, params: Params) -> Reply 
             let seen = stream.changed.version();
             let text = {
                 let muxer = stream.muxer();
-                match multivariant_playlist(&muxer, "index.m3u8") {
+                match multivariant_playlist(&muxer, &media_uri) {
                     Some(text) => Ok(text),
                     None => Err(muxer.ended()),
                 }
@@ -95,7 +102,11 @@ fn serve_playlist(ctx: &Rc<CoreContext>, request: &Request, params: &Params, pla
     };
     let deadline = Instant::now() + hold(ctx);
     let (ctx, key) = (Rc::clone(ctx), key_of(params));
+    let check = Check::of(request, params);
     Box::pin(async move {
+        if let Err(refused) = check.run(&ctx).await {
+            return refused;
+        }
         let Some(stream) = stream_for(&ctx, &key, deadline).await else {
             return error(StatusCode::NOT_FOUND, "no such stream");
         };
@@ -164,6 +175,50 @@ pub fn resource(ctx: &Rc<CoreContext>, _: Request, params: Params) -> Reply {
             }
         }
     })
+}
+
+/// The media playlist URI the multivariant playlist names: `index.m3u8`, carrying the
+/// request's play token (when it is plain URL-safe text), which the media playlist needs too.
+fn media_uri(query: Option<&str>) -> String {
+    let token = query
+        .and_then(corecast_common::token::from_query)
+        .filter(|t| {
+            t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b))
+        });
+    match token {
+        Some(token) => format!("index.m3u8?token={token}"),
+        None => "index.m3u8".to_owned(),
+    }
+}
+
+/// What play authorization needs of a playlist request, taken before the handler's future.
+struct Check {
+    app: String,
+    name: String,
+    query: Option<String>,
+    peer: std::net::SocketAddr,
+}
+
+impl Check {
+    fn of(request: &Request, params: &Params) -> Check {
+        Check {
+            app: params.get("app").to_owned(),
+            name: params.get("name").to_owned(),
+            query: request.uri().query().map(str::to_owned),
+            peer: crate::httpd::peer(request),
+        }
+    }
+
+    /// `[auth]`'s play verdict: Ok, or the answer to send.
+    async fn run(self, ctx: &CoreContext) -> Result<(), Response> {
+        super::auth::authorize(ctx, &self.app, &self.name, self.query, self.peer)
+            .await
+            .map_err(|refused| {
+                let message = format!("play not authorized: {}", refused.reason);
+                error(refused.status, &message)
+            })
+    }
 }
 
 fn key_of(params: &Params) -> String {
