@@ -985,6 +985,7 @@ mod tests {
             tc_url: None,
             flash_ver: None,
             object_encoding: 0.0,
+            caps: ClientCaps::default(),
         };
         assert_eq!(
             connect.check(),

@@ -81,8 +81,8 @@ pub struct CoreContext {
     hooks: CoreHooks,
     /// Per-core state of features built on the core (one value per type), made on first use.
     features: RefCell<Vec<Rc<dyn Any>>>,
-    /// Who may publish and play (`[auth]`).
-    pub auth: crate::auth::Authorizer,
+    /// Who may publish and play (`[auth]`); rebuilt by a reload (see [`CoreContext::auth`]).
+    auth: RefCell<Rc<crate::auth::Authorizer>>,
 }
 
 impl CoreContext {
@@ -92,9 +92,20 @@ impl CoreContext {
         Rc::clone(&self.config.borrow())
     }
 
-    /// Puts a reloaded config in force on this core (new connections and every later read).
+    /// Puts a reloaded config in force on this core (new connections and every later read):
+    /// the config, and an authorizer rebuilt when `[auth]` changed (a decision under way
+    /// keeps the one it started with).
     pub fn set_config(&self, next: &Config) {
+        if self.config.borrow().auth != next.auth {
+            let rebuilt = self.auth.borrow().rebuilt(&next.auth);
+            *self.auth.borrow_mut() = Rc::new(rebuilt);
+        }
         *self.config.borrow_mut() = Rc::new(next.clone());
+    }
+
+    /// Who may publish and play now.
+    pub fn auth(&self) -> Rc<crate::auth::Authorizer> {
+        Rc::clone(&self.auth.borrow())
     }
 
     /// A core's context; `links` from [`CoreLink::new`] per other core.
@@ -135,7 +146,7 @@ impl CoreContext {
             connections: Rc::default(),
             hooks,
             features: RefCell::new(Vec::new()),
-            auth,
+            auth: RefCell::new(Rc::new(auth)),
         })
     }
 
@@ -539,6 +550,13 @@ impl CoreContext {
                         client.kick();
                     }
                 }
+            }
+            AdminCommand::Reload(next) => {
+                self.set_config(&next);
+                tick::change_period(std::time::Duration::from_millis(
+                    next.player.merge_window_ms,
+                ));
+                tracing::debug!(core = self.id.0, "reloaded config in force");
             }
             AdminCommand::TakeOver { key, connection } => {
                 let publisher = clients.get(&connection).filter(|c| {

@@ -218,6 +218,11 @@ pub(crate) static ROUTES: &[Route<CoreContext>] = &[
         handler: stop,
     },
     Route {
+        method: Method::POST,
+        path: "/api/v1/reload",
+        handler: reload,
+    },
+    Route {
         method: Method::GET,
         path: "/api/v1/openapi.json",
         handler: livestreams::openapi,
@@ -366,6 +371,41 @@ fn stop(ctx: &Rc<CoreContext>, request: Request, params: Params) -> Reply {
         match shared.directory.publisher(&key) {
             Some(publisher) => admin(shared, publisher.core.0, AdminCommand::StopStream(key)),
             None => Err(ApiError::not_found(format!("no stream {key}"))),
+        }
+    })))
+}
+
+/// Reloads the config, as SIGHUP does, and says what happened: 200 `applied` or `unchanged`,
+/// 409 when it changes a setting only a restart can, 400 when it does not load.
+fn reload(ctx: &Rc<CoreContext>, request: Request, _params: Params) -> Reply {
+    use crate::reload::Outcome;
+    ready(api::reply(write(ctx, &request).and_then(|()| {
+        let Some(reloader) = ctx.shared.reloader.as_ref() else {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "this node cannot reload its config",
+            ));
+        };
+        // Parsing a config file takes well under a millisecond: done here, on the executor.
+        let outcome = reloader.reload(&ctx.shared);
+        // This core at once; the others on their next housekeeping tick.
+        ctx.set_config(&ctx.shared.config());
+        match outcome {
+            Outcome::Applied { changed } => Ok(serde_json::json!({
+                "status": if changed { "applied" } else { "unchanged" }
+            })),
+            Outcome::Refused { fields } => Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "restart_required",
+                format!(
+                    "these settings change only with a restart: {}; the running config stays",
+                    fields.join(", ")
+                ),
+            )),
+            Outcome::Invalid(e) => Err(ApiError::bad_request(format!(
+                "the config does not load: {e}; the running config stays"
+            ))),
         }
     })))
 }

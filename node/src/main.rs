@@ -93,8 +93,11 @@ fn main() -> ExitCode {
     if cli.check {
         return check(&config);
     }
-    init_logging(&config, &log_filter);
-    match corecast_node::server::run(config) {
+    let set_log = init_logging(&config, &log_filter);
+    // A reload reads the file again with this command line and environment, as at start.
+    let cli = std::sync::Arc::new(cli);
+    let reloader = corecast_node::reload::Reloader::new(Box::new(move || configure(&cli)), set_log);
+    match corecast_node::server::run(config, Some(reloader)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Once: a log line when errors are logged, else plainly (`level = "off"`).
@@ -201,13 +204,13 @@ fn check(config: &Config) -> ExitCode {
 /// Logs on stderr, coloured only when stderr is a terminal (and `NO_COLOR` is unset): a log
 /// file or a journal gets plain text. Each kind of line is limited to
 /// `log.max_lines_per_second` (see `corecast_node::log_limit`).
-fn init_logging(config: &Config, filter: &LogFilter) {
+fn init_logging(config: &Config, filter: &LogFilter) -> Box<corecast_node::reload::SetLogFn> {
     use tracing_subscriber::filter::EnvFilter;
     use tracing_subscriber::layer::Layered;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    use tracing_subscriber::{fmt, Layer, Registry};
-    type Filtered = Layered<EnvFilter, Registry>;
+    use tracing_subscriber::{fmt, reload, Layer, Registry};
+    type Filtered = Layered<reload::Layer<EnvFilter, Registry>, Registry>;
 
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let text = fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
@@ -220,8 +223,15 @@ fn init_logging(config: &Config, filter: &LogFilter) {
         config.log.max_lines_per_second,
         std::time::Duration::from_secs(1),
     );
+    // The filter can be swapped by a reload (log.level); the format cannot (log.format).
+    let (filter, handle) = reload::Layer::new(filter.to_env_filter());
     tracing_subscriber::registry()
-        .with(filter.to_env_filter())
+        .with(filter)
         .with(limited)
         .init();
+    Box::new(move |next: &LogFilter| {
+        handle
+            .reload(next.to_env_filter())
+            .map_err(|e| format!("log filter: {e}"))
+    })
 }

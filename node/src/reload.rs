@@ -7,11 +7,13 @@
 //! connections get the new ones). Reloads run one at a time, on the reload thread or the
 //! API's request, so a storm of signals is a series of reloads, each complete.
 
+use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
 
 use tracing::{info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, LogFilter};
+use crate::shared::{AdminCommand, NodeShared};
 
 /// What a reload did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +74,75 @@ pub fn reload(
     }
     info!("reload: the new config is in force");
     Outcome::Applied { changed: true }
+}
+
+/// Reads the config again as at start (file, command line, environment), with the log filter
+/// that goes with it.
+pub type LoadFn = dyn Fn() -> Result<(Config, LogFilter), String> + Send + Sync;
+/// Puts a log filter in force.
+pub type SetLogFn = dyn Fn(&LogFilter) -> Result<(), String> + Send + Sync;
+
+/// A node's way to reload: how to read its config again and how to change its log filter.
+pub struct Reloader {
+    load: Box<LoadFn>,
+    set_log: Box<SetLogFn>,
+    lock: Mutex<()>,
+}
+
+impl Reloader {
+    /// A reloader that reads with `load` and sets the log filter with `set_log`.
+    pub fn new(load: Box<LoadFn>, set_log: Box<SetLogFn>) -> Reloader {
+        Reloader {
+            load,
+            set_log,
+            lock: Mutex::new(()),
+        }
+    }
+
+    /// Reloads `shared`'s config (see the module doc); blocks only on another reload.
+    pub fn reload(&self, shared: &NodeShared) -> Outcome {
+        let filter = RefCell::new(None);
+        let load = || {
+            let (config, log_filter) = (self.load)()?;
+            *filter.borrow_mut() = Some(log_filter);
+            Ok(config)
+        };
+        let target = NodeTarget {
+            shared,
+            set_log: &*self.set_log,
+            filter: &filter,
+        };
+        reload(&self.lock, &target, &load)
+    }
+}
+
+/// The node as a [`ReloadTarget`]: the shared config, every core's copy, the log filter.
+struct NodeTarget<'a> {
+    shared: &'a NodeShared,
+    set_log: &'a SetLogFn,
+    filter: &'a RefCell<Option<LogFilter>>,
+}
+
+impl ReloadTarget for NodeTarget<'_> {
+    fn running(&self) -> Arc<Config> {
+        self.shared.config()
+    }
+
+    fn apply(&self, next: Arc<Config>) -> Result<(), String> {
+        if let Some(filter) = self.filter.borrow_mut().take() {
+            (self.set_log)(&filter)?;
+        }
+        *self
+            .shared
+            .config
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::clone(&next);
+        // Each core swaps its copy between two tasks, on its housekeeping tick (100 ms).
+        for admin in &self.shared.admin {
+            let _ = admin.send(AdminCommand::Reload(Arc::clone(&next)));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

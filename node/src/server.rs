@@ -36,7 +36,8 @@ const HOUSEKEEPING_TICK: Duration = Duration::from_millis(100);
 const STATS_EVERY_TICKS: u32 = 10;
 
 /// Runs the node until a drain (SIGTERM/SIGINT) completes.
-pub fn run(config: Config) -> anyhow::Result<()> {
+/// `reloader` reads the config again on SIGHUP or `POST /api/v1/reload` (None: no reload).
+pub fn run(config: Config, reloader: Option<crate::reload::Reloader>) -> anyhow::Result<()> {
     // `Config::validate` refused listeners that share a port; what is left is ours to claim.
     config.validate()?;
     config.check_pull_token()?;
@@ -63,6 +64,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let registry = crate::registry::Registry::start(&config, &metrics)
         .map_err(|e| anyhow!("livestream registry: {e}"))?;
     let shared = Arc::new(NodeShared {
+        reloader: reloader.map(Arc::new),
         stream_limits,
         config: std::sync::RwLock::new(config),
         directory: Arc::default(),
@@ -80,6 +82,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         registry.attach(Arc::downgrade(&shared));
     }
     shared.metrics.watch_drain(Arc::clone(&shared.draining));
+    reload_on_sighup(&shared)?;
     let tls = NodeTls::prepare(&shared.config(), cores)?;
     if let Some(not_after) = tls.as_ref().and_then(NodeTls::not_after) {
         for core in 0..cores {
@@ -239,6 +242,24 @@ fn shown(addrs: &[SocketAddr]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// SIGHUP reloads the config (and, with RTMPS, the certificate: `tls` has its own flag), on
+/// a thread of its own: reloads run one after another however many signals come.
+fn reload_on_sighup(shared: &Arc<NodeShared>) -> anyhow::Result<()> {
+    let Some(reloader) = shared.reloader.clone() else {
+        return Ok(());
+    };
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
+    let shared = Arc::clone(shared);
+    std::thread::Builder::new()
+        .name("corecast-reload".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                reloader.reload(&shared);
+            }
+        })?;
+    Ok(())
 }
 
 /// SIGTERM/SIGINT start a drain; a second one exits at once.

@@ -15,12 +15,14 @@ use crate::metrics::NodeMetrics;
 use crate::stats::StatsBoard;
 
 /// An operator's request to one core (from the HTTP API).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum AdminCommand {
     /// Disconnect a client by connection id.
     Kick(u64),
     /// Disconnect the publisher of a stream (`app/name`).
     StopStream(String),
+    /// Put a reloaded config in force on this core.
+    Reload(Arc<Config>),
     /// A new publisher takes `key` over from the silent connection `connection`.
     TakeOver {
         /// The stream.
@@ -51,6 +53,8 @@ pub struct NodeShared {
     pub upstream_tls: Option<Arc<rustls::ClientConfig>>,
     /// When each live publisher last sent anything (for takeover).
     pub activity: crate::takeover::Activity,
+    /// How to reload the config (SIGHUP, `POST /api/v1/reload`); None in embedded uses.
+    pub reloader: Option<Arc<crate::reload::Reloader>>,
     /// Live publishes per node and per address (`stream.max_streams_per_*`).
     pub stream_limits: crate::stream_limits::StreamLimits,
     /// The livestream registry, when `[registry]` names one.

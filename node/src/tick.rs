@@ -33,6 +33,16 @@ thread_local! {
     };
 }
 
+/// Changes the period of this core's clock, if it runs (a reloaded `player.merge_window_ms`);
+/// a zero period is ignored: writers that batch keep a clock.
+pub fn change_period(period: Duration) {
+    TICK.with(|t| {
+        if t.period.get().is_some() && !period.is_zero() {
+            t.period.set(Some(period));
+        }
+    });
+}
+
 /// Starts this core's clock with `period`, once; later calls do nothing. Must run on a
 /// glommio executor.
 pub fn start(period: Duration) {
@@ -42,6 +52,8 @@ pub fn start(period: Duration) {
     TICK.with(|t| t.period.set(Some(period)));
     glommio::spawn_local(async move {
         loop {
+            // Read each time: a reload may change the period (see `change_period`).
+            let period = TICK.with(|t| t.period.get()).unwrap_or(period);
             glommio::timer::sleep(period).await;
             // Readers first, so what they read goes out in this tick's writes: they run
             // before this task resumes (it yields to the back of the run queue).

@@ -255,6 +255,13 @@ impl Authorizer {
         *self.stream_keys.borrow_mut() = keys;
     }
 
+    /// An authorizer for a reloaded `config` that keeps this one's stream-key authority.
+    pub fn rebuilt(&self, config: &AuthConfig) -> Authorizer {
+        let next = Authorizer::new(config);
+        next.set_stream_keys(Rc::clone(&self.stream_keys.borrow()));
+        next
+    }
+
     /// The `[auth]` config this authorizer applies.
     pub fn config(&self) -> &AuthConfig {
         &self.config

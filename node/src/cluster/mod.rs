@@ -265,7 +265,7 @@ async fn attempt(ctx: &CoreContext, state: &mut PullState, upstream: &str) -> At
     };
     let request = PullRequest {
         stream: state.key.clone(),
-        token: ctx.auth.pull_token(&cfg.token, &state.key),
+        token: ctx.auth().pull_token(&cfg.token, &state.key),
     };
     if stream.write_all(&request.encode()).await.is_err() {
         return Attempt::ConnectFailed;

@@ -140,7 +140,7 @@ async fn connection<T: Transport>(ctx: &Rc<CoreContext>, transport: T, peer: Soc
     let cluster = &ctx.config().cluster;
     let live = ctx.shared.directory.publisher(&request.stream).is_some();
     let refusal = if !ctx
-        .auth
+        .auth()
         .allows_pull(&cluster.token, &request.token, &request.stream)
     {
         Some((403, "bad token"))

@@ -87,7 +87,7 @@ pub(super) fn authorize(
         .map(|g| g.grant.clone());
     let verdict = match cached {
         Some(grant) => Some(Verdict::Allow { grant }),
-        None => s.ctx.auth.decide_now(&pending.request),
+        None => s.ctx.auth().decide_now(&pending.request),
     };
     match verdict {
         Some(verdict) => apply(s, pending, verdict),
@@ -172,7 +172,7 @@ fn refuse(
 /// The requested name as a log line may show it: in `keys` mode the name a client publishes
 /// to is its stream key, a secret, so it is never shown.
 fn shown_name(s: &Session, request: &AuthRequest) -> String {
-    match s.ctx.auth.mode(request) {
+    match s.ctx.auth().mode(request) {
         AuthMode::Keys => "(stream key)".to_owned(),
         _ => loggable(&request.name),
     }
@@ -184,7 +184,7 @@ pub(super) fn loggable_publish_key(s: &Session, name: &StreamName) -> String {
     let app = s.app.as_deref().unwrap_or("");
     match s
         .ctx
-        .auth
+        .auth()
         .config()
         .mode(app, crate::config::Direction::Publish)
     {

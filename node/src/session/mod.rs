@@ -467,8 +467,8 @@ impl Session {
             return Ok(());
         };
         let verdict = with_timeout(
-            self.ctx.auth.deadline(),
-            self.ctx.auth.authorize(pending.request()),
+            self.ctx.auth().deadline(),
+            self.ctx.auth().authorize(pending.request()),
         )
         .await
         .unwrap_or(crate::auth::Verdict::refuse(crate::auth::Reason::Timeout));

@@ -331,6 +331,17 @@ impl Node {
         assert!(status.success(), "kill -TERM {} failed", self.child.id());
     }
 
+    /// Sends SIGHUP (a config reload; with RTMPS, a certificate reload too).
+    pub fn hangup(&self) {
+        let status = status_with_deadline(
+            Command::new("kill")
+                .arg("-HUP")
+                .arg(self.child.id().to_string()),
+            Duration::from_secs(10),
+        );
+        assert!(status.success(), "kill -HUP {} failed", self.child.id());
+    }
+
     /// Waits for the process to exit; its status code.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
         wait_for(limit, || self.child.try_wait().ok().flatten()).map(|s| s.code().unwrap_or(-1))
