@@ -40,11 +40,12 @@ pub async fn authorize(
         peer,
         connection: 0,
     };
-    let verdict = match ctx.auth.decide_now(&request) {
+    let auth = ctx.auth();
+    let verdict = match auth.decide_now(&request) {
         Some(verdict) => verdict,
         None => {
-            let asked = async { Some(ctx.auth.authorize(&request).await) };
-            let deadline = ctx.auth.deadline();
+            let asked = async { Some(auth.authorize(&request).await) };
+            let deadline = auth.deadline();
             let late = async {
                 glommio::timer::sleep(deadline).await;
                 None
