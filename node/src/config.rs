@@ -9,6 +9,7 @@
 mod auth;
 mod edge;
 mod env;
+mod hls;
 mod limits;
 mod listen;
 mod proxy;
@@ -26,6 +27,7 @@ use tracing_subscriber::filter::{EnvFilter, LevelFilter};
 pub use auth::{
     AppAuth, AuthConfig, AuthMode, Direction, KeyConfig, KeyStateConfig, OnError, Secret,
 };
+pub use hls::HlsConfig;
 pub use limits::LimitsConfig;
 pub use listen::{Listen, ListenError, OptionalListen};
 pub use proxy::{ProxyListener, ProxyProtocolConfig, TrustedNet};
@@ -68,6 +70,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Who may publish and play, per application; the token keyring.
     pub auth: AuthConfig,
+    /// LL-HLS on `http.listen`.
+    pub hls: HlsConfig,
 }
 
 /// `[node]`: executors and memory.
@@ -856,6 +860,7 @@ impl Config {
         }
         self.proxy_protocol.validate()?;
         self.limits.validate()?;
+        self.hls.validate()?;
         edge::validate(self)?;
         self.auth.validate()?;
         self.check_shared_ports()

@@ -343,11 +343,13 @@ impl CoreContext {
         self.drain();
         let replica = self.replica(key);
         replica.borrow_mut().set_publisher(Some(publisher));
+        crate::hls::start(self, key, generation);
         Ok((replica, generation))
     }
 
     /// Ends the publish `generation` of `key`.
     pub fn stop_publish(&self, key: &str, generation: Generation) {
+        crate::hls::stop(self, generation);
         self.plane.borrow_mut().handle_unpublish(key, generation);
         self.drain();
     }
@@ -355,6 +357,7 @@ impl CoreContext {
     /// A frame from the local publisher of `replica`: to every interested core, once, then to
     /// the local players.
     pub fn publish_frame(&self, replica: &ReplicaRef, generation: Generation, frame: FrameData) {
+        crate::hls::feed(self, generation, &frame);
         let shared = Arc::new(frame);
         let mut r = replica.borrow_mut();
         for core in r.remote_cores() {
@@ -380,6 +383,21 @@ impl CoreContext {
             .handle_player_joined(key, Instant::now());
         self.drain();
         replica
+    }
+
+    /// A viewer without a connection (an HLS viewer on an edge) wants `key` on this node:
+    /// counted like a player, so an edge pulls the stream. Undo with [`Self::remove_interest`].
+    pub fn add_interest(&self, key: &str) {
+        self.plane
+            .borrow_mut()
+            .handle_player_joined(key, Instant::now());
+        self.drain();
+    }
+
+    /// Ends an [`add_interest`](Self::add_interest).
+    pub fn remove_interest(&self, key: &str) {
+        self.plane.borrow_mut().handle_player_left(key);
+        self.drain();
     }
 
     /// Removes a player of `key`; the last one on this core unsubscribes the core.
@@ -434,6 +452,7 @@ impl CoreContext {
         let live = self.plane.borrow_mut().handle_pull_resumed(key, generation);
         self.drain();
         if live {
+            crate::hls::start(self, key, generation);
             self.replica(key)
                 .borrow_mut()
                 .set_publisher(Some(PublisherInfo {
@@ -449,6 +468,7 @@ impl CoreContext {
     /// The upstream's publisher left: players here and on other cores are told, the claim
     /// stays (the same pull resumes when the upstream publishes again).
     pub fn pause_pull(&self, key: &str, generation: Generation) {
+        crate::hls::stop(self, generation);
         self.plane.borrow_mut().handle_pull_paused(key, generation);
         self.drain();
     }
@@ -456,6 +476,7 @@ impl CoreContext {
     /// Ends a pull: like an unpublish if live, then the claim is released (and a new pull
     /// starts if players arrived meanwhile). `end` says whether no upstream had the stream.
     pub fn stop_pull(&self, key: &str, generation: Generation, end: PullEnd) {
+        crate::hls::stop(self, generation);
         self.plane
             .borrow_mut()
             .handle_pull_stopped(key, generation, end, Instant::now());

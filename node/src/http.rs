@@ -265,6 +265,26 @@ pub(crate) static ROUTES: &[Route<CoreContext>] = &[
     },
     Route {
         method: Method::GET,
+        path: "/hls/{app}/{name}/index.m3u8",
+        handler: crate::hls::serve::playlist,
+    },
+    Route {
+        method: Method::GET,
+        path: "/hls/{app}/{name}/plain.m3u8",
+        handler: crate::hls::serve::plain_playlist,
+    },
+    Route {
+        method: Method::GET,
+        path: "/hls/{app}/{name}/master.m3u8",
+        handler: crate::hls::serve::multivariant,
+    },
+    Route {
+        method: Method::GET,
+        path: "/hls/{app}/{name}/{prefix}/{file}",
+        handler: crate::hls::serve::resource,
+    },
+    Route {
+        method: Method::GET,
         path: "/console",
         handler: livestreams::console_page,
     },

@@ -39,6 +39,7 @@ pub mod config;
 pub mod core;
 pub mod flv_http;
 pub mod frame;
+pub mod hls;
 pub mod http;
 pub mod httpd;
 pub mod limits;

@@ -76,6 +76,7 @@ pub fn run(config: Config, reloader: Option<crate::reload::Reloader>) -> anyhow:
         upstream_tls,
         activity: Default::default(),
         registry,
+        hls: Default::default(),
     });
     if let Some(registry) = &shared.registry {
         registry.attach(Arc::downgrade(&shared));

@@ -59,6 +59,8 @@ pub struct NodeShared {
     pub stream_limits: crate::stream_limits::StreamLimits,
     /// The livestream registry, when `[registry]` names one.
     pub registry: Option<crate::registry::Registry>,
+    /// The live streams' HLS muxers (`[hls]`).
+    pub hls: crate::hls::Streams,
 }
 
 impl NodeShared {

@@ -1,0 +1,191 @@
+//! LL-HLS on the node: one `corecast_hls::Muxer` per live stream per node, fed on the core
+//! that owns the stream's upstream, read by every core's HTTP handlers.
+//!
+//! - [`Streams`] (in `NodeShared`) maps `app/name` to the live [`HlsStream`]. The owning core
+//!   (a publisher's, or on an edge the one that pulls) starts it when the stream goes live
+//!   ([`start`]), feeds it every audio/video frame in `publish_frame` ([`feed`]), and finishes
+//!   and unlists it when the stream ends ([`stop`]).
+//! - The muxer sits behind a `Mutex` that the owner holds for one push and a reader for one
+//!   playlist render or one resource lookup (cloning `Bytes`, never the media): parts and
+//!   segments are immutable `Bytes` every core sends as they are. This is the simple form of
+//!   the design note in ARCHITECTURE.md (no per-core mirror).
+//! - [`notify`]: blocking requests park on a stream's change counter and are woken (from the
+//!   owner's thread) when the muxer made something.
+//! - [`interest`]: on an edge, HLS viewers count as players, so the stream is pulled.
+//! - [`auth`]: play authorization of playlist requests.
+//! - [`serve`]: the routes.
+//!
+//! A fresh random prefix is drawn for every start, so a publisher restart never reuses a name.
+
+pub mod auth;
+pub mod interest;
+pub mod notify;
+pub mod serve;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use corecast_common::plane::Generation;
+use corecast_hls::{Event, Muxer};
+
+use crate::core::CoreContext;
+use crate::frame::{FrameData, MediaKind};
+
+/// Random bytes in a prefix (96 bits: 16 URL-safe characters).
+const PREFIX_BYTES: usize = 12;
+
+/// One live stream's muxer and what its readers wait on.
+pub struct HlsStream {
+    /// `app/name`.
+    pub key: String,
+    /// The publish this muxer belongs to.
+    pub generation: Generation,
+    /// This publish's path component (also the muxer's), compared without the lock.
+    pub prefix: String,
+    muxer: Mutex<Muxer>,
+    /// Bumped, and its waiters woken, whenever the muxer made something or ended.
+    pub changed: notify::Notify,
+}
+
+impl HlsStream {
+    /// The muxer, locked (a poisoned lock is still usable: the muxer never panics midway).
+    pub fn muxer(&self) -> MutexGuard<'_, Muxer> {
+        self.muxer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The node's live HLS streams by `app/name`.
+#[derive(Default)]
+pub struct Streams {
+    map: Mutex<HashMap<String, Arc<HlsStream>>>,
+    /// Bumped whenever a stream starts: requests waiting for one (an edge's first HLS
+    /// viewer, while the pull connects) look again.
+    pub started: notify::Notify,
+}
+
+impl Streams {
+    fn map(&self) -> MutexGuard<'_, HashMap<String, Arc<HlsStream>>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The live stream `key`, if any.
+    pub fn get(&self, key: &str) -> Option<Arc<HlsStream>> {
+        self.map().get(key).cloned()
+    }
+}
+
+/// The muxers this core feeds, by publish generation.
+#[derive(Default)]
+struct Owned(std::cell::RefCell<HashMap<Generation, Arc<HlsStream>>>);
+
+/// A fresh unguessable path component.
+fn new_prefix() -> String {
+    let bytes: [u8; PREFIX_BYTES] = rand::random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// `key` went live from this core (publish `generation`): a new muxer under a new prefix.
+pub fn start(ctx: &CoreContext, key: &str, generation: Generation) {
+    let config = ctx.config();
+    if !config.hls.enabled {
+        return;
+    }
+    let prefix = new_prefix();
+    let muxer = match Muxer::new(config.hls.muxer(prefix.clone())) {
+        Ok(muxer) => muxer,
+        Err(e) => {
+            tracing::warn!(core = ctx.id.0, stream = %key, error = %e, "hls muxer not started");
+            return;
+        }
+    };
+    let stream = Arc::new(HlsStream {
+        key: key.to_owned(),
+        generation,
+        prefix,
+        muxer: Mutex::new(muxer),
+        changed: notify::Notify::default(),
+    });
+    let old = ctx
+        .shared
+        .hls
+        .map()
+        .insert(key.to_owned(), Arc::clone(&stream));
+    if let Some(old) = old {
+        end(&old);
+    }
+    ctx.shared.hls.started.bump();
+    let owned = ctx.feature::<Owned>();
+    let replaced = owned.0.borrow_mut().insert(generation, stream);
+    if let Some(old) = replaced {
+        end(&old);
+    }
+}
+
+/// A frame of publish `generation` on its owning core.
+pub fn feed(ctx: &CoreContext, generation: Generation, frame: &FrameData) {
+    let owned = ctx.feature::<Owned>();
+    let Some(stream) = owned.0.borrow().get(&generation).cloned() else {
+        return;
+    };
+    let mut muxer = stream.muxer();
+    let result = match frame.kind {
+        MediaKind::Video => muxer.push_video(frame.timestamp, &frame.payload),
+        MediaKind::Audio => muxer.push_audio(frame.timestamp, &frame.payload),
+        MediaKind::Data => return,
+    };
+    if let Err(e) = result {
+        count_error(ctx, &stream.key, e);
+    }
+    let mut made = false;
+    while let Some(event) = muxer.poll_event() {
+        if event == Event::Init {
+            muxer.set_wall_clock(unix_ms());
+        }
+        made = true;
+    }
+    drop(muxer);
+    if made {
+        stream.changed.bump();
+    }
+}
+
+/// Publish `generation` ended on this core: the muxer writes what it holds and is unlisted
+/// (its parked requests answer from what it has).
+pub fn stop(ctx: &CoreContext, generation: Generation) {
+    let owned = ctx.feature::<Owned>();
+    let Some(stream) = owned.0.borrow_mut().remove(&generation) else {
+        return;
+    };
+    let mut map = ctx.shared.hls.map();
+    if map
+        .get(&stream.key)
+        .is_some_and(|s| Arc::ptr_eq(s, &stream))
+    {
+        map.remove(&stream.key);
+    }
+    drop(map);
+    end(&stream);
+}
+
+fn end(stream: &HlsStream) {
+    let _ = stream.muxer().finish();
+    stream.changed.bump();
+}
+
+fn count_error(ctx: &CoreContext, key: &str, error: corecast_hls::MuxError) {
+    // Waiting for the first keyframe is how every stream starts, not an error.
+    if error == corecast_hls::MuxError::WaitingForKeyframe {
+        return;
+    }
+    let kind = format!("hls_{}", error.as_str());
+    ctx.metrics.error(&kind);
+    tracing::debug!(core = ctx.id.0, stream = %key, reason = error.as_str(), "hls dropped a frame");
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

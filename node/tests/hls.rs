@@ -1,0 +1,439 @@
+//! LL-HLS on `http.listen` with real tools: ffmpeg publishes over RTMP, ffprobe and ffmpeg read
+//! the playlist, raw HTTP checks blocking reloads, headers and refusals.
+
+mod support;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use support::media::{publish, shared_flv};
+use support::node::{free_port, Node};
+use support::process::{connect, kill_and_reap, output_with_deadline};
+use support::wait_for;
+
+/// What a GET answered.
+struct Answer {
+    status: u16,
+    headers: HashMap<String, String>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map_or("", String::as_str)
+    }
+}
+
+/// `GET path` on the node's HTTP port (Content-Length bodies only, which is all HLS sends).
+fn get(node: &Node, path: &str) -> Answer {
+    let mut s = connect(node.http).expect("http connect");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
+    .expect("http write");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("http read");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .expect("status code");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Answer {
+        status,
+        headers,
+        body: raw[split + 4..].to_vec(),
+    }
+}
+
+/// Waits until the stream's playlist answers 200 with at least `segments` segments listed.
+fn live_playlist(node: &Node, path: &str, segments: usize) -> String {
+    wait_for(Duration::from_secs(30), || {
+        let answer = get(node, path);
+        let text = answer.text();
+        (answer.status == 200 && text.matches("#EXTINF").count() >= segments).then_some(text)
+    })
+    .unwrap_or_else(|| panic!("{path} never listed {segments} segments"))
+}
+
+/// The `URI="..."` of the first line starting with `tag`.
+fn uri_of(playlist: &str, tag: &str) -> String {
+    let line = playlist
+        .lines()
+        .find(|l| l.starts_with(tag))
+        .unwrap_or_else(|| panic!("no {tag} in\n{playlist}"));
+    let start = line.find("URI=\"").expect("a URI") + 5;
+    let rest = &line[start..];
+    rest[..rest.find('"').expect("closing quote")].to_owned()
+}
+
+/// The last part listed: (msn, index), from its `p{msn}.{index}.m4s` name.
+fn last_part(playlist: &str) -> (u64, usize) {
+    let uri = playlist
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("#EXT-X-PART:"))
+        .map(|l| uri_of(l, "#EXT-X-PART:"))
+        .expect("parts listed");
+    let name = uri.rsplit('/').next().expect("a file name");
+    let (msn, index) = name
+        .strip_prefix('p')
+        .and_then(|n| n.strip_suffix(".m4s"))
+        .and_then(|n| n.split_once('.'))
+        .expect("a part name");
+    (msn.parse().expect("msn"), index.parse().expect("index"))
+}
+
+fn node() -> (Node, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = Node::start(2, "", dir.path());
+    (node, dir)
+}
+
+fn stop(mut child: Child) {
+    kill_and_reap(&mut child);
+}
+
+#[test]
+fn ffprobe_and_ffmpeg_read_the_ll_playlist_and_blocking_reload_works() {
+    let (node, dir) = node();
+    let publisher = publish(&shared_flv(40), &node.url("live/x"));
+    let index = "/hls/live/x/index.m3u8";
+    let playlist = live_playlist(&node, index, 3);
+
+    // The playlist: LL tags, short cache, CORS.
+    let answer = get(&node, index);
+    assert_eq!(
+        answer.header("content-type"),
+        "application/vnd.apple.mpegurl"
+    );
+    assert_eq!(answer.header("cache-control"), "max-age=1");
+    assert_eq!(answer.header("access-control-allow-origin"), "*");
+    for tag in [
+        "#EXT-X-PART-INF:PART-TARGET=",
+        "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES",
+        "#EXT-X-PRELOAD-HINT:TYPE=PART",
+        "#EXT-X-MAP:URI=",
+    ] {
+        assert!(playlist.contains(tag), "{tag} missing from\n{playlist}");
+    }
+    // The plain playlist has none of the LL tags, under either name.
+    for plain in ["/hls/live/x/index.m3u8?ll=0", "/hls/live/x/plain.m3u8"] {
+        let text = get(&node, plain).text();
+        assert!(
+            text.contains("#EXTINF") && !text.contains("#EXT-X-PART"),
+            "{plain}:\n{text}"
+        );
+    }
+
+    // The multivariant playlist names the LL one with its codecs.
+    let master = get(&node, "/hls/live/x/master.m3u8").text();
+    assert!(
+        master.contains("CODECS=\"avc1.")
+            && master.contains("mp4a.40.2")
+            && master.contains("\nindex.m3u8\n"),
+        "{master}"
+    );
+
+    // Media: immutable, CORS; the hinted part is held until it exists.
+    let init = get(
+        &node,
+        &format!("/hls/live/x/{}", uri_of(&playlist, "#EXT-X-MAP")),
+    );
+    assert_eq!(init.status, 200);
+    assert_eq!(
+        init.header("cache-control"),
+        "public, max-age=31536000, immutable"
+    );
+    assert_eq!(init.header("access-control-allow-origin"), "*");
+    assert_eq!(&init.body[4..8], b"ftyp");
+    let hint = uri_of(&get(&node, index).text(), "#EXT-X-PRELOAD-HINT");
+    let part = get(&node, &format!("/hls/live/x/{hint}"));
+    assert_eq!(part.status, 200, "the hinted part {hint}");
+    assert_eq!(&part.body[4..8], b"moof");
+
+    // Blocking reload for the next part: it returns once that part (or, if the segment ended
+    // first, the segment) is listed.
+    let (msn, index_now) = last_part(&get(&node, index).text());
+    let next = index_now + 1;
+    let blocked = get(&node, &format!("{index}?_HLS_msn={msn}&_HLS_part={next}"));
+    assert_eq!(blocked.status, 200);
+    let text = blocked.text();
+    assert!(
+        text.contains(&format!("p{msn}.{next}.m4s")) || text.contains(&format!("/s{msn}.m4s")),
+        "neither part {msn}.{next} nor segment {msn} in\n{text}"
+    );
+    // Out of range and malformed: 400 at once (the hold is 9 s).
+    for bad in [
+        format!("{index}?_HLS_msn={}", msn + 10),
+        format!("{index}?_HLS_msn={msn}&_HLS_part=1000"),
+        format!("{index}?_HLS_msn=abc"),
+        format!("{index}?_HLS_part=1"),
+    ] {
+        let started = Instant::now();
+        let answer = get(&node, &bad);
+        assert_eq!(answer.status, 400, "{bad}: {}", answer.text());
+        assert!(started.elapsed() < Duration::from_secs(5), "{bad} was held");
+    }
+    // Unknown stream, unknown prefix, unknown file.
+    assert_eq!(get(&node, "/hls/live/nobody/index.m3u8").status, 404);
+    assert_eq!(
+        get(&node, "/hls/live/x/AAAAAAAAAAAAAAAA/init.mp4").status,
+        404
+    );
+    let prefix = hint.split('/').next().expect("a prefix");
+    assert_eq!(
+        get(&node, &format!("/hls/live/x/{prefix}/s01.m4s")).status,
+        404
+    );
+
+    // ffprobe reads it; ffmpeg copies 6 s of it with no timestamp warnings.
+    let url = format!("http://{}{index}", node.http);
+    let probe = output_with_deadline(
+        Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-show_entries",
+                "stream=codec_name",
+                "-of",
+                "csv=p=0",
+            ])
+            .arg(&url),
+        Duration::from_secs(60),
+    );
+    let streams = String::from_utf8_lossy(&probe.stdout);
+    assert!(
+        probe.status.success(),
+        "ffprobe: {}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    assert!(
+        streams.contains("h264") && streams.contains("aac"),
+        "{streams}"
+    );
+    let out = dir.path().join("out.mp4");
+    let copy = output_with_deadline(
+        Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "warning", "-y", "-i"])
+            .arg(&url)
+            .args(["-c", "copy", "-t", "6", "-f", "mp4"])
+            .arg(&out),
+        Duration::from_secs(60),
+    );
+    let warnings = String::from_utf8_lossy(&copy.stderr);
+    assert!(copy.status.success(), "ffmpeg: {warnings}");
+    for bad in ["imestamp", "DTS", "monoton"] {
+        assert!(!warnings.contains(bad), "ffmpeg warned: {warnings}");
+    }
+    let length = output_with_deadline(
+        Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-show_entries",
+                "format=duration",
+                "-of",
+                "csv=p=0",
+            ])
+            .arg(&out),
+        Duration::from_secs(30),
+    );
+    let seconds: f64 = String::from_utf8_lossy(&length.stdout)
+        .trim()
+        .parse()
+        .expect("a duration");
+    assert!((5.0..=7.0).contains(&seconds), "copied {seconds} s");
+    stop(publisher);
+}
+
+#[test]
+fn a_publisher_restart_changes_the_prefix() {
+    let (node, _dir) = node();
+    let index = "/hls/live/again/index.m3u8";
+    let source = shared_flv(40);
+    let first = publish(&source, &node.url("live/again"));
+    let before = uri_of(&live_playlist(&node, index, 1), "#EXT-X-MAP");
+    stop(first);
+    wait_for(Duration::from_secs(10), || {
+        (get(&node, index).status == 404).then_some(())
+    })
+    .expect("the playlist goes once the publisher left");
+    let second = publish(&source, &node.url("live/again"));
+    let after = uri_of(&live_playlist(&node, index, 1), "#EXT-X-MAP");
+    assert_ne!(before, after, "a new publish, a new prefix");
+    assert_eq!(get(&node, &format!("/hls/live/again/{before}")).status, 404);
+    assert_eq!(get(&node, &format!("/hls/live/again/{after}")).status, 200);
+    stop(second);
+}
+
+#[test]
+fn an_edge_pulls_a_stream_for_its_hls_viewers_and_serves_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pull = format!("127.0.0.1:{}", free_port());
+    let origin = Node::start(
+        2,
+        &format!("[cluster]\npull_listen = \"{pull}\"\n"),
+        dir.path(),
+    );
+    let edge_dir = tempfile::tempdir().expect("temp dir");
+    let edge = Node::start(
+        2,
+        &format!(
+            "[cluster]\nrole = \"edge\"\nupstreams = [\"{pull}\"]\nretry_max_secs = 1\nconnect_timeout_secs = 1\nnegative_cache_secs = 1\n[http]\nrequest_timeout_secs = 4\n"
+        ),
+        edge_dir.path(),
+    );
+    // Before the publish: the request is held (3 s) while the edge asks upstream, then 404;
+    // requests after the publish get the stream.
+    let started = Instant::now();
+    assert_eq!(get(&edge, "/hls/live/far/index.m3u8").status, 404);
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "held past the hold"
+    );
+    let publisher = publish(&shared_flv(40), &origin.url("live/far"));
+    // No RTMP player: the HLS requests alone make the edge pull the stream.
+    let playlist = live_playlist(&edge, "/hls/live/far/index.m3u8", 2);
+    assert!(playlist.contains("#EXT-X-PRELOAD-HINT"), "{playlist}");
+    let init = get(
+        &edge,
+        &format!("/hls/live/far/{}", uri_of(&playlist, "#EXT-X-MAP")),
+    );
+    assert_eq!(init.status, 200);
+    let segment = playlist
+        .lines()
+        .rev()
+        .find(|l| l.ends_with(".m4s") && !l.starts_with('#'))
+        .expect("a segment");
+    assert_eq!(get(&edge, &format!("/hls/live/far/{segment}")).status, 200);
+    // The origin's own muxer is another publish with its own prefix.
+    let origin_playlist = live_playlist(&origin, "/hls/live/far/index.m3u8", 1);
+    assert_ne!(
+        uri_of(&origin_playlist, "#EXT-X-MAP"),
+        uri_of(&playlist, "#EXT-X-MAP")
+    );
+    stop(publisher);
+}
+
+#[test]
+fn check_refuses_a_bad_hls_section() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("hls.toml");
+    std::fs::write(&path, "[hls]\npart_target_ms = 50\n").expect("write");
+    let out = output_with_deadline(
+        Command::new(env!("CARGO_BIN_EXE_corecast"))
+            .arg("--config")
+            .arg(&path)
+            .arg("--check"),
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("hls.part_target_ms"), "{err}");
+    std::fs::write(&path, "[hls]\nenabled = false\nwindow_segments = 10\n").expect("write");
+    let out = output_with_deadline(
+        Command::new(env!("CARGO_BIN_EXE_corecast"))
+            .arg("--config")
+            .arg(&path)
+            .arg("--check"),
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn hls_can_be_turned_off() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = Node::start(1, "[hls]\nenabled = false\n", dir.path());
+    let publisher = publish(&shared_flv(40), &node.url("live/off"));
+    wait_for(Duration::from_secs(15), || {
+        let (status, body) = node.http_request("GET", "/api/v1/streams", None);
+        (status == 200 && body.contains("\"off\"")).then_some(())
+    })
+    .expect("the stream goes live");
+    assert_eq!(get(&node, "/hls/live/off/index.m3u8").status, 404);
+    stop(publisher);
+}
+
+/// A play token for `live/{stream}` signed with `secret` under `k1`.
+fn play_token(secret: &str, stream: &str) -> String {
+    use corecast_common::token::{Action, Claims, Key, KeyState, Keyring};
+    let ring =
+        Keyring::new(vec![Key::new("k1", secret.as_bytes(), KeyState::Active)]).expect("keyring");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs();
+    ring.sign(&Claims {
+        key_id: "k1".to_owned(),
+        action: Action::Play,
+        app: "live".to_owned(),
+        stream: stream.to_owned(),
+        not_before: now - 60,
+        expires: now + 3600,
+    })
+    .expect("signed")
+}
+
+#[test]
+fn play_tokens_guard_the_playlists_not_the_media() {
+    const SECRET: &str = "k1-secret-for-the-hls-tests-00001";
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = format!(
+        "[auth]\n[[auth.apps]]\nname = \"live\"\npublish = \"open\"\nplay = \"token\"\n[[auth.keys]]\nid = \"k1\"\nsecret = \"{SECRET}\"\nstate = \"active\"\n"
+    );
+    let node = Node::start(2, &config, dir.path());
+    let publisher = publish(&shared_flv(40), &node.url("live/paid"));
+    let token = play_token(SECRET, "paid");
+    let index = format!("/hls/live/paid/index.m3u8?token={token}");
+    let playlist = live_playlist(&node, &index, 1);
+    for refused in [
+        "/hls/live/paid/index.m3u8".to_owned(),
+        "/hls/live/paid/plain.m3u8?token=forged".to_owned(),
+        format!(
+            "/hls/live/paid/master.m3u8?token={}",
+            play_token(SECRET, "other")
+        ),
+        format!(
+            "/hls/live/paid/index.m3u8?token={}",
+            play_token("another-secret-entirely-000000000", "paid")
+        ),
+    ] {
+        let answer = get(&node, &refused);
+        assert_eq!(answer.status, 403, "{refused}: {}", answer.text());
+        assert!(!answer.text().contains(&token));
+    }
+    let master = get(&node, &format!("/hls/live/paid/master.m3u8?token={token}")).text();
+    assert!(
+        master.contains(&format!("\nindex.m3u8?token={token}\n")),
+        "{master}"
+    );
+    // With the token, blocking directives work as before; media needs no token.
+    let (msn, part) = last_part(&playlist);
+    let blocked = get(&node, &format!("{index}&_HLS_msn={msn}&_HLS_part={part}"));
+    assert_eq!(blocked.status, 200);
+    let init = format!("/hls/live/paid/{}", uri_of(&playlist, "#EXT-X-MAP"));
+    assert_eq!(get(&node, &init).status, 200);
+    stop(publisher);
+}
