@@ -35,6 +35,11 @@ use crate::{MuxError, MuxerConfig};
 
 /// Samples of one track in one part beyond which the part is closed regardless of time.
 pub const MAX_PART_SAMPLES: usize = 512;
+/// A segment that grows past this many bytes without a keyframe to cut at is ended anyway,
+/// so a stream with one endless GOP holds at most the window's segments of this size, not
+/// the whole stream (the next segment then starts without a keyframe: such a stream is not
+/// playable from there anyway).
+pub const MAX_SEGMENT_BYTES: usize = 16 * 1024 * 1024;
 /// Audio frames waiting for the video timeline beyond which the oldest are dropped.
 const MAX_WAITING_AUDIO: usize = 1024;
 /// An audio timestamp this far (ms) from the running frame count is a gap, not jitter.
@@ -195,7 +200,8 @@ impl Muxer {
             let part_len = dts - timeline.part_start + duration;
             let segment_len = dts - timeline.segment_start + duration;
             let targets = self.config.targets_in(VIDEO_TIMESCALE);
-            if keyframe && segment_len > targets.segment {
+            let oversized = self.window.current().len() > MAX_SEGMENT_BYTES;
+            if (keyframe && segment_len > targets.segment) || oversized {
                 self.close_part(dts, true)?;
             } else if part_len > targets.part || timeline.video.samples.len() >= MAX_PART_SAMPLES {
                 self.close_part(dts, false)?;

@@ -453,3 +453,33 @@ fn check_playlist_sums(ll: &str, timescale: u32) -> Result<(), TestCaseError> {
     }
     Ok(())
 }
+
+#[test]
+fn a_gop_that_never_ends_is_cut_at_the_segment_byte_cap() {
+    let mut muxer = muxer();
+    muxer.push_video(0, &avc_config()).unwrap();
+    // One keyframe, then 1 MiB non-key frames at 25 fps for 40 s: no keyframe to cut at.
+    let mut big = vec![0x27, 0x01, 0, 0, 0];
+    let nal = (1u32 << 20) - 4;
+    big.extend_from_slice(&nal.to_be_bytes());
+    big.push(0x41);
+    big.resize(5 + 4 + nal as usize, 0x88);
+    let big = Bytes::from(big);
+    muxer.push_video(0, &avc_frame(true)).unwrap();
+    for i in 1..1000u32 {
+        muxer.push_video(i * 40, &big).unwrap();
+        let current = muxer.window().current().len();
+        // The cap is checked as parts close: a segment ends within one part (333 ms, about
+        // nine of these frames) past it.
+        assert!(
+            current <= corecast_hls::muxer::MAX_SEGMENT_BYTES + big.len() * 12,
+            "the open segment holds {current} bytes after frame {i}"
+        );
+    }
+    let held: usize = muxer.window().listed().map(|s| s.len()).sum();
+    assert!(
+        held < 1000 << 20,
+        "the window holds {held} bytes of a 1000 MiB stream"
+    );
+    drain(&mut muxer);
+}

@@ -230,10 +230,12 @@ fn stalled_viewer_is_cut(request: &str, answered: &str) {
     let dir = tempfile::tempdir().expect("temp dir");
     let noise = noisy_flv(dir.path());
     let size_kib = std::fs::metadata(&noise).expect("noise").len() / 1024;
+    // HLS is off: its window holds segments of this one-GOP stream (bounded by the muxer's
+    // segment cap, not by the viewer), and this measures the FLV viewer alone.
     let node = Node::start(
         1,
         "[player]\nqueue_max_bytes = 262144\nqueue_hard_max_bytes = 1048576\n\
-         [http]\nrequest_timeout_secs = 3\n",
+         [http]\nrequest_timeout_secs = 3\n[hls]\nenabled = false\n",
         dir.path(),
     );
     // Warm up: one publish and one viewer that reads, so first-use costs are not counted.
