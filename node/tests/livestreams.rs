@@ -35,6 +35,14 @@ fn the_api_creates_lists_gets_disables_resets_and_deletes() {
         created["playback"]["rtmp"],
         format!("rtmp://localhost:1935/live/{id}")
     );
+    assert_eq!(
+        created["playback"]["hls"],
+        format!("https://live.example.com/hls/live/{id}/index.m3u8")
+    );
+    assert_eq!(
+        created["playback"]["flv"],
+        format!("https://live.example.com/live/{id}.flv")
+    );
     assert!(created["session"].is_null());
 
     // The key is shown once: never in a get or a list.

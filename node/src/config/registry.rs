@@ -117,6 +117,9 @@ pub struct LivestreamsConfig {
     pub rtmps_url: String,
     /// The public RTMPT base URL; empty leaves `rtmpt` out of the ingest URLs.
     pub rtmpt_url: String,
+    /// The public base URL of `http.listen` (`https://live.example.com`), for the playback
+    /// URLs of LL-HLS (when `[hls]` is on) and HTTP-FLV; empty leaves them out.
+    pub http_url: String,
     /// Serve the console page (`/console`): sign in with `http.api_token`, list and create
     /// livestreams.
     pub console: bool,
@@ -129,6 +132,7 @@ impl Default for LivestreamsConfig {
             rtmp_url: "rtmp://localhost:1935".to_owned(),
             rtmps_url: String::new(),
             rtmpt_url: String::new(),
+            http_url: String::new(),
             console: false,
         }
     }
@@ -151,6 +155,13 @@ impl LivestreamsConfig {
             if !url.is_empty() && !url.starts_with(scheme) {
                 return Err((field, format!("{url:?} must start with {scheme}")));
             }
+        }
+        let http = &self.http_url;
+        if !http.is_empty() && !http.starts_with("http://") && !http.starts_with("https://") {
+            return Err((
+                "livestreams.http_url",
+                format!("{http:?} must start with http:// or https://"),
+            ));
         }
         Ok(())
     }

@@ -35,12 +35,18 @@ pub struct Urls {
     pub rtmpt: Option<String>,
 }
 
-/// Playback URLs.
-// TODO(hls): add `hls`, `flv` and `player` here once the node serves them.
+/// Playback URLs (a player page is not served yet).
 #[derive(Debug, Serialize)]
 pub struct Playback {
     /// `rtmp://HOST/APP/<id>`.
     pub rtmp: String,
+    /// `HTTP_URL/hls/APP/<id>/index.m3u8`, when `livestreams.http_url` is set and `[hls]` on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hls: Option<String>,
+    /// `HTTP_URL/APP/<id>.flv` (HTTP-FLV, and WebSocket-FLV on the same path), when
+    /// `livestreams.http_url` is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flv: Option<String>,
 }
 
 impl View {
@@ -49,6 +55,7 @@ impl View {
         let l = &config.livestreams;
         let server = |base: &str| format!("{}/{}", base.trim_end_matches('/'), l.app);
         let optional = |base: &str| (!base.is_empty()).then(|| server(base));
+        let http = Some(l.http_url.trim_end_matches('/')).filter(|http| !http.is_empty());
         View {
             ingest: Urls {
                 rtmp: server(&l.rtmp_url),
@@ -57,6 +64,10 @@ impl View {
             },
             playback: Playback {
                 rtmp: format!("{}/{}", server(&l.rtmp_url), livestream.id),
+                hls: http
+                    .filter(|_| config.hls.enabled)
+                    .map(|http| format!("{http}/hls/{}/{}/index.m3u8", l.app, livestream.id)),
+                flv: http.map(|http| format!("{http}/{}/{}.flv", l.app, livestream.id)),
             },
             livestream,
             stream_key: None,

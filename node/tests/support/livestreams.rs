@@ -95,6 +95,7 @@ pub fn config(url: &str, node_id: &str, webhook: Option<&str>) -> String {
         .unwrap_or_default();
     format!(
         "[http]\napi_token = \"{TOKEN}\"\n\n[registry]\nurl = \"{url}\"\nnode_id = \"{node_id}\"\nrenew_ms = 500\nlease_secs = 3\n\n\
+         [livestreams]\nhttp_url = \"https://live.example.com/\"\n\n\
          [[auth.apps]]\nname = \"live\"\npublish = \"keys\"\nplay = \"open\"\n\n{hooks}"
     )
 }
