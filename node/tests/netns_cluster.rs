@@ -96,8 +96,18 @@ fn media(dir: &Path) -> PathBuf {
     path
 }
 
+/// A process killed and reaped when dropped: a failed assertion leaves nothing running (the
+/// publisher loops forever, HAProxy serves until stopped).
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        kill_and_reap(&mut self.0);
+    }
+}
+
 /// ffmpeg on the client host publishing `file` in a loop through the load balancer.
-fn publish(client: &Host, lb: Ipv4Addr, file: &Path) -> Child {
+fn publish(client: &Host, lb: Ipv4Addr, file: &Path) -> Reaped {
     client
         .command("ffmpeg")
         .args([
@@ -116,6 +126,7 @@ fn publish(client: &Host, lb: Ipv4Addr, file: &Path) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
+        .map(Reaped)
         .expect("start ffmpeg")
 }
 
@@ -262,7 +273,7 @@ fn a_cluster_on_separate_hosts_keeps_its_players_through_loss_an_origin_crash_an
         haproxy_config(lb.addr, [e1.addr, e2.addr], [o1.addr, o2.addr]),
     )
     .expect("haproxy config");
-    let mut haproxy = lb
+    let haproxy = lb
         .command("haproxy")
         .arg("-db")
         .arg("-f")
@@ -270,6 +281,7 @@ fn a_cluster_on_separate_hosts_keeps_its_players_through_loss_an_origin_crash_an
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
+        .map(Reaped)
         .expect("start haproxy");
     let lb_addr = lb.addr;
     let up = wait_for(Duration::from_secs(20), || {
@@ -282,7 +294,7 @@ fn a_cluster_on_separate_hosts_keeps_its_players_through_loss_an_origin_crash_an
     assert!(up.is_some(), "haproxy did not come up");
 
     let file = media(dir.path());
-    let mut publisher = publish(client, lb.addr, &file);
+    let publisher = publish(client, lb.addr, &file);
     let live = wait_for(Duration::from_secs(30), || {
         clients(o1)
             .iter()
@@ -326,8 +338,8 @@ fn a_cluster_on_separate_hosts_keeps_its_players_through_loss_an_origin_crash_an
         );
     }
     origin1.kill();
-    kill_and_reap(&mut publisher);
-    let mut publisher = publish(client, lb.addr, &file);
+    drop(publisher);
+    let publisher = publish(client, lb.addr, &file);
     let run = finish(run2, &report);
     let c = &run["connections"];
     assert_eq!(c["ok"], PLAYERS as u64, "phase 2: {c}");
@@ -375,7 +387,7 @@ fn a_cluster_on_separate_hosts_keeps_its_players_through_loss_an_origin_crash_an
         run["players"]["gaps"]
     );
 
-    kill_and_reap(&mut publisher);
-    kill_and_reap(&mut haproxy);
+    drop(publisher);
+    drop(haproxy);
     drop(relays);
 }
