@@ -12,9 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use support::client::closed_within;
-use support::media::{
-    from_first_keyframe, packets, play_to_file, publish, shared_flv, stderr_of, wait_exit,
-};
+use support::media::{assert_identical, play_to_file, publish, shared_flv, stderr_of, wait_exit};
 use support::node::{is_line, Node};
 
 const RTMPE_ON: &str = "[rtmp]\nrtmpe = true\n";
@@ -30,21 +28,6 @@ fn rtmpdump(node: &Node, stream: &str, out: &Path) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .expect("rtmpdump must be installed (scripts/install-deps.sh installs it)")
-}
-
-/// Every video and audio packet of `source` from its first keyframe on arrived, unchanged.
-fn assert_identical(source: &Path, played: &Path, what: &str) {
-    let source = packets(source);
-    let played = packets(played);
-    for kind in ["video", "audio"] {
-        let want = from_first_keyframe(&source, kind);
-        assert!(!want.is_empty());
-        assert_eq!(
-            from_first_keyframe(&played, kind),
-            want,
-            "{kind} packets differ for {what}"
-        );
-    }
 }
 
 #[test]

@@ -12,9 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::client::closed_within;
-use support::media::{
-    from_first_keyframe, packets, play_to_file, publish, shared_flv, stderr_of, wait_exit,
-};
+use support::media::{assert_identical, play_to_file, publish, shared_flv, stderr_of, wait_exit};
 use support::node::{field, free_port, is_line, Node};
 use support::process::output_with_deadline;
 use support::tls::{
@@ -45,21 +43,6 @@ fn wait_cores(node: &Node, since: usize, cores: usize, pred: impl Fn(&str) -> bo
         (seen.len() >= cores).then_some(())
     })
     .is_some()
-}
-
-/// Every video and audio packet of `source` from its first keyframe on arrived, unchanged.
-fn assert_identical(source: &Path, played: &Path, what: &str) {
-    let source = packets(source);
-    let played = packets(played);
-    for kind in ["video", "audio"] {
-        let want = from_first_keyframe(&source, kind);
-        assert!(!want.is_empty());
-        assert_eq!(
-            from_first_keyframe(&played, kind),
-            want,
-            "{kind} packets differ for {what}"
-        );
-    }
 }
 
 #[test]

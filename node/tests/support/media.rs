@@ -166,3 +166,18 @@ pub fn shared_flv(seconds: u32) -> PathBuf {
     }
     path
 }
+
+/// Every video and audio packet of `source` from its first keyframe on arrived, unchanged.
+pub fn assert_identical(source: &Path, played: &Path, what: &str) {
+    let source = packets(source);
+    let played = packets(played);
+    for kind in ["video", "audio"] {
+        let want = from_first_keyframe(&source, kind);
+        assert!(!want.is_empty());
+        assert_eq!(
+            from_first_keyframe(&played, kind),
+            want,
+            "{kind} packets differ for {what}"
+        );
+    }
+}
