@@ -17,9 +17,10 @@ use support::process::{connect, output_with_deadline};
 
 fn console_node(dir: &Path) -> Node {
     let url = format!("sqlite://{}", dir.join("registry.db").display());
-    let config = format!(
-        "{}\n[livestreams]\nconsole = true\n",
-        config(&url, "node-a", None)
+    let config = config(&url, "node-a", None).replacen(
+        "[livestreams]\n",
+        "[livestreams]\nconsole = true\n",
+        1,
     );
     Node::start(1, &config, dir)
 }
