@@ -868,6 +868,17 @@ impl Config {
 
     /// The registry's, the livestream API's and the webhooks' sections.
     fn check_livestreams(&self) -> Result<(), ConfigError> {
+        // Without a registry every `keys` publisher would be refused at run time, which
+        // looks like an outage; say so at start instead.
+        let keys_publish = self.auth.modes().iter().any(|(_, direction, mode)| {
+            *direction == Direction::Publish && *mode == AuthMode::Keys
+        });
+        if keys_publish && self.registry.target() == Ok(registry::RegistryTarget::Off) {
+            return Err(ConfigError::Invalid {
+                field: "auth.publish",
+                reason: "mode \"keys\" needs a livestream registry (set registry.url)".into(),
+            });
+        }
         self.registry
             .check()
             .and_then(|()| self.livestreams.check())
@@ -994,6 +1005,15 @@ mod tests {
         ));
         assert_eq!(config.livestreams.app, "live");
         assert!(config.livestreams.console);
+    }
+
+    #[test]
+    fn keys_mode_without_a_registry_is_refused() {
+        let text = "[auth]\npublish = \"keys\"\n";
+        let err = Config::parse(text, "t.toml").expect_err("no registry");
+        assert!(err.to_string().contains("registry.url"), "{err}");
+        let with = format!("{text}[registry]\nurl = \"sqlite:///tmp/r.db\"\n");
+        Config::parse(&with, "t.toml").expect("a registry is named");
     }
 
     #[test]
