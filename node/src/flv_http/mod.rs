@@ -171,7 +171,7 @@ fn join(ctx: &Rc<CoreContext>, key: &str, peer: SocketAddr, transport: &'static 
     let client = Rc::new(ClientHandle {
         id,
         peer,
-        transport,
+        transport: Cell::new(transport),
         since: Instant::now(),
         role: Cell::new(ClientRole::Playing),
         stream: RefCell::new(Some(key.to_owned())),
