@@ -212,7 +212,7 @@ impl Check {
 
     /// `[auth]`'s play verdict: Ok, or the answer to send.
     async fn run(self, ctx: &CoreContext) -> Result<(), Response> {
-        super::auth::authorize(ctx, &self.app, &self.name, self.query, self.peer)
+        super::auth::authorize(ctx, "hls", &self.app, &self.name, self.query, self.peer)
             .await
             .map_err(|refused| {
                 let message = format!("play not authorized: {}", refused.reason);
@@ -248,8 +248,9 @@ async fn stream_for(ctx: &Rc<CoreContext>, key: &str, deadline: Instant) -> Opti
     }
 }
 
-/// How long a blocking request is held: within the port's request deadline.
-fn hold(ctx: &CoreContext) -> Duration {
+/// How long a blocking request is held: within the port's request deadline. (An edge's
+/// HTTP-FLV request waits as long for its pull.)
+pub fn hold(ctx: &CoreContext) -> Duration {
     Duration::from_secs(
         ctx.config()
             .http
