@@ -486,3 +486,217 @@ fn a_websocket_client_gets_the_same_flv_in_binary_messages() {
     );
     kill_and_reap(&mut publisher);
 }
+
+/// `curl`s `url` for `seconds` and returns what it got (a live stream never ends: curl's
+/// `--max-time` stops it).
+fn curl_for(url: &str, seconds: u32) -> Vec<u8> {
+    let out = output_with_deadline(
+        Command::new("curl")
+            .args(["-sS", "--max-time", &seconds.to_string()])
+            .arg(url),
+        Duration::from_secs(u64::from(seconds) + 20),
+    );
+    out.stdout
+}
+
+#[test]
+fn an_edge_pulls_a_stream_for_its_flv_viewers_and_404s_what_the_origin_lacks() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pull = format!("127.0.0.1:{}", support::node::free_port());
+    let origin = Node::start(
+        2,
+        &format!("[cluster]\npull_listen = \"{pull}\"\n"),
+        dir.path(),
+    );
+    let edge_dir = tempfile::tempdir().expect("temp dir");
+    let edge = Node::start(
+        2,
+        &format!(
+            "[cluster]\nrole = \"edge\"\nupstreams = [\"{pull}\"]\nretry_max_secs = 1\n\
+             connect_timeout_secs = 1\nnegative_cache_secs = 1\n[http]\nrequest_timeout_secs = 4\n"
+        ),
+        edge_dir.path(),
+    );
+    // Nothing published: the edge asks upstream, then answers 404 within the hold (3 s).
+    let started = Instant::now();
+    let (status, body) = edge.http_request("GET", "/live/far.flv", None);
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "held past the hold"
+    );
+    edge.wait_log(Duration::from_secs(10), |l| {
+        l.contains("http-flv closed") && l.contains("stream=live/far") && l.contains("not_found")
+    })
+    .expect("the waiting viewer leaves");
+
+    let src = shared_flv(40);
+    let mut publisher = publish_live(&origin, &src, "far");
+    // No RTMP player on the edge: the FLV request alone makes it pull, and is answered with
+    // the stream once it is there (a retry may meet the 1 s negative cache first).
+    let got = support::wait_for(Duration::from_secs(30), || {
+        let got = curl_for(&flv_url(&edge, "live/far.flv"), 3);
+        (got.len() > 10_000).then_some(got)
+    })
+    .expect("the edge streams live/far over HTTP-FLV");
+    assert_eq!(&got[..13], &FLV_HEADER_BYTES, "the FLV header first");
+    let saved = dir.path().join("edge.flv");
+    std::fs::write(&saved, &got).expect("save");
+    let probe = output_with_deadline(
+        Command::new("ffprobe")
+            .args(["-v", "error", "-show_entries", "stream=codec_name"])
+            .args(["-of", "csv=p=0"])
+            .arg(&saved),
+        Duration::from_secs(30),
+    );
+    let codecs = String::from_utf8_lossy(&probe.stdout);
+    assert!(
+        codecs.contains("h264") && codecs.contains("aac"),
+        "{codecs}"
+    );
+    // WebSocket-FLV on the edge too.
+    let ws = dir.path().join("edge-ws.flv");
+    let client = output_with_deadline(
+        Command::new(tools_python())
+            .args(["-c", WS_CLIENT])
+            .arg(format!("ws://{}/live/far.flv", edge.http))
+            .arg(&ws)
+            .arg("3"),
+        Duration::from_secs(30),
+    );
+    assert!(
+        client.status.success(),
+        "the WebSocket client failed: {}",
+        String::from_utf8_lossy(&client.stderr)
+    );
+    let ws_bytes = std::fs::read(&ws).expect("ws output");
+    assert!(ws_bytes.len() > 10_000 && ws_bytes.starts_with(b"FLV"));
+    kill_and_reap(&mut publisher);
+}
+
+/// The FLV file header every viewer gets first.
+const FLV_HEADER_BYTES: [u8; 13] = [b'F', b'L', b'V', 1, 0x05, 0, 0, 0, 9, 0, 0, 0, 0];
+
+/// A play token for `live/{stream}` signed with `secret` under `k1`, valid from
+/// `not_before` to `expires` (seconds from now).
+fn play_token(secret: &str, stream: &str, not_before: i64, expires: i64) -> String {
+    use corecast_common::token::{Action, Claims, Key, KeyState, Keyring};
+    let ring =
+        Keyring::new(vec![Key::new("k1", secret.as_bytes(), KeyState::Active)]).expect("keyring");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs() as i64;
+    ring.sign(&Claims {
+        key_id: "k1".to_owned(),
+        action: Action::Play,
+        app: "live".to_owned(),
+        stream: stream.to_owned(),
+        not_before: (now + not_before) as u64,
+        expires: (now + expires) as u64,
+    })
+    .expect("signed")
+}
+
+#[test]
+fn play_tokens_guard_http_flv_and_websocket_flv() {
+    const SECRET: &str = "k1-secret-for-the-flv-tests-00001";
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = format!(
+        "[auth]\n[[auth.apps]]\nname = \"live\"\npublish = \"open\"\nplay = \"token\"\n\
+         [[auth.keys]]\nid = \"k1\"\nsecret = \"{SECRET}\"\nstate = \"active\"\n"
+    );
+    let node = Node::start(2, &config, dir.path());
+    let src = shared_flv(40);
+    let mut publisher = publish_live(&node, &src, "paid");
+    let good = play_token(SECRET, "paid", -60, 3600);
+    let refused = [
+        ("none", "/live/paid.flv".to_owned()),
+        ("forged", "/live/paid.flv?token=forged".to_owned()),
+        (
+            "expired",
+            format!(
+                "/live/paid.flv?token={}",
+                play_token(SECRET, "paid", -7200, -3600)
+            ),
+        ),
+        (
+            "other stream",
+            format!(
+                "/live/paid.flv?token={}",
+                play_token(SECRET, "other", -60, 3600)
+            ),
+        ),
+        (
+            "other key",
+            format!(
+                "/live/paid.flv?token={}",
+                play_token("another-secret-entirely-000000000", "paid", -60, 3600)
+            ),
+        ),
+    ];
+    for (what, path) in &refused {
+        let (status, body) = node.http_request("GET", path, None);
+        assert_eq!(status, 403, "{what}: {body}");
+        assert!(!body.contains(&good), "{what}: no token echoed");
+    }
+    // A WebSocket request without a token is refused before any upgrade.
+    let mut raw = connect(node.http).expect("connect");
+    write!(
+        raw,
+        "GET /live/paid.flv HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    .expect("request");
+    raw.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut answer = [0u8; 64];
+    let n = raw.read(&mut answer).expect("answer");
+    assert!(
+        answer[..n].starts_with(b"HTTP/1.1 403"),
+        "{}",
+        String::from_utf8_lossy(&answer[..n])
+    );
+    // With the token: the stream, over HTTP and over WebSocket.
+    let got = curl_for(&flv_url(&node, &format!("live/paid.flv?token={good}")), 3);
+    assert!(
+        got.len() > 10_000 && got.starts_with(b"FLV"),
+        "{} bytes",
+        got.len()
+    );
+    let ws = dir.path().join("paid-ws.flv");
+    let client = output_with_deadline(
+        Command::new(tools_python())
+            .args(["-c", WS_CLIENT])
+            .arg(format!("ws://{}/live/paid.flv?token={good}", node.http))
+            .arg(&ws)
+            .arg("3"),
+        Duration::from_secs(30),
+    );
+    assert!(
+        client.status.success(),
+        "{}",
+        String::from_utf8_lossy(&client.stderr)
+    );
+    assert!(std::fs::read(&ws).expect("ws output").len() > 10_000);
+    // Refusals are logged and counted by reason, in both families.
+    node.wait_log(Duration::from_secs(5), |l| {
+        l.contains("http play not authorized") && l.contains("http-flv")
+    })
+    .expect("a refusal logged");
+    let metrics = node.http_request("GET", "/metrics", None).1;
+    let sum = |prefix: &str, label: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(prefix) && l.contains(label))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!(
+        sum("corecast_errors_total{", "kind=\"http_flv_auth\""),
+        (refused.len() + 1) as f64,
+        "each refusal counted"
+    );
+    assert!(sum("corecast_auth_refusals_total{", "action=\"play\"") >= (refused.len() + 1) as f64);
+    kill_and_reap(&mut publisher);
+}
