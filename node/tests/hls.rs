@@ -263,24 +263,173 @@ fn ffprobe_and_ffmpeg_read_the_ll_playlist_and_blocking_reload_works() {
     stop(publisher);
 }
 
+/// Every media name (init, segments, parts) a playlist lists or hints, with its prefix.
+fn media_names(playlist: &str) -> Vec<String> {
+    playlist
+        .lines()
+        .filter_map(|l| {
+            if l.starts_with('#') {
+                l.find("URI=\"")
+                    .map(|_| uri_of(l, l.split(':').next().unwrap_or(l)))
+            } else {
+                (!l.is_empty()).then(|| l.to_owned())
+            }
+        })
+        .collect()
+}
+
 #[test]
-fn a_publisher_restart_changes_the_prefix() {
+fn a_publisher_restart_changes_the_prefix_and_reuses_no_name() {
     let (node, _dir) = node();
     let index = "/hls/live/again/index.m3u8";
     let source = shared_flv(40);
     let first = publish(&source, &node.url("live/again"));
-    let before = uri_of(&live_playlist(&node, index, 1), "#EXT-X-MAP");
+    let first_playlist = live_playlist(&node, index, 2);
+    let before = uri_of(&first_playlist, "#EXT-X-MAP");
     stop(first);
     wait_for(Duration::from_secs(10), || {
         (get(&node, index).status == 404).then_some(())
     })
     .expect("the playlist goes once the publisher left");
     let second = publish(&source, &node.url("live/again"));
-    let after = uri_of(&live_playlist(&node, index, 1), "#EXT-X-MAP");
+    // A player that reloads recovers: the playlist is back, under a new prefix.
+    let second_playlist = live_playlist(&node, index, 2);
+    let after = uri_of(&second_playlist, "#EXT-X-MAP");
     assert_ne!(before, after, "a new publish, a new prefix");
+    let prefix = |uri: &str| uri.split('/').next().expect("a prefix").to_owned();
+    let (old_prefix, new_prefix) = (prefix(&before), prefix(&after));
+    let (old_names, new_names) = (media_names(&first_playlist), media_names(&second_playlist));
+    assert!(old_names.len() > 3 && new_names.len() > 3);
+    for name in &old_names {
+        assert!(name.starts_with(&format!("{old_prefix}/")), "{name}");
+    }
+    for name in &new_names {
+        assert!(name.starts_with(&format!("{new_prefix}/")), "{name}");
+        assert!(
+            !old_names.contains(name),
+            "{name} named two publishes' media"
+        );
+    }
     assert_eq!(get(&node, &format!("/hls/live/again/{before}")).status, 404);
     assert_eq!(get(&node, &format!("/hls/live/again/{after}")).status, 200);
+    // The new publish's media plays: its first listed segment is served.
+    let segment = new_names
+        .iter()
+        .find(|n| n.ends_with(".m4s") && n.contains("/s"))
+        .expect("a segment listed");
+    assert_eq!(
+        get(&node, &format!("/hls/live/again/{segment}")).status,
+        200
+    );
     stop(second);
+}
+
+/// `corecast_memory_accounted_bytes` summed over the node's cores.
+fn accounted(node: &Node) -> f64 {
+    node.http_request("GET", "/metrics", None)
+        .1
+        .lines()
+        .filter(|l| l.starts_with("corecast_memory_accounted_bytes{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn a_long_gop_stream_keeps_hls_memory_within_its_window() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // 120 s of noise with a keyframe every 3 s (longer than the 1 s segment target), about
+    // 100 MB: far more than a window of 3 listed + 2 retired + 1 current 3-s segments.
+    let source = dir.path().join("long-gop.flv");
+    let made = output_with_deadline(
+        Command::new("ffmpeg")
+            .args([
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+            ])
+            .arg("testsrc=size=320x180:rate=25,noise=alls=60:allf=t")
+            .args([
+                "-t",
+                "120",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-crf",
+                "16",
+            ])
+            .args(["-g", "75", "-pix_fmt", "yuv420p", "-f", "flv"])
+            .arg(&source),
+        Duration::from_secs(180),
+    );
+    assert!(made.status.success(), "ffmpeg could not make the source");
+    let size = std::fs::metadata(&source).expect("source").len() as f64;
+    let seconds_of_media = 120.0;
+    let node = Node::start(
+        1,
+        "[hls]\nwindow_segments = 3\nsegment_target_ms = 1000\npart_target_ms = 250\n",
+        dir.path(),
+    );
+    // Warm up, so first-use costs are not counted.
+    let warm = publish(&shared_flv(12), &node.url("live/warm"));
+    live_playlist(&node, "/hls/live/warm/index.m3u8", 1);
+    stop(warm);
+    wait_for(Duration::from_secs(10), || {
+        (accounted(&node) < 1e6).then_some(())
+    })
+    .expect("the warm-up's window is released");
+    let before_kib = support::rss::rss_kib(node.pid());
+
+    // Eight times real time: 15 s.
+    let mut publisher = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-readrate", "8", "-i"])
+        .arg(&source)
+        .args(["-c", "copy", "-f", "flv"])
+        .arg(node.url("live/long"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start ffmpeg");
+    let (mut peak_accounted, mut peak_kib) = (0.0f64, before_kib);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while publisher.try_wait().expect("publisher status").is_none() {
+        assert!(Instant::now() < deadline, "the publish never ended");
+        peak_accounted = peak_accounted.max(accounted(&node));
+        peak_kib = peak_kib.max(support::rss::rss_kib(node.pid()));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The window is what HLS holds: 6 segments of 3 s at this stream's rate, plus parts and
+    // framing. Stated bound: 8 GOPs' worth.
+    let window_bound = size / seconds_of_media * 3.0 * 8.0;
+    eprintln!(
+        "{size} B source: accounted peak {peak_accounted} B (bound {window_bound}), RSS +{} KiB",
+        peak_kib - before_kib
+    );
+    assert!(
+        peak_accounted > size / seconds_of_media * 3.0,
+        "the muxer's window (at least one GOP) is accounted: {peak_accounted}"
+    );
+    assert!(
+        peak_accounted < window_bound,
+        "accounted {peak_accounted} B, over the window's {window_bound} B"
+    );
+    // Had the muxer kept the stream, the node would have grown by all of it.
+    let grown = (peak_kib - before_kib) as f64 * 1024.0;
+    assert!(
+        grown < size / 2.0,
+        "RSS grew by {grown} B for a {size} B stream"
+    );
+    // The window is released with the stream.
+    wait_for(Duration::from_secs(10), || {
+        (accounted(&node) < 1e6).then_some(())
+    })
+    .expect("the window is released when the stream ends");
+    kill_and_reap(&mut publisher);
 }
 
 #[test]
