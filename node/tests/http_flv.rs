@@ -700,3 +700,81 @@ fn play_tokens_guard_http_flv_and_websocket_flv() {
     assert!(sum("corecast_auth_refusals_total{", "action=\"play\"") >= (refused.len() + 1) as f64);
     kill_and_reap(&mut publisher);
 }
+
+#[test]
+fn a_stalled_viewer_does_not_hold_back_one_that_reads() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let noise = noisy_flv(dir.path());
+    let size_kib = std::fs::metadata(&noise).expect("noise").len() / 1024;
+    let node = Node::start(
+        1,
+        "[player]\nqueue_max_bytes = 4194304\nqueue_hard_max_bytes = 8388608\n\
+         [http]\nrequest_timeout_secs = 3\n[hls]\nenabled = false\n",
+        dir.path(),
+    );
+    // Twice real time (15 s): a viewer that reads keeps up, one that stalls does not.
+    let mut publisher = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-readrate", "2", "-i"])
+        .arg(&noise)
+        .args(["-c", "copy", "-f", "flv"])
+        .arg(node.url("live/noise"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start ffmpeg");
+    node.wait_log(Duration::from_secs(20), |l| {
+        is_line(l, "publish", "live/noise")
+    })
+    .expect("publish logged");
+    let before = rss_kib(node.pid());
+    let mut stalled = connect(node.http).expect("connect");
+    stalled
+        .write_all(b"GET /live/noise.flv HTTP/1.1\r\nHost: t\r\n\r\n")
+        .expect("request");
+    let read_out = dir.path().join("reader.flv");
+    let mut reader = Command::new("curl")
+        .args(["-sS", "--max-time", "60", "-o"])
+        .arg(&read_out)
+        .arg(flv_url(&node, "live/noise.flv"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start curl");
+    let mut peak = before;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while publisher.try_wait().expect("publisher").is_none() {
+        assert!(Instant::now() < deadline, "the publish never ended");
+        peak = peak.max(rss_kib(node.pid()));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The reader's response stays open (a viewer waits for the next publish, as an RTMP
+    // player does): it has had most of the stream once its file holds more than half.
+    let read_kib = || std::fs::metadata(&read_out).map_or(0, |m| m.len() / 1024);
+    let got = support::wait_for(Duration::from_secs(30), || {
+        let got = read_kib();
+        (got > size_kib / 2).then_some(got)
+    });
+    // By now the stalled viewer is cut (at its queue's hard bound, or by the write deadline)
+    // and the reader is not.
+    let closed: Vec<String> = node
+        .log()
+        .into_iter()
+        .filter(|l| l.contains("http-flv closed"))
+        .collect();
+    kill_and_reap(&mut reader);
+    let read_kib = read_kib();
+    assert!(
+        got.is_some(),
+        "the reading viewer got {read_kib} KiB of a {size_kib} KiB stream"
+    );
+    assert!(
+        closed.len() == 1
+            && (closed[0].contains("slow_consumer") || closed[0].contains("peer_closed")),
+        "only the stalled viewer is cut: {closed:?}"
+    );
+    let grown = peak.saturating_sub(before);
+    eprintln!("stalled + reading viewer: read {read_kib} of {size_kib} KiB, RSS +{grown} KiB");
+    assert!(grown < size_kib / 2, "RSS grew by {grown} KiB");
+}
