@@ -586,3 +586,161 @@ fn play_tokens_guard_the_playlists_not_the_media() {
     assert_eq!(get(&node, &init).status, 200);
     stop(publisher);
 }
+
+/// The NAL units of an Annex B byte stream (start codes removed).
+fn annexb_nals(stream: &[u8]) -> Vec<&[u8]> {
+    let mut starts = Vec::new();
+    let mut i = 0;
+    while i + 3 <= stream.len() {
+        if stream[i..i + 3] == [0, 0, 1] {
+            starts.push(i + 3);
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    starts
+        .iter()
+        .enumerate()
+        .map(|(n, &start)| {
+            let end = starts.get(n + 1).map_or(stream.len(), |next| next - 3);
+            // A four-byte start code leaves a zero at the end of the previous unit.
+            let mut nal = &stream[start..end];
+            while nal.last() == Some(&0) {
+                nal = &nal[..nal.len() - 1];
+            }
+            nal
+        })
+        .collect()
+}
+
+/// An HEVC NAL unit's type.
+fn hevc_type(nal: &[u8]) -> u8 {
+    (nal[0] >> 1) & 0x3F
+}
+
+/// The `hvcC` record (ISO/IEC 14496-15 8.3.3) of an 8-bit 4:2:0 stream from its parameter
+/// sets: the profile, tier and level are the SPS's `profile_tier_level` bytes.
+fn hvcc(vps: &[u8], sps: &[u8], pps: &[u8]) -> Vec<u8> {
+    // The SPS without emulation-prevention bytes: 2 header bytes, 1 byte of ids, then the
+    // 12 bytes of general profile, tier, flags and level.
+    let mut rbsp = Vec::new();
+    for &b in sps {
+        if b == 3 && rbsp.ends_with(&[0, 0]) {
+            continue;
+        }
+        rbsp.push(b);
+    }
+    let mut record = vec![1];
+    record.extend_from_slice(&rbsp[3..15]);
+    record.extend_from_slice(&[0xF0, 0x00, 0xFC, 0xFD, 0xF8, 0xF8, 0x00, 0x00, 0x0F, 3]);
+    for nal in [vps, sps, pps] {
+        record.push(0x80 | hevc_type(nal));
+        record.extend_from_slice(&1u16.to_be_bytes());
+        record.extend_from_slice(&(nal.len() as u16).to_be_bytes());
+        record.extend_from_slice(nal);
+    }
+    record
+}
+
+/// An Enhanced RTMP video message body: frame type, packet type, FourCC, data.
+fn enhanced_video(keyframe: bool, packet_type: u8, data: &[u8]) -> Vec<u8> {
+    let frame_type = if keyframe { 1 } else { 2 };
+    let mut body = vec![0x80 | (frame_type << 4) | packet_type];
+    body.extend_from_slice(b"hvc1");
+    body.extend_from_slice(data);
+    body
+}
+
+#[test]
+fn hevc_over_enhanced_rtmp_is_served_as_hvc1() {
+    use corecast_common::types::MessageType;
+    let dir = tempfile::tempdir().expect("temp dir");
+    // 12 s of HEVC at 25 fps, a keyframe a second, no B-frames (PTS = DTS).
+    let raw = dir.path().join("x.hevc");
+    let made = output_with_deadline(
+        Command::new("ffmpeg")
+            .args([
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+            ])
+            .arg("testsrc=size=320x240:rate=25")
+            .args(["-t", "12", "-c:v", "libx265", "-preset", "ultrafast"])
+            .args([
+                "-x265-params",
+                "log-level=error:bframes=0:keyint=25:min-keyint=25",
+            ])
+            .args(["-pix_fmt", "yuv420p", "-f", "hevc"])
+            .arg(&raw),
+        Duration::from_secs(120),
+    );
+    assert!(made.status.success(), "ffmpeg could not encode HEVC");
+    let stream = std::fs::read(&raw).expect("the HEVC stream");
+    let nals = annexb_nals(&stream);
+    let find = |t: u8| {
+        *nals
+            .iter()
+            .find(|n| hevc_type(n) == t)
+            .expect("a parameter set")
+    };
+    let record = hvcc(find(32), find(33), find(34));
+
+    let (node, _dir) = node();
+    let mut client = support::client::RtmpClient::connect(node.addr, "live").expect("connect");
+    let status = client.publish("hevc").expect("publish");
+    assert_eq!(status, "NetStream.Publish.Start");
+    // SequenceStart, then each picture as CodedFramesX (no composition time): its slice NAL
+    // units, four-byte length-prefixed (parameter sets and SEI stay out: hvc1).
+    client
+        .send_media(MessageType::VIDEO, 0, &enhanced_video(true, 0, &record))
+        .expect("sequence start");
+    let mut frames = 0u32;
+    for nal in nals.iter().filter(|n| hevc_type(n) < 32) {
+        let mut sample = (nal.len() as u32).to_be_bytes().to_vec();
+        sample.extend_from_slice(nal);
+        let keyframe = (16..=21).contains(&hevc_type(nal));
+        client
+            .send_media(
+                MessageType::VIDEO,
+                frames * 40,
+                &enhanced_video(keyframe, 3, &sample),
+            )
+            .expect("a frame");
+        frames += 1;
+    }
+    assert!(frames >= 290, "{frames} pictures");
+
+    // The stream stays published (the client is connected) while it is read.
+    let master = wait_for(Duration::from_secs(20), || {
+        let answer = get(&node, "/hls/live/hevc/master.m3u8");
+        (answer.status == 200).then(|| answer.text())
+    })
+    .expect("the multivariant playlist");
+    assert!(master.contains("CODECS=\"hvc1."), "{master}");
+    eprintln!("{}", master.lines().find(|l| l.contains("CODECS")).unwrap_or(""));
+    live_playlist(&node, "/hls/live/hevc/index.m3u8", 3);
+    let probe = output_with_deadline(
+        Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-show_entries",
+                "stream=codec_name,codec_tag_string",
+            ])
+            .args(["-of", "csv=p=0"])
+            .arg(format!("http://{}/hls/live/hevc/index.m3u8", node.http)),
+        Duration::from_secs(60),
+    );
+    let streams = String::from_utf8_lossy(&probe.stdout);
+    assert!(
+        probe.status.success() && streams.contains("hevc") && streams.contains("hvc1"),
+        "ffprobe: {streams} {}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    drop(client);
+}
