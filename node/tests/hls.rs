@@ -644,10 +644,10 @@ fn hvcc(vps: &[u8], sps: &[u8], pps: &[u8]) -> Vec<u8> {
 }
 
 /// An Enhanced RTMP video message body: frame type, packet type, FourCC, data.
-fn enhanced_video(keyframe: bool, packet_type: u8, data: &[u8]) -> Vec<u8> {
+fn enhanced_video(fourcc: &[u8; 4], keyframe: bool, packet_type: u8, data: &[u8]) -> Vec<u8> {
     let frame_type = if keyframe { 1 } else { 2 };
     let mut body = vec![0x80 | (frame_type << 4) | packet_type];
-    body.extend_from_slice(b"hvc1");
+    body.extend_from_slice(fourcc);
     body.extend_from_slice(data);
     body
 }
@@ -697,7 +697,11 @@ fn hevc_over_enhanced_rtmp_is_served_as_hvc1() {
     // SequenceStart, then each picture as CodedFramesX (no composition time): its slice NAL
     // units, four-byte length-prefixed (parameter sets and SEI stay out: hvc1).
     client
-        .send_media(MessageType::VIDEO, 0, &enhanced_video(true, 0, &record))
+        .send_media(
+            MessageType::VIDEO,
+            0,
+            &enhanced_video(b"hvc1", true, 0, &record),
+        )
         .expect("sequence start");
     let mut frames = 0u32;
     for nal in nals.iter().filter(|n| hevc_type(n) < 32) {
@@ -708,7 +712,7 @@ fn hevc_over_enhanced_rtmp_is_served_as_hvc1() {
             .send_media(
                 MessageType::VIDEO,
                 frames * 40,
-                &enhanced_video(keyframe, 3, &sample),
+                &enhanced_video(b"hvc1", keyframe, 3, &sample),
             )
             .expect("a frame");
         frames += 1;
@@ -722,7 +726,10 @@ fn hevc_over_enhanced_rtmp_is_served_as_hvc1() {
     })
     .expect("the multivariant playlist");
     assert!(master.contains("CODECS=\"hvc1."), "{master}");
-    eprintln!("{}", master.lines().find(|l| l.contains("CODECS")).unwrap_or(""));
+    eprintln!(
+        "{}",
+        master.lines().find(|l| l.contains("CODECS")).unwrap_or("")
+    );
     live_playlist(&node, "/hls/live/hevc/index.m3u8", 3);
     let probe = output_with_deadline(
         Command::new("ffprobe")
@@ -739,6 +746,175 @@ fn hevc_over_enhanced_rtmp_is_served_as_hvc1() {
     let streams = String::from_utf8_lossy(&probe.stdout);
     assert!(
         probe.status.success() && streams.contains("hevc") && streams.contains("hvc1"),
+        "ffprobe: {streams} {}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    drop(client);
+}
+
+/// One OBU of a low-overhead AV1 stream: (type, the whole OBU, its payload).
+fn next_obu(stream: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let header = *stream.first()?;
+    let kind = (header >> 3) & 0x0F;
+    assert!(
+        header & 0x02 != 0,
+        "OBUs carry their size (ffmpeg's obu muxer)"
+    );
+    let mut at = 1 + usize::from(header & 0x04 != 0);
+    let (mut size, mut shift) = (0usize, 0);
+    loop {
+        let byte = *stream.get(at)?;
+        at += 1;
+        size |= usize::from(byte & 0x7F) << shift;
+        shift += 7;
+        if byte & 0x80 == 0 {
+            break;
+        }
+    }
+    let end = at + size;
+    Some((kind, stream.get(..end)?, stream.get(at..end)?))
+}
+
+/// The `av1C` record (AV1-ISOBMFF 2.3) of an 8-bit 4:2:0 stream from its sequence header
+/// OBU: profile, first operating point's level and tier, then the OBU itself.
+fn av1c(sequence_header: &[u8], payload: &[u8]) -> Vec<u8> {
+    let bit = |n: usize| (payload[n / 8] >> (7 - n % 8)) & 1;
+    let bits = |from: usize, count: usize| (from..from + count).fold(0u8, |v, n| (v << 1) | bit(n));
+    let profile = bits(0, 3);
+    let reduced = bit(4) == 1;
+    let (level, tier) = if reduced {
+        (bits(5, 5), 0)
+    } else {
+        assert_eq!(
+            bits(5, 2),
+            0,
+            "no timing info or display delay (SVT-AV1's defaults)"
+        );
+        // operating_points_cnt_minus_1 (5), then the first point's idc (12) and level (5).
+        let level = bits(7 + 5 + 12, 5);
+        let tier = if level > 7 { bit(7 + 5 + 12 + 5) } else { 0 };
+        (level, tier)
+    };
+    let mut record = vec![0x81, (profile << 5) | level, (tier << 7) | 0x0C, 0];
+    record.extend_from_slice(sequence_header);
+    record
+}
+
+#[test]
+fn av1_over_enhanced_rtmp_is_served_as_av01() {
+    use corecast_common::types::MessageType;
+    let dir = tempfile::tempdir().expect("temp dir");
+    // 12 s of AV1 at 25 fps from SVT-AV1 (fast enough for a test), a keyframe a second.
+    let raw = dir.path().join("x.obu");
+    let made = output_with_deadline(
+        Command::new("ffmpeg")
+            .args([
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+            ])
+            .arg("testsrc=size=320x240:rate=25")
+            .args(["-t", "12", "-c:v", "libsvtav1", "-preset", "12", "-g", "25"])
+            .args([
+                "-svtav1-params",
+                "keyint=25",
+                "-pix_fmt",
+                "yuv420p",
+                "-f",
+                "obu",
+            ])
+            .arg(&raw),
+        Duration::from_secs(120),
+    );
+    assert!(made.status.success(), "ffmpeg could not encode AV1");
+    let stream = std::fs::read(&raw).expect("the AV1 stream");
+    // Temporal units: the OBUs between temporal delimiters (type 2), delimiters dropped.
+    let mut units: Vec<Vec<u8>> = Vec::new();
+    let mut record = None;
+    let mut rest = &stream[..];
+    while let Some((kind, obu, payload)) = next_obu(rest) {
+        rest = &rest[obu.len()..];
+        match kind {
+            2 => units.push(Vec::new()),
+            _ => {
+                if kind == 1 && record.is_none() {
+                    record = Some(av1c(obu, payload));
+                }
+                units
+                    .last_mut()
+                    .expect("a temporal delimiter first")
+                    .extend_from_slice(obu);
+            }
+        }
+    }
+    assert!(rest.is_empty(), "the whole stream is OBUs");
+    let record = record.expect("a sequence header");
+    // A key frame: its unit's first frame (header) OBU has show_existing_frame = 0 and
+    // frame_type = KEY_FRAME (0).
+    let is_key = |unit: &[u8]| {
+        let mut rest = unit;
+        while let Some((kind, obu, payload)) = next_obu(rest) {
+            if kind == 3 || kind == 6 {
+                return payload[0] & 0xE0 == 0;
+            }
+            rest = &rest[obu.len()..];
+        }
+        false
+    };
+
+    let (node, _dir) = node();
+    let mut client = support::client::RtmpClient::connect(node.addr, "live").expect("connect");
+    let status = client.publish("av1").expect("publish");
+    assert_eq!(status, "NetStream.Publish.Start");
+    client
+        .send_media(
+            MessageType::VIDEO,
+            0,
+            &enhanced_video(b"av01", true, 0, &record),
+        )
+        .expect("sequence start");
+    for (n, unit) in units.iter().enumerate() {
+        let body = enhanced_video(b"av01", is_key(unit), 1, unit);
+        client
+            .send_media(MessageType::VIDEO, n as u32 * 40, &body)
+            .expect("a frame");
+    }
+    assert!(units.len() >= 290, "{} temporal units", units.len());
+    assert!(
+        units.iter().filter(|u| is_key(u)).count() >= 10,
+        "a keyframe a second"
+    );
+
+    let master = wait_for(Duration::from_secs(20), || {
+        let answer = get(&node, "/hls/live/av1/master.m3u8");
+        (answer.status == 200).then(|| answer.text())
+    })
+    .expect("the multivariant playlist");
+    assert!(master.contains("CODECS=\"av01.0."), "{master}");
+    eprintln!(
+        "{}",
+        master.lines().find(|l| l.contains("CODECS")).unwrap_or("")
+    );
+    live_playlist(&node, "/hls/live/av1/index.m3u8", 3);
+    let probe = output_with_deadline(
+        Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-show_entries",
+                "stream=codec_name,codec_tag_string",
+            ])
+            .args(["-of", "csv=p=0"])
+            .arg(format!("http://{}/hls/live/av1/index.m3u8", node.http)),
+        Duration::from_secs(60),
+    );
+    let streams = String::from_utf8_lossy(&probe.stdout);
+    assert!(
+        probe.status.success() && streams.contains("av1") && streams.contains("av01"),
         "ffprobe: {streams} {}",
         String::from_utf8_lossy(&probe.stderr)
     );
