@@ -496,6 +496,21 @@ fn check_refuses_a_bad_hls_section() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("hls.part_target_ms"), "{err}");
+    // A window longer than ten minutes (every stream holds its window in memory).
+    std::fs::write(&path, "[hls]\nwindow_segments = 400\n").expect("write");
+    let out = output_with_deadline(
+        Command::new(env!("CARGO_BIN_EXE_corecast"))
+            .arg("--config")
+            .arg(&path)
+            .arg("--check"),
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("hls.window_segments") && err.contains("600 s"),
+        "{err}"
+    );
     std::fs::write(&path, "[hls]\nenabled = false\nwindow_segments = 10\n").expect("write");
     let out = output_with_deadline(
         Command::new(env!("CARGO_BIN_EXE_corecast"))
