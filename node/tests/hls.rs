@@ -334,12 +334,10 @@ fn accounted(node: &Node) -> f64 {
         .sum()
 }
 
-#[test]
-fn a_long_gop_stream_keeps_hls_memory_within_its_window() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    // 120 s of noise with a keyframe every 3 s (longer than the 1 s segment target), about
-    // 100 MB: far more than a window of 3 listed + 2 retired + 1 current 3-s segments.
-    let source = dir.path().join("long-gop.flv");
+/// 120 s of noise with a keyframe every 3 s (longer than a 1 s segment target), about
+/// 100 MB (some 860 KB a second).
+fn long_gop_flv(dir: &std::path::Path) -> std::path::PathBuf {
+    let source = dir.join("long-gop.flv");
     let made = output_with_deadline(
         Command::new("ffmpeg")
             .args([
@@ -367,6 +365,76 @@ fn a_long_gop_stream_keeps_hls_memory_within_its_window() {
         Duration::from_secs(180),
     );
     assert!(made.status.success(), "ffmpeg could not make the source");
+    source
+}
+
+/// `ffmpeg -readrate 8 -i source -c copy -f flv url` in the background.
+fn publish_fast(source: &std::path::Path, url: &str) -> Child {
+    Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-readrate", "8", "-i"])
+        .arg(source)
+        .args(["-c", "copy", "-f", "flv"])
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start ffmpeg")
+}
+
+#[test]
+fn hls_windows_count_in_the_budget_and_a_full_core_refuses_new_publishers() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let source = long_gop_flv(dir.path());
+    // One core with the smallest budget (16 MiB); a window of 10 + 3 segments of 3 s holds
+    // some 33 MB of this stream.
+    let node = Node::start(
+        1,
+        "[node]\nmemory_budget_bytes = 16777216\n\
+         [hls]\nwindow_segments = 10\nsegment_target_ms = 1000\npart_target_ms = 250\n",
+        dir.path(),
+    );
+    let mut publisher = publish_fast(&source, &node.url("live/big"));
+    wait_for(Duration::from_secs(60), || {
+        (accounted(&node) > 16_777_216.0).then_some(())
+    })
+    .expect("the window fills the core's budget");
+    // The publisher already in goes on; a new connection is refused, cleanly.
+    assert!(
+        support::client::RtmpClient::connect(node.addr, "live").is_err(),
+        "a new publisher is refused on a core over its budget"
+    );
+    node.wait_log(Duration::from_secs(5), |l| {
+        l.contains("connection refused") && l.contains("memory budget")
+    })
+    .expect("the refusal is logged");
+    let metrics = node.http_request("GET", "/metrics", None).1;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("corecast_connections_refused_total{")
+                && l.contains("reason=\"memory_budget\"")
+                && !l.ends_with(" 0")),
+        "the refusal is counted"
+    );
+    assert_eq!(get(&node, "/hls/live/big/index.m3u8").status, 200);
+    // The stream gone, its window is released and the core admits again.
+    assert!(
+        support::media::wait_exit(&mut publisher, Duration::from_secs(60)).is_some(),
+        "the publish ends"
+    );
+    wait_for(Duration::from_secs(10), || {
+        (accounted(&node) < 1e6).then_some(())
+    })
+    .expect("the window is released");
+    support::client::RtmpClient::connect(node.addr, "live").expect("admitted again");
+}
+
+#[test]
+fn a_long_gop_stream_keeps_hls_memory_within_its_window() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Far more than a window of 3 listed + 2 retired + 1 current 3-s segments.
+    let source = long_gop_flv(dir.path());
     let size = std::fs::metadata(&source).expect("source").len() as f64;
     let seconds_of_media = 120.0;
     let node = Node::start(
@@ -385,16 +453,7 @@ fn a_long_gop_stream_keeps_hls_memory_within_its_window() {
     let before_kib = support::rss::rss_kib(node.pid());
 
     // Eight times real time: 15 s.
-    let mut publisher = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-readrate", "8", "-i"])
-        .arg(&source)
-        .args(["-c", "copy", "-f", "flv"])
-        .arg(node.url("live/long"))
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start ffmpeg");
+    let mut publisher = publish_fast(&source, &node.url("live/long"));
     let (mut peak_accounted, mut peak_kib) = (0.0f64, before_kib);
     let deadline = Instant::now() + Duration::from_secs(90);
     while publisher.try_wait().expect("publisher status").is_none() {
