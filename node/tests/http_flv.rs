@@ -778,3 +778,56 @@ fn a_stalled_viewer_does_not_hold_back_one_that_reads() {
     eprintln!("stalled + reading viewer: read {read_kib} of {size_kib} KiB, RSS +{grown} KiB");
     assert!(grown < size_kib / 2, "RSS grew by {grown} KiB");
 }
+
+/// `[auth]` with a play callback at `receiver` for the app `live` (publishing is open).
+fn play_callback_config(receiver: &support::callback::Receiver, timeout_ms: u64) -> String {
+    format!(
+        "[auth]\ncallback_url = \"http://{}/auth\"\ncallback_timeout_ms = {timeout_ms}\n\
+         [[auth.apps]]\nname = \"live\"\npublish = \"open\"\nplay = \"callback\"\n",
+        receiver.addr
+    )
+}
+
+#[test]
+fn a_play_callback_decides_http_flv_viewers() {
+    use support::callback::Receiver;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let receiver = Receiver::start(true, Duration::from_secs(60));
+    let node = Node::start(1, &play_callback_config(&receiver, 2000), dir.path());
+    let src = shared_flv(40);
+    let mut allowed = publish_live(&node, &src, "okay");
+    let mut refused = publish_live(&node, &src, "nope");
+    // The callback allows names starting with "ok".
+    let got = curl_for(&flv_url(&node, "live/okay.flv?token=abc"), 3);
+    assert!(
+        got.len() > 10_000 && got.starts_with(b"FLV"),
+        "{} bytes",
+        got.len()
+    );
+    let (status, body) = node.http_request("GET", "/live/nope.flv", None);
+    assert_eq!(status, 403, "{body}");
+    let asked = receiver.asked();
+    assert!(
+        asked
+            .iter()
+            .any(|a| a.body["name"] == "okay" && a.body["action"] == "play"),
+        "the callback was asked about the play: {asked:?}"
+    );
+    kill_and_reap(&mut allowed);
+    kill_and_reap(&mut refused);
+
+    // A callback that never answers refuses once its timeout passed (`callback_unavailable`).
+    let silent = Receiver::start(false, Duration::from_secs(60));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = Node::start(1, &play_callback_config(&silent, 300), dir.path());
+    let mut publisher = publish_live(&node, &src, "okay");
+    let started = Instant::now();
+    let (status, body) = node.http_request("GET", "/live/okay.flv", None);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("callback_unavailable"), "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered after the timeout"
+    );
+    kill_and_reap(&mut publisher);
+}
