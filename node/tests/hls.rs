@@ -994,3 +994,66 @@ fn av1_over_enhanced_rtmp_is_served_as_av01() {
     );
     drop(client);
 }
+
+#[test]
+fn an_edge_core_over_its_budget_starts_no_muxer_and_the_stream_still_flows() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let source = long_gop_flv(dir.path());
+    let pull = format!("127.0.0.1:{}", free_port());
+    let origin = Node::start(
+        1,
+        &format!("[cluster]\npull_listen = \"{pull}\"\n[hls]\nenabled = false\n"),
+        dir.path(),
+    );
+    // One core with the smallest budget; a window of 10 + 3 three-second segments of the
+    // long-GOP stream holds about twice that.
+    let edge_dir = tempfile::tempdir().expect("temp dir");
+    let edge = Node::start(
+        1,
+        &format!(
+            "[node]\nmemory_budget_bytes = 16777216\n\
+             [cluster]\nrole = \"edge\"\nupstreams = [\"{pull}\"]\nretry_max_secs = 1\n\
+             connect_timeout_secs = 1\nnegative_cache_secs = 1\n[http]\nrequest_timeout_secs = 4\n\
+             [hls]\nwindow_segments = 10\nsegment_target_ms = 1000\npart_target_ms = 250\n"
+        ),
+        edge_dir.path(),
+    );
+    let mut big = publish_fast(&source, &origin.url("live/big"));
+    let small = publish(&shared_flv(40), &origin.url("live/small"));
+    // HLS requests make the edge pull the big stream; its window fills the edge's budget.
+    wait_for(Duration::from_secs(60), || {
+        let _ = get(&edge, "/hls/live/big/index.m3u8");
+        (accounted(&edge) > 16_777_216.0).then_some(())
+    })
+    .expect("the big stream's window fills the edge's budget");
+    // The small stream is pulled, but gets no muxer: its HLS is 404 within the hold ...
+    assert_eq!(get(&edge, "/hls/live/small/index.m3u8").status, 404);
+    edge.wait_log(Duration::from_secs(10), |l| {
+        l.contains("hls muxer not started") && l.contains("live/small")
+    })
+    .expect("the refused muxer is logged");
+    let metrics = edge.http_request("GET", "/metrics", None).1;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("corecast_errors_total{")
+                && l.contains("kind=\"hls_over_budget\"")
+                && !l.ends_with(" 0")),
+        "the refused muxer is counted"
+    );
+    // ... while it plays over HTTP-FLV, and the big stream's HLS goes on.
+    let flv = output_with_deadline(
+        Command::new("curl")
+            .args(["-sS", "--max-time", "3"])
+            .arg(format!("http://{}/live/small.flv", edge.http)),
+        Duration::from_secs(20),
+    );
+    assert!(
+        flv.stdout.len() > 10_000 && flv.stdout.starts_with(b"FLV"),
+        "{} FLV bytes",
+        flv.stdout.len()
+    );
+    assert_eq!(get(&edge, "/hls/live/big/index.m3u8").status, 200);
+    kill_and_reap(&mut big);
+    stop(small);
+}
