@@ -1,5 +1,5 @@
 //! The HTTP endpoint on every core: `/metrics`, `/healthz`, `/readyz`, the JSON API and
-//! HTTP-FLV ([`crate::flv_http`]).
+//! HTTP-FLV ([`crate::flv_http`]), the player page ([`crate::player`]).
 //!
 //! HTTP itself (keep-alive, HEAD, limits, deadlines) is [`crate::httpd`]'s and the API's
 //! conventions (JSON errors, paging, the token) are [`crate::api`]'s; this module is the
@@ -302,6 +302,17 @@ pub(crate) static ROUTES: &[Route<CoreContext>] = &[
         method: Method::GET,
         path: "/console/session",
         handler: livestreams::console_session,
+    },
+    // Before the page: `/play/assets/...` is never a stream named so.
+    Route {
+        method: Method::GET,
+        path: "/play/assets/{file}",
+        handler: crate::player::asset,
+    },
+    Route {
+        method: Method::GET,
+        path: "/play/{app}/{name}",
+        handler: crate::player::page,
     },
     // Last: any `/{app}/{name}.flv` the routes above do not claim (HTTP-FLV).
     Route {
