@@ -116,7 +116,9 @@
       return;
     }
     $("player").textContent = `hls.js ${Hls.version}, low-latency mode`;
-    const hls = new Hls({ lowLatencyMode: true, backBufferLength: 30 });
+    // Up to 1.5x speed to catch up with hls.js's target latency (PART-HOLD-BACK) after a
+    // start or a stall; without it hls.js stays as far behind as it started.
+    const hls = new Hls({ lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.5, backBufferLength: 30 });
     state.hls = hls;
     hls.on(Hls.Events.MANIFEST_PARSED, startPlayback);
     hls.on(Hls.Events.FRAG_LOADED, (_, data) => {
