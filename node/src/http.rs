@@ -5,7 +5,8 @@
 //! conventions (JSON errors, paging, the token) are [`crate::api`]'s; this module is the
 //! port's route table and its handlers. The API reads the stats board (refreshed once a
 //! second by each core) and routes kick/stop requests to the owning core's admin queue. Every
-//! error on this port, an unknown path included, is the API's JSON error.
+//! error on this port, an unknown path included, is the API's JSON error (but for the player
+//! page's 503 when its scripts are missing: a page, for people).
 
 use std::net::SocketAddr;
 use std::rc::Rc;

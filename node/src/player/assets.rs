@@ -220,17 +220,38 @@ mod tests {
         assert!(check(&config(dir.path())).is_some());
     }
 
-    #[test]
-    fn installed_files_are_served_under_a_name_that_changes_with_their_content() {
-        let dir = tempfile::tempdir().expect("temp dir");
+    fn install(dir: &Path) {
         for (path, text) in [
             ("hls.js/dist/hls.min.js", "var Hls;"),
             ("mpegts.js/dist/mpegts.js", "var mpegts;"),
         ] {
-            let file = dir.path().join(path);
+            let file = dir.join(path);
             std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
             std::fs::write(file, text).expect("write");
         }
+    }
+
+    #[test]
+    fn a_changed_folder_is_read_again() {
+        let (empty, full) = (
+            tempfile::tempdir().expect("dir"),
+            tempfile::tempdir().expect("dir"),
+        );
+        install(full.path());
+        assert!(current(&config(empty.path())).files.is_err());
+        // Within RETRY the same folder is not read again...
+        install(empty.path());
+        assert!(current(&config(empty.path())).files.is_err());
+        // ...but another folder (a reload that changed assets_dir) is, at once.
+        let reloaded = current(&config(full.path()));
+        assert!(reloaded.files.is_ok());
+        assert!(Arc::ptr_eq(&reloaded, &current(&config(full.path()))));
+    }
+
+    #[test]
+    fn installed_files_are_served_under_a_name_that_changes_with_their_content() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        install(dir.path());
         let assets = Assets::load(&config(dir.path()));
         let hls = assets.get("hls.min.js").expect("installed").expect("known");
         assert_eq!(&hls.body[..], b"var Hls;");
