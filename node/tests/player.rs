@@ -297,21 +297,29 @@ fn publish_looping(file: &Path, url: &str) -> Reaped {
 
 /// Plays `page` in Chromium until its video advanced 5 s: what play.mjs saw.
 fn play_in_chromium(script_dir: &Path, page: &str) -> serde_json::Value {
+    let (played, seen) = try_in_chromium(script_dir, page, 60);
+    assert!(played, "the browser never played {page}: {seen}");
+    seen
+}
+
+/// Opens `page` in Chromium and waits `wait_secs` for its video to play (then 5 s of it):
+/// whether it played, and what play.mjs saw.
+fn try_in_chromium(script_dir: &Path, page: &str, wait_secs: u64) -> (bool, serde_json::Value) {
     let out = output_with_deadline(
         Command::new("node")
             .current_dir(script_dir)
             .arg("play.mjs")
             .arg(page)
-            .arg("5"),
-        Duration::from_secs(150),
+            .args(["5", "0", &wait_secs.to_string()]),
+        Duration::from_secs(wait_secs + 90),
     );
-    assert!(
-        out.status.success(),
-        "the browser run of {page} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    serde_json::from_slice(&out.stdout).expect("the script's JSON answer")
+    let seen = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON from the browser run of {page} ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.success(), seen)
 }
 
 #[test]
@@ -357,5 +365,56 @@ fn chromium_plays_the_page_over_ll_hls_in_low_latency_mode_and_over_websocket_fl
             "the CSP blocked something: {errors}"
         );
     }
+    drop(publisher);
+}
+
+/// A play token for `live/{stream}` signed with `secret` under `k1`.
+fn play_token(secret: &str, stream: &str) -> String {
+    use corecast_common::token::{Action, Claims, Key, KeyState, Keyring};
+    let ring =
+        Keyring::new(vec![Key::new("k1", secret.as_bytes(), KeyState::Active)]).expect("keyring");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs();
+    ring.sign(&Claims {
+        key_id: "k1".to_owned(),
+        action: Action::Play,
+        app: "live".to_owned(),
+        stream: stream.to_owned(),
+        not_before: now - 60,
+        expires: now + 3600,
+    })
+    .expect("signed")
+}
+
+#[test]
+fn the_page_passes_its_token_on_to_the_playlist() {
+    const SECRET: &str = "k1-secret-for-the-player-tests-01";
+    let script_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console");
+    let players = Path::new(env!("CARGO_MANIFEST_DIR")).join("../player/node_modules");
+    if !browser_ready(&script_dir, &players) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = format!(
+        "[player_page]\nassets_dir = {:?}\n[auth]\n[[auth.apps]]\nname = \"live\"\npublish = \"open\"\nplay = \"token\"\n[[auth.keys]]\nid = \"k1\"\nsecret = \"{SECRET}\"\nstate = \"active\"\n",
+        players.display()
+    );
+    let node = Node::start(1, &config, dir.path());
+    let publisher = publish_looping(&shared_flv(10), &node.url("live/paid"));
+    let base = format!("http://{}/play/live/paid", node.http);
+    let token = play_token(SECRET, "paid");
+    let paid = play_in_chromium(&script_dir, &format!("{base}?token={token}"));
+    assert!(paid["played"].as_f64().unwrap_or_default() >= 5.0, "{paid}");
+    // Without it the page plays nothing and says why.
+    let (played, refused) = try_in_chromium(&script_dir, &base, 8);
+    assert!(!played, "played without a token: {refused}");
+    assert!(
+        refused["status"]
+            .as_str()
+            .is_some_and(|s| s.contains("not authorized")),
+        "{refused}"
+    );
     drop(publisher);
 }

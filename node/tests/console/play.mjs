@@ -1,18 +1,19 @@
 // Plays the node's player page (/play/{app}/{name}) in headless Chromium (Debian's `chromium`)
 // with playwright-core, for node/tests/player.rs and scripts/bench-player-latency.sh.
 //
-//   node play.mjs PAGE_URL [SECONDS_OF_PLAY] [SAMPLE_SECONDS]
+//   node play.mjs PAGE_URL [SECONDS_OF_PLAY] [SAMPLE_SECONDS] [WAIT_SECONDS]
 //
-// Waits (within 60 s) until the page's <video> is playing, then until its currentTime has
+// Waits (within WAIT_SECONDS, default 60) until the page's <video> is playing, then until its currentTime has
 // advanced SECONDS_OF_PLAY (default 5; within 20 s more), then samples the page's latency
 // figures every 250 ms for SAMPLE_SECONDS (default 0). Prints one JSON object: the mode, the
 // video time played, whether hls.js ran in low-latency mode, the LL-HLS part URLs the page
 // requested, the latency samples, and the page's errors. Exits 1 when the video never played.
 import { chromium } from "playwright-core";
 
-const [url, playArg, sampleArg] = process.argv.slice(2);
+const [url, playArg, sampleArg, waitArg] = process.argv.slice(2);
 const playSeconds = Number(playArg || 5);
 const sampleSeconds = Number(sampleArg || 0);
+const waitSeconds = Number(waitArg || 60);
 const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -57,7 +58,7 @@ try {
 
   // Playing: the video's time moves.
   let first = null;
-  for (const end = Date.now() + 60000; Date.now() < end; await sleep(200)) {
+  for (const end = Date.now() + waitSeconds * 1000; Date.now() < end; await sleep(200)) {
     const s = await state(page);
     if (s && s.currentTime > 0) {
       first = s;
