@@ -418,3 +418,59 @@ fn the_page_passes_its_token_on_to_the_playlist() {
     );
     drop(publisher);
 }
+
+#[test]
+fn the_page_plays_on_after_a_publisher_restart() {
+    use std::io::{BufRead, BufReader};
+    use std::sync::mpsc;
+    let script_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console");
+    let players = Path::new(env!("CARGO_MANIFEST_DIR")).join("../player/node_modules");
+    if !browser_ready(&script_dir, &players) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = format!("[player_page]\nassets_dir = {:?}\n", players.display());
+    let node = Node::start(1, &config, dir.path());
+    let source = shared_flv(10);
+    for page in ["/play/live/again", "/play/live/again?via=flv"] {
+        let first = publish_looping(&source, &node.url("live/again"));
+        let mut browser = Reaped(
+            Command::new("node")
+                .current_dir(&script_dir)
+                .env("PLAY_RESTART", "1")
+                .arg("play.mjs")
+                .arg(format!("http://{}{page}", node.http))
+                .arg("5")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("start node play.mjs"),
+        );
+        let (tx, lines) = mpsc::channel();
+        let stdout = browser.0.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let asked = lines.recv_timeout(Duration::from_secs(120));
+        assert_eq!(asked.as_deref(), Ok("restart"), "{page} never played");
+        // The publisher goes and comes back: a new publish, new HLS names.
+        drop(first);
+        let second = publish_looping(&source, &node.url("live/again"));
+        let mut stdin = browser.0.stdin.take().expect("stdin");
+        writeln!(stdin, "go").expect("tell play.mjs");
+        let answer = lines
+            .recv_timeout(Duration::from_secs(120))
+            .unwrap_or_else(|e| panic!("no answer from play.mjs for {page}: {e}"));
+        let seen: serde_json::Value = serde_json::from_str(&answer).expect("JSON");
+        assert!(
+            seen["replayed"].as_f64().unwrap_or_default() >= 5.0,
+            "{page} did not play on after the restart: {seen}"
+        );
+        drop((browser, second));
+    }
+}

@@ -10,6 +10,10 @@
 (() => {
   const RETRY_MS = 2000;
   const REFRESH_MS = 500;
+  // A player whose video stopped moving for this long (or never started) is made anew: a
+  // publisher restart starts the stream over under new names, which neither player follows.
+  const STALL_MS = 6000;
+  const START_MS = 20000;
   const $ = (id) => document.getElementById(id);
 
   // ["play", app, name], each still percent-encoded as in the URL.
@@ -25,9 +29,12 @@
     parts: 0,
     fragments: 0,
     errors: [],
+    restarts: 0,
     hls: null,
     flv: null,
   };
+  // The current player's start, its last progress, and whether it has played at all.
+  const watch = { startedAt: 0, progressAt: 0, time: -1, played: false, retry: null };
   window.corecastPlayer = state;
 
   function status(text, playing = false) {
@@ -134,10 +141,7 @@
       }
       // Not live (yet), ended, or refused: look again shortly.
       const code = data.response && data.response.code;
-      status(code === 403 ? "not authorized to play this stream (check ?token=)" : "waiting for the stream…");
-      hls.destroy();
-      state.hls = null;
-      setTimeout(playHls, RETRY_MS);
+      retry(code === 403 ? "not authorized to play this stream (check ?token=)" : "waiting for the stream…");
     });
     hls.loadSource(hlsUrl());
     hls.attachMedia(video);
@@ -165,20 +169,59 @@
     state.flv = flv;
     flv.on(mpegts.Events.ERROR, (type, details) => {
       state.errors.push(`${type}: ${details}`);
-      status("waiting for the stream…");
-      flv.destroy();
-      state.flv = null;
-      setTimeout(playFlv, RETRY_MS);
+      retry("waiting for the stream…");
     });
     flv.attachMediaElement(video);
     flv.load();
     startPlayback();
   }
 
+  function stop() {
+    clearTimeout(watch.retry);
+    watch.retry = null;
+    if (state.hls) state.hls.destroy();
+    if (state.flv) state.flv.destroy();
+    state.hls = null;
+    state.flv = null;
+  }
+
+  function start() {
+    stop();
+    Object.assign(watch, { startedAt: Date.now(), progressAt: Date.now(), time: -1, played: false });
+    if (via === "flv") playFlv();
+    else playHls();
+  }
+
+  // Drops the player and starts a new one in a while, saying why meanwhile.
+  function retry(why) {
+    stop();
+    status(why);
+    watch.retry = setTimeout(start, RETRY_MS);
+  }
+
+  // Once a second: a player whose video stalled (not paused by the viewer) starts over.
+  function watchdog() {
+    if (!state.hls && !state.flv) return;
+    const now = Date.now();
+    if (video.paused || video.currentTime !== watch.time) {
+      watch.time = video.currentTime;
+      watch.progressAt = now;
+      return;
+    }
+    const stalled = watch.played ? now - watch.progressAt > STALL_MS : now - watch.startedAt > START_MS;
+    if (stalled) {
+      state.restarts += 1;
+      retry("the stream stalled or restarted: starting again…");
+    }
+  }
+
   header();
-  video.addEventListener("playing", playing);
+  video.addEventListener("playing", () => {
+    watch.played = true;
+    playing();
+  });
   video.addEventListener("waiting", () => status("buffering…"));
   setInterval(refresh, REFRESH_MS);
-  if (via === "flv") playFlv();
-  else playHls();
+  setInterval(watchdog, 1000);
+  start();
 })();

@@ -8,6 +8,10 @@
 // figures every 250 ms for SAMPLE_SECONDS (default 0). Prints one JSON object: the mode, the
 // video time played, whether hls.js ran in low-latency mode, the LL-HLS part URLs the page
 // requested, the latency samples, and the page's errors. Exits 1 when the video never played.
+//
+// With PLAY_RESTART=1 it then prints the line `restart` and waits for a line on stdin (the
+// caller restarts the publisher meanwhile), and reports as `replayed` how far the video moved
+// in the 60 s after that line (summed over players: the page may start a new one).
 import { chromium } from "playwright-core";
 
 const [url, playArg, sampleArg, waitArg] = process.argv.slice(2);
@@ -28,6 +32,7 @@ const state = (page) =>
       parts: s.parts,
       fragments: s.fragments,
       errors: s.errors,
+      restarts: s.restarts,
       lowLatencyMode: s.hls ? s.hls.config.lowLatencyMode && s.hls.lowLatencyMode : null,
       latency: s.hls ? s.hls.latency : s.bufferedAhead,
       targetLatency: s.hls ? s.hls.targetLatency : null,
@@ -72,6 +77,18 @@ try {
       if (last.currentTime - first.currentTime >= playSeconds) break;
     }
   }
+  let replayed = null;
+  if (first && process.env.PLAY_RESTART === "1") {
+    console.log("restart");
+    await new Promise((resolve) => process.stdin.once("data", resolve));
+    replayed = 0;
+    let before = (await state(page)).currentTime;
+    for (const end = Date.now() + 60000; Date.now() < end && replayed < playSeconds; await sleep(200)) {
+      const now = (await state(page)).currentTime;
+      if (now > before) replayed += now - before;
+      before = now;
+    }
+  }
   const samples = [];
   for (const end = Date.now() + sampleSeconds * 1000; first && Date.now() < end; await sleep(250)) {
     const s = await state(page);
@@ -84,6 +101,8 @@ try {
       mode: final.mode,
       status: final.status,
       played,
+      replayed,
+      restarts: final.restarts,
       lowLatencyMode: final.lowLatencyMode,
       parts: final.parts,
       fragments: final.fragments,
