@@ -175,7 +175,10 @@ pub fn current(config: &PlayerPageConfig) -> Arc<Assets> {
     assets
 }
 
-/// Reads the files at start, so that no request waits for the disk, and logs what it found.
+/// Reads the files at start, so that no request waits for the disk, and logs what it found:
+/// missing files are a warning when `assets_dir` names a folder, and an info line when it is
+/// the default (a node run without the page's scripts installed is a choice; the page and
+/// `--check` still say what to run).
 pub fn preload(config: &PlayerPageConfig) {
     if !config.enabled {
         return;
@@ -183,6 +186,7 @@ pub fn preload(config: &PlayerPageConfig) {
     let assets = current(config);
     match &assets.files {
         Ok(_) => tracing::info!(dir = %assets.dir.display(), "player page scripts loaded"),
+        Err(why) if config.assets_dir.is_empty() => tracing::info!("player page: {why}"),
         Err(why) => tracing::warn!("player page: {why}"),
     }
 }
