@@ -303,11 +303,12 @@ fn play_in_chromium(script_dir: &Path, page: &str) -> serde_json::Value {
 }
 
 /// Opens `page` in Chromium and waits `wait_secs` for its video to play (then 5 s of it):
-/// whether it played, and what play.mjs saw.
+/// whether it played, and what play.mjs saw. Any certificate is accepted (a test CA's).
 fn try_in_chromium(script_dir: &Path, page: &str, wait_secs: u64) -> (bool, serde_json::Value) {
     let out = output_with_deadline(
         Command::new("node")
             .current_dir(script_dir)
+            .env("PLAY_INSECURE", "1")
             .arg("play.mjs")
             .arg(page)
             .args(["5", "0", &wait_secs.to_string()]),
@@ -473,4 +474,33 @@ fn the_page_plays_on_after_a_publisher_restart() {
         );
         drop((browser, second));
     }
+}
+
+#[test]
+fn over_https_the_page_plays_ll_hls_and_websocket_flv_over_wss() {
+    use support::tls::{rtmps_section, CertFiles, TestCa};
+    let script_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console");
+    let players = Path::new(env!("CARGO_MANIFEST_DIR")).join("../player/node_modules");
+    if !browser_ready(&script_dir, &players) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = TestCa::new("corecast test CA");
+    let files = CertFiles::in_dir(dir.path());
+    files.install(&ca.issue(&["127.0.0.1", "localhost"]));
+    let (rtmps, _) = rtmps_section(&files, "");
+    let config = format!(
+        "{rtmps}\n[http]\ntls = true\n[player_page]\nassets_dir = {:?}\n",
+        players.display()
+    );
+    let node = Node::start(1, &config, dir.path());
+    let publisher = publish_looping(&shared_flv(10), &node.url("live/tls"));
+    let base = format!("https://localhost:{}/play/live/tls", node.http.port());
+    let hls = play_in_chromium(&script_dir, &base);
+    assert!(hls["played"].as_f64().unwrap_or_default() >= 5.0, "{hls}");
+    assert!(hls["partUrls"].as_u64().unwrap_or_default() >= 1, "{hls}");
+    let flv = play_in_chromium(&script_dir, &format!("{base}?via=flv"));
+    assert!(flv["played"].as_f64().unwrap_or_default() >= 5.0, "{flv}");
+    assert!(flv["webSockets"].as_u64().unwrap_or_default() >= 1, "{flv}");
+    drop(publisher);
 }

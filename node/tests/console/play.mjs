@@ -9,6 +9,8 @@
 // video time played, whether hls.js ran in low-latency mode, the LL-HLS part URLs the page
 // requested, the latency samples, and the page's errors. Exits 1 when the video never played.
 //
+// PLAY_INSECURE=1 accepts any certificate (a test CA's, over HTTPS and WSS).
+//
 // With PLAY_RESTART=1 it then prints the line `restart` and waits for a line on stdin (the
 // caller restarts the publisher meanwhile), and reports as `replayed` how far the video moved
 // in the 60 s after that line (summed over players: the page may start a new one).
@@ -43,7 +45,12 @@ const state = (page) =>
 const browser = await chromium.launch({
   executablePath,
   headless: true,
-  args: ["--no-sandbox", "--disable-gpu", "--autoplay-policy=no-user-gesture-required"],
+  args: [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--autoplay-policy=no-user-gesture-required",
+    ...(process.env.PLAY_INSECURE === "1" ? ["--ignore-certificate-errors"] : []),
+  ],
   timeout: 30000,
 });
 let exit = 0;
