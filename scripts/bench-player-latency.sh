@@ -14,6 +14,13 @@
 # - WebSocket-FLV: the video's buffer ahead of its position (FLV carries no clock, so this is
 #   a lower bound on what the viewer is behind).
 #
+# - With NGINX=1, nginx-rtmp's HLS of the same publish (Debian's nginx + libnginx-mod-rtmp,
+#   1 s fragments like Corecast's 1 s segments, files served by nginx with sendfile) in the
+#   same page: nginx proxies /play/ to the node and answers /hls/live/bench/ from its HLS
+#   folder, so the page is unchanged. Its playlists carry no PROGRAM-DATE-TIME, so only
+#   hls.js's estimate is reported, which leaves out the fragment nginx-rtmp is still writing
+#   (up to 1 s more).
+#
 # Usage: scripts/bench-player-latency.sh [SECONDS] [PART_MS]     (defaults 30, 200)
 # CORECAST_BIN picks the binary (default target/release/corecast, else target/debug/corecast).
 # Needs: ffmpeg, node, /usr/bin/chromium, `npm ci` in node/tests/console and in player/
@@ -69,8 +76,50 @@ EOF
 "$BIN" --config "$work/node.toml" 2>"$work/node.log" &
 pids+=($!)
 wait_port "$http_port"
-ffmpeg -hide_banner -loglevel error -stream_loop -1 -re -i "$work/src.flv" -c copy -f flv \
-  "rtmp://127.0.0.1:$rtmp_port/live/bench" </dev/null &
+targets="rtmp://127.0.0.1:$rtmp_port/live/bench"
+if [ "${NGINX:-0}" = 1 ]; then
+  nginx_rtmp=$(free_port)
+  nginx_http=$(free_port)
+  mkdir -p "$work/nginx/logs" "$work/nginx-hls"
+  # Run as root, nginx's workers would be `nobody`, who cannot write the HLS folder.
+  user=""
+  [ "$(id -u)" = 0 ] && user="user root;"
+  cat >"$work/nginx/nginx.conf" <<CONF
+load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
+$user
+daemon off;
+master_process on;
+worker_processes 1;
+error_log $work/nginx/logs/error.log warn;
+pid $work/nginx/nginx.pid;
+events { worker_connections 1024; }
+rtmp {
+  server {
+    listen 127.0.0.1:$nginx_rtmp;
+    application live { live on; hls on; hls_path $work/nginx-hls; hls_fragment 1s; hls_playlist_length 6s; }
+  }
+}
+http {
+  access_log off;
+  sendfile on;
+  types { application/vnd.apple.mpegurl m3u8; video/mp2t ts; }
+  server {
+    listen 127.0.0.1:$nginx_http;
+    location /play/ { proxy_pass http://127.0.0.1:$http_port; }
+    location = /hls/live/bench/index.m3u8 { alias $work/nginx-hls/bench.m3u8; add_header Cache-Control no-cache; }
+    location /hls/live/bench/ { alias $work/nginx-hls/; }
+  }
+}
+CONF
+  /usr/sbin/nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" 2>>"$work/nginx/logs/error.log" &
+  pids+=($!)
+  wait_port "$nginx_http"
+  targets="$targets|rtmp://127.0.0.1:$nginx_rtmp/live/bench"
+fi
+# One publish to both servers (ffmpeg's tee muxer: the same packets, at the same moment).
+tee_spec=$(echo "$targets" | sed 's/rtmp:/[f=flv]rtmp:/g')
+ffmpeg -hide_banner -loglevel error -stream_loop -1 -re -i "$work/src.flv" -map 0 -c copy \
+  -f tee "$tee_spec" </dev/null &
 pids+=($!)
 
 measure() {
@@ -80,8 +129,13 @@ measure() {
 }
 measure hls "http://127.0.0.1:$http_port/play/live/bench"
 measure flv "http://127.0.0.1:$http_port/play/live/bench?via=flv"
+if [ "${NGINX:-0}" = 1 ]; then
+  measure nginx "http://127.0.0.1:$nginx_http/play/live/bench"
+else
+  echo '{"samples": []}' >"$work/nginx.json"
+fi
 
-python3 - "$work/hls.json" "$work/flv.json" "$BIN" "$PART_MS" "$SECONDS_RUN" <<'EOF'
+python3 - "$work/hls.json" "$work/flv.json" "$work/nginx.json" "$BIN" "$PART_MS" "$SECONDS_RUN" <<'EOF'
 import json, sys
 
 def pct(values, p):
@@ -90,8 +144,8 @@ def pct(values, p):
         return float("nan")
     return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
-hls, flv = (json.load(open(path)) for path in sys.argv[1:3])
-binary, part_ms, seconds = sys.argv[3:6]
+hls, flv, nginx = (json.load(open(path)) for path in sys.argv[1:4])
+binary, part_ms, seconds = sys.argv[4:7]
 print(f"binary {binary}, part target {part_ms} ms, {seconds} s of samples every 250 ms each")
 print(f"hls.js lowLatencyMode: {hls['lowLatencyMode']}, parts loaded: {hls['parts']}, target latency {hls['samples'][-1]['targetLatency'] if hls['samples'] else 'n/a'} s")
 print("| what | samples | p50 (s) | p99 (s) |")
@@ -100,7 +154,10 @@ for label, run, key in [
     ("LL-HLS, by the clock (PROGRAM-DATE-TIME)", hls, "clockLatency"),
     ("LL-HLS, hls.js latency estimate", hls, "latency"),
     ("WebSocket-FLV, buffer ahead (lower bound)", flv, "latency"),
+    ("nginx-rtmp HLS, hls.js latency estimate (NGINX=1; leaves out up to 1 s)", nginx, "latency"),
 ]:
+    if not run["samples"]:
+        continue
     values = [s[key] for s in run["samples"]]
     print(f"| {label} | {len(values)} | {pct(values, 50):.2f} | {pct(values, 99):.2f} |")
 EOF
