@@ -37,6 +37,12 @@
   const watch = { startedAt: 0, progressAt: 0, time: -1, played: false, retry: null };
   window.corecastPlayer = state;
 
+  // The last few fatal errors (a page left waiting for hours keeps only these).
+  function noteError(text) {
+    state.errors.push(text);
+    if (state.errors.length > 20) state.errors.shift();
+  }
+
   function status(text, playing = false) {
     state.status = text;
     $("status").textContent = text;
@@ -134,7 +140,7 @@
     });
     hls.on(Hls.Events.ERROR, (_, data) => {
       if (!data.fatal) return;
-      state.errors.push(`${data.type}: ${data.details}`);
+      noteError(`${data.type}: ${data.details}`);
       if (data.type === Hls.ErrorTypes.MEDIA_ERROR) {
         hls.recoverMediaError();
         return;
@@ -168,7 +174,7 @@
     );
     state.flv = flv;
     flv.on(mpegts.Events.ERROR, (type, details) => {
-      state.errors.push(`${type}: ${details}`);
+      noteError(`${type}: ${details}`);
       retry("waiting for the stream…");
     });
     flv.attachMediaElement(video);
