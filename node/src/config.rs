@@ -12,6 +12,7 @@ mod env;
 mod hls;
 mod limits;
 mod listen;
+mod player_page;
 mod proxy;
 mod registry;
 mod reload;
@@ -30,6 +31,7 @@ pub use auth::{
 pub use hls::HlsConfig;
 pub use limits::LimitsConfig;
 pub use listen::{Listen, ListenError, OptionalListen};
+pub use player_page::PlayerPageConfig;
 pub use proxy::{ProxyListener, ProxyProtocolConfig, TrustedNet};
 pub use registry::{LivestreamsConfig, RegistryConfig, RegistryTarget, WebhooksConfig};
 
@@ -72,6 +74,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// LL-HLS on `http.listen`.
     pub hls: HlsConfig,
+    /// `[player_page]`: the browser player page.
+    pub player_page: PlayerPageConfig,
 }
 
 /// `[node]`: executors and memory.
