@@ -206,3 +206,274 @@ fn pushes_over_rtmps_to_a_second_corecast_trusting_a_private_ca_only() {
     assert!(status.success(), "{}", stderr_of(&mut player));
     assert_identical(&src, &played, "a player of the second node");
 }
+
+/// How a [`FakeIngest`] behaves.
+#[derive(Clone, Copy, PartialEq)]
+enum Behaviour {
+    /// A server that accepts a publish on stream id `0`.
+    Accept(u32),
+    /// Answers the handshake with garbage.
+    Garbage,
+    /// Accepts connections and never answers.
+    Silent,
+}
+
+/// A minimal RTMP ingest server built from corecast-common's sans-IO parts, recording the
+/// media messages it receives: (message type, message stream id, payload).
+struct FakeIngest {
+    addr: std::net::SocketAddr,
+    received: std::sync::Arc<std::sync::Mutex<Vec<(u8, u32, Vec<u8>)>>>,
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl FakeIngest {
+    fn start(behaviour: Behaviour) -> FakeIngest {
+        use std::sync::{Arc, Mutex};
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (sink, count) = (Arc::clone(&received), Arc::clone(&connections));
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let sink = Arc::clone(&sink);
+                std::thread::spawn(move || serve(stream, behaviour, &sink));
+            }
+        });
+        FakeIngest {
+            addr,
+            received,
+            connections,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("rtmp://{}/app/secretkey", self.addr)
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// One connection of a [`FakeIngest`]; returns when the client leaves (or after 60 s).
+fn serve(
+    mut stream: std::net::TcpStream,
+    behaviour: Behaviour,
+    sink: &std::sync::Mutex<Vec<(u8, u32, Vec<u8>)>>,
+) {
+    use bytes::BytesMut;
+    use corecast_common::amf0::Amf0Value;
+    use corecast_common::chunk::{ChunkDecoder, ChunkEncoder};
+    use corecast_common::command::{status_info, Command};
+    use corecast_common::handshake::{HandshakeStatus, ServerHandshake};
+    use corecast_common::types::{ChunkStreamId, MessageStreamId, MessageType, RtmpMessage};
+    use std::io::{Read, Write};
+
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
+    let id = match behaviour {
+        Behaviour::Accept(id) => id,
+        Behaviour::Garbage => {
+            let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\nnot rtmp at all");
+            let _ = stream.read(&mut [0u8; 4096]);
+            return;
+        }
+        Behaviour::Silent => {
+            let mut scratch = [0u8; 4096];
+            while matches!(stream.read(&mut scratch), Ok(n) if n > 0) {}
+            return;
+        }
+    };
+    let mut handshake = ServerHandshake::new(0, &[9; 64]);
+    let mut decoder = ChunkDecoder::default();
+    let mut encoder = ChunkEncoder::new();
+    let mut buf = BytesMut::new();
+    let mut done = false;
+    let mut scratch = vec![0u8; 65536];
+    loop {
+        let n = match stream.read(&mut scratch) {
+            Ok(n) if n > 0 => n,
+            _ => return,
+        };
+        buf.extend_from_slice(&scratch[..n]);
+        if !done {
+            let status = handshake.handle_input(&mut buf).expect("client handshake");
+            while let Some(out) = handshake.poll_output() {
+                stream.write_all(&out).expect("write");
+            }
+            done = status == HandshakeStatus::Done;
+            if !done {
+                continue;
+            }
+        }
+        let mut out = BytesMut::new();
+        while let Some(message) = decoder.decode(&mut buf).expect("chunk stream") {
+            let reply = |command: Command, stream_id: u32| RtmpMessage {
+                chunk_stream_id: ChunkStreamId::COMMAND,
+                timestamp: 0,
+                message_type: MessageType::COMMAND_AMF0,
+                message_stream_id: MessageStreamId(stream_id),
+                payload: command.encode(),
+            };
+            match message.message_type {
+                MessageType::AUDIO | MessageType::VIDEO | MessageType::DATA_AMF0 => {
+                    sink.lock().expect("lock").push((
+                        message.message_type.0,
+                        message.message_stream_id.0,
+                        message.payload.to_vec(),
+                    ));
+                }
+                MessageType::COMMAND_AMF0 => {
+                    let command =
+                        Command::decode(message.message_type, &message.payload).expect("command");
+                    let tx = command.transaction_id;
+                    let answer = match command.name.as_str() {
+                        "connect" => Some(reply(Command::result(tx, Amf0Value::Null, vec![]), 0)),
+                        "createStream" => Some(reply(
+                            Command::result(tx, Amf0Value::Null, vec![f64::from(id).into()]),
+                            0,
+                        )),
+                        "publish" => {
+                            let info = status_info("status", "NetStream.Publish.Start", "go");
+                            Some(reply(Command::on_status(info), id))
+                        }
+                        _ => None,
+                    };
+                    if let Some(answer) = answer {
+                        encoder.encode(&answer, &mut out);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !out.is_empty() && stream.write_all(&out).is_err() {
+            return;
+        }
+    }
+}
+
+#[test]
+fn a_server_that_answers_another_stream_id_gets_reheaded_frames() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let src = shared_flv(4);
+    let ingest = FakeIngest::start(Behaviour::Accept(7));
+    let node = Node::start(1, &config(&target("fake", &ingest.url(), "")), dir.path());
+    let mut publisher = publish(&src, &node.url("live/cam"));
+    wait_state(&node, "fake", "live", Duration::from_secs(10));
+    let status = wait_exit(&mut publisher, Duration::from_secs(30)).expect("publisher ended");
+    assert!(status.success(), "{}", stderr_of(&mut publisher));
+    // Every media message on stream 7; video from a keyframe (0x17 AVC keyframe header).
+    let received = wait_for(Duration::from_secs(10), || {
+        let got = ingest.received.lock().expect("lock").clone();
+        (got.iter().filter(|m| m.0 == 9).count() >= 90).then_some(got)
+    })
+    .expect("the video arrived");
+    assert!(
+        received.iter().all(|m| m.1 == 7),
+        "a message not on stream 7"
+    );
+    let first_video = received.iter().find(|m| m.0 == 9).expect("video");
+    assert_eq!(
+        first_video.2[0], 0x17,
+        "starts with a keyframe (or its sequence header)"
+    );
+}
+
+#[test]
+fn targets_that_refuse_answer_garbage_or_never_answer_back_off_while_the_live_one_and_players_see_no_gap(
+) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let src = shared_flv(6);
+    let garbage = FakeIngest::start(Behaviour::Garbage);
+    let silent = FakeIngest::start(Behaviour::Silent);
+    let live = FakeIngest::start(Behaviour::Accept(1));
+    let refused = format!("rtmp://127.0.0.1:{}/app/secretkey", free_port());
+    let targets = [
+        target("live", &live.url(), ""),
+        target("garbage", &garbage.url(), ""),
+        target("silent", &silent.url(), ""),
+        target("refused", &refused, ""),
+    ]
+    .concat();
+    let node = Node::start(1, &config(&targets), dir.path());
+    let players: Vec<_> = (0..50)
+        .map(|_| {
+            let addr = node.addr;
+            std::thread::spawn(move || video_timestamps(addr, "cam"))
+        })
+        .collect();
+    node.wait_log_count(Duration::from_secs(20), 50, |l| {
+        l.contains("play") && l.contains("live/cam")
+    })
+    .expect("50 players waiting");
+    let mut publisher = publish(&src, &node.url("live/cam"));
+    wait_state(&node, "live", "live", Duration::from_secs(10));
+    let garbage_state = wait_for(Duration::from_secs(10), || {
+        listed(&node, "garbage").filter(|s| s["reason"] == "protocol")
+    });
+    assert!(garbage_state.is_some(), "{:?}", listed(&node, "garbage"));
+    let silent_state = wait_for(Duration::from_secs(10), || {
+        listed(&node, "silent").filter(|s| s["reason"] == "timeout")
+    });
+    assert!(silent_state.is_some(), "{:?}", listed(&node, "silent"));
+    let refused_state = wait_for(Duration::from_secs(10), || {
+        listed(&node, "refused")
+            .filter(|s| s["reason"] == "refused" && s["reconnects"].as_u64() >= Some(2))
+    });
+    assert!(refused_state.is_some(), "{:?}", listed(&node, "refused"));
+    assert!(garbage.connections() >= 1 && silent.connections() >= 1);
+    let status = wait_exit(&mut publisher, Duration::from_secs(40)).expect("publisher ended");
+    assert!(status.success(), "{}", stderr_of(&mut publisher));
+    let source_video = packets(&src).iter().filter(|p| p.kind == "video").count();
+    for player in players {
+        let timestamps = player.join().expect("player thread");
+        assert_no_gap(&timestamps, source_video, "a player");
+    }
+    let received = live.received.lock().expect("lock").clone();
+    let video = received.iter().filter(|m| m.0 == 9).count();
+    assert!(
+        video + 2 >= source_video,
+        "the live target got {video} of {source_video} video messages"
+    );
+}
+
+/// Plays `name` with a light RTMP reader until the stream ends; the video timestamps seen.
+fn video_timestamps(addr: std::net::SocketAddr, name: &str) -> Vec<u32> {
+    use corecast_common::types::MessageType;
+    let mut client = support::client::RtmpClient::connect(addr, "live").expect("connect");
+    client.play(name).expect("play");
+    let mut seen = Vec::new();
+    while let Ok(Some(message)) = client.next_message(Duration::from_secs(20)) {
+        if message.message_type == MessageType::VIDEO {
+            seen.push(message.timestamp);
+        }
+        if message.message_type == MessageType::COMMAND_AMF0 {
+            let text = String::from_utf8_lossy(&message.payload).into_owned();
+            if text.contains("UnpublishNotify") {
+                break;
+            }
+        }
+    }
+    seen
+}
+
+/// Every video frame of the source arrived (the first at most a frame late: the reader may
+/// join at a keyframe after the sequence header) and none is more than 2 frames after the
+/// previous one.
+fn assert_no_gap(timestamps: &[u32], source_video: usize, what: &str) {
+    assert!(
+        timestamps.len() + 2 >= source_video,
+        "{what} got {} of {source_video} video frames",
+        timestamps.len()
+    );
+    for pair in timestamps.windows(2) {
+        assert!(
+            pair[1] >= pair[0] && pair[1] - pair[0] <= 80,
+            "{what}: gap between {} and {} ms",
+            pair[0],
+            pair[1]
+        );
+    }
+}
