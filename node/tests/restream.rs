@@ -218,20 +218,24 @@ enum Behaviour {
     Silent,
 }
 
+/// Media messages a [`FakeIngest`] received: (message type, message stream id, payload).
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(u8, u32, Vec<u8>)>>>;
+
 /// A minimal RTMP ingest server built from corecast-common's sans-IO parts, recording the
 /// media messages it receives: (message type, message stream id, payload).
 struct FakeIngest {
     addr: std::net::SocketAddr,
-    received: std::sync::Arc<std::sync::Mutex<Vec<(u8, u32, Vec<u8>)>>>,
+    received: Received,
     connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl FakeIngest {
     fn start(behaviour: Behaviour) -> FakeIngest {
         use std::sync::{Arc, Mutex};
+
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let received = Arc::new(Mutex::new(Vec::new()));
+        let received: Received = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (sink, count) = (Arc::clone(&received), Arc::clone(&connections));
         std::thread::spawn(move || {
