@@ -707,3 +707,22 @@ fn the_shipped_restream_config_checks_and_a_bad_url_is_refused_without_its_key()
         assert!(!stderr.contains("secretkey"), "{stderr}");
     }
 }
+
+#[test]
+fn a_stream_published_again_pushes_again_under_the_same_id() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let src = shared_flv(4);
+    let ingest = FakeIngest::start(Behaviour::Accept(1));
+    let node = Node::start(1, &config(&target("again", &ingest.url(), "")), dir.path());
+    for round in 1..=2 {
+        let mut publisher = publish(&src, &node.url("live/cam"));
+        wait_state(&node, "again", "live", Duration::from_secs(10));
+        let status = wait_exit(&mut publisher, Duration::from_secs(30)).expect("publisher ended");
+        assert!(status.success(), "{}", stderr_of(&mut publisher));
+        wait_for(Duration::from_secs(10), || {
+            listed(&node, "again").is_none().then_some(())
+        })
+        .expect("unlisted once the stream ended");
+        assert_eq!(ingest.connections(), round, "one connection per publish");
+    }
+}
