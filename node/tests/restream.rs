@@ -136,6 +136,8 @@ fn pushes_to_an_ffmpeg_sink_from_a_keyframe_byte_identical() {
     let node = Node::start(1, &config(&target("sink", &url, "")), dir.path());
     let mut publisher = publish(&src, &node.url("live/cam"));
     wait_state(&node, "sink", "live", Duration::from_secs(10));
+    let (code, _) = node.http_request("GET", "/api/v1/restream", None);
+    assert_eq!(code, 401, "the listing needs the API token");
     let shown = listed(&node, "sink").expect("listed");
     assert_eq!(shown["url"], format!("rtmp://127.0.0.1:{port}/app/…"));
     let status = wait_exit(&mut publisher, Duration::from_secs(30)).expect("publisher ended");
