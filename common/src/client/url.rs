@@ -189,7 +189,23 @@ fn split_path(path: &str) -> Option<(String, String)> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        /// Any string parses or is refused, never panics; a refusal or a redacted URL never
+        /// shows the key (the last path segment).
+        #[test]
+        fn the_key_never_shows(prefix in ".{0,40}", key in "[A-Za-z0-9_-]{12,24}") {
+            let url = format!("{prefix}/{key}");
+            match TargetUrl::parse(&url) {
+                Ok(parsed) => prop_assert!(!parsed.redacted().contains(&key)),
+                Err(e) => prop_assert!(!e.to_string().contains(&key) || prefix.contains(&key)),
+            }
+            prop_assert!(!redact(&url).contains(&key) || prefix.contains(&key));
+        }
+    }
 
     #[test]
     fn platform_shapes() {

@@ -18,6 +18,23 @@ pub struct TargetSpec {
     pub ca_file: Option<String>,
 }
 
+impl TargetSpec {
+    /// Checks what can be checked before connecting: the URL parses and is `rtmp://` or
+    /// `rtmps://`, a CA file is readable. The message shows the URL redacted (for an API's
+    /// 400 answer or a config error).
+    pub fn validate(&self) -> Result<(), String> {
+        let shown = corecast_common::client::url::redact(&self.url);
+        corecast_common::client::url::TargetUrl::parse(&self.url)
+            .map_err(|e| format!("url {shown}: {e}"))?;
+        if let Some(ca) = &self.ca_file {
+            if !std::path::Path::new(ca).is_file() {
+                return Err(format!("ca_file {ca} is not a readable file"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Never prints the URL's stream key.
 impl std::fmt::Debug for TargetSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -128,4 +145,36 @@ pub struct TargetStatus {
     pub bytes: u64,
     /// Frames skipped because the target was slow.
     pub dropped_frames: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_are_validated_without_showing_the_key() {
+        let spec = TargetSpec {
+            id: "t".into(),
+            url: "rtmps://a.rtmps.youtube.com/live2/SECRET".into(),
+            enabled: true,
+            enhanced_codecs: false,
+            ca_file: None,
+        };
+        assert_eq!(spec.validate(), Ok(()));
+        assert!(!format!("{spec:?}").contains("SECRET"));
+        let bad = TargetSpec {
+            url: "http://h/app/SECRET".into(),
+            ..spec.clone()
+        };
+        let error = bad.validate().unwrap_err();
+        assert!(
+            error.contains("unsupported scheme") && !error.contains("SECRET"),
+            "{error}"
+        );
+        let no_ca = TargetSpec {
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..spec
+        };
+        assert!(no_ca.validate().unwrap_err().contains("ca_file"));
+    }
 }
