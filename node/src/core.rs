@@ -564,11 +564,13 @@ impl CoreContext {
             }
             AdminCommand::Reload(next) => {
                 self.set_config(&next);
+                crate::restream::sync_all(self);
                 tick::change_period(std::time::Duration::from_millis(
                     next.player.merge_window_ms,
                 ));
                 tracing::debug!(core = self.id.0, "reloaded config in force");
             }
+            AdminCommand::RestreamSync(key) => crate::restream::sync(self, &key),
             AdminCommand::TakeOver { key, connection } => {
                 let publisher = clients.get(&connection).filter(|c| {
                     c.role.get() == crate::clients::ClientRole::Publishing

@@ -728,3 +728,41 @@ fn a_stream_published_again_pushes_again_under_the_same_id() {
         assert_eq!(ingest.connections(), round, "one connection per publish");
     }
 }
+
+#[test]
+fn a_reload_starts_new_targets_and_ends_removed_ones_on_a_live_stream() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let src = shared_flv(20);
+    let first = FakeIngest::start(Behaviour::Accept(1));
+    let second = FakeIngest::start(Behaviour::Accept(1));
+    let node = Node::start(1, &config(&target("first", &first.url(), "")), dir.path());
+    let mut publisher = publish(&src, &node.url("live/cam"));
+    wait_state(&node, "first", "live", Duration::from_secs(10));
+    std::fs::write(
+        &node.config_path,
+        config(&target("second", &second.url(), "")),
+    )
+    .expect("rewrite config");
+    let (code, body) = node.http_request("POST", "/api/v1/reload", Some(TOKEN));
+    assert_eq!(code, 200, "{body}");
+    wait_state(&node, "second", "live", Duration::from_secs(10));
+    wait_for(Duration::from_secs(10), || {
+        listed(&node, "first").is_none().then_some(())
+    })
+    .expect("the removed target ended");
+    let video = |ingest: &FakeIngest| {
+        let received = ingest.received.lock().expect("lock");
+        received
+            .iter()
+            .filter(|m| m.0 == 9)
+            .map(|m| m.2[0])
+            .collect::<Vec<u8>>()
+    };
+    let got = wait_for(Duration::from_secs(10), || {
+        let v = video(&second);
+        (v.len() > 30).then_some(v)
+    })
+    .expect("the new target gets video");
+    assert_eq!(got[0] >> 4, 1, "the new target starts at a keyframe");
+    kill_and_reap(&mut publisher);
+}

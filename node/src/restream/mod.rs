@@ -48,6 +48,7 @@ pub use spec::{FailReason, TargetSpec, TargetState, TargetStatus};
 
 use crate::core::CoreContext;
 use crate::frame::FrameData;
+use crate::shared::{AdminCommand, NodeShared};
 use target::Target;
 
 /// Gives the extra push targets of a stream (`app/name`), beyond the config rules.
@@ -111,63 +112,128 @@ pub fn metrics(ctx: &CoreContext) -> &metrics::RestreamMetrics {
 /// The targets of one live stream on its core.
 #[derive(Default)]
 pub struct StreamTargets {
+    /// The stream (`app/name`).
+    key: String,
     /// The stream's codec needs Enhanced RTMP (seen in a sequence header).
     pub enhanced: Cell<bool>,
-    targets: Vec<Rc<Target>>,
+    targets: RefCell<Vec<Rc<Target>>>,
 }
 
-/// This core's streams with targets, by publish generation.
+/// This core's locally published streams, by publish generation.
 #[derive(Default)]
 struct Running(RefCell<HashMap<Generation, Rc<StreamTargets>>>);
 
-/// The stream `key` (`app/name`) went live on this core: start its targets (config rules,
-/// then the extra-targets hook; disabled ones and ids already running are skipped).
-pub fn start(ctx: &CoreContext, key: &str, generation: Generation) {
+/// The enabled targets of stream `key` now: the config rules, then the extra-targets hook.
+fn wanted(ctx: &CoreContext, key: &str) -> Vec<TargetSpec> {
     let Some((app, name)) = key.split_once('/') else {
-        return;
+        return Vec::new();
     };
-    let config = ctx.config();
-    let mut specs = config.restream.targets_for(app, name);
+    let mut specs = ctx.config().restream.targets_for(app, name);
     specs.extend(ctx.shared.restream.extra_targets(key));
     specs.retain(|spec| spec.enabled);
-    if specs.is_empty() {
+    specs
+}
+
+/// Starts `spec` for `stream` unless its id runs already (here or for another stream).
+fn launch(ctx: &CoreContext, stream: &Rc<StreamTargets>, spec: TargetSpec) {
+    let taken = stream.targets.borrow().iter().any(|t| t.spec.id == spec.id)
+        || ctx.shared.restream.status(&spec.id).is_some();
+    if taken {
+        warn!(target = %spec.id, stream = %stream.key, "restream target id already running: skipped");
         return;
     }
     let Some(handle) = ctx.handle() else {
         return;
     };
-    let mut targets = Vec::with_capacity(specs.len());
-    for spec in specs {
-        let taken = targets.iter().any(|t: &Rc<Target>| t.spec.id == spec.id)
-            || ctx.shared.restream.status(&spec.id).is_some();
-        if taken {
-            warn!(target = %spec.id, stream = %key, "restream target id already running: skipped");
-            continue;
-        }
-        let target = Rc::new(Target::new(spec, key));
-        target.set_state(ctx, TargetState::Connecting);
-        targets.push(target);
-    }
+    let target = Rc::new(Target::new(spec, &stream.key));
+    target.set_state(ctx, TargetState::Connecting);
+    stream.targets.borrow_mut().push(Rc::clone(&target));
+    let task = target::run(handle, target, Rc::clone(stream));
+    glommio::spawn_local(task).detach();
+}
+
+/// The stream `key` (`app/name`) went live on this core: start its targets (disabled ones and
+/// ids already running are skipped).
+pub fn start(ctx: &CoreContext, key: &str, generation: Generation) {
     let stream = Rc::new(StreamTargets {
-        enhanced: Cell::new(false),
-        targets,
+        key: key.to_owned(),
+        ..StreamTargets::default()
     });
-    for target in &stream.targets {
-        let task = target::run(Rc::clone(&handle), Rc::clone(target), Rc::clone(&stream));
-        glommio::spawn_local(task).detach();
-    }
     ctx.feature::<Running>()
         .0
         .borrow_mut()
-        .insert(generation, stream);
+        .insert(generation, Rc::clone(&stream));
+    for spec in wanted(ctx, key) {
+        launch(ctx, &stream, spec);
+    }
 }
 
 /// The publish `generation` ended: its targets stop sending at once, tell their servers and
 /// end.
 pub fn stop(ctx: &CoreContext, generation: Generation) {
     let stream = ctx.feature::<Running>().0.borrow_mut().remove(&generation);
-    for target in stream.iter().flat_map(|s| s.targets.iter()) {
+    for target in stream.iter().flat_map(|s| s.targets.take()) {
         target.end(ctx);
+    }
+}
+
+/// Asks the core that publishes `key` to bring its running targets in line with the rules and
+/// the extra-targets hook (after the hook's answer changed: a target added, removed, enabled or
+/// disabled through an API). False when `key` is not published on this node.
+pub fn request_sync(shared: &NodeShared, key: &str) -> bool {
+    let Some(publisher) = shared.directory.publisher(key) else {
+        return false;
+    };
+    shared.admin.get(publisher.core.0).is_some_and(|admin| {
+        admin
+            .send(AdminCommand::RestreamSync(key.to_owned()))
+            .is_ok()
+    })
+}
+
+/// On the publisher's core: ends the targets of `key` no longer wanted (or changed) and starts
+/// the new ones.
+pub fn sync(ctx: &CoreContext, key: &str) {
+    let stream = ctx
+        .feature::<Running>()
+        .0
+        .borrow()
+        .values()
+        .find(|s| s.key == key)
+        .cloned();
+    let Some(stream) = stream else {
+        return;
+    };
+    let wanted = wanted(ctx, key);
+    let (keep, gone): (Vec<_>, Vec<_>) = stream
+        .targets
+        .take()
+        .into_iter()
+        .partition(|t| wanted.contains(&t.spec));
+    for target in gone {
+        target.end(ctx);
+    }
+    *stream.targets.borrow_mut() = keep;
+    for spec in wanted {
+        let running = stream.targets.borrow().iter().any(|t| t.spec == spec);
+        if !running {
+            launch(ctx, &stream, spec);
+        }
+    }
+}
+
+/// After a reload: [`sync`] every stream published on this core (rules added, changed or
+/// removed apply to live streams at once).
+pub fn sync_all(ctx: &CoreContext) {
+    let keys: Vec<String> = ctx
+        .feature::<Running>()
+        .0
+        .borrow()
+        .values()
+        .map(|s| s.key.clone())
+        .collect();
+    for key in keys {
+        sync(ctx, &key);
     }
 }
 
@@ -182,7 +248,9 @@ pub fn on_sequence_header(ctx: &CoreContext, generation: Generation, frame: &Fra
         return;
     };
     stream.enhanced.set(true);
-    for target in stream.targets.iter().filter(|t| !t.spec.enhanced_codecs) {
-        target.refuse_codec(ctx);
+    for target in stream.targets.borrow().iter() {
+        if !target.spec.enhanced_codecs {
+            target.refuse_codec(ctx);
+        }
     }
 }
