@@ -366,7 +366,7 @@ impl CoreContext {
     /// the local players.
     pub fn publish_frame(&self, replica: &ReplicaRef, generation: Generation, frame: FrameData) {
         crate::hls::feed(self, generation, &frame);
-        if frame.sequence_header {
+        if frame.sequence_header || frame.keyframe {
             crate::restream::on_sequence_header(self, generation, &frame);
         }
         let shared = Arc::new(frame);

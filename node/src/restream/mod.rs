@@ -237,8 +237,9 @@ pub fn sync_all(ctx: &CoreContext) {
     }
 }
 
-/// A sequence header of the publish `generation`: the codec guard. A codec that needs
-/// Enhanced RTMP halts the targets that do not accept it before the header reaches them.
+/// A sequence header or keyframe of the publish `generation` (the frames a target can start
+/// from): the codec guard. A codec that needs Enhanced RTMP halts the targets that do not
+/// accept it before the frame reaches them. Already known enhanced: nothing to do.
 pub fn on_sequence_header(ctx: &CoreContext, generation: Generation, frame: &FrameData) {
     if !codec::needs_enhanced(frame.kind, &frame.payload) {
         return;
@@ -247,7 +248,9 @@ pub fn on_sequence_header(ctx: &CoreContext, generation: Generation, frame: &Fra
     let Some(stream) = running.0.borrow().get(&generation).cloned() else {
         return;
     };
-    stream.enhanced.set(true);
+    if stream.enhanced.replace(true) {
+        return;
+    }
     for target in stream.targets.borrow().iter() {
         if !target.spec.enhanced_codecs {
             target.refuse_codec(ctx);
