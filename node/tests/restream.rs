@@ -766,3 +766,55 @@ fn a_reload_starts_new_targets_and_ends_removed_ones_on_a_live_stream() {
     assert_eq!(got[0] >> 4, 1, "the new target starts at a keyframe");
     kill_and_reap(&mut publisher);
 }
+
+#[test]
+fn the_sans_io_client_plays_from_a_real_node() {
+    use bytes::BytesMut;
+    use corecast_common::client::url::TargetUrl;
+    use corecast_common::client::{ClientEvent, ClientSession, ClientSettings, Role};
+    use corecast_common::types::MessageType;
+    use std::io::{Read, Write};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let src = shared_flv(4);
+    let node = Node::start(1, "", dir.path());
+    let mut publisher = publish(&src, &node.url("live/cam"));
+    let url = TargetUrl::parse(&node.url("live/cam")).expect("url");
+    let mut session = ClientSession::new(ClientSettings::new(&url, Role::Play), 0, &[3; 16]);
+    let mut socket = std::net::TcpStream::connect(node.addr).expect("connect");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let (mut buf, mut scratch) = (BytesMut::new(), vec![0u8; 65536]);
+    let (mut live, mut video, mut first_video) = (false, 0, None);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while video < 50 && std::time::Instant::now() < deadline {
+        while let Some(bytes) = session.poll_output() {
+            socket.write_all(&bytes).expect("write");
+        }
+        let n = socket.read(&mut scratch).expect("read within 10 s");
+        assert!(n > 0, "the node closed the connection");
+        buf.extend_from_slice(&scratch[..n]);
+        session
+            .handle_input(&mut buf)
+            .expect("a well-formed server");
+        while let Some(event) = session.poll_event() {
+            match event {
+                ClientEvent::Live { .. } => live = true,
+                ClientEvent::Media(m) if m.message_type == MessageType::VIDEO => {
+                    first_video.get_or_insert(m.payload[0]);
+                    video += 1;
+                }
+                _ => {}
+            }
+        }
+    }
+    assert!(live, "no NetStream.Play.Start");
+    assert!(video >= 50, "only {video} video messages");
+    assert_eq!(
+        first_video,
+        Some(0x17),
+        "starts with the AVC sequence header"
+    );
+    kill_and_reap(&mut publisher);
+}
