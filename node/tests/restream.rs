@@ -219,6 +219,8 @@ enum Behaviour {
     Garbage,
     /// Accepts connections and never answers.
     Silent,
+    /// Accepts a publish on stream 1, then stops reading (a target that cannot keep up).
+    Stall,
 }
 
 /// Media messages a [`FakeIngest`] received: (message type, message stream id, payload).
@@ -237,6 +239,11 @@ impl FakeIngest {
         use std::sync::{Arc, Mutex};
 
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        if behaviour == Behaviour::Stall {
+            // A small receive window (inherited by accepted sockets): a stalled reader fills
+            // the node's side at once instead of the kernel's buffers.
+            rustix::net::sockopt::set_socket_recv_buffer_size(&listener, 4096).expect("SO_RCVBUF");
+        }
         let addr = listener.local_addr().expect("addr");
         let received: Received = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -282,6 +289,7 @@ fn serve(
     let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
     let id = match behaviour {
         Behaviour::Accept(id) => id,
+        Behaviour::Stall => 1,
         Behaviour::Garbage => {
             let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\nnot rtmp at all");
             let _ = stream.read(&mut [0u8; 4096]);
@@ -356,6 +364,11 @@ fn serve(
             }
         }
         if !out.is_empty() && stream.write_all(&out).is_err() {
+            return;
+        }
+        if behaviour == Behaviour::Stall && out.windows(7).any(|w| w == b"Publish") {
+            // Live: read nothing more while the test lasts.
+            std::thread::sleep(Duration::from_secs(120));
             return;
         }
     }
@@ -818,4 +831,39 @@ fn the_sans_io_client_plays_from_a_real_node() {
         "starts with the AVC sequence header"
     );
     kill_and_reap(&mut publisher);
+}
+
+#[test]
+fn a_target_that_cannot_keep_up_skips_to_keyframes_and_players_see_no_gap() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let src = shared_flv(20);
+    let stalled = FakeIngest::start(Behaviour::Stall);
+    let toml = config(&target("slow", &stalled.url(), "")).replace(
+        "send_timeout_ms = 3000",
+        "send_timeout_ms = 60000\nqueue_max_bytes = 16384\nqueue_hard_max_bytes = 67108864\nsocket_send_buffer_bytes = 4096",
+    );
+    let node = Node::start(1, &toml, dir.path());
+    let player = {
+        let addr = node.addr;
+        std::thread::spawn(move || video_timestamps(addr, "cam"))
+    };
+    node.wait_log(Duration::from_secs(20), |l| {
+        l.contains("play") && l.contains("live/cam")
+    })
+    .expect("the player waits");
+    let mut publisher = publish(&src, &node.url("live/cam"));
+    wait_state(&node, "slow", "live", Duration::from_secs(10));
+    let slow = wait_for(Duration::from_secs(20), || {
+        listed(&node, "slow").filter(|s| s["dropped_frames"].as_u64() > Some(0))
+    })
+    .unwrap_or_else(|| panic!("no frame skipped: {:?}", listed(&node, "slow")));
+    assert_eq!(
+        slow["state"], "live",
+        "a slow target is not cut before its hard bound"
+    );
+    assert!(metrics(&node).contains("corecast_restream_dropped_frames_total{target=\"slow\"}"));
+    let status = wait_exit(&mut publisher, Duration::from_secs(40)).expect("publisher ended");
+    assert!(status.success(), "{}", stderr_of(&mut publisher));
+    let source_video = packets(&src).iter().filter(|p| p.kind == "video").count();
+    assert_no_gap(&player.join().expect("player"), source_video, "the player");
 }

@@ -31,6 +31,10 @@ pub struct RestreamConfig {
     pub queue_max_bytes: usize,
     /// Past this many queued bytes a target's connection is dropped (and backed off).
     pub queue_hard_max_bytes: usize,
+    /// SO_SNDBUF of a target's socket: bounds what the kernel holds, so a stalled target's
+    /// backlog reaches its queue (keyframe skipping) sooner; 0 = the kernel's autotuning,
+    /// which long-distance targets need for throughput.
+    pub socket_send_buffer_bytes: usize,
     /// PEM CAs trusted for every `rtmps://` target without its own `ca_file` (empty: the
     /// system's roots).
     pub ca_file: String,
@@ -47,6 +51,7 @@ impl Default for RestreamConfig {
             backoff_max_ms: 60_000,
             queue_max_bytes: 8 << 20,
             queue_hard_max_bytes: 32 << 20,
+            socket_send_buffer_bytes: 0,
             ca_file: String::new(),
             targets: Vec::new(),
         }

@@ -113,6 +113,10 @@ pub async fn attempt(
     };
     let tcp = future::or(connect, halted).await?;
     let _ = tcp.set_nodelay(true);
+    if config.socket_send_buffer_bytes > 0 {
+        let _ =
+            corecast_transport::socket::set_send_buffer_size(&tcp, config.socket_send_buffer_bytes);
+    }
     match url.scheme {
         Scheme::Rtmp => session(ctx, target, url, config, stream, TcpTransport::new(tcp)).await,
         Scheme::Rtmps => {
