@@ -23,6 +23,9 @@ pub enum AdminCommand {
     StopStream(String),
     /// Put a reloaded config in force on this core.
     Reload(Arc<Config>),
+    /// The push targets of the live stream `key` changed: start and end targets to match
+    /// (see `restream::request_sync`).
+    RestreamSync(String),
     /// A new publisher takes `key` over from the silent connection `connection`.
     TakeOver {
         /// The stream.
@@ -61,6 +64,8 @@ pub struct NodeShared {
     pub registry: Option<crate::registry::Registry>,
     /// The live streams' HLS muxers (`[hls]`).
     pub hls: crate::hls::Streams,
+    /// Push targets: the extra-targets hook and every running target's status.
+    pub restream: crate::restream::Restream,
 }
 
 impl NodeShared {
