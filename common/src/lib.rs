@@ -12,6 +12,7 @@
 //! - [`rtmpe`]: RTMPE (C0 6): the Diffie-Hellman exchange inside the digest handshake and the
 //!   RC4 keystreams it yields.
 //! - [`chunk`]: the chunk stream decoder and encoder, including encode-once media framing.
+//! - [`client`]: the client side of a session (publish and play roles) and target URLs.
 //! - [`control`]: protocol control messages (types 1–6) and user control events.
 //! - [`command`]: NetConnection/NetStream command messages (types 20/17) and data messages.
 //! - [`request`]: the commands a client sends a server, parsed once into typed requests.
@@ -26,6 +27,7 @@
 pub mod amf0;
 pub mod caps;
 pub mod chunk;
+pub mod client;
 pub mod command;
 pub mod control;
 pub mod flv;

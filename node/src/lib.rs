@@ -27,6 +27,7 @@
 //! - [`registry`]: the livestream registry (SQLite or PostgreSQL) on its own thread: stream
 //!   keys, live sessions' leases, the webhook outbox; [`livestreams`]: its JSON API.
 //! - [`auth`]: who may publish and play (open, stream keys, signed tokens, callback).
+//! - [`restream`]: pushing live streams to RTMP/RTMPS targets (YouTube, Twitch, …).
 //! - [`log_limit`]: log lines limited per kind (callsite), with a count of those dropped.
 
 pub mod accept;
@@ -55,6 +56,7 @@ pub mod proxy;
 pub mod queue;
 pub mod registry;
 pub mod reload;
+pub mod restream;
 pub mod rtmpe;
 pub mod rtmpt;
 pub mod server;

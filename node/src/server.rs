@@ -77,6 +77,7 @@ pub fn run(config: Config, reloader: Option<crate::reload::Reloader>) -> anyhow:
         activity: Default::default(),
         registry,
         hls: Default::default(),
+        restream: Default::default(),
     });
     if let Some(registry) = &shared.registry {
         registry.attach(Arc::downgrade(&shared));

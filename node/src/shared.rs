@@ -61,6 +61,8 @@ pub struct NodeShared {
     pub registry: Option<crate::registry::Registry>,
     /// The live streams' HLS muxers (`[hls]`).
     pub hls: crate::hls::Streams,
+    /// Push targets: the extra-targets hook and every running target's status.
+    pub restream: crate::restream::Restream,
 }
 
 impl NodeShared {
