@@ -82,6 +82,7 @@ pub fn run(config: Config, reloader: Option<crate::reload::Reloader>) -> anyhow:
     if let Some(registry) = &shared.registry {
         registry.attach(Arc::downgrade(&shared));
     }
+    crate::livestreams::targets_engine::install(&shared);
     shared.metrics.watch_drain(Arc::clone(&shared.draining));
     reload_on_sighup(&shared)?;
     let tls = NodeTls::prepare(&shared.config(), cores)?;

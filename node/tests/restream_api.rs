@@ -50,7 +50,7 @@ fn targets_are_added_listed_disabled_and_deleted_with_urls_redacted() {
     );
     let target = yt["id"].as_str().expect("id").to_owned();
     assert!(target.starts_with("tg_"), "{yt}");
-    assert_eq!(yt["url"], "rtmps://a.rtmps.youtube.com/live2/…");
+    assert_eq!(yt["url"], "rtmps://a.rtmps.youtube.com:443/live2/…");
     assert_eq!(yt["name"], "YouTube");
     assert_eq!(yt["livestream_id"], id.as_str());
     assert_eq!(
@@ -141,11 +141,11 @@ fn bad_urls_and_bodies_are_refused_with_a_message_that_never_quotes_the_key() {
     for (body, says) in [
         (format!(r#"{{"url": "http://h/app/{KEY}"}}"#), "scheme"),
         (format!(r#"{{"url": "srt://h:9000/app/{KEY}"}}"#), "scheme"),
-        (r#"{"url": "rtmp://h/app"}"#.to_owned(), "stream key"),
-        (r#"{"url": "rtmp://h"}"#.to_owned(), "application"),
+        (r#"{"url": "rtmp://h/app"}"#.to_owned(), "/app/key"),
+        (r#"{"url": "rtmp://h"}"#.to_owned(), "/app/key"),
         (
             format!(r#"{{"url": "rtmp://user:{KEY}@h/app/k"}}"#),
-            "password",
+            "bad host",
         ),
         (format!(r#"{{"url": "{KEY}"}}"#), "not a URL"),
         (
@@ -263,7 +263,7 @@ fn two_nodes_share_targets_through_postgresql() {
     let target = added["id"].as_str().expect("id");
     let one = format!("/api/v1/livestreams/{id}/targets/{target}");
     let seen = ok(&b, "GET", &one, None, 200);
-    assert_eq!(seen["url"], "rtmps://a.rtmps.youtube.com/live2/…");
+    assert_eq!(seen["url"], "rtmps://a.rtmps.youtube.com:443/live2/…");
     ok(
         &b,
         "PATCH",

@@ -90,9 +90,9 @@ pub fn check_pull(app: &str, name: &str, url: &str, ca_file: &str) -> Result<(),
             ));
         }
     }
-    let parsed = targets_url::parse(url).map_err(|e| e.to_string())?;
+    let parsed = targets_url::parse(url)?;
     if !ca_file.is_empty() {
-        if !parsed.tls {
+        if parsed.scheme != corecast_common::client::url::Scheme::Rtmps {
             return Err("ca_file: only for an rtmps:// source".to_owned());
         }
         if std::fs::metadata(ca_file).is_err() {
@@ -161,7 +161,7 @@ mod tests {
     fn bad_pulls_are_refused_with_a_message_that_hides_the_key() {
         for (pull, says) in [
             ("app = \"live\"\nname = \"a\"\nurl = \"http://h/x/SECRET\"", "scheme"),
-            ("app = \"live\"\nname = \"a\"\nurl = \"rtmp://h/x\"", "stream key"),
+            ("app = \"live\"\nname = \"a\"\nurl = \"rtmp://h/x\"", "/app/key"),
             ("app = \"live\"\nname = \"a/b\"\nurl = \"rtmp://h/x/SECRET\"", "name"),
             ("app = \"\"\nname = \"a\"\nurl = \"rtmp://h/x/SECRET\"", "app"),
             (

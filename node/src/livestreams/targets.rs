@@ -3,7 +3,7 @@
 //! push state joined in from the restream engine.
 //!
 //! The URL is checked on the way in ([`super::targets_url`]); an answer and a log show it as
-//! `SCHEME://HOST[:PORT]/APP/…`, never the key. Calls go to the registry thread like the
+//! `SCHEME://HOST:PORT/APP/…`, never the key. Calls go to the registry thread like the
 //! livestream calls ([`super`]); the token rules are the API's.
 
 use std::rc::Rc;
@@ -29,7 +29,7 @@ pub struct TargetView {
     pub livestream_id: String,
     /// Its name.
     pub name: String,
-    /// The URL, redacted: `SCHEME://HOST[:PORT]/APP/…`.
+    /// The URL, redacted: `SCHEME://HOST:PORT/APP/…`.
     pub url: String,
     /// Pushed to while the livestream is live.
     pub enabled: bool,
@@ -69,7 +69,7 @@ impl LiveState {
 
 /// The engine's state of `target_id`, or idle when this node does not push it.
 fn live_state(ctx: &CoreContext, target_id: &str) -> LiveState {
-    super::targets_engine::target_state(ctx, target_id).unwrap_or_else(LiveState::idle)
+    super::targets_engine::target_state(&ctx.shared, target_id).unwrap_or_else(LiveState::idle)
 }
 
 fn view(ctx: &CoreContext, target: Target) -> TargetView {
@@ -131,7 +131,7 @@ fn checked_name(name: &str) -> Result<String, ApiError> {
 }
 
 fn checked_url(url: &str) -> Result<(String, String), ApiError> {
-    let parsed = targets_url::parse(url).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let parsed = targets_url::parse(url).map_err(ApiError::bad_request)?;
     Ok((url.trim().to_owned(), parsed.host))
 }
 

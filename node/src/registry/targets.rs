@@ -355,7 +355,7 @@ mod tests {
         let shown = format!("{:?}", new("ls_a", "tg_1", T0));
         assert!(!shown.contains("secret-key"), "{shown}");
         assert!(
-            shown.contains("rtmps://a.rtmps.youtube.com/live2/…"),
+            shown.contains("rtmps://a.rtmps.youtube.com:443/live2/…"),
             "{shown}"
         );
     }
