@@ -53,6 +53,7 @@ pub mod outbound;
 pub mod ports;
 pub mod process_metrics;
 pub mod proxy;
+pub mod pull_in;
 pub mod queue;
 pub mod registry;
 pub mod reload;
