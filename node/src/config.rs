@@ -16,6 +16,7 @@ mod listen;
 mod proxy;
 mod registry;
 mod reload;
+mod restream;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -34,6 +35,7 @@ pub use limits::LimitsConfig;
 pub use listen::{Listen, ListenError, OptionalListen};
 pub use proxy::{ProxyListener, ProxyProtocolConfig, TrustedNet};
 pub use registry::{LivestreamsConfig, RegistryConfig, RegistryTarget, WebhooksConfig};
+pub use restream::{RestreamConfig, TargetRule};
 
 /// The smallest `node.memory_budget_bytes` accepted: less would refuse ordinary use.
 pub const MIN_MEMORY_BUDGET_BYTES: usize = 16 << 20;
@@ -76,6 +78,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// LL-HLS on `http.listen`.
     pub hls: HlsConfig,
+    /// Push targets (`[[restream.targets]]`).
+    pub restream: RestreamConfig,
 }
 
 /// `[node]`: executors and memory.
@@ -866,6 +870,7 @@ impl Config {
         self.limits.validate()?;
         self.ingest.validate()?;
         self.hls.validate()?;
+        self.restream.validate()?;
         edge::validate(self)?;
         self.auth.validate()?;
         self.check_shared_ports()

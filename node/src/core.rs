@@ -150,6 +150,12 @@ impl CoreContext {
         })
     }
 
+    /// An owned handle to this context (for tasks a feature spawns); None only while the
+    /// context is being dropped.
+    pub fn handle(&self) -> Option<Rc<CoreContext>> {
+        self.me.upgrade()
+    }
+
     /// A node-unique connection id (core in the top bits).
     pub fn new_connection_id(&self) -> u64 {
         let n = self.next_connection.get();
@@ -344,12 +350,14 @@ impl CoreContext {
         let replica = self.replica(key);
         replica.borrow_mut().set_publisher(Some(publisher));
         crate::hls::start(self, key, generation);
+        crate::restream::start(self, key, generation);
         Ok((replica, generation))
     }
 
     /// Ends the publish `generation` of `key`.
     pub fn stop_publish(&self, key: &str, generation: Generation) {
         crate::hls::stop(self, generation);
+        crate::restream::stop(self, generation);
         self.plane.borrow_mut().handle_unpublish(key, generation);
         self.drain();
     }
@@ -358,6 +366,9 @@ impl CoreContext {
     /// the local players.
     pub fn publish_frame(&self, replica: &ReplicaRef, generation: Generation, frame: FrameData) {
         crate::hls::feed(self, generation, &frame);
+        if frame.sequence_header {
+            crate::restream::on_sequence_header(self, generation, &frame);
+        }
         let shared = Arc::new(frame);
         let mut r = replica.borrow_mut();
         for core in r.remote_cores() {

@@ -225,6 +225,11 @@ pub(crate) static ROUTES: &[Route<CoreContext>] = &[
     },
     Route {
         method: Method::GET,
+        path: "/api/v1/restream",
+        handler: crate::restream::api::list,
+    },
+    Route {
+        method: Method::GET,
         path: "/api/v1/openapi.json",
         handler: livestreams::openapi,
     },

@@ -297,6 +297,11 @@ impl ClientSession {
         (!self.out.is_empty()).then(|| self.out.split().freeze())
     }
 
+    /// Whether bytes wait for [`poll_output`](Self::poll_output).
+    pub fn has_output(&self) -> bool {
+        !self.out.is_empty()
+    }
+
     /// The next event, if any.
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
         self.events.pop_front()

@@ -1,0 +1,479 @@
+//! Restream: the real node pushing a live stream to real servers: an `ffmpeg -listen 1` sink,
+//! a second Corecast over RTMPS with a private CA (and with the wrong one), nginx-rtmp, and
+//! targets that refuse or never answer beside a live one and players. Every wait has a
+//! deadline; every process is killed when its guard drops.
+
+mod support;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use support::media::{
+    assert_identical, packets, play_to_file, publish, shared_flv, stderr_of, wait_exit,
+};
+use support::node::{free_port, Node};
+use support::process::{kill_and_reap, output_with_deadline};
+use support::tls::{rtmps_section, CertFiles, TestCa};
+use support::wait_for;
+
+const TOKEN: &str = "s3cret";
+
+/// An `ffmpeg -listen 1` RTMP server recording what it receives; killed on drop.
+struct Sink {
+    child: Child,
+    out: PathBuf,
+}
+
+impl Sink {
+    fn start(port: u16, out: &Path) -> Sink {
+        let child = Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-y", "-listen", "1"])
+            .args(["-i", &format!("rtmp://127.0.0.1:{port}/app/secretkey")])
+            .args(["-c", "copy", "-f", "flv"])
+            .arg(out)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start ffmpeg sink");
+        // Listening once the port refuses a second bind.
+        wait_for(Duration::from_secs(10), || {
+            TcpListener::bind(("127.0.0.1", port))
+                .is_err()
+                .then_some(())
+        })
+        .expect("ffmpeg sink listening");
+        Sink {
+            child,
+            out: out.to_owned(),
+        }
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        kill_and_reap(&mut self.child);
+    }
+}
+
+/// `[restream]` with fast retries and the API token, plus `targets`.
+fn config(targets: &str) -> String {
+    format!(
+        "[http]\napi_token = \"{TOKEN}\"\n[restream]\nconnect_timeout_ms = 2000\nsend_timeout_ms = 3000\nbackoff_initial_ms = 200\nbackoff_max_ms = 1600\n{targets}"
+    )
+}
+
+fn target(id: &str, url: &str, extra: &str) -> String {
+    format!("[[restream.targets]]\nid = \"{id}\"\napp = \"live\"\nstream = \"cam\"\nurl = \"{url}\"\n{extra}\n")
+}
+
+/// The API's view of target `id`, when it runs.
+fn listed(node: &Node, id: &str) -> Option<serde_json::Value> {
+    let (code, body) = node.http_request("GET", "/api/v1/restream", Some(TOKEN));
+    assert_eq!(code, 200, "{body}");
+    let list: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    list["data"]
+        .as_array()?
+        .iter()
+        .find(|t| t["id"] == id)
+        .cloned()
+}
+
+fn wait_state(node: &Node, id: &str, state: &str, limit: Duration) -> serde_json::Value {
+    wait_for(limit, || listed(node, id).filter(|s| s["state"] == state)).unwrap_or_else(|| {
+        panic!(
+            "target {id} never {state}: {:?}\n{}",
+            listed(node, id),
+            node.log().join("\n")
+        )
+    })
+}
+
+fn metrics(node: &Node) -> String {
+    node.http_request("GET", "/metrics", None).1
+}
+
+/// Video and audio decoding timestamps never go backwards.
+fn assert_monotonic(file: &Path) {
+    let out = output_with_deadline(
+        Command::new("ffprobe")
+            .args(["-v", "error", "-show_entries", "packet=codec_type,dts"])
+            .args(["-of", "csv=p=0"])
+            .arg(file),
+        Duration::from_secs(60),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for kind in ["video", "audio"] {
+        let dts: Vec<i64> = text
+            .lines()
+            .filter(|l| l.starts_with(kind))
+            .filter_map(|l| l.split(',').nth(1)?.parse().ok())
+            .collect();
+        assert!(!dts.is_empty(), "no {kind} packets in {}", file.display());
+        assert!(
+            dts.windows(2).all(|w| w[0] <= w[1]),
+            "{kind} dts go backwards"
+        );
+    }
+}
+
+fn first_video_is_keyframe(file: &Path) -> bool {
+    packets(file)
+        .iter()
+        .find(|p| p.kind == "video")
+        .is_some_and(|p| p.key)
+}
+
+#[test]
+fn pushes_to_an_ffmpeg_sink_from_a_keyframe_byte_identical() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let src = shared_flv(4);
+    let port = free_port();
+    let sink = Sink::start(port, &dir.path().join("sink.flv"));
+    let url = format!("rtmp://127.0.0.1:{port}/app/secretkey");
+    let node = Node::start(1, &config(&target("sink", &url, "")), dir.path());
+    let mut publisher = publish(&src, &node.url("live/cam"));
+    wait_state(&node, "sink", "live", Duration::from_secs(10));
+    let shown = listed(&node, "sink").expect("listed");
+    assert_eq!(shown["url"], format!("rtmp://127.0.0.1:{port}/app/…"));
+    let status = wait_exit(&mut publisher, Duration::from_secs(30)).expect("publisher ended");
+    assert!(status.success(), "{}", stderr_of(&mut publisher));
+    // The stream's end reaches the sink (FCUnpublish, deleteStream): ffmpeg finishes its file.
+    let mut sink = sink;
+    let ended = wait_exit(&mut sink.child, Duration::from_secs(15));
+    assert!(ended.is_some(), "the sink did not see the stream end");
+    assert!(first_video_is_keyframe(&sink.out));
+    assert_monotonic(&sink.out);
+    assert_identical(&src, &sink.out, "the ffmpeg sink");
+    let log = node.log().join("\n");
+    assert!(!log.contains("secretkey"), "the stream key is in the log");
+    assert!(!metrics(&node).contains("secretkey"));
+    // Gone from the listing once the stream ended.
+    wait_for(Duration::from_secs(5), || {
+        listed(&node, "sink").is_none().then_some(())
+    })
+    .expect("target unlisted after the stream ended");
+}
+
+#[test]
+fn pushes_over_rtmps_to_a_second_corecast_trusting_a_private_ca_only() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let src = shared_flv(4);
+    let ca = TestCa::new("restream test CA");
+    let files = CertFiles::in_dir(dir.path());
+    files.install(&ca.issue(&["127.0.0.1"]));
+    let (toml, tls) = rtmps_section(&files, "");
+    let second = Node::start(1, &toml, dir.path());
+    let played = dir.path().join("played.flv");
+    let mut player = play_to_file(&second.url("live/copy"), &played);
+    second
+        .wait_log(Duration::from_secs(10), |l| {
+            l.contains("play") && l.contains("live/copy")
+        })
+        .expect("player waiting on the second node");
+
+    let right = ca.write_to(&dir.path().join("ca.pem"));
+    let wrong = TestCa::new("restream test CA").write_to(&dir.path().join("wrong.pem"));
+    let targets = [
+        target(
+            "right",
+            &format!("rtmps://127.0.0.1:{}/live/copy", tls.port()),
+            &format!("ca_file = \"{}\"", right.display()),
+        ),
+        target(
+            "wrong",
+            &format!("rtmps://127.0.0.1:{}/live/other", tls.port()),
+            &format!("ca_file = \"{}\"", wrong.display()),
+        ),
+    ]
+    .concat();
+    let first = Node::start(1, &config(&targets), dir.path());
+    let mut publisher = publish(&src, &first.url("live/cam"));
+    wait_state(&first, "right", "live", Duration::from_secs(10));
+    let failed = wait_state(&first, "wrong", "failed", Duration::from_secs(10));
+    assert_eq!(failed["reason"], "tls", "{failed}");
+    let text = metrics(&first);
+    assert!(
+        text.contains("corecast_restream_state{state=\"failed\",target=\"wrong\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("corecast_restream_state{state=\"live\",target=\"right\"} 1"));
+    let status = wait_exit(&mut publisher, Duration::from_secs(30)).expect("publisher ended");
+    assert!(status.success(), "{}", stderr_of(&mut publisher));
+    let status = wait_exit(&mut player, Duration::from_secs(20)).expect("player ended");
+    assert!(status.success(), "{}", stderr_of(&mut player));
+    assert_identical(&src, &played, "a player of the second node");
+}
+
+/// How a [`FakeIngest`] behaves.
+#[derive(Clone, Copy, PartialEq)]
+enum Behaviour {
+    /// A server that accepts a publish on stream id `0`.
+    Accept(u32),
+    /// Answers the handshake with garbage.
+    Garbage,
+    /// Accepts connections and never answers.
+    Silent,
+}
+
+/// A minimal RTMP ingest server built from corecast-common's sans-IO parts, recording the
+/// media messages it receives: (message type, message stream id, payload).
+struct FakeIngest {
+    addr: std::net::SocketAddr,
+    received: std::sync::Arc<std::sync::Mutex<Vec<(u8, u32, Vec<u8>)>>>,
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl FakeIngest {
+    fn start(behaviour: Behaviour) -> FakeIngest {
+        use std::sync::{Arc, Mutex};
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (sink, count) = (Arc::clone(&received), Arc::clone(&connections));
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let sink = Arc::clone(&sink);
+                std::thread::spawn(move || serve(stream, behaviour, &sink));
+            }
+        });
+        FakeIngest {
+            addr,
+            received,
+            connections,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("rtmp://{}/app/secretkey", self.addr)
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// One connection of a [`FakeIngest`]; returns when the client leaves (or after 60 s).
+fn serve(
+    mut stream: std::net::TcpStream,
+    behaviour: Behaviour,
+    sink: &std::sync::Mutex<Vec<(u8, u32, Vec<u8>)>>,
+) {
+    use bytes::BytesMut;
+    use corecast_common::amf0::Amf0Value;
+    use corecast_common::chunk::{ChunkDecoder, ChunkEncoder};
+    use corecast_common::command::{status_info, Command};
+    use corecast_common::handshake::{HandshakeStatus, ServerHandshake};
+    use corecast_common::types::{ChunkStreamId, MessageStreamId, MessageType, RtmpMessage};
+    use std::io::{Read, Write};
+
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
+    let id = match behaviour {
+        Behaviour::Accept(id) => id,
+        Behaviour::Garbage => {
+            let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\nnot rtmp at all");
+            let _ = stream.read(&mut [0u8; 4096]);
+            return;
+        }
+        Behaviour::Silent => {
+            let mut scratch = [0u8; 4096];
+            while matches!(stream.read(&mut scratch), Ok(n) if n > 0) {}
+            return;
+        }
+    };
+    let mut handshake = ServerHandshake::new(0, &[9; 64]);
+    let mut decoder = ChunkDecoder::default();
+    let mut encoder = ChunkEncoder::new();
+    let mut buf = BytesMut::new();
+    let mut done = false;
+    let mut scratch = vec![0u8; 65536];
+    loop {
+        let n = match stream.read(&mut scratch) {
+            Ok(n) if n > 0 => n,
+            _ => return,
+        };
+        buf.extend_from_slice(&scratch[..n]);
+        if !done {
+            let status = handshake.handle_input(&mut buf).expect("client handshake");
+            while let Some(out) = handshake.poll_output() {
+                stream.write_all(&out).expect("write");
+            }
+            done = status == HandshakeStatus::Done;
+            if !done {
+                continue;
+            }
+        }
+        let mut out = BytesMut::new();
+        while let Some(message) = decoder.decode(&mut buf).expect("chunk stream") {
+            let reply = |command: Command, stream_id: u32| RtmpMessage {
+                chunk_stream_id: ChunkStreamId::COMMAND,
+                timestamp: 0,
+                message_type: MessageType::COMMAND_AMF0,
+                message_stream_id: MessageStreamId(stream_id),
+                payload: command.encode(),
+            };
+            match message.message_type {
+                MessageType::AUDIO | MessageType::VIDEO | MessageType::DATA_AMF0 => {
+                    sink.lock().expect("lock").push((
+                        message.message_type.0,
+                        message.message_stream_id.0,
+                        message.payload.to_vec(),
+                    ));
+                }
+                MessageType::COMMAND_AMF0 => {
+                    let command =
+                        Command::decode(message.message_type, &message.payload).expect("command");
+                    let tx = command.transaction_id;
+                    let answer = match command.name.as_str() {
+                        "connect" => Some(reply(Command::result(tx, Amf0Value::Null, vec![]), 0)),
+                        "createStream" => Some(reply(
+                            Command::result(tx, Amf0Value::Null, vec![f64::from(id).into()]),
+                            0,
+                        )),
+                        "publish" => {
+                            let info = status_info("status", "NetStream.Publish.Start", "go");
+                            Some(reply(Command::on_status(info), id))
+                        }
+                        _ => None,
+                    };
+                    if let Some(answer) = answer {
+                        encoder.encode(&answer, &mut out);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !out.is_empty() && stream.write_all(&out).is_err() {
+            return;
+        }
+    }
+}
+
+#[test]
+fn a_server_that_answers_another_stream_id_gets_reheaded_frames() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let src = shared_flv(4);
+    let ingest = FakeIngest::start(Behaviour::Accept(7));
+    let node = Node::start(1, &config(&target("fake", &ingest.url(), "")), dir.path());
+    let mut publisher = publish(&src, &node.url("live/cam"));
+    wait_state(&node, "fake", "live", Duration::from_secs(10));
+    let status = wait_exit(&mut publisher, Duration::from_secs(30)).expect("publisher ended");
+    assert!(status.success(), "{}", stderr_of(&mut publisher));
+    // Every media message on stream 7; video from a keyframe (0x17 AVC keyframe header).
+    let received = wait_for(Duration::from_secs(10), || {
+        let got = ingest.received.lock().expect("lock").clone();
+        (got.iter().filter(|m| m.0 == 9).count() >= 90).then_some(got)
+    })
+    .expect("the video arrived");
+    assert!(
+        received.iter().all(|m| m.1 == 7),
+        "a message not on stream 7"
+    );
+    let first_video = received.iter().find(|m| m.0 == 9).expect("video");
+    assert_eq!(
+        first_video.2[0], 0x17,
+        "starts with a keyframe (or its sequence header)"
+    );
+}
+
+#[test]
+fn targets_that_refuse_answer_garbage_or_never_answer_back_off_while_the_live_one_and_players_see_no_gap(
+) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let src = shared_flv(6);
+    let garbage = FakeIngest::start(Behaviour::Garbage);
+    let silent = FakeIngest::start(Behaviour::Silent);
+    let live = FakeIngest::start(Behaviour::Accept(1));
+    let refused = format!("rtmp://127.0.0.1:{}/app/secretkey", free_port());
+    let targets = [
+        target("live", &live.url(), ""),
+        target("garbage", &garbage.url(), ""),
+        target("silent", &silent.url(), ""),
+        target("refused", &refused, ""),
+    ]
+    .concat();
+    let node = Node::start(1, &config(&targets), dir.path());
+    let players: Vec<_> = (0..50)
+        .map(|_| {
+            let addr = node.addr;
+            std::thread::spawn(move || video_timestamps(addr, "cam"))
+        })
+        .collect();
+    node.wait_log_count(Duration::from_secs(20), 50, |l| {
+        l.contains("play") && l.contains("live/cam")
+    })
+    .expect("50 players waiting");
+    let mut publisher = publish(&src, &node.url("live/cam"));
+    wait_state(&node, "live", "live", Duration::from_secs(10));
+    let garbage_state = wait_for(Duration::from_secs(10), || {
+        listed(&node, "garbage").filter(|s| s["reason"] == "protocol")
+    });
+    assert!(garbage_state.is_some(), "{:?}", listed(&node, "garbage"));
+    let silent_state = wait_for(Duration::from_secs(10), || {
+        listed(&node, "silent").filter(|s| s["reason"] == "timeout")
+    });
+    assert!(silent_state.is_some(), "{:?}", listed(&node, "silent"));
+    let refused_state = wait_for(Duration::from_secs(10), || {
+        listed(&node, "refused")
+            .filter(|s| s["reason"] == "refused" && s["reconnects"].as_u64() >= Some(2))
+    });
+    assert!(refused_state.is_some(), "{:?}", listed(&node, "refused"));
+    assert!(garbage.connections() >= 1 && silent.connections() >= 1);
+    let status = wait_exit(&mut publisher, Duration::from_secs(40)).expect("publisher ended");
+    assert!(status.success(), "{}", stderr_of(&mut publisher));
+    let source_video = packets(&src).iter().filter(|p| p.kind == "video").count();
+    for player in players {
+        let timestamps = player.join().expect("player thread");
+        assert_no_gap(&timestamps, source_video, "a player");
+    }
+    let received = live.received.lock().expect("lock").clone();
+    let video = received.iter().filter(|m| m.0 == 9).count();
+    assert!(
+        video + 2 >= source_video,
+        "the live target got {video} of {source_video} video messages"
+    );
+}
+
+/// Plays `name` with a light RTMP reader until the stream ends; the video timestamps seen.
+fn video_timestamps(addr: std::net::SocketAddr, name: &str) -> Vec<u32> {
+    use corecast_common::types::MessageType;
+    let mut client = support::client::RtmpClient::connect(addr, "live").expect("connect");
+    client.play(name).expect("play");
+    let mut seen = Vec::new();
+    while let Ok(Some(message)) = client.next_message(Duration::from_secs(20)) {
+        if message.message_type == MessageType::VIDEO {
+            seen.push(message.timestamp);
+        }
+        if message.message_type == MessageType::COMMAND_AMF0 {
+            let text = String::from_utf8_lossy(&message.payload).into_owned();
+            if text.contains("UnpublishNotify") {
+                break;
+            }
+        }
+    }
+    seen
+}
+
+/// Every video frame of the source arrived (the first at most a frame late: the reader may
+/// join at a keyframe after the sequence header) and none is more than 2 frames after the
+/// previous one.
+fn assert_no_gap(timestamps: &[u32], source_video: usize, what: &str) {
+    assert!(
+        timestamps.len() + 2 >= source_video,
+        "{what} got {} of {source_video} video frames",
+        timestamps.len()
+    );
+    for pair in timestamps.windows(2) {
+        assert!(
+            pair[1] >= pair[0] && pair[1] - pair[0] <= 80,
+            "{what}: gap between {} and {} ms",
+            pair[0],
+            pair[1]
+        );
+    }
+}
