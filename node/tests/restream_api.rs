@@ -4,8 +4,16 @@
 
 mod support;
 
-use support::livestreams::{call, config, create, ok, Postgres, TOKEN};
-use support::node::Node;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use support::livestreams::{call, config, create, ok, publish_with_key, Postgres, TOKEN};
+use support::media::{assert_identical, packets, shared_flv, stderr_of, wait_exit};
+use support::node::{free_port, Node};
+use support::process::kill_and_reap;
+use support::wait_for;
 
 /// A stream key no answer or log line may contain.
 const KEY: &str = "abcd-SECRET-efgh-1234";
@@ -288,4 +296,97 @@ fn two_nodes_share_targets_through_postgresql() {
     assert_eq!(list["data"].as_array().map(Vec::len), Some(0));
     assert_key_never_shown(&a, &[&added, &seen, &now]);
     assert_key_never_shown(&b, &[]);
+}
+
+/// An `ffmpeg -listen 1` RTMP server recording what it receives; killed on drop.
+struct Sink {
+    child: Child,
+    out: PathBuf,
+}
+
+impl Sink {
+    fn start(port: u16, out: &Path) -> Sink {
+        let child = Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-y", "-listen", "1"])
+            .args(["-i", &format!("rtmp://127.0.0.1:{port}/app/{KEY}")])
+            .args(["-c", "copy", "-f", "flv"])
+            .arg(out)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start ffmpeg sink");
+        // Listening once the port refuses a second bind.
+        wait_for(Duration::from_secs(10), || {
+            TcpListener::bind(("127.0.0.1", port))
+                .is_err()
+                .then_some(())
+        })
+        .expect("ffmpeg sink listening");
+        Sink {
+            child,
+            out: out.to_owned(),
+        }
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        kill_and_reap(&mut self.child);
+    }
+}
+
+/// The target's state as `GET` shows it, once it is `state`.
+fn wait_target(node: &Node, path: &str, state: &str) -> serde_json::Value {
+    wait_for(Duration::from_secs(20), || {
+        let got = ok(node, "GET", path, None, 200);
+        (got["state"] == state).then_some(got)
+    })
+    .unwrap_or_else(|| panic!("{path} never {state}: {}", ok(node, "GET", path, None, 200)))
+}
+
+#[test]
+fn a_live_livestream_is_pushed_to_its_enabled_targets_only() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = sqlite_node(dir.path());
+    let (id, stream_key, _) = create(&node, "show");
+    let port = free_port();
+    let sink = Sink::start(port, &dir.path().join("sink.flv"));
+    let on = add(
+        &node,
+        &id,
+        &format!(r#"{{"url": "rtmp://127.0.0.1:{port}/app/{KEY}", "name": "sink"}}"#),
+    );
+    let off_port = free_port();
+    let off = add(
+        &node,
+        &id,
+        &format!(r#"{{"url": "rtmp://127.0.0.1:{off_port}/app/{KEY}", "enabled": false}}"#),
+    );
+    let base = format!("/api/v1/livestreams/{id}/targets");
+    let on_path = format!("{base}/{}", on["id"].as_str().expect("id"));
+    let off_path = format!("{base}/{}", off["id"].as_str().expect("id"));
+
+    let src = shared_flv(4);
+    let mut encoder = publish_with_key(&node, &src, &stream_key);
+    let live = wait_target(&node, &on_path, "live");
+    assert_eq!(live["url"], format!("rtmp://127.0.0.1:{port}/app/…"));
+    assert_eq!(ok(&node, "GET", &off_path, None, 200)["state"], "idle");
+    let status = wait_exit(&mut encoder, Duration::from_secs(30)).expect("encoder ended");
+    assert!(status.success(), "{}", stderr_of(&mut encoder));
+    // The stream's end reaches the sink, which finishes its file.
+    let mut sink = sink;
+    assert!(
+        wait_exit(&mut sink.child, Duration::from_secs(15)).is_some(),
+        "the sink did not see the stream end"
+    );
+    let first_video = packets(&sink.out).into_iter().find(|p| p.kind == "video");
+    assert!(
+        first_video.is_some_and(|p| p.key),
+        "the push does not start at a keyframe"
+    );
+    assert_identical(&src, &sink.out, "the livestream's target");
+    // Idle again once the stream ended; the key never showed.
+    wait_target(&node, &on_path, "idle");
+    assert_key_never_shown(&node, &[&on, &off, &live]);
 }
