@@ -14,6 +14,7 @@ use support::livestreams::{call, ok, TOKEN};
 use support::media::{packets, shared_flv, wait_exit};
 use support::node::{free_port, Node};
 use support::process::kill_and_reap;
+use support::tls::{rtmps_section, CertFiles, TestCa};
 use support::wait_for;
 
 /// The source's stream name: stands for a key, so it must never be shown.
@@ -27,19 +28,19 @@ struct Source(Child);
 
 impl Source {
     fn start(file: &Path, port: u16) -> Source {
+        let url = format!("rtmp://127.0.0.1:{port}/app/{KEY}");
+        Source::to(file, &["-listen", "1"], &url)
+    }
+
+    /// ffmpeg sending `file` in a loop to `url` (with `extra` output options).
+    fn to(file: &Path, extra: &[&str], url: &str) -> Source {
         let child = Command::new("ffmpeg")
-            .args([
-                "-hide_banner",
-                "-loglevel",
-                "error",
-                "-re",
-                "-stream_loop",
-                "-1",
-                "-i",
-            ])
+            .args(["-hide_banner", "-loglevel", "error", "-re"])
+            .args(["-stream_loop", "-1", "-i"])
             .arg(file)
-            .args(["-c", "copy", "-f", "flv", "-listen", "1"])
-            .arg(format!("rtmp://127.0.0.1:{port}/app/{KEY}"))
+            .args(["-c", "copy", "-f", "flv"])
+            .args(extra)
+            .arg(url)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -242,5 +243,39 @@ fn a_pull_added_through_the_api_runs_until_it_is_removed() {
         (status == 404).then_some(())
     });
     assert!(gone.is_some(), "the local stream did not end");
+    assert_key_never_shown(&node);
+}
+
+#[test]
+fn an_rtmps_source_is_pulled_in_trusting_its_private_ca_only() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = shared_flv(6);
+    // The source: a second Corecast serving RTMPS with a certificate of a private CA.
+    let ca = TestCa::new("pull-in test CA");
+    let files = CertFiles::in_dir(dir.path());
+    files.install(&ca.issue(&["127.0.0.1"]));
+    let (toml, tls) = rtmps_section(&files, "");
+    let origin = Node::start(1, &toml, dir.path());
+    let _publisher = Source::to(&file, &[], &origin.url(&format!("live/{KEY}")));
+    origin
+        .wait_log(SHOWS, |l| l.contains("publish") && l.contains(KEY))
+        .expect("the source node has the stream");
+
+    let right = ca.write_to(&dir.path().join("ca.pem"));
+    let wrong = TestCa::new("pull-in test CA").write_to(&dir.path().join("wrong.pem"));
+    let pull = |id: &str, name: &str, ca: &Path| {
+        format!(
+            "[[ingest.pull]]\nid = \"{id}\"\napp = \"live\"\nname = \"{name}\"\nurl = \"rtmps://127.0.0.1:{}/live/{KEY}\"\nca_file = \"{}\"\n",
+            tls.port(),
+            ca.display()
+        )
+    };
+    let pulls = [pull("good", "cam", &right), pull("bad", "other", &wrong)].concat();
+    let node = Node::start(1, &node_config(&pulls), dir.path());
+    wait_state(&node, "good", "live");
+    let refused = wait_state(&node, "bad", "backoff");
+    assert_eq!(refused["reason"], "tls", "{refused}");
+    let played = play(&node, &dir.path().join("tls.flv"), 30);
+    assert_from_source(&played, &file, 30);
     assert_key_never_shown(&node);
 }
