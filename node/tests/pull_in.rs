@@ -168,15 +168,28 @@ fn a_configured_pull_is_played_lost_into_backoff_and_resumed_at_a_keyframe() {
         "{retried}\n{}",
         tries.join("\n")
     );
-    let metrics = node.http_request("GET", "/metrics", None).1;
-    assert!(
-        metrics.contains("kind=\"pull_in_refused\""),
-        "no pull_in_refused error counted"
-    );
+    // The gauge flips between backoff and connecting while the source is down.
+    let metrics = wait_for(SHOWS, || {
+        let text = node.http_request("GET", "/metrics", None).1;
+        text.contains("corecast_pull_in_state{pull=\"cam\",state=\"backoff\"} 1")
+            .then_some(text)
+    })
+    .expect("the backoff state in the metrics");
+    for series in [
+        "kind=\"pull_in_refused\"",
+        "corecast_pull_in_failures_total{pull=\"cam\",reason=\"refused\"}",
+        "corecast_pull_in_reconnects_total{pull=\"cam\"}",
+    ] {
+        assert!(metrics.contains(series), "no {series} in the metrics");
+    }
+    assert!(!metrics.contains(KEY), "the key is in the metrics");
 
     // Back: live again, and a player starts at a keyframe.
     let _source = Source::start(&file, port);
     wait_state(&node, "cam", "live");
+    let metrics = node.http_request("GET", "/metrics", None).1;
+    // Live until the source goes away again, which it does not here.
+    assert!(metrics.contains("corecast_pull_in_state{pull=\"cam\",state=\"live\"} 1"));
     let played = play(&node, &dir.path().join("second.flv"), 30);
     assert_from_source(&played, &file, 30);
     assert_key_never_shown(&node);

@@ -13,17 +13,19 @@
 //! to) and from `POST /api/v1/pulls` (on the core that took the call) ([`api`]). This
 //! module's [`PullIns`] (in `NodeShared`) lists them all with their state for the API;
 //! removing one sets its stop flag, which its task sees within [`run::STOP_CHECK`].
-//! A source URL may hold a key: it is shown and logged only redacted.
+//! A source URL may hold a key: it is shown and logged only redacted; [`metrics`] are
+//! labelled by pull id.
 
 pub mod api;
 pub mod backoff;
+pub mod metrics;
 pub mod run;
 pub mod tls;
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use serde::Serialize;
 
@@ -192,11 +194,18 @@ pub enum AddError {
 #[derive(Default)]
 pub struct PullIns {
     entries: Mutex<BTreeMap<String, Entry>>,
+    metrics: OnceLock<metrics::PullMetrics>,
 }
 
 impl PullIns {
     fn entries(&self) -> MutexGuard<'_, BTreeMap<String, Entry>> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers the metric families in `registry` (once; later calls change nothing).
+    pub fn init_metrics(&self, registry: &prometheus::Registry) {
+        self.metrics
+            .get_or_init(|| metrics::PullMetrics::new(registry));
     }
 
     /// Registers `spec`; its stop flag, or why not.
@@ -212,6 +221,10 @@ impl PullIns {
             return Err(AddError::Full);
         }
         let stop = Arc::new(AtomicBool::new(false));
+        if let Some(m) = self.metrics.get() {
+            m.added(&spec.id);
+            m.set_state(&spec.id, PullState::Connecting);
+        }
         entries.insert(
             spec.id.clone(),
             Entry {
@@ -230,6 +243,9 @@ impl PullIns {
         match self.entries().remove(id) {
             Some(entry) => {
                 entry.stop.store(true, Ordering::Relaxed);
+                if let Some(m) = self.metrics.get() {
+                    m.removed(id);
+                }
                 true
             }
             None => false,
@@ -239,6 +255,14 @@ impl PullIns {
     /// Records a pull's state (a removed pull's last words are dropped).
     pub fn set_state(&self, id: &str, state: PullState, reconnects: u64) {
         if let Some(entry) = self.entries().get_mut(id) {
+            if let Some(m) = self.metrics.get() {
+                if reconnects > entry.reconnects {
+                    m.reconnect(id);
+                }
+                if state != entry.state || matches!(state, PullState::Backoff(_)) {
+                    m.set_state(id, state);
+                }
+            }
             entry.state = state;
             entry.reconnects = reconnects;
         }
@@ -248,6 +272,9 @@ impl PullIns {
     pub fn add_bytes(&self, id: &str, bytes: u64) {
         if let Some(entry) = self.entries().get_mut(id) {
             entry.bytes += bytes;
+            if let Some(m) = self.metrics.get() {
+                m.bytes(id, bytes);
+            }
         }
     }
 
@@ -282,6 +309,9 @@ fn status(entry: &Entry) -> PullStatus {
 
 /// Registers and starts `spec` on this core.
 pub fn start(ctx: &Rc<CoreContext>, spec: PullSpec) -> Result<(), AddError> {
+    ctx.shared
+        .pull_in
+        .init_metrics(&ctx.shared.metrics.registry);
     let stop = ctx.shared.pull_in.add(spec.clone())?;
     tracing::info!(core = ctx.id.0, pull = %spec.id, stream = %spec.key(), url = %redact(&spec.url), origin = spec.origin, "pull-in added");
     glommio::spawn_local(run::run(Rc::clone(ctx), spec, stop)).detach();
