@@ -20,7 +20,6 @@ pub mod api;
 pub mod backoff;
 pub mod metrics;
 pub mod run;
-pub mod tls;
 
 use std::collections::BTreeMap;
 use std::rc::Rc;

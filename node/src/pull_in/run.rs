@@ -110,7 +110,7 @@ async fn attempt(
     let Ok(url) = TargetUrl::parse(&spec.url) else {
         return failed(Reason::Protocol);
     };
-    let mut conn = match connect(spec, &url, timeout).await {
+    let mut conn = match connect(ctx, spec, &url, timeout).await {
         Ok(conn) => conn,
         Err(reason) => return failed(reason),
     };
@@ -135,7 +135,12 @@ async fn attempt(
 }
 
 /// TCP (and TLS) to the source, within `timeout` per step.
-async fn connect(spec: &PullSpec, url: &TargetUrl, timeout: Duration) -> Result<Upstream, Reason> {
+async fn connect(
+    ctx: &CoreContext,
+    spec: &PullSpec,
+    url: &TargetUrl,
+    timeout: Duration,
+) -> Result<Upstream, Reason> {
     let authority = url.authority();
     // getaddrinfo blocks: off the executor.
     let resolved: Option<SocketAddr> = glommio::executor()
@@ -151,7 +156,10 @@ async fn connect(spec: &PullSpec, url: &TargetUrl, timeout: Duration) -> Result<
     if url.scheme != Scheme::Rtmps {
         return Ok(Upstream::plain(tcp));
     }
-    let config = super::tls::client_config(&spec.ca_file).map_err(|e| {
+    // The restream engine's per-core cache: the system's roots are parsed once per core.
+    let ca_file = Some(spec.ca_file.as_str()).filter(|f| !f.is_empty());
+    let configs = ctx.feature::<crate::restream::tls::ClientConfigs>();
+    let config = configs.get(ca_file).map_err(|e| {
         warn!(pull = %spec.id, error = %e, "pull-in TLS setup failed");
         Reason::Tls
     })?;
