@@ -10,6 +10,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use corecast_common::types::MessageType;
+use support::client::RtmpClient;
 use support::livestreams::{call, ok, TOKEN};
 use support::media::{packets, shared_flv, wait_exit};
 use support::node::{free_port, Node};
@@ -291,4 +293,53 @@ fn an_rtmps_source_is_pulled_in_trusting_its_private_ca_only() {
     let played = play(&node, &dir.path().join("tls.flv"), 30);
     assert_from_source(&played, &file, 30);
     assert_key_never_shown(&node);
+}
+
+/// The next video message that is not a sequence header: whether it is a keyframe.
+fn next_video_frame_is_key(player: &mut RtmpClient) -> bool {
+    let deadline = std::time::Instant::now() + SHOWS;
+    while std::time::Instant::now() < deadline {
+        let Some(m) = player
+            .next_message(Duration::from_secs(1))
+            .expect("player connection")
+        else {
+            continue;
+        };
+        // FLV video tag: frame type in the high nibble (1 = key); AVC packet type 0 = header.
+        if m.message_type == MessageType::VIDEO && m.payload.len() > 1 && m.payload[1] != 0 {
+            return m.payload[0] >> 4 == 1;
+        }
+    }
+    panic!("no video frame within {SHOWS:?}");
+}
+
+#[test]
+fn a_player_waits_through_a_lost_source_and_resumes_at_a_keyframe() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = shared_flv(6);
+    let port = free_port();
+    let source = Source::start(&file, port);
+    let node = Node::start(1, &node_config(&pull_config(port)), dir.path());
+    wait_state(&node, "cam", "live");
+    let mut player = RtmpClient::connect(node.addr, "live").expect("connect");
+    player.play("cam").expect("play");
+    assert!(
+        next_video_frame_is_key(&mut player),
+        "the first frame is not a keyframe"
+    );
+
+    drop(source);
+    wait_state(&node, "cam", "backoff");
+    // Read what was sent before the loss; the connection stays open meanwhile.
+    while player
+        .next_message(Duration::from_millis(500))
+        .expect("the player stays connected while the source is away")
+        .is_some()
+    {}
+    let _source = Source::start(&file, port);
+    wait_state(&node, "cam", "live");
+    assert!(
+        next_video_frame_is_key(&mut player),
+        "the resumed stream does not start at a keyframe"
+    );
 }
