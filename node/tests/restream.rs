@@ -136,6 +136,8 @@ fn pushes_to_an_ffmpeg_sink_from_a_keyframe_byte_identical() {
     let node = Node::start(1, &config(&target("sink", &url, "")), dir.path());
     let mut publisher = publish(&src, &node.url("live/cam"));
     wait_state(&node, "sink", "live", Duration::from_secs(10));
+    let (code, _) = node.http_request("GET", "/api/v1/restream", None);
+    assert_eq!(code, 401, "the listing needs the API token");
     let shown = listed(&node, "sink").expect("listed");
     assert_eq!(shown["url"], format!("rtmp://127.0.0.1:{port}/app/…"));
     let status = wait_exit(&mut publisher, Duration::from_secs(30)).expect("publisher ended");
@@ -218,20 +220,24 @@ enum Behaviour {
     Silent,
 }
 
+/// Media messages a [`FakeIngest`] received: (message type, message stream id, payload).
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(u8, u32, Vec<u8>)>>>;
+
 /// A minimal RTMP ingest server built from corecast-common's sans-IO parts, recording the
 /// media messages it receives: (message type, message stream id, payload).
 struct FakeIngest {
     addr: std::net::SocketAddr,
-    received: std::sync::Arc<std::sync::Mutex<Vec<(u8, u32, Vec<u8>)>>>,
+    received: Received,
     connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl FakeIngest {
     fn start(behaviour: Behaviour) -> FakeIngest {
         use std::sync::{Arc, Mutex};
+
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let received = Arc::new(Mutex::new(Vec::new()));
+        let received: Received = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (sink, count) = (Arc::clone(&received), Arc::clone(&connections));
         std::thread::spawn(move || {
@@ -475,5 +481,250 @@ fn assert_no_gap(timestamps: &[u32], source_video: usize, what: &str) {
             pair[0],
             pair[1]
         );
+    }
+}
+
+#[test]
+fn a_killed_sink_is_backed_off_with_growing_delays_and_resumed_at_a_keyframe() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let src = shared_flv(20);
+    let port = free_port();
+    let sink = Sink::start(port, &dir.path().join("first.flv"));
+    let url = format!("rtmp://127.0.0.1:{port}/app/secretkey");
+    let node = Node::start(1, &config(&target("sink", &url, "")), dir.path());
+    let mut publisher = publish(&src, &node.url("live/cam"));
+    wait_state(&node, "sink", "live", Duration::from_secs(10));
+    drop(sink);
+    // Refused reconnects, each after a longer delay (200 ms doubling, with jitter).
+    let backoff = wait_for(Duration::from_secs(15), || {
+        listed(&node, "sink")
+            .filter(|s| s["state"] == "backoff" && s["reconnects"].as_u64() >= Some(3))
+    })
+    .unwrap_or_else(|| panic!("no backoff: {:?}", listed(&node, "sink")));
+    assert_eq!(backoff["reason"], "refused", "{backoff}");
+    let delays: Vec<u64> = node
+        .log()
+        .iter()
+        .filter(|l| l.contains("restream target failed") && l.contains("target=sink"))
+        .filter_map(|l| support::node::field(l, "retry_ms")?.parse().ok())
+        .collect();
+    assert!(delays.len() >= 3, "{delays:?}");
+    assert!(delays[2] > delays[0], "the delay did not grow: {delays:?}");
+    let text = metrics(&node);
+    assert!(
+        text.contains("corecast_restream_reconnects_total{target=\"sink\"}"),
+        "{text}"
+    );
+    let resumed = Sink::start(port, &dir.path().join("second.flv"));
+    wait_state(&node, "sink", "live", Duration::from_secs(10));
+    let status = wait_exit(&mut publisher, Duration::from_secs(40)).expect("publisher ended");
+    assert!(status.success(), "{}", stderr_of(&mut publisher));
+    let mut resumed = resumed;
+    wait_exit(&mut resumed.child, Duration::from_secs(15)).expect("the sink saw the end");
+    assert!(
+        first_video_is_keyframe(&resumed.out),
+        "resumed without a keyframe"
+    );
+    assert_monotonic(&resumed.out);
+    // What arrived after the resume is an unchanged run of the source's packets.
+    let source = packets(&src);
+    let got: Vec<_> = packets(&resumed.out)
+        .into_iter()
+        .filter(|p| p.kind == "video")
+        .collect();
+    let want: Vec<_> = source.into_iter().filter(|p| p.kind == "video").collect();
+    assert!(
+        got.len() > 25,
+        "only {} video packets after the resume",
+        got.len()
+    );
+    let start = want
+        .iter()
+        .position(|p| p == &got[0])
+        .expect("the first packet is one of the source's");
+    assert_eq!(&want[start..start + got.len()], &got[..]);
+}
+
+/// An nginx with the RTMP module on `port`; killed on drop.
+struct Nginx(Child);
+
+impl Nginx {
+    fn start(dir: &Path, port: u16) -> Nginx {
+        let conf = dir.join("nginx.conf");
+        std::fs::create_dir_all(dir.join("logs")).expect("logs dir");
+        std::fs::write(
+            &conf,
+            format!(
+                "load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;\ndaemon off;\nmaster_process off;\nerror_log {}/logs/error.log info;\npid {}/nginx.pid;\nevents {{ worker_connections 256; }}\nrtmp {{ server {{ listen 127.0.0.1:{port}; application live {{ live on; }} }} }}\n",
+                dir.display(),
+                dir.display()
+            ),
+        )
+        .expect("nginx.conf");
+        let child = Command::new("/usr/sbin/nginx")
+            .arg("-c")
+            .arg(&conf)
+            .arg("-p")
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx with the rtmp module (scripts/install-deps.sh installs it)");
+        wait_for(Duration::from_secs(10), || {
+            TcpListener::bind(("127.0.0.1", port))
+                .is_err()
+                .then_some(())
+        })
+        .expect("nginx listening");
+        Nginx(child)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        kill_and_reap(&mut self.0);
+    }
+}
+
+#[test]
+fn pushes_to_nginx_rtmp_whose_player_gets_identical_packets() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let src = shared_flv(4);
+    let port = free_port();
+    let nginx = Nginx::start(dir.path(), port);
+    let played = dir.path().join("played.flv");
+    let mut player = play_to_file(&format!("rtmp://127.0.0.1:{port}/live/copy"), &played);
+    let url = format!("rtmp://127.0.0.1:{port}/live/copy");
+    let node = Node::start(1, &config(&target("nginx", &url, "")), dir.path());
+    // nginx-rtmp accepts a play before the stream exists: wait until it logged ffmpeg's.
+    let error_log = dir.path().join("logs/error.log");
+    wait_for(Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(&error_log).unwrap_or_default();
+        text.contains("play: name='copy'").then_some(())
+    })
+    .expect("nginx's player asked for the stream");
+    let mut publisher = publish(&src, &node.url("live/cam"));
+    wait_state(&node, "nginx", "live", Duration::from_secs(10));
+    let status = wait_exit(&mut publisher, Duration::from_secs(30)).expect("publisher ended");
+    assert!(status.success(), "{}", stderr_of(&mut publisher));
+    // The push ended politely: nginx logs our deleteStream.
+    wait_for(Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(&error_log).unwrap_or_default();
+        text.contains("deleteStream").then_some(())
+    })
+    .expect("nginx saw deleteStream");
+    // nginx-rtmp keeps its players waiting for a next publish: ending nginx ends the player,
+    // which finishes its file.
+    drop(nginx);
+    wait_exit(&mut player, Duration::from_secs(20)).expect("nginx's player ended");
+    assert_identical(&src, &played, "a player of nginx-rtmp");
+}
+
+#[test]
+fn enhanced_codecs_go_only_to_targets_that_accept_them() {
+    use corecast_common::types::MessageType;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let plain = FakeIngest::start(Behaviour::Accept(1));
+    let enhanced = FakeIngest::start(Behaviour::Accept(1));
+    let targets = [
+        target("plain", &plain.url(), ""),
+        target("enhanced", &enhanced.url(), "enhanced_codecs = true"),
+    ]
+    .concat();
+    let node = Node::start(1, &config(&targets), dir.path());
+    let mut publisher = support::client::RtmpClient::connect(node.addr, "live").expect("connect");
+    assert_eq!(
+        publisher.publish("cam").expect("publish"),
+        "NetStream.Publish.Start"
+    );
+    wait_state(&node, "enhanced", "live", Duration::from_secs(10));
+    // HEVC: a sequence header and frames with the legacy codec id 12 (what some encoders
+    // send), enough to pass the GOP to the target.
+    publisher
+        .send_media(MessageType::VIDEO, 0, &[0x1C, 0, 0, 0, 0, 1, 2, 3])
+        .expect("sequence header");
+    for i in 1..30u32 {
+        let frame = if i % 10 == 1 { 0x1C } else { 0x2C };
+        publisher
+            .send_media(MessageType::VIDEO, i * 40, &[frame, 1, 0, 0, 0, 9, 9, 9])
+            .expect("frame");
+    }
+    let failed = wait_state(&node, "plain", "failed", Duration::from_secs(10));
+    assert_eq!(failed["reason"], "unsupported_codec", "{failed}");
+    let got = wait_for(Duration::from_secs(10), || {
+        let n = enhanced.received.lock().expect("lock").len();
+        (n >= 10).then_some(n)
+    });
+    assert!(got.is_some(), "the enhanced target got no HEVC");
+    assert!(
+        plain
+            .received
+            .lock()
+            .expect("lock")
+            .iter()
+            .all(|m| m.0 != 9 || m.2[0] & 0x0F != 0x0C),
+        "HEVC reached a target that does not accept it"
+    );
+}
+
+#[test]
+fn the_shipped_restream_config_checks_and_a_bad_url_is_refused_without_its_key() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let binary = env!("CARGO_BIN_EXE_corecast");
+    let out = output_with_deadline(
+        Command::new(binary).args([
+            "--config",
+            &format!("{root}/config/restream.toml"),
+            "--check",
+        ]),
+        Duration::from_secs(20),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (url, why) in [
+        ("srt://h:9000/app/secretkey", "unsupported scheme"),
+        ("rtmp://h:99999/app/secretkey", "bad port"),
+        ("rtmp://h/secretkey", "needs /app/key"),
+    ] {
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, config(&target("bad", url, ""))).expect("write");
+        let out = output_with_deadline(
+            Command::new(binary)
+                .arg("--config")
+                .arg(&path)
+                .arg("--check"),
+            Duration::from_secs(20),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{url} was accepted");
+        assert!(
+            stderr.contains("restream.targets") && stderr.contains(why),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("secretkey"), "{stderr}");
+    }
+}
+
+#[test]
+fn a_stream_published_again_pushes_again_under_the_same_id() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let src = shared_flv(4);
+    let ingest = FakeIngest::start(Behaviour::Accept(1));
+    let node = Node::start(1, &config(&target("again", &ingest.url(), "")), dir.path());
+    for round in 1..=2 {
+        let mut publisher = publish(&src, &node.url("live/cam"));
+        wait_state(&node, "again", "live", Duration::from_secs(10));
+        let status = wait_exit(&mut publisher, Duration::from_secs(30)).expect("publisher ended");
+        assert!(status.success(), "{}", stderr_of(&mut publisher));
+        wait_for(Duration::from_secs(10), || {
+            listed(&node, "again").is_none().then_some(())
+        })
+        .expect("unlisted once the stream ended");
+        assert_eq!(ingest.connections(), round, "one connection per publish");
     }
 }

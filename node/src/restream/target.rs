@@ -80,10 +80,15 @@ impl Target {
         self.halt.set();
     }
 
-    /// The stream ended: stop sending, and end the task.
+    /// The stream ended: stop sending, and end the task. The target leaves the listing and
+    /// its state gauges now (its task may take a while to say goodbye), so that the same id
+    /// can start again with the stream's next publish; what the old task reports later is
+    /// ignored.
     pub fn end(&self, ctx: &CoreContext) {
         self.halt(ctx);
         self.stop.set();
+        super::metrics(ctx).clear_state(&self.spec.id);
+        ctx.shared.restream.forget(&self.spec.id);
     }
 
     /// The codec guard refused the target: stop sending, and report it failed.
@@ -97,8 +102,11 @@ impl Target {
         self.status.borrow().url.clone()
     }
 
-    /// Moves to `state`, reporting it.
+    /// Moves to `state`, reporting it (not once the stream ended).
     pub fn set_state(&self, ctx: &CoreContext, state: TargetState) {
+        if self.stop.is_set() {
+            return;
+        }
         self.status.borrow_mut().state = state;
         super::metrics(ctx).set_state(&self.spec.id, state);
         self.report(ctx);
@@ -118,8 +126,11 @@ impl Target {
         }
     }
 
-    /// Publishes the status to the node-wide table.
+    /// Publishes the status to the node-wide table (not once the stream ended).
     pub fn report(&self, ctx: &CoreContext) {
+        if self.stop.is_set() {
+            return;
+        }
         ctx.shared.restream.report(self.status.borrow().clone());
     }
 
@@ -138,7 +149,7 @@ pub async fn run(ctx: Rc<CoreContext>, target: Rc<Target>, stream: Rc<StreamTarg
         Err(e) => {
             warn!(target = %id, error = %e, "restream target has an unusable URL");
             give_up(&ctx, &target, FailReason::Protocol).await;
-            return finish(&ctx, &target);
+            return finish(&target);
         }
     };
     let mut backoff = Backoff::new(
@@ -187,7 +198,7 @@ pub async fn run(ctx: Rc<CoreContext>, target: Rc<Target>, stream: Rc<StreamTarg
         target.set_state(&ctx, state);
         future::or(target.stop.wait(), glommio::timer::sleep(delay)).await;
     }
-    finish(&ctx, &target);
+    finish(&target);
 }
 
 /// Reports `failed: reason` and waits for the stream to end.
@@ -197,8 +208,7 @@ async fn give_up(ctx: &CoreContext, target: &Target, reason: FailReason) {
     target.stop.wait().await;
 }
 
-fn finish(ctx: &CoreContext, target: &Target) {
+/// The task's end (the listing and gauges were cleared when the stream ended).
+fn finish(target: &Target) {
     info!(target = %target.spec.id, stream = %target.key, "restream target stopped");
-    super::metrics(ctx).clear_state(&target.spec.id);
-    ctx.shared.restream.forget(&target.spec.id);
 }
