@@ -868,7 +868,7 @@ impl Config {
         }
         self.proxy_protocol.validate()?;
         self.limits.validate()?;
-        self.ingest.validate()?;
+        self.ingest.validate(self.cluster.accepts_publishers())?;
         self.hls.validate()?;
         self.restream.validate()?;
         edge::validate(self)?;

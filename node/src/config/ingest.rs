@@ -103,9 +103,16 @@ pub fn check_pull(app: &str, name: &str, url: &str, ca_file: &str) -> Result<(),
 }
 
 impl IngestConfig {
-    /// Refuses pulls and retry values that cannot work.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    /// Refuses pulls and retry values that cannot work; `publishers` is whether the node
+    /// takes publishes at all (an edge does not, so it cannot pull in either).
+    pub fn validate(&self, publishers: bool) -> Result<(), ConfigError> {
         let invalid = |field: &'static str, reason: String| ConfigError::Invalid { field, reason };
+        if !publishers && !self.pull.is_empty() {
+            return Err(invalid(
+                "ingest.pull",
+                "needs a node that takes publishes (cluster.role origin or both)".to_owned(),
+            ));
+        }
         if self.retry_min_ms == 0 || self.retry_min_ms > self.retry_max_ms {
             return Err(invalid(
                 "ingest.retry_min_ms",
@@ -181,6 +188,9 @@ mod tests {
         let twice = "[[ingest.pull]]\napp = \"live\"\nname = \"a\"\nurl = \"rtmp://h/x/k\"\n";
         let e = parse(&format!("{twice}{twice}")).expect_err("twice");
         assert!(e.to_string().contains("twice"), "{e}");
+        let edge = format!("[cluster]\nrole = \"edge\"\nupstreams = [\"127.0.0.1:1\"]\n{twice}");
+        let e = parse(&edge).expect_err("edge");
+        assert!(e.to_string().contains("origin"), "{e}");
         let e = parse("[ingest]\nretry_min_ms = 0\n").expect_err("zero");
         assert!(e.to_string().contains("ingest.retry_min_ms"), "{e}");
     }

@@ -63,6 +63,17 @@ impl NewPull {
 /// `POST /api/v1/pulls`: 201 with the pull's status.
 pub fn add(ctx: &Rc<CoreContext>, request: Request, _: Params) -> Reply {
     let result = checked(ctx, &request, Access::Write)
+        .and_then(|()| {
+            if ctx.config().cluster.accepts_publishers() {
+                Ok(())
+            } else {
+                Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "not_an_origin",
+                    "an edge takes no publishes, so it pulls nothing in",
+                ))
+            }
+        })
         .and_then(|()| NewPull::parse(request.body()))
         .and_then(|spec| {
             let id = spec.id.clone();
