@@ -303,7 +303,12 @@ impl Registry {
                         Ok(livestream) => livestream,
                         Err(refusal) => return Ok(Err(refusal)),
                     };
-                let pushes = self::targets::enabled(db, &livestream.id)?;
+                // The lease is written: a failed read of the targets costs the pushes, not
+                // the publish.
+                let pushes = self::targets::enabled(db, &livestream.id).unwrap_or_else(|e| {
+                    warn!(error = %e, livestream = %livestream.id, "push targets not read");
+                    Vec::new()
+                });
                 Ok(Ok((livestream, key::hash(&stream_key), pushes)))
             })
             .await;
