@@ -343,3 +343,43 @@ fn a_player_waits_through_a_lost_source_and_resumes_at_a_keyframe() {
         "the resumed stream does not start at a keyframe"
     );
 }
+
+/// A loopback "source" that accepts connections and then either says nothing or answers
+/// garbage; the listener and its connections live as long as the test.
+fn bad_source(garbage: bool) -> (std::net::SocketAddr, std::thread::JoinHandle<()>) {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let thread = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for mut conn in listener.incoming().take(8).flatten() {
+            if garbage {
+                let _ = conn.write_all(&[0x7f; 4096]);
+            }
+            held.push(conn);
+        }
+    });
+    (addr, thread)
+}
+
+#[test]
+fn a_silent_source_times_out_and_a_garbage_one_is_a_protocol_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (silent, _a) = bad_source(false);
+    let (garbage, _b) = bad_source(true);
+    let pull = |id: &str, addr: std::net::SocketAddr| {
+        format!("[[ingest.pull]]\nid = \"{id}\"\napp = \"live\"\nname = \"{id}\"\nurl = \"rtmp://{addr}/app/{KEY}\"\n")
+    };
+    let config = format!(
+        "[http]\napi_token = \"{TOKEN}\"\n\n[ingest]\nretry_min_ms = 200\nretry_max_ms = 1000\ntimeout_secs = 1\n\n{}{}",
+        pull("silent", silent),
+        pull("garbage", garbage)
+    );
+    let node = Node::start(1, &config, dir.path());
+    let timed_out = wait_state(&node, "silent", "backoff");
+    assert_eq!(timed_out["reason"], "timeout", "{timed_out}");
+    let broken = wait_state(&node, "garbage", "backoff");
+    assert_eq!(broken["reason"], "protocol", "{broken}");
+    // The node is unharmed: it still answers.
+    assert_eq!(node.http_request("GET", "/healthz", None).0, 200);
+}

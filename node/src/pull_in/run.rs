@@ -91,7 +91,8 @@ async fn wait_unless_stopped(delay: Duration, stop: &AtomicBool) -> bool {
         if stopped(stop) {
             return false;
         }
-        glommio::timer::sleep(STOP_CHECK.min(until - Instant::now())).await;
+        glommio::timer::sleep(STOP_CHECK.min(until.saturating_duration_since(Instant::now())))
+            .await;
     }
     !stopped(stop)
 }
