@@ -228,6 +228,15 @@ fn a_pull_added_through_the_api_runs_until_it_is_removed() {
     wait_state(&node, &id, "live");
     let played = play(&node, &dir.path().join("api.flv"), 20);
     assert_from_source(&played, &file, 20);
+    // A pulled-in stream is a stream like any other: LL-HLS serves it too.
+    let playlist = wait_for(SHOWS, || {
+        let (status, body) = node.http_request("GET", "/hls/live/cam/index.m3u8", None);
+        (status == 200 && body.contains("#EXT-X-PART:")).then_some(body)
+    });
+    assert!(
+        playlist.is_some(),
+        "no LL-HLS playlist for the pulled-in stream"
+    );
     assert_eq!(
         ok(&node, "GET", "/api/v1/pulls", None, 200)["data"]
             .as_array()
