@@ -18,7 +18,7 @@
 //! queued bytes are reassembled and chunked again by the session with that id. It costs a
 //! copy per target, which is why it is only the fallback.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
@@ -273,70 +273,25 @@ impl<T: Transport> Live<'_, T> {
         if target.halt.is_set() || (stream.enhanced.get() && !target.spec.enhanced_codecs) {
             return self.close(None).await;
         }
-        let out = Outbound::new(QueueLimits {
-            soft_max_bytes: self.config.queue_max_bytes,
-            hard_max_bytes: self.config.queue_hard_max_bytes,
-        });
-        let id = ctx.new_connection_id();
-        ctx.add_player(
-            &target.key,
-            Player {
-                connection: id,
-                out: Rc::clone(&out),
-                audio: true,
-                video: true,
-                paused: false,
-            },
-        );
-        target.player.set(Some(id));
-        target.set_state(ctx, super::TargetState::Live);
-        tracing::info!(target = %target.spec.id, url = %target.shown_url(), stream = %target.key, stream_id = stream_id.0, "restream target live");
+        let out = self.join(stream_id);
         let rehead = stream_id != MessageStreamId::MEDIA;
-        let send_timeout = Duration::from_millis(self.config.send_timeout_ms);
-        let sent = |n: usize| target.add_bytes(ctx, n);
-        let writer = async {
-            if rehead {
-                self.rehead(&out.queue, &sent).await
-            } else {
-                let settings = WriterSettings {
-                    merge_window: Duration::from_millis(ctx.config().player.merge_window_ms),
-                    send_timeout,
-                };
-                run_writer(self.transport, &out.queue, settings, &sent)
-                    .await
-                    .map_err(|e| Failure::new(FailReason::Timeout, e.to_string()))
-            }
-        };
-        let writer = async {
-            writer.await?;
-            if out.queue.borrow().overflowed() {
-                return Err(Failure::new(
-                    FailReason::Timeout,
-                    "the target reads too slowly (queue past restream.queue_hard_max_bytes)",
-                ));
-            }
-            Err(Failure::new(FailReason::Refused, "the queue closed"))
-        };
-        let reader = self.read(&out.queue, &mut buf, rehead);
+        let reported = Cell::new(0);
         let halted = async {
             target.halt.wait().await;
             Ok(())
         };
-        let report = async {
-            let mut dropped = 0;
-            loop {
-                glommio::timer::sleep(REPORT_EVERY).await;
-                let now = out.queue.borrow().dropped_frames();
-                target.add_dropped(ctx, now - dropped);
-                dropped = now;
-                target.report(ctx);
-            }
-        };
-        let result = future::or(future::or(writer, reader), future::or(halted, report)).await;
+        let result = future::or(
+            future::or(
+                self.write(&out, rehead),
+                self.read(&out.queue, &mut buf, rehead),
+            ),
+            future::or(halted, self.report(&out, &reported)),
+        )
+        .await;
         if let Some(player) = target.player.take() {
             ctx.remove_player(&target.key, player);
         }
-        target.add_dropped(ctx, 0);
+        self.count_dropped(&out, &reported);
         match result {
             Ok(()) if rehead => {
                 out.queue.borrow_mut().close();
@@ -348,6 +303,69 @@ impl<T: Transport> Live<'_, T> {
                 Err(failure)
             }
         }
+    }
+
+    /// Joins the stream's replica as a player with a queue of its own; reports `live`.
+    fn join(&self, stream_id: MessageStreamId) -> Rc<Outbound> {
+        let (ctx, target) = (self.ctx, self.target);
+        let out = Outbound::new(QueueLimits {
+            soft_max_bytes: self.config.queue_max_bytes,
+            hard_max_bytes: self.config.queue_hard_max_bytes,
+        });
+        let id = ctx.new_connection_id();
+        let player = Player {
+            connection: id,
+            out: Rc::clone(&out),
+            audio: true,
+            video: true,
+            paused: false,
+        };
+        ctx.add_player(&target.key, player);
+        target.player.set(Some(id));
+        target.set_state(ctx, super::TargetState::Live);
+        tracing::info!(target = %target.spec.id, url = %target.shown_url(), stream = %target.key, stream_id = stream_id.0, "restream target live");
+        out
+    }
+
+    /// Writes the queue until the connection fails (the queue closing is a failure too: it
+    /// only closes by itself when the target is too slow).
+    async fn write(&self, out: &Outbound, rehead: bool) -> Result<(), Failure> {
+        let sent = |n: usize| self.target.add_bytes(self.ctx, n);
+        if rehead {
+            self.rehead(&out.queue, &sent).await?;
+        } else {
+            let settings = WriterSettings {
+                merge_window: Duration::from_millis(self.ctx.config().player.merge_window_ms),
+                send_timeout: Duration::from_millis(self.config.send_timeout_ms),
+            };
+            run_writer(self.transport, &out.queue, settings, &sent)
+                .await
+                .map_err(|e| Failure::new(FailReason::Timeout, e.to_string()))?;
+        }
+        if out.queue.borrow().overflowed() {
+            return Err(Failure::new(
+                FailReason::Timeout,
+                "the target reads too slowly (queue past restream.queue_hard_max_bytes)",
+            ));
+        }
+        Err(Failure::new(FailReason::Refused, "the queue closed"))
+    }
+
+    /// Reports the target's counters once a second; never ends.
+    async fn report(&self, out: &Outbound, reported: &Cell<u64>) -> Result<(), Failure> {
+        loop {
+            glommio::timer::sleep(REPORT_EVERY).await;
+            self.count_dropped(out, reported);
+            self.target.report(self.ctx);
+        }
+    }
+
+    /// Counts the frames the queue skipped since the last count.
+    fn count_dropped(&self, out: &Outbound, reported: &Cell<u64>) {
+        let now = out.queue.borrow().dropped_frames();
+        self.target
+            .add_dropped(self.ctx, now.saturating_sub(reported.get()));
+        reported.set(now);
     }
 
     /// Reads what the server sends (acknowledgements, pings, errors) for as long as the push
