@@ -10,6 +10,7 @@ mod auth;
 mod edge;
 mod env;
 mod hls;
+mod ingest;
 mod limits;
 mod listen;
 mod player_page;
@@ -30,6 +31,7 @@ pub use auth::{
     AppAuth, AuthConfig, AuthMode, Direction, KeyConfig, KeyStateConfig, OnError, Secret,
 };
 pub use hls::HlsConfig;
+pub use ingest::{check_pull, IngestConfig, PullConfig};
 pub use limits::LimitsConfig;
 pub use listen::{Listen, ListenError, OptionalListen};
 pub use player_page::PlayerPageConfig;
@@ -68,6 +70,8 @@ pub struct Config {
     pub livestreams: LivestreamsConfig,
     /// Livestream status webhooks.
     pub webhooks: WebhooksConfig,
+    /// Streams pulled in from external RTMP/RTMPS sources.
+    pub ingest: IngestConfig,
     /// PROXY protocol headers from load balancers.
     pub proxy_protocol: ProxyProtocolConfig,
     /// What one client address may cost a core.
@@ -868,6 +872,7 @@ impl Config {
         }
         self.proxy_protocol.validate()?;
         self.limits.validate()?;
+        self.ingest.validate(self.cluster.accepts_publishers())?;
         self.hls.validate()?;
         self.restream.validate()?;
         edge::validate(self)?;

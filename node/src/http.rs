@@ -270,6 +270,51 @@ pub(crate) static ROUTES: &[Route<CoreContext>] = &[
         handler: livestreams::reset_key,
     },
     Route {
+        method: Method::POST,
+        path: "/api/v1/livestreams/{id}/targets",
+        handler: livestreams::targets::add,
+    },
+    Route {
+        method: Method::GET,
+        path: "/api/v1/livestreams/{id}/targets",
+        handler: livestreams::targets::list,
+    },
+    Route {
+        method: Method::GET,
+        path: "/api/v1/livestreams/{id}/targets/{target_id}",
+        handler: livestreams::targets::get,
+    },
+    Route {
+        method: Method::PATCH,
+        path: "/api/v1/livestreams/{id}/targets/{target_id}",
+        handler: livestreams::targets::patch,
+    },
+    Route {
+        method: Method::DELETE,
+        path: "/api/v1/livestreams/{id}/targets/{target_id}",
+        handler: livestreams::targets::delete,
+    },
+    Route {
+        method: Method::POST,
+        path: "/api/v1/pulls",
+        handler: crate::pull_in::api::add,
+    },
+    Route {
+        method: Method::GET,
+        path: "/api/v1/pulls",
+        handler: crate::pull_in::api::list,
+    },
+    Route {
+        method: Method::GET,
+        path: "/api/v1/pulls/{id}",
+        handler: crate::pull_in::api::get,
+    },
+    Route {
+        method: Method::DELETE,
+        path: "/api/v1/pulls/{id}",
+        handler: crate::pull_in::api::delete,
+    },
+    Route {
         method: Method::GET,
         path: "/hls/{app}/{name}/index.m3u8",
         handler: crate::hls::serve::playlist,

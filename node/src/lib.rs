@@ -28,6 +28,7 @@
 //!   keys, live sessions' leases, the webhook outbox; [`livestreams`]: its JSON API.
 //! - [`auth`]: who may publish and play (open, stream keys, signed tokens, callback).
 //! - [`restream`]: pushing live streams to RTMP/RTMPS targets (YouTube, Twitch, …).
+//! - [`pull_in`]: streams taken from external RTMP/RTMPS sources and published locally.
 //! - [`log_limit`]: log lines limited per kind (callsite), with a count of those dropped.
 
 pub mod accept;
@@ -54,6 +55,7 @@ pub mod player;
 pub mod ports;
 pub mod process_metrics;
 pub mod proxy;
+pub mod pull_in;
 pub mod queue;
 pub mod registry;
 pub mod reload;

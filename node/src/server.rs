@@ -75,6 +75,7 @@ pub fn run(config: Config, reloader: Option<crate::reload::Reloader>) -> anyhow:
         draining,
         started: SystemTime::now(),
         upstream_tls,
+        pull_in: Default::default(),
         activity: Default::default(),
         registry,
         hls: Default::default(),
@@ -83,6 +84,7 @@ pub fn run(config: Config, reloader: Option<crate::reload::Reloader>) -> anyhow:
     if let Some(registry) = &shared.registry {
         registry.attach(Arc::downgrade(&shared));
     }
+    crate::livestreams::targets_engine::install(&shared);
     shared.metrics.watch_drain(Arc::clone(&shared.draining));
     reload_on_sighup(&shared)?;
     let tls = NodeTls::prepare(&shared.config(), cores)?;
@@ -344,6 +346,7 @@ async fn run_core(start: CoreStart) {
     }
     let local = listeners.rtmp.first().and_then(|l| l.local_addr().ok());
     let tasks = start_accepting(&ctx, listeners, tls);
+    crate::pull_in::start_configured(&ctx);
     let _ = ready.send(local.ok_or_else(|| format!("core {}: no rtmp listener", id.0)));
     housekeeping(&ctx, &admin).await;
     // Drain: stop accepting sessions, then wait (bounded) until every connection that holds

@@ -54,6 +54,8 @@ pub struct NodeShared {
     pub started: SystemTime,
     /// The TLS client configuration for upstream pulls (`cluster.upstream_tls`); None = plain.
     pub upstream_tls: Option<Arc<rustls::ClientConfig>>,
+    /// Streams pulled in from external sources (`[[ingest.pull]]`, `/api/v1/pulls`).
+    pub pull_in: crate::pull_in::PullIns,
     /// When each live publisher last sent anything (for takeover).
     pub activity: crate::takeover::Activity,
     /// How to reload the config (SIGHUP, `POST /api/v1/reload`); None in embedded uses.

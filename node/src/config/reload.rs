@@ -33,6 +33,8 @@ const FIXED: &[Fixed] = &[
     ("cluster.pull_tls", |a, b| {
         a.cluster.pull_tls == b.cluster.pull_tls
     }),
+    // Pull-ins start once; at run time they change through /api/v1/pulls.
+    ("ingest.pull", |a, b| a.ingest.pull == b.ingest.pull),
     ("log.format", |a, b| a.log.format == b.log.format),
 ];
 

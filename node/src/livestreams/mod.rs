@@ -10,6 +10,9 @@
 //! holds it within `registry.renew_ms` (its renewal sees the change).
 
 pub mod console;
+pub mod targets;
+pub mod targets_engine;
+pub mod targets_url;
 pub mod view;
 
 use std::rc::Rc;
@@ -30,7 +33,7 @@ use view::View;
 pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// Longest livestream name.
-const MAX_NAME_CHARS: usize = 200;
+pub(crate) const MAX_NAME_CHARS: usize = 200;
 
 /// `GET /api/v1/openapi.json`: open, like any API's documentation.
 pub fn openapi(_: &Rc<CoreContext>, _: Request, _: Params) -> Reply {
@@ -244,7 +247,11 @@ impl NewLivestream {
 }
 
 /// The registry, if `request` may do `access` and there is one.
-fn allowed(ctx: &CoreContext, request: &Request, access: Access) -> Result<Registry, ApiError> {
+pub(crate) fn allowed(
+    ctx: &CoreContext,
+    request: &Request,
+    access: Access,
+) -> Result<Registry, ApiError> {
     crate::http::checked(ctx, request, access)?;
     ctx.shared.registry.clone().ok_or_else(|| {
         ApiError::new(
@@ -255,7 +262,7 @@ fn allowed(ctx: &CoreContext, request: &Request, access: Access) -> Result<Regis
     })
 }
 
-fn unavailable(e: RegistryError) -> ApiError {
+pub(crate) fn unavailable(e: RegistryError) -> ApiError {
     tracing::warn!(error = %e, "livestream API: registry unavailable");
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -264,11 +271,14 @@ fn unavailable(e: RegistryError) -> ApiError {
     )
 }
 
-fn missing(id: &str) -> ApiError {
+pub(crate) fn missing(id: &str) -> ApiError {
     ApiError::not_found(format!("no livestream {id:?}"))
 }
 
-fn with_status<T: serde::Serialize>(status: StatusCode, result: Result<T, ApiError>) -> Response {
+pub(crate) fn with_status<T: serde::Serialize>(
+    status: StatusCode,
+    result: Result<T, ApiError>,
+) -> Response {
     match result {
         Ok(value) => {
             let mut response = json(&value);

@@ -27,6 +27,7 @@
 //! - [`key`]: stream keys and ids; [`model`]: what the API and webhooks show.
 //! - [`db`]: one interface over both databases; [`schema`]: versioned migrations.
 //! - [`store`]: the operations, written once; [`webhook`]: the outbox's sender.
+//! - [`targets`]: a livestream's push targets.
 //! - [`worker`]: the registry thread: jobs, renewals, sweeps.
 
 pub mod db;
@@ -35,6 +36,7 @@ pub mod keys;
 pub mod model;
 pub mod schema;
 pub mod store;
+pub mod targets;
 pub mod webhook;
 pub mod worker;
 
@@ -177,6 +179,8 @@ pub struct Registry {
     pub metrics: RegistryMetrics,
     /// `registry.lease_secs` in milliseconds.
     lease_ms: i64,
+    /// The enabled push targets of the livestreams published here.
+    pub targets: targets::Cache,
 }
 
 impl Registry {
@@ -233,6 +237,7 @@ impl Registry {
             node_id,
             metrics,
             lease_ms: config.registry.lease().as_millis() as i64,
+            targets: targets::Cache::default(),
         }))
     }
 
@@ -293,11 +298,21 @@ impl Registry {
                     token: &job_token,
                     lease_ms,
                 };
-                store::authorize(db, &stream_key, &holder, now_ms(), targets)
-                    .map(|r| r.map(|l| (l, key::hash(&stream_key))))
+                let livestream =
+                    match store::authorize(db, &stream_key, &holder, now_ms(), targets)? {
+                        Ok(livestream) => livestream,
+                        Err(refusal) => return Ok(Err(refusal)),
+                    };
+                // The lease is written: a failed read of the targets costs the pushes, not
+                // the publish.
+                let pushes = self::targets::enabled(db, &livestream.id).unwrap_or_else(|e| {
+                    warn!(error = %e, livestream = %livestream.id, "push targets not read");
+                    Vec::new()
+                });
+                Ok(Ok((livestream, key::hash(&stream_key), pushes)))
             })
             .await;
-        let (livestream, key_hash) = match result {
+        let (livestream, key_hash, pushes) = match result {
             Ok(Ok(found)) => found,
             Ok(Err(refusal)) => return Err(refusal.into()),
             Err(e) => {
@@ -305,6 +320,7 @@ impl Registry {
                 return Err(e.into());
             }
         };
+        self.targets.set(&livestream.id, pushes);
         let local = LocalLease {
             token,
             key_hash,

@@ -7,7 +7,8 @@
 //!
 //! Tables: `livestreams` (one row each; the key's SHA-256, never the key), `sessions` (the
 //! live publish of a livestream: which node holds it and until when its lease runs),
-//! `outbox` (webhook deliveries, written in the transaction that changed the status).
+//! `outbox` (webhook deliveries, written in the transaction that changed the status),
+//! `targets` (a livestream's push targets, [`super::targets`]).
 
 use super::db::{transaction, Db, DbError, Dialect};
 
@@ -18,8 +19,9 @@ struct Migration {
 }
 
 /// Every migration, in order.
-const MIGRATIONS: &[Migration] = &[Migration {
-    sqlite: "
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        sqlite: "
         CREATE TABLE livestreams (
             id TEXT PRIMARY KEY,
             name TEXT NOT NULL,
@@ -49,7 +51,7 @@ const MIGRATIONS: &[Migration] = &[Migration {
         );
         CREATE INDEX outbox_queue ON outbox (livestream_id, target, seq);
     ",
-    postgres: "
+        postgres: "
         CREATE TABLE livestreams (
             id TEXT PRIMARY KEY,
             name TEXT NOT NULL,
@@ -79,7 +81,35 @@ const MIGRATIONS: &[Migration] = &[Migration {
         );
         CREATE INDEX outbox_queue ON outbox (livestream_id, target, seq);
     ",
-}];
+    },
+    // 2: push targets of a livestream (the URL whole: the push needs its key).
+    Migration {
+        sqlite: "
+        CREATE TABLE targets (
+            id TEXT PRIMARY KEY,
+            livestream_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            url TEXT NOT NULL,
+            enabled INTEGER NOT NULL,
+            enhanced_codecs INTEGER NOT NULL,
+            created_at INTEGER NOT NULL
+        );
+        CREATE INDEX targets_of ON targets (livestream_id, created_at);
+    ",
+        postgres: "
+        CREATE TABLE targets (
+            id TEXT PRIMARY KEY,
+            livestream_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            url TEXT NOT NULL,
+            enabled BIGINT NOT NULL,
+            enhanced_codecs BIGINT NOT NULL,
+            created_at BIGINT NOT NULL
+        );
+        CREATE INDEX targets_of ON targets (livestream_id, created_at);
+    ",
+    },
+];
 
 /// The schema version this build writes.
 pub const VERSION: i64 = MIGRATIONS.len() as i64;

@@ -153,6 +153,7 @@ pub fn delete(db: &mut dyn Db, id: &str) -> Result<bool, DbError> {
             "DELETE FROM sessions WHERE livestream_id = $1",
             &[id.into()],
         )?;
+        super::targets::delete_all(db, id)?;
         Ok(db.exec("DELETE FROM livestreams WHERE id = $1", &[id.into()])? == 1)
     })
 }

@@ -1,0 +1,157 @@
+//! `/api/v1/pulls`: list, add, get and remove pull-ins at run time (behind the API token);
+//! sources shown redacted. A pull added here runs on the core that took the call and lasts
+//! until it is removed or the node stops; `[[ingest.pull]]` ones are listed too (`origin`
+//! `config`) and may be removed (until the next start).
+
+use std::rc::Rc;
+
+use hyper::StatusCode;
+use serde::Deserialize;
+
+use super::{AddError, PullSpec};
+use crate::api::{self, Access, ApiError};
+use crate::core::CoreContext;
+use crate::http::checked;
+use crate::httpd::body::{json, with_type};
+use crate::httpd::{ready, Params, Reply, Request};
+use crate::registry::key;
+
+/// The body of an add.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewPull {
+    app: String,
+    name: String,
+    url: String,
+    id: Option<String>,
+    ca_file: Option<String>,
+}
+
+impl NewPull {
+    fn parse(bytes: &[u8]) -> Result<PullSpec, ApiError> {
+        // serde's message may quote the input (a URL with its key): only its position is kept.
+        let new: NewPull = serde_json::from_slice(bytes).map_err(|e| {
+            ApiError::bad_request(format!(
+                "request body: not a pull object (line {}, column {}): app, name and url are needed",
+                e.line(),
+                e.column()
+            ))
+        })?;
+        let ca_file = new.ca_file.unwrap_or_default();
+        crate::config::check_pull(&new.app, &new.name, &new.url, &ca_file)
+            .map_err(ApiError::bad_request)?;
+        let id = match new.id {
+            Some(id) if id.is_empty() || id.len() > 100 || id.contains(['/', '?', '#', '%']) => {
+                return Err(ApiError::bad_request(
+                    "id: 1 to 100 characters, without '/', '?', '#' or '%'",
+                ))
+            }
+            Some(id) => id,
+            None => format!("pl_{}", &key::new_id()[key::ID_PREFIX.len()..]),
+        };
+        Ok(PullSpec {
+            id,
+            app: new.app,
+            name: new.name,
+            url: new.url.trim().to_owned(),
+            ca_file,
+            origin: "api",
+        })
+    }
+}
+
+/// `POST /api/v1/pulls`: 201 with the pull's status.
+pub fn add(ctx: &Rc<CoreContext>, request: Request, _: Params) -> Reply {
+    let result = checked(ctx, &request, Access::Write)
+        .and_then(|()| {
+            if ctx.config().cluster.accepts_publishers() {
+                Ok(())
+            } else {
+                Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "not_an_origin",
+                    "an edge takes no publishes, so it pulls nothing in",
+                ))
+            }
+        })
+        .and_then(|()| NewPull::parse(request.body()))
+        .and_then(|spec| {
+            let id = spec.id.clone();
+            super::start(ctx, spec).map_err(|e| match e {
+                AddError::Full => ApiError::new(StatusCode::CONFLICT, "too_many", e.to_string()),
+                _ => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+            })?;
+            ctx.shared
+                .pull_in
+                .status(&id)
+                .ok_or_else(|| ApiError::not_found(format!("no pull {id:?}")))
+        });
+    ready(match result {
+        Ok(status) => {
+            let mut response = json(&status);
+            *response.status_mut() = StatusCode::CREATED;
+            response
+        }
+        Err(e) => e.into_response(),
+    })
+}
+
+/// `GET /api/v1/pulls`: `{"data": [...]}` by id.
+pub fn list(ctx: &Rc<CoreContext>, request: Request, _: Params) -> Reply {
+    let result = checked(ctx, &request, Access::Read)
+        .map(|()| serde_json::json!({ "data": ctx.shared.pull_in.list() }));
+    ready(api::reply(result))
+}
+
+/// `GET /api/v1/pulls/{id}`.
+pub fn get(ctx: &Rc<CoreContext>, request: Request, params: Params) -> Reply {
+    let id = params.get("id");
+    let result = checked(ctx, &request, Access::Read).and_then(|()| {
+        ctx.shared
+            .pull_in
+            .status(id)
+            .ok_or_else(|| ApiError::not_found(format!("no pull {id:?}")))
+    });
+    ready(api::reply(result))
+}
+
+/// `DELETE /api/v1/pulls/{id}`: 204; the local stream ends within a moment.
+pub fn delete(ctx: &Rc<CoreContext>, request: Request, params: Params) -> Reply {
+    let id = params.get("id");
+    let result = checked(ctx, &request, Access::Write).and_then(|()| {
+        if ctx.shared.pull_in.remove(id) {
+            tracing::info!(core = ctx.id.0, pull = %id, "pull-in removed");
+            Ok(())
+        } else {
+            Err(ApiError::not_found(format!("no pull {id:?}")))
+        }
+    });
+    ready(match result {
+        Ok(()) => with_type(StatusCode::NO_CONTENT, "application/json", Vec::new()),
+        Err(e) => e.into_response(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_add_body_is_checked_without_echoing_the_url() {
+        let spec = NewPull::parse(br#"{"app": "live", "name": "cam", "url": "rtmp://h/a/SECRET"}"#)
+            .expect("ok");
+        assert!(spec.id.starts_with("pl_"));
+        assert_eq!((spec.key(), spec.origin), ("live/cam".to_owned(), "api"));
+        for bad in [
+            &br#"{"app": "live", "name": "cam", "url": "http://h/a/SECRET"}"#[..],
+            br#"{"app": "live", "name": "c/d", "url": "rtmp://h/a/SECRET"}"#,
+            br#"{"app": "live", "name": "cam", "url": "rtmp://h/a/SECRET", "id": "a/b"}"#,
+            br#"{"app": "live", "name": "cam", "url": "rtmp://h/a/SECRET", "x": 1}"#,
+            br#"{"app": "live", "name": "cam", "url": 7}"#,
+        ] {
+            let e = NewPull::parse(bad).expect_err("refused");
+            assert_eq!(e.status, StatusCode::BAD_REQUEST);
+            assert!(!e.message.contains("SECRET"), "{}", e.message);
+        }
+    }
+}
