@@ -390,3 +390,67 @@ fn a_live_livestream_is_pushed_to_its_enabled_targets_only() {
     wait_target(&node, &on_path, "idle");
     assert_key_never_shown(&node, &[&on, &off, &live]);
 }
+
+#[test]
+fn targets_changed_while_live_start_and_end_without_touching_the_others() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = sqlite_node(dir.path());
+    let (id, stream_key, _) = create(&node, "show");
+    let first_port = free_port();
+    let _first_sink = Sink::start(first_port, &dir.path().join("first.flv"));
+    let first = add(
+        &node,
+        &id,
+        &format!(r#"{{"url": "rtmp://127.0.0.1:{first_port}/app/{KEY}"}}"#),
+    );
+    let second_port = free_port();
+    let second_sink = Sink::start(second_port, &dir.path().join("second.flv"));
+    let second = add(
+        &node,
+        &id,
+        &format!(r#"{{"url": "rtmp://127.0.0.1:{second_port}/app/{KEY}", "enabled": false}}"#),
+    );
+    let base = format!("/api/v1/livestreams/{id}/targets");
+    let first_path = format!("{base}/{}", first["id"].as_str().expect("id"));
+    let second_path = format!("{base}/{}", second["id"].as_str().expect("id"));
+
+    let src = shared_flv(20);
+    let mut encoder = publish_with_key(&node, &src, &stream_key);
+    wait_target(&node, &first_path, "live");
+    assert_eq!(ok(&node, "GET", &second_path, None, 200)["state"], "idle");
+    // Enabled while the stream is live: it starts now, not at the next publish.
+    ok(
+        &node,
+        "PATCH",
+        &second_path,
+        Some(r#"{"enabled": true}"#),
+        200,
+    );
+    wait_target(&node, &second_path, "live");
+    // Disabled while live: it ends; the other keeps pushing.
+    ok(
+        &node,
+        "PATCH",
+        &first_path,
+        Some(r#"{"enabled": false}"#),
+        200,
+    );
+    wait_target(&node, &first_path, "idle");
+    assert_eq!(ok(&node, "GET", &second_path, None, 200)["state"], "live");
+
+    let status = wait_exit(&mut encoder, Duration::from_secs(60)).expect("encoder ended");
+    assert!(status.success(), "{}", stderr_of(&mut encoder));
+    let mut second_sink = second_sink;
+    assert!(
+        wait_exit(&mut second_sink.child, Duration::from_secs(15)).is_some(),
+        "the second sink did not see the stream end"
+    );
+    // The target added mid-stream starts at a keyframe.
+    let first_video = packets(&second_sink.out)
+        .into_iter()
+        .find(|p| p.kind == "video");
+    assert!(
+        first_video.is_some_and(|p| p.key),
+        "a target enabled while live does not start at a keyframe"
+    );
+}

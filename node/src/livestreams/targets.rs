@@ -194,7 +194,7 @@ pub fn add(ctx: &Rc<CoreContext>, request: Request, params: Params) -> Reply {
                 })?;
             tracing::info!(livestream = %id, target = %added.id, url = %redact(&added.url),
                 enabled = added.enabled, "push target added");
-            changed(&registry, &id).await;
+            changed(&ctx, &registry, &id).await;
             Ok(view(&ctx, added))
         }
         .await;
@@ -260,7 +260,7 @@ pub fn patch(ctx: &Rc<CoreContext>, request: Request, params: Params) -> Reply {
                 .ok_or_else(|| missing_target(&id, &target_id))?;
             tracing::info!(livestream = %id, target = %found.id, url = %redact(&found.url),
                 enabled = found.enabled, "push target changed");
-            changed(&registry, &id).await;
+            changed(&ctx, &registry, &id).await;
             Ok(view(&ctx, found))
         }
         .await;
@@ -284,7 +284,7 @@ pub fn delete(ctx: &Rc<CoreContext>, request: Request, params: Params) -> Reply 
                 return Err(missing_target(&id, &target_id));
             }
             tracing::info!(livestream = %id, target = %target_id, "push target deleted");
-            changed(&registry, &id).await;
+            changed(&ctx, &registry, &id).await;
             Ok(())
         }
         .await;
@@ -296,9 +296,10 @@ pub fn delete(ctx: &Rc<CoreContext>, request: Request, params: Params) -> Reply 
 }
 
 /// After a change to a livestream's targets: the restream engine, if it pushes the
-/// livestream on this node, picks up the new set.
-async fn changed(registry: &Registry, livestream_id: &str) {
-    super::targets_engine::targets_changed(registry, livestream_id).await;
+/// livestream on this node, picks up the new set now (added targets start, removed or
+/// disabled ones end; the others keep pushing).
+async fn changed(ctx: &CoreContext, registry: &Registry, livestream_id: &str) {
+    super::targets_engine::targets_changed(&ctx.shared, registry, livestream_id).await;
 }
 
 fn ids(params: &Params) -> (String, String) {

@@ -77,8 +77,8 @@ pub fn target_state(shared: &NodeShared, target_id: &str) -> Option<LiveState> {
 }
 
 /// After an API change to `livestream_id`'s targets: when this node publishes it, its cache
-/// entry is read again, so the engine's next look sees the change.
-pub async fn targets_changed(registry: &Registry, livestream_id: &str) {
+/// entry is read again and the publishing core brings its running pushes in line with it.
+pub async fn targets_changed(shared: &NodeShared, registry: &Registry, livestream_id: &str) {
     if !registry.targets.knows(livestream_id) {
         return;
     }
@@ -87,7 +87,11 @@ pub async fn targets_changed(registry: &Registry, livestream_id: &str) {
         .call(move |db, _| crate::registry::targets::enabled(db, &lookup))
         .await
     {
-        Ok(enabled) => registry.targets.set(livestream_id, enabled),
+        Ok(enabled) => {
+            registry.targets.set(livestream_id, enabled);
+            let key = format!("{}/{livestream_id}", shared.config().livestreams.app);
+            crate::restream::request_sync(shared, &key);
+        }
         Err(e) => {
             tracing::warn!(livestream = %livestream_id, error = %e, "push targets not reloaded")
         }
