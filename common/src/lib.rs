@@ -16,6 +16,8 @@
 //! - [`command`]: NetConnection/NetStream command messages (types 20/17) and data messages.
 //! - [`request`]: the commands a client sends a server, parsed once into typed requests.
 //! - [`flv`]: FLV tag headers, codec/keyframe/sequence-header detection, FLV file framing.
+//! - [`ertmp`]: Enhanced RTMP v2 audio/video headers: multitrack, ModEx, FourCCs, and the
+//!   class (sequence header, config packet, keyframe, end) a relay caches by.
 //! - [`plane`]: the per-core control plane (publish, play, pulls, core messages) and its
 //!   in-memory multi-core harness.
 //! - [`pull`]: the origin/edge pull protocol (request and status lines, event stream, HRW).
@@ -28,6 +30,7 @@ pub mod caps;
 pub mod chunk;
 pub mod command;
 pub mod control;
+pub mod ertmp;
 pub mod flv;
 pub mod handshake;
 pub mod plane;
