@@ -240,3 +240,23 @@ fn hls_seeds_make_segments() {
     }
     corecast_fuzz::hls_muxer(&seed("hls_muxer", "avc_aac_1s_gops"));
 }
+
+#[test]
+fn ertmp_seeds_are_enhanced_messages() {
+    use corecast_common::ertmp::{parse, Media, Tag};
+    let mut count = 0;
+    for (name, data) in seeds("ertmp_media") {
+        let media = if data[0] & 1 == 1 {
+            Media::Video
+        } else {
+            Media::Audio
+        };
+        let parsed = parse(media, &data[1..]);
+        assert!(
+            matches!(parsed, Ok(Tag::Enhanced(_) | Tag::Command { .. })),
+            "{name}: {parsed:?}"
+        );
+        count += 1;
+    }
+    assert!(count >= 8);
+}
