@@ -146,10 +146,11 @@ impl FrameData {
             + FRAME_HEAP_OVERHEAD
     }
 
-    /// True for video that is not a keyframe and not a sequence header: what may be skipped
-    /// while waiting for the next keyframe.
+    /// True for video that is not a keyframe, a sequence header, a configuration packet
+    /// (E-RTMP v2 Metadata) or a sequence end: what may be skipped while waiting for the next
+    /// keyframe.
     pub fn is_droppable_video(&self) -> bool {
-        self.kind == MediaKind::Video && !self.keyframe && !self.sequence_header
+        self.kind == MediaKind::Video && self.class.role == Role::Other
     }
 }
 

@@ -146,6 +146,17 @@ impl SessionError {
     }
 }
 
+/// `corecast_errors_total{kind}` (and close reason) values of a publisher closed for a
+/// malformed Enhanced RTMP message, one per [`corecast_common::ertmp::ErtmpError`] reason.
+pub const MEDIA_ERROR_KINDS: [&str; 6] = [
+    "media_truncated",
+    "media_bad_packet_type",
+    "media_bad_multitrack_type",
+    "media_track_overrun",
+    "media_modex_too_short",
+    "media_error",
+];
+
 /// The metric label of a malformed E-RTMP message, by reason.
 fn media_error_label(error: &corecast_common::ertmp::ErtmpError) -> &'static str {
     use corecast_common::ertmp::ErtmpError;
