@@ -958,5 +958,47 @@ fn hls_seeds() -> Vec<(&'static str, u8, Vec<HlsRecord>)> {
         ("aac_only", 0x02, audio_only),
         // Timestamps jump back 30 s mid-stream.
         ("avc_aac_time_jump", 0x0A, restarted),
+        // The same AVC as E-RTMP v2 multitrack (tracks 0 and 1), every other one behind ModEx.
+        (
+            "avc_multitrack_aac",
+            0x0A,
+            multitrack(avc_aac_records(2, 25)),
+        ),
     ]
+}
+
+/// `records` with each legacy AVC tag rewritten as an E-RTMP v2 ManyTracks message carrying
+/// it as track 0 and track 1.
+fn multitrack(records: Vec<HlsRecord>) -> Vec<HlsRecord> {
+    use corecast_common::ertmp::build::{ModEx, Packet, TrackPart};
+    use corecast_common::ertmp::{FourCc, Media, MultitrackType, PacketType};
+    records
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut record)| {
+            if record.video && record.body.len() >= 5 {
+                let (packet, body) = match record.body[1] {
+                    0 => (PacketType::SequenceStart, record.body[5..].to_vec()),
+                    _ => (PacketType::CodedFrames, record.body[2..].to_vec()),
+                };
+                let tracks = vec![
+                    TrackPart::new(0, FourCc::AVC, &body),
+                    TrackPart::new(1, FourCc::AVC, &body),
+                ];
+                let frame_type = record.body[0] >> 4;
+                let mut message = Packet::multi(
+                    Media::Video,
+                    frame_type,
+                    packet,
+                    MultitrackType::ManyTracks,
+                    tracks,
+                );
+                if i % 2 == 1 {
+                    message = message.with_modex(ModEx::nano_offset(i as u32));
+                }
+                record.body = message.encode();
+            }
+            record
+        })
+        .collect()
 }
