@@ -5,7 +5,10 @@
 //! player there from the start gets every message byte for byte; a player joining mid-stream
 //! gets every track's sequence headers and configuration packets before that track's first
 //! frame, a key frame first on every video track, and then the live messages byte for byte.
-//! Broken multitrack framing closes only the publisher that sent it, counted by reason.
+//! The same holds for a player joining on an edge, through the origin/edge pull (timestamps
+//! rebased there, bytes unchanged). Broken multitrack framing closes only the publisher that
+//! sent it, counted by reason. HLS is on (the default) in all of these: the muxer sees the
+//! multitrack streams too and must not take the node down.
 //!
 //! No real client takes part: the ffmpeg here (5.1) cannot publish E-RTMP (7.1 can publish
 //! some), and no Debian player plays multitrack.
@@ -539,4 +542,111 @@ fn broken_multitrack_or_modex_closes_only_its_publisher_counted_by_reason() {
         send_all(&mut good, std::slice::from_ref(&frame));
         read_until(&mut player, &frame);
     }
+}
+
+/// `messages` with their timestamps zeroed: an edge rebases a pull's timestamps, so through a
+/// cluster only the bytes of each message are compared.
+fn untimed(messages: &[Msg]) -> Vec<Msg> {
+    messages
+        .iter()
+        .map(|m| Msg {
+            timestamp: 0,
+            ..m.clone()
+        })
+        .collect()
+}
+
+#[test]
+fn an_edge_player_joining_mid_stream_gets_every_track_through_a_pull() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for sub in ["origin", "edge"] {
+        std::fs::create_dir_all(dir.path().join(sub)).expect("node directory");
+    }
+    let pull = format!("127.0.0.1:{}", support::node::free_port());
+    let origin = Node::start(
+        2,
+        &format!("[cluster]\npull_listen = \"{pull}\"\n"),
+        &dir.path().join("origin"),
+    );
+    let edge = Node::start(
+        2,
+        &format!(
+            "[cluster]\nrole = \"edge\"\nupstreams = [\"{pull}\"]\nretry_max_secs = 1\nconnect_timeout_secs = 1\n"
+        ),
+        &dir.path().join("edge"),
+    );
+    let mixed = Some(MultitrackType::ManyTracksManyCodecs);
+    let t0 = [(0, FourCc::AVC)];
+    let t1 = [(1, FourCc::HEVC)];
+    let opus = [(0, FourCc::OPUS)];
+    let mut before = Script::new();
+    before
+        .video(
+            KEY,
+            PacketType::SequenceStart,
+            mixed,
+            &[(0, FourCc::AVC), (1, FourCc::HEVC)],
+        )
+        .audio(PacketType::SequenceStart, None, &opus)
+        .audio(PacketType::MultichannelConfig, None, &opus)
+        .video(KEY, PacketType::Metadata, mixed, &t1)
+        .video(KEY, PacketType::CodedFrames, mixed, &t1)
+        .video(KEY, PacketType::CodedFrames, mixed, &t0)
+        .audio(PacketType::CodedFrames, None, &opus)
+        .video(INTER, PacketType::CodedFrames, mixed, &t1)
+        .video(INTER, PacketType::CodedFrames, mixed, &t0);
+    let mut after = Script::new();
+    after
+        .video(INTER, PacketType::CodedFrames, mixed, &t0)
+        .audio(PacketType::CodedFrames, None, &opus)
+        .video(INTER, PacketType::CodedFrames, mixed, &t1);
+    shift(&mut after, 6000);
+
+    let mut publisher = RtmpClient::connect(origin.addr, "live").expect("publisher connects");
+    assert_eq!(
+        publisher.publish("edge").expect("publish"),
+        "NetStream.Publish.Start"
+    );
+    let mut local = RtmpClient::connect(origin.addr, "live").expect("origin player");
+    local.play("edge").expect("play");
+    send_all(&mut publisher, &before.messages);
+    read_until(&mut local, before.messages.last().expect("messages"));
+
+    let mut player = RtmpClient::connect(edge.addr, "live").expect("edge player connects");
+    player.play("edge").expect("edge play");
+    // The edge's pull starts with the origin's snapshot; the publisher goes on once it is in.
+    let served = support::wait_for(LIMIT, || {
+        let (_, body) = origin.http_request("GET", "/api/v1/clients", None);
+        body.contains("\"pull\"").then_some(())
+    });
+    assert!(served.is_some(), "the edge pulls from the origin");
+    send_all(&mut publisher, &after.messages);
+    let last = untimed(&after.messages).pop().expect("messages");
+    let deadline = Instant::now() + LIMIT;
+    let mut got = Vec::new();
+    while Instant::now() < deadline && got.last() != Some(&last) {
+        if let Some(m) = player
+            .next_message(Duration::from_millis(200))
+            .expect("edge player")
+        {
+            if m.message_type == MessageType::AUDIO || m.message_type == MessageType::VIDEO {
+                got.push(Msg {
+                    video: m.message_type == MessageType::VIDEO,
+                    timestamp: 0,
+                    body: m.payload.to_vec(),
+                });
+            }
+        }
+    }
+    assert_eq!(
+        got.last(),
+        Some(&last),
+        "the edge player got the live messages"
+    );
+    check_joiner_start(
+        "edge",
+        &untimed(&before.messages),
+        &untimed(&after.messages),
+        &got,
+    );
 }
