@@ -377,6 +377,85 @@ mod tests {
         assert_eq!(cache.configs.len(), MAX_CONFIG_ENTRIES);
     }
 
+    /// One step of a random stream: (video?, what, tracks bitmask over tracks 0..3).
+    fn arb_step() -> impl proptest::strategy::Strategy<Value = (bool, u8, u8)> {
+        use proptest::prelude::*;
+        (any::<bool>(), 0u8..6, 1u8..8)
+    }
+
+    fn step_frame((is_video, what, mask): (bool, u8, u8)) -> LocalFrame {
+        let tracks: Vec<u8> = (0..3).filter(|t| mask & (1 << t) != 0).collect();
+        if is_video {
+            match what {
+                0 => video(1, PacketType::SequenceStart, &tracks),
+                1 => video(1, PacketType::Metadata, &tracks),
+                2 => video(1, PacketType::SequenceEnd, &tracks),
+                3 => video(1, PacketType::CodedFrames, &tracks),
+                _ => video(2, PacketType::CodedFrames, &tracks),
+            }
+        } else {
+            match what {
+                0 => audio(PacketType::SequenceStart, tracks[0]),
+                1 => audio(PacketType::MultichannelConfig, tracks[0]),
+                2 => audio(PacketType::SequenceEnd, tracks[0]),
+                _ => audio(PacketType::CodedFrames, tracks[0]),
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn joiners_get_the_latest_configuration_and_a_keyframe_first_on_every_track(
+            steps in proptest::collection::vec(arb_step(), 0..60),
+            max_kib in 1usize..8,
+        ) {
+            let settings = GopSettings { enabled: true, max_bytes: max_kib * 1024 };
+            let mut cache = MediaCache::new(settings);
+            let mut latest: BTreeMap<(bool, u8, String), LocalFrame> = BTreeMap::new();
+            for step in steps {
+                let frame = step_frame(step);
+                cache.push(&frame);
+                let video = frame.kind == MediaKind::Video;
+                match frame.class.role {
+                    Role::SequenceHeader | Role::Config(_) => {
+                        for t in frame.class.tracks.iter() {
+                            latest.insert((video, t, format!("{:?}", frame.class.role)), frame.clone());
+                        }
+                    }
+                    Role::SequenceEnd => latest.retain(|k, _| {
+                        k.0 != video || !frame.class.tracks.contains(k.1)
+                    }),
+                    _ => {}
+                }
+            }
+            let configs = cache.configs();
+            for frame in latest.values() {
+                proptest::prop_assert!(
+                    configs.iter().any(|c| Arc::ptr_eq(&c.shared(), &frame.shared())),
+                    "the latest configuration of every track is replayed"
+                );
+            }
+            let mut started = TrackSet::default();
+            for frame in cache.gop_for_joiner() {
+                if frame.kind != MediaKind::Video {
+                    continue;
+                }
+                if frame.class.role == Role::Keyframe {
+                    for t in frame.class.tracks.iter() {
+                        started.insert(t);
+                    }
+                } else {
+                    proptest::prop_assert!(frame.class.tracks.intersects(&started));
+                }
+            }
+            let held: usize = cache.gop().map(|f| f.held_len()).sum();
+            proptest::prop_assert_eq!(held, cache.gop_bytes());
+            proptest::prop_assert!(cache.gop().count() <= 1 || held <= settings.max_bytes);
+            let first = cache.gop().next().map(|f| f.class.role);
+            proptest::prop_assert!(matches!(first, None | Some(Role::Keyframe)));
+        }
+    }
+
     #[test]
     fn a_gop_over_its_bound_is_dropped_until_the_next_keyframe() {
         let key = video(1, PacketType::CodedFrames, &[0]);
