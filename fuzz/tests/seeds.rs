@@ -220,6 +220,10 @@ fn hls_seeds_make_segments() {
     use corecast_hls::Muxer;
 
     for (name, data) in seeds("hls_muxer") {
+        // Crash inputs kept so the replay keeps them fixed; they need not make segments.
+        if name.starts_with("regression_") {
+            continue;
+        }
         let (targets, records) = decode_hls_records(&data).expect("a targets byte");
         let mut muxer = Muxer::new(hls_config(targets)).expect("a valid config");
         let (mut video_ts, mut audio_ts) = (0u32, 0u32);
