@@ -7,7 +7,7 @@
 
 use super::{FourCc, Media, MultitrackType, PacketType};
 
-/// One ModEx modifier: its type (UB[4]) and its data (1 to 65,536 bytes).
+/// One ModEx modifier: its type (4 bits) and its data (1 to 65,536 bytes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModEx {
     /// 0 = TimestampOffsetNano.

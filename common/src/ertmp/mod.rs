@@ -149,7 +149,7 @@ pub struct Track {
 pub struct ExTag {
     /// Audio or video.
     pub media: Media,
-    /// Video frame type (UB[3]: 1 key, 2 inter, 5 command, …); 0 for audio.
+    /// Video frame type (3 bits: 1 key, 2 inter, 5 command, …); 0 for audio.
     pub frame_type: u8,
     /// The packet type of every track.
     pub packet_type: PacketType,
