@@ -14,7 +14,8 @@
 //!   and AV1/VP9 frames do not, so their first body bytes must not be read as one.
 //! - Enhanced packet types above 5 (v2's Multitrack and ModEx, then reserved) change the
 //!   header layout; the spec says to fail gracefully on signalling we do not understand, so
-//!   they are an error rather than a guess at the codec.
+//!   they are an error here rather than a guess at the codec. [`crate::ertmp`] reads them
+//!   (and the v2 audio header) for what the node caches.
 //! - Some encoders (Chinese CDN forks) send HEVC with the legacy layout and codec id 12.
 //! - RTMP audio/video message payloads *are* FLV tag bodies, so the header parsers here work
 //!   on RTMP messages directly.

@@ -17,6 +17,8 @@
 //! - [`command`]: NetConnection/NetStream command messages (types 20/17) and data messages.
 //! - [`request`]: the commands a client sends a server, parsed once into typed requests.
 //! - [`flv`]: FLV tag headers, codec/keyframe/sequence-header detection, FLV file framing.
+//! - [`ertmp`]: Enhanced RTMP v2 audio/video headers: multitrack, ModEx, FourCCs, and the
+//!   class (sequence header, config packet, keyframe, end) a relay caches by.
 //! - [`plane`]: the per-core control plane (publish, play, pulls, core messages) and its
 //!   in-memory multi-core harness.
 //! - [`pull`]: the origin/edge pull protocol (request and status lines, event stream, HRW).
@@ -30,6 +32,7 @@ pub mod chunk;
 pub mod client;
 pub mod command;
 pub mod control;
+pub mod ertmp;
 pub mod flv;
 pub mod handshake;
 pub mod plane;

@@ -621,12 +621,124 @@ fn token_seeds() -> Vec<(&'static str, String)> {
     ]
 }
 
+/// E-RTMP v2 messages from the project's encoder: (name, video?, body).
+fn ertmp_seeds() -> Vec<(&'static str, bool, Vec<u8>)> {
+    use corecast_common::ertmp::build::{command, ModEx, Packet, TrackPart};
+    use corecast_common::ertmp::{FourCc, Media, MultitrackType, PacketType};
+    let avc = TrackPart::new(0, FourCc::AVC, &[0, 0, 0, 0, 0, 0, 2, 0x65, 0x88]);
+    let hevc = TrackPart::new(1, FourCc::HEVC, &[0, 0, 0, 0, 0, 0, 2, 0x26, 0x01]);
+    let opus = TrackPart::new(0, FourCc::OPUS, b"OpusHead\x01\x02");
+    let aac = TrackPart::new(1, FourCc::AAC, &[0x12, 0x10]);
+    vec![
+        (
+            "video_one_track",
+            true,
+            Packet::multi(
+                Media::Video,
+                1,
+                PacketType::CodedFrames,
+                MultitrackType::OneTrack,
+                vec![avc.clone()],
+            )
+            .encode(),
+        ),
+        (
+            "video_many_tracks",
+            true,
+            Packet::multi(
+                Media::Video,
+                1,
+                PacketType::CodedFrames,
+                MultitrackType::ManyTracks,
+                vec![
+                    avc.clone(),
+                    TrackPart {
+                        id: 1,
+                        ..avc.clone()
+                    },
+                ],
+            )
+            .encode(),
+        ),
+        (
+            "video_many_codecs_modex",
+            true,
+            Packet::multi(
+                Media::Video,
+                1,
+                PacketType::SequenceStart,
+                MultitrackType::ManyTracksManyCodecs,
+                vec![avc.clone(), hevc],
+            )
+            .with_modex(ModEx::nano_offset(500_000))
+            .encode(),
+        ),
+        (
+            "video_metadata",
+            true,
+            Packet::single(
+                Media::Video,
+                1,
+                PacketType::Metadata,
+                TrackPart::new(0, FourCc::AV1, b"\x02\x00\x09colorInfo\x05"),
+            )
+            .encode(),
+        ),
+        ("video_command", true, command(0, &[])),
+        (
+            "audio_multichannel_config",
+            false,
+            Packet::single(
+                Media::Audio,
+                0,
+                PacketType::MultichannelConfig,
+                TrackPart::new(0, FourCc::OPUS, &[1, 6, 0, 0, 0, 0x3F]),
+            )
+            .encode(),
+        ),
+        (
+            "audio_many_codecs",
+            false,
+            Packet::multi(
+                Media::Audio,
+                0,
+                PacketType::SequenceStart,
+                MultitrackType::ManyTracksManyCodecs,
+                vec![opus, aac],
+            )
+            .encode(),
+        ),
+        (
+            "audio_long_modex",
+            false,
+            Packet::single(
+                Media::Audio,
+                0,
+                PacketType::CodedFrames,
+                TrackPart::new(0, FourCc::FLAC, &[0xFF, 0xF8]),
+            )
+            .with_modex(ModEx {
+                kind: 3,
+                data: vec![0xA5; 260],
+            })
+            .encode(),
+        ),
+    ]
+}
+
 fn main() {
     let root = std::env::args_os()
         .nth(1)
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus"));
     let corpus = Corpus { root };
+
+    // ertmp_media
+    for (name, video, body) in ertmp_seeds() {
+        let mut data = vec![u8::from(video)];
+        data.extend_from_slice(&body);
+        corpus.write("ertmp_media", name, &data);
+    }
 
     // token_verify
     for (name, token) in token_seeds() {
@@ -846,5 +958,47 @@ fn hls_seeds() -> Vec<(&'static str, u8, Vec<HlsRecord>)> {
         ("aac_only", 0x02, audio_only),
         // Timestamps jump back 30 s mid-stream.
         ("avc_aac_time_jump", 0x0A, restarted),
+        // The same AVC as E-RTMP v2 multitrack (tracks 0 and 1), every other one behind ModEx.
+        (
+            "avc_multitrack_aac",
+            0x0A,
+            multitrack(avc_aac_records(2, 25)),
+        ),
     ]
+}
+
+/// `records` with each legacy AVC tag rewritten as an E-RTMP v2 ManyTracks message carrying
+/// it as track 0 and track 1.
+fn multitrack(records: Vec<HlsRecord>) -> Vec<HlsRecord> {
+    use corecast_common::ertmp::build::{ModEx, Packet, TrackPart};
+    use corecast_common::ertmp::{FourCc, Media, MultitrackType, PacketType};
+    records
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut record)| {
+            if record.video && record.body.len() >= 5 {
+                let (packet, body) = match record.body[1] {
+                    0 => (PacketType::SequenceStart, record.body[5..].to_vec()),
+                    _ => (PacketType::CodedFrames, record.body[2..].to_vec()),
+                };
+                let tracks = vec![
+                    TrackPart::new(0, FourCc::AVC, &body),
+                    TrackPart::new(1, FourCc::AVC, &body),
+                ];
+                let frame_type = record.body[0] >> 4;
+                let mut message = Packet::multi(
+                    Media::Video,
+                    frame_type,
+                    packet,
+                    MultitrackType::ManyTracks,
+                    tracks,
+                );
+                if i % 2 == 1 {
+                    message = message.with_modex(ModEx::nano_offset(i as u32));
+                }
+                record.body = message.encode();
+            }
+            record
+        })
+        .collect()
 }

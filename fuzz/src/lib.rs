@@ -18,6 +18,8 @@
 //!   byte 0 picks the chunk size for `encode_shared` instead; the stream is decoded whole.
 //! - `control_decode`: byte 0 is the message type id, the rest the payload.
 //! - `amf0_decode`, `command_decode`, `flv_tag_headers`: the whole input is one payload.
+//! - `ertmp_media`: byte 0 bit 0 picks video (else audio), the rest is one message body
+//!   (see `ertmp.rs`).
 //! - `hls_muxer`: a targets byte, then records of one RTMP message body each (see [`hls`]).
 //! - `plane`: a schedule of control-plane events on up to four cores
 //!   (`corecast_common::plane::sim::decode`: a byte for the cores and pulls, then two bytes
@@ -29,8 +31,10 @@
 //! `LongString`, an over-long key or class name is cut, and NaN is not equal to itself, so
 //! values with any of these are compared by their re-encoded bytes instead.
 
+mod ertmp;
 pub mod hls;
 
+pub use ertmp::ertmp_media;
 pub use hls::hls_muxer;
 
 use bytes::BytesMut;
@@ -111,6 +115,10 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "token_verify",
         run: token_verify,
+    },
+    Target {
+        name: "ertmp_media",
+        run: ertmp_media,
     },
 ];
 

@@ -195,7 +195,43 @@ fn hevc_codec_string(hvcc: &Hvcc) -> String {
 }
 
 /// Width and height of an H.264 SPS NAL unit (with its one-byte header).
+/// True when the NAL unit's payload (emulation prevention bytes removed) holds a run of 64 or
+/// more zero bits: an Exp-Golomb code there has 64 leading zeros, which no valid parameter
+/// set has (its values fit 32 bits) and which makes `scuffle-expgolomb` 0.1.5 compute
+/// `0 - 1` in a `u64` (a panic with overflow checks on, as in debug builds and the fuzz
+/// build; a wrap the SPS parser then refuses without them). Found by the `hls_muxer` fuzz
+/// target; checked here so a publisher's bytes can never reach that subtraction.
+fn has_overlong_exp_golomb(nal: &[u8]) -> bool {
+    const LIMIT: u32 = 64;
+    let mut zeros_in_a_row = 0usize;
+    let mut run = 0u32;
+    for &byte in nal {
+        // 00 00 03 is emulation prevention: the 03 is not payload.
+        if byte == 3 && zeros_in_a_row >= 2 {
+            zeros_in_a_row = 0;
+            continue;
+        }
+        zeros_in_a_row = if byte == 0 { zeros_in_a_row + 1 } else { 0 };
+        if byte == 0 {
+            run += 8;
+        } else {
+            run += byte.leading_zeros();
+            if run >= LIMIT {
+                return true;
+            }
+            run = byte.trailing_zeros();
+        }
+        if run >= LIMIT {
+            return true;
+        }
+    }
+    false
+}
+
 fn h264_dims(sps: &[u8]) -> Option<VideoDims> {
+    if has_overlong_exp_golomb(sps) {
+        return None;
+    }
     let sps = scuffle_h264::Sps::parse_with_emulation_prevention(sps).ok()?;
     let frame_mbs_only = sps.mb_adaptive_frame_field_flag.is_none();
     let width = sps
@@ -232,6 +268,9 @@ fn h264_dims(sps: &[u8]) -> Option<VideoDims> {
 
 /// Width and height of an H.265 SPS NAL unit (with its two-byte header).
 fn h265_dims(sps: &[u8]) -> Option<VideoDims> {
+    if has_overlong_exp_golomb(sps) {
+        return None;
+    }
     let sps = scuffle_h265::SpsNALUnit::parse(sps).ok()?.rbsp;
     let window = &sps.conformance_window;
     let crop = |a: u64, b: u64, unit: u8| a.checked_add(b)?.checked_mul(u64::from(unit));
@@ -353,6 +392,28 @@ mod tests {
         0x42, 0x99, 0x60, 0x01, 0x00, 0x06, 0x68, 0xeb, 0xe3, 0xcb, 0x22, 0xc0, 0xfd, 0xf8, 0xf8,
         0x00,
     ];
+
+    #[test]
+    fn an_sps_with_a_64_bit_zero_run_is_refused_before_the_exp_golomb_reader() {
+        // Seven zero bytes between two bytes ending and starting with zero bits: 2 + 56 + 6.
+        assert!(has_overlong_exp_golomb(&[
+            0x67, 0x04, 0, 0, 0, 0, 0, 0, 0, 0x02
+        ]));
+        assert!(!has_overlong_exp_golomb(&[
+            0x67, 0x04, 0, 0, 0, 0, 0, 0, 0, 0x80
+        ]));
+        // Emulation prevention bytes are not payload: the zeros around them join up.
+        assert!(has_overlong_exp_golomb(&[
+            0x67, 0, 0, 3, 0, 0, 3, 0, 0, 3, 0, 0, 3, 0, 0
+        ]));
+        assert!(!has_overlong_exp_golomb(&[
+            0x67, 0, 0, 3, 1, 0, 3, 0, 0, 3, 0, 0, 3, 0, 0
+        ]));
+        assert_eq!(
+            h264_dims(&[0x67, 0x64, 0, 0x0D, 0, 0, 0, 0, 0, 0, 0, 0, 0x01]),
+            None
+        );
+    }
 
     #[test]
     fn avc_config_gives_codec_string_and_size() {

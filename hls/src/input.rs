@@ -10,8 +10,12 @@
 //!   byte, FourCC, SI24), 5 for enhanced `CodedFramesX` and for AV1 (no composition time).
 //! - The samples are already in the form fMP4 wants: AVCC/HVCC length-prefixed NAL units and
 //!   AV1 low-overhead OBUs; AAC raw access units without ADTS headers.
+//! - Enhanced RTMP v2 video (Multitrack, ModEx: packet types 6 and 7) is read with
+//!   `corecast_common::ertmp`, and only track 0 (the spec's default, highest-priority track) is
+//!   muxed: HLS here has one video rendition. A message without track 0 is skipped.
 
 use bytes::Bytes;
+use corecast_common::ertmp::{self, FourCc, Media, PacketType, Tag};
 use corecast_common::flv::{AudioTagHeader, VideoCodec, VideoPacketKind, VideoTagHeader};
 
 use crate::codec::{AudioConfig, VideoConfig};
@@ -46,8 +50,17 @@ pub struct VideoSample {
     pub data: Bytes,
 }
 
+/// Enhanced video packet types whose layout only `corecast_common::ertmp` reads.
+const PACKET_TYPE_MULTITRACK: u8 = 6;
+const PACKET_TYPE_MODEX: u8 = 7;
+
 /// Reads a video message body.
 pub fn video(body: &Bytes) -> Result<Input, MuxError> {
+    if body.first().is_some_and(|b| {
+        b & 0x80 != 0 && matches!(b & 0x0F, PACKET_TYPE_MULTITRACK | PACKET_TYPE_MODEX)
+    }) {
+        return video_v2(body);
+    }
     let header = VideoTagHeader::parse(body).map_err(|_| MuxError::Truncated)?;
     let codec = header.codec;
     if !matches!(codec, VideoCodec::Avc | VideoCodec::Hevc | VideoCodec::Av1) {
@@ -72,6 +85,50 @@ pub fn video(body: &Bytes) -> Result<Input, MuxError> {
             composition_ms: header.composition_time,
             data: body.slice(start..),
         })),
+        _ => Ok(Input::Skip),
+    }
+}
+
+/// Reads track 0 of an Enhanced RTMP v2 video message (Multitrack or ModEx).
+fn video_v2(body: &Bytes) -> Result<Input, MuxError> {
+    let tag = match ertmp::parse(Media::Video, body).map_err(|_| MuxError::Truncated)? {
+        Tag::Enhanced(tag) => tag,
+        Tag::Command { .. } | Tag::Legacy => return Ok(Input::Skip),
+    };
+    let Some(track) = tag.tracks.iter().find(|t| t.id == 0) else {
+        return Ok(Input::Skip);
+    };
+    let codec = match track.fourcc {
+        FourCc::AVC => VideoCodec::Avc,
+        FourCc::HEVC => VideoCodec::Hevc,
+        FourCc::AV1 => VideoCodec::Av1,
+        _ => return Err(MuxError::UnsupportedVideoCodec),
+    };
+    let data = body.slice(track.body.clone());
+    let coded = |data: Bytes, composition_ms| {
+        Ok(Input::Video(VideoSample {
+            keyframe: tag.frame_type == ertmp::FRAME_TYPE_KEY,
+            composition_ms,
+            data,
+        }))
+    };
+    match tag.packet_type {
+        PacketType::SequenceStart => Ok(Input::VideoConfig(match codec {
+            VideoCodec::Avc => VideoConfig::avc(&data)?,
+            VideoCodec::Hevc => VideoConfig::hevc(&data)?,
+            _ => VideoConfig::av1(&data)?,
+        })),
+        PacketType::CodedFrames if codec != VideoCodec::Av1 => {
+            let [a, b, c] = data.get(..3).ok_or(MuxError::Truncated)? else {
+                return Err(MuxError::Truncated);
+            };
+            let composition = i32::from_be_bytes([*a, *b, *c, 0]) >> 8;
+            match data.slice(3..) {
+                rest if rest.is_empty() => Ok(Input::Skip),
+                rest => coded(rest, composition),
+            }
+        }
+        PacketType::CodedFrames | PacketType::CodedFramesX if !data.is_empty() => coded(data, 0),
         _ => Ok(Input::Skip),
     }
 }
@@ -126,6 +183,41 @@ mod tests {
         };
         assert!(!sample.keyframe);
         assert_eq!(&sample.data[..], &[0x12, 0x00]);
+    }
+
+    #[test]
+    fn multitrack_video_feeds_track_zero_only() {
+        use corecast_common::ertmp::build::{ModEx, Packet, TrackPart};
+        use corecast_common::ertmp::MultitrackType;
+        let frame = |tracks: Vec<TrackPart>| {
+            Bytes::from(
+                Packet::multi(
+                    Media::Video,
+                    1,
+                    PacketType::CodedFrames,
+                    MultitrackType::ManyTracksManyCodecs,
+                    tracks,
+                )
+                .with_modex(ModEx::nano_offset(5))
+                .encode(),
+            )
+        };
+        let both = frame(vec![
+            TrackPart::new(1, FourCc::VP9, &[9, 9]),
+            TrackPart::new(0, FourCc::HEVC, &[0, 0, 0x21, 0, 0, 0, 1, 2]),
+        ]);
+        let Input::Video(sample) = video(&both).unwrap() else {
+            panic!("track 0 is not fed");
+        };
+        assert!(sample.keyframe);
+        assert_eq!(sample.composition_ms, 0x21);
+        assert_eq!(&sample.data[..], &[0, 0, 0, 1, 2]);
+        let other = frame(vec![TrackPart::new(1, FourCc::HEVC, &[0, 0, 0, 1])]);
+        assert_eq!(video(&other), Ok(Input::Skip));
+        let vp9 = frame(vec![TrackPart::new(0, FourCc::VP9, &[1])]);
+        assert_eq!(video(&vp9), Err(MuxError::UnsupportedVideoCodec));
+        let broken = Bytes::from_static(&[0x96, 0x11, b'h', b'v', b'c', b'1', 0, 0, 0, 9]);
+        assert_eq!(video(&broken), Err(MuxError::Truncated));
     }
 
     #[test]

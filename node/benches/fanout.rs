@@ -106,8 +106,7 @@ fn replica(n: usize) -> (StreamReplica, Vec<Rc<Outbound>>) {
         },
         Snapshot {
             metadata: None,
-            audio_header: None,
-            video_header: None,
+            configs: Vec::new(),
             gop: Vec::new(),
         },
     );

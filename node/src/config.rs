@@ -168,7 +168,7 @@ pub struct RtmpConfig {
     /// Applications accepted in `connect`; empty accepts any.
     pub apps: Vec<String>,
     /// Accept RTMPE (C0 6: Diffie-Hellman and RC4, what rtmpdump's `rtmpe://` sends) on the
-    /// plain RTMP listener. Off by default: it is obfuscation, not security (RTMPS is), and
+    /// plain RTMP listener and inside RTMPT tunnels (`rtmpte://`). Off by default: it is obfuscation, not security (RTMPS is), and
     /// every byte to an RTMPE player is copied and encrypted for that player alone.
     pub rtmpe: bool,
 }

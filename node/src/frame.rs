@@ -17,7 +17,7 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use corecast_common::chunk::encode_shared;
-use corecast_common::flv::{AudioTagHeader, VideoTagHeader};
+use corecast_common::ertmp::{self, Class, Media, Role};
 use corecast_common::types::{ChunkStreamId, MessageStreamId, MessageType, RtmpMessage};
 
 /// Allocator and reference-count headers around one frame: the `Arc` and `Rc` records, and the
@@ -47,6 +47,9 @@ pub struct FrameData {
     pub keyframe: bool,
     /// An AVC/HEVC/AV1 decoder configuration or AAC AudioSpecificConfig.
     pub sequence_header: bool,
+    /// What the frame is to the caches and which tracks it concerns (E-RTMP v2 multitrack;
+    /// track 0 for everything else). `keyframe` and `sequence_header` are its role's flags.
+    pub class: Class,
     /// The chunked wire form: headers interleaved with slices of `payload`.
     pub parts: Vec<Bytes>,
     /// Sum of the lengths of `parts`.
@@ -62,20 +65,26 @@ pub struct FrameData {
 impl FrameData {
     /// Chunks `payload` once with the node-wide `chunk_size`.
     pub fn encode(kind: MediaKind, timestamp: u32, payload: Bytes, chunk_size: u32) -> FrameData {
+        let class = classify(kind, &payload);
+        FrameData::encode_classified(kind, timestamp, payload, class, chunk_size)
+    }
+
+    /// [`FrameData::encode`] of a payload already classified (a publisher's session checks the
+    /// E-RTMP framing first, see `session::media`).
+    pub fn encode_classified(
+        kind: MediaKind,
+        timestamp: u32,
+        payload: Bytes,
+        class: Class,
+        chunk_size: u32,
+    ) -> FrameData {
         let (chunk_stream_id, message_type) = match kind {
             MediaKind::Audio => (ChunkStreamId::AUDIO, MessageType::AUDIO),
             MediaKind::Video => (ChunkStreamId::VIDEO, MessageType::VIDEO),
             MediaKind::Data => (ChunkStreamId::DATA, MessageType::DATA_AMF0),
         };
-        let (keyframe, sequence_header) = match kind {
-            MediaKind::Video => VideoTagHeader::parse(&payload)
-                .map(|h| (h.is_keyframe(), h.is_sequence_header()))
-                .unwrap_or((false, false)),
-            MediaKind::Audio => AudioTagHeader::parse(&payload)
-                .map(|h| (false, h.is_sequence_header))
-                .unwrap_or((false, false)),
-            MediaKind::Data => (false, false),
-        };
+        let keyframe = kind == MediaKind::Video && class.role == Role::Keyframe;
+        let sequence_header = class.role == Role::SequenceHeader;
         let message = RtmpMessage {
             chunk_stream_id,
             timestamp,
@@ -90,6 +99,7 @@ impl FrameData {
             timestamp,
             keyframe,
             sequence_header,
+            class,
             parts,
             wire_len,
             payload: message.payload,
@@ -136,11 +146,24 @@ impl FrameData {
             + FRAME_HEAP_OVERHEAD
     }
 
-    /// True for video that is not a keyframe and not a sequence header: what may be skipped
-    /// while waiting for the next keyframe.
+    /// True for video that is not a keyframe, a sequence header, a configuration packet
+    /// (E-RTMP v2 Metadata) or a sequence end: what may be skipped while waiting for the next
+    /// keyframe.
     pub fn is_droppable_video(&self) -> bool {
-        self.kind == MediaKind::Video && !self.keyframe && !self.sequence_header
+        self.kind == MediaKind::Video && self.class.role == Role::Other
     }
+}
+
+/// The class of a `kind` frame. A malformed enhanced header (which a publisher's session
+/// refuses before it gets here, see `session::media`) is an ordinary frame of track 0, as
+/// unparsable media always was: pulled and re-framed media passes through.
+pub fn classify(kind: MediaKind, payload: &[u8]) -> Class {
+    let media = match kind {
+        MediaKind::Audio => Media::Audio,
+        MediaKind::Video => Media::Video,
+        MediaKind::Data => return Class::OTHER,
+    };
+    ertmp::classify(media, payload).unwrap_or(Class::OTHER)
 }
 
 /// Bytes of an FLV tag header.

@@ -11,7 +11,8 @@
 //! - [`core`]: one core's state: the shell that feeds events to its control plane
 //!   (`corecast_common::plane`) and carries out the plane's effects (links, replicas, pulls).
 //! - [`mesh`]: core-to-core messages and their ordered, non-blocking links.
-//! - [`stream`]: a stream replica: upstream, caches, local players.
+//! - [`stream`]: a stream replica: upstream, caches, local players; [`media_cache`]: its
+//!   per-track sequence headers, configuration packets and GOP (E-RTMP v2 multitrack).
 //! - [`frame`]: encode-once media frames; [`media`]: what `onMetaData` says (codec names).
 //! - [`queue`], [`outbound`], [`writer`]: a connection's send queue and its vectored writer.
 //! - [`tick`]: the core's flush tick that paces batched writes.
@@ -48,6 +49,7 @@ pub mod limits;
 pub mod livestreams;
 pub mod log_limit;
 pub mod media;
+pub mod media_cache;
 pub mod mesh;
 pub mod metrics;
 pub mod outbound;

@@ -27,11 +27,9 @@ pub use corecast_common::plane::CoreId;
 pub struct Snapshot {
     /// The last `onMetaData`.
     pub metadata: Option<Arc<FrameData>>,
-    /// The audio sequence header.
-    pub audio_header: Option<Arc<FrameData>>,
-    /// The video sequence header.
-    pub video_header: Option<Arc<FrameData>>,
-    /// Frames since the last keyframe, starting with it.
+    /// Every track's sequence headers and configuration packets, in arrival order.
+    pub configs: Vec<Arc<FrameData>>,
+    /// Frames since the oldest of the video tracks' last keyframes, starting with it.
     pub gop: Vec<Arc<FrameData>>,
 }
 

@@ -422,6 +422,10 @@ impl NodeMetrics {
         for kind in crate::player::ERROR_KINDS {
             self.errors.with_label_values(&[c, kind]);
         }
+        for kind in crate::session::MEDIA_ERROR_KINDS {
+            self.errors.with_label_values(&[c, kind]);
+            self.closed.with_label_values(&[c, kind]);
+        }
         for refusal in crate::rtmpt::admission::Refusal::ALL {
             let tunnel = crate::accept::ConnectionKind::RtmptTunnel.as_str();
             self.refused

@@ -3,7 +3,8 @@
 //!
 //! A replica has exactly one upstream: a publisher on this core, a replica on another core
 //! (fed over the mesh), or none yet (players wait). Serving a new player is the same in every
-//! case: the snapshot (metadata, sequence headers, GOP from its keyframe) followed by live
+//! case: the snapshot (metadata, every track's sequence headers and configuration packets, the
+//! GOP from a keyframe of every video track: see [`crate::media_cache`]) followed by live
 //! frames. Because a core is single-threaded, nothing can slip between the two: no gap, no
 //! duplicate.
 
@@ -17,6 +18,7 @@ use corecast_common::types::MessageStreamId;
 
 use crate::frame::{LocalFrame, MediaKind};
 use crate::media::MediaSummary;
+use crate::media_cache::MediaCache;
 use crate::mesh::{CoreId, Snapshot};
 use crate::outbound::Outbound;
 use crate::queue::PushOutcome;
@@ -63,11 +65,8 @@ pub struct StreamReplica {
     pub key: String,
     upstream: Upstream,
     metadata: Option<LocalFrame>,
-    audio_header: Option<LocalFrame>,
-    video_header: Option<LocalFrame>,
-    gop: Vec<LocalFrame>,
-    gop_bytes: usize,
-    gop_settings: GopSettings,
+    /// Sequence headers, configuration packets and the GOP, per track.
+    media: MediaCache,
     players: Vec<Player>,
     /// Cores that replicate this stream from here (only with a local publisher).
     remote_cores: Vec<CoreId>,
@@ -87,11 +86,7 @@ impl StreamReplica {
             key,
             upstream: Upstream::None,
             metadata: None,
-            audio_header: None,
-            video_header: None,
-            gop: Vec::new(),
-            gop_bytes: 0,
-            gop_settings,
+            media: MediaCache::new(gop_settings),
             players: Vec::new(),
             remote_cores: Vec::new(),
             dropped_frames: 0,
@@ -109,7 +104,7 @@ impl StreamReplica {
 
     /// Bytes held in the GOP cache.
     pub fn gop_bytes(&self) -> usize {
-        self.gop_bytes
+        self.media.gop_bytes()
     }
 
     /// API view of a locally published stream; resets the bitrate window.
@@ -182,12 +177,9 @@ impl StreamReplica {
         self.clear_caches();
         self.upstream = upstream;
         self.metadata = snapshot.metadata.map(LocalFrame::new);
-        self.audio_header = snapshot.audio_header.map(LocalFrame::new);
-        self.video_header = snapshot.video_header.map(LocalFrame::new);
-        for frame in snapshot.gop {
-            let frame = LocalFrame::new(frame);
-            self.gop_bytes += frame.held_len();
-            self.gop.push(frame);
+        // Pushed in their order, they rebuild the same cache as the source replica's.
+        for frame in snapshot.configs.into_iter().chain(snapshot.gop) {
+            self.media.push(&LocalFrame::new(frame));
         }
         for i in 0..self.players.len() {
             let out = Rc::clone(&self.players[i].out);
@@ -220,9 +212,13 @@ impl StreamReplica {
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
             metadata: self.metadata.as_ref().map(LocalFrame::shared),
-            audio_header: self.audio_header.as_ref().map(LocalFrame::shared),
-            video_header: self.video_header.as_ref().map(LocalFrame::shared),
-            gop: self.gop.iter().map(LocalFrame::shared).collect(),
+            configs: self
+                .media
+                .configs()
+                .iter()
+                .map(LocalFrame::shared)
+                .collect(),
+            gop: self.media.gop().map(LocalFrame::shared).collect(),
         }
     }
 
@@ -298,57 +294,26 @@ impl StreamReplica {
                     self.metadata = Some(frame.clone());
                 }
             }
-            MediaKind::Audio if frame.sequence_header => {
-                self.audio_header = Some(frame.clone());
-            }
-            MediaKind::Video if frame.sequence_header => {
-                self.video_header = Some(frame.clone());
-            }
-            _ if !self.gop_settings.enabled => {}
-            MediaKind::Video if frame.keyframe => {
-                self.gop.clear();
-                self.gop_bytes = frame.held_len();
-                self.gop.push(frame.clone());
-            }
-            _ => {
-                if self.gop.is_empty() {
-                    return;
-                }
-                let held = frame.held_len();
-                if self.gop_bytes + held > self.gop_settings.max_bytes {
-                    // Too long a GOP to keep: start again at the next keyframe.
-                    self.gop.clear();
-                    self.gop_bytes = 0;
-                    return;
-                }
-                self.gop_bytes += held;
-                self.gop.push(frame.clone());
-            }
+            MediaKind::Audio | MediaKind::Video => self.media.push(frame),
         }
     }
 
     fn clear_caches(&mut self) {
         self.metadata = None;
-        self.audio_header = None;
-        self.video_header = None;
-        self.gop.clear();
-        self.gop_bytes = 0;
+        self.media.clear();
     }
 
     fn send_snapshot(&self, index: usize) {
         let player = &self.players[index];
         let mut queue = player.out.queue.borrow_mut();
         queue.mark_urgent();
-        for frame in [&self.metadata, &self.audio_header, &self.video_header]
-            .into_iter()
-            .flatten()
-        {
-            queue.push_frame(frame.clone());
+        for frame in self.metadata.iter().cloned().chain(self.media.configs()) {
+            queue.push_frame(frame);
         }
-        if self.gop.is_empty() {
+        if self.media.gop_is_empty() {
             queue.skip_video_until_keyframe();
         }
-        for frame in &self.gop {
+        for frame in self.media.gop_for_joiner() {
             if (frame.kind == MediaKind::Audio && !player.audio)
                 || (frame.kind == MediaKind::Video && !player.video)
             {

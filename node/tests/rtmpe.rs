@@ -1,7 +1,7 @@
 //! RTMPE (C0 6: Diffie-Hellman and RC4) with the real node and the real client that speaks
-//! it, rtmpdump (`rtmpe://`): a stream ffmpeg publishes over plain RTMP plays byte-identical
-//! over RTMPE; with `rtmp.rtmpe` off rtmpdump is refused with a logged reason; garbage after
-//! C0 6 closes that connection only.
+//! it, rtmpdump (`rtmpe://`, and `rtmpte://`: RTMPE inside the RTMPT tunnel): a stream ffmpeg
+//! publishes over plain RTMP plays byte-identical over RTMPE; with `rtmp.rtmpe` off rtmpdump
+//! is refused with a logged reason; garbage after C0 6 closes that connection only.
 
 mod support;
 
@@ -19,9 +19,13 @@ const RTMPE_ON: &str = "[rtmp]\nrtmpe = true\n";
 
 /// `rtmpdump --live -r rtmpe://… -o OUT`, bounded by `timeout`.
 fn rtmpdump(node: &Node, stream: &str, out: &Path) -> Child {
-    let url = node.url(stream).replacen("rtmp://", "rtmpe://", 1);
+    rtmpdump_url(&node.url(stream).replacen("rtmp://", "rtmpe://", 1), out)
+}
+
+/// `rtmpdump --live -r URL -o OUT`, bounded by `timeout`.
+fn rtmpdump_url(url: &str, out: &Path) -> Child {
     Command::new("timeout")
-        .args(["40", "rtmpdump", "--live", "-r", &url, "-o"])
+        .args(["40", "rtmpdump", "--live", "-r", url, "-o"])
         .arg(out)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -86,6 +90,34 @@ fn rtmpdump_plays_over_rtmpe_what_ffmpeg_publishes_over_rtmp() {
         .filter(|l| l.contains("RTMPE handshake done"))
         .count();
     assert_eq!(rtmpe, 1, "only rtmpdump asked for RTMPE");
+}
+
+#[test]
+fn rtmpdump_plays_over_rtmpte_inside_the_rtmpt_tunnel() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let src = shared_flv(4);
+    let (node, rtmpt) = support::rtmpt::start_node(2, RTMPE_ON, dir.path());
+    let stream = "live/tunnelled-obfuscated";
+    let out = dir.path().join("rtmpte.flv");
+    let mut player = rtmpdump_url(&format!("rtmpte://{rtmpt}/{stream}"), &out);
+    node.wait_log(Duration::from_secs(20), |l| is_line(l, "play", stream))
+        .expect("rtmpdump waiting for the stream");
+    node.wait_log(Duration::from_secs(5), |l| {
+        l.contains("RTMPE handshake done")
+    })
+    .expect("rtmpdump's handshake in the tunnel was RTMPE");
+
+    let mut publisher = publish(&src, &node.url(stream));
+    let status = wait_exit(&mut publisher, Duration::from_secs(40)).expect("publisher finished");
+    assert!(status.success(), "publisher: {}", stderr_of(&mut publisher));
+    let status = wait_exit(&mut player, Duration::from_secs(20)).expect("rtmpdump ended");
+    assert_ne!(
+        status.code(),
+        Some(124),
+        "rtmpdump did not finish: {}",
+        stderr_of(&mut player)
+    );
+    assert_identical(&src, &out, "rtmpdump over rtmpte");
 }
 
 #[test]
@@ -168,10 +200,10 @@ fn garbage_after_c0_6_closes_only_that_connection() {
 }
 
 #[test]
-fn rtmpte_is_refused_even_with_rtmpe_on() {
-    // RTMPE is served on rtmp.listen only: the RTMPT tunnel cannot switch to RC4.
+fn rtmpte_is_refused_when_rtmpe_is_off() {
+    // The tunnel switches to RC4 only with rtmp.rtmpe, like rtmp.listen.
     let dir = tempfile::tempdir().expect("temp dir");
-    let (node, rtmpt) = support::rtmpt::start_node(1, RTMPE_ON, dir.path());
+    let (node, rtmpt) = support::rtmpt::start_node(1, "", dir.path());
     let out = dir.path().join("rtmpte.flv");
     let mut player = Command::new("timeout")
         .args(["20", "rtmpdump", "--live", "-r"])

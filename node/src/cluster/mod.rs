@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use corecast_common::chunk::ChunkDecoderLimits;
-use corecast_common::flv::{AudioTagHeader, VideoTagHeader};
+use corecast_common::ertmp::Role;
 use corecast_common::pull::{rendezvous_order, PullClient, PullEvent, PullMediaKind, PullRequest};
 use corecast_transport::{TlsError, TlsStream};
 use glommio::net::TcpStream;
@@ -385,17 +385,17 @@ fn on_media(
     timestamp: u32,
     payload: Bytes,
 ) {
-    let (kind, is_config) = match kind {
-        PullMediaKind::Audio => (
-            MediaKind::Audio,
-            AudioTagHeader::parse(&payload).is_ok_and(|h| h.is_sequence_header),
-        ),
-        PullMediaKind::Video => (
-            MediaKind::Video,
-            VideoTagHeader::parse(&payload).is_ok_and(|h| h.is_sequence_header()),
-        ),
-        PullMediaKind::Data => (MediaKind::Data, true),
+    let kind = match kind {
+        PullMediaKind::Audio => MediaKind::Audio,
+        PullMediaKind::Video => MediaKind::Video,
+        PullMediaKind::Data => MediaKind::Data,
     };
+    // Configuration of any track (sequence headers and E-RTMP v2 configuration packets).
+    let is_config = kind == MediaKind::Data
+        || matches!(
+            crate::frame::classify(kind, &payload).role,
+            Role::SequenceHeader | Role::Config(_)
+        );
     if payload.is_empty() {
         return;
     }

@@ -51,6 +51,7 @@ use super::admission::{Admission as OpenAdmission, AdmissionLimits, Refused};
 use crate::accept::ConnectionKind;
 use crate::core::CoreContext;
 use crate::mesh::CoreId;
+use crate::rtmpe::RtmpeTransport;
 use crate::session::run_connection;
 use crate::transport::Transport;
 use crate::util::with_timeout;
@@ -552,7 +553,12 @@ impl Tunnels {
             let transport = TunnelTransport {
                 tunnel: Rc::clone(&tunnel),
             };
-            run_connection(ctx, transport, peer).await;
+            if ctx.config().rtmp.rtmpe {
+                // `rtmpte://`: the RC4 pipe around the tunnel, as around TCP on rtmp.listen.
+                run_connection(ctx, RtmpeTransport::new(transport), peer).await;
+            } else {
+                run_connection(ctx, transport, peer).await;
+            }
             tunnel.end_session();
             if tunnel.finished() {
                 tunnels.remove(&tunnel.id, "session_ended");

@@ -5,6 +5,7 @@ use bytes::Bytes;
 use corecast_common::amf0::Amf0Value;
 use corecast_common::chunk::SHARE_MIN_FRACTION;
 use corecast_common::command::DataMessage;
+use corecast_common::ertmp::{self, Class, Media};
 use corecast_common::types::{MessageType, RtmpMessage};
 use tracing::debug;
 
@@ -18,8 +19,7 @@ pub(super) fn on_media(s: &mut Session, message: RtmpMessage) -> Result<(), Sess
     } else {
         MediaKind::Video
     };
-    forward(s, kind, message.timestamp, message.payload);
-    Ok(())
+    forward(s, kind, message.timestamp, message.payload)
 }
 
 /// A data message: `@setDataFrame onMetaData` becomes the stream's metadata; other data
@@ -37,8 +37,7 @@ pub(super) fn on_data(s: &mut Session, message: RtmpMessage) -> Result<(), Sessi
             Some(_) => data,
         }
     };
-    forward(s, MediaKind::Data, message.timestamp, out.encode());
-    Ok(())
+    forward(s, MediaKind::Data, message.timestamp, out.encode())
 }
 
 /// An aggregate message (type 22): a run of FLV tags, each forwarded as its own message.
@@ -65,8 +64,8 @@ pub(super) fn on_aggregate(s: &mut Session, message: RtmpMessage) -> Result<(), 
         let timestamp = message.timestamp.wrapping_add(tag_time.wrapping_sub(base));
         let data = own_slice(&payload, start..end);
         match header[0] {
-            8 => forward(s, MediaKind::Audio, timestamp, data),
-            9 => forward(s, MediaKind::Video, timestamp, data),
+            8 => forward(s, MediaKind::Audio, timestamp, data)?,
+            9 => forward(s, MediaKind::Video, timestamp, data)?,
             18 => on_data(
                 s,
                 RtmpMessage {
@@ -95,7 +94,15 @@ fn own_slice(payload: &Bytes, range: std::ops::Range<usize>) -> Bytes {
     }
 }
 
-fn forward(s: &mut Session, kind: MediaKind, timestamp: u32, payload: Bytes) {
+/// Encodes a publisher's message once and hands it to its stream. An audio or video message
+/// whose Enhanced RTMP framing is broken ends the connection: the spec asks for a controlled
+/// failure, and players would choke on it. (Legacy tags the node cannot read pass, as always.)
+fn forward(
+    s: &mut Session,
+    kind: MediaKind,
+    timestamp: u32,
+    payload: Bytes,
+) -> Result<(), SessionError> {
     let Role::Publishing {
         replica,
         generation,
@@ -106,16 +113,23 @@ fn forward(s: &mut Session, kind: MediaKind, timestamp: u32, payload: Bytes) {
             conn = s.id,
             "media from a connection that is not publishing: ignored"
         );
-        return;
+        return Ok(());
     };
     if payload.is_empty() {
-        return;
+        return Ok(());
     }
-    let frame = FrameData::encode(
+    let class = match kind {
+        MediaKind::Audio => ertmp::classify(Media::Audio, &payload)?,
+        MediaKind::Video => ertmp::classify(Media::Video, &payload)?,
+        MediaKind::Data => Class::OTHER,
+    };
+    let frame = FrameData::encode_classified(
         kind,
         timestamp,
         payload,
+        class,
         s.ctx.config().rtmp.out_chunk_size_bytes,
     );
     s.ctx.publish_frame(replica, *generation, frame);
+    Ok(())
 }

@@ -94,6 +94,10 @@ pub enum SessionError {
     /// The peer broke the command sequence.
     #[error("protocol violation: {0}")]
     Protocol(&'static str),
+    /// A publisher's audio or video message has a broken Enhanced RTMP header (multitrack
+    /// layout, ModEx size, reserved packet type): nothing after it can be framed safely.
+    #[error("enhanced RTMP media: {0}")]
+    Media(#[from] corecast_common::ertmp::ErtmpError),
     /// The node is shutting the connection (stream stopped, kicked).
     #[error("closed by the node")]
     Closed,
@@ -122,6 +126,7 @@ impl SessionError {
             SessionError::ConnectRefused(_) => "connect_refused",
             SessionError::AuthRefused(_) => "auth_refused",
             SessionError::Protocol(_) => "protocol_error",
+            SessionError::Media(e) => media_error_label(e),
             SessionError::Closed => "closed",
             SessionError::TakenOver => "taken_over",
             SessionError::PublisherWaitTimeout(_) => "publisher_wait_timeout",
@@ -138,6 +143,30 @@ impl SessionError {
                 | SessionError::Closed
                 | SessionError::PublisherWaitTimeout(_)
         )
+    }
+}
+
+/// `corecast_errors_total{kind}` (and close reason) values of a publisher closed for a
+/// malformed Enhanced RTMP message, one per [`corecast_common::ertmp::ErtmpError`] reason.
+pub const MEDIA_ERROR_KINDS: [&str; 6] = [
+    "media_truncated",
+    "media_bad_packet_type",
+    "media_bad_multitrack_type",
+    "media_track_overrun",
+    "media_modex_too_short",
+    "media_error",
+];
+
+/// The metric label of a malformed E-RTMP message, by reason.
+fn media_error_label(error: &corecast_common::ertmp::ErtmpError) -> &'static str {
+    use corecast_common::ertmp::ErtmpError;
+    match error {
+        ErtmpError::Truncated { .. } => "media_truncated",
+        ErtmpError::BadPacketType { .. } => "media_bad_packet_type",
+        ErtmpError::BadMultitrackType(_) => "media_bad_multitrack_type",
+        ErtmpError::TrackOverrun { .. } => "media_track_overrun",
+        ErtmpError::ModExTooShort(_) => "media_modex_too_short",
+        _ => "media_error",
     }
 }
 
@@ -326,7 +355,8 @@ pub async fn run_connection<T: Transport + 'static>(
         | SessionError::Chunk(_)
         | SessionError::Control(_)
         | SessionError::Command(_)
-        | SessionError::Protocol(_) => ctx.metrics.error(reason.as_str()),
+        | SessionError::Protocol(_)
+        | SessionError::Media(_) => ctx.metrics.error(reason.as_str()),
         _ => {}
     }
     match &reason {
