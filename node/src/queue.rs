@@ -50,6 +50,10 @@ impl Outgoing {
 /// is big enough already.
 pub const MERGE_ENOUGH_BYTES: usize = 256 * 1024;
 
+/// Slots an empty queue keeps: a 333 ms window of 30 fps video and AAC audio is about 25
+/// frames. More (a join's GOP snapshot) are given back once written.
+const SLOTS_KEPT: usize = 32;
+
 /// What happened to a frame offered to a queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushOutcome {
@@ -380,6 +384,10 @@ impl SubscriberQueue {
         // A fully written last item leaves head_written at 0 already.
         while matches!(self.items.front(), Some(i) if i.len() == 0) {
             self.items.pop_front();
+        }
+        if self.items.is_empty() && self.items.capacity() > SLOTS_KEPT {
+            // A join's snapshot (a whole GOP) grew the slots; a window needs far fewer.
+            self.items.shrink_to(SLOTS_KEPT);
         }
     }
 

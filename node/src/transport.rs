@@ -48,6 +48,9 @@ pub trait Transport {
     fn set_send_buffer_size(&self, _bytes: usize) -> io::Result<()> {
         Ok(())
     }
+    /// The connection will send little from now on (a player: acknowledgements and pings), so
+    /// the next reads ask for little; a peer that sends more grows them again, a read at a time.
+    fn expect_little_input(&self) {}
     /// Closes the write side.
     fn shutdown(&self);
     /// Transport label for logs, metrics and the API.
@@ -74,6 +77,9 @@ pub trait Transport {
 /// The first read of a connection asks for this much; players send almost nothing, so most
 /// connections never need more (a 64 KiB buffer per player would dominate its memory).
 const READ_MIN: usize = 4 * 1024;
+/// What a player's reads ask for once it plays ([`Transport::expect_little_input`]): its
+/// acknowledgements and pings are a few dozen bytes, and its read buffer is held while it waits.
+const READ_IDLE: usize = 512;
 /// Reads grow (doubling each time one fills what it asked for) up to this, for publishers.
 const READ_MAX: usize = 64 * 1024;
 /// Most bytes one [`Transport::try_read_into`] takes: a publisher's input of one tick at
@@ -83,7 +89,7 @@ pub const TRY_READ_MAX: usize = 1024 * 1024;
 /// A plain TCP connection.
 pub struct TcpTransport {
     stream: RefCell<TcpStream>,
-    /// Bytes the next read asks for (adapts between READ_MIN and READ_MAX).
+    /// Bytes the next read asks for (adapts between READ_IDLE or READ_MIN and READ_MAX).
     read_size: std::cell::Cell<usize>,
 }
 
@@ -155,6 +161,10 @@ impl Transport for TcpTransport {
 
     fn set_send_buffer_size(&self, bytes: usize) -> io::Result<()> {
         socket::set_send_buffer_size(&*self.stream.borrow(), bytes)
+    }
+
+    fn expect_little_input(&self) {
+        self.read_size.set(READ_IDLE);
     }
 
     fn shutdown(&self) {
