@@ -555,6 +555,37 @@ mod tests {
     }
 
     #[test]
+    fn a_drained_queue_gives_back_the_slots_a_join_snapshot_grew() {
+        let mut q = SubscriberQueue::new(QueueLimits {
+            soft_max_bytes: 1 << 20,
+            hard_max_bytes: 1 << 21,
+        });
+        // A join's snapshot: a GOP of 150 frames at once.
+        for _ in 0..150 {
+            q.push_frame(audio());
+        }
+        assert!(q.items.capacity() >= 150);
+        let queued = q.queued_bytes();
+        q.advance(queued - 1);
+        assert!(q.items.capacity() >= 1, "slots kept while anything is queued");
+        q.advance(1);
+        assert!(q.is_empty());
+        assert!(
+            q.items.capacity() <= SLOTS_KEPT,
+            "{} slots kept",
+            q.items.capacity()
+        );
+        // A window's worth stays allocated: no churn per tick.
+        for _ in 0..SLOTS_KEPT {
+            q.push_frame(audio());
+        }
+        let cap = q.items.capacity();
+        let queued = q.queued_bytes();
+        q.advance(queued);
+        assert_eq!(q.items.capacity(), cap);
+    }
+
+    #[test]
     fn over_hard_bound_closes() {
         let mut q = SubscriberQueue::new(limits());
         for _ in 0..9 {
