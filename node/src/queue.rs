@@ -567,7 +567,10 @@ mod tests {
         assert!(q.items.capacity() >= 150);
         let queued = q.queued_bytes();
         q.advance(queued - 1);
-        assert!(q.items.capacity() >= 1, "slots kept while anything is queued");
+        assert!(
+            q.items.capacity() >= 1,
+            "slots kept while anything is queued"
+        );
         q.advance(1);
         assert!(q.is_empty());
         assert!(
