@@ -504,7 +504,14 @@ async fn accept_loop(ctx: Rc<CoreContext>, listener: TcpListener) {
         async move {
             if ctx.config().rtmp.rtmpe {
                 // The RC4 pipe only where RTMPE is on: plain connections keep the bare one.
-                run_connection(ctx, RtmpeTransport::new(TcpTransport::new(stream)), peer).await;
+                // Boxed: the RC4 pipe's state would otherwise make every plain connection's
+                // task as large as an RTMPE one (a task is as large as its largest state).
+                Box::pin(run_connection(
+                    ctx,
+                    RtmpeTransport::new(TcpTransport::new(stream)),
+                    peer,
+                ))
+                .await;
             } else {
                 run_connection(ctx, TcpTransport::new(stream), peer).await;
             }
