@@ -80,11 +80,13 @@ pub fn start(period: Duration) {
     }
     TICK.with(|t| t.period.set(Some(period)));
     glommio::spawn_local(async move {
+        let mut last = Instant::now();
         loop {
             park_while_unwanted().await;
             // Read each time: a reload may change the period (see `change_period`).
             let period = TICK.with(|t| t.period.get()).unwrap_or(period);
-            glommio::timer::sleep(period).await;
+            glommio::timer::sleep(until_next(last.elapsed(), period)).await;
+            last = Instant::now();
             WAKEUPS.inc();
             // Readers first, so what they read goes out in this tick's writes: they run
             // before this task resumes (it yields to the back of the run queue).
@@ -99,6 +101,15 @@ pub fn start(period: Duration) {
         }
     })
     .detach();
+}
+
+/// How long to sleep for the next tick `elapsed` after the last one: to the next multiple of
+/// `period`, so a clock that parked wakes on the cadence it would have kept (a frame waits at
+/// most a window, half a window on average, as with a clock that never parks).
+fn until_next(elapsed: Duration, period: Duration) -> Duration {
+    let period_ns = period.as_nanos().max(1);
+    let into = elapsed.as_nanos() % period_ns;
+    Duration::from_nanos(u64::try_from(period_ns - into).unwrap_or(u64::MAX))
 }
 
 /// Resolves at once while a writer or reader waits for the next tick; otherwise parks the
@@ -219,5 +230,20 @@ pub async fn sleep_aligned(period: Duration) {
             }
         })
         .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restarted_clock_keeps_its_cadence() {
+        let ms = Duration::from_millis;
+        assert_eq!(until_next(ms(0), ms(100)), ms(100));
+        assert_eq!(until_next(ms(3), ms(100)), ms(97));
+        // Parked for 2.45 windows: the next tick is where the third would have been.
+        assert_eq!(until_next(ms(245), ms(100)), ms(55));
+        assert_eq!(until_next(ms(300), ms(100)), ms(100));
     }
 }
