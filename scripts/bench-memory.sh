@@ -7,8 +7,8 @@
 # publish`, its own process) publishes for SETTLE seconds, the server's RSS is read (before),
 # then N players join at 500/s and stay; HOLD seconds after the last one joined, the RSS is
 # read again three times a second apart (after: the median). RSS per player = (after -
-# before) / N, while every player is connected and receiving, so it is what they hold, not
-# what the allocator kept after they left.
+# before) / the players connected, while they are connected and receiving, so it is what
+# they hold, not what the allocator kept after they left.
 #
 # Everything binds 127.0.0.1; every run is bounded. Results: target/bench-memory/.
 # Environment: PLAYERS ("500 2000"), KBPS (1000), SERVERS ("corecast nginx-1"), READERS
@@ -88,8 +88,8 @@ for n in $PLAYERS; do
 import json, sys
 path, server, reader, n, before, after, kbps = sys.argv[1:]
 row = {"server": server, "reader": reader, "players": int(n), "kbps": int(kbps),
-       "rss_before_kib": int(before), "rss_after_kib": int(after),
-       "rss_kib_per_player": round((int(after) - int(before)) / int(n), 1)}
+       "rss_before_kib": int(before), "rss_after_kib": int(after)}
+connected = int(n)
 try:
     r = json.load(open(path))
     if reader == "reader":
@@ -97,8 +97,11 @@ try:
     else:
         p = r["players"]
         row["connected"], row["ok"] = p["connected"], p["with_keyframe"] - r["connections"]["dropped"]
+    connected = max(row["connected"], 1)
 except Exception as e:
     row["error"] = str(e)
+# Per player that the server held (a loaded machine may not connect them all).
+row["rss_kib_per_player"] = round((int(after) - int(before)) / connected, 1)
 print(json.dumps(row))
 PY
       tail -n 1 "$OUT/results.jsonl"
