@@ -471,7 +471,10 @@ async fn housekeeping(ctx: &Rc<CoreContext>, admin: &Receiver<AdminCommand>, bel
             // An idle core wakes once a second, or when an admin command (a reload) comes.
             futures_lite::future::or(glommio::timer::sleep(IDLE_HOUSEKEEPING_TICK), async {
                 use futures_lite::StreamExt;
-                bell.next().await;
+                if bell.next().await.is_none() {
+                    // No sender left (the node is going away): the timer alone paces.
+                    std::future::pending::<()>().await;
+                }
             })
             .await;
         }
