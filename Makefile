@@ -2,7 +2,7 @@
 CARGO ?= cargo
 CONFIG ?= config/corecast.toml
 
-.PHONY: run player-deps build test deps lint fmt bench bench-compare bench-scaling loadtest fuzz clean
+.PHONY: run player-deps build test deps lint fmt bench bench-compare bench-scaling bench-memory bench-callgrind loadtest fuzz clean
 
 ## Build (release, LTO) and start a node on the default config (rtmp://0.0.0.0:1935). The
 ## player page's scripts (hls.js, mpegts.js) are installed from npm first when missing.
@@ -63,6 +63,15 @@ bench-compare:
 ## One hot stream on 1 vs 2 pinned cores, to saturation (needs 4+ CPUs).
 bench-scaling:
 	./scripts/bench-scaling.sh
+
+## RSS per connected player, Corecast and nginx-rtmp, both readers (PLAYERS, SERVERS, READERS).
+bench-memory:
+	./scripts/bench-memory.sh
+
+## User-space instructions (callgrind) or syscalls (MODE=strace) per delivered MB, Corecast vs
+## the floor, at 100 and 333 ms windows (needs valgrind).
+bench-callgrind:
+	./scripts/bench-callgrind.sh
 
 clean:
 	$(CARGO) clean

@@ -52,58 +52,12 @@ else
 fi
 
 
-# Sum of utime+stime (seconds) and of RSS (KiB) over a process and its children.
-pids_of() { echo "$1 $(pgrep -P "$1" | tr '\n' ' ')"; }
-cpu_of() {
-  local total=0 tck; tck=$(getconf CLK_TCK)
-  for p in $(pids_of "$1"); do
-    [ -r "/proc/$p/stat" ] || continue
-    total=$(awk -v t="$total" '{print t + $14 + $15}' "/proc/$p/stat")
-  done
-  python3 -c "print($total / $tck)"
-}
-rss_of() {
-  local total=0
-  for p in $(pids_of "$1"); do
-    [ -r "/proc/$p/status" ] || continue
-    total=$((total + $(awk '/^VmRSS/ {print $2}' "/proc/$p/status")))
-  done
-  echo "$total"
-}
-
 start_corecast() {
   local port=$1
   printf '[player]\nmerge_window_ms = %s\n[http]\nenabled = false\n[log]\nlevel = "warn"\n' "$WINDOW_MS" >"$OUT/corecast.toml"
   "$BIN/corecast" --config "$OUT/corecast.toml" --rtmp-listen "127.0.0.1:$port" --cores "$CORES" >/dev/null 2>"$OUT/corecast.log" &
   echo $!
 }
-
-start_nginx() {
-  local port=$1 workers=$2 dir="$OUT/nginx-$2"
-  mkdir -p "$dir/logs"
-  local push="" 
-  [ "$workers" -gt 1 ] && push="rtmp_auto_push on;"
-  cat >"$dir/nginx.conf" <<CONF
-load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
-daemon off;
-master_process on;
-worker_processes $workers;
-worker_rlimit_nofile 20000;
-error_log $PWD/$dir/logs/error.log warn;
-pid $PWD/$dir/nginx.pid;
-events { worker_connections 10000; }
-$push
-rtmp {
-  server {
-    listen 127.0.0.1:$port;
-    application live { live on; }
-  }
-}
-CONF
-  /usr/sbin/nginx -c "$PWD/$dir/nginx.conf" -p "$PWD/$dir" >/dev/null 2>&1 &
-  echo $!
-}
-
 
 start_floor() { # port kbps
   local port=$1 kbps=$2 threads=$CORES

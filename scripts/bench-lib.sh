@@ -12,3 +12,54 @@ wait_port() {
   echo "$(basename "$0"): nothing listens on $1" >&2
   return 1
 }
+
+# A process and its children (nginx's workers).
+pids_of() { echo "$1 $(pgrep -P "$1" | tr '\n' ' ')"; }
+
+# Sum of utime+stime (seconds) over a process and its children.
+cpu_of() {
+  local total=0 tck; tck=$(getconf CLK_TCK)
+  for p in $(pids_of "$1"); do
+    [ -r "/proc/$p/stat" ] || continue
+    total=$(awk -v t="$total" '{print t + $14 + $15}' "/proc/$p/stat")
+  done
+  python3 -c "print($total / $tck)"
+}
+
+# Sum of RSS (KiB) over a process and its children.
+rss_of() {
+  local total=0
+  for p in $(pids_of "$1"); do
+    [ -r "/proc/$p/status" ] || continue
+    total=$((total + $(awk '/^VmRSS/ {print $2}' "/proc/$p/status")))
+  done
+  echo "$total"
+}
+
+# nginx-rtmp with $2 workers (rtmp_auto_push with more than one) on 127.0.0.1:$1, its files
+# under $OUT/nginx-$2; prints the master's pid.
+start_nginx() { # port workers
+  local port=$1 workers=$2 dir="$OUT/nginx-$2"
+  mkdir -p "$dir/logs"
+  local push=""
+  [ "$workers" -gt 1 ] && push="rtmp_auto_push on;"
+  cat >"$dir/nginx.conf" <<CONF
+load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
+daemon off;
+master_process on;
+worker_processes $workers;
+worker_rlimit_nofile 20000;
+error_log $PWD/$dir/logs/error.log warn;
+pid $PWD/$dir/nginx.pid;
+events { worker_connections 10000; }
+$push
+rtmp {
+  server {
+    listen 127.0.0.1:$port;
+    application live { live on; }
+  }
+}
+CONF
+  /usr/sbin/nginx -c "$PWD/$dir/nginx.conf" -p "$PWD/$dir" >/dev/null 2>&1 &
+  echo $!
+}

@@ -239,7 +239,10 @@ pub async fn accept_loop<S, F>(
         let serve = Rc::clone(&serve);
         glommio::spawn_local(async move {
             let mut stream = stream;
-            let Some((client, guard)) = admit(&ctx, &mut stream, peer, settings.kind).await else {
+            // Boxed: admission (a PROXY header's parse) is over before the connection is
+            // served, and must not add its state to the task for the connection's life.
+            let admitted = Box::pin(admit(&ctx, &mut stream, peer, settings.kind)).await;
+            let Some((client, guard)) = admitted else {
                 return;
             };
             serve(stream, client, permit).await;

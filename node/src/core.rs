@@ -510,6 +510,11 @@ impl CoreContext {
         }
     }
 
+    /// Whether any connection is open on this core (an idle core's housekeeping slows down).
+    pub fn has_clients(&self) -> bool {
+        !self.clients.borrow().is_empty()
+    }
+
     /// Registers a connection.
     pub fn add_client(&self, client: Rc<ClientHandle>) {
         self.clients.borrow_mut().insert(client.id, client);

@@ -17,6 +17,8 @@ use crate::process_metrics::ProcessCollector;
 
 /// Metric names (also used by the dashboard tests).
 pub mod names {
+    /// Times the cores' flush ticks woke (flat while no core has a live stream).
+    pub const TICK_WAKEUPS: &str = "corecast_tick_wakeups_total";
     /// Connections accepted, by transport.
     pub const CONNECTIONS_ACCEPTED: &str = "corecast_connections_accepted_total";
     /// Connections open now, by transport.
@@ -192,6 +194,9 @@ impl NodeMetrics {
         registry
             .register(Box::new(ProcessCollector::new()))
             .expect("process metrics registered once");
+        registry
+            .register(Box::new(crate::tick::wakeups_counter()))
+            .expect("tick wake-ups registered once");
         let r = &registry;
         gauge(
             r,

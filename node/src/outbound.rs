@@ -75,7 +75,9 @@ impl Outbound {
         if !pending.is_empty() {
             // A copy at its own size: a split would share, and pin, the encoder's whole buffer.
             let bytes = bytes::Bytes::copy_from_slice(&pending);
-            pending.clear();
+            // Given back rather than cleared: replies are rare after `play`, and every
+            // player keeping its `connect` burst's buffer adds up (issue 19).
+            *pending = BytesMut::new();
             self.queue.borrow_mut().push_control(bytes);
         }
     }

@@ -19,8 +19,9 @@ use crate::frame::LocalFrame;
 /// One queued unit.
 #[derive(Debug)]
 enum Outgoing {
-    /// Session-specific bytes (command replies, control messages).
-    Control(Bytes),
+    /// Session-specific bytes (command replies, control messages). Boxed: replies are rare,
+    /// and a slot is as large as its largest kind (16 bytes, not 40; issue 19).
+    Control(Box<Bytes>),
     /// A shared media frame.
     Frame(LocalFrame),
     /// A shared media frame in its FLV tag form (an HTTP-FLV viewer's queue).
@@ -31,7 +32,7 @@ impl Outgoing {
     /// The wire bytes, in order.
     fn parts(&self) -> &[Bytes] {
         match self {
-            Outgoing::Control(b) => std::slice::from_ref(b),
+            Outgoing::Control(b) => std::slice::from_ref(&**b),
             Outgoing::Frame(f) => &f.parts,
             Outgoing::Flv(f) => f.flv_parts(),
         }
@@ -49,6 +50,11 @@ impl Outgoing {
 /// Queued bytes past which a batching writer writes without waiting for the tick: the batch
 /// is big enough already.
 pub const MERGE_ENOUGH_BYTES: usize = 256 * 1024;
+
+/// Slots an empty queue keeps at least. It keeps up to twice what it held at its fullest since
+/// it was last empty (a window's frames: about 8 at 100 ms, 25 at 333 ms) and gives back the
+/// rest (a join's GOP snapshot), so a steady stream reallocates nothing.
+const SLOTS_KEPT: usize = 8;
 
 /// What happened to a frame offered to a queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +116,8 @@ pub struct SubscriberQueue {
     deferred_at: Option<u64>,
     /// Frames go out as FLV tags and session (RTMP) bytes are not taken: an HTTP-FLV viewer.
     flv: bool,
+    /// The most items queued at once since the queue was last empty.
+    peak_items: usize,
 }
 
 impl SubscriberQueue {
@@ -133,6 +141,7 @@ impl SubscriberQueue {
             waiting_since: None,
             deferred_at: None,
             flv: false,
+            peak_items: 0,
         }
     }
 
@@ -194,7 +203,7 @@ impl SubscriberQueue {
         self.queued_bytes += bytes.len();
         self.control_bytes += bytes.len();
         self.control_items += 1;
-        self.items.push_back(Outgoing::Control(bytes));
+        self.items.push_back(Outgoing::Control(Box::new(bytes)));
         self.urgent = true;
         self.wake();
         PushOutcome::Queued
@@ -242,6 +251,7 @@ impl SubscriberQueue {
         } else {
             Outgoing::Frame(frame)
         });
+        self.peak_items = self.peak_items.max(self.items.len());
         if self.batching && self.queued_bytes < MERGE_ENOUGH_BYTES {
             // The writer writes at the next tick: hand it to the tick instead of waking it
             // now only to have it wait.
@@ -380,6 +390,13 @@ impl SubscriberQueue {
         // A fully written last item leaves head_written at 0 already.
         while matches!(self.items.front(), Some(i) if i.len() == 0) {
             self.items.pop_front();
+        }
+        if self.items.is_empty() {
+            // A join's snapshot (a whole GOP) grew the slots; a window needs far fewer.
+            let keep = std::mem::take(&mut self.peak_items).max(SLOTS_KEPT);
+            if self.items.capacity() > 2 * keep {
+                self.items.shrink_to(keep);
+            }
         }
     }
 
@@ -544,6 +561,53 @@ mod tests {
         }
         assert_eq!(q.push_frame(video(true, 10_000)), PushOutcome::Overflow);
         assert!(q.overflowed());
+    }
+
+    #[test]
+    fn a_slot_is_a_tag_and_a_pointer() {
+        assert_eq!(std::mem::size_of::<Outgoing>(), 16);
+    }
+
+    #[test]
+    fn a_drained_queue_gives_back_the_slots_a_join_snapshot_grew() {
+        let mut q = SubscriberQueue::new(QueueLimits {
+            soft_max_bytes: 1 << 20,
+            hard_max_bytes: 1 << 21,
+        });
+        // A join's snapshot: a GOP of 150 frames at once.
+        for _ in 0..150 {
+            q.push_frame(audio());
+        }
+        assert!(q.items.capacity() >= 150);
+        let queued = q.queued_bytes();
+        q.advance(queued - 1);
+        assert!(
+            q.items.capacity() >= 1,
+            "slots kept while anything is queued"
+        );
+        q.advance(1);
+        assert!(q.is_empty());
+        // Up to twice the snapshot's 150 are kept until the queue has been empty once more.
+        for _ in 0..25 {
+            q.push_frame(audio());
+        }
+        let queued = q.queued_bytes();
+        q.advance(queued);
+        assert!(
+            q.items.capacity() <= 2 * 25,
+            "{} slots kept after a window of 25",
+            q.items.capacity()
+        );
+        // A steady window's worth stays allocated: no reallocation per tick.
+        let cap = q.items.capacity();
+        for _ in 0..5 {
+            for _ in 0..25 {
+                q.push_frame(audio());
+            }
+            let queued = q.queued_bytes();
+            q.advance(queued);
+            assert_eq!(q.items.capacity(), cap);
+        }
     }
 
     #[test]

@@ -179,6 +179,10 @@ impl<T: Transport> Transport for RtmpeTransport<T> {
         self.inner.set_send_buffer_size(bytes)
     }
 
+    fn expect_little_input(&self) {
+        self.inner.expect_little_input();
+    }
+
     fn shutdown(&self) {
         self.inner.shutdown();
     }

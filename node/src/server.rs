@@ -30,10 +30,13 @@ use crate::stats::StatsBoard;
 use crate::tls::{CoreTlsSetup, NodeTls};
 use crate::transport::TcpTransport;
 
-/// How often each core checks its admin queue and the drain flag.
+/// How often each core with connections checks its admin queue and the drain flag.
 const HOUSEKEEPING_TICK: Duration = Duration::from_millis(100);
+/// How often a core with no connections does (its admin bell wakes it sooner): an idle node
+/// costs next to nothing (issue 19).
+const IDLE_HOUSEKEEPING_TICK: Duration = Duration::from_secs(1);
 /// How often each core publishes its statistics.
-const STATS_EVERY_TICKS: u32 = 10;
+const STATS_PERIOD: Duration = Duration::from_secs(1);
 
 /// Runs the node until a drain (SIGTERM/SIGINT) completes.
 /// `reloader` reads the config again on SIGHUP or `POST /api/v1/reload` (None: no reload).
@@ -53,8 +56,12 @@ pub fn run(config: Config, reloader: Option<crate::reload::Reloader>) -> anyhow:
     let pin = config.node.pin_cores && cores <= cpus;
     let draining = Arc::new(AtomicBool::new(false));
     install_signal_handlers(&draining)?;
-    let (admin_tx, admin_rx): (Vec<_>, Vec<_>) =
-        (0..cores).map(|_| crossbeam_channel::unbounded()).unzip();
+    let (admin_tx, admin_rx): (Vec<_>, Vec<_>) = (0..cores)
+        .map(|_| {
+            let (queue, commands, bell) = crate::shared::AdminQueue::new();
+            (queue, (commands, bell))
+        })
+        .unzip();
     let upstream_tls = crate::cluster::tls::client_config(&config.cluster)?;
     let stream_limits = crate::stream_limits::StreamLimits::new(
         config.stream.max_streams_per_node,
@@ -293,7 +300,7 @@ struct CoreStart {
     id: CoreId,
     shared: Arc<NodeShared>,
     endpoints: MeshEndpoints,
-    admin: Receiver<AdminCommand>,
+    admin: (Receiver<AdminCommand>, AdminBell),
     tls: Option<CoreTlsSetup>,
     /// Where the core says it listens (or why it cannot).
     ready: mpsc::Sender<Result<SocketAddr, String>>,
@@ -348,7 +355,8 @@ async fn run_core(start: CoreStart) {
     let tasks = start_accepting(&ctx, listeners, tls);
     crate::pull_in::start_configured(&ctx);
     let _ = ready.send(local.ok_or_else(|| format!("core {}: no rtmp listener", id.0)));
-    housekeeping(&ctx, &admin).await;
+    let (admin, mut bell) = admin;
+    housekeeping(&ctx, &admin, &mut bell).await;
     // Drain: stop accepting sessions, then wait (bounded) until every connection that holds
     // the drain has dropped its permit: RTMP, RTMPS, pulls served and RTMPT tunnels.
     drop(tasks.sessions);
@@ -456,16 +464,30 @@ fn hooks() -> CoreHooks {
     }
 }
 
-async fn housekeeping(ctx: &Rc<CoreContext>, admin: &Receiver<AdminCommand>) {
-    let mut ticks = 0u32;
+/// Rung when an admin command is queued for this core (see [`crate::shared::AdminQueue`]).
+type AdminBell = futures_channel::mpsc::UnboundedReceiver<()>;
+
+async fn housekeeping(ctx: &Rc<CoreContext>, admin: &Receiver<AdminCommand>, bell: &mut AdminBell) {
     let mut last_stats = Instant::now();
     loop {
-        crate::tick::sleep_aligned(HOUSEKEEPING_TICK).await;
+        if ctx.has_clients() {
+            crate::tick::sleep_aligned(HOUSEKEEPING_TICK).await;
+        } else {
+            // An idle core wakes once a second, or when an admin command (a reload) comes.
+            futures_lite::future::or(glommio::timer::sleep(IDLE_HOUSEKEEPING_TICK), async {
+                use futures_lite::StreamExt;
+                if bell.next().await.is_none() {
+                    // No sender left (the node is going away): the timer alone paces.
+                    std::future::pending::<()>().await;
+                }
+            })
+            .await;
+        }
+        while bell.try_recv().is_ok() {}
         while let Ok(command) = admin.try_recv() {
             ctx.handle_admin(command);
         }
-        ticks = ticks.wrapping_add(1);
-        if ticks.is_multiple_of(STATS_EVERY_TICKS) {
+        if last_stats.elapsed() >= STATS_PERIOD - HOUSEKEEPING_TICK / 2 {
             let elapsed = last_stats.elapsed().as_secs_f64();
             last_stats = Instant::now();
             let stats = ctx.collect_stats(elapsed);
@@ -490,7 +512,14 @@ async fn accept_loop(ctx: Rc<CoreContext>, listener: TcpListener) {
         async move {
             if ctx.config().rtmp.rtmpe {
                 // The RC4 pipe only where RTMPE is on: plain connections keep the bare one.
-                run_connection(ctx, RtmpeTransport::new(TcpTransport::new(stream)), peer).await;
+                // Boxed: the RC4 pipe's state would otherwise make every plain connection's
+                // task as large as an RTMPE one (a task is as large as its largest state).
+                Box::pin(run_connection(
+                    ctx,
+                    RtmpeTransport::new(TcpTransport::new(stream)),
+                    peer,
+                ))
+                .await;
             } else {
                 run_connection(ctx, TcpTransport::new(stream), peer).await;
             }

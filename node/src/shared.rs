@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{SendError, Sender};
 
 use corecast_common::plane::Directory;
 
@@ -35,6 +35,35 @@ pub enum AdminCommand {
     },
 }
 
+/// One core's admin queue, with a bell that wakes the core's housekeeping: an idle core
+/// checks its queue only once a second, and a command (a reload) must not wait for that.
+#[derive(Debug, Clone)]
+pub struct AdminQueue {
+    commands: Sender<AdminCommand>,
+    bell: futures_channel::mpsc::UnboundedSender<()>,
+}
+
+impl AdminQueue {
+    /// A queue and the receiving ends its core keeps.
+    pub fn new() -> (
+        AdminQueue,
+        crossbeam_channel::Receiver<AdminCommand>,
+        futures_channel::mpsc::UnboundedReceiver<()>,
+    ) {
+        let (commands, receiver) = crossbeam_channel::unbounded();
+        let (bell, rung) = futures_channel::mpsc::unbounded();
+        (AdminQueue { commands, bell }, receiver, rung)
+    }
+
+    /// Queues `command` for the core and wakes it.
+    pub fn send(&self, command: AdminCommand) -> Result<(), SendError<AdminCommand>> {
+        self.commands.send(command)?;
+        // A core that is gone has no bell to hear: its queue refused the command above.
+        let _ = self.bell.unbounded_send(());
+        Ok(())
+    }
+}
+
 /// Node-wide shared state.
 pub struct NodeShared {
     /// The configuration.
@@ -47,7 +76,7 @@ pub struct NodeShared {
     /// Per-core statistics for the API.
     pub board: StatsBoard,
     /// `admin[core]`: that core's admin queue.
-    pub admin: Vec<Sender<AdminCommand>>,
+    pub admin: Vec<AdminQueue>,
     /// Set by SIGTERM/SIGINT: stop accepting, report not ready, finish.
     pub draining: Arc<AtomicBool>,
     /// When the node started.

@@ -4,11 +4,19 @@
 //! wakes once per window for all its players instead of once per player and frame. Tasks
 //! hand their wakers to the tick ([`wake_at_next`]) rather than arming their own timers: a
 //! thousand timers a second would each cost the reactor a submission.
+//!
+//! The clock parks when a tick finds nobody waiting for the next one (no writer with queued
+//! media, no publisher to read: a core with no live stream) and restarts when someone waits
+//! again, so an idle core is not woken once per window. Chores that ride the tick
+//! ([`sleep_aligned`]) do not keep it running: when it parks they fall back to timers.
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
+use std::sync::LazyLock;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
+
+use prometheus::IntCounter;
 
 /// This core's clock.
 struct TickState {
@@ -20,6 +28,10 @@ struct TickState {
     waiters: RefCell<Vec<Waker>>,
     /// Readers to wake at the next tick before the writers (publishers' ingest).
     readers: RefCell<Vec<Waker>>,
+    /// Chores to wake at the next tick, or when the clock parks (they do not keep it running).
+    chores: RefCell<Vec<Waker>>,
+    /// The clock's task while it is parked (nobody waited for a tick); None while it runs.
+    parked: RefCell<Option<Waker>>,
 }
 
 thread_local! {
@@ -29,8 +41,25 @@ thread_local! {
             epoch: Cell::new(0),
             waiters: RefCell::new(Vec::new()),
             readers: RefCell::new(Vec::new()),
+            chores: RefCell::new(Vec::new()),
+            parked: RefCell::new(None),
         }
     };
+}
+
+/// Times any core's clock woke from its period's sleep, since the process started
+/// (`corecast_tick_wakeups_total`): flat on a node with no live stream.
+static WAKEUPS: LazyLock<IntCounter> = LazyLock::new(|| {
+    IntCounter::new(
+        crate::metrics::names::TICK_WAKEUPS,
+        "Times the cores' flush ticks woke; flat while no core has a live stream.",
+    )
+    .expect("valid metric definition")
+});
+
+/// The process-wide count of tick wake-ups, to register with a node's metrics.
+pub fn wakeups_counter() -> IntCounter {
+    WAKEUPS.clone()
 }
 
 /// Changes the period of this core's clock, if it runs (a reloaded `player.merge_window_ms`);
@@ -51,10 +80,14 @@ pub fn start(period: Duration) {
     }
     TICK.with(|t| t.period.set(Some(period)));
     glommio::spawn_local(async move {
+        let mut last = Instant::now();
         loop {
+            park_while_unwanted().await;
             // Read each time: a reload may change the period (see `change_period`).
             let period = TICK.with(|t| t.period.get()).unwrap_or(period);
-            glommio::timer::sleep(period).await;
+            glommio::timer::sleep(until_next(last.elapsed(), period)).await;
+            last = Instant::now();
+            WAKEUPS.inc();
             // Readers first, so what they read goes out in this tick's writes: they run
             // before this task resumes (it yields to the back of the run queue).
             let readers = TICK.with(|t| t.readers.take());
@@ -70,13 +103,52 @@ pub fn start(period: Duration) {
     .detach();
 }
 
+/// How long to sleep for the next tick `elapsed` after the last one: to the next multiple of
+/// `period`, so a clock that parked wakes on the cadence it would have kept (a frame waits at
+/// most a window, half a window on average, as with a clock that never parks).
+fn until_next(elapsed: Duration, period: Duration) -> Duration {
+    let period_ns = period.as_nanos().max(1);
+    let into = elapsed.as_nanos() % period_ns;
+    Duration::from_nanos(u64::try_from(period_ns - into).unwrap_or(u64::MAX))
+}
+
+/// Resolves at once while a writer or reader waits for the next tick; otherwise parks the
+/// clock (waking the chores, which then use timers of their own) until one does.
+async fn park_while_unwanted() {
+    poll_fn(|cx| {
+        TICK.with(|t| {
+            if !t.waiters.borrow().is_empty() || !t.readers.borrow().is_empty() {
+                return Poll::Ready(());
+            }
+            *t.parked.borrow_mut() = Some(cx.waker().clone());
+            for chore in t.chores.take() {
+                chore.wake();
+            }
+            Poll::Pending
+        })
+    })
+    .await;
+}
+
+/// Restarts a parked clock: something waits for the next tick.
+fn unpark(t: &TickState) {
+    if let Some(clock) = t.parked.take() {
+        clock.wake();
+    }
+}
+
+/// Whether this core's clock runs now (started and not parked).
+fn running() -> bool {
+    TICK.with(|t| t.period.get().is_some() && t.parked.borrow().is_none())
+}
+
 /// Moves to the next epoch and wakes what waited for it.
 fn advance() {
-    let waiters = TICK.with(|t| {
+    let (waiters, chores) = TICK.with(|t| {
         t.epoch.set(t.epoch.get() + 1);
-        t.waiters.take()
+        (t.waiters.take(), t.chores.take())
     });
-    for waker in waiters {
+    for waker in waiters.into_iter().chain(chores) {
         waker.wake();
     }
 }
@@ -99,6 +171,7 @@ pub fn wake_at_next(waker: Waker) {
     let waker = TICK.with(|t| {
         if t.period.get().is_some() {
             t.waiters.borrow_mut().push(waker);
+            unpark(t);
             None
         } else {
             Some(waker)
@@ -119,15 +192,18 @@ pub async fn before_next() {
             return Poll::Ready(());
         }
         registered = true;
-        TICK.with(|t| t.readers.borrow_mut().push(cx.waker().clone()));
+        TICK.with(|t| {
+            t.readers.borrow_mut().push(cx.waker().clone());
+            unpark(t);
+        });
         Poll::Pending
     })
     .await;
 }
 
 /// Sleeps about `period` (at least `period` less half a tick), waking with this core's ticks
-/// when a clock runs here, so periodic chores (housekeeping) cost the core no wake-ups of
-/// their own; with no clock, or one slower than `period`, an ordinary timer.
+/// while its clock runs, so periodic chores (housekeeping) cost the core no wake-ups of their
+/// own; with no clock, a parked one, or one slower than `period`, an ordinary timer.
 pub async fn sleep_aligned(period: Duration) {
     let tick = TICK.with(|t| t.period.get());
     let Some(tick) = tick.filter(|tick| *tick <= period) else {
@@ -135,16 +211,39 @@ pub async fn sleep_aligned(period: Duration) {
         return;
     };
     let deadline = Instant::now() + period.saturating_sub(tick / 2);
-    while Instant::now() < deadline {
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return;
+        }
+        if !running() {
+            glommio::timer::sleep(deadline - now).await;
+            return;
+        }
         let target = epoch() + 1;
         poll_fn(|cx| {
-            if epoch() >= target {
+            if epoch() >= target || !running() {
                 Poll::Ready(())
             } else {
-                wake_at_next(cx.waker().clone());
+                TICK.with(|t| t.chores.borrow_mut().push(cx.waker().clone()));
                 Poll::Pending
             }
         })
         .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restarted_clock_keeps_its_cadence() {
+        let ms = Duration::from_millis;
+        assert_eq!(until_next(ms(0), ms(100)), ms(100));
+        assert_eq!(until_next(ms(3), ms(100)), ms(97));
+        // Parked for 2.45 windows: the next tick is where the third would have been.
+        assert_eq!(until_next(ms(245), ms(100)), ms(55));
+        assert_eq!(until_next(ms(300), ms(100)), ms(100));
     }
 }

@@ -2,17 +2,48 @@
 //! safe to log.
 
 use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_lite::future;
+use glommio::timer::Timer;
 
 /// Runs `fut` for at most `limit`; None when the time ran out first.
-pub async fn with_timeout<F: Future>(limit: Duration, fut: F) -> Option<F::Output> {
-    future::or(async { Some(fut.await) }, async {
-        glommio::timer::sleep(limit).await;
-        None
-    })
-    .await
+///
+/// A hand-written future rather than an `async fn`: an `async fn` that awaits a future it
+/// was given holds it twice (the argument and the awaited copy), and every connection task
+/// holds a few of these, the handshake's among them.
+pub fn with_timeout<F: Future>(limit: Duration, fut: F) -> Timeout<F> {
+    Timeout {
+        fut,
+        limit,
+        timer: None,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// [`with_timeout`]'s future: the guarded future, and its timer once the future waits.
+    pub struct Timeout<F> {
+        #[pin]
+        fut: F,
+        limit: Duration,
+        timer: Option<Timer>,
+    }
+}
+
+impl<F: Future> Future for Timeout<F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(output) = this.fut.poll(cx) {
+            return Poll::Ready(Some(output));
+        }
+        // The clock starts when the future first waits, as a timer awaited beside it would.
+        let limit = *this.limit;
+        let timer = this.timer.get_or_insert_with(|| Timer::new(limit));
+        Pin::new(timer).poll(cx).map(|_fired| None)
+    }
 }
 
 /// How many characters of a peer's string a log line or an error shows.

@@ -108,7 +108,8 @@ async fn drain<T: Transport>(
                 None
             } else {
                 // The slices borrow the queue only for this block: no await while they live.
-                let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(16);
+                // Room for a window of frames (about 8, two slices each) without regrowing.
+                let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(64);
                 q.gather(&mut slices, MAX_SLICES, MAX_BATCH_BYTES);
                 Some(transport.try_write_vectored(&slices))
             }

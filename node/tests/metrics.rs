@@ -210,3 +210,50 @@ fn no_certificate_expiry_without_rtmps() {
     let node = Node::start(1, "", dir.path());
     assert_eq!(expiries(&node), vec![]);
 }
+
+/// The sum of every sample of `name`.
+fn total(node: &Node, name: &str) -> f64 {
+    samples(&scrape(node), name).iter().map(|(_, v)| v).sum()
+}
+
+/// Issue 19 item 5: the merge window's tick runs while a stream is live and parks once no
+/// core has one, so an idle node is not woken once per window. `corecast_tick_wakeups_total`
+/// counts the ticks: it grows while a player plays and stays flat once everyone has left.
+#[test]
+fn the_flush_tick_stops_on_a_node_with_no_streams() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = Node::start(2, "", dir.path());
+    let media = shared_flv(20);
+    let mut publisher = publish(&media, &node.url("live/tick"));
+    let mut player = play_to_file(&node.url("live/tick"), &dir.path().join("p.flv"));
+    let ticking = wait_for(Duration::from_secs(30), || {
+        (total(&node, "corecast_tick_wakeups_total") >= 10.0).then_some(())
+    });
+    assert!(
+        ticking.is_some(),
+        "the tick never ran while a stream played"
+    );
+    let _ = player.kill();
+    let _ = publisher.kill();
+    wait_exit(&mut player, Duration::from_secs(10)).expect("player ends");
+    wait_exit(&mut publisher, Duration::from_secs(10)).expect("publisher ends");
+    let closed = wait_for(Duration::from_secs(30), || {
+        (total(&node, "corecast_connections_open") == 0.0).then_some(())
+    });
+    assert!(closed.is_some(), "the node still holds connections");
+    // The last tick may still be on its way (one window); then the count must stay put.
+    let mut last = total(&node, "corecast_tick_wakeups_total");
+    let settled = wait_for(Duration::from_secs(10), || {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = total(&node, "corecast_tick_wakeups_total");
+        std::mem::replace(&mut last, now).eq(&now).then_some(now)
+    })
+    .expect("the tick count never settled");
+    // Twenty windows of 100 ms: a running tick would add about twenty.
+    std::thread::sleep(Duration::from_secs(2));
+    let after = total(&node, "corecast_tick_wakeups_total");
+    assert_eq!(
+        after, settled,
+        "the tick kept waking a node with no streams ({settled} -> {after} in 2 s)"
+    );
+}

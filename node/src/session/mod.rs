@@ -45,6 +45,10 @@ use crate::transport::{Transport, TRY_READ_MAX};
 use crate::util::with_timeout;
 use crate::writer::{run_writer, WriteError, WriterSettings};
 
+/// The most read buffer a playing connection keeps while its buffer is empty: what its small
+/// reads need ([`Transport::expect_little_input`]).
+const PLAYER_READ_BUFFER_KEPT: usize = 1024;
+
 /// How often a publish waiting for its name to be freed tries again.
 const PUBLISH_RETRY: Duration = Duration::from_millis(10);
 
@@ -209,6 +213,8 @@ pub struct Session {
     next_stream_id: u32,
     /// The socket's send buffer was bounded (done once, when the connection starts playing).
     send_buffer_bounded: bool,
+    /// A player's reads were made small (done once, when the connection starts playing).
+    reads_trimmed: bool,
     /// The last paced read stopped at its size limit: more may wait, read it without waiting
     /// for the next tick.
     backlog: bool,
@@ -298,6 +304,7 @@ pub async fn run_connection<T: Transport + 'static>(
         acked: 0,
         next_stream_id: 1,
         send_buffer_bounded: false,
+        reads_trimmed: false,
         backlog: false,
         pending_publish: None,
         liveness: None,
@@ -396,7 +403,9 @@ impl Session {
         let idle_timeout = Duration::from_secs(rtmp.idle_timeout_secs);
         let mut buf = BytesMut::new();
         let left = connect_deadline.saturating_duration_since(Instant::now());
-        with_timeout(left, self.handshake(transport, &mut buf))
+        // Boxed: the handshake's state is needed once, not for the connection's whole life
+        // (a task is as large as the largest state it can be in).
+        with_timeout(left, Box::pin(self.handshake(transport, &mut buf)))
             .await
             .ok_or(SessionError::HandshakeTimeout(handshake_timeout))??;
         let mut decoder = ChunkDecoder::new(self.decoder_limits());
@@ -424,6 +433,7 @@ impl Session {
             self.acknowledge(decoder.bytes_received());
             self.out.flush();
             self.bound_send_buffer(transport);
+            self.trim_read_buffer(transport, &mut buf);
             // Players may legitimately send nothing; everyone else must keep talking.
             let limit = match self.role {
                 Role::Playing { .. } => self.player_wait_check()?,
@@ -547,6 +557,22 @@ impl Session {
         }
     }
 
+    /// A player sends little once it plays (acknowledgements, pings): its reads then ask for
+    /// little, and an empty read buffer larger than that is given back, so the handshake's
+    /// reads do not stay allocated for the whole connection (issue 19: memory per player).
+    fn trim_read_buffer<T: Transport>(&mut self, transport: &T, buf: &mut BytesMut) {
+        if !matches!(self.role, Role::Playing { .. }) {
+            return;
+        }
+        if !self.reads_trimmed {
+            self.reads_trimmed = true;
+            transport.expect_little_input();
+        }
+        if buf.is_empty() && buf.capacity() > PLAYER_READ_BUFFER_KEPT {
+            *buf = BytesMut::new();
+        }
+    }
+
     /// The next input. With a merge window, a live publisher's input is read once per flush
     /// tick, just before the core's writes: the kernel holds it meanwhile, the core is not
     /// woken per frame, and what is read goes out in that same tick. When nothing waited (or
@@ -591,13 +617,19 @@ impl Session {
         transport: &T,
         buf: &mut BytesMut,
     ) -> Result<(), SessionError> {
-        let mut random = [0u8; RANDOM_LEN + DH_KEY_LEN];
-        rand::rng().fill_bytes(&mut random);
-        let (random, dh_private) = random.split_at(RANDOM_LEN);
-        let mut handshake = ServerHandshake::new(0, random);
-        if transport.rtmpe_capable() {
-            handshake = handshake.with_rtmpe(dh_private);
-        }
+        // The random bytes are dropped before the first await: held across it, their 3 KiB
+        // would be part of every connection's task for as long as it lives.
+        let mut handshake = {
+            let mut random = [0u8; RANDOM_LEN + DH_KEY_LEN];
+            rand::rng().fill_bytes(&mut random);
+            let (random, dh_private) = random.split_at(RANDOM_LEN);
+            let handshake = ServerHandshake::new(0, random);
+            if transport.rtmpe_capable() {
+                handshake.with_rtmpe(dh_private)
+            } else {
+                handshake
+            }
+        };
         let mut written = 0;
         loop {
             let status = handshake.handle_input(buf)?;
