@@ -17,7 +17,8 @@
 #
 # Environment: PLAYERS (500), KBPS (2600), DURATION (10 s), ROUNDS (3), READERS ("harness
 # reader"), VARIANTS ("today pass uring coalesce uring-coalesce"), THREADS (floor writers,
-# nproc), STRACE_SECS (3; 0 = no trace). Everything binds 127.0.0.1. Results:
+# nproc), STRACE_SECS (3; 0 = no trace), STRACE_PLAYERS (50: strace stops the floor at every
+# syscall, and with many players the traced floor falls behind and batches what it would not). Everything binds 127.0.0.1. Results:
 # target/bench-zerodelay/ (results.jsonl, summary.md, strace-*.txt). Needs release builds of
 # corecast-floor, corecast-loadtest and corecast-reader (built here when missing).
 set -euo pipefail
@@ -33,6 +34,7 @@ READERS=${READERS:-"harness reader"}
 VARIANTS=${VARIANTS:-"today pass uring coalesce uring-coalesce"}
 THREADS=${THREADS:-$(nproc)}
 STRACE_SECS=${STRACE_SECS:-3}
+STRACE_PLAYERS=${STRACE_PLAYERS:-50}
 BIN=target/release
 OUT=target/bench-zerodelay
 mkdir -p "$OUT"
@@ -50,6 +52,13 @@ flags_of() { # variant
     *) echo "bench-zerodelay: unknown variant $1" >&2; return 1 ;;
   esac
 }
+
+# Context switches (voluntary + involuntary) of a process, summed over its threads.
+zd_ctxsw_of() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {t += $2} END {print t + 0}'; }
+
+# utime+stime (s) of the ksoftirqd threads: loopback receive work the kernel defers from the
+# sender's context to them is billed to no server, so a variant must not merely move it there.
+zd_softirqd() { for p in $(pgrep -x 'ksoftirqd/[0-9]+'); do cat "/proc/$p/stat"; done | awk -v t="$(getconf CLK_TCK)" '{s += $14 + $15} END {print s / t}'; }
 
 # utime+stime (s) of a process, all its threads included.
 zd_cpu_of() { awk -v t="$(getconf CLK_TCK)" '{print ($14 + $15) / t}' "/proc/$1/stat"; }
@@ -74,21 +83,25 @@ run_reader() { # reader port json
 }
 
 run_one() { # variant reader round
-  local port pid json="$OUT/$1-$2-r$3.json" cpu0 cpu1
+  local port pid json="$OUT/$1-$2-r$3.json" cpu0 cpu1 cs0 cs1 sq0 sq1
   port=$(free_port)
   pid=$(start_floor "$port" "$1")
   trap 'kill '"$pid"' 2>/dev/null || true' EXIT
   wait_port "$port"
   rm -f "$json"
   cpu0=$(zd_cpu_of "$pid")
+  cs0=$(zd_ctxsw_of "$pid")
+  sq0=$(zd_softirqd)
   run_reader "$2" "$port" "$json"
   cpu1=$(zd_cpu_of "$pid")
+  cs1=$(zd_ctxsw_of "$pid")
+  sq1=$(zd_softirqd)
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
   trap - EXIT
-  python3 - "$json" "$1" "$2" "$3" "$cpu0" "$cpu1" "$PLAYERS" "$KBPS" >>"$OUT/results.jsonl" <<'PY'
+  python3 - "$json" "$1" "$2" "$3" "$cpu0" "$cpu1" "$PLAYERS" "$KBPS" $((cs1 - cs0)) "$sq0" "$sq1" >>"$OUT/results.jsonl" <<'PY'
 import json, sys
-path, variant, reader, rnd, cpu0, cpu1, n, kbps = sys.argv[1:]
+path, variant, reader, rnd, cpu0, cpu1, n, kbps, ctxsw, sq0, sq1 = sys.argv[1:]
 n, kbps = int(n), int(kbps)
 row = {"variant": variant, "reader": reader, "round": int(rnd), "players": n, "kbps": kbps}
 try:
@@ -106,7 +119,8 @@ else:
     p99 = (r.get("latency") or {}).get("p99_ms")
 received = mbps / (n * kbps / 1000)
 row.update({"cpu_s": round(cpu, 3), "gb": round(gb, 3), "players_ok": ok, "mbps": round(mbps, 1),
-            "received": round(received, 3), "latency_p99_ms": p99,
+            "received": round(received, 3), "latency_p99_ms": p99, "ctxsw": int(ctxsw),
+            "ksoftirqd_s": round(float(sq1) - float(sq0), 3),
             "counts": ok >= 0.99 * n and received >= 0.99,
             "cpu_s_per_gb": round(cpu / gb, 3) if gb > 0 else None})
 print(json.dumps(row))
@@ -119,7 +133,7 @@ strace_one() { # variant
   port=$(free_port)
   pid=$(start_floor "$port" "$1")
   wait_port "$port"
-  run_reader harness "$port" "$OUT/strace-$1.json" &
+  PLAYERS=$STRACE_PLAYERS run_reader harness "$port" "$OUT/strace-$1.json" &
   local reader=$!
   sleep $((DURATION / 2))
   timeout $((STRACE_SECS + 5)) strace -c -f -p "$pid" -o "$OUT/strace-$1.txt" &
@@ -146,9 +160,9 @@ if [ "$STRACE_SECS" -gt 0 ] && command -v strace >/dev/null; then
   for variant in $VARIANTS; do strace_one "$variant"; done
 fi
 
-python3 - "$OUT" "$STRACE_SECS" >"$OUT/summary.md" <<'PY'
+python3 - "$OUT" "$STRACE_SECS" "$DURATION" "$STRACE_PLAYERS" >"$OUT/summary.md" <<'PY'
 import json, os, re, sys
-out, secs = sys.argv[1], int(sys.argv[2])
+out, secs, DURATION, splayers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 rows = [json.loads(l) for l in open(f"{out}/results.jsonl") if l.strip()]
 variants = list(dict.fromkeys(r["variant"] for r in rows))
 readers = list(dict.fromkeys(r["reader"] for r in rows))
@@ -158,8 +172,8 @@ def get(v, rd, rnd):
 n = rows[0]["players"] if rows else 0
 print(f"{n} players, {rows[0]['kbps'] if rows else 0} kbit/s, {len(rounds)} round(s), variants interleaved per round. "
       "CPU-s/GB: floor utime+stime over the run ÷ bytes the reader counted; only runs with ≥ 99 % received on ≥ 99 % of players count.\n")
-print("| reader | variant | runs counted | CPU-s/GB mean | min–max | ÷ today (mean) | ÷ today per round | received min | e2e p99 ms max |")
-print("|---|---|---|---|---|---|---|---|---|")
+print("| reader | variant | runs counted | CPU-s/GB mean | min–max | ÷ today (mean) | ÷ today per round | received min | e2e p99 ms max | ctx switches/s | ksoftirqd CPU-s/GB |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 for rd in readers:
     base = [get("today", rd, x) for x in rounds]
     bvals = [b["cpu_s_per_gb"] for b in base if b and b.get("counts")]
@@ -177,10 +191,12 @@ for rd in readers:
         rec = [r["received"] for r in rs if r and "received" in r]
         p99 = [r["latency_p99_ms"] for r in rs if r and r.get("latency_p99_ms") is not None]
         f = lambda x, d=2: "-" if x is None else f"{x:.{d}f}"
+        cs = [r["ctxsw"] / DURATION for r in rs if r and "ctxsw" in r]
+        sq = [r["ksoftirqd_s"] / r["gb"] for r in ok if "ksoftirqd_s" in r and r["gb"] > 0]
         print(f"| {rd} | {v} | {len(ok)}/{len(rounds)} | {f(mean)} | {f(min(vals) if vals else None)}–{f(max(vals) if vals else None)} | "
-              f"{f(mean / bmean) if mean and bmean else '-'} | {' '.join(per) or '-'} | {f(min(rec) if rec else None, 3)} | {f(max(p99) if p99 else None, 1)} |")
+              f"{f(mean / bmean) if mean and bmean else '-'} | {' '.join(per) or '-'} | {f(min(rec) if rec else None, 3)} | {f(max(p99) if p99 else None, 1)} | {f(sum(cs) / len(cs) if cs else None, 0)} | {f(sum(sq) / len(sq) if sq else None)} |")
 if secs > 0:
-    print(f"\nSyscalls of the floor in {secs} s of `strace -c -f` (harness players, mid-run; strace slows the floor, so compare counts, not times):\n")
+    print(f"\nSyscalls of the floor in {secs} s of `strace -c -f` ({splayers} harness players, mid-run; strace slows the floor, so compare counts, not times):\n")
     print("| variant | total calls | calls/s | top calls |")
     print("|---|---|---|---|")
     for v in variants:
