@@ -123,7 +123,7 @@ mod tests {
     fn partial_writes_offer_exactly_the_rest_in_order() {
         let s = stream();
         let mut whole = Vec::new();
-        let mut c = Cursor::new(socket(), &s, 0);
+        let c = Cursor::new(socket(), &s, 0);
         let mut slices = Vec::new();
         c.due(&s.frames, 1000, &mut slices);
         for sl in &slices {
