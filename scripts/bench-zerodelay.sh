@@ -17,7 +17,7 @@
 #
 # Environment: PLAYERS (500), KBPS (2600), DURATION (10 s), ROUNDS (3), READERS ("harness
 # reader"), VARIANTS ("today pass uring coalesce uring-coalesce"), THREADS (floor writers,
-# nproc), STRACE_SECS (3; 0 = no trace), STRACE_PLAYERS (50: strace stops the floor at every
+# nproc), OUT (target/bench-zerodelay), STRACE_SECS (3; 0 = no trace), STRACE_PLAYERS (50: strace stops the floor at every
 # syscall, and with many players the traced floor falls behind and batches what it would not). Everything binds 127.0.0.1. Results:
 # target/bench-zerodelay/ (results.jsonl, summary.md, strace-*.txt). Needs release builds of
 # corecast-floor, corecast-loadtest and corecast-reader (built here when missing).
@@ -36,7 +36,7 @@ THREADS=${THREADS:-$(nproc)}
 STRACE_SECS=${STRACE_SECS:-3}
 STRACE_PLAYERS=${STRACE_PLAYERS:-50}
 BIN=target/release
-OUT=target/bench-zerodelay
+OUT=${OUT:-target/bench-zerodelay}
 mkdir -p "$OUT"
 for b in corecast-floor corecast-loadtest corecast-reader; do
   [ -x "$BIN/$b" ] || cargo build --release -p corecast-floor -p corecast-loadtest -p corecast-reader
