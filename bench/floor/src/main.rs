@@ -7,6 +7,10 @@
 //! merge window ([`feed`]). There is no publisher to read, no reactor and no per-player task:
 //! what remains is the kernel's share of delivery, which every server pays.
 //!
+//! With `--zero-delay` the writers are [`pass`]'s instead: the ways of writing every frame
+//! at once that issue 19 tried against this floor (io_uring batches, audio and video coalesced;
+//! BENCHMARKS.md, "Zero delay: what was tried").
+//!
 //! Because it speaks enough RTMP for players, the same harness drives Corecast, nginx-rtmp
 //! and the floor (`make bench-compare`), so the players, their sockets and the way they wait
 //! are identical and the CPU per delivered GB of each is comparable. Its lifetime is bounded
@@ -179,6 +183,9 @@ fn main() -> anyhow::Result<()> {
                 "players": totals.players,
                 "seconds": cli.seconds,
                 "merge_window_ms": cli.merge_window_ms,
+                "zero_delay": cli.zero_delay,
+                "send": format!("{:?}", cli.send).to_lowercase(),
+                "coalesce_av": cli.coalesce_av,
                 "bytes_written": totals.bytes,
                 "writer_cpu_seconds": totals.cpu_seconds,
                 "writer_cpu_seconds_per_gb": per_gb,

@@ -110,7 +110,18 @@ impl UringSender {
         if queued == 0 {
             return Ok(0);
         }
-        self.ring.submit_and_wait(queued)?;
+        // The kernel may still read the slices until every completion is in, so an interrupted
+        // wait is resumed, and any other failure ends the process rather than free them early.
+        loop {
+            match self.ring.submit_and_wait(queued) {
+                Ok(_) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    eprintln!("corecast-floor: io_uring wait failed with sends in flight: {e}");
+                    std::process::abort();
+                }
+            }
+        }
         let mut written = vec![None; batch.len()];
         for cqe in self.ring.completion() {
             written[cqe.user_data() as usize] = Some(cqe.result());
