@@ -153,7 +153,7 @@ fn write_due(feed: &mut Feed, stream: &PreparedStream, now_ms: u64) -> std::io::
 }
 
 /// CPU seconds of the calling thread.
-fn thread_cpu_seconds() -> f64 {
+pub(crate) fn thread_cpu_seconds() -> f64 {
     // SAFETY: getrusage fills the zeroed struct it is given.
     let usage = unsafe {
         let mut u: libc::rusage = std::mem::zeroed();

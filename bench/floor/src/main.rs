@@ -7,14 +7,21 @@
 //! merge window ([`feed`]). There is no publisher to read, no reactor and no per-player task:
 //! what remains is the kernel's share of delivery, which every server pays.
 //!
+//! With `--zero-delay` the writers are [`pass`]'s instead: the ways of writing every frame
+//! at once that issue 19 tried against this floor (io_uring batches, audio and video coalesced;
+//! BENCHMARKS.md, "Zero delay: what was tried").
+//!
 //! Because it speaks enough RTMP for players, the same harness drives Corecast, nginx-rtmp
 //! and the floor (`make bench-compare`), so the players, their sockets and the way they wait
 //! are identical and the CPU per delivered GB of each is comparable. Its lifetime is bounded
 //! (`--seconds`); it binds loopback by default.
 
+mod cursor;
 mod feed;
+mod pass;
 mod setup;
 mod stream;
+mod uring;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
@@ -68,6 +75,16 @@ struct Cli {
     /// Print the totals at exit as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// Zero delay through the pass writers (`pass`): the variants below; without it (and
+    /// with neither), today's writer.
+    #[arg(long)]
+    zero_delay: bool,
+    /// With `--zero-delay`: how each pass hands its sends to the kernel.
+    #[arg(long, value_enum, default_value = "sendmsg")]
+    send: pass::Send,
+    /// With `--zero-delay`: wake only for video frames; the audio due since rides along.
+    #[arg(long)]
+    coalesce_av: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -80,6 +97,10 @@ fn main() -> anyhow::Result<()> {
     anyhow::ensure!(
         cli.audio_kbps < cli.bitrate_kbps,
         "--audio-kbps must be below --bitrate-kbps"
+    );
+    anyhow::ensure!(
+        cli.zero_delay || (cli.send == pass::Send::Sendmsg && !cli.coalesce_av),
+        "--send and --coalesce-av go with --zero-delay"
     );
     let threads = cli
         .threads
@@ -112,8 +133,13 @@ fn main() -> anyhow::Result<()> {
         let (tx, rx) = mpsc::channel();
         senders.push(tx);
         let prepared = Arc::clone(&prepared);
-        writers.push(std::thread::spawn(move || {
-            run_writer(&prepared, &rx, start, window, lifetime)
+        let options = cli.zero_delay.then_some(pass::PassOptions {
+            send: cli.send,
+            coalesce_av: cli.coalesce_av,
+        });
+        writers.push(std::thread::spawn(move || match options {
+            Some(options) => pass::run_pass(&prepared, &rx, start, lifetime, options),
+            None => Ok(run_writer(&prepared, &rx, start, window, lifetime)),
         }));
     }
     let next_writer = Arc::new(AtomicUsize::new(0));
@@ -138,7 +164,8 @@ fn main() -> anyhow::Result<()> {
     for writer in writers {
         let t = writer
             .join()
-            .map_err(|_| anyhow::anyhow!("a writer panicked"))?;
+            .map_err(|_| anyhow::anyhow!("a writer panicked"))?
+            .context("a zero-delay writer")?;
         totals.bytes += t.bytes;
         totals.cpu_seconds += t.cpu_seconds;
         totals.players += t.players;
@@ -156,6 +183,9 @@ fn main() -> anyhow::Result<()> {
                 "players": totals.players,
                 "seconds": cli.seconds,
                 "merge_window_ms": cli.merge_window_ms,
+                "zero_delay": cli.zero_delay,
+                "send": format!("{:?}", cli.send).to_lowercase(),
+                "coalesce_av": cli.coalesce_av,
                 "bytes_written": totals.bytes,
                 "writer_cpu_seconds": totals.cpu_seconds,
                 "writer_cpu_seconds_per_gb": per_gb,

@@ -1,0 +1,186 @@
+//! The zero-delay variants of the floor (`--zero-delay`): one writer thread per core wakes when
+//! a frame falls due and makes one pass over all its players, writing each what is due from
+//! the shared prepared frames. What is tried against today's floor ([`crate::feed`] at
+//! `--merge-window-ms 0`):
+//!
+//! - `--send uring`: the pass queues one `IORING_OP_SENDMSG` per player and submits them all
+//!   with one `io_uring_enter` ([`crate::uring`]), instead of one `sendmsg` syscall each;
+//! - `--coalesce-av`: the writer wakes only when a *video* frame falls due, so the audio due
+//!   since the last video frame goes out in the same send (audio waits at most one video
+//!   frame interval; video, whose clock the harness measures, is never held).
+//!
+//! With `--send sendmsg` and no coalescing this is today's floor again, so a run of it checks
+//! that the variants are measured alike.
+
+use std::io::IoSlice;
+use std::net::TcpStream;
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::ValueEnum;
+use corecast_transport::socket::send_vectored;
+
+use crate::cursor::Cursor;
+use crate::feed::WriterTotals;
+use crate::stream::{Frame, PreparedStream};
+use crate::uring::UringSender;
+
+/// How a pass hands its sends to the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Send {
+    /// One `sendmsg(MSG_DONTWAIT)` syscall per player.
+    Sendmsg,
+    /// One io_uring submission for all the players of the pass.
+    Uring,
+}
+
+/// What a zero-delay writer tries.
+#[derive(Debug, Clone, Copy)]
+pub struct PassOptions {
+    /// How sends are issued.
+    pub send: Send,
+    /// Wake only for video frames, carrying the audio due since in the same send.
+    pub coalesce_av: bool,
+}
+
+/// Feeds the players that arrive on `joins` until `until` after `start`, one pass per wake.
+pub fn run_pass(
+    stream: &Arc<PreparedStream>,
+    joins: &Receiver<TcpStream>,
+    start: Instant,
+    until: Duration,
+    options: PassOptions,
+) -> std::io::Result<WriterTotals> {
+    let cpu0 = crate::feed::thread_cpu_seconds();
+    let mut totals = WriterTotals::default();
+    let mut players: Vec<Cursor> = Vec::new();
+    let mut uring = match options.send {
+        Send::Uring => Some(UringSender::new()?),
+        Send::Sendmsg => None,
+    };
+    loop {
+        let now = start.elapsed();
+        if now >= until {
+            break;
+        }
+        let now_ms = now.as_millis() as u64;
+        while let Ok(socket) = joins.try_recv() {
+            if socket.set_nonblocking(true).is_ok() {
+                totals.players += 1;
+                players.push(Cursor::new(socket, stream, now_ms));
+            }
+        }
+        let mut failed = vec![false; players.len()];
+        totals.bytes += match uring.as_mut() {
+            Some(ring) => ring.pass(&mut players, &stream.frames, now_ms, &mut failed)?,
+            None => sendmsg_pass(&mut players, &stream.frames, now_ms, &mut failed),
+        };
+        // A player whose socket failed (it hung up) is dropped; one that is merely full waits.
+        let mut i = 0;
+        players.retain(|_| {
+            i += 1;
+            !failed[i - 1]
+        });
+        let next = next_wake(&stream.frames, now_ms, options.coalesce_av)
+            .map_or(now + Duration::from_millis(10), Duration::from_millis);
+        std::thread::sleep(next.min(until).saturating_sub(start.elapsed()));
+    }
+    totals.cpu_seconds = crate::feed::thread_cpu_seconds() - cpu0;
+    Ok(totals)
+}
+
+/// One `sendmsg` per player (more while a player takes everything offered and more is due);
+/// marks in `failed` the players whose socket failed. Returns the bytes written.
+fn sendmsg_pass(players: &mut [Cursor], frames: &[Frame], now_ms: u64, failed: &mut [bool]) -> u64 {
+    let mut total = 0;
+    for (player, failed) in players.iter_mut().zip(failed) {
+        loop {
+            // A fresh list per send, as today's writer (the borrow ends with the send).
+            let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(64);
+            if player.due(frames, now_ms, &mut slices) == 0 {
+                break;
+            }
+            match send_vectored(&player.stream, &slices) {
+                Ok(n) => {
+                    total += n as u64;
+                    drop(slices);
+                    player.advance(frames, n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    *failed = true;
+                    break;
+                }
+            }
+        }
+    }
+    total
+}
+
+/// When the writer wakes next, in ms from the start: the next frame due after `now_ms` or, with
+/// `coalesce_av`, the next video frame (the audio due before it goes with it). None past the
+/// end of the stream.
+pub fn next_wake(frames: &[Frame], now_ms: u64, coalesce_av: bool) -> Option<u64> {
+    let due = frames.partition_point(|f| f.due_ms <= now_ms);
+    let mut rest = frames.get(due..).unwrap_or_default().iter();
+    if coalesce_av {
+        rest.find(|f| is_video(f)).map(|f| f.due_ms)
+    } else {
+        rest.next().map(|f| f.due_ms)
+    }
+}
+
+/// Whether `frame` is a video message: the message type of its type-0 chunk header (one-byte
+/// basic header: the prepared stream's chunk stream ids are all below 64).
+fn is_video(frame: &Frame) -> bool {
+    frame.parts.first().and_then(|h| h.get(7)) == Some(&9)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use corecast_loadtest::source::SyntheticSettings;
+
+    fn stream() -> PreparedStream {
+        let settings = SyntheticSettings {
+            bitrate_kbps: 1000,
+            audio_kbps: 64,
+            fps: 30,
+            gop_frames: 60,
+        };
+        PreparedStream::new(settings, 3, 0)
+    }
+
+    #[test]
+    fn video_is_told_from_audio_by_its_header() {
+        let s = stream();
+        let video = s.frames.iter().filter(|f| is_video(f)).count();
+        assert_eq!(video, 90, "30 fps for 3 s");
+        assert!(s.frames.len() > 90 + 100, "and AAC frames every ~23 ms");
+    }
+
+    #[test]
+    fn coalescing_wakes_only_for_video_and_loses_nothing() {
+        let s = stream();
+        let wakes = |coalesce| {
+            let mut now = 0;
+            let mut n = 0;
+            while let Some(next) = next_wake(&s.frames, now, coalesce) {
+                assert!(next > now);
+                now = next;
+                n += 1;
+            }
+            n
+        };
+        let all = wakes(false);
+        let video = wakes(true);
+        assert_eq!(video, 89, "every video frame after the first");
+        assert!(all > video + 100, "{all} wakes for every frame");
+        // Waking at the video frames, every frame is due by some wake: the audio after the
+        // last video frame is what the run's end cuts, as without coalescing.
+        let last_video = s.frames.iter().rev().find(|f| is_video(f)).unwrap();
+        assert!(s.frames.last().unwrap().due_ms - last_video.due_ms < 34);
+    }
+}

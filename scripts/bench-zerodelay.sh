@@ -1,0 +1,221 @@
+#!/usr/bin/env bash
+# Issue 19 item 3: can the floor go below itself at zero delay? Today's floor writer at
+# `--merge-window-ms 0` (variant `today`) next to the zero-delay pass writers of bench/floor
+# (`--zero-delay`, src/pass.rs): `pass` (the same sendmsg per player per due frame, from the
+# new writer: a check that both are measured alike), `uring` (one io_uring submission per
+# pass for all players), `coalesce` (wake only for video frames, the audio due since rides
+# in the same send) and `uring-coalesce`.
+#
+# Each run: a fresh floor, N players from one reader (the harness `corecast-loadtest play`,
+# or `corecast-reader`), CPU-s per delivered GB = the floor's utime+stime from /proc over the
+# run ÷ the bytes the reader counted. Variants are interleaved within each round (A B C A B C)
+# so the load of a shared machine drifts over all alike; the summary gives each variant's
+# mean, min–max and its ratio to `today` per round. A run counts only where the reader got
+# ≥ 99 % of the stream's bitrate on ≥ 99 % of its players. With STRACE_SECS > 0, one more
+# short run per variant is traced (`strace -c -f` for that many seconds) for syscall counts,
+# which the machine's load does not change.
+#
+# Environment: PLAYERS (500), KBPS (2600), DURATION (10 s), ROUNDS (3), READERS ("harness
+# reader"), VARIANTS ("today pass uring coalesce uring-coalesce"), THREADS (floor writers,
+# nproc), OUT (target/bench-zerodelay), STRACE_SECS (3; 0 = no trace), STRACE_PLAYERS (50: strace stops the floor at every
+# syscall, and with many players the traced floor falls behind and batches what it would not). Everything binds 127.0.0.1. Results:
+# target/bench-zerodelay/ (results.jsonl, summary.md, strace-*.txt). Needs release builds of
+# corecast-floor, corecast-loadtest and corecast-reader (built here when missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
+
+PLAYERS=${PLAYERS:-500}
+KBPS=${KBPS:-2600}
+DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-3}
+READERS=${READERS:-"harness reader"}
+VARIANTS=${VARIANTS:-"today pass uring coalesce uring-coalesce"}
+THREADS=${THREADS:-$(nproc)}
+STRACE_SECS=${STRACE_SECS:-3}
+STRACE_PLAYERS=${STRACE_PLAYERS:-50}
+BIN=target/release
+OUT=${OUT:-target/bench-zerodelay}
+mkdir -p "$OUT"
+for b in corecast-floor corecast-loadtest corecast-reader; do
+  [ -x "$BIN/$b" ] || cargo build --release -p corecast-floor -p corecast-loadtest -p corecast-reader
+done
+
+flags_of() { # variant
+  case $1 in
+    today) echo "--merge-window-ms 0" ;;
+    pass) echo "--zero-delay" ;;
+    uring) echo "--zero-delay --send uring" ;;
+    coalesce) echo "--zero-delay --coalesce-av" ;;
+    uring-coalesce) echo "--zero-delay --send uring --coalesce-av" ;;
+    *) echo "bench-zerodelay: unknown variant $1" >&2; return 1 ;;
+  esac
+}
+
+# Context switches (voluntary + involuntary) of a process, summed over its threads.
+zd_ctxsw_of() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {t += $2} END {print t + 0}'; }
+
+# utime+stime (s) of the ksoftirqd threads: loopback receive work the kernel defers from the
+# sender's context to them is billed to no server, so a variant must not merely move it there.
+zd_softirqd() { for p in $(pgrep -x 'ksoftirqd/[0-9]+'); do cat "/proc/$p/stat"; done | awk -v t="$(getconf CLK_TCK)" '{s += $14 + $15} END {print s / t}'; }
+
+# utime+stime (s) of a process, all its threads included.
+zd_cpu_of() { awk -v t="$(getconf CLK_TCK)" '{print ($14 + $15) / t}' "/proc/$1/stat"; }
+
+start_floor() { # port variant
+  # shellcheck disable=SC2046
+  "$BIN/corecast-floor" --listen "127.0.0.1:$1" --seconds $((DURATION + 30)) --threads "$THREADS" \
+    --bitrate-kbps "$KBPS" --audio-kbps 64 $(flags_of "$2") >/dev/null 2>>"$OUT/floor.log" &
+  echo $!
+}
+
+run_reader() { # reader port json
+  if [ "$1" = harness ]; then
+    timeout $((DURATION + 40)) "$BIN/corecast-loadtest" play "rtmp://127.0.0.1:$2/live/bench" \
+      -n "$PLAYERS" --duration "$DURATION" --ramp 500 --max-connections 5000 --quiet \
+      --json "$3" >/dev/null 2>>"$OUT/harness.err" || true
+  else
+    timeout $((DURATION + 40)) "$BIN/corecast-reader" "rtmp://127.0.0.1:$2/live/bench" \
+      -n "$PLAYERS" --duration-secs "$DURATION" --ramp 500 --json "$3" \
+      >/dev/null 2>>"$OUT/reader.err" || true
+  fi
+}
+
+run_one() { # variant reader round
+  local port pid json="$OUT/$1-$2-r$3.json" cpu0 cpu1 cs0 cs1 sq0 sq1
+  port=$(free_port)
+  pid=$(start_floor "$port" "$1")
+  trap 'kill '"$pid"' 2>/dev/null || true' EXIT
+  wait_port "$port"
+  rm -f "$json"
+  cpu0=$(zd_cpu_of "$pid")
+  cs0=$(zd_ctxsw_of "$pid")
+  sq0=$(zd_softirqd)
+  run_reader "$2" "$port" "$json"
+  cpu1=$(zd_cpu_of "$pid")
+  cs1=$(zd_ctxsw_of "$pid")
+  sq1=$(zd_softirqd)
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  trap - EXIT
+  python3 - "$json" "$1" "$2" "$3" "$cpu0" "$cpu1" "$PLAYERS" "$KBPS" $((cs1 - cs0)) "$sq0" "$sq1" >>"$OUT/results.jsonl" <<'PY'
+import json, sys
+path, variant, reader, rnd, cpu0, cpu1, n, kbps, ctxsw, sq0, sq1 = sys.argv[1:]
+n, kbps = int(n), int(kbps)
+row = {"variant": variant, "reader": reader, "round": int(rnd), "players": n, "kbps": kbps}
+try:
+    r = json.load(open(path))
+except Exception as e:
+    row["error"] = str(e); print(json.dumps(row)); sys.exit(0)
+cpu = float(cpu1) - float(cpu0)
+if reader == "reader":
+    gb, ok, mbps = r["bytes"] / 1e9, r["players"] - r["failed"], r["mbps"]
+    p99 = None
+else:
+    p = r["players"]
+    gb, mbps = r["throughput"]["bytes_in"] / 1e9, r["throughput"]["aggregate_mbps"]
+    ok = p["with_keyframe"] - p["gaps"]["players_with_gaps"] - r["connections"]["dropped"]
+    p99 = (r.get("latency") or {}).get("p99_ms")
+received = mbps / (n * kbps / 1000)
+row.update({"cpu_s": round(cpu, 3), "gb": round(gb, 3), "players_ok": ok, "mbps": round(mbps, 1),
+            "received": round(received, 3), "latency_p99_ms": p99, "ctxsw": int(ctxsw),
+            "ksoftirqd_s": round(float(sq1) - float(sq0), 3),
+            "counts": ok >= 0.99 * n and received >= 0.99,
+            "cpu_s_per_gb": round(cpu / gb, 3) if gb > 0 else None})
+print(json.dumps(row))
+PY
+  tail -n 1 "$OUT/results.jsonl"
+}
+
+strace_one() { # variant
+  local port pid
+  port=$(free_port)
+  pid=$(start_floor "$port" "$1")
+  wait_port "$port"
+  PLAYERS=$STRACE_PLAYERS run_reader harness "$port" "$OUT/strace-$1.json" &
+  local reader=$!
+  sleep $((DURATION / 2))
+  timeout $((STRACE_SECS + 5)) strace -c -f -p "$pid" -o "$OUT/strace-$1.txt" &
+  local tracer=$!
+  sleep "$STRACE_SECS"
+  kill -INT "$tracer" 2>/dev/null || true
+  wait "$tracer" 2>/dev/null || true
+  wait "$reader" 2>/dev/null || true
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  echo "strace $1: $(grep -E ' total$' "$OUT/strace-$1.txt" || echo none)"
+}
+
+: >"$OUT/results.jsonl"
+: >"$OUT/floor.log"
+for round in $(seq 1 "$ROUNDS"); do
+  for reader in $READERS; do
+    for variant in $VARIANTS; do
+      run_one "$variant" "$reader" "$round"
+    done
+  done
+done
+if [ "$STRACE_SECS" -gt 0 ] && command -v strace >/dev/null; then
+  for variant in $VARIANTS; do strace_one "$variant"; done
+fi
+
+python3 - "$OUT" "$STRACE_SECS" "$DURATION" "$STRACE_PLAYERS" >"$OUT/summary.md" <<'PY'
+import json, os, re, sys
+out, secs, DURATION, splayers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+rows = [json.loads(l) for l in open(f"{out}/results.jsonl") if l.strip()]
+variants = list(dict.fromkeys(r["variant"] for r in rows))
+readers = list(dict.fromkeys(r["reader"] for r in rows))
+rounds = sorted({r["round"] for r in rows})
+def get(v, rd, rnd):
+    return next((r for r in rows if (r["variant"], r["reader"], r["round"]) == (v, rd, rnd)), None)
+n = rows[0]["players"] if rows else 0
+print(f"{n} players, {rows[0]['kbps'] if rows else 0} kbit/s, {len(rounds)} round(s), variants interleaved per round. "
+      "CPU-s/GB: floor utime+stime over the run ÷ bytes the reader counted; only runs with ≥ 99 % received on ≥ 99 % of players count.\n")
+print("| reader | variant | runs counted | CPU-s/GB mean | min–max | ÷ today (mean) | ÷ today per round | received min | e2e p99 ms max | ctx switches/s | ksoftirqd CPU-s/GB |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
+for rd in readers:
+    base = [get("today", rd, x) for x in rounds]
+    bvals = [b["cpu_s_per_gb"] for b in base if b and b.get("counts")]
+    bmean = sum(bvals) / len(bvals) if bvals else None
+    for v in variants:
+        rs = [get(v, rd, x) for x in rounds]
+        ok = [r for r in rs if r and r.get("counts")]
+        vals = [r["cpu_s_per_gb"] for r in ok]
+        mean = sum(vals) / len(vals) if vals else None
+        per = []
+        for x in rounds:
+            a, b = get(v, rd, x), get("today", rd, x)
+            if a and b and a.get("counts") and b.get("counts"):
+                per.append(f"{a['cpu_s_per_gb'] / b['cpu_s_per_gb']:.2f}")
+        rec = [r["received"] for r in rs if r and "received" in r]
+        p99 = [r["latency_p99_ms"] for r in rs if r and r.get("latency_p99_ms") is not None]
+        f = lambda x, d=2: "-" if x is None else f"{x:.{d}f}"
+        cs = [r["ctxsw"] / DURATION for r in rs if r and "ctxsw" in r]
+        sq = [r["ksoftirqd_s"] / r["gb"] for r in ok if "ksoftirqd_s" in r and r["gb"] > 0]
+        print(f"| {rd} | {v} | {len(ok)}/{len(rounds)} | {f(mean)} | {f(min(vals) if vals else None)}–{f(max(vals) if vals else None)} | "
+              f"{f(mean / bmean) if mean and bmean else '-'} | {' '.join(per) or '-'} | {f(min(rec) if rec else None, 3)} | {f(max(p99) if p99 else None, 1)} | {f(sum(cs) / len(cs) if cs else None, 0)} | {f(sum(sq) / len(sq) if sq else None)} |")
+if secs > 0:
+    print(f"\nSyscalls of the floor in {secs} s of `strace -c -f` ({splayers} harness players, mid-run; strace slows the floor, so compare counts, not times):\n")
+    print("| variant | total calls | calls/s | top calls |")
+    print("|---|---|---|---|")
+    for v in variants:
+        p = f"{out}/strace-{v}.txt"
+        if not os.path.exists(p):
+            continue
+        lines = open(p).read().splitlines()
+        calls = []
+        total = None
+        for l in lines:
+            m = re.match(r"\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\S+)$", l)
+            if m:
+                if m.group(2) == "total":
+                    total = int(m.group(1))
+                else:
+                    calls.append((int(m.group(1)), m.group(2)))
+        calls.sort(reverse=True)
+        top = ", ".join(f"{name} {c}" for c, name in calls[:3])
+        print(f"| {v} | {total if total is not None else '-'} | {total // secs if total else '-'} | {top} |")
+PY
+cat "$OUT/summary.md"
+echo "bench-zerodelay: $OUT/summary.md, raw rows in $OUT/results.jsonl"
