@@ -15,6 +15,7 @@ use support::media::Packet;
 use support::media::{from_first_keyframe, packets, publish, shared_flv, stderr_of, wait_exit};
 use support::node::{is_line, Node};
 use support::process::{connect, kill_and_reap, output_with_deadline};
+use support::token::play_token_between;
 
 /// Publishes `src` to `live/{name}` (in real time) and waits until the node has it.
 fn publish_live(node: &Node, src: &Path, name: &str) -> std::process::Child {
@@ -577,27 +578,6 @@ fn an_edge_pulls_a_stream_for_its_flv_viewers_and_404s_what_the_origin_lacks() {
 /// The FLV file header every viewer gets first.
 const FLV_HEADER_BYTES: [u8; 13] = [b'F', b'L', b'V', 1, 0x05, 0, 0, 0, 9, 0, 0, 0, 0];
 
-/// A play token for `live/{stream}` signed with `secret` under `k1`, valid from
-/// `not_before` to `expires` (seconds from now).
-fn play_token(secret: &str, stream: &str, not_before: i64, expires: i64) -> String {
-    use corecast_common::token::{Action, Claims, Key, KeyState, Keyring};
-    let ring =
-        Keyring::new(vec![Key::new("k1", secret.as_bytes(), KeyState::Active)]).expect("keyring");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs() as i64;
-    ring.sign(&Claims {
-        key_id: "k1".to_owned(),
-        action: Action::Play,
-        app: "live".to_owned(),
-        stream: stream.to_owned(),
-        not_before: (now + not_before) as u64,
-        expires: (now + expires) as u64,
-    })
-    .expect("signed")
-}
-
 #[test]
 fn play_tokens_guard_http_flv_and_websocket_flv() {
     const SECRET: &str = "k1-secret-for-the-flv-tests-00001";
@@ -609,7 +589,7 @@ fn play_tokens_guard_http_flv_and_websocket_flv() {
     let node = Node::start(2, &config, dir.path());
     let src = shared_flv(40);
     let mut publisher = publish_live(&node, &src, "paid");
-    let good = play_token(SECRET, "paid", -60, 3600);
+    let good = play_token_between(SECRET, "paid", -60, 3600);
     let refused = [
         ("none", "/live/paid.flv".to_owned()),
         ("forged", "/live/paid.flv?token=forged".to_owned()),
@@ -617,21 +597,21 @@ fn play_tokens_guard_http_flv_and_websocket_flv() {
             "expired",
             format!(
                 "/live/paid.flv?token={}",
-                play_token(SECRET, "paid", -7200, -3600)
+                play_token_between(SECRET, "paid", -7200, -3600)
             ),
         ),
         (
             "other stream",
             format!(
                 "/live/paid.flv?token={}",
-                play_token(SECRET, "other", -60, 3600)
+                play_token_between(SECRET, "other", -60, 3600)
             ),
         ),
         (
             "other key",
             format!(
                 "/live/paid.flv?token={}",
-                play_token("another-secret-entirely-000000000", "paid", -60, 3600)
+                play_token_between("another-secret-entirely-000000000", "paid", -60, 3600)
             ),
         ),
     ];
