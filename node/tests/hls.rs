@@ -676,6 +676,41 @@ fn enhanced_video(fourcc: &[u8; 4], keyframe: bool, packet_type: u8, data: &[u8]
     body
 }
 
+/// Asserts that `live/{stream}` is served as HLS in the codec published: its multivariant
+/// playlist names `codecs` (a prefix of the `CODECS` value) with a measured bit rate, its
+/// media playlist lists 3 segments, and ffprobe reads `codec` tagged `tag` from it.
+fn served_as(node: &Node, stream: &str, codecs: &str, codec: &str, tag: &str) {
+    let master = wait_for(Duration::from_secs(20), || {
+        let answer = get(node.http, &format!("/hls/live/{stream}/master.m3u8"));
+        (answer.status == 200).then(|| answer.text())
+    })
+    .expect("the multivariant playlist");
+    assert!(master.contains(&format!("CODECS=\"{codecs}")), "{master}");
+    assert!(
+        !master.contains("BANDWIDTH=1,"),
+        "a measured bit rate: {master}"
+    );
+    live_playlist(node, &format!("/hls/live/{stream}/index.m3u8"), 3);
+    let probe = output_with_deadline(
+        Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-show_entries",
+                "stream=codec_name,codec_tag_string",
+            ])
+            .args(["-of", "csv=p=0"])
+            .arg(format!("http://{}/hls/live/{stream}/index.m3u8", node.http)),
+        Duration::from_secs(60),
+    );
+    let streams = String::from_utf8_lossy(&probe.stdout);
+    assert!(
+        probe.status.success() && streams.contains(codec) && streams.contains(tag),
+        "ffprobe: {streams} {}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+}
+
 #[test]
 fn hevc_over_enhanced_rtmp_is_served_as_hvc1() {
     use corecast_common::types::MessageType;
@@ -744,35 +779,7 @@ fn hevc_over_enhanced_rtmp_is_served_as_hvc1() {
     assert!(frames >= 290, "{frames} pictures");
 
     // The stream stays published (the client is connected) while it is read.
-    let master = wait_for(Duration::from_secs(20), || {
-        let answer = get(node.http, "/hls/live/hevc/master.m3u8");
-        (answer.status == 200).then(|| answer.text())
-    })
-    .expect("the multivariant playlist");
-    assert!(master.contains("CODECS=\"hvc1."), "{master}");
-    assert!(
-        !master.contains("BANDWIDTH=1,"),
-        "a measured bit rate: {master}"
-    );
-    live_playlist(&node, "/hls/live/hevc/index.m3u8", 3);
-    let probe = output_with_deadline(
-        Command::new("ffprobe")
-            .args([
-                "-v",
-                "error",
-                "-show_entries",
-                "stream=codec_name,codec_tag_string",
-            ])
-            .args(["-of", "csv=p=0"])
-            .arg(format!("http://{}/hls/live/hevc/index.m3u8", node.http)),
-        Duration::from_secs(60),
-    );
-    let streams = String::from_utf8_lossy(&probe.stdout);
-    assert!(
-        probe.status.success() && streams.contains("hevc") && streams.contains("hvc1"),
-        "ffprobe: {streams} {}",
-        String::from_utf8_lossy(&probe.stderr)
-    );
+    served_as(&node, "hevc", "hvc1.", "hevc", "hvc1");
     drop(client);
 }
 
@@ -913,35 +920,7 @@ fn av1_over_enhanced_rtmp_is_served_as_av01() {
         "a keyframe a second"
     );
 
-    let master = wait_for(Duration::from_secs(20), || {
-        let answer = get(node.http, "/hls/live/av1/master.m3u8");
-        (answer.status == 200).then(|| answer.text())
-    })
-    .expect("the multivariant playlist");
-    assert!(master.contains("CODECS=\"av01.0."), "{master}");
-    assert!(
-        !master.contains("BANDWIDTH=1,"),
-        "a measured bit rate: {master}"
-    );
-    live_playlist(&node, "/hls/live/av1/index.m3u8", 3);
-    let probe = output_with_deadline(
-        Command::new("ffprobe")
-            .args([
-                "-v",
-                "error",
-                "-show_entries",
-                "stream=codec_name,codec_tag_string",
-            ])
-            .args(["-of", "csv=p=0"])
-            .arg(format!("http://{}/hls/live/av1/index.m3u8", node.http)),
-        Duration::from_secs(60),
-    );
-    let streams = String::from_utf8_lossy(&probe.stdout);
-    assert!(
-        probe.status.success() && streams.contains("av1") && streams.contains("av01"),
-        "ffprobe: {streams} {}",
-        String::from_utf8_lossy(&probe.stderr)
-    );
+    served_as(&node, "av1", "av01.0.", "av1", "av01");
     drop(client);
 }
 

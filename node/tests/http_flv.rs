@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use support::client::closed_within;
 use support::media::Packet;
 use support::media::{from_first_keyframe, packets, publish, shared_flv, stderr_of, wait_exit};
-use support::node::{is_line, Node};
+use support::node::{errors_in, is_line, Node};
 use support::process::{connect, kill_and_reap, output_with_deadline};
 use support::token::play_token_between;
 
@@ -154,15 +154,7 @@ fn own_paths_and_unknown_streams_are_refused() {
     // The API and health keep their paths.
     assert_eq!(node.http_request("GET", "/healthz", None).0, 200);
     let metrics = node.http_request("GET", "/metrics", None).1;
-    let counted = |kind: &str| -> f64 {
-        metrics
-            .lines()
-            .filter(|l| {
-                l.starts_with("corecast_errors_total{") && l.contains(&format!("kind=\"{kind}\""))
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
+    let counted = |kind: &str| errors_in(&metrics, kind);
     assert_eq!(
         counted("http_flv_reserved_app"),
         7.0,
@@ -354,6 +346,26 @@ open(out, "wb").write(b"".join(chunks))
 print(len(chunks))
 "#;
 
+/// Runs [`WS_CLIENT`] on `url` for `seconds` (trusting `ca` for wss) and asserts that it
+/// ended well; what it received is in `out`.
+fn ws_client(url: &str, out: &Path, seconds: u32, ca: Option<&Path>) {
+    let mut command = Command::new(tools_python());
+    command
+        .args(["-c", WS_CLIENT])
+        .arg(url)
+        .arg(out)
+        .arg(seconds.to_string());
+    if let Some(ca) = ca {
+        command.arg(ca);
+    }
+    let client = output_with_deadline(&mut command, Duration::from_secs(30));
+    assert!(
+        client.status.success(),
+        "the WebSocket client failed on {url}: {}",
+        String::from_utf8_lossy(&client.stderr)
+    );
+}
+
 /// The Python of the tools venv.
 fn tools_python() -> PathBuf {
     let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/venv/bin/python");
@@ -425,19 +437,11 @@ fn https_and_wss_serve_the_same_flv_with_the_rtmps_certificate() {
     assert_flv_window(&src, &https, dir.path());
 
     let wss = dir.path().join("wss.flv");
-    let client = output_with_deadline(
-        Command::new(tools_python())
-            .args(["-c", WS_CLIENT])
-            .arg(format!("wss://localhost:{}/live/tls.flv", node.http.port()))
-            .arg(&wss)
-            .arg("4")
-            .arg(&ca_file),
-        Duration::from_secs(30),
-    );
-    assert!(
-        client.status.success(),
-        "the wss client failed: {}",
-        String::from_utf8_lossy(&client.stderr)
+    ws_client(
+        &format!("wss://localhost:{}/live/tls.flv", node.http.port()),
+        &wss,
+        4,
+        Some(&ca_file),
     );
     assert_flv_window(&src, &wss, dir.path());
     kill_and_reap(&mut publisher);
@@ -450,19 +454,7 @@ fn a_websocket_client_gets_the_same_flv_in_binary_messages() {
     let node = Node::start(2, "", dir.path());
     let mut publisher = publish_live(&node, &src, "ws");
     let got = dir.path().join("ws.flv");
-    let client = output_with_deadline(
-        Command::new(tools_python())
-            .args(["-c", WS_CLIENT])
-            .arg(format!("ws://{}/live/ws.flv", node.http))
-            .arg(&got)
-            .arg("4"),
-        Duration::from_secs(30),
-    );
-    assert!(
-        client.status.success(),
-        "the WebSocket client failed: {}",
-        String::from_utf8_lossy(&client.stderr)
-    );
+    ws_client(&format!("ws://{}/live/ws.flv", node.http), &got, 4, None);
     assert_flv_window(&src, &got, dir.path());
     node.wait_log(Duration::from_secs(10), |l| {
         l.contains("http-flv closed") && l.contains("stream=live/ws") && l.contains("peer_closed")
@@ -557,19 +549,7 @@ fn an_edge_pulls_a_stream_for_its_flv_viewers_and_404s_what_the_origin_lacks() {
     );
     // WebSocket-FLV on the edge too.
     let ws = dir.path().join("edge-ws.flv");
-    let client = output_with_deadline(
-        Command::new(tools_python())
-            .args(["-c", WS_CLIENT])
-            .arg(format!("ws://{}/live/far.flv", edge.http))
-            .arg(&ws)
-            .arg("3"),
-        Duration::from_secs(30),
-    );
-    assert!(
-        client.status.success(),
-        "the WebSocket client failed: {}",
-        String::from_utf8_lossy(&client.stderr)
-    );
+    ws_client(&format!("ws://{}/live/far.flv", edge.http), &ws, 3, None);
     let ws_bytes = std::fs::read(&ws).expect("ws output");
     assert!(ws_bytes.len() > 10_000 && ws_bytes.starts_with(b"FLV"));
     kill_and_reap(&mut publisher);
@@ -645,18 +625,11 @@ fn play_tokens_guard_http_flv_and_websocket_flv() {
         got.len()
     );
     let ws = dir.path().join("paid-ws.flv");
-    let client = output_with_deadline(
-        Command::new(tools_python())
-            .args(["-c", WS_CLIENT])
-            .arg(format!("ws://{}/live/paid.flv?token={good}", node.http))
-            .arg(&ws)
-            .arg("3"),
-        Duration::from_secs(30),
-    );
-    assert!(
-        client.status.success(),
-        "{}",
-        String::from_utf8_lossy(&client.stderr)
+    ws_client(
+        &format!("ws://{}/live/paid.flv?token={good}", node.http),
+        &ws,
+        3,
+        None,
     );
     assert!(std::fs::read(&ws).expect("ws output").len() > 10_000);
     // Refusals are logged and counted by reason, in both families.

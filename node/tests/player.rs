@@ -16,18 +16,6 @@ use support::node::Node;
 use support::process::{output_with_deadline, Reaped};
 use support::token::play_token;
 
-/// `corecast_errors_total{kind}` summed over cores.
-fn errors_counted(node: &Node, kind: &str) -> f64 {
-    let metrics = node.http_request("GET", "/metrics", None).1;
-    metrics
-        .lines()
-        .filter(|l| {
-            l.starts_with("corecast_errors_total{") && l.contains(&format!("kind=\"{kind}\""))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// A node whose players' files are small stand-ins in `dir/node_modules` (so these tests do
 /// not need npm), or, with `installed = false`, a folder without them.
 fn node_with_assets(dir: &Path, installed: bool) -> Node {
@@ -127,8 +115,8 @@ fn reserved_apps_and_impossible_names_are_refused_logged_and_counted() {
     }
     // A stream that is not live (yet) is no refusal: the page waits for it.
     assert_eq!(get(node.http, "/play/live/not-yet").status, 200);
-    assert_eq!(errors_counted(&node, "player_reserved_app"), 5.0);
-    assert_eq!(errors_counted(&node, "player_bad_name"), 3.0);
+    assert_eq!(node.errors_counted("player_reserved_app"), 5.0);
+    assert_eq!(node.errors_counted("player_bad_name"), 3.0);
     assert!(
         node.wait_log(Duration::from_secs(5), |l| l
             .contains("player page refused")
@@ -164,7 +152,7 @@ fn missing_player_files_are_a_503_page_naming_npm_ci_and_check_warns() {
     );
     // The page's own files are built in.
     assert_eq!(get(node.http, "/play/assets/player.js").status, 200);
-    assert_eq!(errors_counted(&node, "player_assets_missing"), 2.0);
+    assert_eq!(node.errors_counted("player_assets_missing"), 2.0);
     assert!(
         node.wait_log(Duration::from_secs(5), |l| l.contains("WARN")
             && l.contains("npm ci --prefix player"))

@@ -315,6 +315,11 @@ impl Node {
         (status, body)
     }
 
+    /// `corecast_errors_total{kind}` summed over cores, from a fresh `/metrics`.
+    pub fn errors_counted(&self, kind: &str) -> f64 {
+        errors_in(&self.http_request("GET", "/metrics", None).1, kind)
+    }
+
     /// Kills the process at once (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
         kill_and_reap(&mut self.child);
@@ -356,6 +361,16 @@ impl Drop for Node {
     fn drop(&mut self) {
         kill_and_reap(&mut self.child);
     }
+}
+
+/// `corecast_errors_total{kind}` summed over cores, in a `/metrics` page.
+pub fn errors_in(metrics: &str, kind: &str) -> f64 {
+    let label = format!("kind=\"{kind}\"");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("corecast_errors_total{") && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// True for the node's log line of `message` (`play`, `publish`) about `stream`.
