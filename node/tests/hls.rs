@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use support::http::get;
 use support::media::{publish, shared_flv};
-use support::node::{free_port, Node};
+use support::node::{fast_edge_config, pull_origin, Node};
 use support::process::{kill_and_reap, output_with_deadline};
 use support::token::play_token;
 use support::wait_for;
@@ -454,20 +454,9 @@ fn a_long_gop_stream_keeps_hls_memory_within_its_window() {
 #[test]
 fn an_edge_pulls_a_stream_for_its_hls_viewers_and_serves_it() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let pull = format!("127.0.0.1:{}", free_port());
-    let origin = Node::start(
-        2,
-        &format!("[cluster]\npull_listen = \"{pull}\"\n"),
-        dir.path(),
-    );
+    let (origin, pull) = pull_origin(2, "", dir.path());
     let edge_dir = tempfile::tempdir().expect("temp dir");
-    let edge = Node::start(
-        2,
-        &format!(
-            "[cluster]\nrole = \"edge\"\nupstreams = [\"{pull}\"]\nretry_max_secs = 1\nconnect_timeout_secs = 1\nnegative_cache_secs = 1\n[http]\nrequest_timeout_secs = 4\n"
-        ),
-        edge_dir.path(),
-    );
+    let edge = Node::start(2, &fast_edge_config(&pull), edge_dir.path());
     // Before the publish: the request is held (3 s) while the edge asks upstream, then 404;
     // requests after the publish get the stream.
     let started = Instant::now();
@@ -928,22 +917,16 @@ fn av1_over_enhanced_rtmp_is_served_as_av01() {
 fn an_edge_core_over_its_budget_starts_no_muxer_and_the_stream_still_flows() {
     let dir = tempfile::tempdir().expect("temp dir");
     let source = long_gop_flv(dir.path());
-    let pull = format!("127.0.0.1:{}", free_port());
-    let origin = Node::start(
-        1,
-        &format!("[cluster]\npull_listen = \"{pull}\"\n[hls]\nenabled = false\n"),
-        dir.path(),
-    );
+    let (origin, pull) = pull_origin(1, "[hls]\nenabled = false\n", dir.path());
     // One core with the smallest budget; a window of 10 + 3 three-second segments of the
     // long-GOP stream holds about twice that.
     let edge_dir = tempfile::tempdir().expect("temp dir");
     let edge = Node::start(
         1,
         &format!(
-            "[node]\nmemory_budget_bytes = 16777216\n\
-             [cluster]\nrole = \"edge\"\nupstreams = [\"{pull}\"]\nretry_max_secs = 1\n\
-             connect_timeout_secs = 1\nnegative_cache_secs = 1\n[http]\nrequest_timeout_secs = 4\n\
-             [hls]\nwindow_segments = 10\nsegment_target_ms = 1000\npart_target_ms = 250\n"
+            "[node]\nmemory_budget_bytes = 16777216\n{}\
+             [hls]\nwindow_segments = 10\nsegment_target_ms = 1000\npart_target_ms = 250\n",
+            fast_edge_config(&pull)
         ),
         edge_dir.path(),
     );

@@ -495,21 +495,9 @@ fn curl_for(url: &str, seconds: u32) -> Vec<u8> {
 #[test]
 fn an_edge_pulls_a_stream_for_its_flv_viewers_and_404s_what_the_origin_lacks() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let pull = format!("127.0.0.1:{}", support::node::free_port());
-    let origin = Node::start(
-        2,
-        &format!("[cluster]\npull_listen = \"{pull}\"\n"),
-        dir.path(),
-    );
+    let (origin, pull) = support::node::pull_origin(2, "", dir.path());
     let edge_dir = tempfile::tempdir().expect("temp dir");
-    let edge = Node::start(
-        2,
-        &format!(
-            "[cluster]\nrole = \"edge\"\nupstreams = [\"{pull}\"]\nretry_max_secs = 1\n\
-             connect_timeout_secs = 1\nnegative_cache_secs = 1\n[http]\nrequest_timeout_secs = 4\n"
-        ),
-        edge_dir.path(),
-    );
+    let edge = Node::start(2, &support::node::fast_edge_config(&pull), edge_dir.path());
     // Nothing published: the edge asks upstream, then answers 404 within the hold (3 s).
     let started = Instant::now();
     let (status, body) = edge.http_request("GET", "/live/far.flv", None);
