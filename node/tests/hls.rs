@@ -330,16 +330,7 @@ fn long_gop_flv(dir: &std::path::Path) -> std::path::PathBuf {
 
 /// `ffmpeg -readrate 8 -i source -c copy -f flv url` in the background.
 fn publish_fast(source: &std::path::Path, url: &str) -> Child {
-    Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-readrate", "8", "-i"])
-        .arg(source)
-        .args(["-c", "copy", "-f", "flv"])
-        .arg(url)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start ffmpeg")
+    support::media::publish_paced(source, url, &["-readrate", "8"])
 }
 
 #[test]

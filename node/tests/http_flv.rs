@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use support::client::closed_within;
 use support::media::Packet;
-use support::media::{from_first_keyframe, packets, publish, shared_flv, stderr_of, wait_exit};
+use support::media::{
+    from_first_keyframe, packets, publish, publish_paced, shared_flv, stderr_of, wait_exit,
+};
 use support::node::{errors_in, is_line, Node};
 use support::process::{connect, kill_and_reap, output_with_deadline};
 use support::token::play_token_between;
@@ -251,16 +253,7 @@ fn stalled_viewer_is_cut(request: &str, answered: &str) {
 
     // The publisher pushes the whole file as fast as it can (no -re); the viewer reads the
     // head and a few bytes, then nothing.
-    let mut publisher = std::process::Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-i"])
-        .arg(&noise)
-        .args(["-c", "copy", "-f", "flv"])
-        .arg(node.url("live/noise"))
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start ffmpeg");
+    let mut publisher = publish_paced(&noise, &node.url("live/noise"), &[]);
     node.wait_log(Duration::from_secs(20), |l| {
         is_line(l, "publish", "live/noise")
     })
@@ -654,16 +647,7 @@ fn a_stalled_viewer_does_not_hold_back_one_that_reads() {
         dir.path(),
     );
     // Twice real time (15 s): a viewer that reads keeps up, one that stalls does not.
-    let mut publisher = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-readrate", "2", "-i"])
-        .arg(&noise)
-        .args(["-c", "copy", "-f", "flv"])
-        .arg(node.url("live/noise"))
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start ffmpeg");
+    let mut publisher = publish_paced(&noise, &node.url("live/noise"), &["-readrate", "2"]);
     node.wait_log(Duration::from_secs(20), |l| {
         is_line(l, "publish", "live/noise")
     })

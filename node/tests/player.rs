@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -190,10 +190,13 @@ fn the_page_off_is_a_404() {
     assert_eq!(get(node.http, "/play/assets/player.js").status, 404);
 }
 
-/// The browser test needs Debian's chromium, `npm ci` in node/tests/console (playwright-core)
+/// The folder of play.mjs and the players' `node_modules`, once it is checked that they and
+/// the browser are there. The browser test needs Debian's chromium, `npm ci` in node/tests/console (playwright-core)
 /// and in player/ (hls.js, mpegts.js); scripts/install-deps.sh does all three. Missing, the
 /// test fails and says so: `make test` installs them first.
-fn require_browser(script_dir: &Path, players: &Path) {
+fn browser() -> (PathBuf, PathBuf) {
+    let script_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console");
+    let players = Path::new(env!("CARGO_MANIFEST_DIR")).join("../player/node_modules");
     let ready = Path::new("/usr/bin/chromium").exists()
         && script_dir.join("node_modules/playwright-core").exists()
         && players.join("hls.js/dist/hls.min.js").exists()
@@ -202,6 +205,7 @@ fn require_browser(script_dir: &Path, players: &Path) {
         ready,
         "chromium, playwright-core or the players missing: run scripts/install-deps.sh"
     );
+    (script_dir, players)
 }
 
 /// Plays `page` in Chromium until its video advanced 5 s: what play.mjs saw.
@@ -234,9 +238,7 @@ fn try_in_chromium(script_dir: &Path, page: &str, wait_secs: u64) -> (bool, serd
 
 #[test]
 fn chromium_plays_the_page_over_ll_hls_in_low_latency_mode_and_over_websocket_flv() {
-    let script_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console");
-    let players = Path::new(env!("CARGO_MANIFEST_DIR")).join("../player/node_modules");
-    require_browser(&script_dir, &players);
+    let (script_dir, players) = browser();
     let dir = tempfile::tempdir().expect("temp dir");
     let config = format!("[player_page]\nassets_dir = {:?}\n", players.display());
     let node = Node::start(1, &config, dir.path());
@@ -279,9 +281,7 @@ fn chromium_plays_the_page_over_ll_hls_in_low_latency_mode_and_over_websocket_fl
 #[test]
 fn the_page_passes_its_token_on_to_the_playlist() {
     const SECRET: &str = "k1-secret-for-the-player-tests-01";
-    let script_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console");
-    let players = Path::new(env!("CARGO_MANIFEST_DIR")).join("../player/node_modules");
-    require_browser(&script_dir, &players);
+    let (script_dir, players) = browser();
     let dir = tempfile::tempdir().expect("temp dir");
     let config = format!(
         "[player_page]\nassets_dir = {:?}\n[auth]\n[[auth.apps]]\nname = \"live\"\npublish = \"open\"\nplay = \"token\"\n[[auth.keys]]\nid = \"k1\"\nsecret = \"{SECRET}\"\nstate = \"active\"\n",
@@ -309,9 +309,7 @@ fn the_page_passes_its_token_on_to_the_playlist() {
 fn the_page_plays_on_after_a_publisher_restart() {
     use std::io::{BufRead, BufReader, Write};
     use std::sync::mpsc;
-    let script_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console");
-    let players = Path::new(env!("CARGO_MANIFEST_DIR")).join("../player/node_modules");
-    require_browser(&script_dir, &players);
+    let (script_dir, players) = browser();
     let dir = tempfile::tempdir().expect("temp dir");
     let config = format!("[player_page]\nassets_dir = {:?}\n", players.display());
     let node = Node::start(1, &config, dir.path());
@@ -362,9 +360,7 @@ fn the_page_plays_on_after_a_publisher_restart() {
 #[test]
 fn over_https_the_page_plays_ll_hls_and_websocket_flv_over_wss() {
     use support::tls::{rtmps_section, CertFiles, TestCa};
-    let script_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console");
-    let players = Path::new(env!("CARGO_MANIFEST_DIR")).join("../player/node_modules");
-    require_browser(&script_dir, &players);
+    let (script_dir, players) = browser();
     let dir = tempfile::tempdir().expect("temp dir");
     let ca = TestCa::new("corecast test CA");
     let files = CertFiles::in_dir(dir.path());

@@ -40,8 +40,16 @@ pub fn make_flv(dir: &Path, name: &str, seconds: u32) -> PathBuf {
 
 /// `ffmpeg -re -i FILE -c copy -f flv URL` in the background.
 pub fn publish(file: &Path, url: &str) -> Child {
+    publish_paced(file, url, &["-re"])
+}
+
+/// `ffmpeg PACE -i FILE -c copy -f flv URL` in the background: `PACE` sets how fast it
+/// reads (`-re`, `-readrate 2`, or nothing for as fast as it can).
+pub fn publish_paced(file: &Path, url: &str, pace: &[&str]) -> Child {
     Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-re", "-i"])
+        .args(["-hide_banner", "-loglevel", "error"])
+        .args(pace)
+        .arg("-i")
         .arg(file)
         .args(["-c", "copy", "-f", "flv", url])
         .stdin(Stdio::null())
