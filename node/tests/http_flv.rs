@@ -706,11 +706,7 @@ fn a_stalled_viewer_does_not_hold_back_one_that_reads() {
 
 /// `[auth]` with a play callback at `receiver` for the app `live` (publishing is open).
 fn play_callback_config(receiver: &support::callback::Receiver, timeout_ms: u64) -> String {
-    format!(
-        "[auth]\ncallback_url = \"http://{}/auth\"\ncallback_timeout_ms = {timeout_ms}\n\
-         [[auth.apps]]\nname = \"live\"\npublish = \"open\"\nplay = \"callback\"\n",
-        receiver.addr
-    )
+    receiver.auth_config("/auth", timeout_ms, "open", "callback")
 }
 
 #[test]

@@ -31,32 +31,62 @@ impl Answer {
 
 /// `GET path` on `addr` (a node's `http` address), read to the close.
 pub fn get(addr: SocketAddr, path: &str) -> Answer {
-    let mut s = connect(addr).expect("http connect");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-    )
-    .expect("http write");
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("http read");
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a response head");
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .expect("status code");
-    let headers = lines
+    let raw = send(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
+    let (status, head, body) = split(&raw);
+    let headers = head
+        .lines()
+        .skip(1)
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
     Answer {
         status,
         headers,
-        body: raw[split + 4..].to_vec(),
+        body: body.to_vec(),
     }
+}
+
+/// `method path` on `addr` with `headers` (each line ending in CRLF) and `body` (its
+/// `Content-Length` added), read to the close: (status, head as sent, body as text).
+pub fn exchange(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> (u16, String, String) {
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: t\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let raw = send(addr, request.as_bytes());
+    let (status, head, body) = split(&raw);
+    (status, head, String::from_utf8_lossy(body).into_owned())
+}
+
+/// Sends `request` on a fresh connection and reads the answer to the close.
+fn send(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
+    let mut s = connect(addr).expect("http connect");
+    s.write_all(request).expect("http write");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("http read");
+    raw
+}
+
+/// An answer's status, head (status line included) and body.
+fn split(raw: &[u8]) -> (u16, String, &[u8]) {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status code");
+    (status, head, &raw[end + 4..])
 }
