@@ -359,6 +359,23 @@ fn ws_client(url: &str, out: &Path, seconds: u32, ca: Option<&Path>) {
     );
 }
 
+/// Asks for a WebSocket upgrade of `path` with this version and key; the start of the
+/// answer (its first 64 bytes at most, within 10 s).
+fn ws_handshake(node: &Node, path: &str, version: u8, key: &str) -> String {
+    let mut raw = connect(node.http).expect("connect");
+    write!(
+        raw,
+        "GET {path} HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: {version}\r\nSec-WebSocket-Key: {key}\r\n\r\n"
+    )
+    .expect("request");
+    raw.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut answer = [0u8; 64];
+    let n = raw.read(&mut answer).expect("answer");
+    String::from_utf8_lossy(&answer[..n]).into_owned()
+}
+
 /// The Python of the tools venv.
 fn tools_python() -> PathBuf {
     let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/venv/bin/python");
@@ -454,22 +471,8 @@ fn a_websocket_client_gets_the_same_flv_in_binary_messages() {
     })
     .expect("the client's Close ends the viewer");
     // A bad handshake is refused with 400.
-    let mut raw = connect(node.http).expect("connect");
-    write!(
-        raw,
-        "GET /live/ws.flv HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Version: 8\r\nSec-WebSocket-Key: x\r\n\r\n"
-    )
-    .expect("request");
-    raw.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    let mut answer = [0u8; 64];
-    let n = raw.read(&mut answer).expect("answer");
-    assert!(
-        answer[..n].starts_with(b"HTTP/1.1 400"),
-        "{}",
-        String::from_utf8_lossy(&answer[..n])
-    );
+    let answer = ws_handshake(&node, "/live/ws.flv", 8, "x");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     kill_and_reap(&mut publisher);
 }
 
@@ -582,22 +585,8 @@ fn play_tokens_guard_http_flv_and_websocket_flv() {
         assert!(!body.contains(&good), "{what}: no token echoed");
     }
     // A WebSocket request without a token is refused before any upgrade.
-    let mut raw = connect(node.http).expect("connect");
-    write!(
-        raw,
-        "GET /live/paid.flv HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-    )
-    .expect("request");
-    raw.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    let mut answer = [0u8; 64];
-    let n = raw.read(&mut answer).expect("answer");
-    assert!(
-        answer[..n].starts_with(b"HTTP/1.1 403"),
-        "{}",
-        String::from_utf8_lossy(&answer[..n])
-    );
+    let answer = ws_handshake(&node, "/live/paid.flv", 13, "dGhlIHNhbXBsZSBub25jZQ==");
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
     // With the token: the stream, over HTTP and over WebSocket.
     let got = curl_for(&flv_url(&node, &format!("live/paid.flv?token={good}")), 3);
     assert!(
