@@ -63,3 +63,17 @@ CONF
   /usr/sbin/nginx -c "$PWD/$dir/nginx.conf" -p "$PWD/$dir" >/dev/null 2>&1 &
   echo $!
 }
+
+# Makes the run's temporary folder `$work` and the list `$pids` of what the script starts in
+# the background; at exit every one of them is killed and the folder removed.
+bench_workspace() {
+  work=$(mktemp -d)
+  pids=()
+  trap bench_cleanup EXIT
+}
+
+bench_cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}

@@ -41,14 +41,7 @@ fi
 [ -d node/tests/console/node_modules/playwright-core ] || { echo "bench-player-latency: run scripts/install-deps.sh (playwright-core)" >&2; exit 1; }
 [ -f player/node_modules/hls.js/dist/hls.min.js ] || { echo "bench-player-latency: run npm ci --prefix player" >&2; exit 1; }
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+bench_workspace
 
 echo "bench-player-latency: making test media" >&2
 ffmpeg -hide_banner -loglevel error -y \

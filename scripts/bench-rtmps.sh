@@ -24,14 +24,7 @@ MERGE_MS=${MERGE_MS:-0}
 BIN=${CORECAST_BIN:-target/release/corecast}
 [ -x "$BIN" ] || { echo "bench-rtmps: build first: cargo build --release -p corecast-node" >&2; exit 1; }
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+bench_workspace
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)

@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::io::{Read, Write};
 use std::time::Duration;
 
 use support::client::{closed_within, RtmpClient};
@@ -17,21 +16,8 @@ fn json(body: &str) -> serde_json::Value {
 
 /// One API exchange with `headers` added: status, lower-cased head, body.
 fn exchange(node: &Node, method: &str, path: &str, headers: &str) -> (u16, String, String) {
-    let mut s = support::process::connect(node.http).expect("http connect");
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: t\r\n{headers}Content-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .expect("http write");
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).expect("http read");
-    let (head, body) = raw.split_once("\r\n\r\n").expect("a head");
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status code");
-    (status, head.to_ascii_lowercase(), body.to_owned())
+    let (status, head, body) = support::http::exchange(node.http, method, path, headers, "");
+    (status, head.to_ascii_lowercase(), body)
 }
 
 /// Asserts a JSON error with this status and code.

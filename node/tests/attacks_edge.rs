@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use corecast_common::command::client;
 use corecast_common::types::{MessageStreamId, MessageType};
 use support::client::{closed_within, read_until_video_at, status_code, RtmpClient};
-use support::node::{free_port, Node};
+use support::node::Node;
 use support::process::output_with_deadline;
 use support::rss::{assert_growth_bounded, rss_kib, ATTACK_GROWTH_BOUND_KIB};
 use support::wait_for;
@@ -62,9 +62,7 @@ fn metric_sum(node: &Node, name: &str, label: &str) -> f64 {
 }
 
 fn origin(dir: &std::path::Path, extra: &str) -> (Node, String) {
-    let pull = format!("127.0.0.1:{}", free_port());
-    let config = format!("[cluster]\npull_listen = \"{pull}\"\n{extra}");
-    (Node::start(1, &config, dir), pull)
+    support::node::pull_origin(1, extra, dir)
 }
 
 #[test]

@@ -243,11 +243,7 @@ fn keys_mode_refuses_an_unknown_key_without_logging_it() {
 }
 
 fn callback_config(receiver: &Receiver, timeout_ms: u64) -> String {
-    format!(
-        "[auth]\ncallback_url = \"http://{}/auth?via=test\"\ncallback_timeout_ms = {timeout_ms}\n\
-         [[auth.apps]]\nname = \"live\"\npublish = \"callback\"\nplay = \"callback\"\n",
-        receiver.addr
-    )
+    receiver.auth_config("/auth?via=test", timeout_ms, "callback", "callback")
 }
 
 #[test]

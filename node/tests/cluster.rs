@@ -14,9 +14,7 @@ use support::tls::{rtmps_section, self_signed, CertFiles, TestCa, TestCert};
 use support::wait_for;
 
 fn origin(dir: &std::path::Path) -> (Node, String) {
-    let pull = format!("127.0.0.1:{}", free_port());
-    let node = Node::start(2, &format!("[cluster]\npull_listen = \"{pull}\"\n"), dir);
-    (node, pull)
+    support::node::pull_origin(2, "", dir)
 }
 
 fn edge(dir: &std::path::Path, upstreams: &[&str], extra: &str) -> Node {

@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::io::{Read, Write};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -13,7 +12,7 @@ use std::time::Duration;
 use support::livestreams::{config, publish_with_key, wait_status, TOKEN};
 use support::media::shared_flv;
 use support::node::Node;
-use support::process::{connect, output_with_deadline};
+use support::process::output_with_deadline;
 
 fn console_node(dir: &Path) -> Node {
     let url = format!("sqlite://{}", dir.join("registry.db").display());
@@ -33,22 +32,8 @@ fn exchange(
     headers: &str,
     body: &str,
 ) -> (u16, String, String) {
-    let mut s = connect(node.http).expect("http connect");
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: t\r\n{headers}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("http write");
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).expect("http read");
-    let (head, body) = raw.split_once("\r\n\r\n").expect("a head");
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status");
-    (status, head.to_owned(), body.to_owned())
+    let headers = format!("{headers}Content-Type: application/json\r\n");
+    support::http::exchange(node.http, method, path, &headers, body)
 }
 
 #[test]

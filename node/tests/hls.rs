@@ -3,69 +3,20 @@
 
 mod support;
 
-use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use support::http::get;
 use support::media::{publish, shared_flv};
-use support::node::{free_port, Node};
-use support::process::{connect, kill_and_reap, output_with_deadline};
+use support::node::{fast_edge_config, pull_origin, Node};
+use support::process::{kill_and_reap, output_with_deadline};
+use support::token::play_token;
 use support::wait_for;
-
-/// What a GET answered.
-struct Answer {
-    status: u16,
-    headers: HashMap<String, String>,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    fn header(&self, name: &str) -> &str {
-        self.headers.get(name).map_or("", String::as_str)
-    }
-}
-
-/// `GET path` on the node's HTTP port (Content-Length bodies only, which is all HLS sends).
-fn get(node: &Node, path: &str) -> Answer {
-    let mut s = connect(node.http).expect("http connect");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-    )
-    .expect("http write");
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("http read");
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a response head");
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .expect("status code");
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    Answer {
-        status,
-        headers,
-        body: raw[split + 4..].to_vec(),
-    }
-}
 
 /// Waits until the stream's playlist answers 200 with at least `segments` segments listed.
 fn live_playlist(node: &Node, path: &str, segments: usize) -> String {
     wait_for(Duration::from_secs(30), || {
-        let answer = get(node, path);
+        let answer = get(node.http, path);
         let text = answer.text();
         (answer.status == 200 && text.matches("#EXTINF").count() >= segments).then_some(text)
     })
@@ -118,7 +69,7 @@ fn ffprobe_and_ffmpeg_read_the_ll_playlist_and_blocking_reload_works() {
     let playlist = live_playlist(&node, index, 3);
 
     // The playlist: LL tags, short cache, CORS.
-    let answer = get(&node, index);
+    let answer = get(node.http, index);
     assert_eq!(
         answer.header("content-type"),
         "application/vnd.apple.mpegurl"
@@ -135,7 +86,7 @@ fn ffprobe_and_ffmpeg_read_the_ll_playlist_and_blocking_reload_works() {
     }
     // The plain playlist has none of the LL tags, under either name.
     for plain in ["/hls/live/x/index.m3u8?ll=0", "/hls/live/x/plain.m3u8"] {
-        let text = get(&node, plain).text();
+        let text = get(node.http, plain).text();
         assert!(
             text.contains("#EXTINF") && !text.contains("#EXT-X-PART"),
             "{plain}:\n{text}"
@@ -143,7 +94,7 @@ fn ffprobe_and_ffmpeg_read_the_ll_playlist_and_blocking_reload_works() {
     }
 
     // The multivariant playlist names the LL one with its codecs.
-    let master = get(&node, "/hls/live/x/master.m3u8").text();
+    let master = get(node.http, "/hls/live/x/master.m3u8").text();
     assert!(
         master.contains("CODECS=\"avc1.")
             && master.contains("mp4a.40.2")
@@ -153,7 +104,7 @@ fn ffprobe_and_ffmpeg_read_the_ll_playlist_and_blocking_reload_works() {
 
     // Media: immutable, CORS; the hinted part is held until it exists.
     let init = get(
-        &node,
+        node.http,
         &format!("/hls/live/x/{}", uri_of(&playlist, "#EXT-X-MAP")),
     );
     assert_eq!(init.status, 200);
@@ -163,16 +114,19 @@ fn ffprobe_and_ffmpeg_read_the_ll_playlist_and_blocking_reload_works() {
     );
     assert_eq!(init.header("access-control-allow-origin"), "*");
     assert_eq!(&init.body[4..8], b"ftyp");
-    let hint = uri_of(&get(&node, index).text(), "#EXT-X-PRELOAD-HINT");
-    let part = get(&node, &format!("/hls/live/x/{hint}"));
+    let hint = uri_of(&get(node.http, index).text(), "#EXT-X-PRELOAD-HINT");
+    let part = get(node.http, &format!("/hls/live/x/{hint}"));
     assert_eq!(part.status, 200, "the hinted part {hint}");
     assert_eq!(&part.body[4..8], b"moof");
 
     // Blocking reload for the next part: it returns once that part (or, if the segment ended
     // first, the segment) is listed.
-    let (msn, index_now) = last_part(&get(&node, index).text());
+    let (msn, index_now) = last_part(&get(node.http, index).text());
     let next = index_now + 1;
-    let blocked = get(&node, &format!("{index}?_HLS_msn={msn}&_HLS_part={next}"));
+    let blocked = get(
+        node.http,
+        &format!("{index}?_HLS_msn={msn}&_HLS_part={next}"),
+    );
     assert_eq!(blocked.status, 200);
     let text = blocked.text();
     assert!(
@@ -187,19 +141,19 @@ fn ffprobe_and_ffmpeg_read_the_ll_playlist_and_blocking_reload_works() {
         format!("{index}?_HLS_part=1"),
     ] {
         let started = Instant::now();
-        let answer = get(&node, &bad);
+        let answer = get(node.http, &bad);
         assert_eq!(answer.status, 400, "{bad}: {}", answer.text());
         assert!(started.elapsed() < Duration::from_secs(5), "{bad} was held");
     }
     // Unknown stream, unknown prefix, unknown file.
-    assert_eq!(get(&node, "/hls/live/nobody/index.m3u8").status, 404);
+    assert_eq!(get(node.http, "/hls/live/nobody/index.m3u8").status, 404);
     assert_eq!(
-        get(&node, "/hls/live/x/AAAAAAAAAAAAAAAA/init.mp4").status,
+        get(node.http, "/hls/live/x/AAAAAAAAAAAAAAAA/init.mp4").status,
         404
     );
     let prefix = hint.split('/').next().expect("a prefix");
     assert_eq!(
-        get(&node, &format!("/hls/live/x/{prefix}/s01.m4s")).status,
+        get(node.http, &format!("/hls/live/x/{prefix}/s01.m4s")).status,
         404
     );
 
@@ -288,7 +242,7 @@ fn a_publisher_restart_changes_the_prefix_and_reuses_no_name() {
     let before = uri_of(&first_playlist, "#EXT-X-MAP");
     stop(first);
     wait_for(Duration::from_secs(10), || {
-        (get(&node, index).status == 404).then_some(())
+        (get(node.http, index).status == 404).then_some(())
     })
     .expect("the playlist goes once the publisher left");
     let second = publish(&source, &node.url("live/again"));
@@ -310,15 +264,21 @@ fn a_publisher_restart_changes_the_prefix_and_reuses_no_name() {
             "{name} named two publishes' media"
         );
     }
-    assert_eq!(get(&node, &format!("/hls/live/again/{before}")).status, 404);
-    assert_eq!(get(&node, &format!("/hls/live/again/{after}")).status, 200);
+    assert_eq!(
+        get(node.http, &format!("/hls/live/again/{before}")).status,
+        404
+    );
+    assert_eq!(
+        get(node.http, &format!("/hls/live/again/{after}")).status,
+        200
+    );
     // The new publish's media plays: its first listed segment is served.
     let segment = new_names
         .iter()
         .find(|n| n.ends_with(".m4s") && n.contains("/s"))
         .expect("a segment listed");
     assert_eq!(
-        get(&node, &format!("/hls/live/again/{segment}")).status,
+        get(node.http, &format!("/hls/live/again/{segment}")).status,
         200
     );
     stop(second);
@@ -370,16 +330,7 @@ fn long_gop_flv(dir: &std::path::Path) -> std::path::PathBuf {
 
 /// `ffmpeg -readrate 8 -i source -c copy -f flv url` in the background.
 fn publish_fast(source: &std::path::Path, url: &str) -> Child {
-    Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-readrate", "8", "-i"])
-        .arg(source)
-        .args(["-c", "copy", "-f", "flv"])
-        .arg(url)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start ffmpeg")
+    support::media::publish_paced(source, url, &["-readrate", "8"])
 }
 
 #[test]
@@ -417,7 +368,7 @@ fn hls_windows_count_in_the_budget_and_a_full_core_refuses_new_publishers() {
                 && !l.ends_with(" 0")),
         "the refusal is counted"
     );
-    assert_eq!(get(&node, "/hls/live/big/index.m3u8").status, 200);
+    assert_eq!(get(node.http, "/hls/live/big/index.m3u8").status, 200);
     // The stream gone, its window is released and the core admits again.
     assert!(
         support::media::wait_exit(&mut publisher, Duration::from_secs(60)).is_some(),
@@ -494,24 +445,13 @@ fn a_long_gop_stream_keeps_hls_memory_within_its_window() {
 #[test]
 fn an_edge_pulls_a_stream_for_its_hls_viewers_and_serves_it() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let pull = format!("127.0.0.1:{}", free_port());
-    let origin = Node::start(
-        2,
-        &format!("[cluster]\npull_listen = \"{pull}\"\n"),
-        dir.path(),
-    );
+    let (origin, pull) = pull_origin(2, "", dir.path());
     let edge_dir = tempfile::tempdir().expect("temp dir");
-    let edge = Node::start(
-        2,
-        &format!(
-            "[cluster]\nrole = \"edge\"\nupstreams = [\"{pull}\"]\nretry_max_secs = 1\nconnect_timeout_secs = 1\nnegative_cache_secs = 1\n[http]\nrequest_timeout_secs = 4\n"
-        ),
-        edge_dir.path(),
-    );
+    let edge = Node::start(2, &fast_edge_config(&pull), edge_dir.path());
     // Before the publish: the request is held (3 s) while the edge asks upstream, then 404;
     // requests after the publish get the stream.
     let started = Instant::now();
-    assert_eq!(get(&edge, "/hls/live/far/index.m3u8").status, 404);
+    assert_eq!(get(edge.http, "/hls/live/far/index.m3u8").status, 404);
     assert!(
         started.elapsed() < Duration::from_secs(8),
         "held past the hold"
@@ -521,7 +461,7 @@ fn an_edge_pulls_a_stream_for_its_hls_viewers_and_serves_it() {
     let playlist = live_playlist(&edge, "/hls/live/far/index.m3u8", 2);
     assert!(playlist.contains("#EXT-X-PRELOAD-HINT"), "{playlist}");
     let init = get(
-        &edge,
+        edge.http,
         &format!("/hls/live/far/{}", uri_of(&playlist, "#EXT-X-MAP")),
     );
     assert_eq!(init.status, 200);
@@ -530,7 +470,10 @@ fn an_edge_pulls_a_stream_for_its_hls_viewers_and_serves_it() {
         .rev()
         .find(|l| l.ends_with(".m4s") && !l.starts_with('#'))
         .expect("a segment");
-    assert_eq!(get(&edge, &format!("/hls/live/far/{segment}")).status, 200);
+    assert_eq!(
+        get(edge.http, &format!("/hls/live/far/{segment}")).status,
+        200
+    );
     // The origin's own muxer is another publish with its own prefix.
     let origin_playlist = live_playlist(&origin, "/hls/live/far/index.m3u8", 1);
     assert_ne!(
@@ -595,28 +538,8 @@ fn hls_can_be_turned_off() {
         (status == 200 && body.contains("\"off\"")).then_some(())
     })
     .expect("the stream goes live");
-    assert_eq!(get(&node, "/hls/live/off/index.m3u8").status, 404);
+    assert_eq!(get(node.http, "/hls/live/off/index.m3u8").status, 404);
     stop(publisher);
-}
-
-/// A play token for `live/{stream}` signed with `secret` under `k1`.
-fn play_token(secret: &str, stream: &str) -> String {
-    use corecast_common::token::{Action, Claims, Key, KeyState, Keyring};
-    let ring =
-        Keyring::new(vec![Key::new("k1", secret.as_bytes(), KeyState::Active)]).expect("keyring");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs();
-    ring.sign(&Claims {
-        key_id: "k1".to_owned(),
-        action: Action::Play,
-        app: "live".to_owned(),
-        stream: stream.to_owned(),
-        not_before: now - 60,
-        expires: now + 3600,
-    })
-    .expect("signed")
 }
 
 #[test]
@@ -643,21 +566,28 @@ fn play_tokens_guard_the_playlists_not_the_media() {
             play_token("another-secret-entirely-000000000", "paid")
         ),
     ] {
-        let answer = get(&node, &refused);
+        let answer = get(node.http, &refused);
         assert_eq!(answer.status, 403, "{refused}: {}", answer.text());
         assert!(!answer.text().contains(&token));
     }
-    let master = get(&node, &format!("/hls/live/paid/master.m3u8?token={token}")).text();
+    let master = get(
+        node.http,
+        &format!("/hls/live/paid/master.m3u8?token={token}"),
+    )
+    .text();
     assert!(
         master.contains(&format!("\nindex.m3u8?token={token}\n")),
         "{master}"
     );
     // With the token, blocking directives work as before; media needs no token.
     let (msn, part) = last_part(&playlist);
-    let blocked = get(&node, &format!("{index}&_HLS_msn={msn}&_HLS_part={part}"));
+    let blocked = get(
+        node.http,
+        &format!("{index}&_HLS_msn={msn}&_HLS_part={part}"),
+    );
     assert_eq!(blocked.status, 200);
     let init = format!("/hls/live/paid/{}", uri_of(&playlist, "#EXT-X-MAP"));
-    assert_eq!(get(&node, &init).status, 200);
+    assert_eq!(get(node.http, &init).status, 200);
     stop(publisher);
 }
 
@@ -724,6 +654,41 @@ fn enhanced_video(fourcc: &[u8; 4], keyframe: bool, packet_type: u8, data: &[u8]
     body.extend_from_slice(fourcc);
     body.extend_from_slice(data);
     body
+}
+
+/// Asserts that `live/{stream}` is served as HLS in the codec published: its multivariant
+/// playlist names `codecs` (a prefix of the `CODECS` value) with a measured bit rate, its
+/// media playlist lists 3 segments, and ffprobe reads `codec` tagged `tag` from it.
+fn served_as(node: &Node, stream: &str, codecs: &str, codec: &str, tag: &str) {
+    let master = wait_for(Duration::from_secs(20), || {
+        let answer = get(node.http, &format!("/hls/live/{stream}/master.m3u8"));
+        (answer.status == 200).then(|| answer.text())
+    })
+    .expect("the multivariant playlist");
+    assert!(master.contains(&format!("CODECS=\"{codecs}")), "{master}");
+    assert!(
+        !master.contains("BANDWIDTH=1,"),
+        "a measured bit rate: {master}"
+    );
+    live_playlist(node, &format!("/hls/live/{stream}/index.m3u8"), 3);
+    let probe = output_with_deadline(
+        Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-show_entries",
+                "stream=codec_name,codec_tag_string",
+            ])
+            .args(["-of", "csv=p=0"])
+            .arg(format!("http://{}/hls/live/{stream}/index.m3u8", node.http)),
+        Duration::from_secs(60),
+    );
+    let streams = String::from_utf8_lossy(&probe.stdout);
+    assert!(
+        probe.status.success() && streams.contains(codec) && streams.contains(tag),
+        "ffprobe: {streams} {}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
 }
 
 #[test]
@@ -794,35 +759,7 @@ fn hevc_over_enhanced_rtmp_is_served_as_hvc1() {
     assert!(frames >= 290, "{frames} pictures");
 
     // The stream stays published (the client is connected) while it is read.
-    let master = wait_for(Duration::from_secs(20), || {
-        let answer = get(&node, "/hls/live/hevc/master.m3u8");
-        (answer.status == 200).then(|| answer.text())
-    })
-    .expect("the multivariant playlist");
-    assert!(master.contains("CODECS=\"hvc1."), "{master}");
-    assert!(
-        !master.contains("BANDWIDTH=1,"),
-        "a measured bit rate: {master}"
-    );
-    live_playlist(&node, "/hls/live/hevc/index.m3u8", 3);
-    let probe = output_with_deadline(
-        Command::new("ffprobe")
-            .args([
-                "-v",
-                "error",
-                "-show_entries",
-                "stream=codec_name,codec_tag_string",
-            ])
-            .args(["-of", "csv=p=0"])
-            .arg(format!("http://{}/hls/live/hevc/index.m3u8", node.http)),
-        Duration::from_secs(60),
-    );
-    let streams = String::from_utf8_lossy(&probe.stdout);
-    assert!(
-        probe.status.success() && streams.contains("hevc") && streams.contains("hvc1"),
-        "ffprobe: {streams} {}",
-        String::from_utf8_lossy(&probe.stderr)
-    );
+    served_as(&node, "hevc", "hvc1.", "hevc", "hvc1");
     drop(client);
 }
 
@@ -963,35 +900,7 @@ fn av1_over_enhanced_rtmp_is_served_as_av01() {
         "a keyframe a second"
     );
 
-    let master = wait_for(Duration::from_secs(20), || {
-        let answer = get(&node, "/hls/live/av1/master.m3u8");
-        (answer.status == 200).then(|| answer.text())
-    })
-    .expect("the multivariant playlist");
-    assert!(master.contains("CODECS=\"av01.0."), "{master}");
-    assert!(
-        !master.contains("BANDWIDTH=1,"),
-        "a measured bit rate: {master}"
-    );
-    live_playlist(&node, "/hls/live/av1/index.m3u8", 3);
-    let probe = output_with_deadline(
-        Command::new("ffprobe")
-            .args([
-                "-v",
-                "error",
-                "-show_entries",
-                "stream=codec_name,codec_tag_string",
-            ])
-            .args(["-of", "csv=p=0"])
-            .arg(format!("http://{}/hls/live/av1/index.m3u8", node.http)),
-        Duration::from_secs(60),
-    );
-    let streams = String::from_utf8_lossy(&probe.stdout);
-    assert!(
-        probe.status.success() && streams.contains("av1") && streams.contains("av01"),
-        "ffprobe: {streams} {}",
-        String::from_utf8_lossy(&probe.stderr)
-    );
+    served_as(&node, "av1", "av01.0.", "av1", "av01");
     drop(client);
 }
 
@@ -999,22 +908,16 @@ fn av1_over_enhanced_rtmp_is_served_as_av01() {
 fn an_edge_core_over_its_budget_starts_no_muxer_and_the_stream_still_flows() {
     let dir = tempfile::tempdir().expect("temp dir");
     let source = long_gop_flv(dir.path());
-    let pull = format!("127.0.0.1:{}", free_port());
-    let origin = Node::start(
-        1,
-        &format!("[cluster]\npull_listen = \"{pull}\"\n[hls]\nenabled = false\n"),
-        dir.path(),
-    );
+    let (origin, pull) = pull_origin(1, "[hls]\nenabled = false\n", dir.path());
     // One core with the smallest budget; a window of 10 + 3 three-second segments of the
     // long-GOP stream holds about twice that.
     let edge_dir = tempfile::tempdir().expect("temp dir");
     let edge = Node::start(
         1,
         &format!(
-            "[node]\nmemory_budget_bytes = 16777216\n\
-             [cluster]\nrole = \"edge\"\nupstreams = [\"{pull}\"]\nretry_max_secs = 1\n\
-             connect_timeout_secs = 1\nnegative_cache_secs = 1\n[http]\nrequest_timeout_secs = 4\n\
-             [hls]\nwindow_segments = 10\nsegment_target_ms = 1000\npart_target_ms = 250\n"
+            "[node]\nmemory_budget_bytes = 16777216\n{}\
+             [hls]\nwindow_segments = 10\nsegment_target_ms = 1000\npart_target_ms = 250\n",
+            fast_edge_config(&pull)
         ),
         edge_dir.path(),
     );
@@ -1022,12 +925,12 @@ fn an_edge_core_over_its_budget_starts_no_muxer_and_the_stream_still_flows() {
     let small = publish(&shared_flv(40), &origin.url("live/small"));
     // HLS requests make the edge pull the big stream; its window fills the edge's budget.
     wait_for(Duration::from_secs(60), || {
-        let _ = get(&edge, "/hls/live/big/index.m3u8");
+        let _ = get(edge.http, "/hls/live/big/index.m3u8");
         (accounted(&edge) > 16_777_216.0).then_some(())
     })
     .expect("the big stream's window fills the edge's budget");
     // The small stream is pulled, but gets no muxer: its HLS is 404 within the hold ...
-    assert_eq!(get(&edge, "/hls/live/small/index.m3u8").status, 404);
+    assert_eq!(get(edge.http, "/hls/live/small/index.m3u8").status, 404);
     edge.wait_log(Duration::from_secs(10), |l| {
         l.contains("hls muxer not started") && l.contains("live/small")
     })
@@ -1053,7 +956,7 @@ fn an_edge_core_over_its_budget_starts_no_muxer_and_the_stream_still_flows() {
         "{} FLV bytes",
         flv.stdout.len()
     );
-    assert_eq!(get(&edge, "/hls/live/big/index.m3u8").status, 200);
+    assert_eq!(get(edge.http, "/hls/live/big/index.m3u8").status, 200);
     kill_and_reap(&mut big);
     stop(small);
 }

@@ -12,9 +12,12 @@ use std::time::{Duration, Instant};
 
 use support::client::closed_within;
 use support::media::Packet;
-use support::media::{from_first_keyframe, packets, publish, shared_flv, stderr_of, wait_exit};
-use support::node::{is_line, Node};
+use support::media::{
+    from_first_keyframe, packets, publish, publish_paced, shared_flv, stderr_of, wait_exit,
+};
+use support::node::{errors_in, is_line, Node};
 use support::process::{connect, kill_and_reap, output_with_deadline};
+use support::token::play_token_between;
 
 /// Publishes `src` to `live/{name}` (in real time) and waits until the node has it.
 fn publish_live(node: &Node, src: &Path, name: &str) -> std::process::Child {
@@ -153,15 +156,7 @@ fn own_paths_and_unknown_streams_are_refused() {
     // The API and health keep their paths.
     assert_eq!(node.http_request("GET", "/healthz", None).0, 200);
     let metrics = node.http_request("GET", "/metrics", None).1;
-    let counted = |kind: &str| -> f64 {
-        metrics
-            .lines()
-            .filter(|l| {
-                l.starts_with("corecast_errors_total{") && l.contains(&format!("kind=\"{kind}\""))
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
+    let counted = |kind: &str| errors_in(&metrics, kind);
     assert_eq!(
         counted("http_flv_reserved_app"),
         7.0,
@@ -258,16 +253,7 @@ fn stalled_viewer_is_cut(request: &str, answered: &str) {
 
     // The publisher pushes the whole file as fast as it can (no -re); the viewer reads the
     // head and a few bytes, then nothing.
-    let mut publisher = std::process::Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-i"])
-        .arg(&noise)
-        .args(["-c", "copy", "-f", "flv"])
-        .arg(node.url("live/noise"))
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start ffmpeg");
+    let mut publisher = publish_paced(&noise, &node.url("live/noise"), &[]);
     node.wait_log(Duration::from_secs(20), |l| {
         is_line(l, "publish", "live/noise")
     })
@@ -353,6 +339,43 @@ open(out, "wb").write(b"".join(chunks))
 print(len(chunks))
 "#;
 
+/// Runs [`WS_CLIENT`] on `url` for `seconds` (trusting `ca` for wss) and asserts that it
+/// ended well; what it received is in `out`.
+fn ws_client(url: &str, out: &Path, seconds: u32, ca: Option<&Path>) {
+    let mut command = Command::new(tools_python());
+    command
+        .args(["-c", WS_CLIENT])
+        .arg(url)
+        .arg(out)
+        .arg(seconds.to_string());
+    if let Some(ca) = ca {
+        command.arg(ca);
+    }
+    let client = output_with_deadline(&mut command, Duration::from_secs(30));
+    assert!(
+        client.status.success(),
+        "the WebSocket client failed on {url}: {}",
+        String::from_utf8_lossy(&client.stderr)
+    );
+}
+
+/// Asks for a WebSocket upgrade of `path` with this version and key; the start of the
+/// answer (its first 64 bytes at most, within 10 s).
+fn ws_handshake(node: &Node, path: &str, version: u8, key: &str) -> String {
+    let mut raw = connect(node.http).expect("connect");
+    write!(
+        raw,
+        "GET {path} HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: {version}\r\nSec-WebSocket-Key: {key}\r\n\r\n"
+    )
+    .expect("request");
+    raw.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut answer = [0u8; 64];
+    let n = raw.read(&mut answer).expect("answer");
+    String::from_utf8_lossy(&answer[..n]).into_owned()
+}
+
 /// The Python of the tools venv.
 fn tools_python() -> PathBuf {
     let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/venv/bin/python");
@@ -424,19 +447,11 @@ fn https_and_wss_serve_the_same_flv_with_the_rtmps_certificate() {
     assert_flv_window(&src, &https, dir.path());
 
     let wss = dir.path().join("wss.flv");
-    let client = output_with_deadline(
-        Command::new(tools_python())
-            .args(["-c", WS_CLIENT])
-            .arg(format!("wss://localhost:{}/live/tls.flv", node.http.port()))
-            .arg(&wss)
-            .arg("4")
-            .arg(&ca_file),
-        Duration::from_secs(30),
-    );
-    assert!(
-        client.status.success(),
-        "the wss client failed: {}",
-        String::from_utf8_lossy(&client.stderr)
+    ws_client(
+        &format!("wss://localhost:{}/live/tls.flv", node.http.port()),
+        &wss,
+        4,
+        Some(&ca_file),
     );
     assert_flv_window(&src, &wss, dir.path());
     kill_and_reap(&mut publisher);
@@ -449,41 +464,15 @@ fn a_websocket_client_gets_the_same_flv_in_binary_messages() {
     let node = Node::start(2, "", dir.path());
     let mut publisher = publish_live(&node, &src, "ws");
     let got = dir.path().join("ws.flv");
-    let client = output_with_deadline(
-        Command::new(tools_python())
-            .args(["-c", WS_CLIENT])
-            .arg(format!("ws://{}/live/ws.flv", node.http))
-            .arg(&got)
-            .arg("4"),
-        Duration::from_secs(30),
-    );
-    assert!(
-        client.status.success(),
-        "the WebSocket client failed: {}",
-        String::from_utf8_lossy(&client.stderr)
-    );
+    ws_client(&format!("ws://{}/live/ws.flv", node.http), &got, 4, None);
     assert_flv_window(&src, &got, dir.path());
     node.wait_log(Duration::from_secs(10), |l| {
         l.contains("http-flv closed") && l.contains("stream=live/ws") && l.contains("peer_closed")
     })
     .expect("the client's Close ends the viewer");
     // A bad handshake is refused with 400.
-    let mut raw = connect(node.http).expect("connect");
-    write!(
-        raw,
-        "GET /live/ws.flv HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Version: 8\r\nSec-WebSocket-Key: x\r\n\r\n"
-    )
-    .expect("request");
-    raw.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    let mut answer = [0u8; 64];
-    let n = raw.read(&mut answer).expect("answer");
-    assert!(
-        answer[..n].starts_with(b"HTTP/1.1 400"),
-        "{}",
-        String::from_utf8_lossy(&answer[..n])
-    );
+    let answer = ws_handshake(&node, "/live/ws.flv", 8, "x");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     kill_and_reap(&mut publisher);
 }
 
@@ -502,21 +491,9 @@ fn curl_for(url: &str, seconds: u32) -> Vec<u8> {
 #[test]
 fn an_edge_pulls_a_stream_for_its_flv_viewers_and_404s_what_the_origin_lacks() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let pull = format!("127.0.0.1:{}", support::node::free_port());
-    let origin = Node::start(
-        2,
-        &format!("[cluster]\npull_listen = \"{pull}\"\n"),
-        dir.path(),
-    );
+    let (origin, pull) = support::node::pull_origin(2, "", dir.path());
     let edge_dir = tempfile::tempdir().expect("temp dir");
-    let edge = Node::start(
-        2,
-        &format!(
-            "[cluster]\nrole = \"edge\"\nupstreams = [\"{pull}\"]\nretry_max_secs = 1\n\
-             connect_timeout_secs = 1\nnegative_cache_secs = 1\n[http]\nrequest_timeout_secs = 4\n"
-        ),
-        edge_dir.path(),
-    );
+    let edge = Node::start(2, &support::node::fast_edge_config(&pull), edge_dir.path());
     // Nothing published: the edge asks upstream, then answers 404 within the hold (3 s).
     let started = Instant::now();
     let (status, body) = edge.http_request("GET", "/live/far.flv", None);
@@ -556,19 +533,7 @@ fn an_edge_pulls_a_stream_for_its_flv_viewers_and_404s_what_the_origin_lacks() {
     );
     // WebSocket-FLV on the edge too.
     let ws = dir.path().join("edge-ws.flv");
-    let client = output_with_deadline(
-        Command::new(tools_python())
-            .args(["-c", WS_CLIENT])
-            .arg(format!("ws://{}/live/far.flv", edge.http))
-            .arg(&ws)
-            .arg("3"),
-        Duration::from_secs(30),
-    );
-    assert!(
-        client.status.success(),
-        "the WebSocket client failed: {}",
-        String::from_utf8_lossy(&client.stderr)
-    );
+    ws_client(&format!("ws://{}/live/far.flv", edge.http), &ws, 3, None);
     let ws_bytes = std::fs::read(&ws).expect("ws output");
     assert!(ws_bytes.len() > 10_000 && ws_bytes.starts_with(b"FLV"));
     kill_and_reap(&mut publisher);
@@ -576,27 +541,6 @@ fn an_edge_pulls_a_stream_for_its_flv_viewers_and_404s_what_the_origin_lacks() {
 
 /// The FLV file header every viewer gets first.
 const FLV_HEADER_BYTES: [u8; 13] = [b'F', b'L', b'V', 1, 0x05, 0, 0, 0, 9, 0, 0, 0, 0];
-
-/// A play token for `live/{stream}` signed with `secret` under `k1`, valid from
-/// `not_before` to `expires` (seconds from now).
-fn play_token(secret: &str, stream: &str, not_before: i64, expires: i64) -> String {
-    use corecast_common::token::{Action, Claims, Key, KeyState, Keyring};
-    let ring =
-        Keyring::new(vec![Key::new("k1", secret.as_bytes(), KeyState::Active)]).expect("keyring");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs() as i64;
-    ring.sign(&Claims {
-        key_id: "k1".to_owned(),
-        action: Action::Play,
-        app: "live".to_owned(),
-        stream: stream.to_owned(),
-        not_before: (now + not_before) as u64,
-        expires: (now + expires) as u64,
-    })
-    .expect("signed")
-}
 
 #[test]
 fn play_tokens_guard_http_flv_and_websocket_flv() {
@@ -609,7 +553,7 @@ fn play_tokens_guard_http_flv_and_websocket_flv() {
     let node = Node::start(2, &config, dir.path());
     let src = shared_flv(40);
     let mut publisher = publish_live(&node, &src, "paid");
-    let good = play_token(SECRET, "paid", -60, 3600);
+    let good = play_token_between(SECRET, "paid", -60, 3600);
     let refused = [
         ("none", "/live/paid.flv".to_owned()),
         ("forged", "/live/paid.flv?token=forged".to_owned()),
@@ -617,21 +561,21 @@ fn play_tokens_guard_http_flv_and_websocket_flv() {
             "expired",
             format!(
                 "/live/paid.flv?token={}",
-                play_token(SECRET, "paid", -7200, -3600)
+                play_token_between(SECRET, "paid", -7200, -3600)
             ),
         ),
         (
             "other stream",
             format!(
                 "/live/paid.flv?token={}",
-                play_token(SECRET, "other", -60, 3600)
+                play_token_between(SECRET, "other", -60, 3600)
             ),
         ),
         (
             "other key",
             format!(
                 "/live/paid.flv?token={}",
-                play_token("another-secret-entirely-000000000", "paid", -60, 3600)
+                play_token_between("another-secret-entirely-000000000", "paid", -60, 3600)
             ),
         ),
     ];
@@ -641,22 +585,8 @@ fn play_tokens_guard_http_flv_and_websocket_flv() {
         assert!(!body.contains(&good), "{what}: no token echoed");
     }
     // A WebSocket request without a token is refused before any upgrade.
-    let mut raw = connect(node.http).expect("connect");
-    write!(
-        raw,
-        "GET /live/paid.flv HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-    )
-    .expect("request");
-    raw.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    let mut answer = [0u8; 64];
-    let n = raw.read(&mut answer).expect("answer");
-    assert!(
-        answer[..n].starts_with(b"HTTP/1.1 403"),
-        "{}",
-        String::from_utf8_lossy(&answer[..n])
-    );
+    let answer = ws_handshake(&node, "/live/paid.flv", 13, "dGhlIHNhbXBsZSBub25jZQ==");
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
     // With the token: the stream, over HTTP and over WebSocket.
     let got = curl_for(&flv_url(&node, &format!("live/paid.flv?token={good}")), 3);
     assert!(
@@ -665,18 +595,11 @@ fn play_tokens_guard_http_flv_and_websocket_flv() {
         got.len()
     );
     let ws = dir.path().join("paid-ws.flv");
-    let client = output_with_deadline(
-        Command::new(tools_python())
-            .args(["-c", WS_CLIENT])
-            .arg(format!("ws://{}/live/paid.flv?token={good}", node.http))
-            .arg(&ws)
-            .arg("3"),
-        Duration::from_secs(30),
-    );
-    assert!(
-        client.status.success(),
-        "{}",
-        String::from_utf8_lossy(&client.stderr)
+    ws_client(
+        &format!("ws://{}/live/paid.flv?token={good}", node.http),
+        &ws,
+        3,
+        None,
     );
     assert!(std::fs::read(&ws).expect("ws output").len() > 10_000);
     // Refusals are logged and counted by reason, in both families.
@@ -713,16 +636,7 @@ fn a_stalled_viewer_does_not_hold_back_one_that_reads() {
         dir.path(),
     );
     // Twice real time (15 s): a viewer that reads keeps up, one that stalls does not.
-    let mut publisher = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-readrate", "2", "-i"])
-        .arg(&noise)
-        .args(["-c", "copy", "-f", "flv"])
-        .arg(node.url("live/noise"))
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start ffmpeg");
+    let mut publisher = publish_paced(&noise, &node.url("live/noise"), &["-readrate", "2"]);
     node.wait_log(Duration::from_secs(20), |l| {
         is_line(l, "publish", "live/noise")
     })
@@ -781,11 +695,7 @@ fn a_stalled_viewer_does_not_hold_back_one_that_reads() {
 
 /// `[auth]` with a play callback at `receiver` for the app `live` (publishing is open).
 fn play_callback_config(receiver: &support::callback::Receiver, timeout_ms: u64) -> String {
-    format!(
-        "[auth]\ncallback_url = \"http://{}/auth\"\ncallback_timeout_ms = {timeout_ms}\n\
-         [[auth.apps]]\nname = \"live\"\npublish = \"open\"\nplay = \"callback\"\n",
-        receiver.addr
-    )
+    receiver.auth_config("/auth", timeout_ms, "open", "callback")
 }
 
 #[test]

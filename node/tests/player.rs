@@ -6,69 +6,15 @@
 
 mod support;
 
-use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::media::shared_flv;
+use support::http::get;
+use support::media::{publish_looping, shared_flv};
 use support::node::Node;
-use support::process::{connect, kill_and_reap, output_with_deadline};
-
-/// What a GET answered.
-struct Answer {
-    status: u16,
-    headers: HashMap<String, String>,
-    body: String,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> &str {
-        self.headers.get(name).map_or("", String::as_str)
-    }
-}
-
-/// `GET path` on the node's HTTP port (every answer here has a `Content-Length` body).
-fn get(node: &Node, path: &str) -> Answer {
-    let mut s = connect(node.http).expect("http connect");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-    )
-    .expect("http write");
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("http read");
-    let raw = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = raw.split_once("\r\n\r\n").expect("a response head");
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .expect("status code");
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    Answer {
-        status,
-        headers,
-        body: body.to_owned(),
-    }
-}
-
-/// `corecast_errors_total{kind}` summed over cores.
-fn errors_counted(node: &Node, kind: &str) -> f64 {
-    let metrics = node.http_request("GET", "/metrics", None).1;
-    metrics
-        .lines()
-        .filter(|l| {
-            l.starts_with("corecast_errors_total{") && l.contains(&format!("kind=\"{kind}\""))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
+use support::process::{output_with_deadline, Reaped};
+use support::token::play_token;
 
 /// A node whose players' files are small stand-ins in `dir/node_modules` (so these tests do
 /// not need npm), or, with `installed = false`, a folder without them.
@@ -101,8 +47,8 @@ fn asset_url(page: &str, name: &str) -> String {
 fn the_page_has_a_strict_policy_and_its_scripts_are_typed_and_cached_by_version() {
     let dir = tempfile::tempdir().expect("temp dir");
     let node = node_with_assets(dir.path(), true);
-    let page = get(&node, "/play/live/x");
-    assert_eq!(page.status, 200, "{}", page.body);
+    let page = get(node.http, "/play/live/x");
+    assert_eq!(page.status, 200, "{}", page.text());
     assert_eq!(page.header("content-type"), "text/html; charset=utf-8");
     let csp = page.header("content-security-policy");
     for directive in [
@@ -127,8 +73,8 @@ fn the_page_has_a_strict_policy_and_its_scripts_are_typed_and_cached_by_version(
         ("player.js", "text/javascript", None),
         ("player.css", "text/css", None),
     ] {
-        let url = asset_url(&page.body, name);
-        let asset = get(&node, &url);
+        let url = asset_url(&page.text(), name);
+        let asset = get(node.http, &url);
         assert_eq!(asset.status, 200, "{url}");
         assert_eq!(
             asset.header("content-type"),
@@ -142,14 +88,14 @@ fn the_page_has_a_strict_policy_and_its_scripts_are_typed_and_cached_by_version(
         );
         assert_eq!(asset.header("x-content-type-options"), "nosniff");
         if let Some(body) = body {
-            assert_eq!(asset.body, body, "{url}");
+            assert_eq!(asset.text(), body, "{url}");
         }
         // Without its current version the same bytes are not cached for long.
-        let bare = get(&node, &format!("/play/assets/{name}"));
+        let bare = get(node.http, &format!("/play/assets/{name}"));
         assert_eq!(bare.status, 200);
         assert_eq!(bare.header("cache-control"), "no-cache", "{name}");
     }
-    assert_eq!(get(&node, "/play/assets/nothing.js").status, 404);
+    assert_eq!(get(node.http, "/play/assets/nothing.js").status, 404);
 }
 
 #[test]
@@ -157,20 +103,20 @@ fn reserved_apps_and_impossible_names_are_refused_logged_and_counted() {
     let dir = tempfile::tempdir().expect("temp dir");
     let node = node_with_assets(dir.path(), true);
     for app in ["api", "hls", "play", "console", "metrics"] {
-        let answer = get(&node, &format!("/play/{app}/x"));
-        assert_eq!(answer.status, 404, "/play/{app}/x: {}", answer.body);
+        let answer = get(node.http, &format!("/play/{app}/x"));
+        assert_eq!(answer.status, 404, "/play/{app}/x: {}", answer.text());
     }
     for path in [
         "/play/live/a%0Ab",
         "/play/live/a%2Fb",
         &format!("/play/live/{}", "n".repeat(300)),
     ] {
-        assert_eq!(get(&node, path).status, 400, "{path}");
+        assert_eq!(get(node.http, path).status, 400, "{path}");
     }
     // A stream that is not live (yet) is no refusal: the page waits for it.
-    assert_eq!(get(&node, "/play/live/not-yet").status, 200);
-    assert_eq!(errors_counted(&node, "player_reserved_app"), 5.0);
-    assert_eq!(errors_counted(&node, "player_bad_name"), 3.0);
+    assert_eq!(get(node.http, "/play/live/not-yet").status, 200);
+    assert_eq!(node.errors_counted("player_reserved_app"), 5.0);
+    assert_eq!(node.errors_counted("player_bad_name"), 3.0);
     assert!(
         node.wait_log(Duration::from_secs(5), |l| l
             .contains("player page refused")
@@ -184,29 +130,29 @@ fn reserved_apps_and_impossible_names_are_refused_logged_and_counted() {
 fn missing_player_files_are_a_503_page_naming_npm_ci_and_check_warns() {
     let dir = tempfile::tempdir().expect("temp dir");
     let node = node_with_assets(dir.path(), false);
-    let page = get(&node, "/play/live/x");
-    assert_eq!(page.status, 503, "{}", page.body);
+    let page = get(node.http, "/play/live/x");
+    assert_eq!(page.status, 503, "{}", page.text());
     assert_eq!(page.header("content-type"), "text/html; charset=utf-8");
     assert!(
-        page.body.contains("npm ci --prefix player"),
+        page.text().contains("npm ci --prefix player"),
         "{}",
-        page.body
+        page.text()
     );
     assert!(
-        page.body.contains("hls.js/dist/hls.min.js"),
+        page.text().contains("hls.js/dist/hls.min.js"),
         "{}",
-        page.body
+        page.text()
     );
-    let script = get(&node, "/play/assets/hls.min.js");
+    let script = get(node.http, "/play/assets/hls.min.js");
     assert_eq!(script.status, 503);
     assert!(
-        script.body.contains("npm ci --prefix player"),
+        script.text().contains("npm ci --prefix player"),
         "{}",
-        script.body
+        script.text()
     );
     // The page's own files are built in.
-    assert_eq!(get(&node, "/play/assets/player.js").status, 200);
-    assert_eq!(errors_counted(&node, "player_assets_missing"), 2.0);
+    assert_eq!(get(node.http, "/play/assets/player.js").status, 200);
+    assert_eq!(node.errors_counted("player_assets_missing"), 2.0);
     assert!(
         node.wait_log(Duration::from_secs(5), |l| l.contains("WARN")
             && l.contains("npm ci --prefix player"))
@@ -240,14 +186,17 @@ fn missing_player_files_are_a_503_page_naming_npm_ci_and_check_warns() {
 fn the_page_off_is_a_404() {
     let dir = tempfile::tempdir().expect("temp dir");
     let node = Node::start(1, "[player_page]\nenabled = false\n", dir.path());
-    assert_eq!(get(&node, "/play/live/x").status, 404);
-    assert_eq!(get(&node, "/play/assets/player.js").status, 404);
+    assert_eq!(get(node.http, "/play/live/x").status, 404);
+    assert_eq!(get(node.http, "/play/assets/player.js").status, 404);
 }
 
-/// The browser test needs Debian's chromium, `npm ci` in node/tests/console (playwright-core)
+/// The folder of play.mjs and the players' `node_modules`, once it is checked that they and
+/// the browser are there. The browser test needs Debian's chromium, `npm ci` in node/tests/console (playwright-core)
 /// and in player/ (hls.js, mpegts.js); scripts/install-deps.sh does all three. Missing, the
 /// test fails and says so: `make test` installs them first.
-fn require_browser(script_dir: &Path, players: &Path) {
+fn browser() -> (PathBuf, PathBuf) {
+    let script_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console");
+    let players = Path::new(env!("CARGO_MANIFEST_DIR")).join("../player/node_modules");
     let ready = Path::new("/usr/bin/chromium").exists()
         && script_dir.join("node_modules/playwright-core").exists()
         && players.join("hls.js/dist/hls.min.js").exists()
@@ -256,37 +205,7 @@ fn require_browser(script_dir: &Path, players: &Path) {
         ready,
         "chromium, playwright-core or the players missing: run scripts/install-deps.sh"
     );
-}
-
-/// A process killed and reaped when dropped, so a failed assertion leaves nothing running.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        kill_and_reap(&mut self.0);
-    }
-}
-
-/// ffmpeg publishing `file` over and over to `url`, in real time (until dropped).
-fn publish_looping(file: &Path, url: &str) -> Reaped {
-    let child = Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-stream_loop",
-            "-1",
-            "-re",
-            "-i",
-        ])
-        .arg(file)
-        .args(["-c", "copy", "-f", "flv", url])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start ffmpeg publisher");
-    Reaped(child)
+    (script_dir, players)
 }
 
 /// Plays `page` in Chromium until its video advanced 5 s: what play.mjs saw.
@@ -319,9 +238,7 @@ fn try_in_chromium(script_dir: &Path, page: &str, wait_secs: u64) -> (bool, serd
 
 #[test]
 fn chromium_plays_the_page_over_ll_hls_in_low_latency_mode_and_over_websocket_flv() {
-    let script_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console");
-    let players = Path::new(env!("CARGO_MANIFEST_DIR")).join("../player/node_modules");
-    require_browser(&script_dir, &players);
+    let (script_dir, players) = browser();
     let dir = tempfile::tempdir().expect("temp dir");
     let config = format!("[player_page]\nassets_dir = {:?}\n", players.display());
     let node = Node::start(1, &config, dir.path());
@@ -361,32 +278,10 @@ fn chromium_plays_the_page_over_ll_hls_in_low_latency_mode_and_over_websocket_fl
     drop(publisher);
 }
 
-/// A play token for `live/{stream}` signed with `secret` under `k1`.
-fn play_token(secret: &str, stream: &str) -> String {
-    use corecast_common::token::{Action, Claims, Key, KeyState, Keyring};
-    let ring =
-        Keyring::new(vec![Key::new("k1", secret.as_bytes(), KeyState::Active)]).expect("keyring");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs();
-    ring.sign(&Claims {
-        key_id: "k1".to_owned(),
-        action: Action::Play,
-        app: "live".to_owned(),
-        stream: stream.to_owned(),
-        not_before: now - 60,
-        expires: now + 3600,
-    })
-    .expect("signed")
-}
-
 #[test]
 fn the_page_passes_its_token_on_to_the_playlist() {
     const SECRET: &str = "k1-secret-for-the-player-tests-01";
-    let script_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console");
-    let players = Path::new(env!("CARGO_MANIFEST_DIR")).join("../player/node_modules");
-    require_browser(&script_dir, &players);
+    let (script_dir, players) = browser();
     let dir = tempfile::tempdir().expect("temp dir");
     let config = format!(
         "[player_page]\nassets_dir = {:?}\n[auth]\n[[auth.apps]]\nname = \"live\"\npublish = \"open\"\nplay = \"token\"\n[[auth.keys]]\nid = \"k1\"\nsecret = \"{SECRET}\"\nstate = \"active\"\n",
@@ -412,11 +307,9 @@ fn the_page_passes_its_token_on_to_the_playlist() {
 
 #[test]
 fn the_page_plays_on_after_a_publisher_restart() {
-    use std::io::{BufRead, BufReader};
+    use std::io::{BufRead, BufReader, Write};
     use std::sync::mpsc;
-    let script_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console");
-    let players = Path::new(env!("CARGO_MANIFEST_DIR")).join("../player/node_modules");
-    require_browser(&script_dir, &players);
+    let (script_dir, players) = browser();
     let dir = tempfile::tempdir().expect("temp dir");
     let config = format!("[player_page]\nassets_dir = {:?}\n", players.display());
     let node = Node::start(1, &config, dir.path());
@@ -467,9 +360,7 @@ fn the_page_plays_on_after_a_publisher_restart() {
 #[test]
 fn over_https_the_page_plays_ll_hls_and_websocket_flv_over_wss() {
     use support::tls::{rtmps_section, CertFiles, TestCa};
-    let script_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console");
-    let players = Path::new(env!("CARGO_MANIFEST_DIR")).join("../player/node_modules");
-    require_browser(&script_dir, &players);
+    let (script_dir, players) = browser();
     let dir = tempfile::tempdir().expect("temp dir");
     let ca = TestCa::new("corecast test CA");
     let files = CertFiles::in_dir(dir.path());

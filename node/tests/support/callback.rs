@@ -26,6 +26,16 @@ pub struct Receiver {
 }
 
 impl Receiver {
+    /// The `[auth]` section that asks this service at `path` (with its query) within
+    /// `timeout_ms`, for app `live` with the given `publish` and `play` modes.
+    pub fn auth_config(&self, path: &str, timeout_ms: u64, publish: &str, play: &str) -> String {
+        format!(
+            "[auth]\ncallback_url = \"http://{}{path}\"\ncallback_timeout_ms = {timeout_ms}\n\
+             [[auth.apps]]\nname = \"live\"\npublish = \"{publish}\"\nplay = \"{play}\"\n",
+            self.addr
+        )
+    }
+
     /// A service that answers (`answer`) or holds every connection unanswered, for `limit`.
     pub fn start(answer: bool, limit: Duration) -> Receiver {
         Receiver::start_after(answer, limit, Duration::ZERO)

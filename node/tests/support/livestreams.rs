@@ -12,7 +12,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use super::node::{free_port, Node};
-use super::process::{connect, output_with_deadline};
+use super::process::output_with_deadline;
 
 /// The API token the tests' nodes use.
 pub const TOKEN: &str = "test-api-token";
@@ -27,26 +27,13 @@ pub fn call(
     token: Option<&str>,
     body: Option<&str>,
 ) -> (u16, String, serde_json::Value) {
-    let mut s = connect(node.http).expect("http connect");
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
-    let body = body.unwrap_or("");
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: t\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("http write");
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).expect("http read");
-    let (head, body) = raw.split_once("\r\n\r\n").expect("a head");
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status code");
-    let json = serde_json::from_str(body).unwrap_or(serde_json::Value::Null);
+    let headers = format!("{auth}Content-Type: application/json\r\n");
+    let (status, head, body) =
+        super::http::exchange(node.http, method, path, &headers, body.unwrap_or(""));
+    let json = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
     (status, head.to_ascii_lowercase(), json)
 }
 

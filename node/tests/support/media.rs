@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use super::process::output_with_deadline;
+use super::process::{output_with_deadline, Reaped};
 
 /// Generates an H.264/AAC FLV of `seconds` with a keyframe every second.
 pub fn make_flv(dir: &Path, name: &str, seconds: u32) -> PathBuf {
@@ -40,8 +40,16 @@ pub fn make_flv(dir: &Path, name: &str, seconds: u32) -> PathBuf {
 
 /// `ffmpeg -re -i FILE -c copy -f flv URL` in the background.
 pub fn publish(file: &Path, url: &str) -> Child {
+    publish_paced(file, url, &["-re"])
+}
+
+/// `ffmpeg PACE -i FILE -c copy -f flv URL` in the background: `PACE` sets how fast it
+/// reads (`-re`, `-readrate 2`, or nothing for as fast as it can).
+pub fn publish_paced(file: &Path, url: &str, pace: &[&str]) -> Child {
     Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-re", "-i"])
+        .args(["-hide_banner", "-loglevel", "error"])
+        .args(pace)
+        .arg("-i")
         .arg(file)
         .args(["-c", "copy", "-f", "flv", url])
         .stdin(Stdio::null())
@@ -49,6 +57,29 @@ pub fn publish(file: &Path, url: &str) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start ffmpeg publisher")
+}
+
+/// ffmpeg publishing `file` over and over to `url`, in real time, until dropped (its stderr
+/// is dropped: nobody reads a stream that never ends).
+pub fn publish_looping(file: &Path, url: &str) -> Reaped {
+    let child = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-stream_loop",
+            "-1",
+            "-re",
+            "-i",
+        ])
+        .arg(file)
+        .args(["-c", "copy", "-f", "flv", url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start ffmpeg publisher");
+    Reaped(child)
 }
 
 /// `ffmpeg -i URL -c copy -f flv OUT` in the background.

@@ -3,6 +3,7 @@
 
 pub mod callback;
 pub mod client;
+pub mod http;
 pub mod livestreams;
 pub mod media;
 pub mod netns;
@@ -12,6 +13,7 @@ pub mod prometheus;
 pub mod rss;
 pub mod rtmpt;
 pub mod tls;
+pub mod token;
 
 use std::time::{Duration, Instant};
 

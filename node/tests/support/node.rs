@@ -315,6 +315,11 @@ impl Node {
         (status, body)
     }
 
+    /// `corecast_errors_total{kind}` summed over cores, from a fresh `/metrics`.
+    pub fn errors_counted(&self, kind: &str) -> f64 {
+        errors_in(&self.http_request("GET", "/metrics", None).1, kind)
+    }
+
     /// Kills the process at once (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
         kill_and_reap(&mut self.child);
@@ -356,6 +361,34 @@ impl Drop for Node {
     fn drop(&mut self) {
         kill_and_reap(&mut self.child);
     }
+}
+
+/// An origin of `cores` cores with `extra` config, listening for edges' pulls: the node and
+/// its pull address.
+pub fn pull_origin(cores: usize, extra: &str, dir: &Path) -> (Node, String) {
+    let pull = format!("127.0.0.1:{}", free_port());
+    let config = format!("[cluster]\npull_listen = \"{pull}\"\n{extra}");
+    (Node::start(cores, &config, dir), pull)
+}
+
+/// The `[cluster]` and `[http]` sections of an edge that pulls from `pull` and gives up fast
+/// (1 s retry cap, connect timeout and negative cache), and holds a viewer's request at most
+/// 4 s for a pull.
+pub fn fast_edge_config(pull: &str) -> String {
+    format!(
+        "[cluster]\nrole = \"edge\"\nupstreams = [\"{pull}\"]\nretry_max_secs = 1\n\
+         connect_timeout_secs = 1\nnegative_cache_secs = 1\n[http]\nrequest_timeout_secs = 4\n"
+    )
+}
+
+/// `corecast_errors_total{kind}` summed over cores, in a `/metrics` page.
+pub fn errors_in(metrics: &str, kind: &str) -> f64 {
+    let label = format!("kind=\"{kind}\"");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("corecast_errors_total{") && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// True for the node's log line of `message` (`play`, `publish`) about `stream`.

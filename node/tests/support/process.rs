@@ -75,6 +75,16 @@ pub fn kill_and_reap(child: &mut Child) {
     let _ = wait_until(child, Duration::from_secs(10));
 }
 
+/// A child killed and reaped (bounded) when dropped, so a test that fails an assertion
+/// leaves nothing running behind it.
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        kill_and_reap(&mut self.0);
+    }
+}
+
 /// Connects to `addr` within [`CONNECT_TIMEOUT`]; reads and writes on the stream time out
 /// after [`SOCKET_TIMEOUT`].
 pub fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
