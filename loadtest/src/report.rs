@@ -367,17 +367,12 @@ impl Report {
             HttpViewers {
                 stall_rule: match viewer {
                     ViewerKind::Flv => "no audio or video tag for more than 1 s".to_owned(),
-                    ViewerKind::Hls => {
-                        "no new part for more than 2 x the part target".to_owned()
-                    }
+                    ViewerKind::Hls => "no new part for more than 2 x the part target".to_owned(),
                     _ => "no new segment for more than 2 x the target duration".to_owned(),
                 },
                 viewers_with_stalls: connected.iter().filter(|p| p.stalls > 0).count() as u64,
                 stalls: connected.iter().map(|p| p.stalls).sum(),
-                max_stalled_ms: connected
-                    .iter()
-                    .map(|p| ms(p.stalled))
-                    .fold(0.0, f64::max),
+                max_stalled_ms: connected.iter().map(|p| ms(p.stalled)).fold(0.0, f64::max),
                 requests,
                 requests_per_viewer_per_sec: (viewer_secs > 0.0)
                     .then(|| requests as f64 / viewer_secs),

@@ -427,7 +427,9 @@ impl Scenario {
             .replace("{stream}", &stream.stream);
         Some(match url::Url::parse(&text) {
             Ok(url) if url.scheme() == "http" && url.host_str().is_some() => Ok(url),
-            Ok(_) => Err(format!("{text}: only http:// URLs with a host are supported")),
+            Ok(_) => Err(format!(
+                "{text}: only http:// URLs with a host are supported"
+            )),
             Err(e) => Err(format!("{text}: {e}")),
         })
     }
@@ -573,17 +575,25 @@ impl ScenarioFile {
         let viewer = self.viewer.unwrap_or_default();
         if viewer != ViewerKind::Rtmp {
             if mode == Mode::Publish {
-                return Err(ScenarioError::NotForMode { key: "viewer", mode: m });
+                return Err(ScenarioError::NotForMode {
+                    key: "viewer",
+                    mode: m,
+                });
             }
             if self.reconnect == Some(true) {
                 return Err(invalid("reconnect", "applies to rtmp viewers only"));
             }
         } else if self.viewer_url.is_some() {
-            return Err(invalid("viewer-url", "applies to hls, hls-plain and flv viewers only"));
+            return Err(invalid(
+                "viewer-url",
+                "applies to hls, hls-plain and flv viewers only",
+            ));
         }
-        let viewer_url = viewer
-            .default_template()
-            .map(|default| self.viewer_url.clone().unwrap_or_else(|| default.to_owned()));
+        let viewer_url = viewer.default_template().map(|default| {
+            self.viewer_url
+                .clone()
+                .unwrap_or_else(|| default.to_owned())
+        });
         let source = match &self.flv {
             Some(path) => {
                 refuse("bitrate-kbps/audio-kbps/fps/gop-frames", synthetic_keys)?;

@@ -40,7 +40,12 @@ pub async fn run(
     let response = match opened {
         Ok(response) if response.status() == StatusCode::OK => response,
         Ok(response) => {
-            return failed(counters, record, "http_status", response.status().to_string())
+            return failed(
+                counters,
+                record,
+                "http_status",
+                response.status().to_string(),
+            )
         }
         Err(e) => return failed(counters, record, e.as_str(), e.to_string()),
     };
@@ -53,13 +58,7 @@ pub async fn run(
         r.ready_time = Some(started.elapsed());
     }
     let _playing = Playing { counters, record };
-    let mut analyzer = Analyzer::new(
-        settings.lite,
-        started,
-        play_requested_us,
-        counters,
-        record,
-    );
+    let mut analyzer = Analyzer::new(settings.lite, started, play_requested_us, counters, record);
     let mut body = response.into_body();
     let mut reader = FlvReader::new();
     let mut buf = BytesMut::new();

@@ -191,7 +191,11 @@ mod tests {
         assert_eq!(p.init.as_deref(), Some("abc/init.mp4"));
         let segments: Vec<_> = p.segments.iter().map(|s| s.position).collect();
         assert_eq!(segments, [(7, WHOLE), (8, WHOLE)]);
-        let parts: Vec<_> = p.parts.iter().map(|s| (s.position, s.independent)).collect();
+        let parts: Vec<_> = p
+            .parts
+            .iter()
+            .map(|s| (s.position, s.independent))
+            .collect();
         assert_eq!(parts, [((8, 0), true), ((8, 1), false), ((9, 0), true)]);
         assert_eq!(p.parts[2].uri, "abc/p9.0.m4s");
         assert_eq!(p.hint, Some((9, 1)));
@@ -213,10 +217,7 @@ mod tests {
 
     #[test]
     fn refuses_non_playlists() {
-        assert_eq!(
-            MediaPlaylist::parse(b"<html>"),
-            Err(PlaylistError::NotM3u8)
-        );
+        assert_eq!(MediaPlaylist::parse(b"<html>"), Err(PlaylistError::NotM3u8));
         assert_eq!(
             MediaPlaylist::parse(b"#EXTM3U\n\xff"),
             Err(PlaylistError::NotUtf8)
