@@ -131,7 +131,8 @@ pub struct HttpViewers {
     pub max_stalled_ms: f64,
     /// Requests over all viewers.
     pub requests: u64,
-    /// Requests per second per connected viewer (playlists, parts, segments, init).
+    /// Requests per second per viewer while playing (from its first frame on: playlists,
+    /// parts, segments; setup and waiting for the stream left out).
     pub requests_per_viewer_per_sec: Option<f64>,
 }
 
@@ -359,11 +360,23 @@ impl Report {
         // HLS viewers see parts, not frames with timestamps: no frame gaps (stalls instead).
         let frame_gaps = !scenario.lite && matches!(viewer, ViewerKind::Rtmp | ViewerKind::Flv);
         let http = (viewer != ViewerKind::Rtmp).then(|| {
-            let viewer_secs: f64 = connected
+            // While playing: from each viewer's first frame to its end.
+            let playing_secs: f64 = connected
                 .iter()
-                .filter_map(|p| Some(p.ended_at?.duration_since(p.started_at?).as_secs_f64()))
+                .filter_map(|p| {
+                    Some(
+                        p.ended_at?
+                            .duration_since(p.first_keyframe_at?)
+                            .as_secs_f64(),
+                    )
+                })
                 .sum();
             let requests = players.iter().map(|p| p.requests).sum::<u64>();
+            let playing_requests = connected
+                .iter()
+                .filter(|p| p.first_keyframe_at.is_some())
+                .map(|p| p.requests.saturating_sub(p.setup_requests))
+                .sum::<u64>();
             HttpViewers {
                 stall_rule: match viewer {
                     ViewerKind::Flv => "no audio or video tag for more than 1 s".to_owned(),
@@ -374,8 +387,8 @@ impl Report {
                 stalls: connected.iter().map(|p| p.stalls).sum(),
                 max_stalled_ms: connected.iter().map(|p| ms(p.stalled)).fold(0.0, f64::max),
                 requests,
-                requests_per_viewer_per_sec: (viewer_secs > 0.0)
-                    .then(|| requests as f64 / viewer_secs),
+                requests_per_viewer_per_sec: (playing_secs > 0.0)
+                    .then(|| playing_requests as f64 / playing_secs),
             }
         });
         let gaps = frame_gaps.then(|| Gaps {

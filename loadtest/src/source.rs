@@ -181,7 +181,22 @@ pub fn read_sample_clock(sample: &[u8]) -> Option<u64> {
         return None;
     }
     let start = CLOCK_OFFSET - 5;
-    let digits = sample.get(start..start + CLOCK_LEN)?;
+    clock_digits(sample.get(start..start + CLOCK_LEN)?)
+}
+
+/// The same clock anywhere in `bytes`: the 16 digits after the first [`CLOCK_UUID`] (an
+/// Annex B elementary stream, as MPEG-TS carries video; the UUID has no zero bytes, so no
+/// emulation prevention byte can split it).
+pub fn find_clock(bytes: &[u8]) -> Option<u64> {
+    let at = bytes
+        .windows(CLOCK_UUID.len())
+        .position(|w| w == CLOCK_UUID)?;
+    let start = at + CLOCK_UUID.len();
+    clock_digits(bytes.get(start..start + CLOCK_LEN)?)
+}
+
+/// 16 lowercase hex digits.
+fn clock_digits(digits: &[u8]) -> Option<u64> {
     let mut value = 0u64;
     for &d in digits {
         let nibble = match d {

@@ -297,6 +297,8 @@ pub struct PlayerRecord {
     pub stall_after: Option<Duration>,
     /// HTTP viewers: requests sent.
     pub requests: u64,
+    /// HTTP viewers: requests sent up to the first frame (setup, waiting for the stream).
+    pub setup_requests: u64,
 }
 
 impl PlayerRecord {
@@ -327,6 +329,7 @@ impl PlayerRecord {
             last_media_at: None,
             stall_after: None,
             requests: 0,
+            setup_requests: 0,
         }
     }
 

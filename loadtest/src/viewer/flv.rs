@@ -36,7 +36,11 @@ pub async fn run(
     }
     let mut client = HttpClient::new(settings.addr, &settings.authority(), settings.timeout);
     let opened = client.open(&ViewerSettings::path_of(&settings.url)).await;
-    record.borrow_mut().requests = client.requests();
+    {
+        let mut r = record.borrow_mut();
+        r.requests = client.requests();
+        r.setup_requests = r.requests;
+    }
     let response = match opened {
         Ok(response) if response.status() == StatusCode::OK => response,
         Ok(response) => {

@@ -12,7 +12,8 @@
 //! # Plain HLS
 //! Starts at the newest segment; reloads the playlist after the last segment's duration when
 //! it changed, half the target duration when not (RFC 8216bis 6.3.4) and fetches every new
-//! segment. MPEG-TS segments (nginx-rtmp) are only counted (bytes, time to the first one).
+//! segment. MPEG-TS segments (nginx-rtmp) are read too ([`super::ts`]): the time to the
+//! first one, and the clock of its first video frame.
 //!
 //! # What is measured
 //! - *Time to first frame*: from start to the end of the first fetch whose first video
@@ -40,6 +41,7 @@ use hyper::StatusCode;
 use super::flv::{dropped, failed};
 use super::fmp4::{self, VideoTrack};
 use super::playlist::{Entry, MediaPlaylist, Position};
+use super::ts;
 use super::{ViewerKind, ViewerSettings};
 use crate::http::{HttpClient, HttpError};
 use crate::player::{now_us, Playing};
@@ -256,15 +258,21 @@ impl Viewer<'_> {
         let mut r = self.record.borrow_mut();
         r.on_media_arrival(now);
         let len = body.len() as u64;
-        let is_ts = body.first() == Some(&0x47);
         let analyse = !(self.settings.lite && r.first_keyframe_at.is_some());
         let track = self.init.as_ref().and_then(|(_, track)| *track);
+        let is_ts = ts::is_ts(body);
+        // (sync sample, video samples, clock) of the first video sample.
         let first = match (analyse, is_ts, track) {
-            (true, false, Some(track)) => fmp4::first_video(body, &track),
-            _ => None,
+            (false, ..) => None,
+            // nginx-rtmp cuts TS segments at key frames.
+            (true, true, _) => Some((true, 0, ts::first_video_clock(body))),
+            (true, false, Some(track)) => fmp4::first_video(body, &track)
+                .map(|f| (f.keyframe, f.samples, read_sample_clock(f.data))),
+            (true, false, None) => None,
         };
-        let decodable = is_ts || entry.independent && first.is_some_and(|f| f.keyframe);
+        let decodable = is_ts || entry.independent && first.is_some_and(|f| f.0);
         if r.first_keyframe_at.is_none() && decodable {
+            r.setup_requests = r.requests;
             r.first_keyframe_at = Some(now);
             r.first_keyframe = Some(now.saturating_duration_since(self.started));
         }
@@ -273,15 +281,17 @@ impl Viewer<'_> {
         }
         r.media_bytes += len;
         CoreCounters::add(&self.counters.media_bytes_in, len);
-        let Some(first) = first else { return };
-        r.video_frames += first.samples;
-        if first.keyframe {
+        let Some((keyframe, samples, clock)) = first else {
+            return;
+        };
+        r.video_frames += samples;
+        if keyframe {
             r.keyframes += 1;
         }
         if self.settings.lite {
             return;
         }
-        if let Some(sent_us) = read_sample_clock(first.data) {
+        if let Some(sent_us) = clock {
             if sent_us >= self.play_requested_us {
                 self.counters
                     .record_latency_us(now_us().saturating_sub(sent_us));

@@ -5,7 +5,7 @@
 //! - [`hls`]: follows an LL-HLS media playlist with blocking reloads and fetches every new
 //!   part (`hls`), or a plain playlist with ordinary reloads and every new segment
 //!   (`hls-plain`); [`playlist`] reads the playlists, [`fmp4`] finds the first video sample
-//!   of each part.
+//!   of each part, [`ts`] the first video frame of an MPEG-TS segment (nginx-rtmp).
 //! - [`flv`]: reads HTTP-FLV (a chunked body of FLV tags) and analyses each tag as a player
 //!   analyses an RTMP message.
 //!
@@ -17,6 +17,7 @@ pub mod flv;
 pub mod fmp4;
 pub mod hls;
 pub mod playlist;
+pub mod ts;
 
 use std::net::SocketAddr;
 use std::time::Duration;
