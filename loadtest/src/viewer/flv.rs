@@ -3,7 +3,8 @@
 //! Tags are read with `corecast-common`'s [`FlvReader`] and, being RTMP message bodies,
 //! analysed by the RTMP player's own analyzer: time to first key frame, latency from the
 //! SEI clock (frames sent after the request only: the server's GOP cache is old by design),
-//! frame gaps by timestamps, bytes. A stall is no media for longer than
+//! frame gaps by timestamps, bytes. A 404 (the stream is not published yet) is asked again
+//! every 100 ms within the request timeout. A stall is no media for longer than
 //! [`ViewerKind::default_stall_after`] (1 s); a body that stops for longer than the request
 //! timeout, or ends, drops the viewer.
 
@@ -15,6 +16,7 @@ use corecast_common::flv::FlvReader;
 use corecast_common::types::{ChunkStreamId, MessageStreamId, MessageType, RtmpMessage};
 use hyper::StatusCode;
 
+use super::hls::SETUP_RETRY;
 use super::ViewerSettings;
 use crate::http::{next_chunk, HttpClient};
 use crate::player::{now_us, Analyzer, Playing};
@@ -35,24 +37,33 @@ pub async fn run(
         r.stall_after = Some(settings.kind.default_stall_after());
     }
     let mut client = HttpClient::new(settings.addr, &settings.authority(), settings.timeout);
-    let opened = client.open(&ViewerSettings::path_of(&settings.url)).await;
+    let path = ViewerSettings::path_of(&settings.url);
+    let deadline = started + settings.timeout;
+    // A stream that is not published yet is 404: asked again within the timeout, as HLS
+    // viewers do (a viewer may arrive before the publisher).
+    let response = loop {
+        let opened = client.open(&path).await;
+        let last_try = Instant::now() + SETUP_RETRY >= deadline;
+        match opened {
+            Ok(response) if response.status() == StatusCode::OK => break response,
+            Ok(response) if response.status() != StatusCode::NOT_FOUND || last_try => {
+                record.borrow_mut().requests = client.requests();
+                let status = response.status().to_string();
+                return failed(counters, record, "http_status", format!("{path}: {status}"));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                record.borrow_mut().requests = client.requests();
+                return failed(counters, record, e.as_str(), e.to_string());
+            }
+        }
+        glommio::timer::sleep(SETUP_RETRY).await;
+    };
     {
         let mut r = record.borrow_mut();
         r.requests = client.requests();
         r.setup_requests = r.requests;
     }
-    let response = match opened {
-        Ok(response) if response.status() == StatusCode::OK => response,
-        Ok(response) => {
-            return failed(
-                counters,
-                record,
-                "http_status",
-                response.status().to_string(),
-            )
-        }
-        Err(e) => return failed(counters, record, e.as_str(), e.to_string()),
-    };
     CoreCounters::add(&counters.connects_ok, 1);
     CoreCounters::add(&counters.players_playing, 1);
     {

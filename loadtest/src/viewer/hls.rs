@@ -49,7 +49,7 @@ use crate::source::read_sample_clock;
 use crate::stats::{CoreCounters, Outcome, PlayerRecord};
 
 /// Wait between tries while the playlist is not there yet (404).
-const SETUP_RETRY: Duration = Duration::from_millis(100);
+pub(super) const SETUP_RETRY: Duration = Duration::from_millis(100);
 /// Shortest wait before asking again after an error answer.
 const ERROR_RETRY: Duration = Duration::from_millis(200);
 
