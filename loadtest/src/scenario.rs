@@ -742,6 +742,38 @@ mod tests {
     use super::*;
 
     #[test]
+    fn viewer_keys() {
+        let resolve = |extra: &str| {
+            ScenarioFile::from_toml(&format!(
+                "mode = \"e2e\"\nurl = \"rtmp://h:1935/live/b\"\n{extra}"
+            ))
+            .unwrap()
+            .resolve(1)
+        };
+        let s = resolve("viewer = \"hls\"").unwrap();
+        assert_eq!(s.viewer, ViewerKind::Hls);
+        let url = s.viewer_url(0).unwrap().unwrap();
+        assert_eq!(url.as_str(), "http://h:8081/hls/live/b/index.m3u8");
+        let s =
+            resolve("viewer = \"flv\"\nviewer-url = \"http://x:9/{app}/{stream}.flv\"").unwrap();
+        assert_eq!(
+            s.viewer_url(0).unwrap().unwrap().as_str(),
+            "http://x:9/live/b.flv"
+        );
+        assert!(resolve("").unwrap().viewer_url(0).is_none());
+        // Wrong combinations and URLs are refused before anything connects.
+        assert!(resolve("viewer-url = \"http://x/{stream}\"").is_err());
+        assert!(resolve("viewer = \"hls\"\nviewer-url = \"https://x/{stream}\"").is_err());
+        assert!(resolve("viewer = \"hls\"\nviewer-url = \"not a url\"").is_err());
+        assert!(resolve("viewer = \"hls\"\nreconnect = true").is_err());
+        let publish =
+            ScenarioFile::from_toml("mode = \"publish\"\nurl = \"rtmp://h/a/b\"\nviewer = \"flv\"")
+                .unwrap()
+                .resolve(1);
+        assert!(publish.is_err());
+    }
+
+    #[test]
     fn every_key_parses() {
         let file = ScenarioFile::from_toml(
             r#"
