@@ -2,11 +2,22 @@
 CARGO ?= cargo
 CONFIG ?= config/corecast.toml
 
-.PHONY: run build test deps lint fmt bench bench-compare bench-scaling bench-hls loadtest fuzz clean
+.PHONY: run player-deps build test deps lint fmt bench bench-compare bench-scaling bench-hls loadtest fuzz clean
 
-## Build (release, LTO) and start a node on the default config (rtmp://0.0.0.0:1935).
-run:
+## Build (release, LTO) and start a node on the default config (rtmp://0.0.0.0:1935). The
+## player page's scripts (hls.js, mpegts.js) are installed from npm first when missing.
+run: player-deps
 	$(CARGO) run --release -p corecast-node --bin corecast -- --config $(CONFIG)
+
+## The player page's scripts at the versions player/package-lock.json pins, only when missing
+## (so `make run` works offline once they are installed). Without them (no npm, no network)
+## the node still runs and its player page says what to install.
+player-deps:
+	@if [ ! -f player/node_modules/hls.js/dist/hls.min.js ] || [ ! -f player/node_modules/mpegts.js/dist/mpegts.js ]; then \
+	  if command -v npm >/dev/null 2>&1; then \
+	    npm ci --prefix player --no-audit --no-fund || echo "make: npm ci --prefix player failed: the player page stays unavailable" >&2; \
+	  else echo "make: npm not found: the player page stays unavailable (apt-get install npm)" >&2; fi; \
+	fi
 
 build:
 	$(CARGO) build --release --workspace

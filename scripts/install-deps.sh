@@ -4,7 +4,7 @@
 # dashboard test), systemd-analyze (the unit file test), iproute2 and nftables (the
 # multi-host cluster test), HAProxy (the PROXY protocol tests), and a Python venv in .tools/
 # with kubernetes-validate (the manifest test) and websockets (the WebSocket-FLV test), PostgreSQL (the livestream registry's
-# shared-database tests), chromium and playwright-core (the console page's browser test). Installs with apt-get when missing and allowed,
+# shared-database tests), chromium and playwright-core (the console and player pages' browser tests), hls.js and mpegts.js (the player page, npm ci in player/). Installs with apt-get when missing and allowed,
 # otherwise says exactly what to install.
 set -euo pipefail
 
@@ -64,9 +64,22 @@ console_deps() {
   fi
 }
 
+# hls.js and mpegts.js for the player page (/play/{app}/{name}) and node/tests/player.rs, at
+# the versions player/package-lock.json pins.
+player_deps() {
+  local dir
+  dir="$(cd "$(dirname "$0")/.." && pwd)/player"
+  if { [ ! -f "$dir/node_modules/hls.js/dist/hls.min.js" ] || [ ! -f "$dir/node_modules/mpegts.js/dist/mpegts.js" ]; } \
+    && command -v npm >/dev/null 2>&1; then
+    echo "install-deps: npm ci in $dir"
+    (cd "$dir" && npm ci --no-audit --no-fund >/dev/null)
+  fi
+}
+
 if [ ${#need[@]} -eq 0 ]; then
   install_python_tools
   console_deps
+  player_deps
   exit 0
 fi
 # Deduplicate.
@@ -85,6 +98,7 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
   pkill -x prometheus >/dev/null 2>&1 || true
   install_python_tools
   console_deps
+  player_deps
 else
   echo "install-deps: missing: ${need[*]}" >&2
   echo "install-deps: run: sudo apt-get install -y ${need[*]}" >&2

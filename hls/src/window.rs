@@ -68,6 +68,9 @@ pub struct Window {
     listed: usize,
     /// The longest segment finished so far: `EXT-X-TARGETDURATION` must never shrink.
     longest_ever: u64,
+    /// Bytes of every part held (finished segments and current), kept as parts come and
+    /// segments go so the node can account for it per part without summing.
+    held: usize,
 }
 
 impl Window {
@@ -82,11 +85,13 @@ impl Window {
             },
             listed,
             longest_ever: 0,
+            held: 0,
         }
     }
 
     /// Adds a part to the current segment; returns its index.
     pub fn push_part(&mut self, part: Part) -> usize {
+        self.held += part.bytes.len();
         self.current.parts.push(part);
         self.current.parts.len() - 1
     }
@@ -106,7 +111,9 @@ impl Window {
         self.longest_ever = self.longest_ever.max(done.duration());
         self.finished.push_back(done);
         while self.finished.len() > self.listed + RETIRED_SEGMENTS {
-            self.finished.pop_front();
+            if let Some(gone) = self.finished.pop_front() {
+                self.held -= gone.len();
+            }
         }
         Some(msn)
     }
@@ -135,6 +142,11 @@ impl Window {
             return self.current.parts.get(index);
         }
         self.segment(msn)?.parts.get(index)
+    }
+
+    /// Bytes of media held: every part of the listed, retired and current segments.
+    pub fn held_bytes(&self) -> usize {
+        self.held
     }
 
     /// The longest segment finished so far, in timescale units.
@@ -178,5 +190,29 @@ mod tests {
         let mut window = Window::new(3);
         assert_eq!(window.finish_segment(), None);
         assert_eq!(window.current().msn, 0);
+    }
+
+    proptest::proptest! {
+        /// Whatever parts come and however segments are cut, the count of held bytes is the
+        /// sum of the parts of every segment still held.
+        #[test]
+        fn held_bytes_are_the_parts_still_held(
+            listed in 1usize..5,
+            steps in proptest::collection::vec((0usize..3000, proptest::bool::ANY), 0..200),
+        ) {
+            let mut window = Window::new(listed);
+            for (len, cut) in steps {
+                window.push_part(Part {
+                    bytes: Bytes::from(vec![0u8; len]),
+                    duration: 1,
+                    independent: true,
+                });
+                if cut {
+                    window.finish_segment();
+                }
+            }
+            let finished: usize = window.finished.iter().map(Segment::len).sum();
+            proptest::prop_assert_eq!(window.held_bytes(), finished + window.current().len());
+        }
     }
 }

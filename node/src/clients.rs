@@ -39,8 +39,9 @@ pub struct ClientHandle {
     pub id: u64,
     /// Peer address.
     pub peer: SocketAddr,
-    /// Transport label (`rtmp`, `rtmps`, `rtmpt`).
-    pub transport: &'static str,
+    /// Transport label (`rtmp`, `rtmps`, `rtmpt`; `rtmpe` once an RTMPE handshake is done,
+    /// which is known only after the connection was accepted as `rtmp`).
+    pub transport: std::cell::Cell<&'static str>,
     /// When it connected.
     pub since: Instant,
     /// Its role now.

@@ -12,6 +12,7 @@ mod env;
 mod hls;
 mod limits;
 mod listen;
+mod player_page;
 mod proxy;
 mod registry;
 mod reload;
@@ -30,6 +31,7 @@ pub use auth::{
 pub use hls::HlsConfig;
 pub use limits::LimitsConfig;
 pub use listen::{Listen, ListenError, OptionalListen};
+pub use player_page::PlayerPageConfig;
 pub use proxy::{ProxyListener, ProxyProtocolConfig, TrustedNet};
 pub use registry::{LivestreamsConfig, RegistryConfig, RegistryTarget, WebhooksConfig};
 
@@ -72,6 +74,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// LL-HLS on `http.listen`.
     pub hls: HlsConfig,
+    /// `[player_page]`: the browser player page.
+    pub player_page: PlayerPageConfig,
 }
 
 /// `[node]`: executors and memory.
@@ -868,6 +872,17 @@ impl Config {
 
     /// The registry's, the livestream API's and the webhooks' sections.
     fn check_livestreams(&self) -> Result<(), ConfigError> {
+        // Without a registry every `keys` publisher would be refused at run time, which
+        // looks like an outage; say so at start instead.
+        let keys_publish = self.auth.modes().iter().any(|(_, direction, mode)| {
+            *direction == Direction::Publish && *mode == AuthMode::Keys
+        });
+        if keys_publish && self.registry.target() == Ok(registry::RegistryTarget::Off) {
+            return Err(ConfigError::Invalid {
+                field: "auth.publish",
+                reason: "mode \"keys\" needs a livestream registry (set registry.url)".into(),
+            });
+        }
         self.registry
             .check()
             .and_then(|()| self.livestreams.check())
@@ -994,6 +1009,15 @@ mod tests {
         ));
         assert_eq!(config.livestreams.app, "live");
         assert!(config.livestreams.console);
+    }
+
+    #[test]
+    fn keys_mode_without_a_registry_is_refused() {
+        let text = "[auth]\npublish = \"keys\"\n";
+        let err = Config::parse(text, "t.toml").expect_err("no registry");
+        assert!(err.to_string().contains("registry.url"), "{err}");
+        let with = format!("{text}[registry]\nurl = \"sqlite:///tmp/r.db\"\n");
+        Config::parse(&with, "t.toml").expect("a registry is named");
     }
 
     #[test]

@@ -609,7 +609,7 @@ impl CoreContext {
                 id: client.id,
                 core: self.id.0,
                 addr: client.peer.to_string(),
-                transport: client.transport.to_owned(),
+                transport: client.transport.get().to_owned(),
                 role: client.role.get().as_str().to_owned(),
                 stream: client.stream.borrow().clone(),
                 connected_secs: client.since.elapsed().as_secs(),

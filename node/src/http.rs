@@ -1,11 +1,12 @@
 //! The HTTP endpoint on every core: `/metrics`, `/healthz`, `/readyz`, the JSON API and
-//! HTTP-FLV ([`crate::flv_http`]).
+//! HTTP-FLV ([`crate::flv_http`]), the player page ([`crate::player`]).
 //!
 //! HTTP itself (keep-alive, HEAD, limits, deadlines) is [`crate::httpd`]'s and the API's
 //! conventions (JSON errors, paging, the token) are [`crate::api`]'s; this module is the
 //! port's route table and its handlers. The API reads the stats board (refreshed once a
 //! second by each core) and routes kick/stop requests to the owning core's admin queue. Every
-//! error on this port, an unknown path included, is the API's JSON error.
+//! error on this port, an unknown path included, is the API's JSON error (but for the player
+//! page's 503 when its scripts are missing: a page, for people).
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -302,6 +303,17 @@ pub(crate) static ROUTES: &[Route<CoreContext>] = &[
         method: Method::GET,
         path: "/console/session",
         handler: livestreams::console_session,
+    },
+    // Before the page: `/play/assets/...` is never a stream named so.
+    Route {
+        method: Method::GET,
+        path: "/play/assets/{file}",
+        handler: crate::player::asset,
+    },
+    Route {
+        method: Method::GET,
+        path: "/play/{app}/{name}",
+        handler: crate::player::page,
     },
     // Last: any `/{app}/{name}.flv` the routes above do not claim (HTTP-FLV).
     Route {

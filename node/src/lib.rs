@@ -49,6 +49,7 @@ pub mod media;
 pub mod mesh;
 pub mod metrics;
 pub mod outbound;
+pub mod player;
 pub mod ports;
 pub mod process_metrics;
 pub mod proxy;

@@ -193,6 +193,9 @@ fn check(config: &Config) -> ExitCode {
         }
         rtmps = format!(", rtmps on {}", config.rtmps.listen);
     }
+    if let Some(warning) = corecast_node::player::assets::check(&config.player_page) {
+        eprintln!("corecast: warning: player_page: {warning}");
+    }
     println!(
         "corecast: configuration OK ({} cores, rtmp on {}{rtmps}{rtmpt})",
         config.effective_cores(),

@@ -416,6 +416,12 @@ impl NodeMetrics {
         for kind in crate::flv_http::ERROR_KINDS {
             self.errors.with_label_values(&[c, kind]);
         }
+        for kind in crate::hls::ERROR_KINDS {
+            self.errors.with_label_values(&[c, kind]);
+        }
+        for kind in crate::player::ERROR_KINDS {
+            self.errors.with_label_values(&[c, kind]);
+        }
         for refusal in crate::rtmpt::admission::Refusal::ALL {
             let tunnel = crate::accept::ConnectionKind::RtmptTunnel.as_str();
             self.refused

@@ -45,6 +45,7 @@ pub fn run(config: Config, reloader: Option<crate::reload::Reloader>) -> anyhow:
     // Held until the process exits: a second node on one of these addresses is refused.
     let (_claims, startup_locks) = crate::ports::claim(&plan.addresses())?;
     crate::auth::warn_open(&config.auth);
+    crate::player::assets::preload(&config.player_page);
     let cores = config.effective_cores();
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())

@@ -17,30 +17,13 @@ use corecast_common::command::{client, Command};
 use corecast_common::types::{ChunkStreamId, MessageStreamId, MessageType, RtmpMessage};
 use support::client::{closed_within, read_until_video_at, status_code, RtmpClient};
 use support::node::Node;
-use support::rss::rss_kib;
-
-/// What one attack may add to the node's RSS: generous for a debug build on a busy machine,
-/// and far below what the attacks cost before they were bounded (hundreds of MB). The node's
-/// allocator (mimalloc) commits memory in 2 MiB steps, so small costs show as 2 MiB multiples:
-/// the reply attack measured +10 MiB (with a 512 KiB queue bound), the others +0 to +2.5 MiB.
-const GROWTH_BOUND_KIB: u64 = 16 * 1024;
+use support::rss::{assert_growth_bounded, rss_kib, ATTACK_GROWTH_BOUND_KIB};
 
 /// The node's RSS once it has served a publish and a play: what a first connection costs
 /// once (runtime buffers, lazily built state) is not what the attack costs.
 fn warmed_up_rss(node: &Node) -> u64 {
     assert_still_serves(node, "warm-up");
     rss_kib(node.pid())
-}
-
-/// Asserts that the node's RSS grew by less than [`GROWTH_BOUND_KIB`] since `before`.
-fn assert_growth_bounded(node: &Node, before: u64, what: &str) {
-    let after = rss_kib(node.pid());
-    let grown = after.saturating_sub(before);
-    eprintln!("{what}: RSS +{grown} KiB");
-    assert!(
-        grown < GROWTH_BOUND_KIB,
-        "{what}: RSS grew by {grown} KiB ({before} -> {after} KiB)"
-    );
 }
 
 /// A publisher and a player still work: the publisher's first keyframe (256 KiB, far above the
@@ -131,12 +114,17 @@ fn pipelined_commands_whose_replies_are_never_read_end_as_a_slow_consumer() {
         "no slow_consumer close in the log"
     );
     assert!(
-        peak.saturating_sub(before) < GROWTH_BOUND_KIB,
+        peak.saturating_sub(before) < ATTACK_GROWTH_BOUND_KIB,
         "RSS peaked {} KiB above the start",
         peak - before
     );
     eprintln!("unread replies: RSS peak +{} KiB", peak - before);
-    assert_growth_bounded(&node, before, "unread replies");
+    assert_growth_bounded(
+        node.pid(),
+        before,
+        ATTACK_GROWTH_BOUND_KIB,
+        "unread replies",
+    );
     assert_still_serves(&node, "after-replies");
 }
 
@@ -231,7 +219,12 @@ fn half_sent_messages_before_connect_are_refused_by_the_chunk_budgets() {
         log_has("over the 131072-byte budget"),
         "no partial-budget refusal logged"
     );
-    assert_growth_bounded(&node, before, "half-sent messages");
+    assert_growth_bounded(
+        node.pid(),
+        before,
+        ATTACK_GROWTH_BOUND_KIB,
+        "half-sent messages",
+    );
     assert_still_serves(&node, "after-chunks");
 }
 
@@ -307,7 +300,7 @@ fn oversized_string_fields_are_refused_at_both_layers() {
         "{} bytes of clients",
         clients.len()
     );
-    assert_growth_bounded(&node, before, "long strings");
+    assert_growth_bounded(node.pid(), before, ATTACK_GROWTH_BOUND_KIB, "long strings");
     assert_still_serves(&node, "after-strings");
 }
 
@@ -374,7 +367,7 @@ fn tiny_frames_after_a_keyframe_do_not_pin_read_buffers() {
         (20.0 * 80.0 * 1024.0..3.0 * 1024.0 * 1024.0).contains(&gop),
         "the GOP caches claim {gop} bytes"
     );
-    assert_growth_bounded(&node, before, "tiny frames");
+    assert_growth_bounded(node.pid(), before, ATTACK_GROWTH_BOUND_KIB, "tiny frames");
     drop(publishers);
     assert_still_serves(&node, "after-tiny-frames");
 }
@@ -580,7 +573,7 @@ fn a_core_over_its_memory_budget_refuses_new_connections() {
         budget >> 10
     );
     assert!(
-        grown < (budget as u64 >> 10) + GROWTH_BOUND_KIB,
+        grown < (budget as u64 >> 10) + ATTACK_GROWTH_BOUND_KIB,
         "RSS grew {grown} KiB past a {budget}-byte budget"
     );
 

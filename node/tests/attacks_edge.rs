@@ -15,22 +15,8 @@ use corecast_common::types::{MessageStreamId, MessageType};
 use support::client::{closed_within, read_until_video_at, status_code, RtmpClient};
 use support::node::{free_port, Node};
 use support::process::output_with_deadline;
-use support::rss::rss_kib;
+use support::rss::{assert_growth_bounded, rss_kib, ATTACK_GROWTH_BOUND_KIB};
 use support::wait_for;
-
-/// What one attack may add to a node's RSS: generous for a debug build on a busy machine
-/// (mimalloc commits in 2 MiB steps), far below what the unbounded attacks cost.
-const GROWTH_BOUND_KIB: u64 = 16 * 1024;
-
-fn assert_growth_bounded(node: &Node, before: u64, what: &str) {
-    let after = rss_kib(node.pid());
-    let grown = after.saturating_sub(before);
-    eprintln!("{what}: RSS +{grown} KiB");
-    assert!(
-        grown < GROWTH_BOUND_KIB,
-        "{what}: RSS grew by {grown} KiB ({before} -> {after} KiB)"
-    );
-}
 
 /// A 16 KiB keyframe.
 fn keyframe() -> Vec<u8> {
@@ -138,7 +124,7 @@ fn pulls_past_their_own_cap_are_refused_and_rtmp_clients_keep_being_served() {
             .then_some(())
     })
     .expect("a wrong token gets 403");
-    assert_growth_bounded(&node, before, "pull flood");
+    assert_growth_bounded(node.pid(), before, ATTACK_GROWTH_BOUND_KIB, "pull flood");
 }
 
 /// An attacker's RTMP connection whose replies a thread reads and throws away.
@@ -285,7 +271,7 @@ fn an_edge_looping_play_and_delete_over_500_names_does_not_flood_its_origin() {
     );
     assert!(plays >= 500, "the loop ran ({plays} plays)");
     assert!(misses <= 1000, "{misses} pulls reached the origin");
-    assert_growth_bounded(&edge, before, "zapping edge");
+    assert_growth_bounded(edge.pid(), before, ATTACK_GROWTH_BOUND_KIB, "zapping edge");
     assert_served(&origin, &edge, "after");
 }
 
@@ -370,7 +356,12 @@ fn players_of_a_stream_that_never_starts_are_told_and_closed() {
             .expect("send");
     }
     read_until_video_at(&mut patient, 120, Duration::from_secs(5));
-    assert_growth_bounded(&node, before, "waiting players");
+    assert_growth_bounded(
+        node.pid(),
+        before,
+        ATTACK_GROWTH_BOUND_KIB,
+        "waiting players",
+    );
     assert_served(&node, &node, "after");
 }
 

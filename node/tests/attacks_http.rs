@@ -13,27 +13,13 @@ use corecast_common::types::MessageType;
 use socket2::{Domain, Socket, Type};
 use support::client::{read_until_video_at, RtmpClient};
 use support::node::Node;
-use support::rss::rss_kib;
+use support::rss::{assert_growth_bounded, rss_kib, ATTACK_GROWTH_BOUND_KIB};
 use support::rtmpt::{start_node, HttpConn, TunnelClient};
-
-/// What one attack may add to the node's RSS, as in `attacks.rs`: generous for a debug build
-/// on a busy machine, far below what the attacks cost before they were bounded.
-const GROWTH_BOUND_KIB: u64 = 16 * 1024;
 
 /// The node's RSS once it has served a publish, a play and a health check.
 fn warmed_up_rss(node: &Node) -> u64 {
     assert_still_serves(node, "warm-up");
     rss_kib(node.pid())
-}
-
-fn assert_growth_bounded(node: &Node, before: u64, bound_kib: u64, what: &str) {
-    let after = rss_kib(node.pid());
-    let grown = after.saturating_sub(before);
-    eprintln!("{what}: RSS +{grown} KiB");
-    assert!(
-        grown < bound_kib,
-        "{what}: RSS grew by {grown} KiB ({before} -> {after} KiB)"
-    );
 }
 
 /// `/healthz` answers 200 within a few seconds, and a publisher's keyframe reaches a player.
@@ -183,7 +169,12 @@ fn idle_and_slow_http_connections_under_a_low_fd_limit_leave_room_for_others() {
         "{still_open} idle connections held past the cap"
     );
     assert!(metric(&node, "corecast_errors_total", &["http_idle_evicted"]) >= 1.0);
-    assert_growth_bounded(&node, before, GROWTH_BOUND_KIB, "idle and slow http");
+    assert_growth_bounded(
+        node.pid(),
+        before,
+        ATTACK_GROWTH_BOUND_KIB,
+        "idle and slow http",
+    );
 }
 
 /// Sends `count` pipelined `POST /open/1` on `stream` and reads the answers; returns how many
@@ -270,7 +261,12 @@ fn an_rtmpt_open_flood_is_bounded_per_address_and_others_still_open() {
         .count();
     assert!(logged <= 40, "{logged} log lines for one flood");
     assert_still_serves(&node, "after-open-flood");
-    assert_growth_bounded(&node, before, GROWTH_BOUND_KIB, "rtmpt open flood");
+    assert_growth_bounded(
+        node.pid(),
+        before,
+        ATTACK_GROWTH_BOUND_KIB,
+        "rtmpt open flood",
+    );
 }
 
 /// Row 8: fifty requests announcing 8 MiB bodies (the limit) and sending all but the last
@@ -329,7 +325,7 @@ fn rtmpt_bodies_never_held_past_the_per_core_total() {
     eprintln!("held bodies: RSS peak +{} KiB", peak - before);
     // The 16 MiB of bodies, plus read buffers and what the allocator keeps (peaks of 26–33
     // MiB were seen on a busy 2-CPU machine; without the per-core total it was 373 MiB).
-    let bound = 16 * 1024 + 2 * GROWTH_BOUND_KIB;
+    let bound = 16 * 1024 + 2 * ATTACK_GROWTH_BOUND_KIB;
     assert!(
         peak.saturating_sub(before) < bound,
         "RSS peaked {} KiB above the start",
@@ -406,5 +402,10 @@ fn oversized_bodies_get_their_413_before_the_close() {
     node.expect_close_reasons(&["http_body_too_large"]);
     assert!(metric(&node, "corecast_errors_total", &["http_body_too_large"]) >= 30.0);
     assert_still_serves(&node, "after-413s");
-    assert_growth_bounded(&node, before, GROWTH_BOUND_KIB, "oversized bodies");
+    assert_growth_bounded(
+        node.pid(),
+        before,
+        ATTACK_GROWTH_BOUND_KIB,
+        "oversized bodies",
+    );
 }

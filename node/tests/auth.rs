@@ -219,9 +219,13 @@ fn a_token_on_the_tc_url_authorizes_and_play_needs_its_own() {
 }
 
 #[test]
-fn keys_mode_without_a_registry_refuses_every_key() {
+fn keys_mode_refuses_an_unknown_key_without_logging_it() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let node = Node::start(1, "[auth]\npublish = \"keys\"\n", dir.path());
+    let config = format!(
+        "[auth]\npublish = \"keys\"\n[registry]\nurl = \"sqlite://{}\"\n",
+        dir.path().join("registry.db").display()
+    );
+    let node = Node::start(1, &config, dir.path());
     assert_eq!(
         publish_status(&node, "sk_0123456789abcdef"),
         "NetStream.Publish.Denied"
@@ -229,7 +233,7 @@ fn keys_mode_without_a_registry_refuses_every_key() {
     let line = node
         .wait_log(Duration::from_secs(5), |l| l.contains("not authorized"))
         .expect("a refusal log line");
-    assert!(line.contains("keys_unavailable"), "{line}");
+    assert!(line.contains("wrong_key"), "{line}");
     // In keys mode the name is the stream key: a secret, never logged.
     let log = node.log().join("\n");
     assert!(
@@ -530,6 +534,10 @@ fn check_refuses_auth_configs_that_cannot_work() {
         ),
         ("[auth]\npublish = \"callback\"\n", "needs a callback URL"),
         ("[auth]\npublish = \"token\"\n", "needs a keyring"),
+        (
+            "[auth]\npublish = \"keys\"\n",
+            "needs a livestream registry",
+        ),
         ("[auth]\npublish = \"sometimes\"\n", "unknown variant"),
     ];
     for (i, (text, expected)) in cases.iter().enumerate() {

@@ -130,27 +130,21 @@ fn the_console_off_serves_no_page() {
 }
 
 /// The console's browser test needs Debian's chromium and `npm ci` in node/tests/console
-/// (scripts/install-deps.sh does both); outside CI it is skipped, with a line saying so,
-/// when they are missing.
-fn browser_ready(script_dir: &Path) -> bool {
+/// (scripts/install-deps.sh does both); missing, the test
+/// fails and says so: `make test` installs them first.
+fn require_browser(script_dir: &Path) {
     let ready = Path::new("/usr/bin/chromium").exists()
         && script_dir.join("node_modules/playwright-core").exists();
-    if !ready {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "chromium or playwright-core missing: run scripts/install-deps.sh"
-        );
-        eprintln!("skipped: chromium or playwright-core missing (scripts/install-deps.sh)");
-    }
-    ready
+    assert!(
+        ready,
+        "chromium or playwright-core missing: run scripts/install-deps.sh"
+    );
 }
 
 #[test]
 fn the_console_creates_a_livestream_that_ffmpeg_publishes_to() {
     let script_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console");
-    if !browser_ready(&script_dir) {
-        return;
-    }
+    require_browser(&script_dir);
     let dir = tempfile::tempdir().expect("temp dir");
     let node = console_node(dir.path());
     let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console.png");

@@ -263,24 +263,232 @@ fn ffprobe_and_ffmpeg_read_the_ll_playlist_and_blocking_reload_works() {
     stop(publisher);
 }
 
+/// Every media name (init, segments, parts) a playlist lists or hints, with its prefix.
+fn media_names(playlist: &str) -> Vec<String> {
+    playlist
+        .lines()
+        .filter_map(|l| {
+            if l.starts_with('#') {
+                l.find("URI=\"")
+                    .map(|_| uri_of(l, l.split(':').next().unwrap_or(l)))
+            } else {
+                (!l.is_empty()).then(|| l.to_owned())
+            }
+        })
+        .collect()
+}
+
 #[test]
-fn a_publisher_restart_changes_the_prefix() {
+fn a_publisher_restart_changes_the_prefix_and_reuses_no_name() {
     let (node, _dir) = node();
     let index = "/hls/live/again/index.m3u8";
     let source = shared_flv(40);
     let first = publish(&source, &node.url("live/again"));
-    let before = uri_of(&live_playlist(&node, index, 1), "#EXT-X-MAP");
+    let first_playlist = live_playlist(&node, index, 2);
+    let before = uri_of(&first_playlist, "#EXT-X-MAP");
     stop(first);
     wait_for(Duration::from_secs(10), || {
         (get(&node, index).status == 404).then_some(())
     })
     .expect("the playlist goes once the publisher left");
     let second = publish(&source, &node.url("live/again"));
-    let after = uri_of(&live_playlist(&node, index, 1), "#EXT-X-MAP");
+    // A player that reloads recovers: the playlist is back, under a new prefix.
+    let second_playlist = live_playlist(&node, index, 2);
+    let after = uri_of(&second_playlist, "#EXT-X-MAP");
     assert_ne!(before, after, "a new publish, a new prefix");
+    let prefix = |uri: &str| uri.split('/').next().expect("a prefix").to_owned();
+    let (old_prefix, new_prefix) = (prefix(&before), prefix(&after));
+    let (old_names, new_names) = (media_names(&first_playlist), media_names(&second_playlist));
+    assert!(old_names.len() > 3 && new_names.len() > 3);
+    for name in &old_names {
+        assert!(name.starts_with(&format!("{old_prefix}/")), "{name}");
+    }
+    for name in &new_names {
+        assert!(name.starts_with(&format!("{new_prefix}/")), "{name}");
+        assert!(
+            !old_names.contains(name),
+            "{name} named two publishes' media"
+        );
+    }
     assert_eq!(get(&node, &format!("/hls/live/again/{before}")).status, 404);
     assert_eq!(get(&node, &format!("/hls/live/again/{after}")).status, 200);
+    // The new publish's media plays: its first listed segment is served.
+    let segment = new_names
+        .iter()
+        .find(|n| n.ends_with(".m4s") && n.contains("/s"))
+        .expect("a segment listed");
+    assert_eq!(
+        get(&node, &format!("/hls/live/again/{segment}")).status,
+        200
+    );
     stop(second);
+}
+
+/// `corecast_memory_accounted_bytes` summed over the node's cores.
+fn accounted(node: &Node) -> f64 {
+    node.http_request("GET", "/metrics", None)
+        .1
+        .lines()
+        .filter(|l| l.starts_with("corecast_memory_accounted_bytes{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// 120 s of noise with a keyframe every 3 s (longer than a 1 s segment target), about
+/// 100 MB (some 860 KB a second).
+fn long_gop_flv(dir: &std::path::Path) -> std::path::PathBuf {
+    let source = dir.join("long-gop.flv");
+    let made = output_with_deadline(
+        Command::new("ffmpeg")
+            .args([
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+            ])
+            .arg("testsrc=size=320x180:rate=25,noise=alls=60:allf=t")
+            .args([
+                "-t",
+                "120",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-crf",
+                "16",
+            ])
+            .args(["-g", "75", "-pix_fmt", "yuv420p", "-f", "flv"])
+            .arg(&source),
+        Duration::from_secs(180),
+    );
+    assert!(made.status.success(), "ffmpeg could not make the source");
+    source
+}
+
+/// `ffmpeg -readrate 8 -i source -c copy -f flv url` in the background.
+fn publish_fast(source: &std::path::Path, url: &str) -> Child {
+    Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-readrate", "8", "-i"])
+        .arg(source)
+        .args(["-c", "copy", "-f", "flv"])
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start ffmpeg")
+}
+
+#[test]
+fn hls_windows_count_in_the_budget_and_a_full_core_refuses_new_publishers() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let source = long_gop_flv(dir.path());
+    // One core with the smallest budget (16 MiB); a window of 10 + 3 segments of 3 s holds
+    // some 33 MB of this stream.
+    let node = Node::start(
+        1,
+        "[node]\nmemory_budget_bytes = 16777216\n\
+         [hls]\nwindow_segments = 10\nsegment_target_ms = 1000\npart_target_ms = 250\n",
+        dir.path(),
+    );
+    let mut publisher = publish_fast(&source, &node.url("live/big"));
+    wait_for(Duration::from_secs(60), || {
+        (accounted(&node) > 16_777_216.0).then_some(())
+    })
+    .expect("the window fills the core's budget");
+    // The publisher already in goes on; a new connection is refused, cleanly.
+    assert!(
+        support::client::RtmpClient::connect(node.addr, "live").is_err(),
+        "a new publisher is refused on a core over its budget"
+    );
+    node.wait_log(Duration::from_secs(5), |l| {
+        l.contains("connection refused") && l.contains("memory budget")
+    })
+    .expect("the refusal is logged");
+    let metrics = node.http_request("GET", "/metrics", None).1;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("corecast_connections_refused_total{")
+                && l.contains("reason=\"memory_budget\"")
+                && !l.ends_with(" 0")),
+        "the refusal is counted"
+    );
+    assert_eq!(get(&node, "/hls/live/big/index.m3u8").status, 200);
+    // The stream gone, its window is released and the core admits again.
+    assert!(
+        support::media::wait_exit(&mut publisher, Duration::from_secs(60)).is_some(),
+        "the publish ends"
+    );
+    wait_for(Duration::from_secs(10), || {
+        (accounted(&node) < 1e6).then_some(())
+    })
+    .expect("the window is released");
+    support::client::RtmpClient::connect(node.addr, "live").expect("admitted again");
+}
+
+#[test]
+fn a_long_gop_stream_keeps_hls_memory_within_its_window() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Far more than a window of 3 listed + 2 retired + 1 current 3-s segments.
+    let source = long_gop_flv(dir.path());
+    let size = std::fs::metadata(&source).expect("source").len() as f64;
+    let seconds_of_media = 120.0;
+    let node = Node::start(
+        1,
+        "[hls]\nwindow_segments = 3\nsegment_target_ms = 1000\npart_target_ms = 250\n",
+        dir.path(),
+    );
+    // Warm up, so first-use costs are not counted.
+    let warm = publish(&shared_flv(12), &node.url("live/warm"));
+    live_playlist(&node, "/hls/live/warm/index.m3u8", 1);
+    stop(warm);
+    wait_for(Duration::from_secs(10), || {
+        (accounted(&node) < 1e6).then_some(())
+    })
+    .expect("the warm-up's window is released");
+    let before_kib = support::rss::rss_kib(node.pid());
+
+    // Eight times real time: 15 s.
+    let mut publisher = publish_fast(&source, &node.url("live/long"));
+    let (mut peak_accounted, mut peak_kib) = (0.0f64, before_kib);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while publisher.try_wait().expect("publisher status").is_none() {
+        assert!(Instant::now() < deadline, "the publish never ended");
+        peak_accounted = peak_accounted.max(accounted(&node));
+        peak_kib = peak_kib.max(support::rss::rss_kib(node.pid()));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The window is what HLS holds: 6 segments of 3 s at this stream's rate, plus parts and
+    // framing. Stated bound: 8 GOPs' worth.
+    let window_bound = size / seconds_of_media * 3.0 * 8.0;
+    eprintln!(
+        "{size} B source: accounted peak {peak_accounted} B (bound {window_bound}), RSS +{} KiB",
+        peak_kib - before_kib
+    );
+    assert!(
+        peak_accounted > size / seconds_of_media * 3.0,
+        "the muxer's window (at least one GOP) is accounted: {peak_accounted}"
+    );
+    assert!(
+        peak_accounted < window_bound,
+        "accounted {peak_accounted} B, over the window's {window_bound} B"
+    );
+    // Had the muxer kept the stream, the node would have grown by all of it.
+    let grown = (peak_kib - before_kib) as f64 * 1024.0;
+    assert!(
+        grown < size / 2.0,
+        "RSS grew by {grown} B for a {size} B stream"
+    );
+    // The window is released with the stream.
+    wait_for(Duration::from_secs(10), || {
+        (accounted(&node) < 1e6).then_some(())
+    })
+    .expect("the window is released when the stream ends");
+    kill_and_reap(&mut publisher);
 }
 
 #[test]
@@ -347,6 +555,21 @@ fn check_refuses_a_bad_hls_section() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("hls.part_target_ms"), "{err}");
+    // A window longer than ten minutes (every stream holds its window in memory).
+    std::fs::write(&path, "[hls]\nwindow_segments = 400\n").expect("write");
+    let out = output_with_deadline(
+        Command::new(env!("CARGO_BIN_EXE_corecast"))
+            .arg("--config")
+            .arg(&path)
+            .arg("--check"),
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("hls.window_segments") && err.contains("600 s"),
+        "{err}"
+    );
     std::fs::write(&path, "[hls]\nenabled = false\nwindow_segments = 10\n").expect("write");
     let out = output_with_deadline(
         Command::new(env!("CARGO_BIN_EXE_corecast"))
@@ -436,4 +659,401 @@ fn play_tokens_guard_the_playlists_not_the_media() {
     let init = format!("/hls/live/paid/{}", uri_of(&playlist, "#EXT-X-MAP"));
     assert_eq!(get(&node, &init).status, 200);
     stop(publisher);
+}
+
+/// The NAL units of an Annex B byte stream (start codes removed).
+fn annexb_nals(stream: &[u8]) -> Vec<&[u8]> {
+    let mut starts = Vec::new();
+    let mut i = 0;
+    while i + 3 <= stream.len() {
+        if stream[i..i + 3] == [0, 0, 1] {
+            starts.push(i + 3);
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    starts
+        .iter()
+        .enumerate()
+        .map(|(n, &start)| {
+            let end = starts.get(n + 1).map_or(stream.len(), |next| next - 3);
+            // A four-byte start code leaves a zero at the end of the previous unit.
+            let mut nal = &stream[start..end];
+            while nal.last() == Some(&0) {
+                nal = &nal[..nal.len() - 1];
+            }
+            nal
+        })
+        .collect()
+}
+
+/// An HEVC NAL unit's type.
+fn hevc_type(nal: &[u8]) -> u8 {
+    (nal[0] >> 1) & 0x3F
+}
+
+/// The `hvcC` record (ISO/IEC 14496-15 8.3.3) of an 8-bit 4:2:0 stream from its parameter
+/// sets: the profile, tier and level are the SPS's `profile_tier_level` bytes.
+fn hvcc(vps: &[u8], sps: &[u8], pps: &[u8]) -> Vec<u8> {
+    // The SPS without emulation-prevention bytes: 2 header bytes, 1 byte of ids, then the
+    // 12 bytes of general profile, tier, flags and level.
+    let mut rbsp = Vec::new();
+    for &b in sps {
+        if b == 3 && rbsp.ends_with(&[0, 0]) {
+            continue;
+        }
+        rbsp.push(b);
+    }
+    let mut record = vec![1];
+    record.extend_from_slice(&rbsp[3..15]);
+    record.extend_from_slice(&[0xF0, 0x00, 0xFC, 0xFD, 0xF8, 0xF8, 0x00, 0x00, 0x0F, 3]);
+    for nal in [vps, sps, pps] {
+        record.push(0x80 | hevc_type(nal));
+        record.extend_from_slice(&1u16.to_be_bytes());
+        record.extend_from_slice(&(nal.len() as u16).to_be_bytes());
+        record.extend_from_slice(nal);
+    }
+    record
+}
+
+/// An Enhanced RTMP video message body: frame type, packet type, FourCC, data.
+fn enhanced_video(fourcc: &[u8; 4], keyframe: bool, packet_type: u8, data: &[u8]) -> Vec<u8> {
+    let frame_type = if keyframe { 1 } else { 2 };
+    let mut body = vec![0x80 | (frame_type << 4) | packet_type];
+    body.extend_from_slice(fourcc);
+    body.extend_from_slice(data);
+    body
+}
+
+#[test]
+fn hevc_over_enhanced_rtmp_is_served_as_hvc1() {
+    use corecast_common::types::MessageType;
+    let dir = tempfile::tempdir().expect("temp dir");
+    // 12 s of HEVC at 25 fps, a keyframe a second, no B-frames (PTS = DTS).
+    let raw = dir.path().join("x.hevc");
+    let made = output_with_deadline(
+        Command::new("ffmpeg")
+            .args([
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+            ])
+            .arg("testsrc=size=320x240:rate=25")
+            .args(["-t", "12", "-c:v", "libx265", "-preset", "ultrafast"])
+            .args([
+                "-x265-params",
+                "log-level=error:bframes=0:keyint=25:min-keyint=25",
+            ])
+            .args(["-pix_fmt", "yuv420p", "-f", "hevc"])
+            .arg(&raw),
+        Duration::from_secs(120),
+    );
+    assert!(made.status.success(), "ffmpeg could not encode HEVC");
+    let stream = std::fs::read(&raw).expect("the HEVC stream");
+    let nals = annexb_nals(&stream);
+    let find = |t: u8| {
+        *nals
+            .iter()
+            .find(|n| hevc_type(n) == t)
+            .expect("a parameter set")
+    };
+    let record = hvcc(find(32), find(33), find(34));
+
+    let (node, _dir) = node();
+    let mut client = support::client::RtmpClient::connect(node.addr, "live").expect("connect");
+    let status = client.publish("hevc").expect("publish");
+    assert_eq!(status, "NetStream.Publish.Start");
+    // SequenceStart, then each picture as CodedFramesX (no composition time): its slice NAL
+    // units, four-byte length-prefixed (parameter sets and SEI stay out: hvc1).
+    client
+        .send_media(
+            MessageType::VIDEO,
+            0,
+            &enhanced_video(b"hvc1", true, 0, &record),
+        )
+        .expect("sequence start");
+    let mut frames = 0u32;
+    for nal in nals.iter().filter(|n| hevc_type(n) < 32) {
+        let mut sample = (nal.len() as u32).to_be_bytes().to_vec();
+        sample.extend_from_slice(nal);
+        let keyframe = (16..=21).contains(&hevc_type(nal));
+        client
+            .send_media(
+                MessageType::VIDEO,
+                frames * 40,
+                &enhanced_video(b"hvc1", keyframe, 3, &sample),
+            )
+            .expect("a frame");
+        frames += 1;
+    }
+    assert!(frames >= 290, "{frames} pictures");
+
+    // The stream stays published (the client is connected) while it is read.
+    let master = wait_for(Duration::from_secs(20), || {
+        let answer = get(&node, "/hls/live/hevc/master.m3u8");
+        (answer.status == 200).then(|| answer.text())
+    })
+    .expect("the multivariant playlist");
+    assert!(master.contains("CODECS=\"hvc1."), "{master}");
+    assert!(
+        !master.contains("BANDWIDTH=1,"),
+        "a measured bit rate: {master}"
+    );
+    live_playlist(&node, "/hls/live/hevc/index.m3u8", 3);
+    let probe = output_with_deadline(
+        Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-show_entries",
+                "stream=codec_name,codec_tag_string",
+            ])
+            .args(["-of", "csv=p=0"])
+            .arg(format!("http://{}/hls/live/hevc/index.m3u8", node.http)),
+        Duration::from_secs(60),
+    );
+    let streams = String::from_utf8_lossy(&probe.stdout);
+    assert!(
+        probe.status.success() && streams.contains("hevc") && streams.contains("hvc1"),
+        "ffprobe: {streams} {}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    drop(client);
+}
+
+/// One OBU of a low-overhead AV1 stream: (type, the whole OBU, its payload).
+fn next_obu(stream: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let header = *stream.first()?;
+    let kind = (header >> 3) & 0x0F;
+    assert!(
+        header & 0x02 != 0,
+        "OBUs carry their size (ffmpeg's obu muxer)"
+    );
+    let mut at = 1 + usize::from(header & 0x04 != 0);
+    let (mut size, mut shift) = (0usize, 0);
+    loop {
+        let byte = *stream.get(at)?;
+        at += 1;
+        size |= usize::from(byte & 0x7F) << shift;
+        shift += 7;
+        if byte & 0x80 == 0 {
+            break;
+        }
+    }
+    let end = at + size;
+    Some((kind, stream.get(..end)?, stream.get(at..end)?))
+}
+
+/// The `av1C` record (AV1-ISOBMFF 2.3) of an 8-bit 4:2:0 stream from its sequence header
+/// OBU: profile, first operating point's level and tier, then the OBU itself.
+fn av1c(sequence_header: &[u8], payload: &[u8]) -> Vec<u8> {
+    let bit = |n: usize| (payload[n / 8] >> (7 - n % 8)) & 1;
+    let bits = |from: usize, count: usize| (from..from + count).fold(0u8, |v, n| (v << 1) | bit(n));
+    let profile = bits(0, 3);
+    let reduced = bit(4) == 1;
+    let (level, tier) = if reduced {
+        (bits(5, 5), 0)
+    } else {
+        assert_eq!(
+            bits(5, 2),
+            0,
+            "no timing info or display delay (SVT-AV1's defaults)"
+        );
+        // operating_points_cnt_minus_1 (5), then the first point's idc (12) and level (5).
+        let level = bits(7 + 5 + 12, 5);
+        let tier = if level > 7 { bit(7 + 5 + 12 + 5) } else { 0 };
+        (level, tier)
+    };
+    let mut record = vec![0x81, (profile << 5) | level, (tier << 7) | 0x0C, 0];
+    record.extend_from_slice(sequence_header);
+    record
+}
+
+#[test]
+fn av1_over_enhanced_rtmp_is_served_as_av01() {
+    use corecast_common::types::MessageType;
+    let dir = tempfile::tempdir().expect("temp dir");
+    // 12 s of AV1 at 25 fps from SVT-AV1 (fast enough for a test), a keyframe a second.
+    let raw = dir.path().join("x.obu");
+    let made = output_with_deadline(
+        Command::new("ffmpeg")
+            .args([
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+            ])
+            .arg("testsrc=size=320x240:rate=25")
+            .args(["-t", "12", "-c:v", "libsvtav1", "-preset", "12", "-g", "25"])
+            .args([
+                "-svtav1-params",
+                "keyint=25",
+                "-pix_fmt",
+                "yuv420p",
+                "-f",
+                "obu",
+            ])
+            .arg(&raw),
+        Duration::from_secs(120),
+    );
+    assert!(made.status.success(), "ffmpeg could not encode AV1");
+    let stream = std::fs::read(&raw).expect("the AV1 stream");
+    // Temporal units: the OBUs between temporal delimiters (type 2), delimiters dropped.
+    let mut units: Vec<Vec<u8>> = Vec::new();
+    let mut record = None;
+    let mut rest = &stream[..];
+    while let Some((kind, obu, payload)) = next_obu(rest) {
+        rest = &rest[obu.len()..];
+        match kind {
+            2 => units.push(Vec::new()),
+            _ => {
+                if kind == 1 && record.is_none() {
+                    record = Some(av1c(obu, payload));
+                }
+                units
+                    .last_mut()
+                    .expect("a temporal delimiter first")
+                    .extend_from_slice(obu);
+            }
+        }
+    }
+    assert!(rest.is_empty(), "the whole stream is OBUs");
+    let record = record.expect("a sequence header");
+    // A key frame: its unit's first frame (header) OBU has show_existing_frame = 0 and
+    // frame_type = KEY_FRAME (0).
+    let is_key = |unit: &[u8]| {
+        let mut rest = unit;
+        while let Some((kind, obu, payload)) = next_obu(rest) {
+            if kind == 3 || kind == 6 {
+                return payload[0] & 0xE0 == 0;
+            }
+            rest = &rest[obu.len()..];
+        }
+        false
+    };
+
+    let (node, _dir) = node();
+    let mut client = support::client::RtmpClient::connect(node.addr, "live").expect("connect");
+    let status = client.publish("av1").expect("publish");
+    assert_eq!(status, "NetStream.Publish.Start");
+    client
+        .send_media(
+            MessageType::VIDEO,
+            0,
+            &enhanced_video(b"av01", true, 0, &record),
+        )
+        .expect("sequence start");
+    for (n, unit) in units.iter().enumerate() {
+        let body = enhanced_video(b"av01", is_key(unit), 1, unit);
+        client
+            .send_media(MessageType::VIDEO, n as u32 * 40, &body)
+            .expect("a frame");
+    }
+    assert!(units.len() >= 290, "{} temporal units", units.len());
+    assert!(
+        units.iter().filter(|u| is_key(u)).count() >= 10,
+        "a keyframe a second"
+    );
+
+    let master = wait_for(Duration::from_secs(20), || {
+        let answer = get(&node, "/hls/live/av1/master.m3u8");
+        (answer.status == 200).then(|| answer.text())
+    })
+    .expect("the multivariant playlist");
+    assert!(master.contains("CODECS=\"av01.0."), "{master}");
+    assert!(
+        !master.contains("BANDWIDTH=1,"),
+        "a measured bit rate: {master}"
+    );
+    live_playlist(&node, "/hls/live/av1/index.m3u8", 3);
+    let probe = output_with_deadline(
+        Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-show_entries",
+                "stream=codec_name,codec_tag_string",
+            ])
+            .args(["-of", "csv=p=0"])
+            .arg(format!("http://{}/hls/live/av1/index.m3u8", node.http)),
+        Duration::from_secs(60),
+    );
+    let streams = String::from_utf8_lossy(&probe.stdout);
+    assert!(
+        probe.status.success() && streams.contains("av1") && streams.contains("av01"),
+        "ffprobe: {streams} {}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    drop(client);
+}
+
+#[test]
+fn an_edge_core_over_its_budget_starts_no_muxer_and_the_stream_still_flows() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let source = long_gop_flv(dir.path());
+    let pull = format!("127.0.0.1:{}", free_port());
+    let origin = Node::start(
+        1,
+        &format!("[cluster]\npull_listen = \"{pull}\"\n[hls]\nenabled = false\n"),
+        dir.path(),
+    );
+    // One core with the smallest budget; a window of 10 + 3 three-second segments of the
+    // long-GOP stream holds about twice that.
+    let edge_dir = tempfile::tempdir().expect("temp dir");
+    let edge = Node::start(
+        1,
+        &format!(
+            "[node]\nmemory_budget_bytes = 16777216\n\
+             [cluster]\nrole = \"edge\"\nupstreams = [\"{pull}\"]\nretry_max_secs = 1\n\
+             connect_timeout_secs = 1\nnegative_cache_secs = 1\n[http]\nrequest_timeout_secs = 4\n\
+             [hls]\nwindow_segments = 10\nsegment_target_ms = 1000\npart_target_ms = 250\n"
+        ),
+        edge_dir.path(),
+    );
+    let mut big = publish_fast(&source, &origin.url("live/big"));
+    let small = publish(&shared_flv(40), &origin.url("live/small"));
+    // HLS requests make the edge pull the big stream; its window fills the edge's budget.
+    wait_for(Duration::from_secs(60), || {
+        let _ = get(&edge, "/hls/live/big/index.m3u8");
+        (accounted(&edge) > 16_777_216.0).then_some(())
+    })
+    .expect("the big stream's window fills the edge's budget");
+    // The small stream is pulled, but gets no muxer: its HLS is 404 within the hold ...
+    assert_eq!(get(&edge, "/hls/live/small/index.m3u8").status, 404);
+    edge.wait_log(Duration::from_secs(10), |l| {
+        l.contains("hls muxer not started") && l.contains("live/small")
+    })
+    .expect("the refused muxer is logged");
+    let metrics = edge.http_request("GET", "/metrics", None).1;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("corecast_errors_total{")
+                && l.contains("kind=\"hls_over_budget\"")
+                && !l.ends_with(" 0")),
+        "the refused muxer is counted"
+    );
+    // ... while it plays over HTTP-FLV, and the big stream's HLS goes on.
+    let flv = output_with_deadline(
+        Command::new("curl")
+            .args(["-sS", "--max-time", "3"])
+            .arg(format!("http://{}/live/small.flv", edge.http)),
+        Duration::from_secs(20),
+    );
+    assert!(
+        flv.stdout.len() > 10_000 && flv.stdout.starts_with(b"FLV"),
+        "{} FLV bytes",
+        flv.stdout.len()
+    );
+    assert_eq!(get(&edge, "/hls/live/big/index.m3u8").status, 200);
+    kill_and_reap(&mut big);
+    stop(small);
 }

@@ -486,3 +486,348 @@ fn a_websocket_client_gets_the_same_flv_in_binary_messages() {
     );
     kill_and_reap(&mut publisher);
 }
+
+/// `curl`s `url` for `seconds` and returns what it got (a live stream never ends: curl's
+/// `--max-time` stops it).
+fn curl_for(url: &str, seconds: u32) -> Vec<u8> {
+    let out = output_with_deadline(
+        Command::new("curl")
+            .args(["-sS", "--max-time", &seconds.to_string()])
+            .arg(url),
+        Duration::from_secs(u64::from(seconds) + 20),
+    );
+    out.stdout
+}
+
+#[test]
+fn an_edge_pulls_a_stream_for_its_flv_viewers_and_404s_what_the_origin_lacks() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pull = format!("127.0.0.1:{}", support::node::free_port());
+    let origin = Node::start(
+        2,
+        &format!("[cluster]\npull_listen = \"{pull}\"\n"),
+        dir.path(),
+    );
+    let edge_dir = tempfile::tempdir().expect("temp dir");
+    let edge = Node::start(
+        2,
+        &format!(
+            "[cluster]\nrole = \"edge\"\nupstreams = [\"{pull}\"]\nretry_max_secs = 1\n\
+             connect_timeout_secs = 1\nnegative_cache_secs = 1\n[http]\nrequest_timeout_secs = 4\n"
+        ),
+        edge_dir.path(),
+    );
+    // Nothing published: the edge asks upstream, then answers 404 within the hold (3 s).
+    let started = Instant::now();
+    let (status, body) = edge.http_request("GET", "/live/far.flv", None);
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "held past the hold"
+    );
+    edge.wait_log(Duration::from_secs(10), |l| {
+        l.contains("http-flv closed") && l.contains("stream=live/far") && l.contains("not_found")
+    })
+    .expect("the waiting viewer leaves");
+
+    let src = shared_flv(40);
+    let mut publisher = publish_live(&origin, &src, "far");
+    // No RTMP player on the edge: the FLV request alone makes it pull, and is answered with
+    // the stream once it is there (a retry may meet the 1 s negative cache first).
+    let got = support::wait_for(Duration::from_secs(30), || {
+        let got = curl_for(&flv_url(&edge, "live/far.flv"), 3);
+        (got.len() > 10_000).then_some(got)
+    })
+    .expect("the edge streams live/far over HTTP-FLV");
+    assert_eq!(&got[..13], &FLV_HEADER_BYTES, "the FLV header first");
+    let saved = dir.path().join("edge.flv");
+    std::fs::write(&saved, &got).expect("save");
+    let probe = output_with_deadline(
+        Command::new("ffprobe")
+            .args(["-v", "error", "-show_entries", "stream=codec_name"])
+            .args(["-of", "csv=p=0"])
+            .arg(&saved),
+        Duration::from_secs(30),
+    );
+    let codecs = String::from_utf8_lossy(&probe.stdout);
+    assert!(
+        codecs.contains("h264") && codecs.contains("aac"),
+        "{codecs}"
+    );
+    // WebSocket-FLV on the edge too.
+    let ws = dir.path().join("edge-ws.flv");
+    let client = output_with_deadline(
+        Command::new(tools_python())
+            .args(["-c", WS_CLIENT])
+            .arg(format!("ws://{}/live/far.flv", edge.http))
+            .arg(&ws)
+            .arg("3"),
+        Duration::from_secs(30),
+    );
+    assert!(
+        client.status.success(),
+        "the WebSocket client failed: {}",
+        String::from_utf8_lossy(&client.stderr)
+    );
+    let ws_bytes = std::fs::read(&ws).expect("ws output");
+    assert!(ws_bytes.len() > 10_000 && ws_bytes.starts_with(b"FLV"));
+    kill_and_reap(&mut publisher);
+}
+
+/// The FLV file header every viewer gets first.
+const FLV_HEADER_BYTES: [u8; 13] = [b'F', b'L', b'V', 1, 0x05, 0, 0, 0, 9, 0, 0, 0, 0];
+
+/// A play token for `live/{stream}` signed with `secret` under `k1`, valid from
+/// `not_before` to `expires` (seconds from now).
+fn play_token(secret: &str, stream: &str, not_before: i64, expires: i64) -> String {
+    use corecast_common::token::{Action, Claims, Key, KeyState, Keyring};
+    let ring =
+        Keyring::new(vec![Key::new("k1", secret.as_bytes(), KeyState::Active)]).expect("keyring");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs() as i64;
+    ring.sign(&Claims {
+        key_id: "k1".to_owned(),
+        action: Action::Play,
+        app: "live".to_owned(),
+        stream: stream.to_owned(),
+        not_before: (now + not_before) as u64,
+        expires: (now + expires) as u64,
+    })
+    .expect("signed")
+}
+
+#[test]
+fn play_tokens_guard_http_flv_and_websocket_flv() {
+    const SECRET: &str = "k1-secret-for-the-flv-tests-00001";
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = format!(
+        "[auth]\n[[auth.apps]]\nname = \"live\"\npublish = \"open\"\nplay = \"token\"\n\
+         [[auth.keys]]\nid = \"k1\"\nsecret = \"{SECRET}\"\nstate = \"active\"\n"
+    );
+    let node = Node::start(2, &config, dir.path());
+    let src = shared_flv(40);
+    let mut publisher = publish_live(&node, &src, "paid");
+    let good = play_token(SECRET, "paid", -60, 3600);
+    let refused = [
+        ("none", "/live/paid.flv".to_owned()),
+        ("forged", "/live/paid.flv?token=forged".to_owned()),
+        (
+            "expired",
+            format!(
+                "/live/paid.flv?token={}",
+                play_token(SECRET, "paid", -7200, -3600)
+            ),
+        ),
+        (
+            "other stream",
+            format!(
+                "/live/paid.flv?token={}",
+                play_token(SECRET, "other", -60, 3600)
+            ),
+        ),
+        (
+            "other key",
+            format!(
+                "/live/paid.flv?token={}",
+                play_token("another-secret-entirely-000000000", "paid", -60, 3600)
+            ),
+        ),
+    ];
+    for (what, path) in &refused {
+        let (status, body) = node.http_request("GET", path, None);
+        assert_eq!(status, 403, "{what}: {body}");
+        assert!(!body.contains(&good), "{what}: no token echoed");
+    }
+    // A WebSocket request without a token is refused before any upgrade.
+    let mut raw = connect(node.http).expect("connect");
+    write!(
+        raw,
+        "GET /live/paid.flv HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    .expect("request");
+    raw.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut answer = [0u8; 64];
+    let n = raw.read(&mut answer).expect("answer");
+    assert!(
+        answer[..n].starts_with(b"HTTP/1.1 403"),
+        "{}",
+        String::from_utf8_lossy(&answer[..n])
+    );
+    // With the token: the stream, over HTTP and over WebSocket.
+    let got = curl_for(&flv_url(&node, &format!("live/paid.flv?token={good}")), 3);
+    assert!(
+        got.len() > 10_000 && got.starts_with(b"FLV"),
+        "{} bytes",
+        got.len()
+    );
+    let ws = dir.path().join("paid-ws.flv");
+    let client = output_with_deadline(
+        Command::new(tools_python())
+            .args(["-c", WS_CLIENT])
+            .arg(format!("ws://{}/live/paid.flv?token={good}", node.http))
+            .arg(&ws)
+            .arg("3"),
+        Duration::from_secs(30),
+    );
+    assert!(
+        client.status.success(),
+        "{}",
+        String::from_utf8_lossy(&client.stderr)
+    );
+    assert!(std::fs::read(&ws).expect("ws output").len() > 10_000);
+    // Refusals are logged and counted by reason, in both families.
+    node.wait_log(Duration::from_secs(5), |l| {
+        l.contains("http play not authorized") && l.contains("http-flv")
+    })
+    .expect("a refusal logged");
+    let metrics = node.http_request("GET", "/metrics", None).1;
+    let sum = |prefix: &str, label: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(prefix) && l.contains(label))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!(
+        sum("corecast_errors_total{", "kind=\"http_flv_auth\""),
+        (refused.len() + 1) as f64,
+        "each refusal counted"
+    );
+    assert!(sum("corecast_auth_refusals_total{", "action=\"play\"") >= (refused.len() + 1) as f64);
+    kill_and_reap(&mut publisher);
+}
+
+#[test]
+fn a_stalled_viewer_does_not_hold_back_one_that_reads() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let noise = noisy_flv(dir.path());
+    let size_kib = std::fs::metadata(&noise).expect("noise").len() / 1024;
+    let node = Node::start(
+        1,
+        "[player]\nqueue_max_bytes = 4194304\nqueue_hard_max_bytes = 8388608\n\
+         [http]\nrequest_timeout_secs = 3\n[hls]\nenabled = false\n",
+        dir.path(),
+    );
+    // Twice real time (15 s): a viewer that reads keeps up, one that stalls does not.
+    let mut publisher = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-readrate", "2", "-i"])
+        .arg(&noise)
+        .args(["-c", "copy", "-f", "flv"])
+        .arg(node.url("live/noise"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start ffmpeg");
+    node.wait_log(Duration::from_secs(20), |l| {
+        is_line(l, "publish", "live/noise")
+    })
+    .expect("publish logged");
+    let before = rss_kib(node.pid());
+    let mut stalled = connect(node.http).expect("connect");
+    stalled
+        .write_all(b"GET /live/noise.flv HTTP/1.1\r\nHost: t\r\n\r\n")
+        .expect("request");
+    let read_out = dir.path().join("reader.flv");
+    let mut reader = Command::new("curl")
+        .args(["-sS", "--max-time", "60", "-o"])
+        .arg(&read_out)
+        .arg(flv_url(&node, "live/noise.flv"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start curl");
+    let mut peak = before;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while publisher.try_wait().expect("publisher").is_none() {
+        assert!(Instant::now() < deadline, "the publish never ended");
+        peak = peak.max(rss_kib(node.pid()));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The reader's response stays open (a viewer waits for the next publish, as an RTMP
+    // player does): it has had most of the stream once its file holds more than half.
+    let read_kib = || std::fs::metadata(&read_out).map_or(0, |m| m.len() / 1024);
+    let got = support::wait_for(Duration::from_secs(30), || {
+        let got = read_kib();
+        (got > size_kib / 2).then_some(got)
+    });
+    // By now the stalled viewer is cut (at its queue's hard bound, or by the write deadline)
+    // and the reader is not.
+    let closed: Vec<String> = node
+        .log()
+        .into_iter()
+        .filter(|l| l.contains("http-flv closed"))
+        .collect();
+    kill_and_reap(&mut reader);
+    let read_kib = read_kib();
+    assert!(
+        got.is_some(),
+        "the reading viewer got {read_kib} KiB of a {size_kib} KiB stream"
+    );
+    assert!(
+        closed.len() == 1
+            && (closed[0].contains("slow_consumer") || closed[0].contains("peer_closed")),
+        "only the stalled viewer is cut: {closed:?}"
+    );
+    let grown = peak.saturating_sub(before);
+    eprintln!("stalled + reading viewer: read {read_kib} of {size_kib} KiB, RSS +{grown} KiB");
+    assert!(grown < size_kib / 2, "RSS grew by {grown} KiB");
+}
+
+/// `[auth]` with a play callback at `receiver` for the app `live` (publishing is open).
+fn play_callback_config(receiver: &support::callback::Receiver, timeout_ms: u64) -> String {
+    format!(
+        "[auth]\ncallback_url = \"http://{}/auth\"\ncallback_timeout_ms = {timeout_ms}\n\
+         [[auth.apps]]\nname = \"live\"\npublish = \"open\"\nplay = \"callback\"\n",
+        receiver.addr
+    )
+}
+
+#[test]
+fn a_play_callback_decides_http_flv_viewers() {
+    use support::callback::Receiver;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let receiver = Receiver::start(true, Duration::from_secs(60));
+    let node = Node::start(1, &play_callback_config(&receiver, 2000), dir.path());
+    let src = shared_flv(40);
+    let mut allowed = publish_live(&node, &src, "okay");
+    let mut refused = publish_live(&node, &src, "nope");
+    // The callback allows names starting with "ok".
+    let got = curl_for(&flv_url(&node, "live/okay.flv?token=abc"), 3);
+    assert!(
+        got.len() > 10_000 && got.starts_with(b"FLV"),
+        "{} bytes",
+        got.len()
+    );
+    let (status, body) = node.http_request("GET", "/live/nope.flv", None);
+    assert_eq!(status, 403, "{body}");
+    let asked = receiver.asked();
+    assert!(
+        asked
+            .iter()
+            .any(|a| a.body["name"] == "okay" && a.body["action"] == "play"),
+        "the callback was asked about the play: {asked:?}"
+    );
+    kill_and_reap(&mut allowed);
+    kill_and_reap(&mut refused);
+
+    // A callback that never answers refuses once its timeout passed (`callback_unavailable`).
+    let silent = Receiver::start(false, Duration::from_secs(60));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = Node::start(1, &play_callback_config(&silent, 300), dir.path());
+    let mut publisher = publish_live(&node, &src, "okay");
+    let started = Instant::now();
+    let (status, body) = node.http_request("GET", "/live/okay.flv", None);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("callback_unavailable"), "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered after the timeout"
+    );
+    kill_and_reap(&mut publisher);
+}

@@ -50,6 +50,23 @@ fn rtmpdump_plays_over_rtmpe_what_ffmpeg_publishes_over_rtmp() {
     .expect("rtmpdump's handshake was RTMPE");
 
     let mut publisher = publish(&src, &node.url(stream));
+    // The API names the transport a client ended up with: rtmpdump's connection is `rtmpe`.
+    let transports = support::wait_for(Duration::from_secs(20), || {
+        let (code, clients) = node.http_request("GET", "/api/v1/clients", None);
+        assert_eq!(code, 200, "{clients}");
+        (clients.contains("\"transport\": \"rtmpe\"")).then_some(clients)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the RTMPE player not listed as rtmpe: {}",
+            node.http_request("GET", "/api/v1/clients", None).1
+        )
+    });
+    assert_eq!(
+        transports.matches("\"transport\": \"rtmpe\"").count(),
+        1,
+        "{transports}"
+    );
     let status = wait_exit(&mut publisher, Duration::from_secs(40)).expect("publisher finished");
     assert!(status.success(), "publisher: {}", stderr_of(&mut publisher));
     let status = wait_exit(&mut plain, Duration::from_secs(20)).expect("plain player ended");

@@ -174,7 +174,7 @@ async fn connection<T: Transport>(ctx: &Rc<CoreContext>, transport: T, peer: Soc
     let client = Rc::new(ClientHandle {
         id,
         peer,
-        transport: "pull",
+        transport: std::cell::Cell::new("pull"),
         since: Instant::now(),
         role: Cell::new(ClientRole::Playing),
         stream: RefCell::new(Some(request.stream.clone())),

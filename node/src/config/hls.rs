@@ -7,6 +7,11 @@ use serde::Deserialize;
 
 use super::ConfigError;
 
+/// The longest window (`window_segments` × `segment_target_ms`) `--check` accepts: every
+/// stream's window is held in memory (see `crate::hls::memory`), so it is what bounds a
+/// stream's HLS memory at its bit rate.
+pub const MAX_WINDOW_MS: u64 = 10 * 60 * 1000;
+
 /// `[hls]`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -44,9 +49,22 @@ impl HlsConfig {
         }
     }
 
-    /// Refuses values the muxer would refuse, naming the field.
+    /// Refuses values the muxer would refuse, naming the field, and a window longer than
+    /// [`MAX_WINDOW_MS`].
     pub fn validate(&self) -> Result<(), ConfigError> {
         let Err(error) = self.muxer("check".to_owned()).validate() else {
+            let window_ms = self.window_segments as u64 * u64::from(self.segment_target_ms);
+            if window_ms > MAX_WINDOW_MS {
+                return Err(ConfigError::Invalid {
+                    field: "hls.window_segments",
+                    reason: format!(
+                        "window_segments × segment_target_ms is {} s, over the {} s a window \
+                         may hold in memory",
+                        window_ms / 1000,
+                        MAX_WINDOW_MS / 1000
+                    ),
+                });
+            }
             return Ok(());
         };
         let reason = match error {
@@ -82,5 +100,17 @@ mod tests {
             ..HlsConfig::default()
         };
         assert!(narrow.validate().is_err());
+        let ten_minutes = HlsConfig {
+            window_segments: 300,
+            segment_target_ms: 2000,
+            ..HlsConfig::default()
+        };
+        assert!(ten_minutes.validate().is_ok());
+        let long = HlsConfig {
+            window_segments: 301,
+            ..ten_minutes
+        };
+        let error = long.validate().expect_err("over ten minutes");
+        assert!(error.to_string().contains("hls.window_segments"), "{error}");
     }
 }

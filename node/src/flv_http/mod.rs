@@ -12,16 +12,27 @@
 //! chunked. A viewer that stops reading fills the body channel, then its queue, and is cut
 //! at the hard bound, or earlier by the HTTP write deadline (see [`crate::httpd::deadline`]).
 //!
+//! On an edge (a node that pulls), a request for a stream the node does not have yet joins
+//! it as a player would, which starts the pull, and waits for the stream's first bytes at
+//! most the HLS hold (`http.request_timeout_secs` − 1): then it is answered 200 and
+//! streamed, or 404 when no upstream has the stream (or the hold ran out).
+//!
+//! Play authorization is `[auth]`'s, as for HLS playlists ([`crate::hls::auth`]): the URL's
+//! `?token=` is the play token, a callback app asks its callback.
+//!
 //! What is refused, and why (each logged and counted in `corecast_errors_total`):
 //! - an app named like the node's own paths ([`RESERVED_APPS`]): 404, so `/api/x.flv` can
 //!   never be mistaken for a stream;
-//! - a stream with no publisher on this node now (HTTP has no "wait": a 404 at once, where an
-//!   RTMP player would wait `player.wait_for_publisher_secs`);
-//! - an app whose play authorization is not `open`: 403 (HTTP-FLV has no token check yet).
+//! - a stream with no publisher on this node now: on an origin a 404 at once (HTTP has no
+//!   "wait", where an RTMP player would wait `player.wait_for_publisher_secs`); on an edge
+//!   after the pull found nothing;
+//! - a play that `[auth]` refuses: 403 (503 when the callback did not answer in time), also
+//!   counted in `corecast_auth_refused_total` by reason.
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -32,13 +43,12 @@ use tracing::info;
 
 use crate::api::ApiError;
 use crate::clients::{ClientHandle, ClientRole};
-use crate::config::{AuthMode, Direction};
 use crate::core::CoreContext;
 use crate::httpd::body::{with_type, Body, BodySender};
 use crate::httpd::upgrade::{Continuation, Upgraded, Upgrades};
 use crate::httpd::{self, ready, Params, Reply, Request, Response};
 use crate::outbound::Outbound;
-use crate::queue::QueueLimits;
+use crate::queue::{QueueLimits, SubscriberQueue};
 use crate::stream::Player;
 
 mod pump;
@@ -82,64 +92,129 @@ pub fn refusal(app: &str, name: &str) -> Option<&'static str> {
 
 /// `GET` (and `HEAD`) `/{app}/{name}.flv`.
 pub fn play(ctx: &Rc<CoreContext>, request: Request, params: Params) -> Reply {
-    let (app, name) = (params.get("app"), params.get("name"));
+    let (app, name) = (params.get("app").to_owned(), params.get("name").to_owned());
     let peer = httpd::peer(&request);
-    let refuse = |reason: &'static str, error: ApiError| {
-        info!(core = ctx.id.0, %peer, app, reason, "http-flv refused");
-        ctx.metrics.error(reason);
-        ready(cors(error.into_response()))
-    };
-    if let Some(reason) = refusal(app, name) {
-        return refuse(
-            reason,
-            ApiError::not_found(format!("no stream {app}/{name}")),
-        );
+    if let Some(reason) = refusal(&app, &name) {
+        let error = ApiError::not_found(format!("no stream {app}/{name}"));
+        return ready(refuse(ctx, peer, &app, reason, error));
     }
-    if ctx.config().auth.mode(app, Direction::Play) != AuthMode::Open {
-        let error = ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!("playing {app} needs authorization, which HTTP-FLV does not offer"),
-        );
-        return refuse("http_flv_auth", error);
+    let handshake = ws::handshake(request.headers());
+    if let ws::Handshake::Bad(why) = handshake {
+        let error = ApiError::bad_request(format!("bad WebSocket handshake: {why}"));
+        return ready(refuse(ctx, peer, &app, "http_flv_ws_handshake", error));
     }
-    let key = format!("{app}/{name}");
-    if ctx.shared.directory.publisher(&key).is_none() {
-        return refuse(
-            "http_flv_not_found",
-            ApiError::not_found(format!("no stream {key}")),
-        );
-    }
-    match ws::handshake(request.headers()) {
-        ws::Handshake::None => {}
-        ws::Handshake::Bad(why) => {
-            let error = ApiError::bad_request(format!("bad WebSocket handshake: {why}"));
-            return refuse("http_flv_ws_handshake", error);
+    let head = request.method() == Method::HEAD;
+    let query = request.uri().query().map(str::to_owned);
+    let ctx = Rc::clone(ctx);
+    Box::pin(async move {
+        if let Err(refused) =
+            crate::hls::auth::authorize(&ctx, "http-flv", &app, &name, query, peer).await
+        {
+            let message = format!("play not authorized: {}", refused.reason);
+            let error = ApiError::new(refused.status, "forbidden", message);
+            return refuse(&ctx, peer, &app, "http_flv_auth", error);
         }
-        ws::Handshake::Accept(accept) => {
-            let Some(response) = ws::switching(&accept) else {
-                let error = ApiError::bad_request("bad Sec-WebSocket-Key");
-                return refuse("http_flv_ws_handshake", error);
+        let key = format!("{app}/{name}");
+        if head {
+            // The head alone: nobody joins, nothing is pulled.
+            return match ctx.shared.directory.publisher(&key) {
+                Some(_) => cors(with_type(StatusCode::OK, "video/x-flv", Body::empty())),
+                None => not_found(&ctx, peer, &app, &key),
             };
-            let upgrades = ctx.feature::<Upgrades>();
-            let ctx = Rc::clone(ctx);
-            let next: Continuation =
-                Box::new(move |upgraded| Box::pin(watch_ws(ctx, key, peer, upgraded)));
-            upgrades.register(peer, next);
-            return ready(response);
         }
+        let transport = match handshake {
+            ws::Handshake::Accept(_) => "ws_flv",
+            _ => "http_flv",
+        };
+        let Some(viewer) = find(&ctx, &key, peer, transport).await else {
+            return not_found(&ctx, peer, &app, &key);
+        };
+        match handshake {
+            ws::Handshake::Accept(accept) => {
+                let Some(response) = ws::switching(&accept) else {
+                    let error = ApiError::bad_request("bad Sec-WebSocket-Key");
+                    return refuse(&ctx, peer, &app, "http_flv_ws_handshake", error);
+                };
+                let upgrades = ctx.feature::<Upgrades>();
+                // A connection that never gets its 101 drops this, and the viewer with it.
+                let next: Continuation =
+                    Box::new(move |upgraded| Box::pin(watch_ws(viewer, upgraded)));
+                upgrades.register(peer, next);
+                response
+            }
+            _ => {
+                let (mut sender, body) = Body::channel(BODY_CHANNEL_CHUNKS);
+                // The channel is empty: the header always fits.
+                if sender.try_send(Bytes::from_static(&FLV_HEADER)).is_ok() {
+                    watch(viewer, sender);
+                }
+                cors(with_type(StatusCode::OK, "video/x-flv", body))
+            }
+        }
+    })
+}
+
+/// Logs and counts a refusal for `reason`; the CORS answer of `error`.
+fn refuse(
+    ctx: &CoreContext,
+    peer: SocketAddr,
+    app: &str,
+    reason: &'static str,
+    error: ApiError,
+) -> Response {
+    info!(core = ctx.id.0, %peer, app, reason, "http-flv refused");
+    ctx.metrics.error(reason);
+    cors(error.into_response())
+}
+
+fn not_found(ctx: &CoreContext, peer: SocketAddr, app: &str, key: &str) -> Response {
+    let error = ApiError::not_found(format!("no stream {key}"));
+    refuse(ctx, peer, app, "http_flv_not_found", error)
+}
+
+/// Joins `key` as a viewer when the stream is here. On a node that pulls (an edge) the
+/// viewer joins first, which starts the pull as an RTMP player's play does, and the request
+/// waits (at most the HLS hold, [`crate::hls::serve::hold`]) for the stream's first bytes;
+/// a pull that finds no upstream with the stream, or the hold running out, is `None` (404).
+async fn find(
+    ctx: &Rc<CoreContext>,
+    key: &str,
+    peer: SocketAddr,
+    transport: &'static str,
+) -> Option<Viewer> {
+    let live_here = ctx.shared.directory.publisher(key).is_some();
+    if !ctx.config().cluster.pulls() {
+        return live_here.then(|| join(ctx, key, peer, transport));
     }
-    let (mut sender, body) = Body::channel(BODY_CHANNEL_CHUNKS);
-    let response = cors(with_type(StatusCode::OK, "video/x-flv", body));
-    if request.method() == Method::HEAD {
-        // The head alone: nobody joins.
-        return ready(response);
+    let viewer = join(ctx, key, peer, transport);
+    let hold = crate::hls::serve::hold(ctx);
+    let arrived = future::or(first_bytes(&viewer.out.queue), async {
+        glommio::timer::sleep(hold).await;
+        false
+    })
+    .await;
+    if arrived {
+        return Some(viewer);
     }
-    // The channel is empty: the header always fits.
-    if sender.try_send(Bytes::from_static(&FLV_HEADER)).is_ok() {
-        watch(Rc::clone(ctx), key, peer, sender);
-    }
-    ready(response)
+    viewer.leave("not_found");
+    None
+}
+
+/// Waits until `queue` holds something to send (true) or is closed (false: the pull found
+/// no upstream with the stream and refused its players).
+async fn first_bytes(queue: &RefCell<SubscriberQueue>) -> bool {
+    std::future::poll_fn(|cx| {
+        let mut q = queue.borrow_mut();
+        if !q.is_empty() {
+            return Poll::Ready(true);
+        }
+        if q.is_closed() {
+            return Poll::Ready(false);
+        }
+        q.set_writer(cx.waker());
+        Poll::Pending
+    })
+    .await
 }
 
 /// Adds `Access-Control-Allow-Origin: *` (browsers' players fetch from other origins).
@@ -150,12 +225,18 @@ fn cors(mut response: Response) -> Response {
     response
 }
 
-/// A viewer that joined a stream: its queue, its client record, its gauge.
+/// A viewer that joined a stream: its queue, its client record, its gauge. Dropping it
+/// leaves the stream (as `abandoned` unless [`Viewer::leave`] gave the reason), so a viewer
+/// whose WebSocket upgrade never ran is not left behind as a player.
 struct Viewer {
+    ctx: Rc<CoreContext>,
+    key: String,
+    peer: SocketAddr,
     id: u64,
     out: Rc<Outbound>,
     client: Rc<ClientHandle>,
     open: prometheus::IntGauge,
+    reason: Cell<&'static str>,
 }
 
 /// Joins `key` as a viewer over `transport` (`http_flv`, `ws_flv`): a player of the replica
@@ -171,7 +252,7 @@ fn join(ctx: &Rc<CoreContext>, key: &str, peer: SocketAddr, transport: &'static 
     let client = Rc::new(ClientHandle {
         id,
         peer,
-        transport,
+        transport: Cell::new(transport),
         since: Instant::now(),
         role: Cell::new(ClientRole::Playing),
         stream: RefCell::new(Some(key.to_owned())),
@@ -194,23 +275,34 @@ fn join(ctx: &Rc<CoreContext>, key: &str, peer: SocketAddr, transport: &'static 
         },
     );
     Viewer {
+        ctx: Rc::clone(ctx),
+        key: key.to_owned(),
+        peer,
         id,
         out,
         client,
         open,
+        reason: Cell::new("abandoned"),
     }
 }
 
 impl Viewer {
     /// Counts `n` bytes sent.
-    fn sent(&self, ctx: &CoreContext, n: usize) {
+    fn sent(&self, n: usize) {
         let client = &self.client;
         client.bytes_out.set(client.bytes_out.get() + n as u64);
-        ctx.metrics.sent_bytes.inc_by(n as u64);
+        self.ctx.metrics.sent_bytes.inc_by(n as u64);
     }
 
     /// Leaves the stream and the client list; logs and counts `reason`.
-    fn leave(self, ctx: &CoreContext, key: &str, peer: SocketAddr, reason: &'static str) {
+    fn leave(self, reason: &'static str) {
+        self.reason.set(reason);
+    }
+}
+
+impl Drop for Viewer {
+    fn drop(&mut self) {
+        let (ctx, key, peer, reason) = (&self.ctx, &self.key, self.peer, self.reason.get());
         ctx.remove_player(key, self.id);
         ctx.remove_client(self.id);
         self.out.queue.borrow_mut().close();
@@ -220,13 +312,12 @@ impl Viewer {
     }
 }
 
-/// Serves `key` to `sender`'s response in a task of its own, until the response or the
-/// queue ends.
-fn watch(ctx: Rc<CoreContext>, key: String, peer: SocketAddr, sender: BodySender) {
-    let viewer = join(&ctx, &key, peer, "http_flv");
+/// Serves the viewer's stream to `sender`'s response in a task of its own, until the
+/// response or the queue ends.
+fn watch(viewer: Viewer, sender: BodySender) {
     glommio::spawn_local(async move {
         let queue = Rc::clone(&viewer.out.queue);
-        let sent = |n: usize| viewer.sent(&ctx, n);
+        let sent = |n: usize| viewer.sent(n);
         let watcher = sender.clone();
         let reason = future::or(pump::run(&queue, sender, &sent), async {
             while !watcher.is_closed() {
@@ -235,29 +326,29 @@ fn watch(ctx: Rc<CoreContext>, key: String, peer: SocketAddr, sender: BodySender
             "peer_closed"
         })
         .await;
-        viewer.leave(&ctx, &key, peer, reason);
+        viewer.leave(reason);
     })
     .detach();
 }
 
-/// Serves `key` over the WebSocket `upgraded` (after the 101) until either end leaves.
-async fn watch_ws(ctx: Rc<CoreContext>, key: String, peer: SocketAddr, upgraded: Upgraded) {
-    let http = &ctx.config().http;
+/// Serves the viewer's stream over the WebSocket `upgraded` (after the 101) until either end
+/// leaves.
+async fn watch_ws(viewer: Viewer, upgraded: Upgraded) {
+    let http = &viewer.ctx.config().http;
     let timeouts = ws::Timeouts {
         idle: Duration::from_secs(http.idle_timeout_secs),
         stall: Duration::from_secs(http.request_timeout_secs),
     };
     let io = RefCell::new(upgraded.io);
-    // The FLV header first, as its own message; then the viewer joins.
+    // The FLV header first, as its own message; the queue (already filling) after it.
     if !ws::send_message(&io, &FLV_HEADER, timeouts.stall).await {
-        ctx.metrics.closed("write_error");
+        viewer.leave("write_error");
         return;
     }
-    let viewer = join(&ctx, &key, peer, "ws_flv");
     let queue = Rc::clone(&viewer.out.queue);
-    let sent = |n: usize| viewer.sent(&ctx, n);
+    let sent = |n: usize| viewer.sent(n);
     let reason = ws::run(&io, upgraded.read_ahead, &queue, timeouts, &sent).await;
-    viewer.leave(&ctx, &key, peer, reason);
+    viewer.leave(reason);
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
-//! Play authorization (`[auth]`) of HLS playlist requests.
+//! Play authorization (`[auth]`) of HTTP plays: HLS playlist requests and HTTP-FLV /
+//! WebSocket-FLV viewers ([`crate::flv_http`]).
 //!
-//! A playlist request is a play: the app's play mode decides it, with the `token=` of the
+//! A playlist request (or an FLV request) is a play: the app's play mode decides it, with the `token=` of the
 //! playlist URL's query as an RTMP player's stream-name query (`index.m3u8?token=…`). Media
 //! is not checked: its random per-publish prefix, learnt only from an authorized playlist, is
 //! the secret, so parts and segments stay cacheable by a CDN. Every playlist request is
@@ -23,9 +24,11 @@ pub struct Refused {
     pub reason: &'static str,
 }
 
-/// Decides a playlist request for `app/name` from `peer` with this query.
+/// Decides a play of `app/name` over `surface` (`hls`, `http-flv`: for the log) from `peer`
+/// with this query.
 pub async fn authorize(
     ctx: &CoreContext,
+    surface: &'static str,
     app: &str,
     name: &str,
     query: Option<String>,
@@ -60,7 +63,7 @@ pub async fn authorize(
     };
     let reason = refusal.reason.as_str();
     ctx.metrics.auth_refused("play", reason);
-    tracing::info!(core = ctx.id.0, %peer, app, reason, "hls playlist not authorized");
+    tracing::info!(core = ctx.id.0, %peer, app, surface, reason, "http play not authorized");
     let status = if refusal.reason == Reason::Timeout {
         StatusCode::SERVICE_UNAVAILABLE
     } else {

@@ -12,6 +12,7 @@
 //! - [`notify`]: blocking requests park on a stream's change counter and are woken (from the
 //!   owner's thread) when the muxer made something.
 //! - [`interest`]: on an edge, HLS viewers count as players, so the stream is pulled.
+//! - [`memory`]: each muxer's window in its core's memory budget.
 //! - [`auth`]: play authorization of playlist requests.
 //! - [`serve`]: the routes.
 //!
@@ -19,6 +20,7 @@
 
 pub mod auth;
 pub mod interest;
+pub mod memory;
 pub mod notify;
 pub mod serve;
 
@@ -76,9 +78,19 @@ impl Streams {
     }
 }
 
+/// Every reason an HLS muxer is refused or drops a frame that is counted from start-up
+/// (`corecast_errors_total{kind}`).
+pub const ERROR_KINDS: [&str; 1] = [memory::OVER_BUDGET];
+
+/// A muxer this core feeds and its place in the core's budget.
+struct Fed {
+    stream: Arc<HlsStream>,
+    charge: memory::MuxerCharge,
+}
+
 /// The muxers this core feeds, by publish generation.
 #[derive(Default)]
-struct Owned(std::cell::RefCell<HashMap<Generation, Arc<HlsStream>>>);
+struct Owned(std::cell::RefCell<HashMap<Generation, Fed>>);
 
 /// A fresh unguessable path component.
 fn new_prefix() -> String {
@@ -92,6 +104,14 @@ pub fn start(ctx: &CoreContext, key: &str, generation: Generation) {
     if !config.hls.enabled {
         return;
     }
+    let charge = match memory::admit(ctx) {
+        Ok(charge) => charge,
+        Err(over) => {
+            ctx.metrics.error(memory::OVER_BUDGET);
+            tracing::warn!(core = ctx.id.0, stream = %key, error = %over, "hls muxer not started");
+            return;
+        }
+    };
     let prefix = new_prefix();
     let muxer = match Muxer::new(config.hls.muxer(prefix.clone())) {
         Ok(muxer) => muxer,
@@ -117,16 +137,21 @@ pub fn start(ctx: &CoreContext, key: &str, generation: Generation) {
     }
     ctx.shared.hls.started.bump();
     let owned = ctx.feature::<Owned>();
-    let replaced = owned.0.borrow_mut().insert(generation, stream);
+    let replaced = owned
+        .0
+        .borrow_mut()
+        .insert(generation, Fed { stream, charge });
     if let Some(old) = replaced {
-        end(&old);
+        end(&old.stream);
+        old.charge.release(ctx);
     }
 }
 
 /// A frame of publish `generation` on its owning core.
 pub fn feed(ctx: &CoreContext, generation: Generation, frame: &FrameData) {
     let owned = ctx.feature::<Owned>();
-    let Some(stream) = owned.0.borrow().get(&generation).cloned() else {
+    let owned = owned.0.borrow();
+    let Some(Fed { stream, charge }) = owned.get(&generation) else {
         return;
     };
     let mut muxer = stream.muxer();
@@ -145,6 +170,9 @@ pub fn feed(ctx: &CoreContext, generation: Generation, frame: &FrameData) {
         }
         made = true;
     }
+    if made {
+        charge.set(ctx, memory::held(&muxer));
+    }
     drop(muxer);
     if made {
         stream.changed.bump();
@@ -155,9 +183,10 @@ pub fn feed(ctx: &CoreContext, generation: Generation, frame: &FrameData) {
 /// (its parked requests answer from what it has).
 pub fn stop(ctx: &CoreContext, generation: Generation) {
     let owned = ctx.feature::<Owned>();
-    let Some(stream) = owned.0.borrow_mut().remove(&generation) else {
+    let Some(Fed { stream, charge }) = owned.0.borrow_mut().remove(&generation) else {
         return;
     };
+    charge.release(ctx);
     let mut map = ctx.shared.hls.map();
     if map
         .get(&stream.key)

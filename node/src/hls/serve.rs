@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use corecast_hls::blocking::{self, parse_query, Answer};
-use corecast_hls::playlist::{media_playlist, multivariant_playlist};
+use corecast_hls::playlist::{media_playlist, multivariant_playlist, peak_bandwidth};
 use corecast_hls::{Flavor, Resource};
 use hyper::header::{HeaderValue, ACCESS_CONTROL_ALLOW_ORIGIN, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::StatusCode;
@@ -53,7 +53,7 @@ pub fn plain_playlist(ctx: &Rc<CoreContext>, request: Request, params: Params) -
 }
 
 /// `/hls/{app}/{name}/master.m3u8`: the multivariant playlist naming `index.m3u8` with its
-/// codecs, resolution and peak bit rate (held until the init segment exists).
+/// codecs, resolution and peak bit rate (held until the init segment and a part exist).
 pub fn multivariant(ctx: &Rc<CoreContext>, request: Request, params: Params) -> Reply {
     let deadline = Instant::now() + hold(ctx);
     let (ctx, key) = (Rc::clone(ctx), key_of(&params));
@@ -70,9 +70,10 @@ pub fn multivariant(ctx: &Rc<CoreContext>, request: Request, params: Params) -> 
             let seen = stream.changed.version();
             let text = {
                 let muxer = stream.muxer();
+                // Held until a part exists too: before it, BANDWIDTH would be a guess.
                 match multivariant_playlist(&muxer, &media_uri) {
-                    Some(text) => Ok(text),
-                    None => Err(muxer.ended()),
+                    Some(text) if peak_bandwidth(&muxer) > 0 => Ok(text),
+                    _ => Err(muxer.ended()),
                 }
             };
             match text {
@@ -212,7 +213,7 @@ impl Check {
 
     /// `[auth]`'s play verdict: Ok, or the answer to send.
     async fn run(self, ctx: &CoreContext) -> Result<(), Response> {
-        super::auth::authorize(ctx, &self.app, &self.name, self.query, self.peer)
+        super::auth::authorize(ctx, "hls", &self.app, &self.name, self.query, self.peer)
             .await
             .map_err(|refused| {
                 let message = format!("play not authorized: {}", refused.reason);
@@ -248,8 +249,9 @@ async fn stream_for(ctx: &Rc<CoreContext>, key: &str, deadline: Instant) -> Opti
     }
 }
 
-/// How long a blocking request is held: within the port's request deadline.
-fn hold(ctx: &CoreContext) -> Duration {
+/// How long a blocking request is held: within the port's request deadline. (An edge's
+/// HTTP-FLV request waits as long for its pull.)
+pub fn hold(ctx: &CoreContext) -> Duration {
     Duration::from_secs(
         ctx.config()
             .http

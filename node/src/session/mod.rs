@@ -238,7 +238,7 @@ pub async fn run_connection<T: Transport + 'static>(
     let client = Rc::new(ClientHandle {
         id,
         peer,
-        transport: transport_label,
+        transport: std::cell::Cell::new(transport_label),
         since: Instant::now(),
         role: std::cell::Cell::new(ClientRole::Idle),
         stream: std::cell::RefCell::new(None),
@@ -581,6 +581,7 @@ impl Session {
                 if let Some(cipher) = handshake.take_rtmpe_cipher() {
                     // Everything after C2 either way is RC4 from here on.
                     transport.start_rtmpe(cipher, written, buf);
+                    self.client.transport.set("rtmpe");
                     info!(
                         conn = self.id,
                         "RTMPE handshake done: the connection is encrypted"
