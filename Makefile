@@ -2,7 +2,7 @@
 CARGO ?= cargo
 CONFIG ?= config/corecast.toml
 
-.PHONY: run player-deps build test deps lint fmt bench bench-compare bench-scaling bench-memory bench-callgrind loadtest fuzz clean
+.PHONY: run player-deps build test deps lint fmt bench bench-compare bench-scaling bench-memory bench-callgrind bench-hls loadtest fuzz clean
 
 ## Build (release, LTO) and start a node on the default config (rtmp://0.0.0.0:1935). The
 ## player page's scripts (hls.js, mpegts.js) are installed from npm first when missing.
@@ -59,6 +59,11 @@ loadtest:
 ## harness and by corecast-reader, at 1 and 2.6 Mbit/s (SERVERS, READERS, BITRATES select).
 bench-compare:
 	./scripts/bench-compare.sh
+
+## Browser delivery: LL-HLS latency against nginx-rtmp's HLS; CPU per GB of plain HLS against
+## nginx (sendfile), LL-HLS against plain HLS, HTTP-FLV against RTMP (BENCHMARKS.md).
+bench-hls:
+	./scripts/bench-hls.sh
 
 ## One hot stream on 1 vs 2 pinned cores, to saturation (needs 4+ CPUs).
 bench-scaling:

@@ -20,6 +20,8 @@
 //! - [`client`]: the async RTMP client: handshake, commands, pings, acknowledgements.
 //! - [`source`]: the looped FLV file and the synthetic stream with its embedded clock.
 //! - [`player`], [`publisher`]: one connection of each kind and what it measures.
+//! - [`viewer`]: HTTP viewers (LL-HLS, plain HLS, HTTP-FLV) over [`http`], hyper's client
+//!   on the glommio stream.
 //! - [`stats`]: records, live counters, histograms, percentiles, frame-gap detection.
 //! - [`scenario`]: the CLI/TOML scenario and its bounds.
 //! - [`runner`]: executors, ramp, deadline, progress and collection.
@@ -31,6 +33,7 @@
 pub mod chart;
 pub mod client;
 pub mod gate;
+pub mod http;
 pub mod player;
 pub mod procstat;
 pub mod publisher;
@@ -41,3 +44,4 @@ pub mod source;
 pub mod stats;
 pub mod transport;
 pub mod url;
+pub mod viewer;

@@ -19,6 +19,7 @@ use corecast_loadtest::scenario::{
     Fraction, HandshakeChoice, Mode, PidList, Scenario, ScenarioFile, SourceSpec,
 };
 use corecast_loadtest::source::FlvFile;
+use corecast_loadtest::viewer::ViewerKind;
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[global_allocator]
@@ -70,6 +71,16 @@ struct CommonArgs {
     /// (a draining node) to a new connection without a gap.
     #[arg(long)]
     reconnect: bool,
+    /// What the players are: rtmp players, or HTTP viewers of the same stream: hls (LL-HLS,
+    /// blocking reloads, every part), hls-plain (plain playlist, every segment) or flv
+    /// (HTTP-FLV) [default: rtmp].
+    #[arg(long, value_enum)]
+    viewer: Option<ViewerKind>,
+    /// HTTP viewers' URL; `{host}`, `{app}` and `{stream}` are the RTMP URL's [default:
+    /// http://{host}:8081/hls/{app}/{stream}/index.m3u8, .../plain.m3u8,
+    /// http://{host}:8081/{app}/{stream}.flv].
+    #[arg(long, value_name = "TEMPLATE")]
+    viewer_url: Option<String>,
     /// Seconds for the TCP connect, and again for the RTMP setup [default: 10].
     #[arg(long, value_name = "SECS")]
     connect_timeout: Option<u64>,
@@ -226,6 +237,8 @@ fn apply_common(file: &mut ScenarioFile, common: CommonArgs) -> bool {
     file.ramp = common.ramp;
     file.lite = common.lite.then_some(true);
     file.reconnect = common.reconnect.then_some(true);
+    file.viewer = common.viewer;
+    file.viewer_url = common.viewer_url;
     file.connect_timeout = common.connect_timeout;
     file.handshake = common.handshake;
     apply_tls(file, common.tls);

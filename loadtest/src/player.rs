@@ -68,9 +68,9 @@ pub fn now_us() -> u64 {
 }
 
 /// Marks a player as playing for as long as it lives (see the module docs).
-struct Playing<'a> {
-    counters: &'a CoreCounters,
-    record: &'a RefCell<PlayerRecord>,
+pub(crate) struct Playing<'a> {
+    pub(crate) counters: &'a CoreCounters,
+    pub(crate) record: &'a RefCell<PlayerRecord>,
 }
 
 impl Drop for Playing<'_> {
@@ -304,8 +304,9 @@ fn reconnect_target(msg: &RtmpMessage, settings: &PlayerSettings) -> Option<(Rtm
     })
 }
 
-/// Per-message analysis of one player.
-struct Analyzer<'a> {
+/// Per-message analysis of one player (and of an HTTP-FLV viewer: FLV tags are RTMP
+/// message bodies).
+pub(crate) struct Analyzer<'a> {
     lite: bool,
     started: Instant,
     play_requested_us: u64,
@@ -316,8 +317,27 @@ struct Analyzer<'a> {
     skip_until: Option<u32>,
 }
 
-impl Analyzer<'_> {
-    fn on_message(&mut self, msg: &RtmpMessage) {
+impl<'a> Analyzer<'a> {
+    /// An analyzer for a player that started at `started` and asked to play at
+    /// `play_requested_us` (latency is only taken for frames sent after it).
+    pub(crate) fn new(
+        lite: bool,
+        started: Instant,
+        play_requested_us: u64,
+        counters: &'a CoreCounters,
+        record: &'a RefCell<PlayerRecord>,
+    ) -> Analyzer<'a> {
+        Analyzer {
+            lite,
+            started,
+            play_requested_us,
+            counters,
+            record,
+            skip_until: None,
+        }
+    }
+
+    pub(crate) fn on_message(&mut self, msg: &RtmpMessage) {
         if let (Some(until), MessageType::AUDIO | MessageType::VIDEO) =
             (self.skip_until, msg.message_type)
         {

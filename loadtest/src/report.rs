@@ -16,6 +16,7 @@ use crate::gate::{self, Verdict};
 use crate::runner::{RunOutput, TimePoint};
 use crate::scenario::Scenario;
 use crate::stats::{Outcome, Summary, GAP_FACTOR};
+use crate::viewer::ViewerKind;
 
 /// Edges of the latency histogram buckets, ms (the last bucket is open-ended).
 const LATENCY_EDGES_MS: [f64; 15] = [
@@ -111,6 +112,28 @@ pub struct Players {
     pub video_frames: u64,
     /// Audio frames received, all players.
     pub audio_frames: u64,
+    /// What the players were: `rtmp`, `hls`, `hls-plain` or `flv`.
+    pub viewer: &'static str,
+    /// HTTP viewers only: stalls and requests; `null` for RTMP players.
+    pub http: Option<HttpViewers>,
+}
+
+/// What only HTTP viewers have.
+#[derive(Debug, Clone, Serialize)]
+pub struct HttpViewers {
+    /// The stall rule in words.
+    pub stall_rule: String,
+    /// Viewers with at least one stall.
+    pub viewers_with_stalls: u64,
+    /// Stalls over all viewers.
+    pub stalls: u64,
+    /// Longest time one viewer spent stalled, ms.
+    pub max_stalled_ms: f64,
+    /// Requests over all viewers.
+    pub requests: u64,
+    /// Requests per second per viewer while playing (from its first frame on: playlists,
+    /// parts, segments; setup and waiting for the stream left out).
+    pub requests_per_viewer_per_sec: Option<f64>,
 }
 
 /// Publisher results.
@@ -333,7 +356,42 @@ impl Report {
             .iter()
             .filter(|p| p.first_keyframe.is_some())
             .collect();
-        let gaps = (!scenario.lite).then(|| Gaps {
+        let viewer = scenario.viewer;
+        // HLS viewers see parts, not frames with timestamps: no frame gaps (stalls instead).
+        let frame_gaps = !scenario.lite && matches!(viewer, ViewerKind::Rtmp | ViewerKind::Flv);
+        let http = (viewer != ViewerKind::Rtmp).then(|| {
+            // While playing: from each viewer's first frame to its end.
+            let playing_secs: f64 = connected
+                .iter()
+                .filter_map(|p| {
+                    Some(
+                        p.ended_at?
+                            .duration_since(p.first_keyframe_at?)
+                            .as_secs_f64(),
+                    )
+                })
+                .sum();
+            let requests = players.iter().map(|p| p.requests).sum::<u64>();
+            let playing_requests = connected
+                .iter()
+                .filter(|p| p.first_keyframe_at.is_some())
+                .map(|p| p.requests.saturating_sub(p.setup_requests))
+                .sum::<u64>();
+            HttpViewers {
+                stall_rule: match viewer {
+                    ViewerKind::Flv => "no audio or video tag for more than 1 s".to_owned(),
+                    ViewerKind::Hls => "no new part for more than 2 x the part target".to_owned(),
+                    _ => "no new segment for more than 2 x the target duration".to_owned(),
+                },
+                viewers_with_stalls: connected.iter().filter(|p| p.stalls > 0).count() as u64,
+                stalls: connected.iter().map(|p| p.stalls).sum(),
+                max_stalled_ms: connected.iter().map(|p| ms(p.stalled)).fold(0.0, f64::max),
+                requests,
+                requests_per_viewer_per_sec: (playing_secs > 0.0)
+                    .then(|| playing_requests as f64 / playing_secs),
+            }
+        });
+        let gaps = frame_gaps.then(|| Gaps {
             rule: format!(
                 "a jump between consecutive video timestamps of one player larger than \
                  {GAP_FACTOR} x the nominal frame interval"
@@ -372,6 +430,8 @@ impl Report {
             gaps,
             video_frames: players.iter().map(|p| p.video_frames).sum(),
             audio_frames: players.iter().map(|p| p.audio_frames).sum(),
+            viewer: viewer.as_str(),
+            http,
         };
 
         let pubs = &out.publishers;
@@ -554,7 +614,28 @@ impl Report {
                         g.total, g.players_with_gaps, g.max_gap_ms, g.rewinds
                     ),
                 )),
-                None => rows.push(("frame gaps".to_owned(), "- (lite mode)".to_owned())),
+                None if self.scenario.lite => {
+                    rows.push(("frame gaps".to_owned(), "- (lite mode)".to_owned()))
+                }
+                None => {}
+            }
+            if let Some(h) = &p.http {
+                rows.push((
+                    format!("{} stalls", p.viewer),
+                    format!(
+                        "{} stalls in {} viewers, longest stalled {:.0} ms ({})",
+                        h.stalls, h.viewers_with_stalls, h.max_stalled_ms, h.stall_rule
+                    ),
+                ));
+                rows.push((
+                    "  requests".to_owned(),
+                    format!(
+                        "{} requests, {} per viewer per second",
+                        h.requests,
+                        h.requests_per_viewer_per_sec
+                            .map_or_else(|| "-".to_owned(), |r| format!("{r:.2}"))
+                    ),
+                ));
             }
         }
         let pb = &self.publishers;

@@ -38,6 +38,7 @@ use crate::stats::{
 };
 use crate::transport::tls::{self, TlsConfigError};
 use crate::url::Scheme;
+use crate::viewer::{self, ViewerKind, ViewerSettings};
 
 /// How long publishers outlive players.
 pub const PUBLISHER_LINGER: Duration = Duration::from_millis(500);
@@ -66,6 +67,9 @@ pub enum RunError {
     /// The TLS client configuration could not be built (CA file, system roots).
     #[error("rtmps: {0}")]
     Tls(#[from] TlsConfigError),
+    /// The HTTP viewers' URL does not resolve.
+    #[error("viewer URL: {0}")]
+    ViewerUrl(String),
 }
 
 /// One point of the time series.
@@ -171,6 +175,8 @@ struct Shared {
 /// Read-only context of one core.
 struct CoreContext {
     players: Vec<PlayerSettings>,
+    /// HTTP viewers per stream; empty when the players are RTMP players.
+    viewers: Vec<ViewerSettings>,
     publishers: Vec<PublisherSettings>,
     source: Option<MediaSource>,
     nominal_interval_ms: Option<f64>,
@@ -244,6 +250,7 @@ pub fn run(
     let streams: Vec<_> = (0..scenario.streams)
         .map(|s| scenario.stream_url(s))
         .collect();
+    let viewers = viewer_settings(scenario)?;
 
     let mut server = None;
     let mut server_error = None;
@@ -290,6 +297,7 @@ pub fn run(
                 client: client.clone(),
             })
             .collect();
+        let viewers = viewers.clone();
         let shared = Arc::clone(&shared);
         let tx = tx.clone();
         let source = source.clone();
@@ -299,6 +307,7 @@ pub fn run(
             .spawn(move || async move {
                 let ctx = Rc::new(CoreContext {
                     players,
+                    viewers,
                     publishers,
                     source,
                     nominal_interval_ms,
@@ -418,6 +427,39 @@ pub fn run(
         out.players.extend(r.players);
         out.publishers.extend(r.publishers);
         out.latency.merge(&r.latency);
+    }
+    Ok(out)
+}
+
+/// The HTTP viewers of every stream (none for RTMP players), all at the address the first
+/// one's host resolves to, resolved once.
+fn viewer_settings(scenario: &Scenario) -> Result<Vec<ViewerSettings>, RunError> {
+    let mut out = Vec::new();
+    let mut addr = None;
+    for s in 0..scenario.streams {
+        let Some(url) = scenario.viewer_url(s) else {
+            return Ok(Vec::new());
+        };
+        let url = url.map_err(RunError::ViewerUrl)?;
+        let addr = match addr {
+            Some(addr) => addr,
+            None => {
+                let resolved = url
+                    .socket_addrs(|| Some(80))
+                    .map_err(|e| RunError::ViewerUrl(format!("{url}: {e}")))?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| RunError::ViewerUrl(format!("{url}: no address")))?;
+                *addr.insert(resolved)
+            }
+        };
+        out.push(ViewerSettings {
+            kind: scenario.viewer,
+            url,
+            addr,
+            timeout: scenario.connect_timeout,
+            lite: scenario.lite,
+        });
     }
     Ok(out)
 }
@@ -558,13 +600,22 @@ async fn run_job(ctx: &CoreContext, job: Job) -> JobRecord {
                         glommio::timer::sleep(LIVE_POLL).await;
                     }
                 }
-                player::run(settings, &ctx.counters, &record).await;
+                match ctx.viewers.get(stream) {
+                    Some(v) if v.kind == ViewerKind::Flv => {
+                        viewer::flv::run(v, &ctx.counters, &record).await
+                    }
+                    Some(v) => viewer::hls::run(v, &ctx.counters, &record).await,
+                    None => player::run(settings, &ctx.counters, &record).await,
+                }
             })
             .await;
             let mut record = record.into_inner();
             if record.started_at.is_some() {
                 let end = Instant::now().min(shared.deadline);
                 record.ended_at = Some(record.ended_at.map_or(end, |e| e.min(end)));
+                if record.dropped.is_none() {
+                    record.close_stall(end);
+                }
             }
             JobRecord::Player(record)
         }

@@ -44,6 +44,7 @@ use crate::gate::{parse_fraction, Gate, Threshold};
 use crate::source::SyntheticSettings;
 use crate::transport::tls::TlsOptions;
 use crate::url::{RtmpUrl, Scheme, UrlError};
+use crate::viewer::ViewerKind;
 
 /// Duration when none is given.
 pub const DEFAULT_DURATION_SECS: u64 = 30;
@@ -184,6 +185,11 @@ pub struct ScenarioFile {
     /// Players advertise Enhanced RTMP reconnect and follow a server's reconnect request to
     /// a new connection (a draining node), without a gap.
     pub reconnect: Option<bool>,
+    /// What the players are: `rtmp` (default), `hls`, `hls-plain` or `flv` (HTTP viewers).
+    pub viewer: Option<ViewerKind>,
+    /// HTTP viewers: the playlist or `.flv` URL, with `{host}`, `{app}` and `{stream}`
+    /// replaced by the RTMP URL's (default: Corecast's paths on port 8081).
+    pub viewer_url: Option<String>,
     /// Write the report as JSON to this file.
     pub json: Option<PathBuf>,
     /// Write the report as a self-contained HTML page to this file.
@@ -351,6 +357,10 @@ pub struct Scenario {
     pub lite: bool,
     /// Players follow reconnect requests.
     pub reconnect: bool,
+    /// What the players are.
+    pub viewer: ViewerKind,
+    /// HTTP viewers: the URL template (`{host}`, `{app}`, `{stream}`).
+    pub viewer_url: Option<String>,
     /// Limit for the TCP connect, and again for the RTMP setup.
     #[serde(serialize_with = "serialize_secs")]
     pub connect_timeout: Duration,
@@ -406,6 +416,24 @@ impl Scenario {
         }
     }
 
+    /// The HTTP viewers' URL for stream `index`: the template with `{host}`, `{app}` and
+    /// `{stream}` filled in; `None` for RTMP players.
+    pub fn viewer_url(&self, index: usize) -> Option<Result<url::Url, String>> {
+        let template = self.viewer_url.as_ref()?;
+        let stream = self.stream_url(index);
+        let text = template
+            .replace("{host}", &stream.host)
+            .replace("{app}", &stream.app)
+            .replace("{stream}", &stream.stream);
+        Some(match url::Url::parse(&text) {
+            Ok(url) if url.scheme() == "http" && url.host_str().is_some() => Ok(url),
+            Ok(_) => Err(format!(
+                "{text}: only http:// URLs with a host are supported"
+            )),
+            Err(e) => Err(format!("{text}: {e}")),
+        })
+    }
+
     /// The handshake kind for the client.
     pub fn handshake_kind(&self) -> HandshakeKind {
         match self.handshake {
@@ -444,7 +472,16 @@ impl Scenario {
             self.cores,
             self.ramp_per_sec,
             if self.lite { ", lite players" } else { "" }
-        )
+        ) + &match &self.viewer_url {
+            Some(_) => format!(
+                ", {} viewers of {}",
+                self.viewer.as_str(),
+                self.viewer_url(0)
+                    .and_then(Result::ok)
+                    .map_or_else(String::new, |u| u.to_string())
+            ),
+            None => String::new(),
+        }
     }
 }
 
@@ -535,6 +572,28 @@ impl ScenarioFile {
                 )
             }
         };
+        let viewer = self.viewer.unwrap_or_default();
+        if viewer != ViewerKind::Rtmp {
+            if mode == Mode::Publish {
+                return Err(ScenarioError::NotForMode {
+                    key: "viewer",
+                    mode: m,
+                });
+            }
+            if self.reconnect == Some(true) {
+                return Err(invalid("reconnect", "applies to rtmp viewers only"));
+            }
+        } else if self.viewer_url.is_some() {
+            return Err(invalid(
+                "viewer-url",
+                "applies to hls, hls-plain and flv viewers only",
+            ));
+        }
+        let viewer_url = viewer.default_template().map(|default| {
+            self.viewer_url
+                .clone()
+                .unwrap_or_else(|| default.to_owned())
+        });
         let source = match &self.flv {
             Some(path) => {
                 refuse("bitrate-kbps/audio-kbps/fps/gop-frames", synthetic_keys)?;
@@ -637,6 +696,8 @@ impl ScenarioFile {
             ramp_per_sec,
             lite: self.lite.unwrap_or(false),
             reconnect: self.reconnect.unwrap_or(false),
+            viewer,
+            viewer_url,
             connect_timeout: Duration::from_secs(connect_timeout),
             handshake: self.handshake.unwrap_or(HandshakeChoice::Digest),
             tls,
@@ -651,6 +712,9 @@ impl ScenarioFile {
                 fail_on,
             },
         };
+        if let Some(Err(message)) = scenario.viewer_url(0) {
+            return Err(invalid("viewer-url", &message));
+        }
         for threshold in &scenario.gate.fail_on {
             threshold
                 .applies(&scenario)
@@ -676,6 +740,38 @@ fn invalid(key: &'static str, message: &str) -> ScenarioError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn viewer_keys() {
+        let resolve = |extra: &str| {
+            ScenarioFile::from_toml(&format!(
+                "mode = \"e2e\"\nurl = \"rtmp://h:1935/live/b\"\n{extra}"
+            ))
+            .unwrap()
+            .resolve(1)
+        };
+        let s = resolve("viewer = \"hls\"").unwrap();
+        assert_eq!(s.viewer, ViewerKind::Hls);
+        let url = s.viewer_url(0).unwrap().unwrap();
+        assert_eq!(url.as_str(), "http://h:8081/hls/live/b/index.m3u8");
+        let s =
+            resolve("viewer = \"flv\"\nviewer-url = \"http://x:9/{app}/{stream}.flv\"").unwrap();
+        assert_eq!(
+            s.viewer_url(0).unwrap().unwrap().as_str(),
+            "http://x:9/live/b.flv"
+        );
+        assert!(resolve("").unwrap().viewer_url(0).is_none());
+        // Wrong combinations and URLs are refused before anything connects.
+        assert!(resolve("viewer-url = \"http://x/{stream}\"").is_err());
+        assert!(resolve("viewer = \"hls\"\nviewer-url = \"https://x/{stream}\"").is_err());
+        assert!(resolve("viewer = \"hls\"\nviewer-url = \"not a url\"").is_err());
+        assert!(resolve("viewer = \"hls\"\nreconnect = true").is_err());
+        let publish =
+            ScenarioFile::from_toml("mode = \"publish\"\nurl = \"rtmp://h/a/b\"\nviewer = \"flv\"")
+                .unwrap()
+                .resolve(1);
+        assert!(publish.is_err());
+    }
 
     #[test]
     fn every_key_parses() {

@@ -167,14 +167,36 @@ fn hex16(value: u64) -> [u8; CLOCK_LEN] {
 /// The send time (µs since the UNIX epoch) in a video payload written by
 /// [`SyntheticSource`], or `None` for any other payload.
 pub fn read_clock(payload: &[u8]) -> Option<u64> {
-    let sei = payload.get(9..12)?;
+    read_sample_clock(payload.get(5..)?)
+}
+
+/// The same clock in a video *sample* without the FLV video header: length-prefixed NAL
+/// units as an fMP4 `mdat` carries them (HLS viewers).
+pub fn read_sample_clock(sample: &[u8]) -> Option<u64> {
+    let sei = sample.get(4..7)?;
     if sei != [0x06, 0x05, (CLOCK_UUID.len() + CLOCK_LEN) as u8] {
         return None;
     }
-    if payload.get(12..28)? != CLOCK_UUID {
+    if sample.get(7..23)? != CLOCK_UUID {
         return None;
     }
-    let digits = payload.get(CLOCK_OFFSET..CLOCK_OFFSET + CLOCK_LEN)?;
+    let start = CLOCK_OFFSET - 5;
+    clock_digits(sample.get(start..start + CLOCK_LEN)?)
+}
+
+/// The same clock anywhere in `bytes`: the 16 digits after the first [`CLOCK_UUID`] (an
+/// Annex B elementary stream, as MPEG-TS carries video; the UUID has no zero bytes, so no
+/// emulation prevention byte can split it).
+pub fn find_clock(bytes: &[u8]) -> Option<u64> {
+    let at = bytes
+        .windows(CLOCK_UUID.len())
+        .position(|w| w == CLOCK_UUID)?;
+    let start = at + CLOCK_UUID.len();
+    clock_digits(bytes.get(start..start + CLOCK_LEN)?)
+}
+
+/// 16 lowercase hex digits.
+fn clock_digits(digits: &[u8]) -> Option<u64> {
     let mut value = 0u64;
     for &d in digits {
         let nibble = match d {

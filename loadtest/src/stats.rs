@@ -286,6 +286,19 @@ pub struct PlayerRecord {
     pub reconnects: u32,
     /// Why the connection ended before the run did, if it did.
     pub dropped: Option<(&'static str, String)>,
+    /// HTTP viewers: times new media took longer than `stall_after` to come (see
+    /// [`PlayerRecord::on_media_arrival`]); 0 for RTMP players.
+    pub stalls: u64,
+    /// HTTP viewers: the time spent in those stalls.
+    pub stalled: Duration,
+    /// HTTP viewers: when media last arrived.
+    pub last_media_at: Option<Instant>,
+    /// HTTP viewers: how long without new media is a stall; `None`: not tracked.
+    pub stall_after: Option<Duration>,
+    /// HTTP viewers: requests sent.
+    pub requests: u64,
+    /// HTTP viewers: requests sent up to the first frame (setup, waiting for the stream).
+    pub setup_requests: u64,
 }
 
 impl PlayerRecord {
@@ -311,6 +324,31 @@ impl PlayerRecord {
             latency_samples: 0,
             reconnects: 0,
             dropped: None,
+            stalls: 0,
+            stalled: Duration::ZERO,
+            last_media_at: None,
+            stall_after: None,
+            requests: 0,
+            setup_requests: 0,
+        }
+    }
+
+    /// An HTTP viewer got new media at `now`: a wait longer than `stall_after` since the
+    /// previous media was a stall.
+    pub fn on_media_arrival(&mut self, now: Instant) {
+        self.close_stall(now);
+        self.last_media_at = Some(now);
+    }
+
+    /// Counts the wait since the last media as a stall if it is one (at an arrival, and
+    /// once when the viewer ends: a stream that never comes back is a stall too).
+    pub fn close_stall(&mut self, now: Instant) {
+        if let (Some(last), Some(limit)) = (self.last_media_at, self.stall_after) {
+            let idle = now.saturating_duration_since(last);
+            if idle > limit {
+                self.stalls += 1;
+                self.stalled += idle;
+            }
         }
     }
 

@@ -226,7 +226,10 @@ pub async fn connect(
 }
 
 /// Connects with a timeout and sets `TCP_NODELAY`.
-async fn tcp_connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, ConnectError> {
+pub(crate) async fn tcp_connect(
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<TcpStream, ConnectError> {
     let timeout = timeout.max(Duration::from_millis(1));
     let stream = TcpStream::connect_timeout(addr, timeout)
         .await

@@ -53,6 +53,8 @@ pub struct Server {
     child: Child,
     /// Its RTMP port on 127.0.0.1.
     pub port: u16,
+    /// Its HTTP port on 127.0.0.1 (Corecast's `http.listen`; 0 for nginx-rtmp).
+    pub http_port: u16,
     /// Its log, for failure messages.
     log: PathBuf,
     _dir: TempDir,
@@ -67,6 +69,12 @@ impl Server {
     /// `rtmp://127.0.0.1:PORT/live/NAME`.
     pub fn url(&self, name: &str) -> String {
         format!("rtmp://127.0.0.1:{}/live/{name}", self.port)
+    }
+
+    /// An HTTP viewer URL template on this server's HTTP port: `path` with `{app}` and
+    /// `{stream}` (e.g. `/hls/{app}/{stream}/index.m3u8`).
+    pub fn viewer_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http_port)
     }
 
     /// The server's log so far.
@@ -151,6 +159,7 @@ pub fn start_corecast_with(extra: impl Fn(&Path) -> Vec<String>) -> Server {
         let mut server = Server {
             child,
             port,
+            http_port: http.port(),
             log,
             _dir: dir,
         };
@@ -224,6 +233,7 @@ pub fn start_nginx() -> Option<Server> {
     let server = Server {
         child,
         port,
+        http_port: 0,
         log,
         _dir: dir,
     };

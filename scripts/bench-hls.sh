@@ -1,0 +1,280 @@
+#!/usr/bin/env bash
+# Browser delivery benchmarks (issue 16), side by side in one run, on this machine. Never
+# asserted: figures for BENCHMARKS.md. Everything binds 127.0.0.1 and every run is bounded by
+# DURATION (plus fixed set-up limits); each run gets a fresh server.
+#
+# One synthetic H.264/AAC-shaped stream (the harness's e2e publisher: SEI clock in every video
+# frame, KBPS kbit/s, a key frame every GOP_FRAMES at 30 fps) and N viewers, read by the
+# harness (corecast-loadtest) with --viewer:
+#   1. latency:  Corecast LL-HLS (parts of PART_MS, viewers at the live edge with blocking
+#                reloads)  vs  nginx-rtmp's HLS (MPEG-TS, hls_fragment = one GOP, served by
+#                nginx with sendfile), LAT_VIEWERS viewers each: glass-to-glass p50/p99 from
+#                the SEI clock, time to first frame, stalls.
+#   2. plain:    plain HLS to PLAIN_VIEWERS viewers (--lite: bytes after the first frame):
+#                Corecast's plain.m3u8  vs  nginx (sendfile) serving nginx-rtmp's .ts files:
+#                server CPU-s per delivered GB and the ratio.
+#   3. ll-vs-plain: Corecast LL-HLS to PLAIN_VIEWERS viewers against run 2's Corecast plain
+#                HLS: CPU-s per GB and requests per second per viewer.
+#   4. flv-vs-rtmp: Corecast HTTP-FLV to FLV_VIEWERS viewers  vs  Corecast RTMP to as many
+#                players (the harness; with READER=1 also bench/reader's epoll players for
+#                RTMP — for FLV there is only the harness): CPU-s per GB and the ratio.
+# Server CPU is utime+stime of the server's processes (nginx: master and workers) from /proc
+# over the harness's run; bytes are what the viewers received (HTTP bodies; RTMP: socket
+# bytes).
+#
+# Environment: DURATION (15 s per run), KBPS (1000), GOP_FRAMES (60), PART_MS (200),
+# LAT_VIEWERS (20), PLAIN_VIEWERS (1000), FLV_VIEWERS (500), CORES (Corecast executors, 0 =
+# all CPUs), RUNS ("latency plain ll-vs-plain flv-vs-rtmp"), READER (0), PROFILE (release;
+# "debug" only checks the script), CARGO. Results: target/bench-hls/ (summary.md, rows.jsonl).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
+
+DURATION=${DURATION:-15}
+KBPS=${KBPS:-1000}
+GOP_FRAMES=${GOP_FRAMES:-60}
+PART_MS=${PART_MS:-200}
+LAT_VIEWERS=${LAT_VIEWERS:-20}
+PLAIN_VIEWERS=${PLAIN_VIEWERS:-1000}
+FLV_VIEWERS=${FLV_VIEWERS:-500}
+CORES=${CORES:-0}
+RUNS=${RUNS:-"latency plain ll-vs-plain flv-vs-rtmp"}
+READER=${READER:-0}
+PROFILE=${PROFILE:-release}
+CARGO=${CARGO:-cargo}
+OUT=target/bench-hls
+mkdir -p "$OUT"
+
+command -v python3 >/dev/null || { echo "bench-hls: needs python3" >&2; exit 1; }
+for f in /usr/sbin/nginx /usr/lib/nginx/modules/ngx_rtmp_module.so; do
+  [ -e "$f" ] || { echo "bench-hls: needs $f (apt-get install nginx libnginx-mod-rtmp)" >&2; exit 1; }
+done
+PACKAGES=(-p corecast-node -p corecast-loadtest)
+if [ "$READER" = 1 ]; then PACKAGES+=(-p corecast-reader); fi
+if [ "$PROFILE" = release ]; then
+  "$CARGO" build --release "${PACKAGES[@]}"
+  BIN=target/release
+else
+  "$CARGO" build "${PACKAGES[@]}"
+  BIN=target/debug
+fi
+# 1000 viewers plus the servers' files: raise the open-file limit as far as allowed.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+# utime+stime (seconds) of a process and its children.
+cpu_of() {
+  local total=0 tck p; tck=$(getconf CLK_TCK)
+  for p in $1 $(pgrep -P "$1" | tr '\n' ' '); do
+    [ -r "/proc/$p/stat" ] || continue
+    # Fields after the ")" of the command name: utime and stime are the 12th and 13th.
+    total=$(sed 's/.*) //' "/proc/$p/stat" | awk -v t="$total" '{print t + $12 + $13}')
+  done
+  python3 -c "print($total / $tck)"
+}
+
+start_corecast() { # rtmp-port http-port
+  cat >"$OUT/corecast.toml" <<CONF
+[http]
+max_connections_per_core = 1024
+[hls]
+part_target_ms = $PART_MS
+[log]
+level = "warn"
+CONF
+  "$BIN/corecast" --config "$OUT/corecast.toml" --rtmp-listen "127.0.0.1:$1" \
+    --http-listen "127.0.0.1:$2" --cores "$CORES" >/dev/null 2>"$OUT/corecast.log" &
+  echo $!
+}
+
+start_nginx() { # rtmp-port http-port
+  local dir="$PWD/$OUT/nginx"
+  rm -rf "$dir"; mkdir -p "$dir/logs" "$dir/hls"
+  # One worker for RTMP and HTTP; HLS fragments of one GOP (what Corecast cuts too), the
+  # files served from disk with sendfile.
+  local fragment_ms=$((GOP_FRAMES * 1000 / 30))
+  cat >"$dir/nginx.conf" <<CONF
+load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
+daemon off;
+master_process on;
+worker_processes 1;
+worker_rlimit_nofile 20000;
+error_log $dir/logs/error.log warn;
+pid $dir/nginx.pid;
+events { worker_connections 10000; }
+rtmp {
+  server {
+    listen 127.0.0.1:$1;
+    application live {
+      live on;
+      hls on;
+      hls_path $dir/hls;
+      hls_fragment ${fragment_ms}ms;
+      hls_playlist_length $((4 * fragment_ms))ms;
+    }
+  }
+}
+http {
+  sendfile on;
+  tcp_nopush on;
+  access_log off;
+  keepalive_requests 1000000;
+  keepalive_timeout 60s;
+  types { application/vnd.apple.mpegurl m3u8; video/mp2t ts; }
+  server {
+    listen 127.0.0.1:$2;
+    location /hls/ { root $dir; add_header Cache-Control no-cache; }
+  }
+}
+CONF
+  /usr/sbin/nginx -c "$dir/nginx.conf" -p "$dir" >/dev/null 2>&1 &
+  echo $!
+}
+
+# One harness run against a fresh server; appends a row to rows.jsonl.
+# run_one LABEL SERVER(corecast|nginx) VIEWER N LITE(0|1) [URL-TEMPLATE]
+run_one() {
+  local label=$1 server=$2 viewer=$3 n=$4 lite=$5 template=${6:-}
+  local rtmp http pid json="$OUT/$1.json" cpu0 cpu1 args
+  rtmp=$(free_port); http=$(free_port)
+  pid=$("start_$server" "$rtmp" "$http")
+  trap 'kill '"$pid"' 2>/dev/null || true' EXIT
+  wait_port "$rtmp"; wait_port "$http"
+  args=(e2e "rtmp://127.0.0.1:$rtmp/live/bench" -n "$n" --duration "$DURATION" --ramp 200
+        --bitrate-kbps "$KBPS" --audio-kbps 64 --gop-frames "$GOP_FRAMES"
+        --max-connections 5000 --connect-timeout 15 --viewer "$viewer" --allow-failed 100%)
+  [ "$lite" = 1 ] && args+=(--lite)
+  [ -n "$template" ] && args+=(--viewer-url "${template//PORT/$http}")
+  [ "$viewer" != rtmp ] && [ -z "$template" ] && \
+    args+=(--viewer-url "http://127.0.0.1:$http$(corecast_path "$viewer")")
+  rm -f "$json"
+  cpu0=$(cpu_of "$pid")
+  timeout $((DURATION + 60)) "$BIN/corecast-loadtest" "${args[@]}" --quiet --json "$json" \
+    >/dev/null 2>"$OUT/$label.err" || true
+  cpu1=$(cpu_of "$pid")
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  trap - EXIT
+  row "$label" "$server" "$viewer" "$n" "$cpu0" "$cpu1" "$json" "harness"
+}
+
+corecast_path() {
+  case $1 in
+    hls) echo "/hls/{app}/{stream}/index.m3u8" ;;
+    hls-plain) echo "/hls/{app}/{stream}/plain.m3u8" ;;
+    flv) echo "/{app}/{stream}.flv" ;;
+  esac
+}
+
+# bench/reader's RTMP players against a fresh Corecast, the harness publishing.
+run_reader() { # label n
+  local label=$1 n=$2 rtmp http pid pub json="$OUT/$1.json" cpu0 cpu1
+  rtmp=$(free_port); http=$(free_port)
+  pid=$(start_corecast "$rtmp" "$http")
+  trap 'kill '"$pid"' 2>/dev/null || true' EXIT
+  wait_port "$rtmp"
+  "$BIN/corecast-loadtest" publish "rtmp://127.0.0.1:$rtmp/live/bench" --bitrate-kbps "$KBPS" \
+    --audio-kbps 64 --gop-frames "$GOP_FRAMES" --duration $((DURATION + 70)) --cores 1 --quiet \
+    >/dev/null 2>"$OUT/$label-publisher.err" &
+  pub=$!
+  sleep 1
+  cpu0=$(cpu_of "$pid")
+  timeout $((DURATION + 60)) "$BIN/corecast-reader" "rtmp://127.0.0.1:$rtmp/live/bench" \
+    -n "$n" --duration-secs "$DURATION" --ramp 200 --json "$json" >/dev/null 2>"$OUT/$label.err" || true
+  cpu1=$(cpu_of "$pid")
+  kill "$pub" "$pid" 2>/dev/null || true
+  wait "$pub" "$pid" 2>/dev/null || true
+  trap - EXIT
+  row "$label" corecast rtmp "$n" "$cpu0" "$cpu1" "$json" "reader"
+}
+
+row() { # label server viewer n cpu0 cpu1 json reader
+  python3 - "$@" >>"$OUT/rows.jsonl" <<'PY'
+import json, sys
+label, server, viewer, n, cpu0, cpu1, path, reader = sys.argv[1:]
+row = {"run": label, "server": server, "viewer": viewer, "viewers": int(n), "reader": reader,
+       "cpu_s": round(float(cpu1) - float(cpu0), 3)}
+try:
+    r = json.load(open(path))
+except Exception as e:
+    row["error"] = str(e)
+    print(json.dumps(row)); sys.exit(0)
+if reader == "reader":
+    gb = r["bytes"] / 1e9
+    row.update({"connected": r["connected"], "with_frame": r["players"] - r["failed"],
+                "ttff_p50_ms": r["ttff_ms"]["p50"], "ttff_p99_ms": r["ttff_ms"]["p99"]})
+else:
+    p = r["players"]
+    gb = r["throughput"]["bytes_in"] / 1e9
+    lat = r.get("latency") or {}
+    ttff = p.get("first_keyframe_ms") or {}
+    http = p.get("http") or {}
+    row.update({
+        "connected": p["connected"], "with_frame": p["with_keyframe"],
+        "dropped": r["connections"]["dropped"],
+        "ttff_p50_ms": ttff.get("p50"), "ttff_p99_ms": ttff.get("p99"),
+        "latency_p50_ms": lat.get("p50_ms"), "latency_p99_ms": lat.get("p99_ms"),
+        "latency_samples": lat.get("samples"),
+        "stalls": http.get("stalls"), "viewers_with_stalls": http.get("viewers_with_stalls"),
+        "rps_per_viewer": http.get("requests_per_viewer_per_sec"),
+        "mbps": r["throughput"]["aggregate_mbps"],
+        "harness_cpu_s": r["harness"]["cpu_secs"],
+    })
+row["gb"] = round(gb, 4)
+row["cpu_s_per_gb"] = round(row["cpu_s"] / gb, 3) if gb > 0 else None
+print(json.dumps(row))
+PY
+  tail -n 1 "$OUT/rows.jsonl"
+}
+
+NGINX_HLS="http://127.0.0.1:PORT/hls/{stream}.m3u8"
+: >"$OUT/rows.jsonl"
+for run in $RUNS; do
+  case $run in
+    latency)
+      run_one latency-corecast-ll corecast hls "$LAT_VIEWERS" 0
+      run_one latency-nginx-hls nginx hls-plain "$LAT_VIEWERS" 0 "$NGINX_HLS"
+      run_one latency-corecast-plain corecast hls-plain "$LAT_VIEWERS" 0 ;;
+    plain)
+      run_one plain-corecast corecast hls-plain "$PLAIN_VIEWERS" 1
+      run_one plain-nginx nginx hls-plain "$PLAIN_VIEWERS" 1 "$NGINX_HLS" ;;
+    ll-vs-plain)
+      run_one ll-corecast corecast hls "$PLAIN_VIEWERS" 1 ;;
+    flv-vs-rtmp)
+      run_one flv-corecast corecast flv "$FLV_VIEWERS" 1
+      run_one rtmp-corecast corecast rtmp "$FLV_VIEWERS" 1
+      if [ "$READER" = 1 ]; then run_reader rtmp-corecast-reader "$FLV_VIEWERS"; fi ;;
+    *) echo "bench-hls: unknown run $run (RUNS: latency plain ll-vs-plain flv-vs-rtmp)" >&2; exit 1 ;;
+  esac
+done
+
+python3 - "$OUT/rows.jsonl" "$DURATION" "$KBPS" "$PART_MS" "$GOP_FRAMES" >"$OUT/summary.md" <<'PY'
+import json, sys
+rows = {r["run"]: r for r in (json.loads(l) for l in open(sys.argv[1]) if l.strip())}
+duration, kbps, part, gop = sys.argv[2:]
+def f(v, d=1):
+    return "-" if v is None else (f"{v:.{d}f}" if isinstance(v, float) else str(v))
+print(f"{duration} s per run, stream {kbps} kbit/s, key frame every {gop} frames at 30 fps, "
+      f"LL-HLS parts {part} ms. Harness viewers; CPU = the server's utime+stime.\n")
+print("| run | server | viewer | viewers | connected | got a frame | TTFF p50/p99 ms | latency p50/p99 ms (samples) | stalls (viewers) | req/s per viewer | Mbit/s | server CPU-s | CPU-s/GB |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+for r in rows.values():
+    if "error" in r:
+        print(f"| {r['run']} | {r['server']} | {r['viewer']} | {r['viewers']} | error: {r['error']} |||||||||"); continue
+    print(f"| {r['run']} | {r['server']} | {r['viewer']}{' (reader)' if r['reader'] == 'reader' else ''} | {r['viewers']} | {r['connected']} | {r['with_frame']} "
+          f"| {f(r.get('ttff_p50_ms'))}/{f(r.get('ttff_p99_ms'))} | {f(r.get('latency_p50_ms'))}/{f(r.get('latency_p99_ms'))} ({f(r.get('latency_samples'))}) "
+          f"| {f(r.get('stalls'))} ({f(r.get('viewers_with_stalls'))}) | {f(r.get('rps_per_viewer'), 2)} | {f(r.get('mbps'), 0)} | {f(r['cpu_s'], 2)} | {f(r['cpu_s_per_gb'], 2)} |")
+def ratio(a, b):
+    x, y = rows.get(a, {}).get("cpu_s_per_gb"), rows.get(b, {}).get("cpu_s_per_gb")
+    return "-" if not x or not y else f"{x / y:.2f}"
+print()
+print("| ratio of CPU-s per GB | value | target |")
+print("|---|---|---|")
+print(f"| Corecast plain HLS ÷ nginx (sendfile) serving nginx-rtmp's HLS | {ratio('plain-corecast', 'plain-nginx')} | ≤ 1.0 |")
+print(f"| Corecast LL-HLS ÷ Corecast plain HLS | {ratio('ll-corecast', 'plain-corecast')} | - |")
+print(f"| Corecast HTTP-FLV ÷ Corecast RTMP (harness) | {ratio('flv-corecast', 'rtmp-corecast')} | ≤ 1.1 |")
+if "rtmp-corecast-reader" in rows:
+    print(f"| Corecast HTTP-FLV (harness) ÷ Corecast RTMP (bench/reader) | {ratio('flv-corecast', 'rtmp-corecast-reader')} | - |")
+PY
+cat "$OUT/summary.md"
+echo "bench-hls: $OUT/summary.md, raw rows in $OUT/rows.jsonl"
