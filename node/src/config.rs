@@ -877,11 +877,12 @@ impl Config {
         self.restream.validate()?;
         edge::validate(self)?;
         self.auth.validate()?;
+        self.check_keys_have_a_registry()?;
         self.check_shared_ports()
     }
 
-    /// The registry's, the livestream API's and the webhooks' sections.
-    fn check_livestreams(&self) -> Result<(), ConfigError> {
+    /// Publishing in `keys` mode needs the livestream registry.
+    fn check_keys_have_a_registry(&self) -> Result<(), ConfigError> {
         // Without a registry every `keys` publisher would be refused at run time, which
         // looks like an outage; say so at start instead.
         let keys_publish = self.auth.modes().iter().any(|(_, direction, mode)| {
@@ -893,6 +894,11 @@ impl Config {
                 reason: "mode \"keys\" needs a livestream registry (set registry.url)".into(),
             });
         }
+        Ok(())
+    }
+
+    /// The registry's, the livestream API's and the webhooks' sections.
+    fn check_livestreams(&self) -> Result<(), ConfigError> {
         self.registry
             .check()
             .and_then(|()| self.livestreams.check())

@@ -397,7 +397,11 @@ mod tests {
                 Box::pin(std::future::ready(verdict))
             }
         }
-        let a = authorizer("[[auth.apps]]\nname = \"live\"\npublish = \"keys\"\nplay = \"open\"");
+        // A registry is named (keys need one) but not attached yet, as during start-up.
+        let a = authorizer(
+            "[[auth.apps]]\nname = \"live\"\npublish = \"keys\"\nplay = \"open\"\n\
+             [registry]\nurl = \"sqlite:///nonexistent/registry.db\"",
+        );
         let good = request(Action::Publish, "live", "sk_good", None);
         assert_eq!(a.decide_now(&good), None, "keys need the authority");
         let block_on = futures_lite::future::block_on;
