@@ -626,9 +626,9 @@ impl CoreContext {
             stats.clients.push(ClientStats {
                 id: client.id,
                 core: self.id.0,
-                addr: client.peer.to_string(),
-                transport: client.transport.get().to_owned(),
-                role: client.role.get().as_str().to_owned(),
+                addr: client.peer,
+                transport: client.transport.get(),
+                role: client.role.get().as_str(),
                 stream: client.stream.borrow().clone(),
                 connected_secs: client.since.elapsed().as_secs(),
                 bytes_in: client.bytes_in.get(),

@@ -244,6 +244,7 @@ impl SubscriberQueue {
             self.dropped_frames += 1;
             return PushOutcome::Dropped;
         }
+        let was_empty = self.items.is_empty();
         self.note_filling();
         self.queued_bytes += len;
         self.items.push_back(if self.flv {
@@ -254,8 +255,13 @@ impl SubscriberQueue {
         self.peak_items = self.peak_items.max(self.items.len());
         if self.batching && self.queued_bytes < MERGE_ENOUGH_BYTES {
             // The writer writes at the next tick: hand it to the tick instead of waking it
-            // now only to have it wait.
-            self.defer_writer();
+            // now only to have it wait. Only the push that fills an empty queue needs to: while
+            // anything is queued the writer is running, waiting on the socket, or already
+            // handed to the tick (it hands itself over when it finds media not yet due). This
+            // runs per frame per player, so the tick's epoch is not read for the rest (issue 19).
+            if was_empty {
+                self.defer_writer();
+            }
         } else {
             self.wake();
         }
@@ -333,18 +339,34 @@ impl SubscriberQueue {
     /// Fills `out` with slices of what is queued, in order, up to `max_slices` slices and
     /// roughly `max_bytes` bytes (always at least one slice when not empty).
     pub fn gather<'a>(&'a self, out: &mut Vec<IoSlice<'a>>, max_slices: usize, max_bytes: usize) {
+        let mut items = self.items.iter();
+        let Some(front) = items.next() else {
+            return;
+        };
+        // Only the front item can be partly written: the rest are taken whole, without the
+        // per-part skip arithmetic (this runs per player per window; issue 19).
         let mut skip = self.head_written;
         let mut total = 0;
-        for item in &self.items {
+        for part in front.parts() {
+            if skip >= part.len() {
+                skip -= part.len();
+                continue;
+            }
+            let slice = &part[skip..];
+            skip = 0;
+            total += slice.len();
+            out.push(IoSlice::new(slice));
+            if out.len() >= max_slices || total >= max_bytes {
+                return;
+            }
+        }
+        for item in items {
             for part in item.parts() {
-                if skip >= part.len() {
-                    skip -= part.len();
+                if part.is_empty() {
                     continue;
                 }
-                let slice = &part[skip..];
-                skip = 0;
-                total += slice.len();
-                out.push(IoSlice::new(slice));
+                total += part.len();
+                out.push(IoSlice::new(part));
                 if out.len() >= max_slices || total >= max_bytes {
                     return;
                 }

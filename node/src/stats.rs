@@ -62,12 +62,13 @@ pub struct ClientStats {
     pub id: u64,
     /// Core it lives on.
     pub core: usize,
-    /// Peer address.
-    pub addr: String,
+    /// Peer address. Kept as the address and formatted only when the API serialises it:
+    /// the snapshot is taken every second for every client (issue 19).
+    pub addr: std::net::SocketAddr,
     /// `rtmp`, `rtmps`, `rtmpt`, ...
-    pub transport: String,
+    pub transport: &'static str,
     /// `idle`, `publishing` or `playing`.
-    pub role: String,
+    pub role: &'static str,
     /// The stream it publishes or plays.
     pub stream: Option<String>,
     /// Seconds connected.

@@ -266,11 +266,13 @@ impl StreamReplica {
         self.cache(&frame);
         self.bytes_since_stats += frame.payload.len() as u64;
         let mut dropped = 0;
+        // Decided once per frame, not per player: this loop runs per frame per player.
+        let (audio, video) = (
+            frame.kind == MediaKind::Audio,
+            frame.kind == MediaKind::Video,
+        );
         for player in &self.players {
-            if player.paused
-                || (frame.kind == MediaKind::Audio && !player.audio)
-                || (frame.kind == MediaKind::Video && !player.video)
-            {
+            if player.paused || (audio && !player.audio) || (video && !player.video) {
                 continue;
             }
             if player.out.queue.borrow_mut().push_frame(frame.clone()) == PushOutcome::Dropped {
