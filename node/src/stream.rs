@@ -278,6 +278,7 @@ impl StreamReplica {
             }
         }
         self.dropped_frames += dropped;
+        crate::sendpass::flush(&self.players);
         dropped
     }
 
