@@ -74,6 +74,8 @@ thread_local! {
     static BUSY: RefCell<HashSet<usize>> = RefCell::new(HashSet::new());
     /// This core's ring; `None` inside when io_uring could not be set up (then `sendmsg`).
     static RING: RefCell<Option<Option<io_uring::IoUring>>> = const { RefCell::new(None) };
+    /// Whether this core logged its first pass (once, so an operator sees the option work).
+    static ANNOUNCED: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Registers a player's target on its outbound slot; unregisters on drop.
@@ -143,6 +145,9 @@ pub fn flush(players: &[Player]) {
                     continue;
                 }
             }
+            if !ANNOUNCED.replace(true) {
+                tracing::info!(uring = target.uring, "zero-delay send pass writing players");
+            }
             if target.uring {
                 uring.push((
                     Rc::clone(queue),
@@ -187,7 +192,10 @@ type UringPlayer = (Rc<RefCell<SubscriberQueue>>, RawFd, Rc<dyn Fn(usize)>);
 fn send_uring(players: &[UringPlayer]) {
     RING.with_borrow_mut(|ring| {
         let ring = ring.get_or_insert_with(|| match io_uring::IoUring::new(ENTRIES) {
-            Ok(r) => Some(r),
+            Ok(r) => {
+                tracing::info!(entries = ENTRIES, "zero-delay send pass: io_uring ring ready");
+                Some(r)
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "io_uring unavailable: the zero-delay pass uses sendmsg");
                 None
