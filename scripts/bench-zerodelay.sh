@@ -4,7 +4,11 @@
 # (`--zero-delay`, src/pass.rs): `pass` (the same sendmsg per player per due frame, from the
 # new writer: a check that both are measured alike), `uring` (one io_uring submission per
 # pass for all players), `coalesce` (wake only for video frames, the audio due since rides
-# in the same send) and `uring-coalesce`.
+# in the same send) and `uring-coalesce`. The node's own variants run Corecast itself at
+# `merge_window_ms = 0` with `player.zero_delay_send` = `writer` (today's node), `pass` or
+# `uring` (node/src/sendpass.rs): `node-writer`, `node-pass`, `node-uring`. The node is fed
+# by the harness's synthetic publisher (the same stream the floor prepares), so its CPU
+# includes that ingest, alike for the three.
 #
 # Each run: a fresh floor, N players from one reader (the harness `corecast-loadtest play`,
 # or `corecast-reader`), CPU-s per delivered GB = the floor's utime+stime from /proc over the
@@ -38,8 +42,8 @@ STRACE_PLAYERS=${STRACE_PLAYERS:-50}
 BIN=target/release
 OUT=${OUT:-target/bench-zerodelay}
 mkdir -p "$OUT"
-for b in corecast-floor corecast-loadtest corecast-reader; do
-  [ -x "$BIN/$b" ] || cargo build --release -p corecast-floor -p corecast-loadtest -p corecast-reader
+for b in corecast-floor corecast-loadtest corecast-reader corecast; do
+  [ -x "$BIN/$b" ] || cargo build --release -p corecast-floor -p corecast-loadtest -p corecast-reader -p corecast-node
 done
 
 flags_of() { # variant
@@ -64,13 +68,41 @@ zd_softirqd() { for p in $(pgrep -x 'ksoftirqd/[0-9]+'); do cat "/proc/$p/stat";
 zd_cpu_of() { awk -v t="$(getconf CLK_TCK)" '{print ($14 + $15) / t}' "/proc/$1/stat"; }
 
 start_floor() { # port variant
+  case $2 in node-*) start_node "$1" "${2#node-}"; return ;; esac
   # shellcheck disable=SC2046
   "$BIN/corecast-floor" --listen "127.0.0.1:$1" --seconds $((DURATION + 30)) --threads "$THREADS" \
     --bitrate-kbps "$KBPS" --audio-kbps 64 $(flags_of "$2") >/dev/null 2>>"$OUT/floor.log" &
   echo $!
 }
 
-run_reader() { # reader port json
+start_node() { # port mode
+  printf '[player]\nmerge_window_ms = 0\nzero_delay_send = "%s"\n[http]\nenabled = false\n[log]\nlevel = "info"\n' "$2" >"$OUT/node-$2.toml"
+  "$BIN/corecast" --config "$OUT/node-$2.toml" --rtmp-listen "127.0.0.1:$1" --cores "$THREADS" \
+    >/dev/null 2>>"$OUT/node.log" &
+  echo $!
+}
+
+# The harness's synthetic publisher alone (the node's runs with the plain reader).
+start_publisher() { # port
+  "$BIN/corecast-loadtest" publish "rtmp://127.0.0.1:$1/live/bench" --bitrate-kbps "$KBPS" \
+    --audio-kbps 64 --duration $((DURATION + 40)) --cores 1 --quiet >/dev/null 2>>"$OUT/publisher.err" &
+  echo $!
+}
+
+run_reader() { # reader port json [variant]
+  local publisher=""
+  case ${4:-} in
+    node-*)
+      if [ "$1" = harness ]; then
+        # Publisher and players in one harness process, as bench-compare runs the node.
+        timeout $((DURATION + 40)) "$BIN/corecast-loadtest" e2e "rtmp://127.0.0.1:$2/live/bench" \
+          --bitrate-kbps "$KBPS" --audio-kbps 64 -n "$PLAYERS" --duration "$DURATION" --ramp 500 \
+          --max-connections 5000 --quiet --json "$3" >/dev/null 2>>"$OUT/harness.err" || true
+        return
+      fi
+      publisher=$(start_publisher "$2")
+      sleep 1 ;;
+  esac
   if [ "$1" = harness ]; then
     timeout $((DURATION + 40)) "$BIN/corecast-loadtest" play "rtmp://127.0.0.1:$2/live/bench" \
       -n "$PLAYERS" --duration "$DURATION" --ramp 500 --max-connections 5000 --quiet \
@@ -79,6 +111,10 @@ run_reader() { # reader port json
     timeout $((DURATION + 40)) "$BIN/corecast-reader" "rtmp://127.0.0.1:$2/live/bench" \
       -n "$PLAYERS" --duration-secs "$DURATION" --ramp 500 --json "$3" \
       >/dev/null 2>>"$OUT/reader.err" || true
+  fi
+  if [ -n "$publisher" ]; then
+    kill "$publisher" 2>/dev/null || true
+    wait "$publisher" 2>/dev/null || true
   fi
 }
 
@@ -92,7 +128,7 @@ run_one() { # variant reader round
   cpu0=$(zd_cpu_of "$pid")
   cs0=$(zd_ctxsw_of "$pid")
   sq0=$(zd_softirqd)
-  run_reader "$2" "$port" "$json"
+  run_reader "$2" "$port" "$json" "$1"
   cpu1=$(zd_cpu_of "$pid")
   cs1=$(zd_ctxsw_of "$pid")
   sq1=$(zd_softirqd)
@@ -133,7 +169,7 @@ strace_one() { # variant
   port=$(free_port)
   pid=$(start_floor "$port" "$1")
   wait_port "$port"
-  PLAYERS=$STRACE_PLAYERS run_reader harness "$port" "$OUT/strace-$1.json" &
+  PLAYERS=$STRACE_PLAYERS run_reader harness "$port" "$OUT/strace-$1.json" "$1" &
   local reader=$!
   sleep $((DURATION / 2))
   timeout $((STRACE_SECS + 5)) strace -c -f -p "$pid" -o "$OUT/strace-$1.txt" &

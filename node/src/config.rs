@@ -277,6 +277,10 @@ pub struct PlayerConfig {
     /// A player of a stream that is not live (never started, or its publisher left) is
     /// closed with `NetStream.Play.StreamNotFound` after waiting this long; 0 = wait forever.
     pub wait_for_publisher_secs: u64,
+    /// How a core writes its players at `merge_window_ms = 0`: `"writer"` (each player's
+    /// task), `"pass"` (one pass per frame, a `sendmsg` per player) or `"uring"` (one pass,
+    /// one io_uring submission for all players). Plain RTMP players only.
+    pub zero_delay_send: crate::sendpass::ZeroDelaySend,
 }
 
 impl Default for PlayerConfig {
@@ -288,6 +292,7 @@ impl Default for PlayerConfig {
             send_timeout_secs: 15,
             socket_send_buffer_bytes: 256 * 1024,
             wait_for_publisher_secs: 30,
+            zero_delay_send: crate::sendpass::ZeroDelaySend::Writer,
         }
     }
 }
@@ -825,6 +830,12 @@ impl Config {
         }
         if p.merge_window_ms > 1000 {
             return Err(invalid("player.merge_window_ms", "must be at most 1000"));
+        }
+        if p.zero_delay_send != crate::sendpass::ZeroDelaySend::Writer && p.merge_window_ms != 0 {
+            return Err(invalid(
+                "player.zero_delay_send",
+                "needs player.merge_window_ms = 0 (a window batches writes already)",
+            ));
         }
         let t = &self.rtmpt;
         if t.idle_timeout_secs == 0 {

@@ -64,6 +64,7 @@ pub mod reload;
 pub mod restream;
 pub mod rtmpe;
 pub mod rtmpt;
+pub mod sendpass;
 pub mod server;
 pub mod session;
 pub mod shared;

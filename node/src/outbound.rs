@@ -22,6 +22,9 @@ use crate::queue::{QueueLimits, SubscriberQueue};
 pub struct Outbound {
     /// Shared with the connection's writer and with the stream replica (as a player).
     pub queue: Rc<RefCell<SubscriberQueue>>,
+    /// Set while the zero-delay send pass may write this connection's socket
+    /// ([`crate::sendpass`]).
+    pub pass: Rc<RefCell<Option<crate::sendpass::PassTarget>>>,
     encoder: RefCell<ChunkEncoder>,
     pending: RefCell<BytesMut>,
 }
@@ -31,6 +34,7 @@ impl Outbound {
     pub fn new(limits: QueueLimits) -> Rc<Outbound> {
         Rc::new(Outbound {
             queue: Rc::new(RefCell::new(SubscriberQueue::new(limits))),
+            pass: Rc::default(),
             encoder: RefCell::new(ChunkEncoder::new()),
             pending: RefCell::new(BytesMut::new()),
         })
@@ -41,6 +45,7 @@ impl Outbound {
     pub fn new_flv(limits: QueueLimits) -> Rc<Outbound> {
         Rc::new(Outbound {
             queue: Rc::new(RefCell::new(SubscriberQueue::new_flv(limits))),
+            pass: Rc::default(),
             encoder: RefCell::new(ChunkEncoder::new()),
             pending: RefCell::new(BytesMut::new()),
         })

@@ -280,6 +280,7 @@ impl StreamReplica {
             }
         }
         self.dropped_frames += dropped;
+        crate::sendpass::flush(&self.players);
         dropped
     }
 

@@ -51,6 +51,11 @@ pub trait Transport {
     /// The connection will send little from now on (a player: acknowledgements and pings), so
     /// the next reads ask for little; a peer that sends more grows them again, a read at a time.
     fn expect_little_input(&self) {}
+    /// The plain socket under the pipe, where bytes written to it go out unchanged (TCP
+    /// only): the zero-delay send pass ([`crate::sendpass`]) writes it directly.
+    fn plain_socket_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
     /// Closes the write side.
     fn shutdown(&self);
     /// Transport label for logs, metrics and the API.
@@ -170,6 +175,11 @@ impl Transport for TcpTransport {
 
     fn set_send_buffer_size(&self, bytes: usize) -> io::Result<()> {
         socket::set_send_buffer_size(&*self.stream.borrow(), bytes)
+    }
+
+    fn plain_socket_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        Some(self.stream.borrow().as_raw_fd())
     }
 
     fn expect_little_input(&self) {

@@ -83,6 +83,7 @@ pub async fn run_writer<T: Transport>(
             }
             return Ok(());
         }
+        let _busy = crate::sendpass::WriterBusy::enter(queue);
         drain(transport, queue, settings.send_timeout, sent).await?;
     }
 }
