@@ -145,7 +145,7 @@ mod tests {
         let sent = |n: usize| total.set(total.get() + n);
         let reason = futures_lite::future::block_on(async {
             let drain = async {
-                let mut out = Vec::new();
+                let (mut out, mut frames) = (Vec::new(), 0);
                 while out.len() < expected.len() {
                     let frame =
                         std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx))
@@ -156,7 +156,9 @@ mod tests {
                         .into_data()
                         .expect("data");
                     out.extend_from_slice(&data.collect_bytes());
+                    frames += 1;
                 }
+                assert_eq!(frames, 1, "one wake-up's tags leave as one body frame");
                 queue.borrow_mut().finish();
                 out
             };
@@ -167,5 +169,26 @@ mod tests {
         });
         assert_eq!(reason, "closed");
         assert_eq!(total.get(), expected.len());
+    }
+
+    #[test]
+    fn a_batch_is_bounded_and_leaves_the_rest_queued() {
+        let mut queue = SubscriberQueue::new_flv(QueueLimits {
+            soft_max_bytes: 1 << 20,
+            hard_max_bytes: 1 << 21,
+        });
+        let frames: Vec<LocalFrame> = (0..4).map(frame).collect();
+        let wire: Vec<u8> = frames.iter().flat_map(|f| f.flv_parts().concat()).collect();
+        let parts = frames[0].flv_parts().len();
+        for f in frames {
+            queue.push_frame(f);
+        }
+        let first = take(&mut queue, parts + 1, usize::MAX);
+        assert_eq!(first.slices(), parts + 1);
+        assert_eq!(queue.queued_bytes(), wire.len() - first.remaining());
+        let rest = take(&mut queue, 64, usize::MAX);
+        assert!(queue.is_empty());
+        assert_eq!([first.collect_bytes(), rest.collect_bytes()].concat(), wire);
+        assert_eq!(take(&mut queue, 64, usize::MAX).remaining(), 0);
     }
 }
