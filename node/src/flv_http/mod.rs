@@ -8,8 +8,9 @@
 //! `player.queue_hard_max_bytes` cuts the viewer). Its queue is an FLV queue: each frame goes
 //! out as the FLV tag the frame builds once ([`crate::frame::FrameData::flv_parts`]) and every
 //! viewer on every core shares, the payload never copied. A task per viewer moves the queue
-//! into the response's streamed body ([`crate::httpd::body::Body::channel`]); hyper sends it
-//! chunked. A viewer that stops reading fills the body channel, then its queue, and is cut
+//! into the response's streamed body ([`crate::httpd::body::Body::channel`]) a merge window
+//! at a time, as an RTMP player's writer does ([`pump`]); hyper sends each window as one
+//! chunk in one vectored write. A viewer that stops reading fills the body channel, then its queue, and is cut
 //! at the hard bound, or earlier by the HTTP write deadline (see [`crate::httpd::deadline`]).
 //!
 //! On an edge (a node that pulls), a request for a stream the node does not have yet joins
@@ -72,9 +73,9 @@ pub const ERROR_KINDS: [&str; 5] = [
 /// The FLV file header (version 1, audio and video present) and the first previous-tag size.
 pub const FLV_HEADER: [u8; 13] = [b'F', b'L', b'V', 1, 0x05, 0, 0, 0, 9, 0, 0, 0, 0];
 
-/// Body chunks waiting between a viewer's queue and hyper (three per frame: the queue holds
-/// the rest, counted against its bounds).
-const BODY_CHANNEL_CHUNKS: usize = 16;
+/// Batches (a merge window each) waiting between a viewer's queue and hyper: the queue holds
+/// the rest, counted against its bounds.
+const BODY_CHANNEL_BATCHES: usize = 2;
 
 /// How often a viewer with nothing to send checks that its connection is still there.
 const CLOSED_CHECK: Duration = Duration::from_secs(1);
@@ -143,7 +144,7 @@ pub fn play(ctx: &Rc<CoreContext>, request: Request, params: Params) -> Reply {
                 response
             }
             _ => {
-                let (mut sender, body) = Body::channel(BODY_CHANNEL_CHUNKS);
+                let (mut sender, body) = Body::channel(BODY_CHANNEL_BATCHES);
                 // The channel is empty: the header always fits.
                 if sender.try_send(Bytes::from_static(&FLV_HEADER)).is_ok() {
                     watch(viewer, sender);
@@ -319,7 +320,8 @@ fn watch(viewer: Viewer, sender: BodySender) {
         let queue = Rc::clone(&viewer.out.queue);
         let sent = |n: usize| viewer.sent(n);
         let watcher = sender.clone();
-        let reason = future::or(pump::run(&queue, sender, &sent), async {
+        let window = merge_window(&viewer.ctx);
+        let reason = future::or(pump::run(&queue, sender, window, &sent), async {
             while !watcher.is_closed() {
                 glommio::timer::Timer::new(CLOSED_CHECK).await;
             }
@@ -329,6 +331,11 @@ fn watch(viewer: Viewer, sender: BodySender) {
         viewer.leave(reason);
     })
     .detach();
+}
+
+/// `player.merge_window_ms`: viewers batch their writes as RTMP players do.
+fn merge_window(ctx: &CoreContext) -> Duration {
+    Duration::from_millis(ctx.config().player.merge_window_ms)
 }
 
 /// Serves the viewer's stream over the WebSocket `upgraded` (after the 101) until either end
@@ -346,6 +353,7 @@ async fn watch_ws(viewer: Viewer, upgraded: Upgraded) {
         return;
     }
     let queue = Rc::clone(&viewer.out.queue);
+    pump::start_batching(&queue, merge_window(&viewer.ctx));
     let sent = |n: usize| viewer.sent(n);
     let reason = ws::run(&io, upgraded.read_ahead, &queue, timeouts, &sent).await;
     viewer.leave(reason);

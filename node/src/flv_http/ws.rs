@@ -4,7 +4,8 @@
 //! The handshake's accept key and the frame headers come from `tungstenite` (its protocol
 //! types only; the I/O is the node's). After the 101 the connection is taken back from hyper
 //! ([`crate::httpd::upgrade`]) and runs [`run`]: the viewer's queue goes out in binary
-//! messages, each the bytes one vectored write gathered (several FLV tags, or part of one;
+//! messages, each the bytes one vectored write gathered (a merge window of FLV tags as the
+//! RTMP writer batches them, or part of one;
 //! mpegts.js and other FLV-over-WebSocket players read the messages as one byte stream), the
 //! tag bytes never copied. What the client sends is read and parsed only to end on its Close
 //! (or a frame too large, or EOF); pings get no pong (browsers do not send them).
@@ -296,16 +297,21 @@ async fn write_queue(
     }
 }
 
-/// Bytes queued, once there are some (at most one message's worth); None once the queue is
-/// closed.
+/// Bytes queued, once they should be written (at most one message's worth); None once the
+/// queue is closed.
 async fn queued(queue: &RefCell<SubscriberQueue>) -> Option<usize> {
     poll_fn(|cx| {
         let mut q = queue.borrow_mut();
         if q.is_closed() {
             return Poll::Ready(None);
         }
-        if q.is_empty() {
+        // As the RTMP writer and the HTTP-FLV pump: queued media waits for the core's flush
+        // tick when a merge window is set, so a message (one write) carries a window.
+        if !q.ready_to_write() {
             q.set_writer(cx.waker());
+            if !q.is_empty() {
+                q.defer_writer();
+            }
             return Poll::Pending;
         }
         let mut slices = Vec::with_capacity(MAX_SLICES);

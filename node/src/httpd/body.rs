@@ -7,7 +7,8 @@
 //!   later), sent with chunked transfer encoding. The channel holds at most `capacity` chunks
 //!   (plus one per sender): a producer whose viewer does not keep up sees
 //!   [`BodySender::try_send`] fail (and applies its slow-viewer policy) or waits in
-//!   [`BodySender::send`]; nothing piles up unbounded. The connection's write deadline applies
+//!   [`BodySender::send`]; nothing piles up unbounded. Each chunk is a [`Batch`] of slices,
+//!   written as one chunk of the chunked encoding in one vectored write. The connection's write deadline applies
 //!   while the stream runs (see [`super::deadline`]). Dropping the sender ends the body;
 //!   a closed connection makes the sender's next send fail.
 
@@ -24,6 +25,7 @@ use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::StatusCode;
 use serde::Serialize;
 
+use super::batch::Batch;
 use super::Response;
 
 /// A response body: whole chunks, or a stream of them.
@@ -33,7 +35,7 @@ pub struct Body {
     /// Bytes left in `chunks` (the exact size hint hyper takes `Content-Length` from).
     len: u64,
     /// Where a streamed body's chunks come from (`chunks` is then unused).
-    stream: Option<mpsc::Receiver<Bytes>>,
+    stream: Option<mpsc::Receiver<Batch>>,
 }
 
 impl Body {
@@ -72,7 +74,7 @@ impl Body {
 
 /// Feeds a streamed [`Body`].
 #[derive(Debug, Clone)]
-pub struct BodySender(mpsc::Sender<Bytes>);
+pub struct BodySender(mpsc::Sender<Batch>);
 
 /// Why a chunk was not taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -87,8 +89,8 @@ pub enum SendError {
 
 impl BodySender {
     /// Queues `chunk` now, or says why not.
-    pub fn try_send(&mut self, chunk: Bytes) -> Result<(), SendError> {
-        self.0.try_send(chunk).map_err(|e| {
+    pub fn try_send(&mut self, chunk: impl Into<Batch>) -> Result<(), SendError> {
+        self.0.try_send(chunk.into()).map_err(|e| {
             if e.is_full() {
                 SendError::Full
             } else {
@@ -97,12 +99,22 @@ impl BodySender {
         })
     }
 
+    /// Waits until the channel has room for one more chunk (then, with no other sender
+    /// between, [`BodySender::try_send`] takes it).
+    pub async fn ready(&mut self) -> Result<(), SendError> {
+        std::future::poll_fn(|cx| self.0.poll_ready(cx))
+            .await
+            .map_err(|_| SendError::Closed)
+    }
+
     /// Queues `chunk`, waiting for room.
-    pub async fn send(&mut self, chunk: Bytes) -> Result<(), SendError> {
+    pub async fn send(&mut self, chunk: impl Into<Batch>) -> Result<(), SendError> {
         std::future::poll_fn(|cx| self.0.poll_ready(cx))
             .await
             .map_err(|_| SendError::Closed)?;
-        self.0.start_send(chunk).map_err(|_| SendError::Closed)
+        self.0
+            .start_send(chunk.into())
+            .map_err(|_| SendError::Closed)
     }
 
     /// True once the response is gone.
@@ -130,13 +142,13 @@ impl From<&'static str> for Body {
 }
 
 impl hyper::body::Body for Body {
-    type Data = Bytes;
+    type Data = Batch;
     type Error = Infallible;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    ) -> Poll<Option<Result<Frame<Batch>, Infallible>>> {
         if let Some(stream) = &mut self.stream {
             return stream.poll_next(cx).map(|c| c.map(|c| Ok(Frame::data(c))));
         }
@@ -144,7 +156,7 @@ impl hyper::body::Body for Body {
         if let Some(chunk) = &chunk {
             self.len -= chunk.len() as u64;
         }
-        Poll::Ready(chunk.map(|c| Ok(Frame::data(c))))
+        Poll::Ready(chunk.map(|c| Ok(Frame::data(Batch::from(c)))))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -204,7 +216,7 @@ mod tests {
         let mut cx = Context::from_waker(waker);
         let mut out = Vec::new();
         while let Poll::Ready(Some(Ok(frame))) = Pin::new(&mut body).poll_frame(&mut cx) {
-            out.push(frame.into_data().expect("data"));
+            out.push(frame.into_data().expect("data").collect_bytes());
             assert_eq!(
                 body.size_hint().exact(),
                 Some(5 - out.concat().len() as u64)
@@ -230,7 +242,9 @@ mod tests {
         assert_eq!(tx.try_send(Bytes::new()), Err(SendError::Full));
         for _ in 0..sent {
             match Pin::new(&mut body).poll_frame(&mut cx) {
-                Poll::Ready(Some(Ok(frame))) => assert_eq!(frame.into_data().expect("data"), "flv"),
+                Poll::Ready(Some(Ok(frame))) => {
+                    assert_eq!(frame.into_data().expect("data").collect_bytes(), b"flv")
+                }
                 _ => panic!("a queued chunk did not come out"),
             }
         }

@@ -366,13 +366,13 @@ pub struct Tracked {
 }
 
 impl hyper::body::Body for Tracked {
-    type Data = Bytes;
+    type Data = super::batch::Batch;
     type Error = Infallible;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    ) -> Poll<Option<Result<Frame<Self::Data>, Infallible>>> {
         Pin::new(&mut self.body).poll_frame(cx)
     }
 

@@ -2,8 +2,11 @@
 //! (`corecast_transport::TlsStream`, server side: `http.tls`).
 //!
 //! - *Reads* go through glommio's `poll_read` (a `recv(MSG_DONTWAIT)` first, then a readiness
-//!   wait), at most [`READ_MAX`] bytes at a time. hyper hands out uninitialised memory; it is
-//!   zeroed before glommio sees it as a slice. Each read tells the connection's [`Deadlines`]
+//!   wait), at most [`READ_MAX`] bytes at a time. hyper hands out uninitialised memory, so the
+//!   read lands in a per-core scratch buffer (zeroed once) and only the bytes read are copied
+//!   into hyper's: zeroing hyper's buffer on every poll cost a `memset` of up to `READ_MAX`
+//!   each time hyper checks a streaming connection (an HTTP-FLV viewer: once per window) for
+//!   input, mostly to find none. Each read tells the connection's [`Deadlines`]
 //!   that bytes came, and can set `TCP_QUICKACK` again (RTMPT: see [`Io::new`]).
 //! - *Writes* are vectored: hyper's queued write strategy gives the response head and each
 //!   body chunk as its own slice, and [`poll_write_vectored`] sends them in one `sendmsg`.
@@ -35,6 +38,12 @@ use crate::util::with_timeout;
 
 /// Most bytes one read asks for (the part of hyper's buffer that is zeroed for it).
 pub const READ_MAX: usize = 64 * 1024;
+thread_local! {
+    /// Where reads land before their bytes are copied into hyper's buffer (one per core).
+    static SCRATCH: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0; READ_MAX].into_boxed_slice());
+}
+
 /// After the last response, how long unread input is drained before the socket is closed.
 const LINGER: Duration = Duration::from_millis(500);
 
@@ -139,21 +148,23 @@ impl hyper::rt::Read for Io {
         mut buf: ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
         let want = buf.remaining().min(READ_MAX);
-        let n = {
-            let dst = buf.initialize_unfilled_to(want);
+        let polled = SCRATCH.with_borrow_mut(|scratch| {
+            let dst = &mut scratch[..want];
             let polled = match &mut self.stream {
                 Stream::Tcp(stream) => Pin::new(stream).poll_read(cx, dst),
                 Stream::Tls(stream) => stream.poll_read(cx, dst),
             };
-            match polled {
-                Poll::Ready(Ok(n)) => n,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
+            if let Poll::Ready(Ok(n)) = polled {
+                // `n <= want <= buf.remaining()`.
+                buf.put_slice(&dst[..n]);
             }
+            polled
+        });
+        let n = match polled {
+            Poll::Ready(Ok(n)) => n,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
         };
-        // SAFETY: `initialize_unfilled_to` initialised `want` bytes and the read filled the
-        // first `n <= want` of them.
-        unsafe { buf.advance(n) };
         if n > 0 {
             self.deadlines.on_read(Instant::now());
             if let (true, Stream::Tcp(stream)) = (self.quick_ack, &self.stream) {

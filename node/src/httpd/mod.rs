@@ -34,6 +34,7 @@
 //! - [`slots`]: a port's per-core connections (idle eviction) and body bytes in flight.
 //! - [`upgrade`]: connections taken over after a 101.
 
+pub mod batch;
 pub mod body;
 pub mod conn;
 pub mod deadline;
