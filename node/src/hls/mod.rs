@@ -183,8 +183,8 @@ pub fn feed(ctx: &CoreContext, generation: Generation, frame: &FrameData) {
         made = true;
     }
     if made {
-        charge.set(ctx, memory::held(&muxer));
-        stream.placed.prune(&muxer);
+        let placed = stream.placed.prune(&muxer);
+        charge.set(ctx, memory::held(&muxer) + placed);
     }
     drop(muxer);
     if made {
