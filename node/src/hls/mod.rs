@@ -183,8 +183,8 @@ pub fn feed(ctx: &CoreContext, generation: Generation, frame: &FrameData) {
         made = true;
     }
     if made {
-        let placed = stream.placed.prune(&muxer);
-        charge.set(ctx, memory::held(&muxer) + placed);
+        charge.set(ctx, memory::held(&muxer));
+        stream.placed.prune(&muxer);
     }
     drop(muxer);
     if made {

@@ -4,8 +4,7 @@
 //! Parts are placed when first asked for (the owner never pays for parts nobody fetches)
 //! and forgotten once the window no longer serves their segment. Small parts (audio-only,
 //! under [`MIN_PLACED`]) and parts that could not be placed are sent from the muxer's bytes.
-//! Read and written under the muxer's lock (lock order: muxer, then this). The copies count
-//! in the stream's memory charge beside the window (see `super::feed`).
+//! Read and written under the muxer's lock (lock order: muxer, then this).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -44,12 +43,11 @@ impl Placed {
         }
     }
 
-    /// Forgets parts of segments `muxer` no longer serves; the bytes still placed.
-    pub fn prune(&self, muxer: &Muxer) -> usize {
+    /// Forgets parts of segments `muxer` no longer serves.
+    pub fn prune(&self, muxer: &Muxer) {
         let window = muxer.window();
         let current = window.current().msn;
         let mut placed = self.0.lock().unwrap_or_else(|p| p.into_inner());
         placed.retain(|&(msn, _), _| msn == current || window.segment(msn).is_some());
-        placed.values().map(Bytes::len).sum()
     }
 }
