@@ -25,9 +25,6 @@ pub struct HlsConfig {
     pub segment_target_ms: u32,
     /// Finished segments listed in the playlist (two more stay fetchable after they leave).
     pub window_segments: usize,
-    /// Send segments and parts with `sendfile` from memfds (each part copied there once)
-    /// instead of copying them into every viewer's socket.
-    pub sendfile: bool,
 }
 
 impl Default for HlsConfig {
@@ -37,7 +34,6 @@ impl Default for HlsConfig {
             part_target_ms: corecast_hls::MuxerConfig::DEFAULT_PART_TARGET_MS,
             segment_target_ms: corecast_hls::MuxerConfig::DEFAULT_SEGMENT_TARGET_MS,
             window_segments: corecast_hls::MuxerConfig::DEFAULT_WINDOW_SEGMENTS,
-            sendfile: true,
         }
     }
 }

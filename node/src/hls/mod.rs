@@ -14,7 +14,6 @@
 //! - [`interest`]: on an edge, HLS viewers count as players, so the stream is pulled.
 //! - [`memory`]: each muxer's window in its core's memory budget.
 //! - [`auth`]: play authorization of playlist requests.
-//! - [`placed`]: each stream's parts in memfds, sent with `sendfile` (`hls.sendfile`).
 //! - [`rendered`]: each stream's playlists, rendered once per change.
 //! - [`serve`]: the routes.
 //!
@@ -24,7 +23,6 @@ pub mod auth;
 pub mod interest;
 pub mod memory;
 pub mod notify;
-pub mod placed;
 pub mod rendered;
 pub mod serve;
 
@@ -55,8 +53,6 @@ pub struct HlsStream {
     pub changed: notify::Notify,
     /// The playlists as last rendered, read and cleared under the muxer's lock.
     pub rendered: rendered::Rendered,
-    /// Parts copied into memfds, read and pruned under the muxer's lock.
-    pub placed: placed::Placed,
 }
 
 impl HlsStream {
@@ -135,7 +131,6 @@ pub fn start(ctx: &CoreContext, key: &str, generation: Generation) {
         muxer: Mutex::new(muxer),
         changed: notify::Notify::default(),
         rendered: rendered::Rendered::default(),
-        placed: placed::Placed::default(),
     });
     let old = ctx
         .shared
@@ -184,7 +179,6 @@ pub fn feed(ctx: &CoreContext, generation: Generation, frame: &FrameData) {
     }
     if made {
         charge.set(ctx, memory::held(&muxer));
-        stream.placed.prune(&muxer);
     }
     drop(muxer);
     if made {

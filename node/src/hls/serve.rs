@@ -159,19 +159,10 @@ pub fn resource(ctx: &Rc<CoreContext>, _: Request, params: Params) -> Reply {
         _ => "video/iso.segment",
     };
     let deadline = Instant::now() + hold(ctx);
-    let sendfile = ctx.config().hls.sendfile;
     Box::pin(async move {
         loop {
             let seen = stream.changed.version();
-            let answer = {
-                let muxer = stream.muxer();
-                match blocking::resource(&muxer, resource) {
-                    Answer::Ready(body) if sendfile => {
-                        Answer::Ready(placed(&stream, resource, body))
-                    }
-                    other => other,
-                }
-            };
+            let answer = blocking::resource(&stream.muxer(), resource);
             match answer {
                 Answer::Ready(body) => return media(content_type, MEDIA_CACHE, body),
                 Answer::BadRequest => return error(StatusCode::BAD_REQUEST, "out of range"),
@@ -183,19 +174,6 @@ pub fn resource(ctx: &Rc<CoreContext>, _: Request, params: Params) -> Reply {
             }
         }
     })
-}
-
-/// `body` of `resource` from the stream's memfds (see [`super::placed`]).
-fn placed(stream: &HlsStream, resource: Resource, body: Vec<Bytes>) -> Vec<Bytes> {
-    let (msn, first) = match resource {
-        Resource::Init => return body,
-        Resource::Segment { msn } => (msn, 0),
-        Resource::Part { msn, index } => (msn, index),
-    };
-    body.into_iter()
-        .enumerate()
-        .map(|(i, part)| stream.placed.get(msn, first + i, part))
-        .collect()
 }
 
 /// The media playlist URI the multivariant playlist names: `index.m3u8`, carrying the

@@ -6,10 +6,9 @@
 //!   zeroed before glommio sees it as a slice. Each read tells the connection's [`Deadlines`]
 //!   that bytes came, and can set `TCP_QUICKACK` again (RTMPT: see [`Io::new`]).
 //! - *Writes* are vectored: hyper's queued write strategy gives the response head and each
-//!   body chunk as its own slice, and `poll_write_vectored` sends them in one `sendmsg`.
+//!   body chunk as its own slice, and [`poll_write_vectored`] sends them in one `sendmsg`.
 //!   glommio 0.9's `TcpStream` has no vectored write, so without this hyper would flatten
-//!   (copy) every body into its head buffer. Body chunks in a memfd ([`super::memfd`]: HLS
-//!   parts) go with `sendfile` instead, after the head (`MSG_MORE`). When the socket is full (EAGAIN) the first slice
+//!   (copy) every body into its head buffer. When the socket is full (EAGAIN) the first slice
 //!   goes through glommio's `poll_write`, which is how glommio waits for writability.
 //! - *Shutdown* closes the write side. The node's connections run hyper with
 //!   `poll_without_shutdown` and take the stream back for a lingering close
@@ -25,7 +24,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use corecast_transport::{socket, TlsStream};
+use corecast_transport::{poll_write_vectored, socket, TlsStream};
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite};
 use glommio::net::TcpStream;
 use hyper::rt::ReadBufCursor;
@@ -185,7 +184,7 @@ impl hyper::rt::Write for Io {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let polled = match &mut self.stream {
-            Stream::Tcp(stream) => super::memfd::poll_send(stream, cx, bufs),
+            Stream::Tcp(stream) => poll_write_vectored(stream, cx, bufs),
             Stream::Tls(stream) => stream.poll_write_vectored(cx, bufs),
         };
         self.written(&polled);

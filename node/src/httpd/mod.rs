@@ -38,7 +38,6 @@ pub mod body;
 pub mod conn;
 pub mod deadline;
 pub mod io;
-pub mod memfd;
 pub mod router;
 pub mod slots;
 pub mod upgrade;
