@@ -38,3 +38,77 @@ impl Rendered {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = [None, None];
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use corecast_hls::MuxerConfig;
+
+    /// A real x264 `avcC` (320×240 High), as the hls crate's tests use.
+    const AVCC: &[u8] = &[
+        0x01, 0x64, 0x00, 0x0d, 0xff, 0xe1, 0x00, 0x19, 0x67, 0x64, 0x00, 0x0d, 0xac, 0xd9, 0x41,
+        0x41, 0xfb, 0x01, 0x10, 0x00, 0x00, 0x03, 0x00, 0x10, 0x00, 0x00, 0x03, 0x03, 0x20, 0xf1,
+        0x42, 0x99, 0x60, 0x01, 0x00, 0x06, 0x68, 0xeb, 0xe3, 0xcb, 0x22, 0xc0, 0xfd, 0xf8, 0xf8,
+        0x00,
+    ];
+
+    fn push_frame(muxer: &mut Muxer, n: u32) {
+        let first = if n % 25 == 0 { 0x17 } else { 0x27 };
+        let frame = [first, 0x01, 0, 0, 0, 0, 0, 0, 2, 0x65, 0x88];
+        muxer
+            .push_video(n * 40, &Bytes::copy_from_slice(&frame))
+            .expect("frame");
+    }
+
+    #[test]
+    fn a_playlist_is_rendered_once_per_change_and_fresh_after_clear() {
+        let mut muxer = Muxer::new(MuxerConfig::with_prefix("pfx")).expect("muxer");
+        let rendered = Rendered::default();
+        assert_eq!(
+            rendered.get(&muxer, Flavor::Plain),
+            None,
+            "no init segment yet"
+        );
+        let mut config = vec![0x17, 0x00, 0, 0, 0];
+        config.extend_from_slice(AVCC);
+        muxer.push_video(0, &Bytes::from(config)).expect("config");
+        let mut n = 0;
+        while muxer.window().listed().next().is_none() {
+            push_frame(&mut muxer, n);
+            n += 1;
+            assert!(n < 1000, "no segment was finished");
+        }
+        let plain = rendered.get(&muxer, Flavor::Plain).expect("plain");
+        let ll = rendered.get(&muxer, Flavor::LowLatency).expect("ll");
+        assert_eq!(
+            Some(&plain[..]),
+            media_playlist(&muxer, Flavor::Plain)
+                .as_deref()
+                .map(str::as_bytes)
+        );
+        assert_eq!(
+            Some(&ll[..]),
+            media_playlist(&muxer, Flavor::LowLatency)
+                .as_deref()
+                .map(str::as_bytes)
+        );
+        let again = rendered.get(&muxer, Flavor::Plain).expect("plain");
+        assert_eq!(again.as_ptr(), plain.as_ptr(), "shared, not rendered again");
+        // Another segment: until cleared the old text stays; after, the new one is rendered.
+        let before = muxer.window().current().msn;
+        while muxer.window().current().msn == before {
+            push_frame(&mut muxer, n);
+            n += 1;
+        }
+        assert_eq!(rendered.get(&muxer, Flavor::Plain).expect("plain"), plain);
+        rendered.clear();
+        let fresh = rendered.get(&muxer, Flavor::Plain).expect("plain");
+        assert_ne!(fresh, plain);
+        assert_eq!(
+            Some(&fresh[..]),
+            media_playlist(&muxer, Flavor::Plain)
+                .as_deref()
+                .map(str::as_bytes)
+        );
+    }
+}
