@@ -53,7 +53,7 @@ mod tests {
     ];
 
     fn push_frame(muxer: &mut Muxer, n: u32) {
-        let first = if n % 25 == 0 { 0x17 } else { 0x27 };
+        let first = if n.is_multiple_of(25) { 0x17 } else { 0x27 };
         let frame = [first, 0x01, 0, 0, 0, 0, 0, 0, 2, 0x65, 0x88];
         muxer
             .push_video(n * 40, &Bytes::copy_from_slice(&frame))
