@@ -14,6 +14,7 @@
 //! - [`interest`]: on an edge, HLS viewers count as players, so the stream is pulled.
 //! - [`memory`]: each muxer's window in its core's memory budget.
 //! - [`auth`]: play authorization of playlist requests.
+//! - [`rendered`]: each stream's playlists, rendered once per change.
 //! - [`serve`]: the routes.
 //!
 //! A fresh random prefix is drawn for every start, so a publisher restart never reuses a name.
@@ -22,6 +23,7 @@ pub mod auth;
 pub mod interest;
 pub mod memory;
 pub mod notify;
+pub mod rendered;
 pub mod serve;
 
 use std::collections::HashMap;
@@ -49,6 +51,8 @@ pub struct HlsStream {
     muxer: Mutex<Muxer>,
     /// Bumped, and its waiters woken, whenever the muxer made something or ended.
     pub changed: notify::Notify,
+    /// The playlists as last rendered, read and cleared under the muxer's lock.
+    pub rendered: rendered::Rendered,
 }
 
 impl HlsStream {
@@ -126,6 +130,7 @@ pub fn start(ctx: &CoreContext, key: &str, generation: Generation) {
         prefix,
         muxer: Mutex::new(muxer),
         changed: notify::Notify::default(),
+        rendered: rendered::Rendered::default(),
     });
     let old = ctx
         .shared
@@ -160,6 +165,8 @@ pub fn feed(ctx: &CoreContext, generation: Generation, frame: &FrameData) {
         MediaKind::Audio => muxer.push_audio(frame.timestamp, &frame.payload),
         MediaKind::Data => return,
     };
+    // Whatever the push changed, the next playlist request renders it.
+    stream.rendered.clear();
     if let Err(e) = result {
         count_error(ctx, &stream.key, e);
     }
@@ -199,7 +206,10 @@ pub fn stop(ctx: &CoreContext, generation: Generation) {
 }
 
 fn end(stream: &HlsStream) {
-    let _ = stream.muxer().finish();
+    let mut muxer = stream.muxer();
+    let _ = muxer.finish();
+    stream.rendered.clear();
+    drop(muxer);
     stream.changed.bump();
 }
 

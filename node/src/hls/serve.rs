@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use corecast_hls::blocking::{self, parse_query, Answer};
-use corecast_hls::playlist::{media_playlist, multivariant_playlist, peak_bandwidth};
+use corecast_hls::playlist::{multivariant_playlist, peak_bandwidth};
 use corecast_hls::{Flavor, Resource};
 use hyper::header::{HeaderValue, ACCESS_CONTROL_ALLOW_ORIGIN, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::StatusCode;
@@ -120,7 +120,7 @@ fn serve_playlist(ctx: &Rc<CoreContext>, request: &Request, params: &Params, pla
                     _ => blocking::playlist_readiness(&muxer, query),
                 };
                 match readiness {
-                    Answer::Ready(()) => match media_playlist(&muxer, flavor) {
+                    Answer::Ready(()) => match stream.rendered.get(&muxer, flavor) {
                         Some(text) => Answer::Ready(text),
                         None if muxer.ended() => Answer::NotFound,
                         None => Answer::Wait,
@@ -131,9 +131,7 @@ fn serve_playlist(ctx: &Rc<CoreContext>, request: &Request, params: &Params, pla
                 }
             };
             match answer {
-                Answer::Ready(text) => {
-                    return media(PLAYLIST_TYPE, PLAYLIST_CACHE, vec![Bytes::from(text)])
-                }
+                Answer::Ready(text) => return media(PLAYLIST_TYPE, PLAYLIST_CACHE, vec![text]),
                 Answer::BadRequest => {
                     return error(StatusCode::BAD_REQUEST, "beyond the live edge")
                 }
