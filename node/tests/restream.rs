@@ -6,12 +6,12 @@
 mod support;
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use support::media::{
-    assert_identical, packets, play_to_file, publish, shared_flv, stderr_of, wait_exit,
+    assert_identical, packets, play_to_file, publish, shared_flv, stderr_of, wait_exit, RtmpSink,
 };
 use support::node::{free_port, Node};
 use support::process::{kill_and_reap, output_with_deadline};
@@ -19,44 +19,6 @@ use support::tls::{rtmps_section, CertFiles, TestCa};
 use support::wait_for;
 
 const TOKEN: &str = "s3cret";
-
-/// An `ffmpeg -listen 1` RTMP server recording what it receives; killed on drop.
-struct Sink {
-    child: Child,
-    out: PathBuf,
-}
-
-impl Sink {
-    fn start(port: u16, out: &Path) -> Sink {
-        let child = Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-y", "-listen", "1"])
-            .args(["-i", &format!("rtmp://127.0.0.1:{port}/app/secretkey")])
-            .args(["-c", "copy", "-f", "flv"])
-            .arg(out)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start ffmpeg sink");
-        // Listening once the port refuses a second bind.
-        wait_for(Duration::from_secs(10), || {
-            TcpListener::bind(("127.0.0.1", port))
-                .is_err()
-                .then_some(())
-        })
-        .expect("ffmpeg sink listening");
-        Sink {
-            child,
-            out: out.to_owned(),
-        }
-    }
-}
-
-impl Drop for Sink {
-    fn drop(&mut self) {
-        kill_and_reap(&mut self.child);
-    }
-}
 
 /// `[restream]` with fast retries and the API token, plus `targets`.
 fn config(targets: &str) -> String {
@@ -131,7 +93,7 @@ fn pushes_to_an_ffmpeg_sink_from_a_keyframe_byte_identical() {
     let dir = tempfile::tempdir().expect("temp dir");
     let src = shared_flv(4);
     let port = free_port();
-    let sink = Sink::start(port, &dir.path().join("sink.flv"));
+    let sink = RtmpSink::start(port, "app/secretkey", &dir.path().join("sink.flv"));
     let url = format!("rtmp://127.0.0.1:{port}/app/secretkey");
     // Two cores: the target runs on whichever core took the publisher; the API answers on any.
     let node = Node::start(2, &config(&target("sink", &url, "")), dir.path());
@@ -503,7 +465,7 @@ fn a_killed_sink_is_backed_off_with_growing_delays_and_resumed_at_a_keyframe() {
     let dir = tempfile::tempdir().expect("temp dir");
     let src = shared_flv(20);
     let port = free_port();
-    let sink = Sink::start(port, &dir.path().join("first.flv"));
+    let sink = RtmpSink::start(port, "app/secretkey", &dir.path().join("first.flv"));
     let url = format!("rtmp://127.0.0.1:{port}/app/secretkey");
     let node = Node::start(1, &config(&target("sink", &url, "")), dir.path());
     let mut publisher = publish(&src, &node.url("live/cam"));
@@ -529,7 +491,7 @@ fn a_killed_sink_is_backed_off_with_growing_delays_and_resumed_at_a_keyframe() {
         text.contains("corecast_restream_reconnects_total{target=\"sink\"}"),
         "{text}"
     );
-    let resumed = Sink::start(port, &dir.path().join("second.flv"));
+    let resumed = RtmpSink::start(port, "app/secretkey", &dir.path().join("second.flv"));
     wait_state(&node, "sink", "live", Duration::from_secs(10));
     let status = wait_exit(&mut publisher, Duration::from_secs(40)).expect("publisher ended");
     assert!(status.success(), "{}", stderr_of(&mut publisher));

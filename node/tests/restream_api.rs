@@ -4,15 +4,11 @@
 
 mod support;
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use support::livestreams::{call, config, create, ok, publish_with_key, Postgres, TOKEN};
-use support::media::{assert_identical, packets, shared_flv, stderr_of, wait_exit};
+use support::media::{assert_identical, packets, shared_flv, stderr_of, wait_exit, RtmpSink};
 use support::node::{free_port, Node};
-use support::process::kill_and_reap;
 use support::wait_for;
 
 /// A stream key no answer or log line may contain.
@@ -298,44 +294,6 @@ fn two_nodes_share_targets_through_postgresql() {
     assert_key_never_shown(&b, &[]);
 }
 
-/// An `ffmpeg -listen 1` RTMP server recording what it receives; killed on drop.
-struct Sink {
-    child: Child,
-    out: PathBuf,
-}
-
-impl Sink {
-    fn start(port: u16, out: &Path) -> Sink {
-        let child = Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-y", "-listen", "1"])
-            .args(["-i", &format!("rtmp://127.0.0.1:{port}/app/{KEY}")])
-            .args(["-c", "copy", "-f", "flv"])
-            .arg(out)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start ffmpeg sink");
-        // Listening once the port refuses a second bind.
-        wait_for(Duration::from_secs(10), || {
-            TcpListener::bind(("127.0.0.1", port))
-                .is_err()
-                .then_some(())
-        })
-        .expect("ffmpeg sink listening");
-        Sink {
-            child,
-            out: out.to_owned(),
-        }
-    }
-}
-
-impl Drop for Sink {
-    fn drop(&mut self) {
-        kill_and_reap(&mut self.child);
-    }
-}
-
 /// The target's state as `GET` shows it, once it is `state`.
 fn wait_target(node: &Node, path: &str, state: &str) -> serde_json::Value {
     wait_for(Duration::from_secs(20), || {
@@ -351,7 +309,7 @@ fn a_live_livestream_is_pushed_to_its_enabled_targets_only() {
     let node = sqlite_node(dir.path());
     let (id, stream_key, _) = create(&node, "show");
     let port = free_port();
-    let sink = Sink::start(port, &dir.path().join("sink.flv"));
+    let sink = RtmpSink::start(port, &format!("app/{KEY}"), &dir.path().join("sink.flv"));
     let on = add(
         &node,
         &id,
@@ -397,14 +355,22 @@ fn targets_changed_while_live_start_and_end_without_touching_the_others() {
     let node = sqlite_node(dir.path());
     let (id, stream_key, _) = create(&node, "show");
     let first_port = free_port();
-    let _first_sink = Sink::start(first_port, &dir.path().join("first.flv"));
+    let _first_sink = RtmpSink::start(
+        first_port,
+        &format!("app/{KEY}"),
+        &dir.path().join("first.flv"),
+    );
     let first = add(
         &node,
         &id,
         &format!(r#"{{"url": "rtmp://127.0.0.1:{first_port}/app/{KEY}"}}"#),
     );
     let second_port = free_port();
-    let second_sink = Sink::start(second_port, &dir.path().join("second.flv"));
+    let second_sink = RtmpSink::start(
+        second_port,
+        &format!("app/{KEY}"),
+        &dir.path().join("second.flv"),
+    );
     let second = add(
         &node,
         &id,

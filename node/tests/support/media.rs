@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use super::process::{output_with_deadline, Reaped};
+use super::process::{kill_and_reap, output_with_deadline, Reaped};
 
 /// Generates an H.264/AAC FLV of `seconds` with a keyframe every second.
 pub fn make_flv(dir: &Path, name: &str, seconds: u32) -> PathBuf {
@@ -80,6 +80,46 @@ pub fn publish_looping(file: &Path, url: &str) -> Reaped {
         .spawn()
         .expect("start ffmpeg publisher");
     Reaped(child)
+}
+
+/// An `ffmpeg -listen 1` RTMP server at `rtmp://127.0.0.1:PORT/STREAM_PATH` recording what it
+/// receives to `out` (the target a push is tested against); killed and reaped on drop.
+pub struct RtmpSink {
+    pub child: Child,
+    pub out: PathBuf,
+}
+
+impl RtmpSink {
+    /// Starts it and waits (10 s at most) until it listens.
+    pub fn start(port: u16, stream_path: &str, out: &Path) -> RtmpSink {
+        let child = Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-y", "-listen", "1"])
+            .args(["-i", &format!("rtmp://127.0.0.1:{port}/{stream_path}")])
+            .args(["-c", "copy", "-f", "flv"])
+            .arg(out)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start ffmpeg sink");
+        // Listening once the port refuses a second bind.
+        super::wait_for(Duration::from_secs(10), || {
+            std::net::TcpListener::bind(("127.0.0.1", port))
+                .is_err()
+                .then_some(())
+        })
+        .expect("ffmpeg sink listening");
+        RtmpSink {
+            child,
+            out: out.to_owned(),
+        }
+    }
+}
+
+impl Drop for RtmpSink {
+    fn drop(&mut self) {
+        kill_and_reap(&mut self.child);
+    }
 }
 
 /// `ffmpeg -i URL -c copy -f flv OUT` in the background.
