@@ -691,12 +691,16 @@ fn served_as(node: &Node, stream: &str, codecs: &str, codec: &str, tag: &str) {
     );
 }
 
-#[test]
-fn hevc_over_enhanced_rtmp_is_served_as_hvc1() {
-    use corecast_common::types::MessageType;
-    let dir = tempfile::tempdir().expect("temp dir");
-    // 12 s of HEVC at 25 fps, a keyframe a second, no B-frames (PTS = DTS).
-    let raw = dir.path().join("x.hevc");
+/// 12 s of ffmpeg's test pattern (320x240, 25 fps, yuv420p) encoded with `codec` and
+/// `params` into a raw `format` file named `name` under `dir`; its bytes.
+fn encode_test_pattern(
+    dir: &std::path::Path,
+    name: &str,
+    codec: &[&str],
+    params: &[&str],
+    format: &str,
+) -> Vec<u8> {
+    let raw = dir.join(name);
     let made = output_with_deadline(
         Command::new("ffmpeg")
             .args([
@@ -709,17 +713,32 @@ fn hevc_over_enhanced_rtmp_is_served_as_hvc1() {
                 "-i",
             ])
             .arg("testsrc=size=320x240:rate=25")
-            .args(["-t", "12", "-c:v", "libx265", "-preset", "ultrafast"])
-            .args([
-                "-x265-params",
-                "log-level=error:bframes=0:keyint=25:min-keyint=25",
-            ])
-            .args(["-pix_fmt", "yuv420p", "-f", "hevc"])
+            .args(["-t", "12"])
+            .args(codec)
+            .args(params)
+            .args(["-pix_fmt", "yuv420p", "-f", format])
             .arg(&raw),
         Duration::from_secs(120),
     );
-    assert!(made.status.success(), "ffmpeg could not encode HEVC");
-    let stream = std::fs::read(&raw).expect("the HEVC stream");
+    assert!(made.status.success(), "ffmpeg could not encode {name}");
+    std::fs::read(&raw).expect("the encoded stream")
+}
+
+#[test]
+fn hevc_over_enhanced_rtmp_is_served_as_hvc1() {
+    use corecast_common::types::MessageType;
+    let dir = tempfile::tempdir().expect("temp dir");
+    // 12 s of HEVC at 25 fps, a keyframe a second, no B-frames (PTS = DTS).
+    let stream = encode_test_pattern(
+        dir.path(),
+        "x.hevc",
+        &["-c:v", "libx265", "-preset", "ultrafast"],
+        &[
+            "-x265-params",
+            "log-level=error:bframes=0:keyint=25:min-keyint=25",
+        ],
+        "hevc",
+    );
     let nals = annexb_nals(&stream);
     let find = |t: u8| {
         *nals
@@ -816,33 +835,13 @@ fn av1_over_enhanced_rtmp_is_served_as_av01() {
     use corecast_common::types::MessageType;
     let dir = tempfile::tempdir().expect("temp dir");
     // 12 s of AV1 at 25 fps from SVT-AV1 (fast enough for a test), a keyframe a second.
-    let raw = dir.path().join("x.obu");
-    let made = output_with_deadline(
-        Command::new("ffmpeg")
-            .args([
-                "-hide_banner",
-                "-loglevel",
-                "error",
-                "-y",
-                "-f",
-                "lavfi",
-                "-i",
-            ])
-            .arg("testsrc=size=320x240:rate=25")
-            .args(["-t", "12", "-c:v", "libsvtav1", "-preset", "12", "-g", "25"])
-            .args([
-                "-svtav1-params",
-                "keyint=25",
-                "-pix_fmt",
-                "yuv420p",
-                "-f",
-                "obu",
-            ])
-            .arg(&raw),
-        Duration::from_secs(120),
+    let stream = encode_test_pattern(
+        dir.path(),
+        "x.obu",
+        &["-c:v", "libsvtav1", "-preset", "12", "-g", "25"],
+        &["-svtav1-params", "keyint=25"],
+        "obu",
     );
-    assert!(made.status.success(), "ffmpeg could not encode AV1");
-    let stream = std::fs::read(&raw).expect("the AV1 stream");
     // Temporal units: the OBUs between temporal delimiters (type 2), delimiters dropped.
     let mut units: Vec<Vec<u8>> = Vec::new();
     let mut record = None;
