@@ -4,12 +4,14 @@
 //! with its reason and a growing reconnect count; restarted → live again, a keyframe first;
 //! removed → the pull and the local stream end. The URL's key never shows.
 
+mod aggregate_source;
 mod support;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use aggregate_source::AggregateSource;
 use corecast_common::types::MessageType;
 use support::client::RtmpClient;
 use support::livestreams::{call, ok, TOKEN};
@@ -391,4 +393,44 @@ fn a_silent_source_times_out_and_a_garbage_one_is_a_protocol_error() {
     assert_eq!(broken["reason"], "protocol", "{broken}");
     // The node is unharmed: it still answers.
     assert_eq!(node.http_request("GET", "/healthz", None).0, 200);
+}
+
+#[test]
+fn a_source_that_sends_aggregates_is_pulled_in_and_a_malformed_aggregate_is_a_protocol_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = shared_flv(6);
+    let source = AggregateSource::start(&file);
+    let corrupt = AggregateSource::start_corrupt(&file, 3);
+    let node = Node::start(1, &node_config(""), dir.path());
+    let add = |id: &str, name: &str, port: u16| {
+        let body = format!(
+            r#"{{"id": "{id}", "app": "live", "name": "{name}", "url": "rtmp://127.0.0.1:{port}/app/{KEY}"}}"#
+        );
+        ok(&node, "POST", "/api/v1/pulls", Some(&body), 201);
+    };
+    add("agg", "cam", source.port);
+    add("broken", "other", corrupt.port);
+
+    wait_state(&node, "agg", "live");
+    let played = play(&node, &dir.path().join("aggregates.flv"), 30);
+    assert_from_source(&played, &file, 30);
+    assert!(
+        source.aggregates.load(std::sync::atomic::Ordering::Relaxed)
+            > 30 / aggregate_source::GROUP as u64,
+        "the source did not send its media in aggregates"
+    );
+
+    let refused = wait_state(&node, "broken", "backoff");
+    assert_eq!(refused["reason"], "protocol", "{refused}");
+    let metrics = node.http_request("GET", "/metrics", None).1;
+    assert!(
+        metrics.contains("corecast_pull_in_failures_total{pull=\"broken\",reason=\"protocol\"}"),
+        "no protocol failure in the metrics"
+    );
+    // The good pull is unharmed.
+    assert_eq!(
+        ok(&node, "GET", "/api/v1/pulls/agg", None, 200)["state"],
+        "live"
+    );
+    assert_key_never_shown(&node);
 }
