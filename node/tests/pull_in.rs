@@ -434,3 +434,53 @@ fn a_source_that_sends_aggregates_is_pulled_in_and_a_malformed_aggregate_is_a_pr
     );
     assert_key_never_shown(&node);
 }
+
+#[test]
+fn a_pull_counts_against_the_node_s_stream_limit() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = shared_flv(6);
+    let source = AggregateSource::start(&file);
+    let config =
+        node_config("").replace("[ingest]", "[stream]\nmax_streams_per_node = 1\n\n[ingest]");
+    let node = Node::start(1, &config, dir.path());
+    // A publisher holds the node's only place: the pull cannot go live.
+    let mut publisher = RtmpClient::connect(node.addr, "live").expect("connect");
+    assert_eq!(
+        publisher.publish("one").expect("publish"),
+        "NetStream.Publish.Start"
+    );
+    let body = format!(
+        r#"{{"id": "cam", "app": "live", "name": "cam", "url": "rtmp://127.0.0.1:{}/app/{KEY}"}}"#,
+        source.port
+    );
+    ok(&node, "POST", "/api/v1/pulls", Some(&body), 201);
+    let refused = wait_state(&node, "cam", "backoff");
+    assert_eq!(refused["reason"], "stream_limit", "{refused}");
+    let metrics = node.http_request("GET", "/metrics", None).1;
+    for series in [
+        "corecast_pull_in_failures_total{pull=\"cam\",reason=\"stream_limit\"}",
+        "kind=\"streams_per_node\"",
+    ] {
+        assert!(metrics.contains(series), "no {series} in the metrics");
+    }
+    let (status, _) = node.http_request("GET", "/api/v1/streams/live/cam", Some(TOKEN));
+    assert_eq!(status, 404, "a refused pull publishes nothing");
+
+    // The publisher leaves: the pull takes the place, and now a publish is refused.
+    drop(publisher);
+    wait_state(&node, "cam", "live");
+    let mut late = RtmpClient::connect(node.addr, "live").expect("connect");
+    assert_eq!(
+        late.publish("two").expect("publish"),
+        "NetStream.Publish.Denied",
+        "the live pull holds the node's only place"
+    );
+    // Removing the pull gives the place back.
+    let (status, _, _) = call(&node, "DELETE", "/api/v1/pulls/cam", Some(TOKEN), None);
+    assert_eq!(status, 204);
+    let placed = wait_for(SHOWS, || {
+        let mut c = RtmpClient::connect(node.addr, "live").ok()?;
+        (c.publish("three").ok()? == "NetStream.Publish.Start").then_some(c)
+    });
+    assert!(placed.is_some(), "the pull's place is given back");
+}

@@ -90,11 +90,14 @@ pub enum Reason {
     Ended,
     /// Someone else publishes `app/name` on this node.
     Taken,
+    /// The node (or the source's address) publishes `stream.max_streams_per_node`
+    /// (`max_streams_per_address`) streams already.
+    StreamLimit,
 }
 
 impl Reason {
     /// Every reason (metrics exist at zero).
-    pub const ALL: [Reason; 8] = [
+    pub const ALL: [Reason; 9] = [
         Reason::Refused,
         Reason::Auth,
         Reason::NotFound,
@@ -103,6 +106,7 @@ impl Reason {
         Reason::Protocol,
         Reason::Ended,
         Reason::Taken,
+        Reason::StreamLimit,
     ];
 
     /// The label.
@@ -116,6 +120,7 @@ impl Reason {
             Reason::Protocol => "protocol",
             Reason::Ended => "ended",
             Reason::Taken => "taken",
+            Reason::StreamLimit => "stream_limit",
         }
     }
 }
