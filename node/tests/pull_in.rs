@@ -14,7 +14,7 @@ use std::time::Duration;
 use aggregate_source::AggregateSource;
 use corecast_common::types::MessageType;
 use support::client::RtmpClient;
-use support::livestreams::{call, ok, TOKEN};
+use support::livestreams::{call, ok, Postgres, TOKEN};
 use support::media::{packets, shared_flv, wait_exit};
 use support::node::{free_port, Node};
 use support::process::kill_and_reap;
@@ -483,4 +483,69 @@ fn a_pull_counts_against_the_node_s_stream_limit() {
         (c.publish("three").ok()? == "NetStream.Publish.Start").then_some(c)
     });
     assert!(placed.is_some(), "the pull's place is given back");
+}
+
+/// A node with the registry at `url` (as `node_id`) and fast retries.
+fn registry_config(url: &str, node_id: &str) -> String {
+    format!(
+        "{}\n[ingest]\nretry_min_ms = 200\nretry_max_ms = 1000\ntimeout_secs = 5\n",
+        support::livestreams::config(url, node_id, None)
+    )
+}
+
+/// Adds a pull through the API on a node with a registry, restarts the node, and sees the
+/// pull resumed and live; deleted, it stays gone after the next restart. Another node on the
+/// same database never resumes it.
+fn api_pulls_survive_a_restart(url: &str, other: Option<&str>) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = shared_flv(6);
+    let source = AggregateSource::start(&file);
+    let config = registry_config(url, "origin-a");
+    let node = Node::start(1, &config, dir.path());
+    let body = format!(
+        r#"{{"id": "kept", "app": "live", "name": "cam", "url": "rtmp://127.0.0.1:{}/app/{KEY}"}}"#,
+        source.port
+    );
+    ok(&node, "POST", "/api/v1/pulls", Some(&body), 201);
+    wait_state(&node, "kept", "live");
+    drop(node);
+
+    let node = Node::start(2, &config, dir.path());
+    let resumed = wait_state(&node, "kept", "live");
+    assert_eq!(resumed["origin"], "api", "{resumed}");
+    let played = play(&node, &dir.path().join("resumed.flv"), 20);
+    assert_from_source(&played, &file, 20);
+    assert_key_never_shown(&node);
+    if let Some(other) = other {
+        let b = Node::start(1, &registry_config(url, other), dir.path());
+        b.wait_log(SHOWS, |l| l.contains("stored pull-ins read"))
+            .expect("the other node reads its stored pulls");
+        let (status, _, _) = call(&b, "GET", "/api/v1/pulls/kept", Some(TOKEN), None);
+        assert_eq!(status, 404, "another node resumed this node's pull");
+    }
+    let (status, _, _) = call(&node, "DELETE", "/api/v1/pulls/kept", Some(TOKEN), None);
+    assert_eq!(status, 204);
+    drop(node);
+
+    let node = Node::start(1, &config, dir.path());
+    node.wait_log(SHOWS, |l| l.contains("stored pull-ins read"))
+        .expect("the node reads its stored pulls");
+    let list = ok(&node, "GET", "/api/v1/pulls", None, 200);
+    assert_eq!(list["data"].as_array().map(Vec::len), Some(0), "{list}");
+    let (status, _, _) = call(&node, "DELETE", "/api/v1/pulls/kept", Some(TOKEN), None);
+    assert_eq!(status, 404);
+}
+
+#[test]
+fn api_pulls_are_kept_in_a_sqlite_registry_across_restarts() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("registry.db").display());
+    api_pulls_survive_a_restart(&url, None);
+}
+
+#[test]
+fn api_pulls_are_kept_in_postgresql_per_node_across_restarts() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pg = Postgres::start(dir.path());
+    api_pulls_survive_a_restart(&pg.url, Some("origin-b"));
 }
