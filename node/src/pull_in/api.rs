@@ -100,13 +100,14 @@ fn added(ctx: &Rc<CoreContext>, request: &Request) -> Result<PullSpec, ApiError>
         .and_then(|()| NewPull::parse(request.body()))
 }
 
-/// Checks `spec` against the running pulls, stores it (with a registry), starts it.
+/// Registers `spec` (so a second add of its id or stream is a conflict at once), stores it
+/// (with a registry), starts it; a pull that could not be stored is unregistered.
 async fn persist_and_start(
     ctx: &Rc<CoreContext>,
     spec: PullSpec,
 ) -> Result<super::PullStatus, ApiError> {
     let id = spec.id.clone();
-    ctx.shared.pull_in.check(&spec).map_err(conflict)?;
+    let stop = super::register(ctx, &spec).map_err(conflict)?;
     if let Some(registry) = &ctx.shared.registry {
         let stored = StoredPull {
             id: spec.id.clone(),
@@ -117,19 +118,18 @@ async fn persist_and_start(
             created_at: now_ms(),
         };
         let node = registry.node_id.clone();
-        registry
+        let put = registry
             .call(move |db, _| pulls::put(db, &node, &stored))
-            .await
-            .map_err(crate::livestreams::unavailable)?;
+            .await;
+        if let Err(e) = put {
+            ctx.shared.pull_in.remove(&id);
+            return Err(crate::livestreams::unavailable(e));
+        }
     }
-    if let Err(e) = super::start(ctx, spec) {
-        // Another add took the id or stream while the row was written: it stays theirs.
-        return Err(conflict(e));
-    }
-    ctx.shared
-        .pull_in
-        .status(&id)
-        .ok_or_else(|| ApiError::not_found(format!("no pull {id:?}")))
+    // A DELETE while the row was written set the stop flag: the task ends at once.
+    let status = ctx.shared.pull_in.status(&id);
+    super::spawn(ctx, spec, stop);
+    status.ok_or_else(|| ApiError::not_found(format!("no pull {id:?}")))
 }
 
 fn conflict(e: AddError) -> ApiError {

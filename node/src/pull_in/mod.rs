@@ -215,11 +215,6 @@ impl PullIns {
             .get_or_init(|| metrics::PullMetrics::new(registry));
     }
 
-    /// Why `spec` could not be added now, if it could not.
-    pub fn check(&self, spec: &PullSpec) -> Result<(), AddError> {
-        check(&self.entries(), spec)
-    }
-
     /// Registers `spec`; its stop flag, or why not.
     pub fn add(&self, spec: PullSpec) -> Result<Arc<AtomicBool>, AddError> {
         let mut entries = self.entries();
@@ -326,13 +321,23 @@ fn status(entry: &Entry) -> PullStatus {
 
 /// Registers and starts `spec` on this core.
 pub fn start(ctx: &Rc<CoreContext>, spec: PullSpec) -> Result<(), AddError> {
+    let stop = register(ctx, &spec)?;
+    spawn(ctx, spec, stop);
+    Ok(())
+}
+
+/// Registers `spec` (listed as `connecting` from now on); its stop flag, or why not.
+pub fn register(ctx: &Rc<CoreContext>, spec: &PullSpec) -> Result<Arc<AtomicBool>, AddError> {
     ctx.shared
         .pull_in
         .init_metrics(&ctx.shared.metrics.registry);
-    let stop = ctx.shared.pull_in.add(spec.clone())?;
+    ctx.shared.pull_in.add(spec.clone())
+}
+
+/// Starts the task of a registered pull on this core.
+pub fn spawn(ctx: &Rc<CoreContext>, spec: PullSpec, stop: Arc<AtomicBool>) {
     tracing::info!(core = ctx.id.0, pull = %spec.id, stream = %spec.key(), url = %redact(&spec.url), origin = spec.origin, "pull-in added");
     glommio::spawn_local(run::run(Rc::clone(ctx), spec, stop)).detach();
-    Ok(())
 }
 
 /// Starts this core's share of `[[ingest.pull]]`: each pull on the core its id hashes to.
