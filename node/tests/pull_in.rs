@@ -549,3 +549,39 @@ fn api_pulls_are_kept_in_postgresql_per_node_across_restarts() {
     let pg = Postgres::start(dir.path());
     api_pulls_survive_a_restart(&pg.url, Some("origin-b"));
 }
+
+#[test]
+fn pulls_from_one_source_address_count_against_its_limit() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = shared_flv(6);
+    let (first, second) = (AggregateSource::start(&file), AggregateSource::start(&file));
+    let config = node_config("").replace(
+        "[ingest]",
+        "[stream]\nmax_streams_per_address = 1\n\n[ingest]",
+    );
+    let node = Node::start(1, &config, dir.path());
+    for (id, port) in [("one", first.port), ("two", second.port)] {
+        let body = format!(
+            r#"{{"id": "{id}", "app": "live", "name": "{id}", "url": "rtmp://127.0.0.1:{port}/app/{KEY}"}}"#
+        );
+        ok(&node, "POST", "/api/v1/pulls", Some(&body), 201);
+        if id == "one" {
+            wait_state(&node, "one", "live");
+        }
+    }
+    // Both sources are 127.0.0.1: the second pull would be that address's second stream.
+    let refused = wait_state(&node, "two", "backoff");
+    assert_eq!(refused["reason"], "stream_limit", "{refused}");
+    let metrics = node.http_request("GET", "/metrics", None).1;
+    assert!(
+        metrics.contains("kind=\"streams_per_address\""),
+        "no streams_per_address error"
+    );
+    // A publisher from another address is not affected.
+    let mut other = RtmpClient::connect_from("127.0.0.2".parse().expect("ip"), node.addr, "live")
+        .expect("connect");
+    assert_eq!(
+        other.publish("cam").expect("publish"),
+        "NetStream.Publish.Start"
+    );
+}
