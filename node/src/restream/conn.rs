@@ -359,7 +359,16 @@ impl<T: Transport> Live<'_, T> {
             // that itself.
             first_queued(&out.queue).await;
             let chunk_size = self.ctx.config().rtmp.out_chunk_size_bytes;
-            super::metadata::publisher_snapshot(&mut out.queue.borrow_mut(), chunk_size);
+            let first =
+                super::metadata::take_front_metadata(&mut out.queue.borrow_mut(), chunk_size);
+            if let Some(bytes) = first {
+                let send_timeout = Duration::from_millis(self.config.send_timeout_ms);
+                with_timeout(send_timeout, write_all(self.transport, &bytes))
+                    .await
+                    .ok_or_else(|| Failure::new(FailReason::Timeout, "write stalled"))?
+                    .map_err(io_failure)?;
+                sent(bytes.len());
+            }
             let settings = WriterSettings {
                 merge_window: Duration::from_millis(self.ctx.config().player.merge_window_ms),
                 send_timeout: Duration::from_millis(self.config.send_timeout_ms),

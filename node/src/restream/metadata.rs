@@ -6,19 +6,17 @@
 //! # Tricky parts
 //! - **The snapshot is in the target's queue as shared frames**, metadata first (or, for a
 //!   target that joined a stream gone live a moment ago, the first live frames are, metadata
-//!   first: publishers send it before any media). To put the publisher form in its place
-//!   without touching the frames every player shares, the queue is drained once, before the
-//!   target's first write ([`publisher_snapshot`]): the metadata frame is
-//!   decoded and chunked again in publisher form, the frames after it are kept byte for byte
-//!   (each is a self-contained type 0 chunk run), and the lot goes back as one control item.
-//!   That is one copy of the snapshot per connection, never per frame.
+//!   first: publishers send it before any media). Before the target's first write, that one
+//!   frame is taken off the queue, decoded and chunked again in publisher form, and written
+//!   ahead of the queue ([`take_front_metadata`]); the frames after it stay shared (each is a
+//!   self-contained type 0 chunk run, so nothing after it depends on the one replaced).
 //! - **Metadata the publisher changes mid-stream** reaches a target as the player form
 //!   frame every player gets (ingest servers accept both forms from a publisher); a target
 //!   whose frames are re-headed ([`super::conn`]) gets the publisher form every time.
 
 use bytes::{Bytes, BytesMut};
 use corecast_common::amf0::Amf0Value;
-use corecast_common::chunk::{encode_shared, ChunkDecoder, ChunkDecoderLimits, ChunkError};
+use corecast_common::chunk::{encode_shared, ChunkDecoder, ChunkDecoderLimits};
 use corecast_common::command::DataMessage;
 use corecast_common::types::{MessageType, RtmpMessage};
 
@@ -42,48 +40,43 @@ pub fn publisher_form(message: &RtmpMessage) -> Option<RtmpMessage> {
     })
 }
 
-/// Replaces the player-form metadata at the front of a joiner's `queue` (its snapshot) by
-/// the publisher form; a queue without it is left as it was (in content: what was there goes
-/// back as one item). `chunk_size` is the one the frames were chunked with.
-pub fn publisher_snapshot(queue: &mut SubscriberQueue, chunk_size: u32) {
-    let front = queue.front_slice();
-    // A metadata frame starts with a type 0 header on the data chunk stream (5): 0x05.
-    if front.as_ref().and_then(|b| b.first()) != Some(&0x05) {
-        return;
+/// Takes the data frame at the front of a joiner's `queue` (its snapshot's metadata, or the
+/// first live one), if that is what the front holds: its bytes to write before the queue, in
+/// publisher form when it is metadata, as queued otherwise. The frames after it stay queued,
+/// shared. `chunk_size` is the one the frames were chunked with.
+pub fn take_front_metadata(queue: &mut SubscriberQueue, chunk_size: u32) -> Option<Bytes> {
+    // A data frame starts with a type 0 header on the data chunk stream (5): 0x05.
+    if queue.front_slice()?.first() != Some(&0x05) {
+        return None;
     }
-    let mut raw = BytesMut::with_capacity(queue.queued_bytes());
-    while let Some(bytes) = queue.front_slice() {
-        raw.extend_from_slice(&bytes);
-        queue.advance(bytes.len());
-    }
-    let original = raw.clone().freeze();
-    // Our own frames always decode; should one not, the snapshot goes out as it was.
-    let bytes = rewritten(raw, chunk_size).unwrap_or(None);
-    queue.push_control(bytes.unwrap_or(original));
-}
-
-/// `raw` (a snapshot's bytes) with its first message in publisher form; None if that is
-/// not metadata.
-fn rewritten(mut raw: BytesMut, chunk_size: u32) -> Result<Option<Bytes>, ChunkError> {
     let mut decoder = ChunkDecoder::new(ChunkDecoderLimits {
         max_chunk_size: chunk_size.max(ChunkDecoderLimits::default().max_chunk_size),
         ..ChunkDecoderLimits::default()
     });
-    decoder.set_chunk_size(chunk_size)?;
-    let Some(first) = decoder.decode(&mut raw)? else {
-        return Ok(None);
+    decoder.set_chunk_size(chunk_size).ok()?;
+    // A frame is one message: its parts are consumed until the decoder has it whole, which is
+    // exactly at the frame's end.
+    let (mut raw, mut pending) = (BytesMut::new(), BytesMut::new());
+    let message = loop {
+        let Some(part) = queue.front_slice() else {
+            break None;
+        };
+        raw.extend_from_slice(&part);
+        pending.extend_from_slice(&part);
+        queue.advance(part.len());
+        match decoder.decode(&mut pending) {
+            Ok(Some(message)) if pending.is_empty() => break Some(message),
+            Ok(None) => continue,
+            // Not one whole message: what was taken goes out as it was.
+            _ => break None,
+        }
     };
-    let Some(converted) = publisher_form(&first) else {
-        return Ok(None);
+    let Some(converted) = message.as_ref().and_then(publisher_form) else {
+        return Some(raw.freeze());
     };
     let mut parts = Vec::new();
     encode_shared(&converted, chunk_size, &mut parts);
-    let mut out = BytesMut::with_capacity(raw.len() + converted.payload.len() + 64);
-    for part in parts {
-        out.extend_from_slice(&part);
-    }
-    out.extend_from_slice(&raw);
-    Ok(Some(out.freeze()))
+    Some(parts.concat().into())
 }
 
 #[cfg(test)]
@@ -118,8 +111,9 @@ mod tests {
         })
     }
 
-    fn drained(queue: &mut SubscriberQueue) -> Vec<RtmpMessage> {
-        let mut raw = BytesMut::new();
+    /// The messages of `first` (written ahead) and then of the queue, as a target reads them.
+    fn drained(first: Option<Bytes>, queue: &mut SubscriberQueue) -> Vec<RtmpMessage> {
+        let mut raw = BytesMut::from(&first.unwrap_or_default()[..]);
         while let Some(bytes) = queue.front_slice() {
             raw.extend_from_slice(&bytes);
             queue.advance(bytes.len());
@@ -135,14 +129,15 @@ mod tests {
     }
 
     #[test]
-    fn the_snapshot_s_metadata_goes_out_in_publisher_form_and_the_rest_unchanged() {
+    fn the_front_metadata_goes_out_in_publisher_form_and_the_frames_after_it_stay_queued() {
         let video = Bytes::from(vec![0x17; 1000]);
         let mut q = queue();
         q.push_frame(frame(MediaKind::Data, 0, metadata().encode()));
         q.push_frame(frame(MediaKind::Video, 0, video.clone()));
         q.push_frame(frame(MediaKind::Audio, 20, Bytes::from_static(&[0xaf, 1])));
-        publisher_snapshot(&mut q, 128);
-        let got = drained(&mut q);
+        let first = take_front_metadata(&mut q, 128);
+        assert!(first.is_some());
+        let got = drained(first, &mut q);
         assert_eq!(got.len(), 3);
         let data = DataMessage::decode(got[0].message_type, &got[0].payload).unwrap();
         assert_eq!(data.values[0].as_str(), Some("@setDataFrame"));
@@ -155,25 +150,23 @@ mod tests {
     }
 
     #[test]
-    fn a_snapshot_without_metadata_is_left_alone() {
+    fn other_fronts_are_left_alone_and_other_data_goes_out_as_queued() {
         let mut q = queue();
         q.push_frame(frame(MediaKind::Video, 0, Bytes::from_static(&[0x17, 0])));
         let before = q.queued_bytes();
-        publisher_snapshot(&mut q, 128);
+        assert_eq!(take_front_metadata(&mut q, 128), None);
         assert_eq!(q.queued_bytes(), before);
-        let other = RtmpMessage {
-            payload: DataMessage {
-                values: vec!["onCuePoint".into()],
-            }
-            .encode(),
-            ..drained(&mut q)[0].clone()
+
+        let cue = DataMessage {
+            values: vec!["onCuePoint".into(), "x".repeat(200).as_str().into()],
         };
-        assert_eq!(
-            publisher_form(&RtmpMessage {
-                message_type: MessageType::DATA_AMF0,
-                ..other
-            }),
-            None
-        );
+        let mut q = queue();
+        q.push_frame(frame(MediaKind::Data, 5, cue.encode()));
+        q.push_frame(frame(MediaKind::Video, 5, Bytes::from_static(&[0x17, 0])));
+        let first = take_front_metadata(&mut q, 128);
+        let got = drained(first, &mut q);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].payload, cue.encode());
+        assert_eq!(got[1].message_type, MessageType::VIDEO);
     }
 }
