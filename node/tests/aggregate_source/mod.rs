@@ -8,7 +8,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -115,6 +115,8 @@ fn serve(
     corrupt_after: Option<u64>,
 ) -> Io<()> {
     conn.set_read_timeout(Some(Duration::from_millis(100)))?;
+    // A player that stops reading ends its connection instead of holding the thread.
+    conn.set_write_timeout(Some(Duration::from_secs(5)))?;
     conn.set_nodelay(true)?;
     let mut buf = BytesMut::new();
     let mut handshake = ServerHandshake::new(0, &[7; 64]);
@@ -224,7 +226,7 @@ fn read_more(
 }
 
 /// The file's tags as messages on stream 1.
-fn messages(file: &PathBuf) -> Vec<RtmpMessage> {
+fn messages(file: &Path) -> Vec<RtmpMessage> {
     let mut buf = BytesMut::from(&std::fs::read(file).expect("read the source file")[..]);
     let mut reader = FlvReader::new();
     let mut all = Vec::new();
@@ -249,7 +251,7 @@ fn play(
     mut encoder: ChunkEncoder,
     corrupt_after: Option<u64>,
 ) -> Io<()> {
-    let tags = messages(&file.to_owned());
+    let tags = messages(file);
     let length = tags.last().map_or(0, |t| t.timestamp) + 40;
     let started = Instant::now();
     let mut out = BytesMut::new();
