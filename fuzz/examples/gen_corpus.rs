@@ -733,6 +733,14 @@ fn main() {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus"));
     let corpus = Corpus { root };
 
+    // aggregate_split: the aggregate's time (4 bytes), then its body
+    for (name, time, parts) in aggregate_seeds() {
+        let body = corecast_common::client::aggregate::encode(&parts).expect("encodable");
+        let mut data = time.to_be_bytes().to_vec();
+        data.extend_from_slice(&body);
+        corpus.write("aggregate_split", name, &data);
+    }
+
     // ertmp_media
     for (name, video, body) in ertmp_seeds() {
         let mut data = vec![u8::from(video)];
@@ -1001,4 +1009,42 @@ fn multitrack(records: Vec<HlsRecord>) -> Vec<HlsRecord> {
             record
         })
         .collect()
+}
+
+/// Aggregates as servers send them: (name, aggregate time, sub-messages at their own times).
+fn aggregate_seeds() -> Vec<(&'static str, u32, Vec<RtmpMessage>)> {
+    let sub = |message_type, timestamp, payload: &[u8]| RtmpMessage {
+        chunk_stream_id: ChunkStreamId::VIDEO,
+        timestamp,
+        message_type,
+        message_stream_id: MessageStreamId(0),
+        payload: Bytes::copy_from_slice(payload),
+    };
+    vec![
+        (
+            "video_and_audio",
+            1000,
+            vec![
+                sub(MessageType::VIDEO, 500, &video_tag(true, 1, 16)),
+                sub(MessageType::AUDIO, 523, b"\xAF\x01\x21\x10\x04"),
+                sub(MessageType::VIDEO, 540, &video_tag(false, 1, 16)),
+            ],
+        ),
+        (
+            "extended_times",
+            0xFFFF_FF00,
+            vec![
+                sub(MessageType::VIDEO, 0x00FF_FFF0, &video_tag(true, 1, 8)),
+                sub(MessageType::AUDIO, 0x0100_0010, b"\xAF\x01\x00"),
+            ],
+        ),
+        (
+            "metadata_first",
+            0,
+            vec![
+                sub(MessageType::DATA_AMF0, 0, b"\x02\x00\x0AonMetaData\x05"),
+                sub(MessageType::VIDEO, 0, &avc_sequence_header()),
+            ],
+        ),
+    ]
 }

@@ -120,6 +120,10 @@ pub const TARGETS: &[Target] = &[
         name: "ertmp_media",
         run: ertmp_media,
     },
+    Target {
+        name: "aggregate_split",
+        run: aggregate_split,
+    },
 ];
 
 /// The target called `name`.
@@ -832,4 +836,50 @@ pub fn token_verify(data: &[u8]) {
     if let Some(found) = token::from_query(&text) {
         assert!(text.contains(found));
     }
+}
+
+/// `client::aggregate::split` on an arbitrary aggregate body (the first four bytes are the
+/// aggregate's timestamp): what splits must encode back to the same body and split again to
+/// the same messages, each at the aggregate's time plus its offset from the first.
+pub fn aggregate_split(data: &[u8]) {
+    use corecast_common::client::aggregate;
+
+    let (time, body) = match data.split_first_chunk::<4>() {
+        Some((time, body)) => (u32::from_be_bytes(*time), body),
+        None => (0, data),
+    };
+    let message = RtmpMessage {
+        chunk_stream_id: ChunkStreamId::VIDEO,
+        timestamp: time,
+        message_type: MessageType::AGGREGATE,
+        message_stream_id: MessageStreamId(1),
+        payload: bytes::Bytes::copy_from_slice(body),
+    };
+    let Ok(parts) = aggregate::split(&message) else {
+        return;
+    };
+    let total: usize = parts
+        .iter()
+        .map(|p| p.payload.len() + aggregate::SUB_HEADER_LEN + aggregate::BACK_POINTER_LEN)
+        .sum();
+    assert_eq!(
+        total,
+        body.len(),
+        "a split aggregate accounts for every byte"
+    );
+    // Back to sub-message times (relative to the first, which encodes as 0) and split again.
+    let relative: Vec<RtmpMessage> = parts
+        .iter()
+        .map(|p| RtmpMessage {
+            timestamp: p.timestamp.wrapping_sub(time),
+            ..p.clone()
+        })
+        .collect();
+    let Some(mut again) = aggregate::message(&relative, MessageStreamId(1)) else {
+        assert!(parts.is_empty(), "split parts must encode");
+        return;
+    };
+    again.timestamp = time;
+    let reparsed = aggregate::split(&again).expect("an encoded aggregate must split");
+    assert_eq!(reparsed, parts, "aggregate round trip");
 }

@@ -264,3 +264,20 @@ fn ertmp_seeds_are_enhanced_messages() {
     }
     assert!(count >= 8);
 }
+
+#[test]
+fn aggregate_seeds_split_into_several_messages() {
+    use corecast_common::client::aggregate;
+    use corecast_common::types::{ChunkStreamId, MessageStreamId, RtmpMessage};
+    for (name, data) in seeds("aggregate_split") {
+        let message = RtmpMessage {
+            chunk_stream_id: ChunkStreamId::VIDEO,
+            timestamp: u32::from_be_bytes(data[..4].try_into().unwrap()),
+            message_type: MessageType::AGGREGATE,
+            message_stream_id: MessageStreamId(1),
+            payload: data[4..].to_vec().into(),
+        };
+        let parts = aggregate::split(&message).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(parts.len() >= 2, "{name}");
+    }
+}

@@ -4,15 +4,17 @@
 //! with its reason and a growing reconnect count; restarted → live again, a keyframe first;
 //! removed → the pull and the local stream end. The URL's key never shows.
 
+mod aggregate_source;
 mod support;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use aggregate_source::AggregateSource;
 use corecast_common::types::MessageType;
 use support::client::RtmpClient;
-use support::livestreams::{call, ok, TOKEN};
+use support::livestreams::{call, ok, Postgres, TOKEN};
 use support::media::{packets, shared_flv, wait_exit};
 use support::node::{free_port, Node};
 use support::process::kill_and_reap;
@@ -391,4 +393,195 @@ fn a_silent_source_times_out_and_a_garbage_one_is_a_protocol_error() {
     assert_eq!(broken["reason"], "protocol", "{broken}");
     // The node is unharmed: it still answers.
     assert_eq!(node.http_request("GET", "/healthz", None).0, 200);
+}
+
+#[test]
+fn a_source_that_sends_aggregates_is_pulled_in_and_a_malformed_aggregate_is_a_protocol_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = shared_flv(6);
+    let source = AggregateSource::start(&file);
+    let corrupt = AggregateSource::start_corrupt(&file, 3);
+    let node = Node::start(1, &node_config(""), dir.path());
+    let add = |id: &str, name: &str, port: u16| {
+        let body = format!(
+            r#"{{"id": "{id}", "app": "live", "name": "{name}", "url": "rtmp://127.0.0.1:{port}/app/{KEY}"}}"#
+        );
+        ok(&node, "POST", "/api/v1/pulls", Some(&body), 201);
+    };
+    add("agg", "cam", source.port);
+    add("broken", "other", corrupt.port);
+
+    wait_state(&node, "agg", "live");
+    let played = play(&node, &dir.path().join("aggregates.flv"), 30);
+    assert_from_source(&played, &file, 30);
+    assert!(
+        source.aggregates.load(std::sync::atomic::Ordering::Relaxed)
+            > 30 / aggregate_source::GROUP as u64,
+        "the source did not send its media in aggregates"
+    );
+
+    let refused = wait_state(&node, "broken", "backoff");
+    assert_eq!(refused["reason"], "protocol", "{refused}");
+    let metrics = node.http_request("GET", "/metrics", None).1;
+    assert!(
+        metrics.contains("corecast_pull_in_failures_total{pull=\"broken\",reason=\"protocol\"}"),
+        "no protocol failure in the metrics"
+    );
+    // The good pull is unharmed.
+    assert_eq!(
+        ok(&node, "GET", "/api/v1/pulls/agg", None, 200)["state"],
+        "live"
+    );
+    assert_key_never_shown(&node);
+}
+
+#[test]
+fn a_pull_counts_against_the_node_s_stream_limit() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = shared_flv(6);
+    let source = AggregateSource::start(&file);
+    let config =
+        node_config("").replace("[ingest]", "[stream]\nmax_streams_per_node = 1\n\n[ingest]");
+    let node = Node::start(1, &config, dir.path());
+    // A publisher holds the node's only place: the pull cannot go live.
+    let mut publisher = RtmpClient::connect(node.addr, "live").expect("connect");
+    assert_eq!(
+        publisher.publish("one").expect("publish"),
+        "NetStream.Publish.Start"
+    );
+    let body = format!(
+        r#"{{"id": "cam", "app": "live", "name": "cam", "url": "rtmp://127.0.0.1:{}/app/{KEY}"}}"#,
+        source.port
+    );
+    ok(&node, "POST", "/api/v1/pulls", Some(&body), 201);
+    let refused = wait_state(&node, "cam", "backoff");
+    assert_eq!(refused["reason"], "stream_limit", "{refused}");
+    let metrics = node.http_request("GET", "/metrics", None).1;
+    for series in [
+        "corecast_pull_in_failures_total{pull=\"cam\",reason=\"stream_limit\"}",
+        "kind=\"streams_per_node\"",
+    ] {
+        assert!(metrics.contains(series), "no {series} in the metrics");
+    }
+    let (status, _) = node.http_request("GET", "/api/v1/streams/live/cam", Some(TOKEN));
+    assert_eq!(status, 404, "a refused pull publishes nothing");
+
+    // The publisher leaves: the pull takes the place, and now a publish is refused.
+    drop(publisher);
+    wait_state(&node, "cam", "live");
+    let mut late = RtmpClient::connect(node.addr, "live").expect("connect");
+    assert_eq!(
+        late.publish("two").expect("publish"),
+        "NetStream.Publish.Denied",
+        "the live pull holds the node's only place"
+    );
+    // Removing the pull gives the place back.
+    let (status, _, _) = call(&node, "DELETE", "/api/v1/pulls/cam", Some(TOKEN), None);
+    assert_eq!(status, 204);
+    let placed = wait_for(SHOWS, || {
+        let mut c = RtmpClient::connect(node.addr, "live").ok()?;
+        (c.publish("three").ok()? == "NetStream.Publish.Start").then_some(c)
+    });
+    assert!(placed.is_some(), "the pull's place is given back");
+}
+
+/// A node with the registry at `url` (as `node_id`) and fast retries.
+fn registry_config(url: &str, node_id: &str) -> String {
+    format!(
+        "{}\n[ingest]\nretry_min_ms = 200\nretry_max_ms = 1000\ntimeout_secs = 5\n",
+        support::livestreams::config(url, node_id, None)
+    )
+}
+
+/// Adds a pull through the API on a node with a registry, restarts the node, and sees the
+/// pull resumed and live; deleted, it stays gone after the next restart. Another node on the
+/// same database never resumes it.
+fn api_pulls_survive_a_restart(url: &str, other: Option<&str>) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = shared_flv(6);
+    let source = AggregateSource::start(&file);
+    let config = registry_config(url, "origin-a");
+    let node = Node::start(1, &config, dir.path());
+    let body = format!(
+        r#"{{"id": "kept", "app": "live", "name": "cam", "url": "rtmp://127.0.0.1:{}/app/{KEY}"}}"#,
+        source.port
+    );
+    ok(&node, "POST", "/api/v1/pulls", Some(&body), 201);
+    wait_state(&node, "kept", "live");
+    drop(node);
+
+    let node = Node::start(2, &config, dir.path());
+    let resumed = wait_state(&node, "kept", "live");
+    assert_eq!(resumed["origin"], "api", "{resumed}");
+    let played = play(&node, &dir.path().join("resumed.flv"), 20);
+    assert_from_source(&played, &file, 20);
+    assert_key_never_shown(&node);
+    if let Some(other) = other {
+        let b = Node::start(1, &registry_config(url, other), dir.path());
+        b.wait_log(SHOWS, |l| l.contains("stored pull-ins read"))
+            .expect("the other node reads its stored pulls");
+        let (status, _, _) = call(&b, "GET", "/api/v1/pulls/kept", Some(TOKEN), None);
+        assert_eq!(status, 404, "another node resumed this node's pull");
+    }
+    let (status, _, _) = call(&node, "DELETE", "/api/v1/pulls/kept", Some(TOKEN), None);
+    assert_eq!(status, 204);
+    drop(node);
+
+    let node = Node::start(1, &config, dir.path());
+    node.wait_log(SHOWS, |l| l.contains("stored pull-ins read"))
+        .expect("the node reads its stored pulls");
+    let list = ok(&node, "GET", "/api/v1/pulls", None, 200);
+    assert_eq!(list["data"].as_array().map(Vec::len), Some(0), "{list}");
+    let (status, _, _) = call(&node, "DELETE", "/api/v1/pulls/kept", Some(TOKEN), None);
+    assert_eq!(status, 404);
+}
+
+#[test]
+fn api_pulls_are_kept_in_a_sqlite_registry_across_restarts() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("registry.db").display());
+    api_pulls_survive_a_restart(&url, None);
+}
+
+#[test]
+fn api_pulls_are_kept_in_postgresql_per_node_across_restarts() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pg = Postgres::start(dir.path());
+    api_pulls_survive_a_restart(&pg.url, Some("origin-b"));
+}
+
+#[test]
+fn pulls_from_one_source_address_count_against_its_limit() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = shared_flv(6);
+    let (first, second) = (AggregateSource::start(&file), AggregateSource::start(&file));
+    let config = node_config("").replace(
+        "[ingest]",
+        "[stream]\nmax_streams_per_address = 1\n\n[ingest]",
+    );
+    let node = Node::start(1, &config, dir.path());
+    for (id, port) in [("one", first.port), ("two", second.port)] {
+        let body = format!(
+            r#"{{"id": "{id}", "app": "live", "name": "{id}", "url": "rtmp://127.0.0.1:{port}/app/{KEY}"}}"#
+        );
+        ok(&node, "POST", "/api/v1/pulls", Some(&body), 201);
+        if id == "one" {
+            wait_state(&node, "one", "live");
+        }
+    }
+    // Both sources are 127.0.0.1: the second pull would be that address's second stream.
+    let refused = wait_state(&node, "two", "backoff");
+    assert_eq!(refused["reason"], "stream_limit", "{refused}");
+    let metrics = node.http_request("GET", "/metrics", None).1;
+    assert!(
+        metrics.contains("kind=\"streams_per_address\""),
+        "no streams_per_address error"
+    );
+    // A publisher from another address is not affected.
+    let mut other = RtmpClient::connect_from("127.0.0.2".parse().expect("ip"), node.addr, "live")
+        .expect("connect");
+    assert_eq!(
+        other.publish("cam").expect("publish"),
+        "NetStream.Publish.Start"
+    );
 }

@@ -521,7 +521,8 @@ fn a_killed_sink_is_backed_off_with_growing_delays_and_resumed_at_a_keyframe() {
     assert_eq!(&want[start..start + got.len()], &got[..]);
 }
 
-/// An nginx with the RTMP module on `port`; killed on drop.
+/// An nginx with the RTMP module on `port` (app `live`, and app `copy` that hands its players
+/// the publisher's metadata as it came: `meta copy`); killed on drop.
 struct Nginx(Child);
 
 impl Nginx {
@@ -531,7 +532,7 @@ impl Nginx {
         std::fs::write(
             &conf,
             format!(
-                "load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;\ndaemon off;\nmaster_process off;\nerror_log {}/logs/error.log info;\npid {}/nginx.pid;\nevents {{ worker_connections 256; }}\nrtmp {{ server {{ listen 127.0.0.1:{port}; application live {{ live on; }} }} }}\n",
+                "load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;\ndaemon off;\nmaster_process off;\nerror_log {}/logs/error.log info;\npid {}/nginx.pid;\nevents {{ worker_connections 256; }}\nrtmp {{ server {{ listen 127.0.0.1:{port}; application live {{ live on; }} application copy {{ live on; meta copy; }} }} }}\n",
                 dir.display(),
                 dir.display()
             ),
@@ -828,4 +829,146 @@ fn a_target_that_cannot_keep_up_skips_to_keyframes_and_players_see_no_gap() {
     assert!(status.success(), "{}", stderr_of(&mut publisher));
     let source_video = packets(&src).iter().filter(|p| p.kind == "video").count();
     assert_no_gap(&player.join().expect("player"), source_video, "the player");
+}
+
+/// The metadata messages (type 18 `onMetaData`, in either form) a fake ingest received, and
+/// how many media messages came before the first.
+fn metadata_received(ingest: &FakeIngest) -> (Vec<Vec<corecast_common::amf0::Amf0Value>>, usize) {
+    use corecast_common::command::DataMessage;
+    use corecast_common::types::MessageType;
+    let received = ingest.received.lock().expect("lock").clone();
+    let mut metadata = Vec::new();
+    let mut before = None;
+    for (i, (kind, _, payload)) in received.iter().enumerate() {
+        if *kind != 18 {
+            continue;
+        }
+        let data = DataMessage::decode(MessageType::DATA_AMF0, payload).expect("AMF0 data");
+        if data.player_metadata().is_some() {
+            before.get_or_insert(i);
+            metadata.push(data.values);
+        }
+    }
+    (metadata, before.unwrap_or(usize::MAX))
+}
+
+#[test]
+fn targets_get_metadata_as_a_publisher_sends_it_once_before_the_media() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let src = shared_flv(4);
+    // Stream id 1 (the shared frames) and 7 (re-headed frames): the two ways a push writes.
+    let shared = FakeIngest::start(Behaviour::Accept(1));
+    let reheaded = FakeIngest::start(Behaviour::Accept(7));
+    let targets = [
+        target("shared", &shared.url(), ""),
+        target("reheaded", &reheaded.url(), ""),
+    ]
+    .concat();
+    let node = Node::start(1, &config(&targets), dir.path());
+    let mut publisher = publish(&src, &node.url("live/cam"));
+    wait_state(&node, "shared", "live", Duration::from_secs(10));
+    wait_state(&node, "reheaded", "live", Duration::from_secs(10));
+    let status = wait_exit(&mut publisher, Duration::from_secs(30)).expect("publisher ended");
+    assert!(status.success(), "{}", stderr_of(&mut publisher));
+    for (what, ingest) in [("shared", &shared), ("reheaded", &reheaded)] {
+        wait_for(Duration::from_secs(10), || {
+            let got = ingest.received.lock().expect("lock").clone();
+            (got.iter().filter(|m| m.0 == 9).count() >= 90).then_some(())
+        })
+        .unwrap_or_else(|| panic!("{what}: the video did not arrive"));
+        let (metadata, before) = metadata_received(ingest);
+        assert_eq!(metadata.len(), 1, "{what}: metadata once, not {metadata:?}");
+        assert_eq!(before, 0, "{what}: metadata before any media");
+        let names: Vec<_> = metadata[0].iter().take(2).map(|v| v.as_str()).collect();
+        assert_eq!(
+            names,
+            [Some("@setDataFrame"), Some("onMetaData")],
+            "{what}: not in publisher form"
+        );
+        assert!(
+            metadata[0].get(2).and_then(|v| v.as_object()).is_some(),
+            "{what}: no metadata object"
+        );
+    }
+}
+
+/// The `comment` tag ffprobe shows for `file` (empty when there is none).
+fn comment_of(file: &Path) -> String {
+    let out = output_with_deadline(
+        Command::new("ffprobe")
+            .args(["-v", "error", "-show_entries", "format_tags=comment"])
+            .args(["-of", "default=nw=1:nk=1"])
+            .arg(file),
+        Duration::from_secs(60),
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn nginx_rtmp_and_an_ffmpeg_sink_receive_the_publisher_s_metadata() {
+    const COMMENT: &str = "corecast-metadata-check";
+    let dir = tempfile::tempdir().expect("temp dir");
+    let src = shared_flv(4);
+    let (nginx_port, sink_port) = (free_port(), free_port());
+    let nginx = Nginx::start(dir.path(), nginx_port);
+    let from_nginx = dir.path().join("nginx-player.flv");
+    let mut player = play_to_file(
+        &format!("rtmp://127.0.0.1:{nginx_port}/copy/cam"),
+        &from_nginx,
+    );
+    let error_log = dir.path().join("logs/error.log");
+    wait_for(Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(&error_log).unwrap_or_default();
+        text.contains("play: name='cam'").then_some(())
+    })
+    .expect("nginx's player asked for the stream");
+    let sink = RtmpSink::start(sink_port, "app/secretkey", &dir.path().join("sink.flv"));
+    let targets = [
+        target(
+            "nginx",
+            &format!("rtmp://127.0.0.1:{nginx_port}/copy/cam"),
+            "",
+        ),
+        target(
+            "sink",
+            &format!("rtmp://127.0.0.1:{sink_port}/app/secretkey"),
+            "",
+        ),
+    ]
+    .concat();
+    let node = Node::start(1, &config(&targets), dir.path());
+    // A publisher whose metadata carries a field of its own.
+    let mut publisher = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-re", "-i"])
+        .arg(&src)
+        .args(["-c", "copy", "-metadata", &format!("comment={COMMENT}")])
+        .args(["-f", "flv", &node.url("live/cam")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ffmpeg publisher");
+    wait_state(&node, "nginx", "live", Duration::from_secs(10));
+    wait_state(&node, "sink", "live", Duration::from_secs(10));
+    let status = wait_exit(&mut publisher, Duration::from_secs(30)).expect("publisher ended");
+    assert!(status.success(), "{}", stderr_of(&mut publisher));
+    let mut sink = sink;
+    wait_exit(&mut sink.child, Duration::from_secs(15)).expect("the sink saw the stream end");
+    assert_eq!(
+        comment_of(&sink.out),
+        COMMENT,
+        "the ffmpeg sink's recording"
+    );
+    wait_for(Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(&error_log).unwrap_or_default();
+        text.contains("deleteStream").then_some(())
+    })
+    .expect("nginx saw deleteStream");
+    drop(nginx);
+    wait_exit(&mut player, Duration::from_secs(20)).expect("nginx's player ended");
+    assert_eq!(
+        comment_of(&from_nginx),
+        COMMENT,
+        "nginx-rtmp's player's recording"
+    );
 }

@@ -25,8 +25,13 @@
 //!   [`ClientSession::send_media`].
 //! - Acknowledgements count every byte read, handshake included, as servers do (§5.4.3).
 //!
+//! - **Aggregates** (type 22) are split into their audio, video and data sub-messages
+//!   ([`aggregate`]) and reported one [`ClientEvent::Media`] each; a malformed one ends the
+//!   session ([`ClientError::Aggregate`]) before any of its sub-messages is reported.
+//!
 //! # Layout
 //! - [`url`]: target URLs (`rtmp[s]://host[:port]/app/key`) and their redacted form.
+//! - [`aggregate`]: aggregate messages, split (and built, for tests).
 
 use std::collections::VecDeque;
 
@@ -41,6 +46,7 @@ use crate::control::{ControlError, ControlMessage, UserControlEvent};
 use crate::handshake::{ClientHandshake, HandshakeError, HandshakeKind, HandshakeStatus};
 use crate::types::{ChunkStreamId, MessageStreamId, MessageType, RtmpMessage};
 
+pub mod aggregate;
 pub mod url;
 
 #[cfg(test)]
@@ -203,6 +209,9 @@ pub enum ClientError {
     /// The server refused a step.
     #[error("{} refused: {}", .0.phase.as_str(), .0.code)]
     Refused(Refusal),
+    /// An aggregate message from the server was malformed.
+    #[error(transparent)]
+    Aggregate(#[from] aggregate::AggregateError),
     /// The server broke the command sequence.
     #[error("protocol: {0}")]
     Protocol(&'static str),
@@ -414,7 +423,15 @@ impl ClientSession {
                 }
                 Ok(())
             }
-            // Shared objects, aggregates and unknown types: nothing a push or pull needs.
+            MessageType::AGGREGATE => {
+                if self.settings.role == Role::Play && self.phase == Phase::Live {
+                    let parts = aggregate::split(&message)?;
+                    self.events
+                        .extend(parts.into_iter().map(ClientEvent::Media));
+                }
+                Ok(())
+            }
+            // Shared objects and unknown types: nothing a push or pull needs.
             _ => Ok(()),
         }
     }

@@ -330,3 +330,83 @@ proptest! {
         let _ = run(Role::Play, &bytes, &[1537, 3000]);
     }
 }
+
+fn play_live_script() -> Vec<RtmpMessage> {
+    vec![
+        connect_result(),
+        create_result(2.0, 1.0),
+        status(1, "status", "NetStream.Play.Start"),
+    ]
+}
+
+fn media_message(message_type: MessageType, timestamp: u32, payload: Vec<u8>) -> RtmpMessage {
+    RtmpMessage {
+        chunk_stream_id: ChunkStreamId::VIDEO,
+        timestamp,
+        message_type,
+        message_stream_id: MessageStreamId(1),
+        payload: payload.into(),
+    }
+}
+
+fn media_strategy() -> impl Strategy<Value = RtmpMessage> {
+    (
+        prop::sample::select(vec![
+            MessageType::AUDIO,
+            MessageType::VIDEO,
+            MessageType::DATA_AMF0,
+        ]),
+        0u32..1_000_000,
+        proptest::collection::vec(any::<u8>(), 1..600),
+    )
+        .prop_map(|(t, ts, payload)| media_message(t, ts, payload))
+}
+
+#[test]
+fn a_malformed_aggregate_ends_the_session_with_a_typed_error_and_no_media() {
+    let good = media_message(MessageType::VIDEO, 0, vec![0x17, 1, 2]);
+    let mut broken = aggregate::message(&[good.clone(), good], MessageStreamId(1)).unwrap();
+    let mut body = broken.payload.to_vec();
+    body.truncate(body.len() - 2);
+    broken.payload = body.into();
+    let mut script = play_live_script();
+    script.push(broken);
+    let (events, _, error) = run(Role::Play, &wire(&script), &[]);
+    assert!(
+        matches!(error, Some(ClientError::Aggregate(_))),
+        "{error:?}"
+    );
+    assert!(!events.iter().any(|e| matches!(e, ClientEvent::Media(_))));
+}
+
+proptest! {
+    /// Media a server wraps in aggregates reaches the player as the same messages, in order,
+    /// at the same times, however the bytes are cut.
+    #[test]
+    fn aggregated_media_arrives_as_its_sub_messages(
+        media in proptest::collection::vec(media_strategy(), 1..12),
+        group in 1usize..5,
+        cuts in proptest::collection::vec(any::<usize>(), 0..8),
+    ) {
+        let mut media = media;
+        // A server's timestamps rise within a stream.
+        media.sort_by_key(|m| m.timestamp);
+        let mut script = play_live_script();
+        for chunk in media.chunks(group) {
+            script.push(aggregate::message(chunk, MessageStreamId(1)).unwrap());
+        }
+        let (events, _, error) = run(Role::Play, &wire(&script), &cuts);
+        prop_assert_eq!(error, None);
+        let got: Vec<RtmpMessage> = events
+            .into_iter()
+            .filter_map(|e| match e { ClientEvent::Media(m) => Some(m), _ => None })
+            .collect();
+        prop_assert_eq!(got.len(), media.len());
+        for (got, sent) in got.iter().zip(&media) {
+            prop_assert_eq!(
+                (got.message_type, got.timestamp, &got.payload, got.message_stream_id),
+                (sent.message_type, sent.timestamp, &sent.payload, MessageStreamId(1))
+            );
+        }
+    }
+}

@@ -1,7 +1,9 @@
 //! `/api/v1/pulls`: list, add, get and remove pull-ins at run time (behind the API token);
-//! sources shown redacted. A pull added here runs on the core that took the call and lasts
-//! until it is removed or the node stops; `[[ingest.pull]]` ones are listed too (`origin`
-//! `config`) and may be removed (until the next start).
+//! sources shown redacted. A pull added here runs on the core that took the call until it
+//! is removed; with a `[registry]` it is also stored there ([`crate::registry::pulls`]) and
+//! resumed when the node starts again ([`super::resume_stored`]), until a `DELETE` removes
+//! it; without one it lasts until the node stops. `[[ingest.pull]]` ones are listed too
+//! (`origin` `config`) and may be removed (until the next start).
 
 use std::rc::Rc;
 
@@ -14,7 +16,8 @@ use crate::core::CoreContext;
 use crate::http::checked;
 use crate::httpd::body::{json, with_type};
 use crate::httpd::{ready, Params, Reply, Request};
-use crate::registry::key;
+use crate::registry::pulls::{self, StoredPull};
+use crate::registry::{key, now_ms};
 
 /// The body of an add.
 #[derive(Debug, Deserialize)]
@@ -60,9 +63,29 @@ impl NewPull {
     }
 }
 
-/// `POST /api/v1/pulls`: 201 with the pull's status.
+/// `POST /api/v1/pulls`: 201 with the pull's status (stored in the registry first when there
+/// is one: a pull the node could not store is not started, and the answer is 503).
 pub fn add(ctx: &Rc<CoreContext>, request: Request, _: Params) -> Reply {
-    let result = checked(ctx, &request, Access::Write)
+    let ctx = Rc::clone(ctx);
+    Box::pin(async move {
+        let result = match added(&ctx, &request) {
+            Ok(spec) => persist_and_start(&ctx, spec).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(status) => {
+                let mut response = json(&status);
+                *response.status_mut() = StatusCode::CREATED;
+                response
+            }
+            Err(e) => e.into_response(),
+        }
+    })
+}
+
+/// The checked request: the pull to add.
+fn added(ctx: &Rc<CoreContext>, request: &Request) -> Result<PullSpec, ApiError> {
+    checked(ctx, request, Access::Write)
         .and_then(|()| {
             if ctx.config().cluster.accepts_publishers() {
                 Ok(())
@@ -75,25 +98,45 @@ pub fn add(ctx: &Rc<CoreContext>, request: Request, _: Params) -> Reply {
             }
         })
         .and_then(|()| NewPull::parse(request.body()))
-        .and_then(|spec| {
-            let id = spec.id.clone();
-            super::start(ctx, spec).map_err(|e| match e {
-                AddError::Full => ApiError::new(StatusCode::CONFLICT, "too_many", e.to_string()),
-                _ => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
-            })?;
-            ctx.shared
-                .pull_in
-                .status(&id)
-                .ok_or_else(|| ApiError::not_found(format!("no pull {id:?}")))
-        });
-    ready(match result {
-        Ok(status) => {
-            let mut response = json(&status);
-            *response.status_mut() = StatusCode::CREATED;
-            response
+}
+
+/// Registers `spec` (so a second add of its id or stream is a conflict at once), stores it
+/// (with a registry), starts it; a pull that could not be stored is unregistered.
+async fn persist_and_start(
+    ctx: &Rc<CoreContext>,
+    spec: PullSpec,
+) -> Result<super::PullStatus, ApiError> {
+    let id = spec.id.clone();
+    let stop = super::register(ctx, &spec).map_err(conflict)?;
+    if let Some(registry) = &ctx.shared.registry {
+        let stored = StoredPull {
+            id: spec.id.clone(),
+            app: spec.app.clone(),
+            name: spec.name.clone(),
+            url: spec.url.clone(),
+            ca_file: spec.ca_file.clone(),
+            created_at: now_ms(),
+        };
+        let node = registry.node_id.clone();
+        let put = registry
+            .call(move |db, _| pulls::put(db, &node, &stored))
+            .await;
+        if let Err(e) = put {
+            ctx.shared.pull_in.remove(&id);
+            return Err(crate::livestreams::unavailable(e));
         }
-        Err(e) => e.into_response(),
-    })
+    }
+    // A DELETE while the row was written set the stop flag: the task ends at once.
+    let status = ctx.shared.pull_in.status(&id);
+    super::spawn(ctx, spec, stop);
+    status.ok_or_else(|| ApiError::not_found(format!("no pull {id:?}")))
+}
+
+fn conflict(e: AddError) -> ApiError {
+    match e {
+        AddError::Full => ApiError::new(StatusCode::CONFLICT, "too_many", e.to_string()),
+        _ => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+    }
 }
 
 /// `GET /api/v1/pulls`: `{"data": [...]}` by id.
@@ -115,21 +158,41 @@ pub fn get(ctx: &Rc<CoreContext>, request: Request, params: Params) -> Reply {
     ready(api::reply(result))
 }
 
-/// `DELETE /api/v1/pulls/{id}`: 204; the local stream ends within a moment.
+/// `DELETE /api/v1/pulls/{id}`: 204; the local stream ends within a moment, and the
+/// registry forgets the pull (a stored pull that did not start is removed too).
 pub fn delete(ctx: &Rc<CoreContext>, request: Request, params: Params) -> Reply {
-    let id = params.get("id");
-    let result = checked(ctx, &request, Access::Write).and_then(|()| {
-        if ctx.shared.pull_in.remove(id) {
-            tracing::info!(core = ctx.id.0, pull = %id, "pull-in removed");
-            Ok(())
-        } else {
-            Err(ApiError::not_found(format!("no pull {id:?}")))
+    let ctx = Rc::clone(ctx);
+    let id = params.get("id").to_owned();
+    Box::pin(async move {
+        let result = match checked(&ctx, &request, Access::Write) {
+            Ok(()) => removed(&ctx, &id).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => with_type(StatusCode::NO_CONTENT, "application/json", Vec::new()),
+            Err(e) => e.into_response(),
         }
-    });
-    ready(match result {
-        Ok(()) => with_type(StatusCode::NO_CONTENT, "application/json", Vec::new()),
-        Err(e) => e.into_response(),
     })
+}
+
+async fn removed(ctx: &Rc<CoreContext>, id: &str) -> Result<(), ApiError> {
+    let running = ctx.shared.pull_in.remove(id);
+    let stored = match &ctx.shared.registry {
+        Some(registry) => {
+            let (node, id) = (registry.node_id.clone(), id.to_owned());
+            registry
+                .call(move |db, _| pulls::delete(db, &node, &id))
+                .await
+                .map_err(crate::livestreams::unavailable)?
+        }
+        None => false,
+    };
+    if running || stored {
+        tracing::info!(core = ctx.id.0, pull = %id, "pull-in removed");
+        Ok(())
+    } else {
+        Err(ApiError::not_found(format!("no pull {id:?}")))
+    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,10 @@
 //! backoff and jitter ([`backoff`]); the next publish starts at the source's keyframe.
 //!
 //! Pulls come from `[[ingest.pull]]` (started at start-up, each on the core its id hashes
-//! to) and from `POST /api/v1/pulls` (on the core that took the call) ([`api`]). This
+//! to) and from `POST /api/v1/pulls` (on the core that took the call) ([`api`]); with a
+//! `[registry]`, API pulls are stored there per node and resumed at start-up like the
+//! configured ones ([`resume_stored`], [`crate::registry::pulls`]). A live pull holds a place
+//! in the node's stream counts ([`crate::stream_limits`]) as a publish does. This
 //! module's [`PullIns`] (in `NodeShared`) lists them all with their state for the API;
 //! removing one sets its stop flag, which its task sees within [`run::STOP_CHECK`].
 //! A source URL may hold a key: it is shown and logged only redacted; [`metrics`] are
@@ -90,11 +93,14 @@ pub enum Reason {
     Ended,
     /// Someone else publishes `app/name` on this node.
     Taken,
+    /// The node (or the source's address) publishes `stream.max_streams_per_node`
+    /// (`max_streams_per_address`) streams already.
+    StreamLimit,
 }
 
 impl Reason {
     /// Every reason (metrics exist at zero).
-    pub const ALL: [Reason; 8] = [
+    pub const ALL: [Reason; 9] = [
         Reason::Refused,
         Reason::Auth,
         Reason::NotFound,
@@ -103,6 +109,7 @@ impl Reason {
         Reason::Protocol,
         Reason::Ended,
         Reason::Taken,
+        Reason::StreamLimit,
     ];
 
     /// The label.
@@ -116,6 +123,7 @@ impl Reason {
             Reason::Protocol => "protocol",
             Reason::Ended => "ended",
             Reason::Taken => "taken",
+            Reason::StreamLimit => "stream_limit",
         }
     }
 }
@@ -210,15 +218,7 @@ impl PullIns {
     /// Registers `spec`; its stop flag, or why not.
     pub fn add(&self, spec: PullSpec) -> Result<Arc<AtomicBool>, AddError> {
         let mut entries = self.entries();
-        if entries.contains_key(&spec.id) {
-            return Err(AddError::IdTaken(spec.id));
-        }
-        if entries.values().any(|e| e.spec.key() == spec.key()) {
-            return Err(AddError::StreamTaken(spec.key()));
-        }
-        if entries.len() >= MAX_PULLS {
-            return Err(AddError::Full);
-        }
+        check(&entries, &spec)?;
         let stop = Arc::new(AtomicBool::new(false));
         if let Some(m) = self.metrics.get() {
             m.added(&spec.id);
@@ -288,6 +288,19 @@ impl PullIns {
     }
 }
 
+fn check(entries: &BTreeMap<String, Entry>, spec: &PullSpec) -> Result<(), AddError> {
+    if entries.contains_key(&spec.id) {
+        return Err(AddError::IdTaken(spec.id.clone()));
+    }
+    if entries.values().any(|e| e.spec.key() == spec.key()) {
+        return Err(AddError::StreamTaken(spec.key()));
+    }
+    if entries.len() >= MAX_PULLS {
+        return Err(AddError::Full);
+    }
+    Ok(())
+}
+
 fn status(entry: &Entry) -> PullStatus {
     let spec = &entry.spec;
     PullStatus {
@@ -308,13 +321,23 @@ fn status(entry: &Entry) -> PullStatus {
 
 /// Registers and starts `spec` on this core.
 pub fn start(ctx: &Rc<CoreContext>, spec: PullSpec) -> Result<(), AddError> {
+    let stop = register(ctx, &spec)?;
+    spawn(ctx, spec, stop);
+    Ok(())
+}
+
+/// Registers `spec` (listed as `connecting` from now on); its stop flag, or why not.
+pub fn register(ctx: &Rc<CoreContext>, spec: &PullSpec) -> Result<Arc<AtomicBool>, AddError> {
     ctx.shared
         .pull_in
         .init_metrics(&ctx.shared.metrics.registry);
-    let stop = ctx.shared.pull_in.add(spec.clone())?;
+    ctx.shared.pull_in.add(spec.clone())
+}
+
+/// Starts the task of a registered pull on this core.
+pub fn spawn(ctx: &Rc<CoreContext>, spec: PullSpec, stop: Arc<AtomicBool>) {
     tracing::info!(core = ctx.id.0, pull = %spec.id, stream = %spec.key(), url = %redact(&spec.url), origin = spec.origin, "pull-in added");
     glommio::spawn_local(run::run(Rc::clone(ctx), spec, stop)).detach();
-    Ok(())
 }
 
 /// Starts this core's share of `[[ingest.pull]]`: each pull on the core its id hashes to.
@@ -336,6 +359,52 @@ pub fn start_configured(ctx: &Rc<CoreContext>) {
         };
         if let Err(e) = start(ctx, spec) {
             tracing::warn!(core = ctx.id.0, error = %e, "pull-in not started");
+        }
+    }
+    if ctx.config().cluster.accepts_publishers() {
+        let ctx = Rc::clone(ctx);
+        glommio::spawn_local(async move { resume_stored(&ctx).await }).detach();
+    }
+}
+
+/// Starts this core's share of the pulls the registry keeps for this node (added through
+/// the API before a restart): each on the core its id hashes to, after the configured ones.
+pub async fn resume_stored(ctx: &Rc<CoreContext>) {
+    let Some(registry) = ctx.shared.registry.clone() else {
+        return;
+    };
+    let node = registry.node_id.clone();
+    let stored = match registry
+        .call(move |db, _| crate::registry::pulls::list(db, &node))
+        .await
+    {
+        Ok(stored) => stored,
+        Err(e) => {
+            tracing::warn!(core = ctx.id.0, error = %e, "stored pull-ins not read: not resumed");
+            return;
+        }
+    };
+    let cores = ctx.shared.admin.len().max(1);
+    let mine: Vec<_> = stored
+        .into_iter()
+        .filter(|pull| core_of(&pull.id, cores) == ctx.id.0)
+        .collect();
+    tracing::info!(core = ctx.id.0, count = mine.len(), "stored pull-ins read");
+    for pull in mine {
+        let spec = PullSpec {
+            id: pull.id,
+            app: pull.app,
+            name: pull.name,
+            url: pull.url,
+            ca_file: pull.ca_file,
+            origin: "api",
+        };
+        let id = spec.id.clone();
+        match start(ctx, spec) {
+            Ok(()) => tracing::info!(core = ctx.id.0, pull = %id, "stored pull-in resumed"),
+            Err(e) => {
+                tracing::warn!(core = ctx.id.0, pull = %id, error = %e, "stored pull-in not resumed")
+            }
         }
     }
 }

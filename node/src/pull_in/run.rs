@@ -5,8 +5,13 @@
 //! Every step has a deadline (`ingest.timeout_secs`): connect, TLS, and the RTMP setup up to
 //! `NetStream.Play.Start`; a live source that sends nothing for that long is lost. The stop
 //! flag is looked at every [`STOP_CHECK`], while reading and while waiting.
+//!
+//! A pull that goes live takes a place in the node's stream counts
+//! ([`crate::stream_limits`]) like a publish does, the source's address standing for the
+//! publisher's; a full node (or source address) is a try that fails with reason
+//! `stream_limit`, retried after the backoff like any other.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -32,6 +37,7 @@ use crate::core::{CoreContext, ReplicaRef};
 use crate::frame::{FrameData, MediaKind};
 use crate::livestreams::targets_url::redact;
 use crate::stream::PublisherInfo;
+use crate::stream_limits::StreamSlot;
 use crate::util::with_timeout;
 
 /// How often a pull looks at its stop flag.
@@ -111,8 +117,8 @@ async fn attempt(
     let Ok(url) = TargetUrl::parse(&spec.url) else {
         return failed(Reason::Protocol);
     };
-    let mut conn = match connect(ctx, spec, &url, timeout).await {
-        Ok(conn) => conn,
+    let (mut conn, address) = match connect(ctx, spec, &url, timeout).await {
+        Ok(connected) => connected,
         Err(reason) => return failed(reason),
     };
     let mut random = [0u8; 1536];
@@ -123,6 +129,8 @@ async fn attempt(
         spec,
         session,
         published: None,
+        slot: None,
+        address,
         source: url.redacted(),
     };
     let outcome = feed.stream(&mut conn, stop, timeout).await;
@@ -135,13 +143,13 @@ async fn attempt(
     outcome
 }
 
-/// TCP (and TLS) to the source, within `timeout` per step.
+/// TCP (and TLS) to the source, within `timeout` per step; the source's address too.
 async fn connect(
     ctx: &CoreContext,
     spec: &PullSpec,
     url: &TargetUrl,
     timeout: Duration,
-) -> Result<Upstream, Reason> {
+) -> Result<(Upstream, IpAddr), Reason> {
     let authority = url.authority();
     // getaddrinfo blocks: off the executor.
     let resolved: Option<SocketAddr> = glommio::executor()
@@ -155,7 +163,7 @@ async fn connect(
     };
     let _ = tcp.set_nodelay(true);
     if url.scheme != Scheme::Rtmps {
-        return Ok(Upstream::plain(tcp));
+        return Ok((Upstream::plain(tcp), addr.ip()));
     }
     // The restream engine's per-core cache: the system's roots are parsed once per core.
     let ca_file = Some(spec.ca_file.as_str()).filter(|f| !f.is_empty());
@@ -168,7 +176,7 @@ async fn connect(
         rustls::pki_types::ServerName::try_from(url.host.clone()).map_err(|_| Reason::Tls)?;
     let client = TlsStream::client(tcp, config, name).map_err(|_| Reason::Tls)?;
     match client.handshake(timeout).await {
-        Ok(()) => Ok(Upstream::Tls(Box::new(client))),
+        Ok(()) => Ok((Upstream::Tls(Box::new(client)), addr.ip())),
         Err(TlsError::HandshakeTimeout(_)) => Err(Reason::Timeout),
         Err(e) => {
             warn!(pull = %spec.id, error = %e, reason = e.as_str(), "pull-in TLS handshake failed");
@@ -183,6 +191,10 @@ struct Feed<'a> {
     spec: &'a PullSpec,
     session: ClientSession,
     published: Option<(ReplicaRef, Generation)>,
+    /// The publish's place in the node's stream counts, held while it lasts.
+    slot: Option<StreamSlot>,
+    /// The source's address: it counts against `stream.max_streams_per_address`.
+    address: IpAddr,
     /// The source, redacted (the stream's `upstream` in the API).
     source: String,
 }
@@ -266,10 +278,19 @@ impl Feed<'_> {
             since: Instant::now(),
         };
         let key = self.spec.key();
+        let slot = match self.ctx.shared.stream_limits.try_acquire(self.address) {
+            Ok(slot) => slot,
+            Err(limit) => {
+                warn!(pull = %self.spec.id, stream = %key, reason = limit.as_str(), error = %limit, "pull-in not published");
+                self.ctx.metrics.error(limit.as_str());
+                return Err(Reason::StreamLimit);
+            }
+        };
         match self.ctx.start_publish(&key, info) {
             Ok(published) => {
                 info!(pull = %self.spec.id, stream = %key, source = %redact(&self.spec.url), "pull-in live");
                 self.published = Some(published);
+                self.slot = Some(slot);
                 self.ctx.shared.pull_in.set_state(
                     &self.spec.id,
                     PullState::Live,
@@ -315,6 +336,7 @@ impl Feed<'_> {
         if let Some((_, generation)) = self.published.take() {
             self.ctx.stop_publish(&self.spec.key(), generation);
         }
+        self.slot = None;
     }
 }
 

@@ -27,13 +27,14 @@
 //! - [`key`]: stream keys and ids; [`model`]: what the API and webhooks show.
 //! - [`db`]: one interface over both databases; [`schema`]: versioned migrations.
 //! - [`store`]: the operations, written once; [`webhook`]: the outbox's sender.
-//! - [`targets`]: a livestream's push targets.
+//! - [`targets`]: a livestream's push targets; [`pulls`]: pull-ins added through the API.
 //! - [`worker`]: the registry thread: jobs, renewals, sweeps.
 
 pub mod db;
 pub mod key;
 pub mod keys;
 pub mod model;
+pub mod pulls;
 pub mod schema;
 pub mod store;
 pub mod targets;

@@ -8,7 +8,8 @@
 //! Tables: `livestreams` (one row each; the key's SHA-256, never the key), `sessions` (the
 //! live publish of a livestream: which node holds it and until when its lease runs),
 //! `outbox` (webhook deliveries, written in the transaction that changed the status),
-//! `targets` (a livestream's push targets, [`super::targets`]).
+//! `targets` (a livestream's push targets, [`super::targets`]), `pulls` (pull-ins added
+//! through the API, per node: [`super::pulls`]).
 
 use super::db::{transaction, Db, DbError, Dialect};
 
@@ -107,6 +108,33 @@ const MIGRATIONS: &[Migration] = &[
             created_at BIGINT NOT NULL
         );
         CREATE INDEX targets_of ON targets (livestream_id, created_at);
+    ",
+    },
+    // 3: pull-ins added through the API, per node (resumed at start: `super::pulls`).
+    Migration {
+        sqlite: "
+        CREATE TABLE pulls (
+            node TEXT NOT NULL,
+            id TEXT NOT NULL,
+            app TEXT NOT NULL,
+            name TEXT NOT NULL,
+            url TEXT NOT NULL,
+            ca_file TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            PRIMARY KEY (node, id)
+        );
+    ",
+        postgres: "
+        CREATE TABLE pulls (
+            node TEXT NOT NULL,
+            id TEXT NOT NULL,
+            app TEXT NOT NULL,
+            name TEXT NOT NULL,
+            url TEXT NOT NULL,
+            ca_file TEXT NOT NULL,
+            created_at BIGINT NOT NULL,
+            PRIMARY KEY (node, id)
+        );
     ",
     },
 ];

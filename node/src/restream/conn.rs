@@ -14,6 +14,8 @@
 //! stream 1, which is what servers answer `createStream` with. Our own messages (acknowledge
 //! ments, ping responses, `FCUnpublish`) use chunk streams 2, 3 and 8, never the media ones.
 //!
+//! Metadata goes out as a publisher sends it (`@setDataFrame`, [`super::metadata`]).
+//!
 //! A server that answers another stream id gets re-headed frames instead ([`rehead`]): the
 //! queued bytes are reassembled and chunked again by the session with that id. It costs a
 //! copy per target, which is why it is only the fallback.
@@ -255,6 +257,20 @@ async fn session<T: Transport>(
     result
 }
 
+/// Waits until `queue` holds something or is closed.
+async fn first_queued(queue: &RefCell<SubscriberQueue>) {
+    poll_fn(|cx| {
+        let mut q = queue.borrow_mut();
+        if q.is_closed() || !q.is_empty() {
+            Poll::Ready(())
+        } else {
+            q.set_writer(cx.waker());
+            Poll::Pending
+        }
+    })
+    .await;
+}
+
 /// A connection whose setup is done.
 struct Live<'a, T> {
     ctx: &'a Rc<CoreContext>,
@@ -338,6 +354,21 @@ impl<T: Transport> Live<'_, T> {
         if rehead {
             self.rehead(&out.queue, &sent).await?;
         } else {
+            // What comes first (the snapshot, or the first frames of a stream that just went
+            // live) goes out with its metadata in publisher form; the re-heading writer does
+            // that itself.
+            first_queued(&out.queue).await;
+            let chunk_size = self.ctx.config().rtmp.out_chunk_size_bytes;
+            let first =
+                super::metadata::take_front_metadata(&mut out.queue.borrow_mut(), chunk_size);
+            if let Some(bytes) = first {
+                let send_timeout = Duration::from_millis(self.config.send_timeout_ms);
+                with_timeout(send_timeout, write_all(self.transport, &bytes))
+                    .await
+                    .ok_or_else(|| Failure::new(FailReason::Timeout, "write stalled"))?
+                    .map_err(io_failure)?;
+                sent(bytes.len());
+            }
             let settings = WriterSettings {
                 merge_window: Duration::from_millis(self.ctx.config().player.merge_window_ms),
                 send_timeout: Duration::from_millis(self.config.send_timeout_ms),
@@ -447,6 +478,7 @@ impl<T: Transport> Live<'_, T> {
                 .decode(&mut pending)
                 .map_err(|e| Failure::new(FailReason::Protocol, e.to_string()))?
             {
+                let message = super::metadata::publisher_form(&message).unwrap_or(message);
                 self.session.borrow_mut().send_media(&message);
             }
             let output = self.session.borrow_mut().poll_output();

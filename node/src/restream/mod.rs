@@ -30,6 +30,7 @@ pub mod api;
 pub mod backoff;
 pub mod codec;
 pub mod conn;
+pub mod metadata;
 pub mod metrics;
 pub mod spec;
 pub mod stop;
