@@ -21,8 +21,9 @@
 //! - **Control messages are answered inside [`Inbound::recv`]**: a Ping Request gets its Ping
 //!   Response at once, and an Acknowledgement goes out every time the bytes read since the
 //!   last one pass the window the server set (§5.4.3, §5.4.4). Servers such as nginx-rtmp drop
-//!   clients that do not answer pings; some stall senders that never acknowledge. The count
-//!   goes on from the session's, handshake included.
+//!   clients that do not answer pings; some stall senders that never acknowledge. As before
+//!   the session was shared, the count is what the chunk decoder consumed (the session's own
+//!   acknowledgements during setup also count the handshake).
 //! - **One writer at a time.** A publisher writes media from one future while its reader
 //!   answers pings from another. Both encode into the same pending buffer (encoding is
 //!   synchronous, so messages never interleave) and whichever calls `flush` while nobody else
@@ -325,10 +326,7 @@ pub struct Inbound {
     decoder: ChunkDecoder,
     /// The server's Window Acknowledgement Size (0 = none set).
     window: u32,
-    /// Bytes the session consumed outside the decoder (the handshake): the acknowledgement
-    /// count is `decoder.bytes_received()` plus these.
-    handshake_bytes: u64,
-    /// The acknowledgement count at our last Acknowledgement.
+    /// `decoder.bytes_received()` at our last Acknowledgement.
     acked: u64,
     /// RTMP bytes read (TLS plaintext, tunnel payload), handshake included.
     bytes_read: u64,
@@ -336,13 +334,13 @@ pub struct Inbound {
 
 impl Inbound {
     fn new(buf: BytesMut, parts: LiveParts, bytes_read: u64) -> (Self, ChunkEncoder) {
+        // The session counts the handshake too; this pump counts what its decoder consumed.
         let handshake_bytes = parts.bytes_in - parts.decoder.bytes_received();
         let inbound = Inbound {
             buf,
             decoder: parts.decoder,
             window: parts.ack_window,
-            handshake_bytes,
-            acked: parts.acked,
+            acked: parts.acked.saturating_sub(handshake_bytes),
             bytes_read,
         };
         (inbound, parts.encoder)
@@ -392,7 +390,7 @@ impl Inbound {
     }
 
     async fn acknowledge(&mut self, conn: &RtmpConn) -> Result<(), ClientError> {
-        let received = self.decoder.bytes_received() + self.handshake_bytes;
+        let received = self.decoder.bytes_received();
         if self.window > 0 && received - self.acked >= u64::from(self.window) {
             self.acked = received;
             // The sequence number wraps at 2^32 (§5.4.3).

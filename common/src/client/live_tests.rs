@@ -49,7 +49,10 @@ fn server_bytes() -> Vec<u8> {
     let script = [
         ControlMessage::WindowAckSize(2000).to_message(),
         ControlMessage::SetChunkSize(100).to_message(),
-        command(0, Command::result(1.0, Amf0Value::Null, vec![Amf0Value::Object(info)])),
+        command(
+            0,
+            Command::result(1.0, Amf0Value::Null, vec![Amf0Value::Object(info)]),
+        ),
         command(0, Command::result(2.0, Amf0Value::Null, vec![1.0.into()])),
         command(
             1,
