@@ -304,16 +304,6 @@ fn oversized_string_fields_are_refused_at_both_layers() {
     assert_still_serves(&node, "after-strings");
 }
 
-/// The sum of a gauge's samples in the node's `/metrics`.
-fn metric_sum(node: &Node, name: &str) -> f64 {
-    let (status, body) = node.http_request("GET", "/metrics", None);
-    assert_eq!(status, 200, "GET /metrics");
-    body.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[test]
 fn tiny_frames_after_a_keyframe_do_not_pin_read_buffers() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -360,7 +350,7 @@ fn tiny_frames_after_a_keyframe_do_not_pin_read_buffers() {
     player.play("tiny19").expect("play");
     read_until_video_at(&mut player, 4000, Duration::from_secs(10));
 
-    let gop = metric_sum(&node, "corecast_gop_cache_bytes");
+    let gop = node.metric_sum("corecast_gop_cache_bytes");
     eprintln!("tiny frames: corecast_gop_cache_bytes {gop}");
     // 20 keyframes of 80 KiB and 800 tiny frames: what the metric says is what is held.
     assert!(
@@ -444,7 +434,7 @@ fn stuck_before_connect(addr: SocketAddr) -> io::Result<TcpStream> {
 fn wait_metric(node: &Node, name: &str, limit: Duration, pred: impl Fn(f64) -> bool) -> f64 {
     let deadline = Instant::now() + limit;
     loop {
-        let value = metric_sum(node, name);
+        let value = node.metric_sum(name);
         if pred(value) || Instant::now() > deadline {
             return value;
         }
@@ -556,8 +546,7 @@ fn a_core_over_its_memory_budget_refuses_new_connections() {
         }
     }
     let refused_at = refused_at.expect("no connection was refused past the budget");
-    let refusals = metric_sum(
-        &node,
+    let refusals = node.metric_sum(
         "corecast_connections_refused_total{core=\"0\",listener=\"rtmp\",reason=\"memory_budget\"}",
     );
     eprintln!("memory budget: first refusal after {refused_at} connections, {refusals} refused");

@@ -2,14 +2,15 @@
 
 mod support;
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use corecast_common::types::MessageType;
 use support::client::RtmpClient;
-use support::media::{from_first_keyframe, make_flv, packets, play_to_file, publish, wait_exit};
-use support::node::{field, free_port, Node};
+use support::media::{
+    from_first_keyframe, make_flv, packets, players_on_both_cores, publish, wait_exit,
+};
+use support::node::{free_port, Node};
 use support::tls::{rtmps_section, self_signed, CertFiles, TestCa, TestCert};
 use support::wait_for;
 
@@ -102,20 +103,14 @@ fn two_edges_pull_once_each_and_deliver_identical_payloads_on_every_core() {
     // Players on both cores of both edges, waiting before the stream exists.
     let mut players = Vec::new();
     for (e, node) in edges.iter().enumerate() {
-        let mut cores = BTreeSet::new();
-        for i in 0..16 {
-            let out = dir.path().join(format!("edge{e}-{i}.flv"));
-            players.push((play_to_file(&node.url("live/tier"), &out), out));
-            let lines = node
-                .wait_log_count(Duration::from_secs(15), i + 1, |l| {
-                    l.contains(": play ") && l.contains("stream=live/tier")
-                })
-                .expect("player registered");
-            cores = lines.iter().filter_map(|l| field(l, "core")).collect();
-            if cores.len() == 2 {
-                break;
-            }
-        }
+        let (edge_players, cores) = players_on_both_cores(
+            node,
+            &node.url("live/tier"),
+            "live/tier",
+            dir.path(),
+            &format!("edge{e}-"),
+        );
+        players.extend(edge_players);
         assert_eq!(
             cores.len(),
             2,

@@ -509,17 +509,6 @@ fn shift(script: &mut Script, by: u32) {
     }
 }
 
-/// The sum of `corecast_errors_total{kind="…"}` over the cores.
-fn errors_of(node: &Node, kind: &str) -> f64 {
-    let (status, body) = node.http_request("GET", "/metrics", None);
-    assert_eq!(status, 200, "GET /metrics");
-    let label = format!("kind=\"{kind}\"");
-    body.lines()
-        .filter(|l| l.starts_with("corecast_errors_total{") && l.contains(&label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[test]
 fn broken_multitrack_or_modex_closes_only_its_publisher_counted_by_reason() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -577,7 +566,8 @@ fn broken_multitrack_or_modex_closes_only_its_publisher_counted_by_reason() {
             "{reason}: publisher closed"
         );
         node.expect_close_reasons(&[reason]);
-        let counted = support::wait_for(LIMIT, || (errors_of(&node, reason) >= 1.0).then_some(()));
+        let counted =
+            support::wait_for(LIMIT, || (node.errors_counted(reason) >= 1.0).then_some(()));
         assert!(counted.is_some(), "{reason} counted");
 
         let frame = Msg {

@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::collections::BTreeSet;
 use std::io::Write;
 use std::net::TcpStream;
 use std::process::Command;
@@ -14,7 +13,8 @@ use corecast_common::command::Command as RtmpCommand;
 use corecast_common::types::{MessageStreamId, MessageType};
 use support::client::{closed_within, read_until_video_at, RtmpClient};
 use support::media::{
-    from_first_keyframe, packets, play_to_file, publish, shared_flv, stderr_of, wait_exit, Packet,
+    from_first_keyframe, packets, players_on_both_cores, publish, shared_flv, stderr_of, wait_exit,
+    Packet,
 };
 use support::node::{field, is_line, Node};
 use support::process::status_with_deadline;
@@ -38,21 +38,7 @@ fn ffmpeg_publish_and_play_are_byte_identical_across_cores() {
     let url = node.url(stream);
 
     // Players wait for a stream that is not live yet; add them until both cores hold one.
-    let mut players = Vec::new();
-    let mut cores = BTreeSet::new();
-    for i in 0..16 {
-        let out = dir.path().join(format!("play{i}.flv"));
-        players.push((play_to_file(&url, &out), out));
-        let lines = node
-            .wait_log_count(Duration::from_secs(15), i + 1, |l| {
-                is_line(l, "play", stream)
-            })
-            .expect("player registered");
-        cores = lines.iter().filter_map(|l| field(l, "core")).collect();
-        if cores.len() == 2 {
-            break;
-        }
-    }
+    let (players, cores) = players_on_both_cores(&node, &url, stream, dir.path(), "play");
     assert_eq!(
         cores.len(),
         2,
