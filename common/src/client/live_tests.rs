@@ -19,24 +19,32 @@ fn settings(caps_ex: u32) -> ClientSettings {
     }
 }
 
-fn command(stream: u32, command: Command) -> RtmpMessage {
+/// A message on stream 1 (a command's on the connection when `stream` is 0).
+fn message(kind: MessageType, stream: u32, timestamp: u32, payload: Bytes) -> RtmpMessage {
+    let chunk_stream_id = match kind {
+        MessageType::VIDEO => ChunkStreamId::VIDEO,
+        _ => ChunkStreamId::COMMAND,
+    };
     RtmpMessage {
-        chunk_stream_id: ChunkStreamId::COMMAND,
-        timestamp: 0,
-        message_type: MessageType::COMMAND_AMF0,
+        chunk_stream_id,
+        timestamp,
+        message_type: kind,
         message_stream_id: MessageStreamId(stream),
-        payload: command.encode(),
+        payload,
     }
 }
 
+fn command(stream: u32, command: Command) -> RtmpMessage {
+    message(MessageType::COMMAND_AMF0, stream, 0, command.encode())
+}
+
 fn video(timestamp: u32) -> RtmpMessage {
-    RtmpMessage {
-        chunk_stream_id: ChunkStreamId::VIDEO,
+    message(
+        MessageType::VIDEO,
+        1,
         timestamp,
-        message_type: MessageType::VIDEO,
-        message_stream_id: MessageStreamId(1),
-        payload: Bytes::from(vec![0x17; 300]),
-    }
+        Bytes::from(vec![0x17; 300]),
+    )
 }
 
 /// S0+S1+S2, then a server accepting `play` on stream 1, then two video messages, all chunked

@@ -126,26 +126,23 @@ impl Drop for RtmpSink {
 
 /// `ffmpeg -i URL -c copy -f flv OUT` in the background.
 pub fn play_to_file(url: &str, out: &Path) -> Child {
-    Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y", "-i", url])
-        .args(["-c", "copy", "-f", "flv"])
-        .arg(out)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start ffmpeg player")
+    ffmpeg_player(url, &[], out, Stdio::piped())
 }
 
 /// `ffmpeg -i URL -t SECONDS -c copy -f flv OUT` in the background, its stderr dropped.
 pub fn play_seconds_to_file(url: &str, seconds: u32, out: &Path) -> Child {
+    ffmpeg_player(url, &["-t", &seconds.to_string()], out, Stdio::null())
+}
+
+fn ffmpeg_player(url: &str, limit: &[&str], out: &Path, stderr: Stdio) -> Child {
     Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-y", "-i", url])
-        .args(["-t", &seconds.to_string(), "-c", "copy", "-f", "flv"])
+        .args(limit)
+        .args(["-c", "copy", "-f", "flv"])
         .arg(out)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("start ffmpeg player")
 }

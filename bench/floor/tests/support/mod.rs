@@ -1,71 +1,25 @@
-//! What the floor's tests share: a floor process on a loopback port, the load-test harness's
-//! players against it, and the check that they got the whole stream.
+//! What the floor's tests share: a floor process on a loopback port ([`floor`]), the load-test
+//! harness's players against it, and the check that they got the whole stream.
 
 #[path = "../../../../node/tests/support/process.rs"]
 #[allow(dead_code)] // The floor's tests use a few of the helpers.
 pub mod process;
 
-use std::io::{BufRead, BufReader};
+pub mod floor;
+
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::path::Path;
 
 use corecast_loadtest::runner::{self, NoProgress, RunOutput};
 use corecast_loadtest::scenario::ScenarioFile;
 use corecast_loadtest::stats::Outcome;
 
-/// The floor process, killed when dropped.
-pub struct Floor(Child);
+pub use floor::Floor;
 
-impl Drop for Floor {
-    fn drop(&mut self) {
-        process::kill_and_reap(&mut self.0);
-    }
-}
-
-/// Starts a floor at `bitrate_kbps` (64 kbit/s of audio) with `flags` on a kernel-assigned
-/// loopback port; returns it and its address.
+/// Starts a floor on two threads at `bitrate_kbps` with `flags`.
 pub fn start_floor(bitrate_kbps: u32, flags: &[&str]) -> (Floor, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_corecast-floor"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--seconds",
-            "30",
-            "--threads",
-            "2",
-        ])
-        .args([
-            "--bitrate-kbps",
-            &bitrate_kbps.to_string(),
-            "--audio-kbps",
-            "64",
-        ])
-        .args(flags)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start corecast-floor");
-    let stdout = child.stdout.take().expect("floor stdout");
-    let floor = Floor(child);
-    // Read on a thread, so that a floor that never says where it listens fails the test.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let read = BufReader::new(stdout).read_line(&mut line).map(|_| line);
-        let _ = tx.send(read);
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("the floor's first line within 20 s")
-        .expect("read the floor's first line");
-    let addr = line
-        .trim()
-        .rsplit(' ')
-        .next()
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
-    (floor, addr)
+    let binary = Path::new(env!("CARGO_BIN_EXE_corecast-floor"));
+    floor::start(binary, 2, bitrate_kbps, flags)
 }
 
 /// Runs `players` harness players against the floor for `seconds`.
