@@ -40,11 +40,10 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use corecast_common::caps::CapsEx;
-use corecast_common::chunk::{ChunkDecoder, ChunkEncoder, ChunkError};
+use corecast_common::chunk::{ChunkDecoder, ChunkEncoder};
 use corecast_common::client::{self as session, ClientEvent, ClientSession, LiveParts, Refusal};
-use corecast_common::command::CommandError;
-use corecast_common::control::{ControlError, ControlMessage, UserControlEvent};
-use corecast_common::handshake::{HandshakeError, HandshakeKind, RANDOM_LEN};
+use corecast_common::control::{ControlMessage, UserControlEvent};
+use corecast_common::handshake::{HandshakeKind, RANDOM_LEN};
 use corecast_common::types::{MessageStreamId, RtmpMessage};
 use rand::RngCore;
 use rustls::ClientConfig;
@@ -126,18 +125,10 @@ pub enum ClientError {
     /// The transport could not be opened.
     #[error("{0}")]
     Connect(#[from] ConnectError),
-    /// The server's handshake was malformed.
-    #[error("handshake: {0}")]
-    Handshake(#[from] HandshakeError),
-    /// The server's chunk stream was malformed.
-    #[error("chunk stream: {0}")]
-    Chunk(#[from] ChunkError),
-    /// A control message from the server was malformed.
-    #[error("control message: {0}")]
-    Control(#[from] ControlError),
-    /// A command from the server was malformed.
-    #[error("command: {0}")]
-    Command(#[from] CommandError),
+    /// The server's handshake, chunk stream, control messages or commands were malformed, or
+    /// it broke the command sequence (refusals are [`ClientError::Rejected`]).
+    #[error(transparent)]
+    Session(session::ClientError),
     /// Reading or writing the socket failed.
     #[error("socket: {0}")]
     Io(#[from] io::Error),
@@ -171,10 +162,6 @@ impl ClientError {
     /// The load tester's form of a session error in `role`.
     fn from_session(error: session::ClientError, role: Role) -> ClientError {
         match error {
-            session::ClientError::Handshake(e) => ClientError::Handshake(e),
-            session::ClientError::Chunk(e) => ClientError::Chunk(e),
-            session::ClientError::Control(e) => ClientError::Control(e),
-            session::ClientError::Command(e) => ClientError::Command(e),
             session::ClientError::Refused(Refusal {
                 phase,
                 code,
@@ -185,8 +172,7 @@ impl ClientError {
                 code,
                 description,
             },
-            session::ClientError::Protocol(what) => ClientError::Protocol(what),
-            _ => ClientError::Protocol("client session error"),
+            other => ClientError::Session(other),
         }
     }
 
@@ -194,10 +180,7 @@ impl ClientError {
     pub fn as_str(&self) -> &'static str {
         match self {
             ClientError::Connect(e) => e.as_str(),
-            ClientError::Handshake(_) => "handshake_error",
-            ClientError::Chunk(_) => "chunk_error",
-            ClientError::Control(_) => "control_error",
-            ClientError::Command(_) => "command_error",
+            ClientError::Session(e) => e.as_str(),
             ClientError::Io(e) => transport::io_error_label(e),
             ClientError::Closed => "closed_by_server",
             ClientError::Timeout { phase, .. } => phase.timeout_label(),
@@ -355,13 +338,14 @@ impl Inbound {
     /// handled here (see the module docs); Acknowledgements go out as the window requires.
     pub async fn recv(&mut self, conn: &RtmpConn) -> Result<RtmpMessage, ClientError> {
         loop {
-            while let Some(msg) = self.decoder.decode(&mut self.buf)? {
+            while let Some(msg) = self.decoder.decode(&mut self.buf).map_err(malformed)? {
                 // Per message, not per read: one read may hold several windows' worth.
                 self.acknowledge(conn).await?;
                 if !msg.message_type.is_protocol_control() {
                     return Ok(msg);
                 }
-                if let Some(control) = ControlMessage::decode(msg.message_type, &msg.payload)? {
+                let control = ControlMessage::decode(msg.message_type, &msg.payload);
+                if let Some(control) = control.map_err(malformed)? {
                     self.on_control(conn, control).await?;
                 }
             }
@@ -399,6 +383,11 @@ impl Inbound {
         }
         Ok(())
     }
+}
+
+/// A malformed chunk or control message from the server, as the session would report it.
+fn malformed(error: impl Into<session::ClientError>) -> ClientError {
+    ClientError::Session(error.into())
 }
 
 /// Reads more bytes into the spare room at the end of `buf`.

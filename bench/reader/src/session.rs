@@ -29,12 +29,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use corecast_common::chunk::{ChunkDecoder, ChunkEncoder, ChunkError, DEFAULT_CHUNK_SIZE};
+use corecast_common::chunk::{ChunkDecoder, ChunkEncoder, DEFAULT_CHUNK_SIZE};
 use corecast_common::client::{self as client, ClientSession, LiveParts, Refusal};
-use corecast_common::command::CommandError;
-use corecast_common::control::{ControlError, ControlMessage, UserControlEvent};
+use corecast_common::control::{ControlMessage, UserControlEvent};
 use corecast_common::flv::VideoTagHeader;
-use corecast_common::handshake::{HandshakeError, HandshakeKind};
+use corecast_common::handshake::HandshakeKind;
 use corecast_common::types::{MessageType, RtmpMessage};
 
 use crate::url::Target;
@@ -80,18 +79,10 @@ impl Phase {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SessionError {
-    /// The server's handshake was malformed.
-    #[error("handshake: {0}")]
-    Handshake(#[from] HandshakeError),
-    /// The server's chunk stream was malformed.
-    #[error("chunk stream: {0}")]
-    Chunk(#[from] ChunkError),
-    /// A control message from the server was malformed.
-    #[error("control message: {0}")]
-    Control(#[from] ControlError),
-    /// A command from the server was malformed.
-    #[error("command: {0}")]
-    Command(#[from] CommandError),
+    /// The server's handshake, chunk stream, control messages or commands were malformed, or
+    /// it broke the command sequence (refusals are [`SessionError::Rejected`]).
+    #[error(transparent)]
+    Malformed(client::ClientError),
     /// The server refused a step (`_error`, or an error `onStatus`).
     #[error("{phase:?} refused: {code}")]
     Rejected {
@@ -100,18 +91,11 @@ pub enum SessionError {
         /// The status code the server answered with (`_error` when it gave none).
         code: String,
     },
-    /// The server broke the command sequence.
-    #[error("protocol: {0}")]
-    Protocol(&'static str),
 }
 
-impl From<client::ClientError> for SessionError {
-    fn from(error: client::ClientError) -> Self {
-        match error {
-            client::ClientError::Handshake(e) => SessionError::Handshake(e),
-            client::ClientError::Chunk(e) => SessionError::Chunk(e),
-            client::ClientError::Control(e) => SessionError::Control(e),
-            client::ClientError::Command(e) => SessionError::Command(e),
+impl<E: Into<client::ClientError>> From<E> for SessionError {
+    fn from(error: E) -> Self {
+        match error.into() {
             client::ClientError::Refused(Refusal { phase, code, .. }) => SessionError::Rejected {
                 phase: Phase::of(phase),
                 code: if code.is_empty() {
@@ -120,8 +104,7 @@ impl From<client::ClientError> for SessionError {
                     code
                 },
             },
-            client::ClientError::Protocol(what) => SessionError::Protocol(what),
-            _ => SessionError::Protocol("client session error"),
+            other => SessionError::Malformed(other),
         }
     }
 }
@@ -130,12 +113,8 @@ impl SessionError {
     /// A short label failures are counted under in the summary.
     pub fn as_str(&self) -> &'static str {
         match self {
-            SessionError::Handshake(_) => "handshake_error",
-            SessionError::Chunk(_) => "chunk_error",
-            SessionError::Control(_) => "control_error",
-            SessionError::Command(_) => "command_error",
+            SessionError::Malformed(e) => e.as_str(),
             SessionError::Rejected { .. } => "rejected",
-            SessionError::Protocol(_) => "protocol_error",
         }
     }
 }
@@ -229,7 +208,9 @@ impl Session {
                 .setup
                 .take()
                 .and_then(|setup| setup.into_live_parts())
-                .ok_or(SessionError::Protocol("live session without a stream"))?;
+                .ok_or(client::ClientError::Protocol(
+                    "live session without a stream",
+                ))?;
             self.take_over(parts);
         }
         while self.phase != Phase::Counting {

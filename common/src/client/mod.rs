@@ -587,6 +587,21 @@ pub struct LiveParts {
     pub acked: u64,
 }
 
+impl ClientError {
+    /// A short static label for the kind of failure, as the node's error metrics name it
+    /// (`handshake_error`, `chunk_error`, …; `refused` for a refusal).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ClientError::Handshake(_) => "handshake_error",
+            ClientError::Chunk(_) => "chunk_error",
+            ClientError::Control(_) => "control_error",
+            ClientError::Command(_) => "command_error",
+            ClientError::Refused(_) => "refused",
+            ClientError::Protocol(_) => "protocol_error",
+        }
+    }
+}
+
 impl ClientSession {
     /// Like [`handle_input`](Self::handle_input), but stops right after the message that made
     /// the session [`Phase::Live`], leaving what follows in `buf` undecoded, so that a caller
