@@ -524,7 +524,7 @@ fn a_core_over_its_memory_budget_refuses_new_connections() {
     let node = Node::start(1, &config, dir.path());
     let before = warmed_up_rss(&node);
 
-    // About 190 KiB each (read buffer, two half messages, base): the budget holds some 170.
+    // About 225 KiB each (read buffer, two half messages, base): the budget holds some 145.
     let mut attackers = Vec::new();
     let mut refused_at = None;
     for i in 0..400 {
