@@ -16,6 +16,7 @@ use corecast_common::chunk::ChunkEncoder;
 use corecast_common::command::{client, Command};
 use corecast_common::types::{ChunkStreamId, MessageStreamId, MessageType, RtmpMessage};
 use support::client::{closed_within, read_until_video_at, status_code, RtmpClient};
+use support::frames::assert_keyframe_reaches_player;
 use support::node::Node;
 use support::rss::{assert_growth_bounded, rss_kib, ATTACK_GROWTH_BOUND_KIB};
 
@@ -29,20 +30,7 @@ fn warmed_up_rss(node: &Node) -> u64 {
 /// A publisher and a player still work: the publisher's first keyframe (256 KiB, far above the
 /// pre-publish message limit) reaches the player.
 fn assert_still_serves(node: &Node, name: &str) {
-    let mut publisher = RtmpClient::connect(node.addr, "live").expect("publisher connects");
-    assert_eq!(
-        publisher.publish(name).expect("publish"),
-        "NetStream.Publish.Start"
-    );
-    let mut player = RtmpClient::connect(node.addr, "live").expect("player connects");
-    player.play(name).expect("play");
-    let mut key = vec![0u8; 256 << 10];
-    key[0] = 0x17;
-    key[1] = 1;
-    publisher
-        .send_media(MessageType::VIDEO, 40, &key)
-        .expect("send keyframe");
-    read_until_video_at(&mut player, 40, Duration::from_secs(10));
+    assert_keyframe_reaches_player(node, name, 256 << 10);
 }
 
 /// An encoded batch of `count` commands nobody handles, each expecting an `_error` answer.
@@ -346,8 +334,7 @@ fn tiny_frames_after_a_keyframe_do_not_pin_read_buffers() {
         std::thread::sleep(next.saturating_duration_since(Instant::now()));
     }
     // The node has read what was sent once a play of the last stream sees its newest frame.
-    let mut player = RtmpClient::connect(node.addr, "live").expect("player connects");
-    player.play("tiny19").expect("play");
+    let mut player = RtmpClient::playing(node.addr, "live", "tiny19");
     read_until_video_at(&mut player, 4000, Duration::from_secs(10));
 
     let gop = node.metric_sum("corecast_gop_cache_bytes");
@@ -445,13 +432,8 @@ fn wait_metric(node: &Node, name: &str, limit: Duration, pred: impl Fn(f64) -> b
 /// The time for a publish and a play to start, asserting both do.
 fn time_publish_and_play(node: &Node, name: &str) -> Duration {
     let start = Instant::now();
-    let mut publisher = RtmpClient::connect(node.addr, "live").expect("publisher connects");
-    assert_eq!(
-        publisher.publish(name).expect("publish"),
-        "NetStream.Publish.Start"
-    );
-    let mut player = RtmpClient::connect(node.addr, "live").expect("player connects");
-    player.play(name).expect("play");
+    let _publisher = RtmpClient::publishing(node.addr, "live", name);
+    let _player = RtmpClient::playing(node.addr, "live", name);
     start.elapsed()
 }
 

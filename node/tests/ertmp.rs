@@ -225,13 +225,8 @@ fn relay_and_join(name: &str, before: &Script, after: &Script) {
 fn relay_and_join_on(cores: usize, joiners: usize, name: &str, before: &Script, after: &Script) {
     let dir = tempfile::tempdir().expect("temp dir");
     let node = Node::start(cores, "", dir.path());
-    let mut publisher = RtmpClient::connect(node.addr, "live").expect("publisher connects");
-    assert_eq!(
-        publisher.publish(name).expect("publish"),
-        "NetStream.Publish.Start"
-    );
-    let mut early = RtmpClient::connect(node.addr, "live").expect("player connects");
-    early.play(name).expect("play");
+    let mut publisher = RtmpClient::publishing(node.addr, "live", name);
+    let mut early = RtmpClient::playing(node.addr, "live", name);
 
     send_all(&mut publisher, &before.messages);
     let first_part = read_until(&mut early, before.messages.last().expect("messages"));
@@ -514,13 +509,8 @@ fn broken_multitrack_or_modex_closes_only_its_publisher_counted_by_reason() {
     let dir = tempfile::tempdir().expect("temp dir");
     let node = Node::start(2, "", dir.path());
     // A healthy stream with a player, to show it keeps flowing.
-    let mut good = RtmpClient::connect(node.addr, "live").expect("publisher connects");
-    assert_eq!(
-        good.publish("good").expect("publish"),
-        "NetStream.Publish.Start"
-    );
-    let mut player = RtmpClient::connect(node.addr, "live").expect("player connects");
-    player.play("good").expect("play");
+    let mut good = RtmpClient::publishing(node.addr, "live", "good");
+    let mut player = RtmpClient::playing(node.addr, "live", "good");
 
     let seq = Packet::single(
         ErtmpMedia::Video,

@@ -123,14 +123,12 @@ fn mid_stream_joiner_starts_with_metadata_sequence_header_and_keyframe_without_g
     let src = shared_flv(6);
     let node = Node::start(2, "", dir.path());
     let stream = "live/joiner";
-    let mut early = RtmpClient::connect(node.addr, "live").expect("connect");
-    early.play("joiner").expect("play");
+    let mut early = RtmpClient::playing(node.addr, "live", "joiner");
     let mut publisher = publish(&src, &node.url(stream));
     // Wait until the stream is well past its first keyframe (GOP = 1 s).
     read_until_video_at(&mut early, 1500, Duration::from_secs(20));
 
-    let mut joiner = RtmpClient::connect(node.addr, "live").expect("connect");
-    joiner.play("joiner").expect("play");
+    let mut joiner = RtmpClient::playing(node.addr, "live", "joiner");
     let mut saw_metadata_before_video = false;
     let mut video = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -182,8 +180,7 @@ fn second_publisher_of_a_live_name_is_refused_and_the_first_keeps_going() {
     let src = shared_flv(6);
     let node = Node::start(2, "", dir.path());
     let stream = "live/dup";
-    let mut player = RtmpClient::connect(node.addr, "live").expect("connect");
-    player.play("dup").expect("play");
+    let mut player = RtmpClient::playing(node.addr, "live", "dup");
     let mut first = publish(&src, &node.url(stream));
     read_until_video_at(&mut player, 500, Duration::from_secs(20));
 
@@ -217,8 +214,7 @@ fn players_stay_connected_through_a_publisher_restart_and_resume() {
     let src = shared_flv(3);
     let node = Node::start(2, "", dir.path());
     let stream = "live/restart";
-    let mut player = RtmpClient::connect(node.addr, "live").expect("connect");
-    player.play("restart").expect("play");
+    let mut player = RtmpClient::playing(node.addr, "live", "restart");
 
     let mut first = publish(&src, &node.url(stream));
     read_until_video_at(&mut player, 1000, Duration::from_secs(20));
@@ -264,8 +260,7 @@ fn malformed_input_closes_only_that_connection() {
     let config = "[rtmp]\nhandshake_timeout_secs = 2\nmax_message_size_bytes = 1048576\n";
     let node = Node::start(2, config, dir.path());
     let stream = "live/healthy";
-    let mut player = RtmpClient::connect(node.addr, "live").expect("connect");
-    player.play("healthy").expect("play");
+    let mut player = RtmpClient::playing(node.addr, "live", "healthy");
     let mut publisher = publish(&src, &node.url(stream));
     read_until_video_at(&mut player, 500, Duration::from_secs(20));
 

@@ -17,21 +17,15 @@ fn a_stalled_player_is_cut_off_and_nobody_else_waits() {
     let config = "[player]\nmerge_window_ms = 0\nqueue_max_bytes = 4194304\nqueue_hard_max_bytes = 8388608\nsend_timeout_secs = 5\n";
     let node = Node::start(2, config, dir.path());
 
-    let mut healthy = RtmpClient::connect(node.addr, "live").expect("connect");
-    healthy.play("busy").expect("play");
+    let mut healthy = RtmpClient::playing(node.addr, "live", "busy");
     // The stalled player plays, then never reads again.
-    let mut stalled = RtmpClient::connect(node.addr, "live").expect("connect");
-    stalled.play("busy").expect("play");
+    let mut stalled = RtmpClient::playing(node.addr, "live", "busy");
     stalled
         .stream
         .set_read_timeout(Some(Duration::from_millis(1)))
         .expect("timeout");
 
-    let mut publisher = RtmpClient::connect(node.addr, "live").expect("connect");
-    assert_eq!(
-        publisher.publish("busy").expect("publish"),
-        "NetStream.Publish.Start"
-    );
+    let mut publisher = RtmpClient::publishing(node.addr, "live", "busy");
     // What the node holds before the stream flows: its code, executors and these sessions.
     let rss_before = rss_kib(node.pid());
 
@@ -82,13 +76,8 @@ fn a_viewer_that_stops_reading_a_live_stream_is_cut_as_a_slow_consumer_within_se
     );
     let node = Node::start(1, &config, dir.path());
 
-    let mut publisher = RtmpClient::connect(node.addr, "live").expect("connect");
-    assert_eq!(
-        publisher.publish("live").expect("publish"),
-        "NetStream.Publish.Start"
-    );
-    let mut viewer = RtmpClient::connect(node.addr, "live").expect("connect");
-    viewer.play("live").expect("play");
+    let mut publisher = RtmpClient::publishing(node.addr, "live", "live");
+    let mut viewer = RtmpClient::playing(node.addr, "live", "live");
 
     // 25 frames a second of 13,000 bytes: 2.6 Mbit/s, a keyframe every 2 s.
     const FPS: u32 = 25;
@@ -205,11 +194,7 @@ fn a_client_trickling_bytes_before_connect_is_closed_at_the_deadline() {
 
     // Meanwhile (and after) an ordinary publisher connects, publishes and stays connected
     // well past the deadline.
-    let mut publisher = RtmpClient::connect(node.addr, "live").expect("connect");
-    assert_eq!(
-        publisher.publish("fine").expect("publish"),
-        "NetStream.Publish.Start"
-    );
+    let mut publisher = RtmpClient::publishing(node.addr, "live", "fine");
     for seq in 0..(DEADLINE_SECS as u32 * 10 + 10) {
         publisher
             .send_media(MessageType::VIDEO, seq * 100, &frame(seq == 0, seq, 1000))

@@ -1,11 +1,27 @@
-//! Numbered video frames: a publisher sends them as fast as the node takes them while a
-//! healthy player reads each one, so that a lost or late frame shows as a gap in the numbers.
+//! Video frames through the node: numbered frames a publisher sends as fast as the node takes
+//! them while a healthy player reads each one (a lost or late frame shows as a gap in the
+//! numbers), and the check that a publish and a play still work (after an attack, say).
 
 use std::time::{Duration, Instant};
 
 use corecast_common::types::MessageType;
 
-use super::client::RtmpClient;
+use super::client::{read_until_video_at, RtmpClient};
+use super::node::Node;
+
+/// A publisher and a player of `name` (app `live`) still work: a keyframe of `key_bytes` from
+/// the publisher reaches the player within 10 s.
+pub fn assert_keyframe_reaches_player(node: &Node, name: &str, key_bytes: usize) {
+    let mut publisher = RtmpClient::publishing(node.addr, "live", name);
+    let mut player = RtmpClient::playing(node.addr, "live", name);
+    let mut key = vec![0u8; key_bytes];
+    key[0] = 0x17;
+    key[1] = 1;
+    publisher
+        .send_media(MessageType::VIDEO, 40, &key)
+        .expect("send keyframe");
+    read_until_video_at(&mut player, 40, Duration::from_secs(10));
+}
 
 /// A video payload of `size` bytes (at least 9): keyframe or inter frame, with the sequence
 /// number `seq` at bytes 5..9.
