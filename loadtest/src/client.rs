@@ -316,7 +316,9 @@ pub struct Inbound {
 }
 
 impl Inbound {
-    fn new(buf: BytesMut, parts: LiveParts, bytes_read: u64) -> (Self, ChunkEncoder) {
+    /// Splits a live session's parts: the inbound half (reading on from `buf`) and the
+    /// encoder for the outbound half.
+    fn split_parts(buf: BytesMut, parts: LiveParts, bytes_read: u64) -> (Self, ChunkEncoder) {
         // The session counts the handshake too; this pump counts what its decoder consumed.
         let handshake_bytes = parts.bytes_in - parts.decoder.bytes_received();
         let inbound = Inbound {
@@ -478,7 +480,7 @@ pub async fn setup(
             .into_live_parts()
             .ok_or(ClientError::Protocol("live session without a stream"))?;
         let stream = parts.stream_id;
-        let (inbound, encoder) = Inbound::new(buf, parts, bytes_read);
+        let (inbound, encoder) = Inbound::split_parts(buf, parts, bytes_read);
         let conn = RtmpConn::new(transport, encoder, bytes_sent);
         if role == Role::Publish {
             // Media follows at its frame rate (the RTMPT tunnel then sends without polling).
