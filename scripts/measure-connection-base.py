@@ -6,14 +6,15 @@ Sets `CONNECTION_BASE_BYTES` (node/src/budget.rs). Usage:
     scripts/measure-connection-base.py BIN [N] [MODE]
 
 BIN is a directory with a release `corecast` (and `corecast-loadtest` for MODE=players).
-A fresh node on one core, its /metrics on loopback, serves a warm-up publish and play; then
-N connections join: MODE=handshaken (default) does the plain handshake and goes quiet (the
+A fresh node on one core, its /metrics on loopback, is warmed up (one handshake; for MODE=players
+the publisher and one player); then N connections join: MODE=handshaken (default) does the plain handshake and goes quiet (the
 attack tests' connections stuck before `connect`, without their half messages); MODE=players
 has `corecast-loadtest play --lite` play a 1 Mbit/s synthetic stream. Once they settle, the
 node's RSS (median of three reads) and `corecast_memory_accounted_bytes` are read. The node
 accounts each connection at CONNECTION_BASE_BYTES plus its buffers, so
 
-    buffers = accounted / N - CONNECTION_BASE_BYTES (of the binary measured; --base)
+    buffers = accounted / N - CONNECTION_BASE_BYTES (of the binary measured: env BASE,
+                                                      default 32768, main's before 8192)
     base    = RSS growth / N - buffers
 
 is what a connection holds beyond what it reports: its task, session and queue state, and the
