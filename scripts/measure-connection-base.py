@@ -13,8 +13,8 @@ has `corecast-loadtest play --lite` play a 1 Mbit/s synthetic stream. Once they 
 node's RSS (median of three reads) and `corecast_memory_accounted_bytes` are read. The node
 accounts each connection at CONNECTION_BASE_BYTES plus its buffers, so
 
-    buffers = accounted / N - CONNECTION_BASE_BYTES (of the binary measured: env BASE,
-                                                      default 32768, main's before 8192)
+    buffers = accounted / N - BASE   (BASE: the measured binary's CONNECTION_BASE_BYTES,
+                                      from the environment; 32768, main's before 8 KiB)
     base    = RSS growth / N - buffers
 
 is what a connection holds beyond what it reports: its task, session and queue state, and the
