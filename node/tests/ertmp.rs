@@ -634,13 +634,8 @@ fn an_edge_player_joining_mid_stream_gets_every_track_through_a_pull() {
         .video(INTER, PacketType::CodedFrames, mixed, &t1);
     shift(&mut after, 6000);
 
-    let mut publisher = RtmpClient::connect(origin.addr, "live").expect("publisher connects");
-    assert_eq!(
-        publisher.publish("edge").expect("publish"),
-        "NetStream.Publish.Start"
-    );
-    let mut local = RtmpClient::connect(origin.addr, "live").expect("origin player");
-    local.play("edge").expect("play");
+    let mut publisher = RtmpClient::publishing(origin.addr, "live", "edge");
+    let mut local = RtmpClient::playing(origin.addr, "live", "edge");
     send_all(&mut publisher, &before.messages);
     read_until(&mut local, before.messages.last().expect("messages"));
 
