@@ -1,32 +1,36 @@
 //! An async RTMP client over a [`Transport`]: handshake, `connect`, `createStream`, then
 //! `play` or `publish`, and afterwards a message pump that keeps the connection healthy.
 //!
-//! All protocol work is corecast-common's sans-IO code ([`ClientHandshake`],
-//! [`ChunkDecoder`], [`ChunkEncoder`], [`Command`], [`ControlMessage`]); this module only moves
-//! bytes between it and the socket and sequences the commands (RTMP spec §7.2.1.1 connect,
-//! §7.2.1.3 createStream, §7.2.2.1 play, §7.2.2.6 publish).
+//! The setup is corecast-common's sans-IO client session ([`ClientSession`], RTMP spec
+//! §7.2.1.1 connect, §7.2.1.3 createStream, §7.2.2.1 play, §7.2.2.6 publish), the same one the
+//! node pushes and pulls streams with; [`setup`] only moves its bytes and names the step a
+//! deadline ran out in. Once the stream is live the session is taken apart
+//! ([`ClientSession::into_live_parts`]) and this module's own pump goes on with its chunk
+//! decoder and encoder: players hand every message to their analysis as it is decoded, and a
+//! publisher's sender and reader share one encoder, which a session's single output buffer
+//! does not allow.
 //!
 //! # Layout
 //! - [`RtmpConn`]: the shared half: the transport and the outbound chunk encoder. Anything
 //!   may [`queue`](RtmpConn::queue) a message; [`flush`](RtmpConn::flush) writes what is queued.
 //! - [`Inbound`]: the reading half, owned by whichever future reads: read buffer, chunk decoder
 //!   and the acknowledgement window. [`Inbound::recv`] returns the next non-control message.
-//! - [`open`], [`start_play`], [`start_publish`]: the command sequences.
+//! - [`setup`]: the setup, driving a [`ClientSession`].
 //!
 //! # Tricky parts
 //! - **Control messages are answered inside [`Inbound::recv`]**: a Ping Request gets its Ping
 //!   Response at once, and an Acknowledgement goes out every time the bytes read since the
 //!   last one pass the window the server set (§5.4.3, §5.4.4). Servers such as nginx-rtmp drop
-//!   clients that do not answer pings; some stall senders that never acknowledge.
+//!   clients that do not answer pings; some stall senders that never acknowledge. As before
+//!   the session was shared, the count is what the chunk decoder consumed (the session's own
+//!   acknowledgements during setup also count the handshake).
 //! - **One writer at a time.** A publisher writes media from one future while its reader
 //!   answers pings from another. Both encode into the same pending buffer (encoding is
 //!   synchronous, so messages never interleave) and whichever calls `flush` while nobody else
 //!   is flushing writes everything; a `flush` during another one returns at once, and the
 //!   flushing future picks the new bytes up before it finishes.
-//! - **Replies we do not wait for.** `releaseStream`/`FCPublish` get `_result`, `_error` or
-//!   nothing depending on the server; servers also send `onBWDone` and similar calls. Anything
-//!   that is not the reply being waited for is skipped.
-//! - Bytes that follow S2 in the same read are the first chunks; they stay in the buffer.
+//! - Bytes that follow `Play.Start`/`Publish.Start` in the same read are the first media; the
+//!   session leaves them in the buffer for [`Inbound`].
 
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -35,15 +39,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use corecast_common::amf0::Amf0Value;
 use corecast_common::caps::CapsEx;
-use corecast_common::chunk::{ChunkDecoder, ChunkDecoderLimits, ChunkEncoder, ChunkError};
-use corecast_common::command::{client, Command, CommandError};
-use corecast_common::control::{ControlError, ControlMessage, UserControlEvent};
-use corecast_common::handshake::{
-    ClientHandshake, HandshakeError, HandshakeKind, HandshakeStatus, RANDOM_LEN,
-};
-use corecast_common::types::{ChunkStreamId, MessageStreamId, MessageType, RtmpMessage};
+use corecast_common::chunk::{ChunkDecoder, ChunkEncoder};
+use corecast_common::client::{self as session, ClientEvent, ClientSession, LiveParts, Refusal};
+use corecast_common::control::{ControlMessage, UserControlEvent};
+use corecast_common::handshake::{HandshakeKind, RANDOM_LEN};
+use corecast_common::types::{MessageStreamId, RtmpMessage};
 use rand::RngCore;
 use rustls::ClientConfig;
 
@@ -57,11 +58,8 @@ const READ_CHUNK: usize = 16 * 1024;
 /// The chunk size we send with (what ffmpeg uses).
 pub const OUT_CHUNK_SIZE: u32 = 4096;
 
-/// Chunk stream for NetStream commands (`play`, `publish`), as ffmpeg uses.
-const STREAM_COMMAND_CSID: ChunkStreamId = ChunkStreamId(8);
-
-/// Buffer length announced to the server after `play`, in milliseconds.
-const PLAYER_BUFFER_MS: u32 = 1000;
+/// The acknowledgement window we ask the server to use (what ffmpeg asks for).
+const WINDOW_ACK_SIZE: u32 = 2_500_000;
 
 /// Which step of the setup a connection was in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +94,18 @@ impl Phase {
         }
     }
 
+    /// The phase of a session in `role` at `phase`.
+    fn of(phase: session::Phase, role: Role) -> Phase {
+        match (phase, role) {
+            (session::Phase::Handshake, _) => Phase::Handshake,
+            (session::Phase::Connect, _) => Phase::Connect,
+            (session::Phase::CreateStream, _) => Phase::CreateStream,
+            (session::Phase::Start, Role::Play) => Phase::Play,
+            (session::Phase::Start, Role::Publish) => Phase::Publish,
+            (session::Phase::Live | session::Phase::Closed, _) => Phase::Streaming,
+        }
+    }
+
     /// Label of a refusal in this phase.
     fn rejected_label(self) -> &'static str {
         match self {
@@ -115,18 +125,10 @@ pub enum ClientError {
     /// The transport could not be opened.
     #[error("{0}")]
     Connect(#[from] ConnectError),
-    /// The server's handshake was malformed.
-    #[error("handshake: {0}")]
-    Handshake(#[from] HandshakeError),
-    /// The server's chunk stream was malformed.
-    #[error("chunk stream: {0}")]
-    Chunk(#[from] ChunkError),
-    /// A control message from the server was malformed.
-    #[error("control message: {0}")]
-    Control(#[from] ControlError),
-    /// A command from the server was malformed.
-    #[error("command: {0}")]
-    Command(#[from] CommandError),
+    /// The server's handshake, chunk stream, control messages or commands were malformed, or
+    /// it broke the command sequence (refusals are [`ClientError::Rejected`]).
+    #[error(transparent)]
+    Session(session::ClientError),
     /// Reading or writing the socket failed.
     #[error("socket: {0}")]
     Io(#[from] io::Error),
@@ -157,14 +159,28 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// The load tester's form of a session error in `role`.
+    fn from_session(error: session::ClientError, role: Role) -> ClientError {
+        match error {
+            session::ClientError::Refused(Refusal {
+                phase,
+                code,
+                description,
+                ..
+            }) => ClientError::Rejected {
+                phase: Phase::of(phase, role),
+                code,
+                description,
+            },
+            other => ClientError::Session(other),
+        }
+    }
+
     /// A short static label, the key failures are counted under in reports.
     pub fn as_str(&self) -> &'static str {
         match self {
             ClientError::Connect(e) => e.as_str(),
-            ClientError::Handshake(_) => "handshake_error",
-            ClientError::Chunk(_) => "chunk_error",
-            ClientError::Control(_) => "control_error",
-            ClientError::Command(_) => "command_error",
+            ClientError::Session(e) => e.as_str(),
             ClientError::Io(e) => transport::io_error_label(e),
             ClientError::Closed => "closed_by_server",
             ClientError::Timeout { phase, .. } => phase.timeout_label(),
@@ -227,13 +243,13 @@ pub struct RtmpConn {
 }
 
 impl RtmpConn {
-    fn new(transport: Connection) -> Self {
+    fn new(transport: Connection, encoder: ChunkEncoder, bytes_sent: u64) -> Self {
         RtmpConn {
             transport,
-            encoder: RefCell::new(ChunkEncoder::new()),
+            encoder: RefCell::new(encoder),
             pending: RefCell::new(BytesMut::with_capacity(4096)),
             flushing: Cell::new(false),
-            bytes_sent: Cell::new(0),
+            bytes_sent: Cell::new(bytes_sent),
         }
     }
 
@@ -242,22 +258,6 @@ impl RtmpConn {
         self.encoder
             .borrow_mut()
             .encode(msg, &mut self.pending.borrow_mut());
-    }
-
-    /// Queues a command on `stream` (chunk stream 3 for the NetConnection, 8 for NetStreams).
-    pub fn queue_command(&self, stream: MessageStreamId, command: &Command) {
-        let csid = if stream == MessageStreamId::CONNECTION {
-            ChunkStreamId::COMMAND
-        } else {
-            STREAM_COMMAND_CSID
-        };
-        self.queue(&RtmpMessage {
-            chunk_stream_id: csid,
-            timestamp: 0,
-            message_type: MessageType::COMMAND_AMF0,
-            message_stream_id: stream,
-            payload: command.encode(),
-        });
     }
 
     /// Queues a control message.
@@ -316,14 +316,19 @@ pub struct Inbound {
 }
 
 impl Inbound {
-    fn new(buf: BytesMut, bytes_read: u64) -> Self {
-        Inbound {
+    /// Splits a live session's parts: the inbound half (reading on from `buf`) and the
+    /// encoder for the outbound half.
+    fn split_parts(buf: BytesMut, parts: LiveParts, bytes_read: u64) -> (Self, ChunkEncoder) {
+        // The session counts the handshake too; this pump counts what its decoder consumed.
+        let handshake_bytes = parts.bytes_in - parts.decoder.bytes_received();
+        let inbound = Inbound {
             buf,
-            decoder: ChunkDecoder::new(ChunkDecoderLimits::default()),
-            window: 0,
-            acked: 0,
+            decoder: parts.decoder,
+            window: parts.ack_window,
+            acked: parts.acked.saturating_sub(handshake_bytes),
             bytes_read,
-        }
+        };
+        (inbound, parts.encoder)
     }
 
     /// RTMP bytes read so far (TLS plaintext, tunnel payload), handshake included.
@@ -335,13 +340,14 @@ impl Inbound {
     /// handled here (see the module docs); Acknowledgements go out as the window requires.
     pub async fn recv(&mut self, conn: &RtmpConn) -> Result<RtmpMessage, ClientError> {
         loop {
-            while let Some(msg) = self.decoder.decode(&mut self.buf)? {
+            while let Some(msg) = self.decoder.decode(&mut self.buf).map_err(malformed)? {
                 // Per message, not per read: one read may hold several windows' worth.
                 self.acknowledge(conn).await?;
                 if !msg.message_type.is_protocol_control() {
                     return Ok(msg);
                 }
-                if let Some(control) = ControlMessage::decode(msg.message_type, &msg.payload)? {
+                let control = ControlMessage::decode(msg.message_type, &msg.payload);
+                if let Some(control) = control.map_err(malformed)? {
                     self.on_control(conn, control).await?;
                 }
             }
@@ -379,73 +385,11 @@ impl Inbound {
         }
         Ok(())
     }
+}
 
-    /// Waits for the `_result`/`_error` of `transaction_id`, skipping everything else.
-    async fn reply(
-        &mut self,
-        conn: &RtmpConn,
-        transaction_id: f64,
-        phase: Phase,
-    ) -> Result<Command, ClientError> {
-        loop {
-            let Some(command) = self.next_command(conn).await? else {
-                continue;
-            };
-            if command.transaction_id != transaction_id {
-                continue;
-            }
-            match command.name.as_str() {
-                "_result" => return Ok(command),
-                "_error" => return Err(rejected(phase, &command)),
-                _ => {}
-            }
-        }
-    }
-
-    /// Waits for an `onStatus` whose code is `success`; an error-level status fails. A media
-    /// message that arrives first also counts as success and is handed back.
-    async fn status(
-        &mut self,
-        conn: &RtmpConn,
-        success: &str,
-        phase: Phase,
-    ) -> Result<Option<RtmpMessage>, ClientError> {
-        loop {
-            let msg = self.recv(conn).await?;
-            match msg.message_type {
-                MessageType::AUDIO | MessageType::VIDEO => return Ok(Some(msg)),
-                MessageType::COMMAND_AMF0 | MessageType::COMMAND_AMF3 => {}
-                _ => continue,
-            }
-            let command = Command::decode(msg.message_type, &msg.payload)?;
-            match command.name.as_str() {
-                "onStatus" => {
-                    let (level, code, _) = status_fields(&command);
-                    if code == success {
-                        return Ok(None);
-                    }
-                    if level == "error" || code.ends_with(".Failed") {
-                        return Err(rejected(phase, &command));
-                    }
-                }
-                "_error" => return Err(rejected(phase, &command)),
-                _ => {}
-            }
-        }
-    }
-
-    /// The next message decoded as a command; `None` for other messages.
-    async fn next_command(&mut self, conn: &RtmpConn) -> Result<Option<Command>, ClientError> {
-        let msg = self.recv(conn).await?;
-        if matches!(
-            msg.message_type,
-            MessageType::COMMAND_AMF0 | MessageType::COMMAND_AMF3
-        ) {
-            Ok(Some(Command::decode(msg.message_type, &msg.payload)?))
-        } else {
-            Ok(None)
-        }
-    }
+/// A malformed chunk or control message from the server, as the session would report it.
+fn malformed(error: impl Into<session::ClientError>) -> ClientError {
+    ClientError::Session(error.into())
 }
 
 /// Reads more bytes into the spare room at the end of `buf`.
@@ -469,34 +413,6 @@ async fn read_more<T: Transport>(
     Ok(())
 }
 
-/// `(level, code, description)` of an `onStatus`/`_error`'s info object.
-fn status_fields(command: &Command) -> (&str, &str, &str) {
-    let info = command
-        .arguments
-        .iter()
-        .find_map(Amf0Value::as_object)
-        .or_else(|| command.command_object.as_object());
-    let field = |key: &str| {
-        info.and_then(|o| o.get(key))
-            .and_then(Amf0Value::as_str)
-            .unwrap_or("")
-    };
-    (field("level"), field("code"), field("description"))
-}
-
-fn rejected(phase: Phase, command: &Command) -> ClientError {
-    let (_, code, description) = status_fields(command);
-    ClientError::Rejected {
-        phase,
-        code: if code.is_empty() {
-            command.name.clone()
-        } else {
-            code.to_owned()
-        },
-        description: description.to_owned(),
-    }
-}
-
 /// An open, set-up connection.
 pub struct Session {
     /// The outbound half.
@@ -507,8 +423,6 @@ pub struct Session {
     pub stream: MessageStreamId,
     /// How long setup took.
     pub timings: SetupTimings,
-    /// A media message that arrived before the start status, to be handled first.
-    pub early: Option<RtmpMessage>,
 }
 
 /// What to do once connected.
@@ -536,71 +450,42 @@ pub async fn setup(
     let tcp = started.elapsed();
     let phase = Cell::new(Phase::Handshake);
     let steps = async {
-        let conn = RtmpConn::new(transport);
-        let mut inbound = handshake(&conn, settings.handshake).await?;
-
-        phase.set(Phase::Connect);
-        conn.queue_control(&ControlMessage::SetChunkSize(OUT_CHUNK_SIZE));
-        let mut connect = client::connect(1.0, &url.app, &url.tc_url());
-        if settings.reconnect {
-            if let Amf0Value::Object(properties) = &mut connect.command_object {
-                properties.insert("capsEx", f64::from(CapsEx::RECONNECT));
+        let mut random = vec![0u8; RANDOM_LEN];
+        rand::rng().fill_bytes(&mut random);
+        let mut session = ClientSession::new(session_settings(url, role, settings), 0, &random);
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        let (mut bytes_read, mut bytes_sent) = (0, 0);
+        let mut connected = Duration::ZERO;
+        loop {
+            // C0+C1 comes out before any input, C2 and `connect` once S1/S2 are in.
+            while let Some(out) = session.poll_output() {
+                transport.write_all(&out).await?;
+                bytes_sent += out.len() as u64;
             }
+            if session.phase() == session::Phase::Live {
+                break;
+            }
+            read_more(&transport, &mut buf, &mut bytes_read).await?;
+            session
+                .handle_input_until_live(&mut buf)
+                .map_err(|e| ClientError::from_session(e, role))?;
+            while let Some(event) = session.poll_event() {
+                if event == ClientEvent::Connected {
+                    connected = started.elapsed();
+                }
+            }
+            phase.set(Phase::of(session.phase(), role));
         }
-        conn.queue_command(MessageStreamId::CONNECTION, &connect);
-        conn.flush().await?;
-        inbound.reply(&conn, 1.0, Phase::Connect).await?;
-        let connected = started.elapsed();
-
-        phase.set(Phase::CreateStream);
+        let parts = session
+            .into_live_parts()
+            .ok_or(ClientError::Protocol("live session without a stream"))?;
+        let stream = parts.stream_id;
+        let (inbound, encoder) = Inbound::split_parts(buf, parts, bytes_read);
+        let conn = RtmpConn::new(transport, encoder, bytes_sent);
         if role == Role::Publish {
-            let name = url.stream.as_str();
-            conn.queue_command(
-                MessageStreamId::CONNECTION,
-                &client::release_stream(2.0, name),
-            );
-            conn.queue_command(MessageStreamId::CONNECTION, &client::fc_publish(3.0, name));
+            // Media follows at its frame rate (the RTMPT tunnel then sends without polling).
+            conn.transport.expect_steady_writes();
         }
-        conn.queue_command(MessageStreamId::CONNECTION, &client::create_stream(4.0));
-        conn.flush().await?;
-        let reply = inbound.reply(&conn, 4.0, Phase::CreateStream).await?;
-        let stream = reply
-            .arguments
-            .iter()
-            .find_map(Amf0Value::as_number)
-            .filter(|n| n.is_finite() && *n >= 1.0 && *n <= f64::from(u32::MAX))
-            .map(|n| MessageStreamId(n as u32))
-            .ok_or(ClientError::Protocol(
-                "createStream _result without a stream id",
-            ))?;
-
-        let early = match role {
-            Role::Play => {
-                phase.set(Phase::Play);
-                conn.queue_command(stream, &client::play(5.0, &url.stream));
-                conn.queue_control(&ControlMessage::UserControl(
-                    UserControlEvent::SetBufferLength {
-                        stream,
-                        buffer_ms: PLAYER_BUFFER_MS,
-                    },
-                ));
-                conn.flush().await?;
-                inbound
-                    .status(&conn, "NetStream.Play.Start", Phase::Play)
-                    .await?
-            }
-            Role::Publish => {
-                phase.set(Phase::Publish);
-                conn.queue_command(stream, &client::publish(5.0, &url.stream));
-                conn.flush().await?;
-                let early = inbound
-                    .status(&conn, "NetStream.Publish.Start", Phase::Publish)
-                    .await?;
-                // Media follows at its frame rate (the RTMPT tunnel then sends without polling).
-                conn.transport.expect_steady_writes();
-                early
-            }
-        };
         Ok(Session {
             conn,
             inbound,
@@ -610,7 +495,6 @@ pub async fn setup(
                 connected,
                 ready: started.elapsed(),
             },
-            early,
         })
     };
     with_timeout(settings.setup_timeout, steps)
@@ -623,23 +507,28 @@ pub async fn setup(
         })
 }
 
-/// Runs the client handshake; returns the inbound half holding any bytes that followed S2.
-async fn handshake(conn: &RtmpConn, kind: HandshakeKind) -> Result<Inbound, ClientError> {
-    let mut random = vec![0u8; RANDOM_LEN];
-    rand::rng().fill_bytes(&mut random);
-    let mut hs = ClientHandshake::new(kind, 0, &random);
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
-    let mut bytes_read = 0;
-    loop {
-        // C0+C1 comes out before any input, C2 once S1 is in; S2 may share S1's read.
-        let status = hs.handle_input(&mut buf)?;
-        while let Some(out) = hs.poll_output() {
-            conn.pending.borrow_mut().extend_from_slice(&out);
-        }
-        conn.flush().await?;
-        if status == HandshakeStatus::Done {
-            return Ok(Inbound::new(buf, bytes_read));
-        }
-        read_more(&conn.transport, &mut buf, &mut bytes_read).await?;
+/// The session's settings: ffmpeg's chunk size and window, the handshake asked for, and the
+/// reconnect capability when players follow reconnect requests.
+fn session_settings(
+    url: &RtmpUrl,
+    role: Role,
+    settings: &ClientSettings,
+) -> session::ClientSettings {
+    session::ClientSettings {
+        app: url.app.clone(),
+        tc_url: url.tc_url(),
+        stream: url.stream.clone(),
+        role: match role {
+            Role::Play => session::Role::Play,
+            Role::Publish => session::Role::Publish,
+        },
+        chunk_size: OUT_CHUNK_SIZE,
+        window_ack_size: WINDOW_ACK_SIZE,
+        handshake: settings.handshake,
+        caps_ex: if settings.reconnect {
+            CapsEx::RECONNECT
+        } else {
+            0
+        },
     }
 }

@@ -126,9 +126,6 @@ pub async fn run(
     let mut bytes_before = 0;
     let mut seen_bytes = 0;
     let mut current = session;
-    if let Some(msg) = current.early.take() {
-        analyzer.on_message(&msg);
-    }
     let mut moving: Option<Move> = None;
     let error: ClientError = loop {
         // A move that is ready (or, when the old connection ended first, the move pending)
@@ -229,7 +226,7 @@ async fn until_keyframe(
     mut session: client::Session,
     limit: std::time::Duration,
 ) -> Result<Ready, ClientError> {
-    let mut delivered: Vec<RtmpMessage> = session.early.take().into_iter().collect();
+    let mut delivered: Vec<RtmpMessage> = Vec::new();
     let read = async {
         while !delivered.iter().any(is_coded_keyframe) {
             delivered.push(session.inbound.recv(&session.conn).await?);

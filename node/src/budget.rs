@@ -18,10 +18,15 @@ use std::rc::Rc;
 
 use crate::core::CoreContext;
 
-/// What one connection costs before it holds any buffer: its session, queue and task state.
-/// Measured (the attack tests' 1,000 connections stuck before `connect`, minus their buffers)
-/// and rounded up.
-pub const CONNECTION_BASE_BYTES: usize = 32 * 1024;
+/// What one connection costs before it holds any buffer: its session, queue and task state,
+/// and the allocator's share. Measured by `scripts/measure-connection-base.py` (release node
+/// on one core, mimalloc): the node's RSS growth per connection minus the buffers it accounts,
+/// for 1,000 and 2,000 connections stuck after the handshake (9.2 KiB of RSS each, 2.6 KiB of
+/// it read buffer: 6.6 KiB beyond) and for 1,000 `--lite` players of a 1 Mbit/s stream (6.9
+/// KiB each, 0.9 KiB of buffers: 6.0 KiB beyond). The larger, rounded up to 8 KiB. It was
+/// 32 KiB before the task, queue and read buffer shrank (BENCHMARKS.md, "Memory per connected
+/// player").
+pub const CONNECTION_BASE_BYTES: usize = 8 * 1024;
 
 /// This core's budget, its share set from the config on first use (and its gauge with it).
 pub fn of_core(ctx: &CoreContext) -> Rc<CoreBudget> {

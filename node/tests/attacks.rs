@@ -16,6 +16,7 @@ use corecast_common::chunk::ChunkEncoder;
 use corecast_common::command::{client, Command};
 use corecast_common::types::{ChunkStreamId, MessageStreamId, MessageType, RtmpMessage};
 use support::client::{closed_within, read_until_video_at, status_code, RtmpClient};
+use support::frames::assert_keyframe_reaches_player;
 use support::node::Node;
 use support::rss::{assert_growth_bounded, rss_kib, ATTACK_GROWTH_BOUND_KIB};
 
@@ -29,20 +30,7 @@ fn warmed_up_rss(node: &Node) -> u64 {
 /// A publisher and a player still work: the publisher's first keyframe (256 KiB, far above the
 /// pre-publish message limit) reaches the player.
 fn assert_still_serves(node: &Node, name: &str) {
-    let mut publisher = RtmpClient::connect(node.addr, "live").expect("publisher connects");
-    assert_eq!(
-        publisher.publish(name).expect("publish"),
-        "NetStream.Publish.Start"
-    );
-    let mut player = RtmpClient::connect(node.addr, "live").expect("player connects");
-    player.play(name).expect("play");
-    let mut key = vec![0u8; 256 << 10];
-    key[0] = 0x17;
-    key[1] = 1;
-    publisher
-        .send_media(MessageType::VIDEO, 40, &key)
-        .expect("send keyframe");
-    read_until_video_at(&mut player, 40, Duration::from_secs(10));
+    assert_keyframe_reaches_player(node, name, 256 << 10);
 }
 
 /// An encoded batch of `count` commands nobody handles, each expecting an `_error` answer.
@@ -304,16 +292,6 @@ fn oversized_string_fields_are_refused_at_both_layers() {
     assert_still_serves(&node, "after-strings");
 }
 
-/// The sum of a gauge's samples in the node's `/metrics`.
-fn metric_sum(node: &Node, name: &str) -> f64 {
-    let (status, body) = node.http_request("GET", "/metrics", None);
-    assert_eq!(status, 200, "GET /metrics");
-    body.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[test]
 fn tiny_frames_after_a_keyframe_do_not_pin_read_buffers() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -356,11 +334,10 @@ fn tiny_frames_after_a_keyframe_do_not_pin_read_buffers() {
         std::thread::sleep(next.saturating_duration_since(Instant::now()));
     }
     // The node has read what was sent once a play of the last stream sees its newest frame.
-    let mut player = RtmpClient::connect(node.addr, "live").expect("player connects");
-    player.play("tiny19").expect("play");
+    let mut player = RtmpClient::playing(node.addr, "live", "tiny19");
     read_until_video_at(&mut player, 4000, Duration::from_secs(10));
 
-    let gop = metric_sum(&node, "corecast_gop_cache_bytes");
+    let gop = node.metric_sum("corecast_gop_cache_bytes");
     eprintln!("tiny frames: corecast_gop_cache_bytes {gop}");
     // 20 keyframes of 80 KiB and 800 tiny frames: what the metric says is what is held.
     assert!(
@@ -444,7 +421,7 @@ fn stuck_before_connect(addr: SocketAddr) -> io::Result<TcpStream> {
 fn wait_metric(node: &Node, name: &str, limit: Duration, pred: impl Fn(f64) -> bool) -> f64 {
     let deadline = Instant::now() + limit;
     loop {
-        let value = metric_sum(node, name);
+        let value = node.metric_sum(name);
         if pred(value) || Instant::now() > deadline {
             return value;
         }
@@ -455,13 +432,8 @@ fn wait_metric(node: &Node, name: &str, limit: Duration, pred: impl Fn(f64) -> b
 /// The time for a publish and a play to start, asserting both do.
 fn time_publish_and_play(node: &Node, name: &str) -> Duration {
     let start = Instant::now();
-    let mut publisher = RtmpClient::connect(node.addr, "live").expect("publisher connects");
-    assert_eq!(
-        publisher.publish(name).expect("publish"),
-        "NetStream.Publish.Start"
-    );
-    let mut player = RtmpClient::connect(node.addr, "live").expect("player connects");
-    player.play(name).expect("play");
+    let _publisher = RtmpClient::publishing(node.addr, "live", name);
+    let _player = RtmpClient::playing(node.addr, "live", name);
     start.elapsed()
 }
 
@@ -534,7 +506,7 @@ fn a_core_over_its_memory_budget_refuses_new_connections() {
     let node = Node::start(1, &config, dir.path());
     let before = warmed_up_rss(&node);
 
-    // About 190 KiB each (read buffer, two half messages, base): the budget holds some 170.
+    // About 225 KiB each (read buffer, two half messages, base): the budget holds some 145.
     let mut attackers = Vec::new();
     let mut refused_at = None;
     for i in 0..400 {
@@ -556,8 +528,7 @@ fn a_core_over_its_memory_budget_refuses_new_connections() {
         }
     }
     let refused_at = refused_at.expect("no connection was refused past the budget");
-    let refusals = metric_sum(
-        &node,
+    let refusals = node.metric_sum(
         "corecast_connections_refused_total{core=\"0\",listener=\"rtmp\",reason=\"memory_budget\"}",
     );
     eprintln!("memory budget: first refusal after {refused_at} connections, {refusals} refused");

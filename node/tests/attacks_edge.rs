@@ -28,13 +28,8 @@ fn keyframe() -> Vec<u8> {
 
 /// A publish on `publish_to` reaches a player on `play_from` (the same node, or an edge).
 fn assert_served(publish_to: &Node, play_from: &Node, name: &str) {
-    let mut publisher = RtmpClient::connect(publish_to.addr, "live").expect("publisher");
-    assert_eq!(
-        publisher.publish(name).expect("publish"),
-        "NetStream.Publish.Start"
-    );
-    let mut player = RtmpClient::connect(play_from.addr, "live").expect("player connects");
-    player.play(name).expect("play");
+    let mut publisher = RtmpClient::publishing(publish_to.addr, "live", name);
+    let mut player = RtmpClient::playing(play_from.addr, "live", name);
     // Keep sending key frames until the player has one (an edge's pull takes a moment).
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut ts = 0;
@@ -285,8 +280,7 @@ fn a_name_no_upstream_has_is_refused_without_asking_again_for_a_while() {
         ),
         dir.path(),
     );
-    let mut player = RtmpClient::connect(edge.addr, "live").expect("player");
-    player.play("nobody").expect("play");
+    let player = RtmpClient::playing(edge.addr, "live", "nobody");
     origin
         .wait_log(Duration::from_secs(10), |l| {
             l.contains("pull refused") && l.contains("live/nobody")
@@ -298,8 +292,7 @@ fn a_name_no_upstream_has_is_refused_without_asking_again_for_a_while() {
     })
     .expect("the pull ended once nobody waited");
     let asked = origin_misses(&origin);
-    let mut again = RtmpClient::connect(edge.addr, "live").expect("player");
-    again.play("nobody").expect("play");
+    let mut again = RtmpClient::playing(edge.addr, "live", "nobody");
     again
         .wait_status(Duration::from_secs(5), "NetStream.Play.StreamNotFound")
         .expect("refused from the negative cache");
@@ -327,14 +320,9 @@ fn players_of_a_stream_that_never_starts_are_told_and_closed() {
         })
         .collect();
     // One whose publisher comes in time keeps playing.
-    let mut patient = RtmpClient::connect(node.addr, "live").expect("player");
-    patient.play("late").expect("play");
+    let mut patient = RtmpClient::playing(node.addr, "live", "late");
     std::thread::sleep(Duration::from_secs(1));
-    let mut publisher = RtmpClient::connect(node.addr, "live").expect("publisher");
-    assert_eq!(
-        publisher.publish("late").expect("publish"),
-        "NetStream.Publish.Start"
-    );
+    let mut publisher = RtmpClient::publishing(node.addr, "live", "late");
     let started = Instant::now();
     for player in &mut waiting {
         let status = player
@@ -429,11 +417,7 @@ fn unprintable_names_are_refused_and_names_with_a_slash_are_reachable_through_th
     });
     assert!(forged.is_none(), "a forged log line: {forged:?}");
     // A name with a slash, published and stopped through the API.
-    let mut publisher = RtmpClient::connect(node.addr, "live").expect("connect");
-    assert_eq!(
-        publisher.publish("cam/one").expect("publish"),
-        "NetStream.Publish.Start"
-    );
+    let mut publisher = RtmpClient::publishing(node.addr, "live", "cam/one");
     let listed = wait_for(Duration::from_secs(5), || {
         let (status, body) =
             node.http_request("GET", "/api/v1/streams/live/cam%2Fone", Some("t0k"));

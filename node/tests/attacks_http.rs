@@ -9,9 +9,8 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use corecast_common::types::MessageType;
 use socket2::{Domain, Socket, Type};
-use support::client::{read_until_video_at, RtmpClient};
+use support::frames::assert_keyframe_reaches_player;
 use support::node::Node;
 use support::rss::{assert_growth_bounded, rss_kib, ATTACK_GROWTH_BOUND_KIB};
 use support::rtmpt::{start_node, HttpConn, TunnelClient};
@@ -39,20 +38,7 @@ fn assert_still_serves(node: &Node, name: &str) {
             Err(_) => std::thread::sleep(Duration::from_millis(100)),
         }
     }
-    let mut publisher = RtmpClient::connect(node.addr, "live").expect("publisher connects");
-    assert_eq!(
-        publisher.publish(name).expect("publish"),
-        "NetStream.Publish.Start"
-    );
-    let mut player = RtmpClient::connect(node.addr, "live").expect("player connects");
-    player.play(name).expect("play");
-    let mut key = vec![0u8; 64 << 10];
-    key[0] = 0x17;
-    key[1] = 1;
-    publisher
-        .send_media(MessageType::VIDEO, 40, &key)
-        .expect("send keyframe");
-    read_until_video_at(&mut player, 40, Duration::from_secs(10));
+    assert_keyframe_reaches_player(node, name, 64 << 10);
 }
 
 /// The status of `GET /healthz` on a fresh connection, every wait bounded.

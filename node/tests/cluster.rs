@@ -2,14 +2,15 @@
 
 mod support;
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use corecast_common::types::MessageType;
 use support::client::RtmpClient;
-use support::media::{from_first_keyframe, make_flv, packets, play_to_file, publish, wait_exit};
-use support::node::{field, free_port, Node};
+use support::media::{
+    from_first_keyframe, make_flv, packets, players_on_both_cores, publish, wait_exit,
+};
+use support::node::{free_port, Node};
 use support::tls::{rtmps_section, self_signed, CertFiles, TestCa, TestCert};
 use support::wait_for;
 
@@ -102,20 +103,14 @@ fn two_edges_pull_once_each_and_deliver_identical_payloads_on_every_core() {
     // Players on both cores of both edges, waiting before the stream exists.
     let mut players = Vec::new();
     for (e, node) in edges.iter().enumerate() {
-        let mut cores = BTreeSet::new();
-        for i in 0..16 {
-            let out = dir.path().join(format!("edge{e}-{i}.flv"));
-            players.push((play_to_file(&node.url("live/tier"), &out), out));
-            let lines = node
-                .wait_log_count(Duration::from_secs(15), i + 1, |l| {
-                    l.contains(": play ") && l.contains("stream=live/tier")
-                })
-                .expect("player registered");
-            cores = lines.iter().filter_map(|l| field(l, "core")).collect();
-            if cores.len() == 2 {
-                break;
-            }
-        }
+        let (edge_players, cores) = players_on_both_cores(
+            node,
+            &node.url("live/tier"),
+            "live/tier",
+            dir.path(),
+            &format!("edge{e}-"),
+        );
+        players.extend(edge_players);
         assert_eq!(
             cores.len(),
             2,
@@ -184,8 +179,7 @@ fn edge_players_survive_an_origin_crash_and_resume_from_the_other_origin() {
     let (origin_b, pull_b) = origin(dir.path());
     let edge = edge(dir.path(), &[&pull_a, &pull_b], "");
 
-    let mut player = RtmpClient::connect(edge.addr, "live").expect("connect");
-    player.play("failover").expect("play");
+    let mut player = RtmpClient::playing(edge.addr, "live", "failover");
     let mut first = publish(&src, &origin_a.url("live/failover"));
     let mut last_ts = 0;
     wait_for(Duration::from_secs(20), || {
@@ -244,8 +238,7 @@ fn the_upstream_closes_after_the_last_player_leaves_plus_linger() {
         })
         .expect("published");
 
-    let mut player = RtmpClient::connect(edge.addr, "live").expect("connect");
-    player.play("linger").expect("play");
+    let mut player = RtmpClient::playing(edge.addr, "live", "linger");
     wait_for(Duration::from_secs(20), || {
         let m = player
             .next_message(Duration::from_millis(200))
@@ -287,8 +280,7 @@ fn a_two_tier_chain_origin_edge_edge_works() {
     );
     let leaf = edge(dir.path(), &[&mid_pull], "");
 
-    let mut player = RtmpClient::connect(leaf.addr, "live").expect("connect");
-    player.play("chain").expect("play");
+    let mut player = RtmpClient::playing(leaf.addr, "live", "chain");
     let mut publisher = publish(&src, &origin.url("live/chain"));
     expect_video_from_the_start(
         &mut player,
@@ -332,8 +324,7 @@ fn an_edge_finds_origins_through_dns() {
         dir.path(),
     );
     let mut publisher = publish(&src, &origin.url("live/dns"));
-    let mut player = RtmpClient::connect(edge.addr, "live").expect("connect");
-    player.play("dns").expect("play");
+    let mut player = RtmpClient::playing(edge.addr, "live", "dns");
     wait_for(Duration::from_secs(30), || {
         let m = player
             .next_message(Duration::from_millis(200))
@@ -376,10 +367,8 @@ fn pulls_run_over_tls_and_a_plaintext_edge_cannot_pull_from_a_tls_origin() {
         })
         .expect("published");
 
-    let mut player = RtmpClient::connect(tls_edge.addr, "live").expect("connect");
-    player.play("secure").expect("play");
-    let mut refused = RtmpClient::connect(plain_edge.addr, "live").expect("connect");
-    refused.play("secure").expect("play");
+    let mut player = RtmpClient::playing(tls_edge.addr, "live", "secure");
+    let mut refused = RtmpClient::playing(plain_edge.addr, "live", "secure");
 
     expect_video_from_the_start(
         &mut player,
@@ -497,12 +486,10 @@ fn a_tls_edge_refuses_an_origin_signed_by_another_ca_or_named_for_another_host()
             .expect("published");
     }
 
-    let mut player = RtmpClient::connect(control.addr, "live").expect("connect");
-    player.play("verify").expect("play");
+    let mut player = RtmpClient::playing(control.addr, "live", "verify");
     let mut refused = Vec::new();
     for (what, node, _) in &refusing {
-        let mut client = RtmpClient::connect(node.addr, "live").expect("connect");
-        client.play("verify").expect("play");
+        let client = RtmpClient::playing(node.addr, "live", "verify");
         refused.push((*what, client));
     }
 

@@ -225,13 +225,8 @@ fn relay_and_join(name: &str, before: &Script, after: &Script) {
 fn relay_and_join_on(cores: usize, joiners: usize, name: &str, before: &Script, after: &Script) {
     let dir = tempfile::tempdir().expect("temp dir");
     let node = Node::start(cores, "", dir.path());
-    let mut publisher = RtmpClient::connect(node.addr, "live").expect("publisher connects");
-    assert_eq!(
-        publisher.publish(name).expect("publish"),
-        "NetStream.Publish.Start"
-    );
-    let mut early = RtmpClient::connect(node.addr, "live").expect("player connects");
-    early.play(name).expect("play");
+    let mut publisher = RtmpClient::publishing(node.addr, "live", name);
+    let mut early = RtmpClient::playing(node.addr, "live", name);
 
     send_all(&mut publisher, &before.messages);
     let first_part = read_until(&mut early, before.messages.last().expect("messages"));
@@ -509,29 +504,13 @@ fn shift(script: &mut Script, by: u32) {
     }
 }
 
-/// The sum of `corecast_errors_total{kind="…"}` over the cores.
-fn errors_of(node: &Node, kind: &str) -> f64 {
-    let (status, body) = node.http_request("GET", "/metrics", None);
-    assert_eq!(status, 200, "GET /metrics");
-    let label = format!("kind=\"{kind}\"");
-    body.lines()
-        .filter(|l| l.starts_with("corecast_errors_total{") && l.contains(&label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[test]
 fn broken_multitrack_or_modex_closes_only_its_publisher_counted_by_reason() {
     let dir = tempfile::tempdir().expect("temp dir");
     let node = Node::start(2, "", dir.path());
     // A healthy stream with a player, to show it keeps flowing.
-    let mut good = RtmpClient::connect(node.addr, "live").expect("publisher connects");
-    assert_eq!(
-        good.publish("good").expect("publish"),
-        "NetStream.Publish.Start"
-    );
-    let mut player = RtmpClient::connect(node.addr, "live").expect("player connects");
-    player.play("good").expect("play");
+    let mut good = RtmpClient::publishing(node.addr, "live", "good");
+    let mut player = RtmpClient::playing(node.addr, "live", "good");
 
     let seq = Packet::single(
         ErtmpMedia::Video,
@@ -577,7 +556,8 @@ fn broken_multitrack_or_modex_closes_only_its_publisher_counted_by_reason() {
             "{reason}: publisher closed"
         );
         node.expect_close_reasons(&[reason]);
-        let counted = support::wait_for(LIMIT, || (errors_of(&node, reason) >= 1.0).then_some(()));
+        let counted =
+            support::wait_for(LIMIT, || (node.errors_counted(reason) >= 1.0).then_some(()));
         assert!(counted.is_some(), "{reason} counted");
 
         let frame = Msg {
@@ -654,13 +634,8 @@ fn an_edge_player_joining_mid_stream_gets_every_track_through_a_pull() {
         .video(INTER, PacketType::CodedFrames, mixed, &t1);
     shift(&mut after, 6000);
 
-    let mut publisher = RtmpClient::connect(origin.addr, "live").expect("publisher connects");
-    assert_eq!(
-        publisher.publish("edge").expect("publish"),
-        "NetStream.Publish.Start"
-    );
-    let mut local = RtmpClient::connect(origin.addr, "live").expect("origin player");
-    local.play("edge").expect("play");
+    let mut publisher = RtmpClient::publishing(origin.addr, "live", "edge");
+    let mut local = RtmpClient::playing(origin.addr, "live", "edge");
     send_all(&mut publisher, &before.messages);
     read_until(&mut local, before.messages.last().expect("messages"));
 

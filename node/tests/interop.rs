@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::collections::BTreeSet;
 use std::io::Write;
 use std::net::TcpStream;
 use std::process::Command;
@@ -14,7 +13,8 @@ use corecast_common::command::Command as RtmpCommand;
 use corecast_common::types::{MessageStreamId, MessageType};
 use support::client::{closed_within, read_until_video_at, RtmpClient};
 use support::media::{
-    from_first_keyframe, packets, play_to_file, publish, shared_flv, stderr_of, wait_exit, Packet,
+    from_first_keyframe, packets, players_on_both_cores, publish, shared_flv, stderr_of, wait_exit,
+    Packet,
 };
 use support::node::{field, is_line, Node};
 use support::process::status_with_deadline;
@@ -38,21 +38,7 @@ fn ffmpeg_publish_and_play_are_byte_identical_across_cores() {
     let url = node.url(stream);
 
     // Players wait for a stream that is not live yet; add them until both cores hold one.
-    let mut players = Vec::new();
-    let mut cores = BTreeSet::new();
-    for i in 0..16 {
-        let out = dir.path().join(format!("play{i}.flv"));
-        players.push((play_to_file(&url, &out), out));
-        let lines = node
-            .wait_log_count(Duration::from_secs(15), i + 1, |l| {
-                is_line(l, "play", stream)
-            })
-            .expect("player registered");
-        cores = lines.iter().filter_map(|l| field(l, "core")).collect();
-        if cores.len() == 2 {
-            break;
-        }
-    }
+    let (players, cores) = players_on_both_cores(&node, &url, stream, dir.path(), "play");
     assert_eq!(
         cores.len(),
         2,
@@ -137,14 +123,12 @@ fn mid_stream_joiner_starts_with_metadata_sequence_header_and_keyframe_without_g
     let src = shared_flv(6);
     let node = Node::start(2, "", dir.path());
     let stream = "live/joiner";
-    let mut early = RtmpClient::connect(node.addr, "live").expect("connect");
-    early.play("joiner").expect("play");
+    let mut early = RtmpClient::playing(node.addr, "live", "joiner");
     let mut publisher = publish(&src, &node.url(stream));
     // Wait until the stream is well past its first keyframe (GOP = 1 s).
     read_until_video_at(&mut early, 1500, Duration::from_secs(20));
 
-    let mut joiner = RtmpClient::connect(node.addr, "live").expect("connect");
-    joiner.play("joiner").expect("play");
+    let mut joiner = RtmpClient::playing(node.addr, "live", "joiner");
     let mut saw_metadata_before_video = false;
     let mut video = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -196,8 +180,7 @@ fn second_publisher_of_a_live_name_is_refused_and_the_first_keeps_going() {
     let src = shared_flv(6);
     let node = Node::start(2, "", dir.path());
     let stream = "live/dup";
-    let mut player = RtmpClient::connect(node.addr, "live").expect("connect");
-    player.play("dup").expect("play");
+    let mut player = RtmpClient::playing(node.addr, "live", "dup");
     let mut first = publish(&src, &node.url(stream));
     read_until_video_at(&mut player, 500, Duration::from_secs(20));
 
@@ -231,8 +214,7 @@ fn players_stay_connected_through_a_publisher_restart_and_resume() {
     let src = shared_flv(3);
     let node = Node::start(2, "", dir.path());
     let stream = "live/restart";
-    let mut player = RtmpClient::connect(node.addr, "live").expect("connect");
-    player.play("restart").expect("play");
+    let mut player = RtmpClient::playing(node.addr, "live", "restart");
 
     let mut first = publish(&src, &node.url(stream));
     read_until_video_at(&mut player, 1000, Duration::from_secs(20));
@@ -278,8 +260,7 @@ fn malformed_input_closes_only_that_connection() {
     let config = "[rtmp]\nhandshake_timeout_secs = 2\nmax_message_size_bytes = 1048576\n";
     let node = Node::start(2, config, dir.path());
     let stream = "live/healthy";
-    let mut player = RtmpClient::connect(node.addr, "live").expect("connect");
-    player.play("healthy").expect("play");
+    let mut player = RtmpClient::playing(node.addr, "live", "healthy");
     let mut publisher = publish(&src, &node.url(stream));
     read_until_video_at(&mut player, 500, Duration::from_secs(20));
 

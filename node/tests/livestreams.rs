@@ -8,7 +8,8 @@ mod support;
 use std::time::Duration;
 
 use support::livestreams::{
-    call, config, create, ok, publish_with_key, status_of, wait_status, Postgres, Receiver, TOKEN,
+    act, call, config, create, get, ok, publish_with_key, status_of, wait_status, Postgres,
+    Receiver, TOKEN,
 };
 use support::media::{shared_flv, stderr_of, wait_exit};
 use support::node::Node;
@@ -46,13 +47,7 @@ fn the_api_creates_lists_gets_disables_resets_and_deletes() {
     assert!(created["session"].is_null());
 
     // The key is shown once: never in a get or a list.
-    let got = ok(
-        &node,
-        "GET",
-        &format!("/api/v1/livestreams/{id}"),
-        None,
-        200,
-    );
+    let got = get(&node, &id);
     assert!(got.get("stream_key").is_none(), "{got}");
     create(&node, "second");
     let page = ok(
@@ -66,29 +61,11 @@ fn the_api_creates_lists_gets_disables_resets_and_deletes() {
     assert_eq!(page["data"][0]["name"], "second");
     assert!(!page.to_string().contains("sk_"), "{page}");
 
-    let disabled = ok(
-        &node,
-        "POST",
-        &format!("/api/v1/livestreams/{id}/disable"),
-        None,
-        200,
-    );
+    let disabled = act(&node, &id, "disable");
     assert_eq!(disabled["status"], "disabled");
-    let enabled = ok(
-        &node,
-        "POST",
-        &format!("/api/v1/livestreams/{id}/enable"),
-        None,
-        200,
-    );
+    let enabled = act(&node, &id, "enable");
     assert_eq!(enabled["status"], "idle");
-    let reset = ok(
-        &node,
-        "POST",
-        &format!("/api/v1/livestreams/{id}/reset-key"),
-        None,
-        200,
-    );
+    let reset = act(&node, &id, "reset-key");
     let new_key = reset["stream_key"].as_str().expect("new key");
     assert_ne!(new_key, key);
 
@@ -208,13 +185,7 @@ fn webhooks_arrive_signed_in_order_and_a_failed_one_is_retried() {
     let node = sqlite_node(dir.path(), Some(&receiver.url));
     let (id, _, _) = create(&node, "hooked");
     for action in ["disable", "enable", "disable"] {
-        ok(
-            &node,
-            "POST",
-            &format!("/api/v1/livestreams/{id}/{action}"),
-            None,
-            200,
-        );
+        act(&node, &id, action);
     }
     let hooks = wait_for(Duration::from_secs(15), || {
         let got = receiver.received();
@@ -242,13 +213,7 @@ fn two_nodes_share_a_postgresql_registry() {
     let b = Node::start(1, &config(&pg.url, "origin-b", None), dir.path());
     let (id, _, _) = create(&a, "shared");
     assert_eq!(status_of(&b, &id), "idle");
-    ok(
-        &b,
-        "POST",
-        &format!("/api/v1/livestreams/{id}/disable"),
-        None,
-        200,
-    );
+    act(&b, &id, "disable");
     assert_eq!(status_of(&a, &id), "disabled");
 }
 
@@ -259,13 +224,7 @@ fn a_publish_by_key_makes_the_livestream_active_with_its_session_then_idle() {
     let (id, key, _) = create(&node, "live show");
     let mut encoder = publish_with_key(&node, &shared_flv(30), &key);
     let active = wait_for(SHOWS, || {
-        let got = ok(
-            &node,
-            "GET",
-            &format!("/api/v1/livestreams/{id}"),
-            None,
-            200,
-        );
+        let got = get(&node, &id);
         let session = &got["session"];
         (got["status"] == "active" && session["codecs"]["video"].is_string()).then_some(got)
     })
@@ -317,23 +276,11 @@ fn disabling_ends_a_live_publish_and_refuses_the_next() {
     let (id, key, _) = create(&node, "to disable");
     let mut encoder = publish_with_key(&node, &shared_flv(30), &key);
     wait_status(&node, &id, "active", SHOWS);
-    ok(
-        &node,
-        "POST",
-        &format!("/api/v1/livestreams/{id}/disable"),
-        None,
-        200,
-    );
+    act(&node, &id, "disable");
     let ended = wait_exit(&mut encoder, Duration::from_secs(10));
     assert!(ended.is_some(), "the publish was not ended within 10 s");
     let disabled = wait_for(SHOWS, || {
-        let got = ok(
-            &node,
-            "GET",
-            &format!("/api/v1/livestreams/{id}"),
-            None,
-            200,
-        );
+        let got = get(&node, &id);
         (got["status"] == "disabled" && got["session"].is_null()).then_some(got)
     });
     assert!(disabled.is_some(), "the session outlived the disable");
@@ -351,13 +298,7 @@ fn a_key_reset_ends_the_publish_and_refuses_the_old_key() {
     let (id, old, _) = create(&node, "to reset");
     let mut encoder = publish_with_key(&node, &shared_flv(30), &old);
     wait_status(&node, &id, "active", SHOWS);
-    let reset = ok(
-        &node,
-        "POST",
-        &format!("/api/v1/livestreams/{id}/reset-key"),
-        None,
-        200,
-    );
+    let reset = act(&node, &id, "reset-key");
     let new = reset["stream_key"].as_str().expect("new key").to_owned();
     assert!(
         wait_exit(&mut encoder, Duration::from_secs(10)).is_some(),
@@ -415,13 +356,7 @@ fn two_origins_on_one_postgresql_registry_share_keys_and_sessions() {
     let seen = wait_status(&b, &id, "active", SHOWS);
     assert_eq!(seen["session"]["node"], "origin-a", "{seen}");
     // A disable made on B reaches A, which holds the publish, within 5 s (and a renewal).
-    ok(
-        &b,
-        "POST",
-        &format!("/api/v1/livestreams/{id}/disable"),
-        None,
-        200,
-    );
+    act(&b, &id, "disable");
     assert!(
         wait_exit(&mut on_a, Duration::from_secs(6)).is_some(),
         "origin-a did not end the publish within 5 s of a disable on origin-b"
@@ -496,13 +431,7 @@ fn queued_webhooks_survive_a_restart() {
     let url = format!("http://127.0.0.1:{port}/hooks");
     let mut first = sqlite_node(dir.path(), Some(&url));
     let (id, _, _) = create(&first, "patient");
-    ok(
-        &first,
-        "POST",
-        &format!("/api/v1/livestreams/{id}/disable"),
-        None,
-        200,
-    );
+    act(&first, &id, "disable");
     first
         .wait_log(SHOWS, |l| l.contains("webhook failed"))
         .expect("a failed try logged");

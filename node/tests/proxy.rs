@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use socket2::{Domain, Socket, Type};
 use support::client::{closed_within, RtmpClient};
-use support::media::{make_flv, publish, wait_exit};
+use support::media::{make_flv, play_seconds_to_file, publish, wait_exit};
 use support::node::{free_port, is_line, Node};
 use support::process::{kill_and_reap, SOCKET_TIMEOUT};
 use support::tls::{rtmps_section, self_signed, tls_connect, CertFiles};
@@ -148,6 +148,29 @@ fn proxied_node(dir: &Path, extra: &str) -> Node {
     )
 }
 
+/// Plays `url` with ffmpeg for 2 s while a publisher publishes it through the balancer:
+/// waits until the node lists both clients (`listed` says which), asserts they show as
+/// 127.0.0.1, never as the balancer, and that the player ended well (`played`) with media.
+fn play_through_balancer(node: &Node, url: &str, dir: &Path, listed: &str, played: &str) {
+    let out = dir.join("out.flv");
+    let mut player = play_seconds_to_file(url, 2, &out);
+    let addrs = wait_for(Duration::from_secs(15), || {
+        let addrs = client_addresses(node);
+        (addrs.len() >= 2).then_some(addrs)
+    })
+    .expect(listed);
+    assert!(
+        addrs.iter().all(|a| a.starts_with("127.0.0.1:")),
+        "{addrs:?}"
+    );
+    let status = wait_exit(&mut player, Duration::from_secs(30)).expect("player ends");
+    assert!(status.success(), "{played}");
+    assert!(
+        std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0) > 10_000,
+        "the player got media"
+    );
+}
+
 #[test]
 fn ffmpeg_publishes_and_plays_through_haproxy_and_the_node_sees_the_client() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -167,33 +190,14 @@ fn ffmpeg_publishes_and_plays_through_haproxy_and_the_node_sees_the_client() {
         is_line(l, "publish", "live/lb")
     })
     .expect("publishing through haproxy (send-proxy) starts");
-    let out = dir.path().join("out.flv");
-    let mut player = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y", "-i"])
-        .arg(format!("rtmp://127.0.0.1:{v2}/live/lb"))
-        .args(["-t", "2", "-c", "copy", "-f", "flv"])
-        .arg(&out)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start ffmpeg player");
     // ffmpeg's own connections come from 127.0.0.1 through the balancer: the node shows
     // them so, never as the balancer.
-    let addrs = wait_for(Duration::from_secs(10), || {
-        let addrs = client_addresses(&node);
-        (addrs.len() >= 2).then_some(addrs)
-    })
-    .expect("publisher and player listed");
-    assert!(
-        addrs.iter().all(|a| a.starts_with("127.0.0.1:")),
-        "{addrs:?}"
-    );
-    let status = wait_exit(&mut player, Duration::from_secs(30)).expect("player ends");
-    assert!(status.success(), "ffmpeg played through send-proxy-v2");
-    assert!(
-        std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0) > 10_000,
-        "the player got media"
+    play_through_balancer(
+        &node,
+        &format!("rtmp://127.0.0.1:{v2}/live/lb"),
+        dir.path(),
+        "publisher and player listed",
+        "ffmpeg played through send-proxy-v2",
     );
 
     // A client of our own, from 127.0.0.5 through send-proxy-v2: listed with its exact
@@ -411,34 +415,12 @@ fn rtmps_and_rtmpt_through_haproxy_see_the_client() {
         is_line(l, "publish", "live/sec")
     })
     .expect("publishing over RTMPS through haproxy starts");
-    let out = dir.path().join("out.flv");
-    let mut player = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y", "-i"])
-        .arg(format!("rtmpt://127.0.0.1:{tunnel_front}/live/sec"))
-        .args(["-t", "2", "-c", "copy", "-f", "flv"])
-        .arg(&out)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start ffmpeg player");
-    let addrs = wait_for(Duration::from_secs(15), || {
-        let addrs = client_addresses(&node);
-        (addrs.len() >= 2).then_some(addrs)
-    })
-    .expect("the RTMPS publisher and the RTMPT player listed");
-    assert!(
-        addrs.iter().all(|a| a.starts_with("127.0.0.1:")),
-        "{addrs:?}"
-    );
-    let status = wait_exit(&mut player, Duration::from_secs(30)).expect("player ends");
-    assert!(
-        status.success(),
-        "ffmpeg played over RTMPT through send-proxy"
-    );
-    assert!(
-        std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0) > 10_000,
-        "the player got media"
+    play_through_balancer(
+        &node,
+        &format!("rtmpt://127.0.0.1:{tunnel_front}/live/sec"),
+        dir.path(),
+        "the RTMPS publisher and the RTMPT player listed",
+        "ffmpeg played over RTMPT through send-proxy",
     );
     kill_and_reap(&mut publisher);
 }

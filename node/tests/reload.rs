@@ -34,16 +34,11 @@ fn wait_more(node: &Node, needle: &str, before: usize) {
 fn a_live_change_applies_on_sighup_and_by_the_api_without_dropping_a_connection() {
     let dir = tempfile::tempdir().expect("temp dir");
     let node = Node::start(2, &config("first-token", ""), dir.path());
-    let mut publisher = RtmpClient::connect(node.addr, "live").expect("connect");
-    assert_eq!(
-        publisher.publish("reload").expect("publish"),
-        "NetStream.Publish.Start"
-    );
+    let mut publisher = RtmpClient::publishing(node.addr, "live", "reload");
     publisher
         .send_media(MessageType::VIDEO, 0, &KEYFRAME)
         .expect("frame");
-    let mut player = RtmpClient::connect(node.addr, "live").expect("connect");
-    player.play("reload").expect("play");
+    let mut player = RtmpClient::playing(node.addr, "live", "reload");
 
     std::fs::write(&node.config_path, config("second-token", "")).expect("rewrite");
     let applied = count(&node, "reload: the new config is in force");
@@ -142,11 +137,7 @@ fn a_fixed_change_or_a_bad_file_changes_nothing_and_says_why() {
 fn a_sighup_storm_racing_with_connects_loses_nothing() {
     let dir = tempfile::tempdir().expect("temp dir");
     let node = Node::start(2, &config("storm-token", ""), dir.path());
-    let mut publisher = RtmpClient::connect(node.addr, "live").expect("connect");
-    assert_eq!(
-        publisher.publish("storm").expect("publish"),
-        "NetStream.Publish.Start"
-    );
+    let mut publisher = RtmpClient::publishing(node.addr, "live", "storm");
     publisher
         .send_media(MessageType::VIDEO, 0, &KEYFRAME)
         .expect("frame");
@@ -203,11 +194,7 @@ fn a_sighup_storm_racing_with_connects_loses_nothing() {
 fn auth_settings_change_live_for_new_publishes() {
     let dir = tempfile::tempdir().expect("temp dir");
     let node = Node::start(1, &config("auth-token", ""), dir.path());
-    let mut before = RtmpClient::connect(node.addr, "live").expect("connect");
-    assert_eq!(
-        before.publish("open").expect("publish"),
-        "NetStream.Publish.Start"
-    );
+    let mut before = RtmpClient::publishing(node.addr, "live", "open");
 
     let token_mode = "[auth]\npublish = \"token\"\n[[auth.keys]]\nid = \"k1\"\n\
                       secret = \"a-secret-of-enough-bytes\"\nstate = \"active\"\n";

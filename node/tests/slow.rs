@@ -7,17 +7,9 @@ use std::time::{Duration, Instant};
 
 use corecast_common::types::MessageType;
 use support::client::{closed_within, RtmpClient};
-use support::node::Node;
+use support::frames::{frame, send_read_by};
+use support::node::{metric_in, Node};
 use support::rss::rss_kib;
-
-/// A video payload of `size` bytes: keyframe or inter frame, with a sequence number inside.
-fn frame(key: bool, seq: u32, size: usize) -> Vec<u8> {
-    let mut p = vec![0u8; size];
-    p[0] = if key { 0x17 } else { 0x27 };
-    p[1] = 1;
-    p[5..9].copy_from_slice(&seq.to_be_bytes());
-    p
-}
 
 #[test]
 fn a_stalled_player_is_cut_off_and_nobody_else_waits() {
@@ -25,21 +17,15 @@ fn a_stalled_player_is_cut_off_and_nobody_else_waits() {
     let config = "[player]\nmerge_window_ms = 0\nqueue_max_bytes = 4194304\nqueue_hard_max_bytes = 8388608\nsend_timeout_secs = 5\n";
     let node = Node::start(2, config, dir.path());
 
-    let mut healthy = RtmpClient::connect(node.addr, "live").expect("connect");
-    healthy.play("busy").expect("play");
+    let mut healthy = RtmpClient::playing(node.addr, "live", "busy");
     // The stalled player plays, then never reads again.
-    let mut stalled = RtmpClient::connect(node.addr, "live").expect("connect");
-    stalled.play("busy").expect("play");
+    let mut stalled = RtmpClient::playing(node.addr, "live", "busy");
     stalled
         .stream
         .set_read_timeout(Some(Duration::from_millis(1)))
         .expect("timeout");
 
-    let mut publisher = RtmpClient::connect(node.addr, "live").expect("connect");
-    assert_eq!(
-        publisher.publish("busy").expect("publish"),
-        "NetStream.Publish.Start"
-    );
+    let mut publisher = RtmpClient::publishing(node.addr, "live", "busy");
     // What the node holds before the stream flows: its code, executors and these sessions.
     let rss_before = rss_kib(node.pid());
 
@@ -47,38 +33,7 @@ fn a_stalled_player_is_cut_off_and_nobody_else_waits() {
     // far more than the kernel's socket buffers can hide for the stalled player.
     const FRAMES: u32 = 320;
     const SIZE: usize = 200 * 1024;
-    let mut received = Vec::new();
-    // A lost frame would make the healthy player wait for it; bound the whole send loop.
-    let sending_deadline = Instant::now() + Duration::from_secs(60);
-    for seq in 0..FRAMES {
-        publisher
-            .send_media(
-                MessageType::VIDEO,
-                seq * 40,
-                &frame(seq % 25 == 0, seq, SIZE),
-            )
-            .expect("the publisher is never held back");
-        // The healthy player reads each frame before the next is sent: it is never behind
-        // itself (on a loaded machine a reader that only polls could fall 4 MiB behind and be
-        // skipped to the next keyframe, rightly), so any gap it sees is the stalled player's
-        // doing.
-        let frame_deadline = (Instant::now() + Duration::from_secs(10)).min(sending_deadline);
-        while received.last().is_none_or(|&last| last < seq) && Instant::now() < frame_deadline {
-            if let Some(m) = healthy
-                .next_message(Duration::from_millis(100))
-                .expect("healthy player")
-            {
-                if m.message_type == MessageType::VIDEO {
-                    received.push(u32::from_be_bytes([
-                        m.payload[5],
-                        m.payload[6],
-                        m.payload[7],
-                        m.payload[8],
-                    ]));
-                }
-            }
-        }
-    }
+    let received = send_read_by(&mut publisher, &mut healthy, FRAMES, SIZE);
     // The healthy player got every frame, in order, without a gap.
     assert_eq!(
         received,
@@ -109,14 +64,6 @@ fn a_stalled_player_is_cut_off_and_nobody_else_waits() {
     );
 }
 
-/// Sums a counter's samples (one per core) in a `/metrics` page.
-fn metric_sum(page: &str, name: &str) -> f64 {
-    page.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// A viewer that stops reading a stream of about 2.6 Mbit/s, paced in real time as a live
 /// encoder sends it, is cut as a slow consumer soon after the send timeout: its socket's send
 /// buffer is bounded, so the kernel does not hide tens of seconds of stream first.
@@ -129,13 +76,8 @@ fn a_viewer_that_stops_reading_a_live_stream_is_cut_as_a_slow_consumer_within_se
     );
     let node = Node::start(1, &config, dir.path());
 
-    let mut publisher = RtmpClient::connect(node.addr, "live").expect("connect");
-    assert_eq!(
-        publisher.publish("live").expect("publish"),
-        "NetStream.Publish.Start"
-    );
-    let mut viewer = RtmpClient::connect(node.addr, "live").expect("connect");
-    viewer.play("live").expect("play");
+    let mut publisher = RtmpClient::publishing(node.addr, "live", "live");
+    let mut viewer = RtmpClient::playing(node.addr, "live", "live");
 
     // 25 frames a second of 13,000 bytes: 2.6 Mbit/s, a keyframe every 2 s.
     const FPS: u32 = 25;
@@ -197,7 +139,7 @@ fn a_viewer_that_stops_reading_a_live_stream_is_cut_as_a_slow_consumer_within_se
     let (status, page) = node.http_request("GET", "/metrics", None);
     assert_eq!(status, 200);
     assert_eq!(
-        metric_sum(&page, "corecast_slow_consumer_disconnects_total"),
+        metric_in(&page, "corecast_slow_consumer_disconnects_total"),
         1.0,
         "the stall is counted as a slow-consumer disconnect"
     );
@@ -252,11 +194,7 @@ fn a_client_trickling_bytes_before_connect_is_closed_at_the_deadline() {
 
     // Meanwhile (and after) an ordinary publisher connects, publishes and stays connected
     // well past the deadline.
-    let mut publisher = RtmpClient::connect(node.addr, "live").expect("connect");
-    assert_eq!(
-        publisher.publish("fine").expect("publish"),
-        "NetStream.Publish.Start"
-    );
+    let mut publisher = RtmpClient::publishing(node.addr, "live", "fine");
     for seq in 0..(DEADLINE_SECS as u32 * 10 + 10) {
         publisher
             .send_media(MessageType::VIDEO, seq * 100, &frame(seq == 0, seq, 1000))

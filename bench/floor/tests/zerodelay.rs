@@ -2,106 +2,16 @@
 //! `--coalesce-av`) serve real players as today's writer does: the harness's players get the
 //! whole stream at its bitrate, from a key frame, without gaps, and read its clock.
 
-#[path = "../../../node/tests/support/process.rs"]
-#[allow(dead_code)] // This test uses a few of the helpers.
-mod process;
+mod support;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
-use corecast_loadtest::runner::{self, NoProgress, RunOutput};
-use corecast_loadtest::scenario::ScenarioFile;
-use corecast_loadtest::stats::Outcome;
-
-/// The floor process, killed when dropped.
-struct Floor(Child);
-
-impl Drop for Floor {
-    fn drop(&mut self) {
-        process::kill_and_reap(&mut self.0);
-    }
-}
-
-/// Starts a 1000 kbit/s floor with `flags` on a kernel-assigned loopback port.
-fn start_floor(flags: &[&str]) -> (Floor, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_corecast-floor"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--seconds",
-            "30",
-            "--threads",
-            "2",
-        ])
-        .args(["--bitrate-kbps", "1000", "--audio-kbps", "64"])
-        .args(flags)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start corecast-floor");
-    let stdout = child.stdout.take().expect("floor stdout");
-    let floor = Floor(child);
-    // Read on a thread, so that a floor that never says where it listens fails the test.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let read = BufReader::new(stdout).read_line(&mut line).map(|_| line);
-        let _ = tx.send(read);
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("the floor's first line within 20 s")
-        .expect("read the floor's first line");
-    let addr = line
-        .trim()
-        .rsplit(' ')
-        .next()
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
-    (floor, addr)
-}
-
-/// Runs `players` harness players against the floor for `seconds`.
-fn play(addr: SocketAddr, players: usize, seconds: u64) -> RunOutput {
-    let scenario = ScenarioFile::from_toml(&format!(
-        "mode = \"play\"\nurl = \"rtmp://{addr}/live/floor\"\nplayers = {players}\n\
-         duration = {seconds}\nquiet = true\ncores = 1\n"
-    ))
-    .and_then(|file| file.resolve(1))
-    .expect("scenario");
-    runner::run(&scenario, addr, None, &mut NoProgress).expect("run")
-}
+use support::{play, start_floor};
 
 fn assert_whole_stream(flags: &[&str]) {
-    let (_floor, addr) = start_floor(flags);
+    let (_floor, addr) = start_floor(1000, flags);
     let out = play(addr, 20, 4);
-    assert_eq!(out.players.len(), 20, "{flags:?}");
-    for (i, p) in out.players.iter().enumerate() {
-        assert!(
-            matches!(p.outcome, Outcome::Connected),
-            "{flags:?} player {i}: {:?}",
-            p.outcome
-        );
-        assert!(p.dropped.is_none(), "{flags:?} player {i} dropped");
-        assert!(
-            p.first_keyframe.is_some(),
-            "{flags:?} player {i}: no key frame"
-        );
-        assert_eq!(
-            (p.gaps.gaps, p.gaps.rewinds),
-            (0, 0),
-            "{flags:?} player {i}"
-        );
-        // 1000 kbit/s: about 125 KB a second of media, over most of 4 s.
-        assert!(
-            p.media_bytes > 300_000,
-            "{flags:?} player {i} got only {} media bytes",
-            p.media_bytes
-        );
-        assert!(p.latency_samples > 0, "{flags:?} player {i} read no clock");
-    }
+    support::assert_whole_stream(&out, 20, &format!("{flags:?}"));
 }
 
 #[test]

@@ -1,11 +1,15 @@
 //! One player's side of an RTMP conversation, sans-IO: bytes read go in, bytes to write come
 //! out, and the session says which phase it is in and how many bytes it has counted.
 //!
-//! The player runs the client handshake, `connect`, `createStream` and `play` (RTMP spec
-//! §7.2.1.1, §7.2.1.3, §7.2.2.1) with corecast-common's handshake, chunk and command code, then
-//! decodes messages until the first video key frame. From there on it **stops decoding**: it
-//! only counts the bytes read (the bytes left in the buffer behind the key frame's last chunk,
-//! then every byte read), which is all a benchmark reader needs and costs nothing per byte.
+//! The setup (handshake, `connect`, `createStream`, `play`: RTMP spec §7.2.1.1, §7.2.1.3,
+//! §7.2.2.1) is corecast-common's client session ([`ClientSession`]), the one the node and the
+//! load tester use. Once `Play.Start` is in, the session is taken apart
+//! ([`ClientSession::into_live_parts`]) and this module decodes messages with its chunk decoder
+//! until the first video key frame. From there on it **stops decoding**: it only counts the
+//! bytes read (the bytes left in the buffer behind the key frame's last chunk, then every byte
+//! read), which is all a benchmark reader needs and costs nothing per byte. That is why only the
+//! setup is shared: the session decodes every message it is given, which the counting phase
+//! must not do.
 //!
 //! # Tricky parts
 //! - **Acknowledgements need no decoding.** The sequence number of an Acknowledgement is the
@@ -17,20 +21,20 @@
 //!   nothing at all comes back, so [`Session::keepalive`] sends an Acknowledgement of the bytes
 //!   so far, which the I/O loop calls every [`KEEPALIVE`]: any input resets nginx's ping.
 //! - **What the server sends before `Play.Start`** (`onBWDone`, `|RtmpSampleAccess`, stream
-//!   begin, metadata) is skipped; media before `Play.Start` counts as the start, as players do.
+//!   begin) is skipped by the client session, media included; what follows `Play.Start` in the
+//!   same read stays in the buffer for this module's decoder.
 //! - Aggregate messages (type 22) are not opened: no server under test sends them to players.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use corecast_common::amf0::Amf0Value;
-use corecast_common::chunk::{ChunkDecoder, ChunkDecoderLimits, ChunkEncoder, ChunkError};
-use corecast_common::command::{client, Command, CommandError};
-use corecast_common::control::{ControlError, ControlMessage, UserControlEvent};
+use corecast_common::chunk::{ChunkDecoder, ChunkEncoder, DEFAULT_CHUNK_SIZE};
+use corecast_common::client::{self as client, ClientSession, LiveParts, Refusal};
+use corecast_common::control::{ControlMessage, UserControlEvent};
 use corecast_common::flv::VideoTagHeader;
-use corecast_common::handshake::{ClientHandshake, HandshakeError, HandshakeKind, HandshakeStatus};
-use corecast_common::types::{ChunkStreamId, MessageStreamId, MessageType, RtmpMessage};
+use corecast_common::handshake::HandshakeKind;
+use corecast_common::types::{MessageType, RtmpMessage};
 
 use crate::url::Target;
 
@@ -38,16 +42,8 @@ use crate::url::Target;
 /// module docs): well inside nginx-rtmp's default 30 s ping timeout.
 pub const KEEPALIVE: Duration = Duration::from_secs(10);
 
-/// Chunk stream for NetStream commands (`play`), as ffmpeg uses.
-const STREAM_COMMAND_CSID: ChunkStreamId = ChunkStreamId(8);
-
-/// Buffer length announced after `play`, in milliseconds (what the harness announces).
-const PLAYER_BUFFER_MS: u32 = 1000;
-
-/// Transaction ids of the commands the player sends.
-const CONNECT_TX: f64 = 1.0;
-const CREATE_STREAM_TX: f64 = 2.0;
-const PLAY_TX: f64 = 3.0;
+/// The acknowledgement window the player asks the server to use (what ffmpeg asks for).
+const WINDOW_ACK_SIZE: u32 = 2_500_000;
 
 /// Where a player is in its conversation, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -58,7 +54,7 @@ pub enum Phase {
     Connect,
     /// `createStream` sent, waiting for its `_result`.
     CreateStream,
-    /// `play` sent, waiting for `NetStream.Play.Start` (or media).
+    /// `play` sent, waiting for `NetStream.Play.Start`.
     Play,
     /// Playing, waiting for the first video key frame.
     Keyframe,
@@ -66,55 +62,71 @@ pub enum Phase {
     Counting,
 }
 
+impl Phase {
+    /// The phase of a client session at `phase`.
+    fn of(phase: client::Phase) -> Phase {
+        match phase {
+            client::Phase::Handshake => Phase::Handshake,
+            client::Phase::Connect => Phase::Connect,
+            client::Phase::CreateStream => Phase::CreateStream,
+            client::Phase::Start => Phase::Play,
+            client::Phase::Live | client::Phase::Closed => Phase::Keyframe,
+        }
+    }
+}
+
 /// Why a player's conversation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SessionError {
-    /// The server's handshake was malformed.
-    #[error("handshake: {0}")]
-    Handshake(#[from] HandshakeError),
-    /// The server's chunk stream was malformed.
-    #[error("chunk stream: {0}")]
-    Chunk(#[from] ChunkError),
-    /// A control message from the server was malformed.
-    #[error("control message: {0}")]
-    Control(#[from] ControlError),
-    /// A command from the server was malformed.
-    #[error("command: {0}")]
-    Command(#[from] CommandError),
+    /// The server's handshake, chunk stream, control messages or commands were malformed, or
+    /// it broke the command sequence (refusals are [`SessionError::Rejected`]).
+    #[error(transparent)]
+    Malformed(client::ClientError),
     /// The server refused a step (`_error`, or an error `onStatus`).
     #[error("{phase:?} refused: {code}")]
     Rejected {
         /// The refused step.
         phase: Phase,
-        /// The status code or command name the server answered with.
+        /// The status code the server answered with (`_error` when it gave none).
         code: String,
     },
-    /// The server broke the command sequence.
-    #[error("protocol: {0}")]
-    Protocol(&'static str),
+}
+
+impl<E: Into<client::ClientError>> From<E> for SessionError {
+    fn from(error: E) -> Self {
+        match error.into() {
+            client::ClientError::Refused(Refusal { phase, code, .. }) => SessionError::Rejected {
+                phase: Phase::of(phase),
+                code: if code.is_empty() {
+                    "_error".to_owned()
+                } else {
+                    code
+                },
+            },
+            other => SessionError::Malformed(other),
+        }
+    }
 }
 
 impl SessionError {
     /// A short label failures are counted under in the summary.
     pub fn as_str(&self) -> &'static str {
         match self {
-            SessionError::Handshake(_) => "handshake_error",
-            SessionError::Chunk(_) => "chunk_error",
-            SessionError::Control(_) => "control_error",
-            SessionError::Command(_) => "command_error",
+            SessionError::Malformed(e) => e.as_str(),
             SessionError::Rejected { .. } => "rejected",
-            SessionError::Protocol(_) => "protocol_error",
         }
     }
 }
 
 /// One player's protocol state.
 pub struct Session {
-    target: Arc<Target>,
+    /// The client session, until `Play.Start` (boxed: it is large and short-lived).
+    setup: Option<Box<ClientSession>>,
     phase: Phase,
-    handshake: ClientHandshake,
+    /// From `Play.Start` on: decodes until the key frame (unused once counting).
     decoder: ChunkDecoder,
+    /// From `Play.Start` on: encodes Ping Responses and Acknowledgements.
     encoder: ChunkEncoder,
     /// Bytes to write, in order; the I/O loop advances past what it wrote.
     out: BytesMut,
@@ -132,16 +144,27 @@ impl Session {
     /// A player for `target`; C0+C1 are ready in [`output`](Self::output) at once. `random`
     /// fills C1 and C2 (a shorter slice is repeated).
     pub fn new(target: Arc<Target>, random: &[u8]) -> Self {
-        let mut handshake = ClientHandshake::new(HandshakeKind::Digest, 0, random);
+        let settings = client::ClientSettings {
+            app: target.app.clone(),
+            tc_url: target.tc_url.clone(),
+            stream: target.stream.clone(),
+            role: client::Role::Play,
+            // The player only sends small control messages: no Set Chunk Size needed.
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            window_ack_size: WINDOW_ACK_SIZE,
+            handshake: HandshakeKind::Digest,
+            caps_ex: 0,
+        };
+        let mut setup = Box::new(ClientSession::new(settings, 0, random));
         let mut out = BytesMut::with_capacity(4096);
-        while let Some(bytes) = handshake.poll_output() {
+        while let Some(bytes) = setup.poll_output() {
             out.extend_from_slice(&bytes);
         }
         Session {
-            target,
+            setup: Some(setup),
             phase: Phase::Handshake,
-            handshake,
-            decoder: ChunkDecoder::new(ChunkDecoderLimits::default()),
+            // Replaced by the session's own once live.
+            decoder: ChunkDecoder::default(),
             encoder: ChunkEncoder::new(),
             out,
             window: 0,
@@ -170,17 +193,25 @@ impl Session {
     /// first key frame completes, the bytes behind it in `buf` are counted, `buf` is emptied
     /// and the phase becomes [`Phase::Counting`]: from then on, use [`count`](Self::count).
     pub fn handle_input(&mut self, buf: &mut BytesMut) -> Result<(), SessionError> {
-        if self.phase == Phase::Handshake {
-            let status = self.handshake.handle_input(buf)?;
-            while let Some(bytes) = self.handshake.poll_output() {
+        if let Some(setup) = &mut self.setup {
+            setup.handle_input_until_live(buf)?;
+            while let Some(bytes) = setup.poll_output() {
                 self.out.extend_from_slice(&bytes);
             }
-            if status != HandshakeStatus::Done {
+            // Connected, Live and statuses: the phase says all the reader needs.
+            while setup.poll_event().is_some() {}
+            self.phase = Phase::of(setup.phase());
+            if self.phase != Phase::Keyframe {
                 return Ok(());
             }
-            let connect = client::connect(CONNECT_TX, &self.target.app, &self.target.tc_url);
-            self.queue_command(MessageStreamId::CONNECTION, &connect);
-            self.phase = Phase::Connect;
+            let parts = self
+                .setup
+                .take()
+                .and_then(|setup| setup.into_live_parts())
+                .ok_or(client::ClientError::Protocol(
+                    "live session without a stream",
+                ))?;
+            self.take_over(parts);
         }
         while self.phase != Phase::Counting {
             let Some(message) = self.decoder.decode(buf)? else {
@@ -197,6 +228,16 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// Goes on from the live session's chunk state. It counted the handshake into its
+    /// acknowledgements; this module counts what the decoder consumed (see the module docs).
+    fn take_over(&mut self, parts: LiveParts) {
+        let handshake_bytes = parts.bytes_in - parts.decoder.bytes_received();
+        self.acked = parts.acked.saturating_sub(handshake_bytes);
+        self.window = parts.ack_window;
+        self.decoder = parts.decoder;
+        self.encoder = parts.encoder;
     }
 
     /// Counts `n` more bytes read while counting, acknowledging as the window requires.
@@ -233,20 +274,14 @@ impl Session {
                     self.on_control(control);
                 }
             }
-            MessageType::COMMAND_AMF0 | MessageType::COMMAND_AMF3 => {
-                let command = Command::decode(message.message_type, &message.payload)?;
-                self.on_command(&command)?;
-            }
-            MessageType::VIDEO | MessageType::AUDIO => {
-                if self.phase == Phase::Play {
-                    self.phase = Phase::Keyframe;
-                }
-                let keyframe = message.message_type == MessageType::VIDEO
-                    && VideoTagHeader::parse(&message.payload).is_ok_and(|h| h.is_keyframe());
-                if keyframe && self.phase == Phase::Keyframe {
+            MessageType::VIDEO => {
+                let keyframe =
+                    VideoTagHeader::parse(&message.payload).is_ok_and(|h| h.is_keyframe());
+                if keyframe {
                     self.phase = Phase::Counting;
                 }
             }
+            // Statuses after Play.Start, audio and data: nothing to do.
             _ => {}
         }
         Ok(())
@@ -264,101 +299,9 @@ impl Session {
         }
     }
 
-    fn on_command(&mut self, command: &Command) -> Result<(), SessionError> {
-        let name = command.name.as_str();
-        match (self.phase, name) {
-            (Phase::Connect, "_result") if command.transaction_id == CONNECT_TX => {
-                let create = client::create_stream(CREATE_STREAM_TX);
-                self.queue_command(MessageStreamId::CONNECTION, &create);
-                self.phase = Phase::CreateStream;
-            }
-            (Phase::CreateStream, "_result") if command.transaction_id == CREATE_STREAM_TX => {
-                let stream = stream_id(command)?;
-                let play = client::play(PLAY_TX, &self.target.stream);
-                self.queue_command(stream, &play);
-                let buffer = UserControlEvent::SetBufferLength {
-                    stream,
-                    buffer_ms: PLAYER_BUFFER_MS,
-                };
-                self.queue_control(&ControlMessage::UserControl(buffer));
-                self.phase = Phase::Play;
-            }
-            (Phase::Connect | Phase::CreateStream | Phase::Play, "_error") => {
-                return Err(self.rejected(command));
-            }
-            (Phase::Play, "onStatus") => {
-                let (level, code) = status_fields(command);
-                if code == "NetStream.Play.Start" {
-                    self.phase = Phase::Keyframe;
-                } else if level == "error" || code.ends_with(".Failed") {
-                    return Err(self.rejected(command));
-                }
-            }
-            // onBWDone, _result of other transactions, later statuses: nothing to do.
-            _ => {}
-        }
-        Ok(())
-    }
-
-    fn rejected(&self, command: &Command) -> SessionError {
-        let (_, code) = status_fields(command);
-        SessionError::Rejected {
-            phase: self.phase,
-            code: if code.is_empty() {
-                command.name.clone()
-            } else {
-                code.to_owned()
-            },
-        }
-    }
-
-    fn queue_command(&mut self, stream: MessageStreamId, command: &Command) {
-        let csid = if stream == MessageStreamId::CONNECTION {
-            ChunkStreamId::COMMAND
-        } else {
-            STREAM_COMMAND_CSID
-        };
-        let message = RtmpMessage {
-            chunk_stream_id: csid,
-            timestamp: 0,
-            message_type: MessageType::COMMAND_AMF0,
-            message_stream_id: stream,
-            payload: command.encode(),
-        };
-        self.encoder.encode(&message, &mut self.out);
-    }
-
     fn queue_control(&mut self, control: &ControlMessage) {
         self.encoder.encode(&control.to_message(), &mut self.out);
     }
-}
-
-/// The message stream id in a `createStream` `_result`.
-fn stream_id(command: &Command) -> Result<MessageStreamId, SessionError> {
-    command
-        .arguments
-        .iter()
-        .find_map(Amf0Value::as_number)
-        .filter(|n| n.is_finite() && *n >= 1.0 && *n <= f64::from(u32::MAX))
-        .map(|n| MessageStreamId(n as u32))
-        .ok_or(SessionError::Protocol(
-            "createStream _result without a stream id",
-        ))
-}
-
-/// `(level, code)` of an `onStatus`/`_error`'s info object.
-fn status_fields(command: &Command) -> (&str, &str) {
-    let info = command
-        .arguments
-        .iter()
-        .find_map(Amf0Value::as_object)
-        .or_else(|| command.command_object.as_object());
-    let field = |key: &str| {
-        info.and_then(|o| o.get(key))
-            .and_then(Amf0Value::as_str)
-            .unwrap_or("")
-    };
-    (field("level"), field("code"))
 }
 
 #[cfg(test)]

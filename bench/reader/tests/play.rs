@@ -7,24 +7,22 @@
 //! same target directory (`make test` builds every binary first), or from `CORECAST_FLOOR_BIN`,
 //! `CORECAST_BIN` and `CORECAST_LOADTEST_BIN`.
 
+#[path = "../../floor/tests/support/floor.rs"]
+mod floor;
+#[path = "../../../node/tests/support/process.rs"]
+#[allow(dead_code)] // This test uses a few of the helpers.
+mod process;
+
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// A process killed when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use process::Reaped;
 
 /// Another package's binary from this target directory, or from `env`.
 fn binary(name: &str, env: &str, package: &str) -> PathBuf {
@@ -43,7 +41,7 @@ fn binary(name: &str, env: &str, package: &str) -> PathBuf {
 /// Runs the reader to its end, at most `limit`; returns its exit status and summary.
 fn read(url: &str, args: &[&str], limit: Duration) -> (ExitStatus, Value, Duration) {
     let started = Instant::now();
-    let mut child = Killed(
+    let mut child = Reaped(
         Command::new(env!("CARGO_BIN_EXE_corecast-reader"))
             .arg(url)
             .args(args)
@@ -70,40 +68,10 @@ fn read(url: &str, args: &[&str], limit: Duration) -> (ExitStatus, Value, Durati
     (status, summary, started.elapsed())
 }
 
-/// Starts the floor on a kernel-assigned loopback port.
-fn start_floor() -> (Killed, SocketAddr) {
-    let mut child = Command::new(binary(
-        "corecast-floor",
-        "CORECAST_FLOOR_BIN",
-        "corecast-floor",
-    ))
-    .args([
-        "--listen",
-        "127.0.0.1:0",
-        "--seconds",
-        "30",
-        "--threads",
-        "1",
-    ])
-    .args(["--bitrate-kbps", "1000", "--audio-kbps", "64"])
-    .stdout(Stdio::piped())
-    .stderr(Stdio::inherit())
-    .spawn()
-    .expect("start corecast-floor");
-    let stdout = child.stdout.take().expect("floor stdout");
-    let floor = Killed(child);
-    // The floor prints its address once it listens; it exits after --seconds, ending the read.
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("read the floor's first line");
-    let addr = line
-        .trim()
-        .rsplit(' ')
-        .next()
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
-    (floor, addr)
+/// Starts the floor (one thread, 1000 kbit/s) on a kernel-assigned loopback port.
+fn start_floor() -> (floor::Floor, SocketAddr) {
+    let binary = binary("corecast-floor", "CORECAST_FLOOR_BIN", "corecast-floor");
+    floor::start(&binary, 1, 1000, &[])
 }
 
 /// Asserts that all `players` saw a key frame and counted at least `min_bytes` each.
@@ -143,7 +111,7 @@ fn every_player_of_the_floor_sees_a_key_frame_and_counts_bytes() {
 }
 
 /// Starts a debug Corecast node on free loopback ports; waits for it to be ready.
-fn start_corecast(dir: &std::path::Path) -> (Killed, u16) {
+fn start_corecast(dir: &std::path::Path) -> (Reaped, u16) {
     let binary = binary("corecast", "CORECAST_BIN", "corecast-node");
     for _ in 0..3 {
         let (port, http) = {
@@ -155,7 +123,7 @@ fn start_corecast(dir: &std::path::Path) -> (Killed, u16) {
             )
         };
         let log = dir.join(format!("corecast-{port}.log"));
-        let mut node = Killed(
+        let mut node = Reaped(
             Command::new(&binary)
                 .args(["--rtmp-listen", &format!("127.0.0.1:{port}")])
                 .args(["--http-listen", &http.to_string(), "--cores", "2"])
@@ -194,7 +162,7 @@ fn every_player_of_a_corecast_node_sees_a_key_frame_and_counts_bytes() {
         "CORECAST_LOADTEST_BIN",
         "corecast-loadtest",
     );
-    let _publisher = Killed(
+    let _publisher = Reaped(
         Command::new(harness)
             .args(["publish", &url, "--duration", "30", "--quiet"])
             .args([

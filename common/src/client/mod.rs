@@ -24,6 +24,11 @@
 //!   streams other than the ones this session uses: 2, 3 and 8) or hand them to
 //!   [`ClientSession::send_media`].
 //! - Acknowledgements count every byte read, handshake included, as servers do (§5.4.3).
+//! - **Handing over a live session.** A caller with a read loop of its own (the load tester's
+//!   players and publishers, the benchmark reader that stops decoding after the first key
+//!   frame) runs the setup with [`ClientSession::handle_input_until_live`], which leaves what
+//!   follows `Play.Start`/`Publish.Start` in the buffer, and then takes the chunk state both
+//!   ways and the acknowledgement count with [`ClientSession::into_live_parts`].
 //!
 //! - **Aggregates** (type 22) are split into their audio, video and data sub-messages
 //!   ([`aggregate`]) and reported one [`ClientEvent::Media`] each; a malformed one ends the
@@ -49,6 +54,8 @@ use crate::types::{ChunkStreamId, MessageStreamId, MessageType, RtmpMessage};
 pub mod aggregate;
 pub mod url;
 
+#[cfg(test)]
+mod live_tests;
 #[cfg(test)]
 mod tests;
 
@@ -84,6 +91,8 @@ pub struct ClientSettings {
     pub window_ack_size: u32,
     /// Which handshake to offer.
     pub handshake: HandshakeKind,
+    /// Enhanced RTMP `capsEx` bits to advertise in `connect` (0: none, the field is left out).
+    pub caps_ex: u32,
 }
 
 /// Never prints the stream name (a stream key).
@@ -109,6 +118,7 @@ impl ClientSettings {
             chunk_size: 4096,
             window_ack_size: 2_500_000,
             handshake: HandshakeKind::Plain,
+            caps_ex: 0,
         }
     }
 }
@@ -318,6 +328,10 @@ impl ClientSession {
 
     /// Consumes what the server sent from the front of `buf` (an incomplete message stays).
     pub fn handle_input(&mut self, buf: &mut BytesMut) -> Result<(), ClientError> {
+        self.input(buf, false)
+    }
+
+    fn input(&mut self, buf: &mut BytesMut, until_live: bool) -> Result<(), ClientError> {
         if self.phase == Phase::Handshake {
             let before = buf.len();
             let status = self.handshake.handle_input(buf);
@@ -329,10 +343,15 @@ impl ClientSession {
                 return Ok(());
             }
             self.phase = Phase::Connect;
-            let connect = client::connect(0.0, &self.settings.app, &self.settings.tc_url);
+            let mut connect = client::connect(0.0, &self.settings.app, &self.settings.tc_url);
+            if self.settings.caps_ex != 0 {
+                if let Amf0Value::Object(properties) = &mut connect.command_object {
+                    properties.insert("capsEx", f64::from(self.settings.caps_ex));
+                }
+            }
             self.awaiting = self.send_command(connect, MessageStreamId::CONNECTION);
         }
-        loop {
+        while !(until_live && self.phase == Phase::Live) {
             let before = buf.len();
             let message = self.decoder.decode(buf)?;
             self.bytes_in += (before - buf.len()) as u64;
@@ -560,6 +579,65 @@ impl ClientSession {
             kind: classify(&code, &description),
             code,
             description,
+        })
+    }
+}
+
+/// A live session taken apart, for a caller that reads the stream with its own loop (a load
+/// generator or a benchmark reader that stops decoding after the first key frame): the chunk
+/// state both ways and the acknowledgement bookkeeping, which must carry over byte-exact.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct LiveParts {
+    /// Decodes what follows in the caller's buffer (the server's chunk size and previous
+    /// headers already applied).
+    pub decoder: ChunkDecoder,
+    /// Encodes what the caller sends (at our announced chunk size).
+    pub encoder: ChunkEncoder,
+    /// The message stream id `createStream` answered.
+    pub stream_id: MessageStreamId,
+    /// The window the server asked us to acknowledge at; 0 when it set none.
+    pub ack_window: u32,
+    /// Bytes read so far, handshake included: the acknowledgement sequence number.
+    pub bytes_in: u64,
+    /// `bytes_in` at our last Acknowledgement.
+    pub acked: u64,
+}
+
+impl ClientError {
+    /// A short static label for the kind of failure, as the node's error metrics name it
+    /// (`handshake_error`, `chunk_error`, …; `refused` for a refusal).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ClientError::Handshake(_) => "handshake_error",
+            ClientError::Chunk(_) => "chunk_error",
+            ClientError::Control(_) => "control_error",
+            ClientError::Command(_) => "command_error",
+            ClientError::Refused(_) => "refused",
+            ClientError::Protocol(_) => "protocol_error",
+        }
+    }
+}
+
+impl ClientSession {
+    /// Like [`handle_input`](Self::handle_input), but stops right after the message that made
+    /// the session [`Phase::Live`], leaving what follows in `buf` undecoded, so that a caller
+    /// can go on with [`into_live_parts`](Self::into_live_parts).
+    pub fn handle_input_until_live(&mut self, buf: &mut BytesMut) -> Result<(), ClientError> {
+        self.input(buf, true)
+    }
+
+    /// The live session's parts; `None` before [`Phase::Live`] (or after `close`). Send
+    /// [`poll_output`](Self::poll_output) first: pending bytes are not part of it.
+    pub fn into_live_parts(self) -> Option<LiveParts> {
+        let stream_id = self.stream_id.filter(|_| self.phase == Phase::Live)?;
+        Some(LiveParts {
+            decoder: self.decoder,
+            encoder: self.encoder,
+            stream_id,
+            ack_window: self.ack_window,
+            bytes_in: self.bytes_in,
+            acked: self.acked,
         })
     }
 }

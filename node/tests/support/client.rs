@@ -77,6 +77,24 @@ impl RtmpClient {
         }
     }
 
+    /// A client of `app` that publishes `name`, asserting the node started the publish.
+    pub fn publishing(addr: SocketAddr, app: &str, name: &str) -> RtmpClient {
+        let mut c = Self::connect(addr, app).expect("publisher connects");
+        assert_eq!(
+            c.publish(name).expect("publish"),
+            "NetStream.Publish.Start",
+            "publish {name}"
+        );
+        c
+    }
+
+    /// A client of `app` that plays `name` (NetStream.Play.Start arrived).
+    pub fn playing(addr: SocketAddr, app: &str, name: &str) -> RtmpClient {
+        let mut c = Self::connect(addr, app).expect("player connects");
+        c.play(name).expect("play");
+        c
+    }
+
     /// Handshake and `connect` to `app`; returns once `_result` arrives.
     pub fn connect(addr: SocketAddr, app: &str) -> io::Result<RtmpClient> {
         Self::connect_with(addr, app, Amf0Object::new()).map(|(c, _)| c)

@@ -67,9 +67,26 @@ pub fn create(node: &Node, name: &str) -> (String, String, serde_json::Value) {
     (id, key, created)
 }
 
+/// The livestream as `GET /api/v1/livestreams/{id}` shows it (asserting 200).
+pub fn get(node: &Node, id: &str) -> serde_json::Value {
+    ok(node, "GET", &format!("/api/v1/livestreams/{id}"), None, 200)
+}
+
+/// `POST /api/v1/livestreams/{id}/{action}` (`disable`, `enable`, `reset-key`), asserting
+/// 200; the answer.
+pub fn act(node: &Node, id: &str, action: &str) -> serde_json::Value {
+    ok(
+        node,
+        "POST",
+        &format!("/api/v1/livestreams/{id}/{action}"),
+        None,
+        200,
+    )
+}
+
 /// The livestream's status as `GET` shows it.
 pub fn status_of(node: &Node, id: &str) -> String {
-    ok(node, "GET", &format!("/api/v1/livestreams/{id}"), None, 200)["status"]
+    get(node, id)["status"]
         .as_str()
         .unwrap_or_default()
         .to_owned()
@@ -114,11 +131,11 @@ pub fn publish_with_key(node: &Node, file: &Path, key: &str) -> std::process::Ch
 /// Waits until `GET` shows the livestream with `status`; the body.
 pub fn wait_status(node: &Node, id: &str, status: &str, limit: Duration) -> serde_json::Value {
     super::wait_for(limit, || {
-        let got = ok(node, "GET", &format!("/api/v1/livestreams/{id}"), None, 200);
+        let got = get(node, id);
         (got["status"] == status).then_some(got)
     })
     .unwrap_or_else(|| {
-        let got = ok(node, "GET", &format!("/api/v1/livestreams/{id}"), None, 200);
+        let got = get(node, id);
         panic!("{id} not {status} within {limit:?}: {got}")
     })
 }

@@ -1,9 +1,11 @@
 //! Media made and checked with the real ffmpeg tools.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use super::node::{field, is_line, Node};
 use super::process::{kill_and_reap, output_with_deadline, Reaped};
 
 /// Generates an H.264/AAC FLV of `seconds` with a keyframe every second.
@@ -124,15 +126,54 @@ impl Drop for RtmpSink {
 
 /// `ffmpeg -i URL -c copy -f flv OUT` in the background.
 pub fn play_to_file(url: &str, out: &Path) -> Child {
+    ffmpeg_player(url, &[], out, Stdio::piped())
+}
+
+/// `ffmpeg -i URL -t SECONDS -c copy -f flv OUT` in the background, its stderr dropped.
+pub fn play_seconds_to_file(url: &str, seconds: u32, out: &Path) -> Child {
+    ffmpeg_player(url, &["-t", &seconds.to_string()], out, Stdio::null())
+}
+
+fn ffmpeg_player(url: &str, limit: &[&str], out: &Path, stderr: Stdio) -> Child {
     Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-y", "-i", url])
+        .args(limit)
         .args(["-c", "copy", "-f", "flv"])
         .arg(out)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(stderr)
         .spawn()
         .expect("start ffmpeg player")
+}
+
+/// Starts ffmpeg players of `url` (`stream` is its `app/name`), recording into `dir` as
+/// `{prefix}{i}.flv`, one at a time until the node has logged players on two cores (at most
+/// 16, each logged within 15 s). Returns the players with their files and the cores seen: the
+/// caller asserts there are two.
+pub fn players_on_both_cores(
+    node: &Node,
+    url: &str,
+    stream: &str,
+    dir: &Path,
+    prefix: &str,
+) -> (Vec<(Child, PathBuf)>, BTreeSet<String>) {
+    let mut players = Vec::new();
+    let mut cores = BTreeSet::new();
+    for i in 0..16 {
+        let out = dir.join(format!("{prefix}{i}.flv"));
+        players.push((play_to_file(url, &out), out));
+        let lines = node
+            .wait_log_count(Duration::from_secs(15), i + 1, |l| {
+                is_line(l, "play", stream)
+            })
+            .expect("player registered");
+        cores = lines.iter().filter_map(|l| field(l, "core")).collect();
+        if cores.len() == 2 {
+            break;
+        }
+    }
+    (players, cores)
 }
 
 /// Waits for `child` to exit within `limit`; kills it and returns None otherwise.

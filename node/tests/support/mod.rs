@@ -3,6 +3,7 @@
 
 pub mod callback;
 pub mod client;
+pub mod frames;
 pub mod http;
 pub mod livestreams;
 pub mod media;

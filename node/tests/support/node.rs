@@ -317,7 +317,20 @@ impl Node {
 
     /// `corecast_errors_total{kind}` summed over cores, from a fresh `/metrics`.
     pub fn errors_counted(&self, kind: &str) -> f64 {
-        errors_in(&self.http_request("GET", "/metrics", None).1, kind)
+        errors_in(&self.metrics(), kind)
+    }
+
+    /// The sum of a metric's samples (`name`, or a series with its labels) in a fresh
+    /// `/metrics` (see [`metric_in`]).
+    pub fn metric_sum(&self, name: &str) -> f64 {
+        metric_in(&self.metrics(), name)
+    }
+
+    /// A fresh `/metrics` page, asserting it is served.
+    pub fn metrics(&self) -> String {
+        let (status, body) = self.http_request("GET", "/metrics", None);
+        assert_eq!(status, 200, "GET /metrics");
+        body
     }
 
     /// Kills the process at once (SIGKILL), as a crash would.
@@ -379,6 +392,15 @@ pub fn fast_edge_config(pull: &str) -> String {
         "[cluster]\nrole = \"edge\"\nupstreams = [\"{pull}\"]\nretry_max_secs = 1\n\
          connect_timeout_secs = 1\nnegative_cache_secs = 1\n[http]\nrequest_timeout_secs = 4\n"
     )
+}
+
+/// The sum of a metric's samples (one per core, say) in a `/metrics` page: the lines of
+/// `name` with any labels, or of the one series `name` spells out with its labels.
+pub fn metric_in(page: &str, name: &str) -> f64 {
+    page.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// `corecast_errors_total{kind}` summed over cores, in a `/metrics` page.
