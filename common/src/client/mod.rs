@@ -615,6 +615,7 @@ impl ClientError {
             ClientError::Command(_) => "command_error",
             ClientError::Refused(_) => "refused",
             ClientError::Protocol(_) => "protocol_error",
+            ClientError::Aggregate(_) => "aggregate_error",
         }
     }
 }
