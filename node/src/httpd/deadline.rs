@@ -146,6 +146,12 @@ impl Deadlines {
         }
     }
 
+    /// True while streaming when the last write found the socket full (what hyper buffered is
+    /// not all written yet).
+    pub fn write_blocked(&self) -> bool {
+        self.blocked_since.get().is_some()
+    }
+
     /// Closes the connection now if it is idle (true then): the port needs its slot.
     pub fn evict(&self, now: Instant) -> bool {
         if self.phase.get() != Phase::Idle {
