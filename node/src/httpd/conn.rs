@@ -132,6 +132,8 @@ pub async fn serve<H>(
         // A 101 (or a streamed head) was written: the handler's continuation has the
         // connection now.
         let parts = conn.into_parts();
+        // Dropping hyper's side ended the request (idle, for the port's eviction): it is not.
+        deadlines.on_taken_over();
         next(Upgraded {
             io: parts.io,
             read_ahead: parts.read_buf,
