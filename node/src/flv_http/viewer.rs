@@ -7,7 +7,8 @@
 //! - the queue finished (the publisher left, [`super::publisher_left`]) or was closed: what is
 //!   queued is written, then the last chunk: `closed`;
 //! - the hard bound closed the queue: `slow_consumer` (no last chunk: the body is cut);
-//! - a write made no progress for `http.request_timeout_secs`: `http_write_timeout`;
+//! - a write made no progress for `http.request_timeout_secs`: `http_write_timeout` (also in
+//!   `corecast_errors_total`, as every HTTP write-deadline cut);
 //! - the client closed or reset the connection: `peer_closed`; another socket error:
 //!   `write_error`; nothing sent for `http.idle_timeout_secs`: `http_idle`.
 
@@ -71,6 +72,10 @@ async fn run<T: Transport + 'static>(viewer: Viewer, socket: T, chunked: bool) {
         }
     });
     let reason = future::or(writer, watch_client(&*transport, &viewer.client, idle)).await;
+    if reason == "http_write_timeout" {
+        // Counted as when hyper's write deadline cut HTTP-FLV viewers (`httpd::conn`).
+        viewer.ctx.metrics.error(reason);
+    }
     transport.shutdown();
     viewer.leave(reason);
 }
