@@ -273,6 +273,10 @@ impl CoreContext {
                     r.go_offline();
                     r.set_publisher(None);
                 }
+                // HTTP has no "wait for the publisher": HTTP-FLV viewers end with the stream.
+                for client in self.clients.borrow().values() {
+                    crate::flv_http::publisher_left(client, key);
+                }
             }
             ReplicaOp::AddRemoteCore(core) => {
                 if let Some(replica) = self.existing(key) {

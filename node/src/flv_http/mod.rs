@@ -7,11 +7,25 @@
 //! the same bounds (`player.queue_max_bytes` skips video until a keyframe,
 //! `player.queue_hard_max_bytes` cuts the viewer). Its queue is an FLV queue: each frame goes
 //! out as the FLV tag the frame builds once ([`crate::frame::FrameData::flv_parts`]) and every
-//! viewer on every core shares, the payload never copied. A task per viewer moves the queue
-//! into the response's streamed body ([`crate::httpd::body::Body::channel`]) a merge window
-//! at a time, as an RTMP player's writer does ([`pump`]); hyper sends each window as one
-//! chunk in one vectored write. A viewer that stops reading fills the body channel, then its queue, and is cut
-//! at the hard bound, or earlier by the HTTP write deadline (see [`crate::httpd::deadline`]).
+//! viewer on every core shares, the payload never copied.
+//!
+//! hyper answers the request (status, `Content-Type: video/x-flv`, CORS, `Transfer-Encoding:
+//! chunked`), then gives the socket back once the head is written
+//! ([`crate::httpd::upgrade::Upgrades::register_after_head`]), and the viewer is written from
+//! then on exactly as an RTMP player is: by [`crate::writer::run_writer`] over its queue, a
+//! merge window per `sendmsg`, the queue's slices borrowed, through a transport that frames
+//! each write as one HTTP chunk ([`chunked`]: the size line and CRLF as two small extra
+//! slices). No task between the queue and the socket, no channel, no copy or clone of a slice.
+//! A viewer that stops reading fills its kernel send buffer (`player.socket_send_buffer_bytes`,
+//! as for RTMP players), then its queue, and is cut at the hard bound, or when a write makes
+//! no progress for `http.request_timeout_secs`.
+//!
+//! The response ends when the stream does: when the publisher leaves, the viewers' queues
+//! finish ([`publisher_left`]), what is queued is written and the body ends with its last
+//! chunk (`0\r\n\r\n`), then the connection closes (it is never reused: the head says
+//! `Connection: close`). HTTP has no "wait for the publisher" (an RTMP player waits): players
+//! reconnect. A client that closes is seen by the read side at once (EOF); nothing sent for
+//! `http.idle_timeout_secs` ends the viewer too (`http_idle`).
 //!
 //! On an edge (a node that pulls), a request for a stream the node does not have yet joins
 //! it as a player would, which starts the pull, and waits for the stream's first bytes at
@@ -36,23 +50,23 @@ use std::rc::Rc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures_lite::future;
 use hyper::header::{HeaderValue, ACCESS_CONTROL_ALLOW_ORIGIN};
-use hyper::{Method, StatusCode};
+use hyper::{Method, StatusCode, Version};
 use tracing::info;
 
 use crate::api::ApiError;
 use crate::clients::{ClientHandle, ClientRole};
 use crate::core::CoreContext;
-use crate::httpd::body::{with_type, Body, BodySender};
+use crate::httpd::body::{with_type, Body};
 use crate::httpd::upgrade::{Continuation, Upgraded, Upgrades};
 use crate::httpd::{self, ready, Params, Reply, Request, Response};
 use crate::outbound::Outbound;
 use crate::queue::{QueueLimits, SubscriberQueue};
 use crate::stream::Player;
 
-mod pump;
+pub mod chunked;
+mod viewer;
 pub mod ws;
 
 /// App names that would shadow the node's own paths on `http.listen`.
@@ -73,12 +87,8 @@ pub const ERROR_KINDS: [&str; 5] = [
 /// The FLV file header (version 1, audio and video present) and the first previous-tag size.
 pub const FLV_HEADER: [u8; 13] = [b'F', b'L', b'V', 1, 0x05, 0, 0, 0, 9, 0, 0, 0, 0];
 
-/// Batches (a merge window each) waiting between a viewer's queue and hyper: the queue holds
-/// the rest, counted against its bounds.
-const BODY_CHANNEL_BATCHES: usize = 2;
-
-/// How often a viewer with nothing to send checks that its connection is still there.
-const CLOSED_CHECK: Duration = Duration::from_secs(1);
+/// The transports of viewers that end with their stream's publisher ([`publisher_left`]).
+pub const TRANSPORTS: [&str; 2] = ["http_flv", "ws_flv"];
 
 /// Why a request for `app`/`name` is refused, if it is.
 pub fn refusal(app: &str, name: &str) -> Option<&'static str> {
@@ -105,6 +115,8 @@ pub fn play(ctx: &Rc<CoreContext>, request: Request, params: Params) -> Reply {
         return ready(refuse(ctx, peer, &app, "http_flv_ws_handshake", error));
     }
     let head = request.method() == Method::HEAD;
+    // hyper answers HTTP/1.0 close-delimited, HTTP/1.1 chunked: the body must match.
+    let chunked = request.version() >= Version::HTTP_11;
     let query = request.uri().query().map(str::to_owned);
     let ctx = Rc::clone(ctx);
     Box::pin(async move {
@@ -144,12 +156,16 @@ pub fn play(ctx: &Rc<CoreContext>, request: Request, params: Params) -> Reply {
                 response
             }
             _ => {
-                let (mut sender, body) = Body::channel(BODY_CHANNEL_BATCHES);
-                // The channel is empty: the header always fits.
-                if sender.try_send(Bytes::from_static(&FLV_HEADER)).is_ok() {
-                    watch(viewer, sender);
-                }
-                cors(with_type(StatusCode::OK, "video/x-flv", body))
+                let upgrades = ctx.feature::<Upgrades>();
+                // A connection whose head is never written drops this, and the viewer with it.
+                let next: Continuation =
+                    Box::new(move |upgraded| Box::pin(viewer::serve(viewer, upgraded, chunked)));
+                upgrades.register_after_head(peer, next);
+                // A streamed body (so hyper frames it chunked and says so) that hyper never
+                // gets a byte of: the connection is taken over once the head is written.
+                let (_, body) = Body::channel(1);
+                let response = with_type(StatusCode::OK, "video/x-flv", body);
+                cors(httpd::closing(response))
             }
         }
     })
@@ -313,24 +329,24 @@ impl Drop for Viewer {
     }
 }
 
-/// Serves the viewer's stream to `sender`'s response in a task of its own, until the
-/// response or the queue ends.
-fn watch(viewer: Viewer, sender: BodySender) {
-    glommio::spawn_local(async move {
-        let queue = Rc::clone(&viewer.out.queue);
-        let sent = |n: usize| viewer.sent(n);
-        let watcher = sender.clone();
-        let window = merge_window(&viewer.ctx);
-        let reason = future::or(pump::run(&queue, sender, window, &sent), async {
-            while !watcher.is_closed() {
-                glommio::timer::Timer::new(CLOSED_CHECK).await;
-            }
-            "peer_closed"
-        })
-        .await;
-        viewer.leave(reason);
-    })
-    .detach();
+/// The publisher of `key` left: `client`, when it is an HTTP-FLV or WebSocket-FLV viewer of
+/// it, ends once what is queued is written (the core calls this for each of its clients).
+pub fn publisher_left(client: &ClientHandle, key: &str) {
+    if TRANSPORTS.contains(&client.transport.get())
+        && client.stream.borrow().as_deref() == Some(key)
+    {
+        client.out.queue.borrow_mut().finish();
+    }
+}
+
+/// Makes `queue` wait for the core's flush tick when `merge_window` is set (starting this
+/// core's clock if nothing did yet), as the RTMP writer does.
+fn start_batching(queue: &RefCell<SubscriberQueue>, merge_window: Duration) {
+    let batching = !merge_window.is_zero();
+    if batching {
+        crate::tick::start(merge_window);
+    }
+    queue.borrow_mut().set_batching(batching);
 }
 
 /// `player.merge_window_ms`: viewers batch their writes as RTMP players do.
@@ -353,7 +369,7 @@ async fn watch_ws(viewer: Viewer, upgraded: Upgraded) {
         return;
     }
     let queue = Rc::clone(&viewer.out.queue);
-    pump::start_batching(&queue, merge_window(&viewer.ctx));
+    start_batching(&queue, merge_window(&viewer.ctx));
     let sent = |n: usize| viewer.sent(n);
     let reason = ws::run(&io, upgraded.read_ahead, &queue, timeouts, &sent).await;
     viewer.leave(reason);

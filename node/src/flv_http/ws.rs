@@ -12,7 +12,8 @@
 //!
 //! Deadlines, since hyper's no longer apply: a write that makes no progress for
 //! `http.request_timeout_secs` cuts the viewer (`http_write_timeout`), as does nothing to send
-//! for `http.idle_timeout_secs` (a stream whose publisher left).
+//! for `http.idle_timeout_secs`. When the publisher leaves, the queue finishes
+//! ([`super::publisher_left`]) and the viewer ends once it is written (`closed`).
 
 use std::cell::RefCell;
 use std::future::poll_fn;
@@ -305,7 +306,7 @@ async fn queued(queue: &RefCell<SubscriberQueue>) -> Option<usize> {
         if q.is_closed() {
             return Poll::Ready(None);
         }
-        // As the RTMP writer and the HTTP-FLV pump: queued media waits for the core's flush
+        // As the RTMP writer (which HTTP-FLV viewers use too): queued media waits for the core's flush
         // tick when a merge window is set, so a message (one write) carries a window.
         if !q.ready_to_write() {
             q.set_writer(cx.waker());

@@ -18,7 +18,13 @@
 //!
 //! Each connection joins its port's [`Slots`]; taking the port's last slot closes the
 //! connection idle longest ([`super::slots`]).
+//!
+//! A connection ends its hyper part early when a handler takes it over ([`super::upgrade`]):
+//! after a 101, or once the head of a streamed response registered with
+//! [`Upgrades::register_after_head`] is on the socket (hyper asked that body for its first
+//! bytes and found none, and no write waits for the socket).
 
+use std::cell::Cell;
 use std::convert::Infallible;
 use std::future::poll_fn;
 use std::net::SocketAddr;
@@ -105,6 +111,7 @@ pub async fn serve<H>(
     let slots = ctx.feature::<PortSlots>().of(port.label);
     slots.join(&deadlines, port.max_connections, now);
     let io = Io::new(stream, Rc::clone(&deadlines), port.quick_ack);
+    let handed_off: Rc<Cell<bool>> = Rc::default();
     let service = Service(Rc::new(Shared {
         handler,
         deadlines: Rc::clone(&deadlines),
@@ -112,13 +119,21 @@ pub async fn serve<H>(
         port,
         ctx: Rc::clone(ctx),
         slots,
+        handed_off: Rc::clone(&handed_off),
     }));
     let mut conn = builder(&limits).serve_connection(io, service);
-    let ended = drive(&mut conn, &deadlines).await;
-    let upgrade = ctx.feature::<Upgrades>().take(peer);
+    let ended = drive(&mut conn, &deadlines, &handed_off).await;
+    let upgrades = ctx.feature::<Upgrades>();
+    let after_head = upgrades.takes_over_after_head(peer);
+    let upgrade = upgrades
+        .take(peer)
+        .filter(|_| !after_head || handed_off.get());
     if let (Ok(Ok(())), Some(next)) = (&ended, upgrade) {
-        // A 101 was written: the handler's continuation has the connection now.
+        // A 101 (or a streamed head) was written: the handler's continuation has the
+        // connection now.
         let parts = conn.into_parts();
+        // Dropping hyper's side ended the request (idle, for the port's eviction): it is not.
+        deadlines.on_taken_over();
         next(Upgraded {
             io: parts.io,
             read_ahead: parts.read_buf,
@@ -131,11 +146,14 @@ pub async fn serve<H>(
     }
 }
 
-/// Runs hyper's connection until it ends (`Ok`) or its deadline passes (`Err`, with the phase
-/// it was in).
+/// Runs hyper's connection until it ends (`Ok`), its deadline passes (`Err`, with the phase
+/// it was in) or a response is taken over after its head (`Ok`: `handed_off` is set once
+/// hyper asked for the body, and hyper's buffer, the head, is written out once no write
+/// waits for the socket).
 async fn drive<S, B>(
     conn: &mut http1::Connection<Io, S>,
     deadlines: &Deadlines,
+    handed_off: &Cell<bool>,
 ) -> Result<hyper::Result<()>, Phase>
 where
     S: hyper::service::HttpService<Incoming, ResBody = B> + Unpin,
@@ -148,6 +166,9 @@ where
     poll_fn(|cx| {
         if let Poll::Ready(result) = conn.poll_without_shutdown(cx) {
             return Poll::Ready(Ok(result));
+        }
+        if handed_off.get() && !deadlines.write_blocked() {
+            return Poll::Ready(Ok(Ok(())));
         }
         watchdog.poll(cx, deadlines).map(Err)
     })
@@ -234,6 +255,8 @@ struct Shared<H> {
     port: Port,
     ctx: Rc<CoreContext>,
     slots: Rc<Slots>,
+    /// Set when a response taken over after its head has its head written (see [`drive`]).
+    handed_off: Rc<Cell<bool>>,
 }
 
 /// hyper's view of a port's handler: reads the body within the limits, then calls it.
@@ -252,10 +275,19 @@ where
         let shared = Rc::clone(&self.0);
         Box::pin(async move {
             let response = shared.answer(request).await;
+            let mut hand_off = None;
             if response.body().is_streaming() {
                 shared.deadlines.on_stream(Instant::now());
+                let upgrades = shared.ctx.feature::<Upgrades>();
+                if upgrades.takes_over_after_head(shared.peer) {
+                    hand_off = Some(Rc::clone(&shared.handed_off));
+                }
             }
-            Ok(response.map(|body| Tracked { body, _done: done }))
+            Ok(response.map(|body| Tracked {
+                body,
+                _done: done,
+                hand_off,
+            }))
         })
     }
 }
@@ -363,6 +395,9 @@ async fn read_body(
 pub struct Tracked {
     body: Body,
     _done: RequestDone,
+    /// For a response taken over after its head: set (instead of giving hyper any of the
+    /// body) when hyper first asks for body bytes, its head written into its buffer.
+    hand_off: Option<Rc<Cell<bool>>>,
 }
 
 impl hyper::body::Body for Tracked {
@@ -373,6 +408,12 @@ impl hyper::body::Body for Tracked {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Infallible>>> {
+        if let Some(handed_off) = &self.hand_off {
+            // The connection's task stops driving hyper once the head is out; nothing wakes
+            // this poll again.
+            handed_off.set(true);
+            return Poll::Pending;
+        }
         Pin::new(&mut self.body).poll_frame(cx)
     }
 
@@ -433,11 +474,15 @@ mod tests {
             let (tx, body) = Body::channel(4);
             glommio::spawn_local(produce(tx)).detach();
             for_service.on_stream(Instant::now());
-            let response = hyper::Response::new(Tracked { body, _done: done });
+            let response = hyper::Response::new(Tracked {
+                body,
+                _done: done,
+                hand_off: None,
+            });
             std::future::ready(Ok::<_, Infallible>(response))
         });
         let mut conn = builder(&LIMITS).serve_connection(io, service);
-        drive(&mut conn, &deadlines).await
+        drive(&mut conn, &deadlines, &Cell::new(false)).await
     }
 
     #[test]

@@ -146,6 +146,19 @@ impl Deadlines {
         }
     }
 
+    /// The connection was taken over from hyper ([`super::upgrade`]): it is busy for as long
+    /// as it lives, never idle, so the port's eviction never picks it (closing it would be
+    /// up to a watchdog nobody polls any more); the continuation keeps its own deadlines.
+    pub fn on_taken_over(&self) {
+        self.phase.set(Phase::Streaming);
+    }
+
+    /// True while streaming when the last write found the socket full (what hyper buffered is
+    /// not all written yet).
+    pub fn write_blocked(&self) -> bool {
+        self.blocked_since.get().is_some()
+    }
+
     /// Closes the connection now if it is idle (true then): the port needs its slot.
     pub fn evict(&self, now: Instant) -> bool {
         if self.phase.get() != Phase::Idle {
@@ -300,6 +313,23 @@ mod tests {
         );
         drop(done);
         assert_eq!(d.phase(), Phase::Idle);
+    }
+
+    #[test]
+    fn a_connection_taken_over_is_never_idle_and_its_blocked_writes_are_known() {
+        let t0 = Instant::now();
+        let d = Deadlines::new(IDLE, REQUEST, t0);
+        let done = d.on_request(t0);
+        d.on_stream(t0);
+        d.on_write(t0, false);
+        assert!(d.write_blocked(), "the head is not all out");
+        d.on_write(t0, true);
+        assert!(!d.write_blocked());
+        // hyper's side is dropped (the request ends), then the continuation runs.
+        drop(done);
+        d.on_taken_over();
+        assert!(!d.evict(t0), "the port's eviction leaves it alone");
+        assert_eq!(d.phase(), Phase::Streaming);
     }
 
     #[test]

@@ -131,6 +131,12 @@ impl Io {
 }
 
 impl Io {
+    /// The socket, given back (a connection taken over after its response head: see
+    /// [`super::upgrade`]).
+    pub fn into_stream(self) -> Stream {
+        self.stream
+    }
+
     /// Tells the deadlines whether a write made progress (a streamed response is timed by it).
     fn written(&self, polled: &Poll<io::Result<usize>>) {
         match polled {
@@ -213,8 +219,11 @@ impl hyper::rt::Write for Io {
             // rustls may still hold records the socket did not take.
             Stream::Tls(stream) => {
                 let flushed = stream.poll_flush_records(cx);
-                if flushed.is_pending() {
-                    self.deadlines.on_write(Instant::now(), false);
+                match flushed {
+                    Poll::Pending => self.deadlines.on_write(Instant::now(), false),
+                    // All written: the socket is no longer full.
+                    Poll::Ready(Ok(())) => self.deadlines.on_write(Instant::now(), true),
+                    Poll::Ready(Err(_)) => {}
                 }
                 flushed
             }

@@ -23,7 +23,9 @@
 //!
 //! Upgrades (`with_upgrades`) need `Send` I/O, which glommio's stream is not. A handler that
 //! answers 101 (WebSocket-FLV) registers a continuation ([`upgrade`]); the connection's task
-//! takes the stream back from hyper (`poll_without_shutdown`, `into_parts`) and runs it.
+//! takes the stream back from hyper (`poll_without_shutdown`, `into_parts`) and runs it. A
+//! handler can also take a streamed response over once hyper has written its head (HTTP-FLV:
+//! the body is then written by the RTMP players' writer, see [`upgrade`]).
 //!
 //! # Layout
 //! - [`io`]: the hyper I/O adapter over glommio's `TcpStream`.
@@ -32,7 +34,7 @@
 //! - [`body`]: [`Body`], the response body (whole byte chunks, length known).
 //! - [`router`]: a static table of routes that a port's handlers plug into.
 //! - [`slots`]: a port's per-core connections (idle eviction) and body bytes in flight.
-//! - [`upgrade`]: connections taken over after a 101.
+//! - [`upgrade`]: connections taken over after a 101 or a streamed head.
 
 pub mod batch;
 pub mod body;

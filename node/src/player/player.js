@@ -227,6 +227,11 @@
     playing();
   });
   video.addEventListener("waiting", () => status("buffering…"));
+  // The stream ended (an FLV response ends when the publisher leaves; the video plays out
+  // what it has, then ends, paused, which the watchdog leaves alone): look for it again.
+  video.addEventListener("ended", () => {
+    if (state.hls || state.flv) retry("the stream ended: waiting for it to come back…");
+  });
   setInterval(refresh, REFRESH_MS);
   setInterval(watchdog, 1000);
   start();
