@@ -355,6 +355,13 @@ fn a_segment_is_its_parts_byte_for_byte_and_sent_whole() {
     assert_eq!(whole.header("content-length"), whole.body.len().to_string());
     assert!(whole.body.len() > 64 * 1024, "{} bytes", whole.body.len());
     assert!(whole.body == joined, "segment {msn} is not its parts");
+    // The window's finished segments are held in memfds (one each), not on the heap.
+    let memfds = std::fs::read_dir(format!("/proc/{}/fd", node.pid()))
+        .expect("the node's descriptors")
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().contains("memfd:corecast-media"))
+        .count();
+    assert!(memfds >= 2, "{memfds} segments in memfds");
     stop(publisher);
 }
 
