@@ -284,11 +284,22 @@ fn a_publisher_restart_changes_the_prefix_and_reuses_no_name() {
     stop(second);
 }
 
-/// A finished segment is served whole (from its memfd, with `sendfile`, when `hls.sendfile`
-/// is on as by default) and is byte for byte its parts, with the media headers.
+/// A finished segment is served whole from its memfd, with `sendfile` (`hls.sendfile`, on by
+/// default), and is byte for byte its parts, with the media headers.
 #[test]
 fn a_segment_is_its_parts_byte_for_byte_and_sent_whole() {
-    let (node, dir) = node();
+    segment_is_its_parts("", true);
+}
+
+/// The same with `hls.sendfile = false`: no memfd, the parts' bytes copied.
+#[test]
+fn without_sendfile_a_segment_is_still_its_parts() {
+    segment_is_its_parts("[hls]\nsendfile = false\n", false);
+}
+
+fn segment_is_its_parts(config: &str, in_memfds: bool) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = Node::start(2, config, dir.path());
     // Noise keeps segments well over what is sent with sendfile (64 KiB).
     let source = dir.path().join("noise.flv");
     let made = output_with_deadline(
@@ -361,7 +372,11 @@ fn a_segment_is_its_parts_byte_for_byte_and_sent_whole() {
         .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
         .filter(|target| target.to_string_lossy().contains("memfd:corecast-media"))
         .count();
-    assert!(memfds >= 2, "{memfds} segments in memfds");
+    if in_memfds {
+        assert!(memfds >= 2, "{memfds} segments in memfds");
+    } else {
+        assert_eq!(memfds, 0, "hls.sendfile is off");
+    }
     stop(publisher);
 }
 
