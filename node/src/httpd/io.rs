@@ -9,7 +9,8 @@
 //!   input, mostly to find none. Each read tells the connection's [`Deadlines`]
 //!   that bytes came, and can set `TCP_QUICKACK` again (RTMPT: see [`Io::new`]).
 //! - *Writes* are vectored: hyper's queued write strategy gives the response head and each
-//!   body chunk as its own slice, and [`poll_write_vectored`] sends them in one `sendmsg`.
+//!   body chunk as its own slice, and `corecast_transport::poll_write_vectored` sends them in
+//!   one `sendmsg`.
 //!   glommio 0.9's `TcpStream` has no vectored write, so without this hyper would flatten
 //!   (copy) every body into its head buffer. When the socket is full (EAGAIN) the first slice
 //!   goes through glommio's `poll_write`, which is how glommio waits for writability. A large
