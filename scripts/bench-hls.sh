@@ -25,7 +25,9 @@
 # Environment: DURATION (15 s per run), KBPS (1000), GOP_FRAMES (60), PART_MS (200),
 # LAT_VIEWERS (20), PLAIN_VIEWERS (1000), FLV_VIEWERS (500), CORES (Corecast executors, 0 =
 # all CPUs), RUNS ("latency plain ll-vs-plain flv-vs-rtmp"), READER (0), PROFILE (release;
-# "debug" only checks the script), CARGO. Results: target/bench-hls/ (summary.md, rows.jsonl).
+# "debug" only checks the script), CARGO, CORECAST (the node binary; default the profile's
+# build: set it to compare two builds, A B A B), OUT (results folder, default target/bench-hls/:
+# summary.md, rows.jsonl).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/bench-lib.sh
@@ -43,7 +45,7 @@ RUNS=${RUNS:-"latency plain ll-vs-plain flv-vs-rtmp"}
 READER=${READER:-0}
 PROFILE=${PROFILE:-release}
 CARGO=${CARGO:-cargo}
-OUT=target/bench-hls
+OUT=${OUT:-target/bench-hls}
 mkdir -p "$OUT"
 
 command -v python3 >/dev/null || { echo "bench-hls: needs python3" >&2; exit 1; }
@@ -59,6 +61,7 @@ else
   "$CARGO" build "${PACKAGES[@]}"
   BIN=target/debug
 fi
+CORECAST=${CORECAST:-$BIN/corecast}
 # 1000 viewers plus the servers' files: raise the open-file limit as far as allowed.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
@@ -82,7 +85,7 @@ part_target_ms = $PART_MS
 [log]
 level = "warn"
 CONF
-  "$BIN/corecast" --config "$OUT/corecast.toml" --rtmp-listen "127.0.0.1:$1" \
+  "$CORECAST" --config "$OUT/corecast.toml" --rtmp-listen "127.0.0.1:$1" \
     --http-listen "127.0.0.1:$2" --cores "$CORES" >/dev/null 2>"$OUT/corecast.log" &
   echo $!
 }

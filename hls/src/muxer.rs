@@ -419,6 +419,12 @@ impl Muxer {
         &self.window
     }
 
+    /// Makes `whole`, a copy of finished segment `msn`'s bytes, its body and its parts'
+    /// storage (see [`Window::relocate`]).
+    pub fn relocate_segment(&mut self, msn: u64, whole: Bytes) -> bool {
+        self.window.relocate(msn, whole)
+    }
+
     /// The configuration.
     pub fn config(&self) -> &MuxerConfig {
         &self.config

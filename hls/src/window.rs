@@ -4,6 +4,11 @@
 //! 4.4.4.9: a segment is the concatenation of its partial segments), so serving a segment is
 //! writing the parts' `Bytes` in order, with no copy. Segments that left the playlist stay
 //! [`RETIRED_SEGMENTS`] more segments, for players and CDNs still fetching them.
+//!
+//! A finished segment can be *relocated* ([`Window::relocate`]): its bytes, already copied
+//! by the caller into one contiguous buffer (the node: one memfd per segment, sent with
+//! `sendfile`), become the segment's body as one `Bytes`, and its parts become slices of
+//! it, so the window holds the media once, not twice.
 
 use std::collections::VecDeque;
 
@@ -33,6 +38,8 @@ pub struct Segment {
     pub start: u64,
     /// The parts, in order.
     pub parts: Vec<Part>,
+    /// The parts' bytes as one contiguous buffer, once [`Window::relocate`]d.
+    pub whole: Option<Bytes>,
 }
 
 impl Segment {
@@ -51,8 +58,11 @@ impl Segment {
         self.len() == 0
     }
 
-    /// The body: the parts' bytes, in order (cheap clones).
+    /// The body: the parts' bytes, in order (cheap clones), or the one relocated buffer.
     pub fn body(&self) -> Vec<Bytes> {
+        if let Some(whole) = &self.whole {
+            return vec![whole.clone()];
+        }
         self.parts.iter().map(|p| p.bytes.clone()).collect()
     }
 }
@@ -82,6 +92,7 @@ impl Window {
                 msn: 0,
                 start: 0,
                 parts: Vec::new(),
+                whole: None,
             },
             listed,
             longest_ever: 0,
@@ -105,6 +116,7 @@ impl Window {
             msn: self.current.msn + 1,
             start: self.current.start + self.current.duration(),
             parts: Vec::new(),
+            whole: None,
         };
         let done = std::mem::replace(&mut self.current, next);
         let msn = done.msn;
@@ -142,6 +154,34 @@ impl Window {
             return self.current.parts.get(index);
         }
         self.segment(msn)?.parts.get(index)
+    }
+
+    /// Makes `whole` the body of finished segment `msn` and its parts slices of it. `whole`
+    /// must hold exactly the segment's bytes, in order (checked by length here; the bytes
+    /// are the caller's copy of [`Segment::body`]). False, and nothing changed, when the
+    /// segment is gone, already relocated, or the length differs.
+    pub fn relocate(&mut self, msn: u64, whole: Bytes) -> bool {
+        let Some(first) = self.finished.front().map(|s| s.msn) else {
+            return false;
+        };
+        let Some(index) = msn.checked_sub(first).and_then(|i| usize::try_from(i).ok()) else {
+            return false;
+        };
+        let Some(segment) = self.finished.get_mut(index) else {
+            return false;
+        };
+        if segment.whole.is_some() || segment.len() != whole.len() {
+            return false;
+        }
+        let mut at = 0;
+        for part in &mut segment.parts {
+            let len = part.bytes.len();
+            debug_assert_eq!(part.bytes, whole.slice(at..at + len));
+            part.bytes = whole.slice(at..at + len);
+            at += len;
+        }
+        segment.whole = Some(whole);
+        true
     }
 
     /// Bytes of media held: every part of the listed, retired and current segments.
@@ -183,6 +223,41 @@ mod tests {
         assert_eq!(window.current().msn, 6);
         assert_eq!(window.current().start, 6 * 15);
         assert!(window.part(6, 0).is_none());
+    }
+
+    #[test]
+    fn a_relocated_segment_serves_one_buffer_and_its_parts_slice_it() {
+        let mut window = Window::new(2);
+        for bytes in [&b"abc"[..], b"de"] {
+            window.push_part(Part {
+                bytes: Bytes::copy_from_slice(bytes),
+                duration: 1,
+                independent: true,
+            });
+        }
+        assert_eq!(window.finish_segment(), Some(0));
+        let held = window.held_bytes();
+        assert!(
+            !window.relocate(0, Bytes::from_static(b"abcd")),
+            "wrong length"
+        );
+        assert!(
+            !window.relocate(1, Bytes::from_static(b"abcde")),
+            "not finished"
+        );
+        let whole = Bytes::from_static(b"abcde");
+        assert!(window.relocate(0, whole.clone()));
+        assert!(!window.relocate(0, whole.clone()), "only once");
+        let segment = window.segment(0).expect("held");
+        assert_eq!(segment.body(), vec![whole.clone()]);
+        let part = window.part(0, 1).expect("held");
+        assert_eq!(part.bytes, Bytes::from_static(b"de"));
+        assert_eq!(
+            part.bytes.as_ptr(),
+            whole[3..].as_ptr(),
+            "a slice of the buffer"
+        );
+        assert_eq!(window.held_bytes(), held, "the same bytes, held once");
     }
 
     #[test]

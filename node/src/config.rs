@@ -97,6 +97,11 @@ pub struct NodeConfig {
     /// io_uring registered memory per executor. Corecast's sockets do not use registered
     /// buffers, so this stays small; it must fit the memlock limit (`ulimit -l`).
     pub io_memory_bytes: usize,
+    /// Entries of each executor's io_uring rings (glommio's default is 128). The kernel sizes
+    /// the table it searches on every cancel by this (8 buckets at 128, 256 from 4096): every
+    /// idle keep-alive connection holds a poll in it, so with thousands of HTTP viewers a
+    /// small ring makes each cancel walk long chains (`io_poll_find`).
+    pub io_ring_depth: usize,
     /// Capacity of each core-to-core channel, in messages.
     pub core_channel_capacity: usize,
     /// On SIGTERM/SIGINT: stop accepting, report not ready, and wait this long for
@@ -119,6 +124,7 @@ impl Default for NodeConfig {
             cores: 0,
             pin_cores: true,
             io_memory_bytes: 256 * 1024,
+            io_ring_depth: 4096,
             core_channel_capacity: 1024,
             shutdown_grace_secs: 10,
             reconnect_url: String::new(),
@@ -811,6 +817,9 @@ impl Config {
                     format!("{u:?} is not host:port"),
                 ));
             }
+        }
+        if !(1..=32768).contains(&self.node.io_ring_depth) {
+            return Err(invalid("node.io_ring_depth", "must be 1..=32768"));
         }
         if self.node.core_channel_capacity < 16 {
             return Err(invalid("node.core_channel_capacity", "must be at least 16"));

@@ -118,6 +118,7 @@ pub fn run(config: Config, reloader: Option<crate::reload::Reloader>) -> anyhow:
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("corecast-core-{index}"))
             .io_memory(shared.config().node.io_memory_bytes)
+            .ring_depth(shared.config().node.io_ring_depth)
             .spawn(move || async move {
                 let core = CoreStart {
                     id: CoreId(index),

@@ -284,6 +284,102 @@ fn a_publisher_restart_changes_the_prefix_and_reuses_no_name() {
     stop(second);
 }
 
+/// A finished segment is served whole from its memfd, with `sendfile` (`hls.sendfile`, on by
+/// default), and is byte for byte its parts, with the media headers.
+#[test]
+fn a_segment_is_its_parts_byte_for_byte_and_sent_whole() {
+    segment_is_its_parts("", true);
+}
+
+/// The same with `hls.sendfile = false`: no memfd, the parts' bytes copied.
+#[test]
+fn without_sendfile_a_segment_is_still_its_parts() {
+    segment_is_its_parts("[hls]\nsendfile = false\n", false);
+}
+
+fn segment_is_its_parts(config: &str, in_memfds: bool) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = Node::start(2, config, dir.path());
+    // Noise keeps segments well over what is sent with sendfile (64 KiB).
+    let source = dir.path().join("noise.flv");
+    let made = output_with_deadline(
+        Command::new("ffmpeg")
+            .args([
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+            ])
+            .arg("testsrc=size=320x180:rate=25,noise=alls=60:allf=t")
+            .args([
+                "-t",
+                "20",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-crf",
+                "16",
+            ])
+            .args(["-g", "25", "-pix_fmt", "yuv420p", "-f", "flv"])
+            .arg(&source),
+        Duration::from_secs(120),
+    );
+    assert!(made.status.success(), "ffmpeg could not make the source");
+    let publisher = publish(&source, &node.url("live/whole"));
+    let playlist = live_playlist(&node, "/hls/live/whole/index.m3u8", 2);
+    let segment = playlist
+        .lines()
+        .rev()
+        .find(|l| !l.starts_with('#') && l.contains("/s") && l.ends_with(".m4s"))
+        .expect("a segment listed")
+        .to_owned();
+    let (prefix, name) = segment.split_once('/').expect("prefix/name");
+    let msn = &name[1..name.len() - 4];
+    let parts: Vec<String> = playlist
+        .lines()
+        .filter(|l| l.starts_with("#EXT-X-PART:"))
+        .map(|l| uri_of(l, "#EXT-X-PART:"))
+        .filter(|uri| uri.starts_with(&format!("{prefix}/p{msn}.")))
+        .collect();
+    assert!(
+        !parts.is_empty(),
+        "segment {msn}'s parts listed in\n{playlist}"
+    );
+    let mut joined = Vec::new();
+    for part in &parts {
+        let answer = get(node.http, &format!("/hls/live/whole/{part}"));
+        assert_eq!(answer.status, 200, "{part}");
+        joined.extend_from_slice(&answer.body);
+    }
+    let whole = get(node.http, &format!("/hls/live/whole/{segment}"));
+    assert_eq!(whole.status, 200, "{segment}");
+    assert_eq!(whole.header("content-type"), "video/iso.segment");
+    assert_eq!(
+        whole.header("cache-control"),
+        "public, max-age=31536000, immutable"
+    );
+    assert_eq!(whole.header("access-control-allow-origin"), "*");
+    assert_eq!(whole.header("content-length"), whole.body.len().to_string());
+    assert!(whole.body.len() > 64 * 1024, "{} bytes", whole.body.len());
+    assert!(whole.body == joined, "segment {msn} is not its parts");
+    // The window's finished segments are held in memfds (one each), not on the heap.
+    let memfds = std::fs::read_dir(format!("/proc/{}/fd", node.pid()))
+        .expect("the node's descriptors")
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().contains("memfd:corecast-media"))
+        .count();
+    if in_memfds {
+        assert!(memfds >= 2, "{memfds} segments in memfds");
+    } else {
+        assert_eq!(memfds, 0, "hls.sendfile is off");
+    }
+    stop(publisher);
+}
+
 /// `corecast_memory_accounted_bytes` summed over the node's cores.
 fn accounted(node: &Node) -> f64 {
     node.http_request("GET", "/metrics", None)

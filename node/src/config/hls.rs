@@ -25,6 +25,9 @@ pub struct HlsConfig {
     pub segment_target_ms: u32,
     /// Finished segments listed in the playlist (two more stay fetchable after they leave).
     pub window_segments: usize,
+    /// Keep each finished segment in a sealed memfd and send it with `sendfile` (one
+    /// descriptor per segment held; see `crate::httpd::sendfile`).
+    pub sendfile: bool,
 }
 
 impl Default for HlsConfig {
@@ -34,6 +37,7 @@ impl Default for HlsConfig {
             part_target_ms: corecast_hls::MuxerConfig::DEFAULT_PART_TARGET_MS,
             segment_target_ms: corecast_hls::MuxerConfig::DEFAULT_SEGMENT_TARGET_MS,
             window_segments: corecast_hls::MuxerConfig::DEFAULT_WINDOW_SEGMENTS,
+            sendfile: true,
         }
     }
 }

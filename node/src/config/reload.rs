@@ -16,6 +16,9 @@ const FIXED: &[Fixed] = &[
     ("node.io_memory_bytes", |a, b| {
         a.node.io_memory_bytes == b.node.io_memory_bytes
     }),
+    ("node.io_ring_depth", |a, b| {
+        a.node.io_ring_depth == b.node.io_ring_depth
+    }),
     ("node.core_channel_capacity", |a, b| {
         a.node.core_channel_capacity == b.node.core_channel_capacity
     }),

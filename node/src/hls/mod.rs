@@ -15,6 +15,12 @@
 //! - [`memory`]: each muxer's window in its core's memory budget.
 //! - [`auth`]: play authorization of playlist requests.
 //! - [`rendered`]: each stream's playlists, rendered once per change.
+//! - With `hls.sendfile` (on by default) the owning core copies each finished segment once
+//!   into a sealed memfd ([`crate::httpd::sendfile`]) and the window keeps that copy as the
+//!   segment's body and its parts' storage (`Muxer::relocate_segment`): the media is held
+//!   once, counted in the window's budget as before, and freed when the segment leaves the
+//!   window; every plain-HLS segment request is then one `sendfile`. The copy is made
+//!   outside the muxer's lock, so readers on other cores never wait for it.
 //! - [`serve`]: the routes.
 //!
 //! A fresh random prefix is drawn for every start, so a publisher restart never reuses a name.
@@ -84,7 +90,12 @@ impl Streams {
 
 /// Every reason an HLS muxer is refused or drops a frame that is counted from start-up
 /// (`corecast_errors_total{kind}`).
-pub const ERROR_KINDS: [&str; 1] = [memory::OVER_BUDGET];
+pub const ERROR_KINDS: [&str; 2] = [memory::OVER_BUDGET, NOT_PLACED];
+
+/// The error kind of a finished segment that could not be placed in a memfd (descriptors or
+/// memory exhausted): it is served from its parts' heap bytes, copied as without
+/// `hls.sendfile`.
+pub const NOT_PLACED: &str = "hls_segment_not_placed";
 
 /// A muxer this core feeds and its place in the core's budget.
 struct Fed {
@@ -171,18 +182,42 @@ pub fn feed(ctx: &CoreContext, generation: Generation, frame: &FrameData) {
         count_error(ctx, &stream.key, e);
     }
     let mut made = false;
+    let mut finished = None;
     while let Some(event) = muxer.poll_event() {
-        if event == Event::Init {
-            muxer.set_wall_clock(unix_ms());
+        match event {
+            Event::Init => muxer.set_wall_clock(unix_ms()),
+            Event::Segment { msn } => finished = Some(msn),
+            _ => {}
         }
         made = true;
     }
     if made {
         charge.set(ctx, memory::held(&muxer));
     }
+    let body = finished
+        .filter(|_| ctx.config().hls.sendfile)
+        .and_then(|msn| Some((msn, muxer.window().segment(msn)?.body())));
     drop(muxer);
     if made {
         stream.changed.bump();
+    }
+    if let Some((msn, body)) = body {
+        place_segment(ctx, stream, msn, &body);
+    }
+}
+
+/// Copies finished segment `msn` (its parts' `body`) into a memfd and makes that the
+/// segment's storage (see the module header). On failure the segment stays as it was.
+fn place_segment(ctx: &CoreContext, stream: &HlsStream, msn: u64, body: &[bytes::Bytes]) {
+    match crate::httpd::sendfile::place(body) {
+        Ok(whole) => {
+            stream.muxer().relocate_segment(msn, whole);
+        }
+        Err(e) => {
+            ctx.metrics.error(NOT_PLACED);
+            tracing::warn!(core = ctx.id.0, stream = %stream.key, msn, error = %e,
+                "hls segment not placed in a memfd; served by copy");
+        }
     }
 }
 

@@ -9,10 +9,12 @@
 //!   input, mostly to find none. Each read tells the connection's [`Deadlines`]
 //!   that bytes came, and can set `TCP_QUICKACK` again (RTMPT: see [`Io::new`]).
 //! - *Writes* are vectored: hyper's queued write strategy gives the response head and each
-//!   body chunk as its own slice, and [`poll_write_vectored`] sends them in one `sendmsg`.
+//!   body chunk as its own slice, and `corecast_transport::poll_write_vectored` sends them in
+//!   one `sendmsg`.
 //!   glommio 0.9's `TcpStream` has no vectored write, so without this hyper would flatten
 //!   (copy) every body into its head buffer. When the socket is full (EAGAIN) the first slice
-//!   goes through glommio's `poll_write`, which is how glommio waits for writability.
+//!   goes through glommio's `poll_write`, which is how glommio waits for writability. A large
+//!   body in a memfd (an HLS segment) goes with `sendfile` instead ([`super::sendfile`]).
 //! - *Shutdown* closes the write side. The node's connections run hyper with
 //!   `poll_without_shutdown` and take the stream back for a lingering close
 //!   ([`Io::linger_close`]).
@@ -27,7 +29,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use corecast_transport::{poll_write_vectored, socket, TlsStream};
+use corecast_transport::{socket, TlsStream};
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite};
 use glommio::net::TcpStream;
 use hyper::rt::ReadBufCursor;
@@ -73,6 +75,8 @@ pub struct Io {
     deadlines: Rc<Deadlines>,
     /// Set `TCP_QUICKACK` after every read.
     quick_ack: bool,
+    /// The socket was made `O_NONBLOCK` for `sendfile` ([`super::sendfile::poll_send`]).
+    nonblocking: bool,
 }
 
 impl Io {
@@ -90,6 +94,7 @@ impl Io {
             stream: stream.into(),
             deadlines,
             quick_ack,
+            nonblocking: false,
         }
     }
 
@@ -200,8 +205,11 @@ impl hyper::rt::Write for Io {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let polled = match &mut self.stream {
-            Stream::Tcp(stream) => poll_write_vectored(stream, cx, bufs),
+        let this = &mut *self;
+        let polled = match &mut this.stream {
+            Stream::Tcp(stream) => {
+                super::sendfile::poll_send(stream, cx, bufs, &mut this.nonblocking)
+            }
             Stream::Tls(stream) => stream.poll_write_vectored(cx, bufs),
         };
         self.written(&polled);

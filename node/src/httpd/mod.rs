@@ -33,6 +33,7 @@
 //! - [`conn`]: [`serve`]: one connection, with limits, deadlines and the lingering close.
 //! - [`body`]: [`Body`], the response body (whole byte chunks, length known).
 //! - [`router`]: a static table of routes that a port's handlers plug into.
+//! - [`sendfile`]: large immutable bodies in sealed memfds, sent with `sendfile`.
 //! - [`slots`]: a port's per-core connections (idle eviction) and body bytes in flight.
 //! - [`upgrade`]: connections taken over after a 101 or a streamed head.
 
@@ -42,6 +43,7 @@ pub mod conn;
 pub mod deadline;
 pub mod io;
 pub mod router;
+pub mod sendfile;
 pub mod slots;
 pub mod upgrade;
 

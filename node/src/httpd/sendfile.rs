@@ -1,0 +1,285 @@
+//! Immutable media in sealed memfds, sent with one `sendfile(2)` instead of being copied into
+//! every viewer's socket: what nginx does with a file in the page cache. The one module of
+//! the node's HTTP path with `unsafe` (raw file descriptors, a mapping, two syscalls libc
+//! has no safe form of); everything else sees `Bytes`.
+//!
+//! - [`place`] copies a body (HLS: a finished segment's parts, see `crate::hls`) once into a
+//!   fresh memfd, seals it (no write, grow, shrink or further seal: the pages `sendfile`
+//!   hands the kernel never change), maps it read-only and returns it as `Bytes` whose owner
+//!   is the mapping. The mapping is listed in a process-wide registry by address, so the
+//!   write path can tell, from the `IoSlice` hyper hands it, that a body lies in a memfd.
+//! - [`poll_send`] is the plain-TCP write of [`super::io::Io`]: as
+//!   `corecast_transport::poll_write_vectored`, except that a slice of at least
+//!   [`MIN_SENDFILE`] bytes in a placed memfd goes with `sendfile` from that file: the
+//!   slices before it (the response head) in one `sendmsg(MSG_MORE)`, so the head shares the
+//!   body's first packet, then the body in one `sendfile`. The kernel references the pages
+//!   instead of copying them. Smaller slices (LL-HLS parts, playlists) are copied as before:
+//!   one `sendfile` per part measured no better than the copy (BENCHMARKS.md).
+//!
+//! Lifetimes: the mapping (and its descriptor) lives as long as any `Bytes` of it; hyper
+//! holds the body's `Bytes` while it writes the slice, so a descriptor found in the registry
+//! is never closed (or reused) under a write. Pages the kernel still holds in a socket
+//! buffer keep their own references after the mapping goes.
+//!
+//! glommio's accepted sockets are blocking (it sends with `MSG_DONTWAIT` and waits with
+//! io_uring polls), and `sendfile` has no flags, so the first `sendfile` on a connection sets
+//! `O_NONBLOCK` on it, once. glommio's stream path only uses `MSG_DONTWAIT` calls and
+//! readiness polls, which behave the same on a non-blocking socket.
+
+use std::collections::BTreeMap;
+use std::io::{self, IoSlice, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::{RwLock, RwLockWriteGuard};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use glommio::net::TcpStream;
+
+/// Slices shorter than this are copied: below it a `sendfile` call costs about what the copy
+/// saves (an HLS part is 20–30 KB at 1 Mbit/s; a 2 s segment ten times that).
+pub const MIN_SENDFILE: usize = 64 * 1024;
+
+/// Mapped memfds by start address: (length, file).
+static REGISTRY: RwLock<BTreeMap<usize, (usize, RawFd)>> = RwLock::new(BTreeMap::new());
+
+/// One read-only mapping of a sealed memfd; unlisted, unmapped and closed on drop.
+struct Mapping {
+    ptr: *mut libc::c_void,
+    len: usize,
+    _fd: OwnedFd,
+}
+
+// SAFETY: the mapping is read-only and sealed against writes; the pointer is only read.
+unsafe impl Send for Mapping {}
+// SAFETY: as above.
+unsafe impl Sync for Mapping {}
+
+impl AsRef<[u8]> for Mapping {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: `ptr` maps `len` readable bytes for the life of `self`.
+        unsafe { std::slice::from_raw_parts(self.ptr.cast::<u8>(), self.len) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        registry_write().remove(&(self.ptr as usize));
+        // SAFETY: `ptr`/`len` are the mapping `place` made; nothing borrows it any more.
+        unsafe { libc::munmap(self.ptr, self.len) };
+    }
+}
+
+fn registry_write() -> RwLockWriteGuard<'static, BTreeMap<usize, (usize, RawFd)>> {
+    REGISTRY.write().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `chunks`, in order, copied into a sealed memfd of their own, as one `Bytes` that
+/// [`poll_send`] sends with `sendfile`. Fails (the caller keeps its heap bytes) when no
+/// memfd can be made: descriptors or memory exhausted.
+pub fn place(chunks: &[Bytes]) -> io::Result<Bytes> {
+    let len: usize = chunks.iter().map(Bytes::len).sum();
+    if len == 0 {
+        return Ok(Bytes::new());
+    }
+    let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
+    // SAFETY: a NUL-terminated name and valid flags; the result is checked.
+    let raw = unsafe { libc::memfd_create(c"corecast-media".as_ptr(), flags) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a fresh descriptor owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let mut file = std::fs::File::from(fd);
+    for chunk in chunks {
+        file.write_all(chunk)?;
+    }
+    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
+    // SAFETY: a valid descriptor; the result is checked.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: maps the sealed file just written, read-only, its pages faulted in now (not
+    // on every core's first read); the result is checked.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED | libc::MAP_POPULATE,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = OwnedFd::from(file);
+    registry_write().insert(ptr as usize, (len, fd.as_raw_fd()));
+    Ok(Bytes::from_owner(Mapping { ptr, len, _fd: fd }))
+}
+
+/// The memfd and offset `slice` lies in, if [`place`] made it.
+fn locate(slice: &[u8]) -> Option<(RawFd, usize)> {
+    let addr = slice.as_ptr() as usize;
+    let registry = REGISTRY.read().unwrap_or_else(|p| p.into_inner());
+    let (&start, &(len, fd)) = registry.range(..=addr).next_back()?;
+    (addr + slice.len() <= start + len).then_some((fd, addr - start))
+}
+
+/// Writes `bufs` to `stream` as `corecast_transport::poll_write_vectored` does, except that
+/// the first slice of at least [`MIN_SENDFILE`] bytes in a memfd goes with `sendfile` (the
+/// slices before it first, in one `sendmsg(MSG_MORE)`). `nonblocking` is the connection's
+/// note that its socket is already `O_NONBLOCK`.
+pub fn poll_send(
+    stream: &mut TcpStream,
+    cx: &mut Context<'_>,
+    bufs: &[IoSlice<'_>],
+    nonblocking: &mut bool,
+) -> Poll<io::Result<usize>> {
+    let placed = bufs.iter().enumerate().find_map(|(i, b)| {
+        let found = (b.len() >= MIN_SENDFILE).then(|| locate(b)).flatten();
+        found.map(|(file, offset)| (i, file, offset))
+    });
+    let socket = stream.as_raw_fd();
+    let sent = match placed {
+        None => return corecast_transport::poll_write_vectored(stream, cx, bufs),
+        Some((0, file, offset)) => set_nonblocking(socket, nonblocking)
+            .and_then(|()| sendfile(socket, file, offset, bufs[0].len())),
+        Some((k, ..)) => sendmsg_more(socket, &bufs[..k]),
+    };
+    match sent {
+        // glommio's write waits for room (it copies what it then sends, as before).
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            corecast_transport::poll_write_vectored(stream, cx, bufs)
+        }
+        other => Poll::Ready(other),
+    }
+}
+
+fn set_nonblocking(socket: RawFd, done: &mut bool) -> io::Result<()> {
+    if *done {
+        return Ok(());
+    }
+    // SAFETY: fcntl on a descriptor the caller's stream owns; results checked.
+    let flags = unsafe { libc::fcntl(socket, libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0 || unsafe { libc::fcntl(socket, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    *done = true;
+    Ok(())
+}
+
+fn sendfile(socket: RawFd, file: RawFd, offset: usize, len: usize) -> io::Result<usize> {
+    let mut offset = libc::off_t::try_from(offset).map_err(|_| io::ErrorKind::InvalidInput)?;
+    // SAFETY: valid descriptors (the file is held by the `Bytes` being written) and offset.
+    let n = unsafe { libc::sendfile(socket, file, &mut offset, len) };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
+fn sendmsg_more(socket: RawFd, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    // SAFETY: a zeroed msghdr is valid; the iovecs point at `bufs`, alive for the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = bufs.len().min(1024) as _;
+    let flags = libc::MSG_MORE | libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+    // SAFETY: `msg` is valid for the call; `IoSlice` is ABI-compatible with `iovec`.
+    let n = unsafe { libc::sendmsg(socket, &msg, flags) };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placed_bytes_read_back_are_sealed_and_located_until_dropped() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        let chunks = [
+            Bytes::copy_from_slice(&data[..30_000]),
+            Bytes::copy_from_slice(&data[30_000..]),
+        ];
+        let placed = place(&chunks).expect("memfd");
+        assert_eq!(&placed[..], &data[..]);
+        let (fd, offset) = locate(&placed[100..200]).expect("in the memfd");
+        assert_eq!(offset, 100);
+        // SAFETY: F_GET_SEALS on a descriptor the mapping holds.
+        let seals = unsafe { libc::fcntl(fd, libc::F_GET_SEALS) };
+        assert_ne!(seals & libc::F_SEAL_WRITE, 0, "sealed against writes");
+        assert!(locate(&data[..]).is_none(), "heap bytes are not placed");
+        let start = placed.as_ptr() as usize;
+        drop(placed);
+        assert!(!REGISTRY.read().expect("lock").contains_key(&start));
+        assert_eq!(place(&[]).expect("nothing to place").len(), 0);
+    }
+
+    /// A head and a placed body through [`poll_send`] to a reader that starts reading only
+    /// once the socket was full: the bytes arrive whole and in order, through `sendmsg`,
+    /// `sendfile` and glommio's wait for room.
+    #[test]
+    fn a_head_and_a_placed_body_arrive_whole_even_when_the_socket_fills() {
+        use std::cell::Cell;
+        use std::rc::Rc;
+        use std::time::{Duration, Instant};
+
+        use futures_lite::AsyncReadExt;
+        use glommio::net::TcpListener;
+
+        const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\n\r\n";
+
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .spawn(|| async move {
+                let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+                let addr = listener.local_addr().expect("addr");
+                // More than loopback's send and receive buffers hold together.
+                let body: Vec<u8> = (0..32u32 << 20).map(|i| (i % 251) as u8).collect();
+                let placed = place(&[Bytes::copy_from_slice(&body)]).expect("memfd");
+                let head = HEAD.to_vec();
+                let full = Rc::new(Cell::new(false));
+                let writer_full = Rc::clone(&full);
+                let writer = glommio::spawn_local(async move {
+                    let mut stream = listener.accept().await.expect("accept");
+                    let (mut sent, mut nonblocking) = (0, false);
+                    while sent < head.len() + placed.len() {
+                        let n = futures_lite::future::poll_fn(|cx| {
+                            let bufs = if sent < head.len() {
+                                vec![IoSlice::new(&head[sent..]), IoSlice::new(&placed)]
+                            } else {
+                                vec![IoSlice::new(&placed[sent - head.len()..])]
+                            };
+                            let polled = poll_send(&mut stream, cx, &bufs, &mut nonblocking);
+                            if polled.is_pending() {
+                                writer_full.set(true);
+                            }
+                            polled
+                        })
+                        .await
+                        .expect("send");
+                        sent += n;
+                    }
+                    assert!(nonblocking, "the body went with sendfile");
+                });
+                let mut client = glommio::net::TcpStream::connect(addr)
+                    .await
+                    .expect("connect");
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while !full.get() {
+                    assert!(Instant::now() < deadline, "the socket never filled");
+                    glommio::timer::sleep(Duration::from_millis(5)).await;
+                }
+                let (want, mut got) = (HEAD.len() + body.len(), Vec::new());
+                let mut buf = vec![0u8; 1 << 20];
+                while got.len() < want {
+                    let n = client.read(&mut buf).await.expect("read");
+                    assert!(n > 0, "closed after {} of {want} bytes", got.len());
+                    got.extend_from_slice(&buf[..n]);
+                }
+                assert_eq!(&got[..HEAD.len()], HEAD);
+                assert!(got[HEAD.len()..] == body[..], "the body arrived whole");
+                writer.await;
+            })
+            .expect("executor")
+            .join()
+            .expect("test body");
+    }
+}
