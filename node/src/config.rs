@@ -281,6 +281,12 @@ pub struct PlayerConfig {
     /// task), `"pass"` (one pass per frame, a `sendmsg` per player) or `"uring"` (one pass,
     /// one io_uring submission for all players). Plain RTMP players only.
     pub zero_delay_send: crate::sendpass::ZeroDelaySend,
+    /// At `merge_window_ms = 0`, how long a plain RTMP player's audio may wait for the next
+    /// video frame to go out in the same send (0 = never held). Fewer sends, later audio.
+    pub zero_delay_coalesce_ms: u64,
+    /// With `zero_delay_send = "uring"`, the most sends submitted in one `io_uring_enter`
+    /// (a pass over more players is cut into batches of this many).
+    pub zero_delay_uring_batch_sends: usize,
 }
 
 impl Default for PlayerConfig {
@@ -293,6 +299,8 @@ impl Default for PlayerConfig {
             socket_send_buffer_bytes: 256 * 1024,
             wait_for_publisher_secs: 30,
             zero_delay_send: crate::sendpass::ZeroDelaySend::Writer,
+            zero_delay_coalesce_ms: 0,
+            zero_delay_uring_batch_sends: crate::sendpass::ENTRIES as usize,
         }
     }
 }
@@ -835,6 +843,24 @@ impl Config {
             return Err(invalid(
                 "player.zero_delay_send",
                 "needs player.merge_window_ms = 0 (a window batches writes already)",
+            ));
+        }
+        if p.zero_delay_coalesce_ms != 0 && p.merge_window_ms != 0 {
+            return Err(invalid(
+                "player.zero_delay_coalesce_ms",
+                "needs player.merge_window_ms = 0 (a window batches audio and video already)",
+            ));
+        }
+        if p.zero_delay_coalesce_ms > 100 {
+            return Err(invalid(
+                "player.zero_delay_coalesce_ms",
+                "must be at most 100 (audio held longer is a merge window)",
+            ));
+        }
+        if !(1..=crate::sendpass::ENTRIES as usize).contains(&p.zero_delay_uring_batch_sends) {
+            return Err(invalid(
+                "player.zero_delay_uring_batch_sends",
+                "must be between 1 and 256",
             ));
         }
         let t = &self.rtmpt;
