@@ -488,3 +488,142 @@ pub fn register<T: crate::transport::Transport + 'static>(
     let target = PassTarget::new(socket, sent, mode, coalesce);
     Some(Registration::new(Rc::clone(&out.pass), target))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::Wake;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::frame::{FrameData, LocalFrame};
+    use crate::queue::QueueLimits;
+
+    /// Counts its wakes: stands in for the writer task.
+    struct CountingWaker(AtomicUsize);
+
+    impl Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    struct Pair(UnixStream);
+
+    impl RawSocket for Pair {
+        fn raw_fd(&self) -> RawFd {
+            self.0.as_raw_fd()
+        }
+    }
+
+    fn video(size: usize) -> LocalFrame {
+        let mut payload = vec![7u8; size];
+        payload[0] = 0x17;
+        payload[1] = 1;
+        LocalFrame::new(Arc::new(FrameData::encode(
+            MediaKind::Video,
+            0,
+            Bytes::from(payload),
+            4096,
+        )))
+    }
+
+    /// One registered player writing into a socket pair, its writer parked on a counting waker.
+    fn player(mode: ZeroDelaySend) -> (Vec<Player>, Registration, UnixStream, Arc<CountingWaker>) {
+        let (ours, theirs) = UnixStream::pair().expect("socket pair");
+        theirs.set_nonblocking(true).expect("nonblocking");
+        let out = Outbound::new(QueueLimits {
+            soft_max_bytes: 8 << 20,
+            hard_max_bytes: 16 << 20,
+        });
+        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        out.queue
+            .borrow_mut()
+            .set_writer(&Waker::from(Arc::clone(&counter)));
+        let target = PassTarget::new(Rc::new(Pair(ours)), Rc::new(|_| {}), mode, None);
+        let registration = Registration::new(Rc::clone(&out.pass), target);
+        let players = vec![Player {
+            connection: 1,
+            out,
+            audio: true,
+            video: true,
+            paused: false,
+        }];
+        (players, registration, theirs, counter)
+    }
+
+    /// What the replica does per frame: hold, queue to every player, flush.
+    fn on_frame(players: &[Player], frame: LocalFrame) {
+        let held = hold(players, frame.kind);
+        for p in players {
+            p.out.queue.borrow_mut().push_frame(frame.clone());
+        }
+        flush(held);
+    }
+
+    fn drain(socket: &mut UnixStream) -> usize {
+        let mut buf = vec![0u8; 1 << 16];
+        let mut total = 0;
+        while let Ok(n) = socket.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            total += n;
+        }
+        total
+    }
+
+    fn a_pass_that_writes_everything_wakes_no_writer(mode: ZeroDelaySend) {
+        let (players, _registration, mut theirs, writer) = player(mode);
+        let frame = video(1000);
+        let wire = frame.wire_len;
+        for _ in 0..20 {
+            on_frame(&players, frame.clone());
+            assert!(
+                players[0].out.queue.borrow().is_empty(),
+                "the pass wrote it"
+            );
+        }
+        assert_eq!(drain(&mut theirs), 20 * wire);
+        assert_eq!(writer.0.load(Ordering::SeqCst), 0, "no writer woken");
+
+        // A frame larger than the socket takes: the writer is woken once for the rest.
+        on_frame(&players, video(4 << 20));
+        assert!(!players[0].out.queue.borrow().is_empty(), "bytes left");
+        assert_eq!(writer.0.load(Ordering::SeqCst), 1, "the writer takes over");
+    }
+
+    #[test]
+    fn a_sendmsg_pass_that_writes_everything_wakes_no_writer() {
+        a_pass_that_writes_everything_wakes_no_writer(ZeroDelaySend::Pass);
+    }
+
+    #[test]
+    fn a_uring_pass_that_writes_everything_wakes_no_writer() {
+        BATCH.with(|b| b.set(1));
+        a_pass_that_writes_everything_wakes_no_writer(ZeroDelaySend::Uring);
+    }
+
+    #[test]
+    fn a_busy_writer_is_left_alone_and_woken_as_before() {
+        let (players, _registration, mut theirs, writer) = player(ZeroDelaySend::Pass);
+        let busy = WriterBusy::enter(&players[0].out.queue);
+        on_frame(&players, video(1000));
+        assert!(
+            !players[0].out.queue.borrow().is_empty(),
+            "the pass skipped it"
+        );
+        assert_eq!(
+            writer.0.load(Ordering::SeqCst),
+            1,
+            "queueing woke the writer"
+        );
+        drop(busy);
+        assert_eq!(drain(&mut theirs), 0);
+    }
+}

@@ -22,6 +22,8 @@ thread_local! {
     static HELD: RefCell<Vec<Rc<Outbound>>> = const { RefCell::new(Vec::new()) };
     /// A timer is armed to write them.
     static ARMED: Cell<bool> = const { Cell::new(false) };
+    /// Whether this core logged its first held audio (once, so an operator sees it work).
+    static ANNOUNCED: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Keeps `out`'s queued audio for the next video frame, at most `target.coalesce` long.
@@ -31,6 +33,12 @@ pub(super) fn defer(out: &Rc<Outbound>, target: &PassTarget) {
     };
     if target.coalesced.replace(true) {
         return;
+    }
+    if !ANNOUNCED.replace(true) {
+        tracing::info!(
+            coalesce_ms = delay.as_millis() as u64,
+            "zero-delay coalescing holds audio for the next video frame"
+        );
     }
     HELD.with_borrow_mut(|h| h.push(Rc::clone(out)));
     if !ARMED.replace(true) {
