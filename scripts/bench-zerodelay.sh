@@ -8,7 +8,9 @@
 # `merge_window_ms = 0` with `player.zero_delay_send` = `writer` (today's node), `pass` or
 # `uring` (node/src/sendpass.rs): `node-writer`, `node-pass`, `node-uring`; a suffix `-cMS`
 # sets `player.zero_delay_coalesce_ms` (audio held for the next video frame, e.g.
-# `node-uring-c40`) and `-bN` `player.zero_delay_uring_batch_sends` (`node-uring-b64`). The node is fed
+# `node-uring-c40`) and `-bN` `player.zero_delay_uring_batch_sends` (`node-uring-b64`);
+# `base-node-*` runs the node binary of BASE_BIN (a before/after check; it must know the
+# options the variant sets, so `base-node-pass` against main's build). The node is fed
 # by the harness's synthetic publisher (the same stream the floor prepares), so its CPU
 # includes that ingest, alike for the three.
 #
@@ -42,6 +44,7 @@ THREADS=${THREADS:-$(nproc)}
 STRACE_SECS=${STRACE_SECS:-3}
 STRACE_PLAYERS=${STRACE_PLAYERS:-50}
 BASE=${BASE:-today}
+BASE_BIN=${BASE_BIN:-/work/bench-base}
 BIN=target/release
 OUT=${OUT:-target/bench-zerodelay}
 mkdir -p "$OUT"
@@ -71,7 +74,10 @@ zd_softirqd() { for p in $(pgrep -x 'ksoftirqd/[0-9]+'); do cat "/proc/$p/stat";
 zd_cpu_of() { awk -v t="$(getconf CLK_TCK)" '{print ($14 + $15) / t}' "/proc/$1/stat"; }
 
 start_floor() { # port variant
-  case $2 in node-*) start_node "$1" "${2#node-}"; return ;; esac
+  case $2 in
+    node-*) start_node "$1" "${2#node-}"; return ;;
+    base-node-*) NODE_BIN=$BASE_BIN start_node "$1" "${2#base-node-}"; return ;;
+  esac
   # shellcheck disable=SC2046
   "$BIN/corecast-floor" --listen "127.0.0.1:$1" --seconds $((DURATION + 30)) --threads "$THREADS" \
     --bitrate-kbps "$KBPS" --audio-kbps 64 $(flags_of "$2") >/dev/null 2>>"$OUT/floor.log" &
@@ -79,17 +85,18 @@ start_floor() { # port variant
 }
 
 start_node() { # port mode[-cMS][-bN]
-  local mode=${2%%-*} coalesce=0 batch=256 opt
+  local mode=${2%%-*} extra="" opt
+  # Only the options a variant sets are written: an older build (BASE_BIN) refuses unknown ones.
   for opt in $(echo "${2#"$mode"}" | tr '-' ' '); do
     case $opt in
-      c*) coalesce=${opt#c} ;;
-      b*) batch=${opt#b} ;;
+      c*) extra+="zero_delay_coalesce_ms = ${opt#c}"$'\n' ;;
+      b*) extra+="zero_delay_uring_batch_sends = ${opt#b}"$'\n' ;;
       *) echo "bench-zerodelay: unknown node option $opt" >&2; return 1 ;;
     esac
   done
-  printf '[player]\nmerge_window_ms = 0\nzero_delay_send = "%s"\nzero_delay_coalesce_ms = %s\nzero_delay_uring_batch_sends = %s\n[http]\nenabled = false\n[log]\nlevel = "info"\n' \
-    "$mode" "$coalesce" "$batch" >"$OUT/node-$2.toml"
-  "$BIN/corecast" --config "$OUT/node-$2.toml" --rtmp-listen "127.0.0.1:$1" --cores "$THREADS" \
+  printf '[player]\nmerge_window_ms = 0\nzero_delay_send = "%s"\n%s[http]\nenabled = false\n[log]\nlevel = "info"\n' \
+    "$mode" "$extra" >"$OUT/node-$2.toml"
+  "${NODE_BIN:-$BIN}/corecast" --config "$OUT/node-$2.toml" --rtmp-listen "127.0.0.1:$1" --cores "$THREADS" \
     >/dev/null 2>>"$OUT/node.log" &
   echo $!
 }
@@ -104,7 +111,7 @@ start_publisher() { # port
 run_reader() { # reader port json [variant]
   local publisher=""
   case ${4:-} in
-    node-*)
+    node-* | base-node-*)
       if [ "$1" = harness ]; then
         # Publisher and players in one harness process, as bench-compare runs the node.
         timeout $((DURATION + 40)) "$BIN/corecast-loadtest" e2e "rtmp://127.0.0.1:$2/live/bench" \
