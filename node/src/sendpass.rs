@@ -11,10 +11,12 @@
 //! The pass never owns the bytes: it gathers from the player's [`SubscriberQueue`] front and
 //! `advance`s it by what the kernel took, so whatever it leaves (full socket, partial write,
 //! error) is still queued, in order, for the player's normal writer. That writer is not woken
-//! per frame: [`hold`] takes its waker before the frame is queued and [`flush`] gives it back,
-//! waking it only where bytes are left. A player whose writer is mid-write (awaiting
-//! writability with a cloned front slice) is skipped: see [`WriterBusy`]. TLS, RTMPE and
-//! RTMPT never register and keep the writer path.
+//! per frame: [`hold`] takes its waker before the frame is queued and [`flush`] gives it back
+//! unwoken; the pass wakes it only where it left bytes. The pass itself runs in one task per
+//! core, after the task that queued the frames yields, so that frames which arrive together
+//! (one publisher read, a core that fell behind) go out in one send per player. A player whose
+//! writer is mid-write (awaiting writability with a cloned front slice) is skipped: see
+//! [`WriterBusy`]. TLS, RTMPE and RTMPT never register and keep the writer path.
 //!
 //! With `player.zero_delay_coalesce_ms`, a registered player's audio waits for the next video
 //! frame and goes out in the same send (see [`coalesce`]).
@@ -94,6 +96,8 @@ pub struct PassTarget {
     coalesce: Option<Duration>,
     /// Audio is held for the next video frame, and this player is on [`coalesce`]'s list.
     coalesced: Cell<bool>,
+    /// On this core's list for the next pass ([`flush`]), once however many frames come.
+    pending: Cell<bool>,
 }
 
 /// A plain socket the pass may write to directly; it stays open while the target lives.
@@ -117,6 +121,7 @@ impl PassTarget {
             mode,
             coalesce,
             coalesced: Cell::new(false),
+            pending: Cell::new(false),
         }
     }
 }
@@ -130,6 +135,12 @@ thread_local! {
     static RING: RefCell<Option<Option<io_uring::IoUring>>> = const { RefCell::new(None) };
     /// Whether this core logged its first pass (once, so an operator sees the option work).
     static ANNOUNCED: Cell<bool> = const { Cell::new(false) };
+    /// Players with bytes queued for the next pass, each once (their target's `pending`).
+    static PENDING: RefCell<Vec<Rc<Outbound>>> = const { RefCell::new(Vec::new()) };
+    /// The pass task's waker while it waits for pending players.
+    static PASS_TASK: RefCell<Option<Waker>> = const { RefCell::new(None) };
+    /// Whether this core's pass task was spawned.
+    static PASS_SPAWNED: Cell<bool> = const { Cell::new(false) };
     /// Sends per `io_uring_enter` (`player.zero_delay_uring_batch_sends`, at most [`ENTRIES`]).
     static BATCH: Cell<usize> = const { Cell::new(ENTRIES as usize) };
 }
@@ -220,38 +231,117 @@ pub fn hold(players: &[Player], kind: MediaKind) -> Held {
     held
 }
 
-/// Writes what is queued for every player [`hold`] found (called by the replica after it
-/// queued the frame to all of them), then gives each writer its waker back, woken only where
-/// bytes are left (full socket, partial write) or the queue closed.
+/// What [`flush`] does with one held player.
+enum Next {
+    /// Nothing to write: the waker goes back (woken if the queue closed or holds bytes).
+    GiveBack,
+    /// Keep the bytes queued, the writer parked (coalesced audio, or a pass already due).
+    Park,
+    /// Its writer task writes (registered to coalesce only).
+    Wake,
+    /// The core's pass task writes it.
+    Pass,
+}
+
+/// Called by the replica after it queued the frame to every player [`hold`] found: gives each
+/// writer its waker back without waking it and hands the players with bytes queued to this
+/// core's pass task, which writes them all once the current task yields.
+///
+/// The pass does not write inline, per frame: a publisher's read often brings several frames,
+/// and a core that falls behind must send them together, as player writers do by themselves
+/// (while one waits, frames queue behind it). A pass per frame kept sending every frame
+/// separately and fell behind for good on a loaded machine (BENCHMARKS.md, "zdwake").
 pub fn flush(held: Held) {
     if held.players.is_empty() {
         return;
     }
-    let mut due = Vec::with_capacity(held.players.len());
-    for (out, mut waker) in held.players {
-        let deferred = {
+    let mut scheduled = false;
+    for (out, waker) in held.players {
+        let next = {
             let slot = out.pass.borrow();
             let q = out.queue.borrow();
             match slot.as_ref() {
-                None => true,
-                Some(_) if q.is_closed() || q.is_empty() => true,
+                None => Next::GiveBack,
+                Some(_) if q.is_closed() || q.is_empty() => Next::GiveBack,
                 Some(target) if held.audio && target.coalesce.is_some() => {
                     coalesce::defer(&out, target);
-                    drop(q);
-                    park(&out.queue, waker.take());
-                    true
+                    Next::Park
                 }
                 Some(target) => {
                     target.coalesced.set(false);
-                    false
+                    if target.mode == ZeroDelaySend::Writer {
+                        Next::Wake
+                    } else if target.pending.replace(true) {
+                        Next::Park
+                    } else {
+                        Next::Pass
+                    }
                 }
             }
         };
-        if deferred {
-            give_back(&out.queue, waker);
-        } else {
-            due.push((out, waker));
+        match next {
+            Next::GiveBack => give_back(&out.queue, waker),
+            Next::Park => park(&out.queue, waker),
+            Next::Wake => {
+                if let Some(w) = waker {
+                    w.wake();
+                }
+            }
+            Next::Pass => {
+                park(&out.queue, waker);
+                PENDING.with_borrow_mut(|p| p.push(out));
+                scheduled = true;
+            }
         }
+    }
+    if scheduled {
+        wake_pass_task();
+    }
+}
+
+/// Wakes this core's pass task, spawning it the first time.
+fn wake_pass_task() {
+    if let Some(task) = PASS_TASK.take() {
+        task.wake();
+    } else if !PASS_SPAWNED.replace(true) {
+        glommio::spawn_local(run_passes()).detach();
+    }
+}
+
+/// This core's pass task: writes every pending player, each once however many frames it was
+/// given since the last pass, then waits for the next.
+async fn run_passes() {
+    loop {
+        std::future::poll_fn(|cx| {
+            if PENDING.with_borrow(Vec::is_empty) {
+                PASS_TASK.set(Some(cx.waker().clone()));
+                std::task::Poll::Pending
+            } else {
+                std::task::Poll::Ready(())
+            }
+        })
+        .await;
+        pass_now();
+    }
+}
+
+/// One pass over the pending players (what [`run_passes`] does when woken).
+fn pass_now() {
+    let pending = PENDING.take();
+    let mut due = Vec::with_capacity(pending.len());
+    for out in pending {
+        let registered = out
+            .pass
+            .borrow()
+            .as_ref()
+            .inspect(|t| t.pending.set(false))
+            .is_some();
+        // Gone, or being written by its own writer meanwhile (woken for a reply).
+        if !registered || is_busy(&out.queue) {
+            continue;
+        }
+        let waker = out.queue.borrow_mut().take_writer();
+        due.push((out, waker));
     }
     write(due);
 }
@@ -491,6 +581,7 @@ pub fn register<T: crate::transport::Transport + 'static>(
 
 #[cfg(test)]
 mod tests {
+    use std::future::Future;
     use std::io::Read;
     use std::os::fd::AsRawFd;
     use std::os::unix::net::UnixStream;
@@ -513,12 +604,32 @@ mod tests {
         }
     }
 
+    impl CountingWaker {
+        fn wakes(&self) -> usize {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
     struct Pair(UnixStream);
 
     impl RawSocket for Pair {
         fn raw_fd(&self) -> RawFd {
             self.0.as_raw_fd()
         }
+    }
+
+    fn on_executor<F: Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(512 * 1024)
+            .spawn(move || async move { f().await })
+            .expect("executor")
+            .join()
+            .expect("test body");
+    }
+
+    /// Lets the core's other tasks (the pass task) run.
+    async fn yield_now() {
+        glommio::timer::sleep(std::time::Duration::from_millis(2)).await;
     }
 
     fn video(size: usize) -> LocalFrame {
@@ -533,19 +644,31 @@ mod tests {
         )))
     }
 
-    /// One registered player writing into a socket pair, its writer parked on a counting waker.
-    fn player(mode: ZeroDelaySend) -> (Vec<Player>, Registration, UnixStream, Arc<CountingWaker>) {
+    /// One registered player writing into a socket pair, its writer parked on a counting
+    /// waker; the sends the pass makes are counted.
+    struct One {
+        players: Vec<Player>,
+        _registration: Registration,
+        theirs: UnixStream,
+        writer: Arc<CountingWaker>,
+        sends: Rc<Cell<usize>>,
+    }
+
+    fn player(mode: ZeroDelaySend) -> One {
         let (ours, theirs) = UnixStream::pair().expect("socket pair");
         theirs.set_nonblocking(true).expect("nonblocking");
         let out = Outbound::new(QueueLimits {
             soft_max_bytes: 8 << 20,
             hard_max_bytes: 16 << 20,
         });
-        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        let writer = Arc::new(CountingWaker(AtomicUsize::new(0)));
         out.queue
             .borrow_mut()
-            .set_writer(&Waker::from(Arc::clone(&counter)));
-        let target = PassTarget::new(Rc::new(Pair(ours)), Rc::new(|_| {}), mode, None);
+            .set_writer(&Waker::from(Arc::clone(&writer)));
+        let sends = Rc::new(Cell::new(0));
+        let counted = Rc::clone(&sends);
+        let sent: Rc<dyn Fn(usize)> = Rc::new(move |_| counted.set(counted.get() + 1));
+        let target = PassTarget::new(Rc::new(Pair(ours)), sent, mode, None);
         let registration = Registration::new(Rc::clone(&out.pass), target);
         let players = vec![Player {
             connection: 1,
@@ -554,7 +677,13 @@ mod tests {
             video: true,
             paused: false,
         }];
-        (players, registration, theirs, counter)
+        One {
+            players,
+            _registration: registration,
+            theirs,
+            writer,
+            sends,
+        }
     }
 
     /// What the replica does per frame: hold, queue to every player, flush.
@@ -578,52 +707,73 @@ mod tests {
         total
     }
 
-    fn a_pass_that_writes_everything_wakes_no_writer(mode: ZeroDelaySend) {
-        let (players, _registration, mut theirs, writer) = player(mode);
+    async fn a_pass_that_writes_everything_wakes_no_writer(mode: ZeroDelaySend) {
+        let mut one = player(mode);
         let frame = video(1000);
         let wire = frame.wire_len;
         for _ in 0..20 {
-            on_frame(&players, frame.clone());
+            on_frame(&one.players, frame.clone());
+            yield_now().await;
             assert!(
-                players[0].out.queue.borrow().is_empty(),
+                one.players[0].out.queue.borrow().is_empty(),
                 "the pass wrote it"
             );
         }
-        assert_eq!(drain(&mut theirs), 20 * wire);
-        assert_eq!(writer.0.load(Ordering::SeqCst), 0, "no writer woken");
+        assert_eq!(drain(&mut one.theirs), 20 * wire);
+        assert_eq!(one.sends.get(), 20, "a send per frame");
+        assert_eq!(one.writer.wakes(), 0, "no writer woken");
 
         // A frame larger than the socket takes: the writer is woken once for the rest.
-        on_frame(&players, video(4 << 20));
-        assert!(!players[0].out.queue.borrow().is_empty(), "bytes left");
-        assert_eq!(writer.0.load(Ordering::SeqCst), 1, "the writer takes over");
+        on_frame(&one.players, video(4 << 20));
+        yield_now().await;
+        assert!(!one.players[0].out.queue.borrow().is_empty(), "bytes left");
+        assert_eq!(one.writer.wakes(), 1, "the writer takes over");
     }
 
     #[test]
     fn a_sendmsg_pass_that_writes_everything_wakes_no_writer() {
-        a_pass_that_writes_everything_wakes_no_writer(ZeroDelaySend::Pass);
+        on_executor(|| a_pass_that_writes_everything_wakes_no_writer(ZeroDelaySend::Pass));
     }
 
     #[test]
     fn a_uring_pass_that_writes_everything_wakes_no_writer() {
-        BATCH.with(|b| b.set(1));
-        a_pass_that_writes_everything_wakes_no_writer(ZeroDelaySend::Uring);
+        on_executor(|| async {
+            BATCH.with(|b| b.set(1));
+            a_pass_that_writes_everything_wakes_no_writer(ZeroDelaySend::Uring).await;
+        });
+    }
+
+    #[test]
+    fn frames_queued_before_the_pass_runs_go_out_in_one_send() {
+        on_executor(|| async {
+            let mut one = player(ZeroDelaySend::Uring);
+            let frame = video(1000);
+            // The first frame starts the core's pass task (which may run it at once).
+            on_frame(&one.players, frame.clone());
+            yield_now().await;
+            assert_eq!(one.sends.get(), 1);
+            for _ in 0..5 {
+                on_frame(&one.players, frame.clone());
+            }
+            yield_now().await;
+            assert_eq!(drain(&mut one.theirs), 6 * frame.wire_len);
+            assert_eq!(one.sends.get(), 2, "one send for the five frames");
+            assert_eq!(one.writer.wakes(), 0, "no writer woken");
+        });
     }
 
     #[test]
     fn a_busy_writer_is_left_alone_and_woken_as_before() {
-        let (players, _registration, mut theirs, writer) = player(ZeroDelaySend::Pass);
-        let busy = WriterBusy::enter(&players[0].out.queue);
-        on_frame(&players, video(1000));
-        assert!(
-            !players[0].out.queue.borrow().is_empty(),
-            "the pass skipped it"
-        );
-        assert_eq!(
-            writer.0.load(Ordering::SeqCst),
-            1,
-            "queueing woke the writer"
-        );
-        drop(busy);
-        assert_eq!(drain(&mut theirs), 0);
+        on_executor(|| async {
+            let mut one = player(ZeroDelaySend::Pass);
+            let busy = WriterBusy::enter(&one.players[0].out.queue);
+            on_frame(&one.players, video(1000));
+            yield_now().await;
+            let queue = &one.players[0].out.queue;
+            assert!(!queue.borrow().is_empty(), "the pass skipped it");
+            assert_eq!(one.writer.wakes(), 1, "queueing woke the writer");
+            drop(busy);
+            assert_eq!(drain(&mut one.theirs), 0);
+        });
     }
 }
