@@ -220,9 +220,9 @@ fn counter(node: &Node, name: &str) -> f64 {
 
 /// A pass that writes a frame to every player wakes none of their writer tasks: with small
 /// frames and players that read, the pass sends every frame and hands no writer a wake.
-fn a_pass_that_writes_everything_wakes_no_writer(mode: &str) {
+fn a_pass_that_writes_everything_wakes_no_writer(config: &str) -> Node {
     let dir = tempfile::tempdir().expect("temp dir");
-    let node = Node::start(1, &config(mode, 0), dir.path());
+    let node = Node::start(1, config, dir.path());
     let mut players: Vec<RtmpClient> = (0..3)
         .map(|_| {
             let mut p = RtmpClient::connect(node.addr, "live").expect("connect");
@@ -262,16 +262,30 @@ fn a_pass_that_writes_everything_wakes_no_writer(mode: &str) {
         0.0,
         "the pass woke a writer though it wrote everything"
     );
+    node
 }
 
 #[test]
 fn a_uring_pass_that_writes_everything_wakes_no_writer() {
-    a_pass_that_writes_everything_wakes_no_writer("uring");
+    a_pass_that_writes_everything_wakes_no_writer(&config("uring", 0));
 }
 
 #[test]
 fn a_sendmsg_pass_that_writes_everything_wakes_no_writer() {
-    a_pass_that_writes_everything_wakes_no_writer("pass");
+    a_pass_that_writes_everything_wakes_no_writer(&config("pass", 0));
+}
+
+/// Unset, `zero_delay_send` is the uring pass at zero delay (and nothing at all with a
+/// window: the default config passes `--check`, which the shipped-config test covers).
+#[test]
+fn at_zero_delay_the_uring_pass_is_the_default() {
+    let node = a_pass_that_writes_everything_wakes_no_writer("[player]\nmerge_window_ms = 0\n");
+    let line = node
+        .wait_log(Duration::from_secs(5), |l| {
+            l.contains("zero-delay send pass writing players")
+        })
+        .expect("the pass wrote players");
+    assert!(line.contains("uring") && line.contains("true"), "{line}");
 }
 
 fn check_refuses(config: &str, field: &str, why: &str) {
