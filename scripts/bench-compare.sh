@@ -8,7 +8,8 @@
 # the server's processes from /proc), players that got a keyframe and saw no gap, bitrate
 # ratio, RSS growth per player, time to first keyframe p50/p99, e2e latency. Then the floor
 # (bench/floor: the same stream prepared once, written to the same players with one sendmsg
-# per player per merge window), measured the same way, and the ratios.
+# per player per merge window; at WINDOW_MS=0 its best zero-delay writer, io_uring sends, with
+# audio coalesced where Corecast coalesces), measured the same way, and the ratios.
 #
 # Every server is read by two kinds of players, each run on a fresh server: the harness
 # (`corecast-loadtest`, io_uring-polled glommio players that decode everything) and the plain
@@ -19,7 +20,8 @@
 # Everything binds 127.0.0.1; every run is bounded by DURATION. Results: target/bench-compare/.
 # Environment: PLAYERS ("100 500 1000 2000"), DURATION (20), BITRATES (kbit/s, "1000 2600";
 # KBPS=N is the same as BITRATES=N), WINDOW_MS (Corecast's merge window, 100), CORES (Corecast
-# executors, 0 = all CPUs), SERVERS ("corecast nginx-1 nginx-2 floor"), READERS ("harness
+# executors, 0 = all CPUs), ZERO_DELAY_SEND and COALESCE_MS (at WINDOW_MS=0 only: Corecast's
+# `player.zero_delay_send`, "uring", and `player.zero_delay_coalesce_ms`, 0), SERVERS ("corecast nginx-1 nginx-2 floor"), READERS ("harness
 # reader"), ROUNDS (1; more repeats everything and the ratios use the means), CARGO, PROFILE
 # (release; "debug" only to check the script quickly: its figures mean nothing).
 set -euo pipefail
@@ -31,6 +33,8 @@ PLAYERS=${PLAYERS:-"100 500 1000 2000"}
 DURATION=${DURATION:-20}
 BITRATES=${KBPS:-${BITRATES:-"1000 2600"}}
 WINDOW_MS=${WINDOW_MS:-100}
+ZERO_DELAY_SEND=${ZERO_DELAY_SEND:-uring}
+COALESCE_MS=${COALESCE_MS:-0}
 CORES=${CORES:-0}
 SERVERS=${SERVERS:-"corecast nginx-1 nginx-2 floor"}
 READERS=${READERS:-"harness reader"}
@@ -52,9 +56,27 @@ else
 fi
 
 
+# At zero delay each server writes as well as it can (issue 19 item 3): Corecast with its send
+# pass, the floor with its best zero-delay writer (io_uring, BENCHMARKS.md "Zero delay"), and
+# both hold audio for video only where COALESCE_MS asks Corecast to (it changes audio timing).
+zero_delay_player() {
+  [ "$WINDOW_MS" = 0 ] || return 0
+  printf 'zero_delay_send = "%s"\nzero_delay_coalesce_ms = %s\n' "$ZERO_DELAY_SEND" "$COALESCE_MS"
+}
+
+floor_writer_flags() {
+  if [ "$WINDOW_MS" != 0 ]; then
+    echo "--merge-window-ms $WINDOW_MS"
+  elif [ "$COALESCE_MS" -gt 0 ]; then
+    echo "--zero-delay --send uring --coalesce-av"
+  else
+    echo "--zero-delay --send uring"
+  fi
+}
+
 start_corecast() {
   local port=$1
-  printf '[player]\nmerge_window_ms = %s\n[http]\nenabled = false\n[log]\nlevel = "warn"\n' "$WINDOW_MS" >"$OUT/corecast.toml"
+  printf '[player]\nmerge_window_ms = %s\n%s\n[http]\nenabled = false\n[log]\nlevel = "warn"\n' "$WINDOW_MS" "$(zero_delay_player)" >"$OUT/corecast.toml"
   "$BIN/corecast" --config "$OUT/corecast.toml" --rtmp-listen "127.0.0.1:$port" --cores "$CORES" >/dev/null 2>"$OUT/corecast.log" &
   echo $!
 }
@@ -62,8 +84,9 @@ start_corecast() {
 start_floor() { # port kbps
   local port=$1 kbps=$2 threads=$CORES
   [ "$threads" -gt 0 ] || threads=$(nproc)
+  # shellcheck disable=SC2046
   "$BIN/corecast-floor" --listen "127.0.0.1:$port" --seconds $((DURATION + 40)) --threads "$threads" \
-    --bitrate-kbps "$kbps" --audio-kbps 64 --merge-window-ms "$WINDOW_MS" >/dev/null 2>"$OUT/floor.log" &
+    --bitrate-kbps "$kbps" --audio-kbps 64 $(floor_writer_flags) >/dev/null 2>"$OUT/floor.log" &
   echo $!
 }
 
@@ -195,10 +218,10 @@ done
 done
 done
 
-python3 - "$OUT/results.jsonl" "$WINDOW_MS" "$DURATION" >"$OUT/summary.md" <<'PY'
+python3 - "$OUT/results.jsonl" "$WINDOW_MS" "$DURATION" "$ZERO_DELAY_SEND" "$COALESCE_MS" "$(floor_writer_flags)" >"$OUT/summary.md" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-window, duration = sys.argv[2:]
+window, duration, zd_send, coalesce, floor_flags = sys.argv[2:]
 for r in rows:
     r.setdefault("reader", "harness")
 rounds = sorted({r.get("round", 1) for r in rows})
@@ -213,7 +236,8 @@ def get(s, rd, k, n, rnd):
 def mean_cpu(s, rd, k, n):
     v = [r["cpu_s_per_gb"] for r in rows if (r["server"], r["reader"], r.get("kbps"), r["players"]) == (s, rd, k, n) and r.get("cpu_s_per_gb")]
     return sum(v) / len(v) if v else None
-print(f"{duration} s per run, Corecast merge window {window} ms, {len(rounds)} round(s). "
+zero_delay = f" (zero_delay_send = {zd_send}, zero_delay_coalesce_ms = {coalesce})" if window == "0" else ""
+print(f"{duration} s per run, Corecast merge window {window} ms{zero_delay}, floor `{floor_flags}`, {len(rounds)} round(s). "
       "Readers: harness = corecast-loadtest (io_uring), reader = corecast-reader (epoll, counts after the first key frame).\n")
 for k in bitrates:
     print(f"### Stream {k} kbit/s\n")

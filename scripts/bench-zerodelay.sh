@@ -6,7 +6,11 @@
 # pass for all players), `coalesce` (wake only for video frames, the audio due since rides
 # in the same send) and `uring-coalesce`. The node's own variants run Corecast itself at
 # `merge_window_ms = 0` with `player.zero_delay_send` = `writer` (today's node), `pass` or
-# `uring` (node/src/sendpass.rs): `node-writer`, `node-pass`, `node-uring`. The node is fed
+# `uring` (node/src/sendpass.rs): `node-writer`, `node-pass`, `node-uring`; a suffix `-cMS`
+# sets `player.zero_delay_coalesce_ms` (audio held for the next video frame, e.g.
+# `node-uring-c40`) and `-bN` `player.zero_delay_uring_batch_sends` (`node-uring-b64`);
+# `base-node-*` runs the node binary of BASE_BIN (a before/after check; it must know the
+# options the variant sets, so `base-node-pass` against main's build). The node is fed
 # by the harness's synthetic publisher (the same stream the floor prepares), so its CPU
 # includes that ingest, alike for the three.
 #
@@ -21,7 +25,7 @@
 #
 # Environment: PLAYERS (500), KBPS (2600), DURATION (10 s), ROUNDS (3), READERS ("harness
 # reader"), VARIANTS ("today pass uring coalesce uring-coalesce"), THREADS (floor writers,
-# nproc), OUT (target/bench-zerodelay), STRACE_SECS (3; 0 = no trace), STRACE_PLAYERS (50: strace stops the floor at every
+# nproc), BASE (the variant the ratios divide by: today), OUT (target/bench-zerodelay), STRACE_SECS (3; 0 = no trace), STRACE_PLAYERS (50: strace stops the floor at every
 # syscall, and with many players the traced floor falls behind and batches what it would not). Everything binds 127.0.0.1. Results:
 # target/bench-zerodelay/ (results.jsonl, summary.md, strace-*.txt). Needs release builds of
 # corecast-floor, corecast-loadtest and corecast-reader (built here when missing).
@@ -39,6 +43,8 @@ VARIANTS=${VARIANTS:-"today pass uring coalesce uring-coalesce"}
 THREADS=${THREADS:-$(nproc)}
 STRACE_SECS=${STRACE_SECS:-3}
 STRACE_PLAYERS=${STRACE_PLAYERS:-50}
+BASE=${BASE:-today}
+BASE_BIN=${BASE_BIN:-/work/bench-base}
 BIN=target/release
 OUT=${OUT:-target/bench-zerodelay}
 mkdir -p "$OUT"
@@ -68,16 +74,29 @@ zd_softirqd() { for p in $(pgrep -x 'ksoftirqd/[0-9]+'); do cat "/proc/$p/stat";
 zd_cpu_of() { awk -v t="$(getconf CLK_TCK)" '{print ($14 + $15) / t}' "/proc/$1/stat"; }
 
 start_floor() { # port variant
-  case $2 in node-*) start_node "$1" "${2#node-}"; return ;; esac
+  case $2 in
+    node-*) start_node "$1" "${2#node-}"; return ;;
+    base-node-*) NODE_BIN=$BASE_BIN start_node "$1" "${2#base-node-}"; return ;;
+  esac
   # shellcheck disable=SC2046
   "$BIN/corecast-floor" --listen "127.0.0.1:$1" --seconds $((DURATION + 30)) --threads "$THREADS" \
     --bitrate-kbps "$KBPS" --audio-kbps 64 $(flags_of "$2") >/dev/null 2>>"$OUT/floor.log" &
   echo $!
 }
 
-start_node() { # port mode
-  printf '[player]\nmerge_window_ms = 0\nzero_delay_send = "%s"\n[http]\nenabled = false\n[log]\nlevel = "info"\n' "$2" >"$OUT/node-$2.toml"
-  "$BIN/corecast" --config "$OUT/node-$2.toml" --rtmp-listen "127.0.0.1:$1" --cores "$THREADS" \
+start_node() { # port mode[-cMS][-bN]
+  local mode=${2%%-*} extra="" opt
+  # Only the options a variant sets are written: an older build (BASE_BIN) refuses unknown ones.
+  for opt in $(echo "${2#"$mode"}" | tr '-' ' '); do
+    case $opt in
+      c*) extra+="zero_delay_coalesce_ms = ${opt#c}"$'\n' ;;
+      b*) extra+="zero_delay_uring_batch_sends = ${opt#b}"$'\n' ;;
+      *) echo "bench-zerodelay: unknown node option $opt" >&2; return 1 ;;
+    esac
+  done
+  printf '[player]\nmerge_window_ms = 0\nzero_delay_send = "%s"\n%s[http]\nenabled = false\n[log]\nlevel = "info"\n' \
+    "$mode" "$extra" >"$OUT/node-$2.toml"
+  "${NODE_BIN:-$BIN}/corecast" --config "$OUT/node-$2.toml" --rtmp-listen "127.0.0.1:$1" --cores "$THREADS" \
     >/dev/null 2>>"$OUT/node.log" &
   echo $!
 }
@@ -92,7 +111,7 @@ start_publisher() { # port
 run_reader() { # reader port json [variant]
   local publisher=""
   case ${4:-} in
-    node-*)
+    node-* | base-node-*)
       if [ "$1" = harness ]; then
         # Publisher and players in one harness process, as bench-compare runs the node.
         timeout $((DURATION + 40)) "$BIN/corecast-loadtest" e2e "rtmp://127.0.0.1:$2/live/bench" \
@@ -196,9 +215,9 @@ if [ "$STRACE_SECS" -gt 0 ] && command -v strace >/dev/null; then
   for variant in $VARIANTS; do strace_one "$variant"; done
 fi
 
-python3 - "$OUT" "$STRACE_SECS" "$DURATION" "$STRACE_PLAYERS" >"$OUT/summary.md" <<'PY'
+python3 - "$OUT" "$STRACE_SECS" "$DURATION" "$STRACE_PLAYERS" "$BASE" >"$OUT/summary.md" <<'PY'
 import json, os, re, sys
-out, secs, DURATION, splayers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+out, secs, DURATION, splayers, BASE = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
 rows = [json.loads(l) for l in open(f"{out}/results.jsonl") if l.strip()]
 variants = list(dict.fromkeys(r["variant"] for r in rows))
 readers = list(dict.fromkeys(r["reader"] for r in rows))
@@ -208,10 +227,10 @@ def get(v, rd, rnd):
 n = rows[0]["players"] if rows else 0
 print(f"{n} players, {rows[0]['kbps'] if rows else 0} kbit/s, {len(rounds)} round(s), variants interleaved per round. "
       "CPU-s/GB: floor utime+stime over the run ÷ bytes the reader counted; only runs with ≥ 99 % received on ≥ 99 % of players count.\n")
-print("| reader | variant | runs counted | CPU-s/GB mean | min–max | ÷ today (mean) | ÷ today per round | received min | e2e p99 ms max | ctx switches/s | ksoftirqd CPU-s/GB |")
+print(f"| reader | variant | runs counted | CPU-s/GB mean | min–max | ÷ {BASE} (mean) | ÷ {BASE} per round | received min | e2e p99 ms max | ctx switches/s | ksoftirqd CPU-s/GB |")
 print("|---|---|---|---|---|---|---|---|---|---|---|")
 for rd in readers:
-    base = [get("today", rd, x) for x in rounds]
+    base = [get(BASE, rd, x) for x in rounds]
     bvals = [b["cpu_s_per_gb"] for b in base if b and b.get("counts")]
     bmean = sum(bvals) / len(bvals) if bvals else None
     for v in variants:
@@ -221,7 +240,7 @@ for rd in readers:
         mean = sum(vals) / len(vals) if vals else None
         per = []
         for x in rounds:
-            a, b = get(v, rd, x), get("today", rd, x)
+            a, b = get(v, rd, x), get(BASE, rd, x)
             if a and b and a.get("counts") and b.get("counts"):
                 per.append(f"{a['cpu_s_per_gb'] / b['cpu_s_per_gb']:.2f}")
         rec = [r["received"] for r in rs if r and "received" in r]

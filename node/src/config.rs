@@ -284,9 +284,17 @@ pub struct PlayerConfig {
     /// closed with `NetStream.Play.StreamNotFound` after waiting this long; 0 = wait forever.
     pub wait_for_publisher_secs: u64,
     /// How a core writes its players at `merge_window_ms = 0`: `"writer"` (each player's
-    /// task), `"pass"` (one pass per frame, a `sendmsg` per player) or `"uring"` (one pass,
-    /// one io_uring submission for all players). Plain RTMP players only.
-    pub zero_delay_send: crate::sendpass::ZeroDelaySend,
+    /// task), `"pass"` (one pass as frames arrive, a `sendmsg` per player) or `"uring"` (the
+    /// same pass, one io_uring submission for all players). Plain RTMP players only. Unset,
+    /// it is `"uring"` (measured in BENCHMARKS.md, "zdwake"); set, it needs
+    /// `merge_window_ms = 0`.
+    pub zero_delay_send: Option<crate::sendpass::ZeroDelaySend>,
+    /// At `merge_window_ms = 0`, how long a plain RTMP player's audio may wait for the next
+    /// video frame to go out in the same send (0 = never held). Fewer sends, later audio.
+    pub zero_delay_coalesce_ms: u64,
+    /// With `zero_delay_send = "uring"`, the most sends submitted in one `io_uring_enter`
+    /// (a pass over more players is cut into batches of this many).
+    pub zero_delay_uring_batch_sends: usize,
 }
 
 impl Default for PlayerConfig {
@@ -298,7 +306,9 @@ impl Default for PlayerConfig {
             send_timeout_secs: 15,
             socket_send_buffer_bytes: 256 * 1024,
             wait_for_publisher_secs: 30,
-            zero_delay_send: crate::sendpass::ZeroDelaySend::Writer,
+            zero_delay_send: None,
+            zero_delay_coalesce_ms: 0,
+            zero_delay_uring_batch_sends: crate::sendpass::ENTRIES as usize,
         }
     }
 }
@@ -840,10 +850,31 @@ impl Config {
         if p.merge_window_ms > 1000 {
             return Err(invalid("player.merge_window_ms", "must be at most 1000"));
         }
-        if p.zero_delay_send != crate::sendpass::ZeroDelaySend::Writer && p.merge_window_ms != 0 {
+        if p.zero_delay_send
+            .is_some_and(|m| m != crate::sendpass::ZeroDelaySend::Writer)
+            && p.merge_window_ms != 0
+        {
             return Err(invalid(
                 "player.zero_delay_send",
                 "needs player.merge_window_ms = 0 (a window batches writes already)",
+            ));
+        }
+        if p.zero_delay_coalesce_ms != 0 && p.merge_window_ms != 0 {
+            return Err(invalid(
+                "player.zero_delay_coalesce_ms",
+                "needs player.merge_window_ms = 0 (a window batches audio and video already)",
+            ));
+        }
+        if p.zero_delay_coalesce_ms > 100 {
+            return Err(invalid(
+                "player.zero_delay_coalesce_ms",
+                "must be at most 100 (audio held longer is a merge window)",
+            ));
+        }
+        if !(1..=crate::sendpass::ENTRIES as usize).contains(&p.zero_delay_uring_batch_sends) {
+            return Err(invalid(
+                "player.zero_delay_uring_batch_sends",
+                "must be between 1 and 256",
             ));
         }
         let t = &self.rtmpt;

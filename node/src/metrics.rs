@@ -19,6 +19,10 @@ use crate::process_metrics::ProcessCollector;
 pub mod names {
     /// Times the cores' flush ticks woke (flat while no core has a live stream).
     pub const TICK_WAKEUPS: &str = "corecast_tick_wakeups_total";
+    /// Sends the zero-delay send pass made, one per player per pass.
+    pub const ZERO_DELAY_PASS_SENDS: &str = "corecast_zero_delay_pass_sends_total";
+    /// Player writers the zero-delay send pass woke for bytes it left queued.
+    pub const ZERO_DELAY_WRITER_WAKES: &str = "corecast_zero_delay_writer_wakes_total";
     /// Connections accepted, by transport.
     pub const CONNECTIONS_ACCEPTED: &str = "corecast_connections_accepted_total";
     /// Connections open now, by transport.
@@ -197,6 +201,11 @@ impl NodeMetrics {
         registry
             .register(Box::new(crate::tick::wakeups_counter()))
             .expect("tick wake-ups registered once");
+        for c in crate::sendpass::counters() {
+            registry
+                .register(Box::new(c))
+                .expect("zero-delay pass counters registered once");
+        }
         let r = &registry;
         gauge(
             r,

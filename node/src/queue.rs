@@ -441,6 +441,18 @@ impl SubscriberQueue {
     }
 }
 
+/// What the zero-delay send pass ([`crate::sendpass`], issue 19 item 3) needs of the queue.
+/// Kept apart so that the queue's own rewrite and the pass do not touch the same lines.
+impl SubscriberQueue {
+    /// Takes the writer's waker, so that what is queued until it is given back (with
+    /// [`SubscriberQueue::set_writer`]) or woken by the caller wakes nobody: the pass writes
+    /// a frame itself and wakes the writer only for what it leaves queued. Relies on every
+    /// wake of the writer going through the registered waker.
+    pub fn take_writer(&mut self) -> Option<Waker> {
+        self.writer.take()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;

@@ -3,24 +3,41 @@
 //! each player's writer task doing its own `sendmsg`.
 //!
 //! - `pass`: one `sendmsg` per player from the replica's call (no writer task in between).
-//! - `uring`: one `IORING_OP_SENDMSG` per player and a single `io_uring_enter` for all of
-//!   them, on a ring this core's thread owns (glommio's ring is not reachable: its `sendmsg`
-//!   is `pub(crate)`). `MSG_DONTWAIT` keeps `-EAGAIN` and partial writes exactly `sendmsg`'s.
+//! - `uring`: one `IORING_OP_SENDMSG` per player and one `io_uring_enter` per
+//!   `player.zero_delay_uring_batch_sends` of them, on a ring this core's thread owns
+//!   (glommio's ring is not reachable: its `sendmsg` is `pub(crate)`). `MSG_DONTWAIT` keeps
+//!   `-EAGAIN` and partial writes exactly `sendmsg`'s.
 //!
 //! The pass never owns the bytes: it gathers from the player's [`SubscriberQueue`] front and
 //! `advance`s it by what the kernel took, so whatever it leaves (full socket, partial write,
-//! error) is still queued, in order, for the player's normal writer, which `push_frame` woke.
-//! A player whose writer is mid-write (awaiting writability with a cloned front slice) is
-//! skipped: see [`WriterBusy`]. TLS, RTMPE and RTMPT never register and keep the writer path.
+//! error) is still queued, in order, for the player's normal writer. That writer is not woken
+//! per frame: [`hold`] takes its waker before the frame is queued and [`flush`] gives it back
+//! unwoken; the pass wakes it only where it left bytes. The pass itself runs in one task per
+//! core, after the task that queued the frames yields, so that frames which arrive together
+//! (one publisher read, a core that fell behind) go out in one send per player. A player whose
+//! writer is mid-write (awaiting writability with a cloned front slice) is skipped: see
+//! [`WriterBusy`]. TLS, RTMPE and RTMPT never register and keep the writer path.
+//!
+//! With `player.zero_delay_coalesce_ms`, a registered player's audio waits for the next video
+//! frame and goes out in the same send (see [`coalesce`]).
+
+mod coalesce;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::io::IoSlice;
 use std::os::fd::RawFd;
 use std::rc::Rc;
+use std::sync::LazyLock;
+use std::task::Waker;
+use std::time::Duration;
 
+use prometheus::IntCounter;
 use serde::Deserialize;
 
+use crate::config::PlayerConfig;
+use crate::frame::MediaKind;
+use crate::outbound::Outbound;
 use crate::queue::SubscriberQueue;
 use crate::stream::Player;
 
@@ -28,26 +45,60 @@ use crate::stream::Player;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ZeroDelaySend {
-    /// Each player's writer task writes its own queue (the default).
-    #[default]
+    /// Each player's writer task writes its own queue.
     Writer,
-    /// One pass per frame over the core's players, one `sendmsg` each.
+    /// One pass over the core's players as frames arrive, one `sendmsg` each.
     Pass,
-    /// One pass per frame, all players' sends in one io_uring submission.
+    /// The same pass, the players' sends in one io_uring submission (the default: it spent
+    /// 0.6–0.86× the writer's CPU per GB with both readers, at the writer's latency).
+    #[default]
     Uring,
 }
 
-/// Most sends in one submission; a larger pass is cut into batches.
-const ENTRIES: u32 = 256;
+/// The ring's size: the most sends in one submission
+/// (`player.zero_delay_uring_batch_sends` may ask for fewer).
+pub const ENTRIES: u32 = 256;
 /// Most slices and bytes one player's send is offered (as the writer's own limits).
 const MAX_SLICES: usize = 512;
 const MAX_BATCH_BYTES: usize = 1024 * 1024;
+
+/// Sends the passes made (a send per player per pass: `corecast_zero_delay_pass_sends_total`).
+static SENDS: LazyLock<IntCounter> = LazyLock::new(|| {
+    IntCounter::new(
+        crate::metrics::names::ZERO_DELAY_PASS_SENDS,
+        "Sends the zero-delay send pass made, one per player per pass.",
+    )
+    .expect("valid metric definition")
+});
+
+/// Writers the pass woke, because it left bytes queued or the queue closed
+/// (`corecast_zero_delay_writer_wakes_total`): flat while every socket takes every frame.
+static WRITER_WAKES: LazyLock<IntCounter> = LazyLock::new(|| {
+    IntCounter::new(
+        crate::metrics::names::ZERO_DELAY_WRITER_WAKES,
+        "Player writers the zero-delay send pass woke for bytes it left queued.",
+    )
+    .expect("valid metric definition")
+});
+
+/// The pass's counters, to register with a node's metrics.
+pub fn counters() -> [IntCounter; 2] {
+    [SENDS.clone(), WRITER_WAKES.clone()]
+}
 
 /// What the pass needs of a registered player: its socket and its byte counter.
 pub struct PassTarget {
     socket: Rc<dyn RawSocket>,
     sent: Rc<dyn Fn(usize)>,
-    uring: bool,
+    /// Who writes: the pass (`pass`, `uring`) or the writer task (`writer`, registered only
+    /// to coalesce).
+    mode: ZeroDelaySend,
+    /// How long audio may wait for a video frame (`player.zero_delay_coalesce_ms`).
+    coalesce: Option<Duration>,
+    /// Audio is held for the next video frame, and this player is on [`coalesce`]'s list.
+    coalesced: Cell<bool>,
+    /// On this core's list for the next pass ([`flush`]), once however many frames come.
+    pending: Cell<bool>,
 }
 
 /// A plain socket the pass may write to directly; it stays open while the target lives.
@@ -57,12 +108,21 @@ pub trait RawSocket {
 }
 
 impl PassTarget {
-    /// A target writing through `socket`, counting bytes with `sent`.
-    pub fn new(socket: Rc<dyn RawSocket>, sent: Rc<dyn Fn(usize)>, mode: ZeroDelaySend) -> Self {
+    /// A target writing through `socket` as `mode` says, counting bytes with `sent`; with
+    /// `coalesce`, audio waits up to that long for the next video frame.
+    pub fn new(
+        socket: Rc<dyn RawSocket>,
+        sent: Rc<dyn Fn(usize)>,
+        mode: ZeroDelaySend,
+        coalesce: Option<Duration>,
+    ) -> Self {
         PassTarget {
             socket,
             sent,
-            uring: mode == ZeroDelaySend::Uring,
+            mode,
+            coalesce,
+            coalesced: Cell::new(false),
+            pending: Cell::new(false),
         }
     }
 }
@@ -76,6 +136,14 @@ thread_local! {
     static RING: RefCell<Option<Option<io_uring::IoUring>>> = const { RefCell::new(None) };
     /// Whether this core logged its first pass (once, so an operator sees the option work).
     static ANNOUNCED: Cell<bool> = const { Cell::new(false) };
+    /// Players with bytes queued for the next pass, each once (their target's `pending`).
+    static PENDING: RefCell<Vec<Rc<Outbound>>> = const { RefCell::new(Vec::new()) };
+    /// The pass task's waker while it waits for pending players.
+    static PASS_TASK: RefCell<Option<Waker>> = const { RefCell::new(None) };
+    /// Whether this core's pass task was spawned.
+    static PASS_SPAWNED: Cell<bool> = const { Cell::new(false) };
+    /// Sends per `io_uring_enter` (`player.zero_delay_uring_batch_sends`, at most [`ENTRIES`]).
+    static BATCH: Cell<usize> = const { Cell::new(ENTRIES as usize) };
 }
 
 /// Registers a player's target on its outbound slot; unregisters on drop.
@@ -122,45 +190,246 @@ impl Drop for WriterBusy {
     }
 }
 
-/// Writes what is queued for every registered, idle player of `players` (called by the
-/// replica after it queued a frame to all of them).
-pub fn flush(players: &[Player]) {
+/// Whether `queue`'s writer is inside a write (the pass must leave its socket alone).
+fn is_busy(queue: &Rc<RefCell<SubscriberQueue>>) -> bool {
+    BUSY.with_borrow(|b| b.contains(&(Rc::as_ptr(queue) as usize)))
+}
+
+/// A frame's players, found before the frame is queued to them (see [`hold`]).
+pub struct Held {
+    /// Registered players whose writer is not inside a write, each with its writer's waker
+    /// (None where the writer was woken already and has not run yet).
+    players: Vec<(Rc<Outbound>, Option<Waker>)>,
+    /// The frame is audio: a coalescing player keeps it queued for the next video frame.
+    audio: bool,
+}
+
+/// Takes the writer's waker of every registered, idle player of `players`, before the
+/// replica queues a frame to them: queueing then wakes none of them, and [`flush`] wakes a
+/// writer only where it leaves bytes queued. Without this, each writer task would be woken per
+/// frame only to find its queue already written (the `pass` mode's loss in BENCHMARKS.md).
+pub fn hold(players: &[Player], kind: MediaKind) -> Held {
+    let mut held = Held {
+        players: Vec::new(),
+        audio: kind == MediaKind::Audio,
+    };
     if ACTIVE.with(Cell::get) == 0 {
-        return;
+        return held;
     }
-    let mut uring = Vec::new();
     BUSY.with_borrow(|busy| {
         for p in players {
-            let slot = p.out.pass.borrow();
-            let Some(target) = slot.as_ref() else {
+            if p.out.pass.borrow().is_none() {
                 continue;
-            };
+            }
             let queue = &p.out.queue;
             if busy.contains(&(Rc::as_ptr(queue) as usize)) {
                 continue;
             }
-            {
-                let q = queue.borrow();
-                if q.is_closed() || q.is_empty() {
-                    continue;
-                }
-            }
-            if !ANNOUNCED.replace(true) {
-                tracing::info!(uring = target.uring, "zero-delay send pass writing players");
-            }
-            if target.uring {
-                uring.push((
-                    Rc::clone(queue),
-                    target.socket.raw_fd(),
-                    target.sent.clone(),
-                ));
-            } else {
-                send_one(queue, target.socket.raw_fd(), &*target.sent);
-            }
+            let waker = queue.borrow_mut().take_writer();
+            held.players.push((Rc::clone(&p.out), waker));
         }
     });
+    held
+}
+
+/// What [`flush`] does with one held player.
+enum Next {
+    /// Nothing to write: the waker goes back (woken if the queue closed or holds bytes).
+    GiveBack,
+    /// Keep the bytes queued, the writer parked (coalesced audio, or a pass already due).
+    Park,
+    /// Its writer task writes (registered to coalesce only).
+    Wake,
+    /// The core's pass task writes it.
+    Pass,
+}
+
+/// Called by the replica after it queued the frame to every player [`hold`] found: gives each
+/// writer its waker back without waking it and hands the players with bytes queued to this
+/// core's pass task, which writes them all once the current task yields.
+///
+/// The pass does not write inline, per frame: a publisher's read often brings several frames,
+/// and a core that falls behind must send them together, as player writers do by themselves
+/// (while one waits, frames queue behind it). A pass per frame kept sending every frame
+/// separately and fell behind for good on a loaded machine (BENCHMARKS.md, "zdwake").
+pub fn flush(held: Held) {
+    if held.players.is_empty() {
+        return;
+    }
+    let mut scheduled = false;
+    for (out, waker) in held.players {
+        let next = {
+            let slot = out.pass.borrow();
+            let q = out.queue.borrow();
+            match slot.as_ref() {
+                None => Next::GiveBack,
+                Some(_) if q.is_closed() || q.is_empty() => Next::GiveBack,
+                Some(target) if held.audio && target.coalesce.is_some() => {
+                    coalesce::defer(&out, target);
+                    Next::Park
+                }
+                Some(target) => {
+                    target.coalesced.set(false);
+                    if target.mode == ZeroDelaySend::Writer {
+                        Next::Wake
+                    } else if target.pending.replace(true) {
+                        Next::Park
+                    } else {
+                        Next::Pass
+                    }
+                }
+            }
+        };
+        match next {
+            Next::GiveBack => give_back(&out.queue, waker),
+            Next::Park => park(&out.queue, waker),
+            Next::Wake => {
+                if let Some(w) = waker {
+                    w.wake();
+                }
+            }
+            Next::Pass => {
+                park(&out.queue, waker);
+                PENDING.with_borrow_mut(|p| p.push(out));
+                scheduled = true;
+            }
+        }
+    }
+    if scheduled {
+        wake_pass_task();
+    }
+}
+
+/// Wakes this core's pass task, spawning it the first time.
+fn wake_pass_task() {
+    if let Some(task) = PASS_TASK.take() {
+        task.wake();
+    } else if !PASS_SPAWNED.replace(true) {
+        glommio::spawn_local(run_passes()).detach();
+    }
+}
+
+/// This core's pass task: writes every pending player, each once however many frames it was
+/// given since the last pass, then waits for the next.
+async fn run_passes() {
+    loop {
+        std::future::poll_fn(|cx| {
+            if PENDING.with_borrow(Vec::is_empty) {
+                PASS_TASK.set(Some(cx.waker().clone()));
+                std::task::Poll::Pending
+            } else {
+                std::task::Poll::Ready(())
+            }
+        })
+        .await;
+        pass_now();
+    }
+}
+
+/// One pass over the pending players (what [`run_passes`] does when woken).
+fn pass_now() {
+    let pending = PENDING.take();
+    let mut due = Vec::with_capacity(pending.len());
+    for out in pending {
+        let registered = out
+            .pass
+            .borrow()
+            .as_ref()
+            .inspect(|t| t.pending.set(false))
+            .is_some();
+        // Gone, or being written by its own writer meanwhile (woken for a reply).
+        if !registered || is_busy(&out.queue) {
+            continue;
+        }
+        let waker = out.queue.borrow_mut().take_writer();
+        due.push((out, waker));
+    }
+    write(due);
+}
+
+/// Writes each of `due`'s queues now (its writer's waker taken), then gives the wakers back.
+fn write(due: Vec<(Rc<Outbound>, Option<Waker>)>) {
+    let mut uring = Vec::new();
+    let mut uring_wakers = Vec::new();
+    let mut sends = 0;
+    for (out, waker) in due {
+        let (mode, fd, sent) = {
+            let slot = out.pass.borrow();
+            let Some(target) = slot.as_ref() else {
+                give_back(&out.queue, waker);
+                continue;
+            };
+            (target.mode, target.socket.raw_fd(), Rc::clone(&target.sent))
+        };
+        if out.queue.borrow().is_empty() {
+            give_back(&out.queue, waker);
+            continue;
+        }
+        if mode != ZeroDelaySend::Writer && !ANNOUNCED.replace(true) {
+            tracing::info!(
+                uring = mode == ZeroDelaySend::Uring,
+                "zero-delay send pass writing players"
+            );
+        }
+        match mode {
+            // Registered to coalesce only: the writer task writes.
+            ZeroDelaySend::Writer => {
+                if let Some(w) = waker {
+                    w.wake();
+                }
+            }
+            ZeroDelaySend::Pass => {
+                sends += 1;
+                send_one(&out.queue, fd, &*sent);
+                give_back(&out.queue, waker);
+            }
+            ZeroDelaySend::Uring => {
+                sends += 1;
+                uring.push((Rc::clone(&out.queue), fd, sent));
+                uring_wakers.push(waker);
+            }
+        }
+    }
     if !uring.is_empty() {
         send_uring(&uring);
+        for ((queue, _, _), waker) in uring.iter().zip(uring_wakers) {
+            give_back(queue, waker);
+        }
+    }
+    // One add per pass, not per player: the counter is shared by the cores.
+    if sends > 0 {
+        SENDS.inc_by(sends);
+    }
+}
+
+/// Gives the writer its waker back without waking it, though bytes are queued: coalesced
+/// audio waits for the next video frame or [`coalesce`]'s timer (a closed queue still wakes it).
+fn park(queue: &RefCell<SubscriberQueue>, waker: Option<Waker>) {
+    let Some(waker) = waker else {
+        return;
+    };
+    let mut q = queue.borrow_mut();
+    if q.is_closed() {
+        drop(q);
+        waker.wake();
+    } else {
+        q.set_writer(&waker);
+    }
+}
+
+/// Gives the writer its waker back: woken where bytes are left or the queue closed (the
+/// writer then waits for the socket, or ends), registered again where all was written.
+fn give_back(queue: &RefCell<SubscriberQueue>, waker: Option<Waker>) {
+    let Some(waker) = waker else {
+        return;
+    };
+    let mut q = queue.borrow_mut();
+    if q.is_closed() || !q.is_empty() {
+        drop(q);
+        WRITER_WAKES.inc();
+        waker.wake();
+    } else {
+        q.set_writer(&waker);
     }
 }
 
@@ -188,7 +457,7 @@ fn borrowed(fd: RawFd) -> std::os::fd::BorrowedFd<'static> {
 
 type UringPlayer = (Rc<RefCell<SubscriberQueue>>, RawFd, Rc<dyn Fn(usize)>);
 
-/// All of `players`' sends through this core's ring, a submission per [`ENTRIES`].
+/// All of `players`' sends through this core's ring, a submission per batch ([`BATCH`]).
 fn send_uring(players: &[UringPlayer]) {
     RING.with_borrow_mut(|ring| {
         let ring = ring.get_or_insert_with(|| match io_uring::IoUring::new(ENTRIES) {
@@ -201,7 +470,7 @@ fn send_uring(players: &[UringPlayer]) {
                 None
             }
         });
-        for batch in players.chunks(ENTRIES as usize) {
+        for batch in players.chunks(BATCH.with(Cell::get).clamp(1, ENTRIES as usize)) {
             match ring.as_mut() {
                 Some(ring) => uring_batch(ring, batch),
                 None => batch.iter().for_each(|(q, fd, s)| send_one(q, *fd, &**s)),
@@ -289,20 +558,27 @@ impl<T: crate::transport::Transport> RawSocket for TransportSocket<T> {
     }
 }
 
-/// Lets the pass write `out`'s connection when `mode` asks for it, the window is zero and
-/// the transport is plain TCP; the returned registration ends it when dropped.
+/// Lets the pass write `out`'s connection when `player` asks for it (`zero_delay_send` other
+/// than `writer`, or `zero_delay_coalesce_ms`), the window is zero and the transport is plain
+/// TCP; the returned registration ends it when dropped.
 pub fn register<T: crate::transport::Transport + 'static>(
-    mode: ZeroDelaySend,
-    merge_window_ms: u64,
+    player: &PlayerConfig,
     transport: &Rc<T>,
-    out: &crate::outbound::Outbound,
+    out: &Outbound,
     sent: Rc<dyn Fn(usize)>,
 ) -> Option<Registration> {
-    if mode == ZeroDelaySend::Writer || merge_window_ms != 0 {
+    let mode = player.zero_delay_send.unwrap_or_default();
+    let coalesce = (player.zero_delay_coalesce_ms > 0)
+        .then(|| Duration::from_millis(player.zero_delay_coalesce_ms));
+    if (mode == ZeroDelaySend::Writer && coalesce.is_none()) || player.merge_window_ms != 0 {
         return None;
     }
     transport.plain_socket_fd()?;
+    BATCH.with(|b| b.set(player.zero_delay_uring_batch_sends));
     let socket = Rc::new(TransportSocket(Rc::clone(transport)));
-    let target = PassTarget::new(socket, sent, mode);
+    let target = PassTarget::new(socket, sent, mode, coalesce);
     Some(Registration::new(Rc::clone(&out.pass), target))
 }
+
+#[cfg(test)]
+mod tests;

@@ -271,6 +271,7 @@ impl StreamReplica {
             frame.kind == MediaKind::Audio,
             frame.kind == MediaKind::Video,
         );
+        let held = crate::sendpass::hold(&self.players, frame.kind);
         for player in &self.players {
             if player.paused || (audio && !player.audio) || (video && !player.video) {
                 continue;
@@ -280,7 +281,7 @@ impl StreamReplica {
             }
         }
         self.dropped_frames += dropped;
-        crate::sendpass::flush(&self.players);
+        crate::sendpass::flush(held);
         dropped
     }
 

@@ -1,6 +1,8 @@
-//! The zero-delay send pass (`player.zero_delay_send`): with it on, players get exactly the
-//! bytes they get without it (in order, across cores), a stalled player still costs only
-//! itself, and `--check` refuses the option where a merge window batches already.
+//! The zero-delay send pass (`player.zero_delay_send`) and audio coalescing
+//! (`player.zero_delay_coalesce_ms`): with them on, players get exactly the bytes they get
+//! without them (in order, across cores), a stalled player still costs only itself, a pass
+//! that wrote everything wakes no writer task, and `--check` refuses the options where a
+//! merge window batches already.
 
 mod support;
 
@@ -16,17 +18,21 @@ use support::media::{
 use support::node::{field, is_line, Node};
 use support::process::output_with_deadline;
 
-fn config(mode: &str) -> String {
-    format!("[player]\nmerge_window_ms = 0\nzero_delay_send = \"{mode}\"\n")
+fn config(mode: &str, coalesce_ms: u64) -> String {
+    format!(
+        "[player]\nmerge_window_ms = 0\nzero_delay_send = \"{mode}\"\n\
+         zero_delay_coalesce_ms = {coalesce_ms}\n"
+    )
 }
 
 /// ffmpeg publishes; ffmpeg players on both cores must get every packet from the first
-/// keyframe on, byte for byte, written by the pass (its log line proves it ran).
-fn publish_and_play_byte_identical(mode: &str) {
+/// keyframe on, byte for byte, written by the pass (its log line proves it ran), with audio
+/// held for the next video frame where `coalesce_ms` is set.
+fn publish_and_play_byte_identical(mode: &str, coalesce_ms: u64) {
     let dir = tempfile::tempdir().expect("temp dir");
     let src = shared_flv(4);
-    let node = Node::start(2, &config(mode), dir.path());
-    let stream = format!("live/zd{mode}");
+    let node = Node::start(2, &config(mode, coalesce_ms), dir.path());
+    let stream = format!("live/zd{mode}{coalesce_ms}");
     let url = node.url(&stream);
 
     let mut players = Vec::new();
@@ -57,10 +63,18 @@ fn publish_and_play_byte_identical(mode: &str) {
         "publisher failed: {}",
         stderr_of(&mut publisher)
     );
-    node.wait_log(Duration::from_secs(5), |l| {
-        l.contains("zero-delay send pass writing players")
-    })
-    .expect("the pass wrote players");
+    if mode != "writer" {
+        node.wait_log(Duration::from_secs(5), |l| {
+            l.contains("zero-delay send pass writing players")
+        })
+        .expect("the pass wrote players");
+    }
+    if coalesce_ms > 0 {
+        node.wait_log(Duration::from_secs(5), |l| {
+            l.contains("zero-delay coalescing holds audio")
+        })
+        .expect("audio was held for video");
+    }
     if mode == "uring" {
         node.wait_log(Duration::from_secs(5), |l| {
             l.contains("io_uring ring ready") || l.contains("io_uring unavailable")
@@ -83,12 +97,22 @@ fn publish_and_play_byte_identical(mode: &str) {
 
 #[test]
 fn with_the_uring_pass_ffmpeg_publish_and_play_are_byte_identical_across_cores() {
-    publish_and_play_byte_identical("uring");
+    publish_and_play_byte_identical("uring", 0);
 }
 
 #[test]
 fn with_the_sendmsg_pass_ffmpeg_publish_and_play_are_byte_identical_across_cores() {
-    publish_and_play_byte_identical("pass");
+    publish_and_play_byte_identical("pass", 0);
+}
+
+#[test]
+fn with_audio_coalesced_and_the_uring_pass_ffmpeg_play_is_byte_identical_across_cores() {
+    publish_and_play_byte_identical("uring", 40);
+}
+
+#[test]
+fn with_audio_coalesced_and_the_writer_ffmpeg_play_is_byte_identical_across_cores() {
+    publish_and_play_byte_identical("writer", 40);
 }
 
 /// A video payload of `size` bytes with a sequence number inside.
@@ -100,15 +124,16 @@ fn frame(key: bool, seq: u32, size: usize) -> Vec<u8> {
     p
 }
 
-/// With the uring pass: a player that stops reading is cut off as a slow consumer, while a
+/// With the pass: a player that stops reading is cut off as a slow consumer, while a
 /// healthy one on the same stream gets every frame in order (the pass leaves a full socket's
 /// bytes to the writer, which must not reorder or lose any).
-#[test]
-fn with_the_uring_pass_a_stalled_player_is_cut_off_and_nobody_else_waits() {
+fn a_stalled_player_is_cut_off_and_nobody_else_waits(mode: &str, coalesce_ms: u64) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = "[player]\nmerge_window_ms = 0\nzero_delay_send = \"uring\"\n\
-                  queue_max_bytes = 4194304\nqueue_hard_max_bytes = 8388608\nsend_timeout_secs = 5\n";
-    let node = Node::start(1, config, dir.path());
+    let config = format!(
+        "{}queue_max_bytes = 4194304\nqueue_hard_max_bytes = 8388608\nsend_timeout_secs = 5\n",
+        config(mode, coalesce_ms)
+    );
+    let node = Node::start(1, &config, dir.path());
 
     let mut healthy = RtmpClient::connect(node.addr, "live").expect("connect");
     healthy.play("busy").expect("play");
@@ -170,14 +195,103 @@ fn with_the_uring_pass_a_stalled_player_is_cut_off_and_nobody_else_waits() {
 }
 
 #[test]
-fn check_refuses_the_pass_with_a_merge_window() {
+fn with_the_uring_pass_a_stalled_player_is_cut_off_and_nobody_else_waits() {
+    a_stalled_player_is_cut_off_and_nobody_else_waits("uring", 0);
+}
+
+#[test]
+fn with_the_sendmsg_pass_a_stalled_player_is_cut_off_and_nobody_else_waits() {
+    a_stalled_player_is_cut_off_and_nobody_else_waits("pass", 0);
+}
+
+#[test]
+fn with_audio_coalesced_a_stalled_player_is_cut_off_and_nobody_else_waits() {
+    a_stalled_player_is_cut_off_and_nobody_else_waits("uring", 40);
+}
+
+/// The value of an unlabelled counter in `/metrics`.
+fn counter(node: &Node, name: &str) -> f64 {
+    let (status, body) = node.http_request("GET", "/metrics", None);
+    assert_eq!(status, 200, "/metrics answered {status}: {body}");
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not exported:\n{body}"))
+}
+
+/// A pass that writes a frame to every player wakes none of their writer tasks: with small
+/// frames and players that read, the pass sends every frame and hands no writer a wake.
+fn a_pass_that_writes_everything_wakes_no_writer(config: &str) -> Node {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = Node::start(1, config, dir.path());
+    let mut players: Vec<RtmpClient> = (0..3)
+        .map(|_| {
+            let mut p = RtmpClient::connect(node.addr, "live").expect("connect");
+            p.play("small").expect("play");
+            p
+        })
+        .collect();
+    let mut publisher = RtmpClient::connect(node.addr, "live").expect("connect");
+    assert_eq!(
+        publisher.publish("small").expect("publish"),
+        "NetStream.Publish.Start"
+    );
+    const FRAMES: u32 = 50;
+    for seq in 0..FRAMES {
+        publisher
+            .send_media(MessageType::VIDEO, seq * 40, &frame(seq == 0, seq, 2000))
+            .expect("publish frame");
+        for p in &mut players {
+            // Every player reads every frame before the next is sent.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                assert!(Instant::now() < deadline, "frame {seq} never arrived");
+                let m = p.next_message(Duration::from_millis(100)).expect("player");
+                if m.is_some_and(|m| m.message_type == MessageType::VIDEO) {
+                    break;
+                }
+            }
+        }
+    }
+    let sends = counter(&node, "corecast_zero_delay_pass_sends_total");
+    assert!(
+        sends >= f64::from(FRAMES * 3 - 3),
+        "the pass sent {sends} times for {FRAMES} frames to 3 players"
+    );
+    assert_eq!(
+        counter(&node, "corecast_zero_delay_writer_wakes_total"),
+        0.0,
+        "the pass woke a writer though it wrote everything"
+    );
+    node
+}
+
+#[test]
+fn a_uring_pass_that_writes_everything_wakes_no_writer() {
+    a_pass_that_writes_everything_wakes_no_writer(&config("uring", 0));
+}
+
+#[test]
+fn a_sendmsg_pass_that_writes_everything_wakes_no_writer() {
+    a_pass_that_writes_everything_wakes_no_writer(&config("pass", 0));
+}
+
+/// Unset, `zero_delay_send` is the uring pass at zero delay (and nothing at all with a
+/// window: the default config passes `--check`, which the shipped-config test covers).
+#[test]
+fn at_zero_delay_the_uring_pass_is_the_default() {
+    let node = a_pass_that_writes_everything_wakes_no_writer("[player]\nmerge_window_ms = 0\n");
+    let line = node
+        .wait_log(Duration::from_secs(5), |l| {
+            l.contains("zero-delay send pass writing players")
+        })
+        .expect("the pass wrote players");
+    assert!(line.contains("uring") && line.contains("true"), "{line}");
+}
+
+fn check_refuses(config: &str, field: &str, why: &str) {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("zd.toml");
-    std::fs::write(
-        &path,
-        "[player]\nmerge_window_ms = 50\nzero_delay_send = \"uring\"\n",
-    )
-    .expect("write");
+    std::fs::write(&path, config).expect("write");
     let out = output_with_deadline(
         Command::new(env!("CARGO_BIN_EXE_corecast"))
             .arg("--config")
@@ -187,6 +301,34 @@ fn check_refuses_the_pass_with_a_merge_window() {
     );
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("player.zero_delay_send"), "{err}");
-    assert!(err.contains("merge_window_ms = 0"), "{err}");
+    assert!(err.contains(field), "{err}");
+    assert!(err.contains(why), "{err}");
+}
+
+#[test]
+fn check_refuses_the_pass_with_a_merge_window() {
+    check_refuses(
+        "[player]\nmerge_window_ms = 50\nzero_delay_send = \"uring\"\n",
+        "player.zero_delay_send",
+        "merge_window_ms = 0",
+    );
+}
+
+#[test]
+fn check_refuses_coalescing_with_a_merge_window_or_too_long() {
+    check_refuses(
+        "[player]\nmerge_window_ms = 50\nzero_delay_coalesce_ms = 40\n",
+        "player.zero_delay_coalesce_ms",
+        "merge_window_ms = 0",
+    );
+    check_refuses(
+        "[player]\nmerge_window_ms = 0\nzero_delay_coalesce_ms = 500\n",
+        "player.zero_delay_coalesce_ms",
+        "at most 100",
+    );
+    check_refuses(
+        "[player]\nmerge_window_ms = 0\nzero_delay_uring_batch_sends = 0\n",
+        "player.zero_delay_uring_batch_sends",
+        "between 1 and 256",
+    );
 }

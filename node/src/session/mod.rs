@@ -316,13 +316,7 @@ pub async fn run_connection<T: Transport + 'static>(
     };
     let queue = Rc::clone(&out.queue);
     let transport = Rc::new(transport);
-    let _pass = crate::sendpass::register(
-        player.zero_delay_send,
-        player.merge_window_ms,
-        &transport,
-        &out,
-        Rc::new(sent.clone()),
-    );
+    let _pass = crate::sendpass::register(player, &transport, &out, Rc::new(sent.clone()));
     // The writer is a task of its own: waking it for a write must not poll the reader (and
     // re-arm its idle timer) too. Dropping the task cancels it.
     let writer = glommio::spawn_local({

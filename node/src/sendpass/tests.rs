@@ -1,0 +1,198 @@
+//! The pass against a socket pair on a real executor: no writer wake where it wrote
+//! everything, one send for the frames queued before it ran, a busy writer left alone.
+
+use std::future::Future;
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::Wake;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::frame::{FrameData, LocalFrame};
+use crate::queue::QueueLimits;
+
+/// Counts its wakes: stands in for the writer task.
+struct CountingWaker(AtomicUsize);
+
+impl Wake for CountingWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl CountingWaker {
+    fn wakes(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+struct Pair(UnixStream);
+
+impl RawSocket for Pair {
+    fn raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+fn on_executor<F: Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .io_memory(512 * 1024)
+        .spawn(move || async move { f().await })
+        .expect("executor")
+        .join()
+        .expect("test body");
+}
+
+/// Lets the core's other tasks (the pass task) run.
+async fn yield_now() {
+    glommio::timer::sleep(std::time::Duration::from_millis(2)).await;
+}
+
+fn video(size: usize) -> LocalFrame {
+    let mut payload = vec![7u8; size];
+    payload[0] = 0x17;
+    payload[1] = 1;
+    LocalFrame::new(Arc::new(FrameData::encode(
+        MediaKind::Video,
+        0,
+        Bytes::from(payload),
+        4096,
+    )))
+}
+
+/// One registered player writing into a socket pair, its writer parked on a counting
+/// waker; the sends the pass makes are counted.
+struct One {
+    players: Vec<Player>,
+    _registration: Registration,
+    theirs: UnixStream,
+    writer: Arc<CountingWaker>,
+    sends: Rc<Cell<usize>>,
+}
+
+fn player(mode: ZeroDelaySend) -> One {
+    let (ours, theirs) = UnixStream::pair().expect("socket pair");
+    theirs.set_nonblocking(true).expect("nonblocking");
+    let out = Outbound::new(QueueLimits {
+        soft_max_bytes: 8 << 20,
+        hard_max_bytes: 16 << 20,
+    });
+    let writer = Arc::new(CountingWaker(AtomicUsize::new(0)));
+    out.queue
+        .borrow_mut()
+        .set_writer(&Waker::from(Arc::clone(&writer)));
+    let sends = Rc::new(Cell::new(0));
+    let counted = Rc::clone(&sends);
+    let sent: Rc<dyn Fn(usize)> = Rc::new(move |_| counted.set(counted.get() + 1));
+    let target = PassTarget::new(Rc::new(Pair(ours)), sent, mode, None);
+    let registration = Registration::new(Rc::clone(&out.pass), target);
+    let players = vec![Player {
+        connection: 1,
+        out,
+        audio: true,
+        video: true,
+        paused: false,
+    }];
+    One {
+        players,
+        _registration: registration,
+        theirs,
+        writer,
+        sends,
+    }
+}
+
+/// What the replica does per frame: hold, queue to every player, flush.
+fn on_frame(players: &[Player], frame: LocalFrame) {
+    let held = hold(players, frame.kind);
+    for p in players {
+        p.out.queue.borrow_mut().push_frame(frame.clone());
+    }
+    flush(held);
+}
+
+fn drain(socket: &mut UnixStream) -> usize {
+    let mut buf = vec![0u8; 1 << 16];
+    let mut total = 0;
+    while let Ok(n) = socket.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        total += n;
+    }
+    total
+}
+
+async fn a_pass_that_writes_everything_wakes_no_writer(mode: ZeroDelaySend) {
+    let mut one = player(mode);
+    let frame = video(1000);
+    let wire = frame.wire_len;
+    for _ in 0..20 {
+        on_frame(&one.players, frame.clone());
+        yield_now().await;
+        assert!(
+            one.players[0].out.queue.borrow().is_empty(),
+            "the pass wrote it"
+        );
+    }
+    assert_eq!(drain(&mut one.theirs), 20 * wire);
+    assert_eq!(one.sends.get(), 20, "a send per frame");
+    assert_eq!(one.writer.wakes(), 0, "no writer woken");
+
+    // A frame larger than the socket takes: the writer is woken once for the rest.
+    on_frame(&one.players, video(4 << 20));
+    yield_now().await;
+    assert!(!one.players[0].out.queue.borrow().is_empty(), "bytes left");
+    assert_eq!(one.writer.wakes(), 1, "the writer takes over");
+}
+
+#[test]
+fn a_sendmsg_pass_that_writes_everything_wakes_no_writer() {
+    on_executor(|| a_pass_that_writes_everything_wakes_no_writer(ZeroDelaySend::Pass));
+}
+
+#[test]
+fn a_uring_pass_that_writes_everything_wakes_no_writer() {
+    on_executor(|| async {
+        BATCH.with(|b| b.set(1));
+        a_pass_that_writes_everything_wakes_no_writer(ZeroDelaySend::Uring).await;
+    });
+}
+
+#[test]
+fn frames_queued_before_the_pass_runs_go_out_in_one_send() {
+    on_executor(|| async {
+        let mut one = player(ZeroDelaySend::Uring);
+        let frame = video(1000);
+        // The first frame starts the core's pass task (which may run it at once).
+        on_frame(&one.players, frame.clone());
+        yield_now().await;
+        assert_eq!(one.sends.get(), 1);
+        for _ in 0..5 {
+            on_frame(&one.players, frame.clone());
+        }
+        yield_now().await;
+        assert_eq!(drain(&mut one.theirs), 6 * frame.wire_len);
+        assert_eq!(one.sends.get(), 2, "one send for the five frames");
+        assert_eq!(one.writer.wakes(), 0, "no writer woken");
+    });
+}
+
+#[test]
+fn a_busy_writer_is_left_alone_and_woken_as_before() {
+    on_executor(|| async {
+        let mut one = player(ZeroDelaySend::Pass);
+        let busy = WriterBusy::enter(&one.players[0].out.queue);
+        on_frame(&one.players, video(1000));
+        yield_now().await;
+        let queue = &one.players[0].out.queue;
+        assert!(!queue.borrow().is_empty(), "the pass skipped it");
+        assert_eq!(one.writer.wakes(), 1, "queueing woke the writer");
+        drop(busy);
+        assert_eq!(drain(&mut one.theirs), 0);
+    });
+}
