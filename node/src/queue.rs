@@ -484,7 +484,15 @@ impl SubscriberQueue {
         while let Some(n) = node {
             if let Some(f) = n.frame() {
                 let skip = std::mem::take(&mut skip);
-                if take_parts(&f.parts, skip, out, &mut total, max_slices, max_bytes) {
+                // A whole frame that fits both limits is taken without per-part checks: this
+                // runs per frame per player per window (issue 19).
+                if skip == 0
+                    && f.parts.len() < max_slices - out.len()
+                    && total + f.wire_len < max_bytes
+                {
+                    out.extend(f.parts.iter().map(|p| IoSlice::new(p)));
+                    total += f.wire_len;
+                } else if take_parts(&f.parts, skip, out, &mut total, max_slices, max_bytes) {
                     return;
                 }
             }

@@ -128,10 +128,15 @@ impl StreamReplica {
         self.bytes_since_stats = 0;
     }
 
-    /// Bytes held in the GOP cache, and by the frame log's nodes (its frames are the GOP's
-    /// or its followers' backlog, bounded by their queues' bounds).
+    /// Bytes held in the GOP cache (0 until a key frame is cached).
     pub fn gop_bytes(&self) -> usize {
-        self.media.gop_bytes() + self.log.held_bytes()
+        self.media.gop_bytes()
+    }
+
+    /// Bytes held by the frame log's nodes, once for the stream (its frames are the GOP's or
+    /// its followers' backlog, bounded by their queues' bounds, and counted there).
+    pub fn log_bytes(&self) -> usize {
+        self.log.held_bytes()
     }
 
     /// The same replica, sending every frame through its players' queues (the model the
