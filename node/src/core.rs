@@ -603,7 +603,7 @@ impl CoreContext {
         let mut published = 0i64;
         for (key, replica) in self.streams.borrow().iter() {
             let mut r = replica.borrow_mut();
-            gop_bytes += r.gop_bytes();
+            gop_bytes += r.gop_bytes() + r.log_bytes();
             players += r.player_count();
             if r.player_count() > 0 {
                 stats.players.insert(key.clone(), r.player_count());

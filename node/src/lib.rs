@@ -42,6 +42,7 @@ pub mod config;
 pub mod core;
 pub mod flv_http;
 pub mod frame;
+pub mod framelog;
 pub mod hls;
 pub mod http;
 pub mod httpd;

@@ -7,14 +7,23 @@
 //! (audio and sequence headers are kept, so the player resynchronises cleanly); past the hard
 //! bound the connection is closed as a slow consumer. A stalled player therefore costs only
 //! its own bounded memory and never delays the publisher or another player.
+//!
+//! A player that keeps up and takes every track *follows* its stream's [`FrameLog`] instead
+//! (issue 19): its media is not pushed here but read from the log through a [`Cursor`], after
+//! whatever items are queued. Anything pushed to a follower (a reply, a snapshot) first turns
+//! its unwritten log range into items, so order holds; the replica ([`crate::stream`]) sends
+//! a follower past its bounds back to item-by-item pushes ([`SubscriberQueue::leave_log`]),
+//! where the policy above applies exactly as if it had never followed.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
+use std::rc::Rc;
 use std::task::Waker;
 
 use bytes::Bytes;
 
 use crate::frame::LocalFrame;
+use crate::framelog::{Cursor, FrameLog};
 
 /// One queued unit.
 #[derive(Debug)]
@@ -87,7 +96,11 @@ pub struct SubscriberQueue {
     items: VecDeque<Outgoing>,
     /// Bytes of the front item already written (a partial write).
     head_written: usize,
+    /// Unwritten bytes of `items` (the log range of a follower comes on top).
     queued_bytes: usize,
+    /// Set while this queue follows its stream's frame log: its media is read from there,
+    /// after `items`. While `items` is not empty, the cursor's partial write is 0.
+    follow: Option<Cursor>,
     /// Bytes of queued [`Outgoing::Control`] items: what this connection alone holds (frames
     /// are shared with other players and the GOP cache).
     control_bytes: usize,
@@ -118,6 +131,8 @@ pub struct SubscriberQueue {
     flv: bool,
     /// The most items queued at once since the queue was last empty.
     peak_items: usize,
+    /// The zero-delay send pass writes this player: its writer is not parked in the log.
+    passive_writer: bool,
 }
 
 impl SubscriberQueue {
@@ -127,6 +142,7 @@ impl SubscriberQueue {
             items: VecDeque::new(),
             head_written: 0,
             queued_bytes: 0,
+            follow: None,
             control_bytes: 0,
             control_items: 0,
             limits,
@@ -142,6 +158,7 @@ impl SubscriberQueue {
             deferred_at: None,
             flv: false,
             peak_items: 0,
+            passive_writer: false,
         }
     }
 
@@ -164,14 +181,23 @@ impl SubscriberQueue {
     /// urgent is queued, when enough is queued, or once a tick passed since the queue filled.
     /// Clears the urgent flag.
     pub fn ready_to_write(&mut self) -> bool {
-        if self.items.is_empty() {
+        if self.is_empty() {
             return false;
         }
         let urgent = std::mem::take(&mut self.urgent);
         !self.batching
             || urgent
-            || self.queued_bytes >= MERGE_ENOUGH_BYTES
-            || self.waiting_since.is_some_and(|e| crate::tick::epoch() > e)
+            || self.queued_bytes() >= MERGE_ENOUGH_BYTES
+            || self.filled_at().is_some_and(|e| crate::tick::epoch() > e)
+    }
+
+    /// The tick epoch at which what is queued started waiting: the items', or else the
+    /// first unwritten log frame's.
+    fn filled_at(&self) -> Option<u64> {
+        if !self.items.is_empty() {
+            return self.waiting_since;
+        }
+        Some(self.follow.as_ref()?.first()?.epoch())
     }
 
     /// Has the writer woken at the next tick, unless that is already arranged.
@@ -193,6 +219,7 @@ impl SubscriberQueue {
         if self.closed || self.finishing || self.flv || bytes.is_empty() {
             return PushOutcome::Dropped;
         }
+        self.take_log_range();
         let overhead = (self.control_items + 1) * REPLY_OVERHEAD_BYTES;
         if self.queued_bytes + overhead + bytes.len() > self.limits.hard_max_bytes {
             self.overflowed = true;
@@ -205,6 +232,7 @@ impl SubscriberQueue {
         self.control_items += 1;
         self.items.push_back(Outgoing::Control(Box::new(bytes)));
         self.urgent = true;
+        self.lower_log_floors();
         self.wake();
         PushOutcome::Queued
     }
@@ -221,6 +249,7 @@ impl SubscriberQueue {
         if self.closed || self.finishing {
             return PushOutcome::Dropped;
         }
+        self.take_log_range();
         let len = if self.flv {
             frame.flv_len()
         } else {
@@ -241,6 +270,8 @@ impl SubscriberQueue {
             self.skipping_video = true;
         }
         if self.skipping_video && frame.is_droppable_video() {
+            // A skipping queue takes its frames one by one (a follower takes them all).
+            self.follow = None;
             self.dropped_frames += 1;
             return PushOutcome::Dropped;
         }
@@ -253,6 +284,7 @@ impl SubscriberQueue {
             Outgoing::Frame(frame)
         });
         self.peak_items = self.peak_items.max(self.items.len());
+        self.lower_log_floors();
         if self.batching && self.queued_bytes < MERGE_ENOUGH_BYTES {
             // The writer writes at the next tick: hand it to the tick instead of waking it
             // now only to have it wait. Only the push that fills an empty queue needs to: while
@@ -271,12 +303,14 @@ impl SubscriberQueue {
     /// Makes the next video frames wait for a keyframe (a player that joins without a GOP,
     /// or resumes after a pause).
     pub fn skip_video_until_keyframe(&mut self) {
+        self.leave_log();
         self.skipping_video = true;
     }
 
     /// Marks the queue closed; the writer finishes and the connection ends.
     pub fn close(&mut self) {
         self.closed = true;
+        self.follow = None;
         self.items.clear();
         self.queued_bytes = 0;
         self.control_bytes = 0;
@@ -287,6 +321,7 @@ impl SubscriberQueue {
 
     /// Accepts nothing more; the writer ends once what is queued is written.
     pub fn finish(&mut self) {
+        self.leave_log();
         self.finishing = true;
         self.wake();
     }
@@ -301,9 +336,9 @@ impl SubscriberQueue {
         self.overflowed
     }
 
-    /// Bytes waiting to be written.
+    /// Bytes waiting to be written (a follower's log range included).
     pub fn queued_bytes(&self) -> usize {
-        self.queued_bytes
+        self.queued_bytes + self.follow.as_ref().map_or(0, Cursor::pending)
     }
 
     /// Frames skipped by the slow-consumer policy so far.
@@ -313,15 +348,107 @@ impl SubscriberQueue {
 
     /// True when nothing is waiting.
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        // A cursor stands on the last node it wrote whole: anything after it is unwritten.
+        self.items.is_empty() && self.follow.as_ref().is_none_or(|c| c.first().is_none())
     }
 
-    /// Registers the writer's waker.
+    /// Registers the writer's waker (with a follower's log too when nothing is queued: the
+    /// next append wakes it).
     pub fn set_writer(&mut self, waker: &Waker) {
         match &self.writer {
             Some(w) if w.will_wake(waker) => {}
-            _ => self.writer = Some(waker.clone()),
+            _ => {
+                self.writer = Some(waker.clone());
+                if let Some(c) = &mut self.follow {
+                    c.parked_at = None;
+                }
+            }
         }
+        self.park_in_log();
+    }
+
+    /// Has the log wake the writer at its next append, when following with nothing queued
+    /// and not parked there since the last append.
+    fn park_in_log(&mut self) {
+        if self.passive_writer {
+            return;
+        }
+        let empty = self.is_empty();
+        let (Some(c), Some(w)) = (&mut self.follow, &self.writer) else {
+            return;
+        };
+        let appends = c.log.appends();
+        if empty && c.parked_at != Some(appends) {
+            c.parked_at = Some(appends);
+            c.log.park(w.clone(), self.batching);
+        }
+    }
+
+    /// Starts following `log` from its end, when this queue may: an RTMP queue, open, not
+    /// waiting for a keyframe. Returns whether it follows.
+    pub fn follow(&mut self, log: &Rc<FrameLog>) -> bool {
+        if self.follow.is_some() {
+            return true;
+        }
+        if self.flv || self.closed || self.finishing || self.skipping_video {
+            return false;
+        }
+        self.follow = Some(Cursor::at_end(log));
+        self.lower_log_floors();
+        self.park_in_log();
+        true
+    }
+
+    /// True while this queue follows a frame log.
+    pub fn is_following(&self) -> bool {
+        self.follow.is_some()
+    }
+
+    /// Stops following: the unwritten log range becomes items, in order.
+    pub fn leave_log(&mut self) {
+        self.take_log_range();
+        self.follow = None;
+    }
+
+    /// The log offsets past which this follower is over its soft bound, and past which (with
+    /// the frame about to be appended) over its hard bound: `queued > soft` is
+    /// `end > offset + soft - items`, and the same for hard. None when not following.
+    pub fn log_bounds(&self) -> Option<(i64, i64)> {
+        let c = self.follow.as_ref()?;
+        let base = c.offset() as i64 - self.queued_bytes as i64;
+        Some((
+            base + self.limits.soft_max_bytes as i64,
+            base + self.limits.hard_max_bytes as i64,
+        ))
+    }
+
+    /// Tells the log this follower's bounds after its items grew.
+    fn lower_log_floors(&self) {
+        if let (Some(c), Some((soft, hard))) = (&self.follow, self.log_bounds()) {
+            c.log.lower_floors(soft, hard);
+        }
+    }
+
+    /// Turns a follower's unwritten log range into items (before anything is queued behind
+    /// it); the cursor moves to the log's end.
+    fn take_log_range(&mut self) {
+        let Some(c) = &mut self.follow else {
+            return;
+        };
+        let Some(first) = c.first() else {
+            return;
+        };
+        if self.items.is_empty() {
+            self.waiting_since = Some(first.epoch());
+        }
+        for (frame, written) in c.take_pending() {
+            if self.items.is_empty() {
+                self.head_written = written;
+            }
+            self.queued_bytes += frame.wire_len - written;
+            self.items.push_back(Outgoing::Frame(frame));
+        }
+        self.peak_items = self.peak_items.max(self.items.len());
     }
 
     fn wake(&mut self) {
@@ -339,45 +466,54 @@ impl SubscriberQueue {
     /// Fills `out` with slices of what is queued, in order, up to `max_slices` slices and
     /// roughly `max_bytes` bytes (always at least one slice when not empty).
     pub fn gather<'a>(&'a self, out: &mut Vec<IoSlice<'a>>, max_slices: usize, max_bytes: usize) {
-        let mut items = self.items.iter();
-        let Some(front) = items.next() else {
-            return;
-        };
-        // Only the front item can be partly written: the rest are taken whole, without the
-        // per-part skip arithmetic (this runs per player per window; issue 19).
-        let mut skip = self.head_written;
         let mut total = 0;
-        for part in front.parts() {
-            if skip >= part.len() {
-                skip -= part.len();
-                continue;
-            }
-            let slice = &part[skip..];
-            skip = 0;
-            total += slice.len();
-            out.push(IoSlice::new(slice));
-            if out.len() >= max_slices || total >= max_bytes {
+        // Only the front item can be partly written (this runs per player per window).
+        let mut skip = self.head_written;
+        for item in &self.items {
+            let parts = item.parts();
+            if take_parts(
+                parts,
+                std::mem::take(&mut skip),
+                out,
+                &mut total,
+                max_slices,
+                max_bytes,
+            ) {
                 return;
             }
         }
-        for item in items {
-            for part in item.parts() {
-                if part.is_empty() {
-                    continue;
-                }
-                total += part.len();
-                out.push(IoSlice::new(part));
-                if out.len() >= max_slices || total >= max_bytes {
+        let Some(c) = &self.follow else {
+            return;
+        };
+        let mut skip = c.written;
+        let mut node = c.first();
+        while let Some(n) = node {
+            if let Some(f) = n.frame() {
+                let skip = std::mem::take(&mut skip);
+                // A whole frame that fits both limits is taken without per-part checks: this
+                // runs per frame per player per window (issue 19).
+                if skip == 0
+                    && f.parts.len() < max_slices - out.len()
+                    && total + f.wire_len < max_bytes
+                {
+                    out.extend(f.parts.iter().map(|p| IoSlice::new(p)));
+                    total += f.wire_len;
+                } else if take_parts(&f.parts, skip, out, &mut total, max_slices, max_bytes) {
                     return;
                 }
             }
+            node = n.next();
         }
     }
 
     /// The first unwritten bytes (for waiting on writability with an ordinary write).
     pub fn front_slice(&self) -> Option<Bytes> {
-        let mut skip = self.head_written;
-        for part in self.items.front()?.parts() {
+        let (parts, mut skip) = match (self.items.front(), &self.follow) {
+            (Some(item), _) => (item.parts(), self.head_written),
+            (None, Some(c)) => (&c.first()?.frame()?.parts[..], c.written),
+            (None, None) => return None,
+        };
+        for part in parts {
             if skip >= part.len() {
                 skip -= part.len();
                 continue;
@@ -389,15 +525,14 @@ impl SubscriberQueue {
 
     /// Records that `n` bytes from the front were written.
     pub fn advance(&mut self, mut n: usize) {
-        self.queued_bytes = self.queued_bytes.saturating_sub(n);
         while n > 0 {
             let Some(front) = self.items.front() else {
-                self.head_written = 0;
-                return;
+                break;
             };
             let left = front.len() - self.head_written;
             if n >= left {
                 n -= left;
+                self.queued_bytes -= left;
                 // This runs per frame per player: a queue with no replies skips the check.
                 if self.control_bytes > 0 {
                     self.release_front_control();
@@ -406,6 +541,7 @@ impl SubscriberQueue {
                 self.head_written = 0;
             } else {
                 self.head_written += n;
+                self.queued_bytes -= n;
                 n = 0;
             }
         }
@@ -414,8 +550,14 @@ impl SubscriberQueue {
             self.items.pop_front();
         }
         if self.items.is_empty() {
-            // A join's snapshot (a whole GOP) grew the slots; a window needs far fewer.
+            self.head_written = 0;
+            if let Some(c) = &mut self.follow {
+                c.advance(n);
+            }
+            // A join's snapshot (a whole GOP) grew the slots; a window needs far fewer, and
+            // a follower none (its media is in the log).
             let keep = std::mem::take(&mut self.peak_items).max(SLOTS_KEPT);
+            let keep = if self.follow.is_some() { 0 } else { keep };
             if self.items.capacity() > 2 * keep {
                 self.items.shrink_to(keep);
             }
@@ -433,7 +575,8 @@ impl SubscriberQueue {
     }
 
     /// What this queue alone holds: its control bytes and its slots (the frames it points
-    /// to are shared, and counted where they are cached).
+    /// to are shared, and counted where they are cached; a follower's log range is the
+    /// stream's, counted once there).
     pub fn held_bytes(&self) -> usize {
         self.control_bytes
             + self.control_items * REPLY_OVERHEAD_BYTES
@@ -451,6 +594,46 @@ impl SubscriberQueue {
     pub fn take_writer(&mut self) -> Option<Waker> {
         self.writer.take()
     }
+
+    /// For a player the pass writes: its writer is never parked in the stream's frame log,
+    /// so an append wakes nobody and the pass alone decides whom to wake (without this, each
+    /// follower's writer task would be woken per frame only to find its queue written).
+    /// Set while the pass's registration lives; cleared when it ends, so that the writer
+    /// parks in the log again.
+    pub fn set_passive_writer(&mut self, passive: bool) {
+        self.passive_writer = passive;
+        if !passive {
+            self.park_in_log();
+        }
+    }
+}
+
+/// Pushes `parts` (less `skip` bytes from the start) onto `out`; true once `out` holds
+/// `max_slices` slices or `total` reaches `max_bytes`.
+#[inline]
+fn take_parts<'a>(
+    parts: &'a [Bytes],
+    mut skip: usize,
+    out: &mut Vec<IoSlice<'a>>,
+    total: &mut usize,
+    max_slices: usize,
+    max_bytes: usize,
+) -> bool {
+    for part in parts {
+        if skip >= part.len() {
+            // Written already, or empty.
+            skip -= part.len();
+            continue;
+        }
+        let slice = &part[skip..];
+        skip = 0;
+        *total += slice.len();
+        out.push(IoSlice::new(slice));
+        if out.len() >= max_slices || *total >= max_bytes {
+            return true;
+        }
+    }
+    false
 }
 
 #[cfg(test)]

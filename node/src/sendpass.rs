@@ -149,20 +149,30 @@ thread_local! {
 /// Registers a player's target on its outbound slot; unregisters on drop.
 pub struct Registration {
     slot: Rc<RefCell<Option<PassTarget>>>,
+    /// The player's queue: its writer stays out of the stream's frame log while registered.
+    queue: Rc<RefCell<SubscriberQueue>>,
 }
 
 impl Registration {
-    /// Puts `target` in `slot` (the player's [`crate::outbound::Outbound::pass`]).
-    pub fn new(slot: Rc<RefCell<Option<PassTarget>>>, target: PassTarget) -> Registration {
-        *slot.borrow_mut() = Some(target);
+    /// Puts `target` in `out`'s slot ([`crate::outbound::Outbound::pass`]) and keeps the
+    /// queue's writer out of the frame log: the pass decides whom to wake.
+    pub fn new(out: &Outbound, target: PassTarget) -> Registration {
+        *out.pass.borrow_mut() = Some(target);
+        out.queue.borrow_mut().set_passive_writer(true);
         ACTIVE.with(|a| a.set(a.get() + 1));
-        Registration { slot }
+        Registration {
+            slot: Rc::clone(&out.pass),
+            queue: Rc::clone(&out.queue),
+        }
     }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
         self.slot.borrow_mut().take();
+        if let Ok(mut queue) = self.queue.try_borrow_mut() {
+            queue.set_passive_writer(false);
+        }
         ACTIVE.with(|a| a.set(a.get().saturating_sub(1)));
     }
 }
@@ -577,7 +587,7 @@ pub fn register<T: crate::transport::Transport + 'static>(
     BATCH.with(|b| b.set(player.zero_delay_uring_batch_sends));
     let socket = Rc::new(TransportSocket(Rc::clone(transport)));
     let target = PassTarget::new(socket, sent, mode, coalesce);
-    Some(Registration::new(Rc::clone(&out.pass), target))
+    Some(Registration::new(out, target))
 }
 
 #[cfg(test)]

@@ -7,6 +7,14 @@
 //! GOP from a keyframe of every video track: see [`crate::media_cache`]) followed by live
 //! frames. Because a core is single-threaded, nothing can slip between the two: no gap, no
 //! duplicate.
+//!
+//! Live frames reach players two ways (issue 19). A player that takes every track, is not
+//! paused and keeps up *follows* the replica's [`FrameLog`]: a frame is appended once for all
+//! of them. Every other player gets each frame pushed into its queue, where the slow-consumer
+//! policy applies. A follower past its queue's soft bound (or about to pass its hard bound)
+//! leaves the log before the next frame is appended; a pushed player rejoins once its queue
+//! has drained and it waits for no keyframe. Either way each player is sent exactly what its
+//! queue alone would have been sent.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -17,6 +25,7 @@ use corecast_common::control::{ControlMessage, UserControlEvent};
 use corecast_common::types::MessageStreamId;
 
 use crate::frame::{LocalFrame, MediaKind};
+use crate::framelog::FrameLog;
 use crate::media::MediaSummary;
 use crate::media_cache::MediaCache;
 use crate::mesh::{CoreId, Snapshot};
@@ -37,6 +46,13 @@ pub struct Player {
     pub video: bool,
     /// `pause` in effect.
     pub paused: bool,
+}
+
+impl Player {
+    /// Whether it wants every frame (and so may follow the log).
+    fn takes_all(&self) -> bool {
+        self.audio && self.video && !self.paused
+    }
 }
 
 /// Who publishes a stream (for the API).
@@ -67,7 +83,14 @@ pub struct StreamReplica {
     metadata: Option<LocalFrame>,
     /// Sequence headers, configuration packets and the GOP, per track.
     media: MediaCache,
+    /// Players whose queues get each frame pushed.
     players: Vec<Player>,
+    /// Players that read the frame log.
+    followers: Vec<Player>,
+    /// Live frames, appended once for the followers.
+    log: Rc<FrameLog>,
+    /// False only in tests, to compare with pushes alone.
+    use_log: bool,
     /// Cores that replicate this stream from here (only with a local publisher).
     remote_cores: Vec<CoreId>,
     /// Frames skipped for slow players, summed.
@@ -88,6 +111,9 @@ impl StreamReplica {
             metadata: None,
             media: MediaCache::new(gop_settings),
             players: Vec::new(),
+            followers: Vec::new(),
+            log: Rc::new(FrameLog::new()),
+            use_log: true,
             remote_cores: Vec::new(),
             dropped_frames: 0,
             publisher: None,
@@ -102,9 +128,23 @@ impl StreamReplica {
         self.bytes_since_stats = 0;
     }
 
-    /// Bytes held in the GOP cache.
+    /// Bytes held in the GOP cache (0 until a key frame is cached).
     pub fn gop_bytes(&self) -> usize {
         self.media.gop_bytes()
+    }
+
+    /// Bytes held by the frame log's nodes, once for the stream (its frames are the GOP's or
+    /// its followers' backlog, bounded by their queues' bounds, and counted there).
+    pub fn log_bytes(&self) -> usize {
+        self.log.held_bytes()
+    }
+
+    /// The same replica, sending every frame through its players' queues (the model the
+    /// log is tested against).
+    #[cfg(test)]
+    pub(crate) fn without_log(mut self) -> StreamReplica {
+        self.use_log = false;
+        self
     }
 
     /// API view of a locally published stream; resets the bitrate window.
@@ -151,7 +191,7 @@ impl StreamReplica {
 
     /// Local players.
     pub fn player_count(&self) -> usize {
-        self.players.len()
+        self.players.len() + self.followers.len()
     }
 
     /// Cores replicating from this one.
@@ -181,11 +221,15 @@ impl StreamReplica {
         for frame in snapshot.configs.into_iter().chain(snapshot.gop) {
             self.media.push(&LocalFrame::new(frame));
         }
-        for i in 0..self.players.len() {
-            let out = Rc::clone(&self.players[i].out);
-            send_status(&out, "NetStream.Play.PublishNotify", "publisher arrived");
-            self.send_snapshot(i);
+        for player in self.players.iter().chain(&self.followers) {
+            send_status(
+                &player.out,
+                "NetStream.Play.PublishNotify",
+                "publisher arrived",
+            );
+            self.send_snapshot(player);
         }
+        self.regroup();
     }
 
     /// The publisher left: players are told and keep waiting.
@@ -193,7 +237,7 @@ impl StreamReplica {
         self.upstream = Upstream::None;
         self.remote_cores.clear();
         self.clear_caches();
-        for player in &self.players {
+        for player in self.players.iter().chain(&self.followers) {
             send_status(
                 &player.out,
                 "NetStream.Play.UnpublishNotify",
@@ -224,38 +268,74 @@ impl StreamReplica {
 
     /// Adds a player and sends it the snapshot when live.
     pub fn add_player(&mut self, player: Player) {
-        self.players.push(player);
-        let index = self.players.len() - 1;
         if self.is_live() {
-            self.send_snapshot(index);
+            self.send_snapshot(&player);
         } else {
-            self.players[index]
-                .out
-                .queue
-                .borrow_mut()
-                .skip_video_until_keyframe();
+            player.out.queue.borrow_mut().skip_video_until_keyframe();
+        }
+        // It follows at once unless it waits for a keyframe: its snapshot, then the log.
+        if self.use_log && player.takes_all() && player.out.queue.borrow_mut().follow(&self.log) {
+            self.followers.push(player);
+        } else {
+            self.players.push(player);
         }
     }
 
     /// Removes a player by connection id; returns true when it was there.
     pub fn remove_player(&mut self, connection: u64) -> bool {
-        let before = self.players.len();
+        let before = self.player_count();
         self.players.retain(|p| p.connection != connection);
-        before != self.players.len()
+        self.followers.retain(|p| {
+            if p.connection != connection {
+                return true;
+            }
+            // What was appended before it left is still its to write; nothing after.
+            p.out.queue.borrow_mut().leave_log();
+            false
+        });
+        before != self.player_count()
     }
 
     /// Applies `f` to a player (receiveAudio/receiveVideo/pause).
     pub fn with_player(&mut self, connection: u64, f: impl FnOnce(&mut Player)) {
         if let Some(p) = self.players.iter_mut().find(|p| p.connection == connection) {
             f(p);
+        } else if let Some(p) = self
+            .followers
+            .iter_mut()
+            .find(|p| p.connection == connection)
+        {
+            f(p);
+            if !p.takes_all() {
+                p.out.queue.borrow_mut().leave_log();
+                self.regroup();
+            }
         }
     }
 
     /// Re-sends the snapshot to a player (after unpause).
     pub fn resync_player(&mut self, connection: u64) {
-        if let Some(i) = self.players.iter().position(|p| p.connection == connection) {
-            if self.is_live() {
-                self.send_snapshot(i);
+        if !self.is_live() {
+            return;
+        }
+        let all = self.players.iter().chain(&self.followers);
+        if let Some(p) = all.clone().find(|p| p.connection == connection) {
+            self.send_snapshot(p);
+            self.regroup();
+        }
+    }
+
+    /// Moves followers that left the log (a snapshot without a GOP, a pause, a closed
+    /// queue) to the pushed players.
+    fn regroup(&mut self) {
+        let mut i = 0;
+        while i < self.followers.len() {
+            let p = &self.followers[i];
+            if p.takes_all() && p.out.queue.borrow().is_following() {
+                i += 1;
+            } else {
+                p.out.queue.borrow_mut().leave_log();
+                self.players.push(self.followers.swap_remove(i));
             }
         }
     }
@@ -271,7 +351,19 @@ impl StreamReplica {
             frame.kind == MediaKind::Audio,
             frame.kind == MediaKind::Video,
         );
-        let held = crate::sendpass::hold(&self.players, frame.kind);
+        if self.use_log {
+            self.rejoin();
+            if self.log.needs_sweep(frame.wire_len) {
+                self.sweep(frame.wire_len);
+            }
+        }
+        // The pass takes the writers' wakers before anything is queued (see sendpass::hold),
+        // after the sweep has settled who follows the log and who gets frames pushed.
+        let held_followers = crate::sendpass::hold(&self.followers, frame.kind);
+        let held_players = crate::sendpass::hold(&self.players, frame.kind);
+        if self.use_log && !self.followers.is_empty() {
+            self.log.append(frame.clone());
+        }
         for player in &self.players {
             if player.paused || (audio && !player.audio) || (video && !player.video) {
                 continue;
@@ -281,8 +373,51 @@ impl StreamReplica {
             }
         }
         self.dropped_frames += dropped;
-        crate::sendpass::flush(held);
+        crate::sendpass::flush(held_followers);
+        crate::sendpass::flush(held_players);
         dropped
+    }
+
+    /// Pushed players whose queues drained, and that take every track and wait for no
+    /// keyframe, follow the log again (from the frame about to be appended).
+    fn rejoin(&mut self) {
+        let mut i = 0;
+        while i < self.players.len() {
+            let p = &self.players[i];
+            let joins = p.takes_all() && {
+                let mut q = p.out.queue.borrow_mut();
+                q.is_empty() && q.follow(&self.log)
+            };
+            if joins {
+                self.followers.push(self.players.swap_remove(i));
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Before a frame of `len` bytes is appended: followers past their soft bound, or that
+    /// it would take past their hard bound, leave the log (their queues then apply the
+    /// slow-consumer policy to it); the others set the log's floors anew.
+    fn sweep(&mut self, len: usize) {
+        let end = self.log.end() as i64;
+        self.log.reset_floors();
+        let mut i = 0;
+        while i < self.followers.len() {
+            let p = &self.followers[i];
+            let mut q = p.out.queue.borrow_mut();
+            match q.log_bounds() {
+                Some((soft, hard)) if end <= soft && end + len as i64 <= hard => {
+                    self.log.lower_floors(soft, hard);
+                    i += 1;
+                }
+                _ => {
+                    q.leave_log();
+                    drop(q);
+                    self.players.push(self.followers.swap_remove(i));
+                }
+            }
+        }
     }
 
     /// Frames skipped for slow players.
@@ -307,8 +442,7 @@ impl StreamReplica {
         self.media.clear();
     }
 
-    fn send_snapshot(&self, index: usize) {
-        let player = &self.players[index];
+    fn send_snapshot(&self, player: &Player) {
         let mut queue = player.out.queue.borrow_mut();
         queue.mark_urgent();
         for frame in self.metadata.iter().cloned().chain(self.media.configs()) {
@@ -340,3 +474,7 @@ pub fn send_status(out: &Outbound, code: &str, description: &str) {
     out.send_command(MessageStreamId::MEDIA, &Command::on_status(info));
     out.flush();
 }
+
+#[cfg(test)]
+#[path = "stream_log_tests.rs"]
+mod log_tests;

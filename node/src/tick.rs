@@ -26,6 +26,9 @@ struct TickState {
     epoch: Cell<u64>,
     /// Wakers to wake at the next tick.
     waiters: RefCell<Vec<Waker>>,
+    /// The previous tick's emptied list, kept for its room: a tick wakes every writer of the
+    /// core, and a list rebuilt from nothing would regrow each time.
+    spare: RefCell<Vec<Waker>>,
     /// Readers to wake at the next tick before the writers (publishers' ingest).
     readers: RefCell<Vec<Waker>>,
     /// Chores to wake at the next tick, or when the clock parks (they do not keep it running).
@@ -40,6 +43,7 @@ thread_local! {
             period: Cell::new(None),
             epoch: Cell::new(0),
             waiters: RefCell::new(Vec::new()),
+            spare: RefCell::new(Vec::new()),
             readers: RefCell::new(Vec::new()),
             chores: RefCell::new(Vec::new()),
             parked: RefCell::new(None),
@@ -144,13 +148,15 @@ fn running() -> bool {
 
 /// Moves to the next epoch and wakes what waited for it.
 fn advance() {
-    let (waiters, chores) = TICK.with(|t| {
+    let (mut waiters, chores) = TICK.with(|t| {
         t.epoch.set(t.epoch.get() + 1);
-        (t.waiters.take(), t.chores.take())
+        let spare = t.spare.take();
+        (t.waiters.replace(spare), t.chores.take())
     });
-    for waker in waiters.into_iter().chain(chores) {
+    for waker in waiters.drain(..).chain(chores) {
         waker.wake();
     }
+    TICK.with(|t| *t.spare.borrow_mut() = waiters);
 }
 
 /// Runs the next tick's writes now, without waiting for the clock: for input that already

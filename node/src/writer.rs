@@ -6,7 +6,7 @@
 //! Replies, a joining player's first frames and a full batch skip the wait. Under load batches
 //! grow by themselves: while one write waits for the socket, more frames queue behind it.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::rc::Rc;
@@ -22,6 +22,19 @@ use crate::util::with_timeout;
 const MAX_SLICES: usize = 512;
 /// Most bytes offered to one `sendmsg`.
 const MAX_BATCH_BYTES: usize = 1024 * 1024;
+
+thread_local! {
+    /// The core's slice list, kept between writes (each write would allocate one otherwise:
+    /// one per player per window; issue 19). Only one write gathers at a time on a core.
+    static SLICES: Cell<Vec<IoSlice<'static>>> = const { Cell::new(Vec::new()) };
+}
+
+/// Empties `v` and hands back its allocation as a list for slices of another lifetime (the
+/// standard library collects a map of a `Vec`'s own iterator in place; no slice survives).
+fn recycle<'b>(mut v: Vec<IoSlice<'_>>) -> Vec<IoSlice<'b>> {
+    v.clear();
+    v.into_iter().map(|_| unreachable!("emptied")).collect()
+}
 
 /// Writer settings.
 #[derive(Debug, Clone, Copy)]
@@ -109,10 +122,11 @@ async fn drain<T: Transport>(
                 None
             } else {
                 // The slices borrow the queue only for this block: no await while they live.
-                // Room for a window of frames (about 8, two slices each) without regrowing.
-                let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(64);
+                let mut slices = recycle(SLICES.take());
                 q.gather(&mut slices, MAX_SLICES, MAX_BATCH_BYTES);
-                Some(transport.try_write_vectored(&slices))
+                let result = transport.try_write_vectored(&slices);
+                SLICES.set(recycle(slices));
+                Some(result)
             }
         };
         let Some(result) = result else {
@@ -140,5 +154,21 @@ async fn drain<T: Transport>(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recycled_slice_list_keeps_its_room() {
+        let bytes = [1u8; 4];
+        let mut v = vec![IoSlice::new(&bytes); 40];
+        v.reserve(24);
+        let (cap, ptr) = (v.capacity(), v.as_ptr() as usize);
+        let back: Vec<IoSlice<'static>> = recycle(v);
+        assert!(back.is_empty());
+        assert_eq!((back.capacity(), back.as_ptr() as usize), (cap, ptr));
     }
 }

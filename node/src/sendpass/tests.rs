@@ -89,7 +89,7 @@ fn player(mode: ZeroDelaySend) -> One {
     let counted = Rc::clone(&sends);
     let sent: Rc<dyn Fn(usize)> = Rc::new(move |_| counted.set(counted.get() + 1));
     let target = PassTarget::new(Rc::new(Pair(ours)), sent, mode, None);
-    let registration = Registration::new(Rc::clone(&out.pass), target);
+    let registration = Registration::new(&out, target);
     let players = vec![Player {
         connection: 1,
         out,
