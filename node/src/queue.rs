@@ -671,6 +671,31 @@ mod tests {
         }
     }
 
+    /// Counts its wakes.
+    struct Wakes(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_passive_follower_is_not_woken_by_an_append_and_an_active_one_is() {
+        for passive in [true, false] {
+            let log = Rc::new(FrameLog::new());
+            let mut q = SubscriberQueue::new(limits());
+            q.set_passive_writer(passive);
+            assert!(q.follow(&log), "an open RTMP queue follows");
+            let wakes = Arc::new(Wakes(Default::default()));
+            q.set_writer(&Waker::from(Arc::clone(&wakes)));
+            log.append(audio());
+            let woken = wakes.0.load(std::sync::atomic::Ordering::SeqCst);
+            assert_eq!(woken, usize::from(!passive), "passive: {passive}");
+            assert!(!q.is_empty(), "the appended frame is the follower's to write");
+        }
+    }
+
     #[test]
     fn gather_and_advance_walk_the_wire_bytes_in_order() {
         let mut q = SubscriberQueue::new(limits());
