@@ -692,7 +692,10 @@ mod tests {
             log.append(audio());
             let woken = wakes.0.load(std::sync::atomic::Ordering::SeqCst);
             assert_eq!(woken, usize::from(!passive), "passive: {passive}");
-            assert!(!q.is_empty(), "the appended frame is the follower's to write");
+            assert!(
+                !q.is_empty(),
+                "the appended frame is the follower's to write"
+            );
         }
     }
 
