@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use corecast_common::types::MessageType;
 use support::client::{closed_within, RtmpClient};
+use support::frames::{frame, send_read_by};
 use support::media::{
     from_first_keyframe, packets, play_to_file, publish, shared_flv, stderr_of, wait_exit,
 };
@@ -115,15 +116,6 @@ fn with_audio_coalesced_and_the_writer_ffmpeg_play_is_byte_identical_across_core
     publish_and_play_byte_identical("writer", 40);
 }
 
-/// A video payload of `size` bytes with a sequence number inside.
-fn frame(key: bool, seq: u32, size: usize) -> Vec<u8> {
-    let mut p = vec![0u8; size];
-    p[0] = if key { 0x17 } else { 0x27 };
-    p[1] = 1;
-    p[5..9].copy_from_slice(&seq.to_be_bytes());
-    p
-}
-
 /// With the pass: a player that stops reading is cut off as a slow consumer, while a
 /// healthy one on the same stream gets every frame in order (the pass leaves a full socket's
 /// bytes to the writer, which must not reorder or lose any).
@@ -148,33 +140,7 @@ fn a_stalled_player_is_cut_off_and_nobody_else_waits(mode: &str, coalesce_ms: u6
     // 32 MiB of video: far more than the stalled player's socket buffers and queue bound.
     const FRAMES: u32 = 160;
     const SIZE: usize = 200 * 1024;
-    let mut received = Vec::new();
-    let sending_deadline = Instant::now() + Duration::from_secs(60);
-    for seq in 0..FRAMES {
-        publisher
-            .send_media(
-                MessageType::VIDEO,
-                seq * 40,
-                &frame(seq % 25 == 0, seq, SIZE),
-            )
-            .expect("the publisher is never held back");
-        let frame_deadline = (Instant::now() + Duration::from_secs(10)).min(sending_deadline);
-        while received.last().is_none_or(|&last| last < seq) && Instant::now() < frame_deadline {
-            if let Some(m) = healthy
-                .next_message(Duration::from_millis(100))
-                .expect("healthy player")
-            {
-                if m.message_type == MessageType::VIDEO {
-                    received.push(u32::from_be_bytes([
-                        m.payload[5],
-                        m.payload[6],
-                        m.payload[7],
-                        m.payload[8],
-                    ]));
-                }
-            }
-        }
-    }
+    let received = send_read_by(&mut publisher, &mut healthy, FRAMES, SIZE);
     assert_eq!(
         received,
         (0..FRAMES).collect::<Vec<_>>(),
