@@ -269,7 +269,12 @@ impl NodeMetrics {
                 "Players disconnected as slow consumers.",
                 &["core"],
             ),
-            gop: gauge(r, GOP_CACHE_BYTES, "Bytes held in GOP caches.", &["core"]),
+            gop: gauge(
+                r,
+                GOP_CACHE_BYTES,
+                "Bytes held in GOP caches (and the frame logs' nodes, 56 bytes a frame).",
+                &["core"],
+            ),
             cross: counter(
                 r,
                 CROSS_CORE_FRAMES,
