@@ -301,34 +301,7 @@ fn segment_is_its_parts(config: &str, in_memfds: bool) {
     let dir = tempfile::tempdir().expect("temp dir");
     let node = Node::start(2, config, dir.path());
     // Noise keeps segments well over what is sent with sendfile (64 KiB).
-    let source = dir.path().join("noise.flv");
-    let made = output_with_deadline(
-        Command::new("ffmpeg")
-            .args([
-                "-hide_banner",
-                "-loglevel",
-                "error",
-                "-y",
-                "-f",
-                "lavfi",
-                "-i",
-            ])
-            .arg("testsrc=size=320x180:rate=25,noise=alls=60:allf=t")
-            .args([
-                "-t",
-                "20",
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-crf",
-                "16",
-            ])
-            .args(["-g", "25", "-pix_fmt", "yuv420p", "-f", "flv"])
-            .arg(&source),
-        Duration::from_secs(120),
-    );
-    assert!(made.status.success(), "ffmpeg could not make the source");
+    let source = noise_flv(dir.path(), "noise.flv", 20, 25);
     let publisher = publish(&source, &node.url("live/whole"));
     let playlist = live_playlist(&node, "/hls/live/whole/index.m3u8", 2);
     let segment = playlist
@@ -393,7 +366,13 @@ fn accounted(node: &Node) -> f64 {
 /// 120 s of noise with a keyframe every 3 s (longer than a 1 s segment target), about
 /// 100 MB (some 860 KB a second).
 fn long_gop_flv(dir: &std::path::Path) -> std::path::PathBuf {
-    let source = dir.join("long-gop.flv");
+    noise_flv(dir, "long-gop.flv", 120, 75)
+}
+
+/// `seconds` of 320x180 noise at 25 fps, H.264 at CRF 16 with a keyframe every `gop` frames
+/// (about 860 KB a second: segments well over what is sent with sendfile), as FLV in `dir`.
+fn noise_flv(dir: &std::path::Path, name: &str, seconds: u32, gop: u32) -> std::path::PathBuf {
+    let source = dir.join(name);
     let made = output_with_deadline(
         Command::new("ffmpeg")
             .args([
@@ -406,19 +385,11 @@ fn long_gop_flv(dir: &std::path::Path) -> std::path::PathBuf {
                 "-i",
             ])
             .arg("testsrc=size=320x180:rate=25,noise=alls=60:allf=t")
-            .args([
-                "-t",
-                "120",
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-crf",
-                "16",
-            ])
-            .args(["-g", "75", "-pix_fmt", "yuv420p", "-f", "flv"])
+            .args(["-t", &seconds.to_string()])
+            .args(["-c:v", "libx264", "-preset", "ultrafast", "-crf", "16"])
+            .args(["-g", &gop.to_string(), "-pix_fmt", "yuv420p", "-f", "flv"])
             .arg(&source),
-        Duration::from_secs(180),
+        Duration::from_secs(60 + 2 * u64::from(seconds)),
     );
     assert!(made.status.success(), "ffmpeg could not make the source");
     source
