@@ -13,8 +13,8 @@ use corecast_common::command::Command as RtmpCommand;
 use corecast_common::types::{MessageStreamId, MessageType};
 use support::client::{closed_within, read_until_video_at, RtmpClient};
 use support::media::{
-    from_first_keyframe, packets, players_on_both_cores, publish, shared_flv, stderr_of, wait_exit,
-    Packet,
+    from_first_keyframe, packets, players_on_both_cores, players_recorded_the_source, publish,
+    shared_flv, stderr_of, wait_exit, Packet,
 };
 use support::node::{field, is_line, Node};
 use support::process::status_with_deadline;
@@ -61,18 +61,7 @@ fn ffmpeg_publish_and_play_are_byte_identical_across_cores() {
         "some player must be on another core than the publisher"
     );
 
-    let source = packets(&src);
-    for (mut player, out) in players {
-        // The node tells players NetStream.Play.UnpublishNotify; ffmpeg ends on it.
-        wait_exit(&mut player, Duration::from_secs(20)).expect("player ended after unpublish");
-        let played = packets(&out);
-        for kind in ["video", "audio"] {
-            let want = from_first_keyframe(&source, kind);
-            let got = from_first_keyframe(&played, kind);
-            assert!(!want.is_empty());
-            assert_eq!(got, want, "{kind} packets differ for {}", out.display());
-        }
-    }
+    players_recorded_the_source(&src, players);
 }
 
 #[test]

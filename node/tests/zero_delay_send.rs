@@ -14,7 +14,7 @@ use corecast_common::types::MessageType;
 use support::client::{closed_within, RtmpClient};
 use support::frames::{frame, send_read_by};
 use support::media::{
-    from_first_keyframe, packets, play_to_file, publish, shared_flv, stderr_of, wait_exit,
+    play_to_file, players_recorded_the_source, publish, shared_flv, stderr_of, wait_exit,
 };
 use support::node::{field, is_line, Node};
 use support::process::output_with_deadline;
@@ -83,17 +83,7 @@ fn publish_and_play_byte_identical(mode: &str, coalesce_ms: u64) {
         .expect("the ring was set up (or its absence logged)");
     }
 
-    let source = packets(&src);
-    for (mut player, out) in players {
-        wait_exit(&mut player, Duration::from_secs(20)).expect("player ended after unpublish");
-        let played = packets(&out);
-        for kind in ["video", "audio"] {
-            let want = from_first_keyframe(&source, kind);
-            let got = from_first_keyframe(&played, kind);
-            assert!(!want.is_empty());
-            assert_eq!(got, want, "{kind} packets differ for {}", out.display());
-        }
-    }
+    players_recorded_the_source(&src, players);
 }
 
 #[test]

@@ -176,6 +176,23 @@ pub fn players_on_both_cores(
     (players, cores)
 }
 
+/// Waits (20 s each) for `players` to end after the publisher left (the node tells them
+/// NetStream.Play.UnpublishNotify; ffmpeg ends on it) and asserts that each recorded the
+/// source's exact video and audio packets from its first keyframe on.
+pub fn players_recorded_the_source(source: &Path, players: Vec<(Child, PathBuf)>) {
+    let source = packets(source);
+    for (mut player, out) in players {
+        wait_exit(&mut player, Duration::from_secs(20)).expect("player ended after unpublish");
+        let played = packets(&out);
+        for kind in ["video", "audio"] {
+            let want = from_first_keyframe(&source, kind);
+            let got = from_first_keyframe(&played, kind);
+            assert!(!want.is_empty());
+            assert_eq!(got, want, "{kind} packets differ for {}", out.display());
+        }
+    }
+}
+
 /// Waits for `child` to exit within `limit`; kills it and returns None otherwise.
 pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + limit;
