@@ -6,7 +6,6 @@
 
 mod support;
 
-use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -14,9 +13,9 @@ use corecast_common::types::MessageType;
 use support::client::{closed_within, RtmpClient};
 use support::frames::{frame, send_read_by};
 use support::media::{
-    play_to_file, players_recorded_the_source, publish, shared_flv, stderr_of, wait_exit,
+    players_on_both_cores, players_recorded_the_source, publish, shared_flv, stderr_of, wait_exit,
 };
-use support::node::{field, is_line, Node};
+use support::node::Node;
 use support::process::output_with_deadline;
 
 fn config(mode: &str, coalesce_ms: u64) -> String {
@@ -36,21 +35,7 @@ fn publish_and_play_byte_identical(mode: &str, coalesce_ms: u64) {
     let stream = format!("live/zd{mode}{coalesce_ms}");
     let url = node.url(&stream);
 
-    let mut players = Vec::new();
-    let mut cores = BTreeSet::new();
-    for i in 0..16 {
-        let out = dir.path().join(format!("play{i}.flv"));
-        players.push((play_to_file(&url, &out), out));
-        let lines = node
-            .wait_log_count(Duration::from_secs(15), i + 1, |l| {
-                is_line(l, "play", &stream)
-            })
-            .expect("player registered");
-        cores = lines.iter().filter_map(|l| field(l, "core")).collect();
-        if cores.len() == 2 {
-            break;
-        }
-    }
+    let (players, cores) = players_on_both_cores(&node, &url, &stream, dir.path(), "play");
     assert_eq!(
         cores.len(),
         2,
