@@ -23,6 +23,10 @@
 # short run per variant is traced (`strace -c -f` for that many seconds) for syscall counts,
 # which the machine's load does not change.
 #
+# With HOG=1 a busy loop holds one CPU (CPU 1, `taskset`) during each run, bounded by the run's
+# time: a deliberately loaded machine, to show what a variant does to the latency tail when the
+# node cannot run the moment a frame arrives (the coalescing tail, BENCHMARKS.md "zdtail").
+#
 # Environment: PLAYERS (500), KBPS (2600), DURATION (10 s), ROUNDS (3), READERS ("harness
 # reader"), VARIANTS ("today pass uring coalesce uring-coalesce"), THREADS (floor writers,
 # nproc), BASE (the variant the ratios divide by: today), OUT (target/bench-zerodelay), STRACE_SECS (3; 0 = no trace), STRACE_PLAYERS (50: strace stops the floor at every
@@ -43,6 +47,7 @@ VARIANTS=${VARIANTS:-"today pass uring coalesce uring-coalesce"}
 THREADS=${THREADS:-$(nproc)}
 STRACE_SECS=${STRACE_SECS:-3}
 STRACE_PLAYERS=${STRACE_PLAYERS:-50}
+HOG=${HOG:-0}
 BASE=${BASE:-today}
 BASE_BIN=${BASE_BIN:-/work/bench-base}
 BIN=target/release
@@ -140,6 +145,7 @@ run_reader() { # reader port json [variant]
 run_one() { # variant reader round
   local port pid json="$OUT/$1-$2-r$3.json" cpu0 cpu1 cs0 cs1 sq0 sq1
   port=$(free_port)
+  echo "== run $1 $2 r$3" >>"$OUT/node.log"
   pid=$(start_floor "$port" "$1")
   trap 'kill '"$pid"' 2>/dev/null || true' EXIT
   wait_port "$port"
@@ -147,7 +153,16 @@ run_one() { # variant reader round
   cpu0=$(zd_cpu_of "$pid")
   cs0=$(zd_ctxsw_of "$pid")
   sq0=$(zd_softirqd)
+  local hog=""
+  if [ "$HOG" = 1 ]; then
+    timeout $((DURATION + 40)) taskset -c 1 sh -c 'while :; do :; done' &
+    hog=$!
+  fi
   run_reader "$2" "$port" "$json" "$1"
+  if [ -n "$hog" ]; then
+    kill "$hog" 2>/dev/null || true
+    wait "$hog" 2>/dev/null || true
+  fi
   cpu1=$(zd_cpu_of "$pid")
   cs1=$(zd_ctxsw_of "$pid")
   sq1=$(zd_softirqd)
@@ -166,15 +181,22 @@ except Exception as e:
 cpu = float(cpu1) - float(cpu0)
 if reader == "reader":
     gb, ok, mbps = r["bytes"] / 1e9, r["players"] - r["failed"], r["mbps"]
-    p99 = None
+    p50 = p90 = p99 = None
 else:
     p = r["players"]
     gb, mbps = r["throughput"]["bytes_in"] / 1e9, r["throughput"]["aggregate_mbps"]
     ok = p["with_keyframe"] - p["gaps"]["players_with_gaps"] - r["connections"]["dropped"]
-    p99 = (r.get("latency") or {}).get("p99_ms")
+    lat = r.get("latency") or {}
+    p50, p90, p99 = lat.get("p50_ms"), lat.get("p90_ms"), lat.get("p99_ms")
+    # Video samples that took 20 ms or more (the tail), and the publisher's worst lag behind
+    # its schedule (a lagging harness makes every downstream number look worse).
+    slow = sum(b["count"] for b in lat.get("histogram", []) if b["from_ms"] >= 20)
+    row["over_20ms"] = round(slow / lat["samples"], 4) if lat.get("samples") else None
+    row["publisher_lag_ms"] = (r.get("publishers") or {}).get("max_lag_ms")
 received = mbps / (n * kbps / 1000)
 row.update({"cpu_s": round(cpu, 3), "gb": round(gb, 3), "players_ok": ok, "mbps": round(mbps, 1),
-            "received": round(received, 3), "latency_p99_ms": p99, "ctxsw": int(ctxsw),
+            "received": round(received, 3), "latency_p50_ms": p50, "latency_p90_ms": p90,
+            "latency_p99_ms": p99, "load1": float(open("/proc/loadavg").read().split()[0]), "ctxsw": int(ctxsw),
             "ksoftirqd_s": round(float(sq1) - float(sq0), 3),
             "counts": ok >= 0.99 * n and received >= 0.99,
             "cpu_s_per_gb": round(cpu / gb, 3) if gb > 0 else None})
