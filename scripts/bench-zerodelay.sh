@@ -274,6 +274,22 @@ for rd in readers:
         sq = [r["ksoftirqd_s"] / r["gb"] for r in ok if "ksoftirqd_s" in r and r["gb"] > 0]
         print(f"| {rd} | {v} | {len(ok)}/{len(rounds)} | {f(mean)} | {f(min(vals) if vals else None)}–{f(max(vals) if vals else None)} | "
               f"{f(mean / bmean) if mean and bmean else '-'} | {' '.join(per) or '-'} | {f(min(rec) if rec else None, 3)} | {f(max(p99) if p99 else None, 1)} | {f(sum(cs) / len(cs) if cs else None, 0)} | {f(sum(sq) / len(sq) if sq else None)} |")
+lat = [r for r in rows if r.get("latency_p50_ms") is not None]
+if lat:
+    print("\nHarness e2e latency of video frames per run, ms (p50/p90/p99), the share of samples at 20 ms or more, "
+          "the publisher's worst lag behind its schedule and the 1-minute load average at the run's end:\n")
+    print("| variant | " + " | ".join(f"round {x}" for x in rounds) + " |")
+    print("|---|" + "---|" * len(rounds))
+    for v in variants:
+        cells = []
+        for x in rounds:
+            r = get(v, "harness", x)
+            if not r or r.get("latency_p50_ms") is None:
+                cells.append("-")
+                continue
+            cells.append(f"{r['latency_p50_ms']:.1f}/{r['latency_p90_ms']:.1f}/{r['latency_p99_ms']:.1f}, "
+                         f"{100 * (r.get('over_20ms') or 0):.1f} %, lag {r.get('publisher_lag_ms') or 0:.0f}, load {r.get('load1', 0):.1f}")
+        print(f"| {v} | " + " | ".join(cells) + " |")
 if secs > 0:
     print(f"\nSyscalls of the floor in {secs} s of `strace -c -f` ({splayers} harness players, mid-run; strace slows the floor, so compare counts, not times):\n")
     print("| variant | total calls | calls/s | top calls |")
