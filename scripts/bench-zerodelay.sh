@@ -77,6 +77,10 @@ zd_ctxsw_of() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ 
 # sender's context to them is billed to no server, so a variant must not merely move it there.
 zd_softirqd() { for p in $(pgrep -x 'ksoftirqd/[0-9]+'); do cat "/proc/$p/stat"; done | awk -v t="$(getconf CLK_TCK)" '{s += $14 + $15} END {print s / t}'; }
 
+# Major page faults of a process (a page read back from disk: a stall of the faulting thread
+# that a loaded disk can make last hundreds of ms).
+zd_majflt_of() { awk '{print $12}' "/proc/$1/stat"; }
+
 # utime+stime (s) of a process, all its threads included.
 zd_cpu_of() { awk -v t="$(getconf CLK_TCK)" '{print ($14 + $15) / t}' "/proc/$1/stat"; }
 
@@ -167,15 +171,17 @@ run_one() { # variant reader round
   fi
   cpu1=$(zd_cpu_of "$pid")
   cs1=$(zd_ctxsw_of "$pid")
+  majflt=$(zd_majflt_of "$pid")
   sq1=$(zd_softirqd)
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
   trap - EXIT
-  python3 - "$json" "$1" "$2" "$3" "$cpu0" "$cpu1" "$PLAYERS" "$KBPS" $((cs1 - cs0)) "$sq0" "$sq1" >>"$OUT/results.jsonl" <<'PY'
+  python3 - "$json" "$1" "$2" "$3" "$cpu0" "$cpu1" "$PLAYERS" "$KBPS" $((cs1 - cs0)) "$sq0" "$sq1" "$majflt" >>"$OUT/results.jsonl" <<'PY'
 import json, sys
-path, variant, reader, rnd, cpu0, cpu1, n, kbps, ctxsw, sq0, sq1 = sys.argv[1:]
+path, variant, reader, rnd, cpu0, cpu1, n, kbps, ctxsw, sq0, sq1, majflt = sys.argv[1:]
 n, kbps = int(n), int(kbps)
-row = {"variant": variant, "reader": reader, "round": int(rnd), "players": n, "kbps": kbps}
+row = {"variant": variant, "reader": reader, "round": int(rnd), "players": n, "kbps": kbps,
+       "major_faults": int(majflt)}
 try:
     r = json.load(open(path))
 except Exception as e:
