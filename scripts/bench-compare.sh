@@ -68,7 +68,8 @@ floor_writer_flags() {
   if [ "$WINDOW_MS" != 0 ]; then
     echo "--merge-window-ms $WINDOW_MS"
   elif [ "$COALESCE_MS" -gt 0 ]; then
-    echo "--zero-delay --send uring --coalesce-av"
+    # The same bound as Corecast's (audio waits at most COALESCE_MS for video).
+    echo "--zero-delay --send uring --coalesce-av --coalesce-ms $COALESCE_MS"
   else
     echo "--zero-delay --send uring"
   fi

@@ -4,7 +4,8 @@
 # (`--zero-delay`, src/pass.rs): `pass` (the same sendmsg per player per due frame, from the
 # new writer: a check that both are measured alike), `uring` (one io_uring submission per
 # pass for all players), `coalesce` (wake only for video frames, the audio due since rides
-# in the same send) and `uring-coalesce`. The node's own variants run Corecast itself at
+# in the same send), `uring-coalesce` and `uring-cMS` (audio waits at most MS ms for video, as
+# the node's `-cMS` below). The node's own variants run Corecast itself at
 # `merge_window_ms = 0` with `player.zero_delay_send` = `writer` (today's node), `pass` or
 # `uring` (node/src/sendpass.rs): `node-writer`, `node-pass`, `node-uring`; a suffix `-cMS`
 # sets `player.zero_delay_coalesce_ms` (audio held for the next video frame, e.g.
@@ -22,6 +23,10 @@
 # ≥ 99 % of the stream's bitrate on ≥ 99 % of its players. With STRACE_SECS > 0, one more
 # short run per variant is traced (`strace -c -f` for that many seconds) for syscall counts,
 # which the machine's load does not change.
+#
+# With HOG=1 a busy loop holds one CPU (CPU 1, `taskset`) during each run, bounded by the run's
+# time: a deliberately loaded machine, to show what a variant does to the latency tail when the
+# node cannot run the moment a frame arrives (the coalescing tail, BENCHMARKS.md "zdtail").
 #
 # Environment: PLAYERS (500), KBPS (2600), DURATION (10 s), ROUNDS (3), READERS ("harness
 # reader"), VARIANTS ("today pass uring coalesce uring-coalesce"), THREADS (floor writers,
@@ -43,6 +48,7 @@ VARIANTS=${VARIANTS:-"today pass uring coalesce uring-coalesce"}
 THREADS=${THREADS:-$(nproc)}
 STRACE_SECS=${STRACE_SECS:-3}
 STRACE_PLAYERS=${STRACE_PLAYERS:-50}
+HOG=${HOG:-0}
 BASE=${BASE:-today}
 BASE_BIN=${BASE_BIN:-/work/bench-base}
 BIN=target/release
@@ -59,6 +65,7 @@ flags_of() { # variant
     uring) echo "--zero-delay --send uring" ;;
     coalesce) echo "--zero-delay --coalesce-av" ;;
     uring-coalesce) echo "--zero-delay --send uring --coalesce-av" ;;
+    uring-c[0-9]*) echo "--zero-delay --send uring --coalesce-av --coalesce-ms ${1#uring-c}" ;;
     *) echo "bench-zerodelay: unknown variant $1" >&2; return 1 ;;
   esac
 }
@@ -69,6 +76,10 @@ zd_ctxsw_of() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ 
 # utime+stime (s) of the ksoftirqd threads: loopback receive work the kernel defers from the
 # sender's context to them is billed to no server, so a variant must not merely move it there.
 zd_softirqd() { for p in $(pgrep -x 'ksoftirqd/[0-9]+'); do cat "/proc/$p/stat"; done | awk -v t="$(getconf CLK_TCK)" '{s += $14 + $15} END {print s / t}'; }
+
+# Major page faults of a process (a page read back from disk: a stall of the faulting thread
+# that a loaded disk can make last hundreds of ms).
+zd_majflt_of() { awk '{print $12}' "/proc/$1/stat"; }
 
 # utime+stime (s) of a process, all its threads included.
 zd_cpu_of() { awk -v t="$(getconf CLK_TCK)" '{print ($14 + $15) / t}' "/proc/$1/stat"; }
@@ -140,6 +151,7 @@ run_reader() { # reader port json [variant]
 run_one() { # variant reader round
   local port pid json="$OUT/$1-$2-r$3.json" cpu0 cpu1 cs0 cs1 sq0 sq1
   port=$(free_port)
+  echo "== run $1 $2 r$3" >>"$OUT/node.log"
   pid=$(start_floor "$port" "$1")
   trap 'kill '"$pid"' 2>/dev/null || true' EXIT
   wait_port "$port"
@@ -147,18 +159,29 @@ run_one() { # variant reader round
   cpu0=$(zd_cpu_of "$pid")
   cs0=$(zd_ctxsw_of "$pid")
   sq0=$(zd_softirqd)
+  local hog=""
+  if [ "$HOG" = 1 ]; then
+    timeout $((DURATION + 40)) taskset -c 1 sh -c 'while :; do :; done' &
+    hog=$!
+  fi
   run_reader "$2" "$port" "$json" "$1"
+  if [ -n "$hog" ]; then
+    kill "$hog" 2>/dev/null || true
+    wait "$hog" 2>/dev/null || true
+  fi
   cpu1=$(zd_cpu_of "$pid")
   cs1=$(zd_ctxsw_of "$pid")
+  majflt=$(zd_majflt_of "$pid")
   sq1=$(zd_softirqd)
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
   trap - EXIT
-  python3 - "$json" "$1" "$2" "$3" "$cpu0" "$cpu1" "$PLAYERS" "$KBPS" $((cs1 - cs0)) "$sq0" "$sq1" >>"$OUT/results.jsonl" <<'PY'
+  python3 - "$json" "$1" "$2" "$3" "$cpu0" "$cpu1" "$PLAYERS" "$KBPS" $((cs1 - cs0)) "$sq0" "$sq1" "$majflt" >>"$OUT/results.jsonl" <<'PY'
 import json, sys
-path, variant, reader, rnd, cpu0, cpu1, n, kbps, ctxsw, sq0, sq1 = sys.argv[1:]
+path, variant, reader, rnd, cpu0, cpu1, n, kbps, ctxsw, sq0, sq1, majflt = sys.argv[1:]
 n, kbps = int(n), int(kbps)
-row = {"variant": variant, "reader": reader, "round": int(rnd), "players": n, "kbps": kbps}
+row = {"variant": variant, "reader": reader, "round": int(rnd), "players": n, "kbps": kbps,
+       "major_faults": int(majflt)}
 try:
     r = json.load(open(path))
 except Exception as e:
@@ -166,15 +189,22 @@ except Exception as e:
 cpu = float(cpu1) - float(cpu0)
 if reader == "reader":
     gb, ok, mbps = r["bytes"] / 1e9, r["players"] - r["failed"], r["mbps"]
-    p99 = None
+    p50 = p90 = p99 = None
 else:
     p = r["players"]
     gb, mbps = r["throughput"]["bytes_in"] / 1e9, r["throughput"]["aggregate_mbps"]
     ok = p["with_keyframe"] - p["gaps"]["players_with_gaps"] - r["connections"]["dropped"]
-    p99 = (r.get("latency") or {}).get("p99_ms")
+    lat = r.get("latency") or {}
+    p50, p90, p99 = lat.get("p50_ms"), lat.get("p90_ms"), lat.get("p99_ms")
+    # Video samples that took 20 ms or more (the tail), and the publisher's worst lag behind
+    # its schedule (a lagging harness makes every downstream number look worse).
+    slow = sum(b["count"] for b in lat.get("histogram", []) if b["from_ms"] >= 20)
+    row["over_20ms"] = round(slow / lat["samples"], 4) if lat.get("samples") else None
+    row["publisher_lag_ms"] = (r.get("publishers") or {}).get("max_lag_ms")
 received = mbps / (n * kbps / 1000)
 row.update({"cpu_s": round(cpu, 3), "gb": round(gb, 3), "players_ok": ok, "mbps": round(mbps, 1),
-            "received": round(received, 3), "latency_p99_ms": p99, "ctxsw": int(ctxsw),
+            "received": round(received, 3), "latency_p50_ms": p50, "latency_p90_ms": p90,
+            "latency_p99_ms": p99, "load1": float(open("/proc/loadavg").read().split()[0]), "ctxsw": int(ctxsw),
             "ksoftirqd_s": round(float(sq1) - float(sq0), 3),
             "counts": ok >= 0.99 * n and received >= 0.99,
             "cpu_s_per_gb": round(cpu / gb, 3) if gb > 0 else None})
@@ -250,6 +280,22 @@ for rd in readers:
         sq = [r["ksoftirqd_s"] / r["gb"] for r in ok if "ksoftirqd_s" in r and r["gb"] > 0]
         print(f"| {rd} | {v} | {len(ok)}/{len(rounds)} | {f(mean)} | {f(min(vals) if vals else None)}–{f(max(vals) if vals else None)} | "
               f"{f(mean / bmean) if mean and bmean else '-'} | {' '.join(per) or '-'} | {f(min(rec) if rec else None, 3)} | {f(max(p99) if p99 else None, 1)} | {f(sum(cs) / len(cs) if cs else None, 0)} | {f(sum(sq) / len(sq) if sq else None)} |")
+lat = [r for r in rows if r.get("latency_p50_ms") is not None]
+if lat:
+    print("\nHarness e2e latency of video frames per run, ms (p50/p90/p99), the share of samples at 20 ms or more, "
+          "the publisher's worst lag behind its schedule and the 1-minute load average at the run's end:\n")
+    print("| variant | " + " | ".join(f"round {x}" for x in rounds) + " |")
+    print("|---|" + "---|" * len(rounds))
+    for v in variants:
+        cells = []
+        for x in rounds:
+            r = get(v, "harness", x)
+            if not r or r.get("latency_p50_ms") is None:
+                cells.append("-")
+                continue
+            cells.append(f"{r['latency_p50_ms']:.1f}/{r['latency_p90_ms']:.1f}/{r['latency_p99_ms']:.1f}, "
+                         f"{100 * (r.get('over_20ms') or 0):.1f} %, lag {r.get('publisher_lag_ms') or 0:.0f}, load {r.get('load1', 0):.1f}")
+        print(f"| {v} | " + " | ".join(cells) + " |")
 if secs > 0:
     print(f"\nSyscalls of the floor in {secs} s of `strace -c -f` ({splayers} harness players, mid-run; strace slows the floor, so compare counts, not times):\n")
     print("| variant | total calls | calls/s | top calls |")

@@ -30,7 +30,7 @@ use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::sync::LazyLock;
 use std::task::Waker;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prometheus::IntCounter;
 use serde::Deserialize;
@@ -95,8 +95,11 @@ pub struct PassTarget {
     mode: ZeroDelaySend,
     /// How long audio may wait for a video frame (`player.zero_delay_coalesce_ms`).
     coalesce: Option<Duration>,
-    /// Audio is held for the next video frame, and this player is on [`coalesce`]'s list.
-    coalesced: Cell<bool>,
+    /// Since when audio is held for the next video frame (the first held frame's arrival):
+    /// [`coalesce`]'s timer writes it once it waited `coalesce`.
+    held_since: Cell<Option<Instant>>,
+    /// On [`coalesce`]'s list of players holding audio (once, however often it holds).
+    listed: Cell<bool>,
     /// On this core's list for the next pass ([`flush`]), once however many frames come.
     pending: Cell<bool>,
 }
@@ -121,7 +124,8 @@ impl PassTarget {
             sent,
             mode,
             coalesce,
-            coalesced: Cell::new(false),
+            held_since: Cell::new(None),
+            listed: Cell::new(false),
             pending: Cell::new(false),
         }
     }
@@ -279,7 +283,7 @@ pub fn flush(held: Held) {
                     Next::Park
                 }
                 Some(target) => {
-                    target.coalesced.set(false);
+                    target.held_since.set(None);
                     if target.mode == ZeroDelaySend::Writer {
                         Next::Wake
                     } else if target.pending.replace(true) {
@@ -345,7 +349,11 @@ fn pass_now() {
             .pass
             .borrow()
             .as_ref()
-            .inspect(|t| t.pending.set(false))
+            .inspect(|t| {
+                t.pending.set(false);
+                // The pass writes whatever audio is held with the rest.
+                t.held_since.set(None);
+            })
             .is_some();
         // Gone, or being written by its own writer meanwhile (woken for a reply).
         if !registered || is_busy(&out.queue) {

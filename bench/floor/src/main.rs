@@ -85,6 +85,10 @@ struct Cli {
     /// With `--zero-delay`: wake only for video frames; the audio due since rides along.
     #[arg(long)]
     coalesce_av: bool,
+    /// With `--coalesce-av`: audio waits at most this long for video, ms (the node's
+    /// `player.zero_delay_coalesce_ms`; unset: until the next video frame).
+    #[arg(long)]
+    coalesce_ms: Option<u64>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -101,6 +105,10 @@ fn main() -> anyhow::Result<()> {
     anyhow::ensure!(
         cli.zero_delay || (cli.send == pass::Send::Sendmsg && !cli.coalesce_av),
         "--send and --coalesce-av go with --zero-delay"
+    );
+    anyhow::ensure!(
+        cli.coalesce_ms.is_none() || cli.coalesce_av,
+        "--coalesce-ms goes with --coalesce-av"
     );
     let threads = cli
         .threads
@@ -136,6 +144,7 @@ fn main() -> anyhow::Result<()> {
         let options = cli.zero_delay.then_some(pass::PassOptions {
             send: cli.send,
             coalesce_av: cli.coalesce_av,
+            coalesce_ms: cli.coalesce_ms,
         });
         writers.push(std::thread::spawn(move || match options {
             Some(options) => pass::run_pass(&prepared, &rx, start, lifetime, options),
@@ -186,6 +195,7 @@ fn main() -> anyhow::Result<()> {
                 "zero_delay": cli.zero_delay,
                 "send": format!("{:?}", cli.send).to_lowercase(),
                 "coalesce_av": cli.coalesce_av,
+                "coalesce_ms": cli.coalesce_ms,
                 "bytes_written": totals.bytes,
                 "writer_cpu_seconds": totals.cpu_seconds,
                 "writer_cpu_seconds_per_gb": per_gb,

@@ -7,7 +7,9 @@
 //!   with one `io_uring_enter` ([`crate::uring`]), instead of one `sendmsg` syscall each;
 //! - `--coalesce-av`: the writer wakes only when a *video* frame falls due, so the audio due
 //!   since the last video frame goes out in the same send (audio waits at most one video
-//!   frame interval; video, whose clock the harness measures, is never held).
+//!   frame interval; video, whose clock the harness measures, is never held). With
+//!   `--coalesce-ms N` audio waits at most N ms for video (the node's
+//!   `player.zero_delay_coalesce_ms`): the writer also wakes N ms after an audio frame falls due.
 //!
 //! With `--send sendmsg` and no coalescing this is today's floor again, so a run of it checks
 //! that the variants are measured alike.
@@ -42,6 +44,8 @@ pub struct PassOptions {
     pub send: Send,
     /// Wake only for video frames, carrying the audio due since in the same send.
     pub coalesce_av: bool,
+    /// With `coalesce_av`: the most audio waits for video, ms (None: until the next video).
+    pub coalesce_ms: Option<u64>,
 }
 
 /// Feeds the players that arrive on `joins` until `until` after `start`, one pass per wake.
@@ -82,7 +86,8 @@ pub fn run_pass(
             i += 1;
             !failed[i - 1]
         });
-        let next = next_wake(&stream.frames, now_ms, options.coalesce_av)
+        let hold = options.coalesce_av.then_some(options.coalesce_ms);
+        let next = next_wake(&stream.frames, now_ms, hold)
             .map_or(now + Duration::from_millis(10), Duration::from_millis);
         std::thread::sleep(next.min(until).saturating_sub(start.elapsed()));
     }
@@ -119,16 +124,23 @@ fn sendmsg_pass(players: &mut [Cursor], frames: &[Frame], now_ms: u64, failed: &
     total
 }
 
-/// When the writer wakes next, in ms from the start: the next frame due after `now_ms` or, with
-/// `coalesce_av`, the next video frame (the audio due before it goes with it). None past the
-/// end of the stream.
-pub fn next_wake(frames: &[Frame], now_ms: u64, coalesce_av: bool) -> Option<u64> {
+/// When the writer wakes next, in ms from the start: the next frame due after `now_ms` or,
+/// coalescing (`hold` is `Some`), the next video frame (the audio due before it goes with it),
+/// or, with a bound (`Some(Some(ms))`), `ms` after the next audio frame falls due if that
+/// comes first. None past the end of the stream. Every wake writes all that is due, so nothing
+/// due at `now_ms` is left waiting.
+pub fn next_wake(frames: &[Frame], now_ms: u64, hold: Option<Option<u64>>) -> Option<u64> {
     let due = frames.partition_point(|f| f.due_ms <= now_ms);
-    let mut rest = frames.get(due..).unwrap_or_default().iter();
-    if coalesce_av {
-        rest.find(|f| is_video(f)).map(|f| f.due_ms)
-    } else {
-        rest.next().map(|f| f.due_ms)
+    let rest = frames.get(due..).unwrap_or_default();
+    let Some(bound) = hold else {
+        return rest.first().map(|f| f.due_ms);
+    };
+    let video = rest.iter().find(|f| is_video(f)).map(|f| f.due_ms);
+    let audio_deadline =
+        bound.and_then(|ms| rest.first().filter(|f| !is_video(f)).map(|f| f.due_ms + ms));
+    match (video, audio_deadline) {
+        (Some(v), Some(a)) => Some(v.min(a)),
+        (v, a) => v.or(a),
     }
 }
 
@@ -164,7 +176,7 @@ mod tests {
     #[test]
     fn coalescing_wakes_only_for_video_and_loses_nothing() {
         let s = stream();
-        let wakes = |coalesce| {
+        let wakes = |coalesce: Option<Option<u64>>| {
             let mut now = 0;
             let mut n = 0;
             while let Some(next) = next_wake(&s.frames, now, coalesce) {
@@ -174,13 +186,54 @@ mod tests {
             }
             n
         };
-        let all = wakes(false);
-        let video = wakes(true);
+        let all = wakes(None);
+        let video = wakes(Some(None));
         assert_eq!(video, 89, "every video frame after the first");
         assert!(all > video + 100, "{all} wakes for every frame");
         // Waking at the video frames, every frame is due by some wake: the audio after the
         // last video frame is what the run's end cuts, as without coalescing.
         let last_video = s.frames.iter().rev().find(|f| is_video(f)).unwrap();
         assert!(s.frames.last().unwrap().due_ms - last_video.due_ms < 34);
+    }
+
+    #[test]
+    fn a_bound_wakes_for_audio_that_no_video_takes_in_time() {
+        let s = stream();
+        // Writes, from each wake, the due frames' lateness: no audio later than its bound.
+        for bound in [5, 10, 20] {
+            let (mut now, mut wakes, mut written) = (0, 0, 0);
+            while let Some(next) = next_wake(&s.frames, now, Some(Some(bound))) {
+                assert!(next > now);
+                for f in s
+                    .frames
+                    .iter()
+                    .filter(|f| f.due_ms > now && f.due_ms <= next)
+                {
+                    assert!(next - f.due_ms <= bound, "waited {} ms", next - f.due_ms);
+                    written += 1;
+                }
+                now = next;
+                wakes += 1;
+            }
+            assert_eq!(written, s.frames.iter().filter(|f| f.due_ms > 0).count());
+            let video = s.frames.iter().filter(|f| is_video(f)).count();
+            assert!(
+                wakes >= video - 1,
+                "{wakes} wakes: at least one per video frame"
+            );
+            assert!(
+                wakes < wakes_all(&s),
+                "fewer wakes than one per frame with {bound} ms"
+            );
+        }
+    }
+
+    fn wakes_all(s: &PreparedStream) -> usize {
+        let (mut now, mut n) = (0, 0);
+        while let Some(next) = next_wake(&s.frames, now, None) {
+            now = next;
+            n += 1;
+        }
+        n
     }
 }

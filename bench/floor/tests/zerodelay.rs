@@ -1,5 +1,5 @@
 //! The zero-delay variants of the floor (`--zero-delay`, with `--send uring` and
-//! `--coalesce-av`) serve real players as today's writer does: the harness's players get the
+//! `--coalesce-av [--coalesce-ms N]`) serve real players as today's writer does: the harness's players get the
 //! whole stream at its bitrate, from a key frame, without gaps, and read its clock.
 
 mod support;
@@ -23,6 +23,15 @@ fn io_uring_batches_deliver_the_whole_stream() {
 fn coalesced_audio_and_video_deliver_the_whole_stream() {
     assert_whole_stream(&["--zero-delay", "--coalesce-av"]);
     assert_whole_stream(&["--zero-delay", "--send", "uring", "--coalesce-av"]);
+    // Audio bounded to 10 ms (the node's `zero_delay_coalesce_ms`): extra wakes, same stream.
+    assert_whole_stream(&[
+        "--zero-delay",
+        "--send",
+        "uring",
+        "--coalesce-av",
+        "--coalesce-ms",
+        "10",
+    ]);
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! The pass against a socket pair on a real executor: no writer wake where it wrote
-//! everything, one send for the frames queued before it ran, a busy writer left alone.
+//! everything, one send for the frames queued before it ran, a busy writer left alone; held
+//! audio rides with the next video frame, or goes alone once it waited its bound, not before.
 
 use std::future::Future;
 use std::io::Read;
@@ -8,6 +9,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::Wake;
+use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -64,6 +66,18 @@ fn video(size: usize) -> LocalFrame {
     )))
 }
 
+fn audio(size: usize) -> LocalFrame {
+    let mut payload = vec![5u8; size];
+    payload[0] = 0xAF;
+    payload[1] = 1;
+    LocalFrame::new(Arc::new(FrameData::encode(
+        MediaKind::Audio,
+        0,
+        Bytes::from(payload),
+        4096,
+    )))
+}
+
 /// One registered player writing into a socket pair, its writer parked on a counting
 /// waker; the sends the pass makes are counted.
 struct One {
@@ -75,6 +89,10 @@ struct One {
 }
 
 fn player(mode: ZeroDelaySend) -> One {
+    coalescing_player(mode, None)
+}
+
+fn coalescing_player(mode: ZeroDelaySend, coalesce: Option<Duration>) -> One {
     let (ours, theirs) = UnixStream::pair().expect("socket pair");
     theirs.set_nonblocking(true).expect("nonblocking");
     let out = Outbound::new(QueueLimits {
@@ -88,7 +106,7 @@ fn player(mode: ZeroDelaySend) -> One {
     let sends = Rc::new(Cell::new(0));
     let counted = Rc::clone(&sends);
     let sent: Rc<dyn Fn(usize)> = Rc::new(move |_| counted.set(counted.get() + 1));
-    let target = PassTarget::new(Rc::new(Pair(ours)), sent, mode, None);
+    let target = PassTarget::new(Rc::new(Pair(ours)), sent, mode, coalesce);
     let registration = Registration::new(&out, target);
     let players = vec![Player {
         connection: 1,
@@ -194,5 +212,77 @@ fn a_busy_writer_is_left_alone_and_woken_as_before() {
         assert_eq!(one.writer.wakes(), 1, "queueing woke the writer");
         drop(busy);
         assert_eq!(drain(&mut one.theirs), 0);
+    });
+}
+
+#[test]
+fn held_audio_rides_with_the_next_video_frame() {
+    on_executor(|| async {
+        let mut one = coalescing_player(ZeroDelaySend::Uring, Some(Duration::from_secs(5)));
+        let (a, v) = (audio(300), video(1000));
+        on_frame(&one.players, a.clone());
+        on_frame(&one.players, a.clone());
+        yield_now().await;
+        assert_eq!(one.sends.get(), 0, "audio is held");
+        assert!(!one.players[0].out.queue.borrow().is_empty());
+        on_frame(&one.players, v.clone());
+        yield_now().await;
+        assert_eq!(one.sends.get(), 1, "one send for the audio and the video");
+        assert_eq!(drain(&mut one.theirs), 2 * a.wire_len + v.wire_len);
+        assert_eq!(one.writer.wakes(), 0, "no writer woken");
+    });
+}
+
+/// Waits (up to 5 s) until `one` made `sends` sends.
+async fn until_sends(one: &One, sends: usize) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while one.sends.get() < sends {
+        assert!(Instant::now() < deadline, "{sends} sends within 5 s");
+        yield_now().await;
+    }
+}
+
+#[test]
+fn audio_alone_waits_its_bound_then_goes() {
+    on_executor(|| async {
+        let bound = Duration::from_millis(100);
+        let mut one = coalescing_player(ZeroDelaySend::Uring, Some(bound));
+        let a = audio(300);
+        let held_at = Instant::now();
+        on_frame(&one.players, a.clone());
+        until_sends(&one, 1).await;
+        assert!(held_at.elapsed() >= bound, "not before its bound");
+        assert_eq!(drain(&mut one.theirs), a.wire_len);
+        assert_eq!(one.writer.wakes(), 0, "no writer woken");
+    });
+}
+
+/// The core's timer, armed by one hold, writes a later hold only once that waited its bound
+/// too (the first version wrote every held player whenever the timer fired, so audio went
+/// alone a few ms before the video frame that would have taken it).
+#[test]
+fn a_timer_armed_for_earlier_audio_leaves_later_audio_for_the_next_video() {
+    on_executor(|| async {
+        let bound = Duration::from_millis(300);
+        let mut one = coalescing_player(ZeroDelaySend::Uring, Some(bound));
+        let (a, v) = (audio(300), video(1000));
+        // Held audio arms the timer for `bound` from now; a video frame takes it at once.
+        let armed_at = Instant::now();
+        on_frame(&one.players, a.clone());
+        on_frame(&one.players, v.clone());
+        until_sends(&one, 1).await;
+        // Audio held after that is due `bound` after its own arrival, not at the timer.
+        glommio::timer::sleep(bound / 2).await;
+        let held_at = Instant::now();
+        on_frame(&one.players, a.clone());
+        glommio::timer::sleep(armed_at + bound + bound / 4 - Instant::now()).await;
+        let sends = one.sends.get();
+        if held_at.elapsed() < bound {
+            assert_eq!(sends, 1, "the timer left the later audio held");
+        }
+        on_frame(&one.players, v.clone());
+        until_sends(&one, sends + 1).await;
+        assert_eq!(drain(&mut one.theirs), 2 * (a.wire_len + v.wire_len));
+        assert_eq!(one.writer.wakes(), 0, "no writer woken");
     });
 }
