@@ -147,6 +147,14 @@ impl StreamReplica {
         self
     }
 
+    /// The same replica with arena blocks of `bytes` (small ones, so that frames straddle
+    /// them often).
+    #[cfg(test)]
+    pub(crate) fn with_log_block_bytes(mut self, bytes: usize) -> StreamReplica {
+        self.log = Rc::new(FrameLog::with_block_bytes(bytes));
+        self
+    }
+
     /// API view of a locally published stream; resets the bitrate window.
     pub fn publisher_stats(
         &mut self,
