@@ -44,6 +44,9 @@ pub const ARENA_BLOCK_BYTES: usize = 256 * 1024;
 struct Block {
     bytes: usize,
     held: Rc<Cell<usize>>,
+    /// The log offset just past the last frame copied into it: a cursor in this block has
+    /// everything from its offset up to here in one slice.
+    end: Cell<u64>,
 }
 
 impl Drop for Block {
@@ -75,6 +78,7 @@ impl Arena {
             self.block = Some(Rc::new(Block {
                 bytes,
                 held: Rc::clone(&self.held),
+                end: Cell::new(0),
             }));
         }
         // It fits the free rest: `extend_from_slice` neither moves nor grows the block.
@@ -138,9 +142,12 @@ impl Node {
         &self.wire
     }
 
-    /// Its block, to tell runs of adjacent nodes apart.
-    fn block_id(&self) -> *const Block {
-        self.block.as_ref().map_or(std::ptr::null(), Rc::as_ptr)
+    /// Whether `other` lies in the same arena block.
+    fn same_block(&self, other: &Node) -> bool {
+        match (&self.block, &other.block) {
+            (Some(a), Some(b)) => Rc::ptr_eq(a, b),
+            _ => false,
+        }
     }
 
     /// True for a node without bytes (a log's first).
@@ -234,8 +241,12 @@ impl FrameLog {
     pub fn append(&self, frame: LocalFrame) {
         self.live.set(self.live.get() + 1);
         let (wire, block) = self.arena.borrow_mut().copy(&frame.parts, frame.wire_len);
+        let end = self.end() + wire.len() as u64;
+        if let Some(b) = &block {
+            b.end.set(end);
+        }
         let node = Rc::new(Node {
-            end: self.end() + wire.len() as u64,
+            end,
             frame: Some(frame),
             wire,
             block,
@@ -347,26 +358,29 @@ impl Cursor {
     }
 
     /// Records `n` more bytes written; returns what is left of `n` past the log's end.
-    pub fn advance(&mut self, mut n: usize) -> usize {
-        while n > 0 {
-            let Some(next) = self.at.next().cloned() else {
-                return n;
-            };
-            let left = next.len() - self.written;
-            if n < left {
-                self.written += n;
-                return 0;
+    pub fn advance(&mut self, n: usize) -> usize {
+        let target = self.offset() + n as u64;
+        // Walked by reference and cloned once: this runs per player per window.
+        let mut node = &self.at;
+        while let Some(next) = node.next() {
+            if next.end > target {
+                break;
             }
-            n -= left;
-            self.at = next;
-            self.written = 0;
+            node = next;
         }
-        0
+        let at = Rc::clone(node);
+        let written = target.min(self.log.end()) - at.end;
+        let left = target - at.end - written;
+        self.at = at;
+        self.written = written as usize;
+        left as usize
     }
 
-    /// Pushes slices of the unwritten bytes onto `out`, one per run of nodes adjacent in one
-    /// arena block, adding their length to `total`, until `out` holds `max_slices` slices or
-    /// `total` reaches `max_bytes` (the last slice is cut to fit); true when it stopped there.
+    /// Pushes slices of the unwritten bytes onto `out`, one per arena block (the frames of a
+    /// block lie end to end), adding their length to `total`, until `out` holds `max_slices`
+    /// slices or `total` reaches `max_bytes` (the last slice is cut to fit); true when it
+    /// stopped there. A block's slice is taken whole, without a walk over its frames: this
+    /// runs per player per window.
     pub fn gather<'a>(
         &'a self,
         out: &mut Vec<IoSlice<'a>>,
@@ -375,41 +389,38 @@ impl Cursor {
         max_bytes: usize,
     ) -> bool {
         let mut skip = self.written;
-        let mut node = self.first();
-        // The run being gathered, not yet pushed (it takes a slot), and its block.
-        let mut run: &'a [u8] = &[];
-        let mut run_block = std::ptr::null();
-        let mut full = false;
-        while let Some(n) = node {
-            let mut bytes = &n.wire[std::mem::take(&mut skip)..];
+        let Some(mut node) = self.first() else {
+            return false;
+        };
+        loop {
+            let Some(block) = &node.block else {
+                return false;
+            };
+            let from = &node.wire[std::mem::take(&mut skip)..];
+            let start = node.end - from.len() as u64;
             let room = max_bytes.saturating_sub(*total);
-            if bytes.len() > room {
-                bytes = &bytes[..room];
-                full = true;
+            let len = ((block.end.get() - start) as usize).min(room);
+            if len == 0 {
+                return true;
             }
-            let block = n.block_id();
-            if !run.is_empty() && block == run_block && run.as_ptr_range().end == bytes.as_ptr() {
-                run = extend(run, bytes.len());
-            } else if !bytes.is_empty() {
-                if !run.is_empty() {
-                    out.push(IoSlice::new(run));
-                    if out.len() >= max_slices {
-                        return true;
-                    }
+            out.push(IoSlice::new(extend(from, len)));
+            *total += len;
+            if *total >= max_bytes || out.len() >= max_slices {
+                return true;
+            }
+            if block.end.get() >= self.log.end() {
+                return false;
+            }
+            // On to the next block's first frame (a window that straddles two blocks).
+            let mut n = node;
+            node = loop {
+                match n.next() {
+                    Some(next) if next.same_block(node) => n = next,
+                    Some(next) => break next,
+                    None => return false,
                 }
-                (run, run_block) = (bytes, block);
-            }
-            *total += bytes.len();
-            if full || *total >= max_bytes {
-                full = true;
-                break;
-            }
-            node = n.next();
+            };
         }
-        if !run.is_empty() {
-            out.push(IoSlice::new(run));
-        }
-        full || out.len() >= max_slices
     }
 
     /// The unwritten rest of the first unwritten chunk part (header or payload slice): what
@@ -443,14 +454,19 @@ impl Cursor {
     }
 }
 
-/// `run` extended by the `more` bytes that follow it in its arena block.
+/// The `len` bytes of an arena block from the start of `from`, a node's wire bytes (or their
+/// unwritten rest), on through the frames appended after it in the same block.
 #[allow(unsafe_code)]
-fn extend(run: &[u8], more: usize) -> &[u8] {
-    // SAFETY: callers pass a run of nodes of one arena block and the `more` bytes of the next
-    // node of that block, which lie right after it (checked by address): one allocation, all
-    // of it initialised, frozen (never written again) and kept alive by the nodes the caller
-    // borrows for as long as the result.
-    unsafe { std::slice::from_raw_parts(run.as_ptr(), run.len() + more) }
+fn extend(from: &[u8], len: usize) -> &[u8] {
+    if len <= from.len() {
+        return &from[..len];
+    }
+    // SAFETY: the caller's `len` ends at or before its block's `end`: the bytes past `from`
+    // are the wire bytes of the nodes appended after its node in the same block, copied end
+    // to end into one allocation (`Arena::copy`), initialised, frozen (never written again)
+    // and kept alive by that node's chain of `next`s, which the caller borrows for as long as
+    // the result.
+    unsafe { std::slice::from_raw_parts(from.as_ptr(), len) }
 }
 
 #[cfg(test)]
