@@ -360,6 +360,13 @@ impl Cursor {
     /// Records `n` more bytes written; returns what is left of `n` past the log's end.
     pub fn advance(&mut self, n: usize) -> usize {
         let target = self.offset() + n as u64;
+        let end = self.log.end();
+        if target >= end {
+            // All of it written (a follower in step writes its whole window at once): no walk.
+            self.at = self.log.tail();
+            self.written = 0;
+            return (target - end) as usize;
+        }
         // Walked by reference and cloned once: this runs per player per window.
         let mut node = &self.at;
         while let Some(next) = node.next() {
@@ -369,11 +376,9 @@ impl Cursor {
             node = next;
         }
         let at = Rc::clone(node);
-        let written = target.min(self.log.end()) - at.end;
-        let left = target - at.end - written;
+        self.written = (target - at.end) as usize;
         self.at = at;
-        self.written = written as usize;
-        left as usize
+        0
     }
 
     /// Pushes slices of the unwritten bytes onto `out`, one per arena block (the frames of a
