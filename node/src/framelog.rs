@@ -35,8 +35,10 @@ use bytes::{Bytes, BytesMut};
 use crate::frame::LocalFrame;
 
 /// Bytes of one arena block (a larger frame gets a block of its own size). A 100 ms window
-/// of a 1 Mbit/s stream is 12.5 KB: about one window in twenty straddles two blocks.
-pub const ARENA_BLOCK_BYTES: usize = 256 * 1024;
+/// of a 1 Mbit/s stream is 12.5 KB: about one window in five straddles two blocks, and
+/// costs a second slice. Blocks of 256 KiB straddled less but held about 2 KiB more RSS per
+/// player at 500 players on two cores (BENCHMARKS.md, item 2, wave 4).
+pub const ARENA_BLOCK_BYTES: usize = 64 * 1024;
 
 /// One arena block's share of the accounting: its size is uncounted when the last node in
 /// it, and the log's write position, are gone (when its memory is freed).
