@@ -483,7 +483,7 @@ impl SubscriberQueue {
             }
         }
         if let Some(c) = &self.follow {
-            // One slice per run of frames adjacent in the log's arena (issue 19 item 2).
+            // One slice per arena block, not one per chunk part (issue 19 item 2).
             c.gather(out, &mut total, max_slices, max_bytes);
         }
     }
