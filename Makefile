@@ -74,7 +74,7 @@ bench-memory:
 	./scripts/bench-memory.sh
 
 ## User-space instructions (callgrind) or syscalls (MODE=strace) per delivered MB, Corecast vs
-## the floor, at 100 and 333 ms windows (needs valgrind).
+## the floor, at 100 and 333 ms windows (needs valgrind); MODE=iovecs: iovecs per sendmsg.
 bench-callgrind:
 	./scripts/bench-callgrind.sh
 

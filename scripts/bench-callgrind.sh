@@ -12,11 +12,12 @@
 # both servers are counted over the same steady delivery (the handshakes' SHA-256 runs in
 # software under valgrind and would swamp it). The MB of that window are the readers' steady
 # rate times its length. Prints instructions (Ir) per MB, or with MODE=strace (attached for
-# the same window) the syscalls by name per MB.
+# the same window) the syscalls by name per MB, or with MODE=iovecs (strace of `sendmsg`
+# alone, for the same window) the iovecs per `sendmsg` (mean, median, max) and bytes per call.
 #
 # Needs valgrind (apt-get install valgrind) for MODE=callgrind. Everything binds 127.0.0.1.
 # Results: target/bench-callgrind/. Environment: PLAYERS (100), DURATION (10), KBPS (1000),
-# WINDOWS ("100 333"), SERVERS ("corecast floor"), MODE (callgrind | strace), CARGO, BIN.
+# WINDOWS ("100 333"), SERVERS ("corecast floor"), MODE (callgrind | strace | iovecs), CARGO, BIN.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/bench-lib.sh
@@ -91,6 +92,8 @@ for window in $WINDOWS; do
       callgrind_control --zero "$wrapper" >/dev/null
       sleep "$WINDOW"
       callgrind_control --dump "$wrapper" >/dev/null
+    elif [ "$MODE" = iovecs ]; then
+      timeout -s INT "$WINDOW" strace -f -e trace=sendmsg -o "$OUT/$label.iov" -p "$wrapper" || true
     else
       # SIGINT detaches strace, which then writes its counts; the server runs on.
       timeout -s INT "$WINDOW" strace -f -c -o "$OUT/$label.strace" -p "$wrapper" || true
@@ -121,6 +124,19 @@ try:
                 ir = int(line.split()[1])
         row["ir"] = ir
         row["ir_per_mb"] = round(ir / mb)
+    elif mode == "iovecs":
+        import statistics
+        iov, sent = [], []
+        for line in open(f"{out}/{label}.iov"):
+            m = re.search(r"msg_iovlen=(\d+).*\) = (\d+)", line)
+            if m:
+                iov.append(int(m.group(1)))
+                sent.append(int(m.group(2)))
+        row["sendmsg"] = len(iov)
+        row["iovecs_mean"] = round(statistics.mean(iov), 2)
+        row["iovecs_p50"] = statistics.median(iov)
+        row["iovecs_max"] = max(iov)
+        row["bytes_per_sendmsg"] = round(statistics.mean(sent))
     else:
         calls = {}
         for line in open(f"{out}/{label}.strace"):

@@ -6,7 +6,9 @@
 //! so accounting never touches a contended cache line. A connection reports what it holds
 //! where bytes from the peer are accepted (its read buffer, chunk messages half received,
 //! replies queued for it but not yet written, plus a fixed cost per connection); media frames
-//! are shared between players and counted once, in the GOP cache metric, not here.
+//! are shared between players and counted once, in the GOP cache metric, not here. The one
+//! copy a core makes per stream, its frame log's arena (`crate::framelog`), is counted here
+//! as well as in that metric, refreshed with the core's stats snapshot each second.
 //!
 //! Past the budget, new connections on the core are refused (logged and counted by the
 //! session); connections already open keep their own per-connection limits.
@@ -45,6 +47,9 @@ pub struct CoreBudget {
     limit: Cell<usize>,
     accounted: Cell<usize>,
     refused: Cell<u64>,
+    /// What the core's streams hold per stream, not per connection (their frame logs'
+    /// arenas), as last set: part of `accounted`.
+    stream_bytes: Cell<usize>,
 }
 
 /// Why a connection was not admitted.
@@ -78,6 +83,14 @@ impl CoreBudget {
     /// What the core's connections hold now, as they reported it.
     pub fn accounted(&self) -> usize {
         self.accounted.get()
+    }
+
+    /// The core's streams hold `bytes` now, besides their connections (the frame logs'
+    /// arenas, issue 19 item 2): counted in the budget, replacing what was set before.
+    pub fn set_stream_bytes(&self, bytes: usize) {
+        let accounted = self.accounted.get() - self.stream_bytes.get() + bytes;
+        self.accounted.set(accounted);
+        self.stream_bytes.set(bytes);
     }
 
     /// Connections refused so far for being over budget.
@@ -159,6 +172,19 @@ mod tests {
         drop(a);
         drop(b);
         assert_eq!(budget.accounted(), CONNECTION_BASE_BYTES);
+    }
+
+    #[test]
+    fn stream_bytes_count_in_the_budget_once_whatever_is_set_last() {
+        let budget = Rc::new(CoreBudget::new(3 * CONNECTION_BASE_BYTES));
+        let a = budget.admit().expect("first");
+        budget.set_stream_bytes(CONNECTION_BASE_BYTES);
+        budget.set_stream_bytes(2 * CONNECTION_BASE_BYTES);
+        assert_eq!(budget.accounted(), 3 * CONNECTION_BASE_BYTES);
+        assert!(budget.admit().is_err(), "the streams' arenas take the room");
+        budget.set_stream_bytes(0);
+        drop(a);
+        assert_eq!(budget.accounted(), 0);
     }
 
     #[test]

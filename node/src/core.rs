@@ -599,11 +599,13 @@ impl CoreContext {
     pub fn collect_stats(&self, elapsed_secs: f64) -> CoreStats {
         let mut stats = CoreStats::default();
         let mut gop_bytes = 0usize;
+        let mut log_bytes = 0usize;
         let mut players = 0usize;
         let mut published = 0i64;
         for (key, replica) in self.streams.borrow().iter() {
             let mut r = replica.borrow_mut();
-            gop_bytes += r.gop_bytes() + r.log_bytes();
+            gop_bytes += r.gop_bytes();
+            log_bytes += r.log_bytes();
             players += r.player_count();
             if r.player_count() > 0 {
                 stats.players.insert(key.clone(), r.player_count());
@@ -613,7 +615,11 @@ impl CoreContext {
                 stats.published.push(s);
             }
         }
-        self.metrics.gop_cache_bytes.set(gop_bytes as i64);
+        // The frame logs' nodes and arenas, once per stream: in the gauge and in the budget.
+        self.metrics
+            .gop_cache_bytes
+            .set((gop_bytes + log_bytes) as i64);
+        crate::budget::of_core(self).set_stream_bytes(log_bytes);
         self.metrics.players.set(players as i64);
         self.metrics.streams.set(published);
         let link_drops: u64 = self

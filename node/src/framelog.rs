@@ -15,12 +15,81 @@
 //! soft bound back to its own queue before it gets there (see [`FrameLog::needs_sweep`]).
 //! Nodes never change once linked, so a writer's slices can borrow them while it holds its
 //! cursor, with no borrow of the log itself.
+//!
+//! Each appended frame's wire bytes (its chunk headers interleaved with payload slices) are
+//! copied once, on this core, into the log's *arena*: blocks of [`ARENA_BLOCK_BYTES`] filled
+//! in order, one frozen slice per frame (issue 19 item 2, wave 4). Frames appended one after
+//! another in one block lie end to end, so a follower's gather hands the kernel one slice
+//! per run of them ([`Cursor::gather`]): a follower in step with a window writes one or two
+//! slices per window instead of two per chunk. A block is freed once no node refers to it
+//! and the log has moved on to the next; what the blocks hold is counted once per stream
+//! ([`FrameLog::arena_bytes`]).
 
 use std::cell::{Cell, OnceCell, RefCell};
+use std::io::IoSlice;
 use std::rc::Rc;
 use std::task::Waker;
 
+use bytes::{Bytes, BytesMut};
+
 use crate::frame::LocalFrame;
+
+/// Bytes of one arena block (a larger frame gets a block of its own size). A 100 ms window
+/// of a 1 Mbit/s stream is 12.5 KB: about one window in five straddles two blocks, and
+/// costs a second slice. Blocks of 256 KiB straddled less but held about 2 KiB more RSS per
+/// player at 500 players on two cores (BENCHMARKS.md, item 2, wave 4).
+pub const ARENA_BLOCK_BYTES: usize = 64 * 1024;
+
+/// One arena block's share of the accounting: its size is uncounted when the last node in
+/// it, and the log's write position, are gone (when its memory is freed).
+#[derive(Debug)]
+struct Block {
+    bytes: usize,
+    held: Rc<Cell<usize>>,
+    /// The log offset just past the last frame copied into it: a cursor in this block has
+    /// everything from its offset up to here in one slice.
+    end: Cell<u64>,
+}
+
+impl Drop for Block {
+    fn drop(&mut self) {
+        self.held.set(self.held.get() - self.bytes);
+    }
+}
+
+/// Where the next frame's bytes go: the free rest of the current block.
+#[derive(Debug)]
+struct Arena {
+    /// Bytes of a new block ([`ARENA_BLOCK_BYTES`] but in tests).
+    block_bytes: usize,
+    free: BytesMut,
+    block: Option<Rc<Block>>,
+    /// Bytes of the live blocks.
+    held: Rc<Cell<usize>>,
+}
+
+impl Arena {
+    /// Copies `parts` (of `len` bytes in all) into the current block, or a new one when they
+    /// do not fit; returns the copy and its block.
+    fn copy(&mut self, parts: &[Bytes], len: usize) -> (Bytes, Option<Rc<Block>>) {
+        if self.block.is_none() || self.free.capacity() < len {
+            let bytes = self.block_bytes.max(len);
+            self.held.set(self.held.get() + bytes);
+            // The old block's free rest goes with it: its memory is freed with its last node.
+            self.free = BytesMut::with_capacity(bytes);
+            self.block = Some(Rc::new(Block {
+                bytes,
+                held: Rc::clone(&self.held),
+                end: Cell::new(0),
+            }));
+        }
+        // It fits the free rest: `extend_from_slice` neither moves nor grows the block.
+        for part in parts {
+            self.free.extend_from_slice(part);
+        }
+        (self.free.split().freeze(), self.block.clone())
+    }
+}
 
 /// What a node costs besides its frame (which is shared with the GOP cache and the other
 /// cores): the node itself and its reference-count header.
@@ -31,6 +100,10 @@ pub const NODE_BYTES: usize = std::mem::size_of::<Node>() + 2 * std::mem::size_o
 pub struct Node {
     /// None only for the node a log starts with (nothing to write).
     frame: Option<LocalFrame>,
+    /// The frame's wire bytes, contiguous, in the log's arena.
+    wire: Bytes,
+    /// The arena block `wire` lies in (None for a log's first node).
+    block: Option<Rc<Block>>,
     /// The log's byte offset just past this frame's wire bytes.
     end: u64,
     /// The core's tick epoch when it was appended (see [`crate::queue`]'s merge window).
@@ -63,7 +136,20 @@ impl Node {
 
     /// Its wire length.
     pub fn len(&self) -> usize {
-        self.frame.as_ref().map_or(0, |f| f.wire_len)
+        self.wire.len()
+    }
+
+    /// Its wire bytes (a slice of the log's arena).
+    pub fn wire(&self) -> &Bytes {
+        &self.wire
+    }
+
+    /// Whether `other` lies in the same arena block.
+    fn same_block(&self, other: &Node) -> bool {
+        match (&self.block, &other.block) {
+            (Some(a), Some(b)) => Rc::ptr_eq(a, b),
+            _ => false,
+        }
     }
 
     /// True for a node without bytes (a log's first).
@@ -99,6 +185,7 @@ pub struct FrameLog {
     soft_floor: Cell<i64>,
     hard_floor: Cell<i64>,
     live: Rc<Cell<usize>>,
+    arena: RefCell<Arena>,
 }
 
 impl Default for FrameLog {
@@ -110,10 +197,18 @@ impl Default for FrameLog {
 impl FrameLog {
     /// An empty log.
     pub fn new() -> FrameLog {
+        FrameLog::with_block_bytes(ARENA_BLOCK_BYTES)
+    }
+
+    /// An empty log whose arena blocks are `block_bytes` long (small ones in tests, so that
+    /// frames straddle them often).
+    pub fn with_block_bytes(block_bytes: usize) -> FrameLog {
         let live = Rc::new(Cell::new(1));
         FrameLog {
             tail: RefCell::new(Rc::new(Node {
                 frame: None,
+                wire: Bytes::new(),
+                block: None,
                 end: 0,
                 epoch: 0,
                 next: OnceCell::new(),
@@ -124,6 +219,12 @@ impl FrameLog {
             soft_floor: Cell::new(i64::MAX),
             hard_floor: Cell::new(i64::MAX),
             live,
+            arena: RefCell::new(Arena {
+                block_bytes,
+                free: BytesMut::new(),
+                block: None,
+                held: Rc::new(Cell::new(0)),
+            }),
         }
     }
 
@@ -137,13 +238,20 @@ impl FrameLog {
         Rc::clone(&self.tail.borrow())
     }
 
-    /// Appends `frame` and wakes the writers that were idle: to the core's next tick when
-    /// they batch, at once when not.
+    /// Appends `frame` (copying its wire bytes into the arena) and wakes the writers that
+    /// were idle: to the core's next tick when they batch, at once when not.
     pub fn append(&self, frame: LocalFrame) {
         self.live.set(self.live.get() + 1);
+        let (wire, block) = self.arena.borrow_mut().copy(&frame.parts, frame.wire_len);
+        let end = self.end() + wire.len() as u64;
+        if let Some(b) = &block {
+            b.end.set(end);
+        }
         let node = Rc::new(Node {
-            end: self.end() + frame.wire_len as u64,
+            end,
             frame: Some(frame),
+            wire,
+            block,
             epoch: crate::tick::epoch(),
             next: OnceCell::new(),
             live: Rc::clone(&self.live),
@@ -193,10 +301,22 @@ impl FrameLog {
         self.hard_floor.set(i64::MAX);
     }
 
-    /// What the log's nodes hold besides their frames (counted once per stream), less the one
-    /// node it always holds (part of its replica's fixed cost): 0 with no follower behind.
+    /// What the log holds besides its frames (counted once per stream): its nodes and its
+    /// arena blocks.
     pub fn held_bytes(&self) -> usize {
+        self.node_bytes() + self.arena_bytes()
+    }
+
+    /// What the log's nodes cost, less the one node it always holds (part of its replica's
+    /// fixed cost): 0 with no follower behind.
+    pub fn node_bytes(&self) -> usize {
         (self.live.get() - 1) * NODE_BYTES
+    }
+
+    /// Bytes of the arena blocks still alive: the one being filled and those a node still
+    /// refers to (0 until the first append).
+    pub fn arena_bytes(&self) -> usize {
+        self.arena.borrow().held.get()
     }
 }
 
@@ -240,21 +360,90 @@ impl Cursor {
     }
 
     /// Records `n` more bytes written; returns what is left of `n` past the log's end.
-    pub fn advance(&mut self, mut n: usize) -> usize {
-        while n > 0 {
-            let Some(next) = self.at.next().cloned() else {
-                return n;
-            };
-            let left = next.len() - self.written;
-            if n < left {
-                self.written += n;
-                return 0;
-            }
-            n -= left;
-            self.at = next;
+    pub fn advance(&mut self, n: usize) -> usize {
+        let target = self.offset() + n as u64;
+        let end = self.log.end();
+        if target >= end {
+            // All of it written (a follower in step writes its whole window at once): no walk.
+            self.at = self.log.tail();
             self.written = 0;
+            return (target - end) as usize;
         }
+        // Walked by reference and cloned once: this runs per player per window.
+        let mut node = &self.at;
+        while let Some(next) = node.next() {
+            if next.end > target {
+                break;
+            }
+            node = next;
+        }
+        let at = Rc::clone(node);
+        self.written = (target - at.end) as usize;
+        self.at = at;
         0
+    }
+
+    /// Pushes slices of the unwritten bytes onto `out`, one per arena block (the frames of a
+    /// block lie end to end), adding their length to `total`, until `out` holds `max_slices`
+    /// slices or `total` reaches `max_bytes` (the last slice is cut to fit); true when it
+    /// stopped there. A block's slice is taken whole, without a walk over its frames: this
+    /// runs per player per window.
+    pub fn gather<'a>(
+        &'a self,
+        out: &mut Vec<IoSlice<'a>>,
+        total: &mut usize,
+        max_slices: usize,
+        max_bytes: usize,
+    ) -> bool {
+        let mut skip = self.written;
+        let Some(mut node) = self.first() else {
+            return false;
+        };
+        loop {
+            let Some(block) = &node.block else {
+                return false;
+            };
+            let from = &node.wire[std::mem::take(&mut skip)..];
+            let start = node.end - from.len() as u64;
+            let room = max_bytes.saturating_sub(*total);
+            let len = ((block.end.get() - start) as usize).min(room);
+            if len == 0 {
+                return true;
+            }
+            out.push(IoSlice::new(extend(from, len)));
+            *total += len;
+            if *total >= max_bytes || out.len() >= max_slices {
+                return true;
+            }
+            if block.end.get() >= self.log.end() {
+                return false;
+            }
+            // On to the next block's first frame (a window that straddles two blocks).
+            let mut n = node;
+            node = loop {
+                match n.next() {
+                    Some(next) if next.same_block(node) => n = next,
+                    Some(next) => break next,
+                    None => return false,
+                }
+            };
+        }
+    }
+
+    /// The unwritten rest of the first unwritten chunk part (header or payload slice): what
+    /// the front of a queue of this frame's parts would be.
+    pub fn front_part(&self) -> Option<Bytes> {
+        let node = self.first()?;
+        let frame = node.frame()?;
+        let mut start = 0;
+        for part in &frame.parts {
+            let end = start + part.len();
+            if end > self.written {
+                return Some(node.wire.slice(self.written..end));
+            }
+            start = end;
+        }
+        None
     }
 
     /// Moves to the end, returning the frames passed over, each with the bytes of it
@@ -270,6 +459,21 @@ impl Cursor {
         }
         frames
     }
+}
+
+/// The `len` bytes of an arena block from the start of `from`, a node's wire bytes (or their
+/// unwritten rest), on through the frames appended after it in the same block.
+#[allow(unsafe_code)]
+fn extend(from: &[u8], len: usize) -> &[u8] {
+    if len <= from.len() {
+        return &from[..len];
+    }
+    // SAFETY: the caller's `len` ends at or before its block's `end`: the bytes past `from`
+    // are the wire bytes of the nodes appended after its node in the same block, copied end
+    // to end into one allocation (`Arena::copy`), initialised, frozen (never written again)
+    // and kept alive by that node's chain of `next`s, which the caller borrows for as long as
+    // the result.
+    unsafe { std::slice::from_raw_parts(from.as_ptr(), len) }
 }
 
 #[cfg(test)]
@@ -298,15 +502,15 @@ mod tests {
             log.append(frame(100));
         }
         assert_eq!(
-            log.held_bytes(),
+            log.node_bytes(),
             10 * NODE_BYTES,
             "the slow cursor holds them"
         );
         let all = slow.pending();
         assert_eq!(slow.advance(all), 0);
-        assert_eq!(log.held_bytes(), 0, "only the tail is left");
+        assert_eq!(log.node_bytes(), 0, "only the tail is left");
         drop(slow);
-        assert_eq!(log.held_bytes(), 0);
+        assert_eq!(log.node_bytes(), 0);
     }
 
     #[test]
@@ -318,7 +522,7 @@ mod tests {
             log.append(f.clone());
         }
         drop(cursor);
-        assert_eq!(log.held_bytes(), 0);
+        assert_eq!(log.node_bytes(), 0);
     }
 
     #[test]
@@ -339,5 +543,71 @@ mod tests {
         assert_eq!((taken[0].1, taken[1].1), (10, 0));
         assert_eq!(c.pending(), 0);
         assert_eq!(c.advance(5), 5, "nothing left to write");
+    }
+
+    /// The bytes `c.gather` offers, as slices.
+    fn gathered(c: &Cursor, max_slices: usize, max_bytes: usize) -> Vec<Vec<u8>> {
+        let (mut out, mut total) = (Vec::new(), 0);
+        c.gather(&mut out, &mut total, max_slices, max_bytes);
+        let slices: Vec<Vec<u8>> = out.iter().map(|s| s.to_vec()).collect();
+        assert_eq!(total, slices.iter().map(Vec::len).sum::<usize>());
+        slices
+    }
+
+    #[test]
+    fn frames_in_one_block_gather_as_one_slice_and_a_boundary_splits_it() {
+        let log = Rc::new(FrameLog::with_block_bytes(1000));
+        let mut c = Cursor::at_end(&log);
+        let frames: Vec<LocalFrame> = (0..6).map(|i| frame(100 + i)).collect();
+        let mut expected = Vec::new();
+        for f in &frames {
+            expected.extend(f.parts.concat());
+            log.append(f.clone());
+        }
+        let slices = gathered(&c, 64, usize::MAX);
+        assert_eq!(slices.concat(), expected);
+        // About 110 bytes a frame: 9 fit a block, so the 6 are one run.
+        assert_eq!(slices.len(), 1);
+        // Written partly, and cut by bytes and by slices.
+        assert_eq!(c.advance(150), 0);
+        assert_eq!(gathered(&c, 64, usize::MAX).concat(), expected[150..]);
+        assert_eq!(gathered(&c, 64, 70).concat(), expected[150..220]);
+        for f in (0..10).map(|i| frame(300 + i)) {
+            expected.extend(f.parts.concat());
+            log.append(f);
+        }
+        let slices = gathered(&c, 64, usize::MAX);
+        assert_eq!(slices.concat(), expected[150..]);
+        assert!(slices.len() >= 4, "{} slices over 4 blocks", slices.len());
+        assert_eq!(gathered(&c, 2, usize::MAX), slices[..2]);
+        let front = c.front_part().unwrap();
+        assert_eq!(&front[..], &expected[150..150 + front.len()]);
+    }
+
+    #[test]
+    fn a_block_is_counted_until_no_node_refers_to_it_and_the_log_moved_on() {
+        let log = Rc::new(FrameLog::with_block_bytes(1000));
+        assert_eq!(log.arena_bytes(), 0, "nothing until the first append");
+        let mut c = Cursor::at_end(&log);
+        log.append(frame(600));
+        assert_eq!(log.arena_bytes(), 1000);
+        log.append(frame(600));
+        assert_eq!(
+            log.arena_bytes(),
+            2000,
+            "the second did not fit the first block"
+        );
+        log.append(frame(5000));
+        assert_eq!(
+            log.arena_bytes(),
+            2000 + frame(5000).wire_len,
+            "a large frame's own"
+        );
+        let all = c.pending();
+        assert_eq!(c.advance(all), 0);
+        // The tail node holds the last block; the others are freed.
+        assert_eq!(log.arena_bytes(), frame(5000).wire_len);
+        drop(c);
+        assert_eq!(log.held_bytes(), log.arena_bytes());
     }
 }

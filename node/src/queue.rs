@@ -482,27 +482,9 @@ impl SubscriberQueue {
                 return;
             }
         }
-        let Some(c) = &self.follow else {
-            return;
-        };
-        let mut skip = c.written;
-        let mut node = c.first();
-        while let Some(n) = node {
-            if let Some(f) = n.frame() {
-                let skip = std::mem::take(&mut skip);
-                // A whole frame that fits both limits is taken without per-part checks: this
-                // runs per frame per player per window (issue 19).
-                if skip == 0
-                    && f.parts.len() < max_slices - out.len()
-                    && total + f.wire_len < max_bytes
-                {
-                    out.extend(f.parts.iter().map(|p| IoSlice::new(p)));
-                    total += f.wire_len;
-                } else if take_parts(&f.parts, skip, out, &mut total, max_slices, max_bytes) {
-                    return;
-                }
-            }
-            node = n.next();
+        if let Some(c) = &self.follow {
+            // One slice per arena block, not one per chunk part (issue 19 item 2).
+            c.gather(out, &mut total, max_slices, max_bytes);
         }
     }
 
@@ -510,7 +492,7 @@ impl SubscriberQueue {
     pub fn front_slice(&self) -> Option<Bytes> {
         let (parts, mut skip) = match (self.items.front(), &self.follow) {
             (Some(item), _) => (item.parts(), self.head_written),
-            (None, Some(c)) => (&c.first()?.frame()?.parts[..], c.written),
+            (None, Some(c)) => return c.front_part(),
             (None, None) => return None,
         };
         for part in parts {

@@ -133,8 +133,9 @@ impl StreamReplica {
         self.media.gop_bytes()
     }
 
-    /// Bytes held by the frame log's nodes, once for the stream (its frames are the GOP's or
-    /// its followers' backlog, bounded by their queues' bounds, and counted there).
+    /// Bytes held by the frame log's nodes and its arena (the one copy of the followers'
+    /// backlog on this core), once for the stream. The frames the nodes point to are the
+    /// GOP's or that backlog, bounded by the followers' queue bounds, and counted there.
     pub fn log_bytes(&self) -> usize {
         self.log.held_bytes()
     }
@@ -144,6 +145,14 @@ impl StreamReplica {
     #[cfg(test)]
     pub(crate) fn without_log(mut self) -> StreamReplica {
         self.use_log = false;
+        self
+    }
+
+    /// The same replica with arena blocks of `bytes` (small ones, so that frames straddle
+    /// them often).
+    #[cfg(test)]
+    pub(crate) fn with_log_block_bytes(mut self, bytes: usize) -> StreamReplica {
+        self.log = Rc::new(FrameLog::with_block_bytes(bytes));
         self
     }
 

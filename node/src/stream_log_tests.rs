@@ -77,11 +77,17 @@ struct Side {
 
 impl Side {
     fn new(use_log: bool) -> Side {
+        Side::with_block_bytes(use_log, crate::framelog::ARENA_BLOCK_BYTES)
+    }
+
+    /// A side whose log's arena blocks are `block_bytes` long.
+    fn with_block_bytes(use_log: bool, block_bytes: usize) -> Side {
         let settings = GopSettings {
             enabled: true,
             max_bytes: 1 << 20,
         };
-        let mut replica = StreamReplica::new("live/x".into(), settings);
+        let mut replica =
+            StreamReplica::new("live/x".into(), settings).with_log_block_bytes(block_bytes);
         if !use_log {
             replica = replica.without_log();
         }
@@ -125,6 +131,12 @@ impl Side {
 
     /// Writes up to `n` bytes of player `p`, gathering at most `slices` slices.
     fn write(&self, p: usize, n: usize, slices: usize) -> Vec<u8> {
+        self.write_upto(p, n, slices, usize::MAX)
+    }
+
+    /// [`Side::write`], writing no more than `most` of what the gather offered (a write the
+    /// kernel cut short).
+    fn write_upto(&self, p: usize, n: usize, slices: usize, most: usize) -> Vec<u8> {
         let Some(out) = self.outs.get(p) else {
             return Vec::new();
         };
@@ -134,9 +146,35 @@ impl Side {
         q.gather(&mut iov, slices, n);
         let mut bytes: Vec<u8> = iov.iter().flat_map(|s| s.iter().copied()).collect();
         drop(iov);
-        bytes.truncate(n);
+        bytes.truncate(n.min(most));
         q.advance(bytes.len());
         bytes
+    }
+
+    /// Writes the same as the model's write of up to `n` bytes in `slices` slices: the log
+    /// merges adjacent frames into one slice, so with as many slices it offers at least as
+    /// many bytes, and the model's are its first. The model writes first; this side writes
+    /// as many bytes (as if the kernel took no more).
+    fn write_as(&self, model: &Side, p: usize, n: usize, slices: usize) -> (Vec<u8>, Vec<u8>) {
+        let expected = model.write(p, n, slices);
+        let offered = self.offered(p, n, slices);
+        assert!(
+            offered >= expected.len(),
+            "the log offered {offered} bytes in {slices} slices, the model {}",
+            expected.len()
+        );
+        (self.write_upto(p, n, slices, expected.len()), expected)
+    }
+
+    /// How many bytes a gather of `slices` slices and `n` bytes offers.
+    fn offered(&self, p: usize, n: usize, slices: usize) -> usize {
+        let Some(out) = self.outs.get(p) else {
+            return 0;
+        };
+        let q = out.queue.borrow();
+        let mut iov = Vec::new();
+        q.gather(&mut iov, slices, n);
+        iov.iter().map(|s| s.len()).sum::<usize>().min(n)
     }
 
     fn write_front(&self, p: usize, n: usize) -> Vec<u8> {
@@ -189,8 +227,11 @@ proptest! {
     #[test]
     fn followers_are_sent_what_their_queues_alone_would_be(
         ops in proptest::collection::vec(op(), 1..250),
+        // Small arena blocks put block boundaries inside the runs a write gathers, and
+        // partial writes across merged slices (a write's `n` cuts anywhere).
+        block in prop_oneof![Just(1_000usize), Just(6_000), Just(crate::framelog::ARENA_BLOCK_BYTES)],
     ) {
-        let (mut log, mut model) = (Side::new(true), Side::new(false));
+        let (mut log, mut model) = (Side::with_block_bytes(true, block), Side::new(false));
         let mut n = 0u8;
         for op in ops {
             match op {
@@ -201,7 +242,8 @@ proptest! {
                     prop_assert_eq!(dropped, model.replica.on_frame(f));
                 }
                 Op::Write { p, n, slices } => {
-                    prop_assert_eq!(log.write(p, n, slices), model.write(p, n, slices));
+                    let (a, b) = log.write_as(&model, p, n, slices);
+                    prop_assert_eq!(a, b);
                 }
                 Op::WriteFront { p, n } => {
                     prop_assert_eq!(log.write_front(p, n), model.write_front(p, n));
@@ -257,7 +299,7 @@ proptest! {
         // Everything left, in order.
         for p in 0..log.outs.len() {
             loop {
-                let (a, b) = (log.write(p, 100_000, 512), model.write(p, 100_000, 512));
+                let (a, b) = log.write_as(&model, p, 100_000, 512);
                 prop_assert_eq!(&a, &b);
                 if a.is_empty() {
                     break;
@@ -286,15 +328,38 @@ fn a_frame_is_appended_once_and_followers_hold_none_of_it() {
             "the log range is not the player's memory"
         );
     }
+    let arena = crate::framelog::ARENA_BLOCK_BYTES;
     assert_eq!(
         side.replica.log_bytes(),
-        10 * crate::framelog::NODE_BYTES,
-        "the log's nodes, counted once for the stream"
+        10 * crate::framelog::NODE_BYTES + arena,
+        "the log's nodes and its arena block, counted once for the stream"
     );
     for p in 0..3 {
         side.write(p, usize::MAX, 512);
     }
-    assert_eq!(side.replica.log_bytes(), 0, "written frames leave the log");
+    assert_eq!(
+        side.replica.log_bytes(),
+        arena,
+        "written frames leave the log; the block being filled stays"
+    );
+}
+
+#[test]
+fn a_follower_in_step_writes_a_window_as_one_slice() {
+    let mut side = Side::new(true);
+    for p in 0..3 {
+        side.write(p, usize::MAX, 512);
+    }
+    for n in 0..10 {
+        side.replica.on_frame(frame(n % 2 == 0, false, 200, n));
+    }
+    for out in &side.outs {
+        let q = out.queue.borrow();
+        let mut iov = Vec::new();
+        q.gather(&mut iov, 512, usize::MAX);
+        assert_eq!(iov.len(), 1, "ten frames of one arena block are one slice");
+        assert_eq!(iov[0].len(), q.queued_bytes());
+    }
 }
 
 #[test]
