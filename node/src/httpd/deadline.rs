@@ -193,37 +193,64 @@ impl Drop for RequestDone {
 
 /// The timer polled beside the connection. It is polled right after the connection future on
 /// every wake-up of the task, so a deadline moved by that poll is taken into account at once.
+///
+/// The timer is not re-armed each time the deadline moves (every request moves it twice): one
+/// armed no later than the deadline is kept, and when it fires early the clock is checked and
+/// a new one armed. It is armed at most one `request_timeout` ahead, so that a request's head
+/// deadline (a `request_timeout` from its first byte, which is later than the arming) never
+/// needs an earlier timer: in steady keep-alive traffic a connection arms one timer per
+/// `request_timeout`, not two per request. While the armed timer is not due it is not polled
+/// again (glommio's timer re-registers itself on every poll): it still holds this task's
+/// waker, and wakes it when due.
 #[derive(Default)]
 pub struct Watchdog {
-    /// The armed timer and the deadline it was armed for.
-    timer: Option<(Instant, Timer)>,
+    timer: Option<Armed>,
+}
+
+/// The shortest a timer is armed for ahead of a later deadline (a `request_timeout` of zero
+/// would otherwise arm timers that are due at once, over and over).
+const MIN_ARM: Duration = Duration::from_millis(10);
+
+/// A timer and when it fires.
+struct Armed {
+    at: Instant,
+    timer: Timer,
 }
 
 impl Watchdog {
     /// Ready with the phase the connection was in once its deadline has passed.
     pub fn poll(&mut self, cx: &mut Context<'_>, deadlines: &Deadlines) -> Poll<Phase> {
         let mut waker = deadlines.waker.borrow_mut();
-        if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+        let same_waker = waker.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
+        if !same_waker {
             *waker = Some(cx.waker().clone());
         }
         drop(waker);
-        loop {
-            let deadline = deadlines.deadline();
-            let now = Instant::now();
-            if now >= deadline {
-                return Poll::Ready(deadlines.phase());
-            }
-            match &mut self.timer {
-                Some((armed_for, timer)) if *armed_for == deadline => {
-                    if Pin::new(timer).poll(cx).is_pending() {
-                        return Poll::Pending;
-                    }
-                    // Fired: check the clock again (and re-arm should it have fired early).
+        let now = Instant::now();
+        let deadline = deadlines.deadline();
+        if now >= deadline {
+            return Poll::Ready(deadlines.phase());
+        }
+        match &mut self.timer {
+            // Armed no later than the deadline and not due: it wakes this task in time.
+            Some(armed) if armed.at <= deadline && armed.at > now => {
+                if !same_waker && Pin::new(&mut armed.timer).poll(cx).is_ready() {
+                    // Due after all (the clock moved on): wake again to re-arm.
                     self.timer = None;
+                    cx.waker().wake_by_ref();
                 }
-                _ => self.timer = Some((deadline, Timer::new(deadline - now))),
+            }
+            _ => {
+                let at = deadline.min(now + deadlines.request_timeout.max(MIN_ARM));
+                let mut timer = Timer::new(at - now);
+                if Pin::new(&mut timer).poll(cx).is_ready() {
+                    cx.waker().wake_by_ref();
+                } else {
+                    self.timer = Some(Armed { at, timer });
+                }
             }
         }
+        Poll::Pending
     }
 }
 
@@ -330,6 +357,63 @@ mod tests {
         d.on_taken_over();
         assert!(!d.evict(t0), "the port's eviction leaves it alone");
         assert_eq!(d.phase(), Phase::Streaming);
+    }
+
+    /// Polls a watchdog on its own task until it fires; `during` runs beside it (another
+    /// task: it moves the deadline without waking the watchdog, which must cope).
+    fn fire_time<F: Future<Output = ()> + 'static>(
+        d: impl FnOnce() -> Rc<Deadlines> + Send + 'static,
+        during: impl FnOnce(Rc<Deadlines>) -> F + Send + 'static,
+    ) -> (Duration, Phase) {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .spawn(|| async move {
+                let d = d();
+                let t0 = Instant::now();
+                glommio::spawn_local(during(Rc::clone(&d))).detach();
+                let mut watchdog = Watchdog::default();
+                let phase = std::future::poll_fn(|cx| watchdog.poll(cx, &d)).await;
+                (t0.elapsed(), phase)
+            })
+            .expect("executor")
+            .join()
+            .expect("watchdog")
+    }
+
+    #[test]
+    fn the_watchdog_fires_at_a_deadline_past_its_first_timer() {
+        let (took, phase) = fire_time(
+            || {
+                Deadlines::new(
+                    Duration::from_millis(300),
+                    Duration::from_millis(100),
+                    Instant::now(),
+                )
+            },
+            |_| async {},
+        );
+        assert_eq!(phase, Phase::Idle);
+        assert!(took >= Duration::from_millis(300), "early: {took:?}");
+        assert!(took < Duration::from_secs(3), "late: {took:?}");
+    }
+
+    #[test]
+    fn the_watchdog_fires_at_a_head_deadline_set_after_it_armed() {
+        let (took, phase) = fire_time(
+            || {
+                Deadlines::new(
+                    Duration::from_secs(30),
+                    Duration::from_millis(200),
+                    Instant::now(),
+                )
+            },
+            |d| async move {
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+                d.on_read(Instant::now());
+            },
+        );
+        assert_eq!(phase, Phase::Head);
+        assert!(took >= Duration::from_millis(250), "early: {took:?}");
+        assert!(took < Duration::from_secs(3), "late: {took:?}");
     }
 
     #[test]
