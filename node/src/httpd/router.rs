@@ -63,6 +63,15 @@ impl Params {
             .find(|(n, _)| *n == name)
             .map_or("", |(_, v)| v.as_str())
     }
+
+    /// Takes the segment `{name}` matched out (empty if there is none, or it was taken).
+    pub fn take(&mut self, name: &str) -> String {
+        self.0
+            .iter_mut()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| std::mem::take(v))
+            .unwrap_or_default()
+    }
 }
 
 /// A reply that is ready now.
