@@ -194,22 +194,43 @@ impl Drop for RequestDone {
 /// The timer polled beside the connection. It is polled right after the connection future on
 /// every wake-up of the task, so a deadline moved by that poll is taken into account at once.
 ///
-/// The timer is not re-armed each time the deadline moves (every request moves it twice): one
-/// armed no later than the deadline is kept, and when it fires early the clock is checked and
-/// a new one armed. It is armed at most one `request_timeout` ahead, so that a request's head
-/// deadline (a `request_timeout` from its first byte, which is later than the arming) never
-/// needs an earlier timer: in steady keep-alive traffic a connection arms one timer per
-/// `request_timeout`, not two per request. While the armed timer is not due it is not polled
-/// again (glommio's timer re-registers itself on every poll): it still holds this task's
-/// waker, and wakes it when due.
+/// Every request moves the deadline twice (its first byte, its end); re-arming a glommio
+/// timer each time, and re-polling it on every wake-up of the task (glommio's timer
+/// re-registers itself on each poll), was a good part of the per-request cost. So:
+/// - a timer that fires no later than the deadline (rounded up to [`GRID`]) is kept when the
+///   deadline moves later; if it fires early the clock is checked and a new one armed;
+/// - it is armed at most one `request_timeout` ahead, so a request's head deadline (a
+///   `request_timeout` from its first byte, later than the arming) never needs an earlier
+///   one: steady keep-alive traffic arms one timer per `request_timeout`, not two per request;
+/// - timers fire on a [`GRID`] of instants, so those of many connections come due together and
+///   wake the core at most once per grid step (a connection is cut at most a step late);
+/// - while the armed timer is not due it is not polled again: it holds this task's waker.
 #[derive(Default)]
 pub struct Watchdog {
     timer: Option<Armed>,
 }
 
-/// The shortest a timer is armed for ahead of a later deadline (a `request_timeout` of zero
-/// would otherwise arm timers that are due at once, over and over).
+/// The steps on which watchdog timers fire.
+pub const GRID: Duration = Duration::from_millis(100);
+
+/// The shortest a timer is armed for (a `request_timeout` of zero would otherwise arm timers
+/// that are due at once, over and over).
 const MIN_ARM: Duration = Duration::from_millis(10);
+
+thread_local! {
+    /// Where this core's grid starts.
+    static GRID_BASE: Instant = Instant::now();
+}
+
+/// `t` rounded up to the next grid instant.
+fn on_grid(t: Instant) -> Instant {
+    GRID_BASE.with(|base| {
+        let since = t.saturating_duration_since(*base).as_nanos();
+        let step = GRID.as_nanos();
+        let steps = since.div_ceil(step);
+        *base + Duration::from_nanos(u64::try_from(steps * step).unwrap_or(u64::MAX))
+    })
+}
 
 /// A timer and when it fires.
 struct Armed {
@@ -232,17 +253,16 @@ impl Watchdog {
             return Poll::Ready(deadlines.phase());
         }
         match &mut self.timer {
-            // Armed no later than the deadline and not due: it wakes this task in time.
-            Some(armed) if armed.at <= deadline && armed.at > now => {
+            // Not due, and due no later than the deadline's grid step: it wakes us in time.
+            Some(armed) if armed.at > now && armed.at <= on_grid(deadline) => {
                 if !same_waker && Pin::new(&mut armed.timer).poll(cx).is_ready() {
-                    // Due after all (the clock moved on): wake again to re-arm.
                     self.timer = None;
                     cx.waker().wake_by_ref();
                 }
             }
             _ => {
-                let at = deadline.min(now + deadlines.request_timeout.max(MIN_ARM));
-                let mut timer = Timer::new(at - now);
+                let at = on_grid(deadline.min(now + deadlines.request_timeout.max(MIN_ARM)));
+                let mut timer = Timer::new(at.saturating_duration_since(now));
                 if Pin::new(&mut timer).poll(cx).is_ready() {
                     cx.waker().wake_by_ref();
                 } else {
@@ -414,6 +434,17 @@ mod tests {
         assert_eq!(phase, Phase::Head);
         assert!(took >= Duration::from_millis(250), "early: {took:?}");
         assert!(took < Duration::from_secs(3), "late: {took:?}");
+    }
+
+    #[test]
+    fn watchdog_timers_fire_on_the_grid_never_before_their_deadline() {
+        let t0 = Instant::now();
+        for ms in [0, 1, 99, 100, 101, 12_345] {
+            let t = t0 + Duration::from_millis(ms);
+            let at = on_grid(t);
+            assert!(at >= t && at < t + GRID, "{ms} ms");
+            assert_eq!(on_grid(at), at, "a grid instant is its own step");
+        }
     }
 
     #[test]
