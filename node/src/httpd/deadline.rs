@@ -235,13 +235,12 @@ impl Watchdog {
                     self.timer = None;
                 }
                 _ => {
+                    // Polled now: it holds this task's waker before the first arm skips polls.
                     let mut timer = Timer::new(deadline - now);
-                    let pending = Pin::new(&mut timer).poll(cx).is_pending();
-                    self.timer = Some((deadline, timer));
-                    if pending {
+                    if Pin::new(&mut timer).poll(cx).is_pending() {
+                        self.timer = Some((deadline, timer));
                         return Poll::Pending;
                     }
-                    self.timer = None;
                 }
             }
         }
