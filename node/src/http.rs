@@ -161,6 +161,7 @@ pub async fn serve_connection(
             request_timeout: Duration::from_secs(http.request_timeout_secs),
         },
         quick_ack: false,
+        title_case_headers: false,
         max_connections,
     };
     let routes = Rc::clone(&ctx);

@@ -44,20 +44,20 @@ const MEDIA_CACHE: &str = "public, max-age=31536000, immutable";
 pub fn playlist(ctx: &Rc<CoreContext>, request: Request, params: Params) -> Reply {
     let query = request.uri().query().unwrap_or("");
     let plain = query.split('&').any(|pair| pair == "ll=0");
-    serve_playlist(ctx, &request, &params, plain)
+    serve_playlist(ctx, &request, params, plain)
 }
 
 /// `/hls/{app}/{name}/plain.m3u8`: the playlist for players without LL-HLS.
 pub fn plain_playlist(ctx: &Rc<CoreContext>, request: Request, params: Params) -> Reply {
-    serve_playlist(ctx, &request, &params, true)
+    serve_playlist(ctx, &request, params, true)
 }
 
 /// `/hls/{app}/{name}/master.m3u8`: the multivariant playlist naming `index.m3u8` with its
 /// codecs, resolution and peak bit rate (held until the init segment and a part exist).
-pub fn multivariant(ctx: &Rc<CoreContext>, request: Request, params: Params) -> Reply {
+pub fn multivariant(ctx: &Rc<CoreContext>, request: Request, mut params: Params) -> Reply {
     let deadline = Instant::now() + hold(ctx);
     let (ctx, key) = (Rc::clone(ctx), key_of(&params));
-    let check = Check::of(&request, &params);
+    let check = Check::of(&request, &mut params);
     let media_uri = media_uri(request.uri().query());
     Box::pin(async move {
         if let Err(refused) = check.run(&ctx).await {
@@ -88,7 +88,12 @@ pub fn multivariant(ctx: &Rc<CoreContext>, request: Request, params: Params) -> 
     })
 }
 
-fn serve_playlist(ctx: &Rc<CoreContext>, request: &Request, params: &Params, plain: bool) -> Reply {
+fn serve_playlist(
+    ctx: &Rc<CoreContext>,
+    request: &Request,
+    mut params: Params,
+    plain: bool,
+) -> Reply {
     let query = match parse_query(request.uri().query().unwrap_or("")) {
         Ok(query) => query,
         Err(e) => {
@@ -102,8 +107,8 @@ fn serve_playlist(ctx: &Rc<CoreContext>, request: &Request, params: &Params, pla
         Flavor::LowLatency
     };
     let deadline = Instant::now() + hold(ctx);
-    let (ctx, key) = (Rc::clone(ctx), key_of(params));
-    let check = Check::of(request, params);
+    let (ctx, key) = (Rc::clone(ctx), key_of(&params));
+    let check = Check::of(request, &mut params);
     Box::pin(async move {
         if let Err(refused) = check.run(&ctx).await {
             return refused;
@@ -200,10 +205,11 @@ struct Check {
 }
 
 impl Check {
-    fn of(request: &Request, params: &Params) -> Check {
+    /// Takes the app and name out of `params` (the handler needs them no more).
+    fn of(request: &Request, params: &mut Params) -> Check {
         Check {
-            app: params.get("app").to_owned(),
-            name: params.get("name").to_owned(),
+            app: params.take("app"),
+            name: params.take("name"),
             query: request.uri().query().map(str::to_owned),
             peer: crate::httpd::peer(request),
         }
@@ -220,8 +226,10 @@ impl Check {
     }
 }
 
+/// `app/name`, the key of the stream map (joined without `format!`'s machinery: every
+/// request builds one).
 fn key_of(params: &Params) -> String {
-    format!("{}/{}", params.get("app"), params.get("name"))
+    [params.get("app"), "/", params.get("name")].concat()
 }
 
 fn find(ctx: &CoreContext, params: &Params) -> Option<Arc<HlsStream>> {

@@ -77,6 +77,11 @@ pub struct Port {
     pub limits: Limits,
     /// Set `TCP_QUICKACK` after each read (see [`super::io::Io::new`]).
     pub quick_ack: bool,
+    /// Write response header names in title case (`Content-Length`): librtmp (RTMPT) finds
+    /// `Content-Length` by looking for `Content-` case-sensitively. Other ports write them as
+    /// hyper keeps them (lowercase, as HTTP/2 does; HTTP/1.1 names are case-insensitive),
+    /// which spares a per-byte rewrite of every header name of every answer.
+    pub title_case_headers: bool,
     /// The accept loop's per-core cap for this port: the connection that fills it evicts the
     /// one idle longest.
     pub max_connections: usize,
@@ -121,7 +126,7 @@ pub async fn serve<H>(
         slots,
         handed_off: Rc::clone(&handed_off),
     }));
-    let mut conn = builder(&limits).serve_connection(io, service);
+    let mut conn = builder(&limits, port.title_case_headers).serve_connection(io, service);
     let ended = drive(&mut conn, &deadlines, &handed_off).await;
     let upgrades = ctx.feature::<Upgrades>();
     let after_head = upgrades.takes_over_after_head(peer);
@@ -218,7 +223,7 @@ fn report(
 }
 
 /// hyper's HTTP/1 server, configured for the node.
-fn builder(limits: &Limits) -> http1::Builder {
+fn builder(limits: &Limits, title_case_headers: bool) -> http1::Builder {
     let mut builder = http1::Builder::new();
     builder
         .max_header_size(limits.max_head_bytes)
@@ -229,8 +234,7 @@ fn builder(limits: &Limits) -> http1::Builder {
         .header_read_timeout(None)
         // The adapter writes vectored: head and body chunks leave without being copied.
         .writev(true)
-        // librtmp finds `Content-Length` by looking for `Content-` case-sensitively.
-        .title_case_headers(true);
+        .title_case_headers(title_case_headers);
     builder
 }
 
@@ -481,7 +485,7 @@ mod tests {
             });
             std::future::ready(Ok::<_, Infallible>(response))
         });
-        let mut conn = builder(&LIMITS).serve_connection(io, service);
+        let mut conn = builder(&LIMITS, true).serve_connection(io, service);
         drive(&mut conn, &deadlines, &Cell::new(false)).await
     }
 

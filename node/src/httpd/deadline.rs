@@ -193,6 +193,14 @@ impl Drop for RequestDone {
 
 /// The timer polled beside the connection. It is polled right after the connection future on
 /// every wake-up of the task, so a deadline moved by that poll is taken into account at once.
+///
+/// The timer is armed for the deadline itself, and re-armed when the deadline moves (twice
+/// per request: its first byte, its end), so in steady keep-alive traffic it never fires: a
+/// timer left armed for an earlier deadline fires, and wakes the core, for nothing (one armed
+/// ahead and kept while the deadline moved later was tried: each connection's timer then
+/// fired every `request_timeout`, wake-ups that cost more than the re-arming saved). While the
+/// armed timer is not due it is not polled again: glommio's timer re-registers itself (two
+/// map updates and a waker clone) on every poll, and it already holds this task's waker.
 #[derive(Default)]
 pub struct Watchdog {
     /// The armed timer and the deadline it was armed for.
@@ -203,7 +211,8 @@ impl Watchdog {
     /// Ready with the phase the connection was in once its deadline has passed.
     pub fn poll(&mut self, cx: &mut Context<'_>, deadlines: &Deadlines) -> Poll<Phase> {
         let mut waker = deadlines.waker.borrow_mut();
-        if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+        let same_waker = waker.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
+        if !same_waker {
             *waker = Some(cx.waker().clone());
         }
         drop(waker);
@@ -214,6 +223,10 @@ impl Watchdog {
                 return Poll::Ready(deadlines.phase());
             }
             match &mut self.timer {
+                // Armed for this deadline, not passed, holding this task's waker.
+                Some((armed_for, _)) if *armed_for == deadline && same_waker => {
+                    return Poll::Pending;
+                }
                 Some((armed_for, timer)) if *armed_for == deadline => {
                     if Pin::new(timer).poll(cx).is_pending() {
                         return Poll::Pending;
@@ -221,7 +234,14 @@ impl Watchdog {
                     // Fired: check the clock again (and re-arm should it have fired early).
                     self.timer = None;
                 }
-                _ => self.timer = Some((deadline, Timer::new(deadline - now))),
+                _ => {
+                    // Polled now: it holds this task's waker before the first arm skips polls.
+                    let mut timer = Timer::new(deadline - now);
+                    if Pin::new(&mut timer).poll(cx).is_pending() {
+                        self.timer = Some((deadline, timer));
+                        return Poll::Pending;
+                    }
+                }
             }
         }
     }
@@ -330,6 +350,67 @@ mod tests {
         d.on_taken_over();
         assert!(!d.evict(t0), "the port's eviction leaves it alone");
         assert_eq!(d.phase(), Phase::Streaming);
+    }
+
+    /// Polls a watchdog on its own task until it fires; `during` runs beside it (another task).
+    fn fire_time<F: Future<Output = ()> + 'static>(
+        d: impl FnOnce() -> Rc<Deadlines> + Send + 'static,
+        during: impl FnOnce(Rc<Deadlines>) -> F + Send + 'static,
+    ) -> (Duration, Phase) {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .spawn(|| async move {
+                let d = d();
+                let t0 = Instant::now();
+                glommio::spawn_local(during(Rc::clone(&d))).detach();
+                let mut watchdog = Watchdog::default();
+                let phase = std::future::poll_fn(|cx| watchdog.poll(cx, &d)).await;
+                (t0.elapsed(), phase)
+            })
+            .expect("executor")
+            .join()
+            .expect("watchdog")
+    }
+
+    #[test]
+    fn the_watchdog_fires_at_a_deadline_past_its_first_timer() {
+        let (took, phase) = fire_time(
+            || {
+                Deadlines::new(
+                    Duration::from_millis(300),
+                    Duration::from_millis(100),
+                    Instant::now(),
+                )
+            },
+            |_| async {},
+        );
+        assert_eq!(phase, Phase::Idle);
+        assert!(took >= Duration::from_millis(300), "early: {took:?}");
+        assert!(took < Duration::from_secs(3), "late: {took:?}");
+    }
+
+    #[test]
+    fn the_watchdog_fires_at_a_head_deadline_set_after_it_armed_for_the_idle_one() {
+        let (took, phase) = fire_time(
+            || {
+                Deadlines::new(
+                    Duration::from_secs(30),
+                    Duration::from_millis(200),
+                    Instant::now(),
+                )
+            },
+            |d| async move {
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+                d.on_read(Instant::now());
+                // In a connection the adapter reports the read inside the task's own poll,
+                // right before the watchdog's; here another task does it, so it wakes it.
+                if let Some(waker) = d.waker.borrow().as_ref() {
+                    waker.wake_by_ref();
+                }
+            },
+        );
+        assert_eq!(phase, Phase::Head);
+        assert!(took >= Duration::from_millis(250), "early: {took:?}");
+        assert!(took < Duration::from_secs(3), "late: {took:?}");
     }
 
     #[test]

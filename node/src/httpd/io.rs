@@ -35,7 +35,7 @@ use glommio::net::TcpStream;
 use hyper::rt::ReadBufCursor;
 use rustls::ServerConnection;
 
-use super::deadline::Deadlines;
+use super::deadline::{Deadlines, Phase};
 use crate::util::with_timeout;
 
 /// Most bytes one read asks for (the part of hyper's buffer that is zeroed for it).
@@ -142,8 +142,12 @@ impl Io {
         self.stream
     }
 
-    /// Tells the deadlines whether a write made progress (a streamed response is timed by it).
+    /// Tells the deadlines whether a write made progress (a streamed response is timed by it;
+    /// nothing else is, so no other write reads the clock).
     fn written(&self, polled: &Poll<io::Result<usize>>) {
+        if self.deadlines.phase() != Phase::Streaming {
+            return;
+        }
         match polled {
             Poll::Ready(Ok(n)) if *n > 0 => self.deadlines.on_write(Instant::now(), true),
             Poll::Pending => self.deadlines.on_write(Instant::now(), false),
@@ -177,7 +181,10 @@ impl hyper::rt::Read for Io {
             Poll::Pending => return Poll::Pending,
         };
         if n > 0 {
-            self.deadlines.on_read(Instant::now());
+            // Only the first bytes of a request start its clock: later reads do not read it.
+            if self.deadlines.phase() == Phase::Idle {
+                self.deadlines.on_read(Instant::now());
+            }
             if let (true, Stream::Tcp(stream)) = (self.quick_ack, &self.stream) {
                 let _ = socket::set_quickack(stream);
             }

@@ -108,6 +108,7 @@ pub async fn serve_connection(
             request_timeout: idle + FORWARD_TIMEOUT,
         },
         quick_ack: true,
+        title_case_headers: true,
         max_connections: rtmpt.max_connections_per_core,
     };
     let routes = Rc::clone(&ctx);
