@@ -1,7 +1,7 @@
 //! The tick pass against a socket pair on a real executor: a follower's appended frames wake
 //! nobody and go out in one send per pass, byte for byte; a full socket wakes the writer for
-//! what it left; any frame sizes and any interleaving of passes and peer reads deliver the
-//! log's bytes in order (property).
+//! what it left; a pushed player (its own queue) goes out by the pass too; any frame sizes
+//! and any interleaving of passes and peer reads deliver the log's bytes in order (property).
 
 use std::cell::Cell;
 use std::io::Read;
@@ -224,4 +224,26 @@ proptest! {
             assert_eq!(got, expected);
         });
     }
+}
+
+/// A pushed player (its own queue, not the log: slow, paused, single-track) is written by the
+/// pass too, and its queued media wakes nobody before it.
+#[test]
+fn a_pushed_players_frames_go_out_by_the_pass() {
+    on_executor(|| {
+        let log = Rc::new(FrameLog::new());
+        let mut f = follower(&log);
+        f.out.queue.borrow_mut().leave_log();
+        let mut expected = Vec::new();
+        for k in 0..4u8 {
+            let frame = video(1200, k);
+            expected.extend(wire(&frame));
+            let _ = f.out.queue.borrow_mut().push_frame(frame);
+        }
+        assert_eq!(f.writer.wakes(), 0, "queued media waits for the tick");
+        super::pass();
+        assert_eq!(f.sends.get(), 1);
+        assert_eq!(read_all(&mut f.theirs), expected);
+        assert_eq!(f.writer.wakes(), 0);
+    });
 }
