@@ -17,7 +17,8 @@
 #
 # Needs valgrind (apt-get install valgrind) for MODE=callgrind. Everything binds 127.0.0.1.
 # Results: target/bench-callgrind/. Environment: PLAYERS (100), DURATION (10), KBPS (1000),
-# WINDOWS ("100 333"), SERVERS ("corecast floor"), MODE (callgrind | strace | iovecs), CARGO, BIN.
+# WINDOWS ("100 333"), SERVERS ("corecast floor"), MODE (callgrind | strace | iovecs), CARGO, BIN,
+# PLAYER_EXTRA (lines added to Corecast's [player] section, e.g. 'window_send = "uring"\n').
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/bench-lib.sh
@@ -60,7 +61,7 @@ for window in $WINDOWS; do
     publisher=""
     case $server in
       corecast)
-        printf '[player]\nmerge_window_ms = %s\n[http]\nenabled = false\n[log]\nlevel = "warn"\n' "$window" >"$OUT/corecast.toml"
+        printf '[player]\nmerge_window_ms = %s\n%b[http]\nenabled = false\n[log]\nlevel = "warn"\n' "$window" "${PLAYER_EXTRA:-}" >"$OUT/corecast.toml"
         # shellcheck disable=SC2046
         $(under "$label") "$BIN/corecast" --config "$OUT/corecast.toml" --rtmp-listen "127.0.0.1:$port" \
           --cores 1 >/dev/null 2>"$OUT/$label.log" &

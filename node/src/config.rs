@@ -295,6 +295,11 @@ pub struct PlayerConfig {
     /// With `zero_delay_send = "uring"`, the most sends submitted in one `io_uring_enter`
     /// (a pass over more players is cut into batches of this many).
     pub zero_delay_uring_batch_sends: usize,
+    /// Who writes a plain RTMP player's window at `merge_window_ms` > 0: `"writer"` (its
+    /// task, woken at the tick) or `"uring"` (the core's tick itself, one io_uring submission
+    /// for all its players; see BENCHMARKS.md "Wave 5"). Unset, `"writer"`; set to `"uring"`,
+    /// it needs `merge_window_ms` > 0.
+    pub window_send: Option<crate::sendpass::window::WindowSend>,
 }
 
 impl Default for PlayerConfig {
@@ -309,6 +314,7 @@ impl Default for PlayerConfig {
             zero_delay_send: None,
             zero_delay_coalesce_ms: 0,
             zero_delay_uring_batch_sends: crate::sendpass::ENTRIES as usize,
+            window_send: None,
         }
     }
 }
@@ -857,6 +863,14 @@ impl Config {
             return Err(invalid(
                 "player.zero_delay_send",
                 "needs player.merge_window_ms = 0 (a window batches writes already)",
+            ));
+        }
+        if p.window_send == Some(crate::sendpass::window::WindowSend::Uring)
+            && p.merge_window_ms == 0
+        {
+            return Err(invalid(
+                "player.window_send",
+                "needs player.merge_window_ms > 0 (at 0, player.zero_delay_send picks the pass)",
             ));
         }
         if p.zero_delay_coalesce_ms != 0 && p.merge_window_ms != 0 {

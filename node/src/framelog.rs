@@ -269,6 +269,8 @@ impl FrameLog {
                 waker.wake();
             }
         }
+        // Followers the tick writes itself are not parked here: ask the tick for a pass.
+        crate::sendpass::note_append();
     }
 
     /// Appends so far.

@@ -202,6 +202,11 @@ impl SubscriberQueue {
 
     /// Has the writer woken at the next tick, unless that is already arranged.
     pub fn defer_writer(&mut self) {
+        if self.passive_writer && self.batching {
+            // The tick writes this player itself (`player.window_send = "uring"`).
+            crate::tick::want_pass();
+            return;
+        }
         let now = crate::tick::epoch();
         if self.deferred_at == Some(now) {
             return;

@@ -20,8 +20,12 @@
 //!
 //! With `player.zero_delay_coalesce_ms`, a registered player's audio waits for the next video
 //! frame and goes out in the same send (see [`coalesce`]).
+//!
+//! At a merge window, `player.window_send = "uring"` uses the same ring from the core's flush
+//! tick instead (see [`window`]).
 
 mod coalesce;
+pub mod window;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
@@ -80,6 +84,14 @@ static WRITER_WAKES: LazyLock<IntCounter> = LazyLock::new(|| {
     )
     .expect("valid metric definition")
 });
+
+/// Asks this core's tick for a pass when it has players the tick writes (a frame was appended
+/// to a stream's log: its followers' writers are not woken).
+pub fn note_append() {
+    if window::any() {
+        crate::tick::want_pass();
+    }
+}
 
 /// The pass's counters, to register with a node's metrics.
 pub fn counters() -> [IntCounter; 2] {
@@ -155,6 +167,8 @@ pub struct Registration {
     slot: Rc<RefCell<Option<PassTarget>>>,
     /// The player's queue: its writer stays out of the stream's frame log while registered.
     queue: Rc<RefCell<SubscriberQueue>>,
+    /// Written by the core's tick instead ([`window`]): `slot` is then not the player's.
+    windowed: Option<Rc<window::Windowed>>,
 }
 
 impl Registration {
@@ -167,12 +181,31 @@ impl Registration {
         Registration {
             slot: Rc::clone(&out.pass),
             queue: Rc::clone(&out.queue),
+            windowed: None,
+        }
+    }
+
+    /// Adds `out`'s player to this core's tick pass ([`window`]), writing through `target`.
+    fn windowed(out: &Outbound, target: PassTarget) -> Registration {
+        let player = Rc::new(window::Windowed {
+            target,
+            queue: Rc::clone(&out.queue),
+        });
+        window::add(Rc::clone(&player));
+        Registration {
+            slot: Rc::new(RefCell::new(None)),
+            queue: Rc::clone(&out.queue),
+            windowed: Some(player),
         }
     }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
+        if let Some(player) = self.windowed.take() {
+            window::remove(&player);
+            return;
+        }
         self.slot.borrow_mut().take();
         if let Ok(mut queue) = self.queue.try_borrow_mut() {
             queue.set_passive_writer(false);
@@ -187,7 +220,7 @@ pub struct WriterBusy(Option<usize>);
 impl WriterBusy {
     /// Marks `queue`'s writer busy (nothing to do on a core with no registered target).
     pub fn enter(queue: &Rc<RefCell<SubscriberQueue>>) -> WriterBusy {
-        if ACTIVE.with(Cell::get) == 0 {
+        if ACTIVE.with(Cell::get) == 0 && !window::any() {
             return WriterBusy(None);
         }
         let key = Rc::as_ptr(queue) as usize;
@@ -578,13 +611,24 @@ impl<T: crate::transport::Transport> RawSocket for TransportSocket<T> {
 
 /// Lets the pass write `out`'s connection when `player` asks for it (`zero_delay_send` other
 /// than `writer`, or `zero_delay_coalesce_ms`), the window is zero and the transport is plain
-/// TCP; the returned registration ends it when dropped.
+/// TCP; or the tick write it (`window_send = "uring"`, a window, plain TCP). The returned
+/// registration ends it when dropped.
 pub fn register<T: crate::transport::Transport + 'static>(
     player: &PlayerConfig,
     transport: &Rc<T>,
     out: &Outbound,
     sent: Rc<dyn Fn(usize)>,
 ) -> Option<Registration> {
+    if player.merge_window_ms != 0 {
+        if player.window_send.unwrap_or_default() != window::WindowSend::Uring {
+            return None;
+        }
+        transport.plain_socket_fd()?;
+        BATCH.with(|b| b.set(player.zero_delay_uring_batch_sends));
+        let socket = Rc::new(TransportSocket(Rc::clone(transport)));
+        let target = PassTarget::new(socket, sent, ZeroDelaySend::Uring, None);
+        return Some(Registration::windowed(out, target));
+    }
     let mode = player.zero_delay_send.unwrap_or_default();
     let coalesce = (player.zero_delay_coalesce_ms > 0)
         .then(|| Duration::from_millis(player.zero_delay_coalesce_ms));

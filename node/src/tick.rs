@@ -35,6 +35,8 @@ struct TickState {
     chores: RefCell<Vec<Waker>>,
     /// The clock's task while it is parked (nobody waited for a tick); None while it runs.
     parked: RefCell<Option<Waker>>,
+    /// Players the tick writes itself have bytes queued (`player.window_send = "uring"`).
+    pass_wanted: Cell<bool>,
 }
 
 thread_local! {
@@ -47,6 +49,7 @@ thread_local! {
             readers: RefCell::new(Vec::new()),
             chores: RefCell::new(Vec::new()),
             parked: RefCell::new(None),
+            pass_wanted: Cell::new(false),
         }
     };
 }
@@ -121,7 +124,10 @@ fn until_next(elapsed: Duration, period: Duration) -> Duration {
 async fn park_while_unwanted() {
     poll_fn(|cx| {
         TICK.with(|t| {
-            if !t.waiters.borrow().is_empty() || !t.readers.borrow().is_empty() {
+            if !t.waiters.borrow().is_empty()
+                || !t.readers.borrow().is_empty()
+                || t.pass_wanted.get()
+            {
                 return Poll::Ready(());
             }
             *t.parked.borrow_mut() = Some(cx.waker().clone());
@@ -146,13 +152,20 @@ fn running() -> bool {
     TICK.with(|t| t.period.get().is_some() && t.parked.borrow().is_none())
 }
 
-/// Moves to the next epoch and wakes what waited for it.
+/// Moves to the next epoch, writes the players the tick writes itself, and wakes what waited.
 fn advance() {
-    let (mut waiters, chores) = TICK.with(|t| {
+    let (mut waiters, chores, pass) = TICK.with(|t| {
         t.epoch.set(t.epoch.get() + 1);
         let spare = t.spare.take();
-        (t.waiters.replace(spare), t.chores.take())
+        (
+            t.waiters.replace(spare),
+            t.chores.take(),
+            t.pass_wanted.replace(false),
+        )
     });
+    if pass {
+        crate::sendpass::window::pass();
+    }
     for waker in waiters.drain(..).chain(chores) {
         waker.wake();
     }
@@ -165,6 +178,16 @@ pub fn flush_now() {
     if TICK.with(|t| t.period.get().is_some()) {
         advance();
     }
+}
+
+/// Has the next tick run the tick pass ([`crate::sendpass::window`]); nothing when no clock
+/// runs here.
+pub fn want_pass() {
+    TICK.with(|t| {
+        if t.period.get().is_some() && !t.pass_wanted.replace(true) {
+            unpark(t);
+        }
+    });
 }
 
 /// Ticks so far on this core (0 before the clock starts).

@@ -1,0 +1,102 @@
+//! The tick pass (`player.window_send = "uring"`, issue 19 item 2, wave 5): at a merge window,
+//! the core's flush tick writes every registered plain-TCP player's window itself, one
+//! `IORING_OP_SENDMSG` each and many per `io_uring_enter`, instead of waking each player's
+//! writer task to write one slice.
+//!
+//! A registered player's writer is passive (never parked in the stream's frame log) and is
+//! not handed to the tick: queued media only asks the tick for a pass ([`crate::tick::want_pass`]).
+//! At each tick, after the readers and before the waiters, [`pass`] gathers each player's
+//! queue and sends it; what a full socket or an error leaves queued wakes that player's
+//! writer, which then waits for the socket under the send timeout as before (the
+//! slow-consumer policy, memory accounting and metrics are the queue's, unchanged). Replies,
+//! a joining player's first frames and a full batch still wake the writer at once, and a
+//! writer inside a write is skipped ([`super::WriterBusy`]).
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use serde::Deserialize;
+
+use super::{give_back, is_busy, send_uring, PassTarget, UringPlayer, SENDS};
+use crate::queue::SubscriberQueue;
+
+/// `player.window_send`: who writes a player's window at `merge_window_ms` > 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WindowSend {
+    /// Each player's writer task, woken at the tick.
+    #[default]
+    Writer,
+    /// The core's tick, one io_uring submission for all its plain RTMP players.
+    Uring,
+}
+
+/// A player the tick writes.
+pub(super) struct Windowed {
+    pub(super) target: PassTarget,
+    pub(super) queue: Rc<RefCell<SubscriberQueue>>,
+}
+
+thread_local! {
+    /// This core's players written by the tick.
+    static PLAYERS: RefCell<Vec<Rc<Windowed>>> = const { RefCell::new(Vec::new()) };
+    /// Whether this core logged its first tick pass.
+    static ANNOUNCED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether this core has players the tick writes.
+pub(super) fn any() -> bool {
+    PLAYERS.with_borrow(|p| !p.is_empty())
+}
+
+/// Adds a player to this core's tick pass.
+pub(super) fn add(player: Rc<Windowed>) {
+    player.queue.borrow_mut().set_passive_writer(true);
+    PLAYERS.with_borrow_mut(|p| p.push(player));
+}
+
+/// Takes a player out of the tick pass; its writer parks in the log again.
+pub(super) fn remove(player: &Rc<Windowed>) {
+    PLAYERS.with_borrow_mut(|p| p.retain(|q| !Rc::ptr_eq(q, player)));
+    if let Ok(mut queue) = player.queue.try_borrow_mut() {
+        queue.set_passive_writer(false);
+    }
+}
+
+/// Writes every registered player's queue on this core now (the tick calls it once per
+/// window): one send each, submitted together; writers woken only for what is left.
+pub fn pass() {
+    let mut due: Vec<UringPlayer> = Vec::new();
+    let mut wakers = Vec::new();
+    PLAYERS.with_borrow(|players| {
+        for p in players {
+            if is_busy(&p.queue) {
+                continue;
+            }
+            let mut q = p.queue.borrow_mut();
+            if q.is_closed() || q.is_empty() {
+                continue;
+            }
+            wakers.push(q.take_writer());
+            due.push((
+                Rc::clone(&p.queue),
+                p.target.socket.raw_fd(),
+                Rc::clone(&p.target.sent),
+            ));
+        }
+    });
+    if due.is_empty() {
+        return;
+    }
+    if !ANNOUNCED.replace(true) {
+        tracing::info!("tick pass writing players' windows");
+    }
+    send_uring(&due);
+    for ((queue, _, _), waker) in due.iter().zip(wakers) {
+        give_back(queue, waker);
+    }
+    SENDS.inc_by(due.len() as u64);
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,173 @@
+//! The tick pass (`player.window_send = "uring"`): at a merge window, players get exactly the
+//! bytes the writer path gives them (in order, across cores), a pass that writes everything
+//! wakes no writer task, a stalled player still costs only itself, and `--check` refuses the
+//! option without a window.
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use corecast_common::types::MessageType;
+use support::client::{closed_within, RtmpClient};
+use support::frames::{frame, send_read_by};
+use support::media::{
+    players_on_both_cores, players_recorded_the_source, publish, shared_flv, stderr_of, wait_exit,
+};
+use support::node::Node;
+use support::process::output_with_deadline;
+
+fn config(window_ms: u64) -> String {
+    format!("[player]\nmerge_window_ms = {window_ms}\nwindow_send = \"uring\"\n")
+}
+
+/// ffmpeg publishes; ffmpeg players on both cores get every packet from the first keyframe
+/// on, byte for byte, written by the tick pass (its log line proves it ran).
+#[test]
+fn with_the_tick_pass_ffmpeg_publish_and_play_are_byte_identical_across_cores() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let src = shared_flv(4);
+    let node = Node::start(2, &config(100), dir.path());
+    let stream = "live/tickpass";
+    let url = node.url(stream);
+
+    let (players, cores) = players_on_both_cores(&node, &url, stream, dir.path(), "play");
+    assert_eq!(
+        cores.len(),
+        2,
+        "players never landed on both cores: {cores:?}"
+    );
+    let mut publisher = publish(&src, &url);
+    let status = wait_exit(&mut publisher, Duration::from_secs(40)).expect("publisher finished");
+    assert!(
+        status.success(),
+        "publisher failed: {}",
+        stderr_of(&mut publisher)
+    );
+    node.wait_log(Duration::from_secs(5), |l| {
+        l.contains("tick pass writing players' windows")
+    })
+    .expect("the tick pass wrote players");
+    node.wait_log(Duration::from_secs(5), |l| {
+        l.contains("io_uring ring ready") || l.contains("io_uring unavailable")
+    })
+    .expect("the ring was set up (or its absence logged)");
+    players_recorded_the_source(&src, players);
+}
+
+/// The value of an unlabelled counter in `/metrics`.
+fn counter(node: &Node, name: &str) -> f64 {
+    let (status, body) = node.http_request("GET", "/metrics", None);
+    assert_eq!(status, 200, "/metrics answered {status}: {body}");
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not exported:\n{body}"))
+}
+
+/// Players that read every frame before the next is published: each frame goes out in its
+/// own window, by the tick pass (a send per player), and no writer task is woken by it.
+#[test]
+fn a_tick_pass_that_writes_everything_wakes_no_writer() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = Node::start(1, &config(20), dir.path());
+    let mut players: Vec<RtmpClient> = (0..3)
+        .map(|_| {
+            let mut p = RtmpClient::connect(node.addr, "live").expect("connect");
+            p.play("small").expect("play");
+            p
+        })
+        .collect();
+    let mut publisher = RtmpClient::connect(node.addr, "live").expect("connect");
+    assert_eq!(
+        publisher.publish("small").expect("publish"),
+        "NetStream.Publish.Start"
+    );
+    const FRAMES: u32 = 30;
+    for seq in 0..FRAMES {
+        publisher
+            .send_media(MessageType::VIDEO, seq * 40, &frame(seq == 0, seq, 2000))
+            .expect("publish frame");
+        for p in &mut players {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                assert!(Instant::now() < deadline, "frame {seq} never arrived");
+                let m = p.next_message(Duration::from_millis(100)).expect("player");
+                if m.is_some_and(|m| m.message_type == MessageType::VIDEO) {
+                    break;
+                }
+            }
+        }
+    }
+    // The first frames of a joining player go out by its writer (they skip the window).
+    let sends = counter(&node, "corecast_zero_delay_pass_sends_total");
+    assert!(
+        sends >= f64::from((FRAMES - 2) * 3),
+        "the tick pass sent {sends} times for {FRAMES} frames to 3 players"
+    );
+    assert_eq!(
+        counter(&node, "corecast_zero_delay_writer_wakes_total"),
+        0.0,
+        "the tick pass woke a writer though it wrote everything"
+    );
+}
+
+/// A player that stops reading is cut off as a slow consumer, while a healthy one on the
+/// same stream gets every frame in order (the pass leaves a full socket's bytes to the
+/// writer, which must not reorder or lose any).
+#[test]
+fn with_the_tick_pass_a_stalled_player_is_cut_off_and_nobody_else_waits() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = format!(
+        "{}queue_max_bytes = 4194304\nqueue_hard_max_bytes = 8388608\nsend_timeout_secs = 5\n",
+        config(50)
+    );
+    let node = Node::start(1, &config, dir.path());
+    let mut healthy = RtmpClient::connect(node.addr, "live").expect("connect");
+    healthy.play("busy").expect("play");
+    let mut stalled = RtmpClient::connect(node.addr, "live").expect("connect");
+    stalled.play("busy").expect("play");
+    let mut publisher = RtmpClient::connect(node.addr, "live").expect("connect");
+    assert_eq!(
+        publisher.publish("busy").expect("publish"),
+        "NetStream.Publish.Start"
+    );
+    // 32 MiB of video: far more than the stalled player's socket buffers and queue bound.
+    const FRAMES: u32 = 160;
+    const SIZE: usize = 200 * 1024;
+    let received = send_read_by(&mut publisher, &mut healthy, FRAMES, SIZE);
+    assert_eq!(
+        received,
+        (0..FRAMES).collect::<Vec<_>>(),
+        "healthy player lost frames"
+    );
+    node.wait_log(Duration::from_secs(30), |l| {
+        l.contains("connection closed") && l.contains("slow_consumer")
+    })
+    .expect("the stalled player is disconnected as a slow consumer");
+    assert!(
+        closed_within(&mut stalled.stream, Duration::from_secs(20)),
+        "the stalled player's connection is closed"
+    );
+}
+
+#[test]
+fn check_refuses_the_tick_pass_without_a_merge_window() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("ws.toml");
+    std::fs::write(
+        &path,
+        "[player]\nmerge_window_ms = 0\nwindow_send = \"uring\"\n",
+    )
+    .expect("write");
+    let out = output_with_deadline(
+        Command::new(env!("CARGO_BIN_EXE_corecast"))
+            .arg("--config")
+            .arg(&path)
+            .arg("--check"),
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("player.window_send"), "{err}");
+    assert!(err.contains("merge_window_ms > 0"), "{err}");
+}
