@@ -21,7 +21,9 @@
 # Environment: PLAYERS ("100 500 1000 2000"), DURATION (20), BITRATES (kbit/s, "1000 2600";
 # KBPS=N is the same as BITRATES=N), WINDOW_MS (Corecast's merge window, 100), CORES (Corecast
 # executors, 0 = all CPUs), ZERO_DELAY_SEND and COALESCE_MS (at WINDOW_MS=0 only: Corecast's
-# `player.zero_delay_send`, "uring", and `player.zero_delay_coalesce_ms`, 0), SERVERS ("corecast nginx-1 nginx-2 floor"), READERS ("harness
+# `player.zero_delay_send`, "uring", and `player.zero_delay_coalesce_ms`, 0), WINDOW_SEND (at a
+# window: `player.window_send`, unset = the node's default), CORECAST (the node binary, default
+# the profile's build: to compare two builds A B A B), SERVERS ("corecast nginx-1 nginx-2 floor"), READERS ("harness
 # reader"), ROUNDS (1; more repeats everything and the ratios use the means), CARGO, PROFILE
 # (release; "debug" only to check the script quickly: its figures mean nothing).
 set -euo pipefail
@@ -35,6 +37,7 @@ BITRATES=${KBPS:-${BITRATES:-"1000 2600"}}
 WINDOW_MS=${WINDOW_MS:-100}
 ZERO_DELAY_SEND=${ZERO_DELAY_SEND:-uring}
 COALESCE_MS=${COALESCE_MS:-0}
+WINDOW_SEND=${WINDOW_SEND:-}
 CORES=${CORES:-0}
 SERVERS=${SERVERS:-"corecast nginx-1 nginx-2 floor"}
 READERS=${READERS:-"harness reader"}
@@ -60,7 +63,10 @@ fi
 # pass, the floor with its best zero-delay writer (io_uring, BENCHMARKS.md "Zero delay"), and
 # both hold audio for video only where COALESCE_MS asks Corecast to (it changes audio timing).
 zero_delay_player() {
-  [ "$WINDOW_MS" = 0 ] || return 0
+  if [ "$WINDOW_MS" != 0 ]; then
+    [ -z "$WINDOW_SEND" ] || printf 'window_send = "%s"\n' "$WINDOW_SEND"
+    return 0
+  fi
   printf 'zero_delay_send = "%s"\nzero_delay_coalesce_ms = %s\n' "$ZERO_DELAY_SEND" "$COALESCE_MS"
 }
 
@@ -78,7 +84,7 @@ floor_writer_flags() {
 start_corecast() {
   local port=$1
   printf '[player]\nmerge_window_ms = %s\n%s\n[http]\nenabled = false\n[log]\nlevel = "warn"\n' "$WINDOW_MS" "$(zero_delay_player)" >"$OUT/corecast.toml"
-  "$BIN/corecast" --config "$OUT/corecast.toml" --rtmp-listen "127.0.0.1:$port" --cores "$CORES" >/dev/null 2>"$OUT/corecast.log" &
+  "${CORECAST:-$BIN/corecast}" --config "$OUT/corecast.toml" --rtmp-listen "127.0.0.1:$port" --cores "$CORES" >/dev/null 2>"$OUT/corecast.log" &
   echo $!
 }
 
