@@ -7,11 +7,10 @@
 mod support;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use corecast_common::types::MessageType;
 use support::client::{closed_within, RtmpClient};
-use support::frames::{frame, send_read_by};
+use support::frames::{publish_in_lockstep, send_read_by};
 use support::media::{
     players_on_both_cores, players_recorded_the_source, publish, shared_flv, stderr_of, wait_exit,
 };
@@ -150,56 +149,20 @@ fn with_audio_coalesced_a_stalled_player_is_cut_off_and_nobody_else_waits() {
     a_stalled_player_is_cut_off_and_nobody_else_waits("uring", 40);
 }
 
-/// The value of an unlabelled counter in `/metrics`.
-fn counter(node: &Node, name: &str) -> f64 {
-    let (status, body) = node.http_request("GET", "/metrics", None);
-    assert_eq!(status, 200, "/metrics answered {status}: {body}");
-    body.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{name} not exported:\n{body}"))
-}
-
 /// A pass that writes a frame to every player wakes none of their writer tasks: with small
 /// frames and players that read, the pass sends every frame and hands no writer a wake.
 fn a_pass_that_writes_everything_wakes_no_writer(config: &str) -> Node {
     let dir = tempfile::tempdir().expect("temp dir");
     let node = Node::start(1, config, dir.path());
-    let mut players: Vec<RtmpClient> = (0..3)
-        .map(|_| {
-            let mut p = RtmpClient::connect(node.addr, "live").expect("connect");
-            p.play("small").expect("play");
-            p
-        })
-        .collect();
-    let mut publisher = RtmpClient::connect(node.addr, "live").expect("connect");
-    assert_eq!(
-        publisher.publish("small").expect("publish"),
-        "NetStream.Publish.Start"
-    );
     const FRAMES: u32 = 50;
-    for seq in 0..FRAMES {
-        publisher
-            .send_media(MessageType::VIDEO, seq * 40, &frame(seq == 0, seq, 2000))
-            .expect("publish frame");
-        for p in &mut players {
-            // Every player reads every frame before the next is sent.
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                assert!(Instant::now() < deadline, "frame {seq} never arrived");
-                let m = p.next_message(Duration::from_millis(100)).expect("player");
-                if m.is_some_and(|m| m.message_type == MessageType::VIDEO) {
-                    break;
-                }
-            }
-        }
-    }
-    let sends = counter(&node, "corecast_zero_delay_pass_sends_total");
+    let (_publisher, _players) = publish_in_lockstep(&node, "small", 3, FRAMES, 2000);
+    let sends = node.metric_sum("corecast_zero_delay_pass_sends_total");
     assert!(
         sends >= f64::from(FRAMES * 3 - 3),
         "the pass sent {sends} times for {FRAMES} frames to 3 players"
     );
     assert_eq!(
-        counter(&node, "corecast_zero_delay_writer_wakes_total"),
+        node.metric_sum("corecast_zero_delay_writer_wakes_total"),
         0.0,
         "the pass woke a writer though it wrote everything"
     );

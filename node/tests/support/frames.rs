@@ -77,3 +77,36 @@ pub fn send_read_by(
     }
     received
 }
+
+/// `players` players of `live/{name}` and a publisher of it; the publisher sends `frames`
+/// video frames of `size` bytes (40 ms apart, the first a keyframe), and every player reads
+/// each frame before the next is sent (each within 10 s). Returns the publisher and the
+/// players, still open.
+pub fn publish_in_lockstep(
+    node: &Node,
+    name: &str,
+    players: usize,
+    frames: u32,
+    size: usize,
+) -> (RtmpClient, Vec<RtmpClient>) {
+    let mut players: Vec<RtmpClient> = (0..players)
+        .map(|_| RtmpClient::playing(node.addr, "live", name))
+        .collect();
+    let mut publisher = RtmpClient::publishing(node.addr, "live", name);
+    for seq in 0..frames {
+        publisher
+            .send_media(MessageType::VIDEO, seq * 40, &frame(seq == 0, seq, size))
+            .expect("publish frame");
+        for p in &mut players {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                assert!(Instant::now() < deadline, "frame {seq} never arrived");
+                let m = p.next_message(Duration::from_millis(100)).expect("player");
+                if m.is_some_and(|m| m.message_type == MessageType::VIDEO) {
+                    break;
+                }
+            }
+        }
+    }
+    (publisher, players)
+}
