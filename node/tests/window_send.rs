@@ -8,8 +8,9 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
-use support::client::{closed_within, RtmpClient};
-use support::frames::{publish_in_lockstep, send_read_by};
+use support::frames::{
+    assert_stalled_player_cut_off_healthy_served, publish_in_lockstep, SMALL_QUEUE_PLAYER,
+};
 use support::media::{
     players_on_both_cores, players_recorded_the_source, publish, shared_flv, stderr_of, wait_exit,
 };
@@ -81,37 +82,9 @@ fn a_tick_pass_that_writes_everything_wakes_no_writer() {
 #[test]
 fn with_the_tick_pass_a_stalled_player_is_cut_off_and_nobody_else_waits() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = format!(
-        "{}queue_max_bytes = 4194304\nqueue_hard_max_bytes = 8388608\nsend_timeout_secs = 5\n",
-        config(50)
-    );
+    let config = format!("{}{SMALL_QUEUE_PLAYER}", config(50));
     let node = Node::start(1, &config, dir.path());
-    let mut healthy = RtmpClient::connect(node.addr, "live").expect("connect");
-    healthy.play("busy").expect("play");
-    let mut stalled = RtmpClient::connect(node.addr, "live").expect("connect");
-    stalled.play("busy").expect("play");
-    let mut publisher = RtmpClient::connect(node.addr, "live").expect("connect");
-    assert_eq!(
-        publisher.publish("busy").expect("publish"),
-        "NetStream.Publish.Start"
-    );
-    // 32 MiB of video: far more than the stalled player's socket buffers and queue bound.
-    const FRAMES: u32 = 160;
-    const SIZE: usize = 200 * 1024;
-    let received = send_read_by(&mut publisher, &mut healthy, FRAMES, SIZE);
-    assert_eq!(
-        received,
-        (0..FRAMES).collect::<Vec<_>>(),
-        "healthy player lost frames"
-    );
-    node.wait_log(Duration::from_secs(30), |l| {
-        l.contains("connection closed") && l.contains("slow_consumer")
-    })
-    .expect("the stalled player is disconnected as a slow consumer");
-    assert!(
-        closed_within(&mut stalled.stream, Duration::from_secs(20)),
-        "the stalled player's connection is closed"
-    );
+    assert_stalled_player_cut_off_healthy_served(&node);
 }
 
 #[test]

@@ -110,3 +110,35 @@ pub fn publish_in_lockstep(
     }
     (publisher, players)
 }
+
+/// The config lines that make a player that stops reading a slow consumer within seconds
+/// (4 MiB soft and 8 MiB hard queue bounds, a 5 s send timeout): append to a `[player]`
+/// section.
+pub const SMALL_QUEUE_PLAYER: &str =
+    "queue_max_bytes = 4194304\nqueue_hard_max_bytes = 8388608\nsend_timeout_secs = 5\n";
+
+/// On `node` (configured with [`SMALL_QUEUE_PLAYER`]), a healthy and a stalled player of
+/// `live/busy`: 32 MiB of video reaches the healthy one whole and in order, while the
+/// stalled one is cut off as a slow consumer and its connection closed.
+pub fn assert_stalled_player_cut_off_healthy_served(node: &Node) {
+    let mut healthy = RtmpClient::playing(node.addr, "live", "busy");
+    let mut stalled = RtmpClient::playing(node.addr, "live", "busy");
+    let mut publisher = RtmpClient::publishing(node.addr, "live", "busy");
+    // Far more than the stalled player's socket buffers and queue bound.
+    const FRAMES: u32 = 160;
+    const SIZE: usize = 200 * 1024;
+    let received = send_read_by(&mut publisher, &mut healthy, FRAMES, SIZE);
+    assert_eq!(
+        received,
+        (0..FRAMES).collect::<Vec<_>>(),
+        "healthy player lost frames"
+    );
+    node.wait_log(Duration::from_secs(30), |l| {
+        l.contains("connection closed") && l.contains("slow_consumer")
+    })
+    .expect("the stalled player is disconnected as a slow consumer");
+    assert!(
+        super::client::closed_within(&mut stalled.stream, Duration::from_secs(20)),
+        "the stalled player's connection is closed"
+    );
+}
