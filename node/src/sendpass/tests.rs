@@ -17,8 +17,8 @@ use super::*;
 use crate::frame::{FrameData, LocalFrame};
 use crate::queue::QueueLimits;
 
-/// Counts its wakes: stands in for the writer task.
-struct CountingWaker(AtomicUsize);
+/// Counts its wakes: stands in for the writer task (the tick pass's tests use it too).
+pub(super) struct CountingWaker(pub(super) AtomicUsize);
 
 impl Wake for CountingWaker {
     fn wake(self: Arc<Self>) {
@@ -27,12 +27,13 @@ impl Wake for CountingWaker {
 }
 
 impl CountingWaker {
-    fn wakes(&self) -> usize {
+    pub(super) fn wakes(&self) -> usize {
         self.0.load(Ordering::SeqCst)
     }
 }
 
-struct Pair(UnixStream);
+/// One end of a socket pair as the pass's socket.
+pub(super) struct Pair(pub(super) UnixStream);
 
 impl RawSocket for Pair {
     fn raw_fd(&self) -> RawFd {

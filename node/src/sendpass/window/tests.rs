@@ -5,44 +5,23 @@
 
 use std::cell::Cell;
 use std::io::Read;
-use std::os::fd::{AsRawFd, RawFd};
+
 use std::os::unix::net::UnixStream;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
-use std::task::{Wake, Waker};
+use std::task::Waker;
 use std::time::Duration;
 
 use bytes::Bytes;
 use proptest::prelude::*;
 
-use super::super::{PassTarget, RawSocket, Registration, ZeroDelaySend};
+use super::super::tests::{CountingWaker, Pair};
+use super::super::{PassTarget, Registration, ZeroDelaySend};
 use crate::frame::{FrameData, LocalFrame, MediaKind};
 use crate::framelog::FrameLog;
 use crate::outbound::Outbound;
 use crate::queue::QueueLimits;
-
-struct CountingWaker(AtomicUsize);
-
-impl Wake for CountingWaker {
-    fn wake(self: Arc<Self>) {
-        self.0.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-impl CountingWaker {
-    fn wakes(&self) -> usize {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
-struct Pair(UnixStream);
-
-impl RawSocket for Pair {
-    fn raw_fd(&self) -> RawFd {
-        self.0.as_raw_fd()
-    }
-}
 
 fn on_executor(f: impl FnOnce() + Send + 'static) {
     glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
