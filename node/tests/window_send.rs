@@ -11,9 +11,7 @@ use std::time::Duration;
 use support::frames::{
     assert_stalled_player_cut_off_healthy_served, publish_in_lockstep, SMALL_QUEUE_PLAYER,
 };
-use support::media::{
-    players_on_both_cores, players_recorded_the_source, publish, shared_flv, stderr_of, wait_exit,
-};
+use support::media::{players_recorded_the_source, publish_to_players_on_both_cores, shared_flv};
 use support::node::Node;
 use support::process::output_with_deadline;
 
@@ -31,19 +29,7 @@ fn with_the_tick_pass_ffmpeg_publish_and_play_are_byte_identical_across_cores() 
     let stream = "live/tickpass";
     let url = node.url(stream);
 
-    let (players, cores) = players_on_both_cores(&node, &url, stream, dir.path(), "play");
-    assert_eq!(
-        cores.len(),
-        2,
-        "players never landed on both cores: {cores:?}"
-    );
-    let mut publisher = publish(&src, &url);
-    let status = wait_exit(&mut publisher, Duration::from_secs(40)).expect("publisher finished");
-    assert!(
-        status.success(),
-        "publisher failed: {}",
-        stderr_of(&mut publisher)
-    );
+    let players = publish_to_players_on_both_cores(&node, &src, &url, stream, dir.path());
     node.wait_log(Duration::from_secs(5), |l| {
         l.contains("tick pass writing players' windows")
     })

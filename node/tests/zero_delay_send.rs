@@ -12,9 +12,7 @@ use std::time::Duration;
 use support::frames::{
     assert_stalled_player_cut_off_healthy_served, publish_in_lockstep, SMALL_QUEUE_PLAYER,
 };
-use support::media::{
-    players_on_both_cores, players_recorded_the_source, publish, shared_flv, stderr_of, wait_exit,
-};
+use support::media::{players_recorded_the_source, publish_to_players_on_both_cores, shared_flv};
 use support::node::Node;
 use support::process::output_with_deadline;
 
@@ -35,20 +33,7 @@ fn publish_and_play_byte_identical(mode: &str, coalesce_ms: u64) {
     let stream = format!("live/zd{mode}{coalesce_ms}");
     let url = node.url(&stream);
 
-    let (players, cores) = players_on_both_cores(&node, &url, &stream, dir.path(), "play");
-    assert_eq!(
-        cores.len(),
-        2,
-        "players never landed on both cores: {cores:?}"
-    );
-
-    let mut publisher = publish(&src, &url);
-    let status = wait_exit(&mut publisher, Duration::from_secs(40)).expect("publisher finished");
-    assert!(
-        status.success(),
-        "publisher failed: {}",
-        stderr_of(&mut publisher)
-    );
+    let players = publish_to_players_on_both_cores(&node, &src, &url, &stream, dir.path());
     if mode != "writer" {
         node.wait_log(Duration::from_secs(5), |l| {
             l.contains("zero-delay send pass writing players")

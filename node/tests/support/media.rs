@@ -310,3 +310,29 @@ pub fn assert_identical(source: &Path, played: &Path, what: &str) {
         );
     }
 }
+
+/// ffmpeg players of `stream` (at `url`) on both of the node's cores, then ffmpeg publishing
+/// `src` there to its end, asserting both (the players land on two cores, the publisher exits
+/// cleanly within 40 s). Returns the players for [`players_recorded_the_source`].
+pub fn publish_to_players_on_both_cores(
+    node: &Node,
+    src: &Path,
+    url: &str,
+    stream: &str,
+    dir: &Path,
+) -> Vec<(Child, PathBuf)> {
+    let (players, cores) = players_on_both_cores(node, url, stream, dir, "play");
+    assert_eq!(
+        cores.len(),
+        2,
+        "players never landed on both cores: {cores:?}"
+    );
+    let mut publisher = publish(src, url);
+    let status = wait_exit(&mut publisher, Duration::from_secs(40)).expect("publisher finished");
+    assert!(
+        status.success(),
+        "publisher failed: {}",
+        stderr_of(&mut publisher)
+    );
+    players
+}
