@@ -9,7 +9,9 @@
 # `merge_window_ms = 0` with `player.zero_delay_send` = `writer` (today's node), `pass` or
 # `uring` (node/src/sendpass.rs): `node-writer`, `node-pass`, `node-uring`; a suffix `-cMS`
 # sets `player.zero_delay_coalesce_ms` (audio held for the next video frame, e.g.
-# `node-uring-c40`) and `-bN` `player.zero_delay_uring_batch_sends` (`node-uring-b64`);
+# `node-uring-c40`), `-dMS` `player.zero_delay_coalesce_due_ms` (audio held only for a video
+# frame due within MS ms, e.g. `node-uring-d8`; `-d0` turns the default off) and `-bN`
+# `player.zero_delay_uring_batch_sends` (`node-uring-b64`);
 # `base-node-*` runs the node binary of BASE_BIN (a before/after check; it must know the
 # options the variant sets, so `base-node-pass` against main's build). The node is fed
 # by the harness's synthetic publisher (the same stream the floor prepares), so its CPU
@@ -101,6 +103,7 @@ start_node() { # port mode[-cMS][-bN]
   for opt in $(echo "${2#"$mode"}" | tr '-' ' '); do
     case $opt in
       c*) extra+="zero_delay_coalesce_ms = ${opt#c}"$'\n' ;;
+      d*) extra+="zero_delay_coalesce_due_ms = ${opt#d}"$'\n' ;;
       b*) extra+="zero_delay_uring_batch_sends = ${opt#b}"$'\n' ;;
       *) echo "bench-zerodelay: unknown node option $opt" >&2; return 1 ;;
     esac
