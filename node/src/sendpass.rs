@@ -290,7 +290,11 @@ pub struct Held {
 /// ([`cadence::Cadence::on_frame`]).
 pub fn hold(players: &[Player], kind: MediaKind, video_due: Option<i64>) -> Held {
     let mut held = Held {
-        players: Vec::new(),
+        players: Vec::with_capacity(if ACTIVE.with(Cell::get) == 0 {
+            0
+        } else {
+            players.len()
+        }),
         audio: kind == MediaKind::Audio,
         video_due,
     };
@@ -498,7 +502,7 @@ fn park(queue: &RefCell<SubscriberQueue>, waker: Option<Waker>) {
         drop(q);
         waker.wake();
     } else {
-        q.set_writer(&waker);
+        q.put_writer(waker);
     }
 }
 
@@ -514,7 +518,7 @@ fn give_back(queue: &RefCell<SubscriberQueue>, waker: Option<Waker>) {
         WRITER_WAKES.inc();
         waker.wake();
     } else {
-        q.set_writer(&waker);
+        q.put_writer(waker);
     }
 }
 
@@ -571,23 +575,30 @@ fn uring_batch(ring: &mut io_uring::IoUring, batch: &[UringPlayer]) {
         // The slices and headers stay put until every completion is in: they live in this
         // block, and the kernel reads them only inside `submit_and_wait`.
         let queues: Vec<_> = batch.iter().map(|(q, _, _)| q.borrow()).collect();
-        let slices: Vec<Vec<IoSlice<'_>>> = queues
+        // Every player's slices in one vector (one allocation per batch, not per player),
+        // each player's run of them by its end. The vector is complete before any header
+        // points into it, so no push moves a run the kernel will read.
+        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(2 * queues.len());
+        let ends: Vec<usize> = queues
             .iter()
             .map(|q| {
-                let mut s = Vec::with_capacity(4);
-                q.gather(&mut s, MAX_SLICES, MAX_BATCH_BYTES);
-                s
+                // `gather` stops at a total count of slices: this player's limit is on top.
+                let limit = slices.len() + MAX_SLICES;
+                q.gather(&mut slices, limit, MAX_BATCH_BYTES);
+                slices.len()
             })
             .collect();
-        let headers: Vec<libc::msghdr> = slices
+        let headers: Vec<libc::msghdr> = ends
             .iter()
-            .map(|s| {
+            .scan(0, |start, &end| {
+                let run = &slices[*start..end];
+                *start = end;
                 // SAFETY: an all-zero msghdr is a valid empty one.
                 let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
                 // IoSlice is ABI-compatible with iovec on Unix.
-                h.msg_iov = s.as_ptr() as *mut libc::iovec;
-                h.msg_iovlen = s.len() as _;
-                h
+                h.msg_iov = run.as_ptr() as *mut libc::iovec;
+                h.msg_iovlen = run.len() as _;
+                Some(h)
             })
             .collect();
         {
