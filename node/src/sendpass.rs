@@ -648,7 +648,7 @@ fn uring_batch(ring: &mut io_uring::IoUring, batch: &[UringPlayer]) {
 /// `player.zero_delay_coalesce_due_ms` when unset, for the pass (`"pass"`, `"uring"`):
 /// audio waits for a video frame due within this many ms (0: never). The writer
 /// (`"writer"`) coalesces only when asked, so it stays the per-frame baseline.
-pub const DEFAULT_COALESCE_DUE_MS: u64 = 0;
+pub const DEFAULT_COALESCE_DUE_MS: u64 = 10;
 
 /// How a player's audio waits for video: the bound, and whether only when the stream's next
 /// video frame is due within it (`zero_delay_coalesce_due_ms`) or always
