@@ -655,7 +655,10 @@ pub const DEFAULT_COALESCE_DUE_MS: u64 = 10;
 /// (`zero_delay_coalesce_ms`, which wins where both are set).
 fn coalescing(player: &PlayerConfig, mode: ZeroDelaySend) -> (Option<Duration>, bool) {
     if player.zero_delay_coalesce_ms > 0 {
-        return (Some(Duration::from_millis(player.zero_delay_coalesce_ms)), false);
+        return (
+            Some(Duration::from_millis(player.zero_delay_coalesce_ms)),
+            false,
+        );
     }
     let default = match mode {
         ZeroDelaySend::Writer => 0,

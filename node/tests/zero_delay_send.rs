@@ -28,7 +28,12 @@ fn config(mode: &str, coalesce_ms: u64) -> String {
 /// held for the next video frame where `coalesce_ms` is set.
 fn publish_and_play_byte_identical(mode: &str, coalesce_ms: u64) {
     let stream = format!("live/zd{mode}{coalesce_ms}");
-    publish_and_play_byte_identical_with(mode, &config(mode, coalesce_ms), &stream, coalesce_ms > 0);
+    publish_and_play_byte_identical_with(
+        mode,
+        &config(mode, coalesce_ms),
+        &stream,
+        coalesce_ms > 0,
+    );
 }
 
 /// The same with `config`, playing `stream`; `holds`: audio is held for video at some point.

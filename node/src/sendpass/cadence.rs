@@ -21,7 +21,12 @@ impl Cadence {
     /// Notes a frame (sequence headers and data are not media cadence). Returns, for an
     /// audio frame, how many ms after its timestamp the next video frame is due (negative:
     /// overdue), where the video cadence is known.
-    pub fn on_frame(&mut self, kind: MediaKind, timestamp: u32, sequence_header: bool) -> Option<i64> {
+    pub fn on_frame(
+        &mut self,
+        kind: MediaKind,
+        timestamp: u32,
+        sequence_header: bool,
+    ) -> Option<i64> {
         if sequence_header {
             return None;
         }
@@ -85,7 +90,11 @@ mod tests {
         let mut c = Cadence::default();
         assert_eq!(c.on_frame(MediaKind::Audio, 0, false), None, "no video yet");
         c.on_frame(MediaKind::Video, 0, false);
-        assert_eq!(c.on_frame(MediaKind::Audio, 10, false), None, "no interval yet");
+        assert_eq!(
+            c.on_frame(MediaKind::Audio, 10, false),
+            None,
+            "no interval yet"
+        );
         c.on_frame(MediaKind::Video, 33, false);
         assert_eq!(c.on_frame(MediaKind::Audio, 46, false), Some(20));
         assert_eq!(c.on_frame(MediaKind::Audio, 64, false), Some(2));

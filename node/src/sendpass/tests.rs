@@ -316,14 +316,21 @@ fn only_audio_with_video_due_within_the_bound_waits() {
         assert_eq!(one.sends.get(), 0, "video due within the bound: audio held");
         on_frame_due(&one.players, v.clone(), None);
         until_sends(&one, 1).await;
-        assert!(started.elapsed() < bound, "the video frame, not the timer, took it");
+        assert!(
+            started.elapsed() < bound,
+            "the video frame, not the timer, took it"
+        );
         assert_eq!(drain(&mut one.theirs), a.wire_len + v.wire_len);
 
         for due in [Some(199), Some(250), Some(-201), None] {
             let sends = one.sends.get();
             on_frame_due(&one.players, a.clone(), due);
             yield_now().await;
-            assert_eq!(one.sends.get(), sends + 1, "due {due:?}: audio goes at once");
+            assert_eq!(
+                one.sends.get(),
+                sends + 1,
+                "due {due:?}: audio goes at once"
+            );
             assert!(one.players[0].out.queue.borrow().is_empty());
         }
         assert_eq!(drain(&mut one.theirs), 4 * a.wire_len);
