@@ -5,11 +5,14 @@
 # new writer: a check that both are measured alike), `uring` (one io_uring submission per
 # pass for all players), `coalesce` (wake only for video frames, the audio due since rides
 # in the same send), `uring-coalesce` and `uring-cMS` (audio waits at most MS ms for video, as
-# the node's `-cMS` below). The node's own variants run Corecast itself at
+# the node's `-cMS` below), `uring-dMS` (audio waits only for video due within MS ms, as the
+# node's `-dMS` and its default). The node's own variants run Corecast itself at
 # `merge_window_ms = 0` with `player.zero_delay_send` = `writer` (today's node), `pass` or
 # `uring` (node/src/sendpass.rs): `node-writer`, `node-pass`, `node-uring`; a suffix `-cMS`
 # sets `player.zero_delay_coalesce_ms` (audio held for the next video frame, e.g.
-# `node-uring-c40`) and `-bN` `player.zero_delay_uring_batch_sends` (`node-uring-b64`);
+# `node-uring-c40`), `-dMS` `player.zero_delay_coalesce_due_ms` (audio held only for a video
+# frame due within MS ms, e.g. `node-uring-d8`; `-d0` turns the default off) and `-bN`
+# `player.zero_delay_uring_batch_sends` (`node-uring-b64`);
 # `base-node-*` runs the node binary of BASE_BIN (a before/after check; it must know the
 # options the variant sets, so `base-node-pass` against main's build). The node is fed
 # by the harness's synthetic publisher (the same stream the floor prepares), so its CPU
@@ -66,6 +69,7 @@ flags_of() { # variant
     coalesce) echo "--zero-delay --coalesce-av" ;;
     uring-coalesce) echo "--zero-delay --send uring --coalesce-av" ;;
     uring-c[0-9]*) echo "--zero-delay --send uring --coalesce-av --coalesce-ms ${1#uring-c}" ;;
+    uring-d[0-9]*) echo "--zero-delay --send uring --coalesce-av --coalesce-ms ${1#uring-d} --coalesce-due" ;;
     *) echo "bench-zerodelay: unknown variant $1" >&2; return 1 ;;
   esac
 }
@@ -101,6 +105,7 @@ start_node() { # port mode[-cMS][-bN]
   for opt in $(echo "${2#"$mode"}" | tr '-' ' '); do
     case $opt in
       c*) extra+="zero_delay_coalesce_ms = ${opt#c}"$'\n' ;;
+      d*) extra+="zero_delay_coalesce_due_ms = ${opt#d}"$'\n' ;;
       b*) extra+="zero_delay_uring_batch_sends = ${opt#b}"$'\n' ;;
       *) echo "bench-zerodelay: unknown node option $opt" >&2; return 1 ;;
     esac

@@ -292,6 +292,11 @@ pub struct PlayerConfig {
     /// At `merge_window_ms = 0`, how long a plain RTMP player's audio may wait for the next
     /// video frame to go out in the same send (0 = never held). Fewer sends, later audio.
     pub zero_delay_coalesce_ms: u64,
+    /// At `merge_window_ms = 0`, a plain RTMP player's audio waits for the stream's next
+    /// video frame only when that frame is due (by the stream's timestamps) within this many
+    /// ms, and never longer: fewer sends, audio later by at most this (0 = never held).
+    /// Unset, `sendpass::DEFAULT_COALESCE_DUE_MS` for the pass (none for `"writer"`).
+    pub zero_delay_coalesce_due_ms: Option<u64>,
     /// With `zero_delay_send = "uring"`, the most sends submitted in one `io_uring_enter`
     /// (a pass over more players is cut into batches of this many).
     pub zero_delay_uring_batch_sends: usize,
@@ -313,6 +318,7 @@ impl Default for PlayerConfig {
             wait_for_publisher_secs: 30,
             zero_delay_send: None,
             zero_delay_coalesce_ms: 0,
+            zero_delay_coalesce_due_ms: None,
             zero_delay_uring_batch_sends: crate::sendpass::ENTRIES as usize,
             window_send: None,
         }
@@ -882,6 +888,18 @@ impl Config {
         if p.zero_delay_coalesce_ms > 100 {
             return Err(invalid(
                 "player.zero_delay_coalesce_ms",
+                "must be at most 100 (audio held longer is a merge window)",
+            ));
+        }
+        if p.zero_delay_coalesce_due_ms.is_some_and(|ms| ms != 0) && p.merge_window_ms != 0 {
+            return Err(invalid(
+                "player.zero_delay_coalesce_due_ms",
+                "needs player.merge_window_ms = 0 (a window batches audio and video already)",
+            ));
+        }
+        if p.zero_delay_coalesce_due_ms.is_some_and(|ms| ms > 100) {
+            return Err(invalid(
+                "player.zero_delay_coalesce_due_ms",
                 "must be at most 100 (audio held longer is a merge window)",
             ));
         }

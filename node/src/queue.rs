@@ -582,6 +582,22 @@ impl SubscriberQueue {
         self.writer.take()
     }
 
+    /// [`Self::set_writer`] for a waker given back (the send pass's): moved in, not cloned,
+    /// which spares a clone and a drop (a touch of the writer task's header each) per
+    /// player per frame.
+    pub fn put_writer(&mut self, waker: Waker) {
+        match &self.writer {
+            Some(w) if w.will_wake(&waker) => {}
+            _ => {
+                self.writer = Some(waker);
+                if let Some(c) = &mut self.follow {
+                    c.parked_at = None;
+                }
+            }
+        }
+        self.park_in_log();
+    }
+
     /// For a player the pass writes: its writer is never parked in the stream's frame log,
     /// so an append wakes nobody and the pass alone decides whom to wake (without this, each
     /// follower's writer task would be woken per frame only to find its queue written).

@@ -19,11 +19,14 @@
 //! [`WriterBusy`]. TLS, RTMPE and RTMPT never register and keep the writer path.
 //!
 //! With `player.zero_delay_coalesce_ms`, a registered player's audio waits for the next video
-//! frame and goes out in the same send (see [`coalesce`]).
+//! frame and goes out in the same send (see [`coalesce`]); with
+//! `player.zero_delay_coalesce_due_ms`, only when the stream's next video frame is due within
+//! that many ms (see [`cadence`]).
 //!
 //! At a merge window, `player.window_send = "uring"` uses the same ring from the core's flush
 //! tick instead (see [`window`]).
 
+pub mod cadence;
 mod coalesce;
 pub mod window;
 
@@ -105,8 +108,12 @@ pub struct PassTarget {
     /// Who writes: the pass (`pass`, `uring`) or the writer task (`writer`, registered only
     /// to coalesce).
     mode: ZeroDelaySend,
-    /// How long audio may wait for a video frame (`player.zero_delay_coalesce_ms`).
+    /// How long audio may wait for a video frame (`player.zero_delay_coalesce_ms`, or
+    /// `zero_delay_coalesce_due_ms`).
     coalesce: Option<Duration>,
+    /// Audio waits only when its stream's next video frame is due within `coalesce`
+    /// (`zero_delay_coalesce_due_ms`); otherwise every audio frame waits.
+    only_when_due: bool,
     /// Since when audio is held for the next video frame (the first held frame's arrival):
     /// [`coalesce`]'s timer writes it once it waited `coalesce`.
     held_since: Cell<Option<Instant>>,
@@ -136,12 +143,34 @@ impl PassTarget {
             sent,
             mode,
             coalesce,
+            only_when_due: false,
             held_since: Cell::new(None),
             listed: Cell::new(false),
             pending: Cell::new(false),
         }
     }
+
+    /// Holds audio only when the stream's next video frame is due within the bound.
+    pub fn only_when_video_due(mut self) -> Self {
+        self.only_when_due = true;
+        self
+    }
+
+    /// Whether this player keeps an audio frame, due `due` ms before its stream's next
+    /// video frame, queued for that frame.
+    fn holds_audio(&self, due: Option<i64>) -> bool {
+        match self.coalesce {
+            None => false,
+            Some(_) if !self.only_when_due => true,
+            Some(bound) => cadence::waits(due, bound.as_millis() as u64, DUE_MARGIN_MS),
+        }
+    }
 }
+
+/// With `zero_delay_coalesce_due_ms`, audio waits only for a video frame due this much
+/// before the bound: the publisher's and the machine's jitter, so that the video frame, not
+/// the hold's timer (a wake and a send of its own), normally ends the hold.
+const DUE_MARGIN_MS: u64 = 2;
 
 thread_local! {
     /// Registered targets on this core (0: the pass and the busy bookkeeping are skipped).
@@ -249,16 +278,25 @@ pub struct Held {
     players: Vec<(Rc<Outbound>, Option<Waker>)>,
     /// The frame is audio: a coalescing player keeps it queued for the next video frame.
     audio: bool,
+    /// For audio, in how many ms the stream's next video frame is due ([`cadence`]).
+    video_due: Option<i64>,
 }
 
 /// Takes the writer's waker of every registered, idle player of `players`, before the
 /// replica queues a frame to them: queueing then wakes none of them, and [`flush`] wakes a
 /// writer only where it leaves bytes queued. Without this, each writer task would be woken per
 /// frame only to find its queue already written (the `pass` mode's loss in BENCHMARKS.md).
-pub fn hold(players: &[Player], kind: MediaKind) -> Held {
+/// `video_due`: for audio, in how many ms the stream's next video frame is due
+/// ([`cadence::Cadence::on_frame`]).
+pub fn hold(players: &[Player], kind: MediaKind, video_due: Option<i64>) -> Held {
     let mut held = Held {
-        players: Vec::new(),
+        players: Vec::with_capacity(if ACTIVE.with(Cell::get) == 0 {
+            0
+        } else {
+            players.len()
+        }),
         audio: kind == MediaKind::Audio,
+        video_due,
     };
     if ACTIVE.with(Cell::get) == 0 {
         return held;
@@ -311,7 +349,7 @@ pub fn flush(held: Held) {
             match slot.as_ref() {
                 None => Next::GiveBack,
                 Some(_) if q.is_closed() || q.is_empty() => Next::GiveBack,
-                Some(target) if held.audio && target.coalesce.is_some() => {
+                Some(target) if held.audio && target.holds_audio(held.video_due) => {
                     coalesce::defer(&out, target);
                     Next::Park
                 }
@@ -464,7 +502,7 @@ fn park(queue: &RefCell<SubscriberQueue>, waker: Option<Waker>) {
         drop(q);
         waker.wake();
     } else {
-        q.set_writer(&waker);
+        q.put_writer(waker);
     }
 }
 
@@ -480,7 +518,7 @@ fn give_back(queue: &RefCell<SubscriberQueue>, waker: Option<Waker>) {
         WRITER_WAKES.inc();
         waker.wake();
     } else {
-        q.set_writer(&waker);
+        q.put_writer(waker);
     }
 }
 
@@ -537,23 +575,30 @@ fn uring_batch(ring: &mut io_uring::IoUring, batch: &[UringPlayer]) {
         // The slices and headers stay put until every completion is in: they live in this
         // block, and the kernel reads them only inside `submit_and_wait`.
         let queues: Vec<_> = batch.iter().map(|(q, _, _)| q.borrow()).collect();
-        let slices: Vec<Vec<IoSlice<'_>>> = queues
+        // Every player's slices in one vector (one allocation per batch, not per player),
+        // each player's run of them by its end. The vector is complete before any header
+        // points into it, so no push moves a run the kernel will read.
+        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(2 * queues.len());
+        let ends: Vec<usize> = queues
             .iter()
             .map(|q| {
-                let mut s = Vec::with_capacity(4);
-                q.gather(&mut s, MAX_SLICES, MAX_BATCH_BYTES);
-                s
+                // `gather` stops at a total count of slices: this player's limit is on top.
+                let limit = slices.len() + MAX_SLICES;
+                q.gather(&mut slices, limit, MAX_BATCH_BYTES);
+                slices.len()
             })
             .collect();
-        let headers: Vec<libc::msghdr> = slices
+        let headers: Vec<libc::msghdr> = ends
             .iter()
-            .map(|s| {
+            .scan(0, |start, &end| {
+                let run = &slices[*start..end];
+                *start = end;
                 // SAFETY: an all-zero msghdr is a valid empty one.
                 let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
                 // IoSlice is ABI-compatible with iovec on Unix.
-                h.msg_iov = s.as_ptr() as *mut libc::iovec;
-                h.msg_iovlen = s.len() as _;
-                h
+                h.msg_iov = run.as_ptr() as *mut libc::iovec;
+                h.msg_iovlen = run.len() as _;
+                Some(h)
             })
             .collect();
         {
@@ -600,6 +645,31 @@ fn uring_batch(ring: &mut io_uring::IoUring, batch: &[UringPlayer]) {
     }
 }
 
+/// `player.zero_delay_coalesce_due_ms` when unset, for the pass (`"pass"`, `"uring"`):
+/// audio waits for a video frame due within this many ms (0: never). The writer
+/// (`"writer"`) coalesces only when asked, so it stays the per-frame baseline.
+pub const DEFAULT_COALESCE_DUE_MS: u64 = 10;
+
+/// How a player's audio waits for video: the bound, and whether only when the stream's next
+/// video frame is due within it (`zero_delay_coalesce_due_ms`) or always
+/// (`zero_delay_coalesce_ms`, which wins where both are set).
+fn coalescing(player: &PlayerConfig, mode: ZeroDelaySend) -> (Option<Duration>, bool) {
+    if player.zero_delay_coalesce_ms > 0 {
+        return (
+            Some(Duration::from_millis(player.zero_delay_coalesce_ms)),
+            false,
+        );
+    }
+    let default = match mode {
+        ZeroDelaySend::Writer => 0,
+        ZeroDelaySend::Pass | ZeroDelaySend::Uring => DEFAULT_COALESCE_DUE_MS,
+    };
+    match player.zero_delay_coalesce_due_ms.unwrap_or(default) {
+        0 => (None, false),
+        ms => (Some(Duration::from_millis(ms)), true),
+    }
+}
+
 /// A transport held open for the pass.
 struct TransportSocket<T>(Rc<T>);
 
@@ -630,8 +700,7 @@ pub fn register<T: crate::transport::Transport + 'static>(
         return Some(Registration::windowed(out, target));
     }
     let mode = player.zero_delay_send.unwrap_or_default();
-    let coalesce = (player.zero_delay_coalesce_ms > 0)
-        .then(|| Duration::from_millis(player.zero_delay_coalesce_ms));
+    let (coalesce, only_when_due) = coalescing(player, mode);
     if (mode == ZeroDelaySend::Writer && coalesce.is_none()) || player.merge_window_ms != 0 {
         return None;
     }
@@ -639,7 +708,14 @@ pub fn register<T: crate::transport::Transport + 'static>(
     BATCH.with(|b| b.set(player.zero_delay_uring_batch_sends));
     let socket = Rc::new(TransportSocket(Rc::clone(transport)));
     let target = PassTarget::new(socket, sent, mode, coalesce);
-    Some(Registration::new(out, target))
+    Some(Registration::new(
+        out,
+        if only_when_due {
+            target.only_when_video_due()
+        } else {
+            target
+        },
+    ))
 }
 
 #[cfg(test)]

@@ -100,6 +100,9 @@ pub struct StreamReplica {
     /// Media payload bytes received since the last stats snapshot.
     bytes_since_stats: u64,
     summary: MediaSummary,
+    /// The stream's video cadence, for audio that waits for a video frame due soon
+    /// (`player.zero_delay_coalesce_due_ms`).
+    cadence: crate::sendpass::cadence::Cadence,
 }
 
 impl StreamReplica {
@@ -119,6 +122,7 @@ impl StreamReplica {
             publisher: None,
             bytes_since_stats: 0,
             summary: MediaSummary::default(),
+            cadence: Default::default(),
         }
     }
 
@@ -368,8 +372,11 @@ impl StreamReplica {
         }
         // The pass takes the writers' wakers before anything is queued (see sendpass::hold),
         // after the sweep has settled who follows the log and who gets frames pushed.
-        let held_followers = crate::sendpass::hold(&self.followers, frame.kind);
-        let held_players = crate::sendpass::hold(&self.players, frame.kind);
+        let due = self
+            .cadence
+            .on_frame(frame.kind, frame.timestamp, frame.sequence_header);
+        let held_followers = crate::sendpass::hold(&self.followers, frame.kind, due);
+        let held_players = crate::sendpass::hold(&self.players, frame.kind, due);
         if self.use_log && !self.followers.is_empty() {
             self.log.append(frame.clone());
         }

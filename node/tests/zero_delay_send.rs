@@ -27,20 +27,30 @@ fn config(mode: &str, coalesce_ms: u64) -> String {
 /// keyframe on, byte for byte, written by the pass (its log line proves it ran), with audio
 /// held for the next video frame where `coalesce_ms` is set.
 fn publish_and_play_byte_identical(mode: &str, coalesce_ms: u64) {
+    let stream = format!("live/zd{mode}{coalesce_ms}");
+    publish_and_play_byte_identical_with(
+        mode,
+        &config(mode, coalesce_ms),
+        &stream,
+        coalesce_ms > 0,
+    );
+}
+
+/// The same with `config`, playing `stream`; `holds`: audio is held for video at some point.
+fn publish_and_play_byte_identical_with(mode: &str, config: &str, stream: &str, holds: bool) {
     let dir = tempfile::tempdir().expect("temp dir");
     let src = shared_flv(4);
-    let node = Node::start(2, &config(mode, coalesce_ms), dir.path());
-    let stream = format!("live/zd{mode}{coalesce_ms}");
-    let url = node.url(&stream);
+    let node = Node::start(2, config, dir.path());
+    let url = node.url(stream);
 
-    let players = publish_to_players_on_both_cores(&node, &src, &url, &stream, dir.path());
+    let players = publish_to_players_on_both_cores(&node, &src, &url, stream, dir.path());
     if mode != "writer" {
         node.wait_log(Duration::from_secs(5), |l| {
             l.contains("zero-delay send pass writing players")
         })
         .expect("the pass wrote players");
     }
-    if coalesce_ms > 0 {
+    if holds {
         node.wait_log(Duration::from_secs(5), |l| {
             l.contains("zero-delay coalescing holds audio")
         })
@@ -74,6 +84,14 @@ fn with_audio_coalesced_and_the_uring_pass_ffmpeg_play_is_byte_identical_across_
 #[test]
 fn with_audio_coalesced_and_the_writer_ffmpeg_play_is_byte_identical_across_cores() {
     publish_and_play_byte_identical("writer", 40);
+}
+
+/// `zero_delay_coalesce_due_ms`: audio waits only for a video frame due within the bound (by
+/// the stream's timestamps); players still get every byte, in order, on both cores.
+#[test]
+fn with_audio_held_only_for_video_due_soon_ffmpeg_play_is_byte_identical_across_cores() {
+    let config = "[player]\nmerge_window_ms = 0\nzero_delay_coalesce_due_ms = 20\n";
+    publish_and_play_byte_identical_with("uring", config, "live/zddue20", true);
 }
 
 /// With the pass: a player that stops reading is cut off as a slow consumer, while a
@@ -184,6 +202,16 @@ fn check_refuses_coalescing_with_a_merge_window_or_too_long() {
     check_refuses(
         "[player]\nmerge_window_ms = 0\nzero_delay_coalesce_ms = 500\n",
         "player.zero_delay_coalesce_ms",
+        "at most 100",
+    );
+    check_refuses(
+        "[player]\nmerge_window_ms = 50\nzero_delay_coalesce_due_ms = 10\n",
+        "player.zero_delay_coalesce_due_ms",
+        "merge_window_ms = 0",
+    );
+    check_refuses(
+        "[player]\nmerge_window_ms = 0\nzero_delay_coalesce_due_ms = 101\n",
+        "player.zero_delay_coalesce_due_ms",
         "at most 100",
     );
     check_refuses(

@@ -89,6 +89,10 @@ struct Cli {
     /// `player.zero_delay_coalesce_ms`; unset: until the next video frame).
     #[arg(long)]
     coalesce_ms: Option<u64>,
+    /// With `--coalesce-ms`: audio waits only for a video frame due within it (less 2 ms),
+    /// as the node's `player.zero_delay_coalesce_due_ms`.
+    #[arg(long)]
+    coalesce_due: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -109,6 +113,10 @@ fn main() -> anyhow::Result<()> {
     anyhow::ensure!(
         cli.coalesce_ms.is_none() || cli.coalesce_av,
         "--coalesce-ms goes with --coalesce-av"
+    );
+    anyhow::ensure!(
+        !cli.coalesce_due || cli.coalesce_ms.is_some(),
+        "--coalesce-due goes with --coalesce-ms"
     );
     let threads = cli
         .threads
@@ -145,6 +153,7 @@ fn main() -> anyhow::Result<()> {
             send: cli.send,
             coalesce_av: cli.coalesce_av,
             coalesce_ms: cli.coalesce_ms,
+            coalesce_due: cli.coalesce_due,
         });
         writers.push(std::thread::spawn(move || match options {
             Some(options) => pass::run_pass(&prepared, &rx, start, lifetime, options),
@@ -196,6 +205,7 @@ fn main() -> anyhow::Result<()> {
                 "send": format!("{:?}", cli.send).to_lowercase(),
                 "coalesce_av": cli.coalesce_av,
                 "coalesce_ms": cli.coalesce_ms,
+                "coalesce_due": cli.coalesce_due,
                 "bytes_written": totals.bytes,
                 "writer_cpu_seconds": totals.cpu_seconds,
                 "writer_cpu_seconds_per_gb": per_gb,

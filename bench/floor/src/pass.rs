@@ -10,6 +10,9 @@
 //!   frame interval; video, whose clock the harness measures, is never held). With
 //!   `--coalesce-ms N` audio waits at most N ms for video (the node's
 //!   `player.zero_delay_coalesce_ms`): the writer also wakes N ms after an audio frame falls due.
+//!   With `--coalesce-due` as well (the node's `player.zero_delay_coalesce_due_ms`, its
+//!   default at zero delay), audio waits only when the next video frame is due within N ms
+//!   less [`DUE_MARGIN_MS`]; any other audio frame wakes the writer when it falls due.
 //!
 //! With `--send sendmsg` and no coalescing this is today's floor again, so a run of it checks
 //! that the variants are measured alike.
@@ -46,6 +49,8 @@ pub struct PassOptions {
     pub coalesce_av: bool,
     /// With `coalesce_av`: the most audio waits for video, ms (None: until the next video).
     pub coalesce_ms: Option<u64>,
+    /// With `coalesce_ms`: audio waits only for a video frame due within it ([`next_wake_due`]).
+    pub coalesce_due: bool,
 }
 
 /// Feeds the players that arrive on `joins` until `until` after `start`, one pass per wake.
@@ -87,8 +92,11 @@ pub fn run_pass(
             !failed[i - 1]
         });
         let hold = options.coalesce_av.then_some(options.coalesce_ms);
-        let next = next_wake(&stream.frames, now_ms, hold)
-            .map_or(now + Duration::from_millis(10), Duration::from_millis);
+        let next = match (options.coalesce_due, hold) {
+            (true, Some(Some(bound))) => next_wake_due(&stream.frames, now_ms, bound),
+            _ => next_wake(&stream.frames, now_ms, hold),
+        }
+        .map_or(now + Duration::from_millis(10), Duration::from_millis);
         std::thread::sleep(next.min(until).saturating_sub(start.elapsed()));
     }
     totals.cpu_seconds = crate::feed::thread_cpu_seconds() - cpu0;
@@ -142,6 +150,29 @@ pub fn next_wake(frames: &[Frame], now_ms: u64, hold: Option<Option<u64>>) -> Op
         (Some(v), Some(a)) => Some(v.min(a)),
         (v, a) => v.or(a),
     }
+}
+
+/// The node's jitter allowance: audio waits for a video frame due within the bound less this.
+pub const DUE_MARGIN_MS: u64 = 2;
+
+/// When the writer wakes next with `--coalesce-due`: at the next video frame, or sooner at an
+/// audio frame whose next video frame is not due within `bound_ms` less [`DUE_MARGIN_MS`] (the
+/// node's `zero_delay_coalesce_due_ms`, which predicts that frame from the stream's cadence;
+/// the floor knows it).
+pub fn next_wake_due(frames: &[Frame], now_ms: u64, bound_ms: u64) -> Option<u64> {
+    let due = frames.partition_point(|f| f.due_ms <= now_ms);
+    let rest = frames.get(due..).unwrap_or_default();
+    for (i, f) in rest.iter().enumerate() {
+        if is_video(f) {
+            return Some(f.due_ms);
+        }
+        let video = rest[i..].iter().find(|g| is_video(g)).map(|g| g.due_ms);
+        match video {
+            Some(v) if v - f.due_ms + DUE_MARGIN_MS <= bound_ms => {}
+            _ => return Some(f.due_ms),
+        }
+    }
+    None
 }
 
 /// Whether `frame` is a video message: the message type of its type-0 chunk header (one-byte
@@ -224,6 +255,41 @@ mod tests {
             assert!(
                 wakes < wakes_all(&s),
                 "fewer wakes than one per frame with {bound} ms"
+            );
+        }
+    }
+
+    #[test]
+    fn with_due_audio_waits_only_for_video_due_within_the_bound() {
+        let s = stream();
+        let video = s.frames.iter().filter(|f| is_video(f)).count();
+        for bound in [5, 10, 20] {
+            let (mut now, mut wakes, mut written) = (0, 0, 0);
+            while let Some(next) = next_wake_due(&s.frames, now, bound) {
+                assert!(next > now);
+                for f in s
+                    .frames
+                    .iter()
+                    .filter(|f| f.due_ms > now && f.due_ms <= next)
+                {
+                    assert!(
+                        next - f.due_ms + DUE_MARGIN_MS <= bound,
+                        "waited {} ms",
+                        next - f.due_ms
+                    );
+                    written += 1;
+                }
+                now = next;
+                wakes += 1;
+            }
+            assert_eq!(written, s.frames.iter().filter(|f| f.due_ms > 0).count());
+            assert!(
+                wakes >= video - 1,
+                "{wakes} wakes: at least one per video frame"
+            );
+            assert!(
+                wakes < wakes_all(&s),
+                "fewer wakes than one per frame at {bound} ms"
             );
         }
     }

@@ -50,6 +50,7 @@ pub(super) fn defer(out: &Rc<Outbound>, target: &PassTarget) {
     if !ANNOUNCED.replace(true) {
         tracing::info!(
             coalesce_ms = delay.as_millis() as u64,
+            only_when_video_due = target.only_when_due,
             "zero-delay coalescing holds audio for the next video frame"
         );
     }

@@ -1,6 +1,7 @@
 //! The pass against a socket pair on a real executor: no writer wake where it wrote
 //! everything, one send for the frames queued before it ran, a busy writer left alone; held
-//! audio rides with the next video frame, or goes alone once it waited its bound, not before.
+//! audio rides with the next video frame, or goes alone once it waited its bound, not before;
+//! with the due bound, only audio whose video frame is due within it waits.
 
 use std::future::Future;
 use std::io::Read;
@@ -127,7 +128,12 @@ fn coalescing_player(mode: ZeroDelaySend, coalesce: Option<Duration>) -> One {
 
 /// What the replica does per frame: hold, queue to every player, flush.
 fn on_frame(players: &[Player], frame: LocalFrame) {
-    let held = hold(players, frame.kind);
+    on_frame_due(players, frame, None);
+}
+
+/// The same, the stream's next video frame due in `due` ms (for audio).
+fn on_frame_due(players: &[Player], frame: LocalFrame, due: Option<i64>) {
+    let held = hold(players, frame.kind, due);
     for p in players {
         p.out.queue.borrow_mut().push_frame(frame.clone());
     }
@@ -284,6 +290,50 @@ fn a_timer_armed_for_earlier_audio_leaves_later_audio_for_the_next_video() {
         on_frame(&one.players, v.clone());
         until_sends(&one, sends + 1).await;
         assert_eq!(drain(&mut one.theirs), 2 * (a.wire_len + v.wire_len));
+        assert_eq!(one.writer.wakes(), 0, "no writer woken");
+    });
+}
+
+/// `zero_delay_coalesce_due_ms`: audio whose stream's next video frame is due within the bound
+/// (less the margin) waits for it; audio with video further off, or no cadence known, goes at
+/// once, as without coalescing.
+#[test]
+fn only_audio_with_video_due_within_the_bound_waits() {
+    on_executor(|| async {
+        let bound = Duration::from_millis(200);
+        let mut one = coalescing_player(ZeroDelaySend::Uring, Some(bound));
+        one.players[0]
+            .out
+            .pass
+            .borrow_mut()
+            .as_mut()
+            .expect("registered")
+            .only_when_due = true;
+        let (a, v) = (audio(300), video(1000));
+        let started = Instant::now();
+        on_frame_due(&one.players, a.clone(), Some(150));
+        yield_now().await;
+        assert_eq!(one.sends.get(), 0, "video due within the bound: audio held");
+        on_frame_due(&one.players, v.clone(), None);
+        until_sends(&one, 1).await;
+        assert!(
+            started.elapsed() < bound,
+            "the video frame, not the timer, took it"
+        );
+        assert_eq!(drain(&mut one.theirs), a.wire_len + v.wire_len);
+
+        for due in [Some(199), Some(250), Some(-201), None] {
+            let sends = one.sends.get();
+            on_frame_due(&one.players, a.clone(), due);
+            yield_now().await;
+            assert_eq!(
+                one.sends.get(),
+                sends + 1,
+                "due {due:?}: audio goes at once"
+            );
+            assert!(one.players[0].out.queue.borrow().is_empty());
+        }
+        assert_eq!(drain(&mut one.theirs), 4 * a.wire_len);
         assert_eq!(one.writer.wakes(), 0, "no writer woken");
     });
 }
