@@ -17,7 +17,8 @@
 # key frame). For the reader, the harness publishes (`corecast-loadtest publish`) and the
 # reader only plays; the CPU per GB is the server's CPU over the bytes that reader counted.
 #
-# Everything binds 127.0.0.1; every run is bounded by DURATION. Results: target/bench-compare/.
+# Everything binds 127.0.0.1; every run is bounded by DURATION. Results: $OUT (target/bench-compare/).
+# Corecast runs with its per-address limits off (BENCH_LIMITS in bench-lib.sh: every player is 127.0.0.1).
 # Environment: PLAYERS ("100 500 1000 2000"), DURATION (20), BITRATES (kbit/s, "1000 2600";
 # KBPS=N is the same as BITRATES=N), WINDOW_MS (Corecast's merge window, 100), CORES (Corecast
 # executors, 0 = all CPUs), ZERO_DELAY_SEND and COALESCE_MS (at WINDOW_MS=0 only: Corecast's
@@ -44,7 +45,7 @@ READERS=${READERS:-"harness reader"}
 PROFILE=${PROFILE:-release}
 ROUNDS=${ROUNDS:-1}
 CARGO=${CARGO:-cargo}
-OUT=target/bench-compare
+OUT=${OUT:-target/bench-compare}
 mkdir -p "$OUT"
 
 ./scripts/install-deps.sh
@@ -83,7 +84,7 @@ floor_writer_flags() {
 
 start_corecast() {
   local port=$1
-  printf '[player]\nmerge_window_ms = %s\n%s\n[http]\nenabled = false\n[log]\nlevel = "warn"\n' "$WINDOW_MS" "$(zero_delay_player)" >"$OUT/corecast.toml"
+  printf '[player]\nmerge_window_ms = %s\n%s\n[http]\nenabled = false\n[log]\nlevel = "warn"\n%s' "$WINDOW_MS" "$(zero_delay_player)" "$BENCH_LIMITS" >"$OUT/corecast.toml"
   "${CORECAST:-$BIN/corecast}" --config "$OUT/corecast.toml" --rtmp-listen "127.0.0.1:$port" --cores "$CORES" >/dev/null 2>"$OUT/corecast.log" &
   echo $!
 }
