@@ -23,7 +23,8 @@
 # KBPS=N is the same as BITRATES=N), WINDOW_MS (Corecast's merge window, 100), CORES (Corecast
 # executors, 0 = all CPUs), ZERO_DELAY_SEND and COALESCE_MS (at WINDOW_MS=0 only: Corecast's
 # `player.zero_delay_send`, "uring", and `player.zero_delay_coalesce_ms`, 0), WINDOW_SEND (at a
-# window: `player.window_send`, unset = the node's default), CORECAST (the node binary, default
+# window: `player.window_send`, unset = the node's default), CORECAST_EXTRA (config sections
+# appended to Corecast's, printf %b escapes, e.g. '[node]\npin_cores = false\n'), CORECAST (the node binary, default
 # the profile's build: to compare two builds A B A B), SERVERS ("corecast nginx-1 nginx-2 floor"), READERS ("harness
 # reader"), ROUNDS (1; more repeats everything and the ratios use the means), CARGO, PROFILE
 # (release; "debug" only to check the script quickly: its figures mean nothing).
@@ -39,6 +40,7 @@ WINDOW_MS=${WINDOW_MS:-100}
 ZERO_DELAY_SEND=${ZERO_DELAY_SEND:-uring}
 COALESCE_MS=${COALESCE_MS:-0}
 WINDOW_SEND=${WINDOW_SEND:-}
+CORECAST_EXTRA=${CORECAST_EXTRA:-}
 CORES=${CORES:-0}
 SERVERS=${SERVERS:-"corecast nginx-1 nginx-2 floor"}
 READERS=${READERS:-"harness reader"}
@@ -85,6 +87,8 @@ floor_writer_flags() {
 start_corecast() {
   local port=$1
   printf '[player]\nmerge_window_ms = %s\n%s\n[http]\nenabled = false\n[log]\nlevel = "warn"\n%s' "$WINDOW_MS" "$(zero_delay_player)" "$BENCH_LIMITS" >"$OUT/corecast.toml"
+  # CORECAST_EXTRA: more sections for the node's config (e.g. '[node]\npin_cores = false\n').
+  printf '%b' "$CORECAST_EXTRA" >>"$OUT/corecast.toml"
   "${CORECAST:-$BIN/corecast}" --config "$OUT/corecast.toml" --rtmp-listen "127.0.0.1:$port" --cores "$CORES" >/dev/null 2>"$OUT/corecast.log" &
   echo $!
 }
