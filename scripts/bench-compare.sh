@@ -7,9 +7,11 @@
 # Measured per run: delivered Mbit/s, server CPU-seconds per delivered GB (utime+stime of all
 # the server's processes from /proc), players that got a keyframe and saw no gap, bitrate
 # ratio, RSS growth per player, time to first keyframe p50/p99, e2e latency. Then the floor
-# (bench/floor: the same stream prepared once, written to the same players with one sendmsg
-# per player per merge window; at WINDOW_MS=0 its best zero-delay writer, io_uring sends, with
-# audio coalesced where Corecast coalesces), measured the same way, and the ratios.
+# (bench/floor: the same stream prepared once, written to the same players once per merge
+# window, as Corecast's `window_send` writes them: one sendmsg per player for "writer", one
+# io_uring submission per window for "uring", the node's default; at WINDOW_MS=0 its best
+# zero-delay writer, io_uring sends, with audio coalesced where Corecast coalesces), measured
+# the same way, and the ratios.
 #
 # Every server is read by two kinds of players, each run on a fresh server: the harness
 # (`corecast-loadtest`, io_uring-polled glommio players that decode everything) and the plain
@@ -75,7 +77,14 @@ zero_delay_player() {
 
 floor_writer_flags() {
   if [ "$WINDOW_MS" != 0 ]; then
-    echo "--merge-window-ms $WINDOW_MS"
+    # At a window the floor sends as Corecast's window_send does: one sendmsg per player
+    # ("writer"), or one io_uring submission per window for all a thread's players ("uring",
+    # the node's default).
+    if [ "${WINDOW_SEND:-uring}" = writer ]; then
+      echo "--merge-window-ms $WINDOW_MS"
+    else
+      echo "--merge-window-ms $WINDOW_MS --send uring"
+    fi
   elif [ "$COALESCE_MS" -gt 0 ]; then
     # The same bound as Corecast's (audio waits at most COALESCE_MS for video).
     echo "--zero-delay --send uring --coalesce-av --coalesce-ms $COALESCE_MS"
