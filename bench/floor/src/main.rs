@@ -152,7 +152,11 @@ fn main() -> anyhow::Result<()> {
             send: cli.send,
             coalesce_av: cli.coalesce_av,
             coalesce_ms: cli.coalesce_ms,
-            window: if cli.zero_delay { Duration::ZERO } else { window },
+            window: if cli.zero_delay {
+                Duration::ZERO
+            } else {
+                window
+            },
         });
         writers.push(std::thread::spawn(move || match options {
             Some(options) => pass::run_pass(&prepared, &rx, start, lifetime, options),

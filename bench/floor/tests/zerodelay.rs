@@ -46,7 +46,14 @@ fn io_uring_sends_at_a_window_deliver_the_whole_stream() {
 fn the_variants_need_zero_delay_or_a_window() {
     for (flags, needs) in [
         (
-            &["--seconds", "1", "--merge-window-ms", "0", "--send", "uring"][..],
+            &[
+                "--seconds",
+                "1",
+                "--merge-window-ms",
+                "0",
+                "--send",
+                "uring",
+            ][..],
             "--send uring goes with --zero-delay or a merge window",
         ),
         (&["--seconds", "1", "--coalesce-av"][..], "--zero-delay"),
