@@ -61,7 +61,7 @@ for window in $WINDOWS; do
     publisher=""
     case $server in
       corecast)
-        printf '[player]\nmerge_window_ms = %s\n%b[http]\nenabled = false\n[log]\nlevel = "warn"\n' "$window" "${PLAYER_EXTRA:-}" >"$OUT/corecast.toml"
+        printf '[player]\nmerge_window_ms = %s\n%b[http]\nenabled = false\n[log]\nlevel = "warn"\n%s' "$window" "${PLAYER_EXTRA:-}" "$BENCH_LIMITS" >"$OUT/corecast.toml"
         # shellcheck disable=SC2046
         $(under "$label") "$BIN/corecast" --config "$OUT/corecast.toml" --rtmp-listen "127.0.0.1:$port" \
           --cores 1 >/dev/null 2>"$OUT/$label.log" &

@@ -7,9 +7,11 @@
 # Measured per run: delivered Mbit/s, server CPU-seconds per delivered GB (utime+stime of all
 # the server's processes from /proc), players that got a keyframe and saw no gap, bitrate
 # ratio, RSS growth per player, time to first keyframe p50/p99, e2e latency. Then the floor
-# (bench/floor: the same stream prepared once, written to the same players with one sendmsg
-# per player per merge window; at WINDOW_MS=0 its best zero-delay writer, io_uring sends, with
-# audio coalesced where Corecast coalesces), measured the same way, and the ratios.
+# (bench/floor: the same stream prepared once, written to the same players once per merge
+# window, as Corecast's `window_send` writes them: one sendmsg per player for "writer", one
+# io_uring submission per window for "uring", the node's default; at WINDOW_MS=0 its best
+# zero-delay writer, io_uring sends, with audio coalesced where Corecast coalesces), measured
+# the same way, and the ratios.
 #
 # Every server is read by two kinds of players, each run on a fresh server: the harness
 # (`corecast-loadtest`, io_uring-polled glommio players that decode everything) and the plain
@@ -17,12 +19,14 @@
 # key frame). For the reader, the harness publishes (`corecast-loadtest publish`) and the
 # reader only plays; the CPU per GB is the server's CPU over the bytes that reader counted.
 #
-# Everything binds 127.0.0.1; every run is bounded by DURATION. Results: target/bench-compare/.
+# Everything binds 127.0.0.1; every run is bounded by DURATION. Results: $OUT (target/bench-compare/).
+# Corecast runs with its per-address limits off (BENCH_LIMITS in bench-lib.sh: every player is 127.0.0.1).
 # Environment: PLAYERS ("100 500 1000 2000"), DURATION (20), BITRATES (kbit/s, "1000 2600";
 # KBPS=N is the same as BITRATES=N), WINDOW_MS (Corecast's merge window, 100), CORES (Corecast
 # executors, 0 = all CPUs), ZERO_DELAY_SEND and COALESCE_MS (at WINDOW_MS=0 only: Corecast's
 # `player.zero_delay_send`, "uring", and `player.zero_delay_coalesce_ms`, 0), WINDOW_SEND (at a
-# window: `player.window_send`, unset = the node's default), CORECAST (the node binary, default
+# window: `player.window_send`, unset = the node's default), CORECAST_EXTRA (config sections
+# appended to Corecast's, printf %b escapes, e.g. '[node]\npin_cores = false\n'), CORECAST (the node binary, default
 # the profile's build: to compare two builds A B A B), SERVERS ("corecast nginx-1 nginx-2 floor"), READERS ("harness
 # reader"), ROUNDS (1; more repeats everything and the ratios use the means), CARGO, PROFILE
 # (release; "debug" only to check the script quickly: its figures mean nothing).
@@ -38,13 +42,14 @@ WINDOW_MS=${WINDOW_MS:-100}
 ZERO_DELAY_SEND=${ZERO_DELAY_SEND:-uring}
 COALESCE_MS=${COALESCE_MS:-0}
 WINDOW_SEND=${WINDOW_SEND:-}
+CORECAST_EXTRA=${CORECAST_EXTRA:-}
 CORES=${CORES:-0}
 SERVERS=${SERVERS:-"corecast nginx-1 nginx-2 floor"}
 READERS=${READERS:-"harness reader"}
 PROFILE=${PROFILE:-release}
 ROUNDS=${ROUNDS:-1}
 CARGO=${CARGO:-cargo}
-OUT=target/bench-compare
+OUT=${OUT:-target/bench-compare}
 mkdir -p "$OUT"
 
 ./scripts/install-deps.sh
@@ -72,7 +77,14 @@ zero_delay_player() {
 
 floor_writer_flags() {
   if [ "$WINDOW_MS" != 0 ]; then
-    echo "--merge-window-ms $WINDOW_MS"
+    # At a window the floor sends as Corecast's window_send does: one sendmsg per player
+    # ("writer"), or one io_uring submission per window for all a thread's players ("uring",
+    # the node's default).
+    if [ "${WINDOW_SEND:-uring}" = writer ]; then
+      echo "--merge-window-ms $WINDOW_MS"
+    else
+      echo "--merge-window-ms $WINDOW_MS --send uring"
+    fi
   elif [ "$COALESCE_MS" -gt 0 ]; then
     # The same bound as Corecast's (audio waits at most COALESCE_MS for video).
     echo "--zero-delay --send uring --coalesce-av --coalesce-ms $COALESCE_MS"
@@ -83,7 +95,9 @@ floor_writer_flags() {
 
 start_corecast() {
   local port=$1
-  printf '[player]\nmerge_window_ms = %s\n%s\n[http]\nenabled = false\n[log]\nlevel = "warn"\n' "$WINDOW_MS" "$(zero_delay_player)" >"$OUT/corecast.toml"
+  printf '[player]\nmerge_window_ms = %s\n%s\n[http]\nenabled = false\n[log]\nlevel = "warn"\n%s' "$WINDOW_MS" "$(zero_delay_player)" "$BENCH_LIMITS" >"$OUT/corecast.toml"
+  # CORECAST_EXTRA: more sections for the node's config (e.g. '[node]\npin_cores = false\n').
+  printf '%b' "$CORECAST_EXTRA" >>"$OUT/corecast.toml"
   "${CORECAST:-$BIN/corecast}" --config "$OUT/corecast.toml" --rtmp-listen "127.0.0.1:$port" --cores "$CORES" >/dev/null 2>"$OUT/corecast.log" &
   echo $!
 }

@@ -77,3 +77,13 @@ bench_cleanup() {
   wait 2>/dev/null || true
   rm -rf "$work"
 }
+
+# Corecast's `[limits]` for a benchmark: off. Every benchmark player connects from 127.0.0.1,
+# and the per-address limits are per core (`max_connections_per_address` 1000): SO_REUSEPORT
+# splits 2,000 players over 2 cores unevenly (1,000 +- ~22), so the core that drew more than
+# 1,000 refused the rest (reason `address_connections`, seen by the players as resets during
+# the ramp). Real viewers come from many addresses, and the floor has no such limit.
+BENCH_LIMITS='[limits]
+max_connections_per_address = 0
+new_connections_per_second_per_address = 0
+'

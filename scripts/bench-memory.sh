@@ -38,7 +38,7 @@ fi
 ulimit -n 65536 2>/dev/null || true
 
 start_corecast() { # port
-  printf '[player]\nmerge_window_ms = %s\n[http]\nenabled = false\n[log]\nlevel = "warn"\n' "$WINDOW_MS" >"$OUT/corecast.toml"
+  printf '[player]\nmerge_window_ms = %s\n[http]\nenabled = false\n[log]\nlevel = "warn"\n%s' "$WINDOW_MS" "$BENCH_LIMITS" >"$OUT/corecast.toml"
   "$BIN/corecast" --config "$OUT/corecast.toml" --rtmp-listen "127.0.0.1:$1" --cores "$CORES" >/dev/null 2>"$OUT/corecast.log" &
   echo $!
 }

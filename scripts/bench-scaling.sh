@@ -41,7 +41,7 @@ BIN=target/release
 ulimit -n 65536 2>/dev/null || true
 
 
-printf '[player]\nmerge_window_ms = %s\n[http]\nenabled = false\n[log]\nlevel = "warn"\n' "$WINDOW_MS" >"$OUT/corecast.toml"
+printf '[player]\nmerge_window_ms = %s\n[http]\nenabled = false\n[log]\nlevel = "warn"\n%s' "$WINDOW_MS" "$BENCH_LIMITS" >"$OUT/corecast.toml"
 : >"$OUT/results.jsonl"
 for cores in 1 2; do
   node_cpus=$([ "$cores" = 1 ] && echo 0 || echo 0-1)

@@ -302,8 +302,8 @@ pub struct PlayerConfig {
     pub zero_delay_uring_batch_sends: usize,
     /// Who writes a plain RTMP player's window at `merge_window_ms` > 0: `"writer"` (its
     /// task, woken at the tick) or `"uring"` (the core's tick itself, one io_uring submission
-    /// for all its players; see BENCHMARKS.md "Wave 5"). Unset, `"writer"`; set to `"uring"`,
-    /// it needs `merge_window_ms` > 0.
+    /// for all its players; see BENCHMARKS.md "Wave 5" and "Wave 6"). Unset, `"uring"` where
+    /// `merge_window_ms` > 0; set to `"uring"`, it needs `merge_window_ms` > 0.
     pub window_send: Option<crate::sendpass::window::WindowSend>,
 }
 

@@ -1,7 +1,7 @@
 //! The tick pass (`player.window_send = "uring"`): at a merge window, players get exactly the
 //! bytes the writer path gives them (in order, across cores), a pass that writes everything
 //! wakes no writer task, a stalled player still costs only itself, and `--check` refuses the
-//! option without a window.
+//! option without a window. The tick pass is the default at a window; `"writer"` opts out.
 
 mod support;
 
@@ -93,4 +93,30 @@ fn check_refuses_the_tick_pass_without_a_merge_window() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("player.window_send"), "{err}");
     assert!(err.contains("merge_window_ms > 0"), "{err}");
+}
+
+/// Unset, `window_send` is the tick pass at a window; `"writer"` opts out: the same players
+/// get every frame from their writer tasks, and the pass sends nothing.
+#[test]
+fn the_tick_pass_is_the_default_at_a_window_and_writer_opts_out() {
+    const FRAMES: u32 = 20;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = Node::start(1, "[player]\nmerge_window_ms = 20\n", dir.path());
+    let _open = publish_in_lockstep(&node, "default", 2, FRAMES, 2000);
+    let sends = node.metric_sum("corecast_zero_delay_pass_sends_total");
+    assert!(
+        sends >= f64::from((FRAMES - 2) * 2),
+        "unset window_send: the tick pass sent {sends} times for {FRAMES} frames to 2 players"
+    );
+    drop(node);
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let writer = "[player]\nmerge_window_ms = 20\nwindow_send = \"writer\"\n";
+    let node = Node::start(1, writer, dir.path());
+    let _open = publish_in_lockstep(&node, "writer", 2, FRAMES, 2000);
+    assert_eq!(
+        node.metric_sum("corecast_zero_delay_pass_sends_total"),
+        0.0,
+        "window_send = \"writer\": the tick pass sent though the writers write"
+    );
 }

@@ -79,7 +79,8 @@ struct Cli {
     /// with neither), today's writer.
     #[arg(long)]
     zero_delay: bool,
-    /// With `--zero-delay`: how each pass hands its sends to the kernel.
+    /// With `--zero-delay`, or with a merge window: how each pass hands its sends to the kernel
+    /// (`uring` at a window: one submission per window for all the thread's players).
     #[arg(long, value_enum, default_value = "sendmsg")]
     send: pass::Send,
     /// With `--zero-delay`: wake only for video frames; the audio due since rides along.
@@ -107,8 +108,12 @@ fn main() -> anyhow::Result<()> {
         "--audio-kbps must be below --bitrate-kbps"
     );
     anyhow::ensure!(
-        cli.zero_delay || (cli.send == pass::Send::Sendmsg && !cli.coalesce_av),
-        "--send and --coalesce-av go with --zero-delay"
+        cli.zero_delay || !cli.coalesce_av,
+        "--coalesce-av goes with --zero-delay"
+    );
+    anyhow::ensure!(
+        cli.zero_delay || cli.send == pass::Send::Sendmsg || cli.merge_window_ms > 0,
+        "--send uring goes with --zero-delay or a merge window"
     );
     anyhow::ensure!(
         cli.coalesce_ms.is_none() || cli.coalesce_av,
@@ -149,11 +154,18 @@ fn main() -> anyhow::Result<()> {
         let (tx, rx) = mpsc::channel();
         senders.push(tx);
         let prepared = Arc::clone(&prepared);
-        let options = cli.zero_delay.then_some(pass::PassOptions {
+        // The pass writers: zero delay, or a window whose sends go through io_uring.
+        let windowed_uring = !cli.zero_delay && cli.send == pass::Send::Uring;
+        let options = (cli.zero_delay || windowed_uring).then_some(pass::PassOptions {
             send: cli.send,
             coalesce_av: cli.coalesce_av,
             coalesce_ms: cli.coalesce_ms,
             coalesce_due: cli.coalesce_due,
+            window: if cli.zero_delay {
+                Duration::ZERO
+            } else {
+                window
+            },
         });
         writers.push(std::thread::spawn(move || match options {
             Some(options) => pass::run_pass(&prepared, &rx, start, lifetime, options),

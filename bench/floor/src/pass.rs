@@ -16,6 +16,10 @@
 //!
 //! With `--send sendmsg` and no coalescing this is today's floor again, so a run of it checks
 //! that the variants are measured alike.
+//!
+//! With a merge window and `--send uring` (no `--zero-delay`), the same pass wakes once per
+//! window: the floor of the node's tick pass (`player.window_send = "uring"`, its default at a
+//! window), which submits a window's sends for all of a core's players together.
 
 use std::io::IoSlice;
 use std::net::TcpStream;
@@ -51,6 +55,10 @@ pub struct PassOptions {
     pub coalesce_ms: Option<u64>,
     /// With `coalesce_ms`: audio waits only for a video frame due within it ([`next_wake_due`]).
     pub coalesce_due: bool,
+    /// A merge window (`--merge-window-ms` with `--send uring` and no `--zero-delay`): wake
+    /// once per window, as today's windowed writer, and send all that fell due; zero: zero
+    /// delay.
+    pub window: Duration,
 }
 
 /// Feeds the players that arrive on `joins` until `until` after `start`, one pass per wake.
@@ -91,12 +99,18 @@ pub fn run_pass(
             i += 1;
             !failed[i - 1]
         });
-        let hold = options.coalesce_av.then_some(options.coalesce_ms);
-        let next = match (options.coalesce_due, hold) {
-            (true, Some(Some(bound))) => next_wake_due(&stream.frames, now_ms, bound),
-            _ => next_wake(&stream.frames, now_ms, hold),
-        }
-        .map_or(now + Duration::from_millis(10), Duration::from_millis);
+        let next = if options.window.is_zero() {
+            let hold = options.coalesce_av.then_some(options.coalesce_ms);
+            match (options.coalesce_due, hold) {
+                (true, Some(Some(bound))) => next_wake_due(&stream.frames, now_ms, bound),
+                _ => next_wake(&stream.frames, now_ms, hold),
+            }
+            .map_or(now + Duration::from_millis(10), Duration::from_millis)
+        } else {
+            // The windowed writer's cadence ([`crate::feed`]): the next multiple of the window.
+            let w = options.window.as_millis() as u64;
+            Duration::from_millis((now_ms / w + 1) * w)
+        };
         std::thread::sleep(next.min(until).saturating_sub(start.elapsed()));
     }
     totals.cpu_seconds = crate::feed::thread_cpu_seconds() - cpu0;

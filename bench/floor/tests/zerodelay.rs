@@ -1,6 +1,7 @@
 //! The zero-delay variants of the floor (`--zero-delay`, with `--send uring` and
-//! `--coalesce-av [--coalesce-ms N]`) serve real players as today's writer does: the harness's players get the
-//! whole stream at its bitrate, from a key frame, without gaps, and read its clock.
+//! `--coalesce-av [--coalesce-ms N]`), and `--send uring` at a merge window, serve real players
+//! as today's writer does: the harness's players get the whole stream at its bitrate, from a
+//! key frame, without gaps, and read its clock.
 
 mod support;
 
@@ -34,13 +35,35 @@ fn coalesced_audio_and_video_deliver_the_whole_stream() {
     ]);
 }
 
+/// At a merge window, `--send uring` is the floor of the node's tick pass: one submission per
+/// window for all the thread's players, the same stream.
 #[test]
-fn the_variants_need_zero_delay() {
-    let out = Command::new(env!("CARGO_BIN_EXE_corecast-floor"))
-        .args(["--seconds", "1", "--send", "uring"])
-        .output()
-        .expect("run corecast-floor");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--zero-delay"), "{err}");
+fn io_uring_sends_at_a_window_deliver_the_whole_stream() {
+    assert_whole_stream(&["--merge-window-ms", "100", "--send", "uring"]);
+}
+
+#[test]
+fn the_variants_need_zero_delay_or_a_window() {
+    for (flags, needs) in [
+        (
+            &[
+                "--seconds",
+                "1",
+                "--merge-window-ms",
+                "0",
+                "--send",
+                "uring",
+            ][..],
+            "--send uring goes with --zero-delay or a merge window",
+        ),
+        (&["--seconds", "1", "--coalesce-av"][..], "--zero-delay"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_corecast-floor"))
+            .args(flags)
+            .output()
+            .expect("run corecast-floor");
+        assert!(!out.status.success(), "{flags:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needs), "{flags:?}: {err}");
+    }
 }

@@ -1,7 +1,7 @@
-//! The tick pass (`player.window_send = "uring"`, issue 19 item 2, wave 5): at a merge window,
-//! the core's flush tick writes every registered plain-TCP player's window itself, one
-//! `IORING_OP_SENDMSG` each and many per `io_uring_enter`, instead of waking each player's
-//! writer task to write one slice.
+//! The tick pass (`player.window_send = "uring"`, the default since session 7; issue 19 item 2,
+//! waves 5 and 6): at a merge window, the core's flush tick writes every registered plain-TCP
+//! player's window itself, one `IORING_OP_SENDMSG` each and many per `io_uring_enter`, instead
+//! of waking each player's writer task to write one slice (`window_send = "writer"`).
 //!
 //! A registered player's writer is passive (never parked in the stream's frame log) and is
 //! not handed to the tick: queued media only asks the tick for a pass ([`crate::tick::want_pass`]).
@@ -25,9 +25,10 @@ use crate::queue::SubscriberQueue;
 #[serde(rename_all = "lowercase")]
 pub enum WindowSend {
     /// Each player's writer task, woken at the tick.
-    #[default]
     Writer,
-    /// The core's tick, one io_uring submission for all its plain RTMP players.
+    /// The core's tick, one io_uring submission for all its plain RTMP players (the default:
+    /// BENCHMARKS.md "Wave 6").
+    #[default]
     Uring,
 }
 
