@@ -349,7 +349,15 @@ pub struct HttpConfig {
     /// Serve `http.listen` over TLS (HTTPS) with the `[rtmps]` certificate and key (and their
     /// reloads); needs `rtmps.enabled = true`.
     pub tls: bool,
+    /// On a busy core (≥ 200 plain-HTTP requests a second), keep-alive reads that find nothing
+    /// wait for one tick of this many milliseconds that serves them all, instead of each
+    /// waking the core (see `httpd::hub`); a request then waits at most this much more.
+    /// 0 turns it off; at most `MAX_READ_BATCH_MS`.
+    pub read_batch_ms: u64,
 }
+
+/// The longest `http.read_batch_ms` accepted.
+pub const MAX_READ_BATCH_MS: u64 = 100;
 
 impl Default for HttpConfig {
     fn default() -> Self {
@@ -362,6 +370,7 @@ impl Default for HttpConfig {
             request_timeout_secs: 10,
             max_connections_per_core: 0,
             tls: false,
+            read_batch_ms: 10,
         }
     }
 }
@@ -788,6 +797,12 @@ impl Config {
         }
         if self.node.cores > 64 {
             return Err(invalid("node.cores", "at most 64 cores are supported"));
+        }
+        if self.http.read_batch_ms > MAX_READ_BATCH_MS {
+            return Err(invalid(
+                "http.read_batch_ms",
+                "must be at most 100 (milliseconds a request may wait on a busy core)",
+            ));
         }
         if self.http.idle_timeout_secs == 0 || self.http.request_timeout_secs == 0 {
             return Err(invalid(

@@ -1,0 +1,253 @@
+//! A core's read hub: on a busy core, plain-HTTP keep-alive reads that find nothing wait here
+//! instead of in glommio's reactor, and one timer tick (`http.read_batch_ms`) looks at all
+//! their sockets with one `epoll_wait` and wakes the tasks whose sockets have input. The
+//! decisions (busy or not, who waits, edges kept while nobody waited) are
+//! [`super::readiness`]'s; this module does the system calls and runs the tick.
+//!
+//! - A read always tries `recv(MSG_DONTWAIT)` on the socket first; only one that finds
+//!   nothing waits. So a request waits at most one tick longer than it would have.
+//! - Each socket is added to the core's epoll set (edge-triggered, `EPOLLIN | EPOLLRDHUP`) the
+//!   first time it waits here, and removed when its connection leaves the hub
+//!   ([`Member`]'s drop: the connection closed, or its socket was handed on).
+//! - The tick runs only while tasks wait in the hub: an idle node has no tick. When the core
+//!   stops being busy, every waiting task is woken; its read finds nothing again and waits in
+//!   glommio (no tick, no added latency).
+//! - Deadlines, slots and lingering close are untouched: the connection's watchdog is polled
+//!   by the same task as its reads, whichever wakes it.
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::sync::LazyLock;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use prometheus::IntCounter;
+
+use super::readiness::{Activity, Join, Wait, Waiters};
+
+/// Events taken from the epoll set per `epoll_wait`.
+const EVENTS: usize = 256;
+
+/// Ticks of any core's hub (`corecast_http_read_batch_ticks_total`).
+static TICKS: LazyLock<IntCounter> = LazyLock::new(|| {
+    IntCounter::new(
+        crate::metrics::names::HTTP_READ_BATCH_TICKS,
+        "Ticks of the cores' HTTP read hubs (one epoll_wait each); flat unless a core is busy.",
+    )
+    .expect("valid metric definition")
+});
+
+/// Connection tasks the hubs woke (`corecast_http_read_batch_wakeups_total`).
+static WAKEUPS: LazyLock<IntCounter> = LazyLock::new(|| {
+    IntCounter::new(
+        crate::metrics::names::HTTP_READ_BATCH_WAKEUPS,
+        "HTTP connection reads a busy core's read hub woke for input (each waited at most \
+         http.read_batch_ms more than it would have).",
+    )
+    .expect("valid metric definition")
+});
+
+/// The process-wide counters, to register with a node's metrics.
+pub fn counters() -> [IntCounter; 2] {
+    [TICKS.clone(), WAKEUPS.clone()]
+}
+
+/// One core's hub (a [`crate::core::CoreContext`] feature).
+#[derive(Debug)]
+pub struct ReadHub {
+    /// The epoll descriptor: -1 before the first wait, -2 when it could not be made.
+    epoll: Cell<RawFd>,
+    period: Cell<Duration>,
+    ticking: Cell<bool>,
+    activity: RefCell<Activity>,
+    waiters: RefCell<Waiters>,
+}
+
+impl Default for ReadHub {
+    fn default() -> Self {
+        ReadHub {
+            epoll: Cell::new(-1),
+            period: Cell::new(Duration::ZERO),
+            ticking: Cell::new(false),
+            activity: RefCell::default(),
+            waiters: RefCell::default(),
+        }
+    }
+}
+
+impl Drop for ReadHub {
+    fn drop(&mut self) {
+        let fd = self.epoll.get();
+        if fd >= 0 {
+            // SAFETY: the descriptor was made by epoll_create1 and is closed once.
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
+/// A connection's place in its core's hub; leaving (drop) takes its socket out of the set.
+/// Must be dropped before its socket is closed.
+#[derive(Debug)]
+pub struct Member {
+    hub: Rc<ReadHub>,
+    fd: RawFd,
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        let added = self.hub.waiters.borrow_mut().leave(self.fd as u32);
+        let epoll = self.hub.epoll.get();
+        if added && epoll >= 0 {
+            // SAFETY: plain syscall on descriptors this connection and the hub own.
+            unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_DEL, self.fd, std::ptr::null_mut()) };
+        }
+    }
+}
+
+impl ReadHub {
+    /// Sets the tick (`http.read_batch_ms`; zero turns batching off for connections that
+    /// join after).
+    pub fn set_period(&self, period: Duration) {
+        self.period.set(period);
+    }
+
+    /// A membership for the plain socket `fd`, or None when batching is off.
+    pub fn member(self: &Rc<Self>, fd: RawFd) -> Option<Member> {
+        (!self.period.get().is_zero() && fd >= 0).then(|| Member {
+            hub: Rc::clone(self),
+            fd,
+        })
+    }
+
+    /// A request started on a member connection.
+    pub fn on_request(&self, now: Instant) {
+        let changed = self.activity.borrow_mut().on_request(now);
+        if changed == Some(false) {
+            self.release_all();
+        }
+    }
+
+    /// Wakes every waiting task: the core is no longer busy, so they wait in glommio again.
+    fn release_all(&self) {
+        let wakers = self.waiters.borrow_mut().take_all();
+        for waker in wakers {
+            waker.wake();
+        }
+    }
+
+    /// The epoll descriptor, made on first use; None when it cannot be made.
+    fn epoll(&self) -> Option<RawFd> {
+        let fd = self.epoll.get();
+        if fd == -1 {
+            // SAFETY: plain syscall.
+            let made = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+            self.epoll.set(if made >= 0 { made } else { -2 });
+            return (made >= 0).then_some(made);
+        }
+        (fd >= 0).then_some(fd)
+    }
+}
+
+impl Member {
+    /// A request started on this connection (counts towards the core's rate).
+    pub fn on_request(&self, now: Instant) {
+        self.hub.on_request(now);
+    }
+
+    /// Reads into `buf` if the core is busy (`None`: it is not, read through glommio).
+    /// On EAGAIN the task waits for the hub's next tick that sees input on the socket.
+    pub fn poll_read(&self, cx: &Context<'_>, buf: &mut [u8]) -> Option<Poll<io::Result<usize>>> {
+        let hub = &self.hub;
+        if !hub.activity.borrow().busy() {
+            return None;
+        }
+        let fd = self.fd as u32;
+        hub.waiters.borrow_mut().before_read(fd);
+        if let Some(done) = recv(self.fd, buf) {
+            return Some(Poll::Ready(done));
+        }
+        let epoll = hub.epoll()?;
+        let join = hub.waiters.borrow_mut().join(fd);
+        if let Join::Add(token) = join {
+            let mut event = libc::epoll_event {
+                events: (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
+                u64: token,
+            };
+            // SAFETY: plain syscall; the event is read during the call only.
+            if unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, self.fd, &mut event) } != 0 {
+                hub.waiters.borrow_mut().leave(fd);
+                return None;
+            }
+        }
+        if hub.waiters.borrow_mut().wait(fd, cx.waker()) == Wait::Retry {
+            cx.waker().wake_by_ref();
+        } else if !hub.ticking.replace(true) {
+            glommio::spawn_local(tick(Rc::clone(hub))).detach();
+        }
+        Some(Poll::Pending)
+    }
+}
+
+/// `recv(MSG_DONTWAIT)`: the bytes read (0 at end of stream), an error, or None for EAGAIN.
+fn recv(fd: RawFd, buf: &mut [u8]) -> Option<io::Result<usize>> {
+    loop {
+        // SAFETY: `buf` is valid for `buf.len()` bytes for the call.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        if n >= 0 {
+            return Some(Ok(n as usize));
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::Interrupted => continue,
+            io::ErrorKind::WouldBlock => return None,
+            _ => return Some(Err(e)),
+        }
+    }
+}
+
+/// The hub's tick: runs while tasks wait in it.
+async fn tick(hub: Rc<ReadHub>) {
+    loop {
+        let period = hub.period.get().max(Duration::from_millis(1));
+        glommio::timer::sleep(period).await;
+        TICKS.inc();
+        hub.poll_events();
+        if hub.activity.borrow_mut().roll(Instant::now()) == Some(false) {
+            hub.release_all();
+        }
+        if hub.waiters.borrow().parked() == 0 {
+            hub.ticking.set(false);
+            return;
+        }
+    }
+}
+
+impl ReadHub {
+    /// Takes every ready event from the epoll set and wakes whoever waits on them.
+    fn poll_events(&self) {
+        let Some(epoll) = self.epoll() else { return };
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; EVENTS];
+        loop {
+            // SAFETY: `events` holds EVENTS entries; timeout 0 never blocks.
+            let n = unsafe { libc::epoll_wait(epoll, events.as_mut_ptr(), EVENTS as i32, 0) };
+            if n <= 0 {
+                return;
+            }
+            let n = n as usize;
+            let mut woken = 0;
+            for event in &events[..n] {
+                let woke = self.waiters.borrow_mut().on_event(event.u64);
+                if let Some(waker) = woke {
+                    waker.wake();
+                    woken += 1;
+                }
+            }
+            WAKEUPS.inc_by(woken);
+            if n < EVENTS {
+                return;
+            }
+        }
+    }
+}
