@@ -4,8 +4,10 @@
 //! decisions (busy or not, who waits, edges kept while nobody waited) are
 //! [`super::readiness`]'s; this module does the system calls and runs the tick.
 //!
-//! - A read always tries `recv(MSG_DONTWAIT)` on the socket first; only one that finds
-//!   nothing waits. So a request waits at most one tick longer than it would have.
+//! - A read tries `recv(MSG_DONTWAIT)` on the socket first; only one that finds nothing
+//!   waits. So a request waits at most one tick longer than it would have. (A read right after
+//!   one that came back short waits without trying when no edge came since: see
+//!   [`super::readiness`].)
 //! - Each socket is added to the core's epoll set (edge-triggered, `EPOLLIN | EPOLLRDHUP`) the
 //!   first time it waits here, and removed when its connection leaves the hub
 //!   ([`Member`]'s drop: the connection closed, or its socket was handed on).
@@ -164,9 +166,16 @@ impl Member {
             return None;
         }
         let fd = self.fd as u32;
-        hub.waiters.borrow_mut().before_read(fd);
-        if let Some(done) = recv(self.fd, buf) {
-            return Some(Poll::Ready(done));
+        if hub.waiters.borrow().must_read(fd) {
+            hub.waiters.borrow_mut().before_read(fd);
+            if let Some(done) = recv(self.fd, buf) {
+                if let Ok(n) = done {
+                    hub.waiters
+                        .borrow_mut()
+                        .after_read(fd, n > 0 && n < buf.len());
+                }
+                return Some(Poll::Ready(done));
+            }
         }
         let epoll = hub.epoll()?;
         let join = hub.waiters.borrow_mut().join(fd);

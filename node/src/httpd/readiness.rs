@@ -9,9 +9,11 @@
 //! sockets once per tick (one `epoll_wait`), serving every request that came in the meantime
 //! on one wake-up. A core that is not busy keeps glommio's readiness: no tick, no added delay.
 //!
-//! The hub's epoll set is edge-triggered, so an edge reported while the connection's task was
-//! not waiting is kept as a ready flag ([`Waiters::on_event`]): the task's next wait returns
-//! at once instead of sleeping on an edge that will not come again.
+//! The hub's epoll set is edge-triggered, so every edge is kept as a ready flag until the next
+//! read ([`Waiters::on_event`]): a wait after it returns at once instead of sleeping on an edge
+//! that will not come again. Edge-triggering also spares a read: once a read came back short
+//! (the socket was drained) and no edge came since, there is nothing to read, so the task
+//! waits without trying ([`Waiters::must_read`]), as glommio's early `POLL_ADD` spares it.
 
 use std::task::Waker;
 use std::time::{Duration, Instant};
@@ -97,8 +99,10 @@ pub enum Wait {
 struct Entry {
     /// In the epoll set under this generation (0: not in it).
     generation: u32,
-    /// An edge came while no task waited.
+    /// An edge came since the last read.
     ready: bool,
+    /// The last read came back short: the socket had nothing more then.
+    drained: bool,
     waker: Option<Waker>,
 }
 
@@ -146,10 +150,25 @@ impl Waiters {
         Join::Add(token(fd, generation))
     }
 
+    /// Whether a read of `fd` can find anything: false only for a socket in the epoll set
+    /// whose last read came back short with no edge since.
+    pub fn must_read(&self, fd: u32) -> bool {
+        self.entries
+            .get(fd as usize)
+            .is_none_or(|e| e.generation == 0 || !e.drained || e.ready)
+    }
+
     /// A read of `fd` is about to be tried: an edge kept for it is answered by that read.
     pub fn before_read(&mut self, fd: u32) {
         if let Some(entry) = self.entries.get_mut(fd as usize) {
             entry.ready = false;
+        }
+    }
+
+    /// A read of `fd` got bytes; `short`: fewer than it asked for (the socket was drained).
+    pub fn after_read(&mut self, fd: u32, short: bool) {
+        if let Some(entry) = self.entries.get_mut(fd as usize) {
+            entry.drained = short;
         }
     }
 
@@ -167,7 +186,8 @@ impl Waiters {
         Wait::Parked
     }
 
-    /// epoll reported `token`: the waker to wake, if a task waits (else the edge is kept).
+    /// epoll reported `token`: the waker to wake, if a task waits (the edge is kept either
+    /// way, for the task's next read).
     pub fn on_event(&mut self, token: u64) -> Option<Waker> {
         let fd = (token & u64::from(u32::MAX)) as usize;
         let generation = (token >> 32) as u32;
@@ -176,16 +196,12 @@ impl Waiters {
             // A descriptor that left (and perhaps came back as another connection).
             return None;
         }
-        match entry.waker.take() {
-            Some(waker) => {
-                self.parked -= 1;
-                Some(waker)
-            }
-            None => {
-                entry.ready = true;
-                None
-            }
+        entry.ready = true;
+        let waker = entry.waker.take();
+        if waker.is_some() {
+            self.parked -= 1;
         }
+        waker
     }
 
     /// The connection on `fd` is done with the hub (closed, or its socket handed on); true
@@ -207,7 +223,12 @@ impl Waiters {
         self.parked = 0;
         self.entries
             .iter_mut()
-            .filter_map(|e| e.waker.take())
+            .filter_map(|e| {
+                // Reads go through glommio until the core is busy again: forget what the
+                // last read here saw.
+                e.drained = false;
+                e.waker.take()
+            })
             .collect()
     }
 }
