@@ -23,6 +23,8 @@ pub mod names {
     pub const HTTP_READ_BATCH_TICKS: &str = "corecast_http_read_batch_ticks_total";
     /// HTTP reads a read hub's tick woke for input.
     pub const HTTP_READ_BATCH_WAKEUPS: &str = "corecast_http_read_batch_wakeups_total";
+    /// HTTP segment writes a read hub's tick woke for room.
+    pub const HTTP_READ_BATCH_WRITE_WAKEUPS: &str = "corecast_http_read_batch_write_wakeups_total";
     /// Sends the zero-delay send pass made, one per player per pass.
     pub const ZERO_DELAY_PASS_SENDS: &str = "corecast_zero_delay_pass_sends_total";
     /// Player writers the zero-delay send pass woke for bytes it left queued.

@@ -8,8 +8,10 @@
 //!   waits. So a request waits at most one tick longer than it would have. (A read right after
 //!   one that came back short waits without trying when no edge came since: see
 //!   [`super::readiness`].)
-//! - Each socket is added to the core's epoll set (edge-triggered, `EPOLLIN | EPOLLRDHUP`) the
-//!   first time it waits here, and removed when its connection leaves the hub
+//! - A segment's `sendfile` that finds the socket full waits here for room the same way
+//!   ([`Member::poll_writable`]), instead of a glommio `POLL_ADD` that wakes the core for it.
+//! - Each socket is added to the core's epoll set (edge-triggered, `EPOLLIN | EPOLLOUT |
+//!   EPOLLRDHUP`) the first time it waits here, and removed when its connection leaves the hub
 //!   ([`Member`]'s drop: the connection closed, or its socket was handed on).
 //! - The tick runs only while tasks wait in the hub: an idle node has no tick. When the core
 //!   stops being busy, every waiting task is woken; its read finds nothing again and waits in
@@ -51,9 +53,19 @@ static WAKEUPS: LazyLock<IntCounter> = LazyLock::new(|| {
     .expect("valid metric definition")
 });
 
+/// Segment writes the hubs woke for room (`corecast_http_read_batch_write_wakeups_total`).
+static WRITE_WAKEUPS: LazyLock<IntCounter> = LazyLock::new(|| {
+    IntCounter::new(
+        crate::metrics::names::HTTP_READ_BATCH_WRITE_WAKEUPS,
+        "HTTP segment writes that found the socket full on a busy core and that its read hub \
+         woke for room.",
+    )
+    .expect("valid metric definition")
+});
+
 /// The process-wide counters, to register with a node's metrics.
-pub fn counters() -> [IntCounter; 2] {
-    [TICKS.clone(), WAKEUPS.clone()]
+pub fn counters() -> [IntCounter; 3] {
+    [TICKS.clone(), WAKEUPS.clone(), WRITE_WAKEUPS.clone()]
 }
 
 /// One core's hub (a [`crate::core::CoreContext`] feature).
@@ -177,25 +189,48 @@ impl Member {
                 return Some(Poll::Ready(done));
             }
         }
+        self.join()?;
+        if hub.waiters.borrow_mut().wait(fd, cx.waker()) == Wait::Retry {
+            cx.waker().wake_by_ref();
+        } else {
+            hub.keep_ticking();
+        }
+        Some(Poll::Pending)
+    }
+
+    /// After a write found the socket full: on a busy core the task waits for the hub's next
+    /// tick that sees room (`Some(Pending)`); `None`: wait through glommio.
+    pub fn poll_writable(&self, cx: &Context<'_>) -> Option<Poll<()>> {
+        let hub = &self.hub;
+        if !hub.activity.borrow().busy() {
+            return None;
+        }
+        self.join()?;
+        hub.waiters
+            .borrow_mut()
+            .wait_writable(self.fd as u32, cx.waker());
+        hub.keep_ticking();
+        Some(Poll::Pending)
+    }
+
+    /// Puts the socket in the core's epoll set if it is not yet (None: it cannot be).
+    fn join(&self) -> Option<()> {
+        let hub = &self.hub;
         let epoll = hub.epoll()?;
-        let join = hub.waiters.borrow_mut().join(fd);
+        let join = hub.waiters.borrow_mut().join(self.fd as u32);
         if let Join::Add(token) = join {
+            let events = libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET;
             let mut event = libc::epoll_event {
-                events: (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
+                events: events as u32,
                 u64: token,
             };
             // SAFETY: plain syscall; the event is read during the call only.
             if unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, self.fd, &mut event) } != 0 {
-                hub.waiters.borrow_mut().leave(fd);
+                hub.waiters.borrow_mut().leave(self.fd as u32);
                 return None;
             }
         }
-        if hub.waiters.borrow_mut().wait(fd, cx.waker()) == Wait::Retry {
-            cx.waker().wake_by_ref();
-        } else if !hub.ticking.replace(true) {
-            glommio::spawn_local(tick(Rc::clone(hub))).detach();
-        }
-        Some(Poll::Pending)
+        Some(())
     }
 }
 
@@ -234,6 +269,13 @@ async fn tick(hub: Rc<ReadHub>) {
 }
 
 impl ReadHub {
+    /// Starts the tick if it does not run (a task just parked here).
+    fn keep_ticking(self: &Rc<Self>) {
+        if !self.ticking.replace(true) {
+            glommio::spawn_local(tick(Rc::clone(self))).detach();
+        }
+    }
+
     /// Takes every ready event from the epoll set and wakes whoever waits on them.
     fn poll_events(&self) {
         let Some(epoll) = self.epoll() else { return };
@@ -245,15 +287,28 @@ impl ReadHub {
                 return;
             }
             let n = n as usize;
-            let mut woken = 0;
+            let (mut reads, mut writes) = (0, 0);
             for event in &events[..n] {
-                let woke = self.waiters.borrow_mut().on_event(event.u64);
-                if let Some(waker) = woke {
+                let flags = event.events as i32;
+                let broken = flags & (libc::EPOLLERR | libc::EPOLLHUP) != 0;
+                let readable = broken || flags & (libc::EPOLLIN | libc::EPOLLRDHUP) != 0;
+                let writable = broken || flags & libc::EPOLLOUT != 0;
+                let token = event.u64;
+                let [read, write] = self
+                    .waiters
+                    .borrow_mut()
+                    .on_event(token, readable, writable);
+                if let Some(waker) = read {
                     waker.wake();
-                    woken += 1;
+                    reads += 1;
+                }
+                if let Some(waker) = write {
+                    waker.wake();
+                    writes += 1;
                 }
             }
-            WAKEUPS.inc_by(woken);
+            WAKEUPS.inc_by(reads);
+            WRITE_WAKEUPS.inc_by(writes);
             if n < EVENTS {
                 return;
             }

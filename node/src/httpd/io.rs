@@ -242,7 +242,8 @@ impl hyper::rt::Write for Io {
         let this = &mut *self;
         let polled = match &mut this.stream {
             Stream::Tcp(stream) => {
-                super::sendfile::poll_send(stream, cx, bufs, &mut this.nonblocking)
+                let hub = this.member.as_ref();
+                super::sendfile::poll_send(stream, cx, bufs, &mut this.nonblocking, hub)
             }
             Stream::Tls(stream) => stream.poll_write_vectored(cx, bufs),
         };

@@ -1,6 +1,7 @@
 //! The decisions of a core's read hub ([`super::hub`]), sans-IO: whether the core is busy
 //! enough to batch keep-alive reads ([`Activity`]), and which connection tasks wait for input
-//! and which sockets have shown some while nobody waited ([`Waiters`]).
+//! and which sockets have shown some while nobody waited, and which tasks wait for room to
+//! write a segment ([`Waiters`]).
 //!
 //! Why a hub at all: glommio 0.9 arms one `POLL_ADD` per read that finds nothing, so every
 //! request that arrives wakes its core on its own, and each wake-up of a core costs glommio's
@@ -104,6 +105,10 @@ struct Entry {
     /// The last read came back short: the socket had nothing more then.
     drained: bool,
     waker: Option<Waker>,
+    /// The task waiting for room to write (a segment's `sendfile` found the socket full).
+    /// No flag is kept for writes: a task always tries to write before it waits, and an edge
+    /// reported before its wait was for room it has since used.
+    write_waker: Option<Waker>,
 }
 
 /// The sockets in a core's epoll set and the tasks waiting on them.
@@ -112,7 +117,7 @@ pub struct Waiters {
     entries: Vec<Entry>,
     /// Generations handed out (tokens of a descriptor that was closed and reused differ).
     generations: u32,
-    /// Wakers held now.
+    /// Wakers held now (reads and writes).
     parked: usize,
 }
 
@@ -186,22 +191,40 @@ impl Waiters {
         Wait::Parked
     }
 
-    /// epoll reported `token`: the waker to wake, if a task waits (the edge is kept either
-    /// way, for the task's next read).
-    pub fn on_event(&mut self, token: u64) -> Option<Waker> {
+    /// The write found the socket full: park `waker` until the socket has room.
+    pub fn wait_writable(&mut self, fd: u32, waker: &Waker) {
+        let entry = self.entry(fd);
+        if entry.write_waker.replace(waker.clone()).is_none() {
+            self.parked += 1;
+        }
+    }
+
+    /// epoll reported `token` (`readable`: input, end or error; `writable`: room, or an
+    /// error): the wakers to wake, of the tasks that wait for that. An input edge is kept
+    /// either way, for the task's next read.
+    pub fn on_event(&mut self, token: u64, readable: bool, writable: bool) -> [Option<Waker>; 2] {
         let fd = (token & u64::from(u32::MAX)) as usize;
         let generation = (token >> 32) as u32;
-        let entry = self.entries.get_mut(fd)?;
+        let Some(entry) = self.entries.get_mut(fd) else {
+            return [None, None];
+        };
         if entry.generation != generation || generation == 0 {
             // A descriptor that left (and perhaps came back as another connection).
-            return None;
+            return [None, None];
         }
-        entry.ready = true;
-        let waker = entry.waker.take();
-        if waker.is_some() {
-            self.parked -= 1;
-        }
-        waker
+        let read = if readable {
+            entry.ready = true;
+            entry.waker.take()
+        } else {
+            None
+        };
+        let write = if writable {
+            entry.write_waker.take()
+        } else {
+            None
+        };
+        self.parked -= usize::from(read.is_some()) + usize::from(write.is_some());
+        [read, write]
     }
 
     /// The connection on `fd` is done with the hub (closed, or its socket handed on); true
@@ -210,9 +233,8 @@ impl Waiters {
         let Some(entry) = self.entries.get_mut(fd as usize) else {
             return false;
         };
-        if entry.waker.take().is_some() {
-            self.parked -= 1;
-        }
+        self.parked -= usize::from(entry.waker.take().is_some())
+            + usize::from(entry.write_waker.take().is_some());
         let was = entry.generation != 0;
         *entry = Entry::default();
         was
@@ -221,15 +243,15 @@ impl Waiters {
     /// Every waiting task, to wake (the core stopped being busy: they go back to glommio).
     pub fn take_all(&mut self) -> Vec<Waker> {
         self.parked = 0;
-        self.entries
-            .iter_mut()
-            .filter_map(|e| {
-                // Reads go through glommio until the core is busy again: forget what the
-                // last read here saw.
-                e.drained = false;
-                e.waker.take()
-            })
-            .collect()
+        let mut wakers = Vec::new();
+        for e in &mut self.entries {
+            // Reads go through glommio until the core is busy again: forget what the last
+            // read here saw.
+            e.drained = false;
+            wakers.extend(e.waker.take());
+            wakers.extend(e.write_waker.take());
+        }
+        wakers
     }
 }
 

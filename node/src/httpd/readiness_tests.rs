@@ -61,12 +61,15 @@ fn an_edge_while_nobody_waits_is_kept_for_the_next_wait() {
         panic!("first join adds")
     };
     assert_eq!(w.join(7), Join::Known);
-    assert!(w.on_event(token).is_none());
+    assert!(w.on_event(token, true, false)[0].is_none());
     let (count, waker) = counting();
     assert_eq!(w.wait(7, &waker), Wait::Retry);
     assert_eq!(w.wait(7, &waker), Wait::Parked);
     assert_eq!(w.parked(), 1);
-    w.on_event(token).expect("the waiter").wake();
+    w.on_event(token, true, false)[0]
+        .take()
+        .expect("the waiter")
+        .wake();
     assert_eq!(count.0.load(Ordering::SeqCst), 1);
     assert_eq!(w.parked(), 0);
 }
@@ -85,7 +88,7 @@ fn after_a_short_read_the_next_waits_for_an_edge_without_reading() {
     assert!(!w.must_read(4), "drained, no edge since");
     let (_, waker) = counting();
     assert_eq!(w.wait(4, &waker), Wait::Parked);
-    assert!(w.on_event(token).is_some());
+    assert!(w.on_event(token, true, false)[0].is_some());
     assert!(w.must_read(4), "an edge came");
     w.before_read(4);
     w.after_read(4, false);
@@ -102,7 +105,7 @@ fn a_read_answers_a_kept_edge() {
     let Join::Add(token) = w.join(3) else {
         panic!("first join adds")
     };
-    assert!(w.on_event(token).is_none());
+    assert!(w.on_event(token, true, false)[0].is_none());
     w.before_read(3);
     let (_, waker) = counting();
     assert_eq!(w.wait(3, &waker), Wait::Parked);
@@ -121,8 +124,8 @@ fn a_stale_token_wakes_nobody() {
     assert_ne!(old, new);
     let (_, waker) = counting();
     assert_eq!(w.wait(5, &waker), Wait::Parked);
-    assert!(w.on_event(old).is_none());
-    assert!(w.on_event(new).is_some());
+    assert!(w.on_event(old, true, true)[0].is_none());
+    assert!(w.on_event(new, true, false)[0].is_some());
 }
 
 #[derive(Debug, Clone)]
@@ -131,8 +134,10 @@ enum Op {
     BeforeRead(u32),
     AfterRead(u32, bool),
     Wait(u32),
-    /// An event for the descriptor's current token (or a stale one when `stale`).
-    Event(u32, bool),
+    WaitWritable(u32),
+    /// An event for the descriptor's current token (or a stale one when `stale`), with input
+    /// and with room.
+    Event(u32, bool, bool, bool),
     Leave(u32),
     TakeAll,
 }
@@ -144,7 +149,9 @@ fn op() -> impl Strategy<Value = Op> {
         fd.clone().prop_map(Op::BeforeRead),
         (fd.clone(), any::<bool>()).prop_map(|(f, s)| Op::AfterRead(f, s)),
         fd.clone().prop_map(Op::Wait),
-        (fd.clone(), any::<bool>()).prop_map(|(f, s)| Op::Event(f, s)),
+        fd.clone().prop_map(Op::WaitWritable),
+        (fd.clone(), any::<bool>(), any::<bool>(), any::<bool>())
+            .prop_map(|(f, s, r, w)| Op::Event(f, s, r, w)),
         fd.prop_map(Op::Leave),
         Just(Op::TakeAll),
     ]
@@ -164,6 +171,7 @@ proptest! {
         let mut ready = [false; 6];
         let mut drained = [false; 6];
         let mut parked: [Option<Arc<Counting>>; 6] = Default::default();
+        let mut writers: [Option<Arc<Counting>>; 6] = Default::default();
         let mut woken_expected = 0usize;
         let mut all: Vec<Arc<Counting>> = Vec::new();
         for op in ops {
@@ -207,22 +215,42 @@ proptest! {
                         all.push(c);
                     }
                 }
-                Op::Event(fd, use_stale) => {
+                Op::WaitWritable(fd) => {
+                    let i = fd as usize;
+                    if tokens[i].is_none() {
+                        continue; // the driver always joins first
+                    }
+                    let (c, waker) = counting();
+                    w.wait_writable(fd, &waker);
+                    writers[i] = Some(Arc::clone(&c));
+                    all.push(c);
+                }
+                Op::Event(fd, use_stale, readable, writable) => {
                     let i = fd as usize;
                     let token = if use_stale { stale[i].last().copied() } else { tokens[i] };
                     let Some(token) = token else { continue };
-                    let got = w.on_event(token);
+                    let [read, write] = w.on_event(token, readable, writable);
                     if use_stale {
-                        prop_assert!(got.is_none());
-                    } else {
-                        ready[i] = true;
-                        if let Some(c) = parked[i].take() {
-                            let waker = got.expect("the parked task");
-                            waker.wake();
-                            woken_expected += 1;
-                            prop_assert_eq!(c.0.load(Ordering::SeqCst), 1);
-                        } else {
-                            prop_assert!(got.is_none());
+                        prop_assert!(read.is_none() && write.is_none());
+                        continue;
+                    }
+                    ready[i] |= readable;
+                    for (got, slot, wanted) in
+                        [(read, &mut parked[i], readable), (write, &mut writers[i], writable)]
+                    {
+                        // A waiter of a kind the event did not carry keeps waiting.
+                        let had = if wanted { slot.take() } else { None };
+                        match (got, had) {
+                            (Some(waker), Some(c)) => {
+                                waker.wake();
+                                woken_expected += 1;
+                                prop_assert_eq!(c.0.load(Ordering::SeqCst), 1);
+                            }
+                            (None, None) => {}
+                            (got, had) => prop_assert!(
+                                false,
+                                "woke {:?}, expected {}", got.is_some(), had.is_some()
+                            ),
                         }
                     }
                 }
@@ -233,12 +261,14 @@ proptest! {
                         stale[i].push(t);
                     }
                     parked[i] = None;
+                    writers[i] = None;
                     ready[i] = false;
                     drained[i] = false;
                 }
                 Op::TakeAll => {
                     let wakers = w.take_all();
-                    let expected = parked.iter_mut().filter_map(Option::take).count();
+                    let expected = parked.iter_mut().filter_map(Option::take).count()
+                        + writers.iter_mut().filter_map(Option::take).count();
                     drained = [false; 6];
                     prop_assert_eq!(wakers.len(), expected);
                     for waker in wakers {
@@ -247,7 +277,7 @@ proptest! {
                     }
                 }
             }
-            let model_parked = parked.iter().filter(|p| p.is_some()).count();
+            let model_parked = parked.iter().chain(&writers).filter(|p| p.is_some()).count();
             prop_assert_eq!(w.parked(), model_parked);
             // A read may be skipped only when it cannot find anything: in the set, drained by
             // the last read, and no edge since (edge-triggering reports any later input).
