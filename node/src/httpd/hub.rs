@@ -4,6 +4,8 @@
 //! decisions (busy or not, who waits, edges kept while nobody waited) are
 //! [`super::readiness`]'s; this module does the system calls and runs the tick.
 //!
+//! - A connection's first few requests ([`super::readiness::WARM_UP_REQUESTS`]) are read
+//!   through glommio even on a busy core, so that a new viewer starts as fast as before.
 //! - A read tries `recv(MSG_DONTWAIT)` on the socket first; only one that finds nothing
 //!   waits. So a request waits at most one tick longer than it would have. (A read right after
 //!   one that came back short waits without trying when no edge came since: see
@@ -29,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use prometheus::IntCounter;
 
-use super::readiness::{Activity, Join, Wait, Waiters};
+use super::readiness::{batched, Activity, Join, Wait, Waiters};
 
 /// Events taken from the epoll set per `epoll_wait`.
 const EVENTS: usize = 256;
@@ -107,6 +109,8 @@ impl Drop for ReadHub {
 pub struct Member {
     hub: Rc<ReadHub>,
     fd: RawFd,
+    /// Requests started on the connection (its first few are not batched).
+    requests: Cell<u32>,
 }
 
 impl Drop for Member {
@@ -132,6 +136,7 @@ impl ReadHub {
         (!self.period.get().is_zero() && fd >= 0).then(|| Member {
             hub: Rc::clone(self),
             fd,
+            requests: Cell::new(0),
         })
     }
 
@@ -167,14 +172,20 @@ impl ReadHub {
 impl Member {
     /// A request started on this connection (counts towards the core's rate).
     pub fn on_request(&self, now: Instant) {
+        self.requests.set(self.requests.get().saturating_add(1));
         self.hub.on_request(now);
+    }
+
+    /// Whether this connection's waits go to the hub now.
+    fn batched(&self) -> bool {
+        batched(self.hub.activity.borrow().busy(), self.requests.get())
     }
 
     /// Reads into `buf` if the core is busy (`None`: it is not, read through glommio).
     /// On EAGAIN the task waits for the hub's next tick that sees input on the socket.
     pub fn poll_read(&self, cx: &Context<'_>, buf: &mut [u8]) -> Option<Poll<io::Result<usize>>> {
         let hub = &self.hub;
-        if !hub.activity.borrow().busy() {
+        if !self.batched() {
             return None;
         }
         let fd = self.fd as u32;
@@ -202,7 +213,7 @@ impl Member {
     /// tick that sees room (`Some(Pending)`); `None`: wait through glommio.
     pub fn poll_writable(&self, cx: &Context<'_>) -> Option<Poll<()>> {
         let hub = &self.hub;
-        if !hub.activity.borrow().busy() {
+        if !self.batched() {
             return None;
         }
         self.join()?;

@@ -25,6 +25,17 @@ pub const BUSY_AT: u32 = 200;
 /// Below this many requests per second a busy core goes back to glommio's readiness (half of
 /// [`BUSY_AT`], so a rate near the threshold does not switch back and forth every second).
 pub const IDLE_BELOW: u32 = 100;
+/// A connection's first requests are read through glommio even on a busy core: a new
+/// viewer's start (playlist, init, first media: a few requests in a row) would otherwise wait
+/// up to a tick for each, which shows in its time to first frame.
+pub const WARM_UP_REQUESTS: u32 = 4;
+
+/// Whether a connection that has started `requests` requests waits in the hub on a core that
+/// is `busy` or not.
+pub fn batched(busy: bool, requests: u32) -> bool {
+    busy && requests >= WARM_UP_REQUESTS
+}
+
 /// The window the rate is counted over.
 const WINDOW: Duration = Duration::from_secs(1);
 

@@ -47,6 +47,15 @@ fn a_steady_rate_over_the_threshold_makes_the_core_busy_and_silence_ends_it() {
 }
 
 #[test]
+fn a_new_connection_is_batched_only_after_its_first_requests() {
+    for requests in 0..WARM_UP_REQUESTS {
+        assert!(!batched(true, requests));
+    }
+    assert!(batched(true, WARM_UP_REQUESTS));
+    assert!(!batched(false, WARM_UP_REQUESTS + 10));
+}
+
+#[test]
 fn a_rate_under_the_threshold_never_makes_the_core_busy() {
     let mut a = Activity::default();
     // (Evenly spaced requests can put one more than the rate in a window.)
