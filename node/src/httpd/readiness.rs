@@ -26,9 +26,10 @@ pub const BUSY_AT: u32 = 200;
 /// [`BUSY_AT`], so a rate near the threshold does not switch back and forth every second).
 pub const IDLE_BELOW: u32 = 100;
 /// A connection's first requests are read through glommio even on a busy core: a new
-/// viewer's start (playlist, init, first media: a few requests in a row) would otherwise wait
-/// up to a tick for each, which shows in its time to first frame.
-pub const WARM_UP_REQUESTS: u32 = 4;
+/// viewer's start (LL-HLS: playlist, init, first part; plain HLS: playlist, segment), requests
+/// in a row, would otherwise wait up to a tick for each, which shows in its time to first
+/// frame. (Each of them costs a wake-up, so no more than a start needs.)
+pub const WARM_UP_REQUESTS: u32 = 3;
 
 /// Whether a connection that has started `requests` requests waits in the hub on a core that
 /// is `busy` or not.
