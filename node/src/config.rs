@@ -1129,6 +1129,14 @@ mod tests {
     }
 
     #[test]
+    fn a_read_batch_over_100_ms_is_refused_and_0_turns_it_off() {
+        let err = Config::parse("[http]\nread_batch_ms = 101\n", "t").expect_err("must fail");
+        assert!(err.to_string().contains("http.read_batch_ms"), "{err}");
+        let off = Config::parse("[http]\nread_batch_ms = 0\n", "t").expect("0 is off");
+        assert_eq!(off.http.read_batch_ms, 0);
+    }
+
+    #[test]
     fn an_edge_without_upstreams_is_refused() {
         let err = Config::parse("[cluster]\nrole = \"edge\"\n", "t").expect_err("must fail");
         assert!(err.to_string().contains("cluster.upstreams"), "{err}");
