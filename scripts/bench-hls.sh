@@ -24,7 +24,9 @@
 #
 # Environment: DURATION (15 s per run), KBPS (1000), GOP_FRAMES (60), PART_MS (200),
 # LAT_VIEWERS (20), PLAIN_VIEWERS (1000), FLV_VIEWERS (500), CORES (Corecast executors, 0 =
-# all CPUs), RUNS ("latency plain ll-vs-plain flv-vs-rtmp"), READER (0), PROFILE (release;
+# all CPUs), RUNS ("latency plain ll-vs-plain flv-vs-rtmp"), READER (0), READ_BATCH_MS
+# (unset: the node's default; set, it goes in [http] as read_batch_ms: 0 turns the busy
+# core's read hub off, for an A/B on one build; older builds refuse it), PROFILE (release;
 # "debug" only checks the script), CARGO, CORECAST (the node binary; default the profile's
 # build: set it to compare two builds, A B A B), OUT (results folder, default target/bench-hls/:
 # summary.md, rows.jsonl).
@@ -80,6 +82,7 @@ start_corecast() { # rtmp-port http-port
   cat >"$OUT/corecast.toml" <<CONF
 [http]
 max_connections_per_core = 1024
+${READ_BATCH_MS:+read_batch_ms = $READ_BATCH_MS}
 [hls]
 part_target_ms = $PART_MS
 [log]

@@ -355,7 +355,15 @@ pub struct HttpConfig {
     /// Serve `http.listen` over TLS (HTTPS) with the `[rtmps]` certificate and key (and their
     /// reloads); needs `rtmps.enabled = true`.
     pub tls: bool,
+    /// On a busy core (≥ 200 plain-HTTP requests a second), keep-alive reads that find nothing
+    /// wait for one tick of this many milliseconds that serves them all, instead of each
+    /// waking the core (see `httpd::hub`); a request then waits at most this much more.
+    /// 0 turns it off; at most `MAX_READ_BATCH_MS`.
+    pub read_batch_ms: u64,
 }
+
+/// The longest `http.read_batch_ms` accepted.
+pub const MAX_READ_BATCH_MS: u64 = 100;
 
 impl Default for HttpConfig {
     fn default() -> Self {
@@ -368,6 +376,7 @@ impl Default for HttpConfig {
             request_timeout_secs: 10,
             max_connections_per_core: 0,
             tls: false,
+            read_batch_ms: 10,
         }
     }
 }
@@ -795,6 +804,12 @@ impl Config {
         if self.node.cores > 64 {
             return Err(invalid("node.cores", "at most 64 cores are supported"));
         }
+        if self.http.read_batch_ms > MAX_READ_BATCH_MS {
+            return Err(invalid(
+                "http.read_batch_ms",
+                "must be at most 100 (milliseconds a request may wait on a busy core)",
+            ));
+        }
         if self.http.idle_timeout_secs == 0 || self.http.request_timeout_secs == 0 {
             return Err(invalid(
                 "http.idle_timeout_secs / http.request_timeout_secs",
@@ -1129,6 +1144,14 @@ mod tests {
         let err =
             Config::parse("[rtmpt]\nopen_rate_per_address = 0\n", "t").expect_err("must fail");
         assert!(err.to_string().contains("open_rate_per_address"), "{err}");
+    }
+
+    #[test]
+    fn a_read_batch_over_100_ms_is_refused_and_0_turns_it_off() {
+        let err = Config::parse("[http]\nread_batch_ms = 101\n", "t").expect_err("must fail");
+        assert!(err.to_string().contains("http.read_batch_ms"), "{err}");
+        let off = Config::parse("[http]\nread_batch_ms = 0\n", "t").expect("0 is off");
+        assert_eq!(off.http.read_batch_ms, 0);
     }
 
     #[test]

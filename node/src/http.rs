@@ -162,6 +162,7 @@ pub async fn serve_connection(
         },
         quick_ack: false,
         title_case_headers: false,
+        read_batch: Duration::from_millis(http.read_batch_ms),
         max_connections,
     };
     let routes = Rc::clone(&ctx);

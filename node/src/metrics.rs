@@ -19,6 +19,12 @@ use crate::process_metrics::ProcessCollector;
 pub mod names {
     /// Times the cores' flush ticks woke (flat while no core has a live stream).
     pub const TICK_WAKEUPS: &str = "corecast_tick_wakeups_total";
+    /// Ticks of the cores' HTTP read hubs (`http.read_batch_ms`).
+    pub const HTTP_READ_BATCH_TICKS: &str = "corecast_http_read_batch_ticks_total";
+    /// HTTP reads a read hub's tick woke for input.
+    pub const HTTP_READ_BATCH_WAKEUPS: &str = "corecast_http_read_batch_wakeups_total";
+    /// HTTP segment writes a read hub's tick woke for room.
+    pub const HTTP_READ_BATCH_WRITE_WAKEUPS: &str = "corecast_http_read_batch_write_wakeups_total";
     /// Sends the zero-delay send pass made, one per player per pass.
     pub const ZERO_DELAY_PASS_SENDS: &str = "corecast_zero_delay_pass_sends_total";
     /// Player writers the zero-delay send pass woke for bytes it left queued.
@@ -201,6 +207,11 @@ impl NodeMetrics {
         registry
             .register(Box::new(crate::tick::wakeups_counter()))
             .expect("tick wake-ups registered once");
+        for c in crate::httpd::hub::counters() {
+            registry
+                .register(Box::new(c))
+                .expect("read hub counters registered once");
+        }
         for c in crate::sendpass::counters() {
             registry
                 .register(Box::new(c))

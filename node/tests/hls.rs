@@ -1026,3 +1026,109 @@ fn an_edge_core_over_its_budget_starts_no_muxer_and_the_stream_still_flows() {
     kill_and_reap(&mut big);
     stop(small);
 }
+
+/// One keep-alive response read from `stream` in reads of at most 16 KiB, pausing `pause`
+/// after the first (a viewer that stalls: the node's socket fills): (status, body).
+fn slow_response(
+    stream: &mut std::net::TcpStream,
+    buf: &mut Vec<u8>,
+    mut pause: Duration,
+) -> (u16, Vec<u8>) {
+    use std::io::Read;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut parsed = httparse::Response::new(&mut headers);
+        if let Ok(httparse::Status::Complete(head)) = parsed.parse(buf) {
+            let length: usize = parsed
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                .and_then(|h| std::str::from_utf8(h.value).ok()?.parse().ok())
+                .expect("a Content-Length");
+            if buf.len() >= head + length {
+                let status = parsed.code.unwrap_or(0);
+                let body = buf[head..head + length].to_vec();
+                buf.drain(..head + length);
+                return (status, body);
+            }
+        }
+        assert!(Instant::now() < deadline, "no whole response within 20 s");
+        let mut chunk = [0u8; 16 * 1024];
+        let n = stream.read(&mut chunk).expect("read");
+        assert!(n > 0, "the node closed the connection");
+        buf.extend_from_slice(&chunk[..n]);
+        std::thread::sleep(std::mem::take(&mut pause));
+    }
+}
+
+#[test]
+fn a_busy_core_serves_whole_segments_to_slow_viewers_through_its_read_hub() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = Node::start(1, "[http]\nread_batch_ms = 10\n", dir.path());
+    // 6 s segments of ~860 KB a second: more than a socket's send buffer grows to (4 MiB),
+    // so a viewer that stalls makes the node's sendfile find the socket full.
+    let source = noise_flv(dir.path(), "noise.flv", 40, 150);
+    let publisher = publish(&source, &node.url("live/busy"));
+    let playlist = live_playlist(&node, "/hls/live/busy/index.m3u8", 2);
+    let segment = playlist
+        .lines()
+        .find(|l| !l.starts_with('#') && l.ends_with(".m4s"))
+        .map(|l| format!("/hls/live/busy/{l}"))
+        .expect("a segment listed");
+    let whole = get(node.http, &segment);
+    assert_eq!(whole.status, 200);
+    assert!(whole.body.len() > 4 << 20, "{} bytes", whole.body.len());
+
+    // 16 keep-alive viewers asking for the playlist over and over (hundreds of requests a
+    // second: the core is busy) and for the segment every fourth time, stalling for a moment
+    // behind a small receive buffer so that the node's sends find the socket full.
+    std::thread::scope(|s| {
+        for _ in 0..16 {
+            s.spawn(|| {
+                let socket =
+                    socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                        .expect("socket");
+                socket.set_recv_buffer_size(16 * 1024).expect("SO_RCVBUF");
+                socket
+                    .connect_timeout(&node.http.into(), Duration::from_secs(5))
+                    .expect("connect");
+                let mut stream: std::net::TcpStream = socket.into();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(10)))
+                    .expect("timeout");
+                let mut buf = Vec::new();
+                let end = Instant::now() + Duration::from_secs(4);
+                let mut round = 0;
+                while Instant::now() < end {
+                    round += 1;
+                    let (path, pause) = if round % 4 == 0 {
+                        (segment.as_str(), Duration::from_millis(50))
+                    } else {
+                        ("/hls/live/busy/index.m3u8", Duration::ZERO)
+                    };
+                    let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n");
+                    std::io::Write::write_all(&mut stream, request.as_bytes()).expect("write");
+                    let (status, body) = slow_response(&mut stream, &mut buf, pause);
+                    assert_eq!(status, 200, "{path}");
+                    if round % 4 == 0 {
+                        assert!(body == whole.body, "the segment came back different");
+                    }
+                }
+            });
+        }
+    });
+    let reads = node.metric_sum("corecast_http_read_batch_wakeups_total");
+    let writes = node.metric_sum("corecast_http_read_batch_write_wakeups_total");
+    assert!(reads > 0.0, "no read was woken by the hub");
+    assert!(
+        writes > 0.0,
+        "no segment write waited in the hub ({reads} reads did)\n{}",
+        node.metrics()
+            .lines()
+            .filter(|l| l.contains("read_batch") || l.contains("sent_bytes"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    stop(publisher);
+}

@@ -334,3 +334,73 @@ fn https_on_the_http_port_with_the_rtmps_certificate() {
         "no log line for the failed handshake"
     );
 }
+
+/// Keep-alive connections that each send a request every `gap`, for `for_` (answers checked).
+fn steady_requests(addr: SocketAddr, connections: usize, gap: Duration, for_: Duration) {
+    std::thread::scope(|s| {
+        for _ in 0..connections {
+            s.spawn(move || {
+                let mut conn = Conn::connect(addr);
+                let end = Instant::now() + for_;
+                while Instant::now() < end {
+                    conn.send(&get("/healthz"));
+                    let r = conn.response(false).expect("healthz under load");
+                    assert_eq!((r.status, &r.body[..]), (200, &b"ok\n"[..]));
+                    std::thread::sleep(gap);
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn a_busy_core_reads_its_keep_alive_connections_on_one_tick_and_an_idle_one_does_not_tick() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = Node::start(1, "[http]\nread_batch_ms = 10\n", dir.path());
+    let ticks = "corecast_http_read_batch_ticks_total";
+    let woken = "corecast_http_read_batch_wakeups_total";
+    assert_eq!(node.metric_sum(ticks), 0.0, "an idle node ticks");
+
+    // 16 connections, one request each per ~20 ms: ~800 requests a second, well over the
+    // busy threshold (200) even on a loaded machine.
+    steady_requests(
+        node.http,
+        16,
+        Duration::from_millis(20),
+        Duration::from_secs(4),
+    );
+    assert!(node.metric_sum(woken) > 0.0, "no read was woken by the hub");
+    assert!(node.metric_sum(ticks) > 0.0, "the hub never ticked");
+
+    // Quiet again: the tick stops once no read waits in the hub, and after two quiet seconds
+    // (the rate is counted over whole seconds) the core is no longer busy.
+    std::thread::sleep(Duration::from_millis(2500));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let before = node.metric_sum(ticks);
+        std::thread::sleep(Duration::from_millis(500));
+        if node.metric_sum(ticks) == before {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the hub still ticks on an idle core"
+        );
+    }
+    // New connections are served through glommio's readiness (the hub wakes no one).
+    let woke = node.metric_sum(woken);
+    let mut conn = Conn::connect(node.http);
+    conn.send(&get("/healthz"));
+    assert_eq!(conn.response(false).expect("healthz").status, 200);
+    steady_requests(
+        node.http,
+        2,
+        Duration::from_millis(50),
+        Duration::from_millis(300),
+    );
+    assert_eq!(
+        node.metric_sum(woken),
+        woke,
+        "a quiet core's reads went through the hub"
+    );
+}

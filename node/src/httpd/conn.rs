@@ -42,6 +42,7 @@ use tracing::{debug, info};
 
 use super::body::{text, Body};
 use super::deadline::{Deadlines, Phase, RequestDone, Watchdog};
+use super::hub::ReadHub;
 use super::io::{Io, Stream};
 use super::slots::{BodyBytes, PortSlots, Slots};
 use super::upgrade::{Upgraded, Upgrades};
@@ -82,6 +83,9 @@ pub struct Port {
     /// hyper keeps them (lowercase, as HTTP/2 does; HTTP/1.1 names are case-insensitive),
     /// which spares a per-byte rewrite of every header name of every answer.
     pub title_case_headers: bool,
+    /// A busy core's reads that find nothing wait for its read hub's tick of this period
+    /// (`http.read_batch_ms`, see [`super::hub`]); zero: always glommio's readiness.
+    pub read_batch: Duration,
     /// The accept loop's per-core cap for this port: the connection that fills it evicts the
     /// one idle longest.
     pub max_connections: usize,
@@ -115,7 +119,12 @@ pub async fn serve<H>(
     let deadlines = Deadlines::new(limits.idle_timeout, limits.request_timeout, now);
     let slots = ctx.feature::<PortSlots>().of(port.label);
     slots.join(&deadlines, port.max_connections, now);
-    let io = Io::new(stream, Rc::clone(&deadlines), port.quick_ack);
+    let mut io = Io::new(stream, Rc::clone(&deadlines), port.quick_ack);
+    if !port.read_batch.is_zero() {
+        let hub = ctx.feature::<ReadHub>();
+        hub.set_period(port.read_batch);
+        io = io.with_hub(&hub);
+    }
     let handed_off: Rc<Cell<bool>> = Rc::default();
     let service = Service(Rc::new(Shared {
         handler,

@@ -8,6 +8,8 @@
 //!   each time hyper checks a streaming connection (an HTTP-FLV viewer: once per window) for
 //!   input, mostly to find none. Each read tells the connection's [`Deadlines`]
 //!   that bytes came, and can set `TCP_QUICKACK` again (RTMPT: see [`Io::new`]).
+//! - On a busy core, plain reads that find nothing wait in the core's read hub
+//!   ([`super::hub`], `http.read_batch_ms`) instead of glommio's readiness: see [`Io::with_hub`].
 //! - *Writes* are vectored: hyper's queued write strategy gives the response head and each
 //!   body chunk as its own slice, and `corecast_transport::poll_write_vectored` sends them in
 //!   one `sendmsg`.
@@ -24,6 +26,7 @@
 
 use std::io::{self, IoSlice};
 use std::net::Shutdown;
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -36,6 +39,7 @@ use hyper::rt::ReadBufCursor;
 use rustls::ServerConnection;
 
 use super::deadline::{Deadlines, Phase};
+use super::hub::{Member, ReadHub};
 use crate::util::with_timeout;
 
 /// Most bytes one read asks for (the part of hyper's buffer that is zeroed for it).
@@ -71,6 +75,9 @@ impl From<TlsStream<ServerConnection>> for Stream {
 
 /// One accepted connection as hyper's I/O.
 pub struct Io {
+    /// The core's read hub, for a plain socket on a port that batches reads (declared before
+    /// `stream`: it leaves the hub's epoll set before the socket closes).
+    member: Option<Member>,
     stream: Stream,
     deadlines: Rc<Deadlines>,
     /// Set `TCP_QUICKACK` after every read.
@@ -91,6 +98,7 @@ impl Io {
     /// (It is never set under TLS.)
     pub fn new(stream: impl Into<Stream>, deadlines: Rc<Deadlines>, quick_ack: bool) -> Io {
         Io {
+            member: None,
             stream: stream.into(),
             deadlines,
             quick_ack,
@@ -107,7 +115,10 @@ impl Io {
     pub async fn linger_close(self) {
         let deadline = Instant::now() + LINGER;
         let mut sink = vec![0u8; 16 * 1024];
-        match self.stream {
+        let Io { member, stream, .. } = self;
+        // The drain reads through glommio.
+        drop(member);
+        match stream {
             Stream::Tcp(mut stream) => {
                 if stream.shutdown(Shutdown::Write).await.is_err() {
                     return;
@@ -136,6 +147,15 @@ impl Io {
 }
 
 impl Io {
+    /// Lets a plain socket's reads wait in the core's read hub while the core is busy (does
+    /// nothing under TLS, or when the hub's tick is off).
+    pub fn with_hub(mut self, hub: &Rc<ReadHub>) -> Io {
+        if let Stream::Tcp(stream) = &self.stream {
+            self.member = hub.member(stream.as_raw_fd());
+        }
+        self
+    }
+
     /// The socket, given back (a connection taken over after its response head: see
     /// [`super::upgrade`]).
     pub fn into_stream(self) -> Stream {
@@ -165,9 +185,12 @@ impl hyper::rt::Read for Io {
         let want = buf.remaining().min(READ_MAX);
         let polled = SCRATCH.with_borrow_mut(|scratch| {
             let dst = &mut scratch[..want];
-            let polled = match &mut self.stream {
-                Stream::Tcp(stream) => Pin::new(stream).poll_read(cx, dst),
-                Stream::Tls(stream) => stream.poll_read(cx, dst),
+            let this = &mut *self;
+            let hub = this.member.as_ref().and_then(|m| m.poll_read(cx, dst));
+            let polled = match (&mut this.stream, hub) {
+                (_, Some(polled)) => polled,
+                (Stream::Tcp(stream), None) => Pin::new(stream).poll_read(cx, dst),
+                (Stream::Tls(stream), None) => stream.poll_read(cx, dst),
             };
             if let Poll::Ready(Ok(n)) = polled {
                 // `n <= want <= buf.remaining()`.
@@ -183,7 +206,11 @@ impl hyper::rt::Read for Io {
         if n > 0 {
             // Only the first bytes of a request start its clock: later reads do not read it.
             if self.deadlines.phase() == Phase::Idle {
-                self.deadlines.on_read(Instant::now());
+                let now = Instant::now();
+                self.deadlines.on_read(now);
+                if let Some(member) = &self.member {
+                    member.on_request(now);
+                }
             }
             if let (true, Stream::Tcp(stream)) = (self.quick_ack, &self.stream) {
                 let _ = socket::set_quickack(stream);
@@ -215,7 +242,8 @@ impl hyper::rt::Write for Io {
         let this = &mut *self;
         let polled = match &mut this.stream {
             Stream::Tcp(stream) => {
-                super::sendfile::poll_send(stream, cx, bufs, &mut this.nonblocking)
+                let hub = this.member.as_ref();
+                super::sendfile::poll_send(stream, cx, bufs, &mut this.nonblocking, hub)
             }
             Stream::Tls(stream) => stream.poll_write_vectored(cx, bufs),
         };

@@ -30,6 +30,8 @@
 //! # Layout
 //! - [`io`]: the hyper I/O adapter over glommio's `TcpStream`.
 //! - [`deadline`]: the connection's phase and the timer that cuts it.
+//! - [`hub`], [`readiness`]: a busy core's keep-alive reads batched on one tick
+//!   (`http.read_batch_ms`), and the decisions behind it (sans-IO).
 //! - [`conn`]: [`serve`]: one connection, with limits, deadlines and the lingering close.
 //! - [`body`]: [`Body`], the response body (whole byte chunks, length known).
 //! - [`router`]: a static table of routes that a port's handlers plug into.
@@ -41,7 +43,9 @@ pub mod batch;
 pub mod body;
 pub mod conn;
 pub mod deadline;
+pub mod hub;
 pub mod io;
+pub mod readiness;
 pub mod router;
 pub mod sendfile;
 pub mod slots;

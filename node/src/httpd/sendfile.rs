@@ -35,6 +35,8 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use glommio::net::TcpStream;
 
+use super::hub::Member;
+
 /// Slices shorter than this are copied: below it a `sendfile` call costs about what the copy
 /// saves (an HLS part is 20–30 KB at 1 Mbit/s; a 2 s segment ten times that).
 pub const MIN_SENDFILE: usize = 64 * 1024;
@@ -129,12 +131,14 @@ fn locate(slice: &[u8]) -> Option<(RawFd, usize)> {
 /// Writes `bufs` to `stream` as `corecast_transport::poll_write_vectored` does, except that
 /// the first slice of at least [`MIN_SENDFILE`] bytes in a memfd goes with `sendfile` (the
 /// slices before it first, in one `sendmsg(MSG_MORE)`). `nonblocking` is the connection's
-/// note that its socket is already `O_NONBLOCK`.
+/// note that its socket is already `O_NONBLOCK`; `hub`, the connection's place in the core's
+/// read hub, waits for room when the socket is full on a busy core.
 pub fn poll_send(
     stream: &mut TcpStream,
     cx: &mut Context<'_>,
     bufs: &[IoSlice<'_>],
     nonblocking: &mut bool,
+    hub: Option<&Member>,
 ) -> Poll<io::Result<usize>> {
     let placed = bufs.iter().enumerate().find_map(|(i, b)| {
         let found = (b.len() >= MIN_SENDFILE).then(|| locate(b)).flatten();
@@ -148,9 +152,13 @@ pub fn poll_send(
         Some((k, ..)) => sendmsg_more(socket, &bufs[..k]),
     };
     match sent {
-        // glommio's write waits for room (it copies what it then sends, as before).
+        // On a busy core the hub's tick waits for room; otherwise glommio's write does (it
+        // copies what it then sends, as before).
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-            corecast_transport::poll_write_vectored(stream, cx, bufs)
+            match hub.and_then(|h| h.poll_writable(cx)) {
+                Some(Poll::Pending) => Poll::Pending,
+                _ => corecast_transport::poll_write_vectored(stream, cx, bufs),
+            }
         }
         other => Poll::Ready(other),
     }
@@ -247,7 +255,7 @@ mod tests {
                             } else {
                                 vec![IoSlice::new(&placed[sent - head.len()..])]
                             };
-                            let polled = poll_send(&mut stream, cx, &bufs, &mut nonblocking);
+                            let polled = poll_send(&mut stream, cx, &bufs, &mut nonblocking, None);
                             if polled.is_pending() {
                                 writer_full.set(true);
                             }

@@ -109,6 +109,8 @@ pub async fn serve_connection(
         },
         quick_ack: true,
         title_case_headers: true,
+        // RTMPT sessions poll with few requests each: glommio's readiness as ever.
+        read_batch: Duration::ZERO,
         max_connections: rtmpt.max_connections_per_core,
     };
     let routes = Rc::clone(&ctx);
