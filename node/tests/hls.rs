@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use support::http::get;
 use support::media::{publish, shared_flv};
-use support::node::{fast_edge_config, pull_origin, Node};
+use support::node::{check_config, check_refuses, fast_edge_config, pull_origin, Node};
 use support::process::{kill_and_reap, output_with_deadline};
 use support::token::play_token;
 use support::wait_for;
@@ -552,47 +552,14 @@ fn an_edge_pulls_a_stream_for_its_hls_viewers_and_serves_it() {
 
 #[test]
 fn check_refuses_a_bad_hls_section() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("hls.toml");
-    std::fs::write(&path, "[hls]\npart_target_ms = 50\n").expect("write");
-    let out = output_with_deadline(
-        Command::new(env!("CARGO_BIN_EXE_corecast"))
-            .arg("--config")
-            .arg(&path)
-            .arg("--check"),
-        Duration::from_secs(30),
-    );
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("hls.part_target_ms"), "{err}");
+    check_refuses("[hls]\npart_target_ms = 50\n", &["hls.part_target_ms"]);
     // A window longer than ten minutes (every stream holds its window in memory).
-    std::fs::write(&path, "[hls]\nwindow_segments = 400\n").expect("write");
-    let out = output_with_deadline(
-        Command::new(env!("CARGO_BIN_EXE_corecast"))
-            .arg("--config")
-            .arg(&path)
-            .arg("--check"),
-        Duration::from_secs(30),
+    check_refuses(
+        "[hls]\nwindow_segments = 400\n",
+        &["hls.window_segments", "600 s"],
     );
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("hls.window_segments") && err.contains("600 s"),
-        "{err}"
-    );
-    std::fs::write(&path, "[hls]\nenabled = false\nwindow_segments = 10\n").expect("write");
-    let out = output_with_deadline(
-        Command::new(env!("CARGO_BIN_EXE_corecast"))
-            .arg("--config")
-            .arg(&path)
-            .arg("--check"),
-        Duration::from_secs(30),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, err) = check_config("[hls]\nenabled = false\nwindow_segments = 10\n");
+    assert_eq!(code, Some(0), "{err}");
 }
 
 #[test]

@@ -5,15 +5,13 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use support::frames::{
     assert_stalled_player_cut_off_healthy_served, publish_in_lockstep, SMALL_QUEUE_PLAYER,
 };
 use support::media::{players_recorded_the_source, publish_to_players_on_both_cores, shared_flv};
-use support::node::Node;
-use support::process::output_with_deadline;
+use support::node::{check_refuses, Node};
 
 fn config(window_ms: u64) -> String {
     format!("[player]\nmerge_window_ms = {window_ms}\nwindow_send = \"uring\"\n")
@@ -75,24 +73,10 @@ fn with_the_tick_pass_a_stalled_player_is_cut_off_and_nobody_else_waits() {
 
 #[test]
 fn check_refuses_the_tick_pass_without_a_merge_window() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("ws.toml");
-    std::fs::write(
-        &path,
+    check_refuses(
         "[player]\nmerge_window_ms = 0\nwindow_send = \"uring\"\n",
-    )
-    .expect("write");
-    let out = output_with_deadline(
-        Command::new(env!("CARGO_BIN_EXE_corecast"))
-            .arg("--config")
-            .arg(&path)
-            .arg("--check"),
-        Duration::from_secs(30),
+        &["player.window_send", "merge_window_ms > 0"],
     );
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("player.window_send"), "{err}");
-    assert!(err.contains("merge_window_ms > 0"), "{err}");
 }
 
 /// Unset, `window_send` is the tick pass at a window; `"writer"` opts out: the same players

@@ -6,15 +6,13 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use support::frames::{
     assert_stalled_player_cut_off_healthy_served, publish_in_lockstep, SMALL_QUEUE_PLAYER,
 };
 use support::media::{players_recorded_the_source, publish_to_players_on_both_cores, shared_flv};
-use support::node::Node;
-use support::process::output_with_deadline;
+use support::node::{check_refuses, Node};
 
 fn config(mode: &str, coalesce_ms: u64) -> String {
     format!(
@@ -166,29 +164,11 @@ fn at_zero_delay_the_uring_pass_is_the_default() {
     assert!(line.contains("uring") && line.contains("true"), "{line}");
 }
 
-fn check_refuses(config: &str, field: &str, why: &str) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("zd.toml");
-    std::fs::write(&path, config).expect("write");
-    let out = output_with_deadline(
-        Command::new(env!("CARGO_BIN_EXE_corecast"))
-            .arg("--config")
-            .arg(&path)
-            .arg("--check"),
-        Duration::from_secs(30),
-    );
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(field), "{err}");
-    assert!(err.contains(why), "{err}");
-}
-
 #[test]
 fn check_refuses_the_pass_with_a_merge_window() {
     check_refuses(
         "[player]\nmerge_window_ms = 50\nzero_delay_send = \"uring\"\n",
-        "player.zero_delay_send",
-        "merge_window_ms = 0",
+        &["player.zero_delay_send", "merge_window_ms = 0"],
     );
 }
 
@@ -196,27 +176,22 @@ fn check_refuses_the_pass_with_a_merge_window() {
 fn check_refuses_coalescing_with_a_merge_window_or_too_long() {
     check_refuses(
         "[player]\nmerge_window_ms = 50\nzero_delay_coalesce_ms = 40\n",
-        "player.zero_delay_coalesce_ms",
-        "merge_window_ms = 0",
+        &["player.zero_delay_coalesce_ms", "merge_window_ms = 0"],
     );
     check_refuses(
         "[player]\nmerge_window_ms = 0\nzero_delay_coalesce_ms = 500\n",
-        "player.zero_delay_coalesce_ms",
-        "at most 100",
+        &["player.zero_delay_coalesce_ms", "at most 100"],
     );
     check_refuses(
         "[player]\nmerge_window_ms = 50\nzero_delay_coalesce_due_ms = 10\n",
-        "player.zero_delay_coalesce_due_ms",
-        "merge_window_ms = 0",
+        &["player.zero_delay_coalesce_due_ms", "merge_window_ms = 0"],
     );
     check_refuses(
         "[player]\nmerge_window_ms = 0\nzero_delay_coalesce_due_ms = 101\n",
-        "player.zero_delay_coalesce_due_ms",
-        "at most 100",
+        &["player.zero_delay_coalesce_due_ms", "at most 100"],
     );
     check_refuses(
         "[player]\nmerge_window_ms = 0\nzero_delay_uring_batch_sends = 0\n",
-        "player.zero_delay_uring_batch_sends",
-        "between 1 and 256",
+        &["player.zero_delay_uring_batch_sends", "between 1 and 256"],
     );
 }

@@ -443,3 +443,30 @@ fn strip_ansi(s: &str) -> String {
     }
     out
 }
+
+/// Runs `corecast --config <config> --check` (the config written to a temporary file) within
+/// 30 s; returns its exit code and stderr.
+pub fn check_config(config: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("check.toml");
+    std::fs::write(&path, config).expect("write the config");
+    let out = super::process::output_with_deadline(
+        Command::new(env!("CARGO_BIN_EXE_corecast"))
+            .arg("--config")
+            .arg(&path)
+            .arg("--check"),
+        Duration::from_secs(30),
+    );
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code(), err)
+}
+
+/// Asserts that `corecast --check` refuses `config` (exit 2) with a message containing every
+/// one of `needles`.
+pub fn check_refuses(config: &str, needles: &[&str]) {
+    let (code, err) = check_config(config);
+    assert_eq!(code, Some(2), "{config:?} was not refused: {err}");
+    for needle in needles {
+        assert!(err.contains(needle), "no {needle:?} in: {err}");
+    }
+}
