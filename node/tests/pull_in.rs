@@ -511,6 +511,10 @@ fn api_pulls_survive_a_restart(url: &str, other: Option<&str>) {
     drop(node);
 
     let node = Node::start(2, &config, dir.path());
+    // The API answers before the stored pulls are read (PostgreSQL takes a moment): wait for
+    // that, as below, before asking for the pull.
+    node.wait_log(SHOWS, |l| l.contains("stored pull-ins read"))
+        .expect("the restarted node reads its stored pulls");
     let resumed = wait_state(&node, "kept", "live");
     assert_eq!(resumed["origin"], "api", "{resumed}");
     let played = play(&node, &dir.path().join("resumed.flv"), 20);
