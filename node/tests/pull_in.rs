@@ -493,6 +493,13 @@ fn registry_config(url: &str, node_id: &str) -> String {
     )
 }
 
+/// Waits until each of the node's `cores` has read the registry's stored pulls (each core
+/// resumes its own share and says so once: one core's line says nothing of the other's).
+fn wait_stored_pulls_read(node: &Node, cores: usize) {
+    node.wait_log_count(SHOWS, cores, |l| l.contains("stored pull-ins read"))
+        .unwrap_or_else(|| panic!("not all {cores} cores read their stored pulls"));
+}
+
 /// Adds a pull through the API on a node with a registry, restarts the node, and sees the
 /// pull resumed and live; deleted, it stays gone after the next restart. Another node on the
 /// same database never resumes it.
@@ -512,9 +519,8 @@ fn api_pulls_survive_a_restart(url: &str, other: Option<&str>) {
 
     let node = Node::start(2, &config, dir.path());
     // The API answers before the stored pulls are read (PostgreSQL takes a moment): wait for
-    // that, as below, before asking for the pull.
-    node.wait_log(SHOWS, |l| l.contains("stored pull-ins read"))
-        .expect("the restarted node reads its stored pulls");
+    // every core to have read them, as below, before asking for the pull.
+    wait_stored_pulls_read(&node, 2);
     let resumed = wait_state(&node, "kept", "live");
     assert_eq!(resumed["origin"], "api", "{resumed}");
     let played = play(&node, &dir.path().join("resumed.flv"), 20);
@@ -522,8 +528,7 @@ fn api_pulls_survive_a_restart(url: &str, other: Option<&str>) {
     assert_key_never_shown(&node);
     if let Some(other) = other {
         let b = Node::start(1, &registry_config(url, other), dir.path());
-        b.wait_log(SHOWS, |l| l.contains("stored pull-ins read"))
-            .expect("the other node reads its stored pulls");
+        wait_stored_pulls_read(&b, 1);
         let (status, _, _) = call(&b, "GET", "/api/v1/pulls/kept", Some(TOKEN), None);
         assert_eq!(status, 404, "another node resumed this node's pull");
     }
@@ -532,8 +537,7 @@ fn api_pulls_survive_a_restart(url: &str, other: Option<&str>) {
     drop(node);
 
     let node = Node::start(1, &config, dir.path());
-    node.wait_log(SHOWS, |l| l.contains("stored pull-ins read"))
-        .expect("the node reads its stored pulls");
+    wait_stored_pulls_read(&node, 1);
     let list = ok(&node, "GET", "/api/v1/pulls", None, 200);
     assert_eq!(list["data"].as_array().map(Vec::len), Some(0), "{list}");
     let (status, _, _) = call(&node, "DELETE", "/api/v1/pulls/kept", Some(TOKEN), None);
