@@ -386,6 +386,8 @@ fn metrics(ctx: &Rc<CoreContext>, _: Request, _: Params) -> Reply {
 fn readyz(ctx: &Rc<CoreContext>, _: Request, _: Params) -> Reply {
     ready(if ctx.shared.is_draining() {
         text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+    } else if ctx.shared.pull_in.stored_pending() {
+        text(StatusCode::SERVICE_UNAVAILABLE, "starting\n")
     } else {
         text(StatusCode::OK, "ready\n")
     })

@@ -90,6 +90,11 @@ pub fn run(config: Config, reloader: Option<crate::reload::Reloader>) -> anyhow:
     });
     if let Some(registry) = &shared.registry {
         registry.attach(Arc::downgrade(&shared));
+        if shared.config().cluster.accepts_publishers() {
+            // Each core resumes its share (`pull_in::start_configured`); until all have read
+            // theirs, `/readyz` and the pulls API say the node is starting.
+            shared.pull_in.expect_stored(cores);
+        }
     }
     crate::livestreams::targets_engine::install(&shared);
     shared.metrics.watch_drain(Arc::clone(&shared.draining));

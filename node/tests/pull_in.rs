@@ -518,8 +518,18 @@ fn api_pulls_survive_a_restart(url: &str, other: Option<&str>) {
     drop(node);
 
     let node = Node::start(2, &config, dir.path());
-    // The API answers before the stored pulls are read (PostgreSQL takes a moment): wait for
-    // every core to have read them, as below, before asking for the pull.
+    // Until every core has read its stored pulls (PostgreSQL takes a moment) the node says it
+    // is starting: 503 from /readyz and the pulls API, never a 404 for the kept pull.
+    let (status, _, answer) = wait_for(SHOWS, || {
+        let got = call(&node, "GET", "/api/v1/pulls/kept", Some(TOKEN), None);
+        (got.0 != 503).then_some(got)
+    })
+    .expect("the node reads its stored pulls");
+    assert_eq!(
+        status, 200,
+        "the kept pull is known once the node started: {answer}"
+    );
+    assert_eq!(node.http_request("GET", "/readyz", None).0, 200);
     wait_stored_pulls_read(&node, 2);
     let resumed = wait_state(&node, "kept", "live");
     assert_eq!(resumed["origin"], "api", "{resumed}");

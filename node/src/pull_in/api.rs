@@ -83,9 +83,25 @@ pub fn add(ctx: &Rc<CoreContext>, request: Request, _: Params) -> Reply {
     })
 }
 
+/// 503 while the node is starting and some core has not read its stored pulls: a list would
+/// lack them, a get would say 404 for a pull about to resume, and an add or a delete could
+/// race its resumption.
+fn settled(ctx: &Rc<CoreContext>) -> Result<(), ApiError> {
+    if ctx.shared.pull_in.stored_pending() {
+        Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting",
+            "the node is reading its stored pulls: try again in a moment",
+        ))
+    } else {
+        Ok(())
+    }
+}
+
 /// The checked request: the pull to add.
 fn added(ctx: &Rc<CoreContext>, request: &Request) -> Result<PullSpec, ApiError> {
     checked(ctx, request, Access::Write)
+        .and_then(|()| settled(ctx))
         .and_then(|()| {
             if ctx.config().cluster.accepts_publishers() {
                 Ok(())
@@ -142,6 +158,7 @@ fn conflict(e: AddError) -> ApiError {
 /// `GET /api/v1/pulls`: `{"data": [...]}` by id.
 pub fn list(ctx: &Rc<CoreContext>, request: Request, _: Params) -> Reply {
     let result = checked(ctx, &request, Access::Read)
+        .and_then(|()| settled(ctx))
         .map(|()| serde_json::json!({ "data": ctx.shared.pull_in.list() }));
     ready(api::reply(result))
 }
@@ -149,12 +166,14 @@ pub fn list(ctx: &Rc<CoreContext>, request: Request, _: Params) -> Reply {
 /// `GET /api/v1/pulls/{id}`.
 pub fn get(ctx: &Rc<CoreContext>, request: Request, params: Params) -> Reply {
     let id = params.get("id");
-    let result = checked(ctx, &request, Access::Read).and_then(|()| {
-        ctx.shared
-            .pull_in
-            .status(id)
-            .ok_or_else(|| ApiError::not_found(format!("no pull {id:?}")))
-    });
+    let result = checked(ctx, &request, Access::Read)
+        .and_then(|()| settled(ctx))
+        .and_then(|()| {
+            ctx.shared
+                .pull_in
+                .status(id)
+                .ok_or_else(|| ApiError::not_found(format!("no pull {id:?}")))
+        });
     ready(api::reply(result))
 }
 
@@ -164,7 +183,7 @@ pub fn delete(ctx: &Rc<CoreContext>, request: Request, params: Params) -> Reply 
     let ctx = Rc::clone(ctx);
     let id = params.get("id").to_owned();
     Box::pin(async move {
-        let result = match checked(&ctx, &request, Access::Write) {
+        let result = match checked(&ctx, &request, Access::Write).and_then(|()| settled(&ctx)) {
             Ok(()) => removed(&ctx, &id).await,
             Err(e) => Err(e),
         };

@@ -26,7 +26,7 @@ pub mod run;
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use serde::Serialize;
@@ -202,11 +202,37 @@ pub enum AddError {
 pub struct PullIns {
     entries: Mutex<BTreeMap<String, Entry>>,
     metrics: OnceLock<metrics::PullMetrics>,
+    /// Cores that have not yet read their share of the registry's stored pulls: until they
+    /// have, the pulls API would answer for a partial set (404 for a pull about to resume).
+    unread: AtomicUsize,
+}
+
+/// Marks one core's stored pulls read when dropped, however [`resume_stored`] ends.
+struct StoredRead<'a>(&'a PullIns);
+
+impl Drop for StoredRead<'_> {
+    fn drop(&mut self) {
+        // Never below zero: a core that was not counted (embedded uses) changes nothing.
+        let _ = self
+            .0
+            .unread
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
 }
 
 impl PullIns {
     fn entries(&self) -> MutexGuard<'_, BTreeMap<String, Entry>> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Says that `cores` cores will each read their share of the stored pulls at start-up.
+    pub fn expect_stored(&self, cores: usize) {
+        self.unread.store(cores, Ordering::Release);
+    }
+
+    /// Whether some core has still to read its stored pulls (the node is starting).
+    pub fn stored_pending(&self) -> bool {
+        self.unread.load(Ordering::Acquire) > 0
     }
 
     /// Registers the metric families in `registry` (once; later calls change nothing).
@@ -373,6 +399,7 @@ pub async fn resume_stored(ctx: &Rc<CoreContext>) {
     let Some(registry) = ctx.shared.registry.clone() else {
         return;
     };
+    let _read = StoredRead(&ctx.shared.pull_in);
     let node = registry.node_id.clone();
     let stored = match registry
         .call(move |db, _| crate::registry::pulls::list(db, &node))
@@ -430,6 +457,22 @@ mod tests {
             ca_file: String::new(),
             origin: "api",
         }
+    }
+
+    #[test]
+    fn the_node_is_starting_until_every_core_has_read_its_stored_pulls() {
+        let pulls = PullIns::default();
+        assert!(!pulls.stored_pending(), "nothing expected: not starting");
+        pulls.expect_stored(2);
+        drop(StoredRead(&pulls));
+        assert!(pulls.stored_pending(), "one of two cores read its share");
+        drop(StoredRead(&pulls));
+        assert!(!pulls.stored_pending());
+        drop(StoredRead(&pulls));
+        assert!(
+            !pulls.stored_pending(),
+            "an uncounted read never wraps around"
+        );
     }
 
     #[test]
