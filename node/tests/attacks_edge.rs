@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 use corecast_common::command::client;
 use corecast_common::types::{MessageStreamId, MessageType};
 use support::client::{closed_within, read_until_video_at, status_code, RtmpClient};
-use support::node::Node;
-use support::process::output_with_deadline;
+use support::node::{check_config, Node};
 use support::rss::{assert_growth_bounded, rss_kib, ATTACK_GROWTH_BOUND_KIB};
 use support::wait_for;
 
@@ -163,32 +162,21 @@ impl Zapper {
 #[test]
 fn check_refuses_a_pull_port_open_to_the_network_without_a_token() {
     // Row 6: the default empty token served 150 pulls to anyone.
-    let dir = tempfile::tempdir().expect("temp dir");
-    let run_check = |config: &str| {
-        let path = dir.path().join("pull.toml");
-        std::fs::write(&path, config).expect("write config");
-        output_with_deadline(
-            std::process::Command::new(env!("CARGO_BIN_EXE_corecast"))
-                .arg("--config")
-                .arg(&path)
-                .arg("--check"),
-            Duration::from_secs(20),
-        )
-    };
-    let open = run_check("[cluster]\npull_listen = \"0.0.0.0:1940\"\n");
-    let said = String::from_utf8_lossy(&open.stderr).into_owned();
-    assert!(
-        !open.status.success(),
+    let (open, said) = check_config("[cluster]\npull_listen = \"0.0.0.0:1940\"\n");
+    assert_ne!(
+        open,
+        Some(0),
         "an open pull port without a token passed --check"
     );
     assert!(
         said.contains("cluster.token") && said.contains("0.0.0.0:1940"),
         "{said}"
     );
-    let with_token = run_check("[cluster]\npull_listen = \"0.0.0.0:1940\"\ntoken = \"s3cret\"\n");
-    assert!(with_token.status.success(), "{:?}", with_token);
-    let loopback = run_check("[cluster]\npull_listen = \"127.0.0.1:1940\"\n");
-    assert!(loopback.status.success(), "{:?}", loopback);
+    let with_token =
+        check_config("[cluster]\npull_listen = \"0.0.0.0:1940\"\ntoken = \"s3cret\"\n");
+    assert_eq!(with_token.0, Some(0), "{}", with_token.1);
+    let loopback = check_config("[cluster]\npull_listen = \"127.0.0.1:1940\"\n");
+    assert_eq!(loopback.0, Some(0), "{}", loopback.1);
 }
 
 /// Sends `play`, then `deleteStream`, for each name of `names` in turn until `until`; a

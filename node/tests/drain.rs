@@ -138,7 +138,6 @@ fn a_draining_node_asks_enhanced_clients_to_reconnect_and_closes_the_rest_at_its
 
 #[test]
 fn a_reconnect_url_that_is_no_rtmp_base_is_refused_by_check() {
-    let dir = tempfile::tempdir().expect("temp dir");
     for (url, ok) in [
         ("rtmp://lb.example.com", true),
         ("rtmps://lb.example.com:443/", true),
@@ -146,17 +145,9 @@ fn a_reconnect_url_that_is_no_rtmp_base_is_refused_by_check() {
         ("rtmp://lb.example.com/live", false),
         ("rtmp://", false),
     ] {
-        let path = dir.path().join("reconnect.toml");
-        std::fs::write(&path, format!("[node]\nreconnect_url = \"{url}\"\n")).expect("config");
-        let out = support::process::output_with_deadline(
-            std::process::Command::new(env!("CARGO_BIN_EXE_corecast"))
-                .arg("--config")
-                .arg(&path)
-                .arg("--check"),
-            STEP,
-        );
-        let said = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.success(), ok, "{url}: {said}");
+        let (code, said) =
+            support::node::check_config(&format!("[node]\nreconnect_url = \"{url}\"\n"));
+        assert_eq!(code == Some(0), ok, "{url}: {said}");
         if !ok {
             assert!(said.contains("node.reconnect_url"), "{url}: {said}");
         }

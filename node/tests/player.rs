@@ -160,22 +160,12 @@ fn missing_player_files_are_a_503_page_naming_npm_ci_and_check_warns() {
         "the start-up warns"
     );
     // `--check` passes, with a warning that says what to run.
-    let config = dir.path().join("check.toml");
     let missing = dir.path().join("node_modules");
-    std::fs::write(
-        &config,
-        format!("[player_page]\nassets_dir = {:?}\n", missing.display()),
-    )
-    .expect("write config");
-    let out = output_with_deadline(
-        Command::new(env!("CARGO_BIN_EXE_corecast"))
-            .arg("--config")
-            .arg(&config)
-            .arg("--check"),
-        Duration::from_secs(30),
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let (code, stderr) = support::node::check_config(&format!(
+        "[player_page]\nassets_dir = {:?}\n",
+        missing.display()
+    ));
+    assert_eq!(code, Some(0), "{stderr}");
     assert!(
         stderr.contains("warning") && stderr.contains("npm ci --prefix player"),
         "{stderr}"
