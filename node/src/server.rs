@@ -30,8 +30,9 @@ use crate::stats::StatsBoard;
 use crate::tls::{CoreTlsSetup, NodeTls};
 use crate::transport::TcpTransport;
 
-/// How often each core with connections checks its admin queue and the drain flag at least
-/// (a longer merge window makes it that window: see [`housekeeping_period`]).
+/// How often each core with connections and a running clock checks its admin queue and the
+/// drain flag at least (a longer merge window makes it that window: see
+/// [`housekeeping_period`]); with its clock parked, every `session::pace::UNWATCHED_READ_EVERY`.
 const HOUSEKEEPING_TICK: Duration = Duration::from_millis(100);
 /// How often a core with no connections does (its admin bell wakes it sooner): an idle node
 /// costs next to nothing (issue 19).
@@ -480,10 +481,18 @@ fn housekeeping_period(merge_window_ms: u64) -> Duration {
 
 async fn housekeeping(ctx: &Rc<CoreContext>, admin: &Receiver<AdminCommand>, bell: &mut AdminBell) {
     let mut last_stats = Instant::now();
+    let mut last_epoch = crate::tick::epoch();
     loop {
         let period = housekeeping_period(ctx.config().player.merge_window_ms);
-        if ctx.has_clients() {
+        let epoch = crate::tick::epoch();
+        if ctx.has_clients() && epoch != last_epoch {
+            // The core's clock ran since the last round: ride it.
+            last_epoch = epoch;
             crate::tick::sleep_aligned(period).await;
+        } else if ctx.has_clients() {
+            // No clock runs (no window, or nobody waits for a tick: unwatched publishers read
+            // on a grid of their own, `session::pace`): wake on that grid, with them.
+            crate::util::sleep_on_grid(crate::session::pace::UNWATCHED_READ_EVERY).await;
         } else {
             // An idle core wakes once a second, or when an admin command (a reload) comes.
             futures_lite::future::or(glommio::timer::sleep(IDLE_HOUSEKEEPING_TICK), async {

@@ -78,3 +78,18 @@ mod tests {
         assert!(shown.len() < 100);
     }
 }
+
+/// The instant every [`sleep_on_grid`] counts from (one per process).
+static GRID_ORIGIN: std::sync::LazyLock<std::time::Instant> =
+    std::sync::LazyLock::new(std::time::Instant::now);
+
+/// Sleeps until the next whole multiple of `period` since one process-wide instant. Chores
+/// of a core that sleep on the same grid (an unwatched publisher's reads, the housekeeping of
+/// a core whose clock is parked: `session::pace`) have timers with equal deadlines, which
+/// the executor fires in one wake-up instead of one each.
+pub async fn sleep_on_grid(period: Duration) {
+    let period_ns = period.as_nanos().max(1);
+    let into = GRID_ORIGIN.elapsed().as_nanos() % period_ns;
+    let left = u64::try_from(period_ns - into).unwrap_or(u64::MAX);
+    glommio::timer::sleep(Duration::from_nanos(left)).await;
+}

@@ -31,17 +31,18 @@ fn delivery_of(player: &mut RtmpClient, seq: u32, sent: Instant) -> Duration {
 }
 
 /// At `merge_window_ms = 0` (frames as they come) an unwatched publisher is read every 250 ms:
-/// after its keyframe (read at once: joining players wait for one) the next read sleeps.
-/// A player that joins then must get the next frame as it comes, not when the sleep ends.
-/// Three streams, each timed once; the quickest counts, so one stall of a loaded machine does
-/// not fail it, while a read that waited for the pace would be late in all three (the player
-/// joins within tens of milliseconds of the keyframe).
+/// after its keyframe (read at once: joining players wait for one) the next read sleeps until
+/// the next 250 ms step of the node's grid. A player that joins then must get the next frame
+/// as it comes, not when that sleep ends. Ten streams, each timed once: a read that waited for
+/// the pace would be late by a uniform 0–250 ms less the join, under 60 ms in about one trial
+/// in five, while a woken one is late by the node's handling only; eight of ten must be under
+/// 60 ms, so two stalls of a loaded machine do not fail it.
 #[test]
 fn a_player_joining_an_unwatched_stream_gets_frames_without_waiting_for_the_read_pace() {
     let dir = tempfile::tempdir().expect("temp dir");
     let node = Node::start(1, "[player]\nmerge_window_ms = 0\n", dir.path());
-    let mut quickest = Duration::MAX;
-    for n in 0..3 {
+    let mut late = Vec::new();
+    for n in 0..10 {
         let name = format!("paced{n}");
         let mut publisher = RtmpClient::publishing(node.addr, "live", &name);
         publisher
@@ -54,11 +55,15 @@ fn a_player_joining_an_unwatched_stream_gets_frames_without_waiting_for_the_read
         publisher
             .send_media(MessageType::VIDEO, 40, &frame(false, 1, 500))
             .expect("send frame");
-        quickest = quickest.min(delivery_of(&mut player, 1, sent));
+        late.push(delivery_of(&mut player, 1, sent));
     }
+    let quick = late
+        .iter()
+        .filter(|d| **d < Duration::from_millis(60))
+        .count();
     assert!(
-        quickest < Duration::from_millis(100),
-        "the first frame after a player joined took {quickest:?} at best: the publisher's \
-         read waited for its unwatched pace"
+        quick >= 8,
+        "the first frame after a player joined took {late:?}: the publisher's read waited \
+         for its unwatched pace"
     );
 }

@@ -12,7 +12,9 @@
 //!   target) while nobody needs the frames sooner: no player on this core, no other core
 //!   replicating the stream (players there, an edge's pull, a restream are all players), and
 //!   no HLS request parked for the next part. The stream then costs the core a few wake-ups a
-//!   second instead of one per frame (`merge_window_ms = 0`) or per short window. The first
+//!   second instead of one per frame (`merge_window_ms = 0`) or per short window: the reads
+//!   sleep on a grid (`util::sleep_on_grid`) shared with every other unwatched publisher and
+//!   with the housekeeping of a core whose clock is parked, so they all wake together. The first
 //!   player or core to join, or the first blocking HLS request to park, wakes the read at
 //!   once ([`audience`]): nobody waits for the pace, and HLS parts are at most that late for
 //!   the plain-HLS playlists nobody waits on.
@@ -69,7 +71,7 @@ pub async fn wait(ctx: &CoreContext, pace: Pace, replica: &ReplicaRef, generatio
         Pace::Tick => tick::before_next().await,
         Pace::Unwatched(every) => {
             futures_lite::future::or(
-                glommio::timer::sleep(every),
+                crate::util::sleep_on_grid(every),
                 audience(ctx, replica, generation),
             )
             .await
