@@ -83,11 +83,13 @@ pub async fn wait(ctx: &CoreContext, pace: Pace, replica: &ReplicaRef, generatio
 /// core replicating it, an HLS request parked for its next part.
 async fn audience(ctx: &CoreContext, replica: &ReplicaRef, generation: Generation) {
     poll_fn(|cx| {
+        // Asked before looking: a request that parks on another core meanwhile is then
+        // either seen below or wakes this (both under the stream's `Notify` lock).
+        crate::hls::wake_on_viewer(ctx, generation, cx.waker());
         if replica.borrow().has_audience() || crate::hls::viewers_waiting(ctx, generation) {
             return Poll::Ready(());
         }
         replica.borrow_mut().wake_on_audience(cx.waker());
-        crate::hls::wake_on_viewer(ctx, generation, cx.waker());
         Poll::Pending
     })
     .await;
