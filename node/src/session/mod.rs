@@ -218,6 +218,9 @@ pub struct Session {
     /// The last paced read stopped at its size limit: more may wait, read it without waiting
     /// for the next tick.
     backlog: bool,
+    /// Bytes the last paced read brought (`pace::of`: a fast publisher is not paced as an
+    /// unwatched one).
+    last_paced_read: usize,
     /// What the core (and the API) knows of this connection.
     client: Rc<ClientHandle>,
     /// A publish whose name was still taken: tried again before more input is read.
@@ -306,6 +309,7 @@ pub async fn run_connection<T: Transport + 'static>(
         send_buffer_bounded: false,
         reads_trimmed: false,
         backlog: false,
+        last_paced_read: 0,
         pending_publish: None,
         liveness: None,
         stream_slot: None,
@@ -590,7 +594,7 @@ impl Session {
                 replica,
                 generation,
                 ..
-            } => match pace::of(&self.ctx, replica, *generation) {
+            } => match pace::of(&self.ctx, replica, *generation, self.last_paced_read) {
                 pace::Pace::Now => None,
                 pace => Some((pace, Rc::clone(replica), *generation)),
             },
@@ -606,6 +610,7 @@ impl Session {
             match transport.try_read_into(buf) {
                 Ok(n) => {
                     self.backlog = n >= TRY_READ_MAX;
+                    self.last_paced_read = n;
                     return Ok(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}

@@ -11,7 +11,8 @@
 //! - [`Pace::Unwatched`], every [`UNWATCHED_READ_EVERY`] (never slower than the HLS part
 //!   target) while nobody needs the frames sooner: no player on this core, no other core
 //!   replicating the stream (players there, an edge's pull, a restream are all players), and
-//!   no HLS request parked for the next part. The stream then costs the core a few wake-ups a
+//!   no HLS request parked for the next part, and its reads bring less than
+//!   [`FAST_INPUT_BYTES`]. The stream then costs the core a few wake-ups a
 //!   second instead of one per frame (`merge_window_ms = 0`) or per short window: the reads
 //!   sleep on a grid (`util::sleep_on_grid`) shared with every other unwatched publisher and
 //!   with the housekeeping of a core whose clock is parked, so they all wake together. The first
@@ -33,6 +34,13 @@ use crate::tick;
 /// playlist is never a part behind for it.
 pub const UNWATCHED_READ_EVERY: Duration = Duration::from_millis(250);
 
+/// A paced read that brought this much (8 Mbit/s at [`UNWATCHED_READ_EVERY`]) is a fast
+/// publisher's: its next read keeps the window's pace, as if watched. The kernel's receive
+/// buffer of a connection read four times a second may not grow as fast as such a publisher
+/// sends (its autotuning follows what each read takes), and a publisher must never be held
+/// back by the node's pacing.
+pub const FAST_INPUT_BYTES: usize = 256 * 1024;
+
 /// When the next read of a publisher's input happens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pace {
@@ -44,8 +52,14 @@ pub enum Pace {
     Unwatched(Duration),
 }
 
-/// The pace of the next read of the publisher of `replica` (publish `generation`).
-pub fn of(ctx: &CoreContext, replica: &ReplicaRef, generation: Generation) -> Pace {
+/// The pace of the next read of the publisher of `replica` (publish `generation`), whose last
+/// paced read brought `last_read` bytes.
+pub fn of(
+    ctx: &CoreContext,
+    replica: &ReplicaRef,
+    generation: Generation,
+    last_read: usize,
+) -> Pace {
     let config = ctx.config();
     let window = Duration::from_millis(config.player.merge_window_ms);
     let r = replica.borrow();
@@ -56,7 +70,9 @@ pub fn of(ctx: &CoreContext, replica: &ReplicaRef, generation: Generation) -> Pa
     if config.hls.enabled {
         every = every.min(Duration::from_millis(config.hls.part_target_ms.into()));
     }
-    let watched = r.has_audience() || crate::hls::viewers_waiting(ctx, generation);
+    let watched = last_read >= FAST_INPUT_BYTES
+        || r.has_audience()
+        || crate::hls::viewers_waiting(ctx, generation);
     match (window.is_zero(), watched) {
         (_, false) if window < every => Pace::Unwatched(every),
         (true, _) => Pace::Now,
