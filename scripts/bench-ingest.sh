@@ -73,7 +73,7 @@ for r in $(seq "$ROUNDS"); do
               ;;
             strace)
               timeout -s INT "$SECONDS_COUNTED" strace -f -c -o "$OUT/$label.strace" -p "$node" >/dev/null 2>&1 || true
-              echo "$label syscalls/s: $(awk -v s="$SECONDS_COUNTED" 'NF >= 5 && $NF != "syscall" && $NF != "total" && $4 ~ /^[0-9]+$/ {printf "%s %.1f  ", $NF, $4 / s} NF == 5 && $NF != "total" && $3 ~ /^[0-9]+$/ && $4 !~ /^[0-9]+$/ {printf "%s %.1f  ", $NF, $3 / s} $NF == "total" {t = $3} END {printf "| total %.1f", t / s}' "$OUT/$label.strace")"
+              echo "$label syscalls/s: $(awk -v s="$SECONDS_COUNTED" 'NF >= 5 && $NF != "syscall" && $NF != "total" && $4 ~ /^[0-9]+$/ {printf "%s %.1f  ", $NF, $4 / s} $NF == "total" {t = $4} END {printf "| all %.1f", t / s}' "$OUT/$label.strace")"
               ;;
             callgrind)
               callgrind_control --zero "$node" >/dev/null
