@@ -30,7 +30,9 @@ use crate::stats::StatsBoard;
 use crate::tls::{CoreTlsSetup, NodeTls};
 use crate::transport::TcpTransport;
 
-/// How often each core with connections checks its admin queue and the drain flag.
+/// How often each core with connections and a running clock checks its admin queue and the
+/// drain flag at least (a longer merge window makes it that window: see
+/// [`housekeeping_period`]); with its clock parked, every `session::pace::UNWATCHED_READ_EVERY`.
 const HOUSEKEEPING_TICK: Duration = Duration::from_millis(100);
 /// How often a core with no connections does (its admin bell wakes it sooner): an idle node
 /// costs next to nothing (issue 19).
@@ -473,11 +475,29 @@ fn hooks() -> CoreHooks {
 /// Rung when an admin command is queued for this core (see [`crate::shared::AdminQueue`]).
 type AdminBell = futures_channel::mpsc::UnboundedReceiver<()>;
 
+/// How often a core with connections does its housekeeping: every [`HOUSEKEEPING_TICK`], or
+/// with a longer merge window every window, so that it rides the core's flush tick
+/// (`tick::sleep_aligned`) and a core with a live stream wakes for its ticks only, not ten
+/// times a second besides (issue 19: the fixed cost of a stream). Never slower than an idle
+/// core's housekeeping, so a drain starts as soon as there.
+fn housekeeping_period(merge_window_ms: u64) -> Duration {
+    Duration::from_millis(merge_window_ms).clamp(HOUSEKEEPING_TICK, IDLE_HOUSEKEEPING_TICK)
+}
+
 async fn housekeeping(ctx: &Rc<CoreContext>, admin: &Receiver<AdminCommand>, bell: &mut AdminBell) {
     let mut last_stats = Instant::now();
+    let mut last_epoch = crate::tick::epoch();
     loop {
-        if ctx.has_clients() {
-            crate::tick::sleep_aligned(HOUSEKEEPING_TICK).await;
+        let period = housekeeping_period(ctx.config().player.merge_window_ms);
+        let epoch = crate::tick::epoch();
+        if ctx.has_clients() && epoch != last_epoch {
+            // The core's clock ran since the last round: ride it.
+            last_epoch = epoch;
+            crate::tick::sleep_aligned(period).await;
+        } else if ctx.has_clients() {
+            // No clock runs (no window, or nobody waits for a tick: unwatched publishers read
+            // on a grid of their own, `session::pace`): wake on that grid, with them.
+            crate::util::sleep_on_grid(crate::session::pace::UNWATCHED_READ_EVERY).await;
         } else {
             // An idle core wakes once a second, or when an admin command (a reload) comes.
             futures_lite::future::or(glommio::timer::sleep(IDLE_HOUSEKEEPING_TICK), async {
@@ -493,7 +513,7 @@ async fn housekeeping(ctx: &Rc<CoreContext>, admin: &Receiver<AdminCommand>, bel
         while let Ok(command) = admin.try_recv() {
             ctx.handle_admin(command);
         }
-        if last_stats.elapsed() >= STATS_PERIOD - HOUSEKEEPING_TICK / 2 {
+        if last_stats.elapsed() >= STATS_PERIOD - period / 2 {
             let elapsed = last_stats.elapsed().as_secs_f64();
             last_stats = Instant::now();
             let stats = ctx.collect_stats(elapsed);
@@ -533,4 +553,18 @@ async fn accept_loop(ctx: Rc<CoreContext>, listener: TcpListener) {
         }
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn housekeeping_rides_a_window_longer_than_its_tick_and_stays_within_a_second() {
+        assert_eq!(housekeeping_period(0), HOUSEKEEPING_TICK);
+        assert_eq!(housekeeping_period(20), HOUSEKEEPING_TICK);
+        assert_eq!(housekeeping_period(100), HOUSEKEEPING_TICK);
+        assert_eq!(housekeeping_period(333), Duration::from_millis(333));
+        assert_eq!(housekeeping_period(5000), IDLE_HOUSEKEEPING_TICK);
+    }
 }

@@ -18,6 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::task::Waker;
 use std::time::Instant;
 
 use corecast_common::command::{status_info, Command};
@@ -103,6 +104,9 @@ pub struct StreamReplica {
     /// The stream's video cadence, for audio that waits for a video frame due soon
     /// (`player.zero_delay_coalesce_due_ms`).
     cadence: crate::sendpass::cadence::Cadence,
+    /// The publisher's read while it waits for somebody to need the frames
+    /// (`session::pace`): woken when a player or a replicating core arrives.
+    audience_waker: Option<Waker>,
 }
 
 impl StreamReplica {
@@ -123,6 +127,7 @@ impl StreamReplica {
             bytes_since_stats: 0,
             summary: MediaSummary::default(),
             cadence: Default::default(),
+            audience_waker: None,
         }
     }
 
@@ -207,6 +212,30 @@ impl StreamReplica {
         self.players.len() + self.followers.len()
     }
 
+    /// Whether anybody takes this stream's frames as they come: a player on this core or a
+    /// core replicating it.
+    pub fn has_audience(&self) -> bool {
+        self.player_count() > 0 || !self.remote_cores.is_empty()
+    }
+
+    /// Wakes `waker` when the stream gains a player or a replicating core (the latest waker
+    /// given replaces the one before).
+    pub fn wake_on_audience(&mut self, waker: &Waker) {
+        if !self
+            .audience_waker
+            .as_ref()
+            .is_some_and(|w| w.will_wake(waker))
+        {
+            self.audience_waker = Some(waker.clone());
+        }
+    }
+
+    fn audience_arrived(&mut self) {
+        if let Some(waker) = self.audience_waker.take() {
+            waker.wake();
+        }
+    }
+
     /// Cores replicating from this one.
     pub fn remote_cores(&self) -> &[CoreId] {
         &self.remote_cores
@@ -217,6 +246,7 @@ impl StreamReplica {
         if !self.remote_cores.contains(&core) {
             self.remote_cores.push(core);
         }
+        self.audience_arrived();
     }
 
     /// Removes a replicating core.
@@ -292,6 +322,7 @@ impl StreamReplica {
         } else {
             self.players.push(player);
         }
+        self.audience_arrived();
     }
 
     /// Removes a player by connection id; returns true when it was there.
@@ -494,3 +525,64 @@ pub fn send_status(out: &Outbound, code: &str, description: &str) {
 #[cfg(test)]
 #[path = "stream_log_tests.rs"]
 mod log_tests;
+
+#[cfg(test)]
+mod audience_tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::Wake;
+
+    use super::*;
+    use crate::queue::QueueLimits;
+
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn replica() -> StreamReplica {
+        let settings = GopSettings {
+            enabled: true,
+            max_bytes: 1 << 20,
+        };
+        StreamReplica::new("live/x".into(), settings)
+    }
+
+    /// The paced read of an unwatched publisher (`session::pace`) waits on this: the first
+    /// player or replicating core must wake it, once.
+    #[test]
+    fn a_player_or_a_replicating_core_wakes_the_reader_waiting_for_an_audience() {
+        let mut r = replica();
+        assert!(!r.has_audience());
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&count));
+        r.wake_on_audience(&waker);
+        r.add_remote_core(CoreId(1));
+        assert!(r.has_audience());
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        r.remove_remote_core(CoreId(1));
+        assert!(!r.has_audience());
+        r.wake_on_audience(&waker);
+        let out = crate::outbound::Outbound::new(QueueLimits {
+            soft_max_bytes: 8_000,
+            hard_max_bytes: 30_000,
+        });
+        r.add_player(Player {
+            connection: 7,
+            out,
+            audio: true,
+            video: true,
+            paused: false,
+        });
+        assert!(r.has_audience());
+        assert_eq!(count.0.load(Ordering::SeqCst), 2);
+        // Woken once per wait: a second player finds nobody waiting.
+        r.add_remote_core(CoreId(2));
+        assert_eq!(count.0.load(Ordering::SeqCst), 2);
+        assert!(r.remove_player(7));
+        r.remove_remote_core(CoreId(2));
+        assert!(!r.has_audience());
+    }
+}

@@ -1,5 +1,5 @@
-//! Small helpers shared by the node's tasks: a timeout for any future, and peer strings made
-//! safe to log.
+//! Small helpers shared by the node's tasks: a timeout for any future, a sleep on a grid the
+//! core's slow chores share, and peer strings made safe to log.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -61,6 +61,21 @@ pub fn loggable(value: &str) -> String {
         shown.push_str(&format!("… ({} bytes)", value.len()));
     }
     shown
+}
+
+/// The instant every [`sleep_on_grid`] counts from (one per process).
+static GRID_ORIGIN: std::sync::LazyLock<std::time::Instant> =
+    std::sync::LazyLock::new(std::time::Instant::now);
+
+/// Sleeps until the next whole multiple of `period` since one process-wide instant. Chores
+/// of a core that sleep on the same grid (an unwatched publisher's reads, the housekeeping of
+/// a core whose clock is parked: `session::pace`) have timers with equal deadlines, which
+/// the executor fires in one wake-up instead of one each.
+pub async fn sleep_on_grid(period: Duration) {
+    let period_ns = period.as_nanos().max(1);
+    let into = GRID_ORIGIN.elapsed().as_nanos() % period_ns;
+    let left = u64::try_from(period_ns - into).unwrap_or(u64::MAX);
+    glommio::timer::sleep(Duration::from_nanos(left)).await;
 }
 
 #[cfg(test)]

@@ -206,6 +206,26 @@ pub fn feed(ctx: &CoreContext, generation: Generation, frame: &FrameData) {
     }
 }
 
+/// Whether an HLS request waits for the next part of publish `generation` on this core's
+/// muxer (`session::pace` reads the publisher's input at once then).
+pub fn viewers_waiting(ctx: &CoreContext, generation: Generation) -> bool {
+    let owned = ctx.feature::<Owned>();
+    let owned = owned.0.borrow();
+    owned
+        .get(&generation)
+        .is_some_and(|fed| fed.stream.changed.has_waiters())
+}
+
+/// Wakes `waker` when an HLS request parks for the next part of publish `generation`
+/// (nothing when this core feeds no muxer for it).
+pub fn wake_on_viewer(ctx: &CoreContext, generation: Generation, waker: &std::task::Waker) {
+    let owned = ctx.feature::<Owned>();
+    let owned = owned.0.borrow();
+    if let Some(fed) = owned.get(&generation) {
+        fed.stream.changed.wake_on_wait(waker);
+    }
+}
+
 /// Copies finished segment `msn` (its parts' `body`) into a memfd and makes that the
 /// segment's storage (see the module header). On failure the segment stays as it was.
 fn place_segment(ctx: &CoreContext, stream: &HlsStream, msn: u64, body: &[bytes::Bytes]) {

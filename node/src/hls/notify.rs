@@ -6,6 +6,10 @@
 //! counter is read under the same lock a waiter registers under, so no change is missed.
 //! (A waiter that gave up leaves its waker until the next change: at most one per parked
 //! request, dropped at the next part.)
+//!
+//! The owner may also ask to be woken when a request parks ([`Notify::wake_on_wait`]): an
+//! unwatched publisher's input is read only every few hundred milliseconds
+//! (`session::pace`), and a parked request needs the next part now.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,27 +18,49 @@ use std::task::{Context, Poll, Waker};
 
 /// The counter and its waiters.
 #[derive(Default)]
-pub struct Notify(Mutex<(u64, Vec<Waker>)>);
+pub struct Notify(Mutex<State>);
+
+#[derive(Default)]
+struct State {
+    version: u64,
+    waiters: Vec<Waker>,
+    /// Woken (once) when a waiter registers.
+    on_wait: Option<Waker>,
+}
 
 impl Notify {
-    fn lock(&self) -> std::sync::MutexGuard<'_, (u64, Vec<Waker>)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The counter now.
     pub fn version(&self) -> u64 {
-        self.lock().0
+        self.lock().version
     }
 
     /// Counts a change and wakes every waiter.
     pub fn bump(&self) {
         let wakers = {
             let mut state = self.lock();
-            state.0 += 1;
-            std::mem::take(&mut state.1)
+            state.version += 1;
+            std::mem::take(&mut state.waiters)
         };
         for waker in wakers {
             waker.wake();
+        }
+    }
+
+    /// Whether a request waits for the next change (or gave up since the last one).
+    pub fn has_waiters(&self) -> bool {
+        !self.lock().waiters.is_empty()
+    }
+
+    /// Wakes `waker` once, when the next waiter registers (the latest waker given replaces
+    /// the one before).
+    pub fn wake_on_wait(&self, waker: &Waker) {
+        let mut state = self.lock();
+        if !state.on_wait.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            state.on_wait = Some(waker.clone());
         }
     }
 
@@ -54,11 +80,16 @@ impl Future for Changed<'_> {
     type Output = ();
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let mut state = self.notify.lock();
-        if state.0 != self.seen {
+        if state.version != self.seen {
             return Poll::Ready(());
         }
-        if !state.1.iter().any(|w| w.will_wake(cx.waker())) {
-            state.1.push(cx.waker().clone());
+        if !state.waiters.iter().any(|w| w.will_wake(cx.waker())) {
+            state.waiters.push(cx.waker().clone());
+        }
+        let owner = state.on_wait.take();
+        drop(state);
+        if let Some(owner) = owner {
+            owner.wake();
         }
         Poll::Pending
     }
@@ -78,7 +109,40 @@ mod tests {
         assert!(changed.as_mut().poll(&mut cx).is_pending());
         notify.bump();
         assert!(changed.as_mut().poll(&mut cx).is_ready());
-        assert!(notify.0.lock().unwrap().1.is_empty(), "wakers taken");
+        assert!(!notify.has_waiters(), "wakers taken");
+    }
+
+    #[test]
+    fn a_request_that_parks_wakes_the_owner_once() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        use std::task::Wake;
+
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let owner = Arc::new(Count(AtomicUsize::new(0)));
+        let notify = Notify::default();
+        notify.wake_on_wait(&Waker::from(Arc::clone(&owner)));
+        assert!(!notify.has_waiters());
+        let waker = futures_task_noop();
+        let mut cx = Context::from_waker(&waker);
+        let mut first = Box::pin(notify.changed(notify.version()));
+        assert!(first.as_mut().poll(&mut cx).is_pending());
+        assert!(notify.has_waiters());
+        assert_eq!(
+            owner.0.load(Ordering::SeqCst),
+            1,
+            "woken when the request parked"
+        );
+        let mut second = Box::pin(notify.changed(notify.version()));
+        assert!(second.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(owner.0.load(Ordering::SeqCst), 1, "once per wake_on_wait");
+        notify.bump();
+        assert!(!notify.has_waiters());
     }
 
     fn futures_task_noop() -> Waker {

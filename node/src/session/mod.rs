@@ -18,6 +18,7 @@
 mod authorize;
 mod commands;
 mod media;
+pub mod pace;
 
 use std::io;
 use std::net::SocketAddr;
@@ -40,7 +41,6 @@ use crate::clients::{ClientHandle, ClientRole};
 use crate::core::{CoreContext, ReplicaRef};
 use crate::outbound::Outbound;
 use crate::queue::QueueLimits;
-use crate::tick;
 use crate::transport::{Transport, TRY_READ_MAX};
 use crate::util::with_timeout;
 use crate::writer::{run_writer, WriteError, WriterSettings};
@@ -218,6 +218,9 @@ pub struct Session {
     /// The last paced read stopped at its size limit: more may wait, read it without waiting
     /// for the next tick.
     backlog: bool,
+    /// Bytes the last paced read brought (`pace::of`: a fast publisher is not paced as an
+    /// unwatched one).
+    last_paced_read: usize,
     /// What the core (and the API) knows of this connection.
     client: Rc<ClientHandle>,
     /// A publish whose name was still taken: tried again before more input is read.
@@ -306,6 +309,7 @@ pub async fn run_connection<T: Transport + 'static>(
         send_buffer_bounded: false,
         reads_trimmed: false,
         backlog: false,
+        last_paced_read: 0,
         pending_publish: None,
         liveness: None,
         stream_slot: None,
@@ -574,9 +578,10 @@ impl Session {
         }
     }
 
-    /// The next input. With a merge window, a live publisher's input is read once per flush
-    /// tick, just before the core's writes: the kernel holds it meanwhile, the core is not
-    /// woken per frame, and what is read goes out in that same tick. When nothing waited (or
+    /// The next input. A live publisher's input is read at its [`pace`]: once per flush tick
+    /// with a merge window, just before the core's writes (the kernel holds it meanwhile, the
+    /// core is not woken per frame, and what is read goes out in that same tick), or every
+    /// few hundred milliseconds while nobody needs its frames sooner. When nothing waited (or
     /// the pipe cannot read without waiting), this waits for input as usual.
     async fn read<T: Transport>(
         &mut self,
@@ -584,23 +589,28 @@ impl Session {
         buf: &mut BytesMut,
         limit: Duration,
     ) -> Result<usize, SessionError> {
-        // Until a key frame is cached, joining players wait for one: read it at once.
         let paced = match &self.role {
-            Role::Publishing { replica, .. } => {
-                self.ctx.config().player.merge_window_ms > 0 && replica.borrow().gop_bytes() > 0
-            }
-            _ => false,
+            Role::Publishing {
+                replica,
+                generation,
+                ..
+            } => match pace::of(&self.ctx, replica, *generation, self.last_paced_read) {
+                pace::Pace::Now => None,
+                pace => Some((pace, Rc::clone(replica), *generation)),
+            },
+            _ => None,
         };
-        if paced {
+        if let Some((pace, replica, generation)) = paced {
             if self.backlog {
                 // Let the core's other tasks run between large reads of a fast publisher.
                 futures_lite::future::yield_now().await;
             } else {
-                tick::before_next().await;
+                pace::wait(&self.ctx, pace, &replica, generation).await;
             }
             match transport.try_read_into(buf) {
                 Ok(n) => {
                     self.backlog = n >= TRY_READ_MAX;
+                    self.last_paced_read = n;
                     return Ok(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
