@@ -248,7 +248,17 @@ pub struct StreamConfig {
     /// Streams one client address publishes at most (the address the session has: the
     /// PROXY protocol's where one is trusted); a publish past it is refused.
     pub max_streams_per_address: usize,
+    /// How often, in milliseconds, the publisher of a stream nobody watches (no player, no
+    /// other core or edge replicating it, no LL-HLS request waiting for its next part) is read
+    /// at most, whatever the merge window: a few wake-ups a second instead of one per frame
+    /// (`session::pace`); a plain-HLS playlist nobody waits on may be that late. 0 reads such
+    /// a publisher as a watched one; at most [`MAX_UNWATCHED_READ_MS`]. Its multiples of 250 share the wake-ups of a
+    /// core's other slow chores.
+    pub unwatched_read_ms: u64,
 }
+
+/// The longest `stream.unwatched_read_ms`: the kernel holds the publisher's input meanwhile.
+pub const MAX_UNWATCHED_READ_MS: u64 = 10_000;
 
 impl Default for StreamConfig {
     fn default() -> Self {
@@ -257,6 +267,7 @@ impl Default for StreamConfig {
             gop_cache_max_bytes: 16 * 1024 * 1024,
             max_streams_per_node: 1000,
             max_streams_per_address: 100,
+            unwatched_read_ms: 250,
         }
     }
 }
@@ -731,6 +742,12 @@ impl Config {
                 format!("must be at least {MIN_MEMORY_BUDGET_BYTES} (16 MiB)"),
             ));
         }
+        if self.stream.unwatched_read_ms > MAX_UNWATCHED_READ_MS {
+            return Err(invalid(
+                "stream.unwatched_read_ms",
+                format!("must be at most {MAX_UNWATCHED_READ_MS} (0 = read as watched)"),
+            ));
+        }
         let r = &self.rtmp;
         if !(128..=0x7FFF_FFFF).contains(&r.out_chunk_size_bytes) {
             return Err(invalid(
@@ -1152,6 +1169,17 @@ mod tests {
         assert!(err.to_string().contains("http.read_batch_ms"), "{err}");
         let off = Config::parse("[http]\nread_batch_ms = 0\n", "t").expect("0 is off");
         assert_eq!(off.http.read_batch_ms, 0);
+    }
+
+    #[test]
+    fn an_unwatched_read_pace_over_10_s_is_refused_and_0_reads_as_watched() {
+        let err = Config::parse("[stream]\nunwatched_read_ms = 10001\n", "t").expect_err("fail");
+        assert!(
+            err.to_string().contains("stream.unwatched_read_ms"),
+            "{err}"
+        );
+        let off = Config::parse("[stream]\nunwatched_read_ms = 0\n", "t").expect("0 is off");
+        assert_eq!(off.stream.unwatched_read_ms, 0);
     }
 
     #[test]

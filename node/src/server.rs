@@ -32,7 +32,7 @@ use crate::transport::TcpTransport;
 
 /// How often each core with connections and a running clock checks its admin queue and the
 /// drain flag at least (a longer merge window makes it that window: see
-/// [`housekeeping_period`]); with its clock parked, every `session::pace::UNWATCHED_READ_EVERY`.
+/// [`housekeeping_period`]); with its clock parked, every `session::pace::CHORE_GRID`.
 const HOUSEKEEPING_TICK: Duration = Duration::from_millis(100);
 /// How often a core with no connections does (its admin bell wakes it sooner): an idle node
 /// costs next to nothing (issue 19).
@@ -497,7 +497,7 @@ async fn housekeeping(ctx: &Rc<CoreContext>, admin: &Receiver<AdminCommand>, bel
         } else if ctx.has_clients() {
             // No clock runs (no window, or nobody waits for a tick: unwatched publishers read
             // on a grid of their own, `session::pace`): wake on that grid, with them.
-            crate::util::sleep_on_grid(crate::session::pace::UNWATCHED_READ_EVERY).await;
+            crate::util::sleep_on_grid(crate::session::pace::CHORE_GRID).await;
         } else {
             // An idle core wakes once a second, or when an admin command (a reload) comes.
             futures_lite::future::or(glommio::timer::sleep(IDLE_HOUSEKEEPING_TICK), async {

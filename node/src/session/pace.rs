@@ -8,11 +8,11 @@
 //!   one), and at `merge_window_ms = 0` while anyone takes the frames as they come;
 //! - [`Pace::Tick`], once per flush tick with a merge window, just before the core's writes:
 //!   the kernel holds the input meanwhile and what is read goes out in that same tick;
-//! - [`Pace::Unwatched`], every [`UNWATCHED_READ_EVERY`] (never slower than the HLS part
-//!   target) while nobody needs the frames sooner: no player on this core, no other core
+//! - [`Pace::Unwatched`], every `stream.unwatched_read_ms` (250 by default: below the default HLS
+//!   part target, so a plain-HLS playlist nobody waits on is at most a part late) while nobody needs the frames sooner: no player on this core, no other core
 //!   replicating the stream (players there, an edge's pull, a restream are all players), and
 //!   no HLS request parked for the next part, and its reads bring less than
-//!   [`FAST_INPUT_BYTES`]. The stream then costs the core a few wake-ups a
+//!   [`FAST_INPUT_BYTES_PER_MS`] times the pace. The stream then costs the core a few wake-ups a
 //!   second instead of one per frame (`merge_window_ms = 0`) or per short window: the reads
 //!   sleep on a grid (`util::sleep_on_grid`) shared with every other unwatched publisher and
 //!   with the housekeeping of a core whose clock is parked, so they all wake together. The first
@@ -29,17 +29,17 @@ use corecast_common::plane::Generation;
 use crate::core::{CoreContext, ReplicaRef};
 use crate::tick;
 
-/// How often an unwatched publisher's input is read at most rarely (a merge window at least
-/// this long keeps its tick): below the default HLS part target (333 ms), so a plain-HLS
-/// playlist is never a part behind for it.
-pub const UNWATCHED_READ_EVERY: Duration = Duration::from_millis(250);
+/// The grid a core's slow chores wake on (the housekeeping of a core whose clock is parked),
+/// and the default of `stream.unwatched_read_ms`. A pace that is a multiple of it shares
+/// those wake-ups.
+pub const CHORE_GRID: Duration = Duration::from_millis(250);
 
-/// A paced read that brought this much (8 Mbit/s at [`UNWATCHED_READ_EVERY`]) is a fast
-/// publisher's: its next read keeps the window's pace, as if watched. The kernel's receive
-/// buffer of a connection read four times a second may not grow as fast as such a publisher
-/// sends (its autotuning follows what each read takes), and a publisher must never be held
-/// back by the node's pacing.
-pub const FAST_INPUT_BYTES: usize = 256 * 1024;
+/// A paced read that brought this much per millisecond of the pace (8 Mbit/s; 256 KiB at
+/// 250 ms) is a fast publisher's: its next read keeps the window's pace, as if watched. The
+/// kernel's receive buffer of a connection read four times a second may not grow as fast as
+/// such a publisher sends (its autotuning follows what each read takes), and a publisher must
+/// never be held back by the node's pacing.
+pub const FAST_INPUT_BYTES_PER_MS: usize = 1024;
 
 /// When the next read of a publisher's input happens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,13 +66,10 @@ pub fn of(
     if r.gop_bytes() == 0 {
         return Pace::Now;
     }
-    let mut every = UNWATCHED_READ_EVERY;
-    if config.hls.enabled {
-        every = every.min(Duration::from_millis(config.hls.part_target_ms.into()));
-    }
-    let watched = last_read >= FAST_INPUT_BYTES
-        || r.has_audience()
-        || crate::hls::viewers_waiting(ctx, generation);
+    // 0 (`unwatched_read_ms = 0`) is never above the window: read as watched.
+    let every = Duration::from_millis(config.stream.unwatched_read_ms);
+    let fast = last_read / FAST_INPUT_BYTES_PER_MS >= every.as_millis() as usize;
+    let watched = fast || r.has_audience() || crate::hls::viewers_waiting(ctx, generation);
     match (window.is_zero(), watched) {
         (_, false) if window < every => Pace::Unwatched(every),
         (true, _) => Pace::Now,
