@@ -186,7 +186,7 @@ pub async fn serve<H>(
 /// waits for the socket).
 async fn drive<S, B>(
     conn: &mut http1::Connection<Io, S>,
-    deadlines: &Deadlines,
+    deadlines: &Rc<Deadlines>,
     handed_off: &Cell<bool>,
 ) -> Result<hyper::Result<()>, Phase>
 where

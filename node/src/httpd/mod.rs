@@ -29,7 +29,8 @@
 //!
 //! # Layout
 //! - [`io`]: the hyper I/O adapter over glommio's `TcpStream`.
-//! - [`deadline`]: the connection's phase and the timer that cuts it.
+//! - [`deadline`]: the connection's phase and the watchdog that cuts it; [`sweep`]: the
+//!   core's one timer behind every watchdog.
 //! - [`hub`], [`readiness`]: a busy core's keep-alive reads batched on one tick
 //!   (`http.read_batch_ms`), and the decisions behind it (sans-IO).
 //! - [`lane`], [`fastlane`]: plain HLS requests answered without hyper, sans-IO decisions
@@ -53,6 +54,7 @@ pub mod readiness;
 pub mod router;
 pub mod sendfile;
 pub mod slots;
+pub mod sweep;
 pub mod upgrade;
 
 pub use body::Body;
