@@ -17,6 +17,10 @@
 //!   (copy) every body into its head buffer. When the socket is full (EAGAIN) the first slice
 //!   goes through glommio's `poll_write`, which is how glommio waits for writability. A large
 //!   body in a memfd (an HLS segment) goes with `sendfile` instead ([`super::sendfile`]).
+//! - *The fast lane* ([`super::fastlane`]) reads plain connections through
+//!   [`Io::poll_read_into`] (the same hub, deadlines and quick-ACK) until it hands a
+//!   connection to hyper; the bytes it read and did not answer are then what hyper reads
+//!   first ([`Io::set_prefix`]).
 //! - *Shutdown* closes the write side. The node's connections run hyper with
 //!   `poll_without_shutdown` and take the stream back for a lingering close
 //!   ([`Io::linger_close`]).
