@@ -26,7 +26,9 @@
 # LAT_VIEWERS (20), PLAIN_VIEWERS (1000), FLV_VIEWERS (500), CORES (Corecast executors, 0 =
 # all CPUs), RUNS ("latency plain ll-vs-plain flv-vs-rtmp"), READER (0), READ_BATCH_MS
 # (unset: the node's default; set, it goes in [http] as read_batch_ms: 0 turns the busy
-# core's read hub off, for an A/B on one build; older builds refuse it), PROFILE (release;
+# core's read hub off, for an A/B on one build; older builds refuse it), FAST_LANE (unset:
+# the default; true|false goes in [http] as fast_lane: an A/B of the plain-HLS fast lane on
+# one build; builds before session 8 refuse it), PROFILE (release;
 # "debug" only checks the script), CARGO, CORECAST (the node binary; default the profile's
 # build: set it to compare two builds, A B A B), OUT (results folder, default target/bench-hls/:
 # summary.md, rows.jsonl).
@@ -83,6 +85,7 @@ start_corecast() { # rtmp-port http-port
 [http]
 max_connections_per_core = 1024
 ${READ_BATCH_MS:+read_batch_ms = $READ_BATCH_MS}
+${FAST_LANE:+fast_lane = $FAST_LANE}
 [hls]
 part_target_ms = $PART_MS
 [log]

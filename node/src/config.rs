@@ -371,6 +371,9 @@ pub struct HttpConfig {
     /// waking the core (see `httpd::hub`); a request then waits at most this much more.
     /// 0 turns it off; at most `MAX_READ_BATCH_MS`.
     pub read_batch_ms: u64,
+    /// Answer plain HLS requests on plain `http.listen` connections without hyper (see
+    /// `httpd::fastlane`); off: hyper serves every request, as before session 8.
+    pub fast_lane: bool,
 }
 
 /// The longest `http.read_batch_ms` accepted.
@@ -388,6 +391,7 @@ impl Default for HttpConfig {
             max_connections_per_core: 0,
             tls: false,
             read_batch_ms: 10,
+            fast_lane: true,
         }
     }
 }
@@ -1169,6 +1173,9 @@ mod tests {
         assert!(err.to_string().contains("http.read_batch_ms"), "{err}");
         let off = Config::parse("[http]\nread_batch_ms = 0\n", "t").expect("0 is off");
         assert_eq!(off.http.read_batch_ms, 0);
+        assert!(off.http.fast_lane, "the fast lane is on by default");
+        let off = Config::parse("[http]\nfast_lane = false\n", "t").expect("a bool");
+        assert!(!off.http.fast_lane);
     }
 
     #[test]

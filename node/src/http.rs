@@ -164,6 +164,9 @@ pub async fn serve_connection(
         title_case_headers: false,
         read_batch: Duration::from_millis(http.read_batch_ms),
         max_connections,
+        lane: http
+            .fast_lane
+            .then_some(crate::hls::lane::answer as httpd::fastlane::LaneFn),
     };
     let routes = Rc::clone(&ctx);
     httpd::serve(&ctx, stream, peer, port, move |request| {

@@ -25,6 +25,10 @@ pub mod names {
     pub const HTTP_READ_BATCH_WAKEUPS: &str = "corecast_http_read_batch_wakeups_total";
     /// HTTP segment writes a read hub's tick woke for room.
     pub const HTTP_READ_BATCH_WRITE_WAKEUPS: &str = "corecast_http_read_batch_write_wakeups_total";
+    /// HTTP requests the plain-HTTP fast lane answered without hyper (plain HLS).
+    pub const HTTP_LANE_REQUESTS: &str = "corecast_http_lane_requests_total";
+    /// Plain-HTTP connections the fast lane handed to hyper (a request it does not take).
+    pub const HTTP_LANE_HANDOVERS: &str = "corecast_http_lane_handovers_total";
     /// Sends the zero-delay send pass made, one per player per pass.
     pub const ZERO_DELAY_PASS_SENDS: &str = "corecast_zero_delay_pass_sends_total";
     /// Player writers the zero-delay send pass woke for bytes it left queued.
@@ -207,6 +211,11 @@ impl NodeMetrics {
         registry
             .register(Box::new(crate::tick::wakeups_counter()))
             .expect("tick wake-ups registered once");
+        for c in crate::httpd::fastlane::counters() {
+            registry
+                .register(Box::new(c))
+                .expect("fast lane counters registered once");
+        }
         for c in crate::httpd::hub::counters() {
             registry
                 .register(Box::new(c))

@@ -1099,3 +1099,114 @@ fn a_busy_core_serves_whole_segments_to_slow_viewers_through_its_read_hub() {
     );
     stop(publisher);
 }
+
+/// Sends `requests` (method, path) on one keep-alive connection, all in one write (pipelined),
+/// and reads their answers: (head without its `date` line, body).
+fn keep_alive(node: &Node, requests: &[(&str, String)]) -> Vec<(String, Vec<u8>)> {
+    use std::io::{Read, Write};
+    let mut stream = support::process::connect(node.http).expect("connect");
+    let text: String = requests
+        .iter()
+        .map(|(method, path)| format!("{method} {path} HTTP/1.1\r\nHost: t\r\nAccept: */*\r\n\r\n"))
+        .collect();
+    stream.write_all(text.as_bytes()).expect("write");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (mut buf, mut answers) = (Vec::new(), Vec::new());
+    for (method, path) in requests {
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut parsed = httparse::Response::new(&mut headers);
+            if let Ok(httparse::Status::Complete(head)) = parsed.parse(&buf) {
+                let length: usize = parsed
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                    .and_then(|h| std::str::from_utf8(h.value).ok()?.parse().ok())
+                    .expect("a Content-Length");
+                let length = if *method == "HEAD" { 0 } else { length };
+                if buf.len() >= head + length {
+                    let text = String::from_utf8_lossy(&buf[..head]).into_owned();
+                    let date = text.lines().find(|l| l.starts_with("date: "));
+                    let date = date.unwrap_or_else(|| panic!("no date in {text}"));
+                    assert!(date.ends_with(" GMT") && date.len() == 35, "{date}");
+                    let without = text.replace(&format!("{date}\r\n"), "");
+                    answers.push((without, buf[head..head + length].to_vec()));
+                    buf.drain(..head + length);
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "no answer to {method} {path}");
+            let mut chunk = [0u8; 64 * 1024];
+            let n = stream.read(&mut chunk).expect("read");
+            assert!(n > 0, "closed before the answer to {method} {path}");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+    answers
+}
+
+/// The plain-HTTP fast lane answers segments, parts, the init segment and the plain playlist
+/// with the same bytes, head and body, as hyper's route does; what it does not take (a 404,
+/// another path) goes to hyper with the connection, pipelined requests in order.
+#[test]
+fn the_fast_lane_answers_plain_hls_as_hyper_does() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = Node::start(2, "", dir.path());
+    let source = noise_flv(dir.path(), "noise.flv", 20, 25);
+    let publisher = publish(&source, &node.url("live/lane"));
+    let ll = live_playlist(&node, "/hls/live/lane/index.m3u8", 2);
+    let base = "/hls/live/lane";
+    let init = format!("{base}/{}", uri_of(&ll, "#EXT-X-MAP:"));
+    let segment = ll
+        .lines()
+        .find(|l| !l.starts_with('#') && l.ends_with(".m4s"))
+        .map(|l| format!("{base}/{l}"))
+        .expect("a segment listed");
+    let part = format!("{base}/{}", uri_of(&ll, "#EXT-X-PART:"));
+    let missing = segment.replace("/s", "/s99999");
+    let media = [
+        ("GET", init),
+        ("GET", segment.clone()),
+        ("HEAD", segment),
+        ("GET", part),
+    ];
+    let lane_before = node.metric_sum("corecast_http_lane_requests_total");
+    // Through the lane: the media, then the playlist, then a 404 that hands over.
+    let mut requests = media.to_vec();
+    requests.push(("GET", format!("{base}/plain.m3u8")));
+    requests.push(("GET", missing.clone()));
+    let lane = keep_alive(&node, &requests);
+    // Through hyper: a request the lane does not take first.
+    let mut requests = vec![("GET", "/healthz".to_owned())];
+    requests.extend(media.iter().cloned());
+    requests.push(("GET", format!("{base}/plain.m3u8")));
+    requests.push(("GET", missing));
+    let hyper = keep_alive(&node, &requests);
+    let answered = node.metric_sum("corecast_http_lane_requests_total") - lane_before;
+    assert!(answered >= 5.0, "the lane answered {answered} requests");
+    for (i, (method, path)) in media.iter().enumerate() {
+        assert_eq!(lane[i].0, hyper[i + 1].0, "{method} {path}: heads differ");
+        assert!(
+            lane[i].1 == hyper[i + 1].1,
+            "{method} {path}: bodies differ"
+        );
+        assert!(
+            lane[i].0.starts_with("HTTP/1.1 200 OK\r\n"),
+            "{}",
+            lane[i].0
+        );
+    }
+    assert!(media[1].1.ends_with(".m4s") && lane[1].1.len() > 64 * 1024);
+    assert_eq!(lane[2].1.len(), 0, "HEAD has no body");
+    // The playlist may have moved on between the two: the same head but for its length.
+    let strip = |head: &str| -> String {
+        head.lines()
+            .filter(|l| !l.starts_with("content-length"))
+            .collect()
+    };
+    assert_eq!(strip(&lane[4].0), strip(&hyper[5].0));
+    assert!(lane[4].1.starts_with(b"#EXTM3U"));
+    assert_eq!(lane[5], hyper[6], "the 404 is hyper's");
+    assert!(lane[5].0.starts_with("HTTP/1.1 404"), "{}", lane[5].0);
+    stop(publisher);
+}

@@ -404,3 +404,18 @@ fn a_busy_core_reads_its_keep_alive_connections_on_one_tick_and_an_idle_one_does
         "a quiet core's reads went through the hub"
     );
 }
+
+/// `http.fast_lane = false` leaves every request to hyper (the lane never runs, so it hands
+/// nothing over); by default a request the lane does not take (`/metrics`) is handed over.
+#[test]
+fn the_fast_lane_can_be_turned_off() {
+    let lane = "corecast_http_lane_handovers_total";
+    let dir = tempfile::tempdir().expect("temp dir");
+    let off = Node::start(1, "[http]\nfast_lane = false\n", dir.path());
+    let _ = off.metrics();
+    assert_eq!(off.metric_sum(lane), 0.0, "the lane ran while off");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let on = Node::start(1, "", dir.path());
+    let _ = on.metrics();
+    assert!(on.metric_sum(lane) >= 1.0, "the lane handed nothing over");
+}

@@ -272,6 +272,11 @@ impl Authorizer {
         self.config.mode(&request.app, request.direction())
     }
 
+    /// The play mode for `app` (the HLS fast lane answers playlists only where it is `open`).
+    pub fn play_mode(&self, app: &str) -> AuthMode {
+        self.config.mode(app, Direction::Play)
+    }
+
     /// The longest an asynchronous verdict may take before it counts as [`Reason::Timeout`].
     pub fn deadline(&self) -> Duration {
         Duration::from_millis(self.config.callback_timeout_ms) + Duration::from_secs(1)

@@ -22,11 +22,13 @@
 //!   window; every plain-HLS segment request is then one `sendfile`. The copy is made
 //!   outside the muxer's lock, so readers on other cores never wait for it.
 //! - [`serve`]: the routes.
+//! - [`lane`]: what the plain-HTTP fast lane answers without hyper ([`crate::httpd::fastlane`]).
 //!
 //! A fresh random prefix is drawn for every start, so a publisher restart never reuses a name.
 
 pub mod auth;
 pub mod interest;
+pub mod lane;
 pub mod memory;
 pub mod notify;
 pub mod rendered;

@@ -34,11 +34,11 @@ use crate::core::CoreContext;
 use crate::httpd::{ready, Body, Params, Reply, Request, Response};
 
 /// Playlist media type (RFC 8216bis 4).
-const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
+pub(crate) const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
 /// Playlists change with every part.
-const PLAYLIST_CACHE: &str = "max-age=1";
+pub(crate) const PLAYLIST_CACHE: &str = "max-age=1";
 /// Media never changes under its name.
-const MEDIA_CACHE: &str = "public, max-age=31536000, immutable";
+pub(crate) const MEDIA_CACHE: &str = "public, max-age=31536000, immutable";
 
 /// `/hls/{app}/{name}/index.m3u8`.
 pub fn playlist(ctx: &Rc<CoreContext>, request: Request, params: Params) -> Reply {

@@ -42,6 +42,7 @@ use tracing::{debug, info};
 
 use super::body::{text, Body};
 use super::deadline::{Deadlines, Phase, RequestDone, Watchdog};
+use super::fastlane::{self, LaneFn, Outcome};
 use super::hub::ReadHub;
 use super::io::{Io, Stream};
 use super::slots::{BodyBytes, PortSlots, Slots};
@@ -89,6 +90,9 @@ pub struct Port {
     /// The accept loop's per-core cap for this port: the connection that fills it evicts the
     /// one idle longest.
     pub max_connections: usize,
+    /// Requests a plain connection answers without hyper until the first it does not take
+    /// ([`super::fastlane`]); None: hyper from the first byte.
+    pub lane: Option<LaneFn>,
 }
 
 /// The client's address, in every request's extensions.
@@ -124,6 +128,22 @@ pub async fn serve<H>(
         let hub = ctx.feature::<ReadHub>();
         hub.set_period(port.read_batch);
         io = io.with_hub(&hub);
+    }
+    if let (Some(lane), true) = (port.lane, io.is_plain()) {
+        match fastlane::run(ctx, &mut io, &deadlines, lane).await {
+            Outcome::HandOver(read) => io.set_prefix(read),
+            Outcome::Closed => return io.linger_close().await,
+            Outcome::Broken(error) => {
+                // As hyper's I/O errors (`report`): dropped, logged at debug.
+                let (core, label, reason) = (ctx.id.0, port.label, "http_io");
+                debug!(core, %peer, reason, %error, "{label} connection closed");
+                return;
+            }
+            Outcome::Cut(phase) => {
+                report(ctx, peer, port.label, Err(phase));
+                return;
+            }
+        }
     }
     let handed_off: Rc<Cell<bool>> = Rc::default();
     let service = Service(Rc::new(Shared {
@@ -166,7 +186,7 @@ pub async fn serve<H>(
 /// waits for the socket).
 async fn drive<S, B>(
     conn: &mut http1::Connection<Io, S>,
-    deadlines: &Deadlines,
+    deadlines: &Rc<Deadlines>,
     handed_off: &Cell<bool>,
 ) -> Result<hyper::Result<()>, Phase>
 where

@@ -22,13 +22,11 @@
 //! the request ([`RequestDone`]).
 
 use std::cell::{Cell, RefCell};
-use std::future::Future;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use glommio::timer::Timer;
+use super::sweep::{self, Sweep};
 
 /// Where a connection is in its request cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,8 +68,14 @@ pub struct Deadlines {
     deadline: Cell<Instant>,
     /// While streaming: since when a write has found the socket full.
     blocked_since: Cell<Option<Instant>>,
-    /// The watchdog's task, woken by [`Deadlines::evict`].
-    waker: RefCell<Option<Waker>>,
+    /// The watchdog's task, woken by [`Deadlines::evict`] and the core's sweep.
+    pub(super) waker: RefCell<Option<Waker>>,
+    /// Set by the sweep (or an eviction) once the deadline has passed: the watchdog checks.
+    pub(super) due: Cell<bool>,
+    /// A watchdog watches it (the sweep unlists it once none does).
+    pub(super) watched: Cell<bool>,
+    /// It is in its core's sweep's list.
+    pub(super) listed: Cell<bool>,
 }
 
 impl Deadlines {
@@ -85,6 +89,9 @@ impl Deadlines {
             deadline: Cell::new(now + idle_timeout),
             blocked_since: Cell::new(None),
             waker: RefCell::new(None),
+            due: Cell::new(false),
+            watched: Cell::new(false),
+            listed: Cell::new(false),
         })
     }
 
@@ -166,6 +173,7 @@ impl Deadlines {
         }
         self.phase.set(Phase::Evicted);
         self.deadline.set(now);
+        self.due.set(true);
         if let Some(waker) = self.waker.borrow_mut().take() {
             waker.wake();
         }
@@ -191,64 +199,59 @@ impl Drop for RequestDone {
     }
 }
 
-/// The timer polled beside the connection. It is polled right after the connection future on
-/// every wake-up of the task, so a deadline moved by that poll is taken into account at once.
+/// What is polled beside the connection: ready with the phase once the deadline has passed.
+/// It is polled right after the connection future on every wake-up of the task, so a
+/// deadline moved by that poll is taken into account at once.
 ///
-/// The timer is armed for the deadline itself, and re-armed when the deadline moves (twice
-/// per request: its first byte, its end), so in steady keep-alive traffic it never fires: a
-/// timer left armed for an earlier deadline fires, and wakes the core, for nothing (one armed
-/// ahead and kept while the deadline moved later was tried: each connection's timer then
-/// fired every `request_timeout`, wake-ups that cost more than the re-arming saved). While the
-/// armed timer is not due it is not polled again: glommio's timer re-registers itself (two
-/// map updates and a waker clone) on every poll, and it already holds this task's waker.
+/// No timer of its own: the connection is listed in its core's [`Sweep`], which wakes the
+/// task once the deadline has passed (and marks it due); a deadline moved earlier than the
+/// sweep's next scan pulls the scan forward. So a poll costs a flag and a comparison, and a
+/// deadline that moves (twice per request) no timer re-arm: re-arming a glommio timer per
+/// phase was two updates of glommio's timer map per request. (Before: a timer per
+/// connection; one armed ahead and kept while the deadline moved later fired every
+/// `request_timeout` per connection, which cost more than the re-arming saved.)
 #[derive(Default)]
 pub struct Watchdog {
-    /// The armed timer and the deadline it was armed for.
-    timer: Option<(Instant, Timer)>,
+    /// The connection it watches (listed in the sweep on the first poll).
+    watching: Option<Rc<Deadlines>>,
+    sweep: Option<Rc<Sweep>>,
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        if let Some(deadlines) = self.watching.take() {
+            deadlines.watched.set(false);
+        }
+    }
 }
 
 impl Watchdog {
     /// Ready with the phase the connection was in once its deadline has passed.
-    pub fn poll(&mut self, cx: &mut Context<'_>, deadlines: &Deadlines) -> Poll<Phase> {
+    pub fn poll(&mut self, cx: &mut Context<'_>, deadlines: &Rc<Deadlines>) -> Poll<Phase> {
         let mut waker = deadlines.waker.borrow_mut();
-        let same_waker = waker.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
-        if !same_waker {
+        if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             *waker = Some(cx.waker().clone());
         }
         drop(waker);
-        loop {
-            let deadline = deadlines.deadline();
-            let now = Instant::now();
-            if now >= deadline {
-                return Poll::Ready(deadlines.phase());
-            }
-            match &mut self.timer {
-                // Armed for this deadline, not passed, holding this task's waker.
-                Some((armed_for, _)) if *armed_for == deadline && same_waker => {
-                    return Poll::Pending;
-                }
-                Some((armed_for, timer)) if *armed_for == deadline => {
-                    if Pin::new(timer).poll(cx).is_pending() {
-                        return Poll::Pending;
-                    }
-                    // Fired: check the clock again (and re-arm should it have fired early).
-                    self.timer = None;
-                }
-                _ => {
-                    // Polled now: it holds this task's waker before the first arm skips polls.
-                    let mut timer = Timer::new(deadline - now);
-                    if Pin::new(&mut timer).poll(cx).is_pending() {
-                        self.timer = Some((deadline, timer));
-                        return Poll::Pending;
-                    }
-                }
-            }
+        if deadlines.due.replace(false) && Instant::now() >= deadlines.deadline() {
+            return Poll::Ready(deadlines.phase());
         }
+        let sweep = self.sweep.get_or_insert_with(sweep::current);
+        if self.watching.is_none() {
+            deadlines.watched.set(true);
+            sweep.watch(deadlines);
+            self.watching = Some(Rc::clone(deadlines));
+        } else {
+            sweep.by(deadlines.deadline());
+        }
+        Poll::Pending
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::future::Future;
+
     use super::*;
 
     const IDLE: Duration = Duration::from_secs(30);

@@ -21,15 +21,19 @@
 //! - Deadlines, slots and lingering close are untouched: the connection's watchdog is polled
 //!   by the same task as its reads, whichever wakes it.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::io;
-use std::os::fd::RawFd;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::sync::LazyLock;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use corecast_transport::socket;
 use prometheus::IntCounter;
+use rustix::event::epoll::{self, CreateFlags, Event, EventData, EventFlags};
+use rustix::event::Timespec;
 
 use super::readiness::{batched, Activity, Join, Wait, Waiters};
 
@@ -73,8 +77,8 @@ pub fn counters() -> [IntCounter; 3] {
 /// One core's hub (a [`crate::core::CoreContext`] feature).
 #[derive(Debug)]
 pub struct ReadHub {
-    /// The epoll descriptor: -1 before the first wait, -2 when it could not be made.
-    epoll: Cell<RawFd>,
+    /// The epoll descriptor, made on the first wait (None: it could not be).
+    epoll: OnceCell<Option<OwnedFd>>,
     period: Cell<Duration>,
     ticking: Cell<bool>,
     activity: RefCell<Activity>,
@@ -84,21 +88,11 @@ pub struct ReadHub {
 impl Default for ReadHub {
     fn default() -> Self {
         ReadHub {
-            epoll: Cell::new(-1),
+            epoll: OnceCell::new(),
             period: Cell::new(Duration::ZERO),
             ticking: Cell::new(false),
             activity: RefCell::default(),
             waiters: RefCell::default(),
-        }
-    }
-}
-
-impl Drop for ReadHub {
-    fn drop(&mut self) {
-        let fd = self.epoll.get();
-        if fd >= 0 {
-            // SAFETY: the descriptor was made by epoll_create1 and is closed once.
-            unsafe { libc::close(fd) };
         }
     }
 }
@@ -116,10 +110,8 @@ pub struct Member {
 impl Drop for Member {
     fn drop(&mut self) {
         let added = self.hub.waiters.borrow_mut().leave(self.fd as u32);
-        let epoll = self.hub.epoll.get();
-        if added && epoll >= 0 {
-            // SAFETY: plain syscall on descriptors this connection and the hub own.
-            unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_DEL, self.fd, std::ptr::null_mut()) };
+        if let (true, Some(Some(epoll))) = (added, self.hub.epoll.get()) {
+            let _ = epoll::delete(epoll, self.socket());
         }
     }
 }
@@ -157,19 +149,23 @@ impl ReadHub {
     }
 
     /// The epoll descriptor, made on first use; None when it cannot be made.
-    fn epoll(&self) -> Option<RawFd> {
-        let fd = self.epoll.get();
-        if fd == -1 {
-            // SAFETY: plain syscall.
-            let made = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-            self.epoll.set(if made >= 0 { made } else { -2 });
-            return (made >= 0).then_some(made);
-        }
-        (fd >= 0).then_some(fd)
+    fn epoll(&self) -> Option<BorrowedFd<'_>> {
+        let made = self
+            .epoll
+            .get_or_init(|| epoll::create(CreateFlags::CLOEXEC).ok());
+        made.as_ref().map(OwnedFd::as_fd)
     }
 }
 
 impl Member {
+    /// The connection's socket.
+    fn socket(&self) -> BorrowedFd<'_> {
+        // SAFETY: a member is made for the socket of the connection that holds it and is
+        // dropped before that socket closes (`Io` declares it before its stream, and gives
+        // the stream away only by dropping the member), so `fd` is open while `self` lives.
+        unsafe { BorrowedFd::borrow_raw(self.fd) }
+    }
+
     /// A request started on this connection (counts towards the core's rate).
     pub fn on_request(&self, now: Instant) {
         self.requests.set(self.requests.get().saturating_add(1));
@@ -191,7 +187,7 @@ impl Member {
         let fd = self.fd as u32;
         if hub.waiters.borrow().must_read(fd) {
             hub.waiters.borrow_mut().before_read(fd);
-            if let Some(done) = recv(self.fd, buf) {
+            if let Some(done) = recv(self.socket(), buf) {
                 if let Ok(n) = done {
                     hub.waiters
                         .borrow_mut()
@@ -230,13 +226,8 @@ impl Member {
         let epoll = hub.epoll()?;
         let join = hub.waiters.borrow_mut().join(self.fd as u32);
         if let Join::Add(token) = join {
-            let events = libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET;
-            let mut event = libc::epoll_event {
-                events: events as u32,
-                u64: token,
-            };
-            // SAFETY: plain syscall; the event is read during the call only.
-            if unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, self.fd, &mut event) } != 0 {
+            let events = EventFlags::IN | EventFlags::OUT | EventFlags::RDHUP | EventFlags::ET;
+            if epoll::add(epoll, self.socket(), EventData::new_u64(token), events).is_err() {
                 hub.waiters.borrow_mut().leave(self.fd as u32);
                 return None;
             }
@@ -246,18 +237,12 @@ impl Member {
 }
 
 /// `recv(MSG_DONTWAIT)`: the bytes read (0 at end of stream), an error, or None for EAGAIN.
-fn recv(fd: RawFd, buf: &mut [u8]) -> Option<io::Result<usize>> {
+fn recv(socket: BorrowedFd<'_>, buf: &mut [u8]) -> Option<io::Result<usize>> {
     loop {
-        // SAFETY: `buf` is valid for `buf.len()` bytes for the call.
-        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
-        if n >= 0 {
-            return Some(Ok(n as usize));
-        }
-        let e = io::Error::last_os_error();
-        match e.kind() {
-            io::ErrorKind::Interrupted => continue,
-            io::ErrorKind::WouldBlock => return None,
-            _ => return Some(Err(e)),
+        match socket::recv_nonblocking(&socket, buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+            done => return Some(done),
         }
     }
 }
@@ -290,25 +275,27 @@ impl ReadHub {
     /// Takes every ready event from the epoll set and wakes whoever waits on them.
     fn poll_events(&self) {
         let Some(epoll) = self.epoll() else { return };
-        let mut events = [libc::epoll_event { events: 0, u64: 0 }; EVENTS];
+        let mut buf = [MaybeUninit::<Event>::uninit(); EVENTS];
+        let now = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
         loop {
-            // SAFETY: `events` holds EVENTS entries; timeout 0 never blocks.
-            let n = unsafe { libc::epoll_wait(epoll, events.as_mut_ptr(), EVENTS as i32, 0) };
-            if n <= 0 {
-                return;
-            }
-            let n = n as usize;
+            let events = match epoll::wait(epoll, &mut buf, Some(&now)) {
+                Ok((events, _)) if !events.is_empty() => events,
+                _ => return,
+            };
+            let n = events.len();
             let (mut reads, mut writes) = (0, 0);
-            for event in &events[..n] {
-                let flags = event.events as i32;
-                let broken = flags & (libc::EPOLLERR | libc::EPOLLHUP) != 0;
-                let readable = broken || flags & (libc::EPOLLIN | libc::EPOLLRDHUP) != 0;
-                let writable = broken || flags & libc::EPOLLOUT != 0;
-                let token = event.u64;
-                let [read, write] = self
-                    .waiters
-                    .borrow_mut()
-                    .on_event(token, readable, writable);
+            for event in events.iter() {
+                let (flags, data) = (event.flags, event.data);
+                let broken = flags.intersects(EventFlags::ERR | EventFlags::HUP);
+                let readable = broken || flags.intersects(EventFlags::IN | EventFlags::RDHUP);
+                let writable = broken || flags.contains(EventFlags::OUT);
+                let [read, write] =
+                    self.waiters
+                        .borrow_mut()
+                        .on_event(data.u64(), readable, writable);
                 if let Some(waker) = read {
                     waker.wake();
                     reads += 1;

@@ -17,6 +17,10 @@
 //!   (copy) every body into its head buffer. When the socket is full (EAGAIN) the first slice
 //!   goes through glommio's `poll_write`, which is how glommio waits for writability. A large
 //!   body in a memfd (an HLS segment) goes with `sendfile` instead ([`super::sendfile`]).
+//! - *The fast lane* ([`super::fastlane`]) reads plain connections through
+//!   [`Io::poll_read_into`] (the same hub, deadlines and quick-ACK) until it hands a
+//!   connection to hyper; the bytes it read and did not answer are then what hyper reads
+//!   first ([`Io::set_prefix`]).
 //! - *Shutdown* closes the write side. The node's connections run hyper with
 //!   `poll_without_shutdown` and take the stream back for a lingering close
 //!   ([`Io::linger_close`]).
@@ -32,6 +36,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use corecast_transport::{socket, TlsStream};
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite};
 use glommio::net::TcpStream;
@@ -84,6 +89,8 @@ pub struct Io {
     quick_ack: bool,
     /// The socket was made `O_NONBLOCK` for `sendfile` ([`super::sendfile::poll_send`]).
     nonblocking: bool,
+    /// Bytes the fast lane read and handed over ([`super::fastlane`]): hyper reads them first.
+    prefix: Bytes,
 }
 
 impl Io {
@@ -103,6 +110,7 @@ impl Io {
             deadlines,
             quick_ack,
             nonblocking: false,
+            prefix: Bytes::new(),
         }
     }
 
@@ -156,6 +164,52 @@ impl Io {
         self
     }
 
+    /// True on a plain socket (the fast lane's; TLS is hyper's).
+    pub fn is_plain(&self) -> bool {
+        matches!(self.stream, Stream::Tcp(_))
+    }
+
+    /// `bytes`, already read from the socket (by the fast lane), are what hyper reads first.
+    pub fn set_prefix(&mut self, bytes: Bytes) {
+        self.prefix = bytes;
+    }
+
+    /// Reads into `dst`, as hyper's reads do: through the read hub on a busy core, else
+    /// glommio; the first bytes of a request start its deadline.
+    pub fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        dst: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let hub = self.member.as_ref().and_then(|m| m.poll_read(cx, dst));
+        let polled = match (&mut self.stream, hub) {
+            (_, Some(polled)) => polled,
+            (Stream::Tcp(stream), None) => Pin::new(stream).poll_read(cx, dst),
+            (Stream::Tls(stream), None) => stream.poll_read(cx, dst),
+        };
+        if let Poll::Ready(Ok(n)) = polled {
+            if n > 0 {
+                self.after_read();
+            }
+        }
+        polled
+    }
+
+    /// Bytes arrived: only the first bytes of a request start its clock (later reads do not
+    /// read it).
+    fn after_read(&self) {
+        if self.deadlines.phase() == Phase::Idle {
+            let now = Instant::now();
+            self.deadlines.on_read(now);
+            if let Some(member) = &self.member {
+                member.on_request(now);
+            }
+        }
+        if let (true, Stream::Tcp(stream)) = (self.quick_ack, &self.stream) {
+            let _ = socket::set_quickack(stream);
+        }
+    }
+
     /// The socket, given back (a connection taken over after its response head: see
     /// [`super::upgrade`]).
     pub fn into_stream(self) -> Stream {
@@ -182,41 +236,22 @@ impl hyper::rt::Read for Io {
         cx: &mut Context<'_>,
         mut buf: ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            // Read by the fast lane, which told the deadlines already.
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
         let want = buf.remaining().min(READ_MAX);
-        let polled = SCRATCH.with_borrow_mut(|scratch| {
+        SCRATCH.with_borrow_mut(|scratch| {
             let dst = &mut scratch[..want];
-            let this = &mut *self;
-            let hub = this.member.as_ref().and_then(|m| m.poll_read(cx, dst));
-            let polled = match (&mut this.stream, hub) {
-                (_, Some(polled)) => polled,
-                (Stream::Tcp(stream), None) => Pin::new(stream).poll_read(cx, dst),
-                (Stream::Tls(stream), None) => stream.poll_read(cx, dst),
-            };
+            let polled = self.poll_read_into(cx, dst);
             if let Poll::Ready(Ok(n)) = polled {
                 // `n <= want <= buf.remaining()`.
                 buf.put_slice(&dst[..n]);
             }
-            polled
-        });
-        let n = match polled {
-            Poll::Ready(Ok(n)) => n,
-            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-            Poll::Pending => return Poll::Pending,
-        };
-        if n > 0 {
-            // Only the first bytes of a request start its clock: later reads do not read it.
-            if self.deadlines.phase() == Phase::Idle {
-                let now = Instant::now();
-                self.deadlines.on_read(now);
-                if let Some(member) = &self.member {
-                    member.on_request(now);
-                }
-            }
-            if let (true, Stream::Tcp(stream)) = (self.quick_ack, &self.stream) {
-                let _ = socket::set_quickack(stream);
-            }
-        }
-        Poll::Ready(Ok(()))
+            polled.map_ok(|_| ())
+        })
     }
 }
 

@@ -29,9 +29,12 @@
 //!
 //! # Layout
 //! - [`io`]: the hyper I/O adapter over glommio's `TcpStream`.
-//! - [`deadline`]: the connection's phase and the timer that cuts it.
+//! - [`deadline`]: the connection's phase and the watchdog that cuts it; [`sweep`]: the
+//!   core's one timer behind every watchdog.
 //! - [`hub`], [`readiness`]: a busy core's keep-alive reads batched on one tick
 //!   (`http.read_batch_ms`), and the decisions behind it (sans-IO).
+//! - [`lane`], [`fastlane`]: plain HLS requests answered without hyper, sans-IO decisions
+//!   and the connection's loop; the first request the lane does not take goes to hyper.
 //! - [`conn`]: [`serve`]: one connection, with limits, deadlines and the lingering close.
 //! - [`body`]: [`Body`], the response body (whole byte chunks, length known).
 //! - [`router`]: a static table of routes that a port's handlers plug into.
@@ -43,12 +46,15 @@ pub mod batch;
 pub mod body;
 pub mod conn;
 pub mod deadline;
+pub mod fastlane;
 pub mod hub;
 pub mod io;
+pub mod lane;
 pub mod readiness;
 pub mod router;
 pub mod sendfile;
 pub mod slots;
+pub mod sweep;
 pub mod upgrade;
 
 pub use body::Body;

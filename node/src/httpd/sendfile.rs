@@ -1,7 +1,10 @@
 //! Immutable media in sealed memfds, sent with one `sendfile(2)` instead of being copied into
 //! every viewer's socket: what nginx does with a file in the page cache. The one module of
-//! the node's HTTP path with `unsafe` (raw file descriptors, a mapping, two syscalls libc
-//! has no safe form of); everything else sees `Bytes`.
+//! the node's HTTP path with `unsafe`: the mapping (`mmap`, `munmap`, the slice over it) and
+//! the memfd's descriptor borrowed from the registry for a `sendfile`; the system calls
+//! themselves go through `rustix`'s safe wrappers (session 8: `libc` before), and the socket
+//! is borrowed from glommio's stream by `corecast_transport::socket::AsSocket`. Everything
+//! else sees `Bytes`.
 //!
 //! - [`place`] copies a body (HLS: a finished segment's parts, see `crate::hls`) once into a
 //!   fresh memfd, seals it (no write, grow, shrink or further seal: the pages `sendfile`
@@ -28,12 +31,16 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, IoSlice, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::{RwLock, RwLockWriteGuard};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use corecast_transport::socket::{self, AsSocket};
 use glommio::net::TcpStream;
+use rustix::fs::{self, MemfdFlags, SealFlags};
+use rustix::mm::{self, MapFlags, ProtFlags};
+use rustix::net::{SendAncillaryBuffer, SendFlags};
 
 use super::hub::Member;
 
@@ -46,7 +53,7 @@ static REGISTRY: RwLock<BTreeMap<usize, (usize, RawFd)>> = RwLock::new(BTreeMap:
 
 /// One read-only mapping of a sealed memfd; unlisted, unmapped and closed on drop.
 struct Mapping {
-    ptr: *mut libc::c_void,
+    ptr: *mut std::ffi::c_void,
     len: usize,
     _fd: OwnedFd,
 }
@@ -67,7 +74,7 @@ impl Drop for Mapping {
     fn drop(&mut self) {
         registry_write().remove(&(self.ptr as usize));
         // SAFETY: `ptr`/`len` are the mapping `place` made; nothing borrows it any more.
-        unsafe { libc::munmap(self.ptr, self.len) };
+        let _ = unsafe { mm::munmap(self.ptr, self.len) };
     }
 }
 
@@ -83,38 +90,25 @@ pub fn place(chunks: &[Bytes]) -> io::Result<Bytes> {
     if len == 0 {
         return Ok(Bytes::new());
     }
-    let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
-    // SAFETY: a NUL-terminated name and valid flags; the result is checked.
-    let raw = unsafe { libc::memfd_create(c"corecast-media".as_ptr(), flags) };
-    if raw < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `raw` is a fresh descriptor owned by nobody else.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    let mut file = std::fs::File::from(fd);
+    let flags = MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING;
+    let mut file = std::fs::File::from(fs::memfd_create(c"corecast-media", flags)?);
     for chunk in chunks {
         file.write_all(chunk)?;
     }
-    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
-    // SAFETY: a valid descriptor; the result is checked.
-    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: maps the sealed file just written, read-only, its pages faulted in now (not
-    // on every core's first read); the result is checked.
+    let seals = SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE | SealFlags::SEAL;
+    fs::fcntl_add_seals(&file, seals)?;
+    // SAFETY: maps the sealed file just written, read-only and shared (nothing can change
+    // its pages), faulted in now (not on every core's first read); `Mapping` unmaps it.
     let ptr = unsafe {
-        libc::mmap(
+        mm::mmap(
             std::ptr::null_mut(),
             len,
-            libc::PROT_READ,
-            libc::MAP_SHARED | libc::MAP_POPULATE,
-            file.as_raw_fd(),
+            ProtFlags::READ,
+            MapFlags::SHARED | MapFlags::POPULATE,
+            &file,
             0,
         )
-    };
-    if ptr == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
-    }
+    }?;
     let fd = OwnedFd::from(file);
     registry_write().insert(ptr as usize, (len, fd.as_raw_fd()));
     Ok(Bytes::from_owner(Mapping { ptr, len, _fd: fd }))
@@ -144,12 +138,11 @@ pub fn poll_send(
         let found = (b.len() >= MIN_SENDFILE).then(|| locate(b)).flatten();
         found.map(|(file, offset)| (i, file, offset))
     });
-    let socket = stream.as_raw_fd();
     let sent = match placed {
         None => return corecast_transport::poll_write_vectored(stream, cx, bufs),
-        Some((0, file, offset)) => set_nonblocking(socket, nonblocking)
-            .and_then(|()| sendfile(socket, file, offset, bufs[0].len())),
-        Some((k, ..)) => sendmsg_more(socket, &bufs[..k]),
+        Some((0, file, offset)) => set_nonblocking(stream.as_socket(), nonblocking)
+            .and_then(|()| sendfile(stream.as_socket(), file, offset, bufs[0].len())),
+        Some((k, ..)) => sendmsg_more(stream.as_socket(), &bufs[..k]),
     };
     match sent {
         // On a busy core the hub's tick waits for room; otherwise glommio's write does (it
@@ -164,36 +157,34 @@ pub fn poll_send(
     }
 }
 
-fn set_nonblocking(socket: RawFd, done: &mut bool) -> io::Result<()> {
-    if *done {
-        return Ok(());
+fn set_nonblocking(socket: BorrowedFd<'_>, done: &mut bool) -> io::Result<()> {
+    if !*done {
+        rustix::io::ioctl_fionbio(socket, true)?;
+        *done = true;
     }
-    // SAFETY: fcntl on a descriptor the caller's stream owns; results checked.
-    let flags = unsafe { libc::fcntl(socket, libc::F_GETFL) };
-    // SAFETY: as above.
-    if flags < 0 || unsafe { libc::fcntl(socket, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    *done = true;
     Ok(())
 }
 
-fn sendfile(socket: RawFd, file: RawFd, offset: usize, len: usize) -> io::Result<usize> {
-    let mut offset = libc::off_t::try_from(offset).map_err(|_| io::ErrorKind::InvalidInput)?;
-    // SAFETY: valid descriptors (the file is held by the `Bytes` being written) and offset.
-    let n = unsafe { libc::sendfile(socket, file, &mut offset, len) };
-    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+/// One `sendfile` of `len` bytes of the placed memfd `file` from `offset`.
+fn sendfile(socket: BorrowedFd<'_>, file: RawFd, offset: usize, len: usize) -> io::Result<usize> {
+    let mut offset = u64::try_from(offset).map_err(|_| io::ErrorKind::InvalidInput)?;
+    // SAFETY: `file` was found in the registry for a slice of `Bytes` that the caller is
+    // writing, and those `Bytes` own the mapping, which owns the descriptor: it stays open
+    // (and is not reused) for the call.
+    let file = unsafe { BorrowedFd::borrow_raw(file) };
+    Ok(fs::sendfile(socket, file, Some(&mut offset), len)?)
 }
 
-fn sendmsg_more(socket: RawFd, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-    // SAFETY: a zeroed msghdr is valid; the iovecs point at `bufs`, alive for the call.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
-    msg.msg_iovlen = bufs.len().min(1024) as _;
-    let flags = libc::MSG_MORE | libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
-    // SAFETY: `msg` is valid for the call; `IoSlice` is ABI-compatible with `iovec`.
-    let n = unsafe { libc::sendmsg(socket, &msg, flags) };
-    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+/// The head before a placed body: `sendmsg(MSG_MORE)`, so it shares the body's first packet.
+fn sendmsg_more(socket: BorrowedFd<'_>, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    let bufs = &bufs[..bufs.len().min(socket::MAX_SLICES)];
+    let flags = SendFlags::MORE | SendFlags::DONTWAIT | SendFlags::NOSIGNAL;
+    Ok(rustix::net::sendmsg(
+        socket,
+        bufs,
+        &mut SendAncillaryBuffer::default(),
+        flags,
+    )?)
 }
 
 #[cfg(test)]
@@ -211,9 +202,9 @@ mod tests {
         assert_eq!(&placed[..], &data[..]);
         let (fd, offset) = locate(&placed[100..200]).expect("in the memfd");
         assert_eq!(offset, 100);
-        // SAFETY: F_GET_SEALS on a descriptor the mapping holds.
-        let seals = unsafe { libc::fcntl(fd, libc::F_GET_SEALS) };
-        assert_ne!(seals & libc::F_SEAL_WRITE, 0, "sealed against writes");
+        // SAFETY: a descriptor the mapping holds, alive while `placed` is.
+        let seals = fs::fcntl_get_seals(unsafe { BorrowedFd::borrow_raw(fd) }).expect("seals");
+        assert!(seals.contains(SealFlags::WRITE), "sealed against writes");
         assert!(locate(&data[..]).is_none(), "heap bytes are not placed");
         let start = placed.as_ptr() as usize;
         drop(placed);

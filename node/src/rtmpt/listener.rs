@@ -112,6 +112,7 @@ pub async fn serve_connection(
         // RTMPT sessions poll with few requests each: glommio's readiness as ever.
         read_batch: Duration::ZERO,
         max_connections: rtmpt.max_connections_per_core,
+        lane: None,
     };
     let routes = Rc::clone(&ctx);
     httpd::serve(&ctx, stream, peer, port, move |request| {
