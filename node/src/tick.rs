@@ -79,6 +79,13 @@ pub fn change_period(period: Duration) {
     });
 }
 
+/// The node-wide grid every core's clock ticks on: multiples of the period since this instant
+/// (set by the first clock to start). Cores that each kept the phase of their own start (or
+/// drifted by their timers' lateness) would send their players' windows at different instants,
+/// and a reader holding players of several cores would wake once per core per window instead
+/// of once (issue 19 item 2, BENCHMARKS.md "Wave 7"); the floor's writers share one start too.
+static GRID: LazyLock<Instant> = LazyLock::new(Instant::now);
+
 /// Starts this core's clock with `period`, once; later calls do nothing. Must run on a
 /// glommio executor.
 pub fn start(period: Duration) {
@@ -86,14 +93,16 @@ pub fn start(period: Duration) {
         return;
     }
     TICK.with(|t| t.period.set(Some(period)));
+    let grid = *GRID;
     glommio::spawn_local(async move {
-        let mut last = Instant::now();
+        let mut last: Option<(Duration, u128)> = None;
         loop {
             park_while_unwanted().await;
             // Read each time: a reload may change the period (see `change_period`).
             let period = TICK.with(|t| t.period.get()).unwrap_or(period);
-            glommio::timer::sleep(until_next(last.elapsed(), period)).await;
-            last = Instant::now();
+            let (slot, wait) = next_tick(grid.elapsed(), period, last);
+            glommio::timer::sleep(wait).await;
+            last = Some((period, slot));
             WAKEUPS.inc();
             // Readers first, so what they read goes out in this tick's writes: they run
             // before this task resumes (it yields to the back of the run queue).
@@ -110,13 +119,28 @@ pub fn start(period: Duration) {
     .detach();
 }
 
-/// How long to sleep for the next tick `elapsed` after the last one: to the next multiple of
-/// `period`, so a clock that parked wakes on the cadence it would have kept (a frame waits at
-/// most a window, half a window on average, as with a clock that never parks).
-fn until_next(elapsed: Duration, period: Duration) -> Duration {
+/// The next tick `elapsed` after the node's grid started, and how long to sleep for it: the
+/// next multiple of `period`, so every core ticks at the same instants, and a clock that
+/// parked wakes on the cadence it would have kept (a frame waits at most a window, half a
+/// window on average). `last` (the period and slot of this clock's previous tick) skips a
+/// slot already ticked, should a timer fire a little early.
+fn next_tick(
+    elapsed: Duration,
+    period: Duration,
+    last: Option<(Duration, u128)>,
+) -> (u128, Duration) {
     let period_ns = period.as_nanos().max(1);
-    let into = elapsed.as_nanos() % period_ns;
-    Duration::from_nanos(u64::try_from(period_ns - into).unwrap_or(u64::MAX))
+    let mut slot = elapsed.as_nanos() / period_ns + 1;
+    if let Some((last_period, last_slot)) = last {
+        if last_period == period && slot <= last_slot {
+            slot = last_slot + 1;
+        }
+    }
+    let wait = (slot * period_ns).saturating_sub(elapsed.as_nanos());
+    (
+        slot,
+        Duration::from_nanos(u64::try_from(wait).unwrap_or(u64::MAX)),
+    )
 }
 
 /// Resolves at once while a writer or reader waits for the next tick; otherwise parks the
@@ -269,10 +293,41 @@ mod tests {
     #[test]
     fn a_restarted_clock_keeps_its_cadence() {
         let ms = Duration::from_millis;
-        assert_eq!(until_next(ms(0), ms(100)), ms(100));
-        assert_eq!(until_next(ms(3), ms(100)), ms(97));
+        assert_eq!(next_tick(ms(0), ms(100), None), (1, ms(100)));
+        assert_eq!(next_tick(ms(3), ms(100), None), (1, ms(97)));
         // Parked for 2.45 windows: the next tick is where the third would have been.
-        assert_eq!(until_next(ms(245), ms(100)), ms(55));
-        assert_eq!(until_next(ms(300), ms(100)), ms(100));
+        assert_eq!(next_tick(ms(245), ms(100), None), (3, ms(55)));
+        assert_eq!(next_tick(ms(300), ms(100), None), (4, ms(100)));
+    }
+
+    #[test]
+    fn clocks_started_apart_tick_together() {
+        let ms = Duration::from_millis;
+        // One core starts its clock 1.234 s after the grid, another 7 ms after: both next
+        // tick on a multiple of the period since the grid, not of their own start.
+        let (a, wait_a) = next_tick(ms(1234), ms(333), None);
+        let (b, wait_b) = next_tick(ms(7), ms(333), None);
+        assert_eq!(ms(1234) + wait_a, ms(333) * u32::try_from(a).unwrap());
+        assert_eq!(ms(7) + wait_b, ms(333) * u32::try_from(b).unwrap());
+        // A timer that wakes late does not shift the cadence: the next tick stays on the grid.
+        assert_eq!(
+            next_tick(ms(1338), ms(333), Some((ms(333), 4))),
+            (5, ms(327))
+        );
+    }
+
+    #[test]
+    fn an_early_timer_does_not_tick_twice() {
+        let ms = Duration::from_millis;
+        // Tick 4 (at 1332 ms) woke 1 ms early: the next is tick 5, a full window on.
+        assert_eq!(
+            next_tick(ms(1331), ms(333), Some((ms(333), 4))),
+            (5, ms(334))
+        );
+        // A reloaded period starts on its own grid, from the same instant.
+        assert_eq!(
+            next_tick(ms(1331), ms(100), Some((ms(333), 4))),
+            (14, ms(69))
+        );
     }
 }
