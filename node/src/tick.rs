@@ -105,12 +105,17 @@ pub fn start(period: Duration) {
             last = Some((period, slot));
             WAKEUPS.inc();
             // Readers first, so what they read goes out in this tick's writes: they run
-            // before this task resumes (it yields to the back of the run queue).
+            // before this task resumes (it yields to the back of the run queue). Then once
+            // more, so the mesh pumps the readers woke hand this tick's frames to the other
+            // cores before this core's own pass: those cores then write their players while
+            // this one writes its own, as the floor's writer threads do, rather than after it
+            // (BENCHMARKS.md "Wave 7").
             let readers = TICK.with(|t| t.readers.take());
             if !readers.is_empty() {
                 for waker in readers {
                     waker.wake();
                 }
+                futures_lite::future::yield_now().await;
                 futures_lite::future::yield_now().await;
             }
             advance();
@@ -254,23 +259,34 @@ pub async fn before_next() {
     .await;
 }
 
-/// Sleeps about `period` (at least `period` less half a tick), waking with this core's ticks
-/// while its clock runs, so periodic chores (housekeeping) cost the core no wake-ups of their
-/// own; with no clock, a parked one, or one slower than `period`, an ordinary timer.
+/// How much slower than a chore's period a tick may be for the chore to ride it anyway: at a
+/// 333 ms window the 100 ms housekeeping runs at each tick, not on a timer of its own (three
+/// wake-ups a second per core instead of ten more; BENCHMARKS.md "Wave 7").
+const RIDE_SLOWER_TICK: u32 = 4;
+
+/// Sleeps about `period` (at least `period` less half a tick, and at least one tick), waking
+/// with this core's ticks while its clock runs, so periodic chores (housekeeping) cost the core
+/// no wake-ups of their own; a tick slower than `period` (up to [`RIDE_SLOWER_TICK`] times)
+/// stretches the sleep to one tick. With no clock, a parked one, or a slower one, an ordinary
+/// timer.
 pub async fn sleep_aligned(period: Duration) {
     let tick = TICK.with(|t| t.period.get());
-    let Some(tick) = tick.filter(|tick| *tick <= period) else {
+    let Some(tick) = tick.filter(|tick| *tick <= period * RIDE_SLOWER_TICK) else {
         glommio::timer::sleep(period).await;
         return;
     };
-    let deadline = Instant::now() + period.saturating_sub(tick / 2);
+    let start = Instant::now();
+    let deadline = start + period.saturating_sub(tick / 2);
+    // With the clock parked, a timer: to the deadline, or a whole period where the tick is
+    // slower than the chore (the deadline is then now).
+    let fallback = if deadline > start {
+        deadline
+    } else {
+        start + period
+    };
     loop {
-        let now = Instant::now();
-        if now >= deadline {
-            return;
-        }
         if !running() {
-            glommio::timer::sleep(deadline - now).await;
+            glommio::timer::sleep(fallback.saturating_duration_since(Instant::now())).await;
             return;
         }
         let target = epoch() + 1;
@@ -283,6 +299,9 @@ pub async fn sleep_aligned(period: Duration) {
             }
         })
         .await;
+        if Instant::now() >= deadline {
+            return;
+        }
     }
 }
 
