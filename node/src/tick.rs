@@ -264,6 +264,11 @@ pub async fn before_next() {
 /// wake-ups a second per core instead of ten more; BENCHMARKS.md "Wave 7").
 const RIDE_SLOWER_TICK: u32 = 4;
 
+/// Whether a chore of `period` rides a `tick` (see [`RIDE_SLOWER_TICK`]).
+fn rides(tick: Duration, period: Duration) -> bool {
+    tick <= period * RIDE_SLOWER_TICK
+}
+
 /// Sleeps about `period` (at least `period` less half a tick, and at least one tick), waking
 /// with this core's ticks while its clock runs, so periodic chores (housekeeping) cost the core
 /// no wake-ups of their own; a tick slower than `period` (up to [`RIDE_SLOWER_TICK`] times)
@@ -271,7 +276,7 @@ const RIDE_SLOWER_TICK: u32 = 4;
 /// timer.
 pub async fn sleep_aligned(period: Duration) {
     let tick = TICK.with(|t| t.period.get());
-    let Some(tick) = tick.filter(|tick| *tick <= period * RIDE_SLOWER_TICK) else {
+    let Some(tick) = tick.filter(|tick| rides(*tick, period)) else {
         glommio::timer::sleep(period).await;
         return;
     };
@@ -348,5 +353,64 @@ mod tests {
             next_tick(ms(1331), ms(100), Some((ms(333), 4))),
             (14, ms(69))
         );
+    }
+
+    #[test]
+    fn chores_ride_ticks_up_to_four_times_slower() {
+        let ms = Duration::from_millis;
+        assert!(rides(ms(100), ms(100)));
+        assert!(rides(ms(333), ms(100)));
+        assert!(rides(ms(400), ms(100)));
+        assert!(!rides(ms(401), ms(100)));
+        assert!(!rides(ms(1000), ms(100)));
+    }
+
+    /// Keeps this core's clock running: a task that always waits for the next tick.
+    fn keep_ticking() {
+        glommio::spawn_local(async {
+            loop {
+                let mut waited = false;
+                poll_fn(|cx| {
+                    if waited {
+                        return Poll::Ready(());
+                    }
+                    waited = true;
+                    wake_at_next(cx.waker().clone());
+                    Poll::Pending
+                })
+                .await;
+            }
+        })
+        .detach();
+    }
+
+    #[test]
+    fn a_chore_sleeps_one_tick_when_the_tick_is_slower() {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .spawn(|| async {
+                start(Duration::from_millis(40));
+                keep_ticking();
+                // Let the clock and the waiter run once: the waiter's first wait unparks it.
+                futures_lite::future::yield_now().await;
+                for _ in 0..3 {
+                    let before = epoch();
+                    // A 20 ms chore on a 40 ms tick: it wakes with the next tick, not on a
+                    // timer of its own between two ticks.
+                    sleep_aligned(Duration::from_millis(20)).await;
+                    assert_eq!(epoch(), before + 1);
+                }
+                // A chore slower than the tick still waits about its period (less half a
+                // tick): 200 ms on a 40 ms tick is at least 4 ticks.
+                let before = epoch();
+                sleep_aligned(Duration::from_millis(200)).await;
+                assert!(
+                    epoch() >= before + 4,
+                    "woke after {} ticks",
+                    epoch() - before
+                );
+            })
+            .expect("executor")
+            .join()
+            .expect("test body");
     }
 }
