@@ -19,7 +19,10 @@
 //!
 //! With a merge window and `--send uring` (no `--zero-delay`), the same pass wakes once per
 //! window: the floor of the node's tick pass (`player.window_send = "uring"`, its default at a
-//! window), which submits a window's sends for all of a core's players together.
+//! window), which submits a window's sends for all of a core's players together. With
+//! `--join-at-once` as well, a joining player wakes its thread and gets its first frames then,
+//! as the node's do, so the floor's time to first frame is comparable (the other players keep
+//! waiting for the window).
 
 use std::io::IoSlice;
 use std::net::TcpStream;
