@@ -272,8 +272,10 @@ fn rides(tick: Duration, period: Duration) -> bool {
 /// Sleeps about `period` (at least `period` less half a tick, and at least one tick), waking
 /// with this core's ticks while its clock runs, so periodic chores (housekeeping) cost the core
 /// no wake-ups of their own; a tick slower than `period` (up to [`RIDE_SLOWER_TICK`] times)
-/// stretches the sleep to one tick. With no clock, a parked one, or a slower one, an ordinary
-/// timer.
+/// stretches the sleep to one tick. A parked clock still moves on when another core's batch
+/// is written here ([`flush_now`]), and chores ride those too, with a timer for when none
+/// comes: at the latest `period` (or the tick, if slower) and half a tick. With no clock or a
+/// slower one, an ordinary timer.
 pub async fn sleep_aligned(period: Duration) {
     let tick = TICK.with(|t| t.period.get());
     let Some(tick) = tick.filter(|tick| rides(*tick, period)) else {
@@ -282,28 +284,39 @@ pub async fn sleep_aligned(period: Duration) {
     };
     let start = Instant::now();
     let deadline = start + period.saturating_sub(tick / 2);
-    // With the clock parked, a timer: to the deadline, or a whole period where the tick is
-    // slower than the chore (the deadline is then now).
-    let fallback = if deadline > start {
-        deadline
-    } else {
-        start + period
-    };
+    // Half a tick past the period: a core fed by another's batches gets one each tick, and
+    // the chore goes with it rather than with a timer of its own just before it.
+    let latest = start + period.max(tick) + tick / 2;
     loop {
-        if !running() {
-            glommio::timer::sleep(fallback.saturating_duration_since(Instant::now())).await;
-            return;
-        }
         let target = epoch() + 1;
-        poll_fn(|cx| {
-            if epoch() >= target || !running() {
-                Poll::Ready(())
-            } else {
-                TICK.with(|t| t.chores.borrow_mut().push(cx.waker().clone()));
-                Poll::Pending
+        if running() {
+            // The next tick, or the clock parking (then the loop goes on as parked).
+            poll_fn(|cx| {
+                if epoch() >= target || !running() {
+                    Poll::Ready(())
+                } else {
+                    TICK.with(|t| t.chores.borrow_mut().push(cx.waker().clone()));
+                    Poll::Pending
+                }
+            })
+            .await;
+        } else {
+            let flushed = poll_fn(|cx| {
+                if epoch() >= target || running() {
+                    Poll::Ready(true)
+                } else {
+                    TICK.with(|t| t.chores.borrow_mut().push(cx.waker().clone()));
+                    Poll::Pending
+                }
+            });
+            let timer = async {
+                glommio::timer::sleep(latest.saturating_duration_since(Instant::now())).await;
+                false
+            };
+            if !futures_lite::future::or(flushed, timer).await {
+                return;
             }
-        })
-        .await;
+        }
         if Instant::now() >= deadline {
             return;
         }
@@ -313,6 +326,7 @@ pub async fn sleep_aligned(period: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::rc::Rc;
 
     #[test]
     fn a_restarted_clock_keeps_its_cadence() {
@@ -408,6 +422,40 @@ mod tests {
                     "woke after {} ticks",
                     epoch() - before
                 );
+            })
+            .expect("executor")
+            .join()
+            .expect("test body");
+    }
+
+    #[test]
+    fn a_parked_clock_s_chores_ride_another_core_s_batches() {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .spawn(|| async {
+                start(Duration::from_millis(100));
+                // Nobody waits for a tick: the clock parks once it has run.
+                futures_lite::future::yield_now().await;
+                assert!(!running());
+                // A 100 ms chore: due after 50 ms (its period less half a tick), it waits for
+                // the next batch from another core rather than a timer of its own (which
+                // would fire at 50 ms; its latest is 200 ms).
+                let woke_at = Rc::new(Cell::new(None));
+                let chore = Rc::clone(&woke_at);
+                glommio::spawn_local(async move {
+                    sleep_aligned(Duration::from_millis(100)).await;
+                    chore.set(Some(epoch()));
+                })
+                .detach();
+                glommio::timer::sleep(Duration::from_millis(80)).await;
+                assert_eq!(woke_at.get(), None, "the chore woke on a timer of its own");
+                // Another core's batch, written here.
+                flush_now();
+                let flushed = epoch();
+                for _ in 0..3 {
+                    futures_lite::future::yield_now().await;
+                }
+                assert_eq!(woke_at.get(), Some(flushed));
+                assert!(!running(), "the batch restarted the clock");
             })
             .expect("executor")
             .join()
