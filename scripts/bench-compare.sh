@@ -28,7 +28,9 @@
 # window: `player.window_send`, unset = the node's default), CORECAST_EXTRA (config sections
 # appended to Corecast's, printf %b escapes, e.g. '[node]\npin_cores = false\n'), CORECAST (the node binary, default
 # the profile's build: to compare two builds A B A B), SERVERS ("corecast nginx-1 nginx-2 floor"), READERS ("harness
-# reader"), ROUNDS (1; more repeats everything and the ratios use the means), CARGO, PROFILE
+# reader"), FLOOR_JOIN_AT_ONCE (non-empty: at a window with uring, the floor writes a joining player's
+# first frames at once, as Corecast does, so its time to first frame compares; unset: at the
+# next window), ROUNDS (1; more repeats everything and the ratios use the means), CARGO, PROFILE
 # (release; "debug" only to check the script quickly: its figures mean nothing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,6 +44,7 @@ WINDOW_MS=${WINDOW_MS:-100}
 ZERO_DELAY_SEND=${ZERO_DELAY_SEND:-uring}
 COALESCE_MS=${COALESCE_MS:-0}
 WINDOW_SEND=${WINDOW_SEND:-}
+FLOOR_JOIN_AT_ONCE=${FLOOR_JOIN_AT_ONCE:-}
 CORECAST_EXTRA=${CORECAST_EXTRA:-}
 CORES=${CORES:-0}
 SERVERS=${SERVERS:-"corecast nginx-1 nginx-2 floor"}
@@ -82,6 +85,9 @@ floor_writer_flags() {
     # the node's default).
     if [ "${WINDOW_SEND:-uring}" = writer ]; then
       echo "--merge-window-ms $WINDOW_MS"
+    elif [ -n "$FLOOR_JOIN_AT_ONCE" ]; then
+      # A joining player gets its first frames at once, as Corecast's (TTFF comparable).
+      echo "--merge-window-ms $WINDOW_MS --send uring --join-at-once"
     else
       echo "--merge-window-ms $WINDOW_MS --send uring"
     fi

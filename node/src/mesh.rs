@@ -152,7 +152,7 @@ impl CoreLink {
     }
 
     /// Moves queued messages into the channel, in order, forever; everything queued at once
-    /// goes as one [`CoreMessage::Batch`].
+    /// goes as one [`CoreMessage::Batch`], as does a lone frame.
     pub async fn pump(self: Rc<Self>, sender: ConnectedSender<CoreMessage>) {
         loop {
             let mut batch: Vec<CoreMessage> = poll_fn(|cx| {
@@ -165,7 +165,11 @@ impl CoreLink {
                 }
             })
             .await;
-            let message = if batch.len() == 1 {
+            // A lone frame goes as a batch too: the destination writes a batch at once (in
+            // phase with this core's tick, which it already waited for), a bare frame at its
+            // own next tick.
+            let lone_control = batch.len() == 1 && !matches!(batch[0], CoreMessage::Frame { .. });
+            let message = if lone_control {
                 batch.remove(0)
             } else {
                 CoreMessage::Batch(batch)

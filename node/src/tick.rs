@@ -86,22 +86,35 @@ pub fn start(period: Duration) {
         return;
     }
     TICK.with(|t| t.period.set(Some(period)));
+    // The node-wide grid every core's clock ticks on: multiples of the period since one
+    // process-wide instant (`util::GRID_ORIGIN`, shared with the slow chores' grid). Cores that
+    // each kept the phase of their own start (or drifted by their timers' lateness) would send
+    // their players' windows at different instants, and a reader holding players of several
+    // cores would wake once per core per window instead of once (issue 19 item 2,
+    // BENCHMARKS.md "Wave 7"); the floor's writers share one start too.
+    let grid = *crate::util::GRID_ORIGIN;
     glommio::spawn_local(async move {
-        let mut last = Instant::now();
+        let mut last: Option<(Duration, u128)> = None;
         loop {
             park_while_unwanted().await;
             // Read each time: a reload may change the period (see `change_period`).
             let period = TICK.with(|t| t.period.get()).unwrap_or(period);
-            glommio::timer::sleep(until_next(last.elapsed(), period)).await;
-            last = Instant::now();
+            let (slot, wait) = next_tick(grid.elapsed(), period, last);
+            glommio::timer::sleep(wait).await;
+            last = Some((period, slot));
             WAKEUPS.inc();
             // Readers first, so what they read goes out in this tick's writes: they run
-            // before this task resumes (it yields to the back of the run queue).
+            // before this task resumes (it yields to the back of the run queue). Then once
+            // more, so the mesh pumps the readers woke hand this tick's frames to the other
+            // cores before this core's own pass: those cores then write their players while
+            // this one writes its own, as the floor's writer threads do, rather than after it
+            // (BENCHMARKS.md "Wave 7").
             let readers = TICK.with(|t| t.readers.take());
             if !readers.is_empty() {
                 for waker in readers {
                     waker.wake();
                 }
+                futures_lite::future::yield_now().await;
                 futures_lite::future::yield_now().await;
             }
             advance();
@@ -110,13 +123,28 @@ pub fn start(period: Duration) {
     .detach();
 }
 
-/// How long to sleep for the next tick `elapsed` after the last one: to the next multiple of
-/// `period`, so a clock that parked wakes on the cadence it would have kept (a frame waits at
-/// most a window, half a window on average, as with a clock that never parks).
-fn until_next(elapsed: Duration, period: Duration) -> Duration {
+/// The next tick `elapsed` after the node's grid started, and how long to sleep for it: the
+/// next multiple of `period`, so every core ticks at the same instants, and a clock that
+/// parked wakes on the cadence it would have kept (a frame waits at most a window, half a
+/// window on average). `last` (the period and slot of this clock's previous tick) skips a
+/// slot already ticked, should a timer fire a little early.
+fn next_tick(
+    elapsed: Duration,
+    period: Duration,
+    last: Option<(Duration, u128)>,
+) -> (u128, Duration) {
     let period_ns = period.as_nanos().max(1);
-    let into = elapsed.as_nanos() % period_ns;
-    Duration::from_nanos(u64::try_from(period_ns - into).unwrap_or(u64::MAX))
+    let mut slot = elapsed.as_nanos() / period_ns + 1;
+    if let Some((last_period, last_slot)) = last {
+        if last_period == period && slot <= last_slot {
+            slot = last_slot + 1;
+        }
+    }
+    let wait = (slot * period_ns).saturating_sub(elapsed.as_nanos());
+    (
+        slot,
+        Duration::from_nanos(u64::try_from(wait).unwrap_or(u64::MAX)),
+    )
 }
 
 /// Resolves at once while a writer or reader waits for the next tick; otherwise parks the
@@ -230,49 +258,206 @@ pub async fn before_next() {
     .await;
 }
 
-/// Sleeps about `period` (at least `period` less half a tick), waking with this core's ticks
-/// while its clock runs, so periodic chores (housekeeping) cost the core no wake-ups of their
-/// own; with no clock, a parked one, or one slower than `period`, an ordinary timer.
+/// How much slower than a chore's period a tick may be for the chore to ride it anyway: at a
+/// 333 ms window the 100 ms housekeeping runs at each tick, not on a timer of its own (three
+/// wake-ups a second per core instead of ten more; BENCHMARKS.md "Wave 7").
+const RIDE_SLOWER_TICK: u32 = 4;
+
+/// Whether a chore of `period` rides a `tick` (see [`RIDE_SLOWER_TICK`]).
+fn rides(tick: Duration, period: Duration) -> bool {
+    tick <= period * RIDE_SLOWER_TICK
+}
+
+/// Sleeps about `period` (at least `period` less half a tick, and at least one tick), waking
+/// with this core's ticks while its clock runs, so periodic chores (housekeeping) cost the core
+/// no wake-ups of their own; a tick slower than `period` (up to [`RIDE_SLOWER_TICK`] times)
+/// stretches the sleep to one tick. A parked clock still moves on when another core's batch
+/// is written here ([`flush_now`]), and chores ride those too, with a timer for when none
+/// comes: at the latest `period` (or the tick, if slower) and half a tick. With no clock or a
+/// slower one, an ordinary timer.
 pub async fn sleep_aligned(period: Duration) {
     let tick = TICK.with(|t| t.period.get());
-    let Some(tick) = tick.filter(|tick| *tick <= period) else {
+    let Some(tick) = tick.filter(|tick| rides(*tick, period)) else {
         glommio::timer::sleep(period).await;
         return;
     };
-    let deadline = Instant::now() + period.saturating_sub(tick / 2);
+    let start = Instant::now();
+    let deadline = start + period.saturating_sub(tick / 2);
+    // Half a tick past the period: a core fed by another's batches gets one each tick, and
+    // the chore goes with it rather than with a timer of its own just before it.
+    let latest = start + period.max(tick) + tick / 2;
     loop {
-        let now = Instant::now();
-        if now >= deadline {
-            return;
-        }
-        if !running() {
-            glommio::timer::sleep(deadline - now).await;
-            return;
-        }
         let target = epoch() + 1;
-        poll_fn(|cx| {
-            if epoch() >= target || !running() {
-                Poll::Ready(())
-            } else {
-                TICK.with(|t| t.chores.borrow_mut().push(cx.waker().clone()));
-                Poll::Pending
+        if running() {
+            // The next tick, or the clock parking (then the loop goes on as parked).
+            poll_fn(|cx| {
+                if epoch() >= target || !running() {
+                    Poll::Ready(())
+                } else {
+                    TICK.with(|t| t.chores.borrow_mut().push(cx.waker().clone()));
+                    Poll::Pending
+                }
+            })
+            .await;
+        } else {
+            let flushed = poll_fn(|cx| {
+                if epoch() >= target || running() {
+                    Poll::Ready(true)
+                } else {
+                    TICK.with(|t| t.chores.borrow_mut().push(cx.waker().clone()));
+                    Poll::Pending
+                }
+            });
+            let timer = async {
+                glommio::timer::sleep(latest.saturating_duration_since(Instant::now())).await;
+                false
+            };
+            if !futures_lite::future::or(flushed, timer).await {
+                return;
             }
-        })
-        .await;
+        }
+        if Instant::now() >= deadline {
+            return;
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::rc::Rc;
 
     #[test]
     fn a_restarted_clock_keeps_its_cadence() {
         let ms = Duration::from_millis;
-        assert_eq!(until_next(ms(0), ms(100)), ms(100));
-        assert_eq!(until_next(ms(3), ms(100)), ms(97));
+        assert_eq!(next_tick(ms(0), ms(100), None), (1, ms(100)));
+        assert_eq!(next_tick(ms(3), ms(100), None), (1, ms(97)));
         // Parked for 2.45 windows: the next tick is where the third would have been.
-        assert_eq!(until_next(ms(245), ms(100)), ms(55));
-        assert_eq!(until_next(ms(300), ms(100)), ms(100));
+        assert_eq!(next_tick(ms(245), ms(100), None), (3, ms(55)));
+        assert_eq!(next_tick(ms(300), ms(100), None), (4, ms(100)));
+    }
+
+    #[test]
+    fn clocks_started_apart_tick_together() {
+        let ms = Duration::from_millis;
+        // One core starts its clock 1.234 s after the grid, another 7 ms after: both next
+        // tick on a multiple of the period since the grid, not of their own start.
+        let (a, wait_a) = next_tick(ms(1234), ms(333), None);
+        let (b, wait_b) = next_tick(ms(7), ms(333), None);
+        assert_eq!(ms(1234) + wait_a, ms(333) * u32::try_from(a).unwrap());
+        assert_eq!(ms(7) + wait_b, ms(333) * u32::try_from(b).unwrap());
+        // A timer that wakes late does not shift the cadence: the next tick stays on the grid.
+        assert_eq!(
+            next_tick(ms(1338), ms(333), Some((ms(333), 4))),
+            (5, ms(327))
+        );
+    }
+
+    #[test]
+    fn an_early_timer_does_not_tick_twice() {
+        let ms = Duration::from_millis;
+        // Tick 4 (at 1332 ms) woke 1 ms early: the next is tick 5, a full window on.
+        assert_eq!(
+            next_tick(ms(1331), ms(333), Some((ms(333), 4))),
+            (5, ms(334))
+        );
+        // A reloaded period starts on its own grid, from the same instant.
+        assert_eq!(
+            next_tick(ms(1331), ms(100), Some((ms(333), 4))),
+            (14, ms(69))
+        );
+    }
+
+    #[test]
+    fn chores_ride_ticks_up_to_four_times_slower() {
+        let ms = Duration::from_millis;
+        assert!(rides(ms(100), ms(100)));
+        assert!(rides(ms(333), ms(100)));
+        assert!(rides(ms(400), ms(100)));
+        assert!(!rides(ms(401), ms(100)));
+        assert!(!rides(ms(1000), ms(100)));
+    }
+
+    /// Keeps this core's clock running: a task that always waits for the next tick.
+    fn keep_ticking() {
+        glommio::spawn_local(async {
+            loop {
+                let mut waited = false;
+                poll_fn(|cx| {
+                    if waited {
+                        return Poll::Ready(());
+                    }
+                    waited = true;
+                    wake_at_next(cx.waker().clone());
+                    Poll::Pending
+                })
+                .await;
+            }
+        })
+        .detach();
+    }
+
+    #[test]
+    fn a_chore_sleeps_one_tick_when_the_tick_is_slower() {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .spawn(|| async {
+                start(Duration::from_millis(40));
+                keep_ticking();
+                // Let the clock and the waiter run once: the waiter's first wait unparks it.
+                futures_lite::future::yield_now().await;
+                for _ in 0..3 {
+                    let before = epoch();
+                    // A 20 ms chore on a 40 ms tick: it wakes with the next tick, not on a
+                    // timer of its own between two ticks.
+                    sleep_aligned(Duration::from_millis(20)).await;
+                    assert_eq!(epoch(), before + 1);
+                }
+                // A chore slower than the tick still waits about its period (less half a
+                // tick): 200 ms on a 40 ms tick is at least 4 ticks.
+                let before = epoch();
+                sleep_aligned(Duration::from_millis(200)).await;
+                assert!(
+                    epoch() >= before + 4,
+                    "woke after {} ticks",
+                    epoch() - before
+                );
+            })
+            .expect("executor")
+            .join()
+            .expect("test body");
+    }
+
+    #[test]
+    fn a_parked_clock_s_chores_ride_another_core_s_batches() {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .spawn(|| async {
+                start(Duration::from_millis(100));
+                // Nobody waits for a tick: the clock parks once it has run.
+                futures_lite::future::yield_now().await;
+                assert!(!running());
+                // A 100 ms chore: due after 50 ms (its period less half a tick), it waits for
+                // the next batch from another core rather than a timer of its own (which
+                // would fire at 50 ms; its latest is 200 ms).
+                let woke_at = Rc::new(Cell::new(None));
+                let chore = Rc::clone(&woke_at);
+                glommio::spawn_local(async move {
+                    sleep_aligned(Duration::from_millis(100)).await;
+                    chore.set(Some(epoch()));
+                })
+                .detach();
+                glommio::timer::sleep(Duration::from_millis(80)).await;
+                assert_eq!(woke_at.get(), None, "the chore woke on a timer of its own");
+                // Another core's batch, written here.
+                flush_now();
+                let flushed = epoch();
+                for _ in 0..3 {
+                    futures_lite::future::yield_now().await;
+                }
+                assert_eq!(woke_at.get(), Some(flushed));
+                assert!(!running(), "the batch restarted the clock");
+            })
+            .expect("executor")
+            .join()
+            .expect("test body");
     }
 }

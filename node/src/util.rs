@@ -63,8 +63,9 @@ pub fn loggable(value: &str) -> String {
     shown
 }
 
-/// The instant every [`sleep_on_grid`] counts from (one per process).
-static GRID_ORIGIN: std::sync::LazyLock<std::time::Instant> =
+/// The instant every [`sleep_on_grid`] and every core's flush tick (`tick`) count from (one
+/// per process), so chores and ticks whose periods divide one another fall due together.
+pub static GRID_ORIGIN: std::sync::LazyLock<std::time::Instant> =
     std::sync::LazyLock::new(std::time::Instant::now);
 
 /// Sleeps until the next whole multiple of `period` since one process-wide instant. Chores

@@ -94,6 +94,11 @@ struct Cli {
     /// as the node's `player.zero_delay_coalesce_due_ms`.
     #[arg(long)]
     coalesce_due: bool,
+    /// With a merge window and `--send uring`: a joining player gets its header and the key
+    /// frame's group at once, as the node's players do, not at the next window (time to
+    /// first frame comparable with the node's).
+    #[arg(long)]
+    join_at_once: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -114,6 +119,11 @@ fn main() -> anyhow::Result<()> {
     anyhow::ensure!(
         cli.zero_delay || cli.send == pass::Send::Sendmsg || cli.merge_window_ms > 0,
         "--send uring goes with --zero-delay or a merge window"
+    );
+    anyhow::ensure!(
+        !cli.join_at_once
+            || (!cli.zero_delay && cli.send == pass::Send::Uring && cli.merge_window_ms > 0),
+        "--join-at-once goes with a merge window and --send uring"
     );
     anyhow::ensure!(
         cli.coalesce_ms.is_none() || cli.coalesce_av,
@@ -166,6 +176,7 @@ fn main() -> anyhow::Result<()> {
             } else {
                 window
             },
+            join_at_once: cli.join_at_once,
         });
         writers.push(std::thread::spawn(move || match options {
             Some(options) => pass::run_pass(&prepared, &rx, start, lifetime, options),

@@ -19,11 +19,14 @@
 //!
 //! With a merge window and `--send uring` (no `--zero-delay`), the same pass wakes once per
 //! window: the floor of the node's tick pass (`player.window_send = "uring"`, its default at a
-//! window), which submits a window's sends for all of a core's players together.
+//! window), which submits a window's sends for all of a core's players together. With
+//! `--join-at-once` as well, a joining player wakes its thread and gets its first frames then,
+//! as the node's do, so the floor's time to first frame is comparable (the other players keep
+//! waiting for the window).
 
 use std::io::IoSlice;
 use std::net::TcpStream;
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -59,6 +62,10 @@ pub struct PassOptions {
     /// once per window, as today's windowed writer, and send all that fell due; zero: zero
     /// delay.
     pub window: Duration,
+    /// At a window: a joining player gets what is due (its header and the key frame's group)
+    /// when it arrives, as the node's players do, instead of at the next window
+    /// (`--join-at-once`), so the floor's time to first frame compares with the node's.
+    pub join_at_once: bool,
 }
 
 /// Feeds the players that arrive on `joins` until `until` after `start`, one pass per wake.
@@ -76,22 +83,30 @@ pub fn run_pass(
         Send::Uring => Some(UringSender::new()?),
         Send::Sendmsg => None,
     };
+    let waits_for_joins = options.join_at_once && !options.window.is_zero();
+    // When the next full pass is due; a wake before it (a join) writes only the new players.
+    let mut next_full = Duration::ZERO;
+    let mut arrived: Option<TcpStream> = None;
     loop {
         let now = start.elapsed();
         if now >= until {
             break;
         }
         let now_ms = now.as_millis() as u64;
-        while let Ok(socket) = joins.try_recv() {
+        let joined_from = players.len();
+        for socket in arrived.take().into_iter().chain(joins.try_iter()) {
             if socket.set_nonblocking(true).is_ok() {
                 totals.players += 1;
                 players.push(Cursor::new(socket, stream, now_ms));
             }
         }
+        let full = !waits_for_joins || now >= next_full;
+        let first = if full { 0 } else { joined_from };
         let mut failed = vec![false; players.len()];
+        let (due, failed_due) = (&mut players[first..], &mut failed[first..]);
         totals.bytes += match uring.as_mut() {
-            Some(ring) => ring.pass(&mut players, &stream.frames, now_ms, &mut failed)?,
-            None => sendmsg_pass(&mut players, &stream.frames, now_ms, &mut failed),
+            Some(ring) => ring.pass(due, &stream.frames, now_ms, failed_due)?,
+            None => sendmsg_pass(due, &stream.frames, now_ms, failed_due),
         };
         // A player whose socket failed (it hung up) is dropped; one that is merely full waits.
         let mut i = 0;
@@ -99,19 +114,31 @@ pub fn run_pass(
             i += 1;
             !failed[i - 1]
         });
-        let next = if options.window.is_zero() {
-            let hold = options.coalesce_av.then_some(options.coalesce_ms);
-            match (options.coalesce_due, hold) {
-                (true, Some(Some(bound))) => next_wake_due(&stream.frames, now_ms, bound),
-                _ => next_wake(&stream.frames, now_ms, hold),
+        if full {
+            next_full = if options.window.is_zero() {
+                let hold = options.coalesce_av.then_some(options.coalesce_ms);
+                match (options.coalesce_due, hold) {
+                    (true, Some(Some(bound))) => next_wake_due(&stream.frames, now_ms, bound),
+                    _ => next_wake(&stream.frames, now_ms, hold),
+                }
+                .map_or(now + Duration::from_millis(10), Duration::from_millis)
+            } else {
+                // The windowed writer's cadence ([`crate::feed`]): the next multiple of the window.
+                let w = options.window.as_millis() as u64;
+                Duration::from_millis((now_ms / w + 1) * w)
+            };
+        }
+        let wait = next_full.min(until).saturating_sub(start.elapsed());
+        if waits_for_joins {
+            // A join wakes the thread at once; the accept side hanging up leaves the timer.
+            match joins.recv_timeout(wait) {
+                Ok(socket) => arrived = Some(socket),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => std::thread::sleep(wait),
             }
-            .map_or(now + Duration::from_millis(10), Duration::from_millis)
         } else {
-            // The windowed writer's cadence ([`crate::feed`]): the next multiple of the window.
-            let w = options.window.as_millis() as u64;
-            Duration::from_millis((now_ms / w + 1) * w)
-        };
-        std::thread::sleep(next.min(until).saturating_sub(start.elapsed()));
+            std::thread::sleep(wait);
+        }
     }
     totals.cpu_seconds = crate::feed::thread_cpu_seconds() - cpu0;
     Ok(totals)

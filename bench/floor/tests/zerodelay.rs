@@ -42,6 +42,39 @@ fn io_uring_sends_at_a_window_deliver_the_whole_stream() {
     assert_whole_stream(&["--merge-window-ms", "100", "--send", "uring"]);
 }
 
+/// With `--join-at-once`, a joining player gets its first frames when it arrives, not at the
+/// next window: at a 1 s window, 20 players joining over 2 s (10 a second, so at every phase
+/// of the window) each get their first key frame well within half a window (without it, each
+/// waits 0–1 s for its window), and the stream is whole.
+#[test]
+fn a_player_joining_at_once_gets_its_first_key_frame_before_the_window() {
+    use corecast_loadtest::runner::{self, NoProgress};
+    use corecast_loadtest::scenario::ScenarioFile;
+    let flags = [
+        "--merge-window-ms",
+        "1000",
+        "--send",
+        "uring",
+        "--join-at-once",
+    ];
+    let (_floor, addr) = start_floor(1000, &flags);
+    let scenario = ScenarioFile::from_toml(&format!(
+        "mode = \"play\"\nurl = \"rtmp://{addr}/live/floor\"\nplayers = 20\n\
+         duration = 4\nramp = 10\nquiet = true\ncores = 1\n"
+    ))
+    .and_then(|file| file.resolve(1))
+    .expect("scenario");
+    let out = runner::run(&scenario, addr, None, &mut NoProgress).expect("run");
+    support::assert_whole_stream(&out, 20, &format!("{flags:?}"));
+    for player in &out.players {
+        let first = player.first_keyframe.expect("a key frame");
+        assert!(
+            first < std::time::Duration::from_millis(500),
+            "first key frame after {first:?} at a 1 s window with --join-at-once"
+        );
+    }
+}
+
 #[test]
 fn the_variants_need_zero_delay_or_a_window() {
     for (flags, needs) in [
@@ -57,6 +90,10 @@ fn the_variants_need_zero_delay_or_a_window() {
             "--send uring goes with --zero-delay or a merge window",
         ),
         (&["--seconds", "1", "--coalesce-av"][..], "--zero-delay"),
+        (
+            &["--seconds", "1", "--join-at-once"][..],
+            "--join-at-once goes with a merge window and --send uring",
+        ),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_corecast-floor"))
             .args(flags)
