@@ -23,7 +23,9 @@
 # Server CPU is utime+stime of the server's processes (nginx: master and workers) from /proc
 # over the reader's run; bytes are what the viewers received (harness: HTTP bodies, RTMP socket
 # bytes; bench/reader: HLS bodies from the first segment on, FLV and RTMP bytes after the first
-# key frame). bench/reader runs start once the stream is there (they publish first).
+# key frame). bench/reader runs publish first and start once the stream's playlist lists a
+# segment; harness runs publish and view at once, so their window includes the viewers' wait
+# for a first playlist (404s, retried every 100 ms) and segment.
 #
 # Environment: DURATION (15 s per run), KBPS (1000), GOP_FRAMES (60), PART_MS (200),
 # LAT_VIEWERS (20), PLAIN_VIEWERS (1000), FLV_VIEWERS (500), CORES (Corecast executors, 0 =
@@ -191,11 +193,12 @@ run_reader() { # label server(corecast|nginx) url-template n
     --audio-kbps 64 --gop-frames "$GOP_FRAMES" --duration $((DURATION + 70)) --cores 1 --quiet \
     >/dev/null 2>"$OUT/$label-publisher.err" &
   pub=$!
-  # Wait until the stream is there (a playlist exists after the first key frame, nginx-rtmp's
-  # after its first fragment), so that FLV viewers are not answered 404 and HLS viewers do not
-  # spend the measured time retrying 404s.
-  if [ "$server" = corecast ]; then wait_http "http://127.0.0.1:$http/hls/live/bench/plain.m3u8"
-  else wait_http "http://127.0.0.1:$http/hls/bench.m3u8"; fi
+  # Wait until the stream's playlist lists a segment (Corecast's exists from the first key
+  # frame, empty until the first segment is cut; nginx-rtmp's from its first fragment): FLV
+  # viewers are not answered 404, and no HLS viewer spends the measured window retrying 404s
+  # or waiting for a first segment, on either server.
+  if [ "$server" = corecast ]; then wait_segment "http://127.0.0.1:$http/hls/live/bench/plain.m3u8"
+  else wait_segment "http://127.0.0.1:$http/hls/bench.m3u8"; fi
   url=${template//RTMP/$rtmp}; url=${url//HTTP/$http}
   cpu0=$(cpu_of "$pid")
   timeout $((DURATION + 60)) "$BIN/corecast-reader" "$url" -n "$n" --duration-secs "$DURATION" \
@@ -209,13 +212,13 @@ run_reader() { # label server(corecast|nginx) url-template n
   row "$label" "$server" "$viewer" "$n" "$cpu0" "$cpu1" "$json" "reader"
 }
 
-# Waits up to 10 s for a 200 from $1.
-wait_http() {
-  python3 - "$1" <<'PY' || true
+# Waits up to 15 s for the playlist at $1 to list a segment.
+wait_segment() {
+  python3 - "$1" <<'PY' || echo "bench-hls: no segment at $1 in 15 s" >&2
 import sys, time, urllib.request
-for _ in range(100):
+for _ in range(150):
     try:
-        if urllib.request.urlopen(sys.argv[1], timeout=1).status == 200: sys.exit(0)
+        if b"#EXTINF" in urllib.request.urlopen(sys.argv[1], timeout=1).read(): sys.exit(0)
     except Exception: pass
     time.sleep(0.1)
 sys.exit(1)
