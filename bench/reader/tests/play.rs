@@ -1,6 +1,6 @@
 //! The reader against real servers on loopback: every player of the floor and of a Corecast
 //! node (fed by the harness's synthetic publisher) sees a key frame and counts bytes, over RTMP,
-//! plain HLS and HTTP-FLV; a closed port, a server that is not RTMP or HTTP, or an HTTP error
+//! plain HLS and HTTP-FLV, and every plain HLS viewer of nginx-rtmp's MPEG-TS HLS does too; a closed port, a server that is not RTMP or HTTP, or an HTTP error
 //! makes it exit non-zero at once. Every process has a deadline and is killed when its test
 //! ends.
 //!
@@ -384,4 +384,88 @@ fn a_server_that_never_answers_times_out_within_the_set_up_limit() {
     assert!(!status.success(), "{summary}");
     assert_eq!(summary["failures"]["timeout_handshake"], 2, "{summary}");
     assert!(took < Duration::from_secs(10), "took {took:?} to give up");
+}
+
+/// Where Debian puts nginx and the RTMP module.
+const NGINX: &str = "/usr/sbin/nginx";
+const NGINX_RTMP_MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
+
+/// nginx-rtmp with HLS (1 s MPEG-TS fragments, served by nginx's HTTP) on free loopback ports:
+/// returns it with its RTMP port and HTTP address, or `None` when nginx or the module is not
+/// installed (outside CI; under `CI` that is a failure, as in loadtest/tests/support).
+fn start_nginx_hls(dir: &std::path::Path) -> Option<(Reaped, u16, SocketAddr)> {
+    let installed = [NGINX, NGINX_RTMP_MODULE]
+        .iter()
+        .all(|p| std::path::Path::new(p).exists());
+    if !installed {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have nginx and libnginx-mod-rtmp installed"
+        );
+        eprintln!("skipped: {NGINX} or {NGINX_RTMP_MODULE} is not installed");
+        return None;
+    }
+    let (rtmp, http) = {
+        let a = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let b = TcpListener::bind("127.0.0.1:0").expect("bind");
+        (
+            a.local_addr().expect("addr").port(),
+            b.local_addr().expect("addr"),
+        )
+    };
+    std::fs::create_dir_all(dir.join("hls")).expect("hls dir");
+    let conf = dir.join("nginx.conf");
+    let d = dir.display();
+    std::fs::write(
+        &conf,
+        format!(
+            "load_module {NGINX_RTMP_MODULE};\ndaemon off;\nmaster_process off;\n\
+             error_log {d}/error.log warn;\npid {d}/nginx.pid;\n\
+             events {{ worker_connections 256; }}\n\
+             rtmp {{ server {{ listen 127.0.0.1:{rtmp}; application live {{ live on; hls on; \
+             hls_path {d}/hls; hls_fragment 1s; hls_playlist_length 4s; }} }} }}\n\
+             http {{ access_log off; types {{ application/vnd.apple.mpegurl m3u8; \
+             video/mp2t ts; }} server {{ listen {http}; location /hls/ {{ root {d}; }} }} }}\n"
+        ),
+    )
+    .expect("write nginx.conf");
+    let nginx = Reaped(
+        Command::new(NGINX)
+            .arg("-c")
+            .arg(&conf)
+            .arg("-p")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(File::create(dir.join("stderr.log")).expect("stderr file"))
+            .spawn()
+            .expect("start nginx"),
+    );
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", rtmp)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "nginx did not listen on {rtmp}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some((nginx, rtmp, http))
+}
+
+#[test]
+fn every_plain_hls_viewer_of_nginx_rtmp_gets_ts_segments() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let Some((_nginx, rtmp, http)) = start_nginx_hls(dir.path()) else {
+        return;
+    };
+    let _publisher = publish(&format!("rtmp://127.0.0.1:{rtmp}/live/reader"));
+    // nginx-rtmp writes the playlist after its first fragment: the viewers retry its 404.
+    let (status, summary, _) = read(
+        &format!("http://{http}/hls/reader.m3u8"),
+        &["-n", "4", "--duration-secs", "8", "--threads", "2"],
+        Duration::from_secs(40),
+    );
+    assert_all_counted(&summary, 4, 100_000);
+    let segments = summary["http"]["segments"].as_u64().unwrap_or(0);
+    assert!(segments >= 4 * 2, "{segments} segments: {summary}");
+    assert!(status.success(), "{status}: {summary}");
 }
