@@ -21,6 +21,9 @@
 //!   for a player still there whose viewer is waiting.
 //! - **Deadlines:** a player must get its first segment (HLS) or key frame (FLV) within the
 //!   set-up limit; a thread whose players all failed returns early.
+//! - **One connection for the whole run:** a server that closes it (`Connection: close`, an
+//!   idle timeout) fails the player (`closed_by_server`) rather than being reconnected: the
+//!   servers under test keep HLS connections open, and a reconnect would be a cost to count.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;

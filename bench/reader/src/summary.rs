@@ -14,7 +14,8 @@ pub struct PlayerRecord {
     pub started: Duration,
     /// When it was playing (`Play.Start` or first media).
     pub playing_at: Option<Duration>,
-    /// When its first key frame arrived: counting starts there.
+    /// When its first key frame arrived (HLS: its first segment's head): counting starts
+    /// there.
     pub keyframe_at: Option<Duration>,
     /// Bytes counted after the key frame.
     pub bytes: u64,
@@ -80,7 +81,7 @@ pub struct Summary {
     pub players: usize,
     /// Players that got to play.
     pub connected: usize,
-    /// Players that saw a video key frame.
+    /// Players that saw a video key frame (HLS: got their first segment).
     pub with_keyframe: usize,
     /// Players that ended early or never saw a key frame.
     pub failed: usize,
