@@ -12,15 +12,20 @@
 #                the SEI clock, time to first frame, stalls.
 #   2. plain:    plain HLS to PLAIN_VIEWERS viewers (--lite: bytes after the first frame):
 #                Corecast's plain.m3u8  vs  nginx (sendfile) serving nginx-rtmp's .ts files:
-#                server CPU-s per delivered GB and the ratio.
+#                server CPU-s per delivered GB and the ratio. With READER=1 also with
+#                bench/reader's epoll HLS viewers (corecast-reader, the harness publishing),
+#                each reader with its own ratio.
 #   3. ll-vs-plain: Corecast LL-HLS to PLAIN_VIEWERS viewers against run 2's Corecast plain
 #                HLS: CPU-s per GB and requests per second per viewer.
 #   4. flv-vs-rtmp: Corecast HTTP-FLV to FLV_VIEWERS viewers  vs  Corecast RTMP to as many
-#                players (the harness; with READER=1 also bench/reader's epoll players for
-#                RTMP — for FLV there is only the harness): CPU-s per GB and the ratio.
+#                players (the harness; with READER=1 also bench/reader's epoll players, for
+#                FLV and for RTMP): CPU-s per GB and each reader's own ratio.
 # Server CPU is utime+stime of the server's processes (nginx: master and workers) from /proc
-# over the harness's run; bytes are what the viewers received (HTTP bodies; RTMP: socket
-# bytes).
+# over the reader's run; bytes are what the viewers received (harness: HTTP bodies, RTMP socket
+# bytes; bench/reader: HLS bodies from the first segment on, FLV and RTMP bytes after the first
+# key frame). bench/reader runs publish first and start once the stream's playlist lists a
+# segment; harness runs publish and view at once, so their window includes the viewers' wait
+# for a first playlist (404s, retried every 100 ms) and segment.
 #
 # Environment: DURATION (15 s per run), KBPS (1000), GOP_FRAMES (60), PART_MS (200),
 # LAT_VIEWERS (20), PLAIN_VIEWERS (1000), FLV_VIEWERS (500), CORES (Corecast executors, 0 =
@@ -175,26 +180,49 @@ corecast_path() {
   esac
 }
 
-# bench/reader's RTMP players against a fresh Corecast, the harness publishing.
-run_reader() { # label n
-  local label=$1 n=$2 rtmp http pid pub json="$OUT/$1.json" cpu0 cpu1
+# bench/reader's epoll players against a fresh server, the harness publishing; the URL
+# template's RTMP and HTTP are the server's ports (rtmp://..., http://....m3u8 or .flv: the
+# URL chooses the reader's mode).
+run_reader() { # label server(corecast|nginx) url-template n
+  local label=$1 server=$2 template=$3 n=$4 rtmp http pid pub url json="$OUT/$1.json" cpu0 cpu1
   rtmp=$(free_port); http=$(free_port)
-  pid=$(start_corecast "$rtmp" "$http")
+  pid=$("start_$server" "$rtmp" "$http")
   trap 'kill '"$pid"' 2>/dev/null || true' EXIT
-  wait_port "$rtmp"
+  wait_port "$rtmp"; wait_port "$http"
   "$BIN/corecast-loadtest" publish "rtmp://127.0.0.1:$rtmp/live/bench" --bitrate-kbps "$KBPS" \
     --audio-kbps 64 --gop-frames "$GOP_FRAMES" --duration $((DURATION + 70)) --cores 1 --quiet \
     >/dev/null 2>"$OUT/$label-publisher.err" &
   pub=$!
-  sleep 1
+  # Wait until the stream's playlist lists a segment (Corecast's exists from the first key
+  # frame, empty until the first segment is cut; nginx-rtmp's from its first fragment): FLV
+  # viewers are not answered 404, and no HLS viewer spends the measured window retrying 404s
+  # or waiting for a first segment, on either server.
+  if [ "$server" = corecast ]; then wait_segment "http://127.0.0.1:$http/hls/live/bench/plain.m3u8"
+  else wait_segment "http://127.0.0.1:$http/hls/bench.m3u8"; fi
+  url=${template//RTMP/$rtmp}; url=${url//HTTP/$http}
   cpu0=$(cpu_of "$pid")
-  timeout $((DURATION + 60)) "$BIN/corecast-reader" "rtmp://127.0.0.1:$rtmp/live/bench" \
-    -n "$n" --duration-secs "$DURATION" --ramp 200 --json "$json" >/dev/null 2>"$OUT/$label.err" || true
+  timeout $((DURATION + 60)) "$BIN/corecast-reader" "$url" -n "$n" --duration-secs "$DURATION" \
+    --ramp 200 --setup-timeout-secs 15 --json "$json" >/dev/null 2>"$OUT/$label.err" || true
   cpu1=$(cpu_of "$pid")
   kill "$pub" "$pid" 2>/dev/null || true
   wait "$pub" "$pid" 2>/dev/null || true
   trap - EXIT
-  row "$label" corecast rtmp "$n" "$cpu0" "$cpu1" "$json" "reader"
+  local viewer=rtmp
+  case $url in *.m3u8) viewer=hls-plain ;; *.flv) viewer=flv ;; esac
+  row "$label" "$server" "$viewer" "$n" "$cpu0" "$cpu1" "$json" "reader"
+}
+
+# Waits up to 15 s for the playlist at $1 to list a segment.
+wait_segment() {
+  python3 - "$1" <<'PY' || echo "bench-hls: no segment at $1 in 15 s" >&2
+import sys, time, urllib.request
+for _ in range(150):
+    try:
+        if b"#EXTINF" in urllib.request.urlopen(sys.argv[1], timeout=1).read(): sys.exit(0)
+    except Exception: pass
+    time.sleep(0.1)
+sys.exit(1)
+PY
 }
 
 row() { # label server viewer n cpu0 cpu1 json reader
@@ -210,8 +238,12 @@ except Exception as e:
     print(json.dumps(row)); sys.exit(0)
 if reader == "reader":
     gb = r["bytes"] / 1e9
+    http = r.get("http") or {}
     row.update({"connected": r["connected"], "with_frame": r["players"] - r["failed"],
-                "ttff_p50_ms": r["ttff_ms"]["p50"], "ttff_p99_ms": r["ttff_ms"]["p99"]})
+                "failures": r["failures"], "mbps": r["mbps"],
+                "ttff_p50_ms": r["ttff_ms"]["p50"], "ttff_p99_ms": r["ttff_ms"]["p99"],
+                "rps_per_viewer": http.get("requests_per_player_per_sec"),
+                "segments": http.get("segments"), "requests": http.get("requests")})
 else:
     p = r["players"]
     gb = r["throughput"]["bytes_in"] / 1e9
@@ -230,6 +262,7 @@ else:
         "harness_cpu_s": r["harness"]["cpu_secs"],
     })
 row["gb"] = round(gb, 4)
+row["mb_per_viewer"] = round(gb * 1e3 / row["with_frame"], 3) if row["with_frame"] else None
 row["cpu_s_per_gb"] = round(row["cpu_s"] / gb, 3) if gb > 0 else None
 print(json.dumps(row))
 PY
@@ -246,13 +279,20 @@ for run in $RUNS; do
       run_one latency-corecast-plain corecast hls-plain "$LAT_VIEWERS" 0 ;;
     plain)
       run_one plain-corecast corecast hls-plain "$PLAIN_VIEWERS" 1
-      run_one plain-nginx nginx hls-plain "$PLAIN_VIEWERS" 1 "$NGINX_HLS" ;;
+      run_one plain-nginx nginx hls-plain "$PLAIN_VIEWERS" 1 "$NGINX_HLS"
+      if [ "$READER" = 1 ]; then
+        run_reader plain-corecast-reader corecast "http://127.0.0.1:HTTP/hls/live/bench/plain.m3u8" "$PLAIN_VIEWERS"
+        run_reader plain-nginx-reader nginx "http://127.0.0.1:HTTP/hls/bench.m3u8" "$PLAIN_VIEWERS"
+      fi ;;
     ll-vs-plain)
       run_one ll-corecast corecast hls "$PLAIN_VIEWERS" 1 ;;
     flv-vs-rtmp)
       run_one flv-corecast corecast flv "$FLV_VIEWERS" 1
       run_one rtmp-corecast corecast rtmp "$FLV_VIEWERS" 1
-      if [ "$READER" = 1 ]; then run_reader rtmp-corecast-reader "$FLV_VIEWERS"; fi ;;
+      if [ "$READER" = 1 ]; then
+        run_reader flv-corecast-reader corecast "http://127.0.0.1:HTTP/live/bench.flv" "$FLV_VIEWERS"
+        run_reader rtmp-corecast-reader corecast "rtmp://127.0.0.1:RTMP/live/bench" "$FLV_VIEWERS"
+      fi ;;
     *) echo "bench-hls: unknown run $run (RUNS: latency plain ll-vs-plain flv-vs-rtmp)" >&2; exit 1 ;;
   esac
 done
@@ -264,26 +304,30 @@ duration, kbps, part, gop = sys.argv[2:]
 def f(v, d=1):
     return "-" if v is None else (f"{v:.{d}f}" if isinstance(v, float) else str(v))
 print(f"{duration} s per run, stream {kbps} kbit/s, key frame every {gop} frames at 30 fps, "
-      f"LL-HLS parts {part} ms. Harness viewers; CPU = the server's utime+stime.\n")
-print("| run | server | viewer | viewers | connected | got a frame | TTFF p50/p99 ms | latency p50/p99 ms (samples) | stalls (viewers) | req/s per viewer | Mbit/s | server CPU-s | CPU-s/GB |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+      f"LL-HLS parts {part} ms. Harness viewers, and bench/reader's epoll players where the "
+      f"viewer says (reader); CPU = the server's utime+stime. MB per viewer: bytes counted over "
+      f"the viewers that got a frame (harness: every body; reader: see bench/reader).\n")
+print("| run | server | viewer | viewers | connected | got a frame | TTFF p50/p99 ms | latency p50/p99 ms (samples) | stalls (viewers) | req/s per viewer | MB per viewer | Mbit/s | server CPU-s | CPU-s/GB |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for r in rows.values():
     if "error" in r:
-        print(f"| {r['run']} | {r['server']} | {r['viewer']} | {r['viewers']} | error: {r['error']} |||||||||"); continue
+        print(f"| {r['run']} | {r['server']} | {r['viewer']} | {r['viewers']} | error: {r['error']} ||||||||||"); continue
     print(f"| {r['run']} | {r['server']} | {r['viewer']}{' (reader)' if r['reader'] == 'reader' else ''} | {r['viewers']} | {r['connected']} | {r['with_frame']} "
           f"| {f(r.get('ttff_p50_ms'))}/{f(r.get('ttff_p99_ms'))} | {f(r.get('latency_p50_ms'))}/{f(r.get('latency_p99_ms'))} ({f(r.get('latency_samples'))}) "
-          f"| {f(r.get('stalls'))} ({f(r.get('viewers_with_stalls'))}) | {f(r.get('rps_per_viewer'), 2)} | {f(r.get('mbps'), 0)} | {f(r['cpu_s'], 2)} | {f(r['cpu_s_per_gb'], 2)} |")
+          f"| {f(r.get('stalls'))} ({f(r.get('viewers_with_stalls'))}) | {f(r.get('rps_per_viewer'), 2)} | {f(r.get('mb_per_viewer'), 2)} | {f(r.get('mbps'), 0)} | {f(r['cpu_s'], 2)} | {f(r['cpu_s_per_gb'], 2)} |")
 def ratio(a, b):
     x, y = rows.get(a, {}).get("cpu_s_per_gb"), rows.get(b, {}).get("cpu_s_per_gb")
     return "-" if not x or not y else f"{x / y:.2f}"
 print()
 print("| ratio of CPU-s per GB | value | target |")
 print("|---|---|---|")
-print(f"| Corecast plain HLS ÷ nginx (sendfile) serving nginx-rtmp's HLS | {ratio('plain-corecast', 'plain-nginx')} | ≤ 1.0 |")
+print(f"| Corecast plain HLS ÷ nginx (sendfile) serving nginx-rtmp's HLS (harness) | {ratio('plain-corecast', 'plain-nginx')} | ≤ 1.0 |")
+if "plain-corecast-reader" in rows:
+    print(f"| Corecast plain HLS ÷ nginx (sendfile) serving nginx-rtmp's HLS (bench/reader) | {ratio('plain-corecast-reader', 'plain-nginx-reader')} | ≤ 1.0 |")
 print(f"| Corecast LL-HLS ÷ Corecast plain HLS | {ratio('ll-corecast', 'plain-corecast')} | - |")
 print(f"| Corecast HTTP-FLV ÷ Corecast RTMP (harness) | {ratio('flv-corecast', 'rtmp-corecast')} | ≤ 1.1 |")
 if "rtmp-corecast-reader" in rows:
-    print(f"| Corecast HTTP-FLV (harness) ÷ Corecast RTMP (bench/reader) | {ratio('flv-corecast', 'rtmp-corecast-reader')} | - |")
+    print(f"| Corecast HTTP-FLV ÷ Corecast RTMP (bench/reader) | {ratio('flv-corecast-reader', 'rtmp-corecast-reader')} | ≤ 1.1 |")
 PY
 cat "$OUT/summary.md"
 echo "bench-hls: $OUT/summary.md, raw rows in $OUT/rows.jsonl"

@@ -1,16 +1,28 @@
-//! `corecast-reader`: plain epoll RTMP players for the benchmarks, a second kind of reader
-//! next to the load-test harness's io_uring-polled players.
+//! `corecast-reader`: plain epoll players for the benchmarks, a second kind of reader next to
+//! the load-test harness's io_uring-polled players. The URL chooses the mode ([`url`]):
 //!
-//! It connects N players to `rtmp://host:port/app/name`, plays, and counts the bytes each
-//! receives after its first video key frame ([`session`]), on a few threads that each run an
-//! epoll loop over their share of the players ([`reactor`]). Counting is all it does with the
-//! media, so a byte costs it one `read` call's share and nothing more: what it measures is how
-//! the server pays for sending to a reader that waits in `epoll_wait` rather than in io_uring.
+//! - `rtmp://host:port/app/name`: RTMP players that count the bytes each receives after its
+//!   first video key frame ([`session`], [`reactor`]);
+//! - `http://host:port/....m3u8`: plain HLS viewers, each on one keep-alive connection,
+//!   following the media playlist from its newest segment ([`hls`], [`playlist`],
+//!   [`http_reactor`]) and counting the response bodies from the first segment on;
+//! - `http://host:port/....flv`: HTTP-FLV viewers that walk the FLV tags ([`flv`]) and count
+//!   the bytes after the first video key frame.
+//!
+//! Each mode runs on a few threads that each run an epoll loop over their share of the players.
+//! Counting is all it does with the media, so a byte costs it one `read` call's share and
+//! little more: what it measures is how the server pays for sending to a reader that waits in
+//! `epoll_wait` rather than in io_uring.
 //!
 //! At the end it prints one line of JSON ([`summary`]) on stdout and exits non-zero when any
 //! player failed (did not play, ended early or saw no key frame). The run is bounded by
 //! `--duration-secs`, each player's set-up by `--setup-timeout-secs`.
 
+mod flv;
+mod hls;
+mod http;
+mod http_reactor;
+mod playlist;
 mod reactor;
 mod session;
 mod summary;
@@ -23,9 +35,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 
+use crate::http_reactor::HttpPlayers;
 use crate::reactor::ThreadPlan;
 use crate::summary::{PlayerRecord, Summary};
-use crate::url::Target;
+use crate::url::Stream;
 
 /// Most players one run may open.
 const MAX_PLAYERS: usize = 20_000;
@@ -35,9 +48,12 @@ const MAX_SECONDS: u64 = 3600;
 
 /// Command line.
 #[derive(Debug, Parser)]
-#[command(about = "Plain epoll RTMP players: count the bytes each gets after its first key frame")]
+#[command(
+    about = "Plain epoll RTMP, plain HLS or HTTP-FLV players: count the bytes each gets once playing"
+)]
 struct Cli {
-    /// The stream: rtmp://host[:port]/app/name.
+    /// The stream: rtmp://host[:port]/app/name, http://host[:port]/path.m3u8 (plain HLS) or
+    /// http://host[:port]/path.flv (HTTP-FLV).
     url: String,
     /// Players to connect (at most 20000).
     #[arg(short = 'n', long, default_value_t = 1)]
@@ -51,7 +67,8 @@ struct Cli {
     /// Reader threads, each with its own epoll loop [default: one per CPU].
     #[arg(long)]
     threads: Option<usize>,
-    /// Seconds from a player's TCP connect until it must be playing.
+    /// Seconds from a player's TCP connect until it must have its first key frame (HLS: its
+    /// first segment).
     #[arg(long, default_value_t = 10)]
     setup_timeout_secs: u64,
     /// Size of each thread's read buffer, KiB: one read takes up to this much.
@@ -77,10 +94,10 @@ fn main() -> anyhow::Result<()> {
         (4..=16 * 1024).contains(&cli.read_kib),
         "--read-kib must be in 4..=16384"
     );
-    let target = Arc::new(Target::parse(&cli.url)?);
-    let addr = target
+    let stream = Stream::parse(&cli.url)?;
+    let addr = stream
         .resolve()
-        .with_context(|| format!("resolve {}", target.authority))?;
+        .with_context(|| format!("resolve {}", stream.authority()))?;
     raise_fd_limit(cli.players as u64 + 64)?;
     let threads = cli
         .threads
@@ -90,21 +107,40 @@ fn main() -> anyhow::Result<()> {
 
     let start = Instant::now();
     let end = start + Duration::from_secs(cli.duration_secs);
-    let handles: Vec<_> = (0..threads)
-        .map(|t| {
-            let plan = ThreadPlan {
-                addr,
-                target: Arc::clone(&target),
-                players: (t..cli.players).step_by(threads).collect(),
-                ramp_per_sec: cli.ramp,
-                start,
-                end,
-                setup_timeout: Duration::from_secs(cli.setup_timeout_secs),
-                read_bytes: cli.read_kib * 1024,
-            };
-            std::thread::spawn(move || reactor::run(&plan))
-        })
-        .collect();
+    let plan = |t: usize| ThreadPlan {
+        addr,
+        target: Arc::new(()),
+        players: (t..cli.players).step_by(threads).collect(),
+        ramp_per_sec: cli.ramp,
+        start,
+        end,
+        setup_timeout: Duration::from_secs(cli.setup_timeout_secs),
+        read_bytes: cli.read_kib * 1024,
+    };
+    let mode = stream.mode();
+    let handles: Vec<_> = match stream {
+        Stream::Rtmp(target) => {
+            let target = Arc::new(target);
+            (0..threads)
+                .map(|t| {
+                    let plan = plan(t).with(Arc::clone(&target));
+                    std::thread::spawn(move || reactor::run(&plan))
+                })
+                .collect()
+        }
+        Stream::Hls(target) | Stream::Flv(target) => {
+            let target = Arc::new(HttpPlayers {
+                target,
+                hls: mode == "hls",
+            });
+            (0..threads)
+                .map(|t| {
+                    let plan = plan(t).with(Arc::clone(&target));
+                    std::thread::spawn(move || http_reactor::run(&plan))
+                })
+                .collect()
+        }
+    };
     let mut records: Vec<PlayerRecord> = Vec::with_capacity(cli.players);
     for handle in handles {
         let thread = handle
@@ -112,7 +148,7 @@ fn main() -> anyhow::Result<()> {
             .map_err(|_| anyhow::anyhow!("a reader thread panicked"))?;
         records.extend(thread.context("reader thread")?);
     }
-    let summary = Summary::new(&records, start.elapsed());
+    let summary = Summary::new(&records, start.elapsed(), mode);
     let line = serde_json::to_string(&summary)?;
     println!("{line}");
     std::io::stdout().flush()?;

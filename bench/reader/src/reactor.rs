@@ -34,15 +34,15 @@ use crate::url::Target;
 const SETUP_READ: usize = 64 * 1024;
 
 /// How often the loop checks deadlines and keep-alives when no event wakes it.
-const HOUSEKEEPING: Duration = Duration::from_millis(200);
+pub const HOUSEKEEPING: Duration = Duration::from_millis(200);
 
-/// What one thread runs.
+/// What one thread runs; `T` says what to play ([`Target`] for RTMP).
 #[derive(Debug, Clone)]
-pub struct ThreadPlan {
+pub struct ThreadPlan<T> {
     /// The server.
     pub addr: SocketAddr,
     /// What to play.
-    pub target: Arc<Target>,
+    pub target: Arc<T>,
     /// The global indices of this thread's players, in connect order.
     pub players: Vec<usize>,
     /// Players connected per second, over all threads.
@@ -55,6 +55,22 @@ pub struct ThreadPlan {
     pub setup_timeout: Duration,
     /// Size of the scratch buffer counting reads go into.
     pub read_bytes: usize,
+}
+
+impl ThreadPlan<()> {
+    /// This plan, playing `target`.
+    pub fn with<T>(self, target: Arc<T>) -> ThreadPlan<T> {
+        ThreadPlan {
+            addr: self.addr,
+            target,
+            players: self.players,
+            ramp_per_sec: self.ramp_per_sec,
+            start: self.start,
+            end: self.end,
+            setup_timeout: self.setup_timeout,
+            read_bytes: self.read_bytes,
+        }
+    }
 }
 
 /// A player's socket and state.
@@ -70,7 +86,7 @@ struct Player {
 
 /// Runs the thread's players until `plan.end` (or until all of them failed); returns one record
 /// per player, in `plan.players` order.
-pub fn run(plan: &ThreadPlan) -> io::Result<Vec<PlayerRecord>> {
+pub fn run(plan: &ThreadPlan<Target>) -> io::Result<Vec<PlayerRecord>> {
     let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(1024);
     let mut scratch = vec![0u8; plan.read_bytes.max(4096)];
@@ -140,7 +156,7 @@ fn close(player: Player, error: Option<&'static str>, start: Instant) -> PlayerR
 /// Starts the connects that are due by `now`; a connect that fails at once is recorded.
 fn connect_due(
     poll: &Poll,
-    plan: &ThreadPlan,
+    plan: &ThreadPlan<Target>,
     players: &mut Vec<Option<Player>>,
     records: &mut [Option<PlayerRecord>],
     now: Instant,
@@ -159,13 +175,13 @@ fn connect_due(
 }
 
 /// When the thread's `slot`-th player connects.
-fn connect_time(plan: &ThreadPlan, slot: usize) -> Instant {
+pub fn connect_time<T>(plan: &ThreadPlan<T>, slot: usize) -> Instant {
     let index = plan.players.get(slot).copied().unwrap_or(0) as f64;
     plan.start + Duration::from_secs_f64(index / f64::from(plan.ramp_per_sec.max(1)))
 }
 
 /// Starts the TCP connect of the `slot`-th player.
-fn open(poll: &Poll, plan: &ThreadPlan, slot: usize, now: Instant) -> io::Result<Player> {
+fn open(poll: &Poll, plan: &ThreadPlan<Target>, slot: usize, now: Instant) -> io::Result<Player> {
     // C1/C2's random part: distinct per player, no need for more.
     let seed = (plan.players.get(slot).copied().unwrap_or(0) as u64) ^ 0x9E37_79B9_7F4A_7C15;
     let random = seed.to_le_bytes();
@@ -188,7 +204,7 @@ fn open(poll: &Poll, plan: &ThreadPlan, slot: usize, now: Instant) -> io::Result
 
 /// Set-up deadlines and keep-alive acknowledgements.
 fn housekeeping(
-    plan: &ThreadPlan,
+    plan: &ThreadPlan<Target>,
     players: &mut [Option<Player>],
     records: &mut [Option<PlayerRecord>],
     now: Instant,
@@ -264,7 +280,7 @@ fn on_event(player: &mut Player, scratch: &mut [u8], start: Instant) -> Result<(
 
 /// One `read`; `Ok(0)` means nothing more now (the socket would block), and the end of the
 /// stream is an error.
-fn read(socket: &mut TcpStream, into: &mut [u8]) -> Result<usize, &'static str> {
+pub fn read(socket: &mut TcpStream, into: &mut [u8]) -> Result<usize, &'static str> {
     loop {
         return match socket.read(into) {
             Ok(0) => Err("closed_by_server"),
@@ -304,7 +320,7 @@ fn setup_timeout_label(phase: Phase, connected: bool) -> &'static str {
 }
 
 /// A short label for a socket error.
-fn io_label(e: &io::Error) -> &'static str {
+pub fn io_label(e: &io::Error) -> &'static str {
     match e.kind() {
         io::ErrorKind::ConnectionRefused => "connection_refused",
         io::ErrorKind::ConnectionReset => "connection_reset",

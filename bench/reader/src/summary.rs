@@ -1,5 +1,6 @@
 //! What each player did, and the machine-readable summary of a run: players connected and
-//! failed, bytes counted after the first key frame, and the per-player spread.
+//! failed, bytes counted after the first key frame (HLS: from the first segment on), the
+//! per-player spread and, for the HTTP modes, requests, segments and tags.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -13,7 +14,8 @@ pub struct PlayerRecord {
     pub started: Duration,
     /// When it was playing (`Play.Start` or first media).
     pub playing_at: Option<Duration>,
-    /// When its first key frame arrived: counting starts there.
+    /// When its first key frame arrived (HLS: its first segment's head): counting starts
+    /// there.
     pub keyframe_at: Option<Duration>,
     /// Bytes counted after the key frame.
     pub bytes: u64,
@@ -21,6 +23,16 @@ pub struct PlayerRecord {
     pub counted_for: Duration,
     /// Why it ended early, if it did.
     pub error: Option<&'static str>,
+    /// HTTP requests sent.
+    pub requests: u64,
+    /// HTTP requests sent up to and including the first segment's (HLS) or the stream's (FLV).
+    pub setup_requests: u64,
+    /// HLS segments answered 200.
+    pub segments: u64,
+    /// HLS segments answered 404 (gone from the window).
+    pub segments_skipped: u64,
+    /// FLV tags walked.
+    pub tags: u64,
 }
 
 impl PlayerRecord {
@@ -69,7 +81,7 @@ pub struct Summary {
     pub players: usize,
     /// Players that got to play.
     pub connected: usize,
-    /// Players that saw a video key frame.
+    /// Players that saw a video key frame (HLS: got their first segment).
     pub with_keyframe: usize,
     /// Players that ended early or never saw a key frame.
     pub failed: usize,
@@ -85,6 +97,27 @@ pub struct Summary {
     pub per_player: PerPlayer,
     /// Time from the TCP connect to the first key frame, milliseconds.
     pub ttff_ms: Percentiles,
+    /// `rtmp`, `hls` or `flv`.
+    pub mode: &'static str,
+    /// HTTP modes only: requests, segments and tags.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpCounts>,
+}
+
+/// What the HTTP players asked for and got, over all players.
+#[derive(Debug, Default, Serialize)]
+pub struct HttpCounts {
+    /// Requests sent, set-up included.
+    pub requests: u64,
+    /// Requests after the first segment's (HLS) per player per second of counting: how
+    /// often a viewer asks while it plays (the harness's `requests_per_viewer_per_sec`).
+    pub requests_per_player_per_sec: f64,
+    /// HLS segments answered 200.
+    pub segments: u64,
+    /// HLS segments answered 404.
+    pub segments_skipped: u64,
+    /// FLV tags walked.
+    pub tags: u64,
 }
 
 /// Per-player minimum and maximum.
@@ -112,8 +145,8 @@ pub struct Percentiles {
 }
 
 impl Summary {
-    /// Sums up `records` over a run of `duration`.
-    pub fn new(records: &[PlayerRecord], duration: Duration) -> Self {
+    /// Sums up `records` of `mode` players over a run of `duration`.
+    pub fn new(records: &[PlayerRecord], duration: Duration, mode: &'static str) -> Self {
         let mut failures = BTreeMap::new();
         for r in records.iter().filter(|r| r.failed_run()) {
             *failures
@@ -156,6 +189,29 @@ impl Summary {
                 p99: percentile(&ttff, 0.99),
                 max: ttff.last().copied().unwrap_or(0.0),
             },
+            mode,
+            http: (mode != "rtmp").then(|| HttpCounts::new(records)),
+        }
+    }
+}
+
+impl HttpCounts {
+    fn new(records: &[PlayerRecord]) -> Self {
+        let keyed = || records.iter().filter(|r| r.keyframe_at.is_some());
+        let playing: f64 = keyed().map(|r| r.counted_for.as_secs_f64()).sum();
+        let later: u64 = keyed()
+            .map(|r| r.requests.saturating_sub(r.setup_requests))
+            .sum();
+        HttpCounts {
+            requests: records.iter().map(|r| r.requests).sum(),
+            requests_per_player_per_sec: if playing > 0.0 {
+                later as f64 / playing
+            } else {
+                0.0
+            },
+            segments: records.iter().map(|r| r.segments).sum(),
+            segments_skipped: records.iter().map(|r| r.segments_skipped).sum(),
+            tags: records.iter().map(|r| r.tags).sum(),
         }
     }
 }
@@ -187,7 +243,7 @@ mod tests {
         waiting.playing_at = Some(secs(0.2));
         waiting.finish(0, secs(8.02));
         let refused = PlayerRecord::failed("connection_refused", secs(0.2));
-        let s = Summary::new(&[good, waiting, refused], secs(8.0));
+        let s = Summary::new(&[good, waiting, refused], secs(8.0), "rtmp");
         assert_eq!(
             (s.players, s.connected, s.with_keyframe, s.failed),
             (3, 2, 1, 2)
@@ -203,6 +259,21 @@ mod tests {
         assert!((s.ttff_ms.p50 - 20.0).abs() < 1e-6);
         let json = serde_json::to_value(&s).expect("json");
         assert_eq!(json["per_player"]["bytes_max"], 1_000_000);
+        assert!(json.get("http").is_none(), "{json}");
+    }
+
+    #[test]
+    fn http_players_count_requests_while_playing() {
+        let mut viewer = PlayerRecord::started(secs(0.0));
+        viewer.keyframe_at = Some(secs(1.0));
+        viewer.requests = 12;
+        viewer.setup_requests = 2;
+        viewer.segments = 5;
+        viewer.finish(500, secs(11.0));
+        let s = Summary::new(&[viewer], secs(11.0), "hls");
+        let http = s.http.expect("http counts");
+        assert_eq!((http.requests, http.segments), (12, 5));
+        assert!((http.requests_per_player_per_sec - 1.0).abs() < 1e-9);
     }
 
     #[test]

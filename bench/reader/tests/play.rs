@@ -1,7 +1,8 @@
 //! The reader against real servers on loopback: every player of the floor and of a Corecast
-//! node (fed by the harness's synthetic publisher) sees a key frame and counts bytes; a closed
-//! port or a server that is not RTMP makes it exit non-zero at once. Every process has a
-//! deadline and is killed when its test ends.
+//! node (fed by the harness's synthetic publisher) sees a key frame and counts bytes, over RTMP,
+//! plain HLS and HTTP-FLV, and every plain HLS viewer of nginx-rtmp's MPEG-TS HLS does too; a closed port, a server that is not RTMP or HTTP, or an HTTP error
+//! makes it exit non-zero at once. Every process has a deadline and is killed when its test
+//! ends.
 //!
 //! The floor, Corecast and the harness are other packages' binaries: they are taken from the
 //! same target directory (`make test` builds every binary first), or from `CORECAST_FLOOR_BIN`,
@@ -110,8 +111,9 @@ fn every_player_of_the_floor_sees_a_key_frame_and_counts_bytes() {
     assert!(status.success(), "{status}: {summary}");
 }
 
-/// Starts a debug Corecast node on free loopback ports; waits for it to be ready.
-fn start_corecast(dir: &std::path::Path) -> (Reaped, u16) {
+/// Starts a debug Corecast node on free loopback ports; waits for it to be ready. Returns it
+/// with its RTMP port and HTTP address.
+fn start_corecast(dir: &std::path::Path) -> (Reaped, u16, SocketAddr) {
     let binary = binary("corecast", "CORECAST_BIN", "corecast-node");
     for _ in 0..3 {
         let (port, http) = {
@@ -137,7 +139,7 @@ fn start_corecast(dir: &std::path::Path) -> (Reaped, u16) {
         loop {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
             if text.contains("corecast ready") {
-                return (node, port);
+                return (node, port, http);
             }
             if node.0.try_wait().expect("wait").is_some() {
                 break; // lost its port to a race: try new ones
@@ -152,24 +154,23 @@ fn start_corecast(dir: &std::path::Path) -> (Reaped, u16) {
     panic!("corecast did not start in three tries");
 }
 
-#[test]
-fn every_player_of_a_corecast_node_sees_a_key_frame_and_counts_bytes() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (_node, port) = start_corecast(dir.path());
-    let url = format!("rtmp://127.0.0.1:{port}/live/reader");
+/// The harness publishing a 1000 kbit/s stream (a key frame a second) to `url` for 30 s.
+fn publish(url: &str) -> Reaped {
     let harness = binary(
         "corecast-loadtest",
         "CORECAST_LOADTEST_BIN",
         "corecast-loadtest",
     );
-    let _publisher = Reaped(
+    Reaped(
         Command::new(harness)
-            .args(["publish", &url, "--duration", "30", "--quiet"])
+            .args(["publish", url, "--duration", "30", "--quiet"])
             .args([
                 "--bitrate-kbps",
                 "1000",
                 "--audio-kbps",
                 "64",
+                "--gop-frames",
+                "30",
                 "--cores",
                 "1",
             ])
@@ -177,7 +178,15 @@ fn every_player_of_a_corecast_node_sees_a_key_frame_and_counts_bytes() {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start the publisher"),
-    );
+    )
+}
+
+#[test]
+fn every_player_of_a_corecast_node_sees_a_key_frame_and_counts_bytes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_node, port, _) = start_corecast(dir.path());
+    let url = format!("rtmp://127.0.0.1:{port}/live/reader");
+    let _publisher = publish(&url);
     // Players that arrive before the publisher wait for it; the GOP cache then gives each a
     // key frame at once.
     let (status, summary, _) = read(
@@ -186,7 +195,134 @@ fn every_player_of_a_corecast_node_sees_a_key_frame_and_counts_bytes() {
         Duration::from_secs(40),
     );
     assert_all_counted(&summary, 10, 100_000);
+    assert_eq!(summary["mode"], "rtmp", "{summary}");
     assert!(status.success(), "{status}: {summary}");
+}
+
+#[test]
+fn every_plain_hls_viewer_of_a_corecast_node_gets_segments_and_counts_bytes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_node, port, http) = start_corecast(dir.path());
+    let _publisher = publish(&format!("rtmp://127.0.0.1:{port}/live/reader"));
+    // The playlist appears after the first key frame: the viewers retry its 404 meanwhile.
+    let (status, summary, _) = read(
+        &format!("http://{http}/hls/live/reader/plain.m3u8"),
+        &["-n", "6", "--duration-secs", "8", "--threads", "2"],
+        Duration::from_secs(40),
+    );
+    // One-second segments of about 133 KB: every viewer gets a few within 8 s.
+    assert_all_counted(&summary, 6, 100_000);
+    assert_eq!(summary["mode"], "hls", "{summary}");
+    let segments = summary["http"]["segments"].as_u64().unwrap_or(0);
+    assert!(segments >= 6 * 2, "{segments} segments: {summary}");
+    let requests = summary["http"]["requests"].as_u64().unwrap_or(0);
+    assert!(requests > segments, "playlists and segments: {summary}");
+    assert!(status.success(), "{status}: {summary}");
+}
+
+#[test]
+fn every_http_flv_viewer_of_a_corecast_node_sees_a_key_frame_and_counts_tags() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_node, port, http) = start_corecast(dir.path());
+    let _publisher = publish(&format!("rtmp://127.0.0.1:{port}/live/reader"));
+    // Wait for the stream to exist: a viewer of a stream not yet published gets a 404.
+    let started = Instant::now();
+    loop {
+        let probe = std::net::TcpStream::connect(http).and_then(|mut c| {
+            c.set_read_timeout(Some(Duration::from_secs(5)))?;
+            c.write_all(b"GET /live/reader.flv HTTP/1.1\r\nHost: x\r\n\r\n")?;
+            let mut head = [0u8; 12];
+            c.read_exact(&mut head)?;
+            Ok(head)
+        });
+        if probe.is_ok_and(|head| head.ends_with(b"200")) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no FLV stream in 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, summary, _) = read(
+        &format!("http://{http}/live/reader.flv"),
+        &["-n", "6", "--duration-secs", "5", "--threads", "2"],
+        Duration::from_secs(40),
+    );
+    assert_all_counted(&summary, 6, 100_000);
+    assert_eq!(summary["mode"], "flv", "{summary}");
+    let tags = summary["http"]["tags"].as_u64().unwrap_or(0);
+    // 30 video and about 43 audio tags a second, per viewer.
+    assert!(tags >= 6 * 100, "{tags} tags: {summary}");
+    assert!(status.success(), "{status}: {summary}");
+}
+
+/// Serves every connection `answer`, then holds it open, for as long as the test runs.
+fn serve(answer: &'static [u8]) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        let mut held = Vec::new(); // kept open: the reader must hang up by itself
+        for mut conn in listener.incoming().flatten() {
+            let _ = conn.write_all(answer);
+            held.push(conn);
+        }
+    });
+    addr
+}
+
+#[test]
+fn http_errors_and_bad_bodies_fail_every_viewer_quickly() {
+    let cases: [(&[u8], &str, &str); 4] = [
+        (
+            b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n",
+            "x.flv",
+            "http_status",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\n<html>",
+            "x.flv",
+            "flv_bad_header",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\n<html>",
+            "x.m3u8",
+            "hls_bad_playlist",
+        ),
+        (b"\x03RTMP and not HTTP\r\n\r\n", "x.m3u8", "http_bad_head"),
+    ];
+    for (answer, path, label) in cases {
+        let addr = serve(answer);
+        let (status, summary, took) = read(
+            &format!("http://{addr}/live/{path}"),
+            &["-n", "3", "--duration-secs", "60"],
+            Duration::from_secs(20),
+        );
+        assert!(!status.success(), "{summary}");
+        assert_eq!(summary["failures"][label], 3, "{label}: {summary}");
+        assert!(took < Duration::from_secs(10), "took {took:?} to give up");
+    }
+}
+
+#[test]
+fn a_playlist_that_never_appears_times_out_within_the_set_up_limit() {
+    let addr = serve(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+    let (status, summary, took) = read(
+        &format!("http://{addr}/hls/live/x/plain.m3u8"),
+        &[
+            "-n",
+            "2",
+            "--duration-secs",
+            "60",
+            "--setup-timeout-secs",
+            "1",
+        ],
+        Duration::from_secs(20),
+    );
+    // The server answers the first 404 and then holds the connection: no second answer.
+    assert!(!status.success(), "{summary}");
+    assert_eq!(summary["failures"]["timeout_playlist"], 2, "{summary}");
+    assert!(took < Duration::from_secs(10), "took {took:?} to give up");
 }
 
 #[test]
@@ -248,4 +384,88 @@ fn a_server_that_never_answers_times_out_within_the_set_up_limit() {
     assert!(!status.success(), "{summary}");
     assert_eq!(summary["failures"]["timeout_handshake"], 2, "{summary}");
     assert!(took < Duration::from_secs(10), "took {took:?} to give up");
+}
+
+/// Where Debian puts nginx and the RTMP module.
+const NGINX: &str = "/usr/sbin/nginx";
+const NGINX_RTMP_MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
+
+/// nginx-rtmp with HLS (1 s MPEG-TS fragments, served by nginx's HTTP) on free loopback ports:
+/// returns it with its RTMP port and HTTP address, or `None` when nginx or the module is not
+/// installed (outside CI; under `CI` that is a failure, as in loadtest/tests/support).
+fn start_nginx_hls(dir: &std::path::Path) -> Option<(Reaped, u16, SocketAddr)> {
+    let installed = [NGINX, NGINX_RTMP_MODULE]
+        .iter()
+        .all(|p| std::path::Path::new(p).exists());
+    if !installed {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have nginx and libnginx-mod-rtmp installed"
+        );
+        eprintln!("skipped: {NGINX} or {NGINX_RTMP_MODULE} is not installed");
+        return None;
+    }
+    let (rtmp, http) = {
+        let a = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let b = TcpListener::bind("127.0.0.1:0").expect("bind");
+        (
+            a.local_addr().expect("addr").port(),
+            b.local_addr().expect("addr"),
+        )
+    };
+    std::fs::create_dir_all(dir.join("hls")).expect("hls dir");
+    let conf = dir.join("nginx.conf");
+    let d = dir.display();
+    std::fs::write(
+        &conf,
+        format!(
+            "load_module {NGINX_RTMP_MODULE};\ndaemon off;\nmaster_process off;\n\
+             error_log {d}/error.log warn;\npid {d}/nginx.pid;\n\
+             events {{ worker_connections 256; }}\n\
+             rtmp {{ server {{ listen 127.0.0.1:{rtmp}; application live {{ live on; hls on; \
+             hls_path {d}/hls; hls_fragment 1s; hls_playlist_length 4s; }} }} }}\n\
+             http {{ access_log off; types {{ application/vnd.apple.mpegurl m3u8; \
+             video/mp2t ts; }} server {{ listen {http}; location /hls/ {{ root {d}; }} }} }}\n"
+        ),
+    )
+    .expect("write nginx.conf");
+    let nginx = Reaped(
+        Command::new(NGINX)
+            .arg("-c")
+            .arg(&conf)
+            .arg("-p")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(File::create(dir.join("stderr.log")).expect("stderr file"))
+            .spawn()
+            .expect("start nginx"),
+    );
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", rtmp)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "nginx did not listen on {rtmp}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some((nginx, rtmp, http))
+}
+
+#[test]
+fn every_plain_hls_viewer_of_nginx_rtmp_gets_ts_segments() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let Some((_nginx, rtmp, http)) = start_nginx_hls(dir.path()) else {
+        return;
+    };
+    let _publisher = publish(&format!("rtmp://127.0.0.1:{rtmp}/live/reader"));
+    // nginx-rtmp writes the playlist after its first fragment: the viewers retry its 404.
+    let (status, summary, _) = read(
+        &format!("http://{http}/hls/reader.m3u8"),
+        &["-n", "4", "--duration-secs", "8", "--threads", "2"],
+        Duration::from_secs(40),
+    );
+    assert_all_counted(&summary, 4, 100_000);
+    let segments = summary["http"]["segments"].as_u64().unwrap_or(0);
+    assert!(segments >= 4 * 2, "{segments} segments: {summary}");
+    assert!(status.success(), "{status}: {summary}");
 }
