@@ -231,6 +231,28 @@ mod tests {
     }
 
     #[test]
+    fn an_idle_core_s_round_comes_at_its_admin_bell() {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .spawn(|| async {
+                let mut schedule = Schedule::new();
+                let start = std::time::Instant::now();
+                // No connections: the round waits for the idle second or the bell, which
+                // rings (an admin command queued) after 10 ms.
+                schedule
+                    .sleep(false, PERIOD, glommio::timer::sleep(ms(10)))
+                    .await;
+                let waited = start.elapsed();
+                assert!(
+                    waited < IDLE_PERIOD / 2,
+                    "the bell went unheard: {waited:?}"
+                );
+            })
+            .expect("executor")
+            .join()
+            .expect("test body");
+    }
+
+    #[test]
     fn statistics_go_out_at_the_round_nearest_a_second() {
         assert!(!stats_due(ms(800), ms(100)));
         assert!(stats_due(ms(950), ms(100)));
