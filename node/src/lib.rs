@@ -36,6 +36,7 @@ pub mod accept;
 pub mod api;
 pub mod auth;
 pub mod budget;
+pub mod chores;
 pub mod clients;
 pub mod cluster;
 pub mod config;

@@ -30,16 +30,6 @@ use crate::stats::StatsBoard;
 use crate::tls::{CoreTlsSetup, NodeTls};
 use crate::transport::TcpTransport;
 
-/// How often each core with connections and a running clock checks its admin queue and the
-/// drain flag at least (a longer merge window makes it that window: see
-/// [`housekeeping_period`]); with its clock parked, every `session::pace::CHORE_GRID`.
-const HOUSEKEEPING_TICK: Duration = Duration::from_millis(100);
-/// How often a core with no connections does (its admin bell wakes it sooner): an idle node
-/// costs next to nothing (issue 19).
-const IDLE_HOUSEKEEPING_TICK: Duration = Duration::from_secs(1);
-/// How often each core publishes its statistics.
-const STATS_PERIOD: Duration = Duration::from_secs(1);
-
 /// Runs the node until a drain (SIGTERM/SIGINT) completes.
 /// `reloader` reads the config again on SIGHUP or `POST /api/v1/reload` (None: no reload).
 pub fn run(config: Config, reloader: Option<crate::reload::Reloader>) -> anyhow::Result<()> {
@@ -458,11 +448,10 @@ fn start_accepting(
 /// Sleeps in housekeeping ticks until `done` or `deadline`.
 async fn sleep_until(deadline: Instant, done: impl Fn() -> bool) {
     while !done() && Instant::now() < deadline {
-        glommio::timer::sleep(HOUSEKEEPING_TICK).await;
+        glommio::timer::sleep(crate::chores::PERIOD).await;
     }
 }
 
-/// Admin requests, statistics, and the drain flag, until a drain starts.
 /// What the cores start on the control plane's behalf: the cluster's pull task.
 fn hooks() -> CoreHooks {
     CoreHooks {
@@ -475,32 +464,16 @@ fn hooks() -> CoreHooks {
 /// Rung when an admin command is queued for this core (see [`crate::shared::AdminQueue`]).
 type AdminBell = futures_channel::mpsc::UnboundedReceiver<()>;
 
-/// How often a core with connections does its housekeeping: every [`HOUSEKEEPING_TICK`], or
-/// with a longer merge window every window, so that it rides the core's flush tick
-/// (`tick::sleep_aligned`) and a core with a live stream wakes for its ticks only, not ten
-/// times a second besides (issue 19: the fixed cost of a stream). Never slower than an idle
-/// core's housekeeping, so a drain starts as soon as there.
-fn housekeeping_period(merge_window_ms: u64) -> Duration {
-    Duration::from_millis(merge_window_ms).clamp(HOUSEKEEPING_TICK, IDLE_HOUSEKEEPING_TICK)
-}
-
+/// Admin requests, statistics, and the drain flag, until a drain starts: at the rounds of
+/// the core's one chore schedule (`chores`), which rides the core's ticks and other cores'
+/// batches where it can.
 async fn housekeeping(ctx: &Rc<CoreContext>, admin: &Receiver<AdminCommand>, bell: &mut AdminBell) {
+    let mut schedule = crate::chores::Schedule::new();
     let mut last_stats = Instant::now();
-    let mut last_epoch = crate::tick::epoch();
     loop {
-        let period = housekeeping_period(ctx.config().player.merge_window_ms);
-        let epoch = crate::tick::epoch();
-        if ctx.has_clients() && epoch != last_epoch {
-            // The core's clock ran since the last round: ride it.
-            last_epoch = epoch;
-            crate::tick::sleep_aligned(period).await;
-        } else if ctx.has_clients() {
-            // No clock runs (no window, or nobody waits for a tick: unwatched publishers read
-            // on a grid of their own, `session::pace`): wake on that grid, with them.
-            crate::util::sleep_on_grid(crate::session::pace::CHORE_GRID).await;
-        } else {
-            // An idle core wakes once a second, or when an admin command (a reload) comes.
-            futures_lite::future::or(glommio::timer::sleep(IDLE_HOUSEKEEPING_TICK), async {
+        let period = crate::chores::period(ctx.config().player.merge_window_ms);
+        schedule
+            .sleep(ctx.has_clients(), period, async {
                 use futures_lite::StreamExt;
                 if bell.next().await.is_none() {
                     // No sender left (the node is going away): the timer alone paces.
@@ -508,12 +481,11 @@ async fn housekeeping(ctx: &Rc<CoreContext>, admin: &Receiver<AdminCommand>, bel
                 }
             })
             .await;
-        }
         while bell.try_recv().is_ok() {}
         while let Ok(command) = admin.try_recv() {
             ctx.handle_admin(command);
         }
-        if last_stats.elapsed() >= STATS_PERIOD - period / 2 {
+        if crate::chores::stats_due(last_stats.elapsed(), period) {
             let elapsed = last_stats.elapsed().as_secs_f64();
             last_stats = Instant::now();
             let stats = ctx.collect_stats(elapsed);
@@ -553,18 +525,4 @@ async fn accept_loop(ctx: Rc<CoreContext>, listener: TcpListener) {
         }
     })
     .await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn housekeeping_rides_a_window_longer_than_its_tick_and_stays_within_a_second() {
-        assert_eq!(housekeeping_period(0), HOUSEKEEPING_TICK);
-        assert_eq!(housekeeping_period(20), HOUSEKEEPING_TICK);
-        assert_eq!(housekeeping_period(100), HOUSEKEEPING_TICK);
-        assert_eq!(housekeeping_period(333), Duration::from_millis(333));
-        assert_eq!(housekeeping_period(5000), IDLE_HOUSEKEEPING_TICK);
-    }
 }

@@ -8,7 +8,8 @@
 //! The clock parks when a tick finds nobody waiting for the next one (no writer with queued
 //! media, no publisher to read: a core with no live stream) and restarts when someone waits
 //! again, so an idle core is not woken once per window. Chores that ride the tick
-//! ([`sleep_aligned`]) do not keep it running: when it parks they fall back to timers.
+//! ([`sleep_aligned`], as `chores` plans it) do not keep it running: when it parks they ride
+//! other cores' batches, or fall back to timers.
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
@@ -175,8 +176,13 @@ fn unpark(t: &TickState) {
     }
 }
 
+/// This core's tick period, once its clock started.
+pub fn period() -> Option<Duration> {
+    TICK.with(|t| t.period.get())
+}
+
 /// Whether this core's clock runs now (started and not parked).
-fn running() -> bool {
+pub fn running() -> bool {
     TICK.with(|t| t.period.get().is_some() && t.parked.borrow().is_none())
 }
 
@@ -264,8 +270,16 @@ pub async fn before_next() {
 const RIDE_SLOWER_TICK: u32 = 4;
 
 /// Whether a chore of `period` rides a `tick` (see [`RIDE_SLOWER_TICK`]).
-fn rides(tick: Duration, period: Duration) -> bool {
+pub fn rides(tick: Duration, period: Duration) -> bool {
     tick <= period * RIDE_SLOWER_TICK
+}
+
+/// How long after it began a chore of `period` riding a parked clock waits for another core's
+/// batch before its own timer fires: the period (or the tick, if slower) and half a tick. A
+/// core fed by another's batches gets one each tick, and the chore goes with it rather than
+/// with a timer of its own just before it.
+pub fn backstop(tick: Duration, period: Duration) -> Duration {
+    period.max(tick) + tick / 2
 }
 
 /// Sleeps about `period` (at least `period` less half a tick, and at least one tick), waking
@@ -283,9 +297,7 @@ pub async fn sleep_aligned(period: Duration) {
     };
     let start = Instant::now();
     let deadline = start + period.saturating_sub(tick / 2);
-    // Half a tick past the period: a core fed by another's batches gets one each tick, and
-    // the chore goes with it rather than with a timer of its own just before it.
-    let latest = start + period.max(tick) + tick / 2;
+    let latest = start + backstop(tick, period);
     loop {
         let target = epoch() + 1;
         if running() {
