@@ -72,6 +72,17 @@ pub fn recv_nonblocking(socket: &impl AsSocket, buf: &mut [u8]) -> io::Result<us
     Ok(n)
 }
 
+/// [`recv_nonblocking`] into memory nobody initialised (a buffer's spare capacity, which
+/// would otherwise be zeroed or read into elsewhere and copied): the bytes read, at the front
+/// of `buf`.
+pub fn recv_nonblocking_uninit<'a>(
+    socket: &impl AsSocket,
+    buf: &'a mut [std::mem::MaybeUninit<u8>],
+) -> io::Result<&'a mut [u8]> {
+    let ((read, _), _) = rustix::net::recv(socket.as_socket(), buf, RecvFlags::DONTWAIT)?;
+    Ok(read)
+}
+
 /// `shutdown(SHUT_RDWR)`, best effort (glommio's own shutdown is async). Errors (the peer
 /// already gone) are ignored: the descriptor closes when its owner drops it anyway.
 pub fn shutdown(socket: &impl AsSocket) {
