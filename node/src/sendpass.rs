@@ -623,19 +623,19 @@ fn uring_batch(ring: &mut io_uring::IoUring, batch: &[PlayerSend<'_>], results: 
             slices.len()
         })
         .collect();
-    let headers: Vec<libc::msghdr> = ends
-        .iter()
-        .scan(0, |start, &end| {
-            let run = &slices[*start..end];
-            *start = end;
-            // SAFETY: an all-zero msghdr is a valid empty one.
-            let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
-            // IoSlice is ABI-compatible with iovec on Unix.
-            h.msg_iov = run.as_ptr() as *mut libc::iovec;
-            h.msg_iovlen = run.len() as _;
-            Some(h)
-        })
-        .collect();
+    // Sized up front: collected from a `scan` (no exact size), it grew by copies.
+    let mut headers: Vec<libc::msghdr> = Vec::with_capacity(ends.len());
+    let mut start = 0;
+    for &end in &ends {
+        let run = &slices[start..end];
+        start = end;
+        // SAFETY: an all-zero msghdr is a valid empty one.
+        let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
+        // IoSlice is ABI-compatible with iovec on Unix.
+        h.msg_iov = run.as_ptr() as *mut libc::iovec;
+        h.msg_iovlen = run.len() as _;
+        headers.push(h);
+    }
     {
         let mut sq = ring.submission();
         for (k, (_, fd)) in batch.iter().enumerate() {

@@ -76,16 +76,18 @@ pub(super) fn remove(player: &Rc<Windowed>) {
 /// only schedules the writer.
 pub fn pass() {
     PLAYERS.with_borrow(|players| {
-        let due: Vec<&Windowed> = BUSY.with_borrow(|busy| {
-            players
-                .iter()
-                .map(|p| &**p)
-                .filter(|p| busy.is_empty() || !busy.contains(&(Rc::as_ptr(&p.queue) as usize)))
-                .filter(|p| {
-                    let q = p.queue.borrow();
-                    !q.is_closed() && !q.is_empty()
-                })
-                .collect()
+        // Sized for every player: collected from a filter (no exact size), it grew by copies.
+        let mut due: Vec<&Windowed> = Vec::with_capacity(players.len());
+        BUSY.with_borrow(|busy| {
+            for p in players {
+                if !busy.is_empty() && busy.contains(&(Rc::as_ptr(&p.queue) as usize)) {
+                    continue;
+                }
+                let q = p.queue.borrow();
+                if !q.is_closed() && !q.is_empty() {
+                    due.push(p);
+                }
+            }
         });
         if due.is_empty() {
             return;
