@@ -204,3 +204,79 @@ impl Transport for TcpTransport {
 pub fn set_nodelay(stream: &TcpStream) {
     let _ = stream.set_nodelay(true);
 }
+
+#[cfg(test)]
+mod tests {
+    //! Paced reads land in the buffer's spare capacity: whatever the buffer held before
+    //! (bytes left over, a front shared with frames already taken), what follows is exactly
+    //! what the peer sent, in order.
+
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Reads until `want` more bytes are in `buf` (a deadline, never a hang).
+    fn read_exactly(t: &TcpTransport, buf: &mut BytesMut, want: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut got = 0;
+        while got < want {
+            match t.try_read_into(buf) {
+                Ok(0) => panic!("end of stream after {got} of {want}"),
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    assert!(Instant::now() < deadline, "{got} of {want} bytes came");
+                    std::thread::yield_now();
+                }
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+        assert_eq!(got, want, "no more than was sent");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(16))]
+
+        #[test]
+        fn paced_reads_bring_exactly_the_bytes_sent(
+            steps in proptest::collection::vec((1usize..150_000, 0usize..3000, any::<bool>()), 1..8)
+        ) {
+            glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+                .spawn(move || async move {
+                    let listener = glommio::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+                    let addr = listener.local_addr().expect("addr");
+                    let mut peer = std::net::TcpStream::connect(addr).expect("connect");
+                    let t = TcpTransport::new(listener.accept().await.expect("accept"));
+                    let mut buf = BytesMut::new();
+                    let mut taken = Vec::new();
+                    for (k, (size, keep, share)) in steps.into_iter().enumerate() {
+                        // What the decoder left: the front taken (shared, as a frame keeps
+                        // it, or dropped), `keep` bytes still to decode.
+                        let keep = keep.min(buf.len());
+                        let front = buf.split_to(buf.len() - keep);
+                        if share {
+                            taken.push(front.freeze());
+                        }
+                        let before = buf.to_vec();
+                        let sent: Vec<u8> = (0..size).map(|i| (i * 31 + k) as u8).collect();
+                        // A writer thread: the socket may not take it all at once.
+                        let writer = {
+                            let mut peer = peer.try_clone().expect("clone");
+                            let sent = sent.clone();
+                            std::thread::spawn(move || peer.write_all(&sent).expect("write"))
+                        };
+                        read_exactly(&t, &mut buf, size);
+                        writer.join().expect("writer");
+                        assert_eq!(&buf[..keep], &before[..]);
+                        assert_eq!(&buf[keep..], &sent[..]);
+                    }
+                    peer.flush().expect("flush");
+                })
+                .expect("executor")
+                .join()
+                .expect("test body");
+        }
+    }
+}

@@ -149,6 +149,35 @@ mod tests {
     }
 
     #[test]
+    fn recv_into_uninitialised_memory_returns_the_bytes_read_at_its_front() {
+        let (client, server) = pair();
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 64];
+        let e = recv_nonblocking_uninit(&server, &mut buf).expect_err("nothing sent yet");
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        let sent = b"publisher bytes";
+        assert_eq!(
+            send_vectored(&client, &[IoSlice::new(sent)]).expect("send"),
+            sent.len()
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut got = Vec::new();
+        while got.len() < sent.len() {
+            match recv_nonblocking_uninit(&server, &mut buf[..4]) {
+                Ok(read) => {
+                    assert!(read.len() <= 4, "never past the slice given");
+                    got.extend_from_slice(read);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    assert!(std::time::Instant::now() < deadline, "bytes never came");
+                    std::thread::yield_now();
+                }
+                Err(e) => panic!("recv: {e}"),
+            }
+        }
+        assert_eq!(got, sent);
+    }
+
+    #[test]
     fn recv_without_data_would_block_and_sees_the_end_after_shutdown() {
         let (client, server) = pair();
         let mut buf = [0u8; 16];
