@@ -166,11 +166,9 @@ impl CoreContext {
     /// This core's value of a feature's per-core state, made with `Default` on first use.
     pub fn feature<T: Any + Default>(&self) -> Rc<T> {
         let mut features = self.features.borrow_mut();
-        // Looked at before a count is taken: this runs per published frame (the HLS feed).
         if let Some(found) = features
             .iter()
-            .find(|f| f.is::<T>())
-            .and_then(|f| Rc::clone(f).downcast::<T>().ok())
+            .find_map(|f| Rc::clone(f).downcast::<T>().ok())
         {
             return found;
         }
