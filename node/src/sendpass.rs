@@ -103,7 +103,14 @@ pub fn counters() -> [IntCounter; 2] {
 
 /// What the pass needs of a registered player: its socket and its byte counter.
 pub struct PassTarget {
-    socket: Rc<dyn RawSocket>,
+    /// Held only to keep the descriptor open: while this target lives (on a player's outbound
+    /// slot or in the tick's list), its connection cannot be dropped, so `fd` cannot be closed
+    /// and reused by the kernel for another connection (see [`Registration`]'s drop).
+    _socket: Rc<dyn RawSocket>,
+    /// The socket's descriptor, asked once at registration: the passes send to it per player
+    /// per window, and a virtual call for it each time was 0.7 % of a node's samples
+    /// (BENCHMARKS.md, "Wave 7").
+    fd: RawFd,
     sent: Rc<dyn Fn(usize)>,
     /// Who writes: the pass (`pass`, `uring`) or the writer task (`writer`, registered only
     /// to coalesce).
@@ -125,7 +132,7 @@ pub struct PassTarget {
 
 /// A plain socket the pass may write to directly; it stays open while the target lives.
 pub trait RawSocket {
-    /// The socket's descriptor.
+    /// The socket's descriptor, the same for the socket's whole life (the target asks once).
     fn raw_fd(&self) -> RawFd;
 }
 
@@ -139,7 +146,8 @@ impl PassTarget {
         coalesce: Option<Duration>,
     ) -> Self {
         PassTarget {
-            socket,
+            fd: socket.raw_fd(),
+            _socket: socket,
             sent,
             mode,
             coalesce,
@@ -448,7 +456,7 @@ fn write(due: Vec<(Rc<Outbound>, Option<Waker>)>) {
                 give_back(&out.queue, waker);
                 continue;
             };
-            (target.mode, target.socket.raw_fd(), Rc::clone(&target.sent))
+            (target.mode, target.fd, Rc::clone(&target.sent))
         };
         if out.queue.borrow().is_empty() {
             give_back(&out.queue, waker);
@@ -469,7 +477,13 @@ fn write(due: Vec<(Rc<Outbound>, Option<Waker>)>) {
             }
             ZeroDelaySend::Pass => {
                 sends += 1;
-                send_one(&out.queue, fd, &*sent);
+                let n = send_one(&out.queue, fd);
+                // Anything but bytes written (full, failed) is left to the writer, which meets
+                // it again.
+                if n > 0 {
+                    sent(n as usize);
+                    out.queue.borrow_mut().advance(n as usize);
+                }
                 give_back(&out.queue, waker);
             }
             ZeroDelaySend::Uring => {
@@ -522,18 +536,15 @@ fn give_back(queue: &RefCell<SubscriberQueue>, waker: Option<Waker>) {
     }
 }
 
-/// One `sendmsg` of `queue`'s front to `fd`.
-fn send_one(queue: &RefCell<SubscriberQueue>, fd: RawFd, sent: &dyn Fn(usize)) {
-    let result = {
-        let q = queue.borrow();
-        let mut slices = Vec::with_capacity(8);
-        q.gather(&mut slices, MAX_SLICES, MAX_BATCH_BYTES);
-        corecast_transport::socket::send_vectored(&borrowed(fd), &slices)
-    };
-    // Anything but bytes written (full, failed) is left to the writer, which meets it again.
-    if let Ok(n) = result {
-        sent(n);
-        queue.borrow_mut().advance(n);
+/// One `sendmsg` of `queue`'s front to `fd`: bytes written, or a negative errno.
+fn send_one(queue: &RefCell<SubscriberQueue>, fd: RawFd) -> i32 {
+    let q = queue.borrow();
+    let mut slices = Vec::with_capacity(8);
+    q.gather(&mut slices, MAX_SLICES, MAX_BATCH_BYTES);
+    match corecast_transport::socket::send_vectored(&borrowed(fd), &slices) {
+        // At most MAX_BATCH_BYTES.
+        Ok(n) => n as i32,
+        Err(e) => -e.raw_os_error().unwrap_or(libc::EIO),
     }
 }
 
@@ -546,8 +557,26 @@ fn borrowed(fd: RawFd) -> std::os::fd::BorrowedFd<'static> {
 
 type UringPlayer = (Rc<RefCell<SubscriberQueue>>, RawFd, Rc<dyn Fn(usize)>);
 
-/// All of `players`' sends through this core's ring, a submission per batch ([`BATCH`]).
+/// One player's send in a submission: its queue (gathered from its front) and its socket.
+pub(super) type PlayerSend<'a> = (&'a RefCell<SubscriberQueue>, RawFd);
+
+/// All of `players`' sends through this core's ring, each queue advanced by what it took.
 fn send_uring(players: &[UringPlayer]) {
+    let sends: Vec<PlayerSend<'_>> = players.iter().map(|(q, fd, _)| (&**q, *fd)).collect();
+    let results = submit(&sends);
+    for ((queue, _, sent), n) in players.iter().zip(results) {
+        // Negative (full, failed) is left to the writer, which meets it again.
+        if n > 0 {
+            sent(n as usize);
+            queue.borrow_mut().advance(n as usize);
+        }
+    }
+}
+
+/// Sends each queue's front to its socket, through this core's ring (a submission per
+/// [`BATCH`] of them) or, without one, by `sendmsg`: what each returned, in `sends`' order
+/// (bytes written, or a negative errno). The queues are not advanced: the caller does.
+pub(super) fn submit(sends: &[PlayerSend<'_>]) -> Vec<i32> {
     RING.with_borrow_mut(|ring| {
         let ring = ring.get_or_insert_with(|| match io_uring::IoUring::new(ENTRIES) {
             Ok(r) => {
@@ -559,88 +588,86 @@ fn send_uring(players: &[UringPlayer]) {
                 None
             }
         });
-        for batch in players.chunks(BATCH.with(Cell::get).clamp(1, ENTRIES as usize)) {
+        let mut results = Vec::with_capacity(sends.len());
+        for batch in sends.chunks(BATCH.with(Cell::get).clamp(1, ENTRIES as usize)) {
             match ring.as_mut() {
-                Some(ring) => uring_batch(ring, batch),
-                None => batch.iter().for_each(|(q, fd, s)| send_one(q, *fd, &**s)),
-            }
-        }
-    });
-}
-
-#[allow(unsafe_code)]
-fn uring_batch(ring: &mut io_uring::IoUring, batch: &[UringPlayer]) {
-    use io_uring::{opcode, types};
-    let results = {
-        // The slices and headers stay put until every completion is in: they live in this
-        // block, and the kernel reads them only inside `submit_and_wait`.
-        let queues: Vec<_> = batch.iter().map(|(q, _, _)| q.borrow()).collect();
-        // Every player's slices in one vector (one allocation per batch, not per player),
-        // each player's run of them by its end. The vector is complete before any header
-        // points into it, so no push moves a run the kernel will read.
-        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(2 * queues.len());
-        let ends: Vec<usize> = queues
-            .iter()
-            .map(|q| {
-                // `gather` stops at a total count of slices: this player's limit is on top.
-                let limit = slices.len() + MAX_SLICES;
-                q.gather(&mut slices, limit, MAX_BATCH_BYTES);
-                slices.len()
-            })
-            .collect();
-        let headers: Vec<libc::msghdr> = ends
-            .iter()
-            .scan(0, |start, &end| {
-                let run = &slices[*start..end];
-                *start = end;
-                // SAFETY: an all-zero msghdr is a valid empty one.
-                let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
-                // IoSlice is ABI-compatible with iovec on Unix.
-                h.msg_iov = run.as_ptr() as *mut libc::iovec;
-                h.msg_iovlen = run.len() as _;
-                Some(h)
-            })
-            .collect();
-        {
-            let mut sq = ring.submission();
-            for (k, (_, fd, _)) in batch.iter().enumerate() {
-                let entry = opcode::SendMsg::new(types::Fd(*fd), &headers[k])
-                    .flags((libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) as u32)
-                    .build()
-                    .user_data(k as u64);
-                // SAFETY: the header and its slices outlive the submission (above); the ring
-                // has room, since a batch is at most ENTRIES long and the ring starts empty.
-                if unsafe { sq.push(&entry) }.is_err() {
-                    tracing::error!("io_uring submission queue full");
-                    std::process::abort();
-                }
-            }
-        }
-        // The kernel may read the slices until every completion is in: an interrupted wait
-        // is resumed, and any other failure ends the process rather than free them early.
-        loop {
-            match ring.submit_and_wait(batch.len()) {
-                Ok(_) => break,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    tracing::error!(error = %e, "io_uring wait failed with sends in flight");
-                    std::process::abort();
-                }
-            }
-        }
-        let mut results = vec![-libc::EAGAIN; batch.len()];
-        for cqe in ring.completion() {
-            if let Some(r) = results.get_mut(cqe.user_data() as usize) {
-                *r = cqe.result();
+                Some(ring) => uring_batch(ring, batch, &mut results),
+                None => results.extend(batch.iter().map(|(q, fd)| send_one(q, *fd))),
             }
         }
         results
-    };
-    for ((queue, _, sent), n) in batch.iter().zip(results) {
-        // Negative (full, failed) is left to the writer, as with `sendmsg`.
-        if n > 0 {
-            sent(n as usize);
-            queue.borrow_mut().advance(n as usize);
+    })
+}
+
+/// Slices one send is expected to need (a window of a follower is one or two arena blocks):
+/// the batch's vector is sized for it, so that it rarely grows (a grown vector is copied).
+const SLICES_PER_SEND: usize = 4;
+
+/// One submission of `batch`'s sends; appends their results to `results`.
+#[allow(unsafe_code)]
+fn uring_batch(ring: &mut io_uring::IoUring, batch: &[PlayerSend<'_>], results: &mut Vec<i32>) {
+    use io_uring::{opcode, types};
+    // The slices and headers stay put until every completion is in: they live in this
+    // function, and the kernel reads them only inside `submit_and_wait`.
+    let queues: Vec<_> = batch.iter().map(|(q, _)| q.borrow()).collect();
+    // Every player's slices in one vector (one allocation per batch, not per player),
+    // each player's run of them by its end. The vector is complete before any header
+    // points into it, so no push moves a run the kernel will read.
+    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(SLICES_PER_SEND * queues.len());
+    let ends: Vec<usize> = queues
+        .iter()
+        .map(|q| {
+            // `gather` stops at a total count of slices: this player's limit is on top.
+            let limit = slices.len() + MAX_SLICES;
+            q.gather(&mut slices, limit, MAX_BATCH_BYTES);
+            slices.len()
+        })
+        .collect();
+    // Sized up front: collected from a `scan` (no exact size), it grew by copies.
+    let mut headers: Vec<libc::msghdr> = Vec::with_capacity(ends.len());
+    let mut start = 0;
+    for &end in &ends {
+        let run = &slices[start..end];
+        start = end;
+        // SAFETY: an all-zero msghdr is a valid empty one.
+        let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
+        // IoSlice is ABI-compatible with iovec on Unix.
+        h.msg_iov = run.as_ptr() as *mut libc::iovec;
+        h.msg_iovlen = run.len() as _;
+        headers.push(h);
+    }
+    {
+        let mut sq = ring.submission();
+        for (k, (_, fd)) in batch.iter().enumerate() {
+            let entry = opcode::SendMsg::new(types::Fd(*fd), &headers[k])
+                .flags((libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) as u32)
+                .build()
+                .user_data(k as u64);
+            // SAFETY: the header and its slices outlive the submission (above); the ring
+            // has room, since a batch is at most ENTRIES long and the ring starts empty.
+            if unsafe { sq.push(&entry) }.is_err() {
+                tracing::error!("io_uring submission queue full");
+                std::process::abort();
+            }
+        }
+    }
+    // The kernel may read the slices until every completion is in: an interrupted wait
+    // is resumed, and any other failure ends the process rather than free them early.
+    loop {
+        match ring.submit_and_wait(batch.len()) {
+            Ok(_) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                tracing::error!(error = %e, "io_uring wait failed with sends in flight");
+                std::process::abort();
+            }
+        }
+    }
+    let first = results.len();
+    results.resize(first + batch.len(), -libc::EAGAIN);
+    for cqe in ring.completion() {
+        if let Some(r) = results[first..].get_mut(cqe.user_data() as usize) {
+            *r = cqe.result();
         }
     }
 }

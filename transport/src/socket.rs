@@ -72,6 +72,17 @@ pub fn recv_nonblocking(socket: &impl AsSocket, buf: &mut [u8]) -> io::Result<us
     Ok(n)
 }
 
+/// [`recv_nonblocking`] into memory nobody initialised (a buffer's spare capacity, which
+/// would otherwise be zeroed or read into elsewhere and copied): the bytes read, at the front
+/// of `buf`.
+pub fn recv_nonblocking_uninit<'a>(
+    socket: &impl AsSocket,
+    buf: &'a mut [std::mem::MaybeUninit<u8>],
+) -> io::Result<&'a mut [u8]> {
+    let ((read, _), _) = rustix::net::recv(socket.as_socket(), buf, RecvFlags::DONTWAIT)?;
+    Ok(read)
+}
+
 /// `shutdown(SHUT_RDWR)`, best effort (glommio's own shutdown is async). Errors (the peer
 /// already gone) are ignored: the descriptor closes when its owner drops it anyway.
 pub fn shutdown(socket: &impl AsSocket) {
@@ -135,6 +146,35 @@ mod tests {
         let mut got = Vec::new();
         server.read_to_end(&mut got).expect("read");
         assert_eq!(got.len(), MAX_SLICES);
+    }
+
+    #[test]
+    fn recv_into_uninitialised_memory_returns_the_bytes_read_at_its_front() {
+        let (client, server) = pair();
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 64];
+        let e = recv_nonblocking_uninit(&server, &mut buf).expect_err("nothing sent yet");
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        let sent = b"publisher bytes";
+        assert_eq!(
+            send_vectored(&client, &[IoSlice::new(sent)]).expect("send"),
+            sent.len()
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut got = Vec::new();
+        while got.len() < sent.len() {
+            match recv_nonblocking_uninit(&server, &mut buf[..4]) {
+                Ok(read) => {
+                    assert!(read.len() <= 4, "never past the slice given");
+                    got.extend_from_slice(read);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    assert!(std::time::Instant::now() < deadline, "bytes never came");
+                    std::thread::yield_now();
+                }
+                Err(e) => panic!("recv: {e}"),
+            }
+        }
+        assert_eq!(got, sent);
     }
 
     #[test]

@@ -105,9 +105,11 @@ struct Fed {
     charge: memory::MuxerCharge,
 }
 
-/// The muxers this core feeds, by publish generation.
+/// The muxers this core feeds, by publish generation. Looked up per published frame
+/// ([`feed`]): hashed with aHash, not SipHash (whose hash was 2 % of a publishing core's
+/// instructions: BENCHMARKS.md, "pub19"); the keys are the node's own counters, not a peer's.
 #[derive(Default)]
-struct Owned(std::cell::RefCell<HashMap<Generation, Fed>>);
+struct Owned(std::cell::RefCell<HashMap<Generation, Fed, ahash::RandomState>>);
 
 /// A fresh unguessable path component.
 fn new_prefix() -> String {

@@ -171,6 +171,118 @@ fn a_dropped_registration_leaves_the_pass() {
     });
 }
 
+/// A socket that records, when it is dropped (its descriptor closed), whether the tick's list
+/// still held a player then.
+struct Watched {
+    stream: UnixStream,
+    listed_at_close: Rc<Cell<Option<bool>>>,
+}
+
+impl super::super::RawSocket for Watched {
+    fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.stream.as_raw_fd()
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        // Panics (failing the test) if the list is being changed right now, too.
+        self.listed_at_close.set(Some(super::any()));
+    }
+}
+
+/// The pass sends to a descriptor it asked for once: it must never outlive the player's
+/// entry. The entry owns the socket, so the descriptor closes only once the entry left the
+/// list, and a later pass cannot reach it (the kernel may give the number to another
+/// connection).
+#[test]
+fn a_descriptor_closes_only_after_its_player_left_the_pass() {
+    on_executor(|| {
+        crate::tick::start(Duration::from_secs(3600));
+        let log = Rc::new(FrameLog::new());
+        let (ours, mut theirs) = UnixStream::pair().expect("socket pair");
+        theirs.set_nonblocking(true).expect("nonblocking");
+        let listed_at_close = Rc::new(Cell::new(None));
+        let socket = Rc::new(Watched {
+            stream: ours,
+            listed_at_close: Rc::clone(&listed_at_close),
+        });
+        let out = Outbound::new(QueueLimits {
+            soft_max_bytes: 8 << 20,
+            hard_max_bytes: 16 << 20,
+        });
+        let sends = Rc::new(Cell::new(0));
+        let counted = Rc::clone(&sends);
+        let sent: Rc<dyn Fn(usize)> = Rc::new(move |_| counted.set(counted.get() + 1));
+        let registration = Registration::windowed(
+            &out,
+            PassTarget::new(socket, sent, ZeroDelaySend::Uring, None),
+        );
+        assert!(out.queue.borrow_mut().follow(&log));
+        let frame = video(1000, 1);
+        let expected = wire(&frame);
+        log.append(frame);
+        super::pass();
+        assert_eq!(read_all(&mut theirs), expected);
+        assert_eq!(listed_at_close.get(), None, "open while registered");
+        drop(registration);
+        assert_eq!(
+            listed_at_close.get(),
+            Some(false),
+            "closed, and only after it left the list"
+        );
+        log.append(video(1000, 2));
+        super::pass();
+        assert_eq!(sends.get(), 1, "no send after it left");
+        assert!(read_all(&mut theirs).is_empty(), "the peer sees the close");
+    });
+}
+
+/// A writer inside a write keeps its socket: the pass leaves that player alone and writes the
+/// others, and writes it at the next pass once the writer is out.
+#[test]
+fn a_busy_writer_is_skipped_and_the_others_go_out() {
+    on_executor(|| {
+        let log = Rc::new(FrameLog::new());
+        let mut players: Vec<Follower> = (0..3).map(|_| follower(&log)).collect();
+        let frame = video(1500, 7);
+        let expected = wire(&frame);
+        log.append(frame);
+        let busy = super::super::WriterBusy::enter(&players[1].out.queue);
+        super::pass();
+        for (k, f) in players.iter_mut().enumerate() {
+            let got = read_all(&mut f.theirs);
+            if k == 1 {
+                assert!(got.is_empty(), "the busy player is skipped");
+                assert!(!f.out.queue.borrow().is_empty());
+            } else {
+                assert_eq!(got, expected);
+                assert_eq!(f.sends.get(), 1);
+            }
+            assert_eq!(f.writer.wakes(), 0, "nobody woken");
+        }
+        drop(busy);
+        super::pass();
+        assert_eq!(read_all(&mut players[1].theirs), expected);
+        assert_eq!(players[0].sends.get(), 1, "nothing new for the others");
+    });
+}
+
+/// A closed queue is not written: its writer (woken by the close) ends the connection.
+#[test]
+fn a_closed_queue_is_left_to_its_writer() {
+    on_executor(|| {
+        let log = Rc::new(FrameLog::new());
+        let mut f = follower(&log);
+        log.append(video(800, 3));
+        f.out.queue.borrow_mut().close();
+        super::pass();
+        assert_eq!(f.sends.get(), 0);
+        assert!(read_all(&mut f.theirs).is_empty());
+    });
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 
