@@ -4,6 +4,9 @@
 //! decisions (busy or not, who waits, edges kept while nobody waited) are
 //! [`super::readiness`]'s; this module does the system calls and runs the tick.
 //!
+//! - On a busy core the HTTP listener's accepts wait here too ([`Member::poll_accept`]): a
+//!   connection waits at most one tick more to be accepted, and by then its first request
+//!   has usually arrived, so the accept and that request cost no wake-up of their own.
 //! - A connection's first few requests ([`super::readiness::WARM_UP_REQUESTS`]) are read
 //!   through glommio even on a busy core, so that a new viewer starts as fast as before.
 //! - A read tries `recv(MSG_DONTWAIT)` on the socket first; only one that finds nothing
@@ -160,10 +163,21 @@ impl ReadHub {
 impl Member {
     /// The connection's socket.
     fn socket(&self) -> BorrowedFd<'_> {
-        // SAFETY: a member is made for the socket of the connection that holds it and is
+        // SAFETY: a member is made for the socket of the connection (or the HTTP listener's
+        // accept loop, see `crate::accept`) that holds it and is
         // dropped before that socket closes (`Io` declares it before its stream, and gives
         // the stream away only by dropping the member), so `fd` is open while `self` lives.
         unsafe { BorrowedFd::borrow_raw(self.fd) }
+    }
+
+    /// Whether the core is busy now (reads and the HTTP listener's accepts are batched).
+    pub fn core_busy(&self) -> bool {
+        self.hub.activity.borrow().busy()
+    }
+
+    /// The socket this member is for.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.socket()
     }
 
     /// A request started on this connection (counts towards the core's rate).
@@ -217,6 +231,42 @@ impl Member {
             .borrow_mut()
             .wait_writable(self.fd as u32, cx.waker());
         hub.keep_ticking();
+        Some(Poll::Pending)
+    }
+
+    /// On a busy core, tries `accept` on the listening socket this member is for, and waits
+    /// for the hub's next tick that sees a connection when it finds none (`accept` returns
+    /// None for EAGAIN); `None`: the core is not busy, accept through glommio. The listener
+    /// must be non-blocking while this is used ([`crate::accept`] sees to it).
+    pub fn poll_accept<T>(
+        &self,
+        cx: &Context<'_>,
+        accept: impl FnOnce(BorrowedFd<'_>) -> Option<io::Result<T>>,
+    ) -> Option<Poll<io::Result<T>>> {
+        let hub = &self.hub;
+        if !hub.activity.borrow().busy() {
+            return None;
+        }
+        let fd = self.fd as u32;
+        if hub.waiters.borrow().must_read(fd) {
+            hub.waiters.borrow_mut().before_read(fd);
+            if let Some(done) = accept(self.socket()) {
+                // A connection came: there may be more behind it (one edge for a burst),
+                // so the next call tries again before it waits.
+                hub.waiters.borrow_mut().after_read(fd, false);
+                return Some(Poll::Ready(done));
+            }
+            // Nothing queued: the next call waits for an edge without trying.
+            hub.waiters.borrow_mut().after_read(fd, true);
+        }
+        self.join()?;
+        if hub.waiters.borrow_mut().wait(fd, cx.waker()) == Wait::Retry {
+            // An edge came since the try: the next call tries again.
+            hub.waiters.borrow_mut().after_read(fd, false);
+            cx.waker().wake_by_ref();
+        } else {
+            hub.keep_ticking();
+        }
         Some(Poll::Pending)
     }
 
