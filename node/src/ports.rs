@@ -231,12 +231,14 @@ thread_local! {
 /// so a closed listener's number reused by another descriptor is never taken for it).
 pub fn listener_fd(listener: &TcpListener) -> Option<RawFd> {
     let addr = listener.local_addr().ok()?;
-    let fd = BOUND.with_borrow(|bound| bound.iter().find(|(a, _)| *a == addr).map(|(_, fd)| *fd))?;
+    let fd =
+        BOUND.with_borrow(|bound| bound.iter().find(|(a, _)| *a == addr).map(|(_, fd)| *fd))?;
     // SAFETY: only inspected (two `getsockopt`/`getsockname` calls) while `listener`, which
     // holds the descriptor where the record is current, is borrowed.
     let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
     let socket = socket2::SockRef::from(&borrowed);
-    let listening = socket.is_listener().ok()? && socket.local_addr().ok()?.as_socket() == Some(addr);
+    let listening =
+        socket.is_listener().ok()? && socket.local_addr().ok()?.as_socket() == Some(addr);
     listening.then_some(fd)
 }
 

@@ -6,7 +6,8 @@
 //!
 //! - On a busy core the HTTP listener's accepts wait here too ([`Member::poll_accept`]): a
 //!   connection waits at most one tick more to be accepted, and by then its first request
-//!   has usually arrived, so the accept and that request cost no wake-up of their own.
+//!   has usually arrived, so the accept and that request cost no wake-up of their own (a
+//!   connection's first read on a busy core tries `recv` once before it waits in glommio).
 //! - A connection's first few requests ([`super::readiness::WARM_UP_REQUESTS`]) are read
 //!   through glommio even on a busy core, so that a new viewer starts as fast as before.
 //! - A read tries `recv(MSG_DONTWAIT)` on the socket first; only one that finds nothing
@@ -108,6 +109,8 @@ pub struct Member {
     fd: RawFd,
     /// Requests started on the connection (its first few are not batched).
     requests: Cell<u32>,
+    /// Its first read was tried with a plain `recv` (see [`Member::poll_read`]).
+    first_tried: Cell<bool>,
 }
 
 impl Drop for Member {
@@ -132,6 +135,7 @@ impl ReadHub {
             hub: Rc::clone(self),
             fd,
             requests: Cell::new(0),
+            first_tried: Cell::new(false),
         })
     }
 
@@ -196,7 +200,7 @@ impl Member {
     pub fn poll_read(&self, cx: &Context<'_>, buf: &mut [u8]) -> Option<Poll<io::Result<usize>>> {
         let hub = &self.hub;
         if !self.batched() {
-            return None;
+            return self.poll_first_read(buf);
         }
         let fd = self.fd as u32;
         if hub.waiters.borrow().must_read(fd) {
@@ -217,6 +221,18 @@ impl Member {
             hub.keep_ticking();
         }
         Some(Poll::Pending)
+    }
+
+    /// A connection's first read on a busy core, tried once with a plain `recv`: its accept
+    /// waited for a tick ([`Member::poll_accept`]), so its first request has usually come
+    /// meanwhile, and glommio would wait for the poll it arms for every new stream (a wake-up
+    /// of its own) before it reads. None: nothing yet (or not the first read, or the core is
+    /// not busy): read through glommio, with no added wait.
+    fn poll_first_read(&self, buf: &mut [u8]) -> Option<Poll<io::Result<usize>>> {
+        if self.requests.get() != 0 || !self.core_busy() || self.first_tried.replace(true) {
+            return None;
+        }
+        recv(self.socket(), buf).map(Poll::Ready)
     }
 
     /// After a write found the socket full: on a busy core the task waits for the hub's next
