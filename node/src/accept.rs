@@ -13,6 +13,10 @@
 //! `corecast_connections_refused_total{listener,reason}` and logged, at most one line a
 //! second per core with the number left out ([`LogGate`]).
 //!
+//! How it accepts: through glommio, except the plain HTTP listener on a busy core, which
+//! accepts on the core's read hub tick ([`BatchedAccept`]: `accept4` until EAGAIN, no wake-up
+//! of its own per connection, at most `http.read_batch_ms` later).
+//!
 //! A [`Permit`] is an owned guard: the connection's task holds it and dropping it (however the
 //! task ends, panics and cancellation included) counts the connection out. Counting is per
 //! core and per [`ConnectionKind`]. An RTMPT tunnel outlives any one HTTP connection, so it

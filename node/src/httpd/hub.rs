@@ -73,9 +73,24 @@ static WRITE_WAKEUPS: LazyLock<IntCounter> = LazyLock::new(|| {
     .expect("valid metric definition")
 });
 
+/// HTTP connections accepted on a busy core's hub tick (`corecast_http_read_batch_accepts_total`).
+static ACCEPTS: LazyLock<IntCounter> = LazyLock::new(|| {
+    IntCounter::new(
+        crate::metrics::names::HTTP_READ_BATCH_ACCEPTS,
+        "HTTP connections a busy core accepted on its read hub's tick (each waited at most \
+         http.read_batch_ms more to be accepted).",
+    )
+    .expect("valid metric definition")
+});
+
 /// The process-wide counters, to register with a node's metrics.
-pub fn counters() -> [IntCounter; 3] {
-    [TICKS.clone(), WAKEUPS.clone(), WRITE_WAKEUPS.clone()]
+pub fn counters() -> [IntCounter; 4] {
+    [
+        TICKS.clone(),
+        WAKEUPS.clone(),
+        WRITE_WAKEUPS.clone(),
+        ACCEPTS.clone(),
+    ]
 }
 
 /// One core's hub (a [`crate::core::CoreContext`] feature).
@@ -267,6 +282,7 @@ impl Member {
         if hub.waiters.borrow().must_read(fd) {
             hub.waiters.borrow_mut().before_read(fd);
             if let Some(done) = accept(self.socket()) {
+                ACCEPTS.inc_by(u64::from(done.is_ok()));
                 // A connection came: there may be more behind it (one edge for a burst),
                 // so the next call tries again before it waits.
                 hub.waiters.borrow_mut().after_read(fd, false);
