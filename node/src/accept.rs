@@ -13,6 +13,10 @@
 //! `corecast_connections_refused_total{listener,reason}` and logged, at most one line a
 //! second per core with the number left out ([`LogGate`]).
 //!
+//! How it accepts: through glommio, except the plain HTTP listener on a busy core, which
+//! accepts on the core's read hub tick ([`BatchedAccept`]: `accept4` until EAGAIN, no wake-up
+//! of its own per connection, at most `http.read_batch_ms` later).
+//!
 //! A [`Permit`] is an owned guard: the connection's task holds it and dropping it (however the
 //! task ends, panics and cancellation included) counts the connection out. Counting is per
 //! core and per [`ConnectionKind`]. An RTMPT tunnel outlives any one HTTP connection, so it
@@ -25,16 +29,21 @@
 
 use std::cell::{Cell, RefCell};
 use std::fmt::Display;
-use std::future::Future;
+use std::future::{poll_fn, Future};
+use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{BorrowedFd, FromRawFd, IntoRawFd};
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use glommio::net::{TcpListener, TcpStream};
+use socket2::SockRef;
 use tracing::{debug, warn};
 
 use crate::config::ProxyListener;
 use crate::core::CoreContext;
+use crate::httpd::hub::{Member, ReadHub};
 use crate::limits::{AddressGuard, AddressLimits, AddressTable, LogGate, SharedTable};
 use crate::proxy::{self, Outcome};
 use crate::transport::set_nodelay;
@@ -198,57 +207,182 @@ pub async fn accept_loop<S, F>(
     S: Fn(TcpStream, SocketAddr, Permit) -> F + 'static,
     F: Future<Output = ()> + 'static,
 {
-    let listener_name = settings.kind.as_str();
     let serve = Rc::new(serve);
+    // Moved into a local declared before `batched`, so it is dropped (closed) after it,
+    // however the task ends: the hub's member must leave the epoll set before its socket
+    // closes.
+    let listener = listener;
+    let mut batched = BatchedAccept::new(&ctx, &listener, settings.kind);
     let mut backoff = MIN_BACKOFF;
     loop {
-        let stream = match listener.accept().await {
-            Ok(stream) => {
+        let accepted = match batched.as_mut() {
+            Some(batched) => match batched.accept().await {
+                Some(accepted) => accepted,
+                None => glommio_accept(&listener).await,
+            },
+            None => glommio_accept(&listener).await,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
                 backoff = MIN_BACKOFF;
-                stream
+                start(&ctx, &serve, settings, stream, peer);
             }
+            // A peer that reset before we asked its address is already gone: nothing to do.
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
             Err(e) => {
-                warn!(core = ctx.id.0, listener = listener_name, error = %e, pause = ?backoff, "accept failed");
+                warn!(core = ctx.id.0, listener = settings.kind.as_str(), error = %e, pause = ?backoff, "accept failed");
                 glommio::timer::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
-                continue;
             }
-        };
-        // A peer that reset before we asked is already gone: nothing to serve or count.
-        let Ok(peer) = stream.peer_addr() else {
-            continue;
-        };
-        let Some(permit) = ctx
-            .connections
-            .try_permit(settings.kind, settings.max_per_core)
-        else {
-            let max = settings.max_per_core;
-            refuse(
-                &ctx,
-                listener_name,
-                peer,
-                "connection_limit",
-                format_args!("per-core limit reached ({max})"),
-            );
-            continue;
-        };
-        if settings.nodelay {
-            set_nodelay(&stream);
         }
-        let ctx = Rc::clone(&ctx);
-        let serve = Rc::clone(&serve);
-        glommio::spawn_local(async move {
-            let mut stream = stream;
-            // Boxed: admission (a PROXY header's parse) is over before the connection is
-            // served, and must not add its state to the task for the connection's life.
-            let admitted = Box::pin(admit(&ctx, &mut stream, peer, settings.kind)).await;
-            let Some((client, guard)) = admitted else {
-                return;
-            };
-            serve(stream, client, permit).await;
-            drop(guard);
+    }
+}
+
+/// glommio's accept (a non-blocking `accept`, else one on the ring), then the peer's address.
+async fn glommio_accept(listener: &TcpListener) -> io::Result<(TcpStream, SocketAddr)> {
+    let stream = listener.accept().await.map_err(io::Error::from)?;
+    let peer = stream
+        .peer_addr()
+        .map_err(|_| io::Error::from(io::ErrorKind::NotConnected))?;
+    Ok((stream, peer))
+}
+
+/// Counts a new connection in (or refuses it past the per-core limit), sets `TCP_NODELAY`
+/// and starts its task: admission, then `serve`.
+fn start<S, F>(
+    ctx: &Rc<CoreContext>,
+    serve: &Rc<S>,
+    settings: AcceptSettings,
+    stream: TcpStream,
+    peer: SocketAddr,
+) where
+    S: Fn(TcpStream, SocketAddr, Permit) -> F + 'static,
+    F: Future<Output = ()> + 'static,
+{
+    let Some(permit) = ctx
+        .connections
+        .try_permit(settings.kind, settings.max_per_core)
+    else {
+        let max = settings.max_per_core;
+        refuse(
+            ctx,
+            settings.kind.as_str(),
+            peer,
+            "connection_limit",
+            format_args!("per-core limit reached ({max})"),
+        );
+        return;
+    };
+    if settings.nodelay {
+        set_nodelay(&stream);
+    }
+    let ctx = Rc::clone(ctx);
+    let serve = Rc::clone(serve);
+    glommio::spawn_local(async move {
+        let mut stream = stream;
+        // Boxed: admission (a PROXY header's parse) is over before the connection is
+        // served, and must not add its state to the task for the connection's life.
+        let admitted = Box::pin(admit(&ctx, &mut stream, peer, settings.kind)).await;
+        let Some((client, guard)) = admitted else {
+            return;
+        };
+        serve(stream, client, permit).await;
+        drop(guard);
+    })
+    .detach();
+}
+
+/// The HTTP listener's accepts on a busy core, batched on the core's read hub
+/// ([`crate::httpd::hub`]): `accept4` until EAGAIN, then a wait for the hub's next tick that
+/// sees a connection. A new connection waits at most one tick (`http.read_batch_ms`) more to
+/// be accepted; in return neither its accept nor (usually) its first request wakes the core
+/// on its own, and `accept4` gives the peer's address (no `getpeername`) and needs none of
+/// glommio's three `fcntl` per accept. A core that is not busy accepts through glommio.
+struct BatchedAccept {
+    member: Member,
+    /// Whether the listener is non-blocking now (only while the hub accepts: glommio's ring
+    /// accept is for a blocking listener).
+    nonblocking: bool,
+}
+
+impl BatchedAccept {
+    /// For `listener` when it is the plain HTTP listener and reads are batched.
+    fn new(ctx: &Rc<CoreContext>, listener: &TcpListener, kind: ConnectionKind) -> Option<Self> {
+        let period = ctx.config().http.read_batch_ms;
+        if !batches_accepts(kind, period) {
+            return None;
+        }
+        let hub = ctx.feature::<ReadHub>();
+        hub.set_period(Duration::from_millis(period));
+        let member = hub.member(crate::ports::listener_fd(listener)?)?;
+        Some(BatchedAccept {
+            member,
+            nonblocking: false,
         })
-        .detach();
+    }
+
+    /// The next connection and its peer; None when the core is not busy (accept through
+    /// glommio: the listener is blocking again).
+    async fn accept(&mut self) -> Option<io::Result<(TcpStream, SocketAddr)>> {
+        let busy = self.member.core_busy();
+        // Never `accept4` on a blocking listener: it would block the core.
+        if !self.set_nonblocking(busy) || !busy {
+            return None;
+        }
+        let accepted = poll_fn(|cx| match self.member.poll_accept(cx, accept4) {
+            Some(polled) => polled.map(Some),
+            None => Poll::Ready(None),
+        })
+        .await;
+        if accepted.is_none() {
+            self.set_nonblocking(false);
+        }
+        accepted
+    }
+
+    /// Makes the listener (non-)blocking; false when it could not be (it is as it was).
+    fn set_nonblocking(&mut self, nonblocking: bool) -> bool {
+        if self.nonblocking == nonblocking {
+            return true;
+        }
+        match SockRef::from(&self.member.fd()).set_nonblocking(nonblocking) {
+            Ok(()) => {
+                self.nonblocking = nonblocking;
+                true
+            }
+            Err(e) => {
+                warn!(error = %e, nonblocking, "http listener mode not changed");
+                false
+            }
+        }
+    }
+}
+
+/// Whether a listener of `kind` accepts through the core's read hub when it is busy: the
+/// plain HTTP listener, while reads are batched (`http.read_batch_ms` > 0). The others keep
+/// glommio's accept: their connections are few, or must not wait a tick.
+fn batches_accepts(kind: ConnectionKind, read_batch_ms: u64) -> bool {
+    kind == ConnectionKind::Http && read_batch_ms > 0
+}
+
+/// One `accept4` (`SOCK_CLOEXEC`) on a non-blocking listener: the stream and the peer's
+/// address, an error, or None when no connection is queued.
+fn accept4(listener: BorrowedFd<'_>) -> Option<io::Result<(TcpStream, SocketAddr)>> {
+    match SockRef::from(&listener).accept() {
+        Ok((socket, addr)) => {
+            // A TCP listener's peers are IP addresses; were one not, the connection is closed
+            // as one gone before its address was asked.
+            let Some(peer) = addr.as_socket() else {
+                return Some(Err(io::ErrorKind::NotConnected.into()));
+            };
+            // SAFETY: the descriptor is a connected TCP socket this call just accepted and
+            // owns alone (`into_raw_fd` gives its ownership to the stream), blocking as
+            // glommio's own accept hands it over.
+            let stream = unsafe { TcpStream::from_raw_fd(socket.into_raw_fd()) };
+            Some(Ok((stream, peer)))
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+        Err(e) => Some(Err(e)),
     }
 }
 
@@ -410,6 +544,17 @@ mod tests {
         assert_eq!(connections.holding_drain(), 1);
         drop(tunnel);
         assert_eq!(connections.holding_drain(), 0);
+    }
+
+    #[test]
+    fn only_the_plain_http_listener_batches_its_accepts_and_only_when_reads_are_batched() {
+        assert!(batches_accepts(ConnectionKind::Http, 10));
+        assert!(!batches_accepts(ConnectionKind::Http, 0));
+        for kind in ConnectionKind::ALL {
+            if kind != ConnectionKind::Http {
+                assert!(!batches_accepts(kind, 10), "{kind:?}");
+            }
+        }
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub mod names {
     pub const HTTP_READ_BATCH_WAKEUPS: &str = "corecast_http_read_batch_wakeups_total";
     /// HTTP segment writes a read hub's tick woke for room.
     pub const HTTP_READ_BATCH_WRITE_WAKEUPS: &str = "corecast_http_read_batch_write_wakeups_total";
+    /// HTTP connections accepted on a busy core's read hub tick.
+    pub const HTTP_READ_BATCH_ACCEPTS: &str = "corecast_http_read_batch_accepts_total";
     /// HTTP requests the plain-HTTP fast lane answered without hyper (plain HLS).
     pub const HTTP_LANE_REQUESTS: &str = "corecast_http_lane_requests_total";
     /// Plain-HTTP connections the fast lane handed to hyper (a request it does not take).

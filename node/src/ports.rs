@@ -33,7 +33,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::IntoRawFd;
+use std::os::fd::{IntoRawFd, RawFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram};
 use std::time::{Duration, Instant};
@@ -211,9 +211,35 @@ pub fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
     let fd = socket.into_raw_fd();
+    BOUND.with_borrow_mut(|bound| {
+        bound.retain(|(a, _)| *a != addr);
+        bound.push((addr, fd));
+    });
     // SAFETY: `fd` is a bound, listening TCP socket that nothing else owns: `into_raw_fd`
     // gave up socket2's ownership, and glommio's listener takes it over (and closes it).
     Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
+}
+
+thread_local! {
+    /// The listeners this thread (core) bound, by address: glommio 0.9's `TcpListener` does
+    /// not give its descriptor, and the HTTP listener's batched accept needs it.
+    static BOUND: std::cell::RefCell<Vec<(SocketAddr, RawFd)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The descriptor of `listener`, bound on this thread by [`bind_listener`]; None when it was
+/// not, or the descriptor recorded is no longer a socket listening on its address (checked,
+/// so a closed listener's number reused by another descriptor is never taken for it).
+pub fn listener_fd(listener: &TcpListener) -> Option<RawFd> {
+    let addr = listener.local_addr().ok()?;
+    let fd =
+        BOUND.with_borrow(|bound| bound.iter().find(|(a, _)| *a == addr).map(|(_, fd)| *fd))?;
+    // SAFETY: only inspected (two `getsockopt`/`getsockname` calls) while `listener`, which
+    // holds the descriptor where the record is current, is borrowed.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let socket = socket2::SockRef::from(&borrowed);
+    let listening =
+        socket.is_listener().ok()? && socket.local_addr().ok()?.as_socket() == Some(addr);
+    listening.then_some(fd)
 }
 
 #[cfg(test)]

@@ -405,6 +405,45 @@ fn a_busy_core_reads_its_keep_alive_connections_on_one_tick_and_an_idle_one_does
     );
 }
 
+/// A busy core accepts new connections on its read hub's tick; a burst of them (several
+/// behind one edge) is served in full, each answered.
+#[test]
+fn a_busy_core_accepts_a_burst_of_new_connections_on_its_tick_and_serves_them_all() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = Node::start(1, "[http]\nread_batch_ms = 10\n", dir.path());
+    let accepts = "corecast_http_read_batch_accepts_total";
+    assert_eq!(
+        node.metric_sum(accepts),
+        0.0,
+        "an idle node accepted on a tick"
+    );
+    let addr = node.http;
+    std::thread::scope(|s| {
+        // ~800 requests a second for 8 s: busy from the second second on, and still busy
+        // for longer than the burst's read timeout (a connection left in the listener's
+        // queue would be accepted only once the core is quiet again).
+        s.spawn(move || {
+            steady_requests(addr, 16, Duration::from_millis(20), Duration::from_secs(8))
+        });
+        std::thread::sleep(Duration::from_millis(2500));
+        let mut burst: Vec<Conn> = (0..40).map(|_| Conn::connect(addr)).collect();
+        for conn in &mut burst {
+            // A connection left in the listener's queue fails here instead of hanging.
+            let timeout = Some(Duration::from_secs(3));
+            conn.stream.set_read_timeout(timeout).expect("read timeout");
+            conn.send(&get("/healthz"));
+        }
+        for (i, conn) in burst.iter_mut().enumerate() {
+            let r = conn.response(false).expect("a burst connection answered");
+            assert_eq!(r.status, 200, "connection {i} of the burst");
+        }
+    });
+    assert!(
+        node.metric_sum(accepts) >= 1.0,
+        "no connection was accepted on the busy core's tick"
+    );
+}
+
 /// `http.fast_lane = false` leaves every request to hyper (the lane never runs, so it hands
 /// nothing over); by default a request the lane does not take (`/metrics`) is handed over.
 #[test]

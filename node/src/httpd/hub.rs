@@ -4,6 +4,10 @@
 //! decisions (busy or not, who waits, edges kept while nobody waited) are
 //! [`super::readiness`]'s; this module does the system calls and runs the tick.
 //!
+//! - On a busy core the HTTP listener's accepts wait here too ([`Member::poll_accept`]): a
+//!   connection waits at most one tick more to be accepted, and by then its first request
+//!   has usually arrived, so the accept and that request cost no wake-up of their own (a
+//!   connection's first read on a busy core tries `recv` once before it waits in glommio).
 //! - A connection's first few requests ([`super::readiness::WARM_UP_REQUESTS`]) are read
 //!   through glommio even on a busy core, so that a new viewer starts as fast as before.
 //! - A read tries `recv(MSG_DONTWAIT)` on the socket first; only one that finds nothing
@@ -69,9 +73,24 @@ static WRITE_WAKEUPS: LazyLock<IntCounter> = LazyLock::new(|| {
     .expect("valid metric definition")
 });
 
+/// HTTP connections accepted on a busy core's hub tick (`corecast_http_read_batch_accepts_total`).
+static ACCEPTS: LazyLock<IntCounter> = LazyLock::new(|| {
+    IntCounter::new(
+        crate::metrics::names::HTTP_READ_BATCH_ACCEPTS,
+        "HTTP connections a busy core accepted on its read hub's tick (each waited at most \
+         http.read_batch_ms more to be accepted).",
+    )
+    .expect("valid metric definition")
+});
+
 /// The process-wide counters, to register with a node's metrics.
-pub fn counters() -> [IntCounter; 3] {
-    [TICKS.clone(), WAKEUPS.clone(), WRITE_WAKEUPS.clone()]
+pub fn counters() -> [IntCounter; 4] {
+    [
+        TICKS.clone(),
+        WAKEUPS.clone(),
+        WRITE_WAKEUPS.clone(),
+        ACCEPTS.clone(),
+    ]
 }
 
 /// One core's hub (a [`crate::core::CoreContext`] feature).
@@ -105,6 +124,8 @@ pub struct Member {
     fd: RawFd,
     /// Requests started on the connection (its first few are not batched).
     requests: Cell<u32>,
+    /// Its first read was tried with a plain `recv` (see [`Member::poll_read`]).
+    first_tried: Cell<bool>,
 }
 
 impl Drop for Member {
@@ -129,6 +150,7 @@ impl ReadHub {
             hub: Rc::clone(self),
             fd,
             requests: Cell::new(0),
+            first_tried: Cell::new(false),
         })
     }
 
@@ -160,10 +182,21 @@ impl ReadHub {
 impl Member {
     /// The connection's socket.
     fn socket(&self) -> BorrowedFd<'_> {
-        // SAFETY: a member is made for the socket of the connection that holds it and is
+        // SAFETY: a member is made for the socket of the connection (or the HTTP listener's
+        // accept loop, see `crate::accept`) that holds it and is
         // dropped before that socket closes (`Io` declares it before its stream, and gives
         // the stream away only by dropping the member), so `fd` is open while `self` lives.
         unsafe { BorrowedFd::borrow_raw(self.fd) }
+    }
+
+    /// Whether the core is busy now (reads and the HTTP listener's accepts are batched).
+    pub fn core_busy(&self) -> bool {
+        self.hub.activity.borrow().busy()
+    }
+
+    /// The socket this member is for.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.socket()
     }
 
     /// A request started on this connection (counts towards the core's rate).
@@ -182,7 +215,7 @@ impl Member {
     pub fn poll_read(&self, cx: &Context<'_>, buf: &mut [u8]) -> Option<Poll<io::Result<usize>>> {
         let hub = &self.hub;
         if !self.batched() {
-            return None;
+            return self.poll_first_read(buf);
         }
         let fd = self.fd as u32;
         if hub.waiters.borrow().must_read(fd) {
@@ -205,6 +238,18 @@ impl Member {
         Some(Poll::Pending)
     }
 
+    /// A connection's first read on a busy core, tried once with a plain `recv`: its accept
+    /// waited for a tick ([`Member::poll_accept`]), so its first request has usually come
+    /// meanwhile, and glommio would wait for the poll it arms for every new stream (a wake-up
+    /// of its own) before it reads. None: nothing yet (or not the first read, or the core is
+    /// not busy): read through glommio, with no added wait.
+    fn poll_first_read(&self, buf: &mut [u8]) -> Option<Poll<io::Result<usize>>> {
+        if self.requests.get() != 0 || !self.core_busy() || self.first_tried.replace(true) {
+            return None;
+        }
+        recv(self.socket(), buf).map(Poll::Ready)
+    }
+
     /// After a write found the socket full: on a busy core the task waits for the hub's next
     /// tick that sees room (`Some(Pending)`); `None`: wait through glommio.
     pub fn poll_writable(&self, cx: &Context<'_>) -> Option<Poll<()>> {
@@ -217,6 +262,43 @@ impl Member {
             .borrow_mut()
             .wait_writable(self.fd as u32, cx.waker());
         hub.keep_ticking();
+        Some(Poll::Pending)
+    }
+
+    /// On a busy core, tries `accept` on the listening socket this member is for, and waits
+    /// for the hub's next tick that sees a connection when it finds none (`accept` returns
+    /// None for EAGAIN); `None`: the core is not busy, accept through glommio. The listener
+    /// must be non-blocking while this is used ([`crate::accept`] sees to it).
+    pub fn poll_accept<T>(
+        &self,
+        cx: &Context<'_>,
+        accept: impl FnOnce(BorrowedFd<'_>) -> Option<io::Result<T>>,
+    ) -> Option<Poll<io::Result<T>>> {
+        let hub = &self.hub;
+        if !hub.activity.borrow().busy() {
+            return None;
+        }
+        let fd = self.fd as u32;
+        if hub.waiters.borrow().must_read(fd) {
+            hub.waiters.borrow_mut().before_read(fd);
+            if let Some(done) = accept(self.socket()) {
+                ACCEPTS.inc_by(u64::from(done.is_ok()));
+                // A connection came: there may be more behind it (one edge for a burst),
+                // so the next call tries again before it waits.
+                hub.waiters.borrow_mut().after_read(fd, false);
+                return Some(Poll::Ready(done));
+            }
+            // Nothing queued: the next call waits for an edge without trying.
+            hub.waiters.borrow_mut().after_read(fd, true);
+        }
+        self.join()?;
+        if hub.waiters.borrow_mut().wait(fd, cx.waker()) == Wait::Retry {
+            // An edge came since the try: the next call tries again.
+            hub.waiters.borrow_mut().after_read(fd, false);
+            cx.waker().wake_by_ref();
+        } else {
+            hub.keep_ticking();
+        }
         Some(Poll::Pending)
     }
 

@@ -319,3 +319,38 @@ proptest! {
         }
     }
 }
+
+/// The HTTP listener's batched accept (`hub::Member::poll_accept`): one edge can stand for a
+/// burst of connections, so after an accept that got one the next call tries again; after one
+/// that found none the task waits for an edge without trying, and the edge wakes it.
+#[test]
+fn a_listener_accepts_a_burst_behind_one_edge_then_waits_for_the_next() {
+    let mut w = Waiters::default();
+    let listener = 9;
+    let Join::Add(token) = w.join(listener) else {
+        panic!("a new socket is added");
+    };
+    // EAGAIN on the first try: drained, so the next call parks without trying.
+    w.before_read(listener);
+    w.after_read(listener, true);
+    assert!(!w.must_read(listener));
+    let (woken, waker) = counting();
+    assert_eq!(w.wait(listener, &waker), Wait::Parked);
+    // Three connections arrive: one edge.
+    let [read, _] = w.on_event(token, true, false);
+    read.expect("the accept loop is woken").wake();
+    assert_eq!(woken.0.load(Ordering::SeqCst), 1);
+    // Each accept that got a connection leaves the next call trying again.
+    for _ in 0..3 {
+        assert!(w.must_read(listener), "a queued connection is left behind");
+        w.before_read(listener);
+        w.after_read(listener, false);
+    }
+    // The fourth try finds none: wait for the next edge.
+    assert!(w.must_read(listener));
+    w.before_read(listener);
+    w.after_read(listener, true);
+    assert!(!w.must_read(listener));
+    assert_eq!(w.wait(listener, &waker), Wait::Parked);
+    assert_eq!(w.parked(), 1);
+}
