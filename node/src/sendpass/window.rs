@@ -95,7 +95,10 @@ pub fn pass() {
         if !ANNOUNCED.replace(true) {
             tracing::info!("tick pass writing players' windows");
         }
-        let sends: Vec<PlayerSend<'_>> = due.iter().map(|p| (&*p.queue, p.target.fd)).collect();
+        let sends: Vec<PlayerSend<'_>> = due
+            .iter()
+            .map(|p| (&*p.queue, p.target.fd, p.target.framing.as_deref()))
+            .collect();
         let results = submit(&sends);
         for (p, n) in due.iter().zip(results) {
             // Negative (full, failed) is left to the writer, which meets it again.
