@@ -7,7 +7,10 @@
 //! small extra slices of the same `sendmsg`. The writer only ever sees payload bytes: a write
 //! the kernel takes only part of leaves the chunk open ([`OpenChunk`], sans-IO), and the next
 //! write continues it from where the queue's front now is, which is exactly where the chunk's
-//! body goes on (the writer advances the queue by the payload bytes reported).
+//! body goes on (the writer advances the queue by the payload bytes reported). At a merge
+//! window the core's tick pass writes the viewer too: the open chunk is shared with it
+//! ([`ChunkState`]), and it frames its sends with the same [`OpenChunk`] (see
+//! [`crate::sendpass::register_framed`]), so either continues where the other stopped.
 //!
 //! An HTTP/1.0 request has no chunked encoding (hyper answers it close-delimited): then the
 //! bytes go out as they are.

@@ -1,7 +1,10 @@
 //! An HTTP-FLV viewer once hyper has written its response head: the socket, taken back, is
 //! written by the RTMP players' writer ([`run_writer`]) through the chunk framing
 //! ([`Chunked`]), in a task of its own as an RTMP player's is, while this task watches the
-//! client's side (its close, or an `http.idle_timeout_secs` with nothing sent).
+//! client's side (its close, or an `http.idle_timeout_secs` with nothing sent). At a merge
+//! window over plain TCP the core's tick pass writes the viewer's windows instead
+//! ([`crate::sendpass::register_framed`], framed with the transport's shared open chunk);
+//! the writer then writes only what a full socket left, and the end.
 //!
 //! How it ends, and the label logged and counted (`corecast_connections_closed_total`):
 //! - the queue finished (the publisher left, [`super::publisher_left`]) or was closed: what is

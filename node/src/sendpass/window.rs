@@ -26,7 +26,8 @@ use crate::queue::SubscriberQueue;
 pub enum WindowSend {
     /// Each player's writer task, woken at the tick.
     Writer,
-    /// The core's tick, one io_uring submission for all its plain RTMP players (the default:
+    /// The core's tick, one io_uring submission for all its plain RTMP players and HTTP-FLV
+    /// viewers (these framed as chunks; the default:
     /// BENCHMARKS.md "Wave 6").
     #[default]
     Uring,
