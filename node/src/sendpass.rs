@@ -43,6 +43,7 @@ use prometheus::IntCounter;
 use serde::Deserialize;
 
 use crate::config::PlayerConfig;
+use crate::flv_http::chunked::{ChunkState, OpenChunk};
 use crate::frame::MediaKind;
 use crate::outbound::Outbound;
 use crate::queue::SubscriberQueue;
@@ -128,6 +129,9 @@ pub struct PassTarget {
     listed: Cell<bool>,
     /// On this core's list for the next pass ([`flush`]), once however many frames come.
     pending: Cell<bool>,
+    /// An HTTP-FLV viewer's chunk framing, shared with its [`crate::flv_http::chunked::Chunked`]
+    /// transport: the tick pass frames each send as the writer would (None: bytes go raw).
+    framing: Option<ChunkState>,
 }
 
 /// A plain socket the pass may write to directly; it stays open while the target lives.
@@ -155,7 +159,15 @@ impl PassTarget {
             held_since: Cell::new(None),
             listed: Cell::new(false),
             pending: Cell::new(false),
+            framing: None,
         }
+    }
+
+    /// Frames each send as an HTTP/1.1 chunk, continuing `state`'s open chunk (the tick pass
+    /// only: see [`register_framed`]).
+    pub fn framed(mut self, state: Option<ChunkState>) -> Self {
+        self.framing = state;
+        self
     }
 
     /// Holds audio only when the stream's next video frame is due within the bound.
@@ -557,12 +569,17 @@ fn borrowed(fd: RawFd) -> std::os::fd::BorrowedFd<'static> {
 
 type UringPlayer = (Rc<RefCell<SubscriberQueue>>, RawFd, Rc<dyn Fn(usize)>);
 
-/// One player's send in a submission: its queue (gathered from its front) and its socket.
-pub(super) type PlayerSend<'a> = (&'a RefCell<SubscriberQueue>, RawFd);
+/// One player's send in a submission: its queue (gathered from its front), its socket, and
+/// its chunk framing where it has one (an HTTP-FLV viewer's).
+pub(super) type PlayerSend<'a> = (
+    &'a RefCell<SubscriberQueue>,
+    RawFd,
+    Option<&'a RefCell<Option<OpenChunk>>>,
+);
 
 /// All of `players`' sends through this core's ring, each queue advanced by what it took.
 fn send_uring(players: &[UringPlayer]) {
-    let sends: Vec<PlayerSend<'_>> = players.iter().map(|(q, fd, _)| (&**q, *fd)).collect();
+    let sends: Vec<PlayerSend<'_>> = players.iter().map(|(q, fd, _)| (&**q, *fd, None)).collect();
     let results = submit(&sends);
     for ((queue, _, sent), n) in players.iter().zip(results) {
         // Negative (full, failed) is left to the writer, which meets it again.
@@ -575,7 +592,9 @@ fn send_uring(players: &[UringPlayer]) {
 
 /// Sends each queue's front to its socket, through this core's ring (a submission per
 /// [`BATCH`] of them) or, without one, by `sendmsg`: what each returned, in `sends`' order
-/// (bytes written, or a negative errno). The queues are not advanced: the caller does.
+/// (bytes written, or a negative errno). The queues are not advanced: the caller does. For a
+/// framed send the chunk state is advanced here and the result is its body bytes only (what
+/// the queue advances by; size lines and CRLFs are the framing's).
 pub(super) fn submit(sends: &[PlayerSend<'_>]) -> Vec<i32> {
     RING.with_borrow_mut(|ring| {
         let ring = ring.get_or_insert_with(|| match io_uring::IoUring::new(ENTRIES) {
@@ -592,7 +611,10 @@ pub(super) fn submit(sends: &[PlayerSend<'_>]) -> Vec<i32> {
         for batch in sends.chunks(BATCH.with(Cell::get).clamp(1, ENTRIES as usize)) {
             match ring.as_mut() {
                 Some(ring) => uring_batch(ring, batch, &mut results),
-                None => results.extend(batch.iter().map(|(q, fd)| send_one(q, *fd))),
+                None => results.extend(batch.iter().map(|&(q, fd, framing)| match framing {
+                    None => send_one(q, fd),
+                    Some(state) => send_framed_one(q, fd, state),
+                })),
             }
         }
         results
@@ -609,20 +631,36 @@ fn uring_batch(ring: &mut io_uring::IoUring, batch: &[PlayerSend<'_>], results: 
     use io_uring::{opcode, types};
     // The slices and headers stay put until every completion is in: they live in this
     // function, and the kernel reads them only inside `submit_and_wait`.
-    let queues: Vec<_> = batch.iter().map(|(q, _)| q.borrow()).collect();
+    let queues: Vec<_> = batch.iter().map(|(q, _, _)| q.borrow()).collect();
     // Every player's slices in one vector (one allocation per batch, not per player),
     // each player's run of them by its end. The vector is complete before any header
     // points into it, so no push moves a run the kernel will read.
-    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(SLICES_PER_SEND * queues.len());
-    let ends: Vec<usize> = queues
+    let mut raw: Vec<IoSlice<'_>> = Vec::with_capacity(SLICES_PER_SEND * queues.len());
+    let raw_ends: Vec<usize> = queues
         .iter()
         .map(|q| {
             // `gather` stops at a total count of slices: this player's limit is on top.
-            let limit = slices.len() + MAX_SLICES;
-            q.gather(&mut slices, limit, MAX_BATCH_BYTES);
-            slices.len()
+            let limit = raw.len() + MAX_SLICES;
+            q.gather(&mut raw, limit, MAX_BATCH_BYTES);
+            raw.len()
         })
         .collect();
+    // HTTP-FLV viewers' sends are framed as chunks: their size lines live in `chunks` (copies
+    // of each viewer's open chunk), complete before any slice points into it, in this frame
+    // until every completion is in. A batch of RTMP players only skips this.
+    let framed = batch.iter().any(|(_, _, f)| f.is_some());
+    let chunks = if framed {
+        chunks_of(batch, &raw, &raw_ends)
+    } else {
+        Vec::new()
+    };
+    let mut framed_slices = Vec::new();
+    let ends = if framed {
+        frame_runs(&raw, &raw_ends, &chunks, &mut framed_slices)
+    } else {
+        raw_ends
+    };
+    let slices: &[IoSlice<'_>] = if framed { &framed_slices } else { &raw };
     // Sized up front: collected from a `scan` (no exact size), it grew by copies.
     let mut headers: Vec<libc::msghdr> = Vec::with_capacity(ends.len());
     let mut start = 0;
@@ -638,7 +676,7 @@ fn uring_batch(ring: &mut io_uring::IoUring, batch: &[PlayerSend<'_>], results: 
     }
     {
         let mut sq = ring.submission();
-        for (k, (_, fd)) in batch.iter().enumerate() {
+        for (k, (_, fd, _)) in batch.iter().enumerate() {
             let entry = opcode::SendMsg::new(types::Fd(*fd), &headers[k])
                 .flags((libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) as u32)
                 .build()
@@ -670,6 +708,99 @@ fn uring_batch(ring: &mut io_uring::IoUring, batch: &[PlayerSend<'_>], results: 
             *r = cqe.result();
         }
     }
+    if framed {
+        settle(batch, &chunks, &mut results[first..]);
+    }
+}
+
+/// Each send's chunk: for a framed one, its open chunk or a new one of the payload gathered
+/// for it (`raw`'s run ending at its `raw_ends`); None for a raw send.
+fn chunks_of(
+    batch: &[PlayerSend<'_>],
+    raw: &[IoSlice<'_>],
+    raw_ends: &[usize],
+) -> Vec<Option<OpenChunk>> {
+    let mut start = 0;
+    batch
+        .iter()
+        .zip(raw_ends)
+        .map(|((_, _, framing), &end)| {
+            let offered: usize = raw[start..end].iter().map(|s| s.len()).sum();
+            start = end;
+            framing.and_then(|state| OpenChunk::for_write(*state.borrow(), offered))
+        })
+        .collect()
+}
+
+/// `raw`'s runs (each send's payload, ending at `raw_ends`) into `out`, each run with a chunk
+/// wrapped in it (the rest of its size line, the payload cut at the chunk's end, its CRLF):
+/// the ends of the runs in `out`.
+fn frame_runs<'a>(
+    raw: &'a [IoSlice<'a>],
+    raw_ends: &[usize],
+    chunks: &'a [Option<OpenChunk>],
+    out: &mut Vec<IoSlice<'a>>,
+) -> Vec<usize> {
+    out.reserve(raw.len() + 2 * chunks.len());
+    let mut start = 0;
+    raw_ends
+        .iter()
+        .zip(chunks)
+        .map(|(&end, chunk)| {
+            let run = &raw[start..end];
+            start = end;
+            match chunk {
+                Some(chunk) => chunk.slices(run, out),
+                None => out.extend_from_slice(run),
+            }
+            out.len()
+        })
+        .collect()
+}
+
+/// After a batch's completions: each framed send that wrote keeps its chunk's new state
+/// (shared with its writer) and reports its body bytes only.
+fn settle(batch: &[PlayerSend<'_>], chunks: &[Option<OpenChunk>], results: &mut [i32]) {
+    for (((_, _, framing), chunk), r) in batch.iter().zip(chunks).zip(results) {
+        if let (Some(state), Some(chunk)) = (framing, chunk) {
+            *r = wrote_framed(state, *chunk, *r);
+        }
+    }
+}
+
+/// `chunk`'s state once the kernel answered `n` for its send (stored where bytes went out:
+/// a failed send leaves the state as it was); the body bytes of `n`, or `n` when negative.
+fn wrote_framed(state: &RefCell<Option<OpenChunk>>, chunk: OpenChunk, n: i32) -> i32 {
+    if n <= 0 {
+        return n;
+    }
+    let (open, body) = chunk.after(n as usize);
+    *state.borrow_mut() = open;
+    // At most the bytes written.
+    body as i32
+}
+
+/// One framed `sendmsg` of `queue`'s front to `fd` (no ring): body bytes written, or a
+/// negative errno.
+fn send_framed_one(
+    queue: &RefCell<SubscriberQueue>,
+    fd: RawFd,
+    state: &RefCell<Option<OpenChunk>>,
+) -> i32 {
+    let q = queue.borrow();
+    let mut raw = Vec::with_capacity(8);
+    q.gather(&mut raw, MAX_SLICES, MAX_BATCH_BYTES);
+    let offered = raw.iter().map(|s| s.len()).sum();
+    let Some(chunk) = OpenChunk::for_write(*state.borrow(), offered) else {
+        return 0;
+    };
+    let mut framed = Vec::with_capacity(raw.len() + 2);
+    chunk.slices(&raw, &mut framed);
+    let n = match corecast_transport::socket::send_vectored(&borrowed(fd), &framed) {
+        Ok(n) => n as i32,
+        Err(e) => -e.raw_os_error().unwrap_or(libc::EIO),
+    };
+    wrote_framed(state, chunk, n)
 }
 
 /// `player.zero_delay_coalesce_due_ms` when unset, for the pass (`"pass"`, `"uring"`):
@@ -745,5 +876,29 @@ pub fn register<T: crate::transport::Transport + 'static>(
     ))
 }
 
+/// Lets the core's tick write an HTTP-FLV viewer's connection as it writes RTMP players
+/// (`window_send = "uring"`, a merge window, plain TCP: `socket`'s descriptor is valid),
+/// framing each send as a chunk continuing `framing` where the body is chunked. None
+/// otherwise: the viewer's writer writes it. The returned registration ends it when dropped.
+pub fn register_framed(
+    player: &PlayerConfig,
+    socket: Rc<dyn RawSocket>,
+    out: &Outbound,
+    sent: Rc<dyn Fn(usize)>,
+    framing: Option<ChunkState>,
+) -> Option<Registration> {
+    if player.merge_window_ms == 0
+        || player.window_send.unwrap_or_default() != window::WindowSend::Uring
+        || socket.raw_fd() < 0
+    {
+        return None;
+    }
+    BATCH.with(|b| b.set(player.zero_delay_uring_batch_sends));
+    let target = PassTarget::new(socket, sent, ZeroDelaySend::Uring, None).framed(framing);
+    Some(Registration::windowed(out, target))
+}
+
+#[cfg(test)]
+mod framing_tests;
 #[cfg(test)]
 mod tests;

@@ -886,3 +886,125 @@ fn responses_end_with_the_stream_when_its_publisher_leaves() {
         .count();
     assert_eq!(ended, 3, "every viewer ended with the stream");
 }
+
+/// Walks `body`'s FLV tags: each tag's trailing size is its own (11 + its data), and the last
+/// tag ends the body exactly (no byte lost, doubled or out of place). The count of tags.
+fn assert_flv_tags(body: &[u8]) -> usize {
+    assert!(body.starts_with(b"FLV\x01"), "an FLV header");
+    let mut at = 13;
+    let mut tags = 0;
+    while at < body.len() {
+        assert!(at + 11 <= body.len(), "a cut tag header at {at}");
+        let size = u32::from_be_bytes([0, body[at + 1], body[at + 2], body[at + 3]]) as usize;
+        let end = at + 11 + size;
+        assert!(end + 4 <= body.len(), "a cut tag at {at}");
+        let trailer = u32::from_be_bytes(body[end..end + 4].try_into().expect("4 bytes"));
+        assert_eq!(
+            trailer as usize,
+            11 + size,
+            "tag {tags} at {at}: its trailing size"
+        );
+        at = end + 4;
+        tags += 1;
+    }
+    tags
+}
+
+/// Reads `stream` slowly (a little at a time, its receive buffer small) for `slow`, so that
+/// the node's socket fills, then to the close (within `limit`).
+fn read_slowly_to_close(stream: std::net::TcpStream, slow: Duration, limit: Duration) -> Vec<u8> {
+    let started = Instant::now();
+    let mut raw = Vec::new();
+    let mut tmp = [0u8; 512];
+    let mut stream = stream;
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    while started.elapsed() < slow {
+        match stream.read(&mut tmp) {
+            Ok(0) => return raw,
+            Ok(n) => raw.extend_from_slice(&tmp[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("read: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let rest = read_to_close(stream, limit).expect("the response ends with the stream");
+    raw.extend(rest);
+    raw
+}
+
+/// At a merge window (the default) the core's tick pass writes HTTP-FLV viewers as it writes
+/// RTMP players, framing each send as a chunk: across many windows every chunk's size line
+/// matches its body and the FLV inside is whole, for a viewer that reads along and for one
+/// whose socket fills (the pass leaves the rest to the viewer's writer, which continues the
+/// open chunk, and the pass continues the writer's), and for an HTTP/1.0 (raw) viewer.
+#[test]
+fn the_tick_pass_writes_http_flv_viewers_in_whole_chunks_across_windows() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let src = shared_flv(6);
+    let node = Node::start(
+        1,
+        "[player]\nmerge_window_ms = 40\nsocket_send_buffer_bytes = 4096\n\
+         [http]\nidle_timeout_secs = 60\n[hls]\nenabled = false\n",
+        dir.path(),
+    );
+    let mut publisher = publish_live(&node, &src, "pass");
+    let request = |req: &'static str| {
+        let mut stream = connect(node.http).expect("connect");
+        stream.write_all(req.as_bytes()).expect("request");
+        stream
+    };
+    let along = request("GET /live/pass.flv HTTP/1.1\r\nHost: t\r\n\r\n");
+    let along = std::thread::spawn(move || read_to_close(along, Duration::from_secs(60)));
+    let raw = request("GET /live/pass.flv HTTP/1.0\r\n\r\n");
+    let raw = std::thread::spawn(move || read_to_close(raw, Duration::from_secs(60)));
+    let slow = request("GET /live/pass.flv HTTP/1.1\r\nHost: t\r\n\r\n");
+    socket2::SockRef::from(&slow)
+        .set_recv_buffer_size(2048)
+        .expect("receive buffer");
+    let slow = std::thread::spawn(move || {
+        read_slowly_to_close(slow, Duration::from_secs(3), Duration::from_secs(60))
+    });
+    let published = wait_exit(&mut publisher, Duration::from_secs(40));
+    assert!(published.is_some_and(|s| s.success()), "the publish failed");
+
+    let along = along
+        .join()
+        .expect("viewer reading along")
+        .expect("its response ends with the stream");
+    let slow = slow.join().expect("slow viewer");
+    for (what, response) in [("reading along", &along), ("slow", &slow)] {
+        let (body, ended) = unchunk(response);
+        assert!(ended, "{what}: the body ends with its last chunk");
+        let tags = assert_flv_tags(&body);
+        assert!(tags > 100, "{what}: {tags} tags");
+    }
+    let raw = raw
+        .join()
+        .expect("HTTP/1.0 viewer")
+        .expect("its response ends with the stream");
+    let start = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("head") + 4;
+    assert!(assert_flv_tags(&raw[start..]) > 100, "HTTP/1.0: whole tags");
+
+    // Only HTTP-FLV viewers on the node: the pass wrote them, and left a full socket's rest to
+    // the slow viewer's writer.
+    node.wait_log(Duration::from_secs(5), |l| {
+        l.contains("tick pass writing players' windows")
+    })
+    .expect("the tick pass wrote the viewers");
+    let sends = node.metric_sum("corecast_zero_delay_pass_sends_total");
+    assert!(sends > 100.0, "the tick pass sent {sends} times");
+    let wakes = node.metric_sum("corecast_zero_delay_writer_wakes_total");
+    assert!(wakes > 0.0, "the slow viewer's socket never filled");
+    let ended = node
+        .log()
+        .into_iter()
+        .filter(|l| l.contains("http-flv closed") && l.contains("reason=\"closed\""))
+        .count();
+    assert_eq!(ended, 3, "every viewer ended with the stream");
+}

@@ -7,13 +7,17 @@
 //! small extra slices of the same `sendmsg`. The writer only ever sees payload bytes: a write
 //! the kernel takes only part of leaves the chunk open ([`OpenChunk`], sans-IO), and the next
 //! write continues it from where the queue's front now is, which is exactly where the chunk's
-//! body goes on (the writer advances the queue by the payload bytes reported).
+//! body goes on (the writer advances the queue by the payload bytes reported). At a merge
+//! window the core's tick pass writes the viewer too: the open chunk is shared with it
+//! ([`ChunkState`]), and it frames its sends with the same [`OpenChunk`] (see
+//! [`crate::sendpass::register_framed`]), so either continues where the other stopped.
 //!
 //! An HTTP/1.0 request has no chunked encoding (hyper answers it close-delimited): then the
 //! bytes go out as they are.
 
 use std::cell::RefCell;
 use std::io::{self, IoSlice};
+use std::rc::Rc;
 
 use bytes::BytesMut;
 
@@ -99,15 +103,37 @@ impl OpenChunk {
     pub fn body_left(&self) -> usize {
         self.body_left
     }
+
+    /// The chunk a write of `offered` payload bytes goes into: `open` (a partial write left
+    /// it), or a new one of exactly that size (None when there is nothing to write). The
+    /// writer ([`Chunked`]) and the tick pass ([`crate::sendpass`]) both ask this.
+    pub fn for_write(open: Option<OpenChunk>, offered: usize) -> Option<OpenChunk> {
+        match open {
+            Some(open) => Some(open),
+            None if offered == 0 => None,
+            None => Some(OpenChunk::new(offered)),
+        }
+    }
+
+    /// `self` once `n` bytes of its slices are written: the chunk still open (None once its
+    /// CRLF is out) and how many of the `n` were body bytes (what the queue advances by).
+    pub fn after(mut self, n: usize) -> (Option<OpenChunk>, usize) {
+        let body = self.advance(n);
+        ((!self.is_done()).then_some(self), body)
+    }
 }
+
+/// The chunk a partial write left open, shared by the viewer's [`Chunked`] transport and
+/// the tick pass's target, so that each continues exactly where the other stopped.
+pub type ChunkState = Rc<RefCell<Option<OpenChunk>>>;
 
 /// A [`Transport`] that frames what is written as chunks (or passes it through, for an
 /// HTTP/1.0 client). Reads, the send buffer and shutdown are the socket's own.
 pub struct Chunked<T> {
     inner: T,
     chunked: bool,
-    /// The chunk a partial write left open.
-    open: RefCell<Option<OpenChunk>>,
+    /// The chunk a partial write left open (shared with the tick pass: [`Chunked::chunk_state`]).
+    open: ChunkState,
 }
 
 impl<T: Transport> Chunked<T> {
@@ -116,24 +142,30 @@ impl<T: Transport> Chunked<T> {
         Chunked {
             inner,
             chunked,
-            open: RefCell::new(None),
+            open: Rc::new(RefCell::new(None)),
         }
     }
 
-    /// The chunk a write of `offered` payload bytes goes into: the open one, or a new one of
-    /// exactly that size (None when there is nothing to write).
+    /// The open-chunk state the tick pass frames its sends with (None when the body is not
+    /// chunked: an HTTP/1.0 body goes out as it is).
+    pub fn chunk_state(&self) -> Option<ChunkState> {
+        self.chunked.then(|| Rc::clone(&self.open))
+    }
+
+    /// The plain socket under the framing (TCP only), for the tick pass.
+    pub fn inner_socket_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.inner.plain_socket_fd()
+    }
+
+    /// The chunk a write of `offered` payload bytes goes into (see [`OpenChunk::for_write`]).
     fn chunk_for(&self, offered: usize) -> Option<OpenChunk> {
-        match *self.open.borrow() {
-            Some(open) => Some(open),
-            None if offered == 0 => None,
-            None => Some(OpenChunk::new(offered)),
-        }
+        OpenChunk::for_write(*self.open.borrow(), offered)
     }
 
     /// Keeps `chunk`, `n` bytes further, open unless it is done; returns the payload bytes.
-    fn wrote(&self, mut chunk: OpenChunk, n: usize) -> usize {
-        let body = chunk.advance(n);
-        *self.open.borrow_mut() = (!chunk.is_done()).then_some(chunk);
+    fn wrote(&self, chunk: OpenChunk, n: usize) -> usize {
+        let (open, body) = chunk.after(n);
+        *self.open.borrow_mut() = open;
         body
     }
 

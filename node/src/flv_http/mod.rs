@@ -66,6 +66,8 @@ use crate::queue::{QueueLimits, SubscriberQueue};
 use crate::stream::Player;
 
 pub mod chunked;
+#[cfg(test)]
+mod pass_tests;
 mod viewer;
 pub mod ws;
 

@@ -1,7 +1,10 @@
 //! An HTTP-FLV viewer once hyper has written its response head: the socket, taken back, is
 //! written by the RTMP players' writer ([`run_writer`]) through the chunk framing
 //! ([`Chunked`]), in a task of its own as an RTMP player's is, while this task watches the
-//! client's side (its close, or an `http.idle_timeout_secs` with nothing sent).
+//! client's side (its close, or an `http.idle_timeout_secs` with nothing sent). At a merge
+//! window over plain TCP the core's tick pass writes the viewer's windows instead
+//! ([`crate::sendpass::register_framed`], framed with the transport's shared open chunk);
+//! the writer then writes only what a full socket left, and the end.
 //!
 //! How it ends, and the label logged and counted (`corecast_connections_closed_total`):
 //! - the queue finished (the publisher left, [`super::publisher_left`]) or was closed: what is
@@ -62,6 +65,16 @@ async fn run<T: Transport + 'static>(viewer: Viewer, socket: T, chunked: bool) {
     viewer.sent(FLV_HEADER.len());
     let queue = Rc::clone(&viewer.out.queue);
     let sent = counter(&viewer);
+    // At a merge window over plain TCP the core's tick writes the viewer as it writes RTMP
+    // players, framing each send with the chunk state the writer shares; the writer still
+    // handles a full socket, the slow-consumer policy and the end. Dropped before the socket.
+    let _pass = crate::sendpass::register_framed(
+        &config.player,
+        Rc::new(ViewerSocket(Rc::clone(&transport))),
+        &viewer.out,
+        Rc::new(counter(&viewer)),
+        transport.chunk_state(),
+    );
     // The writer is a task of its own, as an RTMP player's: waking it for a window must not
     // poll the read side too. Dropping the task cancels it.
     let writer = glommio::spawn_local({
@@ -78,6 +91,16 @@ async fn run<T: Transport + 'static>(viewer: Viewer, socket: T, chunked: bool) {
     }
     transport.shutdown();
     viewer.leave(reason);
+}
+
+/// The viewer's connection, held open for the tick pass ([`crate::sendpass::RawSocket`]):
+/// the plain socket under the chunk framing, or -1 (TLS: never registered).
+struct ViewerSocket<T>(Rc<Chunked<T>>);
+
+impl<T: Transport> crate::sendpass::RawSocket for ViewerSocket<T> {
+    fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.0.inner_socket_fd().unwrap_or(-1)
+    }
 }
 
 /// Counts bytes sent to `viewer` (its client record and the node's total), for the writer.

@@ -26,7 +26,8 @@ use crate::queue::SubscriberQueue;
 pub enum WindowSend {
     /// Each player's writer task, woken at the tick.
     Writer,
-    /// The core's tick, one io_uring submission for all its plain RTMP players (the default:
+    /// The core's tick, one io_uring submission for all its plain RTMP players and HTTP-FLV
+    /// viewers (these framed as chunks; the default:
     /// BENCHMARKS.md "Wave 6").
     #[default]
     Uring,
@@ -95,7 +96,10 @@ pub fn pass() {
         if !ANNOUNCED.replace(true) {
             tracing::info!("tick pass writing players' windows");
         }
-        let sends: Vec<PlayerSend<'_>> = due.iter().map(|p| (&*p.queue, p.target.fd)).collect();
+        let sends: Vec<PlayerSend<'_>> = due
+            .iter()
+            .map(|p| (&*p.queue, p.target.fd, p.target.framing.as_deref()))
+            .collect();
         let results = submit(&sends);
         for (p, n) in due.iter().zip(results) {
             // Negative (full, failed) is left to the writer, which meets it again.
