@@ -336,12 +336,23 @@ pub(super) fn start_publish(s: &mut Session, stream: MessageStreamId, key: Strin
 }
 
 /// How long a publish of a live name waits for that name to be freed before it is refused.
-/// A live publisher's reads are paced by the flush tick, so its hang-up is seen up to a tick
-/// (two when its last bytes and the end came in one tick) after it happens; an encoder that
+/// A live publisher's reads are paced, by the flush tick or, while nobody watches it, by
+/// `stream.unwatched_read_ms` ([`super::pace`]), so its hang-up is seen up to a pace (two
+/// when its last bytes and the end came in one read) after it happens; an encoder that
 /// reconnects at once must not be refused in that window.
 fn reconnect_grace(s: &Session) -> std::time::Duration {
-    let tick = std::time::Duration::from_millis(s.ctx.config().player.merge_window_ms);
-    (tick * 3).max(std::time::Duration::from_millis(100))
+    let config = s.ctx.config();
+    reconnect_grace_for(
+        config.player.merge_window_ms,
+        config.stream.unwatched_read_ms,
+    )
+}
+
+/// [`reconnect_grace`] for a merge window and an unwatched publisher's pace, both in ms:
+/// three of the longer pace, at least 100 ms.
+fn reconnect_grace_for(merge_window_ms: u64, unwatched_read_ms: u64) -> std::time::Duration {
+    let pace = merge_window_ms.max(unwatched_read_ms);
+    std::time::Duration::from_millis(pace * 3).max(std::time::Duration::from_millis(100))
 }
 
 /// A publish waiting for its name to be freed.
@@ -594,4 +605,21 @@ fn fc_status(s: &Session, name: &str, code: &str, description: String) {
             )],
         ),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::reconnect_grace_for;
+
+    #[test]
+    fn the_reconnect_grace_covers_the_longest_pace_a_hang_up_may_wait() {
+        // An unwatched publisher (read every 250 ms) sees its hang-up up to two reads late.
+        assert_eq!(reconnect_grace_for(100, 250), Duration::from_millis(750));
+        assert_eq!(reconnect_grace_for(333, 250), Duration::from_millis(999));
+        // Read as watched: the window's pace; never under 100 ms.
+        assert_eq!(reconnect_grace_for(100, 0), Duration::from_millis(300));
+        assert_eq!(reconnect_grace_for(0, 0), Duration::from_millis(100));
+    }
 }
