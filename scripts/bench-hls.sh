@@ -102,7 +102,8 @@ CONF
 }
 
 start_nginx() { # rtmp-port http-port
-  local dir="$PWD/$OUT/nginx"
+  local dir="$OUT/nginx"
+  case $dir in /*) ;; *) dir="$PWD/$dir" ;; esac
   rm -rf "$dir"; mkdir -p "$dir/logs" "$dir/hls"
   # One worker for RTMP and HTTP; HLS fragments of one GOP (what Corecast cuts too), the
   # files served from disk with sendfile.
