@@ -37,7 +37,7 @@ use mio::{Events, Interest, Poll, Token};
 use crate::flv::FlvWalker;
 use crate::hls::{Action, Fetch, HlsViewer};
 use crate::http::{self, Part, ResponseDecoder};
-use crate::reactor::{connect_time, io_label, read, ThreadPlan, HOUSEKEEPING};
+use crate::reactor::{connect_due, connect_time, io_label, read, ThreadPlan, HOUSEKEEPING};
 use crate::summary::PlayerRecord;
 use crate::url::HttpTarget;
 
@@ -98,7 +98,9 @@ pub fn run(plan: &ThreadPlan<HttpPlayers>) -> io::Result<Vec<PlayerRecord>> {
         if now >= plan.end {
             break;
         }
-        connect_due(&poll, plan, &mut players, &mut records, now);
+        connect_due(plan, &mut players, &mut records, now, |slot| {
+            open(&poll, plan, slot, now)
+        });
         if now >= next_housekeeping {
             next_housekeeping = now + HOUSEKEEPING;
             housekeeping(plan, &mut poll, &mut players, &mut records, now);
@@ -186,27 +188,6 @@ fn close(player: Player, error: Option<&'static str>, start: Instant) -> PlayerR
     record.finish(counted, start.elapsed());
     record.error = error;
     record
-}
-
-/// Starts the connects that are due by `now`; a connect that fails at once is recorded.
-fn connect_due(
-    poll: &Poll,
-    plan: &ThreadPlan<HttpPlayers>,
-    players: &mut Vec<Option<Player>>,
-    records: &mut [Option<PlayerRecord>],
-    now: Instant,
-) {
-    while players.len() < plan.players.len() && now >= connect_time(plan, players.len()) {
-        let slot = players.len();
-        match open(poll, plan, slot, now) {
-            Ok(player) => players.push(Some(player)),
-            Err(e) => {
-                let started = now.duration_since(plan.start);
-                records[slot] = Some(PlayerRecord::failed(io_label(&e), started));
-                players.push(None);
-            }
-        }
-    }
 }
 
 /// Starts the TCP connect of the `slot`-th player; its first request waits in `out`.

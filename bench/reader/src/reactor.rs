@@ -98,7 +98,9 @@ pub fn run(plan: &ThreadPlan<Target>) -> io::Result<Vec<PlayerRecord>> {
         if now >= plan.end {
             break;
         }
-        connect_due(&poll, plan, &mut players, &mut records, now);
+        connect_due(plan, &mut players, &mut records, now, |slot| {
+            open(&poll, plan, slot, now)
+        });
         if now >= next_housekeeping {
             next_housekeeping = now + HOUSEKEEPING;
             housekeeping(plan, &mut players, &mut records, now);
@@ -153,17 +155,19 @@ fn close(player: Player, error: Option<&'static str>, start: Instant) -> PlayerR
     record
 }
 
-/// Starts the connects that are due by `now`; a connect that fails at once is recorded.
-fn connect_due(
-    poll: &Poll,
-    plan: &ThreadPlan<Target>,
-    players: &mut Vec<Option<Player>>,
+/// Starts the connects that are due by `now` (`open` starts the `slot`-th player's); a
+/// connect that fails at once is recorded. Both loops' (RTMP here, HTTP in
+/// [`crate::http_reactor`]).
+pub fn connect_due<T, P>(
+    plan: &ThreadPlan<T>,
+    players: &mut Vec<Option<P>>,
     records: &mut [Option<PlayerRecord>],
     now: Instant,
+    mut open: impl FnMut(usize) -> io::Result<P>,
 ) {
     while players.len() < plan.players.len() && now >= connect_time(plan, players.len()) {
         let slot = players.len();
-        match open(poll, plan, slot, now) {
+        match open(slot) {
             Ok(player) => players.push(Some(player)),
             Err(e) => {
                 let started = now.duration_since(plan.start);
