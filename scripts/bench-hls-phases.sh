@@ -7,11 +7,16 @@
 #
 # One fresh server per invocation (started as scripts/bench-hls.sh starts it), the harness
 # publishing (`corecast-loadtest publish`, KBPS), the viewers started once the playlist lists a
-# segment. MODE=phases (default) as above; MODE=strace: `strace -c -f` over the ramp instead.
+# segment. MODE=phases (default) as above; MODE=strace: `strace -c -f` over the ramp instead;
+# MODE=record: `perf record -g` over the ramp instead (a profile of the viewers' starts).
+# MODE=memory: the server's resident memory before the viewers and RAMP_SECS + 3 s after they
+# start, per viewer (it includes what the stream itself grew meanwhile: run N=1 to see that).
+# AFTER=S starts the strace or the profile S seconds after the viewers (RAMP_SECS long): the
+# steady state's with AFTER=6.
 #
 # Usage: scripts/bench-hls-phases.sh corecast|nginx [N]
 # Environment: KIND (hls | flv | rtmp; flv and rtmp for corecast only), RAMP (200),
-# RAMP_SECS (5), STEADY_SECS (8), DURATION (reader seconds, 20), KBPS (1000), GOP_FRAMES (60),
+# RAMP_SECS (5), STEADY_SECS (8), AFTER (0), DURATION (reader seconds, 20), KBPS (1000), GOP_FRAMES (60),
 # PART_MS (200), CORES (0), BIN (release binaries, target/release), CORECAST (the node binary,
 # default $BIN/corecast), OUT (target/bench-hls-phases). Needs perf (MODE=phases) or strace.
 set -euo pipefail
@@ -22,7 +27,7 @@ server=${1:?usage: bench-hls-phases.sh corecast|nginx [N]}
 n=${2:-1000}
 KIND=${KIND:-hls}; RAMP=${RAMP:-200}; RAMP_SECS=${RAMP_SECS:-5}; STEADY_SECS=${STEADY_SECS:-8}
 DURATION=${DURATION:-20}; KBPS=${KBPS:-1000}; GOP_FRAMES=${GOP_FRAMES:-60}
-PART_MS=${PART_MS:-200}; CORES=${CORES:-0}; MODE=${MODE:-phases}
+PART_MS=${PART_MS:-200}; CORES=${CORES:-0}; MODE=${MODE:-phases}; AFTER=${AFTER:-0}
 BIN=${BIN:-target/release}; CORECAST=${CORECAST:-$BIN/corecast}
 OUT=${OUT:-target/bench-hls-phases}
 mkdir -p "$OUT"
@@ -61,22 +66,32 @@ pids=$pid
 [ "$server" = nginx ] && pids="$pid $(pgrep -P "$pid" | tr '\n' ' ')"
 list_pids=$(echo $pids | tr ' ' ',')
 label="$OUT/$server-$KIND-$n"
+# Resident KiB of the server's processes (nginx: master and workers).
+rss() { local t=0 p; for p in $pids; do t=$((t + $(awk '/^VmRSS/{print $2}' "/proc/$p/status"))); done; echo $t; }
 stat() { perf stat -e task-clock,context-switches -p "$list_pids" -o "$label.$1" -- sleep "$2" 2>/dev/null; }
 if [ "$MODE" = strace ]; then
   # shellcheck disable=SC2046
-  timeout -s INT "$RAMP_SECS" strace -c -f $(printf -- '-p %s ' $pids) -o "$label.strace" 2>/dev/null &
+  ( sleep "$AFTER"
+    timeout -s INT "$RAMP_SECS" strace -c -f $(printf -- '-p %s ' $pids) -o "$label.strace" 2>/dev/null ) &
+elif [ "$MODE" = memory ]; then
+  rss > "$label.rss"
+elif [ "$MODE" = record ]; then
+  ( sleep "$AFTER"
+    perf record -q -F 2999 -g -p "$list_pids" -o "$label.perf" -- sleep "$RAMP_SECS" 2>/dev/null ) &
 else
   stat ramp "$RAMP_SECS" &
 fi
 timeout $((DURATION + 60)) "$BIN/corecast-reader" "$url" -n "$n" --duration-secs "$DURATION" \
   --ramp "$RAMP" --setup-timeout-secs 15 --json "$label.json" >/dev/null 2>"$label.err" &
 reader=$!
-if [ "$MODE" != strace ]; then
+if [ "$MODE" = phases ]; then
   sleep $((RAMP_SECS + 1)); stat steady "$STEADY_SECS"
+elif [ "$MODE" = memory ]; then
+  sleep $((RAMP_SECS + 3)); rss >> "$label.rss"
 fi
 wait $reader || true
 wait
-[ "$MODE" != strace ] && { sleep 0.5; stat end 2; }
+[ "$MODE" = phases ] && { sleep 0.5; stat end 2; }
 python3 - "$label" "$MODE" <<'PY'
 import json, re, sys
 label, mode = sys.argv[1:]
@@ -84,6 +99,13 @@ r = json.load(open(label + ".json"))
 print(f"{label}: {r['players'] - r['failed']}/{r['players']} viewers played, {r['bytes']/1e9:.3f} GB counted")
 if mode == "strace":
     print(open(label + ".strace").read())
+elif mode == "memory":
+    before, during = (int(x) for x in open(label + ".rss").read().split())
+    n = r["players"]
+    print(f"  resident: {before} KiB before the viewers, {during} KiB with them: "
+          f"{(during - before) / n:.1f} KiB per viewer")
+elif mode == "record":
+    print(f"perf report -i {label}.perf --no-children --sort symbol")
 else:
     for phase in ("ramp", "steady", "end"):
         text = open(f"{label}.{phase}").read()

@@ -87,8 +87,10 @@ cpu_of() {
 
 start_corecast() { # rtmp-port http-port
   cat >"$OUT/corecast.toml" <<CONF
+${PIN_CORES:+[node]
+pin_cores = $PIN_CORES}
 [http]
-max_connections_per_core = 1024
+max_connections_per_core = 2048
 ${READ_BATCH_MS:+read_batch_ms = $READ_BATCH_MS}
 ${FAST_LANE:+fast_lane = $FAST_LANE}
 [hls]

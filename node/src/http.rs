@@ -68,7 +68,10 @@ pub async fn serve(ctx: Rc<CoreContext>, listener: TcpListener, tls: Option<Curr
             match server {
                 None => serve_connection(ctx, stream, peer, permit, max).await,
                 Some(server) => {
-                    if let Some(stream) = tls_handshake(&ctx, stream, peer, server, "https").await {
+                    // Boxed: the handshake's state (kilobytes) is not carried for the life
+                    // of every connection's task, plain ones included.
+                    let handshake = Box::pin(tls_handshake(&ctx, stream, peer, server, "https"));
+                    if let Some(stream) = handshake.await {
                         serve_connection(ctx, stream, peer, permit, max).await;
                     }
                 }

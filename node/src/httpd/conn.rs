@@ -145,6 +145,25 @@ pub async fn serve<H>(
             }
         }
     }
+    // Boxed: a connection the fast lane keeps (a plain HLS viewer, most of a node's
+    // connections) does not carry hyper's connection state in its task.
+    Box::pin(on_hyper(ctx, io, deadlines, slots, peer, port, handler)).await;
+}
+
+/// The rest of a connection's life on hyper: from its first byte, or from where the fast lane
+/// handed it over.
+async fn on_hyper<H>(
+    ctx: &Rc<CoreContext>,
+    io: Io,
+    deadlines: Rc<Deadlines>,
+    slots: Rc<Slots>,
+    peer: SocketAddr,
+    port: Port,
+    handler: H,
+) where
+    H: Fn(Request) -> Reply + 'static,
+{
+    let limits = port.limits;
     let handed_off: Rc<Cell<bool>> = Rc::default();
     let service = Service(Rc::new(Shared {
         handler,

@@ -10,8 +10,11 @@
 //! `sendfile`), the same [`Watchdog`] is polled beside it, and the phases move as hyper's
 //! service moves them (a parsed head starts [`Phase::Request`]; once the answer is handed to
 //! the socket the connection is idle, writing it out under `idle_timeout`). Per request: no
-//! allocation (the head is written into a buffer the connection keeps; the body is the
-//! object's shared `Bytes`), no `HeaderMap`, no boxed future.
+//! allocation (the read buffer comes from the core's pool and goes back to it once the
+//! request is answered, so a connection between requests holds none; the head is written into
+//! a buffer the connection keeps; the body is the object's shared `Bytes`), no `HeaderMap`, no
+//! boxed future. hyper's part of the connection is boxed ([`super::conn`]), so a connection
+//! the lane keeps carries none of hyper's state.
 
 use std::cell::RefCell;
 use std::future::{poll_fn, Future};
@@ -130,7 +133,15 @@ async fn serve(
                 }
             }
             Head::Partial => {
-                let read = poll_fn(|cx| io.poll_read_into(cx, buf.spare())).await;
+                let read = poll_fn(|cx| {
+                    let polled = io.poll_read_into(cx, buf.spare());
+                    if polled.is_pending() {
+                        // Between requests a connection waits holding no read buffer.
+                        buf.release_if_empty();
+                    }
+                    polled
+                })
+                .await;
                 match read {
                     Ok(0) if buf.pending().is_empty() => return Outcome::Closed,
                     // Cut off in a head: hyper says how (as it would have).

@@ -95,18 +95,35 @@ fn lane_header(header: &httparse::Header<'_>) -> bool {
 }
 
 /// One connection's read buffer: bytes read and not yet taken by an answered head.
+///
+/// Its storage is held only while it has bytes or a read is being tried: a connection between
+/// requests (most of a plain HLS viewer's life) holds none. Storage comes from, and goes back
+/// to, a small per-core pool of [`LANE_BUFFER`]-sized buffers, so a request costs no
+/// allocation and no zeroing, and a thousand idle viewers hold no read buffers at all (nginx
+/// frees a keep-alive connection's buffer the same way).
 #[derive(Debug)]
 pub struct LaneBuf {
-    buf: Box<[u8]>,
+    buf: Option<Box<[u8]>>,
+    capacity: usize,
     start: usize,
     end: usize,
 }
 
+/// Buffers a core's pool keeps for reuse (more are freed): the reads in flight at once on a
+/// core are about as many as the requests one wake-up serves.
+const POOL_MAX: usize = 64;
+
+thread_local! {
+    /// Free [`LANE_BUFFER`]-sized buffers of this core's connections.
+    static POOL: std::cell::RefCell<Vec<Box<[u8]>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 impl LaneBuf {
-    /// An empty buffer of `capacity` bytes.
+    /// An empty buffer of `capacity` bytes (no storage yet).
     pub fn new(capacity: usize) -> LaneBuf {
         LaneBuf {
-            buf: vec![0; capacity].into_boxed_slice(),
+            buf: None,
+            capacity,
             start: 0,
             end: 0,
         }
@@ -114,37 +131,86 @@ impl LaneBuf {
 
     /// What it holds.
     pub fn capacity(&self) -> usize {
-        self.buf.len()
+        self.capacity
+    }
+
+    /// Whether it has storage now (for tests and the memory figures).
+    pub fn holds_storage(&self) -> bool {
+        self.buf.is_some()
     }
 
     /// The bytes read and not yet taken.
     pub fn pending(&self) -> &[u8] {
-        &self.buf[self.start..self.end]
+        self.buf
+            .as_deref()
+            .map_or(&[], |b| &b[self.start..self.end])
     }
 
     /// Where the next read goes (the pending bytes moved to the front first); empty when full.
     pub fn spare(&mut self) -> &mut [u8] {
+        let capacity = self.capacity;
+        let buf = self.buf.get_or_insert_with(|| take(capacity));
         if self.start > 0 {
-            self.buf.copy_within(self.start..self.end, 0);
+            buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
         }
-        &mut self.buf[self.end..]
+        &mut buf[self.end..]
     }
 
     /// `n` bytes were read into [`LaneBuf::spare`].
     pub fn filled(&mut self, n: usize) {
-        self.end = (self.end + n).min(self.buf.len());
+        self.end = (self.end + n).min(self.capacity);
     }
 
     /// The first `n` pending bytes were answered.
     pub fn consume(&mut self, n: usize) {
         self.start = (self.start + n).min(self.end);
+        self.release_if_empty();
+    }
+
+    /// Gives the storage back when nothing is pending (a read found nothing, or every byte was
+    /// answered): the connection waits for its next request holding none.
+    pub fn release_if_empty(&mut self) {
+        if self.start == self.end {
+            (self.start, self.end) = (0, 0);
+            if let Some(buf) = self.buf.take() {
+                give(buf);
+            }
+        }
     }
 
     /// The pending bytes, for hyper to read first.
     pub fn into_rest(self) -> Bytes {
         Bytes::copy_from_slice(self.pending())
+    }
+}
+
+impl Drop for LaneBuf {
+    fn drop(&mut self) {
+        if let Some(buf) = self.buf.take() {
+            give(buf);
+        }
+    }
+}
+
+/// A buffer of `capacity` bytes, from the core's pool when it has one of that size.
+fn take(capacity: usize) -> Box<[u8]> {
+    let pooled = match capacity {
+        LANE_BUFFER => POOL.with_borrow_mut(Vec::pop),
+        _ => None,
+    };
+    pooled.unwrap_or_else(|| vec![0; capacity].into_boxed_slice())
+}
+
+/// Keeps `buf` in the core's pool for the next read (or frees it).
+fn give(buf: Box<[u8]>) {
+    if buf.len() == LANE_BUFFER {
+        POOL.with_borrow_mut(|pool| {
+            if pool.len() < POOL_MAX {
+                pool.push(buf);
+            }
+        });
     }
 }
 
@@ -268,6 +334,30 @@ mod tests {
         assert_eq!(buf.spare().len(), 5, "moved to the front");
         assert_eq!(buf.pending(), b"cde");
         assert_eq!(&buf.into_rest()[..], b"cde");
+    }
+
+    #[test]
+    fn the_buffer_holds_storage_only_while_it_has_bytes() {
+        let mut buf = LaneBuf::new(LANE_BUFFER);
+        assert!(!buf.holds_storage(), "a new connection holds no buffer");
+        buf.spare()[..4].copy_from_slice(b"GET ");
+        buf.filled(4);
+        buf.consume(2);
+        assert!(buf.holds_storage(), "bytes still pending");
+        buf.release_if_empty();
+        assert_eq!(buf.pending(), b"T ", "kept while bytes are pending");
+        buf.consume(2);
+        assert!(!buf.holds_storage(), "given back once every byte was taken");
+        // A read that found nothing gives it back too.
+        let _ = buf.spare();
+        assert!(buf.holds_storage());
+        buf.release_if_empty();
+        assert!(!buf.holds_storage());
+        assert_eq!(buf.pending(), b"");
+        // The storage comes back from the core's pool: the bytes of the last use are not
+        // seen as pending.
+        assert_eq!(buf.spare().len(), LANE_BUFFER);
+        assert_eq!(buf.pending(), b"");
     }
 
     /// A valid lane request, with some harmless headers.
