@@ -10,6 +10,9 @@
 //!   that bytes came, and can set `TCP_QUICKACK` again (RTMPT: see [`Io::new`]).
 //! - On a busy core, plain reads that find nothing wait in the core's read hub
 //!   ([`super::hub`], `http.read_batch_ms`) instead of glommio's readiness: see [`Io::with_hub`].
+//!   A connection's first requests there are still read through glommio, one byte from it and
+//!   the rest with `recv`, so that glommio leaves no readiness poll armed behind them
+//!   ([`poll_read_warm_up`]).
 //! - *Writes* are vectored: hyper's queued write strategy gives the response head and each
 //!   body chunk as its own slice, and `corecast_transport::poll_write_vectored` sends them in
 //!   one `sendmsg`.
@@ -182,8 +185,10 @@ impl Io {
         dst: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         let hub = self.member.as_ref().and_then(|m| m.poll_read(cx, dst));
+        let busy = self.member.as_ref().is_some_and(Member::core_busy);
         let polled = match (&mut self.stream, hub) {
             (_, Some(polled)) => polled,
+            (Stream::Tcp(stream), None) if busy => poll_read_warm_up(stream, cx, dst),
             (Stream::Tcp(stream), None) => Pin::new(stream).poll_read(cx, dst),
             (Stream::Tls(stream), None) => stream.poll_read(cx, dst),
         };
@@ -227,6 +232,30 @@ impl Io {
             Poll::Pending => self.deadlines.on_write(Instant::now(), false),
             _ => {}
         }
+    }
+}
+
+/// A read through glommio of a connection whose later reads wait in the busy core's read hub
+/// (its first requests, [`super::readiness::WARM_UP_REQUESTS`]). glommio is asked for one
+/// byte and the rest is read with `recv`: glommio 0.9 arms a readiness poll (`POLL_ADD`) after
+/// every read that came back short, for the read after it, and here that read waits in the hub
+/// instead, so the poll would stay in flight and complete at the viewer's next request, waking
+/// the core for nobody. A read that fills its buffer arms none.
+fn poll_read_warm_up(
+    stream: &mut TcpStream,
+    cx: &mut Context<'_>,
+    dst: &mut [u8],
+) -> Poll<io::Result<usize>> {
+    if dst.len() < 2 {
+        return Pin::new(stream).poll_read(cx, dst);
+    }
+    match Pin::new(&mut *stream).poll_read(cx, &mut dst[..1]) {
+        // Whatever else came (nothing, or an error the next read will meet) is read after.
+        Poll::Ready(Ok(1)) => {
+            let rest = socket::recv_nonblocking(stream, &mut dst[1..]).unwrap_or(0);
+            Poll::Ready(Ok(1 + rest))
+        }
+        other => other,
     }
 }
 
