@@ -53,28 +53,18 @@ case $server/$KIND in
   *) echo "bench-hls-phases: KIND=$KIND is for corecast only" >&2; exit 1 ;;
 esac
 [ "$server" = corecast ] && list=${list:-http://127.0.0.1:$http/hls/live/bench/plain.m3u8}
-python3 - "$list" <<'PY' || { echo "bench-hls-phases: no segment listed in 15 s" >&2; exit 1; }
-import sys, time, urllib.request
-for _ in range(150):
-    try:
-        if b"#EXTINF" in urllib.request.urlopen(sys.argv[1], timeout=1).read(): sys.exit(0)
-    except Exception: pass
-    time.sleep(0.1)
-sys.exit(1)
-PY
+wait_segment "$list" || exit 1
 pids=$pid
 [ "$server" = nginx ] && pids="$pid $(pgrep -P "$pid" | tr '\n' ' ')"
 list_pids=$(echo $pids | tr ' ' ',')
 label="$OUT/$server-$KIND-$n"
-# Resident KiB of the server's processes (nginx: master and workers).
-rss() { local t=0 p; for p in $pids; do t=$((t + $(awk '/^VmRSS/{print $2}' "/proc/$p/status"))); done; echo $t; }
 stat() { perf stat -e task-clock,context-switches -p "$list_pids" -o "$label.$1" -- sleep "$2" 2>/dev/null; }
 if [ "$MODE" = strace ]; then
   # shellcheck disable=SC2046
   ( sleep "$AFTER"
     timeout -s INT "$RAMP_SECS" strace -c -f $(printf -- '-p %s ' $pids) -o "$label.strace" 2>/dev/null ) &
 elif [ "$MODE" = memory ]; then
-  rss > "$label.rss"
+  rss_of "$pid" > "$label.rss"
 elif [ "$MODE" = record ]; then
   ( sleep "$AFTER"
     perf record -q -F 2999 -g -p "$list_pids" -o "$label.perf" -- sleep "$RAMP_SECS" 2>/dev/null ) &
@@ -87,7 +77,7 @@ reader=$!
 if [ "$MODE" = phases ]; then
   sleep $((RAMP_SECS + 1)); stat steady "$STEADY_SECS"
 elif [ "$MODE" = memory ]; then
-  sleep $((RAMP_SECS + 3)); rss >> "$label.rss"
+  sleep $((RAMP_SECS + 3)); rss_of "$pid" >> "$label.rss"
 fi
 wait $reader || true
 wait

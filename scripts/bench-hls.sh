@@ -200,8 +200,9 @@ run_reader() { # label server(corecast|nginx) url-template n
   # frame, empty until the first segment is cut; nginx-rtmp's from its first fragment): FLV
   # viewers are not answered 404, and no HLS viewer spends the measured window retrying 404s
   # or waiting for a first segment, on either server.
-  if [ "$server" = corecast ]; then wait_segment "http://127.0.0.1:$http/hls/live/bench/plain.m3u8"
-  else wait_segment "http://127.0.0.1:$http/hls/bench.m3u8"; fi
+  # (A run without one goes on: its viewers' failures show in its row.)
+  if [ "$server" = corecast ]; then wait_segment "http://127.0.0.1:$http/hls/live/bench/plain.m3u8" || true
+  else wait_segment "http://127.0.0.1:$http/hls/bench.m3u8" || true; fi
   url=${template//RTMP/$rtmp}; url=${url//HTTP/$http}
   cpu0=$(cpu_of "$pid")
   timeout $((DURATION + 60)) "$BIN/corecast-reader" "$url" -n "$n" --duration-secs "$DURATION" \
@@ -213,19 +214,6 @@ run_reader() { # label server(corecast|nginx) url-template n
   local viewer=rtmp
   case $url in *.m3u8) viewer=hls-plain ;; *.flv) viewer=flv ;; esac
   row "$label" "$server" "$viewer" "$n" "$cpu0" "$cpu1" "$json" "reader"
-}
-
-# Waits up to 15 s for the playlist at $1 to list a segment.
-wait_segment() {
-  python3 - "$1" <<'PY' || echo "bench-hls: no segment at $1 in 15 s" >&2
-import sys, time, urllib.request
-for _ in range(150):
-    try:
-        if b"#EXTINF" in urllib.request.urlopen(sys.argv[1], timeout=1).read(): sys.exit(0)
-    except Exception: pass
-    time.sleep(0.1)
-sys.exit(1)
-PY
 }
 
 row() { # label server viewer n cpu0 cpu1 json reader

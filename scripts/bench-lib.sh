@@ -26,6 +26,21 @@ cpu_of() {
   python3 -c "print($total / $tck)"
 }
 
+# Waits up to 15 s for the HLS playlist at $1 to list a segment; fails (with a line) if not.
+wait_segment() {
+  python3 - "$1" <<'PY' && return 0
+import sys, time, urllib.request
+for _ in range(150):
+    try:
+        if b"#EXTINF" in urllib.request.urlopen(sys.argv[1], timeout=1).read(): sys.exit(0)
+    except Exception: pass
+    time.sleep(0.1)
+sys.exit(1)
+PY
+  echo "$(basename "$0"): no segment at $1 in 15 s" >&2
+  return 1
+}
+
 # Sum of RSS (KiB) over a process and its children.
 rss_of() {
   local total=0

@@ -134,8 +134,9 @@ impl LaneBuf {
         self.capacity
     }
 
-    /// Whether it has storage now (for tests and the memory figures).
-    pub fn holds_storage(&self) -> bool {
+    /// Whether it has storage now.
+    #[cfg(test)]
+    fn holds_storage(&self) -> bool {
         self.buf.is_some()
     }
 
