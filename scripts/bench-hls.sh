@@ -29,7 +29,8 @@
 #
 # Environment: DURATION (15 s per run), KBPS (1000), GOP_FRAMES (60), PART_MS (200),
 # LAT_VIEWERS (20), PLAIN_VIEWERS (1000), FLV_VIEWERS (500), CORES (Corecast executors, 0 =
-# all CPUs), RUNS ("latency plain ll-vs-plain flv-vs-rtmp"), READER (0), READ_BATCH_MS
+# all CPUs), NGINX_WORKERS (1; Debian's own nginx.conf has `auto`, one per CPU), RUNS
+# ("latency plain ll-vs-plain flv-vs-rtmp"), READER (0), READ_BATCH_MS
 # (unset: the node's default; set, it goes in [http] as read_batch_ms: 0 turns the busy
 # core's read hub off, for an A/B on one build; older builds refuse it), FAST_LANE (unset:
 # the default; true|false goes in [http] as fast_lane: an A/B of the plain-HLS fast lane on
@@ -107,14 +108,15 @@ start_nginx() { # rtmp-port http-port
   local dir="$OUT/nginx"
   case $dir in /*) ;; *) dir="$PWD/$dir" ;; esac
   rm -rf "$dir"; mkdir -p "$dir/logs" "$dir/hls"
-  # One worker for RTMP and HTTP; HLS fragments of one GOP (what Corecast cuts too), the
-  # files served from disk with sendfile.
+  # NGINX_WORKERS workers (1: one for RTMP and HTTP) serving the files from disk with
+  # sendfile; HLS fragments of one GOP (what Corecast cuts too). With more than one, the
+  # publisher lands on one worker, which writes the files, and every worker serves them.
   local fragment_ms=$((GOP_FRAMES * 1000 / 30))
   cat >"$dir/nginx.conf" <<CONF
 load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
 daemon off;
 master_process on;
-worker_processes 1;
+worker_processes ${NGINX_WORKERS:-1};
 worker_rlimit_nofile 20000;
 error_log $dir/logs/error.log warn;
 pid $dir/nginx.pid;
@@ -288,16 +290,18 @@ for run in $RUNS; do
   esac
 done
 
-python3 - "$OUT/rows.jsonl" "$DURATION" "$KBPS" "$PART_MS" "$GOP_FRAMES" >"$OUT/summary.md" <<'PY'
+python3 - "$OUT/rows.jsonl" "$DURATION" "$KBPS" "$PART_MS" "$GOP_FRAMES" "$CORES" \
+  "${NGINX_WORKERS:-1}" >"$OUT/summary.md" <<'PY'
 import json, sys
 rows = {r["run"]: r for r in (json.loads(l) for l in open(sys.argv[1]) if l.strip())}
-duration, kbps, part, gop = sys.argv[2:]
+duration, kbps, part, gop, cores, workers = sys.argv[2:]
 def f(v, d=1):
     return "-" if v is None else (f"{v:.{d}f}" if isinstance(v, float) else str(v))
 print(f"{duration} s per run, stream {kbps} kbit/s, key frame every {gop} frames at 30 fps, "
       f"LL-HLS parts {part} ms. Harness viewers, and bench/reader's epoll players where the "
       f"viewer says (reader); CPU = the server's utime+stime. MB per viewer: bytes counted over "
-      f"the viewers that got a frame (harness: every body; reader: see bench/reader).\n")
+      f"the viewers that got a frame (harness: every body; reader: see bench/reader). Corecast "
+      f"cores: {'all CPUs' if cores == '0' else cores}; nginx workers: {workers}.\n")
 print("| run | server | viewer | viewers | connected | got a frame | TTFF p50/p99 ms | latency p50/p99 ms (samples) | stalls (viewers) | req/s per viewer | MB per viewer | Mbit/s | server CPU-s | CPU-s/GB |")
 print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for r in rows.values():
