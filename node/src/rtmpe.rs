@@ -138,6 +138,10 @@ impl<T: Transport> Transport for RtmpeTransport<T> {
         Ok(n)
     }
 
+    fn receive_buffer_bytes(&self) -> Option<usize> {
+        self.inner.receive_buffer_bytes()
+    }
+
     fn try_write_vectored(&self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
         if !self.armed() {
             let n = self.inner.try_write_vectored(slices)?;

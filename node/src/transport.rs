@@ -25,8 +25,8 @@ pub trait Transport {
         -> impl std::future::Future<Output = io::Result<usize>>;
     /// Reads whatever is already waiting, without blocking and without arming a wake-up
     /// (at most [`TRY_READ_MAX`] bytes); Ok(0) at end of stream, Err(WouldBlock) when nothing
-    /// waits. A pipe that cannot (TLS, the HTTP tunnel) always answers WouldBlock, and the
-    /// caller falls back to [`Transport::read_into`].
+    /// waits. A pipe that cannot (the HTTP tunnel, whose input waits in memory anyway)
+    /// always answers WouldBlock, and the caller falls back to [`Transport::read_into`].
     fn try_read_into(&self, _buf: &mut BytesMut) -> io::Result<usize> {
         Err(io::ErrorKind::WouldBlock.into())
     }
@@ -54,6 +54,12 @@ pub trait Transport {
     /// The plain socket under the pipe, where bytes written to it go out unchanged (TCP
     /// only): the zero-delay send pass ([`crate::sendpass`]) writes it directly.
     fn plain_socket_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
+    /// The kernel's receive buffer of the socket under the pipe (`SO_RCVBUF`), where there
+    /// is one: a publisher read at a pace learns from it whether its reads keep the TCP
+    /// window open ([`crate::session::pace`]).
+    fn receive_buffer_bytes(&self) -> Option<usize> {
         None
     }
     /// Closes the write side.
@@ -184,6 +190,10 @@ impl Transport for TcpTransport {
 
     fn set_send_buffer_size(&self, bytes: usize) -> io::Result<()> {
         socket::set_send_buffer_size(&*self.stream.borrow(), bytes)
+    }
+
+    fn receive_buffer_bytes(&self) -> Option<usize> {
+        socket::receive_buffer_size(&*self.stream.borrow()).ok()
     }
 
     fn plain_socket_fd(&self) -> Option<std::os::fd::RawFd> {

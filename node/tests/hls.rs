@@ -301,7 +301,7 @@ fn segment_is_its_parts(config: &str, in_memfds: bool) {
     let dir = tempfile::tempdir().expect("temp dir");
     let node = Node::start(2, config, dir.path());
     // Noise keeps segments well over what is sent with sendfile (64 KiB).
-    let source = noise_flv(dir.path(), "noise.flv", 20, 25);
+    let source = support::media::noise_flv(dir.path(), "noise.flv", 20, 25);
     let publisher = publish(&source, &node.url("live/whole"));
     let playlist = live_playlist(&node, "/hls/live/whole/index.m3u8", 2);
     let segment = playlist
@@ -366,33 +366,7 @@ fn accounted(node: &Node) -> f64 {
 /// 120 s of noise with a keyframe every 3 s (longer than a 1 s segment target), about
 /// 100 MB (some 860 KB a second).
 fn long_gop_flv(dir: &std::path::Path) -> std::path::PathBuf {
-    noise_flv(dir, "long-gop.flv", 120, 75)
-}
-
-/// `seconds` of 320x180 noise at 25 fps, H.264 at CRF 16 with a keyframe every `gop` frames
-/// (about 860 KB a second: segments well over what is sent with sendfile), as FLV in `dir`.
-fn noise_flv(dir: &std::path::Path, name: &str, seconds: u32, gop: u32) -> std::path::PathBuf {
-    let source = dir.join(name);
-    let made = output_with_deadline(
-        Command::new("ffmpeg")
-            .args([
-                "-hide_banner",
-                "-loglevel",
-                "error",
-                "-y",
-                "-f",
-                "lavfi",
-                "-i",
-            ])
-            .arg("testsrc=size=320x180:rate=25,noise=alls=60:allf=t")
-            .args(["-t", &seconds.to_string()])
-            .args(["-c:v", "libx264", "-preset", "ultrafast", "-crf", "16"])
-            .args(["-g", &gop.to_string(), "-pix_fmt", "yuv420p", "-f", "flv"])
-            .arg(&source),
-        Duration::from_secs(60 + 2 * u64::from(seconds)),
-    );
-    assert!(made.status.success(), "ffmpeg could not make the source");
-    source
+    support::media::noise_flv(dir, "long-gop.flv", 120, 75)
 }
 
 /// `ffmpeg -readrate 8 -i source -c copy -f flv url` in the background.
@@ -1035,7 +1009,7 @@ fn a_busy_core_serves_whole_segments_to_slow_viewers_through_its_read_hub() {
     let node = Node::start(1, "[http]\nread_batch_ms = 10\n", dir.path());
     // 6 s segments of ~860 KB a second: more than a socket's send buffer grows to (4 MiB),
     // so a viewer that stalls makes the node's sendfile find the socket full.
-    let source = noise_flv(dir.path(), "noise.flv", 40, 150);
+    let source = support::media::noise_flv(dir.path(), "noise.flv", 40, 150);
     let publisher = publish(&source, &node.url("live/busy"));
     let playlist = live_playlist(&node, "/hls/live/busy/index.m3u8", 2);
     let segment = playlist
@@ -1152,7 +1126,7 @@ fn keep_alive(node: &Node, requests: &[(&str, String)]) -> Vec<(String, Vec<u8>)
 fn the_fast_lane_answers_plain_hls_as_hyper_does() {
     let dir = tempfile::tempdir().expect("temp dir");
     let node = Node::start(2, "", dir.path());
-    let source = noise_flv(dir.path(), "noise.flv", 20, 25);
+    let source = support::media::noise_flv(dir.path(), "noise.flv", 20, 25);
     let publisher = publish(&source, &node.url("live/lane"));
     let ll = live_playlist(&node, "/hls/live/lane/index.m3u8", 2);
     let base = "/hls/live/lane";

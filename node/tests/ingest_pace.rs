@@ -213,3 +213,162 @@ fn an_ll_hls_request_parked_on_an_unwatched_stream_gets_its_part_without_waiting
          its unwatched pace"
     );
 }
+
+/// Seconds of the fast source: noise at about 860 KB a second.
+const FAST_SOURCE_SECONDS: u32 = 30;
+/// How long a fast publisher may take. ffmpeg sends the fast source at 8× real time (55
+/// Mbit/s) in under 4 s when nothing holds it back; read one TLS chunk per pace, or one
+/// receive window per pace where the kernel's buffer stays small, it took 35 to 100 s.
+const UNHINDERED: Duration = Duration::from_secs(25);
+
+/// ffmpeg's arguments that publish `source` at 8× real time to `url`.
+fn fast_publish_args(source: &std::path::Path, url: &str) -> Vec<String> {
+    let source = source.display().to_string();
+    [
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-readrate",
+        "8",
+        "-i",
+        &source,
+        "-c",
+        "copy",
+        "-f",
+        "flv",
+        url,
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// Waits for a fast publisher to finish within [`UNHINDERED`].
+fn finishes_unhindered(mut publisher: std::process::Child, what: &str) {
+    let started = Instant::now();
+    let status = support::media::wait_exit(&mut publisher, UNHINDERED);
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{what}: a 55 Mbit/s publisher was not done after {:?} ({status:?}): \
+         the node's reads held it back",
+        started.elapsed()
+    );
+}
+
+/// `corecast_received_bytes_total` of the node whose HTTP address is `http`.
+fn received_bytes(http: std::net::SocketAddr) -> f64 {
+    get(http, "/metrics")
+        .text()
+        .lines()
+        .filter(|l| l.starts_with("corecast_received_bytes_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Everything the publisher sent of `source` reached the node.
+fn received_all_of(http: std::net::SocketAddr, source: &std::path::Path) -> bool {
+    let size = std::fs::metadata(source).expect("source").len() as f64;
+    wait_for(Duration::from_secs(10), || {
+        (received_bytes(http) >= size * 0.99).then_some(())
+    })
+    .is_some()
+}
+
+/// An RTMPS publisher nobody watches is read every `unwatched_read_ms`, one that is watched
+/// at the tick: each read must take all the input that is ready, not one TLS chunk (64 KiB
+/// every 250 ms held any unwatched RTMPS publisher above 2 Mbit/s back, and one per tick any
+/// watched one above 5 Mbit/s), and a fast one is read at the tick or as it arrives.
+#[test]
+fn an_rtmps_publisher_is_read_as_fast_as_it_sends_watched_or_not() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let source = support::media::noise_flv(dir.path(), "fast.flv", FAST_SOURCE_SECONDS, 75);
+    let files = support::tls::CertFiles::in_dir(dir.path());
+    files.install(&support::tls::self_signed("localhost"));
+    let (toml, tls) = support::tls::rtmps_section(&files, "");
+    let node = Node::start(1, &toml, dir.path());
+    let publish = |name: &str| {
+        std::process::Command::new("ffmpeg")
+            .args(fast_publish_args(
+                &source,
+                &format!("rtmps://{tls}/live/{name}"),
+            ))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start ffmpeg")
+    };
+    finishes_unhindered(publish("alone"), "rtmps, nobody watching");
+    assert!(received_all_of(node.http, &source), "the node got it all");
+    let before = received_bytes(node.http);
+    let mut player = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-i"])
+        .arg(node.url("live/watched"))
+        .args(["-c", "copy", "-f", "null", "-"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start ffmpeg player");
+    node.wait_log(Duration::from_secs(10), |l| {
+        l.contains(" play ") && l.contains("stream=live/watched")
+    })
+    .expect("the player waits for the stream");
+    finishes_unhindered(publish("watched"), "rtmps, watched");
+    support::process::kill_and_reap(&mut player);
+    let size = std::fs::metadata(&source).expect("source").len() as f64;
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            (received_bytes(node.http) - before >= size * 0.99).then_some(())
+        })
+        .is_some(),
+        "the node got it all"
+    );
+}
+
+/// Where the kernel does not grow a socket's receive buffer (`tcp_moderate_rcvbuf = 0`, or
+/// autotuning that stalls because every read takes a full window), a publisher read every
+/// 250 ms gets one window (some 64 KiB) per read: the node must see that its reads fill the
+/// window and read at the tick, or as the input arrives. The node runs on a host of its
+/// own with autotuning off, the encoder on another, over a veth LAN.
+#[test]
+fn a_publisher_is_read_as_fast_as_it_sends_where_the_kernel_keeps_receive_buffers_small() {
+    let lan = support::netns::Lan::new(&["node", "encoder"]).unwrap_or_else(|e| {
+        panic!("cannot make network namespaces here ({e}): this test needs root and iproute2")
+    });
+    let (host, encoder) = (lan.host("node"), lan.host("encoder"));
+    let sysctl = support::process::output_with_deadline(
+        host.command("sysctl")
+            .args(["-w", "net.ipv4.tcp_moderate_rcvbuf=0"]),
+        Duration::from_secs(10),
+    );
+    assert!(sysctl.status.success(), "sysctl in the node's host");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let source = support::media::noise_flv(dir.path(), "fast.flv", FAST_SOURCE_SECONDS, 75);
+    let at = |port| std::net::SocketAddr::from((host.addr, port));
+    let node = Node::start_in(
+        &host.wrapper(),
+        1,
+        "",
+        dir.path(),
+        at(support::node::free_port()),
+        at(support::node::free_port()),
+    );
+    let publisher = encoder
+        .command("ffmpeg")
+        .args(fast_publish_args(
+            &source,
+            &format!("rtmp://{}/live/fast", node.addr),
+        ))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start ffmpeg");
+    finishes_unhindered(publisher, "rtmp, autotuning off");
+    let http = node.http;
+    let source_path = source.clone();
+    assert!(
+        host.run(move || received_all_of(http, &source_path)),
+        "the node got it all"
+    );
+}

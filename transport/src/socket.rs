@@ -102,6 +102,15 @@ pub fn set_send_buffer_size(socket: &impl AsSocket, bytes: usize) -> io::Result<
     Ok(())
 }
 
+/// `SO_RCVBUF`: the memory the kernel may hold for the socket's unread input now (its
+/// autotuning grows it; a usable receive window is about half of it or more). A reader that
+/// reads rarely learns from it whether its reads keep the window open.
+pub fn receive_buffer_size(socket: &impl AsSocket) -> io::Result<usize> {
+    Ok(rustix::net::sockopt::socket_recv_buffer_size(
+        socket.as_socket(),
+    )?)
+}
+
 /// Sets `TCP_QUICKACK`: the kernel acknowledges the next segments at once instead of
 /// delaying the ACK. Linux leaves quick-ACK mode by itself, so callers set it after each
 /// read where they want it.

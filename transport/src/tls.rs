@@ -286,6 +286,56 @@ where
         poll_fn(|cx| self.poll_flush(cx)).await
     }
 
+    /// Appends the plaintext that is ready now, without waiting and without arming a wake-up:
+    /// what `pending` and rustls hold, then ciphertext read with `recv(MSG_DONTWAIT)` until
+    /// the socket is drained or about `max` bytes were appended. Ok(0) at the end of the
+    /// stream, `Err(WouldBlock)` when nothing was ready. For a reader that reads at a pace of
+    /// its own (a publisher's input once per tick): one read per wake-up would take one chunk
+    /// and hold a fast peer back to a chunk per tick.
+    ///
+    /// glommio's reads try `recv` first and otherwise wait for readiness (a poll, not a
+    /// read in flight), so a read here never races one of glommio's.
+    pub fn try_read_into(&self, buf: &mut BytesMut, max: usize) -> io::Result<usize> {
+        let mut total = {
+            let mut pending = self.pending.borrow_mut();
+            let n = pending.len();
+            buf.extend_from_slice(&pending.split());
+            n
+        };
+        let (n, mut eof) = drain_plaintext(&mut self.conn.borrow_mut(), buf)?;
+        total += n;
+        while total < max && !eof {
+            let fed = SCRATCH.with(|scratch| {
+                let mut scratch = scratch.borrow_mut();
+                let read = socket::recv_nonblocking(&*self.stream.borrow(), &mut scratch[..]);
+                match read {
+                    Ok(n) => self
+                        .feed(&scratch[..n], buf)
+                        .map(Some)
+                        .map_err(TlsError::into_io),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(Some(Fed {
+                        plaintext: 0,
+                        eof: false,
+                    })),
+                    Err(e) => Err(e),
+                }
+            })?;
+            let Some(fed) = fed else { break };
+            total += fed.plaintext;
+            eof = fed.eof;
+        }
+        if total == 0 && !eof {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(total)
+    }
+
+    /// The socket's kernel receive buffer (see [`socket::receive_buffer_size`]).
+    pub fn receive_buffer_size(&self) -> io::Result<usize> {
+        socket::receive_buffer_size(&*self.stream.borrow())
+    }
+
     /// Bounds the socket's kernel send buffer (see [`socket::set_send_buffer_size`]).
     pub fn set_send_buffer_size(&self, bytes: usize) -> io::Result<()> {
         socket::set_send_buffer_size(&*self.stream.borrow(), bytes)

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use corecast_transport::socket::AsSocket;
 use corecast_transport::{provider, AcceptAny, TlsError, TlsStream};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
@@ -202,6 +203,77 @@ fn one_vectored_write_takes_many_slices_and_they_arrive_in_order() {
         tls.flush().await.expect("flush");
         tls.shutdown();
         assert_eq!(client.await, parts.concat());
+    });
+}
+
+/// A reader at a pace of its own (a node reads a publisher once per tick) takes everything
+/// that is ready in one `try_read_into`, not one 64 KiB chunk; nothing ready is WouldBlock,
+/// and the peer's close is Ok(0).
+#[test]
+fn a_paced_read_takes_all_that_is_ready_without_waiting() {
+    // Well over one 64 KiB chunk, well under the receive buffer set below.
+    const SENT: usize = 160 * 1024;
+    let certs = certs();
+    let client_config = client_config(certs.der.clone(), &rustls::version::TLS13);
+    run(async move {
+        let (listener, addr) = listen().await;
+        let (sent_tx, sent_rx) = glommio::channels::local_channel::new_bounded::<()>(1);
+        let (close_tx, close_rx) = glommio::channels::local_channel::new_bounded::<()>(1);
+        let client = glommio::spawn_local(async move {
+            let tls =
+                TlsStream::client(connect(addr).await, client_config, localhost()).expect("client");
+            tls.handshake(LIMIT).await.expect("client handshake");
+            let up: Vec<u8> = (0..SENT).map(pattern).collect();
+            tls.write_all(&up).await.expect("write_all");
+            sent_tx.send(()).await.expect("signal the server");
+            close_rx.recv().await;
+            tls.shutdown();
+        });
+        let stream = listener.accept().await.expect("accept");
+        // So that all of it fits in the socket whatever the host's defaults (the kernel caps
+        // it at `rmem_max`, 208 KiB by default, and doubles it).
+        rustix::net::sockopt::set_socket_recv_buffer_size(stream.as_socket(), 512 * 1024)
+            .expect("SO_RCVBUF");
+        let tls = TlsStream::server(stream, certs.server).expect("server");
+        tls.handshake(LIMIT).await.expect("server handshake");
+        sent_rx.recv().await.expect("the client wrote");
+        let mut got = BytesMut::new();
+        let mut largest = 0;
+        let deadline = Instant::now() + LIMIT;
+        while got.len() < SENT {
+            assert!(
+                Instant::now() < deadline,
+                "only {} bytes arrived",
+                got.len()
+            );
+            match tls.try_read_into(&mut got, 1024 * 1024) {
+                Ok(n) => {
+                    assert!(n > 0, "early EOF");
+                    largest = largest.max(n);
+                }
+                Err(e) => assert_eq!(e.kind(), io::ErrorKind::WouldBlock, "{e}"),
+            }
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(largest > 64 * 1024, "the largest read took {largest} bytes");
+        assert_eq!(got.len(), SENT);
+        assert!(got.iter().enumerate().all(|(i, b)| *b == pattern(i)));
+        let nothing = tls.try_read_into(&mut got, 1024 * 1024);
+        assert_eq!(
+            nothing.map_err(|e| e.kind()),
+            Err(io::ErrorKind::WouldBlock)
+        );
+        close_tx.send(()).await.expect("signal the client");
+        client.await;
+        loop {
+            match tls.try_read_into(&mut got, 1024 * 1024) {
+                Ok(0) => break,
+                Ok(n) => panic!("{n} bytes after the end"),
+                Err(e) => assert_eq!(e.kind(), io::ErrorKind::WouldBlock, "{e}"),
+            }
+            assert!(Instant::now() < deadline, "the close never came");
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+        }
     });
 }
 

@@ -218,9 +218,9 @@ pub struct Session {
     /// The last paced read stopped at its size limit: more may wait, read it without waiting
     /// for the next tick.
     backlog: bool,
-    /// Bytes the last paced read brought (`pace::of`: a fast publisher is not paced as an
-    /// unwatched one).
-    last_paced_read: usize,
+    /// How fast a publisher's input arrives (`pace::of`: a fast publisher is not paced as an
+    /// unwatched one, nor held back by any pace).
+    input_rate: pace::InputRate,
     /// What the core (and the API) knows of this connection.
     client: Rc<ClientHandle>,
     /// A publish whose name was still taken: tried again before more input is read.
@@ -309,7 +309,7 @@ pub async fn run_connection<T: Transport + 'static>(
         send_buffer_bounded: false,
         reads_trimmed: false,
         backlog: false,
-        last_paced_read: 0,
+        input_rate: pace::InputRate::default(),
         pending_publish: None,
         liveness: None,
         stream_slot: None,
@@ -594,7 +594,7 @@ impl Session {
                 replica,
                 generation,
                 ..
-            } => match pace::of(&self.ctx, replica, *generation, self.last_paced_read) {
+            } => match pace::of(&self.ctx, replica, *generation, &self.input_rate) {
                 pace::Pace::Now => None,
                 pace => Some((pace, Rc::clone(replica), *generation)),
             },
@@ -610,17 +610,23 @@ impl Session {
             match transport.try_read_into(buf) {
                 Ok(n) => {
                     self.backlog = n >= TRY_READ_MAX;
-                    self.last_paced_read = n;
+                    self.input_rate
+                        .record(Instant::now(), n, || transport.receive_buffer_bytes());
                     return Ok(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(SessionError::Read(e)),
             }
         }
-        with_timeout(limit, transport.read_into(buf))
+        let n = with_timeout(limit, transport.read_into(buf))
             .await
             .ok_or(SessionError::Idle(limit))?
-            .map_err(SessionError::Read)
+            .map_err(SessionError::Read)?;
+        if matches!(self.role, Role::Publishing { .. }) {
+            self.input_rate
+                .record(Instant::now(), n, || transport.receive_buffer_bytes());
+        }
+        Ok(n)
     }
 
     async fn handshake<T: Transport>(

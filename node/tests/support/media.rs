@@ -45,6 +45,32 @@ pub fn publish(file: &Path, url: &str) -> Child {
     publish_paced(file, url, &["-re"])
 }
 
+/// `seconds` of 320x180 noise at 25 fps, H.264 at CRF 16 with a keyframe every `gop` frames
+/// (about 860 KB a second: segments well over what is sent with sendfile), as FLV in `dir`.
+pub fn noise_flv(dir: &Path, name: &str, seconds: u32, gop: u32) -> PathBuf {
+    let source = dir.join(name);
+    let made = output_with_deadline(
+        Command::new("ffmpeg")
+            .args([
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+            ])
+            .arg("testsrc=size=320x180:rate=25,noise=alls=60:allf=t")
+            .args(["-t", &seconds.to_string()])
+            .args(["-c:v", "libx264", "-preset", "ultrafast", "-crf", "16"])
+            .args(["-g", &gop.to_string(), "-pix_fmt", "yuv420p", "-f", "flv"])
+            .arg(&source),
+        Duration::from_secs(60 + 2 * u64::from(seconds)),
+    );
+    assert!(made.status.success(), "ffmpeg could not make the source");
+    source
+}
+
 /// `ffmpeg PACE -i FILE -c copy -f flv URL` in the background: `PACE` sets how fast it
 /// reads (`-re`, `-readrate 2`, or nothing for as fast as it can).
 pub fn publish_paced(file: &Path, url: &str, pace: &[&str]) -> Child {
