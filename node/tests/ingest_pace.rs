@@ -246,6 +246,7 @@ fn fast_publish_args(source: &std::path::Path, url: &str) -> Vec<String> {
 fn finishes_unhindered(mut publisher: std::process::Child, what: &str) {
     let started = Instant::now();
     let status = support::media::wait_exit(&mut publisher, UNHINDERED);
+    eprintln!("{what}: published in {:?}", started.elapsed());
     assert!(
         status.is_some_and(|s| s.success()),
         "{what}: a 55 Mbit/s publisher was not done after {:?} ({status:?}): \
