@@ -278,7 +278,11 @@ mod tests {
         let buffer = || Some(256 << 10);
         rate.record(start, 0, buffer);
         rate.record(start + Duration::from_millis(1), 96 << 10, buffer);
-        assert_eq!(rate.demand(EVERY, WINDOW), Demand::Any, "nothing measured yet");
+        assert_eq!(
+            rate.demand(EVERY, WINDOW),
+            Demand::Any,
+            "nothing measured yet"
+        );
         for n in 1..=4 {
             rate.record(start + EVERY * n, 30 << 10, buffer);
         }
