@@ -16,6 +16,7 @@ use support::media::{from_first_keyframe, packets, play_to_file, publish, shared
 use support::node::{field, is_line, Node};
 use support::process::{output_with_deadline, wait_with_deadline};
 use support::rtmpt::{open, start_node, HttpConn, TunnelClient};
+use support::wait_for;
 
 /// Asserts two packet lists are equal, saying where they first differ.
 fn assert_same(got: &[support::media::Packet], want: &[support::media::Packet], what: &str) {
@@ -381,6 +382,70 @@ fn an_idle_tunnel_times_out_and_frees_its_session() {
         .request("idle", b"\0")
         .expect_err("a timed-out tunnel is unknown");
     assert!(err.to_string().contains("404"), "{err}");
+}
+
+/// A session that reads none of its input for a while (its publish waits for an auth
+/// callback that never answers) must not let its client pile `/send` bodies up in the node:
+/// past 1 MiB a `/send` waits for the session to take the input before it, as a TCP sender
+/// waits for a full receive window. (Before, one client added 560 MiB in 2 s.)
+#[test]
+fn a_tunnel_holds_a_bounded_input_while_its_session_is_not_reading() {
+    let callback = support::callback::Receiver::start(false, Duration::from_secs(60));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let auth = callback.auth_config("/auth", 5000, "callback", "open");
+    let (node, rtmpt) = start_node(1, &auth, dir.path());
+    let conn = HttpConn::connect(rtmpt).expect("connect");
+    let mut tunnel = TunnelClient::open(vec![conn]).expect("open");
+    tunnel.connect("live").expect("connect");
+    let create = corecast_common::command::client::create_stream(2.0);
+    tunnel
+        .send_command(corecast_common::types::MessageStreamId::CONNECTION, &create)
+        .expect("createStream");
+    let publish = corecast_common::command::client::publish(3.0, "piled");
+    tunnel
+        .send_command(corecast_common::types::MessageStreamId::MEDIA, &publish)
+        .expect("publish");
+    wait_for(Duration::from_secs(10), || {
+        (callback.held_connections() > 0).then_some(())
+    })
+    .expect("the publish waits for the callback");
+    // For the next 2 s (of the callback's 5) the session reads nothing; the client sends
+    // 1 MiB bodies.
+    let body = vec![0u8; 1 << 20];
+    let flood_until = Instant::now() + Duration::from_secs(2);
+    let mut taken = 0;
+    while Instant::now() < flood_until {
+        let conn = &mut tunnel.conns[0];
+        let path = format!("/send/{}/{}", tunnel.id, tunnel.seq);
+        tunnel.seq += 1;
+        conn.post_only(&path, &body).expect("post");
+        // A reply within 1 s: the node took the body.
+        match conn.read_response(Duration::from_secs(1)) {
+            Ok(reply) => {
+                assert_eq!(reply.status, 200);
+                taken += 1;
+            }
+            Err(e) => {
+                assert!(
+                    matches!(
+                        e.kind(),
+                        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+                    ),
+                    "{e}"
+                );
+                break;
+            }
+        }
+    }
+    assert!(
+        taken <= 2,
+        "the node took {taken} MiB for a session that was not reading"
+    );
+    // The callback's deadline refuses the publish; the session ends and the tunnel with it.
+    node.wait_log(Duration::from_secs(10), |l| {
+        l.contains("rtmpt tunnel closed") && l.contains(&tunnel.id)
+    })
+    .expect("the tunnel closes with its session");
 }
 
 #[test]

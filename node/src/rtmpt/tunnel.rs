@@ -2,7 +2,11 @@
 //! `/send` bodies and drained by the replies to `/send`, `/idle` and `/close`.
 //!
 //! The session sees a [`Transport`] ([`TunnelTransport`]): `read_into` waits for bytes that
-//! requests deliver, writes append to an outgoing buffer of at most [`MAX_REPLY_BYTES`]
+//! requests deliver (at most [`MAX_INBOUND_BYTES`] wait for it: past that a `/send` waits
+//! for the session to take them, as a TCP sender waits for a full receive window, its body
+//! still counted in the core's `rtmpt.max_body_bytes_per_core`; before, a client whose
+//! session paused its reads, for an auth callback say, could pile up hundreds of MB a
+//! second), writes append to an outgoing buffer of at most [`MAX_REPLY_BYTES`]
 //! (beyond it the session's writer waits, and the session's own queue, with its slow-consumer
 //! policy, holds the rest — exactly as a full TCP socket would). A client that stops polling
 //! therefore stalls the writer, and the session's send timeout ends it like any stalled peer.
@@ -59,6 +63,14 @@ use crate::util::with_timeout;
 /// Most server bytes one reply carries, and most bytes the session may have waiting for the
 /// client: one reply always takes everything pending.
 pub const MAX_REPLY_BYTES: usize = 256 * 1024;
+/// Most `/send` bytes a tunnel holds for its session to read; a `/send` whose body would pass
+/// it waits until the session has taken them (one body larger than this alone is admitted
+/// once nothing else waits).
+pub const MAX_INBOUND_BYTES: usize = 1024 * 1024;
+/// How long a `/send` waits for the session to take the input before it. Longer than any
+/// pause in a session's reads (an auth callback, a publish waiting for its name, the
+/// unwatched pace): a session that takes nothing for this long is stuck, and its tunnel ends.
+pub const INBOUND_WAIT: Duration = Duration::from_secs(60);
 /// The polling interval while data flows.
 pub const POLL_INTERVAL_MIN: u8 = 0x01;
 /// The polling interval after many empty replies.
@@ -231,6 +243,8 @@ enum ClientEnd {
     Closed,
     /// No request for `rtmpt.idle_timeout_secs`.
     IdleTimeout,
+    /// A `/send` waited [`INBOUND_WAIT`] for the session to take the input before it.
+    InputStalled,
 }
 
 /// One tunnel's shared state (the session's transport and the request handlers).
@@ -256,6 +270,8 @@ struct TunnelState {
     last_activity: Instant,
     /// Requests being handled now (a tunnel is not timed out under them).
     in_flight: usize,
+    /// The `/send` waiting for room in the session's input ([`MAX_INBOUND_BYTES`]).
+    waiting_for_room: Option<u64>,
 }
 
 impl TunnelState {
@@ -337,6 +353,7 @@ impl Tunnel {
                 last_reply: None,
                 last_activity: Instant::now(),
                 in_flight: 0,
+                waiting_for_room: None,
             }),
         }
     }
@@ -422,6 +439,8 @@ impl Transport for TunnelTransport {
                     buf.extend_from_slice(&s.inbound);
                     s.inbound.clear();
                 }
+                // A `/send` may be waiting for this room.
+                s.wake_requests();
                 return Poll::Ready(Ok(n));
             }
             match s.client_end {
@@ -429,6 +448,10 @@ impl Transport for TunnelTransport {
                 Some(ClientEnd::IdleTimeout) => Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "rtmpt tunnel idle: the client stopped polling",
+                ))),
+                Some(ClientEnd::InputStalled) => Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "rtmpt tunnel closed: the session took none of its input for 60 s",
                 ))),
                 None => {
                     s.reader = Some(cx.waker().clone());
@@ -636,6 +659,52 @@ impl Tunnels {
         (id, TunnelTransport { tunnel })
     }
 
+    /// Waits until the requests before `seq` have been admitted, or [`REORDER_WAIT`] for a
+    /// missing one (then the gap is skipped). A `/send` waiting for room in the session's
+    /// input is no gap: its followers wait for it as long as it waits.
+    async fn wait_turn(&self, tunnel: &Tunnel, seq: u64) {
+        while tunnel.state.borrow().seq.check(seq) == Admission::Ahead {
+            let turn = with_timeout(
+                REORDER_WAIT,
+                tunnel.until(|s| s.seq.check(seq) != Admission::Ahead || s.client_end.is_some()),
+            )
+            .await;
+            let s = tunnel.state.borrow();
+            if turn.is_some() || s.client_end.is_some() {
+                return;
+            }
+            if s.waiting_for_room.is_none() {
+                warn!(tunnel = %tunnel.id, seq, "rtmpt sequence gap: skipped after waiting");
+                return;
+            }
+        }
+    }
+
+    /// Waits until the session's input has room for a body of `len` bytes (see
+    /// [`MAX_INBOUND_BYTES`]), the tunnel or session ends, or [`INBOUND_WAIT`] passes (then
+    /// the tunnel ends: its bytes can go nowhere).
+    async fn wait_room(&self, tunnel: &Tunnel, seq: u64, len: usize) {
+        let has_room = |s: &TunnelState| {
+            s.inbound.is_empty()
+                || s.inbound.len() + len <= MAX_INBOUND_BYTES
+                || s.client_end.is_some()
+                || s.session_ended
+        };
+        if has_room(&tunnel.state.borrow())
+            || tunnel.state.borrow().seq.check(seq) != Admission::Now
+        {
+            return;
+        }
+        tunnel.state.borrow_mut().waiting_for_room = Some(seq);
+        let room = with_timeout(INBOUND_WAIT, tunnel.until(has_room)).await;
+        let mut s = tunnel.state.borrow_mut();
+        s.waiting_for_room = None;
+        if room.is_none() {
+            warn!(tunnel = %tunnel.id, seq, waited_secs = INBOUND_WAIT.as_secs(), "rtmpt tunnel closed: its session took none of its input");
+            s.end_client(ClientEnd::InputStalled);
+        }
+    }
+
     /// Handles one request for a tunnel this core owns.
     pub async fn handle(&self, request: TunnelRequest) -> TunnelReply {
         let Some(tunnel) = self.get(&request.id) else {
@@ -653,16 +722,10 @@ impl Tunnels {
         };
 
         // 1. Wait for our turn.
-        let ahead = tunnel.state.borrow().seq.check(seq) == Admission::Ahead;
-        if ahead {
-            let turn = with_timeout(
-                REORDER_WAIT,
-                tunnel.until(|s| s.seq.check(seq) != Admission::Ahead || s.client_end.is_some()),
-            )
-            .await;
-            if turn.is_none() {
-                warn!(tunnel = %tunnel.id, seq, "rtmpt sequence gap: skipped after waiting");
-            }
+        self.wait_turn(&tunnel, seq).await;
+        // 1b. A body waits for room in the session's input.
+        if request.kind == RequestKind::Send && !request.body.is_empty() {
+            self.wait_room(&tunnel, seq, request.body.len()).await;
         }
         {
             let mut s = tunnel.state.borrow_mut();
@@ -912,6 +975,45 @@ mod tests {
                     .await,
                 TunnelReply::Unknown
             ));
+        });
+    }
+
+    #[test]
+    fn a_send_past_the_input_bound_waits_for_the_session_and_its_followers_wait_for_it() {
+        on_executor(|| async {
+            let tunnels = Tunnels::default();
+            let (id, session) = tunnels.insert_bare(CoreId(0));
+            let send = |seq, body: Vec<u8>| TunnelRequest {
+                id: id.clone(),
+                kind: RequestKind::Send,
+                seq,
+                body: Bytes::from(body),
+            };
+            // A full input: the session reads nothing yet (an auth callback, say).
+            reply(tunnels.handle(send(0, vec![1; MAX_INBOUND_BYTES])).await);
+            let done = Rc::new(std::cell::Cell::new(0u32));
+            let spawn = |request: TunnelRequest| {
+                let (tunnels, done) = (tunnels.clone(), Rc::clone(&done));
+                glommio::spawn_local(async move {
+                    reply(tunnels.handle(request).await);
+                    done.set(done.get() + 1);
+                })
+            };
+            let waiting = spawn(send(1, vec![2; 10]));
+            let follower = spawn(send(2, vec![3; 10]));
+            // Past the reorder wait: the follower must not skip the waiting send as a gap.
+            glommio::timer::sleep(REORDER_WAIT + Duration::from_millis(300)).await;
+            assert_eq!(done.get(), 0, "a send was admitted past the bound");
+            let mut buf = BytesMut::new();
+            session.read_into(&mut buf).await.expect("read");
+            assert_eq!(buf.len(), MAX_INBOUND_BYTES);
+            waiting.await;
+            follower.await;
+            let mut rest = BytesMut::new();
+            while rest.len() < 20 {
+                session.read_into(&mut rest).await.expect("read");
+            }
+            assert_eq!(&rest[..], [[2u8; 10], [3u8; 10]].concat(), "in order");
         });
     }
 

@@ -23,6 +23,8 @@ pub struct Receiver {
     /// Where it listens.
     pub addr: SocketAddr,
     asked: Arc<Mutex<Vec<Asked>>>,
+    /// Connections a silent one holds unanswered.
+    held: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Receiver {
@@ -48,6 +50,8 @@ impl Receiver {
         let addr = listener.local_addr().expect("addr");
         let asked = Arc::default();
         let seen = Arc::clone(&asked);
+        let held_count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = Arc::clone(&held_count);
         std::thread::spawn(move || {
             let deadline = Instant::now() + limit;
             // Held unanswered by the silent service until it stops.
@@ -55,12 +59,24 @@ impl Receiver {
             while Instant::now() < deadline {
                 match listener.accept() {
                     Ok((stream, _)) if answer => serve(stream, &seen, delay),
-                    Ok((stream, _)) => held.push(stream),
+                    Ok((stream, _)) => {
+                        held.push(stream);
+                        counted.store(held.len(), std::sync::atomic::Ordering::SeqCst);
+                    }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
             }
         });
-        Receiver { addr, asked }
+        Receiver {
+            addr,
+            asked,
+            held: held_count,
+        }
+    }
+
+    /// How many connections a silent service holds unanswered (each a node waiting for it).
+    pub fn held_connections(&self) -> usize {
+        self.held.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Every request so far, in order.
