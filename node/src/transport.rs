@@ -56,9 +56,10 @@ pub trait Transport {
     fn plain_socket_fd(&self) -> Option<std::os::fd::RawFd> {
         None
     }
-    /// The kernel's receive buffer of the socket under the pipe (`SO_RCVBUF`), where there
-    /// is one: a publisher read at a pace learns from it whether its reads keep the TCP
-    /// window open ([`crate::session::pace`]).
+    /// The kernel's receive buffer of the socket under the pipe (`SO_RCVBUF`), or what the
+    /// pipe itself holds for its reader (the HTTP tunnel's input): a publisher read at a
+    /// pace learns from it whether its reads keep the window open
+    /// ([`crate::session::pace`]).
     fn receive_buffer_bytes(&self) -> Option<usize> {
         None
     }

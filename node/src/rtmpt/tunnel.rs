@@ -426,6 +426,12 @@ impl Transport for TunnelTransport {
         "rtmpt"
     }
 
+    /// The tunnel's input is its receive buffer: a publisher read at a pace that lets it
+    /// fill would be held back like a TCP one with a full window.
+    fn receive_buffer_bytes(&self) -> Option<usize> {
+        Some(MAX_INBOUND_BYTES)
+    }
+
     async fn read_into(&self, buf: &mut BytesMut) -> io::Result<usize> {
         poll_fn(|cx| {
             let mut s = self.tunnel.state.borrow_mut();
