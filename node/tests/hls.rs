@@ -709,26 +709,13 @@ fn encode_test_pattern(
     format: &str,
 ) -> Vec<u8> {
     let raw = dir.join(name);
-    let made = output_with_deadline(
-        Command::new("ffmpeg")
-            .args([
-                "-hide_banner",
-                "-loglevel",
-                "error",
-                "-y",
-                "-f",
-                "lavfi",
-                "-i",
-            ])
-            .arg("testsrc=size=320x240:rate=25")
-            .args(["-t", "12"])
-            .args(codec)
-            .args(params)
-            .args(["-pix_fmt", "yuv420p", "-f", format])
-            .arg(&raw),
-        Duration::from_secs(120),
+    let format = ["-pix_fmt", "yuv420p", "-f", format];
+    support::media::encode_lavfi(
+        "testsrc=size=320x240:rate=25",
+        12,
+        &[codec, params, &format[..]].concat(),
+        &raw,
     );
-    assert!(made.status.success(), "ffmpeg could not encode {name}");
     std::fs::read(&raw).expect("the encoded stream")
 }
 

@@ -45,29 +45,46 @@ pub fn publish(file: &Path, url: &str) -> Child {
     publish_paced(file, url, &["-re"])
 }
 
+/// `ffmpeg -f lavfi -i FILTER -t SECONDS ARGS OUT`: `seconds` of a generated source
+/// encoded as `args` say into `out`, within a deadline; the test fails if ffmpeg does.
+pub fn encode_lavfi(filter: &str, seconds: u32, args: &[&str], out: &Path) {
+    let made = output_with_deadline(
+        Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi"])
+            .args(["-i", filter, "-t", &seconds.to_string()])
+            .args(args)
+            .arg(out),
+        Duration::from_secs(120 + 2 * u64::from(seconds)),
+    );
+    assert!(
+        made.status.success(),
+        "ffmpeg could not make {}: {}",
+        out.display(),
+        String::from_utf8_lossy(&made.stderr)
+    );
+}
+
 /// `seconds` of 320x180 noise at 25 fps, H.264 at CRF 16 with a keyframe every `gop` frames
 /// (about 860 KB a second: segments well over what is sent with sendfile), as FLV in `dir`.
 pub fn noise_flv(dir: &Path, name: &str, seconds: u32, gop: u32) -> PathBuf {
     let source = dir.join(name);
-    let made = output_with_deadline(
-        Command::new("ffmpeg")
-            .args([
-                "-hide_banner",
-                "-loglevel",
-                "error",
-                "-y",
-                "-f",
-                "lavfi",
-                "-i",
-            ])
-            .arg("testsrc=size=320x180:rate=25,noise=alls=60:allf=t")
-            .args(["-t", &seconds.to_string()])
-            .args(["-c:v", "libx264", "-preset", "ultrafast", "-crf", "16"])
-            .args(["-g", &gop.to_string(), "-pix_fmt", "yuv420p", "-f", "flv"])
-            .arg(&source),
-        Duration::from_secs(60 + 2 * u64::from(seconds)),
+    let gop = gop.to_string();
+    let args = [
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-crf",
+        "16",
+        "-g",
+        &gop,
+    ];
+    encode_lavfi(
+        "testsrc=size=320x180:rate=25,noise=alls=60:allf=t",
+        seconds,
+        &[&args[..], &["-pix_fmt", "yuv420p", "-f", "flv"]].concat(),
+        &source,
     );
-    assert!(made.status.success(), "ffmpeg could not make the source");
     source
 }
 
