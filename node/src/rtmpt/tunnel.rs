@@ -445,8 +445,10 @@ impl Transport for TunnelTransport {
                     buf.extend_from_slice(&s.inbound);
                     s.inbound.clear();
                 }
-                // A `/send` may be waiting for this room.
-                s.wake_requests();
+                if s.waiting_for_room.is_some() {
+                    // A `/send` waits for this room.
+                    s.wake_requests();
+                }
                 return Poll::Ready(Ok(n));
             }
             match s.client_end {
