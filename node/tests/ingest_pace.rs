@@ -337,12 +337,20 @@ fn a_publisher_is_read_as_fast_as_it_sends_where_the_kernel_keeps_receive_buffer
         panic!("cannot make network namespaces here ({e}): this test needs root and iproute2")
     });
     let (host, encoder) = (lan.host("node"), lan.host("encoder"));
-    let sysctl = support::process::output_with_deadline(
-        host.command("sysctl")
-            .args(["-w", "net.ipv4.tcp_moderate_rcvbuf=0"]),
+    // Through /proc, as `sysctl` would (procps is not among the test tools); the setting is
+    // the namespace's own.
+    let knob = "/proc/sys/net/ipv4/tcp_moderate_rcvbuf";
+    let set = support::process::output_with_deadline(
+        host.command("sh")
+            .args(["-c", &format!("echo 0 > {knob} && cat {knob}")]),
         Duration::from_secs(10),
     );
-    assert!(sysctl.status.success(), "sysctl in the node's host");
+    assert_eq!(
+        String::from_utf8_lossy(&set.stdout).trim(),
+        "0",
+        "autotuning off in the node's host: {}",
+        String::from_utf8_lossy(&set.stderr)
+    );
     let dir = tempfile::tempdir().expect("temp dir");
     let source = support::media::noise_flv(dir.path(), "fast.flv", FAST_SOURCE_SECONDS, 75);
     let at = |port| std::net::SocketAddr::from((host.addr, port));
