@@ -12,7 +12,8 @@
 # MODE=memory: the server's resident memory before the viewers and RAMP_SECS + 3 s after they
 # start, per viewer (it includes what the stream itself grew meanwhile: run N=1 to see that).
 # AFTER=S starts the strace or the profile S seconds after the viewers (RAMP_SECS long): the
-# steady state's with AFTER=6.
+# steady state's with AFTER=6. NETNS=1 (as root): the publisher and the viewers run in a network
+# namespace of their own over a veth pair, as in scripts/bench-hls.sh.
 #
 # Usage: scripts/bench-hls-phases.sh corecast|nginx [N]
 # Environment: KIND (hls | flv | rtmp; flv and rtmp for corecast only), RAMP (200),
@@ -35,24 +36,26 @@ case $server in corecast|nginx) ;; *) echo "bench-hls-phases: corecast or nginx"
 # The servers exactly as bench-hls.sh starts them (its start_corecast and start_nginx).
 eval "$(awk '/^start_(corecast|nginx)\(\) \{/{p=1} p{print} p&&/^  echo \$!$/{e=1;next} e&&/^}$/{p=0;e=0}' scripts/bench-hls.sh)"
 
+netns_up
+trap netns_down EXIT
 rtmp=$(free_port); http=$(free_port)
 pid=$("start_$server" "$rtmp" "$http")
 pub=
-cleanup() { kill $pub "$pid" 2>/dev/null || true; wait $pub "$pid" 2>/dev/null || true; }
+cleanup() { kill $pub "$pid" 2>/dev/null || true; wait $pub "$pid" 2>/dev/null || true; netns_down; }
 trap cleanup EXIT
 wait_port "$rtmp"; wait_port "$http"
-"$BIN/corecast-loadtest" publish "rtmp://127.0.0.1:$rtmp/live/bench" --bitrate-kbps "$KBPS" \
+"${CLIENT[@]}" "$BIN/corecast-loadtest" publish "rtmp://$BENCH_HOST:$rtmp/live/bench" --bitrate-kbps "$KBPS" \
   --audio-kbps 64 --gop-frames "$GOP_FRAMES" --duration $((DURATION + 60)) --cores 1 --quiet \
   >/dev/null 2>"$OUT/publisher.err" &
 pub=$!
 case $server/$KIND in
-  corecast/hls) url=http://127.0.0.1:$http/hls/live/bench/plain.m3u8; list=$url ;;
-  corecast/flv) url=http://127.0.0.1:$http/live/bench.flv ;;
-  corecast/rtmp) url=rtmp://127.0.0.1:$rtmp/live/bench ;;
-  nginx/hls) url=http://127.0.0.1:$http/hls/bench.m3u8; list=$url ;;
+  corecast/hls) url=http://$BENCH_HOST:$http/hls/live/bench/plain.m3u8; list=$url ;;
+  corecast/flv) url=http://$BENCH_HOST:$http/live/bench.flv ;;
+  corecast/rtmp) url=rtmp://$BENCH_HOST:$rtmp/live/bench ;;
+  nginx/hls) url=http://$BENCH_HOST:$http/hls/bench.m3u8; list=$url ;;
   *) echo "bench-hls-phases: KIND=$KIND is for corecast only" >&2; exit 1 ;;
 esac
-[ "$server" = corecast ] && list=${list:-http://127.0.0.1:$http/hls/live/bench/plain.m3u8}
+[ "$server" = corecast ] && list=${list:-http://$BENCH_HOST:$http/hls/live/bench/plain.m3u8}
 wait_segment "$list" || exit 1
 pids=$pid
 [ "$server" = nginx ] && pids="$pid $(pgrep -P "$pid" | tr '\n' ' ')"
@@ -71,7 +74,7 @@ elif [ "$MODE" = record ]; then
 else
   stat ramp "$RAMP_SECS" &
 fi
-timeout $((DURATION + 60)) "$BIN/corecast-reader" "$url" -n "$n" --duration-secs "$DURATION" \
+timeout $((DURATION + 60)) "${CLIENT[@]}" "$BIN/corecast-reader" "$url" -n "$n" --duration-secs "$DURATION" \
   --ramp "$RAMP" --setup-timeout-secs 15 --json "$label.json" >/dev/null 2>"$label.err" &
 reader=$!
 if [ "$MODE" = phases ]; then

@@ -28,13 +28,17 @@ done
 python3 - "$OUT" "$ROUNDS" >"$OUT/rounds.md" <<'PY'
 import json, os, sys
 out, rounds = sys.argv[1], int(sys.argv[2])
-# (label, Corecast's run, its reference run): the ratios bench-hls.sh's summary prints.
+# (label, Corecast's run, its reference run, CPU figure): the ratios bench-hls.sh's summary
+# prints. "cpu_s" is the server's own CPU; "machine_cpu_s" the whole machine's, clients included.
 PAIRS = [
-    ("plain HLS ÷ nginx, harness", "plain-corecast", "plain-nginx"),
-    ("plain HLS ÷ nginx, reader", "plain-corecast-reader", "plain-nginx-reader"),
-    ("LL-HLS ÷ plain HLS", "ll-corecast", "plain-corecast"),
-    ("HTTP-FLV ÷ RTMP, harness", "flv-corecast", "rtmp-corecast"),
-    ("HTTP-FLV ÷ RTMP, reader", "flv-corecast-reader", "rtmp-corecast-reader"),
+    ("plain HLS ÷ nginx, harness", "plain-corecast", "plain-nginx", "cpu_s"),
+    ("plain HLS ÷ nginx, reader", "plain-corecast-reader", "plain-nginx-reader", "cpu_s"),
+    ("plain HLS ÷ nginx, harness, whole machine", "plain-corecast", "plain-nginx", "machine_cpu_s"),
+    ("plain HLS ÷ nginx, reader, whole machine", "plain-corecast-reader", "plain-nginx-reader",
+     "machine_cpu_s"),
+    ("LL-HLS ÷ plain HLS", "ll-corecast", "plain-corecast", "cpu_s"),
+    ("HTTP-FLV ÷ RTMP, harness", "flv-corecast", "rtmp-corecast", "cpu_s"),
+    ("HTTP-FLV ÷ RTMP, reader", "flv-corecast-reader", "rtmp-corecast-reader", "cpu_s"),
 ]
 per_round = []
 for n in range(1, rounds + 1):
@@ -45,28 +49,31 @@ for n in range(1, rounds + 1):
             r = json.loads(line)
             rows[r["run"]] = r
     per_round.append(rows)
-env = {k: os.environ.get(k, "-") for k in ("DURATION", "CORES", "NGINX_WORKERS", "KBPS", "PLAIN_VIEWERS")}
+env = {k: os.environ.get(k, "-")
+       for k in ("DURATION", "CORES", "NGINX_WORKERS", "KBPS", "PLAIN_VIEWERS", "NETNS")}
 print(f"{rounds} rounds of scripts/bench-hls.sh; " + ", ".join(f"{k}={v}" for k, v in env.items())
       + " (- : bench-hls.sh's default). CPU-s per GB, the run over its reference = ratio.\n")
 print("| ratio | per round | mean | range | pooled |")
 print("|---|---|---|---|---|")
-for label, a, b in PAIRS:
+for label, a, b, cpu in PAIRS:
+    per_gb = cpu + "_per_gb"
     cells, ratios, sums = [], [], [0.0, 0.0, 0.0, 0.0]
     for rows in per_round:
         x, y = rows.get(a, {}), rows.get(b, {})
-        if not x.get("cpu_s_per_gb") or not y.get("cpu_s_per_gb"):
+        if not x.get(per_gb) or not y.get(per_gb):
             continue
-        ratio = x["cpu_s_per_gb"] / y["cpu_s_per_gb"]
+        ratio = x[per_gb] / y[per_gb]
         ratios.append(ratio)
-        cells.append(f"{x['cpu_s_per_gb']:.3f} / {y['cpu_s_per_gb']:.3f} = {ratio:.2f}")
+        cells.append(f"{x[per_gb]:.3f} / {y[per_gb]:.3f} = {ratio:.2f}")
         for i, row in enumerate((x, y)):
-            sums[2 * i] += row["cpu_s"]
+            sums[2 * i] += row[cpu]
             sums[2 * i + 1] += row["gb"]
     if not ratios:
         continue
-    pooled = (sums[0] / sums[1]) / (sums[2] / sums[3])
+    # A run that moved almost nothing rounds its GB (or CPU) to 0: no pooled value then.
+    pooled = f"{(sums[0] / sums[1]) / (sums[2] / sums[3]):.2f}" if all(sums) else "-"
     print(f"| {label} | {' · '.join(cells)} | {sum(ratios) / len(ratios):.2f} "
-          f"| {min(ratios):.2f}–{max(ratios):.2f} | {pooled:.2f} |")
+          f"| {min(ratios):.2f}–{max(ratios):.2f} | {pooled} |")
 PY
 cat "$OUT/rounds.md"
 echo "bench-hls-rounds: $OUT/rounds.md, each round in $OUT/round-N/"

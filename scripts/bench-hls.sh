@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Browser delivery benchmarks (issue 16), side by side in one run, on this machine. Never
-# asserted: figures for BENCHMARKS.md. Everything binds 127.0.0.1 and every run is bounded by
-# DURATION (plus fixed set-up limits); each run gets a fresh server.
+# asserted: figures for BENCHMARKS.md. Everything binds 127.0.0.1 (NETNS=1: see below) and every
+# run is bounded by DURATION (plus fixed set-up limits); each run gets a fresh server.
 #
 # One synthetic H.264/AAC-shaped stream (the harness's e2e publisher: SEI clock in every video
 # frame, KBPS kbit/s, a key frame every GOP_FRAMES at 30 fps) and N viewers, read by the
@@ -21,11 +21,13 @@
 #                players (the harness; with READER=1 also bench/reader's epoll players, for
 #                FLV and for RTMP): CPU-s per GB and each reader's own ratio.
 # Server CPU is utime+stime of the server's processes (nginx: master and workers) from /proc
-# over the reader's run; bytes are what the viewers received (harness: HTTP bodies, RTMP socket
-# bytes; bench/reader: HLS bodies from the first segment on, FLV and RTMP bytes after the first
-# key frame). bench/reader runs publish first and start once the stream's playlist lists a
-# segment; harness runs publish and view at once, so their window includes the viewers' wait
-# for a first playlist (404s, retried every 100 ms) and segment.
+# over the reader's run (and, as a second figure, the whole machine's busy CPU from /proc/stat
+# over the same window: clients and kernel included, whoever the kernel billed it to); bytes
+# are what the viewers received (harness: HTTP bodies, RTMP socket bytes; bench/reader: HLS
+# bodies from the first segment on, FLV and RTMP bytes after the first key frame).
+# bench/reader runs publish first and start once the stream's playlist lists a segment;
+# harness runs publish and view at once, so their window includes the viewers' wait for a
+# first playlist (404s, retried every 100 ms) and segment.
 #
 # Environment: DURATION (15 s per run), KBPS (1000), GOP_FRAMES (60), PART_MS (200),
 # LAT_VIEWERS (20), PLAIN_VIEWERS (1000), FLV_VIEWERS (500), CORES (Corecast executors, 0 =
@@ -37,7 +39,9 @@
 # one build; builds before session 8 refuse it), PROFILE (release;
 # "debug" only checks the script), CARGO, CORECAST (the node binary; default the profile's
 # build: set it to compare two builds, A B A B), OUT (results folder, default target/bench-hls/:
-# summary.md, rows.jsonl).
+# summary.md, rows.jsonl), NETNS (0; 1, as root: the publisher and the viewers run in a network
+# namespace of their own, joined to the servers by a veth pair, so their traffic crosses a
+# network device and a second TCP/IP stack instead of loopback; the namespace is removed at exit).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/bench-lib.sh
@@ -74,6 +78,8 @@ fi
 CORECAST=${CORECAST:-$BIN/corecast}
 # 1000 viewers plus the servers' files: raise the open-file limit as far as allowed.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+netns_up
+trap netns_down EXIT
 
 # utime+stime (seconds) of a process and its children.
 cpu_of() {
@@ -99,8 +105,8 @@ part_target_ms = $PART_MS
 [log]
 level = "warn"
 CONF
-  "$CORECAST" --config "$OUT/corecast.toml" --rtmp-listen "127.0.0.1:$1" \
-    --http-listen "127.0.0.1:$2" --cores "$CORES" >/dev/null 2>"$OUT/corecast.log" &
+  "$CORECAST" --config "$OUT/corecast.toml" --rtmp-listen "$BENCH_HOST:$1" \
+    --http-listen "$BENCH_HOST:$2" --cores "$CORES" >/dev/null 2>"$OUT/corecast.log" &
   echo $!
 }
 
@@ -123,7 +129,7 @@ pid $dir/nginx.pid;
 events { worker_connections 10000; }
 rtmp {
   server {
-    listen 127.0.0.1:$1;
+    listen $BENCH_HOST:$1;
     application live {
       live on;
       hls on;
@@ -141,7 +147,7 @@ http {
   keepalive_timeout 60s;
   types { application/vnd.apple.mpegurl m3u8; video/mp2t ts; }
   server {
-    listen 127.0.0.1:$2;
+    listen $BENCH_HOST:$2;
     location /hls/ { root $dir; add_header Cache-Control no-cache; }
   }
 }
@@ -154,27 +160,27 @@ CONF
 # run_one LABEL SERVER(corecast|nginx) VIEWER N LITE(0|1) [URL-TEMPLATE]
 run_one() {
   local label=$1 server=$2 viewer=$3 n=$4 lite=$5 template=${6:-}
-  local rtmp http pid json="$OUT/$1.json" cpu0 cpu1 args
+  local rtmp http pid json="$OUT/$1.json" cpu0 cpu1 m0 m1 args
   rtmp=$(free_port); http=$(free_port)
   pid=$("start_$server" "$rtmp" "$http")
-  trap 'kill '"$pid"' 2>/dev/null || true' EXIT
+  trap 'kill '"$pid"' 2>/dev/null || true; netns_down' EXIT
   wait_port "$rtmp"; wait_port "$http"
-  args=(e2e "rtmp://127.0.0.1:$rtmp/live/bench" -n "$n" --duration "$DURATION" --ramp 200
+  args=(e2e "rtmp://$BENCH_HOST:$rtmp/live/bench" -n "$n" --duration "$DURATION" --ramp 200
         --bitrate-kbps "$KBPS" --audio-kbps 64 --gop-frames "$GOP_FRAMES"
         --max-connections 5000 --connect-timeout 15 --viewer "$viewer" --allow-failed 100%)
   [ "$lite" = 1 ] && args+=(--lite)
   [ -n "$template" ] && args+=(--viewer-url "${template//PORT/$http}")
   [ "$viewer" != rtmp ] && [ -z "$template" ] && \
-    args+=(--viewer-url "http://127.0.0.1:$http$(corecast_path "$viewer")")
+    args+=(--viewer-url "http://$BENCH_HOST:$http$(corecast_path "$viewer")")
   rm -f "$json"
-  cpu0=$(cpu_of "$pid")
-  timeout $((DURATION + 60)) "$BIN/corecast-loadtest" "${args[@]}" --quiet --json "$json" \
+  cpu0=$(cpu_of "$pid"); m0=$(machine_busy)
+  timeout $((DURATION + 60)) "${CLIENT[@]}" "$BIN/corecast-loadtest" "${args[@]}" --quiet --json "$json" \
     >/dev/null 2>"$OUT/$label.err" || true
-  cpu1=$(cpu_of "$pid")
+  cpu1=$(cpu_of "$pid"); m1=$(machine_busy)
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
-  trap - EXIT
-  row "$label" "$server" "$viewer" "$n" "$cpu0" "$cpu1" "$json" "harness"
+  trap netns_down EXIT
+  row "$label" "$server" "$viewer" "$n" "$cpu0" "$cpu1" "$json" "harness" "$m0" "$m1"
 }
 
 corecast_path() {
@@ -189,12 +195,12 @@ corecast_path() {
 # template's RTMP and HTTP are the server's ports (rtmp://..., http://....m3u8 or .flv: the
 # URL chooses the reader's mode).
 run_reader() { # label server(corecast|nginx) url-template n
-  local label=$1 server=$2 template=$3 n=$4 rtmp http pid pub url json="$OUT/$1.json" cpu0 cpu1
+  local label=$1 server=$2 template=$3 n=$4 rtmp http pid pub url json="$OUT/$1.json" cpu0 cpu1 m0 m1
   rtmp=$(free_port); http=$(free_port)
   pid=$("start_$server" "$rtmp" "$http")
-  trap 'kill '"$pid"' 2>/dev/null || true' EXIT
+  trap 'kill '"$pid"' 2>/dev/null || true; netns_down' EXIT
   wait_port "$rtmp"; wait_port "$http"
-  "$BIN/corecast-loadtest" publish "rtmp://127.0.0.1:$rtmp/live/bench" --bitrate-kbps "$KBPS" \
+  "${CLIENT[@]}" "$BIN/corecast-loadtest" publish "rtmp://$BENCH_HOST:$rtmp/live/bench" --bitrate-kbps "$KBPS" \
     --audio-kbps 64 --gop-frames "$GOP_FRAMES" --duration $((DURATION + 70)) --cores 1 --quiet \
     >/dev/null 2>"$OUT/$label-publisher.err" &
   pub=$!
@@ -203,27 +209,28 @@ run_reader() { # label server(corecast|nginx) url-template n
   # viewers are not answered 404, and no HLS viewer spends the measured window retrying 404s
   # or waiting for a first segment, on either server.
   # (A run without one goes on: its viewers' failures show in its row.)
-  if [ "$server" = corecast ]; then wait_segment "http://127.0.0.1:$http/hls/live/bench/plain.m3u8" || true
-  else wait_segment "http://127.0.0.1:$http/hls/bench.m3u8" || true; fi
+  if [ "$server" = corecast ]; then wait_segment "http://$BENCH_HOST:$http/hls/live/bench/plain.m3u8" || true
+  else wait_segment "http://$BENCH_HOST:$http/hls/bench.m3u8" || true; fi
   url=${template//RTMP/$rtmp}; url=${url//HTTP/$http}
-  cpu0=$(cpu_of "$pid")
-  timeout $((DURATION + 60)) "$BIN/corecast-reader" "$url" -n "$n" --duration-secs "$DURATION" \
+  cpu0=$(cpu_of "$pid"); m0=$(machine_busy)
+  timeout $((DURATION + 60)) "${CLIENT[@]}" "$BIN/corecast-reader" "$url" -n "$n" --duration-secs "$DURATION" \
     --ramp 200 --setup-timeout-secs 15 --json "$json" >/dev/null 2>"$OUT/$label.err" || true
-  cpu1=$(cpu_of "$pid")
+  cpu1=$(cpu_of "$pid"); m1=$(machine_busy)
   kill "$pub" "$pid" 2>/dev/null || true
   wait "$pub" "$pid" 2>/dev/null || true
-  trap - EXIT
+  trap netns_down EXIT
   local viewer=rtmp
   case $url in *.m3u8) viewer=hls-plain ;; *.flv) viewer=flv ;; esac
-  row "$label" "$server" "$viewer" "$n" "$cpu0" "$cpu1" "$json" "reader"
+  row "$label" "$server" "$viewer" "$n" "$cpu0" "$cpu1" "$json" "reader" "$m0" "$m1"
 }
 
-row() { # label server viewer n cpu0 cpu1 json reader
+row() { # label server viewer n cpu0 cpu1 json reader machine0 machine1
   python3 - "$@" >>"$OUT/rows.jsonl" <<'PY'
 import json, sys
-label, server, viewer, n, cpu0, cpu1, path, reader = sys.argv[1:]
+label, server, viewer, n, cpu0, cpu1, path, reader, m0, m1 = sys.argv[1:]
 row = {"run": label, "server": server, "viewer": viewer, "viewers": int(n), "reader": reader,
-       "cpu_s": round(float(cpu1) - float(cpu0), 3)}
+       "cpu_s": round(float(cpu1) - float(cpu0), 3),
+       "machine_cpu_s": round(float(m1) - float(m0), 3)}
 try:
     r = json.load(open(path))
 except Exception as e:
@@ -257,12 +264,13 @@ else:
 row["gb"] = round(gb, 4)
 row["mb_per_viewer"] = round(gb * 1e3 / row["with_frame"], 3) if row["with_frame"] else None
 row["cpu_s_per_gb"] = round(row["cpu_s"] / gb, 3) if gb > 0 else None
+row["machine_cpu_s_per_gb"] = round(row["machine_cpu_s"] / gb, 3) if gb > 0 else None
 print(json.dumps(row))
 PY
   tail -n 1 "$OUT/rows.jsonl"
 }
 
-NGINX_HLS="http://127.0.0.1:PORT/hls/{stream}.m3u8"
+NGINX_HLS="http://$BENCH_HOST:PORT/hls/{stream}.m3u8"
 : >"$OUT/rows.jsonl"
 for run in $RUNS; do
   case $run in
@@ -274,8 +282,8 @@ for run in $RUNS; do
       run_one plain-corecast corecast hls-plain "$PLAIN_VIEWERS" 1
       run_one plain-nginx nginx hls-plain "$PLAIN_VIEWERS" 1 "$NGINX_HLS"
       if [ "$READER" = 1 ]; then
-        run_reader plain-corecast-reader corecast "http://127.0.0.1:HTTP/hls/live/bench/plain.m3u8" "$PLAIN_VIEWERS"
-        run_reader plain-nginx-reader nginx "http://127.0.0.1:HTTP/hls/bench.m3u8" "$PLAIN_VIEWERS"
+        run_reader plain-corecast-reader corecast "http://$BENCH_HOST:HTTP/hls/live/bench/plain.m3u8" "$PLAIN_VIEWERS"
+        run_reader plain-nginx-reader nginx "http://$BENCH_HOST:HTTP/hls/bench.m3u8" "$PLAIN_VIEWERS"
       fi ;;
     ll-vs-plain)
       run_one ll-corecast corecast hls "$PLAIN_VIEWERS" 1 ;;
@@ -283,25 +291,26 @@ for run in $RUNS; do
       run_one flv-corecast corecast flv "$FLV_VIEWERS" 1
       run_one rtmp-corecast corecast rtmp "$FLV_VIEWERS" 1
       if [ "$READER" = 1 ]; then
-        run_reader flv-corecast-reader corecast "http://127.0.0.1:HTTP/live/bench.flv" "$FLV_VIEWERS"
-        run_reader rtmp-corecast-reader corecast "rtmp://127.0.0.1:RTMP/live/bench" "$FLV_VIEWERS"
+        run_reader flv-corecast-reader corecast "http://$BENCH_HOST:HTTP/live/bench.flv" "$FLV_VIEWERS"
+        run_reader rtmp-corecast-reader corecast "rtmp://$BENCH_HOST:RTMP/live/bench" "$FLV_VIEWERS"
       fi ;;
     *) echo "bench-hls: unknown run $run (RUNS: latency plain ll-vs-plain flv-vs-rtmp)" >&2; exit 1 ;;
   esac
 done
 
 python3 - "$OUT/rows.jsonl" "$DURATION" "$KBPS" "$PART_MS" "$GOP_FRAMES" "$CORES" \
-  "${NGINX_WORKERS:-1}" >"$OUT/summary.md" <<'PY'
+  "${NGINX_WORKERS:-1}" "${NETNS:-0}" >"$OUT/summary.md" <<'PY'
 import json, sys
 rows = {r["run"]: r for r in (json.loads(l) for l in open(sys.argv[1]) if l.strip())}
-duration, kbps, part, gop, cores, workers = sys.argv[2:]
+duration, kbps, part, gop, cores, workers, netns = sys.argv[2:]
 def f(v, d=1):
     return "-" if v is None else (f"{v:.{d}f}" if isinstance(v, float) else str(v))
 print(f"{duration} s per run, stream {kbps} kbit/s, key frame every {gop} frames at 30 fps, "
       f"LL-HLS parts {part} ms. Harness viewers, and bench/reader's epoll players where the "
       f"viewer says (reader); CPU = the server's utime+stime. MB per viewer: bytes counted over "
       f"the viewers that got a frame (harness: every body; reader: see bench/reader). Corecast "
-      f"cores: {'all CPUs' if cores == '0' else cores}; nginx workers: {workers}.\n")
+      f"cores: {'all CPUs' if cores == '0' else cores}; nginx workers: {workers}; clients "
+      f"{'in a network namespace, over a veth pair' if netns == '1' else 'on loopback'}.\n")
 print("| run | server | viewer | viewers | connected | got a frame | TTFF p50/p99 ms | latency p50/p99 ms (samples) | stalls (viewers) | req/s per viewer | MB per viewer | Mbit/s | server CPU-s | CPU-s/GB |")
 print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for r in rows.values():
@@ -310,8 +319,8 @@ for r in rows.values():
     print(f"| {r['run']} | {r['server']} | {r['viewer']}{' (reader)' if r['reader'] == 'reader' else ''} | {r['viewers']} | {r['connected']} | {r['with_frame']} "
           f"| {f(r.get('ttff_p50_ms'))}/{f(r.get('ttff_p99_ms'))} | {f(r.get('latency_p50_ms'))}/{f(r.get('latency_p99_ms'))} ({f(r.get('latency_samples'))}) "
           f"| {f(r.get('stalls'))} ({f(r.get('viewers_with_stalls'))}) | {f(r.get('rps_per_viewer'), 2)} | {f(r.get('mb_per_viewer'), 2)} | {f(r.get('mbps'), 0)} | {f(r['cpu_s'], 2)} | {f(r['cpu_s_per_gb'], 2)} |")
-def ratio(a, b):
-    x, y = rows.get(a, {}).get("cpu_s_per_gb"), rows.get(b, {}).get("cpu_s_per_gb")
+def ratio(a, b, key="cpu_s_per_gb"):
+    x, y = rows.get(a, {}).get(key), rows.get(b, {}).get(key)
     return "-" if not x or not y else f"{x / y:.2f}"
 print()
 print("| ratio of CPU-s per GB | value | target |")
@@ -319,6 +328,10 @@ print("|---|---|---|")
 print(f"| Corecast plain HLS ÷ nginx (sendfile) serving nginx-rtmp's HLS (harness) | {ratio('plain-corecast', 'plain-nginx')} | ≤ 1.0 |")
 if "plain-corecast-reader" in rows:
     print(f"| Corecast plain HLS ÷ nginx (sendfile) serving nginx-rtmp's HLS (bench/reader) | {ratio('plain-corecast-reader', 'plain-nginx-reader')} | ≤ 1.0 |")
+m = "machine_cpu_s_per_gb"
+print(f"| the same, the whole machine's CPU (clients included) (harness) | {ratio('plain-corecast', 'plain-nginx', m)} | - |")
+if "plain-corecast-reader" in rows:
+    print(f"| the same, the whole machine's CPU (clients included) (bench/reader) | {ratio('plain-corecast-reader', 'plain-nginx-reader', m)} | - |")
 print(f"| Corecast LL-HLS ÷ Corecast plain HLS | {ratio('ll-corecast', 'plain-corecast')} | - |")
 print(f"| Corecast HTTP-FLV ÷ Corecast RTMP (harness) | {ratio('flv-corecast', 'rtmp-corecast')} | ≤ 1.1 |")
 if "rtmp-corecast-reader" in rows:

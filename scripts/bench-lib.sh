@@ -1,12 +1,45 @@
-# Helpers shared by the benchmark scripts (sourced, not run). Everything stays on loopback.
+# Helpers shared by the benchmark scripts (sourced, not run). Everything stays on loopback, or
+# with NETNS=1 (scripts that call `netns_up`) on a veth pair into a network namespace the script
+# makes and removes itself.
 
 # A loopback port nobody listens on right now, taken from the kernel.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# Waits up to 10 s for something to accept connections on 127.0.0.1:$1.
+# The address the servers listen on and the clients connect to, and the command prefix that
+# runs a client: loopback and nothing, until `netns_up` moves the clients to their own host.
+BENCH_HOST=127.0.0.1
+CLIENT=()
+BENCH_NETNS=
+
+# With NETNS=1: the clients (publishers and viewers) get a network host of their own, a
+# namespace joined to this one by a veth pair (the servers listen on this side's address), so
+# that what they send and receive crosses a network device and its own TCP/IP stack rather than
+# loopback. No-op otherwise. Needs root and `ip`; `netns_down` (safe to call twice) removes it.
+netns_up() {
+  [ "${NETNS:-0}" = 1 ] || return 0
+  command -v ip >/dev/null || { echo "$(basename "$0"): NETNS=1 needs ip (iproute2)" >&2; exit 1; }
+  local ns="ccbench$$" host="ccb$$" peer="ccb$$p" net="10.213.$(($$ % 250 + 1))"
+  ip netns add "$ns" || { echo "$(basename "$0"): NETNS=1 needs root" >&2; exit 1; }
+  BENCH_NETNS=$ns
+  ip link add "$host" type veth peer name "$peer" netns "$ns"
+  ip addr add "$net.1/30" dev "$host" && ip link set "$host" up
+  ip -n "$ns" addr add "$net.2/30" dev "$peer"
+  ip -n "$ns" link set "$peer" up && ip -n "$ns" link set lo up
+  BENCH_HOST=$net.1
+  CLIENT=(ip netns exec "$ns")
+}
+
+netns_down() {
+  # Deleting the namespace deletes its end of the veth pair, and with it this end.
+  [ -n "$BENCH_NETNS" ] && ip netns del "$BENCH_NETNS" 2>/dev/null
+  BENCH_NETNS=
+  return 0
+}
+
+# Waits up to 10 s for something to accept connections on $BENCH_HOST:$1.
 wait_port() {
   for _ in $(seq 1 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    (exec 3<>"/dev/tcp/$BENCH_HOST/$1") 2>/dev/null && return 0
     sleep 0.1
   done
   echo "$(basename "$0"): nothing listens on $1" >&2
@@ -24,6 +57,14 @@ cpu_of() {
     total=$(awk -v t="$total" '{print t + $14 + $15}' "/proc/$p/stat")
   done
   python3 -c "print($total / $tck)"
+}
+
+# Busy CPU time (seconds) of the whole machine so far: every process and the kernel's interrupt
+# work (user, nice, system, irq and softirq from /proc/stat; not idle, iowait or steal). Over a
+# run it counts the clients too, and what the kernel did for a socket whichever process it
+# billed that to (on loopback the sender pays for much of its receiver's TCP work).
+machine_busy() {
+  awk -v tck="$(getconf CLK_TCK)" '/^cpu / {print ($2 + $3 + $4 + $7 + $8) / tck; exit}' /proc/stat
 }
 
 # Waits up to 15 s for the HLS playlist at $1 to list a segment; fails (with a line) if not.
