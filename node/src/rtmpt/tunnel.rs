@@ -459,7 +459,7 @@ impl Transport for TunnelTransport {
                 ))),
                 Some(ClientEnd::InputStalled) => Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    "rtmpt tunnel closed: the session took none of its input for 60 s",
+                    "rtmpt tunnel closed: the session took none of its input",
                 ))),
                 None => {
                     s.reader = Some(cx.waker().clone());
@@ -523,6 +523,8 @@ struct TunnelsInner {
     map: RefCell<HashMap<TunnelId, Rc<Tunnel>>>,
     /// Per-address limits on `/open`; made with the core's config at the first `/open`.
     admission: RefCell<Option<OpenAdmission>>,
+    /// [`INBOUND_WAIT`]; shorter in tests.
+    inbound_wait: Duration,
 }
 
 impl Default for Tunnels {
@@ -530,6 +532,7 @@ impl Default for Tunnels {
         Tunnels(Rc::new(TunnelsInner {
             map: RefCell::new(HashMap::new()),
             admission: RefCell::new(None),
+            inbound_wait: INBOUND_WAIT,
         }))
     }
 }
@@ -655,6 +658,16 @@ impl Tunnels {
         self.with_admission(|a| a.prune(now));
     }
 
+    /// No tunnels yet, and a `/send` waits `inbound_wait` for room instead of [`INBOUND_WAIT`].
+    #[cfg(test)]
+    fn with_inbound_wait(inbound_wait: Duration) -> Self {
+        Tunnels(Rc::new(TunnelsInner {
+            map: RefCell::new(HashMap::new()),
+            admission: RefCell::new(None),
+            inbound_wait,
+        }))
+    }
+
     /// A tunnel with no session behind it; the test plays the session through the transport.
     #[cfg(test)]
     fn insert_bare(&self, core: CoreId) -> (TunnelId, TunnelTransport) {
@@ -704,11 +717,12 @@ impl Tunnels {
             return;
         }
         tunnel.state.borrow_mut().waiting_for_room = Some(seq);
-        let room = with_timeout(INBOUND_WAIT, tunnel.until(has_room)).await;
+        let wait = self.0.inbound_wait;
+        let room = with_timeout(wait, tunnel.until(has_room)).await;
         let mut s = tunnel.state.borrow_mut();
         s.waiting_for_room = None;
         if room.is_none() {
-            warn!(tunnel = %tunnel.id, seq, waited_secs = INBOUND_WAIT.as_secs(), "rtmpt tunnel closed: its session took none of its input");
+            warn!(tunnel = %tunnel.id, seq, waited_secs = wait.as_secs(), "rtmpt tunnel closed: its session took none of its input");
             s.end_client(ClientEnd::InputStalled);
         }
     }
@@ -1022,6 +1036,39 @@ mod tests {
                 session.read_into(&mut rest).await.expect("read");
             }
             assert_eq!(&rest[..], [[2u8; 10], [3u8; 10]].concat(), "in order");
+        });
+    }
+
+    #[test]
+    fn a_session_that_takes_no_input_ends_its_tunnel_after_the_inbound_wait() {
+        on_executor(|| async {
+            let wait = Duration::from_millis(200);
+            let tunnels = Tunnels::with_inbound_wait(wait);
+            let (id, session) = tunnels.insert_bare(CoreId(0));
+            let send = |seq, body: Vec<u8>| TunnelRequest {
+                id: id.clone(),
+                kind: RequestKind::Send,
+                seq,
+                body: Bytes::from(body),
+            };
+            reply(tunnels.handle(send(0, vec![1; MAX_INBOUND_BYTES])).await);
+            // The session reads nothing: the next /send waits for room, then gives up.
+            let started = Instant::now();
+            reply(tunnels.handle(send(1, vec![2; 10])).await);
+            assert!(started.elapsed() >= wait, "answered before the wait");
+            // What was admitted still reaches the session, without the stalled body, and then
+            // the session learns that the tunnel ended.
+            let mut buf = BytesMut::new();
+            session
+                .read_into(&mut buf)
+                .await
+                .expect("the admitted input");
+            assert_eq!(&buf[..], &vec![1u8; MAX_INBOUND_BYTES][..]);
+            let err = session
+                .read_into(&mut BytesMut::new())
+                .await
+                .expect_err("the tunnel ended");
+            assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         });
     }
 
