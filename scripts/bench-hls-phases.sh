@@ -36,8 +36,8 @@ case $server in corecast|nginx) ;; *) echo "bench-hls-phases: corecast or nginx"
 # The servers exactly as bench-hls.sh starts them (its start_corecast and start_nginx).
 eval "$(awk '/^start_(corecast|nginx)\(\) \{/{p=1} p{print} p&&/^  echo \$!$/{e=1;next} e&&/^}$/{p=0;e=0}' scripts/bench-hls.sh)"
 
-netns_up
 trap netns_down EXIT
+netns_up
 rtmp=$(free_port); http=$(free_port)
 pid=$("start_$server" "$rtmp" "$http")
 pub=

@@ -78,8 +78,8 @@ fi
 CORECAST=${CORECAST:-$BIN/corecast}
 # 1000 viewers plus the servers' files: raise the open-file limit as far as allowed.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-netns_up
 trap netns_down EXIT
+netns_up
 
 # utime+stime (seconds) of a process and its children.
 cpu_of() {
