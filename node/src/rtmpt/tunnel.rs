@@ -882,6 +882,16 @@ mod tests {
         }
     }
 
+    /// A `/send` with an owned body.
+    fn send(id: &TunnelId, seq: u64, body: Vec<u8>) -> TunnelRequest {
+        TunnelRequest {
+            id: id.clone(),
+            kind: RequestKind::Send,
+            seq,
+            body: Bytes::from(body),
+        }
+    }
+
     fn reply(r: TunnelReply) -> Reply {
         match r {
             TunnelReply::Reply(reply) => reply,
@@ -1005,14 +1015,12 @@ mod tests {
         on_executor(|| async {
             let tunnels = Tunnels::default();
             let (id, session) = tunnels.insert_bare(CoreId(0));
-            let send = |seq, body: Vec<u8>| TunnelRequest {
-                id: id.clone(),
-                kind: RequestKind::Send,
-                seq,
-                body: Bytes::from(body),
-            };
             // A full input: the session reads nothing yet (an auth callback, say).
-            reply(tunnels.handle(send(0, vec![1; MAX_INBOUND_BYTES])).await);
+            reply(
+                tunnels
+                    .handle(send(&id, 0, vec![1; MAX_INBOUND_BYTES]))
+                    .await,
+            );
             let done = Rc::new(std::cell::Cell::new(0u32));
             let spawn = |request: TunnelRequest| {
                 let (tunnels, done) = (tunnels.clone(), Rc::clone(&done));
@@ -1021,8 +1029,8 @@ mod tests {
                     done.set(done.get() + 1);
                 })
             };
-            let waiting = spawn(send(1, vec![2; 10]));
-            let follower = spawn(send(2, vec![3; 10]));
+            let waiting = spawn(send(&id, 1, vec![2; 10]));
+            let follower = spawn(send(&id, 2, vec![3; 10]));
             // Past the reorder wait: the follower must not skip the waiting send as a gap.
             glommio::timer::sleep(REORDER_WAIT + Duration::from_millis(300)).await;
             assert_eq!(done.get(), 0, "a send was admitted past the bound");
@@ -1045,16 +1053,14 @@ mod tests {
             let wait = Duration::from_millis(200);
             let tunnels = Tunnels::with_inbound_wait(wait);
             let (id, session) = tunnels.insert_bare(CoreId(0));
-            let send = |seq, body: Vec<u8>| TunnelRequest {
-                id: id.clone(),
-                kind: RequestKind::Send,
-                seq,
-                body: Bytes::from(body),
-            };
-            reply(tunnels.handle(send(0, vec![1; MAX_INBOUND_BYTES])).await);
+            reply(
+                tunnels
+                    .handle(send(&id, 0, vec![1; MAX_INBOUND_BYTES]))
+                    .await,
+            );
             // The session reads nothing: the next /send waits for room, then gives up.
             let started = Instant::now();
-            reply(tunnels.handle(send(1, vec![2; 10])).await);
+            reply(tunnels.handle(send(&id, 1, vec![2; 10])).await);
             assert!(started.elapsed() >= wait, "answered before the wait");
             // What was admitted still reaches the session, without the stalled body, and then
             // the session learns that the tunnel ended.
