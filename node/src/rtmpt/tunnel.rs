@@ -529,11 +529,7 @@ struct TunnelsInner {
 
 impl Default for Tunnels {
     fn default() -> Self {
-        Tunnels(Rc::new(TunnelsInner {
-            map: RefCell::new(HashMap::new()),
-            admission: RefCell::new(None),
-            inbound_wait: INBOUND_WAIT,
-        }))
+        Tunnels::with_inbound_wait(INBOUND_WAIT)
     }
 }
 
@@ -658,8 +654,8 @@ impl Tunnels {
         self.with_admission(|a| a.prune(now));
     }
 
-    /// No tunnels yet, and a `/send` waits `inbound_wait` for room instead of [`INBOUND_WAIT`].
-    #[cfg(test)]
+    /// No tunnels yet; a `/send` waits up to `inbound_wait` for room ([`INBOUND_WAIT`] but in
+    /// tests).
     fn with_inbound_wait(inbound_wait: Duration) -> Self {
         Tunnels(Rc::new(TunnelsInner {
             map: RefCell::new(HashMap::new()),
