@@ -36,6 +36,11 @@ PAIRS = [
     ("plain HLS ÷ nginx, harness, whole machine", "plain-corecast", "plain-nginx", "machine_cpu_s"),
     ("plain HLS ÷ nginx, reader, whole machine", "plain-corecast-reader", "plain-nginx-reader",
      "machine_cpu_s"),
+    # SPLIT only: the busy time of the servers' own CPUs.
+    ("plain HLS ÷ nginx, harness, servers' CPUs", "plain-corecast", "plain-nginx",
+     "server_cpu_busy_s"),
+    ("plain HLS ÷ nginx, reader, servers' CPUs", "plain-corecast-reader", "plain-nginx-reader",
+     "server_cpu_busy_s"),
     ("LL-HLS ÷ plain HLS", "ll-corecast", "plain-corecast", "cpu_s"),
     ("HTTP-FLV ÷ RTMP, harness", "flv-corecast", "rtmp-corecast", "cpu_s"),
     ("HTTP-FLV ÷ RTMP, reader", "flv-corecast-reader", "rtmp-corecast-reader", "cpu_s"),
@@ -50,7 +55,7 @@ for n in range(1, rounds + 1):
             rows[r["run"]] = r
     per_round.append(rows)
 env = {k: os.environ.get(k, "-")
-       for k in ("DURATION", "CORES", "NGINX_WORKERS", "KBPS", "PLAIN_VIEWERS", "NETNS")}
+       for k in ("DURATION", "CORES", "NGINX_WORKERS", "KBPS", "PLAIN_VIEWERS", "NETNS", "SPLIT")}
 print(f"{rounds} rounds of scripts/bench-hls.sh; " + ", ".join(f"{k}={v}" for k, v in env.items())
       + " (- : bench-hls.sh's default). CPU-s per GB, the run over its reference = ratio.\n")
 print("| ratio | per round | mean | range | pooled |")

@@ -41,7 +41,10 @@
 # build: set it to compare two builds, A B A B), OUT (results folder, default target/bench-hls/:
 # summary.md, rows.jsonl), NETNS (0; 1, as root: the publisher and the viewers run in a network
 # namespace of their own, joined to the servers by a veth pair, so their traffic crosses a
-# network device and a second TCP/IP stack instead of loopback; the namespace is removed at exit).
+# network device and a second TCP/IP stack instead of loopback; the namespace is removed at exit),
+# SPLIT (0; N, with NETNS=1: the servers on CPUs 0..N-1, the clients on the others, each
+# side's receive work on its own CPUs, and a third CPU figure: the busy time of the servers'
+# CPUs, see bench-lib.sh's `split_up`; give Corecast CORES=N and nginx NGINX_WORKERS=N).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/bench-lib.sh
@@ -80,6 +83,7 @@ CORECAST=${CORECAST:-$BIN/corecast}
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 trap netns_down EXIT
 netns_up
+split_up
 
 # utime+stime (seconds) of a process and its children.
 cpu_of() {
@@ -104,8 +108,9 @@ ${FAST_LANE:+fast_lane = $FAST_LANE}
 part_target_ms = $PART_MS
 [log]
 level = "warn"
+$BENCH_LIMITS
 CONF
-  "$CORECAST" --config "$OUT/corecast.toml" --rtmp-listen "$BENCH_HOST:$1" \
+  "${SERVER[@]}" "$CORECAST" --config "$OUT/corecast.toml" --rtmp-listen "$BENCH_HOST:$1" \
     --http-listen "$BENCH_HOST:$2" --cores "$CORES" >/dev/null 2>"$OUT/corecast.log" &
   echo $!
 }
@@ -152,7 +157,7 @@ http {
   }
 }
 CONF
-  /usr/sbin/nginx -c "$dir/nginx.conf" -p "$dir" >/dev/null 2>&1 &
+  "${SERVER[@]}" /usr/sbin/nginx -c "$dir/nginx.conf" -p "$dir" >/dev/null 2>&1 &
   echo $!
 }
 
@@ -160,7 +165,7 @@ CONF
 # run_one LABEL SERVER(corecast|nginx) VIEWER N LITE(0|1) [URL-TEMPLATE]
 run_one() {
   local label=$1 server=$2 viewer=$3 n=$4 lite=$5 template=${6:-}
-  local rtmp http pid json="$OUT/$1.json" cpu0 cpu1 m0 m1 args
+  local rtmp http pid json="$OUT/$1.json" cpu0 cpu1 m0 m1 s0 s1 args
   rtmp=$(free_port); http=$(free_port)
   pid=$("start_$server" "$rtmp" "$http")
   trap 'kill '"$pid"' 2>/dev/null || true; netns_down' EXIT
@@ -173,14 +178,14 @@ run_one() {
   [ "$viewer" != rtmp ] && [ -z "$template" ] && \
     args+=(--viewer-url "http://$BENCH_HOST:$http$(corecast_path "$viewer")")
   rm -f "$json"
-  cpu0=$(cpu_of "$pid"); m0=$(machine_busy)
+  cpu0=$(cpu_of "$pid"); m0=$(machine_busy); s0=$(servers_busy)
   timeout $((DURATION + 60)) "${CLIENT[@]}" "$BIN/corecast-loadtest" "${args[@]}" --quiet --json "$json" \
     >/dev/null 2>"$OUT/$label.err" || true
-  cpu1=$(cpu_of "$pid"); m1=$(machine_busy)
+  cpu1=$(cpu_of "$pid"); m1=$(machine_busy); s1=$(servers_busy)
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
   trap netns_down EXIT
-  row "$label" "$server" "$viewer" "$n" "$cpu0" "$cpu1" "$json" "harness" "$m0" "$m1"
+  row "$label" "$server" "$viewer" "$n" "$cpu0" "$cpu1" "$json" "harness" "$m0" "$m1" "$s0" "$s1"
 }
 
 corecast_path() {
@@ -196,6 +201,7 @@ corecast_path() {
 # URL chooses the reader's mode).
 run_reader() { # label server(corecast|nginx) url-template n
   local label=$1 server=$2 template=$3 n=$4 rtmp http pid pub url json="$OUT/$1.json" cpu0 cpu1 m0 m1
+  local s0 s1
   rtmp=$(free_port); http=$(free_port)
   pid=$("start_$server" "$rtmp" "$http")
   trap 'kill '"$pid"' 2>/dev/null || true; netns_down' EXIT
@@ -212,25 +218,28 @@ run_reader() { # label server(corecast|nginx) url-template n
   if [ "$server" = corecast ]; then wait_segment "http://$BENCH_HOST:$http/hls/live/bench/plain.m3u8" || true
   else wait_segment "http://$BENCH_HOST:$http/hls/bench.m3u8" || true; fi
   url=${template//RTMP/$rtmp}; url=${url//HTTP/$http}
-  cpu0=$(cpu_of "$pid"); m0=$(machine_busy)
+  cpu0=$(cpu_of "$pid"); m0=$(machine_busy); s0=$(servers_busy)
   timeout $((DURATION + 60)) "${CLIENT[@]}" "$BIN/corecast-reader" "$url" -n "$n" --duration-secs "$DURATION" \
     --ramp 200 --setup-timeout-secs 15 --json "$json" >/dev/null 2>"$OUT/$label.err" || true
-  cpu1=$(cpu_of "$pid"); m1=$(machine_busy)
+  cpu1=$(cpu_of "$pid"); m1=$(machine_busy); s1=$(servers_busy)
   kill "$pub" "$pid" 2>/dev/null || true
   wait "$pub" "$pid" 2>/dev/null || true
   trap netns_down EXIT
   local viewer=rtmp
   case $url in *.m3u8) viewer=hls-plain ;; *.flv) viewer=flv ;; esac
-  row "$label" "$server" "$viewer" "$n" "$cpu0" "$cpu1" "$json" "reader" "$m0" "$m1"
+  row "$label" "$server" "$viewer" "$n" "$cpu0" "$cpu1" "$json" "reader" "$m0" "$m1" "$s0" "$s1"
 }
 
-row() { # label server viewer n cpu0 cpu1 json reader machine0 machine1
+row() { # label server viewer n cpu0 cpu1 json reader machine0 machine1 server-cpu0 server-cpu1
   python3 - "$@" >>"$OUT/rows.jsonl" <<'PY'
 import json, sys
-label, server, viewer, n, cpu0, cpu1, path, reader, m0, m1 = sys.argv[1:]
+label, server, viewer, n, cpu0, cpu1, path, reader, m0, m1, s0, s1 = sys.argv[1:]
 row = {"run": label, "server": server, "viewer": viewer, "viewers": int(n), "reader": reader,
        "cpu_s": round(float(cpu1) - float(cpu0), 3),
        "machine_cpu_s": round(float(m1) - float(m0), 3)}
+# SPLIT: the busy time of the servers' own CPUs (bench-lib.sh's `split_up`).
+if s0 != "-":
+    row["server_cpu_busy_s"] = round(float(s1) - float(s0), 3)
 try:
     r = json.load(open(path))
 except Exception as e:
@@ -265,6 +274,8 @@ row["gb"] = round(gb, 4)
 row["mb_per_viewer"] = round(gb * 1e3 / row["with_frame"], 3) if row["with_frame"] else None
 row["cpu_s_per_gb"] = round(row["cpu_s"] / gb, 3) if gb > 0 else None
 row["machine_cpu_s_per_gb"] = round(row["machine_cpu_s"] / gb, 3) if gb > 0 else None
+if "server_cpu_busy_s" in row:
+    row["server_cpu_busy_s_per_gb"] = round(row["server_cpu_busy_s"] / gb, 3) if gb > 0 else None
 print(json.dumps(row))
 PY
   tail -n 1 "$OUT/rows.jsonl"
@@ -299,10 +310,10 @@ for run in $RUNS; do
 done
 
 python3 - "$OUT/rows.jsonl" "$DURATION" "$KBPS" "$PART_MS" "$GOP_FRAMES" "$CORES" \
-  "${NGINX_WORKERS:-1}" "${NETNS:-0}" >"$OUT/summary.md" <<'PY'
+  "${NGINX_WORKERS:-1}" "${NETNS:-0}" "${SPLIT:-0}" >"$OUT/summary.md" <<'PY'
 import json, sys
 rows = {r["run"]: r for r in (json.loads(l) for l in open(sys.argv[1]) if l.strip())}
-duration, kbps, part, gop, cores, workers, netns = sys.argv[2:]
+duration, kbps, part, gop, cores, workers, netns, split = sys.argv[2:]
 def f(v, d=1):
     return "-" if v is None else (f"{v:.{d}f}" if isinstance(v, float) else str(v))
 print(f"{duration} s per run, stream {kbps} kbit/s, key frame every {gop} frames at 30 fps, "
@@ -310,7 +321,8 @@ print(f"{duration} s per run, stream {kbps} kbit/s, key frame every {gop} frames
       f"viewer says (reader); CPU = the server's utime+stime. MB per viewer: bytes counted over "
       f"the viewers that got a frame (harness: every body; reader: see bench/reader). Corecast "
       f"cores: {'all CPUs' if cores == '0' else cores}; nginx workers: {workers}; clients "
-      f"{'in a network namespace, over a veth pair' if netns == '1' else 'on loopback'}.\n")
+      f"{'in a network namespace, over a veth pair' if netns == '1' else 'on loopback'}"
+      f"{f'; the servers on CPUs 0..{int(split) - 1}, the clients and their receive work on the others' if split != '0' else ''}.\n")
 print("| run | server | viewer | viewers | connected | got a frame | TTFF p50/p99 ms | latency p50/p99 ms (samples) | stalls (viewers) | req/s per viewer | MB per viewer | Mbit/s | server CPU-s | CPU-s/GB |")
 print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for r in rows.values():
@@ -332,6 +344,11 @@ m = "machine_cpu_s_per_gb"
 print(f"| the same, the whole machine's CPU (clients included) (harness) | {ratio('plain-corecast', 'plain-nginx', m)} | - |")
 if "plain-corecast-reader" in rows:
     print(f"| the same, the whole machine's CPU (clients included) (bench/reader) | {ratio('plain-corecast-reader', 'plain-nginx-reader', m)} | - |")
+if split != "0":
+    s = "server_cpu_busy_s_per_gb"
+    print(f"| the same, the servers' CPUs' busy time (harness) | {ratio('plain-corecast', 'plain-nginx', s)} | - |")
+    if "plain-corecast-reader" in rows:
+        print(f"| the same, the servers' CPUs' busy time (bench/reader) | {ratio('plain-corecast-reader', 'plain-nginx-reader', s)} | - |")
 print(f"| Corecast LL-HLS ÷ Corecast plain HLS | {ratio('ll-corecast', 'plain-corecast')} | - |")
 print(f"| Corecast HTTP-FLV ÷ Corecast RTMP (harness) | {ratio('flv-corecast', 'rtmp-corecast')} | ≤ 1.1 |")
 if "rtmp-corecast-reader" in rows:

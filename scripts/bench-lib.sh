@@ -10,6 +10,11 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 BENCH_HOST=127.0.0.1
 CLIENT=()
 BENCH_NETNS=
+BENCH_VETH=()
+# The command prefix that starts a server, and the CPUs the servers run on: nothing and none,
+# until `split_up` gives the servers CPUs of their own.
+SERVER=()
+SERVER_CPUS=
 
 # With NETNS=1: the clients (publishers and viewers) get a network host of their own, a
 # namespace joined to this one by a veth pair (the servers listen on this side's address), so
@@ -26,7 +31,33 @@ netns_up() {
   ip -n "$ns" addr add "$net.2/30" dev "$peer"
   ip -n "$ns" link set "$peer" up && ip -n "$ns" link set lo up
   BENCH_HOST=$net.1
+  BENCH_VETH=("$host" "$peer")
   CLIENT=(ip netns exec "$ns")
+}
+
+# With SPLIT=N (needs NETNS=1 and more than N CPUs): the servers run on CPUs 0..N-1 and
+# everything else (the clients, and this script with its helpers) on the other CPUs, and each end
+# of the veth pair has its receive work done on its own side's CPUs (RPS: the servers' end on
+# theirs, the clients' end on the others). So the servers' CPUs do what a server's machine does
+# for remote viewers: its own sending, the ACKs and requests it receives, and none of its
+# viewers' receiving, which loopback and an unsteered veth pair bill to whichever process sent.
+# `servers_busy` reads those CPUs' busy time, everything the kernel did there included. Give
+# the servers as many cores and workers as CPUs (CORES=N, NGINX_WORKERS=N). No-op otherwise.
+split_up() {
+  local n=${SPLIT:-0} me; me=$(basename "$0")
+  [ "$n" = 0 ] && return 0
+  [[ $n =~ ^[1-9][0-9]*$ ]] || { echo "$me: SPLIT must be a number of CPUs" >&2; exit 1; }
+  [ -n "$BENCH_NETNS" ] || { echo "$me: SPLIT needs NETNS=1" >&2; exit 1; }
+  local cpus; cpus=$(nproc)
+  [ "$cpus" -gt "$n" ] || { echo "$me: SPLIT=$n needs more than $n CPUs ($cpus here)" >&2; exit 1; }
+  local servers="0-$((n - 1))" clients="$n-$((cpus - 1))"
+  printf %x $(((1 << n) - 1)) >"/sys/class/net/${BENCH_VETH[0]}/queues/rx-0/rps_cpus"
+  ip netns exec "$BENCH_NETNS" sh -c "printf %x $(((1 << cpus) - (1 << n))) \
+    > /sys/class/net/${BENCH_VETH[1]}/queues/rx-0/rps_cpus"
+  taskset -pc "$clients" $$ >/dev/null
+  SERVER=(taskset -c "$servers")
+  SERVER_CPUS=$(seq -s ' ' 0 $((n - 1)))
+  CLIENT=(taskset -c "$clients" "${CLIENT[@]}")
 }
 
 netns_down() {
@@ -64,7 +95,20 @@ cpu_of() {
 # run it counts the clients too, and what the kernel did for a socket whichever process it
 # billed that to (on loopback the sender pays for much of its receiver's TCP work).
 machine_busy() {
-  awk -v tck="$(getconf CLK_TCK)" '/^cpu / {print ($2 + $3 + $4 + $7 + $8) / tck; exit}' /proc/stat
+  awk -v tck="$(getconf CLK_TCK)" '/^cpu / {printf "%.3f\n", ($2 + $3 + $4 + $7 + $8) / tck; exit}' /proc/stat
+}
+
+# Busy time (seconds) so far of the servers' CPUs (`split_up`): time since boot less each
+# CPU's idle, iowait (glommio sleeping in io_uring_enter counts as iowait) and steal time. Unlike
+# /proc/stat's busy fields, which this kernel samples at its tick, this counts the interrupt work
+# done while a CPU was otherwise idle (idle time is measured, not sampled, on a tickless
+# kernel). "-" when the servers have no CPUs of their own.
+servers_busy() {
+  [ -n "$SERVER_CPUS" ] || { echo -; return 0; }
+  awk -v cpus=" $SERVER_CPUS " -v tck="$(getconf CLK_TCK)" '
+    NR == 1 {up = $1; next}
+    /^cpu[0-9]/ && index(cpus, " " substr($1, 4) " ") {busy += up - ($5 + $6 + $9) / tck}
+    END {printf "%.3f\n", busy}' /proc/uptime /proc/stat
 }
 
 # Waits up to 15 s for the HLS playlist at $1 to list a segment; fails (with a line) if not.
