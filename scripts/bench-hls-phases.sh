@@ -13,7 +13,10 @@
 # start, per viewer (it includes what the stream itself grew meanwhile: run N=1 to see that).
 # AFTER=S starts the strace or the profile S seconds after the viewers (RAMP_SECS long): the
 # steady state's with AFTER=6. NETNS=1 (as root): the publisher and the viewers run in a network
-# namespace of their own over a veth pair, as in scripts/bench-hls.sh.
+# namespace of their own over a veth pair, as in scripts/bench-hls.sh; with it SPLIT=N puts the
+# server on CPUs 0..N-1 and the clients and their receive work on the others (bench-lib.sh's
+# `split_up`), and MODE=record then profiles the server's CPUs whole (`perf record -a -C`: the
+# kernel's work there in any context) instead of its processes.
 #
 # Usage: scripts/bench-hls-phases.sh corecast|nginx [N]
 # Environment: KIND (hls | flv | rtmp; flv and rtmp for corecast only), RAMP (200),
@@ -38,6 +41,7 @@ eval "$(awk '/^start_(corecast|nginx)\(\) \{/{p=1} p{print} p&&/^  echo \$!$/{e=
 
 trap netns_down EXIT
 netns_up
+split_up
 rtmp=$(free_port); http=$(free_port)
 pid=$("start_$server" "$rtmp" "$http")
 pub=
@@ -70,7 +74,8 @@ elif [ "$MODE" = memory ]; then
   rss_of "$pid" > "$label.rss"
 elif [ "$MODE" = record ]; then
   ( sleep "$AFTER"
-    perf record -q -F 2999 -g -p "$list_pids" -o "$label.perf" -- sleep "$RAMP_SECS" 2>/dev/null ) &
+    if [ -n "$SERVER_CPUS" ]; then target=(-a -C "${SERVER_CPUS// /,}"); else target=(-p "$list_pids"); fi
+    perf record -q -F 2999 -g "${target[@]}" -o "$label.perf" -- sleep "$RAMP_SECS" 2>/dev/null ) &
 else
   stat ramp "$RAMP_SECS" &
 fi
