@@ -74,7 +74,7 @@ elif [ "$MODE" = memory ]; then
   rss_of "$pid" > "$label.rss"
 elif [ "$MODE" = record ]; then
   ( sleep "$AFTER"
-    if [ -n "$SERVER_CPUS" ]; then target=(-a -C "${SERVER_CPUS// /,}"); else target=(-p "$list_pids"); fi
+    if [ -n "$SERVER_CPUS" ]; then target=(-a -C "$SERVER_CPUS"); else target=(-p "$list_pids"); fi
     perf record -q -F 2999 -g "${target[@]}" -o "$label.perf" -- sleep "$RAMP_SECS" 2>/dev/null ) &
 else
   stat ramp "$RAMP_SECS" &

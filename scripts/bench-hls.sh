@@ -85,17 +85,6 @@ trap netns_down EXIT
 netns_up
 split_up
 
-# utime+stime (seconds) of a process and its children.
-cpu_of() {
-  local total=0 tck p; tck=$(getconf CLK_TCK)
-  for p in $1 $(pgrep -P "$1" | tr '\n' ' '); do
-    [ -r "/proc/$p/stat" ] || continue
-    # Fields after the ")" of the command name: utime and stime are the 12th and 13th.
-    total=$(sed 's/.*) //' "/proc/$p/stat" | awk -v t="$total" '{print t + $12 + $13}')
-  done
-  python3 -c "print($total / $tck)"
-}
-
 start_corecast() { # rtmp-port http-port
   cat >"$OUT/corecast.toml" <<CONF
 ${PIN_CORES:+[node]

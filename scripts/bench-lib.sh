@@ -11,8 +11,8 @@ BENCH_HOST=127.0.0.1
 CLIENT=()
 BENCH_NETNS=
 BENCH_VETH=()
-# The command prefix that starts a server, and the CPUs the servers run on: nothing and none,
-# until `split_up` gives the servers CPUs of their own.
+# The command prefix that starts a server, and the CPUs the servers run on (0-K, for taskset and
+# perf): nothing and none, until `split_up` gives the servers CPUs of their own.
 SERVER=()
 SERVER_CPUS=
 
@@ -56,7 +56,7 @@ split_up() {
     > /sys/class/net/${BENCH_VETH[1]}/queues/rx-0/rps_cpus"
   taskset -pc "$clients" $$ >/dev/null
   SERVER=(taskset -c "$servers")
-  SERVER_CPUS=$(seq -s ' ' 0 $((n - 1)))
+  SERVER_CPUS=$servers
   CLIENT=(taskset -c "$clients" "${CLIENT[@]}")
 }
 
@@ -82,10 +82,11 @@ pids_of() { echo "$1 $(pgrep -P "$1" | tr '\n' ' ')"; }
 
 # Sum of utime+stime (seconds) over a process and its children.
 cpu_of() {
-  local total=0 tck; tck=$(getconf CLK_TCK)
+  local total=0 tck p; tck=$(getconf CLK_TCK)
   for p in $(pids_of "$1"); do
     [ -r "/proc/$p/stat" ] || continue
-    total=$(awk -v t="$total" '{print t + $14 + $15}' "/proc/$p/stat")
+    # Fields after the ")" of the command name: utime and stime are the 12th and 13th.
+    total=$(sed 's/.*) //' "/proc/$p/stat" | awk -v t="$total" '{print t + $12 + $13}')
   done
   python3 -c "print($total / $tck)"
 }
@@ -105,9 +106,9 @@ machine_busy() {
 # kernel). "-" when the servers have no CPUs of their own.
 servers_busy() {
   [ -n "$SERVER_CPUS" ] || { echo -; return 0; }
-  awk -v cpus=" $SERVER_CPUS " -v tck="$(getconf CLK_TCK)" '
+  awk -v last="${SERVER_CPUS#0-}" -v tck="$(getconf CLK_TCK)" '
     NR == 1 {up = $1; next}
-    /^cpu[0-9]/ && index(cpus, " " substr($1, 4) " ") {busy += up - ($5 + $6 + $9) / tck}
+    /^cpu[0-9]/ && substr($1, 4) + 0 <= last + 0 {busy += up - ($5 + $6 + $9) / tck}
     END {printf "%.3f\n", busy}' /proc/uptime /proc/stat
 }
 
